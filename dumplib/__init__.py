@@ -1,0 +1,48 @@
+"""dumplib: take process dump files safely (Windows minidumps, Linux ELF cores).
+
+    >>> import dumplib
+    >>> result = dumplib.create_dump("MyProcess", r"D:\\dumps", kind="full")   # doctest: +SKIP
+
+Only the public names live here; backends are imported lazily on first use.
+"""
+from ._version import __version__
+from .api import create_dump
+from .errors import (
+    AccessDenied,
+    AmbiguousProcess,
+    BitnessMismatch,
+    DumpError,
+    DumpExists,
+    DumpFailed,
+    InvalidDumpFile,
+    InvalidDumpPath,
+    InvalidKind,
+    ProcessNotFound,
+    TargetRefused,
+    UnsupportedPlatform,
+)
+from .kinds import DumpKind
+from .results import DumpResult, ProcessInfo
+from .targets import processes, resolve_target
+
+__all__ = [
+    "__version__",
+    "create_dump",
+    "processes",
+    "resolve_target",
+    "DumpKind",
+    "DumpResult",
+    "ProcessInfo",
+    "DumpError",
+    "ProcessNotFound",
+    "AmbiguousProcess",
+    "AccessDenied",
+    "BitnessMismatch",
+    "TargetRefused",
+    "DumpExists",
+    "InvalidDumpPath",
+    "InvalidDumpFile",
+    "InvalidKind",
+    "DumpFailed",
+    "UnsupportedPlatform",
+]

