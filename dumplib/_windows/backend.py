@@ -169,8 +169,13 @@ def verify_minidump(path: str, pid: int, mask: int) -> minidump.Minidump:
         problems.append("no thread list")
     if not dump.modules:
         problems.append("no module list")
-    if mask_has_full_memory(mask) and not dump.has_stream(minidump.MEMORY64_LIST):
-        problems.append("no full-memory (Memory64List) stream although the kind asks for all memory")
+    if mask_has_full_memory(mask):
+        if not dump.has_stream(minidump.MEMORY64_LIST) or not dump.memory:
+            problems.append("no memory in the Memory64List stream although the kind asks for all memory")
+        else:
+            missing = [t.tid for t in dump.threads if t.stack_size and not dump.holds(t.stack_start)]
+            if missing:
+                problems.append(f"the stacks of threads {missing} are missing from a full-memory dump")
     if dump.pid is not None and dump.pid != pid:
         problems.append(f"it describes process {dump.pid}, not {pid}")
     if problems:

@@ -114,6 +114,10 @@ class Minidump:
     def stream_names(self) -> List[str]:
         return [STREAM_NAMES.get(t, f"0x{t:X}") for t in self.streams]
 
+    def holds(self, address: int) -> bool:
+        """Whether the dump captured the byte at *address*."""
+        return any(r.start <= address < r.start + r.size for r in self.memory)
+
     def read_memory(self, address: int, length: int) -> Optional[bytes]:
         """Bytes at *address* in the dumped process, or None if the dump does not hold them all."""
         for r in self.memory:

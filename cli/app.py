@@ -1,0 +1,204 @@
+"""The `dumplib` command: a thin typer layer over the public `dumplib` API (and nothing else)."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable, List, NoReturn, Optional
+
+import typer
+
+import dumplib
+
+# Documented in README.md ("Exit codes"); one per error class so scripts can branch on them.
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_CODES = {
+    dumplib.InvalidKind: EXIT_USAGE,
+    dumplib.ProcessNotFound: 3,
+    dumplib.AmbiguousProcess: 4,
+    dumplib.AccessDenied: 5,
+    dumplib.DumpExists: 6,
+    dumplib.InvalidDumpPath: 7,
+    dumplib.DumpFailed: 8,
+    dumplib.UnsupportedPlatform: 9,
+    dumplib.BitnessMismatch: 10,
+    dumplib.TargetRefused: 11,
+    dumplib.InvalidDumpFile: 12,
+}
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Take process dump files safely: Windows minidumps, Linux ELF cores.",
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_INTERNAL
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every cleanup path runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise _Terminated()
+
+
+def _run(action: Callable[[], Any], *, as_json: bool, debug: bool) -> Any:
+    """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return action()
+    except dumplib.DumpError as exc:
+        _fail(exc, exit_code_for(exc), as_json=as_json, debug=debug)
+    except KeyboardInterrupt:
+        _fail(None, EXIT_SIGINT, as_json=as_json, debug=debug, message="interrupted; nothing was left behind")
+    except _Terminated:
+        _fail(None, EXIT_SIGTERM, as_json=as_json, debug=debug, message="terminated; nothing was left behind")
+    except Exception as exc:  # a bug in dumplib: still one line, but say so
+        _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug,
+              message=f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, message: Optional[str] = None) -> NoReturn:
+    text = message or str(exc)
+    if debug and exc is not None:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if as_json:
+        error = {"type": type(exc).__name__ if exc is not None else "Interrupted", "message": text, "exit_code": code}
+        if isinstance(exc, dumplib.DumpError):
+            error.update(exc.details())
+        typer.echo(json.dumps({"error": error}))
+    else:
+        typer.echo(f"dumplib: error: {text}", err=True)
+    raise typer.Exit(code)
+
+
+def _target(text: str) -> "int | str":
+    return int(text) if text.isdigit() else text
+
+
+def _flags(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise dumplib.InvalidKind(f"--flags {text!r} is not an integer; write it like 0x1826", flags=None) from None
+
+
+def human_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class _TerminalProgress:
+    """Elapsed time and bytes written, redrawn on one stderr line; silent when stderr is no terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.drawn = False
+
+    def __call__(self, written: int, elapsed: float) -> None:
+        sys.stderr.write(f"\r{self.label}: {elapsed:6.1f} s, {human_bytes(written)} written   ")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+JsonOpt = typer.Option(False, "--json", help="Print the result (or the error) as one JSON object.")
+DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
+
+
+@app.command()
+def dump(
+    target: str = typer.Argument(..., help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
+    path: Optional[str] = typer.Argument(
+        None,
+        help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
+        " {time} {kind}, and ProcDump's PROCESSNAME PID YYMMDD HHMMSS.",
+    ),
+    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
+    flags: Optional[str] = typer.Option(
+        None, "--flags", help="Raw mask overriding --kind: MINIDUMP_TYPE on Windows, coredump_filter on Linux."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    comment: Optional[str] = typer.Option(None, "--comment", help="Text stored in the dump's comment."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Write a dump of TARGET. `dumplib dump MyProcess c:\\temp\\myprocess.dmp --kind full` is `procdump -ma`."""
+    progress = _TerminalProgress(f"dumping {target}") if sys.stderr.isatty() and not as_json else None
+
+    def action() -> dumplib.DumpResult:
+        try:
+            return dumplib.create_dump(
+                _target(target), path, kind, flags=_flags(flags), overwrite=overwrite, comment=comment,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+
+    result = _run(action, as_json=as_json, debug=debug)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    for warning in result.warnings:
+        typer.echo(f"dumplib: warning: {warning}", err=True)
+    stopped = f", target stopped {result.stopped_seconds:.3f} s" if result.stopped_seconds is not None else ""
+    typer.echo(
+        f"wrote {result.path} ({human_bytes(result.size)}, {result.kind} dump of {result.process_name}"
+        f" pid {result.pid}, {result.seconds:.1f} s{stopped})"
+    )
+
+
+@app.command()
+def ps(
+    filter: Optional[str] = typer.Argument(None, help="Keep processes whose name contains this, or this pid."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """List processes (pid, name, user, private and resident memory) to find a dump target."""
+    procs: List[dumplib.ProcessInfo] = _run(lambda: dumplib.processes(filter), as_json=as_json, debug=debug)
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in procs]))
+        return
+    typer.echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10}")
+    for p in procs:
+        typer.echo(
+            f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '-')[:20]:<20} {human_bytes(p.private_bytes):>10}"
+            f" {human_bytes(p.rss_bytes):>10}"
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="dumplib")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+import pytest
+
+from dumplib import DumpKind, InvalidKind
+from dumplib.kinds import LINUX_FILTER_ALL, describe_mask, linux_filter, windows_mask
+
+
+def test_parse_accepts_names_any_case_and_members():
+    assert DumpKind.parse("FULL") is DumpKind.FULL
+    assert DumpKind.parse(" miniplus ") is DumpKind.MINIPLUS
+    assert DumpKind.parse(DumpKind.TRIAGE) is DumpKind.TRIAGE
+
+
+@pytest.mark.parametrize("bad", ["huge", "", None, 3])
+def test_parse_rejects_unknown_kinds_naming_the_choices(bad):
+    with pytest.raises(InvalidKind) as info:
+        DumpKind.parse(bad)
+    assert "mini, miniplus, full, triage" in str(info.value) or "mini" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_documented_windows_masks():
+    # These exact values are documented in README.md; changing one is a user-visible change.
+    assert windows_mask(DumpKind.FULL) == 0x61826
+    assert windows_mask(DumpKind.MINIPLUS) == 0x61B25
+    assert windows_mask(DumpKind.MINI) == 0x61925
+    assert windows_mask(DumpKind.TRIAGE) == 0x1205AC
+
+
+def test_full_holds_everything_windbg_dump_ma_holds():
+    dot_dump_ma = 0x1826
+    assert windows_mask(DumpKind.FULL) & dot_dump_ma == dot_dump_ma
+
+
+def test_raw_flags_override_and_are_validated():
+    assert windows_mask(DumpKind.MINI, 0x2) == 0x2
+    for bad in (-1, 0x2000000, True, "0x2"):
+        with pytest.raises(InvalidKind):
+            windows_mask(DumpKind.MINI, bad)
+
+
+def test_linux_filter_bits():
+    assert linux_filter(None) is None
+    assert linux_filter(0x33) == 0x33
+    with pytest.raises(InvalidKind):
+        linux_filter(LINUX_FILTER_ALL + 1)
+
+
+def test_describe_mask_names_flags():
+    assert describe_mask(0x1826) == "0x1826 (WithFullMemory|WithHandleData|WithUnloadedModules|WithFullMemoryInfo|WithThreadInfo)"
+    assert describe_mask(0) == "0x0 (Normal)"

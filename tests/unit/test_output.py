@@ -1,0 +1,75 @@
+import datetime
+import os
+
+import pytest
+
+from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
+from dumplib.output import TEMP_RE, expand_tokens, finalize, plan_destination
+
+PROC = ProcessInfo(pid=4242, name="My:Proc.exe")
+WHEN = datetime.datetime(2026, 11, 26, 7, 5, 9)
+
+
+def test_brace_and_procdump_tokens_expand():
+    assert expand_tokens("{name}_{pid}_{date}_{time}_{kind}", PROC, DumpKind.FULL, WHEN) == "My_Proc_4242_261126_070509_full"
+    assert expand_tokens("PROCESSNAME-PID-YYMMDD-HHMMSS", PROC, DumpKind.MINI, WHEN) == "My_Proc-4242-261126-070509"
+
+
+def test_procdump_tokens_only_replace_whole_words():
+    assert expand_tokens("PIDGIN_PID", PROC, DumpKind.MINI, WHEN) == "PIDGIN_4242"
+
+
+def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
+    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", when=WHEN)
+    assert dest.final == os.path.join(str(tmp_path), "My_Proc_4242_261126_070509.dmp")
+    assert os.path.dirname(dest.temp) == str(tmp_path)
+    assert TEMP_RE.match(os.path.basename(dest.temp))
+    assert f"-{os.getpid()}-" in os.path.basename(dest.temp)
+
+
+def test_none_means_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dest = plan_destination(None, PROC, DumpKind.MINI, overwrite=False, extension=".core", when=WHEN)
+    assert os.path.dirname(dest.final) == os.getcwd()
+    assert dest.final.endswith(".core")
+
+
+def test_missing_parent_is_an_error_and_not_created(tmp_path):
+    with pytest.raises(InvalidDumpPath) as info:
+        plan_destination(str(tmp_path / "nope" / "x.dmp"), PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+    assert "does not exist" in str(info.value) and info.value.path.endswith("x.dmp")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_trailing_separator_on_missing_directory(tmp_path):
+    with pytest.raises(InvalidDumpPath):
+        plan_destination(str(tmp_path / "nope") + os.sep, PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+
+
+def test_existing_file_needs_overwrite(tmp_path):
+    existing = tmp_path / "a.dmp"
+    existing.write_bytes(b"keep")
+    with pytest.raises(DumpExists) as info:
+        plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+    assert info.value.path == str(existing) and "overwrite" in str(info.value)
+    dest = plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=True, extension=".dmp")
+    assert dest.final == str(existing)
+    assert existing.read_bytes() == b"keep"
+
+
+def test_finalize_never_clobbers_without_overwrite(tmp_path):
+    temp, final = tmp_path / "t.tmp", tmp_path / "f.dmp"
+    temp.write_bytes(b"new")
+    final.write_bytes(b"old")
+    with pytest.raises(DumpExists):
+        finalize(str(temp), str(final), overwrite=False)
+    assert final.read_bytes() == b"old" and temp.exists()
+    finalize(str(temp), str(final), overwrite=True)
+    assert final.read_bytes() == b"new" and not temp.exists()
+
+
+def test_finalize_moves_into_place(tmp_path):
+    temp, final = tmp_path / "t.tmp", tmp_path / "f.dmp"
+    temp.write_bytes(b"data")
+    finalize(str(temp), str(final), overwrite=False)
+    assert final.read_bytes() == b"data" and not temp.exists()
