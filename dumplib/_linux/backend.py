@@ -1,0 +1,240 @@
+"""The Linux backend: an ELF core of a live process, written by ptrace + process_vm_readv.
+
+Plan reads /proc only (the target keeps running); write stops every thread, takes registers and
+the memory the plan's rules select, and lets the threads go before the file is finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import platform
+from typing import Dict, List, Optional, Sequence
+
+import psutil
+
+from ..errors import AccessDenied, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
+from ..formats import elfcore
+from ..kinds import DumpKind, linux_filter
+from ..results import ProcessInfo
+from .._backend import Backend, Plan, ProgressCallback, WriteReport
+from . import linkmap, maps, notes
+from .memory import MemoryCopier, read_small, throttled
+from .tracer import StoppedProcess, ThreadState, read_status, traced_refusal
+
+PF_KTHREAD = 0x00200000
+
+
+def supported_machine() -> bool:
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+@dataclasses.dataclass
+class LinuxDetail:
+    """What the plan saw; the writer re-derives it while the target is stopped, by the same rules."""
+
+    segments: List[maps.Segment]
+    threads: int = 0  # set by the writer: how many PRSTATUS notes it wrote
+
+
+class LinuxBackend(Backend):
+    name = "linux-elfcore"
+    extension = ".core"
+    windows_names = False
+
+    def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
+        return linux_filter(flags)
+
+    def process_table(self) -> Dict[int, str]:
+        table: Dict[int, str] = {}
+        for proc in psutil.process_iter(["name"]):
+            table[proc.pid] = proc.info["name"] or ""
+        return table
+
+    def check_target(self, target: ProcessInfo) -> None:
+        pid = target.pid
+        status = read_status(pid)
+        if not status:
+            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
+        if int(status.get("Tgid", pid)) == os.getpid():
+            raise TargetRefused(
+                f"process {pid} is this Python process: a process cannot ptrace itself. Dump it from"
+                " another process, e.g. subprocess.run(['dumplib', 'dump', str(os.getpid())])",
+                pid=pid,
+                reason="self",
+            )
+        if status.get("State", "").startswith(("Z", "X")):
+            raise TargetRefused(
+                f"process {pid} is a zombie: it has exited and holds no memory to dump; its parent"
+                " (pid {0}) has not reaped it yet".format(status.get("PPid", "?")),
+                pid=pid,
+                reason="zombie",
+            )
+        if _stat_fields(pid) and int(_stat_fields(pid)[6]) & PF_KTHREAD:
+            raise TargetRefused(
+                f"process {pid} ({target.name}) is a kernel thread: it has no user memory to dump",
+                pid=pid,
+                reason="kernel-thread",
+            )
+        tracer = int(status.get("TracerPid", "0") or 0)
+        if tracer:
+            raise traced_refusal(pid, tracer)
+
+    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+        pid = target.pid
+        regions = _smaps(pid)
+        segments = self._select(pid, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
+        return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments))
+
+    def _select(self, pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
+                sps: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
+        keep: List[int] = []
+        exe_paths: List[str] = []
+        if flags is None and kind is not DumpKind.FULL:
+            auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
+            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n))
+            exe_paths = _exe_and_loader(pid, regions, auxv)
+        headers = maps.elf_header_starts(regions, None if plan_only else pid)
+        return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+                           exe_paths=exe_paths, elf_headers=headers)
+
+    def write(self, plan: Plan, temp_path: str, *, comment: str, progress: Optional[ProgressCallback]) -> WriteReport:
+        pid = plan.target.pid
+        fd = _create_exclusive(temp_path)
+        try:
+            with StoppedProcess(pid) as stopped:
+                threads = _leader_first(pid, stopped.threads)
+                regions = _smaps(pid)
+                segments = self._select(pid, regions, plan.kind, plan.flags,
+                                        [t.stack_pointer for t in threads], plan_only=False)
+                note_bytes = _notes(pid, threads, regions, comment)
+                loads = [(s.start, s.end - s.start, s.flags, s.dump_start == s.start) for s in segments]
+                header, offsets, end = elfcore.layout(loads, len(note_bytes))
+                os.pwrite(fd, header + note_bytes, 0)
+                copier = MemoryCopier(pid, fd, throttled(progress) if progress else None)
+                try:
+                    for seg, offset in zip(segments, offsets):
+                        if seg.dump_start == seg.start:
+                            copier.copy(seg.start, seg.end, offset, seg.anon)
+                finally:
+                    copier.close()
+                if not stopped.alive():
+                    raise DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept",
+                                     pid=pid, reason="exited")
+            # The target runs again from here; what is left is our own file.
+            os.ftruncate(fd, end)
+        except OSError as exc:
+            raise _write_error(exc, temp_path, pid) from None
+        finally:
+            os.close(fd)
+        plan.detail = LinuxDetail(segments, threads=len(threads))
+        return WriteReport(stopped_seconds=stopped.stopped_seconds)
+
+    def verify(self, path: str, plan: Plan) -> None:
+        verify_core(path, plan.target.pid, plan.detail.threads if plan.detail else 0)
+
+
+def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
+    """Read the core back: ELF header, one PRSTATUS per thread, the notes gdb needs, loads in the file."""
+    try:
+        core = elfcore.read_elfcore(path)
+    except InvalidDumpFile as exc:
+        raise DumpFailed(f"the written core is unusable and was removed: {exc.message}", pid=pid) from None
+    problems = list(core.problems)
+    if threads and len(core.threads) != threads:
+        problems.append(f"{len(core.threads)} thread notes for {threads} threads")
+    for needed, label in ((elfcore.NT_PRPSINFO, "PRPSINFO"), (elfcore.NT_AUXV, "AUXV"), (elfcore.NT_FILE, "FILE")):
+        if needed not in core.note_types():
+            problems.append(f"no NT_{label} note")
+    if core.pid is not None and core.pid != pid:
+        problems.append(f"it describes process {core.pid}, not {pid}")
+    if problems:
+        raise DumpFailed(f"the core of process {pid} failed verification ({'; '.join(problems)}); it was removed",
+                         pid=pid, reason="unverified")
+    return core
+
+
+def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: str) -> bytes:
+    stat = _stat_fields(pid)
+    status = read_status(pid)
+    uid = int(status.get("Uid", "0").split()[0])
+    gid = int(status.get("Gid", "0").split()[0])
+    ids = (pid, int(stat[1]), int(stat[2]), int(stat[3]))
+    comm = _read_proc(pid, "comm").decode("utf-8", "replace").strip()
+    psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(pid, "cmdline"), comm)
+    body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(pid, "auxv"), regions=regions)
+    return body + notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8"))
+
+
+def _leader_first(pid: int, threads: Dict[int, ThreadState]) -> List[ThreadState]:
+    return sorted(threads.values(), key=lambda t: (t.tid != pid, t.tid))
+
+
+def _create_exclusive(path: str) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
+
+
+def _write_error(exc: OSError, path: str, pid: int) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DumpFailed(f"the disk holding {os.path.dirname(path)} filled up while writing the dump of process {pid};"
+                          " the partial file was removed. Free space or dump to another volume", pid=pid,
+                          errno=exc.errno, reason="disk-full")
+    return DumpFailed(f"writing the dump of process {pid} failed: {exc}", pid=pid, errno=exc.errno)
+
+
+def _read_proc(pid: int, name: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+    except PermissionError:
+        raise AccessDenied(f"cannot read /proc/{pid}/{name}: permission denied; dump processes of your own"
+                           " user, or run as root", pid=pid, code=errno.EACCES) from None
+
+
+def _smaps(pid: int) -> List[maps.Region]:
+    return maps.parse_smaps(_read_proc(pid, "smaps").decode("utf-8", "surrogateescape"))
+
+
+def _stat_fields(pid: int) -> List[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _syscall_stack_pointers(pid: int) -> List[int]:
+    """Stack pointers of threads blocked in a system call, read without stopping anything."""
+    sps: List[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return sps
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 9:
+            sps.append(int(fields[7], 16))
+    return sps
+
+
+def _exe_and_loader(pid: int, regions: Sequence[maps.Region], auxv: Dict[int, int]) -> List[str]:
+    paths: List[str] = []
+    try:
+        paths.append(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        pass
+    base = auxv.get(7)  # AT_BASE: where the dynamic loader is mapped
+    for r in regions:
+        if base and r.start == base and r.file_backed:
+            paths.append(r.path)
+    return paths

@@ -1,0 +1,51 @@
+"""libc prototypes for the Linux backend: ptrace, waitpid, process_vm_readv. Declarations only."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Any, Tuple
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+PTRACE_DETACH = 17
+PTRACE_GETREGSET = 0x4204
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000
+
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+NT_X86_XSTATE = 0x202
+
+pid_t = ctypes.c_int
+
+
+class iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _check_minus_one(result: Any, func: Any, args: Tuple[Any, ...]) -> Any:
+    """errcheck: -1 means failure with errno set; raise OSError carrying that errno."""
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{func.__name__}: {os.strerror(err)}")
+    return result
+
+
+def _proto(name: str, restype: Any, argtypes: Any) -> Any:
+    fn = getattr(_libc, name)
+    fn.restype = restype
+    fn.argtypes = argtypes
+    fn.errcheck = _check_minus_one
+    return fn
+
+
+ptrace = _proto("ptrace", ctypes.c_long, [ctypes.c_long, pid_t, ctypes.c_void_p, ctypes.c_void_p])
+waitpid = _proto("waitpid", pid_t, [pid_t, ctypes.POINTER(ctypes.c_int), ctypes.c_int])
+process_vm_readv = _proto(
+    "process_vm_readv",
+    ctypes.c_ssize_t,
+    [pid_t, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.c_ulong],
+)

@@ -1,0 +1,165 @@
+"""Copying a stopped process's memory into the core: process_vm_readv in, pwrite out, holes kept.
+
+Never-touched anonymous pages (per /proc/PID/pagemap) are not read at all, all-zero pages are not
+written, and unreadable pages stay holes: the file is sparse, and reads back as the process saw it.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import time
+from typing import Callable, Iterator, Optional, Tuple
+
+from ..errors import DumpFailed
+from . import libc
+
+PAGE = 4096
+CHUNK = 4 << 20  # 1-4 MiB reads are fastest (research/linux-core.md)
+ZERO_PAGE = bytes(PAGE)
+_ZERO_RUN = bytes(64)
+# pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
+_IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
+_RUNS = re.compile(b"\x01+")
+
+#: Called with the number of bytes copied so far; may raise to abort the dump.
+Tick = Callable[[int], None]
+
+
+class MemoryCopier:
+    def __init__(self, pid: int, fd: int, tick: Optional[Tick] = None) -> None:
+        self.pid, self.fd, self.tick = pid, fd, tick
+        self.buf = bytearray(CHUNK)
+        self.view = memoryview(self.buf)
+        self._local = libc.iovec(None, 0)
+        self._remote = libc.iovec(None, 0)
+        self.copied = 0  # bytes read from the target
+        self.written = 0  # bytes actually stored (zero pages and holes excluded)
+        try:
+            self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._pagemap = None
+
+    def close(self) -> None:
+        if self._pagemap is not None:
+            os.close(self._pagemap)
+            self._pagemap = None
+        self.view.release()
+
+    def copy(self, start: int, end: int, file_offset: int, anon: bool) -> None:
+        """Copy target memory [start, end) to the file at *file_offset*."""
+        for chunk in range(start, end, CHUNK):
+            n = min(CHUNK, end - chunk)
+            base = file_offset + (chunk - start)
+            for off, length in self._touched_runs(chunk, n) if anon else ((0, n),):
+                got = self._read(chunk + off, off, length)
+                if got < length:
+                    self._salvage(chunk + off + got, off + got, length - got)
+                self._write_nonzero(off, length, base)
+            self.copied += n
+            if self.tick is not None:
+                self.tick(self.written)
+
+    def _touched_runs(self, address: int, n: int) -> Iterator[Tuple[int, int]]:
+        """(offset, length) runs of pages present or swapped; untouched anonymous pages read as zero."""
+        if self._pagemap is None:
+            yield 0, n
+            return
+        pages = n // PAGE
+        try:
+            entries = os.pread(self._pagemap, pages * 8, (address // PAGE) * 8)
+        except OSError:
+            yield 0, n
+            return
+        if len(entries) != pages * 8:
+            yield 0, n
+            return
+        flags = entries[7::8].translate(_IN_MEMORY)
+        for m in _RUNS.finditer(flags):
+            yield m.start() * PAGE, (m.end() - m.start()) * PAGE
+
+    def _read(self, address: int, offset: int, length: int) -> int:
+        self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf, offset))
+        self._local.iov_len = length
+        self._remote.iov_base = address
+        self._remote.iov_len = length
+        try:
+            return libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise DumpFailed(
+                    f"process {self.pid} exited while it was being dumped; nothing was kept",
+                    pid=self.pid,
+                    reason="exited",
+                ) from None
+            if exc.errno in (errno.EFAULT, errno.EIO, errno.ENOMEM):
+                return 0
+            raise DumpFailed(f"reading memory of process {self.pid} failed: {exc}", pid=self.pid, errno=exc.errno) from None
+
+    def _salvage(self, address: int, offset: int, length: int) -> None:
+        """After a short read, take what can be read page by page; the rest stays zero (a hole)."""
+        for page in range(0, length, PAGE):
+            if self._read(address + page, offset + page, PAGE) < PAGE:
+                self.buf[offset + page : offset + page + PAGE] = ZERO_PAGE
+
+    def _write_nonzero(self, offset: int, length: int, base: int) -> None:
+        """pwrite the pages of buf[offset:offset+length] that are not all zero, as few calls as possible."""
+        buf, end = self.buf, offset + length
+        run_start = offset
+        pos = offset
+        while True:
+            hit = buf.find(_ZERO_RUN, pos, end)
+            if hit < 0:
+                break
+            page = hit + (-(hit - offset) % PAGE)  # first page boundary at or after the zeros
+            if page + PAGE > end:
+                break
+            if buf.startswith(ZERO_PAGE, page):
+                if page > run_start:
+                    self._pwrite(run_start, page, base)
+                zero_end = page + PAGE
+                while zero_end + PAGE <= end and buf.startswith(ZERO_PAGE, zero_end):
+                    zero_end += PAGE
+                run_start = pos = zero_end
+            else:
+                pos = page + 1
+        if end > run_start:
+            self._pwrite(run_start, end, base)
+
+    def _pwrite(self, lo: int, hi: int, base: int) -> None:
+        view = self.view[lo:hi]
+        offset = base + lo
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+        self.written += hi - lo
+
+
+def throttled(callback: Callable[[int, float], None], every: float = 0.25) -> Tick:
+    """A Tick that forwards (bytes, elapsed) to *callback* at most every *every* seconds."""
+    start = time.monotonic()
+    last = [0.0]
+
+    def tick(written: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            callback(written, now - start)
+
+    return tick
+
+
+def read_small(pid: int, address: int, length: int) -> Optional[bytes]:
+    """Up to *length* bytes at *address* (fewer if the range runs into unmapped memory), None if none."""
+    buf = ctypes.create_string_buffer(length)
+    local = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), length)
+    remote = libc.iovec(address, length)
+    try:
+        got = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            raise
+        return None
+    return buf.raw[:got] if got > 0 else None

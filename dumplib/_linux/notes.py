@@ -1,0 +1,119 @@
+"""The PT_NOTE contents of a Linux core, in the kernel's order, byte-compatible with its structs."""
+from __future__ import annotations
+
+import struct
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .maps import PAGE, Region
+from .tracer import ThreadState
+
+NT_PRSTATUS = 1
+NT_FPREGSET = 2
+NT_PRPSINFO = 3
+NT_AUXV = 6
+NT_X86_XSTATE = 0x202
+NT_SIGINFO = 0x53494749
+NT_FILE = 0x46494C45
+
+PRSTATUS_SIZE = 336
+PRPSINFO_SIZE = 136
+SIGINFO_SIZE = 128
+
+# XSAVE component offsets in the standard (non-compacted) layout. Intel's are what gdb 13 assumes;
+# AMD CPUs report their own through CPUID and the kernel hands those out, which gdb rejects as "too
+# small". Components: 2 AVX (256 B), 5 opmask (64), 6 ZMM_Hi256 (512), 7 Hi16_ZMM (1024), 9 PKRU (8).
+_SIZES = {2: 256, 3: 64, 4: 64, 5: 64, 6: 512, 7: 1024, 9: 8}
+_INTEL = {2: 576, 3: 960, 4: 1024, 5: 1088, 6: 1152, 7: 1664, 9: 2688}
+_AMD = {2: 576, 5: 832, 6: 896, 7: 1408, 9: 2432}
+XCR0_OFFSET = 464  # where Linux stores XCR0 in the sw_reserved bytes of the FXSAVE area
+XSTATE_BV_OFFSET = 512
+
+
+def note(name: bytes, note_type: int, desc: bytes) -> bytes:
+    name_z = name + b"\0"
+    out = struct.pack("<III", len(name_z), len(desc), note_type) + name_z
+    out += b"\0" * (-len(out) % 4) + desc
+    return out + b"\0" * (-len(out) % 4)
+
+
+def _layout_size(offsets: Dict[int, int], xcr0: int) -> Optional[int]:
+    ends = [offsets[c] + _SIZES[c] for c in _SIZES if xcr0 & (1 << c)]
+    if any(xcr0 & (1 << c) and c not in offsets for c in _SIZES):
+        return None
+    return max(ends, default=576)
+
+
+def intel_xstate(xstate: bytes) -> bytes:
+    """Re-lay an AMD-layout XSAVE buffer out in Intel's, so gdb shows AVX registers; else unchanged."""
+    if len(xstate) < XSTATE_BV_OFFSET + 64:
+        return xstate
+    xcr0 = int.from_bytes(xstate[XCR0_OFFSET : XCR0_OFFSET + 8], "little")
+    amd_size, intel_size = _layout_size(_AMD, xcr0), _layout_size(_INTEL, xcr0)
+    if amd_size is None or intel_size is None or amd_size == intel_size or len(xstate) != amd_size:
+        return xstate
+    out = bytearray(intel_size)
+    out[:576] = xstate[:576]  # legacy FXSAVE area and XSAVE header
+    for comp, size in _SIZES.items():
+        if xcr0 & (1 << comp) and comp in _AMD:
+            out[_INTEL[comp] : _INTEL[comp] + size] = xstate[_AMD[comp] : _AMD[comp] + size]
+    return bytes(out)
+
+
+def prstatus(thread: ThreadState, ids: Tuple[int, int, int, int]) -> bytes:
+    """struct elf_prstatus: no signal (a live dump), the thread's ids, its general registers."""
+    _pid, ppid, pgrp, sid = ids
+    buf = bytearray(PRSTATUS_SIZE)
+    struct.pack_into("<iiii", buf, 32, thread.tid, ppid, pgrp, sid)
+    buf[112 : 112 + len(thread.regs)] = thread.regs
+    struct.pack_into("<i", buf, 328, 1)  # pr_fpvalid: an FPREGSET note follows
+    return bytes(buf)
+
+
+def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, comm: str) -> bytes:
+    """struct elf_prpsinfo from /proc/PID/stat (the fields after the command name) and cmdline."""
+    state = stat[0]
+    ppid, pgrp, sid, flags, nice = int(stat[1]), int(stat[2]), int(stat[3]), int(stat[6]), int(stat[16])
+    buf = bytearray(PRPSINFO_SIZE)
+    struct.pack_into(
+        "<bcbb4xQIIiiii", buf, 0,
+        max(0, "RSDTZW".find(state)), state.encode()[:1] or b"R", 1 if state == "Z" else 0,
+        max(-128, min(127, nice)), flags, uid, gid, pid, ppid, pgrp, sid,
+    )
+    fname = comm.encode()[:15]
+    buf[40 : 40 + len(fname)] = fname
+    args = cmdline.replace(b"\0", b" ").strip()[:79]
+    buf[56 : 56 + len(args)] = args
+    return bytes(buf)
+
+
+def nt_file(regions: Sequence[Region]) -> bytes:
+    entries: List[Tuple[int, int, int, bytes]] = [
+        (r.start, r.end, r.offset // PAGE, r.path.encode()) for r in regions if r.file_backed
+    ]
+    head = struct.pack("<QQ", len(entries), PAGE)
+    table = b"".join(struct.pack("<QQQ", s, e, o) for s, e, o, _ in entries)
+    names = b"".join(p + b"\0" for *_, p in entries)
+    return head + table + names
+
+
+def build_notes(
+    threads: Sequence[ThreadState],
+    *,
+    ids: Tuple[int, int, int, int],
+    psinfo: bytes,
+    auxv: bytes,
+    regions: Sequence[Region],
+) -> bytes:
+    """All notes in the kernel's order; the first thread is the one debuggers show as current."""
+    parts: List[bytes] = []
+    for index, t in enumerate(threads):
+        parts.append(note(b"CORE", NT_PRSTATUS, prstatus(t, ids)))
+        if index == 0:
+            parts.append(note(b"CORE", NT_PRPSINFO, psinfo))
+            parts.append(note(b"CORE", NT_SIGINFO, bytes(SIGINFO_SIZE)))
+            parts.append(note(b"CORE", NT_AUXV, auxv))
+            parts.append(note(b"CORE", NT_FILE, nt_file(regions)))
+        parts.append(note(b"CORE", NT_FPREGSET, t.fpregs))
+        if t.xstate:
+            parts.append(note(b"LINUX", NT_X86_XSTATE, intel_xstate(t.xstate)))
+    return b"".join(parts)
