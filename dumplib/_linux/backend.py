@@ -108,14 +108,16 @@ class LinuxBackend(Backend):
                 segments = self._select(pid, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
                 note_bytes = _notes(pid, threads, regions, comment)
-                loads = [(s.start, s.end - s.start, s.flags, s.dump_start == s.start) for s in segments]
+                # Memory not taken gets no PT_LOAD at all: gdb reads a p_filesz-0 segment as zeros,
+                # which would pass for real data. Absent, it says "Cannot access memory".
+                segments = [s for s in segments if s.dump_start == s.start]
+                loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 os.pwrite(fd, header + note_bytes, 0)
                 copier = MemoryCopier(pid, fd, throttled(progress) if progress else None)
                 try:
                     for seg, offset in zip(segments, offsets):
-                        if seg.dump_start == seg.start:
-                            copier.copy(seg.start, seg.end, offset, seg.anon)
+                        copier.copy(seg.start, seg.end, offset, seg.anon)
                 finally:
                     copier.close()
                 if not stopped.alive():

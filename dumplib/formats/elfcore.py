@@ -18,7 +18,7 @@ NT_PRPSINFO = 3
 NT_AUXV = 6
 NT_FILE = 0x46494C45
 #: dumplib's own note (owner "DUMPLIB"): the comment text, UTF-8. Debuggers ignore unknown owners.
-NT_DUMPLIB_COMMENT = 1
+NT_DUMPLIB_COMMENT = 0x444D5043  # "DMPC": distinct from every CORE/LINUX note type
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
