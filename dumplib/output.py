@@ -96,12 +96,15 @@ def plan_destination(
         if not overwrite:
             raise DumpExists(final)
     if not os.access(directory, os.W_OK):
-        raise InvalidDumpPath(
-            f"cannot create files in {directory}: permission denied; choose a writable directory",
-            path=final,
-        )
+        why = "its filesystem is mounted read-only" if _read_only(directory) else "permission denied"
+        raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
     temp_name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{os.path.basename(final)}.tmp"
     return Destination(final=final, temp=os.path.join(directory, temp_name), directory=directory)
+
+
+def _read_only(directory: str) -> bool:
+    statvfs = getattr(os, "statvfs", None)
+    return bool(statvfs and statvfs(directory).f_flag & os.ST_RDONLY)
 
 
 def finalize(temp: str, final: str, *, overwrite: bool) -> None:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .maps import PAGE, Region
-from .tracer import ThreadState
+
+if TYPE_CHECKING:  # the tracer needs libc; these pure builders must import on any OS
+    from .tracer import ThreadState
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -59,7 +61,7 @@ def intel_xstate(xstate: bytes) -> bytes:
     return bytes(out)
 
 
-def prstatus(thread: ThreadState, ids: Tuple[int, int, int, int]) -> bytes:
+def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int]) -> bytes:
     """struct elf_prstatus: no signal (a live dump), the thread's ids, its general registers."""
     _pid, ppid, pgrp, sid = ids
     buf = bytearray(PRSTATUS_SIZE)
@@ -97,7 +99,7 @@ def nt_file(regions: Sequence[Region]) -> bytes:
 
 
 def build_notes(
-    threads: Sequence[ThreadState],
+    threads: Sequence["ThreadState"],
     *,
     ids: Tuple[int, int, int, int],
     psinfo: bytes,

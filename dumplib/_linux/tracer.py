@@ -121,13 +121,16 @@ class StoppedProcess:
 
     # -- leaving -------------------------------------------------------------------------------------
     def detach(self) -> None:
+        gone = []
         for tid, state in list(self.threads.items()):
             try:
                 libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(state.pending_signal or None))
             except OSError:
-                pass  # already gone; nothing to release
+                gone.append(tid)
         self.threads.clear()
         self.resumed_at = time.monotonic()
+        if gone:
+            _reap(gone)
 
     def __exit__(self, *exc: object) -> None:
         self.detach()
@@ -142,6 +145,26 @@ class StoppedProcess:
                 return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
         except OSError:
             return False
+
+
+def _reap(tids: List[int], patience: float = 2.0) -> None:
+    """Collect tracees that died while stopped (SIGKILL mid-dump).
+
+    A killed tracee stays a zombie until its tracer waits for it, and the process's own parent
+    cannot reap it until then; a library user's long-lived process must not keep them.
+    """
+    status = ctypes.c_int()
+    deadline = time.monotonic() + patience
+    pending = set(tids)
+    while pending and time.monotonic() < deadline:
+        for tid in list(pending):
+            try:
+                if libc.waitpid(tid, ctypes.byref(status), libc.WALL | os.WNOHANG) == tid:
+                    pending.discard(tid)
+            except OSError:
+                pending.discard(tid)  # ECHILD: not ours to reap (alive and detached, or reaped)
+        if pending:
+            time.sleep(0.01)
 
 
 def _getregset(tid: int, note_type: int, size: int) -> bytes:
