@@ -1,0 +1,18 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.linux
+
+
+def test_dump_a_child_example_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(EXAMPLES / "dump_a_child.py"), str(tmp_path), "--kind", "mini"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path = re.search(r": (\S+\.core)$", done.stdout.splitlines()[0]).group(1)
+    assert Path(path).read_bytes()[:4] == b"\x7fELF"
+    assert "stopped for" in done.stdout
