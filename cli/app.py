@@ -28,6 +28,7 @@ EXIT_CODES = {
     dumplib.BitnessMismatch: 10,
     dumplib.TargetRefused: 11,
     dumplib.InvalidDumpFile: 12,
+    dumplib.InsufficientDiskSpace: 13,
 }
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -100,6 +101,23 @@ def _flags(text: Optional[str]) -> Optional[int]:
         raise dumplib.InvalidKind(f"--flags {text!r} is not an integer; write it like 0x1826", flags=None) from None
 
 
+_SIZE = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+         "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
+
+
+def parse_size(text: Optional[str]) -> Optional[int]:
+    """``512M``, ``2G``, ``1.5GiB`` or plain bytes (binary units)."""
+    if text is None:
+        return None
+    number = text.strip().upper().rstrip()
+    unit = number.lstrip("0123456789.")
+    digits = number[: len(number) - len(unit)]
+    try:
+        return int(float(digits) * _SIZE[unit.strip()])
+    except (ValueError, KeyError):
+        raise dumplib.InvalidKind(f"{text!r} is not a size; write it like 512M, 2G or 1073741824") from None
+
+
 def human_bytes(n: Optional[int]) -> str:
     if n is None:
         return "-"
@@ -147,6 +165,14 @@ def dump(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     comment: Optional[str] = typer.Option(None, "--comment", help="Text stored in the dump's comment."),
+    min_free: Optional[str] = typer.Option(
+        None, "--min-free", help="Free space to keep on the volume (default max(1G, 5% of it)), e.g. 2G."
+    ),
+    no_space_check: bool = typer.Option(False, "--no-space-check", help="Skip the free-space guard and watchdog."),
+    fit: bool = typer.Option(False, "--fit", help="Take the largest kind (full, miniplus, mini, triage) that fits."),
+    no_sidecar: bool = typer.Option(False, "--no-sidecar", help="Do not write <dump>.json."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Afterwards keep only the newest N dumplib dumps here."),
+    max_total: Optional[str] = typer.Option(None, "--max-total", help="Afterwards delete the oldest dumplib dumps here beyond SIZE."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -157,7 +183,8 @@ def dump(
         try:
             return dumplib.create_dump(
                 _target(target), path, kind, flags=_flags(flags), overwrite=overwrite, comment=comment,
-                progress=progress,
+                progress=progress, min_free=parse_size(min_free), space_check=not no_space_check, fit=fit,
+                sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total),
             )
         finally:
             if progress is not None:
@@ -177,6 +204,49 @@ def dump(
 
 
 @app.command()
+def estimate(
+    target: str = typer.Argument(..., help="Process id or name."),
+    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
+    flags: Optional[str] = typer.Option(None, "--flags", help="Raw mask instead of --kind."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Say how big a dump of TARGET would be, without reading its memory or stopping it."""
+    est = _run(lambda: dumplib.estimate(_target(target), kind, flags=_flags(flags)), as_json=as_json, debug=debug)
+    if as_json:
+        typer.echo(json.dumps(est.to_dict()))
+        return
+    parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in est.breakdown.items() if v)
+    typer.echo(f"a {est.kind} dump of pid {est.pid} would take ~{human_bytes(est.bytes)} ({parts})")
+
+
+@app.command()
+def info(
+    dumpfile: str = typer.Argument(..., help="A minidump (.dmp) or ELF core (.core)."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Describe a dump file: format, process, kind, threads, modules, memory, comment, completeness."""
+    d = _run(lambda: dumplib.info(dumpfile), as_json=as_json, debug=debug)
+    if as_json:
+        typer.echo(json.dumps(d.to_dict()))
+        return
+    flags = "-" if d.flags is None else f"0x{d.flags:X}"
+    typer.echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}, {'complete' if d.complete else 'INCOMPLETE'}")
+    typer.echo(f"  process  pid {d.pid} {d.process or ''}")
+    typer.echo(f"  kind     {d.kind or '-'} (flags {flags})")
+    typer.echo(f"  threads  {d.threads}")
+    typer.echo(f"  memory   {d.memory_ranges} ranges, {human_bytes(d.memory_bytes)}")
+    typer.echo(f"  modules  {len(d.modules)}" + "".join(f"\n    {m}" for m in d.modules[:50]))
+    if d.comment:
+        typer.echo(f"  comment  {d.comment}")
+    for p in d.problems:
+        typer.echo(f"  problem  {p}")
+    if not d.complete:
+        raise typer.Exit(EXIT_CODES[dumplib.InvalidDumpFile])
+
+
+@app.command()
 def ps(
     filter: Optional[str] = typer.Argument(None, help="Keep processes whose name contains this, or this pid."),
     as_json: bool = JsonOpt,
@@ -187,11 +257,11 @@ def ps(
     if as_json:
         typer.echo(json.dumps([p.to_dict() for p in procs]))
         return
-    typer.echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10}")
+    typer.echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10} {'FULL DUMP':>10}")
     for p in procs:
         typer.echo(
             f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '-')[:20]:<20} {human_bytes(p.private_bytes):>10}"
-            f" {human_bytes(p.rss_bytes):>10}"
+            f" {human_bytes(p.rss_bytes):>10} {human_bytes(p.full_dump_bytes):>10}"
         )
 
 

@@ -6,7 +6,7 @@
 Only the public names live here; backends are imported lazily on first use.
 """
 from ._version import __version__
-from .api import create_dump
+from .api import create_dump, estimate
 from .errors import (
     AccessDenied,
     AmbiguousProcess,
@@ -14,6 +14,7 @@ from .errors import (
     DumpError,
     DumpExists,
     DumpFailed,
+    InsufficientDiskSpace,
     InvalidDumpFile,
     InvalidDumpPath,
     InvalidKind,
@@ -22,12 +23,17 @@ from .errors import (
     UnsupportedPlatform,
 )
 from .kinds import DumpKind
-from .results import DumpResult, ProcessInfo
+from .inspect import DumpInfo, info
+from .results import DumpResult, ProcessInfo, SizeEstimate
 from .targets import processes, resolve_target
 
 __all__ = [
     "__version__",
     "create_dump",
+    "estimate",
+    "info",
+    "DumpInfo",
+    "SizeEstimate",
     "processes",
     "resolve_target",
     "DumpKind",
@@ -44,5 +50,6 @@ __all__ = [
     "InvalidDumpFile",
     "InvalidKind",
     "DumpFailed",
+    "InsufficientDiskSpace",
     "UnsupportedPlatform",
 ]

@@ -8,10 +8,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import UnsupportedPlatform
 from .kinds import DumpKind
-from .results import ProcessInfo
+from .results import ProcessInfo, SizeEstimate
 
 #: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
 ProgressCallback = Callable[[int, float], None]
+#: tick(bytes_written_so_far), called often during the write; it may raise to abandon the dump
+#: (the free-space watchdog does).
+Tick = Callable[[int], None]
 
 
 @dataclasses.dataclass
@@ -24,6 +27,8 @@ class Plan:
     flags: Optional[int]
     #: Backend-specific detail (e.g. the list of memory regions on Linux).
     detail: Any = None
+    #: What the writer will write, by the same rules: what the free-space guard compares.
+    estimate: Optional[SizeEstimate] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -64,9 +69,9 @@ class Backend(abc.ABC):
         temp_path: str,
         *,
         comment: str,
-        progress: Optional[ProgressCallback],
+        tick: Optional[Tick],
     ) -> WriteReport:
-        """Create *temp_path* exclusively (owner-only) and write the dump into it."""
+        """Create *temp_path* exclusively (owner-only) and write the dump into it, calling *tick* as it grows."""
 
     @abc.abstractmethod
     def verify(self, path: str, plan: Plan) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "DumpFailed",
     "UnsupportedPlatform",
     "InvalidDumpFile",
+    "InsufficientDiskSpace",
 ]
 
 
@@ -159,3 +160,25 @@ class InvalidDumpFile(DumpError):
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message, path=path)
+
+
+class InsufficientDiskSpace(DumpError):
+    """The dump would leave (or, during the write, did leave) less free space than the reserve.
+
+    Raised before the target is touched when the estimate does not fit, and by the watchdog when
+    another writer eats the space mid-dump; either way nothing is left behind.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        needed: int,
+        free: int,
+        reserve: int,
+        alternatives: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__(
+            message, path=path, needed=needed, free=free, reserve=reserve, alternatives=list(alternatives or [])
+        )

@@ -6,7 +6,7 @@ import datetime
 import os
 import re
 import secrets
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
@@ -133,6 +133,27 @@ def _link_into_place(temp: str, final: str) -> None:
         os.rename(temp, final)
         return
     os.unlink(temp)
+
+
+def remove_stale_temps(directory: str) -> List[str]:
+    """Delete temporary files in *directory* left by a dumplib that was killed (its owner pid is gone)."""
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP_RE.match(name)
+        if m and not _pid_alive(int(m.group(1))):
+            remove_quietly(os.path.join(directory, name))
+            removed.append(name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    return pid == os.getpid() or psutil.pid_exists(pid)
 
 
 def remove_quietly(path: str) -> None:

@@ -5,7 +5,7 @@ import dataclasses
 import datetime
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["DumpResult", "ProcessInfo"]
+__all__ = ["DumpResult", "ProcessInfo", "SizeEstimate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +21,8 @@ class ProcessInfo:
     private_bytes: Optional[int] = None
     #: Working set / resident set size in bytes.
     rss_bytes: Optional[int] = None
+    #: Estimated size of a full dump (None where the process cannot be read).
+    full_dump_bytes: Optional[int] = None
 
     def started_text(self) -> str:
         if self.started is None:
@@ -54,8 +56,31 @@ class DumpResult:
     stopped_seconds: Optional[float] = None
     #: Bytes the file occupies on disk (st_blocks), where the OS reports it.
     disk_bytes: Optional[int] = None
+    #: What the pre-flight estimate said the dump would take.
+    estimated_bytes: Optional[int] = None
+    #: Path of the ``<dump>.json`` sidecar (None with sidecar=False).
+    sidecar: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["warnings"] = list(self.warnings)
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeEstimate:
+    """What a dump of one process would take on disk, from the writer's own selection rules.
+
+    Computed without reading memory contents and without stopping the target.
+    """
+
+    pid: int
+    kind: str
+    flags: Optional[int]
+    #: Expected bytes on disk (sparse holes excluded where the backend can tell).
+    bytes: int
+    #: Bytes per category: stacks, heap, images, shared, metadata.
+    breakdown: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -85,11 +85,11 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
     for pid, name in sorted(table.items()):
         if needle and needle not in name.lower() and needle != str(pid):
             continue
-        out.append(_describe(pid, name))
+        out.append(_describe(pid, name, backend))
     return out
 
 
-def _describe(pid: int, name: str) -> ProcessInfo:
+def _describe(pid: int, name: str, backend: Backend) -> ProcessInfo:
     started = user = private = rss = None
     try:
         proc = psutil.Process(pid)
@@ -107,7 +107,19 @@ def _describe(pid: int, name: str) -> ProcessInfo:
         private = getattr(mem, "pagefile", None)
         if private is None and hasattr(mem, "shared"):
             private = max(0, mem.rss - mem.shared)
-    return ProcessInfo(pid=pid, name=name, started=started, user=user, private_bytes=private, rss_bytes=rss)
+    return ProcessInfo(pid=pid, name=name, started=started, user=user, private_bytes=private, rss_bytes=rss,
+                       full_dump_bytes=_full_estimate(backend, pid, name, started))
+
+
+def _full_estimate(backend: Backend, pid: int, name: str, started: Optional[float]) -> Optional[int]:
+    from .errors import DumpError
+    from .kinds import DumpKind
+
+    try:
+        plan = backend.plan(ProcessInfo(pid, name, started), DumpKind.FULL, backend.normalise_flags(DumpKind.FULL, None))
+    except (DumpError, OSError):
+        return None  # another user's process, a kernel thread, one that just exited
+    return plan.estimate.bytes if plan.estimate else None
 
 
 def _try(fn):  # type: ignore[no-untyped-def]

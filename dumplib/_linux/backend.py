@@ -16,10 +16,10 @@ import psutil
 from ..errors import AccessDenied, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
-from ..results import ProcessInfo
-from .._backend import Backend, Plan, ProgressCallback, WriteReport
+from ..results import ProcessInfo, SizeEstimate
+from .._backend import Backend, Plan, Tick, WriteReport
 from . import linkmap, maps, notes
-from .memory import MemoryCopier, read_small, throttled
+from .memory import MemoryCopier, read_small
 from .tracer import StoppedProcess, ThreadState, read_status, traced_refusal
 
 PF_KTHREAD = 0x00200000
@@ -84,7 +84,10 @@ class LinuxBackend(Backend):
         pid = target.pid
         regions = _smaps(pid)
         segments = self._select(pid, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
-        return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments))
+        threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
+        parts = maps.estimate_bytes(segments, regions, threads)
+        estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
+        return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
     def _select(self, pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
                 sps: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
@@ -98,7 +101,7 @@ class LinuxBackend(Backend):
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers)
 
-    def write(self, plan: Plan, temp_path: str, *, comment: str, progress: Optional[ProgressCallback]) -> WriteReport:
+    def write(self, plan: Plan, temp_path: str, *, comment: str, tick: Optional[Tick]) -> WriteReport:
         pid = plan.target.pid
         fd = _create_exclusive(temp_path)
         try:
@@ -114,7 +117,7 @@ class LinuxBackend(Backend):
                 loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 os.pwrite(fd, header + note_bytes, 0)
-                copier = MemoryCopier(pid, fd, throttled(progress) if progress else None)
+                copier = MemoryCopier(pid, fd, tick)
                 try:
                     for seg, offset in zip(segments, offsets):
                         copier.copy(seg.start, seg.end, offset, seg.anon)

@@ -5,6 +5,7 @@ drift: the writer re-reads the maps once the target is stopped and applies these
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -260,3 +261,27 @@ def _page_pieces(r: Region, flags: int, anon: bool, pages: List[int]) -> List[Se
         out.append(Segment(cursor, r.end, flags, r.end, anon, "metadata"))
     return out
 
+
+
+def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threads: int) -> Dict[str, int]:
+    """Bytes on disk per category for the taken *segments*, from smaps alone (no memory is read).
+
+    Anonymous memory counts only its resident and swapped share (untouched pages become holes);
+    file-backed memory counts whole, as the writer reads all of it.
+    """
+    parts: Dict[str, int] = {"stacks": 0, "heap": 0, "images": 0, "shared": 0, "metadata": 0}
+    starts = [r.start for r in regions]
+    taken = [s for s in segments if s.dump_start == s.start]
+    for seg in taken:
+        size = seg.end - seg.start
+        if seg.anon:
+            i = bisect.bisect_right(starts, seg.start) - 1
+            r = regions[i]
+            share = min(1.0, (r.rss + r.swap) / r.size) if r.size else 1.0
+            size = int(size * share) // PAGE * PAGE
+        parts[seg.category] += size
+    files = [r for r in regions if r.file_backed]
+    # ELF and program headers, and the notes: per thread PRSTATUS + FPREGSET + XSTATE.
+    notes = 1024 + threads * (336 + 512 + 2696 + 80) + sum(24 + len(r.path) + 1 for r in files) + 512
+    parts["metadata"] += 64 + 56 * (len(taken) + 1) + notes + PAGE
+    return parts

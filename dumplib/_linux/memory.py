@@ -9,7 +9,6 @@ import ctypes
 import errno
 import os
 import re
-import time
 from typing import Callable, Iterator, Optional, Tuple
 
 from ..errors import DumpFailed
@@ -135,20 +134,6 @@ class MemoryCopier:
             view = view[n:]
             offset += n
         self.written += hi - lo
-
-
-def throttled(callback: Callable[[int, float], None], every: float = 0.25) -> Tick:
-    """A Tick that forwards (bytes, elapsed) to *callback* at most every *every* seconds."""
-    start = time.monotonic()
-    last = [0.0]
-
-    def tick(written: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            callback(written, now - start)
-
-    return tick
 
 
 def read_small(pid: int, address: int, length: int) -> Optional[bytes]:

@@ -79,6 +79,31 @@ Process32FirstW = _proto("Process32FirstW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(
 Process32NextW = _proto("Process32NextW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESSENTRY32W)])
 LocalFree = _proto("LocalFree", wt.HLOCAL, [wt.HLOCAL])
 
+class MEMORY_BASIC_INFORMATION(ctypes.Structure):
+    _fields_ = [
+        ("BaseAddress", ctypes.c_void_p),
+        ("AllocationBase", ctypes.c_void_p),
+        ("AllocationProtect", wt.DWORD),
+        ("PartitionId", wt.WORD),
+        ("RegionSize", ctypes.c_size_t),
+        ("State", wt.DWORD),
+        ("Protect", wt.DWORD),
+        ("Type", wt.DWORD),
+    ]
+
+
+MEM_COMMIT = 0x1000
+MEM_PRIVATE = 0x20000
+MEM_IMAGE = 0x1000000
+PAGE_NOACCESS = 0x01
+PAGE_GUARD = 0x100
+PAGE_WRITABLE = 0x04 | 0x08 | 0x40 | 0x80  # READWRITE, WRITECOPY, EXECUTE_READWRITE, EXECUTE_WRITECOPY
+
+# Returns 0 past the highest address (ERROR_INVALID_PARAMETER): the walk's natural end, so no errcheck.
+VirtualQueryEx = _proto(
+    "VirtualQueryEx", ctypes.c_size_t, [wt.HANDLE, ctypes.c_void_p, ctypes.POINTER(MEMORY_BASIC_INFORMATION), ctypes.c_size_t]
+)
+
 # IsWow64Process2 exists from Windows 10 1511 on; older systems (and some Wine versions) lack it.
 try:
     IsWow64Process2 = _proto(

@@ -161,6 +161,18 @@ def create_new_file(path: str) -> int:
             raise InvalidDumpPath(f"cannot create {path}: {exc.message}", path=path) from None
 
 
+def committed_regions(process: int) -> Iterator[kernel32.MEMORY_BASIC_INFORMATION]:
+    """Every committed region of *process*, by VirtualQueryEx, lowest address first."""
+    info = kernel32.MEMORY_BASIC_INFORMATION()
+    address = 0
+    while kernel32.VirtualQueryEx(process, address, ctypes.byref(info), ctypes.sizeof(info)):
+        if info.State == kernel32.MEM_COMMIT:
+            yield info
+        address = (info.BaseAddress or 0) + info.RegionSize
+        if info.RegionSize == 0:
+            break
+
+
 def file_size(handle: int) -> int:
     size = wt.LARGE_INTEGER()
     kernel32.GetFileSizeEx(handle, ctypes.byref(size))

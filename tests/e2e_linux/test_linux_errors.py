@@ -52,7 +52,7 @@ def test_existing_file_untouched_then_overwritten(ctarget, outdir):
     ctarget.assert_running_untraced()
     done = dumplib_cli("dump", str(ctarget.pid), str(existing), "--overwrite")
     assert done.returncode == 0, done.stderr
-    assert existing.read_bytes()[:4] == b"\x7fELF" and sorted(os.listdir(outdir)) == ["x.core"]
+    assert existing.read_bytes()[:4] == b"\x7fELF" and sorted(os.listdir(outdir)) == ["x.core", "x.core.json"]
 
 
 def test_missing_directory(ctarget, outdir):

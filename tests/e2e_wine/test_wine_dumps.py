@@ -24,8 +24,10 @@ pytestmark = pytest.mark.wine
 
 
 def _only_file(directory: Path) -> Path:
-    files = sorted(directory.iterdir())
+    """The one dump in *directory*, which must also hold its sidecar and nothing else."""
+    files = sorted(p for p in directory.iterdir() if not p.name.endswith(".json"))
     assert len(files) == 1, files
+    assert sorted(p.name for p in directory.iterdir()) == [files[0].name, files[0].name + ".json"]
     return files[0]
 
 
@@ -131,7 +133,7 @@ def test_existing_file_is_untouched_without_overwrite_and_replaced_with_it(rig, 
     done = cli(rig, "dump", str(target.pid), windows_path(existing), "--overwrite")
     assert done.returncode == 0, done.stderr
     assert existing.read_bytes()[:4] == b"MDMP"
-    assert sorted(p.name for p in outdir.iterdir()) == ["keep.dmp"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["keep.dmp", "keep.dmp.json"]
 
 
 def test_missing_directory_is_an_error_not_created(rig, target, outdir):
@@ -248,3 +250,41 @@ def test_unit_tests_pass_inside_windows_python(rig: Rig):
     assert "test_windows_bindings.py" not in done.stdout.split("short test summary info")[-1], done.stdout[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert re.search(r"\d+ passed", summary), summary
+
+
+def test_guard_refuses_a_full_dump_into_a_small_volume_and_fit_takes_a_smaller_kind(rig, target, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("NOT RUN: mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], check=True)
+    try:
+        done = cli(rig, "dump", str(target.pid), windows_path(small), "-k", "full", "--min-free", "1M", "--json")
+        assert done.returncode == 13, done.stdout + done.stderr
+        err = json.loads(done.stdout)["error"]
+        assert err["type"] == "InsufficientDiskSpace" and err["needed"] > 32 << 20 and err["reserve"] == 1 << 20
+        assert any("--kind mini" in a for a in err["alternatives"]), err
+        assert list(small.iterdir()) == []
+        done = cli(rig, "dump", str(target.pid), windows_path(small), "-k", "full", "--min-free", "1M", "--fit", "--json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["kind"] in ("miniplus", "mini") and any("--fit" in w for w in result["warnings"])
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_sidecar_and_info_for_minidumps(rig, target, outdir):
+    done = cli(rig, "dump", str(target.pid), windows_path(outdir), "-k", "mini", "--comment", "for info", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    dump = _only_file(outdir)
+    side = json.loads((outdir / (dump.name + ".json")).read_text())
+    import hashlib
+    assert side["sha256"] == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert side["pid"] == target.pid and side["kind"] == "mini" and side["tool"] == "dumplib"
+    assert side["estimated_bytes"] == result["estimated_bytes"] and side["size"] == dump.stat().st_size
+    info = cli(rig, "info", windows_path(dump), "--json")
+    assert info.returncode == 0, info.stderr
+    d = json.loads(info.stdout)
+    assert d["format"] == "minidump" and d["pid"] == target.pid and d["kind"] == "mini" and d["complete"]
+    assert d["comment"] == "for info" and d["threads"] >= 1 and any("python.exe" in m for m in d["modules"])

@@ -1,0 +1,84 @@
+"""``dumplib.info``: what a dump file holds, for either format, by the readers verification uses."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Optional
+
+from .errors import InvalidDumpFile
+from .formats import elfcore, minidump
+
+_SIGNATURE = re.compile(r"dumplib (\S+); kind=(\w+); flags=(0x[0-9A-Fa-f]+|kind rules)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpInfo:
+    path: str
+    #: ``"minidump"`` or ``"elf-core"``.
+    format: str
+    file_size: int
+    pid: Optional[int]
+    process: Optional[str]
+    kind: Optional[str]
+    flags: Optional[int]
+    threads: int
+    modules: List[str]
+    memory_ranges: int
+    memory_bytes: int
+    comment: Optional[str]
+    complete: bool
+    problems: List[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def info(path: str) -> DumpInfo:
+    """Read *path* (a minidump or an ELF core) and describe it; InvalidDumpFile if it is neither."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
+    if minidump.looks_like_minidump(head):
+        return _from_minidump(minidump.read_minidump(path))
+    if elfcore.looks_like_elf(head):
+        return _from_core(elfcore.read_elfcore(path))
+    if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
+        raise InvalidDumpFile(f"{path} is compressed; decompress it first (gzip -d / zstd -d)", path=path)
+    raise InvalidDumpFile(f"{path} is neither a minidump nor an ELF core", path=path)
+
+
+def _signature(comment: Optional[str]) -> Dict[str, Any]:
+    m = _SIGNATURE.search(comment or "")
+    if not m:
+        return {"kind": None, "flags": None}
+    return {"kind": m.group(2), "flags": None if m.group(3) == "kind rules" else int(m.group(3), 16)}
+
+
+def _user_comment(comment: Optional[str]) -> Optional[str]:
+    if comment is None:
+        return None
+    text = _SIGNATURE.sub("", comment).strip()
+    return text or None
+
+
+def _from_minidump(d: minidump.Minidump) -> DumpInfo:
+    sig = _signature(d.comment)
+    return DumpInfo(
+        path=d.path, format="minidump", file_size=d.file_size, pid=d.pid,
+        process=d.modules[0].name if d.modules else None, kind=sig["kind"],
+        flags=d.flags if sig["flags"] is None else sig["flags"], threads=len(d.threads),
+        modules=[m.path for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
+        comment=_user_comment(d.comment), complete=d.complete, problems=list(d.problems),
+    )
+
+
+def _from_core(c: elfcore.ElfCore) -> DumpInfo:
+    sig = _signature(c.comment)
+    return DumpInfo(
+        path=c.path, format="elf-core", file_size=c.file_size, pid=c.pid, process=c.command, kind=sig["kind"],
+        flags=sig["flags"], threads=len(c.threads), modules=c.files, memory_ranges=len(c.loads),
+        memory_bytes=c.memory_bytes, comment=_user_comment(c.comment), complete=c.complete,
+        problems=list(c.problems),
+    )

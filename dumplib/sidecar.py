@@ -1,0 +1,78 @@
+"""The ``<dump>.json`` sidecar: what was dumped, how, and the file's sha256, for later trust and retention."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+from typing import Any, Dict, Optional
+
+import psutil
+
+from ._backend import Plan, WriteReport
+from ._version import __version__
+from .results import ProcessInfo
+
+SUFFIX = ".json"
+TOOL = "dumplib"
+
+
+def sidecar_path(dump_path: str) -> str:
+    return dump_path + SUFFIX
+
+
+def sha256_of(path: str, block: int = 4 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_sidecar(dump_path: str, proc: ProcessInfo, plan: Plan, started_at: datetime.datetime,
+                  report: WriteReport, comment: Optional[str]) -> str:
+    st = os.stat(dump_path)
+    data: Dict[str, Any] = {
+        "tool": TOOL,
+        "version": __version__,
+        "dump": os.path.basename(dump_path),
+        "host": socket.gethostname(),
+        "pid": proc.pid,
+        "process_name": proc.name,
+        "command_line": _cmdline(proc.pid),
+        "kind": plan.kind.value,
+        "flags": plan.flags,
+        "started_at": started_at.isoformat(timespec="milliseconds"),
+        "finished_at": datetime.datetime.now().isoformat(timespec="milliseconds"),
+        "stopped_seconds": report.stopped_seconds,
+        "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
+        "size": st.st_size,
+        "disk_bytes": getattr(st, "st_blocks", 0) * 512 or None,
+        "sha256": sha256_of(dump_path),
+        "compression": None,
+        "comment": comment,
+    }
+    path = sidecar_path(dump_path)
+    temp = path + f".{os.getpid()}.tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(temp, path)
+    return path
+
+
+def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
+    """The sidecar's data if *path* is a dumplib sidecar, else None (foreign files are never trusted)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == TOOL and isinstance(data.get("dump"), str) else None
+
+
+def _cmdline(pid: int) -> Optional[list]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except (psutil.Error, OSError):
+        return None

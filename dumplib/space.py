@@ -1,0 +1,141 @@
+"""Never fill the disk: the free-space reserve, the pre-flight check, the watchdog during the write."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import psutil
+
+from .errors import InsufficientDiskSpace
+from .results import SizeEstimate
+
+GiB = 1 << 30
+#: The watchdog looks at free space at least this often (bytes written between checks).
+WATCH_EVERY = 64 << 20
+
+
+def human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def default_reserve(total: int) -> int:
+    """Keep at least max(1 GiB, 5% of the volume) free after the dump, unless told otherwise."""
+    return max(GiB, total // 20)
+
+
+class SpaceGuard:
+    """Free-space policy for the volume that will hold *directory*."""
+
+    def __init__(self, directory: str, min_free: Optional[int] = None) -> None:
+        self.directory = directory
+        usage = psutil.disk_usage(directory)
+        self.reserve = default_reserve(usage.total) if min_free is None else int(min_free)
+
+    def free(self) -> int:
+        return psutil.disk_usage(self.directory).free
+
+    def fits(self, estimate: SizeEstimate, extra: int = 0) -> bool:
+        return estimate.bytes + extra + self.reserve <= self.free()
+
+    def refuse(self, estimate: SizeEstimate, smaller: Sequence[SizeEstimate]) -> InsufficientDiskSpace:
+        free = self.free()
+        room = free - self.reserve
+        fitting = [f"--kind {e.kind} (~{human(e.bytes)})" for e in smaller if e.bytes <= room]
+        volumes = other_volumes_with_room(self.directory, estimate.bytes)
+        hints = fitting + [f"a path on {v}" for v in volumes]
+        advice = ("; it would fit as: " + ", ".join(hints)) if hints else "; free space first"
+        return InsufficientDiskSpace(
+            f"a {estimate.kind} dump of process {estimate.pid} needs ~{human(estimate.bytes)} but {self.directory}"
+            f" has {human(free)} free and {human(self.reserve)} must stay free (--min-free){advice}."
+            " Nothing was written and the process was not touched",
+            path=self.directory,
+            needed=estimate.bytes,
+            free=free,
+            reserve=self.reserve,
+            alternatives=hints,
+        )
+
+    def watchdog(self, path: str) -> Callable[[int], None]:
+        """A callable for the writer: raises InsufficientDiskSpace once free space falls below the reserve."""
+        last = [0]
+        guard = self
+
+        def check(written: int) -> None:
+            if written - last[0] < WATCH_EVERY and written >= last[0]:
+                return
+            last[0] = written
+            free = guard.free()
+            if free < guard.reserve:
+                raise InsufficientDiskSpace(
+                    f"free space on the volume of {guard.directory} fell to {human(free)}, below the"
+                    f" {human(guard.reserve)} reserve, while the dump was being written (something else is"
+                    " filling the disk); the dump was abandoned and its partial file removed",
+                    path=path,
+                    needed=written,
+                    free=free,
+                    reserve=guard.reserve,
+                )
+
+        return check
+
+
+def other_volumes_with_room(directory: str, needed: int) -> List[str]:
+    """Mount points of other local volumes that could take *needed* bytes and keep their own reserve."""
+    here = _mount_of(directory)
+    out: List[str] = []
+    seen = set()
+    for part in psutil.disk_partitions(all=False):
+        mount = part.mountpoint
+        if mount == here or mount in seen:
+            continue
+        seen.add(mount)
+        try:
+            usage = psutil.disk_usage(mount)
+        except OSError:
+            continue
+        if usage.free - default_reserve(usage.total) >= needed:
+            out.append(f"{mount} ({human(usage.free)} free)")
+    return out
+
+
+def _mount_of(directory: str) -> str:
+    path = os.path.realpath(directory)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def combine(*callbacks: Optional[Callable[[int], None]]) -> Optional[Callable[[int], None]]:
+    live = [c for c in callbacks if c is not None]
+    if not live:
+        return None
+
+    def call(written: int) -> None:
+        for c in live:
+            c(written)
+
+    return call
+
+
+def throttled_progress(callback: Callable[[int, float], None], every: float = 0.25) -> Callable[[int], None]:
+    """Turn a progress(bytes, elapsed) callback into a tick(bytes) called often, forwarding at most every *every* s."""
+    start = time.monotonic()
+    last = [0.0]
+
+    def tick(written: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            callback(written, now - start)
+
+    return tick
+

@@ -1,0 +1,158 @@
+"""Never fill the disk, never leave debris: real tmpfs volumes, real processes."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import dumplib
+from helpers import leftovers
+from linuxrig import dumplib_cli, gdb, run_target
+
+pytestmark = pytest.mark.linux
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    if os.geteuid() != 0:
+        pytest.skip("NOT RUN: mounting a tmpfs volume needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["full", "miniplus"])
+def test_estimate_is_within_5_percent_of_the_bytes_on_disk(target_exe, outdir, kind):
+    with run_target([str(target_exe), "--heap", "200"]) as t:
+        est = dumplib.estimate(t.pid, kind)
+        result = dumplib.create_dump(t.pid, outdir, kind)
+    error = abs(est.bytes - result.disk_bytes) / result.disk_bytes
+    assert error < 0.05, (kind, est.bytes, result.disk_bytes, error)
+    assert est.bytes == result.estimated_bytes or abs(est.bytes - result.estimated_bytes) / est.bytes < 0.01
+    assert est.breakdown["heap"] > 200 << 20
+
+
+def test_full_dump_refused_before_attach_and_fit_writes_what_fits(target_exe, tmp_path):
+    with tmpfs(tmp_path / "small", "64m") as vol, run_target([str(target_exe), "--heap", "200", "--ticker"]) as t:
+        t.ask("gap")
+        done = dumplib_cli("dump", str(t.pid), str(vol), "-k", "full", "--min-free", "4M", "--json")
+        assert done.returncode == 13, done.stdout + done.stderr
+        err = json.loads(done.stdout)["error"]
+        assert err["needed"] > 200 << 20 and err["reserve"] == 4 << 20 and err["free"] <= 64 << 20
+        assert any("--kind mini" in a for a in err["alternatives"]), err
+        assert "Nothing was written" in err["message"]
+        assert list(vol.iterdir()) == []
+        assert int(t.ask("gap")) < 50_000  # the ticker never stalled: the target was never stopped
+        t.assert_running_untraced()
+
+        done = dumplib_cli("dump", str(t.pid), str(vol), "-k", "full", "--min-free", "4M", "--fit", "--json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["kind"] == "mini" and any("--fit" in w for w in result["warnings"])
+        assert result["path"].endswith(".core") and os.path.getsize(result["path"]) < 64 << 20
+
+
+def test_watchdog_aborts_when_another_process_fills_the_disk(target_exe, tmp_path):
+    with tmpfs(tmp_path / "vol", "400m") as vol, run_target([str(target_exe), "--heap", "300"]) as t:
+        filler = vol / "filler"
+
+        def fill(written: int, elapsed: float) -> None:
+            if not filler.exists():  # another writer takes the space the dump was counting on
+                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=150"], capture_output=True)
+
+        with pytest.raises(dumplib.InsufficientDiskSpace) as info:
+            dumplib.create_dump(t.pid, vol, "full", min_free=64 << 20, progress=fill)
+        assert "filling the disk" in str(info.value) and info.value.reserve == 64 << 20
+        assert sorted(p.name for p in vol.iterdir()) == ["filler"]
+        t.assert_running_untraced()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_clean_up(target_exe, outdir, sig, code):
+    with run_target([str(target_exe), "--heap", "1024"]) as t:
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), str(outdir), "-k", "full"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not leftovers(outdir):
+            time.sleep(0.005)
+        assert leftovers(outdir), "the dump never started"
+        dumper.send_signal(sig)
+        out, err = dumper.communicate(timeout=60)
+        assert dumper.returncode == code, (dumper.returncode, err)
+        assert "nothing was left behind" in err
+        assert list(outdir.iterdir()) == []
+        t.assert_running_untraced()
+
+
+def test_stale_temp_of_a_killed_dumper_is_removed_by_the_next_run(ctarget, outdir):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = outdir / f".dumplib-{dead.pid}-0123abcd.x.core.tmp"
+    stale.write_bytes(b"partial")
+    mine = outdir / f".dumplib-{os.getpid()}-0123abcd.y.core.tmp"  # a live owner: never touched
+    mine.write_bytes(b"in use")
+    foreign = outdir / ".dumplib-notes.txt"
+    foreign.write_bytes(b"not ours")
+    result = dumplib.create_dump(ctarget.pid, outdir, "triage")
+    assert not stale.exists() and mine.exists() and foreign.exists()
+    assert any("stale" in w for w in result.warnings)
+
+
+def test_sidecar_records_what_was_done(ctarget, outdir):
+    result = dumplib.create_dump(ctarget.pid, outdir, "mini", comment="leak hunt")
+    side = json.loads(open(result.sidecar).read())
+    assert side["sha256"] == hashlib.sha256(open(result.path, "rb").read()).hexdigest()
+    assert side["pid"] == ctarget.pid and side["kind"] == "mini" and side["tool"] == "dumplib"
+    assert side["command_line"][0].endswith("dumplib-target") and side["comment"] == "leak hunt"
+    assert side["stopped_seconds"] == result.stopped_seconds and side["estimated_bytes"] == result.estimated_bytes
+    assert side["started_at"] <= side["finished_at"]
+    nosidecar = dumplib.create_dump(ctarget.pid, outdir / "n.core", "triage", sidecar=False)
+    assert nosidecar.sidecar is None and not os.path.exists(nosidecar.path + ".json")
+
+
+def test_info_reads_good_truncated_and_garbage_files(ctarget, outdir):
+    result = dumplib.create_dump(ctarget.pid, outdir / "good.core", "mini", comment="hello")
+    done = dumplib_cli("info", result.path, "--json")
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    assert d["format"] == "elf-core" and d["pid"] == ctarget.pid and d["threads"] == ctarget.threads
+    assert d["kind"] == "mini" and d["comment"] == "hello" and d["complete"] and d["memory_bytes"] > 0
+    data = open(result.path, "rb").read()
+    truncated = outdir / "cut.core"
+    truncated.write_bytes(data[: len(data) // 2])
+    done = dumplib_cli("info", str(truncated))
+    assert done.returncode == 12 and "INCOMPLETE" in done.stdout and "past the end" in done.stdout
+    garbage = outdir / "garbage.core"
+    garbage.write_bytes(os.urandom(4096))
+    done = dumplib_cli("info", str(garbage))
+    assert done.returncode == 12 and "neither a minidump nor an ELF core" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_retention_keeps_exactly_n_and_never_touches_foreign_files(ctarget, outdir):
+    foreign = outdir / "someone-elses.core"
+    foreign.write_bytes(b"\x7fELF not ours")
+    fake_sidecar = outdir / "other.core.json"
+    fake_sidecar.write_text(json.dumps({"tool": "else", "dump": "other.core"}))
+    (outdir / "other.core").write_bytes(b"x")
+    paths = []
+    for i in range(4):
+        r = dumplib.create_dump(ctarget.pid, outdir / f"d{i}.core", "triage", keep=2)
+        paths.append(r.path)
+    ours = sorted(p.name for p in outdir.iterdir() if p.name.startswith("d"))
+    assert ours == ["d2.core", "d2.core.json", "d3.core", "d3.core.json"]
+    assert foreign.exists() and fake_sidecar.exists() and (outdir / "other.core").exists()
+    r = dumplib.create_dump(ctarget.pid, outdir / "d4.core", "triage", max_total=1)
+    assert os.path.exists(r.path)  # the new dump itself is never deleted
+    assert sorted(p.name for p in outdir.iterdir() if p.name.startswith("d")) == ["d4.core", "d4.core.json"]
