@@ -16,3 +16,12 @@ def test_dump_a_child_example_runs(tmp_path):
     path = re.search(r": (\S+\.core)$", done.stdout.splitlines()[0]).group(1)
     assert Path(path).read_bytes()[:4] == b"\x7fELF"
     assert "stopped for" in done.stdout
+
+
+def test_every_python_example_in_the_api_docs_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (EXAMPLES.parent / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), {})
