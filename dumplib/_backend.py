@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from .errors import UnsupportedPlatform
 from .kinds import DumpKind

@@ -9,7 +9,7 @@ import bisect
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from ..kinds import CoreFilter, DumpKind, LINUX_FILTER_ALL
+from ..kinds import CoreFilter, DumpKind
 
 PAGE = 4096
 #: Never dumped, as in the kernel: per-CPU clock pages and the legacy vsyscall page.

@@ -23,12 +23,6 @@ def ctarget(target_exe) -> Iterator[Target]:
         yield t
 
 
-@pytest.fixture()
-def outdir(tmp_path: Path) -> Path:
-    d = tmp_path / "dumps"
-    d.mkdir()
-    return d
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _need_gdb() -> None:

@@ -1,35 +1,21 @@
 """Never fill the disk, never leave debris: real tmpfs volumes, real processes."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 import dumplib
-from helpers import leftovers
-from linuxrig import dumplib_cli, gdb, run_target
+from helpers import leftovers, tmpfs
+from linuxrig import dumplib_cli, run_target
 
 pytestmark = pytest.mark.linux
-
-
-@contextlib.contextmanager
-def tmpfs(path, size):
-    if os.geteuid() != 0:
-        pytest.skip("NOT RUN: mounting a tmpfs volume needs root")
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 @pytest.mark.parametrize("kind", ["full", "miniplus"])

@@ -1,7 +1,6 @@
 """The Wine rig as pytest fixtures: one prefix and wineserver per session."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -29,9 +28,3 @@ def target(rig: Rig) -> Iterator[Any]:
     with rig.target() as t:
         yield t
 
-
-@pytest.fixture()
-def outdir(tmp_path: Path) -> Path:
-    d = tmp_path / "dumps"
-    d.mkdir()
-    return d

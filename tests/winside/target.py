@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 
 marker = f"DUMPLIB-MARKER-{uuid.uuid4().hex}"
