@@ -70,7 +70,8 @@ class LinuxBackend(Backend):
                 pid=pid,
                 reason="zombie",
             )
-        if _stat_fields(pid) and int(_stat_fields(pid)[6]) & PF_KTHREAD:
+        stat = _stat_fields(pid)
+        if stat and int(stat[6]) & PF_KTHREAD:
             raise TargetRefused(
                 f"process {pid} ({target.name}) is a kernel thread: it has no user memory to dump",
                 pid=pid,

@@ -33,7 +33,6 @@ class MemoryCopier:
         self.view = memoryview(self.buf)
         self._local = libc.iovec(None, 0)
         self._remote = libc.iovec(None, 0)
-        self.copied = 0  # bytes read from the target
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
         try:
             self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -56,7 +55,6 @@ class MemoryCopier:
                 if got < length:
                     self._salvage(chunk + off + got, off + got, length - got)
                 self._write_nonzero(off, length, base)
-            self.copied += n
             if self.tick is not None:
                 self.tick(self.written)
 
