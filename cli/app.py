@@ -18,6 +18,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_CODES = {
     dumplib.InvalidKind: EXIT_USAGE,
+    dumplib.InvalidCompression: EXIT_USAGE,
     dumplib.ProcessNotFound: 3,
     dumplib.AmbiguousProcess: 4,
     dumplib.AccessDenied: 5,
@@ -55,26 +56,31 @@ def _raise_terminated(signum: int, frame: Any) -> NoReturn:
     raise _Terminated()
 
 
-def _run(action: Callable[[], Any], *, as_json: bool, debug: bool) -> Any:
-    """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code."""
+def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool = False) -> Any:
+    """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code.
+
+    *json_err* sends JSON errors to stderr too: when stdout carries the dump itself."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         return action()
     except dumplib.DumpError as exc:
-        _fail(exc, exit_code_for(exc), as_json=as_json, debug=debug)
+        _fail(exc, exit_code_for(exc), as_json=as_json, debug=debug, json_err=json_err)
     except KeyboardInterrupt:
-        _fail(None, EXIT_SIGINT, as_json=as_json, debug=debug, message="interrupted; nothing was left behind")
+        _fail(None, EXIT_SIGINT, as_json=as_json, debug=debug, json_err=json_err,
+              message="interrupted; nothing was left behind")
     except _Terminated:
-        _fail(None, EXIT_SIGTERM, as_json=as_json, debug=debug, message="terminated; nothing was left behind")
+        _fail(None, EXIT_SIGTERM, as_json=as_json, debug=debug, json_err=json_err,
+              message="terminated; nothing was left behind")
     except Exception as exc:  # a bug in dumplib: still one line, but say so
-        _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug,
+        _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug, json_err=json_err,
               message=f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, message: Optional[str] = None) -> NoReturn:
+def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool = False,
+          message: Optional[str] = None) -> NoReturn:
     text = message or str(exc)
     if debug and exc is not None:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
@@ -82,7 +88,7 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
         error = {"type": type(exc).__name__ if exc is not None else "Interrupted", "message": text, "exit_code": code}
         if isinstance(exc, dumplib.DumpError):
             error.update(exc.details())
-        typer.echo(json.dumps({"error": error}))
+        typer.echo(json.dumps({"error": error}), err=json_err)
     else:
         typer.echo(f"dumplib: error: {text}", err=True)
     raise typer.Exit(code)
@@ -173,10 +179,19 @@ def dump(
     no_sidecar: bool = typer.Option(False, "--no-sidecar", help="Do not write <dump>.json."),
     keep: Optional[int] = typer.Option(None, "--keep", help="Afterwards keep only the newest N dumplib dumps here."),
     max_total: Optional[str] = typer.Option(None, "--max-total", help="Afterwards delete the oldest dumplib dumps here beyond SIZE."),
+    compress: Optional[str] = typer.Option(
+        None, "--compress", "-z", help="zstd | gzip. On Linux the core streams through the compressor (no raw copy on disk)."
+    ),
+    compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level (default 1: fast)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
-    """Write a dump of TARGET. `dumplib dump MyProcess c:\\temp\\myprocess.dmp --kind full` is `procdump -ma`."""
+    """Write a dump of TARGET. `dumplib dump MyProcess c:\\temp\\myprocess.dmp --kind full` is `procdump -ma`.
+
+    PATH `-` streams the dump to stdout (e.g. `dumplib dump 1234 - -k full -z zstd | ssh host 'cat > x.core.zst'`);
+    then every message goes to stderr.
+    """
+    to_stdout = path == "-"
     progress = _TerminalProgress(f"dumping {target}") if sys.stderr.isatty() and not as_json else None
 
     def action() -> dumplib.DumpResult:
@@ -184,22 +199,29 @@ def dump(
             return dumplib.create_dump(
                 _target(target), path, kind, flags=_flags(flags), overwrite=overwrite, comment=comment,
                 progress=progress, min_free=parse_size(min_free), space_check=not no_space_check, fit=fit,
-                sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total),
+                sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total), compress=compress,
+                compress_level=compress_level,
             )
         finally:
             if progress is not None:
                 progress.close()
 
-    result = _run(action, as_json=as_json, debug=debug)
+    result = _run(action, as_json=as_json, debug=debug, json_err=to_stdout)
     if as_json:
-        typer.echo(json.dumps(result.to_dict()))
+        typer.echo(json.dumps(result.to_dict()), err=to_stdout)
         return
     for warning in result.warnings:
         typer.echo(f"dumplib: warning: {warning}", err=True)
     stopped = f", target stopped {result.stopped_seconds:.3f} s" if result.stopped_seconds is not None else ""
+    size = human_bytes(result.size)
+    if result.compression:
+        size += f" {result.compression}, {human_bytes(result.raw_size)} raw"
+    where = "sent the dump to stdout" if to_stdout else f"wrote {result.path}"
+    sha = f"; sha256 {result.sha256}" if to_stdout and result.sha256 else ""
     typer.echo(
-        f"wrote {result.path} ({human_bytes(result.size)}, {result.kind} dump of {result.process_name}"
-        f" pid {result.pid}, {result.seconds:.1f} s{stopped})"
+        f"{where} ({size}, {result.kind} dump of {result.process_name}"
+        f" pid {result.pid}, {result.seconds:.1f} s{stopped}){sha}",
+        err=to_stdout,
     )
 
 
@@ -222,7 +244,7 @@ def estimate(
 
 @app.command()
 def info(
-    dumpfile: str = typer.Argument(..., help="A minidump (.dmp) or ELF core (.core)."),
+    dumpfile: str = typer.Argument(..., help="A minidump (.dmp) or ELF core (.core), plain or .gz/.zst."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -232,7 +254,8 @@ def info(
         typer.echo(json.dumps(d.to_dict()))
         return
     flags = "-" if d.flags is None else f"0x{d.flags:X}"
-    typer.echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}, {'complete' if d.complete else 'INCOMPLETE'}")
+    packed = f" ({d.compression}, {human_bytes(d.stored_size)} stored)" if d.compression else ""
+    typer.echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}{packed}, {'complete' if d.complete else 'INCOMPLETE'}")
     typer.echo(f"  process  pid {d.pid} {d.process or ''}")
     typer.echo(f"  kind     {d.kind or '-'} (flags {flags})")
     typer.echo(f"  threads  {d.threads}")

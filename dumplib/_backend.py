@@ -15,6 +15,8 @@ ProgressCallback = Callable[[int, float], None]
 #: tick(bytes_written_so_far), called often during the write; it may raise to abandon the dump
 #: (the free-space watchdog does).
 Tick = Callable[[int], None]
+#: A sequential output: called with each piece of the dump in file order (a compressor, a pipe).
+StreamWrite = Callable[[Any], Any]
 
 
 @dataclasses.dataclass
@@ -35,6 +37,8 @@ class Plan:
 @dataclasses.dataclass
 class WriteReport:
     stopped_seconds: Optional[float] = None
+    #: Size of the dump's content (uncompressed), when the writer knows it.
+    raw_bytes: Optional[int] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -45,6 +49,9 @@ class Backend(abc.ABC):
     extension: str = ""
     #: Whether process names compare case-insensitively (and without ``.exe``).
     windows_names: bool = False
+    #: Whether the writer can produce the dump strictly in file order (write_stream): then it can go
+    #: straight through a compressor or to a pipe. Otherwise it needs a seekable file on disk.
+    streams: bool = False
 
     @abc.abstractmethod
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
@@ -74,8 +81,20 @@ class Backend(abc.ABC):
         """Create *temp_path* exclusively (owner-only) and write the dump into it, calling *tick* as it grows."""
 
     @abc.abstractmethod
+    def open_private(self, path: str) -> int:
+        """Create *path* exclusively, readable by its owner only, and return an OS file descriptor for writing."""
+
+    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: str, tick: Optional[Tick]) -> WriteReport:
+        """Write the dump in file order through *write* (only where ``streams`` is true)."""
+        raise NotImplementedError(f"the {self.name} backend needs a seekable file")
+
+    @abc.abstractmethod
     def verify(self, path: str, plan: Plan) -> None:
         """Read the written file back; raise DumpFailed unless it holds what the plan promised."""
+
+    def verify_stream(self, plan: Plan, size: int) -> None:
+        """Check a dump sent through write_stream (which cannot be read back) from what the writer kept."""
+        raise NotImplementedError(f"the {self.name} backend does not stream")
 
 
 _cached: Optional[Backend] = None

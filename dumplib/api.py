@@ -4,17 +4,20 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import tempfile
 import time
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from ._backend import Backend, Plan, ProgressCallback, get_backend
+from ._outputs import CompressedFile, Output, PlainFile, RawThenCompress, Stdout, scratch_directory
 from ._version import __version__
+from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
-from .output import PathLike, finalize, plan_destination, remove_quietly, remove_stale_temps
+from .output import PathLike, plan_destination, remove_stale_temps
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .retention import apply_retention
 from .sidecar import write_sidecar
-from .space import SpaceGuard, combine, throttled_progress
+from .space import SpaceGuard, combine, human, shortfall, throttled_progress
 from .targets import Target, resolve_target
 
 __all__ = ["create_dump", "estimate"]
@@ -50,16 +53,18 @@ def create_dump(
     sidecar: bool = True,
     keep: Optional[int] = None,
     max_total: Optional[int] = None,
+    compress: Optional[str] = None,
+    compress_level: Optional[int] = None,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
-    *target* is a pid or a process name; *path* a file, an existing directory or None (the current
-    directory), optionally with name tokens; *kind* one of ``mini``, ``miniplus``, ``full``,
-    ``triage``; *flags* a raw mask overriding the kind (MINIDUMP_TYPE on Windows, coredump_filter
-    bits on Linux). The dump is written to a temporary file beside the destination, verified, then
-    renamed into place; on any failure (KeyboardInterrupt included) nothing is left behind and an
-    existing file is never touched unless *overwrite*. *progress* is called with (bytes written,
-    seconds elapsed) while a long dump is written.
+    *target* is a pid or a process name; *path* a file, an existing directory, None (the current
+    directory), optionally with name tokens, or ``"-"`` for stdout; *kind* one of ``mini``,
+    ``miniplus``, ``full``, ``triage``; *flags* a raw mask overriding the kind (MINIDUMP_TYPE on
+    Windows, coredump_filter bits on Linux). The dump is written to a temporary file beside the
+    destination, verified, then renamed into place; on any failure (KeyboardInterrupt included)
+    nothing is left behind and an existing file is never touched unless *overwrite*. *progress* is
+    called with (bytes written, seconds elapsed) while a long dump is written.
 
     Disk safety, on by default: before the target is touched, the estimate plus a reserve
     (*min_free* bytes; default max(1 GiB, 5% of the volume)) must fit in the volume's free space,
@@ -67,81 +72,122 @@ def create_dump(
     write a watchdog abandons the dump if free space falls below the reserve. *space_check=False*
     turns both off. *sidecar* writes ``<dump>.json`` (metadata and sha256); *keep* / *max_total*
     then delete the oldest dumplib dumps in that directory beyond those limits.
+
+    *compress* (``"zstd"`` or ``"gzip"``, level *compress_level*) compresses the dump: on Linux it
+    streams through the compressor, so the raw size never touches the disk; on Windows the raw dump
+    goes to the local volume with the most room first and is deleted once compressed and checked.
     """
     started = time.monotonic()
     started_at = datetime.datetime.now()
+    codec = parse_codec(compress, compress_level)
     backend = get_backend()
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)
     proc = resolve_target(target, backend)
     backend.check_target(proc)
-    dest = plan_destination(path, proc, kind, overwrite=overwrite, extension=backend.extension, when=started_at)
+    to_stdout = _is_stdout(path)
     warnings: List[str] = []
-    warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
+    output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, warnings)
     plan = backend.plan(proc, kind, mask)
-    guard = SpaceGuard(dest.directory, min_free)
     if space_check:
-        plan = _guarded_plan(backend, proc, plan, guard, fit, flags is not None, warnings)
-        if plan.kind is not kind:
-            dest = plan_destination(path, proc, plan.kind, overwrite=overwrite, extension=backend.extension,
-                                    when=started_at)
+        plan = _guarded_plan(backend, proc, plan, output, min_free, fit, flags is not None, warnings)
+        if plan.kind is not kind and not to_stdout:
+            output = _output(backend, path, proc, plan.kind, overwrite, codec, started_at, min_free, [])
     else:
         warnings.append("the free-space check is off: this dump may fill the disk")
-    tick = combine(throttled_progress(progress) if progress else None,
-                   guard.watchdog(dest.final) if space_check else None)
-    try:
-        report = backend.write(plan, dest.temp, comment=_comment_text(plan.kind, plan.flags, comment), tick=tick)
-        backend.verify(dest.temp, plan)
-        finalize(dest.temp, dest.final, overwrite=overwrite)
-    except BaseException:
-        remove_quietly(dest.temp)
-        raise
-    st = os.stat(dest.final)
-    blocks = getattr(st, "st_blocks", None)
+    watchdogs = [SpaceGuard(d, min_free).watchdog(output.where) for d in output.watched()] if space_check else []
+    tick = combine(throttled_progress(progress) if progress else None, *watchdogs)
+    report, stored = output.write(backend, plan, _comment_text(plan.kind, plan.flags, comment), tick)
+    disk_bytes = None
+    if stored.path != "-":
+        blocks = getattr(os.stat(stored.path), "st_blocks", None)
+        disk_bytes = blocks * 512 if blocks is not None else None
     result = DumpResult(
-        path=dest.final,
+        path=stored.path,
         pid=proc.pid,
         process_name=proc.name,
         kind=plan.kind.value,
         flags=plan.flags,
-        size=st.st_size,
+        size=stored.size,
         seconds=time.monotonic() - started,
         backend=backend.name,
         warnings=tuple(warnings + plan.warnings + report.warnings),
         stopped_seconds=report.stopped_seconds,
-        disk_bytes=blocks * 512 if blocks is not None else None,
+        disk_bytes=disk_bytes,
         estimated_bytes=plan.estimate.bytes if plan.estimate else None,
-        sidecar=write_sidecar(dest.final, proc, plan, started_at, report, comment) if sidecar else None,
+        compression=stored.codec,
+        raw_size=stored.raw_size,
+        sha256=stored.sha256,
     )
-    if keep is not None or max_total is not None:
-        removed = apply_retention(dest.directory, keep=keep, max_total=max_total, protect=dest.final)
+    if sidecar and not to_stdout:
+        result = write_sidecar(result, proc, plan, started_at, report, comment, codec)
+    if (keep is not None or max_total is not None) and not to_stdout:
+        directory = os.path.dirname(stored.path)
+        removed = apply_retention(directory, keep=keep, max_total=max_total, protect=stored.path)
         if removed:
             result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
     return result
 
 
-def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, guard: SpaceGuard, fit: bool,
-                  raw_flags: bool, warnings: List[str]) -> Plan:
-    """The plan that fits the free space (the same one, or with *fit* a smaller kind), else refuse.
+def _is_stdout(path: Optional[PathLike]) -> bool:
+    return isinstance(path, str) and path == "-"
+
+
+def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind: DumpKind, overwrite: bool,
+            codec: Optional[Tuple[str, int]], when: datetime.datetime, min_free: Optional[int],
+            warnings: List[str]) -> Output:
+    """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
+    name, level = codec if codec else (None, 0)
+    if _is_stdout(path):
+        out: Output = Stdout(name, level)
+        if backend.streams:
+            return out
+        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), min_free), name, level,
+                               f"{proc.pid}{backend.extension}")
+    extension = backend.extension + (SUFFIXES[name] if name else "")
+    dest = plan_destination(path, proc, kind, overwrite=overwrite, extension=extension, when=when)
+    warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
+    if name is None:
+        return PlainFile(dest, overwrite)
+    if backend.streams:
+        return CompressedFile(dest, overwrite, name, level)
+    return RawThenCompress(CompressedFile(dest, overwrite, name, level), scratch_directory(dest.directory, min_free),
+                           name, level, os.path.basename(dest.final))
+
+
+def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Output, min_free: Optional[int],
+                  fit: bool, raw_flags: bool, warnings: List[str]) -> Plan:
+    """The plan whose output fits the free space (the same one, or with *fit* a smaller kind), else refuse.
 
     The refusal names the smaller kinds that would fit, so those are planned either way.
     """
     assert plan.estimate is not None
-    if guard.fits(plan.estimate):
+    short = shortfall(output.needs(plan.estimate.bytes), min_free)
+    if short is None:
         return plan
     # Smaller kinds are offered (and taken with fit) only when the user did not give a raw mask.
     smaller = () if raw_flags else FIT_ORDER[FIT_ORDER.index(plan.kind) + 1 :]
     candidates = [backend.plan(proc, k, backend.normalise_flags(k, None)) for k in smaller]
-    if fit:
-        for candidate in candidates:
-            assert candidate.estimate is not None
-            if guard.fits(candidate.estimate):
-                warnings.append(
-                    f"--fit: a {plan.kind.value} dump (~{plan.estimate.bytes} bytes) does not fit; took"
-                    f" {candidate.kind.value} (~{candidate.estimate.bytes} bytes) instead"
-                )
-                return candidate
-    raise guard.refuse(plan.estimate, [c.estimate for c in candidates if c.estimate is not None])
+    fitting = [c for c in candidates if c.estimate is not None and shortfall(output.needs(c.estimate.bytes), min_free) is None]
+    if fit and fitting:
+        chosen = fitting[0]
+        assert chosen.estimate is not None
+        warnings.append(
+            f"--fit: a {plan.kind.value} dump (~{plan.estimate.bytes} bytes) does not fit; took"
+            f" {chosen.kind.value} (~{chosen.estimate.bytes} bytes) instead"
+        )
+        return chosen
+    guard, needed = short
+    why = ""
+    if needed != plan.estimate.bytes:
+        why = f" (of a {human(plan.estimate.bytes)} estimate: {_needs_text(output)})"
+    raise guard.refuse(plan.estimate, [c.estimate for c in fitting if c.estimate is not None], needed, why)
+
+
+def _needs_text(output: Output) -> str:
+    if isinstance(output, RawThenCompress):
+        return "the raw dump before compression, plus the compressed copy assumed at most half of it"
+    return "compressed output assumed at most half of it"
 
 
 def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:

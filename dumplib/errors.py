@@ -18,6 +18,7 @@ __all__ = [
     "DumpExists",
     "InvalidDumpPath",
     "InvalidKind",
+    "InvalidCompression",
     "DumpFailed",
     "UnsupportedPlatform",
     "InvalidDumpFile",
@@ -126,6 +127,13 @@ class InvalidKind(DumpError, ValueError):
 
     def __init__(self, message: str, *, kind: Any = None, flags: Optional[int] = None) -> None:
         super().__init__(message, kind=kind, flags=flags)
+
+
+class InvalidCompression(DumpError, ValueError):
+    """An unknown compression or level, or a codec whose implementation is not installed."""
+
+    def __init__(self, message: str, *, compress: Any = None) -> None:
+        super().__init__(message, compress=compress)
 
 
 class DumpFailed(DumpError):

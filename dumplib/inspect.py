@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Dict, List, Optional
 
-from .errors import InvalidDumpFile
+from .compression import open_content, parse_codec, sniff
+from .errors import InvalidCompression, InvalidDumpFile
 from .formats import elfcore, minidump
 
 _SIGNATURE = re.compile(r"dumplib (\S+); kind=(\w+); flags=(0x[0-9A-Fa-f]+|kind rules)")
@@ -28,25 +30,42 @@ class DumpInfo:
     comment: Optional[str]
     complete: bool
     problems: List[str]
+    #: ``"gzip"``/``"zstd"`` if the file is compressed (then *file_size* is the decompressed size).
+    compression: Optional[str] = None
+    #: Bytes of the file as stored on disk.
+    stored_size: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def info(path: str) -> DumpInfo:
-    """Read *path* (a minidump or an ELF core) and describe it; InvalidDumpFile if it is neither."""
+    """Read *path* (a minidump or an ELF core, plain or gzip/zstd-compressed) and describe it;
+    InvalidDumpFile if it is neither, or unreadable."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
+        stored = os.stat(path).st_size
     except OSError as exc:
         raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
+    codec = sniff(head)
+    if codec is not None:
+        what = "a compressed file"
+        if codec == "zstd":
+            try:
+                parse_codec("zstd")
+            except InvalidCompression as exc:
+                raise InvalidDumpFile(f"{path} is zstd-compressed; {exc.message}, or decompress it with zstd -d",
+                                      path=path) from None
+        with open_content(path, codec) as f:
+            head = f.read(4)
+    else:
+        what = "a file"
     if minidump.looks_like_minidump(head):
-        return _from_minidump(minidump.read_minidump(path))
+        return _from_minidump(minidump.read_minidump(path), stored)
     if elfcore.looks_like_elf(head):
-        return _from_core(elfcore.read_elfcore(path))
-    if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
-        raise InvalidDumpFile(f"{path} is compressed; decompress it first (gzip -d / zstd -d)", path=path)
-    raise InvalidDumpFile(f"{path} is neither a minidump nor an ELF core", path=path)
+        return _from_core(elfcore.read_elfcore(path), stored)
+    raise InvalidDumpFile(f"{path} is {what} that is neither a minidump nor an ELF core", path=path)
 
 
 def _signature(comment: Optional[str]) -> Dict[str, Any]:
@@ -63,7 +82,7 @@ def _user_comment(comment: Optional[str]) -> Optional[str]:
     return text or None
 
 
-def _from_minidump(d: minidump.Minidump) -> DumpInfo:
+def _from_minidump(d: minidump.Minidump, stored: int) -> DumpInfo:
     sig = _signature(d.comment)
     return DumpInfo(
         path=d.path, format="minidump", file_size=d.file_size, pid=d.pid,
@@ -71,14 +90,15 @@ def _from_minidump(d: minidump.Minidump) -> DumpInfo:
         flags=d.flags if sig["flags"] is None else sig["flags"], threads=len(d.threads),
         modules=[m.path for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
         comment=_user_comment(d.comment), complete=d.complete, problems=list(d.problems),
+        compression=d.compression, stored_size=stored,
     )
 
 
-def _from_core(c: elfcore.ElfCore) -> DumpInfo:
+def _from_core(c: elfcore.ElfCore, stored: int) -> DumpInfo:
     sig = _signature(c.comment)
     return DumpInfo(
         path=c.path, format="elf-core", file_size=c.file_size, pid=c.pid, process=c.command, kind=sig["kind"],
         flags=sig["flags"], threads=len(c.threads), modules=c.files, memory_ranges=len(c.loads),
         memory_bytes=c.memory_bytes, comment=_user_comment(c.comment), complete=c.complete,
-        problems=list(c.problems),
+        problems=list(c.problems), compression=c.compression, stored_size=stored,
     )

@@ -37,7 +37,7 @@ class ProcessInfo:
 class DumpResult:
     """What ``create_dump`` wrote."""
 
-    #: Absolute path of the finished dump file.
+    #: Absolute path of the finished dump file, or ``"-"`` when it was streamed to stdout.
     path: str
     pid: int
     process_name: str
@@ -45,7 +45,8 @@ class DumpResult:
     kind: str
     #: The raw mask used: MINIDUMP_TYPE on Windows, coredump_filter bits on Linux (None: kind rules).
     flags: Optional[int]
-    #: Size of the file in bytes (its apparent size; sparse files use less disk).
+    #: Size of the file in bytes as stored (its apparent size; sparse files use less disk), or the
+    #: bytes sent to stdout.
     size: int
     #: Wall-clock seconds create_dump took, lookup to rename.
     seconds: float
@@ -58,8 +59,14 @@ class DumpResult:
     disk_bytes: Optional[int] = None
     #: What the pre-flight estimate said the dump would take.
     estimated_bytes: Optional[int] = None
-    #: Path of the ``<dump>.json`` sidecar (None with sidecar=False).
+    #: Path of the ``<dump>.json`` sidecar (None with sidecar=False or when streamed to stdout).
     sidecar: Optional[str] = None
+    #: ``"zstd"``/``"gzip"`` when the dump was compressed, else None.
+    compression: Optional[str] = None
+    #: Size of the dump's content before compression (equals *size* when not compressed).
+    raw_size: Optional[int] = None
+    #: sha256 of the bytes as stored (or as sent to stdout), when computed.
+    sha256: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)

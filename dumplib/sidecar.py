@@ -1,18 +1,19 @@
 """The ``<dump>.json`` sidecar: what was dumped, how, and the file's sha256, for later trust and retention."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import psutil
 
 from ._backend import Plan, WriteReport
 from ._version import __version__
-from .results import ProcessInfo
+from .results import DumpResult, ProcessInfo
 
 SUFFIX = ".json"
 TOOL = "dumplib"
@@ -30,9 +31,12 @@ def sha256_of(path: str, block: int = 4 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_sidecar(dump_path: str, proc: ProcessInfo, plan: Plan, started_at: datetime.datetime,
-                  report: WriteReport, comment: Optional[str]) -> str:
+def write_sidecar(result: DumpResult, proc: ProcessInfo, plan: Plan, started_at: datetime.datetime,
+                  report: WriteReport, comment: Optional[str], codec: Optional[Tuple[str, int]]) -> DumpResult:
+    """Write ``<dump>.json`` beside *result*'s file; return the result with its sidecar path and sha256."""
+    dump_path = result.path
     st = os.stat(dump_path)
+    sha = sha256_of(dump_path)  # of the file as stored, read back: what a later check will compare
     data: Dict[str, Any] = {
         "tool": TOOL,
         "version": __version__,
@@ -48,9 +52,10 @@ def write_sidecar(dump_path: str, proc: ProcessInfo, plan: Plan, started_at: dat
         "stopped_seconds": report.stopped_seconds,
         "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
         "size": st.st_size,
+        "raw_size": result.raw_size,
         "disk_bytes": getattr(st, "st_blocks", 0) * 512 or None,
-        "sha256": sha256_of(dump_path),
-        "compression": None,
+        "sha256": sha,
+        "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
         "comment": comment,
     }
     path = sidecar_path(dump_path)
@@ -58,7 +63,7 @@ def write_sidecar(dump_path: str, proc: ProcessInfo, plan: Plan, started_at: dat
     with open(temp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
     os.replace(temp, path)
-    return path
+    return dataclasses.replace(result, sidecar=path, sha256=sha)
 
 
 def read_sidecar(path: str) -> Optional[Dict[str, Any]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -43,19 +43,23 @@ class SpaceGuard:
     def fits(self, estimate: SizeEstimate, extra: int = 0) -> bool:
         return estimate.bytes + extra + self.reserve <= self.free()
 
-    def refuse(self, estimate: SizeEstimate, smaller: Sequence[SizeEstimate]) -> InsufficientDiskSpace:
+    def refuse(self, estimate: SizeEstimate, fitting: Sequence[SizeEstimate], needed: Optional[int] = None,
+               why: str = "") -> InsufficientDiskSpace:
+        """The refusal: what was needed where, what is free, and the smaller kinds (*fitting*) and
+        other volumes that would take the dump. *needed* is what this volume must hold (default:
+        the estimate); *why* says how that was worked out when it is not simply the estimate."""
+        needed = estimate.bytes if needed is None else needed
         free = self.free()
-        room = free - self.reserve
-        fitting = [f"--kind {e.kind} (~{human(e.bytes)})" for e in smaller if e.bytes <= room]
-        volumes = other_volumes_with_room(self.directory, estimate.bytes)
-        hints = fitting + [f"a path on {v}" for v in volumes]
+        hints = [f"--kind {e.kind} (~{human(e.bytes)})" for e in fitting]
+        volumes = other_volumes_with_room(self.directory, needed)
+        hints += [f"a path on {v}" for v in volumes]
         advice = ("; it would fit as: " + ", ".join(hints)) if hints else "; free space first"
         return InsufficientDiskSpace(
-            f"a {estimate.kind} dump of process {estimate.pid} needs ~{human(estimate.bytes)} but {self.directory}"
-            f" has {human(free)} free and {human(self.reserve)} must stay free (--min-free){advice}."
-            " Nothing was written and the process was not touched",
+            f"a {estimate.kind} dump of process {estimate.pid} needs ~{human(needed)}{why} on the volume of"
+            f" {self.directory}, which has {human(free)} free, and {human(self.reserve)} must stay free"
+            f" (--min-free){advice}. Nothing was written and the process was not touched",
             path=self.directory,
-            needed=estimate.bytes,
+            needed=needed,
             free=free,
             reserve=self.reserve,
             alternatives=hints,
@@ -83,6 +87,21 @@ class SpaceGuard:
                 )
 
         return check
+
+
+def shortfall(needs: Sequence[Tuple[str, int]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int]]:
+    """The first volume that cannot take what *needs* ((directory, bytes) pairs) puts on it while
+    keeping its reserve, with the bytes it would have to take; None when everything fits. Needs on
+    the same volume add up."""
+    per_volume: Dict[int, List[Any]] = {}
+    for directory, n in needs:
+        entry = per_volume.setdefault(os.stat(directory).st_dev, [directory, 0])
+        entry[1] += n
+    for directory, n in per_volume.values():
+        guard = SpaceGuard(directory, min_free)
+        if n + guard.reserve > guard.free():
+            return guard, n
+    return None
 
 
 def other_volumes_with_room(directory: str, needed: int) -> List[str]:

@@ -9,7 +9,7 @@ import dataclasses
 import errno
 import os
 import platform
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import psutil
 
@@ -17,9 +17,9 @@ from ..errors import AccessDenied, DumpFailed, InvalidDumpFile, InvalidDumpPath,
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import Backend, Plan, Tick, WriteReport
+from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes
-from .memory import MemoryCopier, read_small
+from .memory import FileSink, MemoryCopier, StreamSink, read_small
 from .tracer import StoppedProcess, ThreadState, read_status, traced_refusal
 
 PF_KTHREAD = 0x00200000
@@ -35,6 +35,7 @@ class LinuxDetail:
 
     segments: List[maps.Segment]
     threads: int = 0  # set by the writer: how many PRSTATUS notes it wrote
+    head: bytes = b""  # set by the writer: ELF header, program headers and notes, as written
 
 
 class LinuxBackend(Backend):
@@ -102,9 +103,24 @@ class LinuxBackend(Backend):
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers)
 
+    streams = True
+
     def write(self, plan: Plan, temp_path: str, *, comment: str, tick: Optional[Tick]) -> WriteReport:
-        pid = plan.target.pid
         fd = _create_exclusive(temp_path)
+        try:
+            return self._write_core(plan, FileSink(fd), comment, tick, temp_path)
+        finally:
+            os.close(fd)
+
+    def open_private(self, path: str) -> int:
+        return _create_exclusive(path)
+
+    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: str, tick: Optional[Tick]) -> WriteReport:
+        return self._write_core(plan, StreamSink(write), comment, tick, "the output stream")
+
+    def _write_core(self, plan: Plan, sink: Any, comment: str, tick: Optional[Tick], where: str) -> WriteReport:
+        """Stop the target, write header, notes and memory to *sink* in file order, let the target go."""
+        pid = plan.target.pid
         try:
             with StoppedProcess(pid) as stopped:
                 threads = _leader_first(pid, stopped.threads)
@@ -117,8 +133,8 @@ class LinuxBackend(Backend):
                 segments = [s for s in segments if s.dump_start == s.start]
                 loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
-                os.pwrite(fd, header + note_bytes, 0)
-                copier = MemoryCopier(pid, fd, tick)
+                sink.write_at(header + note_bytes, 0)
+                copier = MemoryCopier(pid, sink, tick)
                 try:
                     for seg, offset in zip(segments, offsets):
                         copier.copy(seg.start, seg.end, offset, seg.anon)
@@ -127,17 +143,23 @@ class LinuxBackend(Backend):
                 if not stopped.alive():
                     raise DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept",
                                      pid=pid, reason="exited")
-            # The target runs again from here; what is left is our own file.
-            os.ftruncate(fd, end)
+            # The target runs again from here; what is left is our own output.
+            sink.finish(end)
         except OSError as exc:
-            raise _write_error(exc, temp_path, pid) from None
-        finally:
-            os.close(fd)
-        plan.detail = LinuxDetail(segments, threads=len(threads))
-        return WriteReport(stopped_seconds=stopped.stopped_seconds)
+            raise _write_error(exc, where, pid) from None
+        plan.detail = LinuxDetail(segments, threads=len(threads), head=header + note_bytes)
+        return WriteReport(stopped_seconds=stopped.stopped_seconds, raw_bytes=end)
 
     def verify(self, path: str, plan: Plan) -> None:
         verify_core(path, plan.target.pid, plan.detail.threads if plan.detail else 0)
+
+    def verify_stream(self, plan: Plan, size: int) -> None:
+        detail = plan.detail
+        try:
+            core = elfcore.parse_head(detail.head, size, "the output stream")
+        except InvalidDumpFile as exc:
+            raise DumpFailed(f"the core sent to the stream is unusable: {exc.message}", pid=plan.target.pid) from None
+        check_core(core, plan.target.pid, detail.threads)
 
 
 def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
@@ -146,6 +168,10 @@ def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
         core = elfcore.read_elfcore(path)
     except InvalidDumpFile as exc:
         raise DumpFailed(f"the written core is unusable and was removed: {exc.message}", pid=pid) from None
+    return check_core(core, pid, threads)
+
+
+def check_core(core: elfcore.ElfCore, pid: int, threads: int) -> elfcore.ElfCore:
     problems = list(core.problems)
     if threads and len(core.threads) != threads:
         problems.append(f"{len(core.threads)} thread notes for {threads} threads")
@@ -184,12 +210,15 @@ def _create_exclusive(path: str) -> int:
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
 
 
-def _write_error(exc: OSError, path: str, pid: int) -> Exception:
+def _write_error(exc: OSError, where: str, pid: int) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DumpFailed(f"the disk holding {os.path.dirname(path)} filled up while writing the dump of process {pid};"
-                          " the partial file was removed. Free space or dump to another volume", pid=pid,
-                          errno=exc.errno, reason="disk-full")
-    return DumpFailed(f"writing the dump of process {pid} failed: {exc}", pid=pid, errno=exc.errno)
+        return DumpFailed(f"the disk holding {os.path.dirname(where) or where} filled up while writing the dump of"
+                          f" process {pid}; the partial file was removed. Free space or dump to another volume",
+                          pid=pid, errno=exc.errno, reason="disk-full")
+    if exc.errno == errno.EPIPE:
+        return DumpFailed(f"the reader of {where} went away before the dump of process {pid} was complete;"
+                          " what it received is incomplete", pid=pid, errno=exc.errno, reason="broken-pipe")
+    return DumpFailed(f"writing the dump of process {pid} to {where} failed: {exc}", pid=pid, errno=exc.errno)
 
 
 def _read_proc(pid: int, name: str) -> bytes:

@@ -2,6 +2,8 @@
 
 Never-touched anonymous pages (per /proc/PID/pagemap) are not read at all, all-zero pages are not
 written, and unreadable pages stay holes: the file is sparse, and reads back as the process saw it.
+The output is a sink: a file (pwrite, holes left unwritten) or a stream (a compressor or a pipe,
+holes written as zeros), which works because the core is produced strictly in file order.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import ctypes
 import errno
 import os
 import re
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 from ..errors import DumpFailed
 from . import libc
@@ -26,9 +28,52 @@ _RUNS = re.compile(b"\x01+")
 Tick = Callable[[int], None]
 
 
+class FileSink:
+    """A regular file written with pwrite: what is never written stays a hole."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write_at(self, data: Any, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def finish(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+
+class StreamSink:
+    """A sequential writer (``write(bytes)``): gaps before each write and at the end become zeros."""
+
+    _ZEROS = memoryview(bytes(1 << 20))
+
+    def __init__(self, write: Callable[[Any], Any]) -> None:
+        self._write = write
+        self.pos = 0
+
+    def write_at(self, data: Any, offset: int) -> None:
+        if offset < self.pos:
+            raise AssertionError(f"stream sink asked to go back from {self.pos} to {offset}")
+        self._pad(offset)
+        self._write(data)
+        self.pos += len(data)
+
+    def finish(self, size: int) -> None:
+        self._pad(size)
+
+    def _pad(self, upto: int) -> None:
+        while self.pos < upto:
+            n = min(upto - self.pos, len(self._ZEROS))
+            self._write(self._ZEROS[:n])
+            self.pos += n
+
+
 class MemoryCopier:
-    def __init__(self, pid: int, fd: int, tick: Optional[Tick] = None) -> None:
-        self.pid, self.fd, self.tick = pid, fd, tick
+    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None) -> None:
+        self.pid, self.sink, self.tick = pid, sink, tick
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
         self._local = libc.iovec(None, 0)
@@ -125,12 +170,7 @@ class MemoryCopier:
             self._pwrite(run_start, end, base)
 
     def _pwrite(self, lo: int, hi: int, base: int) -> None:
-        view = self.view[lo:hi]
-        offset = base + lo
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        self.sink.write_at(self.view[lo:hi], base + lo)
         self.written += hi - lo
 
 

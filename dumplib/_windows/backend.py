@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from typing import Dict, Iterable, List, Optional
@@ -83,6 +84,16 @@ class WindowsBackend(Backend):
                     reason="exited",
                 )
         return report
+
+    def open_private(self, path: str) -> int:
+        import msvcrt
+
+        handle = wrappers.create_new_file(path)
+        try:
+            return msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            wrappers.close_handle(handle)
+            raise
 
     def verify(self, path: str, plan: Plan) -> None:
         verify_minidump(path, plan.target.pid, plan.flags or 0)

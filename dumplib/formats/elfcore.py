@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
+from ..compression import open_content, open_dump
 from ..errors import InvalidDumpFile
 
 PAGE = 4096
@@ -83,6 +85,8 @@ class ElfCore:
     command: Optional[str] = None
     comment: Optional[str] = None
     files: List[str] = dataclasses.field(default_factory=list)
+    #: ``"gzip"``/``"zstd"`` when the file on disk is compressed (sizes and offsets are of the content).
+    compression: Optional[str] = None
 
     @property
     def complete(self) -> bool:
@@ -101,7 +105,7 @@ class ElfCore:
     def read_memory(self, address: int, length: int) -> Optional[bytes]:
         for ld in self.loads:
             if ld.filesz and ld.vaddr <= address and address + length <= ld.vaddr + ld.filesz:
-                with open(self.path, "rb") as f:
+                with open_content(self.path, self.compression) as f:
                     f.seek(ld.offset + address - ld.vaddr)
                     data = f.read(length)
                 return data if len(data) == length else None
@@ -113,11 +117,18 @@ def looks_like_elf(head: bytes) -> bool:
 
 
 def read_elfcore(path: str) -> ElfCore:
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(0)
-        return _parse(f, path, size)
+    """Parse *path*, plain or gzip/zstd-compressed; InvalidDumpFile if it is not an ELF core at all."""
+    f, size, codec = open_dump(path)
+    with f:
+        core = _parse(f, path, size)
+    core.compression = codec
+    return core
+
+
+def parse_head(head: bytes, size: int, name: str) -> ElfCore:
+    """Parse a core from its first bytes (header, program headers, notes) and its total *size*: how a
+    core sent down a pipe is checked, since it cannot be read back."""
+    return _parse(io.BytesIO(head), name, size)
 
 
 def _read(f: BinaryIO, path: str, size: int, offset: int, n: int) -> bytes:

@@ -10,6 +10,7 @@ import dataclasses
 import struct
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
+from ..compression import open_content, open_dump
 from ..errors import InvalidDumpFile
 
 SIGNATURE = b"MDMP"
@@ -99,6 +100,8 @@ class Minidump:
     comment: Optional[str]
     #: What makes the file incomplete or inconsistent; empty when it is whole.
     problems: List[str]
+    #: ``"gzip"``/``"zstd"`` when the file on disk is compressed (sizes and RVAs are of the content).
+    compression: Optional[str] = None
 
     @property
     def complete(self) -> bool:
@@ -122,7 +125,7 @@ class Minidump:
         """Bytes at *address* in the dumped process, or None if the dump does not hold them all."""
         for r in self.memory:
             if r.start <= address and address + length <= r.start + r.size:
-                with open(self.path, "rb") as f:
+                with open_content(self.path, self.compression) as f:
                     f.seek(r.rva + (address - r.start))
                     data = f.read(length)
                 return data if len(data) == length else None
@@ -158,9 +161,8 @@ def read_minidump(path: str) -> Minidump:
 
     A truncated or inconsistent file still parses where it can, with ``problems`` saying what is wrong.
     """
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
+    f, size, codec = open_dump(path)
+    with f:
         r = _Reader(f, path, size)
         if size < _HEADER.size:
             raise InvalidDumpFile(f"{path} is not a minidump: only {size} bytes", path=path)
@@ -169,7 +171,7 @@ def read_minidump(path: str) -> Minidump:
             raise InvalidDumpFile(f"{path} is not a minidump: no MDMP signature", path=path)
         if count > _MAX_STREAMS:
             raise InvalidDumpFile(f"{path}: {count} streams is not a sane stream directory", path=path)
-        dump = Minidump(path, size, version & 0xFFFF, flags, stamp, {}, [], [], [], None, None, None, [])
+        dump = Minidump(path, size, version & 0xFFFF, flags, stamp, {}, [], [], [], None, None, None, [], codec)
         directory = r.read(dir_rva, count * _DIRECTORY.size)
         for i in range(count):
             stype, dsize, rva = _DIRECTORY.unpack_from(directory, i * _DIRECTORY.size)

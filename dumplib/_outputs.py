@@ -1,0 +1,225 @@
+"""Where the dump's bytes go, and what disk space each way needs.
+
+Four ways, one interface: a plain file; a file written through a compressor (backends that write
+in file order: Linux); stdout (a pipe); and, for backends that need a seekable file (dbghelp), a
+raw file on the roomiest volume that is then compressed into the destination or to stdout.
+Each says which volumes it will fill and by how much, so the one free-space guard covers them all.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import os
+import secrets
+import sys
+import tempfile
+from typing import List, Optional, Tuple
+
+import psutil
+
+from ._backend import Backend, Plan, Tick, WriteReport
+from .compression import CompressingWriter, open_dump
+from .errors import DumpFailed, InvalidDumpPath
+from .output import TEMP_PREFIX, Destination, finalize, remove_quietly, remove_stale_temps
+from .space import default_reserve
+
+#: For the pre-flight only: compressed output is assumed to take at most this share of the raw
+#: estimate. Measured cores compress to 6-10% (docs/benchmarks.md); memory full of already
+#: compressed or encrypted data would not, and then the watchdog stops the dump cleanly.
+ASSUMED_RATIO = 0.5
+_BLOCK = 4 << 20
+
+
+@dataclasses.dataclass
+class Stored:
+    """What ended up where."""
+
+    path: str
+    size: int
+    raw_size: int
+    codec: Optional[str] = None
+    sha256: Optional[str] = None
+
+
+class Output(abc.ABC):
+    #: Human name of the destination, for messages.
+    where: str = ""
+
+    @abc.abstractmethod
+    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+        """(directory, bytes) this output will put on disk for a dump estimated at *estimate* raw bytes."""
+
+    @abc.abstractmethod
+    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        """Write, verify and put the dump in place; on any exception leave nothing behind."""
+
+    def watched(self) -> List[str]:
+        """Directories whose free space the watchdog checks during the write."""
+        return [d for d, _ in self.needs(0)]
+
+
+class PlainFile(Output):
+    def __init__(self, dest: Destination, overwrite: bool) -> None:
+        self.dest, self.overwrite, self.where = dest, overwrite, dest.final
+
+    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+        return [(self.dest.directory, estimate)]
+
+    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        try:
+            report = backend.write(plan, self.dest.temp, comment=comment, tick=tick)
+            backend.verify(self.dest.temp, plan)
+            finalize(self.dest.temp, self.dest.final, overwrite=self.overwrite)
+        except BaseException:
+            remove_quietly(self.dest.temp)
+            raise
+        size = os.stat(self.dest.final).st_size
+        return report, Stored(self.dest.final, size, size)
+
+
+class CompressedFile(Output):
+    """The dump streams through the compressor into the destination: the raw size never touches disk."""
+
+    def __init__(self, dest: Destination, overwrite: bool, codec: str, level: int) -> None:
+        self.dest, self.overwrite, self.codec, self.level, self.where = dest, overwrite, codec, level, dest.final
+
+    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+        return [(self.dest.directory, int(estimate * ASSUMED_RATIO))]
+
+    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        try:
+            fd = backend.open_private(self.dest.temp)
+            try:
+                out = CompressingWriter(fd, self.codec, self.level)
+                report = backend.write_stream(plan, out.write, comment=comment, tick=tick)
+                out.close()
+            finally:
+                os.close(fd)
+            backend.verify(self.dest.temp, plan)  # the readers decompress: this checks the stream end to end
+            finalize(self.dest.temp, self.dest.final, overwrite=self.overwrite)
+        except BaseException:
+            remove_quietly(self.dest.temp)
+            raise
+        return report, Stored(self.dest.final, out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
+
+class Stdout(Output):
+    """The dump goes down stdout (a pipe), compressed or not; nothing is written locally."""
+
+    where = "stdout"
+
+    def __init__(self, codec: Optional[str], level: int) -> None:
+        self.codec, self.level = codec, level
+        self.fd = _stdout_fd()
+
+    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+        return []
+
+    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        out = CompressingWriter(self.fd, self.codec, self.level)
+        report = backend.write_stream(plan, out.write, comment=comment, tick=tick)
+        out.close()
+        backend.verify_stream(plan, out.raw_bytes)
+        return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
+
+class RawThenCompress(Output):
+    """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
+    the destination (or to stdout), then the raw file deleted."""
+
+    def __init__(self, target: Output, scratch: str, codec: Optional[str], level: int, stem: str) -> None:
+        self.target, self.scratch, self.codec, self.level = target, scratch, codec, level
+        self.where = target.where
+        self.raw = os.path.join(scratch, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{stem}.raw.tmp")
+
+    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+        return [(self.scratch, estimate)] + self.target.needs(estimate)
+
+    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        remove_stale_temps(self.scratch)
+        try:
+            report = backend.write(plan, self.raw, comment=comment, tick=tick)
+            backend.verify(self.raw, plan)
+            stored = self._compress(backend, tick)
+        finally:
+            remove_quietly(self.raw)
+        return report, stored
+
+    def _compress(self, backend: Backend, tick: Optional[Tick]) -> Stored:
+        target = self.target
+        to_stdout = isinstance(target, Stdout)
+        fd = target.fd if isinstance(target, Stdout) else backend.open_private(target.dest.temp)  # type: ignore[attr-defined]
+        raw_sha = hashlib.sha256()
+        try:
+            try:
+                out = CompressingWriter(fd, self.codec, self.level)
+                with open(self.raw, "rb") as f:
+                    for block in iter(lambda: f.read(_BLOCK), b""):
+                        raw_sha.update(block)
+                        out.write(block)
+                        if tick is not None:
+                            tick(out.raw_bytes)
+                out.close()
+            finally:
+                if not to_stdout:
+                    os.close(fd)
+            if to_stdout:
+                return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+            _check_round_trip(target.dest.temp, raw_sha.hexdigest(), out.raw_bytes)  # type: ignore[attr-defined]
+            finalize(target.dest.temp, target.dest.final, overwrite=target.overwrite)  # type: ignore[attr-defined]
+        except BaseException:
+            if not to_stdout:
+                remove_quietly(target.dest.temp)  # type: ignore[attr-defined]
+            raise
+        return Stored(target.dest.final, out.stored_bytes, out.raw_bytes, self.codec, out.sha256)  # type: ignore[attr-defined]
+
+
+def _check_round_trip(path: str, raw_sha256: str, raw_size: int) -> None:
+    """Decompress what was written and compare it with the verified raw dump, byte for byte (by hash)."""
+    f, size, _codec = open_dump(path)
+    digest = hashlib.sha256()
+    with f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            digest.update(block)
+    if size != raw_size or digest.hexdigest() != raw_sha256:
+        raise DumpFailed(f"the compressed dump {path} does not decompress to the dump that was verified; it was removed",
+                         reason="unverified")
+
+
+def _stdout_fd() -> int:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        raise InvalidDumpPath("'-' streams the dump to stdout, but this process has no usable stdout", path="-") from None
+    if os.isatty(fd):
+        raise InvalidDumpPath(
+            "'-' streams the dump to stdout, which is a terminal; pipe it (| zstd -d > x.core, | ssh host ...)"
+            " or redirect it to a file",
+            path="-",
+        )
+    sys.stdout.flush()
+    return fd
+
+
+def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
+    """A writable directory on the local volume with the most room beyond its reserve: where a
+    seekable-file backend puts the raw dump before compressing it. The destination's own directory
+    wins ties, then the temp directory, then volume roots."""
+    candidates = [dest_dir, tempfile.gettempdir()]
+    candidates += [p.mountpoint for p in psutil.disk_partitions(all=False)]
+    best: Optional[Tuple[int, str]] = None
+    seen = set()
+    for d in candidates:
+        try:
+            st = os.stat(d)
+            usage = psutil.disk_usage(d)
+        except OSError:
+            continue
+        if st.st_dev in seen or not os.access(d, os.W_OK):
+            continue
+        seen.add(st.st_dev)
+        room = usage.free - (default_reserve(usage.total) if min_free is None else min_free)
+        if best is None or room > best[0]:
+            best = (room, d)
+    return best[1] if best else dest_dir
