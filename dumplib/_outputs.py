@@ -47,8 +47,8 @@ class Output(abc.ABC):
     where: str = ""
 
     @abc.abstractmethod
-    def needs(self, estimate: int) -> List[Tuple[str, int]]:
-        """(directory, bytes) this output will put on disk for a dump estimated at *estimate* raw bytes."""
+    def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
+        """(directory, bytes, what) this output will put on disk for a dump estimated at *estimate* raw bytes."""
 
     @abc.abstractmethod
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
@@ -56,15 +56,15 @@ class Output(abc.ABC):
 
     def watched(self) -> List[str]:
         """Directories whose free space the watchdog checks during the write."""
-        return [d for d, _ in self.needs(0)]
+        return [d for d, _, _ in self.needs(0)]
 
 
 class PlainFile(Output):
     def __init__(self, dest: Destination, overwrite: bool) -> None:
         self.dest, self.overwrite, self.where = dest, overwrite, dest.final
 
-    def needs(self, estimate: int) -> List[Tuple[str, int]]:
-        return [(self.dest.directory, estimate)]
+    def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
+        return [(self.dest.directory, estimate, "the dump")]
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         try:
@@ -84,8 +84,8 @@ class CompressedFile(Output):
     def __init__(self, dest: Destination, overwrite: bool, codec: str, level: int) -> None:
         self.dest, self.overwrite, self.codec, self.level, self.where = dest, overwrite, codec, level, dest.final
 
-    def needs(self, estimate: int) -> List[Tuple[str, int]]:
-        return [(self.dest.directory, int(estimate * ASSUMED_RATIO))]
+    def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
+        return [(self.dest.directory, int(estimate * ASSUMED_RATIO), "the compressed dump, assumed at most half the raw size")]
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         try:
@@ -113,7 +113,7 @@ class Stdout(Output):
         self.codec, self.level = codec, level
         self.fd = _stdout_fd()
 
-    def needs(self, estimate: int) -> List[Tuple[str, int]]:
+    def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return []
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
@@ -133,8 +133,8 @@ class RawThenCompress(Output):
         self.where = target.where
         self.raw = os.path.join(scratch, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{stem}.raw.tmp")
 
-    def needs(self, estimate: int) -> List[Tuple[str, int]]:
-        return [(self.scratch, estimate)] + self.target.needs(estimate)
+    def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
+        return [(self.scratch, estimate, "the raw dump before compression")] + self.target.needs(estimate)
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         remove_stale_temps(self.scratch)
@@ -199,6 +199,10 @@ def _stdout_fd() -> int:
             path="-",
         )
     sys.stdout.flush()
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.setmode(fd, os.O_BINARY)  # a text-mode fd would turn every \n byte of the dump into \r\n
     return fd
 
 

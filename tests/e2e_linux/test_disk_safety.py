@@ -64,10 +64,12 @@ def test_watchdog_aborts_when_another_process_fills_the_disk(target_exe, tmp_pat
         t.assert_running_untraced()
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_clean_up(target_exe, outdir, sig, code):
+@pytest.mark.parametrize("sig, code, extra", [(signal.SIGINT, 130, []), (signal.SIGTERM, 143, []),
+                                             (signal.SIGINT, 130, ["--compress", "zstd"])])
+def test_sigint_and_sigterm_clean_up(target_exe, outdir, sig, code, extra):
     with run_target([str(target_exe), "--heap", "1024"]) as t:
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), str(outdir), "-k", "full"],
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), str(outdir), "-k", "full",
+                                   *extra],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not leftovers(outdir):
@@ -142,3 +144,17 @@ def test_retention_keeps_exactly_n_and_never_touches_foreign_files(ctarget, outd
     r = dumplib.create_dump(ctarget.pid, outdir / "d4.core", "triage", max_total=1)
     assert os.path.exists(r.path)  # the new dump itself is never deleted
     assert sorted(p.name for p in outdir.iterdir() if p.name.startswith("d")) == ["d4.core", "d4.core.json"]
+
+
+def test_what_two_outputs_put_on_one_volume_adds_up(tmp_path):
+    # The raw-then-compress path (Windows) puts a raw copy and a compressed copy on disk; on one
+    # volume both must fit at once, on two each volume holds its own part.
+    from dumplib.space import shortfall
+
+    with tmpfs(tmp_path / "one", "48m") as one, tmpfs(tmp_path / "two", "48m") as two:
+        (one / "sub").mkdir()
+        assert shortfall([(str(one), 30 << 20, "raw")], 1 << 20) is None
+        short = shortfall([(str(one), 30 << 20, "raw"), (str(one / "sub"), 15 << 20, "packed")], 4 << 20)
+        assert short is not None and short[1] == 45 << 20 and short[2] == "raw plus packed"
+        assert short[0].reserve == 4 << 20
+        assert shortfall([(str(one), 30 << 20, "raw"), (str(two), 15 << 20, "packed")], 4 << 20) is None

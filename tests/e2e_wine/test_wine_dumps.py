@@ -281,3 +281,71 @@ def test_sidecar_and_info_for_minidumps(rig, target, outdir):
     d = json.loads(info.stdout)
     assert d["format"] == "minidump" and d["pid"] == target.pid and d["kind"] == "mini" and d["complete"]
     assert d["comment"] == "for info" and d["threads"] >= 1 and any("python.exe" in m for m in d["modules"])
+
+
+def _decompress(path: Path, out: Path) -> Path:
+    import gzip
+
+    import zstandard
+
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        out.write_bytes(gzip.decompress(data))
+    else:
+        out.write_bytes(zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True).read())
+    return out
+
+
+def test_compressed_full_dump_never_puts_the_raw_size_on_a_small_destination(rig, target, tmp_path):
+    # dbghelp needs a seekable file: the raw dump goes to the roomiest volume, and only the zstd
+    # copy lands on the small one. A 48 MiB volume cannot hold the ~70 MiB raw full dump.
+    with tmpfs(tmp_path / "small", "48m") as small:
+        res = api_call(rig, f"dumplib.create_dump({target.pid}, r'{windows_path(small)}', 'full', compress='zstd',"
+                            " min_free=1 << 20)")
+        assert "ok" in res, res
+        result = res["ok"]
+        dump = _only_file(small)
+        assert dump.name.endswith(".dmp.zst") and result["compression"] == "zstd"
+        assert result["raw_size"] > 48 << 20 > result["size"] == dump.stat().st_size
+        raw = _decompress(dump, tmp_path / "raw.dmp")
+        assert raw.stat().st_size == result["raw_size"]
+        mf = parse_independently(raw, tmp_path)
+        assert mf.get_reader().read(target.address, len(target.marker)) == target.marker
+        side = json.loads((small / (dump.name + ".json")).read_text())
+        assert side["compression"] == {"codec": "zstd", "level": 1} and side["raw_size"] == result["raw_size"]
+        info = cli(rig, "info", windows_path(dump), "--json")
+        assert info.returncode == 0, info.stderr
+        d = json.loads(info.stdout)
+        assert d["compression"] == "zstd" and d["format"] == "minidump" and d["complete"] and d["pid"] == target.pid
+    # The raw file was deleted wherever it went: no temporary dumplib file is left in the Windows
+    # temp directory, the rig's drive or the host's root.
+    for place in (rig.windows_temp(), Path("/"), rig.root):
+        assert [p.name for p in place.iterdir() if p.name.startswith(".dumplib-")] == []
+
+
+def test_guard_checks_the_volume_that_takes_the_raw_copy(rig, target, tmp_path):
+    # No volume can keep a 1 PiB reserve: the refusal comes before the target is touched and says
+    # the raw copy was the problem; nothing lands anywhere.
+    with tmpfs(tmp_path / "small", "48m") as small:
+        res = api_call(rig, f"dumplib.create_dump({target.pid}, r'{windows_path(small)}', 'full', compress='gzip',"
+                            " min_free=1 << 50)")
+        assert res.get("error") == "InsufficientDiskSpace", res
+        assert "for the raw dump before compression" in res["message"] and "not touched" in res["message"]
+        assert res["details"]["reserve"] == 1 << 50
+        assert list(small.iterdir()) == []
+    assert [p.name for p in rig.windows_temp().iterdir() if p.name.startswith(".dumplib-")] == []
+
+
+def test_compressed_dump_streams_to_stdout(rig, target, tmp_path):
+    done = rig.run_python(["-m", "dumplib_cli", "dump", str(target.pid), "-", "-k", "mini", "-z", "gzip"],
+                          binary=True)
+    assert done.returncode == 0, done.stderr
+    assert b"sent the dump to stdout" in done.stderr and done.stdout[:2] == b"\x1f\x8b"
+    packed = tmp_path / "out.dmp.gz"
+    packed.write_bytes(done.stdout)
+    raw = _decompress(packed, tmp_path / "out.dmp")
+    mf = parse_independently(raw, tmp_path)
+    assert any("python.exe" in m.name.lower() for m in mf.modules.modules)
+    sha = re.search(rb"sha256 ([0-9a-f]{64})", done.stderr).group(1).decode()
+    import hashlib
+    assert sha == hashlib.sha256(done.stdout).hexdigest()
