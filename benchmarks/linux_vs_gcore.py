@@ -4,8 +4,9 @@
 
 For each target it prints the median wall seconds, the target's longest stall (a 1 ms ticker
 thread inside the target reports its largest gap), and bytes on disk (st_blocks), with ratios
-against gcore and the raw bound. dumplib is timed both in-process (the API) and as the `dumplib`
-command (adds interpreter start-up). Targets pre-touch their heap; contenders are interleaved
+against gcore and the raw bound. dumplib is timed in-process (the API: as used by default, i.e.
+with the sidecar and its sha256; without the sidecar, which is like for like with gcore and the raw
+copy; and with `compress="zstd"`) and as the `dumplib` command (adds interpreter start-up). Targets pre-touch their heap; contenders are interleaved
 because this VM returns freed memory to the host.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main() -> int:
     if ns.python:
         targets.append(("Python, 200 MB objects", [sys.executable, "-c", PY_TICKER_TARGET]))
     print(f"median of {ns.runs} interleaved runs; stall = longest gap seen by a 1 ms ticker in the target")
-    print(f"{'target':<24} {'contender':<14} {'wall s':>7} {'stall s':>8} {'disk MB':>8} {'wall/gcore':>10} {'wall/raw':>8} {'disk/gcore':>10}")
+    print(f"{'target':<24} {'contender':<15} {'wall s':>7} {'stall s':>8} {'disk MB':>8} {'wall/gcore':>10} {'wall/raw':>8} {'disk/gcore':>10}")
     for label, argv in targets:
         with run_target(argv) as t:
             t.ask("gap")
@@ -69,6 +70,12 @@ def main() -> int:
 
             def api() -> None:
                 dumplib.create_dump(t.pid, out, "full", overwrite=True)
+
+            def api_bare() -> None:  # like for like with gcore and the raw copy: neither hashes its output
+                dumplib.create_dump(t.pid, out, "full", overwrite=True, sidecar=False)
+
+            def api_zstd() -> None:
+                dumplib.create_dump(t.pid, out, "full", overwrite=True, compress="zstd")
 
             def cli() -> None:
                 subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), out, "-k", "full", "--overwrite"],
@@ -82,7 +89,10 @@ def main() -> int:
             def rawcopy() -> None:
                 subprocess.run([str(raw), str(t.pid), out], input=ranges, text=True, check=True)
 
-            contenders: Dict[str, Callable[[], None]] = {"dumplib API": api, "dumplib CLI": cli, "gcore": gcore, "raw C copy": rawcopy}
+            contenders: Dict[str, Callable[[], None]] = {
+                "dumplib API": api, "API no sidecar": api_bare, "API zstd": api_zstd, "dumplib CLI": cli,
+                "gcore": gcore, "raw C copy": rawcopy,
+            }
             rows: Dict[str, List[tuple]] = {k: [] for k in contenders}
             names = list(contenders)
             for i in range(ns.runs):
@@ -94,10 +104,12 @@ def main() -> int:
                     stall = int(t.ask("gap")) / 1e6
                     rows[name].append((wall, stall, disk_bytes(out)))
                     os.remove(out)
+                    if os.path.exists(out + ".json"):
+                        os.remove(out + ".json")
             med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v in rows.items()}
             g, r = med["gcore"], med["raw C copy"]
             for name, (wall, stall, disk) in med.items():
-                print(f"{label:<24} {name:<14} {wall:>7.3f} {stall:>8.3f} {disk / 1e6:>8.1f} {wall / g[0]:>10.2f}"
+                print(f"{label:<24} {name:<15} {wall:>7.3f} {stall:>8.3f} {disk / 1e6:>8.1f} {wall / g[0]:>10.2f}"
                       f" {wall / r[0]:>8.2f} {disk / g[2]:>10.2f}")
     subprocess.run(["rm", "-rf", str(work)])
     return 0

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 import psutil
 
 from ._backend import Backend, Plan, Tick, WriteReport
+from ._follow import FollowingHasher
 from .compression import CompressingWriter, open_dump
 from .errors import DumpFailed, InvalidDumpPath
 from .output import TEMP_PREFIX, Destination, finalize, remove_quietly, remove_stale_temps
@@ -60,22 +61,31 @@ class Output(abc.ABC):
 
 
 class PlainFile(Output):
-    def __init__(self, dest: Destination, overwrite: bool) -> None:
+    def __init__(self, dest: Destination, overwrite: bool, want_sha256: bool) -> None:
         self.dest, self.overwrite, self.where = dest, overwrite, dest.final
+        self.want_sha256 = want_sha256
 
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return [(self.dest.directory, estimate, "the dump")]
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+        # A writer that goes in file order can be hashed as it writes (see _follow.py).
+        hasher = FollowingHasher(self.dest.temp) if self.want_sha256 and backend.streams else None
+        sha = None
         try:
             report = backend.write(plan, self.dest.temp, comment=comment, tick=tick)
+            size = os.stat(self.dest.temp).st_size
             backend.verify(self.dest.temp, plan)
+            if hasher is not None:
+                sha = hasher.result(size)
+                hasher = None
             finalize(self.dest.temp, self.dest.final, overwrite=self.overwrite)
         except BaseException:
+            if hasher is not None:
+                hasher.abandon()
             remove_quietly(self.dest.temp)
             raise
-        size = os.stat(self.dest.final).st_size
-        return report, Stored(self.dest.final, size, size)
+        return report, Stored(self.dest.final, size, size, None, sha)
 
 
 class CompressedFile(Output):

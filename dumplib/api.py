@@ -87,12 +87,12 @@ def create_dump(
     backend.check_target(proc)
     to_stdout = _is_stdout(path)
     warnings: List[str] = []
-    output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, warnings)
+    output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, sidecar, warnings)
     plan = backend.plan(proc, kind, mask)
     if space_check:
         plan = _guarded_plan(backend, proc, plan, output, min_free, fit, flags is not None, warnings)
         if plan.kind is not kind and not to_stdout:
-            output = _output(backend, path, proc, plan.kind, overwrite, codec, started_at, min_free, [])
+            output = _output(backend, path, proc, plan.kind, overwrite, codec, started_at, min_free, sidecar, [])
     else:
         warnings.append("the free-space check is off: this dump may fill the disk")
     watchdogs = [SpaceGuard(d, min_free).watchdog(output.where) for d in output.watched()] if space_check else []
@@ -134,7 +134,7 @@ def _is_stdout(path: Optional[PathLike]) -> bool:
 
 
 def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind: DumpKind, overwrite: bool,
-            codec: Optional[Tuple[str, int]], when: datetime.datetime, min_free: Optional[int],
+            codec: Optional[Tuple[str, int]], when: datetime.datetime, min_free: Optional[int], sidecar: bool,
             warnings: List[str]) -> Output:
     """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
     name, level = codec if codec else (None, 0)
@@ -148,7 +148,7 @@ def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind:
     dest = plan_destination(path, proc, kind, overwrite=overwrite, extension=extension, when=when)
     warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
     if name is None:
-        return PlainFile(dest, overwrite)
+        return PlainFile(dest, overwrite, want_sha256=sidecar)
     if backend.streams:
         return CompressedFile(dest, overwrite, name, level)
     return RawThenCompress(CompressedFile(dest, overwrite, name, level), scratch_directory(dest.directory, min_free),

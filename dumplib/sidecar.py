@@ -36,7 +36,8 @@ def write_sidecar(result: DumpResult, proc: ProcessInfo, plan: Plan, started_at:
     """Write ``<dump>.json`` beside *result*'s file; return the result with its sidecar path and sha256."""
     dump_path = result.path
     st = os.stat(dump_path)
-    sha = sha256_of(dump_path)  # of the file as stored, read back: what a later check will compare
+    # Of the file as stored (read back from it, during or after the write): what a later check compares.
+    sha = result.sha256 or sha256_of(dump_path)
     data: Dict[str, Any] = {
         "tool": TOOL,
         "version": __version__,

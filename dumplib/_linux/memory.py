@@ -76,6 +76,7 @@ class MemoryCopier:
         self.pid, self.sink, self.tick = pid, sink, tick
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
+        self._words = self.view.cast("Q")
         self._local = libc.iovec(None, 0)
         self._remote = libc.iovec(None, 0)
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
@@ -88,6 +89,7 @@ class MemoryCopier:
         if self._pagemap is not None:
             os.close(self._pagemap)
             self._pagemap = None
+        self._words.release()
         self.view.release()
 
     def copy(self, start: int, end: int, file_offset: int, anon: bool) -> None:
@@ -158,18 +160,23 @@ class MemoryCopier:
     def _zero_pages(self, offset: int, length: int) -> Iterator[Tuple[int, int]]:
         """[start, end) buffer ranges of whole pages that are all zero, in order.
 
-        A page can only be zero if its first and last bytes are: one strided slice of each, OR-ed
-        as big integers, rules out most pages of real data without a Python-level loop per page.
+        A page can only be zero if its first 64 bytes are. Those are gathered for every page at
+        once by 8 strided slices of 8-byte words, so pages of real data are ruled out by a few C
+        operations per chunk rather than a Python loop per page; the few left are compared whole.
         """
-        buf = self.buf
         pages = length // PAGE
         if not pages:
             return
-        end = offset + pages * PAGE
-        firsts = int.from_bytes(buf[offset:end:PAGE], "little")
-        lasts = int.from_bytes(buf[offset + PAGE - 1 : end : PAGE], "little")
-        either = (firsts | lasts).to_bytes(pages, "little")
-        for m in _ZERO_BYTES.finditer(either):
+        word, stride = offset // 8, PAGE // 8
+        heads = 0
+        for j in range(8):  # word j of every page, as one little-endian integer of 8-byte lanes
+            heads |= int.from_bytes(self._words[word + j : word + pages * stride : stride].tobytes(), "little")
+        lanes = heads.to_bytes(8 * pages, "little")
+        folded = 0
+        for k in range(8):  # OR each page's 8 lane bytes into one byte
+            folded |= int.from_bytes(lanes[k::8], "little")
+        buf = self.buf
+        for m in _ZERO_BYTES.finditer(folded.to_bytes(pages, "little")):
             run = None
             for page in range(m.start(), m.end()):
                 at = offset + page * PAGE
