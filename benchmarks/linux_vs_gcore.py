@@ -31,14 +31,14 @@ PY_TICKER_TARGET = r"""
 import json, os, sys, threading, time
 blob = [bytes([i % 251 + 1]) * 1000 for i in range(200_000)]  # ~200 MB of Python objects
 gap = [0.0]
+last = [time.monotonic()]
 def tick():
-    last = time.monotonic()
     while True:
-        time.sleep(0.001); now = time.monotonic(); gap[0] = max(gap[0], now - last); last = now
+        time.sleep(0.001); now = time.monotonic(); gap[0] = max(gap[0], now - last[0]); last[0] = now
 threading.Thread(target=tick, daemon=True).start()
 print(json.dumps({"pid": os.getpid()}), flush=True)
-for line in sys.stdin:
-    print(int(gap[0] * 1e6), flush=True); gap[0] = 0.0
+for line in sys.stdin:  # count a gap still open: the ticker may not have woken since the stop ended
+    print(int(max(gap[0], time.monotonic() - last[0]) * 1e6), flush=True); gap[0] = 0.0
 """
 
 
