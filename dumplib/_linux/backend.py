@@ -13,14 +13,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import psutil
 
-from ..errors import AccessDenied, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
+from ..errors import DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes
 from .memory import FileSink, MemoryCopier, StreamSink, read_small
-from .tracer import StoppedProcess, ThreadState, read_status, traced_refusal
+from .tracer import StoppedProcess, ThreadState, permission_error, read_status, traced_refusal
 
 PF_KTHREAD = 0x00200000
 
@@ -228,8 +228,7 @@ def _read_proc(pid: int, name: str) -> bytes:
     except FileNotFoundError:
         raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
     except PermissionError:
-        raise AccessDenied(f"cannot read /proc/{pid}/{name}: permission denied; dump processes of your own"
-                           " user, or run as root", pid=pid, code=errno.EACCES) from None
+        raise permission_error(pid, f"read /proc/{pid}/{name} of") from None
 
 
 def _smaps(pid: int) -> List[maps.Region]:

@@ -86,7 +86,7 @@ class StoppedProcess:
             if _errno_of(exc) == errno.ESRCH:
                 raise ProcessNotFound(self.pid, f"process {self.pid} exited before it could be stopped") from None
             if _errno_of(exc) == errno.EPERM:
-                raise _permission_error(self.pid) from None
+                raise permission_error(self.pid) from None
             raise DumpFailed(f"PTRACE_SEIZE of thread {tid} failed: {exc}", pid=self.pid, errno=exc.errno) from None
         state = ThreadState(tid)
         self.threads[tid] = state  # from here on, detach() must release it
@@ -178,16 +178,21 @@ def _exited(pid: int) -> DumpFailed:
     return DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited")
 
 
-def _permission_error(pid: int) -> BaseException:
-    """Explain why ptrace was refused: a tracer, another user, Yama, or a missing capability."""
+def permission_error(pid: int, action: str = "attach to") -> BaseException:
+    """Explain why the kernel refused access (ptrace, or /proc files guarded by the same rules):
+    a tracer, another user, a non-dumpable process, Yama, or a missing capability."""
     status = read_status(pid)
     tracer = int(status.get("TracerPid", "0") or 0)
-    if tracer:
+    if tracer and action == "attach to":
         return traced_refusal(pid, tracer)
     reasons = []
     uid = int(status.get("Uid", "0").split()[0]) if status.get("Uid") else None
     if uid is not None and uid != os.geteuid():
         reasons.append(f"it belongs to uid {uid}, not to this user (uid {os.geteuid()})")
+    elif uid is not None and _proc_owner(pid) == 0 != uid:
+        # The kernel hands the files in /proc/PID to root when a process is not dumpable.
+        reasons.append("it is not dumpable (it called prctl(PR_SET_DUMPABLE, 0) or changed its credentials,"
+                       " e.g. a setuid program), so only a process with CAP_SYS_PTRACE may read it")
     try:
         with open("/proc/sys/kernel/yama/ptrace_scope") as f:
             scope = int(f.read())
@@ -198,7 +203,14 @@ def _permission_error(pid: int) -> BaseException:
     if not _has_cap_sys_ptrace():
         reasons.append("this process lacks CAP_SYS_PTRACE (run as root, or grant the capability)")
     why = "; ".join(reasons) or "the kernel refused ptrace (a security module may forbid it)"
-    return AccessDenied(f"cannot attach to process {pid}: {why}", pid=pid, code=errno.EPERM)
+    return AccessDenied(f"cannot {action} process {pid}: {why}", pid=pid, code=errno.EPERM)
+
+
+def _proc_owner(pid: int) -> Optional[int]:
+    try:
+        return os.stat(f"/proc/{pid}/status").st_uid
+    except OSError:
+        return None
 
 
 def traced_refusal(pid: int, tracer: int) -> TargetRefused:

@@ -1,6 +1,6 @@
 /* A Linux test target for dumplib: known function names per thread, a heap marker, awkward memory.
  *
- *   target [--threads N] [--heap MIB] [--ticker]
+ *   target [--threads N] [--heap MIB] [--ticker] [--nodump]
  *
  * Prints one JSON line (pid, marker, marker address, secret/prot-none/eof-mapping addresses), then
  * obeys stdin: "gap" prints the ticker's largest gap in microseconds since the last "gap";
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--heap") && i + 1 < argc) heap_mib = atol(argv[++i]);
         else if (!strcmp(argv[i], "--ticker")) ticker = 1;
+        else if (!strcmp(argv[i], "--nodump")) prctl(PR_SET_DUMPABLE, 0);  /* as setuid programs are */
     }
     char *marker = malloc(64);
     snprintf(marker, 64, "DUMPLIB-HEAP-MARKER-%d", (int)getpid());
