@@ -263,6 +263,10 @@ def info(
     typer.echo(f"  modules  {len(d.modules)}" + "".join(f"\n    {m}" for m in d.modules[:50]))
     if d.comment:
         typer.echo(f"  comment  {d.comment}")
+    if d.compression:
+        tool = {"zstd": "zstd -d", "gzip": "gzip -dk"}[d.compression]
+        opener = "WinDbg or Visual Studio" if d.format == "minidump" else "gdb EXE / lldb -c"
+        typer.echo(f"  open     {tool} {d.path}, then {opener} on the decompressed file (dumplib reads it as is)")
     for p in d.problems:
         typer.echo(f"  problem  {p}")
     if not d.complete:

@@ -153,6 +153,7 @@ def test_info_on_truncated_and_fake_compressed_files_is_a_clear_error(ctarget, o
         assert "Traceback" not in done.stderr and str(bad) in done.stderr, done.stderr
     good = dumplib_cli("info", result.path)
     assert good.returncode == 0 and f"({codec}," in good.stdout and "complete" in good.stdout, good.stdout
+    assert ("zstd -d" if codec == "zstd" else "gzip -dk") in good.stdout and "gdb" in good.stdout
 
 
 def test_retention_counts_compressed_dumps(ctarget, outdir):
