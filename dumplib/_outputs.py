@@ -14,7 +14,7 @@ import os
 import secrets
 import sys
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import psutil
 
@@ -117,6 +117,21 @@ class CompressedFile(Output):
             raise
         return report, Stored(self.dest.final, out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
+    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick]) -> Stored:
+        """Compress an already verified raw dump into the destination, check it decodes back to it."""
+        try:
+            fd = backend.open_private(self.dest.temp)
+            try:
+                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick)
+            finally:
+                os.close(fd)
+            _check_round_trip(self.dest.temp, raw_sha, out.raw_bytes)
+            finalize(self.dest.temp, self.dest.final, overwrite=self.overwrite)
+        except BaseException:
+            remove_quietly(self.dest.temp)
+            raise
+        return Stored(self.dest.final, out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
 
 class Stdout(Output):
     """The dump goes down stdout (a pipe), compressed or not; nothing is written locally."""
@@ -137,13 +152,18 @@ class Stdout(Output):
         backend.verify_stream(plan, out.raw_bytes)
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
+    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick]) -> Stored:
+        """Send an already verified raw dump down stdout, compressed or not."""
+        out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick)
+        return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
 
 class RawThenCompress(Output):
     """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
     the destination (or to stdout), then the raw file deleted."""
 
-    def __init__(self, target: Output, scratch: str, codec: Optional[str], level: int, stem: str) -> None:
-        self.target, self.scratch, self.codec, self.level = target, scratch, codec, level
+    def __init__(self, target: Union[CompressedFile, Stdout], scratch: str, stem: str) -> None:
+        self.target, self.scratch = target, scratch
         self.where = target.where
         self.raw = os.path.join(scratch, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{stem}.raw.tmp")
 
@@ -155,38 +175,24 @@ class RawThenCompress(Output):
         try:
             report = backend.write(plan, self.raw, comment=comment, tick=tick)
             backend.verify(self.raw, plan)
-            stored = self._compress(backend, tick)
+            stored = self.target.take_raw(backend, self.raw, tick)
         finally:
             remove_quietly(self.raw)
         return report, stored
 
-    def _compress(self, backend: Backend, tick: Optional[Tick]) -> Stored:
-        target = self.target
-        to_stdout = isinstance(target, Stdout)
-        fd = target.fd if isinstance(target, Stdout) else backend.open_private(target.dest.temp)  # type: ignore[attr-defined]
-        raw_sha = hashlib.sha256()
-        try:
-            try:
-                out = CompressingWriter(fd, self.codec, self.level)
-                with open(self.raw, "rb") as f:
-                    for block in iter(lambda: f.read(_BLOCK), b""):
-                        raw_sha.update(block)
-                        out.write(block)
-                        if tick is not None:
-                            tick(out.raw_bytes)
-                out.close()
-            finally:
-                if not to_stdout:
-                    os.close(fd)
-            if to_stdout:
-                return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
-            _check_round_trip(target.dest.temp, raw_sha.hexdigest(), out.raw_bytes)  # type: ignore[attr-defined]
-            finalize(target.dest.temp, target.dest.final, overwrite=target.overwrite)  # type: ignore[attr-defined]
-        except BaseException:
-            if not to_stdout:
-                remove_quietly(target.dest.temp)  # type: ignore[attr-defined]
-            raise
-        return Stored(target.dest.final, out.stored_bytes, out.raw_bytes, self.codec, out.sha256)  # type: ignore[attr-defined]
+
+def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick]) -> Tuple[CompressingWriter, str]:
+    """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
+    raw_sha = hashlib.sha256()
+    out = CompressingWriter(fd, codec, level)
+    with open(raw, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            raw_sha.update(block)
+            out.write(block)
+            if tick is not None:
+                tick(out.raw_bytes)
+    out.close()
+    return out, raw_sha.hexdigest()
 
 
 def _check_stored(path: str, sha256: str, size: int) -> None:

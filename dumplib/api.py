@@ -139,11 +139,10 @@ def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind:
     """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
     name, level = codec if codec else (None, 0)
     if _is_stdout(path):
-        out: Output = Stdout(name, level)
+        out = Stdout(name, level)
         if backend.streams:
             return out
-        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), min_free), name, level,
-                               f"{proc.pid}{backend.extension}")
+        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), min_free), f"{proc.pid}{backend.extension}")
     extension = backend.extension + (SUFFIXES[name] if name else "")
     dest = plan_destination(path, proc, kind, overwrite=overwrite, extension=extension, when=when)
     warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
@@ -152,7 +151,7 @@ def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind:
     if backend.streams:
         return CompressedFile(dest, overwrite, name, level)
     return RawThenCompress(CompressedFile(dest, overwrite, name, level), scratch_directory(dest.directory, min_free),
-                           name, level, os.path.basename(dest.final))
+                           os.path.basename(dest.final))
 
 
 def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Output, min_free: Optional[int],
