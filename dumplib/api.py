@@ -119,6 +119,8 @@ def create_dump(
         raw_size=stored.raw_size,
         sha256=stored.sha256,
     )
+    if to_stdout and (keep is not None or max_total is not None):
+        result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])
     if sidecar and not to_stdout:
         result = write_sidecar(result, proc, plan, started_at, report, comment, codec)
     if (keep is not None or max_total is not None) and not to_stdout:
@@ -148,6 +150,9 @@ def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind:
     warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
     if name is None:
         return PlainFile(dest, overwrite, want_sha256=sidecar)
+    if not dest.final.endswith(SUFFIXES[name]):
+        warnings.append(f"{os.path.basename(dest.final)} will hold {name}-compressed data but its name does not end"
+                        f" in {SUFFIXES[name]}; debuggers will not open it before it is decompressed")
     if backend.streams:
         return CompressedFile(dest, overwrite, name, level)
     return RawThenCompress(CompressedFile(dest, overwrite, name, level), scratch_directory(dest.directory, min_free),

@@ -162,3 +162,10 @@ def test_retention_counts_compressed_dumps(ctarget, outdir):
                             compress="zstd", keep=2)
     dumps = sorted(p for p in os.listdir(outdir) if p.endswith(".zst"))
     assert len(dumps) == 2 and all(os.path.exists(os.path.join(outdir, d + ".json")) for d in dumps)
+
+
+def test_an_explicit_name_without_the_codec_suffix_is_kept_but_warned_about(ctarget, outdir):
+    result = dumplib.create_dump(ctarget.pid, outdir / "plain-looking.core", "triage", compress="gzip")
+    assert result.path.endswith("plain-looking.core")
+    assert any("does not end in .gz" in w for w in result.warnings), result.warnings
+    assert open(result.path, "rb").read(2) == b"\x1f\x8b" and dumplib.info(result.path).compression == "gzip"
