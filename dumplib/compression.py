@@ -99,8 +99,11 @@ class _Compressor:
             return
         flavour, zstd = _zstd()
         if flavour == "stdlib":
-            params = {zstd.CompressionParameter.compression_level: level, zstd.CompressionParameter.checksum_flag: 1,
-                      zstd.CompressionParameter.nb_workers: _workers()}
+            params = {zstd.CompressionParameter.compression_level: level, zstd.CompressionParameter.checksum_flag: 1}
+            # A libzstd built without threads reports an upper bound of 0 workers: stay single-threaded.
+            workers = min(_workers(), zstd.CompressionParameter.nb_workers.bounds()[1])
+            if workers > 0:
+                params[zstd.CompressionParameter.nb_workers] = workers
             c = zstd.ZstdCompressor(options=params)
             self._compress, self._flush = c.compress, c.flush
         else:
