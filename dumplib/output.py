@@ -72,7 +72,14 @@ def plan_destination(
         raise InvalidDumpPath("the dump path is empty; pass a file or directory path", path=raw)
     expanded = expand_tokens(raw, target, kind, when)
     if os.path.isdir(expanded):
-        final = os.path.join(expanded, expand_tokens(DEFAULT_TEMPLATE, target, kind, when) + extension)
+        # A name dumplib chose itself never collides: dumps taken within one second (a watchdog
+        # in a loop) get -1, -2... An explicit file name is the user's, and DumpExists protects it.
+        stem = os.path.join(expanded, expand_tokens(DEFAULT_TEMPLATE, target, kind, when))
+        final = stem + extension
+        n = 0
+        while os.path.lexists(final) and not overwrite:
+            n += 1
+            final = f"{stem}-{n}{extension}"
     elif expanded.endswith(("/", os.sep)):
         raise InvalidDumpPath(
             f"directory {expanded} does not exist; create it first (dumplib never creates directories)",

@@ -25,3 +25,19 @@ def test_every_python_example_in_the_api_docs_runs(tmp_path, monkeypatch):
     assert len(blocks) >= 5
     for block in blocks:
         exec(compile(block, "docs/api.md", "exec"), {})
+
+
+def test_rolling_compressed_dumps_example_keeps_the_newest(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        for _ in range(3):
+            done = subprocess.run([sys.executable, str(EXAMPLES / "rolling_compressed_dumps.py"), str(child.pid),
+                                   str(tmp_path), "--keep", "2"], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert re.search(r"\.core\.gz: \d+ bytes \(gzip; \d+ raw\)", done.stdout), done.stdout
+    assert f"elf-core of pid {child.pid}" in done.stdout and "complete=True" in done.stdout
+    dumps = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".gz"))
+    assert len(dumps) == 2, dumps  # three dumps (same-second names get -1, -2), retention kept the newest two

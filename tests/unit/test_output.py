@@ -27,6 +27,15 @@ def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
     assert f"-{os.getpid()}-" in os.path.basename(dest.temp)
 
 
+def test_a_default_name_taken_in_the_same_second_gets_a_counter(tmp_path):
+    first = tmp_path / "My_Proc_4242_261126_070509.core.gz"
+    first.write_bytes(b"earlier dump")
+    (tmp_path / "My_Proc_4242_261126_070509-1.core.gz").write_bytes(b"another")
+    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".core.gz", when=WHEN)
+    assert os.path.basename(dest.final) == "My_Proc_4242_261126_070509-2.core.gz"
+    assert first.read_bytes() == b"earlier dump"
+
+
 def test_none_means_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dest = plan_destination(None, PROC, DumpKind.MINI, overwrite=False, extension=".core", when=WHEN)
