@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import errno
 import hashlib
 import os
 import secrets
@@ -122,7 +123,7 @@ class CompressedFile(Output):
         try:
             fd = backend.open_private(self.dest.temp)
             try:
-                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick)
+                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final)
             finally:
                 os.close(fd)
             _check_round_trip(self.dest.temp, raw_sha, out.raw_bytes)
@@ -154,7 +155,7 @@ class Stdout(Output):
 
     def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick]) -> Stored:
         """Send an already verified raw dump down stdout, compressed or not."""
-        out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick)
+        out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, "stdout")
         return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
 
@@ -181,17 +182,27 @@ class RawThenCompress(Output):
         return report, stored
 
 
-def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick]) -> Tuple[CompressingWriter, str]:
+def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick],
+          where: str) -> Tuple[CompressingWriter, str]:
     """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
     raw_sha = hashlib.sha256()
     out = CompressingWriter(fd, codec, level)
-    with open(raw, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            raw_sha.update(block)
-            out.write(block)
-            if tick is not None:
-                tick(out.raw_bytes)
-    out.close()
+    try:
+        with open(raw, "rb") as f:
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                raw_sha.update(block)
+                out.write(block)
+                if tick is not None:
+                    tick(out.raw_bytes)
+        out.close()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise DumpFailed(f"the reader of {where} went away before the dump was complete; what it received"
+                             " is incomplete", errno=exc.errno, reason="broken-pipe") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DumpFailed(f"the disk filled up while writing {where}; the partial file was removed",
+                             errno=exc.errno, reason="disk-full") from None
+        raise DumpFailed(f"writing {where} failed: {exc}", errno=exc.errno) from None
     return out, raw_sha.hexdigest()
 
 
