@@ -21,9 +21,10 @@ import psutil
 
 from ._backend import Backend, Plan, Tick, WriteReport
 from ._follow import FollowingHasher
-from .compression import CompressingWriter, open_dump
+from .compression import CompressingWriter, open_content
 from .errors import DumpFailed, InvalidDumpPath
 from .output import TEMP_PREFIX, Destination, finalize, remove_quietly, remove_stale_temps
+from .sidecar import sha256_of_stream
 from .space import default_reserve
 
 #: For the pre-flight only: compressed output is assumed to take at most this share of the raw
@@ -126,7 +127,7 @@ class CompressedFile(Output):
                 out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final)
             finally:
                 os.close(fd)
-            _check_round_trip(self.dest.temp, raw_sha, out.raw_bytes)
+            _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
             finalize(self.dest.temp, self.dest.final, overwrite=self.overwrite)
         except BaseException:
             remove_quietly(self.dest.temp)
@@ -207,24 +208,18 @@ def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Ti
 
 
 def _check_stored(path: str, sha256: str, size: int) -> None:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-    if os.path.getsize(path) != size or digest.hexdigest() != sha256:
-        raise DumpFailed(f"{path} does not hold the bytes that were written to it; it was removed", reason="unverified")
+        if sha256_of_stream(f) != (sha256, size):
+            raise DumpFailed(f"{path} does not hold the bytes that were written to it; it was removed",
+                             reason="unverified")
 
 
-def _check_round_trip(path: str, raw_sha256: str, raw_size: int) -> None:
-    """Decompress what was written and compare it with the verified raw dump, byte for byte (by hash)."""
-    f, size, _codec = open_dump(path)
-    digest = hashlib.sha256()
-    with f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-    if size != raw_size or digest.hexdigest() != raw_sha256:
-        raise DumpFailed(f"the compressed dump {path} does not decompress to the dump that was verified; it was removed",
-                         reason="unverified")
+def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int) -> None:
+    """Decompress what was written, once, and compare it with the verified raw dump (sha256 and size)."""
+    with open_content(path, codec) as f:
+        if sha256_of_stream(f) != (raw_sha256, raw_size):
+            raise DumpFailed(f"the compressed dump {path} does not decompress to the dump that was verified;"
+                             " it was removed", reason="unverified")
 
 
 def _stdout_fd() -> int:

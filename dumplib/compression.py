@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Optional, Tuple
 
 from .errors import InvalidCompression, InvalidDumpFile
 
-__all__ = ["CODECS", "SUFFIXES", "parse_codec", "sniff", "CompressingWriter", "open_dump", "open_content"]
+__all__ = ["CODECS", "SUFFIXES", "parse_codec", "sniff", "require_reader", "CompressingWriter", "open_dump", "open_content"]
 
 CODECS = ("zstd", "gzip")
 SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
@@ -56,11 +56,20 @@ def parse_codec(compress: Optional[str], level: Optional[int] = None) -> Optiona
 
 def sniff(head: bytes) -> Optional[str]:
     """``"gzip"``/``"zstd"`` if *head* (the first bytes of a file) starts a compressed stream."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
+    for magic, codec in _MAGIC.items():
+        if head.startswith(magic):
+            return codec
     return None
+
+
+def require_reader(path: str, codec: str) -> None:
+    """InvalidDumpFile, saying what to install, if *path* is compressed with a codec this Python cannot read."""
+    if codec == "zstd":
+        try:
+            _zstd()
+        except InvalidCompression as exc:
+            raise InvalidDumpFile(f"{path} is zstd-compressed; {exc.message}, or decompress it with zstd -d",
+                                  path=path) from None
 
 
 def _zstd() -> Tuple[str, Any]:
@@ -156,10 +165,8 @@ class CompressingWriter:
         self.stored_bytes += len(data)
 
 
-def _stream(codec: Optional[str], f: BinaryIO) -> BinaryIO:
+def _stream(codec: str, f: BinaryIO) -> BinaryIO:
     """A read(n)-bounded decompressing stream over *f* (never inflates more than asked for)."""
-    if codec is None:
-        return f
     if codec == "gzip":
         import gzip
 
@@ -299,12 +306,7 @@ def open_dump(path: str) -> Tuple[BinaryIO, int, Optional[str]]:
         size = f.tell()
         f.seek(0)
         return f, size, None
-    if codec == "zstd":
-        try:
-            _zstd()
-        except InvalidCompression as exc:
-            raise InvalidDumpFile(f"{path} is zstd-compressed; {exc.message}, or decompress it with zstd -d",
-                                  path=path) from None
+    require_reader(path, codec)
     d = DecompressedFile(path, codec)
     try:
         size = d.size()

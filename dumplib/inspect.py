@@ -6,8 +6,8 @@ import os
 import re
 from typing import Any, Dict, List, Optional
 
-from .compression import open_content, parse_codec, sniff
-from .errors import InvalidCompression, InvalidDumpFile
+from .compression import open_content, require_reader, sniff
+from .errors import InvalidDumpFile
 from .formats import elfcore, minidump
 
 _SIGNATURE = re.compile(r"dumplib (\S+); kind=(\w+); flags=(0x[0-9A-Fa-f]+|kind rules)")
@@ -51,12 +51,7 @@ def info(path: str) -> DumpInfo:
     codec = sniff(head)
     if codec is not None:
         what = "a compressed file"
-        if codec == "zstd":
-            try:
-                parse_codec("zstd")
-            except InvalidCompression as exc:
-                raise InvalidDumpFile(f"{path} is zstd-compressed; {exc.message}, or decompress it with zstd -d",
-                                      path=path) from None
+        require_reader(path, codec)
         with open_content(path, codec) as f:
             head = f.read(4)
     else:

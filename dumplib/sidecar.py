@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import socket
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Optional, Tuple
 
 import psutil
 
@@ -23,12 +23,19 @@ def sidecar_path(dump_path: str) -> str:
     return dump_path + SUFFIX
 
 
-def sha256_of(path: str, block: int = 4 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: str) -> str:
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_of_stream(f)[0]
+
+
+def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
+    """(sha256, byte count) of what *f* yields from where it stands to its end."""
+    digest = hashlib.sha256()
+    count = 0
+    for chunk in iter(lambda: f.read(block), b""):
+        digest.update(chunk)
+        count += len(chunk)
+    return digest.hexdigest(), count
 
 
 def write_sidecar(result: DumpResult, proc: ProcessInfo, plan: Plan, started_at: datetime.datetime,

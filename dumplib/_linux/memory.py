@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Callable, Iterator, Optional, Tuple
 
+from .._backend import Tick
 from ..errors import DumpFailed
 from . import libc
 
@@ -23,9 +24,6 @@ _ZERO_BYTES = re.compile(b"\x00+")
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
-
-#: Called with the number of bytes copied so far; may raise to abort the dump.
-Tick = Callable[[int], None]
 
 
 class FileSink:

@@ -139,6 +139,16 @@ def test_zstd_without_an_implementation_says_how_to_get_one(ctarget, outdir):
     assert os.listdir(outdir) == []
 
 
+def test_info_on_zstd_without_an_implementation_says_how_to_read_it(ctarget, outdir):
+    result = dumplib.create_dump(ctarget.pid, outdir, "triage", compress="zstd", sidecar=False)
+    code = ("import sys; sys.modules['zstandard'] = None; from dumplib_cli.app import main;"
+            f" sys.argv = ['dumplib', 'info', {result.path!r}]; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 12, done.stderr
+    assert "is zstd-compressed" in done.stderr and "pip install 'dumplib[zstd]'" in done.stderr
+    assert "zstd -d" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
 def test_info_on_truncated_and_fake_compressed_files_is_a_clear_error(ctarget, outdir, tmp_path, codec):
     result = dumplib.create_dump(ctarget.pid, outdir, "mini", compress=codec, sidecar=False)
