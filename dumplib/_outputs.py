@@ -17,15 +17,13 @@ import sys
 import tempfile
 from typing import List, Optional, Tuple, Union
 
-import psutil
-
 from ._backend import Backend, Plan, Tick, WriteReport
 from ._follow import FollowingHasher
 from .compression import CompressingWriter, open_content
 from .errors import DumpFailed, InvalidDumpPath
 from .output import TEMP_PREFIX, Destination, finalize, remove_quietly, remove_stale_temps
 from .sidecar import sha256_of_stream
-from .space import default_reserve
+from .space import roomiest_directory
 
 #: For the pre-flight only: compressed output is assumed to take at most this share of the raw
 #: estimate. Measured cores compress to 6-10% (docs/benchmarks.md); memory full of already
@@ -242,23 +240,6 @@ def _stdout_fd() -> int:
 
 
 def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
-    """A writable directory on the local volume with the most room beyond its reserve: where a
-    seekable-file backend puts the raw dump before compressing it. The destination's own directory
-    wins ties, then the temp directory, then volume roots."""
-    candidates = [dest_dir, tempfile.gettempdir()]
-    candidates += [p.mountpoint for p in psutil.disk_partitions(all=False)]
-    best: Optional[Tuple[int, str]] = None
-    seen = set()
-    for d in candidates:
-        try:
-            st = os.stat(d)
-            usage = psutil.disk_usage(d)
-        except OSError:
-            continue
-        if st.st_dev in seen or not os.access(d, os.W_OK):
-            continue
-        seen.add(st.st_dev)
-        room = usage.free - (default_reserve(usage.total) if min_free is None else min_free)
-        if best is None or room > best[0]:
-            best = (room, d)
-    return best[1] if best else dest_dir
+    """Where a seekable-file backend puts the raw dump before compressing it: the volume with the
+    most room; the destination's own directory wins ties, then the temp directory, then volume roots."""
+    return roomiest_directory([dest_dir, tempfile.gettempdir()], min_free)

@@ -40,8 +40,9 @@ class SpaceGuard:
     def free(self) -> int:
         return psutil.disk_usage(self.directory).free
 
-    def fits(self, estimate: SizeEstimate, extra: int = 0) -> bool:
-        return estimate.bytes + extra + self.reserve <= self.free()
+    def room(self) -> int:
+        """Bytes that can still go to this volume with the reserve kept (negative: none can)."""
+        return self.free() - self.reserve
 
     def refuse(self, estimate: SizeEstimate, fitting: Sequence[SizeEstimate], needed: Optional[int] = None,
                why: str = "") -> InsufficientDiskSpace:
@@ -100,7 +101,7 @@ def shortfall(needs: Sequence[Tuple[str, int, str]], min_free: Optional[int]) ->
         entry[2].append(what)
     for directory, n, whats in per_volume.values():
         guard = SpaceGuard(directory, min_free)
-        if n + guard.reserve > guard.free():
+        if n > guard.room():
             return guard, n, " plus ".join(whats)
     return None
 
@@ -116,12 +117,33 @@ def other_volumes_with_room(directory: str, needed: int) -> List[str]:
             continue
         seen.add(mount)
         try:
-            usage = psutil.disk_usage(mount)
+            guard = SpaceGuard(mount)
+            free = guard.free()
         except OSError:
             continue
-        if usage.free - default_reserve(usage.total) >= needed:
-            out.append(f"{mount} ({human(usage.free)} free)")
+        if free - guard.reserve >= needed:
+            out.append(f"{mount} ({human(free)} free)")
     return out
+
+
+def roomiest_directory(preferred: Sequence[str], min_free: Optional[int]) -> str:
+    """The writable directory, among *preferred* and the roots of the local volumes, on the volume
+    with the most room beyond its reserve; earlier candidates win ties (one per volume)."""
+    candidates = list(preferred) + [p.mountpoint for p in psutil.disk_partitions(all=False)]
+    best: Optional[Tuple[int, str]] = None
+    seen = set()
+    for d in candidates:
+        try:
+            dev = os.stat(d).st_dev
+            if dev in seen or not os.access(d, os.W_OK):
+                continue
+            room = SpaceGuard(d, min_free).room()
+        except OSError:
+            continue
+        seen.add(dev)
+        if best is None or room > best[0]:
+            best = (room, d)
+    return best[1] if best else preferred[0]
 
 
 def _mount_of(directory: str) -> str:
