@@ -37,8 +37,6 @@ class Plan:
 @dataclasses.dataclass
 class WriteReport:
     stopped_seconds: Optional[float] = None
-    #: Size of the dump's content (uncompressed), when the writer knows it.
-    raw_bytes: Optional[int] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
 
 

@@ -29,6 +29,8 @@ from .space import roomiest_directory
 #: estimate. Measured cores compress to 6-10% (docs/benchmarks.md); memory full of already
 #: compressed or encrypted data would not, and then the watchdog stops the dump cleanly.
 ASSUMED_RATIO = 0.5
+#: What a plain file's need is called: the one need that is simply the estimate, needing no explanation.
+THE_DUMP = "the dump"
 _BLOCK = 4 << 20
 
 
@@ -66,7 +68,7 @@ class PlainFile(Output):
         self.want_sha256 = want_sha256
 
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
-        return [(self.dest.directory, estimate, "the dump")]
+        return [(self.dest.directory, estimate, THE_DUMP)]
 
     def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         # A writer that goes in file order can be hashed as it writes (see _follow.py).

@@ -9,7 +9,7 @@ import time
 from typing import List, Optional, Tuple, Union
 
 from ._backend import Backend, Plan, ProgressCallback, get_backend
-from ._outputs import CompressedFile, Output, PlainFile, RawThenCompress, Stdout, scratch_directory
+from ._outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
@@ -182,7 +182,7 @@ def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Outpu
         )
         return chosen
     guard, needed, what = short
-    why = "" if what == "the dump" else f" for {what} (raw estimate {human(plan.estimate.bytes)})"
+    why = "" if what == THE_DUMP else f" for {what} (raw estimate {human(plan.estimate.bytes)})"
     raise guard.refuse(plan.estimate, [c.estimate for c in fitting if c.estimate is not None], needed, why)
 
 

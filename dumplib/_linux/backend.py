@@ -106,7 +106,7 @@ class LinuxBackend(Backend):
     streams = True
 
     def write(self, plan: Plan, temp_path: str, *, comment: str, tick: Optional[Tick]) -> WriteReport:
-        fd = _create_exclusive(temp_path)
+        fd = self.open_private(temp_path)
         try:
             return self._write_core(plan, FileSink(fd), comment, tick, temp_path)
         finally:
@@ -133,7 +133,8 @@ class LinuxBackend(Backend):
                 segments = [s for s in segments if s.dump_start == s.start]
                 loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
-                sink.write_at(header + note_bytes, 0)
+                head = header + note_bytes
+                sink.write_at(head, 0)
                 copier = MemoryCopier(pid, sink, tick)
                 try:
                     for seg, offset in zip(segments, offsets):
@@ -147,8 +148,8 @@ class LinuxBackend(Backend):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        plan.detail = LinuxDetail(segments, threads=len(threads), head=header + note_bytes)
-        return WriteReport(stopped_seconds=stopped.stopped_seconds, raw_bytes=end)
+        plan.detail = LinuxDetail(segments, threads=len(threads), head=head)
+        return WriteReport(stopped_seconds=stopped.stopped_seconds)
 
     def verify(self, path: str, plan: Plan) -> None:
         verify_core(path, plan.target.pid, plan.detail.threads if plan.detail else 0)
