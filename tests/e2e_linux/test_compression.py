@@ -179,3 +179,14 @@ def test_an_explicit_name_without_the_codec_suffix_is_kept_but_warned_about(ctar
     assert result.path.endswith("plain-looking.core")
     assert any("does not end in .gz" in w for w in result.warnings), result.warnings
     assert open(result.path, "rb").read(2) == b"\x1f\x8b" and dumplib.info(result.path).compression == "gzip"
+
+
+def test_retention_options_with_stdout_are_reported_not_silently_dropped(ctarget, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(ctarget.pid), "-", "-k", "triage",
+                           "--keep", "2", "--json"], capture_output=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[:4] == b"\x7fELF"
+    result = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    assert result["path"] == "-" and result["sidecar"] is None
+    assert "keep/max_total do not apply to a dump sent to stdout" in result["warnings"]
+    assert os.listdir(tmp_path) == []
