@@ -1,23 +1,34 @@
 """Where the dump goes: name tokens, the temporary-file discipline, the final no-clobber rename."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
 import re
 import secrets
-from typing import List, Optional, Union
+import stat
+import time
+import unicodedata
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
 from .results import ProcessInfo
 
-__all__ = ["Destination", "plan_destination", "expand_tokens", "finalize", "remove_quietly", "TEMP_PREFIX"]
+__all__ = ["Destination", "plan_destination", "expand_tokens", "finalize", "remove_quietly", "TEMP_PREFIX",
+           "temp_path", "writing_in", "SIDECAR_SUFFIX"]
 
-#: Temporary files are ``.dumplib-<owner pid>-<random>.<final name>.tmp`` in the destination directory,
-#: so a stale one (its owner killed) is recognisable and its owner checkable.
+#: Temporary files are ``.dumplib-<16 hex>.tmp``: short, so any legal final name is legal beside it,
+#: and unguessable, so nothing can be planted at the name before dumplib creates it (O_EXCL anyway).
 TEMP_PREFIX = ".dumplib-"
-TEMP_RE = re.compile(r"^\.dumplib-(\d+)-[0-9a-f]{8}\..*\.tmp$")
+TEMP_RE = re.compile(r"^\.dumplib-[0-9a-f]{16}\.tmp$")
+#: ``<dump>.json``: the sidecar's name is the dump's plus this.
+SIDECAR_SUFFIX = ".json"
+#: Where directories cannot be locked (no flock), a temporary is stale only once untouched this long.
+UNLOCKED_STALE_AFTER = 24 * 3600.0
+#: Longest {name} expansion: process names are the process's own choice.
+NAME_MAX_CHARS = 64
 
 DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
 
@@ -35,12 +46,24 @@ class Destination:
     final: str
     temp: str
     directory: str
+    #: ``<final>.json`` when a sidecar will be written beside the dump.
+    sidecar: Optional[str] = None
 
 
 def _safe_name(name: str) -> str:
+    """A process name made into one harmless file-name component.
+
+    The name is chosen by the process (comm, argv[0]) and may hold separators, ``..``, control
+    characters or bytes that are not text: keep letters, digits and ``-_.+``, replace the rest,
+    and never start with a dot (no hidden files, no ``.``/``..``)."""
     if name.lower().endswith(".exe"):
         name = name[:-4]
-    return _UNSAFE_RE.sub("_", name) or "process"
+    out = []
+    for ch in name[:NAME_MAX_CHARS]:
+        ok = ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")
+        out.append(ch if ok else "_")
+    safe = "".join(out).lstrip(".")
+    return safe if safe.strip("_") else "process"
 
 
 def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime.datetime) -> str:
@@ -64,20 +87,28 @@ def plan_destination(
     overwrite: bool,
     extension: str,
     when: Optional[datetime.datetime] = None,
+    sidecar: bool = False,
 ) -> Destination:
-    """Decide the final and temporary paths, refusing bad ones before the target is touched."""
+    """Decide the final and temporary paths, refusing bad ones before the target is touched.
+
+    With *sidecar*, ``<final>.json`` is held to the same rules as the dump: never replaced
+    without *overwrite*, never through a symlink or onto something that is not a regular file."""
     when = when or datetime.datetime.now()
     raw = os.getcwd() if path is None else os.fspath(path)
     if not raw:
         raise InvalidDumpPath("the dump path is empty; pass a file or directory path", path=raw)
     expanded = expand_tokens(raw, target, kind, when)
+    if _components(expanded) != _components(raw):
+        # Unreachable with _safe_name; kept so no future token can move the dump elsewhere.
+        raise InvalidDumpPath(f"the path template {raw} expanded to {expanded}, outside the directory it names",
+                              path=expanded)
     if os.path.isdir(expanded):
         # A name dumplib chose itself never collides: dumps taken within one second (a watchdog
         # in a loop) get -1, -2... An explicit file name is the user's, and DumpExists protects it.
         stem = os.path.join(expanded, expand_tokens(DEFAULT_TEMPLATE, target, kind, when))
         final = stem + extension
         n = 0
-        while os.path.lexists(final) and not overwrite:
+        while not overwrite and (os.path.lexists(final) or (sidecar and os.path.lexists(final + SIDECAR_SUFFIX))):
             n += 1
             final = f"{stem}-{n}{extension}"
     elif expanded.endswith(("/", os.sep)):
@@ -95,18 +126,29 @@ def plan_destination(
             " (dumplib never creates directories)",
             path=final,
         )
-    if os.path.lexists(final):
-        if os.path.islink(final) or not os.path.isfile(final):
-            raise InvalidDumpPath(
-                f"{final} exists and is not a regular file; choose another path", path=final
-            )
+    side = final + SIDECAR_SUFFIX if sidecar else None
+    for existing in (final, side):
+        if existing is None or not os.path.lexists(existing):
+            continue
+        if os.path.islink(existing) or not os.path.isfile(existing):
+            raise InvalidDumpPath(f"{existing} exists and is not a regular file; choose another path", path=existing)
         if not overwrite:
-            raise DumpExists(final)
+            raise DumpExists(existing)
     if not os.access(directory, os.W_OK):
         why = "its filesystem is mounted read-only" if _read_only(directory) else "permission denied"
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
-    temp_name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{os.path.basename(final)}.tmp"
-    return Destination(final=final, temp=os.path.join(directory, temp_name), directory=directory)
+    return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
+
+
+def temp_path(directory: str) -> str:
+    """A fresh temporary name in *directory* (created later with O_EXCL, so a collision fails, never follows)."""
+    return os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp")
+
+
+def _components(path: str) -> List[str]:
+    """The path's components that move it: separators and dot-only names."""
+    parts = re.split(r"[\\/]" if os.name == "nt" else "/", path)
+    return [p if p in ("", ".", "..") else "x" for p in parts]
 
 
 def _read_only(directory: str) -> bool:
@@ -116,6 +158,25 @@ def _read_only(directory: str) -> bool:
 
 def finalize(temp: str, final: str, *, overwrite: bool) -> None:
     """Move the verified temporary file into place; without *overwrite* never clobber a file."""
+    finalize_all([(temp, final)], overwrite=overwrite)
+
+
+def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
+    """Move each (temporary, final) pair into place, all or none: if a later one cannot be placed,
+    the earlier ones just placed are taken back (each proven to be the file this call placed)."""
+    placed: List[Tuple[str, os.stat_result]] = []
+    try:
+        for temp, final in moves:
+            st = os.lstat(temp)
+            _move(temp, final, overwrite)
+            placed.append((final, st))
+    except BaseException:
+        for final, st in placed:
+            remove_if_same(final, st)
+        raise
+
+
+def _move(temp: str, final: str, overwrite: bool) -> None:
     if overwrite:
         os.replace(temp, final)
         return
@@ -142,25 +203,98 @@ def _link_into_place(temp: str, final: str) -> None:
     os.unlink(temp)
 
 
-def remove_stale_temps(directory: str) -> List[str]:
-    """Delete temporary files in *directory* left by a dumplib that was killed (its owner pid is gone)."""
+def remove_if_same(path: str, was: os.stat_result) -> bool:
+    """Delete *path* only if it is still the very file *was* describes (same device and inode)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) != (was.st_dev, was.st_ino) or not stat.S_ISREG(st.st_mode):
+        return False
+    remove_quietly(path)
+    return True
+
+
+@contextlib.contextmanager
+def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
+    """Hold every directory dumplib will write temporaries in, first removing stale temporaries
+    of dumplibs that died there; yields the names removed.
+
+    Every dumplib holds a shared flock on each such directory while its temporaries exist; one
+    that gets the lock exclusively knows no live dumplib, in any pid namespace or container
+    sharing the volume, is writing there, so the temporaries left are dead ones."""
+    removed: List[str] = []
+    with contextlib.ExitStack() as stack:
+        seen = set()
+        for directory in directories:
+            key = os.path.realpath(directory)
+            if key in seen:
+                continue
+            seen.add(key)
+            removed += stack.enter_context(_held(directory))
+        yield removed
+
+
+@contextlib.contextmanager
+def _held(directory: str) -> Iterator[List[str]]:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): an open temporary cannot be deleted there anyway
+        yield _remove_stale(directory, locked=False)
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield []
+        return
+    try:
+        removed: List[str] = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # another dumplib is writing here: its temporaries are alive, leave them all
+        else:
+            removed = _remove_stale(directory, locked=True)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(directory: str, *, locked: bool) -> List[str]:
+    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links."""
     removed: List[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
     for name in names:
-        m = TEMP_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
-            remove_quietly(os.path.join(directory, name))
+        if not TEMP_RE.match(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
+            continue
+        if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
+            continue
+        if remove_if_same(path, st):
             removed.append(name)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    import psutil
-
-    return pid == os.getpid() or psutil.pid_exists(pid)
+def remove_own(path: str) -> None:
+    """Delete our temporary *path* on a failure path, only if it is a regular file of this user's:
+    when its exclusive creation failed, whatever is at the name belongs to someone else."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_uid == (os.geteuid() if hasattr(os, "geteuid") else st.st_uid):
+        remove_quietly(path)
 
 
 def remove_quietly(path: str) -> None:
