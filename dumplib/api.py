@@ -11,12 +11,12 @@ import time
 from typing import List, Optional, Tuple, Union
 
 from ._backend import Backend, Plan, ProgressCallback, get_backend
-from ._outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
+from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
 from .errors import InvalidArgument
-from .output import PathLike, plan_destination, writing_in
+from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .retention import apply_retention
 from .sidecar import sidecar_maker, sidecar_path

@@ -11,7 +11,7 @@ import os
 import stat
 from typing import List, Optional
 
-from .output import remove_if_same
+from .placement import remove_if_same
 from .sidecar import SUFFIX, read_sidecar, sha256_of
 
 

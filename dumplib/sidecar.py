@@ -2,7 +2,7 @@
 
 It holds the target's command line (passwords and tokens often live there), so it gets the dump's
 protection: created like the dump (exclusive, never through a symlink, owner-only) under a
-temporary name, and moved into place together with the dump or not at all (see _outputs.py).
+temporary name, and moved into place together with the dump or not at all (see outputs.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import psutil
 
 from ._backend import Plan, WriteReport
 from ._version import __version__
-from .output import SIDECAR_SUFFIX
+from .placement import SIDECAR_SUFFIX
 from .results import ProcessInfo
 
 SUFFIX = SIDECAR_SUFFIX

@@ -19,9 +19,9 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 import dumplib
-from dumplib import output as output_module
-from dumplib import _outputs
-from dumplib.output import TEMP_RE
+from dumplib import placement as output_module
+from dumplib import outputs as _outputs
+from dumplib.placement import TEMP_RE
 from helpers import IN_CI, leftovers, require, tmpfs
 from linuxrig import dumplib_cli, run_target
 
@@ -181,7 +181,7 @@ def _live_dumplib_in_another_pid_namespace(directory: Path) -> Iterator[Path]:
     temp = directory / ".dumplib-00000000000000ff.tmp"
     code = (
         "import sys, time, os\n"
-        "from dumplib.output import writing_in\n"
+        "from dumplib.placement import writing_in\n"
         f"with writing_in([{str(directory)!r}]):\n"
         f"    open({str(temp)!r}, 'wb').write(b'live partial dump')\n"
         "    print(os.getpid(), flush=True)\n"

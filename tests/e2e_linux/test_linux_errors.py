@@ -12,7 +12,7 @@ import time
 import pytest
 
 import dumplib
-from dumplib.output import TEMP_RE
+from dumplib.placement import TEMP_RE
 from helpers import leftovers, tmpfs
 from linuxrig import dumplib_cli, run_target
 

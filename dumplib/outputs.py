@@ -5,7 +5,7 @@ in file order: Linux); stdout (a pipe, or a file the shell redirected it to); an
 that need a seekable file (dbghelp), a raw file on the roomiest volume that is then compressed
 into the destination or to stdout. Each says which volumes it will fill and by how much, so the
 one free-space guard covers them all, and which directories it puts temporaries in, so they are
-held (see output.writing_in) for as long as those exist.
+held (see placement.writing_in) for as long as those exist.
 
 Every file is created by ``backend.open_private`` (exclusive, never through a symlink, owner-only)
 under a temporary name, and the dump and its sidecar are moved into place together or not at all.
@@ -27,7 +27,7 @@ from ._backend import Backend, Plan, Tick, WriteReport
 from ._follow import FollowingHasher
 from .compression import CompressingWriter, open_content
 from .errors import DumpError, DumpFailed, InvalidDumpPath
-from .output import Destination, finalize_all, remove_own, temp_path
+from .placement import Destination, finalize_all, remove_own, temp_path
 from .sidecar import SidecarMaker, sha256_of_stream
 from .space import Volume, roomiest_directory
 

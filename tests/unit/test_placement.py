@@ -4,7 +4,7 @@ import os
 import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
-from dumplib.output import TEMP_RE, expand_tokens, finalize, plan_destination
+from dumplib.placement import TEMP_RE, expand_tokens, finalize, plan_destination
 
 PROC = ProcessInfo(pid=4242, name="My:Proc.exe")
 WHEN = datetime.datetime(2026, 11, 26, 7, 5, 9)

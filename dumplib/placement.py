@@ -1,4 +1,4 @@
-"""Where the dump goes: name tokens, the temporary-file discipline, the final no-clobber rename."""
+"""Where the dump goes: its name (tokens, a safe {name}), its temporaries, and how it is placed: no clobbering, all or nothing."""
 from __future__ import annotations
 
 import contextlib
