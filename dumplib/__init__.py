@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedPlatform,
 )
 from .kinds import DumpKind
-from .inspect import DumpInfo, info
+from .dumpinfo import DumpInfo, info
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .targets import processes, resolve_target
 
