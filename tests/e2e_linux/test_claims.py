@@ -184,11 +184,11 @@ def _imported_packages() -> List[str]:
             "sp = [p for p in sys.path if p.endswith('site-packages')]\nout = set()\n"
             "for m in list(sys.modules.values()):\n    f = getattr(m, '__file__', None) or ''\n"
             "    for p in sp:\n        if f.startswith(p + os.sep):\n            out.add(os.path.join(p, f[len(p) + 1:].split(os.sep)[0]))\n"
-            "print('\\n'.join(sorted(out)))\n")
+            "print('--- packages'); print('\\n'.join(sorted(out)))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
-    return [p for p in done.stdout.split() if "__editable__" not in p and "_distutils_hack" not in p
+    return [p for p in done.stdout.split("--- packages", 1)[1].split() if "__editable__" not in p and "_distutils_hack" not in p
             and "dumplib" not in os.path.basename(p)]
 
 
