@@ -410,12 +410,12 @@ def test_ps_matches_proc(target_exe, tmp_path):
         mine = listed[t.pid]
         st = _status(t.pid)
         comm = open(f"/proc/{t.pid}/comm").read().strip()
-        assert mine["name"] == comm == "dumplib-ps-pro"[:15] or mine["name"] == "dumplib-ps-probe", (mine, comm)
+        assert mine["name"] == "dumplib-ps-probe" and comm == mine["name"][:15], (mine, comm)  # comm is cut at 15
         assert mine["user"] == pwd.getpwuid(int(st["Uid"].split()[0])).pw_name
         rss = int(st["VmRSS"].split()[0]) * 1024
         anon = int(st["RssAnon"].split()[0]) * 1024
-        assert abs(mine["rss_bytes"] - rss) <= rss * 0.02 + (1 << 20), (mine, rss)
-        assert abs(mine["private_bytes"] - anon) <= anon * 0.02 + (1 << 20), (mine, anon)
+        assert abs(mine["rss_bytes"] - rss) <= 256 << 10, (mine, rss)  # an idle target: the same pages
+        assert abs(mine["private_bytes"] - anon) <= 256 << 10, (mine, anon)
         full = dumplib.create_dump(t.pid, tmp_path / "full.core", "full", sidecar=False)
         assert abs(mine["full_dump_bytes"] - full.disk_bytes) < 0.05 * full.disk_bytes, (mine, full.disk_bytes)
         filtered = run_cli("ps", "ps-pro")
@@ -474,8 +474,16 @@ def venv(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(where)], check=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([str(where / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", str(ROOT)], capture_output=True, text=True, env=env, timeout=600)
+    # pip builds the wheel as a user's `pip install .` does (its build backend comes from the index),
+    # from a copy, so the build leaves nothing in the source tree.
+    source = where.parent / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("dumplib", "cli"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([str(where / "bin" / "pip"), "install", "-q", "--no-deps", str(source)],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     return where
 

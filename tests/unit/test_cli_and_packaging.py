@@ -61,3 +61,11 @@ def test_errors_carry_their_facts():
     amb = dumplib.AmbiguousProcess("python", [dumplib.ProcessInfo(1, "python"), dumplib.ProcessInfo(2, "python")])
     assert "pid 1 python" in str(amb) and "pid 2 python" in str(amb)
     assert [c["pid"] for c in amb.details()["candidates"]] == [1, 2]
+
+
+def test_license_file_is_the_mit_license_pyproject_declares():
+    root = Path(__file__).resolve().parents[2]
+    assert 'license = { text = "MIT" }' in (root / "pyproject.toml").read_text()
+    text = (root / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "Copyright (c) 2026 the dumplib authors" in text
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
