@@ -447,6 +447,22 @@ def test_terminal_progress_redraws_at_most_every_quarter_second(target_exe, outd
     assert b"wrote " in out  # the result line goes to stdout, not over the progress line
 
 
+def test_progress_callback_gets_growing_real_sizes_a_quarter_second_apart(target_exe, outdir):
+    seen: List[Tuple[int, float, float]] = []
+    with run_target([str(target_exe), "--heap", "1536"]) as t:
+        result = dumplib.create_dump(t.pid, outdir, "full",
+                                     progress=lambda n, e: seen.append((n, e, time.monotonic())))
+    assert len(seen) >= 2, seen
+    sizes = [n for n, _, _ in seen]
+    assert sizes == sorted(sizes) and sizes[0] > 0 and sizes[-1] <= result.size, (sizes, result.size)
+    assert sizes[-1] > result.size // 4, (sizes, result.size)  # the bytes counted are the dump's bytes
+    elapsed = [e for _, e, _ in seen]
+    assert all(b - a >= 0.25 - 1e-6 for a, b in zip(elapsed, elapsed[1:])), elapsed
+    clock = [c for _, _, c in seen]
+    assert all(b - a >= 0.25 - 1e-3 for a, b in zip(clock, clock[1:])), clock
+    assert elapsed[-1] <= result.seconds
+
+
 # -- zstd workers ----------------------------------------------------------------------------------
 
 def test_zstd_compresses_with_one_worker_thread_per_cpu(target_exe, outdir):
