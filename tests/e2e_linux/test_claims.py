@@ -425,6 +425,27 @@ def test_ps_matches_proc(target_exe, tmp_path):
         assert [int(r.split()[0]) for r in rows[1:]] == [t.pid], rows
 
 
+@pytest.mark.parametrize("kind", [
+    "full",
+    *(pytest.param(k, marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="README says estimate reads none of the target's memory, but for kinds other than full the plan"
+               " reads the dynamic linker's link_map chain with process_vm_readv")) for k in ("miniplus", "mini", "triage")),
+])
+def test_estimate_never_stops_nor_reads_the_target(ctarget, kind):
+    # strace sees every ptrace (a stop) and process_vm_readv (a read of the target's memory) the command makes.
+    require(have("strace"), "strace is not installed (apt-get install strace)")
+    done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=ptrace,process_vm_readv", "-o", "/dev/stderr",
+                           sys.executable, "-m", "dumplib_cli", "estimate", str(ctarget.pid), "--kind", kind, "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kind"] == kind
+    calls = re.findall(r"\b(ptrace|process_vm_readv)\(", done.stderr)
+    assert "ptrace" not in calls, done.stderr
+    assert calls == [], done.stderr
+    ctarget.assert_running_untraced()
+
+
 # -- the terminal progress display ------------------------------------------------------------------
 
 def test_terminal_progress_redraws_at_most_every_quarter_second(target_exe, outdir):
