@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import pwd
 import re
 import shutil
@@ -17,9 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
-import psutil
 import pytest
 
 import dumplib
@@ -68,28 +66,28 @@ def _zero_elf_header(path: str) -> None:
         f.write(bytes(64))
 
 
-def _corrupt_own_temp_file(outdir: Path, damage) -> "callable":  # type: ignore[valid-type,type-arg]
+class _CorruptOwnTempFile:
     """A progress callback that damages dumplib's temporary file once, as a failing disk would."""
-    done: List[str] = []
 
-    def progress(written: int, elapsed: float) -> None:
-        if done:
+    def __init__(self, outdir: Path, damage: Callable[[str], None]) -> None:
+        self.outdir, self.damage = outdir, damage
+        self.done: List[str] = []
+
+    def __call__(self, written: int, elapsed: float) -> None:
+        if self.done:
             return
-        temps = [outdir / n for n in leftovers(outdir)]
+        temps = [self.outdir / n for n in leftovers(self.outdir)]
         assert len(temps) == 1, temps
-        damage(str(temps[0]))
-        done.append(str(temps[0]))
-
-    progress.done = done  # type: ignore[attr-defined]
-    return progress
+        self.damage(str(temps[0]))
+        self.done.append(str(temps[0]))
 
 
 @pytest.mark.parametrize("damage", [_zero_elf_header, _retype_thread_notes], ids=["elf-header", "thread-notes"])
 def test_a_core_damaged_on_disk_during_the_write_fails_verification_and_is_removed(ctarget, outdir, damage):
-    progress = _corrupt_own_temp_file(outdir, damage)
+    progress = _CorruptOwnTempFile(outdir, damage)
     with pytest.raises(dumplib.DumpFailed) as info:
         dumplib.create_dump(ctarget.pid, outdir, "full", progress=progress)
-    assert progress.done, "the progress callback never ran: nothing was damaged"  # type: ignore[attr-defined]
+    assert progress.done, "the progress callback never ran: nothing was damaged"
     assert "removed" in str(info.value), str(info.value)
     assert list(outdir.iterdir()) == []
     ctarget.assert_running_untraced()
@@ -129,10 +127,10 @@ def test_compressed_file_that_does_not_read_back_as_written_is_refused(target_ex
                 f.write(b"X")
 
     with run_target([str(target_exe), "--heap", "200"]) as t:
-        progress = _corrupt_own_temp_file(outdir, flip_first_byte)
+        progress = _CorruptOwnTempFile(outdir, flip_first_byte)
         with pytest.raises(dumplib.DumpFailed) as info:
             dumplib.create_dump(t.pid, outdir, "full", compress=codec, progress=progress)
-        assert progress.done  # type: ignore[attr-defined]
+        assert progress.done
         assert info.value.details().get("reason") == "unverified", info.value.details()
         assert list(outdir.iterdir()) == []
         t.assert_running_untraced()
