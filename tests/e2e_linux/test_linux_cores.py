@@ -125,8 +125,7 @@ def test_lldb_unwinds_every_thread(ctarget, target_exe, outdir):
 
 
 def test_matches_the_kernels_own_core_of_the_same_program(target_exe, outdir, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("NOT RUN: setting kernel.core_pattern needs root")
+    require(os.geteuid() == 0, "setting kernel.core_pattern needs root")
     kdir = tmp_path / "kcore"
     kdir.mkdir()
     pattern_file = "/proc/sys/kernel/core_pattern"
