@@ -464,6 +464,7 @@ def test_terminal_progress_redraws_at_most_every_quarter_second(target_exe, outd
     assert written == sorted(written) and written[0] > 0 and written[-1] > 256 << 20, written
     assert screen.rstrip(b"\r\n").endswith(b"written") or b"written   \r\n" in screen
     assert b"wrote " in out  # the result line goes to stdout, not over the progress line
+    _remove_big_dumps(outdir)
 
 
 def test_progress_callback_gets_growing_real_sizes_a_quarter_second_apart(target_exe, outdir):
@@ -480,6 +481,13 @@ def test_progress_callback_gets_growing_real_sizes_a_quarter_second_apart(target
     clock = [c for _, _, c in seen]
     assert all(b - a >= 0.25 - 1e-3 for a, b in zip(clock, clock[1:])), clock
     assert elapsed[-1] <= result.seconds
+    _remove_big_dumps(outdir)
+
+
+def _remove_big_dumps(outdir: Path) -> None:
+    """pytest keeps recent tmp directories: do not leave 1.5 GiB cores on a disk shared with other tests."""
+    for p in outdir.iterdir():
+        p.unlink()
 
 
 # -- zstd workers ----------------------------------------------------------------------------------
