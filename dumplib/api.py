@@ -168,7 +168,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             pid=proc.pid,
             process_name=proc.name,
             kind=plan.kind.value,
-            flags=plan.flags,
+            flags=report.flags if report.flags is not None else plan.flags,
             size=stored.size,
             seconds=time.monotonic() - opts.started,
             backend=backend.name,

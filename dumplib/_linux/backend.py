@@ -29,13 +29,19 @@ def supported_machine() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LinuxDetail:
     """What the plan saw; the writer re-derives it while the target is stopped, by the same rules."""
 
     segments: List[maps.Segment]
-    threads: int = 0  # set by the writer: how many PRSTATUS notes it wrote
-    head: bytes = b""  # set by the writer: ELF header, program headers and notes, as written
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What the writer produced, for verification."""
+
+    threads: int  # how many PRSTATUS notes it wrote
+    head: bytes  # ELF header, program headers and notes, as written
 
 
 class LinuxBackend(Backend):
@@ -151,19 +157,19 @@ class LinuxBackend(Backend):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        plan.detail = LinuxDetail(segments, threads=len(threads), head=head)
-        return WriteReport(stopped_seconds=stopped.stopped_seconds)
+        return WriteReport(stopped_seconds=stopped.stopped_seconds, flags=plan.flags,
+                           learned=Written(threads=len(threads), head=head))
 
-    def verify(self, path: str, plan: Plan) -> None:
-        verify_core(path, plan.target.pid, plan.detail.threads if plan.detail else 0)
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        verify_core(path, plan.target.pid, report.learned.threads)
 
-    def verify_stream(self, plan: Plan, size: int) -> None:
-        detail = plan.detail
+    def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
+        written = report.learned
         try:
-            core = elfcore.parse_head(detail.head, size, "the output stream")
+            core = elfcore.parse_head(written.head, size, "the output stream")
         except InvalidDumpFile as exc:
             raise DumpFailed(f"the core sent to the stream is unusable: {exc.message}", pid=plan.target.pid) from None
-        check_core(core, plan.target.pid, detail.threads)
+        check_core(core, plan.target.pid, written.threads)
 
 
 def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
