@@ -25,6 +25,9 @@ __all__ = ["create_dump", "estimate"]
 
 #: --fit tries these, from the kind asked for downwards.
 FIT_ORDER = (DumpKind.FULL, DumpKind.MINIPLUS, DumpKind.MINI, DumpKind.TRIAGE)
+#: The longest the target may stay stopped by default: minutes of dumping at disk speed (tens of GiB),
+#: yet short enough that a stalled reader or a suspended dumplib cannot hold a service for long.
+DEFAULT_MAX_PAUSE = 60.0
 
 
 def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flags: Optional[int] = None) -> SizeEstimate:
@@ -59,6 +62,7 @@ def create_dump(
     max_total: Optional[int] = None,
     compress: Optional[str] = None,
     compress_level: Optional[int] = None,
+    max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
@@ -80,7 +84,12 @@ def create_dump(
     *compress* (``"zstd"`` or ``"gzip"``, level *compress_level*) compresses the dump: on Linux it
     streams through the compressor, so the raw size never touches the disk; on Windows the raw dump
     goes to the local volume with the most room first and is deleted once compressed and checked.
+
+    *max_pause* bounds how long the target stays stopped (Linux; seconds, None for no bound): past it
+    the target is let go and the dump abandoned, DumpFailed reason ``max-pause``.
     """
+    if max_pause is not None and not max_pause > 0:
+        raise ValueError(f"max_pause must be a positive number of seconds or None, not {max_pause!r}")
     started = time.monotonic()
     started_at = datetime.datetime.now()
     codec = parse_codec(compress, compress_level)
@@ -91,7 +100,7 @@ def create_dump(
     backend.check_target(proc)
     try:
         return _create(backend, proc, path, kind, mask, flags, overwrite, comment, progress, min_free, space_check,
-                       fit, sidecar, keep, max_total, codec, started, started_at)
+                       fit, sidecar, keep, max_total, codec, started, started_at, max_pause)
     finally:
         backend.release(proc)
 
@@ -100,7 +109,7 @@ def _create(backend: Backend, proc: ProcessInfo, path: Optional[PathLike], kind:
             flags: Optional[int], overwrite: bool, comment: Optional[str], progress: Optional[ProgressCallback],
             min_free: Optional[int], space_check: bool, fit: bool, sidecar: bool, keep: Optional[int],
             max_total: Optional[int], codec: Optional[Tuple[str, int]], started: float,
-            started_at: datetime.datetime) -> DumpResult:
+            started_at: datetime.datetime, max_pause: Optional[float]) -> DumpResult:
     to_stdout = _is_stdout(path)
     warnings: List[str] = []
     output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, sidecar, warnings)
@@ -113,6 +122,7 @@ def _create(backend: Backend, proc: ProcessInfo, path: Optional[PathLike], kind:
         warnings.append("the free-space check is off: this dump may fill the disk")
     watchdogs = [SpaceGuard(d, min_free).watchdog(output.where) for d in output.watched()] if space_check else []
     tick = combine(throttled_progress(progress) if progress else None, *watchdogs)
+    plan.max_pause = max_pause
     report, stored = output.write(backend, plan, comment, signature_text(plan.kind, plan.flags), tick)
     disk_bytes = None
     if stored.path != "-":
