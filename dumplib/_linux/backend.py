@@ -115,10 +115,11 @@ class LinuxBackend(Backend):
         if held is None:
             return
         fd, ticks = held
-        if _pidfd_exited(fd):
-            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
-        if _start_ticks(pid) != ticks:
+        now = _start_ticks(pid)
+        if now is not None and now != ticks:
             raise _reused(pid)
+        if now is None or _pidfd_exited(fd):
+            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
 
     def release(self, target: ProcessInfo) -> None:
         held = self._held.pop(target.pid, None)
@@ -289,8 +290,10 @@ def _same_start(started: Optional[float], ticks: int) -> bool:
     """Whether *ticks* is the start time (psutil's create_time, seconds since the epoch) seen at resolve."""
     if started is None:
         return True
-    boot = psutil.boot_time()
-    return abs(boot + ticks / os.sysconf("SC_CLK_TCK") - started) < 0.05
+    # psutil computes create_time as boot time + ticks / CLK_TCK: the same sum, to within rounding
+    # (less than one tick, 10 ms, so two processes started a tick apart differ).
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    return abs(psutil.boot_time() + ticks * tick - started) < tick / 2
 
 
 def _pidfd_exited(fd: int) -> bool:

@@ -363,7 +363,7 @@ def permission_error(pid: int, action: str = "attach to", tid: Optional[int] = N
     """Explain why the kernel refused access (ptrace, or /proc files guarded by the same rules):
     a tracer, another user, a non-dumpable process, Yama, or a missing capability."""
     status = read_status(pid, tid)
-    tracer = int(status.get("TracerPid", "0") or 0)
+    tracer = tracer_process(pid, tid)
     if tracer and tracer != os.getpid() and action == "attach to":
         return traced_refusal(pid, tracer, tid)
     reasons = []
@@ -401,10 +401,18 @@ def foreign_tracer(pid: int) -> Optional[Tuple[int, int]]:
     is stopped: once dumplib holds some threads, the leader's TracerPid would name dumplib itself.
     """
     for tid in _tids_or_none(pid):
-        tracer = int(read_status(pid, tid).get("TracerPid", "0") or 0)
+        tracer = tracer_process(pid, tid)
         if tracer and tracer != os.getpid():
             return tid, tracer
     return None
+
+
+def tracer_process(pid: int, tid: Optional[int] = None) -> int:
+    """The process tracing a thread (0: none). TracerPid names the tracer *thread*; this is its process."""
+    tracer = int(read_status(pid, tid).get("TracerPid", "0") or 0)
+    if not tracer:
+        return 0
+    return int(read_status(tracer).get("Tgid", tracer) or tracer)
 
 
 def _tids_or_none(pid: int) -> List[int]:

@@ -1,10 +1,10 @@
 /* Process shapes that make stopping a target hard, for tests/e2e_linux/test_pause.py.
  *
- *   pause_target HEARTBEAT_FILE [--pthread-exit]
+ *   pause_target HEARTBEAT_FILE [--pthread-exit] [--heap MIB]
  *
  * A heartbeat thread rewrites HEARTBEAT_FILE with a counter every 5 ms, so a test can see from the
  * outside whether the process runs. It prints {"pid", "heartbeat_tid", "marker_address", "marker"} on
- * stdout, then:
+ * stdout (after filling MIB of heap with data, so that a full dump of it takes a while), then:
  *   --pthread-exit: the main thread calls pthread_exit; the process lives on in its other threads
  *                   (the leader is a zombie, as /proc shows it).
  *   otherwise:      the main thread obeys stdin: "vfork S" vforks a child that sleeps S seconds
@@ -44,7 +44,15 @@ __attribute__((noinline)) void *pause_worker_waits(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
-    int pthread_exit_mode = argc > 2 && !strcmp(argv[2], "--pthread-exit");
+    int pthread_exit_mode = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--pthread-exit")) pthread_exit_mode = 1;
+        if (!strcmp(argv[i], "--heap") && i + 1 < argc) {
+            size_t n = (size_t)atol(argv[++i]) << 20;
+            unsigned char *heap = malloc(n);
+            for (size_t j = 0; j < n; j += 64) heap[j] = (unsigned char)(j >> 6) | 1;
+        }
+    }
     heartbeat_fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (heartbeat_fd < 0) return 3;
     snprintf(marker, sizeof marker, "DUMPLIB-PAUSE-MARKER-%d", (int)getpid());
