@@ -416,3 +416,25 @@ def test_stopped_seconds_covers_attach_to_detach(pause_exe, tmp_path):
         assert result.stopped_seconds >= max(seen) - 0.01, (result.stopped_seconds, seen)
         print(f"plain shape, 256 MiB: stopped_seconds {result.stopped_seconds:.3f}, seen from /proc {max(seen):.3f}")
         t.assert_running_and_free()
+
+
+# -- the dumper interrupted, killed or left by its reader while the target is stopped --------------------------
+@pytest.mark.parametrize("how, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGKILL", -9), ("reader-gone", 8)])
+def test_the_target_runs_again_whatever_stops_the_dumper_mid_dump(pause_exe, tmp_path, how, code):
+    with shape(pause_exe, tmp_path, "--heap", "256") as t:
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: t.state() == "t", timeout=30, what="the target to be stopped")
+            assert dumper.stdout is not None
+            if how == "reader-gone":
+                dumper.stdout.close()
+            else:
+                os.kill(dumper.pid, getattr(signal, how))
+            wait_for(lambda: t.state() != "t", timeout=MARGIN, what="the target to be let go")
+            dumper.wait(timeout=60)
+        finally:
+            dumper.kill()
+            dumper.wait()
+        assert dumper.returncode == code
+        t.assert_running_and_free()
