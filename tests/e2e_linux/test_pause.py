@@ -297,8 +297,11 @@ def test_ctrl_z_on_dumplib_waits_until_the_target_runs(pause_exe, tmp_path):
 
 
 def _proc_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return ""  # it exited: it never stopped
 
 
 # -- another tracer on one thread ---------------------------------------------------------------------------
@@ -438,3 +441,45 @@ def test_the_target_runs_again_whatever_stops_the_dumper_mid_dump(pause_exe, tmp
             dumper.wait()
         assert dumper.returncode == code
         t.assert_running_and_free()
+
+
+CALLER_WITH_ANOTHER_THREAD = r"""
+import os, signal, sys, threading, time
+import dumplib
+# A thread of the caller's that does not block SIGTSTP: the kernel hands it the process's Ctrl-Z.
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+sent = []
+def progress(written, elapsed):
+    if not sent:
+        sent.append(os.kill(os.getpid(), signal.SIGTSTP))
+        time.sleep(1.0)  # the target is still stopped here; dumplib must not stop now
+result = dumplib.create_dump(int(sys.argv[1]), sys.argv[2], "full", progress=progress, sidecar=False)
+print(result.stopped_seconds, flush=True)
+"""
+
+
+def test_ctrl_z_caught_on_another_thread_of_a_library_caller_stops_it_only_after_release(pause_exe, tmp_path):
+    with shape(pause_exe, tmp_path, "--heap", "512") as t:
+        caller = subprocess.Popen([sys.executable, "-c", CALLER_WITH_ANOTHER_THREAD, str(t.pid),
+                                   str(tmp_path / "x.core")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: _proc_state(caller.pid) == "T", timeout=60, what="the caller to stop after the dump")
+            t.assert_running_and_free()
+            os.kill(caller.pid, signal.SIGCONT)
+            out, err = caller.communicate(timeout=60)
+            assert caller.returncode == 0, err
+        finally:
+            caller.kill()
+            caller.wait()
+
+
+def test_an_error_in_the_writer_lets_the_target_go_at_once_in_a_library_caller(pause_exe, tmp_path):
+    """The caller lives on (no process exit to release the target): the release is dumplib's own."""
+    def failing_progress(written: int, elapsed: float) -> None:
+        raise RuntimeError("the caller's callback failed")
+
+    with shape(pause_exe, tmp_path, "--heap", "256") as t:
+        with pytest.raises(RuntimeError):
+            dumplib.create_dump(t.pid, tmp_path / "x.core", "full", progress=failing_progress)
+        t.assert_running_and_free()
+    assert list(tmp_path.glob("*.core")) == [] and leftovers(tmp_path) == []
