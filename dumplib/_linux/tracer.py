@@ -116,6 +116,7 @@ class StoppedProcess:
         try:
             if self._tracer is not None:
                 self._tracer.join()
+                _wait_thread_gone(self._tracer.native_id)
         finally:
             self._job_control.finish()
 
@@ -303,6 +304,14 @@ class JobControlDeferred:
             if sig not in pending:
                 os.kill(os.getpid(), sig)
         self._caught = []
+
+
+def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
+    """Wait until the tracer thread has left the kernel, not only Python: join() returns a moment
+    before the thread ends, and the kernel detaches a tracee it never reached a stop only then."""
+    deadline = time.monotonic() + patience
+    while tid is not None and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def _reap(tids: List[int], patience: float = 2.0) -> None:
