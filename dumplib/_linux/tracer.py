@@ -94,9 +94,9 @@ class StoppedProcess:
 
     # -- the caller's side ----------------------------------------------------------------------------
     def __enter__(self) -> "StoppedProcess":
-        # Before the tracer starts, so that it inherits the blocked job-control signals.
-        self._job_control.start()
         try:
+            # Before the tracer starts, so that it inherits the blocked job-control signals.
+            self._job_control.start()
             self._tracer = threading.Thread(target=self._trace, name=f"dumplib-tracer-{self.pid}", daemon=True)
             self._tracer.start()
             self._ready.wait()  # the tracer's own waits are bounded, so this is too
@@ -140,11 +140,11 @@ class StoppedProcess:
 
     # -- the tracer thread ------------------------------------------------------------------------------
     def _trace(self) -> None:
-        # Signals are for the caller's threads: this thread's waits are never interrupted by them.
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         self.stopped_at = time.monotonic()
         try:
             try:
+                # Signals are for the caller's threads: this thread's waits are never interrupted by them.
+                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
                 self._seize_all()
                 for state in self.threads.values():
                     self._read_registers(state)
