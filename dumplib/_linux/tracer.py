@@ -170,6 +170,9 @@ class StoppedProcess:
             new = [t for t in list_tids(self.pid) if t not in self._seized and t not in self._skipped]
             if not new:
                 break
+            if self._pause_left() == 0.0:  # threads created as fast as they are stopped
+                self.expired = True
+                self.check_pause()
             for tid in new:
                 self._seize(tid)
             self._wait_stops([t for t in new if t in self.threads])
