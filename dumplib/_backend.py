@@ -35,6 +35,8 @@ class Plan:
     #: What the writer will write, by the same rules: what the free-space guard compares.
     estimate: Optional[SizeEstimate] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
+    #: Seconds the writer may keep the target stopped before it lets it go and abandons the dump.
+    max_pause: Optional[float] = None
 
 
 @dataclasses.dataclass

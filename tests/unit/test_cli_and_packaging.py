@@ -42,11 +42,13 @@ def test_exit_codes_are_the_ones_the_readme_table_documents():
         assert exit_code_for(cls.__new__(cls)) == code, (cls.__name__, code)
     assert documented[2].startswith("bad usage") and "unknown kind" in documented[2] and "compression" in documented[2]
     assert exit_code_for(dumplib.InvalidKind("x")) == exit_code_for(dumplib.InvalidCompression("x")) == 2
+    assert "--keep" in documented[2] and exit_code_for(dumplib.InvalidArgument("x", argument="keep", value=0)) == 2
     assert documented[1].startswith("internal error") and exit_code_for(RuntimeError()) == 1
     assert documented[0].startswith("dump written") and documented[130].startswith("interrupted")
     public = {getattr(dumplib, n) for n in dumplib.__all__ if isinstance(getattr(dumplib, n), type)
               and issubclass(getattr(dumplib, n), dumplib.DumpError) and getattr(dumplib, n) is not dumplib.DumpError}
-    assert public - {dumplib.InvalidKind, dumplib.InvalidCompression} <= set(named), public - set(named)
+    usage = {dumplib.InvalidKind, dumplib.InvalidCompression, dumplib.InvalidArgument}
+    assert public - usage <= set(named), public - set(named)
 
 
 def test_human_bytes():
