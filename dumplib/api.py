@@ -184,7 +184,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             size=stored.size,
             seconds=time.monotonic() - opts.started,
             backend=backend.name,
-            warnings=tuple(warnings + plan.warnings + report.warnings + _sparse_warning(stored)),
+            warnings=tuple(warnings + output.warnings + plan.warnings + report.warnings + _sparse_warning(stored)),
             stopped_seconds=report.stopped_seconds,
             disk_bytes=stored.disk_bytes,
             estimated_bytes=plan.estimate.bytes if plan.estimate else None,
@@ -195,6 +195,9 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         )
         if opts.to_stdout and opts.retention:
             result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])
+        elif opts.retention and not opts.sidecar:
+            result = _with_warnings(result, ["keep/max_total count only dumps with a sidecar, and this one has"
+                                             " none (sidecar=False): it is not counted and will never be removed"])
         if opts.retention and not opts.to_stdout:
             directory = os.path.dirname(stored.path)
             removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path)

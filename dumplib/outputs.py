@@ -61,6 +61,10 @@ class Output(abc.ABC):
     #: Human name of the destination, for messages.
     where: str = ""
 
+    def __init__(self) -> None:
+        #: What the caller should be told about this destination.
+        self.warnings: List[str] = []
+
     @abc.abstractmethod
     def needs(self, estimate: int) -> List[Need]:
         """What this output will put on which volume for a dump estimated at *estimate* raw bytes."""
@@ -83,6 +87,7 @@ class _FileOutput(Output):
     """A dump file (and maybe its sidecar) made under temporary names beside the destination."""
 
     def __init__(self, dest: Destination, overwrite: bool) -> None:
+        super().__init__()
         self.dest, self.overwrite, self.where = dest, overwrite, dest.final
 
     def temp_directories(self) -> List[str]:
@@ -203,6 +208,14 @@ class CompressedFile(_FileOutput):
         return stored
 
 
+def _appending(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+
+
 class Stdout(Output):
     """The dump goes down stdout, compressed or not: a pipe, or a file the shell redirected stdout to.
 
@@ -211,14 +224,32 @@ class Stdout(Output):
     to what it held before, so what is left is said truthfully."""
 
     def __init__(self, codec: Optional[str], level: int) -> None:
+        super().__init__()
         self.codec, self.level = codec, level
         self.fd = _stdout_fd()
         st = os.fstat(self.fd)
         self.regular = stat.S_ISREG(st.st_mode)
-        self.start = os.lseek(self.fd, 0, os.SEEK_CUR) if self.regular else 0
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
-        if self.regular and st.st_size == 0 and st.st_uid == _euid():
-            os.fchmod(self.fd, 0o600)
+        self.start = self._start_of_dump(st) if self.regular else 0
+
+    def _start_of_dump(self, st: os.stat_result) -> int:
+        """Where the dump will begin in the redirected file; refuse a file the dump would not be safe in."""
+        appending = _appending(self.fd)
+        start = st.st_size if appending else os.lseek(self.fd, 0, os.SEEK_CUR)
+        if start < st.st_size:
+            raise InvalidDumpPath(
+                f"stdout is a file with {st.st_size - start} bytes after the position the dump would start at"
+                " (opened with 1<> rather than > or >>); the dump would be mixed with them. Use > or >>", path="-")
+        others = stat.S_IMODE(st.st_mode) & 0o077
+        if st.st_uid != _euid() and others:
+            raise InvalidDumpPath(
+                f"stdout is a file of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the dump (all of the"
+                " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
+        if others and st.st_size == 0:
+            os.fchmod(self.fd, 0o600)  # ours and empty: what the shell just created for us
+        elif others:
+            self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
+        return start
 
     def needs(self, estimate: int) -> List[Need]:
         if not self.regular:
@@ -252,8 +283,8 @@ class Stdout(Output):
                 raise
             try:
                 os.ftruncate(self.fd, self.start)
-                left = (f"the partial dump was cut from {self.where}, which is back to its {self.start} bytes"
-                        " from before")
+                left = (f"the partial dump was cut from {self.where}, which holds its {self.start} bytes from"
+                        " before again")
             except OSError:
                 left = f"the partial dump is left in {self.where}; delete it"
             if isinstance(exc, DumpError):
@@ -267,6 +298,8 @@ class RawThenCompress(Output):
     the destination (or to stdout), then the raw file deleted."""
 
     def __init__(self, target: Union[CompressedFile, Stdout], scratch: str) -> None:
+        super().__init__()
+        self.warnings = target.warnings
         self.target, self.scratch = target, scratch
         self.where = target.where
         self.raw = temp_path(scratch)

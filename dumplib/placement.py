@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import os
 import re
 import secrets
@@ -34,8 +35,7 @@ DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
 
 # ProcDump's upper-case tokens, replaced only as whole words so "PIDGIN" or "C:\PIDS" survive.
 _PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time"}
-_PROCDUMP_RE = re.compile(r"(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS)(?![A-Za-z0-9])")
-_BRACE_RE = re.compile(r"\{(name|pid|date|time|kind)\}")
+_TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind)\}|(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS)(?![A-Za-z0-9])")
 _UNSAFE_RE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -62,7 +62,8 @@ def _safe_name(name: str) -> str:
     for ch in name[:NAME_MAX_CHARS]:
         ok = ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")
         out.append(ch if ok else "_")
-    safe = "".join(out).lstrip(".")
+    # No leading dot (hidden, "." or ".."), no leading dash (read as an option by `rm *`).
+    safe = "".join(out).lstrip(".-")
     return safe if safe.strip("_") else "process"
 
 
@@ -75,8 +76,8 @@ def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime
         "time": when.strftime("%H%M%S"),
         "kind": kind.value,
     }
-    text = _BRACE_RE.sub(lambda m: values[m.group(1)], text)
-    return _PROCDUMP_RE.sub(lambda m: values[_PROCDUMP_TOKENS[m.group(1)]], text)
+    # One pass over both spellings: a value put in (a process named "PID") is never expanded again.
+    return _TOKEN_RE.sub(lambda m: values[m.group(1) or _PROCDUMP_TOKENS[m.group(2)]], text)
 
 
 def plan_destination(
@@ -137,7 +138,60 @@ def plan_destination(
     if not os.access(directory, os.W_OK):
         why = "its filesystem is mounted read-only" if _read_only(directory) else "permission denied"
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
+    _check_trusted(directory, raw, final)
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
+
+
+def _check_trusted(directory: str, template: str, final: str) -> None:
+    """Refuse a directory another user could have steered the dump into, or could tamper with.
+
+    dumplib runs as root in directories others can write to: a symlink planted on the way (or a
+    directory planted at the dump's name) must not send the dump, and retention, elsewhere; and
+    whoever owns the directory could swap our temporary between the write and the verification.
+    """
+    if not hasattr(os, "geteuid"):
+        return  # Windows: the DACL dumplib sets on its files is what protects them
+    me = os.geteuid()
+    trusted = {me, 0}
+    path = "/"
+    for part in os.path.abspath(directory).split("/")[1:]:
+        nxt = os.path.join(path, part)
+        st = os.lstat(nxt)
+        if stat.S_ISLNK(st.st_mode):
+            parent = os.stat(path)
+            # The kernel's protected_symlinks rule, applied to every directory others can write to.
+            if parent.st_mode & 0o022 and st.st_uid not in (me, parent.st_uid):
+                raise InvalidDumpPath(
+                    f"{nxt} is a symlink owned by uid {st.st_uid} in a directory others can write to; dumplib"
+                    " does not follow it (it could point anywhere). Give the real path", path=final)
+            nxt = os.path.realpath(nxt)
+        path = nxt
+    st = os.stat(directory)
+    if st.st_uid not in trusted:
+        raise InvalidDumpPath(
+            f"{directory} belongs to uid {st.st_uid}, who could replace or read what dumplib writes there;"
+            " dump into a directory of your own (or root's)", path=final)
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise InvalidDumpPath(
+            f"{directory} can be written by other users and has no sticky bit, so they could rename or replace"
+            " the dump; dump into a directory only you can write to, or one with the sticky bit like /tmp",
+            path=final)
+    fixed = _fixed_directory(template)
+    if fixed is not None:
+        inside = os.path.realpath(directory)
+        root = os.path.realpath(fixed)
+        if inside != root and not inside.startswith(root.rstrip("/") + "/"):
+            raise InvalidDumpPath(f"the path template {template} expanded to {directory}, which is outside"
+                                  f" {fixed}; a name token must not lead elsewhere", path=final)
+
+
+def _fixed_directory(template: str) -> Optional[str]:
+    """The directory a template names before its first token, if a token sits in a directory component."""
+    m = _TOKEN_RE.search(template)
+    if m is None or os.sep not in template[m.start():]:
+        return None
+    fixed = template[: m.start()]
+    return fixed if fixed.endswith(os.sep) else (os.path.dirname(fixed) or ".")
 
 
 def temp_path(directory: str) -> str:
@@ -163,17 +217,50 @@ def finalize(temp: str, final: str, *, overwrite: bool) -> None:
 
 def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
     """Move each (temporary, final) pair into place, all or none: if a later one cannot be placed,
-    the earlier ones just placed are taken back (each proven to be the file this call placed)."""
-    placed: List[Tuple[str, os.stat_result]] = []
+    the ones just placed are taken back (each proven to be the file this call placed) and, with
+    *overwrite*, the files they replaced are put back."""
+    undo: List[Tuple[str, os.stat_result, Optional[str]]] = []
     try:
         for temp, final in moves:
             st = os.lstat(temp)
+            kept = _keep_aside(final) if overwrite else None
+            undo.append((final, st, kept))
             _move(temp, final, overwrite)
-            placed.append((final, st))
-    except BaseException:
-        for final, st in placed:
-            remove_if_same(final, st)
+    except BaseException as exc:
+        for final, st, kept in reversed(undo):
+            if kept is not None:
+                os.replace(kept, final)  # the old file back (a link to it, so this never copies)
+            else:
+                remove_if_same(final, st)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise _placing_failed(exc, moves) from None
         raise
+    for _final, _st, kept in undo:
+        if kept is not None:
+            remove_quietly(kept)
+
+
+def _keep_aside(final: str) -> Optional[str]:
+    """A second name (hard link) for the file *final* replaces, so a failed placement can restore it."""
+    if not os.path.lexists(final):
+        return None
+    aside = temp_path(os.path.dirname(final))
+    try:
+        os.link(final, aside, follow_symlinks=False)
+    except OSError:
+        return None  # no hard links here: replacing stays best effort, as it always is there
+    return aside
+
+
+def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]]) -> Exception:
+    from .errors import DumpFailed
+
+    names = " and ".join(final for _, final in moves)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DumpFailed(f"the disk filled up while putting {names} in place; nothing was kept", errno=exc.errno,
+                          reason="disk-full")
+    return DumpFailed(f"could not put {names} in place ({exc.strerror}: {exc.filename}); nothing was kept,"
+                      " any file replaced was restored", errno=exc.errno)
 
 
 def _move(temp: str, final: str, overwrite: bool) -> None:
@@ -189,13 +276,19 @@ def _move(temp: str, final: str, overwrite: bool) -> None:
         raise DumpExists(final) from None
 
 
+#: link(2) errors that mean "this filesystem has no hard links" (vfat, some FUSE), not "refused".
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+
+
 def _link_into_place(temp: str, final: str) -> None:
     try:
         os.link(temp, final)  # atomic no-clobber, unlike rename(2)
     except FileExistsError:
         raise
-    except OSError:
-        # Filesystems without hard links (vfat, some FUSE): check-then-rename is the best there is.
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links here: check-then-rename is the best there is.
         if os.path.lexists(final):
             raise FileExistsError(final) from None
         os.rename(temp, final)
@@ -235,6 +328,11 @@ def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
         yield removed
 
 
+#: How long to wait for a shared hold on a directory someone else holds exclusively (a cleaning
+#: dumplib holds it for milliseconds; anyone who can open the directory could hold it forever).
+HOLD_PATIENCE = 2.0
+
+
 @contextlib.contextmanager
 def _held(directory: str) -> Iterator[List[str]]:
     try:
@@ -255,7 +353,17 @@ def _held(directory: str) -> Iterator[List[str]]:
             pass  # another dumplib is writing here: its temporaries are alive, leave them all
         else:
             removed = _remove_stale(directory, locked=True)
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        deadline = time.monotonic() + HOLD_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    # Never hang on someone else's lock: go on unheld. Only a cleaning dumplib of
+                    # this same user could then take our temporary for a dead one.
+                    break
+                time.sleep(0.02)
         yield removed
     finally:
         os.close(fd)

@@ -288,7 +288,7 @@ def test_stdout_redirected_to_a_file_gets_the_guard_and_an_owner_only_mode(targe
             cut = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full",
                                   "--no-space-check"], stdout=out, stderr=subprocess.PIPE, text=True)
         assert cut.returncode == 8, cut.stderr
-        assert "back to its 0 bytes" in cut.stderr and dest.stat().st_size == 0, cut.stderr
+        assert "holds its 0 bytes from before again" in cut.stderr and dest.stat().st_size == 0, cut.stderr
         assert _mode(dest) == 0o600
         t.assert_running_untraced()
         with open(dest, "wb") as out:
@@ -296,3 +296,207 @@ def test_stdout_redirected_to_a_file_gets_the_guard_and_an_owner_only_mode(targe
                                  "--min-free", "0"], stdout=out, stderr=subprocess.PIPE, text=True)
         assert ok.returncode == 0, ok.stderr
         assert dest.read_bytes()[:4] == b"\x7fELF"
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        require(not IN_CI, "planting another user's files needs root")
+        pytest.skip("NOT RUN: needs root to plant another user's files")
+
+
+def test_a_symlink_or_directory_planted_at_the_dump_name_never_redirects_the_dump(ctarget, shared_dir, tmp_path):
+    _need_root()
+    victim_dir = tmp_path / "victimdir"
+    victim_dir.mkdir(mode=0o700)
+    older = dumplib.create_dump(ctarget.pid, victim_dir / "older.core", "triage")
+    link = shared_dir / "app.core"
+    link.symlink_to(victim_dir)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    with pytest.raises(dumplib.InvalidDumpPath, match="symlink owned by uid 65534"):
+        dumplib.create_dump(ctarget.pid, link, "triage", keep=1)
+    link.unlink()
+    planted = shared_dir / "app.core"
+    planted.mkdir(mode=0o777)
+    os.chown(planted, NOBODY, NOBODY)
+    os.chmod(planted, 0o777)
+    with pytest.raises(dumplib.InvalidDumpPath, match="belongs to uid 65534"):
+        dumplib.create_dump(ctarget.pid, planted, "triage", keep=1)
+    assert os.path.exists(older.path) and sorted(os.listdir(victim_dir)) == ["older.core", "older.core.json"]
+    assert list(planted.iterdir()) == []
+
+
+def test_a_name_token_never_leads_out_of_the_directory_the_template_names(tmp_path):
+    _need_root()
+    shared = tmp_path / "sh2"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)
+    evil = shared / "evil"
+    evil.symlink_to(secret)
+    os.chown(evil, NOBODY, NOBODY, follow_symlinks=False)
+    with _named(b"evil") as proc:
+        with pytest.raises(dumplib.InvalidDumpPath):
+            dumplib.create_dump(proc.pid, str(shared) + "/{name}/app.core", "triage")
+    # The same link made by root itself (trusted) still may not take a token's expansion elsewhere.
+    evil.unlink()
+    evil.symlink_to(secret)
+    with _named(b"evil") as proc:
+        with pytest.raises(dumplib.InvalidDumpPath, match="outside"):
+            dumplib.create_dump(proc.pid, str(shared) + "/{name}/app.core", "triage")
+    assert list(secret.iterdir()) == []
+
+
+def test_directories_other_users_control_are_refused(ctarget, tmp_path):
+    _need_root()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    with pytest.raises(dumplib.InvalidDumpPath, match="belongs to uid 65534"):
+        dumplib.create_dump(ctarget.pid, theirs, "triage")
+    group = tmp_path / "group"
+    group.mkdir()
+    os.chmod(group, 0o775)
+    with pytest.raises(dumplib.InvalidDumpPath, match="no sticky bit"):
+        dumplib.create_dump(ctarget.pid, group, "triage")
+    os.chmod(group, 0o1775)
+    assert dumplib.create_dump(ctarget.pid, group, "triage").path.startswith(str(group))
+    assert list(theirs.iterdir()) == []
+
+
+def test_a_lock_held_forever_by_someone_else_never_hangs_dumplib(ctarget, shared_dir):
+    import fcntl
+
+    fd = os.open(shared_dir, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as any user who can open the directory could
+    try:
+        started = time.monotonic()
+        done = dumplib_cli("dump", str(ctarget.pid), str(shared_dir), "-k", "triage", timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started < 30
+    finally:
+        os.close(fd)
+
+
+def test_placing_dump_and_sidecar_is_all_or_nothing_and_restores_what_overwrite_replaced(tmp_path):
+    from dumplib.placement import finalize_all
+
+    (tmp_path / "x.core").write_bytes(b"old dump")
+    (tmp_path / "t1").write_bytes(b"new dump")
+    (tmp_path / "t2").write_bytes(b"new sidecar")
+    (tmp_path / "x.core.json").mkdir()  # planted between the check and the placing
+    with pytest.raises(dumplib.DumpFailed):
+        finalize_all([(str(tmp_path / "t1"), str(tmp_path / "x.core")),
+                      (str(tmp_path / "t2"), str(tmp_path / "x.core.json"))], overwrite=True)
+    assert (tmp_path / "x.core").read_bytes() == b"old dump"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("t")) == ["x.core", "x.core.json"]
+    assert not [p for p in tmp_path.iterdir() if TEMP_RE.match(p.name)]
+    (tmp_path / "t1").write_bytes(b"new dump")
+    (tmp_path / "y.core.json").write_bytes(b"someone's")
+    with pytest.raises(dumplib.DumpExists):
+        finalize_all([(str(tmp_path / "t1"), str(tmp_path / "y.core")),
+                      (str(tmp_path / "t2"), str(tmp_path / "y.core.json"))], overwrite=False)
+    assert not (tmp_path / "y.core").exists() and (tmp_path / "y.core.json").read_bytes() == b"someone's"
+
+
+def test_retention_spares_hash_matching_copies_that_are_not_ours(ctarget, outdir, tmp_path):
+    _need_root()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real = dumplib.create_dump(ctarget.pid, elsewhere / "real.core", "triage")
+    side = json.loads(open(real.sidecar).read())
+    # Another user's exact copy, with a sidecar that matches it byte for byte.
+    copy = outdir / "alice.core"
+    copy.write_bytes(open(real.path, "rb").read())
+    os.chown(copy, NOBODY, NOBODY)
+    (outdir / "alice.core.json").write_text(json.dumps(dict(side, dump="alice.core", finished_at="2000")))
+    # A link to a real dump of ours, with a matching sidecar.
+    (outdir / "link.core").symlink_to(real.path)
+    (outdir / "link.core.json").write_text(json.dumps(dict(side, dump="link.core", finished_at="2000")))
+    dumplib.create_dump(ctarget.pid, outdir / "a.core", "triage")
+    newest = dumplib.create_dump(ctarget.pid, outdir / "b.core", "triage", keep=1)
+    assert copy.exists() and os.path.islink(outdir / "link.core") and os.path.exists(real.path)
+    assert not (outdir / "a.core").exists() and any("a.core" in w for w in newest.warnings)
+
+
+def test_a_symlink_at_the_sidecars_temporary_name_is_never_followed(ctarget, shared_dir, victim, monkeypatch):
+    target, before = victim
+    planted = shared_dir / ".dumplib-00000000000000aa.tmp"
+    planted.symlink_to(target)
+    real_temp_path = output_module.temp_path
+    calls = []
+
+    def second_is_planted(directory: str) -> str:
+        calls.append(directory)
+        return str(planted) if len(calls) == 2 else real_temp_path(directory)
+
+    monkeypatch.setattr(output_module, "temp_path", second_is_planted)
+    monkeypatch.setattr(_outputs, "temp_path", second_is_planted)
+    with pytest.raises(dumplib.DumpError):
+        dumplib.create_dump(ctarget.pid, shared_dir / "x.core", "mini")
+    assert len(calls) == 2 and _fingerprint(target) == before and os.path.islink(planted)
+    assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
+
+
+def test_a_live_dump_keeps_its_temporary_while_another_dumplib_cleans_the_directory(target_exe, outdir):
+    with run_target([str(target_exe), "--heap", "1024"]) as big:
+        slow = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(big.pid), str(outdir / "big.core"),
+                                 "-k", "full", "--min-free", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not leftovers(outdir):
+            time.sleep(0.005)
+        assert leftovers(outdir), "the slow dump never started"
+        with run_target([str(target_exe)]) as small:
+            r = dumplib.create_dump(small.pid, outdir / "small.core", "triage")
+        assert not any("stale" in w for w in r.warnings)
+        out, err = slow.communicate(timeout=120)
+        assert slow.returncode == 0, err
+        assert os.path.getsize(outdir / "big.core") > (1 << 30)
+
+
+def test_an_existing_sidecar_is_refused_before_the_target_is_stopped(target_exe, outdir):
+    with run_target([str(target_exe), "--heap", "1024", "--ticker"]) as t:
+        full = dumplib.create_dump(t.pid, outdir / "first.core", "full", sidecar=False, min_free=0)
+        assert full.stopped_seconds > 0.1
+        (outdir / "app.core.json").write_text("{}")
+        t.ask("gap")
+        with pytest.raises(dumplib.DumpExists):
+            dumplib.create_dump(t.pid, outdir / "app.core", "full", min_free=0)
+        gap_seconds = int(t.ask("gap")) / 1e6
+        assert gap_seconds < full.stopped_seconds / 2, (gap_seconds, full.stopped_seconds)
+
+
+def test_stdout_appended_to_a_file_keeps_what_it_held(target_exe, tmp_path):
+    with tmpfs(tmp_path / "vol", "64M") as vol, run_target([str(target_exe), "--heap", "100"]) as t:
+        log = vol / "app.log"
+        log.write_bytes(b"earlier lines\n")
+        os.chmod(log, 0o600)
+        with open(log, "ab") as out:
+            cut = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full",
+                                  "--no-space-check"], stdout=out, stderr=subprocess.PIPE, text=True)
+        assert cut.returncode == 8 and log.read_bytes() == b"earlier lines\n", cut.stderr
+        assert "holds its 14 bytes from before again" in cut.stderr
+        with open(log, "ab") as out:
+            ok = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "triage",
+                                 "--min-free", "0"], stdout=out, stderr=subprocess.PIPE, text=True)
+        assert ok.returncode == 0, ok.stderr
+        data = log.read_bytes()
+        assert data.startswith(b"earlier lines\n\x7fELF")
+        # 1<> (read-write at offset 0) over content would mix the dump with it: refused.
+        with open(log, "r+b") as out:
+            mixed = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "triage",
+                                    "--min-free", "0"], stdout=out, stderr=subprocess.PIPE, text=True)
+        assert mixed.returncode == 7 and log.read_bytes() == data, mixed.stderr
+
+
+def test_stdout_to_another_users_world_readable_file_is_refused(ctarget, shared_dir):
+    _need_root()
+    dest = shared_dir / "out.core"
+    dest.write_bytes(b"")
+    os.chown(dest, NOBODY, NOBODY)
+    os.chmod(dest, 0o666)
+    with open(dest, "wb") as out:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(ctarget.pid), "-", "-k", "triage",
+                               "--min-free", "0"], stdout=out, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 7 and "readable by others" in done.stderr and dest.stat().st_size == 0

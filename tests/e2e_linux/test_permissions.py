@@ -46,7 +46,7 @@ def shared(target_exe) -> Iterator[Path]:
         for path in [root, *root.rglob("*")]:
             mode = path.stat().st_mode
             path.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if mode & (stat.S_IXUSR | stat.S_IFDIR) else 0))
-        (root / "out").chmod(0o777)
+        (root / "out").chmod(0o1777)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
