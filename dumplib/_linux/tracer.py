@@ -141,7 +141,7 @@ class StoppedProcess:
 
     def alive(self) -> bool:
         try:
-            with open(f"/proc/{self.pid}/stat") as f:
+            with open(f"/proc/{self.pid}/stat", errors="surrogateescape") as f:  # comm may be any bytes
                 return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
         except OSError:
             return False
@@ -215,7 +215,7 @@ def _proc_owner(pid: int) -> Optional[int]:
 
 def traced_refusal(pid: int, tracer: int) -> TargetRefused:
     try:
-        with open(f"/proc/{tracer}/comm") as f:
+        with open(f"/proc/{tracer}/comm", errors="backslashreplace") as f:  # shown to people, escaped
             name = f.read().strip()
     except OSError:
         name = "?"
@@ -231,7 +231,7 @@ def traced_refusal(pid: int, tracer: int) -> TargetRefused:
 def read_status(pid: int) -> Dict[str, str]:
     out: Dict[str, str] = {}
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/status", errors="surrogateescape") as f:  # Name: may be any bytes
             for line in f:
                 key, _, value = line.partition(":")
                 out[key] = value.strip()
