@@ -95,7 +95,8 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
 
 
 def _target(text: str) -> "int | str":
-    return int(text) if text.isdigit() else text
+    # ASCII digits only: str.isdigit() is also true for "²" and "٣", which are names, not pids.
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _flags(text: Optional[str]) -> Optional[int]:
