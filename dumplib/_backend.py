@@ -73,16 +73,21 @@ class Backend(abc.ABC):
         plan: Plan,
         temp_path: str,
         *,
-        comment: str,
+        comment: Optional[str],
+        signature: str,
         tick: Optional[Tick],
     ) -> WriteReport:
-        """Create *temp_path* exclusively (owner-only) and write the dump into it, calling *tick* as it grows."""
+        """Create *temp_path* exclusively (owner-only) and write the dump into it, calling *tick* as it grows.
+
+        *comment* is the user's text (or None); *signature* is dumplib's own record (JSON: tool,
+        version, kind, flags), stored apart from the comment so no comment can pass for it."""
 
     @abc.abstractmethod
     def open_private(self, path: str) -> int:
         """Create *path* exclusively, readable by its owner only, and return an OS file descriptor for writing."""
 
-    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: str, tick: Optional[Tick]) -> WriteReport:
+    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
+                     tick: Optional[Tick]) -> WriteReport:
         """Write the dump in file order through *write* (only where ``streams`` is true)."""
         raise NotImplementedError(f"the {self.name} backend needs a seekable file")
 
@@ -93,6 +98,11 @@ class Backend(abc.ABC):
     def verify_stream(self, plan: Plan, size: int) -> None:
         """Check a dump sent through write_stream (which cannot be read back) from what the writer kept."""
         raise NotImplementedError(f"the {self.name} backend does not stream")
+
+    def release(self, target: ProcessInfo) -> None:
+        """Let go of whatever the backend holds on *target* (a process handle, a pidfd) since check_target.
+
+        The pipeline calls it exactly once per check_target, in a finally, whatever happened."""
 
 
 _cached: Optional[Backend] = None

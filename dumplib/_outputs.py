@@ -54,7 +54,8 @@ class Output(abc.ABC):
         """(directory, bytes, what) this output will put on disk for a dump estimated at *estimate* raw bytes."""
 
     @abc.abstractmethod
-    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         """Write, verify and put the dump in place; on any exception leave nothing behind."""
 
     def watched(self) -> List[str]:
@@ -70,12 +71,13 @@ class PlainFile(Output):
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return [(self.dest.directory, estimate, THE_DUMP)]
 
-    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         # A writer that goes in file order can be hashed as it writes (see _follow.py).
         hasher = FollowingHasher(self.dest.temp) if self.want_sha256 and backend.streams else None
         sha = None
         try:
-            report = backend.write(plan, self.dest.temp, comment=comment, tick=tick)
+            report = backend.write(plan, self.dest.temp, comment=comment, signature=signature, tick=tick)
             size = os.stat(self.dest.temp).st_size
             backend.verify(self.dest.temp, plan)
             if hasher is not None:
@@ -99,12 +101,13 @@ class CompressedFile(Output):
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return [(self.dest.directory, int(estimate * ASSUMED_RATIO), "the compressed dump, assumed at most half the raw size")]
 
-    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         try:
             fd = backend.open_private(self.dest.temp)
             try:
                 out = CompressingWriter(fd, self.codec, self.level)
-                report = backend.write_stream(plan, out.write, comment=comment, tick=tick)
+                report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
                 out.close()
             finally:
                 os.close(fd)
@@ -147,9 +150,10 @@ class Stdout(Output):
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return []
 
-    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         out = CompressingWriter(self.fd, self.codec, self.level)
-        report = backend.write_stream(plan, out.write, comment=comment, tick=tick)
+        report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
         out.close()
         backend.verify_stream(plan, out.raw_bytes)
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
@@ -172,10 +176,11 @@ class RawThenCompress(Output):
     def needs(self, estimate: int) -> List[Tuple[str, int, str]]:
         return [(self.scratch, estimate, "the raw dump before compression")] + self.target.needs(estimate)
 
-    def write(self, backend: Backend, plan: Plan, comment: str, tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> Tuple[WriteReport, Stored]:
         remove_stale_temps(self.scratch)
         try:
-            report = backend.write(plan, self.raw, comment=comment, tick=tick)
+            report = backend.write(plan, self.raw, comment=comment, signature=signature, tick=tick)
             backend.verify(self.raw, plan)
             stored = self.target.take_raw(backend, self.raw, tick)
         finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import tempfile
 import time
@@ -33,7 +34,10 @@ def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flag
     mask = backend.normalise_flags(kind, flags)
     proc = resolve_target(target, backend)
     backend.check_target(proc)
-    plan = backend.plan(proc, kind, mask)
+    try:
+        plan = backend.plan(proc, kind, mask)
+    finally:
+        backend.release(proc)
     assert plan.estimate is not None
     return plan.estimate
 
@@ -85,6 +89,18 @@ def create_dump(
     mask = backend.normalise_flags(kind, flags)
     proc = resolve_target(target, backend)
     backend.check_target(proc)
+    try:
+        return _create(backend, proc, path, kind, mask, flags, overwrite, comment, progress, min_free, space_check,
+                       fit, sidecar, keep, max_total, codec, started, started_at)
+    finally:
+        backend.release(proc)
+
+
+def _create(backend: Backend, proc: ProcessInfo, path: Optional[PathLike], kind: DumpKind, mask: Optional[int],
+            flags: Optional[int], overwrite: bool, comment: Optional[str], progress: Optional[ProgressCallback],
+            min_free: Optional[int], space_check: bool, fit: bool, sidecar: bool, keep: Optional[int],
+            max_total: Optional[int], codec: Optional[Tuple[str, int]], started: float,
+            started_at: datetime.datetime) -> DumpResult:
     to_stdout = _is_stdout(path)
     warnings: List[str] = []
     output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, sidecar, warnings)
@@ -97,7 +113,7 @@ def create_dump(
         warnings.append("the free-space check is off: this dump may fill the disk")
     watchdogs = [SpaceGuard(d, min_free).watchdog(output.where) for d in output.watched()] if space_check else []
     tick = combine(throttled_progress(progress) if progress else None, *watchdogs)
-    report, stored = output.write(backend, plan, _comment_text(plan.kind, plan.flags, comment), tick)
+    report, stored = output.write(backend, plan, comment, signature_text(plan.kind, plan.flags), tick)
     disk_bytes = None
     if stored.path != "-":
         blocks = getattr(os.stat(stored.path), "st_blocks", None)
@@ -190,8 +206,7 @@ def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:
     return dataclasses.replace(result, warnings=result.warnings + tuple(extra))
 
 
-def _comment_text(kind: DumpKind, flags: Optional[int], comment: Optional[str]) -> str:
-    """The comment stored in the dump: the user's text, then what wrote it and how."""
-    mask = "kind rules" if flags is None else f"0x{flags:X}"
-    signature = f"dumplib {__version__}; kind={kind.value}; flags={mask}"
-    return f"{comment}\n{signature}" if comment else signature
+def signature_text(kind: DumpKind, flags: Optional[int]) -> str:
+    """dumplib's own record stored in the dump, apart from the user's comment: what wrote it and how."""
+    return json.dumps({"tool": "dumplib", "version": __version__, "kind": kind.value, "flags": flags},
+                      separators=(",", ":"))

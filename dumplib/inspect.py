@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from typing import Any, Dict, List, Optional
@@ -63,37 +64,49 @@ def info(path: str) -> DumpInfo:
     raise InvalidDumpFile(f"{path} is {what} that is neither a minidump nor an ELF core", path=path)
 
 
-def _signature(comment: Optional[str]) -> Dict[str, Any]:
-    m = _SIGNATURE.search(comment or "")
+def _signature(record: Optional[str]) -> Dict[str, Any]:
+    """kind and flags from dumplib's signature record (JSON), or from the older one-line form."""
+    try:
+        data = json.loads(record or "")
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("tool") == "dumplib":
+        flags = data.get("flags")
+        return {"kind": data.get("kind"), "flags": flags if isinstance(flags, int) else None}
+    m = _SIGNATURE.search(record or "")
     if not m:
         return {"kind": None, "flags": None}
     return {"kind": m.group(2), "flags": None if m.group(3) == "kind rules" else int(m.group(3), 16)}
 
 
-def _user_comment(comment: Optional[str]) -> Optional[str]:
+def _split_comment_stream(comment: Optional[str]) -> "tuple[Optional[str], Optional[str]]":
+    """(user comment, signature) from a minidump's comment stream, where the signature is the last line."""
     if comment is None:
-        return None
-    text = _SIGNATURE.sub("", comment).strip()
-    return text or None
+        return None, None
+    text, _, last = comment.rpartition("\n")
+    if last.startswith('{"tool":"dumplib"') or _SIGNATURE.search(last):
+        return (text.strip() or None), last
+    return (comment.strip() or None), None
 
 
 def _from_minidump(d: minidump.Minidump, stored: int) -> DumpInfo:
-    sig = _signature(d.comment)
+    user_comment, record = _split_comment_stream(d.comment)
+    sig = _signature(record)
     return DumpInfo(
         path=d.path, format="minidump", file_size=d.file_size, pid=d.pid,
         process=d.modules[0].name if d.modules else None, kind=sig["kind"],
         flags=d.flags if sig["flags"] is None else sig["flags"], threads=len(d.threads),
         modules=[m.path for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
-        comment=_user_comment(d.comment), complete=d.complete, problems=list(d.problems),
+        comment=user_comment, complete=d.complete, problems=list(d.problems),
         compression=d.compression, stored_size=stored,
     )
 
 
 def _from_core(c: elfcore.ElfCore, stored: int) -> DumpInfo:
-    sig = _signature(c.comment)
+    sig = _signature(c.signature)
     return DumpInfo(
         path=c.path, format="elf-core", file_size=c.file_size, pid=c.pid, process=c.command, kind=sig["kind"],
         flags=sig["flags"], threads=len(c.threads), modules=c.files, memory_ranges=len(c.loads),
-        memory_bytes=c.memory_bytes, comment=_user_comment(c.comment), complete=c.complete,
+        memory_bytes=c.memory_bytes, comment=c.comment, complete=c.complete,
         problems=list(c.problems), compression=c.compression, stored_size=stored,
     )

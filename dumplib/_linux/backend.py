@@ -105,20 +105,23 @@ class LinuxBackend(Backend):
 
     streams = True
 
-    def write(self, plan: Plan, temp_path: str, *, comment: str, tick: Optional[Tick]) -> WriteReport:
+    def write(self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> WriteReport:
         fd = self.open_private(temp_path)
         try:
-            return self._write_core(plan, FileSink(fd), comment, tick, temp_path)
+            return self._write_core(plan, FileSink(fd), comment, signature, tick, temp_path)
         finally:
             os.close(fd)
 
     def open_private(self, path: str) -> int:
         return _create_exclusive(path)
 
-    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: str, tick: Optional[Tick]) -> WriteReport:
-        return self._write_core(plan, StreamSink(write), comment, tick, "the output stream")
+    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
+                     tick: Optional[Tick]) -> WriteReport:
+        return self._write_core(plan, StreamSink(write), comment, signature, tick, "the output stream")
 
-    def _write_core(self, plan: Plan, sink: Any, comment: str, tick: Optional[Tick], where: str) -> WriteReport:
+    def _write_core(self, plan: Plan, sink: Any, comment: Optional[str], signature: str, tick: Optional[Tick],
+                    where: str) -> WriteReport:
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go."""
         pid = plan.target.pid
         try:
@@ -127,7 +130,7 @@ class LinuxBackend(Backend):
                 regions = _smaps(pid)
                 segments = self._select(pid, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
-                note_bytes = _notes(pid, threads, regions, comment)
+                note_bytes = _notes(pid, threads, regions, comment, signature)
                 # Memory not taken gets no PT_LOAD at all: gdb reads a p_filesz-0 segment as zeros,
                 # which would pass for real data. Absent, it says "Cannot access memory".
                 segments = [s for s in segments if s.dump_start == s.start]
@@ -187,7 +190,8 @@ def check_core(core: elfcore.ElfCore, pid: int, threads: int) -> elfcore.ElfCore
     return core
 
 
-def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: str) -> bytes:
+def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: Optional[str],
+           signature: str) -> bytes:
     stat = _stat_fields(pid)
     status = read_status(pid)
     uid = int(status.get("Uid", "0").split()[0])
@@ -196,7 +200,10 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     comm = _read_proc(pid, "comm").rstrip(b"\n")  # any bytes a process set with PR_SET_NAME
     psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(pid, "cmdline"), comm)
     body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(pid, "auxv"), regions=regions)
-    return body + notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8"))
+    body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature.encode("utf-8"))
+    if comment:
+        body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8", "surrogateescape"))
+    return body
 
 
 def _leader_first(pid: int, threads: Dict[int, ThreadState]) -> List[ThreadState]:

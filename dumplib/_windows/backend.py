@@ -59,7 +59,7 @@ class WindowsBackend(Backend):
         return Plan(target=target, kind=kind, flags=mask, estimate=estimate)
 
     def write(
-        self, plan: Plan, temp_path: str, *, comment: str, tick: Optional[Tick]
+        self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str, tick: Optional[Tick]
     ) -> WriteReport:
         pid, mask = plan.target.pid, plan.flags or 0
         access = kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ
@@ -70,7 +70,7 @@ class WindowsBackend(Backend):
         with wrappers.handle_closing(process):
             file = wrappers.create_new_file(temp_path)
             with wrappers.handle_closing(file), _Monitor(file, tick) as monitor:
-                used = _write_dump(process, pid, file, mask, comment, report.warnings, monitor)
+                used = _write_dump(process, pid, file, mask, _comment_stream(comment, signature), report.warnings, monitor)
                 monitor.raise_if_abandoned()
                 kernel32.FlushFileBuffers(file)
             if used != mask:
@@ -152,6 +152,11 @@ def _open_with_debug_privilege(pid: int, access: int) -> int:
             code=ERROR_ACCESS_DENIED,
             debug_privilege=held,
         ) from None
+
+
+def _comment_stream(comment: Optional[str], signature: str) -> str:
+    """CommentStreamW: the user's text, then dumplib's signature record on its own last line."""
+    return f"{comment}\n{signature}" if comment else signature
 
 
 def _write_dump(

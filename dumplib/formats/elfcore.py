@@ -21,6 +21,8 @@ NT_AUXV = 6
 NT_FILE = 0x46494C45
 #: dumplib's own note (owner "DUMPLIB"): the comment text, UTF-8. Debuggers ignore unknown owners.
 NT_DUMPLIB_COMMENT = 0x444D5043  # "DMPC": distinct from every CORE/LINUX note type
+#: dumplib's signature (owner "DUMPLIB"): JSON {tool, version, kind, flags}, apart from the user's comment.
+NT_DUMPLIB_SIGNATURE = 0x444D5053  # "DMPS"
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -84,6 +86,7 @@ class ElfCore:
     pid: Optional[int] = None
     command: Optional[str] = None
     comment: Optional[str] = None
+    signature: Optional[str] = None
     files: List[str] = dataclasses.field(default_factory=list)
     #: ``"gzip"``/``"zstd"`` when the file on disk is compressed (sizes and offsets are of the content).
     compression: Optional[str] = None
@@ -206,3 +209,5 @@ def _interpret(core: ElfCore, owner: str, ntype: int, desc: bytes) -> None:
         core.files = sorted({n.decode("utf-8", "replace") for n in names if n})
     elif owner == "DUMPLIB" and ntype == NT_DUMPLIB_COMMENT:
         core.comment = desc.decode("utf-8", "replace")
+    elif owner == "DUMPLIB" and ntype == NT_DUMPLIB_SIGNATURE:
+        core.signature = desc.decode("utf-8", "replace")

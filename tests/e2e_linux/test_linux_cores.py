@@ -36,7 +36,8 @@ def test_full_core_has_every_thread_backtrace_marker_and_libraries(ctarget, targ
     assert "libc.so.6" in out
     core = read_elfcore(result.path)
     assert core.complete and core.pid == ctarget.pid and len(core.threads) == ctarget.threads
-    assert core.comment.startswith("case 7\n") and "kind=full" in core.comment
+    assert core.comment == "case 7"
+    assert json.loads(core.signature) == {"tool": "dumplib", "version": dumplib.__version__, "kind": "full", "flags": None}
     ctarget.assert_running_untraced()
 
 

@@ -47,7 +47,7 @@ def test_full_dump_through_api_holds_marker_modules_threads_comment(rig, target,
     ours = read_minidump(str(dump))
     assert ours.complete and ours.pid == target.pid
     assert ours.flags == windows_mask(DumpKind.FULL)  # the header records the mask asked for
-    assert ours.comment.startswith("incident 42\n") and "dumplib" in ours.comment and "kind=full" in ours.comment
+    assert ours.comment.startswith("incident 42\n") and "dumplib" in ours.comment and '"kind":"full"' in ours.comment
     assert ours.read_memory(target.address, len(target.marker)) == target.marker
     assert leftovers(outdir) == []
 
