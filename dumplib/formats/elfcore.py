@@ -29,6 +29,7 @@ NT_DUMPLIB_SIGNATURE = 0x444D5053  # "DMPS"
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
+_NHDR = struct.Struct("<III")
 _IDENT = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little-endian, version 1, SYSV
 
 
@@ -123,18 +124,15 @@ class _Notes(Sequence[Note]):
     """Note headers packed four integers each; owners are kept once."""
 
     def __init__(self) -> None:
-        self._cols = array.array("Q")
+        self.cols = array.array("Q")  # owner index, type, descriptor offset, descriptor size
         self._owners: List[str] = []
-        self._owner_index: Dict[str, int] = {}
 
-    def add(self, owner: str, ntype: int, offset: int, size: int) -> None:
-        index = self._owner_index.setdefault(owner, len(self._owners))
-        if index == len(self._owners):
-            self._owners.append(owner)
-        self._cols.extend((index, ntype, offset, size))
+    def owner_index(self, owner: str) -> int:
+        self._owners.append(owner)
+        return len(self._owners) - 1
 
     def __len__(self) -> int:
-        return len(self._cols) // 4
+        return len(self.cols) // 4
 
     @overload
     def __getitem__(self, i: int) -> Note: ...
@@ -147,11 +145,11 @@ class _Notes(Sequence[Note]):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        owner, ntype, offset, size = self._cols[4 * i : 4 * i + 4]
+        owner, ntype, offset, size = self.cols[4 * i : 4 * i + 4]
         return Note(self._owners[owner], ntype, offset, size)
 
     def types(self) -> List[int]:
-        return list(self._cols[1::4])
+        return list(self.cols[1::4])
 
 
 @dataclasses.dataclass
@@ -345,28 +343,34 @@ def _parse_notes(f: BinaryIO, core: ElfCore, size: int, offset: int, length: int
     notes = core.notes
     assert isinstance(notes, _Notes)
     reader = _Forward(f, offset)
-    owners: Dict[bytes, str] = {}
+    owners: Dict[bytes, int] = {}  # owner bytes -> index in notes' owner table
+    interesting = (b"CORE", b"DUMPLIB")
     pos = offset
+    # The loop runs once per note (up to MAX_NOTES): it reads from the window's buffer directly.
     while pos + 12 <= end:
         if budget[0] <= 0:
             core.problems.append(f"more than {MAX_NOTES} notes; the rest were not read")
             return
         budget[0] -= 1
-        namesz, descsz, ntype = struct.unpack("<III", reader.get(pos, 12))
-        name_at = pos + 12
-        desc_at = name_at + namesz + (-namesz % 4)
+        i = pos - reader.at
+        if i < 0 or i + 12 + MAX_OWNER_BYTES > len(reader.buf):
+            reader.get(pos, min(12 + MAX_OWNER_BYTES, end - pos))
+            i = 0
+        namesz, descsz, ntype = _NHDR.unpack_from(reader.buf, i)
         if namesz > MAX_OWNER_BYTES:
             core.problems.append(f"a note at {pos} has a {namesz}-byte owner name; the notes after it were not read")
             return
+        desc_at = pos + 12 + namesz + (-namesz % 4)
         if desc_at + descsz > end:
             core.problems.append("a note runs past the end of the notes segment")
             return
-        raw_owner = reader.get(name_at, namesz).rstrip(b"\0")
-        owner = owners.get(raw_owner)
-        if owner is None:
-            owner = owners[raw_owner] = printable(raw_owner)
-        notes.add(owner, ntype, desc_at, descsz)
-        _interpret(core, reader, raw_owner, ntype, desc_at, descsz)
+        raw_owner = reader.buf[i + 12 : i + 12 + namesz].rstrip(b"\0")
+        index = owners.get(raw_owner)
+        if index is None:
+            index = owners[raw_owner] = notes.owner_index(printable(raw_owner))
+        notes.cols.extend((index, ntype, desc_at, descsz))
+        if raw_owner in interesting:
+            _interpret(core, reader, raw_owner, ntype, desc_at, descsz)
         pos = desc_at + descsz + (-descsz % 4)
 
 
