@@ -267,7 +267,10 @@ def _parse(f: BinaryIO, path: str, size: int) -> ElfCore:
         del note_ranges[MAX_NOTE_SEGMENTS:]
     budget = [MAX_NOTES]
     for offset, length in note_ranges:
-        _parse_notes(f, core, size, offset, length, budget)
+        try:
+            _parse_notes(f, core, size, offset, length, budget)
+        except struct.error:  # the file ended before what its headers promised (a head cut short)
+            core.problems.append(f"the notes at {offset} are cut short")
     if not note_ranges:
         core.problems.append("no PT_NOTE segment")
     # A core without a thread has nothing a debugger can show; without NT_PRPSINFO the leader's
@@ -286,7 +289,7 @@ def _program_headers(f: BinaryIO, core: ElfCore, phoff: int, phnum: int) -> List
     size = core.file_size
     note_ranges: List[Tuple[int, int]] = []
     past_end, first_past = 0, ""
-    per_chunk = _CHUNK // _PHDR.size
+    per_chunk = max(1, _CHUNK // _PHDR.size)
     f.seek(phoff)
     for first in range(0, phnum, per_chunk):
         raw = f.read(min(per_chunk, phnum - first) * _PHDR.size)
@@ -355,7 +358,7 @@ def _parse_notes(f: BinaryIO, core: ElfCore, size: int, offset: int, length: int
         i = pos - reader.at
         if i < 0 or i + 12 + MAX_OWNER_BYTES > len(reader.buf):
             reader.get(pos, min(12 + MAX_OWNER_BYTES, end - pos))
-            i = 0
+            i = pos - reader.at
         namesz, descsz, ntype = _NHDR.unpack_from(reader.buf, i)
         if namesz > MAX_OWNER_BYTES:
             core.problems.append(f"a note at {pos} has a {namesz}-byte owner name; the notes after it were not read")
