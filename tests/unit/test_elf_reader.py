@@ -103,3 +103,17 @@ def test_the_note_writer_keeps_the_kernels_bytes():
     region = maps.Region(start=0x1000, end=0x2000, perms="r--p", offset=0, inode=7, path=path)
     table = notes.nt_file([region])
     assert table.endswith(b"/tmp/map-\xff\xfe.bin\0")
+
+
+def test_an_owner_name_across_a_window_edge_is_read_whole(tmp_path, monkeypatch):
+    # 28-byte notes from a window's start: the tenth has its header inside the window, its owner past it.
+    monkeypatch.setattr(elfcore, "_CHUNK", 7)
+    core = _read(tmp_path, ec.core([ec.note(b"LONG-OWNER-X", 99, b"") for _ in range(12)] + [ec.prstatus(3)]))
+    assert [n.owner for n in core.notes] == ["LONG-OWNER-X"] * 12 + ["CORE"] and core.threads == [3]
+
+
+def test_a_last_file_name_without_its_terminator_is_still_listed(tmp_path):
+    table = ec.nt_file([(0, 4096, b"/a"), (4096, 8192, b"/b")])
+    unterminated = ec.note(b"CORE", ec.NT_FILE, table[20:].rstrip(b"\0"))  # desc after the 20-byte head
+    core = _read(tmp_path, ec.core([ec.prstatus(1), unterminated]))
+    assert core.files == ["/a", "/b"]
