@@ -115,11 +115,12 @@ def _by_name(target: str, backend: Backend) -> ProcessInfo:
 
 
 def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Set[int]:
-    """This process and the unbroken line of ancestors that are the same program as it.
+    """This process and the unbroken line of ancestors that are the same program as it: the same name,
+    or the same executable under another name (``python3`` started by a ``python`` that forked).
 
     A venv's ``python.exe`` on Windows is a redirector whose child is the real interpreter, and a wrapper
     may fork the program it wraps: neither is what a user means by "the other python". The line stops at
-    the first ancestor of another name (a shell, a service manager), which is a real candidate.
+    the first ancestor that is another program (a shell, a service manager), which is a real candidate.
     """
     me = os.getpid()
     chain = {me}
@@ -129,20 +130,26 @@ def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Se
             ours = psutil.Process(me).name()
         except (psutil.Error, OSError):
             return chain
-    key = _name_key(ours, windows)
+    key, exe = _name_key(ours, windows), _exe(me)
     pid = me
     for _ in range(depth):
         try:
             pid = psutil.Process(pid).ppid()
         except (psutil.Error, OSError):
             break
-        if pid <= 0 or pid in chain:
+        if pid <= 0 or pid in chain or pid not in table:
             break
-        name = table.get(pid)
-        if name is None or _name_key(name, windows) != key:
+        if _name_key(table[pid], windows) != key and (exe is None or _exe(pid) != exe):
             break
         chain.add(pid)
     return chain
+
+
+def _exe(pid: int) -> Optional[str]:
+    try:
+        return os.path.realpath(psutil.Process(pid).exe()) or None
+    except (psutil.Error, OSError):
+        return None
 
 
 def processes(filter: Optional[str] = None) -> List[ProcessInfo]:

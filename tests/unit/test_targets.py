@@ -117,6 +117,14 @@ def test_a_name_never_matches_the_caller_or_its_launcher(tmp_path):
 
 
 @linux_only
+def test_a_launcher_of_another_name_running_the_same_executable_is_not_a_candidate(tmp_path):
+    launcher, real = _named_interpreter(tmp_path), _named_interpreter(tmp_path)
+    # `python` forking `python3.11`: the same program under two names; asked for the launcher's name.
+    got = _resolve_from([str(launcher), "-c", LAUNCHER, str(real), "-c", RESOLVER, launcher.name])
+    assert "error" in got and "no process matches" in str(got["error"]), got
+
+
+@linux_only
 def test_the_other_process_of_that_name_is_found_past_the_launcher_chain(tmp_path):
     exe = _named_interpreter(tmp_path)
     other = subprocess.Popen([str(exe), "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
