@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_CODES = {
     dumplib.InvalidKind: EXIT_USAGE,
     dumplib.InvalidCompression: EXIT_USAGE,
+    dumplib.InvalidArgument: EXIT_USAGE,
     dumplib.ProcessNotFound: 3,
     dumplib.AmbiguousProcess: 4,
     dumplib.AccessDenied: 5,

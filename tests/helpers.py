@@ -27,12 +27,12 @@ def leftovers(directory: "os.PathLike[str] | str") -> List[str]:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+def tmpfs(path: Path, size: str, *, read_only: bool = False, options: str = "") -> Iterator[Path]:
     """A real tmpfs volume of *size* mounted at *path* for the duration (root only; skipped otherwise)."""
     if os.geteuid() != 0:
         pytest.skip("NOT RUN: mounting a tmpfs volume needs root")
     path.mkdir()
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "") + (f",{options}" if options else "")
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
     try:
         yield path

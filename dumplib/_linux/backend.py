@@ -215,6 +215,10 @@ def _create_exclusive(path: str) -> int:
     try:
         return os.open(path, flags, 0o600)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
+                             " written. Free space or dump to another volume", errno=exc.errno,
+                             reason="disk-full") from None
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
 
 
