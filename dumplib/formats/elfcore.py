@@ -5,7 +5,7 @@ import array
 import dataclasses
 import io
 import struct
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union, overload
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union, overload
 
 from .._text import printable
 from ..compression import open_content, open_dump
@@ -94,58 +94,58 @@ _MACHINES = {3: "i386", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390", 
              62: "x86-64", 183: "AArch64", 243: "RISC-V", 258: "LoongArch"}
 
 
-class _Loads(Sequence[Load]):
-    """PT_LOAD headers packed five integers each (a Load object apiece would cost ~200 bytes)."""
+_T = TypeVar("_T")
+
+
+class _Packed(Sequence[_T]):
+    """Records of *width* unsigned integers packed in one array: a million of them cost 8 bytes a field,
+    not the ~200 bytes of an object each."""
+
+    width = 1
 
     def __init__(self) -> None:
-        self._cols = array.array("Q")
-
-    def add(self, vaddr: int, memsz: int, offset: int, filesz: int, flags: int) -> None:
-        self._cols.extend((vaddr, memsz, offset, filesz, flags))
+        self.cols = array.array("Q")
 
     def __len__(self) -> int:
-        return len(self._cols) // 5
+        return len(self.cols) // self.width
+
+    def _record(self, fields: Sequence[int]) -> _T:
+        raise NotImplementedError
 
     @overload
-    def __getitem__(self, i: int) -> Load: ...
+    def __getitem__(self, i: int) -> _T: ...
     @overload
-    def __getitem__(self, i: slice) -> List[Load]: ...
-    def __getitem__(self, i: Union[int, slice]) -> Union[Load, List[Load]]:
+    def __getitem__(self, i: slice) -> List[_T]: ...
+    def __getitem__(self, i: Union[int, slice]) -> Union[_T, List[_T]]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return Load(*self._cols[5 * i : 5 * i + 5])
+        return self._record(self.cols[self.width * i : self.width * (i + 1)])
 
 
-class _Notes(Sequence[Note]):
-    """Note headers packed four integers each; owners are kept once."""
+class _Loads(_Packed[Load]):
+    width = 5  # vaddr, memsz, offset, filesz, flags
+
+    def _record(self, fields: Sequence[int]) -> Load:
+        return Load(*fields)
+
+
+class _Notes(_Packed[Note]):
+    width = 4  # owner index, type, descriptor offset, descriptor size
 
     def __init__(self) -> None:
-        self.cols = array.array("Q")  # owner index, type, descriptor offset, descriptor size
+        super().__init__()
         self._owners: List[str] = []
 
     def owner_index(self, owner: str) -> int:
         self._owners.append(owner)
         return len(self._owners) - 1
 
-    def __len__(self) -> int:
-        return len(self.cols) // 4
-
-    @overload
-    def __getitem__(self, i: int) -> Note: ...
-    @overload
-    def __getitem__(self, i: slice) -> List[Note]: ...
-    def __getitem__(self, i: Union[int, slice]) -> Union[Note, List[Note]]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        owner, ntype, offset, size = self.cols[4 * i : 4 * i + 4]
+    def _record(self, fields: Sequence[int]) -> Note:
+        owner, ntype, offset, size = fields
         return Note(self._owners[owner], ntype, offset, size)
 
     def types(self) -> List[int]:
@@ -169,6 +169,7 @@ class ElfCore:
     files: List[str] = dataclasses.field(default_factory=list)
     #: ``"gzip"``/``"zstd"`` when the file on disk is compressed (sizes and offsets are of the content).
     compression: Optional[str] = None
+    #: Bytes of memory the PT_LOADs hold in the file (their p_filesz), summed as they are read.
     memory_bytes: int = 0
 
     @property
@@ -263,7 +264,7 @@ def _parse(f: BinaryIO, path: str, size: int) -> ElfCore:
         phnum = MAX_PROGRAM_HEADERS
     note_ranges = _program_headers(f, core, phoff, phnum)
     if len(note_ranges) > MAX_NOTE_SEGMENTS:
-        core.problems.append(f"{len(note_ranges)} PT_NOTE segments; only the first {MAX_NOTE_SEGMENTS} were read")
+        core.problems.append(f"more than {MAX_NOTE_SEGMENTS} PT_NOTE segments; only the first {MAX_NOTE_SEGMENTS} were read")
         del note_ranges[MAX_NOTE_SEGMENTS:]
     budget = [MAX_NOTES]
     for offset, length in note_ranges:
@@ -295,7 +296,7 @@ def _program_headers(f: BinaryIO, core: ElfCore, phoff: int, phnum: int) -> List
         raw = f.read(min(per_chunk, phnum - first) * _PHDR.size)
         for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in _PHDR.iter_unpack(raw[: len(raw) - len(raw) % _PHDR.size]):
             if ptype == PT_LOAD:
-                loads.add(vaddr, memsz, offset, filesz, flags)
+                loads.cols.extend((vaddr, memsz, offset, filesz, flags))
                 core.memory_bytes += filesz
                 if offset + filesz > size:
                     past_end += 1
