@@ -16,7 +16,7 @@ import dumplib
 from dumplib import ProcessNotFound, resolve_target
 
 REPO = str(Path(__file__).resolve().parents[2])
-ENV = {**os.environ, "PYTHONPATH": REPO}
+ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONIOENCODING": "utf-8"}  # a Windows console is not UTF-8
 
 # Prints what resolve_target(argv[1]) found, from inside the chain of processes under test.
 RESOLVER = (
@@ -31,8 +31,8 @@ LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dumplib_cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "dumplib_cli", *args], capture_output=True, encoding="utf-8",
+                          errors="replace", env=ENV, timeout=120)
 
 
 @pytest.fixture()
