@@ -38,8 +38,8 @@ def _info(pid: int, name: str) -> ProcessInfo:
 PID_LIMIT = 2**32 - 1
 
 
-def is_pid_text(text: str) -> bool:
-    """Whether *text* names a pid: ASCII digits only (``\u0663`` or ``\u00b2`` are digits to Python, not pids)."""
+def _is_pid_text(text: str) -> bool:
+    """Whether *text* names a pid: ASCII digits only ("\\u0663" and "\\u00b2" are digits to Python, not pids)."""
     return text.isascii() and text.isdigit()
 
 
@@ -48,14 +48,14 @@ def resolve_target(target: Target, backend: Optional[Backend] = None) -> Process
     matching exactly one process.
 
     Names compare case-insensitively and without ``.exe`` on Windows. A name never matches the calling
-    process, nor the launchers it was started by (a venv's ``python.exe`` redirector, a wrapper of the
-    same name), so ``dumplib dump python`` finds the *other* Python. A process whose name is not valid
+    process, nor the launchers it was started by that are the same program (a venv's ``python.exe``
+    redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is not valid
     UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
     """
     backend = backend or get_backend()
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise ProcessNotFound(target, f"target must be a pid (int) or a process name (str), not {target!r}")
-    if isinstance(target, str) and is_pid_text(target.strip()):
+    if isinstance(target, str) and _is_pid_text(target.strip()):
         target = int(target.strip())
     if isinstance(target, int):
         return _by_pid(target, backend)
