@@ -77,7 +77,8 @@ def _regular_head(path: str) -> "tuple[bytes, int]":
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidDumpFile(f"{path} is not a regular file ({_file_type(st.st_mode)}); a dump is a file", path=path)
+            raise InvalidDumpFile(f"{path} is not a regular file ({_file_type(st.st_mode)}); a dump is a file",
+                                  path=path)
         return os.read(fd, 4), st.st_size
     except OSError as exc:
         raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
@@ -141,8 +142,8 @@ def _from_minidump(d: minidump.Minidump, stored: int) -> DumpInfo:
         process=printable(d.modules[0].name) if d.modules else None, kind=sig["kind"],
         flags=d.flags if sig["flags"] is None else sig["flags"], threads=len(d.threads),
         modules=[printable(m.path) for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
-        comment=printable(user_comment) if user_comment is not None else None, complete=d.complete, problems=list(d.problems),
-        compression=d.compression, stored_size=stored,
+        comment=printable(user_comment) if user_comment is not None else None, complete=d.complete,
+        problems=list(d.problems), compression=d.compression, stored_size=stored,
     )
 
 

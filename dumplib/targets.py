@@ -49,8 +49,8 @@ def resolve_target(target: Target, backend: Optional[Backend] = None) -> Process
 
     Names compare case-insensitively and without ``.exe`` on Windows. A name never matches the calling
     process, nor the launchers it was started by that are the same program (a venv's ``python.exe``
-    redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is not valid
-    UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
+    redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is
+    not valid UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
     """
     backend = backend or get_backend()
     if isinstance(target, bool) or not isinstance(target, (int, str)):

@@ -264,7 +264,8 @@ def _parse(f: BinaryIO, path: str, size: int) -> ElfCore:
         phnum = MAX_PROGRAM_HEADERS
     note_ranges = _program_headers(f, core, phoff, phnum)
     if len(note_ranges) > MAX_NOTE_SEGMENTS:
-        core.problems.append(f"more than {MAX_NOTE_SEGMENTS} PT_NOTE segments; only the first {MAX_NOTE_SEGMENTS} were read")
+        core.problems.append(f"more than {MAX_NOTE_SEGMENTS} PT_NOTE segments; only the first"
+                             f" {MAX_NOTE_SEGMENTS} were read")
         del note_ranges[MAX_NOTE_SEGMENTS:]
     budget = [MAX_NOTES]
     for offset, length in note_ranges:
@@ -294,7 +295,8 @@ def _program_headers(f: BinaryIO, core: ElfCore, phoff: int, phnum: int) -> List
     f.seek(phoff)
     for first in range(0, phnum, per_chunk):
         raw = f.read(min(per_chunk, phnum - first) * _PHDR.size)
-        for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in _PHDR.iter_unpack(raw[: len(raw) - len(raw) % _PHDR.size]):
+        whole = raw[: len(raw) - len(raw) % _PHDR.size]
+        for ptype, flags, offset, vaddr, _pa, filesz, memsz, _al in _PHDR.iter_unpack(whole):
             if ptype == PT_LOAD:
                 loads.cols.extend((vaddr, memsz, offset, filesz, flags))
                 core.memory_bytes += filesz
@@ -304,7 +306,8 @@ def _program_headers(f: BinaryIO, core: ElfCore, phoff: int, phnum: int) -> List
             elif ptype == PT_NOTE and len(note_ranges) <= MAX_NOTE_SEGMENTS:
                 note_ranges.append((offset, filesz))
     if past_end:
-        core.problems.append(f"{past_end} segment(s) end past the end of the file ({size} bytes); the first, at {first_past}")
+        core.problems.append(f"{past_end} segment(s) end past the end of the file ({size} bytes); the first,"
+                             f" at {first_past}")
     return note_ranges
 
 
@@ -390,7 +393,8 @@ def _interpret(core: ElfCore, reader: _Forward, owner: bytes, ntype: int, at: in
         core.files = _file_names(core, reader, at, size)
     elif owner == b"DUMPLIB" and ntype in (NT_DUMPLIB_COMMENT, NT_DUMPLIB_SIGNATURE):
         if size > MAX_TEXT_NOTE:
-            core.problems.append(f"dumplib's note of type 0x{ntype:x} is {size} bytes; dumplib writes at most {MAX_TEXT_NOTE}")
+            core.problems.append(f"dumplib's note of type 0x{ntype:x} is {size} bytes; dumplib writes at most"
+                                 f" {MAX_TEXT_NOTE}")
             return
         text = reader.get(at, size)
         if ntype == NT_DUMPLIB_COMMENT:

@@ -54,7 +54,8 @@ def _shown(raw: bytes) -> str:
 
 def _assert_running_untraced(pid: int) -> None:
     # /proc/PID/status as bytes: its Name: line is the comm, which is not UTF-8 here.
-    status = dict(line.split(b":\t", 1) for line in Path(f"/proc/{pid}/status").read_bytes().splitlines() if b":\t" in line)
+    lines = Path(f"/proc/{pid}/status").read_bytes().splitlines()
+    status = dict(line.split(b":\t", 1) for line in lines if b":\t" in line)
     assert status[b"TracerPid"] == b"0" and status[b"State"][:1] in b"RS", status
 
 
