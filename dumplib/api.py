@@ -27,6 +27,9 @@ __all__ = ["create_dump", "estimate"]
 
 #: --fit tries these, from the kind asked for downwards.
 FIT_ORDER = (DumpKind.FULL, DumpKind.MINIPLUS, DumpKind.MINI, DumpKind.TRIAGE)
+#: The longest the target may stay stopped by default: minutes of dumping at disk speed (tens of GiB),
+#: yet short enough that a stalled reader or a suspended dumplib cannot hold a service for long.
+DEFAULT_MAX_PAUSE = 60.0
 
 
 def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flags: Optional[int] = None) -> SizeEstimate:
@@ -61,6 +64,7 @@ def create_dump(
     max_total: Optional[int] = None,
     compress: Optional[str] = None,
     compress_level: Optional[int] = None,
+    max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
@@ -82,7 +86,13 @@ def create_dump(
     *compress* (``"zstd"`` or ``"gzip"``, level *compress_level*) compresses the dump: on Linux it
     streams through the compressor, so the raw size never touches the disk; on Windows the raw dump
     goes to the local volume with the most room first and is deleted once compressed and checked.
+
+    *max_pause* bounds how long the target stays stopped (Linux; seconds, None for no bound): past it
+    the target is let go and the dump abandoned, DumpFailed reason ``max-pause``.
     """
+    if max_pause is not None and not max_pause > 0:
+        raise InvalidArgument(f"max_pause must be a positive number of seconds or None, not {max_pause!r}",
+                              argument="max_pause", value=max_pause)
     started = time.monotonic()
     started_at = datetime.datetime.now()
     _check_limits(keep=keep, max_total=max_total, min_free=min_free)
@@ -91,7 +101,7 @@ def create_dump(
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
-                    max_total, codec, started, started_at)
+                    max_total, codec, started, started_at, max_pause)
     proc = resolve_target(target, backend)
     backend.check_target(proc)
     try:
@@ -119,6 +129,7 @@ class _Options:
     codec: Optional[Tuple[str, int]]
     started: float
     started_at: datetime.datetime
+    max_pause: Optional[float]
 
     @property
     def to_stdout(self) -> bool:
@@ -161,6 +172,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec)
                  if opts.sidecar and not opts.to_stdout else None)
+        plan = dataclasses.replace(plan, max_pause=opts.max_pause)
         report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
                                       maker)
         result = DumpResult(
@@ -168,7 +180,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             pid=proc.pid,
             process_name=proc.name,
             kind=plan.kind.value,
-            flags=plan.flags,
+            flags=report.flags if report.flags is not None else plan.flags,
             size=stored.size,
             seconds=time.monotonic() - opts.started,
             backend=backend.name,

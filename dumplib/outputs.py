@@ -134,7 +134,7 @@ class PlainFile(_FileOutput):
             with self._naming_the_dump():
                 report = backend.write(plan, self.dest.temp, comment=comment, signature=signature, tick=tick)
             st = os.stat(self.dest.temp)
-            backend.verify(self.dest.temp, plan)
+            backend.verify(self.dest.temp, plan, report)
             if hasher is not None:
                 sha = hasher.result(st.st_size)
                 hasher = None
@@ -173,7 +173,7 @@ class CompressedFile(_FileOutput):
             # The core's header, notes and size, from what the writer produced; then the file read
             # back must be exactly the compressed bytes produced. Decompressing it all again would
             # cost more than the dump (zstd decodes a sparse heap at ~0.75 GB/s here).
-            backend.verify_stream(plan, out.raw_bytes)
+            backend.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
             stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
                             _disk_bytes(os.stat(self.dest.temp)))
@@ -233,7 +233,7 @@ class Stdout(Output):
             report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
             with _output_errors(self.where, plan.target.pid):
                 out.close()
-            backend.verify_stream(plan, out.raw_bytes)
+            backend.verify_stream(plan, report, out.raw_bytes)
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
     def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
@@ -281,7 +281,7 @@ class RawThenCompress(Output):
               tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         try:
             report = backend.write(plan, self.raw, comment=comment, signature=signature, tick=tick)
-            backend.verify(self.raw, plan)
+            backend.verify(self.raw, plan, report)
             stored = self.target.take_raw(backend, self.raw, tick, sidecar, report)
         finally:
             remove_own(self.raw)

@@ -73,8 +73,7 @@ class WindowsBackend(Backend):
                 used = _write_dump(process, pid, file, mask, _comment_stream(comment, signature), report.warnings, monitor)
                 monitor.raise_if_abandoned()
                 kernel32.FlushFileBuffers(file)
-            if used != mask:
-                plan.flags = used
+            report.flags = used
             code = wrappers.exit_code(process)
             if code is not None:
                 raise DumpFailed(
@@ -95,8 +94,8 @@ class WindowsBackend(Backend):
             wrappers.close_handle(handle)
             raise
 
-    def verify(self, path: str, plan: Plan) -> None:
-        verify_minidump(path, plan.target.pid, plan.flags or 0)
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        verify_minidump(path, plan.target.pid, report.flags if report.flags is not None else plan.flags or 0)
 
 
 #: Streams besides memory: thread and module lists, memory map, handles, unwind data. Measured
