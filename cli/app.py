@@ -96,7 +96,8 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
 
 
 def _target(text: str) -> "int | str":
-    return int(text) if text.isdigit() else text
+    # ASCII digits only: str.isdigit() is also true for "²" and "٣", which are names, not pids.
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _flags(text: Optional[str]) -> Optional[int]:
@@ -276,12 +277,20 @@ def info(
     d = _run(lambda: dumplib.info(dumpfile), as_json=as_json, debug=debug)
     if as_json:
         typer.echo(json.dumps(d.to_dict()))
-        return
+    else:
+        _show_info(d)
+    if not d.complete:  # a script reading --json branches on the exit code just as one reading text
+        raise typer.Exit(EXIT_CODES[dumplib.InvalidDumpFile])
+
+
+def _show_info(d: dumplib.DumpInfo) -> None:
+    # dumplib.info already escaped the text that came out of the file (undecodable bytes, controls).
     flags = "-" if d.flags is None else f"0x{d.flags:X}"
     packed = f" ({d.compression}, {human_bytes(d.stored_size)} stored)" if d.compression else ""
     typer.echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}{packed}, {'complete' if d.complete else 'INCOMPLETE'}")
     typer.echo(f"  process  pid {d.pid} {d.process or ''}")
-    typer.echo(f"  kind     {d.kind or '-'} (flags {flags})")
+    by = f", written by dumplib {d.dumplib_version}" if d.dumplib_version else ""
+    typer.echo(f"  kind     {d.kind or '-'} (flags {flags}){by}")
     typer.echo(f"  threads  {d.threads}")
     typer.echo(f"  memory   {d.memory_ranges} ranges, {human_bytes(d.memory_bytes)}")
     typer.echo(f"  modules  {len(d.modules)}" + "".join(f"\n    {m}" for m in d.modules[:50]))
@@ -293,8 +302,6 @@ def info(
         typer.echo(f"  open     {tool} {d.path}, then {opener} on the decompressed file (dumplib reads it as is)")
     for p in d.problems:
         typer.echo(f"  problem  {p}")
-    if not d.complete:
-        raise typer.Exit(EXIT_CODES[dumplib.InvalidDumpFile])
 
 
 @app.command()

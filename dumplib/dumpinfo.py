@@ -5,9 +5,11 @@ import dataclasses
 import json
 import os
 import re
+import stat
 from typing import Any, Dict, List, Optional
 
 from .compression import open_content, require_reader, sniff
+from ._text import printable
 from .errors import InvalidDumpFile
 from .formats import elfcore, minidump
 
@@ -35,6 +37,8 @@ class DumpInfo:
     compression: Optional[str] = None
     #: Bytes of the file as stored on disk.
     stored_size: Optional[int] = None
+    #: The dumplib version that wrote it, from its signature record (None if dumplib did not write it).
+    dumplib_version: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -42,13 +46,11 @@ class DumpInfo:
 
 def info(path: str) -> DumpInfo:
     """Read *path* (a minidump or an ELF core, plain or gzip/zstd-compressed) and describe it;
-    InvalidDumpFile if it is neither, or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        stored = os.stat(path).st_size
-    except OSError as exc:
-        raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
+    InvalidDumpFile if it is neither, or unreadable, or not a regular file (a FIFO, a device).
+
+    Time and memory stay bounded whatever the file's headers claim; names inside it are shown with
+    undecodable bytes and control characters escaped as ``\\xNN``."""
+    head, stored = _regular_head(path)
     codec = sniff(head)
     if codec is not None:
         what = "a compressed file"
@@ -62,6 +64,49 @@ def info(path: str) -> DumpInfo:
     if elfcore.looks_like_elf(head):
         return _from_core(elfcore.read_elfcore(path), stored)
     raise InvalidDumpFile(f"{path} is {what} that is neither a minidump nor an ELF core", path=path)
+
+
+def _regular_head(path: str) -> "tuple[bytes, int]":
+    """The first bytes and stored size of *path*, refusing what is not a regular file: opening a FIFO
+    waits for a writer, and a device never ends."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidDumpFile(f"{path} is not a regular file ({_file_type(st.st_mode)}); a dump is a file",
+                                  path=path)
+        return os.read(fd, 4), st.st_size
+    except OSError as exc:
+        raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None
+    finally:
+        os.close(fd)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _core_signature(record: Optional[str]) -> Dict[str, Any]:
+    """kind, flags and version from a core's signature note (JSON), and from nothing else: the comment
+    note is the user's text, which may say anything."""
+    try:
+        data = json.loads(record) if record else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("tool") != "dumplib":
+        return {"kind": None, "flags": None, "version": None}
+    kind, flags, version = data.get("kind"), data.get("flags"), data.get("version")
+    return {"kind": kind if isinstance(kind, str) else None,
+            "flags": flags if isinstance(flags, int) and not isinstance(flags, bool) else None,
+            "version": version if isinstance(version, str) else None}
 
 
 def _signature(record: Optional[str]) -> Dict[str, Any]:
@@ -94,19 +139,19 @@ def _from_minidump(d: minidump.Minidump, stored: int) -> DumpInfo:
     sig = _signature(record)
     return DumpInfo(
         path=d.path, format="minidump", file_size=d.file_size, pid=d.pid,
-        process=d.modules[0].name if d.modules else None, kind=sig["kind"],
+        process=printable(d.modules[0].name) if d.modules else None, kind=sig["kind"],
         flags=d.flags if sig["flags"] is None else sig["flags"], threads=len(d.threads),
-        modules=[m.path for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
-        comment=user_comment, complete=d.complete, problems=list(d.problems),
-        compression=d.compression, stored_size=stored,
+        modules=[printable(m.path) for m in d.modules], memory_ranges=len(d.memory), memory_bytes=d.memory_bytes,
+        comment=printable(user_comment) if user_comment is not None else None, complete=d.complete,
+        problems=list(d.problems), compression=d.compression, stored_size=stored,
     )
 
 
 def _from_core(c: elfcore.ElfCore, stored: int) -> DumpInfo:
-    sig = _signature(c.signature)
+    sig = _core_signature(c.signature)
     return DumpInfo(
         path=c.path, format="elf-core", file_size=c.file_size, pid=c.pid, process=c.command, kind=sig["kind"],
         flags=sig["flags"], threads=len(c.threads), modules=c.files, memory_ranges=len(c.loads),
         memory_bytes=c.memory_bytes, comment=c.comment, complete=c.complete,
-        problems=list(c.problems), compression=c.compression, stored_size=stored,
+        problems=list(c.problems), compression=c.compression, stored_size=stored, dumplib_version=sig["version"],
     )

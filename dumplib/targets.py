@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Set, Union
 
 import psutil
 
 from ._backend import Backend, get_backend
+from ._text import printable
 from .errors import AmbiguousProcess, ProcessNotFound
 from .results import ProcessInfo
 
@@ -30,46 +31,125 @@ def _started(pid: int) -> Optional[float]:
 
 
 def _info(pid: int, name: str) -> ProcessInfo:
-    return ProcessInfo(pid=pid, name=name, started=_started(pid))
+    return ProcessInfo(pid=pid, name=printable(name), started=_started(pid))
+
+
+#: Larger than any pid an OS hands out (Linux: 2**22, Windows: a DWORD); beyond it nothing can match.
+PID_LIMIT = 2**32 - 1
+
+
+def _is_pid_text(text: str) -> bool:
+    """Whether *text* names a pid: ASCII digits only ("\\u0663" and "\\u00b2" are digits to Python, not pids)."""
+    return text.isascii() and text.isdigit()
 
 
 def resolve_target(target: Target, backend: Optional[Backend] = None) -> ProcessInfo:
-    """The one process *target* names: a pid, or a process name matching exactly one process.
+    """The one process *target* names: a pid (an int, or a str of ASCII digits), or a process name
+    matching exactly one process.
 
-    Names compare case-insensitively and without ``.exe`` on Windows. The calling process never
-    matches a name (it cannot dump itself), so ``dumplib dump python`` finds the *other* Python.
+    Names compare case-insensitively and without ``.exe`` on Windows. A name never matches the calling
+    process, nor the launchers it was started by that are the same program (a venv's ``python.exe``
+    redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is
+    not valid UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
     """
     backend = backend or get_backend()
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise ProcessNotFound(target, f"target must be a pid (int) or a process name (str), not {target!r}")
+    if isinstance(target, str) and _is_pid_text(target.strip()):
+        target = int(target.strip())
     if isinstance(target, int):
-        if target <= 0 or not psutil.pid_exists(target):
-            raise ProcessNotFound(target, f"no process has pid {target}; list processes with `dumplib ps`")
-        table = backend.process_table()
-        name = table.get(target)
-        if name is None:
-            try:
-                name = psutil.Process(target).name()
-            except (psutil.Error, OSError):
-                raise ProcessNotFound(
-                    target, f"process {target} exited before it could be dumped"
-                ) from None
-        return _info(target, name)
+        return _by_pid(target, backend)
+    return _by_name(target, backend)
 
-    wanted = _name_key(target.strip(), backend.windows_names)
+
+def _by_pid(pid: int, backend: Backend) -> ProcessInfo:
+    if not 0 < pid <= PID_LIMIT or not _pid_exists(pid):
+        owner = _thread_owner(pid) if 0 < pid <= PID_LIMIT else None
+        if owner is not None:
+            raise ProcessNotFound(pid, f"{pid} is a thread of process {owner}, not a process; dump process {owner}")
+        raise ProcessNotFound(pid, f"no process has pid {pid}; list processes with `dumplib ps`")
+    name = backend.process_table().get(pid)
+    if name is None:
+        try:
+            name = psutil.Process(pid).name()
+        except (psutil.Error, OSError):
+            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+    return _info(pid, name)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        return psutil.pid_exists(pid)
+    except (OverflowError, ValueError):  # larger than the OS's pid type
+        return False
+
+
+def _thread_owner(tid: int) -> Optional[int]:
+    """The process that has a thread *tid* (thread and process ids share one number space on both OSes)."""
+    for proc in psutil.process_iter():
+        try:
+            if any(t.id == tid for t in proc.threads()) and proc.pid != tid:
+                return proc.pid
+        except (psutil.Error, OSError):
+            continue
+    return None
+
+
+def _by_name(target: str, backend: Backend) -> ProcessInfo:
+    windows = backend.windows_names
+    wanted = _name_key(target.strip(), windows)
     if not wanted:
         raise ProcessNotFound(target, "an empty process name matches nothing; pass a pid or a name")
-    me = os.getpid()
+    table = backend.process_table()
+    ours = _launcher_chain(table, windows)
     matches = [
         (pid, name)
-        for pid, name in backend.process_table().items()
-        if pid != me and _name_key(name, backend.windows_names) == wanted
+        for pid, name in table.items()
+        if pid not in ours and wanted in (_name_key(name, windows), _name_key(printable(name), windows))
     ]
     if not matches:
         raise ProcessNotFound(target)
     if len(matches) > 1:
         raise AmbiguousProcess(target, sorted((_info(pid, name) for pid, name in matches), key=lambda p: p.pid))
     return _info(*matches[0])
+
+
+def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Set[int]:
+    """This process and the unbroken line of ancestors that are the same program as it: the same name,
+    or the same executable under another name (``python3`` started by a ``python`` that forked).
+
+    A venv's ``python.exe`` on Windows is a redirector whose child is the real interpreter, and a wrapper
+    may fork the program it wraps: neither is what a user means by "the other python". The line stops at
+    the first ancestor that is another program (a shell, a service manager), which is a real candidate.
+    """
+    me = os.getpid()
+    chain = {me}
+    ours = table.get(me)
+    if ours is None:
+        try:
+            ours = psutil.Process(me).name()
+        except (psutil.Error, OSError):
+            return chain
+    key, exe = _name_key(ours, windows), _exe(me)
+    pid = me
+    for _ in range(depth):
+        try:
+            pid = psutil.Process(pid).ppid()
+        except (psutil.Error, OSError):
+            break
+        if pid <= 0 or pid in chain or pid not in table:
+            break
+        if _name_key(table[pid], windows) != key and (exe is None or _exe(pid) != exe):
+            break
+        chain.add(pid)
+    return chain
+
+
+def _exe(pid: int) -> Optional[str]:
+    try:
+        return os.path.realpath(psutil.Process(pid).exe()) or None
+    except (psutil.Error, OSError):
+        return None
 
 
 def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
@@ -83,9 +163,10 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
     needle = filter.lower() if filter else None
     out: List[ProcessInfo] = []
     for pid, name in sorted(table.items()):
-        if needle and needle not in name.lower() and needle != str(pid):
+        shown = printable(name)
+        if needle and needle not in name.lower() and needle not in shown.lower() and needle != str(pid):
             continue
-        out.append(_describe(pid, name, backend))
+        out.append(_describe(pid, shown, backend))
     return out
 
 

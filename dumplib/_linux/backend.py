@@ -256,7 +256,7 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     uid = int(status.get("Uid", "0").split()[0])
     gid = int(status.get("Gid", "0").split()[0])
     ids = (pid, int(stat[1]), int(stat[2]), int(stat[3]))
-    comm = _read_proc(pid, "comm").decode("utf-8", "replace").strip()
+    comm = _read_proc(pid, "comm").rstrip(b"\n")  # any bytes a process set with PR_SET_NAME
     psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline"), comm)
     body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions)
     body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature.encode("utf-8"))
@@ -357,7 +357,7 @@ def _smaps(pid: int) -> List[maps.Region]:
 
 def _stat_fields(pid: int) -> List[str]:
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{pid}/stat", errors="surrogateescape") as f:  # comm may be any bytes
             return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return []

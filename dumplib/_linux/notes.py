@@ -71,8 +71,10 @@ def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int]) -> bytes:
     return bytes(buf)
 
 
-def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, comm: str) -> bytes:
-    """struct elf_prpsinfo from /proc/PID/stat (the fields after the command name) and cmdline."""
+def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, comm: bytes) -> bytes:
+    """struct elf_prpsinfo from /proc/PID/stat (the fields after the command name), cmdline and comm.
+
+    *comm* and *cmdline* are the kernel's bytes, written as they are: a name need not be UTF-8."""
     state = stat[0]
     ppid, pgrp, sid, flags, nice = int(stat[1]), int(stat[2]), int(stat[3]), int(stat[6]), int(stat[16])
     buf = bytearray(PRPSINFO_SIZE)
@@ -81,7 +83,7 @@ def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, 
         max(0, "RSDTZW".find(state)), state.encode()[:1] or b"R", 1 if state == "Z" else 0,
         max(-128, min(127, nice)), flags, uid, gid, pid, ppid, pgrp, sid,
     )
-    fname = comm.encode()[:15]
+    fname = comm[:15]
     buf[40 : 40 + len(fname)] = fname
     args = cmdline.replace(b"\0", b" ").strip()[:79]
     buf[56 : 56 + len(args)] = args
@@ -89,8 +91,11 @@ def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, 
 
 
 def nt_file(regions: Sequence[Region]) -> bytes:
+    # Region paths are smaps text decoded with surrogateescape: encoding back the same way gives
+    # the kernel's bytes, which is what gdb must see to open the file (a path need not be UTF-8).
     entries: List[Tuple[int, int, int, bytes]] = [
-        (r.start, r.end, r.offset // PAGE, r.path.encode()) for r in regions if r.file_backed
+        (r.start, r.end, r.offset // PAGE, r.path.encode("utf-8", "surrogateescape"))
+        for r in regions if r.file_backed
     ]
     head = struct.pack("<QQ", len(entries), PAGE)
     table = b"".join(struct.pack("<QQQ", s, e, o) for s, e, o, _ in entries)

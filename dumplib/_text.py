@@ -1,0 +1,30 @@
+"""Text chosen by someone else (process names, /proc paths, names inside a dump file), made safe to show."""
+from __future__ import annotations
+
+import re
+from typing import Union
+
+# C0/C1 controls and the bidirectional overrides that make a terminal show something else than the text.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: Union[str, bytes]) -> str:
+    """*text* as a person should see it: valid UTF-8 as is, every other byte as ``\\xNN``, controls escaped.
+
+    A ``str`` is taken to be OS text decoded with surrogateescape (``os.listdir``, psutil, our /proc
+    readers), so its undecodable bytes come out as the bytes they were, not as U+FFFD.
+    """
+    if isinstance(text, str):
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
+            raw = text.encode("utf-8", "backslashreplace")
+    else:
+        raw = bytes(text)
+    shown = raw.decode("utf-8", "backslashreplace")
+    return _HIDDEN.sub(_escape, shown)
+
+
+def _escape(match: "re.Match[str]") -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

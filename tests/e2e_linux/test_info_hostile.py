@@ -1,0 +1,165 @@
+"""`dumplib info` on files built to hurt it: a FIFO, devices, sparse giants whose headers claim hundreds of
+megabytes of notes or millions of program headers, lying counts, escape sequences in names, cores of other
+architectures. Each runs `python -m dumplib_cli info` as a child and measures it from outside (wait4)."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+import dumplib
+import elfcraft as ec
+from dumplib.formats.elfcore import NT_DUMPLIB_COMMENT
+from helpers import require
+from linuxrig import have
+
+pytestmark = pytest.mark.linux
+REPO = str(Path(__file__).resolve().parents[2])
+
+# Generous: the machine is shared and loaded. Before the fix the 200 MB note took 52-87 s and 2.8 GB,
+# the 10 million headers 3.4-4.9 s and 570-580 MB, and a FIFO never returned.
+SECONDS = 30.0
+MAX_RSS_MIB = 300
+
+
+class Run(NamedTuple):
+    code: int
+    seconds: float
+    rss_mib: float
+    out: bytes
+    err: bytes
+
+
+def info_child(path: "os.PathLike[str] | str", *args: str, timeout: float = 120) -> Run:
+    """`dumplib info PATH` in a child: exit code, wall time, and peak RSS from wait4 (that child alone)."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "info", str(path), *args],
+                                stdout=out, stderr=err, env=env)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                pytest.fail(f"dumplib info {path} was still running after {timeout} s")
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Run(proc.returncode, seconds, usage.ru_maxrss / 1024, out.read(), err.read())
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "core.fifo"
+    os.mkfifo(fifo)
+    run = info_child(fifo, timeout=60)
+    assert run.code == 12 and b"not a regular file (a FIFO)" in run.err, run
+    run = info_child(fifo, "--json", timeout=60)
+    assert run.code == 12 and json.loads(run.out)["error"]["type"] == "InvalidDumpFile"
+
+
+@pytest.mark.parametrize("path, kind", [("/dev/zero", b"character device"), ("/proc", b"directory")])
+def test_devices_and_directories_are_refused(path, kind):
+    run = info_child(path, timeout=60)
+    assert run.code == 12 and kind in run.err, run
+
+
+def test_a_sparse_200_mb_note_segment_costs_little(tmp_path):
+    path = tmp_path / "notes.core"
+    with open(path, "wb") as f:
+        f.write(ec.ehdr(64, 1) + ec.PHDR.pack(ec.PT_NOTE, 0, 4096, 0, 0, 200 << 20, 0, 4))
+        f.truncate(4096 + (200 << 20))  # a hole: 200 MB of zero-sized notes that cost no disk
+    run = info_child(path)
+    assert run.code == 12 and b"INCOMPLETE" in run.out, run
+    assert b"notes; the rest were not read" in run.out
+    assert run.seconds < SECONDS and run.rss_mib < MAX_RSS_MIB, run[:3]
+
+
+def test_ten_million_program_headers_cost_little(tmp_path):
+    path = tmp_path / "phdrs.core"
+    count = 10_000_000
+    with open(path, "wb") as f:  # PN_XNUM: the real count is in section header 0
+        f.write(ec.ehdr(128, ec.PN_XNUM, shoff=64, shnum=1) + ec.SHDR.pack(0, 0, 0, 0, 0, 0, 0, count, 0, 0))
+        f.truncate(128 + count * ec.PHDR.size)
+    run = info_child(path)
+    assert run.code == 12 and b"claims 10000000 program headers" in run.out, run
+    assert run.seconds < SECONDS and run.rss_mib < MAX_RSS_MIB, run[:3]
+
+
+def test_escape_sequences_and_undecodable_bytes_in_a_core_are_shown_escaped(tmp_path):
+    path = tmp_path / "names.core"
+    path.write_bytes(ec.core([
+        ec.prstatus(5), ec.prpsinfo(5, b"n\xff", b"run \x1b]0;owned\x07\x1b[2J \xe2\x82"),
+        ec.nt_file([(0x1000, 0x2000, b"/tmp/\xff\xfe\x1b[31m.so"), (0x2000, 0x3000, b"/lib/\r\nkind     full")]),
+        ec.note(b"DUMPLIB", NT_DUMPLIB_COMMENT, b"hi \x1b[2J\xc3\n  kind     full"),
+    ], [(0x1000, 4096, 4096)]))
+    run = info_child(path)
+    assert run.code == 0, run
+    for raw in (b"\x1b", b"\x07", b"\xff", b"\r", b"\xc3\n"):
+        assert raw not in run.out, (raw, run.out)
+    assert b"run \\x1b]0;owned\\x07\\x1b[2J \\xe2\\x82" in run.out
+    assert b"/tmp/\\xff\\xfe\\x1b[31m.so" in run.out and b"/lib/\\x0d\\x0akind     full" in run.out
+    assert b"\n  kind     - " in run.out and run.out.count(b"\n  kind ") == 1  # no forged line
+    as_json = info_child(path, "--json")
+    assert as_json.code == 0 and json.loads(as_json.out)["comment"] == "hi \\x1b[2J\\xc3\\x0a  kind     full"
+
+
+def test_lying_counts_are_problems_not_crashes(tmp_path):
+    path = tmp_path / "lies.core"
+    path.write_bytes(ec.core([ec.prstatus(1), ec.nt_file([(0, 4096, b"/x")], count=2**60),
+                              ec.note(b"CORE", 1, b"", namesz=2**31)]))
+    run = info_child(path)
+    assert run.code == 12 and b"claims 1152921504606846976 files" in run.out and b"owner name" in run.out, run
+    assert b"Traceback" not in run.err
+
+
+def test_a_core_with_no_thread_and_no_process_is_incomplete_in_text_and_json(tmp_path):
+    path = tmp_path / "empty.core"
+    path.write_bytes(ec.core([]))
+    text = info_child(path)
+    assert text.code == 12 and b"INCOMPLETE" in text.out and b"no thread" in text.out, text
+    as_json = info_child(path, "--json")
+    shown = json.loads(as_json.out)
+    assert as_json.code == 12 and shown["complete"] is False and shown["threads"] == 0, as_json
+
+
+@pytest.fixture(scope="module")
+def real_core(tmp_path_factory, target_exe) -> bytes:
+    """A core of a real running process, as dumplib writes it."""
+    from linuxrig import run_target
+
+    out = tmp_path_factory.mktemp("real")
+    with run_target([str(target_exe)]) as t:
+        return Path(dumplib.create_dump(t.pid, out, "mini").path).read_bytes()
+
+
+@pytest.mark.parametrize("patch, says, readelf_says", [
+    ({18: struct.pack("<H", 183)}, b"64-bit little-endian ELF core for AArch64", "AArch64"),
+    ({4: b"\x01"}, b"32-bit little-endian ELF core for x86-64", "ELF32"),
+    ({5: b"\x02", 16: struct.pack(">H", 4), 18: struct.pack(">H", 62)}, b"64-bit big-endian ELF core", "big endian"),
+])
+def test_a_core_of_another_architecture_is_named_not_misread(tmp_path, real_core, patch, says, readelf_says):
+    data = bytearray(real_core)
+    for offset, value in patch.items():
+        data[offset : offset + len(value)] = value
+    path = tmp_path / "other.core"
+    path.write_bytes(bytes(data))
+    require(have("readelf"), "readelf (binutils) is not installed")
+    header = subprocess.run(["readelf", "-h", str(path)], capture_output=True, text=True).stdout
+    assert readelf_says in header, header  # the input is what the test says it is, by an independent reader
+    run = info_child(path)
+    assert run.code == 12 and says in run.err and b"x86-64 cores only" in run.err, run
+    assert info_child(path, "--json").code == 12
