@@ -6,6 +6,7 @@ from typing import Any, Optional, Tuple
 
 from ..errors import DumpFailed
 
+ERROR_SUCCESS = 0
 ERROR_FILE_NOT_FOUND = 2
 ERROR_ACCESS_DENIED = 5
 ERROR_INVALID_HANDLE = 6
