@@ -266,6 +266,27 @@ def test_interrupt_during_the_write_leaves_no_file(target, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sigterm_during_the_write_exits_143_through_the_cli_and_leaves_nothing(target, tmp_path):
+    import signal
+
+    import typer
+    from dumplib_cli import app
+
+    def terminate_when_writing():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                p.name.startswith(".dumplib-") and p.stat().st_size for p in tmp_path.iterdir()):
+            time.sleep(0.002)
+        signal.raise_signal(signal.SIGTERM)  # the C handler trips; Python runs it in the main thread
+
+    threading.Thread(target=terminate_when_writing, daemon=True).start()
+    with pytest.raises(typer.Exit) as info:
+        app._run(lambda: dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False),
+                 as_json=False, debug=False)
+    assert info.value.exit_code == 143
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cancel_callback_stops_the_write_early(target, tmp_path):
     real_windows_only("Wine's dbghelp never calls CancelCallback, so under Wine the write runs to its end"
                       " and is discarded afterwards (test_interrupt_during_the_write_leaves_no_file)")
