@@ -428,3 +428,31 @@ def test_scratch_volume_must_keep_acls_and_be_creatable(tmp_path):
     assert backend.scratch_usable(str(tmp_path)) is True
     assert list(tmp_path.iterdir()) == []  # the probe file is gone
     assert backend.scratch_usable(str(tmp_path / "missing")) is False
+
+
+# -- docs/api.md's Windows notes say what the code does ----------------------------------------------
+
+def _notes() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    return text.split("- Windows: dbghelp", 1)[1].split("\n- Linux:", 1)[0]
+
+
+def _mask(expr: str) -> int:
+    value = 0
+    for name in expr.split("|"):
+        value |= getattr(kernel32, name.strip())
+    return value
+
+
+def test_api_md_windows_notes_name_the_access_each_operation_asks_for():
+    notes = " ".join(_notes().split())
+    walk = re.search(r"`estimate` opens the target with `([A-Z_| ]+)`", notes)
+    ps = re.search(r"`dumplib ps` .*? opens each with `([A-Z_| ]+)`", notes)
+    dump = re.search(r"Only the dump's own `OpenProcess` asks for `([A-Z_| ]+)`", notes)
+    assert walk and ps and dump, notes
+    assert _mask(walk.group(1)) == winbackend.WALK_ACCESS == kernel32.PROCESS_QUERY_INFORMATION
+    assert _mask(ps.group(1)) == winbackend.WALK_ACCESS
+    assert _mask(dump.group(1)) == winbackend.DUMP_ACCESS
+    assert "SeDebugPrivilege enabled around that one call and restored" in notes
+    assert "`stopped_seconds` is the time spent in `MiniDumpWriteDump`" in notes
+    assert '`reason="disk-full"`' in notes and "a warning naming Wine" in notes
