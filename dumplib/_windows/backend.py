@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..errors import AccessDenied, BitnessMismatch, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
+from ..errors import AccessDenied, BitnessMismatch, DumpError, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
 from ..formats import minidump
 from ..kinds import (
     MINIDUMP_NEWER_FLAGS,
@@ -205,7 +205,7 @@ class WindowsBackend(Backend):
         probe = os.path.join(directory, f".dumplib-{os.getpid()}-{secrets.token_hex(4)}.probe.tmp")
         try:
             wrappers.close_handle(wrappers.create_new_file(probe))
-        except (Win32Error, DumpFailed, OSError):
+        except (DumpError, OSError):  # Win32Error and InvalidDumpPath are DumpErrors
             return False
         os.remove(probe)  # ours: created just now with CREATE_NEW
         return True

@@ -134,6 +134,16 @@ def privilege_attributes(name: str) -> Optional[int]:
     return None
 
 
+def set_privilege(name: str, enabled: bool) -> None:
+    """Enable or disable *name* in this process's token (it must hold it)."""
+    with handle_closing(_token(advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY)) as token:
+        privs = advapi32.TOKEN_PRIVILEGES()
+        privs.PrivilegeCount = 1
+        _set_luid(privs.Privileges[0].Luid, name)
+        privs.Privileges[0].Attributes = advapi32.SE_PRIVILEGE_ENABLED if enabled else 0
+        advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(privs), 0, None, None)
+
+
 @contextlib.contextmanager
 def privilege_enabled(name: str) -> Iterator[bool]:
     """Enable *name* for the body only, then put back what AdjustTokenPrivileges' PreviousState says.
