@@ -152,7 +152,7 @@ def mask_has_full_memory(mask: int) -> bool:
 
 def describe_mask(mask: int) -> str:
     """``0x61826 (WithFullMemory|WithHandleData|...)`` for messages and docs."""
-    names = [m.name for m in MiniDumpType if m.value and mask & m.value]
+    names = [m.name or "" for m in MiniDumpType if m.value and mask & m.value]
     return f"0x{mask:X} ({'|'.join(names) if names else 'Normal'})"
 
 

@@ -1,6 +1,11 @@
 """Turning Win32 error codes and HRESULTs into typed, readable errors."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from typing import Any, Optional, Tuple
 
@@ -62,6 +67,10 @@ def describe(code: int) -> str:
 
 class Win32Error(DumpFailed):
     """A Win32 call failed. Raised by the bindings' errcheck; wrappers turn it into the public error."""
+
+    winerror: int
+    hresult: Optional[int]
+    function: str
 
     def __init__(self, function: str, code: int) -> None:
         win32, hresult = split_hresult(code)

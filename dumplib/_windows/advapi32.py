@@ -1,6 +1,11 @@
 """advapi32.dll: token, privilege and security-descriptor prototypes only."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from ctypes import wintypes as wt
 from functools import partial

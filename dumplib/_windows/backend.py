@@ -5,6 +5,11 @@ its pid cannot be reused until release() closes it; every later step works on th
 """
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import contextlib
 import ctypes
 import dataclasses
@@ -13,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple

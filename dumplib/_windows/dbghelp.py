@@ -4,6 +4,11 @@ Prototypes and the minidump structures (packed to 4 bytes, as dbghelp.h declares
 """
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 import os
 from ctypes import wintypes as wt

@@ -1,6 +1,11 @@
 """kernel32.dll: prototypes only, each with argtypes, restype and an errcheck raising Win32Error."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from ctypes import wintypes as wt
 

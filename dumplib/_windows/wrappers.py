@@ -1,6 +1,11 @@
 """Python-shaped wrappers over the raw prototypes: real names, real types, public errors."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import contextlib
 import ctypes
 from ctypes import wintypes as wt
@@ -97,14 +102,14 @@ def machines(process: int) -> Tuple[int, int]:
     if kernel32.IsWow64Process2 is not None:
         process_machine, native = wt.USHORT(), wt.USHORT()
         kernel32.IsWow64Process2(process, ctypes.byref(process_machine), ctypes.byref(native))
-        machine = process_machine.value
-        return (native.value if machine == kernel32.IMAGE_FILE_MACHINE_UNKNOWN else machine), native.value
+        running: int = process_machine.value
+        return (native.value if running == kernel32.IMAGE_FILE_MACHINE_UNKNOWN else running), native.value
     flag, mine = wt.BOOL(), wt.BOOL()
     kernel32.IsWow64Process(process, ctypes.byref(flag))
     kernel32.IsWow64Process(kernel32.GetCurrentProcess(), ctypes.byref(mine))
     os_is_64 = ctypes.sizeof(ctypes.c_void_p) == 8 or bool(mine.value)
-    native = kernel32.IMAGE_FILE_MACHINE_AMD64 if os_is_64 else kernel32.IMAGE_FILE_MACHINE_I386
-    return (kernel32.IMAGE_FILE_MACHINE_I386 if flag.value else native), native
+    os_machine = kernel32.IMAGE_FILE_MACHINE_AMD64 if os_is_64 else kernel32.IMAGE_FILE_MACHINE_I386
+    return (kernel32.IMAGE_FILE_MACHINE_I386 if flag.value else os_machine), os_machine
 
 
 def _token(access: int) -> int:
@@ -174,7 +179,7 @@ def current_user_sid() -> str:
     """The calling user's SID as a string (``S-1-5-21-...``)."""
     token = wt.HANDLE()
     advapi32.OpenProcessToken(kernel32.GetCurrentProcess(), advapi32.TOKEN_QUERY, ctypes.byref(token))
-    with handle_closing(token.value):
+    with handle_closing(token.value or 0):
         needed = wt.DWORD()
         advapi32.GetTokenInformation(token, advapi32.TokenUser, None, 0, ctypes.byref(needed))
         buf = ctypes.create_string_buffer(needed.value)
