@@ -295,6 +295,30 @@ def test_interrupt_during_the_write_leaves_no_file(target, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
+    """Python runs a pending signal handler inside whatever Python code runs next in the main
+    thread: during MiniDumpWriteDump, a dbghelp callback. Raised there, the KeyboardInterrupt would
+    be swallowed by ctypes ("Exception ignored on calling ctypes callback function") and the dump
+    kept; it must stop the dump instead. Wine calls Module and Thread callbacks, so this runs there."""
+    import _thread
+
+    real = winbackend._Monitor._on_callback
+    sent = []
+
+    def interrupting(self, param, callback_input, callback_output):
+        if not sent:
+            sent.append(callback_input.contents.CallbackType)
+            _thread.interrupt_main()
+        return real(self, param, callback_input, callback_output)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winbackend._Monitor, "_on_callback", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False)
+    assert sent, "dbghelp called no callback"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sigterm_during_the_write_exits_143_through_the_cli_and_leaves_nothing(target, tmp_path):
     import signal
 
