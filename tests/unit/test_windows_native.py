@@ -211,19 +211,35 @@ def test_creation_time_agrees_with_psutil(target):
     assert abs(ours - time.time()) < 600
 
 
-def test_the_kept_handle_is_closed_when_the_pipeline_ends(target, tmp_path):
-    import psutil
+def _is_open(handle: int) -> bool:
+    try:
+        wrappers.exit_code(handle)
+        return True
+    except Win32Error as exc:
+        assert exc.winerror == 6, exc  # ERROR_INVALID_HANDLE: the handle table has no such entry
+        return False
 
-    backend, me = get_backend(), psutil.Process()
-    dumplib.create_dump(target["pid"], str(tmp_path), "triage", sidecar=False)
-    assert backend._held == {}, "the pipeline did not release the target"
+
+def test_the_kept_handle_is_closed_when_the_pipeline_ends(monkeypatch, target, tmp_path):
+    handles = []
+    real = wrappers.open_process
+
+    def recording(pid, access):
+        handles.append(real(pid, access))
+        return handles[-1]
+
+    monkeypatch.setattr(wrappers, "open_process", recording)
+    backend = get_backend()
     proc = dumplib.resolve_target(target["pid"])
-    before = me.num_handles()
-    for _ in range(5):
-        backend.check_target(proc)
-        assert target["pid"] in backend._held
-        backend.release(proc)
-    assert me.num_handles() - before < 5, "check_target leaks the handle it keeps"
+    backend.check_target(proc)
+    kept = backend._held[target["pid"]].handle
+    assert _is_open(kept)
+    backend.release(proc)
+    assert not _is_open(kept) and target["pid"] not in backend._held
+    handles.clear()
+    dumplib.create_dump(target["pid"], str(tmp_path), "triage", sidecar=False)
+    assert handles and backend._held == {}, "the pipeline did not release the target"
+    assert [h for h in handles if _is_open(h)] == [], "a process handle outlived the dump"
 
 
 # -- the write ---------------------------------------------------------------------------------------
