@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_CODES = {
     dumplib.InvalidKind: EXIT_USAGE,
     dumplib.InvalidCompression: EXIT_USAGE,
+    dumplib.InvalidArgument: EXIT_USAGE,
     dumplib.ProcessNotFound: 3,
     dumplib.AmbiguousProcess: 4,
     dumplib.AccessDenied: 5,
@@ -124,6 +125,24 @@ def parse_size(text: Optional[str]) -> Optional[int]:
         raise dumplib.InvalidKind(f"{text!r} is not a size; write it like 512M, 2G or 1073741824") from None
 
 
+_SECONDS = {"": 1.0, "S": 1.0, "MS": 0.001, "M": 60.0, "MIN": 60.0, "H": 3600.0}
+
+
+def parse_duration(text: Optional[str]) -> Optional[float]:
+    """``90``, ``90s``, ``500ms``, ``2m``, ``1h`` as seconds; ``off`` for no bound."""
+    if text is None or text.strip().lower() == "off":
+        return None
+    number = text.strip().upper()
+    unit = number.lstrip("0123456789.")
+    try:
+        seconds = float(number[: len(number) - len(unit)]) * _SECONDS[unit.strip()]
+    except (ValueError, KeyError):
+        seconds = 0.0
+    if not seconds > 0:
+        raise dumplib.InvalidKind(f"{text!r} is not a duration; write it like 30, 90s, 2m or 500ms (or off)")
+    return seconds
+
+
 def human_bytes(n: Optional[int]) -> str:
     if n is None:
         return "-"
@@ -183,6 +202,11 @@ def dump(
         None, "--compress", "-z", help="zstd | gzip. On Linux the core streams through the compressor (no raw copy on disk)."
     ),
     compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level (default 1: fast)."),
+    max_pause: str = typer.Option(
+        "60s", "--max-pause", metavar="DURATION",
+        help="Longest the target may stay stopped (e.g. 30s, 2m, off); past it the target is let go and the dump"
+        " abandoned (exit 8).",
+    ),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -200,7 +224,7 @@ def dump(
                 _target(target), path, kind, flags=_flags(flags), overwrite=overwrite, comment=comment,
                 progress=progress, min_free=parse_size(min_free), space_check=not no_space_check, fit=fit,
                 sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total), compress=compress,
-                compress_level=compress_level,
+                compress_level=compress_level, max_pause=parse_duration(max_pause),
             )
         finally:
             if progress is not None:

@@ -18,13 +18,14 @@ from .errors import (
     InvalidDumpFile,
     InvalidDumpPath,
     InvalidKind,
+    InvalidArgument,
     InvalidCompression,
     ProcessNotFound,
     TargetRefused,
     UnsupportedPlatform,
 )
 from .kinds import DumpKind
-from .inspect import DumpInfo, info
+from .dumpinfo import DumpInfo, info
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .targets import processes, resolve_target
 
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidDumpFile",
     "InvalidKind",
     "InvalidCompression",
+    "InvalidArgument",
     "DumpFailed",
     "InsufficientDiskSpace",
     "UnsupportedPlatform",

@@ -19,25 +19,36 @@ Tick = Callable[[int], None]
 StreamWrite = Callable[[Any], Any]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Plan:
-    """What the writer will write, decided before anything is written or the target is touched."""
+    """What the writer will write, decided before anything is written or the target is touched.
+
+    Never changed afterwards: what the write learns (the mask that really applied, what the
+    writer produced) comes back in its WriteReport."""
 
     target: ProcessInfo
     kind: DumpKind
     #: The raw mask in force (MINIDUMP_TYPE, or coredump_filter bits on Linux; None: kind rules).
     flags: Optional[int]
-    #: Backend-specific detail (e.g. the list of memory regions on Linux).
+    #: Backend-specific detail of the plan (e.g. the selected segments on Linux).
     detail: Any = None
     #: What the writer will write, by the same rules: what the free-space guard compares.
     estimate: Optional[SizeEstimate] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
+    #: Seconds the writer may keep the target stopped before it lets it go and abandons the dump.
+    max_pause: Optional[float] = None
 
 
 @dataclasses.dataclass
 class WriteReport:
+    """What a write learned, for verification, the result and the sidecar."""
+
     stopped_seconds: Optional[float] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
+    #: The raw mask the dump was really written with (a retry may drop flags the OS lacks).
+    flags: Optional[int] = None
+    #: Backend-specific facts verification needs (e.g. the core's head and thread count on Linux).
+    learned: Any = None
 
 
 class Backend(abc.ABC):
@@ -92,10 +103,10 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"the {self.name} backend needs a seekable file")
 
     @abc.abstractmethod
-    def verify(self, path: str, plan: Plan) -> None:
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
         """Read the written file back; raise DumpFailed unless it holds what the plan promised."""
 
-    def verify_stream(self, plan: Plan, size: int) -> None:
+    def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
         """Check a dump sent through write_stream (which cannot be read back) from what the writer kept."""
         raise NotImplementedError(f"the {self.name} backend does not stream")
 

@@ -1,6 +1,7 @@
 """The one dump pipeline: resolve, choose output, plan, guard, write, verify, finalize."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -10,14 +11,15 @@ import time
 from typing import List, Optional, Tuple, Union
 
 from ._backend import Backend, Plan, ProgressCallback, get_backend
-from ._outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, scratch_directory
+from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
-from .output import PathLike, plan_destination, remove_stale_temps
+from .errors import InvalidArgument
+from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .retention import apply_retention
-from .sidecar import write_sidecar
+from .sidecar import sidecar_maker, sidecar_path
 from .space import SpaceGuard, combine, human, shortfall, throttled_progress
 from .targets import Target, resolve_target
 
@@ -25,6 +27,9 @@ __all__ = ["create_dump", "estimate"]
 
 #: --fit tries these, from the kind asked for downwards.
 FIT_ORDER = (DumpKind.FULL, DumpKind.MINIPLUS, DumpKind.MINI, DumpKind.TRIAGE)
+#: The longest the target may stay stopped by default: minutes of dumping at disk speed (tens of GiB),
+#: yet short enough that a stalled reader or a suspended dumplib cannot hold a service for long.
+DEFAULT_MAX_PAUSE = 60.0
 
 
 def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flags: Optional[int] = None) -> SizeEstimate:
@@ -59,6 +64,7 @@ def create_dump(
     max_total: Optional[int] = None,
     compress: Optional[str] = None,
     compress_level: Optional[int] = None,
+    max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
@@ -80,99 +86,159 @@ def create_dump(
     *compress* (``"zstd"`` or ``"gzip"``, level *compress_level*) compresses the dump: on Linux it
     streams through the compressor, so the raw size never touches the disk; on Windows the raw dump
     goes to the local volume with the most room first and is deleted once compressed and checked.
+
+    *max_pause* bounds how long the target stays stopped (Linux; seconds, None for no bound): past it
+    the target is let go and the dump abandoned, DumpFailed reason ``max-pause``.
     """
+    if max_pause is not None and not max_pause > 0:
+        raise InvalidArgument(f"max_pause must be a positive number of seconds or None, not {max_pause!r}",
+                              argument="max_pause", value=max_pause)
     started = time.monotonic()
     started_at = datetime.datetime.now()
+    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
     codec = parse_codec(compress, compress_level)
     backend = get_backend()
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)
+    opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
+                    max_total, codec, started, started_at, max_pause)
     proc = resolve_target(target, backend)
     backend.check_target(proc)
     try:
-        return _create(backend, proc, path, kind, mask, flags, overwrite, comment, progress, min_free, space_check,
-                       fit, sidecar, keep, max_total, codec, started, started_at)
+        return _create(backend, proc, mask, opts)
     finally:
         backend.release(proc)
 
 
-def _create(backend: Backend, proc: ProcessInfo, path: Optional[PathLike], kind: DumpKind, mask: Optional[int],
-            flags: Optional[int], overwrite: bool, comment: Optional[str], progress: Optional[ProgressCallback],
-            min_free: Optional[int], space_check: bool, fit: bool, sidecar: bool, keep: Optional[int],
-            max_total: Optional[int], codec: Optional[Tuple[str, int]], started: float,
-            started_at: datetime.datetime) -> DumpResult:
-    to_stdout = _is_stdout(path)
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """create_dump's arguments, checked, as the pipeline's steps need them."""
+
+    path: Optional[PathLike]
+    kind: DumpKind
+    flags: Optional[int]
+    overwrite: bool
+    comment: Optional[str]
+    progress: Optional[ProgressCallback]
+    min_free: Optional[int]
+    space_check: bool
+    fit: bool
+    sidecar: bool
+    keep: Optional[int]
+    max_total: Optional[int]
+    codec: Optional[Tuple[str, int]]
+    started: float
+    started_at: datetime.datetime
+    max_pause: Optional[float]
+
+    @property
+    def to_stdout(self) -> bool:
+        return _is_stdout(self.path)
+
+    @property
+    def retention(self) -> bool:
+        return self.keep is not None or self.max_total is not None
+
+
+def _check_limits(*, keep: Optional[int], max_total: Optional[int], min_free: Optional[int]) -> None:
+    """Refuse limits that mean nothing (keep 0 or -1 would delete every earlier dump)."""
+    for name, value, least in (("keep", keep, 1), ("max_total", max_total, 1), ("min_free", min_free, 0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidArgument(f"{name} must be a whole number of at least {least}, not {value!r}",
+                                  argument=name, value=value)
+
+
+def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Options) -> DumpResult:
     warnings: List[str] = []
-    output = _output(backend, path, proc, kind, overwrite, codec, started_at, min_free, sidecar, warnings)
-    plan = backend.plan(proc, kind, mask)
-    if space_check:
-        plan = _guarded_plan(backend, proc, plan, output, min_free, fit, flags is not None, warnings)
-        if plan.kind is not kind and not to_stdout:
-            output = _output(backend, path, proc, plan.kind, overwrite, codec, started_at, min_free, sidecar, [])
-    else:
-        warnings.append("the free-space check is off: this dump may fill the disk")
-    watchdogs = [SpaceGuard(d, min_free).watchdog(output.where) for d in output.watched()] if space_check else []
-    tick = combine(throttled_progress(progress) if progress else None, *watchdogs)
-    report, stored = output.write(backend, plan, comment, signature_text(plan.kind, plan.flags), tick)
-    disk_bytes = None
-    if stored.path != "-":
-        blocks = getattr(os.stat(stored.path), "st_blocks", None)
-        disk_bytes = blocks * 512 if blocks is not None else None
-    result = DumpResult(
-        path=stored.path,
-        pid=proc.pid,
-        process_name=proc.name,
-        kind=plan.kind.value,
-        flags=plan.flags,
-        size=stored.size,
-        seconds=time.monotonic() - started,
-        backend=backend.name,
-        warnings=tuple(warnings + plan.warnings + report.warnings),
-        stopped_seconds=report.stopped_seconds,
-        disk_bytes=disk_bytes,
-        estimated_bytes=plan.estimate.bytes if plan.estimate else None,
-        compression=stored.codec,
-        raw_size=stored.raw_size,
-        sha256=stored.sha256,
-    )
-    if to_stdout and (keep is not None or max_total is not None):
-        result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])
-    if sidecar and not to_stdout:
-        result = write_sidecar(result, proc, plan, started_at, report, comment, codec)
-    if (keep is not None or max_total is not None) and not to_stdout:
-        directory = os.path.dirname(stored.path)
-        removed = apply_retention(directory, keep=keep, max_total=max_total, protect=stored.path)
-        if removed:
-            result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
-    return result
+    kind = opts.kind
+    output = _output(backend, proc, kind, opts, warnings)
+    with contextlib.ExitStack() as held:
+        # Our temporaries' directories are held from here to the end; dead dumplibs' leftovers go first.
+        stale = held.enter_context(writing_in(output.temp_directories()))
+        warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in stale]
+        plan = backend.plan(proc, kind, mask)
+        if opts.space_check:
+            plan = _guarded_plan(backend, proc, plan, output, opts.min_free, opts.fit, opts.flags is not None,
+                                 warnings)
+            if plan.kind is not kind and not opts.to_stdout:
+                output = _output(backend, proc, plan.kind, opts, [])
+                held.enter_context(writing_in(output.temp_directories()))
+        else:
+            warnings.append("the free-space check is off: this dump may fill the disk")
+        watchdogs = ([SpaceGuard(d, opts.min_free).watchdog(output.where) for d in output.watched()]
+                     if opts.space_check else [])
+        tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
+        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec)
+                 if opts.sidecar and not opts.to_stdout else None)
+        plan = dataclasses.replace(plan, max_pause=opts.max_pause)
+        report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
+                                      maker)
+        result = DumpResult(
+            path=stored.path,
+            pid=proc.pid,
+            process_name=proc.name,
+            kind=plan.kind.value,
+            flags=report.flags if report.flags is not None else plan.flags,
+            size=stored.size,
+            seconds=time.monotonic() - opts.started,
+            backend=backend.name,
+            warnings=tuple(warnings + plan.warnings + report.warnings + _sparse_warning(stored)),
+            stopped_seconds=report.stopped_seconds,
+            disk_bytes=stored.disk_bytes,
+            estimated_bytes=plan.estimate.bytes if plan.estimate else None,
+            compression=stored.codec,
+            raw_size=stored.raw_size,
+            sha256=stored.sha256,
+            sidecar=sidecar_path(stored.path) if maker is not None else None,
+        )
+        if opts.to_stdout and opts.retention:
+            result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])
+        if opts.retention and not opts.to_stdout:
+            directory = os.path.dirname(stored.path)
+            removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path)
+            if removed:
+                result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
+    return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
+
+
+#: A stored file whose apparent size is this many times its bytes on disk is worth a word: copying
+#: it with tools that do not keep holes (scp, most uploads) costs the apparent size.
+SPARSE_WARNING_RATIO = 8
+
+
+def _sparse_warning(stored: Stored) -> List[str]:
+    if stored.disk_bytes is None or stored.size < SPARSE_WARNING_RATIO * max(stored.disk_bytes, 1 << 20):
+        return []
+    return [f"{os.path.basename(stored.path)} is sparse: {human(stored.size)} apparent, {human(stored.disk_bytes)}"
+            " on disk; copy it with tools that keep holes (cp --sparse, rsync -S, tar -S) or compress it"]
 
 
 def _is_stdout(path: Optional[PathLike]) -> bool:
     return isinstance(path, str) and path == "-"
 
 
-def _output(backend: Backend, path: Optional[PathLike], proc: ProcessInfo, kind: DumpKind, overwrite: bool,
-            codec: Optional[Tuple[str, int]], when: datetime.datetime, min_free: Optional[int], sidecar: bool,
-            warnings: List[str]) -> Output:
+def _output(backend: Backend, proc: ProcessInfo, kind: DumpKind, opts: _Options, warnings: List[str]) -> Output:
     """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
-    name, level = codec if codec else (None, 0)
-    if _is_stdout(path):
+    name, level = opts.codec if opts.codec else (None, 0)
+    if opts.to_stdout:
         out = Stdout(name, level)
         if backend.streams:
             return out
-        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), min_free), f"{proc.pid}{backend.extension}")
+        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free))
     extension = backend.extension + (SUFFIXES[name] if name else "")
-    dest = plan_destination(path, proc, kind, overwrite=overwrite, extension=extension, when=when)
-    warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in remove_stale_temps(dest.directory)]
+    dest = plan_destination(opts.path, proc, kind, overwrite=opts.overwrite, extension=extension,
+                            when=opts.started_at, sidecar=opts.sidecar)
     if name is None:
-        return PlainFile(dest, overwrite, want_sha256=sidecar)
+        return PlainFile(dest, opts.overwrite, want_sha256=opts.sidecar)
     if not dest.final.endswith(SUFFIXES[name]):
         warnings.append(f"{os.path.basename(dest.final)} will hold {name}-compressed data but its name does not end"
                         f" in {SUFFIXES[name]}; debuggers will not open it before it is decompressed")
     if backend.streams:
-        return CompressedFile(dest, overwrite, name, level)
-    return RawThenCompress(CompressedFile(dest, overwrite, name, level), scratch_directory(dest.directory, min_free),
-                           os.path.basename(dest.final))
+        return CompressedFile(dest, opts.overwrite, name, level)
+    return RawThenCompress(CompressedFile(dest, opts.overwrite, name, level),
+                           scratch_directory(dest.directory, opts.min_free))
 
 
 def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Output, min_free: Optional[int],

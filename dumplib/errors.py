@@ -6,7 +6,7 @@ user can do about it. Exit codes are the CLI's business, not the library's.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "DumpError",
@@ -23,18 +23,38 @@ __all__ = [
     "UnsupportedPlatform",
     "InvalidDumpFile",
     "InsufficientDiskSpace",
+    "InvalidArgument",
 ]
 
 
 class DumpError(Exception):
-    """Base class of every error dumplib raises on purpose."""
+    """Base class of every error dumplib raises on purpose.
+
+    Each class declares its facts (typed, always present: None when not known); ``details()``
+    returns them, plus any extra fact a raiser added, for ``--json``."""
+
+    #: The facts each class declares, in addition to its bases' (name -> default).
+    fields: ClassVar[Tuple[str, ...]] = ()
+    message: str
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        declared = self._declared()
+        for key in declared:
+            setattr(self, key, None)
         for key, value in details.items():
             setattr(self, key, value)
-        self._detail_keys = tuple(details)
+        self._detail_keys = tuple(declared) + tuple(k for k in details if k not in declared)
+
+    @classmethod
+    def _declared(cls) -> List[str]:
+        out: List[str] = []
+        for klass in reversed(cls.__mro__):
+            for name in getattr(klass, "fields", ()) if "fields" in vars(klass) else ():
+                if name not in out:
+                    out.append(name)
+        return out
 
     def details(self) -> Dict[str, Any]:
         """The error's facts as a JSON-friendly dict (used by ``dumplib ... --json``)."""
@@ -55,6 +75,9 @@ class DumpError(Exception):
 class ProcessNotFound(DumpError):
     """No process matches the pid or name (or it exited before it could be dumped)."""
 
+    fields = ("target",)
+    target: Any
+
     def __init__(self, target: Any, message: Optional[str] = None) -> None:
         if message is None:
             message = (
@@ -66,6 +89,10 @@ class ProcessNotFound(DumpError):
 
 class AmbiguousProcess(DumpError):
     """A process name matches more than one process."""
+
+    fields = ("target", "candidates")
+    target: str
+    candidates: List[Any]
 
     def __init__(self, target: str, candidates: Sequence[Any]) -> None:
         listing = "; ".join(
@@ -81,12 +108,24 @@ class AmbiguousProcess(DumpError):
 class AccessDenied(DumpError):
     """The operating system refused access to the target process."""
 
+    fields = ("pid", "code", "debug_privilege")
+    pid: int
+    #: errno (Linux) or the Windows error code.
+    code: Optional[int]
+    #: Windows: whether SeDebugPrivilege is held (None elsewhere).
+    debug_privilege: Optional[bool]
+
     def __init__(self, message: str, *, pid: int, code: Optional[int] = None, **details: Any) -> None:
         super().__init__(message, pid=pid, code=code, **details)
 
 
 class BitnessMismatch(DumpError):
     """A 32-bit dumper and a 64-bit target (or the reverse): the dump would be misread."""
+
+    fields = ("pid", "target_bits", "dumper_bits")
+    pid: int
+    target_bits: int
+    dumper_bits: int
 
     def __init__(self, *, pid: int, target_bits: int, dumper_bits: int) -> None:
         message = (
@@ -100,12 +139,22 @@ class BitnessMismatch(DumpError):
 class TargetRefused(DumpError):
     """The target is one dumplib will not dump: itself, a zombie, a kernel thread, a traced process."""
 
+    fields = ("pid", "reason", "tracer_pid")
+    pid: int
+    #: self | zombie | kernel-thread | traced | ...
+    reason: str
+    #: The tracer's pid when reason is "traced".
+    tracer_pid: Optional[int]
+
     def __init__(self, message: str, *, pid: int, reason: str, **details: Any) -> None:
         super().__init__(message, pid=pid, reason=reason, **details)
 
 
 class DumpExists(DumpError):
     """The destination file exists and ``overwrite`` was not given. The file is left untouched."""
+
+    fields = ("path",)
+    path: str
 
     def __init__(self, path: str) -> None:
         super().__init__(
@@ -118,12 +167,19 @@ class DumpExists(DumpError):
 class InvalidDumpPath(DumpError):
     """The destination cannot hold a dump (missing directory, not writable, not a file...)."""
 
+    fields = ("path",)
+    path: str
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message, path=path)
 
 
 class InvalidKind(DumpError, ValueError):
     """An unknown dump kind or an invalid raw flags mask."""
+
+    fields = ("kind", "flags")
+    kind: Any
+    flags: Optional[int]
 
     def __init__(self, message: str, *, kind: Any = None, flags: Optional[int] = None) -> None:
         super().__init__(message, kind=kind, flags=flags)
@@ -132,12 +188,24 @@ class InvalidKind(DumpError, ValueError):
 class InvalidCompression(DumpError, ValueError):
     """An unknown compression or level, or a codec whose implementation is not installed."""
 
+    fields = ("compress",)
+    compress: Any
+
     def __init__(self, message: str, *, compress: Any = None) -> None:
         super().__init__(message, compress=compress)
 
 
 class DumpFailed(DumpError):
     """Writing or verifying the dump failed; no file was left behind."""
+
+    fields = ("pid", "reason", "errno", "winerror", "hresult")
+    pid: Optional[int]
+    #: What went wrong, for scripts: disk-full | broken-pipe | exited | unverified | max-pause |
+    #: cancelled | ... (None: an unclassified failure; the message says what happened).
+    reason: Optional[str]
+    errno: Optional[int]
+    winerror: Optional[int]
+    hresult: Optional[int]
 
     def __init__(
         self,
@@ -155,6 +223,9 @@ class DumpFailed(DumpError):
 class UnsupportedPlatform(DumpError):
     """This operating system or architecture has no dumplib backend."""
 
+    fields = ("platform",)
+    platform: str
+
     def __init__(self, platform: str) -> None:
         super().__init__(
             f"dumplib cannot dump processes on {platform!r}: backends exist for Windows (minidumps)"
@@ -166,6 +237,9 @@ class UnsupportedPlatform(DumpError):
 class InvalidDumpFile(DumpError):
     """A file is not a dump dumplib can read, or it is truncated or corrupt."""
 
+    fields = ("path",)
+    path: str
+
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message, path=path)
 
@@ -176,6 +250,13 @@ class InsufficientDiskSpace(DumpError):
     Raised before the target is touched when the estimate does not fit, and by the watchdog when
     another writer eats the space mid-dump; either way nothing is left behind.
     """
+
+    fields = ("path", "needed", "free", "reserve", "alternatives")
+    path: str
+    needed: int
+    free: int
+    reserve: int
+    alternatives: List[str]
 
     def __init__(
         self,
@@ -190,3 +271,14 @@ class InsufficientDiskSpace(DumpError):
         super().__init__(
             message, path=path, needed=needed, free=free, reserve=reserve, alternatives=list(alternatives or [])
         )
+
+
+class InvalidArgument(DumpError, ValueError):
+    """An argument with a value that means nothing (``keep=0``, a negative size...)."""
+
+    fields = ("argument", "value")
+    argument: str
+    value: Any
+
+    def __init__(self, message: str, *, argument: str, value: Any) -> None:
+        super().__init__(message, argument=argument, value=value)

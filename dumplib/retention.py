@@ -1,50 +1,92 @@
-"""Size- and count-based retention of the dumps dumplib wrote in one directory (never anything else)."""
+"""Size- and count-based retention of the dumps dumplib wrote in one directory (never anything else).
+
+Anyone who can write to the directory can plant files there, so a file counts as a dumplib dump
+only when the caller owns both it and its sidecar, both are regular files (not symlinks), and
+the sidecar's size and sha256 match the file; the sha256 is checked right before a deletion.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import List, Optional, Tuple
+import stat
+from typing import List, Optional
 
-from .output import remove_quietly
-from .sidecar import SUFFIX, read_sidecar
+from .placement import remove_if_same
+from .sidecar import SUFFIX, read_sidecar, sha256_of
 
 
-def dumps_in(directory: str) -> List[Tuple[str, str, int, str]]:
-    """(finished_at, dump path, bytes on disk, sidecar path) of dumplib's dumps in *directory*, oldest first."""
-    out = []
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    finished_at: str
+    dump: str
+    dump_stat: os.stat_result
+    sidecar: str
+    sidecar_stat: os.stat_result
+    sha256: str
+
+    @property
+    def disk_bytes(self) -> int:
+        return getattr(self.dump_stat, "st_blocks", 0) * 512 or self.dump_stat.st_size
+
+
+def _own_regular(path: str) -> Optional[os.stat_result]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return None
+    return st
+
+
+def dumps_in(directory: str) -> List[_Entry]:
+    """dumplib's dumps in *directory* by the cheap checks (owner, regular, sizes), oldest first."""
+    out: List[_Entry] = []
     for name in os.listdir(directory):
         if not name.endswith(SUFFIX):
             continue
         sidecar = os.path.join(directory, name)
+        side_st = _own_regular(sidecar)
+        if side_st is None:
+            continue
         data = read_sidecar(sidecar)
-        if data is None or data["dump"] != name[: -len(SUFFIX)]:
+        if data is None or data["dump"] != name[: -len(SUFFIX)] or not isinstance(data.get("sha256"), str):
             continue
         dump = os.path.join(directory, data["dump"])
-        if not os.path.isfile(dump):
+        st = _own_regular(dump)
+        if st is None or data.get("size") != st.st_size:
             continue
-        st = os.stat(dump)
-        out.append((str(data.get("finished_at", "")), dump, getattr(st, "st_blocks", 0) * 512 or st.st_size, sidecar))
-    return sorted(out)
+        out.append(_Entry(str(data.get("finished_at", "")), dump, st, sidecar, side_st, data["sha256"]))
+    return sorted(out, key=lambda e: (e.finished_at, e.dump))
 
 
 def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[int], protect: str) -> List[str]:
     """Delete the oldest dumps (and their sidecars) until at most *keep* remain and they total at most *max_total* bytes.
 
-    Only files with a dumplib sidecar are candidates; *protect* (the dump just written) is never removed.
+    Only dumplib's own dumps (see the module doc) are candidates; *protect* (the dump just
+    written) is never removed; a candidate whose content no longer matches its sidecar's sha256
+    is not dumplib's dump any more and is left alone and not counted.
     """
     entries = dumps_in(directory)
     removed: List[str] = []
-    total = sum(e[2] for e in entries)
+    total = sum(e.disk_bytes for e in entries)
     count = len(entries)
-    for _when, dump, size, sidecar in entries:
+    for e in entries:
         over_count = keep is not None and count > keep
         over_size = max_total is not None and total > max_total
         if not (over_count or over_size):
             break
-        if os.path.abspath(dump) == os.path.abspath(protect):
+        if os.path.abspath(e.dump) == os.path.abspath(protect):
             continue
-        remove_quietly(dump)
-        remove_quietly(sidecar)
-        removed.append(dump)
-        total -= size
+        if sha256_of(e.dump) != e.sha256:
+            count -= 1
+            total -= e.disk_bytes
+            continue
+        if remove_if_same(e.dump, e.dump_stat):
+            remove_if_same(e.sidecar, e.sidecar_stat)
+            removed.append(e.dump)
+        total -= e.disk_bytes
         count -= 1
     return removed

@@ -1,22 +1,30 @@
-"""The ``<dump>.json`` sidecar: what was dumped, how, and the file's sha256, for later trust and retention."""
+"""The ``<dump>.json`` sidecar: what was dumped, how, and the file's sha256, for later trust and retention.
+
+It holds the target's command line (passwords and tokens often live there), so it gets the dump's
+protection: created like the dump (exclusive, never through a symlink, owner-only) under a
+temporary name, and moved into place together with the dump or not at all (see outputs.py).
+"""
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import socket
-from typing import Any, BinaryIO, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
 import psutil
 
 from ._backend import Plan, WriteReport
 from ._version import __version__
-from .results import DumpResult, ProcessInfo
+from .placement import SIDECAR_SUFFIX
+from .results import ProcessInfo
 
-SUFFIX = ".json"
+SUFFIX = SIDECAR_SUFFIX
 TOOL = "dumplib"
+
+#: (dump's temporary path, dump's final path, what was stored, the write's report) -> the sidecar's bytes.
+SidecarMaker = Callable[[str, str, Any, WriteReport], bytes]
 
 
 def sidecar_path(dump_path: str) -> str:
@@ -38,47 +46,47 @@ def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def write_sidecar(result: DumpResult, proc: ProcessInfo, plan: Plan, started_at: datetime.datetime,
-                  report: WriteReport, comment: Optional[str], codec: Optional[Tuple[str, int]]) -> DumpResult:
-    """Write ``<dump>.json`` beside *result*'s file; return the result with its sidecar path and sha256."""
-    dump_path = result.path
-    st = os.stat(dump_path)
-    # Of the file as stored (read back from it, during or after the write): what a later check compares.
-    sha = result.sha256 or sha256_of(dump_path)
-    data: Dict[str, Any] = {
-        "tool": TOOL,
-        "version": __version__,
-        "dump": os.path.basename(dump_path),
-        "host": socket.gethostname(),
-        "pid": proc.pid,
-        "process_name": proc.name,
-        "command_line": _cmdline(proc.pid),
-        "kind": plan.kind.value,
-        "flags": plan.flags,
-        "started_at": started_at.isoformat(timespec="milliseconds"),
-        "finished_at": datetime.datetime.now().isoformat(timespec="milliseconds"),
-        "stopped_seconds": report.stopped_seconds,
-        "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
-        "size": st.st_size,
-        "raw_size": result.raw_size,
-        "disk_bytes": getattr(st, "st_blocks", 0) * 512 or None,
-        "sha256": sha,
-        "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
-        "comment": comment,
-    }
-    path = sidecar_path(dump_path)
-    temp = path + f".{os.getpid()}.tmp"
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(temp, path)
-    return dataclasses.replace(result, sidecar=path, sha256=sha)
+def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, comment: Optional[str],
+                  codec: Optional[Tuple[str, int]]) -> SidecarMaker:
+    """The function the output calls, once the dump is verified, for the sidecar's bytes."""
+    command_line = _cmdline(proc.pid)  # read before the write, while the target surely runs
+
+    def make(dump_temp: str, dump_final: str, stored: Any, report: WriteReport) -> bytes:
+        st = os.stat(dump_temp)
+        # Of the file as stored (hashed during the write where possible): what a later check compares.
+        if stored.sha256 is None:
+            stored.sha256 = sha256_of(dump_temp)
+        data: Dict[str, Any] = {
+            "tool": TOOL,
+            "version": __version__,
+            "dump": os.path.basename(dump_final),
+            "host": socket.gethostname(),
+            "pid": proc.pid,
+            "process_name": proc.name,
+            "command_line": command_line,
+            "kind": plan.kind.value,
+            "flags": report.flags if report.flags is not None else plan.flags,
+            "started_at": started_at.isoformat(timespec="milliseconds"),
+            "finished_at": datetime.datetime.now().isoformat(timespec="milliseconds"),
+            "stopped_seconds": report.stopped_seconds,
+            "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
+            "size": st.st_size,
+            "raw_size": stored.raw_size,
+            "disk_bytes": getattr(st, "st_blocks", 0) * 512 or None,
+            "sha256": stored.sha256,
+            "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
+            "comment": comment,
+        }
+        return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
+
+    return make
 
 
 def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
     """The sidecar's data if *path* is a dumplib sidecar, else None (foreign files are never trusted)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            data = json.loads(f.read(1 << 20))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("tool") == TOOL and isinstance(data.get("dump"), str) else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import psutil
 
@@ -11,6 +11,8 @@ from .errors import InsufficientDiskSpace
 from .results import SizeEstimate
 
 GiB = 1 << 30
+#: A volume, named by a directory on it or by an open file's descriptor (stdout redirected to a file).
+Volume = Union[str, int]
 #: The watchdog looks at free space at least this often (bytes written between checks).
 WATCH_EVERY = 64 << 20
 
@@ -29,16 +31,32 @@ def default_reserve(total: int) -> int:
     return max(GiB, total // 20)
 
 
-class SpaceGuard:
-    """Free-space policy for the volume that will hold *directory*."""
+class _Usage(NamedTuple):
+    total: int
+    free: int
 
-    def __init__(self, directory: str, min_free: Optional[int] = None) -> None:
+
+def _usage(volume: Volume) -> _Usage:
+    """Size and free space (for unprivileged writers) of the volume holding *volume*."""
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is not None:  # takes a path or a descriptor alike
+        st = statvfs(volume)
+        return _Usage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+    usage = psutil.disk_usage(str(volume))
+    return _Usage(usage.total, usage.free)
+
+
+class SpaceGuard:
+    """Free-space policy for the volume that will hold *directory* (a path, or an open file's descriptor)."""
+
+    def __init__(self, directory: Volume, min_free: Optional[int] = None) -> None:
         self.directory = directory
-        usage = psutil.disk_usage(directory)
+        self.label = "the file stdout is redirected to" if isinstance(directory, int) else directory
+        usage = _usage(directory)
         self.reserve = default_reserve(usage.total) if min_free is None else int(min_free)
 
     def free(self) -> int:
-        return psutil.disk_usage(self.directory).free
+        return _usage(self.directory).free
 
     def room(self) -> int:
         """Bytes that can still go to this volume with the reserve kept (negative: none can)."""
@@ -52,14 +70,14 @@ class SpaceGuard:
         needed = estimate.bytes if needed is None else needed
         free = self.free()
         hints = [f"--kind {e.kind} (~{human(e.bytes)})" for e in fitting]
-        volumes = other_volumes_with_room(self.directory, needed)
+        volumes = other_volumes_with_room(self.directory, needed) if isinstance(self.directory, str) else []
         hints += [f"a path on {v}" for v in volumes]
         advice = ("; it would fit as: " + ", ".join(hints)) if hints else "; free space first"
         return InsufficientDiskSpace(
             f"a {estimate.kind} dump of process {estimate.pid} needs ~{human(needed)}{why} on the volume of"
-            f" {self.directory}, which has {human(free)} free, and {human(self.reserve)} must stay free"
+            f" {self.label}, which has {human(free)} free, and {human(self.reserve)} must stay free"
             f" (--min-free){advice}. Nothing was written and the process was not touched",
-            path=self.directory,
+            path=str(self.label),
             needed=needed,
             free=free,
             reserve=self.reserve,
@@ -78,7 +96,7 @@ class SpaceGuard:
             free = guard.free()
             if free < guard.reserve:
                 raise InsufficientDiskSpace(
-                    f"free space on the volume of {guard.directory} fell to {human(free)}, below the"
+                    f"free space on the volume of {guard.label} fell to {human(free)}, below the"
                     f" {human(guard.reserve)} reserve, while the dump was being written (something else is"
                     " filling the disk); the dump was abandoned and its partial file removed",
                     path=path,
@@ -90,11 +108,11 @@ class SpaceGuard:
         return check
 
 
-def shortfall(needs: Sequence[Tuple[str, int, str]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int, str]]:
+def shortfall(needs: Sequence[Tuple[Volume, int, str]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int, str]]:
     """The first volume that cannot take what *needs* ((directory, bytes, what) triples) puts on it
     while keeping its reserve: (its guard, the bytes it would take, what they are); None when
     everything fits. Needs on the same volume add up."""
-    per_volume: Dict[int, List[Any]] = {}
+    per_volume: Dict[Any, List[Any]] = {}
     for directory, n, what in needs:
         entry = per_volume.setdefault(os.stat(directory).st_dev, [directory, 0, []])
         entry[1] += n

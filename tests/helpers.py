@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator, List
@@ -27,14 +28,41 @@ def leftovers(directory: "os.PathLike[str] | str") -> List[str]:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
-    """A real tmpfs volume of *size* mounted at *path* for the duration (root only; skipped otherwise)."""
-    if os.geteuid() != 0:
-        pytest.skip("NOT RUN: mounting a tmpfs volume needs root")
+def tmpfs(path: Path, size: str, *, read_only: bool = False, options: str = "") -> Iterator[Path]:
+    """A real tmpfs volume of *size* mounted at *path* for the duration (root only; CI runs as root)."""
+    require(os.geteuid() == 0, "mounting a tmpfs volume needs root")
     path.mkdir()
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "") + (f",{options}" if options else "")
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
     try:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def ext4_volume(path: Path, size: str, *, leave_free: "int | None" = None) -> Iterator[Path]:
+    """A real ext4 volume of *size* on a sparse loop-mounted image, mounted at *path* (root only).
+
+    With *leave_free*, a preallocated file takes all but that many bytes: fallocate marks the blocks
+    used without writing them, so a 40 GiB volume that is nearly full costs almost nothing here.
+    """
+    require(os.geteuid() == 0, "mounting a loop device needs root")
+    require(shutil.which("mkfs.ext4") is not None, "mkfs.ext4 is not installed (apt-get install e2fsprogs)")
+    image = path.with_name(path.name + ".img")
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-T", "largefile4", str(image)], check=True)
+    path.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=True)
+    try:
+        if leave_free is not None:
+            st = os.statvfs(path)
+            fd = os.open(path / "filler", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize - leave_free)
+            finally:
+                os.close(fd)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+        image.unlink()

@@ -93,3 +93,99 @@ def have(tool: str) -> bool:
 
 def dumplib_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dumplib_cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    """`python -m dumplib_cli ARGS` with extra subprocess options (a wrapper command, env, preexec_fn)."""
+    wrapper = kwargs.pop("wrapper", [])
+    return subprocess.run([*wrapper, sys.executable, "-m", "dumplib_cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def build_c(directory: Path, name: str, source: str, *flags: str) -> Path:
+    """Compile *source* (C text) into *directory*/*name*; binaries are never committed."""
+    src = directory / f"{name}.c"
+    src.write_text(source)
+    exe = directory / name
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+# A thread that puts a known value in all 256 bits of ymm15 and then only makes raw nanosleep
+# system calls, so nothing (no libc, no dynamic linker) can clobber it. The upper 128 bits live only
+# in the XSAVE area: a core without NT_X86_XSTATE cannot show them.
+YMM15 = (0x1111A001, 0x2222A002, 0x3333A003, 0x4444A004, 0x5555A005, 0x6666A006, 0x7777A007, 0x7888A008)
+AVX_TARGET_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static const unsigned pattern[8] __attribute__((aligned(32))) = {%s};
+__attribute__((noinline)) void *thread_holds_ymm15(void *arg) {
+    struct timespec ts = {1, 0};
+    __asm__ volatile(
+        "vmovdqu (%%0), %%%%ymm15\n"
+        "1:\n"
+        "mov $35, %%%%eax\n"
+        "mov %%1, %%%%rdi\n"
+        "xor %%%%esi, %%%%esi\n"
+        "syscall\n"
+        "jmp 1b\n"
+        :: "r"(pattern), "r"(&ts) : "rax", "rdi", "rsi", "rcx", "r11", "memory");
+    return arg;
+}
+int main(void) {
+    int avx = __builtin_cpu_supports("avx");
+    pthread_t t;
+    if (avx) pthread_create(&t, NULL, thread_holds_ymm15, NULL);
+    printf("{\"pid\": %%d, \"avx\": %%s, \"threads\": %%d}\n", (int)getpid(), avx ? "true" : "false", avx ? 2 : 1);
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {}
+    return 0;
+}
+""" % ", ".join(hex(v) for v in YMM15)
+
+# A Python target whose heap is random bytes: memory no compressor can shrink.
+PY_RANDOM_HEAP = r"""
+import json, os, sys
+blob = os.urandom(int(sys.argv[1]) << 20)
+print(json.dumps({"pid": os.getpid(), "threads": 1}), flush=True)
+sys.stdin.read()
+"""
+
+
+def run_in_pty(argv: List[str], timeout: float = 300) -> "tuple[int, bytes, bytes]":
+    """Run *argv* with stderr on a real pseudo-terminal (stdout a pipe): (exit code, terminal bytes, stdout)."""
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: every follower end is closed, the child has exited
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic())), bytes(seen), out
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -9,7 +9,8 @@ import dataclasses
 import errno
 import os
 import platform
-from typing import Any, Dict, List, Optional, Sequence
+import select
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -20,7 +21,8 @@ from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes
 from .memory import FileSink, MemoryCopier, StreamSink, read_small
-from .tracer import StoppedProcess, ThreadState, permission_error, read_status, traced_refusal
+from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
+                     traced_refusal)
 
 PF_KTHREAD = 0x00200000
 
@@ -29,13 +31,19 @@ def supported_machine() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LinuxDetail:
     """What the plan saw; the writer re-derives it while the target is stopped, by the same rules."""
 
     segments: List[maps.Segment]
-    threads: int = 0  # set by the writer: how many PRSTATUS notes it wrote
-    head: bytes = b""  # set by the writer: ELF header, program headers and notes, as written
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What the writer produced, for verification."""
+
+    threads: int  # how many PRSTATUS notes it wrote
+    head: bytes  # ELF header, program headers and notes, as written
 
 
 class LinuxBackend(Backend):
@@ -52,6 +60,10 @@ class LinuxBackend(Backend):
             table[proc.pid] = proc.info["name"] or ""
         return table
 
+    def __init__(self) -> None:
+        #: pid -> (pidfd, start time in clock ticks) of each target between check_target and release.
+        self._held: Dict[int, Tuple[int, int]] = {}
+
     def check_target(self, target: ProcessInfo) -> None:
         pid = target.pid
         status = read_status(pid)
@@ -64,7 +76,9 @@ class LinuxBackend(Backend):
                 pid=pid,
                 reason="self",
             )
-        if status.get("State", "").startswith(("Z", "X")):
+        # A main thread that called pthread_exit is a zombie while the process lives on in its
+        # other threads: that process is dumped through them (see _memory_pid).
+        if status.get("State", "").startswith(("Z", "X")) and _memory_pid(pid) == pid:
             raise TargetRefused(
                 f"process {pid} is a zombie: it has exited and holds no memory to dump; its parent"
                 " (pid {0}) has not reaped it yet".format(status.get("PPid", "?")),
@@ -78,14 +92,51 @@ class LinuxBackend(Backend):
                 pid=pid,
                 reason="kernel-thread",
             )
-        tracer = int(status.get("TracerPid", "0") or 0)
-        if tracer:
-            raise traced_refusal(pid, tracer)
+        traced = foreign_tracer(pid)
+        if traced:
+            raise traced_refusal(pid, traced[1], traced[0])
+        self._hold(target)
+
+    def _hold(self, target: ProcessInfo) -> None:
+        """Keep a pidfd and the start time of the process that *target* names, from here to release().
+
+        The start time is compared with the one taken when the target was resolved: a pid that
+        meanwhile came to belong to another process is ProcessNotFound, now and at every later check.
+        """
+        pid = target.pid
+        self.release(target)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+        ticks = _start_ticks(pid)  # read after the pidfd exists, so a live pidfd vouches for it
+        if ticks is None or _pidfd_exited(fd) or not _same_start(target.started, ticks):
+            os.close(fd)
+            raise _reused(pid)
+        self._held[pid] = (fd, ticks)
+
+    def _check_same(self, pid: int) -> None:
+        """ProcessNotFound unless *pid* is still the process check_target saw."""
+        held = self._held.get(pid)
+        if held is None:
+            return
+        fd, ticks = held
+        now = _start_ticks(pid)
+        if now is not None and now != ticks:
+            raise _reused(pid)
+        if now is None or _pidfd_exited(fd):
+            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
+
+    def release(self, target: ProcessInfo) -> None:
+        held = self._held.pop(target.pid, None)
+        if held is not None:
+            os.close(held[0])
 
     def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
         pid = target.pid
-        regions = _smaps(pid)
-        segments = self._select(pid, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
+        mem = _memory_pid(pid)
+        regions = _smaps(mem)
+        segments = self._select(mem, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
         parts = maps.estimate_bytes(segments, regions, threads)
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
@@ -124,13 +175,16 @@ class LinuxBackend(Backend):
                     where: str) -> WriteReport:
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go."""
         pid = plan.target.pid
+        self._check_same(pid)
         try:
-            with StoppedProcess(pid) as stopped:
+            with StoppedProcess(pid, max_pause=plan.max_pause) as stopped:
+                self._check_same(pid)  # the threads just stopped belong to the process that was checked
+                mem = _memory_pid(pid)
                 threads = _leader_first(pid, stopped.threads)
-                regions = _smaps(pid)
-                segments = self._select(pid, regions, plan.kind, plan.flags,
+                regions = _smaps(mem)
+                segments = self._select(mem, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
-                note_bytes = _notes(pid, threads, regions, comment, signature)
+                note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem)
                 # Memory not taken gets no PT_LOAD at all: gdb reads a p_filesz-0 segment as zeros,
                 # which would pass for real data. Absent, it says "Cannot access memory".
                 segments = [s for s in segments if s.dump_start == s.start]
@@ -138,12 +192,13 @@ class LinuxBackend(Backend):
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
                 sink.write_at(head, 0)
-                copier = MemoryCopier(pid, sink, tick)
+                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick))
                 try:
                     for seg, offset in zip(segments, offsets):
                         copier.copy(seg.start, seg.end, offset, seg.anon)
                 finally:
                     copier.close()
+                stopped.check_pause()  # every byte above was read while the target was stopped
                 if not stopped.alive():
                     raise DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept",
                                      pid=pid, reason="exited")
@@ -151,19 +206,22 @@ class LinuxBackend(Backend):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        plan.detail = LinuxDetail(segments, threads=len(threads), head=head)
-        return WriteReport(stopped_seconds=stopped.stopped_seconds)
+        warnings = [] if mem == pid else [
+            f"the main thread of process {pid} has exited (it called pthread_exit) while {len(threads)} other"
+            f" threads run on: the core holds those threads, and its memory was read through thread {mem}"]
+        return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=warnings, flags=plan.flags,
+                           learned=Written(threads=len(threads), head=head))
 
-    def verify(self, path: str, plan: Plan) -> None:
-        verify_core(path, plan.target.pid, plan.detail.threads if plan.detail else 0)
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        verify_core(path, plan.target.pid, report.learned.threads)
 
-    def verify_stream(self, plan: Plan, size: int) -> None:
-        detail = plan.detail
+    def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
+        written = report.learned
         try:
-            core = elfcore.parse_head(detail.head, size, "the output stream")
+            core = elfcore.parse_head(written.head, size, "the output stream")
         except InvalidDumpFile as exc:
             raise DumpFailed(f"the core sent to the stream is unusable: {exc.message}", pid=plan.target.pid) from None
-        check_core(core, plan.target.pid, detail.threads)
+        check_core(core, plan.target.pid, written.threads)
 
 
 def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
@@ -191,19 +249,69 @@ def check_core(core: elfcore.ElfCore, pid: int, threads: int) -> elfcore.ElfCore
 
 
 def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: Optional[str],
-           signature: str) -> bytes:
+           signature: str, *, mem: Optional[int] = None) -> bytes:
+    mem = mem or pid  # what needs the process's memory is read through a live thread
     stat = _stat_fields(pid)
     status = read_status(pid)
     uid = int(status.get("Uid", "0").split()[0])
     gid = int(status.get("Gid", "0").split()[0])
     ids = (pid, int(stat[1]), int(stat[2]), int(stat[3]))
     comm = _read_proc(pid, "comm").decode("utf-8", "replace").strip()
-    psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(pid, "cmdline"), comm)
-    body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(pid, "auxv"), regions=regions)
+    psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline"), comm)
+    body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions)
     body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature.encode("utf-8"))
     if comment:
         body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8", "surrogateescape"))
     return body
+
+
+def _pause_checked(stopped: StoppedProcess, tick: Optional[Tick]) -> Tick:
+    """The writer's tick, first raising max-pause once the tracer has let the target go."""
+    def checked(written: int) -> None:
+        stopped.check_pause()
+        if tick is not None:
+            tick(written)
+    return checked
+
+
+def _memory_pid(pid: int) -> int:
+    """Where the process's memory and memory-backed /proc files are read: the process itself, or a live
+    thread once its main thread has called pthread_exit (a zombie, whose smaps and auxv are empty)."""
+    if thread_state(pid, pid) not in ("Z", "X"):
+        return pid
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return pid
+    return next((t for t in tids if thread_state(pid, t) not in ("", "Z", "X")), pid)
+
+
+def _start_ticks(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks after boot (/proc/PID/stat field 22)."""
+    stat = _stat_fields(pid)
+    return int(stat[19]) if len(stat) > 19 else None
+
+
+def _same_start(started: Optional[float], ticks: int) -> bool:
+    """Whether *ticks* is the start time (psutil's create_time, seconds since the epoch) seen at resolve."""
+    if started is None:
+        return True
+    # psutil computes create_time as boot time + ticks / CLK_TCK: the same sum, to within rounding
+    # (less than one tick, 10 ms, so two processes started a tick apart differ).
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    return abs(psutil.boot_time() + ticks * tick - started) < tick / 2
+
+
+def _pidfd_exited(fd: int) -> bool:
+    """A pidfd reads ready once its process has exited (every thread, not only the leader)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _reused(pid: int) -> ProcessNotFound:
+    return ProcessNotFound(pid, f"process {pid} exited, and its pid now belongs to another process; nothing"
+                                " was dumped. Find the process again (`dumplib ps`) and dump it by its new pid")
 
 
 def _leader_first(pid: int, threads: Dict[int, ThreadState]) -> List[ThreadState]:
@@ -215,6 +323,10 @@ def _create_exclusive(path: str) -> int:
     try:
         return os.open(path, flags, 0o600)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
+                             " written. Free space or dump to another volume", errno=exc.errno,
+                             reason="disk-full") from None
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
 
 

@@ -1,7 +1,11 @@
-"""Stopping every thread of a process with PTRACE_SEIZE + PTRACE_INTERRUPT, and letting them go.
+"""Stopping every thread of a process, and letting them go, from one short-lived tracer thread.
 
-SEIZE never sends SIGSTOP, so if the dumper dies (even by SIGKILL) the kernel detaches and the
-target simply runs on; there is no stop signal it could be left in.
+ptrace ties each tracee to the tracer *thread*, and when that thread ends the kernel detaches every
+tracee, even one still on its way to a stop (a thread asleep in the kernel that wakes up later).
+So every ptrace call is made by a dedicated thread that lives only while the target is stopped. The
+caller's thread reads memory (process_vm_readv needs no tracer) and may be interrupted, blocked on a
+stalled pipe or held by Ctrl-Z: the tracer still lets the target go at the deadline and ends.
+PTRACE_SEIZE never sends SIGSTOP, so if the dumper dies (even by SIGKILL) the target simply runs on.
 """
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import AccessDenied, DumpFailed, ProcessNotFound, TargetRefused
 from . import libc
@@ -18,6 +23,12 @@ from . import libc
 _REGS_SIZE = 27 * 8  # struct user_regs_struct on x86_64
 _FPREGS_SIZE = 512  # FXSAVE area
 _XSTATE_MAX = 1 << 14
+#: How long one thread may take to reach its stop. A thread asleep in the kernel in a way no signal
+#: can interrupt (a vfork parent, a read from a hung NFS or FUSE mount) never gets there, while every
+#: other thread waits stopped; past this the dump is refused and the others released.
+STOP_TIMEOUT = 2.0
+#: Stop signals that must not freeze dumplib (and with it the target) while the target is stopped.
+JOB_CONTROL_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 class ThreadState:
@@ -43,73 +54,191 @@ def list_tids(pid: int) -> List[int]:
         raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
 
 
+def thread_state(pid: int, tid: int) -> str:
+    """The one-letter scheduler state of a thread ('' when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode("ascii", "replace")
+    except (OSError, IndexError):
+        return ""
+
+
 def _errno_of(exc: OSError) -> int:
     return exc.errno or 0
 
 
 class StoppedProcess:
-    """Context manager: every thread stopped on entry, every thread detached on exit, whatever happens."""
+    """Context manager: every thread stopped on entry, every thread let go on exit, whatever happens.
 
-    def __init__(self, pid: int) -> None:
+    With *max_pause* the tracer lets the target go that many seconds after the first thread was
+    stopped even if the caller is not done; check_pause() then raises in the caller.
+    """
+
+    def __init__(self, pid: int, *, max_pause: Optional[float] = None, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.pid = pid
+        self.max_pause = max_pause
+        self.stop_timeout = stop_timeout if max_pause is None else min(stop_timeout, max_pause)
+        #: The threads that were stopped, with their registers (kept after release for the notes).
         self.threads: Dict[int, ThreadState] = {}
         self.stopped_at = 0.0
         self.resumed_at = 0.0
+        #: Set (before any thread is let go) when max_pause ran out before the caller released.
+        self.expired = False
+        self._seized: Set[int] = set()
+        self._skipped: Set[int] = set()  # zombie threads (a main thread that called pthread_exit)
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._tracer: Optional[threading.Thread] = None
+        self._job_control = JobControlDeferred()
 
-    # -- entering ----------------------------------------------------------------------------------
+    # -- the caller's side ----------------------------------------------------------------------------
     def __enter__(self) -> "StoppedProcess":
-        self.stopped_at = time.monotonic()
         try:
-            self._seize_all()
-            for state in self.threads.values():
-                self._read_registers(state)
+            # Before the tracer starts, so that it inherits the blocked job-control signals.
+            self._job_control.start()
+            self._tracer = threading.Thread(target=self._trace, name=f"dumplib-tracer-{self.pid}", daemon=True)
+            self._tracer.start()
+            self._ready.wait()  # the tracer's own waits are bounded, so this is too
+            if self._error is not None:
+                raise self._error
         except BaseException:
-            self.detach()
+            self.release()
             raise
         return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let every thread go (at once, idempotent), then let a deferred Ctrl-Z stop dumplib."""
+        self._release.set()
+        try:
+            if self._tracer is not None:
+                self._tracer.join()
+                _wait_thread_gone(self._tracer.native_id)
+        finally:
+            self._job_control.finish()
+
+    def check_pause(self) -> None:
+        """Raise DumpFailed 'max-pause' if the tracer had to let the target go before the caller was done."""
+        if self.expired:
+            raise DumpFailed(
+                f"process {self.pid} was let go after {self.max_pause:g} s stopped (max_pause) before its dump"
+                " was complete, so the dump was abandoned and nothing was kept. The output was too slow (a"
+                " stalled reader of '-'?); write to a local file, or allow a longer pause (--max-pause)",
+                pid=self.pid, reason="max-pause", max_pause=self.max_pause)
+
+    @property
+    def stopped_seconds(self) -> float:
+        """From the first PTRACE_SEIZE to the last PTRACE_DETACH."""
+        return (self.resumed_at or time.monotonic()) - self.stopped_at
+
+    def alive(self) -> bool:
+        """Whether a thread that was stopped is still neither dead nor a zombie."""
+        return any(thread_state(self.pid, tid) not in ("", "Z", "X") for tid in self.threads)
+
+    # -- the tracer thread ------------------------------------------------------------------------------
+    def _trace(self) -> None:
+        self.stopped_at = time.monotonic()
+        try:
+            try:
+                # Signals are for the caller's threads: this thread's waits are never interrupted by them.
+                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+                self._seize_all()
+                for state in self.threads.values():
+                    self._read_registers(state)
+            except BaseException as exc:  # handed to the caller, which raises it
+                self._error = exc
+                return
+            finally:
+                self._ready.set()
+            if not self._release.wait(self._pause_left()):
+                self.expired = True  # before any thread runs: the caller must see it after its last read
+        finally:
+            self._detach_all()
+            self.resumed_at = time.monotonic()
+
+    def _pause_left(self) -> Optional[float]:
+        if self.max_pause is None:
+            return None
+        return max(0.0, self.stopped_at + self.max_pause - time.monotonic())
 
     def _seize_all(self) -> None:
         # Threads may be created while we stop the others: repeat until a pass finds none new.
         while True:
-            new = [t for t in list_tids(self.pid) if t not in self.threads]
+            new = [t for t in list_tids(self.pid) if t not in self._seized and t not in self._skipped]
             if not new:
-                return
+                break
+            if self._pause_left() == 0.0:  # threads created as fast as they are stopped
+                self.expired = True
+                self.check_pause()
             for tid in new:
                 self._seize(tid)
+            self._wait_stops([t for t in new if t in self.threads])
+        if not self.threads:
+            raise ProcessNotFound(self.pid, f"process {self.pid} exited before it could be stopped")
 
     def _seize(self, tid: int) -> None:
+        """PTRACE_SEIZE then PTRACE_INTERRUPT one thread; its stop is waited for with the others."""
         try:
             libc.ptrace(libc.PTRACE_SEIZE, tid, None, None)
         except OSError as exc:
-            if _errno_of(exc) == errno.ESRCH and tid != self.pid:
-                return  # that thread exited meanwhile
-            if _errno_of(exc) == errno.ESRCH:
-                raise ProcessNotFound(self.pid, f"process {self.pid} exited before it could be stopped") from None
+            if _errno_of(exc) == errno.EPERM and thread_state(self.pid, tid) in ("Z", "X"):
+                self._skipped.add(tid)  # a thread that exited (a pthread_exit'ed main thread): nothing to stop
+                return
             if _errno_of(exc) == errno.EPERM:
-                raise permission_error(self.pid) from None
+                raise permission_error(self.pid, tid=tid) from None
+            if _errno_of(exc) == errno.ESRCH:
+                self._skipped.add(tid)  # that thread exited meanwhile
+                return
             raise DumpFailed(f"PTRACE_SEIZE of thread {tid} failed: {exc}", pid=self.pid, errno=exc.errno) from None
-        state = ThreadState(tid)
-        self.threads[tid] = state  # from here on, detach() must release it
+        self._seized.add(tid)  # from here on, _detach_all must release it
+        self.threads[tid] = ThreadState(tid)
         try:
             libc.ptrace(libc.PTRACE_INTERRUPT, tid, None, None)
-            self._wait_stopped(state)
-        except OSError as exc:
-            if _errno_of(exc) in (errno.ESRCH, errno.ECHILD) and tid != self.pid:
-                del self.threads[tid]
-                return
-            raise _exited(self.pid) from None
+        except OSError:
+            self._forget(tid)  # it exited between the two calls
 
-    def _wait_stopped(self, state: ThreadState) -> None:
+    def _wait_stops(self, tids: List[int]) -> None:
+        """Wait, at most stop_timeout, until each of *tids* is in its ptrace stop or gone."""
+        deadline = time.monotonic() + self.stop_timeout
+        waiting = list(tids)
+        nap = 0.0001
+        while waiting:
+            waiting = [tid for tid in waiting if not self._poll_stop(tid)]
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise unstoppable_refusal(self.pid, waiting, self.stop_timeout)
+            time.sleep(nap)
+            nap = min(nap * 2, 0.005)
+
+    def _poll_stop(self, tid: int) -> bool:
+        """True once *tid* has stopped (or exited); never blocks."""
         status = ctypes.c_int()
-        libc.waitpid(state.tid, ctypes.byref(status), libc.WALL)
+        try:
+            got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | os.WNOHANG)
+        except OSError as exc:
+            if _errno_of(exc) == errno.EINTR:
+                return False  # interrupted is not exited: ask again
+            self._forget(tid)  # ECHILD: it is gone
+            return True
+        if got == 0:
+            return False
         value = status.value
         if os.WIFEXITED(value) or os.WIFSIGNALED(value):
-            raise OSError(errno.ESRCH, "thread exited")
+            self._forget(tid)
+            return True
         if os.WIFSTOPPED(value):
             sig = os.WSTOPSIG(value)
-            event = value >> 16
-            if not (event == libc.PTRACE_EVENT_STOP or sig == signal.SIGTRAP):
-                state.pending_signal = sig  # a signal-delivery stop: hand it back at detach
+            if not ((value >> 16) == libc.PTRACE_EVENT_STOP or sig == signal.SIGTRAP):
+                self.threads[tid].pending_signal = sig  # a signal-delivery stop: hand it back at detach
+        return True
+
+    def _forget(self, tid: int) -> None:
+        self.threads.pop(tid, None)
+        self._skipped.add(tid)
 
     def _read_registers(self, state: ThreadState) -> None:
         state.regs = _getregset(state.tid, libc.NT_PRSTATUS, _REGS_SIZE)
@@ -119,32 +248,73 @@ class StoppedProcess:
         except OSError:
             state.xstate = None  # no XSAVE on this CPU
 
-    # -- leaving -------------------------------------------------------------------------------------
-    def detach(self) -> None:
-        gone = []
-        for tid, state in list(self.threads.items()):
+    def _detach_all(self) -> None:
+        dead = []
+        for tid in sorted(self._seized):
+            state = self.threads.get(tid)
+            signo = state.pending_signal if state else 0
             try:
-                libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(state.pending_signal or None))
+                libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(signo or None))
             except OSError:
-                gone.append(tid)
-        self.threads.clear()
-        self.resumed_at = time.monotonic()
-        if gone:
-            _reap(gone)
+                # Not in a stop: killed (a zombie only its tracer can reap), or not stopped yet
+                # (detached by the kernel when this thread ends, the very next thing it does).
+                if thread_state(self.pid, tid) in ("", "Z", "X"):
+                    dead.append(tid)
+        self._seized.clear()
+        if dead:
+            _reap(dead)
 
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
 
-    @property
-    def stopped_seconds(self) -> float:
-        return (self.resumed_at or time.monotonic()) - self.stopped_at
+class JobControlDeferred:
+    """Ctrl-Z (SIGTSTP) and background-terminal stops (SIGTTIN, SIGTTOU) wait until the target runs.
 
-    def alive(self) -> bool:
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
-            return False
+    A stop signal freezes every thread of dumplib, the tracer with them, and the target stays stopped
+    until `fg`. Blocking them in the calling thread covers that thread and the tracer (it inherits the
+    mask); a handler, which only the main thread may install, catches them wherever else the kernel
+    delivers them (any thread of ours that does not block them). finish() puts both back, so the
+    signals still pending are delivered and those caught are raised again: dumplib then stops as asked,
+    with the target already running. From another thread dumplib cannot keep a stop signal delivered
+    to the caller's other threads from stopping the whole process.
+    """
+
+    def __init__(self) -> None:
+        self._caught: List[int] = []
+        self._old_mask: Optional[Set[int]] = None
+        self._old_handlers: Dict[int, object] = {}
+
+    def start(self) -> None:
+        self._old_mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, JOB_CONTROL_SIGNALS))
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in JOB_CONTROL_SIGNALS:
+            if signal.getsignal(sig) in (signal.SIG_IGN, None):  # ignored, or set outside Python: leave it
+                continue
+            self._old_handlers[sig] = signal.signal(sig, self._catch)
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self._caught.append(signum)
+
+    def finish(self) -> None:
+        if self._old_mask is None:
+            return
+        pending = set(signal.sigpending()) & set(JOB_CONTROL_SIGNALS)
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+        self._old_handlers = {}
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)  # what is pending arrives now
+        self._old_mask = None
+        for sig in dict.fromkeys(self._caught):
+            if sig not in pending:
+                os.kill(os.getpid(), sig)
+        self._caught = []
+
+
+def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
+    """Wait until the tracer thread has left the kernel, not only Python: join() returns a moment
+    before the thread ends, and the kernel detaches a tracee it never reached a stop only then."""
+    deadline = time.monotonic() + patience
+    while tid is not None and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def _reap(tids: List[int], patience: float = 2.0) -> None:
@@ -161,8 +331,9 @@ def _reap(tids: List[int], patience: float = 2.0) -> None:
             try:
                 if libc.waitpid(tid, ctypes.byref(status), libc.WALL | os.WNOHANG) == tid:
                     pending.discard(tid)
-            except OSError:
-                pending.discard(tid)  # ECHILD: not ours to reap (alive and detached, or reaped)
+            except OSError as exc:
+                if _errno_of(exc) != errno.EINTR:
+                    pending.discard(tid)  # ECHILD: not ours to reap (alive and detached, or reaped)
         if pending:
             time.sleep(0.01)
 
@@ -174,17 +345,39 @@ def _getregset(tid: int, note_type: int, size: int) -> bytes:
     return buf.raw[: iov.iov_len]
 
 
-def _exited(pid: int) -> DumpFailed:
-    return DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited")
+def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefused:
+    """The refusal for threads that did not reach their stop: which, in what state, waiting where."""
+    tid = tids[0]
+    status = read_status(pid, tid)
+    state = status.get("State", "?")
+    wchan = _read_small_text(f"/proc/{pid}/task/{tid}/wchan")
+    where = f" in the kernel at {wchan}" if wchan and wchan != "0" else " in the kernel"
+    others = f" (and {len(tids) - 1} more)" if len(tids) > 1 else ""
+    return TargetRefused(
+        f"thread {tid}{others} of process {pid} did not stop within {timeout:g} s: it is in state {state}, waiting"
+        f"{where}, where no signal or ptrace stop reaches it (a vfork parent waiting for its child, a read from"
+        f" a hung NFS or FUSE mount). Its other threads were let go at once and nothing was written; try again"
+        f" once it is out of that call (/proc/{pid}/task/{tid}/stack shows where it waits)",
+        pid=pid, reason="thread-not-stopping", tid=tid, tids=list(tids), state=state, wchan=wchan,
+    )
 
 
-def permission_error(pid: int, action: str = "attach to") -> BaseException:
+def _read_small_text(path: str) -> str:
+    """A short kernel-written /proc value, undecodable bytes escaped."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(256).decode("ascii", "backslashreplace").strip()
+    except OSError:
+        return ""
+
+
+def permission_error(pid: int, action: str = "attach to", tid: Optional[int] = None) -> BaseException:
     """Explain why the kernel refused access (ptrace, or /proc files guarded by the same rules):
     a tracer, another user, a non-dumpable process, Yama, or a missing capability."""
-    status = read_status(pid)
-    tracer = int(status.get("TracerPid", "0") or 0)
-    if tracer and action == "attach to":
-        return traced_refusal(pid, tracer)
+    status = read_status(pid, tid)
+    tracer = tracer_process(pid, tid)
+    if tracer and tracer != os.getpid() and action == "attach to":
+        return traced_refusal(pid, tracer, tid)
     reasons = []
     uid = int(status.get("Uid", "0").split()[0]) if status.get("Uid") else None
     if uid is not None and uid != os.geteuid():
@@ -213,27 +406,59 @@ def _proc_owner(pid: int) -> Optional[int]:
         return None
 
 
-def traced_refusal(pid: int, tracer: int) -> TargetRefused:
+def foreign_tracer(pid: int) -> Optional[Tuple[int, int]]:
+    """(thread id, tracer pid) of the first thread of *pid* traced by another process, if any.
+
+    A tracer may hold a single thread (`strace -p TID`), so every thread is checked, before anything
+    is stopped: once dumplib holds some threads, the leader's TracerPid would name dumplib itself.
+    """
+    for tid in _tids_or_none(pid):
+        tracer = tracer_process(pid, tid)
+        if tracer and tracer != os.getpid():
+            return tid, tracer
+    return None
+
+
+def tracer_process(pid: int, tid: Optional[int] = None) -> int:
+    """The process tracing a thread (0: none). TracerPid names the tracer *thread*; this is its process."""
+    tracer = int(read_status(pid, tid).get("TracerPid", "0") or 0)
+    if not tracer:
+        return 0
+    return int(read_status(tracer).get("Tgid", tracer) or tracer)
+
+
+def _tids_or_none(pid: int) -> List[int]:
     try:
-        with open(f"/proc/{tracer}/comm") as f:
-            name = f.read().strip()
+        return list_tids(pid)
+    except ProcessNotFound:
+        return []
+
+
+def traced_refusal(pid: int, tracer: int, tid: Optional[int] = None) -> TargetRefused:
+    try:
+        with open(f"/proc/{tracer}/comm", "rb") as f:
+            name = f.read().decode("utf-8", "backslashreplace").strip()
     except OSError:
         name = "?"
+    who = f"process {pid}" if tid is None or tid == pid else f"thread {tid} of process {pid}"
     return TargetRefused(
-        f"process {pid} is already being traced by process {tracer} ({name}); a process has one tracer"
+        f"{who} is already being traced by process {tracer} ({name}); a thread has one tracer"
         f" at a time. Detach that debugger first, or take the dump from it (gdb: `gcore`)",
         pid=pid,
         reason="traced",
         tracer_pid=tracer,
+        tid=tid if tid is not None else pid,
     )
 
 
-def read_status(pid: int) -> Dict[str, str]:
+def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
+    """/proc/PID/status (or one thread's) as a dict; empty when the process is gone."""
     out: Dict[str, str] = {}
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path, "rb") as f:
             for line in f:
-                key, _, value = line.partition(":")
+                key, _, value = line.decode("utf-8", "backslashreplace").partition(":")
                 out[key] = value.strip()
     except OSError:
         pass

@@ -75,10 +75,6 @@ class _Held:
     access: int
     started: float
     verdict: BitnessVerdict
-    #: The report of the write (verification adds what it learns to its warnings).
-    report: Optional[WriteReport] = None
-    #: The MINIDUMP_TYPE the write used (after dropping flags this dbghelp rejects).
-    used_mask: Optional[int] = None
 
 
 class WindowsBackend(Backend):
@@ -171,9 +167,7 @@ class WindowsBackend(Backend):
             kernel32.FlushFileBuffers(file)
         # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
         report.stopped_seconds = suspended
-        held.report, held.used_mask = report, used
-        if used != mask:
-            plan.flags = used  # TODO(lead): return it in WriteReport once it has a field for it
+        report.flags = used
         code = wrappers.exit_code(held.handle)
         if code is not None:
             # The write had finished: the dump is whole. Verification still reads it back.
@@ -214,9 +208,8 @@ class WindowsBackend(Backend):
         os.remove(probe)  # ours: created just now with CREATE_NEW
         return True
 
-    def verify(self, path: str, plan: Plan) -> None:
-        held = self._held.get(plan.target.pid)
-        mask = held.used_mask if held is not None and held.used_mask is not None else plan.flags or 0
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        mask = report.flags if report.flags is not None else plan.flags or 0
         try:
             dump = verify_minidump(path, plan.target.pid, mask)
         except DumpFailed as exc:
@@ -228,8 +221,7 @@ class WindowsBackend(Backend):
         if UNDER_WINE:
             warning = (f"Wine's dbghelp ignores every MINIDUMP_TYPE flag but WithFullMemory: this dump lacks what"
                        f" {names} asks for; real Windows writes it")
-            if held is not None and held.report is not None:
-                held.report.warnings.append(warning)
+            report.warnings.append(warning)
             return
         raise DumpFailed(
             f"the dump of process {plan.target.pid} lacks what its mask {describe_mask(mask)} asks for: {names};"

@@ -83,20 +83,6 @@ def test_sigint_and_sigterm_clean_up(target_exe, outdir, sig, code, extra):
         t.assert_running_untraced()
 
 
-def test_stale_temp_of_a_killed_dumper_is_removed_by_the_next_run(ctarget, outdir):
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    stale = outdir / f".dumplib-{dead.pid}-0123abcd.x.core.tmp"
-    stale.write_bytes(b"partial")
-    mine = outdir / f".dumplib-{os.getpid()}-0123abcd.y.core.tmp"  # a live owner: never touched
-    mine.write_bytes(b"in use")
-    foreign = outdir / ".dumplib-notes.txt"
-    foreign.write_bytes(b"not ours")
-    result = dumplib.create_dump(ctarget.pid, outdir, "triage")
-    assert not stale.exists() and mine.exists() and foreign.exists()
-    assert any("stale" in w for w in result.warnings)
-
-
 def test_sidecar_records_what_was_done(ctarget, outdir):
     result = dumplib.create_dump(ctarget.pid, outdir, "mini", comment="leak hunt")
     side = json.loads(open(result.sidecar).read())

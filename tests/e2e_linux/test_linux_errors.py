@@ -12,6 +12,7 @@ import time
 import pytest
 
 import dumplib
+from dumplib.placement import TEMP_RE
 from helpers import leftovers, tmpfs
 from linuxrig import dumplib_cli, run_target
 
@@ -142,15 +143,35 @@ def test_bad_kind_or_flags(ctarget, outdir, args, text):
     assert list(outdir.iterdir()) == []
 
 
-def test_raw_coredump_filter_flags(ctarget, outdir):
-    # 0x1: anonymous private only -> the heap marker is in; file-backed private data is not.
-    result = dumplib.create_dump(ctarget.pid, outdir / "f.core", flags=0x1)
+def test_raw_coredump_filter_flags(ctarget, target_exe, outdir):
+    # 0x1 (anonymous private) takes the heap marker and not the never-written private file page;
+    # 0x4 (file-backed private) the reverse; 0x10 (ELF headers) only the first page of each ELF image.
     from dumplib.formats.elfcore import read_elfcore
 
-    core = read_elfcore(result.path)
-    assert result.flags == 0x1 and core.read_memory(ctarget.marker_address, len(ctarget.marker)) == ctarget.marker
-    result = dumplib.create_dump(ctarget.pid, outdir / "g.core", flags=0x10)  # ELF headers only
-    assert read_elfcore(result.path).read_memory(ctarget.marker_address, 4) is None
+    eof = int(ctarget.info["eof_address"])
+    marker = (ctarget.marker_address, len(ctarget.marker))
+    exe_base = min(int(line.split("-")[0], 16) for line in open(f"/proc/{ctarget.pid}/maps")
+                   if line.rstrip().endswith(str(target_exe)))
+
+    anon = dumplib.create_dump(ctarget.pid, outdir / "anon.core", flags=0x1)
+    core = read_elfcore(anon.path)
+    assert anon.flags == 0x1 and core.read_memory(*marker) == ctarget.marker
+    assert core.read_memory(eof, 17) is None
+    assert core.read_memory(exe_base, 4) is None
+
+    files = read_elfcore(dumplib.create_dump(ctarget.pid, outdir / "file.core", flags=0x4).path)
+    assert files.read_memory(eof, 17) == b"DUMPLIB-FILE-PAGE"
+    assert files.read_memory(*marker) is None
+
+    headers = read_elfcore(dumplib.create_dump(ctarget.pid, outdir / "hdr.core", flags=0x10).path)
+    assert headers.read_memory(*marker) is None and headers.read_memory(eof, 17) is None
+    assert headers.read_memory(exe_base, 4) == b"\x7fELF"
+    libc = next(line.split() for line in open(f"/proc/{ctarget.pid}/maps")
+                if "/libc.so" in line and line.split()[2] == "00000000")
+    libc_lo, libc_hi = (int(x, 16) for x in libc[0].split("-"))
+    assert libc_hi - libc_lo > 4096
+    assert headers.read_memory(libc_lo, 4) == b"\x7fELF"
+    assert headers.read_memory(libc_lo + 4096, 4) is None  # the header page only, not the mapping
 
 
 def test_sigkill_of_the_dumper_leaves_the_target_running(target_exe, outdir):
@@ -168,4 +189,4 @@ def test_sigkill_of_the_dumper_leaves_the_target_running(target_exe, outdir):
         t.assert_running_untraced()
         assert t.ask("gap").isdigit()  # it still answers: not stopped, not dead
         stale = leftovers(outdir)
-        assert stale and all(n.startswith(f".dumplib-{dumper.pid}-") for n in stale), stale
+        assert stale and all(TEMP_RE.match(n) for n in stale), stale

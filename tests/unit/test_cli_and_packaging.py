@@ -1,8 +1,10 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dumplib
-from dumplib_cli.app import EXIT_CODES, exit_code_for, human_bytes
+from dumplib_cli.app import exit_code_for, human_bytes
 
 
 def test_import_dumplib_never_imports_typer():
@@ -18,18 +20,35 @@ def test_import_dumplib_works_with_typer_unavailable():
     assert done.returncode == 0, done.stderr
 
 
-def test_every_error_class_has_its_own_exit_code():
-    # Bad arguments (kind, flags, sizes, compression) all share the usage code, as click's own do.
-    codes = [exit_code_for(cls.__new__(cls)) for cls in EXIT_CODES]
-    runtime = [c for c in codes if c != 2]
-    assert len(set(runtime)) == len(runtime)
-    assert exit_code_for(dumplib.InvalidCompression("x")) == exit_code_for(dumplib.InvalidKind("x")) == 2
-    assert exit_code_for(dumplib.ProcessNotFound(1)) == 3
-    assert exit_code_for(dumplib.DumpExists("x")) == 6
-    assert exit_code_for(RuntimeError()) == 1
+def _readme_exit_codes() -> "dict[int, str]":
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([\d /]+) \| (.+?) \|$", table, re.M)
+    assert rows, "README.md has no exit-code table"
+    return {int(code): meaning for codes, meaning in rows for code in codes.split(" / ")}
+
+
+def test_exit_codes_are_the_ones_the_readme_table_documents():
+    # The expected codes come from README.md's table, not from the mapping under test.
+    documented = _readme_exit_codes()
+    named = {}
+    for code, meaning in documented.items():
+        first = meaning.split(" ", 1)[0]
+        cls = getattr(dumplib, first, None)
+        if isinstance(cls, type) and issubclass(cls, dumplib.DumpError):
+            named[cls] = code
+    assert len(named) >= 11, named  # every error class README names has a row
+    for cls, code in named.items():
+        assert exit_code_for(cls.__new__(cls)) == code, (cls.__name__, code)
+    assert documented[2].startswith("bad usage") and "unknown kind" in documented[2] and "compression" in documented[2]
+    assert exit_code_for(dumplib.InvalidKind("x")) == exit_code_for(dumplib.InvalidCompression("x")) == 2
+    assert "--keep" in documented[2] and exit_code_for(dumplib.InvalidArgument("x", argument="keep", value=0)) == 2
+    assert documented[1].startswith("internal error") and exit_code_for(RuntimeError()) == 1
+    assert documented[0].startswith("dump written") and documented[130].startswith("interrupted")
     public = {getattr(dumplib, n) for n in dumplib.__all__ if isinstance(getattr(dumplib, n), type)
               and issubclass(getattr(dumplib, n), dumplib.DumpError) and getattr(dumplib, n) is not dumplib.DumpError}
-    assert public <= set(EXIT_CODES), public - set(EXIT_CODES)
+    usage = {dumplib.InvalidKind, dumplib.InvalidCompression, dumplib.InvalidArgument}
+    assert public - usage <= set(named), public - set(named)
 
 
 def test_human_bytes():
@@ -40,7 +59,15 @@ def test_human_bytes():
 
 def test_errors_carry_their_facts():
     exc = dumplib.DumpFailed("boom", pid=7, winerror=299, hresult=0x8007012B)
-    assert exc.details() == {"pid": 7, "winerror": 299, "hresult": 0x8007012B, "errno": None}
+    assert exc.details() == {"pid": 7, "winerror": 299, "hresult": 0x8007012B, "errno": None, "reason": None}
     amb = dumplib.AmbiguousProcess("python", [dumplib.ProcessInfo(1, "python"), dumplib.ProcessInfo(2, "python")])
     assert "pid 1 python" in str(amb) and "pid 2 python" in str(amb)
     assert [c["pid"] for c in amb.details()["candidates"]] == [1, 2]
+
+
+def test_license_file_is_the_mit_license_pyproject_declares():
+    root = Path(__file__).resolve().parents[2]
+    assert 'license = { text = "MIT" }' in (root / "pyproject.toml").read_text()
+    text = (root / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "Copyright (c) 2026 the dumplib authors" in text
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text

@@ -14,7 +14,11 @@ def test_parse_accepts_names_any_case_and_members():
 def test_parse_rejects_unknown_kinds_naming_the_choices(bad):
     with pytest.raises(InvalidKind) as info:
         DumpKind.parse(bad)
-    assert "mini, miniplus, full, triage" in str(info.value) or "mini" in str(info.value)
+    message = str(info.value)
+    assert repr(bad) in message, message  # says what was wrong...
+    choices = message.rpartition("choose one of:")[2]
+    assert sorted(c.strip() for c in choices.split(",")) == sorted(k.value for k in DumpKind), message  # ...and every choice
+    assert sorted(k.value for k in DumpKind) == ["full", "mini", "miniplus", "triage"]  # the kinds README.md documents
     assert isinstance(info.value, ValueError)
 
 

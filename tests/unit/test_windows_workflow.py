@@ -28,22 +28,29 @@ def _pytest_command():
 
 
 def real_windows_only_tests():
-    """(path relative to the repo, test function) for every test whose body can skip as "real Windows only"."""
+    """(path relative to the repo, test function) for every test that can skip as "real Windows only":
+    it calls pytest.skip with that reason, or a helper of its module that does."""
     found = []
     for path in sorted((REPO / "tests").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         helpers = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)
-                   and not f.name.startswith("test_") and _mentions(f, MARK)}
+                   and not f.name.startswith("test_") and _skips(f)}
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 calls = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
-                if _mentions(node, MARK) or calls & helpers:
+                if _skips(node) or calls & helpers:
                     found.append((path.relative_to(REPO).as_posix(), node.name))
     return found
 
 
-def _mentions(node, text):
-    return any(isinstance(c, ast.Constant) and isinstance(c.value, str) and text in c.value for c in ast.walk(node))
+def _skips(node):
+    """Whether *node* calls pytest.skip with a reason saying "real Windows only"."""
+    for call in ast.walk(node):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "skip":
+            if any(isinstance(c, ast.Constant) and isinstance(c.value, str) and MARK in c.value
+                   for arg in call.args for c in ast.walk(arg)):
+                return True
+    return False
 
 
 def test_there_are_real_windows_only_tests_and_the_scan_finds_them():

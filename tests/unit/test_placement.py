@@ -4,7 +4,7 @@ import os
 import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
-from dumplib.output import TEMP_RE, expand_tokens, finalize, plan_destination
+from dumplib.placement import TEMP_RE, expand_tokens, finalize, plan_destination
 
 PROC = ProcessInfo(pid=4242, name="My:Proc.exe")
 WHEN = datetime.datetime(2026, 11, 26, 7, 5, 9)
@@ -24,7 +24,7 @@ def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
     assert dest.final == os.path.join(str(tmp_path), "My_Proc_4242_261126_070509.dmp")
     assert os.path.dirname(dest.temp) == str(tmp_path)
     assert TEMP_RE.match(os.path.basename(dest.temp))
-    assert f"-{os.getpid()}-" in os.path.basename(dest.temp)
+    assert len(os.path.basename(dest.temp)) <= 30  # any legal final name keeps a legal temporary beside it
 
 
 def test_a_default_name_taken_in_the_same_second_gets_a_counter(tmp_path):

@@ -1,0 +1,395 @@
+"""Where the dump's bytes go, and what disk space each way needs.
+
+Four ways, one interface: a plain file; a file written through a compressor (backends that write
+in file order: Linux); stdout (a pipe, or a file the shell redirected it to); and, for backends
+that need a seekable file (dbghelp), a raw file on the roomiest volume that is then compressed
+into the destination or to stdout. Each says which volumes it will fill and by how much, so the
+one free-space guard covers them all, and which directories it puts temporaries in, so they are
+held (see placement.writing_in) for as long as those exist.
+
+Every file is created by ``backend.open_private`` (exclusive, never through a symlink, owner-only)
+under a temporary name, and the dump and its sidecar are moved into place together or not at all.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import os
+import stat
+import sys
+import tempfile
+from typing import Iterator, List, Optional, Tuple, Union
+
+from ._backend import Backend, Plan, Tick, WriteReport
+from ._follow import FollowingHasher
+from .compression import CompressingWriter, open_content
+from .errors import DumpError, DumpFailed, InvalidDumpPath
+from .placement import Destination, finalize_all, remove_own, temp_path
+from .sidecar import SidecarMaker, sha256_of_stream
+from .space import Volume, roomiest_directory
+
+#: For the pre-flight only: compressed output is assumed to take at most this share of the raw
+#: estimate. Measured cores compress to 6-10% (docs/benchmarks.md); memory full of already
+#: compressed or encrypted data would not, and then the watchdog stops the dump cleanly.
+ASSUMED_RATIO = 0.5
+#: What a plain file's need is called: the one need that is simply the estimate, needing no explanation.
+THE_DUMP = "the dump"
+_BLOCK = 4 << 20
+
+
+@dataclasses.dataclass
+class Stored:
+    """What ended up where."""
+
+    path: str
+    size: int
+    raw_size: int
+    codec: Optional[str] = None
+    sha256: Optional[str] = None
+    #: Bytes the stored file takes on disk (None for a stream).
+    disk_bytes: Optional[int] = None
+
+
+#: (where, bytes, what): a volume (a directory, or the descriptor of a file) and what it must hold.
+Need = Tuple[Volume, int, str]
+
+
+class Output(abc.ABC):
+    #: Human name of the destination, for messages.
+    where: str = ""
+
+    @abc.abstractmethod
+    def needs(self, estimate: int) -> List[Need]:
+        """What this output will put on which volume for a dump estimated at *estimate* raw bytes."""
+
+    @abc.abstractmethod
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        """Write, verify and put the dump (and its sidecar) in place; on any exception leave nothing behind."""
+
+    def watched(self) -> List[Volume]:
+        """Volumes whose free space the watchdog checks during the write."""
+        return [d for d, _, _ in self.needs(0)]
+
+    def temp_directories(self) -> List[str]:
+        """Directories this output creates temporaries in (held against stale-temporary cleanup)."""
+        return []
+
+
+class _FileOutput(Output):
+    """A dump file (and maybe its sidecar) made under temporary names beside the destination."""
+
+    def __init__(self, dest: Destination, overwrite: bool) -> None:
+        self.dest, self.overwrite, self.where = dest, overwrite, dest.final
+
+    def temp_directories(self) -> List[str]:
+        return [self.dest.directory]
+
+    @contextlib.contextmanager
+    def _naming_the_dump(self) -> Iterator[None]:
+        """A refusal to create our temporary is a refusal to create the dump: say which."""
+        try:
+            yield
+        except InvalidDumpPath as exc:
+            if exc.path != self.dest.temp:
+                raise
+            raise InvalidDumpPath(f"cannot write {self.dest.final}: {exc.message}", path=self.dest.final) from None
+
+    def _place(self, backend: Backend, stored: Stored, sidecar: Optional[SidecarMaker],
+               report: WriteReport) -> Stored:
+        """Write the sidecar (if any) to its own temporary, then move both into place together."""
+        moves = [(self.dest.temp, self.dest.final)]
+        side_temp = None
+        try:
+            if sidecar is not None and self.dest.sidecar is not None:
+                side_temp = temp_path(self.dest.directory)
+                with _output_errors(self.dest.sidecar):
+                    _write_all(backend, side_temp, sidecar(self.dest.temp, self.dest.final, stored, report))
+                moves.append((side_temp, self.dest.sidecar))
+            finalize_all(moves, overwrite=self.overwrite)
+        except BaseException:
+            if side_temp is not None:
+                remove_own(side_temp)
+            raise
+        return dataclasses.replace(stored, path=self.dest.final)
+
+
+class PlainFile(_FileOutput):
+    def __init__(self, dest: Destination, overwrite: bool, want_sha256: bool) -> None:
+        super().__init__(dest, overwrite)
+        self.want_sha256 = want_sha256
+
+    def needs(self, estimate: int) -> List[Need]:
+        return [(self.dest.directory, estimate, THE_DUMP)]
+
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        # A writer that goes in file order can be hashed as it writes (see _follow.py).
+        hasher = FollowingHasher(self.dest.temp) if self.want_sha256 and backend.streams else None
+        sha = None
+        try:
+            with self._naming_the_dump():
+                report = backend.write(plan, self.dest.temp, comment=comment, signature=signature, tick=tick)
+            st = os.stat(self.dest.temp)
+            backend.verify(self.dest.temp, plan, report)
+            if hasher is not None:
+                sha = hasher.result(st.st_size)
+                hasher = None
+            stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, _disk_bytes(st))
+            stored = self._place(backend, stored, sidecar, report)
+        except BaseException:
+            if hasher is not None:
+                hasher.abandon()
+            remove_own(self.dest.temp)
+            raise
+        return report, stored
+
+
+class CompressedFile(_FileOutput):
+    """The dump streams through the compressor into the destination: the raw size never touches disk."""
+
+    def __init__(self, dest: Destination, overwrite: bool, codec: str, level: int) -> None:
+        super().__init__(dest, overwrite)
+        self.codec, self.level = codec, level
+
+    def needs(self, estimate: int) -> List[Need]:
+        return [(self.dest.directory, int(estimate * ASSUMED_RATIO), "the compressed dump, assumed at most half the raw size")]
+
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        try:
+            with self._naming_the_dump():
+                fd = backend.open_private(self.dest.temp)
+            try:
+                out = CompressingWriter(fd, self.codec, self.level)
+                report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
+                with _output_errors(self.dest.final, plan.target.pid):
+                    out.close()  # the compressor's last flush can still meet a full disk
+            finally:
+                os.close(fd)
+            # The core's header, notes and size, from what the writer produced; then the file read
+            # back must be exactly the compressed bytes produced. Decompressing it all again would
+            # cost more than the dump (zstd decodes a sparse heap at ~0.75 GB/s here).
+            backend.verify_stream(plan, report, out.raw_bytes)
+            _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
+            stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
+                            _disk_bytes(os.stat(self.dest.temp)))
+            stored = self._place(backend, stored, sidecar, report)
+        except BaseException:
+            remove_own(self.dest.temp)
+            raise
+        return report, stored
+
+    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
+                 report: WriteReport) -> Stored:
+        """Compress an already verified raw dump into the destination, check it decodes back to it."""
+        try:
+            with self._naming_the_dump():
+                fd = backend.open_private(self.dest.temp)
+            try:
+                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final)
+            finally:
+                os.close(fd)
+            _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
+            stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
+                            _disk_bytes(os.stat(self.dest.temp)))
+            stored = self._place(backend, stored, sidecar, report)
+        except BaseException:
+            remove_own(self.dest.temp)
+            raise
+        return stored
+
+
+class Stdout(Output):
+    """The dump goes down stdout, compressed or not: a pipe, or a file the shell redirected stdout to.
+
+    A redirected file is a volume like any other: it gets the guard and the watchdog, is made
+    owner-only if it was empty (the dump is as secret as a dump file), and on failure is cut back
+    to what it held before, so what is left is said truthfully."""
+
+    def __init__(self, codec: Optional[str], level: int) -> None:
+        self.codec, self.level = codec, level
+        self.fd = _stdout_fd()
+        st = os.fstat(self.fd)
+        self.regular = stat.S_ISREG(st.st_mode)
+        self.start = os.lseek(self.fd, 0, os.SEEK_CUR) if self.regular else 0
+        self.where = "the file stdout is redirected to" if self.regular else "stdout"
+        if self.regular and st.st_size == 0 and st.st_uid == _euid():
+            os.fchmod(self.fd, 0o600)
+
+    def needs(self, estimate: int) -> List[Need]:
+        if not self.regular:
+            return []
+        share = ASSUMED_RATIO if self.codec else 1.0
+        return [(self.fd, int(estimate * share), f"the dump sent to {self.where}")]
+
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        with self._cut_back_on_failure():
+            out = CompressingWriter(self.fd, self.codec, self.level)
+            report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
+            with _output_errors(self.where, plan.target.pid):
+                out.close()
+            backend.verify_stream(plan, report, out.raw_bytes)
+        return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
+    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
+                 report: WriteReport) -> Stored:
+        """Send an already verified raw dump down stdout, compressed or not."""
+        with self._cut_back_on_failure():
+            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where)
+        return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
+    @contextlib.contextmanager
+    def _cut_back_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            if not self.regular:
+                raise
+            try:
+                os.ftruncate(self.fd, self.start)
+                left = (f"the partial dump was cut from {self.where}, which is back to its {self.start} bytes"
+                        " from before")
+            except OSError:
+                left = f"the partial dump is left in {self.where}; delete it"
+            if isinstance(exc, DumpError):
+                exc.message = f"{exc.message.split('; the partial file was removed')[0]}; {left}"
+                exc.args = (exc.message,)
+            raise
+
+
+class RawThenCompress(Output):
+    """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
+    the destination (or to stdout), then the raw file deleted."""
+
+    def __init__(self, target: Union[CompressedFile, Stdout], scratch: str) -> None:
+        self.target, self.scratch = target, scratch
+        self.where = target.where
+        self.raw = temp_path(scratch)
+
+    def needs(self, estimate: int) -> List[Need]:
+        return [(self.scratch, estimate, "the raw dump before compression")] + self.target.needs(estimate)
+
+    def temp_directories(self) -> List[str]:
+        return [self.scratch] + self.target.temp_directories()
+
+    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
+              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        try:
+            report = backend.write(plan, self.raw, comment=comment, signature=signature, tick=tick)
+            backend.verify(self.raw, plan, report)
+            stored = self.target.take_raw(backend, self.raw, tick, sidecar, report)
+        finally:
+            remove_own(self.raw)
+        return report, stored
+
+
+def _write_all(backend: Backend, path: str, data: bytes) -> None:
+    """Create *path* as backend.open_private does (exclusive, no symlink, owner-only) holding *data*."""
+    fd = backend.open_private(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        remove_own(path)
+        raise
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _output_errors(where: str, pid: Optional[int] = None) -> Iterator[None]:
+    """OSErrors of our own output as DumpFailed with the reason a script can branch on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise DumpFailed(f"the reader of {where} went away before the dump was complete; what it received"
+                             " is incomplete", pid=pid, errno=exc.errno, reason="broken-pipe") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DumpFailed(f"the disk filled up while writing {where}; the partial file was removed."
+                             " Free space or dump to another volume", pid=pid, errno=exc.errno,
+                             reason="disk-full") from None
+        raise DumpFailed(f"writing {where} failed: {exc}", pid=pid, errno=exc.errno) from None
+
+
+def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick],
+          where: str) -> Tuple[CompressingWriter, str]:
+    """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
+    raw_sha = hashlib.sha256()
+    out = CompressingWriter(fd, codec, level)
+    with _output_errors(where):
+        with open(raw, "rb") as f:
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                raw_sha.update(block)
+                out.write(block)
+                if tick is not None:
+                    tick(out.raw_bytes)
+        out.close()
+    return out, raw_sha.hexdigest()
+
+
+def _check_stored(path: str, sha256: str, size: int) -> None:
+    with open(path, "rb") as f:
+        if sha256_of_stream(f) != (sha256, size):
+            raise DumpFailed(f"{path} does not hold the bytes that were written to it; it was removed",
+                             reason="unverified")
+
+
+def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int) -> None:
+    """Decompress what was written, once, and compare it with the verified raw dump (sha256 and size)."""
+    with open_content(path, codec) as f:
+        if sha256_of_stream(f) != (raw_sha256, raw_size):
+            raise DumpFailed(f"the compressed dump {path} does not decompress to the dump that was verified;"
+                             " it was removed", reason="unverified")
+
+
+def _disk_bytes(st: os.stat_result) -> Optional[int]:
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else None
+
+
+def _euid() -> int:
+    return os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+def _stdout_fd() -> int:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        raise InvalidDumpPath("'-' streams the dump to stdout, but this process has no usable stdout", path="-") from None
+    if os.isatty(fd):
+        raise InvalidDumpPath(
+            "'-' streams the dump to stdout, which is a terminal; pipe it (| zstd -d > x.core, | ssh host ...)"
+            " or give a file path instead of '-'",
+            path="-",
+        )
+    sys.stdout.flush()
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.setmode(fd, os.O_BINARY)  # a text-mode fd would turn every \n byte of the dump into \r\n
+    return fd
+
+
+def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
+    """Where a seekable-file backend puts the raw dump before compressing it: the volume with the
+    most room; the destination's own directory wins ties, then the temp directory, then volume roots.
+    Only directories the backend deems fit for a private file count (Windows: fixed local volumes
+    that keep ACLs, proven writable by creating a file there)."""
+    from ._backend import get_backend
+
+    usable = getattr(get_backend(), "scratch_usable", None)
+    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, usable)
+    if chosen is None:
+        raise InvalidDumpPath(
+            "no local volume can hold the raw dump before compression (it needs a fixed volume whose file"
+            " system keeps permissions, where this user can create files); dump without compression instead",
+            path=dest_dir,
+        )
+    return chosen

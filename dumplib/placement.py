@@ -1,0 +1,307 @@
+"""Where the dump goes: its name (tokens, a safe {name}), its temporaries, and how it is placed: no clobbering, all or nothing."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import re
+import secrets
+import stat
+import time
+import unicodedata
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+from .errors import DumpExists, InvalidDumpPath
+from .kinds import DumpKind
+from .results import ProcessInfo
+
+__all__ = ["Destination", "plan_destination", "expand_tokens", "finalize", "remove_quietly", "TEMP_PREFIX",
+           "temp_path", "writing_in", "SIDECAR_SUFFIX"]
+
+#: Temporary files are ``.dumplib-<16 hex>.tmp``: short, so any legal final name is legal beside it,
+#: and unguessable, so nothing can be planted at the name before dumplib creates it (O_EXCL anyway).
+TEMP_PREFIX = ".dumplib-"
+TEMP_RE = re.compile(r"^\.dumplib-[0-9a-f]{16}\.tmp$")
+#: ``<dump>.json``: the sidecar's name is the dump's plus this.
+SIDECAR_SUFFIX = ".json"
+#: Where directories cannot be locked (no flock), a temporary is stale only once untouched this long.
+UNLOCKED_STALE_AFTER = 24 * 3600.0
+#: Longest {name} expansion: process names are the process's own choice.
+NAME_MAX_CHARS = 64
+
+DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
+
+# ProcDump's upper-case tokens, replaced only as whole words so "PIDGIN" or "C:\PIDS" survive.
+_PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time"}
+_PROCDUMP_RE = re.compile(r"(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS)(?![A-Za-z0-9])")
+_BRACE_RE = re.compile(r"\{(name|pid|date|time|kind)\}")
+_UNSAFE_RE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    final: str
+    temp: str
+    directory: str
+    #: ``<final>.json`` when a sidecar will be written beside the dump.
+    sidecar: Optional[str] = None
+
+
+def _safe_name(name: str) -> str:
+    """A process name made into one harmless file-name component.
+
+    The name is chosen by the process (comm, argv[0]) and may hold separators, ``..``, control
+    characters or bytes that are not text: keep letters, digits and ``-_.+``, replace the rest,
+    and never start with a dot (no hidden files, no ``.``/``..``)."""
+    if name.lower().endswith(".exe"):
+        name = name[:-4]
+    out = []
+    for ch in name[:NAME_MAX_CHARS]:
+        ok = ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")
+        out.append(ch if ok else "_")
+    safe = "".join(out).lstrip(".")
+    return safe if safe.strip("_") else "process"
+
+
+def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime.datetime) -> str:
+    """Replace ``{name} {pid} {date} {time} {kind}`` and ProcDump's ``PROCESSNAME PID YYMMDD HHMMSS``."""
+    values = {
+        "name": _safe_name(target.name),
+        "pid": str(target.pid),
+        "date": when.strftime("%y%m%d"),
+        "time": when.strftime("%H%M%S"),
+        "kind": kind.value,
+    }
+    text = _BRACE_RE.sub(lambda m: values[m.group(1)], text)
+    return _PROCDUMP_RE.sub(lambda m: values[_PROCDUMP_TOKENS[m.group(1)]], text)
+
+
+def plan_destination(
+    path: Optional[PathLike],
+    target: ProcessInfo,
+    kind: DumpKind,
+    *,
+    overwrite: bool,
+    extension: str,
+    when: Optional[datetime.datetime] = None,
+    sidecar: bool = False,
+) -> Destination:
+    """Decide the final and temporary paths, refusing bad ones before the target is touched.
+
+    With *sidecar*, ``<final>.json`` is held to the same rules as the dump: never replaced
+    without *overwrite*, never through a symlink or onto something that is not a regular file."""
+    when = when or datetime.datetime.now()
+    raw = os.getcwd() if path is None else os.fspath(path)
+    if not raw:
+        raise InvalidDumpPath("the dump path is empty; pass a file or directory path", path=raw)
+    expanded = expand_tokens(raw, target, kind, when)
+    if _components(expanded) != _components(raw):
+        # Unreachable with _safe_name; kept so no future token can move the dump elsewhere.
+        raise InvalidDumpPath(f"the path template {raw} expanded to {expanded}, outside the directory it names",
+                              path=expanded)
+    if os.path.isdir(expanded):
+        # A name dumplib chose itself never collides: dumps taken within one second (a watchdog
+        # in a loop) get -1, -2... An explicit file name is the user's, and DumpExists protects it.
+        stem = os.path.join(expanded, expand_tokens(DEFAULT_TEMPLATE, target, kind, when))
+        final = stem + extension
+        n = 0
+        while not overwrite and (os.path.lexists(final) or (sidecar and os.path.lexists(final + SIDECAR_SUFFIX))):
+            n += 1
+            final = f"{stem}-{n}{extension}"
+    elif expanded.endswith(("/", os.sep)):
+        raise InvalidDumpPath(
+            f"directory {expanded} does not exist; create it first (dumplib never creates directories)",
+            path=expanded,
+        )
+    else:
+        final = expanded
+    final = os.path.abspath(final)
+    directory = os.path.dirname(final)
+    if not os.path.isdir(directory):
+        raise InvalidDumpPath(
+            f"directory {directory} does not exist; create it first or choose another path"
+            " (dumplib never creates directories)",
+            path=final,
+        )
+    side = final + SIDECAR_SUFFIX if sidecar else None
+    for existing in (final, side):
+        if existing is None or not os.path.lexists(existing):
+            continue
+        if os.path.islink(existing) or not os.path.isfile(existing):
+            raise InvalidDumpPath(f"{existing} exists and is not a regular file; choose another path", path=existing)
+        if not overwrite:
+            raise DumpExists(existing)
+    if not os.access(directory, os.W_OK):
+        why = "its filesystem is mounted read-only" if _read_only(directory) else "permission denied"
+        raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
+    return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
+
+
+def temp_path(directory: str) -> str:
+    """A fresh temporary name in *directory* (created later with O_EXCL, so a collision fails, never follows)."""
+    return os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp")
+
+
+def _components(path: str) -> List[str]:
+    """The path's components that move it: separators and dot-only names."""
+    parts = re.split(r"[\\/]" if os.name == "nt" else "/", path)
+    return [p if p in ("", ".", "..") else "x" for p in parts]
+
+
+def _read_only(directory: str) -> bool:
+    statvfs = getattr(os, "statvfs", None)
+    return bool(statvfs and statvfs(directory).f_flag & os.ST_RDONLY)
+
+
+def finalize(temp: str, final: str, *, overwrite: bool) -> None:
+    """Move the verified temporary file into place; without *overwrite* never clobber a file."""
+    finalize_all([(temp, final)], overwrite=overwrite)
+
+
+def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
+    """Move each (temporary, final) pair into place, all or none: if a later one cannot be placed,
+    the earlier ones just placed are taken back (each proven to be the file this call placed)."""
+    placed: List[Tuple[str, os.stat_result]] = []
+    try:
+        for temp, final in moves:
+            st = os.lstat(temp)
+            _move(temp, final, overwrite)
+            placed.append((final, st))
+    except BaseException:
+        for final, st in placed:
+            remove_if_same(final, st)
+        raise
+
+
+def _move(temp: str, final: str, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temp, final)
+        return
+    try:
+        if os.name == "nt":
+            os.rename(temp, final)  # fails with FileExistsError rather than replacing
+        else:
+            _link_into_place(temp, final)
+    except FileExistsError:
+        raise DumpExists(final) from None
+
+
+def _link_into_place(temp: str, final: str) -> None:
+    try:
+        os.link(temp, final)  # atomic no-clobber, unlike rename(2)
+    except FileExistsError:
+        raise
+    except OSError:
+        # Filesystems without hard links (vfat, some FUSE): check-then-rename is the best there is.
+        if os.path.lexists(final):
+            raise FileExistsError(final) from None
+        os.rename(temp, final)
+        return
+    os.unlink(temp)
+
+
+def remove_if_same(path: str, was: os.stat_result) -> bool:
+    """Delete *path* only if it is still the very file *was* describes (same device and inode)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) != (was.st_dev, was.st_ino) or not stat.S_ISREG(st.st_mode):
+        return False
+    remove_quietly(path)
+    return True
+
+
+@contextlib.contextmanager
+def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
+    """Hold every directory dumplib will write temporaries in, first removing stale temporaries
+    of dumplibs that died there; yields the names removed.
+
+    Every dumplib holds a shared flock on each such directory while its temporaries exist; one
+    that gets the lock exclusively knows no live dumplib, in any pid namespace or container
+    sharing the volume, is writing there, so the temporaries left are dead ones."""
+    removed: List[str] = []
+    with contextlib.ExitStack() as stack:
+        seen = set()
+        for directory in directories:
+            key = os.path.realpath(directory)
+            if key in seen:
+                continue
+            seen.add(key)
+            removed += stack.enter_context(_held(directory))
+        yield removed
+
+
+@contextlib.contextmanager
+def _held(directory: str) -> Iterator[List[str]]:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): an open temporary cannot be deleted there anyway
+        yield _remove_stale(directory, locked=False)
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield []
+        return
+    try:
+        removed: List[str] = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # another dumplib is writing here: its temporaries are alive, leave them all
+        else:
+            removed = _remove_stale(directory, locked=True)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(directory: str, *, locked: bool) -> List[str]:
+    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links."""
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    for name in names:
+        if not TEMP_RE.match(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
+            continue
+        if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
+            continue
+        if remove_if_same(path, st):
+            removed.append(name)
+    return removed
+
+
+def remove_own(path: str) -> None:
+    """Delete our temporary *path* on a failure path, only if it is a regular file of this user's:
+    when its exclusive creation failed, whatever is at the name belongs to someone else."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_uid == (os.geteuid() if hasattr(os, "geteuid") else st.st_uid):
+        remove_quietly(path)
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        # Best effort on a failure path; the caller is already raising the real error.
+        pass
