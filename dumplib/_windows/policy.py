@@ -10,6 +10,17 @@ MACHINE_NAMES: Dict[int, str] = {I386: "x86", ARMNT: "arm", AMD64: "x64", ARM64:
 MACHINE_BITS: Dict[int, int] = {I386: 32, ARMNT: 32, AMD64: 64, ARM64: 64}
 
 
+DRIVE_FIXED = 3
+FILE_PERSISTENT_ACLS = 0x00000008
+
+
+def keeps_private_files(drive_type: int, fs_flags: int) -> bool:
+    """A volume may hold a raw dump: fixed and local (GetDriveTypeW), and its file system stores
+    ACLs (GetVolumeInformationW's FILE_PERSISTENT_ACLS: NTFS, ReFS; not FAT/exFAT, which would
+    also cut a dump at 4 GiB). Removable, network, CD and RAM disks are refused."""
+    return drive_type == DRIVE_FIXED and bool(fs_flags & FILE_PERSISTENT_ACLS)
+
+
 def machine_name(machine: int) -> str:
     return MACHINE_NAMES.get(machine, f"machine 0x{machine:04X}")
 

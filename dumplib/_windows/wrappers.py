@@ -13,6 +13,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from ..errors import AccessDenied, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
+from .policy import keeps_private_files
 from ._common import (
     ERROR_ACCESS_DENIED,
     ERROR_FILE_EXISTS,
@@ -270,14 +271,13 @@ def volume_keeps_private_files(directory: str) -> bool:
         kernel32.GetVolumePathNameW(directory, root, len(root))
     except Win32Error:
         return False
-    if kernel32.GetDriveTypeW(root.value) != kernel32.DRIVE_FIXED:
-        return False
+    drive_type = kernel32.GetDriveTypeW(root.value)
     flags = wt.DWORD()
     try:
         kernel32.GetVolumeInformationW(root.value, None, 0, None, None, ctypes.byref(flags), None, 0)
     except Win32Error:
         return False
-    return bool(flags.value & kernel32.FILE_PERSISTENT_ACLS)
+    return keeps_private_files(drive_type, flags.value)
 
 
 def file_security(path: str) -> str:

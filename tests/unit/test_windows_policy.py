@@ -37,3 +37,25 @@ def test_emulated_x64_python_on_arm64_refuses_a_native_arm64_target():
 ])
 def test_interpreter_machine_comes_from_how_python_was_built(version, bits, machine):
     assert interpreter_machine(version, bits) == machine
+
+
+# GetDriveTypeW codes and GetVolumeInformationW flags as Windows reports them (winbase.h, winnt.h).
+DRIVE_REMOVABLE, DRIVE_FIXED, DRIVE_REMOTE, DRIVE_RAMDISK = 2, 3, 4, 6
+# Volume flags with and without FILE_PERSISTENT_ACLS (0x8), the bit that tells NTFS/ReFS from FAT/exFAT.
+NTFS_FLAGS = 0x03E700FF
+FAT32_FLAGS = 0x00000206
+EXFAT_FLAGS = 0x00020206
+
+
+@pytest.mark.parametrize("drive, flags, ok", [
+    (DRIVE_FIXED, NTFS_FLAGS, True),
+    (DRIVE_FIXED, FAT32_FLAGS, False),   # a FAT partition on the system disk
+    (DRIVE_FIXED, EXFAT_FLAGS, False),
+    (DRIVE_REMOVABLE, NTFS_FLAGS, False),  # an NTFS stick can be pulled mid-dump
+    (DRIVE_REMOTE, NTFS_FLAGS, False),
+    (DRIVE_RAMDISK, NTFS_FLAGS, False),
+])
+def test_raw_dumps_wait_only_on_fixed_volumes_that_keep_acls(drive, flags, ok):
+    from dumplib._windows.policy import keeps_private_files
+
+    assert keeps_private_files(drive, flags) is ok
