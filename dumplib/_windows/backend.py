@@ -38,7 +38,6 @@ from .._backend import Backend, Plan, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
 from ._common import (
     ERROR_ACCESS_DENIED,
-    ERROR_CANCELLED,
     ERROR_DISK_FULL,
     ERROR_HANDLE_DISK_FULL,
     ERROR_INVALID_PARAMETER,

@@ -12,7 +12,7 @@ from ctypes import wintypes as wt
 from functools import partial
 
 from ._common import check_bool, check_handle, check_nonzero, prototype
-from .structs import MAX_PATH, NATIVE
+from .structs import MAX_PATH, NATIVE  # noqa: F401  (MAX_PATH is kernel32.MAX_PATH to its users)
 
 _dll = ctypes.WinDLL("kernel32", use_last_error=True)
 
