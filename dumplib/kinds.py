@@ -6,7 +6,7 @@ its own mechanism: a MINIDUMP_TYPE mask on Windows, region-selection rules on Li
 from __future__ import annotations
 
 import enum
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 from .errors import InvalidKind
 
@@ -72,7 +72,8 @@ class MiniDumpType(enum.IntFlag):
     FilterWriteCombinedMemory = 0x01000000
 
 
-#: Every bit dbghelp defines; a raw mask outside it is refused.
+#: Every bit dbghelp.h defines (MiniDumpValidTypeFlags, up to FilterWriteCombinedMemory); a raw
+#: mask outside it is refused.
 MINIDUMP_VALID_FLAGS = 0x01FFFFFF
 #: Bits newer than the dbghelp of Windows 7/8; dropped (with a warning) if the loaded DLL rejects them.
 MINIDUMP_NEWER_FLAGS = MINIDUMP_VALID_FLAGS & ~0x001FFFFF
@@ -93,10 +94,17 @@ _WINDOWS_MASKS = {
     DumpKind.FULL: _M.WithFullMemory | _METADATA,
     # ProcDump -mp is a callback, not a mask; the nearest mask is dotnet-dump's "heap" idea:
     # mini plus every private read/write page.
-    DumpKind.MINIPLUS: _M.WithPrivateReadWriteMemory | _M.WithDataSegs | _M.WithProcessThreadData | _METADATA,
+    DumpKind.MINIPLUS: _M.WithPrivateReadWriteMemory
+    | _M.WithDataSegs
+    | _M.WithProcessThreadData
+    | _M.WithIndirectlyReferencedMemory
+    | _METADATA,
     # ProcDump -mm as observed (0x469925) without IptTrace (needs a trace session) and
-    # FullAuxiliaryState (can pull whole runtimes' state in).
-    DumpKind.MINI: _M.WithDataSegs | _M.WithProcessThreadData | _METADATA,
+    # FullAuxiliaryState (can pull whole runtimes' state in), plus what ProcDump documents for -mm
+    # but its mask lacks: IndirectlyReferencedMemory (0x40), the pages the stacks point into, so
+    # the objects a frame's locals refer to can be read. dbghelp caps it (about 1 KiB around each
+    # pointer), so it adds kilobytes per thread, not heaps.
+    DumpKind.MINI: _M.WithDataSegs | _M.WithProcessThreadData | _M.WithIndirectlyReferencedMemory | _METADATA,
     # dotnet-dump's triage mask: stacks and module names, data and paths filtered out.
     DumpKind.TRIAGE: _M.FilterTriage
     | _M.IgnoreInaccessibleMemory
@@ -122,13 +130,29 @@ def windows_mask(kind: DumpKind, flags: Optional[int] = None) -> int:
     return flags
 
 
+#: The stream each flag makes dbghelp write (MINIDUMP_STREAM_TYPE values), for verification.
+#: UnloadedModules is left out: the stream is only written when a module was unloaded.
+MINIDUMP_FLAG_STREAMS = {
+    MiniDumpType.WithFullMemory: 9,  # Memory64ListStream
+    MiniDumpType.WithHandleData: 12,  # HandleDataStream
+    MiniDumpType.WithFullMemoryInfo: 16,  # MemoryInfoListStream
+    MiniDumpType.WithThreadInfo: 17,  # ThreadInfoListStream
+    MiniDumpType.WithTokenInformation: 19,  # TokenStream
+}
+
+
+def streams_for_mask(mask: int) -> Dict[int, str]:
+    """Stream type -> the flag that asks for it, for every stream *mask* obliges dbghelp to write."""
+    return {stream: flag.name or "" for flag, stream in MINIDUMP_FLAG_STREAMS.items() if mask & flag}
+
+
 def mask_has_full_memory(mask: int) -> bool:
     return bool(mask & MiniDumpType.WithFullMemory)
 
 
 def describe_mask(mask: int) -> str:
     """``0x61826 (WithFullMemory|WithHandleData|...)`` for messages and docs."""
-    names = [m.name for m in MiniDumpType if m.value and mask & m.value]
+    names = [m.name or "" for m in MiniDumpType if m.value and mask & m.value]
     return f"0x{mask:X} ({'|'.join(names) if names else 'Normal'})"
 
 

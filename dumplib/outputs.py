@@ -412,5 +412,17 @@ def _stdout_fd() -> int:
 
 def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
     """Where a seekable-file backend puts the raw dump before compressing it: the volume with the
-    most room; the destination's own directory wins ties, then the temp directory, then volume roots."""
-    return roomiest_directory([dest_dir, tempfile.gettempdir()], min_free)
+    most room; the destination's own directory wins ties, then the temp directory, then volume roots.
+    Only directories the backend deems fit for a private file count (Windows: fixed local volumes
+    that keep ACLs, proven writable by creating a file there)."""
+    from ._backend import get_backend
+
+    usable = getattr(get_backend(), "scratch_usable", None)
+    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, usable)
+    if chosen is None:
+        raise InvalidDumpPath(
+            "no local volume can hold the raw dump before compression (it needs a fixed volume whose file"
+            " system keeps permissions, where this user can create files); dump without compression instead",
+            path=dest_dir,
+        )
+    return chosen

@@ -144,16 +144,18 @@ def other_volumes_with_room(directory: str, needed: int) -> List[str]:
     return out
 
 
-def roomiest_directory(preferred: Sequence[str], min_free: Optional[int]) -> str:
-    """The writable directory, among *preferred* and the roots of the local volumes, on the volume
-    with the most room beyond its reserve; earlier candidates win ties (one per volume)."""
+def roomiest_directory(preferred: Sequence[str], min_free: Optional[int],
+                       usable: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+    """The usable directory, among *preferred* and the roots of the local volumes, on the volume
+    with the most room beyond its reserve; earlier candidates win ties (one per volume). None when
+    no candidate is usable. *usable* (the backend's test) replaces the plain writability check."""
     candidates = list(preferred) + [p.mountpoint for p in psutil.disk_partitions(all=False)]
     best: Optional[Tuple[int, str]] = None
     seen = set()
     for d in candidates:
         try:
             dev = os.stat(d).st_dev
-            if dev in seen or not os.access(d, os.W_OK):
+            if dev in seen or not (usable(d) if usable is not None else os.access(d, os.W_OK)):
                 continue
             room = SpaceGuard(d, min_free).room()
         except OSError:
@@ -161,7 +163,7 @@ def roomiest_directory(preferred: Sequence[str], min_free: Optional[int]) -> str
         seen.add(dev)
         if best is None or room > best[0]:
             best = (room, d)
-    return best[1] if best else preferred[0]
+    return best[1] if best else None
 
 
 def _mount_of(directory: str) -> str:

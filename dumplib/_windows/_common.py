@@ -1,11 +1,17 @@
 """Turning Win32 error codes and HRESULTs into typed, readable errors."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from typing import Any, Optional, Tuple
 
 from ..errors import DumpFailed
 
+ERROR_SUCCESS = 0
 ERROR_FILE_NOT_FOUND = 2
 ERROR_ACCESS_DENIED = 5
 ERROR_INVALID_HANDLE = 6
@@ -61,6 +67,10 @@ def describe(code: int) -> str:
 
 class Win32Error(DumpFailed):
     """A Win32 call failed. Raised by the bindings' errcheck; wrappers turn it into the public error."""
+
+    winerror: int
+    hresult: Optional[int]
+    function: str
 
     def __init__(self, function: str, code: int) -> None:
         win32, hresult = split_hresult(code)

@@ -1,11 +1,17 @@
 """advapi32.dll: token, privilege and security-descriptor prototypes only."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from ctypes import wintypes as wt
 from functools import partial
 
 from ._common import check_bool, prototype
+from .structs import NATIVE
 
 _dll = ctypes.WinDLL("advapi32", use_last_error=True)
 _proto = partial(prototype, _dll)
@@ -17,24 +23,16 @@ SE_DEBUG_NAME = "SeDebugPrivilege"
 TokenUser = 1
 TokenPrivileges = 3
 SDDL_REVISION_1 = 1
+SE_FILE_OBJECT = 1
+OWNER_SECURITY_INFORMATION = 0x1
+DACL_SECURITY_INFORMATION = 0x4
+PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
 
 
-class LUID(ctypes.Structure):
-    _fields_ = [("LowPart", wt.DWORD), ("HighPart", wt.LONG)]
-
-
-class LUID_AND_ATTRIBUTES(ctypes.Structure):
-    _fields_ = [("Luid", LUID), ("Attributes", wt.DWORD)]
-
-
-class TOKEN_PRIVILEGES(ctypes.Structure):
-    # One privilege is all dumplib ever adjusts.
-    _fields_ = [("PrivilegeCount", wt.DWORD), ("Privileges", LUID_AND_ATTRIBUTES * 1)]
-
-
-class SID_AND_ATTRIBUTES(ctypes.Structure):
-    _fields_ = [("Sid", ctypes.c_void_p), ("Attributes", wt.DWORD)]
-
+LUID = NATIVE.LUID
+LUID_AND_ATTRIBUTES = NATIVE.LUID_AND_ATTRIBUTES
+TOKEN_PRIVILEGES = NATIVE.TOKEN_PRIVILEGES
+SID_AND_ATTRIBUTES = NATIVE.SID_AND_ATTRIBUTES
 
 OpenProcessToken = _proto("OpenProcessToken", wt.BOOL, [wt.HANDLE, wt.DWORD, ctypes.POINTER(wt.HANDLE)], check_bool)
 LookupPrivilegeValueW = _proto(
@@ -44,7 +42,8 @@ LookupPrivilegeValueW = _proto(
 AdjustTokenPrivileges = _proto(
     "AdjustTokenPrivileges",
     wt.BOOL,
-    [wt.HANDLE, wt.BOOL, ctypes.POINTER(TOKEN_PRIVILEGES), wt.DWORD, ctypes.c_void_p, ctypes.POINTER(wt.DWORD)],
+    [wt.HANDLE, wt.BOOL, ctypes.POINTER(TOKEN_PRIVILEGES), wt.DWORD, ctypes.POINTER(TOKEN_PRIVILEGES),
+     ctypes.POINTER(wt.DWORD)],
     check_bool,
 )
 # Called first with a too-small buffer to learn the size, so failure is the wrapper's to judge.
@@ -58,5 +57,19 @@ ConvertStringSecurityDescriptorToSecurityDescriptorW = _proto(
     "ConvertStringSecurityDescriptorToSecurityDescriptorW",
     wt.BOOL,
     [wt.LPCWSTR, wt.DWORD, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(wt.ULONG)],
+    check_bool,
+)
+
+# Returns a Win32 error code itself (not through GetLastError): the wrapper checks it.
+GetNamedSecurityInfoW = _proto(
+    "GetNamedSecurityInfoW",
+    wt.DWORD,
+    [wt.LPCWSTR, ctypes.c_int, wt.DWORD, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+     ctypes.POINTER(ctypes.c_void_p)],
+)
+ConvertSecurityDescriptorToStringSecurityDescriptorW = _proto(
+    "ConvertSecurityDescriptorToStringSecurityDescriptorW",
+    wt.BOOL,
+    [ctypes.c_void_p, wt.DWORD, wt.DWORD, ctypes.POINTER(wt.LPWSTR), ctypes.POINTER(wt.ULONG)],
     check_bool,
 )

@@ -1,26 +1,79 @@
-"""The Windows backend: MiniDumpWriteDump into an owner-only temporary file, then read it back."""
+"""The Windows backend: MiniDumpWriteDump into an owner-only temporary file, then read it back.
+
+One target from check to release: check_target opens the process once and keeps the handle, so
+its pid cannot be reused until release() closes it; every later step works on that process.
+"""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
+import contextlib
 import ctypes
+import dataclasses
+import json
 import os
+import secrets
+import shutil
+import signal
 import threading
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..errors import AccessDenied, BitnessMismatch, DumpFailed, InvalidDumpFile, TargetRefused
+from ..errors import AccessDenied, BitnessMismatch, DumpError, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
 from ..formats import minidump
-from ..kinds import MINIDUMP_NEWER_FLAGS, DumpKind, MiniDumpType, describe_mask, mask_has_full_memory, windows_mask
+from ..kinds import (
+    MINIDUMP_NEWER_FLAGS,
+    DumpKind,
+    MiniDumpType,
+    describe_mask,
+    mask_has_full_memory,
+    streams_for_mask,
+    windows_mask,
+)
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
-from ._common import ERROR_ACCESS_DENIED, ERROR_INVALID_PARAMETER, ERROR_PARTIAL_COPY, Win32Error
-from .policy import mismatched_target_bits
+from ._common import (
+    ERROR_ACCESS_DENIED,
+    ERROR_DISK_FULL,
+    ERROR_HANDLE_DISK_FULL,
+    ERROR_INVALID_PARAMETER,
+    ERROR_PARTIAL_COPY,
+    Win32Error,
+)
+from .ntdll import UNDER_WINE
+from .policy import BitnessVerdict, bitness_verdict, interpreter_machine
 
 #: dbghelp is single-threaded: every call into it goes through this lock.
 DBGHELP_LOCK = threading.Lock()
 PARTIAL_COPY_ATTEMPTS = 3
 MONITOR_INTERVAL = 0.1
-_POINTER_BITS = 8 * ctypes.sizeof(ctypes.c_void_p)
+SE_DEBUG = "SeDebugPrivilege"
+#: What each operation asks of the target, and nothing more (EDR products flag VM_READ on lsass).
+#: Listing (psutil, Toolhelp) and the identity and bitness checks: times and the WOW64 machine.
+CHECK_ACCESS = kernel32.PROCESS_QUERY_LIMITED_INFORMATION
+#: The VirtualQueryEx walk behind estimates, --fit and `dumplib ps`'s full-dump column.
+WALK_ACCESS = kernel32.PROCESS_QUERY_INFORMATION
+#: MiniDumpWriteDump: reading memory, and duplicating handles for the handle-data stream.
+DUMP_ACCESS = kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ | kernel32.PROCESS_DUP_HANDLE
+#: psutil's create_time() and GetProcessTimes agree to the 100-ns tick; a reused pid's start is seconds away.
+SAME_START_SECONDS = 0.05
+#: Below this many free bytes, a failed or truncated write is blamed on the full volume.
+DISK_FULL_SLACK = 1 << 20
+_DUMPER_MACHINE = interpreter_machine(sys.version, 8 * ctypes.sizeof(ctypes.c_void_p))
+
+
+@dataclasses.dataclass
+class _Held:
+    """The one open handle on a checked target, until release()."""
+
+    handle: int
+    access: int
+    started: float
+    verdict: BitnessVerdict
 
 
 class WindowsBackend(Backend):
@@ -28,61 +81,109 @@ class WindowsBackend(Backend):
     extension = ".dmp"
     windows_names = True
 
+    def __init__(self) -> None:
+        self._held: Dict[int, _Held] = {}
+
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
         return windows_mask(kind, flags)
 
     def process_table(self) -> Dict[int, str]:
         return wrappers.process_table()
 
-    def check_target(self, target: ProcessInfo) -> None:
-        if target.pid == kernel32.GetCurrentProcessId():
+    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
+        """Open *target* once, prove it is the process that was resolved, and judge its machine.
+
+        With *for_dump* the one handle is the dump's own (SeDebugPrivilege enabled around that
+        OpenProcess only); otherwise it carries no more than the memory walk needs, and write()
+        takes the dump's access later, from the same process the kept handle pins.
+        """
+        pid = target.pid
+        if pid == kernel32.GetCurrentProcessId():
             raise TargetRefused(
-                f"process {target.pid} is this Python process: dumping yourself deadlocks on the loader"
+                f"process {pid} is this Python process: dumping yourself deadlocks on the loader"
                 " lock. Dump it from another process, e.g. subprocess.run(['dumplib', 'dump', str(os.getpid())])",
-                pid=target.pid,
+                pid=pid,
                 reason="self",
             )
-        process = _open_with_debug_privilege(target.pid, kernel32.PROCESS_QUERY_LIMITED_INFORMATION)
-        with wrappers.handle_closing(process):
-            target_wow64 = wrappers.is_wow64(process)
-        dumper_wow64 = wrappers.is_wow64(kernel32.GetCurrentProcess())
-        target_bits = mismatched_target_bits(_POINTER_BITS, dumper_wow64, target_wow64)
-        if target_bits is not None:
-            raise BitnessMismatch(pid=target.pid, target_bits=target_bits, dumper_bits=_POINTER_BITS)
+        self.release(target)
+        handle = _open_for_dump(pid) if for_dump else wrappers.open_process(pid, WALK_ACCESS)
+        try:
+            started = wrappers.creation_time(handle)
+            if target.started is not None and abs(started - target.started) > SAME_START_SECONDS:
+                raise ProcessNotFound(
+                    pid,
+                    f"pid {pid} now belongs to another process (started {started:.3f}, not {target.started:.3f}:"
+                    " the one that was found has exited); nothing was dumped",
+                )
+            process_machine, native = wrappers.machines(handle)
+            verdict = bitness_verdict(_DUMPER_MACHINE, process_machine, native)
+            if verdict.refusal is not None:
+                raise _bitness_refusal(pid, verdict.refusal, process_machine)
+        except BaseException:
+            wrappers.close_handle(handle)
+            raise
+        self._held[pid] = _Held(handle, DUMP_ACCESS if for_dump else WALK_ACCESS, started, verdict)
+
+    def release(self, target: ProcessInfo) -> None:
+        held = self._held.pop(target.pid, None)
+        if held is not None:
+            wrappers.close_handle(held.handle)
 
     def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
         mask = windows_mask(kind, flags)
-        process = _open_with_debug_privilege(target.pid, kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ)
-        with wrappers.handle_closing(process):
+        held = self._held.get(target.pid)
+        with self._walk_handle(target.pid, held) as process:
             parts = estimate_parts(wrappers.committed_regions(process), mask)
         estimate = SizeEstimate(pid=target.pid, kind=kind.value, flags=mask, bytes=sum(parts.values()), breakdown=parts)
-        return Plan(target=target, kind=kind, flags=mask, estimate=estimate)
+        plan = Plan(target=target, kind=kind, flags=mask, estimate=estimate)
+        if held is not None and held.verdict.warning:
+            plan.warnings.append(held.verdict.warning)
+        return plan
+
+    @contextlib.contextmanager
+    def _walk_handle(self, pid: int, held: Optional[_Held]) -> Iterator[int]:
+        """The kept handle, or (for `dumplib ps`, which checks nothing) a walk-only one, never privileged."""
+        if held is not None:
+            yield held.handle
+            return
+        handle = wrappers.open_process(pid, WALK_ACCESS)
+        with wrappers.handle_closing(handle):
+            yield handle
 
     def write(
         self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str, tick: Optional[Tick]
     ) -> WriteReport:
         pid, mask = plan.target.pid, plan.flags or 0
-        access = kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ
-        if mask & MiniDumpType.WithHandleData:
-            access |= kernel32.PROCESS_DUP_HANDLE
+        held = self._held.get(pid)
+        if held is None:
+            raise DumpFailed(f"process {pid} was not checked before its dump was written (a dumplib bug)", pid=pid)
+        self._take_dump_access(pid, held)
         report = WriteReport()
-        process = _open_with_debug_privilege(pid, access)
-        with wrappers.handle_closing(process):
-            file = wrappers.create_new_file(temp_path)
-            with wrappers.handle_closing(file), _Monitor(file, tick) as monitor:
-                used = _write_dump(process, pid, file, mask, _comment_stream(comment, signature), report.warnings, monitor)
-                monitor.raise_if_abandoned()
-                kernel32.FlushFileBuffers(file)
-            report.flags = used
-            code = wrappers.exit_code(process)
-            if code is not None:
-                raise DumpFailed(
-                    f"process {pid} exited (code {code}) while it was being dumped; nothing was kept."
-                    " Dump it again while it runs",
-                    pid=pid,
-                    reason="exited",
-                )
+        file = wrappers.create_new_file(temp_path)
+        with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
+            used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings, monitor)
+            monitor.raise_if_abandoned()
+            kernel32.FlushFileBuffers(file)
+        # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
+        report.stopped_seconds = suspended
+        report.flags = used
+        code = wrappers.exit_code(held.handle)
+        if code is not None:
+            # The write had finished: the dump is whole. Verification still reads it back.
+            report.warnings.append(f"process {pid} exited (code {code}) right after its dump was written; the dump"
+                                   " is complete and was kept")
         return report
+
+    def _take_dump_access(self, pid: int, held: _Held) -> None:
+        """Give the kept handle the dump's access: reopen by pid while the old handle pins the pid."""
+        if held.access & DUMP_ACCESS == DUMP_ACCESS:
+            return
+        handle = _open_for_dump(pid)
+        if abs(wrappers.creation_time(handle) - held.started) > SAME_START_SECONDS:  # cannot happen: pinned
+            wrappers.close_handle(handle)
+            raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
+        wrappers.close_handle(held.handle)
+        held.handle, held.access = handle, DUMP_ACCESS
 
     def open_private(self, path: str) -> int:
         import msvcrt
@@ -94,8 +195,39 @@ class WindowsBackend(Backend):
             wrappers.close_handle(handle)
             raise
 
+    def scratch_usable(self, directory: str) -> bool:
+        """Fit to hold a raw dump: a fixed local volume that keeps ACLs, and a file can be created there."""
+        if not wrappers.volume_keeps_private_files(directory):
+            return False
+        probe = os.path.join(directory, f".dumplib-{os.getpid()}-{secrets.token_hex(4)}.probe.tmp")
+        try:
+            wrappers.close_handle(wrappers.create_new_file(probe))
+        except (DumpError, OSError):  # Win32Error and InvalidDumpPath are DumpErrors
+            return False
+        os.remove(probe)  # ours: created just now with CREATE_NEW
+        return True
+
     def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
-        verify_minidump(path, plan.target.pid, report.flags if report.flags is not None else plan.flags or 0)
+        mask = report.flags if report.flags is not None else plan.flags or 0
+        try:
+            dump = verify_minidump(path, plan.target.pid, mask)
+        except DumpFailed as exc:
+            raise _blame_full_volume(path, plan.target.pid) or exc from None
+        missing = missing_streams(dump, mask)
+        if not missing:
+            return
+        names = ", ".join(f"{flag} (stream {stream})" for stream, flag in sorted(missing.items()))
+        if UNDER_WINE:
+            warning = (f"Wine's dbghelp ignores every MINIDUMP_TYPE flag but WithFullMemory: this dump lacks what"
+                       f" {names} asks for; real Windows writes it")
+            report.warnings.append(warning)
+            return
+        raise DumpFailed(
+            f"the dump of process {plan.target.pid} lacks what its mask {describe_mask(mask)} asks for: {names};"
+            " it was removed",
+            pid=plan.target.pid,
+            reason="unverified",
+        )
 
 
 #: Streams besides memory: thread and module lists, memory map, handles, unwind data. Measured
@@ -122,35 +254,79 @@ def estimate_parts(regions: Iterable[kernel32.MEMORY_BASIC_INFORMATION], mask: i
     return parts
 
 
-def _open_with_debug_privilege(pid: int, access: int) -> int:
-    """Open *pid*; on ERROR_ACCESS_DENIED enable SeDebugPrivilege once and retry, saying what was held."""
+def _open_for_dump(pid: int) -> int:
+    """The dump's own OpenProcess: the only call made with SeDebugPrivilege enabled, restored at once."""
     try:
-        return wrappers.open_process(pid, access)
-    except AccessDenied:
-        pass
-    try:
-        held = wrappers.enable_privilege("SeDebugPrivilege")
+        with wrappers.privilege_enabled(SE_DEBUG) as held:
+            try:
+                return wrappers.open_process(pid, DUMP_ACCESS)
+            except AccessDenied:
+                pass
     except Win32Error:
-        held = False
+        held = False  # no token access: open without the privilege
+        try:
+            return wrappers.open_process(pid, DUMP_ACCESS)
+        except AccessDenied:
+            pass
+    if held:
+        advice = (
+            "SeDebugPrivilege is held and was enabled, so the target is protected (a PPL process such as"
+            " lsass, or anti-malware) and cannot be dumped; dumplib never bypasses that"
+        )
+    else:
+        advice = (
+            "this user does not hold SeDebugPrivilege (not elevated, or filtered by UAC): run dumplib"
+            " as the process's owner or from an elevated (Run as administrator) prompt"
+        )
+    raise AccessDenied(
+        f"access to process {pid} was denied; {advice}", pid=pid, code=ERROR_ACCESS_DENIED, debug_privilege=held
+    )
+
+
+def _bitness_refusal(pid: int, why: str, target_machine: int) -> BitnessMismatch:
+    from .policy import MACHINE_BITS
+
+    error = BitnessMismatch(pid=pid, target_bits=MACHINE_BITS.get(target_machine, 0),
+                            dumper_bits=8 * ctypes.sizeof(ctypes.c_void_p))
+    # TODO(lead): errors.BitnessMismatch builds a "misread by debuggers" text that is wrong for
+    # machine mismatches; until it takes the reason, the backend's precise one replaces it.
+    error.message = f"process {pid}: {why}"
+    error.args = (error.message,)
+    return error
+
+
+def _blame_full_volume(path: str, pid: int) -> Optional[DumpFailed]:
+    """A DumpFailed saying the volume filled up, when it has (Wine's dbghelp ignores failed writes)."""
     try:
-        return wrappers.open_process(pid, access)
-    except AccessDenied:
-        if held:
-            advice = (
-                "SeDebugPrivilege is held and enabled, so the target is protected (a PPL process such as"
-                " lsass, or anti-malware) and cannot be dumped; dumplib never bypasses that"
-            )
-        else:
-            advice = (
-                "this user does not hold SeDebugPrivilege (not elevated, or filtered by UAC): run dumplib"
-                " as the process's owner or from an elevated (Run as administrator) prompt"
-            )
-        raise AccessDenied(
-            f"access to process {pid} was denied; {advice}",
-            pid=pid,
-            code=ERROR_ACCESS_DENIED,
-            debug_privilege=held,
-        ) from None
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return None
+    if free >= DISK_FULL_SLACK:
+        return None
+    return DumpFailed(
+        f"the volume holding {path} filled up while process {pid} was being dumped ({free} bytes free);"
+        " nothing was kept. Free space or choose another directory",
+        pid=pid,
+        winerror=ERROR_DISK_FULL,
+        reason="disk-full",
+    )
+
+
+def missing_streams(dump: minidump.Minidump, mask: int) -> Dict[int, str]:
+    """Stream type -> flag, for every stream *mask* asks for that *dump* does not hold."""
+    return {stream: flag for stream, flag in streams_for_mask(mask).items() if not dump.has_stream(stream)}
+
+
+def _signature_with_mask(signature: str, mask: int) -> str:
+    """dumplib's signature record, saying the mask actually used."""
+    try:
+        record = json.loads(signature)
+    except ValueError:
+        return signature
+    if isinstance(record, dict):
+        record["flags"] = mask
+        return json.dumps(record, separators=(",", ":"))
+    return signature
 
 
 def _comment_stream(comment: Optional[str], signature: str) -> str:
@@ -159,25 +335,43 @@ def _comment_stream(comment: Optional[str], signature: str) -> str:
 
 
 def _write_dump(
-    process: int, pid: int, file: int, mask: int, comment: str, warnings: List[str], monitor: "_Monitor"
-) -> int:
-    """Call MiniDumpWriteDump, retrying a partial copy and dropping flags this dbghelp lacks. Returns the mask used."""
-    text = ctypes.create_unicode_buffer(comment)  # NUL-terminated UTF-16, as CommentStreamW expects
-    stream = dbghelp.MINIDUMP_USER_STREAM(dbghelp.CommentStreamW, ctypes.sizeof(text), ctypes.addressof(text))
-    streams = dbghelp.MINIDUMP_USER_STREAM_INFORMATION(1, ctypes.pointer(stream))
-    callback = dbghelp.MINIDUMP_CALLBACK_INFORMATION(monitor.callback, None)
-    attempt = 0
+    process: int, pid: int, file: int, mask: int, comment: Optional[str], signature: str, warnings: List[str],
+    monitor: "_Monitor",
+) -> Tuple[int, float]:
+    """Call MiniDumpWriteDump, retrying a partial copy and dropping flags this dbghelp lacks.
+
+    Returns the mask used and the seconds spent inside MiniDumpWriteDump (the target's threads
+    are suspended for exactly that long)."""
+    callback = dbghelp.MINIDUMP_CALLBACK_INFORMATION(ctypes.cast(monitor.callback, ctypes.c_void_p).value or 0, 0)
+    attempt, suspended = 0, 0.0
     while True:
         attempt += 1
+        # NUL-terminated UTF-16, as CommentStreamW expects; rebuilt so a retry records its own mask.
+        text = ctypes.create_unicode_buffer(_comment_stream(comment, _signature_with_mask(signature, mask)))
+        stream = dbghelp.MINIDUMP_USER_STREAM(dbghelp.CommentStreamW, ctypes.sizeof(text), ctypes.addressof(text))
+        streams = dbghelp.MINIDUMP_USER_STREAM_INFORMATION(1, ctypes.addressof(stream))
+        began = time.monotonic()
         try:
             with DBGHELP_LOCK:
-                dbghelp.MiniDumpWriteDump(process, pid, file, mask, None, ctypes.byref(streams), ctypes.byref(callback))
-            return mask
+                try:
+                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, None, ctypes.byref(streams),
+                                              ctypes.byref(callback))
+                finally:
+                    suspended += time.monotonic() - began
+            monitor.raise_if_interrupted()  # Wine never asks CancelCallback: the write ran on, now drop it
+            return mask, suspended
         except Win32Error as exc:
+            monitor.raise_if_interrupted()
             monitor.raise_if_abandoned()
             if wrappers.exit_code(process) is not None:
                 raise DumpFailed(
                     f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited"
+                ) from None
+            if exc.winerror in (ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL):
+                raise DumpFailed(
+                    f"the volume filled up while process {pid} was being dumped ({exc.message}); nothing was kept."
+                    " Free space or choose another directory",
+                    pid=pid, winerror=exc.winerror, hresult=exc.hresult, reason="disk-full",
                 ) from None
             if exc.winerror == ERROR_PARTIAL_COPY and attempt < PARTIAL_COPY_ATTEMPTS:
                 # The target changed its memory map mid-read; a fresh pass usually succeeds.
@@ -236,12 +430,52 @@ def verify_minidump(path: str, pid: int, mask: int) -> minidump.Minidump:
     return dump
 
 
+#: Signals that stop a dump: Ctrl-C, SIGTERM, and Ctrl-Break on Windows.
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _signals_cancel(monitor: "_Monitor") -> Iterator[None]:
+    """During the write, a stop signal is recorded for CancelCallback instead of raised.
+
+    Python runs signal handlers in the main thread whenever Python code runs there, which during
+    MiniDumpWriteDump means inside a dbghelp callback: an exception raised there would be lost
+    ("Exception ignored on calling ctypes callback function") and the dump would run on. The
+    handler in force is still called, so what it raises (KeyboardInterrupt, the CLI's SIGTERM
+    exception) is exactly what the caller sees once the write has stopped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: Dict[int, Any] = {}
+
+    def record(signum: int, frame: Any) -> None:
+        handler = previous.get(signum)
+        try:
+            if callable(handler):
+                handler(signum, frame)
+            elif handler != signal.SIG_IGN:
+                raise KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+        except BaseException as exc:  # noqa: B036 - held for the caller, raised once dbghelp returns
+            monitor.interrupt = monitor.interrupt or exc
+
+    for signum in _STOP_SIGNALS:
+        previous[signum] = signal.signal(signum, record)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 class _Monitor:
     """Watches the growing file from a side thread while dbghelp writes, calling *tick* with its size.
 
-    If *tick* raises (the free-space watchdog), the dump is cancelled through MiniDumpWriteDump's
-    CancelCallback on Windows; where dbghelp never asks (Wine), the write runs to its end and the
-    stored error is raised afterwards, so the file is still removed.
+    Both ways to stop a dump go through MiniDumpWriteDump's CancelCallback (Cancel=TRUE, so it
+    fails with ERROR_CANCELLED): the watchdog's verdict (*tick* raised), and Ctrl-C / SIGTERM,
+    whose exception Python raises inside a dbghelp callback and which must never unwind through
+    dbghelp's C frames. Where dbghelp never asks (Wine), the write runs to its end and the stored
+    exception is raised afterwards, so the file is still removed.
     """
 
     def __init__(self, file: int, tick: Optional[Tick]) -> None:
@@ -249,6 +483,7 @@ class _Monitor:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
+        self.interrupt: Optional[BaseException] = None
         self.callback = dbghelp.MINIDUMP_CALLBACK_ROUTINE(self._on_callback)
 
     def _on_callback(self, param: object, callback_input: object, callback_output: object) -> bool:
@@ -256,9 +491,12 @@ class _Monitor:
             if callback_input.contents.CallbackType == dbghelp.CancelCallback:  # type: ignore[attr-defined]
                 out = callback_output.contents  # type: ignore[attr-defined]
                 out.CheckCancel = True  # keep asking
-                out.Cancel = self.error is not None
-        except Exception:
-            pass  # an exception must never unwind through dbghelp's C frames
+                out.Cancel = self.error is not None or self.interrupt is not None
+        except BaseException as exc:  # noqa: B036 - KeyboardInterrupt lands here; it must not unwind through C
+            self.interrupt = self.interrupt or exc
+            with contextlib.suppress(BaseException):
+                if callback_input.contents.CallbackType == dbghelp.CancelCallback:  # type: ignore[attr-defined]
+                    callback_output.contents.Cancel = True  # type: ignore[attr-defined]
         return True
 
     def __enter__(self) -> "_Monitor":
@@ -277,6 +515,11 @@ class _Monitor:
             except BaseException as exc:  # the watchdog's verdict: cancel the dump
                 self.error = exc
                 return
+
+    def raise_if_interrupted(self) -> None:
+        """Ctrl-C or SIGTERM arrived during the write: raise it now, as if it had come between calls."""
+        if self.interrupt is not None:
+            raise self.interrupt
 
     def raise_if_abandoned(self) -> None:
         if self.error is not None:

@@ -4,6 +4,11 @@ Prototypes and the minidump structures (packed to 4 bytes, as dbghelp.h declares
 """
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 import os
 from ctypes import wintypes as wt
@@ -11,6 +16,7 @@ from functools import partial
 
 from . import kernel32
 from ._common import check_bool, prototype
+from .structs import NATIVE
 
 
 def _system32(dll_name: str) -> str:
@@ -28,36 +34,15 @@ CommentStreamW = 11
 CancelCallback = 6
 
 
-class MINIDUMP_USER_STREAM(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("Type", wt.ULONG), ("BufferSize", wt.ULONG), ("Buffer", ctypes.c_void_p)]
-
-
-class MINIDUMP_USER_STREAM_INFORMATION(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("UserStreamCount", wt.ULONG), ("UserStreamArray", ctypes.POINTER(MINIDUMP_USER_STREAM))]
-
-
-class MINIDUMP_CALLBACK_INPUT(ctypes.Structure):
-    # Only the fixed head is declared: dumplib reads CallbackType and nothing from the union.
-    _pack_ = 4
-    _fields_ = [("ProcessId", wt.ULONG), ("ProcessHandle", wt.HANDLE), ("CallbackType", wt.ULONG)]
-
-
-class MINIDUMP_CALLBACK_OUTPUT_CANCEL(ctypes.Structure):
-    # The union member a CancelCallback fills: {BOOL CheckCancel; BOOL Cancel}.
-    _pack_ = 4
-    _fields_ = [("CheckCancel", wt.BOOL), ("Cancel", wt.BOOL)]
-
+MINIDUMP_USER_STREAM = NATIVE.MINIDUMP_USER_STREAM
+MINIDUMP_USER_STREAM_INFORMATION = NATIVE.MINIDUMP_USER_STREAM_INFORMATION
+MINIDUMP_CALLBACK_INPUT = NATIVE.MINIDUMP_CALLBACK_INPUT
+MINIDUMP_CALLBACK_OUTPUT_CANCEL = NATIVE.MINIDUMP_CALLBACK_OUTPUT_CANCEL
+MINIDUMP_CALLBACK_INFORMATION = NATIVE.MINIDUMP_CALLBACK_INFORMATION
 
 MINIDUMP_CALLBACK_ROUTINE = ctypes.WINFUNCTYPE(
     wt.BOOL, ctypes.c_void_p, ctypes.POINTER(MINIDUMP_CALLBACK_INPUT), ctypes.POINTER(MINIDUMP_CALLBACK_OUTPUT_CANCEL)
 )
-
-
-class MINIDUMP_CALLBACK_INFORMATION(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("CallbackRoutine", MINIDUMP_CALLBACK_ROUTINE), ("CallbackParam", ctypes.c_void_p)]
 
 
 MiniDumpWriteDump = _proto(

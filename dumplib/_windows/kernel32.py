@@ -1,12 +1,18 @@
 """kernel32.dll: prototypes only, each with argtypes, restype and an errcheck raising Win32Error."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import ctypes
 from ctypes import wintypes as wt
 
 from functools import partial
 
 from ._common import check_bool, check_handle, check_nonzero, prototype
+from .structs import MAX_PATH, NATIVE  # noqa: F401  (MAX_PATH is kernel32.MAX_PATH to its users)
 
 _dll = ctypes.WinDLL("kernel32", use_last_error=True)
 
@@ -27,28 +33,18 @@ FILE_BEGIN = 0
 STILL_ACTIVE = 259
 TH32CS_SNAPPROCESS = 0x2
 IMAGE_FILE_MACHINE_UNKNOWN = 0
-MAX_PATH = 260
+IMAGE_FILE_MACHINE_I386 = 0x014C
+IMAGE_FILE_MACHINE_ARMNT = 0x01C4
+IMAGE_FILE_MACHINE_AMD64 = 0x8664
+IMAGE_FILE_MACHINE_ARM64 = 0xAA64
 
 LPSECURITY_ATTRIBUTES = ctypes.c_void_p
 
 
-class SECURITY_ATTRIBUTES(ctypes.Structure):
-    _fields_ = [("nLength", wt.DWORD), ("lpSecurityDescriptor", wt.LPVOID), ("bInheritHandle", wt.BOOL)]
-
-
-class PROCESSENTRY32W(ctypes.Structure):
-    _fields_ = [
-        ("dwSize", wt.DWORD),
-        ("cntUsage", wt.DWORD),
-        ("th32ProcessID", wt.DWORD),
-        ("th32DefaultHeapID", ctypes.c_size_t),
-        ("th32ModuleID", wt.DWORD),
-        ("cntThreads", wt.DWORD),
-        ("th32ParentProcessID", wt.DWORD),
-        ("pcPriClassBase", wt.LONG),
-        ("dwFlags", wt.DWORD),
-        ("szExeFile", wt.WCHAR * MAX_PATH),
-    ]
+SECURITY_ATTRIBUTES = NATIVE.SECURITY_ATTRIBUTES
+PROCESSENTRY32W = NATIVE.PROCESSENTRY32W
+MEMORY_BASIC_INFORMATION = NATIVE.MEMORY_BASIC_INFORMATION
+FILETIME = NATIVE.FILETIME
 
 
 _proto = partial(prototype, _dll)
@@ -60,6 +56,22 @@ GetCurrentProcess = _proto("GetCurrentProcess", wt.HANDLE, [])
 GetCurrentProcessId = _proto("GetCurrentProcessId", wt.DWORD, [])
 GetExitCodeProcess = _proto("GetExitCodeProcess", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.DWORD)], check_bool)
 IsWow64Process = _proto("IsWow64Process", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.BOOL)], check_bool)
+GetProcessTimes = _proto(
+    "GetProcessTimes",
+    wt.BOOL,
+    [wt.HANDLE, ctypes.POINTER(FILETIME), ctypes.POINTER(FILETIME), ctypes.POINTER(FILETIME), ctypes.POINTER(FILETIME)],
+    check_bool,
+)
+GetVolumePathNameW = _proto("GetVolumePathNameW", wt.BOOL, [wt.LPCWSTR, wt.LPWSTR, wt.DWORD], check_bool)
+# Returns a DRIVE_* code, never fails (DRIVE_UNKNOWN / DRIVE_NO_ROOT_DIR are answers).
+GetDriveTypeW = _proto("GetDriveTypeW", wt.UINT, [wt.LPCWSTR])
+GetVolumeInformationW = _proto(
+    "GetVolumeInformationW",
+    wt.BOOL,
+    [wt.LPCWSTR, wt.LPWSTR, wt.DWORD, ctypes.POINTER(wt.DWORD), ctypes.POINTER(wt.DWORD), ctypes.POINTER(wt.DWORD),
+     wt.LPWSTR, wt.DWORD],
+    check_bool,
+)
 GetSystemDirectoryW = _proto("GetSystemDirectoryW", wt.UINT, [wt.LPWSTR, wt.UINT], check_nonzero)
 CreateFileW = _proto(
     "CreateFileW",
@@ -78,19 +90,6 @@ CreateToolhelp32Snapshot = _proto("CreateToolhelp32Snapshot", wt.HANDLE, [wt.DWO
 Process32FirstW = _proto("Process32FirstW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESSENTRY32W)])
 Process32NextW = _proto("Process32NextW", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESSENTRY32W)])
 LocalFree = _proto("LocalFree", wt.HLOCAL, [wt.HLOCAL])
-
-class MEMORY_BASIC_INFORMATION(ctypes.Structure):
-    _fields_ = [
-        ("BaseAddress", ctypes.c_void_p),
-        ("AllocationBase", ctypes.c_void_p),
-        ("AllocationProtect", wt.DWORD),
-        ("PartitionId", wt.WORD),
-        ("RegionSize", ctypes.c_size_t),
-        ("State", wt.DWORD),
-        ("Protect", wt.DWORD),
-        ("Type", wt.DWORD),
-    ]
-
 
 MEM_COMMIT = 0x1000
 MEM_PRIVATE = 0x20000

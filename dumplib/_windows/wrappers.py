@@ -1,19 +1,26 @@
 """Python-shaped wrappers over the raw prototypes: real names, real types, public errors."""
 from __future__ import annotations
 
+import sys
+
+# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
+assert sys.platform == "win32"
+
 import contextlib
 import ctypes
 from ctypes import wintypes as wt
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 from ..errors import AccessDenied, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
+from .policy import keeps_private_files
 from ._common import (
     ERROR_ACCESS_DENIED,
     ERROR_FILE_EXISTS,
     ERROR_INVALID_PARAMETER,
     ERROR_NO_MORE_FILES,
     ERROR_NOT_ALL_ASSIGNED,
+    ERROR_SUCCESS,
     Win32Error,
 )
 
@@ -74,44 +81,112 @@ def exit_code(process: int) -> Optional[int]:
     return None if code.value == kernel32.STILL_ACTIVE else code.value
 
 
-def is_wow64(process: int) -> bool:
-    """True when *process* is a 32-bit process on a 64-bit Windows."""
+#: 100-ns intervals between 1601-01-01 (FILETIME's epoch) and 1970-01-01.
+_EPOCH_AS_FILETIME = 116444736000000000
+
+
+def creation_time(process: int) -> float:
+    """When *process* started, in seconds since the epoch (what psutil's create_time() reports)."""
+    created, exited, kernel, user = (kernel32.FILETIME() for _ in range(4))
+    kernel32.GetProcessTimes(process, ctypes.byref(created), ctypes.byref(exited), ctypes.byref(kernel),
+                             ctypes.byref(user))
+    ticks = (created.dwHighDateTime << 32) | created.dwLowDateTime
+    return (ticks - _EPOCH_AS_FILETIME) / 10_000_000
+
+
+def machines(process: int) -> Tuple[int, int]:
+    """(*process*'s machine, the OS's native machine) as IMAGE_FILE_MACHINE_* codes.
+
+    IsWow64Process2 says UNKNOWN for a process not under WOW64 (it runs the native machine);
+    where it is missing (before Windows 10 1511), IsWow64Process can only say "x86 on x64".
+    """
     if kernel32.IsWow64Process2 is not None:
-        machine, native = wt.USHORT(), wt.USHORT()
-        kernel32.IsWow64Process2(process, ctypes.byref(machine), ctypes.byref(native))
-        return machine.value != kernel32.IMAGE_FILE_MACHINE_UNKNOWN
-    flag = wt.BOOL()
+        process_machine, native = wt.USHORT(), wt.USHORT()
+        kernel32.IsWow64Process2(process, ctypes.byref(process_machine), ctypes.byref(native))
+        running: int = process_machine.value
+        return (native.value if running == kernel32.IMAGE_FILE_MACHINE_UNKNOWN else running), native.value
+    flag, mine = wt.BOOL(), wt.BOOL()
     kernel32.IsWow64Process(process, ctypes.byref(flag))
-    return bool(flag.value)
+    kernel32.IsWow64Process(kernel32.GetCurrentProcess(), ctypes.byref(mine))
+    os_is_64 = ctypes.sizeof(ctypes.c_void_p) == 8 or bool(mine.value)
+    os_machine = kernel32.IMAGE_FILE_MACHINE_AMD64 if os_is_64 else kernel32.IMAGE_FILE_MACHINE_I386
+    return (kernel32.IMAGE_FILE_MACHINE_I386 if flag.value else os_machine), os_machine
 
 
-def enable_privilege(name: str) -> bool:
-    """Enable *name* in this process's token; False when the token does not hold it (UAC-filtered)."""
+def _token(access: int) -> int:
     token = wt.HANDLE()
-    advapi32.OpenProcessToken(
-        kernel32.GetCurrentProcess(), advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY, ctypes.byref(token)
-    )
-    with handle_closing(token.value):
+    advapi32.OpenProcessToken(kernel32.GetCurrentProcess(), access, ctypes.byref(token))
+    return token.value or 0
+
+
+def _set_luid(luid: "advapi32.LUID", name: str) -> None:
+    advapi32.LookupPrivilegeValueW(None, name, ctypes.byref(luid))
+
+
+def privilege_attributes(name: str) -> Optional[int]:
+    """The SE_PRIVILEGE_* attributes of *name* in this process's token; None when it is not held."""
+    wanted = advapi32.LUID()
+    _set_luid(wanted, name)
+    with handle_closing(_token(advapi32.TOKEN_QUERY)) as token:
+        needed = wt.DWORD()
+        advapi32.GetTokenInformation(token, advapi32.TokenPrivileges, None, 0, ctypes.byref(needed))
+        buf = ctypes.create_string_buffer(max(needed.value, 4))
+        if not advapi32.GetTokenInformation(token, advapi32.TokenPrivileges, buf, needed, ctypes.byref(needed)):
+            raise Win32Error("GetTokenInformation", ctypes.get_last_error())
+    count = ctypes.c_uint32.from_buffer(buf).value
+    for entry in (advapi32.LUID_AND_ATTRIBUTES * count).from_buffer(buf, 4):
+        if (entry.Luid.LowPart, entry.Luid.HighPart) == (wanted.LowPart, wanted.HighPart):
+            return int(entry.Attributes)
+    return None
+
+
+def set_privilege(name: str, enabled: bool) -> None:
+    """Enable or disable *name* in this process's token (it must hold it)."""
+    with handle_closing(_token(advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY)) as token:
         privs = advapi32.TOKEN_PRIVILEGES()
         privs.PrivilegeCount = 1
-        advapi32.LookupPrivilegeValueW(None, name, ctypes.byref(privs.Privileges[0].Luid))
-        privs.Privileges[0].Attributes = advapi32.SE_PRIVILEGE_ENABLED
-        ctypes.set_last_error(0)
+        _set_luid(privs.Privileges[0].Luid, name)
+        privs.Privileges[0].Attributes = advapi32.SE_PRIVILEGE_ENABLED if enabled else 0
         advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(privs), 0, None, None)
-        return ctypes.get_last_error() != ERROR_NOT_ALL_ASSIGNED
+
+
+@contextlib.contextmanager
+def privilege_enabled(name: str) -> Iterator[bool]:
+    """Enable *name* for the body only, then put back what AdjustTokenPrivileges' PreviousState says.
+
+    Yields whether the token holds it (False: not held, e.g. not elevated; nothing changed). A
+    library caller's token is left as it was, whatever the body raises.
+    """
+    with handle_closing(_token(advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY)) as token:
+        wanted = advapi32.TOKEN_PRIVILEGES()
+        wanted.PrivilegeCount = 1
+        _set_luid(wanted.Privileges[0].Luid, name)
+        wanted.Privileges[0].Attributes = advapi32.SE_PRIVILEGE_ENABLED
+        previous = advapi32.TOKEN_PRIVILEGES()
+        size = wt.DWORD()
+        ctypes.set_last_error(0)
+        advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(wanted), ctypes.sizeof(previous),
+                                       ctypes.byref(previous), ctypes.byref(size))
+        held = ctypes.get_last_error() != ERROR_NOT_ALL_ASSIGNED
+        try:
+            yield held
+        finally:
+            # PreviousState lists only what the call changed: nothing when it was enabled already.
+            if held and previous.PrivilegeCount:
+                advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(previous), 0, None, None)
 
 
 def current_user_sid() -> str:
     """The calling user's SID as a string (``S-1-5-21-...``)."""
     token = wt.HANDLE()
     advapi32.OpenProcessToken(kernel32.GetCurrentProcess(), advapi32.TOKEN_QUERY, ctypes.byref(token))
-    with handle_closing(token.value):
+    with handle_closing(token.value or 0):
         needed = wt.DWORD()
         advapi32.GetTokenInformation(token, advapi32.TokenUser, None, 0, ctypes.byref(needed))
         buf = ctypes.create_string_buffer(needed.value)
         if not advapi32.GetTokenInformation(token, advapi32.TokenUser, buf, needed, ctypes.byref(needed)):
             raise Win32Error("GetTokenInformation", ctypes.get_last_error())
-        user = advapi32.SID_AND_ATTRIBUTES.from_buffer(buf)
+        user = advapi32.SID_AND_ATTRIBUTES.from_buffer(buf)  # its Sid points into buf
         text = wt.LPWSTR()
         advapi32.ConvertSidToStringSidW(user.Sid, ctypes.byref(text))
         try:
@@ -135,7 +210,7 @@ def owner_only_security() -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
     try:
         attrs = kernel32.SECURITY_ATTRIBUTES()
         attrs.nLength = ctypes.sizeof(attrs)
-        attrs.lpSecurityDescriptor = descriptor
+        attrs.lpSecurityDescriptor = descriptor.value or 0
         attrs.bInheritHandle = False
         yield attrs
     finally:
@@ -183,3 +258,43 @@ def truncate(handle: int) -> None:
     """Empty the file so a retried MiniDumpWriteDump starts from byte 0."""
     kernel32.SetFilePointerEx(handle, 0, None, kernel32.FILE_BEGIN)
     kernel32.SetEndOfFile(handle)
+
+
+def volume_keeps_private_files(directory: str) -> bool:
+    """Whether *directory* is on a fixed local volume whose file system stores ACLs (NTFS, ReFS).
+
+    A removable stick or a FAT/exFAT volume drops the owner-only DACL (and FAT holds no file over
+    4 GiB): a raw dump never waits there.
+    """
+    root = ctypes.create_unicode_buffer(kernel32.MAX_PATH + 1)
+    try:
+        kernel32.GetVolumePathNameW(directory, root, len(root))
+    except Win32Error:
+        return False
+    drive_type = kernel32.GetDriveTypeW(root.value)
+    flags = wt.DWORD()
+    try:
+        kernel32.GetVolumeInformationW(root.value, None, 0, None, None, ctypes.byref(flags), None, 0)
+    except Win32Error:
+        return False
+    return keeps_private_files(drive_type, flags.value)
+
+
+def file_security(path: str) -> str:
+    """*path*'s owner and DACL as SDDL (``O:...D:P(A;;FA;;;S-1-5-...)``), read back from the file system."""
+    what = advapi32.OWNER_SECURITY_INFORMATION | advapi32.DACL_SECURITY_INFORMATION
+    descriptor = ctypes.c_void_p()
+    code = advapi32.GetNamedSecurityInfoW(path, advapi32.SE_FILE_OBJECT, what, None, None, None, None,
+                                          ctypes.byref(descriptor))
+    if code != ERROR_SUCCESS:
+        raise Win32Error("GetNamedSecurityInfoW", code)
+    try:
+        text = wt.LPWSTR()
+        advapi32.ConvertSecurityDescriptorToStringSecurityDescriptorW(descriptor, advapi32.SDDL_REVISION_1, what,
+                                                                      ctypes.byref(text), None)
+        try:
+            return text.value or ""
+        finally:
+            kernel32.LocalFree(ctypes.cast(text, ctypes.c_void_p))
+    finally:
+        kernel32.LocalFree(descriptor)

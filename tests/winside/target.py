@@ -1,7 +1,7 @@
 """A Windows target for the Wine tests: holds a unique marker in memory and says where.
 
 Prints one JSON line {pid, marker, address}, then obeys stdin: `exit CODE` exits at once,
-`exit-after SECONDS` exits after a delay, end of input exits 0.
+`exit-after SECONDS` exits after a delay, `ping` answers `pong`, end of input exits 0.
 """
 import ctypes
 import json
@@ -22,6 +22,8 @@ for line in sys.stdin:
         continue
     if words[0] == "exit":
         os._exit(int(words[1]) if len(words) > 1 else 0)
+    if words[0] == "ping":
+        print("pong", flush=True)
     if words[0] == "exit-after":
         threading.Timer(float(words[1]), os._exit, args=(3,)).start()
         print("ok", flush=True)
