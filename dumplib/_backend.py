@@ -71,8 +71,11 @@ class Backend(abc.ABC):
         """Every visible process as pid -> name, from one snapshot."""
 
     @abc.abstractmethod
-    def check_target(self, target: ProcessInfo) -> None:
-        """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error."""
+    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
+        """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error.
+
+        The backend may keep the target open from here to release() (one target from start to
+        end); *for_dump* says the write will follow, so it may open with the access a dump needs."""
 
     @abc.abstractmethod
     def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
@@ -109,6 +112,10 @@ class Backend(abc.ABC):
     def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
         """Check a dump sent through write_stream (which cannot be read back) from what the writer kept."""
         raise NotImplementedError(f"the {self.name} backend does not stream")
+
+    def scratch_usable(self, directory: str) -> bool:
+        """Whether *directory* may hold a raw scratch copy of a dump (private, and able to hold it)."""
+        return True
 
     def release(self, target: ProcessInfo) -> None:
         """Let go of whatever the backend holds on *target* (a process handle, a pidfd) since check_target.

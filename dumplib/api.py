@@ -103,7 +103,7 @@ def create_dump(
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
                     max_total, codec, started, started_at, max_pause)
     proc = resolve_target(target, backend)
-    backend.check_target(proc)
+    backend.check_target(proc, for_dump=True)
     try:
         return _create(backend, proc, mask, opts)
     finally:

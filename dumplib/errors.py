@@ -120,18 +120,17 @@ class AccessDenied(DumpError):
 
 
 class BitnessMismatch(DumpError):
-    """A 32-bit dumper and a 64-bit target (or the reverse): the dump would be misread."""
+    """The target's machine or bitness is one this dumper cannot write a correct dump of."""
 
     fields = ("pid", "target_bits", "dumper_bits")
     pid: int
     target_bits: int
     dumper_bits: int
 
-    def __init__(self, *, pid: int, target_bits: int, dumper_bits: int) -> None:
-        message = (
-            f"process {pid} is {target_bits}-bit but this Python is {dumper_bits}-bit;"
-            f" a cross-bitness dump is misread by debuggers. Run dumplib with a"
-            f" {target_bits}-bit Python interpreter instead"
+    def __init__(self, *, pid: int, target_bits: int, dumper_bits: int, why: Optional[str] = None) -> None:
+        message = f"process {pid}: {why}" if why else (
+            f"process {pid} is {target_bits}-bit but this Python is {dumper_bits}-bit, and a dump written"
+            f" across that line would be wrong. Run dumplib with a {target_bits}-bit Python interpreter instead"
         )
         super().__init__(message, pid=pid, target_bits=target_bits, dumper_bits=dumper_bits)
 

@@ -417,8 +417,7 @@ def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
     that keep ACLs, proven writable by creating a file there)."""
     from ._backend import get_backend
 
-    usable = getattr(get_backend(), "scratch_usable", None)
-    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, usable)
+    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, get_backend().scratch_usable)
     if chosen is None:
         raise InvalidDumpPath(
             "no local volume can hold the raw dump before compression (it needs a fixed volume whose file"

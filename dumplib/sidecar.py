@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
-import psutil
+from ._psutil import psutil
 
 from ._backend import Plan, WriteReport
 from ._version import __version__

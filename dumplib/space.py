@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-import psutil
+from ._psutil import psutil
 
 from .errors import InsufficientDiskSpace
 from .results import SizeEstimate

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Set, Union
 
-import psutil
+from ._psutil import psutil
 
 from ._backend import Backend, get_backend
 from ._text import printable

@@ -12,7 +12,7 @@ import platform
 import select
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import psutil
+from .._psutil import psutil
 
 from ..errors import DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
@@ -64,7 +64,7 @@ class LinuxBackend(Backend):
         #: pid -> (pidfd, start time in clock ticks) of each target between check_target and release.
         self._held: Dict[int, Tuple[int, int]] = {}
 
-    def check_target(self, target: ProcessInfo) -> None:
+    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         pid = target.pid
         status = read_status(pid)
         if not status:

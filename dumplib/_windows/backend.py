@@ -286,13 +286,8 @@ def _open_for_dump(pid: int) -> int:
 def _bitness_refusal(pid: int, why: str, target_machine: int) -> BitnessMismatch:
     from .policy import MACHINE_BITS
 
-    error = BitnessMismatch(pid=pid, target_bits=MACHINE_BITS.get(target_machine, 0),
-                            dumper_bits=8 * ctypes.sizeof(ctypes.c_void_p))
-    # TODO(lead): errors.BitnessMismatch builds a "misread by debuggers" text that is wrong for
-    # machine mismatches; until it takes the reason, the backend's precise one replaces it.
-    error.message = f"process {pid}: {why}"
-    error.args = (error.message,)
-    return error
+    return BitnessMismatch(pid=pid, target_bits=MACHINE_BITS.get(target_machine, 0),
+                           dumper_bits=8 * ctypes.sizeof(ctypes.c_void_p), why=why)
 
 
 def _blame_full_volume(path: str, pid: int) -> Optional[DumpFailed]:

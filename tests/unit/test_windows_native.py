@@ -176,6 +176,17 @@ print(before, state())
 """
 
 
+def test_importing_dumplib_and_listing_processes_leaves_the_token_as_it_was():
+    """psutil (which dumplib imports) enables SeDebugPrivilege when imported; dumplib puts it back."""
+    probe = _TOKEN_PROBE.replace("import psutil\nprint(before, state())",
+                                 "import dumplib\ndumplib.processes()\nimport psutil\nprint(before, state())")
+    assert "import dumplib" in probe
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"], done.stdout
+
+
 def test_importing_psutil_enables_debug_privilege_for_the_whole_process():
     """Why `import dumplib` cannot yet keep its promise to leave the token as it was: psutil's
     module init enables SeDebugPrivilege for the whole process and never restores it."""
