@@ -19,7 +19,7 @@ from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes
-from .memory import FileSink, MemoryCopier, StreamSink, read_small
+from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import StoppedProcess, ThreadState, permission_error, read_status, traced_refusal
 
 PF_KTHREAD = 0x00200000
@@ -87,7 +87,9 @@ class LinuxBackend(Backend):
         regions = _smaps(pid)
         segments = self._select(pid, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
-        parts = maps.estimate_bytes(segments, regions, threads)
+        with Prober(pid) as prober:
+            parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
+                                        xstate_size=xstate_note_size())
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
@@ -128,17 +130,19 @@ class LinuxBackend(Backend):
                 segments = self._select(pid, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
                 note_bytes = _notes(pid, threads, regions, comment)
-                # Memory not taken gets no PT_LOAD at all: gdb reads a p_filesz-0 segment as zeros,
-                # which would pass for real data. Absent, it says "Cannot access memory".
+                # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
+                # a load's unstored tail as zeros, which is the truth only for untouched memory.
                 segments = [s for s in segments if s.dump_start == s.start]
-                loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
+                with Prober(pid) as prober:
+                    pieces = [p for s in segments for p in prober.pieces(s)]
+                loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
                 sink.write_at(head, 0)
                 copier = MemoryCopier(pid, sink, tick)
                 try:
-                    for seg, offset in zip(segments, offsets):
-                        copier.copy(seg.start, seg.end, offset, seg.anon)
+                    for piece, offset in zip(pieces, offsets):
+                        copier.copy_piece(piece, offset)
                 finally:
                     copier.close()
                 if not stopped.alive():

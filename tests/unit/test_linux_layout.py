@@ -106,7 +106,7 @@ def test_amd_xstate_is_relaid_in_intel_layout():
 
 
 def test_layout_and_reader_round_trip(tmp_path):
-    loads = [(0x1000, 0x2000, 5, True), (0x8000, 0x1000, 6, True)]
+    loads = [(0x1000, 0x2000, 5, 0x2000), (0x8000, 0x1000, 6, 0x1000)]
     note_bytes = notes.note(b"CORE", elfcore.NT_PRSTATUS, bytes(336))
     header, offsets, end = elfcore.layout(loads, len(note_bytes))
     assert all(o % 4096 == 0 for o in offsets) and end == offsets[-1] + 0x1000
@@ -125,7 +125,7 @@ def test_layout_and_reader_round_trip(tmp_path):
 
 
 def test_pn_xnum_for_huge_mapping_counts(tmp_path):
-    loads = [(0x1000 * i, 0x1000, 4, False) for i in range(1, 0x10000)]
+    loads = [(0x1000 * i, 0x1000, 4, 0) for i in range(1, 0x10000)]
     header, _, end = elfcore.layout(loads, 0)
     path = tmp_path / "x.core"
     path.write_bytes(header)
