@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
+import re
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..kinds import CoreFilter, DumpKind
@@ -87,36 +88,59 @@ class Segment:
         return self.end - self.dump_start
 
 
+_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.M)
+_SIZES = (("\nRss:", "rss"), ("\nAnonymous:", "anonymous"), ("\nSwap:", "swap"),
+          ("\nPrivate_Hugetlb:", "hugetlb"), ("\nShared_Hugetlb:", "hugetlb"))
+
+
 def parse_smaps(text: str) -> List[Region]:
+    """Regions of /proc/PID/smaps, with the fields dumplib uses.
+
+    A process with 60 000 mappings has 45 MB of smaps: the text is cut into blocks at each
+    mapping's last line (VmFlags) and fields are found with str.find, not read line by line.
+    """
+    blocks = text.split("\nVmFlags:")
+    if text.count("\nSize:") != len(blocks) - 1:  # not one VmFlags line per mapping (old kernel, odd text)
+        return _parse_smaps_by_header(text)
     regions: List[Region] = []
-    current: Optional[Region] = None
-    for line in text.splitlines():
-        head, _, rest = line.partition(" ")
-        if "-" in head and not head.endswith(":"):
-            fields = line.split(None, 5)
-            lo, hi = fields[0].split("-")
-            current = Region(
-                start=int(lo, 16),
-                end=int(hi, 16),
-                perms=fields[1],
-                offset=int(fields[2], 16),
-                dev=fields[3],
-                inode=int(fields[4]),
-                path=fields[5] if len(fields) > 5 else "",
-            )
-            regions.append(current)
-        elif current is not None:
-            if head == "Anonymous:":
-                current.anonymous = int(rest.split()[0]) * 1024
-            elif head == "Rss:":
-                current.rss = int(rest.split()[0]) * 1024
-            elif head == "Swap:":
-                current.swap = int(rest.split()[0]) * 1024
-            elif head in ("Private_Hugetlb:", "Shared_Hugetlb:"):
-                current.hugetlb += int(rest.split()[0]) * 1024
-            elif head == "VmFlags:":
-                current.vmflags = frozenset(rest.split())
+    for i, block in enumerate(blocks):
+        if i:
+            cut = block.find("\n")
+            regions[-1].vmflags = frozenset(block[: cut if cut >= 0 else len(block)].split())
+            if cut < 0:
+                break
+            block = block[cut + 1 :]
+        m = _HEADER.match(block)
+        if m is None:
+            break
+        regions.append(_region(m, block))
     return regions
+
+
+def _parse_smaps_by_header(text: str) -> List[Region]:
+    """Older kernels without VmFlags: blocks start at each header line."""
+    starts = [m.start() for m in _HEADER.finditer(text)] + [len(text)]
+    regions = []
+    for lo, hi in zip(starts, starts[1:]):
+        block = text[lo:hi]
+        m = _HEADER.match(block)
+        if m is not None:
+            regions.append(_region(m, block))
+    return regions
+
+
+def _region(m: "re.Match[str]", block: str) -> Region:
+    r = Region(start=int(m.group(1), 16), end=int(m.group(2), 16), perms=m.group(3), offset=int(m.group(4), 16),
+               dev=m.group(5), inode=int(m.group(6)), path=m.group(7))
+    for label, attr in _SIZES:
+        at = block.find(label, m.end())
+        if at >= 0:
+            setattr(r, attr, getattr(r, attr) + int(block[at + len(label) : block.find(" kB", at)]) * 1024)
+    at = block.find("\nVmFlags:", m.end())  # only in blocks cut at headers
+    if at >= 0:
+        stop = block.find("\n", at + 1)
+        r.vmflags = frozenset(block[at + 9 : stop if stop >= 0 else len(block)].split())
+    return r
 
 
 def read_smaps(pid: int) -> List[Region]:
