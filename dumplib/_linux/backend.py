@@ -85,11 +85,14 @@ class LinuxBackend(Backend):
     def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
         pid = target.pid
         regions = _smaps(pid)
-        segments = self._select(pid, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
+        sps = _syscall_stack_pointers(pid)
+        segments = self._select(pid, regions, kind, flags, sps, plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
         with Prober(pid) as prober:
             parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
                                         xstate_size=xstate_note_size())
+        if flags is None and kind is not DumpKind.FULL and threads > len(sps):
+            parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 

@@ -325,6 +325,27 @@ def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threa
     return parts
 
 
+def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:
+    """Present bytes of stack-looking mappings that hold no known stack pointer.
+
+    The plan knows the stack pointer only of threads blocked in a system call; a running thread's
+    live stack is taken by the writer all the same, so its mapping is counted whole here (the
+    estimate errs high). A thread stack is private anonymous read/write memory just above a
+    PROT_NONE guard (glibc, musl, Go's runtime threads) or the main [stack].
+    """
+    sps = sorted(stack_pointers)
+    total = 0
+    below: Optional[Region] = None
+    for r in regions:
+        guarded = below is not None and below.end == r.start and below.perms.startswith("---")
+        looks_like_stack = r.path == "[stack]" or (guarded and not r.file_backed and not r.shared and r.writable)
+        i = bisect.bisect_left(sps, r.start)
+        if looks_like_stack and not (i < len(sps) and sps[i] < r.end):
+            total += min(r.size, -(-r.present // PAGE) * PAGE)
+        below = r
+    return total
+
+
 def _present_bytes(seg: Segment) -> int:
     size = seg.end - seg.start
     if seg.anon and seg.region is not None:

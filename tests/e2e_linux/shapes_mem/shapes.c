@@ -4,7 +4,7 @@
  *   shapes reserve       64 GiB MAP_NORESERVE reservation holding 3 MiB of data
  *   shapes shared        8 GiB each of memfd, MAP_SHARED|MAP_ANONYMOUS and SysV shm, mostly holes
  *   shapes hugetlb       4 MiB private MAP_HUGETLB, first huge page touched
- *   shapes threads N     N threads blocked in a system call
+ *   shapes threads N [B] N threads blocked in a system call, B more computing (never in one)
  *   shapes many N FILE   N separate one-page mappings of FILE
  *
  * Prints one JSON line of addresses, then answers each stdin line with "ok" until EOF.
@@ -37,6 +37,12 @@ static void *sleeper(void *arg) {
     local[0] = (char)(long)arg;
     for (;;) pause();
     return NULL;
+}
+
+static void *spinner(void *arg) {
+    volatile char local[8192];  /* a live stack the writer must take */
+    for (unsigned long i = 0;; i++) local[i % sizeof local] = (char)i;
+    return arg;
 }
 
 static void serve(void) {
@@ -94,8 +100,13 @@ int main(int argc, char **argv) {
             pthread_t t;
             if (pthread_create(&t, NULL, sleeper, (void *)i)) { perror("pthread_create"); return 2; }
         }
+        int busy = argc > 3 ? atoi(argv[3]) : 0;
+        for (int i = 0; i < busy; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, spinner, NULL)) { perror("pthread_create"); return 2; }
+        }
         usleep(200000);
-        printf("{\"pid\": %d, \"threads\": %d}\n", pid, n + 1);
+        printf("{\"pid\": %d, \"threads\": %d}\n", pid, n + busy + 1);
     } else if (!strcmp(mode, "many") && argc > 3) {
         int n = atoi(argv[2]);
         int fd = open(argv[3], O_RDONLY);
