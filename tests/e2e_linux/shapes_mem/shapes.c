@@ -6,6 +6,7 @@
  *   shapes hugetlb       4 MiB private MAP_HUGETLB, first huge page touched
  *   shapes threads N [B] N threads blocked in a system call, B more computing (never in one)
  *   shapes many N FILE   N separate one-page mappings of FILE
+ *   shapes fragments N   one page touched every 128 KiB, N times, in one private mapping
  *
  * Prints one JSON line of addresses, then answers each stdin line with "ok" until EOF.
  */
@@ -114,6 +115,15 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++)  /* offset 0 every time: neighbours never merge */
             must(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0), "mmap one page");
         printf("{\"pid\": %d, \"mappings\": %d}\n", pid, n);
+    } else if (!strcmp(mode, "fragments") && argc > 2) {
+        unsigned long n = strtoul(argv[2], NULL, 10), step = 128 * 1024;
+        char *f = must(mmap(NULL, n * step, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+                       "fragments");
+        for (unsigned long i = 0; i < n; i++) f[i * step] = 1;
+        char *marker = f + (n - 1) * step + 8;
+        sprintf(marker, "DUMPLIB-FRAGMENT-%d", pid);
+        printf("{\"pid\": %d, \"base\": %lu, \"fragments\": %lu, \"marker\": \"DUMPLIB-FRAGMENT-%d\", "
+               "\"marker_address\": %lu}\n", pid, (unsigned long)f, n, pid, (unsigned long)marker);
     } else {
         fprintf(stderr, "usage: see the comment at the top of shapes.c\n");
         return 2;
