@@ -36,6 +36,11 @@ class Region:
     vmflags: frozenset = frozenset()
     dev: str = "00:00"  # major:minor in hex, as maps prints it
     hugetlb: int = 0  # bytes of hugetlb pages (smaps counts them apart from Rss)
+    #: Backed by a file (or a shared-memory object): set once, as planning asks it of every mapping often.
+    file_backed: bool = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.file_backed = self.inode != 0 and not self.path.startswith("[")
 
     @property
     def present(self) -> int:
@@ -57,10 +62,6 @@ class Region:
     @property
     def shared(self) -> bool:
         return self.perms[3] == "s"
-
-    @property
-    def file_backed(self) -> bool:
-        return self.inode != 0 and not self.path.startswith("[")
 
     @property
     def elf_flags(self) -> int:
@@ -89,8 +90,7 @@ class Segment:
 
 
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.M)
-_SIZES = (("\nRss:", "rss"), ("\nAnonymous:", "anonymous"), ("\nSwap:", "swap"),
-          ("\nPrivate_Hugetlb:", "hugetlb"), ("\nShared_Hugetlb:", "hugetlb"))
+_SIZES = (("\nRss:", 0), ("\nAnonymous:", 1), ("\nShared_Hugetlb:", 3), ("\nPrivate_Hugetlb:", 3), ("\nSwap:", 2))
 
 
 def parse_smaps(text: str) -> List[Region]:
@@ -130,13 +130,16 @@ def _parse_smaps_by_header(text: str) -> List[Region]:
 
 
 def _region(m: "re.Match[str]", block: str) -> Region:
-    r = Region(start=int(m.group(1), 16), end=int(m.group(2), 16), perms=m.group(3), offset=int(m.group(4), 16),
-               dev=m.group(5), inode=int(m.group(6)), path=m.group(7))
-    for label, attr in _SIZES:
-        at = block.find(label, m.end())
-        if at >= 0:
-            setattr(r, attr, getattr(r, attr) + int(block[at + len(label) : block.find(" kB", at)]) * 1024)
-    at = block.find("\nVmFlags:", m.end())  # only in blocks cut at headers
+    start, end, perms, offset, dev, inode, path = m.groups()
+    sizes = [0, 0, 0, 0]  # rss, anonymous, swap, hugetlb
+    head = m.end()
+    for label, slot in _SIZES:  # each searched from the top: the kernel's field order is not relied on
+        found = block.find(label, head)
+        if found >= 0:
+            sizes[slot] += int(block[found + len(label) : block.find(" kB", found)]) * 1024
+    r = Region(int(start, 16), int(end, 16), perms, int(offset, 16), int(inode), path,
+               anonymous=sizes[1], rss=sizes[0], swap=sizes[2], dev=dev, hugetlb=sizes[3])
+    at = block.find("\nVmFlags:", head)  # only in blocks cut at headers
     if at >= 0:
         stop = block.find("\n", at + 1)
         r.vmflags = frozenset(block[at + 9 : stop if stop >= 0 else len(block)].split())
