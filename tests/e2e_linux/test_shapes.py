@@ -157,6 +157,10 @@ def test_sparse_shared_memory_is_not_allocated_by_the_dump(shapes, outdir):
     for i, base in enumerate(areas):
         assert f'"DUMPLIB-SHARED-{i}-{t.pid}"' in out, out
         assert _zeros_at(out, base + 3 * GiB), out  # a hole of the object: zero in the process too
+    out = gdb(str(shapes), result.path, *(f"x/4xb {a + MiB + 16384}" for a in areas),
+              *(f"x/4xb {a + MiB + 4096}" for a in areas))
+    for base in areas:  # a page with data, and a hole between two, inside one stored run
+        assert re.search(rf"0x{base + MiB + 16384:x}:\s+0x01\s+0x00", out) and _zeros_at(out, base + MiB + 4096), out
 
 
 def test_miniplus_takes_private_hugetlb_memory_like_the_kernel_default(shapes, outdir):

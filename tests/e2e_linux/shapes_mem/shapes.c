@@ -86,6 +86,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 3; i++) {
             sprintf(areas[i] + 5 * GiB, "DUMPLIB-SHARED-%d-%d", i, pid);
             fill((unsigned char *)areas[i], 256 * 1024, 10 + i);
+            for (int k = 0; k < 8; k++)       /* pages 16 KiB apart: holes inside one stored run */
+                areas[i][MiB + k * 16384] = 1;
         }
         printf("{\"pid\": %d, \"memfd\": %lu, \"anon\": %lu, \"sysv\": %lu, \"size\": %lu, \"marker_offset\": %lu}\n",
                pid, (unsigned long)m, (unsigned long)a, (unsigned long)s, 8 * GiB, 5 * GiB);
