@@ -324,7 +324,8 @@ def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threa
     per_thread = 3 * 20 + 336 + 512 + xstate_size
     notes = 2048 + threads * per_thread + sum(24 + len(r.path.encode("utf-8", "surrogateescape")) + 1 for r in files)
     # Program headers: a taken segment is split at its untouched gaps; two loads each is typical.
-    parts["metadata"] += 64 + 56 * (2 * len(taken) + 1) + notes + PAGE
+    # A block per 64 segments covers the filesystem's extent blocks for a file of many runs.
+    parts["metadata"] += 64 + 56 * (2 * len(taken) + 1) + notes + PAGE * (1 + len(taken) // 64)
     return parts
 
 

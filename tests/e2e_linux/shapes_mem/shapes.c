@@ -41,7 +41,7 @@ static void *sleeper(void *arg) {
 }
 
 static void *spinner(void *arg) {
-    volatile char local[8192];  /* a live stack the writer must take */
+    volatile char local[256 * 1024];  /* a live stack the writer must take, bigger than any slack */
     for (unsigned long i = 0;; i++) local[i % sizeof local] = (char)i;
     return arg;
 }
