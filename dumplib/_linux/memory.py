@@ -14,7 +14,7 @@ import fcntl
 import os
 import re
 import stat
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._backend import Tick
 from ..errors import DumpFailed
@@ -191,6 +191,7 @@ class Prober:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._scan_works: Optional[bool] = None
+        self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
         try:
             self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -212,10 +213,14 @@ class Prober:
         r = seg.region
         if r is None or not r.file_backed:
             return seg.end
-        st = object_stat(self.pid, r)
-        if st is None:
+        key = (r.dev, r.inode)  # one stat per file, however many times it is mapped
+        if key not in self._sizes:
+            st = object_stat(self.pid, r)
+            self._sizes[key] = None if st is None else st.st_size
+        size = self._sizes[key]
+        if size is None:
             return seg.end
-        return max(seg.start, min(seg.end, file_end_address(r, st.st_size)))
+        return max(seg.start, min(seg.end, file_end_address(r, size)))
 
     def pieces(self, seg: Segment) -> List[Piece]:
         """The PT_LOADs of a taken segment; none for memory past the end of a mapped file."""
