@@ -115,18 +115,23 @@ def file_end_address(region: Region, size: int) -> int:
 
 
 def open_object(pid: int, region: Region) -> Optional[int]:
-    """A read-only descriptor on the shared object *region* maps (for SEEK_DATA), or None."""
+    """A read-only descriptor on the shared object *region* maps (for SEEK_DATA), or None.
+
+    Only through /proc/PID/map_files, never by the path in maps: that text is the target's to
+    choose, and a path swapped for a device between a check and the open would have dumplib (root)
+    open the device. Without map_files the object's holes are unknown and it is read whole.
+    """
     if object_stat(pid, region) is None:
         return None
-    for path in (f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}", region.path):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-        except (OSError, ValueError):
-            continue
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_ino == region.inode:
-            return fd
-        os.close(fd)
+    try:
+        fd = os.open(f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}",
+                     os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_ino == region.inode:
+        return fd
+    os.close(fd)
     return None
 
 
