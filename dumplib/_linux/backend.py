@@ -144,8 +144,7 @@ class LinuxBackend(Backend):
                 sink.write_at(head, 0)
                 copier = MemoryCopier(pid, sink, tick)
                 try:
-                    for piece, offset in zip(pieces, offsets):
-                        copier.copy_piece(piece, offset)
+                    copier.copy_pieces(pieces, offsets)
                 finally:
                     copier.close()
                 if not stopped.alive():

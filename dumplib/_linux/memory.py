@@ -51,6 +51,8 @@ class _PageRegion(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
 
 
+_BATCH_PIECE = 64 << 10  # pieces up to this size are read together...
+_IOV_MAX = 1024  # ...up to the kernel's limit of ranges per process_vm_readv
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
@@ -391,6 +393,46 @@ class MemoryCopier:
             self._pagemap = None
         self._words.release()
         self.view.release()
+
+    def copy_pieces(self, pieces: Sequence[Piece], offsets: Sequence[int]) -> None:
+        """Copy every piece to its offset. Small pieces read whole that follow each other in the
+        file (one-page mappings by the ten thousand) go in one process_vm_readv of many ranges."""
+        batch: List[Tuple[Piece, int]] = []
+        size = 0
+        for piece, offset in zip(pieces, offsets):
+            if not piece.filesz:
+                continue
+            small = piece.probe == "all" and piece.filesz <= _BATCH_PIECE
+            if batch and (not small or size + piece.filesz > CHUNK or len(batch) == _IOV_MAX
+                          or batch[-1][1] + batch[-1][0].filesz != offset):
+                self._copy_batch(batch, size)
+                batch, size = [], 0
+            if small:
+                batch.append((piece, offset))
+                size += piece.filesz
+            else:
+                self.copy_piece(piece, offset)
+        if batch:
+            self._copy_batch(batch, size)
+
+    def _copy_batch(self, batch: List[Tuple[Piece, int]], size: int) -> None:
+        if len(batch) == 1:
+            self.copy_piece(*batch[0])
+            return
+        remote = (libc.iovec * len(batch))(*((p.start, p.filesz) for p, _ in batch))
+        self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
+        self._local.iov_len = size
+        try:
+            got = libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, remote, len(batch), 0)
+        except OSError:
+            got = -1
+        if got != size:  # something in the batch is unreadable: piece by piece, page by page
+            for piece, offset in batch:
+                self.copy_piece(piece, offset)
+            return
+        self._write_nonzero(0, size, batch[0][1])
+        if self.tick is not None:
+            self.tick(self.written)
 
     def copy_piece(self, piece: Piece, file_offset: int) -> None:
         """Copy the stored part of *piece* to *file_offset*, reading only pages that hold data."""

@@ -5,7 +5,7 @@
  *   shapes shared        8 GiB each of memfd, MAP_SHARED|MAP_ANONYMOUS and SysV shm, mostly holes
  *   shapes hugetlb       4 MiB private MAP_HUGETLB, first huge page touched
  *   shapes threads N [B] N threads blocked in a system call, B more computing (never in one)
- *   shapes many N FILE   N separate one-page mappings of FILE
+ *   shapes many N FILE   N separate one-page mappings of FILE (64 pages or more)
  *   shapes fragments N   one page touched every 128 KiB, N times, in one private mapping
  *
  * Prints one JSON line of addresses, then answers each stdin line with "ok" until EOF.
@@ -114,8 +114,8 @@ int main(int argc, char **argv) {
         int n = atoi(argv[2]);
         int fd = open(argv[3], O_RDONLY);
         if (fd < 0) { perror("open"); return 2; }
-        for (int i = 0; i < n; i++)  /* offset 0 every time: neighbours never merge */
-            must(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0), "mmap one page");
+        for (int i = 0; i < n; i++)  /* page i % 64 of FILE (>= 64 pages): neighbours' offsets never follow on */
+            must(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, (off_t)(i % 64) * 4096), "mmap one page");
         printf("{\"pid\": %d, \"mappings\": %d}\n", pid, n);
     } else if (!strcmp(mode, "fragments") && argc > 2) {
         unsigned long n = strtoul(argv[2], NULL, 10), step = 128 * 1024;
