@@ -211,7 +211,7 @@ def test_planning_is_linear_in_file_mappings(shapes, tmp_path, outdir):
     require(have("eu-readelf"), "eu-readelf is not installed (apt-get install elfutils); NT_FILE cannot be read")
     page = tmp_path / "pages"
     page.write_bytes(b"".join(bytes([k + 1]) * 4096 for k in range(64)))  # page k holds k + 1
-    with run_target([str(shapes), "many", "20000", str(page)]) as t:
+    with run_target([str(shapes), "many", "20000", str(page), "64"]) as t:
         estimate = dumplib.estimate(t.pid, "full")
         result = dumplib.create_dump(t.pid, outdir, "full")
         with open(f"/proc/{t.pid}/maps") as f:

@@ -5,7 +5,8 @@
  *   shapes shared        8 GiB each of memfd, MAP_SHARED|MAP_ANONYMOUS and SysV shm, mostly holes
  *   shapes hugetlb       4 MiB private MAP_HUGETLB, first huge page touched
  *   shapes threads N [B] N threads blocked in a system call, B more computing (never in one)
- *   shapes many N FILE   N separate one-page mappings of FILE (64 pages or more)
+ *   shapes many N FILE [PAGES]  N separate one-page mappings of the first PAGES pages of FILE (1: all at
+ *                        offset 0, the most ELF-header candidates for the planner)
  *   shapes fragments N   one page touched every 128 KiB, N times, in one private mapping
  *
  * Prints one JSON line of addresses, then answers each stdin line with "ok" until EOF.
@@ -114,8 +115,9 @@ int main(int argc, char **argv) {
         int n = atoi(argv[2]);
         int fd = open(argv[3], O_RDONLY);
         if (fd < 0) { perror("open"); return 2; }
-        for (int i = 0; i < n; i++)  /* page i % 64 of FILE (>= 64 pages): neighbours' offsets never follow on */
-            must(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, (off_t)(i % 64) * 4096), "mmap one page");
+        int pages = argc > 4 ? atoi(argv[4]) : 1;
+        for (int i = 0; i < n; i++)  /* page i % PAGES of FILE: neighbours' offsets never follow on */
+            must(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, (off_t)(i % pages) * 4096), "mmap one page");
         printf("{\"pid\": %d, \"mappings\": %d}\n", pid, n);
     } else if (!strcmp(mode, "fragments") && argc > 2) {
         unsigned long n = strtoul(argv[2], NULL, 10), step = 128 * 1024;
