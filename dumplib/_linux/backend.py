@@ -20,7 +20,7 @@ from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes
-from .memory import FileSink, MemoryCopier, StreamSink, read_small
+from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
 
@@ -136,9 +136,14 @@ class LinuxBackend(Backend):
         pid = target.pid
         mem = _memory_pid(pid)
         regions = _smaps(mem)
-        segments = self._select(mem, regions, kind, flags, _syscall_stack_pointers(pid), plan_only=True)
+        sps = _syscall_stack_pointers(pid)
+        segments = self._select(mem, regions, kind, flags, sps, plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
-        parts = maps.estimate_bytes(segments, regions, threads)
+        with Prober(mem) as prober:
+            parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
+                                        xstate_size=xstate_note_size())
+        if flags is None and kind is not DumpKind.FULL and threads > len(sps):
+            parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
@@ -185,17 +190,18 @@ class LinuxBackend(Backend):
                 segments = self._select(mem, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
                 note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem)
-                # Memory not taken gets no PT_LOAD at all: gdb reads a p_filesz-0 segment as zeros,
-                # which would pass for real data. Absent, it says "Cannot access memory".
+                # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
+                # a load's unstored tail as zeros, which is the truth only for untouched memory.
                 segments = [s for s in segments if s.dump_start == s.start]
-                loads = [(s.start, s.end - s.start, s.flags, True) for s in segments]
+                with Prober(mem) as prober:
+                    pieces = [p for s in segments for p in prober.pieces(s)]
+                loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
                 sink.write_at(head, 0)
                 copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick))
                 try:
-                    for seg, offset in zip(segments, offsets):
-                        copier.copy(seg.start, seg.end, offset, seg.anon)
+                    copier.copy_pieces(pieces, offsets)
                 finally:
                     copier.close()
                 stopped.check_pause()  # every byte above was read while the target was stopped

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Sequence
+import os
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..kinds import CoreFilter, DumpKind
 
@@ -32,6 +34,18 @@ class Region:
     rss: int = 0
     swap: int = 0
     vmflags: frozenset = frozenset()
+    dev: str = "00:00"  # major:minor in hex, as maps prints it
+    hugetlb: int = 0  # bytes of hugetlb pages (smaps counts them apart from Rss)
+    #: Backed by a file (or a shared-memory object): set once, as planning asks it of every mapping often.
+    file_backed: bool = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.file_backed = self.inode != 0 and not self.path.startswith("[")
+
+    @property
+    def present(self) -> int:
+        """Bytes of this mapping that hold pages (resident, swapped or hugetlb): the rest was never touched."""
+        return self.rss + self.swap + self.hugetlb
 
     @property
     def size(self) -> int:
@@ -50,10 +64,6 @@ class Region:
         return self.perms[3] == "s"
 
     @property
-    def file_backed(self) -> bool:
-        return self.inode != 0 and not self.path.startswith("[")
-
-    @property
     def elf_flags(self) -> int:
         return (4 if self.perms[0] == "r" else 0) | (2 if self.perms[1] == "w" else 0) | (1 if self.perms[2] == "x" else 0)
 
@@ -63,7 +73,7 @@ class Segment:
     """One PT_LOAD: [start, end) of the target, with [dump_start, end) taken into the file.
 
     dump_start == end means nothing is taken (the mapping is only described). ``anon`` marks
-    memory whose never-touched pages read as zero, so pagemap may skip them.
+    private memory whose never-touched pages read as zero, so pagemap may skip them.
     """
 
     start: int
@@ -72,39 +82,68 @@ class Segment:
     dump_start: int
     anon: bool
     category: str  # stacks | heap | images | shared | metadata
+    region: Optional[Region] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def dump_bytes(self) -> int:
         return self.end - self.dump_start
 
 
+_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.M)
+_SIZES = (("\nRss:", 0), ("\nAnonymous:", 1), ("\nShared_Hugetlb:", 3), ("\nPrivate_Hugetlb:", 3), ("\nSwap:", 2))
+
+
 def parse_smaps(text: str) -> List[Region]:
+    """Regions of /proc/PID/smaps, with the fields dumplib uses.
+
+    A process with 60 000 mappings has 45 MB of smaps: the text is cut into blocks at each
+    mapping's last line (VmFlags) and fields are found with str.find, not read line by line.
+    """
+    blocks = text.split("\nVmFlags:")
+    if text.count("\nSize:") != len(blocks) - 1:  # not one VmFlags line per mapping (old kernel, odd text)
+        return _parse_smaps_by_header(text)
     regions: List[Region] = []
-    current: Optional[Region] = None
-    for line in text.splitlines():
-        head, _, rest = line.partition(" ")
-        if "-" in head and not head.endswith(":"):
-            fields = line.split(None, 5)
-            lo, hi = fields[0].split("-")
-            current = Region(
-                start=int(lo, 16),
-                end=int(hi, 16),
-                perms=fields[1],
-                offset=int(fields[2], 16),
-                inode=int(fields[4]),
-                path=fields[5] if len(fields) > 5 else "",
-            )
-            regions.append(current)
-        elif current is not None:
-            if head == "Anonymous:":
-                current.anonymous = int(rest.split()[0]) * 1024
-            elif head == "Rss:":
-                current.rss = int(rest.split()[0]) * 1024
-            elif head == "Swap:":
-                current.swap = int(rest.split()[0]) * 1024
-            elif head == "VmFlags:":
-                current.vmflags = frozenset(rest.split())
+    for i, block in enumerate(blocks):
+        if i:
+            cut = block.find("\n")
+            regions[-1].vmflags = frozenset(block[: cut if cut >= 0 else len(block)].split())
+            if cut < 0:
+                break
+            block = block[cut + 1 :]
+        m = _HEADER.match(block)
+        if m is None:
+            break
+        regions.append(_region(m, block))
     return regions
+
+
+def _parse_smaps_by_header(text: str) -> List[Region]:
+    """Older kernels without VmFlags: blocks start at each header line."""
+    starts = [m.start() for m in _HEADER.finditer(text)] + [len(text)]
+    regions = []
+    for lo, hi in zip(starts, starts[1:]):
+        block = text[lo:hi]
+        m = _HEADER.match(block)
+        if m is not None:
+            regions.append(_region(m, block))
+    return regions
+
+
+def _region(m: "re.Match[str]", block: str) -> Region:
+    start, end, perms, offset, dev, inode, path = m.groups()
+    sizes = [0, 0, 0, 0]  # rss, anonymous, swap, hugetlb
+    head = m.end()
+    for label, slot in _SIZES:  # each searched from the top: the kernel's field order is not relied on
+        found = block.find(label, head)
+        if found >= 0:
+            sizes[slot] += int(block[found + len(label) : block.find(" kB", found)]) * 1024
+    r = Region(int(start, 16), int(end, 16), perms, int(offset, 16), int(inode), path,
+               anonymous=sizes[1], rss=sizes[0], swap=sizes[2], dev=dev, hugetlb=sizes[3])
+    at = block.find("\nVmFlags:", head)  # only in blocks cut at headers
+    if at >= 0:
+        stop = block.find("\n", at + 1)
+        r.vmflags = frozenset(block[at + 9 : stop if stop >= 0 else len(block)].split())
+    return r
 
 
 def read_smaps(pid: int) -> List[Region]:
@@ -150,17 +189,19 @@ def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None) -> D
     Without *pid* (the plan) a readable offset-0 file mapping is assumed to be ELF when its path
     is a shared object or executable mapped executable elsewhere; with *pid* the magic is read.
     """
+    candidates = [r for r in regions if r.file_backed and r.offset == 0 and r.readable]
+    if pid is None:
+        executable = {r.path for r in regions if "x" in r.perms}  # one pass: linear in the mappings
+        return {r.start: r.path in executable for r in candidates}
     out: Dict[int, bool] = {}
-    for r in regions:
-        if not (r.file_backed and r.offset == 0 and r.readable):
-            continue
-        if pid is None:
-            out[r.start] = any(o.path == r.path and "x" in o.perms for o in regions)
-        else:
+    try:
+        mem = open(f"/proc/{pid}/mem", "rb", buffering=0)
+    except OSError:
+        return {r.start: False for r in candidates}
+    with mem:
+        for r in candidates:
             try:
-                with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-                    mem.seek(r.start)
-                    out[r.start] = mem.read(4) == b"\x7fELF"
+                out[r.start] = os.pread(mem.fileno(), 4, r.start) == b"\x7fELF"
             except OSError:
                 out[r.start] = False
     return out
@@ -196,48 +237,50 @@ def select(
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        flags = r.elf_flags
-        anon = not r.file_backed and not r.shared
-        if not r.readable or "dd" in r.vmflags or "io" in r.vmflags:
-            segments.append(Segment(r.start, r.end, flags, r.end, anon, "metadata"))
-            continue
-        is_header = elf_headers.get(r.start, False)
-        if filter_bits is not None:
-            taken = kernel_rule(r, filter_bits, is_header)
-            if taken == PAGE and r.size > PAGE:
-                segments.extend(_header_split(r, flags))
-            else:
-                segments.append(Segment(r.start, r.end, flags, r.start if taken else r.end, anon, _category(r)))
-            continue
-        if kind is DumpKind.FULL:
-            segments.append(Segment(r.start, r.end, flags, r.start, anon, _category(r)))
-            continue
-        sp = next((s for s in sps if r.start <= s < r.end), None)
-        if sp is not None:
-            cut = max(r.start, (sp - RED_ZONE) - (sp - RED_ZONE) % PAGE)
-            if cut > r.start:
-                segments.append(Segment(r.start, cut, flags, cut, anon, "stacks"))
-            segments.append(Segment(cut, r.end, flags, cut, anon, "stacks"))
-            continue
-        if r.path == "[vdso]":
-            segments.append(Segment(r.start, r.end, flags, r.start, False, "metadata"))
-            continue
-        if kind is DumpKind.MINIPLUS and not r.shared and (not r.file_backed or (r.writable and r.anonymous)):
-            segments.append(Segment(r.start, r.end, flags, r.start, anon, "heap"))
-            continue
-        if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
-            if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
-                segments.append(Segment(r.start, r.end, flags, r.start, False, "images"))
-                continue
-            if is_header:
-                segments.extend(_header_split(r, flags))
-                continue
-        wanted = [p for p in keep if r.start <= p < r.end]
-        if wanted:
-            segments.extend(_page_pieces(r, flags, anon, wanted))
-            continue
-        segments.append(Segment(r.start, r.end, flags, r.end, anon, _category(r)))
+        for seg in _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers):
+            seg.region = r
+            segments.append(seg)
     return segments
+
+
+def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
+            exe_paths: Sequence[str], elf_headers: Dict[int, bool]) -> List[Segment]:
+    """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
+    flags = r.elf_flags
+    # Private memory whose untouched pages read as zero: reading them would only map the zero
+    # page (or, for hugetlb, allocate a huge page), so pagemap decides what is read.
+    anon = not r.shared and (not r.file_backed or "ht" in r.vmflags)
+    if not r.readable or "dd" in r.vmflags or "io" in r.vmflags:
+        return [Segment(r.start, r.end, flags, r.end, anon, "metadata")]
+    is_header = elf_headers.get(r.start, False)
+    if filter_bits is not None:
+        taken = kernel_rule(r, filter_bits, is_header)
+        if taken == PAGE and r.size > PAGE:
+            return _header_split(r, flags)
+        return [Segment(r.start, r.end, flags, r.start if taken else r.end, anon, _category(r))]
+    if kind is DumpKind.FULL:
+        return [Segment(r.start, r.end, flags, r.start, anon, _category(r))]
+    i = bisect.bisect_left(sps, r.start)
+    sp = sps[i] if i < len(sps) and sps[i] < r.end else None
+    if sp is not None:
+        cut = max(r.start, (sp - RED_ZONE) - (sp - RED_ZONE) % PAGE)
+        below = [Segment(r.start, cut, flags, cut, anon, "stacks")] if cut > r.start else []
+        return below + [Segment(cut, r.end, flags, cut, anon, "stacks")]
+    if r.path == "[vdso]":
+        return [Segment(r.start, r.end, flags, r.start, False, "metadata")]
+    if kind is DumpKind.MINIPLUS and not r.shared and (
+        not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
+    ):  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
+        return [Segment(r.start, r.end, flags, r.start, anon, "heap")]
+    if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+        if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
+            return [Segment(r.start, r.end, flags, r.start, False, "images")]
+        if is_header:
+            return _header_split(r, flags)
+    wanted = keep[bisect.bisect_left(keep, r.start) : bisect.bisect_left(keep, r.end)]
+    if wanted:
+        return _page_pieces(r, flags, anon, wanted)
+    return [Segment(r.start, r.end, flags, r.end, anon, _category(r))]
 
 
 def _header_split(r: Region, flags: int) -> List[Segment]:
@@ -263,25 +306,52 @@ def _page_pieces(r: Region, flags: int, anon: bool, pages: List[int]) -> List[Se
 
 
 
-def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threads: int) -> Dict[str, int]:
-    """Bytes on disk per category for the taken *segments*, from smaps alone (no memory is read).
+def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threads: int, *,
+                   data_bytes: Optional[Callable[[Segment], int]] = None,
+                   xstate_size: int = 2696) -> Dict[str, int]:
+    """Bytes on disk per category for the taken *segments*, erring high; no memory is read.
 
-    Anonymous memory counts only its resident and swapped share (untouched pages become holes);
-    file-backed memory counts whole, as the writer reads all of it.
+    *data_bytes(segment)* is what the writer stores of a segment (present pages of private memory,
+    data of shared objects, nothing past a mapped file's end); without it, private memory counts
+    its present pages from smaps and the rest counts whole. *xstate_size*: this CPU's XSAVE note.
     """
     parts: Dict[str, int] = {"stacks": 0, "heap": 0, "images": 0, "shared": 0, "metadata": 0}
-    starts = [r.start for r in regions]
     taken = [s for s in segments if s.dump_start == s.start]
     for seg in taken:
-        size = seg.end - seg.start
-        if seg.anon:
-            i = bisect.bisect_right(starts, seg.start) - 1
-            r = regions[i]
-            share = min(1.0, (r.rss + r.swap) / r.size) if r.size else 1.0
-            size = int(size * share) // PAGE * PAGE
-        parts[seg.category] += size
+        parts[seg.category] += data_bytes(seg) if data_bytes else _present_bytes(seg)
     files = [r for r in regions if r.file_backed]
-    # ELF and program headers, and the notes: per thread PRSTATUS + FPREGSET + XSTATE.
-    notes = 1024 + threads * (336 + 512 + 2696 + 80) + sum(24 + len(r.path) + 1 for r in files) + 512
-    parts["metadata"] += 64 + 56 * (len(taken) + 1) + notes + PAGE
+    # Notes: per thread PRSTATUS, FPREGSET and XSTATE (each with a 20-byte note header and name).
+    per_thread = 3 * 20 + 336 + 512 + xstate_size
+    notes = 2048 + threads * per_thread + sum(24 + len(r.path.encode("utf-8", "surrogateescape")) + 1 for r in files)
+    # Program headers: a taken segment is split at its untouched gaps; two loads each is typical.
+    # A block per 64 segments covers the filesystem's extent blocks for a file of many runs.
+    parts["metadata"] += 64 + 56 * (2 * len(taken) + 1) + notes + PAGE * (1 + len(taken) // 64)
     return parts
+
+
+def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:
+    """Present bytes of stack-looking mappings that hold no known stack pointer.
+
+    The plan knows the stack pointer only of threads blocked in a system call; a running thread's
+    live stack is taken by the writer all the same, so its mapping is counted whole here (the
+    estimate errs high). A thread stack is private anonymous read/write memory just above a
+    PROT_NONE guard (glibc, musl, Go's runtime threads) or the main [stack].
+    """
+    sps = sorted(stack_pointers)
+    total = 0
+    below: Optional[Region] = None
+    for r in regions:
+        guarded = below is not None and below.end == r.start and below.perms.startswith("---")
+        looks_like_stack = r.path == "[stack]" or (guarded and not r.file_backed and not r.shared and r.writable)
+        i = bisect.bisect_left(sps, r.start)
+        if looks_like_stack and not (i < len(sps) and sps[i] < r.end):
+            total += min(r.size, -(-r.present // PAGE) * PAGE)
+        below = r
+    return total
+
+
+def _present_bytes(seg: Segment) -> int:
+    size = seg.end - seg.start
+    if seg.anon and seg.region is not None:
+        return min(size, -(-seg.region.present // PAGE) * PAGE)
+    return size

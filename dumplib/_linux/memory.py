@@ -8,14 +8,18 @@ holes written as zeros), which works because the core is produced strictly in fi
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
+import fcntl
 import os
 import re
-from typing import Any, Callable, Iterator, Optional, Tuple
+import stat
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._backend import Tick
 from ..errors import DumpFailed
 from . import libc
+from .maps import Region, Segment
 
 PAGE = 4096
 CHUNK = 4 << 20  # 1-4 MiB reads are fastest (research/linux-core.md)
@@ -24,6 +28,306 @@ _ZERO_BYTES = re.compile(b"\x00+")
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
+#: Untouched gaps shorter than this between runs of data are carried inside one PT_LOAD (as holes in
+#: a file, zeros in a stream) rather than starting a new one. Every PT_LOAD then holds at least one
+#: page of data per 64 KiB of address space it spans, so program headers cost at most 56 bytes per
+#: page of data (1.4%) however fragmented the memory, and a stream carries at most 64 KiB of zeros
+#: per run of data.
+GAP = 64 << 10
+#: pagemap entries read at once while looking for data (8 bytes each: 512 KiB, 1 GiB of address space).
+PAGEMAP_BLOCK = 1 << 16
+_PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg)
+_PAGE_IS_PRESENT, _PAGE_IS_SWAPPED, _PAGE_IS_PFNZERO = 1 << 3, 1 << 4, 1 << 5
+_SCAN_VEC = 512  # ranges returned per ioctl
+
+
+class _ScanArg(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
+
+
+class _PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
+
+
+_BATCH_PIECE = 64 << 10  # pieces up to this size are read together...
+_IOV_MAX = 1024  # ...up to the kernel's limit of ranges per process_vm_readv
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+
+
+@dataclasses.dataclass
+class Piece:
+    """One PT_LOAD of a taken segment: [start, end) of memory, [start, start + filesz) stored.
+
+    The rest reads as zero in the process too (never-touched memory, holes of a shared object).
+    *probe* says how the writer finds the pages worth reading inside the stored part: "pagemap"
+    (private memory: untouched pages read as zero), "object" (shared memory: the object's holes),
+    or "all".
+    """
+
+    start: int
+    end: int
+    filesz: int
+    flags: int
+    probe: str
+    region: Optional[Region] = None
+
+
+def object_stat(pid: int, region: Region) -> Optional[os.stat_result]:
+    """stat of the regular file *region* maps, or None when it cannot be known for sure.
+
+    /proc/PID/map_files names the mapped file itself, even deleted or a memfd (it needs root);
+    without it the path from maps is used only if its device and inode are the mapping's own.
+    Devices and anything else not a regular file are never looked at further.
+    """
+    if not region.file_backed:
+        return None
+    try:
+        st = os.stat(f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}")
+    except OSError:
+        st = None
+        path = region.path
+        if path.startswith("/") and not path.endswith(" (deleted)"):
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError):
+                return None
+            if not _same_object(st, region):
+                return None
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_ino != region.inode:
+        return None
+    return st
+
+
+def _same_object(st: os.stat_result, region: Region) -> bool:
+    major, _, minor = region.dev.partition(":")
+    try:
+        dev = (int(major, 16), int(minor, 16))
+    except ValueError:
+        return False
+    return st.st_ino == region.inode and (os.major(st.st_dev), os.minor(st.st_dev)) == dev
+
+
+def file_end_address(region: Region, size: int) -> int:
+    """Where the pages of a file of *size* bytes end in *region*: past it, the process gets SIGBUS."""
+    pages = -(-size // PAGE) * PAGE  # the last, partial page is still the file's
+    return max(region.start, min(region.end, region.start + pages - region.offset))
+
+
+def open_object(pid: int, region: Region) -> Optional[int]:
+    """A read-only descriptor on the shared object *region* maps (for SEEK_DATA), or None.
+
+    Only through /proc/PID/map_files, never by the path in maps: that text is the target's to
+    choose, and a path swapped for a device between a check and the open would have dumplib (root)
+    open the device. Without map_files the object's holes are unknown and it is read whole.
+    """
+    if object_stat(pid, region) is None:
+        return None
+    try:
+        fd = os.open(f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}",
+                     os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_ino == region.inode:
+        return fd
+    os.close(fd)
+    return None
+
+
+def object_runs(fd: int, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+    """[lo', hi') runs of file offsets within [lo, hi) that hold data (SEEK_DATA/SEEK_HOLE)."""
+    pos = lo
+    while pos < hi:
+        try:
+            data = os.lseek(fd, pos, SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                return
+            yield pos, hi  # the filesystem cannot tell: take it all
+            return
+        if data >= hi:
+            return
+        hole = min(hi, os.lseek(fd, data, SEEK_HOLE))
+        yield data - data % PAGE, min(hi, -(-hole // PAGE) * PAGE)
+        pos = hole
+
+
+def coalesce(runs: Iterator[Tuple[int, int]], gap: int = GAP) -> Iterator[Tuple[int, int]]:
+    """Merge address runs separated by less than *gap*."""
+    current: Optional[List[int]] = None
+    for lo, hi in runs:
+        if current is not None and lo - current[1] < gap:
+            current[1] = max(current[1], hi)
+            continue
+        if current is not None:
+            yield current[0], current[1]
+        current = [lo, hi]
+    if current is not None:
+        yield current[0], current[1]
+
+
+def pieces_of(start: int, end: int, runs: Iterator[Tuple[int, int]], flags: int, probe: str,
+              region: Optional[Region]) -> List[Piece]:
+    """PT_LOADs covering [start, end) with the (coalesced, ordered) data *runs* stored.
+
+    Each load starts at a run and stretches to the next one, its tail reading as zero; untouched
+    memory before the first run is a load with nothing stored.
+    """
+    out: List[Piece] = []
+    for lo, hi in runs:
+        if not out and lo > start:
+            out.append(Piece(start, lo, 0, flags, probe, region))
+        elif out:
+            out[-1].end = lo
+        out.append(Piece(lo, end, hi - lo, flags, probe, region))
+    if not out:
+        out.append(Piece(start, end, 0, flags, probe, region))
+    return out
+
+
+class Prober:
+    """Finds, for each taken segment, where its data is: what is stored, what is described only.
+
+    One instance per dump; holds the target's pagemap open. Used by the writer (target stopped)
+    and by the estimate (target running) with the same rules, so the two agree.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._scan_works: Optional[bool] = None
+        self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
+        try:
+            self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._pagemap = None
+
+    def close(self) -> None:
+        if self._pagemap is not None:
+            os.close(self._pagemap)
+            self._pagemap = None
+
+    def __enter__(self) -> "Prober":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def limit(self, seg: Segment) -> int:
+        """End of the part of *seg* that exists: a file mapping stops at the file's last page."""
+        r = seg.region
+        if r is None or not r.file_backed:
+            return seg.end
+        key = (r.dev, r.inode)  # one stat per file, however many times it is mapped
+        if key not in self._sizes:
+            st = object_stat(self.pid, r)
+            self._sizes[key] = None if st is None else st.st_size
+        size = self._sizes[key]
+        if size is None:
+            return seg.end
+        return max(seg.start, min(seg.end, file_end_address(r, size)))
+
+    def pieces(self, seg: Segment) -> List[Piece]:
+        """The PT_LOADs of a taken segment; none for memory past the end of a mapped file."""
+        end = self.limit(seg)
+        if end <= seg.start:
+            return []
+        r = seg.region
+        if seg.anon and r is not None:
+            if r.present == 0:
+                return [Piece(seg.start, end, 0, seg.flags, "pagemap", r)]
+            if r.present < r.size:
+                runs = coalesce(self.present_runs(seg.start, end))
+                return pieces_of(seg.start, end, runs, seg.flags, "pagemap", r)
+            return [Piece(seg.start, end, end - seg.start, seg.flags, "pagemap", r)]
+        if r is not None and r.shared:
+            fd = open_object(self.pid, r)
+            if fd is not None:
+                try:
+                    runs = coalesce(self._object_address_runs(fd, r, seg.start, end))
+                    return pieces_of(seg.start, end, runs, seg.flags, "object", r)
+                finally:
+                    os.close(fd)
+        return [Piece(seg.start, end, end - seg.start, seg.flags, "all", r)]
+
+    def data_bytes(self, seg: Segment) -> int:
+        """What the writer will store for *seg* at most, for the estimate (target running).
+
+        Private memory counts its present pages (smaps; rounded up, never down to nothing); shared
+        objects their data (SEEK_DATA); file mappings stop at the file's end.
+        """
+        end = self.limit(seg)
+        size = max(0, end - seg.start)
+        r = seg.region
+        if r is None or not size:
+            return size
+        if seg.anon:
+            return min(size, -(-r.present // PAGE) * PAGE)
+        if r.shared:
+            fd = open_object(self.pid, r)
+            if fd is not None:
+                try:
+                    return sum(hi - lo for lo, hi in self._object_address_runs(fd, r, seg.start, end))
+                finally:
+                    os.close(fd)
+        return size
+
+    def _object_address_runs(self, fd: int, r: Region, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+        shift = r.start - r.offset  # address = file offset + shift
+        for a, b in object_runs(fd, lo - shift, hi - shift):
+            yield a + shift, b + shift
+
+    def present_runs(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+        """Address runs of pages present or swapped in [lo, hi) (the shared zero page is not data).
+
+        PAGEMAP_SCAN (Linux 6.7+) walks only the page tables that exist, so a 64 GiB reservation
+        holding 3 MiB costs microseconds; older kernels read pagemap a bounded block at a time.
+        """
+        if self._pagemap is None:
+            yield lo, hi
+            return
+        if self._scan_works is not False:
+            try:
+                yield from self._scan(lo, hi)
+                self._scan_works = True
+                return
+            except OSError as exc:
+                if self._scan_works or exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.EOPNOTSUPP):
+                    raise
+                self._scan_works = False
+        yield from self._pagemap_runs(lo, hi)
+
+    def _scan(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+        regions = (_PageRegion * _SCAN_VEC)()
+        arg = _ScanArg(size=ctypes.sizeof(_ScanArg), start=lo, end=hi, vec=ctypes.addressof(regions),
+                       vec_len=_SCAN_VEC, category_inverted=_PAGE_IS_PFNZERO, category_mask=_PAGE_IS_PFNZERO,
+                       category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+                       return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
+        buf = bytearray(arg)
+        while True:
+            n = fcntl.ioctl(self._pagemap, _PAGEMAP_SCAN, buf, True)
+            got = _ScanArg.from_buffer(buf)
+            for i in range(n):
+                yield regions[i].start, regions[i].end
+            if got.walk_end >= hi or n < _SCAN_VEC:
+                return
+            got.start = got.walk_end
+
+    def _pagemap_runs(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+        for block in range(lo, hi, PAGEMAP_BLOCK * PAGE):
+            n = min(PAGEMAP_BLOCK * PAGE, hi - block)
+            try:
+                entries = os.pread(self._pagemap, (n // PAGE) * 8, (block // PAGE) * 8)
+            except OSError:
+                entries = b""
+            if len(entries) != (n // PAGE) * 8:
+                yield block, block + n
+                continue
+            flags = entries[7::8].translate(_IN_MEMORY)
+            for m in _RUNS.finditer(flags):
+                yield block + m.start() * PAGE, block + m.end() * PAGE
 
 
 class FileSink:
@@ -90,12 +394,78 @@ class MemoryCopier:
         self._words.release()
         self.view.release()
 
-    def copy(self, start: int, end: int, file_offset: int, anon: bool) -> None:
-        """Copy target memory [start, end) to the file at *file_offset*."""
+    def copy_pieces(self, pieces: Sequence[Piece], offsets: Sequence[int]) -> None:
+        """Copy every piece to its offset. Small pieces read whole that follow each other in the
+        file (one-page mappings by the ten thousand) go in one process_vm_readv of many ranges."""
+        batch: List[Tuple[Piece, int]] = []
+        size = 0
+        for piece, offset in zip(pieces, offsets):
+            if not piece.filesz:
+                continue
+            small = piece.probe == "all" and piece.filesz <= _BATCH_PIECE
+            if batch and (not small or size + piece.filesz > CHUNK or len(batch) == _IOV_MAX
+                          or batch[-1][1] + batch[-1][0].filesz != offset):
+                self._copy_batch(batch, size)
+                batch, size = [], 0
+            if small:
+                batch.append((piece, offset))
+                size += piece.filesz
+            else:
+                self.copy_piece(piece, offset)
+        if batch:
+            self._copy_batch(batch, size)
+
+    def _copy_batch(self, batch: List[Tuple[Piece, int]], size: int) -> None:
+        if len(batch) == 1:
+            self.copy_piece(*batch[0])
+            return
+        remote = (libc.iovec * len(batch))(*((p.start, p.filesz) for p, _ in batch))
+        self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
+        self._local.iov_len = size
+        try:
+            got = libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, remote, len(batch), 0)
+        except OSError:
+            got = -1
+        if got != size:  # something in the batch is unreadable: piece by piece, page by page
+            for piece, offset in batch:
+                self.copy_piece(piece, offset)
+            return
+        self._write_nonzero(0, size, batch[0][1])
+        if self.tick is not None:
+            self.tick(self.written)
+
+    def copy_piece(self, piece: Piece, file_offset: int) -> None:
+        """Copy the stored part of *piece* to *file_offset*, reading only pages that hold data."""
+        end = piece.start + piece.filesz
+        if piece.probe == "pagemap":
+            self.copy(piece.start, end, file_offset, self._touched_runs)
+            return
+        fd = open_object(self.pid, piece.region) if piece.probe == "object" and piece.region else None
+        if fd is None:
+            self.copy(piece.start, end, file_offset, None)
+            return
+        try:
+            shift = piece.region.start - piece.region.offset  # type: ignore[union-attr]
+
+            def object_data(address: int, n: int) -> Iterator[Tuple[int, int]]:
+                for lo, hi in object_runs(fd, address - shift, address + n - shift):
+                    yield lo + shift - address, hi - lo
+
+            self.copy(piece.start, end, file_offset, object_data)
+        finally:
+            os.close(fd)
+
+    def copy(self, start: int, end: int, file_offset: int,
+             runs: Optional[Callable[[int, int], Iterator[Tuple[int, int]]]]) -> None:
+        """Copy target memory [start, end) to the file at *file_offset*.
+
+        *runs(address, n)* gives the (offset, length) parts of each chunk worth reading; the rest
+        reads as zero in the process and is left a hole. None reads everything.
+        """
         for chunk in range(start, end, CHUNK):
             n = min(CHUNK, end - chunk)
             base = file_offset + (chunk - start)
-            for off, length in self._touched_runs(chunk, n) if anon else ((0, n),):
+            for off, length in runs(chunk, n) if runs else ((0, n),):
                 got = self._read(chunk + off, off, length)
                 if got < length:
                     self._salvage(chunk + off + got, off + got, length - got)
@@ -204,3 +574,65 @@ def read_small(pid: int, address: int, length: int) -> Optional[bytes]:
             raise
         return None
     return buf.raw[:got] if got > 0 else None
+
+
+# cpuid(leaf, subleaf, out[4]) for x86-64 System V: rbx is callee-saved, so it is pushed around cpuid.
+_CPUID_CODE = bytes.fromhex("53" "89f8" "89f1" "4989d0" "0fa2" "418900" "41895804" "41894808" "4189500c" "5b" "c3")
+_xstate_size: Optional[int] = None
+
+
+def _cpuid(leaf: int, subleaf: int) -> Optional[Tuple[int, int, int, int]]:
+    """CPUID through a tiny code page (written, then made read+execute: never writable and executable)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    libc_ = ctypes.CDLL(None, use_errno=True)
+    libc_.mmap.restype = ctypes.c_void_p
+    libc_.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc_.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc_.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = libc_.mmap(None, PAGE, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+    if page in (None, ctypes.c_void_p(-1).value):
+        return None
+    try:
+        ctypes.memmove(page, _CPUID_CODE, len(_CPUID_CODE))
+        if libc_.mprotect(page, PAGE, 0x1 | 0x4) != 0:  # PROT_READ|EXEC; refused under strict W^X policies
+            return None
+        out = (ctypes.c_uint32 * 4)()
+        ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p)(page)(leaf, subleaf, ctypes.addressof(out))
+        return out[0], out[1], out[2], out[3]
+    finally:
+        libc_.munmap(page, PAGE)
+
+
+def xstate_note_size() -> int:
+    """Bytes of one thread's NT_X86_XSTATE note on this CPU, erring high (read once).
+
+    CPUID leaf 0xD sub-leaf 0 ECX is the standard-format XSAVE size of every feature the CPU can
+    enable (11008 with AMX), the size the kernel hands to ptrace. 2696 is Intel's AVX-512+PKRU size,
+    which AMD buffers are re-laid into for gdb. Without CPUID, /proc/cpuinfo's flags bound it.
+    """
+    global _xstate_size
+    if _xstate_size is None:
+        regs = None
+        try:
+            regs = _cpuid(0xD, 0)
+        except (OSError, AttributeError, ValueError):
+            regs = None
+        if regs is not None and regs[2]:
+            _xstate_size = max(regs[2], 2696)
+        else:
+            _xstate_size = _xstate_size_from_flags()
+    return _xstate_size
+
+
+def _xstate_size_from_flags() -> int:
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            flags = next((ln for ln in f if ln.startswith(b"flags")), b"").split()
+    except OSError:
+        flags = []
+    if b"amx_tile" in flags:
+        return 11008
+    return 2696

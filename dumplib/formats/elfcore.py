@@ -50,11 +50,13 @@ class Note:
     size: int
 
 
-def layout(loads: Sequence[Tuple[int, int, int, bool]], notes_size: int) -> Tuple[bytes, List[int], int]:
-    """ELF header + program headers for *loads* (vaddr, memsz, flags, dumped) after a PT_NOTE.
+def layout(loads: Sequence[Tuple[int, int, int, int]], notes_size: int) -> Tuple[bytes, List[int], int]:
+    """ELF header + program headers for *loads* (vaddr, memsz, flags, filesz) after a PT_NOTE.
 
-    Returns (header bytes, file offset of each load, offset where the notes go). Segment data
-    starts page-aligned; a load that is not dumped gets p_filesz 0.
+    Returns (header bytes, file offset of each load, end of the file). Segment data starts
+    page-aligned; a load's memory past its *filesz* reads as zero (ELF's rule, which gdb follows),
+    so untouched memory is described without being stored. Past 0xfffe loads the count moves to
+    section 0's sh_info (PN_XNUM).
     """
     phnum = 1 + len(loads)
     xnum = phnum >= PN_XNUM
@@ -64,11 +66,12 @@ def layout(loads: Sequence[Tuple[int, int, int, bool]], notes_size: int) -> Tupl
     cursor += -cursor % PAGE
     offsets = []
     phdrs = [_PHDR.pack(PT_NOTE, 0, notes_at, 0, 0, notes_size, 0, 4)]
-    for vaddr, memsz, flags, dumped in loads:
+    for vaddr, memsz, flags, filesz in loads:
+        if isinstance(filesz, bool) or not 0 <= filesz <= memsz:
+            raise ValueError(f"load at 0x{vaddr:x}: file size {filesz!r} is not within its memory size {memsz}")
         offsets.append(cursor)
-        filesz = memsz if dumped else 0
         phdrs.append(_PHDR.pack(PT_LOAD, flags, cursor, vaddr, 0, filesz, memsz, PAGE))
-        cursor += filesz
+        cursor += filesz + (-filesz % PAGE)
     ehdr = _EHDR.pack(
         _IDENT, ET_CORE, EM_X86_64, 1, 0, _EHDR.size, _EHDR.size + phnum * _PHDR.size if xnum else 0, 0,
         _EHDR.size, _PHDR.size, PN_XNUM if xnum else phnum, _SHDR.size if xnum else 0, 1 if xnum else 0, 0,

@@ -106,7 +106,7 @@ def test_amd_xstate_is_relaid_in_intel_layout():
 
 
 def test_layout_and_reader_round_trip(tmp_path):
-    loads = [(0x1000, 0x2000, 5, True), (0x8000, 0x1000, 6, True)]
+    loads = [(0x1000, 0x2000, 5, 0x2000), (0x8000, 0x1000, 6, 0x1000)]
     note_bytes = notes.note(b"CORE", elfcore.NT_PRSTATUS, bytes(336))
     header, offsets, end = elfcore.layout(loads, len(note_bytes))
     assert all(o % 4096 == 0 for o in offsets) and end == offsets[-1] + 0x1000
@@ -125,9 +125,24 @@ def test_layout_and_reader_round_trip(tmp_path):
 
 
 def test_pn_xnum_for_huge_mapping_counts(tmp_path):
-    loads = [(0x1000 * i, 0x1000, 4, False) for i in range(1, 0x10000)]
+    loads = [(0x1000 * i, 0x1000, 4, 0) for i in range(1, 0x10000)]
     header, _, end = elfcore.layout(loads, 0)
     path = tmp_path / "x.core"
     path.write_bytes(header)
     core = elfcore.read_elfcore(str(path))
     assert len(core.loads) == 0xFFFF
+
+
+def test_loads_store_only_their_file_size_and_the_next_starts_right_after(tmp_path):
+    import pytest
+
+    loads = [(0x10000, 64 << 30, 6, 0x2000), (0x20_0000_0000, 0x3000, 6, 0), (0x30_0000_0000, 0x1000, 4, 0x1000)]
+    header, offsets, end = elfcore.layout(loads, 100)
+    assert offsets[1] == offsets[0] + 0x2000 and offsets[2] == offsets[1] and end == offsets[2] + 0x1000
+    path = tmp_path / "c.core"
+    path.write_bytes(header + bytes(end - len(header)))
+    core = elfcore.read_elfcore(str(path))
+    assert [(ld.memsz, ld.filesz) for ld in core.loads] == [(64 << 30, 0x2000), (0x3000, 0), (0x1000, 0x1000)]
+    for bad in (True, -1, 0x4000):
+        with pytest.raises(ValueError):
+            elfcore.layout([(0x1000, 0x3000, 6, bad)], 0)

@@ -66,3 +66,65 @@ def test_stream_sink_fills_gaps_and_the_tail_with_zeros():
     assert not any(out[4 : 3 << 20]) and not any(out[(3 << 20) + 1 :])
     with pytest.raises(AssertionError):
         sink.write_at(b"back", 10)
+
+
+# --- where the data is: coalescing, pieces, pagemap runs, a file's holes -----------------------------
+
+def test_coalesce_merges_gaps_under_64k_only():
+    from dumplib._linux.memory import GAP, coalesce
+
+    runs = [(0, 4096), (4096 + GAP - 4096, 2 * GAP), (3 * GAP, 3 * GAP + 4096), (3 * GAP + 4096 + GAP, 5 * GAP)]
+    assert list(coalesce(iter(runs))) == [(0, 2 * GAP), (3 * GAP, 3 * GAP + 4096), (3 * GAP + 4096 + GAP, 5 * GAP)]
+    assert list(coalesce(iter([]))) == []
+
+
+def test_pieces_store_each_run_and_describe_the_gaps_as_zero_tails():
+    from dumplib._linux.memory import pieces_of
+
+    got = [(p.start, p.end, p.filesz) for p in pieces_of(0, 100 << 20, iter([(1 << 20, 2 << 20), (50 << 20, 51 << 20)]), 6,
+                                                          "pagemap", None)]
+    assert got == [(0, 1 << 20, 0), (1 << 20, 50 << 20, 1 << 20), (50 << 20, 100 << 20, 1 << 20)]
+    assert [(p.start, p.end, p.filesz) for p in pieces_of(0, 8192, iter([]), 6, "pagemap", None)] == [(0, 8192, 0)]
+
+
+def test_present_runs_by_pagemap_scan_and_by_pagemap_reads_agree_on_touched_pages():
+    import ctypes
+    import mmap
+
+    from dumplib._linux.memory import PAGE, Prober
+
+    size = 64 << 20
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    touched = [0, 1, 2, 100, 5000, 5001, size // PAGE - 1]
+    for page in touched:
+        area[page * PAGE] = 1
+    expected = [(base, base + 3 * PAGE), (base + 100 * PAGE, base + 101 * PAGE), (base + 5000 * PAGE, base + 5002 * PAGE),
+                (base + size - PAGE, base + size)]
+    with Prober(os.getpid()) as prober:
+        scanned = list(prober.present_runs(base, base + size))
+        prober._scan_works = False
+        read = list(prober.present_runs(base, base + size))
+    assert scanned == expected and read == expected
+    del area  # the ctypes view pins nothing past here
+
+
+def test_object_runs_follow_a_sparse_file_and_file_end_stops_at_its_last_page(tmp_path):
+    from dumplib._linux.maps import Region
+    from dumplib._linux.memory import PAGE, file_end_address, object_runs
+
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.seek(10 << 20)
+        f.write(b"x" * 5000)  # data in pages 2560..2561
+        f.truncate(64 << 20)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        runs = list(object_runs(fd, 0, 64 << 20))
+    finally:
+        os.close(fd)
+    assert runs == [(10 << 20, (10 << 20) + 2 * PAGE)], runs
+    r = Region(start=1 << 30, end=(1 << 30) + (16 << 30), perms="r--s", offset=PAGE, inode=1, path="/f")
+    assert file_end_address(r, 10) == r.start  # the file's only page is before the mapping's offset
+    assert file_end_address(r, PAGE + 10) == r.start + PAGE  # a partial last page is still the file's
+    assert file_end_address(r, 1 << 40) == r.end
