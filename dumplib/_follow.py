@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import threading
 from typing import Optional
@@ -25,10 +26,14 @@ from typing import Optional
 _BLOCK = 1 << 20
 
 
-def _set_idle(tid: int) -> bool:
+#: Never through a symlink planted at the temporary name; not inherited by children.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _set_idle(tid: int) -> bool:  # sched_setscheduler is Linux-only; so is the writer this follows
     """Put thread *tid* at SCHED_IDLE; False where the platform has no such policy."""
     try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
         return True
     except (AttributeError, OSError):
         return False
@@ -37,7 +42,7 @@ def _set_idle(tid: int) -> bool:
 def _set_normal(tid: int) -> bool:
     """Back to SCHED_OTHER; False without CAP_SYS_NICE (an unprivileged thread cannot leave SCHED_IDLE)."""
     try:
-        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))  # type: ignore[attr-defined]
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
         return True
     except (AttributeError, OSError):
         return False
@@ -50,7 +55,7 @@ class FollowingHasher:
         self.path = path
         self._sha = hashlib.sha256()
         self._pos = 0
-        self._fd: Optional[int] = None
+        self._file: Optional[io.FileIO] = None
         self._final: Optional[int] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -124,33 +129,33 @@ class FollowingHasher:
         self._run(False)
 
     def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _handing_over(self) -> bool:
         return self._handover and threading.current_thread() is not self._thread
 
     def _follow(self) -> None:
-        while self._fd is None and not self._stop.is_set():
+        while self._file is None and not self._stop.is_set():
             if self._handing_over():
                 return
             try:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
             except FileNotFoundError:  # the writer has not created it yet
                 if self._final is not None:
                     return
                 self._wake.wait(0.005)
         buf = bytearray(_BLOCK)
         view = memoryview(buf)
-        while self._fd is not None and not self._stop.is_set():
+        while self._file is not None and not self._stop.is_set():
             final = self._final
-            limit = final if final is not None else os.fstat(self._fd).st_size
+            limit = final if final is not None else os.fstat(self._file.fileno()).st_size
             advanced = False
             while self._pos < limit and not self._stop.is_set():
                 if self._handing_over():
                     return
-                got = os.preadv(self._fd, [view[: min(_BLOCK, limit - self._pos)]], self._pos)
+                got = self._file.readinto(view[: min(_BLOCK, limit - self._pos)])  # reads on from _pos
                 if not got:
                     if final is not None:  # shorter than the writer said: result() reports it
                         return
