@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from linux_vs_gcore import ROOT, children_cpu, cli_env, compile_bytecode, find_procdump  # noqa: E402
+from linux_vs_gcore import ROOT, children_cpu, cli_env, compile_bytecode, find_procdump, procdump_once  # noqa: E402
+from linux_vs_gcore import PROCDUMP_ERRORS  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 import dumplib  # noqa: E402
@@ -63,10 +64,7 @@ def main() -> int:
 
             def procdump_run() -> None:
                 assert procdump
-                done = subprocess.run([procdump, pid, out + ".p"], capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise RuntimeError(f"procdump failed ({done.returncode}): {done.stdout[-2000:]}")
-                os.replace(f"{out}.p.{pid}", out)
+                procdump_once(procdump, pid, out)
 
             def api() -> None:
                 dumplib.create_dump(t.pid, out, "mini")
@@ -91,6 +89,8 @@ def main() -> int:
     print(f"small process (C target, {t.threads} threads): median of {ns.runs} interleaved runs, whole processes")
     if not procdump:
         print("ProcDump for Linux: not found (give --procdump PATH or $PROCDUMP); no ProcDump row")
+    elif PROCDUMP_ERRORS:
+        print(f"ProcDump exited non-zero after writing its core in {len(PROCDUMP_ERRORS)} runs: {PROCDUMP_ERRORS[0]}")
     gcore_wall = rows["gcore"][0]
     print(f"{'contender':<22} {'wall ms':>8} {'cpu ms':>7} {'disk KB':>8} {'wall/gcore':>10}")
     for name, (wall, cpu, disk) in rows.items():
