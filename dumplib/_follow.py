@@ -21,9 +21,12 @@ import os
 import threading
 from typing import Optional
 
-#: Read-and-hash step. Small enough that an idle-priority thread asked to hand over finishes its
-#: block quickly, large enough that the GIL is taken rarely (hashlib releases it for big updates).
-_BLOCK = 1 << 20
+#: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
+#: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
+#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare: at
+#: 1 GiB under load the stop was 1.43 s with 1 MiB blocks, 1.16 s with 32 MiB, 1.39 s without a
+#: hasher, 3.28 s with a full-speed one (docs/benchmarks.md).
+_BLOCK = 32 << 20
 
 
 #: Never through a symlink planted at the temporary name; not inherited by children.

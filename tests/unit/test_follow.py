@@ -48,7 +48,7 @@ def write_slowly(path: Path, data: bytes, pieces: int = 8, pause: float = 0.02) 
 
 
 def test_hashes_exactly_what_the_writer_wrote(tmp_path):
-    data = os.urandom(3 << 20) + b"tail" * 1001  # not a multiple of the block size
+    data = os.urandom(40 << 20) + b"tail" * 1001  # more than one block, not a multiple of it
     path = tmp_path / "dump"
     hasher = FollowingHasher(str(path))
     write_slowly(path, data)
