@@ -92,7 +92,9 @@ writer.start()
 time.sleep(0.1)
 before = [policy_of(t) for t in hasher_tids()]
 hasher.released()  # an unprivileged thread cannot leave SCHED_IDLE: a new thread takes over
-time.sleep(0.2)
+deadline = time.monotonic() + 20  # the idle thread leaves at its next block, when it gets a CPU
+while 5 in [policy_of(t) for t in hasher_tids() if t] and time.monotonic() < deadline:
+    time.sleep(0.05)
 after = [policy_of(t) for t in hasher_tids() if t]
 writer.join()
 ok = hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
