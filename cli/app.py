@@ -169,23 +169,31 @@ class _TerminalProgress:
 class Param:
     """What typer.Argument / typer.Option take, as a plain record: typer is imported only when needed."""
 
-    def __init__(self, typer_name: str, default: Any, decls: Tuple[str, ...], help: str) -> None:
-        self.typer_name, self.default, self.decls, self.help = typer_name, default, decls, help
+    #: typer keywords that change only --help, so quick_parse may ignore them; any other keyword
+    #: (a callback, a count, a range...) sends the command line to typer.
+    HELP_ONLY = frozenset({"help", "metavar", "show_default", "rich_help_panel", "hidden"})
+
+    def __init__(self, typer_name: str, default: Any, decls: Tuple[str, ...], options: Dict[str, Any]) -> None:
+        self.typer_name, self.default, self.decls, self.options = typer_name, default, decls, options
 
     @property
     def is_option(self) -> bool:
         return self.typer_name == "Option"
 
+    @property
+    def quick(self) -> bool:
+        return self.options.keys() <= self.HELP_ONLY
+
     def to_typer(self, typer: Any) -> Any:
-        return getattr(typer, self.typer_name)(self.default, *self.decls, help=self.help)
+        return getattr(typer, self.typer_name)(self.default, *self.decls, **self.options)
 
 
-def Arg(default: Any, *, help: str = "") -> Any:  # noqa: N802 - reads like typer.Argument
-    return Param("Argument", default, (), help)
+def Arg(default: Any, **options: Any) -> Any:  # noqa: N802 - reads like typer.Argument
+    return Param("Argument", default, (), options)
 
 
-def Opt(default: Any, *decls: str, help: str = "") -> Any:  # noqa: N802 - reads like typer.Option
-    return Param("Option", default, decls, help)
+def Opt(default: Any, *decls: str, **options: Any) -> Any:  # noqa: N802 - reads like typer.Option
+    return Param("Option", default, decls, options)
 
 
 #: The commands, by name, in the order `--help` lists them.
@@ -348,7 +356,7 @@ def quick_parse(func: Callable[..., None], args: List[str]) -> Optional[Dict[str
     """
     specs = _declarations(func)
     types = {n: _QUICK_TYPES.get(str(func.__annotations__.get(n))) for n in specs}
-    if not all(isinstance(s, Param) for s in specs.values()) or None in types.values():
+    if not all(isinstance(s, Param) and s.quick for s in specs.values()) or None in types.values():
         return None
     values: Dict[str, Any] = {n: spec.default for n, spec in specs.items()}
     by_decl = {d: n for n, spec in specs.items() if spec.is_option for d in spec.decls}

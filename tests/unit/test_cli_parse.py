@@ -70,6 +70,18 @@ def test_quick_parse_hands_over_what_it_does_not_take(argv):
     assert quick_parse(COMMANDS[argv[0]], argv[1:]) is None
 
 
+def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
+    from dumplib_cli.app import Arg, Opt
+
+    def plain(target: str = Arg(..., help="x"), n: Optional[int] = Opt(None, "--n", metavar="N")) -> None: ...
+
+    def shouted(target: str = Arg(...), n: Optional[str] = Opt(None, "--n", callback=lambda v: v and v.upper())) -> None:
+        ...
+
+    assert quick_parse(plain, ["1", "--n", "2"]) == {"target": "1", "n": 2}
+    assert quick_parse(shouted, ["1", "--n", "x"]) is None  # typer would run the callback: "X"
+
+
 def test_every_command_is_quick_parsed():
     # A command whose parameters the quick parser cannot read would silently go through typer.
     for name, func in COMMANDS.items():
