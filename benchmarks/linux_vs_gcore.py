@@ -1,30 +1,49 @@
-"""dumplib `full` vs gcore vs a raw C copy, interleaved in one run, on live targets.
+"""The `dumplib` command vs gcore vs ProcDump for Linux, whole processes, interleaved, on live targets.
 
-    python benchmarks/linux_vs_gcore.py [--runs 5] [--sizes 200,2048] [--python]
+    python benchmarks/linux_vs_gcore.py [--runs 5] [--sizes 200,2048] [--python] [--procdump PATH]
 
-For each target it prints the median wall seconds, the target's longest stall (a 1 ms ticker
-thread inside the target reports its largest gap), and bytes on disk (st_blocks), with ratios
-against gcore and the raw bound. dumplib is timed in-process (the API: as used by default, i.e.
-with the sidecar and its sha256; without the sidecar, which is like for like with gcore and the raw
-copy; and with `compress="zstd"`) and as the `dumplib` command (adds interpreter start-up). Targets pre-touch their heap; contenders are interleaved
-because this VM returns freed memory to the host.
+Every contender but the API rows is one whole process, timed from spawn to exit, as a user would run
+it: `python -m dumplib_cli dump PID OUT -k full` (bytecode compiled first), `gcore -o OUT PID`,
+`procdump PID OUT`. The in-process API (no interpreter start-up) is shown beside it. For each: median
+wall seconds, median CPU seconds (the contender's own, threads and children included), the target's
+longest stall (a 1 ms ticker thread inside the target reports its largest gap), dumplib's own
+`stopped_seconds` where it reports one, and bytes on disk (st_blocks).
+
+What each contender selects from the target's memory:
+- dumplib `full`: all readable memory, private, shared and file-backed (README "Kinds"); never
+  [vvar], [vsyscall], I/O, PROT_NONE or MADV_DONTDUMP; all-zero pages left as file holes.
+- gcore (gdb): the target's /proc/PID/coredump_filter (kernel default 0x33: private and shared
+  anonymous memory, ELF headers, private huge pages), i.e. no file-backed text; no holes.
+- ProcDump for Linux (its own core writer, corex): coredump_filter too, plus every writable mapping.
+- raw bound: a C program (rawcopy.c) that copies exactly the bytes dumplib's `full` core holds from
+  memory, to the same file offsets, with the same holes, without stopping the target, writing notes
+  or verifying: the floor for the copy itself.
+ProcDump is built from its public repository outside this one (docs/benchmarks.md says how); where
+it is absent the table says so instead of a row.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
+import functools
 import os
+import resource
+import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 import dumplib  # noqa: E402
-from dumplib._backend import get_backend  # noqa: E402
+import dumplib._follow  # noqa: E402
 from linuxrig import build_target, run_target  # noqa: E402
 
 PY_TICKER_TARGET = r"""
@@ -41,9 +60,180 @@ for line in sys.stdin:  # count a gap still open: the ticker may not have woken 
     print(int(max(gap[0], time.monotonic() - last[0]) * 1e6), flush=True); gap[0] = 0.0
 """
 
+#: Where tests/ and docs say ProcDump for Linux is built when it is (outside this repository).
+PROCDUMP_CANDIDATES = ("/work/wt/_procdump/src/build/procdump", "/usr/bin/procdump", "/usr/local/bin/procdump")
+
+
+def find_procdump(given: Optional[str]) -> Optional[str]:
+    for path in ([given] if given else []) + [os.environ.get("PROCDUMP", "")] + list(PROCDUMP_CANDIDATES):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+#: ProcDump runs that exited non-zero although their core was written (its "Internal Error has
+#: occurred" after "Core dump 0 generated", seen here now and then); reported under the table.
+PROCDUMP_ERRORS: List[str] = []
+
+
+def procdump_once(procdump: str, pid: str, out: str) -> None:
+    """`procdump PID OUT.p` writes OUT.p.PID; moved to *out*. A run that wrote no core is an error."""
+    done = subprocess.run([procdump, pid, out + ".p"], capture_output=True, text=True)
+    written = f"{out}.p.{pid}"
+    if not os.path.exists(written):
+        raise RuntimeError(f"procdump wrote no core (exit {done.returncode}): {done.stdout[-2000:]}")
+    if done.returncode != 0:
+        PROCDUMP_ERRORS.append(f"exit {done.returncode}: {done.stdout.strip().splitlines()[-1]}")
+    os.replace(written, out)
+
+
+def cli_env() -> Dict[str, str]:
+    """The environment of a `dumplib` command: this checkout's code, bytecode allowed (as installed)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def compile_bytecode() -> None:
+    """An installed dumplib runs from compiled bytecode; a checkout run with -B would not."""
+    for package in ("dumplib", "cli"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+
 
 def disk_bytes(path: str) -> int:
     return os.stat(path).st_blocks * 512
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def core_plan(core: str) -> str:
+    """rawcopy's plan: the file size, then (file offset, address, length) of every data extent of
+    every PT_LOAD of *core*, so the raw copy writes exactly those bytes and leaves the same holes."""
+    with open(core, "rb") as f:
+        head = f.read(64)
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        if phnum == 0xFFFF:  # PN_XNUM: the real count is section 0's sh_info
+            shoff, = struct.unpack_from("<Q", head, 0x28)
+            f.seek(shoff + 44)
+            phnum, = struct.unpack("<I", f.read(4))
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        size = os.fstat(f.fileno()).st_size
+        extents = data_extents(f.fileno(), size)
+    lines = [f"{size:x}"]
+    for i in range(phnum):
+        p_type, _, offset, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        if p_type != 1 or not filesz:
+            continue
+        for start, end in extents:
+            lo, hi = max(start, offset), min(end, offset + filesz)
+            if lo < hi:
+                lines.append(f"{lo:x} {vaddr + lo - offset:x} {hi - lo:x}")
+    return "\n".join(lines) + "\n"
+
+
+def data_extents(fd: int, size: int) -> List[Tuple[int, int]]:
+    extents, pos = [], 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        extents.append((start, end))
+        pos = end
+    return extents
+
+
+class Contenders:
+    """The runs for one target; each takes the output path and returns dumplib's stopped_seconds or None."""
+
+    def __init__(self, pid: int, work: Path, procdump: Optional[str], raw: Path, plan: str) -> None:
+        self.pid, self.work, self.procdump, self.raw, self.plan = pid, work, procdump, raw, plan
+
+    def table(self) -> Dict[str, Callable[[str], Optional[float]]]:
+        cli = functools.partial(self.command, [])
+        rows: Dict[str, Callable[[str], Optional[float]]] = {
+            "dumplib command": cli,
+            "command --no-sidecar": functools.partial(self.command, ["--no-sidecar"]),
+            "command -z zstd": self.command_zstd,
+            "API default": functools.partial(self.api, {}),
+            "API no sidecar": functools.partial(self.api, {"sidecar": False}),
+            "API, hasher not idle": self.api_busy_hasher,
+            "gcore": self.gcore,
+        }
+        if self.procdump:
+            rows["ProcDump"] = self.procdump_run
+        rows["raw bound"] = self.rawcopy
+        return rows
+
+    def command(self, extra: List[str], out: str) -> Optional[float]:
+        subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(self.pid), out, "-k", "full", *extra],
+                       check=True, stdout=subprocess.DEVNULL, env=cli_env())
+        return None
+
+    def command_zstd(self, out: str) -> Optional[float]:
+        self.command(["-z", "zstd"], out + ".zst")
+        os.replace(out + ".zst", out)
+        os.replace(out + ".zst.json", out + ".json")
+        return None
+
+    def api(self, options: dict, out: str) -> Optional[float]:
+        return dumplib.create_dump(self.pid, out, "full", **options).stopped_seconds
+
+    def api_busy_hasher(self, out: str) -> Optional[float]:
+        """The sidecar's hash at full speed during the stop, as before it ran at SCHED_IDLE."""
+        hasher = dumplib._follow.FollowingHasher
+        original = hasher.__init__
+        hasher.__init__ = functools.partialmethod(original, idle=False)  # type: ignore[method-assign]
+        try:
+            return self.api({}, out)
+        finally:
+            hasher.__init__ = original  # type: ignore[method-assign]
+
+    def gcore(self, out: str) -> Optional[float]:
+        subprocess.run(["gcore", "-o", out + ".g", str(self.pid)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        os.replace(f"{out}.g.{self.pid}", out)
+        return None
+
+    def procdump_run(self, out: str) -> Optional[float]:
+        assert self.procdump
+        procdump_once(self.procdump, str(self.pid), out)
+        return None
+
+    def rawcopy(self, out: str) -> Optional[float]:
+        subprocess.run([str(self.raw), str(self.pid), out], input=self.plan, text=True, check=True)
+        return None
+
+
+def measure(t, contenders: Dict[str, Callable[[str], Optional[float]]], out: str, runs: int) -> Dict[str, tuple]:
+    """Median (wall, cpu, stall, stopped, disk) per contender, run interleaved in rotating order."""
+    rows: Dict[str, List[tuple]] = {k: [] for k in contenders}
+    names = list(contenders)
+    for i in range(runs):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t.ask("gap")
+            cpu0, child0 = time.process_time(), children_cpu()
+            start = time.perf_counter()
+            stopped = contenders[name](out)
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu0 + children_cpu() - child0
+            stall = int(t.ask("gap")) / 1e6
+            rows[name].append((wall, cpu, stall, stopped, disk_bytes(out)))
+            for leftover in (out, out + ".json"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+    return {k: tuple(_median([r[j] for r in v]) for j in range(5)) for k, v in rows.items()}
+
+
+def _median(values: list) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def main() -> int:
@@ -51,7 +241,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--sizes", default="200,2048", help="heap MiB of the C targets")
     ap.add_argument("--python", action="store_true", help="also a Python target (~200 MB of objects)")
+    ap.add_argument("--procdump", help="ProcDump for Linux's binary (default: $PROCDUMP or a known build)")
     ns = ap.parse_args()
+    compile_bytecode()
+    procdump = find_procdump(ns.procdump)
     work = Path(tempfile.mkdtemp(prefix="dumplib-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
     exe = build_target(work)
     raw = work / "rawcopy"
@@ -59,59 +252,31 @@ def main() -> int:
     targets = [(f"C, {m} MiB heap", [str(exe), "--heap", m, "--ticker"]) for m in ns.sizes.split(",")]
     if ns.python:
         targets.append(("Python, 200 MB objects", [sys.executable, "-c", PY_TICKER_TARGET]))
-    print(f"median of {ns.runs} interleaved runs; stall = longest gap seen by a 1 ms ticker in the target")
-    print(f"{'target':<24} {'contender':<15} {'wall s':>7} {'stall s':>8} {'disk MB':>8} {'wall/gcore':>10} {'wall/raw':>8} {'disk/gcore':>10}")
-    for label, argv in targets:
-        with run_target(argv) as t:
-            t.ask("gap")
-            plan = get_backend().plan(dumplib.resolve_target(t.pid), dumplib.DumpKind.FULL, None)
-            ranges = "".join(f"{s.start:x} {s.end:x}\n" for s in plan.detail.segments if s.dump_start == s.start)
-            out = str(work / "out")
-
-            def api() -> None:
-                dumplib.create_dump(t.pid, out, "full", overwrite=True)
-
-            def api_bare() -> None:  # like for like with gcore and the raw copy: neither hashes its output
-                dumplib.create_dump(t.pid, out, "full", overwrite=True, sidecar=False)
-
-            def api_zstd() -> None:
-                dumplib.create_dump(t.pid, out, "full", overwrite=True, compress="zstd")
-
-            def cli() -> None:
-                subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), out, "-k", "full", "--overwrite"],
-                               check=True, stdout=subprocess.DEVNULL)
-
-            def gcore() -> None:
-                subprocess.run(["gcore", "-o", out + ".g", str(t.pid)], check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-                os.replace(f"{out}.g.{t.pid}", out)
-
-            def rawcopy() -> None:
-                subprocess.run([str(raw), str(t.pid), out], input=ranges, text=True, check=True)
-
-            contenders: Dict[str, Callable[[], None]] = {
-                "dumplib API": api, "API no sidecar": api_bare, "API zstd": api_zstd, "dumplib CLI": cli,
-                "gcore": gcore, "raw C copy": rawcopy,
-            }
-            rows: Dict[str, List[tuple]] = {k: [] for k in contenders}
-            names = list(contenders)
-            for i in range(ns.runs):
-                for name in names[i % len(names):] + names[: i % len(names)]:
-                    t.ask("gap")
-                    start = time.perf_counter()
-                    contenders[name]()
-                    wall = time.perf_counter() - start
-                    stall = int(t.ask("gap")) / 1e6
-                    rows[name].append((wall, stall, disk_bytes(out)))
-                    os.remove(out)
-                    if os.path.exists(out + ".json"):
-                        os.remove(out + ".json")
-            med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v in rows.items()}
-            g, r = med["gcore"], med["raw C copy"]
-            for name, (wall, stall, disk) in med.items():
-                print(f"{label:<24} {name:<15} {wall:>7.3f} {stall:>8.3f} {disk / 1e6:>8.1f} {wall / g[0]:>10.2f}"
-                      f" {wall / r[0]:>8.2f} {disk / g[2]:>10.2f}")
-    subprocess.run(["rm", "-rf", str(work)])
+    print(f"median of {ns.runs} interleaved runs; wall and CPU of the whole command (or call); stall = longest"
+          " gap seen by a 1 ms ticker in the target; stopped = dumplib's own stopped_seconds")
+    if not procdump:
+        print("ProcDump for Linux: not found (give --procdump PATH or $PROCDUMP); no ProcDump row")
+    print(f"{'target':<24} {'contender':<22} {'wall s':>7} {'cpu s':>6} {'stall s':>8} {'stopped':>8}"
+          f" {'disk MB':>8} {'wall/gcore':>10} {'wall/raw':>8}")
+    try:
+        for label, argv in targets:
+            with run_target(argv) as t:
+                t.ask("gap")
+                out = str(work / "out")
+                reference = dumplib.create_dump(t.pid, out, "full", sidecar=False)
+                plan = core_plan(reference.path)
+                os.remove(out)
+                contenders = Contenders(t.pid, work, procdump, raw, plan).table()
+                med = measure(t, contenders, out, ns.runs)
+                gcore_wall, raw_wall = med["gcore"][0], med["raw bound"][0]
+                for name, (wall, cpu, stall, stopped, disk) in med.items():
+                    shown = f"{stopped:>8.3f}" if stopped is not None else f"{'-':>8}"
+                    print(f"{label:<24} {name:<22} {wall:>7.3f} {cpu:>6.3f} {stall:>8.3f} {shown} {disk / 1e6:>8.1f}"
+                          f" {wall / gcore_wall:>10.2f} {wall / raw_wall:>8.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if PROCDUMP_ERRORS:
+        print(f"ProcDump exited non-zero after writing its core in {len(PROCDUMP_ERRORS)} runs: {PROCDUMP_ERRORS[0]}")
     return 0
 
 

@@ -1,6 +1,8 @@
-/* Lower bound for the Linux benchmark: copy the given ranges of a process with process_vm_readv
- * (4 MiB chunks) and write them out, nothing else: no ptrace stop, no notes, no sparseness.
- *   rawcopy PID OUT < "start end" lines (hex). Compiled by linux_vs_gcore.py; never committed built. */
+/* Lower bound for the Linux benchmark: copy exactly the bytes dumplib's core holds from memory, to
+ * the same file offsets, leaving the same holes, and nothing else: no ptrace stop, no notes, no
+ * verification. Reads its plan from stdin: the file size, then "fileoff vaddr length" lines (hex),
+ * taken from a dumplib core's PT_LOADs and data extents by linux_vs_gcore.py.
+ *   rawcopy PID OUT < plan. Compiled by the benchmark; never committed built. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,18 +13,20 @@
 int main(int argc, char **argv) {
     if (argc != 3) return 2;
     pid_t pid = atoi(argv[1]);
-    int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open(argv[2], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return 1;
     size_t chunk = 4 << 20;
     char *buf = malloc(chunk);
-    unsigned long lo, hi;
-    while (scanf("%lx %lx", &lo, &hi) == 2) {
-        for (unsigned long a = lo; a < hi; a += chunk) {
-            size_t n = hi - a < chunk ? hi - a : chunk;
-            struct iovec l = {buf, n}, r = {(void *)a, n};
+    unsigned long size, off, addr, len;
+    if (scanf("%lx", &size) != 1) return 2;
+    while (scanf("%lx %lx %lx", &off, &addr, &len) == 3) {
+        for (unsigned long done = 0; done < len; done += chunk) {
+            size_t n = len - done < chunk ? len - done : chunk;
+            struct iovec l = {buf, n}, r = {(void *)(addr + done), n};
             ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
-            if (got > 0 && write(fd, buf, got) != got) return 1;
+            if (got > 0 && pwrite(fd, buf, got, off + done) != got) return 1;
         }
     }
-    close(fd);
-    return 0;
+    if (ftruncate(fd, size) != 0) return 1;
+    return close(fd) != 0;
 }

@@ -2,7 +2,9 @@
 
     python benchmarks/wine_bare_vs_dumplib.py [--runs 5] [--kinds mini,full]
 
-Prints the median seconds of each contender and the ratio dumplib / bare per kind. dumplib's
+Prints the median seconds of each contender, the ratio dumplib / bare and dumplib's overhead in
+milliseconds (the median of the per-run differences, each run pairing one bare call with one
+dumplib call made next to it) per kind. dumplib's
 figure includes everything it adds: target lookup, checks, owner-only temp file, verification
 by reading the dump back, and the rename. Goal (issue #2): ratio <= 1.10 for mini and full.
 """
@@ -34,12 +36,14 @@ def main() -> int:
             print(done.stderr, file=sys.stderr)
             return 1
         rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    print(f"{'kind':<6} {'bare s':>8} {'dumplib s':>10} {'ratio':>6} {'MB':>7}  (median of {ns.runs}, Wine {rig.python_version()})")
+    print(f"{'kind':<6} {'bare s':>8} {'dumplib s':>10} {'ratio':>6} {'overhead ms':>12} {'MB':>7}"
+          f"  (median of {ns.runs}, Wine {rig.python_version()})")
     for kind in ns.kinds.split(","):
-        bare = statistics.median(r["seconds"] for r in rows if r["kind"] == kind and r["who"] == "bare")
-        ours = statistics.median(r["seconds"] for r in rows if r["kind"] == kind and r["who"] == "dumplib")
+        runs = {who: [r["seconds"] for r in rows if r["kind"] == kind and r["who"] == who] for who in ("bare", "dumplib")}
+        bare, ours = statistics.median(runs["bare"]), statistics.median(runs["dumplib"])
+        overhead = statistics.median(o - b for o, b in zip(runs["dumplib"], runs["bare"]))
         size = statistics.median(r["bytes"] for r in rows if r["kind"] == kind and r["who"] == "dumplib")
-        print(f"{kind:<6} {bare:>8.3f} {ours:>10.3f} {ours / bare:>6.3f} {size / 1e6:>7.1f}")
+        print(f"{kind:<6} {bare:>8.3f} {ours:>10.3f} {ours / bare:>6.3f} {overhead * 1e3:>12.0f} {size / 1e6:>7.1f}")
     return 0
 
 

@@ -1,14 +1,18 @@
-"""The `dumplib` command: a thin typer layer over the public `dumplib` API (and nothing else)."""
+"""The `dumplib` command: a thin layer over the public `dumplib` API (and nothing else).
+
+Start-up is most of a small dump's time, so a complete, valid command line is parsed here without
+importing typer: typer 0.29 imports pydantic and builds a validator per parameter while it parses
+(~100 ms before any work, more than gcore takes for a whole small dump). `--help`, mistakes and
+anything this parser does not know go to typer, built from the same declarations, so help and
+error messages are typer's. docs/benchmarks.md has the measurements.
+"""
 from __future__ import annotations
 
 import json
 import signal
 import sys
 import threading
-import traceback
-from typing import Any, Callable, List, NoReturn, Optional
-
-import typer
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 import dumplib
 
@@ -35,11 +39,18 @@ EXIT_CODES = {
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Take process dump files safely: Windows minidumps, Linux ELF cores.",
-)
+HELP = "Take process dump files safely: Windows minidumps, Linux ELF cores."
+
+
+class Exit(SystemExit):
+    """Leave with an exit code; a SystemExit, so it passes through typer and click untouched."""
+
+
+def echo(message: str = "", err: bool = False) -> None:
+    """One line to stdout (or stderr), flushed: what typer.echo does for our plain-text output."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(message + "\n")
+    stream.flush()
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -84,15 +95,17 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
           message: Optional[str] = None) -> NoReturn:
     text = message or str(exc)
     if debug and exc is not None:
+        import traceback  # only for --debug: it costs start-up otherwise
+
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if as_json:
         error = {"type": type(exc).__name__ if exc is not None else "Interrupted", "message": text, "exit_code": code}
         if isinstance(exc, dumplib.DumpError):
             error.update(exc.details())
-        typer.echo(json.dumps({"error": error}), err=json_err)
+        echo(json.dumps({"error": error}), err=json_err)
     else:
-        typer.echo(f"dumplib: error: {text}", err=True)
-    raise typer.Exit(code)
+        echo(f"dumplib: error: {text}", err=True)
+    raise Exit(code)
 
 
 def _target(text: str) -> "int | str":
@@ -173,37 +186,76 @@ class _TerminalProgress:
             sys.stderr.flush()
 
 
-JsonOpt = typer.Option(False, "--json", help="Print the result (or the error) as one JSON object.")
-DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
+class Param:
+    """What typer.Argument / typer.Option take, as a plain record: typer is imported only when needed."""
+
+    #: typer keywords that change only --help, so quick_parse may ignore them; any other keyword
+    #: (a callback, a count, a range...) sends the command line to typer.
+    HELP_ONLY = frozenset({"help", "metavar", "show_default", "rich_help_panel", "hidden"})
+
+    def __init__(self, typer_name: str, default: Any, decls: Tuple[str, ...], options: Dict[str, Any]) -> None:
+        self.typer_name, self.default, self.decls, self.options = typer_name, default, decls, options
+
+    @property
+    def is_option(self) -> bool:
+        return self.typer_name == "Option"
+
+    @property
+    def quick(self) -> bool:
+        return self.options.keys() <= self.HELP_ONLY
+
+    def to_typer(self, typer: Any) -> Any:
+        return getattr(typer, self.typer_name)(self.default, *self.decls, **self.options)
 
 
-@app.command()
+def Arg(default: Any, **options: Any) -> Any:  # noqa: N802 - reads like typer.Argument
+    return Param("Argument", default, (), options)
+
+
+def Opt(default: Any, *decls: str, **options: Any) -> Any:  # noqa: N802 - reads like typer.Option
+    return Param("Option", default, decls, options)
+
+
+#: The commands, by name, in the order `--help` lists them.
+COMMANDS: Dict[str, Callable[..., None]] = {}
+
+
+def command(func: Callable[..., None]) -> Callable[..., None]:
+    COMMANDS[func.__name__] = func
+    return func
+
+
+JsonOpt = Opt(False, "--json", help="Print the result (or the error) as one JSON object.")
+DebugOpt = Opt(False, "--debug", help="Show a traceback on errors.")
+
+
+@command
 def dump(
-    target: str = typer.Argument(..., help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
-    path: Optional[str] = typer.Argument(
+    target: str = Arg(..., help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
+    path: Optional[str] = Arg(
         None,
         help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
         " {time} {kind}, and ProcDump's PROCESSNAME PID YYMMDD HHMMSS.",
     ),
-    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
-    flags: Optional[str] = typer.Option(
+    kind: str = Opt("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
+    flags: Optional[str] = Opt(
         None, "--flags", help="Raw mask overriding --kind: MINIDUMP_TYPE on Windows, coredump_filter on Linux."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
-    comment: Optional[str] = typer.Option(None, "--comment", help="Text stored in the dump's comment."),
-    min_free: Optional[str] = typer.Option(
+    overwrite: bool = Opt(False, "--overwrite", help="Replace an existing file."),
+    comment: Optional[str] = Opt(None, "--comment", help="Text stored in the dump's comment."),
+    min_free: Optional[str] = Opt(
         None, "--min-free", help="Free space to keep on the volume (default max(1G, 5% of it)), e.g. 2G."
     ),
-    no_space_check: bool = typer.Option(False, "--no-space-check", help="Skip the free-space guard and watchdog."),
-    fit: bool = typer.Option(False, "--fit", help="Take the largest kind (full, miniplus, mini, triage) that fits."),
-    no_sidecar: bool = typer.Option(False, "--no-sidecar", help="Do not write <dump>.json."),
-    keep: Optional[int] = typer.Option(None, "--keep", help="Afterwards keep only the newest N dumplib dumps here."),
-    max_total: Optional[str] = typer.Option(None, "--max-total", help="Afterwards delete the oldest dumplib dumps here beyond SIZE."),
-    compress: Optional[str] = typer.Option(
+    no_space_check: bool = Opt(False, "--no-space-check", help="Skip the free-space guard and watchdog."),
+    fit: bool = Opt(False, "--fit", help="Take the largest kind (full, miniplus, mini, triage) that fits."),
+    no_sidecar: bool = Opt(False, "--no-sidecar", help="Do not write <dump>.json."),
+    keep: Optional[int] = Opt(None, "--keep", help="Afterwards keep only the newest N dumplib dumps here."),
+    max_total: Optional[str] = Opt(None, "--max-total", help="Afterwards delete the oldest dumplib dumps here beyond SIZE."),
+    compress: Optional[str] = Opt(
         None, "--compress", "-z", help="zstd | gzip. On Linux the core streams through the compressor (no raw copy on disk)."
     ),
-    compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level (default 1: fast)."),
-    max_pause: str = typer.Option(
+    compress_level: Optional[int] = Opt(None, "--compress-level", help="Compression level (default 1: fast)."),
+    max_pause: str = Opt(
         "60s", "--max-pause", metavar="DURATION",
         help="Longest the target may stay stopped (e.g. 30s, 2m, off); past it the target is let go and the dump"
         " abandoned (exit 8).",
@@ -233,99 +285,209 @@ def dump(
 
     result = _run(action, as_json=as_json, debug=debug, json_err=to_stdout)
     if as_json:
-        typer.echo(json.dumps(result.to_dict()), err=to_stdout)
+        echo(json.dumps(result.to_dict()), err=to_stdout)
         return
     for warning in result.warnings:
-        typer.echo(f"dumplib: warning: {warning}", err=True)
+        echo(f"dumplib: warning: {warning}", err=True)
     stopped = f", target stopped {result.stopped_seconds:.3f} s" if result.stopped_seconds is not None else ""
     size = human_bytes(result.size)
     if result.compression:
         size += f" {result.compression}, {human_bytes(result.raw_size)} raw"
     where = "sent the dump to stdout" if to_stdout else f"wrote {result.path}"
     sha = f"; sha256 {result.sha256}" if to_stdout and result.sha256 else ""
-    typer.echo(
+    echo(
         f"{where} ({size}, {result.kind} dump of {result.process_name}"
         f" pid {result.pid}, {result.seconds:.1f} s{stopped}){sha}",
         err=to_stdout,
     )
 
 
-@app.command()
+@command
 def estimate(
-    target: str = typer.Argument(..., help="Process id or name."),
-    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
-    flags: Optional[str] = typer.Option(None, "--flags", help="Raw mask instead of --kind."),
+    target: str = Arg(..., help="Process id or name."),
+    kind: str = Opt("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
+    flags: Optional[str] = Opt(None, "--flags", help="Raw mask instead of --kind."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Say how big a dump of TARGET would be, without reading its memory or stopping it."""
     est = _run(lambda: dumplib.estimate(_target(target), kind, flags=_flags(flags)), as_json=as_json, debug=debug)
     if as_json:
-        typer.echo(json.dumps(est.to_dict()))
+        echo(json.dumps(est.to_dict()))
         return
     parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in est.breakdown.items() if v)
-    typer.echo(f"a {est.kind} dump of pid {est.pid} would take ~{human_bytes(est.bytes)} ({parts})")
+    echo(f"a {est.kind} dump of pid {est.pid} would take ~{human_bytes(est.bytes)} ({parts})")
 
 
-@app.command()
+@command
 def info(
-    dumpfile: str = typer.Argument(..., help="A minidump (.dmp) or ELF core (.core), plain or .gz/.zst."),
+    dumpfile: str = Arg(..., help="A minidump (.dmp) or ELF core (.core), plain or .gz/.zst."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """Describe a dump file: format, process, kind, threads, modules, memory, comment, completeness."""
     d = _run(lambda: dumplib.info(dumpfile), as_json=as_json, debug=debug)
     if as_json:
-        typer.echo(json.dumps(d.to_dict()))
+        echo(json.dumps(d.to_dict()))
     else:
         _show_info(d)
     if not d.complete:  # a script reading --json branches on the exit code just as one reading text
-        raise typer.Exit(EXIT_CODES[dumplib.InvalidDumpFile])
+        raise Exit(EXIT_CODES[dumplib.InvalidDumpFile])
 
 
 def _show_info(d: dumplib.DumpInfo) -> None:
     # dumplib.info already escaped the text that came out of the file (undecodable bytes, controls).
     flags = "-" if d.flags is None else f"0x{d.flags:X}"
     packed = f" ({d.compression}, {human_bytes(d.stored_size)} stored)" if d.compression else ""
-    typer.echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}{packed}, {'complete' if d.complete else 'INCOMPLETE'}")
-    typer.echo(f"  process  pid {d.pid} {d.process or ''}")
+    echo(f"{d.path}: {d.format}, {human_bytes(d.file_size)}{packed}, {'complete' if d.complete else 'INCOMPLETE'}")
+    echo(f"  process  pid {d.pid} {d.process or ''}")
     by = f", written by dumplib {d.dumplib_version}" if d.dumplib_version else ""
-    typer.echo(f"  kind     {d.kind or '-'} (flags {flags}){by}")
-    typer.echo(f"  threads  {d.threads}")
-    typer.echo(f"  memory   {d.memory_ranges} ranges, {human_bytes(d.memory_bytes)}")
-    typer.echo(f"  modules  {len(d.modules)}" + "".join(f"\n    {m}" for m in d.modules[:50]))
+    echo(f"  kind     {d.kind or '-'} (flags {flags}){by}")
+    echo(f"  threads  {d.threads}")
+    echo(f"  memory   {d.memory_ranges} ranges, {human_bytes(d.memory_bytes)}")
+    echo(f"  modules  {len(d.modules)}" + "".join(f"\n    {m}" for m in d.modules[:50]))
     if d.comment:
-        typer.echo(f"  comment  {d.comment}")
+        echo(f"  comment  {d.comment}")
     if d.compression:
         tool = {"zstd": "zstd -d", "gzip": "gzip -dk"}[d.compression]
         opener = "WinDbg or Visual Studio" if d.format == "minidump" else "gdb EXE / lldb -c"
-        typer.echo(f"  open     {tool} {d.path}, then {opener} on the decompressed file (dumplib reads it as is)")
+        echo(f"  open     {tool} {d.path}, then {opener} on the decompressed file (dumplib reads it as is)")
     for p in d.problems:
-        typer.echo(f"  problem  {p}")
+        echo(f"  problem  {p}")
 
 
-@app.command()
+@command
 def ps(
-    filter: Optional[str] = typer.Argument(None, help="Keep processes whose name contains this, or this pid."),
+    filter: Optional[str] = Arg(None, help="Keep processes whose name contains this, or this pid."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
     """List processes (pid, name, user, private and resident memory) to find a dump target."""
     procs: List[dumplib.ProcessInfo] = _run(lambda: dumplib.processes(filter), as_json=as_json, debug=debug)
     if as_json:
-        typer.echo(json.dumps([p.to_dict() for p in procs]))
+        echo(json.dumps([p.to_dict() for p in procs]))
         return
-    typer.echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10} {'FULL DUMP':>10}")
+    echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10} {'FULL DUMP':>10}")
     for p in procs:
-        typer.echo(
+        echo(
             f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '-')[:20]:<20} {human_bytes(p.private_bytes):>10}"
             f" {human_bytes(p.rss_bytes):>10} {human_bytes(p.full_dump_bytes):>10}"
         )
 
 
-def main() -> None:
+#: Annotations (strings, under `from __future__ import annotations`) that quick_parse converts itself.
+_QUICK_TYPES: Dict[str, type] = {"str": str, "Optional[str]": str, "bool": bool, "int": int, "Optional[int]": int}
+
+
+def quick_parse(func: Callable[..., None], args: List[str]) -> Optional[Dict[str, Any]]:
+    """*func*'s keyword arguments from *args*, parsed as click would; None leaves it to typer.
+
+    Only complete, valid command lines are taken: a missing argument, an unknown option, --help, a
+    value that is not plainly what the parameter's type wants, all go to typer for its messages.
+    """
+    specs = _declarations(func)
+    types = {n: _QUICK_TYPES.get(str(func.__annotations__.get(n))) for n in specs}
+    if not all(isinstance(s, Param) and s.quick for s in specs.values()) or None in types.values():
+        return None
+    values: Dict[str, Any] = {n: spec.default for n, spec in specs.items()}
+    by_decl = {d: n for n, spec in specs.items() if spec.is_option for d in spec.decls}
+    positional = [n for n, spec in specs.items() if not spec.is_option]
+    given: List[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            given.extend(rest)
+        elif arg == "-" or not arg.startswith("-"):
+            given.append(arg)
+        else:
+            decl, inline = _split_option(arg)
+            name = by_decl.get(decl)
+            if name is None:
+                return None
+            if types[name] is bool:
+                if inline is not None:
+                    return None
+                values[name] = True
+                continue
+            value = _convert(inline if inline is not None else next(rest, None), types[name])
+            if value is None:
+                return None
+            values[name] = value
+    if len(given) > len(positional):
+        return None
+    for name, text in zip(positional, given):
+        values[name] = _convert(text, types[name])
+        if values[name] is None:
+            return None
+    if any(v is ... for v in values.values()):  # a required argument is missing
+        return None
+    return values
+
+
+def _declarations(func: Callable[..., Any]) -> Dict[str, Any]:
+    """Parameter name -> its Arg/Opt declaration, in order, read without the inspect module (start-up)."""
+    code = func.__code__
+    return dict(zip(code.co_varnames[: code.co_argcount], func.__defaults__ or ()))
+
+
+def _split_option(arg: str) -> Tuple[str, Optional[str]]:
+    """`--kind=full` -> (`--kind`, `full`); `-kfull` -> (`-k`, `full`); `--fit` -> (`--fit`, None)."""
+    if arg.startswith("--"):
+        decl, eq, value = arg.partition("=")
+        return decl, (value if eq else None)
+    return arg[:2], (arg[2:] or None)
+
+
+def _convert(text: Optional[str], kind: Optional[type]) -> Any:
+    if text is None:
+        return None
+    if kind is int:
+        digits = text[1:] if text.startswith("-") else text
+        return int(text) if digits.isascii() and digits.isdigit() else None
+    return text
+
+
+Call = Callable[[Callable[..., None], Dict[str, Any]], None]
+
+
+def typer_app(call: Optional[Call] = None) -> Any:
+    """The typer application for COMMANDS; *call(func, kwargs)* replaces running a command (tests)."""
+    import inspect
+    import typing
+
+    import typer
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
+    for name, func in COMMANDS.items():
+        hints = typing.get_type_hints(func)
+        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=spec.to_typer(typer),
+                                    annotation=hints[n]) for n, spec in _declarations(func).items()]
+        app.command(name=name)(_typer_command(func, inspect.Signature(params), call))
+    return app
+
+
+def _typer_command(func: Callable[..., None], signature: Any, call: Optional[Call]) -> Callable[..., None]:
+    def command(**kwargs: Any) -> None:
+        if call is None:
+            func(**kwargs)
+        else:
+            call(func, kwargs)
+
+    command.__name__, command.__doc__ = func.__name__, func.__doc__
+    command.__signature__ = signature  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    return command
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
-    app(prog_name="dumplib")
+    args = sys.argv[1:] if argv is None else list(argv)
+    func = COMMANDS.get(args[0]) if args else None
+    kwargs = quick_parse(func, args[1:]) if func is not None else None
+    if func is None or kwargs is None:
+        typer_app()(args=args, prog_name="dumplib")
+    else:
+        func(**kwargs)
 
 
 if __name__ == "__main__":

@@ -3,31 +3,60 @@
     >>> import dumplib
     >>> result = dumplib.create_dump("MyProcess", r"D:\\dumps", kind="full")   # doctest: +SKIP
 
-Only the public names live here; backends are imported lazily on first use.
+Only the public names live here, and each is imported on first use (PEP 562): a command that only
+needs `dumplib.info`, or a program that imports dumplib and never dumps, does not pay for the
+backends, psutil, the compressors or the readers. `from dumplib import create_dump` works as usual.
 """
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
+
 from ._version import __version__
-from .api import create_dump, estimate
-from .errors import (
-    AccessDenied,
-    AmbiguousProcess,
-    BitnessMismatch,
-    DumpError,
-    DumpExists,
-    DumpFailed,
-    InsufficientDiskSpace,
-    InvalidDumpFile,
-    InvalidDumpPath,
-    InvalidKind,
-    InvalidArgument,
-    InvalidCompression,
-    ProcessNotFound,
-    TargetRefused,
-    UnsupportedPlatform,
-)
-from .kinds import DumpKind
-from .dumpinfo import DumpInfo, info
-from .results import DumpResult, ProcessInfo, SizeEstimate
-from .targets import processes, resolve_target
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below imports these on use
+    from .api import create_dump, estimate
+    from .errors import (
+        AccessDenied,
+        AmbiguousProcess,
+        BitnessMismatch,
+        DumpError,
+        DumpExists,
+        DumpFailed,
+        InsufficientDiskSpace,
+        InvalidArgument,
+        InvalidCompression,
+        InvalidDumpFile,
+        InvalidDumpPath,
+        InvalidKind,
+        ProcessNotFound,
+        TargetRefused,
+        UnsupportedPlatform,
+    )
+    from .dumpinfo import DumpInfo, info
+    from .kinds import DumpKind
+    from .results import DumpResult, ProcessInfo, SizeEstimate
+    from .targets import processes, resolve_target
+
+#: public name -> the submodule that defines it (kept in step with the TYPE_CHECKING block above;
+#: tests/unit/test_import_cost.py checks that the two agree and that every name resolves).
+_WHERE: Dict[str, str] = {
+    "create_dump": "api",
+    "estimate": "api",
+    "info": "dumpinfo",
+    "DumpInfo": "dumpinfo",
+    "DumpKind": "kinds",
+    "DumpResult": "results",
+    "ProcessInfo": "results",
+    "SizeEstimate": "results",
+    "processes": "targets",
+    "resolve_target": "targets",
+    **{name: "errors" for name in (
+        "DumpError", "ProcessNotFound", "AmbiguousProcess", "AccessDenied", "BitnessMismatch", "TargetRefused",
+        "DumpExists", "InvalidDumpPath", "InvalidDumpFile", "InvalidKind", "InvalidCompression", "DumpFailed",
+        "InsufficientDiskSpace", "UnsupportedPlatform", "InvalidArgument",
+    )},
+}
 
 __all__ = [
     "__version__",
@@ -57,3 +86,16 @@ __all__ = [
     "InsufficientDiskSpace",
     "UnsupportedPlatform",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dumplib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

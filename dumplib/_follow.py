@@ -1,36 +1,97 @@
-"""sha256 of a dump while it is being written, on another core.
+"""sha256 of a dump while it is being written, without lengthening the target's stop.
 
 The sidecar records the sha256 of the file as stored. Hashing 2 GiB afterwards costs more than
 copying it did; but a writer that only ever writes at increasing offsets (the Linux core writer)
 leaves every byte below the file's current size final, so a thread can read and hash behind it and
-finish moments after the writer does. The target's stop is not lengthened: the writer never waits
-for the hasher.
+finish moments after the writer does.
+
+While the target is stopped, that thread must not take CPU, memory bandwidth or page-cache work from
+the writer: measured at 2 GiB, a full-speed hasher stretched the stop from 1.01 s to 1.44 s. So it
+starts at SCHED_IDLE (it runs only on a core nothing else wants), and `released()` (called once the
+target runs again) puts it back to normal priority. Leaving SCHED_IDLE needs CAP_SYS_NICE; without
+it the idle thread stops at its next block and a new thread, at the caller's priority, carries on
+from there. The writer never waits for the hasher.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import threading
 from typing import Optional
 
-_BLOCK = 4 << 20
+#: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
+#: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
+#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare: at
+#: 1 GiB under load the stop was 1.43 s with 1 MiB blocks, 1.16 s with 32 MiB, 1.39 s without a
+#: hasher, 3.28 s with a full-speed one (docs/benchmarks.md).
+_BLOCK = 32 << 20
+
+
+#: Never through a symlink planted at the temporary name; not inherited by children.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _set_idle(tid: int) -> bool:  # sched_setscheduler is Linux-only; so is the writer this follows
+    """Put thread *tid* at SCHED_IDLE; False where the platform has no such policy."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def _set_normal(tid: int) -> bool:
+    """Back to SCHED_OTHER; False without CAP_SYS_NICE (an unprivileged thread cannot leave SCHED_IDLE)."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 class FollowingHasher:
-    def __init__(self, path: str) -> None:
+    """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done."""
+
+    def __init__(self, path: str, *, idle: bool = True) -> None:
         self.path = path
         self._sha = hashlib.sha256()
         self._pos = 0
+        self._file: Optional[io.FileIO] = None
         self._final: Optional[int] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="dumplib-sha256", daemon=True)
+        #: True while the hasher runs at idle priority (the target is stopped).
+        self.idle = idle
+        self._handover = False
+        self._tid: Optional[int] = None
+        self._tid_known = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(idle,), name="dumplib-sha256", daemon=True)
         self._thread.start()
+
+    def released(self) -> None:
+        """The target runs again: hash at full speed from now on. Cheap; never blocks on the hasher."""
+        with self._lock:
+            if not self.idle:
+                return
+            self.idle = False
+            self._tid_known.wait()
+            if self._tid is None or _set_normal(self._tid):  # never idle, finished, or lifted
+                return
+            # No privilege to lift it: the idle thread hands over at its next block boundary.
+            self._handover = True
+            idle_thread = self._thread
+            self._thread = threading.Thread(target=self._take_over, args=(idle_thread,), name="dumplib-sha256",
+                                            daemon=True)
+            self._thread.start()
+        self._wake.set()
 
     def result(self, size: int) -> str:
         """The sha256 of the whole file, once the writer has finished it at *size* bytes."""
+        self.released()  # the writer is done, so the target is too: nothing left to protect
         self._final = size
         self._wake.set()
         self._thread.join()
@@ -43,36 +104,72 @@ class FollowingHasher:
     def abandon(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join()
+        with self._lock:
+            thread = self._thread
+        thread.join()
 
-    def _run(self) -> None:
-        fd = None
+    def _run(self, idle: bool) -> None:
+        self._tid = threading.get_native_id() if idle and _set_idle(0) else None
+        self._tid_known.set()
         try:
-            while fd is None and not self._stop.is_set():
-                try:
-                    fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                except FileNotFoundError:  # the writer has not created it yet
-                    if self._final is not None:
-                        return
-                    self._wake.wait(0.005)
-            while fd is not None and not self._stop.is_set():
-                final = self._final
-                limit = final if final is not None else os.fstat(fd).st_size
-                advanced = False
-                while self._pos < limit and not self._stop.is_set():
-                    block = os.pread(fd, min(_BLOCK, limit - self._pos), self._pos)
-                    if not block:
-                        break
-                    self._sha.update(block)
-                    self._pos += len(block)
-                    advanced = True
-                if final is not None and self._pos >= final:
-                    return
-                if not advanced:
-                    self._wake.wait(0.01)
-                    self._wake.clear()
+            self._follow()
         except BaseException as exc:  # reported to the caller by result()
             self._error = exc
         finally:
-            if fd is not None:
-                os.close(fd)
+            # Under the lock, so released() never sets the policy of a thread id the kernel may
+            # already have given to another thread (of any process: this runs as root).
+            with self._lock:
+                self._tid = None
+            if not self._handover:
+                self._close()
+
+    def _take_over(self, idle_thread: threading.Thread) -> None:
+        idle_thread.join()
+        if self._error is not None:
+            self._close()
+            return
+        self._handover = False
+        self._run(False)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _handing_over(self) -> bool:
+        return self._handover and threading.current_thread() is not self._thread
+
+    def _follow(self) -> None:
+        while self._file is None and not self._stop.is_set():
+            if self._handing_over():
+                return
+            try:
+                self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
+            except FileNotFoundError:  # the writer has not created it yet
+                if self._final is not None:
+                    return
+                self._wake.wait(0.005)
+        buf = bytearray(_BLOCK)
+        view = memoryview(buf)
+        while self._file is not None and not self._stop.is_set():
+            final = self._final
+            limit = final if final is not None else os.fstat(self._file.fileno()).st_size
+            advanced = False
+            while self._pos < limit and not self._stop.is_set():
+                if self._handing_over():
+                    return
+                got = self._file.readinto(view[: min(_BLOCK, limit - self._pos)])  # reads on from _pos
+                if not got:
+                    if final is not None:  # shorter than the writer said: result() reports it
+                        return
+                    break
+                self._sha.update(view[:got])
+                self._pos += got
+                advanced = True
+            if final is not None and self._pos >= final:
+                return
+            if self._handing_over():
+                return
+            if not advanced:
+                self._wake.wait(0.01)
+                self._wake.clear()

@@ -138,6 +138,8 @@ class PlainFile(_FileOutput):
         try:
             with self._naming_the_dump():
                 report = backend.write(plan, self.dest.temp, comment=comment, signature=signature, tick=tick)
+            if hasher is not None:
+                hasher.released()  # the target runs again: the hash may have the CPU now
             st = os.stat(self.dest.temp)
             backend.verify(self.dest.temp, plan, report)
             if hasher is not None:

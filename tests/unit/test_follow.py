@@ -1,0 +1,116 @@
+"""The sidecar's hasher: right bytes, idle priority while the target is stopped, full speed after.
+
+The scheduling policy is read back from the kernel (/proc/self/task/TID/stat, field 41), never
+from the hasher's own bookkeeping.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dumplib._follow import FollowingHasher
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import require  # noqa: E402
+
+SCHED_OTHER, SCHED_IDLE = 0, 5
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux scheduling policies")
+
+
+def policy_of(tid: int) -> int:
+    """The kernel's scheduling policy of thread *tid* of this process."""
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[38])
+
+
+def hasher_tids() -> list:
+    return [t.native_id for t in threading.enumerate() if t.name == "dumplib-sha256" and t.native_id]
+
+
+def write_slowly(path: Path, data: bytes, pieces: int = 8, pause: float = 0.02) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        step = -(-len(data) // pieces)
+        for i in range(0, len(data), step):
+            os.write(fd, data[i : i + step])
+            time.sleep(pause)
+    finally:
+        os.close(fd)
+
+
+def test_hashes_exactly_what_the_writer_wrote(tmp_path):
+    data = os.urandom(40 << 20) + b"tail" * 1001  # more than one block, not a multiple of it
+    path = tmp_path / "dump"
+    hasher = FollowingHasher(str(path))
+    write_slowly(path, data)
+    assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_short_file_is_an_error_not_a_wrong_hash(tmp_path):
+    path = tmp_path / "dump"
+    hasher = FollowingHasher(str(path))
+    write_slowly(path, b"x" * 1000, pieces=1)
+    with pytest.raises(OSError, match="hashed 1000 of 2000"):
+        hasher.result(2000)
+
+
+def test_idle_while_stopped_normal_once_released(tmp_path):
+    path = tmp_path / "dump"
+    path.write_bytes(b"")
+    hasher = FollowingHasher(str(path))
+    deadline = time.monotonic() + 10
+    while not hasher_tids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [tid] = hasher_tids()
+    assert policy_of(tid) == SCHED_IDLE
+    hasher.released()
+    assert [policy_of(t) for t in hasher_tids()] == [SCHED_OTHER]
+    assert hasher.result(0) == hashlib.sha256(b"").hexdigest()
+
+
+HANDOVER = r"""
+import hashlib, os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from dumplib._follow import FollowingHasher
+from test_follow import hasher_tids, policy_of, write_slowly
+from pathlib import Path
+path = Path(sys.argv[2])
+os.setgid(65534); os.setuid(65534)
+data = os.urandom(5 << 20)
+hasher = FollowingHasher(str(path))
+writer = threading.Thread(target=write_slowly, args=(path, data, 10, 0.05))
+writer.start()
+time.sleep(0.1)
+before = [policy_of(t) for t in hasher_tids()]
+hasher.released()  # an unprivileged thread cannot leave SCHED_IDLE: a new thread takes over
+deadline = time.monotonic() + 20  # the idle thread leaves at its next block, when it gets a CPU
+while 5 in [policy_of(t) for t in hasher_tids() if t] and time.monotonic() < deadline:
+    time.sleep(0.05)
+after = [policy_of(t) for t in hasher_tids() if t]
+writer.join()
+ok = hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
+print(before, after, ok)
+"""
+
+
+def test_unprivileged_hand_over_to_a_normal_thread():
+    require(os.geteuid() == 0, "switching to uid 65534 needs root")
+    room = Path(tempfile.mkdtemp(prefix="dumplib-follow-", dir="/tmp"))  # pytest's tmp_path is root-only
+    try:
+        room.chmod(0o777)
+        done = subprocess.run([sys.executable, "-c", HANDOVER, str(Path(__file__).parent), str(room / "dump")],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    finally:
+        shutil.rmtree(room)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[5]", "[0]", "True"], done.stdout

@@ -1,0 +1,76 @@
+"""`import dumplib` stays cheap: it loads no backend, reader, compressor, psutil or ctypes until used.
+
+Asserted on sys.modules in a fresh interpreter, not on timings (the machine is shared and loaded);
+docs/benchmarks.md has the measured milliseconds.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dumplib
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: What a bare `import dumplib` must not pull in: each costs milliseconds of start-up, and a program
+#: that imports dumplib but never dumps (or the CLI's `--help`) should not pay for them.
+HEAVY = (
+    "psutil", "ctypes", "hashlib", "json", "socket", "zlib", "dataclasses", "enum", "tempfile",
+    "typer", "click", "pydantic", "zstandard",
+    "dumplib.api", "dumplib._backend", "dumplib._linux", "dumplib._windows", "dumplib.formats",
+    "dumplib.compression", "dumplib.outputs", "dumplib.dumpinfo", "dumplib.targets", "dumplib.errors",
+)
+
+
+def _modules_after(code: str) -> set:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    # -S: the machine's site-packages .pth hooks import things on their own; they are not dumplib's.
+    done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_import_dumplib_loads_nothing_heavy():
+    before = _modules_after("")
+    after = _modules_after("import dumplib")
+    loaded = after - before
+    heavy = sorted(m for m in loaded for h in HEAVY if m == h or m.startswith(h + "."))
+    assert heavy == [], f"import dumplib loaded {heavy}"
+    assert {m for m in loaded if m.startswith("dumplib")} == {"dumplib", "dumplib._version"}
+
+
+def test_public_names_resolve_on_first_use_and_from_import():
+    # `from dumplib import X` goes through the module's __getattr__ too.
+    after = _modules_after("from dumplib import DumpKind, DumpError; assert DumpKind.FULL.value == 'full'")
+    assert "dumplib.kinds" in after and "dumplib.api" not in after and "psutil" not in after
+
+
+def test_every_public_name_resolves_to_its_defining_module():
+    for name in dumplib.__all__:
+        value = getattr(dumplib, name)
+        if name != "__version__":
+            assert value.__module__ == f"dumplib.{dumplib._WHERE[name]}", name
+    assert set(dumplib._WHERE) == set(dumplib.__all__) - {"__version__"}
+    assert set(dir(dumplib)) >= set(dumplib.__all__)
+
+
+def test_type_checkers_see_the_same_names():
+    # The TYPE_CHECKING block is what mypy and IDEs read; it must import each name from where
+    # __getattr__ finds it, or `from dumplib import X` would type-check against the wrong thing.
+    tree = ast.parse((ROOT / "dumplib" / "__init__.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert seen == dumplib._WHERE
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    try:
+        dumplib.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("dumplib.no_such_name did not raise")
