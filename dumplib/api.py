@@ -33,7 +33,10 @@ DEFAULT_MAX_PAUSE = 60.0
 
 
 def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flags: Optional[int] = None) -> SizeEstimate:
-    """How many bytes a dump of *target* would take, by the writer's own rules; reads no memory, stops nothing."""
+    """How many bytes a dump of *target* would take, by the writer's own rules.
+
+    Stops nothing; reads no memory but, on Linux for kinds other than full, the dynamic linker's
+    link_map pages."""
     backend = get_backend()
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)

@@ -5,6 +5,7 @@ the memory the plan's rules select, and lets the threads go before the file is f
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import os
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._psutil import psutil
 
-from ..errors import DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
+from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
@@ -28,7 +29,30 @@ PF_KTHREAD = 0x00200000
 
 
 def supported_machine() -> bool:
-    return platform.machine() in ("x86_64", "AMD64")
+    # A 32-bit Python on an x86-64 kernel also says x86_64: it would write 64-bit cores wrongly.
+    return platform.machine() in ("x86_64", "AMD64") and ctypes.sizeof(ctypes.c_void_p) == 8
+
+
+_EM_X86_64 = 62
+
+
+def _refuse_other_abi(pid: int) -> None:
+    """Refuse a 32-bit (i386) or x32 process: its registers and notes have other layouts, and an
+    x86-64 core of it is misread by gdb (and its stacks missed by mini kinds)."""
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return  # the executable is gone or hidden: the register set's size is checked when stopped
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return
+    elf_class, machine = head[4], int.from_bytes(head[18:20], "little")
+    if elf_class == 2 and machine == _EM_X86_64:
+        return
+    what = "an x32" if machine == _EM_X86_64 else "a 32-bit"
+    raise BitnessMismatch(pid=pid, target_bits=32 if elf_class == 1 else 64, dumper_bits=64,
+                          why=f"it is {what} process (ELF class {elf_class}, machine {machine}); dumplib writes"
+                              " x86-64 cores only and a core of it would be misread. Use gdb's gcore for it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +119,7 @@ class LinuxBackend(Backend):
         traced = foreign_tracer(pid)
         if traced:
             raise traced_refusal(pid, traced[1], traced[0])
+        _refuse_other_abi(pid)
         self._hold(target)
 
     def _hold(self, target: ProcessInfo) -> None:

@@ -239,9 +239,6 @@ def target32(tmp_path_factory) -> Path:
     return build_c(probe, "target32", TARGET32_C, "-m32")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: the Linux backend has no bitness check; it writes an ELF64/x86-64 core of a 32-bit"
-                          " process (i386 registers in an x86-64 PRSTATUS) that gdb misreads, and exits 0")
 def test_exit_10_a_32_bit_target_is_refused_through_the_command(target32, outdir):
     with run_target([str(target32)]) as t:
         done = run_cli("dump", str(t.pid), str(outdir), "--json")
@@ -423,13 +420,7 @@ def test_ps_matches_proc(target_exe, tmp_path):
         assert [int(r.split()[0]) for r in rows[1:]] == [t.pid], rows
 
 
-@pytest.mark.parametrize("kind", [
-    "full",
-    *(pytest.param(k, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="README says estimate reads none of the target's memory, but for kinds other than full the plan"
-               " reads the dynamic linker's link_map chain with process_vm_readv")) for k in ("miniplus", "mini", "triage")),
-])
+@pytest.mark.parametrize("kind", ["full", "miniplus", "mini", "triage"])
 def test_estimate_never_stops_nor_reads_the_target(ctarget, kind):
     # strace sees every ptrace (a stop) and process_vm_readv (a read of the target's memory) the command makes.
     require(have("strace"), "strace is not installed (apt-get install strace)")
@@ -440,7 +431,12 @@ def test_estimate_never_stops_nor_reads_the_target(ctarget, kind):
     assert json.loads(done.stdout)["kind"] == kind
     calls = re.findall(r"\b(ptrace|process_vm_readv)\(", done.stderr)
     assert "ptrace" not in calls, done.stderr
-    assert calls == [], done.stderr
+    # README: full reads nothing; the other kinds read the dynamic linker's link_map chain, a few pages.
+    reads = re.findall(r"process_vm_readv\(.*?= (\d+)", done.stderr)
+    if kind == "full":
+        assert calls == [], done.stderr
+    else:
+        assert 0 < len(reads) <= 64 and sum(int(n) for n in reads) <= 64 * 4096, done.stderr
     ctarget.assert_running_untraced()
 
 
