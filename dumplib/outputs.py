@@ -211,10 +211,10 @@ class CompressedFile(_FileOutput):
 
 
 def _appending(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:
-        return False
+    if sys.platform == "win32":
+        return False  # a Windows handle has no O_APPEND to ask about; the position says it
+    import fcntl
+
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
 
 
@@ -247,7 +247,7 @@ class Stdout(Output):
             raise InvalidDumpPath(
                 f"stdout is a file of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the dump (all of the"
                 " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
-        if others and st.st_size == 0:
+        if others and st.st_size == 0 and sys.platform != "win32":
             os.fchmod(self.fd, 0o600)  # ours and empty: what the shell just created for us
         elif others:
             self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
@@ -405,7 +405,7 @@ def _stdout_fd() -> int:
             path="-",
         )
     sys.stdout.flush()
-    if os.name == "nt":
+    if sys.platform == "win32":
         import msvcrt
 
         msvcrt.setmode(fd, os.O_BINARY)  # a text-mode fd would turn every \n byte of the dump into \r\n

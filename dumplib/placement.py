@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import stat
+import sys
 import time
 import unicodedata
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -206,8 +207,9 @@ def _components(path: str) -> List[str]:
 
 
 def _read_only(directory: str) -> bool:
-    statvfs = getattr(os, "statvfs", None)
-    return bool(statvfs and statvfs(directory).f_flag & os.ST_RDONLY)
+    if sys.platform == "win32":
+        return False
+    return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
 
 
 def finalize(temp: str, final: str, *, overwrite: bool) -> None:
@@ -335,11 +337,11 @@ HOLD_PATIENCE = 2.0
 
 @contextlib.contextmanager
 def _held(directory: str) -> Iterator[List[str]]:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): an open temporary cannot be deleted there anyway
+    if sys.platform == "win32":  # no flock: an open temporary cannot be deleted there anyway
         yield _remove_stale(directory, locked=False)
         return
+    import fcntl
+
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:

@@ -5,6 +5,10 @@ the memory the plan's rules select, and lets the threads go before the file is f
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
 import ctypes
 import dataclasses
 import errno

@@ -1,6 +1,10 @@
 """libc prototypes for the Linux backend: ptrace, waitpid, process_vm_readv. Declarations only."""
 from __future__ import annotations
 
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
 import ctypes
 import ctypes.util
 import os

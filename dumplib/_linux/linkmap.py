@@ -7,7 +7,7 @@ functions without taking the heap.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 AT_PHDR, AT_PHNUM = 3, 5
 PT_DYNAMIC, PT_PHDR = 2, 6
@@ -65,7 +65,7 @@ def linkmap_addresses(auxv: Dict[int, int], read: Reader) -> List[int]:
     wanted += [r_debug, r_debug + 40 - 1]
     head = read(r_debug, 16)
     node = struct.unpack_from("<Q", head, 8)[0] if head and len(head) == 16 else 0
-    seen = set()
+    seen: Set[int] = set()
     while node and node not in seen and len(seen) < _MAX_OBJECTS:
         seen.add(node)
         entry = read(node, 40)

@@ -201,7 +201,8 @@ def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None) -> D
     with mem:
         for r in candidates:
             try:
-                out[r.start] = os.pread(mem.fileno(), 4, r.start) == b"\x7fELF"
+                mem.seek(r.start)
+                out[r.start] = mem.read(4) == b"\x7fELF"
             except OSError:
                 out[r.start] = False
     return out

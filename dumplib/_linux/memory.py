@@ -7,6 +7,10 @@ holes written as zeros), which works because the core is produced strictly in fi
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
 import ctypes
 import dataclasses
 import errno
@@ -307,6 +311,7 @@ class Prober:
                        return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
         buf = bytearray(arg)
         while True:
+            assert self._pagemap is not None
             n = fcntl.ioctl(self._pagemap, _PAGEMAP_SCAN, buf, True)
             got = _ScanArg.from_buffer(buf)
             for i in range(n):
@@ -319,6 +324,7 @@ class Prober:
         for block in range(lo, hi, PAGEMAP_BLOCK * PAGE):
             n = min(PAGEMAP_BLOCK * PAGE, hi - block)
             try:
+                assert self._pagemap is not None
                 entries = os.pread(self._pagemap, (n // PAGE) * 8, (block // PAGE) * 8)
             except OSError:
                 entries = b""
@@ -419,7 +425,7 @@ class MemoryCopier:
         if len(batch) == 1:
             self.copy_piece(*batch[0])
             return
-        remote = (libc.iovec * len(batch))(*((p.start, p.filesz) for p, _ in batch))
+        remote = (libc.iovec * len(batch))(*(libc.iovec(p.start, p.filesz) for p, _ in batch))
         self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
         self._local.iov_len = size
         try:

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Protocol, Dict, List, Optional, Sequence, Tuple
 
 from .maps import PAGE, Region
 
-if TYPE_CHECKING:  # the tracer needs libc; these pure builders must import on any OS
-    from .tracer import ThreadState
+
+
+class ThreadState(Protocol):
+    """What the notes need of a stopped thread (tracer.ThreadState; the tracer needs libc, and these
+    pure builders must import on any OS)."""
+
+    tid: int
+    regs: bytes
+    fpregs: bytes
+    xstate: Optional[bytes]
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2

@@ -9,6 +9,10 @@ PTRACE_SEIZE never sends SIGSTOP, so if the dumper dies (even by SIGKILL) the ta
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
 import ctypes
 import errno
 import os

@@ -37,7 +37,6 @@ def test_every_python_example_in_the_docs_passes_mypy_strict(tmp_path):
 
 
 @pytest.mark.parametrize("platform", ["linux", "win32"])
-@pytest.mark.xfail(reason="mypy clean-up lands after the branches under way are merged", strict=True)
 def test_the_package_type_checks_on_each_platform(platform):
     done = _mypy("--platform", platform, "-p", "dumplib")
     assert done.returncode == 0, done.stdout + done.stderr
