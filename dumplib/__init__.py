@@ -28,6 +28,8 @@ from .kinds import DumpKind
 from .inspect import DumpInfo, info
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .targets import processes, resolve_target
+from .watching import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow, ProcessExit,
+                       SignalReceived, ThreadsAbove, Trigger, WatchEvent, dump_all, watch)
 
 __all__ = [
     "__version__",
@@ -56,4 +58,17 @@ __all__ = [
     "DumpFailed",
     "InsufficientDiskSpace",
     "UnsupportedPlatform",
+    "watch",
+    "dump_all",
+    "WatchEvent",
+    "Trigger",
+    "CpuAbove",
+    "CpuBelow",
+    "MemoryAbove",
+    "MemoryBelow",
+    "ThreadsAbove",
+    "HandlesAbove",
+    "SignalReceived",
+    "ProcessExit",
+    "ExceptionRaised",
 ]
