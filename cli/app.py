@@ -160,7 +160,7 @@ DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
 
 @app.command()
 def dump(
-    target: str = typer.Argument(..., help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
+    target: Optional[str] = typer.Argument(None, help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
     path: Optional[str] = typer.Argument(
         None,
         help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
@@ -184,6 +184,7 @@ def dump(
         None, "--compress", "-z", help="zstd | gzip. On Linux the core streams through the compressor (no raw copy on disk)."
     ),
     compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level (default 1: fast)."),
+    all_name: Optional[str] = typer.Option(None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -192,6 +193,14 @@ def dump(
     PATH `-` streams the dump to stdout (e.g. `dumplib dump 1234 - -k full -z zstd | ssh host 'cat > x.core.zst'`);
     then every message goes to stderr.
     """
+    if all_name is not None or target is None:
+        from .watch import dump_all_command
+
+        dump_all_command(all_name, path or target, kind, dict(
+            flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
+            space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
+            max_total=parse_size(max_total), compress=compress, compress_level=compress_level), as_json, debug)
+        return
     to_stdout = path == "-"
     progress = _TerminalProgress(f"dumping {target}") if sys.stderr.isatty() and not as_json else None
 
@@ -291,6 +300,9 @@ def ps(
             f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '-')[:20]:<20} {human_bytes(p.private_bytes):>10}"
             f" {human_bytes(p.rss_bytes):>10} {human_bytes(p.full_dump_bytes):>10}"
         )
+
+
+from . import watch as _watch_command  # noqa: E402,F401  (registers `dumplib watch` on the app)
 
 
 def main() -> None:
