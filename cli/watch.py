@@ -181,7 +181,7 @@ def watch(
         _usage("say what to watch: TARGET, --wait NAME, --all NAME or --launch -- CMD...", as_json)
     printer = _Printer(as_json, exec_cmd)
 
-    def action() -> List[dumplib.DumpResult]:
+    def action() -> Optional[List[dumplib.DumpResult]]:
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit)
         try:
@@ -194,10 +194,12 @@ def watch(
                 max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
             )
         except KeyboardInterrupt:
-            printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
-            raise typer.Exit(130)
+            return None  # the watch has already let go of every process
 
     results = _run(action, as_json=as_json, debug=debug)
+    if results is None:
+        printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
+        raise typer.Exit(130)
     if not as_json:
         typer.echo(f"{len(results)} dump(s) written")
 

@@ -241,10 +241,10 @@ class _Watcher:
         if self.events:
             w.source = _event_source(proc.pid, self.events, lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
-        what = "; ".join(t.describe() for t in self.sampled + self.events)
-        self.emit("watching", w, message=what)
         if w.source is not None:
             w.source.start()
+        what = "; ".join(t.describe() for t in self.sampled + self.events)
+        self.emit("watching", w, message=what)
         try:
             w.sampler.sample()  # primes the CPU figure
         except psutil.Error:

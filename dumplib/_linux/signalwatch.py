@@ -54,17 +54,38 @@ def _ptrace(request: int, tid: int, addr: object = None, data: object = None) ->
     return int(libc.ptrace(request, tid, addr, data))
 
 
-def _wait(tid: int, block_for: float = 0.0) -> Optional[int]:
-    """The next status of *tid*, waiting up to *block_for* seconds; None when there is none yet."""
+def _wait(tid: int, block_for: float = 0.0, *, leave_exit: bool = False) -> Optional[int]:
+    """The next status of *tid*, waiting up to *block_for* seconds; None when there is none yet.
+
+    *leave_exit*: when *tid* has ended, report it without reaping it: the watcher is then also the
+    process's parent (it launched it), and the exit status belongs to the code that started it."""
     status = ctypes.c_int()
     deadline = time.monotonic() + block_for
     while True:
+        if leave_exit:
+            ended = _peek_exit(tid)
+            if ended is not None:
+                return ended
         got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | WNOHANG)
         if got == tid:
             return status.value
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.002)
+
+
+def _peek_exit(tid: int) -> Optional[int]:
+    try:
+        info = os.waitid(os.P_PID, tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | libc.WALL)
+    except ChildProcessError:
+        return None
+    if info is None or info.si_pid == 0:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+        return info.si_status & 0x7F
+    return None  # a ptrace-stop (a tracer's wait reports those even without WSTOPPED): waitpid takes it
 
 
 def _thread_states(pid: int) -> Dict[int, str]:
@@ -80,6 +101,14 @@ def _thread_states(pid: int) -> Dict[int, str]:
         except (OSError, IndexError):
             continue
     return out
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
@@ -111,6 +140,7 @@ class SignalWatcher:
         self.triggers = list(triggers)
         self.fire = fire
         self.tids: List[int] = []
+        self.parent = _parent_of(pid) == os.getpid()
         self.redeliver: Dict[int, _Redelivery] = {}
         self._stop = threading.Event()
         self._requests: List[tuple] = []  # (take, done event, result box) from other threads
@@ -208,7 +238,7 @@ class SignalWatcher:
         busy = False
         for tid in list(self.tids):
             try:
-                status = _wait(tid)
+                status = _wait(tid, leave_exit=self.parent and tid == self.pid)
             except OSError:  # ECHILD: gone and reaped
                 self._forget(tid)
                 continue
@@ -292,7 +322,7 @@ class SignalWatcher:
                 done.add(t)
                 try:
                     _ptrace(libc.PTRACE_INTERRUPT, t)
-                    status = _wait(t, STOP_PATIENCE)
+                    status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
                 except OSError:
                     self._forget(t)
                     continue
@@ -334,7 +364,7 @@ class SignalWatcher:
             self._ended = True
             raise
         for t in self.tids:
-            status = _wait(t, STOP_PATIENCE)  # the seize's own EVENT_STOP, in group-stop
+            status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)  # the seize's own EVENT_STOP, in group-stop
             if status is not None and os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
                 self._listen(t)
         if pending is not None and tid is not None and tid in self.tids:
@@ -394,7 +424,7 @@ class SignalWatcher:
         while pending and time.monotonic() < deadline:
             for t in list(pending):
                 try:
-                    status = _wait(t)
+                    status = _wait(t, leave_exit=self.parent and t == self.pid)
                 except OSError:
                     pending.discard(t)
                     continue
