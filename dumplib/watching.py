@@ -442,7 +442,7 @@ def watch(
         if launch is not None:
             launched = _launch(launch, suspended=bool(watcher.events))
             proc = psutil.Process(launched.pid)
-            watcher.add(proc, proc.name())
+            watcher.add(proc, os.path.basename(launch[0]))
             if watcher.events:
                 os.kill(launched.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
         elif target is not None:

@@ -112,24 +112,30 @@ def _parent_of(pid: int) -> int:
 
 
 def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
-    """Start *argv* stopped before its first instruction (it stops itself before exec), so the
-    watcher can seize it before the program runs; the caller sends SIGCONT."""
-    def stop_self() -> None:
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-    proc = subprocess.Popen(argv, preexec_fn=stop_self)
+    """Start *argv* stopped before its first instruction, so the watcher can seize it before the
+    program runs; the caller sends SIGCONT. A shell stops itself, then execs the program in its
+    place (same pid); a preexec_fn could not stop, since Popen waits for the exec to happen."""
+    proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
     deadline = time.monotonic() + STOP_PATIENCE
     while _thread_states(proc.pid).get(proc.pid) != "T":
         if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
             raise DumpFailed(f"{argv[0]!r} did not start", pid=proc.pid)
         time.sleep(0.005)
     return proc
 
 
 class _Redelivery:
-    def __init__(self, signo: int, siginfo: bytes) -> None:
+    """A signal taken from a thread for a hand-over, to be queued again with its original siginfo.
+
+    *fresh*: it was caught mid-way (another dump was being taken), so it has not been judged yet."""
+
+    def __init__(self, signo: int, siginfo: bytes, fresh: bool = False) -> None:
         self.signo = signo
         self.siginfo = siginfo
+        self.fresh = fresh
 
 
 class SignalWatcher:
@@ -282,8 +288,9 @@ class SignalWatcher:
         again = self.redeliver.pop(tid, None)
         if again is not None and again.signo == sig:
             self._set_siginfo(tid, again.siginfo)  # our re-queued copy carries the original's siginfo
-            self._resume(tid, sig)
-            return
+            if not again.fresh:
+                self._resume(tid, sig)
+                return
         trigger = next((t for t in self.triggers if sig in t.signals), None)
         if trigger is None:
             self._resume(tid, sig)
@@ -310,9 +317,9 @@ class SignalWatcher:
         finally:
             self._take_back(pending, tid, stopped)
 
-    def _interrupt_others(self, keep: Optional[int]) -> Dict[int, int]:
+    def _interrupt_others(self, keep: Optional[int]) -> Dict[int, _Redelivery]:
         """Every thread but *keep* into a ptrace-stop; returns signals some were about to receive."""
-        owed: Dict[int, int] = {}
+        owed: Dict[int, _Redelivery] = {}
         done = {keep}
         while True:
             todo = [t for t in self.tids if t not in done]
@@ -334,8 +341,11 @@ class SignalWatcher:
                 event = status >> 16
                 if event == PTRACE_EVENT_CLONE:
                     self._adopt_clone(t)  # the new thread starts in a stop of its own: waited for next pass
-                elif event == 0:
-                    owed[t] = os.WSTOPSIG(status)  # dropped at detach, sent again afterwards
+                elif event == 0:  # dropped at detach, queued again afterwards with its siginfo
+                    sig = os.WSTOPSIG(status)
+                    earlier = self.redeliver.pop(t, None)
+                    owed[t] = (earlier if earlier is not None and earlier.signo == sig
+                               else _Redelivery(sig, self._get_siginfo(t), fresh=True))
 
     def _detach_all(self) -> None:
         for t in list(self.tids):
@@ -355,7 +365,7 @@ class SignalWatcher:
                 raise DumpFailed(f"process {self.pid} did not stop for the dump", pid=self.pid)
             time.sleep(0.001)
 
-    def _take_back(self, pending: Optional[_Redelivery], tid: Optional[int], owed: Dict[int, int]) -> None:
+    def _take_back(self, pending: Optional[_Redelivery], tid: Optional[int], owed: Dict[int, _Redelivery]) -> None:
         """Re-seize every thread, re-queue what was taken from it, and let the process continue."""
         try:
             self._seize_all()
@@ -370,8 +380,10 @@ class SignalWatcher:
         if pending is not None and tid is not None and tid in self.tids:
             self.redeliver[tid] = pending
             _tgkill(self.pid, tid, pending.signo)
-        for t, sig in owed.items():
-            _tgkill(self.pid, t, sig)
+        for t, again in owed.items():
+            if t in self.tids:
+                self.redeliver[t] = again
+                _tgkill(self.pid, t, again.signo)
         os.kill(self.pid, signal.SIGCONT)
 
     # -- small steps ---------------------------------------------------------------------------
@@ -435,8 +447,14 @@ class SignalWatcher:
                     continue
                 event = status >> 16
                 sig = os.WSTOPSIG(status) if event == 0 else 0
-                again = self.redeliver.pop(t, None)
-                if again is not None and again.signo == sig:
+                again = self.redeliver.get(t)
+                if again is not None and again.signo != sig:
+                    # Our re-queued copy is still to come: detached now, it would arrive with our
+                    # siginfo. Let the thread run on to it (delivering whatever comes first).
+                    self._resume(t, sig)
+                    continue
+                if again is not None:
+                    del self.redeliver[t]
                     self._set_siginfo(t, again.siginfo)
                 try:
                     _ptrace(libc.PTRACE_DETACH, t, None, ctypes.c_void_p(sig or None))

@@ -382,6 +382,51 @@ def test_signal_is_dumped_before_it_acts_then_delivered_with_its_original_siginf
         assert proc.poll() is None
 
 
+def test_each_signal_of_a_count_is_dumped_and_delivered_once(signal_exe: Path, tmp_path: Path,
+                                                             outdir: Path) -> None:
+    side = tmp_path / "handler.txt"
+    with signal_target(signal_exe, str(side)) as proc:
+        later(0.8, lambda: os.kill(proc.pid, signal.SIGTERM))
+        later(1.8, lambda: os.kill(proc.pid, signal.SIGTERM))
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("TERM"), count=2, interval=0, path=outdir,
+                                timeout=15)
+        assert len(results) == 2 == len(cores(outdir))
+        deadline = time.monotonic() + 5
+        while (not side.exists() or side.read_text().count("\n") < 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert side.read_text() == f"signo=15 code=0 pid={os.getpid()}\n" * 2
+
+
+def test_launch_with_signals_and_samples_keeps_every_signal_as_sent(signal_exe: Path, tmp_path: Path,
+                                                                     outdir: Path) -> None:
+    """Sampled dumps of a process the signal watcher holds go through the same hand-over; a signal
+    arriving meanwhile is re-queued with its own siginfo, never the watcher's."""
+    side = tmp_path / "handler.txt"
+    pids: List[int] = []
+    timers: List[threading.Timer] = []
+
+    def on_event(e: dumplib.WatchEvent) -> None:
+        if e.event == "watching":
+            pids.append(e.pid)  # type: ignore[arg-type]
+            timers.extend(later(at, lambda: os.kill(e.pid, signal.SIGTERM)) for at in (0.95, 1.0, 1.05, 2.0))  # type: ignore[arg-type]
+
+    results = dumplib.watch(launch=[str(signal_exe), str(side)], triggers=[dumplib.SignalReceived("TERM"),
+                            dumplib.ThreadsAbove(2)], count=4, interval=0.3, sample_every=0.5, path=outdir,
+                            timeout=6, on_event=on_event)
+    try:
+        assert results and all(r.pid == pids[0] for r in results)
+        for t in timers:
+            t.join()
+        deadline = time.monotonic() + 5
+        while (not side.exists() or side.read_text().count("\n") < 4) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert side.read_text() == f"signo=15 code=0 pid={os.getpid()}\n" * 4
+        state, tracer = state_of(pids[0])
+        assert tracer == "0" and state[0] in "RS"
+    finally:
+        os.kill(pids[0], signal.SIGKILL)
+
+
 def test_unwatched_signals_pass_through_untouched(signal_exe: Path, tmp_path: Path, outdir: Path) -> None:
     side = tmp_path / "handler.txt"
     with signal_target(signal_exe, str(side)) as proc:
