@@ -516,3 +516,13 @@ def test_dump_all_writes_one_file_per_process(unique_python: str, tmp_path: Path
         pids = sorted(json.loads(line)["pid"] for line in done.stdout.splitlines())
         assert pids == sorted(t.pid for t in targets)
         assert len(cores(outdir)) == 3
+
+
+def test_the_python_example_in_docs_watch_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (HERE.parents[1] / "docs" / "watch.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/watch.md", "exec"), {})
