@@ -3,7 +3,9 @@ sampled triggers through psutil, the target running on after the watcher detache
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -26,6 +28,8 @@ for line in sys.stdin:
             print(json.dumps({"handled": False}), flush=True)
         except OSError as exc:
             print(json.dumps({"handled": True, "tid": threading.get_native_id(), "error": str(exc)}), flush=True)
+    elif line.strip() == "debugged":
+        print(json.dumps({"debugged": bool(ctypes.windll.kernel32.IsDebuggerPresent())}), flush=True)
     elif line.strip() == "threads":
         for _ in range(4):
             threading.Thread(target=threading.Event().wait, daemon=True).start()
@@ -33,13 +37,33 @@ for line in sys.stdin:
 """
 
 
-def _events(proc: subprocess.Popen, until: str, timeout: float = 120) -> List[Dict[str, object]]:
+class Lines:
+    """A process's stdout lines through a queue, so every read has a deadline."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.q: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.q.put(line)
+        self.q.put("")
+
+    def get(self, timeout: float = 60) -> str:
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line from {self.proc.args} within {timeout} s") from None
+
+
+def _events(lines: Lines, until: str, timeout: float = 120) -> List[Dict[str, object]]:
     """JSON events from a `dumplib watch --json` until one named *until* (bounded)."""
     out: List[Dict[str, object]] = []
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = lines.get(max(0.1, deadline - time.monotonic()))
         if not line:
             break
         if not line.startswith("{"):
@@ -47,7 +71,7 @@ def _events(proc: subprocess.Popen, until: str, timeout: float = 120) -> List[Di
         out.append(json.loads(line))
         if out[-1].get("event") == until:
             return out
-    raise AssertionError(f"no {until!r} event; got {out}; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(f"no {until!r} event; got {out}")
 
 
 @pytest.fixture()
@@ -56,32 +80,33 @@ def faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
     script.write_text(FAULTER)
     proc = rig.popen_python([windows_path(script)])
     try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        yield proc, int(info["pid"])
+        lines = Lines(proc)
+        info = json.loads(lines.get(120))
+        yield proc, lines, int(info["pid"])
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
 
 
-def _ask(proc: subprocess.Popen, line: str) -> Dict[str, object]:
-    assert proc.stdin and proc.stdout
+def _ask(proc: subprocess.Popen, lines: Lines, line: str) -> Dict[str, object]:
+    assert proc.stdin
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
+    return json.loads(lines.get(60))
 
 
 def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig, faulter, outdir: Path,
                                                                        tmp_path: Path) -> None:
-    target, pid = faulter
+    target, target_lines, pid = faulter
     watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--exception",
                                 "0xC0000005", "--first-chance", "--timeout", "120", "--json"])
+    events_from = Lines(watcher)
     try:
-        _events(watcher, "watching")
-        answer = _ask(target, "fault")
+        _events(events_from, "watching")
+        answer = _ask(target, target_lines, "fault")
         assert answer["handled"] is True, answer
-        events = _events(watcher, "done")
+        events = _events(events_from, "done")
         assert watcher.wait(60) == 0
     finally:
         if watcher.poll() is None:
@@ -95,19 +120,20 @@ def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig
     mf = parse_independently(dump, tmp_path)
     assert answer["tid"] in [t.ThreadId for t in mf.threads.threads]
     # The watcher has detached: the target handles the next fault on its own and answers.
-    assert _ask(target, "fault")["handled"] is True
+    assert _ask(target, target_lines, "fault")["handled"] is True
     assert target.poll() is None
 
 
 def test_threads_trigger_on_a_windows_target(rig: Rig, faulter, outdir: Path) -> None:
-    target, pid = faulter
+    target, target_lines, pid = faulter
     watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--threads", "4",
                                 "--sample-every", "0.5", "--timeout", "120", "--json"])
+    events_from = Lines(watcher)
     try:
-        _events(watcher, "watching")
+        _events(events_from, "watching")
         started = time.monotonic()
-        count = _ask(target, "threads")["threads"]
-        events = _events(watcher, "done")
+        count = _ask(target, target_lines, "threads")["threads"]
+        events = _events(events_from, "done")
         assert watcher.wait(60) == 0
     finally:
         if watcher.poll() is None:
@@ -118,3 +144,47 @@ def test_threads_trigger_on_a_windows_target(rig: Rig, faulter, outdir: Path) ->
     assert count == 5
     assert time.monotonic() - started < 60
     assert [e for e in events if e["event"] == "dumped"]
+
+
+IN_PROCESS_WATCHER = r"""
+import sys, dumplib
+results = dumplib.watch(int(sys.argv[1]), dumplib.ExceptionRaised([0xC0000005]), path=sys.argv[2], timeout=120)
+print("returned", len(results), flush=True)
+sys.stdin.readline()  # stay alive: the target must be free while the watcher still runs
+"""
+
+
+def test_the_library_detaches_when_watch_returns(rig: Rig, faulter, outdir: Path, tmp_path: Path) -> None:
+    target, target_lines, pid = faulter
+    script = tmp_path / "watcher.py"
+    script.write_text(IN_PROCESS_WATCHER)
+    watcher = rig.popen_python([windows_path(script), str(pid), windows_path(outdir)])
+    lines = Lines(watcher)
+    try:
+        deadline = time.monotonic() + 60
+        while _ask(target, target_lines, "debugged")["debugged"] is False:
+            assert time.monotonic() < deadline, "the watcher never attached"
+            time.sleep(0.2)
+        assert _ask(target, target_lines, "fault")["handled"] is True
+        assert lines.get(120).split() == ["returned", "1"]
+        assert _ask(target, target_lines, "debugged")["debugged"] is False
+        assert watcher.poll() is None
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def test_a_killed_watcher_leaves_the_target_alive_and_undebugged(rig: Rig, faulter, outdir: Path) -> None:
+    target, target_lines, pid = faulter
+    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--exception", "any",
+                                "--timeout", "120", "--json"])
+    _events(Lines(watcher), "watching")
+    assert _ask(target, target_lines, "debugged")["debugged"] is True
+    watcher.kill()
+    watcher.wait()
+    deadline = time.monotonic() + 30
+    while _ask(target, target_lines, "debugged")["debugged"]:
+        assert time.monotonic() < deadline, "still debugged after the watcher died"
+        time.sleep(0.2)
+    assert _ask(target, target_lines, "fault")["handled"] is True
+    assert target.poll() is None
