@@ -112,7 +112,9 @@ def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
-    fired = next(e for e in events if e["event"] == "fired")
+    fired_events = [e for e in events if e["event"] == "fired"]
+    assert len(fired_events) == 1, "one fault raised more than one exception: it was not passed back to the program"
+    fired = fired_events[0]
     assert fired["value"] == 0xC0000005
     assert f"on thread {answer['tid']}" in str(fired["message"]) and "first chance" in str(fired["message"])
     dumped = next(e for e in events if e["event"] == "dumped")
