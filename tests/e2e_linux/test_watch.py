@@ -526,3 +526,14 @@ def test_the_python_example_in_docs_watch_runs(tmp_path: Path, monkeypatch) -> N
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/watch.md", "exec"), {})
+
+
+def test_triggers_this_platform_cannot_serve_are_refused_before_anything_is_touched(target: PyTarget,
+                                                                                    outdir: Path) -> None:
+    for trigger in (dumplib.ProcessExit(), dumplib.ExceptionRaised([0xC0000005])):
+        with pytest.raises(dumplib.InvalidArgument):
+            dumplib.watch(target.pid, trigger, path=outdir, timeout=5)
+        target.assert_running_untraced()
+    done = subprocess.run([sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), "--on-exit", "--timeout",
+                           "5"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "ProcessExit is not available" in done.stderr
