@@ -14,6 +14,7 @@ from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
 from ._common import ERROR_ACCESS_DENIED, ERROR_INVALID_PARAMETER, ERROR_PARTIAL_COPY, Win32Error
+from .debugloop import exception_param
 from .policy import mismatched_target_bits
 
 #: dbghelp is single-threaded: every call into it goes through this lock.
@@ -172,7 +173,8 @@ def _write_dump(
         attempt += 1
         try:
             with DBGHELP_LOCK:
-                dbghelp.MiniDumpWriteDump(process, pid, file, mask, None, ctypes.byref(streams), ctypes.byref(callback))
+                dbghelp.MiniDumpWriteDump(process, pid, file, mask, exception_param(), ctypes.byref(streams),
+                                          ctypes.byref(callback))
             return mask
         except Win32Error as exc:
             monitor.raise_if_abandoned()

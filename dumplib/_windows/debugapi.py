@@ -8,7 +8,7 @@ import ctypes
 from ctypes import wintypes as wt
 from functools import partial
 
-from ._common import check_bool, prototype
+from ._common import check_bool, check_handle, prototype
 
 _dll = ctypes.WinDLL("kernel32", use_last_error=True)
 _proto = partial(prototype, _dll)
@@ -106,3 +106,28 @@ DebugSetProcessKillOnExit = _proto("DebugSetProcessKillOnExit", wt.BOOL, [wt.BOO
 WaitForDebugEvent = _proto("WaitForDebugEvent", wt.BOOL, [ctypes.POINTER(DEBUG_EVENT), wt.DWORD])
 ContinueDebugEvent = _proto("ContinueDebugEvent", wt.BOOL, [wt.DWORD, wt.DWORD, wt.DWORD], check_bool)
 CloseHandle = _proto("CloseHandle", wt.BOOL, [wt.HANDLE], check_bool)
+
+THREAD_GET_CONTEXT = 0x0008
+THREAD_QUERY_INFORMATION = 0x0040
+#: CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT | DEBUG_REGISTERS
+CONTEXT_ALL_AMD64 = 0x0010001F
+#: sizeof(CONTEXT) on x64; the structure must be 16-byte aligned; ContextFlags sits at 0x30.
+CONTEXT_SIZE_AMD64 = 1232
+CONTEXT_FLAGS_OFFSET = 0x30
+
+
+class EXCEPTION_POINTERS(ctypes.Structure):
+    _fields_ = [("ExceptionRecord", ctypes.POINTER(EXCEPTION_RECORD)), ("ContextRecord", ctypes.c_void_p)]
+
+
+class MINIDUMP_EXCEPTION_INFORMATION(ctypes.Structure):
+    _pack_ = 4  # dbghelp.h declares it inside pshpack4.h
+    _fields_ = [
+        ("ThreadId", wt.DWORD),
+        ("ExceptionPointers", ctypes.POINTER(EXCEPTION_POINTERS)),
+        ("ClientPointers", wt.BOOL),
+    ]
+
+
+OpenThread = _proto("OpenThread", wt.HANDLE, [wt.DWORD, wt.BOOL, wt.DWORD], check_handle)
+GetThreadContext = _proto("GetThreadContext", wt.BOOL, [wt.HANDLE, ctypes.c_void_p], check_bool)

@@ -8,9 +8,10 @@ program's own handlers run as if nobody had looked. DebugActiveProcessStop leave
 """
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..errors import AccessDenied, DumpFailed
 from ..triggers import ExceptionRaised, ProcessExit, Trigger
@@ -21,6 +22,36 @@ from ._common import Win32Error
 WAIT_SLICE_MS = 100
 #: Seconds start() waits for the attach, and stop() for the loop to detach.
 PATIENCE = 10.0
+
+
+#: The exception a dump is being taken for, on the debugger thread that takes it: the Windows
+#: backend passes it to MiniDumpWriteDump as its ExceptionParam (see exception_param()).
+_EXCEPTION: "contextvars.ContextVar[Optional[Any]]" = contextvars.ContextVar("dumplib_exception", default=None)
+
+
+def exception_param() -> Optional[Any]:
+    """A pointer to the MINIDUMP_EXCEPTION_INFORMATION of the exception being dumped on this thread, or None."""
+    held = _EXCEPTION.get()
+    return None if held is None else ctypes.byref(held.info)
+
+
+class _ExceptionParam:
+    """MINIDUMP_EXCEPTION_INFORMATION in this process's memory (ClientPointers FALSE): the record
+    from the debug event and the faulting thread's registers, read while the event holds it."""
+
+    def __init__(self, record: dbg.EXCEPTION_RECORD, tid: int) -> None:
+        self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
+        raw = ctypes.create_string_buffer(dbg.CONTEXT_SIZE_AMD64 + 16)
+        self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at the 16-byte boundary
+        address = (ctypes.addressof(raw) + 15) & ~15
+        ctypes.c_uint32.from_address(address + dbg.CONTEXT_FLAGS_OFFSET).value = dbg.CONTEXT_ALL_AMD64
+        thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
+        try:
+            dbg.GetThreadContext(thread, ctypes.c_void_p(address))
+        finally:
+            _close(thread)
+        self.pointers = dbg.EXCEPTION_POINTERS(ctypes.pointer(self.record), ctypes.c_void_p(address))
+        self.info = dbg.MINIDUMP_EXCEPTION_INFORMATION(tid, ctypes.pointer(self.pointers), False)
 
 
 def _describe(code: int, first_chance: bool, address: Optional[int], tid: int) -> str:
@@ -118,16 +149,27 @@ class DebugLoop:
             return dbg.DBG_CONTINUE
         for trigger in self.exceptions:
             if trigger.matches(exc_code, first):
+                try:
+                    param: Optional[_ExceptionParam] = _ExceptionParam(record, event.dwThreadId)
+                except Win32Error:
+                    param = None  # the dump is still worth taking, without its exception stream
                 self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress,
-                                                               event.dwThreadId))
+                                                               event.dwThreadId), param)
                 break
         return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
 
-    def _fire(self, trigger: Trigger, value: float, detail: str) -> None:
+    def _fire(self, trigger: Trigger, value: float, detail: str, param: "Optional[_ExceptionParam]" = None) -> None:
         from ..watching import Firing
 
-        # The target is frozen until this event is continued: the dump runs right here.
-        self.fire(self.pid, Firing(trigger, value, detail), lambda take: take())
+        def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
+            # The target is frozen until this event is continued: the dump runs right here.
+            token = _EXCEPTION.set(param)
+            try:
+                return take()
+            finally:
+                _EXCEPTION.reset(token)
+
+        self.fire(self.pid, Firing(trigger, value, detail), hand_over)
 
 
 def _close(handle: Optional[int]) -> None:

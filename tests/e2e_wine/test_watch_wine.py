@@ -121,6 +121,12 @@ def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig
     dump = Path(outdir) / Path(str(dumped["result"]["path"]).replace("\\", "/")).name  # type: ignore[index]
     mf = parse_independently(dump, tmp_path)
     assert answer["tid"] in [t.ThreadId for t in mf.threads.threads]
+    # The exception stream, read by the independent parser: the code, on the thread that faulted.
+    stream = mf.exception.exception_records[0]
+    assert stream.ThreadId == answer["tid"]
+    assert int(stream.ExceptionRecord.ExceptionCode_raw) == 0xC0000005
+    assert f"at 0x{stream.ExceptionRecord.ExceptionAddress:x} " in str(fired["message"])
+    assert stream.ThreadContext.DataSize >= 1232  # the faulting thread's CONTEXT, as GetThreadContext gave it
     # The watcher has detached: the target handles the next fault on its own and answers.
     assert _ask(target, target_lines, "fault")["handled"] is True
     assert target.poll() is None
