@@ -30,6 +30,27 @@ for line in sys.stdin:
             print(json.dumps({"handled": True, "tid": threading.get_native_id(), "error": str(exc)}), flush=True)
     elif line.strip() == "debugged":
         print(json.dumps({"debugged": bool(ctypes.windll.kernel32.IsDebuggerPresent())}), flush=True)
+    elif line.strip() == "mem":
+        class PMC(ctypes.Structure):
+            _fields_ = [("cb", ctypes.c_ulong), ("PageFaultCount", ctypes.c_ulong)] + [
+                (n, ctypes.c_size_t) for n in ("PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
+                "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage",
+                "PeakPagefileUsage")]
+        pmc = PMC(ctypes.sizeof(PMC))
+        ctypes.windll.kernel32.K32GetProcessMemoryInfo(ctypes.c_void_p(-1), ctypes.byref(pmc), pmc.cb)  # -1: this process
+        print(json.dumps({"commit": pmc.PagefileUsage}), flush=True)
+    elif line.strip() == "alloc":
+        held = bytearray(64 << 20)
+        for i in range(0, len(held), 4096):
+            held[i] = 1
+        globals().setdefault("keep", []).append(held)
+        print(json.dumps({"alloc": 64}), flush=True)
+    elif line.strip() == "burn":
+        import time
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            pass
+        print(json.dumps({"burned": 6}), flush=True)
     elif line.strip() == "threads":
         for _ in range(4):
             threading.Thread(target=threading.Event().wait, daemon=True).start()
@@ -196,3 +217,31 @@ def test_a_killed_watcher_leaves_the_target_alive_and_undebugged(rig: Rig, fault
         time.sleep(0.2)
     assert _ask(target, target_lines, "fault")["handled"] is True
     assert target.poll() is None
+
+
+def test_memory_trigger_on_a_windows_target_reads_its_commit_charge(rig: Rig, faulter, outdir: Path) -> None:
+    target, target_lines, pid = faulter
+    base = int(_ask(target, target_lines, "mem")["commit"])  # type: ignore[arg-type]
+    limit = base + (32 << 20)
+    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--memory", str(limit),
+                                "--sample-every", "0.3", "--timeout", "120", "--json"])
+    events_from = Lines(watcher)
+    try:
+        _events(events_from, "watching")
+        time.sleep(1.0)  # below the limit: must not fire
+        _ask(target, target_lines, "alloc")
+        after = int(_ask(target, target_lines, "mem")["commit"])  # type: ignore[arg-type]
+        events = _events(events_from, "done")
+    finally:
+        watcher.kill()
+        watcher.wait()
+    fired = [e for e in events if e["event"] == "fired"]
+    assert len(fired) == 1
+    assert limit <= float(fired[0]["value"]) <= after + (2 << 20)  # type: ignore[arg-type]
+    assert abs(float(fired[0]["value"]) - after) <= 4 << 20  # type: ignore[arg-type]
+
+
+
+# No CPU trigger test under Wine: Wine's GetProcessTimes does not advance for a busy process (a
+# 4 s busy loop reads user=0.13 s throughout, measured with psutil inside the rig), so any CPU
+# figure there is Wine's, not the trigger's. The CPU triggers are tested on Linux.
