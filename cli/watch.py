@@ -92,6 +92,7 @@ class _Printer:
             typer.echo(f"{who + ': ' if who else ''}{e.message or e.event}")
 
     def _exec(self, result: dumplib.DumpResult) -> None:
+        assert self.exec_cmd is not None
         env = dict(os.environ, DUMPLIB_DUMP_PATH=result.path, DUMPLIB_DUMP_PID=str(result.pid))
         payload = json.dumps(result.to_dict()).encode()
         try:

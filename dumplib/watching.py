@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import psutil
 
@@ -76,27 +76,23 @@ class Firing:
     detail: Optional[str] = None
 
 
-class EventSource:
-    """A debugger attached to one process, answering event triggers (signals, exceptions, exit).
+class EventSource(Protocol):
+    """A debugger attached to one process, answering event triggers (signals, exceptions).
 
-    While attached it is the process's one tracer/debugger, so every dump of that process, for
-    an event or a sampled trigger, must go through ``dump_now`` which hands the process over to
-    ``create_dump`` and takes it back.
+    While attached it may be the process's one tracer, so every dump of that process, for an
+    event or a sampled trigger, goes through ``dump_now``, which hands the process over to
+    ``create_dump`` where the platform needs it and takes it back.
     """
 
-    def start(self) -> None:
-        raise NotImplementedError
+    def start(self) -> None: ...
 
-    def dump_now(self, take: Callable[[], DumpResult]) -> DumpResult:
-        raise NotImplementedError
+    def dump_now(self, take: Callable[[], DumpResult]) -> DumpResult: ...
 
     def stop(self) -> None:
         """Detach, leaving the process running as it was; bounded."""
-        raise NotImplementedError
 
     @property
-    def ended(self) -> bool:
-        raise NotImplementedError
+    def ended(self) -> bool: ...
 
 
 #: Called by an event source from its own thread with a firing and *hand_over*: the watcher decides
@@ -125,9 +121,9 @@ def _event_source(pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> 
     if any(isinstance(t, SignalReceived) for t in triggers):
         raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
                               value="SignalReceived")
-    from ._windows.debugloop import DebugLoop  # type: ignore[import-not-found]
+    from ._windows.debugloop import DebugLoop
 
-    return DebugLoop(pid, triggers, fire)  # type: ignore[no-any-return]
+    return DebugLoop(pid, triggers, fire)
 
 
 class RateLimit:

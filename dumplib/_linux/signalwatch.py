@@ -26,7 +26,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DumpFailed
 from ..triggers import SignalReceived
@@ -89,7 +89,7 @@ def _peek_exit(tid: int) -> Optional[int]:
 
 
 def _thread_states(pid: int) -> Dict[int, str]:
-    out = {}
+    out: Dict[int, str] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -149,7 +149,7 @@ class SignalWatcher:
         self.parent = _parent_of(pid) == os.getpid()
         self.redeliver: Dict[int, _Redelivery] = {}
         self._stop = threading.Event()
-        self._requests: List[tuple] = []  # (take, done event, result box) from other threads
+        self._requests: List[Tuple[Callable[[], Any], threading.Event, List[Tuple[str, Any]]]] = []  # from other threads
         self._lock = threading.Lock()
         self._ended = False
         self._started = threading.Event()
@@ -178,7 +178,7 @@ class SignalWatcher:
         if threading.current_thread() is self._thread:
             return self._handover(None, take)
         done = threading.Event()
-        box: list = []
+        box: List[Tuple[str, Any]] = []
         with self._lock:
             self._requests.append((take, done, box))
         while not done.wait(0.1):
