@@ -285,9 +285,10 @@ def test_every_process_of_a_name_includes_ones_started_later(unique_python: str,
 def test_wait_for_watches_the_process_once_it_starts(unique_python: str, tmp_path: Path, outdir: Path) -> None:
     with contextlib.ExitStack() as stack:
         started: List[PyTarget] = []
-        later(1.0, lambda: started.append(stack.enter_context(py_target(unique_python, tmp_path))))
+        starter = later(1.0, lambda: started.append(stack.enter_context(py_target(unique_python, tmp_path))))
         results = dumplib.watch(wait_for=Path(unique_python).name, triggers=dumplib.ThreadsAbove(1), path=outdir,
                                 sample_every=0.2, timeout=10)
+        starter.join(10)  # the watcher may find the process before the starter has read its first line
         assert [r.pid for r in results] == [started[0].pid]
 
 
