@@ -428,6 +428,21 @@ def test_launch_with_signals_and_samples_keeps_every_signal_as_sent(signal_exe: 
         os.kill(pids[0], signal.SIGKILL)
 
 
+def test_a_refused_signal_dump_still_delivers_the_signal_and_frees_the_target(signal_exe: Path, tmp_path: Path,
+                                                                              outdir: Path) -> None:
+    side = tmp_path / "handler.txt"
+    with signal_target(signal_exe, str(side)) as proc:
+        events = Events()
+        later(0.8, lambda: os.kill(proc.pid, signal.SIGTERM))
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("TERM"), path=outdir, timeout=3, min_free=1 << 60,
+                                on_event=events)
+        assert results == [] and cores(outdir) == [] and leftovers(outdir) == []
+        assert len(events.of("refused")) == 1
+        assert side.read_text() == f"signo=15 code=0 pid={os.getpid()}\n"
+        state, tracer = state_of(proc.pid)
+        assert tracer == "0" and state[0] in "RS", (state, tracer)
+
+
 def test_unwatched_signals_pass_through_untouched(signal_exe: Path, tmp_path: Path, outdir: Path) -> None:
     side = tmp_path / "handler.txt"
     with signal_target(signal_exe, str(side)) as proc:
