@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import typer
@@ -57,11 +58,29 @@ def _rate(text: Optional[str]) -> Optional[Tuple[int, float]]:
 class _Printer:
     """One line per event (or one JSON object per event with --json); dumps also run --exec."""
 
-    def __init__(self, as_json: bool, exec_cmd: Optional[str]) -> None:
+    def __init__(self, as_json: bool, exec_cmd: Optional[str], status_line: bool = False) -> None:
         self.as_json = as_json
         self.exec_cmd = exec_cmd
+        self.status_line = status_line
+        self._drawn = False
+
+    def sample(self, s: Any) -> None:
+        """The live status line (a terminal only): the latest figures of the process just sampled."""
+        cpu = "-" if s.cpu_one_core is None else f"{s.cpu_one_core:.0f}%"
+        text = (f"pid {s.pid}: cpu {cpu} of one core, memory {human_bytes(s.memory)}, threads {s.threads},"
+                f" handles {s.handles}")
+        sys.stderr.write(f"\r{text:<78.78}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+            sys.stderr.flush()
+            self._drawn = False
 
     def __call__(self, event: dumplib.WatchEvent) -> None:
+        self._clear()
         if self.as_json:
             typer.echo(json.dumps(event.to_dict()))
         else:
@@ -180,7 +199,7 @@ def watch(
         _usage(f"unexpected arguments: {' '.join(positional)}", as_json)
     if not launch and target is None and wait is None and every is None:
         _usage("say what to watch: TARGET, --wait NAME, --all NAME or --launch -- CMD...", as_json)
-    printer = _Printer(as_json, exec_cmd)
+    printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
 
     def action() -> Optional[List[dumplib.DumpResult]]:
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
@@ -189,7 +208,8 @@ def watch(
             return dumplib.watch(
                 _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
                 all=every, count=count, interval=interval, sample_every=sample_every, path=path, kind=kind,
-                timeout=timeout, on_event=printer, max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
+                timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
+                max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
                 flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
                 space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
                 max_total=parse_size(max_total), compress=compress, compress_level=compress_level,

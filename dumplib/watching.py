@@ -29,7 +29,7 @@ from .targets import Target, _name_key, resolve_target
 from .triggers import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow, ProcessExit, Sample,
                        SignalReceived, ThreadsAbove, Trigger)
 
-__all__ = ["watch", "dump_all", "WatchEvent", "EventSource", "Trigger", "CpuAbove", "CpuBelow", "MemoryAbove",
+__all__ = ["watch", "dump_all", "WatchEvent", "EventSource", "Sample", "Trigger", "CpuAbove", "CpuBelow", "MemoryAbove",
            "MemoryBelow", "ThreadsAbove", "HandlesAbove", "SignalReceived", "ProcessExit", "ExceptionRaised"]
 
 #: ProcDump -s: seconds between two dumps of one process.
@@ -219,6 +219,7 @@ class _Watcher:
         self.on_dump = on_dump
         self.on_event = on_event
         self.stop_on_refusal = stop_on_refusal
+        self.on_sample: Optional[Callable[[Sample], Any]] = None
         self.results: List[DumpResult] = []
         self.watched: Dict[Tuple[int, float], _Watched] = {}
         self.lock = threading.RLock()
@@ -335,6 +336,8 @@ class _Watcher:
             sample = w.sampler.sample()
         except psutil.Error:
             return
+        if self.on_sample is not None:
+            self.on_sample(sample)
         now = time.monotonic()
         for i, trig in enumerate(self.sampled):
             value = trig.measure(sample)
@@ -399,6 +402,7 @@ def watch(
     timeout: Optional[float] = None,
     on_dump: Optional[Callable[[DumpResult], Any]] = None,
     on_event: Optional[Callable[[WatchEvent], Any]] = None,
+    on_sample: Optional[Callable[[Sample], Any]] = None,
     max_dumps_per: Optional[Tuple[int, float]] = None,
     stop_on_refusal: bool = False,
     **dump_options: Any,
@@ -414,7 +418,7 @@ def watch(
 
     Every dump is ``create_dump(pid, path, kind, **dump_options)``: when the disk guard refuses one,
     a ``refused`` event is reported and watching goes on (*stop_on_refusal* re-raises instead).
-    *on_dump* gets each DumpResult, *on_event* each WatchEvent. Returns the results when every
+    *on_dump* gets each DumpResult, *on_event* each WatchEvent, *on_sample* each Sample taken. Returns the results when every
     watched process has had its *count* dumps or ended, or at *timeout* (None: no limit; *all*
     watches until the timeout). KeyboardInterrupt detaches from everything first, then propagates.
     """
@@ -438,6 +442,7 @@ def watch(
 
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
+    watcher.on_sample = on_sample
     deadline = None if timeout is None else time.monotonic() + timeout
     launched = None
     try:

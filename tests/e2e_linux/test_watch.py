@@ -554,3 +554,30 @@ def test_triggers_this_platform_cannot_serve_are_refused_before_anything_is_touc
     done = subprocess.run([sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), "--on-exit", "--timeout",
                            "5"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "ProcessExit is not available" in done.stderr
+
+
+def test_a_terminal_gets_a_live_status_line_and_a_pipe_does_not(target: PyTarget, outdir: Path) -> None:
+    import pty
+
+    args = [sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), "-o", str(outdir), "--threads", "50",
+            "--sample-every", "0.2", "--timeout", "1.5"]
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert done.returncode == 0
+    threads = len(os.listdir(f"/proc/{target.pid}/task"))
+    assert f"\rpid {target.pid}: cpu ".encode() in seen and f"threads {threads},".encode() in seen, seen
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert "\r" not in piped.stderr and f"pid {target.pid}: cpu" not in piped.stderr
