@@ -482,8 +482,10 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
         if every is not None:
             for proc, name in _matching(every):
                 watcher.add(proc, name)
-        for w in list(watcher.watched.values()):
+        for key, w in list(watcher.watched.items()):
             if w.finished and (w.source is None or w.source.ended):
+                if every is not None and not w.alive():
+                    del watcher.watched[key]  # a long watch of a name must not grow with every process seen
                 continue
             if not w.alive() or (w.source is not None and w.source.ended):
                 if not w.finished:

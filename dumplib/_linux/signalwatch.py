@@ -152,6 +152,7 @@ class SignalWatcher:
         self._requests: List[Tuple[Callable[[], Any], threading.Event, List[Tuple[str, Any]]]] = []  # from other threads
         self._lock = threading.Lock()
         self._ended = False
+        self._handing_over = False
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-signals-{pid}", daemon=True)
@@ -170,6 +171,10 @@ class SignalWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        # A hand-over under way holds the process in group-stop: abandoning it would leave the
+        # process stopped, so wait for it to finish (the dump has bounds of its own).
+        while self._thread.is_alive() and self._handing_over:
+            self._thread.join(0.1)
         if self._thread.is_alive():
             self._thread.join(STOP_PATIENCE * 3)
 
@@ -308,14 +313,18 @@ class SignalWatcher:
     # -- the hand-over -------------------------------------------------------------------------
     def _handover(self, pending: Optional[_Redelivery], take: Callable, tid: Optional[int] = None):  # type: ignore[no-untyped-def,type-arg]
         """Stop the process in group-stop, untraced; run create_dump; take it back; re-deliver."""
-        stopped = self._interrupt_others(tid)
-        os.kill(self.pid, signal.SIGSTOP)
-        self._detach_all()
+        self._handing_over = True
         try:
-            self._await_group_stop()
-            return take()
+            stopped = self._interrupt_others(tid)
+            os.kill(self.pid, signal.SIGSTOP)
+            self._detach_all()
+            try:
+                self._await_group_stop()
+                return take()
+            finally:
+                self._take_back(pending, tid, stopped)
         finally:
-            self._take_back(pending, tid, stopped)
+            self._handing_over = False
 
     def _interrupt_others(self, keep: Optional[int]) -> Dict[int, _Redelivery]:
         """Every thread but *keep* into a ptrace-stop; returns signals some were about to receive."""
