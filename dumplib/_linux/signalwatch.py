@@ -153,6 +153,8 @@ class SignalWatcher:
         self._lock = threading.Lock()
         self._ended = False
         self._handing_over = False
+        #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
+        self._held: Dict[int, int] = {}
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-signals-{pid}", daemon=True)
@@ -315,7 +317,11 @@ class SignalWatcher:
         """Stop the process in group-stop, untraced; run create_dump; take it back; re-deliver."""
         self._handing_over = True
         try:
-            stopped = self._interrupt_others(tid)
+            try:
+                stopped = self._interrupt_others(tid)
+            except BaseException:
+                self._resume_held()  # nothing handed over yet: let the stopped threads go as they were
+                raise
             os.kill(self.pid, signal.SIGSTOP)
             self._detach_all()
             try:
@@ -348,6 +354,7 @@ class SignalWatcher:
                     self._forget(t)
                     continue
                 event = status >> 16
+                self._held[t] = os.WSTOPSIG(status) if event == 0 else 0
                 if event == PTRACE_EVENT_CLONE:
                     self._adopt_clone(t)  # the new thread starts in a stop of its own: waited for next pass
                 elif event == 0:  # dropped at detach, queued again afterwards with its siginfo
@@ -356,7 +363,15 @@ class SignalWatcher:
                     owed[t] = (earlier if earlier is not None and earlier.signo == sig
                                else _Redelivery(sig, self._get_siginfo(t), fresh=True))
 
+    def _resume_held(self) -> None:
+        """Resume the threads the hand-over stopped, each with the signal it was stopped for
+        (its siginfo is still the original: nothing was taken from it yet)."""
+        held, self._held = self._held, {}
+        for t, sig in held.items():
+            self._resume(t, sig)
+
     def _detach_all(self) -> None:
+        self._held = {}
         for t in list(self.tids):
             try:
                 _ptrace(libc.PTRACE_DETACH, t, None, None)

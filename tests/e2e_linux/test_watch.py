@@ -581,3 +581,32 @@ def test_a_terminal_gets_a_live_status_line_and_a_pipe_does_not(target: PyTarget
     assert f"\rpid {target.pid}: cpu ".encode() in seen and f"threads {threads},".encode() in seen, seen
     piped = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert "\r" not in piped.stderr and f"pid {target.pid}: cpu" not in piped.stderr
+
+
+def test_a_hand_over_that_fails_half_way_lets_every_thread_go(signal_exe: Path, tmp_path: Path, outdir: Path,
+                                                              monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Fault injection: the other threads are stopped, then the hand-over fails before the dump.
+    Every thread must run on, untraced, and the signal must still arrive as sent."""
+    from dumplib._linux import signalwatch
+
+    real = signalwatch.SignalWatcher._interrupt_others
+
+    def stops_then_fails(self, keep):  # type: ignore[no-untyped-def]
+        real(self, keep)
+        raise dumplib.DumpFailed("injected failure after every other thread stopped")
+
+    monkeypatch.setattr(signalwatch.SignalWatcher, "_interrupt_others", stops_then_fails)
+    side = tmp_path / "handler.txt"
+    with signal_target(signal_exe, str(side)) as proc:
+        later(0.8, lambda: os.kill(proc.pid, signal.SIGTERM))
+        with pytest.raises(dumplib.DumpFailed, match="injected"):
+            dumplib.watch(proc.pid, dumplib.SignalReceived("TERM"), path=outdir, timeout=10)
+        deadline = time.monotonic() + 5
+        while not side.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert side.read_text() == f"signo=15 code=0 pid={os.getpid()}\n"
+        for tid in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{tid}/status") as f:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            assert status["TracerPid"] == "0" and status["State"][0] in "RS", (tid, status["State"])
+        assert cores(outdir) == []
