@@ -45,7 +45,7 @@ _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 #: How often the tracer thread looks for stops (it polls: a blocking wait could not be stopped).
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.05
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
 
