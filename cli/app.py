@@ -231,7 +231,7 @@ DebugOpt = Opt(False, "--debug", help="Show a traceback on errors.")
 
 @command
 def dump(
-    target: str = Arg(..., help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
+    target: Optional[str] = Arg(None, help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
     path: Optional[str] = Arg(
         None,
         help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
@@ -260,6 +260,8 @@ def dump(
         help="Longest the target may stay stopped (e.g. 30s, 2m, off); past it the target is let go and the dump"
         " abandoned (exit 8).",
     ),
+    all_name: Optional[str] = Opt(
+        None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -268,6 +270,15 @@ def dump(
     PATH `-` streams the dump to stdout (e.g. `dumplib dump 1234 - -k full -z zstd | ssh host 'cat > x.core.zst'`);
     then every message goes to stderr.
     """
+    if all_name is not None or target is None:
+        from .watch import dump_all_command
+
+        dump_all_command(all_name, path or target, kind, dict(
+            flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
+            space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
+            max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
+            max_pause=parse_duration(max_pause)), as_json, debug)
+        return
     to_stdout = path == "-"
     progress = _TerminalProgress(f"dumping {target}") if sys.stderr.isatty() and not as_json else None
 
@@ -463,6 +474,9 @@ def typer_app(call: Optional[Call] = None) -> Any:
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=spec.to_typer(typer),
                                     annotation=hints[n]) for n, spec in _declarations(func).items()]
         app.command(name=name)(_typer_command(func, inspect.Signature(params), call))
+    from .watch import register  # `dumplib watch`: parsed by typer always (its options need it)
+
+    register(app)
     return app
 
 

@@ -44,6 +44,7 @@ from ._common import (
     ERROR_PARTIAL_COPY,
     Win32Error,
 )
+from .debugloop import exception_param
 from .ntdll import UNDER_WINE
 from .policy import BitnessVerdict, bitness_verdict, interpreter_machine
 
@@ -349,7 +350,7 @@ def _write_dump(
         try:
             with DBGHELP_LOCK:
                 try:
-                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, None, ctypes.byref(streams),
+                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, exception_param(), ctypes.byref(streams),
                                               ctypes.byref(callback))
                 finally:
                     suspended += time.monotonic() - began

@@ -1,0 +1,271 @@
+"""`dumplib watch` (dump when a trigger fires) and `dumplib dump --all NAME`, over the public API only."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import typer
+
+import dumplib
+
+from .app import _flags, _run, _target, human_bytes, parse_duration, parse_size
+
+JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
+DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
+
+#: An --exec command gets this long before it is killed, so a stuck hook cannot stop the watch.
+EXEC_TIMEOUT = 300.0
+
+
+def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, memory: Optional[str],
+              memory_measure: str, threads: Optional[int], handles: Optional[int], exception: Optional[str],
+              first_chance: bool, signals: Optional[str], on_exit: bool) -> List[dumplib.Trigger]:
+    out: List[dumplib.Trigger] = []
+    if cpu is not None:
+        out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
+    if memory is not None:
+        size = parse_size(memory)
+        assert size is not None
+        out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(size, measure=memory_measure))
+    if threads is not None:
+        out.append(dumplib.ThreadsAbove(threads))
+    if handles is not None:
+        out.append(dumplib.HandlesAbove(handles))
+    if exception is not None:
+        codes = None if exception.strip().lower() in ("", "any") else [int(c, 0) for c in exception.split(",")]
+        out.append(dumplib.ExceptionRaised(codes, first_chance=first_chance))
+    if signals:
+        out.append(dumplib.SignalReceived([s.strip() for s in signals.split(",") if s.strip()]))
+    if on_exit:
+        out.append(dumplib.ProcessExit())
+    if not out:
+        raise dumplib.InvalidArgument("say when to dump: --cpu, --memory, --threads, --handles, --exception,"
+                                      " --signal or --on-exit", argument="trigger", value=None)
+    return out
+
+
+def _rate(text: Optional[str]) -> Optional[Tuple[int, float]]:
+    if text is None:
+        return None
+    dumps, _, seconds = text.partition("/")
+    try:
+        return int(dumps), float(seconds)
+    except ValueError:
+        raise dumplib.InvalidArgument(f"--rate {text!r}: write it as DUMPS/SECONDS, e.g. 5/3600",
+                                      argument="rate", value=text) from None
+
+
+class _Printer:
+    """One line per event (or one JSON object per event with --json); dumps also run --exec."""
+
+    def __init__(self, as_json: bool, exec_cmd: Optional[str], status_line: bool = False) -> None:
+        self.as_json = as_json
+        self.exec_cmd = exec_cmd
+        self.status_line = status_line
+        self._drawn = False
+
+    def sample(self, s: Any) -> None:
+        """The live status line (a terminal only): the latest figures of the process just sampled."""
+        cpu = "-" if s.cpu_one_core is None else f"{s.cpu_one_core:.0f}%"
+        text = (f"pid {s.pid}: cpu {cpu} of one core, memory {human_bytes(s.memory)}, threads {s.threads},"
+                f" handles {s.handles}")
+        sys.stderr.write(f"\r{text:<78.78}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def _clear(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+            sys.stderr.flush()
+            self._drawn = False
+
+    def __call__(self, event: dumplib.WatchEvent) -> None:
+        self._clear()
+        if self.as_json:
+            typer.echo(json.dumps(event.to_dict()))
+        else:
+            self._human(event)
+        if event.event == "dumped" and event.result is not None and self.exec_cmd:
+            self._exec(event.result)
+
+    def _human(self, e: dumplib.WatchEvent) -> None:
+        who = f"pid {e.pid} ({e.name})" if e.pid is not None else (e.name or "")
+        if e.event == "watching":
+            typer.echo(f"watching {who}: dump on {e.message}")
+        elif e.event == "waiting":
+            typer.echo(e.message or "")
+        elif e.event == "fired":
+            value = "" if e.value is None else f": measured {_figure(e.value, e.unit)}"
+            detail = f" ({e.message})" if e.message else ""
+            typer.echo(f"{who}: {e.trigger}{value}{detail}")
+        elif e.event == "dumped" and e.result is not None:
+            r = e.result
+            stopped = f", target stopped {r.stopped_seconds:.3f} s" if r.stopped_seconds is not None else ""
+            typer.echo(f"wrote {r.path} ({human_bytes(r.size)}, {r.kind} dump of {r.process_name} pid {r.pid},"
+                       f" {r.seconds:.1f} s{stopped})")
+            for w in r.warnings:
+                typer.echo(f"dumplib: warning: {w}", err=True)
+        elif e.event in ("refused", "failed", "rate-limited", "skipped"):
+            typer.echo(f"dumplib: {e.event}: {who}: {e.message}", err=True)
+        else:
+            typer.echo(f"{who + ': ' if who else ''}{e.message or e.event}")
+
+    def _exec(self, result: dumplib.DumpResult) -> None:
+        assert self.exec_cmd is not None
+        env = dict(os.environ, DUMPLIB_DUMP_PATH=result.path, DUMPLIB_DUMP_PID=str(result.pid))
+        payload = json.dumps(result.to_dict()).encode()
+        try:
+            done = subprocess.run(self.exec_cmd, shell=True, input=payload, env=env, timeout=EXEC_TIMEOUT)  # noqa: S602 (the user's own command line)
+            code: Optional[int] = done.returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        if code != 0:
+            why = "timed out" if code is None else f"exited with {code}"
+            self._note("exec-failed", f"--exec {why} for {result.path}", result.pid)
+
+    def _note(self, event: str, message: str, pid: int) -> None:
+        if self.as_json:
+            typer.echo(json.dumps({"event": event, "pid": pid, "message": message}))
+        else:
+            typer.echo(f"dumplib: warning: {message}", err=True)
+
+
+def _figure(value: float, unit: Optional[str]) -> str:
+    if unit == "bytes":
+        return human_bytes(int(value))
+    if unit and unit.startswith("%"):
+        return f"{value:.1f}{unit}"
+    return f"{value:g} {unit or ''}".rstrip()
+
+
+def register(app: Any) -> None:
+    """Add `dumplib watch` to the typer application."""
+    app.command(name="watch", context_settings={"allow_interspersed_args": True})(watch)
+
+
+def watch(
+    args: Optional[List[str]] = typer.Argument(
+        None, help="TARGET [PATH]; with --wait/--all just [PATH]; with --launch the command (after --)."),
+    wait: Optional[str] = typer.Option(None, "--wait", "-w", help="Wait for a process of this name to start, then watch it."),
+    every: Optional[str] = typer.Option(None, "--all", help="Watch every process of this name, now and as they start."),
+    launch: bool = typer.Option(False, "--launch", "-x", help="Start the command after -- and watch it."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Dump file or directory (same tokens as `dump`)."),
+    cpu: Optional[float] = typer.Option(None, "--cpu", "-c", help="CPU percent (of the whole machine; --per-cpu: of one core)."),
+    below: bool = typer.Option(False, "--below", help="--cpu / --memory fire below the figure instead of above."),
+    per_cpu: bool = typer.Option(False, "--per-cpu", "-u", help="--cpu counts one core as 100%."),
+    seconds: float = typer.Option(10.0, "--seconds", help="How long --cpu must hold without a break."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory threshold, e.g. 2G (Linux RSS; Windows commit)."),
+    memory_measure: str = typer.Option("default", "--memory-measure", help="Linux: rss (default) | pss | private."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Dump at this many threads."),
+    handles: Optional[int] = typer.Option(None, "--handles", help="Dump at this many handles (Linux: open fds)."),
+    exception: Optional[str] = typer.Option(None, "--exception", "-e", help="Windows: 'any' or codes like 0xC0000005,0xE06D7363."),
+    first_chance: bool = typer.Option(False, "--first-chance", help="--exception fires on first-chance exceptions too."),
+    signals: Optional[str] = typer.Option(None, "--signal", help="Linux: dump before these signals act, e.g. SEGV,TERM."),
+    on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends (Windows)."),
+    count: int = typer.Option(1, "--count", "-n", help="Dumps per process before it is no longer watched."),
+    interval: float = typer.Option(10.0, "--interval", "-s", help="Seconds between two dumps of one process."),
+    sample_every: float = typer.Option(1.0, "--sample-every", help="Seconds between two looks at the figures."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    rate: Optional[str] = typer.Option(None, "--rate", help="At most DUMPS/SECONDS over every process, e.g. 5/3600."),
+    stop_on_refusal: bool = typer.Option(False, "--stop-on-refusal", help="Stop when the disk guard refuses a dump."),
+    exec_cmd: Optional[str] = typer.Option(None, "--exec", help="Shell command run after each dump: result JSON on stdin, path in DUMPLIB_DUMP_PATH."),
+    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
+    flags: Optional[str] = typer.Option(None, "--flags", help="Raw mask overriding --kind."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    comment: Optional[str] = typer.Option(None, "--comment", help="Text stored in each dump's comment."),
+    min_free: Optional[str] = typer.Option(None, "--min-free", help="Free space to keep on the volume, e.g. 2G."),
+    no_space_check: bool = typer.Option(False, "--no-space-check", help="Skip the free-space guard and watchdog."),
+    fit: bool = typer.Option(False, "--fit", help="Take the largest kind that fits."),
+    no_sidecar: bool = typer.Option(False, "--no-sidecar", help="Do not write <dump>.json."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="After each dump keep only the newest N dumplib dumps there."),
+    max_total: Optional[str] = typer.Option(None, "--max-total", help="After each dump delete the oldest beyond SIZE."),
+    compress: Optional[str] = typer.Option(None, "--compress", "-z", help="zstd | gzip."),
+    compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level."),
+    max_pause: str = typer.Option("60s", "--max-pause", metavar="DURATION",
+                                  help="Longest each dump may keep the target stopped (e.g. 30s, off)."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Watch a process and dump it when CPU, memory, threads, handles, a signal or an exception say so.
+
+    `dumplib watch MyService -c 80 --seconds 10 -n 3 -s 5 -o /var/dumps` is `procdump -c 80 -s 10 -n 3`.
+    Ctrl-C stops watching and leaves every watched process running, untraced.
+    """
+    positional = list(args or [])
+    target: Optional[str] = None
+    command: Optional[List[str]] = None
+    path = out
+    if launch:
+        command = positional
+    elif wait is None and every is None:
+        target = positional.pop(0) if positional else None
+    if not launch and positional:
+        path = path or positional.pop(0)
+    if not launch and positional:
+        _usage(f"unexpected arguments: {' '.join(positional)}", as_json)
+    if not launch and target is None and wait is None and every is None:
+        _usage("say what to watch: TARGET, --wait NAME, --all NAME or --launch -- CMD...", as_json)
+    printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
+
+    def action() -> Optional[List[dumplib.DumpResult]]:
+        triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
+                             first_chance, signals, on_exit)
+        try:
+            return dumplib.watch(
+                _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
+                all=every, count=count, interval=interval, sample_every=sample_every, path=path, kind=kind,
+                timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
+                max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
+                flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
+                space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
+                max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
+                max_pause=parse_duration(max_pause),
+            )
+        except KeyboardInterrupt:
+            return None  # the watch has already let go of every process
+
+    results = _run(action, as_json=as_json, debug=debug)
+    if results is None:
+        printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
+        raise typer.Exit(130)
+    if not as_json:
+        typer.echo(f"{len(results)} dump(s) written")
+
+
+def _usage(message: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": {"type": "Usage", "message": message, "exit_code": 2}}))
+    else:
+        typer.echo(f"dumplib: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def dump_all_command(name: Optional[str], path: Optional[str], kind: str, options: Dict[str, Any], as_json: bool,
+                     debug: bool) -> None:
+    """`dumplib dump --all NAME [PATH]`: every process of that name now, each to its own file.
+
+    Exit code: 0 when every process was dumped, else the code of the first error."""
+    from .app import exit_code_for
+
+    if name is None:
+        _usage("missing TARGET (a pid or a process name), or --all NAME", as_json)
+        return
+
+    outcomes = _run(lambda: dumplib.dump_all(name, path, kind, **options), as_json=as_json, debug=debug)
+    worst = 0
+    for o in outcomes:
+        if isinstance(o, dumplib.DumpError):
+            worst = worst or exit_code_for(o)
+            if as_json:
+                typer.echo(json.dumps({"error": {"type": type(o).__name__, "message": str(o), **o.details()}}))
+            else:
+                typer.echo(f"dumplib: error: {o}", err=True)
+        elif as_json:
+            typer.echo(json.dumps(o.to_dict()))
+        else:
+            typer.echo(f"wrote {o.path} ({human_bytes(o.size)}, {o.kind} dump of {o.process_name} pid {o.pid})")
+    if worst:
+        raise typer.Exit(worst)

@@ -1,0 +1,515 @@
+"""Watching a process's signals with ptrace, and handing it to create_dump at a signal-delivery-stop.
+
+The watcher seizes every thread (PTRACE_SEIZE: no SIGSTOP is sent, and if the watcher dies the
+kernel detaches and the target runs on). A watched signal about to be delivered stops its thread
+in signal-delivery-stop, before any handler or default action. A process has one tracer, and
+create_dump must be it, so the hand-over is:
+
+  1. interrupt every other thread (all now in ptrace-stops, none running);
+  2. save the signal's siginfo, queue SIGSTOP, detach every thread: the SIGSTOP is taken before
+     any thread returns to user mode, so the whole process sits in group-stop, untraced;
+  3. create_dump seizes, dumps and detaches: the group-stop holds the process still;
+  4. re-seize every thread, queue the same signal to the same thread, send SIGCONT; when that
+     thread reports the re-queued signal, its siginfo is replaced by the saved one and it is
+     delivered: the handler (or the default action) sees the signal as it was sent.
+
+What an outsider can see: the parent is told the child stopped and continued (SIGCHLD with
+CLD_STOPPED / CLD_CONTINUED) and a SIGCONT handler, if any, runs once. If the watcher is killed
+between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DumpFailed
+from ..triggers import SignalReceived
+from . import libc
+from .tracer import permission_error
+
+PTRACE_CONT = 7
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SETSIGINFO = 0x4203
+PTRACE_LISTEN = 0x4208
+PTRACE_O_TRACECLONE = 0x08
+PTRACE_EVENT_CLONE = 3
+WNOHANG = 1
+_SIGINFO_SIZE = 128
+_STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+#: How often the tracer thread looks for stops (it polls: a blocking wait could not be stopped).
+POLL_SECONDS = 0.05
+#: Bound on every wait for one thread to stop, or for the group-stop to settle.
+STOP_PATIENCE = 5.0
+
+
+def _ptrace(request: int, tid: int, addr: object = None, data: object = None) -> int:
+    return int(libc.ptrace(request, tid, addr, data))
+
+
+def _wait(tid: int, block_for: float = 0.0, *, leave_exit: bool = False) -> Optional[int]:
+    """The next status of *tid*, waiting up to *block_for* seconds; None when there is none yet.
+
+    *leave_exit*: when *tid* has ended, report it without reaping it: the watcher is then also the
+    process's parent (it launched it), and the exit status belongs to the code that started it."""
+    status = ctypes.c_int()
+    deadline = time.monotonic() + block_for
+    while True:
+        if leave_exit:
+            ended = _peek_exit(tid)
+            if ended is not None:
+                return ended
+        got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | WNOHANG)
+        if got == tid:
+            return status.value
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.002)
+
+
+def _peek_exit(tid: int) -> Optional[int]:
+    try:
+        info = os.waitid(os.P_PID, tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | libc.WALL)
+    except ChildProcessError:
+        return None
+    if info is None or info.si_pid == 0:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+        return info.si_status & 0x7F
+    return None  # a ptrace-stop (a tracer's wait reports those even without WSTOPPED): waitpid takes it
+
+
+def _thread_states(pid: int) -> Dict[int, str]:
+    out: Dict[int, str] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat", "rb") as f:
+                out[int(t)] = f.read().rsplit(b")", 1)[1].split()[0].decode()
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
+    """Start *argv* stopped before its first instruction, so the watcher can seize it before the
+    program runs; the caller sends SIGCONT. A shell stops itself, then execs the program in its
+    place (same pid); a preexec_fn could not stop, since Popen waits for the exec to happen."""
+    proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
+    deadline = time.monotonic() + STOP_PATIENCE
+    while _thread_states(proc.pid).get(proc.pid) != "T":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise DumpFailed(f"{argv[0]!r} did not start", pid=proc.pid)
+        time.sleep(0.005)
+    return proc
+
+
+class _Redelivery:
+    """A signal taken from a thread for a hand-over, to be queued again with its original siginfo.
+
+    *fresh*: it was caught mid-way (another dump was being taken), so it has not been judged yet."""
+
+    def __init__(self, signo: int, siginfo: bytes, fresh: bool = False) -> None:
+        self.signo = signo
+        self.siginfo = siginfo
+        self.fresh = fresh
+
+
+class SignalWatcher:
+    """One tracer thread per watched process; see the module's description of the hand-over."""
+
+    def __init__(self, pid: int, triggers: Sequence[SignalReceived], fire: Callable) -> None:  # type: ignore[type-arg]
+        self.pid = pid
+        self.triggers = list(triggers)
+        self.fire = fire
+        self.tids: List[int] = []
+        self.parent = _parent_of(pid) == os.getpid()
+        self.redeliver: Dict[int, _Redelivery] = {}
+        self._stop = threading.Event()
+        self._requests: List[Tuple[Callable[[], Any], threading.Event, List[Tuple[str, Any]]]] = []  # from other threads
+        self._lock = threading.Lock()
+        self._ended = False
+        self._handing_over = False
+        #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
+        self._held: Dict[int, int] = {}
+        self._started = threading.Event()
+        self._start_error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name=f"dumplib-signals-{pid}", daemon=True)
+
+    # -- the watcher's side --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(STOP_PATIENCE * 2):
+            raise DumpFailed(f"could not attach to process {self.pid} in time", pid=self.pid)
+        if self._start_error is not None:
+            raise self._start_error
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def stop(self) -> None:
+        self._stop.set()
+        # A hand-over under way holds the process in group-stop: abandoning it would leave the
+        # process stopped, so wait for it to finish (the dump has bounds of its own).
+        while self._thread.is_alive() and self._handing_over:
+            self._thread.join(0.1)
+        if self._thread.is_alive():
+            self._thread.join(STOP_PATIENCE * 3)
+
+    def dump_now(self, take: Callable):  # type: ignore[no-untyped-def,type-arg]
+        """Run *take* (a create_dump) with the process handed over, from any thread."""
+        if threading.current_thread() is self._thread:
+            return self._handover(None, take)
+        done = threading.Event()
+        box: List[Tuple[str, Any]] = []
+        with self._lock:
+            self._requests.append((take, done, box))
+        while not done.wait(0.1):
+            if not self._thread.is_alive():
+                raise DumpFailed(f"the signal watcher of process {self.pid} ended", pid=self.pid)
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
+
+    # -- the tracer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._seize_all()
+        except BaseException as exc:
+            self._start_error = exc
+            self._release_all()
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while not self._stop.is_set() and not self._ended:
+                self._serve_requests()
+                if not self._poll_once():
+                    time.sleep(POLL_SECONDS)
+        finally:
+            self._release_all()
+            self._ended = True
+
+    def _serve_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for take, done, box in requests:
+            try:
+                box.append(("ok", self._handover(None, take)))
+            except BaseException as exc:
+                box.append(("error", exc))
+            done.set()
+
+    def _seize_all(self) -> None:
+        while True:
+            new = [t for t in _thread_states(self.pid) if t not in self.tids]
+            if not new:
+                if not self.tids:
+                    raise DumpFailed(f"process {self.pid} has exited", pid=self.pid)
+                return
+            for tid in new:
+                self._seize(tid)
+
+    def _seize(self, tid: int) -> None:
+        try:
+            _ptrace(libc.PTRACE_SEIZE, tid, None, ctypes.c_void_p(PTRACE_O_TRACECLONE))
+        except OSError as exc:
+            if exc.errno == errno.ESRCH and tid != self.pid:
+                return
+            if exc.errno == errno.EPERM:
+                raise permission_error(self.pid) from None
+            raise DumpFailed(f"cannot seize thread {tid} of process {self.pid}: {exc}", pid=self.pid) from None
+        self.tids.append(tid)
+
+    def _poll_once(self) -> bool:
+        """Handle every stop that is waiting; True if there was one."""
+        busy = False
+        for tid in list(self.tids):
+            try:
+                status = _wait(tid, leave_exit=self.parent and tid == self.pid)
+            except OSError:  # ECHILD: gone and reaped
+                self._forget(tid)
+                continue
+            if status is None:
+                continue
+            busy = True
+            self._on_status(tid, status)
+        return busy
+
+    def _on_status(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._forget(tid)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if event == PTRACE_EVENT_CLONE:
+            self._adopt_clone(tid)
+            self._resume(tid, 0)
+        elif event == libc.PTRACE_EVENT_STOP:
+            if sig in _STOP_SIGNALS:
+                self._listen(tid)  # a real group-stop (kill -STOP): keep it stopped as job control wants
+            else:
+                self._resume(tid, 0)
+        elif event == 0:
+            self._on_signal(tid, sig)
+        else:
+            self._resume(tid, 0)
+
+    def _adopt_clone(self, tid: int) -> None:
+        msg = ctypes.c_ulong()
+        try:
+            _ptrace(PTRACE_GETEVENTMSG, tid, None, ctypes.byref(msg))
+        except OSError:
+            return
+        if msg.value and msg.value not in self.tids:
+            self.tids.append(msg.value)
+
+    def _on_signal(self, tid: int, sig: int) -> None:
+        again = self.redeliver.pop(tid, None)
+        if again is not None and again.signo == sig:
+            self._set_siginfo(tid, again.siginfo)  # our re-queued copy carries the original's siginfo
+            if not again.fresh:
+                self._resume(tid, sig)
+                return
+        trigger = next((t for t in self.triggers if sig in t.signals), None)
+        if trigger is None:
+            self._resume(tid, sig)
+            return
+        siginfo = self._get_siginfo(tid)
+        from ..watching import Firing
+
+        detail = _describe_siginfo(sig, siginfo, tid)
+        self.fire(self.pid, Firing(trigger, float(sig), detail),
+                  lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid))
+        if tid in self.redeliver or tid not in self.tids:
+            return  # handed over (the signal comes back re-queued), or gone
+        self._resume(tid, sig)  # not dumped (count, interval, rate limit): deliver it now
+
+    # -- the hand-over -------------------------------------------------------------------------
+    def _handover(self, pending: Optional[_Redelivery], take: Callable, tid: Optional[int] = None):  # type: ignore[no-untyped-def,type-arg]
+        """Stop the process in group-stop, untraced; run create_dump; take it back; re-deliver."""
+        self._handing_over = True
+        try:
+            try:
+                stopped = self._interrupt_others(tid)
+            except BaseException:
+                self._resume_held()  # nothing handed over yet: let the stopped threads go as they were
+                raise
+            os.kill(self.pid, signal.SIGSTOP)
+            self._detach_all()
+            try:
+                self._await_group_stop()
+                return take()
+            finally:
+                self._take_back(pending, tid, stopped)
+        finally:
+            self._handing_over = False
+
+    def _interrupt_others(self, keep: Optional[int]) -> Dict[int, _Redelivery]:
+        """Every thread but *keep* into a ptrace-stop; returns signals some were about to receive."""
+        owed: Dict[int, _Redelivery] = {}
+        done = {keep}
+        while True:
+            todo = [t for t in self.tids if t not in done]
+            if not todo:
+                return owed
+            for t in todo:
+                done.add(t)
+                try:
+                    _ptrace(libc.PTRACE_INTERRUPT, t)
+                    status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
+                except OSError:
+                    self._forget(t)
+                    continue
+                if status is None:
+                    raise DumpFailed(f"thread {t} of process {self.pid} did not stop", pid=self.pid)
+                if not os.WIFSTOPPED(status):
+                    self._forget(t)
+                    continue
+                event = status >> 16
+                self._held[t] = os.WSTOPSIG(status) if event == 0 else 0
+                if event == PTRACE_EVENT_CLONE:
+                    self._adopt_clone(t)  # the new thread starts in a stop of its own: waited for next pass
+                elif event == 0:  # dropped at detach, queued again afterwards with its siginfo
+                    sig = os.WSTOPSIG(status)
+                    earlier = self.redeliver.pop(t, None)
+                    owed[t] = (earlier if earlier is not None and earlier.signo == sig
+                               else _Redelivery(sig, self._get_siginfo(t), fresh=True))
+
+    def _resume_held(self) -> None:
+        """Resume the threads the hand-over stopped, each with the signal it was stopped for
+        (its siginfo is still the original: nothing was taken from it yet)."""
+        held, self._held = self._held, {}
+        for t, sig in held.items():
+            self._resume(t, sig)
+
+    def _detach_all(self) -> None:
+        self._held = {}
+        for t in list(self.tids):
+            try:
+                _ptrace(libc.PTRACE_DETACH, t, None, None)
+            except OSError:
+                pass
+        self.tids = []
+
+    def _await_group_stop(self) -> None:
+        deadline = time.monotonic() + STOP_PATIENCE
+        while True:
+            states = _thread_states(self.pid)
+            if not states or all(s in "TZX" for s in states.values()):
+                return
+            if time.monotonic() > deadline:
+                raise DumpFailed(f"process {self.pid} did not stop for the dump", pid=self.pid)
+            time.sleep(0.001)
+
+    def _take_back(self, pending: Optional[_Redelivery], tid: Optional[int], owed: Dict[int, _Redelivery]) -> None:
+        """Re-seize every thread, re-queue what was taken from it, and let the process continue."""
+        try:
+            self._seize_all()
+        except BaseException:
+            os.kill(self.pid, signal.SIGCONT)  # whatever else fails, the process must not stay stopped
+            self._ended = True
+            raise
+        for t in self.tids:
+            status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)  # the seize's own EVENT_STOP, in group-stop
+            if status is not None and os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
+                self._listen(t)
+        if pending is not None and tid is not None and tid in self.tids:
+            self.redeliver[tid] = pending
+            _tgkill(self.pid, tid, pending.signo)
+        for t, again in owed.items():
+            if t in self.tids:
+                self.redeliver[t] = again
+                _tgkill(self.pid, t, again.signo)
+        os.kill(self.pid, signal.SIGCONT)
+
+    # -- small steps ---------------------------------------------------------------------------
+    def _resume(self, tid: int, sig: int) -> None:
+        try:
+            _ptrace(PTRACE_CONT, tid, None, ctypes.c_void_p(sig or None))
+        except OSError:
+            self._forget(tid)
+
+    def _listen(self, tid: int) -> None:
+        try:
+            _ptrace(PTRACE_LISTEN, tid, None, None)
+        except OSError:
+            self._resume(tid, 0)
+
+    def _get_siginfo(self, tid: int) -> bytes:
+        buf = ctypes.create_string_buffer(_SIGINFO_SIZE)
+        try:
+            _ptrace(PTRACE_GETSIGINFO, tid, None, buf)
+        except OSError:
+            return b""
+        return buf.raw
+
+    def _set_siginfo(self, tid: int, info: bytes) -> None:
+        if not info:
+            return
+        buf = ctypes.create_string_buffer(info, _SIGINFO_SIZE)
+        try:
+            _ptrace(PTRACE_SETSIGINFO, tid, None, buf)
+        except OSError:
+            pass
+
+    def _forget(self, tid: int) -> None:
+        if tid in self.tids:
+            self.tids.remove(tid)
+        self.redeliver.pop(tid, None)
+        if tid == self.pid or not self.tids:
+            self._ended = True
+
+    def _release_all(self) -> None:
+        """Detach from every thread, leaving each as it was: a thread must be in a ptrace-stop to
+        be detached, so interrupt it first; a signal it was about to receive goes with it."""
+        for t in list(self.tids):
+            try:
+                _ptrace(libc.PTRACE_INTERRUPT, t)
+            except OSError:
+                continue
+        deadline = time.monotonic() + STOP_PATIENCE
+        pending = set(self.tids)
+        while pending and time.monotonic() < deadline:
+            for t in list(pending):
+                try:
+                    status = _wait(t, leave_exit=self.parent and t == self.pid)
+                except OSError:
+                    pending.discard(t)
+                    continue
+                if status is None:
+                    continue
+                if not os.WIFSTOPPED(status):
+                    pending.discard(t)
+                    continue
+                event = status >> 16
+                sig = os.WSTOPSIG(status) if event == 0 else 0
+                again = self.redeliver.get(t)
+                if again is not None and again.signo != sig:
+                    # Our re-queued copy is still to come: detached now, it would arrive with our
+                    # siginfo. Let the thread run on to it (delivering whatever comes first).
+                    self._resume(t, sig)
+                    continue
+                if again is not None:
+                    del self.redeliver[t]
+                    self._set_siginfo(t, again.siginfo)
+                try:
+                    _ptrace(libc.PTRACE_DETACH, t, None, ctypes.c_void_p(sig or None))
+                except OSError:
+                    pass
+                pending.discard(t)
+            if pending:
+                time.sleep(0.002)
+        self.tids = []
+
+
+_SYS_TGKILL = 234  # x86_64; the backend only runs there
+_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_syscall.restype = ctypes.c_long
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """Queue *sig* to one thread of another process (Python's pthread_kill reaches only its own)."""
+    _syscall(ctypes.c_long(_SYS_TGKILL), ctypes.c_long(pid), ctypes.c_long(tid), ctypes.c_long(sig))
+
+
+def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = str(sig)
+    if len(info) < 24:
+        return f"{name} to thread {tid}"
+    code = int.from_bytes(info[8:12], "little", signed=True)
+    if code <= 0:  # sent by a process: si_pid, si_uid
+        sender = int.from_bytes(info[16:20], "little", signed=True)
+        return f"{name} to thread {tid} from pid {sender}"
+    addr = int.from_bytes(info[16:24], "little")
+    return f"{name} to thread {tid}, code {code}, address 0x{addr:x}"

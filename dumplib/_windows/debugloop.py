@@ -1,0 +1,180 @@
+"""A debugger loop for `dumplib.watch` on Windows: exceptions and process exit, then detach.
+
+The loop's thread attaches (DebugActiveProcess), tells Windows not to kill the target when the
+watcher ends (DebugSetProcessKillOnExit(FALSE)), and waits for debug events in short slices so it
+can be stopped. While an event is held the whole target is frozen, so a dump taken then shows the
+exception as it happened; every exception is then passed back (DBG_EXCEPTION_NOT_HANDLED), so the
+program's own handlers run as if nobody had looked. DebugActiveProcessStop leaves it running.
+"""
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+from ..errors import AccessDenied, DumpFailed
+from ..triggers import ExceptionRaised, ProcessExit, Trigger
+from . import debugapi as dbg
+from ._common import Win32Error
+
+#: Milliseconds of each wait for a debug event (the loop checks for a stop request between them).
+WAIT_SLICE_MS = 100
+#: Seconds start() waits for the attach, and stop() for the loop to detach.
+PATIENCE = 10.0
+
+
+#: The exception a dump is being taken for, on the debugger thread that takes it: the Windows
+#: backend passes it to MiniDumpWriteDump as its ExceptionParam (see exception_param()).
+_EXCEPTION: "contextvars.ContextVar[Optional[Any]]" = contextvars.ContextVar("dumplib_exception", default=None)
+
+
+def exception_param() -> Optional[Any]:
+    """A pointer to the MINIDUMP_EXCEPTION_INFORMATION of the exception being dumped on this thread, or None."""
+    held = _EXCEPTION.get()
+    return None if held is None else ctypes.byref(held.info)
+
+
+class _ExceptionParam:
+    """MINIDUMP_EXCEPTION_INFORMATION in this process's memory (ClientPointers FALSE): the record
+    from the debug event and the faulting thread's registers, read while the event holds it."""
+
+    def __init__(self, record: dbg.EXCEPTION_RECORD, tid: int) -> None:
+        self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
+        raw = ctypes.create_string_buffer(dbg.CONTEXT_SIZE_AMD64 + 16)
+        self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at the 16-byte boundary
+        address = (ctypes.addressof(raw) + 15) & ~15
+        ctypes.c_uint32.from_address(address + dbg.CONTEXT_FLAGS_OFFSET).value = dbg.CONTEXT_ALL_AMD64
+        thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
+        try:
+            dbg.GetThreadContext(thread, ctypes.c_void_p(address))
+        finally:
+            _close(thread)
+        self.pointers = dbg.EXCEPTION_POINTERS(ctypes.pointer(self.record), ctypes.c_void_p(address))
+        self.info = dbg.MINIDUMP_EXCEPTION_INFORMATION(tid, ctypes.pointer(self.pointers), False)
+
+
+def _describe(code: int, first_chance: bool, address: Optional[int], tid: int) -> str:
+    chance = "first chance" if first_chance else "second chance"
+    where = f" at 0x{address:x}" if address else ""
+    return f"exception 0x{code:08X} ({chance}){where} on thread {tid}"
+
+
+class DebugLoop:
+    """One debugger thread per watched process (the thread that attaches must be the one that waits)."""
+
+    def __init__(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> None:  # type: ignore[type-arg]
+        self.pid = pid
+        self.exceptions = [t for t in triggers if isinstance(t, ExceptionRaised)]
+        self.on_exit = [t for t in triggers if isinstance(t, ProcessExit)]
+        self.fire = fire
+        self._stop = threading.Event()
+        self._attached = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._ended = False
+        self._seen_attach_breakpoint = False
+        self._thread = threading.Thread(target=self._run, name=f"dumplib-debug-{pid}", daemon=True)
+
+    # -- the watcher's side --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        if not self._attached.wait(PATIENCE):
+            raise DumpFailed(f"could not attach to process {self.pid} in time", pid=self.pid)
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def dump_now(self, take: Callable):  # type: ignore[no-untyped-def,type-arg]
+        # MiniDumpWriteDump needs no debugger rights: a sampled dump runs beside the loop.
+        return take()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(PATIENCE)
+
+    # -- the debugger thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            dbg.DebugActiveProcess(self.pid)
+            dbg.DebugSetProcessKillOnExit(False)
+        except Win32Error as exc:
+            self._error = (AccessDenied(f"cannot debug process {self.pid}: {exc}", pid=self.pid, code=exc.winerror)
+                           if exc.winerror == 5 else
+                           DumpFailed(f"cannot debug process {self.pid}: {exc}", pid=self.pid, code=exc.winerror))
+            self._ended = True
+            self._attached.set()
+            return
+        self._attached.set()
+        event = dbg.DEBUG_EVENT()
+        try:
+            while not self._stop.is_set() and not self._ended:
+                if not dbg.WaitForDebugEvent(ctypes.byref(event), WAIT_SLICE_MS):
+                    continue  # ERROR_SEM_TIMEOUT: nothing happened in this slice
+                status = self._on_event(event)
+                dbg.ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status)
+        finally:
+            if not self._ended:
+                try:
+                    dbg.DebugActiveProcessStop(self.pid)
+                except Win32Error:
+                    pass
+            self._ended = True
+
+    def _on_event(self, event: dbg.DEBUG_EVENT) -> int:
+        code = event.dwDebugEventCode
+        if code == dbg.CREATE_PROCESS_DEBUG_EVENT:
+            _close(event.u.CreateProcessInfo.hFile)
+        elif code == dbg.LOAD_DLL_DEBUG_EVENT:
+            _close(event.u.LoadDll.hFile)
+        elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
+            for trigger in self.on_exit:
+                detail = f"exit code {event.u.ExitProcess.dwExitCode}"
+                self._fire(trigger, float(event.u.ExitProcess.dwExitCode), detail)
+            self._ended = True  # Windows ends the debugging session with this event
+        elif code == dbg.EXCEPTION_DEBUG_EVENT:
+            return self._on_exception(event)
+        return dbg.DBG_CONTINUE
+
+    def _on_exception(self, event: dbg.DEBUG_EVENT) -> int:
+        info = event.u.Exception
+        record = info.ExceptionRecord
+        exc_code = record.ExceptionCode & 0xFFFFFFFF
+        first = bool(info.dwFirstChance)
+        if not self._seen_attach_breakpoint and exc_code in (dbg.EXCEPTION_BREAKPOINT, dbg.STATUS_WX86_BREAKPOINT):
+            self._seen_attach_breakpoint = True  # the breakpoint Windows raises in its attach thread
+            return dbg.DBG_CONTINUE
+        for trigger in self.exceptions:
+            if trigger.matches(exc_code, first):
+                try:
+                    param: Optional[_ExceptionParam] = _ExceptionParam(record, event.dwThreadId)
+                except Win32Error:
+                    param = None  # the dump is still worth taking, without its exception stream
+                self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress,
+                                                               event.dwThreadId), param)
+                break
+        return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
+
+    def _fire(self, trigger: Trigger, value: float, detail: str, param: "Optional[_ExceptionParam]" = None) -> None:
+        from ..watching import Firing
+
+        def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
+            # The target is frozen until this event is continued: the dump runs right here.
+            token = _EXCEPTION.set(param)
+            try:
+                return take()
+            finally:
+                _EXCEPTION.reset(token)
+
+        self.fire(self.pid, Firing(trigger, value, detail), hand_over)
+
+
+def _close(handle: Optional[int]) -> None:
+    if handle:
+        try:
+            dbg.CloseHandle(handle)
+        except Win32Error:
+            pass

@@ -1,0 +1,301 @@
+"""What makes a watcher dump: conditions on sampled figures, and events a debugger sees.
+
+A trigger only answers "does this hold now, and what did you measure?"; how long it must hold, how
+many dumps follow, how far apart and how many per window belong to the watcher (``dumplib.watch``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal as _signal
+from typing import FrozenSet, Iterable, Optional, Tuple, Union
+
+from .errors import InvalidArgument
+
+__all__ = [
+    "Trigger",
+    "Sample",
+    "CpuAbove",
+    "CpuBelow",
+    "MemoryAbove",
+    "MemoryBelow",
+    "ThreadsAbove",
+    "HandlesAbove",
+    "SignalReceived",
+    "ProcessExit",
+    "ExceptionRaised",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One look at a process. Figures the OS would not give are None."""
+
+    pid: int
+    #: CPU used since the previous sample, in percent of one core (two busy cores: 200).
+    cpu_one_core: Optional[float]
+    #: The same, in percent of the whole machine (all cores busy: 100), as ProcDump ``-c`` counts.
+    cpu_machine: Optional[float]
+    #: Linux: resident set size; Windows: private (commit) bytes.
+    memory: Optional[int]
+    threads: Optional[int]
+    #: Open handles on Windows, open file descriptors on Linux.
+    handles: Optional[int]
+    #: Extra memory figures read only when a trigger asks for them (``pss``, ``private``).
+    extra_memory: Tuple[Tuple[str, int], ...] = ()
+
+    def memory_figure(self, measure: str) -> Optional[int]:
+        if measure == "default":
+            return self.memory
+        return dict(self.extra_memory).get(measure)
+
+
+class Trigger:
+    """Base class: every trigger has a short description and a kind of firing."""
+
+    #: Seconds the condition must hold without a break before the watcher dumps.
+    seconds: float = 0.0
+    #: True for triggers a debugger loop answers (signals, exceptions, exit), not the sampler.
+    event: bool = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        """The figure this trigger compares (None when the OS would not give it)."""
+        raise NotImplementedError
+
+    def holds(self, value: float) -> bool:
+        raise NotImplementedError
+
+    def unit(self) -> str:
+        return ""
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidArgument(f"{name} must be a positive number, not {value!r}", argument=name, value=value)
+
+
+class _Cpu(Trigger):
+    above = True
+
+    def __init__(self, percent: float, seconds: float = 10.0, per_cpu: bool = False) -> None:
+        _positive("percent", percent, allow_zero=not self.above)
+        _positive("seconds", seconds, allow_zero=True)
+        if not per_cpu and percent > 100:
+            raise InvalidArgument("percent of the whole machine cannot exceed 100; per_cpu=True counts one core",
+                                  argument="percent", value=percent)
+        self.percent = float(percent)
+        self.seconds = float(seconds)
+        self.per_cpu = per_cpu
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        return sample.cpu_one_core if self.per_cpu else sample.cpu_machine
+
+    def holds(self, value: float) -> bool:
+        return value >= self.percent if self.above else value < self.percent
+
+    def unit(self) -> str:
+        return "% of one core" if self.per_cpu else "% of all CPUs"
+
+    def describe(self) -> str:
+        word = "above" if self.above else "below"
+        return f"CPU {word} {self.percent:g}{self.unit()} for {self.seconds:g} s"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.percent:g}, seconds={self.seconds:g}, per_cpu={self.per_cpu})"
+
+
+class CpuAbove(_Cpu):
+    """CPU use at or above *percent* for *seconds* without a break (ProcDump ``-c``; ``-u`` is per_cpu=True).
+
+    *percent* counts the whole machine (100 = every core busy) unless *per_cpu*, where 100 is one
+    core and a process busy on two cores measures 200.
+    """
+
+    above = True
+
+
+class CpuBelow(_Cpu):
+    """CPU use below *percent* for *seconds* without a break (ProcDump ``-cl``): a hang that went quiet."""
+
+    above = False
+
+
+#: What a MemoryAbove/MemoryBelow may compare. ``default`` is RSS on Linux and private (commit)
+#: bytes on Windows; ``pss`` and ``private`` (Linux) read /proc/PID/smaps_rollup at every sample.
+MEMORY_MEASURES = ("default", "rss", "pss", "private")
+
+
+class _Memory(Trigger):
+    above = True
+
+    def __init__(self, bytes: int, measure: str = "default") -> None:
+        if isinstance(bytes, bool) or not isinstance(bytes, int) or bytes <= 0:
+            raise InvalidArgument(f"bytes must be a positive whole number, not {bytes!r}", argument="bytes",
+                                  value=bytes)
+        if measure not in MEMORY_MEASURES:
+            raise InvalidArgument(f"measure must be one of {', '.join(MEMORY_MEASURES)}, not {measure!r}",
+                                  argument="measure", value=measure)
+        self.bytes = bytes
+        self.measure_name = measure
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        value = sample.memory_figure(self.measure_name)
+        return None if value is None else float(value)
+
+    def holds(self, value: float) -> bool:
+        return value >= self.bytes if self.above else value < self.bytes
+
+    def unit(self) -> str:
+        return " bytes"
+
+    def describe(self) -> str:
+        word = "above" if self.above else "below"
+        what = "memory" if self.measure_name == "default" else self.measure_name.upper()
+        return f"{what} {word} {self.bytes} bytes"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.bytes}, measure={self.measure_name!r})"
+
+
+class MemoryAbove(_Memory):
+    """Memory at or above *bytes* (ProcDump ``-m``). Linux compares the resident set (RSS) unless
+    *measure* is ``pss`` (proportional set size) or ``private`` (private clean + dirty); Windows
+    compares private (commit) bytes."""
+
+    above = True
+
+
+class MemoryBelow(_Memory):
+    """Memory below *bytes* (ProcDump ``-ml``)."""
+
+    above = False
+
+
+class _Count(Trigger):
+    what = ""
+
+    def __init__(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgument(f"n must be a whole number of at least 1, not {n!r}", argument="n", value=n)
+        self.n = n
+
+    def holds(self, value: float) -> bool:
+        return value >= self.n
+
+    def unit(self) -> str:
+        return f" {self.what}"
+
+    def describe(self) -> str:
+        return f"{self.what} at or above {self.n}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.n})"
+
+
+class ThreadsAbove(_Count):
+    """At least *n* threads (ProcDump for Linux ``-tc``)."""
+
+    what = "threads"
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        return None if sample.threads is None else float(sample.threads)
+
+
+class HandlesAbove(_Count):
+    """At least *n* handles on Windows, open file descriptors on Linux (ProcDump for Linux ``-fc``)."""
+
+    what = "handles"
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        return None if sample.handles is None else float(sample.handles)
+
+
+class _Event(Trigger):
+    event = True
+
+    def measure(self, sample: Sample) -> Optional[float]:
+        return None
+
+    def holds(self, value: float) -> bool:
+        return False
+
+
+SignalSpec = Union[int, str, _signal.Signals]
+
+
+def _signal_number(spec: SignalSpec) -> int:
+    if isinstance(spec, int):
+        number = int(spec)
+    else:
+        text = str(spec).strip().upper()
+        if text.isdigit():
+            number = int(text)
+        else:
+            name = text if text.startswith("SIG") else "SIG" + text
+            member = getattr(_signal.Signals, name, None) if hasattr(_signal, "Signals") else None
+            if member is None:
+                raise InvalidArgument(f"{spec!r} is not a signal name or number", argument="signals", value=spec)
+            number = int(member)
+    if not 1 <= number < 65 or number in (9, 19):
+        raise InvalidArgument(f"signal {spec!r} cannot be watched (SIGKILL and SIGSTOP never reach a tracer;"
+                              " valid numbers are 1-64)", argument="signals", value=spec)
+    return number
+
+
+class SignalReceived(_Event):
+    """Linux: dump when one of *signals* is about to be delivered, before it acts (ProcDump for
+    Linux ``-sig``); the signal is then delivered with its original siginfo."""
+
+    def __init__(self, signals: Union[SignalSpec, Iterable[SignalSpec]]) -> None:
+        if isinstance(signals, (int, str, _signal.Signals)):
+            signals = [signals]
+        numbers = frozenset(_signal_number(s) for s in signals)
+        if not numbers:
+            raise InvalidArgument("SignalReceived needs at least one signal", argument="signals", value=())
+        self.signals: FrozenSet[int] = numbers
+
+    def describe(self) -> str:
+        names = []
+        for n in sorted(self.signals):
+            try:
+                names.append(_signal.Signals(n).name)
+            except ValueError:
+                names.append(str(n))
+        return "signal " + ",".join(names)
+
+    def __repr__(self) -> str:
+        return f"SignalReceived({sorted(self.signals)})"
+
+
+class ProcessExit(_Event):
+    """Dump when the process is about to end (ProcDump ``-t``)."""
+
+    def describe(self) -> str:
+        return "process exit"
+
+    def __repr__(self) -> str:
+        return "ProcessExit()"
+
+
+class ExceptionRaised(_Event):
+    """Windows: dump at an exception whose code is in *codes* (any when None); first-chance
+    exceptions count unless *first_chance* is False (then only unhandled ones, ProcDump ``-e``
+    without ``1``)."""
+
+    def __init__(self, codes: Optional[Iterable[int]] = None, first_chance: bool = True) -> None:
+        self.codes: Optional[FrozenSet[int]] = None if codes is None else frozenset(int(c) & 0xFFFFFFFF for c in codes)
+        self.first_chance = first_chance
+
+    def matches(self, code: int, first_chance: bool) -> bool:
+        if first_chance and not self.first_chance:
+            return False
+        return self.codes is None or (code & 0xFFFFFFFF) in self.codes
+
+    def describe(self) -> str:
+        codes = "any" if self.codes is None else ",".join(f"0x{c:08X}" for c in sorted(self.codes))
+        return f"exception {codes}" + (" (first chance too)" if self.first_chance else " (second chance)")
+
+    def __repr__(self) -> str:
+        return f"ExceptionRaised({self.codes and sorted(self.codes)}, first_chance={self.first_chance})"

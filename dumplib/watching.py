@@ -1,0 +1,526 @@
+"""Watch processes and dump them when a trigger says so (ProcDump's everyday use).
+
+The watcher never writes a dump itself: every dump is ``create_dump``, so the disk guard, naming,
+kinds, compression, sidecar and retention apply to each. What belongs to the watcher is when:
+sampling, how long a condition must hold, ``count`` dumps ``interval`` seconds apart per process,
+and a rate limit over all processes so a flapping trigger cannot become a dump storm.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+
+import psutil
+
+from ._backend import get_backend
+from .api import create_dump
+from .errors import DumpError, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
+from .kinds import DumpKind
+from .placement import PathLike
+from .results import DumpResult
+from .targets import Target, _name_key, resolve_target
+from .triggers import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow, ProcessExit, Sample,
+                       SignalReceived, ThreadsAbove, Trigger)
+
+__all__ = ["watch", "dump_all", "WatchEvent", "EventSource", "Sample", "Trigger", "CpuAbove", "CpuBelow", "MemoryAbove",
+           "MemoryBelow", "ThreadsAbove", "HandlesAbove", "SignalReceived", "ProcessExit", "ExceptionRaised"]
+
+#: ProcDump -s: seconds between two dumps of one process.
+DEFAULT_INTERVAL = 10.0
+#: How often figures are sampled (CPU is averaged over this period).
+DEFAULT_SAMPLE_EVERY = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    """Something the watcher did or saw; the CLI prints one line (or one JSON object) per event.
+
+    *event* is one of ``watching`` (a process is now watched), ``waiting`` (for a process of a
+    name), ``fired`` (a trigger held; *value* is what it measured), ``dumped`` (*result*),
+    ``refused`` (the disk guard said no; watching goes on), ``rate-limited``, ``failed`` (a dump
+    failed for another reason), ``exited`` (a watched process ended), ``timeout``, ``done``.
+    """
+
+    event: str
+    pid: Optional[int] = None
+    name: Optional[str] = None
+    trigger: Optional[str] = None
+    value: Optional[float] = None
+    unit: Optional[str] = None
+    message: Optional[str] = None
+    result: Optional[DumpResult] = None
+    error: Optional[Dict[str, Any]] = None
+    at: float = dataclasses.field(default_factory=time.time)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "result"}
+        if self.result is not None:
+            out["result"] = self.result.to_dict()
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Firing:
+    """A trigger that held (or an event that arrived) for one process."""
+
+    trigger: Trigger
+    value: Optional[float]
+    #: Free text about the event (signal name and sender, exception code and address).
+    detail: Optional[str] = None
+
+
+class EventSource(Protocol):
+    """A debugger attached to one process, answering event triggers (signals, exceptions).
+
+    While attached it may be the process's one tracer, so every dump of that process, for an
+    event or a sampled trigger, goes through ``dump_now``, which hands the process over to
+    ``create_dump`` where the platform needs it and takes it back.
+    """
+
+    def start(self) -> None: ...
+
+    def dump_now(self, take: Callable[[], DumpResult]) -> DumpResult: ...
+
+    def stop(self) -> None:
+        """Detach, leaving the process running as it was; bounded."""
+
+    @property
+    def ended(self) -> bool: ...
+
+
+#: Called by an event source from its own thread with a firing and *hand_over*: the watcher decides
+#: whether to dump and, if so, calls ``hand_over(create)``, which runs *create* with the process
+#: handed to it and takes the process back.
+HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
+FireCallback = Callable[[int, Firing, HandOver], None]
+
+
+def _event_source(pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
+    backend = get_backend()
+    if any(isinstance(t, ProcessExit) for t in triggers):
+        # At the exit event the process is no longer found by pid (Windows, Wine) or cannot be
+        # handed over (Linux: an exiting task never enters group-stop); create_dump would need to
+        # accept the process the debugger already holds.
+        raise InvalidArgument("ProcessExit is not available yet: create_dump cannot take a process that is already"
+                              " exiting; on Linux, SignalReceived catches a death by signal",
+                              argument="triggers", value="ProcessExit()")
+    if backend.name.startswith("linux"):
+        if any(isinstance(t, ExceptionRaised) for t in triggers):
+            raise InvalidArgument("ExceptionRaised is Windows only; on Linux use SignalReceived",
+                                  argument="triggers", value="ExceptionRaised")
+        from ._linux.signalwatch import SignalWatcher
+
+        return SignalWatcher(pid, [t for t in triggers if isinstance(t, SignalReceived)], fire)
+    if any(isinstance(t, SignalReceived) for t in triggers):
+        raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
+                              value="SignalReceived")
+    from ._windows.debugloop import DebugLoop
+
+    return DebugLoop(pid, triggers, fire)
+
+
+class RateLimit:
+    """At most *dumps* dumps in any *seconds* window, across every watched process."""
+
+    def __init__(self, dumps: int, seconds: float) -> None:
+        if isinstance(dumps, bool) or not isinstance(dumps, int) or dumps < 1 or seconds <= 0:
+            raise InvalidArgument(f"max_dumps_per must be (N >= 1, seconds > 0), not {(dumps, seconds)!r}",
+                                  argument="max_dumps_per", value=(dumps, seconds))
+        self.dumps = dumps
+        self.seconds = float(seconds)
+        self._times: Deque[float] = collections.deque()
+
+    def allow(self, now: float) -> bool:
+        while self._times and now - self._times[0] >= self.seconds:
+            self._times.popleft()
+        return len(self._times) < self.dumps
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+
+
+class _Sampler:
+    """Figures of one process from psutil; CPU as the share of wall time since the last sample."""
+
+    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str]) -> None:
+        self.proc = proc
+        self.extra_memory = tuple(m for m in extra_memory if m not in ("default", "rss"))
+        self.wants_rss = "rss" in extra_memory
+        self._last: Optional[Tuple[float, float]] = None
+        self._cpus = psutil.cpu_count() or 1
+
+    def sample(self) -> Sample:
+        proc = self.proc
+        with proc.oneshot():
+            times = proc.cpu_times()
+            now = time.monotonic()
+            used = times.user + times.system
+            cpu = None
+            if self._last is not None and now > self._last[0]:
+                cpu = max(0.0, 100.0 * (used - self._last[1]) / (now - self._last[0]))
+            self._last = (now, used)
+            mem = proc.memory_info()
+            threads = proc.num_threads()
+            handles = proc.num_fds() if hasattr(proc, "num_fds") else proc.num_handles()  # type: ignore[attr-defined]
+        # Windows: private commit bytes (Wine fills only pagefile); Linux: the resident set.
+        memory = getattr(mem, "private", None) or getattr(mem, "pagefile", None) or mem.rss
+        extra = [("rss", mem.rss)] if self.wants_rss else []
+        if self.extra_memory:
+            full = proc.memory_full_info()
+            for name in self.extra_memory:
+                value = getattr(full, "uss" if name == "private" else name, None)
+                if value is not None:
+                    extra.append((name, int(value)))
+        return Sample(pid=proc.pid, cpu_one_core=cpu, cpu_machine=None if cpu is None else cpu / self._cpus,
+                      memory=int(memory), threads=threads, handles=handles, extra_memory=tuple(extra))
+
+
+class _Watched:
+    """One process under watch: its sampler, how long each trigger has held, its dumps."""
+
+    def __init__(self, proc: psutil.Process, name: str, sampled: Sequence[Trigger]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.name = name
+        measures = [getattr(t, "measure_name", "default") for t in sampled]
+        self.sampler = _Sampler(proc, measures)
+        self.held_since: Dict[int, Optional[float]] = {i: None for i in range(len(sampled))}
+        self.dumps = 0
+        self.quiet_until = 0.0
+        self.source: Optional[EventSource] = None
+        self.finished = False
+        self.busy = False
+
+    def alive(self) -> bool:
+        try:
+            return self.proc.is_running() and self.proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+
+class _Watcher:
+    def __init__(self, triggers: Sequence[Trigger], *, count: int, interval: float, sample_every: float,
+                 rate: Optional[RateLimit], dump: Callable[[int], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
+                 on_event: Optional[Callable[[WatchEvent], Any]], stop_on_refusal: bool) -> None:
+        self.sampled = [t for t in triggers if not t.event]
+        self.events = [t for t in triggers if t.event]
+        self.count = count
+        self.interval = interval
+        self.sample_every = sample_every
+        self.rate = rate
+        self.dump = dump
+        self.on_dump = on_dump
+        self.on_event = on_event
+        self.stop_on_refusal = stop_on_refusal
+        self.on_sample: Optional[Callable[[Sample], Any]] = None
+        self.results: List[DumpResult] = []
+        self.watched: Dict[Tuple[int, float], _Watched] = {}
+        self.lock = threading.RLock()
+        self.failure: Optional[BaseException] = None
+        self.stop_requested = threading.Event()
+
+    # -- events ------------------------------------------------------------------------------------
+    def emit(self, event: str, w: Optional[_Watched] = None, **facts: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(WatchEvent(event, pid=w.pid if w else facts.pop("pid", None),
+                                     name=w.name if w else facts.pop("name", None), **facts))
+
+    # -- adding processes --------------------------------------------------------------------------
+    def add(self, proc: psutil.Process, name: str) -> Optional[_Watched]:
+        try:
+            key = (proc.pid, proc.create_time())
+        except psutil.Error:
+            return None
+        if key in self.watched:
+            return None
+        w = _Watched(proc, name, self.sampled)
+        if self.events:
+            w.source = _event_source(proc.pid, self.events, lambda pid, firing, hand: self._on_source(w, firing, hand))
+        self.watched[key] = w
+        if w.source is not None:
+            w.source.start()
+        what = "; ".join(t.describe() for t in self.sampled + self.events)
+        self.emit("watching", w, message=what)
+        try:
+            w.sampler.sample()  # primes the CPU figure
+        except psutil.Error:
+            pass
+        return w
+
+    # -- firing ------------------------------------------------------------------------------------
+    def _on_source(self, w: _Watched, firing: Firing, hand_over: HandOver) -> None:
+        """An event trigger fired on the source's thread: dump there, while it holds the process."""
+        try:
+            self.fire(w, firing, lambda: hand_over(lambda: self.dump(w.pid)))
+        except BaseException as exc:  # surfaced on the main thread, which stops the watch
+            self.failure = exc
+            self.stop_requested.set()
+
+    def fire(self, w: _Watched, firing: Firing, take: Callable[[], DumpResult]) -> None:
+        trig = firing.trigger
+        if not self._may_dump(w, firing):
+            return
+        try:
+            result = take()
+        except InsufficientDiskSpace as exc:
+            self._after(w, None)
+            self.emit("refused", w, trigger=trig.describe(), message=str(exc),
+                      error={"type": type(exc).__name__, **exc.details()})
+            if self.stop_on_refusal:
+                raise
+            return
+        except ProcessNotFound as exc:
+            self._after(w, None, finished=True)
+            self.emit("failed", w, trigger=trig.describe(), message=str(exc),
+                      error={"type": type(exc).__name__, **exc.details()})
+            return
+        except BaseException:
+            self._after(w, None)
+            raise
+        self._after(w, result)
+        self.emit("dumped", w, trigger=trig.describe(), result=result, message=result.path)
+        if self.on_dump is not None:
+            self.on_dump(result)
+
+    def _may_dump(self, w: _Watched, firing: Firing) -> bool:
+        """Report the firing and decide (count, interval, rate limit); the lock is never held while
+        dumping, since a dump may need another thread (an event source) that may be firing too."""
+        trig = firing.trigger
+        with self.lock:
+            now = time.monotonic()
+            self.emit("fired", w, trigger=trig.describe(), value=firing.value, unit=trig.unit().strip() or None,
+                      message=firing.detail)
+            if w.dumps >= self.count or w.finished or w.busy:
+                return False
+            if now < w.quiet_until:
+                self.emit("skipped", w, trigger=trig.describe(),
+                          message=f"within {self.interval:g} s of the previous dump of this process")
+                return False
+            if self.rate is not None and not self.rate.allow(now):
+                self.emit("rate-limited", w, trigger=trig.describe(),
+                          message=f"already {self.rate.dumps} dumps in the last {self.rate.seconds:g} s")
+                return False
+            if self.rate is not None:
+                self.rate.record(now)
+            w.busy = True
+            return True
+
+    def _after(self, w: _Watched, result: Optional[DumpResult], finished: bool = False) -> None:
+        with self.lock:
+            w.busy = False
+            w.quiet_until = time.monotonic() + self.interval
+            if result is not None:
+                w.dumps += 1
+                self.results.append(result)
+            if finished or w.dumps >= self.count:
+                w.finished = True
+
+    def take_for(self, w: _Watched) -> Callable[[], DumpResult]:
+        if w.source is None:
+            return lambda: self.dump(w.pid)
+        source = w.source
+        return lambda: source.dump_now(lambda: self.dump(w.pid))
+
+    def tick(self, w: _Watched) -> None:
+        """Sample one process and fire the first sampled trigger that has held long enough."""
+        if w.finished or not self.sampled:
+            return
+        try:
+            sample = w.sampler.sample()
+        except psutil.Error:
+            return
+        if self.on_sample is not None:
+            self.on_sample(sample)
+        now = time.monotonic()
+        for i, trig in enumerate(self.sampled):
+            value = trig.measure(sample)
+            if value is None or not trig.holds(value):
+                w.held_since[i] = None
+                continue
+            since = w.held_since[i]
+            if since is None:
+                # CPU is an average over the last period: it has held since that period began.
+                since = w.held_since[i] = now - (self.sample_every if trig.seconds else 0.0)
+            if now - since + 1e-6 >= trig.seconds and now >= w.quiet_until:
+                self.fire(w, Firing(trig, value), self.take_for(w))
+                for j in w.held_since:
+                    w.held_since[j] = None  # the next dump needs the condition to hold anew
+                return
+
+    def stop_sources(self) -> None:
+        for w in self.watched.values():
+            if w.source is not None:
+                w.source.stop()
+
+
+def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
+    backend = get_backend()
+    wanted = _name_key(name.strip(), backend.windows_names)
+    me = os.getpid()
+    out = []
+    for pid, pname in sorted(backend.process_table().items()):
+        if pid != me and _name_key(pname, backend.windows_names) == wanted:
+            try:
+                out.append((psutil.Process(pid), pname))
+            except psutil.Error:
+                continue
+    return out
+
+
+def _launch(argv: Sequence[str], suspended: bool) -> subprocess.Popen:  # type: ignore[type-arg]
+    if not argv:
+        raise InvalidArgument("launch needs a command", argument="launch", value=list(argv))
+    if suspended and sys.platform.startswith("linux"):
+        from ._linux.signalwatch import launch_stopped
+
+        return launch_stopped(list(argv))
+    try:
+        return subprocess.Popen(list(argv))
+    except OSError as exc:
+        raise InvalidArgument(f"cannot start {argv[0]!r}: {exc.strerror}", argument="launch", value=list(argv)) from None
+
+
+def watch(
+    target: Optional[Target] = None,
+    triggers: Union[Trigger, Sequence[Trigger]] = (),
+    *,
+    wait_for: Optional[str] = None,
+    launch: Optional[Sequence[str]] = None,
+    all: Optional[str] = None,
+    count: int = 1,
+    interval: float = DEFAULT_INTERVAL,
+    sample_every: float = DEFAULT_SAMPLE_EVERY,
+    path: Optional[PathLike] = None,
+    kind: Union[DumpKind, str] = DumpKind.MINI,
+    timeout: Optional[float] = None,
+    on_dump: Optional[Callable[[DumpResult], Any]] = None,
+    on_event: Optional[Callable[[WatchEvent], Any]] = None,
+    on_sample: Optional[Callable[[Sample], Any]] = None,
+    max_dumps_per: Optional[Tuple[int, float]] = None,
+    stop_on_refusal: bool = False,
+    **dump_options: Any,
+) -> List[DumpResult]:
+    """Watch a process (or every process of a name) and dump it when a trigger fires.
+
+    Exactly one of *target* (pid or name), *wait_for* (a name: wait until it starts, ProcDump
+    ``-w``), *launch* (a command to start and watch, ProcDump ``-x``) or *all* (every process of
+    that name, present and future) says what to watch. *triggers* are ``CpuAbove``, ``MemoryAbove``,
+    ``ThreadsAbove``, ``SignalReceived``... (any one firing dumps). Each process gets up to *count*
+    dumps, at least *interval* seconds apart (ProcDump ``-n`` / ``-s``); *max_dumps_per* ``(N,
+    seconds)`` caps dumps over all processes. Figures are sampled every *sample_every* seconds.
+
+    Every dump is ``create_dump(pid, path, kind, **dump_options)``: when the disk guard refuses one,
+    a ``refused`` event is reported and watching goes on (*stop_on_refusal* re-raises instead).
+    *on_dump* gets each DumpResult, *on_event* each WatchEvent, *on_sample* each Sample taken. Returns the results when every
+    watched process has had its *count* dumps or ended, or at *timeout* (None: no limit; *all*
+    watches until the timeout). KeyboardInterrupt detaches from everything first, then propagates.
+    """
+    trigger_list = [triggers] if isinstance(triggers, Trigger) else list(triggers)
+    if not trigger_list:
+        raise InvalidArgument("watch needs at least one trigger", argument="triggers", value=[])
+    chosen = [x for x in (target, wait_for, launch, all) if x is not None]
+    if len(chosen) != 1:
+        raise InvalidArgument("give exactly one of target, wait_for, launch or all", argument="target",
+                              value=chosen)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidArgument(f"count must be at least 1, not {count!r}", argument="count", value=count)
+    if interval < 0 or sample_every <= 0:
+        raise InvalidArgument("interval must be >= 0 and sample_every > 0", argument="interval",
+                              value=(interval, sample_every))
+    rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
+    kind = DumpKind.parse(kind)
+
+    def dump(pid: int) -> DumpResult:
+        return create_dump(pid, path, kind, **dump_options)
+
+    watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
+                       dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
+    watcher.on_sample = on_sample
+    deadline = None if timeout is None else time.monotonic() + timeout
+    launched = None
+    try:
+        if launch is not None:
+            launched = _launch(launch, suspended=bool(watcher.events))
+            proc = psutil.Process(launched.pid)
+            watcher.add(proc, os.path.basename(launch[0]))
+            if watcher.events:
+                os.kill(launched.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
+        elif target is not None:
+            info = resolve_target(target)
+            watcher.add(psutil.Process(info.pid), info.name)
+        elif wait_for is not None:
+            watcher.emit("waiting", name=wait_for, message=f"waiting for a process named {wait_for}")
+        else:
+            watcher.emit("waiting", name=all, message=f"watching every process named {all}, present and future")
+        _loop(watcher, deadline, wait_for=wait_for, every=all)
+    finally:
+        watcher.stop_sources()
+    if watcher.failure is not None:
+        raise watcher.failure
+    return watcher.results
+
+
+
+def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[str], every: Optional[str]) -> None:
+    next_tick = time.monotonic()
+    while not watcher.stop_requested.is_set():
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            watcher.emit("timeout", message="the timeout passed")
+            return
+        if wait_for is not None and not watcher.watched:
+            found = _matching(wait_for)
+            if found:
+                watcher.add(*found[0])
+        if every is not None:
+            for proc, name in _matching(every):
+                watcher.add(proc, name)
+        for key, w in list(watcher.watched.items()):
+            if w.finished and (w.source is None or w.source.ended):
+                if every is not None and not w.alive():
+                    del watcher.watched[key]  # a long watch of a name must not grow with every process seen
+                continue
+            if not w.alive() or (w.source is not None and w.source.ended):
+                if not w.finished:
+                    watcher.emit("exited", w, message="the process ended")
+                w.finished = True
+                continue
+            watcher.tick(w)
+        if every is None and watcher.watched and all(w.finished for w in watcher.watched.values()):
+            watcher.emit("done", message="every watched process has its dumps or has ended")
+            return
+        next_tick += watcher.sample_every
+        pause = next_tick - time.monotonic()
+        if pause < 0:
+            next_tick = time.monotonic()  # fell behind (a long dump): do not try to catch up
+            pause = 0
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        watcher.stop_requested.wait(pause)
+
+
+def dump_all(name: str, path: Optional[PathLike] = None, kind: Union[DumpKind, str] = DumpKind.MINI,
+             **dump_options: Any) -> List[Union[DumpResult, DumpError]]:
+    """Dump every process named *name* now (``dumplib dump --all NAME``), each to its own file.
+
+    Returns one entry per process, in pid order: its DumpResult, or the DumpError that stopped it
+    (one process refusing, exiting or not fitting does not stop the others). ProcessNotFound when
+    no process has that name.
+    """
+    found = _matching(name)
+    if not found:
+        raise ProcessNotFound(name)
+    out: List[Union[DumpResult, DumpError]] = []
+    for proc, _ in found:
+        try:
+            out.append(create_dump(proc.pid, path, kind, **dump_options))
+        except DumpError as exc:
+            out.append(exc)
+    return out
