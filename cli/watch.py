@@ -11,7 +11,7 @@ import typer
 
 import dumplib
 
-from .app import _flags, _run, _target, human_bytes, parse_duration, parse_size
+from .app import Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
 DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
@@ -85,7 +85,7 @@ class _Printer:
     def __call__(self, event: dumplib.WatchEvent) -> None:
         self._clear()
         if self.as_json:
-            typer.echo(json.dumps(event.to_dict()))
+            echo(json.dumps(event.to_dict()))
         else:
             self._human(event)
         if event.event == "dumped" and event.result is not None and self.exec_cmd:
@@ -94,24 +94,24 @@ class _Printer:
     def _human(self, e: dumplib.WatchEvent) -> None:
         who = f"pid {e.pid} ({e.name})" if e.pid is not None else (e.name or "")
         if e.event == "watching":
-            typer.echo(f"watching {who}: dump on {e.message}")
+            echo(f"watching {who}: dump on {e.message}")
         elif e.event == "waiting":
-            typer.echo(e.message or "")
+            echo(e.message or "")
         elif e.event == "fired":
             value = "" if e.value is None else f": measured {_figure(e.value, e.unit)}"
             detail = f" ({e.message})" if e.message else ""
-            typer.echo(f"{who}: {e.trigger}{value}{detail}")
+            echo(f"{who}: {e.trigger}{value}{detail}")
         elif e.event == "dumped" and e.result is not None:
             r = e.result
             stopped = f", target stopped {r.stopped_seconds:.3f} s" if r.stopped_seconds is not None else ""
-            typer.echo(f"wrote {r.path} ({human_bytes(r.size)}, {r.kind} dump of {r.process_name} pid {r.pid},"
+            echo(f"wrote {r.path} ({human_bytes(r.size)}, {r.kind} dump of {r.process_name} pid {r.pid},"
                        f" {r.seconds:.1f} s{stopped})")
             for w in r.warnings:
-                typer.echo(f"dumplib: warning: {w}", err=True)
+                echo(f"dumplib: warning: {w}", err=True)
         elif e.event in ("refused", "failed", "rate-limited", "skipped"):
-            typer.echo(f"dumplib: {e.event}: {who}: {e.message}", err=True)
+            echo(f"dumplib: {e.event}: {who}: {e.message}", err=True)
         else:
-            typer.echo(f"{who + ': ' if who else ''}{e.message or e.event}")
+            echo(f"{who + ': ' if who else ''}{e.message or e.event}")
 
     def _exec(self, result: dumplib.DumpResult) -> None:
         assert self.exec_cmd is not None
@@ -128,9 +128,9 @@ class _Printer:
 
     def _note(self, event: str, message: str, pid: int) -> None:
         if self.as_json:
-            typer.echo(json.dumps({"event": event, "pid": pid, "message": message}))
+            echo(json.dumps({"event": event, "pid": pid, "message": message}))
         else:
-            typer.echo(f"dumplib: warning: {message}", err=True)
+            echo(f"dumplib: warning: {message}", err=True)
 
 
 def _figure(value: float, unit: Optional[str]) -> str:
@@ -230,17 +230,17 @@ def watch(
     results = _run(action, as_json=as_json, debug=debug)
     if results is None:
         printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
-        raise typer.Exit(130)
+        raise Exit(130)
     if not as_json:
-        typer.echo(f"{len(results)} dump(s) written")
+        echo(f"{len(results)} dump(s) written")
 
 
 def _usage(message: str, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"error": {"type": "Usage", "message": message, "exit_code": 2}}))
+        echo(json.dumps({"error": {"type": "Usage", "message": message, "exit_code": 2}}))
     else:
-        typer.echo(f"dumplib: error: {message}", err=True)
-    raise typer.Exit(2)
+        echo(f"dumplib: error: {message}", err=True)
+    raise Exit(2)
 
 
 def dump_all_command(name: Optional[str], path: Optional[str], kind: str, options: Dict[str, Any], as_json: bool,
@@ -260,12 +260,12 @@ def dump_all_command(name: Optional[str], path: Optional[str], kind: str, option
         if isinstance(o, dumplib.DumpError):
             worst = worst or exit_code_for(o)
             if as_json:
-                typer.echo(json.dumps({"error": {"type": type(o).__name__, "message": str(o), **o.details()}}))
+                echo(json.dumps({"error": {"type": type(o).__name__, "message": str(o), **o.details()}}))
             else:
-                typer.echo(f"dumplib: error: {o}", err=True)
+                echo(f"dumplib: error: {o}", err=True)
         elif as_json:
-            typer.echo(json.dumps(o.to_dict()))
+            echo(json.dumps(o.to_dict()))
         else:
-            typer.echo(f"wrote {o.path} ({human_bytes(o.size)}, {o.kind} dump of {o.process_name} pid {o.pid})")
+            echo(f"wrote {o.path} ({human_bytes(o.size)}, {o.kind} dump of {o.process_name} pid {o.pid})")
     if worst:
-        raise typer.Exit(worst)
+        raise Exit(worst)

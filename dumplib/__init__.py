@@ -37,8 +37,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
     from .kinds import DumpKind
     from .results import DumpResult, ProcessInfo, SizeEstimate
     from .targets import processes, resolve_target
-    from .watching import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow,
-                           ProcessExit, SignalReceived, ThreadsAbove, Trigger, WatchEvent, dump_all, watch)
+    from .triggers import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow,
+                           ProcessExit, SignalReceived, ThreadsAbove, Trigger)
+    from .watching import WatchEvent, dump_all, watch
 
 #: public name -> the submodule that defines it (kept in step with the TYPE_CHECKING block above;
 #: tests/unit/test_import_cost.py checks that the two agree and that every name resolves).
@@ -53,9 +54,10 @@ _WHERE: Dict[str, str] = {
     "SizeEstimate": "results",
     "processes": "targets",
     "resolve_target": "targets",
-    **{name: "watching" for name in (
-        "watch", "dump_all", "WatchEvent", "Trigger", "CpuAbove", "CpuBelow", "MemoryAbove", "MemoryBelow",
-        "ThreadsAbove", "HandlesAbove", "SignalReceived", "ProcessExit", "ExceptionRaised",
+    **{name: "watching" for name in ("watch", "dump_all", "WatchEvent")},
+    **{name: "triggers" for name in (
+        "Trigger", "CpuAbove", "CpuBelow", "MemoryAbove", "MemoryBelow", "ThreadsAbove", "HandlesAbove",
+        "SignalReceived", "ProcessExit", "ExceptionRaised",
     )},
     **{name: "errors" for name in (
         "DumpError", "ProcessNotFound", "AmbiguousProcess", "AccessDenied", "BitnessMismatch", "TargetRefused",

@@ -111,19 +111,20 @@ def _event_source(pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> 
         raise InvalidArgument("ProcessExit is not available yet: create_dump cannot take a process that is already"
                               " exiting; on Linux, SignalReceived catches a death by signal",
                               argument="triggers", value="ProcessExit()")
-    if backend.name.startswith("linux"):
+    if sys.platform == "win32":
+        if any(isinstance(t, SignalReceived) for t in triggers):
+            raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
+                                  value="SignalReceived")
+        from ._windows.debugloop import DebugLoop
+
+        return DebugLoop(pid, triggers, fire)
+    else:
         if any(isinstance(t, ExceptionRaised) for t in triggers):
             raise InvalidArgument("ExceptionRaised is Windows only; on Linux use SignalReceived",
                                   argument="triggers", value="ExceptionRaised")
         from ._linux.signalwatch import SignalWatcher
 
         return SignalWatcher(pid, [t for t in triggers if isinstance(t, SignalReceived)], fire)
-    if any(isinstance(t, SignalReceived) for t in triggers):
-        raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
-                              value="SignalReceived")
-    from ._windows.debugloop import DebugLoop
-
-    return DebugLoop(pid, triggers, fire)
 
 
 class RateLimit:
@@ -450,7 +451,7 @@ def watch(
             launched = _launch(launch, suspended=bool(watcher.events))
             proc = psutil.Process(launched.pid)
             watcher.add(proc, os.path.basename(launch[0]))
-            if watcher.events:
+            if watcher.events and sys.platform != "win32":
                 os.kill(launched.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
         elif target is not None:
             info = resolve_target(target)

@@ -19,6 +19,10 @@ between 2 and 4 the process stays stopped until someone sends SIGCONT; that wind
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
 import ctypes
 import errno
 import os

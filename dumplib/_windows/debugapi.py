@@ -4,6 +4,10 @@ Kept apart from kernel32.py so the debug loop's declarations sit in one place of
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+
 import ctypes
 from ctypes import wintypes as wt
 from functools import partial

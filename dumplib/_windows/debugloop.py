@@ -8,6 +8,10 @@ program's own handlers run as if nobody had looked. DebugActiveProcessStop leave
 """
 from __future__ import annotations
 
+import sys
+
+assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+
 import contextvars
 import ctypes
 import threading

@@ -42,10 +42,10 @@ VALID = [
     ["info", "/tmp/x.core", "--json"],
     ["ps"],
     ["ps", "python", "--json"],
+    ["dump"],  # no target: parsed, then refused by the command (TARGET or --all NAME), exit 2
 ]
 
 HANDED_OVER = [
-    ["dump"],  # missing target
     ["dump", "--help"],
     ["dump", "1234", "--no-such-option"],
     ["dump", "1234", "--keep", "x"],
