@@ -70,6 +70,10 @@ class Backend(abc.ABC):
     def process_table(self) -> Dict[int, str]:
         """Every visible process as pid -> name, from one snapshot."""
 
+    def name_of(self, pid: int) -> Optional[str]:
+        """The name of process *pid* as process_table would give it (None: no such process)."""
+        return self.process_table().get(pid)
+
     @abc.abstractmethod
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error.

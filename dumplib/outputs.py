@@ -282,6 +282,10 @@ class Stdout(Output):
             yield
         except BaseException as exc:
             if not self.regular:
+                if isinstance(exc, DumpError) and "the partial file was removed" in exc.message:
+                    exc.message = exc.message.replace("the partial file was removed",
+                                                      "what went to stdout is incomplete (no file was written)")
+                    exc.args = (exc.message,)
                 raise
             try:
                 os.ftruncate(self.fd, self.start)

@@ -7,7 +7,6 @@ import datetime
 import errno
 import os
 import re
-import secrets
 import stat
 import sys
 import time
@@ -197,7 +196,7 @@ def _fixed_directory(template: str) -> Optional[str]:
 
 def temp_path(directory: str) -> str:
     """A fresh temporary name in *directory* (created later with O_EXCL, so a collision fails, never follows)."""
-    return os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp")
+    return os.path.join(directory, f"{TEMP_PREFIX}{os.urandom(8).hex()}.tmp")
 
 
 def _components(path: str) -> List[str]:

@@ -68,7 +68,7 @@ def _by_pid(pid: int, backend: Backend) -> ProcessInfo:
         if owner is not None:
             raise ProcessNotFound(pid, f"{pid} is a thread of process {owner}, not a process; dump process {owner}")
         raise ProcessNotFound(pid, f"no process has pid {pid}; list processes with `dumplib ps`")
-    name = backend.process_table().get(pid)
+    name = backend.name_of(pid)
     if name is None:
         try:
             name = psutil.Process(pid).name()

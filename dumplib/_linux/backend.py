@@ -13,7 +13,6 @@ import ctypes
 import dataclasses
 import errno
 import os
-import platform
 import select
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -34,7 +33,7 @@ PF_KTHREAD = 0x00200000
 
 def supported_machine() -> bool:
     # A 32-bit Python on an x86-64 kernel also says x86_64: it would write 64-bit cores wrongly.
-    return platform.machine() in ("x86_64", "AMD64") and ctypes.sizeof(ctypes.c_void_p) == 8
+    return os.uname().machine in ("x86_64", "AMD64") and ctypes.sizeof(ctypes.c_void_p) == 8
 
 
 _EM_X86_64 = 62
@@ -91,6 +90,13 @@ class LinuxBackend(Backend):
     def __init__(self) -> None:
         #: pid -> (pidfd, start time in clock ticks) of each target between check_target and release.
         self._held: Dict[int, Tuple[int, int]] = {}
+
+    def name_of(self, pid: int) -> Optional[str]:
+        # One process, not a scan of all of them (process_table): the one-shot command's start-up.
+        try:
+            return psutil.Process(pid).name()
+        except (psutil.Error, OSError):
+            return None
 
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         pid = target.pid

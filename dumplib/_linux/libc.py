@@ -6,11 +6,11 @@ import sys
 assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any, Tuple
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The libc this interpreter already runs on: no search (find_library forks `ldconfig -p`).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 PTRACE_DETACH = 17
 PTRACE_GETREGSET = 0x4204

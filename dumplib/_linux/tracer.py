@@ -103,7 +103,11 @@ class StoppedProcess:
             self._job_control.start()
             self._tracer = threading.Thread(target=self._trace, name=f"dumplib-tracer-{self.pid}", daemon=True)
             self._tracer.start()
-            self._ready.wait()  # the tracer's own waits are bounded, so this is too
+            # Polled, not Event.wait(): a Ctrl-C landing inside a lock wait can leave the lock in a
+            # state the way out trips over ("release unlocked lock"). The tracer's waits are
+            # bounded, so this is too.
+            while not self._ready.is_set():
+                time.sleep(0.0005)
             if self._error is not None:
                 raise self._error
         except BaseException:
@@ -119,8 +123,9 @@ class StoppedProcess:
         self._release.set()
         try:
             if self._tracer is not None:
-                self._tracer.join()
-                _wait_thread_gone(self._tracer.native_id)
+                # Polled, not join(), for the same reason as in __enter__; the thread's end, not
+                # Python's bookkeeping of it, is what lets the kernel detach every tracee.
+                _wait_thread_gone(self._tracer.native_id, patience=RELEASE_PATIENCE)
         finally:
             self._job_control.finish()
 
@@ -311,6 +316,11 @@ class JobControlDeferred:
             if sig not in pending:
                 os.kill(os.getpid(), sig)
         self._caught = []
+
+
+#: Longest the caller waits for the tracer thread to end once told to let go: it detaches at once,
+#: unless it is in the middle of a bounded wait for a thread to stop (STOP_TIMEOUT).
+RELEASE_PATIENCE = 30.0
 
 
 def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:

@@ -197,6 +197,25 @@ def _live_dumplib_in_another_pid_namespace(directory: Path) -> Iterator[Path]:
     finally:
         proc.kill()
         proc.wait()
+        _until_unheld(directory)
+
+
+def _until_unheld(directory: Path) -> None:
+    """Until the killed process in the namespace (unshare's child, killed with it) has really let go."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "the killed process still holds the directory"
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
 
 
 def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctarget, shared_dir):
@@ -500,3 +519,17 @@ def test_stdout_to_another_users_world_readable_file_is_refused(ctarget, shared_
         done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(ctarget.pid), "-", "-k", "triage",
                                "--min-free", "0"], stdout=out, stderr=subprocess.PIPE, text=True)
     assert done.returncode == 7 and "readable by others" in done.stderr and dest.stat().st_size == 0
+
+
+@pytest.mark.parametrize("codec", [None, "gzip", "zstd"])
+def test_a_full_device_on_stdout_is_disk_full_even_at_the_compressors_last_flush(ctarget, codec):
+    # A triage core fits in zstd's first block: its first byte reaches /dev/full at the final flush.
+    extra = ["-z", codec] if codec else []
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(ctarget.pid), "-", "-k", "triage",
+                               *extra, "--json"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 8, done.stderr
+    err = json.loads(done.stderr.strip().splitlines()[-1])["error"]
+    assert err["reason"] == "disk-full" and err["errno"] == 28, err
+    assert "no file was written" in err["message"] and "partial file was removed" not in err["message"]
+    ctarget.assert_running_untraced()

@@ -89,7 +89,9 @@ data = os.urandom(5 << 20)
 hasher = FollowingHasher(str(path))
 writer = threading.Thread(target=write_slowly, args=(path, data, 10, 0.05))
 writer.start()
-time.sleep(0.1)
+deadline = time.monotonic() + 10  # a loaded machine may take a while to start the hasher thread
+while not hasher_tids() and time.monotonic() < deadline:
+    time.sleep(0.01)
 before = [policy_of(t) for t in hasher_tids()]
 hasher.released()  # an unprivileged thread cannot leave SCHED_IDLE: a new thread takes over
 deadline = time.monotonic() + 20  # the idle thread leaves at its next block, when it gets a CPU
