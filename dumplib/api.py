@@ -159,8 +159,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
     output = _output(backend, proc, kind, opts, warnings)
     with contextlib.ExitStack() as held:
         # Our temporaries' directories are held from here to the end; dead dumplibs' leftovers go first.
-        stale = held.enter_context(writing_in(output.temp_directories()))
-        warnings += [f"removed a stale temporary file of a killed dumplib: {n}" for n in stale]
+        warnings += held.enter_context(writing_in(output.temp_directories()))
         plan = backend.plan(proc, kind, mask)
         if opts.space_check:
             plan = _guarded_plan(backend, proc, plan, output, opts.min_free, opts.fit, opts.flags is not None,

@@ -312,7 +312,8 @@ def remove_if_same(path: str, was: os.stat_result) -> bool:
 @contextlib.contextmanager
 def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
     """Hold every directory dumplib will write temporaries in, first removing stale temporaries
-    of dumplibs that died there; yields the names removed.
+    of dumplibs that died there; yields what the caller should be told (temporaries removed, a
+    directory someone else would not let us hold).
 
     Every dumplib holds a shared flock on each such directory while its temporaries exist; one
     that gets the lock exclusively knows no live dumplib, in any pid namespace or container
@@ -337,7 +338,8 @@ HOLD_PATIENCE = 2.0
 @contextlib.contextmanager
 def _held(directory: str) -> Iterator[List[str]]:
     if sys.platform == "win32":  # no flock: an open temporary cannot be deleted there anyway
-        yield _remove_stale(directory, locked=False)
+        yield [f"removed a stale temporary file of a killed dumplib: {n}"
+               for n in _remove_stale(directory, locked=False)]
         return
     import fcntl
 
@@ -353,7 +355,8 @@ def _held(directory: str) -> Iterator[List[str]]:
         except OSError:
             pass  # another dumplib is writing here: its temporaries are alive, leave them all
         else:
-            removed = _remove_stale(directory, locked=True)
+            removed = [f"removed a stale temporary file of a killed dumplib: {n}"
+                       for n in _remove_stale(directory, locked=True)]
         deadline = time.monotonic() + HOLD_PATIENCE
         while True:
             try:
@@ -363,6 +366,8 @@ def _held(directory: str) -> Iterator[List[str]]:
                 if time.monotonic() > deadline:
                     # Never hang on someone else's lock: go on unheld. Only a cleaning dumplib of
                     # this same user could then take our temporary for a dead one.
+                    removed.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
+                                   " dumplib went on without its hold on the directory")
                     break
                 time.sleep(0.02)
         yield removed

@@ -393,6 +393,7 @@ def test_a_lock_held_forever_by_someone_else_never_hangs_dumplib(ctarget, shared
         done = dumplib_cli("dump", str(ctarget.pid), str(shared_dir), "-k", "triage", timeout=60)
         assert done.returncode == 0, done.stderr
         assert time.monotonic() - started < 30
+        assert "went on without its hold" in done.stderr
     finally:
         os.close(fd)
 
