@@ -182,9 +182,7 @@ class CompressedFile(_FileOutput):
             # cost more than the dump (zstd decodes a sparse heap at ~0.75 GB/s here).
             backend.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
-            stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
-                            _disk_bytes(os.stat(self.dest.temp)))
-            stored = self._place(backend, stored, sidecar, report)
+            stored = self._place_compressed(backend, out, sidecar, report)
         except BaseException:
             remove_own(self.dest.temp)
             raise
@@ -201,13 +199,17 @@ class CompressedFile(_FileOutput):
             finally:
                 os.close(fd)
             _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
-            stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
-                            _disk_bytes(os.stat(self.dest.temp)))
-            stored = self._place(backend, stored, sidecar, report)
+            stored = self._place_compressed(backend, out, sidecar, report)
         except BaseException:
             remove_own(self.dest.temp)
             raise
         return stored
+
+    def _place_compressed(self, backend: Backend, out: CompressingWriter, sidecar: Optional[SidecarMaker],
+                          report: WriteReport) -> Stored:
+        stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
+                        _disk_bytes(os.stat(self.dest.temp)))
+        return self._place(backend, stored, sidecar, report)
 
 
 def _appending(fd: int) -> bool:

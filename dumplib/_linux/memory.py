@@ -203,10 +203,7 @@ class Prober:
         self.pid = pid
         self._scan_works: Optional[bool] = None
         self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
-        try:
-            self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            self._pagemap = None
+        self._pagemap: Optional[int] = _open_pagemap(pid)
 
     def close(self) -> None:
         if self._pagemap is not None:
@@ -388,10 +385,7 @@ class MemoryCopier:
         self._local = libc.iovec(None, 0)
         self._remote = libc.iovec(None, 0)
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
-        try:
-            self._pagemap: Optional[int] = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            self._pagemap = None
+        self._pagemap: Optional[int] = _open_pagemap(pid)
 
     def close(self) -> None:
         if self._pagemap is not None:
@@ -642,3 +636,11 @@ def _xstate_size_from_flags() -> int:
     if b"amx_tile" in flags:
         return 11008
     return 2696
+
+
+def _open_pagemap(pid: int) -> Optional[int]:
+    """/proc/PID/pagemap for reading, or None where it cannot be read (then memory is read whole)."""
+    try:
+        return os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
