@@ -206,6 +206,11 @@ class DumpFailed(DumpError):
     winerror: Optional[int]
     hresult: Optional[int]
 
+    @classmethod
+    def target_exited(cls, pid: int) -> "DumpFailed":
+        """The one way to say the target died mid-dump (every backend and step raises this)."""
+        return cls(f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited")
+
     def __init__(
         self,
         message: str,

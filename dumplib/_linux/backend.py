@@ -241,8 +241,7 @@ class LinuxBackend(Backend):
                     copier.close()
                 stopped.check_pause()  # every byte above was read while the target was stopped
                 if not stopped.alive():
-                    raise DumpFailed(f"process {pid} exited while it was being dumped; nothing was kept",
-                                     pid=pid, reason="exited")
+                    raise DumpFailed.target_exited(pid)
             # The target runs again from here; what is left is our own output.
             sink.finish(end)
         except OSError as exc:

@@ -500,11 +500,7 @@ class MemoryCopier:
             return libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
         except OSError as exc:
             if exc.errno == errno.ESRCH:
-                raise DumpFailed(
-                    f"process {self.pid} exited while it was being dumped; nothing was kept",
-                    pid=self.pid,
-                    reason="exited",
-                ) from None
+                raise DumpFailed.target_exited(self.pid) from None
             if exc.errno in (errno.EFAULT, errno.EIO, errno.ENOMEM):
                 return 0
             raise DumpFailed(f"reading memory of process {self.pid} failed: {exc}", pid=self.pid, errno=exc.errno) from None

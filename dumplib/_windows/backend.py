@@ -360,9 +360,7 @@ def _write_dump(
             monitor.raise_if_interrupted()
             monitor.raise_if_abandoned()
             if wrappers.exit_code(process) is not None:
-                raise DumpFailed(
-                    f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited"
-                ) from None
+                raise DumpFailed.target_exited(pid) from None
             if exc.winerror in (ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL):
                 raise DumpFailed(
                     f"the volume filled up while process {pid} was being dumped ({exc.message}); nothing was kept."
