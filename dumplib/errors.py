@@ -78,6 +78,11 @@ class ProcessNotFound(DumpError):
     fields = ("target",)
     target: Any
 
+    @classmethod
+    def exited(cls, pid: int) -> "ProcessNotFound":
+        """The target was found, then exited before dumplib could dump it."""
+        return cls(pid, f"process {pid} exited before it could be dumped")
+
     def __init__(self, target: Any, message: Optional[str] = None) -> None:
         if message is None:
             message = (

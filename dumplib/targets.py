@@ -73,7 +73,7 @@ def _by_pid(pid: int, backend: Backend) -> ProcessInfo:
         try:
             name = psutil.Process(pid).name()
         except (psutil.Error, OSError):
-            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+            raise ProcessNotFound.exited(pid) from None
     return _info(pid, name)
 
 

@@ -102,7 +102,7 @@ class LinuxBackend(Backend):
         pid = target.pid
         status = read_status(pid)
         if not status:
-            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
+            raise ProcessNotFound.exited(pid)
         if int(status.get("Tgid", pid)) == os.getpid():
             raise TargetRefused(
                 f"process {pid} is this Python process: a process cannot ptrace itself. Dump it from"
@@ -143,7 +143,7 @@ class LinuxBackend(Backend):
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+            raise ProcessNotFound.exited(pid) from None
         ticks = _start_ticks(pid)  # read after the pidfd exists, so a live pidfd vouches for it
         if ticks is None or _pidfd_exited(fd) or not _same_start(target.started, ticks):
             os.close(fd)
@@ -160,7 +160,7 @@ class LinuxBackend(Backend):
         if now is not None and now != ticks:
             raise _reused(pid)
         if now is None or _pidfd_exited(fd):
-            raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped")
+            raise ProcessNotFound.exited(pid)
 
     def release(self, target: ProcessInfo) -> None:
         held = self._held.pop(target.pid, None)
@@ -386,7 +386,7 @@ def _read_proc(pid: int, name: str) -> bytes:
         with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+        raise ProcessNotFound.exited(pid) from None
     except PermissionError:
         raise permission_error(pid, f"read /proc/{pid}/{name} of") from None
 

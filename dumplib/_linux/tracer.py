@@ -55,7 +55,7 @@ def list_tids(pid: int) -> List[int]:
     try:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     except FileNotFoundError:
-        raise ProcessNotFound(pid, f"process {pid} exited before it could be dumped") from None
+        raise ProcessNotFound.exited(pid) from None
 
 
 def thread_state(pid: int, tid: int) -> str:
