@@ -17,7 +17,6 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 import dumplib
 
 # Documented in README.md ("Exit codes"); one per error class so scripts can branch on them.
-EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_CODES = {

@@ -84,9 +84,6 @@ class Segment:
     category: str  # stacks | heap | images | shared | metadata
     region: Optional[Region] = dataclasses.field(default=None, repr=False, compare=False)
 
-    @property
-    def dump_bytes(self) -> int:
-        return self.end - self.dump_start
 
 
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.M)
@@ -144,19 +141,6 @@ def _region(m: "re.Match[str]", block: str) -> Region:
         stop = block.find("\n", at + 1)
         r.vmflags = frozenset(block[at + 9 : stop if stop >= 0 else len(block)].split())
     return r
-
-
-def read_smaps(pid: int) -> List[Region]:
-    with open(f"/proc/{pid}/smaps") as f:
-        return parse_smaps(f.read())
-
-
-def read_coredump_filter(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/coredump_filter") as f:
-            return int(f.read().strip(), 16)
-    except (OSError, ValueError):
-        return 0x33  # the kernel default
 
 
 def kernel_rule(region: Region, bits: int, is_elf_header: bool) -> int:

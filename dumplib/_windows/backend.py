@@ -53,9 +53,7 @@ DBGHELP_LOCK = threading.Lock()
 PARTIAL_COPY_ATTEMPTS = 3
 MONITOR_INTERVAL = 0.1
 SE_DEBUG = "SeDebugPrivilege"
-#: What each operation asks of the target, and nothing more (EDR products flag VM_READ on lsass).
-#: Listing (psutil, Toolhelp) and the identity and bitness checks: times and the WOW64 machine.
-CHECK_ACCESS = kernel32.PROCESS_QUERY_LIMITED_INFORMATION
+# What each operation asks of the target, and nothing more (EDR products flag VM_READ on lsass).
 #: The VirtualQueryEx walk behind estimates, --fit and `dumplib ps`'s full-dump column.
 WALK_ACCESS = kernel32.PROCESS_QUERY_INFORMATION
 #: MiniDumpWriteDump: reading memory, and duplicating handles for the handle-data stream.
