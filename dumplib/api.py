@@ -173,7 +173,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         watchdogs = ([SpaceGuard(d, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
-        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec)
+        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
                  if opts.sidecar and not opts.to_stdout else None)
         plan = dataclasses.replace(plan, max_pause=opts.max_pause)
         report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,

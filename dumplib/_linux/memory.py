@@ -589,9 +589,7 @@ _xstate_size: Optional[int] = None
 
 def _cpuid(leaf: int, subleaf: int) -> Optional[Tuple[int, int, int, int]]:
     """CPUID through a tiny code page (written, then made read+execute: never writable and executable)."""
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
+    if os.uname().machine not in ("x86_64", "AMD64"):
         return None
     libc_ = ctypes.CDLL(None, use_errno=True)
     libc_.mmap.restype = ctypes.c_void_p
