@@ -248,7 +248,7 @@ class LinuxBackend(Backend):
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
                 sink.write_at(head, 0)
-                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick))
+                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick), total=sum(p.filesz for p in pieces))
                 try:
                     copier.copy_pieces(pieces, offsets)
                 finally:

@@ -380,9 +380,11 @@ class StreamSink:
 
 
 class MemoryCopier:
-    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None) -> None:
+    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
+        """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
+        (zero-filling a 4 MiB buffer costs a small dump more than its reads)."""
         self.pid, self.sink, self.tick = pid, sink, tick
-        self.buf = bytearray(CHUNK)
+        self.buf = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
         self.view = memoryview(self.buf)
         self._words = self.view.cast("Q")
         self._local = libc.iovec(None, 0)
