@@ -18,7 +18,6 @@ from .kinds import DumpKind
 from .errors import InvalidArgument
 from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
-from .retention import apply_retention
 from .sidecar import sidecar_maker, sidecar_path
 from .space import SpaceGuard, combine, human, shortfall, throttled_progress
 from .targets import Target, resolve_target
@@ -203,6 +202,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
                                              " none (sidecar=False): it is not counted and will never be removed"])
         if opts.retention and not opts.to_stdout:
             directory = os.path.dirname(stored.path)
+            from .retention import apply_retention  # only when asked: not on every dump's start-up
+
             removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path)
             if removed:
                 result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
