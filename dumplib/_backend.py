@@ -74,6 +74,39 @@ class Backend(abc.ABC):
         """The name of process *pid* as process_table would give it (None: no such process)."""
         return self.process_table().get(pid)
 
+    # The facts below default to psutil, imported only when asked: a backend that can read them
+    # more cheaply (Linux: /proc) overrides them, so the one-shot command never imports psutil.
+
+    def pid_exists(self, pid: int) -> bool:
+        """Whether *pid* is a process now (a thread's id is not)."""
+        from ._psutil import psutil
+
+        return bool(psutil.pid_exists(pid))
+
+    def started(self, pid: int) -> Optional[float]:
+        """When process *pid* started, seconds since the epoch (None: gone or hidden)."""
+        from ._psutil import psutil
+
+        try:
+            return float(psutil.Process(pid).create_time())
+        except (psutil.Error, OSError):
+            return None
+
+    def command_line(self, pid: int) -> Optional[List[str]]:
+        """Process *pid*'s command line, as OS text (None: gone or hidden)."""
+        from ._psutil import psutil
+
+        try:
+            return list(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return None
+
+    def host_name(self) -> str:
+        """This machine's name, for the sidecar."""
+        import socket
+
+        return socket.gethostname()
+
     @abc.abstractmethod
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error.

@@ -18,7 +18,6 @@ from .kinds import DumpKind
 from .errors import InvalidArgument
 from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
-from .retention import apply_retention
 from .sidecar import sidecar_maker, sidecar_path
 from .space import SpaceGuard, combine, human, shortfall, throttled_progress
 from .targets import Target, resolve_target
@@ -172,7 +171,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         watchdogs = ([SpaceGuard(d, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
-        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec)
+        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
                  if opts.sidecar and not opts.to_stdout else None)
         plan = dataclasses.replace(plan, max_pause=opts.max_pause)
         report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
@@ -202,6 +201,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
                                              " none (sidecar=False): it is not counted and will never be removed"])
         if opts.retention and not opts.to_stdout:
             directory = os.path.dirname(stored.path)
+            from .retention import apply_retention  # only when asked: not on every dump's start-up
+
             removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path)
             if removed:
                 result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])

@@ -10,12 +10,9 @@ import datetime
 import hashlib
 import json
 import os
-import socket
 from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
-from ._psutil import psutil
-
-from ._backend import Plan, WriteReport
+from ._backend import Backend, Plan, WriteReport, get_backend
 from ._version import __version__
 from .placement import SIDECAR_SUFFIX
 from .results import ProcessInfo
@@ -47,9 +44,11 @@ def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
 
 
 def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, comment: Optional[str],
-                  codec: Optional[Tuple[str, int]]) -> SidecarMaker:
+                  codec: Optional[Tuple[str, int]], backend: Optional[Backend] = None) -> SidecarMaker:
     """The function the output calls, once the dump is verified, for the sidecar's bytes."""
-    command_line = _cmdline(proc.pid)  # read before the write, while the target surely runs
+    backend = backend or get_backend()
+    command_line = backend.command_line(proc.pid)  # read before the write, while the target surely runs
+    host = backend.host_name()
 
     def make(dump_temp: str, dump_final: str, stored: Any, report: WriteReport) -> bytes:
         st = os.stat(dump_temp)
@@ -60,7 +59,7 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             "tool": TOOL,
             "version": __version__,
             "dump": os.path.basename(dump_final),
-            "host": socket.gethostname(),
+            "host": host,
             "pid": proc.pid,
             "process_name": proc.name,
             "command_line": command_line,
@@ -90,10 +89,3 @@ def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
     except (OSError, ValueError, RecursionError):  # RecursionError: "[[[[..." planted to crash us
         return None
     return data if isinstance(data, dict) and data.get("tool") == TOOL and isinstance(data.get("dump"), str) else None
-
-
-def _cmdline(pid: int) -> Optional[list]:
-    try:
-        return psutil.Process(pid).cmdline()
-    except (psutil.Error, OSError):
-        return None

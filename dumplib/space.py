@@ -5,8 +5,6 @@ import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._psutil import psutil
-
 from .errors import InsufficientDiskSpace
 from .results import SizeEstimate
 
@@ -42,6 +40,8 @@ def _usage(volume: Volume) -> _Usage:
     if statvfs is not None:  # takes a path or a descriptor alike
         st = statvfs(volume)
         return _Usage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+    from ._psutil import psutil  # Windows: no statvfs
+
     usage = psutil.disk_usage(str(volume))
     return _Usage(usage.total, usage.free)
 
@@ -129,6 +129,8 @@ def other_volumes_with_room(directory: str, needed: int) -> List[str]:
     here = _mount_of(directory)
     out: List[str] = []
     seen = set()
+    from ._psutil import psutil  # a dump that does not fit: other volumes, every OS alike
+
     for part in psutil.disk_partitions(all=False):
         mount = part.mountpoint
         if mount == here or mount in seen:
@@ -149,6 +151,8 @@ def roomiest_directory(preferred: Sequence[str], min_free: Optional[int],
     """The usable directory, among *preferred* and the roots of the local volumes, on the volume
     with the most room beyond its reserve; earlier candidates win ties (one per volume). None when
     no candidate is usable. *usable* (the backend's test) replaces the plain writability check."""
+    from ._psutil import psutil  # the compressed path's scratch copy only
+
     candidates = list(preferred) + [p.mountpoint for p in psutil.disk_partitions(all=False)]
     best: Optional[Tuple[int, str]] = None
     seen = set()

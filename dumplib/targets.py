@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Set, Union
 
-from ._psutil import psutil
-
 from ._backend import Backend, get_backend
 from ._text import printable
 from .errors import AmbiguousProcess, ProcessNotFound
@@ -23,15 +21,8 @@ def _name_key(name: str, windows: bool) -> str:
     return name[:-4] if name.endswith(".exe") else name
 
 
-def _started(pid: int) -> Optional[float]:
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def _info(pid: int, name: str) -> ProcessInfo:
-    return ProcessInfo(pid=pid, name=printable(name), started=_started(pid))
+def _info(pid: int, name: str, backend: Backend) -> ProcessInfo:
+    return ProcessInfo(pid=pid, name=printable(name), started=backend.started(pid))
 
 
 #: Larger than any pid an OS hands out (Linux: 2**22, Windows: a DWORD); beyond it nothing can match.
@@ -63,29 +54,33 @@ def resolve_target(target: Target, backend: Optional[Backend] = None) -> Process
 
 
 def _by_pid(pid: int, backend: Backend) -> ProcessInfo:
-    if not 0 < pid <= PID_LIMIT or not _pid_exists(pid):
+    if not 0 < pid <= PID_LIMIT or not _pid_exists(pid, backend):
         owner = _thread_owner(pid) if 0 < pid <= PID_LIMIT else None
         if owner is not None:
             raise ProcessNotFound(pid, f"{pid} is a thread of process {owner}, not a process; dump process {owner}")
         raise ProcessNotFound(pid, f"no process has pid {pid}; list processes with `dumplib ps`")
     name = backend.name_of(pid)
     if name is None:
+        from ._psutil import psutil  # psutil only when the backend's own look-up found nothing
+
         try:
             name = psutil.Process(pid).name()
         except (psutil.Error, OSError):
             raise ProcessNotFound.exited(pid) from None
-    return _info(pid, name)
+    return _info(pid, name, backend)
 
 
-def _pid_exists(pid: int) -> bool:
+def _pid_exists(pid: int, backend: Backend) -> bool:
     try:
-        return psutil.pid_exists(pid)
+        return backend.pid_exists(pid)
     except (OverflowError, ValueError):  # larger than the OS's pid type
         return False
 
 
 def _thread_owner(tid: int) -> Optional[int]:
     """The process that has a thread *tid* (thread and process ids share one number space on both OSes)."""
+    from ._psutil import psutil  # a mistaken pid only: never on the way to a dump
+
     for proc in psutil.process_iter():
         try:
             if any(t.id == tid for t in proc.threads()) and proc.pid != tid:
@@ -110,8 +105,8 @@ def _by_name(target: str, backend: Backend) -> ProcessInfo:
     if not matches:
         raise ProcessNotFound(target)
     if len(matches) > 1:
-        raise AmbiguousProcess(target, sorted((_info(pid, name) for pid, name in matches), key=lambda p: p.pid))
-    return _info(*matches[0])
+        raise AmbiguousProcess(target, sorted((_info(pid, name, backend) for pid, name in matches), key=lambda p: p.pid))
+    return _info(*matches[0], backend)
 
 
 def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Set[int]:
@@ -122,6 +117,8 @@ def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Se
     may fork the program it wraps: neither is what a user means by "the other python". The line stops at
     the first ancestor that is another program (a shell, a service manager), which is a real candidate.
     """
+    from ._psutil import psutil  # a name to resolve: psutil knows every OS's parents and executables
+
     me = os.getpid()
     chain = {me}
     ours = table.get(me)
@@ -146,6 +143,8 @@ def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Se
 
 
 def _exe(pid: int) -> Optional[str]:
+    from ._psutil import psutil
+
     try:
         return os.path.realpath(psutil.Process(pid).exe()) or None
     except (psutil.Error, OSError):
@@ -171,6 +170,8 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
 
 
 def _describe(pid: int, name: str, backend: Backend) -> ProcessInfo:
+    from ._psutil import psutil  # `dumplib ps`: user and memory figures for every OS
+
     started = user = private = rss = None
     try:
         proc = psutil.Process(pid)
@@ -204,6 +205,8 @@ def _full_estimate(backend: Backend, pid: int, name: str, started: Optional[floa
 
 
 def _try(fn):  # type: ignore[no-untyped-def]
+    from ._psutil import psutil
+
     try:
         return fn()
     except (psutil.Error, OSError):

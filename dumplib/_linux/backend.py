@@ -16,14 +16,12 @@ import os
 import select
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .._psutil import psutil
-
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
-from . import linkmap, maps, notes
+from . import linkmap, maps, notes, procfs
 from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
@@ -83,8 +81,15 @@ class LinuxBackend(Backend):
 
     def process_table(self) -> Dict[int, str]:
         table: Dict[int, str] = {}
-        for proc in psutil.process_iter(["name"]):
-            table[proc.pid] = proc.info["name"] or ""
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return table
+        for entry in entries:
+            if entry.isascii() and entry.isdigit():
+                name = procfs.name_of(int(entry))
+                if name is not None:  # None: it exited since the listing
+                    table[int(entry)] = name
         return table
 
     def __init__(self) -> None:
@@ -93,10 +98,19 @@ class LinuxBackend(Backend):
 
     def name_of(self, pid: int) -> Optional[str]:
         # One process, not a scan of all of them (process_table): the one-shot command's start-up.
-        try:
-            return psutil.Process(pid).name()
-        except (psutil.Error, OSError):
-            return None
+        return procfs.name_of(pid)
+
+    def pid_exists(self, pid: int) -> bool:
+        return procfs.pid_exists(pid)
+
+    def started(self, pid: int) -> Optional[float]:
+        return procfs.started(pid)
+
+    def command_line(self, pid: int) -> Optional[List[str]]:
+        return procfs.command_line(pid)
+
+    def host_name(self) -> str:
+        return os.uname().nodename  # what socket.gethostname() returns here, without importing socket
 
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         pid = target.pid
@@ -234,7 +248,7 @@ class LinuxBackend(Backend):
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
                 sink.write_at(head, 0)
-                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick))
+                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick), total=sum(p.filesz for p in pieces))
                 try:
                     copier.copy_pieces(pieces, offsets)
                 finally:
@@ -333,13 +347,16 @@ def _start_ticks(pid: int) -> Optional[int]:
 
 
 def _same_start(started: Optional[float], ticks: int) -> bool:
-    """Whether *ticks* is the start time (psutil's create_time, seconds since the epoch) seen at resolve."""
+    """Whether *ticks* is the start time (seconds since the epoch, procfs.started) seen at resolve."""
     if started is None:
         return True
-    # psutil computes create_time as boot time + ticks / CLK_TCK: the same sum, to within rounding
+    # procfs.started (like psutil's create_time) is boot time + ticks / CLK_TCK: the same sum, to within rounding
     # (less than one tick, 10 ms, so two processes started a tick apart differ).
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
-    return abs(psutil.boot_time() + ticks * tick - started) < tick / 2
+    boot = procfs.boot_time()
+    if boot is None:
+        return True  # no btime to compare with: the pidfd alone vouches for the process
+    return abs(boot + ticks * tick - started) < tick / 2
 
 
 def _pidfd_exited(fd: int) -> bool:

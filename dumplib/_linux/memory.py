@@ -377,9 +377,11 @@ class StreamSink:
 
 
 class MemoryCopier:
-    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None) -> None:
+    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
+        """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
+        (zero-filling a 4 MiB buffer costs a small dump more than its reads)."""
         self.pid, self.sink, self.tick = pid, sink, tick
-        self.buf = bytearray(CHUNK)
+        self.buf = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
         self.view = memoryview(self.buf)
         self._words = self.view.cast("Q")
         self._local = libc.iovec(None, 0)
@@ -579,9 +581,7 @@ _xstate_size: Optional[int] = None
 
 def _cpuid(leaf: int, subleaf: int) -> Optional[Tuple[int, int, int, int]]:
     """CPUID through a tiny code page (written, then made read+execute: never writable and executable)."""
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
+    if os.uname().machine not in ("x86_64", "AMD64"):
         return None
     libc_ = ctypes.CDLL(None, use_errno=True)
     libc_.mmap.restype = ctypes.c_void_p

@@ -104,9 +104,12 @@ def _cli_modules(*args: str) -> set:
     return set(json.loads(done.stderr.strip().splitlines()[-1])), done
 
 
-#: Never on the dump path: the parser framework, compressors not asked for, the other platform.
-HEAVY_FOR_THE_CLI = ("typer", "click", "pydantic", "pydantic_core", "rich", "zstandard", "gzip", "traceback") + (
-    ("dumplib._linux",) if sys.platform == "win32" else ("dumplib._windows", "dumplib.formats.minidump"))
+#: Never on the dump path: the parser framework, compressors and retention not asked for, the other platform, and on
+#: Linux what /proc and os.uname() answer more cheaply (psutil; socket for the host name; platform).
+HEAVY_FOR_THE_CLI = ("typer", "click", "pydantic", "pydantic_core", "rich", "zstandard", "gzip", "traceback",
+                     "dumplib.retention") + (
+    ("dumplib._linux",) if sys.platform == "win32" else
+    ("dumplib._windows", "dumplib.formats.minidump", "dumplib._psutil", "psutil", "socket", "platform"))
 
 
 def test_the_dump_path_imports_no_parser_framework(tmp_path):

@@ -55,6 +55,35 @@ def test_hashes_exactly_what_the_writer_wrote(tmp_path):
     assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
 
 
+SMALL_HASH = r"""
+import hashlib, os, sys
+from dumplib._follow import FollowingHasher
+
+def peak_kib():  # this process's own peak (getrusage's maxrss can be the forking parent's, kept over exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+path, data = sys.argv[1], os.urandom(100 << 10)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak starts again from what is resident now
+before = peak_kib()
+hasher = FollowingHasher(path)
+with open(path, "xb") as f:
+    f.write(data)
+assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
+print(peak_kib() - before)
+"""
+
+
+def test_a_small_file_costs_the_hasher_no_more_memory_than_it_holds(tmp_path):
+    # The kernel's peak resident size (VmHWM) of a fresh process: a block buffer filled (zeroed) whole for a
+    # 100 KiB dump would add 32 MiB of page faults, more CPU than the rest of a small dump.
+    done = subprocess.run([sys.executable, "-c", SMALL_HASH, str(tmp_path / "dump")], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 8 << 10, f"peak RSS grew by {done.stdout} KiB"
+
+
 def test_a_short_file_is_an_error_not_a_wrong_hash(tmp_path):
     path = tmp_path / "dump"
     hasher = FollowingHasher(str(path))
