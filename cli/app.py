@@ -270,7 +270,11 @@ def dump(
     then every message goes to stderr.
     """
     if all_name is not None or target is None:
-        from .watch import dump_all_command
+        from .watch import _usage, dump_all_command
+
+        if all_name is not None and path is not None:
+            _usage(f"--all {all_name} dumps every process of that name: give only a PATH, not a TARGET too"
+                   f" ({target!r})", as_json)
 
         dump_all_command(all_name, path or target, kind, dict(
             flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),

@@ -147,7 +147,13 @@ class FollowingHasher:
                 self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
             except FileNotFoundError:  # the writer has not created it yet
                 if self._final is not None:
-                    return
+                    # The writer is done, so the file exists: an idle thread held off the CPU for the
+                    # whole write gets here only now. Open it; if it is truly gone, result() says so.
+                    try:
+                        self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
+                    except FileNotFoundError:
+                        return
+                    break
                 self._wake.wait(0.005)
         # Grown to what is there to read, up to _BLOCK: a zero-filled 32 MiB buffer costs ~20 ms
         # of page faults, more than a whole small dump.

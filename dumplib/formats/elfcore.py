@@ -207,7 +207,10 @@ def read_elfcore(path: str) -> ElfCore:
     """
     f, size, codec = open_dump(path)
     with f:
-        core = _parse(f, path, size)
+        try:
+            core = _parse(f, path, size)
+        except (ValueError, OverflowError, OSError) as exc:  # offsets no file has (seek past 2**63...)
+            raise InvalidDumpFile(f"{path} is not a readable ELF core: {exc}", path=path) from None
     core.compression = codec
     return core
 

@@ -163,3 +163,21 @@ def test_a_core_of_another_architecture_is_named_not_misread(tmp_path, real_core
     run = info_child(path)
     assert run.code == 12 and says in run.err and b"x86-64 cores only" in run.err, run
     assert info_child(path, "--json").code == 12
+
+
+def test_a_note_offset_no_file_has_is_an_invalid_dump_not_a_crash(ctarget, tmp_path):
+    import struct
+
+    core = tmp_path / "real.core"
+    dumplib.create_dump(ctarget.pid, core, "triage", sidecar=False)
+    data = bytearray(core.read_bytes())
+    phoff, phentsize, phnum = struct.unpack_from("<Q", data, 32)[0], data[54], struct.unpack_from("<H", data, 56)[0]
+    notes = [i for i in range(phnum) if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 4]
+    for bad in (0x4000000000000000, 0xFFFFFFFFFFFFFFFF):
+        struct.pack_into("<Q", data, phoff + notes[0] * phentsize + 8, bad)  # p_offset of PT_NOTE
+        hostile = tmp_path / f"bad-{bad:x}.core"
+        hostile.write_bytes(bytes(data))
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "info", str(hostile)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 12, (done.returncode, done.stderr)
+        assert "internal error" not in done.stderr

@@ -614,3 +614,10 @@ def test_a_hand_over_that_fails_half_way_lets_every_thread_go(signal_exe: Path, 
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
             assert status["TracerPid"] == "0" and status["State"][0] in "RS", (tid, status["State"])
         assert cores(outdir) == []
+
+
+def test_dump_all_with_a_target_as_well_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", "1", str(tmp_path), "--all", "python3"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "not a TARGET too" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
