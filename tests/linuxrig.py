@@ -36,17 +36,26 @@ class Target:
         return self.proc.stdout.readline().strip()
 
     def status(self) -> Dict[str, str]:
-        out = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k] = v.strip()
-        return out
+        return proc_status(self.pid)
 
     def assert_running_untraced(self) -> None:
-        st = self.status()
-        assert st["TracerPid"] == "0", st["TracerPid"]
-        assert st["State"][0] in "RS", st["State"]  # not stopped (T/t), not a zombie
+        assert_running_untraced(self.pid)
+
+
+def proc_status(pid: int) -> Dict[str, str]:
+    """/proc/PID/status as the kernel says it (names may be any bytes: shown escaped)."""
+    out = {}
+    with open(f"/proc/{pid}/status", errors="backslashreplace") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def assert_running_untraced(pid: int) -> None:
+    st = proc_status(pid)
+    assert st["TracerPid"] == "0", st["TracerPid"]
+    assert st["State"][0] in "RS", st["State"]  # not stopped (T/t), not a zombie
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import pytest
 
 import dumplib
 from helpers import leftovers, require
-from linuxrig import gdb, have
+from linuxrig import assert_running_untraced, gdb, have, proc_status
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,17 +66,10 @@ class PyTarget:
         return self.proc.stdout.readline().strip()
 
     def status(self) -> dict:
-        out = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k] = v.strip()
-        return out
+        return proc_status(self.pid)
 
     def assert_running_untraced(self) -> None:
-        st = self.status()
-        assert st["TracerPid"] == "0", st
-        assert st["State"][0] in "RS", st["State"]
+        assert_running_untraced(self.pid)
 
 
 @pytest.fixture()
