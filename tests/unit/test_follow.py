@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from typing import Optional
+
 import pytest
 
 from dumplib._follow import FollowingHasher
@@ -26,9 +28,13 @@ SCHED_OTHER, SCHED_IDLE = 0, 5
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux scheduling policies")
 
 
-def policy_of(tid: int) -> int:
-    """The kernel's scheduling policy of thread *tid* of this process."""
-    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+def policy_of(tid: int) -> Optional[int]:
+    """The kernel's scheduling policy of thread *tid* of this process (None: it has just ended, as
+    the idle hasher does when a normal-priority thread takes over)."""
+    try:
+        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return None
     return int(stat[stat.rindex(")") + 2 :].split()[38])
 
 
@@ -121,12 +127,12 @@ writer.start()
 deadline = time.monotonic() + 10  # a loaded machine may take a while to start the hasher thread
 while not hasher_tids() and time.monotonic() < deadline:
     time.sleep(0.01)
-before = [policy_of(t) for t in hasher_tids()]
+before = [p for p in map(policy_of, hasher_tids()) if p is not None]
 hasher.released()  # an unprivileged thread cannot leave SCHED_IDLE: a new thread takes over
 deadline = time.monotonic() + 20  # the idle thread leaves at its next block, when it gets a CPU
 while 5 in [policy_of(t) for t in hasher_tids() if t] and time.monotonic() < deadline:
     time.sleep(0.05)
-after = [policy_of(t) for t in hasher_tids() if t]
+after = [p for p in map(policy_of, hasher_tids()) if p is not None]
 writer.join()
 ok = hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
 print(before, after, ok)
