@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,14 @@ def run_in_pty(argv: List[str], timeout: float = 300) -> "tuple[int, bytes, byte
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+#: The unprivileged user tests run as (a process of another user, or one without CAP_SYS_PTRACE).
+NOBODY = 65534
+
+
+def as_nobody() -> None:
+    """preexec_fn: become uid/gid 65534 with no supplementary groups."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)

@@ -23,7 +23,7 @@ import pytest
 import dumplib
 from dumplib.kinds import DumpKind
 from helpers import ext4_volume, leftovers, require, tmpfs
-from linuxrig import PY_RANDOM_HEAP, build_c, gdb, have, run_cli, run_in_pty, run_target
+from linuxrig import NOBODY, PY_RANDOM_HEAP, as_nobody, build_c, gdb, have, run_cli, run_in_pty, run_target
 
 pytestmark = pytest.mark.linux
 GiB = 1 << 30
@@ -138,13 +138,7 @@ def test_compressed_file_that_does_not_read_back_as_written_is_refused(target_ex
 
 # -- exit codes 5, 9, 10 through the command -------------------------------------------------------
 
-NOBODY = 65534
 
-
-def _as_nobody() -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +188,13 @@ def test_exit_5_access_denied_through_the_command(nobody_tree):
     with run_target([str(nobody_tree / "target")]) as t:  # runs as root; the command runs as nobody
         done = subprocess.run(["/usr/bin/python3", "-m", "dumplib_cli", "dump", str(t.pid), str(nobody_tree / "out"),
                                "--json"], capture_output=True, text=True, timeout=120, cwd="/",
-                              preexec_fn=_as_nobody, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(nobody_tree)})
+                              preexec_fn=as_nobody, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(nobody_tree)})
         assert done.returncode == 5, (done.stdout, done.stderr)
         err = json.loads(done.stdout)["error"]
         assert err["type"] == "AccessDenied" and err["pid"] == t.pid and err["exit_code"] == 5, err
         assert "uid 0" in err["message"], err
         human = subprocess.run(["/usr/bin/python3", "-m", "dumplib_cli", "dump", str(t.pid), str(nobody_tree / "out")],
-                               capture_output=True, text=True, timeout=120, cwd="/", preexec_fn=_as_nobody,
+                               capture_output=True, text=True, timeout=120, cwd="/", preexec_fn=as_nobody,
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(nobody_tree)})
         assert human.returncode == 5 and human.stderr.startswith("dumplib: error: cannot"), human.stderr
         assert "Traceback" not in human.stderr

@@ -23,9 +23,8 @@ from dumplib import placement as output_module
 from dumplib import outputs as _outputs
 from dumplib.placement import TEMP_RE
 from helpers import IN_CI, leftovers, require, tmpfs
-from linuxrig import dumplib_cli, run_target
+from linuxrig import NOBODY, dumplib_cli, run_target
 
-NOBODY = 65534
 
 
 @pytest.fixture()

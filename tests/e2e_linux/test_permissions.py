@@ -19,18 +19,12 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import run_target
+from linuxrig import NOBODY, as_nobody, run_target
 
 pytestmark = pytest.mark.linux
 
-NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-
-def _as_nobody() -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +50,7 @@ def _dump_as_nobody(shared: Path, pid: int) -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(shared)!r}); import dumplib\n"
             f"try:\n    dumplib.create_dump({pid}, {str(shared / 'out')!r}, 'full')\n"
             "except dumplib.DumpError as e:\n    print(json.dumps({'type': type(e).__name__, 'message': str(e), **e.details()}))\n")
-    done = subprocess.run([SYSTEM_PYTHON, "-c", code], preexec_fn=_as_nobody, capture_output=True, text=True,
+    done = subprocess.run([SYSTEM_PYTHON, "-c", code], preexec_fn=as_nobody, capture_output=True, text=True,
                           timeout=120, cwd="/")
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
     return json.loads(done.stdout)
@@ -73,7 +67,7 @@ def test_another_users_process_is_access_denied_with_the_reasons(shared):
 
 
 def test_a_non_dumpable_process_of_the_same_user_is_access_denied_and_says_why(shared):
-    with run_target([str(shared / "target"), "--nodump"], preexec=_as_nobody) as t:
+    with run_target([str(shared / "target"), "--nodump"], preexec=as_nobody) as t:
         assert os.stat(f"/proc/{t.pid}/status").st_uid == 0  # what the kernel does to non-dumpable processes
         err = _dump_as_nobody(shared, t.pid)
         assert err["type"] == "AccessDenied", err
@@ -81,7 +75,7 @@ def test_a_non_dumpable_process_of_the_same_user_is_access_denied_and_says_why(s
         assert os.listdir(shared / "out") == []
         t.assert_running_untraced()
     # Root (CAP_SYS_PTRACE) may dump it, as the message says.
-    with run_target([str(shared / "target"), "--nodump"], preexec=_as_nobody) as t:
+    with run_target([str(shared / "target"), "--nodump"], preexec=as_nobody) as t:
         result = dumplib.create_dump(t.pid, shared / "out", "mini", sidecar=False)
         assert dumplib.info(result.path).pid == t.pid
         os.remove(result.path)
