@@ -17,7 +17,7 @@ from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
 from .results import ProcessInfo
 
-__all__ = ["Destination", "plan_destination", "expand_tokens", "finalize", "remove_quietly", "TEMP_PREFIX",
+__all__ = ["Destination", "plan_destination", "expand_tokens", "finalize_all", "remove_quietly", "TEMP_PREFIX",
            "temp_path", "writing_in", "SIDECAR_SUFFIX"]
 
 #: Temporary files are ``.dumplib-<16 hex>.tmp``: short, so any legal final name is legal beside it,
@@ -209,11 +209,6 @@ def _read_only(directory: str) -> bool:
     if sys.platform == "win32":
         return False
     return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-
-
-def finalize(temp: str, final: str, *, overwrite: bool) -> None:
-    """Move the verified temporary file into place; without *overwrite* never clobber a file."""
-    finalize_all([(temp, final)], overwrite=overwrite)
 
 
 def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:

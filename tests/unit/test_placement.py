@@ -4,7 +4,7 @@ import os
 import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
-from dumplib.placement import TEMP_RE, expand_tokens, finalize, plan_destination
+from dumplib.placement import TEMP_RE, expand_tokens, finalize_all, plan_destination
 
 PROC = ProcessInfo(pid=4242, name="My:Proc.exe")
 WHEN = datetime.datetime(2026, 11, 26, 7, 5, 9)
@@ -71,14 +71,14 @@ def test_finalize_never_clobbers_without_overwrite(tmp_path):
     temp.write_bytes(b"new")
     final.write_bytes(b"old")
     with pytest.raises(DumpExists):
-        finalize(str(temp), str(final), overwrite=False)
+        finalize_all([(str(temp), str(final))], overwrite=False)
     assert final.read_bytes() == b"old" and temp.exists()
-    finalize(str(temp), str(final), overwrite=True)
+    finalize_all([(str(temp), str(final))], overwrite=True)
     assert final.read_bytes() == b"new" and not temp.exists()
 
 
 def test_finalize_moves_into_place(tmp_path):
     temp, final = tmp_path / "t.tmp", tmp_path / "f.dmp"
     temp.write_bytes(b"data")
-    finalize(str(temp), str(final), overwrite=False)
+    finalize_all([(str(temp), str(final))], overwrite=False)
     assert final.read_bytes() == b"data" and not temp.exists()
