@@ -259,6 +259,11 @@ def dump(
         help="Longest the target may stay stopped (e.g. 30s, 2m, off); past it the target is let go and the dump"
         " abandoned (exit 8).",
     ),
+    snapshot: Optional[str] = Opt(
+        None, "--snapshot", metavar="[=auto]",
+        help="Write from a copy-on-write snapshot: the target is stopped only while it is taken. --snapshot=auto"
+        " falls back to a normal dump (with a warning) where none can be taken.",
+    ),
     all_name: Optional[str] = Opt(
         None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
     as_json: bool = JsonOpt,
@@ -276,11 +281,12 @@ def dump(
             _usage(f"--all {all_name} dumps every process of that name: give only a PATH, not a TARGET too"
                    f" ({target!r})", as_json)
 
-        dump_all_command(all_name, path or target, kind, dict(
+        options = _run(lambda: dict(
             flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
             space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
             max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
-            max_pause=parse_duration(max_pause)), as_json, debug)
+            max_pause=parse_duration(max_pause), snapshot=parse_snapshot(snapshot)), as_json=as_json, debug=debug)
+        dump_all_command(all_name, path or target, kind, options, as_json, debug)
         return
     to_stdout = path == "-"
     progress = _TerminalProgress(f"dumping {target}") if sys.stderr.isatty() and not as_json else None
@@ -292,6 +298,7 @@ def dump(
                 progress=progress, min_free=parse_size(min_free), space_check=not no_space_check, fit=fit,
                 sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total), compress=compress,
                 compress_level=compress_level, max_pause=parse_duration(max_pause),
+                snapshot=parse_snapshot(snapshot),
             )
         finally:
             if progress is not None:
@@ -496,9 +503,38 @@ def _typer_command(func: Callable[..., None], signature: Any, call: Optional[Cal
     return command
 
 
+#: Options that may stand alone as a flag or take a value: a bare ``--snapshot`` means ``--snapshot=on``.
+FLAG_OR_VALUE = {"--snapshot": "on"}
+
+
+def parse_snapshot(text: Optional[str]) -> "bool | str":
+    """`--snapshot` (on), `--snapshot=auto`, `--snapshot=off` -> create_dump's *snapshot*."""
+    if text is None:
+        return False
+    value = text.strip().lower()
+    if value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0"):
+        return False
+    if value == "auto":
+        return "auto"
+    raise dumplib.InvalidArgument(f"--snapshot={text!r}: write --snapshot, --snapshot=auto or --snapshot=off",
+                                  argument="snapshot", value=text)
+
+
+def _bare_flags(args: List[str]) -> List[str]:
+    """Give each bare FLAG_OR_VALUE option its value, up to a `--` (after it come a launched command's words)."""
+    out: List[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        out.append(f"{arg}={FLAG_OR_VALUE[arg]}" if arg in FLAG_OR_VALUE else arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _bare_flags(sys.argv[1:] if argv is None else list(argv))
     func = COMMANDS.get(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
     if func is None or kwargs is None:

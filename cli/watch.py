@@ -11,7 +11,7 @@ import typer
 
 import dumplib
 
-from .app import Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size
+from .app import Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size, parse_snapshot
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
 DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
@@ -186,6 +186,8 @@ def watch(
     compress_level: Optional[int] = typer.Option(None, "--compress-level", help="Compression level."),
     max_pause: str = typer.Option("60s", "--max-pause", metavar="DURATION",
                                   help="Longest each dump may keep the target stopped (e.g. 30s, off)."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", metavar="[=auto]",
+                                           help="Write each dump from a copy-on-write snapshot (=auto: fall back)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -222,7 +224,7 @@ def watch(
                 flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
                 space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
                 max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
-                max_pause=parse_duration(max_pause),
+                max_pause=parse_duration(max_pause), snapshot=parse_snapshot(snapshot),
             )
         except KeyboardInterrupt:
             return None  # the watch has already let go of every process

@@ -4,9 +4,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from .errors import UnsupportedPlatform
+from .errors import TargetRefused, UnsupportedPlatform
 from .kinds import DumpKind
 from .results import ProcessInfo, SizeEstimate
 
@@ -37,6 +37,10 @@ class Plan:
     warnings: List[str] = dataclasses.field(default_factory=list)
     #: Seconds the writer may keep the target stopped before it lets it go and abandons the dump.
     max_pause: Optional[float] = None
+    #: Write from a copy-on-write snapshot so the target runs on during the write: False, True
+    #: (refuse with TargetRefused reason ``snapshot-unavailable`` where none can be taken) or
+    #: ``"auto"`` (fall back to a normal dump, with a warning saying why).
+    snapshot: Union[bool, str] = False
 
 
 @dataclasses.dataclass
@@ -49,6 +53,11 @@ class WriteReport:
     flags: Optional[int] = None
     #: Backend-specific facts verification needs (e.g. the core's head and thread count on Linux).
     learned: Any = None
+    #: Whether the memory was read from a snapshot (the target ran on during the write).
+    snapshot: bool = False
+    #: Memory the snapshot cost the system while it lived (copy-on-write pages or reserved commit),
+    #: in bytes, where the backend can tell.
+    snapshot_bytes: Optional[int] = None
 
 
 class Backend(abc.ABC):
@@ -158,6 +167,20 @@ class Backend(abc.ABC):
         """Let go of whatever the backend holds on *target* (a process handle, a pidfd) since check_target.
 
         The pipeline calls it exactly once per check_target, in a finally, whatever happened."""
+
+
+def without_snapshot(plan: Plan, why: str) -> List[str]:
+    """A backend that cannot snapshot *plan*'s target: refuse (snapshot=True) or say why in a warning ("auto").
+
+    Called before anything is written, so a refusal leaves nothing behind and never stops the target."""
+    if plan.snapshot is True:
+        raise TargetRefused(f"no snapshot of process {plan.target.pid} can be taken: {why}; nothing was written."
+                            " Dump it without a snapshot (the target is then stopped for the whole write), or"
+                            ' pass snapshot="auto" (--snapshot=auto) to fall back to that by itself',
+                            pid=plan.target.pid, reason="snapshot-unavailable")
+    if plan.snapshot == "auto":
+        return [f"no snapshot was taken ({why}): the target was stopped for the whole write"]
+    return []
 
 
 _cached: Optional[Backend] = None

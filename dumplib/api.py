@@ -67,6 +67,7 @@ def create_dump(
     compress: Optional[str] = None,
     compress_level: Optional[int] = None,
     max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
+    snapshot: Union[bool, str] = False,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
@@ -91,7 +92,13 @@ def create_dump(
 
     *max_pause* bounds how long the target stays stopped (Linux; seconds, None for no bound): past it
     the target is let go and the dump abandoned, DumpFailed reason ``max-pause``.
+
+    *snapshot* (``True`` or ``"auto"``) writes from a copy-on-write snapshot of the target, so it is
+    stopped only while the snapshot is taken, not while the dump is written, compressed and hashed.
+    Where no snapshot can be taken, ``True`` raises TargetRefused reason ``snapshot-unavailable``
+    before anything is written and ``"auto"`` writes a normal dump with a warning saying why.
     """
+    _check_snapshot(snapshot)
     if max_pause is not None and not max_pause > 0:
         raise InvalidArgument(f"max_pause must be a positive number of seconds or None, not {max_pause!r}",
                               argument="max_pause", value=max_pause)
@@ -103,7 +110,7 @@ def create_dump(
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
-                    max_total, codec, started, started_at, max_pause)
+                    max_total, codec, started, started_at, max_pause, snapshot)
     proc = resolve_target(target, backend)
     backend.check_target(proc, for_dump=True)
     try:
@@ -132,6 +139,7 @@ class _Options:
     started: float
     started_at: datetime.datetime
     max_pause: Optional[float]
+    snapshot: Union[bool, str] = False
 
     @property
     def to_stdout(self) -> bool:
@@ -140,6 +148,12 @@ class _Options:
     @property
     def retention(self) -> bool:
         return self.keep is not None or self.max_total is not None
+
+
+def _check_snapshot(snapshot: object) -> None:
+    if snapshot is not True and snapshot is not False and snapshot != "auto":
+        raise InvalidArgument(f"snapshot must be True, False or \"auto\", not {snapshot!r}",
+                              argument="snapshot", value=snapshot)
 
 
 def _check_limits(*, keep: Optional[int], max_total: Optional[int], min_free: Optional[int]) -> None:
@@ -173,7 +187,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
                  if opts.sidecar and not opts.to_stdout else None)
-        plan = dataclasses.replace(plan, max_pause=opts.max_pause)
+        plan = dataclasses.replace(plan, max_pause=opts.max_pause, snapshot=opts.snapshot)
         report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
                                       maker)
         result = DumpResult(
@@ -193,6 +207,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             raw_size=stored.raw_size,
             sha256=stored.sha256,
             sidecar=sidecar_path(stored.path) if maker is not None else None,
+            snapshot=report.snapshot,
+            snapshot_bytes=report.snapshot_bytes,
         )
         if opts.to_stdout and opts.retention:
             result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])

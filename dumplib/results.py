@@ -53,7 +53,8 @@ class DumpResult:
     #: ``"windows-dbghelp"`` or ``"linux-elfcore"``.
     backend: str
     warnings: Tuple[str, ...] = ()
-    #: Seconds the target was stopped or suspended, where the backend can tell.
+    #: Seconds the target was stopped or suspended, where the backend can tell: with a snapshot,
+    #: only while the snapshot was taken (Linux: attach to detach; Windows: the capture).
     stopped_seconds: Optional[float] = None
     #: Bytes the file occupies on disk (st_blocks), where the OS reports it.
     disk_bytes: Optional[int] = None
@@ -67,6 +68,10 @@ class DumpResult:
     raw_size: Optional[int] = None
     #: sha256 of the bytes as stored (or as sent to stdout), when computed.
     sha256: Optional[str] = None
+    #: Whether the dump was written from a copy-on-write snapshot while the target ran on.
+    snapshot: bool = False
+    #: Memory the snapshot cost while it lived, in bytes (None: no snapshot, or not measurable).
+    snapshot_bytes: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)

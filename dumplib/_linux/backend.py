@@ -20,7 +20,7 @@ from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPa
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import Backend, Plan, StreamWrite, Tick, WriteReport
+from .._backend import without_snapshot, Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes, procfs
 from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
@@ -229,6 +229,7 @@ class LinuxBackend(Backend):
                     where: str) -> WriteReport:
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go."""
         pid = plan.target.pid
+        snapshot_warnings = without_snapshot(plan, "snapshots are not supported yet") if plan.snapshot else []
         self._check_same(pid)
         try:
             with StoppedProcess(pid, max_pause=plan.max_pause) as stopped:
@@ -260,9 +261,9 @@ class LinuxBackend(Backend):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        warnings = [] if mem == pid else [
+        warnings = snapshot_warnings + ([] if mem == pid else [
             f"the main thread of process {pid} has exited (it called pthread_exit) while {len(threads)} other"
-            f" threads run on: the core holds those threads, and its memory was read through thread {mem}"]
+            f" threads run on: the core holds those threads, and its memory was read through thread {mem}"])
         return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=warnings, flags=plan.flags,
                            learned=Written(threads=len(threads), head=head))
 

@@ -34,7 +34,7 @@ from ..kinds import (
     windows_mask,
 )
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import Backend, Plan, Tick, WriteReport
+from .._backend import without_snapshot, Backend, Plan, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
 from ._common import (
     ERROR_ACCESS_DENIED,
@@ -156,8 +156,8 @@ class WindowsBackend(Backend):
         held = self._held.get(pid)
         if held is None:
             raise DumpFailed(f"process {pid} was not checked before its dump was written (a dumplib bug)", pid=pid)
+        report = WriteReport(warnings=without_snapshot(plan, "process snapshots are not supported yet"))
         self._take_dump_access(pid, held)
-        report = WriteReport()
         file = wrappers.create_new_file(temp_path)
         with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
             used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings, monitor)
