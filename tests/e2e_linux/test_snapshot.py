@@ -1,0 +1,626 @@
+"""Snapshot dumps on Linux: the target is stopped only while a copy-on-write child is made, and never notices.
+
+The target (snapshot_target.c) has threads blocked in nanosleep, read on a pipe, a futex (condition
+variable), epoll_wait and accept, a busy thread whose counter dates the core, a SIGCHLD handler and a
+thread looping on waitpid(-1). Everything is checked from outside: the target's own report of what
+each call returned, /proc (children, PPid, TracerPid, State, the blocked call's registers in
+/proc/TID/syscall, SigBlk), gdb on the core, and the core's bytes read through its program headers.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+import dumplib
+from helpers import require
+from linuxrig import dumplib_cli, gdb, have, proc_status
+
+pytestmark = pytest.mark.linux
+
+HERE = Path(__file__).resolve().parent
+#: Slack on timing comparisons: two cores shared with other work.
+SLACK = 0.25
+WORKERS = ("s-sleeper", "s-pipe", "s-cond", "s-epoll", "s-accept")
+FUNCTIONS = {"s-sleeper": "snap_sleeper", "s-pipe": "snap_pipe_reader", "s-cond": "snap_cond_waiter",
+             "s-epoll": "snap_epoll_waiter", "s-accept": "snap_acceptor", "s-busy": "snap_busy",
+             "s-reaper": "snap_reaper", "s-ticker": "snap_ticker"}
+RESTART_SYSCALL = 219
+
+
+def _compile(tmp_path_factory, name: str) -> Path:
+    require(have("gcc"), "gcc is not installed; the C test targets cannot be built")
+    exe = tmp_path_factory.mktemp(name) / name
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / f"{name}.c")], check=True)
+    return exe
+
+
+@pytest.fixture(scope="session")
+def snap_exe(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory, "snapshot_target")
+
+
+@pytest.fixture(scope="session")
+def seccomp_exe(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory, "seccomp_target")
+
+
+# -- the target, seen from outside ----------------------------------------------------------------------
+class Snap:
+    def __init__(self, proc: subprocess.Popen, exe: Path) -> None:
+        self.proc = proc
+        self.exe = exe
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, "the snapshot target did not start"
+        self.info = json.loads(line)
+        self.pid = int(self.info["pid"])
+
+    def ask(self, line: str) -> str:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def tids(self) -> Dict[str, int]:
+        """Thread name -> tid (the workers name themselves)."""
+        out = {}
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            with open(f"/proc/{self.pid}/task/{tid}/comm") as f:
+                out[f.read().strip()] = int(tid)
+        return out
+
+
+@contextlib.contextmanager
+def snapshot_target(exe: Path, *args: str) -> Iterator[Snap]:
+    proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield Snap(proc, exe)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def blocked_call(pid: int, tid: int) -> Optional[Tuple[int, int, int, int]]:
+    """(syscall nr, first argument, sp, pc) of a thread asleep in a system call, per the kernel; None otherwise."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if len(fields) != 9 or not fields[0].isdigit():  # "running", or -1 (stopped outside a call)
+        return None
+    return int(fields[0]), int(fields[1], 16), int(fields[7], 16), int(fields[8], 16)
+
+
+def expected_call(snap: Snap, name: str, call: Tuple[int, int, int, int], *, after: bool = False) -> bool:
+    """Whether *call* is the one worker *name* blocks in (after a stop, nanosleep is restart_syscall)."""
+    nr, arg0 = call[0], call[1]
+    info = snap.info
+    if name == "s-sleeper":
+        return nr == 230 or nr == 35 or (after and nr == RESTART_SYSCALL)
+    if name == "s-pipe":
+        return nr in (0, 17) and arg0 == info["pipe_read"]
+    if name == "s-cond":
+        return nr == 202 and info["cond_address"] <= arg0 < info["cond_address"] + 48
+    if name == "s-epoll":
+        return nr in (232, 281, 441) and arg0 == info["epfd"]
+    if name == "s-accept":
+        return nr in (43, 288) and arg0 == info["listen_fd"]
+    raise AssertionError(name)
+
+
+def wait_until_blocked(snap: Snap, *, after: bool = False, timeout: float = 15.0) -> Dict[str, Tuple[int, int, int, int]]:
+    """Every worker asleep in its own call; returns their (nr, arg0, sp, pc) as /proc shows them."""
+    tids = snap.tids()
+    deadline = time.monotonic() + timeout
+    # After the dump the sleeper may have slept its time out already; the others wait for the test.
+    names = [n for n in WORKERS if not (after and n == "s-sleeper")]
+    while True:
+        calls = {name: blocked_call(snap.pid, tids[name]) for name in names}
+        if all(c is not None and expected_call(snap, n, c, after=after) for n, c in calls.items()):
+            return calls  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workers are not blocked in their calls: {calls}")
+        time.sleep(0.005)
+
+
+def sig_blocked(pid: int, tid: int) -> int:
+    return int(proc_status_of(pid, tid)["SigBlk"], 16)
+
+
+def proc_status_of(pid: int, tid: int) -> Dict[str, str]:
+    with open(f"/proc/{pid}/task/{tid}/status", errors="backslashreplace") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def processes() -> Iterator[Tuple[int, Dict[str, str], Optional[str]]]:
+    """(pid, status, exe) of every process now (exe None where unreadable, e.g. a zombie)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = proc_status(int(entry))
+        except OSError:
+            continue
+        try:
+            exe: Optional[str] = os.readlink(f"/proc/{entry}/exe")
+        except OSError:
+            exe = None
+        yield int(entry), st, exe
+
+
+def strangers(snap: Snap) -> List[Tuple[int, str, str]]:
+    """Processes other than the target that are its children or run its program: (pid, State, PPid)."""
+    exe = os.path.realpath(snap.exe)
+    return [(pid, st["State"], st["PPid"]) for pid, st, path in processes()
+            if pid != snap.pid and (st.get("PPid") == str(snap.pid) or path == exe)]
+
+
+def children_of(pid: int) -> List[int]:
+    out: List[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def assert_free(snap: Snap) -> None:
+    """No thread of the target is traced or stopped; it is not a zombie."""
+    for tid in os.listdir(f"/proc/{snap.pid}/task"):
+        st = proc_status_of(snap.pid, int(tid))
+        assert st["TracerPid"] == "0", (tid, st["Name"], st["TracerPid"])
+        assert st["State"][0] not in "tTZX", (tid, st["Name"], st["State"])
+
+
+# -- the core, read through its own headers -------------------------------------------------------------
+class Core:
+    """An ELF core's PT_LOAD bytes and NT_PRSTATUS notes, parsed here from the ELF and kernel layouts."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as f:
+            self.data = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        d = self.data
+        assert d[:4] == b"\x7fELF" and struct.unpack_from("<H", d, 16)[0] == 4, "not an ELF core"
+        phoff, = struct.unpack_from("<Q", d, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", d, 0x36)
+        if phnum == 0xFFFF:
+            shoff, = struct.unpack_from("<Q", d, 0x28)
+            phnum, = struct.unpack_from("<I", d, shoff + 44)
+        self.loads: List[Tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+        self.threads: Dict[int, Dict[str, int]] = {}
+        for i in range(phnum):
+            p_type, _, off, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", d, phoff + i * phentsize)
+            if p_type == 1:
+                self.loads.append((vaddr, off, filesz))
+            elif p_type == 4:
+                self._notes(off, filesz)
+
+    def _notes(self, off: int, size: int) -> None:
+        end = off + size
+        while off + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", self.data, off)
+            desc = off + 12 + (namesz + 3) // 4 * 4
+            if ntype == 1 and descsz >= 336:  # NT_PRSTATUS: sighold @24, pid @32, regs @112
+                regs = struct.unpack_from("<27Q", self.data, desc + 112)
+                pid, = struct.unpack_from("<i", self.data, desc + 32)
+                self.threads[pid] = {"sighold": struct.unpack_from("<Q", self.data, desc + 24)[0],
+                                     "rip": regs[16], "rsp": regs[19], "orig_rax": regs[15], "rax": regs[10]}
+            off = desc + (descsz + 3) // 4 * 4
+
+    def read(self, address: int, length: int) -> Optional[bytes]:
+        for vaddr, off, filesz in self.loads:
+            if vaddr <= address and address + length <= vaddr + filesz:
+                return bytes(self.data[off + address - vaddr: off + address - vaddr + length])
+        return None
+
+    def cstring(self, address: int) -> Optional[bytes]:
+        raw = self.read(address, 64)
+        return raw.split(b"\0")[0] if raw is not None else None
+
+    def u64(self, address: int) -> Optional[int]:
+        raw = self.read(address, 8)
+        return struct.unpack("<Q", raw)[0] if raw is not None else None
+
+    def contains(self, needle: bytes) -> bool:
+        return any(self.data.find(needle, off, off + filesz) >= 0 for _, off, filesz in self.loads)
+
+
+# -- one round: arm, wait until blocked, dump, wake, report ---------------------------------------------
+@dataclass
+class Round:
+    number: int
+    sleep_ms: int
+    tids: Dict[str, int]
+    before: Dict[str, Tuple[int, int, int, int]]
+    sigblk: Dict[int, int]
+    result: Dict[str, object]
+    core: Core
+    report: Dict[str, object]
+    strangers_after: List[Tuple[int, str, str]] = field(default_factory=list)
+    children_after: List[int] = field(default_factory=list)
+    blocked_after: Dict[str, Tuple[int, int, int, int]] = field(default_factory=dict)
+    payloads: Dict[str, str] = field(default_factory=dict)
+
+
+Dumper = Callable[[int, Path], Dict[str, object]]
+
+
+def api_dump(snapshot: "bool | str" = True, **options: object) -> Dumper:
+    def run(pid: int, out: Path) -> Dict[str, object]:
+        return dumplib.create_dump(pid, str(out), "full", snapshot=snapshot, **options).to_dict()  # type: ignore[arg-type]
+    return run
+
+
+def cli_dump(*flags: str) -> Dumper:
+    def run(pid: int, out: Path) -> Dict[str, object]:
+        done = dumplib_cli("dump", str(pid), str(out), "-k", "full", *flags, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+    return run
+
+
+def wake_everyone(snap: Snap, number: int) -> Dict[str, str]:
+    """Give every blocked call what it waits for, from outside; returns what each should receive."""
+    payloads = {"s-pipe": f"pipe-data-{number}-xyzzy", "s-epoll": f"E{number}", "s-accept": f"conn-{number}"}
+    fd = os.open(f"/proc/{snap.pid}/fd/{snap.info['pipe_write']}", os.O_WRONLY)
+    try:
+        os.write(fd, payloads["s-pipe"].encode())
+    finally:
+        os.close(fd)
+    fd = os.open(f"/proc/{snap.pid}/fd/{snap.info['epoll_write']}", os.O_WRONLY)
+    try:
+        os.write(fd, payloads["s-epoll"].encode())
+    finally:
+        os.close(fd)
+    with socket.create_connection(("127.0.0.1", int(snap.info["port"])), timeout=10) as s:
+        s.sendall(payloads["s-accept"].encode())
+    assert snap.ask("wake") == "woken"
+    return payloads
+
+
+def snapshot_round(snap: Snap, outdir: Path, number: int, sleep_ms: int, dump: Dumper) -> Round:
+    assert snap.ask(f"arm {number} {sleep_ms}") == "armed"
+    tids = snap.tids()
+    before = wait_until_blocked(snap)
+    sigblk = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
+    out = outdir / f"round-{number}.core"
+    result = dump(snap.pid, out)
+    rnd = Round(number, sleep_ms, tids, before, sigblk, result, Core(str(result["path"])), {})
+    # Before anything wakes them: the target is free, childless, and its calls are still waiting.
+    rnd.strangers_after = strangers(snap)
+    rnd.children_after = children_of(snap.pid)
+    assert_free(snap)
+    rnd.blocked_after = wait_until_blocked(snap, after=True, timeout=5.0)
+    rnd.payloads = wake_everyone(snap, number)
+    rnd.report = json.loads(snap.ask("report"))
+    return rnd
+
+
+# -- the claims, one function each, so each test names what it proves -----------------------------------
+def check_calls_completed(rnd: Round) -> None:
+    rep = rnd.report
+    workers = dict(zip(WORKERS, rep["workers"]))  # type: ignore[arg-type]
+    assert rep["woke"] == len(WORKERS), rep
+    for i, name in enumerate(WORKERS):
+        w = workers[name]
+        assert w["errno"] == 7000 + i, f"{name}: errno changed across the snapshot: {w}"
+        assert w["mask_ok"] == 1, f"{name}: its signal mask changed across the snapshot: {w}"
+    sleeper = workers["s-sleeper"]
+    assert sleeper["rc"] == 0 and sleeper["elapsed_ns"] >= rnd.sleep_ms * 1_000_000, \
+        f"nanosleep did not sleep its full {rnd.sleep_ms} ms: {sleeper}"
+    pipe = workers["s-pipe"]
+    assert pipe["rc"] == len(rnd.payloads["s-pipe"]) and pipe["data"] == rnd.payloads["s-pipe"], pipe
+    assert workers["s-cond"]["rc"] == 0, workers["s-cond"]
+    assert workers["s-epoll"]["rc"] == 1 and workers["s-epoll"]["data"] == rnd.payloads["s-epoll"], workers["s-epoll"]
+    assert workers["s-accept"]["rc"] >= 0 and workers["s-accept"]["data"] == rnd.payloads["s-accept"], \
+        workers["s-accept"]
+
+
+def check_still_blocked_after(rnd: Round) -> None:
+    """Right after the dump each call is waiting again in the same call (the sleeper maybe restarted)."""
+    for name in rnd.blocked_after:
+        if name != "s-sleeper":
+            assert rnd.blocked_after[name][:2] == rnd.before[name][:2], (name, rnd.before[name], rnd.blocked_after[name])
+
+
+def check_never_noticed(rnd: Round) -> None:
+    rep = rnd.report
+    assert rep["sigchld"] == 0, f"the target's SIGCHLD handler ran {rep['sigchld']} times (from pid {rep['sigchld_pid']})"
+    assert rep["reaped"] == [], f"the target's waitpid(-1) loop reaped {rep['reaped']}"
+    assert rnd.children_after == [], f"the target has children after the dump: {rnd.children_after}"
+    assert rnd.strangers_after == [], f"child or copy of the target left after the dump: {rnd.strangers_after}"
+
+
+def check_notes_are_the_real_threads(rnd: Round) -> None:
+    """One NT_PRSTATUS per real thread (by tid), with the registers the kernel shows for its blocked call."""
+    core = rnd.core
+    assert sorted(core.threads) == sorted(rnd.tids.values()), (sorted(core.threads), rnd.tids)
+    for name in WORKERS:
+        regs = core.threads[rnd.tids[name]]
+        nr, _, sp, pc = rnd.before[name]
+        assert regs["rsp"] == sp, f"{name}: core rsp {regs['rsp']:#x}, the kernel said {sp:#x}"
+        assert regs["rip"] in (pc, pc - 2), f"{name}: core rip {regs['rip']:#x}, the kernel said {pc:#x}"
+        assert regs["orig_rax"] == nr, f"{name}: core orig_rax {regs['orig_rax']}, blocked in {nr}"
+
+
+def check_signal_masks_in_notes(rnd: Round) -> None:
+    """pr_sighold of each thread's NT_PRSTATUS is that thread's mask (SigBlk), as in the kernel's own core."""
+    for tid, blocked in rnd.sigblk.items():
+        held = rnd.core.threads[tid]["sighold"]
+        assert held == blocked, f"thread {tid}: pr_sighold {held:#x} in the core, SigBlk {blocked:#x} in /proc"
+
+
+def check_instant(rnd: Round, snap: Snap) -> None:
+    """The core is the memory of one instant: the stop. Before-markers in, after-markers out."""
+    core, info, rep = rnd.core, snap.info, rnd.report
+    assert core.cstring(info["before_address"]) == f"DUMPLIB-BEFORE-{snap.pid}-{rnd.number}".encode()
+    counter = core.u64(info["live_address"])
+    assert counter is not None, "the busy thread's counter is not in the core"
+    assert 0 < counter < rep["counter"], (counter, rep["counter"])
+    # The busy thread was stopped when the core's memory was taken: its value ends an off-CPU stretch.
+    ends = [n for n, _ in rep["gaps"] if n in (counter, counter + 1)]  # type: ignore[union-attr]
+    assert ends, (f"the core's counter {counter} is not where the busy thread was stopped (it ran on: memory"
+                  f" read after the target resumed?); stretches: {rep['gaps'][:20]}")
+    written_after = f"DUMPLIB-AFTER-{snap.pid}-{ends[0]}".encode()
+    assert not core.contains(written_after), f"{written_after!r}, written after the target resumed, is in the core"
+
+
+def check_dontfork_memory(rnd: Round, snap: Snap) -> None:
+    """MADV_DONTFORK / MADV_WIPEONFORK memory is absent or zero in a child: it must come from the stopped target."""
+    core, info = rnd.core, snap.info
+    counter = core.u64(info["live_address"])
+    assert counter is not None
+    for what, key in (("DONTFORK", "dontfork_address"), ("WIPEONFORK", "wipeonfork_address")):
+        marker = core.cstring(info[key])
+        assert marker == f"DUMPLIB-{what}-{snap.pid}-{rnd.number}".encode(), f"MADV_{what} memory in the core: {marker!r}"
+        value = core.u64(info[key] + 64)
+        # Written right after the counter in the same loop: at the instant of the stop it is one behind at most.
+        assert value in (counter, counter - 1), f"MADV_{what} counter {value} is not of the snapshot's instant ({counter})"
+
+
+def check_result(rnd: Round) -> None:
+    res = rnd.result
+    assert res["snapshot"] is True, res
+    assert isinstance(res["stopped_seconds"], float) and 0 < res["stopped_seconds"] < 5.0, res
+    assert isinstance(res["snapshot_bytes"], int) and res["snapshot_bytes"] >= 0, res
+
+
+def check_sidecar(rnd: Round) -> None:
+    res = rnd.result
+    assert res["sidecar"], res
+    data = json.loads(Path(str(res["sidecar"])).read_text())
+    assert data["snapshot"] is True
+    assert data["snapshot_bytes"] == res["snapshot_bytes"]
+    assert data["stopped_seconds"] == pytest.approx(res["stopped_seconds"], abs=1e-3)
+
+
+def check_with_gdb(rnd: Round, snap: Snap) -> None:
+    """gdb sees every real thread (by LWP), each blocked one inside its own function, and its registers."""
+    out = gdb(str(snap.exe), str(rnd.result["path"]), "info threads", "thread apply all bt",
+              "thread apply all info registers rip rsp")
+    sections = re.split(r"\nThread \d+ \(", out)
+    by_lwp: Dict[int, str] = {}
+    for sec in sections[1:]:
+        m = re.search(r"LWP (\d+)\)", sec.split("\n", 1)[0])
+        if m:
+            by_lwp[int(m.group(1))] = by_lwp.get(int(m.group(1)), "") + sec
+    assert set(by_lwp) == set(rnd.tids.values()), (sorted(by_lwp), rnd.tids, out[-3000:])
+    for name in WORKERS:
+        function = FUNCTIONS[name]
+        assert function in by_lwp[rnd.tids[name]], f"gdb's backtrace of {name} does not name {function}:\n{out}"
+    for name in WORKERS:
+        sec = by_lwp[rnd.tids[name]]
+        rsp = re.search(r"^rsp\s+(0x[0-9a-f]+)", sec, re.M)
+        assert rsp and int(rsp.group(1), 16) == rnd.before[name][2], (name, sec)
+        assert re.search(r"^rip\s+0x[0-9a-f]+", sec, re.M), (name, sec)
+
+
+def check_all(rnd: Round, snap: Snap) -> None:
+    check_result(rnd)
+    check_never_noticed(rnd)
+    check_still_blocked_after(rnd)
+    check_calls_completed(rnd)
+    check_notes_are_the_real_threads(rnd)
+    check_instant(rnd, snap)
+    check_dontfork_memory(rnd, snap)
+
+
+# -- tests ----------------------------------------------------------------------------------------------
+def test_blocked_calls_complete_as_if_nothing_happened_and_gdb_sees_the_real_threads(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 1, 3000, api_dump(True))
+        check_result(rnd)
+        check_sidecar(rnd)
+        check_never_noticed(rnd)
+        check_still_blocked_after(rnd)
+        check_calls_completed(rnd)
+        check_notes_are_the_real_threads(rnd)
+        check_with_gdb(rnd, snap)
+        assert_free(snap)
+
+
+def test_core_holds_the_instant_of_the_snapshot_not_what_the_target_wrote_after(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 7, 500, api_dump(True))
+        check_result(rnd)
+        check_instant(rnd, snap)
+
+
+def test_dontfork_and_wipeonfork_memory_is_in_the_core_as_at_the_snapshot(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 3, 500, api_dump(True))
+        check_result(rnd)
+        check_dontfork_memory(rnd, snap)
+
+
+def test_waitpid_loop_never_sees_the_snapshot_child_exist(snap_exe, outdir):
+    """Stricter than 'never reaps': waitpid(-1, __WALL|WNOHANG) returns 0 (not ECHILD) while any child
+    exists, so a child made in the target's own family is visible to it for as long as the dump lasts."""
+    with snapshot_target(snap_exe, "--heap", "128") as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, api_dump(True))
+        check_result(rnd)
+        assert rnd.report["saw_child"] == 0, \
+            f"the target's waitpid(-1, WNOHANG) loop saw a child exist {rnd.report['saw_child']} times during the dump"
+
+
+def test_stopped_seconds_is_the_pause_the_target_saw_and_far_below_a_normal_dumps(snap_exe, outdir):
+    with snapshot_target(snap_exe, "--heap", "384") as snap:
+        normal = snapshot_round(snap, outdir, 1, 200, api_dump(False))
+        snap_rnd = snapshot_round(snap, outdir, 2, 200, api_dump(True))
+    check_result(snap_rnd)
+    assert normal.result["snapshot"] is False
+    n_stop, s_stop = normal.result["stopped_seconds"], snap_rnd.result["stopped_seconds"]
+    n_seen, s_seen = normal.report["max_gap_us"] / 1e6, snap_rnd.report["max_gap_us"] / 1e6  # type: ignore[operator]
+    # What dumplib reports agrees with the longest pause the target's own 1 ms ticker saw.
+    assert abs(s_seen - s_stop) <= SLACK, f"snapshot: stopped_seconds {s_stop:.3f}, the target saw {s_seen:.3f}"
+    assert abs(n_seen - n_stop) <= SLACK + 0.5 * n_stop, f"normal: stopped_seconds {n_stop:.3f}, seen {n_seen:.3f}"
+    assert s_stop < n_stop and s_seen < n_seen, (f"a snapshot stopped the target {s_stop:.3f} s (seen {s_seen:.3f}),"
+                                                 f" a normal dump {n_stop:.3f} s (seen {n_seen:.3f})")
+    assert s_stop < 2.0
+
+
+def test_fifty_snapshots_in_a_row_every_one_correct(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        for number in range(1, 51):
+            rnd = snapshot_round(snap, outdir, number, 300, api_dump(True, sidecar=False))
+            try:
+                check_all(rnd, snap)
+                if number % 25 == 0:
+                    check_with_gdb(rnd, snap)
+            except AssertionError as e:
+                raise AssertionError(f"round {number}: {e}") from e
+            os.remove(str(rnd.result["path"]))
+        assert_free(snap)
+
+
+def test_api_auto_takes_a_snapshot_where_one_can_be_taken(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, api_dump("auto"))
+        check_all(rnd, snap)
+        assert rnd.result["warnings"] == [], rnd.result["warnings"]
+
+
+@pytest.mark.parametrize("flag", ["--snapshot", "--snapshot=auto"])
+def test_cli_snapshot_flag_takes_a_snapshot(snap_exe, outdir, flag):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, cli_dump(flag))
+        check_all(rnd, snap)
+        check_sidecar(rnd)
+
+
+def test_core_notes_carry_each_threads_own_signal_mask(snap_exe, outdir):
+    """Every worker blocks its own signals (SIGUSR2 and a real-time signal of its own): the core says so
+    per thread, from the threads themselves, not from the snapshot child (which has one thread)."""
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, api_dump(True))
+        check_result(rnd)
+        assert len(set(rnd.sigblk.values())) > len(WORKERS), rnd.sigblk
+        check_signal_masks_in_notes(rnd)
+
+
+# -- where no snapshot can be taken ----------------------------------------------------------------------
+@contextlib.contextmanager
+def seccomp_target(exe: Path, mode: str) -> Iterator[Snap]:
+    with snapshot_target(exe, mode) as snap:
+        assert proc_status(snap.pid)["Seccomp"] == "2"
+        yield snap
+
+
+def assert_unharmed(snap: Snap) -> None:
+    assert snap.proc.poll() is None, f"the target died: exit {snap.proc.returncode}"
+    first = int(snap.ask("ping").split()[1])
+    time.sleep(0.05)
+    assert int(snap.ask("ping").split()[1]) > first, "the target's worker does not run"
+    assert_free(snap)
+    assert strangers(snap) == []
+
+
+@pytest.mark.parametrize("mode", ["eperm", "kill"])
+def test_seccomp_forbidding_clone_snapshot_true_refuses_and_the_target_lives(seccomp_exe, outdir, mode):
+    with seccomp_target(seccomp_exe, mode) as snap:
+        with pytest.raises(dumplib.TargetRefused) as caught:
+            dumplib.create_dump(snap.pid, str(outdir / "x.core"), "full", snapshot=True)
+        assert caught.value.reason == "snapshot-unavailable"
+        assert os.listdir(outdir) == []
+        assert_unharmed(snap)
+
+
+@pytest.mark.parametrize("mode", ["eperm", "kill"])
+def test_seccomp_forbidding_clone_auto_falls_back_to_a_normal_dump(seccomp_exe, outdir, mode):
+    with seccomp_target(seccomp_exe, mode) as snap:
+        res = dumplib.create_dump(snap.pid, str(outdir / "x.core"), "full", snapshot="auto")
+        assert_unharmed(snap)
+        assert res.snapshot is False and res.snapshot_bytes is None
+        assert res.warnings and any("snapshot" in w for w in res.warnings), res.warnings
+        out = gdb(str(snap.exe), res.path, "info threads", "thread apply all bt")
+        for function in ("seccomp_worker_ticks", "seccomp_worker_sleeps", "main"):
+            assert function in out, out
+        assert len(re.findall(r"^\*?\s+\d+\s+(?:Thread|LWP)", out, re.M)) == 3, out
+        assert json.loads(Path(str(res.sidecar)).read_text())["snapshot"] is False
+
+
+def test_cli_snapshot_on_a_seccomp_target_exits_11_and_auto_warns(seccomp_exe, outdir):
+    with seccomp_target(seccomp_exe, "kill") as snap:
+        refused = dumplib_cli("dump", str(snap.pid), str(outdir), "-k", "full", "--snapshot", "--json")
+        assert refused.returncode == 11, (refused.returncode, refused.stdout, refused.stderr)
+        assert "snapshot-unavailable" in refused.stdout + refused.stderr
+        fallback = dumplib_cli("dump", str(snap.pid), str(outdir), "-k", "full", "--snapshot=auto", "--json")
+        assert fallback.returncode == 0, fallback.stderr
+        result = json.loads(fallback.stdout)
+        assert result["snapshot"] is False and result["warnings"], result
+        assert_unharmed(snap)
+
+
+# -- the dumper killed while the snapshot child lives -----------------------------------------------------
+def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_the_target_runs(snap_exe, outdir):
+    with snapshot_target(snap_exe, "--heap", "64") as snap:
+        assert snap.ask("arm 1 2000") == "armed"
+        wait_until_blocked(snap)
+        # stdout is a pipe nobody reads: the write stops after 64 KiB, while the child holds the memory.
+        read_end, write_end = os.pipe()
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
+                                   "--snapshot"], stdout=write_end, stderr=subprocess.DEVNULL)
+        os.close(write_end)
+        try:
+            deadline = time.monotonic() + 60
+            while not strangers(snap):
+                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before any snapshot child was seen"
+                assert time.monotonic() < deadline, "no snapshot child appeared"
+                time.sleep(0.01)
+            time.sleep(0.2)
+            seen = strangers(snap)
+            dumper.send_signal(signal.SIGKILL)
+            dumper.wait(timeout=30)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+            os.close(read_end)
+        # Nothing the dumper made may live on: a child left stopped holds the target's memory forever,
+        # and one let go would run the target's code a second time.
+        deadline = time.monotonic() + 10
+        while [s for s in strangers(snap) if s[1][0] != "Z"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = strangers(snap)
+        assert [s for s in left if s[1][0] != "Z"] == [], f"during the dump {seen}; after SIGKILL of dumplib {left}"
+        assert_free(snap)
+        # The target runs on: its blocked calls complete as if nothing happened.
+        payloads = wake_everyone(snap, 1)
+        report = json.loads(snap.ask("report"))
+        rnd = Round(1, 2000, snap.tids(), {}, {}, {}, None, report, payloads=payloads)  # type: ignore[arg-type]
+        check_calls_completed(rnd)
+        assert report["sigchld"] == 0, report
