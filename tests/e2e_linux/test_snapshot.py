@@ -54,6 +54,11 @@ def snap_exe(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def solo_exe(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory, "solo_target")
+
+
+@pytest.fixture(scope="session")
 def seccomp_exe(tmp_path_factory) -> Path:
     return _compile(tmp_path_factory, "seccomp_target")
 
@@ -530,6 +535,84 @@ def test_core_notes_carry_each_threads_own_signal_mask(snap_exe, outdir):
         check_result(rnd)
         assert len(set(rnd.sigblk.values())) > len(WORKERS), rnd.sigblk
         check_signal_masks_in_notes(rnd)
+
+
+# -- one thread: the snapshot's clone() is made in the middle of each kind of call ------------------------
+#: call -> (system call numbers it may wait in, ms, what it must return: (rc, errno) and the least time).
+SOLO = {
+    "nanosleep": ({230, 35}, 2000, (0, 4242), 2.0),      # -ERESTART_RESTARTBLOCK: restart_syscall
+    "futex": ({202}, 2000, (-1, 110), 2.0),              # timed wait: restart block too; ETIMEDOUT at its time
+    "poll": ({7, 271}, 2000, (0, 4242), 2.0),            # timeout restarted with what is left
+    "read": ({0}, 0, None, 0.0),                         # -ERESTARTSYS: re-entered as is
+    "accept": ({43, 288}, 0, None, 0.0),
+    "pause": ({34, 130, 271}, 0, (-1, 4), 0.0),          # -ERESTARTNOHAND: EINTR only once a handler ran
+    "spin": (set(), 1500, (0, 4242), 1.5),               # user mode: every register exactly as it was
+}
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """One line of the target's stdout, or AssertionError after *timeout* (a call that never completes)."""
+    import select
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"the target did not answer within {timeout} s"
+    return proc.stdout.readline()
+
+
+@pytest.mark.parametrize("call", list(SOLO))
+def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kernel_would(solo_exe, outdir, call):
+    """A one-thread target: the clone() must be injected into the very thread that is in *call*, so each
+    way a call is restarted (or user code resumed with every register) is tried."""
+    numbers, ms, expect, least = SOLO[call]
+    with snapshot_target(solo_exe, call, str(ms)) as snap:
+        deadline = time.monotonic() + 10
+        if call == "spin":
+            time.sleep(0.3)  # well inside the spin loop
+            assert proc_status(snap.pid)["State"][0] == "R"
+        else:
+            while True:
+                got = blocked_call(snap.pid, snap.pid)
+                if got is not None and got[0] in numbers:
+                    break
+                assert time.monotonic() < deadline, f"not blocked in {call}: {got}"
+                time.sleep(0.005)
+            before = got
+        res = dumplib.create_dump(snap.pid, str(outdir / "solo.core"), "full", snapshot=True)
+        assert res.snapshot is True
+        assert strangers(snap) == [] and children_of(snap.pid) == []
+        assert_free(snap)
+        core = Core(res.path)
+        assert list(core.threads) == [snap.pid]
+        if call != "spin":
+            regs = core.threads[snap.pid]
+            assert regs["rsp"] == before[2] and regs["rip"] in (before[3], before[3] - 2), (regs, before)
+            assert regs["orig_rax"] == before[0], (regs, before)
+        if call == "read":
+            assert snap.proc.stdin is not None
+            snap.proc.stdin.write("line-of-data\n")
+            snap.proc.stdin.flush()
+            expect = (len("line-of-data\n"), 4242)
+        elif call == "accept":
+            with socket.create_connection(("127.0.0.1", int(snap.info["port"])), timeout=10) as s:
+                s.sendall(b"hello-accept")
+            expect = (int(snap.info["listen_fd"]) + 1, 4242)
+        elif call == "pause":
+            time.sleep(0.1)
+            os.kill(snap.pid, signal.SIGUSR1)
+        rep = json.loads(read_line(snap.proc, 30))
+        assert (rep["rc"], rep["errno"]) == expect, f"{call} returned {rep} after the snapshot; expected rc, errno {expect}"
+        assert rep["elapsed_ns"] >= least * 1e9, f"{call} did not wait its full {least} s: {rep}"
+        assert rep["mask_ok"] == 1, rep
+        assert rep["sigchld"] == 0 and rep["waitpid"] == -1, f"the target saw a child: {rep}"
+        if call == "read":
+            assert rep["data"] == "line-of-data?", rep
+        if call == "accept":
+            assert rep["data"] == "hello-accept", rep
+        if call == "pause":
+            assert rep["sigusr1"] == 1, rep
+        if call == "spin":
+            assert rep["spins"] > 0 and rep["bad"] == 0, f"{rep['bad']} times a register was not what the thread put there"
+        assert_free(snap)
 
 
 # -- where no snapshot can be taken ----------------------------------------------------------------------
