@@ -311,6 +311,8 @@ def dump(
     for warning in result.warnings:
         echo(f"dumplib: warning: {warning}", err=True)
     stopped = f", target stopped {result.stopped_seconds:.3f} s" if result.stopped_seconds is not None else ""
+    if result.snapshot:
+        stopped += " (snapshot" + (f", cost {human_bytes(result.snapshot_bytes)})" if result.snapshot_bytes else ")")
     size = human_bytes(result.size)
     if result.compression:
         size += f" {result.compression}, {human_bytes(result.raw_size)} raw"

@@ -21,7 +21,8 @@ from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, Tick, WriteReport
-from . import linkmap, maps, notes, procfs
+from . import linkmap, maps, notes, procfs, snapshot
+from .inject import InjectionFailed
 from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
@@ -227,10 +228,14 @@ class LinuxBackend(Backend):
 
     def _write_core(self, plan: Plan, sink: Any, comment: Optional[str], signature: str, tick: Optional[Tick],
                     where: str) -> WriteReport:
-        """Stop the target, write header, notes and memory to *sink* in file order, let the target go."""
+        """Stop the target, write header, notes and memory to *sink* in file order, let the target go.
+
+        With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone."""
         pid = plan.target.pid
-        snapshot_warnings = without_snapshot(plan, "snapshots are not supported yet") if plan.snapshot else []
+        warnings: List[str] = []
+        snap: Optional[_Snapshot] = None
         self._check_same(pid)
+        state_before = read_status(pid).get("State", "") if plan.snapshot else ""
         try:
             with StoppedProcess(pid, max_pause=plan.max_pause) as stopped:
                 self._check_same(pid)  # the threads just stopped belong to the process that was checked
@@ -248,24 +253,37 @@ class LinuxBackend(Backend):
                 loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
+                if plan.snapshot:
+                    snap = _take_snapshot(plan, stopped, mem, regions, pieces, offsets, state_before, warnings)
                 sink.write_at(head, 0)
-                copier = MemoryCopier(mem, sink, _pause_checked(stopped, tick), total=sum(p.filesz for p in pieces))
-                try:
-                    copier.copy_pieces(pieces, offsets)
-                finally:
-                    copier.close()
-                stopped.check_pause()  # every byte above was read while the target was stopped
-                if not stopped.alive():
-                    raise DumpFailed.target_exited(pid)
+                total = sum(p.filesz for p in pieces)
+                if snap is None:
+                    _copy(mem, sink, _pause_checked(stopped, tick), pieces, offsets, total)
+                    stopped.check_pause()  # every byte above was read while the target was stopped
+                    if not stopped.alive():
+                        raise DumpFailed.target_exited(pid)
+                else:
+                    stopped.resume_target()  # the target runs on from here; the clone holds its memory
+                    snap.copy_rest(sink, tick, pieces, offsets, total)
+                    if not snap.intact(stopped):
+                        raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
+                                         " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
+                                         pid=pid, reason="snapshot-lost")
             # The target runs again from here; what is left is our own output.
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        warnings = snapshot_warnings + ([] if mem == pid else [
-            f"the main thread of process {pid} has exited (it called pthread_exit) while {len(threads)} other"
-            f" threads run on: the core holds those threads, and its memory was read through thread {mem}"])
-        return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=warnings, flags=plan.flags,
-                           learned=Written(threads=len(threads), head=head))
+        if mem != pid:
+            warnings.append(f"the main thread of process {pid} has exited (it called pthread_exit) while"
+                            f" {len(threads)} other threads run on: the core holds those threads, and its memory"
+                            f" was read through thread {mem}")
+        report = WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=warnings, flags=plan.flags,
+                             learned=Written(threads=len(threads), head=head))
+        if snap is not None:
+            report.snapshot = True
+            report.snapshot_bytes = stopped.snapshot_bytes
+            report.warnings += snap.warnings + stopped.snapshot_warnings
+        return report
 
     def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
         verify_core(path, plan.target.pid, report.learned.threads)
@@ -318,6 +336,75 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     if comment:
         body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8", "surrogateescape"))
     return body
+
+
+def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Sequence[int], total: int) -> None:
+    copier = MemoryCopier(pid, sink, tick, total=total)
+    try:
+        copier.copy_pieces(pieces, offsets)
+    finally:
+        copier.close()
+
+
+def _take_snapshot(plan: Plan, stopped: StoppedProcess, mem: int, regions: Sequence[maps.Region],
+                   pieces: Sequence[Any], offsets: Sequence[int], state_before: str,
+                   warnings: List[str]) -> Optional["_Snapshot"]:
+    """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
+    TargetRefused for snapshot=True) where no snapshot may or could be taken: the target is then
+    exactly as it was, still stopped, and the dump goes on without one."""
+    early, shared_after = snapshot.taken_before_resume(pieces)
+    why = snapshot.obstacle(plan.target.pid, regions, pieces, early, state_before)
+    syscall_at = None if why else snapshot.find_syscall(mem)
+    if why is None and syscall_at is None:
+        why = "no system call instruction was found in its [vdso] or code to make it clone itself"
+    child = None
+    if why is None:
+        assert syscall_at is not None
+        try:
+            child = stopped.take_snapshot(syscall_at)
+        except InjectionFailed as exc:
+            why = f"making it clone itself failed ({exc}); it was put back as it was"
+    if child is None:
+        warnings.extend(without_snapshot(plan, why or "unknown"))
+        return None
+    snap = _Snapshot(child, mem)
+    snap.read_before_resume(pieces, offsets, early)
+    if shared_after:
+        snap.warnings.append(f"{shared_after} bytes of shared memory (MAP_SHARED) were read after the target resumed:"
+                             " they show that memory as it was when read, not at the snapshot's instant")
+    return snap
+
+
+class _Snapshot:
+    """The clone a snapshot dump reads from, and what was read from the stopped target instead."""
+
+    def __init__(self, child: int, target: int) -> None:
+        self.child, self.target = child, target
+        self.buffers: Dict[int, snapshot.BufferSink] = {}
+        self.warnings: List[str] = []
+
+    def read_before_resume(self, pieces: Sequence[Any], offsets: Sequence[int], early: Sequence[int]) -> None:
+        for i in early:
+            buffer = self.buffers[i] = snapshot.BufferSink()
+            _copy(self.target, buffer, lambda n: None, [pieces[i]], [offsets[i]], pieces[i].filesz)
+
+    def copy_rest(self, sink: Any, tick: Optional[Tick], pieces: Sequence[Any], offsets: Sequence[int],
+                  total: int) -> None:
+        """Everything in file order: the clone's memory, with the pieces read before resume in their places."""
+        copier = MemoryCopier(self.child, sink, tick, total=total)
+        try:
+            start = 0
+            for i in sorted(self.buffers):
+                copier.copy_pieces(pieces[start:i], offsets[start:i])
+                self.buffers.pop(i).replay(sink)
+                start = i + 1
+            copier.copy_pieces(pieces[start:], offsets[start:])
+        finally:
+            copier.close()
+
+    def intact(self, stopped: StoppedProcess) -> bool:
+        """Whether the clone lived through the whole read (else some reads saw no memory at all)."""
+        return stopped.snapshot_pid == self.child and thread_state(self.child, self.child) not in ("", "Z", "X")
 
 
 def _pause_checked(stopped: StoppedProcess, tick: Optional[Tick]) -> Tick:

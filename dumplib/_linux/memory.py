@@ -377,10 +377,24 @@ class StreamSink:
 
 
 class MemoryCopier:
-    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
+    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK,
+                 unpinned: bool = True) -> None:
         """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
-        (zero-filling a 4 MiB buffer costs a small dump more than its reads)."""
+        (zero-filling a 4 MiB buffer costs a small dump more than its reads).
+
+        *unpinned* (the default) reads through /proc/PID/mem rather than process_vm_readv, which
+        pins the pages it reads: pinning an anonymous page shared copy-on-write (a prefork server's
+        worker and its master, or a snapshot and its target) makes the kernel copy it first, so
+        dumping a worker would duplicate all it shares, and reading a snapshot would copy all of
+        it. /proc/PID/mem does not pin (it is also what gdb reads). Small pieces read together in
+        one process_vm_readv (_copy_batch) are pinned: at most _BATCH_PIECE each."""
         self.pid, self.sink, self.tick = pid, sink, tick
+        self._mem: Optional[int] = None
+        if unpinned:
+            try:
+                self._mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise DumpFailed.target_exited(pid) from None
         self.buf = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
         self.view = memoryview(self.buf)
         self._words = self.view.cast("Q")
@@ -393,6 +407,9 @@ class MemoryCopier:
         if self._pagemap is not None:
             os.close(self._pagemap)
             self._pagemap = None
+        if self._mem is not None:
+            os.close(self._mem)
+            self._mem = None
         self._words.release()
         self.view.release()
 
@@ -421,6 +438,7 @@ class MemoryCopier:
         if len(batch) == 1:
             self.copy_piece(*batch[0])
             return
+        # Pinned, but in pieces of at most _BATCH_PIECE: what a shared page costs here stays small.
         remote = (libc.iovec * len(batch))(*(libc.iovec(p.start, p.filesz) for p, _ in batch))
         self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
         self._local.iov_len = size
@@ -494,6 +512,16 @@ class MemoryCopier:
             yield m.start() * PAGE, (m.end() - m.start()) * PAGE
 
     def _read(self, address: int, offset: int, length: int) -> int:
+        if self._mem is not None:
+            try:
+                return os.preadv(self._mem, [self.view[offset : offset + length]], address)
+            except OSError as exc:
+                if exc.errno in (errno.EFAULT, errno.EIO, errno.ENOMEM):
+                    return 0
+                if exc.errno == errno.ESRCH:
+                    raise DumpFailed.target_exited(self.pid) from None
+                raise DumpFailed(f"reading memory of process {self.pid} failed: {exc}", pid=self.pid,
+                                 errno=exc.errno) from None
         self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf, offset))
         self._local.iov_len = length
         self._remote.iov_base = address

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import AccessDenied, DumpFailed, ProcessNotFound, TargetRefused
 from . import libc
@@ -92,6 +92,18 @@ class StoppedProcess:
         self._skipped: Set[int] = set()  # zombie threads (a main thread that called pthread_exit)
         self._ready = threading.Event()
         self._release = threading.Event()
+        #: Wakes the tracer: release, or a request from the caller (a snapshot, letting the target go).
+        self._wake = threading.Event()
+        self._request: Optional[Callable[[], object]] = None
+        self._answer: Tuple[object, Optional[BaseException]] = (None, None)
+        self._answered = threading.Event()
+        self._target_released = False
+        #: The snapshot (a copy-on-write clone of the target, held stopped) while it lives.
+        self.snapshot_pid: Optional[int] = None
+        #: Bytes only the snapshot held when it was dropped: pages the target changed since, and page tables.
+        self.snapshot_bytes: Optional[int] = None
+        self.snapshot_warnings: List[str] = []
+        self._syscall_at = 0
         self._error: Optional[BaseException] = None
         self._tracer: Optional[threading.Thread] = None
         self._job_control = JobControlDeferred()
@@ -119,8 +131,9 @@ class StoppedProcess:
         self.release()
 
     def release(self) -> None:
-        """Let every thread go (at once, idempotent), then let a deferred Ctrl-Z stop dumplib."""
+        """Let every thread go (at once, idempotent), drop the snapshot, then let a deferred Ctrl-Z stop dumplib."""
         self._release.set()
+        self._wake.set()
         try:
             if self._tracer is not None:
                 # Polled, not join(), for the same reason as in __enter__; the thread's end, not
@@ -137,6 +150,36 @@ class StoppedProcess:
                 " was complete, so the dump was abandoned and nothing was kept. The output was too slow (a"
                 " stalled reader of '-'?); write to a local file, or allow a longer pause (--max-pause)",
                 pid=self.pid, reason="max-pause", max_pause=self.max_pause)
+
+    def take_snapshot(self, syscall_at: int) -> int:
+        """Make the stopped target clone itself and return the clone's pid.
+
+        The clone is a copy-on-write image of the process at this instant that never runs: the
+        tracer holds it stopped (PTRACE_O_EXITKILL: killed if dumplib dies) until release, then
+        kills it and has the target reap it. inject.InjectionFailed: no clone exists, and the target
+        is exactly as it was (still stopped)."""
+        return int(self._ask(lambda: self._snapshot(syscall_at)))  # type: ignore[call-overload]
+
+    def resume_target(self) -> None:
+        """Let the target's threads go now; the snapshot stays held. The pause ends here."""
+        self._ask(self._let_target_go)
+
+    def _ask(self, request: Callable[[], object]) -> object:
+        """Have the tracer thread run *request* (ptrace calls must come from it); its answer or error."""
+        if self._tracer is None or self._release.is_set() or self.expired:
+            self.check_pause()
+            raise DumpFailed(f"the tracer of process {self.pid} has already let it go", pid=self.pid)
+        self._answered.clear()
+        self._request = request
+        self._wake.set()
+        while not self._answered.is_set():  # polled: see __enter__
+            if not self._tracer.is_alive():
+                raise DumpFailed(f"the tracer of process {self.pid} ended unexpectedly", pid=self.pid)
+            time.sleep(0.0002)
+        answer, error = self._answer
+        if error is not None:
+            raise error
+        return answer
 
     @property
     def stopped_seconds(self) -> float:
@@ -162,11 +205,88 @@ class StoppedProcess:
                 return
             finally:
                 self._ready.set()
-            if not self._release.wait(self._pause_left()):
-                self.expired = True  # before any thread runs: the caller must see it after its last read
+            self._serve()
         finally:
+            self._let_target_go()
+            self._drop_snapshot()
+
+    def _serve(self) -> None:
+        """Answer the caller's requests until release, or until max_pause runs out while the target is stopped."""
+        while not self._release.is_set():
+            left = None if self._target_released else self._pause_left()
+            if not self._wake.wait(left):
+                self.expired = True  # before any thread runs: the caller must see it after its last read
+                return
+            self._wake.clear()
+            request, self._request = self._request, None
+            if request is not None:
+                try:
+                    self._answer = (request(), None)
+                except BaseException as exc:  # handed to the caller, which raises it
+                    self._answer = (None, exc)
+                self._answered.set()
+
+    def _let_target_go(self) -> None:
+        if not self._target_released:
+            self._target_released = True
             self._detach_all()
             self.resumed_at = time.monotonic()
+
+    def _snapshot(self, syscall_at: int) -> int:
+        from . import inject
+
+        if self.snapshot_pid is not None:
+            raise inject.InjectionFailed("a snapshot is already held")
+        state = self._injectable_thread()
+        self._syscall_at = syscall_at
+        injector = inject.Injector(state.tid, state.regs, syscall_at)
+        children: List[int] = []
+
+        def hold(child: int) -> None:
+            children.append(child)
+            self.snapshot_pid = child  # from here on, _drop_snapshot kills and reaps it
+            if inject.wait_child_stop(child):
+                try:
+                    libc.ptrace(libc.PTRACE_SETOPTIONS, child, None, ctypes.c_void_p(libc.PTRACE_O_EXITKILL))
+                except OSError:
+                    pass  # it died: the caller finds no snapshot alive and fails the dump
+
+        result = injector.call(inject.NR_CLONE, inject.CLONE_FLAGS, inject.CHILD_STACK, 0, 0, 0, on_clone=hold)
+        if result < 0 or not children or result != children[0]:
+            self._drop_snapshot()
+            why = os.strerror(-result) if result < 0 else f"it returned {result}"
+            raise inject.InjectionFailed(f"clone() in thread {state.tid} failed: {why}")
+        return result
+
+    def _injectable_thread(self) -> ThreadState:
+        """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
+        later stop is lost); one outside a system call if there is one; the leader first."""
+        from . import inject
+
+        usable = [t for t in self.threads.values() if not t.pending_signal and len(t.regs) == inject.REGS_SIZE]
+        if not usable:
+            raise inject.InjectionFailed("every thread was stopped on its way to a signal")
+        usable.sort(key=lambda t: (inject.Regs(t.regs)[inject.ORIG_RAX] != -1, t.tid != self.pid, t.tid))
+        return usable[0]
+
+    def _drop_snapshot(self) -> None:
+        """Kill the snapshot, collect it as its tracer, then make the target reap it (it is the
+        target's child, invisible to waitpid without __WALL: left alone it would stay a zombie)."""
+        child = self.snapshot_pid
+        if child is None:
+            return
+        self.snapshot_pid = None
+        self.snapshot_bytes = _private_bytes(child)
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        _reap([child])
+        from .snapshot import reap_in_target
+
+        why = reap_in_target(self.pid, child, self._syscall_at)
+        if why:
+            self.snapshot_warnings.append(why)
 
     def _pause_left(self) -> Optional[float]:
         if self.max_pause is None:
@@ -329,6 +449,20 @@ def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
     deadline = time.monotonic() + patience
     while tid is not None and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
         time.sleep(0.0005)
+
+
+def _private_bytes(pid: int) -> Optional[int]:
+    """Memory only process *pid* holds: its private pages (smaps_rollup) and its page tables (VmPTE)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+        total += int(read_status(pid).get("VmPTE", "0 kB").split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
 
 def _reap(tids: List[int], patience: float = 2.0) -> None:

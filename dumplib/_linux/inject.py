@@ -1,0 +1,267 @@
+"""Making one stopped thread of the target run one system call, and putting it back exactly.
+
+Used for snapshots: the thread calls clone() so the kernel makes a copy-on-write image of the
+process, and later wait4() so the target reaps that image without ever seeing it. Everything here
+runs in the tracer thread (ptrace ties tracees to the thread that attached them), on a thread that
+is in a PTRACE_EVENT_STOP, i.e. inside the kernel's signal handling, with its registers saved.
+
+Putting it back: the injected call returns through a syscall-exit-stop, where the kernel would not
+restart a system call the thread had been interrupted in (nanosleep would return -ERESTART_RESTARTBLOCK
+to its caller). So the saved registers are written back and the thread is sent round the signal path
+once more (PTRACE_INTERRUPT, then resume): it stops again exactly where it was first stopped, and when
+it is let go the kernel itself restarts its call, or delivers a signal that arrived meanwhile, as if
+nobody had looked.
+"""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
+import ctypes
+import errno
+import os
+import signal
+import time
+from typing import Callable, List, Optional, Sequence
+
+from . import libc
+
+# struct user_regs_struct (x86-64): the registers an injected call uses, by 8-byte slot.
+R10, R8, RAX, RDX, RSI, RDI, ORIG_RAX, RIP = 7, 9, 10, 12, 13, 14, 15, 16
+REGS_SIZE = 27 * 8
+
+NR_CLONE = 56
+#: A plain copy (no shared memory, files or signal handlers) whose exit signal is 0: its parent, the
+#: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE.
+CLONE_FLAGS = 0
+NR_WAIT4 = 61
+SYSCALL_INSN = b"\x0f\x05"
+WNOHANG = 1
+#: The clone child's stack pointer: an address no process can map (below vm.mmap_min_addr). The
+#: child never runs, but if dumplib died before it could be held (a window of microseconds), its
+#: first use of the stack faults, with every signal blocked, so it dies before any of the target's
+#: code or signal handlers run.
+CHILD_STACK = 0x1000
+#: Longest one step of an injection may take (each is a few microseconds of kernel work).
+STEP_TIMEOUT = 2.0
+
+_ALL_SIGNALS = ctypes.c_uint64(0xFFFFFFFFFFFFFFFF)
+
+
+class InjectionFailed(Exception):
+    """The call could not be made or did not do what was asked; the thread was put back as it was."""
+
+
+class Regs:
+    """A copy of one thread's user_regs_struct that can be read and changed by slot."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != REGS_SIZE:
+            raise InjectionFailed(f"unexpected register set of {len(raw)} bytes")
+        self.raw = bytearray(raw)
+
+    def __getitem__(self, slot: int) -> int:
+        return int.from_bytes(self.raw[slot * 8 : slot * 8 + 8], "little", signed=True)
+
+    def __setitem__(self, slot: int, value: int) -> None:
+        self.raw[slot * 8 : slot * 8 + 8] = (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+
+
+def find_syscall_instruction(pid: int, maps_text: str, read: Callable[[int, int], Optional[bytes]]) -> Optional[int]:
+    """The address of a `syscall` instruction in the target: in [vdso] (the kernel's own code, in every
+    process), else in an executable file mapping. Any 0F 05 byte pair executes as one, wherever it
+    starts, so no disassembly is needed."""
+    candidates: List[Sequence[int]] = []
+    for line in maps_text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or "x" not in fields[1]:
+            continue
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        name = fields[5] if len(fields) > 5 else ""
+        if name == "[vsyscall]":
+            continue  # emulated: executing there faults except at its three entry points
+        candidates.insert(0 if name == "[vdso]" else len(candidates), (lo, hi))
+    for lo, hi in candidates[:8]:
+        data = read(lo, min(hi - lo, 1 << 20))
+        if data:
+            at = data.find(SYSCALL_INSN)
+            if at >= 0:
+                return lo + at
+    return None
+
+
+class Injector:
+    """Runs system calls in one thread of a stopped target (the caller is its tracer)."""
+
+    def __init__(self, tid: int, saved: bytes, syscall_at: int) -> None:
+        self.tid = tid
+        self.saved = bytes(saved)
+        self.syscall_at = syscall_at
+        #: A signal that arrived while the call ran: the caller delivers it at detach, like any other.
+        self.pending_signal = 0
+
+    def call(self, nr: int, *args: int, on_clone: Optional[Callable[[int], None]] = None) -> int:
+        """Run syscall *nr* with *args* in the thread and return its result (a negative errno on error).
+
+        Every signal is blocked in the thread for the call (a clone child inherits that), so none is
+        taken meanwhile: those that arrive stay pending and, with the first mask back, are delivered
+        after detach as usual. (A signal-delivery-stop would be no good: a signal handed back at a
+        later PTRACE_EVENT_STOP is dropped.) *on_clone(child_pid)* is called at the
+        PTRACE_EVENT_CLONE stop. Whatever happens, the thread is put back in its first stop with its
+        first registers and mask.
+        """
+        mask = _get_sigmask(self.tid)
+        regs = Regs(self.saved)
+        regs[RIP] = self.syscall_at
+        regs[RAX] = nr
+        regs[ORIG_RAX] = -1  # no system call in progress: the kernel must not "restart" our registers
+        for slot, value in zip((RDI, RSI, RDX, R10, R8), args):
+            regs[slot] = value
+        options = libc.PTRACE_O_TRACESYSGOOD | (libc.PTRACE_O_TRACECLONE if on_clone else 0)
+        result: Optional[int] = None
+        at_entry = False
+        try:
+            _set_sigmask(self.tid, _ALL_SIGNALS.value)
+            _ptrace(libc.PTRACE_SETOPTIONS, self.tid, 0, options)
+            _set_regs(self.tid, bytes(regs.raw))
+            _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
+            self._until_syscall_stop()
+            at_entry = True
+            if Regs(_get_regs(self.tid))[ORIG_RAX] != nr:
+                raise InjectionFailed(f"thread {self.tid} entered system call"
+                                      f" {Regs(_get_regs(self.tid))[ORIG_RAX]}, not {nr}")
+            _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
+            at_entry = False
+            while result is None:
+                event = self._until_syscall_stop(events=True)
+                if event == libc.PTRACE_EVENT_CLONE:
+                    if on_clone is not None:
+                        on_clone(_event_message(self.tid))
+                    _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
+                    continue
+                result = Regs(_get_regs(self.tid))[RAX]  # exit
+        finally:
+            if at_entry:
+                self._skip_call()
+            self._put_back(mask)
+        return result
+
+    def _skip_call(self) -> None:
+        """From a syscall-entry-stop, on to its exit without making the call (orig_rax -1 skips it)."""
+        regs = Regs(_get_regs(self.tid))
+        regs[ORIG_RAX] = -1
+        regs[RAX] = -errno.ENOSYS
+        _set_regs(self.tid, bytes(regs.raw))
+        _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
+        self._until_syscall_stop()
+
+    def _put_back(self, mask: int) -> None:
+        """Back to the first stop: saved registers, mask and options, then once round the signal path."""
+        _set_regs(self.tid, self.saved)
+        _ptrace(libc.PTRACE_SETOPTIONS, self.tid, 0, 0)
+        _ptrace(libc.PTRACE_INTERRUPT, self.tid, 0, 0)
+        _ptrace(libc.PTRACE_CONT, self.tid, 0, 0)
+        self._until_event_stop()
+        _set_regs(self.tid, self.saved)  # unchanged by the trip; written again so the stop holds them
+        _set_sigmask(self.tid, mask)
+
+    def _until_syscall_stop(self, events: bool = False) -> int:
+        """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number).
+
+        A signal arriving meanwhile is kept for detach and the thread sent on without it."""
+        while True:
+            status = _wait_stop(self.tid)
+            sig, event = (status >> 8) & 0xFF, (status >> 16) & 0xFF
+            if sig == (signal.SIGTRAP | 0x80):
+                return 0
+            if event and events and event == libc.PTRACE_EVENT_CLONE:
+                return event
+            if not event and sig != signal.SIGTRAP:
+                self.pending_signal = self.pending_signal or sig  # a signal-delivery-stop: deliver it later
+            _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
+
+    def _until_event_stop(self) -> None:
+        while True:
+            status = _wait_stop(self.tid)
+            sig, event = (status >> 8) & 0xFF, (status >> 16) & 0xFF
+            if event == libc.PTRACE_EVENT_STOP:
+                return
+            if not event and sig not in (signal.SIGTRAP, signal.SIGTRAP | 0x80):
+                self.pending_signal = self.pending_signal or sig
+            _ptrace(libc.PTRACE_CONT, self.tid, 0, 0)
+
+
+def wait_child_stop(pid: int, timeout: float = STEP_TIMEOUT) -> bool:
+    """Wait for a new auto-attached child's first stop; False if it died or never got there."""
+    try:
+        status = _wait_stop(pid, timeout)
+    except InjectionFailed:
+        return False
+    return os.WIFSTOPPED(status)
+
+
+def _wait_stop(tid: int, timeout: float = STEP_TIMEOUT) -> int:
+    """The next wait status of *tid*, polled (the tracer never blocks without a bound)."""
+    status = ctypes.c_int()
+    deadline = time.monotonic() + timeout
+    nap = 0.00002
+    while True:
+        try:
+            got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | os.WNOHANG)
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise InjectionFailed(f"thread {tid} is gone ({exc.strerror})") from None
+        if got == tid:
+            value = status.value
+            if os.WIFEXITED(value) or os.WIFSIGNALED(value):
+                raise InjectionFailed(f"thread {tid} ended during the injected call")
+            return value
+        if time.monotonic() > deadline:
+            raise InjectionFailed(f"thread {tid} did not stop within {timeout:g} s")
+        time.sleep(nap)
+        nap = min(nap * 2, 0.002)
+
+
+def _ptrace(request: int, tid: int, addr: int, data: int) -> None:
+    try:
+        libc.ptrace(request, tid, ctypes.c_void_p(addr or None), ctypes.c_void_p(data or None))
+    except OSError as exc:
+        raise InjectionFailed(f"ptrace request {request:#x} on thread {tid} failed: {exc.strerror}") from None
+
+
+def _get_regs(tid: int) -> bytes:
+    buf = ctypes.create_string_buffer(REGS_SIZE)
+    iov = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), REGS_SIZE)
+    _ptrace_ref(libc.PTRACE_GETREGSET, tid, libc.NT_PRSTATUS, iov)
+    return buf.raw[: iov.iov_len]
+
+
+def _set_regs(tid: int, raw: bytes) -> None:
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    iov = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), len(raw))
+    _ptrace_ref(libc.PTRACE_SETREGSET, tid, libc.NT_PRSTATUS, iov)
+
+
+def _get_sigmask(tid: int) -> int:
+    mask = ctypes.c_uint64()
+    _ptrace_ref(libc.PTRACE_GETSIGMASK, tid, 8, mask)
+    return mask.value
+
+
+def _set_sigmask(tid: int, value: int) -> None:
+    _ptrace_ref(libc.PTRACE_SETSIGMASK, tid, 8, ctypes.c_uint64(value))
+
+
+def _event_message(tid: int) -> int:
+    msg = ctypes.c_ulong()
+    _ptrace_ref(libc.PTRACE_GETEVENTMSG, tid, 0, msg)
+    return msg.value
+
+
+def _ptrace_ref(request: int, tid: int, addr: int, obj: ctypes._CData) -> None:  # type: ignore[name-defined]
+    try:
+        libc.ptrace(request, tid, ctypes.c_void_p(addr or None), ctypes.byref(obj))
+    except OSError as exc:
+        raise InjectionFailed(f"ptrace request {request:#x} on thread {tid} failed: {exc.strerror}") from None

@@ -1,0 +1,249 @@
+"""Snapshot dumps on Linux: what decides whether one may be taken, and what a snapshot cannot hold.
+
+The technique (research/linux-core.md): with every thread stopped and its registers saved, one
+thread runs clone() (inject.py); the child is a copy-on-write image of the process that never runs;
+the target is let go and the core's memory is read from the child. What the child does not hold
+the same way is read from the stopped target first and kept in memory until its place in the file:
+
+- MADV_DONTFORK memory is not in the child at all, MADV_WIPEONFORK memory is zero there;
+- private hugetlb memory may be taken from the child when the target writes to it;
+- MAP_SHARED memory is the same pages in both, so it keeps changing once the target runs: up to
+  SHARED_BEFORE_RESUME of it is read before, the rest after, and the result says how much.
+"""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
+import ctypes
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import inject, libc
+from .maps import Region
+from .memory import Piece, read_small
+
+#: Read before the target resumes at most this much memory the snapshot cannot hold (held in memory
+#: by dumplib until written); more and no snapshot is taken.
+BEFORE_RESUME_LIMIT = 256 << 20
+#: Shared memory read before the target resumes (so it is of the snapshot's instant) up to this much;
+#: beyond it shared memory is read afterwards, as it then is, and the result says so.
+SHARED_BEFORE_RESUME = 64 << 20
+#: Memory left free besides the snapshot's worst case, on the host and in the target's cgroup.
+HOST_RESERVE_FRACTION = 0.05
+HOST_RESERVE_MIN = 256 << 20
+
+
+def taken_before_resume(pieces: Sequence[Piece]) -> Tuple[List[int], int]:
+    """(indexes of the pieces to read from the stopped target, bytes of shared memory read after resume)."""
+    early: List[int] = []
+    shared: List[int] = []
+    for i, p in enumerate(pieces):
+        r = p.region
+        if not p.filesz or r is None:
+            continue
+        if "dc" in r.vmflags or "wf" in r.vmflags or (r.hugetlb and not r.shared):
+            early.append(i)
+        elif r.shared and r.writable:
+            shared.append(i)
+    shared_bytes = sum(pieces[i].filesz for i in shared)
+    if shared_bytes <= SHARED_BEFORE_RESUME:
+        return sorted(early + shared), 0
+    return early, shared_bytes
+
+
+def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early: Sequence[int],
+             state_before: str) -> Optional[str]:
+    """Why no snapshot of the stopped process *pid* may be taken, or None. *state_before*: its State
+    before dumplib stopped it."""
+    status = _status(pid)
+    if state_before.startswith("T"):
+        return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
+    for tid in _tids(pid):
+        mode = _status(pid, tid).get("Seccomp", "0")
+        if mode != "0":
+            return (f"thread {tid} runs under a seccomp {'filter' if mode == '2' else 'strict mode'}, which may"
+                    " forbid or kill on the clone() a snapshot needs")
+    early_bytes = sum(pieces[i].filesz for i in early)
+    if early_bytes > BEFORE_RESUME_LIMIT:
+        return (f"{_mib(early_bytes)} of its memory (MADV_DONTFORK, MADV_WIPEONFORK or private hugetlb) would have"
+                f" to be read while it is stopped, more than the {_mib(BEFORE_RESUME_LIMIT)} a snapshot allows")
+    return memory_obstacle(pid, regions, status)
+
+
+def memory_obstacle(pid: int, regions: Sequence[Region], status: Dict[str, str]) -> Optional[str]:
+    """Whether the host and the target's cgroup can pay for the snapshot if the target rewrote all its
+    private memory while the dump is written (each page it writes is then copied for it)."""
+    worst = sum(r.anonymous for r in regions if not r.shared and r.writable) + _kib(status.get("VmPTE"))
+    meminfo = _meminfo()
+    total = meminfo.get("MemTotal", 0)
+    reserve = max(HOST_RESERVE_MIN, int(total * HOST_RESERVE_FRACTION))
+    available = meminfo.get("MemAvailable")
+    if available is not None and worst + reserve > available:
+        return (f"the snapshot could cost up to {_mib(worst)} (the process's private memory, if it rewrote all of"
+                f" it during the write) and the host has {_mib(available)} available, less a reserve of"
+                f" {_mib(reserve)}")
+    if _overcommit_mode() == 2:
+        room = meminfo.get("CommitLimit", 0) - meminfo.get("Committed_AS", 0)
+        commit = sum(r.size for r in regions if not r.shared and r.writable)
+        if commit + reserve > room:
+            return (f"strict overcommit (vm.overcommit_memory=2): the snapshot would commit {_mib(commit)} and"
+                    f" only {_mib(room)} of commit is left")
+    cgroup = cgroup_room(pid)
+    if cgroup is not None:
+        room, where = cgroup
+        if worst + max(64 << 20, room // 20) > room:
+            return (f"the snapshot could cost up to {_mib(worst)} and the process's cgroup {where} has only"
+                    f" {_mib(room)} left before its memory limit")
+    return None
+
+
+def cgroup_room(pid: int) -> Optional[Tuple[int, str]]:
+    """(bytes left, cgroup) under the tightest memory.max / memory.high of the target's cgroup v2 and
+    its ancestors; None when no limit applies (or cgroup v1, whose limits are not read)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    path = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if path is None:
+        return None
+    best: Optional[Tuple[int, str]] = None
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    for depth in range(len(parts), 0, -1):
+        where = "/" + "/".join(parts[:depth])
+        base = os.path.join("/sys/fs/cgroup", *parts[:depth])
+        current = _cgroup_value(base, "memory.current")
+        if current is None:
+            continue
+        for name in ("memory.max", "memory.high"):
+            limit = _cgroup_value(base, name)
+            if limit is not None and (best is None or limit - current < best[0]):
+                best = (max(0, limit - current), where)
+    return best
+
+
+def find_syscall(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    return inject.find_syscall_instruction(pid, text, lambda a, n: read_small(pid, a, n))
+
+
+def reap_in_target(pid: int, child: int, syscall_at: int) -> Optional[str]:
+    """Make process *pid* reap its dead child *child* (our snapshot): one thread runs
+    wait4(child, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
+    if not _is_zombie(child):
+        return None  # already gone: the target exited and its children went to a reaper
+    for tid in _tids(pid)[:4]:
+        outcome = _reap_through(tid, child, syscall_at)
+        if outcome is None or not _is_zombie(child):
+            return None
+    return (f"the snapshot (process {child}) is left as a zombie child of process {pid}, which it cannot see"
+            f" (it is a clone child); it goes when process {pid} exits")
+
+
+def _reap_through(tid: int, child: int, syscall_at: int) -> Optional[str]:
+    """One attempt through thread *tid*: seize, stop, inject wait4, put back, detach."""
+    try:
+        libc.ptrace(libc.PTRACE_SEIZE, tid, None, None)
+    except OSError as exc:
+        return f"cannot attach thread {tid}: {exc.strerror}"
+    signo = 0
+    try:
+        libc.ptrace(libc.PTRACE_INTERRUPT, tid, None, None)
+        status = inject._wait_stop(tid)
+        if (status >> 16) & 0xFF != libc.PTRACE_EVENT_STOP:
+            signo = (status >> 8) & 0xFF  # stopped on its way to a signal: hand it back, try another thread
+            return f"thread {tid} was taking a signal"
+        regs = inject._get_regs(tid)
+        got = inject.Injector(tid, regs, syscall_at).call(inject.NR_WAIT4, child, 0, libc.WALL | inject.WNOHANG, 0)
+        return None if got == child else f"wait4 returned {got}"
+    except inject.InjectionFailed as exc:
+        return str(exc)
+    finally:
+        try:
+            libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(signo or None))
+        except OSError:
+            pass  # gone, or not in a stop yet: our tracer thread's end detaches it
+
+
+class BufferSink:
+    """Keeps what a MemoryCopier writes, to be written to the real sink later, in file order."""
+
+    def __init__(self) -> None:
+        self.chunks: List[Tuple[int, bytes]] = []
+
+    def write_at(self, data: Any, offset: int) -> None:
+        self.chunks.append((offset, bytes(data)))
+
+    def replay(self, sink: Any) -> None:
+        for offset, data in sorted(self.chunks, key=lambda c: c[0]):
+            sink.write_at(data, offset)
+        self.chunks = []
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
+    from .tracer import read_status
+
+    return read_status(pid, tid)
+
+
+def _tids(pid: int) -> List[int]:
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return []
+    return sorted(tids, key=lambda t: t != pid)
+
+
+def _meminfo() -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                key, _, value = line.decode("ascii", "replace").partition(":")
+                out[key] = _kib(value)
+    except OSError:
+        pass
+    return out
+
+
+def _kib(text: Optional[str]) -> int:
+    try:
+        return int((text or "0").split()[0]) * 1024
+    except (ValueError, IndexError):
+        return 0
+
+
+def _overcommit_mode() -> int:
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def _cgroup_value(base: str, name: str) -> Optional[int]:
+    try:
+        with open(os.path.join(base, name)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
