@@ -61,7 +61,8 @@ static char before_marker[64];
 static char *dontfork, *wipeonfork;                 /* markers at 0, the counter at 64 */
 
 static volatile int sigchld_count, sigchld_pid;
-static volatile int reaped[16], reaped_count, saw_child_count;
+/* [0]: waitpid(-1, __WALL|WNOHANG), which sees clone children too; [1]: waitpid(-1, WNOHANG) */
+static volatile int reaped[2][16], reaped_count[2], saw_child_count[2];
 static volatile long max_gap_us, last_tick_us;
 
 static long now_ns(void) {
@@ -213,8 +214,8 @@ __attribute__((noinline)) void *snap_reaper(void *arg) {
         int flags[2] = {__WALL | WNOHANG, WNOHANG};
         for (int k = 0; k < 2; k++) {
             pid_t p = waitpid(-1, &status, flags[k]);
-            if (p > 0 && reaped_count < 16) reaped[reaped_count++] = p;
-            if (p == 0) saw_child_count++;
+            if (p > 0 && reaped_count[k] < 16) reaped[k][reaped_count[k]++] = p;
+            if (p == 0) saw_child_count[k]++;
         }
         usleep(200);
     }
@@ -246,9 +247,11 @@ static void report(void) {
         printf("%s{\"rc\": %ld, \"errno\": %d, \"mask_ok\": %d, \"elapsed_ns\": %ld, \"eintr\": %d, \"data\": \"%s\"}",
                i ? ", " : "", results[i].rc, results[i].err, results[i].mask_ok, results[i].elapsed_ns, results[i].eintr,
                results[i].data);
-    printf("], \"sigchld\": %d, \"sigchld_pid\": %d, \"saw_child\": %d, \"reaped\": [", sigchld_count, sigchld_pid,
-           saw_child_count);
-    for (int i = 0; i < reaped_count; i++) printf("%s%d", i ? ", " : "", reaped[i]);
+    printf("], \"sigchld\": %d, \"sigchld_pid\": %d, \"saw_child_wall\": %d, \"saw_child\": %d, \"reaped_wall\": [",
+           sigchld_count, sigchld_pid, saw_child_count[0], saw_child_count[1]);
+    for (int i = 0; i < reaped_count[0]; i++) printf("%s%d", i ? ", " : "", reaped[0][i]);
+    printf("], \"reaped\": [");
+    for (int i = 0; i < reaped_count[1]; i++) printf("%s%d", i ? ", " : "", reaped[1][i]);
     printf("], \"max_gap_us\": %ld, \"counter\": %lu, \"after_marker\": \"%s\", \"gaps\": [",
            open_gap > max_gap_us ? open_gap : max_gap_us, live.n, after_marker);
     for (int i = 0; i < gap_count; i++) printf("%s[%lu, %ld]", i ? ", " : "", gap_n[i], gap_len[i]);
@@ -312,7 +315,8 @@ int main(int argc, char **argv) {
         long ms;
         if (sscanf(line, "arm %d %ld", &round, &ms) == 2) {
             sleep_ms = ms;
-            sigchld_count = sigchld_pid = reaped_count = saw_child_count = 0;
+            sigchld_count = sigchld_pid = 0;
+            reaped_count[0] = reaped_count[1] = saw_child_count[0] = saw_child_count[1] = 0;
             gap_count = 0;
             snprintf(before_marker, sizeof before_marker, "DUMPLIB-BEFORE-%d-%d", (int)getpid(), round);
             snprintf(dontfork, 64, "DUMPLIB-DONTFORK-%d-%d", (int)getpid(), round);
