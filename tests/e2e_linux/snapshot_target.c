@@ -62,7 +62,7 @@ static char *dontfork, *wipeonfork;                 /* markers at 0, the counter
 
 static volatile int sigchld_count, sigchld_pid;
 /* [0]: waitpid(-1, __WALL|WNOHANG), which sees clone children too; [1]: waitpid(-1, WNOHANG) */
-static volatile int reaped[2][16], reaped_count[2], saw_child_count[2];
+static volatile int reaped[2][16], reaped_status[2][16], reaped_count[2], saw_child_count[2];
 static volatile long max_gap_us, last_tick_us;
 
 static long now_ns(void) {
@@ -214,7 +214,7 @@ __attribute__((noinline)) void *snap_reaper(void *arg) {
         int flags[2] = {__WALL | WNOHANG, WNOHANG};
         for (int k = 0; k < 2; k++) {
             pid_t p = waitpid(-1, &status, flags[k]);
-            if (p > 0 && reaped_count[k] < 16) reaped[k][reaped_count[k]++] = p;
+            if (p > 0 && reaped_count[k] < 16) { reaped_status[k][reaped_count[k]] = status; reaped[k][reaped_count[k]++] = p; }
             if (p == 0) saw_child_count[k]++;
         }
         usleep(200);
@@ -249,9 +249,9 @@ static void report(void) {
                results[i].data);
     printf("], \"sigchld\": %d, \"sigchld_pid\": %d, \"saw_child_wall\": %d, \"saw_child\": %d, \"reaped_wall\": [",
            sigchld_count, sigchld_pid, saw_child_count[0], saw_child_count[1]);
-    for (int i = 0; i < reaped_count[0]; i++) printf("%s%d", i ? ", " : "", reaped[0][i]);
+    for (int i = 0; i < reaped_count[0]; i++) printf("%s[%d, %d]", i ? ", " : "", reaped[0][i], reaped_status[0][i]);
     printf("], \"reaped\": [");
-    for (int i = 0; i < reaped_count[1]; i++) printf("%s%d", i ? ", " : "", reaped[1][i]);
+    for (int i = 0; i < reaped_count[1]; i++) printf("%s[%d, %d]", i ? ", " : "", reaped[1][i], reaped_status[1][i]);
     printf("], \"max_gap_us\": %ld, \"counter\": %lu, \"after_marker\": \"%s\", \"gaps\": [",
            open_gap > max_gap_us ? open_gap : max_gap_us, live.n, after_marker);
     for (int i = 0; i < gap_count; i++) printf("%s[%lu, %ld]", i ? ", " : "", gap_n[i], gap_len[i]);

@@ -359,7 +359,7 @@ def check_never_noticed(rnd: Round) -> None:
 def check_wall_loop_never_reaped(rnd: Round) -> None:
     """waitpid(-1, __WALL|WNOHANG) waits for clone children too (exit signal 0 hides nothing from it): it
     must still never get the snapshot, which would be a pid the program never made."""
-    reaped = rnd.report["reaped_wall"]
+    reaped = [pid for pid, _ in rnd.report["reaped_wall"]]
     assert reaped == [], f"the target's waitpid(-1, __WALL|WNOHANG) loop reaped {reaped}: the snapshot child"
 
 
@@ -726,3 +726,8 @@ def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_th
         rnd = Round(1, 2000, snap.tids(), {}, {}, {}, None, report, payloads=payloads)  # type: ignore[arg-type]
         check_calls_completed(rnd)
         assert report["sigchld"] == 0, report
+        # Whatever became of the child (the target's __WALL loop may have collected it), it was killed
+        # (PTRACE_O_EXITKILL), never let go to run on from the clone() it was made in and die of that.
+        for pid, status in report["reaped_wall"] + report["reaped"]:
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+                f"the snapshot child {pid} ended with wait status {status:#x}, not SIGKILL: it ran after dumplib died"
