@@ -259,6 +259,7 @@ class Round:
     children_after: List[int] = field(default_factory=list)
     blocked_after: Dict[str, Tuple[int, int, int, int]] = field(default_factory=dict)
     payloads: Dict[str, str] = field(default_factory=dict)
+    sigblk_after: Dict[int, int] = field(default_factory=dict)
     #: The dump returned before the sleeper's time was up: it surely slept through the stop.
     sleeper_asleep_at_stop: bool = True
 
@@ -311,6 +312,7 @@ def snapshot_round(snap: Snap, outdir: Path, number: int, sleep_ms: int, dump: D
     rnd.sleeper_asleep_at_stop = time.monotonic() < armed_at + sleep_ms / 1000
     # Before anything wakes them: the target is free, childless, and its calls are still waiting.
     rnd.strangers_after = strangers(snap)
+    rnd.sigblk_after = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
     rnd.children_after = children_of(snap.pid)
     assert_free(snap)
     rnd.blocked_after = wait_until_blocked(snap, after=True, timeout=5.0)
@@ -361,6 +363,14 @@ def check_wall_loop_never_reaped(rnd: Round) -> None:
     must still never get the snapshot, which would be a pid the program never made."""
     reaped = [pid for pid, _ in rnd.report["reaped_wall"]]
     assert reaped == [], f"the target's waitpid(-1, __WALL|WNOHANG) loop reaped {reaped}: the snapshot child"
+
+
+def check_masks_unchanged(rnd: Round) -> None:
+    """Every thread's signal mask (SigBlk, per the kernel) is what it was before the dump, the one that
+    made the clone() included (busy or idle threads have no check of their own)."""
+    changed = {tid: (hex(before), hex(rnd.sigblk_after.get(tid, -1))) for tid, before in rnd.sigblk.items()
+               if rnd.sigblk_after.get(tid) != before}
+    assert not changed, f"signal masks changed by the snapshot (tid: before, after): {changed}"
 
 
 def check_notes_are_the_real_threads(rnd: Round) -> None:
@@ -454,6 +464,7 @@ def check_all(rnd: Round, snap: Snap) -> None:
     check_never_noticed(rnd)
     check_still_blocked_after(rnd)
     check_calls_completed(rnd)
+    check_masks_unchanged(rnd)
     check_notes_are_the_real_threads(rnd)
     check_instant(rnd, snap)
     check_dontfork_memory(rnd, snap)
@@ -469,6 +480,7 @@ def test_blocked_calls_complete_as_if_nothing_happened_and_gdb_sees_the_real_thr
         check_never_noticed(rnd)
         check_still_blocked_after(rnd)
         check_calls_completed(rnd)
+        check_masks_unchanged(rnd)
         check_notes_are_the_real_threads(rnd)
         check_with_gdb(rnd, snap)
         assert_free(snap)
@@ -621,7 +633,7 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
         rep = json.loads(read_line(snap.proc, 30))
         assert (rep["rc"], rep["errno"]) == expect, f"{call} returned {rep} after the snapshot; expected rc, errno {expect}"
         assert rep["elapsed_ns"] >= least * 1e9, f"{call} did not wait its full {least} s: {rep}"
-        assert rep["mask_ok"] == 1, rep
+        assert rep["mask_ok"] == 1, f"the thread's signal mask changed across the snapshot: {rep}"
         assert rep["sigchld"] == 0 and rep["waitpid"] == -1, f"the target saw a child: {rep}"
         if call == "read":
             assert rep["data"] == "line-of-data?", rep
