@@ -468,7 +468,6 @@ def check_all(rnd: Round, snap: Snap) -> None:
     check_notes_are_the_real_threads(rnd)
     check_instant(rnd, snap)
     check_dontfork_memory(rnd, snap)
-    check_wall_loop_never_reaped(rnd)
 
 
 # -- tests ----------------------------------------------------------------------------------------------
@@ -484,7 +483,6 @@ def test_blocked_calls_complete_as_if_nothing_happened_and_gdb_sees_the_real_thr
         check_notes_are_the_real_threads(rnd)
         check_with_gdb(rnd, snap)
         assert_free(snap)
-        check_wall_loop_never_reaped(rnd)
 
 
 def test_core_holds_the_instant_of_the_snapshot_not_what_the_target_wrote_after(snap_exe, outdir):
@@ -501,16 +499,18 @@ def test_dontfork_and_wipeonfork_memory_is_in_the_core_as_at_the_snapshot(snap_e
         check_dontfork_memory(rnd, snap)
 
 
-def test_waitpid_wall_loop_never_sees_the_snapshot_child_exist(snap_exe, outdir):
-    """Stricter than 'never reaps': waitpid(-1, __WALL|WNOHANG) returns 0 (not ECHILD) while any child
-    exists, so a child made in the target's own family is visible to it for as long as the dump lasts."""
+def test_waitpid_wall_loop_never_sees_nor_reaps_the_snapshot_child(snap_exe, outdir):
+    """waitpid(-1, __WALL|WNOHANG) waits for clone children too, and returns 0 (not ECHILD) while any child
+    exists: a snapshot made as the target's own child is visible to such a loop for as long as the dump
+    lasts, and the loop may collect it once killed (a pid the program never made). The other tests
+    leave this claim to this one, so that what they prove stays visible on its own."""
     with snapshot_target(snap_exe, "--heap", "128") as snap:
         rnd = snapshot_round(snap, outdir, 1, 500, api_dump(True))
         check_result(rnd)
         check_never_noticed(rnd)
+        check_wall_loop_never_reaped(rnd)
         assert rnd.report["saw_child_wall"] == 0, (f"the target's waitpid(-1, __WALL|WNOHANG) loop saw a child exist"
                                                    f" {rnd.report['saw_child_wall']} times during the dump")
-        check_wall_loop_never_reaped(rnd)
 
 
 def test_stopped_seconds_is_the_pause_the_target_saw_and_far_below_a_normal_dumps(snap_exe, outdir):
