@@ -568,6 +568,33 @@ def test_core_notes_carry_each_threads_own_signal_mask(snap_exe, outdir):
         check_signal_masks_in_notes(rnd)
 
 
+def vdso_bytes(pid: int) -> Tuple[int, bytes]:
+    """The [vdso] of process *pid*: its address and its bytes, read through /proc/PID/mem."""
+    with open(f"/proc/{pid}/maps") as f:
+        line = next(line for line in f if line.rstrip().endswith("[vdso]"))
+    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(lo)
+        return lo, mem.read(hi - lo)
+
+
+def test_the_whole_vdso_is_in_the_core_so_gdb_unwinds_a_thread_stopped_inside_it(snap_exe, outdir):
+    """The snapshot's clone() runs at a syscall instruction of [vdso], and a busy thread calling
+    clock_gettime is often stopped inside it: the core must hold all of [vdso] (its ELF image, with the
+    unwind tables gdb needs), byte for byte, and gdb must unwind the busy thread to its own function."""
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, api_dump(True))
+        check_result(rnd)
+        lo, image = vdso_bytes(snap.pid)
+        assert image[:4] == b"\x7fELF"
+        stored = rnd.core.read(lo, len(image))
+        assert stored == image, (f"[vdso] ({len(image)} bytes at {lo:#x}) is not whole in the core: "
+                                 + ", ".join(f"{v:#x}+{n:#x}" for v, _, n in rnd.core.loads if v == lo))
+        out = gdb(str(snap.exe), str(rnd.result["path"]), "thread apply all bt")
+        busy = out.split(f"(LWP {rnd.tids['s-busy']})):", 1)[-1].split("\nThread ", 1)[0]
+        assert "snap_busy" in busy, f"gdb cannot unwind the busy thread to snap_busy:\n{busy}"
+
+
 # -- one thread: the snapshot's clone() is made in the middle of each kind of call ------------------------
 #: call -> (system call numbers it may wait in, ms, what it must return: (rc, errno) and the least time).
 SOLO = {
