@@ -2,7 +2,7 @@
  * that must complete as if nothing happened, a busy thread whose counter dates the core, and a
  * process that would notice a child (SIGCHLD handler, waitpid(-1) loops).
  *
- *   snapshot_target [--heap MIB]
+ *   snapshot_target [--heap MIB] [--shared MIB]
  *
  * Prints one JSON line (pid, file descriptors, port, addresses), then obeys stdin, one line each:
  *   arm N MS   write the "before" markers for round N, reset the counters, let every worker block
@@ -58,7 +58,7 @@ static volatile long gap_len[GAPS];
 static volatile int gap_count;
 static volatile int busy_on;
 static char before_marker[64];
-static char *dontfork, *wipeonfork;                 /* markers at 0, the counter at 64 */
+static char *dontfork, *wipeonfork, *shared;        /* markers at 0, the counter at 64 */
 
 static volatile int sigchld_count, sigchld_pid;
 /* [0]: waitpid(-1, __WALL|WNOHANG), which sees clone children too; [1]: waitpid(-1, WNOHANG) */
@@ -203,6 +203,7 @@ __attribute__((noinline)) void *snap_busy(void *arg) {
         live.n = n;
         *(volatile unsigned long *)(dontfork + 64) = n;
         *(volatile unsigned long *)(wipeonfork + 64) = n;
+        *(volatile unsigned long *)(shared + 64) = n;
     }
     return arg;
 }
@@ -266,7 +267,9 @@ static void *map_marked(const char *what, int advice) {
 }
 
 int main(int argc, char **argv) {
+    long shared_mib = 0;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--shared") && i + 1 < argc) shared_mib = atol(argv[++i]);
         if (!strcmp(argv[i], "--heap") && i + 1 < argc) {
             size_t n = (size_t)atol(argv[++i]) << 20;
             unsigned char *heap = malloc(n);
@@ -281,6 +284,11 @@ int main(int argc, char **argv) {
 
     dontfork = map_marked("MADV_DONTFORK", MADV_DONTFORK);
     wipeonfork = map_marked("MADV_WIPEONFORK", MADV_WIPEONFORK);
+    /* MAP_SHARED memory: the same pages in a fork child, so it goes on changing after the snapshot. */
+    size_t shared_size = shared_mib > 0 ? (size_t)shared_mib << 20 : 8192;
+    shared = mmap(NULL, shared_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return 6;
+    for (size_t j = 4096; j < shared_size; j += 64) shared[j] = (char)((j >> 6) | 1);
     if (pipe(pipe_fds) || pipe(epoll_pipe)) return 4;
     epfd = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN};
@@ -303,10 +311,10 @@ int main(int argc, char **argv) {
     }
     printf("{\"pid\": %d, \"pipe_read\": %d, \"pipe_write\": %d, \"epoll_write\": %d, \"epfd\": %d, \"listen_fd\": %d,"
            " \"port\": %d, \"cond_address\": %lu, \"live_address\": %lu, \"after_address\": %lu,"
-           " \"before_address\": %lu, \"dontfork_address\": %lu, \"wipeonfork_address\": %lu, \"threads\": 9}\n",
+           " \"before_address\": %lu, \"dontfork_address\": %lu, \"wipeonfork_address\": %lu, \"shared_address\": %lu, \"threads\": 9}\n",
            (int)getpid(), pipe_fds[0], pipe_fds[1], epoll_pipe[1], epfd, listen_fd, ntohs(addr.sin_port), (unsigned long)&cond,
            (unsigned long)&live.n, (unsigned long)after_marker, (unsigned long)before_marker,
-           (unsigned long)dontfork, (unsigned long)wipeonfork);
+           (unsigned long)dontfork, (unsigned long)wipeonfork, (unsigned long)shared);
     fflush(stdout);
 
     char line[128];
@@ -321,6 +329,7 @@ int main(int argc, char **argv) {
             snprintf(before_marker, sizeof before_marker, "DUMPLIB-BEFORE-%d-%d", (int)getpid(), round);
             snprintf(dontfork, 64, "DUMPLIB-DONTFORK-%d-%d", (int)getpid(), round);
             snprintf(wipeonfork, 64, "DUMPLIB-WIPEONFORK-%d-%d", (int)getpid(), round);
+            snprintf(shared, 64, "DUMPLIB-SHARED-%d-%d", (int)getpid(), round);
             max_gap_us = 0;
             busy_on = 1;
             for (int i = 0; i < WORKERS; i++) sem_post(&go[i]);

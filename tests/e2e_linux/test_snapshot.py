@@ -422,6 +422,24 @@ def check_dontfork_memory(rnd: Round, snap: Snap) -> None:
         assert value in (counter, counter - 1), f"MADV_{what} counter {value} is not of the snapshot's instant ({counter})"
 
 
+def shared_warning(rnd: Round) -> List[str]:
+    return [w for w in rnd.result["warnings"] if "shared" in w.lower()]  # type: ignore[union-attr]
+
+
+def check_shared_memory(rnd: Round, snap: Snap) -> None:
+    """MAP_SHARED memory is the same pages in the child, so it changes once the target runs: the core holds
+    it as at the snapshot's instant (read before the target resumed), or the result says it does not."""
+    core, info = rnd.core, snap.info
+    counter = core.u64(info["live_address"])
+    assert counter is not None
+    marker = core.cstring(info["shared_address"])
+    assert marker == f"DUMPLIB-SHARED-{snap.pid}-{rnd.number}".encode(), f"MAP_SHARED memory in the core: {marker!r}"
+    value = core.u64(info["shared_address"] + 64)
+    if value not in (counter, counter - 1):
+        assert shared_warning(rnd), (f"MAP_SHARED counter {value} is not of the snapshot's instant ({counter}) and"
+                                     f" no warning says so: {rnd.result['warnings']}")
+
+
 def check_result(rnd: Round) -> None:
     res = rnd.result
     assert res["snapshot"] is True, res
@@ -468,6 +486,7 @@ def check_all(rnd: Round, snap: Snap) -> None:
     check_notes_are_the_real_threads(rnd)
     check_instant(rnd, snap)
     check_dontfork_memory(rnd, snap)
+    check_shared_memory(rnd, snap)
 
 
 # -- tests ----------------------------------------------------------------------------------------------
@@ -497,6 +516,28 @@ def test_dontfork_and_wipeonfork_memory_is_in_the_core_as_at_the_snapshot(snap_e
         rnd = snapshot_round(snap, outdir, 3, 500, api_dump(True))
         check_result(rnd)
         check_dontfork_memory(rnd, snap)
+
+
+def test_small_shared_memory_is_read_at_the_snapshots_instant(snap_exe, outdir):
+    with snapshot_target(snap_exe) as snap:
+        rnd = snapshot_round(snap, outdir, 2, 500, api_dump(True))
+        check_result(rnd)
+        check_shared_memory(rnd, snap)
+        assert not shared_warning(rnd), rnd.result["warnings"]
+
+
+def test_large_shared_memory_read_after_resume_is_marked_in_the_result_and_the_sidecar(snap_exe, outdir):
+    """More MAP_SHARED memory than is worth holding the target for is read after it resumes: then the
+    result's warnings and the sidecar (the issue: "mark it in the sidecar") say so."""
+    with snapshot_target(snap_exe, "--shared", "96") as snap:
+        rnd = snapshot_round(snap, outdir, 1, 500, api_dump(True))
+        check_result(rnd)
+        check_calls_completed(rnd)
+        check_shared_memory(rnd, snap)
+        assert shared_warning(rnd), f"96 MiB of MAP_SHARED memory and no warning: {rnd.result['warnings']}"
+        data = json.loads(Path(str(rnd.result["sidecar"])).read_text())
+        said = json.dumps({k: v for k, v in data.items() if k not in ("command_line", "process_name", "dump")})
+        assert "shared" in said.lower(), f"the sidecar does not mark the shared memory read after resume:\n{said}"
 
 
 def test_waitpid_wall_loop_never_sees_nor_reaps_the_snapshot_child(snap_exe, outdir):
