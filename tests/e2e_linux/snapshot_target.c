@@ -8,6 +8,8 @@
  *   arm N MS   write the "before" markers for round N, reset the counters, let every worker block
  *              again (the sleeper for MS milliseconds); answers "armed"
  *   wake       signal the condition variable the futex waiter waits on; answers "woken"
+ *   scribble   write to every page of the --heap (each is copied if a snapshot shares it); answers
+ *              "scribbled BYTES"
  *   report     wait (bounded) until every worker has woken, answer one JSON line of what each saw
  * End of input exits. Each worker sets a distinctive errno and signal mask before it blocks and
  * checks both when it wakes. Built by the tests with gcc; never committed as a binary.
@@ -58,6 +60,8 @@ static volatile long gap_len[GAPS];
 static volatile int gap_count;
 static volatile int busy_on;
 static char before_marker[64];
+static unsigned char *heap;                         /* --heap: filled with data; "scribble" rewrites it */
+static size_t heap_size;
 static char *dontfork, *wipeonfork, *shared;        /* markers at 0, the counter at 64 */
 
 static volatile int sigchld_count, sigchld_pid;
@@ -272,7 +276,8 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--shared") && i + 1 < argc) shared_mib = atol(argv[++i]);
         if (!strcmp(argv[i], "--heap") && i + 1 < argc) {
             size_t n = (size_t)atol(argv[++i]) << 20;
-            unsigned char *heap = malloc(n);
+            heap = malloc(n);
+            heap_size = n;
             for (size_t j = 0; j < n; j += 64) heap[j] = (unsigned char)(j >> 6) | 1;
         }
     }
@@ -311,10 +316,10 @@ int main(int argc, char **argv) {
     }
     printf("{\"pid\": %d, \"pipe_read\": %d, \"pipe_write\": %d, \"epoll_write\": %d, \"epfd\": %d, \"listen_fd\": %d,"
            " \"port\": %d, \"cond_address\": %lu, \"live_address\": %lu, \"after_address\": %lu,"
-           " \"before_address\": %lu, \"dontfork_address\": %lu, \"wipeonfork_address\": %lu, \"shared_address\": %lu, \"threads\": 9}\n",
+           " \"before_address\": %lu, \"dontfork_address\": %lu, \"wipeonfork_address\": %lu, \"shared_address\": %lu, \"heap_address\": %lu, \"threads\": 9}\n",
            (int)getpid(), pipe_fds[0], pipe_fds[1], epoll_pipe[1], epfd, listen_fd, ntohs(addr.sin_port), (unsigned long)&cond,
            (unsigned long)&live.n, (unsigned long)after_marker, (unsigned long)before_marker,
-           (unsigned long)dontfork, (unsigned long)wipeonfork, (unsigned long)shared);
+           (unsigned long)dontfork, (unsigned long)wipeonfork, (unsigned long)shared, (unsigned long)heap);
     fflush(stdout);
 
     char line[128];
@@ -340,6 +345,9 @@ int main(int argc, char **argv) {
             pthread_cond_signal(&cond);
             pthread_mutex_unlock(&lock);
             printf("woken\n");
+        } else if (!strncmp(line, "scribble", 8)) {
+            for (size_t j = 0; j < heap_size; j += 4096) heap[j] ^= 0x80; /* every page: a copy-on-write fault */
+            printf("scribbled %lu\n", (unsigned long)heap_size);
         } else if (!strncmp(line, "report", 6)) {
             report();
             continue;

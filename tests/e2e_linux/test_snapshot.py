@@ -540,6 +540,84 @@ def test_large_shared_memory_read_after_resume_is_marked_in_the_result_and_the_s
         assert "shared" in said.lower(), f"the sidecar does not mark the shared memory read after resume:\n{said}"
 
 
+def test_snapshot_bytes_is_what_the_target_rewrote_while_the_snapshot_lived(snap_exe, tmp_path):
+    """The cost a snapshot reports is real: the target rewrites its 64 MiB heap while dumplib still holds
+    the snapshot (its stream stalled on a full pipe), each page is copied, and snapshot_bytes says at
+    least that much; the streamed core still holds the heap as it was at the snapshot's instant."""
+    with snapshot_target(snap_exe, "--heap", "64") as snap:
+        heap = int(snap.info["heap_address"])
+        read_end, write_end = os.pipe()
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
+                                   "--snapshot", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+        os.close(write_end)
+        streamed = tmp_path / "streamed.core"
+        try:
+            deadline = time.monotonic() + 60
+            while not strangers(snap):
+                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
+                assert time.monotonic() < deadline, "no snapshot child appeared"
+                time.sleep(0.01)
+            with open(streamed, "wb") as out, os.fdopen(read_end, "rb") as stream:
+                # The first MiB (the header and notes) is taken at once, then the stream stalls: the
+                # target must run (test_a_stalled_stream_does_not_hold_the_target_stopped), the snapshot live.
+                while out.tell() < 1 << 20:
+                    out.write(stream.read((1 << 20) - out.tell()))
+                answer = snap.ask("scribble").split()
+                assert answer[0] == "scribbled", answer
+                rewritten = int(answer[1])
+                assert strangers(snap), "the snapshot was gone before the target rewrote its heap"
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    out.write(chunk)
+            _, err = dumper.communicate(timeout=120)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+        assert dumper.returncode == 0, err
+        result = json.loads(err.strip().splitlines()[-1])
+        assert result["snapshot"] is True, result
+        assert result["snapshot_bytes"] >= 0.9 * rewritten, \
+            f"the target rewrote {rewritten} bytes while the snapshot lived; snapshot_bytes says {result['snapshot_bytes']}"
+        assert result["snapshot_bytes"] <= rewritten + (64 << 20), result["snapshot_bytes"]
+        core = Core(str(streamed))
+        assert core.read(heap, 1) == b"\x01" and core.read(heap + 4096 * 100, 1) == bytes([((4096 * 100) >> 6) & 0xFF | 1]), \
+            "the streamed core does not hold the heap as it was at the snapshot"
+        assert_free(snap)
+
+
+def test_a_stalled_stream_does_not_hold_the_target_stopped(snap_exe):
+    """`dumplib dump P - --snapshot | slow-reader`: nothing the output does may keep the target stopped
+    once the snapshot exists, not even the core's header and notes (they are larger than a pipe holds)."""
+    with snapshot_target(snap_exe, "--heap", "64") as snap:
+        read_end, write_end = os.pipe()
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
+                                   "--snapshot", "--max-pause", "10s"], stdout=write_end, stderr=subprocess.DEVNULL)
+        os.close(write_end)
+        try:
+            deadline = time.monotonic() + 60
+            while not strangers(snap):
+                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
+                assert time.monotonic() < deadline, "no snapshot child appeared"
+                time.sleep(0.01)
+            deadline = time.monotonic() + 3.0
+            while True:
+                states = {tid: proc_status_of(snap.pid, int(tid))["State"] for tid in os.listdir(f"/proc/{snap.pid}/task")}
+                stopped = {tid: st for tid, st in states.items() if st[0] in "tT"}
+                if not stopped:
+                    break
+                assert time.monotonic() < deadline, (f"3 s after the snapshot was made, with nobody reading the"
+                                                     f" stream, the target is still stopped: {stopped}")
+                time.sleep(0.02)
+        finally:
+            dumper.kill()
+            dumper.wait()
+            os.close(read_end)
+        wait_deadline = time.monotonic() + 10
+        while [s for s in strangers(snap) if s[1][0] != "Z"] and time.monotonic() < wait_deadline:
+            time.sleep(0.05)
+        assert_free(snap)
+
+
 def test_waitpid_wall_loop_never_sees_nor_reaps_the_snapshot_child(snap_exe, outdir):
     """waitpid(-1, __WALL|WNOHANG) waits for clone children too, and returns 0 (not ECHILD) while any child
     exists: a snapshot made as the target's own child is visible to such a loop for as long as the dump
@@ -768,7 +846,10 @@ def test_cli_snapshot_on_a_seccomp_target_exits_11_and_auto_warns(seccomp_exe, o
 
 
 # -- the dumper killed while the snapshot child lives -----------------------------------------------------
-def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_the_target_runs(snap_exe, outdir):
+@pytest.mark.parametrize("when", ["head", "memory"])
+def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_the_target_runs(snap_exe, outdir, when):
+    """*when*: "head", nothing read (dumplib blocked on the header and notes); "memory", the first MiB
+    read (dumplib blocked copying memory from the snapshot, the target running)."""
     with snapshot_target(snap_exe, "--heap", "64") as snap:
         assert snap.ask("arm 1 2000") == "armed"
         wait_until_blocked(snap)
@@ -783,6 +864,9 @@ def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_th
                 assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before any snapshot child was seen"
                 assert time.monotonic() < deadline, "no snapshot child appeared"
                 time.sleep(0.01)
+            got = 0
+            while when == "memory" and got < 1 << 20:
+                got += len(os.read(read_end, (1 << 20) - got))
             time.sleep(0.2)
             seen = strangers(snap)
             dumper.send_signal(signal.SIGKILL)
