@@ -8,6 +8,7 @@
  * test writes a line), accept (on the port printed: the test connects and writes), pause (the test sends
  * SIGUSR1: -1 EINTR after the handler ran), spin (MS ms in user mode holding known values in eleven
  * general registers and xmm8, checked all the time: any register not restored exactly is counted).
+ * SIGRTMIN+1 is counted by a handler (real-time signals queue: none may be lost or doubled).
  * Prints one JSON line first (pid, port), then one JSON line with what the call returned, then waits.
  * Built by the tests with gcc; never committed as a binary.
  */
@@ -27,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile int sigchld_count, sigusr1_count;
+static volatile int sigchld_count, sigusr1_count, rt_count;
 static int futex_word;
 static const unsigned long xmm_magic[2] __attribute__((aligned(16))) = {0x0123456789abcdefUL, 0xfedcba9876543210UL};
 
@@ -39,6 +40,7 @@ static long now_ns(void) {
 
 static void on_signal(int sig) {
     if (sig == SIGCHLD) sigchld_count++;
+    else if (sig == SIGRTMIN + 1) rt_count++;
     else sigusr1_count++;
 }
 
@@ -101,6 +103,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGCHLD, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGRTMIN + 1, &sa, NULL); /* queued: every one sent must arrive exactly once */
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof addr;
@@ -138,8 +142,8 @@ int main(int argc, char **argv) {
     int status, reaped = waitpid(-1, &status, __WALL | WNOHANG);
     for (char *p = buf; *p; p++) if (*p < 32 || *p > 126 || *p == '"' || *p == '\\') *p = '?';
     printf("{\"rc\": %ld, \"errno\": %d, \"elapsed_ns\": %ld, \"mask_ok\": %d, \"data\": \"%s\", \"bad\": %ld,"
-           " \"spins\": %ld, \"sigchld\": %d, \"sigusr1\": %d, \"waitpid\": %d}\n", rc, err, elapsed, mask_ok, buf,
-           bad, spins, sigchld_count, sigusr1_count, reaped);
+           " \"spins\": %ld, \"sigchld\": %d, \"sigusr1\": %d, \"rt\": %d, \"waitpid\": %d}\n", rc, err, elapsed,
+           mask_ok, buf, bad, spins, sigchld_count, sigusr1_count, rt_count, reaped);
     fflush(stdout);
     for (;;) pause();
 }

@@ -792,6 +792,38 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
         assert_free(snap)
 
 
+def test_no_signal_is_lost_or_doubled_by_snapshots_taken_while_signals_arrive(solo_exe, outdir):
+    """Real-time signals queue, so each one sent must run the handler exactly once: 400 are sent while
+    snapshot dumps of the one thread that receives them (and makes every clone()) are taken back to back."""
+    import threading
+    sent = 400
+    with snapshot_target(solo_exe, "spin", "6000") as snap:
+        time.sleep(0.2)
+        done = threading.Event()
+
+        def send() -> None:
+            for _ in range(sent):
+                os.kill(snap.pid, signal.SIGRTMIN + 1)
+                time.sleep(0.004)
+            done.set()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        dumps = 0
+        try:
+            while not done.is_set() or dumps < 2:
+                res = dumplib.create_dump(snap.pid, str(outdir / f"s{dumps}.core"), "full", snapshot=True, sidecar=False)
+                assert res.snapshot is True
+                os.remove(res.path)
+                dumps += 1
+        finally:
+            sender.join()
+        assert_free(snap)
+        rep = json.loads(read_line(snap.proc, 30))
+        assert rep["rt"] == sent, f"{sent} real-time signals sent during {dumps} snapshot dumps, the handler ran {rep['rt']} times"
+        assert rep["bad"] == 0 and rep["sigchld"] == 0, rep
+
+
 # -- where no snapshot can be taken ----------------------------------------------------------------------
 @contextlib.contextmanager
 def seccomp_target(exe: Path, mode: str) -> Iterator[Snap]:
