@@ -618,6 +618,50 @@ def test_a_stalled_stream_does_not_hold_the_target_stopped(snap_exe):
         assert_free(snap)
 
 
+def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_orphan(snap_exe, tmp_path):
+    """The snapshot holds the memory, so a target that exits during the write (a crash right after the
+    stop) still gets its whole core; the snapshot, now an orphan of the exited target, is not left behind."""
+    with snapshot_target(snap_exe, "--heap", "64") as snap:
+        exe, pid = snap.exe, snap.pid
+        read_end, write_end = os.pipe()
+        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(pid), "-", "-k", "full",
+                                   "--snapshot", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+        os.close(write_end)
+        streamed = tmp_path / "exited.core"
+        try:
+            deadline = time.monotonic() + 60
+            while not strangers(snap):
+                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
+                assert time.monotonic() < deadline, "no snapshot child appeared"
+                time.sleep(0.01)
+            with open(streamed, "wb") as out, os.fdopen(read_end, "rb") as stream:
+                while out.tell() < 1 << 20:
+                    out.write(stream.read((1 << 20) - out.tell()))
+                left = strangers(snap)
+                snap.proc.kill()  # the target dies while its snapshot is being read
+                snap.proc.wait()
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    out.write(chunk)
+            _, err = dumper.communicate(timeout=120)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+        deadline = time.monotonic() + 10
+        alive = left
+        while time.monotonic() < deadline:
+            alive = [p for p in (q for q, _, _ in left) if os.path.exists(f"/proc/{p}") and proc_status(p)["State"][0] != "Z"]
+            if not alive:
+                break
+            time.sleep(0.05)
+        assert not alive, f"the snapshot {alive} lives on after its target and dumplib are gone"
+        assert dumper.returncode == 0, err
+        assert json.loads(err.strip().splitlines()[-1])["snapshot"] is True
+        out = gdb(str(exe), str(streamed), "info threads", "thread apply all bt")
+        for function in WORKERS:
+            assert FUNCTIONS[function] in out, out[-3000:]
+
+
 def test_waitpid_wall_loop_never_sees_nor_reaps_the_snapshot_child(snap_exe, outdir):
     """waitpid(-1, __WALL|WNOHANG) waits for clone children too, and returns 0 (not ECHILD) while any child
     exists: a snapshot made as the target's own child is visible to such a loop for as long as the dump
