@@ -662,6 +662,38 @@ def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_or
             assert FUNCTIONS[function] in out, out[-3000:]
 
 
+def test_snapshot_of_a_process_whose_main_thread_called_pthread_exit(tmp_path_factory, tmp_path, outdir):
+    """The leader is a zombie (it cannot make the clone()); a live thread does, and the target runs on."""
+    require(have("gcc"), "gcc is not installed; the C test targets cannot be built")
+    exe = tmp_path_factory.mktemp("pausebin") / "pause_target"
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "shapes_pause" / "pause_target.c")],
+                   check=True)
+    heartbeat = tmp_path / "heartbeat"
+    proc = subprocess.Popen([str(exe), str(heartbeat), "--pthread-exit"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        pid = int(info["pid"])
+        deadline = time.monotonic() + 10
+        while proc_status_of(pid, pid)["State"][0] != "Z":
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.01)
+        res = dumplib.create_dump(pid, str(outdir / "z.core"), "full", snapshot=True)
+        assert res.snapshot is True
+        core = Core(res.path)
+        assert core.read(int(info["marker_address"]), len(info["marker"])) == info["marker"].encode()
+        beat = heartbeat.read_bytes()
+        time.sleep(0.1)
+        assert heartbeat.read_bytes() != beat, "the target does not run after the snapshot"
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            st = proc_status_of(pid, int(tid))
+            assert st["TracerPid"] == "0" and st["State"][0] in "RSZ", (tid, st["State"], st["TracerPid"])
+        assert children_of(pid) == [], children_of(pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_waitpid_wall_loop_never_sees_nor_reaps_the_snapshot_child(snap_exe, outdir):
     """waitpid(-1, __WALL|WNOHANG) waits for clone children too, and returns 0 (not ECHILD) while any child
     exists: a snapshot made as the target's own child is visible to such a loop for as long as the dump
