@@ -39,6 +39,14 @@ FUNCTIONS = {"s-sleeper": "snap_sleeper", "s-pipe": "snap_pipe_reader", "s-cond"
              "s-epoll": "snap_epoll_waiter", "s-accept": "snap_acceptor", "s-busy": "snap_busy",
              "s-reaper": "snap_reaper", "s-ticker": "snap_ticker"}
 RESTART_SYSCALL = 219
+#: struct user_regs_struct (x86-64), as NT_PRSTATUS holds it.
+USER_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+             "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
+#: What solo_target's spin loop keeps in these registers (solo_target.c).
+SPIN_REGS = {"rbx": 0x1111111111111111, "rdx": 0x2222222222222222, "rsi": 0x3333333333333333,
+             "rdi": 0x4444444444444444, "r8": 0x5555555555555555, "r9": 0x6666666666666666,
+             "r10": 0x7777777777777777, "r11": 0x7888888888888888, "r12": 0x7999999999999999,
+             "r13": 0x7AAAAAAAAAAAAAAA, "r14": 0x7BBBBBBBBBBBBBBB}
 
 
 def _compile(tmp_path_factory, name: str) -> Path:
@@ -223,7 +231,8 @@ class Core:
                 regs = struct.unpack_from("<27Q", self.data, desc + 112)
                 pid, = struct.unpack_from("<i", self.data, desc + 32)
                 self.threads[pid] = {"sighold": struct.unpack_from("<Q", self.data, desc + 24)[0],
-                                     "rip": regs[16], "rsp": regs[19], "orig_rax": regs[15], "rax": regs[10]}
+                                     "rip": regs[16], "rsp": regs[19], "orig_rax": regs[15], "rax": regs[10],
+                                     **{name: regs[i] for i, name in enumerate(USER_REGS)}}
             off = desc + (descsz + 3) // 4 * 4
 
     def read(self, address: int, length: int) -> Optional[bytes]:
@@ -260,6 +269,7 @@ class Round:
     blocked_after: Dict[str, Tuple[int, int, int, int]] = field(default_factory=dict)
     payloads: Dict[str, str] = field(default_factory=dict)
     sigblk_after: Dict[int, int] = field(default_factory=dict)
+    pid: int = 0
     #: The dump returned before the sleeper's time was up: it surely slept through the stop.
     sleeper_asleep_at_stop: bool = True
 
@@ -305,11 +315,15 @@ def snapshot_round(snap: Snap, outdir: Path, number: int, sleep_ms: int, dump: D
     assert snap.ask(f"arm {number} {sleep_ms}") == "armed"
     tids = snap.tids()
     before = wait_until_blocked(snap)
+    main = blocked_call(snap.pid, snap.pid)  # the main thread waits for the test's next line
+    assert main is not None and main[:2] == (0, 0), main
+    before["main"] = main
     sigblk = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
     out = outdir / f"round-{number}.core"
     result = dump(snap.pid, out)
     rnd = Round(number, sleep_ms, tids, before, sigblk, result, Core(str(result["path"])), {})
     rnd.sleeper_asleep_at_stop = time.monotonic() < armed_at + sleep_ms / 1000
+    rnd.pid = snap.pid
     # Before anything wakes them: the target is free, childless, and its calls are still waiting.
     rnd.strangers_after = strangers(snap)
     rnd.sigblk_after = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
@@ -377,10 +391,10 @@ def check_notes_are_the_real_threads(rnd: Round) -> None:
     """One NT_PRSTATUS per real thread (by tid), with the registers the kernel shows for its blocked call."""
     core = rnd.core
     assert sorted(core.threads) == sorted(rnd.tids.values()), (sorted(core.threads), rnd.tids)
-    for name in WORKERS:
+    for name in WORKERS + ("main",):
         if name == "s-sleeper" and not rnd.sleeper_asleep_at_stop:
             continue  # the sleep may have ended before the stop (a slow start of the command)
-        regs = core.threads[rnd.tids[name]]
+        regs = core.threads[rnd.tids[name] if name != "main" else rnd.pid]
         nr, _, sp, pc = rnd.before[name]
         assert regs["rsp"] == sp, f"{name}: core rsp {regs['rsp']:#x}, the kernel said {sp:#x}"
         assert regs["rip"] in (pc, pc - 2), f"{name}: core rip {regs['rip']:#x}, the kernel said {pc:#x}"
@@ -803,6 +817,27 @@ SOLO = {
 }
 
 
+def function_range(exe: Path, pid: int, name: str) -> Tuple[int, int]:
+    """[start, end) of function *name* of *exe* as loaded in process *pid* (nm -S, plus the load base)."""
+    line = next(l for l in subprocess.run(["nm", "-S", str(exe)], capture_output=True, text=True, check=True)
+                .stdout.splitlines() if l.split()[-1] == name)
+    offset, size = int(line.split()[0], 16), int(line.split()[1], 16)
+    with open(f"/proc/{pid}/maps") as f:
+        base = min(int(l.split("-")[0], 16) for l in f if l.rstrip().endswith(str(exe)))
+    return base + offset, base + offset + size
+
+
+def check_spin_registers_in_core(snap: Snap, core: Core) -> None:
+    """The core holds the registers the thread had when stopped, not those of the clone() it was made to
+    run: stopped in the spin loop, it holds the loop's known values."""
+    regs = core.threads[snap.pid]
+    assert regs["orig_rax"] == (1 << 64) - 1, f"the core shows a system call ({regs['orig_rax']}) in a user-mode loop"
+    lo, hi = function_range(snap.exe, snap.pid, "solo_spin_chunk")
+    if lo <= regs["rip"] < hi and regs["rbx"] == SPIN_REGS["rbx"]:  # inside the loop (not its first loads)
+        wrong = {k: hex(regs[k]) for k, v in SPIN_REGS.items() if regs[k] != v}
+        assert not wrong, f"the core's registers are not the spinning thread's: {wrong}"
+
+
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
     """One line of the target's stdout, or AssertionError after *timeout* (a call that never completes)."""
     import select
@@ -836,7 +871,9 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
         assert_free(snap)
         core = Core(res.path)
         assert list(core.threads) == [snap.pid]
-        if call != "spin":
+        if call == "spin":
+            check_spin_registers_in_core(snap, core)
+        else:
             regs = core.threads[snap.pid]
             assert regs["rsp"] == before[2] and regs["rip"] in (before[3], before[3] - 2), (regs, before)
             assert regs["orig_rax"] == before[0], (regs, before)
