@@ -937,6 +937,51 @@ def test_no_signal_is_lost_or_doubled_by_snapshots_taken_while_signals_arrive(so
         assert rep["bad"] == 0 and rep["sigchld"] == 0, rep
 
 
+@contextlib.contextmanager
+def memcg_v1(limit_above_usage: int, pid: int) -> Iterator[Path]:
+    """A cgroup v1 memory cgroup (the only memory controller this machine has), below our own, holding
+    *pid*, limited to its current usage plus *limit_above_usage* bytes."""
+    require(os.geteuid() == 0, "making a memory cgroup needs root")
+    with open("/proc/self/cgroup") as f:
+        ours = next((line.strip().split(":", 2)[2] for line in f if line.split(":")[1] == "memory"), None)
+    require(ours is not None and os.path.isdir(f"/sys/fs/cgroup/memory{ours}"),
+            "no cgroup v1 memory controller here")
+    group = Path(f"/sys/fs/cgroup/memory{ours.rstrip('/')}/dumplib-snaptest-{pid}")
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        time.sleep(0.1)
+        usage = int((group / "memory.usage_in_bytes").read_text())
+        (group / "memory.limit_in_bytes").write_text(str(usage + limit_above_usage))
+        yield group
+    finally:
+        parent = group.parent / "cgroup.procs"
+        for p in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                parent.write_text(p)
+        group.rmdir()
+
+
+@pytest.mark.parametrize("snapshot", [True, "auto"])
+def test_a_memory_cgroup_without_room_for_the_snapshot_is_never_pushed_into_oom(snap_exe, outdir, snapshot):
+    """The target's memory cgroup (v1 here) has 32 MiB left and it holds 128 MiB it may rewrite while the
+    snapshot lives (each page then charged twice): no snapshot may be taken (True refuses, auto falls
+    back), and nothing in the cgroup hits its limit."""
+    with snapshot_target(snap_exe, "--heap", "128") as snap:
+        with memcg_v1(32 << 20, snap.pid) as group:
+            if snapshot is True:
+                with pytest.raises(dumplib.TargetRefused) as caught:
+                    dumplib.create_dump(snap.pid, str(outdir / "cg.core"), "full", snapshot=True)
+                assert caught.value.reason == "snapshot-unavailable"
+            else:
+                res = dumplib.create_dump(snap.pid, str(outdir / "cg.core"), "full", snapshot="auto")
+                assert res.snapshot is False and res.warnings, (res.snapshot, res.warnings)
+            assert snap.proc.poll() is None, "the target was killed"
+            assert int((group / "memory.failcnt").read_text()) == 0, "the cgroup hit its memory limit"
+            assert_free(snap)
+            assert strangers(snap) == []
+
+
 # -- where no snapshot can be taken ----------------------------------------------------------------------
 @contextlib.contextmanager
 def seccomp_target(exe: Path, mode: str) -> Iterator[Snap]:
