@@ -982,6 +982,33 @@ def test_a_memory_cgroup_without_room_for_the_snapshot_is_never_pushed_into_oom(
             assert strangers(snap) == []
 
 
+@pytest.mark.parametrize("snapshot", [True, "auto"])
+def test_a_target_stopped_by_sigstop_gets_no_snapshot_and_stays_stopped(snap_exe, outdir, snapshot):
+    """A stopped process gains nothing from a snapshot (it is not running): True refuses, auto dumps it
+    normally; either way it is left as it was, stopped (T), untraced, with no child."""
+    with snapshot_target(snap_exe) as snap:
+        os.kill(snap.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while proc_status(snap.pid)["State"][0] != "T":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        try:
+            if snapshot is True:
+                with pytest.raises(dumplib.TargetRefused) as caught:
+                    dumplib.create_dump(snap.pid, str(outdir / "st.core"), "full", snapshot=True)
+                assert caught.value.reason == "snapshot-unavailable"
+            else:
+                res = dumplib.create_dump(snap.pid, str(outdir / "st.core"), "full", snapshot="auto")
+                assert res.snapshot is False and res.warnings, (res.snapshot, res.warnings)
+            for tid in os.listdir(f"/proc/{snap.pid}/task"):
+                st = proc_status_of(snap.pid, int(tid))
+                assert st["State"][0] == "T" and st["TracerPid"] == "0", (tid, st["State"], st["TracerPid"])
+            assert strangers(snap) == [] and children_of(snap.pid) == []
+        finally:
+            os.kill(snap.pid, signal.SIGCONT)
+        assert snap.ask("wake") == "woken"  # it runs again
+
+
 # -- where no snapshot can be taken ----------------------------------------------------------------------
 @contextlib.contextmanager
 def seccomp_target(exe: Path, mode: str) -> Iterator[Snap]:
