@@ -21,11 +21,10 @@ resident size stays under 12 GiB and the machine has that plus 2 GiB available.
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,15 +53,25 @@ SPARSE_TARGET_C = r"""
 #include <time.h>
 #include <unistd.h>
 static volatile long max_gap_us, last_tick_us;
-static long now_us(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1000000L + ts.tv_nsec / 1000; }
+static long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000L + ts.tv_nsec / 1000;
+}
 static void *ticker(void *arg) {
     last_tick_us = now_us();
-    for (;;) { usleep(1000); long t = now_us(); if (t - last_tick_us > max_gap_us) max_gap_us = t - last_tick_us; last_tick_us = t; }
+    for (;;) {
+        usleep(1000);
+        long t = now_us();
+        if (t - last_tick_us > max_gap_us) max_gap_us = t - last_tick_us;
+        last_tick_us = t;
+    }
     return arg;
 }
 int main(int argc, char **argv) {
     size_t size = (size_t)atol(argv[1]) << 20, every = (size_t)atol(argv[2]);
-    volatile unsigned char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    volatile unsigned char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return 3;
     madvise((void *)p, size, MADV_NOHUGEPAGE);  /* 4 KiB page table entries, not one huge zero page */
     unsigned long sum = 0;
@@ -159,11 +168,9 @@ def main() -> int:
     ns = ap.parse_args()
     codecs: List[Optional[str]] = [None]
     if not ns.no_zstd:
-        try:
-            if sys.version_info < (3, 14):
-                import zstandard  # noqa: F401
+        if sys.version_info >= (3, 14) or importlib.util.find_spec("zstandard") is not None:
             codecs.append("zstd")
-        except ImportError:
+        else:
             print("zstd: not installed (pip install zstandard); uncompressed only")
     contenders: List[Contender] = [(snap, codec) for codec in codecs for snap in (False, True)]
     work = Path(tempfile.mkdtemp(prefix="dumplib-snapbench-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
@@ -191,7 +198,8 @@ def main() -> int:
             print(f"{label:<20} resident {resident / 1e6:.1f} MB")
             for codec in codecs:
                 normal, snap = med[(False, codec)], med[(True, codec)]
-                stall_ratio = snap["stall"] / normal["stall"] if normal["stall"] else float("nan")  # type: ignore[operator]
+                stall_ratio = (snap["stall"] / normal["stall"]  # type: ignore[operator]
+                               if normal["stall"] else float("nan"))
                 wall_ratio = snap["wall"] / normal["wall"]  # type: ignore[operator]
                 goals = [("stall <= 0.1 s", snap["stall"] <= 0.1),  # type: ignore[operator]
                          ("stall <= 0.1x normal", stall_ratio <= 0.1), ("wall <= 1.5x normal", wall_ratio <= 1.5)]

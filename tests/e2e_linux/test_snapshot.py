@@ -136,7 +136,10 @@ def expected_call(snap: Snap, name: str, call: Tuple[int, int, int, int], *, aft
     raise AssertionError(name)
 
 
-def wait_until_blocked(snap: Snap, *, after: bool = False, timeout: float = 15.0) -> Dict[str, Tuple[int, int, int, int]]:
+Call = Tuple[int, int, int, int]
+
+
+def wait_until_blocked(snap: Snap, *, after: bool = False, timeout: float = 15.0) -> Dict[str, Call]:
     """Every worker asleep in its own call; returns their (nr, arg0, sp, pc) as /proc shows them."""
     tids = snap.tids()
     deadline = time.monotonic() + timeout
@@ -279,7 +282,8 @@ Dumper = Callable[[int, Path], Dict[str, object]]
 
 def api_dump(snapshot: "bool | str" = True, **options: object) -> Dumper:
     def run(pid: int, out: Path) -> Dict[str, object]:
-        return dumplib.create_dump(pid, str(out), "full", snapshot=snapshot, **options).to_dict()  # type: ignore[arg-type]
+        result = dumplib.create_dump(pid, str(out), "full", snapshot=snapshot, **options)  # type: ignore[arg-type]
+        return result.to_dict()
     return run
 
 
@@ -315,8 +319,13 @@ def snapshot_round(snap: Snap, outdir: Path, number: int, sleep_ms: int, dump: D
     assert snap.ask(f"arm {number} {sleep_ms}") == "armed"
     tids = snap.tids()
     before = wait_until_blocked(snap)
-    main = blocked_call(snap.pid, snap.pid)  # the main thread waits for the test's next line
-    assert main is not None and main[:2] == (0, 0), main
+    deadline = time.monotonic() + 10
+    while True:  # the main thread, its answer given, goes back to wait for the test's next line
+        main = blocked_call(snap.pid, snap.pid)
+        if main is not None and main[:2] == (0, 0):
+            break
+        assert time.monotonic() < deadline, f"the main thread does not wait in read(0): {main}"
+        time.sleep(0.005)
     before["main"] = main
     sigblk = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
     out = outdir / f"round-{number}.core"
@@ -359,13 +368,15 @@ def check_still_blocked_after(rnd: Round) -> None:
     """Right after the dump each call is waiting again in the same call (the sleeper maybe restarted)."""
     for name in rnd.blocked_after:
         if name != "s-sleeper":
-            assert rnd.blocked_after[name][:2] == rnd.before[name][:2], (name, rnd.before[name], rnd.blocked_after[name])
+            assert rnd.blocked_after[name][:2] == rnd.before[name][:2], \
+                (name, rnd.before[name], rnd.blocked_after[name])
 
 
 def check_never_noticed(rnd: Round) -> None:
     """No SIGCHLD, nothing for waitpid(-1, WNOHANG), no child or copy of the target left behind."""
     rep = rnd.report
-    assert rep["sigchld"] == 0, f"the target's SIGCHLD handler ran {rep['sigchld']} times (from pid {rep['sigchld_pid']})"
+    assert rep["sigchld"] == 0, \
+        f"the target's SIGCHLD handler ran {rep['sigchld']} times (from pid {rep['sigchld_pid']})"
     assert rep["reaped"] == [], f"the target's waitpid(-1, WNOHANG) loop reaped {rep['reaped']}"
     assert rep["saw_child"] == 0, f"the target's waitpid(-1, WNOHANG) loop saw a child {rep['saw_child']} times"
     assert rnd.children_after == [], f"the target has children after the dump: {rnd.children_after}"
@@ -430,10 +441,12 @@ def check_dontfork_memory(rnd: Round, snap: Snap) -> None:
     assert counter is not None
     for what, key in (("DONTFORK", "dontfork_address"), ("WIPEONFORK", "wipeonfork_address")):
         marker = core.cstring(info[key])
-        assert marker == f"DUMPLIB-{what}-{snap.pid}-{rnd.number}".encode(), f"MADV_{what} memory in the core: {marker!r}"
+        assert marker == f"DUMPLIB-{what}-{snap.pid}-{rnd.number}".encode(), \
+            f"MADV_{what} memory in the core: {marker!r}"
         value = core.u64(info[key] + 64)
         # Written right after the counter in the same loop: at the instant of the stop it is one behind at most.
-        assert value in (counter, counter - 1), f"MADV_{what} counter {value} is not of the snapshot's instant ({counter})"
+        assert value in (counter, counter - 1), \
+            f"MADV_{what} counter {value} is not of the snapshot's instant ({counter})"
 
 
 def shared_warning(rnd: Round) -> List[str]:
@@ -591,10 +604,12 @@ def test_snapshot_bytes_is_what_the_target_rewrote_while_the_snapshot_lived(snap
         result = json.loads(err.strip().splitlines()[-1])
         assert result["snapshot"] is True, result
         assert result["snapshot_bytes"] >= 0.9 * rewritten, \
-            f"the target rewrote {rewritten} bytes while the snapshot lived; snapshot_bytes says {result['snapshot_bytes']}"
+            f"the target rewrote {rewritten} bytes while the snapshot lived;" \
+            f" snapshot_bytes says {result['snapshot_bytes']}"
         assert result["snapshot_bytes"] <= rewritten + (64 << 20), result["snapshot_bytes"]
         core = Core(str(streamed))
-        assert core.read(heap, 1) == b"\x01" and core.read(heap + 4096 * 100, 1) == bytes([((4096 * 100) >> 6) & 0xFF | 1]), \
+        page_100 = bytes([((4096 * 100) >> 6) & 0xFF | 1])  # as snapshot_target.c fills it
+        assert core.read(heap, 1) == b"\x01" and core.read(heap + 4096 * 100, 1) == page_100, \
             "the streamed core does not hold the heap as it was at the snapshot"
         assert_free(snap)
 
@@ -615,7 +630,8 @@ def test_a_stalled_stream_does_not_hold_the_target_stopped(snap_exe):
                 time.sleep(0.01)
             deadline = time.monotonic() + 3.0
             while True:
-                states = {tid: proc_status_of(snap.pid, int(tid))["State"] for tid in os.listdir(f"/proc/{snap.pid}/task")}
+                states = {tid: proc_status_of(snap.pid, int(tid))["State"]
+                          for tid in os.listdir(f"/proc/{snap.pid}/task")}
                 stopped = {tid: st for tid, st in states.items() if st[0] in "tT"}
                 if not stopped:
                     break
@@ -664,7 +680,7 @@ def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_or
         deadline = time.monotonic() + 10
         alive = left
         while time.monotonic() < deadline:
-            alive = [p for p in (q for q, _, _ in left) if os.path.exists(f"/proc/{p}") and proc_status(p)["State"][0] != "Z"]
+            alive = [p for p, _, _ in left if os.path.exists(f"/proc/{p}") and proc_status(p)["State"][0] != "Z"]
             if not alive:
                 break
             time.sleep(0.05)
@@ -890,7 +906,8 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
             time.sleep(0.1)
             os.kill(snap.pid, signal.SIGUSR1)
         rep = json.loads(read_line(snap.proc, 30))
-        assert (rep["rc"], rep["errno"]) == expect, f"{call} returned {rep} after the snapshot; expected rc, errno {expect}"
+        assert (rep["rc"], rep["errno"]) == expect, \
+            f"{call} returned {rep} after the snapshot; expected rc, errno {expect}"
         assert rep["elapsed_ns"] >= least * 1e9, f"{call} did not wait its full {least} s: {rep}"
         assert rep["mask_ok"] == 1, f"the thread's signal mask changed across the snapshot: {rep}"
         assert rep["sigchld"] == 0 and rep["waitpid"] == -1, f"the target saw a child: {rep}"
@@ -901,7 +918,8 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
         if call == "pause":
             assert rep["sigusr1"] == 1, rep
         if call == "spin":
-            assert rep["spins"] > 0 and rep["bad"] == 0, f"{rep['bad']} times a register was not what the thread put there"
+            assert rep["spins"] > 0 and rep["bad"] == 0, \
+                f"{rep['bad']} times a register was not what the thread put there"
         assert_free(snap)
 
 
@@ -925,7 +943,8 @@ def test_no_signal_is_lost_or_doubled_by_snapshots_taken_while_signals_arrive(so
         dumps = 0
         try:
             while not done.is_set() or dumps < 2:
-                res = dumplib.create_dump(snap.pid, str(outdir / f"s{dumps}.core"), "full", snapshot=True, sidecar=False)
+                res = dumplib.create_dump(snap.pid, str(outdir / f"s{dumps}.core"), "full", snapshot=True,
+                                          sidecar=False)
                 assert res.snapshot is True
                 os.remove(res.path)
                 dumps += 1
@@ -933,7 +952,8 @@ def test_no_signal_is_lost_or_doubled_by_snapshots_taken_while_signals_arrive(so
             sender.join()
         assert_free(snap)
         rep = json.loads(read_line(snap.proc, 30))
-        assert rep["rt"] == sent, f"{sent} real-time signals sent during {dumps} snapshot dumps, the handler ran {rep['rt']} times"
+        assert rep["rt"] == sent, \
+            f"{sent} real-time signals sent during {dumps} snapshot dumps, the handler ran {rep['rt']} times"
         assert rep["bad"] == 0 and rep["sigchld"] == 0, rep
 
 
@@ -1078,7 +1098,7 @@ def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_th
         try:
             deadline = time.monotonic() + 60
             while not strangers(snap):
-                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before any snapshot child was seen"
+                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
                 assert time.monotonic() < deadline, "no snapshot child appeared"
                 time.sleep(0.01)
             got = 0
