@@ -43,6 +43,8 @@ WNOHANG = 1
 #: first use of the stack faults, with every signal blocked, so it dies before any of the target's
 #: code or signal handlers run.
 CHILD_STACK = 0x1000
+#: clone(flags, stack, parent_tid, child_tid, tls) as injected.
+CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
 STEP_TIMEOUT = 2.0
 

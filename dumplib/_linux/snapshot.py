@@ -20,7 +20,7 @@ import ctypes
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import inject, libc
+from . import inject, libc, seccomp
 from .maps import Region
 from .memory import Piece, read_small
 
@@ -61,10 +61,9 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
     if state_before.startswith("T"):
         return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
     for tid in _tids(pid):
-        mode = _status(pid, tid).get("Seccomp", "0")
-        if mode != "0":
-            return (f"thread {tid} runs under a seccomp {'filter' if mode == '2' else 'strict mode'}, which may"
-                    " forbid or kill on the clone() a snapshot needs")
+        # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
+        if _status(pid, tid).get("Seccomp", "0") == "1":
+            return f"thread {tid} runs in seccomp strict mode, which kills the process on the clone() a snapshot needs"
     early_bytes = sum(pieces[i].filesz for i in early)
     if early_bytes > BEFORE_RESUME_LIMIT:
         return (f"{_mib(early_bytes)} of its memory (MADV_DONTFORK, MADV_WIPEONFORK or private hugetlb) would have"
@@ -141,6 +140,8 @@ def reap_in_target(pid: int, child: int, syscall_at: int) -> Optional[str]:
         return None  # already gone: the target exited and its children went to a reaper
     for tid in _tids(pid)[:4]:
         outcome = _reap_through(tid, child, syscall_at)
+        if outcome is not None and "seccomp" in outcome:
+            continue
         if outcome is None or not _is_zombie(child):
             return None
     return (f"the snapshot (process {child}) is left as a zombie child of process {pid}, which it cannot see"
@@ -160,8 +161,12 @@ def _reap_through(tid: int, child: int, syscall_at: int) -> Optional[str]:
         if (status >> 16) & 0xFF != libc.PTRACE_EVENT_STOP:
             signo = (status >> 8) & 0xFF  # stopped on its way to a signal: hand it back, try another thread
             return f"thread {tid} was taking a signal"
+        call = (inject.NR_WAIT4, (child, 0, libc.WALL | inject.WNOHANG, 0))
+        refused = seccomp.why_not(tid, [call], syscall_at) if _status(tid, tid).get("Seccomp") == "2" else None
+        if refused:
+            return refused
         regs = inject._get_regs(tid)
-        got = inject.Injector(tid, regs, syscall_at).call(inject.NR_WAIT4, child, 0, libc.WALL | inject.WNOHANG, 0)
+        got = inject.Injector(tid, regs, syscall_at).call(call[0], *call[1])
         return None if got == child else f"wait4 returned {got}"
     except inject.InjectionFailed as exc:
         return str(exc)

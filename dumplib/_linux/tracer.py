@@ -239,6 +239,16 @@ class StoppedProcess:
             raise inject.InjectionFailed("a snapshot is already held")
         state = self._injectable_thread()
         self._syscall_at = syscall_at
+        if read_status(self.pid, state.tid).get("Seccomp") == "2":
+            from . import seccomp
+
+            # The reap's wait4 is checked now too (with a stand-in pid), so no clone is made that
+            # the target could not be made to reap.
+            why = seccomp.why_not(state.tid, [(inject.NR_CLONE, inject.CLONE_ARGS),
+                                              (inject.NR_WAIT4, (1 << 22, 0, libc.WALL | inject.WNOHANG, 0))],
+                                  syscall_at)
+            if why:
+                raise inject.InjectionFailed(why)
         injector = inject.Injector(state.tid, state.regs, syscall_at)
         children: List[int] = []
 
@@ -251,7 +261,7 @@ class StoppedProcess:
                 except OSError:
                     pass  # it died: the caller finds no snapshot alive and fails the dump
 
-        result = injector.call(inject.NR_CLONE, inject.CLONE_FLAGS, inject.CHILD_STACK, 0, 0, 0, on_clone=hold)
+        result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold)
         if result < 0 or not children or result != children[0]:
             self._drop_snapshot()
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
