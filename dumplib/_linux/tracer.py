@@ -270,13 +270,14 @@ class StoppedProcess:
 
     def _injectable_thread(self) -> ThreadState:
         """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
-        later stop is lost); one outside a system call if there is one; the leader first."""
+        later stop is lost), none inside a restartable sequence (inject.outside_rseq); the leader first."""
         from . import inject
 
-        usable = [t for t in self.threads.values() if not t.pending_signal and len(t.regs) == inject.REGS_SIZE]
+        usable = [t for t in self.threads.values() if not t.pending_signal and len(t.regs) == inject.REGS_SIZE
+                  and inject.outside_rseq(t.tid, t.regs)]
         if not usable:
-            raise inject.InjectionFailed("every thread was stopped on its way to a signal")
-        usable.sort(key=lambda t: (inject.Regs(t.regs)[inject.ORIG_RAX] != -1, t.tid != self.pid, t.tid))
+            raise inject.InjectionFailed("every thread was on its way to a signal or inside a restartable sequence")
+        usable.sort(key=lambda t: (t.tid != self.pid, t.tid))
         return usable[0]
 
     def _drop_snapshot(self) -> None:
