@@ -133,48 +133,35 @@ def find_syscall(pid: int) -> Optional[int]:
     return inject.find_syscall_instruction(pid, text, lambda a, n: read_small(pid, a, n))
 
 
-def reap_in_target(pid: int, child: int, syscall_at: int) -> Optional[str]:
-    """Make process *pid* reap its dead child *child* (our snapshot): one thread runs
-    wait4(child, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
+def reap_in(pid: int, child: int, syscall_at: int, threads: Dict[int, Any]) -> Optional[str]:
+    """Make the stopped process *pid* reap its dead child *child* (our snapshot): one of *threads*
+    (stopped, with their registers) runs wait4(child, NULL, __WALL|WNOHANG) and is put back.
+    None when done (or nothing to do), else why not."""
     if not _is_zombie(child):
         return None  # already gone: the target exited and its children went to a reaper
-    for tid in _tids(pid)[:4]:
-        outcome = _reap_through(tid, child, syscall_at)
-        if outcome is not None and "seccomp" in outcome:
+    call = (inject.NR_WAIT4, (child, 0, libc.WALL | inject.WNOHANG, 0))
+    tried: List[str] = []
+    for state in sorted(threads.values(), key=lambda t: t.tid != pid):
+        if state.pending_signal or not inject.outside_rseq(state.tid, state.regs):
             continue
-        if outcome is None or not _is_zombie(child):
-            return None
-    return (f"the snapshot (process {child}) is left as a zombie child of process {pid}, which it cannot see"
-            f" (it is a clone child); it goes when process {pid} exits")
-
-
-def _reap_through(tid: int, child: int, syscall_at: int) -> Optional[str]:
-    """One attempt through thread *tid*: seize, stop, inject wait4, put back, detach."""
-    try:
-        libc.ptrace(libc.PTRACE_SEIZE, tid, None, None)
-    except OSError as exc:
-        return f"cannot attach thread {tid}: {exc.strerror}"
-    signo = 0
-    try:
-        libc.ptrace(libc.PTRACE_INTERRUPT, tid, None, None)
-        status = inject._wait_stop(tid)
-        if (status >> 16) & 0xFF != libc.PTRACE_EVENT_STOP:
-            signo = (status >> 8) & 0xFF  # stopped on its way to a signal: hand it back, try another thread
-            return f"thread {tid} was taking a signal"
-        call = (inject.NR_WAIT4, (child, 0, libc.WALL | inject.WNOHANG, 0))
-        refused = seccomp.why_not(tid, [call], syscall_at) if _status(tid, tid).get("Seccomp") == "2" else None
-        if refused:
-            return refused
-        regs = inject._get_regs(tid)
-        got = inject.Injector(tid, regs, syscall_at).call(call[0], *call[1])
-        return None if got == child else f"wait4 returned {got}"
-    except inject.InjectionFailed as exc:
-        return str(exc)
-    finally:
+        if _status(pid, state.tid).get("Seccomp") == "2":
+            refused = seccomp.why_not(state.tid, [call], syscall_at)
+            if refused:
+                tried.append(refused)
+                continue
         try:
-            libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(signo or None))
-        except OSError:
-            pass  # gone, or not in a stop yet: our tracer thread's end detaches it
+            got = inject.Injector(state.tid, state.regs, syscall_at).call(call[0], *call[1])
+        except inject.InjectionFailed as exc:
+            tried.append(str(exc))
+            continue
+        if got == child or not _is_zombie(child):
+            return None
+        tried.append(f"wait4 in thread {state.tid} returned {got}")
+        if len(tried) >= 3:
+            break
+    return (f"the snapshot (process {child}) is left as a zombie child of process {pid}"
+            f" ({'; '.join(tried) or 'no thread could run wait4'}); it holds no memory, only waitpid with"
+            f" __WALL would see it, and it goes when process {pid} exits")
 
 
 class BufferSink:

@@ -104,6 +104,8 @@ class StoppedProcess:
         self.snapshot_bytes: Optional[int] = None
         self.snapshot_warnings: List[str] = []
         self._syscall_at = 0
+        #: The second, short stop in which the target reaps the snapshot (after the dump was read).
+        self.reap_pause = 0.0
         self._error: Optional[BaseException] = None
         self._tracer: Optional[threading.Thread] = None
         self._job_control = JobControlDeferred()
@@ -183,8 +185,8 @@ class StoppedProcess:
 
     @property
     def stopped_seconds(self) -> float:
-        """From the first PTRACE_SEIZE to the last PTRACE_DETACH."""
-        return (self.resumed_at or time.monotonic()) - self.stopped_at
+        """From the first PTRACE_SEIZE to the last PTRACE_DETACH, plus a snapshot's reaping stop."""
+        return (self.resumed_at or time.monotonic()) - self.stopped_at + self.reap_pause
 
     def alive(self) -> bool:
         """Whether a thread that was stopped is still neither dead nor a zombie."""
@@ -281,23 +283,47 @@ class StoppedProcess:
         return usable[0]
 
     def _drop_snapshot(self) -> None:
-        """Kill the snapshot, collect it as its tracer, then make the target reap it (it is the
-        target's child, invisible to waitpid without __WALL: left alone it would stay a zombie)."""
+        """Kill the snapshot and have the target reap it, with every thread of the target stopped.
+
+        The clone is the target's child. Killed, it is first reported to its tracer (us), and only
+        once we have collected it does it become a zombie the target could see: with `waitpid(-1,
+        __WALL)` a target would reap a pid it never made. So the target is stopped again (if it
+        runs), the clone killed and collected, one target thread made to wait4() it, and only then
+        is the target let go: it never sees the clone. (Left alone it would stay a zombie.)"""
         child = self.snapshot_pid
         if child is None:
             return
         self.snapshot_pid = None
         self.snapshot_bytes = _private_bytes(child)
+        pause: Optional[StoppedProcess] = None
+        threads: Dict[int, ThreadState] = self.threads
+        why: Optional[str] = None
+        started = time.monotonic()
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        _reap([child])
-        from .snapshot import reap_in_target
+            if self._target_released:
+                pause = StoppedProcess(self.pid, stop_timeout=self.stop_timeout)
+                try:
+                    pause._seize_all()
+                    for state in pause.threads.values():
+                        pause._read_registers(state)
+                    threads = pause.threads
+                except BaseException as exc:  # gone, or a thread that will not stop: reap without the guarantee
+                    threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
+            from .snapshot import reap_in
 
-        why = reap_in_target(self.pid, child, self._syscall_at)
+            why = reap_in(self.pid, child, self._syscall_at, threads) or None if threads else why
+        finally:
+            if pause is not None:
+                pause._detach_all()
+                self.reap_pause = time.monotonic() - started
         if why:
             self.snapshot_warnings.append(why)
+
 
     def _pause_left(self) -> Optional[float]:
         if self.max_pause is None:

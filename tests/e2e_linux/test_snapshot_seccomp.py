@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 def seccomp_exe(tmp_path_factory) -> Path:
     require(have("gcc"), "gcc is not installed; the seccomp target cannot be built")
     exe = tmp_path_factory.mktemp("seccomp") / "seccomp-target"
-    subprocess.run(["gcc", "-g", "-O0", "-o", str(exe), str(HERE / "seccomp_target.c")], check=True)
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(exe), str(HERE / "seccomp_filter_target.c")], check=True)
     return exe
 
 
