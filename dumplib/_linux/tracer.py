@@ -45,6 +45,9 @@ class ThreadState:
         self.xstate: Optional[bytes] = None
         #: A signal the thread was about to receive when it stopped; re-injected at detach.
         self.pending_signal = 0
+        #: Its blocked and pending (thread-private) signal sets, as the kernel's core records them.
+        self.sighold = 0
+        self.sigpend = 0
 
     @property
     def stack_pointer(self) -> int:
@@ -408,6 +411,13 @@ class StoppedProcess:
 
     def _read_registers(self, state: ThreadState) -> None:
         state.regs = _getregset(state.tid, libc.NT_PRSTATUS, _REGS_SIZE)
+        mask = ctypes.c_uint64()
+        try:
+            libc.ptrace(libc.PTRACE_GETSIGMASK, state.tid, ctypes.c_void_p(8), ctypes.byref(mask))
+            state.sighold = mask.value
+        except OSError:
+            pass
+        state.sigpend = int(read_status(self.pid, state.tid).get("SigPnd", "0") or "0", 16)
         state.fpregs = _getregset(state.tid, libc.NT_PRFPREG, _FPREGS_SIZE)
         try:
             state.xstate = _getregset(state.tid, libc.NT_X86_XSTATE, _XSTATE_MAX)
