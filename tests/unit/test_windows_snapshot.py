@@ -1,0 +1,213 @@
+"""Snapshot dumps (PssCaptureSnapshot) inside a Windows python.exe, against real processes.
+
+What needs a real PssCaptureSnapshot (the target runs during the write, the dump's streams, no
+clone left behind, a short pause) runs on real Windows (.github/workflows/windows.yml) and skips
+under Wine, which does not export it, with a reason starting "real Windows only". Wine's side of
+the promise (the fallback, the refusal) is proved for real by tests/e2e_wine/test_snapshot_wine.py.
+"""
+import contextlib
+import ctypes
+import json
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+if sys.platform != "win32":
+    pytest.skip("Windows backend: run inside Windows python.exe (real Windows, or Wine via the Wine tests)",
+                allow_module_level=True)
+
+import psutil  # noqa: E402
+
+import dumplib  # noqa: E402
+from dumplib._windows import backend as winbackend  # noqa: E402
+from dumplib._windows import dbghelp, kernel32, snapshot, wrappers  # noqa: E402
+from dumplib._windows._common import ERROR_ACCESS_DENIED, Win32Error  # noqa: E402
+from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
+from dumplib.formats.minidump import read_minidump  # noqa: E402
+from dumplib.kinds import DumpKind, windows_mask  # noqa: E402
+
+
+def real_windows_only(reason: str) -> None:
+    if UNDER_WINE:
+        pytest.skip(f"real Windows only: {reason}")
+
+
+# A target with a 512 MiB private block (so a full dump takes long enough to watch) starting with
+# marker A; `poke` overwrites it with marker B and answers, `show` prints what is there now.
+_TARGET = textwrap.dedent("""
+    import ctypes, json, os, sys, threading, time, uuid
+    a, b = (f"DUMPLIB-{w}-{uuid.uuid4().hex}" for w in ("BEFORE", "AFTER"))
+    block = ctypes.create_string_buffer(512 << 20)
+    for off in range(0, len(block), 4096):
+        block[off] = 1  # touch every page: private commit the clone must cover
+    block.value = a.encode()
+    threading.Thread(target=lambda: [time.sleep(0.001) for _ in iter(int, 1)], daemon=True).start()
+    print(json.dumps({"pid": os.getpid(), "before": a, "after": b, "address": ctypes.addressof(block)}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "poke":
+            block.value = b.encode()
+            print("poked", flush=True)
+        elif line.strip() == "show":
+            print(block.value.decode(), flush=True)
+""")
+
+
+class _Target:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        first = self.proc.stdout.readline()
+        assert first, self.proc.stderr.read()
+        self.info = json.loads(first)
+        self.pid = int(self.info["pid"])
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def ask(self, command: str, timeout: float) -> str:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.lines.get(timeout=timeout)
+
+    def clones(self):
+        """Processes whose parent is the target: a VA clone is created as its child."""
+        return [p.pid for p in psutil.process_iter(["ppid"]) if p.info["ppid"] == self.pid]
+
+
+@pytest.fixture()
+def big_target():
+    t = _Target()
+    try:
+        yield t
+    finally:
+        with contextlib.suppress(Exception):
+            t.proc.stdin.close()
+        try:
+            t.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            t.proc.kill()
+            t.proc.wait()
+
+
+# -- what runs here and under Wine ----------------------------------------------------------------
+
+def test_pss_functions_are_bound_where_kernel32_has_them_and_none_where_not():
+    exported = hasattr(ctypes.WinDLL("kernel32"), "PssCaptureSnapshot")
+    bound = (kernel32.PssCaptureSnapshot, kernel32.PssQuerySnapshot, kernel32.PssFreeSnapshot)
+    assert all(f is not None for f in bound) if exported else all(f is None for f in bound)
+    assert exported is not UNDER_WINE  # Wine 8 lacks them, Windows 8.1+ has them
+
+
+def test_the_snapshot_callback_answers_snapshot_and_leaves_cancel_to_the_monitor():
+    monitor = winbackend._Monitor(0, None)
+    routine = winbackend._snapshot_callback(monitor)
+    callback_input = dbghelp.MINIDUMP_CALLBACK_INPUT()
+    output = dbghelp.MINIDUMP_CALLBACK_OUTPUT_CANCEL()
+    callback_input.CallbackType = snapshot.IsProcessSnapshotCallback
+    assert routine(None, ctypes.byref(callback_input), ctypes.byref(output))
+    assert ctypes.c_int32.from_buffer(output).value == snapshot.S_FALSE
+    # A cancel request still goes to the monitor: with an interrupt pending it says Cancel.
+    callback_input.CallbackType = dbghelp.CancelCallback
+    output.CheckCancel = output.Cancel = 0
+    monitor.interrupt = KeyboardInterrupt()
+    assert routine(None, ctypes.byref(callback_input), ctypes.byref(output))
+    assert output.Cancel and output.CheckCancel
+
+
+# -- what only a real PssCaptureSnapshot shows ----------------------------------------------------
+
+def test_the_target_runs_during_a_snapshot_dump_which_holds_the_memory_of_the_capture(big_target, tmp_path):
+    real_windows_only("PssCaptureSnapshot is not exported by Wine")
+    seen = {}
+
+    def progress(done: int, seconds: float) -> None:
+        if done and "poked" not in seen:  # bytes in the file: the capture is over, the write under way
+            seen["clones"] = big_target.clones()
+            # Suspended targets do not answer: an answer during the write is the target running.
+            seen["poked"] = big_target.ask("poke", timeout=20)
+
+    result = dumplib.create_dump(big_target.pid, str(tmp_path), "full", snapshot=True, progress=progress)
+    assert seen.get("poked") == "poked", "no progress during the write: the dump was too quick to watch"
+    assert len(seen["clones"]) == 1, seen  # the clone lived during the write...
+    assert big_target.clones() == []  # ...and PssFreeSnapshot ended it
+    dump = read_minidump(result.path)
+    address, before, after = big_target.info["address"], big_target.info["before"], big_target.info["after"]
+    assert dump.read_memory(address, len(before)) == before.encode()  # the memory of the capture...
+    assert big_target.ask("show", timeout=20) == after  # ...not of now
+    assert result.snapshot is True and not any("snapshot" in w for w in result.warnings), result.warnings
+    # The target was suspended only while the snapshot was taken, not for the write.
+    assert result.stopped_seconds is not None and result.stopped_seconds < max(1.0, result.seconds / 2), result
+    assert result.snapshot_bytes is None or result.snapshot_bytes > 0
+    side = json.loads(open(result.sidecar, encoding="utf-8").read())
+    assert side["snapshot"] is True and side["stopped_seconds"] == result.stopped_seconds
+    assert side["snapshot_bytes"] == result.snapshot_bytes
+
+
+def test_a_snapshot_mini_dump_holds_every_thread_and_the_streams_its_mask_asks_for(big_target, tmp_path):
+    real_windows_only("PssCaptureSnapshot is not exported by Wine")
+    result = dumplib.create_dump(big_target.pid, str(tmp_path), "mini", snapshot=True, sidecar=False)
+    dump = read_minidump(result.path)
+    assert result.snapshot is True and dump.pid == big_target.pid
+    assert len(dump.threads) == psutil.Process(big_target.pid).num_threads() >= 2
+    assert all(t.stack_size for t in dump.threads)
+    names = [m.name.lower().rsplit("\\", 1)[-1] for m in dump.modules]
+    assert "python.exe" in names and "kernel32.dll" in names, names
+    assert winbackend.missing_streams(dump, windows_mask(DumpKind.MINI)) == {}
+    assert big_target.clones() == []
+
+
+def test_a_cancelled_snapshot_dump_frees_its_clone(big_target, tmp_path):
+    real_windows_only("PssCaptureSnapshot is not exported by Wine")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def progress(done: int, seconds: float) -> None:
+        if not done:
+            return  # still capturing
+        seen.setdefault("clones", big_target.clones())
+        raise Stop()  # the watchdog's way: cancels MiniDumpWriteDump through CancelCallback
+
+    with pytest.raises(Stop):
+        dumplib.create_dump(big_target.pid, str(tmp_path), "full", snapshot=True, progress=progress)
+    assert len(seen.get("clones", [])) == 1, seen
+    deadline = time.monotonic() + 10
+    while big_target.clones() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert big_target.clones() == [], "the clone outlived a cancelled dump: PssFreeSnapshot was skipped"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_snapshot_path_opens_the_target_with_create_process_and_no_write_access(big_target, tmp_path,
+                                                                                 monkeypatch):
+    real_windows_only("PssCaptureSnapshot is not exported by Wine")
+    opens = []
+    real = wrappers.open_process
+
+    def recording(pid, access):
+        opens.append(access)
+        return real(pid, access)
+
+    monkeypatch.setattr(wrappers, "open_process", recording)
+    mask = windows_mask(DumpKind.MINI)
+    dumplib.create_dump(big_target.pid, str(tmp_path), "mini", snapshot=True, sidecar=False)
+    assert opens[-1] == snapshot.snapshot_access(mask) == 0x4D0, [hex(a) for a in opens]
+
+
+def test_pss_capture_snapshot_without_create_process_is_a_typed_access_denied(big_target):
+    real_windows_only("PssCaptureSnapshot is not exported by Wine")
+    handle = wrappers.open_process(big_target.pid, kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ)
+    with wrappers.handle_closing(handle):
+        out = ctypes.c_void_p()
+        with pytest.raises(Win32Error) as caught:
+            kernel32.PssCaptureSnapshot(handle, snapshot.PSS_CAPTURE_VA_CLONE, 0, ctypes.byref(out))
+    assert caught.value.winerror == ERROR_ACCESS_DENIED and caught.value.function == "PssCaptureSnapshot"
