@@ -6,6 +6,7 @@ dbghelp.h) and Microsoft's "Generate Dump File from a Process Snapshot" sample, 
 as numbers; never derived from the code under test.
 """
 import ctypes
+import re
 
 import pytest
 
@@ -139,3 +140,18 @@ def test_commit_too_small_for_the_clone_says_so_with_figures():
     # A small system keeps at least 256 MiB spare.
     why = snapshot.commit_shortfall(100 * MIB, 300 * MIB, 2 * GIB)
     assert why is not None and "256 MiB spare" in why and "300 MiB" in why
+
+
+def test_api_md_names_the_snapshot_access_and_commit_spare_the_code_uses():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    note = " ".join(text.split("- **Snapshots**", 1)[1].split("\n  - **", 1)[0].split())
+    access = re.search(r"`OpenProcess` asks for `([A-Z_| ]+)`, plus `([A-Z_]+)` when handles are captured", note)
+    assert access, note
+    names = [n.strip() for n in access.group(1).split("|")]
+    assert sum(getattr(snapshot, n) for n in names) == snapshot.snapshot_access(0x2)  # no handle data
+    assert snapshot.snapshot_access(0x4) == snapshot.snapshot_access(0x2) | getattr(snapshot, access.group(2))
+    assert f"{100 // snapshot.COMMIT_SPARE_SHARE}% of the commit limit, at least" \
+           f" {snapshot.COMMIT_SPARE_FLOOR >> 20} MiB" in note
+    assert "`IsProcessSnapshotCallback` with `S_FALSE`" in note and "reason `snapshot-unavailable`" in note
