@@ -188,8 +188,8 @@ class WindowsBackend(Backend):
         code = wrappers.exit_code(held.handle)
         if code is not None:
             # The write had finished: the dump is whole. Verification still reads it back.
-            report.warnings.append(f"process {pid} exited (code {code}) right after its dump was written; the dump"
-                                   " is complete and was kept")
+            when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
+            report.warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
         return report
 
     def _take_dump_access(self, pid: int, held: _Held, access: int = DUMP_ACCESS) -> None:
@@ -335,8 +335,12 @@ SNAPSHOT_ACCESS = snapshot_rules.snapshot_access
 
 def _commit_shortfall(process: int) -> Optional[str]:
     """Why the system's commit cannot hold a clone of *process* now (None: it can)."""
-    available, limit = wrappers.commit_room()
-    return snapshot_rules.commit_shortfall(wrappers.private_bytes(process), available, limit)
+    try:
+        available, limit = wrappers.commit_room()
+        private = wrappers.private_bytes(process)
+    except Win32Error as exc:  # unmeasured is not room: never risk the system's commit
+        return f"the system's commit could not be checked ({exc.message})"
+    return snapshot_rules.commit_shortfall(private, available, limit)
 
 
 class _CaptureFailed(Exception):
