@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +121,114 @@ def test_the_snapshot_callback_answers_snapshot_and_leaves_cancel_to_the_monitor
     monitor.interrupt = KeyboardInterrupt()
     assert routine(None, ctypes.byref(callback_input), ctypes.byref(output))
     assert output.Cancel and output.CheckCancel
+
+
+# -- the backend's own discipline, with PSS stood in where Windows lacks it --------------------------
+#
+# Wine has no PssCaptureSnapshot, so here a stand-in returns a second real handle on the target as
+# the "snapshot": MiniDumpWriteDump, verification, the sidecar and every way out are real; only
+# what PSS itself does is not (that is the real-Windows tests below).
+
+SMALL_TARGET = Path(__file__).resolve().parents[1] / "winside" / "target.py"
+
+
+@pytest.fixture()
+def small_target():
+    proc = subprocess.Popen([sys.executable, str(SMALL_TARGET)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        yield json.loads(line)["pid"]
+    finally:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class StandInPss:
+    """PssCaptureSnapshot / PssQuerySnapshot / PssFreeSnapshot as the backend sees them."""
+
+    def __init__(self, pid: int, fail_with: int = 0) -> None:
+        self.pid, self.fail_with = pid, fail_with
+        self.captured, self.freed, self.written_from = [], [], []
+
+    def capture(self, process, flags, context, out):
+        if self.fail_with:
+            raise Win32Error("PssCaptureSnapshot", self.fail_with)
+        handle = wrappers.open_process(self.pid, winbackend.DUMP_ACCESS)
+        out._obj.value = handle
+        self.captured.append((handle, flags, context))
+        return 0
+
+    def query(self, snapshot_handle, information_class, buffer, length):
+        raise Win32Error("PssQuerySnapshot", 50)  # ERROR_NOT_SUPPORTED: the cost is then unknown
+
+    def free(self, process, snapshot_handle):
+        assert process == kernel32.GetCurrentProcess()
+        self.freed.append(snapshot_handle)
+        wrappers.close_handle(snapshot_handle)
+        return 0
+
+    def install(self, monkeypatch) -> "StandInPss":
+        monkeypatch.setattr(kernel32, "PssCaptureSnapshot", self.capture)
+        monkeypatch.setattr(kernel32, "PssQuerySnapshot", self.query)
+        monkeypatch.setattr(kernel32, "PssFreeSnapshot", self.free)
+        real = dbghelp.MiniDumpWriteDump
+
+        def recording(process, *args):
+            self.written_from.append(process)
+            return real(process, *args)
+
+        monkeypatch.setattr(dbghelp, "MiniDumpWriteDump", recording)
+        return self
+
+
+def test_a_snapshot_dump_is_written_from_the_snapshot_which_is_freed_once(small_target, tmp_path, monkeypatch):
+    pss = StandInPss(small_target).install(monkeypatch)
+    mask = windows_mask(DumpKind.MINI)
+    result = dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot=True)
+    [(handle, flags, context)] = pss.captured
+    assert flags == snapshot.capture_flags(mask) and context == snapshot.context_flags(winbackend._DUMPER_MACHINE)
+    assert pss.written_from == [handle] and pss.freed == [handle]
+    assert result.snapshot is True and result.snapshot_bytes is None
+    assert not any("snapshot" in w for w in result.warnings), result.warnings
+    # Only the (instant) capture counts as the pause, not the seconds MiniDumpWriteDump took.
+    assert result.stopped_seconds is not None and result.stopped_seconds < min(0.5, result.seconds / 2), result
+    side = json.loads(open(result.sidecar, encoding="utf-8").read())
+    assert side["snapshot"] is True and side["stopped_seconds"] == result.stopped_seconds
+    assert read_minidump(result.path).pid == small_target
+
+
+def test_a_snapshot_dump_that_fails_during_the_write_still_frees_the_snapshot(small_target, tmp_path, monkeypatch):
+    pss = StandInPss(small_target).install(monkeypatch)
+
+    class Stop(Exception):
+        pass
+
+    def progress(done: int, seconds: float) -> None:
+        raise Stop()  # the watchdog's verdict: the dump is abandoned
+
+    with pytest.raises(Stop):
+        dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot=True, progress=progress)
+    assert len(pss.captured) == 1 and pss.freed == [pss.captured[0][0]]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_capture_falls_back_with_auto_and_refuses_with_true(small_target, tmp_path, monkeypatch):
+    pss = StandInPss(small_target, fail_with=8).install(monkeypatch)  # ERROR_NOT_ENOUGH_MEMORY
+    with pytest.raises(dumplib.TargetRefused) as refused:
+        dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot=True)
+    assert refused.value.reason == "snapshot-unavailable" and "PssCaptureSnapshot failed" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+    result = dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot="auto", sidecar=False)
+    assert result.snapshot is False and any("PssCaptureSnapshot failed" in w for w in result.warnings)
+    assert pss.captured == [] and pss.freed == [] and len(pss.written_from) == 1  # the usual dump, from the target
+    assert read_minidump(result.path).pid == small_target
 
 
 # -- what only a real PssCaptureSnapshot shows ----------------------------------------------------
