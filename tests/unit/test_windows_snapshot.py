@@ -112,9 +112,9 @@ def test_the_snapshot_callback_answers_snapshot_and_leaves_cancel_to_the_monitor
     routine = winbackend._snapshot_callback(monitor)
     callback_input = dbghelp.MINIDUMP_CALLBACK_INPUT()
     output = dbghelp.MINIDUMP_CALLBACK_OUTPUT_CANCEL()
-    callback_input.CallbackType = snapshot.IsProcessSnapshotCallback
+    callback_input.CallbackType = 16  # IsProcessSnapshotCallback (dbghelp.h)
     assert routine(None, ctypes.byref(callback_input), ctypes.byref(output))
-    assert ctypes.c_int32.from_buffer(output).value == snapshot.S_FALSE
+    assert ctypes.c_int32.from_buffer(output).value == 1  # Status = S_FALSE: "this is a snapshot"
     # A cancel request still goes to the monitor: with an interrupt pending it says Cancel.
     callback_input.CallbackType = dbghelp.CancelCallback
     output.CheckCancel = output.Cancel = 0
