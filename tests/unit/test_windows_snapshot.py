@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import json
 import queue
+import signal
 import subprocess
 import sys
 import textwrap
@@ -153,8 +154,8 @@ def small_target():
 class StandInPss:
     """PssCaptureSnapshot / PssQuerySnapshot / PssFreeSnapshot as the backend sees them."""
 
-    def __init__(self, pid: int, fail_with: int = 0) -> None:
-        self.pid, self.fail_with = pid, fail_with
+    def __init__(self, pid: int, fail_with: int = 0, write_fails: bool = False) -> None:
+        self.pid, self.fail_with, self.write_fails = pid, fail_with, write_fails
         self.captured, self.freed, self.written_from = [], [], []
 
     def capture(self, process, flags, context, out):
@@ -182,7 +183,10 @@ class StandInPss:
 
         def recording(process, *args):
             self.written_from.append(process)
-            return real(process, *args)
+            done = real(process, *args)
+            if self.write_fails:
+                raise Win32Error("MiniDumpWriteDump", ERROR_ACCESS_DENIED)
+            return done
 
         monkeypatch.setattr(dbghelp, "MiniDumpWriteDump", recording)
         return self
@@ -204,16 +208,24 @@ def test_a_snapshot_dump_is_written_from_the_snapshot_which_is_freed_once(small_
     assert read_minidump(result.path).pid == small_target
 
 
-def test_a_snapshot_dump_that_fails_during_the_write_still_frees_the_snapshot(small_target, tmp_path, monkeypatch):
-    pss = StandInPss(small_target).install(monkeypatch)
+class Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
+
+@pytest.mark.parametrize("way_out", ["abandoned", "ctrl-c", "write-failed"])
+def test_a_snapshot_dump_that_fails_during_the_write_still_frees_the_snapshot(small_target, tmp_path, monkeypatch,
+                                                                             way_out):
+    pss = StandInPss(small_target, write_fails=way_out == "write-failed").install(monkeypatch)
 
     def progress(done: int, seconds: float) -> None:
-        raise Stop()  # the watchdog's verdict: the dump is abandoned
+        if way_out == "abandoned":
+            raise Stop()  # the watchdog's verdict
+        if way_out == "ctrl-c" and "sent" not in pss.__dict__:
+            pss.sent = True
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while MiniDumpWriteDump runs
 
-    with pytest.raises(Stop):
+    expected = {"abandoned": Stop, "ctrl-c": KeyboardInterrupt, "write-failed": dumplib.AccessDenied}[way_out]
+    with pytest.raises(expected):
         dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot=True, progress=progress)
     assert len(pss.captured) == 1 and pss.freed == [pss.captured[0][0]]
     assert list(tmp_path.iterdir()) == []
