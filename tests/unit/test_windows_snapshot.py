@@ -79,9 +79,33 @@ class _Target:
         self.proc.stdin.flush()
         return self.lines.get(timeout=timeout)
 
-    def clones(self):
-        """Processes whose parent is the target: a VA clone is created as its child."""
-        return [p.pid for p in psutil.process_iter(["ppid"]) if p.info["ppid"] == self.pid]
+
+
+@pytest.fixture()
+def clone_pids(monkeypatch):
+    """The pid of every VA clone the snapshot path creates, read from the snapshot itself
+    (PssQuerySnapshot -> VaCloneHandle -> GetProcessId) when the backend asks what it costs."""
+    pids = []
+    real = wrappers.snapshot_clone_cost
+    get_process_id = ctypes.WinDLL("kernel32", use_last_error=True).GetProcessId
+    get_process_id.argtypes, get_process_id.restype = [ctypes.c_void_p], ctypes.c_uint32
+
+    def recording(snapshot_handle):
+        info = kernel32.PSS_VA_CLONE_INFORMATION()
+        kernel32.PssQuerySnapshot(snapshot_handle, snapshot.PSS_QUERY_VA_CLONE_INFORMATION, ctypes.byref(info),
+                                  ctypes.sizeof(info))
+        pids.append(get_process_id(info.VaCloneHandle))
+        return real(snapshot_handle)
+
+    monkeypatch.setattr(wrappers, "snapshot_clone_cost", recording)
+    return pids
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not psutil.pid_exists(pid)
 
 
 @pytest.fixture()
@@ -245,20 +269,21 @@ def test_a_failed_capture_falls_back_with_auto_and_refuses_with_true(small_targe
 
 # -- what only a real PssCaptureSnapshot shows ----------------------------------------------------
 
-def test_the_target_runs_during_a_snapshot_dump_which_holds_the_memory_of_the_capture(big_target, tmp_path):
+def test_the_target_runs_during_a_snapshot_dump_which_holds_the_memory_of_the_capture(big_target, clone_pids,
+                                                                                       tmp_path):
     real_windows_only("PssCaptureSnapshot is not exported by Wine")
     seen = {}
 
     def progress(done: int, seconds: float) -> None:
         if done and "poked" not in seen:  # bytes in the file: the capture is over, the write under way
-            seen["clones"] = big_target.clones()
+            seen["clone alive"] = [psutil.pid_exists(p) for p in clone_pids]
             # Suspended targets do not answer: an answer during the write is the target running.
             seen["poked"] = big_target.ask("poke", timeout=20)
 
     result = dumplib.create_dump(big_target.pid, str(tmp_path), "full", snapshot=True, progress=progress)
     assert seen.get("poked") == "poked", "no progress during the write: the dump was too quick to watch"
-    assert len(seen["clones"]) == 1, seen  # the clone lived during the write...
-    assert big_target.clones() == []  # ...and PssFreeSnapshot ended it
+    assert seen["clone alive"] == [True], seen  # the clone lived during the write...
+    assert _gone(clone_pids[0]), "the clone outlived the dump: PssFreeSnapshot was skipped"  # ...and was ended
     dump = read_minidump(result.path)
     address, before, after = big_target.info["address"], big_target.info["before"], big_target.info["after"]
     assert dump.read_memory(address, len(before)) == before.encode()  # the memory of the capture...
@@ -272,7 +297,8 @@ def test_the_target_runs_during_a_snapshot_dump_which_holds_the_memory_of_the_ca
     assert side["snapshot_bytes"] == result.snapshot_bytes
 
 
-def test_a_snapshot_mini_dump_holds_every_thread_and_the_streams_its_mask_asks_for(big_target, tmp_path):
+def test_a_snapshot_mini_dump_holds_every_thread_and_the_streams_its_mask_asks_for(big_target, clone_pids,
+                                                                                    tmp_path):
     real_windows_only("PssCaptureSnapshot is not exported by Wine")
     result = dumplib.create_dump(big_target.pid, str(tmp_path), "mini", snapshot=True, sidecar=False)
     dump = read_minidump(result.path)
@@ -282,29 +308,23 @@ def test_a_snapshot_mini_dump_holds_every_thread_and_the_streams_its_mask_asks_f
     names = [m.name.lower().rsplit("\\", 1)[-1] for m in dump.modules]
     assert "python.exe" in names and "kernel32.dll" in names, names
     assert winbackend.missing_streams(dump, windows_mask(DumpKind.MINI)) == {}
-    assert big_target.clones() == []
+    assert len(clone_pids) == 1 and _gone(clone_pids[0])
 
 
-def test_a_cancelled_snapshot_dump_frees_its_clone(big_target, tmp_path):
+def test_a_cancelled_snapshot_dump_frees_its_clone(big_target, clone_pids, tmp_path):
     real_windows_only("PssCaptureSnapshot is not exported by Wine")
     seen = {}
-
-    class Stop(Exception):
-        pass
 
     def progress(done: int, seconds: float) -> None:
         if not done:
             return  # still capturing
-        seen.setdefault("clones", big_target.clones())
+        seen.setdefault("clone alive", [psutil.pid_exists(p) for p in clone_pids])
         raise Stop()  # the watchdog's way: cancels MiniDumpWriteDump through CancelCallback
 
     with pytest.raises(Stop):
         dumplib.create_dump(big_target.pid, str(tmp_path), "full", snapshot=True, progress=progress)
-    assert len(seen.get("clones", [])) == 1, seen
-    deadline = time.monotonic() + 10
-    while big_target.clones() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert big_target.clones() == [], "the clone outlived a cancelled dump: PssFreeSnapshot was skipped"
+    assert seen.get("clone alive") == [True], seen
+    assert _gone(clone_pids[0]), "the clone outlived a cancelled dump: PssFreeSnapshot was skipped"
     assert list(tmp_path.iterdir()) == []
 
 
