@@ -8,6 +8,7 @@ the promise (the fallback, the refusal) is proved for real by tests/e2e_wine/tes
 import contextlib
 import ctypes
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -146,6 +147,30 @@ def test_the_snapshot_callback_answers_snapshot_and_leaves_cancel_to_the_monitor
     monitor.interrupt = KeyboardInterrupt()
     assert routine(None, ctypes.byref(callback_input), ctypes.byref(output))
     assert output.Cancel and output.CheckCancel
+
+
+def test_the_bindings_pass_the_layouts_the_layout_tests_checked():
+    for name in ("PSS_VA_CLONE_INFORMATION", "PROCESS_MEMORY_COUNTERS_EX", "MEMORYSTATUSEX"):
+        assert getattr(kernel32, name) is getattr(snapshot.NATIVE, name), name
+
+
+def test_the_commit_check_reads_what_windows_reports():
+    available, limit = wrappers.commit_room()
+    assert 0 < available <= limit
+    handle = wrappers.open_process(os.getpid(), kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ)
+    with wrappers.handle_closing(handle):
+        ours = wrappers.private_bytes(handle)
+    assert abs(ours - psutil.Process().memory_info().private) <= 16 << 20  # psutil reads the same counter
+
+
+def test_private_bytes_grow_with_committed_memory():
+    real_windows_only("Wine 8 reports a PrivateUsage of 0 for every process")
+    handle = wrappers.open_process(os.getpid(), kernel32.PROCESS_QUERY_INFORMATION | kernel32.PROCESS_VM_READ)
+    with wrappers.handle_closing(handle):
+        before = wrappers.private_bytes(handle)
+        block = ctypes.create_string_buffer(128 << 20)
+        after = wrappers.private_bytes(handle)
+    assert after - before >= 120 << 20 and len(block)
 
 
 # -- the backend's own discipline, with PSS stood in where Windows lacks it --------------------------
