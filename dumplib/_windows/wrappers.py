@@ -302,11 +302,15 @@ def file_security(path: str) -> str:
 
 
 def private_bytes(process: int) -> int:
-    """*process*'s private commit (PROCESS_MEMORY_COUNTERS_EX.PrivateUsage), in bytes."""
+    """*process*'s commit charge (its private committed memory), in bytes.
+
+    PrivateUsage where the answer's cb says the _EX part was filled; else PagefileUsage, which
+    the documentation defines as the same commit charge (Wine fills only the shorter structure)."""
     counters = kernel32.PROCESS_MEMORY_COUNTERS_EX()
-    counters.cb = ctypes.sizeof(counters)
-    kernel32.K32GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb)
-    return int(counters.PrivateUsage)
+    size = ctypes.sizeof(counters)
+    counters.cb = size
+    kernel32.K32GetProcessMemoryInfo(process, ctypes.byref(counters), size)
+    return int(counters.PrivateUsage if counters.cb >= size else counters.PagefileUsage)
 
 
 def commit_room() -> Tuple[int, int]:
