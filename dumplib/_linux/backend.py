@@ -363,7 +363,7 @@ def _take_snapshot(plan: Plan, stopped: StoppedProcess, mem: int, regions: Seque
         try:
             child = stopped.take_snapshot(syscall_at)
         except InjectionFailed as exc:
-            why = f"making it clone itself failed ({exc}); it was put back as it was"
+            why = f"it could not be made to clone itself: {exc}"
     if child is None:
         warnings.extend(without_snapshot(plan, why or "unknown"))
         return None

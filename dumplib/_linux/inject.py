@@ -43,6 +43,8 @@ WNOHANG = 1
 #: first use of the stack faults, with every signal blocked, so it dies before any of the target's
 #: code or signal handlers run.
 CHILD_STACK = 0x1000
+#: clone(flags, stack, parent_tid, child_tid, tls) as injected.
+CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
 STEP_TIMEOUT = 2.0
 
@@ -89,6 +91,62 @@ def find_syscall_instruction(pid: int, maps_text: str, read: Callable[[int, int]
             if at >= 0:
                 return lo + at
     return None
+
+
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+
+
+class _RseqConfiguration(ctypes.Structure):
+    _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
+                ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+def outside_rseq(tid: int, regs: bytes) -> bool:
+    """Whether stopped thread *tid* is surely outside a restartable sequence's critical section.
+
+    Injecting moves the thread's instruction pointer, and the kernel, seeing it outside the
+    section on the way back to user space, clears the thread's rseq_cs instead of sending it to the
+    abort handler: put back inside the section, the thread would finish a per-CPU operation it
+    should have restarted (glibc and tcmalloc use them). A thread in a system call is never inside
+    one; for another, its rseq area is read (PTRACE_GET_RSEQ_CONFIGURATION) and False means inside,
+    or cannot tell."""
+    r = Regs(regs)
+    if r[ORIG_RAX] != -1:
+        return True
+    conf = _RseqConfiguration()
+    try:
+        size = libc.ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.c_void_p(ctypes.sizeof(conf)),
+                           ctypes.byref(conf))
+    except OSError:
+        return False  # a kernel before 5.13: cannot tell
+    if size < 8 or not conf.rseq_abi_pointer:
+        return True  # no rseq area registered
+    head = _read_memory(tid, conf.rseq_abi_pointer + 8, 8)  # struct rseq's rseq_cs pointer
+    if head is None:
+        return False
+    cs = int.from_bytes(head, "little")
+    if not cs:
+        return True
+    desc = _read_memory(tid, cs, 32)  # struct rseq_cs: version, flags, start_ip, post_commit_offset, abort_ip
+    if desc is None:
+        return False
+    start, length = int.from_bytes(desc[8:16], "little"), int.from_bytes(desc[16:24], "little")
+    ip = r[RIP] & 0xFFFFFFFFFFFFFFFF
+    return not start <= ip < start + length
+
+
+def _read_memory(tid: int, address: int, length: int) -> Optional[bytes]:
+    try:
+        fd = os.open(f"/proc/{tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, length, address)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == length else None
 
 
 class Injector:

@@ -20,7 +20,7 @@ import ctypes
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import inject, libc
+from . import inject, libc, seccomp
 from .maps import Region
 from .memory import Piece, read_small
 
@@ -61,10 +61,9 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
     if state_before.startswith("T"):
         return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
     for tid in _tids(pid):
-        mode = _status(pid, tid).get("Seccomp", "0")
-        if mode != "0":
-            return (f"thread {tid} runs under a seccomp {'filter' if mode == '2' else 'strict mode'}, which may"
-                    " forbid or kill on the clone() a snapshot needs")
+        # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
+        if _status(pid, tid).get("Seccomp", "0") == "1":
+            return f"thread {tid} runs in seccomp strict mode, which kills the process on the clone() a snapshot needs"
     early_bytes = sum(pieces[i].filesz for i in early)
     if early_bytes > BEFORE_RESUME_LIMIT:
         return (f"{_mib(early_bytes)} of its memory (MADV_DONTFORK, MADV_WIPEONFORK or private hugetlb) would have"
@@ -100,29 +99,67 @@ def memory_obstacle(pid: int, regions: Sequence[Region], status: Dict[str, str])
 
 
 def cgroup_room(pid: int) -> Optional[Tuple[int, str]]:
-    """(bytes left, cgroup) under the tightest memory.max / memory.high of the target's cgroup v2 and
-    its ancestors; None when no limit applies (or cgroup v1, whose limits are not read)."""
+    """(bytes left, cgroup) under the tightest memory limit of the target's cgroup and its ancestors:
+    cgroup v2 (memory.max, memory.high) and v1's memory controller (memory.limit_in_bytes), wherever
+    they are mounted (hybrid systems have both). None when no limit applies."""
     try:
         with open(f"/proc/{pid}/cgroup", "rb") as f:
             lines = f.read().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
         return None
-    path = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if path is None:
-        return None
+    v2_mount, v1_memory_mount = _cgroup_mounts()
+    best: Optional[Tuple[int, str]] = None
+    for line in lines:
+        hier, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hier == "0" and controllers == "" and v2_mount:
+            found = _tightest(v2_mount, path, "memory.current", ("memory.max", "memory.high"))
+        elif "memory" in controllers.split(",") and v1_memory_mount:
+            found = _tightest(v1_memory_mount, path, "memory.usage_in_bytes", ("memory.limit_in_bytes",))
+        else:
+            continue
+        if found is not None and (best is None or found[0] < best[0]):
+            best = found
+    return best
+
+
+#: A limit this large is "no limit" (cgroup v1 writes 2^63 rounded down to a page).
+_UNLIMITED = 1 << 62
+
+
+def _tightest(mount: str, path: str, usage_file: str, limit_files: Sequence[str]) -> Optional[Tuple[int, str]]:
     best: Optional[Tuple[int, str]] = None
     parts = [p for p in path.split("/") if p and p not in (".", "..")]
-    for depth in range(len(parts), 0, -1):
-        where = "/" + "/".join(parts[:depth])
-        base = os.path.join("/sys/fs/cgroup", *parts[:depth])
-        current = _cgroup_value(base, "memory.current")
-        if current is None:
+    for depth in range(len(parts), -1, -1):
+        base = os.path.join(mount, *parts[:depth])
+        usage = _cgroup_value(base, usage_file)
+        if usage is None:
             continue
-        for name in ("memory.max", "memory.high"):
+        for name in limit_files:
             limit = _cgroup_value(base, name)
-            if limit is not None and (best is None or limit - current < best[0]):
-                best = (max(0, limit - current), where)
+            if limit is not None and limit < _UNLIMITED and (best is None or limit - usage < best[0]):
+                best = (max(0, limit - usage), "/" + "/".join(parts[:depth]))
     return best
+
+
+def _cgroup_mounts() -> Tuple[Optional[str], Optional[str]]:
+    """(cgroup2 mount point, cgroup v1 memory controller's mount point), from this process's mountinfo."""
+    v2 = v1 = None
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return None, None
+    for line in text.splitlines():
+        head, _, tail = line.partition(" - ")
+        fields, extra = head.split(), tail.split()
+        if len(fields) < 5 or len(extra) < 3:
+            continue
+        if extra[0] == "cgroup2" and v2 is None:
+            v2 = fields[4]
+        elif extra[0] == "cgroup" and "memory" in extra[2].split(",") and v1 is None:
+            v1 = fields[4]
+    return v2, v1
 
 
 def find_syscall(pid: int) -> Optional[int]:
@@ -134,42 +171,35 @@ def find_syscall(pid: int) -> Optional[int]:
     return inject.find_syscall_instruction(pid, text, lambda a, n: read_small(pid, a, n))
 
 
-def reap_in_target(pid: int, child: int, syscall_at: int) -> Optional[str]:
-    """Make process *pid* reap its dead child *child* (our snapshot): one thread runs
-    wait4(child, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
+def reap_in(pid: int, child: int, syscall_at: int, threads: Dict[int, Any]) -> Optional[str]:
+    """Make the stopped process *pid* reap its dead child *child* (our snapshot): one of *threads*
+    (stopped, with their registers) runs wait4(child, NULL, __WALL|WNOHANG) and is put back.
+    None when done (or nothing to do), else why not."""
     if not _is_zombie(child):
         return None  # already gone: the target exited and its children went to a reaper
-    for tid in _tids(pid)[:4]:
-        outcome = _reap_through(tid, child, syscall_at)
-        if outcome is None or not _is_zombie(child):
-            return None
-    return (f"the snapshot (process {child}) is left as a zombie child of process {pid}, which it cannot see"
-            f" (it is a clone child); it goes when process {pid} exits")
-
-
-def _reap_through(tid: int, child: int, syscall_at: int) -> Optional[str]:
-    """One attempt through thread *tid*: seize, stop, inject wait4, put back, detach."""
-    try:
-        libc.ptrace(libc.PTRACE_SEIZE, tid, None, None)
-    except OSError as exc:
-        return f"cannot attach thread {tid}: {exc.strerror}"
-    signo = 0
-    try:
-        libc.ptrace(libc.PTRACE_INTERRUPT, tid, None, None)
-        status = inject._wait_stop(tid)
-        if (status >> 16) & 0xFF != libc.PTRACE_EVENT_STOP:
-            signo = (status >> 8) & 0xFF  # stopped on its way to a signal: hand it back, try another thread
-            return f"thread {tid} was taking a signal"
-        regs = inject._get_regs(tid)
-        got = inject.Injector(tid, regs, syscall_at).call(inject.NR_WAIT4, child, 0, libc.WALL | inject.WNOHANG, 0)
-        return None if got == child else f"wait4 returned {got}"
-    except inject.InjectionFailed as exc:
-        return str(exc)
-    finally:
+    call = (inject.NR_WAIT4, (child, 0, libc.WALL | inject.WNOHANG, 0))
+    tried: List[str] = []
+    for state in sorted(threads.values(), key=lambda t: t.tid != pid):
+        if state.pending_signal or not inject.outside_rseq(state.tid, state.regs):
+            continue
+        if _status(pid, state.tid).get("Seccomp") == "2":
+            refused = seccomp.why_not(state.tid, [call], syscall_at)
+            if refused:
+                tried.append(refused)
+                continue
         try:
-            libc.ptrace(libc.PTRACE_DETACH, tid, None, ctypes.c_void_p(signo or None))
-        except OSError:
-            pass  # gone, or not in a stop yet: our tracer thread's end detaches it
+            got = inject.Injector(state.tid, state.regs, syscall_at).call(call[0], *call[1])
+        except inject.InjectionFailed as exc:
+            tried.append(str(exc))
+            continue
+        if got == child or not _is_zombie(child):
+            return None
+        tried.append(f"wait4 in thread {state.tid} returned {got}")
+        if len(tried) >= 3:
+            break
+    return (f"the snapshot (process {child}) is left as a zombie child of process {pid}"
+            f" ({'; '.join(tried) or 'no thread could run wait4'}); it holds no memory, only waitpid with"
+            f" __WALL would see it, and it goes when process {pid} exits")
 
 
 class BufferSink:

@@ -45,6 +45,9 @@ class ThreadState:
         self.xstate: Optional[bytes] = None
         #: A signal the thread was about to receive when it stopped; re-injected at detach.
         self.pending_signal = 0
+        #: Its blocked and pending (thread-private) signal sets, as the kernel's core records them.
+        self.sighold = 0
+        self.sigpend = 0
 
     @property
     def stack_pointer(self) -> int:
@@ -104,6 +107,8 @@ class StoppedProcess:
         self.snapshot_bytes: Optional[int] = None
         self.snapshot_warnings: List[str] = []
         self._syscall_at = 0
+        #: The second, short stop in which the target reaps the snapshot (after the dump was read).
+        self.reap_pause = 0.0
         self._error: Optional[BaseException] = None
         self._tracer: Optional[threading.Thread] = None
         self._job_control = JobControlDeferred()
@@ -183,8 +188,8 @@ class StoppedProcess:
 
     @property
     def stopped_seconds(self) -> float:
-        """From the first PTRACE_SEIZE to the last PTRACE_DETACH."""
-        return (self.resumed_at or time.monotonic()) - self.stopped_at
+        """From the first PTRACE_SEIZE to the last PTRACE_DETACH, plus a snapshot's reaping stop."""
+        return (self.resumed_at or time.monotonic()) - self.stopped_at + self.reap_pause
 
     def alive(self) -> bool:
         """Whether a thread that was stopped is still neither dead nor a zombie."""
@@ -239,6 +244,16 @@ class StoppedProcess:
             raise inject.InjectionFailed("a snapshot is already held")
         state = self._injectable_thread()
         self._syscall_at = syscall_at
+        if read_status(self.pid, state.tid).get("Seccomp") == "2":
+            from . import seccomp
+
+            # The reap's wait4 is checked now too (with a stand-in pid), so no clone is made that
+            # the target could not be made to reap.
+            why = seccomp.why_not(state.tid, [(inject.NR_CLONE, inject.CLONE_ARGS),
+                                              (inject.NR_WAIT4, (1 << 22, 0, libc.WALL | inject.WNOHANG, 0))],
+                                  syscall_at)
+            if why:
+                raise inject.InjectionFailed(why)
         injector = inject.Injector(state.tid, state.regs, syscall_at)
         children: List[int] = []
 
@@ -251,7 +266,7 @@ class StoppedProcess:
                 except OSError:
                     pass  # it died: the caller finds no snapshot alive and fails the dump
 
-        result = injector.call(inject.NR_CLONE, inject.CLONE_FLAGS, inject.CHILD_STACK, 0, 0, 0, on_clone=hold)
+        result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold)
         if result < 0 or not children or result != children[0]:
             self._drop_snapshot()
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
@@ -260,33 +275,58 @@ class StoppedProcess:
 
     def _injectable_thread(self) -> ThreadState:
         """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
-        later stop is lost); one outside a system call if there is one; the leader first."""
+        later stop is lost), none inside a restartable sequence (inject.outside_rseq); the leader first."""
         from . import inject
 
-        usable = [t for t in self.threads.values() if not t.pending_signal and len(t.regs) == inject.REGS_SIZE]
+        usable = [t for t in self.threads.values() if not t.pending_signal and len(t.regs) == inject.REGS_SIZE
+                  and inject.outside_rseq(t.tid, t.regs)]
         if not usable:
-            raise inject.InjectionFailed("every thread was stopped on its way to a signal")
-        usable.sort(key=lambda t: (inject.Regs(t.regs)[inject.ORIG_RAX] != -1, t.tid != self.pid, t.tid))
+            raise inject.InjectionFailed("every thread was on its way to a signal or inside a restartable sequence")
+        usable.sort(key=lambda t: (t.tid != self.pid, t.tid))
         return usable[0]
 
     def _drop_snapshot(self) -> None:
-        """Kill the snapshot, collect it as its tracer, then make the target reap it (it is the
-        target's child, invisible to waitpid without __WALL: left alone it would stay a zombie)."""
+        """Kill the snapshot and have the target reap it, with every thread of the target stopped.
+
+        The clone is the target's child. Killed, it is first reported to its tracer (us), and only
+        once we have collected it does it become a zombie the target could see: with `waitpid(-1,
+        __WALL)` a target would reap a pid it never made. So the target is stopped again (if it
+        runs), the clone killed and collected, one target thread made to wait4() it, and only then
+        is the target let go: it never sees the clone. (Left alone it would stay a zombie.)"""
         child = self.snapshot_pid
         if child is None:
             return
         self.snapshot_pid = None
         self.snapshot_bytes = _private_bytes(child)
+        pause: Optional[StoppedProcess] = None
+        threads: Dict[int, ThreadState] = self.threads
+        why: Optional[str] = None
+        started = time.monotonic()
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        _reap([child])
-        from .snapshot import reap_in_target
+            if self._target_released:
+                pause = StoppedProcess(self.pid, stop_timeout=self.stop_timeout)
+                try:
+                    pause._seize_all()
+                    for state in pause.threads.values():
+                        pause._read_registers(state)
+                    threads = pause.threads
+                except BaseException as exc:  # gone, or a thread that will not stop: reap without the guarantee
+                    threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
+            from .snapshot import reap_in
 
-        why = reap_in_target(self.pid, child, self._syscall_at)
+            why = reap_in(self.pid, child, self._syscall_at, threads) or None if threads else why
+        finally:
+            if pause is not None:
+                pause._detach_all()
+                self.reap_pause = time.monotonic() - started
         if why:
             self.snapshot_warnings.append(why)
+
 
     def _pause_left(self) -> Optional[float]:
         if self.max_pause is None:
@@ -371,6 +411,13 @@ class StoppedProcess:
 
     def _read_registers(self, state: ThreadState) -> None:
         state.regs = _getregset(state.tid, libc.NT_PRSTATUS, _REGS_SIZE)
+        mask = ctypes.c_uint64()
+        try:
+            libc.ptrace(libc.PTRACE_GETSIGMASK, state.tid, ctypes.c_void_p(8), ctypes.byref(mask))
+            state.sighold = mask.value
+        except OSError:
+            pass
+        state.sigpend = int(read_status(self.pid, state.tid).get("SigPnd", "0") or "0", 16)
         state.fpregs = _getregset(state.tid, libc.NT_PRFPREG, _FPREGS_SIZE)
         try:
             state.xstate = _getregset(state.tid, libc.NT_X86_XSTATE, _XSTATE_MAX)

@@ -98,6 +98,13 @@ def check_nonzero(result: Any, func: Any, args: Tuple[Any, ...]) -> Any:
     return result
 
 
+def check_status(result: Any, func: Any, args: Tuple[Any, ...]) -> Any:
+    """errcheck for functions returning a Win32 error code themselves (ERROR_SUCCESS is success)."""
+    if result != ERROR_SUCCESS:
+        raise Win32Error(func.__name__, result)
+    return result
+
+
 INVALID_HANDLE_VALUE = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
 
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import threading
 import time
+from ctypes import wintypes
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import AccessDenied, BitnessMismatch, DumpError, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
@@ -36,6 +37,7 @@ from ..kinds import (
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
+from . import snapshot as snapshot_rules
 from ._common import (
     ERROR_ACCESS_DENIED,
     ERROR_DISK_FULL,
@@ -156,33 +158,76 @@ class WindowsBackend(Backend):
         held = self._held.get(pid)
         if held is None:
             raise DumpFailed(f"process {pid} was not checked before its dump was written (a dumplib bug)", pid=pid)
-        report = WriteReport(warnings=without_snapshot(plan, "process snapshots are not supported yet"))
-        self._take_dump_access(pid, held)
+        report = WriteReport()
+        snapshot = self._snapshot_decision(plan, held, report.warnings)
+        if not snapshot:
+            self._take_dump_access(pid, held)
         file = wrappers.create_new_file(temp_path)
         with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
-            used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings, monitor)
+            if snapshot:
+                try:
+                    # Stop signals are recorded, not raised, in here: nothing comes between the
+                    # capture and the finally that frees it.
+                    with _captured(held.handle, mask, report.warnings) as taken:
+                        report.snapshot, report.snapshot_bytes = True, taken.cost
+                        # The target is suspended only while the snapshot is taken; it runs during the write.
+                        report.stopped_seconds = taken.seconds
+                        used, _ = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
+                                              monitor, snapshot=taken.handle)
+                except _CaptureFailed as exc:  # nothing was written yet
+                    report.warnings.extend(without_snapshot(plan, str(exc)))
+                    snapshot = False
+            if not snapshot:
+                used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
+                                              monitor)
+                # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
+                report.stopped_seconds = suspended
             monitor.raise_if_abandoned()
             kernel32.FlushFileBuffers(file)
-        # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
-        report.stopped_seconds = suspended
         report.flags = used
         code = wrappers.exit_code(held.handle)
         if code is not None:
             # The write had finished: the dump is whole. Verification still reads it back.
-            report.warnings.append(f"process {pid} exited (code {code}) right after its dump was written; the dump"
-                                   " is complete and was kept")
+            when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
+            report.warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
         return report
 
-    def _take_dump_access(self, pid: int, held: _Held) -> None:
-        """Give the kept handle the dump's access: reopen by pid while the old handle pins the pid."""
-        if held.access & DUMP_ACCESS == DUMP_ACCESS:
+    def _take_dump_access(self, pid: int, held: _Held, access: int = DUMP_ACCESS) -> None:
+        """Give the kept handle *access*: reopen by pid while the old handle pins the pid."""
+        if held.access & access == access:
             return
-        handle = _open_for_dump(pid)
+        handle = _open_for_dump(pid, access)
         if abs(wrappers.creation_time(handle) - held.started) > SAME_START_SECONDS:  # cannot happen: pinned
             wrappers.close_handle(handle)
             raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
         wrappers.close_handle(held.handle)
-        held.handle, held.access = handle, DUMP_ACCESS
+        held.handle, held.access = handle, access
+
+    def _snapshot_decision(self, plan: Plan, held: _Held, warnings: List[str]) -> bool:
+        """Whether this dump is written from a snapshot, with the kept handle holding what that needs.
+
+        Every way a snapshot cannot be taken goes through without_snapshot before anything is
+        written: snapshot=True refuses (TargetRefused, reason snapshot-unavailable), "auto" says why
+        in a warning and the dump is written the usual way."""
+        if not plan.snapshot:
+            return False
+        pid, mask = plan.target.pid, plan.flags or 0
+        if kernel32.PssCaptureSnapshot is None:
+            warnings.extend(without_snapshot(plan, NO_PSS))
+            return False
+        # "auto" may still fall back to a normal dump, whose MiniDumpWriteDump reads the target itself.
+        access = SNAPSHOT_ACCESS(mask) | (DUMP_ACCESS if plan.snapshot == "auto" else 0)
+        try:
+            self._take_dump_access(pid, held, access)
+        except AccessDenied as exc:
+            warnings.extend(without_snapshot(
+                plan, f"the snapshot needs PROCESS_CREATE_PROCESS on the target, which was denied ({exc.message})"))
+            return False
+        why = _commit_shortfall(held.handle)
+        if why is not None:
+            warnings.extend(without_snapshot(plan, why))
+            return False
+        return True
 
     def open_private(self, path: str) -> int:
         import msvcrt
@@ -253,18 +298,18 @@ def estimate_parts(regions: Iterable[kernel32.MEMORY_BASIC_INFORMATION], mask: i
     return parts
 
 
-def _open_for_dump(pid: int) -> int:
+def _open_for_dump(pid: int, access: int = DUMP_ACCESS) -> int:
     """The dump's own OpenProcess: the only call made with SeDebugPrivilege enabled, restored at once."""
     try:
         with wrappers.privilege_enabled(SE_DEBUG) as held:
             try:
-                return wrappers.open_process(pid, DUMP_ACCESS)
+                return wrappers.open_process(pid, access)
             except AccessDenied:
                 pass
     except Win32Error:
         held = False  # no token access: open without the privilege
         try:
-            return wrappers.open_process(pid, DUMP_ACCESS)
+            return wrappers.open_process(pid, access)
         except AccessDenied:
             pass
     if held:
@@ -280,6 +325,65 @@ def _open_for_dump(pid: int) -> int:
     raise AccessDenied(
         f"access to process {pid} was denied; {advice}", pid=pid, code=ERROR_ACCESS_DENIED, debug_privilege=held
     )
+
+
+#: Why a snapshot cannot be taken where kernel32 lacks the PSS functions.
+NO_PSS = ("this Windows has no PssCaptureSnapshot (Windows 8.1 / Server 2012 R2 and later have it;"
+          " Wine does not)")
+SNAPSHOT_ACCESS = snapshot_rules.snapshot_access
+
+
+def _commit_shortfall(process: int) -> Optional[str]:
+    """Why the system's commit cannot hold a clone of *process* now (None: it can)."""
+    try:
+        available, limit = wrappers.commit_room()
+        private = wrappers.private_bytes(process)
+    except Win32Error as exc:  # unmeasured is not room: never risk the system's commit
+        return f"the system's commit could not be checked ({exc.message})"
+    return snapshot_rules.commit_shortfall(private, available, limit)
+
+
+class _CaptureFailed(Exception):
+    """PssCaptureSnapshot failed: no snapshot exists and nothing was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    handle: int
+    #: How long PssCaptureSnapshot took: the only time the target is suspended.
+    seconds: float
+    #: The clone's private commit, where Windows says.
+    cost: Optional[int]
+
+
+@contextlib.contextmanager
+def _captured(process: int, mask: int, warnings: List[str]) -> Iterator[_Snapshot]:
+    """A snapshot of *process* holding what a dump with *mask* needs, freed on every way out.
+
+    A clone left behind would live on, holding its commit, until this process exits."""
+    handle = wintypes.HANDLE()
+    began = time.monotonic()
+    try:
+        try:
+            kernel32.PssCaptureSnapshot(process, snapshot_rules.capture_flags(mask),
+                                        snapshot_rules.context_flags(_DUMPER_MACHINE), ctypes.byref(handle))
+        except Win32Error as exc:
+            raise _CaptureFailed(f"PssCaptureSnapshot failed: {exc.message}") from None
+        seconds = time.monotonic() - began
+        yield _Snapshot(handle.value or 0, seconds, wrappers.snapshot_clone_cost(handle.value or 0))
+    finally:
+        if handle.value:
+            _free_snapshot(handle.value, warnings)
+
+
+def _free_snapshot(handle: int, warnings: List[str]) -> None:
+    """PssFreeSnapshot in this process, where the snapshot handle lives; a failure is said, not raised
+    (it must not hide why the dump failed)."""
+    try:
+        kernel32.PssFreeSnapshot(kernel32.GetCurrentProcess(), handle)
+    except Win32Error as exc:
+        warnings.append(f"the snapshot could not be freed ({exc.message}): its clone process keeps its"
+                        " memory until this Python process exits")
 
 
 def _bitness_refusal(pid: int, why: str, target_machine: int) -> BitnessMismatch:
@@ -330,13 +434,16 @@ def _comment_stream(comment: Optional[str], signature: str) -> str:
 
 def _write_dump(
     process: int, pid: int, file: int, mask: int, comment: Optional[str], signature: str, warnings: List[str],
-    monitor: "_Monitor",
+    monitor: "_Monitor", *, snapshot: Optional[int] = None,
 ) -> Tuple[int, float]:
     """Call MiniDumpWriteDump, retrying a partial copy and dropping flags this dbghelp lacks.
 
-    Returns the mask used and the seconds spent inside MiniDumpWriteDump (the target's threads
-    are suspended for exactly that long)."""
-    callback = dbghelp.MINIDUMP_CALLBACK_INFORMATION(ctypes.cast(monitor.callback, ctypes.c_void_p).value or 0, 0)
+    With *snapshot* (an HPSS of *process*), the dump is read from it and the callback says so.
+    Returns the mask used and the seconds spent inside MiniDumpWriteDump (without a snapshot the
+    target's threads are suspended for exactly that long)."""
+    routine = _snapshot_callback(monitor) if snapshot else monitor.callback  # kept alive through the calls
+    callback = dbghelp.MINIDUMP_CALLBACK_INFORMATION(ctypes.cast(routine, ctypes.c_void_p).value or 0, 0)
+    source = snapshot or process
     attempt, suspended = 0, 0.0
     while True:
         attempt += 1
@@ -348,7 +455,7 @@ def _write_dump(
         try:
             with DBGHELP_LOCK:
                 try:
-                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, exception_param(), ctypes.byref(streams),
+                    dbghelp.MiniDumpWriteDump(source, pid, file, mask, exception_param(), ctypes.byref(streams),
                                               ctypes.byref(callback))
                 finally:
                     suspended += time.monotonic() - began
@@ -357,7 +464,7 @@ def _write_dump(
         except Win32Error as exc:
             monitor.raise_if_interrupted()
             monitor.raise_if_abandoned()
-            if wrappers.exit_code(process) is not None:
+            if not snapshot and wrappers.exit_code(process) is not None:  # a snapshot outlives its target
                 raise DumpFailed.target_exited(pid) from None
             if exc.winerror in (ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL):
                 raise DumpFailed(
@@ -386,6 +493,22 @@ def _write_dump(
                 winerror=exc.winerror,
                 hresult=exc.hresult,
             ) from None
+
+
+def _snapshot_callback(monitor: "_Monitor") -> Any:
+    """The callback routine for a dump read from a snapshot: IsProcessSnapshotCallback is answered
+    with Status = S_FALSE (the handle is a snapshot); everything else (cancel) is the monitor's."""
+
+    def on_callback(param: object, callback_input: Any, callback_output: Any) -> bool:
+        try:
+            address = ctypes.cast(callback_output, ctypes.c_void_p).value or 0
+            if snapshot_rules.answer_callback(callback_input.contents.CallbackType, address):
+                return True
+        except BaseException as exc:  # noqa: B036 - as in _Monitor: never unwind through dbghelp's C frames
+            monitor.interrupt = monitor.interrupt or exc
+        return monitor._on_callback(param, callback_input, callback_output)
+
+    return dbghelp.MINIDUMP_CALLBACK_ROUTINE(on_callback)
 
 
 def verify_minidump(path: str, pid: int, mask: int) -> minidump.Minidump:

@@ -11,11 +11,13 @@ from ctypes import wintypes as wt
 
 from functools import partial
 
-from ._common import check_bool, check_handle, check_nonzero, prototype
+from ._common import check_bool, check_handle, check_nonzero, check_status, prototype
+from .snapshot import NATIVE as _PSS
 from .structs import MAX_PATH, NATIVE  # noqa: F401  (MAX_PATH is kernel32.MAX_PATH to its users)
 
 _dll = ctypes.WinDLL("kernel32", use_last_error=True)
 
+PROCESS_CREATE_PROCESS = 0x0080
 PROCESS_DUP_HANDLE = 0x0040
 PROCESS_VM_READ = 0x0010
 PROCESS_QUERY_INFORMATION = 0x0400
@@ -45,6 +47,9 @@ SECURITY_ATTRIBUTES = NATIVE.SECURITY_ATTRIBUTES
 PROCESSENTRY32W = NATIVE.PROCESSENTRY32W
 MEMORY_BASIC_INFORMATION = NATIVE.MEMORY_BASIC_INFORMATION
 FILETIME = NATIVE.FILETIME
+PSS_VA_CLONE_INFORMATION = _PSS.PSS_VA_CLONE_INFORMATION
+PROCESS_MEMORY_COUNTERS_EX = _PSS.PROCESS_MEMORY_COUNTERS_EX
+MEMORYSTATUSEX = _PSS.MEMORYSTATUSEX
 
 
 _proto = partial(prototype, _dll)
@@ -110,3 +115,22 @@ try:
     )
 except AttributeError:
     IsWow64Process2 = None
+
+GlobalMemoryStatusEx = _proto("GlobalMemoryStatusEx", wt.BOOL, [ctypes.POINTER(MEMORYSTATUSEX)], check_bool)
+# psapi's GetProcessMemoryInfo, exported by kernel32 itself since Windows 7 (and by Wine).
+K32GetProcessMemoryInfo = _proto(
+    "K32GetProcessMemoryInfo", wt.BOOL, [wt.HANDLE, ctypes.POINTER(PROCESS_MEMORY_COUNTERS_EX), wt.DWORD], check_bool
+)
+
+# Process snapshots exist from Windows 8.1 / Server 2012 R2 on; Wine does not export them. Each is
+# None where missing, so importing dumplib and every dump without a snapshot work there. They
+# return a Win32 error code themselves (ERROR_SUCCESS), not a BOOL. HPSS is a HANDLE.
+try:
+    PssCaptureSnapshot = _proto(
+        "PssCaptureSnapshot", wt.DWORD, [wt.HANDLE, wt.DWORD, wt.DWORD, ctypes.POINTER(wt.HANDLE)], check_status
+    )
+    PssQuerySnapshot = _proto("PssQuerySnapshot", wt.DWORD, [wt.HANDLE, ctypes.c_int, ctypes.c_void_p, wt.DWORD],
+                              check_status)
+    PssFreeSnapshot = _proto("PssFreeSnapshot", wt.DWORD, [wt.HANDLE, wt.HANDLE], check_status)
+except AttributeError:
+    PssCaptureSnapshot = PssQuerySnapshot = PssFreeSnapshot = None

@@ -14,7 +14,7 @@ from ctypes import wintypes as wt  # noqa: E402
 
 from dumplib import AccessDenied, InvalidDumpPath, ProcessNotFound  # noqa: E402
 from dumplib._windows import advapi32, dbghelp, kernel32, structs, wrappers  # noqa: E402
-from dumplib._windows._common import Win32Error, check_bool, check_handle, check_nonzero, describe, split_hresult  # noqa: E402,E501
+from dumplib._windows._common import Win32Error, check_bool, check_handle, check_nonzero, check_status, describe, split_hresult  # noqa: E402,E501
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 
 BINDINGS = (kernel32, advapi32, dbghelp)
@@ -53,7 +53,14 @@ DOCUMENTED = {
     "GetNamedSecurityInfoW": (wt.DWORD, 8, None),
     "ConvertSecurityDescriptorToStringSecurityDescriptorW": (wt.BOOL, 5, check_bool),
     "MiniDumpWriteDump": (wt.BOOL, 7, check_bool),
+    "GlobalMemoryStatusEx": (wt.BOOL, 1, check_bool),
+    "K32GetProcessMemoryInfo": (wt.BOOL, 3, check_bool),
+    # Windows 8.1+ only (absent under Wine); each returns its Win32 error code itself.
+    "PssCaptureSnapshot": (wt.DWORD, 4, check_status),
+    "PssQuerySnapshot": (wt.DWORD, 4, check_status),
+    "PssFreeSnapshot": (wt.DWORD, 2, check_status),
 }
+PSS = {"PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
 
 
 def _prototypes():
@@ -72,7 +79,8 @@ def test_every_prototype_matches_its_documented_signature():
         assert len(fn.argtypes) == nargs, f"{name} takes {nargs} parameters"
         assert getattr(fn, "errcheck", None) is errcheck, f"{name}: failure check should be {errcheck}"
         seen.add(name)
-    missing = set(DOCUMENTED) - seen - ({"IsWow64Process2"} if kernel32.IsWow64Process2 is None else set())
+    missing = (set(DOCUMENTED) - seen - ({"IsWow64Process2"} if kernel32.IsWow64Process2 is None else set())
+               - (PSS if kernel32.PssCaptureSnapshot is None else set()))
     assert not missing, f"documented but not declared: {missing}"
 
 
