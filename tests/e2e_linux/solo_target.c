@@ -6,8 +6,9 @@
  * CALL: nanosleep (MS ms; restarted through restart_syscall), futex (a FUTEX_WAIT nobody wakes, MS ms
  * timeout: ETIMEDOUT after its full time), poll (no fds, MS ms: 0 after its full time), read (stdin: the
  * test writes a line), accept (on the port printed: the test connects and writes), pause (the test sends
- * SIGUSR1: -1 EINTR after the handler ran), spin (MS ms in user mode holding known values in eleven
- * general registers and xmm8, checked all the time: any register not restored exactly is counted).
+ * SIGUSR1: -1 EINTR after the handler ran), spin (MS ms, or until SIGUSR1, in user mode holding known
+ * values in eleven general registers and xmm8, checked all the time: any register not restored exactly
+ * is counted).
  * SIGRTMIN+1 is counted by a handler (real-time signals queue: none may be lost or doubled).
  * Prints one JSON line first (pid, port), then one JSON line with what the call returned, then waits.
  * Built by the tests with gcc; never committed as a binary.
@@ -132,7 +133,7 @@ int main(int argc, char **argv) {
         int fd = (int)(rc = accept(lfd, NULL, NULL));
         if (fd >= 0 && read(fd, buf, sizeof buf - 1) < 0) buf[0] = 0;
     } else if (!strcmp(call, "spin")) {
-        while (now_ns() - t0 < ms * 1000000L) { bad += solo_spin_chunk(); spins++; }
+        while (now_ns() - t0 < ms * 1000000L && !sigusr1_count) { bad += solo_spin_chunk(); spins++; }
     } else return 6;
     int err = errno;
     long elapsed = now_ns() - t0;
