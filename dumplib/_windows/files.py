@@ -11,9 +11,9 @@ import types
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from .._backend import Files
+from .advapi32 import SE_PRIVILEGE_ENABLED
 
 SE_DEBUG = "SeDebugPrivilege"
-SE_PRIVILEGE_ENABLED = 2
 
 
 class WindowsFiles(Files):
