@@ -509,6 +509,26 @@ def test_scratch_volume_must_keep_acls_and_be_creatable(tmp_path):
     assert backend.scratch_usable(str(tmp_path / "missing")) is False
 
 
+_TEXT_MODE_STDOUT = """
+import msvcrt, os, sys
+import dumplib
+msvcrt.setmode(1, os.O_TEXT)  # a host that left fd 1 in text mode (CPython itself starts it binary)
+dumplib.create_dump(int(sys.argv[1]), "-", "mini", compress="gzip", min_free=0)
+"""
+
+
+def test_a_dump_sent_down_a_text_mode_stdout_arrives_byte_for_byte(target):
+    """In text mode every 0x0A byte written to fd 1 would go out as 0x0D 0x0A and the gzip stream would be
+    corrupt: '-' puts stdout in binary mode first."""
+    import gzip
+
+    done = subprocess.run([sys.executable, "-c", _TEXT_MODE_STDOUT, str(target["pid"])], capture_output=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"\n" in done.stdout  # a stream with newline bytes, so text mode would have changed it
+    assert gzip.decompress(done.stdout)[:4] == b"MDMP"
+
+
 # -- docs/api.md's Windows notes say what the code does ----------------------------------------------
 
 def _notes() -> str:
