@@ -509,6 +509,22 @@ def test_scratch_volume_must_keep_acls_and_be_creatable(tmp_path):
     assert backend.scratch_usable(str(tmp_path / "missing")) is False
 
 
+def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp_path):
+    """Windows has no flock to prove no live dumplib writes beside us: a temporary goes only once a day old."""
+    from dumplib.placement import writing_in
+
+    fresh = tmp_path / ".dumplib-00000000000000aa.tmp"
+    old = tmp_path / ".dumplib-00000000000000bb.tmp"
+    fresh.write_bytes(b"a live dumplib's")
+    old.write_bytes(b"a killed dumplib's")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    with writing_in([str(tmp_path)]) as told:
+        pass
+    assert fresh.exists() and not old.exists()
+    assert told == [f"removed a stale temporary file of a killed dumplib: {old.name}"]
+
+
 _TEXT_MODE_STDOUT = """
 import msvcrt, os, sys
 import dumplib
