@@ -223,8 +223,8 @@ class Stdout(Output):
     def __init__(self, codec: Optional[str], level: int) -> None:
         super().__init__()
         self.codec, self.level = codec, level
-        self.files = _files()
-        self.fd = _stdout_fd(self.files)
+        self._files = _files()
+        self.fd = _stdout_fd(self._files)
         st = os.fstat(self.fd)
         self.regular = stat.S_ISREG(st.st_mode)
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
@@ -232,19 +232,24 @@ class Stdout(Output):
 
     def _start_of_dump(self, st: os.stat_result) -> int:
         """Where the dump will begin in the redirected file; refuse a file the dump would not be safe in."""
-        appending = self.files.appending(self.fd)
+        appending = self._files.appending(self.fd)
         start = st.st_size if appending else os.lseek(self.fd, 0, os.SEEK_CUR)
         if start < st.st_size:
             raise InvalidDumpPath(
                 f"stdout is a file with {st.st_size - start} bytes after the position the dump would start at"
                 " (opened with 1<> rather than > or >>); the dump would be mixed with them. Use > or >>", path="-")
+        me = self._files.uid()
+        if me is None:  # stat names no owner and its mode is made up (Windows): nothing to judge it by
+            self.warnings.append(f"{self.where} keeps the permissions it was created with; dumplib cannot tell"
+                                 " who can read it here. Dump to a path instead for an owner-only file")
+            return start
         others = stat.S_IMODE(st.st_mode) & 0o077
-        if st.st_uid != self.files.uid() and others:
+        if st.st_uid != me and others:
             raise InvalidDumpPath(
                 f"stdout is a file of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the dump (all of the"
                 " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
         # Ours and empty: what the shell just created for us.
-        if others and not (st.st_size == 0 and self.files.make_owner_only(self.fd)):
+        if others and not (st.st_size == 0 and self._files.make_owner_only(self.fd)):
             self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
         return start
 

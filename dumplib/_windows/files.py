@@ -6,11 +6,13 @@ import sys
 assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
 
 import contextlib
+import ctypes
 import os
 import types
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from .._backend import Files
+from . import kernel32
 from .advapi32 import SE_PRIVILEGE_ENABLED
 
 SE_DEBUG = "SeDebugPrivilege"
@@ -47,7 +49,7 @@ class WindowsFiles(Files):
         return None  # no st_blocks
 
     def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
-        usage = self.import_psutil().disk_usage(str(volume))
+        usage = self.import_psutil().disk_usage(volume if isinstance(volume, str) else _directory_of(volume))
         return usage.total, usage.free
 
     def import_psutil(self) -> types.ModuleType:
@@ -66,6 +68,20 @@ class WindowsFiles(Files):
         if before is not None and privilege_attributes(SE_DEBUG) != before:
             set_privilege(SE_DEBUG, bool(before & SE_PRIVILEGE_ENABLED))
         return psutil
+
+
+def _directory_of(fd: int) -> str:
+    """The directory holding the file open as *fd*, as a path free-space calls take (no \\\\?\\ prefix)."""
+    import msvcrt
+
+    path = ctypes.create_unicode_buffer(32768)  # the longest path Windows has
+    kernel32.GetFinalPathNameByHandleW(msvcrt.get_osfhandle(fd), path, len(path), 0)
+    name = path.value
+    if name.startswith("\\\\?\\UNC\\"):
+        name = "\\\\" + name[8:]
+    elif name.startswith("\\\\?\\"):
+        name = name[4:]
+    return os.path.dirname(name)
 
 
 @contextlib.contextmanager

@@ -60,6 +60,10 @@ GetProcessTimes = _proto(
     check_bool,
 )
 GetVolumePathNameW = _proto("GetVolumePathNameW", wt.BOOL, [wt.LPCWSTR, wt.LPWSTR, wt.DWORD], check_bool)
+# The path of an open file (stdout redirected to one), so its volume can be asked for free space.
+GetFinalPathNameByHandleW = _proto(
+    "GetFinalPathNameByHandleW", wt.DWORD, [wt.HANDLE, wt.LPWSTR, wt.DWORD, wt.DWORD], check_nonzero
+)
 # Returns a DRIVE_* code, never fails (DRIVE_UNKNOWN / DRIVE_NO_ROOT_DIR are answers).
 GetDriveTypeW = _proto("GetDriveTypeW", wt.UINT, [wt.LPCWSTR])
 GetVolumeInformationW = _proto(

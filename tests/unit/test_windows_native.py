@@ -525,6 +525,20 @@ def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp
     assert told == [f"removed a stale temporary file of a killed dumplib: {old.name}"]
 
 
+def test_stdout_redirected_to_a_file_takes_the_dump_and_says_it_cannot_judge_who_reads_it(target, tmp_path):
+    """stat has no owner and a made-up mode here (0o666 for every writable file): the file is not refused for
+    them, its volume's free space is found through its handle, and the caller is told what dumplib cannot check."""
+    out = tmp_path / "redirected.dmp"
+    with open(out, "wb") as f:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(target["pid"]), "-", "-k", "mini"],
+                              stdout=f, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr
+    assert "keeps the permissions it was created with" in done.stderr
+    dump = read_minidump(str(out))
+    assert dump.pid == target["pid"] and dump.threads
+
+
 _TEXT_MODE_STDOUT = """
 import msvcrt, os, sys
 import dumplib
