@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Union
+import types
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, Union
 
 from .errors import TargetRefused, UnsupportedPlatform
 from .kinds import DumpKind
@@ -168,6 +170,12 @@ class Backend(abc.ABC):
 
         The pipeline calls it exactly once per check_target, in a finally, whatever happened."""
 
+    # -- what dumplib's own files and threads need from this OS (see Files) ---------------------
+
+    @abc.abstractmethod
+    def files(self) -> Files:
+        """This platform's way with dumplib's own files, directories and helper threads."""
+
 
 def without_snapshot(plan: Plan, why: str) -> List[str]:
     """A backend that cannot snapshot *plan*'s target: refuse (snapshot=True) or say why in a warning ("auto").
@@ -210,3 +218,75 @@ def _load_backend() -> Backend:
     raise UnsupportedPlatform(sys.platform)
 
 
+class Files(abc.ABC):
+    """What dumplib's own files, directories and helper threads need from the OS it runs on.
+
+    Not the target's business: where the platform differs in how a file is placed, a directory
+    held or a volume measured, the neutral modules (placement, outputs, space, _follow) ask this,
+    and each platform answers in its own room (_linux/files.py, _windows/files.py)."""
+
+    @abc.abstractmethod
+    def uid(self) -> Optional[int]:
+        """This user's id as stat reports file owners; None where stat names no owner (Windows: the DACL
+        dumplib sets is what makes a file its own)."""
+
+    def mine(self, st: os.stat_result) -> bool:
+        """Whether the file *st* describes belongs to this user, as far as stat can say."""
+        uid = self.uid()
+        return uid is None or st.st_uid == uid
+
+    @abc.abstractmethod
+    def read_only(self, directory: str) -> bool:
+        """Whether *directory*'s file system is mounted read-only (False where that cannot be told)."""
+
+    @abc.abstractmethod
+    def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
+        """Raise InvalidDumpPath if another user could have steered the dump into *directory* or could
+        tamper with it there; *fixed* is the directory the path *template* names before its first token,
+        which the dump must not leave."""
+
+    @abc.abstractmethod
+    def place_new(self, temp: str, final: str) -> None:
+        """Give the file *temp* the name *final*, never replacing what is there (FileExistsError)."""
+
+    @abc.abstractmethod
+    def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> ContextManager[List[str]]:
+        """Hold *directory* while dumplib's temporaries live there, so no other dumplib takes them for dead.
+
+        *clean(locked)* removes stale temporaries and says what it removed; it is called with True
+        when no live dumplib holds the directory, or with False where directories cannot be held
+        (then only temporaries too old to be alive may go). Yields what the caller should be told."""
+
+    @abc.abstractmethod
+    def appending(self, fd: int) -> bool:
+        """Whether writes to *fd* go to the end of the file whatever its position (O_APPEND)."""
+
+    @abc.abstractmethod
+    def make_owner_only(self, fd: int) -> bool:
+        """Make the open file *fd* readable by its owner only; False where a mode cannot do that."""
+
+    @abc.abstractmethod
+    def binary(self, fd: int) -> None:
+        """Make *fd* pass bytes through unchanged (no newline translation)."""
+
+    @abc.abstractmethod
+    def disk_bytes(self, st: os.stat_result) -> Optional[int]:
+        """Bytes the file *st* describes takes on disk (None where stat does not say)."""
+
+    @abc.abstractmethod
+    def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
+        """(size, free bytes for an unprivileged writer) of the volume holding a directory or an open file."""
+
+    def idle_thread(self, tid: int) -> bool:
+        """Run thread *tid* (0: the caller) only on a CPU nothing else wants; False where there is no such policy."""
+        return False
+
+    def normal_thread(self, tid: int) -> bool:
+        """Put thread *tid* back at normal priority; False where that is not allowed (or not possible)."""
+        return False
+
+    def import_psutil(self) -> types.ModuleType:
+        """psutil, imported without changing this process's privileges."""
+        import psutil
+
+        return psutil

@@ -21,6 +21,8 @@ import os
 import threading
 from typing import Optional
 
+from ._backend import Files, get_backend
+
 #: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
 #: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
 #: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare: at
@@ -33,29 +35,14 @@ _BLOCK = 32 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _set_idle(tid: int) -> bool:  # sched_setscheduler is Linux-only; so is the writer this follows
-    """Put thread *tid* at SCHED_IDLE; False where the platform has no such policy."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
-def _set_normal(tid: int) -> bool:
-    """Back to SCHED_OTHER; False without CAP_SYS_NICE (an unprivileged thread cannot leave SCHED_IDLE)."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))  # type: ignore[attr-defined, unused-ignore]
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
 class FollowingHasher:
     """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done."""
 
-    def __init__(self, path: str, *, idle: bool = True) -> None:
+    def __init__(self, path: str, *, idle: bool = True, files: Optional[Files] = None) -> None:
         self.path = path
+        #: How this OS sets thread priorities (Linux: SCHED_IDLE, left only with CAP_SYS_NICE);
+        #: resolved here so the hashing thread never imports anything.
+        self._files = files or get_backend().files()
         self._sha = hashlib.sha256()
         self._pos = 0
         self._file: Optional[io.FileIO] = None
@@ -79,7 +66,7 @@ class FollowingHasher:
                 return
             self.idle = False
             self._tid_known.wait()
-            if self._tid is None or _set_normal(self._tid):  # never idle, finished, or lifted
+            if self._tid is None or self._files.normal_thread(self._tid):  # never idle, finished, or lifted
                 return
             # No privilege to lift it: the idle thread hands over at its next block boundary.
             self._handover = True
@@ -109,13 +96,14 @@ class FollowingHasher:
         thread.join()
 
     def _run(self, idle: bool) -> None:
-        self._tid = threading.get_native_id() if idle and _set_idle(0) else None
-        self._tid_known.set()
         try:
+            self._tid = threading.get_native_id() if idle and self._files.idle_thread(0) else None
+            self._tid_known.set()
             self._follow()
         except BaseException as exc:  # reported to the caller by result()
             self._error = exc
         finally:
+            self._tid_known.set()  # also when the above failed: released() must never wait for it
             # Under the lock, so released() never sets the policy of a thread id the kernel may
             # already have given to another thread (of any process: this runs as root).
             with self._lock:

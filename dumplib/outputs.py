@@ -23,7 +23,7 @@ import sys
 import tempfile
 from typing import Iterator, List, Optional, Tuple, Union
 
-from ._backend import Backend, Plan, Tick, WriteReport
+from ._backend import Backend, Files, Plan, Tick, WriteReport, get_backend
 from ._follow import FollowingHasher
 from .compression import CompressingWriter, open_content
 from .errors import DumpError, DumpFailed, InvalidDumpPath
@@ -133,7 +133,8 @@ class PlainFile(_FileOutput):
     def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
               tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         # A writer that goes in file order can be hashed as it writes (see _follow.py).
-        hasher = FollowingHasher(self.dest.temp) if self.want_sha256 and backend.streams else None
+        hasher = (FollowingHasher(self.dest.temp, files=backend.files()) if self.want_sha256 and backend.streams
+                  else None)
         sha = None
         try:
             with self._naming_the_dump():
@@ -145,7 +146,7 @@ class PlainFile(_FileOutput):
             if hasher is not None:
                 sha = hasher.result(st.st_size)
                 hasher = None
-            stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, _disk_bytes(st))
+            stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, backend.files().disk_bytes(st))
             stored = self._place(backend, stored, sidecar, report)
         except BaseException:
             if hasher is not None:
@@ -208,16 +209,8 @@ class CompressedFile(_FileOutput):
     def _place_compressed(self, backend: Backend, out: CompressingWriter, sidecar: Optional[SidecarMaker],
                           report: WriteReport) -> Stored:
         stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
-                        _disk_bytes(os.stat(self.dest.temp)))
+                        backend.files().disk_bytes(os.stat(self.dest.temp)))
         return self._place(backend, stored, sidecar, report)
-
-
-def _appending(fd: int) -> bool:
-    if sys.platform == "win32":
-        return False  # a Windows handle has no O_APPEND to ask about; the position says it
-    import fcntl
-
-    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
 
 
 class Stdout(Output):
@@ -230,7 +223,8 @@ class Stdout(Output):
     def __init__(self, codec: Optional[str], level: int) -> None:
         super().__init__()
         self.codec, self.level = codec, level
-        self.fd = _stdout_fd()
+        self._files = _files()
+        self.fd = _stdout_fd(self._files)
         st = os.fstat(self.fd)
         self.regular = stat.S_ISREG(st.st_mode)
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
@@ -238,20 +232,24 @@ class Stdout(Output):
 
     def _start_of_dump(self, st: os.stat_result) -> int:
         """Where the dump will begin in the redirected file; refuse a file the dump would not be safe in."""
-        appending = _appending(self.fd)
+        appending = self._files.appending(self.fd)
         start = st.st_size if appending else os.lseek(self.fd, 0, os.SEEK_CUR)
         if start < st.st_size:
             raise InvalidDumpPath(
                 f"stdout is a file with {st.st_size - start} bytes after the position the dump would start at"
                 " (opened with 1<> rather than > or >>); the dump would be mixed with them. Use > or >>", path="-")
+        me = self._files.uid()
+        if me is None:  # stat names no owner and its mode is made up (Windows): nothing to judge it by
+            self.warnings.append(f"{self.where} keeps the permissions it was created with; dumplib cannot tell"
+                                 " who can read it here. Dump to a path instead for an owner-only file")
+            return start
         others = stat.S_IMODE(st.st_mode) & 0o077
-        if st.st_uid != _euid() and others:
+        if st.st_uid != me and others:
             raise InvalidDumpPath(
                 f"stdout is a file of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the dump (all of the"
                 " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
-        if others and st.st_size == 0 and sys.platform != "win32":
-            os.fchmod(self.fd, 0o600)  # ours and empty: what the shell just created for us
-        elif others:
+        # Ours and empty: what the shell just created for us.
+        if others and not (st.st_size == 0 and self._files.make_owner_only(self.fd)):
             self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
         return start
 
@@ -390,16 +388,11 @@ def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int) -> 
                              " it was removed", reason="unverified")
 
 
-def _disk_bytes(st: os.stat_result) -> Optional[int]:
-    blocks = getattr(st, "st_blocks", None)
-    return blocks * 512 if blocks is not None else None
+def _files() -> Files:
+    return get_backend().files()
 
 
-def _euid() -> int:
-    return os.geteuid() if hasattr(os, "geteuid") else -1
-
-
-def _stdout_fd() -> int:
+def _stdout_fd(files: Files) -> int:
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, ValueError, OSError):
@@ -411,10 +404,7 @@ def _stdout_fd() -> int:
             path="-",
         )
     sys.stdout.flush()
-    if sys.platform == "win32":
-        import msvcrt
-
-        msvcrt.setmode(fd, os.O_BINARY)  # a text-mode fd would turn every \n byte of the dump into \r\n
+    files.binary(fd)  # a text-mode fd would turn every \n byte of the dump into \r\n
     return fd
 
 
@@ -423,8 +413,6 @@ def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
     most room; the destination's own directory wins ties, then the temp directory, then volume roots.
     Only directories the backend deems fit for a private file count (Windows: fixed local volumes
     that keep ACLs, proven writable by creating a file there)."""
-    from ._backend import get_backend
-
     chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, get_backend().scratch_usable)
     if chosen is None:
         raise InvalidDumpPath(

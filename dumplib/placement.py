@@ -8,11 +8,11 @@ import errno
 import os
 import re
 import stat
-import sys
 import time
 import unicodedata
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+from ._backend import Files, get_backend
 from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
 from .results import ProcessInfo
@@ -136,53 +136,10 @@ def plan_destination(
         if not overwrite:
             raise DumpExists(existing)
     if not os.access(directory, os.W_OK):
-        why = "its filesystem is mounted read-only" if _read_only(directory) else "permission denied"
+        why = "its filesystem is mounted read-only" if _files().read_only(directory) else "permission denied"
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
-    _check_trusted(directory, raw, final)
+    _files().check_trusted(directory, raw, _fixed_directory(raw), final)
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
-
-
-def _check_trusted(directory: str, template: str, final: str) -> None:
-    """Refuse a directory another user could have steered the dump into, or could tamper with.
-
-    dumplib runs as root in directories others can write to: a symlink planted on the way (or a
-    directory planted at the dump's name) must not send the dump, and retention, elsewhere; and
-    whoever owns the directory could swap our temporary between the write and the verification.
-    """
-    if not hasattr(os, "geteuid"):
-        return  # Windows: the DACL dumplib sets on its files is what protects them
-    me = os.geteuid()
-    trusted = {me, 0}
-    path = "/"
-    for part in os.path.abspath(directory).split("/")[1:]:
-        nxt = os.path.join(path, part)
-        st = os.lstat(nxt)
-        if stat.S_ISLNK(st.st_mode):
-            parent = os.stat(path)
-            # The kernel's protected_symlinks rule, applied to every directory others can write to.
-            if parent.st_mode & 0o022 and st.st_uid not in (me, parent.st_uid):
-                raise InvalidDumpPath(
-                    f"{nxt} is a symlink owned by uid {st.st_uid} in a directory others can write to; dumplib"
-                    " does not follow it (it could point anywhere). Give the real path", path=final)
-            nxt = os.path.realpath(nxt)
-        path = nxt
-    st = os.stat(directory)
-    if st.st_uid not in trusted:
-        raise InvalidDumpPath(
-            f"{directory} belongs to uid {st.st_uid}, who could replace or read what dumplib writes there;"
-            " dump into a directory of your own (or root's)", path=final)
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise InvalidDumpPath(
-            f"{directory} can be written by other users and has no sticky bit, so they could rename or replace"
-            " the dump; dump into a directory only you can write to, or one with the sticky bit like /tmp",
-            path=final)
-    fixed = _fixed_directory(template)
-    if fixed is not None:
-        inside = os.path.realpath(directory)
-        root = os.path.realpath(fixed)
-        if inside != root and not inside.startswith(root.rstrip("/") + "/"):
-            raise InvalidDumpPath(f"the path template {template} expanded to {directory}, which is outside"
-                                  f" {fixed}; a name token must not lead elsewhere", path=final)
 
 
 def _fixed_directory(template: str) -> Optional[str]:
@@ -201,14 +158,12 @@ def temp_path(directory: str) -> str:
 
 def _components(path: str) -> List[str]:
     """The path's components that move it: separators and dot-only names."""
-    parts = re.split(r"[\\/]" if os.name == "nt" else "/", path)
+    parts = re.split("[" + re.escape(os.sep + (os.altsep or "")) + "]", path)
     return [p if p in ("", ".", "..") else "x" for p in parts]
 
 
-def _read_only(directory: str) -> bool:
-    if sys.platform == "win32":
-        return False
-    return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+def _files() -> Files:
+    return get_backend().files()
 
 
 def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
@@ -264,32 +219,9 @@ def _move(temp: str, final: str, overwrite: bool) -> None:
         os.replace(temp, final)
         return
     try:
-        if os.name == "nt":
-            os.rename(temp, final)  # fails with FileExistsError rather than replacing
-        else:
-            _link_into_place(temp, final)
+        _files().place_new(temp, final)
     except FileExistsError:
         raise DumpExists(final) from None
-
-
-#: link(2) errors that mean "this filesystem has no hard links" (vfat, some FUSE), not "refused".
-_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
-
-
-def _link_into_place(temp: str, final: str) -> None:
-    try:
-        os.link(temp, final)  # atomic no-clobber, unlike rename(2)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
-            raise
-        # No hard links here: check-then-rename is the best there is.
-        if os.path.lexists(final):
-            raise FileExistsError(final) from None
-        os.rename(temp, final)
-        return
-    os.unlink(temp)
 
 
 def remove_if_same(path: str, was: os.stat_result) -> bool:
@@ -310,9 +242,9 @@ def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
     of dumplibs that died there; yields what the caller should be told (temporaries removed, a
     directory someone else would not let us hold).
 
-    Every dumplib holds a shared flock on each such directory while its temporaries exist; one
-    that gets the lock exclusively knows no live dumplib, in any pid namespace or container
-    sharing the volume, is writing there, so the temporaries left are dead ones."""
+    Every dumplib holds each such directory while its temporaries exist (Linux: a shared flock); one
+    that holds it alone knows no live dumplib, in any pid namespace or container sharing the
+    volume, is writing there, so the temporaries left are dead ones (see Files.hold)."""
     removed: List[str] = []
     with contextlib.ExitStack() as stack:
         seen = set()
@@ -325,49 +257,11 @@ def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
         yield removed
 
 
-#: How long to wait for a shared hold on a directory someone else holds exclusively (a cleaning
-#: dumplib holds it for milliseconds; anyone who can open the directory could hold it forever).
-HOLD_PATIENCE = 2.0
+def _held(directory: str) -> "contextlib.AbstractContextManager[List[str]]":
+    def clean(locked: bool) -> List[str]:
+        return [f"removed a stale temporary file of a killed dumplib: {n}" for n in _remove_stale(directory, locked=locked)]
 
-
-@contextlib.contextmanager
-def _held(directory: str) -> Iterator[List[str]]:
-    if sys.platform == "win32":  # no flock: an open temporary cannot be deleted there anyway
-        yield [f"removed a stale temporary file of a killed dumplib: {n}"
-               for n in _remove_stale(directory, locked=False)]
-        return
-    import fcntl
-
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        yield []
-        return
-    try:
-        removed: List[str] = []
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pass  # another dumplib is writing here: its temporaries are alive, leave them all
-        else:
-            removed = [f"removed a stale temporary file of a killed dumplib: {n}"
-                       for n in _remove_stale(directory, locked=True)]
-        deadline = time.monotonic() + HOLD_PATIENCE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    # Never hang on someone else's lock: go on unheld. Only a cleaning dumplib of
-                    # this same user could then take our temporary for a dead one.
-                    removed.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
-                                   " dumplib went on without its hold on the directory")
-                    break
-                time.sleep(0.02)
-        yield removed
-    finally:
-        os.close(fd)
+    return _files().hold(directory, clean)
 
 
 def _remove_stale(directory: str, *, locked: bool) -> List[str]:
@@ -377,7 +271,7 @@ def _remove_stale(directory: str, *, locked: bool) -> List[str]:
         names = os.listdir(directory)
     except OSError:
         return removed
-    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    files = _files()
     for name in names:
         if not TEMP_RE.match(name):
             continue
@@ -386,7 +280,7 @@ def _remove_stale(directory: str, *, locked: bool) -> List[str]:
             st = os.lstat(path)
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
+        if not stat.S_ISREG(st.st_mode) or not files.mine(st):
             continue
         if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
             continue
@@ -402,7 +296,7 @@ def remove_own(path: str) -> None:
         st = os.lstat(path)
     except OSError:
         return
-    if stat.S_ISREG(st.st_mode) and st.st_uid == (os.geteuid() if hasattr(os, "geteuid") else st.st_uid):
+    if stat.S_ISREG(st.st_mode) and _files().mine(st):
         remove_quietly(path)
 
 

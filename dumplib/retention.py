@@ -11,6 +11,7 @@ import os
 import stat
 from typing import List, Optional
 
+from ._backend import get_backend
 from .placement import remove_if_same
 from .sidecar import SUFFIX, read_sidecar, sha256_of
 
@@ -26,7 +27,7 @@ class _Entry:
 
     @property
     def disk_bytes(self) -> int:
-        return getattr(self.dump_stat, "st_blocks", 0) * 512 or self.dump_stat.st_size
+        return get_backend().files().disk_bytes(self.dump_stat) or self.dump_stat.st_size
 
 
 def _own_regular(path: str) -> Optional[os.stat_result]:
@@ -36,7 +37,7 @@ def _own_regular(path: str) -> Optional[os.stat_result]:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+    if not get_backend().files().mine(st):
         return None
     return st
 

@@ -5,6 +5,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from ._backend import get_backend
 from .errors import InsufficientDiskSpace
 from .results import SizeEstimate
 
@@ -36,14 +37,7 @@ class _Usage(NamedTuple):
 
 def _usage(volume: Volume) -> _Usage:
     """Size and free space (for unprivileged writers) of the volume holding *volume*."""
-    statvfs = getattr(os, "statvfs", None)
-    if statvfs is not None:  # takes a path or a descriptor alike
-        st = statvfs(volume)
-        return _Usage(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
-    from ._psutil import psutil  # Windows: no statvfs
-
-    usage = psutil.disk_usage(str(volume))
-    return _Usage(usage.total, usage.free)
+    return _Usage(*get_backend().files().usage(volume))
 
 
 class SpaceGuard:

@@ -22,6 +22,7 @@ from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, Tick, WriteReport
 from . import linkmap, maps, notes, procfs, snapshot
+from .files import LinuxFiles
 from .inject import InjectionFailed
 from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
@@ -295,6 +296,12 @@ class LinuxBackend(Backend):
         except InvalidDumpFile as exc:
             raise DumpFailed(f"the core sent to the stream is unusable: {exc.message}", pid=plan.target.pid) from None
         check_core(core, plan.target.pid, written.threads)
+
+    def files(self) -> LinuxFiles:
+        return _FILES
+
+
+_FILES = LinuxFiles()
 
 
 def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:

@@ -346,7 +346,7 @@ class StoppedProcess:
                 self._seize(tid)
             self._wait_stops([t for t in new if t in self.threads])
         if not self.threads:
-            raise ProcessNotFound(self.pid, f"process {self.pid} exited before it could be stopped")
+            raise ProcessNotFound.exited(self.pid)
 
     def _seize(self, tid: int) -> None:
         """PTRACE_SEIZE then PTRACE_INTERRUPT one thread; its stop is waited for with the others."""

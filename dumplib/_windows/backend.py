@@ -47,6 +47,7 @@ from ._common import (
     Win32Error,
 )
 from .debugloop import exception_param
+from .files import WindowsFiles
 from .ntdll import UNDER_WINE
 from .policy import BitnessVerdict, bitness_verdict, interpreter_machine
 
@@ -272,6 +273,12 @@ class WindowsBackend(Backend):
             pid=plan.target.pid,
             reason="unverified",
         )
+
+    def files(self) -> WindowsFiles:
+        return _FILES
+
+
+_FILES = WindowsFiles()
 
 
 #: Streams besides memory: thread and module lists, memory map, handles, unwind data. Measured

@@ -22,21 +22,18 @@ PROCESS_DUP_HANDLE = 0x0040
 PROCESS_VM_READ = 0x0010
 PROCESS_QUERY_INFORMATION = 0x0400
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
-SYNCHRONIZE = 0x00100000
 
 GENERIC_READ = 0x80000000
 GENERIC_WRITE = 0x40000000
 FILE_SHARE_READ = 0x1
 CREATE_NEW = 1
 FILE_ATTRIBUTE_NORMAL = 0x80
-FILE_ATTRIBUTE_TEMPORARY = 0x100
 FILE_BEGIN = 0
 
 STILL_ACTIVE = 259
 TH32CS_SNAPPROCESS = 0x2
 IMAGE_FILE_MACHINE_UNKNOWN = 0
 IMAGE_FILE_MACHINE_I386 = 0x014C
-IMAGE_FILE_MACHINE_ARMNT = 0x01C4
 IMAGE_FILE_MACHINE_AMD64 = 0x8664
 IMAGE_FILE_MACHINE_ARM64 = 0xAA64
 
@@ -68,6 +65,10 @@ GetProcessTimes = _proto(
     check_bool,
 )
 GetVolumePathNameW = _proto("GetVolumePathNameW", wt.BOOL, [wt.LPCWSTR, wt.LPWSTR, wt.DWORD], check_bool)
+# The path of an open file (stdout redirected to one), so its volume can be asked for free space.
+GetFinalPathNameByHandleW = _proto(
+    "GetFinalPathNameByHandleW", wt.DWORD, [wt.HANDLE, wt.LPWSTR, wt.DWORD, wt.DWORD], check_nonzero
+)
 # Returns a DRIVE_* code, never fails (DRIVE_UNKNOWN / DRIVE_NO_ROOT_DIR are answers).
 GetDriveTypeW = _proto("GetDriveTypeW", wt.UINT, [wt.LPCWSTR])
 GetVolumeInformationW = _proto(

@@ -510,6 +510,20 @@ def test_stdout_appended_to_a_file_keeps_what_it_held(target_exe, tmp_path):
         assert mixed.returncode == 7 and log.read_bytes() == data, mixed.stderr
 
 
+def test_stdout_appended_to_by_the_shell_starts_the_dump_at_the_end(target_exe, tmp_path):
+    """`>>` opens with O_APPEND at offset 0 (sh does not seek): the position says nothing, the flag says where
+    the dump goes; without it, what the file held would be taken for bytes the dump must not be mixed with."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"earlier lines\n")
+    os.chmod(log, 0o600)
+    with run_target([str(target_exe)]) as t:
+        done = subprocess.run(["sh", "-c", f'"$0" -m dumplib_cli dump {t.pid} - -k triage --min-free 0 >> "$1"',
+                               sys.executable, str(log)], stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0, done.stderr
+    data = log.read_bytes()
+    assert data.startswith(b"earlier lines\n\x7fELF"), data[:32]
+
+
 def test_stdout_to_another_users_world_readable_file_is_refused(ctarget, shared_dir):
     _need_root()
     dest = shared_dir / "out.core"

@@ -119,6 +119,8 @@ from dumplib._follow import FollowingHasher
 from test_follow import hasher_tids, policy_of, write_slowly
 from pathlib import Path
 path = Path(sys.argv[2])
+from dumplib._backend import get_backend
+get_backend()  # the platform's modules, loaded while this interpreter's own files can still be read
 os.setgid(65534); os.setuid(65534)
 data = os.urandom(5 << 20)
 hasher = FollowingHasher(str(path))

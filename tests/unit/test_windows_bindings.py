@@ -42,6 +42,7 @@ DOCUMENTED = {
     "LocalFree": (wt.HLOCAL, 1, None),
     "VirtualQueryEx": (ctypes.c_size_t, 4, None),
     "GetVolumePathNameW": (wt.BOOL, 3, check_bool),
+    "GetFinalPathNameByHandleW": (wt.DWORD, 4, check_nonzero),
     "GetDriveTypeW": (wt.UINT, 1, None),
     "GetVolumeInformationW": (wt.BOOL, 8, check_bool),
     "OpenProcessToken": (wt.BOOL, 3, check_bool),

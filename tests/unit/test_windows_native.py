@@ -509,6 +509,56 @@ def test_scratch_volume_must_keep_acls_and_be_creatable(tmp_path):
     assert backend.scratch_usable(str(tmp_path / "missing")) is False
 
 
+def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp_path):
+    """Windows has no flock to prove no live dumplib writes beside us: a temporary goes only once a day old."""
+    from dumplib.placement import writing_in
+
+    fresh = tmp_path / ".dumplib-00000000000000aa.tmp"
+    old = tmp_path / ".dumplib-00000000000000bb.tmp"
+    fresh.write_bytes(b"a live dumplib's")
+    old.write_bytes(b"a killed dumplib's")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    with writing_in([str(tmp_path)]) as told:
+        pass
+    assert fresh.exists() and not old.exists()
+    assert told == [f"removed a stale temporary file of a killed dumplib: {old.name}"]
+
+
+def test_stdout_redirected_to_a_file_takes_the_dump_and_says_it_cannot_judge_who_reads_it(target, tmp_path):
+    """stat has no owner and a made-up mode here (0o666 for every writable file): the file is not refused for
+    them, its volume's free space is found through its handle, and the caller is told what dumplib cannot check."""
+    out = tmp_path / "redirected.dmp"
+    with open(out, "wb") as f:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(target["pid"]), "-", "-k", "mini"],
+                              stdout=f, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr
+    assert "keeps the permissions it was created with" in done.stderr
+    dump = read_minidump(str(out))
+    assert dump.pid == target["pid"] and dump.threads
+
+
+_TEXT_MODE_STDOUT = """
+import msvcrt, os, sys
+import dumplib
+msvcrt.setmode(1, os.O_TEXT)  # a host that left fd 1 in text mode (CPython itself starts it binary)
+dumplib.create_dump(int(sys.argv[1]), "-", "mini", compress="gzip", min_free=0)
+"""
+
+
+def test_a_dump_sent_down_a_text_mode_stdout_arrives_byte_for_byte(target):
+    """In text mode every 0x0A byte written to fd 1 would go out as 0x0D 0x0A and the gzip stream would be
+    corrupt: '-' puts stdout in binary mode first."""
+    import gzip
+
+    done = subprocess.run([sys.executable, "-c", _TEXT_MODE_STDOUT, str(target["pid"])], capture_output=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"\n" in done.stdout  # a stream with newline bytes, so text mode would have changed it
+    assert gzip.decompress(done.stdout)[:4] == b"MDMP"
+
+
 # -- docs/api.md's Windows notes say what the code does ----------------------------------------------
 
 def _notes() -> str:

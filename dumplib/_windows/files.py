@@ -1,0 +1,90 @@
+"""dumplib's own files on Windows: no owners or modes in stat (the DACL protects), no flock, rename placing."""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+
+import contextlib
+import ctypes
+import os
+import types
+from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+from .._backend import Files
+from . import kernel32
+from .advapi32 import SE_PRIVILEGE_ENABLED
+
+SE_DEBUG = "SeDebugPrivilege"
+
+
+class WindowsFiles(Files):
+    def uid(self) -> Optional[int]:
+        return None  # stat's st_uid is always 0 here; the owner-only DACL is what makes a file ours
+
+    def read_only(self, directory: str) -> bool:
+        return False  # a read-only volume shows as an access error when the file is created
+
+    def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
+        pass  # the DACL dumplib sets on its files is what protects them
+
+    def place_new(self, temp: str, final: str) -> None:
+        os.rename(temp, final)  # MoveFileEx without REPLACE_EXISTING: FileExistsError rather than replacing
+
+    def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
+        return _unheld(clean)
+
+    def appending(self, fd: int) -> bool:
+        return False  # a Windows handle has no O_APPEND to ask about; the position says it
+
+    def make_owner_only(self, fd: int) -> bool:
+        return False  # a mode cannot do it; the file keeps the DACL it was created with
+
+    def binary(self, fd: int) -> None:
+        import msvcrt
+
+        msvcrt.setmode(fd, os.O_BINARY)  # a text-mode fd would turn every \n byte of the dump into \r\n
+
+    def disk_bytes(self, st: os.stat_result) -> Optional[int]:
+        return None  # no st_blocks
+
+    def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
+        usage = self.import_psutil().disk_usage(volume if isinstance(volume, str) else _directory_of(volume))
+        return usage.total, usage.free
+
+    def import_psutil(self) -> types.ModuleType:
+        """psutil, leaving this process's token as it found it.
+
+        psutil's Windows module enables SeDebugPrivilege for the whole process when it is imported and
+        never disables it: a library caller, and every child it starts, would be left holding the very
+        privilege EDR products watch for. dumplib enables it only around the dump's own OpenProcess."""
+        if "psutil" in sys.modules:
+            return sys.modules["psutil"]
+        from .wrappers import privilege_attributes, set_privilege
+
+        before = privilege_attributes(SE_DEBUG)
+        import psutil
+
+        if before is not None and privilege_attributes(SE_DEBUG) != before:
+            set_privilege(SE_DEBUG, bool(before & SE_PRIVILEGE_ENABLED))
+        return psutil
+
+
+def _directory_of(fd: int) -> str:
+    """The directory holding the file open as *fd*, as a path free-space calls take (no \\\\?\\ prefix)."""
+    import msvcrt
+
+    path = ctypes.create_unicode_buffer(32768)  # the longest path Windows has
+    kernel32.GetFinalPathNameByHandleW(msvcrt.get_osfhandle(fd), path, len(path), 0)
+    name = path.value
+    if name.startswith("\\\\?\\UNC\\"):
+        name = "\\\\" + name[8:]
+    elif name.startswith("\\\\?\\"):
+        name = name[4:]
+    return os.path.dirname(name)
+
+
+@contextlib.contextmanager
+def _unheld(clean: Callable[[bool], List[str]]) -> Iterator[List[str]]:
+    """No flock on Windows: an open temporary cannot be deleted there anyway, so only old ones go."""
+    yield clean(False)
