@@ -504,6 +504,18 @@ def check_with_gdb(rnd: Round, snap: Snap) -> None:
         assert re.search(r"^rip\s+0x[0-9a-f]+", sec, re.M), (name, sec)
 
 
+def check_with_eu_stack(rnd: Round, snap: Snap) -> None:
+    """elfutils, a second unwinder: every real thread by tid, each blocked one inside its own function."""
+    require(have("eu-stack"), "eu-stack is not installed (apt-get install elfutils)")
+    done = subprocess.run(["eu-stack", "--core", str(rnd.result["path"]), "-e", str(snap.exe)],
+                          capture_output=True, text=True, timeout=120)
+    stacks = {int(m.group(1)): m.group(2) for m in re.finditer(r"^TID (\d+):\n(.*?)(?=^TID |\Z)",
+                                                               done.stdout, re.M | re.S)}
+    assert set(stacks) == set(rnd.tids.values()), (sorted(stacks), rnd.tids, done.stderr[-2000:])
+    for name in WORKERS:
+        assert FUNCTIONS[name] in stacks[rnd.tids[name]], f"eu-stack: {name}:\n{stacks[rnd.tids[name]]}"
+
+
 def check_all(rnd: Round, snap: Snap) -> None:
     check_result(rnd)
     check_never_noticed(rnd)
@@ -528,6 +540,7 @@ def test_blocked_calls_complete_as_if_nothing_happened_and_gdb_sees_the_real_thr
         check_masks_unchanged(rnd)
         check_notes_are_the_real_threads(rnd)
         check_with_gdb(rnd, snap)
+        check_with_eu_stack(rnd, snap)
         assert_free(snap)
 
 
@@ -843,6 +856,7 @@ SOLO = {
 
 def function_range(exe: Path, pid: int, name: str) -> Tuple[int, int]:
     """[start, end) of function *name* of *exe* as loaded in process *pid* (nm -S, plus the load base)."""
+    require(have("nm"), "nm is not installed (apt-get install binutils)")
     line = next(l for l in subprocess.run(["nm", "-S", str(exe)], capture_output=True, text=True, check=True)
                 .stdout.splitlines() if l.split()[-1] == name)
     offset, size = int(line.split()[0], 16), int(line.split()[1], 16)
