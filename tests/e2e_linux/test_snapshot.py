@@ -544,6 +544,21 @@ def test_blocked_calls_complete_as_if_nothing_happened_and_gdb_sees_the_real_thr
         assert_free(snap)
 
 
+@pytest.mark.parametrize("kind", ["mini", "miniplus", "triage"])
+def test_smaller_kinds_from_a_snapshot_keep_every_threads_backtrace(snap_exe, outdir, kind):
+    """The smaller kinds take stacks (not the heap) around each thread's stack pointer: taken from the
+    snapshot, they are still the real threads' stacks."""
+    with snapshot_target(snap_exe, "--heap", "32") as snap:
+        def dump(pid: int, out: Path) -> Dict[str, object]:
+            return dumplib.create_dump(pid, str(out), kind, snapshot=True).to_dict()
+        rnd = snapshot_round(snap, outdir, 1, 2000, dump)
+        check_result(rnd)
+        check_never_noticed(rnd)
+        check_calls_completed(rnd)
+        check_notes_are_the_real_threads(rnd)
+        check_with_gdb(rnd, snap)
+
+
 def test_core_holds_the_instant_of_the_snapshot_not_what_the_target_wrote_after(snap_exe, outdir):
     with snapshot_target(snap_exe) as snap:
         rnd = snapshot_round(snap, outdir, 7, 500, api_dump(True))
