@@ -1127,6 +1127,38 @@ def test_cli_snapshot_on_a_seccomp_target_exits_11_and_auto_warns(seccomp_exe, o
         assert_unharmed(snap)
 
 
+@pytest.fixture(scope="session")
+def uffd_exe(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory, "uffd_target")
+
+
+@pytest.mark.parametrize("snapshot", [True, "auto"])
+def test_userfaultfd_with_fork_events_never_kills_or_hangs_the_target(uffd_exe, outdir, snapshot):
+    """With UFFD_FEATURE_EVENT_FORK a fork waits in the kernel until the process's own manager thread reads
+    the fork event, and the manager then sees a fork it never made: no snapshot can be taken unnoticed
+    (/proc/PID/fdinfo shows the userfaultfd's features). True refuses and auto falls back (or a snapshot
+    is taken without the manager ever seeing a fork); the target lives, unstopped, its manager serving faults."""
+    require(os.geteuid() == 0, "userfaultfd for this test needs root (vm.unprivileged_userfaultfd)")
+    with snapshot_target(uffd_exe) as snap:
+        try:
+            res = dumplib.create_dump(snap.pid, str(outdir / "u.core"), "full", snapshot=snapshot)
+            taken = res.snapshot
+            assert snapshot == "auto" or taken, res
+        except dumplib.TargetRefused as exc:
+            assert snapshot is True and exc.reason == "snapshot-unavailable", exc
+            taken = False
+        assert snap.proc.poll() is None, f"the target died: exit {snap.proc.returncode}"
+        assert_free(snap)
+        forks, faults, ticks = (int(x) for x in snap.ask("ping").split()[1:])
+        assert forks == 0, f"the target's userfaultfd manager saw {forks} fork event(s): the snapshot's clone()"
+        assert snap.ask("touch") == "touched 85", "the manager no longer serves the target's page faults"
+        time.sleep(0.05)
+        assert int(snap.ask("ping").split()[3]) > ticks, "the target's worker does not run"
+        assert strangers(snap) == [] and children_of(snap.pid) == [], strangers(snap)
+        if not taken and snapshot == "auto":
+            assert res.warnings, res
+
+
 # -- the dumper killed while the snapshot child lives -----------------------------------------------------
 @pytest.mark.parametrize("when", ["head", "memory"])
 def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_the_target_runs(snap_exe, outdir, when):
