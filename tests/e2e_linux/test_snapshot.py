@@ -1127,6 +1127,55 @@ def test_cli_snapshot_on_a_seccomp_target_exits_11_and_auto_warns(seccomp_exe, o
         assert_unharmed(snap)
 
 
+@contextlib.contextmanager
+def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
+    """A cgroup v1 pids cgroup holding *pid*, allowing *room* more tasks than it has: fork and clone fail."""
+    require(os.geteuid() == 0, "making a pids cgroup needs root")
+    root = Path("/sys/fs/cgroup/pids")
+    require((root / "cgroup.procs").exists(), "no cgroup v1 pids controller here")
+    group = root / f"dumplib-snaptest-{pid}"
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "pids.max").write_text(str(int((group / "pids.current").read_text()) + room))
+        yield group
+    finally:
+        for p in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (root / "cgroup.procs").write_text(p)
+        group.rmdir()
+
+
+@pytest.mark.parametrize("call", ["nanosleep", "read", "spin"])
+def test_a_clone_that_fails_puts_the_thread_back_exactly(solo_exe, outdir, call):
+    """A pids cgroup at its limit makes the injected clone() fail (EAGAIN): snapshot=True refuses, and the
+    thread it was tried in completes its call as if nothing had happened."""
+    numbers, ms, expect, least = SOLO[call]
+    with snapshot_target(solo_exe, call, str(ms)) as snap:
+        with pids_cgroup_v1(snap.pid):
+            if call == "spin":
+                time.sleep(0.3)
+            else:
+                deadline = time.monotonic() + 10
+                while (got := blocked_call(snap.pid, snap.pid)) is None or got[0] not in numbers:
+                    assert time.monotonic() < deadline, f"not blocked in {call}: {got}"
+                    time.sleep(0.005)
+            with pytest.raises(dumplib.TargetRefused) as caught:
+                dumplib.create_dump(snap.pid, str(outdir / "p.core"), "full", snapshot=True)
+            assert caught.value.reason == "snapshot-unavailable"
+            assert "clone" in str(caught.value), caught.value  # the clone() was made, and failed
+            assert_free(snap)
+            if call == "read":
+                assert snap.proc.stdin is not None
+                snap.proc.stdin.write("line-of-data\n")
+                snap.proc.stdin.flush()
+                expect = (len("line-of-data\n"), 4242)
+            rep = json.loads(read_line(snap.proc, 30))
+        assert (rep["rc"], rep["errno"]) == expect, f"{call} returned {rep} after a failed clone(); expected {expect}"
+        assert rep["elapsed_ns"] >= least * 1e9 and rep["mask_ok"] == 1 and rep["bad"] == 0, rep
+        assert rep["sigchld"] == 0 and rep["waitpid"] == -1, rep
+
+
 @pytest.fixture(scope="session")
 def uffd_exe(tmp_path_factory) -> Path:
     return _compile(tmp_path_factory, "uffd_target")
