@@ -796,7 +796,7 @@ def test_fifty_snapshots_in_a_row_every_one_correct(snap_exe, outdir):
             rnd = snapshot_round(snap, outdir, number, 500, api_dump(True, sidecar=False))
             try:
                 check_all(rnd, snap)
-                if number % 25 == 0:
+                if number % 5 == 0:  # gdb takes ~0.3 s: every fifth round
                     check_with_gdb(rnd, snap)
             except AssertionError as e:
                 raise AssertionError(f"round {number}: {e}") from e
