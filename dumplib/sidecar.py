@@ -70,6 +70,8 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             "stopped_seconds": report.stopped_seconds,
             "snapshot": report.snapshot,
             "snapshot_bytes": report.snapshot_bytes,
+            # What the writer had to say about this dump (e.g. shared memory read after a snapshot resumed).
+            "warnings": list(report.warnings),
             "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
             "size": st.st_size,
             "raw_size": stored.raw_size,

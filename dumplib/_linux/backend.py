@@ -256,15 +256,16 @@ class LinuxBackend(Backend):
                 head = header + note_bytes
                 if plan.snapshot:
                     snap = _take_snapshot(plan, stopped, mem, regions, pieces, offsets, state_before, warnings)
-                sink.write_at(head, 0)
                 total = sum(p.filesz for p in pieces)
                 if snap is None:
+                    sink.write_at(head, 0)
                     _copy(mem, sink, _pause_checked(stopped, tick), pieces, offsets, total)
                     stopped.check_pause()  # every byte above was read while the target was stopped
                     if not stopped.alive():
                         raise DumpFailed.target_exited(pid)
                 else:
                     stopped.resume_target()  # the target runs on from here; the clone holds its memory
+                    sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
                     snap.copy_rest(sink, tick, pieces, offsets, total)
                     if not snap.intact(stopped):
                         raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"

@@ -234,7 +234,9 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
     # page (or, for hugetlb, allocate a huge page), so pagemap decides what is read.
-    anon = not r.shared and (not r.file_backed or "ht" in r.vmflags)
+    # Not [vdso]: the kernel's code there reads as itself, not zero, though its pages are mapped
+    # only once touched (a core missing one keeps gdb from unwinding through it).
+    anon = not r.shared and (not r.file_backed or "ht" in r.vmflags) and r.path != "[vdso]"
     if not r.readable or "dd" in r.vmflags or "io" in r.vmflags:
         return [Segment(r.start, r.end, flags, r.end, anon, "metadata")]
     is_header = elf_headers.get(r.start, False)
