@@ -159,7 +159,8 @@ class Injector:
         #: A signal that arrived while the call ran: the caller delivers it at detach, like any other.
         self.pending_signal = 0
 
-    def call(self, nr: int, *args: int, on_clone: Optional[Callable[[int], None]] = None) -> int:
+    def call(self, nr: int, *args: int, on_clone: Optional[Callable[[int], None]] = None,
+             timeout: float = STEP_TIMEOUT) -> int:
         """Run syscall *nr* with *args* in the thread and return its result (a negative errno on error).
 
         Every signal is blocked in the thread for the call (a clone child inherits that), so none is
@@ -192,7 +193,7 @@ class Injector:
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
             at_entry = False
             while result is None:
-                event = self._until_syscall_stop(events=True)
+                event = self._until_syscall_stop(events=True, timeout=timeout)
                 if event == libc.PTRACE_EVENT_CLONE:
                     if on_clone is not None:
                         on_clone(_event_message(self.tid))
@@ -224,12 +225,12 @@ class Injector:
         _set_regs(self.tid, self.saved)  # unchanged by the trip; written again so the stop holds them
         _set_sigmask(self.tid, mask)
 
-    def _until_syscall_stop(self, events: bool = False) -> int:
+    def _until_syscall_stop(self, events: bool = False, timeout: float = STEP_TIMEOUT) -> int:
         """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number).
 
         A signal arriving meanwhile is kept for detach and the thread sent on without it."""
         while True:
-            status = _wait_stop(self.tid)
+            status = _wait_stop(self.tid, timeout)
             sig, event = (status >> 8) & 0xFF, (status >> 16) & 0xFF
             if sig == (signal.SIGTRAP | 0x80):
                 return 0

@@ -64,6 +64,13 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
         # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
         if _status(pid, tid).get("Seccomp", "0") == "1":
             return f"thread {tid} runs in seccomp strict mode, which kills the process on the clone() a snapshot needs"
+    uffd = [r for r in regions if r.vmflags & {"um", "uw", "ui"}]
+    if uffd:
+        # A userfaultfd context with UFFD_FEATURE_EVENT_FORK makes any fork wait in the kernel until its
+        # manager (maybe a thread of this very process, now stopped) has read the event: the clone
+        # would never return while the target is held. Whoever holds the context cannot be known.
+        return (f"{len(uffd)} of its mappings are registered with userfaultfd (first at {uffd[0].start:#x}), whose"
+                " manager may have to answer a fork before it can finish")
     early_bytes = sum(pieces[i].filesz for i in early)
     if early_bytes > BEFORE_RESUME_LIMIT:
         return (f"{_mib(early_bytes)} of its memory (MADV_DONTFORK, MADV_WIPEONFORK or private hugetlb) would have"

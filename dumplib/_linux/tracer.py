@@ -266,7 +266,10 @@ class StoppedProcess:
                 except OSError:
                     pass  # it died: the caller finds no snapshot alive and fails the dump
 
-        result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold)
+        # clone() copies the page tables: about 0.01 s per GiB resident here; allow ten times that.
+        rss_gib = int(read_status(self.pid).get("VmRSS", "0 kB").split()[0] or 0) / (1 << 20)
+        result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold,
+                               timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
         if result < 0 or not children or result != children[0]:
             self._drop_snapshot()
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
