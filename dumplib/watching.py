@@ -10,20 +10,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import psutil
 
-from ._backend import get_backend
+from ._backend import TargetEvent, get_backend
 from .api import create_dump
 from .errors import DumpError, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
 from .kinds import DumpKind
-from .placement import PathLike
+from .placement import PathLike, expand_event_token
 from .results import DumpResult
 from .targets import Target, _name_key, resolve_target
 from .triggers import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow, ProcessExit, Sample,
@@ -74,6 +72,8 @@ class Firing:
     value: Optional[float]
     #: Free text about the event (signal name and sender, exception code and address).
     detail: Optional[str] = None
+    #: What the event source caught (signal, exception, exit): it goes to create_dump in the Plan.
+    event: Optional[TargetEvent] = None
 
 
 class EventSource(Protocol):
@@ -102,29 +102,26 @@ HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
 FireCallback = Callable[[int, Firing, HandOver], None]
 
 
-def _event_source(pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
-    backend = get_backend()
-    if any(isinstance(t, ProcessExit) for t in triggers):
-        # At the exit event the process is no longer found by pid (Windows, Wine) or cannot be
-        # handed over (Linux: an exiting task never enters group-stop); create_dump would need to
-        # accept the process the debugger already holds.
-        raise InvalidArgument("ProcessExit is not available yet: create_dump cannot take a process that is already"
-                              " exiting; on Linux, SignalReceived catches a death by signal",
-                              argument="triggers", value="ProcessExit()")
-    if sys.platform == "win32":
-        if any(isinstance(t, SignalReceived) for t in triggers):
-            raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
-                                  value="SignalReceived")
-        from ._windows.debugloop import DebugLoop
+class EventFactory(Protocol):
+    """What answers event triggers on one platform (Backend.watch_events()): a debugger per process,
+    and a way to start a command held before its first instruction so that debugger sees it all."""
 
-        return DebugLoop(pid, triggers, fire)
-    else:
-        if any(isinstance(t, ExceptionRaised) for t in triggers):
-            raise InvalidArgument("ExceptionRaised is Windows only; on Linux use SignalReceived",
-                                  argument="triggers", value="ExceptionRaised")
-        from ._linux.signalwatch import SignalWatcher
+    def source(self, pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
+        """The event source for *pid*; InvalidArgument for a trigger this platform cannot serve."""
 
-        return SignalWatcher(pid, [t for t in triggers if isinstance(t, SignalReceived)], fire)
+    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
+        """Start *argv* held before its first instruction (or as it is, where the platform cannot)."""
+
+    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
+        """Let a command from launch_held run, once its source is attached."""
+
+
+def _event_factory() -> EventFactory:
+    factory = get_backend().watch_events()
+    if factory is None:
+        raise InvalidArgument("this platform cannot watch for signals, exceptions or exit", argument="triggers",
+                              value=None)
+    return factory  # type: ignore[no-any-return]
 
 
 class RateLimit:
@@ -208,7 +205,7 @@ class _Watched:
 
 class _Watcher:
     def __init__(self, triggers: Sequence[Trigger], *, count: int, interval: float, sample_every: float,
-                 rate: Optional[RateLimit], dump: Callable[[int], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
+                 rate: Optional[RateLimit], dump: Callable[[int, Firing], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
                  on_event: Optional[Callable[[WatchEvent], Any]], stop_on_refusal: bool) -> None:
         self.sampled = [t for t in triggers if not t.event]
         self.events = [t for t in triggers if t.event]
@@ -243,7 +240,8 @@ class _Watcher:
             return None
         w = _Watched(proc, name, self.sampled)
         if self.events:
-            w.source = _event_source(proc.pid, self.events, lambda pid, firing, hand: self._on_source(w, firing, hand))
+            w.source = _event_factory().source(proc.pid, self.events,
+                                               lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
             w.source.start()
@@ -259,7 +257,7 @@ class _Watcher:
     def _on_source(self, w: _Watched, firing: Firing, hand_over: HandOver) -> None:
         """An event trigger fired on the source's thread: dump there, while it holds the process."""
         try:
-            self.fire(w, firing, lambda: hand_over(lambda: self.dump(w.pid)))
+            self.fire(w, firing, lambda: hand_over(lambda: self.dump(w.pid, firing)))
         except BaseException as exc:  # surfaced on the main thread, which stops the watch
             self.failure = exc
             self.stop_requested.set()
@@ -323,11 +321,11 @@ class _Watcher:
             if finished or w.dumps >= self.count:
                 w.finished = True
 
-    def take_for(self, w: _Watched) -> Callable[[], DumpResult]:
+    def take_for(self, w: _Watched, firing: Firing) -> Callable[[], DumpResult]:
         if w.source is None:
-            return lambda: self.dump(w.pid)
+            return lambda: self.dump(w.pid, firing)
         source = w.source
-        return lambda: source.dump_now(lambda: self.dump(w.pid))
+        return lambda: source.dump_now(lambda: self.dump(w.pid, firing))
 
     def tick(self, w: _Watched) -> None:
         """Sample one process and fire the first sampled trigger that has held long enough."""
@@ -350,7 +348,8 @@ class _Watcher:
                 # CPU is an average over the last period: it has held since that period began.
                 since = w.held_since[i] = now - (self.sample_every if trig.seconds else 0.0)
             if now - since + 1e-6 >= trig.seconds and now >= w.quiet_until:
-                self.fire(w, Firing(trig, value), self.take_for(w))
+                firing = Firing(trig, value)
+                self.fire(w, firing, self.take_for(w, firing))
                 for j in w.held_since:
                     w.held_since[j] = None  # the next dump needs the condition to hold anew
                 return
@@ -375,13 +374,11 @@ def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
     return out
 
 
-def _launch(argv: Sequence[str], suspended: bool) -> subprocess.Popen:  # type: ignore[type-arg]
+def _launch(argv: Sequence[str], held: bool) -> "subprocess.Popen[bytes]":
     if not argv:
         raise InvalidArgument("launch needs a command", argument="launch", value=list(argv))
-    if suspended and sys.platform.startswith("linux"):
-        from ._linux.signalwatch import launch_stopped
-
-        return launch_stopped(list(argv))
+    if held:
+        return _event_factory().launch_held(list(argv))
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
@@ -438,8 +435,10 @@ def watch(
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
 
-    def dump(pid: int) -> DumpResult:
-        return create_dump(pid, path, kind, **dump_options)
+    def dump(pid: int, firing: Firing) -> DumpResult:
+        event = firing.event
+        label = event.label if event is not None else firing.trigger.token()
+        return create_dump(pid, expand_event_token(path, label), kind, _event=event, **dump_options)
 
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
@@ -448,11 +447,11 @@ def watch(
     launched = None
     try:
         if launch is not None:
-            launched = _launch(launch, suspended=bool(watcher.events))
+            launched = _launch(launch, held=bool(watcher.events))
             proc = psutil.Process(launched.pid)
             watcher.add(proc, os.path.basename(launch[0]))
-            if watcher.events and sys.platform != "win32":
-                os.kill(launched.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
+            if watcher.events:
+                _event_factory().let_run(launched)  # attached before its first instruction: now let it run
         elif target is not None:
             info = resolve_target(target)
             watcher.add(psutil.Process(info.pid), info.name)

@@ -34,7 +34,7 @@ from ..kinds import (
     windows_mask,
 )
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import without_snapshot, Backend, Plan, Tick, WriteReport
+from .._backend import without_snapshot, Backend, Plan, TargetEvent, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
 from ._common import (
     ERROR_ACCESS_DENIED,
@@ -160,7 +160,8 @@ class WindowsBackend(Backend):
         self._take_dump_access(pid, held)
         file = wrappers.create_new_file(temp_path)
         with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
-            used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings, monitor)
+            used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings, monitor,
+                                          plan.event)
             monitor.raise_if_abandoned()
             kernel32.FlushFileBuffers(file)
         # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
@@ -183,6 +184,11 @@ class WindowsBackend(Backend):
             raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
         wrappers.close_handle(held.handle)
         held.handle, held.access = handle, DUMP_ACCESS
+
+    def watch_events(self) -> Any:
+        from .debugloop import WindowsEvents  # only a watcher needs it
+
+        return WindowsEvents()
 
     def open_private(self, path: str) -> int:
         import msvcrt
@@ -330,7 +336,7 @@ def _comment_stream(comment: Optional[str], signature: str) -> str:
 
 def _write_dump(
     process: int, pid: int, file: int, mask: int, comment: Optional[str], signature: str, warnings: List[str],
-    monitor: "_Monitor",
+    monitor: "_Monitor", event: Optional[TargetEvent] = None,
 ) -> Tuple[int, float]:
     """Call MiniDumpWriteDump, retrying a partial copy and dropping flags this dbghelp lacks.
 
@@ -348,7 +354,7 @@ def _write_dump(
         try:
             with DBGHELP_LOCK:
                 try:
-                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, exception_param(), ctypes.byref(streams),
+                    dbghelp.MiniDumpWriteDump(process, pid, file, mask, exception_param(event), ctypes.byref(streams),
                                               ctypes.byref(callback))
                 finally:
                     suspended += time.monotonic() - began

@@ -12,13 +12,14 @@ import sys
 
 assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
 
-import contextvars
 import ctypes
+import subprocess
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
-from ..errors import AccessDenied, DumpFailed
-from ..triggers import ExceptionRaised, ProcessExit, Trigger
+from .._backend import TargetEvent
+from ..errors import AccessDenied, DumpFailed, InvalidArgument
+from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from ._common import Win32Error
 
@@ -28,15 +29,12 @@ WAIT_SLICE_MS = 100
 PATIENCE = 10.0
 
 
-#: The exception a dump is being taken for, on the debugger thread that takes it: the Windows
-#: backend passes it to MiniDumpWriteDump as its ExceptionParam (see exception_param()).
-_EXCEPTION: "contextvars.ContextVar[Optional[Any]]" = contextvars.ContextVar("dumplib_exception", default=None)
-
-
-def exception_param() -> Optional[Any]:
-    """A pointer to the MINIDUMP_EXCEPTION_INFORMATION of the exception being dumped on this thread, or None."""
-    held = _EXCEPTION.get()
-    return None if held is None else ctypes.byref(held.info)
+def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
+    """MiniDumpWriteDump's ExceptionParam for a dump taken at *event*: a pointer to its
+    MINIDUMP_EXCEPTION_INFORMATION, or None (no event, or not an exception)."""
+    if event is None or event.kind != "exception" or not isinstance(event.raw, _ExceptionParam):
+        return None
+    return ctypes.byref(event.raw.info)
 
 
 class _ExceptionParam:
@@ -157,23 +155,18 @@ class DebugLoop:
                     param: Optional[_ExceptionParam] = _ExceptionParam(record, event.dwThreadId)
                 except Win32Error:
                     param = None  # the dump is still worth taking, without its exception stream
+                seen = TargetEvent("exception", tid=event.dwThreadId, code=exc_code, address=record.ExceptionAddress,
+                                   first_chance=first, raw=param)
                 self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress,
-                                                               event.dwThreadId), param)
+                                                               event.dwThreadId), seen)
                 break
         return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
 
-    def _fire(self, trigger: Trigger, value: float, detail: str, param: "Optional[_ExceptionParam]" = None) -> None:
+    def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None) -> None:
         from ..watching import Firing
 
-        def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
-            # The target is frozen until this event is continued: the dump runs right here.
-            token = _EXCEPTION.set(param)
-            try:
-                return take()
-            finally:
-                _EXCEPTION.reset(token)
-
-        self.fire(self.pid, Firing(trigger, value, detail), hand_over)
+        # The target is frozen until this event is continued: the dump runs right here.
+        self.fire(self.pid, Firing(trigger, value, detail, event), lambda take: take())
 
 
 def _close(handle: Optional[int]) -> None:
@@ -182,3 +175,20 @@ def _close(handle: Optional[int]) -> None:
             dbg.CloseHandle(handle)
         except Win32Error:
             pass
+
+
+class WindowsEvents:
+    """watching's event factory on Windows (Backend.watch_events): a debug loop per process for
+    ExceptionRaised and ProcessExit. A launched command starts as it is (not suspended yet)."""
+
+    def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> DebugLoop:  # type: ignore[type-arg]
+        if any(isinstance(t, SignalReceived) for t in triggers):
+            raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
+                                  value="SignalReceived")
+        return DebugLoop(pid, triggers, fire)
+
+    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
+        return subprocess.Popen(argv)
+
+    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
+        pass
