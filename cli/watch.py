@@ -164,7 +164,7 @@ def watch(
     exception: Optional[str] = typer.Option(None, "--exception", "-e", help="Windows: 'any' or codes like 0xC0000005,0xE06D7363."),
     first_chance: bool = typer.Option(False, "--first-chance", help="--exception fires on first-chance exceptions too."),
     signals: Optional[str] = typer.Option(None, "--signal", help="Linux: dump before these signals act, e.g. SEGV,TERM."),
-    on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends (Windows)."),
+    on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends, with its threads and memory (ProcDump -t)."),
     count: int = typer.Option(1, "--count", "-n", help="Dumps per process before it is no longer watched."),
     interval: float = typer.Option(10.0, "--interval", "-s", help="Seconds between two dumps of one process."),
     sample_every: float = typer.Option(1.0, "--sample-every", help="Seconds between two looks at the figures."),
