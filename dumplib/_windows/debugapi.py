@@ -110,6 +110,9 @@ DebugSetProcessKillOnExit = _proto("DebugSetProcessKillOnExit", wt.BOOL, [wt.BOO
 WaitForDebugEvent = _proto("WaitForDebugEvent", wt.BOOL, [ctypes.POINTER(DEBUG_EVENT), wt.DWORD])
 ContinueDebugEvent = _proto("ContinueDebugEvent", wt.BOOL, [wt.DWORD, wt.DWORD, wt.DWORD], check_bool)
 CloseHandle = _proto("CloseHandle", wt.BOOL, [wt.HANDLE], check_bool)
+# FALSE is an answer here (the memory is gone), not an error: the caller reads the result.
+ReadProcessMemory = _proto("ReadProcessMemory", wt.BOOL,
+                           [wt.HANDLE, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)])
 
 THREAD_GET_CONTEXT = 0x0008
 THREAD_QUERY_INFORMATION = 0x0040

@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable, List, Optional, Sequence
 
 from .._backend import TargetEvent
-from ..errors import AccessDenied, DumpFailed, InvalidArgument
+from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from ._common import Win32Error
@@ -75,6 +75,9 @@ class DebugLoop:
         self._error: Optional[BaseException] = None
         self._ended = False
         self._seen_attach_breakpoint = False
+        #: The process handle and image base from CREATE_PROCESS_DEBUG_EVENT (Windows closes the handle itself).
+        self._process: Optional[int] = None
+        self._image_base: Optional[int] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-debug-{pid}", daemon=True)
 
     # -- the watcher's side --------------------------------------------------------------------
@@ -130,16 +133,42 @@ class DebugLoop:
         code = event.dwDebugEventCode
         if code == dbg.CREATE_PROCESS_DEBUG_EVENT:
             _close(event.u.CreateProcessInfo.hFile)
+            self._process = event.u.CreateProcessInfo.hProcess
+            self._image_base = event.u.CreateProcessInfo.lpBaseOfImage
         elif code == dbg.LOAD_DLL_DEBUG_EVENT:
             _close(event.u.LoadDll.hFile)
         elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
-            for trigger in self.on_exit:
-                detail = f"exit code {event.u.ExitProcess.dwExitCode}"
-                self._fire(trigger, float(event.u.ExitProcess.dwExitCode), detail)
+            self._on_exit(event)
             self._ended = True  # Windows ends the debugging session with this event
         elif code == dbg.EXCEPTION_DEBUG_EVENT:
             return self._on_exception(event)
         return dbg.DBG_CONTINUE
+
+    def _on_exit(self, event: dbg.DEBUG_EVENT) -> None:
+        """EXIT_PROCESS_DEBUG_EVENT: the last moment a debugger sees the process. Windows reports it
+        before it cleans the address space (the process is frozen until this event is continued),
+        so the dump is taken here, as ProcDump -t does. Wine unmaps the memory first: then there is
+        nothing to dump, and the watcher is told so instead of a dump that would fail half-way."""
+        if not self.on_exit:
+            return
+        exit_code = event.u.ExitProcess.dwExitCode
+        seen = TargetEvent("exit", tid=event.dwThreadId, code=exit_code)
+        readable = self._memory_readable()
+        detail = f"exit code {exit_code}" + ("" if readable else "; its address space is already gone")
+        for trigger in self.on_exit:
+            self._fire(trigger, float(exit_code), detail, seen, gone=None if readable else (
+                f"process {self.pid} ended (exit code {exit_code}) and its memory was already released when the"
+                " exit was reported to the debugger, so there is nothing to dump (Wine releases it before"
+                " EXIT_PROCESS_DEBUG_EVENT; Windows keeps it until the debugger continues)"))
+
+    def _memory_readable(self) -> bool:
+        """Whether the image's first page still reads through the debugger's own process handle."""
+        if not self._process or not self._image_base:
+            return True  # nothing to probe with: let the dump try
+        buf = ctypes.create_string_buffer(2)
+        got = ctypes.c_size_t()
+        return bool(dbg.ReadProcessMemory(self._process, self._image_base, buf, 2, ctypes.byref(got))) and \
+            got.value == 2
 
     def _on_exception(self, event: dbg.DEBUG_EVENT) -> int:
         info = event.u.Exception
@@ -162,11 +191,16 @@ class DebugLoop:
                 break
         return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
 
-    def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None) -> None:
+    def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None,
+              gone: Optional[str] = None) -> None:
         from ..watching import Firing
 
-        # The target is frozen until this event is continued: the dump runs right here.
-        self.fire(self.pid, Firing(trigger, value, detail, event), lambda take: take())
+        def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
+            if gone is not None:
+                raise ProcessNotFound(self.pid, gone)  # reported as a failed dump; watching goes on
+            return take()  # the target is frozen until this event is continued: the dump runs right here
+
+        self.fire(self.pid, Firing(trigger, value, detail, event), hand_over)
 
 
 def _close(handle: Optional[int]) -> None:
