@@ -115,13 +115,21 @@ class EventFactory(Protocol):
     def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
         """Let a command from launch_held run, once its source is attached."""
 
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        """User + system CPU seconds of *pid* where psutil's figure is wrong (Wine's GetProcessTimes
+        never advances); None: use psutil's."""
+
 
 def _event_factory() -> EventFactory:
-    factory = get_backend().watch_events()
+    factory = _platform_support()
     if factory is None:
         raise InvalidArgument("this platform cannot watch for signals, exceptions or exit", argument="triggers",
                               value=None)
-    return factory  # type: ignore[no-any-return]
+    return factory
+
+
+def _platform_support() -> Optional[EventFactory]:
+    return get_backend().watch_events()  # type: ignore[no-any-return]
 
 
 class RateLimit:
@@ -147,8 +155,10 @@ class RateLimit:
 class _Sampler:
     """Figures of one process from psutil; CPU as the share of wall time since the last sample."""
 
-    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str]) -> None:
+    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str],
+                 cpu_seconds: Optional[Callable[[int], Optional[float]]] = None) -> None:
         self.proc = proc
+        self.cpu_seconds = cpu_seconds
         self.extra_memory = tuple(m for m in extra_memory if m not in ("default", "rss"))
         self.wants_rss = "rss" in extra_memory
         self._last: Optional[Tuple[float, float]] = None
@@ -157,9 +167,11 @@ class _Sampler:
     def sample(self) -> Sample:
         proc = self.proc
         with proc.oneshot():
-            times = proc.cpu_times()
+            used = self.cpu_seconds(proc.pid) if self.cpu_seconds is not None else None
+            if used is None:
+                times = proc.cpu_times()
+                used = times.user + times.system
             now = time.monotonic()
-            used = times.user + times.system
             cpu = None
             if self._last is not None and now > self._last[0]:
                 cpu = max(0.0, 100.0 * (used - self._last[1]) / (now - self._last[0]))
@@ -188,7 +200,8 @@ class _Watched:
         self.pid = proc.pid
         self.name = name
         measures = [getattr(t, "measure_name", "default") for t in sampled]
-        self.sampler = _Sampler(proc, measures)
+        support = _platform_support() if any(isinstance(t, (CpuAbove, CpuBelow)) for t in sampled) else None
+        self.sampler = _Sampler(proc, measures, support.cpu_seconds if support is not None else None)
         self.held_since: Dict[int, Optional[float]] = {i: None for i in range(len(sampled))}
         self.dumps = 0
         self.quiet_until = 0.0

@@ -15,7 +15,8 @@ assert sys.platform == "win32"  # Windows only (and mypy checks this module only
 import ctypes
 import subprocess
 import threading
-from typing import Any, Callable, List, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .._backend import TargetEvent
 from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
@@ -221,8 +222,60 @@ class WindowsEvents:
                                   value="SignalReceived")
         return DebugLoop(pid, triggers, fire)
 
+    def __init__(self) -> None:
+        self._times = _CpuTable()
+
     def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
         return subprocess.Popen(argv)
 
     def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
         pass
+
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        """User + kernel seconds of process *pid* (None: not listed), from the system's process table."""
+        return self._times.seconds(pid)
+
+
+#: A table read this recently answers again: watching every process of a name samples them all at once.
+CPU_TABLE_FRESH = 0.05
+_CPU_BUFFER_START = 256 << 10
+_CPU_BUFFER_MAX = 64 << 20
+
+
+class _CpuTable:
+    """NtQuerySystemInformation(SystemProcessInformation): every process's CPU times in one call."""
+
+    def __init__(self) -> None:
+        self._buffer = ctypes.create_string_buffer(_CPU_BUFFER_START)
+        self._table: Dict[int, float] = {}
+        self._read_at = -1.0
+
+    def seconds(self, pid: int) -> Optional[float]:
+        if time.monotonic() - self._read_at > CPU_TABLE_FRESH:
+            self._table = self._read()
+            self._read_at = time.monotonic()
+        return self._table.get(pid)
+
+    def _read(self) -> Dict[int, float]:
+        needed = ctypes.c_ulong()
+        while True:
+            status = dbg.NtQuerySystemInformation(dbg.SystemProcessInformation, self._buffer, len(self._buffer),
+                                                  ctypes.byref(needed)) & 0xFFFFFFFF
+            if status != dbg.STATUS_INFO_LENGTH_MISMATCH:
+                break
+            size = max(len(self._buffer) * 2, needed.value + (64 << 10))
+            if size > _CPU_BUFFER_MAX:
+                return {}
+            self._buffer = ctypes.create_string_buffer(size)  # processes came and went: ask again
+        if status != 0:
+            return {}
+        table: Dict[int, float] = {}
+        base, offset, end = ctypes.addressof(self._buffer), 0, len(self._buffer)
+        head = ctypes.sizeof(dbg.SYSTEM_PROCESS_INFORMATION)
+        while offset + head <= end:
+            entry = dbg.SYSTEM_PROCESS_INFORMATION.from_address(base + offset)
+            table[entry.UniqueProcessId or 0] = (entry.UserTime + entry.KernelTime) / 1e7
+            if not entry.NextEntryOffset:
+                break
+            offset += entry.NextEntryOffset
+        return table

@@ -1,14 +1,17 @@
-"""dumplib.watch's exit dump on Windows, checked inside a Windows python.exe against a real process.
+"""dumplib.watch on Windows (its exit dump, its CPU figures), checked inside a Windows python.exe.
 
 Runs on real Windows (.github/workflows/windows.yml). Under Wine it skips as "real Windows only":
 Wine releases the memory before it reports EXIT_PROCESS_DEBUG_EVENT, which
 tests/e2e_wine/test_watch_exit_wine.py checks from the other side (the watcher says so; no dump).
 """
+import ctypes
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -53,3 +56,29 @@ def test_a_process_exit_is_dumped_at_exit_process_and_the_parent_still_sees_its_
     assert dump.pid == pid and dump.modules
     with open(results[0].path, "rb") as f:
         assert f"EXIT-MARKER-{pid}".encode() in f.read()  # the memory as it was at the exit
+
+
+def test_the_process_table_head_has_ntdlls_offsets_for_this_bitness():
+    from dumplib._windows import debugapi as dbg
+
+    spi = dbg.SYSTEM_PROCESS_INFORMATION
+    wide = ctypes.sizeof(ctypes.c_void_p) == 8
+    assert (spi.UserTime.offset, spi.KernelTime.offset) == (0x28, 0x30)
+    assert spi.UniqueProcessId.offset == (0x50 if wide else 0x44)
+
+
+def test_cpu_seconds_from_the_process_table_advance_while_this_process_burns():
+    """What the CPU triggers read on Windows: it must move under Wine too, where GetProcessTimes does not."""
+    from dumplib._windows.debugloop import WindowsEvents
+
+    support = WindowsEvents()
+    before = support.cpu_seconds(os.getpid())
+    began, cpu = time.monotonic(), time.thread_time()
+    while time.monotonic() - began < 1.0:
+        pass
+    burned = time.thread_time() - cpu
+    time.sleep(0.1)  # past the table's freshness window
+    after = support.cpu_seconds(os.getpid())
+    assert before is not None and after is not None
+    assert after - before >= 0.5 * burned > 0, (before, after, burned)
+    assert support.cpu_seconds(0xFFFFFFF0) is None
