@@ -64,8 +64,12 @@ WNOHANG = 1
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
-#: How often the tracer thread looks for stops (it polls: a blocking wait could not be stopped).
+#: How often the tracer thread looks for stops when the process is quiet (it polls: a blocking
+#: wait could not be stopped). After a stop it looks again at once, then backs off from
+#: POLL_BUSY_SECONDS: every clone and thread exit stops a thread until it is seen, and a process
+#: that starts threads by the thousand would otherwise wait up to 50 ms for each.
 POLL_SECONDS = 0.05
+POLL_BUSY_SECONDS = 0.0005
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
 
@@ -230,10 +234,14 @@ class SignalWatcher:
             return
         self._started.set()
         try:
+            nap = POLL_SECONDS
             while not self._stop.is_set() and not self._ended:
                 self._serve_requests()
-                if not self._poll_once():
-                    time.sleep(POLL_SECONDS)
+                if self._poll_once():
+                    nap = POLL_BUSY_SECONDS
+                    continue
+                time.sleep(nap)
+                nap = min(nap * 2, POLL_SECONDS)
         finally:
             self._release_all()
             self._ended = True
@@ -341,6 +349,9 @@ class SignalWatcher:
     # -- exit ----------------------------------------------------------------------------------
     def _on_exit(self, tid: int) -> None:
         """*tid* stopped at PTRACE_EVENT_EXIT: if the whole process is ending, dump it now, in place."""
+        if len(self.tids) > 1 and _syscall_at_exit(tid) == _SYS_EXIT:
+            self._resume(tid, 0)  # exit(2) ends one thread (pthread_exit); the process runs on, nobody stopped
+            return
         status = self._event_message(tid)
         exiting, alive = self._exiting_with(tid)
         if alive or not self.on_exit:
@@ -608,6 +619,16 @@ def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
     return f"{name} to thread {tid}, code {code}, address 0x{addr:x}"
 
 
+def _syscall_at_exit(tid: int) -> Optional[int]:
+    """The system call a thread in its exit stop entered (orig_rax): exit, exit_group, or the call
+    a fatal signal interrupted (None: unreadable)."""
+    try:
+        regs = _getregset(tid, libc.NT_PRSTATUS, 27 * 8)
+    except OSError:
+        return None
+    return int.from_bytes(regs[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+
+
 def _fault_address(sig: int, info: bytes) -> Optional[int]:
     """si_addr of a fault the kernel raised (si_code > 0); None for a signal a process sent."""
     if sig not in _FAULT_SIGNALS or len(info) < 24 or int.from_bytes(info[8:12], "little", signed=True) <= 0:
@@ -647,11 +668,7 @@ class HeldAtExit:
         """The thread that ended the process (in exit_group, or exit as the last thread); else the
         leader if it is among them, else the first thread seen at its exit."""
         for t in self.tids:
-            try:
-                regs = _getregset(t, libc.NT_PRSTATUS, 27 * 8)
-            except OSError:
-                continue
-            if int.from_bytes(regs[_ORIG_RAX:_ORIG_RAX + 8], "little") in (_SYS_EXIT, _SYS_EXIT_GROUP):
+            if _syscall_at_exit(t) in (_SYS_EXIT, _SYS_EXIT_GROUP):
                 return t
         return self.pid if self.pid in self.tids else self.tids[0]
 

@@ -21,7 +21,7 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import gdb, have
+from linuxrig import build_c, gdb, have
 
 HERE = Path(__file__).resolve().parent
 
@@ -215,6 +215,50 @@ def test_on_exit_through_the_command_leaves_the_exit_status_to_the_parent(exit_e
     out = gdb(str(exit_exe), dumped[0]["result"]["path"], "info threads")
     threads = prstatus_pids(notes_of(dumped[0]["result"]["path"]))
     assert current_lwp(out) == threads[0] == c.tid and len(threads) == 3, (out, threads)
+
+
+CHURN_C = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+static void *nothing(void *a) { return a; }
+int main(int argc, char **argv) {
+    char line[16];
+    printf("{\"pid\": %d, \"tid\": %d}\n", getpid(), getpid());
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < atoi(argv[1]); i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, nothing, NULL);
+        pthread_join(t, NULL);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.6f\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+    fflush(stdout);
+    exit(0);
+}
+"""
+
+
+@pytest.mark.parametrize("trigger", ["signal", "exit"])
+def test_a_process_starting_threads_by_the_hundred_is_not_held_back_by_the_watcher(tmp_path: Path, outdir: Path,
+                                                                                   trigger: str) -> None:
+    """Each thread's start (and, with ProcessExit, its end) stops it until the watcher sees the stop:
+    right after a stop the watcher looks again at once. Polling every 50 ms cost 30 ms a thread."""
+    exe = build_c(tmp_path, "dlw-churn", CHURN_C)
+    threads = 300
+    watched = dumplib.SignalReceived("USR2") if trigger == "signal" else dumplib.ProcessExit()
+    with child([str(exe), str(threads)]) as c:
+        c.say_later(0.8)
+        dumplib.watch(c.pid, watched, path=outdir, timeout=30)
+        assert c.proc.stdout is not None
+        took = float(c.proc.stdout.readline())
+        assert c.proc.wait(10) == 0
+    assert took < 3.0, f"{threads} threads took {took:.2f} s under the watcher ({1000 * took / threads:.1f} ms each)"
 
 
 # -- a signal, against the kernel's own core ---------------------------------------------------------------
