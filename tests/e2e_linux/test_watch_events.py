@@ -200,6 +200,19 @@ def test_sigkill_is_caught_at_exit_on_this_kernel(exit_exe: Path, outdir: Path) 
     assert first_prstatus(notes_of(results[0].path))["cursig"] == signal.SIGKILL
 
 
+def test_max_pause_bounds_how_long_the_exit_waits_for_its_dump(exit_exe: Path, outdir: Path) -> None:
+    """The process is ending, but its parent waits for the status: a dump slower than max_pause is
+    abandoned, nothing is left, and the exit goes on with its own code."""
+    events: List[dumplib.WatchEvent] = []
+    with child([str(exit_exe), "main"]) as c:
+        c.say_later(0.8)
+        with pytest.raises(dumplib.DumpFailed) as caught:
+            watch_exit(c.pid, outdir, events, max_pause=0.000001)
+        assert c.proc.wait(10) == 3
+    assert caught.value.details().get("reason") == "max-pause", caught.value.details()
+    assert list(outdir.iterdir()) == []
+
+
 def test_on_exit_through_the_command_leaves_the_exit_status_to_the_parent(exit_exe: Path, outdir: Path) -> None:
     with child([str(exit_exe), "thread"]) as c:
         cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(c.pid), str(outdir), "--on-exit",
