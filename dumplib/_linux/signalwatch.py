@@ -353,8 +353,8 @@ class SignalWatcher:
             self._resume(tid, 0)  # exit(2) ends one thread (pthread_exit); the process runs on, nobody stopped
             return
         status = self._event_message(tid)
-        exiting, alive = self._exiting_with(tid)
-        if alive or not self.on_exit:
+        exiting, alive, undecided = self._exiting_with(tid)
+        if alive or undecided or not self.on_exit:
             # One thread ending alone (pthread_exit), or several at once while others run on.
             for t in exiting:
                 self._resume(t, 0)
@@ -377,15 +377,18 @@ class SignalWatcher:
             for t in exiting:  # the exit goes on as if nobody had looked: the parent sees its status
                 self._resume(t, 0)
 
-    def _exiting_with(self, tid: int) -> Tuple[List[int], Dict[int, int]]:
-        """Which threads are ending with *tid* (each in its own exit stop, held) and which run on
-        (interrupted to find out; their stop's status, to be handled as usual once this is done).
+    def _exiting_with(self, tid: int) -> Tuple[List[int], Dict[int, int], bool]:
+        """Which threads are ending with *tid* (each in its own exit stop, held), which run on
+        (interrupted to find out; their stop's status, to be handled as usual once this is done),
+        and whether a thread did not stop in time (then nothing is decided and all run on: its
+        interrupt is answered later, like any other stop).
 
         In a group exit (exit_group, a fatal signal, SIGKILL) every other thread already has its
         SIGKILL when the first exit stop is seen, and the kernel takes a group exit before any
         ptrace trap, so each reports its own exit stop; a live thread reports the interrupt."""
         exiting = [tid]
         alive: Dict[int, int] = {}
+        undecided = False
         others = [t for t in self.tids if t != tid]
         for t in others:
             try:
@@ -399,14 +402,14 @@ class SignalWatcher:
                 self._forget(t)
                 continue
             if st is None:
-                raise DumpFailed(f"thread {t} of process {self.pid} did not stop", pid=self.pid)
-            if os.WIFEXITED(st) or os.WIFSIGNALED(st):
+                undecided = True  # asleep where no interrupt reaches (a vfork parent): not ending
+            elif os.WIFEXITED(st) or os.WIFSIGNALED(st):
                 self._forget(t)
             elif os.WIFSTOPPED(st) and st >> 16 == PTRACE_EVENT_EXIT:
                 exiting.append(t)
             else:
                 alive[t] = st
-        return exiting, alive
+        return exiting, alive, undecided
 
     def _event_message(self, tid: int) -> int:
         msg = ctypes.c_ulong()
