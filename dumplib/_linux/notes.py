@@ -130,8 +130,9 @@ def event_signal(event: "Optional[TargetEvent]") -> int:
 
 def event_siginfo(event: "Optional[TargetEvent]") -> bytes:
     """NT_SIGINFO's 128 bytes: the siginfo_t the watcher read at the signal-delivery-stop (what the
-    kernel's core writer copies); for a death by signal seen at exit only si_signo is known."""
-    if event is not None and event.kind == "signal" and isinstance(event.raw, bytes) and event.raw:
+    kernel's core writer copies), for a signal about to act or the one a process died of; for a
+    death the watcher did not see delivered (SIGKILL) only si_signo is known."""
+    if event is not None and event.kind in ("signal", "exit") and isinstance(event.raw, bytes) and event.raw:
         return event.raw[:SIGINFO_SIZE].ljust(SIGINFO_SIZE, b"\0")
     return struct.pack("<i", event_signal(event)).ljust(SIGINFO_SIZE, b"\0")
 

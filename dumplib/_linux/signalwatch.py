@@ -182,6 +182,9 @@ class SignalWatcher:
         self._handing_over = False
         #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
         self._held: Dict[int, int] = {}
+        #: With ProcessExit: the last signal each thread was given and its siginfo, so a death by
+        #: signal is dumped with the thread it struck first and the siginfo the kernel's core holds.
+        self._last_signal: Dict[int, Tuple[int, bytes]] = {}
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-signals-{pid}", daemon=True)
@@ -333,6 +336,8 @@ class SignalWatcher:
                 return
         trigger = next((t for t in self.triggers if sig in t.signals), None)
         if trigger is None:
+            if self.on_exit:
+                self._last_signal[tid] = (sig, self._get_siginfo(tid))
             self._resume(tid, sig)
             return
         siginfo = self._get_siginfo(tid)
@@ -362,10 +367,12 @@ class SignalWatcher:
                 self._on_status(t, st)
             return
         held = HeldAtExit(self.pid, exiting)
-        first = held.initiator()
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        event = TargetEvent("exit", tid=first, code=code, signal=sig, held=held)
+        struck = [t for t in exiting if sig and self._last_signal.get(t, (0, b""))[0] == sig]
+        first = struck[0] if struck else held.initiator()
+        siginfo = self._last_signal[first][1] if struck else None
+        event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
         from ..watching import Firing
 
         detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
@@ -551,6 +558,7 @@ class SignalWatcher:
         if tid in self.tids:
             self.tids.remove(tid)
         self.redeliver.pop(tid, None)
+        self._last_signal.pop(tid, None)
         if tid == self.pid or not self.tids:
             self._ended = True
 

@@ -275,10 +275,13 @@ def test_a_process_starting_threads_by_the_hundred_is_not_held_back_by_the_watch
 
 
 # -- a signal, against the kernel's own core ---------------------------------------------------------------
+@pytest.mark.parametrize("at", ["signal", "exit"])
 def test_a_core_taken_at_sigsegv_holds_the_siginfo_the_kernels_own_core_holds(segv_exe: Path, outdir: Path,
-                                                                               tmp_path: Path) -> None:
-    """One crash, two cores: ours at the signal-delivery-stop, then the kernel's when the re-delivered
-    SIGSEGV kills the program. The faulting thread is not the main one."""
+                                                                               tmp_path: Path, at: str) -> None:
+    """One crash, two cores: ours, then the kernel's when SIGSEGV kills the program. Ours is taken at
+    the signal-delivery-stop (SignalReceived; the signal is then re-delivered), or at the exit the
+    signal causes (ProcessExit; the watcher kept the siginfo it saw delivered). The faulting thread
+    is not the main one."""
     require(os.geteuid() == 0, "setting kernel.core_pattern needs root")
     require(have("eu-readelf"), "eu-readelf is not installed (apt-get install elfutils)")
     kdir = tmp_path / "kcore"
@@ -294,8 +297,8 @@ def test_a_core_taken_at_sigsegv_holds_the_siginfo_the_kernels_own_core_holds(se
             f.write(str(kdir / "core.%p"))
         with child([str(segv_exe), "--segv-thread"], preexec=unlimited_core) as c:
             c.say_later(0.8)
-            results = dumplib.watch(c.pid, dumplib.SignalReceived("SEGV"), path=outdir / "crash-EXCEPTIONCODE.core",
-                                    kind="full", timeout=20)
+            trigger = dumplib.SignalReceived("SEGV") if at == "signal" else dumplib.ProcessExit()
+            results = dumplib.watch(c.pid, trigger, path=outdir / "crash-EXCEPTIONCODE.core", kind="full", timeout=20)
             assert c.proc.wait(10) == -signal.SIGSEGV
     finally:
         with open(pattern_file, "w") as f:
