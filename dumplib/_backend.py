@@ -217,8 +217,9 @@ class Backend(abc.ABC):
         The pipeline calls it exactly once per check_target, in a finally, whatever happened."""
 
     def watch_events(self) -> Any:
-        """What answers a watcher's event triggers (signals, exceptions, exit) here: a
-        watching.EventFactory, imported only when asked; None where the platform has none."""
+        """What watching needs from this platform (a watching.WatchSupport): the debugger answering
+        event triggers (signals, exceptions, exit), held launches, CPU figures; imported only when
+        asked. None where the platform has none."""
         return None
 
 

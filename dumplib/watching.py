@@ -102,9 +102,10 @@ HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
 FireCallback = Callable[[int, Firing, HandOver], None]
 
 
-class EventFactory(Protocol):
-    """What answers event triggers on one platform (Backend.watch_events()): a debugger per process,
-    and a way to start a command held before its first instruction so that debugger sees it all."""
+class WatchSupport(Protocol):
+    """What watching needs from one platform (Backend.watch_events()): a debugger per process for
+    the event triggers, a way to start a command held before its first instruction so that debugger
+    sees it all, and CPU figures where psutil's are wrong."""
 
     def source(self, pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
         """The event source for *pid*; InvalidArgument for a trigger this platform cannot serve."""
@@ -120,7 +121,7 @@ class EventFactory(Protocol):
         never advances); None: use psutil's."""
 
 
-def _event_factory() -> EventFactory:
+def _event_support() -> WatchSupport:
     factory = _platform_support()
     if factory is None:
         raise InvalidArgument("this platform cannot watch for signals, exceptions or exit", argument="triggers",
@@ -128,7 +129,7 @@ def _event_factory() -> EventFactory:
     return factory
 
 
-def _platform_support() -> Optional[EventFactory]:
+def _platform_support() -> Optional[WatchSupport]:
     return get_backend().watch_events()  # type: ignore[no-any-return]
 
 
@@ -255,7 +256,7 @@ class _Watcher:
             return None
         w = _Watched(proc, name, self.sampled)
         if self.events:
-            w.source = _event_factory().source(proc.pid, self.events,
+            w.source = _event_support().source(proc.pid, self.events,
                                                lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
@@ -395,7 +396,7 @@ def _launch(argv: Sequence[str], held: bool) -> "subprocess.Popen[bytes]":
     if not argv:
         raise InvalidArgument("launch needs a command", argument="launch", value=list(argv))
     if held:
-        return _event_factory().launch_held(list(argv))
+        return _event_support().launch_held(list(argv))
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
@@ -468,7 +469,7 @@ def watch(
             proc = psutil.Process(launched.pid)
             watcher.add(proc, os.path.basename(launch[0]))
             if watcher.events:
-                _event_factory().let_run(launched)  # attached before its first instruction: now let it run
+                _event_support().let_run(launched)  # attached before its first instruction: now let it run
         elif target is not None:
             info = resolve_target(target)
             watcher.add(psutil.Process(info.pid), info.name)

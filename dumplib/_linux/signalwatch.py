@@ -723,7 +723,7 @@ class HeldAtExit:
 
 
 class LinuxEvents:
-    """watching's event factory on Linux (Backend.watch_events): a ptrace watcher per process for
+    """What watching needs on Linux (Backend.watch_events, a watching.WatchSupport): a ptrace watcher per process for
     SignalReceived and ProcessExit, and commands launched stopped before their first instruction."""
 
     def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> SignalWatcher:  # type: ignore[type-arg]

@@ -213,7 +213,7 @@ def _close(handle: Optional[int]) -> None:
 
 
 class WindowsEvents:
-    """watching's event factory on Windows (Backend.watch_events): a debug loop per process for
+    """What watching needs on Windows (Backend.watch_events, a watching.WatchSupport): a debug loop per process for
     ExceptionRaised and ProcessExit. A launched command starts as it is (not suspended yet)."""
 
     def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> DebugLoop:  # type: ignore[type-arg]
