@@ -275,4 +275,6 @@ def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig:
     assert own >= 30, burned  # the machine let it burn (else the test proves nothing)
     assert 30 <= value <= 130 and abs(value - own) <= 50, (value, own)
     fired_after = float(fired[0]["at"]) - started  # type: ignore[arg-type]
-    assert 1.0 <= fired_after < burned["wall"], f"fired {fired_after:.2f} s into a {burned['wall']:.1f} s burn"
+    print(f"fired at {value:.1f}% of one core, {fired_after:.2f} s into the burn; the target's own figure {own:.1f}%")
+    # Held for --seconds 1, counted from the start of the sampling period that first showed it (0.3 s).
+    assert 0.5 <= fired_after < burned["wall"], f"fired {fired_after:.2f} s into a {burned['wall']:.1f} s burn"
