@@ -98,7 +98,8 @@ class _Printer:
         elif e.event == "waiting":
             echo(e.message or "")
         elif e.event == "fired":
-            value = "" if e.value is None else f": measured {_figure(e.value, e.unit)}"
+            # An event (signal, exception, exit) is said by its message; a figure needs its unit.
+            value = "" if e.value is None or (e.unit is None and e.message) else f": measured {_figure(e.value, e.unit)}"
             detail = f" ({e.message})" if e.message else ""
             echo(f"{who}: {e.trigger}{value}{detail}")
         elif e.event == "dumped" and e.result is not None:
