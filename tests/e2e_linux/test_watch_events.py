@@ -346,3 +346,16 @@ def raw_siginfo(core: str) -> bytes:
                     return data[desc:desc + descsz]
                 pos = desc + (descsz + 3) // 4 * 4
     raise AssertionError(f"{core} has no NT_SIGINFO note")
+
+
+def test_the_command_says_how_the_process_ended(exit_exe: Path, outdir: Path) -> None:
+    with child([str(exit_exe), "thread"]) as c:
+        cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(c.pid), str(outdir), "--on-exit",
+                                "--timeout", "30"], stdout=subprocess.PIPE, text=True)
+        assert cli.stdout is not None
+        assert cli.stdout.readline().startswith(f"watching pid {c.pid}")
+        c.say()
+        out = cli.stdout.read()
+        assert cli.wait(30) == 0 and c.proc.wait(10) == 3
+    assert f"pid {c.pid} (dlw-exit): process exit (exit code 3, ended by thread {c.tid})\n" in out, out
+    assert "measured" not in out and ".core" in out
