@@ -98,7 +98,8 @@ class _Printer:
         elif e.event == "waiting":
             echo(e.message or "")
         elif e.event == "fired":
-            value = "" if e.value is None else f": measured {_figure(e.value, e.unit)}"
+            # An event (signal, exception, exit) is said by its message; a figure needs its unit.
+            value = "" if e.value is None or (e.unit is None and e.message) else f": measured {_figure(e.value, e.unit)}"
             detail = f" ({e.message})" if e.message else ""
             echo(f"{who}: {e.trigger}{value}{detail}")
         elif e.event == "dumped" and e.result is not None:
@@ -164,7 +165,7 @@ def watch(
     exception: Optional[str] = typer.Option(None, "--exception", "-e", help="Windows: 'any' or codes like 0xC0000005,0xE06D7363."),
     first_chance: bool = typer.Option(False, "--first-chance", help="--exception fires on first-chance exceptions too."),
     signals: Optional[str] = typer.Option(None, "--signal", help="Linux: dump before these signals act, e.g. SEGV,TERM."),
-    on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends (Windows)."),
+    on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends, with its threads and memory (ProcDump -t)."),
     count: int = typer.Option(1, "--count", "-n", help="Dumps per process before it is no longer watched."),
     interval: float = typer.Option(10.0, "--interval", "-s", help="Seconds between two dumps of one process."),
     sample_every: float = typer.Option(1.0, "--sample-every", help="Seconds between two looks at the figures."),

@@ -22,6 +22,52 @@ StreamWrite = Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetEvent:
+    """What a watcher caught the target doing when it asked for a dump: a signal about to be
+    delivered, an exception, or the process's exit. Neutral facts, plus the backend's own record."""
+
+    #: ``signal``, ``exception`` or ``exit``.
+    kind: str
+    #: The thread it happened on.
+    tid: Optional[int] = None
+    #: The signal number, the exception code, or (``exit``) the exit code; None for a death by signal.
+    code: Optional[int] = None
+    #: The faulting address, or where the exception was raised.
+    address: Optional[int] = None
+    #: Windows: whether the exception was first chance.
+    first_chance: Optional[bool] = None
+    #: ``exit`` by a signal: that signal's number.
+    signal: Optional[int] = None
+    #: The backend's record of it: Linux, the 128-byte siginfo_t; Windows, the exception information.
+    raw: Any = None
+    #: Linux: the process as the watcher's own tracer thread holds it, every thread stopped (at its
+    #: exit); the writer reads it in place instead of stopping it (see _linux/signalwatch.py).
+    held: Any = None
+
+    @property
+    def label(self) -> str:
+        """The dump name's EXCEPTIONCODE: ``C0000005``, ``SIGSEGV``, ``EXIT3`` (a death by signal: its name)."""
+        if self.kind == "exception":
+            return f"{(self.code or 0) & 0xFFFFFFFF:08X}"
+        if self.kind == "signal":
+            return _signal_name(self.code)
+        if self.signal:
+            return _signal_name(self.signal)
+        code = self.code or 0
+        # Windows exit codes may be NTSTATUS values (a crash's C0000005): those read best in hex.
+        return f"EXIT{code}" if 0 <= code < 1 << 16 else f"EXIT{code & 0xFFFFFFFF:08X}"
+
+
+def _signal_name(number: Optional[int]) -> str:
+    import signal as _signal
+
+    try:
+        return _signal.Signals(number or 0).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """What the writer will write, decided before anything is written or the target is touched.
 
@@ -43,6 +89,8 @@ class Plan:
     #: (refuse with TargetRefused reason ``snapshot-unavailable`` where none can be taken) or
     #: ``"auto"`` (fall back to a normal dump, with a warning saying why).
     snapshot: Union[bool, str] = False
+    #: The signal, exception or exit a watcher took this dump at (None: an ordinary dump).
+    event: Optional[TargetEvent] = None
 
 
 @dataclasses.dataclass
@@ -175,6 +223,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def files(self) -> Files:
         """This platform's way with dumplib's own files, directories and helper threads."""
+
+    def watch_events(self) -> Any:
+        """What watching needs from this platform (a watching.WatchSupport): the debugger answering
+        event triggers (signals, exceptions, exit), held launches, CPU figures; imported only when
+        asked. None where the platform has none."""
+        return None
 
 
 def without_snapshot(plan: Plan, why: str) -> List[str]:

@@ -10,7 +10,7 @@ import tempfile
 import time
 from typing import List, Optional, Tuple, Union
 
-from ._backend import Backend, Plan, ProgressCallback, get_backend
+from ._backend import Backend, Plan, ProgressCallback, TargetEvent, get_backend
 from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
@@ -68,6 +68,7 @@ def create_dump(
     compress_level: Optional[int] = None,
     max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
     snapshot: Union[bool, str] = False,
+    _event: Optional[TargetEvent] = None,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
 
@@ -110,7 +111,7 @@ def create_dump(
     kind = DumpKind.parse(kind)
     mask = backend.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
-                    max_total, codec, started, started_at, max_pause, snapshot)
+                    max_total, codec, started, started_at, max_pause, snapshot, _event)
     proc = resolve_target(target, backend)
     backend.check_target(proc, for_dump=True)
     try:
@@ -140,6 +141,8 @@ class _Options:
     started_at: datetime.datetime
     max_pause: Optional[float]
     snapshot: Union[bool, str] = False
+    #: The signal, exception or exit a watcher dumps at (private: dumplib.watch only).
+    event: Optional[TargetEvent] = None
 
     @property
     def to_stdout(self) -> bool:
@@ -187,7 +190,7 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
                  if opts.sidecar and not opts.to_stdout else None)
-        plan = dataclasses.replace(plan, max_pause=opts.max_pause, snapshot=opts.snapshot)
+        plan = dataclasses.replace(plan, max_pause=opts.max_pause, snapshot=opts.snapshot, event=opts.event)
         report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
                                       maker)
         result = DumpResult(

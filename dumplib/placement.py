@@ -34,8 +34,12 @@ NAME_MAX_CHARS = 64
 DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
 
 # ProcDump's upper-case tokens, replaced only as whole words so "PIDGIN" or "C:\PIDS" survive.
-_PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time"}
-_TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind)\}|(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS)(?![A-Za-z0-9])")
+_PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time", "EXCEPTIONCODE": "event"}
+_TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind|event)\}"
+                       r"|(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS|EXCEPTIONCODE)(?![A-Za-z0-9])")
+_EVENT_TOKEN_RE = re.compile(r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z0-9])")
+#: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
+NO_EVENT = "NONE"
 _UNSAFE_RE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -67,14 +71,29 @@ def _safe_name(name: str) -> str:
     return safe if safe.strip("_") else "process"
 
 
+def expand_event_token(path: Optional[PathLike], label: str) -> Optional[PathLike]:
+    """*path* with ``{event}`` / EXCEPTIONCODE replaced by *label* (a watcher's: ``C0000005``,
+    ``SIGSEGV``, ``EXIT3``, ``CPU``...), made one harmless name component; the rest is left to
+    expand_tokens. A path without the token comes back as it was."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if not _EVENT_TOKEN_RE.search(text):
+        return path
+    value = _safe_name(label)
+    return _EVENT_TOKEN_RE.sub(lambda m: value, text)
+
+
 def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime.datetime) -> str:
-    """Replace ``{name} {pid} {date} {time} {kind}`` and ProcDump's ``PROCESSNAME PID YYMMDD HHMMSS``."""
+    """Replace ``{name} {pid} {date} {time} {kind} {event}`` and ProcDump's ``PROCESSNAME PID YYMMDD
+    HHMMSS EXCEPTIONCODE`` (``{event}`` is NO_EVENT here: a watcher fills it first)."""
     values = {
         "name": _safe_name(target.name),
         "pid": str(target.pid),
         "date": when.strftime("%y%m%d"),
         "time": when.strftime("%H%M%S"),
         "kind": kind.value,
+        "event": NO_EVENT,
     }
     # One pass over both spellings: a value put in (a process named "PID") is never expanded again.
     return _TOKEN_RE.sub(lambda m: values[m.group(1) or _PROCDUMP_TOKENS[m.group(2)]], text)

@@ -70,6 +70,11 @@ class Trigger:
     def unit(self) -> str:
         return ""
 
+    def token(self) -> str:
+        """What ``{event}`` / EXCEPTIONCODE becomes in the name of a dump this trigger took
+        (a signal or exception trigger's dump gets the event's own: ``SIGSEGV``, ``C0000005``)."""
+        return "NONE"
+
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
@@ -78,6 +83,9 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 
 class _Cpu(Trigger):
     above = True
+
+    def token(self) -> str:
+        return "CPU"
 
     def __init__(self, percent: float, seconds: float = 10.0, per_cpu: bool = False) -> None:
         _positive("percent", percent, allow_zero=not self.above)
@@ -129,6 +137,9 @@ MEMORY_MEASURES = ("default", "rss", "pss", "private")
 
 class _Memory(Trigger):
     above = True
+
+    def token(self) -> str:
+        return "MEMORY"
 
     def __init__(self, bytes: int, measure: str = "default") -> None:
         if isinstance(bytes, bool) or not isinstance(bytes, int) or bytes <= 0:
@@ -199,6 +210,9 @@ class ThreadsAbove(_Count):
 
     what = "threads"
 
+    def token(self) -> str:
+        return "THREADS"
+
     def measure(self, sample: Sample) -> Optional[float]:
         return None if sample.threads is None else float(sample.threads)
 
@@ -207,6 +221,9 @@ class HandlesAbove(_Count):
     """At least *n* handles on Windows, open file descriptors on Linux (ProcDump for Linux ``-fc``)."""
 
     what = "handles"
+
+    def token(self) -> str:
+        return "HANDLES"
 
     def measure(self, sample: Sample) -> Optional[float]:
         return None if sample.handles is None else float(sample.handles)

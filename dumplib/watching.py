@@ -10,20 +10,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import psutil
 
-from ._backend import get_backend
+from ._backend import TargetEvent, get_backend
 from .api import create_dump
 from .errors import DumpError, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
 from .kinds import DumpKind
-from .placement import PathLike
+from .placement import PathLike, expand_event_token
 from .results import DumpResult
 from .targets import Target, _name_key, resolve_target
 from .triggers import (CpuAbove, CpuBelow, ExceptionRaised, HandlesAbove, MemoryAbove, MemoryBelow, ProcessExit, Sample,
@@ -74,6 +72,8 @@ class Firing:
     value: Optional[float]
     #: Free text about the event (signal name and sender, exception code and address).
     detail: Optional[str] = None
+    #: What the event source caught (signal, exception, exit): it goes to create_dump in the Plan.
+    event: Optional[TargetEvent] = None
 
 
 class EventSource(Protocol):
@@ -102,29 +102,35 @@ HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
 FireCallback = Callable[[int, Firing, HandOver], None]
 
 
-def _event_source(pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
-    backend = get_backend()
-    if any(isinstance(t, ProcessExit) for t in triggers):
-        # At the exit event the process is no longer found by pid (Windows, Wine) or cannot be
-        # handed over (Linux: an exiting task never enters group-stop); create_dump would need to
-        # accept the process the debugger already holds.
-        raise InvalidArgument("ProcessExit is not available yet: create_dump cannot take a process that is already"
-                              " exiting; on Linux, SignalReceived catches a death by signal",
-                              argument="triggers", value="ProcessExit()")
-    if sys.platform == "win32":
-        if any(isinstance(t, SignalReceived) for t in triggers):
-            raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
-                                  value="SignalReceived")
-        from ._windows.debugloop import DebugLoop
+class WatchSupport(Protocol):
+    """What watching needs from one platform (Backend.watch_events()): a debugger per process for
+    the event triggers, a way to start a command held before its first instruction so that debugger
+    sees it all, and CPU figures where psutil's are wrong."""
 
-        return DebugLoop(pid, triggers, fire)
-    else:
-        if any(isinstance(t, ExceptionRaised) for t in triggers):
-            raise InvalidArgument("ExceptionRaised is Windows only; on Linux use SignalReceived",
-                                  argument="triggers", value="ExceptionRaised")
-        from ._linux.signalwatch import SignalWatcher
+    def source(self, pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
+        """The event source for *pid*; InvalidArgument for a trigger this platform cannot serve."""
 
-        return SignalWatcher(pid, [t for t in triggers if isinstance(t, SignalReceived)], fire)
+    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
+        """Start *argv* held before its first instruction (or as it is, where the platform cannot)."""
+
+    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
+        """Let a command from launch_held run, once its source is attached."""
+
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        """User + system CPU seconds of *pid* where psutil's figure is wrong (Wine's GetProcessTimes
+        never advances); None: use psutil's."""
+
+
+def _event_support() -> WatchSupport:
+    factory = _platform_support()
+    if factory is None:
+        raise InvalidArgument("this platform cannot watch for signals, exceptions or exit", argument="triggers",
+                              value=None)
+    return factory
+
+
+def _platform_support() -> Optional[WatchSupport]:
+    return get_backend().watch_events()  # type: ignore[no-any-return]
 
 
 class RateLimit:
@@ -150,8 +156,10 @@ class RateLimit:
 class _Sampler:
     """Figures of one process from psutil; CPU as the share of wall time since the last sample."""
 
-    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str]) -> None:
+    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str],
+                 cpu_seconds: Optional[Callable[[int], Optional[float]]] = None) -> None:
         self.proc = proc
+        self.cpu_seconds = cpu_seconds
         self.extra_memory = tuple(m for m in extra_memory if m not in ("default", "rss"))
         self.wants_rss = "rss" in extra_memory
         self._last: Optional[Tuple[float, float]] = None
@@ -160,9 +168,11 @@ class _Sampler:
     def sample(self) -> Sample:
         proc = self.proc
         with proc.oneshot():
-            times = proc.cpu_times()
+            used = self.cpu_seconds(proc.pid) if self.cpu_seconds is not None else None
+            if used is None:
+                times = proc.cpu_times()
+                used = times.user + times.system
             now = time.monotonic()
-            used = times.user + times.system
             cpu = None
             if self._last is not None and now > self._last[0]:
                 cpu = max(0.0, 100.0 * (used - self._last[1]) / (now - self._last[0]))
@@ -191,13 +201,16 @@ class _Watched:
         self.pid = proc.pid
         self.name = name
         measures = [getattr(t, "measure_name", "default") for t in sampled]
-        self.sampler = _Sampler(proc, measures)
+        support = _platform_support() if any(isinstance(t, (CpuAbove, CpuBelow)) for t in sampled) else None
+        self.sampler = _Sampler(proc, measures, support.cpu_seconds if support is not None else None)
         self.held_since: Dict[int, Optional[float]] = {i: None for i in range(len(sampled))}
         self.dumps = 0
         self.quiet_until = 0.0
         self.source: Optional[EventSource] = None
         self.finished = False
         self.busy = False
+        #: The event source reported the process's exit (ProcessExit), dumped or not.
+        self.exit_seen = False
 
     def alive(self) -> bool:
         try:
@@ -208,7 +221,7 @@ class _Watched:
 
 class _Watcher:
     def __init__(self, triggers: Sequence[Trigger], *, count: int, interval: float, sample_every: float,
-                 rate: Optional[RateLimit], dump: Callable[[int], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
+                 rate: Optional[RateLimit], dump: Callable[[int, Firing], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
                  on_event: Optional[Callable[[WatchEvent], Any]], stop_on_refusal: bool) -> None:
         self.sampled = [t for t in triggers if not t.event]
         self.events = [t for t in triggers if t.event]
@@ -243,7 +256,8 @@ class _Watcher:
             return None
         w = _Watched(proc, name, self.sampled)
         if self.events:
-            w.source = _event_source(proc.pid, self.events, lambda pid, firing, hand: self._on_source(w, firing, hand))
+            w.source = _event_support().source(proc.pid, self.events,
+                                               lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
             w.source.start()
@@ -258,8 +272,10 @@ class _Watcher:
     # -- firing ------------------------------------------------------------------------------------
     def _on_source(self, w: _Watched, firing: Firing, hand_over: HandOver) -> None:
         """An event trigger fired on the source's thread: dump there, while it holds the process."""
+        if isinstance(firing.trigger, ProcessExit):
+            w.exit_seen = True
         try:
-            self.fire(w, firing, lambda: hand_over(lambda: self.dump(w.pid)))
+            self.fire(w, firing, lambda: hand_over(lambda: self.dump(w.pid, firing)))
         except BaseException as exc:  # surfaced on the main thread, which stops the watch
             self.failure = exc
             self.stop_requested.set()
@@ -323,11 +339,11 @@ class _Watcher:
             if finished or w.dumps >= self.count:
                 w.finished = True
 
-    def take_for(self, w: _Watched) -> Callable[[], DumpResult]:
+    def take_for(self, w: _Watched, firing: Firing) -> Callable[[], DumpResult]:
         if w.source is None:
-            return lambda: self.dump(w.pid)
+            return lambda: self.dump(w.pid, firing)
         source = w.source
-        return lambda: source.dump_now(lambda: self.dump(w.pid))
+        return lambda: source.dump_now(lambda: self.dump(w.pid, firing))
 
     def tick(self, w: _Watched) -> None:
         """Sample one process and fire the first sampled trigger that has held long enough."""
@@ -350,7 +366,8 @@ class _Watcher:
                 # CPU is an average over the last period: it has held since that period began.
                 since = w.held_since[i] = now - (self.sample_every if trig.seconds else 0.0)
             if now - since + 1e-6 >= trig.seconds and now >= w.quiet_until:
-                self.fire(w, Firing(trig, value), self.take_for(w))
+                firing = Firing(trig, value)
+                self.fire(w, firing, self.take_for(w, firing))
                 for j in w.held_since:
                     w.held_since[j] = None  # the next dump needs the condition to hold anew
                 return
@@ -375,13 +392,11 @@ def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
     return out
 
 
-def _launch(argv: Sequence[str], suspended: bool) -> subprocess.Popen:  # type: ignore[type-arg]
+def _launch(argv: Sequence[str], held: bool) -> "subprocess.Popen[bytes]":
     if not argv:
         raise InvalidArgument("launch needs a command", argument="launch", value=list(argv))
-    if suspended and sys.platform.startswith("linux"):
-        from ._linux.signalwatch import launch_stopped
-
-        return launch_stopped(list(argv))
+    if held:
+        return _event_support().launch_held(list(argv))
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
@@ -438,8 +453,10 @@ def watch(
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
 
-    def dump(pid: int) -> DumpResult:
-        return create_dump(pid, path, kind, **dump_options)
+    def dump(pid: int, firing: Firing) -> DumpResult:
+        event = firing.event
+        label = event.label if event is not None else firing.trigger.token()
+        return create_dump(pid, expand_event_token(path, label), kind, _event=event, **dump_options)
 
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
@@ -448,11 +465,11 @@ def watch(
     launched = None
     try:
         if launch is not None:
-            launched = _launch(launch, suspended=bool(watcher.events))
+            launched = _launch(launch, held=bool(watcher.events))
             proc = psutil.Process(launched.pid)
             watcher.add(proc, os.path.basename(launch[0]))
-            if watcher.events and sys.platform != "win32":
-                os.kill(launched.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
+            if watcher.events:
+                _event_support().let_run(launched)  # attached before its first instruction: now let it run
         elif target is not None:
             info = resolve_target(target)
             watcher.add(psutil.Process(info.pid), info.name)
@@ -490,7 +507,7 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
                 continue
             if not w.alive() or (w.source is not None and w.source.ended):
                 if not w.finished:
-                    watcher.emit("exited", w, message="the process ended")
+                    watcher.emit("exited", w, message=_ended(watcher, w))
                 w.finished = True
                 continue
             watcher.tick(w)
@@ -505,6 +522,13 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
         watcher.stop_requested.wait(pause)
+
+
+def _ended(watcher: _Watcher, w: _Watched) -> str:
+    if any(isinstance(t, ProcessExit) for t in watcher.events) and not w.exit_seen:
+        # SIGKILL is caught at exit on the kernels tested; one that skips the exit stop ends here.
+        return "the process ended without its exit being seen (nothing stopped it on the way out), so it was not dumped"
+    return "the process ended"
 
 
 def dump_all(name: str, path: Optional[PathLike] = None, kind: Union[DumpKind, str] = DumpKind.MINI,

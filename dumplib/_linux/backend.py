@@ -20,7 +20,7 @@ from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPa
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import without_snapshot, Backend, Plan, StreamWrite, Tick, WriteReport
+from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
 from . import linkmap, maps, notes, procfs, snapshot
 from .files import LinuxFiles
 from .inject import InjectionFailed
@@ -238,14 +238,16 @@ class LinuxBackend(Backend):
         self._check_same(pid)
         state_before = read_status(pid).get("State", "") if plan.snapshot else ""
         try:
-            with StoppedProcess(pid, max_pause=plan.max_pause) as stopped:
+            # At a watched exit the watcher's thread already holds every thread: the core is read in place.
+            held = plan.event.held if plan.event is not None else None
+            with (held.holding(plan.max_pause) if held else StoppedProcess(pid, max_pause=plan.max_pause)) as stopped:
                 self._check_same(pid)  # the threads just stopped belong to the process that was checked
                 mem = _memory_pid(pid)
                 threads = _leader_first(pid, stopped.threads)
                 regions = _smaps(mem)
                 segments = self._select(mem, regions, plan.kind, plan.flags,
                                         [t.stack_pointer for t in threads], plan_only=False)
-                note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem)
+                note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem, event=plan.event)
                 # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
                 # a load's unstored tail as zeros, which is the truth only for untouched memory.
                 segments = [s for s in segments if s.dump_start == s.start]
@@ -254,7 +256,9 @@ class LinuxBackend(Backend):
                 loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
-                if plan.snapshot:
+                if plan.snapshot and held is not None:
+                    warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
+                elif plan.snapshot:
                     snap = _take_snapshot(plan, stopped, mem, regions, pieces, offsets, state_before, warnings)
                 total = sum(p.filesz for p in pieces)
                 if snap is None:
@@ -286,6 +290,11 @@ class LinuxBackend(Backend):
             report.snapshot_bytes = stopped.snapshot_bytes
             report.warnings += snap.warnings + stopped.snapshot_warnings
         return report
+
+    def watch_events(self) -> Any:
+        from .signalwatch import LinuxEvents  # only a watcher needs it
+
+        return LinuxEvents()
 
     def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
         verify_core(path, plan.target.pid, report.learned.threads)
@@ -330,7 +339,7 @@ def check_core(core: elfcore.ElfCore, pid: int, threads: int) -> elfcore.ElfCore
 
 
 def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: Optional[str],
-           signature: str, *, mem: Optional[int] = None) -> bytes:
+           signature: str, *, mem: Optional[int] = None, event: Optional[TargetEvent] = None) -> bytes:
     mem = mem or pid  # what needs the process's memory is read through a live thread
     stat = _stat_fields(pid)
     status = read_status(pid)
@@ -339,7 +348,8 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     ids = (pid, int(stat[1]), int(stat[2]), int(stat[3]))
     comm = _read_proc(pid, "comm").rstrip(b"\n")  # any bytes a process set with PR_SET_NAME
     psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline"), comm)
-    body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions)
+    body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions,
+                             event=event)
     body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature.encode("utf-8"))
     if comment:
         body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_COMMENT, comment.encode("utf-8", "surrogateescape"))

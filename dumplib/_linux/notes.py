@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import struct
-from typing import Protocol, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Protocol, Dict, List, Optional, Sequence, Tuple
 
 from .maps import PAGE, Region
+
+if TYPE_CHECKING:
+    from .._backend import TargetEvent
 
 
 
@@ -69,10 +72,14 @@ def intel_xstate(xstate: bytes) -> bytes:
     return bytes(out)
 
 
-def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int]) -> bytes:
-    """struct elf_prstatus: no signal (a live dump), the thread's ids, its general registers."""
+def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int], signo: int = 0) -> bytes:
+    """struct elf_prstatus: the signal being dumped for (0 for a live dump) in pr_info.si_signo and
+    pr_cursig, as the kernel's fill_prstatus sets them for every thread; the thread's ids; its
+    general registers."""
     _pid, ppid, pgrp, sid = ids
     buf = bytearray(PRSTATUS_SIZE)
+    struct.pack_into("<i", buf, 0, signo)  # pr_info.si_signo (si_code, si_errno stay 0, as the kernel leaves them)
+    struct.pack_into("<h", buf, 12, signo)  # pr_cursig
     struct.pack_into("<iiii", buf, 32, thread.tid, ppid, pgrp, sid)
     buf[112 : 112 + len(thread.regs)] = thread.regs
     struct.pack_into("<i", buf, 328, 1)  # pr_fpvalid: an FPREGSET note follows
@@ -111,6 +118,31 @@ def nt_file(regions: Sequence[Region]) -> bytes:
     return head + table + names
 
 
+def event_signal(event: "Optional[TargetEvent]") -> int:
+    """The signal a core taken at *event* is for: the one about to be delivered, or the one the
+    process is dying of (0: none, a live dump or a plain exit)."""
+    if event is None:
+        return 0
+    if event.kind == "signal":
+        return event.code or 0
+    return (event.signal or 0) if event.kind == "exit" else 0
+
+
+def event_siginfo(event: "Optional[TargetEvent]") -> bytes:
+    """NT_SIGINFO's 128 bytes: the siginfo_t the watcher read at the signal-delivery-stop (what the
+    kernel's core writer copies), for a signal about to act or the one a process died of; for a
+    death the watcher did not see delivered (SIGKILL) only si_signo is known."""
+    if event is not None and event.kind in ("signal", "exit") and isinstance(event.raw, bytes) and event.raw:
+        return event.raw[:SIGINFO_SIZE].ljust(SIGINFO_SIZE, b"\0")
+    return struct.pack("<i", event_signal(event)).ljust(SIGINFO_SIZE, b"\0")
+
+
+def event_thread_first(threads: Sequence["ThreadState"], event: "Optional[TargetEvent]") -> List["ThreadState"]:
+    """*threads* with the one *event* happened on first, as the kernel puts the thread that dumps."""
+    tid = event.tid if event is not None else None
+    return sorted(threads, key=lambda t: t.tid != tid)  # stable: the others keep their order
+
+
 def build_notes(
     threads: Sequence["ThreadState"],
     *,
@@ -118,14 +150,17 @@ def build_notes(
     psinfo: bytes,
     auxv: bytes,
     regions: Sequence[Region],
+    event: "Optional[TargetEvent]" = None,
 ) -> bytes:
-    """All notes in the kernel's order; the first thread is the one debuggers show as current."""
+    """All notes in the kernel's order; the first thread is the one debuggers show as current: the
+    one *event* (a watcher's signal or exit) happened on, whose note set carries its siginfo."""
+    signo = event_signal(event)
     parts: List[bytes] = []
-    for index, t in enumerate(threads):
-        parts.append(note(b"CORE", NT_PRSTATUS, prstatus(t, ids)))
+    for index, t in enumerate(event_thread_first(threads, event)):
+        parts.append(note(b"CORE", NT_PRSTATUS, prstatus(t, ids, signo)))
         if index == 0:
             parts.append(note(b"CORE", NT_PRPSINFO, psinfo))
-            parts.append(note(b"CORE", NT_SIGINFO, bytes(SIGINFO_SIZE)))
+            parts.append(note(b"CORE", NT_SIGINFO, event_siginfo(event)))
             parts.append(note(b"CORE", NT_AUXV, auxv))
             parts.append(note(b"CORE", NT_FILE, nt_file(regions)))
         parts.append(note(b"CORE", NT_FPREGSET, t.fpregs))

@@ -16,6 +16,14 @@ create_dump must be it, so the hand-over is:
 What an outsider can see: the parent is told the child stopped and continued (SIGCHLD with
 CLD_STOPPED / CLD_CONTINUED) and a SIGCONT handler, if any, runs once. If the watcher is killed
 between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump.
+
+ProcessExit cannot use that hand-over: an exiting thread never enters group-stop. With
+PTRACE_O_TRACEEXIT every thread stops at PTRACE_EVENT_EXIT, early in do_exit, before exit_mm, so
+its registers and the whole address space are still there. The watcher's own thread is already
+every thread's tracer, so create_dump runs on it and the core writer reads the process in place
+(HeldAtExit stands in for tracer.StoppedProcess); then every thread is let go and finishes its
+exit, and the parent sees the exit status as it was. A thread that ends alone (pthread_exit)
+stops there too: the others are interrupted to tell the two apart, and all run on.
 """
 from __future__ import annotations
 
@@ -32,10 +40,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DumpFailed
-from ..triggers import SignalReceived
+from .._backend import TargetEvent
+from ..errors import DumpFailed, InvalidArgument
+from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import libc
-from .tracer import permission_error
+from .tracer import ThreadState, _getregset, permission_error
 
 PTRACE_CONT = 7
 PTRACE_GETEVENTMSG = 0x4201
@@ -43,13 +52,24 @@ PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETSIGINFO = 0x4203
 PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACECLONE = 0x08
+PTRACE_O_TRACEEXIT = 0x40
 PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXIT = 6
+#: x86-64 system call numbers a thread ending the process stops in (orig_rax at its exit stop).
+_SYS_EXIT, _SYS_EXIT_GROUP = 60, 231
+_ORIG_RAX = 15 * 8  # offset of orig_rax in user_regs_struct
+#: Signals whose siginfo carries the faulting address (si_addr) when the kernel raised them.
+_FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
 WNOHANG = 1
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
-#: How often the tracer thread looks for stops (it polls: a blocking wait could not be stopped).
+#: How often the tracer thread looks for stops when the process is quiet (it polls: a blocking
+#: wait could not be stopped). After a stop it looks again at once, then backs off from
+#: POLL_BUSY_SECONDS: every clone and thread exit stops a thread until it is seen, and a process
+#: that starts threads by the thousand would otherwise wait up to 50 ms for each.
 POLL_SECONDS = 0.05
+POLL_BUSY_SECONDS = 0.0005
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
 
@@ -145,9 +165,12 @@ class _Redelivery:
 class SignalWatcher:
     """One tracer thread per watched process; see the module's description of the hand-over."""
 
-    def __init__(self, pid: int, triggers: Sequence[SignalReceived], fire: Callable) -> None:  # type: ignore[type-arg]
+    def __init__(self, pid: int, triggers: Sequence[SignalReceived], fire: Callable,  # type: ignore[type-arg]
+                 on_exit: Sequence[ProcessExit] = ()) -> None:
         self.pid = pid
         self.triggers = list(triggers)
+        self.on_exit = list(on_exit)
+        self.options = PTRACE_O_TRACECLONE | (PTRACE_O_TRACEEXIT if self.on_exit else 0)
         self.fire = fire
         self.tids: List[int] = []
         self.parent = _parent_of(pid) == os.getpid()
@@ -159,6 +182,9 @@ class SignalWatcher:
         self._handing_over = False
         #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
         self._held: Dict[int, int] = {}
+        #: With ProcessExit: the last signal each thread was given and its siginfo, so a death by
+        #: signal is dumped with the thread it struck first and the siginfo the kernel's core holds.
+        self._last_signal: Dict[int, Tuple[int, bytes]] = {}
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-signals-{pid}", daemon=True)
@@ -211,10 +237,14 @@ class SignalWatcher:
             return
         self._started.set()
         try:
+            nap = POLL_SECONDS
             while not self._stop.is_set() and not self._ended:
                 self._serve_requests()
-                if not self._poll_once():
-                    time.sleep(POLL_SECONDS)
+                if self._poll_once():
+                    nap = POLL_BUSY_SECONDS
+                    continue
+                time.sleep(nap)
+                nap = min(nap * 2, POLL_SECONDS)
         finally:
             self._release_all()
             self._ended = True
@@ -241,7 +271,7 @@ class SignalWatcher:
 
     def _seize(self, tid: int) -> None:
         try:
-            _ptrace(libc.PTRACE_SEIZE, tid, None, ctypes.c_void_p(PTRACE_O_TRACECLONE))
+            _ptrace(libc.PTRACE_SEIZE, tid, None, ctypes.c_void_p(self.options))
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != self.pid:
                 return
@@ -276,6 +306,8 @@ class SignalWatcher:
         if event == PTRACE_EVENT_CLONE:
             self._adopt_clone(tid)
             self._resume(tid, 0)
+        elif event == PTRACE_EVENT_EXIT:
+            self._on_exit(tid)
         elif event == libc.PTRACE_EVENT_STOP:
             if sig in _STOP_SIGNALS:
                 self._listen(tid)  # a real group-stop (kill -STOP): keep it stopped as job control wants
@@ -304,17 +336,95 @@ class SignalWatcher:
                 return
         trigger = next((t for t in self.triggers if sig in t.signals), None)
         if trigger is None:
+            if self.on_exit:
+                self._last_signal[tid] = (sig, self._get_siginfo(tid))
             self._resume(tid, sig)
             return
         siginfo = self._get_siginfo(tid)
         from ..watching import Firing
 
         detail = _describe_siginfo(sig, siginfo, tid)
-        self.fire(self.pid, Firing(trigger, float(sig), detail),
+        event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
+        self.fire(self.pid, Firing(trigger, float(sig), detail, event),
                   lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid))
         if tid in self.redeliver or tid not in self.tids:
             return  # handed over (the signal comes back re-queued), or gone
         self._resume(tid, sig)  # not dumped (count, interval, rate limit): deliver it now
+
+    # -- exit ----------------------------------------------------------------------------------
+    def _on_exit(self, tid: int) -> None:
+        """*tid* stopped at PTRACE_EVENT_EXIT: if the whole process is ending, dump it now, in place."""
+        if len(self.tids) > 1 and _syscall_at_exit(tid) == _SYS_EXIT:
+            self._resume(tid, 0)  # exit(2) ends one thread (pthread_exit); the process runs on, nobody stopped
+            return
+        status = self._event_message(tid)
+        exiting, alive, undecided = self._exiting_with(tid)
+        if alive or undecided or not self.on_exit:
+            # One thread ending alone (pthread_exit), or several at once while others run on.
+            for t in exiting:
+                self._resume(t, 0)
+            for t, st in alive.items():
+                self._on_status(t, st)
+            return
+        held = HeldAtExit(self.pid, exiting)
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        struck = [t for t in exiting if sig and self._last_signal.get(t, (0, b""))[0] == sig]
+        first = struck[0] if struck else held.initiator()
+        siginfo = self._last_signal[first][1] if struck else None
+        event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
+        from ..watching import Firing
+
+        detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
+            f", ended by thread {first}"
+        try:
+            self.fire(self.pid, Firing(self.on_exit[0], float(code if code is not None else -(sig or 0)), detail,
+                                       event), lambda take: take())
+        finally:
+            for t in exiting:  # the exit goes on as if nobody had looked: the parent sees its status
+                self._resume(t, 0)
+
+    def _exiting_with(self, tid: int) -> Tuple[List[int], Dict[int, int], bool]:
+        """Which threads are ending with *tid* (each in its own exit stop, held), which run on
+        (interrupted to find out; their stop's status, to be handled as usual once this is done),
+        and whether a thread did not stop in time (then nothing is decided and all run on: its
+        interrupt is answered later, like any other stop).
+
+        In a group exit (exit_group, a fatal signal, SIGKILL) every other thread already has its
+        SIGKILL when the first exit stop is seen, and the kernel takes a group exit before any
+        ptrace trap, so each reports its own exit stop; a live thread reports the interrupt."""
+        exiting = [tid]
+        alive: Dict[int, int] = {}
+        undecided = False
+        others = [t for t in self.tids if t != tid]
+        for t in others:
+            try:
+                _ptrace(libc.PTRACE_INTERRUPT, t)
+            except OSError:
+                pass  # gone, or already stopped: its status says which
+        for t in others:
+            try:
+                st = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
+            except OSError:
+                self._forget(t)
+                continue
+            if st is None:
+                undecided = True  # asleep where no interrupt reaches (a vfork parent): not ending
+            elif os.WIFEXITED(st) or os.WIFSIGNALED(st):
+                self._forget(t)
+            elif os.WIFSTOPPED(st) and st >> 16 == PTRACE_EVENT_EXIT:
+                exiting.append(t)
+            else:
+                alive[t] = st
+        return exiting, alive, undecided
+
+    def _event_message(self, tid: int) -> int:
+        msg = ctypes.c_ulong()
+        try:
+            _ptrace(PTRACE_GETEVENTMSG, tid, None, ctypes.byref(msg))
+        except OSError:
+            return 0
+        return msg.value & 0xFFFF
 
     # -- the hand-over -------------------------------------------------------------------------
     def _handover(self, pending: Optional[_Redelivery], take: Callable, tid: Optional[int] = None):  # type: ignore[no-untyped-def,type-arg]
@@ -448,6 +558,7 @@ class SignalWatcher:
         if tid in self.tids:
             self.tids.remove(tid)
         self.redeliver.pop(tid, None)
+        self._last_signal.pop(tid, None)
         if tid == self.pid or not self.tids:
             self._ended = True
 
@@ -517,3 +628,116 @@ def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
         return f"{name} to thread {tid} from pid {sender}"
     addr = int.from_bytes(info[16:24], "little")
     return f"{name} to thread {tid}, code {code}, address 0x{addr:x}"
+
+
+def _syscall_at_exit(tid: int) -> Optional[int]:
+    """The system call a thread in its exit stop entered (orig_rax): exit, exit_group, or the call
+    a fatal signal interrupted (None: unreadable)."""
+    try:
+        regs = _getregset(tid, libc.NT_PRSTATUS, 27 * 8)
+    except OSError:
+        return None
+    return int.from_bytes(regs[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+
+
+def _fault_address(sig: int, info: bytes) -> Optional[int]:
+    """si_addr of a fault the kernel raised (si_code > 0); None for a signal a process sent."""
+    if sig not in _FAULT_SIGNALS or len(info) < 24 or int.from_bytes(info[8:12], "little", signed=True) <= 0:
+        return None
+    return int.from_bytes(info[16:24], "little")
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+class HeldAtExit:
+    """The process at its exit as the watcher's tracer thread holds it: every thread in its
+    PTRACE_EVENT_EXIT stop, the address space not yet released.
+
+    The core writer uses it where it would use tracer.StoppedProcess: it stops nothing and lets
+    nothing go (the watcher lets the exit go on after the dump), and reads the registers from
+    the calling thread, which must be the tracer: ptrace answers only the thread that seized."""
+
+    def __init__(self, pid: int, tids: Sequence[int]) -> None:
+        self.pid = pid
+        self.tids = list(tids)
+        self.owner = threading.current_thread()
+        self.max_pause: Optional[float] = None
+        self.threads: Dict[int, ThreadState] = {}
+        self.stopped_at = time.monotonic()
+
+    def holding(self, max_pause: Optional[float]) -> "HeldAtExit":
+        """Itself, bounded by the dump's max_pause."""
+        self.max_pause = max_pause
+        return self
+
+    def initiator(self) -> int:
+        """The thread that ended the process (in exit_group, or exit as the last thread); else the
+        leader if it is among them, else the first thread seen at its exit."""
+        for t in self.tids:
+            if _syscall_at_exit(t) in (_SYS_EXIT, _SYS_EXIT_GROUP):
+                return t
+        return self.pid if self.pid in self.tids else self.tids[0]
+
+    def __enter__(self) -> "HeldAtExit":
+        if threading.current_thread() is not self.owner:
+            raise DumpFailed(f"the exit of process {self.pid} can only be dumped from the thread that holds it",
+                             pid=self.pid)
+        for t in self.tids:
+            state = ThreadState(t)
+            try:
+                state.regs = _getregset(t, libc.NT_PRSTATUS, 27 * 8)
+                state.fpregs = _getregset(t, libc.NT_PRFPREG, 512)
+            except OSError:
+                continue  # killed again meanwhile: it no longer waits in its exit stop
+            try:
+                state.xstate = _getregset(t, libc.NT_X86_XSTATE, 1 << 14)
+            except OSError:
+                state.xstate = None
+            self.threads[t] = state
+        if not self.threads:
+            raise DumpFailed(f"process {self.pid} finished exiting before it could be dumped", pid=self.pid,
+                             reason="target-exited")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing to let go: the watcher resumes every thread once the dump is done."""
+
+    @property
+    def stopped_seconds(self) -> float:
+        return time.monotonic() - self.stopped_at
+
+    def check_pause(self) -> None:
+        """The process is ending, so nothing runs late for it, but its parent waits: max_pause still bounds the dump."""
+        if self.max_pause is not None and self.stopped_seconds > self.max_pause:
+            raise DumpFailed(f"the dump of process {self.pid} at its exit took longer than {self.max_pause:g} s"
+                             " (max_pause); it was abandoned and the exit went on", pid=self.pid, reason="max-pause",
+                             max_pause=self.max_pause)
+
+    def alive(self) -> bool:
+        return True  # held in the exit stops until the watcher lets them go
+
+
+class LinuxEvents:
+    """What watching needs on Linux (Backend.watch_events, a watching.WatchSupport): a ptrace watcher per process for
+    SignalReceived and ProcessExit, and commands launched stopped before their first instruction."""
+
+    def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> SignalWatcher:  # type: ignore[type-arg]
+        if any(isinstance(t, ExceptionRaised) for t in triggers):
+            raise InvalidArgument("ExceptionRaised is Windows only; on Linux use SignalReceived",
+                                  argument="triggers", value="ExceptionRaised")
+        return SignalWatcher(pid, [t for t in triggers if isinstance(t, SignalReceived)], fire,
+                             on_exit=[t for t in triggers if isinstance(t, ProcessExit)])
+
+    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
+        return launch_stopped(argv)
+
+    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
+        os.kill(proc.pid, signal.SIGCONT)  # seized before its first instruction: now let it run
+
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        return None  # psutil reads /proc/PID/stat, which is right here

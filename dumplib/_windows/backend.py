@@ -35,7 +35,7 @@ from ..kinds import (
     windows_mask,
 )
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import without_snapshot, Backend, Plan, Tick, WriteReport
+from .._backend import without_snapshot, Backend, Plan, TargetEvent, Tick, WriteReport
 from . import dbghelp, kernel32, wrappers
 from . import snapshot as snapshot_rules
 from ._common import (
@@ -174,13 +174,13 @@ class WindowsBackend(Backend):
                         # The target is suspended only while the snapshot is taken; it runs during the write.
                         report.stopped_seconds = taken.seconds
                         used, _ = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
-                                              monitor, snapshot=taken.handle)
+                                              monitor, plan.event, snapshot=taken.handle)
                 except _CaptureFailed as exc:  # nothing was written yet
                     report.warnings.extend(without_snapshot(plan, str(exc)))
                     snapshot = False
             if not snapshot:
                 used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
-                                              monitor)
+                                              monitor, plan.event)
                 # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
                 report.stopped_seconds = suspended
             monitor.raise_if_abandoned()
@@ -229,6 +229,11 @@ class WindowsBackend(Backend):
             warnings.extend(without_snapshot(plan, why))
             return False
         return True
+
+    def watch_events(self) -> Any:
+        from .debugloop import WindowsEvents  # only a watcher needs it
+
+        return WindowsEvents()
 
     def open_private(self, path: str) -> int:
         import msvcrt
@@ -441,7 +446,7 @@ def _comment_stream(comment: Optional[str], signature: str) -> str:
 
 def _write_dump(
     process: int, pid: int, file: int, mask: int, comment: Optional[str], signature: str, warnings: List[str],
-    monitor: "_Monitor", *, snapshot: Optional[int] = None,
+    monitor: "_Monitor", event: Optional[TargetEvent] = None, *, snapshot: Optional[int] = None,
 ) -> Tuple[int, float]:
     """Call MiniDumpWriteDump, retrying a partial copy and dropping flags this dbghelp lacks.
 
@@ -462,7 +467,7 @@ def _write_dump(
         try:
             with DBGHELP_LOCK:
                 try:
-                    dbghelp.MiniDumpWriteDump(source, pid, file, mask, exception_param(), ctypes.byref(streams),
+                    dbghelp.MiniDumpWriteDump(source, pid, file, mask, exception_param(event), ctypes.byref(streams),
                                               ctypes.byref(callback))
                 finally:
                     suspended += time.monotonic() - began

@@ -109,6 +109,9 @@ DebugSetProcessKillOnExit = _proto("DebugSetProcessKillOnExit", wt.BOOL, [wt.BOO
 WaitForDebugEvent = _proto("WaitForDebugEvent", wt.BOOL, [ctypes.POINTER(DEBUG_EVENT), wt.DWORD])
 ContinueDebugEvent = _proto("ContinueDebugEvent", wt.BOOL, [wt.DWORD, wt.DWORD, wt.DWORD], check_bool)
 CloseHandle = _proto("CloseHandle", wt.BOOL, [wt.HANDLE], check_bool)
+# FALSE is an answer here (the memory is gone), not an error: the caller reads the result.
+ReadProcessMemory = _proto("ReadProcessMemory", wt.BOOL,
+                           [wt.HANDLE, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)])
 
 THREAD_GET_CONTEXT = 0x0008
 THREAD_QUERY_INFORMATION = 0x0040
@@ -134,3 +137,41 @@ class MINIDUMP_EXCEPTION_INFORMATION(ctypes.Structure):
 
 OpenThread = _proto("OpenThread", wt.HANDLE, [wt.DWORD, wt.BOOL, wt.DWORD], check_handle)
 GetThreadContext = _proto("GetThreadContext", wt.BOOL, [wt.HANDLE, ctypes.c_void_p], check_bool)
+
+
+# -- CPU time of every process at once, for the watcher's CPU triggers -------------------------------
+# GetProcessTimes never advances under Wine; these times do, and on Windows they are the same
+# figures (the process's own user and kernel time, exited threads included).
+SystemProcessInformation = 5
+STATUS_INFO_LENGTH_MISMATCH = 0xC0000004
+
+
+class UNICODE_STRING(ctypes.Structure):
+    _fields_ = [("Length", wt.USHORT), ("MaximumLength", wt.USHORT), ("Buffer", ctypes.c_void_p)]
+
+
+class SYSTEM_PROCESS_INFORMATION(ctypes.Structure):
+    """The head of each entry NtQuerySystemInformation(SystemProcessInformation) returns (the
+    fields winternl.h calls Reserved1, as ntdll lays them out); threads and the rest follow."""
+
+    _fields_ = [
+        ("NextEntryOffset", wt.ULONG),
+        ("NumberOfThreads", wt.ULONG),
+        ("WorkingSetPrivateSize", ctypes.c_int64),
+        ("HardFaultCount", wt.ULONG),
+        ("NumberOfThreadsHighWatermark", wt.ULONG),
+        ("CycleTime", ctypes.c_uint64),
+        ("CreateTime", ctypes.c_int64),
+        ("UserTime", ctypes.c_int64),  # 100-ns units
+        ("KernelTime", ctypes.c_int64),
+        ("ImageName", UNICODE_STRING),
+        ("BasePriority", ctypes.c_long),
+        ("UniqueProcessId", ctypes.c_void_p),
+    ]
+
+
+_ntdll = ctypes.WinDLL("ntdll")
+# Returns an NTSTATUS, read by the caller (a buffer too small is an answer, not an error).
+NtQuerySystemInformation = _ntdll.NtQuerySystemInformation
+NtQuerySystemInformation.restype = ctypes.c_long
+NtQuerySystemInformation.argtypes = [wt.ULONG, ctypes.c_void_p, wt.ULONG, ctypes.POINTER(wt.ULONG)]

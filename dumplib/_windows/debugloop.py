@@ -12,13 +12,15 @@ import sys
 
 assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
 
-import contextvars
 import ctypes
+import subprocess
 import threading
-from typing import Any, Callable, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import AccessDenied, DumpFailed
-from ..triggers import ExceptionRaised, ProcessExit, Trigger
+from .._backend import TargetEvent
+from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
+from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from ._common import Win32Error
 
@@ -28,15 +30,12 @@ WAIT_SLICE_MS = 100
 PATIENCE = 10.0
 
 
-#: The exception a dump is being taken for, on the debugger thread that takes it: the Windows
-#: backend passes it to MiniDumpWriteDump as its ExceptionParam (see exception_param()).
-_EXCEPTION: "contextvars.ContextVar[Optional[Any]]" = contextvars.ContextVar("dumplib_exception", default=None)
-
-
-def exception_param() -> Optional[Any]:
-    """A pointer to the MINIDUMP_EXCEPTION_INFORMATION of the exception being dumped on this thread, or None."""
-    held = _EXCEPTION.get()
-    return None if held is None else ctypes.byref(held.info)
+def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
+    """MiniDumpWriteDump's ExceptionParam for a dump taken at *event*: a pointer to its
+    MINIDUMP_EXCEPTION_INFORMATION, or None (no event, or not an exception)."""
+    if event is None or event.kind != "exception" or not isinstance(event.raw, _ExceptionParam):
+        return None
+    return ctypes.byref(event.raw.info)
 
 
 class _ExceptionParam:
@@ -77,6 +76,9 @@ class DebugLoop:
         self._error: Optional[BaseException] = None
         self._ended = False
         self._seen_attach_breakpoint = False
+        #: The process handle and image base from CREATE_PROCESS_DEBUG_EVENT (Windows closes the handle itself).
+        self._process: Optional[int] = None
+        self._image_base: Optional[int] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-debug-{pid}", daemon=True)
 
     # -- the watcher's side --------------------------------------------------------------------
@@ -132,16 +134,42 @@ class DebugLoop:
         code = event.dwDebugEventCode
         if code == dbg.CREATE_PROCESS_DEBUG_EVENT:
             _close(event.u.CreateProcessInfo.hFile)
+            self._process = event.u.CreateProcessInfo.hProcess
+            self._image_base = event.u.CreateProcessInfo.lpBaseOfImage
         elif code == dbg.LOAD_DLL_DEBUG_EVENT:
             _close(event.u.LoadDll.hFile)
         elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
-            for trigger in self.on_exit:
-                detail = f"exit code {event.u.ExitProcess.dwExitCode}"
-                self._fire(trigger, float(event.u.ExitProcess.dwExitCode), detail)
+            self._on_exit(event)
             self._ended = True  # Windows ends the debugging session with this event
         elif code == dbg.EXCEPTION_DEBUG_EVENT:
             return self._on_exception(event)
         return dbg.DBG_CONTINUE
+
+    def _on_exit(self, event: dbg.DEBUG_EVENT) -> None:
+        """EXIT_PROCESS_DEBUG_EVENT: the last moment a debugger sees the process. Windows reports it
+        before it cleans the address space (the process is frozen until this event is continued),
+        so the dump is taken here, as ProcDump -t does. Wine unmaps the memory first: then there is
+        nothing to dump, and the watcher is told so instead of a dump that would fail half-way."""
+        if not self.on_exit:
+            return
+        exit_code = event.u.ExitProcess.dwExitCode
+        seen = TargetEvent("exit", tid=event.dwThreadId, code=exit_code)
+        readable = self._memory_readable()
+        detail = f"exit code {exit_code}" + ("" if readable else "; its address space is already gone")
+        for trigger in self.on_exit:
+            self._fire(trigger, float(exit_code), detail, seen, gone=None if readable else (
+                f"process {self.pid} ended (exit code {exit_code}) and its memory was already released when the"
+                " exit was reported to the debugger, so there is nothing to dump (Wine releases it before"
+                " EXIT_PROCESS_DEBUG_EVENT; Windows keeps it until the debugger continues)"))
+
+    def _memory_readable(self) -> bool:
+        """Whether the image's first page still reads through the debugger's own process handle."""
+        if not self._process or not self._image_base:
+            return True  # nothing to probe with: let the dump try
+        buf = ctypes.create_string_buffer(2)
+        got = ctypes.c_size_t()
+        return bool(dbg.ReadProcessMemory(self._process, self._image_base, buf, 2, ctypes.byref(got))) and \
+            got.value == 2
 
     def _on_exception(self, event: dbg.DEBUG_EVENT) -> int:
         info = event.u.Exception
@@ -157,23 +185,23 @@ class DebugLoop:
                     param: Optional[_ExceptionParam] = _ExceptionParam(record, event.dwThreadId)
                 except Win32Error:
                     param = None  # the dump is still worth taking, without its exception stream
+                seen = TargetEvent("exception", tid=event.dwThreadId, code=exc_code, address=record.ExceptionAddress,
+                                   first_chance=first, raw=param)
                 self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress,
-                                                               event.dwThreadId), param)
+                                                               event.dwThreadId), seen)
                 break
         return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
 
-    def _fire(self, trigger: Trigger, value: float, detail: str, param: "Optional[_ExceptionParam]" = None) -> None:
+    def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None,
+              gone: Optional[str] = None) -> None:
         from ..watching import Firing
 
         def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
-            # The target is frozen until this event is continued: the dump runs right here.
-            token = _EXCEPTION.set(param)
-            try:
-                return take()
-            finally:
-                _EXCEPTION.reset(token)
+            if gone is not None:
+                raise ProcessNotFound(self.pid, gone)  # reported as a failed dump; watching goes on
+            return take()  # the target is frozen until this event is continued: the dump runs right here
 
-        self.fire(self.pid, Firing(trigger, value, detail), hand_over)
+        self.fire(self.pid, Firing(trigger, value, detail, event), hand_over)
 
 
 def _close(handle: Optional[int]) -> None:
@@ -182,3 +210,72 @@ def _close(handle: Optional[int]) -> None:
             dbg.CloseHandle(handle)
         except Win32Error:
             pass
+
+
+class WindowsEvents:
+    """What watching needs on Windows (Backend.watch_events, a watching.WatchSupport): a debug loop per process for
+    ExceptionRaised and ProcessExit. A launched command starts as it is (not suspended yet)."""
+
+    def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> DebugLoop:  # type: ignore[type-arg]
+        if any(isinstance(t, SignalReceived) for t in triggers):
+            raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
+                                  value="SignalReceived")
+        return DebugLoop(pid, triggers, fire)
+
+    def __init__(self) -> None:
+        self._times = _CpuTable()
+
+    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
+        return subprocess.Popen(argv)
+
+    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
+        pass
+
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        """User + kernel seconds of process *pid* (None: not listed), from the system's process table."""
+        return self._times.seconds(pid)
+
+
+#: A table read this recently answers again: watching every process of a name samples them all at once.
+CPU_TABLE_FRESH = 0.05
+_CPU_BUFFER_START = 256 << 10
+_CPU_BUFFER_MAX = 64 << 20
+
+
+class _CpuTable:
+    """NtQuerySystemInformation(SystemProcessInformation): every process's CPU times in one call."""
+
+    def __init__(self) -> None:
+        self._buffer = ctypes.create_string_buffer(_CPU_BUFFER_START)
+        self._table: Dict[int, float] = {}
+        self._read_at = -1.0
+
+    def seconds(self, pid: int) -> Optional[float]:
+        if time.monotonic() - self._read_at > CPU_TABLE_FRESH:
+            self._table = self._read()
+            self._read_at = time.monotonic()
+        return self._table.get(pid)
+
+    def _read(self) -> Dict[int, float]:
+        needed = ctypes.c_ulong()
+        while True:
+            status = dbg.NtQuerySystemInformation(dbg.SystemProcessInformation, self._buffer, len(self._buffer),
+                                                  ctypes.byref(needed)) & 0xFFFFFFFF
+            if status != dbg.STATUS_INFO_LENGTH_MISMATCH:
+                break
+            size = max(len(self._buffer) * 2, needed.value + (64 << 10))
+            if size > _CPU_BUFFER_MAX:
+                return {}
+            self._buffer = ctypes.create_string_buffer(size)  # processes came and went: ask again
+        if status != 0:
+            return {}
+        table: Dict[int, float] = {}
+        base, offset, end = ctypes.addressof(self._buffer), 0, len(self._buffer)
+        head = ctypes.sizeof(dbg.SYSTEM_PROCESS_INFORMATION)
+        while offset + head <= end:
+            entry = dbg.SYSTEM_PROCESS_INFORMATION.from_address(base + offset)
+            table[entry.UniqueProcessId or 0] = (entry.UserTime + entry.KernelTime) / 1e7
+            if not entry.NextEntryOffset:
+                break
+            offset += entry.NextEntryOffset
+        return table

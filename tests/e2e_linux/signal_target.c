@@ -3,6 +3,7 @@
  *   signal_target SIDEFILE            SIGTERM/SIGUSR1 handler (SA_SIGINFO) records si_signo, si_code,
  *                                     si_pid into SIDEFILE and flips a marker in memory
  *   signal_target --segv              reads "go" on stdin, then dereferences NULL in crash_here()
+ *   signal_target --segv-thread       the same, in a second thread (prints its tid too)
  *
  * Prints one JSON line (pid) first. Built by the tests with gcc; never committed as a binary.
  */
@@ -37,10 +38,22 @@ __attribute__((noinline)) void crash_here(volatile int *p) {
     *p = 42; /* CRASH-LINE */
 }
 
+static void *reader_crashes(void *arg) {
+    char line[16];
+    printf("{\"pid\": %d, \"tid\": %d}\n", (int)getpid(), (int)gettid());
+    fflush(stdout);
+    if (fgets(line, sizeof line, stdin)) crash_here(NULL);
+    return arg;
+}
+
 int main(int argc, char **argv) {
     pthread_t t;
     snprintf(marker, sizeof marker, "HANDLER-NOT-RUN-%d", (int)getpid());
     pthread_create(&t, NULL, worker_sleeps, NULL);
+    if (argc > 1 && strcmp(argv[1], "--segv-thread") == 0) {
+        pthread_create(&t, NULL, reader_crashes, NULL);
+        for (;;) pause();
+    }
     printf("{\"pid\": %d}\n", (int)getpid());
     fflush(stdout);
     if (argc > 1 && strcmp(argv[1], "--segv") == 0) {

@@ -540,13 +540,13 @@ def test_the_python_example_in_docs_watch_runs(tmp_path: Path, monkeypatch) -> N
 
 def test_triggers_this_platform_cannot_serve_are_refused_before_anything_is_touched(target: PyTarget,
                                                                                     outdir: Path) -> None:
-    for trigger in (dumplib.ProcessExit(), dumplib.ExceptionRaised([0xC0000005])):
-        with pytest.raises(dumplib.InvalidArgument):
-            dumplib.watch(target.pid, trigger, path=outdir, timeout=5)
-        target.assert_running_untraced()
-    done = subprocess.run([sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), "--on-exit", "--timeout",
-                           "5"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "ProcessExit is not available" in done.stderr
+    with pytest.raises(dumplib.InvalidArgument):
+        dumplib.watch(target.pid, dumplib.ExceptionRaised([0xC0000005]), path=outdir, timeout=5)
+    target.assert_running_untraced()
+    done = subprocess.run([sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), "--exception", "any",
+                           "--timeout", "5"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "ExceptionRaised is Windows only" in done.stderr
+    target.assert_running_untraced()
 
 
 def test_a_terminal_gets_a_live_status_line_and_a_pipe_does_not(target: PyTarget, outdir: Path) -> None:

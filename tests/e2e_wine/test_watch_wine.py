@@ -47,10 +47,11 @@ for line in sys.stdin:
         print(json.dumps({"alloc": 64}), flush=True)
     elif line.strip() == "burn":
         import time
-        end = time.monotonic() + 6
+        began, cpu = time.monotonic(), time.thread_time()  # GetThreadTimes: it advances under Wine
+        end = began + 6
         while time.monotonic() < end:
             pass
-        print(json.dumps({"burned": 6}), flush=True)
+        print(json.dumps({"burned": 6, "cpu": time.thread_time() - cpu, "wall": time.monotonic() - began}), flush=True)
     elif line.strip() == "threads":
         for _ in range(4):
             threading.Thread(target=threading.Event().wait, daemon=True).start()
@@ -242,6 +243,38 @@ def test_memory_trigger_on_a_windows_target_reads_its_commit_charge(rig: Rig, fa
 
 
 
-# No CPU trigger test under Wine: Wine's GetProcessTimes does not advance for a busy process (a
-# 4 s busy loop reads user=0.13 s throughout, measured with psutil inside the rig), so any CPU
-# figure there is Wine's, not the trigger's. The CPU triggers are tested on Linux.
+def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig: Rig, faulter, outdir: Path) -> None:
+    """Wine's GetProcessTimes never advances, so the watcher reads CPU time from the system's process
+    table (NtQuerySystemInformation), which does, and is the same figure on Windows."""
+    target, target_lines, pid = faulter
+    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--cpu", "30",
+                                "--per-cpu", "--seconds", "1", "--sample-every", "0.3", "--timeout", "120", "--json"])
+    events_from = Lines(watcher)
+    try:
+        _events(events_from, "watching")
+        time.sleep(2.0)  # idle, blocked on stdin: must not fire
+        early = []
+        while not events_from.q.empty():
+            early.append(events_from.q.get_nowait())
+        assert not [e for e in early if '"fired"' in e], early
+        assert target.stdin is not None
+        target.stdin.write("burn\n")
+        target.stdin.flush()
+        started = time.time()  # the events' "at" is the wall clock, which Wine shares
+        events = _events(events_from, "done")
+        burned = json.loads(target_lines.get(60))
+        assert watcher.wait(60) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    fired = [e for e in events if e["event"] == "fired"]
+    assert len(fired) == 1 and [e for e in events if e["event"] == "dumped"]
+    value = float(fired[0]["value"])  # type: ignore[arg-type]
+    own = 100.0 * burned["cpu"] / burned["wall"]  # the target's own reckoning, from GetThreadTimes
+    assert own >= 30, burned  # the machine let it burn (else the test proves nothing)
+    assert 30 <= value <= 130 and abs(value - own) <= 50, (value, own)
+    fired_after = float(fired[0]["at"]) - started  # type: ignore[arg-type]
+    print(f"fired at {value:.1f}% of one core, {fired_after:.2f} s into the burn; the target's own figure {own:.1f}%")
+    # Held for --seconds 1, counted from the start of the sampling period that first showed it (0.3 s).
+    assert 0.5 <= fired_after < burned["wall"], f"fired {fired_after:.2f} s into a {burned['wall']:.1f} s burn"
