@@ -19,6 +19,8 @@ class ThreadState(Protocol):
     regs: bytes
     fpregs: bytes
     xstate: Optional[bytes]
+    sighold: int  # blocked signals
+    sigpend: int  # signals pending for this thread
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -74,12 +76,13 @@ def intel_xstate(xstate: bytes) -> bytes:
 
 def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int], signo: int = 0) -> bytes:
     """struct elf_prstatus: the signal being dumped for (0 for a live dump) in pr_info.si_signo and
-    pr_cursig, as the kernel's fill_prstatus sets them for every thread; the thread's ids; its
-    general registers."""
+    pr_cursig, as the kernel's fill_prstatus sets them for every thread; its pending and blocked
+    signals; the thread's ids; its general registers."""
     _pid, ppid, pgrp, sid = ids
     buf = bytearray(PRSTATUS_SIZE)
     struct.pack_into("<i", buf, 0, signo)  # pr_info.si_signo (si_code, si_errno stay 0, as the kernel leaves them)
     struct.pack_into("<h", buf, 12, signo)  # pr_cursig
+    struct.pack_into("<QQ", buf, 16, thread.sigpend, thread.sighold)  # pr_sigpend, pr_sighold
     struct.pack_into("<iiii", buf, 32, thread.tid, ppid, pgrp, sid)
     buf[112 : 112 + len(thread.regs)] = thread.regs
     struct.pack_into("<i", buf, 328, 1)  # pr_fpvalid: an FPREGSET note follows

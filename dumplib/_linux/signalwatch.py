@@ -44,7 +44,7 @@ from .._backend import TargetEvent
 from ..errors import DumpFailed, InvalidArgument
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import libc
-from .tracer import ThreadState, _getregset, permission_error
+from .tracer import ThreadState, _getregset, permission_error, signal_sets
 
 PTRACE_CONT = 7
 PTRACE_GETEVENTMSG = 0x4201
@@ -692,6 +692,7 @@ class HeldAtExit:
             try:
                 state.regs = _getregset(t, libc.NT_PRSTATUS, 27 * 8)
                 state.fpregs = _getregset(t, libc.NT_PRFPREG, 512)
+                state.sighold, state.sigpend = signal_sets(self.pid, t)
             except OSError:
                 continue  # killed again meanwhile: it no longer waits in its exit stop
             try:

@@ -414,13 +414,7 @@ class StoppedProcess:
 
     def _read_registers(self, state: ThreadState) -> None:
         state.regs = _getregset(state.tid, libc.NT_PRSTATUS, _REGS_SIZE)
-        mask = ctypes.c_uint64()
-        try:
-            libc.ptrace(libc.PTRACE_GETSIGMASK, state.tid, ctypes.c_void_p(8), ctypes.byref(mask))
-            state.sighold = mask.value
-        except OSError:
-            pass
-        state.sigpend = int(read_status(self.pid, state.tid).get("SigPnd", "0") or "0", 16)
+        state.sighold, state.sigpend = signal_sets(self.pid, state.tid)
         state.fpregs = _getregset(state.tid, libc.NT_PRFPREG, _FPREGS_SIZE)
         try:
             state.xstate = _getregset(state.tid, libc.NT_X86_XSTATE, _XSTATE_MAX)
@@ -499,6 +493,21 @@ def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
     deadline = time.monotonic() + patience
     while tid is not None and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
         time.sleep(0.0005)
+
+
+def signal_sets(pid: int, tid: int) -> Tuple[int, int]:
+    """(blocked, pending) signal sets of stopped thread *tid* (we are its tracer), as a core records them:
+    the mask from PTRACE_GETSIGMASK, the thread's own pending set (SigPnd) from /proc."""
+    mask = ctypes.c_uint64()
+    try:
+        libc.ptrace(libc.PTRACE_GETSIGMASK, tid, ctypes.c_void_p(8), ctypes.byref(mask))
+    except OSError:
+        pass
+    try:
+        pending = int(read_status(pid, tid).get("SigPnd", "0") or "0", 16)
+    except ValueError:
+        pending = 0
+    return mask.value, pending
 
 
 def _private_bytes(pid: int) -> Optional[int]:
