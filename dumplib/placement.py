@@ -40,7 +40,6 @@ _TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind|event)\}"
 _EVENT_TOKEN_RE = re.compile(r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z0-9])")
 #: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
 NO_EVENT = "NONE"
-_UNSAFE_RE = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
-import psutil
+from ._psutil import psutil  # not bare psutil: on Windows its import enables SeDebugPrivilege (the shim puts it back)
 
 from ._backend import TargetEvent, get_backend
 from .api import create_dump
