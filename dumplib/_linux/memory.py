@@ -32,6 +32,10 @@ _ZERO_BYTES = re.compile(b"\x00+")
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
+# The same top byte, by how the page may be read: 0 not in memory; 1 swapped, or shared with another
+# process (read it unpinned); 2 present and mapped by this process alone (bit 56: pinning copies nothing).
+_READ_CLASS = bytes(0 if not b & 0xC0 else 2 if b & 0x81 == 0x81 else 1 for b in range(256))
+_CLASS_RUNS = re.compile(b"\x01+|\x02+")
 #: Untouched gaps shorter than this between runs of data are carried inside one PT_LOAD (as holes in
 #: a file, zeros in a stream) rather than starting a new one. Every PT_LOAD then holds at least one
 #: page of data per 64 KiB of address space it spans, so program headers cost at most 56 bytes per
@@ -386,8 +390,10 @@ class MemoryCopier:
         pins the pages it reads: pinning an anonymous page shared copy-on-write (a prefork server's
         worker and its master, or a snapshot and its target) makes the kernel copy it first, so
         dumping a worker would duplicate all it shares, and reading a snapshot would copy all of
-        it. /proc/PID/mem does not pin (it is also what gdb reads). Small pieces read together in
-        one process_vm_readv (_copy_batch) are pinned: at most _BATCH_PIECE each."""
+        it. /proc/PID/mem does not pin (it is also what gdb reads), but it is slower, so runs of
+        pages that pagemap says this process maps alone (bit 56) are still read pinned: the usual
+        private heap goes the fast way. Small pieces read together in one process_vm_readv
+        (_copy_batch) are pinned: at most _BATCH_PIECE each."""
         self.pid, self.sink, self.tick = pid, sink, tick
         self._mem: Optional[int] = None
         if unpinned:
@@ -467,52 +473,54 @@ class MemoryCopier:
         try:
             shift = piece.region.start - piece.region.offset  # type: ignore[union-attr]
 
-            def object_data(address: int, n: int) -> Iterator[Tuple[int, int]]:
+            def object_data(address: int, n: int) -> Iterator[Tuple[int, int, bool]]:
                 for lo, hi in object_runs(fd, address - shift, address + n - shift):
-                    yield lo + shift - address, hi - lo
+                    yield lo + shift - address, hi - lo, False
 
             self.copy(piece.start, end, file_offset, object_data)
         finally:
             os.close(fd)
 
     def copy(self, start: int, end: int, file_offset: int,
-             runs: Optional[Callable[[int, int], Iterator[Tuple[int, int]]]]) -> None:
+             runs: Optional[Callable[[int, int], Iterator[Tuple[int, int, bool]]]]) -> None:
         """Copy target memory [start, end) to the file at *file_offset*.
 
-        *runs(address, n)* gives the (offset, length) parts of each chunk worth reading; the rest
-        reads as zero in the process and is left a hole. None reads everything.
+        *runs(address, n)* gives the (offset, length, pin) parts of each chunk worth reading; the
+        rest reads as zero in the process and is left a hole. None reads everything. *pin* says the
+        part may be read pinned (process_vm_readv, the fastest): its pages are this process's alone.
         """
         for chunk in range(start, end, CHUNK):
             n = min(CHUNK, end - chunk)
             base = file_offset + (chunk - start)
-            for off, length in runs(chunk, n) if runs else ((0, n),):
-                got = self._read(chunk + off, off, length)
+            for off, length, pin in runs(chunk, n) if runs else ((0, n, False),):
+                got = self._read(chunk + off, off, length, pin)
                 if got < length:
                     self._salvage(chunk + off + got, off + got, length - got)
                 self._write_nonzero(off, length, base)
             if self.tick is not None:
                 self.tick(self.written)
 
-    def _touched_runs(self, address: int, n: int) -> Iterator[Tuple[int, int]]:
-        """(offset, length) runs of pages present or swapped; untouched anonymous pages read as zero."""
+    def _touched_runs(self, address: int, n: int) -> Iterator[Tuple[int, int, bool]]:
+        """(offset, length, pin) runs of pages present or swapped; untouched anonymous pages read as
+        zero. Runs of pages mapped by this process alone may be read pinned."""
         if self._pagemap is None:
-            yield 0, n
+            yield 0, n, False
             return
         pages = n // PAGE
         try:
             entries = os.pread(self._pagemap, pages * 8, (address // PAGE) * 8)
         except OSError:
-            yield 0, n
+            yield 0, n, False
             return
         if len(entries) != pages * 8:
-            yield 0, n
+            yield 0, n, False
             return
-        flags = entries[7::8].translate(_IN_MEMORY)
-        for m in _RUNS.finditer(flags):
-            yield m.start() * PAGE, (m.end() - m.start()) * PAGE
+        classes = entries[7::8].translate(_READ_CLASS)
+        for m in _CLASS_RUNS.finditer(classes):
+            yield m.start() * PAGE, (m.end() - m.start()) * PAGE, classes[m.start()] == 2
 
-    def _read(self, address: int, offset: int, length: int) -> int:
-        if self._mem is not None:
+    def _read(self, address: int, offset: int, length: int, pin: bool = False) -> int:
+        if self._mem is not None and not pin:
             try:
                 return os.preadv(self._mem, [self.view[offset : offset + length]], address)
             except OSError as exc:
