@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 static volatile unsigned long ticks;
+static volatile int sleeper_started;
 
 __attribute__((noinline)) void *seccomp_worker_ticks(void *arg) {
     for (;;) { usleep(1000); ticks++; }
@@ -31,6 +32,7 @@ __attribute__((noinline)) void *seccomp_worker_ticks(void *arg) {
 }
 
 __attribute__((noinline)) void *seccomp_worker_sleeps(void *arg) {
+    sleeper_started = 1;
     for (;;) sleep(100);
     return arg;
 }
@@ -65,6 +67,8 @@ int main(int argc, char **argv) {
         return 4;
     /* Proof the filter bites: a fork fails here (eperm) before anyone dumps us. */
     if (!strcmp(argv[1], "eperm") && (syscall(__NR_fork) != -1 || errno != EPERM)) return 5;
+    /* Both workers running before anyone is told to dump us: a thread still in clone() has no frames to show. */
+    while (!ticks || !sleeper_started) usleep(1000);
     printf("{\"pid\": %d, \"threads\": 3}\n", (int)getpid());
     fflush(stdout);
     char line[64];
