@@ -32,9 +32,13 @@ R10, R8, RAX, RDX, RSI, RDI, ORIG_RAX, RIP = 7, 9, 10, 12, 13, 14, 15, 16
 REGS_SIZE = 27 * 8
 
 NR_CLONE = 56
-#: A plain copy (no shared memory, files or signal handlers) whose exit signal is 0: its parent, the
-#: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE.
-CLONE_FLAGS = 0
+CLONE_FILES = 0x400
+#: A copy of the memory (no shared memory or signal handlers) whose exit signal is 0: its parent, the
+#: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE. It shares the
+#: target's descriptor table (CLONE_FILES) instead of holding a duplicate of every descriptor: with
+#: duplicates, a descriptor the target closes while the snapshot lives stays open, so its epoll set
+#: keeps reporting it, its flock stays held and its peer sees no EOF until the dump is written.
+CLONE_FLAGS = CLONE_FILES
 NR_WAIT4 = 61
 SYSCALL_INSN = b"\x0f\x05"
 WNOHANG = 1
