@@ -103,6 +103,9 @@ class StoppedProcess:
         self._target_released = False
         #: The snapshot (a copy-on-write clone of the target, held stopped) while it lives.
         self.snapshot_pid: Optional[int] = None
+        #: The same clone's pid as the target's pid namespace numbers it (what clone() returned, and what
+        #: the target's wait4() needs): in a container it differs from snapshot_pid.
+        self._snapshot_local_pid = 0
         #: Bytes only the snapshot held when it was dropped: pages the target changed since, and page tables.
         self.snapshot_bytes: Optional[int] = None
         self.snapshot_warnings: List[str] = []
@@ -270,11 +273,12 @@ class StoppedProcess:
         rss_gib = int(read_status(self.pid).get("VmRSS", "0 kB").split()[0] or 0) / (1 << 20)
         result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold,
                                timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
-        if result < 0 or not children or result != children[0]:
+        self._snapshot_local_pid = max(result, 0)
+        if result < 0 or not children or _pid_in_namespace_of(children[0], state.tid) != result:
             self._drop_snapshot()
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
             raise inject.InjectionFailed(f"clone() in thread {state.tid} failed: {why}")
-        return result
+        return children[0]
 
     def _injectable_thread(self) -> ThreadState:
         """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
@@ -322,7 +326,8 @@ class StoppedProcess:
             _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
             from .snapshot import reap_in
 
-            why = reap_in(self.pid, child, self._syscall_at, threads) or None if threads else why
+            if threads:
+                why = reap_in(self.pid, child, self._snapshot_local_pid, self._syscall_at, threads) or None
         finally:
             if pause is not None:
                 pause._detach_all()
@@ -522,6 +527,16 @@ def _private_bytes(pid: int) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         return None
     return total
+
+
+def _pid_in_namespace_of(pid: int, other: int) -> Optional[int]:
+    """*pid*'s number in the pid namespace process *other* lives in (NSpid lists it from ours inwards,
+    one entry per level); *pid* itself where the kernel does not say."""
+    mine, theirs = read_status(pid).get("NSpid", "").split(), read_status(other).get("NSpid", "").split()
+    if not mine or not theirs:
+        return pid
+    level = len(theirs) - 1
+    return int(mine[level]) if level < len(mine) else None
 
 
 def _reap(tids: List[int], patience: float = 2.0) -> None:
