@@ -53,6 +53,7 @@ CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 STEP_TIMEOUT = 2.0
 
 _ALL_SIGNALS = ctypes.c_uint64(0xFFFFFFFFFFFFFFFF)
+_FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 
 
 class InjectionFailed(Exception):
@@ -240,6 +241,11 @@ class Injector:
                 return 0
             if event and events and event == libc.PTRACE_EVENT_CLONE:
                 return event
+            if not event and sig in _FAULTS:
+                # The injected code faulted (a signal nobody sends while all are blocked): resumed
+                # without it, the thread would fault again at once, for ever.
+                raise InjectionFailed(f"thread {self.tid} faulted ({signal.Signals(sig).name})"
+                                      " running the injected call")
             if not event and sig != signal.SIGTRAP:
                 self.pending_signal = self.pending_signal or sig  # a signal-delivery-stop: deliver it later
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)

@@ -324,10 +324,17 @@ class StoppedProcess:
             except ProcessLookupError:
                 pass
             _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
-            from .snapshot import reap_in
+            from .snapshot import find_syscall, reap_in
 
-            if threads:
-                why = reap_in(self.pid, child, self._snapshot_local_pid, self._syscall_at, threads) or None
+            # Once the target has run, the instruction used for the clone may be gone: an execve
+            # maps a new [vdso] elsewhere, and a wait4 run at the old address faults (with every
+            # signal blocked, the kernel then resets the target's SIGSEGV handler and kills it).
+            at = self._syscall_at if pause is None else find_syscall(self.pid)
+            if threads and at is None:
+                why = (f"the snapshot (process {child}) is left as a zombie child of process {self.pid}: no system"
+                       " call instruction was found in it to make it reap the snapshot")
+            elif threads and at is not None:
+                why = reap_in(self.pid, child, self._snapshot_local_pid, at, threads) or None
         finally:
             if pause is not None:
                 pause._detach_all()
