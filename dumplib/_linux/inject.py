@@ -229,6 +229,14 @@ class Injector:
         self._until_event_stop()
         _set_regs(self.tid, self.saved)  # unchanged by the trip; written again so the stop holds them
         _set_sigmask(self.tid, mask)
+        if self.pending_signal == signal.SIGSTOP:
+            # The one signal the blocked mask lets through was taken on the way to the call, and one
+            # handed back at this PTRACE_EVENT_STOP would be dropped: sent again, it stays pending
+            # (every thread is stopped) and stops the process once it is let go, as it would have;
+            # unless a SIGCONT came since, which would have cancelled it.
+            if not _sigcont_pending(self.tid):
+                os.kill(self.tid, signal.SIGSTOP)
+            self.pending_signal = 0
 
     def _until_syscall_stop(self, events: bool = False, timeout: float = STEP_TIMEOUT) -> int:
         """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number).
@@ -291,6 +299,16 @@ def _wait_stop(tid: int, timeout: float = STEP_TIMEOUT) -> int:
             raise InjectionFailed(f"thread {tid} did not stop within {timeout:g} s")
         time.sleep(nap)
         nap = min(nap * 2, 0.002)
+
+
+def _sigcont_pending(tid: int) -> bool:
+    """Whether a SIGCONT waits for thread *tid* or its process (traced, it is queued, not ignored)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            lines = [line.split() for line in f if line.startswith((b"SigPnd:", b"ShdPnd:"))]
+        return any(int(fields[1], 16) & (1 << (signal.SIGCONT - 1)) for fields in lines)
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _ptrace(request: int, tid: int, addr: int, data: int) -> None:
