@@ -329,7 +329,8 @@ class StoppedProcess:
             # Once the target has run, the instruction used for the clone may be gone: an execve
             # maps a new [vdso] elsewhere, and a wait4 run at the old address faults (with every
             # signal blocked, the kernel then resets the target's SIGSEGV handler and kills it).
-            at = self._syscall_at if pause is None else find_syscall(self.pid)
+            # Read through a live thread: a leader that called pthread_exit has an empty maps file.
+            at = self._syscall_at if pause is None else find_syscall(min(threads)) if threads else None
             if threads and at is None:
                 why = (f"the snapshot (process {child}) is left as a zombie child of process {self.pid}: no system"
                        " call instruction was found in it to make it reap the snapshot")
