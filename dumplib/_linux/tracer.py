@@ -297,8 +297,9 @@ class StoppedProcess:
 
         The clone is the target's child. Killed, it is first reported to its tracer (us), and only
         once we have collected it does it become a zombie the target could see: with `waitpid(-1,
-        __WALL)` a target would reap a pid it never made. So the target is stopped again (if it
-        runs), the clone killed and collected, one target thread made to wait4() it, and only then
+        __WALL)` a target would reap a pid it never made. So the clone is killed and left to free its
+        memory (tens of ms for GiB of page tables) while the target runs, then the target is stopped
+        again (if it runs), the clone collected, one target thread made to wait4() it, and only then
         is the target let go: it never sees the clone. (Left alone it would stay a zombie.)"""
         child = self.snapshot_pid
         if child is None:
@@ -308,6 +309,11 @@ class StoppedProcess:
         pause: Optional[StoppedProcess] = None
         threads: Dict[int, ThreadState] = self.threads
         why: Optional[str] = None
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_zombie(child)
         started = time.monotonic()
         try:
             if self._target_released:
@@ -319,10 +325,6 @@ class StoppedProcess:
                     threads = pause.threads
                 except BaseException as exc:  # gone, or a thread that will not stop: reap without the guarantee
                     threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
             from .snapshot import find_syscall, reap_in
 
@@ -535,6 +537,14 @@ def _private_bytes(pid: int) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         return None
     return total
+
+
+def _wait_zombie(pid: int, patience: float = 2.0) -> None:
+    """Wait (bounded) until killed process *pid*, our tracee, has exited and freed its memory: a zombie
+    (only its tracer can see it as one), or gone."""
+    deadline = time.monotonic() + patience
+    while thread_state(pid, pid) not in ("", "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def _pid_in_namespace_of(pid: int, other: int) -> Optional[int]:
