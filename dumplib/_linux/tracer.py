@@ -182,6 +182,7 @@ class StoppedProcess:
         self._wake.set()
         while not self._answered.is_set():  # polled: see __enter__
             if not self._tracer.is_alive():
+                self.check_pause()  # it let the target go at max_pause before taking the request
                 raise DumpFailed(f"the tracer of process {self.pid} ended unexpectedly", pid=self.pid)
             time.sleep(0.0002)
         answer, error = self._answer
