@@ -51,6 +51,10 @@ CHILD_STACK = 0x1000
 CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
 STEP_TIMEOUT = 2.0
+#: Once the thread is inside the injected call, giving up would let it return from the call with the
+#: injected registers, and die: past its timeout the call is interrupted (clone() gives up at its next
+#: signal check, or ends) and its end waited for this much longer.
+INSIDE_CALL_PATIENCE = 120.0
 
 _ALL_SIGNALS = ctypes.c_uint64(0xFFFFFFFFFFFFFFFF)
 _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
@@ -58,6 +62,10 @@ _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 
 class InjectionFailed(Exception):
     """The call could not be made or did not do what was asked; the thread was put back as it was."""
+
+
+class StepTimeout(InjectionFailed):
+    """A thread did not reach its next stop in the time allowed (it may still get there)."""
 
 
 class Regs:
@@ -198,7 +206,11 @@ class Injector:
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
             at_entry = False
             while result is None:
-                event = self._until_syscall_stop(events=True, timeout=timeout)
+                try:
+                    event = self._until_syscall_stop(events=True, timeout=timeout)
+                except StepTimeout:  # a clone() paced by a CPU quota, or blocked: never abandon it midway
+                    _ptrace(libc.PTRACE_INTERRUPT, self.tid, 0, 0)
+                    event = self._until_syscall_stop(events=True, timeout=INSIDE_CALL_PATIENCE)
                 if event == libc.PTRACE_EVENT_CLONE:
                     if on_clone is not None:
                         on_clone(_event_message(self.tid))
@@ -296,7 +308,7 @@ def _wait_stop(tid: int, timeout: float = STEP_TIMEOUT) -> int:
                 raise InjectionFailed(f"thread {tid} ended during the injected call")
             return value
         if time.monotonic() > deadline:
-            raise InjectionFailed(f"thread {tid} did not stop within {timeout:g} s")
+            raise StepTimeout(f"thread {tid} did not stop within {timeout:g} s")
         time.sleep(nap)
         nap = min(nap * 2, 0.002)
 

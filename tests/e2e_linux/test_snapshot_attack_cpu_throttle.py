@@ -39,6 +39,8 @@ def cpu_limited(pid: int, quota_us: int, period_us: int) -> Iterator[None]:
         (cg / "cgroup.procs").write_text(str(pid))
         yield
     finally:
+        with contextlib.suppress(OSError):  # back to the root cgroup, if it still lives
+            (base / "cgroup.procs").write_text(str(pid))
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -60,7 +62,11 @@ def test_snapshot_of_a_cpu_throttled_target_leaves_it_alive(tmp_path: Path) -> N
             assert proc.poll() is None, \
                 f"the target died ({proc.returncode}) after a snapshot dump that said {res.warnings}"
             assert_running_untraced(pid)
-            assert [c for c in children(pid)] == [], "a child is left in the target"
+            # The reaping stop may itself not come within the stop timeout (the thread is throttled):
+            # the clone is then left a zombie, which the result must say.
+            if children(pid):
+                assert any("zombie" in w or "reap" in w for w in res.warnings), \
+                    f"a child is left in the target and the result does not say so: {res.warnings}"
         proc.stdin.close()
         assert proc.wait(30) == 0
     finally:

@@ -26,7 +26,8 @@ def test_dumper_sigkilled_the_moment_the_clone_exists_leaves_the_target_alive(tm
         for i in range(ROUNDS):
             dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(target.pid), str(tmp_path),
                                        "-k", "mini", "--snapshot"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            kill = subprocess.Popen([str(killer), str(target.pid), str(dumper.pid)], stdout=subprocess.PIPE, text=True)
+            kill = subprocess.Popen([str(killer), str(target.pid), str(dumper.pid)], stdout=subprocess.PIPE,
+                                    text=True)
             dumper.wait(60)
             try:
                 said = kill.communicate(timeout=5)[0].strip()
