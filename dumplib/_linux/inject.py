@@ -32,9 +32,13 @@ R10, R8, RAX, RDX, RSI, RDI, ORIG_RAX, RIP = 7, 9, 10, 12, 13, 14, 15, 16
 REGS_SIZE = 27 * 8
 
 NR_CLONE = 56
-#: A plain copy (no shared memory, files or signal handlers) whose exit signal is 0: its parent, the
-#: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE.
-CLONE_FLAGS = 0
+CLONE_FILES = 0x400
+#: A copy of the memory (no shared memory or signal handlers) whose exit signal is 0: its parent, the
+#: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE. It shares the
+#: target's descriptor table (CLONE_FILES) instead of holding a duplicate of every descriptor: with
+#: duplicates, a descriptor the target closes while the snapshot lives stays open, so its epoll set
+#: keeps reporting it, its flock stays held and its peer sees no EOF until the dump is written.
+CLONE_FLAGS = CLONE_FILES
 NR_WAIT4 = 61
 SYSCALL_INSN = b"\x0f\x05"
 WNOHANG = 1
@@ -47,12 +51,21 @@ CHILD_STACK = 0x1000
 CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
 STEP_TIMEOUT = 2.0
+#: Once the thread is inside the injected call, giving up would let it return from the call with the
+#: injected registers, and die: past its timeout the call is interrupted (clone() gives up at its next
+#: signal check, or ends) and its end waited for this much longer.
+INSIDE_CALL_PATIENCE = 120.0
 
 _ALL_SIGNALS = ctypes.c_uint64(0xFFFFFFFFFFFFFFFF)
+_FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
 
 
 class InjectionFailed(Exception):
     """The call could not be made or did not do what was asked; the thread was put back as it was."""
+
+
+class StepTimeout(InjectionFailed):
+    """A thread did not reach its next stop in the time allowed (it may still get there)."""
 
 
 class Regs:
@@ -193,7 +206,11 @@ class Injector:
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
             at_entry = False
             while result is None:
-                event = self._until_syscall_stop(events=True, timeout=timeout)
+                try:
+                    event = self._until_syscall_stop(events=True, timeout=timeout)
+                except StepTimeout:  # a clone() paced by a CPU quota, or blocked: never abandon it midway
+                    _ptrace(libc.PTRACE_INTERRUPT, self.tid, 0, 0)
+                    event = self._until_syscall_stop(events=True, timeout=INSIDE_CALL_PATIENCE)
                 if event == libc.PTRACE_EVENT_CLONE:
                     if on_clone is not None:
                         on_clone(_event_message(self.tid))
@@ -224,6 +241,14 @@ class Injector:
         self._until_event_stop()
         _set_regs(self.tid, self.saved)  # unchanged by the trip; written again so the stop holds them
         _set_sigmask(self.tid, mask)
+        if self.pending_signal == signal.SIGSTOP:
+            # The one signal the blocked mask lets through was taken on the way to the call, and one
+            # handed back at this PTRACE_EVENT_STOP would be dropped: sent again, it stays pending
+            # (every thread is stopped) and stops the process once it is let go, as it would have;
+            # unless a SIGCONT came since, which would have cancelled it.
+            if not _sigcont_pending(self.tid):
+                os.kill(self.tid, signal.SIGSTOP)
+            self.pending_signal = 0
 
     def _until_syscall_stop(self, events: bool = False, timeout: float = STEP_TIMEOUT) -> int:
         """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number).
@@ -236,6 +261,11 @@ class Injector:
                 return 0
             if event and events and event == libc.PTRACE_EVENT_CLONE:
                 return event
+            if not event and sig in _FAULTS:
+                # The injected code faulted (a signal nobody sends while all are blocked): resumed
+                # without it, the thread would fault again at once, for ever.
+                raise InjectionFailed(f"thread {self.tid} faulted ({signal.Signals(sig).name})"
+                                      " running the injected call")
             if not event and sig != signal.SIGTRAP:
                 self.pending_signal = self.pending_signal or sig  # a signal-delivery-stop: deliver it later
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
@@ -278,9 +308,19 @@ def _wait_stop(tid: int, timeout: float = STEP_TIMEOUT) -> int:
                 raise InjectionFailed(f"thread {tid} ended during the injected call")
             return value
         if time.monotonic() > deadline:
-            raise InjectionFailed(f"thread {tid} did not stop within {timeout:g} s")
+            raise StepTimeout(f"thread {tid} did not stop within {timeout:g} s")
         time.sleep(nap)
         nap = min(nap * 2, 0.002)
+
+
+def _sigcont_pending(tid: int) -> bool:
+    """Whether a SIGCONT waits for thread *tid* or its process (traced, it is queued, not ignored)."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            lines = [line.split() for line in f if line.startswith((b"SigPnd:", b"ShdPnd:"))]
+        return any(int(fields[1], 16) & (1 << (signal.SIGCONT - 1)) for fields in lines)
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _ptrace(request: int, tid: int, addr: int, data: int) -> None:

@@ -178,13 +178,13 @@ def find_syscall(pid: int) -> Optional[int]:
     return inject.find_syscall_instruction(pid, text, lambda a, n: read_small(pid, a, n))
 
 
-def reap_in(pid: int, child: int, syscall_at: int, threads: Dict[int, Any]) -> Optional[str]:
-    """Make the stopped process *pid* reap its dead child *child* (our snapshot): one of *threads*
-    (stopped, with their registers) runs wait4(child, NULL, __WALL|WNOHANG) and is put back.
-    None when done (or nothing to do), else why not."""
+def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int, Any]) -> Optional[str]:
+    """Make the stopped process *pid* reap its dead child *child* (our snapshot, numbered *local* in
+    the target's pid namespace): one of *threads* (stopped, with their registers) runs
+    wait4(local, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
     if not _is_zombie(child):
         return None  # already gone: the target exited and its children went to a reaper
-    call = (inject.NR_WAIT4, (child, 0, libc.WALL | inject.WNOHANG, 0))
+    call = (inject.NR_WAIT4, (local, 0, libc.WALL | inject.WNOHANG, 0))
     tried: List[str] = []
     for state in sorted(threads.values(), key=lambda t: t.tid != pid):
         if state.pending_signal or not inject.outside_rseq(state.tid, state.regs):
@@ -199,7 +199,7 @@ def reap_in(pid: int, child: int, syscall_at: int, threads: Dict[int, Any]) -> O
         except inject.InjectionFailed as exc:
             tried.append(str(exc))
             continue
-        if got == child or not _is_zombie(child):
+        if got == local or not _is_zombie(child):
             return None
         tried.append(f"wait4 in thread {state.tid} returned {got}")
         if len(tried) >= 3:

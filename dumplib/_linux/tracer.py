@@ -103,6 +103,9 @@ class StoppedProcess:
         self._target_released = False
         #: The snapshot (a copy-on-write clone of the target, held stopped) while it lives.
         self.snapshot_pid: Optional[int] = None
+        #: The same clone's pid as the target's pid namespace numbers it (what clone() returned, and what
+        #: the target's wait4() needs): in a container it differs from snapshot_pid.
+        self._snapshot_local_pid = 0
         #: Bytes only the snapshot held when it was dropped: pages the target changed since, and page tables.
         self.snapshot_bytes: Optional[int] = None
         self.snapshot_warnings: List[str] = []
@@ -179,6 +182,7 @@ class StoppedProcess:
         self._wake.set()
         while not self._answered.is_set():  # polled: see __enter__
             if not self._tracer.is_alive():
+                self.check_pause()  # it let the target go at max_pause before taking the request
                 raise DumpFailed(f"the tracer of process {self.pid} ended unexpectedly", pid=self.pid)
             time.sleep(0.0002)
         answer, error = self._answer
@@ -270,11 +274,12 @@ class StoppedProcess:
         rss_gib = int(read_status(self.pid).get("VmRSS", "0 kB").split()[0] or 0) / (1 << 20)
         result = injector.call(inject.NR_CLONE, *inject.CLONE_ARGS, on_clone=hold,
                                timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
-        if result < 0 or not children or result != children[0]:
+        self._snapshot_local_pid = max(result, 0)
+        if result < 0 or not children or _pid_in_namespace_of(children[0], state.tid) != result:
             self._drop_snapshot()
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
             raise inject.InjectionFailed(f"clone() in thread {state.tid} failed: {why}")
-        return result
+        return children[0]
 
     def _injectable_thread(self) -> ThreadState:
         """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
@@ -293,8 +298,9 @@ class StoppedProcess:
 
         The clone is the target's child. Killed, it is first reported to its tracer (us), and only
         once we have collected it does it become a zombie the target could see: with `waitpid(-1,
-        __WALL)` a target would reap a pid it never made. So the target is stopped again (if it
-        runs), the clone killed and collected, one target thread made to wait4() it, and only then
+        __WALL)` a target would reap a pid it never made. So the clone is killed and left to free its
+        memory (tens of ms for GiB of page tables) while the target runs, then the target is stopped
+        again (if it runs), the clone collected, one target thread made to wait4() it, and only then
         is the target let go: it never sees the clone. (Left alone it would stay a zombie.)"""
         child = self.snapshot_pid
         if child is None:
@@ -304,6 +310,11 @@ class StoppedProcess:
         pause: Optional[StoppedProcess] = None
         threads: Dict[int, ThreadState] = self.threads
         why: Optional[str] = None
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_zombie(child)
         started = time.monotonic()
         try:
             if self._target_released:
@@ -315,14 +326,19 @@ class StoppedProcess:
                     threads = pause.threads
                 except BaseException as exc:  # gone, or a thread that will not stop: reap without the guarantee
                     threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
-            from .snapshot import reap_in
+            from .snapshot import find_syscall, reap_in
 
-            why = reap_in(self.pid, child, self._syscall_at, threads) or None if threads else why
+            # Once the target has run, the instruction used for the clone may be gone: an execve
+            # maps a new [vdso] elsewhere, and a wait4 run at the old address faults (with every
+            # signal blocked, the kernel then resets the target's SIGSEGV handler and kills it).
+            # Read through a live thread: a leader that called pthread_exit has an empty maps file.
+            at = self._syscall_at if pause is None else find_syscall(min(threads)) if threads else None
+            if threads and at is None:
+                why = (f"the snapshot (process {child}) is left as a zombie child of process {self.pid}: no system"
+                       " call instruction was found in it to make it reap the snapshot")
+            elif threads and at is not None:
+                why = reap_in(self.pid, child, self._snapshot_local_pid, at, threads) or None
         finally:
             if pause is not None:
                 pause._detach_all()
@@ -522,6 +538,24 @@ def _private_bytes(pid: int) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         return None
     return total
+
+
+def _wait_zombie(pid: int, patience: float = 2.0) -> None:
+    """Wait (bounded) until killed process *pid*, our tracee, has exited and freed its memory: a zombie
+    (only its tracer can see it as one), or gone."""
+    deadline = time.monotonic() + patience
+    while thread_state(pid, pid) not in ("", "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+def _pid_in_namespace_of(pid: int, other: int) -> Optional[int]:
+    """*pid*'s number in the pid namespace process *other* lives in (NSpid lists it from ours inwards,
+    one entry per level); *pid* itself where the kernel does not say."""
+    mine, theirs = read_status(pid).get("NSpid", "").split(), read_status(other).get("NSpid", "").split()
+    if not mine or not theirs:
+        return pid
+    level = len(theirs) - 1
+    return int(mine[level]) if level < len(mine) else None
 
 
 def _reap(tids: List[int], patience: float = 2.0) -> None:
