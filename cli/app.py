@@ -60,18 +60,28 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every cleanup path runs as for Ctrl-C."""
+    """SIGTERM or SIGHUP, raised in the main thread so every cleanup path runs as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum: int, frame: Any) -> NoReturn:
-    raise _Terminated()
+    raise _Terminated(signum)
+
+
+#: Signals that end dumplib the way Ctrl-C does (cleanup, target let go): SIGTERM, and SIGHUP (a
+#: closed terminal or ssh session), whose default action would kill dumplib with a snapshot held.
+_ENDING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool = False) -> Any:
     """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code.
 
     *json_err* sends JSON errors to stderr too: when stdout carries the dump itself."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    previous = ({sig: signal.signal(sig, _raise_terminated) for sig in _ENDING}
+                if threading.current_thread() is threading.main_thread() else {})
     try:
         return action()
     except dumplib.DumpError as exc:
@@ -79,15 +89,15 @@ def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: boo
     except KeyboardInterrupt:
         _fail(None, EXIT_SIGINT, as_json=as_json, debug=debug, json_err=json_err,
               message="interrupted; nothing was left behind")
-    except _Terminated:
-        _fail(None, EXIT_SIGTERM, as_json=as_json, debug=debug, json_err=json_err,
-              message="terminated; nothing was left behind")
+    except _Terminated as ended:
+        _fail(None, 128 + ended.signum, as_json=as_json, debug=debug, json_err=json_err,
+              message=f"{'terminated' if ended.signum == EXIT_SIGTERM - 128 else 'hung up'}; nothing was left behind")
     except Exception as exc:  # a bug in dumplib: still one line, but say so
         _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug, json_err=json_err,
               message=f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool = False,

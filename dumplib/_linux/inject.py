@@ -42,11 +42,14 @@ CLONE_FLAGS = CLONE_FILES
 NR_WAIT4 = 61
 SYSCALL_INSN = b"\x0f\x05"
 WNOHANG = 1
-#: The clone child's stack pointer: an address no process can map (below vm.mmap_min_addr). The
-#: child never runs, but if dumplib died before it could be held (a window of microseconds), its
-#: first use of the stack faults, with every signal blocked, so it dies before any of the target's
-#: code or signal handlers run.
+#: The stack and frame pointers during an injected call, the clone child's too: an address no
+#: process can map (below vm.mmap_min_addr). Nothing should run after the call but the put-back;
+#: if dumplib is killed (SIGKILL) inside that window, the thread (and the child, not yet held) runs
+#: on from the injected state, and what follows `syscall` in [vdso] (`leave`, `ret`...) uses the
+#: stack: it faults, with every signal blocked, so it dies at once rather than returning into the
+#: target's code with registers that are not its own. (The target then dies; README says so.)
 CHILD_STACK = 0x1000
+RBP, RSP = 4, 19
 #: clone(flags, stack, parent_tid, child_tid, tls) as injected.
 CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
@@ -186,6 +189,7 @@ class Injector:
         mask = _get_sigmask(self.tid)
         regs = Regs(self.saved)
         regs[RIP] = self.syscall_at
+        regs[RSP] = regs[RBP] = CHILD_STACK
         regs[RAX] = nr
         regs[ORIG_RAX] = -1  # no system call in progress: the kernel must not "restart" our registers
         for slot, value in zip((RDI, RSI, RDX, R10, R8), args):

@@ -33,6 +33,7 @@ def test_dumper_signalled_while_its_snapshot_lives_leaves_the_target_without_chi
         time.sleep(0.2)
         left = [(c, status(c)["State"]) for c in children(pid)]
         assert left == [], f"dumplib ended by {sig.name} (exit {held.proc.returncode}) left the target children {left}"
+        assert held.proc.returncode == 128 + sig, f"dumplib ended by {sig.name} exited {held.proc.returncode}"
         assert_running_untraced(pid)
     finally:
         if held is not None:
