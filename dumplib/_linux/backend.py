@@ -21,9 +21,8 @@ from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
-from . import linkmap, maps, notes, procfs, snapshot
+from . import linkmap, maps, notes, procfs
 from .files import LinuxFiles
-from .inject import InjectionFailed
 from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
@@ -370,6 +369,9 @@ def _take_snapshot(plan: Plan, stopped: StoppedProcess, mem: int, regions: Seque
     """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
     TargetRefused for snapshot=True) where no snapshot may or could be taken: the target is then
     exactly as it was, still stopped, and the dump goes on without one."""
+    from . import snapshot  # only for a snapshot: the one-shot command's start-up stays lean
+    from .inject import InjectionFailed
+
     early, shared_after = snapshot.taken_before_resume(pieces)
     why = snapshot.obstacle(plan.target.pid, regions, pieces, early, state_before)
     syscall_at = None if why else snapshot.find_syscall(mem)
@@ -398,12 +400,14 @@ class _Snapshot:
 
     def __init__(self, child: int, target: int) -> None:
         self.child, self.target = child, target
-        self.buffers: Dict[int, snapshot.BufferSink] = {}
+        self.buffers: Dict[int, Any] = {}  # piece index -> snapshot.BufferSink
         self.warnings: List[str] = []
 
     def read_before_resume(self, pieces: Sequence[Any], offsets: Sequence[int], early: Sequence[int]) -> None:
         for i in early:
-            buffer = self.buffers[i] = snapshot.BufferSink()
+            from .snapshot import BufferSink
+
+            buffer = self.buffers[i] = BufferSink()
             _copy(self.target, buffer, lambda n: None, [pieces[i]], [offsets[i]], pieces[i].filesz)
 
     def copy_rest(self, sink: Any, tick: Optional[Tick], pieces: Sequence[Any], offsets: Sequence[int],
