@@ -186,6 +186,29 @@ def strangers(snap: Snap) -> List[Tuple[int, str, str]]:
             if pid != snap.pid and (st.get("PPid") == str(snap.pid) or path == exe)]
 
 
+def stalled_snapshot_dump(snap: Snap, *flags: str, stderr: object = subprocess.DEVNULL
+                          ) -> Tuple[subprocess.Popen, int]:
+    """`dumplib dump PID - -k full --snapshot FLAGS` writing into a pipe nobody reads yet, once its
+    snapshot child exists: (the dumper, the pipe's read end). The write stalls on the pipe while the
+    child holds the memory."""
+    read_end, write_end = os.pipe()
+    dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
+                               "--snapshot", *flags], stdout=write_end, stderr=stderr, text=True)
+    os.close(write_end)
+    deadline = time.monotonic() + 60
+    try:
+        while not strangers(snap):
+            assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
+            assert time.monotonic() < deadline, "no snapshot child appeared"
+            time.sleep(0.01)
+    except BaseException:
+        dumper.kill()
+        dumper.wait()
+        os.close(read_end)
+        raise
+    return dumper, read_end
+
+
 def children_of(pid: int) -> List[int]:
     out: List[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -601,17 +624,9 @@ def test_snapshot_bytes_is_what_the_target_rewrote_while_the_snapshot_lived(snap
     least that much; the streamed core still holds the heap as it was at the snapshot's instant."""
     with snapshot_target(snap_exe, "--heap", "64") as snap:
         heap = int(snap.info["heap_address"])
-        read_end, write_end = os.pipe()
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
-                                   "--snapshot", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
-        os.close(write_end)
+        dumper, read_end = stalled_snapshot_dump(snap, "--json", stderr=subprocess.PIPE)
         streamed = tmp_path / "streamed.core"
         try:
-            deadline = time.monotonic() + 60
-            while not strangers(snap):
-                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
-                assert time.monotonic() < deadline, "no snapshot child appeared"
-                time.sleep(0.01)
             with open(streamed, "wb") as out, os.fdopen(read_end, "rb") as stream:
                 # The first MiB (the header and notes) is taken at once, then the stream stalls: the
                 # target must run (test_a_stalled_stream_does_not_hold_the_target_stopped), the snapshot live.
@@ -646,16 +661,8 @@ def test_a_stalled_stream_does_not_hold_the_target_stopped(snap_exe):
     """`dumplib dump P - --snapshot | slow-reader`: nothing the output does may keep the target stopped
     once the snapshot exists, not even the core's header and notes (they are larger than a pipe holds)."""
     with snapshot_target(snap_exe, "--heap", "64") as snap:
-        read_end, write_end = os.pipe()
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
-                                   "--snapshot", "--max-pause", "10s"], stdout=write_end, stderr=subprocess.DEVNULL)
-        os.close(write_end)
+        dumper, read_end = stalled_snapshot_dump(snap, "--max-pause", "10s")
         try:
-            deadline = time.monotonic() + 60
-            while not strangers(snap):
-                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
-                assert time.monotonic() < deadline, "no snapshot child appeared"
-                time.sleep(0.01)
             deadline = time.monotonic() + 3.0
             while True:
                 states = {tid: proc_status_of(snap.pid, int(tid))["State"]
@@ -681,17 +688,9 @@ def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_or
     stop) still gets its whole core; the snapshot, now an orphan of the exited target, is not left behind."""
     with snapshot_target(snap_exe, "--heap", "64") as snap:
         exe, pid = snap.exe, snap.pid
-        read_end, write_end = os.pipe()
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(pid), "-", "-k", "full",
-                                   "--snapshot", "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True)
-        os.close(write_end)
+        dumper, read_end = stalled_snapshot_dump(snap, "--json", stderr=subprocess.PIPE)
         streamed = tmp_path / "exited.core"
         try:
-            deadline = time.monotonic() + 60
-            while not strangers(snap):
-                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
-                assert time.monotonic() < deadline, "no snapshot child appeared"
-                time.sleep(0.01)
             with open(streamed, "wb") as out, os.fdopen(read_end, "rb") as stream:
                 while out.tell() < 1 << 20:
                     out.write(stream.read((1 << 20) - out.tell()))
@@ -1206,16 +1205,8 @@ def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_th
         assert snap.ask("arm 1 2000") == "armed"
         wait_until_blocked(snap)
         # stdout is a pipe nobody reads: the write stops after 64 KiB, while the child holds the memory.
-        read_end, write_end = os.pipe()
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(snap.pid), "-", "-k", "full",
-                                   "--snapshot"], stdout=write_end, stderr=subprocess.DEVNULL)
-        os.close(write_end)
+        dumper, read_end = stalled_snapshot_dump(snap)
         try:
-            deadline = time.monotonic() + 60
-            while not strangers(snap):
-                assert dumper.poll() is None, f"the dumper ended ({dumper.returncode}) before a snapshot was seen"
-                assert time.monotonic() < deadline, "no snapshot child appeared"
-                time.sleep(0.01)
             got = 0
             while when == "memory" and got < 1 << 20:
                 got += len(os.read(read_end, (1 << 20) - got))
