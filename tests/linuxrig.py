@@ -210,3 +210,28 @@ def as_nobody() -> None:
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
+
+
+@contextlib.contextmanager
+def kernel_cores(directory: Path) -> Iterator[Path]:
+    """While held, the kernel writes the core of any crashing process to DIRECTORY/core.PID (root only:
+    kernel.core_pattern is machine-wide, so it is put back whatever happens). Start the crasher with
+    preexec=unlimited_core."""
+    pattern_file = "/proc/sys/kernel/core_pattern"
+    with open(pattern_file) as f:
+        old = f.read()
+    directory.mkdir(exist_ok=True)
+    try:
+        with open(pattern_file, "w") as f:
+            f.write(str(directory / "core.%p"))
+        yield directory
+    finally:
+        with open(pattern_file, "w") as f:
+            f.write(old)
+
+
+def unlimited_core() -> None:
+    """preexec for a process whose kernel core is wanted: RLIMIT_CORE unlimited."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))

@@ -13,7 +13,8 @@ import pytest
 import dumplib
 from dumplib.formats.elfcore import read_elfcore
 from helpers import require
-from linuxrig import AVX_TARGET_C, PY_TARGET, YMM15, build_c, dumplib_cli, gdb, have, run_target
+from linuxrig import (AVX_TARGET_C, PY_TARGET, YMM15, build_c, dumplib_cli, gdb, have, kernel_cores, run_target,
+                      unlimited_core)
 
 pytestmark = pytest.mark.linux
 NAMED = ("thread_alpha_spin", "thread_beta_wait", "thread_gamma_sleep", "main_wait_for_input")
@@ -127,25 +128,11 @@ def test_lldb_unwinds_every_thread(ctarget, target_exe, outdir):
 
 def test_matches_the_kernels_own_core_of_the_same_program(target_exe, outdir, tmp_path):
     require(os.geteuid() == 0, "setting kernel.core_pattern needs root")
-    kdir = tmp_path / "kcore"
-    kdir.mkdir()
-    pattern_file = "/proc/sys/kernel/core_pattern"
-    old = open(pattern_file).read()
-    import resource
-
-    def unlimited_core() -> None:
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    try:
-        with open(pattern_file, "w") as f:
-            f.write(str(kdir / "core.%p"))
+    with kernel_cores(tmp_path / "kcore") as kdir:
         with run_target([str(target_exe)], preexec=unlimited_core) as t:
             ours = dumplib.create_dump(t.pid, outdir, "full")
             os.kill(t.pid, signal.SIGABRT)
             t.proc.wait(timeout=60)
-    finally:
-        with open(pattern_file, "w") as f:
-            f.write(old)
     kernel_core = kdir / f"core.{t.pid}"
     assert kernel_core.exists(), list(kdir.iterdir())
     theirs = gdb(str(target_exe), str(kernel_core), "info threads", "thread apply all bt", f"x/s {t.marker_address}")

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import build_c, gdb, have
+from linuxrig import build_c, gdb, have, kernel_cores, unlimited_core
 
 HERE = Path(__file__).resolve().parent
 
@@ -284,25 +283,12 @@ def test_a_core_taken_at_sigsegv_holds_the_siginfo_the_kernels_own_core_holds(se
     is not the main one."""
     require(os.geteuid() == 0, "setting kernel.core_pattern needs root")
     require(have("eu-readelf"), "eu-readelf is not installed (apt-get install elfutils)")
-    kdir = tmp_path / "kcore"
-    kdir.mkdir()
-    pattern_file = "/proc/sys/kernel/core_pattern"
-    old = open(pattern_file).read()
-
-    def unlimited_core() -> None:
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    try:
-        with open(pattern_file, "w") as f:
-            f.write(str(kdir / "core.%p"))
+    with kernel_cores(tmp_path / "kcore") as kdir:
         with child([str(segv_exe), "--segv-thread"], preexec=unlimited_core) as c:
             c.say_later(0.8)
             trigger = dumplib.SignalReceived("SEGV") if at == "signal" else dumplib.ProcessExit()
             results = dumplib.watch(c.pid, trigger, path=outdir / "crash-EXCEPTIONCODE.core", kind="full", timeout=20)
             assert c.proc.wait(10) == -signal.SIGSEGV
-    finally:
-        with open(pattern_file, "w") as f:
-            f.write(old)
     ours, theirs = results[0].path, str(kdir / f"core.{c.pid}")
     assert os.path.basename(ours) == "crash-SIGSEGV.core"
     assert os.path.exists(theirs), list(kdir.iterdir())
