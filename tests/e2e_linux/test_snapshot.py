@@ -687,7 +687,7 @@ def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_or
     """The snapshot holds the memory, so a target that exits during the write (a crash right after the
     stop) still gets its whole core; the snapshot, now an orphan of the exited target, is not left behind."""
     with snapshot_target(snap_exe, "--heap", "64") as snap:
-        exe, pid = snap.exe, snap.pid
+        exe = snap.exe
         dumper, read_end = stalled_snapshot_dump(snap, "--json", stderr=subprocess.PIPE)
         streamed = tmp_path / "exited.core"
         try:
