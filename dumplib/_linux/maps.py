@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import os
 import re
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 

@@ -16,7 +16,6 @@ import sys
 
 assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
 
-import ctypes
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
