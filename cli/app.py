@@ -320,6 +320,11 @@ def dump(
         return
     for warning in result.warnings:
         echo(f"dumplib: warning: {warning}", err=True)
+    echo(result_line(result, to_stdout), err=to_stdout)
+
+
+def result_line(result: dumplib.DumpResult, to_stdout: bool = False) -> str:
+    """The one line a written dump gets: where, how big, of what, how long, how long the target stopped."""
     stopped = f", target stopped {result.stopped_seconds:.3f} s" if result.stopped_seconds is not None else ""
     if result.snapshot:
         stopped += " (snapshot" + (f", cost {human_bytes(result.snapshot_bytes)})" if result.snapshot_bytes else ")")
@@ -328,11 +333,8 @@ def dump(
         size += f" {result.compression}, {human_bytes(result.raw_size)} raw"
     where = "sent the dump to stdout" if to_stdout else f"wrote {result.path}"
     sha = f"; sha256 {result.sha256}" if to_stdout and result.sha256 else ""
-    echo(
-        f"{where} ({size}, {result.kind} dump of {result.process_name}"
-        f" pid {result.pid}, {result.seconds:.1f} s{stopped}){sha}",
-        err=to_stdout,
-    )
+    return (f"{where} ({size}, {result.kind} dump of {result.process_name}"
+            f" pid {result.pid}, {result.seconds:.1f} s{stopped}){sha}")
 
 
 @command

@@ -11,7 +11,8 @@ import typer
 
 import dumplib
 
-from .app import Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size, parse_snapshot
+from .app import (Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
+                  result_line)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
 DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
@@ -104,9 +105,7 @@ class _Printer:
             echo(f"{who}: {e.trigger}{value}{detail}")
         elif e.event == "dumped" and e.result is not None:
             r = e.result
-            stopped = f", target stopped {r.stopped_seconds:.3f} s" if r.stopped_seconds is not None else ""
-            echo(f"wrote {r.path} ({human_bytes(r.size)}, {r.kind} dump of {r.process_name} pid {r.pid},"
-                       f" {r.seconds:.1f} s{stopped})")
+            echo(result_line(r))
             for w in r.warnings:
                 echo(f"dumplib: warning: {w}", err=True)
         elif e.event in ("refused", "failed", "rate-limited", "skipped"):
@@ -269,6 +268,6 @@ def dump_all_command(name: Optional[str], path: Optional[str], kind: str, option
         elif as_json:
             echo(json.dumps(o.to_dict()))
         else:
-            echo(f"wrote {o.path} ({human_bytes(o.size)}, {o.kind} dump of {o.process_name} pid {o.pid})")
+            echo(result_line(o))
     if worst:
         raise Exit(worst)

@@ -324,7 +324,9 @@ class StoppedProcess:
                     for state in pause.threads.values():
                         pause._read_registers(state)
                     threads = pause.threads
-                except BaseException as exc:  # gone, or a thread that will not stop: reap without the guarantee
+                except ProcessNotFound:  # it exited: its children, the clone too, went to a reaper
+                    threads = {}
+                except BaseException as exc:  # a thread that will not stop: reap without the guarantee
                     threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
             _reap([child])  # as its tracer: from here it is the (stopped) target's zombie
             from .snapshot import find_syscall, reap_in
