@@ -27,6 +27,13 @@ __all__ = [
 ]
 
 
+def _rebuilt(cls: "type[DumpError]", args: Tuple[Any, ...], state: Dict[str, Any]) -> "DumpError":
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class DumpError(Exception):
     """Base class of every error dumplib raises on purpose.
 
@@ -55,6 +62,11 @@ class DumpError(Exception):
                 if name not in out:
                     out.append(name)
         return out
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # Subclasses take other constructor arguments; rebuild from the message and the facts alone
+        # (a snapshot's tracer process hands its errors to the dumping process this way).
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
 
     def details(self) -> Dict[str, Any]:
         """The error's facts as a JSON-friendly dict (used by ``dumplib ... --json``)."""

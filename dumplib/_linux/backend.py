@@ -239,7 +239,7 @@ class LinuxBackend(Backend):
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = plan.event.held if plan.event is not None else None
-            with (held.holding(plan.max_pause) if held else StoppedProcess(pid, max_pause=plan.max_pause)) as stopped:
+            with (held.holding(plan.max_pause) if held else _stopper(plan)(pid, max_pause=plan.max_pause)) as stopped:
                 self._check_same(pid)  # the threads just stopped belong to the process that was checked
                 mem = _memory_pid(pid)
                 threads = _leader_first(pid, stopped.threads)
@@ -355,6 +355,16 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     return body
 
 
+def _stopper(plan: Plan) -> Any:
+    """What stops the target: a tracer thread here, or for a snapshot a tracer process that outlives
+    dumplib (remote_tracer.py), since a snapshot's injected call must be put back whatever happens."""
+    if plan.snapshot:
+        from .remote_tracer import RemoteStoppedProcess
+
+        return RemoteStoppedProcess
+    return StoppedProcess
+
+
 def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Sequence[int], total: int) -> None:
     copier = MemoryCopier(pid, sink, tick, total=total)
     try:
@@ -363,7 +373,7 @@ def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Seque
         copier.close()
 
 
-def _take_snapshot(plan: Plan, stopped: StoppedProcess, mem: int, regions: Sequence[maps.Region],
+def _take_snapshot(plan: Plan, stopped: Any, mem: int, regions: Sequence[maps.Region],
                    pieces: Sequence[Any], offsets: Sequence[int], state_before: str,
                    warnings: List[str]) -> Optional["_Snapshot"]:
     """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
@@ -424,12 +434,12 @@ class _Snapshot:
         finally:
             copier.close()
 
-    def intact(self, stopped: StoppedProcess) -> bool:
+    def intact(self, stopped: Any) -> bool:
         """Whether the clone lived through the whole read (else some reads saw no memory at all)."""
         return stopped.snapshot_pid == self.child and thread_state(self.child, self.child) not in ("", "Z", "X")
 
 
-def _pause_checked(stopped: StoppedProcess, tick: Optional[Tick]) -> Tick:
+def _pause_checked(stopped: Any, tick: Optional[Tick]) -> Tick:
     """The writer's tick, first raising max-pause once the tracer has let the target go."""
     def checked(written: int) -> None:
         stopped.check_pause()

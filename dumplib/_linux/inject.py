@@ -44,10 +44,11 @@ SYSCALL_INSN = b"\x0f\x05"
 WNOHANG = 1
 #: The stack and frame pointers during an injected call, the clone child's too: an address no
 #: process can map (below vm.mmap_min_addr). Nothing should run after the call but the put-back;
-#: if dumplib is killed (SIGKILL) inside that window, the thread (and the child, not yet held) runs
-#: on from the injected state, and what follows `syscall` in [vdso] (`leave`, `ret`...) uses the
+#: if the tracer (remote_tracer.py's process) is killed inside that window, the thread (and the
+#: child, not yet held) runs on from the injected state, and what follows `syscall` in [vdso]
+#: (`leave`, `ret`...) uses the
 #: stack: it faults, with every signal blocked, so it dies at once rather than returning into the
-#: target's code with registers that are not its own. (The target then dies; README says so.)
+#: target's code with registers that are not its own.
 CHILD_STACK = 0x1000
 RBP, RSP = 4, 19
 #: clone(flags, stack, parent_tid, child_tid, tls) as injected.

@@ -85,6 +85,8 @@ class StoppedProcess:
         self.pid = pid
         self.max_pause = max_pause
         self.stop_timeout = stop_timeout if max_pause is None else min(stop_timeout, max_pause)
+        #: A thread not stopped by then ran out max_pause, not the time a stop may take.
+        self._pause_bounds_stops = max_pause is not None and max_pause < stop_timeout
         #: The threads that were stopped, with their registers (kept after release for the notes).
         self.threads: Dict[int, ThreadState] = {}
         self.stopped_at = 0.0
@@ -400,6 +402,9 @@ class StoppedProcess:
             if not waiting:
                 return
             if time.monotonic() >= deadline:
+                if self._pause_bounds_stops:
+                    self.expired = True
+                    self.check_pause()
                 raise unstoppable_refusal(self.pid, waiting, self.stop_timeout)
             time.sleep(nap)
             nap = min(nap * 2, 0.005)

@@ -62,7 +62,9 @@ class HeldSnapshot:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"dumplib ended early: {self.proc.stderr.read().decode()}"
             st = status(self.pid)
-            kids = [c for c in children(self.pid) if _tracer(c) == self.proc.pid]
+            # Traced by dumplib's snapshot tracer process (its child), or by dumplib itself.
+            ours = {self.proc.pid, *children(self.proc.pid)}
+            kids = [c for c in children(self.pid) if _tracer(c) in ours]
             if st["TracerPid"] == "0" and st["State"][0] in "RS" and kids:
                 return kids[0]
             time.sleep(0.01)

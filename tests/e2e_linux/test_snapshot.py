@@ -217,6 +217,23 @@ def children_of(pid: int) -> List[int]:
     return out
 
 
+def wait_left_alone(snap: Snap, timeout: float = 10.0) -> None:
+    """After dumplib was killed: its snapshot tracer process (which outlives it) lets the target go,
+    kills the snapshot and has the target reap it, on its own. Wait (bounded) until nothing of the
+    dump is left: no child or copy of the target, no thread traced or stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not strangers(snap):
+                assert_free(snap)
+                return
+        except AssertionError:
+            pass
+        time.sleep(0.02)
+    assert strangers(snap) == [], f"{timeout:g} s after dumplib was killed, the target still has {strangers(snap)}"
+    assert_free(snap)
+
+
 def assert_free(snap: Snap) -> None:
     """No thread of the target is traced or stopped; it is not a zombie."""
     for tid in os.listdir(f"/proc/{snap.pid}/task"):
@@ -677,10 +694,7 @@ def test_a_stalled_stream_does_not_hold_the_target_stopped(snap_exe):
             dumper.kill()
             dumper.wait()
             os.close(read_end)
-        wait_deadline = time.monotonic() + 10
-        while [s for s in strangers(snap) if s[1][0] != "Z"] and time.monotonic() < wait_deadline:
-            time.sleep(0.05)
-        assert_free(snap)
+        wait_left_alone(snap)
 
 
 def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_orphan(snap_exe, tmp_path):
@@ -1221,12 +1235,8 @@ def test_dumper_sigkilled_while_the_snapshot_child_lives_leaves_no_orphan_and_th
             os.close(read_end)
         # Nothing the dumper made may live on: a child left stopped holds the target's memory forever,
         # and one let go would run the target's code a second time.
-        deadline = time.monotonic() + 10
-        while [s for s in strangers(snap) if s[1][0] != "Z"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = strangers(snap)
-        assert [s for s in left if s[1][0] != "Z"] == [], f"during the dump {seen}; after SIGKILL of dumplib {left}"
-        assert_free(snap)
+        assert seen, "no snapshot child was seen during the dump"
+        wait_left_alone(snap)  # not even a zombie: the tracer process outlives dumplib and reaps it
         # The target runs on: its blocked calls complete as if nothing happened.
         payloads = wake_everyone(snap, 1)
         report = json.loads(snap.ask("report"))

@@ -12,17 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from linuxrig import assert_running_untraced
 from snapattack import build
 
 ROUNDS = 5
 
 
-@pytest.mark.xfail(reason="known, in README: SIGKILL of dumplib inside the injection (a few ms) kills the target; the"
-                          " fix is a separate tracer process that outlives dumplib until the put-back is done",
-                   strict=False)
 def test_dumper_sigkilled_the_moment_the_clone_exists_leaves_the_target_alive(tmp_path: Path) -> None:
     killer = build(tmp_path, "attack_child_killer.c")
     target = subprocess.Popen(["sleep", "600"])

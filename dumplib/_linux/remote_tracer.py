@@ -1,0 +1,230 @@
+"""A snapshot's tracer in a process of its own, so that dumplib dying cannot leave the target broken.
+
+During a snapshot one thread of the target runs an injected clone() with registers only its tracer
+knows how to put back. Were the tracer a thread of dumplib, a SIGKILL of dumplib in those few
+milliseconds would let the kernel detach the thread in its injected state, and the target would
+die. So for snapshots the whole StoppedProcess runs in a small helper process, in a session of its
+own (a signal to dumplib's process group or terminal does not reach it): dumplib tells it over a
+pipe when to clone, when to let the target go and when to drop the clone. If dumplib dies, the pipe
+closes and the helper finishes what it was doing, puts the thread back, lets the target go, kills
+the clone and has the target reap it, then exits. The target is never left in anyone's hands.
+
+The helper runs this module (``serve``); RemoteStoppedProcess is its stand-in in dumplib, with the
+interface the core writer uses of StoppedProcess.
+"""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
+import os
+import pickle
+import select
+import subprocess
+import time
+from typing import Any, Dict, List, Optional
+
+from ..errors import DumpFailed
+from .tracer import JobControlDeferred, ThreadState, thread_state
+
+#: Longest dumplib waits for one answer of the helper. Its steps are bounded (a thread's stop 2 s,
+#: an injected call's patience 120 s); past this dumplib gives up waiting, never the helper.
+ANSWER_TIMEOUT = 300.0
+
+
+class RemoteStoppedProcess:
+    """StoppedProcess, carried out by a helper process (see the module's docstring)."""
+
+    def __init__(self, pid: int, *, max_pause: Optional[float] = None) -> None:
+        self.pid = pid
+        self.max_pause = max_pause
+        self.threads: Dict[int, ThreadState] = {}
+        self.expired = False
+        self.snapshot_pid: Optional[int] = None
+        self.snapshot_bytes: Optional[int] = None
+        self.snapshot_warnings: List[str] = []
+        self._stopped_seconds: Optional[float] = None
+        self._started = 0.0
+        self._resumed: Optional[float] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._commands: Any = None
+        self._answers: Any = None
+        self._job_control = JobControlDeferred()
+
+    # -- the interface of StoppedProcess ------------------------------------------------------------
+    def __enter__(self) -> "RemoteStoppedProcess":
+        self._spawn()
+        try:
+            self._job_control.start()
+            self._started = time.monotonic()
+            self.threads = self._answer()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def take_snapshot(self, syscall_at: int) -> int:
+        child = int(self._ask(("snapshot", syscall_at)))
+        self.snapshot_pid = child
+        return child
+
+    def resume_target(self) -> None:
+        self._ask(("resume",))
+        self._resumed = time.monotonic()
+        self._job_control.finish()
+
+    def check_pause(self) -> None:
+        # Asked each time (a pipe round trip, per 4 MiB written): exact, as the final check must be.
+        if self._resumed is None and self._proc is not None and not self.expired:
+            self.expired = bool(self._ask(("expired",)))
+        if self.expired:
+            raise DumpFailed(
+                f"process {self.pid} was let go after {self.max_pause:g} s stopped (max_pause) before its dump"
+                " was complete, so the dump was abandoned and nothing was kept. The output was too slow (a"
+                " stalled reader of '-'?); write to a local file, or allow a longer pause (--max-pause)",
+                pid=self.pid, reason="max-pause", max_pause=self.max_pause)
+
+    def alive(self) -> bool:
+        return any(thread_state(self.pid, tid) not in ("", "Z", "X") for tid in self.threads)
+
+    @property
+    def stopped_seconds(self) -> float:
+        if self._stopped_seconds is not None:
+            return self._stopped_seconds
+        return (self._resumed or time.monotonic()) - self._started
+
+    def release(self) -> None:
+        """Tell the helper to let everything go, and wait (bounded) until it has: the target runs and
+        the clone is gone before dumplib goes on. If the helper cannot be told, closing the pipe is
+        the same order."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is None:
+                return
+            try:
+                self._send(("release",))
+                state = self._receive(ANSWER_TIMEOUT)
+                if isinstance(state, dict):
+                    self._stopped_seconds = state["stopped_seconds"]
+                    self.snapshot_bytes = state["snapshot_bytes"]
+                    self.snapshot_warnings = state["snapshot_warnings"]
+            except (OSError, EOFError, pickle.PickleError, DumpFailed):
+                pass  # the helper is gone, or finishing on its own once our pipe closes
+            finally:
+                for f in (self._commands, self._answers):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+            try:
+                proc.wait(timeout=ANSWER_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass  # never killed: it may be putting a thread back
+        finally:
+            self._job_control.finish()
+
+    # -- the pipe -------------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        commands_r, commands_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from dumplib._linux.remote_tracer import serve; serve()",
+                 str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)],
+                pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
+        finally:
+            os.close(commands_r)
+            os.close(answers_w)
+        self._commands = os.fdopen(commands_w, "wb")
+        self._answers = os.fdopen(answers_r, "rb")
+
+    def _ask(self, message: tuple) -> Any:
+        if self._proc is None:
+            raise DumpFailed(f"the tracer of process {self.pid} has already let it go", pid=self.pid)
+        self._send(message)
+        return self._answer()
+
+    def _answer(self) -> Any:
+        kind, value = self._receive(ANSWER_TIMEOUT)
+        if kind == "error":
+            raise value
+        return value
+
+    def _send(self, message: tuple) -> None:
+        pickle.dump(message, self._commands)
+        self._commands.flush()
+
+    def _receive(self, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        fd = self._answers.fileno()
+        while True:
+            # Polled in short steps: a Ctrl-C arrives between them, and the helper goes on regardless.
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    return pickle.load(self._answers)
+                except EOFError:
+                    raise DumpFailed(f"the tracer process of process {self.pid} ended unexpectedly",
+                                     pid=self.pid) from None
+            if time.monotonic() > deadline:
+                raise DumpFailed(f"the tracer process of process {self.pid} did not answer within {timeout:g} s",
+                                 pid=self.pid)
+
+
+def serve() -> None:
+    """The helper: stop the target, answer dumplib's orders, and when dumplib says release, or its
+    pipe closes (dumplib died), let everything go and exit."""
+    import signal
+
+    from .tracer import StoppedProcess
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)  # only dumplib's pipe ends this process's work
+    commands = os.fdopen(int(sys.argv[1]), "rb")
+    answers = os.fdopen(int(sys.argv[2]), "wb")
+    pid = int(sys.argv[3])
+    max_pause = None if sys.argv[4] == "None" else float(sys.argv[4])
+
+    def say(message: Any) -> None:
+        try:
+            pickle.dump(message, answers)
+            answers.flush()
+        except (OSError, ValueError):
+            pass  # dumplib is gone: carry on with the cleanup
+
+    stopped = StoppedProcess(pid, max_pause=max_pause)
+    try:
+        stopped.__enter__()
+    except BaseException as exc:
+        say(("error", exc))
+        return
+    try:
+        say(("ok", stopped.threads))
+        while True:
+            try:
+                order = pickle.load(commands)
+            except (EOFError, OSError, pickle.PickleError):
+                break  # dumplib is gone
+            if order[0] == "release":
+                break
+            try:
+                if order[0] == "snapshot":
+                    say(("ok", stopped.take_snapshot(order[1])))
+                elif order[0] == "resume":
+                    stopped.resume_target()
+                    say(("ok", None))
+                elif order[0] == "expired":
+                    say(("ok", stopped.expired))
+            except BaseException as exc:
+                say(("error", exc))
+    finally:
+        stopped.release()
+        say({"stopped_seconds": stopped.stopped_seconds, "snapshot_bytes": stopped.snapshot_bytes,
+             "snapshot_warnings": stopped.snapshot_warnings})
