@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..errors import DumpFailed
-from .tracer import JobControlDeferred, ThreadState, thread_state
+from .tracer import JobControlDeferred, ThreadState, max_pause_error, thread_state
 
 #: Longest dumplib waits for one answer of the helper. Its steps are bounded (a thread's stop 2 s,
 #: an injected call's patience 120 s); past this dumplib gives up waiting, never the helper.
@@ -82,11 +82,7 @@ class RemoteStoppedProcess:
         if self._resumed is None and self._proc is not None and not self.expired:
             self.expired = bool(self._ask(("expired",)))
         if self.expired:
-            raise DumpFailed(
-                f"process {self.pid} was let go after {self.max_pause:g} s stopped (max_pause) before its dump"
-                " was complete, so the dump was abandoned and nothing was kept. The output was too slow (a"
-                " stalled reader of '-'?); write to a local file, or allow a longer pause (--max-pause)",
-                pid=self.pid, reason="max-pause", max_pause=self.max_pause)
+            raise max_pause_error(self.pid, self.max_pause)
 
     def alive(self) -> bool:
         return any(thread_state(self.pid, tid) not in ("", "Z", "X") for tid in self.threads)

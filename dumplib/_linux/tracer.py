@@ -155,11 +155,7 @@ class StoppedProcess:
     def check_pause(self) -> None:
         """Raise DumpFailed 'max-pause' if the tracer had to let the target go before the caller was done."""
         if self.expired:
-            raise DumpFailed(
-                f"process {self.pid} was let go after {self.max_pause:g} s stopped (max_pause) before its dump"
-                " was complete, so the dump was abandoned and nothing was kept. The output was too slow (a"
-                " stalled reader of '-'?); write to a local file, or allow a longer pause (--max-pause)",
-                pid=self.pid, reason="max-pause", max_pause=self.max_pause)
+            raise max_pause_error(self.pid, self.max_pause)
 
     def take_snapshot(self, syscall_at: int) -> int:
         """Make the stopped target clone itself and return the clone's pid.
@@ -531,6 +527,15 @@ def signal_sets(pid: int, tid: int) -> Tuple[int, int]:
     except ValueError:
         pending = 0
     return mask.value, pending
+
+
+def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
+    """The target was let go at max_pause before the dump was complete."""
+    return DumpFailed(
+        f"process {pid} was let go after {max_pause or 0:g} s stopped (max_pause) before its dump was complete,"
+        " so the dump was abandoned and nothing was kept. The output was too slow (a stalled reader of '-'?);"
+        " write to a local file, or allow a longer pause (--max-pause)",
+        pid=pid, reason="max-pause", max_pause=max_pause)
 
 
 def _private_bytes(pid: int) -> Optional[int]:
