@@ -203,7 +203,13 @@ class Injector:
             _ptrace(libc.PTRACE_SETOPTIONS, self.tid, 0, options)
             _set_regs(self.tid, bytes(regs.raw))
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
-            self._until_syscall_stop()
+            try:
+                self._until_syscall_stop()
+            except StepTimeout:  # paced by a CPU quota: stop it wherever it is, never leave it injected
+                _ptrace(libc.PTRACE_INTERRUPT, self.tid, 0, 0)
+                if self._until_syscall_stop(timeout=INSIDE_CALL_PATIENCE, or_event_stop=True):
+                    raise InjectionFailed(f"thread {self.tid} did not reach the injected call within"
+                                          f" {STEP_TIMEOUT:g} s") from None
             at_entry = True
             if Regs(_get_regs(self.tid))[ORIG_RAX] != nr:
                 raise InjectionFailed(f"thread {self.tid} entered system call"
@@ -235,17 +241,19 @@ class Injector:
         regs[RAX] = -errno.ENOSYS
         _set_regs(self.tid, bytes(regs.raw))
         _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
-        self._until_syscall_stop()
+        self._until_syscall_stop(timeout=INSIDE_CALL_PATIENCE)
 
     def _put_back(self, mask: int) -> None:
         """Back to the first stop: saved registers, mask and options, then once round the signal path."""
         _set_regs(self.tid, self.saved)
         _ptrace(libc.PTRACE_SETOPTIONS, self.tid, 0, 0)
+        # The first mask back before the trip: the pending trap is taken before any signal is, and
+        # should the trip outlast our patience, the thread is already whole.
+        _set_sigmask(self.tid, mask)
         _ptrace(libc.PTRACE_INTERRUPT, self.tid, 0, 0)
         _ptrace(libc.PTRACE_CONT, self.tid, 0, 0)
-        self._until_event_stop()
+        self._until_event_stop(timeout=INSIDE_CALL_PATIENCE)
         _set_regs(self.tid, self.saved)  # unchanged by the trip; written again so the stop holds them
-        _set_sigmask(self.tid, mask)
         if self.pending_signal == signal.SIGSTOP:
             # The one signal the blocked mask lets through was taken on the way to the call, and one
             # handed back at this PTRACE_EVENT_STOP would be dropped: sent again, it stays pending
@@ -255,8 +263,10 @@ class Injector:
                 os.kill(self.tid, signal.SIGSTOP)
             self.pending_signal = 0
 
-    def _until_syscall_stop(self, events: bool = False, timeout: float = STEP_TIMEOUT) -> int:
-        """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number).
+    def _until_syscall_stop(self, events: bool = False, timeout: float = STEP_TIMEOUT,
+                            or_event_stop: bool = False) -> int:
+        """Wait for the next syscall stop (0) or, with *events*, a PTRACE_EVENT_CLONE stop (its number),
+        or with *or_event_stop* a PTRACE_EVENT_STOP (its number: our interrupt came first).
 
         A signal arriving meanwhile is kept for detach and the thread sent on without it."""
         while True:
@@ -264,6 +274,8 @@ class Injector:
             sig, event = (status >> 8) & 0xFF, (status >> 16) & 0xFF
             if sig == (signal.SIGTRAP | 0x80):
                 return 0
+            if event and or_event_stop and event == libc.PTRACE_EVENT_STOP:
+                return event
             if event and events and event == libc.PTRACE_EVENT_CLONE:
                 return event
             if not event and sig in _FAULTS:
@@ -275,9 +287,9 @@ class Injector:
                 self.pending_signal = self.pending_signal or sig  # a signal-delivery-stop: deliver it later
             _ptrace(libc.PTRACE_SYSCALL, self.tid, 0, 0)
 
-    def _until_event_stop(self) -> None:
+    def _until_event_stop(self, timeout: float = STEP_TIMEOUT) -> None:
         while True:
-            status = _wait_stop(self.tid)
+            status = _wait_stop(self.tid, timeout)
             sig, event = (status >> 8) & 0xFF, (status >> 16) & 0xFF
             if event == libc.PTRACE_EVENT_STOP:
                 return
