@@ -26,6 +26,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from . import libc
+from .tracer import _getregset
 
 # struct user_regs_struct (x86-64): the registers an injected call uses, by 8-byte slot.
 R10, R8, RAX, RDX, RSI, RDI, ORIG_RAX, RIP = 7, 9, 10, 12, 13, 14, 15, 16
@@ -348,10 +349,10 @@ def _ptrace(request: int, tid: int, addr: int, data: int) -> None:
 
 
 def _get_regs(tid: int) -> bytes:
-    buf = ctypes.create_string_buffer(REGS_SIZE)
-    iov = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), REGS_SIZE)
-    _ptrace_ref(libc.PTRACE_GETREGSET, tid, libc.NT_PRSTATUS, iov)
-    return buf.raw[: iov.iov_len]
+    try:
+        return _getregset(tid, libc.NT_PRSTATUS, REGS_SIZE)
+    except OSError as exc:
+        raise InjectionFailed(f"reading the registers of thread {tid} failed: {exc.strerror}") from None
 
 
 def _set_regs(tid: int, raw: bytes) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import inject, libc, seccomp
 from .maps import Region
 from .memory import Piece, read_small
+from .tracer import _tids_or_none, read_status, thread_state
 
 #: Read before the target resumes at most this much memory the snapshot cannot hold (held in memory
 #: by dumplib until written); more and no snapshot is taken.
@@ -56,12 +57,12 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
              state_before: str) -> Optional[str]:
     """Why no snapshot of the stopped process *pid* may be taken, or None. *state_before*: its State
     before dumplib stopped it."""
-    status = _status(pid)
+    status = read_status(pid)
     if state_before.startswith("T"):
         return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
-    for tid in _tids(pid):
+    for tid in _tids_or_none(pid):
         # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
-        if _status(pid, tid).get("Seccomp", "0") == "1":
+        if read_status(pid, tid).get("Seccomp", "0") == "1":
             return f"thread {tid} runs in seccomp strict mode, which kills the process on the clone() a snapshot needs"
     uffd = [r for r in regions if r.vmflags & {"um", "uw", "ui"}]
     if uffd:
@@ -181,14 +182,14 @@ def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int
     """Make the stopped process *pid* reap its dead child *child* (our snapshot, numbered *local* in
     the target's pid namespace): one of *threads* (stopped, with their registers) runs
     wait4(local, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
-    if not _is_zombie(child):
+    if thread_state(child, child) not in ("Z", "X"):
         return None  # already gone: the target exited and its children went to a reaper
     call = (inject.NR_WAIT4, (local, 0, libc.WALL | inject.WNOHANG, 0))
     tried: List[str] = []
     for state in sorted(threads.values(), key=lambda t: t.tid != pid):
         if state.pending_signal or not inject.outside_rseq(state.tid, state.regs):
             continue
-        if _status(pid, state.tid).get("Seccomp") == "2":
+        if read_status(pid, state.tid).get("Seccomp") == "2":
             refused = seccomp.why_not(state.tid, [call], syscall_at)
             if refused:
                 tried.append(refused)
@@ -198,7 +199,7 @@ def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int
         except inject.InjectionFailed as exc:
             tried.append(str(exc))
             continue
-        if got == local or not _is_zombie(child):
+        if got == local or thread_state(child, child) not in ("Z", "X"):
             return None
         tried.append(f"wait4 in thread {state.tid} returned {got}")
         if len(tried) >= 3:
@@ -221,28 +222,6 @@ class BufferSink:
         for offset, data in sorted(self.chunks, key=lambda c: c[0]):
             sink.write_at(data, offset)
         self.chunks = []
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
-
-
-def _status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
-    from .tracer import read_status
-
-    return read_status(pid, tid)
-
-
-def _tids(pid: int) -> List[int]:
-    try:
-        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return []
-    return sorted(tids, key=lambda t: t != pid)
 
 
 def _meminfo() -> Dict[str, int]:
