@@ -2,12 +2,13 @@
 snapshot dump open while the target runs on, with the kernel's own files as the only witnesses."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from helpers import require
 from linuxrig import have
@@ -21,6 +22,17 @@ def build(tmp_path: Path, source: str) -> Path:
     exe = tmp_path / Path(source).stem
     subprocess.run(["gcc", "-O0", "-g", "-o", str(exe), str(HERE / source)], check=True)
     return exe
+
+
+@contextlib.contextmanager
+def started(exe: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """Run an attack target with pipes on stdin and stdout (text); killed and collected at the end."""
+    proc = subprocess.Popen([str(exe), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def status(pid: int, tid: Optional[int] = None) -> dict:
@@ -80,6 +92,12 @@ class HeldSnapshot:
         err = self.proc.stderr.read().decode()
         assert self.proc.returncode == 0, err
         return err
+
+    def __enter__(self) -> "HeldSnapshot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -23,7 +23,7 @@ import pytest
 import dumplib
 from dumplib.kinds import DumpKind
 from helpers import ext4_volume, leftovers, require, tmpfs
-from linuxrig import NOBODY, PY_RANDOM_HEAP, as_nobody, build_c, gdb, have, run_cli, run_in_pty, run_target
+from linuxrig import PY_RANDOM_HEAP, as_nobody, build_c, gdb, have, run_cli, run_in_pty, run_target
 
 pytestmark = pytest.mark.linux
 GiB = 1 << 30

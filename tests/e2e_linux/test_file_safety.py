@@ -6,7 +6,6 @@ temporaries of another dumplib) and checks what `stat` and the files' bytes say 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import stat

@@ -7,7 +7,6 @@ heartbeat file the target rewrites every 5 ms) and reads cores with gdb.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +17,7 @@ from typing import Iterator
 import dumplib
 from helpers import require
 from linuxrig import assert_running_untraced
-from snapattack import build, children
+from snapattack import build, children, started
 
 
 @contextlib.contextmanager
@@ -53,8 +52,7 @@ def cpu_limited(pid: int, quota_us: int, period_us: int) -> Iterator[None]:
 
 def test_snapshot_of_a_cpu_throttled_target_leaves_it_alive(tmp_path: Path) -> None:
     exe = build(tmp_path, "attack_heap_target.c")
-    proc = subprocess.Popen([str(exe), "256"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with started(exe, "256") as proc:
         pid = int(proc.stdout.readline())
         with cpu_limited(pid, 1000, 1000000):
             res = dumplib.create_dump(pid, str(tmp_path / "t.core"), "mini", snapshot="auto", sidecar=False)
@@ -69,6 +67,3 @@ def test_snapshot_of_a_cpu_throttled_target_leaves_it_alive(tmp_path: Path) -> N
                     f"a child is left in the target and the result does not say so: {res.warnings}"
         proc.stdin.close()
         assert proc.wait(30) == 0
-    finally:
-        proc.kill()
-        proc.wait()

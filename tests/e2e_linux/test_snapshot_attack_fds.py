@@ -10,40 +10,32 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from linuxrig import assert_running_untraced
-from snapattack import HeldSnapshot, build
+from snapattack import HeldSnapshot, build, started
 
 
 def test_descriptors_the_target_closes_while_its_snapshot_lives_are_released(tmp_path: Path) -> None:
     exe = build(tmp_path, "attack_fds_target.c")
     lock_path = tmp_path / "lockfile"
-    proc = subprocess.Popen([str(exe), str(lock_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    held = None
-    try:
+    with started(exe, str(lock_path)) as proc:
         pid = json.loads(proc.stdout.readline())["pid"]
-        held = HeldSnapshot(pid)
-        held.wait_target_running()
-        proc.stdin.write("close\n")
-        proc.stdin.flush()
-        after = json.loads(proc.stdout.readline())
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            lock_free = True
-        except BlockingIOError:
-            lock_free = False
-        finally:
-            os.close(fd)
-        held.finish()
-        assert after == {"events": 0, "data": 0}, \
-            f"epoll_wait reported a descriptor the target had closed ({after}): the snapshot holds a copy of it"
-        assert lock_free, "the flock the target released by closing its descriptor is still held by the snapshot"
-        assert_running_untraced(pid)
-    finally:
-        if held is not None:
-            held.kill()
-        proc.kill()
-        proc.wait()
+        with HeldSnapshot(pid) as held:
+            held.wait_target_running()
+            proc.stdin.write("close\n")
+            proc.stdin.flush()
+            after = json.loads(proc.stdout.readline())
+            fd = os.open(lock_path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_free = True
+            except BlockingIOError:
+                lock_free = False
+            finally:
+                os.close(fd)
+            held.finish()
+            assert after == {"events": 0, "data": 0}, \
+                f"epoll_wait reported a descriptor the target had closed ({after}): the snapshot holds a copy of it"
+            assert lock_free, "the flock the target released by closing its descriptor is still held by the snapshot"
+            assert_running_untraced(pid)

@@ -9,34 +9,27 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from linuxrig import assert_running_untraced
-from snapattack import HeldSnapshot, build, children, status
+from snapattack import HeldSnapshot, build, children, started, status
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_dumper_signalled_while_its_snapshot_lives_leaves_the_target_without_children(tmp_path: Path, sig) -> None:
     exe = build(tmp_path, "attack_exec_target.c")
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    held = None
-    try:
+    with started(exe) as proc:
         pid = int(proc.stdout.readline())
-        held = HeldSnapshot(pid)
-        held.wait_target_running()
-        os.kill(held.proc.pid, sig)
-        held.proc.wait(60)
-        time.sleep(0.2)
-        left = [(c, status(c)["State"]) for c in children(pid)]
-        assert left == [], f"dumplib ended by {sig.name} (exit {held.proc.returncode}) left the target children {left}"
-        assert held.proc.returncode == 128 + sig, f"dumplib ended by {sig.name} exited {held.proc.returncode}"
-        assert_running_untraced(pid)
-    finally:
-        if held is not None:
-            held.kill()
-        proc.kill()
-        proc.wait()
+        with HeldSnapshot(pid) as held:
+            held.wait_target_running()
+            os.kill(held.proc.pid, sig)
+            held.proc.wait(60)
+            time.sleep(0.2)
+            left = [(c, status(c)["State"]) for c in children(pid)]
+            assert left == [], \
+                f"dumplib ended by {sig.name} (exit {held.proc.returncode}) left the target children {left}"
+            assert held.proc.returncode == 128 + sig, f"dumplib ended by {sig.name} exited {held.proc.returncode}"
+            assert_running_untraced(pid)

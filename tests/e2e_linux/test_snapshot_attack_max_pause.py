@@ -8,20 +8,18 @@ retries on "max-pause") took it for a bug. The deadlines tried straddle the stag
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import dumplib
 from dumplib.errors import DumpFailed
 from linuxrig import assert_running_untraced
-from snapattack import build, children
+from snapattack import build, children, started
 
 
 def test_every_failure_of_a_snapshot_cut_short_by_max_pause_says_max_pause(tmp_path: Path) -> None:
     exe = build(tmp_path, "attack_exec_target.c")  # 16 MiB of heap: a pause of some milliseconds
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with started(exe) as proc:
         pid = int(proc.stdout.readline())
         seen = []
         # About one deadline in 60 lands in that window here: 150 of them around the pause's length.
@@ -37,6 +35,3 @@ def test_every_failure_of_a_snapshot_cut_short_by_max_pause_says_max_pause(tmp_p
             time.sleep(0.02)
             assert_running_untraced(pid)
             assert children(pid) == [], f"a child is left after a dump cut short at {max_pause} s"
-    finally:
-        proc.kill()
-        proc.wait()
