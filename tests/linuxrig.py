@@ -112,6 +112,17 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
                           timeout=timeout, **kwargs)
 
 
+def build_source(directory: Path, source: Path, *flags: str, name: Optional[str] = None) -> Path:
+    """Compile the test target *source* (a .c file in the tree) into *directory*, named *name* or after
+    it, with debug info; a missing gcc fails under CI (helpers.require). Binaries are never committed."""
+    from helpers import require
+
+    require(have("gcc"), f"gcc is not installed; {source.name} cannot be built")
+    exe = directory / (name or source.stem)
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(source)], check=True)
+    return exe
+
+
 def build_c(directory: Path, name: str, source: str, *flags: str) -> Path:
     """Compile *source* (C text) into *directory*/*name*; binaries are never committed."""
     src = directory / f"{name}.c"

@@ -10,18 +10,14 @@ import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from helpers import require
-from linuxrig import have
+from linuxrig import build_source
 
 HERE = Path(__file__).resolve().parent
 
 
 def build(tmp_path: Path, source: str) -> Path:
     """Compile tests/e2e_linux/*source* into *tmp_path* (binaries are never committed)."""
-    require(have("gcc"), "gcc is not installed; the attack targets cannot be built")
-    exe = tmp_path / Path(source).stem
-    subprocess.run(["gcc", "-O0", "-g", "-o", str(exe), str(HERE / source)], check=True)
-    return exe
+    return build_source(tmp_path, HERE / source)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import dumplib_cli, gdb, have, proc_status
+from linuxrig import build_source, dumplib_cli, gdb, have, proc_status
 
 pytestmark = pytest.mark.linux
 
@@ -50,10 +50,7 @@ SPIN_REGS = {"rbx": 0x1111111111111111, "rdx": 0x2222222222222222, "rsi": 0x3333
 
 
 def _compile(tmp_path_factory, name: str) -> Path:
-    require(have("gcc"), "gcc is not installed; the C test targets cannot be built")
-    exe = tmp_path_factory.mktemp(name) / name
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / f"{name}.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp(name), HERE / f"{name}.c")
 
 
 @pytest.fixture(scope="session")
@@ -735,10 +732,7 @@ def test_target_exiting_while_its_snapshot_is_read_leaves_a_whole_core_and_no_or
 
 def test_snapshot_of_a_process_whose_main_thread_called_pthread_exit(tmp_path_factory, tmp_path, outdir):
     """The leader is a zombie (it cannot make the clone()); a live thread does, and the target runs on."""
-    require(have("gcc"), "gcc is not installed; the C test targets cannot be built")
-    exe = tmp_path_factory.mktemp("pausebin") / "pause_target"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "shapes_pause" / "pause_target.c")],
-                   check=True)
+    exe = build_source(tmp_path_factory.mktemp("pausebin"), HERE / "shapes_pause" / "pause_target.c")
     heartbeat = tmp_path / "heartbeat"
     proc = subprocess.Popen([str(exe), str(heartbeat), "--pthread-exit"], stdout=subprocess.PIPE, text=True)
     try:

@@ -10,16 +10,13 @@ import subprocess
 from pathlib import Path
 
 import dumplib
-from helpers import require
-from linuxrig import assert_running_untraced, have
+from linuxrig import assert_running_untraced, build_source
 
 HERE = Path(__file__).resolve().parent
 
 
 def test_no_thread_inside_an_rseq_section_is_made_to_clone(tmp_path: Path) -> None:
-    require(have("gcc"), "gcc is not installed; the rseq target cannot be built")
-    exe = tmp_path / "rseq-target"
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(HERE / "rseq_target.c")], check=True)
+    exe = build_source(tmp_path, HERE / "rseq_target.c", "-O1")
     proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline().strip()

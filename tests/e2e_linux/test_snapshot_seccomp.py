@@ -12,17 +12,14 @@ import pytest
 
 import dumplib
 from helpers import leftovers, require
-from linuxrig import assert_running_untraced, have
+from linuxrig import assert_running_untraced, build_source, have
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def seccomp_exe(tmp_path_factory) -> Path:
-    require(have("gcc"), "gcc is not installed; the seccomp target cannot be built")
-    exe = tmp_path_factory.mktemp("seccomp") / "seccomp-target"
-    subprocess.run(["gcc", "-g", "-O0", "-o", str(exe), str(HERE / "seccomp_filter_target.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("seccomp"), HERE / "seccomp_filter_target.c")
 
 
 def _start(exe: Path, mode: str):

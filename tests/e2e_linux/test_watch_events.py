@@ -20,25 +20,19 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import build_c, gdb, have, kernel_cores, unlimited_core
+from linuxrig import build_c, build_source, gdb, have, kernel_cores, unlimited_core
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def exit_exe(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    require(have("gcc"), "gcc is not installed; the exit target cannot be built")
-    exe = tmp_path_factory.mktemp("exitbin") / "dlw-exit"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "exit_target.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("exitbin"), HERE / "exit_target.c", name="dlw-exit")
 
 
 @pytest.fixture(scope="module")
 def segv_exe(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    require(have("gcc"), "gcc is not installed; the signal target cannot be built")
-    exe = tmp_path_factory.mktemp("segvbin") / "dlw-segv"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "signal_target.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("segvbin"), HERE / "signal_target.c", name="dlw-segv")
 
 
 class Child:
