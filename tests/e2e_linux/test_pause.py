@@ -25,7 +25,7 @@ from dumplib._linux import libc
 from dumplib._linux.tracer import STOP_TIMEOUT
 from dumplib.targets import resolve_target
 from helpers import leftovers, require
-from linuxrig import dumplib_cli, gdb, have
+from linuxrig import build_source, dumplib_cli, gdb, have
 
 pytestmark = pytest.mark.linux
 
@@ -36,10 +36,7 @@ MARGIN = 5.0
 
 @pytest.fixture(scope="session")
 def pause_exe(tmp_path_factory) -> Path:
-    require(have("gcc"), "gcc is not installed; the C test target cannot be built")
-    exe = tmp_path_factory.mktemp("pausebin") / "pause_target"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(SOURCE)], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("pausebin"), SOURCE)
 
 
 class Shape:

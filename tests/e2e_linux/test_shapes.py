@@ -25,7 +25,7 @@ import pytest
 import dumplib
 from dumplib.formats import elfcore
 from helpers import require
-from linuxrig import gdb, have, run_target
+from linuxrig import build_source, gdb, have, run_target
 
 pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
@@ -35,10 +35,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
-    require(have("gcc"), "gcc is not installed; the shape targets cannot be built")
-    exe = tmp_path_factory.mktemp("shapes") / "shapes"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "shapes_mem" / "shapes.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("shapes"), HERE / "shapes_mem" / "shapes.c")
 
 
 def _status(pid: int) -> Dict[str, int]:

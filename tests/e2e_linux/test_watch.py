@@ -19,7 +19,7 @@ import pytest
 
 import dumplib
 from helpers import leftovers, require
-from linuxrig import assert_running_untraced, gdb, have, proc_status
+from linuxrig import assert_running_untraced, build_source, gdb, have, proc_status
 
 HERE = Path(__file__).resolve().parent
 
@@ -323,10 +323,7 @@ def test_the_watch_ends_when_the_target_exits(target: PyTarget, outdir: Path) ->
 # -- signals --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def signal_exe(tmp_path_factory) -> Path:
-    require(have("gcc"), "gcc is not installed; the signal target cannot be built")
-    exe = tmp_path_factory.mktemp("sigbin") / "dlw-signals"
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", str(exe), str(HERE / "signal_target.c")], check=True)
-    return exe
+    return build_source(tmp_path_factory.mktemp("sigbin"), HERE / "signal_target.c", name="dlw-signals")
 
 
 @contextlib.contextmanager
