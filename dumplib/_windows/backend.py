@@ -55,7 +55,6 @@ from .policy import BitnessVerdict, bitness_verdict, interpreter_machine
 DBGHELP_LOCK = threading.Lock()
 PARTIAL_COPY_ATTEMPTS = 3
 MONITOR_INTERVAL = 0.1
-SE_DEBUG = "SeDebugPrivilege"
 # What each operation asks of the target, and nothing more (EDR products flag VM_READ on lsass).
 #: The VirtualQueryEx walk behind estimates, --fit and `dumplib ps`'s full-dump column.
 WALK_ACCESS = kernel32.PROCESS_QUERY_INFORMATION
@@ -95,9 +94,10 @@ class WindowsBackend(Backend):
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         """Open *target* once, prove it is the process that was resolved, and judge its machine.
 
-        With *for_dump* the one handle is the dump's own (SeDebugPrivilege enabled around that
-        OpenProcess only); otherwise it carries no more than the memory walk needs, and write()
-        takes the dump's access later, from the same process the kept handle pins.
+        The handle carries no more than the memory walk needs (never VM_READ or DUP_HANDLE: the
+        guard runs before the target is opened for dumping); write() takes the dump's access
+        later, from the same process the kept handle pins. With *for_dump* this open is made with
+        SeDebugPrivilege held (a service's process answers no one else); `ps` and `estimate` never.
         """
         pid = target.pid
         if pid == kernel32.GetCurrentProcessId():
@@ -108,7 +108,7 @@ class WindowsBackend(Backend):
                 reason="self",
             )
         self.release(target)
-        handle = _open_for_dump(pid) if for_dump else wrappers.open_process(pid, WALK_ACCESS)
+        handle = _open_for_dump(pid, WALK_ACCESS) if for_dump else wrappers.open_process(pid, WALK_ACCESS)
         try:
             started = wrappers.creation_time(handle)
             if target.started is not None and abs(started - target.started) > SAME_START_SECONDS:
@@ -124,7 +124,7 @@ class WindowsBackend(Backend):
         except BaseException:
             wrappers.close_handle(handle)
             raise
-        self._held[pid] = _Held(handle, DUMP_ACCESS if for_dump else WALK_ACCESS, started, verdict)
+        self._held[pid] = _Held(handle, WALK_ACCESS, started, verdict)
 
     def release(self, target: ProcessInfo) -> None:
         held = self._held.pop(target.pid, None)
@@ -160,37 +160,40 @@ class WindowsBackend(Backend):
         if held is None:
             raise DumpFailed(f"process {pid} was not checked before its dump was written (a dumplib bug)", pid=pid)
         report = WriteReport()
-        snapshot = self._snapshot_decision(plan, held, report.warnings)
-        if not snapshot:
-            self._take_dump_access(pid, held)
-        file = wrappers.create_new_file(temp_path)
-        with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
-            if snapshot:
-                try:
-                    # Stop signals are recorded, not raised, in here: nothing comes between the
-                    # capture and the finally that frees it.
-                    with _captured(held.handle, mask, report.warnings) as taken:
-                        report.snapshot, report.snapshot_bytes = True, taken.cost
-                        # The target is suspended only while the snapshot is taken; it runs during the write.
-                        report.stopped_seconds = taken.seconds
-                        used, _ = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
-                                              monitor, plan.event, snapshot=taken.handle)
-                except _CaptureFailed as exc:  # nothing was written yet
-                    report.warnings.extend(without_snapshot(plan, str(exc)))
-                    snapshot = False
+        # SeDebugPrivilege stays on from the dump's open to the end of the write: MiniDumpWriteDump
+        # opens every thread of the target (THREAD_ALL_ACCESS), PssCaptureSnapshot opens them too.
+        with wrappers.DEBUG_PRIVILEGE.held():
+            snapshot = self._snapshot_decision(plan, held, report.warnings)
             if not snapshot:
-                used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
-                                              monitor, plan.event)
-                # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
-                report.stopped_seconds = suspended
-            monitor.raise_if_abandoned()
-            kernel32.FlushFileBuffers(file)
-        report.flags = used
-        code = wrappers.exit_code(held.handle)
-        if code is not None:
-            # The write had finished: the dump is whole. Verification still reads it back.
-            when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
-            report.warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
+                self._take_dump_access(pid, held)
+            file = wrappers.create_new_file(temp_path)
+            with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
+                if snapshot:
+                    try:
+                        # Stop signals are recorded, not raised, in here: nothing comes between the
+                        # capture and the finally that frees it.
+                        with _captured(held.handle, mask, report.warnings) as taken:
+                            report.snapshot, report.snapshot_bytes = True, taken.cost
+                            # The target is suspended only while the snapshot is taken; it runs during the write.
+                            report.stopped_seconds = taken.seconds
+                            used, _ = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
+                                                  monitor, plan.event, snapshot=taken.handle)
+                    except _CaptureFailed as exc:  # nothing was written yet
+                        report.warnings.extend(without_snapshot(plan, str(exc)))
+                        snapshot = False
+                if not snapshot:
+                    used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
+                                                  monitor, plan.event)
+                    # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
+                    report.stopped_seconds = suspended
+                monitor.raise_if_abandoned()
+                kernel32.FlushFileBuffers(file)
+            report.flags = used
+            code = wrappers.exit_code(held.handle)
+            if code is not None:
+                # The write had finished: the dump is whole. Verification still reads it back.
+                when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
+                report.warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
         return report
 
     def _take_dump_access(self, pid: int, held: _Held, access: int = DUMP_ACCESS) -> None:
@@ -311,15 +314,9 @@ def estimate_parts(regions: Iterable[kernel32.MEMORY_BASIC_INFORMATION], mask: i
 
 
 def _open_for_dump(pid: int, access: int = DUMP_ACCESS) -> int:
-    """The dump's own OpenProcess: the only call made with SeDebugPrivilege enabled, restored at once."""
-    try:
-        with wrappers.privilege_enabled(SE_DEBUG) as held:
-            try:
-                return wrappers.open_process(pid, access)
-            except AccessDenied:
-                pass
-    except Win32Error:
-        held = False  # no token access: open without the privilege
+    """OpenProcess for a dump, with SeDebugPrivilege held on (the caller's hold goes on past it, to
+    the end of the write); AccessDenied saying whether the privilege was there to help."""
+    with wrappers.DEBUG_PRIVILEGE.held() as held:
         try:
             return wrappers.open_process(pid, access)
         except AccessDenied:

@@ -22,6 +22,7 @@ from .._backend import TargetEvent
 from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
+from . import wrappers
 from ._common import Win32Error
 
 #: Milliseconds of each wait for a debug event (the loop checks for a stop request between them).
@@ -48,7 +49,8 @@ class _ExceptionParam:
         self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at the 16-byte boundary
         address = (ctypes.addressof(raw) + 15) & ~15
         ctypes.c_uint32.from_address(address + dbg.CONTEXT_FLAGS_OFFSET).value = dbg.CONTEXT_ALL_AMD64
-        thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
+        with wrappers.DEBUG_PRIVILEGE.held():  # a service's threads answer no one else
+            thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
         try:
             dbg.GetThreadContext(thread, ctypes.c_void_p(address))
         finally:
@@ -105,8 +107,7 @@ class DebugLoop:
     # -- the debugger thread -------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            dbg.DebugActiveProcess(self.pid)
-            dbg.DebugSetProcessKillOnExit(False)
+            self._attach()
         except Win32Error as exc:
             self._error = (AccessDenied(f"cannot debug process {self.pid}: {exc}", pid=self.pid, code=exc.winerror)
                            if exc.winerror == 5 else
@@ -129,6 +130,21 @@ class DebugLoop:
                 except Win32Error:
                     pass
             self._ended = True
+
+    def _attach(self) -> None:
+        """DebugActiveProcess with SeDebugPrivilege held (without it a debugger needs PROCESS_ALL_ACCESS,
+        which a service's process grants no one), then kill-on-exit off; if that fails, detach at
+        once: the target is never left at the attach breakpoint with kill-on-exit on."""
+        with wrappers.DEBUG_PRIVILEGE.held():
+            dbg.DebugActiveProcess(self.pid)
+        try:
+            dbg.DebugSetProcessKillOnExit(False)
+        except Win32Error:
+            try:
+                dbg.DebugActiveProcessStop(self.pid)
+            except Win32Error:
+                pass  # the first failure is the one to report
+            raise
 
     def _on_event(self, event: dbg.DEBUG_EVENT) -> int:
         code = event.dwDebugEventCode

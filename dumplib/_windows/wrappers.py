@@ -9,12 +9,13 @@ assert sys.platform == "win32"
 import contextlib
 import ctypes
 from ctypes import wintypes as wt
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ..errors import AccessDenied, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
 from . import snapshot as snapshot_layouts
 from .policy import keeps_private_files
+from .privilege import PrivilegeHold
 from ._common import (
     ERROR_ACCESS_DENIED,
     ERROR_FILE_EXISTS,
@@ -151,14 +152,14 @@ def set_privilege(name: str, enabled: bool) -> None:
         advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(privs), 0, None, None)
 
 
-@contextlib.contextmanager
-def privilege_enabled(name: str) -> Iterator[bool]:
-    """Enable *name* for the body only, then put back what AdjustTokenPrivileges' PreviousState says.
+def enable_privilege(name: str) -> Tuple[bool, Any]:
+    """Enable *name* in this process's token: (whether the token holds it, what restore_privilege needs).
 
-    Yields whether the token holds it (False: not held, e.g. not elevated; nothing changed). A
-    library caller's token is left as it was, whatever the body raises.
+    The token handle is kept for the restore, so putting the privilege back never depends on
+    opening the token again. Win32Error when the token cannot be opened or adjusted (nothing changed).
     """
-    with handle_closing(_token(advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY)) as token:
+    token = _token(advapi32.TOKEN_ADJUST_PRIVILEGES | advapi32.TOKEN_QUERY)
+    try:
         wanted = advapi32.TOKEN_PRIVILEGES()
         wanted.PrivilegeCount = 1
         _set_luid(wanted.Privileges[0].Luid, name)
@@ -169,12 +170,56 @@ def privilege_enabled(name: str) -> Iterator[bool]:
         advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(wanted), ctypes.sizeof(previous),
                                        ctypes.byref(previous), ctypes.byref(size))
         held = ctypes.get_last_error() != ERROR_NOT_ALL_ASSIGNED
-        try:
-            yield held
-        finally:
-            # PreviousState lists only what the call changed: nothing when it was enabled already.
-            if held and previous.PrivilegeCount:
-                advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(previous), 0, None, None)
+    except BaseException:
+        close_handle(token)
+        raise
+    return held, (token, previous)
+
+
+def restore_privilege(state: Any) -> None:
+    """Put back what enable_privilege changed (PreviousState lists nothing when it was on already)."""
+    token, previous = state
+    try:
+        if previous.PrivilegeCount:
+            advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(previous), 0, None, None)
+    finally:
+        close_handle(token)
+
+
+def _enable_debug() -> Tuple[bool, Any]:
+    try:
+        return enable_privilege(SE_DEBUG)
+    except Win32Error:
+        return False, None  # no token access: every call runs as the token already is
+
+
+def _restore_debug(state: Any) -> None:
+    try:
+        restore_privilege(state)
+    except Win32Error:
+        pass  # on a cleanup path; the token handle is closed either way
+
+
+SE_DEBUG = "SeDebugPrivilege"
+#: SeDebugPrivilege, held on for the whole of each dump's open, write, snapshot capture and
+#: debugger attach (MiniDumpWriteDump needs THREAD_ALL_ACCESS to every thread of the target),
+#: shared by every thread of this process, and put back by the last holder.
+DEBUG_PRIVILEGE = PrivilegeHold(_enable_debug, _restore_debug)
+
+
+@contextlib.contextmanager
+def privilege_enabled(name: str) -> Iterator[bool]:
+    """Enable *name* for the body only, then put back what AdjustTokenPrivileges' PreviousState says.
+
+    Yields whether the token holds it (False: not held, e.g. not elevated; nothing changed). A
+    library caller's token is left as it was, whatever the body raises. For SeDebugPrivilege,
+    use DEBUG_PRIVILEGE.held(), which concurrent dumps share.
+    """
+    held, state = enable_privilege(name)
+    try:
+        yield held
+    finally:
+        restore_privilege(state)
 
 
 def current_user_sid() -> str:

@@ -1,0 +1,284 @@
+"""SeDebugPrivilege is on for the whole of every write, capture and attach, and put back after, on
+every path and across threads; `ps` and `estimate` never turn it on; nothing opens the target for
+dumping before the free-space guard.
+
+Run on every OS against a recording fake of the Win32 calls (tests/winfake.py): the order of the
+calls is the promise here. What the real calls do is proved on Windows by test_windows_native.py
+and the workflow's service-account tests.
+"""
+import threading
+
+import pytest
+
+from dumplib.errors import AccessDenied, DumpFailed
+from dumplib.kinds import DumpKind
+from dumplib.results import ProcessInfo
+from winfake import fake_windows
+
+VM_READ = 0x0010
+DUP_HANDLE = 0x0040
+PID = 4242
+ERROR_ACCESS_DENIED = 5
+ERROR_DISK_FULL = 112
+
+
+@pytest.fixture()
+def win(monkeypatch):
+    with fake_windows(monkeypatch) as ns:
+        monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
+        yield ns
+
+
+def _plan(win, kind=DumpKind.MINI, **extra):
+    from dumplib._backend import Plan
+
+    target = ProcessInfo(PID, "svc.exe")
+    return Plan(target=target, kind=kind, flags=win.backend.windows_mask(kind, None), **extra)
+
+
+def _dump(win, backend=None, plan=None):
+    backend = backend or win.backend.WindowsBackend()
+    plan = plan or _plan(win)
+    backend.check_target(plan.target, for_dump=True)
+    try:
+        return backend.write(plan, "C:\\dumps\\x.tmp", comment=None, signature="{}", tick=None)
+    finally:
+        backend.release(plan.target)
+
+
+def _opens(win):
+    return [(c.args[0], c.privileged) for c in win.fake.named("OpenProcess")]
+
+
+# -- the counted hold itself -----------------------------------------------------------------------
+
+class _Token:
+    def __init__(self, held=True):
+        self.enabled, self.held, self.log = False, held, []
+
+    def enable(self):
+        self.log.append("enable")
+        before, self.enabled = self.enabled, self.held or self.enabled
+        return self.held, before
+
+    def restore(self, before):
+        self.log.append("restore")
+        self.enabled = before
+
+
+def _hold(token):
+    from dumplib._windows.privilege import PrivilegeHold  # pure logic: imports on every OS
+
+    return PrivilegeHold(token.enable, token.restore)
+
+
+def test_the_hold_enables_for_the_body_and_restores_after_even_when_the_body_raises():
+    token = _Token()
+    hold = _hold(token)
+    with hold.held() as held:
+        assert held and token.enabled
+    assert not token.enabled and token.log == ["enable", "restore"]
+    with pytest.raises(ZeroDivisionError):
+        with hold.held():
+            assert token.enabled
+            1 / 0
+    assert not token.enabled and hold.holders == 0
+
+
+def test_a_privilege_already_on_stays_on_and_one_not_held_is_never_restored():
+    token = _Token()
+    token.enabled = True
+    with _hold(token).held():
+        pass
+    assert token.enabled, "a caller that had it on lost it"
+    absent = _Token(held=False)
+    with _hold(absent).held() as held:
+        assert held is False
+    assert absent.log == ["enable"], "restore ran for a privilege the token does not hold"
+
+
+def test_an_enable_that_fails_leaves_no_holder_behind():
+    token = _Token()
+    hold = _hold(token)
+
+    def broken():
+        raise OSError("token")
+
+    hold._enable = broken
+    with pytest.raises(OSError):
+        with hold.held():
+            pass
+    assert hold.holders == 0
+    hold._enable = token.enable
+    with hold.held():
+        assert token.enabled  # the next holder enables it again: no count was leaked
+
+
+def test_two_overlapping_holds_keep_it_on_until_the_last_one_leaves():
+    token = _Token()
+    hold = _hold(token)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def second():
+        first_in.wait(5)
+        with hold.held():
+            second_in.set()
+            first_out.wait(5)
+            seen["after first left"] = token.enabled
+    worker = threading.Thread(target=second)
+    worker.start()
+    with hold.held():
+        first_in.set()
+        assert second_in.wait(5)
+    first_out.set()
+    worker.join(5)
+    assert seen == {"after first left": True}, "the first holder switched it off under the second"
+    assert not token.enabled and token.log == ["enable", "restore"]
+
+
+# -- the backend, against the recording fake ------------------------------------------------------
+
+def test_the_write_runs_with_the_privilege_on_and_puts_it_back(win):
+    _dump(win)
+    fake = win.fake
+    (write,) = fake.named("MiniDumpWriteDump")
+    assert write.privileged, "MiniDumpWriteDump ran with SeDebugPrivilege off"
+    assert [c.name for c in fake.calls if c.name == "OpenProcess" and c.args[0] & VM_READ]
+    assert all(privileged for _, privileged in _opens(win)), _opens(win)
+    assert not fake.debug_enabled, "SeDebugPrivilege was left on"
+
+
+def test_check_target_for_a_dump_opens_without_vm_read_so_the_guard_runs_first(win):
+    backend = win.backend.WindowsBackend()
+    target = ProcessInfo(PID, "svc.exe")
+    backend.check_target(target, for_dump=True)
+    try:
+        assert _opens(win) and not any(access & (VM_READ | DUP_HANDLE) for access, _ in _opens(win)), _opens(win)
+        backend.plan(target, DumpKind.MINI, None)  # the estimate the guard compares
+        assert not any(access & VM_READ for access, _ in _opens(win))
+    finally:
+        backend.release(target)
+    assert not win.fake.debug_enabled
+
+
+def test_ps_and_estimate_never_enable_the_privilege(win):
+    backend = win.backend.WindowsBackend()
+    target = ProcessInfo(PID, "svc.exe")
+    backend.check_target(target)
+    try:
+        backend.plan(target, DumpKind.FULL, None)
+    finally:
+        backend.release(target)
+    backend.plan(target, DumpKind.FULL, None)  # `dumplib ps`: no check, a walk-only handle
+    assert win.fake.calls and not any(c.privileged for c in win.fake.calls)
+    assert not win.fake.named("AdjustTokenPrivileges")
+
+
+@pytest.mark.parametrize("code, error", [(ERROR_ACCESS_DENIED, AccessDenied), (ERROR_DISK_FULL, DumpFailed)])
+def test_a_failed_write_still_puts_the_privilege_back_and_closes_the_file(win, code, error):
+    win.fake.impls["MiniDumpWriteDump"] = lambda *a: win.fake.fail(0x80070000 | code)
+    with pytest.raises(error):
+        _dump(win)
+    assert win.fake.named("MiniDumpWriteDump")[0].privileged
+    assert not win.fake.debug_enabled
+    assert "file" not in win.fake.open_handles.values() and "process" not in win.fake.open_handles.values()
+
+
+def test_an_interrupt_inside_the_write_puts_the_privilege_back(win):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    win.fake.impls["MiniDumpWriteDump"] = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        _dump(win)
+    assert not win.fake.debug_enabled
+
+
+def test_a_denied_open_for_the_dump_says_the_privilege_was_tried_and_restores_it(win):
+    win.fake.impls["OpenProcess"] = lambda access, inherit, pid: (
+        win.fake.fail(ERROR_ACCESS_DENIED) if access & VM_READ else win.fake.handle("process"))
+    with pytest.raises(AccessDenied) as caught:
+        _dump(win)
+    assert caught.value.debug_privilege is True
+    assert not win.fake.debug_enabled
+
+
+def test_a_token_without_the_privilege_is_not_adjusted_back(win):
+    win.fake.holds_debug = False
+    _dump(win)
+    adjusts = win.fake.named("AdjustTokenPrivileges")
+    # Only enables (each answered NOT_ALL_ASSIGNED), never a "restore" of what was never changed.
+    assert adjusts and all(c.args[2]._obj.Privileges[0].Attributes == 2 for c in adjusts)
+
+
+def test_two_dumps_on_two_threads_keep_it_on_for_each_others_write(win):
+    """The first write ends while the second waits for dbghelp: the second still writes privileged."""
+    fake = win.fake
+    first_writing, release_first = threading.Event(), threading.Event()
+    order = []
+
+    def write(*args):
+        order.append(threading.current_thread().name)
+        if len(order) == 1:
+            first_writing.set()
+            release_first.wait(10)
+        return 1
+
+    fake.impls["MiniDumpWriteDump"] = write
+    backend = win.backend.WindowsBackend()
+    errors = []
+
+    def run(pid):
+        try:
+            _dump(win, backend, _plan_for(win, pid))
+        except BaseException as exc:  # noqa: B036 - reported by the assertion below
+            errors.append(exc)
+
+    one = threading.Thread(target=run, args=(PID,), name="one")
+    one.start()
+    assert first_writing.wait(10)
+    two = threading.Thread(target=run, args=(PID + 1,), name="two")
+    two.start()
+    # "two" has opened its target (privileged) and now waits for the dbghelp lock.
+    for _ in range(500):
+        if any(c.thread == "two" and c.name == "OpenProcess" and c.args[0] & VM_READ for c in fake.calls):
+            break
+        threading.Event().wait(0.01)
+    release_first.set()
+    one.join(10)
+    two.join(10)
+    assert not errors, errors
+    writes = fake.named("MiniDumpWriteDump")
+    assert [c.thread for c in writes] == ["one", "two"]
+    assert all(c.privileged for c in writes), [(c.thread, c.privileged) for c in writes]
+    assert not fake.debug_enabled
+
+
+def _plan_for(win, pid):
+    from dumplib._backend import Plan
+
+    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.MINI, flags=win.backend.windows_mask(DumpKind.MINI, None))
+
+
+# -- the debugger's attach -------------------------------------------------------------------------
+
+def test_the_debugger_attaches_with_the_privilege_on_and_puts_it_back(win):
+    loop = win.debugloop.DebugLoop(PID, [], lambda *a: None)
+    loop.start()
+    try:
+        (attach,) = win.fake.named("DebugActiveProcess")
+        assert attach.privileged
+    finally:
+        loop.stop()
+    assert not win.fake.debug_enabled
+
+
+def test_a_failed_kill_on_exit_detaches_before_the_error_is_reported(win):
+    win.fake.impls["DebugSetProcessKillOnExit"] = lambda flag: win.fake.fail(ERROR_ACCESS_DENIED)
+    loop = win.debugloop.DebugLoop(PID, [], lambda *a: None)
+    with pytest.raises(AccessDenied):
+        loop.start()
+    names = [c.name for c in win.fake.calls if c.name.startswith("Debug")]
+    assert names == ["DebugActiveProcess", "DebugSetProcessKillOnExit", "DebugActiveProcessStop"], names
+    assert not win.fake.debug_enabled
