@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from ctypes import wintypes
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import AccessDenied, BitnessMismatch, DumpError, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
 from ..formats import minidump
@@ -167,7 +167,8 @@ class WindowsBackend(Backend):
             if not snapshot:
                 self._take_dump_access(pid, held)
             file = wrappers.create_new_file(temp_path)
-            with wrappers.handle_closing(file), _Monitor(file, tick) as monitor, _signals_cancel(monitor):
+            with wrappers.handle_closing(file), _Monitor(file, tick, pid, plan.max_pause) as monitor, \
+                    WRITES.writing(monitor), _signals_cancel(monitor):
                 if snapshot:
                     try:
                         # Stop signals are recorded, not raised, in here: nothing comes between the
@@ -462,7 +463,8 @@ def _write_dump(
         streams = dbghelp.MINIDUMP_USER_STREAM_INFORMATION(1, ctypes.addressof(stream))
         began = time.monotonic()
         try:
-            with DBGHELP_LOCK:
+            with DBGHELP_LOCK, monitor.suspending(not snapshot):
+                monitor.raise_if_interrupted()  # cancelled while it waited for dbghelp: never start
                 try:
                     dbghelp.MiniDumpWriteDump(source, pid, file, mask, exception_param(event), ctypes.byref(streams),
                                               ctypes.byref(callback))
@@ -558,8 +560,7 @@ def verify_minidump(path: str, pid: int, mask: int) -> minidump.Minidump:
 _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, n))
 
 
-@contextlib.contextmanager
-def _signals_cancel(monitor: "_Monitor") -> Iterator[None]:
+def _signals_cancel(monitor: "_Monitor") -> "contextlib.AbstractContextManager[None]":
     """During the write, a stop signal is recorded for CancelCallback instead of raised.
 
     Python runs signal handlers in the main thread whenever Python code runs there, which during
@@ -568,6 +569,16 @@ def _signals_cancel(monitor: "_Monitor") -> Iterator[None]:
     handler in force is still called, so what it raises (KeyboardInterrupt, the CLI's SIGTERM
     exception) is exactly what the caller sees once the write has stopped.
     """
+    def keep(exc: BaseException) -> None:
+        monitor.interrupt = monitor.interrupt or exc
+
+    return holding_stop_signals(keep)
+
+
+@contextlib.contextmanager
+def holding_stop_signals(keep: Callable[[BaseException], None]) -> Iterator[None]:
+    """In the main thread, Ctrl-C, SIGTERM and Ctrl-Break run their handlers as usual, but what
+    those raise goes to *keep* instead of unwinding the body; elsewhere signals never arrive."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -580,8 +591,8 @@ def _signals_cancel(monitor: "_Monitor") -> Iterator[None]:
                 handler(signum, frame)
             elif handler != signal.SIG_IGN:
                 raise KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
-        except BaseException as exc:  # noqa: B036 - held for the caller, raised once dbghelp returns
-            monitor.interrupt = monitor.interrupt or exc
+        except BaseException as exc:  # noqa: B036 - held for the caller, raised once the body is over
+            keep(exc)
 
     for signum in _STOP_SIGNALS:
         previous[signum] = signal.signal(signum, record)
@@ -595,27 +606,52 @@ def _signals_cancel(monitor: "_Monitor") -> Iterator[None]:
 class _Monitor:
     """Watches the growing file from a side thread while dbghelp writes, calling *tick* with its size.
 
-    Both ways to stop a dump go through MiniDumpWriteDump's CancelCallback (Cancel=TRUE, so it
-    fails with ERROR_CANCELLED): the watchdog's verdict (*tick* raised), and Ctrl-C / SIGTERM,
-    whose exception Python raises inside a dbghelp callback and which must never unwind through
+    Every way to stop a dump goes through MiniDumpWriteDump's CancelCallback (Cancel=TRUE, so it
+    fails with ERROR_CANCELLED and resumes the target's threads as it returns): the watchdog's
+    verdict (*tick* raised), *max_pause* running out while the target is suspended, a cancel()
+    from another thread (a watcher stopping, the console closing), and Ctrl-C / SIGTERM, whose
+    exception Python raises inside a dbghelp callback and which must never unwind through
     dbghelp's C frames. Where dbghelp never asks (Wine), the write runs to its end and the stored
     exception is raised afterwards, so the file is still removed.
     """
 
-    def __init__(self, file: int, tick: Optional[Tick]) -> None:
+    def __init__(self, file: int, tick: Optional[Tick], pid: int = 0, max_pause: Optional[float] = None) -> None:
         self._file, self._tick = file, tick
+        self._pid, self._max_pause = pid, max_pause
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None
         self.interrupt: Optional[BaseException] = None
+        self.cancelled: Optional[BaseException] = None
+        #: When max_pause runs out for the MiniDumpWriteDump running now (None: no bound, or not suspending).
+        self._pause_ends: Optional[float] = None
         self.callback = dbghelp.MINIDUMP_CALLBACK_ROUTINE(self._on_callback)
+
+    def cancel(self, why: BaseException) -> None:
+        """Ask the running write to stop at its next CancelCallback; *why* is what it raises."""
+        self.cancelled = self.cancelled or why
+
+    @contextlib.contextmanager
+    def suspending(self, suspends: bool) -> Iterator[None]:
+        """Around one MiniDumpWriteDump: with *suspends* (read from the live target, whose threads it
+        keeps suspended), max_pause counts from here."""
+        self._pause_ends = time.monotonic() + self._max_pause if suspends and self._max_pause else None
+        try:
+            yield
+        finally:
+            self._pause_ends = None
+
+    def _should_cancel(self) -> bool:
+        if self._pause_ends is not None and self.error is None and time.monotonic() > self._pause_ends:
+            self.error = max_pause_error(self._pid, self._max_pause)
+        return self.error is not None or self.interrupt is not None or self.cancelled is not None
 
     def _on_callback(self, param: object, callback_input: object, callback_output: object) -> bool:
         try:
             if callback_input.contents.CallbackType == dbghelp.CancelCallback:  # type: ignore[attr-defined]
                 out = callback_output.contents  # type: ignore[attr-defined]
                 out.CheckCancel = True  # keep asking
-                out.Cancel = self.error is not None or self.interrupt is not None
+                out.Cancel = self._should_cancel()
         except BaseException as exc:  # noqa: B036 - KeyboardInterrupt lands here; it must not unwind through C
             self.interrupt = self.interrupt or exc
             with contextlib.suppress(BaseException):
@@ -641,9 +677,11 @@ class _Monitor:
                 return
 
     def raise_if_interrupted(self) -> None:
-        """Ctrl-C or SIGTERM arrived during the write: raise it now, as if it had come between calls."""
+        """Ctrl-C, SIGTERM or a cancel() arrived during the write: raise it now, as if it had come between calls."""
         if self.interrupt is not None:
             raise self.interrupt
+        if self.cancelled is not None:
+            raise self.cancelled
 
     def raise_if_abandoned(self) -> None:
         if self.error is not None:
@@ -653,3 +691,103 @@ class _Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
+    """The write was cancelled at max_pause, so the target's threads were resumed (as on Linux)."""
+    return DumpFailed(
+        f"process {pid} was let go after {max_pause or 0:g} s suspended (max_pause) before its dump was complete,"
+        " and the dump was cancelled; nothing was kept. Take a smaller kind, use --snapshot (the target runs"
+        " during the write), write to a local file, or allow a longer pause (--max-pause)",
+        pid=pid, reason="max-pause", max_pause=max_pause)
+
+
+class _InFlight:
+    """Every dump being written in this process, on any thread: a stop anywhere cancels each one
+    through its CancelCallback and waits until MiniDumpWriteDump has returned. Only its return
+    resumes the target's threads; a process that ends mid-call leaves them suspended for good."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        #: Each write's monitor -> the thread writing it.
+        self._writes: Dict[_Monitor, int] = {}
+
+    @contextlib.contextmanager
+    def writing(self, monitor: _Monitor) -> Iterator[None]:
+        _install_console_handler()
+        with self._cond:
+            self._writes[monitor] = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._writes[monitor]
+                self._cond.notify_all()
+
+    def _busy(self, thread: Optional[int]) -> bool:
+        return any(thread is None or t == thread for t in self._writes.values())
+
+    def busy(self, thread: Optional[int] = None) -> bool:
+        """Whether a write is running (on *thread*, or on any thread)."""
+        with self._cond:
+            return self._busy(thread)
+
+    def cancel(self, why: BaseException, thread: Optional[int] = None) -> int:
+        """Cancel every running write (only *thread*'s, if given); how many there were."""
+        with self._cond:
+            chosen = [m for m, t in self._writes.items() if thread is None or t == thread]
+        for monitor in chosen:
+            monitor.cancel(why)
+        return len(chosen)
+
+    def wait(self, timeout: float, thread: Optional[int] = None) -> bool:
+        """Wait up to *timeout* seconds until no write runs (on *thread*); whether none does."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy(thread), timeout)
+
+
+WRITES = _InFlight()
+
+#: Seconds the console handler waits for cancelled writes to return: Windows ends a console process
+#: about 5 s after CTRL_CLOSE_EVENT (and CTRL_LOGOFF / CTRL_SHUTDOWN), whatever the handler does.
+CONSOLE_GRACE = 4.0
+_ENDING_EVENTS = {2: "its console was closed", 5: "the user logged off", 6: "the system is shutting down"}
+_console_lock = threading.Lock()
+_console_routine: Any = None
+
+
+def _install_console_handler() -> None:
+    """Once per process, before the first write: a console close, logoff or shutdown cancels every
+    write and waits for it (Python's SIGBREAK handling would only raise in the main thread, and too late)."""
+    global _console_routine
+    with _console_lock:
+        if _console_routine is not None:
+            return
+        routine = kernel32.PHANDLER_ROUTINE(_on_console_event)
+        try:
+            kernel32.SetConsoleCtrlHandler(routine, True)
+        except Win32Error:
+            return  # tried again at the next write
+        _console_routine = routine  # kept alive for as long as Windows may call it
+
+
+def _on_console_event(event: int) -> bool:
+    """On Windows' handler thread: cancel and wait; FALSE passes the event on (Ctrl-C goes to Python)."""
+    try:
+        why = _ENDING_EVENTS.get(event)
+        if why is None or (event == kernel32.CTRL_LOGOFF_EVENT and _in_services_session()):
+            return False  # a service outlives every user's logoff: its dumps go on
+        if WRITES.cancel(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled")):
+            WRITES.wait(CONSOLE_GRACE)
+    except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
+        pass
+    return False
+
+
+def _in_services_session() -> bool:
+    session = wintypes.DWORD()
+    try:
+        kernel32.ProcessIdToSessionId(kernel32.GetCurrentProcessId(), ctypes.byref(session))
+    except Win32Error:
+        return False
+    return session.value == 0

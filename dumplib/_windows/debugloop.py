@@ -29,6 +29,9 @@ from ._common import Win32Error
 WAIT_SLICE_MS = 100
 #: Seconds start() waits for the attach, and stop() for the loop to detach.
 PATIENCE = 10.0
+#: Seconds stop() waits for a cancelled dump to return (Windows returns at its next CancelCallback;
+#: Wine's dbghelp never asks, so its write runs to the end).
+WRITE_PATIENCE = 600.0
 
 
 def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
@@ -100,9 +103,33 @@ class DebugLoop:
         return take()
 
     def stop(self) -> None:
+        """Detach; first cancel a dump the debugger thread is writing and wait until it has returned.
+
+        Returning earlier would let this process end mid-write, leaving the target's threads
+        suspended for good. The wait is bounded by WRITE_PATIENCE; a second Ctrl-C meanwhile is
+        held until it ends (then raised), never allowed to cut it short."""
+        from .backend import WRITES, holding_stop_signals
+
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(PATIENCE)
+        if not self._thread.is_alive():
+            return
+        ident = self._thread.ident
+        WRITES.cancel(DumpFailed(f"the dump of process {self.pid} was cancelled: the watch stopped; nothing was"
+                                 " kept", pid=self.pid, reason="cancelled"), thread=ident)
+        held: List[BaseException] = []
+        with holding_stop_signals(held.append):
+            began = time.monotonic()
+            while self._thread.is_alive():
+                writing = WRITES.busy(ident)
+                patience = WRITE_PATIENCE if writing else PATIENCE
+                if time.monotonic() - began > patience:
+                    break
+                if writing:
+                    WRITES.wait(WAIT_SLICE_MS / 1000, thread=ident)
+                else:
+                    self._thread.join(WAIT_SLICE_MS / 1000)
+        if held:
+            raise held[0]
 
     # -- the debugger thread -------------------------------------------------------------------
     def _run(self) -> None:

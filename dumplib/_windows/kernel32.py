@@ -135,3 +135,14 @@ try:
     PssFreeSnapshot = _proto("PssFreeSnapshot", wt.DWORD, [wt.HANDLE, wt.HANDLE], check_status)
 except AttributeError:
     PssCaptureSnapshot = PssQuerySnapshot = PssFreeSnapshot = None
+
+# Console control events: a closed console window, a logoff or a shutdown give a console process a
+# few seconds before Windows ends it; the handler runs on a thread Windows creates for it.
+CTRL_C_EVENT = 0
+CTRL_BREAK_EVENT = 1
+CTRL_CLOSE_EVENT = 2
+CTRL_LOGOFF_EVENT = 5
+CTRL_SHUTDOWN_EVENT = 6
+PHANDLER_ROUTINE = ctypes.WINFUNCTYPE(wt.BOOL, wt.DWORD)
+SetConsoleCtrlHandler = _proto("SetConsoleCtrlHandler", wt.BOOL, [PHANDLER_ROUTINE, wt.BOOL], check_bool)
+ProcessIdToSessionId = _proto("ProcessIdToSessionId", wt.BOOL, [wt.DWORD, ctypes.POINTER(wt.DWORD)], check_bool)

@@ -127,14 +127,23 @@ def test_estimate_asks_for_query_information_and_never_vm_read(target, opens, de
     assert not any(p for _, _, p in opens) and not _debug_enabled()
 
 
-def test_the_dump_enables_debug_privilege_only_around_its_own_open_and_restores_it(
-        target, opens, debug_privilege_disabled, tmp_path):
+def test_the_dump_holds_debug_privilege_through_its_write_and_restores_it(
+        target, opens, debug_privilege_disabled, tmp_path, monkeypatch):
+    during = []
+    real = dbghelp.MiniDumpWriteDump
+
+    def recording(*args):
+        during.append(_debug_enabled())
+        return real(*args)
+
+    monkeypatch.setattr(dbghelp, "MiniDumpWriteDump", recording)
     dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False)
+    assert during == [True], "MiniDumpWriteDump ran without SeDebugPrivilege (it opens every thread of the target)"
     assert not _debug_enabled(), "SeDebugPrivilege was left enabled after the dump"
-    # One open with the dump's access, made with the privilege on; every other open of the target
-    # asked for the walk's access alone, with the privilege off.
-    assert [(a, p) for _, a, p in opens if a & VM_READ] == [(winbackend.DUMP_ACCESS, True)], opens
-    assert all(a == kernel32.PROCESS_QUERY_INFORMATION and not p for _, a, p in opens if not a & VM_READ), opens
+    # The dump's own open (VM_READ) came last, privileged; before it only the walk's access was asked.
+    reads = [i for i, (_, a, _) in enumerate(opens) if a & VM_READ]
+    assert [opens[i][1:] for i in reads] == [(winbackend.DUMP_ACCESS, True)], opens
+    assert all(a == kernel32.PROCESS_QUERY_INFORMATION for _, a, _ in opens[:reads[0]]), opens
 
 
 def test_privilege_enabled_restores_what_was_there_before(debug_privilege_disabled):

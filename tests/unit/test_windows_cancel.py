@@ -1,0 +1,215 @@
+"""Never a suspended target: every dump being written, on any thread, is cancelled through its
+CancelCallback and waited for before dumplib lets go (a watch stopping, a console closing), and
+max_pause is enforced on Windows through the same callback.
+
+Run on every OS against a recording fake of Win32 (tests/winfake.py) whose MiniDumpWriteDump
+behaves as Windows documents (asks CancelCallback as it goes, fails with ERROR_CANCELLED when told)
+or as Wine's does (never asks). Real Windows proves the suspend counts in the workflow
+(test_windows_native.py::test_an_interrupted_full_dump_leaves_every_thread_running).
+"""
+import ctypes
+import threading
+import time
+
+import pytest
+
+from dumplib.errors import DumpFailed
+from dumplib.kinds import DumpKind
+from dumplib.results import ProcessInfo
+from dumplib.triggers import ExceptionRaised
+from winfake import fake_windows
+
+PID = 4242
+ERROR_CANCELLED = 1223
+#: A fake write never runs longer than this, whatever happens (a broken cancel fails the test, not CI).
+LONGEST = 20.0
+
+
+@pytest.fixture()
+def win(monkeypatch):
+    with fake_windows(monkeypatch) as ns:
+        monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
+        yield ns
+
+
+class Writer:
+    """A MiniDumpWriteDump that takes a while: like Windows (asks CancelCallback every 10 ms and
+    stops when told) or like Wine (*asks* False: runs its *seconds* out)."""
+
+    def __init__(self, win, asks=True, seconds=LONGEST):
+        self.win, self.asks, self.seconds = win, asks, seconds
+        self.started, self.ended = threading.Event(), threading.Event()
+        self.cancelled = False
+
+    def __call__(self, process, pid, file, mask, exc, streams, callback):
+        dbghelp = self.win.dbghelp
+        info = callback._obj
+        routine = ctypes.cast(info.CallbackRoutine, dbghelp.MINIDUMP_CALLBACK_ROUTINE)
+        self.started.set()
+        try:
+            until = time.monotonic() + self.seconds
+            while time.monotonic() < until:
+                if self.asks:
+                    given = dbghelp.MINIDUMP_CALLBACK_INPUT(CallbackType=dbghelp.CancelCallback)
+                    out = dbghelp.MINIDUMP_CALLBACK_OUTPUT_CANCEL()
+                    routine(None, ctypes.pointer(given), ctypes.pointer(out))
+                    if out.Cancel:
+                        self.cancelled = True
+                        return self.win.fake.fail(0x80070000 | ERROR_CANCELLED)
+                time.sleep(0.01)
+            return 1
+        finally:
+            self.ended.set()
+
+
+def _plan(win, pid=PID, **extra):
+    from dumplib._backend import Plan
+
+    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.FULL,
+                flags=win.backend.windows_mask(DumpKind.FULL, None), **extra)
+
+
+def _dump(win, plan=None):
+    backend = win.backend.WindowsBackend()
+    plan = plan or _plan(win)
+    backend.check_target(plan.target, for_dump=True)
+    try:
+        return backend.write(plan, "C:\\dumps\\x.tmp", comment=None, signature="{}", tick=None)
+    finally:
+        backend.release(plan.target)
+
+
+def _in_thread(fn):
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except BaseException as exc:  # noqa: B036 - the test looks at it
+            out["error"] = exc
+    t = threading.Thread(target=run, name="writer", daemon=True)
+    t.start()
+    return t, out
+
+
+# -- a cancel from any thread ----------------------------------------------------------------------
+
+def test_a_cancel_from_another_thread_stops_the_write_and_the_wait_ends_with_it(win):
+    writer = Writer(win)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    t, out = _in_thread(lambda: _dump(win))
+    assert writer.started.wait(LONGEST)
+    why = DumpFailed("stopping", reason="cancelled")
+    assert win.backend.WRITES.cancel(why) == 1
+    assert win.backend.WRITES.wait(LONGEST), "the write never returned"
+    assert writer.ended.is_set() and writer.cancelled
+    t.join(LONGEST)
+    assert out.get("error") is why
+    assert not win.backend.WRITES.busy()
+
+
+def test_a_cancel_under_wine_waits_for_the_whole_write_and_still_drops_it(win):
+    writer = Writer(win, asks=False, seconds=0.5)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    t, out = _in_thread(lambda: _dump(win))
+    assert writer.started.wait(LONGEST)
+    win.backend.WRITES.cancel(DumpFailed("stopping", reason="cancelled"))
+    assert win.backend.WRITES.wait(LONGEST)
+    assert writer.ended.is_set(), "the wait ended before MiniDumpWriteDump returned"
+    t.join(LONGEST)
+    assert isinstance(out.get("error"), DumpFailed) and out["error"].reason == "cancelled"
+
+
+# -- max_pause ---------------------------------------------------------------------------------------
+
+def test_max_pause_cancels_a_write_that_keeps_the_target_suspended_too_long(win):
+    writer = Writer(win)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    with pytest.raises(DumpFailed) as caught:
+        _dump(win, _plan(win, max_pause=0.05))
+    assert caught.value.reason == "max-pause" and writer.cancelled
+    assert "--max-pause" in str(caught.value)
+
+
+def test_without_max_pause_nothing_cancels_the_write(win):
+    writer = Writer(win, seconds=0.3)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    _dump(win, _plan(win, max_pause=None))
+    assert not writer.cancelled
+
+
+# -- the watcher's debugger thread -----------------------------------------------------------------
+
+def _exception_event(win):
+    """A WaitForDebugEvent that reports the attach breakpoint, then one access violation, then nothing."""
+    dbg = win.debugapi
+    queue = [dbg.EXCEPTION_BREAKPOINT, 0xC0000005]
+
+    def wait(event_ref, ms):
+        if not queue:
+            time.sleep(ms / 1000)
+            return win.fake.fail(121)
+        event = event_ref._obj
+        event.dwDebugEventCode = dbg.EXCEPTION_DEBUG_EVENT
+        event.dwProcessId, event.dwThreadId = PID, 7
+        event.u.Exception.ExceptionRecord.ExceptionCode = queue.pop(0)
+        event.u.Exception.dwFirstChance = 1
+        return 1
+    return wait
+
+
+@pytest.mark.parametrize("asks", [True, False], ids=["windows", "wine"])
+def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_after_it(win, asks):
+    writer = Writer(win, asks=asks, seconds=LONGEST if asks else 0.5)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["WaitForDebugEvent"] = _exception_event(win)
+    win.fake.impls["GetThreadContext"] = lambda *a: 1
+    outcome = {}
+
+    def fire(pid, firing, hand_over):
+        try:
+            outcome["result"] = hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+        except DumpFailed as exc:
+            outcome["error"] = exc
+
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], fire)
+    loop.start()
+    assert writer.started.wait(LONGEST)
+    loop.stop()
+    assert writer.ended.is_set(), "stop() returned while MiniDumpWriteDump was still running"
+    assert writer.cancelled is asks
+    assert outcome["error"].reason == "cancelled"
+    assert [c.name for c in win.fake.calls if c.name == "DebugActiveProcessStop"], "never detached"
+
+
+# -- a closed console, logoff, shutdown ------------------------------------------------------------
+
+def _console_handler(win):
+    (call,) = win.fake.named("SetConsoleCtrlHandler")
+    return call.args[0]
+
+
+@pytest.mark.parametrize("event", [2, 5, 6], ids=["close", "logoff", "shutdown"])
+def test_a_console_close_logoff_or_shutdown_cancels_and_waits_for_the_write(win, event):
+    writer = Writer(win)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["ProcessIdToSessionId"] = lambda pid, session: (setattr(session._obj, "value", 1), 1)[1]
+    t, out = _in_thread(lambda: _dump(win))
+    assert writer.started.wait(LONGEST)
+    handler = _console_handler(win)
+    assert handler(event) == 0  # passed on: Windows ends the process as it would have
+    assert writer.ended.is_set() and writer.cancelled, "the handler returned while the write ran on"
+    t.join(LONGEST)
+    assert out["error"].reason == "cancelled"
+
+
+def test_ctrl_c_and_a_services_logoff_leave_the_write_alone(win):
+    writer = Writer(win, seconds=0.5)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["ProcessIdToSessionId"] = lambda pid, session: (setattr(session._obj, "value", 0), 1)[1]
+    t, out = _in_thread(lambda: _dump(win))
+    assert writer.started.wait(LONGEST)
+    handler = _console_handler(win)
+    assert handler(0) == 0 and handler(5) == 0  # CTRL_C (Python's own SIGINT) and a user's logoff in session 0
+    t.join(LONGEST)
+    assert not writer.cancelled and "error" not in out, out
