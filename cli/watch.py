@@ -187,7 +187,8 @@ def watch(
     max_pause: str = typer.Option("60s", "--max-pause", metavar="DURATION",
                                   help="Longest each dump may keep the target stopped (e.g. 30s, off)."),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", metavar="[=auto]",
-                                           help="Write each dump from a copy-on-write snapshot (=auto: fall back)."),
+                                           help="Write each dump from a copy-on-write snapshot (=auto: fall back; the"
+                                           " Windows default where Windows has snapshots)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -224,7 +225,9 @@ def watch(
                 flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
                 space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
                 max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
-                max_pause=parse_duration(max_pause), snapshot=parse_snapshot(snapshot),
+                max_pause=parse_duration(max_pause),
+                # Unsaid, the library's default stands (Windows: a snapshot where PSS exists).
+                **({} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}),
             )
         except KeyboardInterrupt:
             return None  # the watch has already let go of every process

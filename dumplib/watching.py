@@ -432,7 +432,9 @@ def watch(
     dumps, at least *interval* seconds apart (ProcDump ``-n`` / ``-s``); *max_dumps_per* ``(N,
     seconds)`` caps dumps over all processes. Figures are sampled every *sample_every* seconds.
 
-    Every dump is ``create_dump(pid, path, kind, **dump_options)``: when the disk guard refuses one,
+    Every dump is ``create_dump(pid, path, kind, **dump_options)``; without a *snapshot* option,
+    Windows dumps are written from a snapshot where Windows has them (``snapshot="auto"``: the
+    target is suspended only while it is taken). When the disk guard refuses one,
     a ``refused`` event is reported and watching goes on (*stop_on_refusal* re-raises instead).
     *on_dump* gets each DumpResult, *on_event* each WatchEvent, *on_sample* each Sample taken. Returns the results when every
     watched process has had its *count* dumps or ended, or at *timeout* (None: no limit; *all*
@@ -452,6 +454,7 @@ def watch(
                               value=(interval, sample_every))
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
+    dump_options.setdefault("snapshot", getattr(get_backend(), "watch_snapshot", False))
 
     def dump(pid: int, firing: Firing) -> DumpResult:
         event = firing.event

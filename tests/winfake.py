@@ -161,6 +161,7 @@ WINDOWS_MODULES = ("_common", "structs", "policy", "privilege", "snapshot", "ker
 def fake_windows(monkeypatch: Any, fake: Optional[FakeWin32] = None) -> Iterator[Any]:
     """dumplib._windows imported against *fake*; yields a namespace of its modules (and .fake)."""
     fake = fake or FakeWin32()
+    platform = sys.platform
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: _FakeDLL(fake, name), raising=False)
     monkeypatch.setattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE, raising=False)
@@ -172,7 +173,7 @@ def fake_windows(monkeypatch: Any, fake: Optional[FakeWin32] = None) -> Iterator
         del sys.modules[k]
     try:
         mods = {m: importlib.import_module(f"dumplib._windows.{m}") for m in WINDOWS_MODULES}
-        monkeypatch.setattr(sys, "platform", "linux")  # only the imports needed it
+        monkeypatch.setattr(sys, "platform", platform)  # only the imports needed it
         ns = type("Windows", (), mods)()
         ns.fake = fake
         yield ns

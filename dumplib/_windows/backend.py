@@ -81,6 +81,9 @@ class WindowsBackend(Backend):
     name = "windows-dbghelp"
     extension = ".dmp"
     windows_names = True
+    #: A watcher's dumps default to a snapshot where Windows has PSS: a watcher killed mid-write then
+    #: leaves no thread suspended (only the capture suspends the target), and "auto" falls back with a warning.
+    watch_snapshot = "auto" if kernel32.PssCaptureSnapshot is not None else False
 
     def __init__(self) -> None:
         self._held: Dict[int, _Held] = {}
@@ -163,9 +166,13 @@ class WindowsBackend(Backend):
         # SeDebugPrivilege stays on from the dump's open to the end of the write: MiniDumpWriteDump
         # opens every thread of the target (THREAD_ALL_ACCESS), PssCaptureSnapshot opens them too.
         with wrappers.DEBUG_PRIVILEGE.held():
-            snapshot = self._snapshot_decision(plan, held, report.warnings)
-            if not snapshot:
+            # At its exit the process is read through the debugger's own handle (from its
+            # CREATE_PROCESS_DEBUG_EVENT), not found again by pid; a snapshot would protect nothing.
+            at_exit = plan.event.held if plan.event is not None and plan.event.kind == "exit" else None
+            snapshot = False if at_exit else self._snapshot_decision(plan, held, report.warnings)
+            if not snapshot and not at_exit:
                 self._take_dump_access(pid, held)
+            source = at_exit or held.handle
             file = wrappers.create_new_file(temp_path)
             with wrappers.handle_closing(file), _Monitor(file, tick, pid, plan.max_pause) as monitor, \
                     WRITES.writing(monitor), _signals_cancel(monitor):
@@ -183,14 +190,14 @@ class WindowsBackend(Backend):
                         report.warnings.extend(without_snapshot(plan, str(exc)))
                         snapshot = False
                 if not snapshot:
-                    used, suspended = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
+                    used, suspended = _write_dump(source, pid, file, mask, comment, signature, report.warnings,
                                                   monitor, plan.event)
                     # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
                     report.stopped_seconds = suspended
                 monitor.raise_if_abandoned()
                 kernel32.FlushFileBuffers(file)
             report.flags = used
-            code = wrappers.exit_code(held.handle)
+            code = None if at_exit else wrappers.exit_code(held.handle)
             if code is not None:
                 # The write had finished: the dump is whole. Verification still reads it back.
                 when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
@@ -475,7 +482,9 @@ def _write_dump(
         except Win32Error as exc:
             monitor.raise_if_interrupted()
             monitor.raise_if_abandoned()
-            if not snapshot and wrappers.exit_code(process) is not None:  # a snapshot outlives its target
+            # A snapshot outlives its target; a dump at the exit knew it was ending: say what failed.
+            exiting = event is not None and event.kind == "exit"
+            if not snapshot and not exiting and wrappers.exit_code(process) is not None:
                 raise DumpFailed.target_exited(pid) from None
             if exc.winerror in (ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL):
                 raise DumpFailed(

@@ -115,13 +115,6 @@ ReadProcessMemory = _proto("ReadProcessMemory", wt.BOOL,
 
 THREAD_GET_CONTEXT = 0x0008
 THREAD_QUERY_INFORMATION = 0x0040
-#: CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT | DEBUG_REGISTERS
-CONTEXT_ALL_AMD64 = 0x0010001F
-#: sizeof(CONTEXT) on x64; the structure must be 16-byte aligned; ContextFlags sits at 0x30.
-CONTEXT_SIZE_AMD64 = 1232
-CONTEXT_FLAGS_OFFSET = 0x30
-
-
 class EXCEPTION_POINTERS(ctypes.Structure):
     _fields_ = [("ExceptionRecord", ctypes.POINTER(EXCEPTION_RECORD)), ("ContextRecord", ctypes.c_void_p)]
 

@@ -24,7 +24,10 @@ from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from . import wrappers
 from ._common import Win32Error
+from .policy import CONTEXT_LAYOUTS, interpreter_machine
 
+#: The machine this Python runs as: its CONTEXT is the one GetThreadContext fills here.
+DUMPER_MACHINE = interpreter_machine(sys.version, 8 * ctypes.sizeof(ctypes.c_void_p))
 #: Milliseconds of each wait for a debug event (the loop checks for a stop request between them).
 WAIT_SLICE_MS = 100
 #: Seconds start() waits for the attach, and stop() for the loop to detach.
@@ -44,20 +47,23 @@ def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
 
 class _ExceptionParam:
     """MINIDUMP_EXCEPTION_INFORMATION in this process's memory (ClientPointers FALSE): the record
-    from the debug event and the faulting thread's registers, read while the event holds it."""
+    from the debug event and the faulting thread's registers, read while the event holds it, in
+    the CONTEXT of the dumper's own machine (what its GetThreadContext fills and its dbghelp reads)."""
 
-    def __init__(self, record: dbg.EXCEPTION_RECORD, tid: int) -> None:
+    def __init__(self, record: dbg.EXCEPTION_RECORD, tid: int, machine: Optional[int] = None) -> None:
         self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
-        raw = ctypes.create_string_buffer(dbg.CONTEXT_SIZE_AMD64 + 16)
-        self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at the 16-byte boundary
-        address = (ctypes.addressof(raw) + 15) & ~15
-        ctypes.c_uint32.from_address(address + dbg.CONTEXT_FLAGS_OFFSET).value = dbg.CONTEXT_ALL_AMD64
+        layout = CONTEXT_LAYOUTS[machine if machine is not None else DUMPER_MACHINE]
+        raw = ctypes.create_string_buffer(layout.size + layout.align)
+        self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at its declared alignment
+        address = (ctypes.addressof(raw) + layout.align - 1) & ~(layout.align - 1)
+        ctypes.c_uint32.from_address(address + layout.flags_offset).value = layout.all_flags
         with wrappers.DEBUG_PRIVILEGE.held():  # a service's threads answer no one else
             thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
         try:
             dbg.GetThreadContext(thread, ctypes.c_void_p(address))
         finally:
             _close(thread)
+        self.context_address = address
         self.pointers = dbg.EXCEPTION_POINTERS(ctypes.pointer(self.record), ctypes.c_void_p(address))
         self.info = dbg.MINIDUMP_EXCEPTION_INFORMATION(tid, ctypes.pointer(self.pointers), False)
 
@@ -196,7 +202,8 @@ class DebugLoop:
         if not self.on_exit:
             return
         exit_code = event.u.ExitProcess.dwExitCode
-        seen = TargetEvent("exit", tid=event.dwThreadId, code=exit_code)
+        # The dump reads the process through this debugger's own handle (valid until the event is continued).
+        seen = TargetEvent("exit", tid=event.dwThreadId, code=exit_code, held=self._process)
         readable = self._memory_readable()
         detail = f"exit code {exit_code}" + ("" if readable else "; its address space is already gone")
         for trigger in self.on_exit:

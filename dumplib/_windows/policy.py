@@ -73,3 +73,30 @@ def bitness_verdict(dumper: int, target: int, native: int) -> BitnessVerdict:
         f" (on {machine_name(native)} Windows): its dbghelp cannot write a correct dump of it."
         f" Run dumplib with a {machine_name(target)} Python instead"
     ))
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextLayout:
+    """Where winnt.h puts what a CONTEXT of one machine needs to be filled and read."""
+
+    size: int
+    #: Offset of ContextFlags, which says which register groups GetThreadContext fills.
+    flags_offset: int
+    #: The structure's declared alignment (GetThreadContext fails on a misaligned one).
+    align: int
+    #: Offset of the instruction pointer (Rip, Eip, Pc).
+    ip_offset: int
+    ip_size: int
+    #: CONTEXT_ALL: control, integer, segments, floating point, debug registers (x86 adds its
+    #: extended registers, ARM64 x18).
+    all_flags: int
+
+
+#: The CONTEXT of each machine, as the dumper's own GetThreadContext and dbghelp read it: an x86
+#: Python's is 716 bytes with its flags first, not x64's 1232 with them at 0x30.
+CONTEXT_LAYOUTS: Dict[int, ContextLayout] = {
+    AMD64: ContextLayout(size=0x4D0, flags_offset=0x30, align=16, ip_offset=0xF8, ip_size=8, all_flags=0x0010001F),
+    I386: ContextLayout(size=0x2CC, flags_offset=0x0, align=4, ip_offset=0xB8, ip_size=4, all_flags=0x0001003F),
+    ARM64: ContextLayout(size=0x390, flags_offset=0x0, align=16, ip_offset=0x108, ip_size=8, all_flags=0x0040001F),
+    ARMNT: ContextLayout(size=0x1A0, flags_offset=0x0, align=8, ip_offset=0x40, ip_size=4, all_flags=0x0020000F),
+}

@@ -15,7 +15,7 @@ import ctypes
 from types import SimpleNamespace
 from typing import Optional
 
-from .policy import AMD64, ARM64, ARMNT, I386
+from .policy import CONTEXT_LAYOUTS
 from .structs import _struct
 
 # PSS_CAPTURE_FLAGS (processsnapshot.h).
@@ -91,15 +91,9 @@ def capture_flags(mask: int) -> int:
     return flags
 
 
-#: CONTEXT_ALL of each machine (winnt.h): control, integer, segments, floating point and debug
-#: registers (x86 adds its extended registers, ARM64 x18). The dumper's own machine decides, as
-#: the CONTEXT_ALL a C dumper is compiled with would.
-CONTEXT_ALL = {
-    AMD64: 0x0010001F,
-    I386: 0x0001003F,
-    ARM64: 0x0040001F,
-    ARMNT: 0x0020000F,
-}
+#: CONTEXT_ALL of each machine (policy.CONTEXT_LAYOUTS, from winnt.h). The dumper's own machine
+#: decides, as the CONTEXT_ALL a C dumper is compiled with would.
+CONTEXT_ALL = {machine: layout.all_flags for machine, layout in CONTEXT_LAYOUTS.items()}
 
 
 def context_flags(dumper_machine: int) -> int:

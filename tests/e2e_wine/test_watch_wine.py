@@ -149,6 +149,9 @@ def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig
     assert int(stream.ExceptionRecord.ExceptionCode_raw) == 0xC0000005
     assert f"at 0x{stream.ExceptionRecord.ExceptionAddress:x} " in str(fired["message"])
     assert stream.ThreadContext.DataSize >= 1232  # the faulting thread's CONTEXT, as GetThreadContext gave it
+    with open(dump, "rb") as f:  # x64 CONTEXT: Rip at 0xF8; filled, it is where the fault was
+        f.seek(stream.ThreadContext.Rva + 0xF8)
+        assert int.from_bytes(f.read(8), "little") == stream.ExceptionRecord.ExceptionAddress
     # The watcher has detached: the target handles the next fault on its own and answers.
     assert _ask(target, target_lines, "fault")["handled"] is True
     assert target.poll() is None

@@ -213,3 +213,52 @@ def test_ctrl_c_and_a_services_logoff_leave_the_write_alone(win):
     assert handler(0) == 0 and handler(5) == 0  # CTRL_C (Python's own SIGINT) and a user's logoff in session 0
     t.join(LONGEST)
     assert not writer.cancelled and "error" not in out, out
+
+
+# -- the exception's CONTEXT, per machine -----------------------------------------------------------
+
+#: winnt.h, as Microsoft documents each CONTEXT: (size, ContextFlags offset, CONTEXT_ALL, PC offset).
+WINNT = {
+    0x8664: (1232, 0x30, 0x0010001F, 0xF8),   # x64: P1Home..P6Home first; Rip after R15
+    0x014C: (716, 0x0, 0x0001003F, 0xB8),     # x86: Eip after Ebp; 512 bytes of ExtendedRegisters last
+    0xAA64: (912, 0x0, 0x0040001F, 0x108),    # ARM64: X0..X28, Fp, Lr, Sp, then Pc
+}
+
+
+@pytest.mark.parametrize("machine", sorted(WINNT))
+def test_the_exception_context_is_the_dumpers_own_machines(win, machine):
+    size, flags_at, all_flags, pc_at = WINNT[machine]
+    layout = win.policy.CONTEXT_LAYOUTS[machine]
+    assert (layout.size, layout.flags_offset, layout.all_flags, layout.ip_offset) == (size, flags_at, all_flags, pc_at)
+    seen = {}
+
+    def get_context(thread, context):
+        seen["flags"] = ctypes.c_uint32.from_address(context.value + flags_at).value
+        seen["aligned"] = context.value % layout.align == 0
+        ctypes.c_uint32.from_address(context.value + pc_at).value = 0x1234  # the faulting thread's pc
+        return 1
+
+    win.fake.impls["GetThreadContext"] = get_context
+    record = win.debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234)
+    param = win.debugloop._ExceptionParam(record, 7, machine)
+    assert seen == {"flags": all_flags, "aligned": True}, seen
+    assert ctypes.c_uint32.from_address(param.context_address + pc_at).value == 0x1234
+    assert param.pointers.ContextRecord == param.context_address
+
+
+# -- the exit dump -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, reason", [(112, "disk-full"), (299, None)], ids=["disk-full", "partial-copy"])
+def test_an_exit_dump_reads_the_debuggers_handle_and_a_failure_is_reported_as_what_it_was(win, code, reason):
+    from dumplib._backend import TargetEvent
+
+    debugger_handle = 0x7770
+    win.fake.impls["GetExitCodeProcess"] = lambda h, out: (setattr(out._obj, "value", 3), 1)[1]  # it is ending
+    win.fake.impls["MiniDumpWriteDump"] = lambda *a: win.fake.fail(0x80070000 | code)
+    event = TargetEvent("exit", tid=7, code=3, held=debugger_handle)
+    with pytest.raises(DumpFailed) as caught:
+        _dump(win, _plan(win, event=event))
+    assert caught.value.reason == reason and caught.value.winerror == code, caught.value
+    assert "exited while" not in str(caught.value)
+    assert {c.args[0] for c in win.fake.named("MiniDumpWriteDump")} == {debugger_handle}
+    assert not [c for c in win.fake.named("OpenProcess") if c.args[0] & 0x0010], "the exit dump reopened by pid"

@@ -82,3 +82,57 @@ def test_cpu_seconds_from_the_process_table_advance_while_this_process_burns():
     assert before is not None and after is not None
     assert after - before >= 0.5 * burned > 0, (before, after, burned)
     assert support.cpu_seconds(0xFFFFFFF0) is None
+
+
+FAULTER = textwrap.dedent("""
+    import ctypes, json, os, sys
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+    try:
+        ctypes.string_at(8, 1)
+    except OSError:
+        print("handled", flush=True)
+    sys.stdin.readline()
+""")
+
+
+def _exception_stream(path):
+    """(ExceptionAddress, the CONTEXT's bytes) from the file itself (winnt.h / minidumpapiset.h layouts)."""
+    import struct
+
+    data = open(path, "rb").read()
+    count, directory = struct.unpack_from("<II", data, 8)
+    for i in range(count):
+        kind, size, rva = struct.unpack_from("<III", data, directory + 12 * i)
+        if kind == 6:  # ExceptionStream: ThreadId, pad, MINIDUMP_EXCEPTION (152 bytes), CONTEXT location
+            address = struct.unpack_from("<Q", data, rva + 8 + 16)[0]
+            ctx_size, ctx_rva = struct.unpack_from("<II", data, rva + 8 + 152)
+            return address, data[ctx_rva:ctx_rva + ctx_size]
+    raise AssertionError("no exception stream")
+
+
+def test_the_exception_streams_context_is_the_faulting_threads_on_this_machine(tmp_path):
+    """On the x86 leg too: the CONTEXT is laid out for the dumper's machine, so its instruction
+    pointer is the exception's address (an x64 CONTEXT in a 32-bit dump read as empty)."""
+    from dumplib._windows.debugloop import DUMPER_MACHINE
+    from dumplib._windows.policy import CONTEXT_LAYOUTS
+
+    layout = CONTEXT_LAYOUTS[DUMPER_MACHINE]
+    script = tmp_path / "faulter.py"
+    script.write_text(FAULTER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = json.loads(proc.stdout.readline())["pid"]
+        threading.Timer(2.0, lambda: (proc.stdin.write("go\n"), proc.stdin.flush())).start()
+        results = dumplib.watch(pid, dumplib.ExceptionRaised([0xC0000005]), path=tmp_path / "ex.dmp", kind="mini",
+                                timeout=60)
+        assert proc.stdout.readline().strip() == "handled"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(results) == 1
+    address, context = _exception_stream(results[0].path)
+    assert len(context) >= layout.size
+    ip = int.from_bytes(context[layout.ip_offset:layout.ip_offset + layout.ip_size], "little")
+    assert address and ip == address, (hex(address), hex(ip))
