@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import secrets
-import shutil
 import signal
 import threading
 import time
@@ -39,9 +38,9 @@ from .._backend import without_snapshot, Backend, Plan, TargetEvent, Tick, Write
 from . import dbghelp, kernel32, wrappers
 from . import snapshot as snapshot_rules
 from ._common import (
+    DISK_FULL_ERRORS,
     ERROR_ACCESS_DENIED,
     ERROR_DISK_FULL,
-    ERROR_HANDLE_DISK_FULL,
     ERROR_INVALID_PARAMETER,
     ERROR_PARTIAL_COPY,
     Win32Error,
@@ -413,8 +412,8 @@ def _bitness_refusal(pid: int, why: str, target_machine: int) -> BitnessMismatch
 def _blame_full_volume(path: str, pid: int) -> Optional[DumpFailed]:
     """A DumpFailed saying the volume filled up, when it has (Wine's dbghelp ignores failed writes)."""
     try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
+        free = wrappers.disk_space(os.path.dirname(os.path.abspath(path)))[1]
+    except (OSError, Win32Error):
         return None
     if free >= DISK_FULL_SLACK:
         return None
@@ -486,7 +485,7 @@ def _write_dump(
             exiting = event is not None and event.kind == "exit"
             if not snapshot and not exiting and wrappers.exit_code(process) is not None:
                 raise DumpFailed.target_exited(pid) from None
-            if exc.winerror in (ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL):
+            if exc.winerror in DISK_FULL_ERRORS:
                 raise DumpFailed(
                     f"the volume filled up while process {pid} was being dumped ({exc.message}); nothing was kept."
                     " Free space or choose another directory",

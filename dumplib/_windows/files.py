@@ -49,8 +49,9 @@ class WindowsFiles(Files):
         return None  # no st_blocks
 
     def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
-        usage = self.import_psutil().disk_usage(volume if isinstance(volume, str) else _directory_of(volume))
-        return usage.total, usage.free
+        from .wrappers import disk_space  # FreeBytesAvailableToCaller: NTFS quotas count; psutil's free does not
+
+        return disk_space(volume if isinstance(volume, str) else _directory_of(volume))
 
     def import_psutil(self) -> types.ModuleType:
         """psutil, leaving this process's token as it found it.

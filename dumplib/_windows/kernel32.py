@@ -85,6 +85,13 @@ CreateFileW = _proto(
     [wt.LPCWSTR, wt.DWORD, wt.DWORD, LPSECURITY_ATTRIBUTES, wt.DWORD, wt.DWORD, wt.HANDLE],
     check_handle,
 )
+# FreeBytesAvailableToCaller (the second argument) is what this user may still write (NTFS quotas
+# included); TotalNumberOfFreeBytes ignores quotas. psutil and shutil report the latter.
+GetDiskFreeSpaceExW = _proto(
+    "GetDiskFreeSpaceExW", wt.BOOL,
+    [wt.LPCWSTR, ctypes.POINTER(wt.ULARGE_INTEGER), ctypes.POINTER(wt.ULARGE_INTEGER), ctypes.POINTER(wt.ULARGE_INTEGER)],
+    check_bool,
+)
 FlushFileBuffers = _proto("FlushFileBuffers", wt.BOOL, [wt.HANDLE], check_bool)
 GetFileSizeEx = _proto("GetFileSizeEx", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.LARGE_INTEGER)], check_bool)
 SetFilePointerEx = _proto(

@@ -11,12 +11,13 @@ import ctypes
 from ctypes import wintypes as wt
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from ..errors import AccessDenied, InvalidDumpPath, ProcessNotFound
+from ..errors import AccessDenied, DumpFailed, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
 from . import snapshot as snapshot_layouts
 from .policy import keeps_private_files
 from .privilege import PrivilegeHold
 from ._common import (
+    DISK_FULL_ERRORS,
     ERROR_ACCESS_DENIED,
     ERROR_FILE_EXISTS,
     ERROR_INVALID_PARAMETER,
@@ -279,6 +280,10 @@ def create_new_file(path: str) -> int:
         except Win32Error as exc:
             if exc.winerror == ERROR_FILE_EXISTS:
                 raise
+            if exc.winerror in DISK_FULL_ERRORS:
+                raise DumpFailed(f"cannot create {path}: {exc.message}; nothing was dumped. Free space (or quota)"
+                                 " or choose another directory", winerror=exc.winerror, hresult=exc.hresult,
+                                 reason="disk-full") from None
             raise InvalidDumpPath(f"cannot create {path}: {exc.message}", path=path) from None
 
 
@@ -298,6 +303,13 @@ def file_size(handle: int) -> int:
     size = wt.LARGE_INTEGER()
     kernel32.GetFileSizeEx(handle, ctypes.byref(size))
     return size.value
+
+
+def disk_space(directory: str) -> Tuple[int, int]:
+    """(size, bytes this user may still write) of the volume holding *directory*, quotas included."""
+    caller, total, free = wt.ULARGE_INTEGER(), wt.ULARGE_INTEGER(), wt.ULARGE_INTEGER()
+    kernel32.GetDiskFreeSpaceExW(directory, ctypes.byref(caller), ctypes.byref(total), ctypes.byref(free))
+    return int(total.value), int(caller.value)
 
 
 def truncate(handle: int) -> None:

@@ -28,6 +28,7 @@ LONGEST = 20.0
 @pytest.fixture()
 def win(monkeypatch):
     with fake_windows(monkeypatch) as ns:
+        ns.create_new_file = ns.wrappers.create_new_file
         monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
         yield ns
 
@@ -262,3 +263,27 @@ def test_an_exit_dump_reads_the_debuggers_handle_and_a_failure_is_reported_as_wh
     assert "exited while" not in str(caught.value)
     assert {c.args[0] for c in win.fake.named("MiniDumpWriteDump")} == {debugger_handle}
     assert not [c for c in win.fake.named("OpenProcess") if c.args[0] & 0x0010], "the exit dump reopened by pid"
+
+
+# -- free space is what this user may write ----------------------------------------------------------
+
+def test_free_space_is_what_the_caller_may_use_under_its_quota(win):
+    def space(path, caller, total, free):
+        caller._obj.value, total._obj.value, free._obj.value = 10 << 20, 100 << 30, 50 << 30
+        return 1
+
+    win.fake.impls["GetDiskFreeSpaceExW"] = space
+    assert win.files.WindowsFiles().usage("C:\\dumps") == (100 << 30, 10 << 20)
+
+
+@pytest.mark.parametrize("code", [112, 39, 1295], ids=["disk-full", "handle-disk-full", "quota-exceeded"])
+def test_a_create_refused_for_want_of_space_or_quota_is_disk_full(win, monkeypatch, code):
+    import contextlib
+
+    monkeypatch.setattr(win.wrappers, "owner_only_security",
+                        lambda: contextlib.nullcontext(win.kernel32.SECURITY_ATTRIBUTES()))
+    win.fake.impls["CreateFileW"] = lambda *a: win.fake.fail(code) or (1 << 64) - 1  # INVALID_HANDLE_VALUE
+    with pytest.raises(DumpFailed) as caught:
+        win.create_new_file("C:\\dumps\\x.tmp")
+    assert caught.value.reason == "disk-full" and caught.value.winerror == code
+    assert type(caught.value).__name__ == "DumpFailed"  # not InvalidDumpPath
