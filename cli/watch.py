@@ -23,7 +23,8 @@ EXEC_TIMEOUT = 300.0
 
 def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, memory: Optional[str],
               memory_measure: str, threads: Optional[int], handles: Optional[int], exception: Optional[str],
-              first_chance: bool, signals: Optional[str], on_exit: bool) -> List[dumplib.Trigger]:
+              first_chance: bool, signals: Optional[str], on_exit: bool,
+              exception_exclude: Optional[str] = None) -> List[dumplib.Trigger]:
     out: List[dumplib.Trigger] = []
     if cpu is not None:
         out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
@@ -35,9 +36,11 @@ def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, 
         out.append(dumplib.ThreadsAbove(threads))
     if handles is not None:
         out.append(dumplib.HandlesAbove(handles))
-    if exception is not None:
-        codes = None if exception.strip().lower() in ("", "any") else [int(c, 0) for c in exception.split(",")]
-        out.append(dumplib.ExceptionRaised(codes, first_chance=first_chance))
+    if exception is not None or exception_exclude:
+        words = (exception or "any").strip()
+        codes = None if words.lower() in ("", "any") else [c for c in words.split(",") if c.strip()]
+        exclude = [c for c in (exception_exclude or "").split(",") if c.strip()]
+        out.append(dumplib.ExceptionRaised(codes, first_chance=first_chance, exclude=exclude))
     if signals:
         out.append(dumplib.SignalReceived([s.strip() for s in signals.split(",") if s.strip()]))
     if on_exit:
@@ -161,8 +164,12 @@ def watch(
     memory_measure: str = typer.Option("default", "--memory-measure", help="Linux: rss (default) | pss | private."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Dump at this many threads."),
     handles: Optional[int] = typer.Option(None, "--handles", help="Dump at this many handles (Linux: open fds)."),
-    exception: Optional[str] = typer.Option(None, "--exception", "-e", help="Windows: 'any' or codes like 0xC0000005,0xE06D7363."),
-    first_chance: bool = typer.Option(False, "--first-chance", help="--exception fires on first-chance exceptions too."),
+    exception: Optional[str] = typer.Option(None, "--exception", "-e", help="Windows: 'any', or codes or names like"
+                                            " 0xC0000005,CppEH,StackOverflow (ProcDump -e -f)."),
+    exception_exclude: Optional[str] = typer.Option(None, "--exception-exclude", help="Windows: codes or names that"
+                                                    " never dump, e.g. CppEH (ProcDump -fx)."),
+    first_chance: bool = typer.Option(False, "--first-chance", help="--exception fires on first-chance exceptions too"
+                                      " (thread names and debug output only when named)."),
     signals: Optional[str] = typer.Option(None, "--signal", help="Linux: dump before these signals act, e.g. SEGV,TERM."),
     on_exit: bool = typer.Option(False, "--on-exit", "-t", help="Dump when the process ends, with its threads and memory (ProcDump -t)."),
     count: int = typer.Option(1, "--count", "-n", help="Dumps per process before it is no longer watched."),
@@ -215,7 +222,7 @@ def watch(
 
     def action() -> Optional[List[dumplib.DumpResult]]:
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
-                             first_chance, signals, on_exit)
+                             first_chance, signals, on_exit, exception_exclude)
         try:
             return dumplib.watch(
                 _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,

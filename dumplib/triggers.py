@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal as _signal
-from typing import FrozenSet, Iterable, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, Optional, Tuple, Union
 
 from .errors import InvalidArgument
 
@@ -296,23 +296,91 @@ class ProcessExit(_Event):
         return "ProcessExit()"
 
 
-class ExceptionRaised(_Event):
-    """Windows: dump at an exception whose code is in *codes* (any when None); first-chance
-    exceptions count unless *first_chance* is False (then only unhandled ones, ProcDump ``-e``
-    without ``1``)."""
+#: Exception names as ProcDump's -f / -fx users write them (case-insensitive; an ``EXCEPTION_`` /
+#: ``STATUS_`` prefix, underscores and an ``Exception`` suffix are ignored), with their codes.
+EXCEPTION_NAMES: Dict[str, int] = {
+    "AccessViolation": 0xC0000005,
+    "InPageError": 0xC0000006,
+    "InvalidHandle": 0xC0000008,
+    "IllegalInstruction": 0xC000001D,
+    "NoncontinuableException": 0xC0000025,
+    "ArrayBoundsExceeded": 0xC000008C,
+    "FltDivideByZero": 0xC000008E,
+    "IntDivideByZero": 0xC0000094,
+    "IntOverflow": 0xC0000095,
+    "PrivInstruction": 0xC0000096,
+    "StackOverflow": 0xC00000FD,
+    "HeapCorruption": 0xC0000374,
+    "StackBufferOverrun": 0xC0000409,
+    "GuardPage": 0x80000001,
+    "Breakpoint": 0x80000003,
+    "SingleStep": 0x80000004,
+    "CppEH": 0xE06D7363,
+    "Clr": 0xE0434352,
+    "ThreadName": 0x406D1388,
+    "DbgPrint": 0x40010006,
+    "DbgPrintWide": 0x4001000A,
+}
+#: First-chance "exceptions" that are messages, not faults: naming a thread (MSVC's
+#: SetThreadName, 0x406D1388) and debug output (DBG_PRINTEXCEPTION_C / _WIDE_C). `--first-chance`
+#: without codes skips them, as ProcDump -e 1 does; naming them includes them.
+FIRST_CHANCE_NOISE = frozenset({0x406D1388, 0x40010006, 0x4001000A})
+_NAME_KEYS = {k.lower(): v for k, v in EXCEPTION_NAMES.items()}
+# The winnt.h spellings where they differ from ProcDump's (EXCEPTION_FLT_DIVIDE_BY_ZERO...).
+_NAME_KEYS.update({"floatdividebyzero": 0xC000008E, "integerdividebyzero": 0xC0000094, "integeroverflow": 0xC0000095,
+                   "privilegedinstruction": 0xC0000096, "dbgprintexceptionc": 0x40010006,
+                   "dbgprintexceptionwidec": 0x4001000A, "cpp": 0xE06D7363})
 
-    def __init__(self, codes: Optional[Iterable[int]] = None, first_chance: bool = True) -> None:
-        self.codes: Optional[FrozenSet[int]] = None if codes is None else frozenset(int(c) & 0xFFFFFFFF for c in codes)
+
+def exception_code(text: Union[int, str]) -> int:
+    """An exception code from a number (``0xC0000005``, ``3221225477``) or a name (``AccessViolation``,
+    ``EXCEPTION_STACK_OVERFLOW``, ``CppEH``); InvalidArgument naming the known names otherwise."""
+    if isinstance(text, int):
+        return text & 0xFFFFFFFF
+    word = text.strip()
+    try:
+        return int(word, 0) & 0xFFFFFFFF
+    except ValueError:
+        pass
+    key = word.lower().replace("_", "").replace("-", "")
+    for prefix in ("exception", "status"):
+        if key.startswith(prefix) and key[len(prefix):] in _NAME_KEYS:
+            key = key[len(prefix):]
+    if key.endswith("exception") and key[:-len("exception")] in _NAME_KEYS:
+        key = key[:-len("exception")]
+    if key in _NAME_KEYS:
+        return _NAME_KEYS[key]
+    raise InvalidArgument(f"{text!r} is not an exception code or name; give a code like 0xC0000005 or one of: "
+                          + ", ".join(EXCEPTION_NAMES), argument="exception", value=text)
+
+
+class ExceptionRaised(_Event):
+    """Windows: dump at an exception whose code is in *codes* (any when None) and not in *exclude*
+    (ProcDump ``-f`` / ``-fx``); codes may be numbers or names (``"AccessViolation"``, ``"CppEH"``,
+    ``"StackOverflow"``, see EXCEPTION_NAMES). First-chance exceptions count unless *first_chance*
+    is False (then only unhandled ones, ProcDump ``-e`` without ``1``); a first-chance thread name
+    or debug-output message (FIRST_CHANCE_NOISE) counts only when *codes* names it."""
+
+    def __init__(self, codes: Optional[Iterable[Union[int, str]]] = None, first_chance: bool = True,
+                 exclude: Iterable[Union[int, str]] = ()) -> None:
+        self.codes: Optional[FrozenSet[int]] = None if codes is None else frozenset(exception_code(c) for c in codes)
+        self.exclude: FrozenSet[int] = frozenset(exception_code(c) for c in exclude)
         self.first_chance = first_chance
 
     def matches(self, code: int, first_chance: bool) -> bool:
+        code &= 0xFFFFFFFF
         if first_chance and not self.first_chance:
             return False
-        return self.codes is None or (code & 0xFFFFFFFF) in self.codes
+        if code in self.exclude:
+            return False
+        if self.codes is None:
+            return not (first_chance and code in FIRST_CHANCE_NOISE)
+        return code in self.codes
 
     def describe(self) -> str:
         codes = "any" if self.codes is None else ",".join(f"0x{c:08X}" for c in sorted(self.codes))
-        return f"exception {codes}" + (" (first chance too)" if self.first_chance else " (second chance)")
+        but = f" but {','.join(f'0x{c:08X}' for c in sorted(self.exclude))}" if self.exclude else ""
+        return f"exception {codes}{but}" + (" (first chance too)" if self.first_chance else " (second chance)")
 
     def __repr__(self) -> str:
         return f"ExceptionRaised({self.codes and sorted(self.codes)}, first_chance={self.first_chance})"
