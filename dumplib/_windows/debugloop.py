@@ -28,6 +28,8 @@ from .policy import CONTEXT_LAYOUTS, interpreter_machine
 
 #: The machine this Python runs as: its CONTEXT is the one GetThreadContext fills here.
 DUMPER_MACHINE = interpreter_machine(sys.version, 8 * ctypes.sizeof(ctypes.c_void_p))
+#: CreateProcess: this thread debugs the new process (and not the processes it starts).
+DEBUG_ONLY_THIS_PROCESS = 0x00000002
 #: Milliseconds of each wait for a debug event (the loop checks for a stop request between them).
 WAIT_SLICE_MS = 100
 #: Seconds start() waits for the attach, and stop() for the loop to detach.
@@ -91,10 +93,15 @@ class DebugLoop:
         self._process: Optional[int] = None
         self._image_base: Optional[int] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-debug-{pid}", daemon=True)
+        #: A launched command's Popen, and the events launching() and configure() set.
+        self.proc: Optional["subprocess.Popen[bytes]"] = None
+        self._created = threading.Event()
+        self._configured = threading.Event()
 
     # -- the watcher's side --------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        if not self._thread.is_alive() and not self._created.is_set():
+            self._thread.start()
         if not self._attached.wait(PATIENCE):
             raise DumpFailed(f"could not attach to process {self.pid} in time", pid=self.pid)
         if self._error is not None:
@@ -149,6 +156,10 @@ class DebugLoop:
             self._attached.set()
             return
         self._attached.set()
+        self._events()
+
+    def _events(self) -> None:
+        """Wait for debug events in slices until stopped or the process has ended; then detach."""
         event = dbg.DEBUG_EVENT()
         try:
             while not self._stop.is_set() and not self._ended:
@@ -163,6 +174,52 @@ class DebugLoop:
                 except Win32Error:
                     pass
             self._ended = True
+
+    # -- a command started under the debugger (ProcDump -x) ------------------------------------------
+    @classmethod
+    def launching(cls, argv: List[str]) -> "DebugLoop":
+        """Start *argv* from this loop's own thread as a debuggee (DEBUG_ONLY_THIS_PROCESS), so the
+        debugger sees it from its first instruction; its events wait until configure()."""
+        loop = cls(0, [], lambda *a: None)
+        loop._thread = threading.Thread(target=loop._run_launched, args=(argv,), name="dumplib-debug-launch",
+                                        daemon=True)
+        loop._thread.start()
+        if not loop._created.wait(PATIENCE):
+            raise DumpFailed(f"could not start {argv[0]!r} under the debugger in time")
+        if loop._error is not None:
+            raise loop._error
+        return loop
+
+    def configure(self, triggers: Sequence[Trigger], fire: Callable) -> None:  # type: ignore[type-arg]
+        """The triggers and the watcher's callback for a launched process: its events flow from here."""
+        self.exceptions = [t for t in triggers if isinstance(t, ExceptionRaised)]
+        self.on_exit = [t for t in triggers if isinstance(t, ProcessExit)]
+        self.fire = fire
+        self._configured.set()
+
+    def _run_launched(self, argv: List[str]) -> None:
+        try:
+            # The thread that creates a debuggee is its debugger: WaitForDebugEvent must run here.
+            self.proc = subprocess.Popen(argv, creationflags=DEBUG_ONLY_THIS_PROCESS)
+        except OSError as exc:
+            self._error = InvalidArgument(f"cannot start {argv[0]!r}: {exc.strerror}", argument="launch",
+                                          value=list(argv))
+            self._ended = True
+            self._created.set()
+            return
+        self.pid = self.proc.pid
+        try:
+            dbg.DebugSetProcessKillOnExit(False)
+        except Win32Error:
+            pass  # then a killed watcher takes the program it started with it: it started it
+        self._created.set()
+        # Held at its first debug event (nothing of it has run) until the watcher says what to watch.
+        began = time.monotonic()
+        while not self._configured.wait(WAIT_SLICE_MS / 1000):
+            if self._stop.is_set() or time.monotonic() - began > PATIENCE:
+                break  # the watcher never came: let it go
+        self._attached.set()
+        self._events()
 
     def _attach(self) -> None:
         """DebugActiveProcess with SeDebugPrivilege held (without it a debugger needs PROCESS_ALL_ACCESS,
@@ -262,24 +319,40 @@ def _close(handle: Optional[int]) -> None:
             pass
 
 
+#: Debug loops of launched commands, by pid, until source() claims them.
+_LAUNCHED: Dict[int, DebugLoop] = {}
+_LAUNCHED_LOCK = threading.Lock()
+
+
 class WindowsEvents:
     """What watching needs on Windows (Backend.watch_events, a watching.WatchSupport): a debug loop per process for
-    ExceptionRaised and ProcessExit. A launched command starts as it is (not suspended yet)."""
+    ExceptionRaised and ProcessExit. A launched command starts under its debug loop, seen from its first instruction."""
 
     def source(self, pid: int, triggers: Sequence[Trigger], fire: Callable) -> DebugLoop:  # type: ignore[type-arg]
         if any(isinstance(t, SignalReceived) for t in triggers):
             raise InvalidArgument("SignalReceived is Linux only; on Windows use ExceptionRaised", argument="triggers",
                                   value="SignalReceived")
+        with _LAUNCHED_LOCK:
+            launched = _LAUNCHED.pop(pid, None)
+        if launched is not None:
+            launched.configure(triggers, fire)
+            return launched
         return DebugLoop(pid, triggers, fire)
 
     def __init__(self) -> None:
         self._times = _CpuTable()
 
     def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
-        return subprocess.Popen(argv)
+        """Start *argv* under a debugger from its first instruction (ProcDump -x): held at its first
+        debug event until source() gives its loop the triggers."""
+        loop = DebugLoop.launching(argv)
+        assert loop.proc is not None
+        with _LAUNCHED_LOCK:
+            _LAUNCHED[loop.pid] = loop
+        return loop.proc
 
     def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
-        pass
+        pass  # its loop runs on from configure()
 
     def cpu_seconds(self, pid: int) -> Optional[float]:
         """User + kernel seconds of process *pid* (None: not listed), from the system's process table."""

@@ -287,3 +287,34 @@ def test_a_create_refused_for_want_of_space_or_quota_is_disk_full(win, monkeypat
         win.create_new_file("C:\\dumps\\x.tmp")
     assert caught.value.reason == "disk-full" and caught.value.winerror == code
     assert type(caught.value).__name__ == "DumpFailed"  # not InvalidDumpPath
+
+
+# -- --launch: under the debugger from the first instruction --------------------------------------
+
+def test_a_launched_command_is_created_as_the_debug_threads_debuggee_and_held_until_configured(win, monkeypatch):
+    created = {}
+
+    class Popen:
+        pid = 555
+
+        def __init__(self, argv, creationflags=0):
+            created.update(argv=argv, flags=creationflags, thread=threading.current_thread().name)
+
+    monkeypatch.setattr(win.debugloop.subprocess, "Popen", Popen)
+    events = win.debugloop.WindowsEvents()
+    proc = events.launch_held(["app.exe"])
+    assert proc.pid == 555 and created["flags"] & win.debugloop.DEBUG_ONLY_THIS_PROCESS
+    time.sleep(0.3)
+    assert not win.fake.named("WaitForDebugEvent"), "events were taken (and continued) before the watcher configured"
+    loop = events.source(555, [ExceptionRaised()], lambda *a: None)
+    loop.start()
+    try:
+        for _ in range(200):
+            if win.fake.named("WaitForDebugEvent"):
+                break
+            time.sleep(0.01)
+        waits = {c.thread for c in win.fake.named("WaitForDebugEvent")}
+        assert waits == {created["thread"]}, (waits, created)  # the creating thread is the debugger
+        assert not win.fake.named("DebugActiveProcess")
+    finally:
+        loop.stop()
