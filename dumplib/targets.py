@@ -35,8 +35,9 @@ def _is_pid_text(text: str) -> bool:
 
 
 def resolve_target(target: Target, backend: Optional[Backend] = None) -> ProcessInfo:
-    """The one process *target* names: a pid (an int, or a str of ASCII digits), or a process name
-    matching exactly one process.
+    """The one process *target* names: a pid (an int, or a str of ASCII digits), ``svc:NAME`` (the
+    process of a Windows service, from the service control manager), or a process name matching
+    exactly one process.
 
     Names compare case-insensitively and without ``.exe`` on Windows. A name never matches the calling
     process, nor the launchers it was started by that are the same program (a venv's ``python.exe``
@@ -46,11 +47,24 @@ def resolve_target(target: Target, backend: Optional[Backend] = None) -> Process
     backend = backend or get_backend()
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise ProcessNotFound(target, f"target must be a pid (int) or a process name (str), not {target!r}")
+    if isinstance(target, str) and target.strip()[:4].lower() == SERVICE_PREFIX:
+        return _by_service(target.strip()[4:].strip(), backend)
     if isinstance(target, str) and _is_pid_text(target.strip()):
         target = int(target.strip())
     if isinstance(target, int):
         return _by_pid(target, backend)
     return _by_name(target, backend)
+
+
+#: ``svc:NAME``: the process of the Windows service NAME, from the service control manager.
+SERVICE_PREFIX = "svc:"
+
+
+def _by_service(name: str, backend: Backend) -> ProcessInfo:
+    lookup = getattr(backend, "service_pid", None)
+    if lookup is None:
+        raise ProcessNotFound(f"svc:{name}", "svc:NAME names a Windows service; here give a pid or a process name")
+    return _by_pid(lookup(name), backend)
 
 
 def _by_pid(pid: int, backend: Backend) -> ProcessInfo:

@@ -10,7 +10,7 @@ import ctypes
 from ctypes import wintypes as wt
 from functools import partial
 
-from ._common import check_bool, prototype
+from ._common import check_bool, check_handle, prototype
 from .structs import NATIVE
 
 _dll = ctypes.WinDLL("advapi32", use_last_error=True)
@@ -71,3 +71,26 @@ ConvertSecurityDescriptorToStringSecurityDescriptorW = _proto(
     [ctypes.c_void_p, wt.DWORD, wt.DWORD, ctypes.POINTER(wt.LPWSTR), ctypes.POINTER(wt.ULONG)],
     check_bool,
 )
+
+# -- the service control manager: a service's process id ---------------------------------------------
+SC_MANAGER_CONNECT = 0x0001
+SERVICE_QUERY_STATUS = 0x0004
+SC_STATUS_PROCESS_INFO = 0
+SERVICE_STOPPED = 1
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
+SC_HANDLE = wt.HANDLE
+
+
+class SERVICE_STATUS_PROCESS(ctypes.Structure):
+    _fields_ = [(name, wt.DWORD) for name in (
+        "dwServiceType", "dwCurrentState", "dwControlsAccepted", "dwWin32ExitCode", "dwServiceSpecificExitCode",
+        "dwCheckPoint", "dwWaitHint", "dwProcessId", "dwServiceFlags")]
+
+
+OpenSCManagerW = _proto("OpenSCManagerW", SC_HANDLE, [wt.LPCWSTR, wt.LPCWSTR, wt.DWORD], check_handle)
+OpenServiceW = _proto("OpenServiceW", SC_HANDLE, [SC_HANDLE, wt.LPCWSTR, wt.DWORD], check_handle)
+QueryServiceStatusEx = _proto(
+    "QueryServiceStatusEx", wt.BOOL, [SC_HANDLE, ctypes.c_int, ctypes.c_void_p, wt.DWORD, ctypes.POINTER(wt.DWORD)],
+    check_bool,
+)
+CloseServiceHandle = _proto("CloseServiceHandle", wt.BOOL, [SC_HANDLE], check_bool)

@@ -93,6 +93,10 @@ class WindowsBackend(Backend):
     def process_table(self) -> Dict[int, str]:
         return wrappers.process_table()
 
+    def service_pid(self, name: str) -> int:
+        """The running service *name*'s process id (the SCM's answer; ``svc:NAME`` targets)."""
+        return wrappers.service_pid(name)
+
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         """Open *target* once, prove it is the process that was resolved, and judge its machine.
 

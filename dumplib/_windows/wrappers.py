@@ -390,3 +390,46 @@ def snapshot_clone_cost(snapshot: int) -> Optional[int]:
         return private_bytes(info.VaCloneHandle)
     except Win32Error:
         return None
+
+
+def _close_service(handle: int) -> None:
+    try:
+        advapi32.CloseServiceHandle(handle)
+    except Win32Error:
+        pass  # on a cleanup path
+
+
+def service_pid(name: str) -> int:
+    """The process id of the running Windows service *name* (its key name, as `sc query` lists it),
+    from the service control manager. ProcessNotFound when there is no such service or it is not
+    running; AccessDenied when the SCM refuses this user."""
+    label = f"svc:{name}"
+    try:
+        manager = advapi32.OpenSCManagerW(None, None, advapi32.SC_MANAGER_CONNECT)
+    except Win32Error as exc:
+        raise AccessDenied(f"the service control manager refused this user ({exc.message})", pid=0,
+                           code=exc.winerror) from None
+    try:
+        try:
+            service = advapi32.OpenServiceW(manager, name, advapi32.SERVICE_QUERY_STATUS)
+        except Win32Error as exc:
+            if exc.winerror == advapi32.ERROR_SERVICE_DOES_NOT_EXIST:
+                raise ProcessNotFound(label, f"no service is named {name!r}; `sc query state= all` lists their"
+                                             " key names") from None
+            if exc.winerror == ERROR_ACCESS_DENIED:
+                raise AccessDenied(f"service {name!r} may not be queried by this user ({exc.message})", pid=0,
+                                   code=exc.winerror) from None
+            raise
+        try:
+            status = advapi32.SERVICE_STATUS_PROCESS()
+            needed = wt.DWORD()
+            advapi32.QueryServiceStatusEx(service, advapi32.SC_STATUS_PROCESS_INFO, ctypes.byref(status),
+                                          ctypes.sizeof(status), ctypes.byref(needed))
+        finally:
+            _close_service(service)
+    finally:
+        _close_service(manager)
+    if status.dwCurrentState == advapi32.SERVICE_STOPPED or not status.dwProcessId:
+        raise ProcessNotFound(label, f"service {name!r} is not running (state {status.dwCurrentState}); start it"
+                                     f" (`sc start {name}`) or watch for it")
+    return int(status.dwProcessId)

@@ -281,3 +281,30 @@ def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig:
     print(f"fired at {value:.1f}% of one core, {fired_after:.2f} s into the burn; the target's own figure {own:.1f}%")
     # Held for --seconds 1, counted from the start of the sampling period that first showed it (0.3 s).
     assert 0.5 <= fired_after < burned["wall"], f"fired {fired_after:.2f} s into a {burned['wall']:.1f} s burn"
+
+
+# Faults in its very first statement: only a debugger there from the first instruction sees it.
+EARLY_FAULT = "import ctypes\ntry:\n    ctypes.string_at(8, 1)\nexcept OSError:\n    print('handled', flush=True)\n"
+
+
+def test_launch_watches_from_the_first_instruction_so_a_start_up_fault_is_dumped(rig: Rig, outdir: Path,
+                                                                                 tmp_path: Path) -> None:
+    script = tmp_path / "early.py"
+    script.write_text(EARLY_FAULT)
+    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", "-o", windows_path(outdir), "--exception",
+                                "AccessViolation", "--first-chance", "--timeout", "120", "--json", "--launch", "--",
+                                windows_path(rig.pydir / "python.exe"), windows_path(script)])
+    lines = Lines(watcher)
+    try:
+        events = _events(lines, "done", timeout=180)
+        assert watcher.wait(60) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    fired = [e for e in events if e["event"] == "fired"]
+    assert len(fired) == 1 and fired[0]["value"] == 0xC0000005, events
+    dumped = next(e for e in events if e["event"] == "dumped")
+    dump = Path(outdir) / Path(str(dumped["result"]["path"]).replace("\\", "/")).name  # type: ignore[index]
+    mf = parse_independently(dump, tmp_path)
+    assert int(mf.exception.exception_records[0].ExceptionRecord.ExceptionCode_raw) == 0xC0000005

@@ -318,3 +318,54 @@ def test_a_launched_command_is_created_as_the_debug_threads_debuggee_and_held_un
         assert not win.fake.named("DebugActiveProcess")
     finally:
         loop.stop()
+
+
+# -- svc:NAME ------------------------------------------------------------------------------------------
+
+def _scm(win, state=4, pid=1234, missing=False):
+    def open_service(manager, name, access):
+        return win.fake.fail(1060) if missing else win.fake.handle("service")
+
+    def query(service, level, status, size, needed):
+        status._obj.dwCurrentState, status._obj.dwProcessId = state, pid
+        return 1
+
+    win.fake.impls.update(OpenSCManagerW=lambda *a: win.fake.handle("scm"), OpenServiceW=open_service,
+                          QueryServiceStatusEx=query)
+
+
+def test_a_service_name_is_its_process_from_the_service_control_manager(win):
+    _scm(win)
+    assert win.wrappers.service_pid("W3SVC") == 1234
+    assert [c.args[1] for c in win.fake.named("OpenServiceW")] == ["W3SVC"]
+    assert len(win.fake.named("CloseServiceHandle")) == 2  # the service's handle and the manager's
+
+
+@pytest.mark.parametrize("case, words", [("stopped", "is not running"), ("missing", "no service is named")])
+def test_a_stopped_or_unknown_service_is_process_not_found_saying_which(win, case, words):
+    from dumplib.errors import ProcessNotFound
+
+    _scm(win, state=1, pid=0, missing=case == "missing")
+    with pytest.raises(ProcessNotFound) as caught:
+        win.wrappers.service_pid("W3SVC")
+    assert words in str(caught.value) and caught.value.target == "svc:W3SVC"
+    assert len(win.fake.named("CloseServiceHandle")) == (2 if case == "stopped" else 1)
+
+
+def test_svc_targets_go_to_the_backends_service_lookup():
+    from dumplib.errors import ProcessNotFound
+    from dumplib.targets import resolve_target
+
+    class NoServices:
+        windows_names = False
+
+    with pytest.raises(ProcessNotFound) as caught:
+        resolve_target("svc:W3SVC", NoServices())  # type: ignore[arg-type]
+    assert "Windows service" in str(caught.value)
+
+    class Services(NoServices):
+        def service_pid(self, name):
+            raise ProcessNotFound(f"svc:{name}", f"asked for {name}")
+
+    with pytest.raises(ProcessNotFound, match="asked for W3SVC"):
+        resolve_target(" SVC:W3SVC ", Services())  # type: ignore[arg-type]
