@@ -71,9 +71,10 @@ def _raise_terminated(signum: int, frame: Any) -> NoReturn:
     raise _Terminated(signum)
 
 
-#: Signals that end dumplib the way Ctrl-C does (cleanup, target let go): SIGTERM, and SIGHUP (a
-#: closed terminal or ssh session), whose default action would kill dumplib with a snapshot held.
-_ENDING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: Signals that end dumplib the way Ctrl-C does (cleanup, target let go): SIGTERM, SIGHUP (a closed
+#: terminal or ssh session) and Windows' SIGBREAK (Ctrl-Break), whose default actions would kill
+#: dumplib with a snapshot held or a target suspended mid-write.
+_ENDING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
 
 
 def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool = False) -> Any:

@@ -91,8 +91,9 @@ def create_dump(
     streams through the compressor, so the raw size never touches the disk; on Windows the raw dump
     goes to the local volume with the most room first and is deleted once compressed and checked.
 
-    *max_pause* bounds how long the target stays stopped (Linux; seconds, None for no bound): past it
-    the target is let go and the dump abandoned, DumpFailed reason ``max-pause``.
+    *max_pause* bounds how long the target stays stopped (seconds, None for no bound; on Windows how
+    long MiniDumpWriteDump keeps it suspended): past it the target is let go and the dump abandoned,
+    DumpFailed reason ``max-pause``.
 
     *snapshot* (``True`` or ``"auto"``) writes from a copy-on-write snapshot of the target, so it is
     stopped only while the snapshot is taken, not while the dump is written, compressed and hashed.

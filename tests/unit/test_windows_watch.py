@@ -7,6 +7,7 @@ tests/e2e_wine/test_watch_exit_wine.py checks from the other side (the watcher s
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,288 @@ def test_the_exception_streams_context_is_the_faulting_threads_on_this_machine(t
     assert len(context) >= layout.size
     ip = int.from_bytes(context[layout.ip_offset:layout.ip_offset + layout.ip_size], "little")
     assert address and ip == address, (hex(address), hex(ip))
+
+
+CRASHER = textwrap.dedent("""
+    import ctypes, json, os, sys
+    k = ctypes.WinDLL("kernel32", use_last_error=True)
+    FILTER = ctypes.WINFUNCTYPE(ctypes.c_long, ctypes.c_void_p)
+
+    @FILTER
+    def on_crash(info):
+        os.write(1, b"filter ran\\n")  # what a crash reporter (Crashpad, Sentry) would do here
+        return 1  # EXCEPTION_EXECUTE_HANDLER: the process ends with the exception's code
+
+    k.SetUnhandledExceptionFilter.argtypes = [FILTER]
+    k.SetUnhandledExceptionFilter.restype = ctypes.c_void_p
+    k.SetUnhandledExceptionFilter(on_crash)
+    k.CreateThread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ulong,
+                               ctypes.c_void_p]
+    k.CreateThread.restype = ctypes.c_void_p
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+    thread = k.CreateThread(None, 0, ctypes.c_void_p(8), None, 0, None)  # starts at 8: nobody handles that
+    k.WaitForSingleObject(ctypes.c_void_p(thread), 30000)
+    os._exit(0)
+""")
+
+
+def _crash(tmp_path, watched):
+    script = tmp_path / "crasher.py"
+    script.write_text(CRASHER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = json.loads(proc.stdout.readline())["pid"]
+        threading.Timer(2.0, lambda: (proc.stdin.write("go\n"), proc.stdin.flush())).start()
+        results = (dumplib.watch(pid, dumplib.ExceptionRaised(first_chance=False), path=tmp_path / "crash.dmp",
+                                 kind="mini", timeout=60) if watched else [])
+        out, _ = proc.communicate(timeout=60)
+        return proc.returncode, out, results
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_attached_watcher_keeps_the_programs_unhandled_exception_filter_from_running(tmp_path):
+    """What docs/watch.md says a debugger changes (ProcDump -e alike): the program's own unhandled-
+    exception filter runs without the watcher and not with it; the process ends with the code either way."""
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine's UnhandledExceptionFilter and WER differ from Windows'")
+    code, out, _ = _crash(tmp_path, watched=False)
+    assert "filter ran" in out and code & 0xFFFFFFFF == 0xC0000005, (code, out)
+    code, out, results = _crash(tmp_path, watched=True)
+    assert len(results) == 1 and "filter ran" not in out, (code, out)
+    assert code & 0xFFFFFFFF == 0xC0000005
+
+
+# -- a write interrupted mid-way leaves no thread suspended (real Windows) --------------------------
+
+BIG_FAULTER = textwrap.dedent("""
+    import ctypes, json, os, sys, threading
+    held = bytearray(1 << 30)  # ~1 GB of private memory, every page touched: a full dump takes seconds
+    for i in range(0, len(held), 4096):
+        held[i] = 1
+    for _ in range(4):
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "fault":
+            try:
+                ctypes.string_at(8, 1)
+            except OSError:
+                print("handled", flush=True)
+        elif line.strip() == "ping":
+            print("pong", flush=True)
+""")
+
+THREAD_SUSPEND_RESUME = 0x0002
+
+
+def _suspend_counts(pid):
+    """Each thread's suspend count, read the documented way: SuspendThread returns the previous
+    count, and ResumeThread puts it back at once."""
+    import psutil
+
+    k = ctypes.WinDLL("kernel32", use_last_error=True)
+    k.OpenThread.restype = ctypes.c_void_p
+    k.SuspendThread.argtypes = k.ResumeThread.argtypes = k.CloseHandle.argtypes = [ctypes.c_void_p]
+    counts = {}
+    for t in psutil.Process(pid).threads():
+        handle = k.OpenThread(THREAD_SUSPEND_RESUME, False, t.id)
+        if not handle:
+            continue
+        try:
+            before = k.SuspendThread(handle)
+            k.ResumeThread(handle)
+            counts[t.id] = before
+        finally:
+            k.CloseHandle(handle)
+    return counts
+
+
+def test_an_interrupted_full_exception_dump_leaves_every_thread_running(tmp_path):
+    """Ctrl-Break to `dumplib watch` while MiniDumpWriteDump writes a full exception dump of a ~1 GB
+    target (from the process itself, so its threads are suspended): the write is cancelled and
+    waited for, nothing is kept, every thread's suspend count is 0 and the target answers."""
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine's dbghelp neither suspends the target nor calls CancelCallback")
+    script = tmp_path / "big.py"
+    script.write_text(BIG_FAULTER)
+    out = tmp_path / "dumps"
+    out.mkdir()
+    target = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    watcher = None
+    try:
+        pid = json.loads(target.stdout.readline())["pid"]
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "dumplib_cli", "watch", str(pid), "-o", str(out), "--exception", "AccessViolation",
+             "--first-chance", "-k", "full", "--snapshot=off", "--max-pause", "off", "--no-space-check", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            creationflags=subprocess.CREATE_NEW_PROCESS_GROUP)
+        events = []
+        for line in watcher.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "watching":
+                break
+        target.stdin.write("fault\n")
+        target.stdin.flush()
+        for line in watcher.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "fired":
+                break
+        time.sleep(1.0)  # inside MiniDumpWriteDump by now: a 1 GB full dump takes longer
+        watcher.send_signal(signal.CTRL_BREAK_EVENT)
+        rest, err = watcher.communicate(timeout=300)
+        assert watcher.returncode != 0, (rest, err)
+        assert not any(json.loads(ln)["event"] == "dumped" for ln in rest.splitlines() if ln.startswith("{")), rest
+        assert list(out.iterdir()) == [], "a dump or a temporary was left"
+        counts = _suspend_counts(pid)
+        assert counts and all(c == 0 for c in counts.values()), counts
+        assert target.stdout.readline().strip() == "handled"  # the fault was passed back after the cancel
+        target.stdin.write("ping\n")
+        target.stdin.flush()
+        assert target.stdout.readline().strip() == "pong"
+    finally:
+        for proc in (watcher, target):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+# -- processes of other accounts (real Windows, elevated) -------------------------------------------
+
+ACCOUNT_TARGET = textwrap.dedent("""
+    import ctypes, json, os, sys, threading, time
+    for _ in range(3):
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+    with open(sys.argv[1] + ".part", "w") as f:
+        f.write(json.dumps({"pid": os.getpid()}))
+    os.replace(sys.argv[1] + ".part", sys.argv[1])
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        try:
+            ctypes.string_at(8, 1)  # a handled access violation every second, for the watcher
+        except OSError:
+            pass
+        time.sleep(1)
+""")
+
+
+def _wait_for_pid(path):
+    for _ in range(600):
+        if path.exists():
+            return json.loads(path.read_text())["pid"]
+        time.sleep(0.1)
+    raise AssertionError(f"the target never wrote {path}")
+
+
+def _system_target(tmp_path):
+    """A target started by the Task Scheduler as NT AUTHORITY\\SYSTEM; its pid."""
+    script, pidfile, task = tmp_path / "account.py", tmp_path / "pid.json", f"dumplib-test-{os.getpid()}"
+    script.write_text(ACCOUNT_TARGET)
+    command = f'"{sys.executable}" "{script}" "{pidfile}"'
+    subprocess.run(["schtasks", "/create", "/tn", task, "/ru", "SYSTEM", "/sc", "once", "/st", "23:59", "/tr",
+                    command, "/f"], check=True, capture_output=True)
+    subprocess.run(["schtasks", "/run", "/tn", task], check=True, capture_output=True)
+    return _wait_for_pid(pidfile), lambda: subprocess.run(["schtasks", "/delete", "/tn", task, "/f"],
+                                                          capture_output=True)
+
+
+def _other_user_target(tmp_path):
+    """A target started with CreateProcessWithLogonW as a local user created for the test; its pid."""
+    import secrets
+    from ctypes import wintypes as wt
+
+    user, password = f"dlt{os.getpid()}", "Aa1!" + secrets.token_hex(12)
+    subprocess.run(["net", "user", user, password, "/add"], check=True, capture_output=True)
+    script, pidfile = tmp_path / "account.py", tmp_path / "pid.json"
+    script.write_text(ACCOUNT_TARGET)
+    subprocess.run(["icacls", str(tmp_path), "/grant", f"{user}:(OI)(CI)M"], check=True, capture_output=True)
+
+    class STARTUPINFO(ctypes.Structure):
+        _fields_ = [("cb", wt.DWORD), ("lpReserved", wt.LPWSTR), ("lpDesktop", wt.LPWSTR), ("lpTitle", wt.LPWSTR)] + [
+            (n, wt.DWORD) for n in ("dwX", "dwY", "dwXSize", "dwYSize", "dwXCountChars", "dwYCountChars",
+                                    "dwFillAttribute", "dwFlags")] + [
+            ("wShowWindow", wt.WORD), ("cbReserved2", wt.WORD), ("lpReserved2", ctypes.c_void_p),
+            ("hStdInput", wt.HANDLE), ("hStdOutput", wt.HANDLE), ("hStdError", wt.HANDLE)]
+
+    class PROCESS_INFORMATION(ctypes.Structure):
+        _fields_ = [("hProcess", wt.HANDLE), ("hThread", wt.HANDLE), ("dwProcessId", wt.DWORD),
+                    ("dwThreadId", wt.DWORD)]
+
+    advapi = ctypes.WinDLL("advapi32", use_last_error=True)
+    si, pi = STARTUPINFO(), PROCESS_INFORMATION()
+    si.cb = ctypes.sizeof(si)
+    command = ctypes.create_unicode_buffer(f'"{sys.executable}" "{script}" "{pidfile}"')
+    ok = advapi.CreateProcessWithLogonW(user, ".", password, 1, None, command, 0x08000000, None, str(tmp_path),
+                                        ctypes.byref(si), ctypes.byref(pi))  # LOGON_WITH_PROFILE, CREATE_NO_WINDOW
+    assert ok, ctypes.WinError(ctypes.get_last_error())
+    pid = _wait_for_pid(pidfile)
+
+    def cleanup():
+        subprocess.run(["taskkill", "/f", "/pid", str(pid)], capture_output=True)
+        subprocess.run(["net", "user", user, "/delete"], capture_output=True)
+    return pid, cleanup
+
+
+def _thread_ips(path):
+    """(thread id, instruction pointer, stack size) of each thread in the dump, from the file itself."""
+    import struct
+
+    from dumplib._windows.debugloop import DUMPER_MACHINE
+    from dumplib._windows.policy import CONTEXT_LAYOUTS
+
+    layout = CONTEXT_LAYOUTS[DUMPER_MACHINE]
+    data = open(path, "rb").read()
+    count, directory = struct.unpack_from("<II", data, 8)
+    for i in range(count):
+        kind, size, rva = struct.unpack_from("<III", data, directory + 12 * i)
+        if kind == 3:  # ThreadListStream: MINIDUMP_THREAD entries of 48 bytes
+            out = []
+            for n in range(struct.unpack_from("<I", data, rva)[0]):
+                entry = rva + 4 + 48 * n
+                tid = struct.unpack_from("<I", data, entry)[0]
+                stack_size = struct.unpack_from("<I", data, entry + 32)[0]
+                ctx_rva = struct.unpack_from("<I", data, entry + 44)[0]
+                ip = int.from_bytes(data[ctx_rva + layout.ip_offset:ctx_rva + layout.ip_offset + layout.ip_size],
+                                    "little")
+                out.append((tid, ip, stack_size))
+            return out
+    raise AssertionError("no thread list")
+
+
+def _dumps_and_watches_every_thread(pid, tmp_path):
+    import psutil
+
+    threads = psutil.Process(pid).num_threads()
+    for kind, snapshot in (("mini", False), ("full", False), ("mini", True)):
+        result = dumplib.create_dump(pid, str(tmp_path / f"{kind}-{snapshot}.dmp"), kind, snapshot=snapshot,
+                                     sidecar=False)
+        seen = _thread_ips(result.path)
+        assert len(seen) >= threads - 1, (kind, snapshot, seen, threads)  # one may end meanwhile
+        assert all(ip and stack for _, ip, stack in seen), (kind, snapshot, seen)
+    results = dumplib.watch(pid, dumplib.ExceptionRaised(["AccessViolation"]), path=tmp_path / "watched.dmp",
+                            kind="mini", timeout=60)
+    assert len(results) == 1 and _thread_ips(results[0].path)
+
+
+def test_a_system_process_is_dumped_with_every_thread_and_watched(tmp_path):
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine runs every process as one user with no access checks")
+    pid, cleanup = _system_target(tmp_path)
+    try:
+        _dumps_and_watches_every_thread(pid, tmp_path)
+    finally:
+        subprocess.run(["taskkill", "/f", "/pid", str(pid)], capture_output=True)
+        cleanup()
+
+
+def test_another_users_process_is_dumped_with_every_thread_and_watched(tmp_path):
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine runs every process as one user with no access checks")
+    pid, cleanup = _other_user_target(tmp_path)
+    try:
+        _dumps_and_watches_every_thread(pid, tmp_path)
+    finally:
+        cleanup()

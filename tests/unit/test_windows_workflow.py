@@ -88,3 +88,24 @@ def test_every_action_is_pinned_by_commit():
     assert uses
     for ref in uses:
         assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), f"{ref} is not pinned to a commit"
+
+
+def test_every_pwsh_step_fails_on_a_failing_native_command():
+    """pwsh reports only the last command's exit code: a failed pip install would pass unseen."""
+    steps = re.findall(r"shell: pwsh\n(?:.*\n)*?\s+run: \|\n((?:\s{10}.*\n?)+)", _workflow())
+    assert len(steps) >= 2, steps
+    for body in steps:
+        lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+        assert lines[:2] == ['$ErrorActionPreference = "Stop"', "$PSNativeCommandUseErrorActionPreference = $true"], lines
+        for i, line in enumerate(lines):
+            if line.startswith("& "):
+                assert i + 1 < len(lines) and lines[i + 1] == "if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }", line
+
+
+def test_the_new_real_windows_proofs_are_among_the_workflows_tests():
+    names = {name for _, name in real_windows_only_tests()}
+    for expected in ("test_an_attached_watcher_keeps_the_programs_unhandled_exception_filter_from_running",
+                     "test_an_interrupted_full_exception_dump_leaves_every_thread_running",
+                     "test_a_system_process_is_dumped_with_every_thread_and_watched",
+                     "test_another_users_process_is_dumped_with_every_thread_and_watched"):
+        assert expected in names, expected
