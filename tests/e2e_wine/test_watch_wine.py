@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -308,3 +309,55 @@ def test_launch_watches_from_the_first_instruction_so_a_start_up_fault_is_dumped
     dump = Path(outdir) / Path(str(dumped["result"]["path"]).replace("\\", "/")).name  # type: ignore[index]
     mf = parse_independently(dump, tmp_path)
     assert int(mf.exception.exception_records[0].ExceptionRecord.ExceptionCode_raw) == 0xC0000005
+
+
+BIG_FAULTER = r"""
+import ctypes, json, os, sys
+held = bytearray(400 << 20)
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print(json.dumps({"pid": os.getpid()}), flush=True)
+for line in sys.stdin:
+    if line.strip() == "fault":
+        try:
+            ctypes.string_at(8, 1)
+        except OSError:
+            print(json.dumps({"handled": True}), flush=True)
+    elif line.strip() == "ping":
+        print(json.dumps({"pong": True}), flush=True)
+"""
+
+
+def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_nothing(rig: Rig, outdir: Path,
+                                                                                       tmp_path: Path) -> None:
+    """The issue's reproduction: a 400 MB full exception dump, Ctrl-C 2 s after the trigger. `watch`
+    used to give up after 10 s and exit with dbghelp still writing, leaving a .dumplib-*.tmp (and, on
+    Windows, the target's threads suspended); now it cancels, waits for the write, and leaves nothing."""
+    script = tmp_path / "big.py"
+    script.write_text(BIG_FAULTER)
+    target = rig.popen_python([windows_path(script)])
+    target_lines = Lines(target)
+    watcher = None
+    try:
+        pid = int(json.loads(target_lines.get(180))["pid"])
+        watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), "-o", windows_path(outdir), "--exception",
+                                    "AccessViolation", "--first-chance", "-k", "full", "--no-space-check",
+                                    "--timeout", "300", "--json"])
+        events_from = Lines(watcher)
+        _events(events_from, "watching")
+        assert target.stdin
+        target.stdin.write("fault\n")
+        target.stdin.flush()
+        _events(events_from, "fired")
+        time.sleep(2)
+        assert any(p.name.startswith(".dumplib-") for p in outdir.iterdir()), "the write had not begun"
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(300) == 130, watcher.stderr.read() if watcher.stderr else ""
+        assert list(outdir.iterdir()) == [], "a dump or a temporary was left behind"
+        assert json.loads(target_lines.get(60)) == {"handled": True}
+        assert _ask(target, target_lines, "ping") == {"pong": True}
+    finally:
+        for proc in (watcher, target):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -369,3 +369,26 @@ def test_svc_targets_go_to_the_backends_service_lookup():
 
     with pytest.raises(ProcessNotFound, match="asked for W3SVC"):
         resolve_target(" SVC:W3SVC ", Services())  # type: ignore[arg-type]
+
+
+def test_a_second_ctrl_c_while_stop_waits_is_held_until_the_write_has_returned(win):
+    import _thread
+
+    writer = Writer(win, asks=False, seconds=1.0)  # Wine-like: the write runs its second out
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["WaitForDebugEvent"] = _exception_event(win)
+    win.fake.impls["GetThreadContext"] = lambda *a: 1
+
+    def fire(pid, firing, hand_over):
+        try:
+            hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+        except DumpFailed:
+            pass
+
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], fire)
+    loop.start()
+    assert writer.started.wait(LONGEST)
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        loop.stop()
+    assert writer.ended.is_set(), "the second Ctrl-C cut the wait short while MiniDumpWriteDump ran"
