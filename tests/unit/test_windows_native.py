@@ -586,11 +586,13 @@ def test_api_md_windows_notes_name_the_access_each_operation_asks_for():
     notes = " ".join(_notes().split())
     walk = re.search(r"`estimate` opens the target with `([A-Z_| ]+)`", notes)
     ps = re.search(r"`dumplib ps` .*? opens each with `([A-Z_| ]+)`", notes)
-    dump = re.search(r"Only the dump's own `OpenProcess` asks for `([A-Z_| ]+)`", notes)
+    dump = re.search(r"Only the dump's own `OpenProcess`, in the write, asks for `([A-Z_| ]+)`", notes)
     assert walk and ps and dump, notes
     assert _mask(walk.group(1)) == winbackend.WALK_ACCESS == kernel32.PROCESS_QUERY_INFORMATION
     assert _mask(ps.group(1)) == winbackend.WALK_ACCESS
     assert _mask(dump.group(1)) == winbackend.DUMP_ACCESS
-    assert "SeDebugPrivilege enabled around that one call and restored" in notes
+    assert "SeDebugPrivilege** is enabled for the whole of what needs it" in notes
+    assert "`MiniDumpWriteDump` (it opens every thread of the target" in notes
+    assert "until the free-space guard has passed" in notes
     assert "`stopped_seconds` is the time spent in `MiniDumpWriteDump`" in notes
     assert '`reason="disk-full"`' in notes and "a warning naming Wine" in notes
