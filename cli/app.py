@@ -241,7 +241,8 @@ DebugOpt = Opt(False, "--debug", help="Show a traceback on errors.")
 
 @command
 def dump(
-    target: Optional[str] = Arg(None, help="Process id, or process name (e.g. MyProcess or MyProcess.exe)."),
+    target: Optional[str] = Arg(None, help="Process id, process name (e.g. MyProcess or MyProcess.exe), or"
+                                " svc:NAME (a Windows service)."),
     path: Optional[str] = Arg(
         None,
         help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
@@ -277,6 +278,8 @@ def dump(
     ),
     all_name: Optional[str] = Opt(
         None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
+    service: Optional[str] = Opt(
+        None, "--service", help="Windows: dump this service's process (then the argument is PATH); same as svc:NAME."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -285,6 +288,8 @@ def dump(
     PATH `-` streams the dump to stdout (e.g. `dumplib dump 1234 - -k full -z zstd | ssh host 'cat > x.core.zst'`);
     then every message goes to stderr.
     """
+    if service is not None:
+        target, path = f"svc:{service}", path or target
     if all_name is not None or target is None:
         from .watch import _usage, dump_all_command
 

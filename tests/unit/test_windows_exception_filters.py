@@ -55,3 +55,23 @@ def test_the_cli_takes_names_and_an_exclude_list():
     assert trigger.codes == {AV, STACK} and trigger.exclude == {CPP} and trigger.first_chance
     (trigger,) = _triggers(None, False, False, 0, None, "default", None, None, None, False, None, False, "CppEH")
     assert trigger.codes is None and trigger.exclude == {CPP}
+
+
+def test_dump_service_names_a_service_target_on_the_command_line(tmp_path):
+    """`dumplib dump --service NAME PATH` is `dumplib dump svc:NAME PATH`; off Windows it says services are Windows'."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "dumplib_cli").symlink_to(root / "cli", target_is_directory=True)  # this tree's CLI, not an install
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(root)]))
+    if sys.platform == "win32":
+        pytest.skip("the SCM answers on Windows: tests/unit/test_windows_cancel.py covers the look-up")
+    for args in (["--service", "W3SVC", str(tmp_path)], ["svc:W3SVC", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", *args, "--json"], capture_output=True,
+                              text=True, env=env, timeout=120)
+        err = json.loads(done.stdout)["error"]
+        assert done.returncode == 3 and err["target"] == "svc:W3SVC" and "Windows service" in err["message"], done
