@@ -4,7 +4,9 @@ The loop's thread attaches (DebugActiveProcess), tells Windows not to kill the t
 watcher ends (DebugSetProcessKillOnExit(FALSE)), and waits for debug events in short slices so it
 can be stopped. While an event is held the whole target is frozen, so a dump taken then shows the
 exception as it happened; every exception is then passed back (DBG_EXCEPTION_NOT_HANDLED), so the
-program's own handlers run as if nobody had looked. DebugActiveProcessStop leaves it running.
+program's own handlers run. What a debugger still changes (as ProcDump -e does): an unhandled
+exception skips the program's unhandled-exception filter and WER (docs/watch.md).
+DebugActiveProcessStop leaves it running.
 """
 from __future__ import annotations
 
