@@ -133,16 +133,18 @@ class DebugLoop:
                                  " kept", pid=self.pid, reason="cancelled"), thread=ident)
         held: List[BaseException] = []
         with holding_stop_signals(held.append):
-            began = time.monotonic()
+            began = write_ended = time.monotonic()
             while self._thread.is_alive():
-                writing = WRITES.busy(ident)
-                patience = WRITE_PATIENCE if writing else PATIENCE
-                if time.monotonic() - began > patience:
-                    break
-                if writing:
+                now = time.monotonic()
+                if WRITES.busy(ident):
+                    if now - began > WRITE_PATIENCE:
+                        break
                     WRITES.wait(WAIT_SLICE_MS / 1000, thread=ident)
-                else:
-                    self._thread.join(WAIT_SLICE_MS / 1000)
+                    write_ended = time.monotonic()  # the detach's patience counts from the write's end
+                    continue
+                if now - write_ended > PATIENCE:
+                    break
+                self._thread.join(WAIT_SLICE_MS / 1000)
         if held:
             raise held[0]
 

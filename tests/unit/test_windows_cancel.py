@@ -160,8 +160,10 @@ def _exception_event(win):
 
 
 @pytest.mark.parametrize("asks", [True, False], ids=["windows", "wine"])
-def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_after_it(win, asks):
-    writer = Writer(win, asks=asks, seconds=LONGEST if asks else 0.5)
+def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_after_it(win, monkeypatch, asks):
+    # The detach's own patience is shorter than the write: it must count from the write's end.
+    monkeypatch.setattr(win.debugloop, "PATIENCE", 0.5)
+    writer = Writer(win, asks=asks, seconds=LONGEST if asks else 1.0)
     win.fake.impls["MiniDumpWriteDump"] = writer
     win.fake.impls["WaitForDebugEvent"] = _exception_event(win)
     win.fake.impls["GetThreadContext"] = lambda *a: 1
@@ -173,11 +175,23 @@ def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_
         except DumpFailed as exc:
             outcome["error"] = exc
 
-    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], fire)
+    after_write = threading.Event()
+    real_dump = _dump
+
+    def dump_then_clean_up(*args, **kwargs):
+        try:
+            return real_dump(*args, **kwargs)
+        finally:
+            time.sleep(0.2)  # what follows the write on the debugger thread: removing the temporary
+            after_write.set()
+
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], lambda pid, firing, hand_over: fire(
+        pid, firing, lambda take: hand_over(lambda: dump_then_clean_up(win, _plan(win, event=firing.event)))))
     loop.start()
     assert writer.started.wait(LONGEST)
     loop.stop()
     assert writer.ended.is_set(), "stop() returned while MiniDumpWriteDump was still running"
+    assert after_write.is_set(), "stop() returned before the debugger thread had cleaned up after its write"
     assert writer.cancelled is asks
     assert outcome["error"].reason == "cancelled"
     assert [c.name for c in win.fake.calls if c.name == "DebugActiveProcessStop"], "never detached"
