@@ -406,3 +406,14 @@ def test_a_second_ctrl_c_while_stop_waits_is_held_until_the_write_has_returned(w
     with pytest.raises(KeyboardInterrupt):
         loop.stop()
     assert writer.ended.is_set(), "the second Ctrl-C cut the wait short while MiniDumpWriteDump ran"
+
+
+def test_watch_dumps_default_to_a_snapshot_only_where_windows_has_pss(monkeypatch):
+    from winfake import FakeWin32
+
+    with_pss = FakeWin32()
+    with_pss.absent -= {"PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
+    with fake_windows(monkeypatch, with_pss) as win:
+        assert win.backend.WindowsBackend.watch_snapshot == "auto"
+    with fake_windows(monkeypatch) as win:  # Wine, Windows before 8.1: written as before, no warning per dump
+        assert win.backend.WindowsBackend.watch_snapshot is False
