@@ -58,7 +58,8 @@ def test_the_cli_takes_names_and_an_exclude_list():
 
 
 def test_dump_service_names_a_service_target_on_the_command_line(tmp_path):
-    """`dumplib dump --service NAME PATH` is `dumplib dump svc:NAME PATH`; off Windows it says services are Windows'."""
+    """`dumplib dump --service NAME PATH` is `dumplib dump svc:NAME PATH`: an unknown service is
+    ProcessNotFound (exit 3) naming it; off Windows, saying services are Windows'."""
     import json
     import os
     import subprocess
@@ -66,12 +67,14 @@ def test_dump_service_names_a_service_target_on_the_command_line(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    (tmp_path / "dumplib_cli").symlink_to(root / "cli", target_is_directory=True)  # this tree's CLI, not an install
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(root)]))
-    if sys.platform == "win32":
-        pytest.skip("the SCM answers on Windows: tests/unit/test_windows_cancel.py covers the look-up")
-    for args in (["--service", "W3SVC", str(tmp_path)], ["svc:W3SVC", str(tmp_path)]):
+    env = dict(os.environ)
+    if sys.platform != "win32":  # this tree's CLI, not an installed one (Windows runs find it installed or linked)
+        (tmp_path / "dumplib_cli").symlink_to(root / "cli", target_is_directory=True)
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root)])
+    for args in (["--service", "NoSuchDumplibService", str(tmp_path)], ["svc:NoSuchDumplibService", str(tmp_path)]):
         done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", *args, "--json"], capture_output=True,
                               text=True, env=env, timeout=120)
         err = json.loads(done.stdout)["error"]
-        assert done.returncode == 3 and err["target"] == "svc:W3SVC" and "Windows service" in err["message"], done
+        assert done.returncode == 3 and err["target"] == "svc:NoSuchDumplibService", done
+        expected = "no service is named" if sys.platform == "win32" else "Windows service"
+        assert expected in err["message"], err
