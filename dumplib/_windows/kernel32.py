@@ -89,7 +89,8 @@ CreateFileW = _proto(
 # included); TotalNumberOfFreeBytes ignores quotas. psutil and shutil report the latter.
 GetDiskFreeSpaceExW = _proto(
     "GetDiskFreeSpaceExW", wt.BOOL,
-    [wt.LPCWSTR, ctypes.POINTER(wt.ULARGE_INTEGER), ctypes.POINTER(wt.ULARGE_INTEGER), ctypes.POINTER(wt.ULARGE_INTEGER)],
+    [wt.LPCWSTR, ctypes.POINTER(wt.ULARGE_INTEGER), ctypes.POINTER(wt.ULARGE_INTEGER),
+     ctypes.POINTER(wt.ULARGE_INTEGER)],
     check_bool,
 )
 FlushFileBuffers = _proto("FlushFileBuffers", wt.BOOL, [wt.HANDLE], check_bool)

@@ -258,7 +258,8 @@ def test_two_dumps_on_two_threads_keep_it_on_for_each_others_write(win):
 def _plan_for(win, pid):
     from dumplib._backend import Plan
 
-    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.MINI, flags=win.backend.windows_mask(DumpKind.MINI, None))
+    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.MINI,
+                flags=win.backend.windows_mask(DumpKind.MINI, None))
 
 
 # -- the debugger's attach -------------------------------------------------------------------------

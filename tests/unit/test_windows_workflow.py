@@ -96,7 +96,8 @@ def test_every_pwsh_step_fails_on_a_failing_native_command():
     assert len(steps) >= 2, steps
     for body in steps:
         lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
-        assert lines[:2] == ['$ErrorActionPreference = "Stop"', "$PSNativeCommandUseErrorActionPreference = $true"], lines
+        first = ['$ErrorActionPreference = "Stop"', "$PSNativeCommandUseErrorActionPreference = $true"]
+        assert lines[:2] == first, lines
         for i, line in enumerate(lines):
             if line.startswith("& "):
                 assert i + 1 < len(lines) and lines[i + 1] == "if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }", line
