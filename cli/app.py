@@ -77,6 +77,10 @@ def _raise_terminated(signum: int, frame: Any) -> NoReturn:
 _ENDING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
 
 
+#: What each ending signal is called in the last message (SIGHUP: "hung up").
+_ENDED_BY = {EXIT_SIGTERM - 128: "terminated", getattr(signal, "SIGBREAK", -1): "stopped by Ctrl-Break"}
+
+
 def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool = False) -> Any:
     """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code.
 
@@ -92,7 +96,7 @@ def _run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: boo
               message="interrupted; nothing was left behind")
     except _Terminated as ended:
         _fail(None, 128 + ended.signum, as_json=as_json, debug=debug, json_err=json_err,
-              message=f"{'terminated' if ended.signum == EXIT_SIGTERM - 128 else 'hung up'}; nothing was left behind")
+              message=f"{_ENDED_BY.get(ended.signum, 'hung up')}; nothing was left behind")
     except Exception as exc:  # a bug in dumplib: still one line, but say so
         _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug, json_err=json_err,
               message=f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
