@@ -56,6 +56,13 @@ DOCUMENTED = {
     "MiniDumpWriteDump": (wt.BOOL, 7, check_bool),
     "GlobalMemoryStatusEx": (wt.BOOL, 1, check_bool),
     "K32GetProcessMemoryInfo": (wt.BOOL, 3, check_bool),
+    "GetDiskFreeSpaceExW": (wt.BOOL, 4, check_bool),
+    "SetConsoleCtrlHandler": (wt.BOOL, 2, check_bool),
+    "ProcessIdToSessionId": (wt.BOOL, 2, check_bool),
+    "OpenSCManagerW": (wt.HANDLE, 3, check_handle),
+    "OpenServiceW": (wt.HANDLE, 3, check_handle),
+    "QueryServiceStatusEx": (wt.BOOL, 5, check_bool),
+    "CloseServiceHandle": (wt.BOOL, 1, check_bool),
     # Windows 8.1+ only (absent under Wine); each returns its Win32 error code itself.
     "PssCaptureSnapshot": (wt.DWORD, 4, check_status),
     "PssQuerySnapshot": (wt.DWORD, 4, check_status),
@@ -180,3 +187,21 @@ def test_create_new_file_in_missing_directory_is_invalid_path(tmp_path):
     with pytest.raises(InvalidDumpPath) as info:
         wrappers.create_new_file(str(tmp_path / "missing" / "x.bin"))
     assert info.value.path.endswith("x.bin")
+
+
+def test_service_status_process_is_the_documented_nine_dwords():
+    assert ctypes.sizeof(advapi32.SERVICE_STATUS_PROCESS) == 36
+    assert advapi32.SERVICE_STATUS_PROCESS.dwProcessId.offset == 28
+
+
+def test_the_service_control_manager_answers_for_a_service_that_does_not_exist():
+    with pytest.raises(ProcessNotFound, match="no service is named"):
+        wrappers.service_pid("NoSuchDumplibService")
+
+
+def test_free_space_for_the_caller_is_within_the_volume(tmp_path):
+    import shutil
+
+    total, caller = wrappers.disk_space(str(tmp_path))
+    usage = shutil.disk_usage(str(tmp_path))
+    assert total > 0 and 0 < caller <= usage.free + (64 << 20)  # the volume's free space, less any quota
