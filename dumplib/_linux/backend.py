@@ -383,7 +383,10 @@ def _take_snapshot(plan: Plan, stopped: Any, mem: int, regions: Sequence[maps.Re
     from .inject import InjectionFailed
 
     early, shared_after = snapshot.taken_before_resume(pieces)
-    why = snapshot.obstacle(plan.target.pid, regions, pieces, early, state_before)
+    why = snapshot.obstacle(plan.target.pid, regions, pieces, early, state_before, stopped.threads)
+    if why is None and plan.snapshot == "auto":  # asked for outright, one is taken even if it stops the target longer
+        why = snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds, sum(p.filesz for p in pieces),
+                                   sum(pieces[i].filesz for i in early))
     syscall_at = None if why else snapshot.find_syscall(mem)
     if why is None and syscall_at is None:
         why = "no system call instruction was found in its [vdso] or code to make it clone itself"
