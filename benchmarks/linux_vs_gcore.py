@@ -1,13 +1,16 @@
 """The `dumplib` command vs gcore vs ProcDump for Linux, whole processes, interleaved, on live targets.
 
     python benchmarks/linux_vs_gcore.py [--runs 5] [--sizes 200,2048] [--python] [--procdump PATH]
+                                        [--only "ProcDump,API no sidecar,..."]
 
 Every contender but the API rows is one whole process, timed from spawn to exit, as a user would run
 it: `python -m dumplib_cli dump PID OUT -k full` (bytecode compiled first), `gcore -o OUT PID`,
 `procdump PID OUT`. The in-process API (no interpreter start-up) is shown beside it. For each: median
 wall seconds, median CPU seconds (the contender's own, threads and children included), the target's
 longest stall (a 1 ms ticker thread inside the target reports its largest gap), dumplib's own
-`stopped_seconds` where it reports one, and bytes on disk (st_blocks).
+`stopped_seconds` where it reports one, and bytes on disk (st_blocks). The stall's spread (min-max over
+the runs) and its ratio to ProcDump's (median of the per-round ratios: each round runs every contender
+once, so a ratio pairs runs made within seconds of each other) follow, with the load average.
 
 What each contender selects from the target's memory:
 - dumplib `full`: all readable memory, private, shared and file-backed (README "Kinds"); never
@@ -61,7 +64,8 @@ for line in sys.stdin:  # count a gap still open: the ticker may not have woken 
 """
 
 #: Where tests/ and docs say ProcDump for Linux is built when it is (outside this repository).
-PROCDUMP_CANDIDATES = ("/work/wt/_procdump/src/build/procdump", "/usr/bin/procdump", "/usr/local/bin/procdump")
+PROCDUMP_CANDIDATES = ("/work/procdump-build/build/procdump", "/work/wt/_procdump/src/build/procdump",
+                       "/usr/bin/procdump", "/usr/local/bin/procdump")
 
 
 def find_procdump(given: Optional[str]) -> Optional[str]:
@@ -211,8 +215,9 @@ class Contenders:
         return None
 
 
-def measure(t, contenders: Dict[str, Callable[[str], Optional[float]]], out: str, runs: int) -> Dict[str, tuple]:
-    """Median (wall, cpu, stall, stopped, disk) per contender, run interleaved in rotating order."""
+def measure(t, contenders: Dict[str, Callable[[str], Optional[float]]], out: str, runs: int) -> Dict[str, List[tuple]]:
+    """Per contender, one (wall, cpu, stall, stopped, disk) per round; rounds interleave every contender
+    in rotating order, so round i of two contenders ran within seconds of each other."""
     rows: Dict[str, List[tuple]] = {k: [] for k in contenders}
     names = list(contenders)
     for i in range(runs):
@@ -228,7 +233,19 @@ def measure(t, contenders: Dict[str, Callable[[str], Optional[float]]], out: str
             for leftover in (out, out + ".json"):
                 if os.path.exists(leftover):
                     os.remove(leftover)
+    return rows
+
+
+def medians(rows: Dict[str, List[tuple]]) -> Dict[str, tuple]:
     return {k: tuple(_median([r[j] for r in v]) for j in range(5)) for k, v in rows.items()}
+
+
+def paired_ratio(rows: Dict[str, List[tuple]], name: str, peer: str, column: int) -> Optional[float]:
+    """Median over rounds of name's figure / peer's figure in the same round."""
+    if peer not in rows or name == peer:
+        return None
+    ratios = [a[column] / b[column] for a, b in zip(rows[name], rows[peer]) if b[column]]
+    return statistics.median(ratios) if ratios else None
 
 
 def _median(values: list) -> Optional[float]:
@@ -242,6 +259,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="200,2048", help="heap MiB of the C targets")
     ap.add_argument("--python", action="store_true", help="also a Python target (~200 MB of objects)")
     ap.add_argument("--procdump", help="ProcDump for Linux's binary (default: $PROCDUMP or a known build)")
+    ap.add_argument("--only", help="comma-separated contender names to run (gcore and raw bound are always run)")
     ns = ap.parse_args()
     compile_bytecode()
     procdump = find_procdump(ns.procdump)
@@ -253,11 +271,12 @@ def main() -> int:
     if ns.python:
         targets.append(("Python, 200 MB objects", [sys.executable, "-c", PY_TICKER_TARGET]))
     print(f"median of {ns.runs} interleaved runs; wall and CPU of the whole command (or call); stall = longest"
-          " gap seen by a 1 ms ticker in the target; stopped = dumplib's own stopped_seconds")
+          " gap seen by a 1 ms ticker in the target (min-max after it); stopped = dumplib's own stopped_seconds;"
+          " stall/PD = median of per-round stall ratios to ProcDump")
     if not procdump:
         print("ProcDump for Linux: not found (give --procdump PATH or $PROCDUMP); no ProcDump row")
-    print(f"{'target':<24} {'contender':<22} {'wall s':>7} {'cpu s':>6} {'stall s':>8} {'stopped':>8}"
-          f" {'disk MB':>8} {'wall/gcore':>10} {'wall/raw':>8}")
+    print(f"{'target':<24} {'contender':<22} {'wall s':>7} {'cpu s':>6} {'stall s':>8} {'stall min-max':>13}"
+          f" {'stopped':>8} {'disk MB':>8} {'wall/gcore':>10} {'stall/PD':>8}")
     try:
         for label, argv in targets:
             with run_target(argv) as t:
@@ -267,12 +286,21 @@ def main() -> int:
                 plan = core_plan(reference.path)
                 os.remove(out)
                 contenders = Contenders(t.pid, work, procdump, raw, plan).table()
-                med = measure(t, contenders, out, ns.runs)
-                gcore_wall, raw_wall = med["gcore"][0], med["raw bound"][0]
+                if ns.only:
+                    keep = set(ns.only.split(",")) | {"gcore", "raw bound"}
+                    contenders = {k: v for k, v in contenders.items() if k in keep}
+                load_before = os.getloadavg()[0]
+                rows = measure(t, contenders, out, ns.runs)
+                med = medians(rows)
+                gcore_wall = med["gcore"][0]
                 for name, (wall, cpu, stall, stopped, disk) in med.items():
                     shown = f"{stopped:>8.3f}" if stopped is not None else f"{'-':>8}"
-                    print(f"{label:<24} {name:<22} {wall:>7.3f} {cpu:>6.3f} {stall:>8.3f} {shown} {disk / 1e6:>8.1f}"
-                          f" {wall / gcore_wall:>10.2f} {wall / raw_wall:>8.2f}")
+                    stalls = [r[2] for r in rows[name]]
+                    vs_pd = paired_ratio(rows, name, "ProcDump", 2)
+                    print(f"{label:<24} {name:<22} {wall:>7.3f} {cpu:>6.3f} {stall:>8.3f}"
+                          f" {min(stalls):>6.3f}-{max(stalls):<6.3f} {shown} {disk / 1e6:>8.1f}"
+                          f" {wall / gcore_wall:>10.2f} {vs_pd if vs_pd is not None else float('nan'):>8.2f}")
+                print(f"  load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after this target")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if PROCDUMP_ERRORS:

@@ -4,8 +4,8 @@
 
 Prints, for a watcher at the default 1 s sampling interval: its CPU use in percent of one core
 (the difference between a long and a short run, so interpreter start-up is not counted) while
-watching one process, one process with a signal trigger (ptrace polling thread), and every
-process of a name (5 processes); then the delay from a condition becoming true in the target
+watching one process, one process with a signal trigger (its tracer thread) beside the sampling,
+a signal trigger alone (`watch PID --signal`), and every process of a name (5 processes); then the delay from a condition becoming true in the target
 (CLOCK_MONOTONIC is system-wide) to the watcher firing and starting the dump.
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ if mode == "one":
     dumplib.watch(int(target), never, timeout=seconds)
 elif mode == "signal":
     dumplib.watch(int(target), [never, dumplib.SignalReceived("USR2")], timeout=seconds)
+elif mode == "signal-only":  # `dumplib watch PID --signal USR2`: no sampling, only the tracer thread
+    dumplib.watch(int(target), dumplib.SignalReceived("USR2"), timeout=seconds)
 else:
     dumplib.watch(all=target, triggers=never, timeout=seconds)
 """
@@ -47,7 +49,7 @@ time.sleep(60)
 
 
 def cpu_seconds(args: List[str]) -> float:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=os.environ.get("WATCH_REPO", str(REPO)))  # WATCH_REPO: another checkout
     proc = subprocess.Popen([sys.executable, "-c", WATCHER, *args], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -95,6 +97,7 @@ def main() -> None:
     try:
         print(f"watching one process:             {overhead('one', str(procs[0].pid), a.seconds):.3f}% of one core")
         print(f"one process + SignalReceived:     {overhead('signal', str(procs[0].pid), a.seconds):.3f}% of one core")
+        print(f"SignalReceived alone (--signal):  {overhead('signal-only', str(procs[0].pid), a.seconds):.3f}% of one core")
         print(f"every process of a name (5):      {overhead('all', name, a.seconds):.3f}% of one core")
     finally:
         for p in procs:

@@ -7,14 +7,14 @@ Only the public names live here, and each is imported on first use (PEP 562): a 
 needs `dumplib.info`, or a program that imports dumplib and never dumps, does not pay for the
 backends, psutil, the compressors or the readers. `from dumplib import create_dump` works as usual.
 """
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any, Dict, List
-
 from ._version import __version__
 
+# Not `from typing import TYPE_CHECKING`: typing (with re, enum, functools) is ~10 ms of start-up;
+# mypy and pyright treat a module-level TYPE_CHECKING = False as typing's.
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below imports these on use
+    from typing import Any, Dict, List
+
     from .api import create_dump, estimate
     from .errors import (
         AccessDenied,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
 
 #: public name -> the submodule that defines it (kept in step with the TYPE_CHECKING block above;
 #: tests/unit/test_import_cost.py checks that the two agree and that every name resolves).
-_WHERE: Dict[str, str] = {
+_WHERE: "Dict[str, str]" = {
     "create_dump": "api",
     "estimate": "api",
     "info": "dumpinfo",
@@ -109,14 +109,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'dumplib' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    # __import__ with a fromlist returns the submodule itself; importlib would be one more import.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value  # later uses are plain attribute reads
     return value
 
 
-def __dir__() -> List[str]:
+def __dir__() -> "List[str]":
     return sorted(set(globals()) | set(__all__))

@@ -40,6 +40,8 @@ class RemoteStoppedProcess:
         self.pid = pid
         self.max_pause = max_pause
         self.threads: Dict[int, ThreadState] = {}
+        #: The helper's StoppedProcess.seized_seconds: how long stopping every thread took.
+        self.seized_seconds = 0.0
         self.expired = False
         self.snapshot_pid: Optional[int] = None
         self.snapshot_bytes: Optional[int] = None
@@ -58,7 +60,7 @@ class RemoteStoppedProcess:
         try:
             self._job_control.start()
             self._started = time.monotonic()
-            self.threads = self._answer()
+            self.threads, self.seized_seconds = self._answer()
         except BaseException:
             self.release()
             raise
@@ -202,7 +204,7 @@ def serve() -> None:
         say(("error", exc))
         return
     try:
-        say(("ok", stopped.threads))
+        say(("ok", (stopped.threads, stopped.seized_seconds)))
         while True:
             try:
                 order = pickle.load(commands)

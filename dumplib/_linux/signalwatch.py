@@ -64,11 +64,12 @@ WNOHANG = 1
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
-#: How often the tracer thread looks for stops when the process is quiet (it polls: a blocking
-#: wait could not be stopped). After a stop it looks again at once, then backs off from
-#: POLL_BUSY_SECONDS: every clone and thread exit stops a thread until it is seen, and a process
-#: that starts threads by the thousand would otherwise wait up to 50 ms for each.
-POLL_SECONDS = 0.05
+#: The tracer thread blocks in sigtimedwait for SIGCHLD (the kernel sends it to the tracer at every
+#: tracee stop and exit; stop() and dump_now() send it to the thread). POLL_SECONDS bounds that wait:
+#: a tracee's SIGCHLD that comes while the thread is not waiting goes to another thread and is lost,
+#: so a wait ends at least this often (an idle watcher's only cost: at 50 ms it was 0.45% of a core). After a stop it looks again at once, then backs off from POLL_BUSY_SECONDS: every clone and
+#: thread exit stops a thread until it is seen, and a burst of them loses signals in that window.
+POLL_SECONDS = 1.0
 POLL_BUSY_SECONDS = 0.0005
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
@@ -203,6 +204,7 @@ class SignalWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake()
         # A hand-over under way holds the process in group-stop: abandoning it would leave the
         # process stopped, so wait for it to finish (the dump has bounds of its own).
         while self._thread.is_alive() and self._handing_over:
@@ -218,6 +220,7 @@ class SignalWatcher:
         box: List[Tuple[str, Any]] = []
         with self._lock:
             self._requests.append((take, done, box))
+        self._wake()
         while not done.wait(0.1):
             if not self._thread.is_alive():
                 raise DumpFailed(f"the signal watcher of process {self.pid} ended", pid=self.pid)
@@ -225,6 +228,15 @@ class SignalWatcher:
         if kind == "error":
             raise value
         return value
+
+    def _wake(self) -> None:
+        """End the tracer thread's wait for SIGCHLD (held pending if it is not waiting yet)."""
+        ident = self._thread.ident
+        if ident is not None and self._thread.is_alive():
+            try:
+                signal.pthread_kill(ident, signal.SIGCHLD)
+            except (ProcessLookupError, OSError):  # the thread has just ended
+                pass
 
     # -- the tracer thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -243,11 +255,35 @@ class SignalWatcher:
                 if self._poll_once():
                     nap = POLL_BUSY_SECONDS
                     continue
-                time.sleep(nap)
+                self._idle(nap)
                 nap = min(nap * 2, POLL_SECONDS)
         finally:
             self._release_all()
             self._ended = True
+
+    def _idle(self, seconds: float) -> None:
+        """Block until SIGCHLD (a tracee stopped or ended, or _wake) or *seconds* pass.
+
+        SIGCHLD is blocked only here (a hand-over's threads and children would inherit the mask), and
+        the checks come after blocking it: a wake from then on stays pending for the wait; a tracee's
+        stop in the microseconds between the last check and the wait can go to another thread, which
+        *seconds* bounds."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            if not self._stop.is_set() and not self._requests and not self._any_waiting():
+                signal.sigtimedwait({signal.SIGCHLD}, seconds)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+    def _any_waiting(self) -> bool:
+        """Whether a tracee has a stop or exit to report, without taking it (WNOWAIT)."""
+        for tid in self.tids:
+            try:
+                if os.waitid(os.P_PID, tid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | libc.WALL) is not None:
+                    return True
+            except ChildProcessError:  # gone: _poll_once forgets it
+                return True
+        return False
 
     def _serve_requests(self) -> None:
         with self._lock:

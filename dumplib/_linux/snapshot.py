@@ -54,15 +54,18 @@ def taken_before_resume(pieces: Sequence[Piece]) -> Tuple[List[int], int]:
 
 
 def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early: Sequence[int],
-             state_before: str) -> Optional[str]:
+             state_before: str, threads: Optional[Dict[int, Any]] = None) -> Optional[str]:
     """Why no snapshot of the stopped process *pid* may be taken, or None. *state_before*: its State
-    before dumplib stopped it."""
+    before dumplib stopped it. *threads*: its stopped threads (tracer.ThreadState), whose seccomp mode
+    was read as they stopped; without them each thread's status is read now."""
     status = read_status(pid)
     if state_before.startswith("T"):
         return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
-    for tid in _tids_or_none(pid):
+    modes = ({tid: t.seccomp for tid, t in sorted(threads.items())} if threads
+             else {tid: read_status(pid, tid).get("Seccomp", "0") for tid in _tids_or_none(pid)})
+    for tid, mode in modes.items():
         # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
-        if read_status(pid, tid).get("Seccomp", "0") == "1":
+        if mode == "1":
             return f"thread {tid} runs in seccomp strict mode, which kills the process on the clone() a snapshot needs"
     uffd = [r for r in regions if r.vmflags & {"um", "uw", "ui"}]
     if uffd:
@@ -76,6 +79,29 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
         return (f"{_mib(early_bytes)} of its memory (MADV_DONTFORK, MADV_WIPEONFORK or private hugetlb) would have"
                 f" to be read while it is stopped, more than the {_mib(BEFORE_RESUME_LIMIT)} a snapshot allows")
     return memory_obstacle(pid, regions, status)
+
+
+#: The copy rate assumed for a normal dump when auto mode weighs it against a snapshot: the fastest
+#: measured here (docs/benchmarks.md), so the normal dump's stop is never overestimated.
+COPY_BYTES_PER_SECOND = 2 << 30
+#: Below this a snapshot's stop is taken whatever the estimate says: on a loaded machine the estimate's
+#: own parts (a few ms to stop a few threads) swing by more than the difference it would decide on.
+LONGER_STOP_FLOOR = 0.25
+
+
+def longer_stop(threads: int, seized_seconds: float, normal_bytes: int, early_bytes: int) -> Optional[str]:
+    """Why a snapshot would stop the target longer than a normal dump, or None.
+
+    A snapshot stops the target twice: once to clone it, once (after the write) to reap the clone, and
+    the second stop costs what stopping its *threads* the first time did (*seized_seconds*). A normal
+    dump stops it once, for the copy of *normal_bytes*; a snapshot also copies *early_bytes* while it is
+    stopped (memory a clone cannot hold)."""
+    normal = normal_bytes / COPY_BYTES_PER_SECOND
+    snap = seized_seconds + early_bytes / COPY_BYTES_PER_SECOND
+    if snap <= normal or snap <= LONGER_STOP_FLOOR:
+        return None
+    return (f"with {threads} threads, stopping it again to reap the snapshot (~{snap:.2f} s) would stop it longer"
+            f" than reading its {_mib(normal_bytes)} in place (~{normal:.2f} s)")
 
 
 def memory_obstacle(pid: int, regions: Sequence[Region], status: Dict[str, str]) -> Optional[str]:

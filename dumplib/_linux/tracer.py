@@ -48,6 +48,8 @@ class ThreadState:
         #: Its blocked and pending (thread-private) signal sets, as the kernel's core records them.
         self.sighold = 0
         self.sigpend = 0
+        #: Its seccomp mode ("0" none, "1" strict, "2" filter), from the same status read as sigpend.
+        self.seccomp = "0"
 
     @property
     def stack_pointer(self) -> int:
@@ -91,6 +93,8 @@ class StoppedProcess:
         self.threads: Dict[int, ThreadState] = {}
         self.stopped_at = 0.0
         self.resumed_at = 0.0
+        #: How long stopping every thread and reading its registers took: what stopping it again costs.
+        self.seized_seconds = 0.0
         #: Set (before any thread is let go) when max_pause ran out before the caller released.
         self.expired = False
         self._seized: Set[int] = set()
@@ -207,6 +211,7 @@ class StoppedProcess:
                 self._seize_all()
                 for state in self.threads.values():
                     self._read_registers(state)
+                self.seized_seconds = time.monotonic() - self.stopped_at
             except BaseException as exc:  # handed to the caller, which raises it
                 self._error = exc
                 return
@@ -319,9 +324,11 @@ class StoppedProcess:
                 pause = StoppedProcess(self.pid, stop_timeout=self.stop_timeout)
                 try:
                     pause._seize_all()
-                    for state in pause.threads.values():
+                    # Registers of the few threads reap_in may use, not of all: with thousands of
+                    # threads, reading each one's would lengthen this second stop by seconds.
+                    threads = {tid: pause.threads[tid] for tid in _reap_candidates(self.pid, pause.threads)}
+                    for state in threads.values():
                         pause._read_registers(state)
-                    threads = pause.threads
                 except ProcessNotFound:  # it exited: its children, the clone too, went to a reaper
                     threads = {}
                 except BaseException as exc:  # a thread that will not stop: reap without the guarantee
@@ -433,7 +440,7 @@ class StoppedProcess:
 
     def _read_registers(self, state: ThreadState) -> None:
         state.regs = _getregset(state.tid, libc.NT_PRSTATUS, _REGS_SIZE)
-        state.sighold, state.sigpend = signal_sets(self.pid, state.tid)
+        state.sighold, state.sigpend, state.seccomp = _signal_sets_and_seccomp(self.pid, state.tid)
         state.fpregs = _getregset(state.tid, libc.NT_PRFPREG, _FPREGS_SIZE)
         try:
             state.xstate = _getregset(state.tid, libc.NT_X86_XSTATE, _XSTATE_MAX)
@@ -517,16 +524,24 @@ def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
 def signal_sets(pid: int, tid: int) -> Tuple[int, int]:
     """(blocked, pending) signal sets of stopped thread *tid* (we are its tracer), as a core records them:
     the mask from PTRACE_GETSIGMASK, the thread's own pending set (SigPnd) from /proc."""
+    blocked, pending, _ = _signal_sets_and_seccomp(pid, tid)
+    return blocked, pending
+
+
+def _signal_sets_and_seccomp(pid: int, tid: int) -> Tuple[int, int, str]:
+    """signal_sets, and the thread's Seccomp mode from the same status read (one /proc read per thread:
+    with thousands of threads each read is stop time)."""
     mask = ctypes.c_uint64()
     try:
         libc.ptrace(libc.PTRACE_GETSIGMASK, tid, ctypes.c_void_p(8), ctypes.byref(mask))
     except OSError:
         pass
+    status = read_status(pid, tid)
     try:
-        pending = int(read_status(pid, tid).get("SigPnd", "0") or "0", 16)
+        pending = int(status.get("SigPnd", "0") or "0", 16)
     except ValueError:
         pending = 0
-    return mask.value, pending
+    return mask.value, pending, status.get("Seccomp", "0")
 
 
 def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
@@ -550,6 +565,16 @@ def _private_bytes(pid: int) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         return None
     return total
+
+
+#: Threads whose registers the reaping stop reads: reap_in gives up after three failed tries.
+_REAP_CANDIDATES = 4
+
+
+def _reap_candidates(pid: int, threads: Dict[int, ThreadState]) -> List[int]:
+    """The leader first (as reap_in orders them), then the lowest tids; without a pending signal."""
+    ordered = sorted(threads, key=lambda tid: (tid != pid, tid))
+    return [tid for tid in ordered if not threads[tid].pending_signal][:_REAP_CANDIDATES]
 
 
 def _wait_zombie(pid: int, patience: float = 2.0) -> None:
