@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (mib << 20); i += 4096) marker[i] = (char)(i >> 12) | 1;
     memcpy((char *)marker, "POSTMORTEM-MARKER", 17);
     for (int i = 0; i < forks; i++) {
-        if (fork() == 0) { sleep(30); _exit(0); }
+        if (fork() == 0) { close(1); close(2); sleep(10); _exit(0); }
     }
     pthread_t a, b, c;
     pthread_create(&a, NULL, idle, NULL);
