@@ -512,7 +512,7 @@ def main(argv: Sequence[str], state_dir: str) -> int:
     finally:
         if not pipe.eof and (backend is None or backend.released_after is None):
             try:
-                pipe.drain()  # every refusal path: the kernel's writes end, the process is let go
+                record["drained_bytes"] = pipe.drain()  # every refusal path: the kernel's writes end
             except DumpError:
                 pass
         if backend is not None:

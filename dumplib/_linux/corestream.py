@@ -179,8 +179,26 @@ def _thread_notes(notes: bytes) -> Tuple[List[Tuple[int, int]], Optional[bytes]]
     return threads, siginfo
 
 
-#: (vaddr, memsz, flags, filesz, source offset in the kernel's stream, bytes to copy from it)
-OutLoad = Tuple[int, int, int, int, int]
+def gdb_xstate(notes: bytes) -> bytes:
+    """The kernel's notes with each NT_X86_XSTATE in the layout gdb reads (an AMD CPU's XSAVE layout is
+    rejected by gdb as "too small", see notes.intel_xstate); everything else byte for byte."""
+    from .notes import NT_X86_XSTATE, intel_xstate, note
+
+    out: List[bytes] = []
+    at = 0
+    while at + _NHDR.size <= len(notes):
+        namesz, descsz, ntype = _NHDR.unpack_from(notes, at)
+        desc = at + _NHDR.size + ((namesz + 3) & ~3)
+        end = desc + ((descsz + 3) & ~3)
+        if end > len(notes):
+            break
+        if ntype == NT_X86_XSTATE:
+            name = notes[at + _NHDR.size:at + _NHDR.size + namesz].rstrip(b"\0")
+            out.append(note(name, ntype, intel_xstate(notes[desc:desc + descsz])))
+        else:
+            out.append(notes[at:end])
+        at = end
+    return b"".join(out) + notes[at:]
 
 
 @dataclasses.dataclass
@@ -220,7 +238,7 @@ def filtered(head: CoreHead, kept: Optional[Sequence[Tuple[int, int]]], extra_no
                 loads.append((lo, hi - lo, ld.flags, hi - lo))
                 sources.append(ld.offset + (lo - ld.vaddr))
             i += 1
-    notes = head.notes + extra_notes
+    notes = gdb_xstate(head.notes) + extra_notes
     header, offsets, end = elfcore.layout(loads, len(notes))
     return Filtered(header, notes, loads, sources, offsets, end)
 
