@@ -277,19 +277,13 @@ class StreamCore(Backend):
     def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
                      tick: Optional[Tick]) -> WriteReport:
         core: corestream.Filtered = plan.detail
-        guard = SpaceGuard(self.where, self.min_free)
         checked = [0]
 
         def watched(written: int) -> None:
             # Every MiB, whatever the pipeline's own watchdog does: the volume may be smaller than its step.
             if written - checked[0] >= SPACE_EVERY:
                 checked[0] = written
-                free = guard.free()
-                if free < guard.reserve:
-                    raise InsufficientDiskSpace(
-                        f"free space on the volume of {self.where} fell to {human(free)}, below the"
-                        f" {human(guard.reserve)} reserve, while the core was written; it was abandoned",
-                        path=self.where, needed=written, free=free, reserve=guard.reserve)
+                self._check_space(written)
             if tick is not None:
                 tick(written)
 
@@ -315,7 +309,18 @@ class StreamCore(Backend):
                 pass
             self.released_after = round(time.monotonic() - self.started, 3)
 
+    def _check_space(self, written: int) -> None:
+        """InsufficientDiskSpace once the dump's volume is below its reserve (the pipeline then removes it)."""
+        guard = SpaceGuard(self.where, self.min_free)
+        free = guard.free()
+        if free < guard.reserve:
+            raise InsufficientDiskSpace(
+                f"free space on the volume of {self.where} fell to {human(free)}, below the"
+                f" {human(guard.reserve)} reserve, while the core was written; it was abandoned",
+                path=self.where, needed=written, free=free, reserve=guard.reserve)
+
     def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        self._check_space(os.stat(path).st_size)
         try:
             core = elfcore.read_elfcore(path)
         except InvalidDumpFile as exc:
@@ -324,6 +329,8 @@ class StreamCore(Backend):
         self._check(core, report)
 
     def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
+        # Called once the compressor's last (buffered) output is on disk: the last word on the reserve.
+        self._check_space(size)
         try:
             core = elfcore.parse_head(report.learned[1], size, "the output stream")
         except InvalidDumpFile as exc:
