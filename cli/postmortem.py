@@ -121,3 +121,41 @@ def list_(
     for r in rows:
         echo(f"{r['finished_at']:<24} {r['pid'] or '-':>7} {str(r['signal'] or '-'):<10} {str(r['kind']):<8}"
              f" {human_bytes(r['size']):>10}  {r['process_name']!r} {r['path']}")
+
+
+wer = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Windows: WER LocalDumps (DumpFolder, DumpCount, DumpType) with dumplib's free-space guard.")
+app.add_typer(wer, name="wer")
+
+
+@wer.command(name="enable")
+def wer_enable(
+    folder: str = typer.Option(..., "--dir", help="Existing folder for WER's dumps (not the system drive)."),
+    count: int = typer.Option(10, "--count", help="DumpCount: dumps WER keeps."),
+    kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage (DumpType/CustomDumpFlags)."),
+    exe: Optional[str] = typer.Option(None, "--exe", help="Only for this program (e.g. app.exe)."),
+    min_free: Optional[str] = typer.Option(None, "--min-free", help="Free space to keep (default max(1G, 5%))."),
+    per_dump: Optional[str] = typer.Option(None, "--per-dump", help="Size of one dump when no such process runs."),
+    allow_system_drive: bool = typer.Option(False, "--allow-system-drive", help="Allow a folder on the system drive."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Point WER LocalDumps at a folder that can hold COUNT dumps plus the reserve."""
+    st = _run(lambda: postmortem.wer_enable(folder, count=count, kind=kind, exe=exe, min_free=parse_size(min_free),
+                                            allow_system_drive=allow_system_drive, per_dump=parse_size(per_dump)),
+              as_json=as_json, debug=debug)
+    echo(json.dumps(st))
+
+
+@wer.command(name="disable")
+def wer_disable(exe: Optional[str] = typer.Option(None, "--exe", help="The program given to enable."),
+                as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
+    """Put back the LocalDumps values found before enable."""
+    echo(json.dumps(_run(lambda: postmortem.wer_disable(exe), as_json=as_json, debug=debug)))
+
+
+@wer.command(name="status")
+def wer_status(exe: Optional[str] = typer.Option(None, "--exe", help="A program's own LocalDumps key."),
+               as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
+    """The LocalDumps values in force, and dumplib's backup."""
+    echo(json.dumps(_run(lambda: postmortem.wer_status(exe), as_json=as_json, debug=debug)))

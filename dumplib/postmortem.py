@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from .errors import UnsupportedPlatform
 
-__all__ = ["install", "uninstall", "status", "list_dumps"]
+__all__ = ["install", "uninstall", "status", "list_dumps", "wer_enable", "wer_disable", "wer_status"]
 
 
 def _platform() -> Any:
@@ -20,6 +20,10 @@ def _platform() -> Any:
         from ._linux import core_pattern
 
         return core_pattern
+    if sys.platform == "win32":
+        from ._windows import aedebug
+
+        return aedebug
     raise UnsupportedPlatform(sys.platform)
 
 
@@ -69,7 +73,8 @@ def list_dumps(directory: Optional[str] = None, **platform_options: Any) -> List
             "finished_at": entry.finished_at,
             "pid": data.get("pid"),
             "process_name": data.get("process_name"),
-            "signal": facts.get("signal_name") or facts.get("exception_code"),
+            # Linux: the signal; Windows: the exception code the AeDebug handler put in the comment.
+            "signal": facts.get("signal_name") or _from_comment(data.get("comment")),
             "exe": facts.get("exe"),
             "kind": data.get("kind"),
             "size": entry.dump_stat.st_size,
@@ -77,3 +82,37 @@ def list_dumps(directory: Optional[str] = None, **platform_options: Any) -> List
             "postmortem": bool(facts),
         })
     return out
+
+
+def _from_comment(comment: Any) -> Optional[str]:
+    prefix = "postmortem: "
+    return comment[len(prefix):] if isinstance(comment, str) and comment.startswith(prefix) else None
+
+
+def _wer() -> Any:
+    if sys.platform != "win32":
+        raise UnsupportedPlatform(sys.platform)
+    from ._windows import aedebug
+
+    return aedebug
+
+
+def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optional[str] = None,
+               min_free: Optional[int] = None, allow_system_drive: bool = False,
+               per_dump: Optional[int] = None) -> Dict[str, Any]:
+    """Windows: point WER LocalDumps (every program, or *exe* like ``app.exe``) at *folder*, keeping *count*
+    dumps of *kind*. Refused when the volume cannot hold *count* dumps (estimated from the running
+    processes of that name, else *per_dump* bytes each) plus the reserve *min_free*, and on the system
+    drive unless *allow_system_drive*. The values found before are backed up for wer_disable()."""
+    return _wer().wer_enable(folder, count=count, kind=kind, exe=exe, min_free=min_free,
+                             allow_system_drive=allow_system_drive, per_dump=per_dump)
+
+
+def wer_disable(exe: Optional[str] = None) -> Dict[str, Any]:
+    """Windows: put back the LocalDumps values (and key) wer_enable() found."""
+    return _wer().wer_disable(exe)
+
+
+def wer_status(exe: Optional[str] = None) -> Dict[str, Any]:
+    """Windows: the LocalDumps values now in force for every program or for *exe*, and dumplib's backup."""
+    return _wer().wer_status(exe)
