@@ -35,7 +35,10 @@ def _platform(state_dir: Optional[str], sysctl_file: Optional[str] = None) -> Di
 
 def _show_status(st: Dict[str, Any]) -> None:
     echo(f"registered: {st['registered']}")
-    echo(f"core_pattern: {st['core_pattern']}")
+    if st.get("platform") == "windows":
+        echo(f"AeDebug: {json.dumps(st.get('aedebug'))}")
+    else:
+        echo(f"core_pattern: {st['core_pattern']}")
     config = st.get("config")
     if config:
         echo(f"dumps to: {config['dir']} (kind {config['kind']}{', fit' if config.get('fit') else ''},"
@@ -45,6 +48,8 @@ def _show_status(st: Dict[str, Any]) -> None:
         echo(f"backup: core_pattern {backup['core_pattern']!r}, core_pipe_limit {backup['core_pipe_limit']},"
              f" {backup['sysctl_file']} {'existed' if backup['sysctl_file_existed'] else 'did not exist'}"
              f" (previous handler: {backup.get('previous_handler') or 'none'})")
+    if st.get("platform") == "windows":
+        return
     echo(f"kernel pidfd (%F): {'yes' if st.get('kernel_pidfd') else 'no: %P with a start-time check'};"
          f" suid_dumpable {st.get('suid_dumpable')}; log {st.get('log')}")
     if st.get("warning"):

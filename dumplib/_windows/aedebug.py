@@ -97,20 +97,12 @@ def _is_admin() -> bool:
         return False
 
 
-def _on_wine() -> bool:
-    try:
-        return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
-    except OSError:
-        return False
-
-
 # -- AeDebug ----------------------------------------------------------------------------------------------
 
 
 def debugger_command() -> str:
-    """The AeDebug Debugger value: this Python running the handler. Wine passes only the pid and the event."""
-    jit = "" if _on_wine() else " -j %p"
-    return f'"{sys.executable}" -I -m {MARKER} -p %ld -e %ld{jit}'
+    """The AeDebug Debugger value: this Python running the handler (%p: the JIT_DEBUG_INFO address, in hex)."""
+    return f'"{sys.executable}" -I -m {MARKER} -p %ld -e %ld -j %p'
 
 
 def _check_dir(directory: str) -> str:
@@ -172,6 +164,7 @@ def _restore_aedebug(backup: Dict[str, Any]) -> None:
         values = backup.get(name)
         write_values(AEDEBUG, values if values is not None else {v: None for v in AEDEBUG_VALUES}, view)
     _ours_set("Config", None)
+    _ours_set("Rate", None)
     _ours_set("Backup", None)
 
 
@@ -252,6 +245,7 @@ def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optiona
     slot = exe or "*"
     if slot not in backups:
         backups[slot] = {"existed": read_values(key, [], view) is not None,
+                         "parent_existed": read_values(LOCALDUMPS, [], view) is not None,
                          "values": read_values(key, WER_VALUES, view) or {v: None for v in WER_VALUES}}
         _ours_set("WerBackup", backups)
     dump_type = {DumpKind.FULL: 2, DumpKind.MINI: 1}.get(kind_, 0)
@@ -296,6 +290,12 @@ def wer_disable(exe: Optional[str] = None) -> Dict[str, Any]:
             winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, key, view, 0)
         except OSError:
             pass
+    parent = read_values(LOCALDUMPS, WER_VALUES, view)
+    if exe and not saved.get("parent_existed", True) and parent is not None and not any(parent.values()):
+        try:  # the LocalDumps key dumplib created for the program's own: fails (kept) if it holds others
+            winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, LOCALDUMPS, view, 0)
+        except OSError:
+            pass
     del backups[slot]
     _ours_set("WerBackup", backups or None)
     return wer_status(exe)
@@ -326,19 +326,20 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     context copied here, so the dump's exception stream is the crash's, not the waiting thread's)."""
     from .._backend import TargetEvent
     from . import debugapi as dbg
-    from . import jitapi
+    from . import jitapi, kernel32
     from .debugloop import _ExceptionParam
 
-    process = dbg.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     try:
         info = jitapi.JIT_DEBUG_INFO.from_buffer_copy(_read_remote(process, jit_address,
                                                                    ctypes.sizeof(jitapi.JIT_DEBUG_INFO)))
-        if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO):
-            raise OSError(f"JIT_DEBUG_INFO claims size {info.dwSize}")
+        if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO) or not info.dwThreadID:
+            # Wine formats %p from whatever is next (a STARTUPINFO): no JIT_DEBUG_INFO to read.
+            return None
         record = _read_remote(process, info.lpExceptionRecord, jitapi.EXCEPTION_RECORD_SIZE)
         context = _read_remote(process, info.lpContextRecord, jitapi.CONTEXT_SIZE)
     finally:
-        dbg.CloseHandle(process)
+        kernel32.CloseHandle(process)
 
     class _FromJit(_ExceptionParam):
         def __init__(self) -> None:  # the record and context of the crash, not of a live thread
@@ -396,7 +397,10 @@ def main(argv: Sequence[str]) -> int:
         pid, event = int(args["-p"]), int(args["-e"])
     except (KeyError, ValueError):
         return 2
-    jit = int(args["-j"], 0) if args.get("-j", "").strip() else None
+    try:
+        jit = int(args.get("-j", "").strip() or "0", 16) or None  # %p prints hex without 0x
+    except ValueError:
+        jit = None
     config = _ours_get("Config") or {}
     done = threading.Event()
 
@@ -422,8 +426,13 @@ def main(argv: Sequence[str]) -> int:
         name = get_backend().name_of(pid) or "process"
         record["name"] = name
         _take_rate_slot(name, config.get("max_per"))
-        crash = exception_from_jit(pid, jit) if jit else None
+        try:
+            crash = exception_from_jit(pid, jit) if jit else None
+        except OSError as exc:
+            crash, record["jit"] = None, f"unreadable: {exc}"
         record["exception"] = crash.label if crash is not None else None
+        if crash is None:
+            record.setdefault("jit", "none: the dump has no exception stream")
         from ..api import create_dump
 
         result = create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
