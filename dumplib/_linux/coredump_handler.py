@@ -185,7 +185,7 @@ class StreamCore(Backend):
 
     def __init__(self, crashed: Crashed, pipe: corestream.Pipe, head: corestream.CoreHead, started: float,
                  min_free: Optional[int]) -> None:
-        self.crashed, self.pipe, self.head, self.started, self.min_free = crashed, pipe, head, started, min_free
+        self.crashed, self.pipe, self.head, self.handler_started, self.min_free = crashed, pipe, head, started, min_free
         self.regions = maps.parse_smaps(crashed.smaps.decode("utf-8", "surrogateescape")) if crashed.smaps else []
         self.released_after: Optional[float] = None
         self.kernel_bytes = 0
@@ -307,7 +307,7 @@ class StreamCore(Backend):
                 os.close(self.pipe.fd)
             except OSError:
                 pass
-            self.released_after = round(time.monotonic() - self.started, 3)
+            self.released_after = round(time.monotonic() - self.handler_started, 3)
 
     def _check_space(self, written: int) -> None:
         """InsufficientDiskSpace once the dump's volume is below its reserve (the pipeline then removes it)."""

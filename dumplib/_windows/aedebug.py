@@ -77,10 +77,11 @@ def write_values(path: str, values: Dict[str, Optional[List[Any]]], view: int) -
 
 def _ours_get(name: str) -> Optional[Dict[str, Any]]:
     got = read_values(OURS, [name], winreg.KEY_WOW64_64KEY)
-    if not got or got[name] is None:
+    value = got.get(name) if got else None
+    if value is None:
         return None
     try:
-        data = json.loads(got[name][1])
+        data = json.loads(value[1])
     except (TypeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -413,7 +414,11 @@ def main(argv: Sequence[str]) -> int:
                 pass
 
     budget = float(config.get("max_seconds") or 120)
-    watchdog = threading.Timer(budget, lambda: (release(), os._exit(3)))
+    def give_up() -> None:  # the handler's time is up: the crashed process goes, the handler too
+        release()
+        os._exit(3)
+
+    watchdog = threading.Timer(budget, give_up)
     watchdog.daemon = True
     watchdog.start()
     record: Dict[str, Any] = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "pid": pid,
