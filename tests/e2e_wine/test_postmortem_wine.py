@@ -97,18 +97,24 @@ def test_wer_localdumps_enable_disable_round_trip_and_refusals(rig: Rig, tmp_pat
     folder = tmp_path / "wer"
     folder.mkdir()
     system = cli(rig, "postmortem", "wer", "enable", "--dir", "C:\\windows\\temp", "--per-dump", "1M")
+    if system.returncode == 0:  # a planted bug got through: leave the prefix as it was
+        cli(rig, "postmortem", "wer", "disable")
     assert system.returncode == 2 and "system drive" in system.stderr, system.stderr
     huge = cli(rig, "postmortem", "wer", "enable", "--dir", windows_path(folder), "--per-dump", "1000T", "--count", "3")
+    if huge.returncode == 0:
+        cli(rig, "postmortem", "wer", "disable")
     assert huge.returncode == 2 and "need" in huge.stderr, huge.stderr
     assert registry(rig) == before
     for exe in (None, "crashy.exe"):
         extra = ["--exe", exe] if exe else []
-        done = cli(rig, "postmortem", "wer", "enable", "--dir", windows_path(folder), "--per-dump", "1M",
-                   "--count", "4", "--kind", "full", *extra)
-        assert done.returncode == 0, done.stderr
-        values = json.loads(done.stdout)["values"]
-        assert values["DumpCount"] == [4, 4] and values["DumpType"] == [4, 2] and values["DumpFolder"][1] == \
-            windows_path(folder), values
-        undone = cli(rig, "postmortem", "wer", "disable", *extra)
+        try:
+            done = cli(rig, "postmortem", "wer", "enable", "--dir", windows_path(folder), "--per-dump", "1M",
+                       "--count", "4", "--kind", "full", *extra)
+            assert done.returncode == 0, done.stderr
+            values = json.loads(done.stdout)["values"]
+            assert values["DumpCount"] == [4, 4] and values["DumpType"] == [4, 2] and values["DumpFolder"][1] == \
+                windows_path(folder), values
+        finally:
+            undone = cli(rig, "postmortem", "wer", "disable", *extra)
         assert undone.returncode == 0, undone.stderr
     assert registry(rig) == before
