@@ -203,7 +203,8 @@ def uninstall(*, state_dir: str = DEFAULT_STATE_DIR, force: bool = False) -> Dic
 
 
 def _restore(state_dir: str, backup: Dict[str, Any], force: bool) -> None:
-    _write_sysctl(CORE_PATTERN, base64.b64decode(backup["core_pattern"]) or b"core")
+    # An empty pattern is written as a lone newline (writing nothing would change nothing).
+    _write_sysctl(CORE_PATTERN, base64.b64decode(backup["core_pattern"]) or b"\n")
     _write_sysctl(CORE_PIPE_LIMIT, str(backup["core_pipe_limit"]).encode())
     path = backup["sysctl_file"]
     old = backup.get("sysctl_content")
