@@ -9,6 +9,7 @@ from typing import List
 
 import dumplib
 from dumplib.compression import ZSTD_REQUIREMENT
+from pkgrig import ROOT
 
 
 def _names(dists) -> "tuple[List[str], List[str]]":  # type: ignore[no-untyped-def]
@@ -38,6 +39,16 @@ def test_wheel_holds_the_packages_py_typed_and_license_and_no_tests(dists):
     tops = {name.split("/", 1)[0] for name in wheel}
     assert tops == {"dumplib", "dumplib_cli", info}, tops
     assert not [n for n in wheel if re.search(r"(^|/)(tests?|conftest)[/._]", n)], wheel
+
+
+def test_build_system_asks_for_a_setuptools_that_reads_spdx_licenses():
+    # setuptools 77.0 is the first to take `license = "MIT"` and `license-files` (its changelog, PEP 639);
+    # with an older one picked from a looser pin, pip's isolated build would refuse the project table.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    requires = re.search(r"^\[build-system\]\n(?:#.*\n)*requires = \[(.*?)\]", pyproject, re.M)
+    assert requires, pyproject
+    setuptools = re.search(r'"setuptools>=(\d+)', requires.group(1))
+    assert setuptools and int(setuptools.group(1)) >= 77, requires.group(1)
 
 
 def test_wheel_metadata_is_current(dists):

@@ -70,7 +70,8 @@ def test_license_file_is_the_mit_license_pyproject_declares():
     root = Path(__file__).resolve().parents[2]
     pyproject = (root / "pyproject.toml").read_text()
     # PEP 639: an SPDX expression and the files it ships (the table form stops building after 2027-02-18).
-    assert re.search(r'^license = "MIT"$', pyproject, re.M) and re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
+    assert re.search(r'^license = "MIT"$', pyproject, re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
     text = (root / "LICENSE").read_text()
     assert text.startswith("MIT License\n") and "Copyright (c) 2026 the dumplib authors" in text
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
