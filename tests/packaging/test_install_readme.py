@@ -113,10 +113,18 @@ def test_readme_line_on_debian_python_makes_a_venv_and_dumps(tmp_path):
     assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy, not the tree's
     _check_core_of_sleep(outdir)
     _versions_agree(venv / "bin", env)
-    completion = subprocess.run([str(venv / "bin" / "dumplib")], capture_output=True, text=True, timeout=120,
-                                env={**env, "_DUMPLIB_COMPLETE": "complete_bash", "COMP_WORDS": "dumplib es",
-                                     "COMP_CWORD": "1"})
-    assert completion.stdout.split() == ["estimate"], completion  # typer's completion, as --install-completion sets up
+    # README's `dumplib --install-completion`, then Tab after `dumplib es` as bash does it from ~/.bashrc.
+    home = tmp_path / "home"
+    home.mkdir()
+    shell_env = {**env, "HOME": str(home), "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    installed = subprocess.run(["dumplib", "--install-completion", "bash"], capture_output=True, text=True,
+                               env=shell_env, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    tab = ('source ~/.bashrc; COMP_WORDS=(dumplib es); COMP_CWORD=1; COMP_LINE="dumplib es"; COMP_POINT=10;'
+           ' fn=$(complete -p dumplib | sed -E "s/.* -F ([^ ]+) .*/\\1/"); $fn dumplib es dumplib;'
+           ' echo "${COMPREPLY[@]}"')  # bash calls the -F function with the command, the word, the word before
+    completed = subprocess.run(["bash", "-c", tab], capture_output=True, text=True, env=shell_env, timeout=120)
+    assert completed.stdout.split() == ["estimate"], (completed.stdout, completed.stderr)
 
 
 def test_readme_pipx_line_installs_and_dumps(tmp_path):
