@@ -45,3 +45,10 @@ def test_launcher_tests_pass_in_the_mode_the_suite_is_not_running_in(tmp_path):
     done = run("import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", "-q", "-p", "no:cacheprovider", *SUBSET)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "4 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.environ.get("CI") != "true",
+                    reason="CI's Linux run is .ci/run's; elsewhere the suite may run in either mode")
+def test_ci_runs_the_suite_in_a_venv_as_the_readme_tells_a_person():
+    assert sys.prefix != sys.base_prefix, f"{sys.executable} is not a venv's: .ci/run makes and activates .venv"
+    assert os.path.realpath(os.environ.get("VIRTUAL_ENV", "")) == os.path.realpath(sys.prefix)  # activated
