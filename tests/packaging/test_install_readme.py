@@ -117,9 +117,10 @@ def test_readme_line_on_debian_python_makes_a_venv_and_dumps(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     shell_env = {**env, "HOME": str(home), "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
-    installed = subprocess.run(["dumplib", "--install-completion", "bash"], capture_output=True, text=True,
-                               env=shell_env, timeout=120)
-    assert installed.returncode == 0, installed.stderr
+    # typer finds the shell among its parents (a suite run in the background may have none): bash it is.
+    installed = subprocess.run(["bash", "-c", "dumplib --install-completion; exit $?"], capture_output=True,
+                               text=True, env=shell_env, timeout=120)
+    assert installed.returncode == 0 and "bash completion installed" in installed.stdout, installed
     tab = ('source ~/.bashrc; COMP_WORDS=(dumplib es); COMP_CWORD=1; COMP_LINE="dumplib es"; COMP_POINT=10;'
            ' fn=$(complete -p dumplib | sed -E "s/.* -F ([^ ]+) .*/\\1/"); $fn dumplib es dumplib;'
            ' echo "${COMPREPLY[@]}"')  # bash calls the -F function with the command, the word, the word before
