@@ -81,7 +81,8 @@ def _readme_usage() -> "dict[str, set[str]]":
     """Every option README.md's usage blocks list, by the command they are listed under."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     listed: "dict[str, set[str]]" = {}
-    blocks, fence = [], None
+    blocks: "list[list[str]]" = []
+    fence: "str | None" = None
     for line in text.splitlines():
         if line.startswith("```"):
             fence = line[3:] if fence is None else None
