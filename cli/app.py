@@ -502,7 +502,19 @@ def typer_app(call: Optional[Call] = None) -> Any:
 
     import typer
 
-    app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
+    # add_completion: `dumplib --install-completion` / `--show-completion`, typer's tab completion (README).
+    app = typer.Typer(add_completion=True, no_args_is_help=True, help=HELP)
+
+    def show_version(value: bool) -> None:
+        if value:
+            print(f"dumplib {dumplib.__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                             help="Print dumplib's version and exit.")) -> None:
+        """Take process dump files safely: Windows minidumps, Linux ELF cores."""
+
     for name, func in COMMANDS.items():
         hints = typing.get_type_hints(func)
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=spec.to_typer(typer),

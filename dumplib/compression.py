@@ -1,7 +1,7 @@
 """Compressed dumps: the codecs, a streaming writer, and a seekable reader for the dump readers.
 
 gzip comes from the stdlib (zlib). zstd comes from the stdlib where it has it (Python 3.14's
-``compression.zstd``), else from the optional ``zstandard`` package (``pip install 'dumplib[zstd]'``);
+``compression.zstd``), else from the optional ``zstandard`` package (the ``zstd`` extra: ``pip install '.[zstd]'``);
 the core stays psutil-only. Default levels are the fast ones: on Linux the target stays stopped
 while its memory streams through the compressor, so compressor speed is target stop time.
 """
@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import zlib
 from typing import Any, BinaryIO, Optional, Tuple
 
 from .errors import InvalidCompression, InvalidDumpFile
+
+#: What pyproject.toml's `zstd` extra installs (tests/packaging holds the two equal).
+ZSTD_REQUIREMENT = "zstandard>=0.19"
 
 __all__ = ["CODECS", "SUFFIXES", "parse_codec", "sniff", "require_reader", "CompressingWriter", "open_dump", "open_content"]
 
@@ -84,11 +88,21 @@ def _zstd() -> Tuple[str, Any]:
 
         return "zstandard", zstandard
     except ImportError:
+        # The line installs into the interpreter running now: a venv's or pipx's, never another one.
         raise InvalidCompression(
-            "zstd compression needs Python 3.14+ or the zstandard package: pip install 'dumplib[zstd]'"
-            " (or use --compress gzip, which needs nothing)",
+            "zstd compression needs Python 3.14+ or the zstandard package (dumplib's zstd extra): "
+            f"{_shell_word(sys.executable)} -m pip install '{ZSTD_REQUIREMENT}' (pipx: pipx inject dumplib zstandard),"
+            " or use --compress gzip, which needs nothing",
             compress="zstd",
         ) from None
+
+
+def _shell_word(text: str) -> str:
+    """*text* quoted for the shell a user pastes into (cmd.exe / PowerShell on Windows)."""
+    import shlex  # only on this error path: `import dumplib` stays light
+    import subprocess
+
+    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
 
 
 def _workers() -> int:

@@ -513,9 +513,19 @@ def test_zstd_compresses_with_one_worker_thread_per_cpu(target_exe, outdir):
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """A fresh venv with dumplib installed from this tree by pip (psutil and typer from the host)."""
+    import psutil
+    import typer
+
     where = tmp_path_factory.mktemp("venv") / "v"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(where)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # psutil and typer (with its dependencies beside it) where this interpreter found them: when the suite runs
+    # in a venv, --system-site-packages would give the base interpreter's packages, which may lack them.
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(where / "bin" / "python"), "-c", purelib], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+    deps = dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (psutil, typer))
+    (Path(site) / "_dumplib_test_deps.pth").write_text("".join(f"{d}\n" for d in deps))
     # pip builds the wheel as a user's `pip install .` does (its build backend comes from the index),
     # from a copy, so the build leaves nothing in the source tree.
     source = where.parent / "src"

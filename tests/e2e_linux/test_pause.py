@@ -272,10 +272,24 @@ def test_max_pause_must_be_a_duration(pause_exe, tmp_path):
 
 
 # -- Ctrl-Z on dumplib -----------------------------------------------------------------------------------
+def own_process_group() -> Dict[str, object]:
+    """Popen options that start the child in a process group of its own, in our session.
+
+    The kernel discards a stop signal sent to a process of an orphaned group (no member's parent is in
+    another group of the session): a suite run as a background job of a shell that exited, or under setsid,
+    is such a group, and a Ctrl-Z'd dumplib would never stop there. Its own group, with us as the parent in
+    another group of the same session, is never orphaned, with a terminal or without one.
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": lambda: os.setpgid(0, 0)}
+
+
 def test_ctrl_z_on_dumplib_waits_until_the_target_runs(pause_exe, tmp_path):
     with shape(pause_exe, tmp_path, "--heap", "256") as t:
-        dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full"]
+        dumper = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  **own_process_group())  # type: ignore[call-overload]
         try:
             wait_for(lambda: t.state() == "t", timeout=30, what="the target to be stopped")
             os.kill(dumper.pid, signal.SIGTSTP)  # the writer is blocked on the pipe nobody reads yet
@@ -459,7 +473,8 @@ print(result.stopped_seconds, flush=True)
 def test_ctrl_z_caught_on_another_thread_of_a_library_caller_stops_it_only_after_release(pause_exe, tmp_path):
     with shape(pause_exe, tmp_path, "--heap", "512") as t:
         caller = subprocess.Popen([sys.executable, "-c", CALLER_WITH_ANOTHER_THREAD, str(t.pid),
-                                   str(tmp_path / "x.core")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   str(tmp_path / "x.core")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  **own_process_group())  # type: ignore[call-overload]
         try:
             wait_for(lambda: _proc_state(caller.pid) == "T", timeout=60, what="the caller to stop after the dump")
             t.assert_running_and_free()

@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -67,7 +68,67 @@ def test_errors_carry_their_facts():
 
 def test_license_file_is_the_mit_license_pyproject_declares():
     root = Path(__file__).resolve().parents[2]
-    assert 'license = { text = "MIT" }' in (root / "pyproject.toml").read_text()
+    pyproject = (root / "pyproject.toml").read_text()
+    # PEP 639: an SPDX expression and the files it ships (the table form stops building after 2027-02-18).
+    assert re.search(r'^license = "MIT"$', pyproject, re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
     text = (root / "LICENSE").read_text()
     assert text.startswith("MIT License\n") and "Copyright (c) 2026 the dumplib authors" in text
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+
+
+def _readme_usage() -> "dict[str, set[str]]":
+    """Every option README.md's usage blocks list, by the command they are listed under."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed: "dict[str, set[str]]" = {}
+    blocks: "list[list[str]]" = []
+    fence: "str | None" = None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = line[3:] if fence is None else None
+            if fence == "":  # a plain block: usage (sh and python blocks are commands and code)
+                blocks.append([])
+        elif fence == "":
+            blocks[-1].append(line)
+    for block in blocks:
+        command = None
+        for line in block:
+            head = re.match(r"dumplib (\w+)", line)
+            if head:
+                command = head.group(1)
+            elif not line.startswith(" "):
+                command = None  # output or a comment, not usage
+            if command:
+                listed.setdefault(command, set()).update(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", line))
+    return listed
+
+
+def _help(*args: str) -> str:
+    env = {**os.environ, "COLUMNS": "250", "TERMINAL_WIDTH": "250"}  # no option name cut by the box
+    done = subprocess.run([sys.executable, "-m", "dumplib_cli", *args, "--help"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_option_the_readme_lists_is_in_that_commands_help():
+    listed = _readme_usage()
+    assert {"dump", "estimate", "info", "ps", "watch"} <= set(listed), listed
+    assert {"--kind", "--compress", "--max-pause", "--snapshot", "--json"} <= listed["dump"]
+    for command, options in listed.items():
+        shown = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", _help(command)))
+        assert options <= shown, (command, sorted(options - shown))
+
+
+def test_shell_completion_and_version_are_offered_and_documented():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    top = _help()
+    for option in ("--install-completion", "--show-completion", "--version"):
+        assert option in top and f"dumplib {option}" in readme, option
+    # typer finds the shell among its parents (a suite run in the background may have none): bash it is.
+    script = subprocess.run(["bash", "-c", '"$0" -m dumplib_cli --show-completion; exit $?', sys.executable],
+                            capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0 and "_DUMPLIB_COMPLETE=complete_bash" in script.stdout, script.stdout
+    version = subprocess.run([sys.executable, "-m", "dumplib_cli", "--version"], capture_output=True, text=True,
+                             timeout=120)
+    assert version.stdout == f"dumplib {dumplib.__version__}\n"

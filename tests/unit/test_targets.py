@@ -15,8 +15,14 @@ import pytest
 import dumplib
 from dumplib import ProcessNotFound, resolve_target
 
+import psutil
+
 REPO = str(Path(__file__).resolve().parents[2])
-ENV = {**os.environ, "PYTHONPATH": REPO, "PYTHONIOENCODING": "utf-8"}  # a Windows console is not UTF-8
+# The interpreters started below are the real executable behind sys.executable, outside any venv the suite
+# runs in: they find psutil (dumplib's one dependency) where this interpreter found it.
+DEPS = str(Path(psutil.__file__).resolve().parents[1])
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, DEPS, *filter(None, [os.environ.get("PYTHONPATH")])]),
+       "PYTHONIOENCODING": "utf-8"}  # a Windows console is not UTF-8
 
 # Prints what resolve_target(argv[1]) found, from inside the chain of processes under test.
 RESOLVER = (
