@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+import threading
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import typer
 
 import dumplib
 
-from .app import (Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
+from .app import (Exit, _flags, _run, _target, _Terminated, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
                   result_line)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
@@ -67,6 +69,23 @@ class _Printer:
         self.exec_cmd = exec_cmd
         self.status_line = status_line
         self._drawn = False
+        #: Dumps written (kept) and dumps abandoned at an interruption (partial file removed).
+        self.kept: List[str] = []
+        self.abandoned = 0
+        self._hooks: Set["subprocess.Popen[bytes]"] = set()
+
+    def end_hooks(self) -> None:
+        """Kill every --exec hook still running, with its process group: the watcher is ending."""
+        for hook in list(self._hooks):
+            _kill_group(hook)
+
+    def what_was_kept(self) -> str:
+        """What this watch left on disk, for the line said when it is interrupted."""
+        kept = (f"{len(self.kept)} dump(s) kept: {', '.join(self.kept)}" if self.kept
+                else "no dump was kept")
+        if self.abandoned:
+            kept += f"; {self.abandoned} dump(s) under way abandoned, their partial files removed"
+        return kept
 
     def sample(self, s: Any) -> None:
         """The live status line (a terminal only): the latest figures of the process just sampled."""
@@ -85,6 +104,10 @@ class _Printer:
 
     def __call__(self, event: dumplib.WatchEvent) -> None:
         self._clear()
+        if event.event == "dumped" and event.result is not None:
+            self.kept.append(event.result.path)
+        elif event.event == "abandoned":
+            self.abandoned += 1
         if self.as_json:
             echo(json.dumps(event.to_dict()))
         else:
@@ -108,7 +131,7 @@ class _Printer:
             echo(result_line(r))
             for w in r.warnings:
                 echo(f"dumplib: warning: {w}", err=True)
-        elif e.event in ("refused", "failed", "rate-limited", "skipped"):
+        elif e.event in ("refused", "failed", "rate-limited", "skipped", "abandoned"):
             echo(f"dumplib: {e.event}: {who}: {e.message}", err=True)
         else:
             echo(f"{who + ': ' if who else ''}{e.message or e.event}")
@@ -117,11 +140,19 @@ class _Printer:
         assert self.exec_cmd is not None
         env = dict(os.environ, DUMPLIB_DUMP_PATH=result.path, DUMPLIB_DUMP_PID=str(result.pid))
         payload = json.dumps(result.to_dict()).encode()
+        # A process group of its own, so the hook and whatever it started can be killed as one
+        # at its timeout or when the watcher ends, rather than outliving the watcher.
+        hook = subprocess.Popen(self.exec_cmd, shell=True, stdin=subprocess.PIPE, env=env,  # noqa: S602 (the user's own command line)
+                                start_new_session=True)
+        self._hooks.add(hook)
         try:
-            done = subprocess.run(self.exec_cmd, shell=True, input=payload, env=env, timeout=EXEC_TIMEOUT)  # noqa: S602 (the user's own command line)
-            code: Optional[int] = done.returncode
+            hook.communicate(payload, timeout=EXEC_TIMEOUT)
+            code: Optional[int] = hook.returncode
         except subprocess.TimeoutExpired:
+            _kill_group(hook)
             code = None
+        finally:
+            self._hooks.discard(hook)
         if code != 0:
             why = "timed out" if code is None else f"exited with {code}"
             self._note("exec-failed", f"--exec {why} for {result.path}", result.pid)
@@ -131,6 +162,17 @@ class _Printer:
             echo(json.dumps({"event": event, "pid": pid, "message": message}))
         else:
             echo(f"dumplib: warning: {message}", err=True)
+
+
+def _kill_group(hook: "subprocess.Popen[bytes]") -> None:
+    try:
+        os.killpg(hook.pid, signal.SIGKILL)  # a session and group of its own: the pgid is its pid
+    except OSError:
+        pass  # already gone
+    try:
+        hook.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _figure(value: float, unit: Optional[str]) -> str:
@@ -227,14 +269,39 @@ def watch(
                 max_pause=parse_duration(max_pause), snapshot=parse_snapshot(snapshot),
             )
         except KeyboardInterrupt:
+            stopped_by.append(signal.SIGINT)
             return None  # the watch has already let go of every process
+        except _Terminated as ended:
+            stopped_by.append(ended.signum)
+            return None
 
-    results = _run(action, as_json=as_json, debug=debug)
-    if results is None:
-        printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
-        raise Exit(130)
-    if not as_json:
-        echo(f"{len(results)} dump(s) written")
+    stopped_by: List[int] = []
+    # Outside _run (which raises at the first SIGTERM/SIGHUP), a later one only waits its turn:
+    # the watch is already letting go, and dying now would cut short what it says was kept.
+    noted = _note_signals(stopped_by, (signal.SIGTERM, signal.SIGHUP))
+    try:
+        try:
+            results = _run(action, as_json=as_json, debug=debug)
+        finally:
+            noted.update(_note_signals(stopped_by, (signal.SIGINT,)))
+            printer.end_hooks()
+        if results is None:
+            how = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+            printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
+                                       f" {printer.what_was_kept()}; every watched process runs on, untraced"))
+            raise Exit(128 + stopped_by[0])
+        if not as_json:
+            echo(f"{len(results)} dump(s) written")
+    finally:
+        for sig, handler in noted.items():
+            signal.signal(sig, handler)
+
+
+def _note_signals(into: List[int], signals: Tuple[int, ...]) -> Dict[int, Any]:
+    """Handlers that only note *signals* in *into*; returns the handlers they replace (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda signum, frame: into.append(signum)) for sig in signals}
 
 
 def _usage(message: str, as_json: bool) -> None:

@@ -19,7 +19,7 @@ from ._psutil import psutil  # not bare psutil: on Windows its import enables Se
 
 from ._backend import TargetEvent, get_backend
 from .api import create_dump
-from .errors import DumpError, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
+from .errors import DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
 from .kinds import DumpKind
 from .placement import PathLike, expand_event_token
 from .results import DumpResult
@@ -239,6 +239,8 @@ class _Watcher:
         self.lock = threading.RLock()
         self.failure: Optional[BaseException] = None
         self.stop_requested = threading.Event()
+        #: Set when the watch is interrupted: a dump under way gives up at its next read (abandon_check).
+        self.abandon = threading.Event()
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, event: str, w: Optional[_Watched] = None, **facts: Any) -> None:
@@ -282,10 +284,18 @@ class _Watcher:
 
     def fire(self, w: _Watched, firing: Firing, take: Callable[[], DumpResult]) -> None:
         trig = firing.trigger
-        if not self._may_dump(w, firing):
+        if self.abandon.is_set() or not self._may_dump(w, firing):
             return
         try:
             result = take()
+        except DumpFailed as exc:
+            if exc.reason != "cancelled" or not self.abandon.is_set():
+                self._after(w, None)
+                raise
+            self._after(w, None, finished=True)
+            self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
+                      error={"type": type(exc).__name__, **exc.details()})
+            return
         except InsufficientDiskSpace as exc:
             self._after(w, None)
             self.emit("refused", w, trigger=trig.describe(), message=str(exc),
@@ -453,13 +463,18 @@ def watch(
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
 
+    abandon = threading.Event()
+    progress = dump_options.pop("progress", None)
+
     def dump(pid: int, firing: Firing) -> DumpResult:
         event = firing.event
         label = event.label if event is not None else firing.trigger.token()
-        return create_dump(pid, expand_event_token(path, label), kind, _event=event, **dump_options)
+        return create_dump(pid, expand_event_token(path, label), kind, _event=event,
+                           progress=_abandon_check(pid, abandon, progress), **dump_options)
 
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
+    watcher.abandon = abandon
     watcher.on_sample = on_sample
     deadline = None if timeout is None else time.monotonic() + timeout
     launched = None
@@ -478,12 +493,44 @@ def watch(
         else:
             watcher.emit("waiting", name=all, message=f"watching every process named {all}, present and future")
         _loop(watcher, deadline, wait_for=wait_for, every=all)
-    finally:
-        watcher.stop_sources()
+    except BaseException:
+        abandon.set()  # a dump under way (on an event source's thread) gives up at its next read
+        _let_go(watcher)  # a second interruption meanwhile is dropped: this one is already on its way
+        raise
+    again = _let_go(watcher)
+    if again is not None:
+        raise again
     if watcher.failure is not None:
         raise watcher.failure
     return watcher.results
 
+
+
+def _abandon_check(pid: int, abandon: threading.Event,
+                   progress: Optional[Callable[[int, float], Any]]) -> Callable[[int, float], Any]:
+    """create_dump's progress callback: raises DumpFailed reason ``cancelled`` once the watch is
+    interrupted, so the dump lets its target go and removes its partial file; then the caller's own."""
+    def check(written: int, elapsed: float) -> Any:
+        if abandon.is_set():
+            raise DumpFailed(f"the dump of process {pid} was abandoned after {elapsed:.1f} s because the watch was"
+                             " interrupted; its partial file was removed and nothing of it was kept",
+                             pid=pid, reason="cancelled")
+        return progress(written, elapsed) if progress is not None else None
+    return check
+
+
+def _let_go(watcher: _Watcher) -> Optional[BaseException]:
+    """Stop every event source (each lets its process go, re-delivering what it held). A Ctrl-C,
+    SIGTERM or SIGHUP arriving meanwhile must not cut this short, or a process handed over for a
+    dump would stay stopped: the work goes on, and the first such interruption is returned."""
+    again: Optional[BaseException] = None
+    while True:
+        try:
+            watcher.stop_sources()
+            return again
+        except BaseException as exc:
+            watcher.abandon.set()
+            again = again or exc
 
 
 def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[str], every: Optional[str]) -> None:
