@@ -255,6 +255,7 @@ def watch(
     printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
 
     def action() -> Optional[List[dumplib.DumpResult]]:
+        _on_signals(once)  # again: _run has just put its own in place for SIGTERM and SIGHUP
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit)
         try:
@@ -276,14 +277,19 @@ def watch(
             return None
 
     stopped_by: List[int] = []
-    # Outside _run (which raises at the first SIGTERM/SIGHUP), a later one only waits its turn:
-    # the watch is already letting go, and dying now would cut short what it says was kept.
-    noted = _note_signals(stopped_by, (signal.SIGTERM, signal.SIGHUP))
+
+    def once(signum: int, frame: Any) -> None:
+        """The first SIGINT, SIGTERM or SIGHUP interrupts the watch; any later one only waits its turn:
+        raised again, it could cut short the letting go of a process held for a dump."""
+        stopped_by.append(signum)
+        if len(stopped_by) == 1:
+            raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated(signum)
+
+    previous = _on_signals(once)
     try:
         try:
             results = _run(action, as_json=as_json, debug=debug)
         finally:
-            noted.update(_note_signals(stopped_by, (signal.SIGINT,)))
             printer.end_hooks()
         if results is None:
             how = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
@@ -293,15 +299,15 @@ def watch(
         if not as_json:
             echo(f"{len(results)} dump(s) written")
     finally:
-        for sig, handler in noted.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _note_signals(into: List[int], signals: Tuple[int, ...]) -> Dict[int, Any]:
-    """Handlers that only note *signals* in *into*; returns the handlers they replace (main thread only)."""
+def _on_signals(handler: Any) -> Dict[int, Any]:
+    """*handler* for SIGINT, SIGTERM and SIGHUP; returns the handlers it replaces (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, lambda signum, frame: into.append(signum)) for sig in signals}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
 
 def _usage(message: str, as_json: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import subprocess
 import threading
 import time
@@ -19,7 +20,8 @@ from ._psutil import psutil  # not bare psutil: on Windows its import enables Se
 
 from ._backend import TargetEvent, get_backend
 from .api import create_dump
-from .errors import DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
+from .errors import (AccessDenied, BitnessMismatch, DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument,
+                     ProcessNotFound, TargetRefused)
 from .kinds import DumpKind
 from .placement import PathLike, expand_event_token
 from .results import DumpResult
@@ -249,7 +251,8 @@ class _Watcher:
                                      name=w.name if w else facts.pop("name", None), **facts))
 
     # -- adding processes --------------------------------------------------------------------------
-    def add(self, proc: psutil.Process, name: str) -> Optional[_Watched]:
+    def add(self, proc: psutil.Process, name: str, by_name: bool = False) -> Optional[_Watched]:
+        """Watch *proc*; *by_name* (``all``/``wait_for``): a process that cannot be watched is reported, not raised."""
         try:
             key = (proc.pid, proc.create_time())
         except psutil.Error:
@@ -262,7 +265,15 @@ class _Watcher:
                                                lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
-            w.source.start()
+            try:
+                w.source.start()
+            except Exception as exc:
+                if not by_name or _passes(exc, w) is None:
+                    raise
+                w.source, w.finished = None, True
+                self.emit("failed", w, message=f"not watched: {exc}",
+                          error={"type": type(exc).__name__, **(exc.details() if isinstance(exc, DumpError) else {})})
+                return None
         what = "; ".join(t.describe() for t in self.sampled + self.events)
         self.emit("watching", w, message=what)
         try:
@@ -288,14 +299,6 @@ class _Watcher:
             return
         try:
             result = take()
-        except DumpFailed as exc:
-            if exc.reason != "cancelled" or not self.abandon.is_set():
-                self._after(w, None)
-                raise
-            self._after(w, None, finished=True)
-            self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
-                      error={"type": type(exc).__name__, **exc.details()})
-            return
         except InsufficientDiskSpace as exc:
             self._after(w, None)
             self.emit("refused", w, trigger=trig.describe(), message=str(exc),
@@ -303,10 +306,24 @@ class _Watcher:
             if self.stop_on_refusal:
                 raise
             return
-        except ProcessNotFound as exc:
-            self._after(w, None, finished=True)
-            self.emit("failed", w, trigger=trig.describe(), message=str(exc),
-                      error={"type": type(exc).__name__, **exc.details()})
+        except Exception as exc:
+            if isinstance(exc, DumpFailed) and exc.reason == "cancelled" and self.abandon.is_set():
+                self._after(w, None, finished=True)
+                self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
+                          error={"type": type(exc).__name__, **exc.details()})
+                return
+            verdict = _passes(exc, w)
+            if verdict is None:
+                self._after(w, None)
+                raise
+            self._after(w, None, finished=verdict == "process-done")
+            if isinstance(exc, DumpError):
+                error = {"type": type(exc).__name__, **exc.details()}
+                text = str(exc)
+            else:  # the process went away under a step that does not say so (a /proc read)
+                error = {"type": "ProcessNotFound", "pid": w.pid}
+                text = f"process {w.pid} ended while it was being dumped ({type(exc).__name__}: {exc}); nothing was kept"
+            self.emit("failed", w, trigger=trig.describe(), message=text, error=error)
             return
         except BaseException:
             self._after(w, None)
@@ -462,6 +479,7 @@ def watch(
                               value=(interval, sample_every))
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
+    _check_names_differ(path, count=count, interval=interval, every=all is not None)
 
     abandon = threading.Event()
     progress = dump_options.pop("progress", None)
@@ -506,6 +524,52 @@ def watch(
 
 
 
+_TIME_TOKEN = re.compile(r"\{time\}|(?<![A-Za-z0-9])HHMMSS(?![A-Za-z0-9])")
+_PID_TOKEN = re.compile(r"\{pid\}|(?<![A-Za-z0-9])PID(?![A-Za-z0-9])")
+
+
+def _check_names_differ(path: Optional[PathLike], *, count: int, interval: float, every: bool) -> None:
+    """Refuse, before anything is watched, a file name that would be the same for two dumps: the
+    second would meet the first (DumpExists) and end the watch. A directory gets a fresh name per dump."""
+    if path is None:
+        return
+    text = os.fspath(path)
+    if not isinstance(text, str) or text == "-" or text.endswith(("/", os.sep)) or os.path.isdir(text):
+        return
+    why = None
+    if count > 1 and not (_TIME_TOKEN.search(text) and interval >= 1):
+        why = (f"count={count} dumps of one process" + (" less than a second apart" if _TIME_TOKEN.search(text)
+                                                       else ""))
+    elif every and not _PID_TOKEN.search(text):
+        why = "dumps of every process of a name"
+    if why:
+        raise InvalidArgument(f"{text!r} would name {why} alike, so only the first could be written: give a"
+                              " directory (each dump then gets a name of its own), or put {pid} and {time} in the"
+                              " file name (with an interval of at least 1 s)", argument="path", value=text)
+
+
+#: Refusals of one dump that may not recur (TargetRefused reasons): reported, and the process is
+#: watched on. Documented in docs/watch.md ("When a dump fails").
+PASSING_REFUSALS = ("thread-not-stopping", "traced", "snapshot-unavailable")
+#: DumpFailed reasons that end the watch: the output itself is gone, so every later dump would fail too.
+FATAL_FAILURES = ("broken-pipe",)
+
+
+def _passes(exc: Exception, w: _Watched) -> Optional[str]:
+    """How a failed dump of one process affects the watch: None ends it (a mistake in the options or
+    the output, which every later dump would meet too); ``"watch-on"`` reports it and keeps watching
+    the process; ``"process-done"`` reports it and stops watching that process only."""
+    if isinstance(exc, ProcessNotFound) or not w.alive():
+        return "process-done"  # gone at whatever step: an event for that process alone
+    if isinstance(exc, TargetRefused):
+        return "watch-on" if exc.reason in PASSING_REFUSALS else "process-done"
+    if isinstance(exc, (AccessDenied, BitnessMismatch)):
+        return "process-done"
+    if isinstance(exc, DumpFailed):
+        return None if exc.reason in FATAL_FAILURES else "watch-on"
+    return None
+
+
 def _abandon_check(pid: int, abandon: threading.Event,
                    progress: Optional[Callable[[int, float], Any]]) -> Callable[[int, float], Any]:
     """create_dump's progress callback: raises DumpFailed reason ``cancelled`` once the watch is
@@ -543,10 +607,10 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
         if wait_for is not None and not watcher.watched:
             found = _matching(wait_for)
             if found:
-                watcher.add(*found[0])
+                watcher.add(*found[0], by_name=True)
         if every is not None:
             for proc, name in _matching(every):
-                watcher.add(proc, name)
+                watcher.add(proc, name, by_name=True)
         for key, w in list(watcher.watched.items()):
             if w.finished and (w.source is None or w.source.ended):
                 if every is not None and not w.alive():
@@ -568,7 +632,18 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
             pause = 0
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
-        watcher.stop_requested.wait(pause)
+        _nap(watcher.stop_requested, pause)
+
+
+def _nap(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to *seconds*, ending early once *stop* is set. Polled, not Event.wait(): a Ctrl-C or
+    SIGTERM landing inside a lock wait can leave the lock in a state the way out trips over."""
+    end = time.monotonic() + seconds
+    while not stop.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.25))
 
 
 def _ended(watcher: _Watcher, w: _Watched) -> str:
