@@ -29,7 +29,7 @@ from linuxrig import build_source, proc_status
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 #: MiB the target fills: gzip level 9 takes seconds over it, checking for the interruption every 4 MiB.
-TARGET_MIB = "48"
+TARGET_MIB = "32"
 
 
 @pytest.fixture(scope="module")
