@@ -151,6 +151,9 @@ class _Printer:
         except subprocess.TimeoutExpired:
             _kill_group(hook)
             code = None
+        except BaseException:  # the watcher is ending (Ctrl-C, SIGTERM, SIGHUP): the hook ends with it
+            _kill_group(hook)
+            raise
         finally:
             self._hooks.discard(hook)
         if code != 0:

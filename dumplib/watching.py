@@ -559,7 +559,9 @@ def _passes(exc: Exception, w: _Watched) -> Optional[str]:
     """How a failed dump of one process affects the watch: None ends it (a mistake in the options or
     the output, which every later dump would meet too); ``"watch-on"`` reports it and keeps watching
     the process; ``"process-done"`` reports it and stops watching that process only."""
-    if isinstance(exc, ProcessNotFound) or not w.alive():
+    # ESRCH from a /proc read: the process is past the point where it can be read, though it may
+    # not look dead yet (an exiting task keeps its state until it is a zombie).
+    if isinstance(exc, (ProcessNotFound, ProcessLookupError)) or not w.alive():
         return "process-done"  # gone at whatever step: an event for that process alone
     if isinstance(exc, TargetRefused):
         return "watch-on" if exc.reason in PASSING_REFUSALS else "process-done"

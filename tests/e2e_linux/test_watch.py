@@ -576,7 +576,8 @@ def test_a_terminal_gets_a_live_status_line_and_a_pipe_does_not(target: PyTarget
 def test_a_hand_over_that_fails_half_way_lets_every_thread_go(signal_exe: Path, tmp_path: Path, outdir: Path,
                                                               monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Fault injection: the other threads are stopped, then the hand-over fails before the dump.
-    Every thread must run on, untraced, and the signal must still arrive as sent."""
+    Every thread must run on, untraced, and the signal must still arrive as sent; the failure is
+    reported for that process and the watch goes on (a DumpFailed can pass)."""
     from dumplib._linux import signalwatch
 
     real = signalwatch.SignalWatcher._interrupt_others
@@ -589,15 +590,21 @@ def test_a_hand_over_that_fails_half_way_lets_every_thread_go(signal_exe: Path, 
     side = tmp_path / "handler.txt"
     with signal_target(signal_exe, str(side)) as proc:
         later(0.8, lambda: os.kill(proc.pid, signal.SIGTERM))
-        t0 = time.monotonic()
-        with pytest.raises(dumplib.DumpFailed, match="injected"):
-            dumplib.watch(proc.pid, dumplib.SignalReceived("TERM"), path=outdir, timeout=10)
-        # Let go at once: not after the release's 5 s wait for stops that will never come (the
-        # kernel frees a dead tracer thread's tracees, so only the delay shows a thread was held).
-        assert time.monotonic() - t0 < 4.5
-        deadline = time.monotonic() + 5
-        while not side.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        events = Events()
+        delivered_while_watching = []
+
+        def on_event(e: dumplib.WatchEvent) -> None:
+            events(e)
+            if e.event == "timeout":  # let go at once: before the watcher lets go of everything at its end
+                deadline = time.monotonic() + 4
+                while not side.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                delivered_while_watching.append(side.exists())
+
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("TERM"), path=outdir, timeout=6, on_event=on_event)
+        assert results == [] and [e.message for _, e in events.of("failed")] == [
+            "injected failure after every other thread stopped"]
+        assert delivered_while_watching == [True] and events.of("timeout")
         assert side.read_text() == f"signo=15 code=0 pid={os.getpid()}\n"
         for tid in os.listdir(f"/proc/{proc.pid}/task"):
             with open(f"/proc/{proc.pid}/task/{tid}/status") as f:
