@@ -30,9 +30,16 @@ def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, 
     if cpu is not None:
         out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
     if memory is not None:
-        size = parse_size(memory)
-        assert size is not None
-        out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(size, measure=memory_measure))
+        sizes = [parse_size(m) for m in memory.split(",")]
+        if len(sizes) == 1:
+            out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(sizes[0], measure=memory_measure))  # type: ignore[arg-type]
+        elif below:
+            raise dumplib.InvalidArgument("--below takes one --memory figure, not a list", argument="memory",
+                                          value=memory)
+        else:  # ProcDump -m 100,200,300: one dump as each is crossed; the highest first, so a leap past
+            # several thresholds between two looks is one dump, of the highest
+            out.extend(dumplib.MemoryAbove(s, measure=memory_measure, once=True)  # type: ignore[arg-type]
+                       for s in sorted(set(sizes), reverse=True))
     if threads is not None:
         out.append(dumplib.ThreadsAbove(threads))
     if handles is not None:
@@ -202,7 +209,7 @@ def watch(
     below: bool = typer.Option(False, "--below", help="--cpu / --memory fire below the figure instead of above."),
     per_cpu: bool = typer.Option(False, "--per-cpu", "-u", help="--cpu counts one core as 100%."),
     seconds: float = typer.Option(10.0, "--seconds", help="How long --cpu must hold without a break."),
-    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory threshold, e.g. 2G (Linux RSS; Windows commit)."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory threshold, e.g. 2G (Linux RSS; Windows commit); a list 100M,200M,300M dumps as each is crossed."),
     memory_measure: str = typer.Option("default", "--memory-measure", help="Linux: rss (default) | pss | private."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Dump at this many threads."),
     handles: Optional[int] = typer.Option(None, "--handles", help="Dump at this many handles (Linux: open fds)."),
@@ -261,10 +268,12 @@ def watch(
         _on_signals(once)  # again: _run has just put its own in place for SIGTERM and SIGHUP
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit)
+        thresholds = sum(1 for t in triggers if t.once)
+        dumps = max(count, thresholds) if thresholds > 1 and count == 1 else count  # -m A,B,C: a dump for each
         try:
             return dumplib.watch(
                 _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
-                all=every, count=count, interval=interval, sample_every=sample_every, path=path, kind=kind,
+                all=every, count=dumps, interval=interval, sample_every=sample_every, path=path, kind=kind,
                 timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
                 max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
                 flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),

@@ -14,7 +14,7 @@ import re
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
 
 from ._psutil import psutil  # not bare psutil: on Windows its import enables SeDebugPrivilege (the shim puts it back)
 
@@ -213,6 +213,8 @@ class _Watched:
         self.busy = False
         #: The event source reported the process's exit (ProcessExit), dumped or not.
         self.exit_seen = False
+        #: Indexes of the sampled ``once`` triggers (thresholds of a list) this process has crossed.
+        self.crossed: Set[int] = set()
 
     def alive(self) -> bool:
         try:
@@ -243,6 +245,8 @@ class _Watcher:
         self.stop_requested = threading.Event()
         #: Set when the watch is interrupted: a dump under way gives up at its next read (abandon_check).
         self.abandon = threading.Event()
+        #: Watching every process of a name: one refused for good is reported and the others are watched on.
+        self.many = False
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, event: str, w: Optional[_Watched] = None, **facts: Any) -> None:
@@ -313,7 +317,8 @@ class _Watcher:
                           error={"type": type(exc).__name__, **exc.details()})
                 return
             verdict = _passes(exc, w)
-            if verdict is None:
+            if verdict is None or (verdict == "process-done" and not self.many and w.alive()):
+                # One process watched and refused for good: the watch has nothing left to do but say why.
                 self._after(w, None)
                 raise
             self._after(w, None, finished=verdict == "process-done")
@@ -384,6 +389,8 @@ class _Watcher:
             self.on_sample(sample)
         now = time.monotonic()
         for i, trig in enumerate(self.sampled):
+            if i in w.crossed:
+                continue
             value = trig.measure(sample)
             if value is None or not trig.holds(value):
                 w.held_since[i] = None
@@ -393,6 +400,8 @@ class _Watcher:
                 # CPU is an average over the last period: it has held since that period began.
                 since = w.held_since[i] = now - (self.sample_every if trig.seconds else 0.0)
             if now - since + 1e-6 >= trig.seconds and now >= w.quiet_until:
+                if trig.once:  # every threshold this figure is past is crossed now, by one dump
+                    w.crossed.update(j for j, t in enumerate(self.sampled) if t.once and _holds(t, sample))
                 firing = Firing(trig, value)
                 self.fire(w, firing, self.take_for(w, firing))
                 for j in w.held_since:
@@ -403,6 +412,11 @@ class _Watcher:
         for w in self.watched.values():
             if w.source is not None:
                 w.source.stop()
+
+
+def _holds(trig: Trigger, sample: Sample) -> bool:
+    value = trig.measure(sample)
+    return value is not None and trig.holds(value)
 
 
 def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
@@ -493,6 +507,7 @@ def watch(
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
     watcher.abandon = abandon
+    watcher.many = all is not None
     watcher.on_sample = on_sample
     deadline = None if timeout is None else time.monotonic() + timeout
     launched = None
