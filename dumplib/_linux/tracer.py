@@ -613,7 +613,7 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
                 if os.path.exists(os.path.join(frozen, "freezer.state")) else f"echo 0 > {frozen}/cgroup.freeze")
         return TargetRefused(
             f"process {pid} is frozen by the cgroup freezer (thread {tid}{others} waits in the kernel at {wchan}"
-            f"{', cgroup ' + frozen if frozen.startswith('/') else ''}): a frozen task takes no signal and no"
+            f"{', cgroup ' + frozen if frozen else ''}): a frozen task takes no signal and no"
             f" ptrace stop until it is thawed. Nothing was written and its threads are as they were; thaw it"
             f" ({thaw}, `docker unpause`, `systemctl thaw`) and try again",
             pid=pid, reason="thread-not-stopping", tid=tid, tids=list(tids), state=state, wchan=wchan,
@@ -628,7 +628,7 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
     )
 
 
-def frozen_cgroup(pid: int) -> Optional[str]:
+def frozen_cgroup(pid: int) -> str:
     """The frozen cgroup directory holding *pid*: cgroup v2 (``cgroup.freeze`` 1 there or in a parent)
     or v1's freezer (``freezer.state`` not THAWED); ``""`` when none is (or it cannot be read)."""
     try:
@@ -638,6 +638,7 @@ def frozen_cgroup(pid: int) -> Optional[str]:
             mounts = [line.split() for line in f.read(1 << 20).decode("utf-8", "backslashreplace").splitlines()]
     except OSError:
         return ""
+    frozen: Tuple[str, ...]
     for line in groups:
         _, controllers, relative = (line.split(":", 2) + ["", ""])[:3]
         if controllers == "":
