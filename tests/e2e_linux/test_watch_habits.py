@@ -62,10 +62,12 @@ def test_a_list_of_memory_thresholds_dumps_once_as_each_is_crossed_in_order(grow
     base = rss(grower.pid)
     limits = [base + 30 * MIB, base + 60 * MIB, base + 90 * MIB]
     fired: List[float] = []
+    which: List[str] = []
 
     def on_event(e: dumplib.WatchEvent) -> None:
         if e.event == "fired":
             fired.append(e.value)  # type: ignore[arg-type]
+            which.append(e.trigger)  # type: ignore[arg-type]
         if e.event == "dumped":
             grow(grower, 35)  # past the next threshold, and still past every earlier one
 
@@ -75,6 +77,8 @@ def test_a_list_of_memory_thresholds_dumps_once_as_each_is_crossed_in_order(grow
     assert len(results) == 3 == len(list(outdir.glob("*.core")))
     # One firing per threshold, each measured past its own and short of the next (the kernel's own RSS).
     assert len(fired) == 3, fired
+    # Each threshold fired once, in turn: the first never again though it still holds (listed first).
+    assert which == [f"memory above {n} bytes" for n in limits], which
     for value, low, high in zip(fired, limits, limits[1:] + [1 << 62]):
         assert low <= value < high, (value, low, high)
 

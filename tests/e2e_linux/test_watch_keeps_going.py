@@ -97,9 +97,9 @@ def test_the_frozen_cgroup_refusal_names_the_freezer_and_how_to_thaw(tmp_path: P
             assert refused.value.cgroup == str(group)  # type: ignore[attr-defined]
             assert leftovers(tmp_path) == [] and not (tmp_path / "frozen.core").exists()
         finally:
-            freeze(group, "THAWED")
+            (group / "freezer.state").write_text("THAWED")  # a frozen process takes no SIGKILL until thawed
             proc.kill()
-            proc.wait()
+            proc.wait(30)
 
 
 def test_a_frozen_process_is_reported_and_the_watch_goes_on_to_dump_it_once_thawed(outdir: Path) -> None:
@@ -124,8 +124,9 @@ def test_a_frozen_process_is_reported_and_the_watch_goes_on_to_dump_it_once_thaw
             assert [r.pid for r in results] == [proc.pid] and events[-1].event == "done", events
             assert_running_untraced(proc.pid)
         finally:
+            (group / "freezer.state").write_text("THAWED")
             proc.kill()
-            proc.wait()
+            proc.wait(30)
 
 
 def test_watching_every_process_of_a_name_survives_processes_that_come_and_go(tmp_path: Path,
