@@ -243,7 +243,7 @@ def test_threads_and_fds_fire_with_the_counts_proc_shows(target: PyTarget, outdi
 def test_count_and_interval_are_honoured(target: PyTarget, outdir: Path) -> None:
     events = Events()
     results = dumplib.watch(target.pid, dumplib.ThreadsAbove(1), count=3, interval=1.5, path=outdir,
-                            sample_every=0.1, timeout=300, on_event=events)
+                            sample_every=0.1, timeout=60, on_event=events)
     assert len(results) == 3 == len(cores(outdir))
     # It returned because the count was reached, not at its timeout with the count reached long before.
     assert [e.event for _, e in events][-1] == "done" and not events.of("timeout")
