@@ -571,13 +571,37 @@ def _bare_flags(args: List[str]) -> List[str]:
     return out
 
 
+def _wants_json(args: List[str]) -> bool:
+    """--json among the options (not in a command after ``--``, which belongs to that command)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _typer_json_errors(args: List[str]) -> None:
+    """Run typer, a usage error (a bad or missing option, a bad value) as one JSON error object on
+    stdout and exit code 2, as every other error is with --json, instead of click's boxed text."""
+    try:
+        code = typer_app()(args=args, prog_name="dumplib", standalone_mode=False)
+    except Exception as exc:
+        # click's UsageError, from click or from the copy typer 0.29 carries: told apart by its
+        # ClickException interface, not its module.
+        if not (hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == EXIT_USAGE):
+            raise
+        echo(json.dumps({"error": {"type": "Usage", "message": exc.format_message(), "exit_code": EXIT_USAGE}}))
+        raise Exit(EXIT_USAGE) from None
+    if isinstance(code, int) and code:
+        raise Exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     args = _bare_flags(sys.argv[1:] if argv is None else list(argv))
     func = COMMANDS.get(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
     if func is None or kwargs is None:
-        typer_app()(args=args, prog_name="dumplib")
+        if _wants_json(args):
+            _typer_json_errors(args)
+        else:
+            typer_app()(args=args, prog_name="dumplib")
     else:
         func(**kwargs)
 

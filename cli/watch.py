@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+import threading
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import typer
 
 import dumplib
 
-from .app import (Exit, _flags, _run, _target, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
+from .app import (Exit, _flags, _run, _target, _Terminated, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
                   result_line)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
@@ -29,9 +31,16 @@ def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, 
     if cpu is not None:
         out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
     if memory is not None:
-        size = parse_size(memory)
-        assert size is not None
-        out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(size, measure=memory_measure))
+        sizes = [parse_size(m) for m in memory.split(",")]
+        if len(sizes) == 1:
+            out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(sizes[0], measure=memory_measure))  # type: ignore[arg-type]
+        elif below:
+            raise dumplib.InvalidArgument("--below takes one --memory figure, not a list", argument="memory",
+                                          value=memory)
+        else:  # ProcDump -m 100,200,300: one dump as each is crossed; the highest first, so a leap past
+            # several thresholds between two looks is one dump, of the highest
+            out.extend(dumplib.MemoryAbove(s, measure=memory_measure, once=True)  # type: ignore[arg-type]
+                       for s in sorted(set(sizes), reverse=True))
     if threads is not None:
         out.append(dumplib.ThreadsAbove(threads))
     if handles is not None:
@@ -70,6 +79,23 @@ class _Printer:
         self.exec_cmd = exec_cmd
         self.status_line = status_line
         self._drawn = False
+        #: Dumps written (kept) and dumps abandoned at an interruption (partial file removed).
+        self.kept: List[str] = []
+        self.abandoned = 0
+        self._hooks: Set["subprocess.Popen[bytes]"] = set()
+
+    def end_hooks(self) -> None:
+        """Kill every --exec hook still running, with its process group: the watcher is ending."""
+        for hook in list(self._hooks):
+            _kill_group(hook)
+
+    def what_was_kept(self) -> str:
+        """What this watch left on disk, for the line said when it is interrupted."""
+        kept = (f"{len(self.kept)} dump(s) kept: {', '.join(self.kept)}" if self.kept
+                else "no dump was kept")
+        if self.abandoned:
+            kept += f"; {self.abandoned} dump(s) under way abandoned, their partial files removed"
+        return kept
 
     def sample(self, s: Any) -> None:
         """The live status line (a terminal only): the latest figures of the process just sampled."""
@@ -88,6 +114,10 @@ class _Printer:
 
     def __call__(self, event: dumplib.WatchEvent) -> None:
         self._clear()
+        if event.event == "dumped" and event.result is not None:
+            self.kept.append(event.result.path)
+        elif event.event == "abandoned":
+            self.abandoned += 1
         if self.as_json:
             echo(json.dumps(event.to_dict()))
         else:
@@ -111,7 +141,7 @@ class _Printer:
             echo(result_line(r))
             for w in r.warnings:
                 echo(f"dumplib: warning: {w}", err=True)
-        elif e.event in ("refused", "failed", "rate-limited", "skipped"):
+        elif e.event in ("refused", "failed", "rate-limited", "skipped", "abandoned"):
             echo(f"dumplib: {e.event}: {who}: {e.message}", err=True)
         else:
             echo(f"{who + ': ' if who else ''}{e.message or e.event}")
@@ -120,11 +150,22 @@ class _Printer:
         assert self.exec_cmd is not None
         env = dict(os.environ, DUMPLIB_DUMP_PATH=result.path, DUMPLIB_DUMP_PID=str(result.pid))
         payload = json.dumps(result.to_dict()).encode()
+        # A process group of its own, so the hook and whatever it started can be killed as one
+        # at its timeout or when the watcher ends, rather than outliving the watcher.
+        hook = subprocess.Popen(self.exec_cmd, shell=True, stdin=subprocess.PIPE, env=env,  # noqa: S602 (the user's own command line)
+                                start_new_session=True)
+        self._hooks.add(hook)
         try:
-            done = subprocess.run(self.exec_cmd, shell=True, input=payload, env=env, timeout=EXEC_TIMEOUT)  # noqa: S602 (the user's own command line)
-            code: Optional[int] = done.returncode
+            hook.communicate(payload, timeout=EXEC_TIMEOUT)
+            code: Optional[int] = hook.returncode
         except subprocess.TimeoutExpired:
+            _kill_group(hook)
             code = None
+        except BaseException:  # the watcher is ending (Ctrl-C, SIGTERM, SIGHUP): the hook ends with it
+            _kill_group(hook)
+            raise
+        finally:
+            self._hooks.discard(hook)
         if code != 0:
             why = "timed out" if code is None else f"exited with {code}"
             self._note("exec-failed", f"--exec {why} for {result.path}", result.pid)
@@ -134,6 +175,17 @@ class _Printer:
             echo(json.dumps({"event": event, "pid": pid, "message": message}))
         else:
             echo(f"dumplib: warning: {message}", err=True)
+
+
+def _kill_group(hook: "subprocess.Popen[bytes]") -> None:
+    try:
+        os.killpg(hook.pid, signal.SIGKILL)  # a session and group of its own: the pgid is its pid
+    except OSError:
+        pass  # already gone
+    try:
+        hook.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _figure(value: float, unit: Optional[str]) -> str:
@@ -160,7 +212,7 @@ def watch(
     below: bool = typer.Option(False, "--below", help="--cpu / --memory fire below the figure instead of above."),
     per_cpu: bool = typer.Option(False, "--per-cpu", "-u", help="--cpu counts one core as 100%."),
     seconds: float = typer.Option(10.0, "--seconds", help="How long --cpu must hold without a break."),
-    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory threshold, e.g. 2G (Linux RSS; Windows commit)."),
+    memory: Optional[str] = typer.Option(None, "--memory", "-m", help="Memory threshold, e.g. 2G (Linux RSS; Windows commit); a list 100M,200M,300M dumps as each is crossed."),
     memory_measure: str = typer.Option("default", "--memory-measure", help="Linux: rss (default) | pss | private."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Dump at this many threads."),
     handles: Optional[int] = typer.Option(None, "--handles", help="Dump at this many handles (Linux: open fds)."),
@@ -221,12 +273,15 @@ def watch(
     printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
 
     def action() -> Optional[List[dumplib.DumpResult]]:
+        _on_signals(once)  # again: _run has just put its own in place for SIGTERM and SIGHUP
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit, exception_exclude)
+        thresholds = sum(1 for t in triggers if t.once)
+        dumps = max(count, thresholds) if thresholds > 1 and count == 1 else count  # -m A,B,C: a dump for each
         try:
             return dumplib.watch(
                 _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
-                all=every, count=count, interval=interval, sample_every=sample_every, path=path, kind=kind,
+                all=every, count=dumps, interval=interval, sample_every=sample_every, path=path, kind=kind,
                 timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
                 max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
                 flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
@@ -237,14 +292,44 @@ def watch(
                 **({} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}),
             )
         except KeyboardInterrupt:
+            stopped_by.append(signal.SIGINT)
             return None  # the watch has already let go of every process
+        except _Terminated as ended:
+            stopped_by.append(ended.signum)
+            return None
 
-    results = _run(action, as_json=as_json, debug=debug)
-    if results is None:
-        printer(dumplib.WatchEvent("stopped", message="stopped by Ctrl-C; every watched process runs on, untraced"))
-        raise Exit(130)
-    if not as_json:
-        echo(f"{len(results)} dump(s) written")
+    stopped_by: List[int] = []
+
+    def once(signum: int, frame: Any) -> None:
+        """The first SIGINT, SIGTERM or SIGHUP interrupts the watch; any later one only waits its turn:
+        raised again, it could cut short the letting go of a process held for a dump."""
+        stopped_by.append(signum)
+        if len(stopped_by) == 1:
+            raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated(signum)
+
+    previous = _on_signals(once)
+    try:
+        try:
+            results = _run(action, as_json=as_json, debug=debug)
+        finally:
+            printer.end_hooks()
+        if results is None:
+            how = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+            printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
+                                       f" {printer.what_was_kept()}; every watched process runs on, untraced"))
+            raise Exit(128 + stopped_by[0])
+        if not as_json:
+            echo(f"{len(results)} dump(s) written")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _on_signals(handler: Any) -> Dict[int, Any]:
+    """*handler* for SIGINT, SIGTERM and SIGHUP; returns the handlers it replaces (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
 
 def _usage(message: str, as_json: bool) -> None:

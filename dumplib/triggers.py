@@ -56,6 +56,8 @@ class Trigger:
     seconds: float = 0.0
     #: True for triggers a debugger loop answers (signals, exceptions, exit), not the sampler.
     event: bool = False
+    #: Fires at most once per process: a threshold of a list, dumped as it is crossed (ProcDump -m 100,200,300).
+    once: bool = False
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -141,7 +143,7 @@ class _Memory(Trigger):
     def token(self) -> str:
         return "MEMORY"
 
-    def __init__(self, bytes: int, measure: str = "default") -> None:
+    def __init__(self, bytes: int, measure: str = "default", once: bool = False) -> None:
         if isinstance(bytes, bool) or not isinstance(bytes, int) or bytes <= 0:
             raise InvalidArgument(f"bytes must be a positive whole number, not {bytes!r}", argument="bytes",
                                   value=bytes)
@@ -150,6 +152,7 @@ class _Memory(Trigger):
                                   argument="measure", value=measure)
         self.bytes = bytes
         self.measure_name = measure
+        self.once = bool(once)
 
     def measure(self, sample: Sample) -> Optional[float]:
         value = sample.memory_figure(self.measure_name)
@@ -167,13 +170,16 @@ class _Memory(Trigger):
         return f"{what} {word} {self.bytes} bytes"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.bytes}, measure={self.measure_name!r})"
+        once = ", once=True" if self.once else ""
+        return f"{type(self).__name__}({self.bytes}, measure={self.measure_name!r}{once})"
 
 
 class MemoryAbove(_Memory):
     """Memory at or above *bytes* (ProcDump ``-m``). Linux compares the resident set (RSS) unless
     *measure* is ``pss`` (proportional set size) or ``private`` (private clean + dirty); Windows
-    compares private (commit) bytes."""
+    compares private (commit) bytes. *once*: dump a process at most once for this threshold, so a
+    list of them dumps as each is crossed (``procdump -m 100,200,300`` is
+    ``[MemoryAbove(n << 20, once=True) for n in (100, 200, 300)]`` with ``count=3``)."""
 
     above = True
 

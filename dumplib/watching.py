@@ -10,16 +10,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
 
 from ._psutil import psutil  # not bare psutil: on Windows its import enables SeDebugPrivilege (the shim puts it back)
 
 from ._backend import TargetEvent, get_backend
 from .api import create_dump
-from .errors import DumpError, InsufficientDiskSpace, InvalidArgument, ProcessNotFound
+from .errors import (AccessDenied, BitnessMismatch, DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument,
+                     ProcessNotFound, TargetRefused)
 from .kinds import DumpKind
 from .placement import PathLike, expand_event_token
 from .results import DumpResult
@@ -211,6 +213,8 @@ class _Watched:
         self.busy = False
         #: The event source reported the process's exit (ProcessExit), dumped or not.
         self.exit_seen = False
+        #: Indexes of the sampled ``once`` triggers (thresholds of a list) this process has crossed.
+        self.crossed: Set[int] = set()
 
     def alive(self) -> bool:
         try:
@@ -239,6 +243,10 @@ class _Watcher:
         self.lock = threading.RLock()
         self.failure: Optional[BaseException] = None
         self.stop_requested = threading.Event()
+        #: Set when the watch is interrupted: a dump under way gives up at its next read (abandon_check).
+        self.abandon = threading.Event()
+        #: Watching every process of a name: one refused for good is reported and the others are watched on.
+        self.many = False
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, event: str, w: Optional[_Watched] = None, **facts: Any) -> None:
@@ -247,7 +255,8 @@ class _Watcher:
                                      name=w.name if w else facts.pop("name", None), **facts))
 
     # -- adding processes --------------------------------------------------------------------------
-    def add(self, proc: psutil.Process, name: str) -> Optional[_Watched]:
+    def add(self, proc: psutil.Process, name: str, by_name: bool = False) -> Optional[_Watched]:
+        """Watch *proc*; *by_name* (``all``/``wait_for``): a process that cannot be watched is reported, not raised."""
         try:
             key = (proc.pid, proc.create_time())
         except psutil.Error:
@@ -260,7 +269,15 @@ class _Watcher:
                                                lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
-            w.source.start()
+            try:
+                w.source.start()
+            except Exception as exc:
+                if not by_name or _passes(exc, w) is None:
+                    raise
+                w.source, w.finished = None, True
+                self.emit("failed", w, message=f"not watched: {exc}",
+                          error={"type": type(exc).__name__, **(exc.details() if isinstance(exc, DumpError) else {})})
+                return None
         what = "; ".join(t.describe() for t in self.sampled + self.events)
         self.emit("watching", w, message=what)
         try:
@@ -282,7 +299,7 @@ class _Watcher:
 
     def fire(self, w: _Watched, firing: Firing, take: Callable[[], DumpResult]) -> None:
         trig = firing.trigger
-        if not self._may_dump(w, firing):
+        if self.abandon.is_set() or not self._may_dump(w, firing):
             return
         try:
             result = take()
@@ -293,10 +310,25 @@ class _Watcher:
             if self.stop_on_refusal:
                 raise
             return
-        except ProcessNotFound as exc:
-            self._after(w, None, finished=True)
-            self.emit("failed", w, trigger=trig.describe(), message=str(exc),
-                      error={"type": type(exc).__name__, **exc.details()})
+        except Exception as exc:
+            if isinstance(exc, DumpFailed) and exc.reason == "cancelled" and self.abandon.is_set():
+                self._after(w, None, finished=True)
+                self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
+                          error={"type": type(exc).__name__, **exc.details()})
+                return
+            verdict = _passes(exc, w)
+            if verdict is None or (verdict == "process-done" and not self.many and w.alive()):
+                # One process watched and refused for good: the watch has nothing left to do but say why.
+                self._after(w, None)
+                raise
+            self._after(w, None, finished=verdict == "process-done")
+            if isinstance(exc, DumpError):
+                error = {"type": type(exc).__name__, **exc.details()}
+                text = str(exc)
+            else:  # the process went away under a step that does not say so (a /proc read)
+                error = {"type": "ProcessNotFound", "pid": w.pid}
+                text = f"process {w.pid} ended while it was being dumped ({type(exc).__name__}: {exc}); nothing was kept"
+            self.emit("failed", w, trigger=trig.describe(), message=text, error=error)
             return
         except BaseException:
             self._after(w, None)
@@ -357,6 +389,8 @@ class _Watcher:
             self.on_sample(sample)
         now = time.monotonic()
         for i, trig in enumerate(self.sampled):
+            if i in w.crossed:
+                continue
             value = trig.measure(sample)
             if value is None or not trig.holds(value):
                 w.held_since[i] = None
@@ -366,6 +400,8 @@ class _Watcher:
                 # CPU is an average over the last period: it has held since that period began.
                 since = w.held_since[i] = now - (self.sample_every if trig.seconds else 0.0)
             if now - since + 1e-6 >= trig.seconds and now >= w.quiet_until:
+                if trig.once:  # every threshold this figure is past is crossed now, by one dump
+                    w.crossed.update(j for j, t in enumerate(self.sampled) if t.once and _holds(t, sample))
                 firing = Firing(trig, value)
                 self.fire(w, firing, self.take_for(w, firing))
                 for j in w.held_since:
@@ -376,6 +412,11 @@ class _Watcher:
         for w in self.watched.values():
             if w.source is not None:
                 w.source.stop()
+
+
+def _holds(trig: Trigger, sample: Sample) -> bool:
+    value = trig.measure(sample)
+    return value is not None and trig.holds(value)
 
 
 def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
@@ -455,14 +496,21 @@ def watch(
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
     dump_options.setdefault("snapshot", getattr(get_backend(), "watch_snapshot", False))
+    _check_names_differ(path, count=count, interval=interval, every=all is not None)
+
+    abandon = threading.Event()
+    progress = dump_options.pop("progress", None)
 
     def dump(pid: int, firing: Firing) -> DumpResult:
         event = firing.event
         label = event.label if event is not None else firing.trigger.token()
-        return create_dump(pid, expand_event_token(path, label), kind, _event=event, **dump_options)
+        return create_dump(pid, expand_event_token(path, label), kind, _event=event,
+                           progress=_abandon_check(pid, abandon, progress), **dump_options)
 
     watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
+    watcher.abandon = abandon
+    watcher.many = all is not None
     watcher.on_sample = on_sample
     deadline = None if timeout is None else time.monotonic() + timeout
     launched = None
@@ -481,12 +529,92 @@ def watch(
         else:
             watcher.emit("waiting", name=all, message=f"watching every process named {all}, present and future")
         _loop(watcher, deadline, wait_for=wait_for, every=all)
-    finally:
-        watcher.stop_sources()
+    except BaseException:
+        abandon.set()  # a dump under way (on an event source's thread) gives up at its next read
+        _let_go(watcher)  # a second interruption meanwhile is dropped: this one is already on its way
+        raise
+    again = _let_go(watcher)
+    if again is not None:
+        raise again
     if watcher.failure is not None:
         raise watcher.failure
     return watcher.results
 
+
+
+_TIME_TOKEN = re.compile(r"\{time\}|(?<![A-Za-z0-9])HHMMSS(?![A-Za-z0-9])")
+_PID_TOKEN = re.compile(r"\{pid\}|(?<![A-Za-z0-9])PID(?![A-Za-z0-9])")
+
+
+def _check_names_differ(path: Optional[PathLike], *, count: int, interval: float, every: bool) -> None:
+    """Refuse, before anything is watched, a file name that would be the same for two dumps: the
+    second would meet the first (DumpExists) and end the watch. A directory gets a fresh name per dump."""
+    if path is None:
+        return
+    text = os.fspath(path)
+    if not isinstance(text, str) or text == "-" or text.endswith(("/", os.sep)) or os.path.isdir(text):
+        return
+    why = None
+    if count > 1 and not (_TIME_TOKEN.search(text) and interval >= 1):
+        why = (f"count={count} dumps of one process" + (" less than a second apart" if _TIME_TOKEN.search(text)
+                                                       else ""))
+    elif every and not _PID_TOKEN.search(text):
+        why = "dumps of every process of a name"
+    if why:
+        raise InvalidArgument(f"{text!r} would name {why} alike, so only the first could be written: give a"
+                              " directory (each dump then gets a name of its own), or put {pid} and {time} in the"
+                              " file name (with an interval of at least 1 s)", argument="path", value=text)
+
+
+#: Refusals of one dump that may not recur (TargetRefused reasons): reported, and the process is
+#: watched on. Documented in docs/watch.md ("When a dump fails").
+PASSING_REFUSALS = ("thread-not-stopping", "traced", "snapshot-unavailable")
+#: DumpFailed reasons that end the watch: the output itself is gone, so every later dump would fail too.
+FATAL_FAILURES = ("broken-pipe",)
+
+
+def _passes(exc: Exception, w: _Watched) -> Optional[str]:
+    """How a failed dump of one process affects the watch: None ends it (a mistake in the options or
+    the output, which every later dump would meet too); ``"watch-on"`` reports it and keeps watching
+    the process; ``"process-done"`` reports it and stops watching that process only."""
+    # ESRCH from a /proc read: the process is past the point where it can be read, though it may
+    # not look dead yet (an exiting task keeps its state until it is a zombie).
+    if isinstance(exc, (ProcessNotFound, ProcessLookupError)) or not w.alive():
+        return "process-done"  # gone at whatever step: an event for that process alone
+    if isinstance(exc, TargetRefused):
+        return "watch-on" if exc.reason in PASSING_REFUSALS else "process-done"
+    if isinstance(exc, (AccessDenied, BitnessMismatch)):
+        return "process-done"
+    if isinstance(exc, DumpFailed):
+        return None if exc.reason in FATAL_FAILURES else "watch-on"
+    return None
+
+
+def _abandon_check(pid: int, abandon: threading.Event,
+                   progress: Optional[Callable[[int, float], Any]]) -> Callable[[int, float], Any]:
+    """create_dump's progress callback: raises DumpFailed reason ``cancelled`` once the watch is
+    interrupted, so the dump lets its target go and removes its partial file; then the caller's own."""
+    def check(written: int, elapsed: float) -> Any:
+        if abandon.is_set():
+            raise DumpFailed(f"the dump of process {pid} was abandoned after {elapsed:.1f} s because the watch was"
+                             " interrupted; its partial file was removed and nothing of it was kept",
+                             pid=pid, reason="cancelled")
+        return progress(written, elapsed) if progress is not None else None
+    return check
+
+
+def _let_go(watcher: _Watcher) -> Optional[BaseException]:
+    """Stop every event source (each lets its process go, re-delivering what it held). A Ctrl-C,
+    SIGTERM or SIGHUP arriving meanwhile must not cut this short, or a process handed over for a
+    dump would stay stopped: the work goes on, and the first such interruption is returned."""
+    again: Optional[BaseException] = None
+    while True:
+        try:
+            watcher.stop_sources()
+            return again
+        except BaseException as exc:
+            watcher.abandon.set()
+            again = again or exc
 
 
 def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[str], every: Optional[str]) -> None:
@@ -499,10 +627,10 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
         if wait_for is not None and not watcher.watched:
             found = _matching(wait_for)
             if found:
-                watcher.add(*found[0])
+                watcher.add(*found[0], by_name=True)
         if every is not None:
             for proc, name in _matching(every):
-                watcher.add(proc, name)
+                watcher.add(proc, name, by_name=True)
         for key, w in list(watcher.watched.items()):
             if w.finished and (w.source is None or w.source.ended):
                 if every is not None and not w.alive():
@@ -524,7 +652,18 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
             pause = 0
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
-        watcher.stop_requested.wait(pause)
+        _nap(watcher.stop_requested, pause)
+
+
+def _nap(stop: threading.Event, seconds: float) -> None:
+    """Sleep up to *seconds*, ending early once *stop* is set. Polled, not Event.wait(): a Ctrl-C or
+    SIGTERM landing inside a lock wait can leave the lock in a state the way out trips over."""
+    end = time.monotonic() + seconds
+    while not stop.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.25))
 
 
 def _ended(watcher: _Watcher, w: _Watched) -> str:

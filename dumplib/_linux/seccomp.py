@@ -86,11 +86,38 @@ def why_not(tid: int, calls: Sequence[Tuple[int, Sequence[int]]], ip: int) -> Op
         for nr, args in calls:
             action = verdict(filters, seccomp_data(nr, ip, args))
             if not allowed(action):
-                return (f"thread {tid}'s seccomp filter answers system call {nr} with action {action:#010x},"
-                        " not allow")
+                name, why = _CALLS.get(nr, (f"system call {nr}", "a snapshot makes it in the target"))
+                return (f"thread {tid}'s seccomp filter {_action_text(action)} at {name} (system call {nr}),"
+                        f" and {why}")
     except Unreadable as exc:
         return f"thread {tid} runs under seccomp and {exc}"
     return None
+
+
+#: The calls a snapshot injects into the stopped target, and why it needs each.
+_CALLS = {
+    56: ("clone", "a snapshot is a copy-on-write clone the target makes of itself with that call"),
+    61: ("wait4", "the target must reap its snapshot clone with that call once the dump is read"),
+}
+
+
+def _action_text(action: int) -> str:
+    """What a filter's answer does to the calling thread, in words (seccomp(2) SECCOMP_RET_*)."""
+    full = action & RET_ACTION_FULL
+    data = action & 0xFFFF
+    if full == 0x80000000:
+        return "kills the whole process"
+    if full == 0x00000000:
+        return "kills the calling thread"
+    if full == 0x00030000:
+        return "sends SIGSYS"
+    if full == 0x00050000:
+        return f"fails the call with errno {data}"
+    if full == 0x7FF00000:
+        return "hands the call to a ptrace tracer"
+    if full == 0x7FC00000:
+        return "hands the call to a user-space supervisor"
+    return f"answers with action {action:#010x} (not allow)"
 
 
 def run(program: Sequence[Insn], data: bytes) -> int:

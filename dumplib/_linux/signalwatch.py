@@ -203,14 +203,20 @@ class SignalWatcher:
         return self._ended
 
     def stop(self) -> None:
+        """Let the process go; safe to call again after an interruption cut it short.
+
+        Polled, not join(): a Ctrl-C landing inside a lock wait can leave the lock in a state the
+        next call trips over, and the caller calls again after one."""
         self._stop.set()
         self._wake()
         # A hand-over under way holds the process in group-stop: abandoning it would leave the
-        # process stopped, so wait for it to finish (the dump has bounds of its own).
+        # process stopped, so wait for it to finish (the dump has bounds of its own, and a watch
+        # that is interrupted makes it give up at its next read).
         while self._thread.is_alive() and self._handing_over:
-            self._thread.join(0.1)
-        if self._thread.is_alive():
-            self._thread.join(STOP_PATIENCE * 3)
+            time.sleep(0.02)
+        deadline = time.monotonic() + STOP_PATIENCE * 3
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def dump_now(self, take: Callable):  # type: ignore[no-untyped-def,type-arg]
         """Run *take* (a create_dump) with the process handed over, from any thread."""

@@ -631,6 +631,19 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
     wchan = _read_small_text(f"/proc/{pid}/task/{tid}/wchan")
     where = f" in the kernel at {wchan}" if wchan and wchan != "0" else " in the kernel"
     others = f" (and {len(tids) - 1} more)" if len(tids) > 1 else ""
+    # The freezer's wait shows as __refrigerator on most kernels, as the call it froze in on others.
+    frozen = frozen_cgroup(pid)
+    if frozen or "refrigerator" in wchan:
+        thaw = ("thaw its cgroup" if not frozen else f"echo THAWED > {frozen}/freezer.state"
+                if os.path.exists(os.path.join(frozen, "freezer.state")) else f"echo 0 > {frozen}/cgroup.freeze")
+        return TargetRefused(
+            f"process {pid} is frozen by the cgroup freezer (thread {tid}{others} waits in the kernel at {wchan}"
+            f"{', cgroup ' + frozen if frozen else ''}): a frozen task takes no signal and no"
+            f" ptrace stop until it is thawed. Nothing was written and its threads are as they were; thaw it"
+            f" ({thaw}, `docker unpause`, `systemctl thaw`) and try again",
+            pid=pid, reason="thread-not-stopping", tid=tid, tids=list(tids), state=state, wchan=wchan,
+            cgroup=frozen,
+        )
     return TargetRefused(
         f"thread {tid}{others} of process {pid} did not stop within {timeout:g} s: it is in state {state}, waiting"
         f"{where}, where no signal or ptrace stop reaches it (a vfork parent waiting for its child, a read from"
@@ -638,6 +651,45 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
         f" once it is out of that call (/proc/{pid}/task/{tid}/stack shows where it waits)",
         pid=pid, reason="thread-not-stopping", tid=tid, tids=list(tids), state=state, wchan=wchan,
     )
+
+
+def frozen_cgroup(pid: int) -> str:
+    """The frozen cgroup directory holding *pid*: cgroup v2 (``cgroup.freeze`` 1 there or in a parent)
+    or v1's freezer (``freezer.state`` not THAWED); ``""`` when none is (or it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            groups = f.read(1 << 16).decode("utf-8", "backslashreplace").splitlines()
+        with open("/proc/self/mounts", "rb") as f:
+            mounts = [line.split() for line in f.read(1 << 20).decode("utf-8", "backslashreplace").splitlines()]
+    except OSError:
+        return ""
+    frozen: Tuple[str, ...]
+    for line in groups:
+        _, controllers, relative = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            base, flag, frozen = _mount_of(mounts, "cgroup2", None), "cgroup.freeze", ("1",)
+        elif "freezer" in controllers.split(","):
+            base, flag, frozen = _mount_of(mounts, "cgroup", "freezer"), "freezer.state", ("FROZEN", "FREEZING")
+        else:
+            continue
+        if base is None:
+            continue
+        path = os.path.normpath(base + "/" + relative.strip("/"))
+        while path.startswith(base):
+            if _read_small_text(os.path.join(path, flag)) in frozen:
+                return path
+            if path == base:
+                break
+            path = os.path.dirname(path)
+    return ""
+
+
+def _mount_of(mounts: List[List[str]], fstype: str, option: Optional[str]) -> Optional[str]:
+    """Where a cgroup file system is mounted (of type *fstype*, with *option* among its options)."""
+    for fields in mounts:
+        if len(fields) >= 4 and fields[2] == fstype and (option is None or option in fields[3].split(",")):
+            return fields[1]
+    return None
 
 
 def _read_small_text(path: str) -> str:
