@@ -82,6 +82,9 @@ class Segment:
     anon: bool
     category: str  # stacks | heap | images | shared | metadata
     region: Optional[Region] = dataclasses.field(default=None, repr=False, compare=False)
+    #: Not taken, yet given a PT_LOAD that stores nothing (as the kernel's cores do): readers such as
+    #: py-spy find a mapped object's code by a PT_LOAD at its NT_FILE start; gdb reads it from the file.
+    describe: bool = False
 
 
 
@@ -213,22 +216,33 @@ def select(
 
     *stack_pointers*: each thread's stack pointer; the live part of its stack is always taken.
     *keep_pages*: addresses whose pages the debugger needs (the dynamic linker's link_map chain).
-    *exe_paths*: the executable and the dynamic loader, whose writable data mini dumps keep.
+    *exe_paths*: the loaded objects (the executable, the dynamic loader, every object of the link_map
+    chain), whose writable data (and the .bss mapped right after it) mini dumps keep, as Windows'
+    DataSegs does: thread libraries and TLS lookups read them.
     """
     sps = sorted(stack_pointers)
     keep = sorted({p - p % PAGE for p in keep_pages})
     segments: List[Segment] = []
+    below: Optional[Region] = None
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        for seg in _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers):
+        bss = below is not None and _is_bss(below, r, exe_paths)
+        below = r
+        for seg in _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, bss):
             seg.region = r
             segments.append(seg)
     return segments
 
 
+def _is_bss(below: Region, r: Region, exe_paths: Sequence[str]) -> bool:
+    """Whether *r* is the zero-filled tail (.bss) the loader mapped right after a loaded object's data."""
+    return (below.end == r.start and below.path in exe_paths and below.writable and not below.shared
+            and not r.file_backed and not r.path and r.writable and not r.shared)
+
+
 def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool]) -> List[Segment]:
+            exe_paths: Sequence[str], elf_headers: Dict[int, bool], bss: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
@@ -261,12 +275,22 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
     if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
         if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
             return [Segment(r.start, r.end, flags, r.start, False, "images")]
+        if bss:
+            return [Segment(r.start, r.end, flags, r.start, anon, "images")]
         if is_header:
             return _header_split(r, flags)
+        if r.file_backed and "x" in r.perms and not r.shared and not keep_in(keep, r):
+            return [Segment(r.start, r.end, flags, r.end, False, "images", describe=True)]
     wanted = keep[bisect.bisect_left(keep, r.start) : bisect.bisect_left(keep, r.end)]
     if wanted:
         return _page_pieces(r, flags, anon, wanted)
     return [Segment(r.start, r.end, flags, r.end, anon, _category(r))]
+
+
+def keep_in(keep: List[int], r: Region) -> bool:
+    """Whether a kept page lies in *r* (keep is sorted)."""
+    i = bisect.bisect_left(keep, r.start)
+    return i < len(keep) and keep[i] < r.end
 
 
 def _header_split(r: Region, flags: int) -> List[Segment]:
@@ -313,6 +337,24 @@ def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threa
     # A block per 64 segments covers the filesystem's extent blocks for a file of many runs.
     parts["metadata"] += 64 + 56 * (2 * len(taken) + 1) + notes + PAGE * (1 + len(taken) // 64)
     return parts
+
+
+def paths_holding(regions: Sequence[Region], addresses: Iterable[int]) -> List[str]:
+    """Paths of the file mappings that hold *addresses* (each loaded object's dynamic section...)."""
+    starts = [r.start for r in regions]
+    out: List[str] = []
+    for a in addresses:
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and regions[i].start <= a < regions[i].end and regions[i].file_backed:
+            out.append(regions[i].path)
+    return out
+
+
+#: What the estimate counts for TLS read once the target is stopped, when thread pointers are known:
+#: the main thread's control block, static TLS and DTV (in the loader's own allocations), and each
+#: other thread's DTV (malloc'ed); other threads' control blocks lie at their stacks' tops, counted there.
+def thread_area_allowance(threads: int) -> int:
+    return 4 * PAGE + threads * PAGE
 
 
 def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:
