@@ -268,6 +268,9 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
         return below + [Segment(cut, r.end, flags, cut, anon, "stacks")]
     if r.path == "[vdso]":
         return [Segment(r.start, r.end, flags, r.start, False, "metadata")]
+    if bss and kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+        # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
+        return [Segment(r.start, r.end, flags, r.start, False, "images")]
     if kind is DumpKind.MINIPLUS and not r.shared and (
         not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
     ):  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
@@ -275,8 +278,6 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
     if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
         if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
             return [Segment(r.start, r.end, flags, r.start, False, "images")]
-        if bss:
-            return [Segment(r.start, r.end, flags, r.start, anon, "images")]
         if is_header:
             return _header_split(r, flags)
         if r.file_backed and "x" in r.perms and not r.shared and not keep_in(keep, r):
