@@ -262,18 +262,20 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
         return [Segment(r.start, r.end, flags, r.start, anon, _category(r))]
     i = bisect.bisect_left(sps, r.start)
     sp = sps[i] if i < len(sps) and sps[i] < r.end else None
+    heap = kind is DumpKind.MINIPLUS and not r.shared and (
+        not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
+    )  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
     if sp is not None:
         cut = max(r.start, (sp - RED_ZONE) - (sp - RED_ZONE) % PAGE)
-        below = [Segment(r.start, cut, flags, cut, anon, "stacks")] if cut > r.start else []
-        return below + [Segment(cut, r.end, flags, cut, anon, "stacks")]
+        # A stack inside the heap (a Go goroutine's, in its arena) keeps miniplus from dropping the heap below it.
+        below = [Segment(r.start, cut, flags, r.start if heap else cut, anon, "heap" if heap else "stacks")]
+        return (below if cut > r.start else []) + [Segment(cut, r.end, flags, cut, anon, "stacks")]
     if r.path == "[vdso]":
         return [Segment(r.start, r.end, flags, r.start, False, "metadata")]
     if bss and kind in (DumpKind.MINI, DumpKind.MINIPLUS):
         # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
         return [Segment(r.start, r.end, flags, r.start, False, "images")]
-    if kind is DumpKind.MINIPLUS and not r.shared and (
-        not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
-    ):  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
+    if heap:
         return [Segment(r.start, r.end, flags, r.start, anon, "heap")]
     if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
         if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
