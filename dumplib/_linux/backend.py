@@ -203,10 +203,11 @@ class LinuxBackend(Backend):
                 sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
         keep: List[int] = []
         exe_paths: List[str] = []
+        ends: List[int] = []
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             objects: List[int] = []
-            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n), objects)
+            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n), objects, ends)
             exe_paths = _exe_and_loader(pid, regions, auxv)
             if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
                 exe_paths += maps.paths_holding(regions, objects)
@@ -214,7 +215,7 @@ class LinuxBackend(Backend):
                     keep += linkmap.thread_area_addresses(tp, lambda a, n: read_small(pid, a, n))
         headers = maps.elf_header_starts(regions, None if plan_only else pid)
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
-                           exe_paths=exe_paths, elf_headers=headers)
+                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
 
     streams = True
 

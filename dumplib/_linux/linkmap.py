@@ -24,6 +24,8 @@ _STATIC_TLS_SPAN = 1 << 20
 #: Bytes kept of a dynamic TLS block (a dlopen'ed object's, malloc'ed apart from the thread pointer).
 _DYNAMIC_TLS_BYTES = 4096
 _MAX_DTV = 4096
+_MAX_PHDRS = 256
+PT_LOAD = 1
 
 Reader = Callable[[int, int], Optional[bytes]]
 
@@ -38,12 +40,14 @@ def parse_auxv(raw: bytes) -> Dict[int, int]:
     return out
 
 
-def linkmap_addresses(auxv: Dict[int, int], read: Reader, objects: Optional[List[int]] = None) -> List[int]:
+def linkmap_addresses(auxv: Dict[int, int], read: Reader, objects: Optional[List[int]] = None,
+                      ends: Optional[List[int]] = None) -> List[int]:
     """Addresses (of byte ranges' first and last bytes) a debugger reads to list shared libraries.
 
     *objects*, when given, receives an address inside each loaded object (the executable's program
     headers, the dynamic loader's base, each link_map entry's dynamic section): what mini dumps
-    take the writable data of. Best effort: a static executable, or memory that cannot be read,
+    take the writable data of; *ends*, when given, where each object's image ends (its last PT_LOAD's
+    end: past its .bss). Best effort: a static executable, or memory that cannot be read,
     yields what was found so far.
     """
     wanted: List[int] = []
@@ -56,12 +60,17 @@ def linkmap_addresses(auxv: Dict[int, int], read: Reader, objects: Optional[List
     if raw is None or len(raw) < phnum * 56:
         return wanted
     bias = dynamic = dyn_size = None
+    image_end = 0
     for i in range(phnum):
         ptype, _flags, _off, vaddr, _pa, _filesz, memsz, _al = struct.unpack_from("<IIQQQQQQ", raw, i * 56)
         if ptype == PT_PHDR:
             bias = phdr - vaddr
         elif ptype == PT_DYNAMIC:
             dynamic, dyn_size = vaddr, memsz
+        elif ptype == PT_LOAD:
+            image_end = max(image_end, vaddr + memsz)
+    if ends is not None and image_end:
+        ends.append(image_end + (bias or 0))
     if dynamic is None or dyn_size is None:
         return wanted
     dynamic += bias or 0
@@ -86,7 +95,9 @@ def linkmap_addresses(auxv: Dict[int, int], read: Reader, objects: Optional[List
         if entry is None or len(entry) < 40:
             break
         wanted += [node, node + LINK_MAP_BYTES - 1]
-        _l_addr, l_name, l_ld, l_next = struct.unpack_from("<QQQQ", entry, 0)
+        l_addr, l_name, l_ld, l_next = struct.unpack_from("<QQQQ", entry, 0)
+        if ends is not None and l_addr:  # a shared object: its ELF header is at its load address
+            ends += _image_end(l_addr, read)
         if l_name:
             name = read(l_name, 256) or b""
             end = name.find(b"\0")
@@ -97,6 +108,19 @@ def linkmap_addresses(auxv: Dict[int, int], read: Reader, objects: Optional[List
                 objects.append(l_ld)
         node = l_next
     return wanted
+
+
+def _image_end(base: int, read: Reader) -> List[int]:
+    """[end of the last PT_LOAD] of the shared object whose ELF header is at *base*, or [] if unreadable."""
+    ehdr = read(base, 64)
+    if ehdr is None or len(ehdr) < 64 or ehdr[:4] != b"\x7fELF":
+        return []
+    phoff, = struct.unpack_from("<Q", ehdr, 32)
+    phnum, = struct.unpack_from("<H", ehdr, 56)
+    raw = read(base + phoff, min(phnum, _MAX_PHDRS) * 56) or b""
+    loads = [struct.unpack_from("<IIQQQQQQ", raw, i) for i in range(0, len(raw) - 55, 56)]
+    end = max((vaddr + memsz for ptype, _f, _o, vaddr, _p, _fs, memsz, _a in loads if ptype == PT_LOAD), default=0)
+    return [base + end] if end else []
 
 
 def thread_area_addresses(thread_pointer: int, read: Reader) -> List[int]:

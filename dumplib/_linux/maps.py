@@ -211,6 +211,7 @@ def select(
     keep_pages: Iterable[int],
     exe_paths: Sequence[str],
     elf_headers: Dict[int, bool],
+    image_ends: Iterable[int] = (),
 ) -> List[Segment]:
     """The PT_LOAD segments for *kind* (or raw *filter_bits*), in address order.
 
@@ -218,31 +219,49 @@ def select(
     *keep_pages*: addresses whose pages the debugger needs (the dynamic linker's link_map chain).
     *exe_paths*: the loaded objects (the executable, the dynamic loader, every object of the link_map
     chain), whose writable data (and the .bss mapped right after it) mini dumps keep, as Windows'
-    DataSegs does: thread libraries and TLS lookups read them.
+    DataSegs does: thread libraries and TLS lookups read them. *image_ends*: where each loaded
+    object's memory image ends (its last PT_LOAD's end), which bounds its .bss.
     """
     sps = sorted(stack_pointers)
     keep = sorted({p - p % PAGE for p in keep_pages})
+    ends = sorted(image_ends)
     segments: List[Segment] = []
     below: Optional[Region] = None
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        bss = below is not None and _is_bss(below, r, exe_paths)
+        bss_end = _bss_end(below, r, exe_paths, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
         below = r
-        for seg in _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, bss):
+        if bss_end is not None and filter_bits is None:
+            # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
+            # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
+            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, False, "images")]
+            if bss_end < r.end:
+                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
+                                  elf_headers)
+        else:
+            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers)
+        for seg in chosen:
             seg.region = r
             segments.append(seg)
     return segments
 
 
-def _is_bss(below: Region, r: Region, exe_paths: Sequence[str]) -> bool:
-    """Whether *r* is the zero-filled tail (.bss) the loader mapped right after a loaded object's data."""
-    return (below.end == r.start and below.path in exe_paths and below.writable and not below.shared
-            and not r.file_backed and not r.path and r.writable and not r.shared)
+def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends: List[int]) -> Optional[int]:
+    """Where the zero-filled tail (.bss) the loader mapped right after a loaded object's data ends in *r*
+    (its image's end, page-rounded); None when *r* is no such tail."""
+    if below is None or not (below.end == r.start and below.path in exe_paths and below.writable
+                             and not below.shared and not r.file_backed and not r.path and r.writable
+                             and not r.shared):
+        return None
+    i = bisect.bisect_right(ends, r.start)
+    if i == len(ends) or ends[i] > r.end:
+        return None
+    return min(r.end, ends[i] + (-ends[i] % PAGE))
 
 
 def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool], bss: bool = False) -> List[Segment]:
+            exe_paths: Sequence[str], elf_headers: Dict[int, bool]) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
@@ -272,9 +291,6 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
         return (below if cut > r.start else []) + [Segment(cut, r.end, flags, cut, anon, "stacks")]
     if r.path == "[vdso]":
         return [Segment(r.start, r.end, flags, r.start, False, "metadata")]
-    if bss and kind in (DumpKind.MINI, DumpKind.MINIPLUS):
-        # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
-        return [Segment(r.start, r.end, flags, r.start, False, "images")]
     if heap:
         return [Segment(r.start, r.end, flags, r.start, anon, "heap")]
     if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
