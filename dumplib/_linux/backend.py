@@ -194,7 +194,7 @@ class LinuxBackend(Backend):
                                         xstate_size=xstate_note_size())
         if flags is None and kind is not DumpKind.FULL and threads > len(sps):
             parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
-        if flags is None and kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+        if flags is None and kind is DumpKind.MINI:  # miniplus takes these pages as heap already
             parts["metadata"] += maps.thread_area_allowance(threads)  # thread pointers are read once stopped
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)

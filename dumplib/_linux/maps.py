@@ -231,6 +231,7 @@ def select(
         if r.path in SPECIAL_SKIP:
             continue
         bss_end = _bss_end(below, r, exe_paths, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
+        stack = r.path == "[stack]" or (below is not None and below.end == r.start and below.perms.startswith("---"))
         below = r
         if bss_end is not None and filter_bits is None:
             # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
@@ -240,7 +241,7 @@ def select(
                 chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
                                   elf_headers)
         else:
-            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers)
+            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, stack)
         for seg in chosen:
             seg.region = r
             segments.append(seg)
@@ -261,7 +262,7 @@ def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends:
 
 
 def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool]) -> List[Segment]:
+            exe_paths: Sequence[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
@@ -286,7 +287,9 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
     )  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
     if sp is not None:
         cut = max(r.start, (sp - RED_ZONE) - (sp - RED_ZONE) % PAGE)
-        # A stack inside the heap (a Go goroutine's, in its arena) keeps miniplus from dropping the heap below it.
+        # A stack inside the heap (a Go goroutine's, in its arena) keeps miniplus from dropping the heap below it;
+        # a thread's own stack (above a guard page, or [stack]) is dead below its stack pointer.
+        heap = heap and not stack
         below = [Segment(r.start, cut, flags, r.start if heap else cut, anon, "heap" if heap else "stacks")]
         return (below if cut > r.start else []) + [Segment(cut, r.end, flags, cut, anon, "stacks")]
     if r.path == "[vdso]":
