@@ -32,6 +32,7 @@ def test_gdb_shows_pthread_ids_and_each_threads_errno(tls_exe, outdir, kind):
         result = dumplib.create_dump(t.pid, outdir / f"{kind}.core", kind)
         t.assert_running_untraced()
     out = gdb(str(tls_exe), result.path, "info threads", "thread apply all p errno")
+    pads = gdb(str(tls_exe), result.path, "thread apply all p (int)tls_pad[0] * 1000 + tls_pad[10000]")
     # "Thread 0x7f... (LWP n)": the pthread id comes from libthread_db, a bare "LWP n" means it failed.
     named = sorted(int(n) for n in re.findall(r"^\*?\s+\d+\s+Thread 0x[0-9a-f]+ \(LWP (\d+)\)", out, re.M))
     assert named == tids, out
@@ -41,3 +42,8 @@ def test_gdb_shows_pthread_ids_and_each_threads_errno(tls_exe, outdir, kind):
     assert errnos[t.pid] == 7100, out  # the main thread's TLS lies apart from every stack
     assert sorted(errnos.values()) == [7100, 7101, 7102, 7103], out
     assert "Cannot find thread-local" not in out, out
+    # Bytes of a static TLS block pages below the thread pointer (the main thread's is in no stack), at its
+    # start (near the DTV) and in its middle (in no page the DTV or control block holds).
+    firsts = {int(lwp): int(value) for lwp, value in
+              re.findall(r"^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\)\):\n\$\d+ = (-?\d+)$", pads, re.M)}
+    assert firsts.get(t.pid) == 50050 and sorted(firsts.values()) == [50050, 51051, 52052, 53053], pads
