@@ -204,6 +204,7 @@ class LinuxBackend(Backend):
         keep: List[int] = []
         exe_paths: List[str] = []
         ends: List[int] = []
+        tls: List[Tuple[int, int]] = []
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             objects: List[int] = []
@@ -212,10 +213,10 @@ class LinuxBackend(Backend):
             if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
                 exe_paths += maps.paths_holding(regions, objects)
                 for tp in thread_pointers:
-                    keep += linkmap.thread_area_addresses(tp, lambda a, n: read_small(pid, a, n))
+                    tls += linkmap.thread_area_ranges(tp, lambda a, n: read_small(pid, a, n))
         headers = maps.elf_header_starts(regions, None if plan_only else pid)
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
-                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
+                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
 
     streams = True
 

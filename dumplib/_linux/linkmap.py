@@ -7,7 +7,7 @@ functions without taking the heap.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY = 3, 5, 7, 9
 PT_DYNAMIC, PT_PHDR = 2, 6
@@ -123,16 +123,17 @@ def _image_end(base: int, read: Reader) -> List[int]:
     return [base + end] if end else []
 
 
-def thread_area_addresses(thread_pointer: int, read: Reader) -> List[int]:
-    """First and last bytes of what a thread library reads for one thread's TLS (glibc, x86-64).
+def thread_area_ranges(thread_pointer: int, read: Reader) -> List[Tuple[int, int]]:
+    """[start, end) byte ranges a thread library reads for one thread's TLS (glibc, x86-64).
 
     The thread control block at the thread pointer (fs_base), its dynamic thread vector (DTV), and
     each TLS block the DTV points to: a static block runs from its start up to the thread pointer.
+    Exact ranges, not pages: a DTV is malloc'ed, and the rest of its heap page is not mini's to take.
     Best effort: what cannot be read (another libc, a thread not yet set up) ends the walk.
     """
     if not thread_pointer:
         return []
-    wanted = _span(thread_pointer, thread_pointer + TCB_BYTES - 1)
+    wanted = [(thread_pointer, thread_pointer + TCB_BYTES)]
     head = read(thread_pointer, 16)
     if head is None or len(head) < 16:
         return wanted
@@ -141,19 +142,14 @@ def thread_area_addresses(thread_pointer: int, read: Reader) -> List[int]:
     if count is None or len(count) < 8:
         return wanted
     slots = min(struct.unpack("<Q", count)[0], _MAX_DTV)
-    wanted += _span(dtv - 16, dtv + 16 * (slots + 1) - 1)
+    wanted.append((dtv - 16, dtv + 16 * (slots + 1)))
     raw = read(dtv + 16, 16 * slots) or b""
     for i in range(0, len(raw) - 15, 16):
         block = struct.unpack_from("<Q", raw, i)[0]
         if block in (0, (1 << 64) - 1) or block & 1:  # no block, or TLS_DTV_UNALLOCATED
             continue
         if block < thread_pointer and thread_pointer - block <= _STATIC_TLS_SPAN:
-            wanted += _span(block, thread_pointer)
+            wanted.append((block, thread_pointer))
         else:
-            wanted += _span(block, block + _DYNAMIC_TLS_BYTES - 1)
+            wanted.append((block, block + _DYNAMIC_TLS_BYTES))
     return wanted
-
-
-def _span(first: int, last: int) -> List[int]:
-    """An address in every page of [first, last]: pages are kept by the addresses they hold."""
-    return [first] + list(range(first - first % 4096 + 4096, last + 1, 4096)) + [last]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..kinds import CoreFilter, DumpKind
 
@@ -212,6 +212,7 @@ def select(
     exe_paths: Sequence[str],
     elf_headers: Dict[int, bool],
     image_ends: Iterable[int] = (),
+    keep_ranges: Iterable[Tuple[int, int]] = (),
 ) -> List[Segment]:
     """The PT_LOAD segments for *kind* (or raw *filter_bits*), in address order.
 
@@ -220,10 +221,11 @@ def select(
     *exe_paths*: the loaded objects (the executable, the dynamic loader, every object of the link_map
     chain), whose writable data (and the .bss mapped right after it) mini dumps keep, as Windows'
     DataSegs does: thread libraries and TLS lookups read them. *image_ends*: where each loaded
-    object's memory image ends (its last PT_LOAD's end), which bounds its .bss.
+    object's memory image ends (its last PT_LOAD's end), which bounds its .bss. *keep_ranges*: [start,
+    end) byte ranges the debugger needs, taken exactly (each thread's TLS: a DTV lies in the heap).
     """
     sps = sorted(stack_pointers)
-    keep = sorted({p - p % PAGE for p in keep_pages})
+    keep = _merged([(p - p % PAGE, p - p % PAGE + PAGE) for p in keep_pages] + list(keep_ranges))
     ends = sorted(image_ends)
     segments: List[Segment] = []
     below: Optional[Region] = None
@@ -261,7 +263,30 @@ def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends:
     return min(r.end, ends[i] + (-ends[i] % PAGE))
 
 
-def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
+def _merged(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """*ranges* sorted, with overlapping or touching ones joined."""
+    out: List[Tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[0] < r[1]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _kept(keep: List[Tuple[int, int]], r: Region) -> List[Tuple[int, int]]:
+    """The parts of *r* that *keep* (merged, sorted) holds."""
+    i = bisect.bisect_left(keep, (r.start,))
+    if i and keep[i - 1][1] > r.start:
+        i -= 1
+    out = []
+    while i < len(keep) and keep[i][0] < r.end:
+        out.append((max(keep[i][0], r.start), min(keep[i][1], r.end)))
+        i += 1
+    return out
+
+
+def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[Tuple[int, int]],
             exe_paths: Sequence[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
@@ -301,18 +326,13 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
             return [Segment(r.start, r.end, flags, r.start, False, "images")]
         if is_header:
             return _header_split(r, flags)
-        if r.file_backed and "x" in r.perms and not r.shared and not keep_in(keep, r):
+    wanted = _kept(keep, r)
+    if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+        if r.file_backed and "x" in r.perms and not r.shared and not wanted:
             return [Segment(r.start, r.end, flags, r.end, False, "images", describe=True)]
-    wanted = keep[bisect.bisect_left(keep, r.start) : bisect.bisect_left(keep, r.end)]
     if wanted:
         return _page_pieces(r, flags, anon, wanted)
     return [Segment(r.start, r.end, flags, r.end, anon, _category(r))]
-
-
-def keep_in(keep: List[int], r: Region) -> bool:
-    """Whether a kept page lies in *r* (keep is sorted)."""
-    i = bisect.bisect_left(keep, r.start)
-    return i < len(keep) and keep[i] < r.end
 
 
 def _header_split(r: Region, flags: int) -> List[Segment]:
@@ -323,15 +343,15 @@ def _header_split(r: Region, flags: int) -> List[Segment]:
     return out
 
 
-def _page_pieces(r: Region, flags: int, anon: bool, pages: List[int]) -> List[Segment]:
-    """Split *r* so that only the given pages are taken (each page its own PT_LOAD)."""
+def _page_pieces(r: Region, flags: int, anon: bool, ranges: List[Tuple[int, int]]) -> List[Segment]:
+    """Split *r* so that only the given [start, end) ranges are taken (each its own PT_LOAD)."""
     out: List[Segment] = []
     cursor = r.start
-    for page in pages:
-        if page > cursor:
-            out.append(Segment(cursor, page, flags, page, anon, "metadata"))
-        out.append(Segment(page, page + PAGE, flags, page, False, "metadata"))
-        cursor = page + PAGE
+    for lo, hi in ranges:
+        if lo > cursor:
+            out.append(Segment(cursor, lo, flags, lo, anon, "metadata"))
+        out.append(Segment(lo, hi, flags, lo, False, "metadata"))
+        cursor = hi
     if cursor < r.end:
         out.append(Segment(cursor, r.end, flags, r.end, anon, "metadata"))
     return out
