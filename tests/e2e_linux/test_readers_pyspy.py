@@ -6,12 +6,14 @@ binary from coredump", then a read past the file's end).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 import dumplib
+from dumplib.formats.elfcore import read_elfcore
 from helpers import require
 from linuxrig import have, run_target
 
@@ -40,3 +42,29 @@ def test_py_spy_reads_a_miniplus_core_of_cpython(outdir):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Process {t.pid}" in done.stdout, done.stdout
     assert "dumplib_known_function" in done.stdout, done.stdout
+
+
+def _writable_image_bytes(path: str) -> int:
+    """Bytes of *path*'s writable PT_LOADs (its .data and .bss), page-rounded, as readelf reads the file."""
+    out = subprocess.run(["readelf", "-W", "-l", path], capture_output=True, text=True, check=True).stdout
+    total = 0
+    for row in out.splitlines():
+        p = row.split()
+        if p and p[0] == "LOAD" and "W" in "".join(p[6:-1]):
+            vaddr, memsz = int(p[2], 16), int(p[5], 16)
+            total += (vaddr + memsz + 4095) // 4096 * 4096 - vaddr // 4096 * 4096
+    return total
+
+
+def test_a_mini_core_of_cpython_holds_its_objects_data_not_the_arenas_next_to_it(outdir):
+    # The kernel merges an anonymous mapping made later into a library's .bss: mini takes the .bss only.
+    require(have("readelf"), "readelf is not installed (binutils)")
+    with run_target([sys.executable, "-c", PY_KNOWN]) as t:
+        with open(f"/proc/{t.pid}/maps") as f:
+            objects = {line.split(None, 5)[5].strip() for line in f if " r-xp " in line and "/" in line}
+        result = dumplib.create_dump(t.pid, outdir / "mini.core", "mini")
+    images = sum(_writable_image_bytes(p) for p in objects if os.path.exists(p))
+    stored = sum(ld.filesz for ld in read_elfcore(result.path).loads)
+    assert images > 0
+    # Besides the objects' data: stacks, ELF header pages, TLS and link_map pages, well under 1 MiB here.
+    assert stored < images + (1 << 20), (stored, images)
