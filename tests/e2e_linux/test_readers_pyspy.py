@@ -68,3 +68,37 @@ def test_a_mini_core_of_cpython_holds_its_objects_data_not_the_arenas_next_to_it
     assert images > 0
     # Besides the objects' data: stacks, ELF header pages, TLS and link_map pages, well under 1 MiB here.
     assert stored < images + (1 << 20), (stored, images)
+
+
+def test_miniplus_stores_each_objects_data_and_bss_whole_as_py_spy_reads_them(outdir):
+    # py-spy reads an object's .data and .bss as one run of the core file (it ignores p_filesz): every PT_LOAD
+    # over them must store all its bytes, untouched .bss pages too, as the kernel's cores do.
+    require(have("readelf"), "readelf is not installed (binutils)")
+    with run_target([sys.executable, "-c", PY_KNOWN]) as t:
+        with open(f"/proc/{t.pid}/maps") as f:
+            rows = [line.split() for line in f]
+        result = dumplib.create_dump(t.pid, outdir / "miniplus.core", "miniplus")
+    code = {r[5] for r in rows if len(r) == 6 and r[1] == "r-xp" and r[5].startswith("/")}
+    base = {}
+    for r in rows:
+        if len(r) == 6 and r[5] in code and int(r[2], 16) == 0:
+            base.setdefault(r[5], int(r[0].split("-")[0], 16))
+    expected = {}  # start of each .bss mapping -> its size
+    for path, at in base.items():
+        out = subprocess.run(["readelf", "-W", "-l", path], capture_output=True, text=True, check=True).stdout
+        if "DYN" not in out.split("Elf file type is", 1)[-1].split("\n", 1)[0]:
+            at = 0  # a fixed-address executable
+        for p in (row.split() for row in out.splitlines()):
+            if p and p[0] == "LOAD" and "W" in "".join(p[6:-1]):
+                vaddr, filesz, memsz = int(p[2], 16), int(p[4], 16), int(p[5], 16)
+                data_end, end = -(-(at + vaddr + filesz) // 4096) * 4096, -(-(at + vaddr + memsz) // 4096) * 4096
+                if end > data_end:
+                    expected[data_end] = end - data_end
+    assert len(expected) >= 2, expected  # libc's and libpython's at least
+    out = subprocess.run(["readelf", "-W", "-l", result.path], capture_output=True, text=True, check=True).stdout
+    loads = {int(p[2], 16): (int(p[4], 16), int(p[5], 16)) for p in (row.split() for row in out.splitlines())
+             if p and p[0] == "LOAD"}
+    for start, least in expected.items():
+        assert start in loads, hex(start)
+        filesz, memsz = loads[start]
+        assert filesz == memsz >= least, (hex(start), filesz, memsz, least)
