@@ -46,4 +46,10 @@ def test_gdb_shows_pthread_ids_and_each_threads_errno(tls_exe, outdir, kind):
     # start (near the DTV) and in its middle (in no page the DTV or control block holds).
     firsts = {int(lwp): int(value) for lwp, value in
               re.findall(r"^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\)\):\n\$\d+ = (-?\d+)$", pads, re.M)}
+    after = gdb(str(tls_exe), result.path, f"x/4xb {t.info['after_libc']}")
+    assert t.info["merged"] == 1, t.info
+    if kind == "mini":  # libc's .bss, not the memory the kernel merged into its mapping
+        assert "Cannot access memory" in after, after
+    else:  # miniplus takes it as heap
+        assert re.search(r":\s+0x5a\s+0x5a\s+0x5a\s+0x5a", after), after
     assert firsts.get(t.pid) == 50050 and sorted(firsts.values()) == [50050, 51051, 52052, 53053], pads
