@@ -279,6 +279,10 @@ class DecompressedFile(io.RawIOBase):
         if self._size is None:
             here = self._pos
             self._skip(1 << 62)
+            # The zstandard package's reader ends quietly at a frame cut short: the frames' headers tell.
+            if self.codec == "zstd" and not _zstd_frames_complete(self.path):
+                raise InvalidDumpFile(f"{self.path} is a damaged zstd stream: it ends inside a frame (truncated?)",
+                                      path=self.path)
             self._size = self._pos
             self.seek(here)
         return self._size
@@ -296,6 +300,43 @@ class DecompressedFile(io.RawIOBase):
     def close(self) -> None:
         self._close_streams()
         super().close()
+
+
+def _zstd_frames_complete(path: str) -> bool:
+    """Whether *path* is whole zstd frames to its last byte: frame and block headers are walked, nothing
+    is decompressed (RFC 8878: a frame's blocks end with one marked last, then its checksum if flagged)."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, 2)
+            at = 0
+            while at < end:
+                f.seek(at)
+                head = f.read(14)
+                magic = int.from_bytes(head[:4], "little")
+                if 0x184D2A50 <= magic <= 0x184D2A5F and len(head) >= 8:  # a skippable frame
+                    at += 8 + int.from_bytes(head[4:8], "little")
+                    continue
+                if magic != 0xFD2FB528 or len(head) < 5:
+                    return False
+                fhd = head[4]
+                single, checksum, did, fcs = fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3, fhd >> 6
+                at += 5 + (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0) if fcs == 0 else (2, 4, 8)[fcs - 1])
+                while True:
+                    f.seek(at)
+                    block = f.read(3)
+                    if len(block) < 3:
+                        return False
+                    word = int.from_bytes(block, "little")
+                    kind, length = word >> 1 & 3, word >> 3
+                    if kind == 3:
+                        return False
+                    at += 3 + (1 if kind == 1 else length)
+                    if word & 1:
+                        break
+                at += 4 if checksum else 0
+            return at == end
+    except OSError:
+        return False
 
 
 def open_content(path: str, codec: Optional[str]) -> BinaryIO:

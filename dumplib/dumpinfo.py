@@ -151,7 +151,7 @@ def _from_core(c: elfcore.ElfCore, stored: int) -> DumpInfo:
     sig = _core_signature(c.signature)
     return DumpInfo(
         path=c.path, format="elf-core", file_size=c.file_size, pid=c.pid, process=c.command, kind=sig["kind"],
-        flags=sig["flags"], threads=len(c.threads), modules=c.files, memory_ranges=len(c.loads),
+        flags=sig["flags"], threads=len(c.threads), modules=elfcore.loaded_objects(c), memory_ranges=len(c.loads),
         memory_bytes=c.memory_bytes, comment=c.comment, complete=c.complete,
         problems=list(c.problems), compression=c.compression, stored_size=stored, dumplib_version=sig["version"],
     )

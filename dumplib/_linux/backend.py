@@ -24,7 +24,7 @@ from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
 from . import linkmap, maps, notes, procfs
 from .files import LinuxFiles
-from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
+from .memory import FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
 
@@ -188,27 +188,36 @@ class LinuxBackend(Backend):
         mem = _memory_pid(pid)
         regions = _smaps(mem)
         sps = _syscall_stack_pointers(pid)
-        segments = self._select(mem, regions, kind, flags, sps, plan_only=True)
+        segments = self._select(mem, regions, kind, flags, sps, [], plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
         with Prober(mem) as prober:
             parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
                                         xstate_size=xstate_note_size())
         if flags is None and kind is not DumpKind.FULL and threads > len(sps):
             parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
+        if flags is None and kind is DumpKind.MINI:  # miniplus takes these pages as heap already
+            parts["metadata"] += maps.thread_area_allowance(threads)  # thread pointers are read once stopped
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
     def _select(self, pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
-                sps: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
+                sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
         keep: List[int] = []
         exe_paths: List[str] = []
+        ends: List[int] = []
+        tls: List[Tuple[int, int]] = []
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
-            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n))
+            objects: List[int] = []
+            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n), objects, ends)
             exe_paths = _exe_and_loader(pid, regions, auxv)
+            if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+                exe_paths += maps.paths_holding(regions, objects)
+                for tp in thread_pointers:
+                    tls += linkmap.thread_area_ranges(tp, lambda a, n: read_small(pid, a, n))
         headers = maps.elf_header_starts(regions, None if plan_only else pid)
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
-                           exe_paths=exe_paths, elf_headers=headers)
+                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
 
     streams = True
 
@@ -246,14 +255,16 @@ class LinuxBackend(Backend):
                 mem = _memory_pid(pid)
                 threads = _leader_first(pid, stopped.threads)
                 regions = _smaps(mem)
-                segments = self._select(mem, regions, plan.kind, plan.flags,
-                                        [t.stack_pointer for t in threads], plan_only=False)
+                segments = self._select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
+                                        [t.thread_pointer for t in threads], plan_only=False)
                 note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem, event=plan.event)
                 # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
                 # a load's unstored tail as zeros, which is the truth only for untouched memory.
-                segments = [s for s in segments if s.dump_start == s.start]
+                # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
+                segments = [s for s in segments if s.dump_start == s.start or s.describe]
                 with Prober(mem) as prober:
-                    pieces = [p for s in segments for p in prober.pieces(s)]
+                    pieces = [p for s in segments for p in (
+                        [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
                 loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes

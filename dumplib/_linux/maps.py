@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..kinds import CoreFilter, DumpKind
 
@@ -82,6 +82,9 @@ class Segment:
     anon: bool
     category: str  # stacks | heap | images | shared | metadata
     region: Optional[Region] = dataclasses.field(default=None, repr=False, compare=False)
+    #: Not taken, yet given a PT_LOAD that stores nothing (as the kernel's cores do): readers such as
+    #: py-spy find a mapped object's code by a PT_LOAD at its NT_FILE start; gdb reads it from the file.
+    describe: bool = False
 
 
 
@@ -208,27 +211,83 @@ def select(
     keep_pages: Iterable[int],
     exe_paths: Sequence[str],
     elf_headers: Dict[int, bool],
+    image_ends: Iterable[int] = (),
+    keep_ranges: Iterable[Tuple[int, int]] = (),
 ) -> List[Segment]:
     """The PT_LOAD segments for *kind* (or raw *filter_bits*), in address order.
 
     *stack_pointers*: each thread's stack pointer; the live part of its stack is always taken.
     *keep_pages*: addresses whose pages the debugger needs (the dynamic linker's link_map chain).
-    *exe_paths*: the executable and the dynamic loader, whose writable data mini dumps keep.
+    *exe_paths*: the loaded objects (the executable, the dynamic loader, every object of the link_map
+    chain), whose writable data (and the .bss mapped right after it) mini dumps keep, as Windows'
+    DataSegs does: thread libraries and TLS lookups read them. *image_ends*: where each loaded
+    object's memory image ends (its last PT_LOAD's end), which bounds its .bss. *keep_ranges*: [start,
+    end) byte ranges the debugger needs, taken exactly (each thread's TLS: a DTV lies in the heap).
     """
     sps = sorted(stack_pointers)
-    keep = sorted({p - p % PAGE for p in keep_pages})
+    keep = _merged([(p - p % PAGE, p - p % PAGE + PAGE) for p in keep_pages] + list(keep_ranges))
+    ends = sorted(image_ends)
     segments: List[Segment] = []
+    below: Optional[Region] = None
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        for seg in _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers):
+        bss_end = _bss_end(below, r, exe_paths, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
+        stack = r.path == "[stack]" or (below is not None and below.end == r.start and below.perms.startswith("---"))
+        below = r
+        if bss_end is not None and filter_bits is None:
+            # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
+            # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
+            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, False, "images")]
+            if bss_end < r.end:
+                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
+                                  elf_headers)
+        else:
+            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, stack)
+        for seg in chosen:
             seg.region = r
             segments.append(seg)
     return segments
 
 
-def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[int],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool]) -> List[Segment]:
+def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends: List[int]) -> Optional[int]:
+    """Where the zero-filled tail (.bss) the loader mapped right after a loaded object's data ends in *r*
+    (its image's end, page-rounded); None when *r* is no such tail."""
+    if below is None or not (below.end == r.start and below.path in exe_paths and below.writable
+                             and not below.shared and not r.file_backed and not r.path and r.writable
+                             and not r.shared):
+        return None
+    i = bisect.bisect_right(ends, r.start)
+    if i == len(ends) or ends[i] > r.end:
+        return None
+    return min(r.end, ends[i] + (-ends[i] % PAGE))
+
+
+def _merged(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """*ranges* sorted, with overlapping or touching ones joined."""
+    out: List[Tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[0] < r[1]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _kept(keep: List[Tuple[int, int]], r: Region) -> List[Tuple[int, int]]:
+    """The parts of *r* that *keep* (merged, sorted) holds."""
+    i = bisect.bisect_left(keep, (r.start,))
+    if i and keep[i - 1][1] > r.start:
+        i -= 1
+    out = []
+    while i < len(keep) and keep[i][0] < r.end:
+        out.append((max(keep[i][0], r.start), min(keep[i][1], r.end)))
+        i += 1
+    return out
+
+
+def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[Tuple[int, int]],
+            exe_paths: Sequence[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
@@ -248,22 +307,29 @@ def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int
         return [Segment(r.start, r.end, flags, r.start, anon, _category(r))]
     i = bisect.bisect_left(sps, r.start)
     sp = sps[i] if i < len(sps) and sps[i] < r.end else None
+    heap = kind is DumpKind.MINIPLUS and not r.shared and (
+        not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
+    )  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
     if sp is not None:
         cut = max(r.start, (sp - RED_ZONE) - (sp - RED_ZONE) % PAGE)
-        below = [Segment(r.start, cut, flags, cut, anon, "stacks")] if cut > r.start else []
-        return below + [Segment(cut, r.end, flags, cut, anon, "stacks")]
+        # A stack inside the heap (a Go goroutine's, in its arena) keeps miniplus from dropping the heap below it;
+        # a thread's own stack (above a guard page, or [stack]) is dead below its stack pointer.
+        heap = heap and not stack
+        below = [Segment(r.start, cut, flags, r.start if heap else cut, anon, "heap" if heap else "stacks")]
+        return (below if cut > r.start else []) + [Segment(cut, r.end, flags, cut, anon, "stacks")]
     if r.path == "[vdso]":
         return [Segment(r.start, r.end, flags, r.start, False, "metadata")]
-    if kind is DumpKind.MINIPLUS and not r.shared and (
-        not r.file_backed or (r.writable and r.anonymous) or "ht" in r.vmflags
-    ):  # private hugetlb too, as the kernel's default coredump_filter (0x33) takes it
+    if heap:
         return [Segment(r.start, r.end, flags, r.start, anon, "heap")]
     if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
         if r.file_backed and r.writable and not r.shared and r.path in exe_paths:
             return [Segment(r.start, r.end, flags, r.start, False, "images")]
         if is_header:
             return _header_split(r, flags)
-    wanted = keep[bisect.bisect_left(keep, r.start) : bisect.bisect_left(keep, r.end)]
+    wanted = _kept(keep, r)
+    if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+        if r.file_backed and "x" in r.perms and not r.shared and not wanted:
+            return [Segment(r.start, r.end, flags, r.end, False, "images", describe=True)]
     if wanted:
         return _page_pieces(r, flags, anon, wanted)
     return [Segment(r.start, r.end, flags, r.end, anon, _category(r))]
@@ -277,15 +343,15 @@ def _header_split(r: Region, flags: int) -> List[Segment]:
     return out
 
 
-def _page_pieces(r: Region, flags: int, anon: bool, pages: List[int]) -> List[Segment]:
-    """Split *r* so that only the given pages are taken (each page its own PT_LOAD)."""
+def _page_pieces(r: Region, flags: int, anon: bool, ranges: List[Tuple[int, int]]) -> List[Segment]:
+    """Split *r* so that only the given [start, end) ranges are taken (each its own PT_LOAD)."""
     out: List[Segment] = []
     cursor = r.start
-    for page in pages:
-        if page > cursor:
-            out.append(Segment(cursor, page, flags, page, anon, "metadata"))
-        out.append(Segment(page, page + PAGE, flags, page, False, "metadata"))
-        cursor = page + PAGE
+    for lo, hi in ranges:
+        if lo > cursor:
+            out.append(Segment(cursor, lo, flags, lo, anon, "metadata"))
+        out.append(Segment(lo, hi, flags, lo, False, "metadata"))
+        cursor = hi
     if cursor < r.end:
         out.append(Segment(cursor, r.end, flags, r.end, anon, "metadata"))
     return out
@@ -313,6 +379,24 @@ def estimate_bytes(segments: Sequence[Segment], regions: Sequence[Region], threa
     # A block per 64 segments covers the filesystem's extent blocks for a file of many runs.
     parts["metadata"] += 64 + 56 * (2 * len(taken) + 1) + notes + PAGE * (1 + len(taken) // 64)
     return parts
+
+
+def paths_holding(regions: Sequence[Region], addresses: Iterable[int]) -> List[str]:
+    """Paths of the file mappings that hold *addresses* (each loaded object's dynamic section...)."""
+    starts = [r.start for r in regions]
+    out: List[str] = []
+    for a in addresses:
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and regions[i].start <= a < regions[i].end and regions[i].file_backed:
+            out.append(regions[i].path)
+    return out
+
+
+#: What the estimate counts for TLS read once the target is stopped, when thread pointers are known:
+#: the main thread's control block, static TLS and DTV (in the loader's own allocations), and each
+#: other thread's DTV (malloc'ed); other threads' control blocks lie at their stacks' tops, counted there.
+def thread_area_allowance(threads: int) -> int:
+    return 4 * PAGE + threads * PAGE
 
 
 def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:

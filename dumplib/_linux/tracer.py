@@ -55,6 +55,11 @@ class ThreadState:
     def stack_pointer(self) -> int:
         return int.from_bytes(self.regs[19 * 8 : 20 * 8], "little")  # rsp is the 20th register
 
+    @property
+    def thread_pointer(self) -> int:
+        """fs_base, where x86-64 threads keep their thread control block (TLS is found from it)."""
+        return int.from_bytes(self.regs[21 * 8 : 22 * 8], "little")
+
 
 def list_tids(pid: int) -> List[int]:
     try:

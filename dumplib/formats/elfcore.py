@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import bisect
 import dataclasses
 import io
 import struct
@@ -174,6 +175,9 @@ class ElfCore:
     compression: Optional[str] = None
     #: Bytes of memory the PT_LOADs hold in the file (their p_filesz), summed as they are read.
     memory_bytes: int = 0
+    #: (offset, size) of the NT_FILE and NT_AUXV descriptors, for loaded_objects().
+    file_note: Optional[Tuple[int, int]] = None
+    auxv_note: Optional[Tuple[int, int]] = None
 
     @property
     def complete(self) -> bool:
@@ -397,6 +401,9 @@ def _interpret(core: ElfCore, reader: _Forward, owner: bytes, ntype: int, at: in
         core.command = printable(command)
     elif owner == b"CORE" and ntype == NT_FILE and size >= 16:
         core.files = _file_names(core, reader, at, size)
+        core.file_note = (at, size)
+    elif owner == b"CORE" and ntype == NT_AUXV:
+        core.auxv_note = (at, size)
     elif owner == b"DUMPLIB" and ntype in (NT_DUMPLIB_COMMENT, NT_DUMPLIB_SIGNATURE):
         if size > MAX_TEXT_NOTE:
             core.problems.append(f"dumplib's note of type 0x{ntype:x} is {size} bytes; dumplib writes at most"
@@ -426,3 +433,77 @@ def _file_names(core: ElfCore, reader: _Forward, at: int, size: int) -> List[str
     if partial:
         names.add(partial)
     return sorted(printable(n) for n in names)
+
+
+#: Bytes of the AUXV note read: the kernel's is a few hundred.
+_MAX_AUXV = 1 << 16
+PF_X = 1
+
+
+def loaded_objects(core: ElfCore) -> List[str]:
+    """Paths of the objects loaded in the process (its executable, the dynamic loader, every object of
+    the dynamic linker's link_map chain), as gdb's `info sharedlibrary` knows them: not every mapped
+    file (NT_FILE also names locale archives, the gconv cache, any file the program mapped).
+
+    Each object is named by the NT_FILE mapping that holds its dynamic section. The chain is read from
+    the core's memory; where it cannot be (a compressed core, memory the core lacks), the files with a
+    code (executable) PT_LOAD are taken, and failing those every mapped file. Reads are bounded.
+    """
+    from .._linux.linkmap import linkmap_addresses, parse_auxv  # pure parsing, on every platform
+
+    if core.file_note is None:
+        return list(core.files)
+    with open_content(core.path, core.compression) as f:
+        mappings = _file_mappings(f, *core.file_note)
+        starts = [m[0] for m in mappings]
+
+        def holder(address: int) -> Optional[int]:
+            i = bisect.bisect_right(starts, address) - 1
+            return i if i >= 0 and address < mappings[i][1] else None
+
+        objects: List[int] = []
+        from_auxv = 0
+        if core.auxv_note is not None and core.compression is None:  # a compressed core is not read at random
+            f.seek(core.auxv_note[0])
+            auxv = parse_auxv(f.read(min(core.auxv_note[1], _MAX_AUXV)))
+            linkmap_addresses(auxv, _Memory(core, f).read, objects)
+            from_auxv = sum(1 for key in (3, 7, 9) if auxv.get(key))  # AT_PHDR, AT_BASE, AT_ENTRY
+        found = [i for i in (holder(a) for a in objects) if i is not None]
+        if len(objects) == from_auxv:  # no link_map entry was read (or a static executable): code mappings
+            found += [i for i in (holder(ld.vaddr) for ld in core.loads if ld.flags & PF_X) if i is not None]
+    names = list(dict.fromkeys(mappings[i][2] for i in found))
+    return [printable(n) for n in names] if names else list(core.files)
+
+
+def _file_mappings(f: BinaryIO, at: int, size: int) -> List[Tuple[int, int, bytes]]:
+    """(start, end, path) of each NT_FILE entry, sorted by start; at most MAX_FILE_NAMES."""
+    f.seek(at)
+    count = struct.unpack("<Q", f.read(8))[0]
+    if count > MAX_FILE_NAMES or 16 + 24 * count > size:
+        return []
+    f.seek(at + 16)
+    ranges = [struct.unpack_from("<QQQ", raw) for raw in (f.read(24) for _ in range(count))]
+    names = f.read(min(size - 16 - 24 * count, MAX_FILE_NAMES * 4096)).split(b"\0")
+    return sorted((lo, hi, name) for (lo, hi, _off), name in zip(ranges, names))
+
+
+class _Memory:
+    """The process's memory as the core stores it (PT_LOAD data only), read through one open file."""
+
+    def __init__(self, core: ElfCore, f: BinaryIO) -> None:
+        self.f = f
+        stored = sorted((ld.vaddr, ld.filesz, ld.offset) for ld in core.loads if ld.filesz)
+        self.starts = [s[0] for s in stored]
+        self.stored = stored
+
+    def read(self, address: int, length: int) -> Optional[bytes]:
+        i = bisect.bisect_right(self.starts, address) - 1
+        if i < 0:
+            return None
+        vaddr, filesz, offset = self.stored[i]
+        if address + length > vaddr + filesz:
+            length = vaddr + filesz - address  # a read that runs past stored memory returns what is there
+        if length <= 0:
+            return None
+        self.f.seek(offset + address - vaddr)
+        return self.f.read(length)
