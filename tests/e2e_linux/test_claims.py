@@ -555,10 +555,10 @@ def test_installed_dumplib_script_dumps_and_estimates(venv, target_exe, outdir, 
     helped = _script(venv, "--help", cwd=tmp_path)
     assert helped.returncode == 0 and all(c in helped.stdout for c in ("dump", "estimate", "info", "ps"))
     with run_target([str(target_exe), "--heap", "200", "--ticker"]) as t:
-        t.ask("gap")
         est = _script(venv, "estimate", str(t.pid), "--kind", "full", "--json", cwd=tmp_path)
         assert est.returncode == 0, est.stderr
-        assert int(t.ask("gap")) < 50_000  # estimating never stopped the target
+        # That estimating never stops the target is test_estimate_never_stops_nor_reads_the_target's
+        # claim (strace sees no ptrace); a timer gap here measured the machine's load instead.
         t.assert_running_untraced()
         estimate = json.loads(est.stdout)
         human = _script(venv, "estimate", str(t.pid), "--kind", "full", cwd=tmp_path)

@@ -536,6 +536,8 @@ def check_with_gdb(rnd: Round, snap: Snap) -> None:
         assert function in by_lwp[rnd.tids[name]], f"gdb's backtrace of {name} does not name {function}:\n{out}"
     for name in WORKERS:
         sec = by_lwp[rnd.tids[name]]
+        if name == "s-sleeper" and not rnd.sleeper_asleep_at_stop:
+            continue  # its sleep ended before the stop (a slow start under load): it waits elsewhere now
         rsp = re.search(r"^rsp\s+(0x[0-9a-f]+)", sec, re.M)
         assert rsp and int(rsp.group(1), 16) == rnd.before[name][2], (name, sec)
         assert re.search(r"^rip\s+0x[0-9a-f]+", sec, re.M), (name, sec)
