@@ -780,8 +780,10 @@ def test_stopped_seconds_is_the_pause_the_target_saw_and_far_below_a_normal_dump
     assert normal.result["snapshot"] is False
     n_stop, s_stop = normal.result["stopped_seconds"], snap_rnd.result["stopped_seconds"]
     n_seen, s_seen = normal.report["max_gap_us"] / 1e6, snap_rnd.report["max_gap_us"] / 1e6  # type: ignore[operator]
-    # What dumplib reports agrees with the longest pause the target's own 1 ms ticker saw.
-    assert abs(s_seen - s_stop) <= SLACK, f"snapshot: stopped_seconds {s_stop:.3f}, the target saw {s_seen:.3f}"
+    # What dumplib reports agrees with the pauses the target's own 1 ms ticker saw. A snapshot stops the
+    # target twice (the clone, then the reaping) and reports both; the ticker's longest gap is one of them.
+    assert s_seen - SLACK <= s_stop <= 2 * s_seen + SLACK, \
+        f"snapshot: stopped_seconds {s_stop:.3f}, the target's longest pause {s_seen:.3f}"
     assert abs(n_seen - n_stop) <= SLACK + 0.5 * n_stop, f"normal: stopped_seconds {n_stop:.3f}, seen {n_seen:.3f}"
     assert s_stop < n_stop and s_seen < n_seen, (f"a snapshot stopped the target {s_stop:.3f} s (seen {s_seen:.3f}),"
                                                  f" a normal dump {n_stop:.3f} s (seen {n_seen:.3f})")
