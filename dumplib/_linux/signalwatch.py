@@ -459,6 +459,16 @@ class SignalWatcher:
                 try:
                     _ptrace(libc.PTRACE_INTERRUPT, t)
                     status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
+                    for _ in range(4):
+                        # Our re-queued copy still pending (the thread not yet past the last hand-over's
+                        # SIGCONT): detached now, it would reach the handler with our siginfo. Run it on to it.
+                        if t not in self.redeliver or status is None or not os.WIFSTOPPED(status) \
+                                or status >> 16 in (0, PTRACE_EVENT_EXIT):
+                            break
+                        if status >> 16 == PTRACE_EVENT_CLONE:
+                            self._adopt_clone(t)
+                        _ptrace(PTRACE_CONT, t, None, None)
+                        status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
                 except OSError:
                     self._forget(t)
                     continue
