@@ -99,6 +99,38 @@ def test_a_symlink_at_the_temporary_name_is_never_followed(ctarget, shared_dir, 
     assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
 
 
+@pytest.mark.parametrize("which", [1, 2], ids=["dump-temporary", "sidecar-temporary"])
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_regular_file_planted_at_the_temporary_name_is_refused_and_untouched(ctarget, shared_dir, codec, which,
+                                                                               monkeypatch):
+    """The temporary's name comes from os.urandom: make the *which*-th name a known one, plant another
+    user's regular file there first (as a lucky guess or a race would), and the creation must fail on it
+    (O_EXCL), leaving its bytes, owner and inode as they were; symlinks alone would not show that."""
+    real_urandom = os.urandom
+    draws = []
+
+    def chosen(n: int) -> bytes:
+        if n != 8:
+            return real_urandom(n)
+        draws.append(n)
+        return bytes.fromhex("00000000000000aa") if len(draws) == which else real_urandom(n)
+
+    planted = shared_dir / ".dumplib-00000000000000aa.tmp"
+    planted.write_bytes(b"someone else's file\n")
+    if os.geteuid() == 0:
+        os.chown(planted, NOBODY, NOBODY)
+    os.chmod(planted, 0o644)
+    before = _fingerprint(planted)
+    monkeypatch.setattr(os, "urandom", chosen)
+    with pytest.raises(dumplib.DumpError):
+        dumplib.create_dump(ctarget.pid, shared_dir / "x.core", "mini", compress=codec)
+    monkeypatch.undo()
+    assert len(draws) >= which  # the planted name was the one drawn
+    assert _fingerprint(planted) == before and _mode(planted) == 0o644
+    assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
+    ctarget.assert_running_untraced()
+
+
 def test_an_existing_sidecar_is_refused_like_an_existing_dump(ctarget, outdir):
     side = outdir / "app.core.json"
     side.write_text('{"mine": true}')
