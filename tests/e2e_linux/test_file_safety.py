@@ -309,6 +309,34 @@ def test_a_process_name_never_moves_or_hides_the_dump(tmp_path, comm):
     assert sorted(p.name for p in base.rglob("*")) == sorted(["sub", shown])
 
 
+def test_a_long_argv0_gives_a_name_of_at_most_64_characters(target_exe, tmp_path):
+    """{name} is the process's own choice: argv[0]'s base name when comm (15 bytes) is its start. A 300-character
+    one (longer than a file name may be) is cut to the README's 64 characters, in the default name and in a template."""
+    link = tmp_path / "dlnamecap-target"
+    link.symlink_to(target_exe)  # comm: the first 15 bytes of the name the program was run by
+    argv0 = str(link) + "Y" * (300 - len(link.name))
+    name = os.path.basename(argv0)
+    assert len(name) == 300
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([argv0], executable=str(link), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and json.loads(proc.stdout.readline())["pid"] == proc.pid
+        assert open(f"/proc/{proc.pid}/cmdline").read().split("\0")[0] == argv0
+        default = dumplib.create_dump(proc.pid, out, "triage")
+        assert os.path.basename(default.path).startswith(f"{name[:64]}_{proc.pid}_"), default.path
+        templated = dumplib.create_dump(proc.pid, str(out) + "/{name}.core", "triage")
+        assert os.path.basename(templated.path) == name[:64] + ".core"
+        assert templated.sidecar == templated.path + ".json" and os.path.exists(templated.sidecar)
+        done = dumplib_cli("dump", str(proc.pid), str(out) + "/cli-{name}.core", "-k", "triage", "--json")
+        assert done.returncode == 0, done.stderr
+        assert os.path.basename(json.loads(done.stdout)["path"]) == f"cli-{name[:64]}.core"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not leftovers(out)
+
+
 def test_a_full_disk_while_writing_the_sidecar_leaves_nothing(ctarget, tmp_path):
     # One inode for the volume's root and one for the dump: the sidecar's temporary cannot be created.
     with tmpfs(tmp_path / "vol", "64M", options="nr_inodes=2") as vol:
