@@ -99,6 +99,23 @@ def test_ten_million_program_headers_cost_little(tmp_path):
     assert run.seconds < SECONDS and run.rss_mib < MAX_RSS_MIB, run[:3]
 
 
+def test_more_than_65536_mapped_file_names_are_cut_there_and_reported(tmp_path):
+    """The README's bound: at most 65,536 mapped-file names are read; beyond, the dump is incomplete. 100,000
+    distinct names in one NT_FILE note (4 MB) come back as the first 65,536 of them, with the problem said."""
+    path = tmp_path / "files.core"
+    names = [b"/lib/m%06d.so" % i for i in range(100_000)]
+    entries = [(0x10000 + i * 4096, 0x11000 + i * 4096, n) for i, n in enumerate(names)]
+    path.write_bytes(ec.core([ec.prstatus(7), ec.prpsinfo(7, b"many", b"many"), ec.nt_file(entries)],
+                             [(0x1000, 4096, 4096)]))
+    run = info_child(path, "--json")
+    assert run.code == 12, run
+    shown = json.loads(run.out)
+    assert shown["complete"] is False and any("more than 65536 files" in p for p in shown["problems"]), shown["problems"]
+    assert shown["modules"] == [n.decode() for n in names[:65536]]
+    text = info_child(path)
+    assert text.code == 12 and b"more than 65536 files" in text.out and b"INCOMPLETE" in text.out
+
+
 def test_escape_sequences_and_undecodable_bytes_in_a_core_are_shown_escaped(tmp_path):
     path = tmp_path / "names.core"
     path.write_bytes(ec.core([
