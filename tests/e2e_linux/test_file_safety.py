@@ -22,7 +22,7 @@ from dumplib import placement as output_module
 from dumplib import outputs as _outputs
 from dumplib.placement import TEMP_RE
 from helpers import IN_CI, leftovers, require, tmpfs
-from linuxrig import NOBODY, dumplib_cli, run_target
+from linuxrig import NOBODY, DirectoryEvents, dumplib_cli, run_target
 
 
 
@@ -129,6 +129,30 @@ def test_a_regular_file_planted_at_the_temporary_name_is_refused_and_untouched(c
     assert _fingerprint(planted) == before and _mode(planted) == 0o644
     assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
     ctarget.assert_running_untraced()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_dump_and_its_sidecar_appear_together_and_only_once_both_are_written(ctarget, outdir, codec):
+    """Watched with inotify during a real dump: neither final name appears while anything is still being
+    written (the dump's or the sidecar's temporary), and once one appears the other follows with no write
+    in between; nothing else shows."""
+    events = DirectoryEvents(outdir)
+    try:
+        r = dumplib.create_dump(ctarget.pid, outdir / "app.core", "full", compress=codec)
+        seen = events.read()
+    finally:
+        events.close()
+    finals = {os.path.basename(r.path), os.path.basename(r.sidecar)}
+    appear = [i for i, (what, name) in enumerate(seen) if name in finals and what in ("create", "moved_to")]
+    assert {seen[i][1] for i in appear} == finals and len(appear) == 2, seen
+    writes = [i for i, (what, name) in enumerate(seen) if what in ("create", "modify", "close_write")
+              and TEMP_RE.match(name)]
+    assert len({seen[i][1] for i in writes}) == 2, seen  # the dump's temporary and the sidecar's
+    assert max(writes) < appear[0], seen  # nothing written once a final name shows
+    between = seen[appear[0] + 1: appear[1]]
+    assert all(what in ("moved_from", "delete") and TEMP_RE.match(name) for what, name in between), seen
+    assert not [n for w, n in seen if n not in finals and not TEMP_RE.match(n)], seen
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(finals)
 
 
 def test_an_existing_sidecar_is_refused_like_an_existing_dump(ctarget, outdir):
