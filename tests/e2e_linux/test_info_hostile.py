@@ -65,13 +65,44 @@ def info_child(path: "os.PathLike[str] | str", *args: str, timeout: float = 120)
                    usage.ru_utime + usage.ru_stime)
 
 
-def test_a_fifo_is_refused_at_once(tmp_path):
+def _in_open(pid: int) -> bool:
+    """Whether *pid* sleeps in openat (a FIFO writer waiting for a reader), from /proc."""
+    with open(f"/proc/{pid}/syscall") as f:
+        return f.read().split()[0] == "257"
+
+
+def test_a_fifo_is_refused_at_once_and_neither_its_writer_nor_its_bytes_are_touched(tmp_path):
     fifo = tmp_path / "core.fifo"
     os.mkfifo(fifo)
-    run = info_child(fifo, timeout=60)
-    assert run.code == 12 and b"not a regular file (a FIFO)" in run.err, run
-    run = info_child(fifo, "--json", timeout=60)
-    assert run.code == 12 and json.loads(run.out)["error"]["type"] == "InvalidDumpFile"
+    # A writer waiting in open() for a reader: opening the FIFO, even to refuse it, would let it on into a
+    # write with no reader (EPIPE, SIGPIPE).
+    writer = subprocess.Popen([sys.executable, "-c", f"open({str(fifo)!r}, 'wb').write(b'W' * 100)"])
+    try:
+        deadline = time.monotonic() + 30
+        while not _in_open(writer.pid):
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never waited in open"
+            time.sleep(0.01)
+        run = info_child(fifo, timeout=60)
+        assert run.code == 12 and b"not a regular file (a FIFO)" in run.err, run
+        time.sleep(0.2)  # a writer let go would be past open() by now
+        assert writer.poll() is None and _in_open(writer.pid), "dumplib info opened the FIFO: its writer went on"
+        with open(fifo, "rb") as reader:  # now the test is the reader: the writer's bytes are all there
+            assert reader.read() == b"W" * 100
+        assert writer.wait(30) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    # Bytes waiting in the FIFO stay there for their reader.
+    held = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(held, b"DATA-NOT-YOURS")
+        run = info_child(fifo, "--json", timeout=60)
+        assert run.code == 12 and json.loads(run.out)["error"]["type"] == "InvalidDumpFile", run
+        assert os.read(held, 100) == b"DATA-NOT-YOURS"
+    finally:
+        os.close(held)
+    assert [p.name for p in tmp_path.iterdir()] == ["core.fifo"] and os.path.exists(fifo)
 
 
 @pytest.mark.parametrize("path, kind", [("/dev/zero", b"character device"), ("/proc", b"directory")])
