@@ -291,3 +291,19 @@ class DirectoryEvents:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def handler_lines(path: "os.PathLike[str] | str", n: int, within: float = 10.0) -> List[str]:
+    """A signal handler's record file once it holds *n* complete lines (or what it holds at the deadline).
+
+    The handler creates the file before it writes its line, so the file's existence alone says nothing:
+    reading as soon as it exists races with the write."""
+    import time
+
+    deadline = time.monotonic() + within
+    text = ""
+    while True:
+        text = Path(path).read_text() if os.path.exists(path) else ""
+        if text.count("\n") >= n or time.monotonic() > deadline:
+            return text.splitlines(keepends=True)
+        time.sleep(0.02)

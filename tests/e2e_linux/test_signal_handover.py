@@ -17,7 +17,7 @@ import pytest
 
 import dumplib
 from dumplib._linux.signalwatch import SignalWatcher
-from linuxrig import build_source
+from linuxrig import build_source, handler_lines
 
 pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
@@ -26,19 +26,6 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def signal_exe(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     return build_source(tmp_path_factory.mktemp("sigbin"), HERE / "signal_target.c", name="dlw-handover")
-
-
-def lines_of(path: Path, n: int, within: float = 10.0) -> List[str]:
-    """The handler file's complete lines once it has *n* of them (or whatever it has at the deadline):
-    the handler creates the file before it writes its line, so existence alone says nothing."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        text = path.read_text() if path.exists() else ""
-        if text.count("\n") >= n:
-            break
-        time.sleep(0.02)
-    text = path.read_text() if path.exists() else ""
-    return text.splitlines(keepends=True)
 
 
 def test_a_second_hand_over_right_after_a_signal_never_delivers_the_watchers_copy(signal_exe: Path,
@@ -74,13 +61,13 @@ def test_a_second_hand_over_right_after_a_signal_never_delivers_the_watchers_cop
         watcher = SignalWatcher(proc.pid, [dumplib.SignalReceived("TERM")], fire)
         watcher.start()
         os.kill(proc.pid, signal.SIGTERM)
-        got = lines_of(side, 1)
+        got = handler_lines(side, 1)
         deadline = time.monotonic() + 30
         while (not second or second[0].is_alive()) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(results) == 2, results
         time.sleep(0.3)  # a stray copy would arrive now
-        got = lines_of(side, 2, within=0.5)
+        got = handler_lines(side, 2, within=0.5)
         # Delivered once, as sent: SI_USER (0) from this test's pid; never SI_TKILL (-6) from the watcher.
         assert got == [f"signo=15 code=0 pid={os.getpid()}\n"], got
     finally:
