@@ -4,6 +4,7 @@ before the thread has run to the re-queued copy (what a loaded machine does to a
 that samples and takes signals at once)."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -70,6 +71,45 @@ def test_a_second_hand_over_right_after_a_signal_never_delivers_the_watchers_cop
         got = handler_lines(side, 2, within=0.5)
         # Delivered once, as sent: SI_USER (0) from this test's pid; never SI_TKILL (-6) from the watcher.
         assert got == [f"signo=15 code=0 pid={os.getpid()}\n"], got
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        proc.kill()
+        proc.wait()
+
+
+def test_another_signal_taken_before_the_re_queued_one_leaves_its_siginfo_alone(signal_exe: Path,
+                                                                                tmp_path: Path) -> None:
+    """A SIGUSR1 queued to the signalled thread while it is handed over is taken before the re-queued
+    SIGTERM (the lower number goes first): passing it through must not cost the SIGTERM its siginfo.
+    (Under load the hand-over's own SIGCONT did this: the SIGTERM then arrived as SI_TKILL, -6.)"""
+    side = tmp_path / "handler.txt"
+    proc = subprocess.Popen([str(signal_exe), str(side)], stdout=subprocess.PIPE, text=True)
+    watcher: Any = None
+    tgkill = ctypes.CDLL(None, use_errno=True).tgkill
+    try:
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+        results: List[object] = []
+
+        def fire(pid: int, firing: Any, hand_over: Any) -> None:
+            tid = firing.event.tid
+
+            def take() -> object:
+                assert tgkill(pid, tid, signal.SIGUSR1) == 0  # the process is stopped: it waits with the rest
+                return dumplib.create_dump(pid, tmp_path / "at-signal.core", "mini", sidecar=False)
+
+            results.append(hand_over(take))
+
+        watcher = SignalWatcher(proc.pid, [dumplib.SignalReceived("TERM")], fire)
+        watcher.start()
+        os.kill(proc.pid, signal.SIGTERM)
+        got = handler_lines(side, 2)
+        time.sleep(0.3)  # a stray copy would arrive now
+        got = handler_lines(side, 3, within=0.5)
+        assert len(results) == 1
+        # Both handlers' frames are set up in one return to user mode: the last one taken runs first.
+        assert sorted(got) == [f"signo=10 code=-6 pid={os.getpid()}\n", f"signo=15 code=0 pid={os.getpid()}\n"], got
     finally:
         if watcher is not None:
             watcher.stop()
