@@ -25,7 +25,8 @@ pytestmark = pytest.mark.linux
 REPO = str(Path(__file__).resolve().parents[2])
 
 # Generous: the machine is shared and loaded. Before the fix the 200 MB note took 52-87 s and 2.8 GB,
-# the 10 million headers 3.4-4.9 s and 570-580 MB, and a FIFO never returned.
+# the 10 million headers 3.4-4.9 s and 570-580 MB, and a FIFO never returned. Seconds of the child's CPU
+# (wait4), not of the wall clock, which a loaded machine stretches (the wall-clock bound failed at load 20).
 SECONDS = 30.0
 MAX_RSS_MIB = 300
 
@@ -116,10 +117,10 @@ def test_a_sparse_200_mb_note_segment_costs_little(tmp_path):
     with open(path, "wb") as f:
         f.write(ec.ehdr(64, 1) + ec.PHDR.pack(ec.PT_NOTE, 0, 4096, 0, 0, 200 << 20, 0, 4))
         f.truncate(4096 + (200 << 20))  # a hole: 200 MB of zero-sized notes that cost no disk
-    run = info_child(path)
+    run = info_child(path, timeout=600)
     assert run.code == 12 and b"INCOMPLETE" in run.out, run
     assert b"notes; the rest were not read" in run.out
-    assert run.seconds < SECONDS and run.rss_mib < MAX_RSS_MIB, run[:3]
+    assert run.cpu < SECONDS and run.rss_mib < MAX_RSS_MIB, (run.cpu, run.rss_mib)
 
 
 def test_ten_million_program_headers_cost_little(tmp_path):
@@ -134,7 +135,7 @@ def test_ten_million_program_headers_cost_little(tmp_path):
         for _ in range(loads // 500_000):
             f.write(one * 500_000)
         f.truncate(128 + count * ec.PHDR.size)
-    run = info_child(path, "--json")
+    run = info_child(path, "--json", timeout=600)
     assert run.code == 12, run[:3]
     shown = json.loads(run.out)
     assert any("claims 10000000 program headers" in p for p in shown["problems"]), shown["problems"]

@@ -65,7 +65,7 @@ def test_a_second_hand_over_right_after_a_signal_never_delivers_the_watchers_cop
         watcher = SignalWatcher(proc.pid, [dumplib.SignalReceived("TERM")], fire)
         watcher.start()
         os.kill(proc.pid, signal.SIGTERM)
-        got = handler_lines(side, 1)
+        got = handler_lines(side, 1, within=30)
         deadline = time.monotonic() + 30
         while (not second or second[0].is_alive()) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -107,7 +107,7 @@ def test_another_signal_taken_before_the_re_queued_one_leaves_its_siginfo_alone(
         watcher = SignalWatcher(proc.pid, [dumplib.SignalReceived("TERM")], fire)
         watcher.start()
         os.kill(proc.pid, signal.SIGTERM)
-        got = handler_lines(side, 2)
+        got = handler_lines(side, 2, within=30)
         time.sleep(0.3)  # a stray copy would arrive now
         got = handler_lines(side, 3, within=0.5)
         assert len(results) == 1
