@@ -33,11 +33,13 @@ SOURCE = Path(__file__).resolve().parent / "shapes_pause" / "pause_target.c"
 MARGIN = 5.0
 #: The README's promise: "A thread that cannot stop ... is waited for 2 s; then" the dump is refused.
 REFUSED_AFTER = 2.0
-#: The refusal seen from this test's clock: 2 s plus what attaching and letting go cost at load 10 on
-#: two CPUs; still well below a wait ten times too long.
-REFUSED_WITHIN = REFUSED_AFTER + 8.0
-#: How long the stuck thread sleeps in the kernel: longer than any refusal this test accepts.
-STUCK_FOR = int(REFUSED_WITHIN + 2)
+#: The refusal seen from this test's clock: 2 s plus what planning, attaching and letting go cost on a
+#: loaded 2-CPU machine (10.6 s in all was seen at load 20); still below a wait ten times too long.
+REFUSED_WITHIN = REFUSED_AFTER + 15.0
+#: How long the stuck thread sleeps in the kernel: longer than any refusal the timing test accepts.
+STUCK_LONGER = int(REFUSED_WITHIN + 2)
+#: For the tests that do not time the refusal: longer than it takes.
+STUCK_FOR = 12
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +165,7 @@ def test_a_tracer_threads_end_detaches_every_tracee_even_one_not_yet_stopped(pau
 # -- a thread that cannot stop ----------------------------------------------------------------------------
 def test_a_thread_that_cannot_stop_is_refused_by_name_and_state_and_the_others_let_go(pause_exe, tmp_path):
     with shape(pause_exe, tmp_path) as t:
-        stuck_in_vfork(t, STUCK_FOR)
+        stuck_in_vfork(t, STUCK_LONGER)
         started = time.monotonic()
         with pytest.raises(dumplib.TargetRefused) as info:
             dumplib.create_dump(t.pid, tmp_path / "x.core", "full", space_check=False)
