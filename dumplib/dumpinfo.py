@@ -71,6 +71,10 @@ def _regular_head(path: str) -> "tuple[bytes, int]":
     waits for a writer, and a device never ends."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
+        # Refused before it is opened: opening a FIFO, even to refuse it, lets a writer waiting for a reader on.
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise InvalidDumpFile(f"{path} is not a regular file ({_file_type(mode)}); a dump is a file", path=path)
         fd = os.open(path, flags)
     except OSError as exc:
         raise InvalidDumpFile(f"cannot read {path}: {exc.strerror}", path=path) from None

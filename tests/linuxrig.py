@@ -246,3 +246,64 @@ def unlimited_core() -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+class DirectoryEvents:
+    """inotify on one directory, read after the fact in the order the kernel saw them: what a watcher of
+    the directory could have seen at each moment of a dump (which names appeared, which were written to).
+    Consecutive identical events are merged by the kernel, so a long write costs a handful of entries."""
+
+    IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x2, 0x8, 0x40, 0x80
+    IN_CREATE, IN_DELETE, IN_Q_OVERFLOW = 0x100, 0x200, 0x4000
+    NAMES = {0x2: "modify", 0x8: "close_write", 0x40: "moved_from", 0x80: "moved_to", 0x100: "create",
+             0x200: "delete"}
+
+    def __init__(self, directory: "os.PathLike[str] | str") -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(0o4000 | 0o2000000)  # IN_NONBLOCK | IN_CLOEXEC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        mask = sum(self.NAMES)
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) < 0:
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+
+    def read(self) -> List["tuple[str, str]"]:
+        """Every event so far as (what, name), oldest first; a queue overflow fails loudly."""
+        import struct
+
+        out: List["tuple[str, str]"] = []
+        while True:
+            try:
+                buf = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return out
+            at = 0
+            while at < len(buf):
+                _wd, mask, _cookie, size = struct.unpack_from("iIII", buf, at)
+                name = buf[at + 16: at + 16 + size].rstrip(b"\0").decode("utf-8", "surrogateescape")
+                at += 16 + size
+                if mask & self.IN_Q_OVERFLOW:
+                    raise AssertionError("inotify queue overflowed: events were lost")
+                out.extend((what, name) for bit, what in self.NAMES.items() if mask & bit)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def handler_lines(path: "os.PathLike[str] | str", n: int, within: float = 10.0) -> List[str]:
+    """A signal handler's record file once it holds *n* complete lines (or what it holds at the deadline).
+
+    The handler creates the file before it writes its line, so the file's existence alone says nothing:
+    reading as soon as it exists races with the write."""
+    import time
+
+    deadline = time.monotonic() + within
+    text = ""
+    while True:
+        text = Path(path).read_text() if os.path.exists(path) else ""
+        if text.count("\n") >= n or time.monotonic() > deadline:
+            return text.splitlines(keepends=True)
+        time.sleep(0.02)

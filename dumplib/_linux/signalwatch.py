@@ -370,8 +370,9 @@ class SignalWatcher:
             self.tids.append(msg.value)
 
     def _on_signal(self, tid: int, sig: int) -> None:
-        again = self.redeliver.pop(tid, None)
+        again = self.redeliver.get(tid)
         if again is not None and again.signo == sig:
+            del self.redeliver[tid]  # another signal first (the hand-over's SIGCONT): the copy is still to come
             self._set_siginfo(tid, again.siginfo)  # our re-queued copy carries the original's siginfo
             if not again.fresh:
                 self._resume(tid, sig)
@@ -501,6 +502,22 @@ class SignalWatcher:
                 try:
                     _ptrace(libc.PTRACE_INTERRUPT, t)
                     status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
+                    for _ in range(4):
+                        # Our re-queued copy still pending (the thread not yet past the last hand-over's
+                        # SIGCONT): detached now, it would reach the handler with our siginfo. Run it on to it
+                        # (delivering another signal it stopped for first, such as that SIGCONT).
+                        again, other = self.redeliver.get(t), 0
+                        if again is None or status is None or not os.WIFSTOPPED(status) \
+                                or status >> 16 == PTRACE_EVENT_EXIT:
+                            break
+                        if status >> 16 == 0:
+                            other = os.WSTOPSIG(status)
+                            if other == again.signo or other in _STOP_SIGNALS:
+                                break
+                        if status >> 16 == PTRACE_EVENT_CLONE:
+                            self._adopt_clone(t)
+                        _ptrace(PTRACE_CONT, t, None, ctypes.c_void_p(other or None))
+                        status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)
                 except OSError:
                     self._forget(t)
                     continue

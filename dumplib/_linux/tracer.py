@@ -326,7 +326,9 @@ class StoppedProcess:
         started = time.monotonic()
         try:
             if self._target_released:
-                pause = StoppedProcess(self.pid, stop_timeout=self.stop_timeout)
+                # The usual patience, not max_pause's: a 10 ms max_pause left the clone a zombie for good
+                # whenever the running target took longer than that to stop again (a loaded machine).
+                pause = StoppedProcess(self.pid)
                 try:
                     pause._seize_all()
                     # Registers of the few threads reap_in may use, not of all: with thousands of

@@ -6,7 +6,7 @@ import bisect
 import dataclasses
 import io
 import struct
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union, overload
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, overload
 
 from .._text import printable
 from ..compression import open_content, open_dump
@@ -422,16 +422,17 @@ def _file_names(core: ElfCore, reader: _Forward, at: int, size: int) -> List[str
     if 16 + 24 * count > size:
         core.problems.append(f"the NT_FILE note claims {count} files but has room for {(size - 16) // 24}")
         return []
-    names: Set[bytes] = set()
+    names: Dict[bytes, None] = {}  # a set that keeps the note's order, so the cut keeps the first ones
     partial = b""
     for piece in reader.pieces(at + 16 + 24 * count, size - 16 - 24 * count):
         *whole, partial = (partial + piece).split(b"\0")
-        names.update(n for n in whole if n)
+        names.update(dict.fromkeys(n for n in whole if n))
         if len(names) > MAX_FILE_NAMES or len(partial) > _CHUNK:
             core.problems.append(f"the NT_FILE note names more than {MAX_FILE_NAMES} files; the rest were not read")
+            names, partial = dict.fromkeys(list(names)[:MAX_FILE_NAMES]), b""  # one piece may hold many more
             break
     if partial:
-        names.add(partial)
+        names[partial] = None
     return sorted(printable(n) for n in names)
 
 

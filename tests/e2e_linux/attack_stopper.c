@@ -1,5 +1,5 @@
 /* attack_stopper PID SIG: sends SIG to PID the moment one of its threads is traced (TracerPid not 0),
- * i.e. while a dump holds it stopped; prints "sent". A C loop, so the signal lands within
+ * i.e. while a dump holds it stopped; prints "ready" as it starts looking, then "sent". A C loop, so the signal lands within
  * microseconds of the stop (tests/e2e_linux/test_snapshot_attack_sigstop.py). */
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +13,8 @@ int main(int argc, char **argv) {
     int pid = atoi(argv[1]), sig = atoi(argv[2]);
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", pid);
+    printf("ready\n");
+    fflush(stdout);
     for (long i = 0; i < 100000000L; i++) {
         int fd = open(path, O_RDONLY);
         if (fd < 0) return 3;

@@ -2,6 +2,7 @@
  *
  *   signal_target SIDEFILE            SIGTERM/SIGUSR1 handler (SA_SIGINFO) records si_signo, si_code,
  *                                     si_pid into SIDEFILE and flips a marker in memory
+ *   signal_target SIDEFILE --one-thread   the same without the sleeping second thread
  *   signal_target --segv              reads "go" on stdin, then dereferences NULL in crash_here()
  *   signal_target --segv-thread       the same, in a second thread (prints its tid too)
  *
@@ -49,7 +50,7 @@ static void *reader_crashes(void *arg) {
 int main(int argc, char **argv) {
     pthread_t t;
     snprintf(marker, sizeof marker, "HANDLER-NOT-RUN-%d", (int)getpid());
-    pthread_create(&t, NULL, worker_sleeps, NULL);
+    if (!(argc > 2 && strcmp(argv[2], "--one-thread") == 0)) pthread_create(&t, NULL, worker_sleeps, NULL);
     if (argc > 1 && strcmp(argv[1], "--segv-thread") == 0) {
         pthread_create(&t, NULL, reader_crashes, NULL);
         for (;;) pause();

@@ -22,7 +22,7 @@ from dumplib import placement as output_module
 from dumplib import outputs as _outputs
 from dumplib.placement import TEMP_RE
 from helpers import IN_CI, leftovers, require, tmpfs
-from linuxrig import NOBODY, dumplib_cli, run_target
+from linuxrig import NOBODY, DirectoryEvents, dumplib_cli, run_target
 
 
 
@@ -97,6 +97,62 @@ def test_a_symlink_at_the_temporary_name_is_never_followed(ctarget, shared_dir, 
             dumplib.create_dump(ctarget.pid, shared_dir / "x.core", "mini", compress=codec)
         assert _fingerprint(target) == before and os.path.islink(planted)
     assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
+
+
+@pytest.mark.parametrize("which", [1, 2], ids=["dump-temporary", "sidecar-temporary"])
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_regular_file_planted_at_the_temporary_name_is_refused_and_untouched(ctarget, shared_dir, codec, which,
+                                                                               monkeypatch):
+    """The temporary's name comes from os.urandom: make the *which*-th name a known one, plant another
+    user's regular file there first (as a lucky guess or a race would), and the creation must fail on it
+    (O_EXCL), leaving its bytes, owner and inode as they were; symlinks alone would not show that."""
+    real_urandom = os.urandom
+    draws = []
+
+    def chosen(n: int) -> bytes:
+        if n != 8:
+            return real_urandom(n)
+        draws.append(n)
+        return bytes.fromhex("00000000000000aa") if len(draws) == which else real_urandom(n)
+
+    planted = shared_dir / ".dumplib-00000000000000aa.tmp"
+    planted.write_bytes(b"someone else's file\n")
+    if os.geteuid() == 0:
+        os.chown(planted, NOBODY, NOBODY)
+    os.chmod(planted, 0o644)
+    before = _fingerprint(planted)
+    monkeypatch.setattr(os, "urandom", chosen)
+    with pytest.raises(dumplib.DumpError):
+        dumplib.create_dump(ctarget.pid, shared_dir / "x.core", "mini", compress=codec)
+    monkeypatch.undo()
+    assert len(draws) >= which  # the planted name was the one drawn
+    assert _fingerprint(planted) == before and _mode(planted) == 0o644
+    assert sorted(p.name for p in shared_dir.iterdir()) == [planted.name]
+    ctarget.assert_running_untraced()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_dump_and_its_sidecar_appear_together_and_only_once_both_are_written(ctarget, outdir, codec):
+    """Watched with inotify during a real dump: neither final name appears while anything is still being
+    written (the dump's or the sidecar's temporary), and once one appears the other follows with no write
+    in between; nothing else shows."""
+    events = DirectoryEvents(outdir)
+    try:
+        r = dumplib.create_dump(ctarget.pid, outdir / "app.core", "full", compress=codec)
+        seen = events.read()
+    finally:
+        events.close()
+    finals = {os.path.basename(r.path), os.path.basename(r.sidecar)}
+    appear = [i for i, (what, name) in enumerate(seen) if name in finals and what in ("create", "moved_to")]
+    assert {seen[i][1] for i in appear} == finals and len(appear) == 2, seen
+    writes = [i for i, (what, name) in enumerate(seen) if what in ("create", "modify", "close_write")
+              and TEMP_RE.match(name)]
+    assert len({seen[i][1] for i in writes}) == 2, seen  # the dump's temporary and the sidecar's
+    assert max(writes) < appear[0], seen  # nothing written once a final name shows
+    between = seen[appear[0] + 1: appear[1]]
+    assert all(what in ("moved_from", "delete") and TEMP_RE.match(name) for what, name in between), seen
+    assert not [n for w, n in seen if n not in finals and not TEMP_RE.match(n)], seen
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(finals)
 
 
 def test_an_existing_sidecar_is_refused_like_an_existing_dump(ctarget, outdir):
@@ -275,6 +331,34 @@ def test_a_process_name_never_moves_or_hides_the_dump(tmp_path, comm):
         with pytest.raises(dumplib.InvalidDumpPath):
             dumplib.create_dump(proc.pid, str(base / "sub") + "/{name}/x.core", "triage", sidecar=False)
     assert sorted(p.name for p in base.rglob("*")) == sorted(["sub", shown])
+
+
+def test_a_long_argv0_gives_a_name_of_at_most_64_characters(target_exe, tmp_path):
+    """{name} is the process's own choice: argv[0]'s base name when comm (15 bytes) is its start. A 300-character
+    one (longer than a file name may be) is cut to the README's 64 characters, in the default name and in a template."""
+    link = tmp_path / "dlnamecap-target"
+    link.symlink_to(target_exe)  # comm: the first 15 bytes of the name the program was run by
+    argv0 = str(link) + "Y" * (300 - len(link.name))
+    name = os.path.basename(argv0)
+    assert len(name) == 300
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([argv0], executable=str(link), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and json.loads(proc.stdout.readline())["pid"] == proc.pid
+        assert open(f"/proc/{proc.pid}/cmdline").read().split("\0")[0] == argv0
+        default = dumplib.create_dump(proc.pid, out, "triage")
+        assert os.path.basename(default.path).startswith(f"{name[:64]}_{proc.pid}_"), default.path
+        templated = dumplib.create_dump(proc.pid, str(out) + "/{name}.core", "triage")
+        assert os.path.basename(templated.path) == name[:64] + ".core"
+        assert templated.sidecar == templated.path + ".json" and os.path.exists(templated.sidecar)
+        done = dumplib_cli("dump", str(proc.pid), str(out) + "/cli-{name}.core", "-k", "triage", "--json")
+        assert done.returncode == 0, done.stderr
+        assert os.path.basename(json.loads(done.stdout)["path"]) == f"cli-{name[:64]}.core"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not leftovers(out)
 
 
 def test_a_full_disk_while_writing_the_sidecar_leaves_nothing(ctarget, tmp_path):

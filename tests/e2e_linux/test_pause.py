@@ -22,7 +22,6 @@ import pytest
 import dumplib
 from dumplib._backend import get_backend
 from dumplib._linux import libc
-from dumplib._linux.tracer import STOP_TIMEOUT
 from dumplib.targets import resolve_target
 from helpers import leftovers, require
 from linuxrig import build_source, dumplib_cli, gdb, have
@@ -32,6 +31,15 @@ pytestmark = pytest.mark.linux
 SOURCE = Path(__file__).resolve().parent / "shapes_pause" / "pause_target.c"
 #: Slack for a loaded 2-core machine on every timing bound below.
 MARGIN = 5.0
+#: The README's promise: "A thread that cannot stop ... is waited for 2 s; then" the dump is refused.
+REFUSED_AFTER = 2.0
+#: The refusal seen from this test's clock: 2 s plus what planning, attaching and letting go cost on a
+#: loaded 2-CPU machine (10.6 s in all was seen at load 20); still below a wait ten times too long.
+REFUSED_WITHIN = REFUSED_AFTER + 15.0
+#: How long the stuck thread sleeps in the kernel: longer than any refusal the timing test accepts.
+STUCK_LONGER = int(REFUSED_WITHIN + 2)
+#: For the tests that do not time the refusal: longer than it takes.
+STUCK_FOR = 12
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +165,7 @@ def test_a_tracer_threads_end_detaches_every_tracee_even_one_not_yet_stopped(pau
 # -- a thread that cannot stop ----------------------------------------------------------------------------
 def test_a_thread_that_cannot_stop_is_refused_by_name_and_state_and_the_others_let_go(pause_exe, tmp_path):
     with shape(pause_exe, tmp_path) as t:
-        stuck_in_vfork(t, int(STOP_TIMEOUT + 2 * MARGIN))
+        stuck_in_vfork(t, STUCK_LONGER)
         started = time.monotonic()
         with pytest.raises(dumplib.TargetRefused) as info:
             dumplib.create_dump(t.pid, tmp_path / "x.core", "full", space_check=False)
@@ -165,7 +173,7 @@ def test_a_thread_that_cannot_stop_is_refused_by_name_and_state_and_the_others_l
         err = info.value
         assert err.reason == "thread-not-stopping" and err.tid == t.pid and err.state.startswith("D")
         assert f"thread {t.pid} of process {t.pid}" in str(err) and "vfork" in str(err)
-        assert took < STOP_TIMEOUT + MARGIN, took
+        assert REFUSED_AFTER - 0.1 <= took < REFUSED_WITHIN, took  # measured here, not read from the code
         # At once, not when the stuck thread wakes: the others run, nothing is attached to this caller.
         t.assert_running_and_free()
         assert not (tmp_path / "x.core").exists() and leftovers(tmp_path) == []
@@ -180,7 +188,7 @@ def test_an_interrupted_wait_is_not_the_process_exiting(pause_exe, tmp_path):
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
     with shape(pause_exe, tmp_path) as t:
-        stuck_in_vfork(t, int(STOP_TIMEOUT + 2 * MARGIN))
+        stuck_in_vfork(t, STUCK_FOR)
         signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
         try:
             with pytest.raises(dumplib.TargetRefused) as info:
@@ -201,7 +209,7 @@ def test_a_callers_alarm_that_raises_leaves_no_thread_attached(pause_exe, tmp_pa
 
     previous = signal.signal(signal.SIGALRM, boom)
     with shape(pause_exe, tmp_path) as t:
-        stuck_in_vfork(t, int(STOP_TIMEOUT + 2 * MARGIN))
+        stuck_in_vfork(t, STUCK_FOR)
         signal.setitimer(signal.ITIMER_REAL, 0.3)
         try:
             with pytest.raises(Alarm):
