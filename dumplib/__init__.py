@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below imports these on use
     from typing import Any, Dict, List
 
-    from .api import create_dump, estimate
+    from .api import cancel_dumps, create_dump, estimate
     from .errors import (
         AccessDenied,
         AmbiguousProcess,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
 #: tests/unit/test_import_cost.py checks that the two agree and that every name resolves).
 _WHERE: "Dict[str, str]" = {
     "create_dump": "api",
+    "cancel_dumps": "api",
     "estimate": "api",
     "info": "dumpinfo",
     "DumpInfo": "dumpinfo",
@@ -69,6 +70,7 @@ _WHERE: "Dict[str, str]" = {
 __all__ = [
     "__version__",
     "create_dump",
+    "cancel_dumps",
     "estimate",
     "info",
     "DumpInfo",

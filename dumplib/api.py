@@ -7,15 +7,16 @@ import datetime
 import json
 import os
 import tempfile
+import threading
 import time
-from typing import List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from ._backend import Backend, Plan, ProgressCallback, TargetEvent, get_backend
 from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
-from .errors import InvalidArgument
+from .errors import DumpFailed, InvalidArgument
 from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .sidecar import sidecar_maker, sidecar_path
@@ -188,7 +189,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             warnings.append("the free-space check is off: this dump may fill the disk")
         watchdogs = ([SpaceGuard(d, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
-        tick = combine(throttled_progress(opts.progress) if opts.progress else None, *watchdogs)
+        cancelled = held.enter_context(_cancellable(proc.pid))
+        tick = combine(throttled_progress(opts.progress) if opts.progress else None, cancelled, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
                  if opts.sidecar and not opts.to_stdout else None)
         plan = dataclasses.replace(plan, max_pause=opts.max_pause, snapshot=opts.snapshot, event=opts.event)
@@ -227,6 +229,50 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             if removed:
                 result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
     return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
+
+
+#: One flag per dump being written in this process, set by cancel_dumps().
+_running: Set[threading.Event] = set()
+_running_changed = threading.Condition()
+
+
+@contextlib.contextmanager
+def _cancellable(pid: int) -> Iterator[Callable[[int], None]]:
+    """A tick for the write that raises once cancel_dumps() asked: the writer's own error path then
+    lets the target go (resumes its threads on Windows, through CancelCallback) and removes the file."""
+    asked = threading.Event()
+    with _running_changed:
+        _running.add(asked)
+
+    def tick(_written: int) -> None:
+        if asked.is_set():
+            raise DumpFailed(f"the dump of process {pid} was cancelled by the program (cancel_dumps);"
+                             " nothing was kept and the process runs on", pid=pid, reason="cancelled")
+
+    try:
+        yield tick
+    finally:
+        with _running_changed:
+            _running.discard(asked)
+            _running_changed.notify_all()
+
+
+def cancel_dumps(*, wait: float = 30.0) -> int:
+    """Cancel every dump this process is writing, on any thread, and wait up to *wait* seconds for
+    them to end; returns how many were running.
+
+    For a program that hosts dumplib and must stop cleanly (a Windows service asked to stop, a
+    server shutting down): each cancelled ``create_dump`` raises ``DumpFailed`` (reason
+    ``"cancelled"``) in its own thread, with its target let go (on Windows its threads resumed) and
+    its partial file removed. Where dbghelp never asks whether to cancel (Wine), the write runs to
+    its end first and is then discarded.
+    """
+    with _running_changed:
+        asked = list(_running)
+        for flag in asked:
+            flag.set()
+        _running_changed.wait_for(lambda: _running.isdisjoint(asked), timeout=max(0.0, wait))
+    return len(asked)
 
 
 #: A stored file whose apparent size is this many times its bytes on disk is worth a word: copying
