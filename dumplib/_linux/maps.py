@@ -202,6 +202,10 @@ def _category(region: Region) -> str:
     return "heap"
 
 
+#: Bytes of loaded objects' .bss stored whole (untouched pages too), in all: CPython's is under 1 MiB.
+WHOLE_BSS_BYTES = 16 << 20
+
+
 def select(
     regions: Sequence[Region],
     kind: DumpKind,
@@ -229,6 +233,7 @@ def select(
     ends = sorted(image_ends)
     segments: List[Segment] = []
     below: Optional[Region] = None
+    whole_left = WHOLE_BSS_BYTES
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
@@ -237,8 +242,11 @@ def select(
         below = r
         if bss_end is not None and filter_bits is None:
             # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
+            # Only up to WHOLE_BSS_BYTES in all: past it (a target's own choice) untouched pages are described.
+            whole = bss_end - r.start <= whole_left
+            whole_left -= bss_end - r.start if whole else 0
             # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
-            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, False, "images")]
+            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, not whole, "images")]
             if bss_end < r.end:
                 chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
                                   elf_headers)
