@@ -403,8 +403,58 @@ def paths_holding(regions: Sequence[Region], addresses: Iterable[int]) -> List[s
 #: What the estimate counts for TLS read once the target is stopped, when thread pointers are known:
 #: the main thread's control block, static TLS and DTV (in the loader's own allocations), and each
 #: other thread's DTV (malloc'ed); other threads' control blocks lie at their stacks' tops, counted there.
+#: thread_areas_within() holds what is written to it, whatever the target wrote at its thread pointers.
 def thread_area_allowance(threads: int) -> int:
-    return 4 * PAGE + threads * PAGE
+    return 16 * PAGE + threads * PAGE
+
+
+#: Bytes charged for each range thread_areas_within() keeps beyond its data: its PT_LOAD and the gap's.
+RANGE_COST = 192
+
+
+def thread_areas_within(ranges: Iterable[Tuple[int, int]], regions: Sequence[Region], taken: Sequence[Segment],
+                        budget: int) -> List[Tuple[int, int]]:
+    """The parts of *ranges* (most wanted first) in private anonymous memory that *taken* does not store
+    already, cut off when they (with RANGE_COST each) reach *budget* bytes.
+
+    A target writes its own thread pointer, DTV and TLS block addresses: what they add to a core stays
+    within the allowance the estimate counted, and never lies in a mapped file (whose page may need I/O).
+    """
+    anon = [(r.start, r.end) for r in regions if r.readable and not r.file_backed and not r.shared
+            and r.path not in SPECIAL_SKIP and "io" not in r.vmflags]
+    stored = _merged([(s.dump_start, s.end) for s in taken if s.dump_start < s.end and not s.describe])
+    # Where a kept range may lie: anonymous memory minus what is stored anyway.
+    free: List[Tuple[int, int]] = []
+    j = 0
+    for lo, hi in anon:
+        while j < len(stored) and stored[j][1] <= lo:
+            j += 1
+        k = j
+        while lo < hi:
+            if k < len(stored) and stored[k][0] < hi:
+                if stored[k][0] > lo:
+                    free.append((lo, stored[k][0]))
+                lo = max(lo, stored[k][1])
+                k += 1
+            else:
+                free.append((lo, hi))
+                break
+    starts = [f[0] for f in free]
+    out: List[Tuple[int, int]] = []
+    left = budget
+    for lo, hi in ranges:
+        i = max(0, bisect.bisect_right(starts, lo) - 1)
+        while i < len(free) and free[i][0] < hi:
+            a, b = max(lo, free[i][0]), min(hi, free[i][1])
+            i += 1
+            if a >= b:
+                continue
+            if left < RANGE_COST + 1:
+                return out
+            b = min(b, a + left - RANGE_COST)
+            out.append((a, b))
+            left -= RANGE_COST + (b - a)
+    return out
 
 
 def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:
