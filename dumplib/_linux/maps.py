@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..kinds import CoreFilter, DumpKind
 
@@ -202,6 +202,8 @@ def _category(region: Region) -> str:
     return "heap"
 
 
+#: Bytes of loaded objects' writable file mappings (.data, .got) taken whole, in all: libpython's are 1 MiB.
+WHOLE_DATA_BYTES = 64 << 20
 #: Bytes of loaded objects' .bss stored whole (untouched pages too), in all: CPython's is under 1 MiB.
 WHOLE_BSS_BYTES = 16 << 20
 
@@ -234,10 +236,12 @@ def select(
     segments: List[Segment] = []
     below: Optional[Region] = None
     whole_left = WHOLE_BSS_BYTES
+    data_left = WHOLE_DATA_BYTES
+    objects = frozenset(exe_paths)  # looked up for every mapping: the link_map may name thousands
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        bss_end = _bss_end(below, r, exe_paths, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
+        bss_end = _bss_end(below, r, objects, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
         stack = r.path == "[stack]" or (below is not None and below.end == r.start and below.perms.startswith("---"))
         below = r
         if bss_end is not None and filter_bits is None:
@@ -248,17 +252,23 @@ def select(
             # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
             chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, not whole, "images")]
             if bss_end < r.end:
-                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
+                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, objects,
                                   elf_headers)
+        elif r.file_backed and r.writable and not r.shared and r.path in objects and filter_bits is None:
+            # A loaded object's data, taken whole up to WHOLE_DATA_BYTES in all: the link_map that names
+            # the objects is the target's to write, and may claim any file it mapped.
+            whole = r.size <= data_left
+            data_left -= r.size if whole else 0
+            chosen = _choose(r, kind, filter_bits, sps, keep, objects if whole else frozenset(), elf_headers, stack)
         else:
-            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, stack)
+            chosen = _choose(r, kind, filter_bits, sps, keep, objects, elf_headers, stack)
         for seg in chosen:
             seg.region = r
             segments.append(seg)
     return segments
 
 
-def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends: List[int]) -> Optional[int]:
+def _bss_end(below: Optional[Region], r: Region, exe_paths: AbstractSet[str], ends: List[int]) -> Optional[int]:
     """Where the zero-filled tail (.bss) the loader mapped right after a loaded object's data ends in *r*
     (its image's end, page-rounded); None when *r* is no such tail."""
     if below is None or not (below.end == r.start and below.path in exe_paths and below.writable
@@ -295,7 +305,7 @@ def _kept(keep: List[Tuple[int, int]], r: Region) -> List[Tuple[int, int]]:
 
 
 def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[Tuple[int, int]],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
+            exe_paths: AbstractSet[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero

@@ -47,3 +47,13 @@ def test_forged_thread_pointer_and_dtv_stay_within_the_estimate(attack_exe, outd
     # 16 MiB of forged dynamic blocks and a 1 MiB static one, all untouched: the estimate bounds what is written.
     assert size <= est.bytes, (size, est)
     assert size < 4 * MIB, size
+
+
+def test_a_file_claimed_by_a_forged_link_map_node_is_not_taken_whole(attack_exe, outdir, tmp_path):
+    big = tmp_path / "sparse"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)  # 8 GiB, no block allocated
+    with run_target([str(attack_exe), "linkmap", str(big)]) as t:
+        est = dumplib.estimate(t.pid, "mini")
+        t.assert_running_untraced()
+    assert est.bytes < 64 * MIB, est
