@@ -9,6 +9,7 @@ import sys
 
 assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
 
+import bisect
 import ctypes
 import dataclasses
 import errno
@@ -195,8 +196,8 @@ class LinuxBackend(Backend):
                                         xstate_size=xstate_note_size())
         if flags is None and kind is not DumpKind.FULL and threads > len(sps):
             parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
-        if flags is None and kind is DumpKind.MINI:  # miniplus takes these pages as heap already
-            parts["metadata"] += maps.thread_area_allowance(threads)  # thread pointers are read once stopped
+        if flags is None and kind in (DumpKind.MINI, DumpKind.MINIPLUS):  # thread pointers are read once stopped
+            parts["metadata"] += maps.thread_area_allowance(threads)
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
@@ -213,9 +214,16 @@ class LinuxBackend(Backend):
             exe_paths = _exe_and_loader(pid, regions, auxv)
             if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
                 exe_paths += maps.paths_holding(regions, objects)
-                for tp in thread_pointers:
-                    tls += linkmap.thread_area_ranges(tp, lambda a, n: read_small(pid, a, n))
+                anon_read = _anonymous_reader(pid, regions)
+                areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
+                tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
         headers = maps.elf_header_starts(regions, None if plan_only else pid)
+        segments = maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+                               exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
+        if not tls:
+            return segments
+        # What the target wrote at its thread pointers adds at most what the estimate allowed for.
+        tls = maps.thread_areas_within(tls, regions, segments, maps.thread_area_allowance(len(thread_pointers)))
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
 
@@ -609,6 +617,21 @@ def _syscall_stack_pointers(pid: int) -> List[int]:
         if len(fields) >= 9:
             sps.append(int(fields[7], 16))
     return sps
+
+
+def _anonymous_reader(pid: int, regions: Sequence[maps.Region]) -> linkmap.Reader:
+    """read_small, for private anonymous memory only: a thread pointer is the target's to set, and a
+    read of a mapped file's page may wait on its filesystem."""
+    anon = [r for r in regions if r.readable and not r.file_backed and not r.shared
+            and r.path not in maps.SPECIAL_SKIP and "io" not in r.vmflags]
+    starts = [r.start for r in anon]
+
+    def read(address: int, length: int) -> Optional[bytes]:
+        i = bisect.bisect_right(starts, address) - 1
+        if i < 0 or address >= anon[i].end:
+            return None
+        return read_small(pid, address, min(length, anon[i].end - address))
+    return read
 
 
 def _exe_and_loader(pid: int, regions: Sequence[maps.Region], auxv: Dict[int, int]) -> List[str]:

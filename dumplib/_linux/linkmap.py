@@ -24,6 +24,9 @@ _STATIC_TLS_SPAN = 1 << 20
 #: Bytes kept of a dynamic TLS block (a dlopen'ed object's, malloc'ed apart from the thread pointer).
 _DYNAMIC_TLS_BYTES = 4096
 _MAX_DTV = 4096
+#: TLS blocks kept per thread: one per module with TLS (a few); a forged DTV shared by thousands of
+#: threads must not make thousands of ranges each.
+MAX_TLS_BLOCKS = 64
 _MAX_PHDRS = 256
 PT_LOAD = 1
 
@@ -148,6 +151,8 @@ def thread_area_ranges(thread_pointer: int, read: Reader) -> List[Tuple[int, int
         block = struct.unpack_from("<Q", raw, i)[0]
         if block in (0, (1 << 64) - 1) or block & 1:  # no block, or TLS_DTV_UNALLOCATED
             continue
+        if len(wanted) >= 2 + MAX_TLS_BLOCKS:
+            break
         if block < thread_pointer and thread_pointer - block <= _STATIC_TLS_SPAN:
             wanted.append((block, thread_pointer))
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..kinds import CoreFilter, DumpKind
 
@@ -202,6 +202,12 @@ def _category(region: Region) -> str:
     return "heap"
 
 
+#: Bytes of loaded objects' writable file mappings (.data, .got) taken whole, in all: libpython's are 1 MiB.
+WHOLE_DATA_BYTES = 64 << 20
+#: Bytes of loaded objects' .bss stored whole (untouched pages too), in all: CPython's is under 1 MiB.
+WHOLE_BSS_BYTES = 16 << 20
+
+
 def select(
     regions: Sequence[Region],
     kind: DumpKind,
@@ -229,28 +235,40 @@ def select(
     ends = sorted(image_ends)
     segments: List[Segment] = []
     below: Optional[Region] = None
+    whole_left = WHOLE_BSS_BYTES
+    data_left = WHOLE_DATA_BYTES
+    objects = frozenset(exe_paths)  # looked up for every mapping: the link_map may name thousands
     for r in regions:
         if r.path in SPECIAL_SKIP:
             continue
-        bss_end = _bss_end(below, r, exe_paths, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
+        bss_end = _bss_end(below, r, objects, ends) if kind in (DumpKind.MINI, DumpKind.MINIPLUS) else None
         stack = r.path == "[stack]" or (below is not None and below.end == r.start and below.perms.startswith("---"))
         below = r
         if bss_end is not None and filter_bits is None:
             # Stored whole, untouched pages too: py-spy reads an object's .data and .bss as one run of the file.
+            # Only up to WHOLE_BSS_BYTES in all: past it (a target's own choice) untouched pages are described.
+            whole = bss_end - r.start <= whole_left
+            whole_left -= bss_end - r.start if whole else 0
             # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
-            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, False, "images")]
+            chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, not whole, "images")]
             if bss_end < r.end:
-                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, exe_paths,
+                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, objects,
                                   elf_headers)
+        elif r.file_backed and r.writable and not r.shared and r.path in objects and filter_bits is None:
+            # A loaded object's data, taken whole up to WHOLE_DATA_BYTES in all: the link_map that names
+            # the objects is the target's to write, and may claim any file it mapped.
+            whole = r.size <= data_left
+            data_left -= r.size if whole else 0
+            chosen = _choose(r, kind, filter_bits, sps, keep, objects if whole else frozenset(), elf_headers, stack)
         else:
-            chosen = _choose(r, kind, filter_bits, sps, keep, exe_paths, elf_headers, stack)
+            chosen = _choose(r, kind, filter_bits, sps, keep, objects, elf_headers, stack)
         for seg in chosen:
             seg.region = r
             segments.append(seg)
     return segments
 
 
-def _bss_end(below: Optional[Region], r: Region, exe_paths: Sequence[str], ends: List[int]) -> Optional[int]:
+def _bss_end(below: Optional[Region], r: Region, exe_paths: AbstractSet[str], ends: List[int]) -> Optional[int]:
     """Where the zero-filled tail (.bss) the loader mapped right after a loaded object's data ends in *r*
     (its image's end, page-rounded); None when *r* is no such tail."""
     if below is None or not (below.end == r.start and below.path in exe_paths and below.writable
@@ -287,7 +305,7 @@ def _kept(keep: List[Tuple[int, int]], r: Region) -> List[Tuple[int, int]]:
 
 
 def _choose(r: Region, kind: DumpKind, filter_bits: Optional[int], sps: List[int], keep: List[Tuple[int, int]],
-            exe_paths: Sequence[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
+            exe_paths: AbstractSet[str], elf_headers: Dict[int, bool], stack: bool = False) -> List[Segment]:
     """The segments of one mapping (see select); lookups are by bisection so planning stays linear."""
     flags = r.elf_flags
     # Private memory whose untouched pages read as zero: reading them would only map the zero
@@ -395,8 +413,58 @@ def paths_holding(regions: Sequence[Region], addresses: Iterable[int]) -> List[s
 #: What the estimate counts for TLS read once the target is stopped, when thread pointers are known:
 #: the main thread's control block, static TLS and DTV (in the loader's own allocations), and each
 #: other thread's DTV (malloc'ed); other threads' control blocks lie at their stacks' tops, counted there.
+#: thread_areas_within() holds what is written to it, whatever the target wrote at its thread pointers.
 def thread_area_allowance(threads: int) -> int:
-    return 4 * PAGE + threads * PAGE
+    return 16 * PAGE + threads * PAGE
+
+
+#: Bytes charged for each range thread_areas_within() keeps beyond its data: its PT_LOAD and the gap's.
+RANGE_COST = 192
+
+
+def thread_areas_within(ranges: Iterable[Tuple[int, int]], regions: Sequence[Region], taken: Sequence[Segment],
+                        budget: int) -> List[Tuple[int, int]]:
+    """The parts of *ranges* (most wanted first) in private anonymous memory that *taken* does not store
+    already, cut off when they (with RANGE_COST each) reach *budget* bytes.
+
+    A target writes its own thread pointer, DTV and TLS block addresses: what they add to a core stays
+    within the allowance the estimate counted, and never lies in a mapped file (whose page may need I/O).
+    """
+    anon = [(r.start, r.end) for r in regions if r.readable and not r.file_backed and not r.shared
+            and r.path not in SPECIAL_SKIP and "io" not in r.vmflags]
+    stored = _merged([(s.dump_start, s.end) for s in taken if s.dump_start < s.end and not s.describe])
+    # Where a kept range may lie: anonymous memory minus what is stored anyway.
+    free: List[Tuple[int, int]] = []
+    j = 0
+    for lo, hi in anon:
+        while j < len(stored) and stored[j][1] <= lo:
+            j += 1
+        k = j
+        while lo < hi:
+            if k < len(stored) and stored[k][0] < hi:
+                if stored[k][0] > lo:
+                    free.append((lo, stored[k][0]))
+                lo = max(lo, stored[k][1])
+                k += 1
+            else:
+                free.append((lo, hi))
+                break
+    starts = [f[0] for f in free]
+    out: List[Tuple[int, int]] = []
+    left = budget
+    for lo, hi in ranges:
+        i = max(0, bisect.bisect_right(starts, lo) - 1)
+        while i < len(free) and free[i][0] < hi:
+            a, b = max(lo, free[i][0]), min(hi, free[i][1])
+            i += 1
+            if a >= b:
+                continue
+            if left < RANGE_COST + 1:
+                return out
+            b = min(b, a + left - RANGE_COST)
+            out.append((a, b))
+            left -= RANGE_COST + (b - a)
+    return out
 
 
 def unclaimed_stack_bytes(regions: Sequence[Region], stack_pointers: Iterable[int]) -> int:

@@ -436,6 +436,8 @@ def _file_names(core: ElfCore, reader: _Forward, at: int, size: int) -> List[str
     return sorted(printable(n) for n in names)
 
 
+#: Bytes of one NT_FILE path read before it is cut: Linux's PATH_MAX.
+_MAX_PATH = 4096
 #: Bytes of the AUXV note read: the kernel's is a few hundred.
 _MAX_AUXV = 1 << 16
 PF_X = 1
@@ -484,7 +486,17 @@ def _file_mappings(f: BinaryIO, at: int, size: int) -> List[Tuple[int, int, byte
         return []
     f.seek(at + 16)
     ranges = [struct.unpack_from("<QQQ", raw) for raw in (f.read(24) for _ in range(count))]
-    names = f.read(min(size - 16 - 24 * count, MAX_FILE_NAMES * 4096)).split(b"\0")
+    # Read in pieces up to the count-th name: the note's size is the core's to claim (a hole of zeros, say).
+    names: List[bytes] = []
+    left, partial = size - 16 - 24 * count, b""
+    while len(names) < count and left > 0 and len(partial) <= _MAX_PATH:
+        piece = f.read(min(left, 1 << 16))
+        if not piece:
+            break
+        left -= len(piece)
+        *whole, partial = (partial + piece).split(b"\0")
+        names += whole
+    names.append(partial)
     return sorted((lo, hi, name) for (lo, hi, _off), name in zip(ranges, names))
 
 
