@@ -511,6 +511,9 @@ def typer_app(call: Optional[Call] = None) -> Any:
     from .watch import register  # `dumplib watch`: parsed by typer always (its options need it)
 
     register(app)
+    from .postmortem import register as register_postmortem  # `dumplib postmortem ...`: a typer group
+
+    register_postmortem(app)
     return app
 
 

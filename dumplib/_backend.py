@@ -166,6 +166,10 @@ class Backend(abc.ABC):
 
         return socket.gethostname()
 
+    def sidecar_facts(self, pid: int) -> Dict[str, Any]:
+        """More facts for the sidecar of a dump of *pid* (a postmortem handler's signal and executable)."""
+        return {}
+
     @abc.abstractmethod
     def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
         """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error.

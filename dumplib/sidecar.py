@@ -80,6 +80,7 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
             "comment": comment,
         }
+        data.update({k: v for k, v in backend.sidecar_facts(proc.pid).items() if k not in data})
         return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
 
     return make

@@ -1,0 +1,263 @@
+"""Installing the core_pattern pipe handler: kernel.core_pattern, core_pipe_limit and a sysctl.d file,
+each backed up byte for byte first and put back exactly by uninstall."""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
+import base64
+import os
+import stat
+from typing import Any, Dict, List, Optional
+
+from ..errors import InvalidArgument
+from .coredump_handler import CONFIG, LOG, RATE, SPECIFIERS, read_private_json, write_private_json
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+CORE_PIPE_LIMIT = "/proc/sys/kernel/core_pipe_limit"
+SUID_DUMPABLE = "/proc/sys/fs/suid_dumpable"
+DEFAULT_STATE_DIR = "/var/lib/dumplib/postmortem"
+#: After systemd's 50-coredump.conf, so at boot ours is the core_pattern that stays.
+DEFAULT_SYSCTL_FILE = "/etc/sysctl.d/90-dumplib-postmortem.conf"
+BACKUP = "backup.json"
+HANDLER = "handler"
+#: The kernel keeps at most 127 bytes of core_pattern (CORENAME_MAX_SIZE).
+PATTERN_MAX = 127
+#: Crashes piped at once; non-zero also makes the kernel wait for the handler, so /proc/PID stays
+#: readable while it runs (systemd-coredump sets the same).
+PIPE_LIMIT = 16
+#: Who else may hold core_pattern, by the start of the command.
+KNOWN = (("systemd-coredump", b"systemd-coredump"), ("apport", b"apport"), ("abrt", b"abrt-hook-ccpp"))
+
+
+class PostmortemRefused(InvalidArgument):
+    """install/uninstall refused: what is in place, or what was given, is not safe to act on."""
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_sysctl(path: str, value: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(value)
+
+
+def kernel_has_pidfd() -> bool:
+    """%F (a pidfd for the crashed process, fd 3 of the handler) exists from Linux 6.16."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return (int(release[0]), int(release[1])) >= (6, 16)
+    except (IndexError, ValueError):
+        return False
+
+
+def _trusted_path(path: str, what: str) -> None:
+    """Refuse *path* unless root owns it and every directory above it, none writable by others (sticky aside)."""
+    real = os.path.realpath(path)
+    parts = real.split("/")
+    for i in range(len(parts), 0, -1):
+        here = "/".join(parts[:i]) or "/"
+        st = os.stat(here)
+        sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and here != real
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky):
+            raise PostmortemRefused(
+                f"{what} {real} is not safe for a handler the kernel runs as root: {here} is owned by uid"
+                f" {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}. Use a directory only root can write",
+                argument=what, value=real)
+
+
+def parse_max_per(text: Optional[str]) -> Optional[List[int]]:
+    """``10:3`` -> [10, 3] (at most 3 dumps per 10 minutes per executable)."""
+    if text is None:
+        return None
+    try:
+        minutes, most = (int(x) for x in str(text).split(":"))
+    except ValueError:
+        minutes = most = 0
+    if minutes < 1 or most < 1:
+        raise InvalidArgument(f"--max-per {text!r}: write MINUTES:N, e.g. 10:3", argument="max_per", value=text)
+    return [minutes, most]
+
+
+def our_pattern(state_dir: str, pidfd: bool) -> bytes:
+    """``|STATE/handler F%F P%P ...``: every specifier tagged (see coredump_handler.SPECIFIERS)."""
+    words = [k + v for k, v in SPECIFIERS.items() if pidfd or k != "F"]
+    return ("|" + os.path.join(state_dir, HANDLER) + " " + " ".join(words)).encode()
+
+
+def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
+            keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
+            max_per: Optional[str] = "10:3", max_seconds: float = 120.0, pidfd: Optional[bool] = None,
+            state_dir: str = DEFAULT_STATE_DIR, sysctl_file: str = DEFAULT_SYSCTL_FILE) -> Dict[str, Any]:
+    """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there."""
+    from ..compression import parse_codec
+    from ..kinds import DumpKind
+    from ..api import _check_limits
+
+    if os.geteuid() != 0:
+        raise PostmortemRefused("installing a core_pattern handler needs root", argument="user", value=os.geteuid())
+    kind_value = DumpKind.parse(kind).value
+    parse_codec(compress)
+    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
+    rate = parse_max_per(max_per)
+    if not os.path.isdir(directory):
+        raise PostmortemRefused(f"{directory} is not an existing directory; create it (owned by root, mode 700)",
+                                argument="dir", value=directory)
+    directory = os.path.realpath(directory)
+    _trusted_path(directory, "the dump directory")
+    pidfd = kernel_has_pidfd() if pidfd is None else pidfd
+    current = _read(CORE_PATTERN).rstrip(b"\n")
+    pattern = our_pattern(state_dir, pidfd)
+    if len(pattern) > PATTERN_MAX:
+        raise PostmortemRefused(f"the core_pattern would be {len(pattern)} bytes, over the kernel's {PATTERN_MAX};"
+                                " choose a shorter --state-dir", argument="state_dir", value=state_dir)
+    if current.startswith(b"|" + os.path.join(state_dir, HANDLER).encode()) or read_private_json(
+            os.path.join(state_dir, BACKUP)):
+        raise PostmortemRefused(f"dumplib's handler is already installed from {state_dir}; uninstall it first",
+                                argument="state_dir", value=state_dir)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    _trusted_path(state_dir, "the state directory")
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python = os.path.realpath(sys.executable)
+    _trusted_path(python, "the Python interpreter")
+    _trusted_path(os.path.join(package_root, "dumplib"), "the dumplib package")
+    try:
+        old_sysctl: Optional[bytes] = _read(sysctl_file)
+    except FileNotFoundError:
+        old_sysctl = None
+    backup = {
+        "core_pattern": base64.b64encode(current).decode(),
+        "core_pipe_limit": _read(CORE_PIPE_LIMIT).strip().decode(),
+        "sysctl_file": sysctl_file,
+        "sysctl_content": None if old_sysctl is None else base64.b64encode(old_sysctl).decode(),
+        "pattern": pattern.decode(),
+        "previous_handler": _who(current),
+    }
+    config = {"dir": directory, "kind": kind_value, "fit": fit, "compress": compress, "keep": keep,
+              "max_total": max_total, "min_free": min_free, "max_per": rate, "max_seconds": max_seconds,
+              "pidfd": pidfd}
+    handler = os.path.join(state_dir, HANDLER)
+    script = (f"#!{python} -I\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
+              f"import sys\nsys.path.insert(0, {package_root!r})\n"
+              "from dumplib._linux.coredump_handler import main\n"
+              f"sys.exit(main(sys.argv[1:], {state_dir!r}))\n")
+    write_private_json(os.path.join(state_dir, BACKUP), backup)
+    try:
+        write_private_json(os.path.join(state_dir, CONFIG), config)
+        _write_file(handler, script.encode(), 0o700)
+        limit = max(int(backup["core_pipe_limit"] or 0), PIPE_LIMIT) if backup["core_pipe_limit"] != "0" else PIPE_LIMIT
+        _write_file(sysctl_file, _sysctl_text(pattern, limit), 0o644, replace=True)
+        _write_sysctl(CORE_PIPE_LIMIT, str(limit).encode())
+        _write_sysctl(CORE_PATTERN, pattern)
+    except BaseException:
+        _restore(state_dir, backup, force=True)
+        raise
+    return status(state_dir=state_dir)
+
+
+def _sysctl_text(pattern: bytes, limit: int) -> bytes:
+    return (b"# Written by `dumplib postmortem install`; `dumplib postmortem uninstall` puts back what was here.\n"
+            b"kernel.core_pattern = " + pattern + b"\nkernel.core_pipe_limit = " + str(limit).encode() + b"\n")
+
+
+def _write_file(path: str, data: bytes, mode: int, replace: bool = False) -> None:
+    """*path* made new (exclusive, no symlink) under a temporary name, then renamed into place."""
+    temp = f"{path}.{os.urandom(6).hex()}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    if not replace and os.path.lexists(path):
+        os.unlink(temp)
+        raise PostmortemRefused(f"{path} exists already", argument="path", value=path)
+    os.rename(temp, path)
+
+
+def uninstall(*, state_dir: str = DEFAULT_STATE_DIR, force: bool = False) -> Dict[str, Any]:
+    """Put back the core_pattern, core_pipe_limit and sysctl.d file install found; refuse if the
+    registration now in place is not dumplib's (someone changed it since) unless *force*."""
+    if os.geteuid() != 0:
+        raise PostmortemRefused("uninstalling needs root", argument="user", value=os.geteuid())
+    backup = read_private_json(os.path.join(state_dir, BACKUP))
+    if backup is None:
+        raise PostmortemRefused(f"no dumplib installation in {state_dir} (no backup there); nothing changed",
+                                argument="state_dir", value=state_dir)
+    current = _read(CORE_PATTERN).rstrip(b"\n")
+    if current != backup["pattern"].encode() and not force:
+        raise PostmortemRefused(
+            f"kernel.core_pattern is now {current.decode('utf-8', 'replace')!r}, not dumplib's: someone registered"
+            " another handler since; nothing changed (--force puts back what was there before dumplib anyway)",
+            argument="core_pattern", value=current.decode("utf-8", "replace"))
+    _restore(state_dir, backup, force=force)
+    return status(state_dir=state_dir)
+
+
+def _restore(state_dir: str, backup: Dict[str, Any], force: bool) -> None:
+    # An empty pattern is written as a lone newline (writing nothing would change nothing).
+    _write_sysctl(CORE_PATTERN, base64.b64decode(backup["core_pattern"]) or b"\n")
+    _write_sysctl(CORE_PIPE_LIMIT, str(backup["core_pipe_limit"]).encode())
+    path = backup["sysctl_file"]
+    old = backup.get("sysctl_content")
+    if old is not None:
+        _write_file(path, base64.b64decode(old), 0o644, replace=True)
+    else:
+        try:
+            ours = _read(path).startswith(b"# Written by `dumplib postmortem install`")
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            os.unlink(path)
+    for name in (HANDLER, CONFIG, RATE, "rate.lock", BACKUP):
+        try:
+            os.unlink(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
+
+
+def _who(pattern: bytes) -> Optional[str]:
+    if not pattern.startswith(b"|"):
+        return None
+    for name, marker in KNOWN:
+        if marker in pattern.split(b" ")[0]:
+            return name
+    return "another pipe handler"
+
+
+def status(*, state_dir: str = DEFAULT_STATE_DIR) -> Dict[str, Any]:
+    """What is registered now (dumplib's handler or someone else's), the backup, and the kernel's settings."""
+    current = _read(CORE_PATTERN).rstrip(b"\n")
+    backup = read_private_json(os.path.join(state_dir, BACKUP))
+    ours = backup is not None and current == backup["pattern"].encode()
+    out: Dict[str, Any] = {
+        "platform": "linux",
+        "core_pattern": current.decode("utf-8", "replace"),
+        "registered": "dumplib" if ours else (_who(current) or "the kernel writes core files itself"),
+        "installed": backup is not None,
+        "config": read_private_json(os.path.join(state_dir, CONFIG)) if backup is not None else None,
+        "backup": None if backup is None else {
+            "core_pattern": base64.b64decode(backup["core_pattern"]).decode("utf-8", "replace"),
+            "core_pipe_limit": backup["core_pipe_limit"],
+            "sysctl_file": backup["sysctl_file"],
+            "sysctl_file_existed": backup.get("sysctl_content") is not None,
+            "previous_handler": backup.get("previous_handler"),
+        },
+        "core_pipe_limit": _read(CORE_PIPE_LIMIT).strip().decode(),
+        "suid_dumpable": _read(SUID_DUMPABLE).strip().decode(),
+        "kernel_pidfd": kernel_has_pidfd(),
+        "state_dir": state_dir,
+        "log": os.path.join(state_dir, LOG),
+    }
+    if backup is not None and not ours:
+        out["warning"] = ("dumplib's handler is installed but core_pattern was changed since by someone else;"
+                          " uninstall refuses until it is dumplib's again (or use --force)")
+    return out

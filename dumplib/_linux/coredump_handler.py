@@ -1,0 +1,555 @@
+"""The core_pattern pipe handler: the kernel starts it at every crash with the core on stdin.
+
+It runs as root in the initial namespaces while the crashed process waits in the kernel, so it is
+short and bounded (a watchdog alarm ends it whatever it waits for), and it treats the crashed process
+as hostile: its pid is proven by the pidfd the kernel hands over (%F) or, without one, by the process
+still being in its core dump; its name, argv and memory are bytes; nothing it can name is opened.
+
+The dump itself goes through dumplib's one pipeline (api._create) with a backend whose "capture" is
+the kernel's stream: the guard (reserve, --fit), naming, compression, sidecar and retention are the
+ones every dump gets.
+"""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import select
+import signal
+import stat
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .. import api
+from .._backend import Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
+from ..errors import DumpError, DumpFailed, InsufficientDiskSpace, InvalidDumpFile
+from ..formats import elfcore
+from ..kinds import DumpKind
+from ..results import DumpResult, ProcessInfo, SizeEstimate
+from ..space import SpaceGuard, human
+from . import corestream, linkmap, maps, notes
+from .files import LinuxFiles
+
+CONFIG = "config.json"
+LOG = "postmortem.log"
+RATE = "rate.json"
+#: The arguments the kernel gives the handler, each tagged so a specifier the kernel lacks (it drops
+#: unknown ones, e.g. %F before 6.16) leaves an empty value instead of shifting the others.
+SPECIFIERS = {"F": "%F", "P": "%P", "p": "%p", "i": "%i", "s": "%s", "d": "%d", "t": "%t"}
+#: Bytes read from the crashed process's small /proc files at most (they are its own choice).
+_SMALL = 1 << 16
+_SMAPS_MAX = 256 << 20
+#: Free space is looked at after every this many bytes of output (the output volume may be small).
+SPACE_EVERY = 1 << 20
+
+
+class Refused(Exception):
+    """A crash the handler decided not to dump: *what* is the log's word for it."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(why)
+        self.what, self.why = what, why
+
+
+# -- identity: the crashed process, proven ----------------------------------------------------------
+
+
+class Crashed:
+    """The crashed process's facts, read once while the kernel holds it, as bytes."""
+
+    def __init__(self, pid: int, nspid: int, tid: int, pidfd: int, dumpable: int, when: int) -> None:
+        self.pid, self.nspid, self.tid, self.pidfd, self.dumpable, self.when = pid, nspid, tid, pidfd, dumpable, when
+        self.status = _proc(pid, "status", _SMALL)
+        self.comm = _proc(pid, "comm", 64).rstrip(b"\n")
+        self.cmdline = _proc(pid, "cmdline", _SMALL)
+        self.auxv = _proc(pid, "auxv", _SMALL)
+        try:
+            self.exe: bytes = os.readlink(f"/proc/{pid}/exe".encode())  # a name only: never opened
+        except OSError:
+            self.exe = b""
+        self.smaps = _proc(pid, "smaps", _SMAPS_MAX)
+
+    def field(self, name: bytes) -> bytes:
+        for line in self.status.splitlines():
+            if line.startswith(name + b":"):
+                return line.split(b":", 1)[1].strip()
+        return b""
+
+    @property
+    def uid(self) -> Optional[int]:
+        try:
+            return int(self.field(b"Uid").split()[0])
+        except (IndexError, ValueError):
+            return None
+
+    @property
+    def name(self) -> str:
+        return self.comm.decode("utf-8", "surrogateescape") or "process"
+
+    @property
+    def argv(self) -> List[str]:
+        return [w.decode("utf-8", "surrogateescape") for w in self.cmdline.rstrip(b"\0").split(b"\0")] if self.cmdline else []
+
+
+def _proc(pid: int, name: str, limit: int) -> bytes:
+    try:
+        fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    try:
+        parts, left = [], limit
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            parts.append(block)
+            left -= len(block)
+        return b"".join(parts)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _pidfd_pid(fd: int) -> Optional[int]:
+    """The pid (in our namespace) the pidfd *fd* refers to, from /proc/self/fdinfo."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f.read(4096).splitlines():
+                if line.startswith(b"Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def identify(args: Dict[str, str]) -> Crashed:
+    """The crashed process the kernel called us for, proven; Refused('identity') otherwise.
+
+    With %F the kernel's own pidfd names it. Without, a pidfd is opened on %P and the process must be
+    in its core dump (status CoreDumping: 1), have started before the crash (%t) and hold thread %i: a
+    recycled pid (the crashed process killed meanwhile) is none of these. Either way the facts are read
+    first and the pidfd checked after, so they are the crashed process's."""
+    try:
+        pid, nspid, tid = int(args["P"]), int(args.get("p") or args["P"]), int(args.get("i") or args["P"])
+        dumpable, when = int(args.get("d") or 1), int(args.get("t") or 0)
+    except (KeyError, ValueError):
+        raise Refused("identity", "the kernel's arguments are missing or malformed") from None
+    given = args.get("F", "")
+    if given:
+        pidfd = int(given) if given.isdigit() else -1
+        if pidfd < 0 or _pidfd_pid(pidfd) != pid:
+            raise Refused("identity", f"the pidfd the kernel gave ({given!r}) does not name process {pid}")
+    else:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            raise Refused("identity", f"process {pid} is gone before the handler could hold it") from None
+    crashed = Crashed(pid, nspid, tid, pidfd, dumpable, when)
+    if crashed.field(b"CoreDumping") != b"1":
+        raise Refused("identity", f"process {pid} is not dumping core: its pid was reused, nothing was dumped")
+    if not given:
+        from .procfs import started
+
+        began = started(pid)
+        if began is None or (when and began > when + 1) or not os.path.isdir(f"/proc/{pid}/task/{tid}"):
+            raise Refused("identity", f"process {pid} started after the crash or lacks the crashing thread {tid}:"
+                                      " its pid was reused, nothing was dumped")
+    if _exited(pidfd) or crashed.field(b"Tgid") != str(pid).encode():
+        raise Refused("identity", f"process {pid} went away while it was read; nothing was dumped")
+    return crashed
+
+
+# -- the backend whose capture is the kernel's stream ------------------------------------------------
+
+
+class StreamCore(Backend):
+    """A Backend for the pipeline: plans are the kernel's core filtered to a kind, written from stdin."""
+
+    name = "linux-elfcore"
+    extension = ".core"
+    streams = True
+
+    def __init__(self, crashed: Crashed, pipe: corestream.Pipe, head: corestream.CoreHead, started: float,
+                 min_free: Optional[int]) -> None:
+        self.crashed, self.pipe, self.head, self.handler_started, self.min_free = crashed, pipe, head, started, min_free
+        self.regions = maps.parse_smaps(crashed.smaps.decode("utf-8", "surrogateescape")) if crashed.smaps else []
+        self.released_after: Optional[float] = None
+        self.kernel_bytes = 0
+
+    # What the pipeline asks of any backend.
+    def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
+        return None
+
+    def process_table(self) -> Dict[int, str]:
+        return {self.crashed.pid: self.crashed.name}
+
+    def command_line(self, pid: int) -> Optional[List[str]]:
+        return self.crashed.argv
+
+    def host_name(self) -> str:
+        return os.uname().nodename
+
+    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
+        pass
+
+    def files(self) -> LinuxFiles:
+        return LinuxFiles()
+
+    def open_private(self, path: str) -> int:
+        from .backend import _create_exclusive
+
+        return _create_exclusive(path)
+
+    def sidecar_facts(self, pid: int) -> Dict[str, Any]:
+        signo, code, address = self.head.signal
+        return {"postmortem": {
+            "signal": signo, "signal_name": _signal_name(signo), "si_code": code,
+            "address": None if address is None else f"0x{address:x}",
+            "crashing_thread": self.head.threads[0][0] if self.head.threads else None,
+            "exe": self.crashed.exe.decode("utf-8", "surrogateescape"),
+            "uid": self.crashed.uid, "dumpable": self.crashed.dumpable,
+            "kernel_core_bytes": self.kernel_bytes or None,
+            "released_after_seconds": self.released_after,
+        }}
+
+    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+        kept = None if kind is DumpKind.FULL else self._kept(kind)
+        signature = api.signature_text(kind, None).encode()
+        core = corestream.filtered(self.head, kept, notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature))
+        memory = sum(ld[3] for ld in core.loads)
+        estimate = SizeEstimate(pid=target.pid, kind=kind.value, flags=None, bytes=core.size,
+                                breakdown={"memory": memory, "metadata": core.size - memory})
+        return Plan(target=target, kind=kind, flags=None, detail=core, estimate=estimate)
+
+    def _kept(self, kind: DumpKind) -> List[Tuple[int, int]]:
+        """The [start, end) ranges *kind* keeps, by the rules a live dump of this kind follows."""
+        from .backend import _exe_and_loader
+        from .memory import read_small
+
+        if not self.regions:
+            raise DumpFailed(f"the maps of process {self.crashed.pid} could not be read, so only a full core"
+                             " can be written", pid=self.crashed.pid, reason="maps-unreadable")
+        auxv = linkmap.parse_auxv(self.crashed.auxv)
+        try:
+            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(self.crashed.pid, a, n))
+        except (OSError, ValueError):
+            keep = []
+        segments = maps.select(self.regions, kind, filter_bits=None,
+                               stack_pointers=[sp for _tid, sp in self.head.threads], keep_pages=keep,
+                               exe_paths=_exe_and_loader(self.crashed.pid, self.regions, auxv),
+                               elf_headers=maps.elf_header_starts(self.regions, None))
+        ranges: List[Tuple[int, int]] = []
+        for s in segments:
+            if s.dump_start != s.start:
+                continue
+            if ranges and ranges[-1][1] == s.start:
+                ranges[-1] = (ranges[-1][0], s.end)
+            else:
+                ranges.append((s.start, s.end))
+        return ranges
+
+    def write(self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str,
+              tick: Optional[Tick]) -> WriteReport:
+        fd = self.open_private(temp_path)
+        try:
+            def out(data: Any) -> None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            return self.write_stream(plan, out, comment=comment, signature=signature, tick=tick)
+        finally:
+            os.close(fd)
+
+    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
+                     tick: Optional[Tick]) -> WriteReport:
+        core: corestream.Filtered = plan.detail
+        checked = [0]
+
+        def watched(written: int) -> None:
+            # Every MiB, whatever the pipeline's own watchdog does: the volume may be smaller than its step.
+            if written - checked[0] >= SPACE_EVERY:
+                checked[0] = written
+                self._check_space(written)
+            if tick is not None:
+                tick(written)
+
+        try:
+            corestream.copy_filtered(self.pipe, core, write, watched)
+        except OSError as exc:
+            from .backend import _write_error
+
+            raise _write_error(exc, self.where, self.crashed.pid) from None
+        self.kernel_bytes = self.pipe.position + self.pipe.drain()
+        self.release()
+        return WriteReport(stopped_seconds=None, flags=None, learned=(len(self.head.threads), core.head))
+
+    #: The directory the dump goes to (set by the handler before the pipeline runs).
+    where = "/"
+
+    def release(self, target: Optional[ProcessInfo] = None) -> None:
+        """Close our end of the pipe: the kernel lets the crashed process go (core_pipe_limit > 0 waits for it)."""
+        if self.released_after is None and target is None:
+            try:
+                os.close(self.pipe.fd)
+            except OSError:
+                pass
+            self.released_after = round(time.monotonic() - self.handler_started, 3)
+
+    def _check_space(self, written: int) -> None:
+        """InsufficientDiskSpace once the dump's volume is below its reserve (the pipeline then removes it)."""
+        guard = SpaceGuard(self.where, self.min_free)
+        free = guard.free()
+        if free < guard.reserve:
+            raise InsufficientDiskSpace(
+                f"free space on the volume of {self.where} fell to {human(free)}, below the"
+                f" {human(guard.reserve)} reserve, while the core was written; it was abandoned",
+                path=self.where, needed=written, free=free, reserve=guard.reserve)
+
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+        self._check_space(os.stat(path).st_size)
+        try:
+            core = elfcore.read_elfcore(path)
+        except InvalidDumpFile as exc:
+            raise DumpFailed(f"the written core is unusable and was removed: {exc.message}",
+                             pid=self.crashed.pid) from None
+        self._check(core, report)
+
+    def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
+        # Called once the compressor's last (buffered) output is on disk: the last word on the reserve.
+        self._check_space(size)
+        try:
+            core = elfcore.parse_head(report.learned[1], size, "the output stream")
+        except InvalidDumpFile as exc:
+            raise DumpFailed(f"the core is unusable: {exc.message}", pid=self.crashed.pid) from None
+        self._check(core, report)
+
+    def _check(self, core: elfcore.ElfCore, report: WriteReport) -> None:
+        from .backend import check_core
+
+        check_core(core, self.crashed.nspid, report.learned[0])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+# -- configuration, rate limit, log ------------------------------------------------------------------
+
+
+def read_private_json(path: str) -> Optional[Dict[str, Any]]:
+    """A JSON object from a regular root-owned file no one else can write (None: absent or not trusted)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            return None
+        data = json.loads(os.read(fd, 1 << 20) or b"null")
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return data if isinstance(data, dict) else None
+
+
+def write_private_json(path: str, data: Dict[str, Any]) -> None:
+    """Replace *path* with *data*: a new owner-only file (exclusive, no symlink) renamed over it."""
+    temp = f"{path}.{os.urandom(6).hex()}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(data, indent=1).encode())
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.rename(temp, path)
+
+
+def _locked(state_dir: str, patience: float = 2.0) -> int:
+    fd = os.open(os.path.join(state_dir, "rate.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise Refused("rate-limited", "the rate-limit book is held by another handler too long") from None
+            time.sleep(0.02)
+
+
+def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]], now: float) -> None:
+    """Count this crash against its executable's budget (at most N per M minutes); Refused if spent."""
+    if not max_per:
+        return
+    minutes, most = int(max_per[0]), int(max_per[1])
+    key = hashlib.sha256(exe).hexdigest()[:32]  # the path is the crasher's choice: only its hash is kept
+    fd = _locked(state_dir)
+    try:
+        path = os.path.join(state_dir, RATE)
+        book = read_private_json(path) or {}
+        window = now - minutes * 60
+        book = {k: [t for t in v if isinstance(t, (int, float)) and t > window]
+                for k, v in book.items() if isinstance(v, list)}
+        book = {k: v for k, v in book.items() if v}
+        times = book.setdefault(key, [])
+        if len(times) >= most:
+            write_private_json(path, book)
+            raise Refused("rate-limited", f"{len(times)} dumps of this executable in the last {minutes} minutes"
+                                          f" (--max-per {minutes}:{most})")
+        times.append(now)
+        write_private_json(path, book)
+    finally:
+        os.close(fd)
+
+
+def log_line(state_dir: str, record: Dict[str, Any]) -> None:
+    """One line per crash: JSON in the state directory's log, and a readable line to syslog (the journal)."""
+    line = json.dumps(record, ensure_ascii=True)
+    try:
+        fd = os.open(os.path.join(state_dir, LOG),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    try:
+        import syslog
+
+        syslog.openlog("dumplib-postmortem", syslog.LOG_PID, syslog.LOG_DAEMON)
+        level = syslog.LOG_WARNING if record.get("outcome") != "written" else syslog.LOG_INFO
+        syslog.syslog(level, _readable(record))
+    except Exception:  # noqa: BLE001 - the log must never be why a crash is lost
+        pass
+
+
+def _readable(r: Dict[str, Any]) -> str:
+    # ascii() keeps the crasher's bytes (newlines too) from forging log lines.
+    who = f"process {r.get('pid')} ({ascii(r.get('name', '?'))}, {ascii(r.get('exe', '?'))}) {r.get('signal', '?')}"
+    if r.get("outcome") == "written":
+        return f"{who}: wrote {r.get('path')} ({r.get('kind')}, {r.get('size')} bytes){' ' + r['note'] if r.get('note') else ''}"
+    return f"{who}: {r.get('outcome')}: {r.get('why')}"
+
+
+# -- the handler ---------------------------------------------------------------------------------------
+
+
+def _safe_fds() -> None:
+    """fds 1 and 2 on /dev/null: a usermode helper may start without them, and a dump file must never
+    get the number a stray print writes to."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def parse_args(argv: Sequence[str]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for word in argv:
+        if word[:1] in SPECIFIERS and word[:1] not in out:
+            out[word[:1]] = word[1:]
+    return out
+
+
+def main(argv: Sequence[str], state_dir: str) -> int:
+    """Handle one crash; always 0 (the kernel ignores it), everything said in the log."""
+    started = time.monotonic()
+    _safe_fds()
+    config = read_private_json(os.path.join(state_dir, CONFIG))
+    budget = float((config or {}).get("max_seconds") or 120)
+    # The last word on "bounded": whatever hangs, SIGALRM's default action ends the handler and the
+    # kernel lets the crashed process go (a temporary left behind is removed by the next dump there).
+    signal.alarm(int(budget) + 15)
+    pipe = corestream.Pipe(0, stall=min(30.0, budget), deadline=started + budget)
+    record: Dict[str, Any] = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "args": list(argv)}
+    backend: Optional[StreamCore] = None
+    try:
+        if config is None:
+            raise Refused("not-configured", f"{os.path.join(state_dir, CONFIG)} is missing or not root's own")
+        args = parse_args(argv)
+        crashed = identify(args)
+        record.update(pid=crashed.pid, name=crashed.name, exe=crashed.exe.decode("utf-8", "surrogateescape"),
+                      uid=crashed.uid, dumpable=crashed.dumpable, pidfd="kernel" if args.get("F") else "opened")
+        if crashed.dumpable not in (1, 2):
+            # The kernel never calls us for 0; whoever else did gets what the kernel would do.
+            raise Refused("not-dumpable", f"the process is not dumpable (%d={crashed.dumpable})")
+        take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time())
+        head = corestream.read_head(pipe)
+        record["signal"] = _signal_name(head.signal[0])
+        backend = StreamCore(crashed, pipe, head, started, config.get("min_free"))
+        result = _dump(backend, crashed, head, config)
+        record.update(outcome="written", path=result.path, kind=result.kind, size=result.size,
+                      note="; ".join(w for w in result.warnings if w.startswith("--fit")) or None)
+    except Refused as exc:
+        record.update(outcome=exc.what, why=exc.why)
+    except InsufficientDiskSpace as exc:
+        record.update(outcome="refused-for-space", why=exc.message)
+    except DumpError as exc:
+        record.update(outcome="failed", why=exc.message)
+    except Exception as exc:  # noqa: BLE001 - logged, never a traceback into the void
+        record.update(outcome="failed", why=f"{type(exc).__name__}: {exc}")
+    finally:
+        if not pipe.eof and (backend is None or backend.released_after is None):
+            try:
+                record["drained_bytes"] = pipe.drain()  # every refusal path: the kernel's writes end
+            except DumpError:
+                pass
+        if backend is not None:
+            backend.release()
+            record["released_after_seconds"] = backend.released_after
+        else:
+            try:
+                os.close(0)
+            except OSError:
+                pass
+            record["released_after_seconds"] = round(time.monotonic() - started, 3)
+    record["seconds"] = round(time.monotonic() - started, 3)
+    log_line(state_dir, record)
+    signal.alarm(0)
+    return 0
+
+
+def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, config: Dict[str, Any]) -> DumpResult:
+    directory = str(config["dir"])
+    backend.where = directory
+    proc = ProcessInfo(pid=crashed.pid, name=crashed.name)
+    signo, code, address = head.signal
+    event = TargetEvent(kind="signal", tid=head.threads[0][0] if head.threads else crashed.tid, code=signo,
+                        address=address, raw=head.siginfo)
+    from ..compression import parse_codec
+
+    opts = api._Options(
+        path=directory + os.sep, kind=DumpKind.parse(config.get("kind") or "mini"), flags=None, overwrite=False,
+        comment=None, progress=None, min_free=config.get("min_free"), space_check=True, fit=bool(config.get("fit")),
+        sidecar=True, keep=config.get("keep"), max_total=config.get("max_total"),
+        codec=parse_codec(config.get("compress")), started=time.monotonic(), started_at=datetime.datetime.now(),
+        max_pause=None, snapshot=False, event=event)
+    return api._create(backend, proc, None, opts)

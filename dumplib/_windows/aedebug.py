@@ -1,0 +1,463 @@
+"""Postmortem on Windows: dumplib as the AeDebug debugger, and WER LocalDumps managed with a guard.
+
+AeDebug: Windows starts ``Debugger`` (with Auto=1, without asking) in the crashing process's context with
+its pid, an event to signal and, on Windows, the address of a JIT_DEBUG_INFO (exception record and
+context) in the crashed process. The handler dumps through create_dump with that exception, then signals
+the event so the process ends; a watchdog signals it anyway when the handler's time is up.
+
+Both registry views are managed (the WOW6432Node twin serves 32-bit processes). What was there before is
+kept, value by value with its registry type, under HKLM\\SOFTWARE\\dumplib\\Postmortem (writable by
+administrators only) and put back exactly.
+"""
+from __future__ import annotations
+
+import sys
+
+assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+
+import ctypes
+import datetime
+import hashlib
+import json
+import os
+import threading
+import time
+import winreg
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DumpError, InvalidArgument
+
+AEDEBUG = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\AeDebug"
+LOCALDUMPS = r"SOFTWARE\Microsoft\Windows\Windows Error Reporting\LocalDumps"
+OURS = r"SOFTWARE\dumplib\Postmortem"
+VIEWS = {"64": winreg.KEY_WOW64_64KEY, "32": winreg.KEY_WOW64_32KEY}
+AEDEBUG_VALUES = ("Debugger", "Auto")
+WER_VALUES = ("DumpFolder", "DumpCount", "DumpType", "CustomDumpFlags")
+MARKER = "dumplib._windows.aedebug"
+
+
+class PostmortemRefused(InvalidArgument):
+    """install/uninstall refused: what is in place, or what was given, is not safe to act on."""
+
+
+# -- the registry, value by value, exactly --------------------------------------------------------------
+
+
+def read_values(path: str, names: Sequence[str], view: int) -> Optional[Dict[str, Optional[List[Any]]]]:
+    """{name: [type, data] or None (absent)} of key *path* in *view*; None if the key does not exist."""
+    try:
+        key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | view)
+    except FileNotFoundError:
+        return None
+    out: Dict[str, Optional[List[Any]]] = {}
+    with key:
+        for name in names:
+            try:
+                data, kind = winreg.QueryValueEx(key, name)
+                out[name] = [kind, data.hex() if isinstance(data, bytes) else data]
+            except FileNotFoundError:
+                out[name] = None
+    return out
+
+
+def write_values(path: str, values: Dict[str, Optional[List[Any]]], view: int) -> None:
+    """Set each value to its [type, data], delete those given as None."""
+    key = winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | winreg.KEY_WRITE | view)
+    with key:
+        for name, value in values.items():
+            if value is None:
+                try:
+                    winreg.DeleteValue(key, name)
+                except FileNotFoundError:
+                    pass
+            else:
+                kind, data = value
+                winreg.SetValueEx(key, name, 0, kind, bytes.fromhex(data) if kind == winreg.REG_BINARY else data)
+
+
+def _ours_get(name: str) -> Optional[Dict[str, Any]]:
+    got = read_values(OURS, [name], winreg.KEY_WOW64_64KEY)
+    value = got.get(name) if got else None
+    if value is None:
+        return None
+    try:
+        data = json.loads(value[1])
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ours_set(name: str, data: Optional[Dict[str, Any]]) -> None:
+    write_values(OURS, {name: None if data is None else [winreg.REG_SZ, json.dumps(data)]}, winreg.KEY_WOW64_64KEY)
+
+
+def _is_admin() -> bool:
+    try:
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())
+    except (AttributeError, OSError):
+        return False
+
+
+# -- AeDebug ----------------------------------------------------------------------------------------------
+
+
+def debugger_command() -> str:
+    """The AeDebug Debugger value: this Python running the handler (%p: the JIT_DEBUG_INFO address, in hex)."""
+    return f'"{sys.executable}" -I -m {MARKER} -p %ld -e %ld -j %p'
+
+
+def _check_dir(directory: str) -> str:
+    if not os.path.isdir(directory):
+        raise PostmortemRefused(f"{directory} is not an existing directory; create it first", argument="dir",
+                                value=directory)
+    return os.path.realpath(directory)
+
+
+def _parse_max_per(text: Optional[str]) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        minutes, most = (int(x) for x in str(text).split(":"))
+    except ValueError:
+        minutes = most = 0
+    if minutes < 1 or most < 1:
+        raise InvalidArgument(f"--max-per {text!r}: write MINUTES:N, e.g. 10:3", argument="max_per", value=text)
+    return [minutes, most]
+
+
+def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
+            keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
+            max_per: Optional[str] = "10:3", max_seconds: float = 120.0) -> Dict[str, Any]:
+    """Register the handler as the AeDebug debugger in both registry views, backing up what was there."""
+    from ..api import _check_limits
+    from ..compression import parse_codec
+    from ..kinds import DumpKind
+
+    if not _is_admin():
+        raise PostmortemRefused("registering the AeDebug debugger needs an administrator", argument="user",
+                                value=os.environ.get("USERNAME"))
+    kind_value = DumpKind.parse(kind).value
+    parse_codec(compress)
+    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
+    rate = _parse_max_per(max_per)
+    directory = _check_dir(directory)
+    if _ours_get("Backup") is not None:
+        raise PostmortemRefused("dumplib's AeDebug handler is already installed; uninstall it first",
+                                argument="state", value=OURS)
+    backup = {name: read_values(AEDEBUG, AEDEBUG_VALUES, view) for name, view in VIEWS.items()}
+    command = debugger_command()
+    config = {"dir": directory, "kind": kind_value, "fit": fit, "compress": compress, "keep": keep,
+              "max_total": max_total, "min_free": min_free, "max_per": rate, "max_seconds": max_seconds,
+              "debugger": command}
+    _ours_set("Backup", {"aedebug": backup})
+    try:
+        _ours_set("Config", config)
+        for view in VIEWS.values():
+            write_values(AEDEBUG, {"Debugger": [winreg.REG_SZ, command], "Auto": [winreg.REG_SZ, "1"]}, view)
+    except BaseException:
+        _restore_aedebug(backup)
+        raise
+    return status()
+
+
+def _restore_aedebug(backup: Dict[str, Any]) -> None:
+    for name, view in VIEWS.items():
+        values = backup.get(name)
+        write_values(AEDEBUG, values if values is not None else {v: None for v in AEDEBUG_VALUES}, view)
+    _ours_set("Config", None)
+    _ours_set("Rate", None)
+    _ours_set("Backup", None)
+
+
+def uninstall(*, force: bool = False) -> Dict[str, Any]:
+    """Put back the AeDebug values of both views exactly; refuse if the Debugger in place is not dumplib's."""
+    saved = _ours_get("Backup")
+    config = _ours_get("Config") or {}
+    if saved is None:
+        raise PostmortemRefused("no dumplib AeDebug installation (no backup); nothing changed", argument="state",
+                                value=OURS)
+    for name, view in VIEWS.items():
+        now = (read_values(AEDEBUG, ["Debugger"], view) or {}).get("Debugger")
+        if (now is None or now[1] != config.get("debugger")) and not force:
+            raise PostmortemRefused(f"the AeDebug Debugger ({name}-bit view) is now {now and now[1]!r}, not dumplib's:"
+                                    " someone registered another debugger since; nothing changed (--force puts"
+                                    " back what was there before anyway)", argument="Debugger",
+                                    value=now and now[1])
+    _restore_aedebug(saved["aedebug"])
+    return status()
+
+
+def status() -> Dict[str, Any]:
+    config = _ours_get("Config")
+    views = {name: read_values(AEDEBUG, AEDEBUG_VALUES, view) for name, view in VIEWS.items()}
+    debugger = ((views.get("64") or {}).get("Debugger") or [None, None])[1]
+    ours = config is not None and debugger == config.get("debugger")
+    other = None if debugger is None else ("winedbg" if "winedbg" in debugger.lower() else
+                                           "procdump" if "procdump" in debugger.lower() else
+                                           "vsjitdebugger" if "vsjitdebugger" in debugger.lower() else
+                                           "another debugger")
+    saved = _ours_get("Backup")
+    return {"platform": "windows", "registered": "dumplib" if ours else (other or "none (Windows Error Reporting)"),
+            "aedebug": views, "installed": saved is not None, "config": config,
+            "backup": None if saved is None else saved.get("aedebug")}
+
+
+# -- WER LocalDumps -----------------------------------------------------------------------------------------
+
+
+def _wer_key(exe: Optional[str]) -> str:
+    if exe is not None and (not exe or "\\" in exe or "/" in exe):
+        raise InvalidArgument(f"--exe {exe!r} must be a file name like app.exe", argument="exe", value=exe)
+    return LOCALDUMPS + ("\\" + exe if exe else "")
+
+
+def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optional[str] = None,
+               min_free: Optional[int] = None, allow_system_drive: bool = False,
+               per_dump: Optional[int] = None) -> Dict[str, Any]:
+    """Point WER LocalDumps (for every program, or *exe*) at *folder*, refusing a volume that cannot hold
+    *count* dumps of *kind* (estimated from the running processes of that name, else *per_dump*) plus the
+    reserve, and the system drive unless *allow_system_drive*. The previous values are backed up."""
+    from ..kinds import DumpKind, windows_mask
+    from ..space import SpaceGuard, human
+
+    kind_ = DumpKind.parse(kind)
+    if count < 1:
+        raise InvalidArgument("--count must be at least 1", argument="count", value=count)
+    folder = _check_dir(folder)
+    system = os.environ.get("SystemDrive", "C:").rstrip("\\").upper()
+    if os.path.splitdrive(folder)[0].upper() == system and not allow_system_drive:
+        raise PostmortemRefused(f"{folder} is on the system drive {system}: crash dumps there are how system drives"
+                                " fill up. Choose another volume, or pass --allow-system-drive",
+                                argument="folder", value=folder)
+    each = per_dump if per_dump is not None else _largest_estimate(exe, kind_)
+    if each is None:
+        raise PostmortemRefused(f"no running {exe or 'process'} to estimate a {kind_.value} dump from; give the size"
+                                " of one dump (--per-dump SIZE)", argument="per_dump", value=None)
+    guard = SpaceGuard(folder, min_free)
+    needed = count * each
+    if needed > guard.room():
+        raise PostmortemRefused(f"{count} {kind_.value} dumps of ~{human(each)} need {human(needed)} on the volume of"
+                                f" {folder}, which has {human(guard.free())} free with {human(guard.reserve)} to"
+                                " stay free; lower --count, choose another volume or a smaller --kind",
+                                argument="count", value=count)
+    key = _wer_key(exe)
+    view = winreg.KEY_WOW64_64KEY
+    backups = _ours_get("WerBackup") or {}
+    slot = exe or "*"
+    if slot not in backups:
+        backups[slot] = {"existed": read_values(key, [], view) is not None,
+                         "parent_existed": read_values(LOCALDUMPS, [], view) is not None,
+                         "values": read_values(key, WER_VALUES, view) or {v: None for v in WER_VALUES}}
+        _ours_set("WerBackup", backups)
+    dump_type = {DumpKind.FULL: 2, DumpKind.MINI: 1}.get(kind_, 0)
+    values: Dict[str, Optional[List[Any]]] = {
+        "DumpFolder": [winreg.REG_EXPAND_SZ, folder], "DumpCount": [winreg.REG_DWORD, count],
+        "DumpType": [winreg.REG_DWORD, dump_type],
+        "CustomDumpFlags": [winreg.REG_DWORD, windows_mask(kind_)] if dump_type == 0 else None}
+    write_values(key, values, view)
+    return wer_status(exe)
+
+
+def _largest_estimate(exe: Optional[str], kind: Any) -> Optional[int]:
+    if exe is None:
+        return None
+    from ..api import estimate
+    from .._backend import get_backend
+
+    name = exe.lower().removesuffix(".exe")
+    sizes = []
+    for pid, pname in get_backend().process_table().items():
+        if pname.lower().removesuffix(".exe") == name:
+            try:
+                sizes.append(estimate(pid, kind).bytes)
+            except DumpError:
+                continue
+    return max(sizes) if sizes else None
+
+
+def wer_disable(exe: Optional[str] = None) -> Dict[str, Any]:
+    """Put back the LocalDumps values (and key) found before wer_enable."""
+    backups = _ours_get("WerBackup") or {}
+    slot = exe or "*"
+    saved = backups.get(slot)
+    if saved is None:
+        raise PostmortemRefused(f"dumplib did not enable WER LocalDumps for {exe or 'every program'}; nothing changed",
+                                argument="exe", value=exe)
+    key = _wer_key(exe)
+    view = winreg.KEY_WOW64_64KEY
+    write_values(key, saved["values"], view)
+    if not saved["existed"]:
+        try:
+            winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, key, view, 0)
+        except OSError:
+            pass
+    parent = read_values(LOCALDUMPS, WER_VALUES, view)
+    if exe and not saved.get("parent_existed", True) and parent is not None and not any(parent.values()):
+        try:  # the LocalDumps key dumplib created for the program's own: fails (kept) if it holds others
+            winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, LOCALDUMPS, view, 0)
+        except OSError:
+            pass
+    del backups[slot]
+    _ours_set("WerBackup", backups or None)
+    return wer_status(exe)
+
+
+def wer_status(exe: Optional[str] = None) -> Dict[str, Any]:
+    values = read_values(_wer_key(exe), WER_VALUES, winreg.KEY_WOW64_64KEY)
+    return {"exe": exe, "enabled": values is not None, "values": values,
+            "dumplib_backup": (_ours_get("WerBackup") or {}).get(exe or "*")}
+
+
+# -- the handler ----------------------------------------------------------------------------------------------
+
+
+def _read_remote(process: int, address: int, size: int) -> bytes:
+    from . import jitapi
+
+    buf = ctypes.create_string_buffer(size)
+    got = ctypes.c_size_t(0)
+    jitapi.ReadProcessMemory(process, ctypes.c_void_p(address), buf, size, ctypes.byref(got))
+    if got.value != size:
+        raise OSError(f"read {got.value} of {size} bytes at 0x{address:x}")
+    return buf.raw
+
+
+def exception_from_jit(pid: int, jit_address: int) -> Any:
+    """The crash's TargetEvent from the JIT_DEBUG_INFO at *jit_address* in process *pid* (record and
+    context copied here, so the dump's exception stream is the crash's, not the waiting thread's)."""
+    from .._backend import TargetEvent
+    from . import debugapi as dbg
+    from . import jitapi, kernel32
+    from .debugloop import _ExceptionParam
+
+    process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    try:
+        info = jitapi.JIT_DEBUG_INFO.from_buffer_copy(_read_remote(process, jit_address,
+                                                                   ctypes.sizeof(jitapi.JIT_DEBUG_INFO)))
+        if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO) or not info.dwThreadID:
+            # Wine formats %p from whatever is next (a STARTUPINFO): no JIT_DEBUG_INFO to read.
+            return None
+        record = _read_remote(process, info.lpExceptionRecord, jitapi.EXCEPTION_RECORD_SIZE)
+        context = _read_remote(process, info.lpContextRecord, jitapi.CONTEXT_SIZE)
+    finally:
+        kernel32.CloseHandle(process)
+
+    class _FromJit(_ExceptionParam):
+        def __init__(self) -> None:  # the record and context of the crash, not of a live thread
+            self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
+            raw = ctypes.create_string_buffer(len(context) + 16)
+            self._raw = raw
+            address = (ctypes.addressof(raw) + 15) & ~15
+            ctypes.memmove(address, context, len(context))
+            self.pointers = dbg.EXCEPTION_POINTERS(ctypes.pointer(self.record), ctypes.c_void_p(address))
+            self.info = dbg.MINIDUMP_EXCEPTION_INFORMATION(info.dwThreadID, ctypes.pointer(self.pointers), False)
+
+    param = _FromJit()
+    return TargetEvent(kind="exception", tid=info.dwThreadID, code=param.record.ExceptionCode,
+                       address=info.lpExceptionAddress, first_chance=False, raw=param)
+
+
+def _take_rate_slot(exe: str, max_per: Optional[Sequence[int]]) -> None:
+    if not max_per:
+        return
+    minutes, most = int(max_per[0]), int(max_per[1])
+    book = _ours_get("Rate") or {}
+    key = hashlib.sha256(exe.lower().encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    now = time.time()
+    times = [t for t in book.get(key, []) if isinstance(t, (int, float)) and t > now - minutes * 60]
+    if len(times) >= most:
+        raise _Refused("rate-limited", f"{len(times)} dumps of this executable in the last {minutes} minutes")
+    book[key] = times + [now]
+    _ours_set("Rate", book)
+
+
+class _Refused(Exception):
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(why)
+        self.what, self.why = what, why
+
+
+def _log(record: Dict[str, Any]) -> None:
+    """One line per crash: JSON beside the dumps (postmortem.log) for `postmortem list` and scripts."""
+    directory = record.get("dir")
+    if not directory:
+        return
+    try:
+        with open(os.path.join(directory, "postmortem.log"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=True) + "\n")
+    except OSError:
+        pass
+
+
+def main(argv: Sequence[str]) -> int:
+    """The AeDebug handler: ``-p PID -e EVENT [-j JIT_DEBUG_INFO address]``; always signals the event."""
+    from . import jitapi
+
+    args = dict(zip(argv[::2], argv[1::2]))
+    try:
+        pid, event = int(args["-p"]), int(args["-e"])
+    except (KeyError, ValueError):
+        return 2
+    try:
+        jit = int(args.get("-j", "").strip() or "0", 16) or None  # %p prints hex without 0x
+    except ValueError:
+        jit = None
+    config = _ours_get("Config") or {}
+    done = threading.Event()
+
+    def release() -> None:
+        if not done.is_set():
+            done.set()
+            try:
+                jitapi.SetEvent(event)  # the crashed process goes on to end
+            except OSError:
+                pass
+
+    budget = float(config.get("max_seconds") or 120)
+    def give_up() -> None:  # the handler's time is up: the crashed process goes, the handler too
+        release()
+        os._exit(3)
+
+    watchdog = threading.Timer(budget, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    record: Dict[str, Any] = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "pid": pid,
+                              "dir": config.get("dir")}
+    try:
+        if not config:
+            raise _Refused("not-configured", "no dumplib configuration in the registry")
+        from .._backend import get_backend
+
+        name = get_backend().name_of(pid) or "process"
+        record["name"] = name
+        _take_rate_slot(name, config.get("max_per"))
+        try:
+            crash = exception_from_jit(pid, jit) if jit else None
+        except OSError as exc:
+            crash, record["jit"] = None, f"unreadable: {exc}"
+        record["exception"] = crash.label if crash is not None else None
+        if crash is None:
+            record.setdefault("jit", "none: the dump has no exception stream")
+        from ..api import create_dump
+
+        result = create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
+                             compress=config.get("compress"), keep=config.get("keep"),
+                             max_total=config.get("max_total"), min_free=config.get("min_free"),
+                             comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash)
+        record.update(outcome="written", path=result.path, kind=result.kind, size=result.size)
+    except _Refused as exc:
+        record.update(outcome=exc.what, why=exc.why)
+    except DumpError as exc:
+        record.update(outcome="refused-for-space" if type(exc).__name__ == "InsufficientDiskSpace" else "failed",
+                      why=exc.message)
+    except Exception as exc:  # noqa: BLE001 - logged; the event is signalled whatever happened
+        record.update(outcome="failed", why=f"{type(exc).__name__}: {exc}")
+    finally:
+        release()
+        watchdog.cancel()
+    _log(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,70 @@
+"""What only real Windows can prove about postmortem (run by .github/workflows/windows.yml, as administrator):
+AeDebug hands the handler a JIT_DEBUG_INFO, so the dump of a crashed python.exe carries the crash's
+exception stream and faulting thread; and WER LocalDumps, enabled by dumplib, writes a crash's dump
+into the folder dumplib checked. Wine gives no JIT_DEBUG_INFO and has no WER: tests/e2e_wine covers
+the rest (registry round trips, a crash under AeDebug)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="real Windows only: AeDebug's JIT_DEBUG_INFO and"
+                                " WER LocalDumps crash dumps (the Wine tests cover the registry round trips)")
+
+CRASH = ["-c", "import ctypes; ctypes.c_char.from_address(8).value"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dumplib_cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _wait_for(folder: Path, pattern: str, timeout: float = 180) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(folder.glob(pattern))
+        if found:
+            time.sleep(2)  # let the writer finish and rename
+            return list(folder.glob(pattern))
+        time.sleep(0.5)
+    return []
+
+
+def test_aedebug_crash_has_the_exception_stream_and_the_process_ends(tmp_path: Path) -> None:
+    from minidump.minidumpfile import MinidumpFile
+
+    from dumplib._windows.aedebug import AEDEBUG, AEDEBUG_VALUES, VIEWS, read_values
+
+    before = {n: read_values(AEDEBUG, AEDEBUG_VALUES, v) for n, v in VIEWS.items()}
+    done = _cli("postmortem", "install", "--dir", str(tmp_path), "--min-free", "1M", "--json")
+    assert done.returncode == 0, done.stderr
+    try:
+        crash = subprocess.run([sys.executable, *CRASH], capture_output=True, timeout=300)
+        assert crash.returncode != 0
+        dumps = _wait_for(tmp_path, "*.dmp")
+    finally:
+        assert _cli("postmortem", "uninstall", "--force").returncode == 0
+    assert {n: read_values(AEDEBUG, AEDEBUG_VALUES, v) for n, v in VIEWS.items()} == before
+    assert len(dumps) == 1, (tmp_path / "postmortem.log").read_text()
+    md = MinidumpFile.parse(str(dumps[0]))
+    exc = md.exception.exception_records[0]
+    assert exc.ExceptionRecord.ExceptionCode == 0xC0000005
+    assert exc.ExceptionRecord.ExceptionInformation[1] == 8
+    assert exc.ThreadId in [t.ThreadId for t in md.threads.threads]
+    assert json.loads(Path(str(dumps[0]) + ".json").read_text())["comment"] == "postmortem: C0000005"
+
+
+def test_wer_localdumps_writes_the_crash_into_the_checked_folder(tmp_path: Path) -> None:
+    done = _cli("postmortem", "wer", "enable", "--dir", str(tmp_path), "--exe", "python.exe", "--per-dump", "64M",
+                "--count", "2", "--min-free", "1M", "--allow-system-drive")
+    assert done.returncode == 0, done.stderr
+    try:
+        subprocess.run([sys.executable, *CRASH], capture_output=True, timeout=300)
+        dumps = _wait_for(tmp_path, "*.dmp")
+    finally:
+        assert _cli("postmortem", "wer", "disable", "--exe", "python.exe").returncode == 0
+    assert dumps, "WER wrote no dump into the LocalDumps folder"
