@@ -186,3 +186,44 @@ def test_wer_localdumps_enable_disable_round_trip_and_refusals(rig: Rig, tmp_pat
             undone = cli(rig, "postmortem", "wer", "disable", *extra)
         assert undone.returncode == 0, undone.stderr
     assert registry(rig) == before
+
+
+#: Starts the handler as Windows would, for a process it cannot attach to (already being debugged: a child
+#: started with DEBUG_PROCESS and held at its first event), and reports whether the event was signalled.
+ATTACH_FAILS = r"""
+import ctypes, json, os, subprocess, sys
+from ctypes import wintypes as wt
+k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+k32.CreateEventW.restype = wt.HANDLE
+k32.CreateEventW.argtypes = [ctypes.c_void_p, wt.BOOL, wt.BOOL, wt.LPCWSTR]
+k32.WaitForSingleObject.argtypes = [wt.HANDLE, wt.DWORD]
+event = k32.CreateEventW(None, True, False, None)
+os.set_handle_inheritable(event, True)
+held = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], creationflags=0x1)  # DEBUG_PROCESS
+try:
+    handler = subprocess.run([sys.executable, "-I", "-m", "dumplib._windows.aedebug", "-p", str(held.pid),
+                              "-e", str(event), "-j", "0"], close_fds=False, capture_output=True, timeout=200)
+    signalled = k32.WaitForSingleObject(event, 0) == 0
+finally:
+    held.kill()
+print(json.dumps({"signalled": signalled, "rc": handler.returncode, "err": handler.stderr.decode()[-2000:]}))
+"""
+
+
+def test_aedebug_event_signalled_when_attach_fails(rig: Rig, tmp_path: Path) -> None:
+    """The handler cannot attach (the process already has a debugger): it still signals the event
+    (the crashed process would otherwise wait for ever) and logs why."""
+    dumps = tmp_path / "crashes"
+    dumps.mkdir()
+    done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--max-per", "100:100", "--json")
+    assert done.returncode == 0, done.stderr
+    try:
+        ran = rig.run_python(["-c", ATTACH_FAILS], timeout=300)
+    finally:
+        cli(rig, "postmortem", "uninstall", "--force")
+    assert ran.returncode == 0, ran.stderr
+    answer = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert answer["rc"] == 0 and answer["signalled"] is True, answer
+    [record] = [json.loads(line) for line in (dumps / "postmortem.log").read_text().splitlines()]
+    assert record["outcome"] == "attach-failed" and record["jit"].startswith("none"), record
+    assert not list(dumps.glob("*.dmp*")), list(dumps.iterdir())
