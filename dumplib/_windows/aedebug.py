@@ -340,13 +340,13 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     try:
         process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False,
                                        pid)
-    except OSError as exc:
+    except (OSError, DumpError) as exc:
         raise NoJitInfo(f"process unreadable: {exc}") from None
     try:
         try:
             info = jitapi.JIT_DEBUG_INFO.from_buffer_copy(_read_remote(process, jit_address,
                                                                        ctypes.sizeof(jitapi.JIT_DEBUG_INFO)))
-        except OSError as exc:
+        except (OSError, DumpError) as exc:
             raise NoJitInfo(f"unreadable at 0x{jit_address:x}: {exc}") from None
         if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO):
             # Wine formats %p from whatever is next (a STARTUPINFO, size 104): no JIT_DEBUG_INFO to read.
@@ -356,7 +356,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
         try:
             record = _read_remote(process, info.lpExceptionRecord, jitapi.EXCEPTION_RECORD_SIZE)
             context = _read_remote(process, info.lpContextRecord, jitapi.CONTEXT_SIZE)
-        except OSError as exc:
+        except (OSError, DumpError) as exc:
             raise NoJitInfo(f"record or context unreadable: {exc}") from None
     finally:
         kernel32.CloseHandle(process)
@@ -385,7 +385,7 @@ def _process_of_thread(tid: int) -> int:
 
     try:
         thread = dbg.OpenThread(jitapi.THREAD_QUERY_LIMITED_INFORMATION, False, tid)
-    except OSError:
+    except (OSError, DumpError):
         return 0
     try:
         return int(jitapi.GetProcessIdOfThread(thread))

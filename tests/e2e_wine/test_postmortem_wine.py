@@ -227,3 +227,44 @@ def test_aedebug_event_signalled_when_attach_fails(rig: Rig, tmp_path: Path) -> 
     [record] = [json.loads(line) for line in (dumps / "postmortem.log").read_text().splitlines()]
     assert record["outcome"] == "attach-failed" and record["jit"].startswith("none"), record
     assert not list(dumps.glob("*.dmp*")), list(dumps.iterdir())
+
+
+#: JIT_DEBUG_INFO laid out in this process's own memory, then judged by the handler's validation.
+JIT_CHECKS = r"""
+import ctypes, json, os, subprocess, sys
+from dumplib._windows import aedebug, jitapi, debugapi
+other = subprocess.Popen([sys.executable, "-c", "import ctypes, time; "
+                          "print(ctypes.windll.kernel32.GetCurrentThreadId(), flush=True); time.sleep(60)"],
+                         stdout=subprocess.PIPE, text=True)
+other_tid = int(other.stdout.readline())
+me = ctypes.windll.kernel32.GetCurrentThreadId()
+record = debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234, NumberParameters=2)
+context = ctypes.create_string_buffer(jitapi.CONTEXT_SIZE)
+def judge(size=40, tid=me, address=0x1234, rec=ctypes.addressof(record)):
+    info = jitapi.JIT_DEBUG_INFO(size, 0x8664, tid, 0, address, rec, ctypes.addressof(context))
+    try:
+        event = aedebug.exception_from_jit(os.getpid(), ctypes.addressof(info))
+    except aedebug.NoJitInfo as exc:
+        return "refused: " + str(exc)
+    return [event.tid, event.code, event.address]
+try:
+    out = {"valid": judge(), "size": judge(size=104), "foreign_thread": judge(tid=other_tid),
+           "no_thread": judge(tid=0), "other_address": judge(address=0x5678), "unreadable": judge(rec=8),
+           "me": me}
+finally:
+    other.kill()
+print(json.dumps(out))
+"""
+
+
+def test_jit_debug_info_is_trusted_only_when_it_holds_up(rig: Rig) -> None:
+    """The handler takes the JIT_DEBUG_INFO path only for a structure of the right size, naming a thread of
+    the crashed process, whose record reads and names the same address; anything else is the debugger path."""
+    ran = rig.run_python(["-c", JIT_CHECKS], timeout=200)
+    assert ran.returncode == 0, ran.stderr
+    out = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert out["valid"] == [out["me"], 0xC0000005, 0x1234], out
+    assert "size field 104" in out["size"], out
+    assert "not a thread of process" in out["foreign_thread"] and "not a thread" in out["no_thread"], out
+    assert "another address" in out["other_address"], out
+    assert "unreadable" in out["unreadable"], out
