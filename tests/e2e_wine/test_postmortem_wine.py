@@ -68,26 +68,41 @@ def test_aedebug_install_uninstall_round_trip(rig: Rig, tmp_path: Path) -> None:
 #: The crasher: a thread started through ctypes at msvcrt's strlen with address 8 (it reads address 8,
 #: unguarded: an unhandled access violation), while the main thread keeps raising first-chance access
 #: violations at address 16 that ctypes handles (string_at is a foreign call, guarded by SEH). The
-#: faulting thread holds no GIL, so the noise goes on (without pause once a debugger is attached): a
-#: handler that took a first chance would dump it.
+#: faulting thread holds no GIL, so the noise goes on (without pause once the AeDebug handler has
+#: started): a handler that took a first chance would dump it.
 CRASHER = r"""
-import ctypes, time
+import ctypes, os, time
 from ctypes import wintypes as wt
 k32 = ctypes.WinDLL("kernel32", use_last_error=True)
 k32.CreateThread.restype = wt.HANDLE
 k32.CreateThread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, wt.DWORD,
                              ctypes.POINTER(wt.DWORD)]
+k32.CreateToolhelp32Snapshot.restype = wt.HANDLE
+class PROCESSENTRY32W(ctypes.Structure):
+    _fields_ = [("dwSize", wt.DWORD), ("cntUsage", wt.DWORD), ("th32ProcessID", wt.DWORD),
+                ("th32DefaultHeapID", ctypes.c_size_t), ("th32ModuleID", wt.DWORD), ("cntThreads", wt.DWORD),
+                ("th32ParentProcessID", wt.DWORD), ("pcPriClassBase", ctypes.c_long), ("dwFlags", wt.DWORD),
+                ("szExeFile", ctypes.c_wchar * 260)]
+def handler_started():
+    snap, entry = k32.CreateToolhelp32Snapshot(2, 0), PROCESSENTRY32W()
+    entry.dwSize = ctypes.sizeof(entry)
+    ok, found = k32.Process32FirstW(wt.HANDLE(snap), ctypes.byref(entry)), False
+    while ok and not found:
+        found = entry.th32ParentProcessID == os.getpid()
+        ok = k32.Process32NextW(wt.HANDLE(snap), ctypes.byref(entry))
+    k32.CloseHandle(wt.HANDLE(snap))
+    return found
 strlen = ctypes.cast(ctypes.cdll.msvcrt.strlen, ctypes.c_void_p)
 tid = wt.DWORD()
 assert k32.CreateThread(None, 0, strlen, ctypes.c_void_p(8), 0, ctypes.byref(tid))
 print(tid.value, flush=True)
-while True:  # once the handler has attached, every pass raises a first chance for it to pass on
+while not handler_started():
+    time.sleep(0.05)
+while True:  # from the handler's start to the end, first chances without pause: one is always in flight
     try:
         ctypes.string_at(16, 1)
     except OSError:
         pass
-    if not k32.IsDebuggerPresent():
-        time.sleep(0.01)
 """
 
 #: Runs the crasher from a Windows parent, which sees its whole 32-bit exit code (Wine's own exit status keeps 8 bits).
