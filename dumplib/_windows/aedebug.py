@@ -2,8 +2,11 @@
 
 AeDebug: Windows starts ``Debugger`` (with Auto=1, without asking) in the crashing process's context with
 its pid, an event to signal and, on Windows, the address of a JIT_DEBUG_INFO (exception record and
-context) in the crashed process. The handler dumps through create_dump with that exception, then signals
-the event so the process ends; a watchdog signals it anyway when the handler's time is up.
+context) in the crashed process. Where that structure holds up, the handler dumps through create_dump
+with that exception, then signals the event so the process ends. Where it does not (Wine passes an
+unrelated pointer), it is the debugger, as ``windbg -p -e -g`` is: attach, signal, dump the
+second-chance exception, pass it on unhandled so the system ends the process (dump_as_debugger). A
+watchdog signals the event anyway when the handler's time is up.
 
 Both registry views are managed (the WOW6432Node twin serves 32-bit processes). What was there before is
 kept, value by value with its registry type, under HKLM\\SOFTWARE\\dumplib\\Postmortem (writable by
