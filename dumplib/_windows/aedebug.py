@@ -424,7 +424,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
             return  # one dump per crash
         arrived.set()
         got["event"] = firing.event
-        facts["exception"] = firing.detail
+        facts["exception"], facts["event"] = firing.event.label, firing.detail
         try:
             got["result"] = hand_over(lambda: take(firing.event))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the handler's thread
@@ -571,7 +571,7 @@ def main(argv: Sequence[str]) -> int:
             facts = dump_as_debugger(pid, release, take)
             result = facts.pop("result")
             record.update(facts)
-            record["did"] = (f"attached as a debugger, dumped the {facts['exception']}"
+            record["did"] = (f"attached as a debugger, dumped the {facts['event']}"
                              f"{'' if facts['exception_stream'] else ' (no exception stream: its context was unreadable)'},"
                              " passed it on unhandled: the process ended with exit code"
                              f" {facts.get('exit_code') or 'unknown (still running when detached)'}")

@@ -152,6 +152,7 @@ def test_aedebug_crash_of_a_real_python_is_dumped_with_its_exception(rig: Rig, t
     [dump] = dumps_found
     side = json.loads(Path(str(dump) + ".json").read_text())
     assert record["outcome"] == "written" and side["pid"] == record["pid"], record
+    assert side["comment"] == "postmortem: C0000005" and record["exception"] == "C0000005", (side, record)
     # The log line says what was done: no JIT_DEBUG_INFO, attached, the second chance, the exit code.
     assert record["jit"].startswith("none") and record["via"] == "debugger", record
     assert "second chance" in record["did"] and "exit code 0xC0000005" in record["did"], record
