@@ -397,13 +397,15 @@ def _process_of_thread(tid: int) -> int:
 
 
 #: Seconds the debugger path waits, after signalling the event, for the exception to come back as a
-#: second chance (it comes back at once: the faulting thread's filter returns and the exception goes on).
+#: second chance (it comes back at once: the faulting thread's filter returns and the exception goes on);
+#: at most a quarter of the handler's budget (--max-seconds).
 SECOND_CHANCE_PATIENCE = 30.0
 #: Seconds it waits for the process to end once its second chance is passed on unhandled.
 EXIT_PATIENCE = 10.0
 
 
-def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any], Any]) -> Dict[str, Any]:
+def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any], Any],
+                     budget: float = 120.0) -> Dict[str, Any]:
     """The documented debugger path (``windbg -p %ld -e %ld -g``, winedbg), for when there is no
     JIT_DEBUG_INFO: attach (SeDebugPrivilege held, kill-on-exit off), signal the event through
     *release*, and wait in w15's DebugLoop for the crash to come back as a second-chance exception;
@@ -416,6 +418,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
     from .debugloop import WRITE_PATIENCE, DebugLoop
 
     facts: Dict[str, Any] = {"via": "debugger"}
+    patience = min(SECOND_CHANCE_PATIENCE, budget / 4)
     arrived, caught = threading.Event(), threading.Event()
     got: Dict[str, Any] = {}
 
@@ -445,11 +448,11 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
         finally:
             release()  # attached or not, the faulting thread's filter goes on now
         began = time.monotonic()
-        while not arrived.wait(0.1) and not loop.ended and time.monotonic() - began < SECOND_CHANCE_PATIENCE:
+        while not arrived.wait(0.1) and not loop.ended and time.monotonic() - began < patience:
             pass
         if not arrived.is_set():
             why = ("the process ended before its exception came back to the debugger" if loop.ended else
-                   f"no second-chance exception within {SECOND_CHANCE_PATIENCE:.0f} s; detached, it runs on")
+                   f"no second-chance exception within {patience:g} s; detached, it runs on")
             raise _Refused("no-exception", why)
         began = time.monotonic()  # the dump runs on the loop's thread while the event holds the process
         while not caught.wait(0.1) and time.monotonic() - began < WRITE_PATIENCE:
@@ -568,11 +571,11 @@ def main(argv: Sequence[str]) -> int:
             record["did"] = (f"dumped exception 0x{crash.label} from JIT_DEBUG_INFO on thread {crash.tid};"
                              " signalled the event: the process ends as without a debugger")
         else:  # Wine (or a JIT_DEBUG_INFO that does not hold up): be the debugger, as windbg -p -e -g is
-            facts = dump_as_debugger(pid, release, take)
+            facts = dump_as_debugger(pid, release, take, budget)
             result = facts.pop("result")
             record.update(facts)
-            record["did"] = (f"attached as a debugger, dumped the {facts['event']}"
-                             f"{'' if facts['exception_stream'] else ' (no exception stream: its context was unreadable)'},"
+            missing = "" if facts["exception_stream"] else " (no exception stream: its context was unreadable)"
+            record["did"] = (f"attached as a debugger, dumped the {facts['event']}{missing},"
                              " passed it on unhandled: the process ended with exit code"
                              f" {facts.get('exit_code') or 'unknown (still running when detached)'}")
         record.update(outcome="written", path=result.path, kind=result.kind, size=result.size)

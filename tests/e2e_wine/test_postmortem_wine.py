@@ -284,3 +284,51 @@ def test_jit_debug_info_is_trusted_only_when_it_holds_up(rig: Rig) -> None:
     assert "not a thread of process" in out["foreign_thread"] and "not a thread" in out["no_thread"], out
     assert "another address" in out["other_address"], out
     assert "unreadable" in out["unreadable"], out
+
+
+#: The handler started for a process that did not crash: no second chance ever comes.
+NO_CRASH = r"""
+import ctypes, json, os, subprocess, sys, time
+from ctypes import wintypes as wt
+k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+k32.CreateEventW.restype = wt.HANDLE
+k32.CreateEventW.argtypes = [ctypes.c_void_p, wt.BOOL, wt.BOOL, wt.LPCWSTR]
+k32.WaitForSingleObject.argtypes = [wt.HANDLE, wt.DWORD]
+k32.CheckRemoteDebuggerPresent.argtypes = [wt.HANDLE, ctypes.POINTER(wt.BOOL)]
+event = k32.CreateEventW(None, True, False, None)
+os.set_handle_inheritable(event, True)
+alive = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
+try:
+    handler = subprocess.run([sys.executable, "-I", "-m", "dumplib._windows.aedebug", "-p", str(alive.pid),
+                              "-e", str(event), "-j", "0"], close_fds=False, capture_output=True, timeout=120)
+    signalled = k32.WaitForSingleObject(event, 0) == 0
+    debugged = wt.BOOL()
+    k32.CheckRemoteDebuggerPresent(wt.HANDLE(alive._handle), ctypes.byref(debugged))
+    time.sleep(0.5)
+    running = alive.poll() is None
+finally:
+    alive.kill()
+print(json.dumps({"signalled": signalled, "rc": handler.returncode, "debugged": bool(debugged.value),
+                  "running": running, "err": handler.stderr.decode()[-2000:]}))
+"""
+
+
+def test_aedebug_without_a_second_chance_detaches_and_lets_the_process_run(rig: Rig, tmp_path: Path) -> None:
+    """No second chance comes (the process did not crash): within a quarter of --max-seconds the handler
+    detaches, the process runs on, no longer debugged, and the log line says so."""
+    dumps = tmp_path / "crashes"
+    dumps.mkdir()
+    done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--max-per", "100:100",
+               "--max-seconds", "40", "--json")
+    assert done.returncode == 0, done.stderr
+    try:
+        ran = rig.run_python(["-c", NO_CRASH], timeout=300)
+    finally:
+        cli(rig, "postmortem", "uninstall", "--force")
+    assert ran.returncode == 0, ran.stderr
+    answer = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert answer["rc"] == 0 and answer["signalled"] is True, answer
+    assert answer["running"] is True and answer["debugged"] is False, answer
+    [record] = [json.loads(line) for line in (dumps / "postmortem.log").read_text().splitlines()]
+    assert record["outcome"] == "no-exception" and "detached" in record["why"], record
+    assert not list(dumps.glob("*.dmp*")), list(dumps.iterdir())
