@@ -1,5 +1,7 @@
 """AeDebug and WER LocalDumps under Wine: registry round trips, and a real crash of a Windows python.exe
-dumped by dumplib as the AeDebug debugger (Wine starts AeDebug debuggers as Windows does).
+dumped by dumplib as the AeDebug debugger (Wine starts AeDebug debuggers as Windows does, but hands them
+no JIT_DEBUG_INFO: the handler attaches and dumps the second-chance exception, its exception stream
+required here); the handler's attach failure, missing second chance and JIT_DEBUG_INFO validation.
 The crash under WER itself needs real Windows: tests/unit/test_windows_postmortem.py in the workflow."""
 from __future__ import annotations
 
