@@ -419,6 +419,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
 
     facts: Dict[str, Any] = {"via": "debugger"}
     patience = min(SECOND_CHANCE_PATIENCE, budget / 4)
+    marks: Dict[str, float] = {"start": time.monotonic()}
     arrived, caught = threading.Event(), threading.Event()
     got: Dict[str, Any] = {}
 
@@ -426,6 +427,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
         if arrived.is_set():
             return  # one dump per crash
         arrived.set()
+        marks["second_chance"] = time.monotonic()
         got["event"] = firing.event
         facts["exception"], facts["event"] = firing.event.label, firing.detail
         try:
@@ -433,6 +435,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
         except BaseException as exc:  # noqa: BLE001 - re-raised on the handler's thread
             got["error"] = exc
         finally:
+            marks["dumped"] = time.monotonic()
             caught.set()
 
     try:
@@ -447,6 +450,7 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
             raise _Refused("attach-failed", f"could not attach as a debugger: {exc.message}") from None
         finally:
             release()  # attached or not, the faulting thread's filter goes on now
+            marks["released"] = time.monotonic()
         began = time.monotonic()
         while not arrived.wait(0.1) and not loop.ended and time.monotonic() - began < patience:
             pass
@@ -470,6 +474,9 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
                 time.sleep(0.05)
             facts["exit_code"] = None if code is None else f"0x{code:08X}"
             wrappers.close_handle(handle)
+    marks["ended"] = time.monotonic()
+    # Seconds from the handler's attach to each step: where a crashed process's time goes.
+    facts["seconds"] = {k: round(v - marks["start"], 3) for k, v in marks.items() if k != "start"}
     if "error" in got:
         raise got["error"]
     event = got.get("event")
