@@ -67,7 +67,9 @@ def install(
     min_free: Optional[str] = typer.Option(None, "--min-free", help="Free space to keep on DIR's volume (default"
                                                                    " max(1G, 5%))."),
     max_per: str = typer.Option("10:3", "--max-per", help="At most N dumps per MINUTES per executable (MINUTES:N)."),
-    max_seconds: float = typer.Option(120.0, "--max-seconds", help="Linux: the longest a crashed process is held."),
+    max_seconds: float = typer.Option(120.0, "--max-seconds", help="The longest a crashed process is held (Windows: the"
+                                                                    " handler's budget; a quarter of it at most"
+                                                                    " waiting for the second chance)."),
     no_pidfd: bool = typer.Option(False, "--no-pidfd", help="Linux: use %P and a start-time check even where the"
                                                             " kernel has %F."),
     state_dir: Optional[str] = StateOpt,

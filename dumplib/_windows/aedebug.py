@@ -2,8 +2,11 @@
 
 AeDebug: Windows starts ``Debugger`` (with Auto=1, without asking) in the crashing process's context with
 its pid, an event to signal and, on Windows, the address of a JIT_DEBUG_INFO (exception record and
-context) in the crashed process. The handler dumps through create_dump with that exception, then signals
-the event so the process ends; a watchdog signals it anyway when the handler's time is up.
+context) in the crashed process. Where that structure holds up, the handler dumps through create_dump
+with that exception, then signals the event so the process ends. Where it does not (Wine passes an
+unrelated pointer), it is the debugger, as ``windbg -p -e -g`` is: attach, signal, dump the
+second-chance exception, pass it on unhandled so the system ends the process (dump_as_debugger). A
+watchdog signals the event anyway when the handler's time is up.
 
 Both registry views are managed (the WOW6432Node twin serves 32-bit processes). What was there before is
 kept, value by value with its registry type, under HKLM\\SOFTWARE\\dumplib\\Postmortem (writable by
@@ -23,7 +26,7 @@ import os
 import threading
 import time
 import winreg
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DumpError, InvalidArgument
 
@@ -322,25 +325,46 @@ def _read_remote(process: int, address: int, size: int) -> bytes:
     return buf.raw
 
 
+class NoJitInfo(Exception):
+    """The %p address holds no JIT_DEBUG_INFO of this crash (Wine passes an unrelated pointer): why."""
+
+
 def exception_from_jit(pid: int, jit_address: int) -> Any:
     """The crash's TargetEvent from the JIT_DEBUG_INFO at *jit_address* in process *pid* (record and
-    context copied here, so the dump's exception stream is the crash's, not the waiting thread's)."""
+    context copied here, so the dump's exception stream is the crash's, not the waiting thread's).
+
+    Raises NoJitInfo unless it proves itself one: its size field, a thread of *pid*, an exception
+    record that reads and names the same address, a context that reads."""
     from .._backend import TargetEvent
     from . import debugapi as dbg
     from . import jitapi, kernel32
     from .debugloop import _ExceptionParam
 
-    process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
     try:
-        info = jitapi.JIT_DEBUG_INFO.from_buffer_copy(_read_remote(process, jit_address,
-                                                                   ctypes.sizeof(jitapi.JIT_DEBUG_INFO)))
-        if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO) or not info.dwThreadID:
-            # Wine formats %p from whatever is next (a STARTUPINFO): no JIT_DEBUG_INFO to read.
-            return None
-        record = _read_remote(process, info.lpExceptionRecord, jitapi.EXCEPTION_RECORD_SIZE)
-        context = _read_remote(process, info.lpContextRecord, jitapi.CONTEXT_SIZE)
+        process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False,
+                                       pid)
+    except (OSError, DumpError) as exc:
+        raise NoJitInfo(f"process unreadable: {exc}") from None
+    try:
+        try:
+            info = jitapi.JIT_DEBUG_INFO.from_buffer_copy(_read_remote(process, jit_address,
+                                                                       ctypes.sizeof(jitapi.JIT_DEBUG_INFO)))
+        except (OSError, DumpError) as exc:
+            raise NoJitInfo(f"unreadable at 0x{jit_address:x}: {exc}") from None
+        if info.dwSize != ctypes.sizeof(jitapi.JIT_DEBUG_INFO):
+            # Wine formats %p from whatever is next (a STARTUPINFO, size 104): no JIT_DEBUG_INFO to read.
+            raise NoJitInfo(f"size field {info.dwSize}, not {ctypes.sizeof(jitapi.JIT_DEBUG_INFO)}")
+        if not info.dwThreadID or _process_of_thread(info.dwThreadID) != pid:
+            raise NoJitInfo(f"thread {info.dwThreadID} is not a thread of process {pid}")
+        try:
+            record = _read_remote(process, info.lpExceptionRecord, jitapi.EXCEPTION_RECORD_SIZE)
+            context = _read_remote(process, info.lpContextRecord, jitapi.CONTEXT_SIZE)
+        except (OSError, DumpError) as exc:
+            raise NoJitInfo(f"record or context unreadable: {exc}") from None
     finally:
         kernel32.CloseHandle(process)
+    if (dbg.EXCEPTION_RECORD.from_buffer_copy(record).ExceptionAddress or 0) != info.lpExceptionAddress:
+        raise NoJitInfo("its exception record names another address than its lpExceptionAddress")
 
     class _FromJit(_ExceptionParam):
         def __init__(self) -> None:  # the record and context of the crash, not of a live thread
@@ -355,6 +379,110 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     param = _FromJit()
     return TargetEvent(kind="exception", tid=info.dwThreadID, code=param.record.ExceptionCode,
                        address=info.lpExceptionAddress, first_chance=False, raw=param)
+
+
+def _process_of_thread(tid: int) -> int:
+    """The pid thread *tid* belongs to (0: no such thread, or not ours to ask)."""
+    from . import debugapi as dbg
+    from . import jitapi
+
+    try:
+        thread = dbg.OpenThread(jitapi.THREAD_QUERY_LIMITED_INFORMATION, False, tid)
+    except (OSError, DumpError):
+        return 0
+    try:
+        return int(jitapi.GetProcessIdOfThread(thread))
+    finally:
+        dbg.CloseHandle(thread)
+
+
+#: Seconds the debugger path waits, after signalling the event, for the exception to come back as a
+#: second chance (it comes back at once: the faulting thread's filter returns and the exception goes on);
+#: at most a quarter of the handler's budget (--max-seconds).
+SECOND_CHANCE_PATIENCE = 30.0
+#: Seconds it waits for the process to end once its second chance is passed on unhandled.
+EXIT_PATIENCE = 10.0
+
+
+def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any], Any],
+                     budget: float = 120.0) -> Dict[str, Any]:
+    """The documented debugger path (``windbg -p %ld -e %ld -g``, winedbg), for when there is no
+    JIT_DEBUG_INFO: attach (SeDebugPrivilege held, kill-on-exit off), signal the event through
+    *release*, and wait in w15's DebugLoop for the crash to come back as a second-chance exception;
+    ``take(event)`` dumps it while the event holds the process frozen; the exception is then passed on
+    unhandled (DBG_EXCEPTION_NOT_HANDLED), so the system ends the process with the exception code as
+    it would without a debugger. *release* is called on every path; every wait is bounded; the loop
+    is detached (stop()) whatever happens. Returns facts for the log line; take's error is raised."""
+    from ..triggers import ExceptionRaised
+    from . import jitapi, wrappers
+    from .debugloop import WRITE_PATIENCE, DebugLoop
+
+    facts: Dict[str, Any] = {"via": "debugger"}
+    patience = min(SECOND_CHANCE_PATIENCE, budget / 4)
+    marks: Dict[str, float] = {"start": time.monotonic()}
+    arrived, caught = threading.Event(), threading.Event()
+    got: Dict[str, Any] = {}
+
+    def fire(_pid: int, firing: Any, hand_over: Callable[[Callable[[], Any]], Any]) -> None:
+        if arrived.is_set():
+            return  # one dump per crash
+        arrived.set()
+        marks["second_chance"] = time.monotonic()
+        got["event"] = firing.event
+        facts["exception"], facts["event"] = firing.event.label, firing.detail
+        try:
+            got["result"] = hand_over(lambda: take(firing.event))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the handler's thread
+            got["error"] = exc
+        finally:
+            marks["dumped"] = time.monotonic()
+            caught.set()
+
+    try:
+        handle: Optional[int] = wrappers.open_process(pid, jitapi.PROCESS_QUERY_LIMITED_INFORMATION)
+    except DumpError:
+        handle = None  # the exit code is then not reported; the rest goes on
+    loop = DebugLoop(pid, [ExceptionRaised(first_chance=False)], fire)
+    try:
+        try:
+            loop.start()  # bounded (debugloop.PATIENCE)
+        except DumpError as exc:
+            raise _Refused("attach-failed", f"could not attach as a debugger: {exc.message}") from None
+        finally:
+            release()  # attached or not, the faulting thread's filter goes on now
+            marks["released"] = time.monotonic()
+        began = time.monotonic()
+        while not arrived.wait(0.1) and not loop.ended and time.monotonic() - began < patience:
+            pass
+        if not arrived.is_set():
+            why = ("the process ended before its exception came back to the debugger" if loop.ended else
+                   f"no second-chance exception within {patience:g} s; detached, it runs on")
+            raise _Refused("no-exception", why)
+        began = time.monotonic()  # the dump runs on the loop's thread while the event holds the process
+        while not caught.wait(0.1) and time.monotonic() - began < WRITE_PATIENCE:
+            pass
+        if not caught.is_set():
+            raise _Refused("failed", f"the dump did not end within {WRITE_PATIENCE:.0f} s; cancelled and detached")
+        began = time.monotonic()
+        while not loop.ended and time.monotonic() - began < EXIT_PATIENCE:
+            time.sleep(0.05)
+    finally:
+        loop.stop()  # detaches if still attached; bounded
+        if handle is not None:
+            began = time.monotonic()  # the exit was reported; the process object follows at once
+            while (code := wrappers.exit_code(handle)) is None and loop.ended and time.monotonic() - began < 2:
+                time.sleep(0.05)
+            facts["exit_code"] = None if code is None else f"0x{code:08X}"
+            wrappers.close_handle(handle)
+    marks["ended"] = time.monotonic()
+    # Seconds from the handler's attach to each step: where a crashed process's time goes.
+    facts["seconds"] = {k: round(v - marks["start"], 3) for k, v in marks.items() if k != "start"}
+    if "error" in got:
+        raise got["error"]
+    event = got.get("event")
+    facts["exception_stream"] = bool(event is not None and event.raw is not None)
+    facts["result"] = got.get("result")
+    return facts
 
 
 def _take_rate_slot(exe: str, max_per: Optional[Sequence[int]]) -> None:
@@ -431,19 +559,32 @@ def main(argv: Sequence[str]) -> int:
         name = get_backend().name_of(pid) or "process"
         record["name"] = name
         _take_rate_slot(name, config.get("max_per"))
-        try:
-            crash = exception_from_jit(pid, jit) if jit else None
-        except OSError as exc:
-            crash, record["jit"] = None, f"unreadable: {exc}"
-        record["exception"] = crash.label if crash is not None else None
-        if crash is None:
-            record.setdefault("jit", "none: the dump has no exception stream")
         from ..api import create_dump
 
-        result = create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
-                             compress=config.get("compress"), keep=config.get("keep"),
-                             max_total=config.get("max_total"), min_free=config.get("min_free"),
-                             comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash)
+        def take(crash: Any) -> Any:
+            return create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
+                               compress=config.get("compress"), keep=config.get("keep"),
+                               max_total=config.get("max_total"), min_free=config.get("min_free"),
+                               comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash)
+
+        try:
+            crash = exception_from_jit(pid, jit) if jit else None
+            record["jit"] = "valid" if crash is not None else "none"
+        except NoJitInfo as exc:
+            crash, record["jit"] = None, f"none: {exc}"
+        if crash is not None:  # Windows: the record and context are in hand; the process waits on the event
+            record.update(via="jit", exception=crash.label, exception_stream=True)
+            result = take(crash)
+            record["did"] = (f"dumped exception 0x{crash.label} from JIT_DEBUG_INFO on thread {crash.tid};"
+                             " signalled the event: the process ends as without a debugger")
+        else:  # Wine (or a JIT_DEBUG_INFO that does not hold up): be the debugger, as windbg -p -e -g is
+            facts = dump_as_debugger(pid, release, take, budget)
+            result = facts.pop("result")
+            record.update(facts)
+            missing = "" if facts["exception_stream"] else " (no exception stream: its context was unreadable)"
+            record["did"] = (f"attached as a debugger, dumped the {facts['event']}{missing},"
+                             " passed it on unhandled: the process ended with exit code"
+                             f" {facts.get('exit_code') or 'unknown (still running when detached)'}")
         record.update(outcome="written", path=result.path, kind=result.kind, size=result.size)
     except _Refused as exc:
         record.update(outcome=exc.what, why=exc.why)

@@ -16,6 +16,7 @@ _proto = partial(prototype, _dll)
 
 PROCESS_VM_READ = 0x0010
 PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+THREAD_QUERY_LIMITED_INFORMATION = 0x0800
 #: sizeof(EXCEPTION_RECORD) on x64, and of CONTEXT (AMD64).
 EXCEPTION_RECORD_SIZE = 152
 CONTEXT_SIZE = 1232
@@ -31,3 +32,5 @@ SetEvent = _proto("SetEvent", wt.BOOL, [wt.HANDLE], check_bool)
 ReadProcessMemory = _proto("ReadProcessMemory", wt.BOOL,
                            [wt.HANDLE, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                             ctypes.POINTER(ctypes.c_size_t)], check_bool)
+# 0 (with the error in GetLastError) when the thread cannot be asked: the caller reads the result.
+GetProcessIdOfThread = _proto("GetProcessIdOfThread", wt.DWORD, [wt.HANDLE])

@@ -2,7 +2,7 @@
 AeDebug hands the handler a JIT_DEBUG_INFO, so the dump of a crashed python.exe carries the crash's
 exception stream and faulting thread; and WER LocalDumps, enabled by dumplib, writes a crash's dump
 into the folder dumplib checked. Wine gives no JIT_DEBUG_INFO and has no WER: tests/e2e_wine covers
-the rest (registry round trips, a crash under AeDebug)."""
+the rest (registry round trips, a crash under AeDebug dumped through the debugger path)."""
 from __future__ import annotations
 
 import json
@@ -44,7 +44,8 @@ def test_aedebug_crash_has_the_exception_stream_and_the_process_ends(tmp_path: P
     assert done.returncode == 0, done.stderr
     try:
         crash = subprocess.run([sys.executable, *CRASH], capture_output=True, timeout=300)
-        assert crash.returncode != 0
+        # Ended as without a debugger: the filter's EXCEPTION_EXECUTE_HANDLER, exit code = exception code.
+        assert crash.returncode & 0xFFFFFFFF == 0xC0000005, crash.returncode
         dumps = _wait_for(tmp_path, "*.dmp")
     finally:
         assert _cli("postmortem", "uninstall", "--force").returncode == 0
@@ -56,6 +57,9 @@ def test_aedebug_crash_has_the_exception_stream_and_the_process_ends(tmp_path: P
     assert exc.ExceptionRecord.ExceptionInformation[1] == 8
     assert exc.ThreadId in [t.ThreadId for t in md.threads.threads]
     assert json.loads(Path(str(dumps[0]) + ".json").read_text())["comment"] == "postmortem: C0000005"
+    # Windows hands a JIT_DEBUG_INFO that holds up: the handler read it, it did not have to attach.
+    [record] = [json.loads(line) for line in (tmp_path / "postmortem.log").read_text().splitlines()]
+    assert record["via"] == "jit" and record["jit"] == "valid", record
 
 
 def test_wer_localdumps_writes_the_crash_into_the_checked_folder(tmp_path: Path) -> None:
