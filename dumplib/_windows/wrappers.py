@@ -174,11 +174,16 @@ def enable_privilege(name: str) -> Tuple[bool, Any]:
     except BaseException:
         close_handle(token)
         raise
+    if not held:
+        close_handle(token)  # nothing changed, so nothing to restore: the hold never calls restore for it
+        return False, None
     return held, (token, previous)
 
 
 def restore_privilege(state: Any) -> None:
     """Put back what enable_privilege changed (PreviousState lists nothing when it was on already)."""
+    if state is None:
+        return  # the token did not hold it: enable_privilege changed nothing and closed its handle
     token, previous = state
     try:
         if previous.PrivilegeCount:

@@ -283,3 +283,13 @@ def test_a_failed_kill_on_exit_detaches_before_the_error_is_reported(win):
     names = [c.name for c in win.fake.calls if c.name.startswith("Debug")]
     assert names == ["DebugActiveProcess", "DebugSetProcessKillOnExit", "DebugActiveProcessStop"], names
     assert not win.fake.debug_enabled
+
+
+def test_a_token_without_the_privilege_is_closed_after_each_dump(win):
+    """AdjustTokenPrivileges says ERROR_NOT_ALL_ASSIGNED (not held): nothing to restore, but the token
+    handle opened to try is still closed; a watcher of a non-elevated user would leak one per dump."""
+    win.fake.holds_debug = False
+    for _ in range(3):
+        _dump(win)
+    assert win.fake.named("OpenProcessToken")
+    assert "token" not in win.fake.open_handles.values(), win.fake.open_handles
