@@ -129,14 +129,15 @@ class DebugLoop:
         if not self._thread.is_alive():
             return
         ident = self._thread.ident
-        WRITES.cancel(DumpFailed(f"the dump of process {self.pid} was cancelled: the watch stopped; nothing was"
-                                 " kept", pid=self.pid, reason="cancelled"), thread=ident)
+        why = DumpFailed(f"the dump of process {self.pid} was cancelled: the watch stopped; nothing was kept",
+                         pid=self.pid, reason="cancelled")
         held: List[BaseException] = []
         with holding_stop_signals(held.append):
             began = write_ended = time.monotonic()
             while self._thread.is_alive():
                 now = time.monotonic()
-                if WRITES.busy(ident):
+                # Asked again each slice: a write the thread begins after this stop is cancelled too.
+                if WRITES.cancel(why, thread=ident):
                     if now - began > WRITE_PATIENCE:
                         break
                     WRITES.wait(WAIT_SLICE_MS / 1000, thread=ident)

@@ -417,3 +417,31 @@ def test_watch_dumps_default_to_a_snapshot_only_where_windows_has_pss(monkeypatc
         assert win.backend.WindowsBackend.watch_snapshot == "auto"
     with fake_windows(monkeypatch) as win:  # Wine, Windows before 8.1: written as before, no warning per dump
         assert win.backend.WindowsBackend.watch_snapshot is False
+
+
+def test_a_write_the_debugger_thread_starts_after_stop_was_asked_is_cancelled_too(win):
+    """stop() comes while the debugger thread is between the event and its write (the guard, a
+    dump queued behind another): the write that then starts must be cancelled as well, not waited
+    out for as long as it takes to write a full dump with every thread suspended."""
+    writer = Writer(win, seconds=5.0)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["WaitForDebugEvent"] = _exception_event(win)
+    win.fake.impls["GetThreadContext"] = lambda *a: 1
+    entered, go, outcome = threading.Event(), threading.Event(), {}
+
+    def fire(pid, firing, hand_over):
+        entered.set()
+        go.wait(LONGEST)  # still on its way to MiniDumpWriteDump when stop() is asked
+        try:
+            hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+        except DumpFailed as exc:
+            outcome["error"] = exc
+
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], fire)
+    loop.start()
+    assert entered.wait(LONGEST)
+    threading.Timer(0.3, go.set).start()
+    loop.stop()
+    assert writer.started.is_set() and writer.ended.is_set()
+    assert writer.cancelled, "a write begun after stop() ran to its end with the target suspended"
+    assert outcome["error"].reason == "cancelled"
