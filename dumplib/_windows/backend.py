@@ -723,11 +723,15 @@ class _InFlight:
         self._cond = threading.Condition()
         #: Each write's monitor -> the thread writing it.
         self._writes: Dict[_Monitor, int] = {}
+        #: Set once this process is being ended (console closed, logoff, shutdown): no write may start.
+        self._ending: Optional[BaseException] = None
 
     @contextlib.contextmanager
     def writing(self, monitor: _Monitor) -> Iterator[None]:
         _install_console_handler()
         with self._cond:
+            if self._ending is not None:
+                raise self._ending
             self._writes[monitor] = threading.get_ident()
         try:
             yield
@@ -751,6 +755,13 @@ class _InFlight:
         for monitor in chosen:
             monitor.cancel(why)
         return len(chosen)
+
+    def end(self, why: BaseException) -> int:
+        """This process is being ended: cancel every running write and refuse any later one (checked
+        under the same lock as registering, so none slips in between); how many were running."""
+        with self._cond:
+            self._ending = why
+        return self.cancel(why)
 
     def wait(self, timeout: float, thread: Optional[int] = None) -> bool:
         """Wait up to *timeout* seconds until no write runs (on *thread*); whether none does."""
@@ -789,7 +800,7 @@ def _on_console_event(event: int) -> bool:
         why = _ENDING_EVENTS.get(event)
         if why is None or (event == kernel32.CTRL_LOGOFF_EVENT and _in_services_session()):
             return False  # a service outlives every user's logoff: its dumps go on
-        if WRITES.cancel(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled")):
+        if WRITES.end(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled")):
             WRITES.wait(CONSOLE_GRACE)
     except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
         pass

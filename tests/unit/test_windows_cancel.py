@@ -445,3 +445,15 @@ def test_a_write_the_debugger_thread_starts_after_stop_was_asked_is_cancelled_to
     assert writer.started.is_set() and writer.ended.is_set()
     assert writer.cancelled, "a write begun after stop() ran to its end with the target suspended"
     assert outcome["error"].reason == "cancelled"
+
+
+def test_after_a_console_close_no_write_starts_while_windows_ends_the_process(win):
+    """The handler returns and Windows ends the process: a write another thread was about to start
+    (its guard, its file) must not begin then, or the process dies with the target suspended."""
+    win.fake.impls["MiniDumpWriteDump"] = lambda *a: 1
+    _dump(win)  # the first write installs the handler
+    assert _console_handler(win)(2) == 0
+    with pytest.raises(DumpFailed) as caught:
+        _dump(win)
+    assert caught.value.reason == "cancelled"
+    assert len(win.fake.named("MiniDumpWriteDump")) == 1, "a write began after the console was closed"
