@@ -457,3 +457,67 @@ def test_after_a_console_close_no_write_starts_while_windows_ends_the_process(wi
         _dump(win)
     assert caught.value.reason == "cancelled"
     assert len(win.fake.named("MiniDumpWriteDump")) == 1, "a write began after the console was closed"
+
+
+def _breakpoints_then(win, pid, codes):
+    dbg = win.debugapi
+    queue = list(codes)
+
+    def wait(event_ref, ms):
+        if not queue:
+            time.sleep(ms / 1000)
+            return win.fake.fail(121)
+        event = event_ref._obj
+        event.dwDebugEventCode = dbg.EXCEPTION_DEBUG_EVENT
+        event.dwProcessId, event.dwThreadId = pid, 7
+        event.u.Exception.ExceptionRecord.ExceptionCode = queue.pop(0)
+        event.u.Exception.dwFirstChance = 1
+        return 1
+    return wait
+
+
+def _fired_codes(loop, fired, want):
+    loop.start()
+    try:
+        for _ in range(500):
+            if len(fired) >= want:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)  # and nothing more comes
+    finally:
+        loop.stop()
+    return fired
+
+
+def test_a_launched_wow64_programs_two_loader_breakpoints_are_not_dumps(win, monkeypatch):
+    """A 64-bit debugger that creates a 32-bit process sees two loader breakpoints: the native
+    ntdll's (STATUS_BREAKPOINT) and then WOW64's (STATUS_WX86_BREAKPOINT). Neither is the program's
+    own exception; a watch with the default trigger (first chance, any code) dumped the second."""
+    dbg = win.debugapi
+
+    class Popen:
+        pid = 555
+
+        def __init__(self, argv, creationflags=0):
+            pass
+
+    monkeypatch.setattr(win.debugloop.subprocess, "Popen", Popen)
+    win.fake.impls["WaitForDebugEvent"] = _breakpoints_then(
+        win, 555, [dbg.EXCEPTION_BREAKPOINT, dbg.STATUS_WX86_BREAKPOINT, 0xC0000005])
+    events = win.debugloop.WindowsEvents()
+    events.launch_held(["app32.exe"])
+    fired = []
+    loop = events.source(555, [ExceptionRaised()], lambda pid, firing, hand_over: fired.append(firing.event.code))
+    assert _fired_codes(loop, fired, 1) == [0xC0000005]
+
+
+def test_an_attached_wow64_programs_own_breakpoint_after_the_attach_is_still_seen(win):
+    """Attaching raises one breakpoint (the native attach thread's); a later STATUS_WX86_BREAKPOINT
+    is the 32-bit program's own int3 and counts."""
+    dbg = win.debugapi
+    win.fake.impls["WaitForDebugEvent"] = _breakpoints_then(win, PID, [dbg.EXCEPTION_BREAKPOINT,
+                                                                       dbg.STATUS_WX86_BREAKPOINT])
+    fired = []
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()],
+                                   lambda pid, firing, hand_over: fired.append(firing.event.code))
+    assert _fired_codes(loop, fired, 1) == [dbg.STATUS_WX86_BREAKPOINT]
