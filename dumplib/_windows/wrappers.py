@@ -418,7 +418,7 @@ def service_pid(name: str) -> int:
         try:
             service = advapi32.OpenServiceW(manager, name, advapi32.SERVICE_QUERY_STATUS)
         except Win32Error as exc:
-            if exc.winerror == advapi32.ERROR_SERVICE_DOES_NOT_EXIST:
+            if exc.winerror in (advapi32.ERROR_SERVICE_DOES_NOT_EXIST, advapi32.ERROR_INVALID_NAME):
                 raise ProcessNotFound(label, f"no service is named {name!r}; `sc query state= all` lists their"
                                              " key names") from None
             if exc.winerror == ERROR_ACCESS_DENIED:

@@ -521,3 +521,16 @@ def test_an_attached_wow64_programs_own_breakpoint_after_the_attach_is_still_see
     loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()],
                                    lambda pid, firing, hand_over: fired.append(firing.event.code))
     assert _fired_codes(loop, fired, 1) == [dbg.STATUS_WX86_BREAKPOINT]
+
+
+@pytest.mark.parametrize("name", ["", "a/b"], ids=["empty", "slash"])
+def test_a_name_the_scm_calls_invalid_is_process_not_found_too(win, name):
+    """OpenServiceW fails with ERROR_INVALID_NAME (123) for a name no service can have (`svc:` alone)."""
+    from dumplib.errors import ProcessNotFound
+
+    win.fake.impls.update(OpenSCManagerW=lambda *a: win.fake.handle("scm"),
+                          OpenServiceW=lambda *a: win.fake.fail(123))
+    with pytest.raises(ProcessNotFound) as caught:
+        win.wrappers.service_pid(name)
+    assert caught.value.target == f"svc:{name}"
+    assert len(win.fake.named("CloseServiceHandle")) == 1  # the manager's
