@@ -10,6 +10,7 @@ import sys
 # Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
 assert sys.platform == "win32"
 
+import atexit
 import contextlib
 import ctypes
 import dataclasses
@@ -777,13 +778,20 @@ CONSOLE_GRACE = 4.0
 _ENDING_EVENTS = {2: "its console was closed", 5: "the user logged off", 6: "the system is shutting down"}
 _console_lock = threading.Lock()
 _console_routine: Any = None
+_exit_hook = False
+#: Seconds Python's exit waits for cancelled writes (Windows returns at the next CancelCallback; Wine's
+#: dbghelp never asks, so its write runs to the end).
+EXIT_PATIENCE = 600.0
 
 
 def _install_console_handler() -> None:
     """Once per process, before the first write: a console close, logoff or shutdown cancels every
     write and waits for it (Python's SIGBREAK handling would only raise in the main thread, and too late)."""
-    global _console_routine
+    global _console_routine, _exit_hook
     with _console_lock:
+        if not _exit_hook:
+            atexit.register(_cancel_at_exit)
+            _exit_hook = True
         if _console_routine is not None:
             return
         routine = kernel32.PHANDLER_ROUTINE(_on_console_event)
@@ -805,6 +813,14 @@ def _on_console_event(event: int) -> bool:
     except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
         pass
     return False
+
+
+def _cancel_at_exit() -> None:
+    """At Python's exit (atexit runs after non-daemon threads are joined, while daemon threads still
+    run): cancel a write still running on a daemon thread and wait for it. Frozen at finalization
+    inside MiniDumpWriteDump's callback, it would never return and the target would stay suspended."""
+    if WRITES.end(DumpFailed("the dump was cancelled because Python is exiting; nothing was kept", reason="cancelled")):
+        WRITES.wait(EXIT_PATIENCE)
 
 
 def _in_services_session() -> bool:

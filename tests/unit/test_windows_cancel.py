@@ -534,3 +534,23 @@ def test_a_name_the_scm_calls_invalid_is_process_not_found_too(win, name):
         win.wrappers.service_pid(name)
     assert caught.value.target == f"svc:{name}"
     assert len(win.fake.named("CloseServiceHandle")) == 1  # the manager's
+
+
+def test_python_exiting_cancels_a_daemon_threads_write_and_waits_for_it(win, monkeypatch):
+    """A library caller's dump on a daemon thread when Python exits: CPython freezes daemon threads
+    at finalization, one frozen inside MiniDumpWriteDump's callback never returns, and the process
+    ends with the target suspended. An atexit hook (run after non-daemon threads are joined, while
+    daemon threads still run) cancels every write and waits for it."""
+    import atexit
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *a, **k: registered.append(fn) or fn)
+    writer = Writer(win)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    t, out = _in_thread(lambda: _dump(win))
+    assert writer.started.wait(LONGEST)
+    assert len(registered) == 1, "nothing runs at Python's exit to cancel the write"
+    registered[0]()  # what Python's exit runs
+    assert writer.ended.is_set() and writer.cancelled, "Python's exit went on while MiniDumpWriteDump ran"
+    t.join(LONGEST)
+    assert out["error"].reason == "cancelled"
