@@ -757,12 +757,26 @@ class _InFlight:
             monitor.cancel(why)
         return len(chosen)
 
-    def end(self, why: BaseException) -> int:
+    def end(self, why: BaseException) -> List[threading.Thread]:
         """This process is being ended: cancel every running write and refuse any later one (checked
-        under the same lock as registering, so none slips in between); how many were running."""
+        under the same lock as registering, so none slips in between); the threads that were writing."""
         with self._cond:
             self._ending = why
-        return self.cancel(why)
+            writers = {t for t in self._writes.values()}
+        self.cancel(why)
+        return [t for t in threading.enumerate() if t.ident in writers]
+
+    def end_and_wait(self, why: BaseException, patience: float) -> None:
+        """end(), then wait up to *patience* seconds for each cancelled write to return and for its
+        thread to finish the dump's own cleanup (its temporary file removed), which follows the write."""
+        writers = self.end(why)
+        if not writers:
+            return
+        deadline = time.monotonic() + patience
+        self.wait(patience)
+        for thread in writers:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, min(CLEANUP_PATIENCE, deadline - time.monotonic())))
 
     def wait(self, timeout: float, thread: Optional[int] = None) -> bool:
         """Wait up to *timeout* seconds until no write runs (on *thread*); whether none does."""
@@ -782,6 +796,9 @@ _exit_hook = False
 #: Seconds Python's exit waits for cancelled writes (Windows returns at the next CancelCallback; Wine's
 #: dbghelp never asks, so its write runs to the end).
 EXIT_PATIENCE = 600.0
+#: Seconds a cancelled write's thread is given, once the write returned, to remove its temporary file (it
+#: may go on with other work after that, which nothing waits for).
+CLEANUP_PATIENCE = 10.0
 
 
 def _install_console_handler() -> None:
@@ -808,8 +825,8 @@ def _on_console_event(event: int) -> bool:
         why = _ENDING_EVENTS.get(event)
         if why is None or (event == kernel32.CTRL_LOGOFF_EVENT and _in_services_session()):
             return False  # a service outlives every user's logoff: its dumps go on
-        if WRITES.end(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled")):
-            WRITES.wait(CONSOLE_GRACE)
+        WRITES.end_and_wait(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled"),
+                            CONSOLE_GRACE)
     except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
         pass
     return False
@@ -819,8 +836,8 @@ def _cancel_at_exit() -> None:
     """At Python's exit (atexit runs after non-daemon threads are joined, while daemon threads still
     run): cancel a write still running on a daemon thread and wait for it. Frozen at finalization
     inside MiniDumpWriteDump's callback, it would never return and the target would stay suspended."""
-    if WRITES.end(DumpFailed("the dump was cancelled because Python is exiting; nothing was kept", reason="cancelled")):
-        WRITES.wait(EXIT_PATIENCE)
+    WRITES.end_and_wait(DumpFailed("the dump was cancelled because Python is exiting; nothing was kept",
+                                   reason="cancelled"), EXIT_PATIENCE)
 
 
 def _in_services_session() -> bool:

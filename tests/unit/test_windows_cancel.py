@@ -547,10 +547,20 @@ def test_python_exiting_cancels_a_daemon_threads_write_and_waits_for_it(win, mon
     monkeypatch.setattr(atexit, "register", lambda fn, *a, **k: registered.append(fn) or fn)
     writer = Writer(win)
     win.fake.impls["MiniDumpWriteDump"] = writer
-    t, out = _in_thread(lambda: _dump(win))
+    cleaned = threading.Event()
+
+    def dump_then_clean_up():
+        try:
+            return _dump(win)
+        finally:
+            time.sleep(0.2)  # what follows the write on its thread: removing the temporary
+            cleaned.set()
+
+    t, out = _in_thread(dump_then_clean_up)
     assert writer.started.wait(LONGEST)
     assert len(registered) == 1, "nothing runs at Python's exit to cancel the write"
     registered[0]()  # what Python's exit runs
     assert writer.ended.is_set() and writer.cancelled, "Python's exit went on while MiniDumpWriteDump ran"
+    assert cleaned.is_set(), "Python's exit went on before the write's thread removed its temporary"
     t.join(LONGEST)
     assert out["error"].reason == "cancelled"
