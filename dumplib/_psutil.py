@@ -1,7 +1,7 @@
 """psutil, imported once for all of dumplib by the platform's own rules (see Files.import_psutil).
 
 On Windows psutil's import enables SeDebugPrivilege for the whole process; the Windows backend
-puts the token back as it was, so dumplib enables it only around the dump's own OpenProcess.
+puts the token back as it was, so dumplib holds it only while a dump, capture or attach needs it.
 """
 from __future__ import annotations
 

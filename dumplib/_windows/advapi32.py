@@ -78,6 +78,8 @@ SERVICE_QUERY_STATUS = 0x0004
 SC_STATUS_PROCESS_INFO = 0
 SERVICE_STOPPED = 1
 ERROR_SERVICE_DOES_NOT_EXIST = 1060
+#: OpenServiceW's answer for a name no service can have (empty, or with a slash).
+ERROR_INVALID_NAME = 123
 SC_HANDLE = wt.HANDLE
 
 

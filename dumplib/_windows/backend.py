@@ -10,6 +10,7 @@ import sys
 # Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
 assert sys.platform == "win32"
 
+import atexit
 import contextlib
 import ctypes
 import dataclasses
@@ -723,11 +724,15 @@ class _InFlight:
         self._cond = threading.Condition()
         #: Each write's monitor -> the thread writing it.
         self._writes: Dict[_Monitor, int] = {}
+        #: Set once this process is being ended (console closed, logoff, shutdown): no write may start.
+        self._ending: Optional[BaseException] = None
 
     @contextlib.contextmanager
     def writing(self, monitor: _Monitor) -> Iterator[None]:
         _install_console_handler()
         with self._cond:
+            if self._ending is not None:
+                raise self._ending
             self._writes[monitor] = threading.get_ident()
         try:
             yield
@@ -752,6 +757,27 @@ class _InFlight:
             monitor.cancel(why)
         return len(chosen)
 
+    def end(self, why: BaseException) -> List[threading.Thread]:
+        """This process is being ended: cancel every running write and refuse any later one (checked
+        under the same lock as registering, so none slips in between); the threads that were writing."""
+        with self._cond:
+            self._ending = why
+            writers = {t for t in self._writes.values()}
+        self.cancel(why)
+        return [t for t in threading.enumerate() if t.ident in writers]
+
+    def end_and_wait(self, why: BaseException, patience: float) -> None:
+        """end(), then wait up to *patience* seconds for each cancelled write to return and for its
+        thread to finish the dump's own cleanup (its temporary file removed), which follows the write."""
+        writers = self.end(why)
+        if not writers:
+            return
+        deadline = time.monotonic() + patience
+        self.wait(patience)
+        for thread in writers:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, min(CLEANUP_PATIENCE, deadline - time.monotonic())))
+
     def wait(self, timeout: float, thread: Optional[int] = None) -> bool:
         """Wait up to *timeout* seconds until no write runs (on *thread*); whether none does."""
         with self._cond:
@@ -766,13 +792,23 @@ CONSOLE_GRACE = 4.0
 _ENDING_EVENTS = {2: "its console was closed", 5: "the user logged off", 6: "the system is shutting down"}
 _console_lock = threading.Lock()
 _console_routine: Any = None
+_exit_hook = False
+#: Seconds Python's exit waits for cancelled writes (Windows returns at the next CancelCallback; Wine's
+#: dbghelp never asks, so its write runs to the end).
+EXIT_PATIENCE = 600.0
+#: Seconds a cancelled write's thread is given, once the write returned, to remove its temporary file (it
+#: may go on with other work after that, which nothing waits for).
+CLEANUP_PATIENCE = 10.0
 
 
 def _install_console_handler() -> None:
     """Once per process, before the first write: a console close, logoff or shutdown cancels every
     write and waits for it (Python's SIGBREAK handling would only raise in the main thread, and too late)."""
-    global _console_routine
+    global _console_routine, _exit_hook
     with _console_lock:
+        if not _exit_hook:
+            atexit.register(_cancel_at_exit)
+            _exit_hook = True
         if _console_routine is not None:
             return
         routine = kernel32.PHANDLER_ROUTINE(_on_console_event)
@@ -789,11 +825,19 @@ def _on_console_event(event: int) -> bool:
         why = _ENDING_EVENTS.get(event)
         if why is None or (event == kernel32.CTRL_LOGOFF_EVENT and _in_services_session()):
             return False  # a service outlives every user's logoff: its dumps go on
-        if WRITES.cancel(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled")):
-            WRITES.wait(CONSOLE_GRACE)
+        WRITES.end_and_wait(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled"),
+                            CONSOLE_GRACE)
     except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
         pass
     return False
+
+
+def _cancel_at_exit() -> None:
+    """At Python's exit (atexit runs after non-daemon threads are joined, while daemon threads still
+    run): cancel a write still running on a daemon thread and wait for it. Frozen at finalization
+    inside MiniDumpWriteDump's callback, it would never return and the target would stay suspended."""
+    WRITES.end_and_wait(DumpFailed("the dump was cancelled because Python is exiting; nothing was kept",
+                                   reason="cancelled"), EXIT_PATIENCE)
 
 
 def _in_services_session() -> bool:

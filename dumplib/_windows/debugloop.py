@@ -91,6 +91,8 @@ class DebugLoop:
         self._error: Optional[BaseException] = None
         self._ended = False
         self._seen_attach_breakpoint = False
+        #: A launched WOW64 program's second loader breakpoint (WOW64's own), passed over once.
+        self._wow64_loader_breakpoint = False
         #: The process handle and image base from CREATE_PROCESS_DEBUG_EVENT (Windows closes the handle itself).
         self._process: Optional[int] = None
         self._image_base: Optional[int] = None
@@ -129,14 +131,15 @@ class DebugLoop:
         if not self._thread.is_alive():
             return
         ident = self._thread.ident
-        WRITES.cancel(DumpFailed(f"the dump of process {self.pid} was cancelled: the watch stopped; nothing was"
-                                 " kept", pid=self.pid, reason="cancelled"), thread=ident)
+        why = DumpFailed(f"the dump of process {self.pid} was cancelled: the watch stopped; nothing was kept",
+                         pid=self.pid, reason="cancelled")
         held: List[BaseException] = []
         with holding_stop_signals(held.append):
             began = write_ended = time.monotonic()
             while self._thread.is_alive():
                 now = time.monotonic()
-                if WRITES.busy(ident):
+                # Asked again each slice: a write the thread begins after this stop is cancelled too.
+                if WRITES.cancel(why, thread=ident):
                     if now - began > WRITE_PATIENCE:
                         break
                     WRITES.wait(WAIT_SLICE_MS / 1000, thread=ident)
@@ -212,6 +215,8 @@ class DebugLoop:
             self._created.set()
             return
         self.pid = self.proc.pid
+        # A 64-bit debugger that creates a 32-bit process is also shown WOW64's loader breakpoint.
+        self._wow64_loader_breakpoint = True
         try:
             dbg.DebugSetProcessKillOnExit(False)
         except Win32Error:
@@ -289,6 +294,9 @@ class DebugLoop:
         first = bool(info.dwFirstChance)
         if not self._seen_attach_breakpoint and exc_code in (dbg.EXCEPTION_BREAKPOINT, dbg.STATUS_WX86_BREAKPOINT):
             self._seen_attach_breakpoint = True  # the breakpoint Windows raises in its attach thread
+            return dbg.DBG_CONTINUE
+        if self._wow64_loader_breakpoint and exc_code == dbg.STATUS_WX86_BREAKPOINT:
+            self._wow64_loader_breakpoint = False  # the 32-bit ntdll's start-up breakpoint, not the program's
             return dbg.DBG_CONTINUE
         for trigger in self.exceptions:
             if trigger.matches(exc_code, first):

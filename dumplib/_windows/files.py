@@ -13,9 +13,6 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from .._backend import Files
 from . import kernel32
-from .advapi32 import SE_PRIVILEGE_ENABLED
-
-SE_DEBUG = "SeDebugPrivilege"
 
 
 class WindowsFiles(Files):
@@ -58,16 +55,14 @@ class WindowsFiles(Files):
 
         psutil's Windows module enables SeDebugPrivilege for the whole process when it is imported and
         never disables it: a library caller, and every child it starts, would be left holding the very
-        privilege EDR products watch for. dumplib enables it only around the dump's own OpenProcess."""
+        privilege EDR products watch for. The import runs inside the counted hold dumps share, so its
+        end restores the token only when no dump on another thread still holds the privilege."""
         if "psutil" in sys.modules:
             return sys.modules["psutil"]
-        from .wrappers import privilege_attributes, set_privilege
+        from .wrappers import DEBUG_PRIVILEGE
 
-        before = privilege_attributes(SE_DEBUG)
-        import psutil
-
-        if before is not None and privilege_attributes(SE_DEBUG) != before:
-            set_privilege(SE_DEBUG, bool(before & SE_PRIVILEGE_ENABLED))
+        with DEBUG_PRIVILEGE.held():
+            import psutil
         return psutil
 
 

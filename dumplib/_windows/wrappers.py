@@ -174,11 +174,16 @@ def enable_privilege(name: str) -> Tuple[bool, Any]:
     except BaseException:
         close_handle(token)
         raise
+    if not held:
+        close_handle(token)  # nothing changed, so nothing to restore: the hold never calls restore for it
+        return False, None
     return held, (token, previous)
 
 
 def restore_privilege(state: Any) -> None:
     """Put back what enable_privilege changed (PreviousState lists nothing when it was on already)."""
+    if state is None:
+        return  # the token did not hold it: enable_privilege changed nothing and closed its handle
     token, previous = state
     try:
         if previous.PrivilegeCount:
@@ -413,7 +418,7 @@ def service_pid(name: str) -> int:
         try:
             service = advapi32.OpenServiceW(manager, name, advapi32.SERVICE_QUERY_STATUS)
         except Win32Error as exc:
-            if exc.winerror == advapi32.ERROR_SERVICE_DOES_NOT_EXIST:
+            if exc.winerror in (advapi32.ERROR_SERVICE_DOES_NOT_EXIST, advapi32.ERROR_INVALID_NAME):
                 raise ProcessNotFound(label, f"no service is named {name!r}; `sc query state= all` lists their"
                                              " key names") from None
             if exc.winerror == ERROR_ACCESS_DENIED:

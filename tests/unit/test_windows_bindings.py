@@ -205,3 +205,9 @@ def test_free_space_for_the_caller_is_within_the_volume(tmp_path):
     total, caller = wrappers.disk_space(str(tmp_path))
     usage = shutil.disk_usage(str(tmp_path))
     assert total > 0 and 0 < caller <= usage.free + (64 << 20)  # the volume's free space, less any quota
+
+
+def test_the_service_control_manager_refuses_an_empty_name_as_no_such_service():
+    with pytest.raises(ProcessNotFound) as info:
+        wrappers.service_pid("")  # `svc:` alone: OpenServiceW says ERROR_INVALID_NAME
+    assert info.value.target == "svc:"

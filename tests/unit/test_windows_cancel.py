@@ -417,3 +417,150 @@ def test_watch_dumps_default_to_a_snapshot_only_where_windows_has_pss(monkeypatc
         assert win.backend.WindowsBackend.watch_snapshot == "auto"
     with fake_windows(monkeypatch) as win:  # Wine, Windows before 8.1: written as before, no warning per dump
         assert win.backend.WindowsBackend.watch_snapshot is False
+
+
+def test_a_write_the_debugger_thread_starts_after_stop_was_asked_is_cancelled_too(win):
+    """stop() comes while the debugger thread is between the event and its write (the guard, a
+    dump queued behind another): the write that then starts must be cancelled as well, not waited
+    out for as long as it takes to write a full dump with every thread suspended."""
+    writer = Writer(win, seconds=5.0)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    win.fake.impls["WaitForDebugEvent"] = _exception_event(win)
+    win.fake.impls["GetThreadContext"] = lambda *a: 1
+    entered, go, outcome = threading.Event(), threading.Event(), {}
+
+    def fire(pid, firing, hand_over):
+        entered.set()
+        go.wait(LONGEST)  # still on its way to MiniDumpWriteDump when stop() is asked
+        try:
+            hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+        except DumpFailed as exc:
+            outcome["error"] = exc
+
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], fire)
+    loop.start()
+    assert entered.wait(LONGEST)
+    threading.Timer(0.3, go.set).start()
+    loop.stop()
+    assert writer.started.is_set() and writer.ended.is_set()
+    assert writer.cancelled, "a write begun after stop() ran to its end with the target suspended"
+    assert outcome["error"].reason == "cancelled"
+
+
+def test_after_a_console_close_no_write_starts_while_windows_ends_the_process(win):
+    """The handler returns and Windows ends the process: a write another thread was about to start
+    (its guard, its file) must not begin then, or the process dies with the target suspended."""
+    win.fake.impls["MiniDumpWriteDump"] = lambda *a: 1
+    _dump(win)  # the first write installs the handler
+    assert _console_handler(win)(2) == 0
+    with pytest.raises(DumpFailed) as caught:
+        _dump(win)
+    assert caught.value.reason == "cancelled"
+    assert len(win.fake.named("MiniDumpWriteDump")) == 1, "a write began after the console was closed"
+
+
+def _breakpoints_then(win, pid, codes):
+    dbg = win.debugapi
+    queue = list(codes)
+
+    def wait(event_ref, ms):
+        if not queue:
+            time.sleep(ms / 1000)
+            return win.fake.fail(121)
+        event = event_ref._obj
+        event.dwDebugEventCode = dbg.EXCEPTION_DEBUG_EVENT
+        event.dwProcessId, event.dwThreadId = pid, 7
+        event.u.Exception.ExceptionRecord.ExceptionCode = queue.pop(0)
+        event.u.Exception.dwFirstChance = 1
+        return 1
+    return wait
+
+
+def _fired_codes(loop, fired, want):
+    loop.start()
+    try:
+        for _ in range(500):
+            if len(fired) >= want:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)  # and nothing more comes
+    finally:
+        loop.stop()
+    return fired
+
+
+def test_a_launched_wow64_programs_two_loader_breakpoints_are_not_dumps(win, monkeypatch):
+    """A 64-bit debugger that creates a 32-bit process sees two loader breakpoints: the native
+    ntdll's (STATUS_BREAKPOINT) and then WOW64's (STATUS_WX86_BREAKPOINT). Neither is the program's
+    own exception; a watch with the default trigger (first chance, any code) dumped the second."""
+    dbg = win.debugapi
+
+    class Popen:
+        pid = 555
+
+        def __init__(self, argv, creationflags=0):
+            pass
+
+    monkeypatch.setattr(win.debugloop.subprocess, "Popen", Popen)
+    win.fake.impls["WaitForDebugEvent"] = _breakpoints_then(
+        win, 555, [dbg.EXCEPTION_BREAKPOINT, dbg.STATUS_WX86_BREAKPOINT, 0xC0000005])
+    events = win.debugloop.WindowsEvents()
+    events.launch_held(["app32.exe"])
+    fired = []
+    loop = events.source(555, [ExceptionRaised()], lambda pid, firing, hand_over: fired.append(firing.event.code))
+    assert _fired_codes(loop, fired, 1) == [0xC0000005]
+
+
+def test_an_attached_wow64_programs_own_breakpoint_after_the_attach_is_still_seen(win):
+    """Attaching raises one breakpoint (the native attach thread's); a later STATUS_WX86_BREAKPOINT
+    is the 32-bit program's own int3 and counts."""
+    dbg = win.debugapi
+    win.fake.impls["WaitForDebugEvent"] = _breakpoints_then(win, PID, [dbg.EXCEPTION_BREAKPOINT,
+                                                                       dbg.STATUS_WX86_BREAKPOINT])
+    fired = []
+    loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()],
+                                   lambda pid, firing, hand_over: fired.append(firing.event.code))
+    assert _fired_codes(loop, fired, 1) == [dbg.STATUS_WX86_BREAKPOINT]
+
+
+@pytest.mark.parametrize("name", ["", "a/b"], ids=["empty", "slash"])
+def test_a_name_the_scm_calls_invalid_is_process_not_found_too(win, name):
+    """OpenServiceW fails with ERROR_INVALID_NAME (123) for a name no service can have (`svc:` alone)."""
+    from dumplib.errors import ProcessNotFound
+
+    win.fake.impls.update(OpenSCManagerW=lambda *a: win.fake.handle("scm"),
+                          OpenServiceW=lambda *a: win.fake.fail(123))
+    with pytest.raises(ProcessNotFound) as caught:
+        win.wrappers.service_pid(name)
+    assert caught.value.target == f"svc:{name}"
+    assert len(win.fake.named("CloseServiceHandle")) == 1  # the manager's
+
+
+def test_python_exiting_cancels_a_daemon_threads_write_and_waits_for_it(win, monkeypatch):
+    """A library caller's dump on a daemon thread when Python exits: CPython freezes daemon threads
+    at finalization, one frozen inside MiniDumpWriteDump's callback never returns, and the process
+    ends with the target suspended. An atexit hook (run after non-daemon threads are joined, while
+    daemon threads still run) cancels every write and waits for it."""
+    import atexit
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *a, **k: registered.append(fn) or fn)
+    writer = Writer(win)
+    win.fake.impls["MiniDumpWriteDump"] = writer
+    cleaned = threading.Event()
+
+    def dump_then_clean_up():
+        try:
+            return _dump(win)
+        finally:
+            time.sleep(0.2)  # what follows the write on its thread: removing the temporary
+            cleaned.set()
+
+    t, out = _in_thread(dump_then_clean_up)
+    assert writer.started.wait(LONGEST)
+    assert len(registered) == 1, "nothing runs at Python's exit to cancel the write"
+    registered[0]()  # what Python's exit runs
+    assert writer.ended.is_set() and writer.cancelled, "Python's exit went on while MiniDumpWriteDump ran"
+    assert cleaned.is_set(), "Python's exit went on before the write's thread removed its temporary"
+    t.join(LONGEST)
+    assert out["error"].reason == "cancelled"

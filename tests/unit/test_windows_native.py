@@ -460,6 +460,20 @@ def test_a_64_bit_dumper_writes_a_32_bit_target_with_the_wow64_warning(tmp_path)
         assert dump.read_memory(t32["address"], len(t32["marker"])) == t32["marker"].encode()
 
 
+def test_a_launched_32_bit_program_is_not_dumped_at_its_loader_breakpoints(tmp_path):
+    """A 64-bit debugger that creates a WOW64 process is shown two start-up breakpoints (native
+    ntdll's STATUS_BREAKPOINT, then WOW64's STATUS_WX86_BREAKPOINT); neither is the program's."""
+    real_windows_only("this Wine rig runs 64-bit Wine without wine32, so no 32-bit program can be launched")
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        pytest.skip("needs a 64-bit interpreter (only a 64-bit debugger is shown WOW64's breakpoint)")
+    events = []
+    results = dumplib.watch(triggers=dumplib.ExceptionRaised(["Breakpoint", 0x4000001F]),
+                            launch=[_other_python(32), "-c", "pass"], path=str(tmp_path), timeout=60,
+                            on_event=events.append)
+    assert results == [], [e.to_dict() for e in events]
+    assert not list(tmp_path.glob("*.dmp"))
+
+
 def test_a_32_bit_dumper_refuses_a_64_bit_target(tmp_path):
     real_windows_only("this Wine rig runs 64-bit Wine without wine32, so there is no 32-bit Python to dump with")
     if ctypes.sizeof(ctypes.c_void_p) != 4:

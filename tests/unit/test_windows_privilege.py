@@ -283,3 +283,60 @@ def test_a_failed_kill_on_exit_detaches_before_the_error_is_reported(win):
     names = [c.name for c in win.fake.calls if c.name.startswith("Debug")]
     assert names == ["DebugActiveProcess", "DebugSetProcessKillOnExit", "DebugActiveProcessStop"], names
     assert not win.fake.debug_enabled
+
+
+def test_a_token_without_the_privilege_is_closed_after_each_dump(win):
+    """AdjustTokenPrivileges says ERROR_NOT_ALL_ASSIGNED (not held): nothing to restore, but the token
+    handle opened to try is still closed; a watcher of a non-elevated user would leak one per dump."""
+    win.fake.holds_debug = False
+    for _ in range(3):
+        _dump(win)
+    assert win.fake.named("OpenProcessToken")
+    assert "token" not in win.fake.open_handles.values(), win.fake.open_handles
+
+
+def test_psutils_import_never_turns_the_privilege_off_under_another_threads_dump(win, monkeypatch, tmp_path):
+    """psutil's import enables SeDebugPrivilege and dumplib puts the token back after it; a dump that
+    took its hold on another thread meanwhile must keep it on until that dump's own hold ends."""
+    import builtins
+    import ctypes
+    import struct
+    import sys
+
+    import psutil  # noqa: F401 - the real one, put back by monkeypatch after the stub below
+
+    fake = win.fake
+
+    def token_information(token, cls, buf, size, needed):
+        needed._obj.value = 16
+        if buf is None or int(getattr(size, "value", size)) < 16:
+            return fake.fail(122)  # ERROR_INSUFFICIENT_BUFFER
+        ctypes.memmove(buf, struct.pack("<IIiI", 1, 20, 0, 2 if fake.debug_enabled else 0), 16)
+        return 1
+
+    fake.impls["GetTokenInformation"] = token_information
+    holding, release, seen = threading.Event(), threading.Event(), {}
+
+    def dump_on_another_thread():
+        with win.wrappers.DEBUG_PRIVILEGE.held():
+            holding.set()
+            release.wait(10)
+            seen["at_its_end"] = fake.debug_enabled
+
+    def psutil_import():
+        threading.Thread(target=dump_on_another_thread, daemon=True).start()
+        assert holding.wait(10)
+        fake.debug_enabled = True  # what psutil's module init does to the process's token
+
+    (tmp_path / "psutil.py").write_text("import builtins\nbuiltins._dumplib_test_psutil_import()\n")
+    monkeypatch.setattr(builtins, "_dumplib_test_psutil_import", psutil_import, raising=False)
+    monkeypatch.delitem(sys.modules, "psutil")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    win.files.WindowsFiles().import_psutil()
+    release.set()
+    for _ in range(500):
+        if "at_its_end" in seen:
+            break
+        threading.Event().wait(0.01)
+    assert seen.get("at_its_end") is True, "psutil's import put the token back under another thread's dump"
+    assert not fake.debug_enabled  # and once every holder is out, the token is as it was

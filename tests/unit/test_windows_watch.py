@@ -286,6 +286,45 @@ def test_an_interrupted_full_exception_dump_leaves_every_thread_running(tmp_path
                 proc.wait()
 
 
+DAEMON_DUMPER = textwrap.dedent("""
+    import sys, threading, time
+    import dumplib
+    pid, out = int(sys.argv[1]), sys.argv[2]
+    threading.Thread(target=dumplib.create_dump, args=(pid, out, "full"),
+                     kwargs=dict(space_check=False, max_pause=None, sidecar=False), daemon=True).start()
+    time.sleep(1.0)  # inside MiniDumpWriteDump by now: a 1 GB full dump takes longer
+    print("exiting", flush=True)
+""")
+
+
+def test_python_exiting_mid_write_on_a_daemon_thread_leaves_every_thread_running(tmp_path):
+    """A library caller's full dump on a daemon thread when its Python exits: the exit cancels the
+    write and waits for MiniDumpWriteDump to return, so every thread's suspend count is 0."""
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine's dbghelp neither suspends the target nor calls CancelCallback")
+    script, dumper = tmp_path / "big.py", tmp_path / "dumper.py"
+    script.write_text(BIG_FAULTER)
+    dumper.write_text(DAEMON_DUMPER)
+    out = tmp_path / "dumps"
+    out.mkdir()
+    target = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = json.loads(target.stdout.readline())["pid"]
+        done = subprocess.run([sys.executable, str(dumper), str(pid), str(out)], capture_output=True, text=True,
+                              timeout=300)
+        assert "exiting" in done.stdout, (done.stdout, done.stderr)
+        counts = _suspend_counts(pid)
+        assert counts and all(c == 0 for c in counts.values()), counts
+        assert not list(out.glob("*.dmp")), "a cancelled dump was kept"
+        target.stdin.write("ping\n")
+        target.stdin.flush()
+        assert target.stdout.readline().strip() == "pong"
+    finally:
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+
+
 # -- processes of other accounts (real Windows, elevated) -------------------------------------------
 
 ACCOUNT_TARGET = textwrap.dedent("""
