@@ -48,6 +48,12 @@ _SMALL = 1 << 16
 _SMAPS_MAX = 256 << 20
 #: Free space is looked at after every this many bytes of output (the output volume may be small).
 SPACE_EVERY = 1 << 20
+#: Distinct executables one user may have dumped per rate window (a copy of an executable is a new path).
+USER_EXES = 16
+#: Dumps in the rate book at most (all users): the book stays far under read_private_json's 1 MiB.
+BOOK_MAX = 4096
+#: The log is rotated to LOG.1 past this size: a crash loop must not fill root's volume.
+LOG_MAX = 16 << 20
 
 
 class Refused(Exception):
@@ -400,12 +406,17 @@ def _locked(state_dir: str, patience: float = 2.0) -> int:
             time.sleep(0.02)
 
 
-def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]], now: float) -> None:
-    """Count this crash against its executable's budget (at most N per M minutes); Refused if spent."""
+def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]], now: float,
+                   uid: Optional[int] = None, max_exes: Optional[int] = USER_EXES) -> None:
+    """Count this crash against its executable's budget (at most N per M minutes); Refused if spent.
+
+    The path is the crasher's choice (a copy is a new path), so a user also gets at most *max_exes*
+    executables in the window, and the book at most BOOK_MAX dumps: it stays small and readable."""
     if not max_per:
         return
     minutes, most = int(max_per[0]), int(max_per[1])
-    key = hashlib.sha256(exe).hexdigest()[:32]  # the path is the crasher's choice: only its hash is kept
+    user = f"{'?' if uid is None else uid}:"
+    key = user + hashlib.sha256(exe).hexdigest()[:32]  # only the path's hash is kept
     fd = _locked(state_dir)
     try:
         path = os.path.join(state_dir, RATE)
@@ -414,6 +425,15 @@ def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]],
         book = {k: [t for t in v if isinstance(t, (int, float)) and t > window]
                 for k, v in book.items() if isinstance(v, list)}
         book = {k: v for k, v in book.items() if v}
+        if key not in book:
+            exes = sum(1 for k in book if k.startswith(user))
+            if max_exes is not None and exes >= max_exes:
+                write_private_json(path, book)
+                raise Refused("rate-limited", f"{exes} executables of user {uid} dumped in the last {minutes}"
+                                              f" minutes (--max-exes-per-user {max_exes})")
+            if sum(len(v) for v in book.values()) >= BOOK_MAX:
+                write_private_json(path, book)
+                raise Refused("rate-limited", f"{BOOK_MAX} dumps in the last {minutes} minutes on this machine")
         times = book.setdefault(key, [])
         if len(times) >= most:
             write_private_json(path, book)
@@ -428,13 +448,21 @@ def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]],
 def log_line(state_dir: str, record: Dict[str, Any]) -> None:
     """One line per crash: JSON in the state directory's log, and a readable line to syslog (the journal)."""
     line = json.dumps(record, ensure_ascii=True)
+    path = os.path.join(state_dir, LOG)
     try:
-        fd = os.open(os.path.join(state_dir, LOG),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line.encode() + b"\n")
-        finally:
-            os.close(fd)
+        for _ in range(3):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the handler's alarm
+                st = os.fstat(fd)
+                if os.stat(path).st_ino != st.st_ino:
+                    continue  # rotated by another handler while we waited: write to the new one
+                if st.st_size < LOG_MAX:
+                    os.write(fd, line.encode() + b"\n")
+                    break
+                os.rename(path, path + ".1")  # the one older log kept: at most twice LOG_MAX
+            finally:
+                os.close(fd)
     except OSError:
         pass
     try:
@@ -501,7 +529,8 @@ def main(argv: Sequence[str], state_dir: str) -> int:
         if crashed.dumpable not in (1, 2):
             # The kernel never calls us for 0; whoever else did gets what the kernel would do.
             raise Refused("not-dumpable", f"the process is not dumpable (%d={crashed.dumpable})")
-        take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time())
+        take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time(), crashed.uid,
+                       config.get("max_exes_per_user", USER_EXES))
         head = corestream.read_head(pipe)
         record["signal"] = _signal_name(head.signal[0])
         backend = StreamCore(crashed, pipe, head, started, config.get("min_free"))

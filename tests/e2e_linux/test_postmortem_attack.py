@@ -1,0 +1,202 @@
+"""Hostile-review attacks on the core_pattern handler (r-p17): the crashing process and the users around
+the install are hostile and unprivileged; every attack here was red before its fix.
+
+kernel.core_pattern is machine-wide: every install goes through test_postmortem.installed(), which puts
+back the exact bytes found whatever happens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from helpers import require
+from test_postmortem import (CORE_PATTERN, PIPE_LIMIT, cores, crash, crasher, dumps,  # noqa: F401 - fixtures
+                             installed, log_records)
+
+pytestmark = pytest.mark.linux
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+def _cli_path(shim: Path, package_root: Path = REPO) -> str:
+    """PYTHONPATH for `python -m dumplib_cli` from *package_root* (the global editable install maps
+    dumplib_cli to /work/main otherwise)."""
+    if not (shim / "dumplib_cli").exists():
+        (shim / "dumplib_cli").symlink_to(package_root / "cli")
+    return f"{package_root}{os.pathsep}{shim}"
+
+
+@pytest.fixture(autouse=True)
+def this_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    require(os.geteuid() == 0, "the postmortem handler is installed as root")
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _cli_path(tmp_path_factory.mktemp("shim"))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def ours(records: List[Dict[str, Any]], *exes: Path) -> List[Dict[str, Any]]:
+    """This test's crashes only: other tests on the machine crash processes while our handler is in place."""
+    return [r for r in records if r.get("exe") in {str(e) for e in exes}]
+
+
+def wait_ours(state: Path, count: int, *exes: Path) -> List[Dict[str, Any]]:
+    """The log once *count* of this test's crashes are in it (or after a minute): every record."""
+    deadline = time.monotonic() + 60
+    while True:
+        records = log_records(state, timeout=0)
+        if len(ours(records, *exes)) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _as_nobody() -> None:
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+# -- install: what the kernel will run as root must stay root's ------------------------------------------
+
+
+def test_a_state_dir_reached_through_a_users_symlink_is_not_the_handlers_path(dumps: Path, tmp_path: Path) -> None:
+    """A symlink a user owns (in a sticky, world-writable directory) to a root-only directory passes a
+    check of its target; if core_pattern names the symlink, the user repoints it to a "handler" of his
+    own and the kernel runs that as root at the next crash."""
+    real = tmp_path / "real-state"
+    real.mkdir(mode=0o700)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    link = sticky / "state"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    with installed(link, dumps, "--min-free", "1M") as st:
+        pattern = CORE_PATTERN.read_bytes()
+        script = (real / "handler").read_bytes()
+    assert str(sticky).encode() not in pattern, pattern
+    assert pattern.startswith(b"|" + str(real / "handler").encode()), pattern
+    assert str(sticky).encode() not in script, script
+    assert str(sticky) not in st["state_dir"] + st["log"], st
+
+
+def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp_path: Path) -> None:
+    """The handler imports dumplib's modules as root at every crash: one of them (or a __pycache__)
+    that a user can write is his code run as root. The check covered only the package directory."""
+    root = tmp_path / "pkgroot"
+    root.mkdir(mode=0o755)
+    shutil.copytree(REPO / "dumplib", root / "dumplib", ignore=shutil.ignore_patterns("__pycache__"))
+    os.chown(root / "dumplib" / "_linux" / "corestream.py", NOBODY, NOBODY)
+    before, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
+    env = dict(os.environ, PYTHONPATH=_cli_path(tmp_path, root))
+    (tmp_path / "dumplib_cli").unlink()
+    (tmp_path / "dumplib_cli").symlink_to(REPO / "cli")
+    try:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "install", "--dir", str(dumps),
+                               "--state-dir", str(tmp_path / "s"), "--sysctl-file", str(tmp_path / "sysctl.conf")],
+                              capture_output=True, text=True, timeout=60, env=env, cwd="/")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "corestream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
+        assert CORE_PATTERN.read_bytes() == before
+    finally:  # a handler installed by the bug must not outlive the test
+        subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",
+                        str(tmp_path / "s")], capture_output=True, timeout=60, env=env, cwd="/")
+        CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
+        PIPE_LIMIT.write_bytes(limit.strip())
+
+
+def test_uninstall_puts_back_the_sysctl_files_mode_and_owner(dumps: Path, tmp_path: Path) -> None:
+    """The admin's sysctl.d file came back 0644 root:root whatever it was: "exactly" includes its mode."""
+    state = tmp_path / "state"
+    sysctl = tmp_path / "sysctl.conf"
+    sysctl.write_bytes(b"# the admin's own, not for everyone's eyes\n")
+    sysctl.chmod(0o640)
+    os.chown(sysctl, 0, 4)
+    with installed(state, dumps, "--min-free", "1M"):
+        pass
+    st = sysctl.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, 4), oct(st.st_mode)
+    assert sysctl.read_bytes() == b"# the admin's own, not for everyone's eyes\n"
+
+
+# -- the crasher: one user, many executables ---------------------------------------------------------------
+
+
+def test_one_user_cannot_dodge_the_rate_limit_by_copying_the_executable(crasher: Path, dumps: Path,
+                                                                        tmp_path: Path) -> None:
+    """The budget was per executable path, which is the crasher's choice: N copies got N budgets, so one
+    user filled DIR down to its reserve and every other crash on the machine was refused for space."""
+    copies = []
+    for i in range(3):
+        copy = crasher.parent / f"copy-{i}"
+        shutil.copy(crasher, copy)
+        copy.chmod(0o755)
+        copies.append(copy)
+    state = tmp_path / "state"
+    try:
+        with installed(state, dumps, "--max-per", "10:1", "--max-exes-per-user", "2", "--min-free", "1M"):
+            for copy in copies:
+                crash(copy, "1", preexec_fn=_as_nobody)
+            wait_ours(state, 3, *copies)
+            crash(crasher, "1")  # another user (root) still has its own budget
+            records = wait_ours(state, 4, crasher, *copies)
+    finally:
+        for copy in copies:
+            copy.unlink()
+    records = ours(records, crasher, *copies)
+    outcomes = [(r["uid"], r["outcome"]) for r in records]
+    assert outcomes == [(NOBODY, "written"), (NOBODY, "written"), (NOBODY, "rate-limited"), (0, "written")], records
+    assert "executables" in records[2]["why"], records[2]
+
+
+def test_the_log_does_not_grow_without_bound(crasher: Path, dumps: Path, tmp_path: Path) -> None:
+    """Every crash, refused or not, appended a line (with a 4 KiB exe path if the crasher likes) to a
+    log on root's volume, forever: a crash loop filled it. Past its cap it is rotated once."""
+    state = tmp_path / "state"
+    with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
+        filler = json.dumps({"outcome": "rate-limited", "why": "x" * 900}).encode() + b"\n"
+        with open(os.open(state / "postmortem.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            for _ in range((64 << 20) // len(filler)):  # 64 MiB of earlier crashes
+                f.write(filler)
+        crash(crasher, "1")
+        old = state / "postmortem.log.1"
+        records = wait_ours(state, 1, crasher)
+    assert [r["outcome"] for r in ours(records, crasher)] == ["written"], [r["outcome"] for r in records[-3:]]
+    assert old.exists() and stat.S_IMODE(old.stat().st_mode) == 0o600
+    assert (state / "postmortem.log").stat().st_size < 64 << 10  # the 64 MiB went, once, to .1
+
+
+def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher: Path, dumps: Path,
+                                                                          tmp_path: Path) -> None:
+    where = crasher.parent / 'evil\n{"outcome": "written", "path": "/etc/shadow"}\x1b[2J'
+    try:
+        long_dir = where / ("d" * 200) / ("e" * 200) / ("f" * 200)
+        long_dir.mkdir(parents=True)
+        exe = long_dir / "crash\tme"
+        shutil.copy(crasher, exe)
+        exe.chmod(0o755)
+        state = tmp_path / "state"
+        with installed(state, dumps, "--min-free", "1M"):
+            crash(exe, "1", preexec_fn=_as_nobody)
+            records = wait_ours(state, 1, exe)
+        lines = (state / "postmortem.log").read_bytes() if (state / "postmortem.log").exists() else b""
+    finally:
+        shutil.rmtree(where)
+    assert lines.count(b"\n") == len(records) and b"\x1b" not in lines, lines
+    [record] = ours(records, exe)
+    assert record["outcome"] == "written" and record["exe"] == str(exe), record
+    assert json.loads(Path(record["path"] + ".json").read_text())["postmortem"]["exe"] == str(exe)
