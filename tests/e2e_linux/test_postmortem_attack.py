@@ -200,3 +200,44 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
     [record] = ours(records, exe)
     assert record["outcome"] == "written" and record["exe"] == str(exe), record
     assert json.loads(Path(record["path"] + ".json").read_text())["postmortem"]["exe"] == str(exe)
+
+
+SPARSE = ("import mmap, os, signal, sys\n"
+          "m = int(sys.argv[1]) and mmap.mmap(-1, int(sys.argv[1]) << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)\n"  # NORESERVE
+          "os.kill(os.getpid(), signal.SIGSEGV)\n")
+
+
+def test_a_refused_crash_of_a_huge_sparse_process_is_not_read_through(dumps: Path, tmp_path: Path) -> None:
+    """On a pipe the kernel writes every hole as zeros: a process with a 16 GiB untouched mapping is a
+    16 GiB stream. A refused crash (here rate-limited) read it all to drop it, so a crash loop of such
+    processes kept the handlers (16 at once) and the kernel copying zeros; closing the pipe ends the
+    kernel's dump at once."""
+    python = Path(os.path.realpath(sys.executable))
+    state = tmp_path / "state"
+    with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
+        crash(python, "-c", SPARSE, "0")  # takes this executable's one slot, small
+        wait_ours(state, 1, python)
+        crash(python, "-c", SPARSE, "16")
+        records = ours(wait_ours(state, 2, python), python)
+    assert [r["outcome"] for r in records] == ["written", "rate-limited"], records
+    assert records[1].get("drained_bytes", 0) < 1 << 30, records[1]
+
+
+def test_a_crash_in_a_pid_namespace_is_the_one_dumped(crasher: Path, dumps: Path, tmp_path: Path) -> None:
+    """In a container %P is the host's pid and %p the container's: the handler (in the initial
+    namespaces) must prove and read the host's, and the core's threads carry the container's."""
+    require(shutil.which("unshare") is not None, "unshare is not installed")
+    state = tmp_path / "state"
+    with installed(state, dumps, "--min-free", "1M"):
+        done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", f"'{crasher}' 1; exit 7"],
+                              capture_output=True, timeout=120)
+        assert done.returncode == 7, done
+        records = ours(wait_ours(state, 1, crasher), crasher)
+    [record] = records
+    assert record["outcome"] == "written", record
+    nspids = dict(a[:1] and (a[0], a[1:]) for a in record["args"])
+    assert nspids["p"] != nspids["P"] and nspids["P"] == str(record["pid"]), record["args"]
+    from linuxrig import gdb
+
+    out = gdb(str(crasher), record["path"], "info threads", "bt")
+    assert f"LWP {nspids['p']}" in out and "in worker" in out, out
