@@ -566,8 +566,30 @@ def main(argv: Sequence[str], state_dir: str) -> int:
     return 0
 
 
+def root_only_dir(path: str) -> None:
+    """Refused('untrusted-dir') unless every component of *path* is a real directory (no symlink) root
+    owns, none writable by others (a sticky parent aside): install checked it, but a parent under /tmp
+    is gone after a reboot and anyone may make it again, with a symlink where DIR was."""
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/".join(parts[:i]) or "/"
+        try:
+            st = os.lstat(here)
+        except OSError as exc:
+            raise Refused("untrusted-dir", f"{here} cannot be looked at ({exc.strerror}); nothing was dumped") from None
+        last = i == len(parts)
+        if (not stat.S_ISDIR(st.st_mode) or st.st_uid != 0
+                or (st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX))):
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode) \
+                else "not root's only"
+            raise Refused("untrusted-dir", f"{here} is {what} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+                          " since install; nothing was dumped. Use a directory only root can"
+                          " write (not under /tmp)")
+
+
 def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, config: Dict[str, Any]) -> DumpResult:
     directory = str(config["dir"])
+    root_only_dir(directory)
     backend.where = directory
     proc = ProcessInfo(pid=crashed.pid, name=crashed.name)
     signo, code, address = head.signal
