@@ -122,6 +122,10 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     if max_exes_per_user is not None and max_exes_per_user < 1:
         raise InvalidArgument(f"--max-exes-per-user {max_exes_per_user}: give at least 1",
                               argument="max_exes_per_user", value=max_exes_per_user)
+    if os.path.islink(sysctl_file):
+        # Renaming our file over it would cut the link; a copy put back later would not be the link.
+        raise PostmortemRefused(f"{sysctl_file} is a symlink (to {os.readlink(sysctl_file)}); give --sysctl-file"
+                                " a file of its own", argument="sysctl_file", value=sysctl_file)
     # core_pattern and the handler name the real directory: a symlink on the way is someone's to repoint.
     state_dir = os.path.realpath(state_dir)
     if not os.path.isdir(directory):

@@ -199,7 +199,9 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
     assert lines.count(b"\n") == len(records) and b"\x1b" not in lines, lines
     [record] = ours(records, exe)
     assert record["outcome"] == "written" and record["exe"] == str(exe), record
-    assert json.loads(Path(record["path"] + ".json").read_text())["postmortem"]["exe"] == str(exe)
+    sidecar = Path(record["path"] + ".json")  # the crasher's argv and exe: root's only
+    assert json.loads(sidecar.read_text())["postmortem"]["exe"] == str(exe)
+    assert (sidecar.stat().st_uid, stat.S_IMODE(sidecar.stat().st_mode)) == (0, 0o600)
 
 
 SPARSE = ("import mmap, os, signal, sys\n"
@@ -269,3 +271,25 @@ def test_a_dump_dir_whose_parent_a_user_recreated_since_install_gets_no_core(cra
         [record] = ours(wait_ours(state, 1, crasher), crasher)
     assert os.listdir(victim) == [], os.listdir(victim)
     assert record["outcome"] == "untrusted-dir" and "uid 65534" in record["why"], record
+
+
+def test_install_leaves_a_symlinked_sysctl_file_alone(dumps: Path, tmp_path: Path) -> None:
+    """Debian's /etc/sysctl.d/99-sysctl.conf is a symlink to ../sysctl.conf: install renamed a file over
+    the link and uninstall put back a plain copy, so the link (and the admin's later edits) were gone."""
+    target = tmp_path / "sysctl.conf.real"
+    target.write_bytes(b"vm.swappiness = 10\n")
+    link = tmp_path / "sysctl.conf"
+    link.symlink_to(target.name)
+    before, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
+    try:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "install", "--dir", str(dumps),
+                               "--state-dir", str(tmp_path / "s"), "--sysctl-file", str(link)],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+        assert done.returncode == 2 and "symlink" in done.stderr, done.stdout + done.stderr
+        assert CORE_PATTERN.read_bytes() == before and not (tmp_path / "s").exists()
+    finally:
+        subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",
+                        str(tmp_path / "s")], capture_output=True, timeout=60, cwd="/")
+        CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
+        PIPE_LIMIT.write_bytes(limit.strip())
+    assert os.readlink(link) == target.name and target.read_bytes() == b"vm.swappiness = 10\n"
