@@ -143,13 +143,13 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
             os.path.join(state_dir, BACKUP)):
         raise PostmortemRefused(f"dumplib's handler is already installed from {state_dir}; uninstall it first",
                                 argument="state_dir", value=state_dir)
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    os.chmod(state_dir, 0o700)
-    _trusted_path(state_dir, "the state directory")
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     python = os.path.realpath(sys.executable)
     _trusted_path(python, "the Python interpreter")
     _trusted_tree(os.path.join(package_root, "dumplib"), "the dumplib package")
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    _trusted_path(state_dir, "the state directory")
     try:
         old_sysctl: Optional[bytes] = _read(sysctl_file)
     except FileNotFoundError:

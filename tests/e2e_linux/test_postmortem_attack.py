@@ -111,7 +111,7 @@ def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp
                               capture_output=True, text=True, timeout=60, env=env, cwd="/")
         assert done.returncode == 2, done.stdout + done.stderr
         assert "corestream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
-        assert CORE_PATTERN.read_bytes() == before
+        assert CORE_PATTERN.read_bytes() == before and not (tmp_path / "s").exists()
     finally:  # a handler installed by the bug must not outlive the test
         subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",
                         str(tmp_path / "s")], capture_output=True, timeout=60, env=env, cwd="/")
