@@ -106,7 +106,8 @@ def our_pattern(state_dir: str, pidfd: bool) -> bytes:
 
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
-            max_per: Optional[str] = "10:3", max_exes_per_user: Optional[int] = 16, max_seconds: float = 120.0, pidfd: Optional[bool] = None,
+            max_per: Optional[str] = "10:3", max_exes_per_user: Optional[int] = 16, max_seconds: float = 120.0,
+            pidfd: Optional[bool] = None,
             state_dir: str = DEFAULT_STATE_DIR, sysctl_file: str = DEFAULT_SYSCTL_FILE) -> Dict[str, Any]:
     """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there."""
     from ..compression import parse_codec
@@ -154,7 +155,7 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
         old_sysctl: Optional[bytes] = _read(sysctl_file)
     except FileNotFoundError:
         old_sysctl = None
-    backup = {
+    backup: Dict[str, Any] = {
         "core_pattern": base64.b64encode(current).decode(),
         "core_pipe_limit": _read(CORE_PIPE_LIMIT).strip().decode(),
         "sysctl_file": sysctl_file,

@@ -204,8 +204,9 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
     assert (sidecar.stat().st_uid, stat.S_IMODE(sidecar.stat().st_mode)) == (0, 0o600)
 
 
-SPARSE = ("import mmap, os, signal, sys\n"
-          "m = int(sys.argv[1]) and mmap.mmap(-1, int(sys.argv[1]) << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)\n"  # NORESERVE
+SPARSE = ("import mmap, os, signal, sys\n"  # 0x4000: MAP_NORESERVE (not in Python 3.11's mmap)
+          "size = int(sys.argv[1]) << 30\n"
+          "m = size and mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)\n"
           "os.kill(os.getpid(), signal.SIGSEGV)\n")
 
 
