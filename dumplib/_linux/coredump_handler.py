@@ -546,11 +546,9 @@ def main(argv: Sequence[str], state_dir: str) -> int:
     except Exception as exc:  # noqa: BLE001 - logged, never a traceback into the void
         record.update(outcome="failed", why=f"{type(exc).__name__}: {exc}")
     finally:
-        if not pipe.eof and (backend is None or backend.released_after is None):
-            try:
-                record["drained_bytes"] = pipe.drain()  # every refusal path: the kernel's writes end
-            except DumpError:
-                pass
+        # Every refusal closes the pipe unread: the kernel's write fails and its dump ends, the crashed
+        # process goes at once, and no one can make root's handlers copy a large core for nothing.
+        record["read_bytes"] = pipe.position
         if backend is not None:
             backend.release()
             record["released_after_seconds"] = backend.released_after

@@ -294,3 +294,17 @@ def test_install_leaves_a_symlinked_sysctl_file_alone(dumps: Path, tmp_path: Pat
         CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
         PIPE_LIMIT.write_bytes(limit.strip())
     assert os.readlink(link) == target.name and target.read_bytes() == b"vm.swappiness = 10\n"
+
+
+def test_a_refused_crash_is_not_read_to_its_end(crasher: Path, dumps: Path, tmp_path: Path) -> None:
+    """A refusal (here rate-limited) read the kernel's whole core to drop it: a user crashing a large
+    process in a loop had root's handlers (16 at once) and the kernel copy all of its memory for nothing.
+    Closing the pipe ends the kernel's dump at once and lets the process go just the same."""
+    state = tmp_path / "state"
+    with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
+        crash(crasher, "1")
+        wait_ours(state, 1, crasher)
+        crash(crasher, "96")
+        records = ours(wait_ours(state, 2, crasher), crasher)
+    assert [r["outcome"] for r in records] == ["written", "rate-limited"], records
+    assert records[1].get("drained_bytes", 0) < 1 << 20 and records[1]["read_bytes"] < 1 << 20, records[1]
