@@ -308,3 +308,19 @@ def test_a_refused_crash_is_not_read_to_its_end(crasher: Path, dumps: Path, tmp_
         records = ours(wait_ours(state, 2, crasher), crasher)
     assert [r["outcome"] for r in records] == ["written", "rate-limited"], records
     assert records[1].get("drained_bytes", 0) < 1 << 20 and records[1]["read_bytes"] < 1 << 20, records[1]
+
+
+def test_a_full_core_of_a_sparse_process_is_written(dumps: Path, tmp_path: Path) -> None:
+    """A 4 GiB reservation never touched (a JVM heap, a Go arena) in a full core: the kernel's stream
+    and the handler must agree on where each load's bytes are."""
+    python = Path(os.path.realpath(sys.executable))
+    state = tmp_path / "state"
+    with installed(state, dumps, "--kind", "full", "--min-free", "1M"):
+        crash(python, "-c", SPARSE, "4")
+        [record] = ours(wait_ours(state, 1, python), python)
+    assert record["outcome"] == "written", record
+    side = json.loads(Path(record["path"] + ".json").read_text())
+    out = subprocess.run(["readelf", "-lW", record["path"]], capture_output=True, text=True, timeout=60).stdout
+    memsz = [int(line.split()[5], 16) for line in out.splitlines() if line.strip().startswith("LOAD")]
+    assert max(memsz) >= 4 << 30, out  # the reservation is described (this kernel stores none of its zeros)
+    assert side["postmortem"]["kernel_core_bytes"] < 1 << 30, side["postmortem"]  # cost: the data present
