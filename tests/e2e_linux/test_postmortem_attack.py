@@ -246,11 +246,14 @@ def test_a_crash_in_a_pid_namespace_is_the_one_dumped(crasher: Path, dumps: Path
     assert f"LWP {nspids['p']}" in out and "in worker" in out, out
 
 
-def test_a_dump_dir_whose_parent_a_user_recreated_since_install_gets_no_core(crasher: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("planted", ["dir-link", "parent-link"])
+def test_a_dump_dir_whose_parent_a_user_recreated_since_install_gets_no_core(crasher: Path, tmp_path: Path,
+                                                                             planted: str) -> None:
     """DIR below a sticky world-writable directory (/tmp/x/crashes) passes install's check while root owns
-    every part; once /tmp/x is gone (a reboot cleans /tmp) any user may create it, with "crashes" a
-    symlink to any root directory he likes: the pipeline checks DIR's owner (root's), not its parents,
-    so every crash on the machine was written where he pointed. The handler checks DIR at each crash."""
+    every part; once /tmp/x is gone (a reboot cleans /tmp) any user may create it again, with "crashes" a
+    symlink to any root directory he likes, or be it himself a symlink to a root directory that holds a
+    "crashes": the pipeline checks DIR's owner (root's), not the way there, so every crash on the machine
+    was written where he pointed. The handler checks each component of DIR at each crash."""
     sticky = tmp_path / "tmp"
     sticky.mkdir()
     sticky.chmod(0o1777)
@@ -259,18 +262,24 @@ def test_a_dump_dir_whose_parent_a_user_recreated_since_install_gets_no_core(cra
     directory = parent / "crashes"
     directory.mkdir(mode=0o700)
     victim = tmp_path / "etc-something"
-    victim.mkdir(mode=0o700)
+    (victim / "crashes").mkdir(mode=0o700, parents=True)
+    victim.chmod(0o755)
     state = tmp_path / "state"
     with installed(state, directory, "--min-free", "1M"):
         directory.rmdir()
         parent.rmdir()
-        parent.mkdir(mode=0o755)  # as the user would have made it
-        directory.symlink_to(victim)
-        os.lchown(directory, NOBODY, NOBODY)
-        os.chown(parent, NOBODY, NOBODY)
+        if planted == "dir-link":
+            parent.mkdir(mode=0o755)  # as the user would have made it
+            os.chown(parent, NOBODY, NOBODY)
+            directory.symlink_to(victim)
+            os.lchown(directory, NOBODY, NOBODY)
+        else:
+            parent.symlink_to(victim)
+            os.lchown(parent, NOBODY, NOBODY)
         crash(crasher, "1")
         [record] = ours(wait_ours(state, 1, crasher), crasher)
-    assert os.listdir(victim) == [], os.listdir(victim)
+    written = [p.name for p in victim.rglob("*") if p.is_file()]
+    assert written == [], written
     assert record["outcome"] == "untrusted-dir" and "uid 65534" in record["why"], record
 
 
