@@ -191,7 +191,7 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
         exe.chmod(0o755)
         state = tmp_path / "state"
         with installed(state, dumps, "--min-free", "1M"):
-            crash(exe, "1", preexec_fn=_as_nobody)
+            crash(exe, "1", 'n\n{"x":\x1b[2J', preexec_fn=_as_nobody)  # its comm too
             records = wait_ours(state, 1, exe)
         lines = (state / "postmortem.log").read_bytes() if (state / "postmortem.log").exists() else b""
     finally:
@@ -199,6 +199,7 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
     assert lines.count(b"\n") == len(records) and b"\x1b" not in lines, lines
     [record] = ours(records, exe)
     assert record["outcome"] == "written" and record["exe"] == str(exe), record
+    assert record["name"] == 'n\n{"x":\x1b[2J' and "\n" not in Path(record["path"]).name, record
     sidecar = Path(record["path"] + ".json")  # the crasher's argv and exe: root's only
     assert json.loads(sidecar.read_text())["postmortem"]["exe"] == str(exe)
     assert (sidecar.stat().st_uid, stat.S_IMODE(sidecar.stat().st_mode)) == (0, 0o600)
