@@ -334,3 +334,18 @@ def test_a_full_core_of_a_sparse_process_is_written(dumps: Path, tmp_path: Path)
     memsz = [int(line.split()[5], 16) for line in out.splitlines() if line.strip().startswith("LOAD")]
     assert max(memsz) >= 4 << 30, out  # the reservation is described (this kernel stores none of its zeros)
     assert side["postmortem"]["kernel_core_bytes"] < 1 << 30, side["postmortem"]  # cost: the data present
+
+
+def test_sixteen_crashes_at_once_count_exactly(crasher: Path, dumps: Path, tmp_path: Path) -> None:
+    """A crash storm: 16 handlers (core_pipe_limit) at once on the rate book. Exactly N are written, and
+    every refusal is the budget's, never the book's lock given up on (which would lose other users' dumps
+    to one user's storm)."""
+    state = tmp_path / "state"
+    with installed(state, dumps, "--max-per", "10:3", "--min-free", "1M"):
+        procs = [subprocess.Popen([str(crasher), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  preexec_fn=_as_nobody) for _ in range(16)]
+        assert [p.wait(timeout=300) for p in procs] == [-11] * 16
+        records = ours(wait_ours(state, 16, crasher), crasher)
+    outcomes = [r["outcome"] for r in records]
+    assert outcomes.count("written") == 3 and outcomes.count("rate-limited") == 13, records
+    assert all("--max-per" in r["why"] for r in records if r["outcome"] == "rate-limited"), records
