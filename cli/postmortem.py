@@ -67,6 +67,9 @@ def install(
     min_free: Optional[str] = typer.Option(None, "--min-free", help="Free space to keep on DIR's volume (default"
                                                                    " max(1G, 5%))."),
     max_per: str = typer.Option("10:3", "--max-per", help="At most N dumps per MINUTES per executable (MINUTES:N)."),
+    max_exes_per_user: Optional[int] = typer.Option(None, "--max-exes-per-user",
+                                                    help="Linux: at most N distinct executables of one user dumped per"
+                                                         " --max-per window (a copy is a new path; default 16)."),
     max_seconds: float = typer.Option(120.0, "--max-seconds", help="The longest a crashed process is held (Windows: the"
                                                                     " handler's budget; a quarter of it at most"
                                                                     " waiting for the second chance)."),
@@ -82,6 +85,8 @@ def install(
     def action() -> Dict[str, Any]:
         extra = _platform(state_dir, sysctl_file)
         extra.update(max_seconds=max_seconds)
+        if max_exes_per_user is not None:
+            extra["max_exes_per_user"] = max_exes_per_user
         if no_pidfd:
             extra["pidfd"] = False
         return postmortem.install(dir, kind=kind, fit=fit, compress=compress, keep=keep,

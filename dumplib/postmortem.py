@@ -37,7 +37,9 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     *compress*, with a sidecar; *keep*/*max_total* prune older dumps there; *max_per* ``"10:3"`` allows
     at most 3 dumps per executable per 10 minutes. What was registered before is backed up for
     uninstall(). Linux options: ``state_dir``, ``sysctl_file``, ``pidfd`` (default: the kernel's %F
-    where it has it), ``max_seconds`` (the longest a crashed process is held)."""
+    where it has it), ``max_seconds`` (the longest a crashed process is held), ``max_exes_per_user``
+    (distinct executables of one user dumped per *max_per* window, default 16; e.g.
+    ``install("/var/crash/dumplib", max_per="10:3", max_exes_per_user=8)``)."""
     return _platform().install(directory, kind=kind, fit=fit, compress=compress, keep=keep, max_total=max_total,
                                min_free=min_free, max_per=max_per, **platform_options)
 

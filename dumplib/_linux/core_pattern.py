@@ -9,7 +9,7 @@ assert sys.platform.startswith("linux")  # Linux only (and mypy checks this modu
 import base64
 import os
 import stat
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InvalidArgument
 from .coredump_handler import CONFIG, LOG, RATE, SPECIFIERS, read_private_json, write_private_json
@@ -69,6 +69,22 @@ def _trusted_path(path: str, what: str) -> None:
                 argument=what, value=real)
 
 
+def _trusted_tree(top: str, what: str) -> None:
+    """_trusted_path for *top* and everything under it: the handler imports each file as root."""
+    _trusted_path(top, what)
+    for here, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(here, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                _trusted_path(path, what)  # where it leads must be root's too
+            elif st.st_uid != 0 or st.st_mode & 0o022:
+                raise PostmortemRefused(
+                    f"{what} holds {path}, owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the"
+                    " handler runs it as root at every crash. Make every file there root's, writable by root only",
+                    argument=what, value=path)
+
+
 def parse_max_per(text: Optional[str]) -> Optional[List[int]]:
     """``10:3`` -> [10, 3] (at most 3 dumps per 10 minutes per executable)."""
     if text is None:
@@ -90,7 +106,8 @@ def our_pattern(state_dir: str, pidfd: bool) -> bytes:
 
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
-            max_per: Optional[str] = "10:3", max_seconds: float = 120.0, pidfd: Optional[bool] = None,
+            max_per: Optional[str] = "10:3", max_exes_per_user: Optional[int] = 16, max_seconds: float = 120.0,
+            pidfd: Optional[bool] = None,
             state_dir: str = DEFAULT_STATE_DIR, sysctl_file: str = DEFAULT_SYSCTL_FILE) -> Dict[str, Any]:
     """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there."""
     from ..compression import parse_codec
@@ -103,6 +120,15 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     parse_codec(compress)
     _check_limits(keep=keep, max_total=max_total, min_free=min_free)
     rate = parse_max_per(max_per)
+    if max_exes_per_user is not None and max_exes_per_user < 1:
+        raise InvalidArgument(f"--max-exes-per-user {max_exes_per_user}: give at least 1",
+                              argument="max_exes_per_user", value=max_exes_per_user)
+    if os.path.islink(sysctl_file):
+        # Renaming our file over it would cut the link; a copy put back later would not be the link.
+        raise PostmortemRefused(f"{sysctl_file} is a symlink (to {os.readlink(sysctl_file)}); give --sysctl-file"
+                                " a file of its own", argument="sysctl_file", value=sysctl_file)
+    # core_pattern and the handler name the real directory: a symlink on the way is someone's to repoint.
+    state_dir = os.path.realpath(state_dir)
     if not os.path.isdir(directory):
         raise PostmortemRefused(f"{directory} is not an existing directory; create it (owned by root, mode 700)",
                                 argument="dir", value=directory)
@@ -118,27 +144,29 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
             os.path.join(state_dir, BACKUP)):
         raise PostmortemRefused(f"dumplib's handler is already installed from {state_dir}; uninstall it first",
                                 argument="state_dir", value=state_dir)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    python = os.path.realpath(sys.executable)
+    _trusted_path(python, "the Python interpreter")
+    _trusted_tree(os.path.join(package_root, "dumplib"), "the dumplib package")
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)
     _trusted_path(state_dir, "the state directory")
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    python = os.path.realpath(sys.executable)
-    _trusted_path(python, "the Python interpreter")
-    _trusted_path(os.path.join(package_root, "dumplib"), "the dumplib package")
     try:
         old_sysctl: Optional[bytes] = _read(sysctl_file)
     except FileNotFoundError:
         old_sysctl = None
-    backup = {
+    backup: Dict[str, Any] = {
         "core_pattern": base64.b64encode(current).decode(),
         "core_pipe_limit": _read(CORE_PIPE_LIMIT).strip().decode(),
         "sysctl_file": sysctl_file,
         "sysctl_content": None if old_sysctl is None else base64.b64encode(old_sysctl).decode(),
+        "sysctl_stat": None if old_sysctl is None else _owner_mode(sysctl_file),
         "pattern": pattern.decode(),
         "previous_handler": _who(current),
     }
     config = {"dir": directory, "kind": kind_value, "fit": fit, "compress": compress, "keep": keep,
-              "max_total": max_total, "min_free": min_free, "max_per": rate, "max_seconds": max_seconds,
+              "max_total": max_total, "min_free": min_free, "max_per": rate, "max_exes_per_user": max_exes_per_user,
+              "max_seconds": max_seconds,
               "pidfd": pidfd}
     handler = os.path.join(state_dir, HANDLER)
     script = (f"#!{python} -I\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
@@ -164,12 +192,20 @@ def _sysctl_text(pattern: bytes, limit: int) -> bytes:
             b"kernel.core_pattern = " + pattern + b"\nkernel.core_pipe_limit = " + str(limit).encode() + b"\n")
 
 
-def _write_file(path: str, data: bytes, mode: int, replace: bool = False) -> None:
+def _owner_mode(path: str) -> List[int]:
+    st = os.stat(path)
+    return [st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]
+
+
+def _write_file(path: str, data: bytes, mode: int, replace: bool = False,
+                owner: Optional[Tuple[int, int]] = None) -> None:
     """*path* made new (exclusive, no symlink) under a temporary name, then renamed into place."""
     temp = f"{path}.{os.urandom(6).hex()}.new"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.fchmod(fd, mode)
         os.fsync(fd)
     except BaseException:
@@ -188,6 +224,7 @@ def uninstall(*, state_dir: str = DEFAULT_STATE_DIR, force: bool = False) -> Dic
     registration now in place is not dumplib's (someone changed it since) unless *force*."""
     if os.geteuid() != 0:
         raise PostmortemRefused("uninstalling needs root", argument="user", value=os.geteuid())
+    state_dir = os.path.realpath(state_dir)
     backup = read_private_json(os.path.join(state_dir, BACKUP))
     if backup is None:
         raise PostmortemRefused(f"no dumplib installation in {state_dir} (no backup there); nothing changed",
@@ -209,7 +246,8 @@ def _restore(state_dir: str, backup: Dict[str, Any], force: bool) -> None:
     path = backup["sysctl_file"]
     old = backup.get("sysctl_content")
     if old is not None:
-        _write_file(path, base64.b64decode(old), 0o644, replace=True)
+        uid, gid, mode = backup.get("sysctl_stat") or (0, 0, 0o644)
+        _write_file(path, base64.b64decode(old), mode, replace=True, owner=(uid, gid))
     else:
         try:
             ours = _read(path).startswith(b"# Written by `dumplib postmortem install`")
@@ -235,6 +273,7 @@ def _who(pattern: bytes) -> Optional[str]:
 
 def status(*, state_dir: str = DEFAULT_STATE_DIR) -> Dict[str, Any]:
     """What is registered now (dumplib's handler or someone else's), the backup, and the kernel's settings."""
+    state_dir = os.path.realpath(state_dir)
     current = _read(CORE_PATTERN).rstrip(b"\n")
     backup = read_private_json(os.path.join(state_dir, BACKUP))
     ours = backup is not None and current == backup["pattern"].encode()

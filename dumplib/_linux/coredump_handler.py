@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import resource
 import select
 import signal
 import stat
@@ -48,6 +49,12 @@ _SMALL = 1 << 16
 _SMAPS_MAX = 256 << 20
 #: Free space is looked at after every this many bytes of output (the output volume may be small).
 SPACE_EVERY = 1 << 20
+#: Distinct executables one user may have dumped per rate window (a copy of an executable is a new path).
+USER_EXES = 16
+#: Dumps in the rate book at most (all users): the book stays far under read_private_json's 1 MiB.
+BOOK_MAX = 4096
+#: The log is rotated to LOG.1 past this size: a crash loop must not fill root's volume.
+LOG_MAX = 16 << 20
 
 
 class Refused(Exception):
@@ -74,7 +81,7 @@ class Crashed:
             self.exe: bytes = os.readlink(f"/proc/{pid}/exe".encode())  # a name only: never opened
         except OSError:
             self.exe = b""
-        self.smaps = _proc(pid, "smaps", _SMAPS_MAX)
+        self.regions = _smaps_regions(pid)
 
     def field(self, name: bytes) -> bytes:
         for line in self.status.splitlines():
@@ -116,6 +123,44 @@ def _proc(pid: int, name: str, limit: int) -> bytes:
         return b""
     finally:
         os.close(fd)
+
+
+def _smaps_regions(pid: int) -> List[maps.Region]:
+    """The crashed process's smaps parsed a mapping at a time as it is read: its size is the crasher's
+    choice (60 000 mappings of a file with a 4 KB path are 270 MB), so the text is never held whole and
+    each path is kept once however many mappings name it."""
+    try:
+        fd = os.open(f"/proc/{pid}/smaps", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    regions: List[maps.Region] = []
+    paths: Dict[str, str] = {}
+    pending, total = b"", 0
+
+    def parse(text: bytes) -> None:
+        for r in maps.parse_smaps(text.decode("utf-8", "surrogateescape")):
+            r.path = paths.setdefault(r.path, r.path)
+            regions.append(r)
+
+    try:
+        while total < _SMAPS_MAX:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                break
+            total += len(block)
+            pending += block
+            cut = pending.rfind(b"\nVmFlags:")  # each mapping's last line (kernels without it: parsed at the end)
+            end = pending.find(b"\n", cut + 1) if cut >= 0 else -1
+            if end >= 0:
+                parse(pending[:end + 1])
+                pending = pending[end + 1:]
+        if pending:
+            parse(pending)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return regions
 
 
 def _pidfd_pid(fd: int) -> Optional[int]:
@@ -186,7 +231,7 @@ class StreamCore(Backend):
     def __init__(self, crashed: Crashed, pipe: corestream.Pipe, head: corestream.CoreHead, started: float,
                  min_free: Optional[int]) -> None:
         self.crashed, self.pipe, self.head, self.handler_started, self.min_free = crashed, pipe, head, started, min_free
-        self.regions = maps.parse_smaps(crashed.smaps.decode("utf-8", "surrogateescape")) if crashed.smaps else []
+        self.regions = crashed.regions
         self.released_after: Optional[float] = None
         self.kernel_bytes = 0
 
@@ -400,12 +445,17 @@ def _locked(state_dir: str, patience: float = 2.0) -> int:
             time.sleep(0.02)
 
 
-def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]], now: float) -> None:
-    """Count this crash against its executable's budget (at most N per M minutes); Refused if spent."""
+def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]], now: float,
+                   uid: Optional[int] = None, max_exes: Optional[int] = USER_EXES) -> None:
+    """Count this crash against its executable's budget (at most N per M minutes); Refused if spent.
+
+    The path is the crasher's choice (a copy is a new path), so a user also gets at most *max_exes*
+    executables in the window, and the book at most BOOK_MAX dumps: it stays small and readable."""
     if not max_per:
         return
     minutes, most = int(max_per[0]), int(max_per[1])
-    key = hashlib.sha256(exe).hexdigest()[:32]  # the path is the crasher's choice: only its hash is kept
+    user = f"{'?' if uid is None else uid}:"
+    key = user + hashlib.sha256(exe).hexdigest()[:32]  # only the path's hash is kept
     fd = _locked(state_dir)
     try:
         path = os.path.join(state_dir, RATE)
@@ -414,6 +464,15 @@ def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]],
         book = {k: [t for t in v if isinstance(t, (int, float)) and t > window]
                 for k, v in book.items() if isinstance(v, list)}
         book = {k: v for k, v in book.items() if v}
+        if key not in book:
+            exes = sum(1 for k in book if k.startswith(user))
+            if max_exes is not None and exes >= max_exes:
+                write_private_json(path, book)
+                raise Refused("rate-limited", f"{exes} executables of user {uid} dumped in the last {minutes}"
+                                              f" minutes (--max-exes-per-user {max_exes})")
+            if sum(len(v) for v in book.values()) >= BOOK_MAX:
+                write_private_json(path, book)
+                raise Refused("rate-limited", f"{BOOK_MAX} dumps in the last {minutes} minutes on this machine")
         times = book.setdefault(key, [])
         if len(times) >= most:
             write_private_json(path, book)
@@ -428,13 +487,21 @@ def take_rate_slot(state_dir: str, exe: bytes, max_per: Optional[Sequence[int]],
 def log_line(state_dir: str, record: Dict[str, Any]) -> None:
     """One line per crash: JSON in the state directory's log, and a readable line to syslog (the journal)."""
     line = json.dumps(record, ensure_ascii=True)
+    path = os.path.join(state_dir, LOG)
     try:
-        fd = os.open(os.path.join(state_dir, LOG),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line.encode() + b"\n")
-        finally:
-            os.close(fd)
+        for _ in range(3):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the handler's alarm
+                st = os.fstat(fd)
+                if os.stat(path).st_ino != st.st_ino:
+                    continue  # rotated by another handler while we waited: write to the new one
+                if st.st_size < LOG_MAX:
+                    os.write(fd, line.encode() + b"\n")
+                    break
+                os.rename(path, path + ".1")  # the one older log kept: at most twice LOG_MAX
+            finally:
+                os.close(fd)
     except OSError:
         pass
     try:
@@ -501,7 +568,8 @@ def main(argv: Sequence[str], state_dir: str) -> int:
         if crashed.dumpable not in (1, 2):
             # The kernel never calls us for 0; whoever else did gets what the kernel would do.
             raise Refused("not-dumpable", f"the process is not dumpable (%d={crashed.dumpable})")
-        take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time())
+        take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time(), crashed.uid,
+                       config.get("max_exes_per_user", USER_EXES))
         head = corestream.read_head(pipe)
         record["signal"] = _signal_name(head.signal[0])
         backend = StreamCore(crashed, pipe, head, started, config.get("min_free"))
@@ -517,11 +585,9 @@ def main(argv: Sequence[str], state_dir: str) -> int:
     except Exception as exc:  # noqa: BLE001 - logged, never a traceback into the void
         record.update(outcome="failed", why=f"{type(exc).__name__}: {exc}")
     finally:
-        if not pipe.eof and (backend is None or backend.released_after is None):
-            try:
-                record["drained_bytes"] = pipe.drain()  # every refusal path: the kernel's writes end
-            except DumpError:
-                pass
+        # Every refusal closes the pipe unread: the kernel's write fails and its dump ends, the crashed
+        # process goes at once, and no one can make root's handlers copy a large core for nothing.
+        record["read_bytes"] = pipe.position
         if backend is not None:
             backend.release()
             record["released_after_seconds"] = backend.released_after
@@ -532,13 +598,36 @@ def main(argv: Sequence[str], state_dir: str) -> int:
                 pass
             record["released_after_seconds"] = round(time.monotonic() - started, 3)
     record["seconds"] = round(time.monotonic() - started, 3)
+    record["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # what a crash cost root's memory
     log_line(state_dir, record)
     signal.alarm(0)
     return 0
 
 
+def root_only_dir(path: str) -> None:
+    """Refused('untrusted-dir') unless every component of *path* is a real directory (no symlink) root
+    owns, none writable by others (a sticky parent aside): install checked it, but a parent under /tmp
+    is gone after a reboot and anyone may make it again, with a symlink where DIR was."""
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/".join(parts[:i]) or "/"
+        try:
+            st = os.lstat(here)
+        except OSError as exc:
+            raise Refused("untrusted-dir", f"{here} cannot be looked at ({exc.strerror}); nothing was dumped") from None
+        last = i == len(parts)
+        if (not stat.S_ISDIR(st.st_mode) or st.st_uid != 0
+                or (st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX))):
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode) \
+                else "not root's only"
+            raise Refused("untrusted-dir", f"{here} is {what} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+                          " since install; nothing was dumped. Use a directory only root can"
+                          " write (not under /tmp)")
+
+
 def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, config: Dict[str, Any]) -> DumpResult:
     directory = str(config["dir"])
+    root_only_dir(directory)
     backend.where = directory
     proc = ProcessInfo(pid=crashed.pid, name=crashed.name)
     signo, code, address = head.signal
