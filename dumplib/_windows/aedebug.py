@@ -26,9 +26,11 @@ import os
 import threading
 import time
 import winreg
+from ctypes import wintypes
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DumpError, InvalidArgument
+from . import eventlog
 
 AEDEBUG = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\AeDebug"
 LOCALDUMPS = r"SOFTWARE\Microsoft\Windows\Windows Error Reporting\LocalDumps"
@@ -505,15 +507,46 @@ class _Refused(Exception):
         self.what, self.why = what, why
 
 
+#: The Application log's source name for the handler's lines (Event Viewer, `Get-WinEvent`).
+EVENT_SOURCE = "dumplib-postmortem"
+#: Event ids: a dump written, and every other outcome (refused, rate-limited, failed).
+EVENT_WRITTEN, EVENT_NOT_WRITTEN = 1000, 1001
+
+
 def _log(record: Dict[str, Any]) -> None:
-    """One line per crash: JSON beside the dumps (postmortem.log) for `postmortem list` and scripts."""
+    """One line per crash: JSON beside the dumps (postmortem.log) for `postmortem list` and scripts,
+    and one event in the Application log saying what was done, as WER reports its own."""
     directory = record.get("dir")
-    if not directory:
-        return
+    if directory:
+        try:
+            with open(os.path.join(directory, "postmortem.log"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=True) + "\n")
+        except OSError:
+            pass
+    _event_log(record)
+
+
+def event_text(record: Dict[str, Any]) -> str:
+    """The event's one line; ascii() keeps the crashed program's own bytes (its name, its path) from
+    forging lines or fields."""
+    who = f"process {record.get('pid')} ({ascii(record.get('exe', '?'))}) exception {record.get('exception', '?')}"
+    if record.get("outcome") == "written":
+        return f"{who}: wrote {ascii(record.get('path'))} ({record.get('kind')})"
+    return f"{who}: {record.get('outcome')}: {ascii(record.get('why', ''))}"
+
+
+def _event_log(record: Dict[str, Any]) -> None:
     try:
-        with open(os.path.join(directory, "postmortem.log"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=True) + "\n")
-    except OSError:
+        written = record.get("outcome") == "written"
+        source = eventlog.RegisterEventSourceW(None, EVENT_SOURCE)
+        try:
+            strings = (wintypes.LPCWSTR * 1)(event_text(record))
+            eventlog.ReportEventW(source, eventlog.EVENTLOG_INFORMATION_TYPE if written else
+                                  eventlog.EVENTLOG_WARNING_TYPE, 0, EVENT_WRITTEN if written else EVENT_NOT_WRITTEN,
+                                  None, 1, 0, strings, None)
+        finally:
+            eventlog.DeregisterEventSource(source)
+    except Exception:  # noqa: BLE001 - the log must never be why a crash is lost or the process held
         pass
 
 
