@@ -205,7 +205,12 @@ class LinuxBackend(Backend):
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n))
             exe_paths = _exe_and_loader(pid, regions, auxv)
-        headers = maps.elf_header_starts(regions, None if plan_only else pid)
+        if plan_only:
+            headers = maps.elf_header_starts(regions)
+        else:
+            with Prober(pid) as prober:  # a first page to be read must be resident, or not on a file system
+                headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
+                                                 or prober.resident(r.start))
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers)
 

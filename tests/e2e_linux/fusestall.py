@@ -1,0 +1,157 @@
+"""A FUSE file system whose reads stall: one 64 MiB file, its first page served, every other read held.
+
+Speaks the kernel's FUSE protocol on /dev/fuse directly (no libfuse, nothing to install): root mounts
+it with mount(2). Run as a process of its own:
+
+    python3 fusestall.py MOUNTPOINT      prints "ready" once mounted, then serves
+
+SIGUSR1 releases every held read (and every later one is answered at once). The file's page N holds
+the bytes b"FUSEPAGE%08d" repeated, so a reader can tell a served page from zeros. Killing the
+daemon closes /dev/fuse, which aborts the connection: held reads then fail with ENOTCONN. The mount
+is detached (MNT_DETACH) when the daemon ends.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import signal
+import struct
+import sys
+
+FILE_NAME = b"big"
+FILE_SIZE = 64 << 20
+PAGE = 4096
+ROOT, FILE_NODE = 1, 2
+
+LOOKUP, FORGET, GETATTR, OPEN, READ, STATFS, RELEASE, FLUSH = 1, 2, 3, 14, 15, 17, 18, 25
+INIT, OPENDIR, READDIR, RELEASEDIR, ACCESS, INTERRUPT, DESTROY, BATCH_FORGET = 26, 27, 28, 29, 34, 36, 38, 42
+NO_REPLY = (FORGET, BATCH_FORGET, INTERRUPT)
+IN_HEADER = struct.Struct("<IIQQIIIHH")  # len, opcode, unique, nodeid, uid, gid, pid, extlen, padding
+OUT_HEADER = struct.Struct("<IiQ")  # len, error, unique
+
+
+def page_bytes(n: int) -> bytes:
+    """What page *n* of the file holds."""
+    unit = b"FUSEPAGE%08d" % n
+    return (unit * (PAGE // len(unit) + 1))[:PAGE]
+
+
+def _attr(node: int) -> bytes:
+    if node == ROOT:
+        mode, size, nlink = 0o040755, 0, 2
+    else:
+        mode, size, nlink = 0o100444, FILE_SIZE, 1
+    # ino size blocks atime mtime ctime, atimensec mtimensec ctimensec mode nlink uid gid rdev blksize flags
+    return struct.pack("<QQQQQQIIIIIIIIII", node, size, size // 512, 0, 0, 0, 0, 0, 0, mode, nlink, 0, 0, 0,
+                       PAGE, 0)
+
+
+class Daemon:
+    def __init__(self, mountpoint: str) -> None:
+        self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        self.mountpoint = mountpoint
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        opts = f"fd={self.fd},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
+        if libc.mount(b"fusestall", mountpoint.encode(), b"fuse.fusestall", 0x2 | 0x4, opts) != 0:  # NOSUID|NODEV
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount fuse at {mountpoint}: {os.strerror(err)}")
+        self.libc = libc
+        self.held: list = []  # (unique, offset, size) of reads not answered yet
+        self.released = False
+
+    def reply(self, unique: int, body: bytes = b"", error: int = 0) -> None:
+        try:
+            os.write(self.fd, OUT_HEADER.pack(OUT_HEADER.size + len(body), -error, unique) + body)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
+                raise
+
+    def answer_read(self, unique: int, offset: int, size: int) -> None:
+        end = min(FILE_SIZE, offset + size)
+        data = b"".join(page_bytes(p) for p in range(offset // PAGE, -(-end // PAGE)))
+        skip = offset % PAGE
+        self.reply(unique, data[skip : skip + max(0, end - offset)])
+
+    def handle(self, msg: bytes) -> None:
+        _, opcode, unique, node, _, _, pid, _, _ = IN_HEADER.unpack_from(msg)
+        print(f"request {opcode} from {pid}", file=sys.stderr, flush=True)
+        body = msg[IN_HEADER.size :]
+        if opcode in NO_REPLY:
+            return
+        if opcode == INIT:
+            major, minor, readahead, flags = struct.unpack_from("<IIII", body)
+            # max_readahead 0: a fault reads its own page only, so one touch makes one page resident.
+            out = struct.pack("<IIIIHHIIHHII", 7, 31, 0, 0, 1, 1, 65536, 1, 16, 0, 0, 0) + bytes(24)
+            self.reply(unique, out)
+        elif opcode == LOOKUP:
+            if node == ROOT and body.rstrip(b"\0") == FILE_NAME:
+                self.reply(unique, struct.pack("<QQQQII", FILE_NODE, 0, 3600, 3600, 0, 0) + _attr(FILE_NODE))
+            else:
+                self.reply(unique, error=errno.ENOENT)
+        elif opcode == GETATTR:
+            self.reply(unique, struct.pack("<QII", 3600, 0, 0) + _attr(node))
+        elif opcode in (OPEN, OPENDIR):
+            # FOPEN_KEEP_CACHE: another open must not drop the page cache (and so the target's resident page).
+            self.reply(unique, struct.pack("<QII", 1, 2, 0))
+        elif opcode == READ:
+            _, offset, size = struct.unpack_from("<QQI", body)
+            if offset < PAGE or self.released:
+                self.answer_read(unique, offset, size)
+            else:
+                self.held.append((unique, offset, size))
+                print(f"held read at {offset} from {pid}", file=sys.stderr, flush=True)
+        elif opcode == READDIR:
+            self.reply(unique)
+        elif opcode in (RELEASE, RELEASEDIR, FLUSH, ACCESS, DESTROY):
+            self.reply(unique)
+        elif opcode == STATFS:
+            self.reply(unique, struct.pack("<QQQQQIIII", 1, 0, 0, 2, 0, PAGE, 255, PAGE, 0) + bytes(24))
+        else:
+            self.reply(unique, error=errno.ENOSYS)
+
+    def release(self) -> None:
+        self.released = True
+        held, self.held = self.held, []
+        for unique, offset, size in held:
+            self.answer_read(unique, offset, size)
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        print("ready", flush=True)
+        while True:
+            ready, _, _ = select.select([self.fd, wake_r], [], [])
+            if wake_r in ready:
+                if signal.SIGUSR1 in os.read(wake_r, 64):
+                    self.release()
+            if self.fd in ready:
+                try:
+                    msg = os.read(self.fd, 65536 + 8192)
+                except OSError as exc:
+                    if exc.errno in (errno.EINTR, errno.ENOENT, errno.EAGAIN):
+                        continue
+                    if exc.errno == errno.ENODEV:  # unmounted
+                        return
+                    raise
+                self.handle(msg)
+
+    def close(self) -> None:
+        self.libc.umount2(self.mountpoint.encode(), 2)  # MNT_DETACH
+        os.close(self.fd)
+
+
+def main() -> None:
+    daemon = Daemon(sys.argv[1])
+    try:
+        daemon.serve()
+    finally:
+        daemon.close()
+
+
+if __name__ == "__main__":
+    main()
