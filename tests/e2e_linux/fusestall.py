@@ -48,6 +48,16 @@ def _attr(node: int) -> bytes:
                        PAGE, 0)
 
 
+def _owners(tid: int) -> str:
+    """The process of thread *tid* and its parent ("tgid=N ppid=M"), as the log names who asked."""
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return f"tgid={fields['Tgid'].strip()} ppid={fields['PPid'].strip()}"
+    except (OSError, KeyError):
+        return "tgid=? ppid=?"
+
+
 class Daemon:
     def __init__(self, mountpoint: str) -> None:
         self.fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
@@ -77,7 +87,7 @@ class Daemon:
 
     def handle(self, msg: bytes) -> None:
         _, opcode, unique, node, _, _, pid, _, _ = IN_HEADER.unpack_from(msg)
-        print(f"request {opcode} from {pid}", file=sys.stderr, flush=True)
+        print(f"request {opcode} from {pid} {_owners(pid)}", file=sys.stderr, flush=True)
         body = msg[IN_HEADER.size :]
         if opcode in NO_REPLY:
             return
