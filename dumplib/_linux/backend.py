@@ -9,6 +9,7 @@ import sys
 
 assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
 
+import bisect
 import ctypes
 import dataclasses
 import errno
@@ -201,14 +202,25 @@ class LinuxBackend(Backend):
                 sps: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
         keep: List[int] = []
         exe_paths: List[str] = []
-        if flags is None and kind is not DumpKind.FULL:
-            auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
-            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n))
-            exe_paths = _exe_and_loader(pid, regions, auxv)
-        if plan_only:
-            headers = maps.elf_header_starts(regions)
-        else:
-            with Prober(pid) as prober:  # a first page to be read must be resident, or not on a file system
+        with Prober(pid) as prober:  # what is read here must be resident, or not on a file system
+            if flags is None and kind is not DumpKind.FULL:
+                auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
+                starts = [r.start for r in regions]
+
+                def read(address: int, n: int) -> Optional[bytes]:
+                    i = bisect.bisect_right(starts, address) - 1
+                    r = regions[i] if i >= 0 and address < regions[i].end else None
+                    first = address - address % maps.PAGE
+                    if r is not None and prober.on_file_system(r) and not all(
+                            prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
+                        return None  # the link_map walk stops there, as at unreadable memory
+                    return read_small(pid, address, n)
+
+                keep = linkmap.linkmap_addresses(auxv, read)
+                exe_paths = _exe_and_loader(pid, regions, auxv)
+            if plan_only:
+                headers = maps.elf_header_starts(regions)
+            else:
                 headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
                                                  or prober.resident(r.start))
         return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
