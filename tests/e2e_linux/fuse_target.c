@@ -1,10 +1,10 @@
 /* A target that maps a file (on the stalling FUSE file system of tests/e2e_linux/fusestall.py) and
  * touches only its first page, so one page of the mapping is resident and the rest would have to be
- * read from a file system that never answers.
+ * read from a file system that never answers; and maps a second file COLD without touching it.
  *
- *   fuse_target PATH shared|private
+ *   fuse_target PATH shared|private [COLD]
  *
- * Prints one JSON line (pid, address, size), then serves lines on stdin:
+ * Prints one JSON line (pid, address, size, cold), then serves lines on stdin:
  *   mmap   maps and unmaps one anonymous page, then prints "mapped" (proves its mmap lock is free)
  *   churn  starts a thread that maps and unmaps a page every millisecond, for good
  * Built by the tests with gcc; never committed as a binary.
@@ -50,7 +50,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     sink = map[0]; /* the first page only: the file system answers it */
-    printf("{\"pid\": %d, \"address\": %lu, \"size\": %ld}\n", getpid(), (unsigned long)map, (long)st.st_size);
+    char *cold = NULL;
+    if (argc > 3) {
+        int cfd = open(argv[3], O_RDONLY);
+        struct stat cst;
+        if (cfd < 0 || fstat(cfd, &cst) != 0)
+            return 1;
+        cold = mmap(NULL, cst.st_size, PROT_READ, flags, cfd, 0); /* never touched: nothing resident */
+        if (cold == MAP_FAILED)
+            return 1;
+    }
+    printf("{\"pid\": %d, \"address\": %lu, \"size\": %ld, \"cold\": %lu}\n", getpid(), (unsigned long)map,
+           (long)st.st_size, (unsigned long)cold);
     fflush(stdout);
     char line[64];
     while (fgets(line, sizeof line, stdin)) {

@@ -1,4 +1,5 @@
-"""A FUSE file system whose reads stall: one 64 MiB file, its first page served, every other read held.
+"""A FUSE file system whose reads stall: a 64 MiB file "big" whose first page is served and every other
+read held, and a 64 KiB file "cold" whose every read is held.
 
 Speaks the kernel's FUSE protocol on /dev/fuse directly (no libfuse, nothing to install): root mounts
 it with mount(2). Run as a process of its own:
@@ -22,8 +23,11 @@ import sys
 
 FILE_NAME = b"big"
 FILE_SIZE = 64 << 20
+COLD_NAME = b"cold"
+COLD_SIZE = 64 << 10
 PAGE = 4096
-ROOT, FILE_NODE = 1, 2
+ROOT, FILE_NODE, COLD_NODE = 1, 2, 3
+SIZES = {FILE_NODE: FILE_SIZE, COLD_NODE: COLD_SIZE}
 
 LOOKUP, FORGET, GETATTR, OPEN, READ, STATFS, RELEASE, FLUSH = 1, 2, 3, 14, 15, 17, 18, 25
 INIT, OPENDIR, READDIR, RELEASEDIR, ACCESS, INTERRUPT, DESTROY, BATCH_FORGET = 26, 27, 28, 29, 34, 36, 38, 42
@@ -42,7 +46,7 @@ def _attr(node: int) -> bytes:
     if node == ROOT:
         mode, size, nlink = 0o040755, 0, 2
     else:
-        mode, size, nlink = 0o100444, FILE_SIZE, 1
+        mode, size, nlink = 0o100444, SIZES[node], 1
     # ino size blocks atime mtime ctime, atimensec mtimensec ctimensec mode nlink uid gid rdev blksize flags
     return struct.pack("<QQQQQQIIIIIIIIII", node, size, size // 512, 0, 0, 0, 0, 0, 0, mode, nlink, 0, 0, 0,
                        PAGE, 0)
@@ -79,8 +83,8 @@ class Daemon:
             if exc.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
                 raise
 
-    def answer_read(self, unique: int, offset: int, size: int) -> None:
-        end = min(FILE_SIZE, offset + size)
+    def answer_read(self, unique: int, node: int, offset: int, size: int) -> None:
+        end = min(SIZES.get(node, 0), offset + size)
         data = b"".join(page_bytes(p) for p in range(offset // PAGE, -(-end // PAGE)))
         skip = offset % PAGE
         self.reply(unique, data[skip : skip + max(0, end - offset)])
@@ -97,8 +101,10 @@ class Daemon:
             out = struct.pack("<IIIIHHIIHHII", 7, 31, 0, 0, 1, 1, 65536, 1, 16, 0, 0, 0) + bytes(24)
             self.reply(unique, out)
         elif opcode == LOOKUP:
-            if node == ROOT and body.rstrip(b"\0") == FILE_NAME:
-                self.reply(unique, struct.pack("<QQQQII", FILE_NODE, 0, 3600, 3600, 0, 0) + _attr(FILE_NODE))
+            name = body.rstrip(b"\0")
+            found = {FILE_NAME: FILE_NODE, COLD_NAME: COLD_NODE}.get(name) if node == ROOT else None
+            if found:
+                self.reply(unique, struct.pack("<QQQQII", found, 0, 3600, 3600, 0, 0) + _attr(found))
             else:
                 self.reply(unique, error=errno.ENOENT)
         elif opcode == GETATTR:
@@ -108,11 +114,11 @@ class Daemon:
             self.reply(unique, struct.pack("<QII", 1, 2, 0))
         elif opcode == READ:
             _, offset, size = struct.unpack_from("<QQI", body)
-            if offset < PAGE or self.released:
-                self.answer_read(unique, offset, size)
+            if (offset < PAGE and node == FILE_NODE) or self.released:
+                self.answer_read(unique, node, offset, size)
             else:
-                self.held.append((unique, offset, size))
-                print(f"held read at {offset} from {pid}", file=sys.stderr, flush=True)
+                self.held.append((unique, node, offset, size))
+                print(f"held read of node {node} at {offset} from {pid}", file=sys.stderr, flush=True)
         elif opcode == READDIR:
             self.reply(unique)
         elif opcode in (RELEASE, RELEASEDIR, FLUSH, ACCESS, DESTROY):
@@ -125,8 +131,8 @@ class Daemon:
     def release(self) -> None:
         self.released = True
         held, self.held = self.held, []
-        for unique, offset, size in held:
-            self.answer_read(unique, offset, size)
+        for unique, node, offset, size in held:
+            self.answer_read(unique, node, offset, size)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

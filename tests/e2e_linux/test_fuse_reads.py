@@ -148,18 +148,21 @@ def unharmed(t) -> None:  # type: ignore[no-untyped-def]
     assert "TracerPid:\t0" in status and re.search(r"State:\t[RS]", status), status
 
 
-@pytest.mark.parametrize("mode,extra", [("shared", ()), ("private", ()), ("shared", ("--snapshot",))],
-                         ids=["shared", "private", "shared-snapshot"])
-def test_a_full_dump_takes_only_the_resident_pages_of_a_stalled_file(stalling_mount, fuse_target_exe, tmp_path,
-                                                                       mode, extra):
+@pytest.mark.parametrize("mode,kind,extra", [("shared", "full", ()), ("private", "full", ()),
+                                             ("shared", "full", ("--snapshot",)), ("private", "mini", ())],
+                         ids=["shared", "private", "shared-snapshot", "private-mini"])
+def test_a_dump_takes_only_the_resident_pages_of_a_stalled_file(stalling_mount, fuse_target_exe, tmp_path,
+                                                                 mode, kind, extra):
     require(have("readelf") and have("gdb"), "readelf and gdb are needed to read the core")
-    big = stalling_mount.path / "big"
+    big, cold = stalling_mount.path / "big", stalling_mount.path / "cold"
     out = tmp_path / "out"
     out.mkdir()
     core = out / "f.core"
-    with run_target([str(fuse_target_exe), str(big), mode]) as t:
+    with run_target([str(fuse_target_exe), str(big), mode, str(cold)]) as t:
         lo, hi, rss = mapping_of(t.pid, big)
         assert hi - lo == FILE_SIZE and rss == PAGE, (hex(lo), hex(hi), rss)  # one page resident, as set up
+        cold_lo, cold_hi, cold_rss = mapping_of(t.pid, cold)
+        assert cold_rss == 0
         before = len(stalling_mount.lines())
 
         # The target's maps stay readable all through the estimate and the dump.
@@ -177,8 +180,8 @@ def test_a_full_dump_takes_only_the_resident_pages_of_a_stalled_file(stalling_mo
         watcher = threading.Thread(target=watch_maps, daemon=True)
         watcher.start()
         try:
-            est = run_unstalled(stalling_mount, "estimate", str(t.pid), "--kind", "full", "--json")
-            done = run_unstalled(stalling_mount, "dump", str(t.pid), str(core), "--kind", "full",
+            est = run_unstalled(stalling_mount, "estimate", str(t.pid), "--kind", kind, "--json")
+            done = run_unstalled(stalling_mount, "dump", str(t.pid), str(core), "--kind", kind,
                                  "--max-pause", "5s", "--json", *extra)
         finally:
             stop.set()
@@ -198,16 +201,19 @@ def test_a_full_dump_takes_only_the_resident_pages_of_a_stalled_file(stalling_mo
         if mode == "shared":
             assert estimate["breakdown"]["shared"] == rss, estimate
 
-        # One PT_LOAD holds the resident page; the rest of the mapping has none at all.
+        # A full core: one PT_LOAD holds the resident page; the rest of the mapping has none at all,
+        # nor has the file never touched (a mini core takes neither: neither is an ELF image).
         inside = [(a, f, m) for a, f, m in loads(core) if a < hi and a + m > lo]
-        assert inside == [(lo, PAGE, PAGE)], [(hex(a), f, m) for a, f, m in inside]
+        assert inside == ([(lo, PAGE, PAGE)] if kind == "full" else []), [(hex(a), f, m) for a, f, m in inside]
+        assert not [a for a, f, m in loads(core) if a < cold_hi and a + m > cold_lo]
 
     # With the mount gone gdb cannot read the file itself: it shows what the core holds.
     stalling_mount.stop()
     shown = gdb(str(fuse_target_exe), str(core), f"x/s {lo:#x}", f"x/x {lo + PAGE:#x}",
-                f"x/x {lo + FILE_SIZE // 2:#x}", "info proc mappings")
-    assert page_bytes(0)[:32].decode() in shown, shown
-    assert shown.count("Cannot access memory") == 2, shown
+                f"x/x {lo + FILE_SIZE // 2:#x}", f"x/x {cold_lo:#x}", "info proc mappings")
+    if kind == "full":
+        assert page_bytes(0)[:32].decode() in shown, shown
+    assert shown.count("Cannot access memory") == (3 if kind == "full" else 4), shown
     # NT_FILE (what gdb's mappings list is read from) still names the file, where and from which offset.
     assert re.search(rf"{lo:#x}\s+{hi:#x}\s+{FILE_SIZE:#x}\s+0x0\s+\S*/mnt/big\n", shown), shown
 
