@@ -254,3 +254,32 @@ def test_ps_shows_a_question_mark_for_a_process_whose_memory_map_is_stuck(stalli
             stalling_mount.release()
             reader.wait(60)
         unharmed(t)
+
+
+MEMFD_TARGET = r"""
+import ctypes, json, mmap, os, sys
+fd = os.memfd_create("dumplib-untouched")
+os.write(fd, b"DUMPLIB-MEMFD-DATA".ljust(4 * 4096, b"."))  # written through the descriptor only
+m = mmap.mmap(fd, 4 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)  # mapped, never touched
+print(json.dumps({"pid": os.getpid(), "address": ctypes.addressof(ctypes.c_char.from_buffer(m))}), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_memory_object_not_mapped_in_yet_is_still_read(tmp_path):
+    # memfd (like tmpfs, SysV shm, MAP_SHARED|MAP_ANONYMOUS) is memory, not a file system: its data is
+    # stored though the process never touched the mapping (the file-system rule would leave it out).
+    require(have("gdb"), "gdb is needed to read the core")
+    with run_target([sys.executable, "-c", MEMFD_TARGET]) as t:
+        address = int(t.info["address"])
+        fd = os.open(f"/proc/{t.pid}/pagemap", os.O_RDONLY)
+        try:
+            entry = int.from_bytes(os.pread(fd, 8, address // PAGE * 8), "little")
+        finally:
+            os.close(fd)
+        assert not entry >> 63, "the target's page is mapped in: the test proves nothing"
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), str(tmp_path / "m.core"),
+                               "--kind", "full"], capture_output=True, text=True, timeout=COMMAND_SECONDS)
+        assert done.returncode == 0, done.stderr
+    shown = gdb(sys.executable, str(tmp_path / "m.core"), f"x/s {address:#x}")
+    assert "DUMPLIB-MEMFD-DATA" in shown, shown
