@@ -250,6 +250,10 @@ def test_ps_shows_a_question_mark_for_a_process_whose_memory_map_is_stuck(stalli
             assert rows[0]["full_dump_bytes"] is None and rows[0]["name"].startswith("fuse_stuck_targ"), rows
             line = next(ln for ln in text.stdout.splitlines() if ln.split()[0] == str(t.pid))
             assert line.rstrip().endswith("?"), line
+            # A watcher sampling its PSS (smaps_rollup, the mmap lock again) goes on to its timeout.
+            watched = run_unstalled(stalling_mount, "watch", str(t.pid), str(tmp_path), "--memory", "1",
+                                    "--memory-measure", "pss", "--timeout", "8")
+            assert not list(tmp_path.glob("*.core")), watched.stdout + watched.stderr
         finally:
             stalling_mount.release()
             reader.wait(60)
