@@ -42,11 +42,16 @@ _EM_X86_64 = 62
 def _refuse_other_abi(pid: int) -> None:
     """Refuse a 32-bit (i386) or x32 process: its registers and notes have other layouts, and an
     x86-64 core of it is misread by gdb (and its stacks missed by mini kinds)."""
-    try:
+    from .._bounded import call_within
+
+    def read_head() -> bytes:
         with open(f"/proc/{pid}/exe", "rb") as f:
-            head = f.read(20)
+            return f.read(20)
+
+    try:  # the executable may be on a stalled FUSE or NFS mount: its read is abandoned, not waited for
+        head = call_within(read_head, 2.0, ("exe", pid))
     except OSError:
-        return  # the executable is gone or hidden: the register set's size is checked when stopped
+        return  # gone, hidden or stalled: the register set's size is checked when stopped
     if len(head) < 20 or head[:4] != b"\x7fELF":
         return
     elf_class, machine = head[4], int.from_bytes(head[18:20], "little")
