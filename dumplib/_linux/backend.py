@@ -42,16 +42,9 @@ _EM_X86_64 = 62
 def _refuse_other_abi(pid: int) -> None:
     """Refuse a 32-bit (i386) or x32 process: its registers and notes have other layouts, and an
     x86-64 core of it is misread by gdb (and its stacks missed by mini kinds)."""
-    from .._bounded import call_within
-
-    def read_head() -> bytes:
-        with open(f"/proc/{pid}/exe", "rb") as f:
-            return f.read(20)
-
-    try:  # the executable may be on a stalled FUSE or NFS mount: its read is abandoned, not waited for
-        head = call_within(read_head, 2.0, ("exe", pid))
-    except OSError:
-        return  # gone, hidden or stalled: the register set's size is checked when stopped
+    head = _exe_head(pid)
+    if head is None:
+        return  # gone, hidden, or not resident on a file system: the register set's size is checked when stopped
     if len(head) < 20 or head[:4] != b"\x7fELF":
         return
     elf_class, machine = head[4], int.from_bytes(head[18:20], "little")
@@ -61,6 +54,36 @@ def _refuse_other_abi(pid: int) -> None:
     raise BitnessMismatch(pid=pid, target_bits=32 if elf_class == 1 else 64, dumper_bits=64,
                           why=f"it is {what} process (ELF class {elf_class}, machine {machine}); dumplib writes"
                               " x86-64 cores only and a core of it would be misread. Use gdb's gcore for it")
+
+
+def _exe_head(pid: int) -> Optional[bytes]:
+    """The executable's first 20 bytes, read without waiting on a file system: from the process's own
+    mapping of its first page where that page is resident, from the file only on an in-memory file
+    system. (A thread abandoned in a read from a stalled FUSE mount would keep dumplib from exiting.)"""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe").encode("utf-8", "surrogateescape")
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(None, 5)
+        if len(fields) < 6 or fields[5] != exe or int(fields[2], 16) != 0:
+            continue
+        lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+        region = maps.Region(lo, hi, fields[1].decode(), 0, int(fields[4]), exe.decode("utf-8", "surrogateescape"),
+                             dev=fields[3].decode())
+        with Prober(pid) as prober:
+            if prober.resident(lo):
+                return read_small(pid, lo, 20)
+            if prober.on_file_system(region):
+                return None
+        try:
+            with open(f"/proc/{pid}/exe", "rb") as f:
+                return f.read(20)
+        except OSError:
+            return None
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """A FUSE file system whose reads stall: a 64 MiB file "big" whose first page is served and every other
-read held, and a 64 KiB file "cold" whose every read is held.
+read held, a 64 KiB file "cold" whose every read is held, and (with FUSESTALL_EXE=PATH in the
+environment) an executable "exe" holding PATH's bytes, served until SIGUSR2 freezes it.
 
 Speaks the kernel's FUSE protocol on /dev/fuse directly (no libfuse, nothing to install): root mounts
 it with mount(2). Run as a process of its own:
 
     python3 fusestall.py MOUNTPOINT      prints "ready" once mounted, then serves
 
-SIGUSR1 releases every held read (and every later one is answered at once). The file's page N holds
+SIGUSR1 releases every held read (and every later one is answered at once). SIGUSR2 freezes "exe": its
+pages are dropped from the page cache (FUSE_NOTIFY_INVAL_INODE, which unmaps them from every process)
+and its later reads are held. The file's page N holds
 the bytes b"FUSEPAGE%08d" repeated, so a reader can tell a served page from zeros. Killing the
 daemon closes /dev/fuse, which aborts the connection: held reads then fail with ENOTCONN. The mount
 is detached (MNT_DETACH) when the daemon ends.
@@ -26,8 +29,11 @@ FILE_SIZE = 64 << 20
 COLD_NAME = b"cold"
 COLD_SIZE = 64 << 10
 PAGE = 4096
-ROOT, FILE_NODE, COLD_NODE = 1, 2, 3
-SIZES = {FILE_NODE: FILE_SIZE, COLD_NODE: COLD_SIZE}
+ROOT, FILE_NODE, COLD_NODE, EXE_NODE = 1, 2, 3, 4
+EXE_NAME = b"exe"
+EXE_BYTES = open(os.environ["FUSESTALL_EXE"], "rb").read() if os.environ.get("FUSESTALL_EXE") else b""
+SIZES = {FILE_NODE: FILE_SIZE, COLD_NODE: COLD_SIZE, EXE_NODE: len(EXE_BYTES)}
+NOTIFY_INVAL_INODE = 2
 
 LOOKUP, FORGET, GETATTR, OPEN, READ, STATFS, RELEASE, FLUSH = 1, 2, 3, 14, 15, 17, 18, 25
 INIT, OPENDIR, READDIR, RELEASEDIR, ACCESS, INTERRUPT, DESTROY, BATCH_FORGET = 26, 27, 28, 29, 34, 36, 38, 42
@@ -46,7 +52,7 @@ def _attr(node: int) -> bytes:
     if node == ROOT:
         mode, size, nlink = 0o040755, 0, 2
     else:
-        mode, size, nlink = 0o100444, SIZES[node], 1
+        mode, size, nlink = 0o100555 if node == EXE_NODE else 0o100444, SIZES[node], 1
     # ino size blocks atime mtime ctime, atimensec mtimensec ctimensec mode nlink uid gid rdev blksize flags
     return struct.pack("<QQQQQQIIIIIIIIII", node, size, size // 512, 0, 0, 0, 0, 0, 0, mode, nlink, 0, 0, 0,
                        PAGE, 0)
@@ -73,8 +79,9 @@ class Daemon:
             err = ctypes.get_errno()
             raise OSError(err, f"mount fuse at {mountpoint}: {os.strerror(err)}")
         self.libc = libc
-        self.held: list = []  # (unique, offset, size) of reads not answered yet
+        self.held: list = []  # (unique, node, offset, size) of reads not answered yet
         self.released = False
+        self.frozen = False
 
     def reply(self, unique: int, body: bytes = b"", error: int = 0) -> None:
         try:
@@ -84,6 +91,9 @@ class Daemon:
                 raise
 
     def answer_read(self, unique: int, node: int, offset: int, size: int) -> None:
+        if node == EXE_NODE:
+            self.reply(unique, EXE_BYTES[offset : offset + size])
+            return
         end = min(SIZES.get(node, 0), offset + size)
         data = b"".join(page_bytes(p) for p in range(offset // PAGE, -(-end // PAGE)))
         skip = offset % PAGE
@@ -102,7 +112,8 @@ class Daemon:
             self.reply(unique, out)
         elif opcode == LOOKUP:
             name = body.rstrip(b"\0")
-            found = {FILE_NAME: FILE_NODE, COLD_NAME: COLD_NODE}.get(name) if node == ROOT else None
+            found = {FILE_NAME: FILE_NODE, COLD_NAME: COLD_NODE, EXE_NAME: EXE_NODE}.get(name) if node == ROOT else None
+            found = None if found == EXE_NODE and not EXE_BYTES else found
             if found:
                 self.reply(unique, struct.pack("<QQQQII", found, 0, 3600, 3600, 0, 0) + _attr(found))
             else:
@@ -114,7 +125,7 @@ class Daemon:
             self.reply(unique, struct.pack("<QII", 1, 2, 0))
         elif opcode == READ:
             _, offset, size = struct.unpack_from("<QQI", body)
-            if (offset < PAGE and node == FILE_NODE) or self.released:
+            if (offset < PAGE and node == FILE_NODE) or (node == EXE_NODE and not self.frozen) or self.released:
                 self.answer_read(unique, node, offset, size)
             else:
                 self.held.append((unique, node, offset, size))
@@ -128,6 +139,15 @@ class Daemon:
         else:
             self.reply(unique, error=errno.ENOSYS)
 
+    def freeze(self) -> None:
+        self.frozen = True
+        notice = OUT_HEADER.pack(OUT_HEADER.size + 24, NOTIFY_INVAL_INODE, 0) + struct.pack("<Qqq", EXE_NODE, 0, 0)
+        try:
+            os.write(self.fd, notice)
+        except FileNotFoundError:  # the kernel holds no inode of it: nothing is cached
+            pass
+        print("frozen", file=sys.stderr, flush=True)
+
     def release(self) -> None:
         self.released = True
         held, self.held = self.held, []
@@ -138,12 +158,16 @@ class Daemon:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGUSR1, lambda *_: None)
+        signal.signal(signal.SIGUSR2, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         print("ready", flush=True)
         while True:
             ready, _, _ = select.select([self.fd, wake_r], [], [])
             if wake_r in ready:
-                if signal.SIGUSR1 in os.read(wake_r, 64):
+                woken = os.read(wake_r, 64)
+                if signal.SIGUSR2 in woken:
+                    self.freeze()
+                if signal.SIGUSR1 in woken:
                     self.release()
             if self.fd in ready:
                 try:

@@ -7,6 +7,7 @@ file itself), the target's smaps (what is resident), the daemon's own log (who a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -55,6 +56,14 @@ class StallingMount:
         if self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGUSR1)
 
+    def freeze(self) -> None:
+        """Drop "exe" from the page cache (unmapping it from every process) and hold its later reads."""
+        self.daemon.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while "frozen" not in self.lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "frozen" in self.lines(), self.lines()
+
     def stop(self) -> None:
         self.release()
         if self.daemon.poll() is None:
@@ -68,16 +77,17 @@ class StallingMount:
             subprocess.run(["umount", "-l", str(self.path)], check=False)
 
 
-@pytest.fixture()
-def stalling_mount(tmp_path) -> Iterator[StallingMount]:
+@contextlib.contextmanager
+def mounted(tmp_path: Path, exe: Optional[Path] = None) -> Iterator[StallingMount]:
     require(os.geteuid() == 0, "mounting a FUSE file system with mount(2) needs root")
     require(os.path.exists("/dev/fuse"), "/dev/fuse is missing (modprobe fuse); no FUSE file system can be mounted")
     path = tmp_path / "mnt"
     path.mkdir()
     log = tmp_path / "fuse.log"
+    env = dict(os.environ, FUSESTALL_EXE=str(exe)) if exe else None
     with open(log, "w") as err:
         daemon = subprocess.Popen([sys.executable, str(FUSESTALL), str(path)], stdout=subprocess.PIPE,
-                                  stderr=err, text=True)
+                                  stderr=err, text=True, env=env)
     mount = StallingMount(path, daemon, log)
     try:
         assert daemon.stdout is not None
@@ -87,6 +97,12 @@ def stalling_mount(tmp_path) -> Iterator[StallingMount]:
         yield mount
     finally:
         mount.stop()
+
+
+@pytest.fixture()
+def stalling_mount(tmp_path) -> Iterator[StallingMount]:
+    with mounted(tmp_path) as mount:
+        yield mount
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +144,18 @@ def mapping_of(pid: int, path: Path) -> Tuple[int, int, int]:
     lo, hi = (int(x, 16) for x in text[head:at].split()[0].split("-"))
     rss = int(re.search(r"\nRss:\s+(\d+) kB", text[at:]).group(1)) * 1024  # type: ignore[union-attr]
     return lo, hi, rss
+
+
+def mappings_of(pid: int, suffix: str) -> List[Tuple[int, int, int]]:
+    """(start, end, resident bytes) of each mapping whose path ends with *suffix*, from smaps."""
+    out = []
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", Path(f"/proc/{pid}/smaps").read_text()):
+        head = block.split("\n", 1)[0]
+        if head.endswith(suffix):
+            lo, hi = (int(x, 16) for x in head.split()[0].split("-"))
+            rss = int(re.search(r"\nRss:\s+(\d+) kB", block).group(1)) * 1024  # type: ignore[union-attr]
+            out.append((lo, hi, rss))
+    return out
 
 
 def loads(core: Path) -> List[Tuple[int, int, int]]:
@@ -287,3 +315,26 @@ def test_a_memory_object_not_mapped_in_yet_is_still_read(tmp_path):
         assert done.returncode == 0, done.stderr
     shown = gdb(sys.executable, str(tmp_path / "m.core"), f"x/s {address:#x}")
     assert "DUMPLIB-MEMFD-DATA" in shown, shown
+
+
+def test_an_executable_on_a_stalled_mount_is_dumped_without_reading_it(fuse_target_exe, tmp_path):
+    # The program itself runs from the mount; its pages are then dropped from the page cache (and so from
+    # the process) and every read of it held: the 32-bit check, the ELF header pages and the link_map
+    # walk of mini, and a full core must all do without them.
+    require(have("readelf"), "readelf is needed to read the core")
+    with mounted(tmp_path, exe=fuse_target_exe) as mount:
+        with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t:
+            mount.freeze()
+            exe_maps = mappings_of(t.pid, "/mnt/exe")
+            cold = [(lo, hi) for lo, hi, rss in exe_maps if rss == 0]
+            assert cold, ("nothing of the executable was dropped: the test proves nothing", exe_maps)
+            results = [run_unstalled(mount, "estimate", str(t.pid), "--json")]
+            for kind in ("mini", "full"):
+                results.append(run_unstalled(mount, "dump", str(t.pid), str(tmp_path / f"{kind}.core"), "--kind",
+                                             kind, "--max-pause", "5s"))
+            assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+            assert mount.asked_by_dumplib() == [], mount.asked_by_dumplib()
+            full = loads(tmp_path / "full.core")
+            assert not [a for a, f, m in full for lo, hi in cold if a < hi and a + m > lo]
+            mount.release()  # the target runs its own code again only once it can be read
+            unharmed(t)
