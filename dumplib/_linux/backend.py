@@ -24,7 +24,7 @@ from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
 from . import linkmap, maps, notes, procfs
 from .files import LinuxFiles
-from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, xstate_note_size
+from .memory import FileSink, MemoryCopier, Prober, StreamSink, read_small, remote_file_system, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
 
@@ -57,33 +57,24 @@ def _refuse_other_abi(pid: int) -> None:
 
 
 def _exe_head(pid: int) -> Optional[bytes]:
-    """The executable's first 20 bytes, read without waiting on a file system: from the process's own
-    mapping of its first page where that page is resident, from the file only on an in-memory file
-    system. (A thread abandoned in a read from a stalled FUSE mount would keep dumplib from exiting.)"""
+    """The executable's first 20 bytes, or None where reading them could wait on a file system: an
+    executable on a FUSE or network mount is not opened (its daemon or server may never answer, an
+    abandoned read of it keeps dumplib from exiting, and a FUSE open may drop the program's pages)."""
     try:
         exe = os.readlink(f"/proc/{pid}/exe").encode("utf-8", "surrogateescape")
         with open(f"/proc/{pid}/maps", "rb") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
-    for line in lines:
-        fields = line.split(None, 5)
-        if len(fields) < 6 or fields[5] != exe or int(fields[2], 16) != 0:
-            continue
-        lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
-        region = maps.Region(lo, hi, fields[1].decode(), 0, int(fields[4]), exe.decode("utf-8", "surrogateescape"),
-                             dev=fields[3].decode())
-        with Prober(pid) as prober:
-            if prober.resident(lo):
-                return read_small(pid, lo, 20)
-            if prober.on_file_system(region):
-                return None
-        try:
-            with open(f"/proc/{pid}/exe", "rb") as f:
-                return f.read(20)
-        except OSError:
-            return None
-    return None
+    dev = next((fields[3].decode() for fields in (line.split(None, 5) for line in lines)
+                if len(fields) == 6 and fields[5] == exe), None)
+    if dev is None or remote_file_system(pid, dev):
+        return None
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            return f.read(20)
+    except OSError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -218,7 +218,7 @@ def memory_devices(pid: int) -> Set[Tuple[int, int]]:
     its device is that of a memfd of our own.
     """
     global _shmem_dev
-    devices: Set[Tuple[int, int]] = set()
+    devices = {dev for dev, fstype in mount_types(pid).items() if fstype in MEMORY_FILE_SYSTEMS}
     if _shmem_dev is None:
         try:
             fd = os.memfd_create("dumplib-shmem-probe", os.MFD_CLOEXEC)
@@ -230,11 +230,17 @@ def memory_devices(pid: int) -> Set[Tuple[int, int]]:
             _shmem_dev = (os.major(st.st_dev), os.minor(st.st_dev))
     if _shmem_dev is not None:
         devices.add(_shmem_dev)
+    return devices
+
+
+def mount_types(pid: int) -> Dict[Tuple[int, int], str]:
+    """(major, minor) -> file system type of each mount process *pid* sees (its mountinfo)."""
+    types: Dict[Tuple[int, int], str] = {}
     try:
         with open(f"/proc/{pid}/mountinfo", "rb") as f:
             text = f.read().decode("utf-8", "surrogateescape")
     except OSError:
-        return devices
+        return types
     for line in text.splitlines():
         fields = line.split(" ")
         try:
@@ -242,9 +248,25 @@ def memory_devices(pid: int) -> Set[Tuple[int, int]]:
         except (ValueError, IndexError):
             continue
         dev = _device(fields[2], 10) if len(fields) > 2 else None
-        if fstype in MEMORY_FILE_SYSTEMS and dev is not None:
-            devices.add(dev)
-    return devices
+        if dev is not None:
+            types[dev] = fstype
+    return types
+
+
+#: File systems served by a daemon or over a network: even an open of their files may wait on a
+#: server, and an open of a FUSE file may drop its pages from every process's page tables.
+REMOTE_FILE_SYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "afs", "glusterfs", "lustre", "virtiofs",
+                       "coda", "ncpfs", "orangefs", "gfs2", "ocfs2")
+
+
+def remote_file_system(pid: int, dev: str) -> bool:
+    """Whether device *dev* ("MM:mm" in hex, as maps prints it) is, for process *pid*, a remote or
+    FUSE file system, or unknown (then it may be one)."""
+    device = _device(dev, 16) or (-1, -1)
+    if device in memory_devices(pid):
+        return False  # tmpfs, memfd (a fileless program)...
+    fstype = mount_types(pid).get(device)
+    return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
 
 
 class Prober:
