@@ -413,10 +413,13 @@ def ps(
         echo(json.dumps([p.to_dict() for p in procs]))
         return
     echo(f"{'PID':>7}  {'NAME':<28} {'USER':<20} {'PRIVATE':>10} {'RESIDENT':>10} {'FULL DUMP':>10}")
+    def figure(n: Optional[int]) -> str:
+        return "?" if n is None else human_bytes(n)  # unknown: not readable, or its reads stuck
+
     for p in procs:
         echo(
-            f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '-')[:20]:<20} {human_bytes(p.private_bytes):>10}"
-            f" {human_bytes(p.rss_bytes):>10} {human_bytes(p.full_dump_bytes):>10}"
+            f"{p.pid:>7}  {p.name[:28]:<28} {(p.user or '?')[:20]:<20} {figure(p.private_bytes):>10}"
+            f" {figure(p.rss_bytes):>10} {figure(p.full_dump_bytes):>10}"
         )
 
 

@@ -183,7 +183,26 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
     return out
 
 
+#: `ps`: how long the probe of a process's memory map (its command line) may take, and then its row.
+#: A process whose mmap lock is held for good (a fault stuck on a stalled FUSE or NFS mount) would
+#: hang every reader of its cmdline or smaps: it costs the probe's bound and shows "?" instead.
+PROBE_SECONDS = 1.0
+ROW_SECONDS = 30.0
+
+
 def _describe(pid: int, name: str, backend: Backend) -> ProcessInfo:
+    """*pid*'s row, its figures read in a worker abandoned when the process's memory map is stuck."""
+    from ._bounded import call_within
+
+    key = ("mm", pid)  # the key procfs uses for reads that take the mmap lock
+    try:
+        call_within(lambda: backend.command_line(pid), PROBE_SECONDS, key)
+        return call_within(lambda: _figures(pid, name, backend), ROW_SECONDS, key)
+    except TimeoutError:
+        return ProcessInfo(pid=pid, name=name)  # every figure unknown: shown as "?"
+
+
+def _figures(pid: int, name: str, backend: Backend) -> ProcessInfo:
     from ._psutil import psutil  # `dumplib ps`: user and memory figures for every OS
 
     started = user = private = rss = None

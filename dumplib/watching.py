@@ -155,6 +155,10 @@ class RateLimit:
         self._times.append(now)
 
 
+#: How long reading a process's smaps_rollup (pss, private) may take before the sample goes without it.
+EXTRA_MEMORY_SECONDS = 5.0
+
+
 class _Sampler:
     """Figures of one process from psutil; CPU as the share of wall time since the last sample."""
 
@@ -186,8 +190,13 @@ class _Sampler:
         memory = getattr(mem, "private", None) or getattr(mem, "pagefile", None) or mem.rss
         extra = [("rss", mem.rss)] if self.wants_rss else []
         if self.extra_memory:
-            full = proc.memory_full_info()
-            for name in self.extra_memory:
+            from ._bounded import call_within
+
+            try:  # smaps_rollup takes the process's mmap lock: held for good, this sample has no such figure
+                full = call_within(proc.memory_full_info, EXTRA_MEMORY_SECONDS, ("mm", proc.pid))
+            except TimeoutError:
+                full = None
+            for name in self.extra_memory if full is not None else ():
                 value = getattr(full, "uss" if name == "private" else name, None)
                 if value is not None:
                     extra.append((name, int(value)))

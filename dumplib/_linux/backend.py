@@ -25,7 +25,7 @@ from ..results import ProcessInfo, SizeEstimate
 from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
 from . import linkmap, maps, notes, procfs
 from .files import LinuxFiles
-from .memory import FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, xstate_note_size
+from .memory import FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, remote_file_system, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
 
@@ -43,11 +43,9 @@ _EM_X86_64 = 62
 def _refuse_other_abi(pid: int) -> None:
     """Refuse a 32-bit (i386) or x32 process: its registers and notes have other layouts, and an
     x86-64 core of it is misread by gdb (and its stacks missed by mini kinds)."""
-    try:
-        with open(f"/proc/{pid}/exe", "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return  # the executable is gone or hidden: the register set's size is checked when stopped
+    head = _exe_head(pid)
+    if head is None:
+        return  # gone, hidden, or not resident on a file system: the register set's size is checked when stopped
     if len(head) < 20 or head[:4] != b"\x7fELF":
         return
     elf_class, machine = head[4], int.from_bytes(head[18:20], "little")
@@ -57,6 +55,27 @@ def _refuse_other_abi(pid: int) -> None:
     raise BitnessMismatch(pid=pid, target_bits=32 if elf_class == 1 else 64, dumper_bits=64,
                           why=f"it is {what} process (ELF class {elf_class}, machine {machine}); dumplib writes"
                               " x86-64 cores only and a core of it would be misread. Use gdb's gcore for it")
+
+
+def _exe_head(pid: int) -> Optional[bytes]:
+    """The executable's first 20 bytes, or None where reading them could wait on a file system: an
+    executable on a FUSE or network mount is not opened (its daemon or server may never answer, an
+    abandoned read of it keeps dumplib from exiting, and a FUSE open may drop the program's pages)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe").encode("utf-8", "surrogateescape")
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    dev = next((fields[3].decode() for fields in (line.split(None, 5) for line in lines)
+                if len(fields) == 6 and fields[5] == exe), None)
+    if dev is None or remote_file_system(pid, dev):
+        return None
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            return f.read(20)
+    except OSError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,17 +226,33 @@ class LinuxBackend(Backend):
         exe_paths: List[str] = []
         ends: List[int] = []
         tls: List[Tuple[int, int]] = []
-        if flags is None and kind is not DumpKind.FULL:
-            auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
-            objects: List[int] = []
-            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(pid, a, n), objects, ends)
-            exe_paths = _exe_and_loader(pid, regions, auxv)
-            if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
-                exe_paths += maps.paths_holding(regions, objects)
-                anon_read = _anonymous_reader(pid, regions)
-                areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
-                tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
-        headers = maps.elf_header_starts(regions, None if plan_only else pid)
+        with Prober(pid) as prober:  # what is read here must be resident, or not on a file system
+            if flags is None and kind is not DumpKind.FULL:
+                auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
+                starts = [r.start for r in regions]
+
+                def read(address: int, n: int) -> Optional[bytes]:
+                    i = bisect.bisect_right(starts, address) - 1
+                    r = regions[i] if i >= 0 and address < regions[i].end else None
+                    first = address - address % maps.PAGE
+                    if r is not None and prober.on_file_system(r) and not all(
+                            prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
+                        return None  # the link_map walk stops there, as at unreadable memory
+                    return read_small(pid, address, n)
+
+                objects: List[int] = []
+                keep = linkmap.linkmap_addresses(auxv, read, objects, ends)
+                exe_paths = _exe_and_loader(pid, regions, auxv)
+                if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+                    exe_paths += maps.paths_holding(regions, objects)
+                    anon_read = _anonymous_reader(pid, regions)
+                    areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
+                    tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
+            if plan_only:
+                headers = maps.elf_header_starts(regions)
+            else:
+                headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
+                                                 or prober.resident(r.start))
         segments = maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                                exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
         if not tls:

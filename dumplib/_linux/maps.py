@@ -169,11 +169,14 @@ def kernel_rule(region: Region, bits: int, is_elf_header: bool) -> int:
     return 0
 
 
-def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None) -> Dict[int, bool]:
+def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None,
+                      may_read: Optional[Callable[[Region], bool]] = None) -> Dict[int, bool]:
     """Start address -> whether the mapping is a file's first page holding an ELF header.
 
     Without *pid* (the plan) a readable offset-0 file mapping is assumed to be ELF when its path
-    is a shared object or executable mapped executable elsewhere; with *pid* the magic is read.
+    is a shared object or executable mapped executable elsewhere; with *pid* the magic is read,
+    only where *may_read(region)* allows (a first page not resident on a file system is not
+    faulted in: it is not taken either).
     """
     candidates = [r for r in regions if r.file_backed and r.offset == 0 and r.readable]
     if pid is None:
@@ -186,6 +189,9 @@ def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None) -> D
         return {r.start: False for r in candidates}
     with mem:
         for r in candidates:
+            if may_read is not None and not may_read(r):
+                out[r.start] = False
+                continue
             try:
                 mem.seek(r.start)
                 out[r.start] = mem.read(4) == b"\x7fELF"

@@ -18,7 +18,7 @@ import fcntl
 import os
 import re
 import stat
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .._backend import Tick
 from ..errors import DumpFailed
@@ -196,11 +196,91 @@ def pieces_of(start: int, end: int, runs: Iterator[Tuple[int, int]], flags: int,
     return out
 
 
+#: File systems whose files are memory (reading a page of them waits on nothing but swap).
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "hugetlbfs", "ramfs"})
+_shmem_dev: Optional[Tuple[int, int]] = None
+
+
+def _device(text: str, base: int) -> Optional[Tuple[int, int]]:
+    major, _, minor = text.partition(":")
+    try:
+        return int(major, base), int(minor, base)
+    except ValueError:
+        return None
+
+
+def memory_devices(pid: int) -> Set[Tuple[int, int]]:
+    """(major, minor) of the file systems whose files are memory, as process *pid* sees its mounts.
+
+    Read from its mountinfo (its own mount namespace) and never from the files themselves: a stat,
+    open or lseek of a file on a stalled FUSE or NFS mount would wait as long as the mount does. The
+    kernel's internal shmem mount (MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd) is in no mountinfo:
+    its device is that of a memfd of our own.
+    """
+    global _shmem_dev
+    devices = {dev for dev, fstype in mount_types(pid).items() if fstype in MEMORY_FILE_SYSTEMS}
+    if _shmem_dev is None:
+        try:
+            fd = os.memfd_create("dumplib-shmem-probe", os.MFD_CLOEXEC)
+        except (OSError, AttributeError):
+            fd = -1
+        if fd >= 0:
+            st = os.fstat(fd)
+            os.close(fd)
+            _shmem_dev = (os.major(st.st_dev), os.minor(st.st_dev))
+    if _shmem_dev is not None:
+        devices.add(_shmem_dev)
+    return devices
+
+
+def mount_types(pid: int) -> Dict[Tuple[int, int], str]:
+    """(major, minor) -> file system type of each mount process *pid* sees (its mountinfo)."""
+    types: Dict[Tuple[int, int], str] = {}
+    try:
+        with open(f"/proc/{pid}/mountinfo", "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return types
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            fstype = fields[fields.index("-", 6) + 1]
+        except (ValueError, IndexError):
+            continue
+        dev = _device(fields[2], 10) if len(fields) > 2 else None
+        if dev is not None:
+            types[dev] = fstype
+    return types
+
+
+#: File systems served by a daemon or over a network: even an open of their files may wait on a
+#: server, and an open of a FUSE file may drop its pages from every process's page tables.
+REMOTE_FILE_SYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "afs", "glusterfs", "lustre", "virtiofs",
+                       "coda", "ncpfs", "orangefs", "gfs2", "ocfs2")
+
+
+def remote_file_system(pid: int, dev: str) -> bool:
+    """Whether device *dev* ("MM:mm" in hex, as maps prints it) is, for process *pid*, a remote or
+    FUSE file system, or unknown (then it may be one)."""
+    device = _device(dev, 16) or (-1, -1)
+    if device in memory_devices(pid):
+        return False  # tmpfs, memfd (a fileless program)...
+    fstype = mount_types(pid).get(device)
+    return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
+
+
 class Prober:
     """Finds, for each taken segment, where its data is: what is stored, what is described only.
 
     One instance per dump; holds the target's pagemap open. Used by the writer (target stopped)
     and by the estimate (target running) with the same rules, so the two agree.
+
+    A file on a file system (anything but tmpfs, hugetlbfs, ramfs and shmem) is never touched and
+    none of its pages is faulted in: only the pages the process has in its page tables (pagemap's
+    present or swapped bit) are stored, each run its own PT_LOAD, and the rest of the mapping has no
+    PT_LOAD at all (readers say "cannot access"; NT_FILE still names the file and offset). Reading a
+    page that is not resident would wait for the file system (a stalled FUSE daemon, a dead NFS
+    server) in the kernel, uninterruptibly, holding the target's mmap lock.
     """
 
     def __init__(self, pid: int) -> None:
@@ -208,6 +288,19 @@ class Prober:
         self._scan_works: Optional[bool] = None
         self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
         self._pagemap: Optional[int] = _open_pagemap(pid)
+        self._memory_devs: Optional[Set[Tuple[int, int]]] = None
+
+    def on_file_system(self, r: Region) -> bool:
+        """Whether *r* maps a file whose pages may have to be read from a file system (see the class)."""
+        if not r.file_backed or "ht" in r.vmflags:
+            return False
+        if self._memory_devs is None:
+            self._memory_devs = memory_devices(self.pid)
+        return _device(r.dev, 16) not in self._memory_devs
+
+    def resident(self, address: int) -> bool:
+        """Whether the page at *address* is in the process's page tables (reading it faults nothing in)."""
+        return any(True for _ in self._present(address - address % PAGE, address - address % PAGE + PAGE, False))
 
     def close(self) -> None:
         if self._pagemap is not None:
@@ -223,8 +316,8 @@ class Prober:
     def limit(self, seg: Segment) -> int:
         """End of the part of *seg* that exists: a file mapping stops at the file's last page."""
         r = seg.region
-        if r is None or not r.file_backed:
-            return seg.end
+        if r is None or not r.file_backed or self.on_file_system(r):
+            return seg.end  # a file on a file system is not stat'ed: only its resident pages are taken
         key = (r.dev, r.inode)  # one stat per file, however many times it is mapped
         if key not in self._sizes:
             st = object_stat(self.pid, r)
@@ -240,6 +333,9 @@ class Prober:
         if end <= seg.start:
             return []
         r = seg.region
+        if r is not None and self.on_file_system(r):
+            runs = coalesce(self._present(seg.start, end, False), 1)  # only touching runs merge
+            return [Piece(lo, hi, hi - lo, seg.flags, "all", r) for lo, hi in runs]
         if seg.anon and r is not None:
             if r.present == 0:
                 return [Piece(seg.start, end, 0, seg.flags, "pagemap", r)]
@@ -268,6 +364,8 @@ class Prober:
         r = seg.region
         if r is None or not size:
             return size
+        if self.on_file_system(r):
+            return sum(hi - lo for lo, hi in self._present(seg.start, end, False))
         if seg.anon:
             return min(size, -(-r.present // PAGE) * PAGE)
         if r.shared:
@@ -290,8 +388,14 @@ class Prober:
         PAGEMAP_SCAN (Linux 6.7+) walks only the page tables that exist, so a 64 GiB reservation
         holding 3 MiB costs microseconds; older kernels read pagemap a bounded block at a time.
         """
+        return self._present(lo, hi, True)
+
+    def _present(self, lo: int, hi: int, unknown: bool) -> Iterator[Tuple[int, int]]:
+        """present_runs; *unknown*: whether what pagemap cannot tell counts as present (memory: it is
+        read; a file on a file system: it is not, as reading it might wait on the file system)."""
         if self._pagemap is None:
-            yield lo, hi
+            if unknown:
+                yield lo, hi
             return
         if self._scan_works is not False:
             try:
@@ -302,7 +406,7 @@ class Prober:
                 if self._scan_works or exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.EOPNOTSUPP):
                     raise
                 self._scan_works = False
-        yield from self._pagemap_runs(lo, hi)
+        yield from self._pagemap_runs(lo, hi, unknown)
 
     def _scan(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
         regions = (_PageRegion * _SCAN_VEC)()
@@ -321,7 +425,7 @@ class Prober:
                 return
             got.start = got.walk_end
 
-    def _pagemap_runs(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+    def _pagemap_runs(self, lo: int, hi: int, unknown: bool = True) -> Iterator[Tuple[int, int]]:
         for block in range(lo, hi, PAGEMAP_BLOCK * PAGE):
             n = min(PAGEMAP_BLOCK * PAGE, hi - block)
             try:
@@ -330,7 +434,8 @@ class Prober:
             except OSError:
                 entries = b""
             if len(entries) != (n // PAGE) * 8:
-                yield block, block + n
+                if unknown:
+                    yield block, block + n
                 continue
             flags = entries[7::8].translate(_IN_MEMORY)
             for m in _RUNS.finditer(flags):

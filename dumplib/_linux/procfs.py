@@ -14,11 +14,28 @@ assert sys.platform.startswith("linux")  # Linux only (and mypy checks this modu
 
 #: The kernel truncates comm to 15 bytes; a longer name is recovered from argv[0] when it agrees.
 COMM_MAX = 15
+#: How long a read of a /proc file that takes the process's mmap lock (cmdline) may wait: microseconds
+#: as a rule; a process whose lock is held for good (a fault stuck on a stalled FUSE or NFS mount)
+#: costs this once, then its later reads fail at once until the stuck one returns (see _bounded).
+MM_READ_SECONDS = 1.0
 
 
 def _read(pid: int, name: str) -> bytes:
     with open(f"/proc/{pid}/{name}", "rb") as f:
         return f.read()
+
+
+def mm_key(pid: int) -> tuple:
+    """The _bounded key of reads that take *pid*'s mmap lock (cmdline, environ, maps, smaps, mem)."""
+    return ("mm", pid)
+
+
+def read_mm_file(pid: int, name: str, seconds: float = MM_READ_SECONDS) -> bytes:
+    """/proc/PID/NAME for a file whose read takes the process's mmap lock, abandoned after *seconds*
+    (TimeoutError, an OSError) so that one stuck process cannot hang the reader."""
+    from .._bounded import call_within
+
+    return call_within(lambda: _read(pid, name), seconds, mm_key(pid))
 
 
 def _text(data: bytes) -> str:
@@ -57,8 +74,8 @@ def pid_exists(pid: int) -> bool:
 def command_line(pid: int) -> Optional[List[str]]:
     """argv as the process now shows it (None: gone or hidden; []: a zombie or a kernel thread)."""
     try:
-        data = _text(_read(pid, "cmdline"))
-    except OSError:
+        data = _text(read_mm_file(pid, "cmdline"))
+    except OSError:  # gone, hidden, or its mmap lock held for good (TimeoutError)
         return None
     if not data:
         return []
