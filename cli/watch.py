@@ -314,7 +314,8 @@ def watch(
         finally:
             printer.end_hooks()
         if results is None:
-            how = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+            how = {int(signal.SIGINT): "Ctrl-C (SIGINT)", int(signal.SIGTERM): "SIGTERM",
+                   getattr(signal, "SIGHUP", -1): "SIGHUP", getattr(signal, "SIGBREAK", -1): "Ctrl-Break"}
             printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
                                        f" {printer.what_was_kept()}; every watched process runs on, untraced"))
             raise Exit(128 + stopped_by[0])
@@ -329,7 +330,13 @@ def _on_signals(handler: Any) -> Dict[int, Any]:
     """*handler* for SIGINT, SIGTERM and SIGHUP; returns the handlers it replaces (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    return {sig: signal.signal(sig, handler) for sig in _INTERRUPTING}
+
+
+#: What interrupts a watch: Ctrl-C, SIGTERM, and SIGHUP (a closed terminal) where it exists or
+#: Ctrl-Break (SIGBREAK) on Windows, which has no SIGHUP.
+_INTERRUPTING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
+                      if hasattr(signal, name))
 
 
 def _usage(message: str, as_json: bool) -> None:

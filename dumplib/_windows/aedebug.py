@@ -80,6 +80,17 @@ def write_values(path: str, values: Dict[str, Optional[List[Any]]], view: int) -
                 winreg.SetValueEx(key, name, 0, kind, bytes.fromhex(data) if kind == winreg.REG_BINARY else data)
 
 
+def _delete_key_if_empty(path: str, view: int) -> None:
+    """Delete key *path* of *view* if nothing (no value, no subkey) was put in it since."""
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | view) as key:
+            subkeys, values, _ = winreg.QueryInfoKey(key)
+        if subkeys == 0 and values == 0:
+            winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, path, view, 0)
+    except FileNotFoundError:
+        pass
+
+
 def _ours_get(name: str) -> Optional[Dict[str, Any]]:
     got = read_values(OURS, [name], winreg.KEY_WOW64_64KEY)
     value = got.get(name) if got else None
@@ -169,6 +180,8 @@ def _restore_aedebug(backup: Dict[str, Any]) -> None:
     for name, view in VIEWS.items():
         values = backup.get(name)
         write_values(AEDEBUG, values if values is not None else {v: None for v in AEDEBUG_VALUES}, view)
+        if values is None:  # install made the key (a fresh machine's 32-bit view has none): exactly as before
+            _delete_key_if_empty(AEDEBUG, view)
     _ours_set("Config", None)
     _ours_set("Rate", None)
     _ours_set("Backup", None)

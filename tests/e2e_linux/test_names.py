@@ -27,6 +27,10 @@ assert ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0) == 0
 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(fd, b"DUMPLIB-NAMES" * 400)
 view = mmap.mmap(fd, 4096)
+# A loaded object at a hostile path too (a copy of the mmap extension): info lists loaded objects.
+with open(mmap.__file__, "rb") as src, open(path + b".so", "xb") as dst:
+    dst.write(src.read())
+loaded = ctypes.CDLL(os.fsdecode(path + b".so"))
 print(json.dumps({"pid": os.getpid()}), flush=True)
 sys.stdin.read()
 """
@@ -91,7 +95,8 @@ def test_info_shows_undecodable_names_escaped(weird, outdir):
     core = dumplib.create_dump(target.pid, outdir, "mini").path
     done = subprocess.run([sys.executable, "-m", "dumplib_cli", "info", core], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert _shown(path).encode() in done.stdout  # map-\xff\xfe\x1b[31m.bin, as text
+    # A loaded object at map-\xff\xfe\x1b[31m.bin.so, as text (info's modules are the loaded objects).
+    assert _shown(path + b".so").encode() in done.stdout
     assert b"\x1b" not in done.stdout and b"\xff" not in done.stdout  # nothing a terminal would act on
 
 
