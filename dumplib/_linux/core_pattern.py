@@ -85,17 +85,6 @@ def _trusted_tree(top: str, what: str) -> None:
                     argument=what, value=path)
 
 
-def parse_max_per(text: Optional[str]) -> Optional[List[int]]:
-    """``10:3`` -> [10, 3] (at most 3 dumps per 10 minutes per executable)."""
-    if text is None:
-        return None
-    try:
-        minutes, most = (int(x) for x in str(text).split(":"))
-    except ValueError:
-        minutes = most = 0
-    if minutes < 1 or most < 1:
-        raise InvalidArgument(f"--max-per {text!r}: write MINUTES:N, e.g. 10:3", argument="max_per", value=text)
-    return [minutes, most]
 
 
 def our_pattern(state_dir: str, pidfd: bool) -> bytes:
@@ -119,6 +108,8 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
     _check_limits(keep=keep, max_total=max_total, min_free=min_free)
+    from ..postmortem import parse_max_per  # the one parser of both platforms' installers
+
     rate = parse_max_per(max_per)
     if max_exes_per_user is not None and max_exes_per_user < 1:
         raise InvalidArgument(f"--max-exes-per-user {max_exes_per_user}: give at least 1",

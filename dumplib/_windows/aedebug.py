@@ -129,16 +129,6 @@ def _check_dir(directory: str) -> str:
     return os.path.realpath(directory)
 
 
-def _parse_max_per(text: Optional[str]) -> Optional[List[int]]:
-    if text is None:
-        return None
-    try:
-        minutes, most = (int(x) for x in str(text).split(":"))
-    except ValueError:
-        minutes = most = 0
-    if minutes < 1 or most < 1:
-        raise InvalidArgument(f"--max-per {text!r}: write MINUTES:N, e.g. 10:3", argument="max_per", value=text)
-    return [minutes, most]
 
 
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
@@ -155,7 +145,9 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
     _check_limits(keep=keep, max_total=max_total, min_free=min_free)
-    rate = _parse_max_per(max_per)
+    from ..postmortem import parse_max_per  # the one parser of both platforms' installers
+
+    rate = parse_max_per(max_per)
     directory = _check_dir(directory)
     if _ours_get("Backup") is not None:
         raise PostmortemRefused("dumplib's AeDebug handler is already installed; uninstall it first",
