@@ -46,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 import dumplib  # noqa: E402
-import dumplib._follow  # noqa: E402
+import dumplib._hashing  # noqa: E402
 from linuxrig import build_target, run_target  # noqa: E402
 
 PY_TICKER_TARGET = r"""
@@ -191,7 +191,7 @@ class Contenders:
 
     def api_busy_hasher(self, out: str) -> Optional[float]:
         """The sidecar's hash at full speed during the stop, as before it ran at SCHED_IDLE."""
-        hasher = dumplib._follow.FollowingHasher
+        hasher = dumplib._hashing.FollowingHasher
         original = hasher.__init__
         hasher.__init__ = functools.partialmethod(original, idle=False)  # type: ignore[method-assign]
         try:

@@ -1,6 +1,7 @@
 """Text chosen by someone else (process names, /proc paths, names inside a dump file), made safe to show."""
 from __future__ import annotations
 
+import os
 import re
 from typing import Union
 
@@ -28,3 +29,11 @@ def printable(text: Union[str, bytes]) -> str:
 def _escape(match: "re.Match[str]") -> str:
     code = ord(match.group(0))
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shell_word(text: str) -> str:
+    """*text* quoted for the shell a user pastes into (cmd.exe / PowerShell on Windows)."""
+    import shlex  # only on this error path: `import dumplib` stays light
+    import subprocess
+
+    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)

@@ -11,11 +11,12 @@ import threading
 import time
 from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 
-from ._backend import Backend, Plan, ProgressCallback, TargetEvent, get_backend
+from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, TargetEvent, WriteOptions
 from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
+from .limits import check_limits
 from .errors import DumpFailed, InvalidArgument
 from .placement import PathLike, plan_destination, writing_in
 from .results import DumpResult, ProcessInfo, SizeEstimate
@@ -37,15 +38,14 @@ def estimate(target: Target, kind: Union[DumpKind, str] = DumpKind.MINI, *, flag
 
     Stops nothing; reads no memory but, on Linux for kinds other than full, the dynamic linker's
     link_map pages."""
-    backend = get_backend()
+    from ._switch import current
+
+    platform = current()
     kind = DumpKind.parse(kind)
-    mask = backend.normalise_flags(kind, flags)
-    proc = resolve_target(target, backend)
-    backend.check_target(proc)
-    try:
-        plan = backend.plan(proc, kind, mask)
-    finally:
-        backend.release(proc)
+    mask = platform.normalise_flags(kind, flags)
+    proc = resolve_target(target, platform)
+    with platform.open(proc) as session:
+        plan = session.plan(kind, mask)
     assert plan.estimate is not None
     return plan.estimate
 
@@ -68,7 +68,7 @@ def create_dump(
     compress: Optional[str] = None,
     compress_level: Optional[int] = None,
     max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
-    snapshot: Union[bool, str] = False,
+    snapshot: SnapshotMode = False,
     _event: Optional[TargetEvent] = None,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
@@ -107,19 +107,18 @@ def create_dump(
                               argument="max_pause", value=max_pause)
     started = time.monotonic()
     started_at = datetime.datetime.now()
-    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
+    check_limits(keep=keep, max_total=max_total, min_free=min_free)
     codec = parse_codec(compress, compress_level)
-    backend = get_backend()
+    from ._switch import current
+
+    platform = current()
     kind = DumpKind.parse(kind)
-    mask = backend.normalise_flags(kind, flags)
+    mask = platform.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
                     max_total, codec, started, started_at, max_pause, snapshot, _event)
-    proc = resolve_target(target, backend)
-    backend.check_target(proc, for_dump=True)
-    try:
-        return _create(backend, proc, mask, opts)
-    finally:
-        backend.release(proc)
+    proc = resolve_target(target, platform)
+    with platform.open(proc, for_dump=True) as session:
+        return create_in_session(platform, session, mask, opts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +141,7 @@ class _Options:
     started: float
     started_at: datetime.datetime
     max_pause: Optional[float]
-    snapshot: Union[bool, str] = False
+    snapshot: SnapshotMode = False
     #: The signal, exception or exit a watcher dumps at (private: dumplib.watch only).
     event: Optional[TargetEvent] = None
 
@@ -161,41 +160,34 @@ def _check_snapshot(snapshot: object) -> None:
                               argument="snapshot", value=snapshot)
 
 
-def _check_limits(*, keep: Optional[int], max_total: Optional[int], min_free: Optional[int]) -> None:
-    """Refuse limits that mean nothing (keep 0 or -1 would delete every earlier dump)."""
-    for name, value, least in (("keep", keep, 1), ("max_total", max_total, 1), ("min_free", min_free, 0)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InvalidArgument(f"{name} must be a whole number of at least {least}, not {value!r}",
-                                  argument=name, value=value)
-
-
-def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Options) -> DumpResult:
+def create_in_session(platform: Platform, session: Session, mask: Optional[int], opts: "_Options") -> DumpResult:
+    """The pipeline from plan to result, on a target already opened (create_dump, the postmortem handler)."""
     warnings: List[str] = []
     kind = opts.kind
-    output = _output(backend, proc, kind, opts, warnings)
+    proc = session.target
+    host = platform.host()
+    output = _output(platform, proc, kind, opts, warnings)
     with contextlib.ExitStack() as held:
         # Our temporaries' directories are held from here to the end; dead dumplibs' leftovers go first.
-        warnings += held.enter_context(writing_in(output.temp_directories()))
-        plan = backend.plan(proc, kind, mask)
+        warnings += held.enter_context(writing_in(output.temp_directories(), host))
+        plan = session.plan(kind, mask)
         if opts.space_check:
-            plan = _guarded_plan(backend, proc, plan, output, opts.min_free, opts.fit, opts.flags is not None,
+            plan = _guarded_plan(platform, session, plan, output, opts.min_free, opts.fit, opts.flags is not None,
                                  warnings)
             if plan.kind is not kind and not opts.to_stdout:
-                output = _output(backend, proc, plan.kind, opts, [])
-                held.enter_context(writing_in(output.temp_directories()))
+                output = _output(platform, proc, plan.kind, opts, [])
+                held.enter_context(writing_in(output.temp_directories(), host))
         else:
             warnings.append("the free-space check is off: this dump may fill the disk")
-        watchdogs = ([SpaceGuard(d, opts.min_free).watchdog(output.where) for d in output.watched()]
+        watchdogs = ([SpaceGuard(d, host, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         cancelled = held.enter_context(_cancellable(proc.pid))
         tick = combine(throttled_progress(opts.progress) if opts.progress else None, cancelled, *watchdogs)
-        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, backend)
+        maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, platform)
                  if opts.sidecar and not opts.to_stdout else None)
-        plan = dataclasses.replace(plan, max_pause=opts.max_pause, snapshot=opts.snapshot, event=opts.event)
-        report, stored = output.write(backend, plan, opts.comment, signature_text(plan.kind, plan.flags), tick,
-                                      maker)
+        options = WriteOptions(comment=opts.comment, signature=signature_text(plan.kind, plan.flags), tick=tick,
+                               max_pause=opts.max_pause, snapshot=opts.snapshot, event=opts.event)
+        report, stored = output.write(session, plan, options, maker)
         result = DumpResult(
             path=stored.path,
             pid=proc.pid,
@@ -204,8 +196,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             flags=report.flags if report.flags is not None else plan.flags,
             size=stored.size,
             seconds=time.monotonic() - opts.started,
-            backend=backend.name,
-            warnings=tuple(warnings + output.warnings + plan.warnings + report.warnings + _sparse_warning(stored)),
+            backend=platform.name,
+            warnings=(*warnings, *output.warnings, *plan.warnings, *report.warnings, *_sparse_warning(stored)),
             stopped_seconds=report.stopped_seconds,
             disk_bytes=stored.disk_bytes,
             estimated_bytes=plan.estimate.bytes if plan.estimate else None,
@@ -225,7 +217,8 @@ def _create(backend: Backend, proc: ProcessInfo, mask: Optional[int], opts: _Opt
             directory = os.path.dirname(stored.path)
             from .retention import apply_retention  # only when asked: not on every dump's start-up
 
-            removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path)
+            removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path,
+                                      host=host)
             if removed:
                 result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
     return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
@@ -291,42 +284,45 @@ def _is_stdout(path: Optional[PathLike]) -> bool:
     return isinstance(path, str) and path == "-"
 
 
-def _output(backend: Backend, proc: ProcessInfo, kind: DumpKind, opts: _Options, warnings: List[str]) -> Output:
+def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Options, warnings: List[str]) -> Output:
     """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
     name, level = opts.codec if opts.codec else (None, 0)
+    host = platform.host()
     if opts.to_stdout:
-        out = Stdout(name, level)
-        if backend.streams:
+        out = Stdout(name, level, host)
+        if platform.streams:
             return out
-        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free))
-    extension = backend.extension + (SUFFIXES[name] if name else "")
+        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free, host), host)
+    extension = platform.extension + (SUFFIXES[name] if name else "")
     dest = plan_destination(opts.path, proc, kind, overwrite=opts.overwrite, extension=extension,
-                            when=opts.started_at, sidecar=opts.sidecar)
+                            when=opts.started_at, sidecar=opts.sidecar, host=host)
     if name is None:
-        return PlainFile(dest, opts.overwrite, want_sha256=opts.sidecar)
+        return PlainFile(dest, opts.overwrite, host, want_sha256=opts.sidecar, hash_while_writing=platform.streams)
     if not dest.final.endswith(SUFFIXES[name]):
         warnings.append(f"{os.path.basename(dest.final)} will hold {name}-compressed data but its name does not end"
                         f" in {SUFFIXES[name]}; debuggers will not open it before it is decompressed")
-    if backend.streams:
-        return CompressedFile(dest, opts.overwrite, name, level)
-    return RawThenCompress(CompressedFile(dest, opts.overwrite, name, level),
-                           scratch_directory(dest.directory, opts.min_free))
+    if platform.streams:
+        return CompressedFile(dest, opts.overwrite, host, name, level)
+    return RawThenCompress(CompressedFile(dest, opts.overwrite, host, name, level),
+                           scratch_directory(dest.directory, opts.min_free, host), host)
 
 
-def _guarded_plan(backend: Backend, proc: ProcessInfo, plan: Plan, output: Output, min_free: Optional[int],
+def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Output, min_free: Optional[int],
                   fit: bool, raw_flags: bool, warnings: List[str]) -> Plan:
     """The plan whose output fits the free space (the same one, or with *fit* a smaller kind), else refuse.
 
     The refusal names the smaller kinds that would fit, so those are planned either way.
     """
     assert plan.estimate is not None
-    short = shortfall(output.needs(plan.estimate.bytes), min_free)
+    host = platform.host()
+    short = shortfall(output.needs(plan.estimate.bytes), min_free, host)
     if short is None:
         return plan
     # Smaller kinds are offered (and taken with fit) only when the user did not give a raw mask.
     smaller = () if raw_flags else FIT_ORDER[FIT_ORDER.index(plan.kind) + 1 :]
-    candidates = [backend.plan(proc, k, backend.normalise_flags(k, None)) for k in smaller]
-    fitting = [c for c in candidates if c.estimate is not None and shortfall(output.needs(c.estimate.bytes), min_free) is None]
+    candidates = [session.plan(k, platform.normalise_flags(k, None)) for k in smaller]
+    fitting = [c for c in candidates
+               if c.estimate is not None and shortfall(output.needs(c.estimate.bytes), min_free, host) is None]
     if fit and fitting:
         chosen = fitting[0]
         assert chosen.estimate is not None

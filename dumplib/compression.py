@@ -14,6 +14,7 @@ import sys
 import zlib
 from typing import Any, BinaryIO, Optional, Tuple
 
+from ._text import shell_word
 from .errors import InvalidCompression, InvalidDumpFile
 
 #: What pyproject.toml's `zstd` extra installs (tests/packaging holds the two equal).
@@ -91,18 +92,10 @@ def _zstd() -> Tuple[str, Any]:
         # The line installs into the interpreter running now: a venv's or pipx's, never another one.
         raise InvalidCompression(
             "zstd compression needs Python 3.14+ or the zstandard package (dumplib's zstd extra): "
-            f"{_shell_word(sys.executable)} -m pip install '{ZSTD_REQUIREMENT}' (pipx: pipx inject dumplib zstandard),"
+            f"{shell_word(sys.executable)} -m pip install '{ZSTD_REQUIREMENT}' (pipx: pipx inject dumplib zstandard),"
             " or use --compress gzip, which needs nothing",
             compress="zstd",
         ) from None
-
-
-def _shell_word(text: str) -> str:
-    """*text* quoted for the shell a user pastes into (cmd.exe / PowerShell on Windows)."""
-    import shlex  # only on this error path: `import dumplib` stays light
-    import subprocess
-
-    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
 
 
 def _workers() -> int:

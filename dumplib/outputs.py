@@ -1,13 +1,13 @@
 """Where the dump's bytes go, and what disk space each way needs.
 
-Four ways, one interface: a plain file; a file written through a compressor (backends that write
-in file order: Linux); stdout (a pipe, or a file the shell redirected it to); and, for backends
+Four ways, one interface: a plain file; a file written through a compressor (platforms that write
+in file order: Linux); stdout (a pipe, or a file the shell redirected it to); and, for platforms
 that need a seekable file (dbghelp), a raw file on the roomiest volume that is then compressed
 into the destination or to stdout. Each says which volumes it will fill and by how much, so the
 one free-space guard covers them all, and which directories it puts temporaries in, so they are
 held (see placement.writing_in) for as long as those exist.
 
-Every file is created by ``backend.open_private`` (exclusive, never through a symlink, owner-only)
+Every file is created by ``Host.open_private`` (exclusive, never through a symlink, owner-only)
 under a temporary name, and the dump and its sidecar are moved into place together or not at all.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ import sys
 import tempfile
 from typing import Iterator, List, Optional, Tuple, Union
 
-from ._backend import Backend, Files, Plan, Tick, WriteReport, get_backend
-from ._follow import FollowingHasher
+from ._hashing import FollowingHasher
+from ._platform import Host, Plan, Session, Tick, WriteOptions, WriteReport
 from .compression import CompressingWriter, open_content
 from .errors import DumpError, DumpFailed, InvalidDumpPath
 from .placement import Destination, finalize_all, remove_own, temp_path
-from .sidecar import SidecarMaker, sha256_of_stream
+from .sidecar import SidecarMaker, sha256_of, sha256_of_stream
 from .space import Volume, roomiest_directory
 
 #: For the pre-flight only: compressed output is assumed to take at most this share of the raw
@@ -40,7 +40,7 @@ THE_DUMP = "the dump"
 _BLOCK = 4 << 20
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Stored:
     """What ended up where."""
 
@@ -70,8 +70,8 @@ class Output(abc.ABC):
         """What this output will put on which volume for a dump estimated at *estimate* raw bytes."""
 
     @abc.abstractmethod
-    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
-              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         """Write, verify and put the dump (and its sidecar) in place; on any exception leave nothing behind."""
 
     def watched(self) -> List[Volume]:
@@ -86,9 +86,9 @@ class Output(abc.ABC):
 class _FileOutput(Output):
     """A dump file (and maybe its sidecar) made under temporary names beside the destination."""
 
-    def __init__(self, dest: Destination, overwrite: bool) -> None:
+    def __init__(self, dest: Destination, overwrite: bool, host: Host) -> None:
         super().__init__()
-        self.dest, self.overwrite, self.where = dest, overwrite, dest.final
+        self.dest, self.overwrite, self.where, self.host = dest, overwrite, dest.final, host
 
     def temp_directories(self) -> List[str]:
         return [self.dest.directory]
@@ -103,55 +103,60 @@ class _FileOutput(Output):
                 raise
             raise InvalidDumpPath(f"cannot write {self.dest.final}: {exc.message}", path=self.dest.final) from None
 
-    def _place(self, backend: Backend, stored: Stored, sidecar: Optional[SidecarMaker],
-               report: WriteReport) -> Stored:
+    def _place(self, stored: Stored, sidecar: Optional[SidecarMaker], report: WriteReport) -> Stored:
         """Write the sidecar (if any) to its own temporary, then move both into place together."""
         moves = [(self.dest.temp, self.dest.final)]
         side_temp = None
         try:
             if sidecar is not None and self.dest.sidecar is not None:
+                if stored.sha256 is None:  # of the file as stored: what a later check compares
+                    stored = dataclasses.replace(stored, sha256=sha256_of(self.dest.temp))
                 side_temp = temp_path(self.dest.directory)
                 with _output_errors(self.dest.sidecar):
-                    _write_all(backend, side_temp, sidecar(self.dest.temp, self.dest.final, stored, report))
+                    _write_all(self.host, side_temp, sidecar(self.dest.temp, self.dest.final, stored, report))
                 moves.append((side_temp, self.dest.sidecar))
-            finalize_all(moves, overwrite=self.overwrite)
+            finalize_all(moves, overwrite=self.overwrite, host=self.host)
         except BaseException:
             if side_temp is not None:
-                remove_own(side_temp)
+                remove_own(side_temp, self.host)
             raise
         return dataclasses.replace(stored, path=self.dest.final)
 
 
 class PlainFile(_FileOutput):
-    def __init__(self, dest: Destination, overwrite: bool, want_sha256: bool) -> None:
-        super().__init__(dest, overwrite)
-        self.want_sha256 = want_sha256
+    """The dump written as it is into the destination."""
+
+    def __init__(self, dest: Destination, overwrite: bool, host: Host, want_sha256: bool,
+                 hash_while_writing: bool) -> None:
+        super().__init__(dest, overwrite, host)
+        #: A writer that goes in file order can be hashed as it writes (see _hashing.py).
+        self.want_sha256, self.hash_while_writing = want_sha256, hash_while_writing
 
     def needs(self, estimate: int) -> List[Need]:
         return [(self.dest.directory, estimate, THE_DUMP)]
 
-    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
-              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
-        # A writer that goes in file order can be hashed as it writes (see _follow.py).
-        hasher = (FollowingHasher(self.dest.temp, files=backend.files()) if self.want_sha256 and backend.streams
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        hasher = (FollowingHasher(self.dest.temp, self.host) if self.want_sha256 and self.hash_while_writing
                   else None)
         sha = None
         try:
             with self._naming_the_dump():
-                report = backend.write(plan, self.dest.temp, comment=comment, signature=signature, tick=tick)
+                report = session.write(plan, self.dest.temp, options)
             if hasher is not None:
                 hasher.released()  # the target runs again: the hash may have the CPU now
             st = os.stat(self.dest.temp)
-            backend.verify(self.dest.temp, plan, report)
+            said = session.verify(self.dest.temp, plan, report)
+            report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
             if hasher is not None:
                 sha = hasher.result(st.st_size)
                 hasher = None
-            stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, backend.files().disk_bytes(st))
-            stored = self._place(backend, stored, sidecar, report)
+            stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, self.host.disk_bytes(st))
+            stored = self._place(stored, sidecar, report)
         except BaseException:
             if hasher is not None:
                 hasher.abandon()
-            remove_own(self.dest.temp)
+            remove_own(self.dest.temp, self.host)
             raise
         return report, stored
 
@@ -159,21 +164,21 @@ class PlainFile(_FileOutput):
 class CompressedFile(_FileOutput):
     """The dump streams through the compressor into the destination: the raw size never touches disk."""
 
-    def __init__(self, dest: Destination, overwrite: bool, codec: str, level: int) -> None:
-        super().__init__(dest, overwrite)
+    def __init__(self, dest: Destination, overwrite: bool, host: Host, codec: str, level: int) -> None:
+        super().__init__(dest, overwrite, host)
         self.codec, self.level = codec, level
 
     def needs(self, estimate: int) -> List[Need]:
         return [(self.dest.directory, int(estimate * ASSUMED_RATIO), "the compressed dump, assumed at most half the raw size")]
 
-    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
-              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         try:
             with self._naming_the_dump():
-                fd = backend.open_private(self.dest.temp)
+                fd = self.host.open_private(self.dest.temp)
             try:
                 out = CompressingWriter(fd, self.codec, self.level)
-                report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
+                report = session.write_stream(plan, out.write, options)
                 with _output_errors(self.dest.final, plan.target.pid):
                     out.close()  # the compressor's last flush can still meet a full disk
             finally:
@@ -181,36 +186,36 @@ class CompressedFile(_FileOutput):
             # The core's header, notes and size, from what the writer produced; then the file read
             # back must be exactly the compressed bytes produced. Decompressing it all again would
             # cost more than the dump (zstd decodes a sparse heap at ~0.75 GB/s here).
-            backend.verify_stream(plan, report, out.raw_bytes)
+            session.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
-            stored = self._place_compressed(backend, out, sidecar, report)
+            stored = self._place_compressed(out, sidecar, report)
         except BaseException:
-            remove_own(self.dest.temp)
+            remove_own(self.dest.temp, self.host)
             raise
         return report, stored
 
-    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
+    def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
                  report: WriteReport) -> Stored:
         """Compress an already verified raw dump into the destination, check it decodes back to it."""
         try:
             with self._naming_the_dump():
-                fd = backend.open_private(self.dest.temp)
+                fd = self.host.open_private(self.dest.temp)
             try:
                 out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final)
             finally:
                 os.close(fd)
             _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
-            stored = self._place_compressed(backend, out, sidecar, report)
+            stored = self._place_compressed(out, sidecar, report)
         except BaseException:
-            remove_own(self.dest.temp)
+            remove_own(self.dest.temp, self.host)
             raise
         return stored
 
-    def _place_compressed(self, backend: Backend, out: CompressingWriter, sidecar: Optional[SidecarMaker],
+    def _place_compressed(self, out: CompressingWriter, sidecar: Optional[SidecarMaker],
                           report: WriteReport) -> Stored:
         stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
-                        backend.files().disk_bytes(os.stat(self.dest.temp)))
-        return self._place(backend, stored, sidecar, report)
+                        self.host.disk_bytes(os.stat(self.dest.temp)))
+        return self._place(stored, sidecar, report)
 
 
 class Stdout(Output):
@@ -220,11 +225,11 @@ class Stdout(Output):
     owner-only if it was empty (the dump is as secret as a dump file), and on failure is cut back
     to what it held before, so what is left is said truthfully."""
 
-    def __init__(self, codec: Optional[str], level: int) -> None:
+    def __init__(self, codec: Optional[str], level: int, host: Host) -> None:
         super().__init__()
         self.codec, self.level = codec, level
-        self._files = _files()
-        self.fd = _stdout_fd(self._files)
+        self._host = host
+        self.fd = _stdout_fd(host)
         st = os.fstat(self.fd)
         self.regular = stat.S_ISREG(st.st_mode)
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
@@ -232,24 +237,23 @@ class Stdout(Output):
 
     def _start_of_dump(self, st: os.stat_result) -> int:
         """Where the dump will begin in the redirected file; refuse a file the dump would not be safe in."""
-        appending = self._files.appending(self.fd)
+        appending = self._host.appending(self.fd)
         start = st.st_size if appending else os.lseek(self.fd, 0, os.SEEK_CUR)
         if start < st.st_size:
             raise InvalidDumpPath(
                 f"stdout is a file with {st.st_size - start} bytes after the position the dump would start at"
                 " (opened with 1<> rather than > or >>); the dump would be mixed with them. Use > or >>", path="-")
-        me = self._files.uid()
-        if me is None:  # stat names no owner and its mode is made up (Windows): nothing to judge it by
+        if not self._host.owners_known:  # stat names no owner and its mode is made up (Windows): nothing to judge it by
             self.warnings.append(f"{self.where} keeps the permissions it was created with; dumplib cannot tell"
                                  " who can read it here. Dump to a path instead for an owner-only file")
             return start
         others = stat.S_IMODE(st.st_mode) & 0o077
-        if st.st_uid != me and others:
+        if not self._host.mine(st) and others:
             raise InvalidDumpPath(
                 f"stdout is a file of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: the dump (all of the"
                 " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
         # Ours and empty: what the shell just created for us.
-        if others and not (st.st_size == 0 and self._files.make_owner_only(self.fd)):
+        if others and not (st.st_size == 0 and self._host.make_owner_only(self.fd)):
             self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
         return start
 
@@ -259,17 +263,17 @@ class Stdout(Output):
         share = ASSUMED_RATIO if self.codec else 1.0
         return [(self.fd, int(estimate * share), f"the dump sent to {self.where}")]
 
-    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
-              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         with self._cut_back_on_failure():
             out = CompressingWriter(self.fd, self.codec, self.level)
-            report = backend.write_stream(plan, out.write, comment=comment, signature=signature, tick=tick)
+            report = session.write_stream(plan, out.write, options)
             with _output_errors(self.where, plan.target.pid):
                 out.close()
-            backend.verify_stream(plan, report, out.raw_bytes)
+            session.verify_stream(plan, report, out.raw_bytes)
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
-    def take_raw(self, backend: Backend, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
+    def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
                  report: WriteReport) -> Stored:
         """Send an already verified raw dump down stdout, compressed or not."""
         with self._cut_back_on_failure():
@@ -303,8 +307,9 @@ class RawThenCompress(Output):
     """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
     the destination (or to stdout), then the raw file deleted."""
 
-    def __init__(self, target: Union[CompressedFile, Stdout], scratch: str) -> None:
+    def __init__(self, target: Union[CompressedFile, Stdout], scratch: str, host: Host) -> None:
         super().__init__()
+        self.host = host
         self.warnings = target.warnings
         self.target, self.scratch = target, scratch
         self.where = target.where
@@ -316,27 +321,28 @@ class RawThenCompress(Output):
     def temp_directories(self) -> List[str]:
         return [self.scratch] + self.target.temp_directories()
 
-    def write(self, backend: Backend, plan: Plan, comment: Optional[str], signature: str,
-              tick: Optional[Tick], sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         try:
-            report = backend.write(plan, self.raw, comment=comment, signature=signature, tick=tick)
-            backend.verify(self.raw, plan, report)
-            stored = self.target.take_raw(backend, self.raw, tick, sidecar, report)
+            report = session.write(plan, self.raw, options)
+            said = session.verify(self.raw, plan, report)
+            report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
+            stored = self.target.take_raw(self.raw, options.tick, sidecar, report)
         finally:
-            remove_own(self.raw)
+            remove_own(self.raw, self.host)
         return report, stored
 
 
-def _write_all(backend: Backend, path: str, data: bytes) -> None:
-    """Create *path* as backend.open_private does (exclusive, no symlink, owner-only) holding *data*."""
-    fd = backend.open_private(path)
+def _write_all(host: Host, path: str, data: bytes) -> None:
+    """Create *path* as Host.open_private does (exclusive, no symlink, owner-only) holding *data*."""
+    fd = host.open_private(path)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
     except BaseException:
         os.close(fd)
-        remove_own(path)
+        remove_own(path, host)
         raise
     os.close(fd)
 
@@ -388,11 +394,7 @@ def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int) -> 
                              " it was removed", reason="unverified")
 
 
-def _files() -> Files:
-    return get_backend().files()
-
-
-def _stdout_fd(files: Files) -> int:
+def _stdout_fd(host: Host) -> int:
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, ValueError, OSError):
@@ -404,16 +406,16 @@ def _stdout_fd(files: Files) -> int:
             path="-",
         )
     sys.stdout.flush()
-    files.binary(fd)  # a text-mode fd would turn every \n byte of the dump into \r\n
+    host.binary(fd)  # a text-mode fd would turn every \n byte of the dump into \r\n
     return fd
 
 
-def scratch_directory(dest_dir: str, min_free: Optional[int]) -> str:
-    """Where a seekable-file backend puts the raw dump before compressing it: the volume with the
+def scratch_directory(dest_dir: str, min_free: Optional[int], host: Host) -> str:
+    """Where a seekable-file platform puts the raw dump before compressing it: the volume with the
     most room; the destination's own directory wins ties, then the temp directory, then volume roots.
-    Only directories the backend deems fit for a private file count (Windows: fixed local volumes
+    Only directories the platform deems fit for a private file count (Windows: fixed local volumes
     that keep ACLs, proven writable by creating a file there)."""
-    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, get_backend().scratch_usable)
+    chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, host.scratch_usable, host)
     if chosen is None:
         raise InvalidDumpPath(
             "no local volume can hold the raw dump before compression (it needs a fixed volume whose file"

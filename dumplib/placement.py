@@ -12,7 +12,7 @@ import time
 import unicodedata
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
-from ._backend import Files, get_backend
+from ._platform import Host
 from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
 from .results import ProcessInfo
@@ -107,6 +107,7 @@ def plan_destination(
     extension: str,
     when: Optional[datetime.datetime] = None,
     sidecar: bool = False,
+    host: Host,
 ) -> Destination:
     """Decide the final and temporary paths, refusing bad ones before the target is touched.
 
@@ -154,9 +155,9 @@ def plan_destination(
         if not overwrite:
             raise DumpExists(existing)
     if not os.access(directory, os.W_OK):
-        why = "its filesystem is mounted read-only" if _files().read_only(directory) else "permission denied"
+        why = "its filesystem is mounted read-only" if host.read_only(directory) else "permission denied"
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
-    _files().check_trusted(directory, raw, _fixed_directory(raw), final)
+    host.check_trusted(directory, raw, _fixed_directory(raw), final)
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
 
 
@@ -180,11 +181,7 @@ def _components(path: str) -> List[str]:
     return [p if p in ("", ".", "..") else "x" for p in parts]
 
 
-def _files() -> Files:
-    return get_backend().files()
-
-
-def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
+def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool, host: Host) -> None:
     """Move each (temporary, final) pair into place, all or none: if a later one cannot be placed,
     the ones just placed are taken back (each proven to be the file this call placed) and, with
     *overwrite*, the files they replaced are put back."""
@@ -194,7 +191,7 @@ def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool) -> None:
             st = os.lstat(temp)
             kept = _keep_aside(final) if overwrite else None
             undo.append((final, st, kept))
-            _move(temp, final, overwrite)
+            _move(temp, final, overwrite, host)
     except BaseException as exc:
         for final, st, kept in reversed(undo):
             if kept is not None:
@@ -232,12 +229,12 @@ def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]]) -> Exception
                       " any file replaced was restored", errno=exc.errno)
 
 
-def _move(temp: str, final: str, overwrite: bool) -> None:
+def _move(temp: str, final: str, overwrite: bool, host: Host) -> None:
     if overwrite:
         os.replace(temp, final)
         return
     try:
-        _files().place_new(temp, final)
+        host.place_new(temp, final)
     except FileExistsError:
         raise DumpExists(final) from None
 
@@ -255,14 +252,14 @@ def remove_if_same(path: str, was: os.stat_result) -> bool:
 
 
 @contextlib.contextmanager
-def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
+def writing_in(directories: Sequence[str], host: Host) -> Iterator[List[str]]:
     """Hold every directory dumplib will write temporaries in, first removing stale temporaries
     of dumplibs that died there; yields what the caller should be told (temporaries removed, a
     directory someone else would not let us hold).
 
     Every dumplib holds each such directory while its temporaries exist (Linux: a shared flock); one
     that holds it alone knows no live dumplib, in any pid namespace or container sharing the
-    volume, is writing there, so the temporaries left are dead ones (see Files.hold)."""
+    volume, is writing there, so the temporaries left are dead ones (see Host.hold)."""
     removed: List[str] = []
     with contextlib.ExitStack() as stack:
         seen = set()
@@ -271,25 +268,24 @@ def writing_in(directories: Sequence[str]) -> Iterator[List[str]]:
             if key in seen:
                 continue
             seen.add(key)
-            removed += stack.enter_context(_held(directory))
+            removed += stack.enter_context(_held(directory, host))
         yield removed
 
 
-def _held(directory: str) -> "contextlib.AbstractContextManager[List[str]]":
+def _held(directory: str, host: Host) -> "contextlib.AbstractContextManager[List[str]]":
     def clean(locked: bool) -> List[str]:
-        return [f"removed a stale temporary file of a killed dumplib: {n}" for n in _remove_stale(directory, locked=locked)]
+        return [f"removed a stale temporary file of a killed dumplib: {n}" for n in _remove_stale(directory, host, locked=locked)]
 
-    return _files().hold(directory, clean)
+    return host.hold(directory, clean)
 
 
-def _remove_stale(directory: str, *, locked: bool) -> List[str]:
+def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
     """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links."""
     removed: List[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
-    files = _files()
     for name in names:
         if not TEMP_RE.match(name):
             continue
@@ -298,7 +294,7 @@ def _remove_stale(directory: str, *, locked: bool) -> List[str]:
             st = os.lstat(path)
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or not files.mine(st):
+        if not stat.S_ISREG(st.st_mode) or not host.mine(st):
             continue
         if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
             continue
@@ -307,14 +303,14 @@ def _remove_stale(directory: str, *, locked: bool) -> List[str]:
     return removed
 
 
-def remove_own(path: str) -> None:
+def remove_own(path: str, host: Host) -> None:
     """Delete our temporary *path* on a failure path, only if it is a regular file of this user's:
     when its exclusive creation failed, whatever is at the name belongs to someone else."""
     try:
         st = os.lstat(path)
     except OSError:
         return
-    if stat.S_ISREG(st.st_mode) and _files().mine(st):
+    if stat.S_ISREG(st.st_mode) and host.mine(st):
         remove_quietly(path)
 
 

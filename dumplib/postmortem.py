@@ -11,6 +11,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from .errors import InvalidArgument, UnsupportedPlatform
+from .limits import parse_max_per  # noqa: F401 - public here since the postmortem functions came
 
 __all__ = ["install", "uninstall", "status", "list_dumps", "wer_enable", "wer_disable", "wer_status"]
 
@@ -67,7 +68,9 @@ def list_dumps(directory: Optional[str] = None, **platform_options: Any) -> List
         if directory is None:
             return []
     out: List[Dict[str, Any]] = []
-    for entry in reversed(dumps_in(directory)):
+    from ._switch import current
+
+    for entry in reversed(dumps_in(directory, current().host())):
         data = read_sidecar(entry.sidecar) or {}
         facts = data.get("postmortem") or {}
         out.append({
@@ -118,16 +121,3 @@ def wer_disable(exe: Optional[str] = None) -> Dict[str, Any]:
 def wer_status(exe: Optional[str] = None) -> Dict[str, Any]:
     """Windows: the LocalDumps values now in force for every program or for *exe*, and dumplib's backup."""
     return _wer().wer_status(exe)
-
-
-def parse_max_per(text: Optional[str]) -> Optional[List[int]]:
-    """``10:3`` -> [10, 3] (at most 3 dumps per 10 minutes per executable); None stays None."""
-    if text is None:
-        return None
-    try:
-        minutes, most = (int(x) for x in str(text).split(":"))
-    except ValueError:
-        minutes = most = 0
-    if minutes < 1 or most < 1:
-        raise InvalidArgument(f"--max-per {text!r}: write MINUTES:N, e.g. 10:3", argument="max_per", value=text)
-    return [minutes, most]

@@ -11,7 +11,7 @@ import os
 import stat
 from typing import List, Optional
 
-from ._backend import get_backend
+from ._platform import Host
 from .placement import remove_if_same
 from .sidecar import SUFFIX, read_sidecar, sha256_of
 
@@ -24,53 +24,53 @@ class _Entry:
     sidecar: str
     sidecar_stat: os.stat_result
     sha256: str
-
-    @property
-    def disk_bytes(self) -> int:
-        return get_backend().files().disk_bytes(self.dump_stat) or self.dump_stat.st_size
+    #: Bytes the dump takes on disk (its size where stat does not say).
+    disk_bytes: int
 
 
-def _own_regular(path: str) -> Optional[os.stat_result]:
+def _own_regular(path: str, host: Host) -> Optional[os.stat_result]:
     try:
         st = os.lstat(path)
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    if not get_backend().files().mine(st):
+    if not host.mine(st):
         return None
     return st
 
 
-def dumps_in(directory: str) -> List[_Entry]:
+def dumps_in(directory: str, host: Host) -> List[_Entry]:
     """dumplib's dumps in *directory* by the cheap checks (owner, regular, sizes), oldest first."""
     out: List[_Entry] = []
     for name in os.listdir(directory):
         if not name.endswith(SUFFIX):
             continue
         sidecar = os.path.join(directory, name)
-        side_st = _own_regular(sidecar)
+        side_st = _own_regular(sidecar, host)
         if side_st is None:
             continue
         data = read_sidecar(sidecar)
         if data is None or data["dump"] != name[: -len(SUFFIX)] or not isinstance(data.get("sha256"), str):
             continue
         dump = os.path.join(directory, data["dump"])
-        st = _own_regular(dump)
+        st = _own_regular(dump, host)
         if st is None or data.get("size") != st.st_size:
             continue
-        out.append(_Entry(str(data.get("finished_at", "")), dump, st, sidecar, side_st, data["sha256"]))
+        out.append(_Entry(str(data.get("finished_at", "")), dump, st, sidecar, side_st, data["sha256"],
+                          host.disk_bytes(st) or st.st_size))
     return sorted(out, key=lambda e: (e.finished_at, e.dump))
 
 
-def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[int], protect: str) -> List[str]:
+def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[int], protect: str,
+                    host: Host) -> List[str]:
     """Delete the oldest dumps (and their sidecars) until at most *keep* remain and they total at most *max_total* bytes.
 
     Only dumplib's own dumps (see the module doc) are candidates; *protect* (the dump just
     written) is never removed; a candidate whose content no longer matches its sidecar's sha256
     is not dumplib's dump any more and is left alone and not counted.
     """
-    entries = dumps_in(directory)
+    entries = dumps_in(directory, host)
     removed: List[str] = []
     total = sum(e.disk_bytes for e in entries)
     count = len(entries)

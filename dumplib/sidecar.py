@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
-from ._backend import Backend, Plan, WriteReport, get_backend
+from ._platform import Plan, Platform, WriteReport
 from ._version import __version__
 from .placement import SIDECAR_SUFFIX
 from .results import ProcessInfo
@@ -20,7 +20,8 @@ from .results import ProcessInfo
 SUFFIX = SIDECAR_SUFFIX
 TOOL = "dumplib"
 
-#: (dump's temporary path, dump's final path, what was stored, the write's report) -> the sidecar's bytes.
+#: (dump's temporary path, dump's final path, what was stored (its sha256 known), the write's report) -> the
+#: sidecar's bytes.
 SidecarMaker = Callable[[str, str, Any, WriteReport], bytes]
 
 
@@ -44,17 +45,13 @@ def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
 
 
 def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, comment: Optional[str],
-                  codec: Optional[Tuple[str, int]], backend: Optional[Backend] = None) -> SidecarMaker:
-    """The function the output calls, once the dump is verified, for the sidecar's bytes."""
-    backend = backend or get_backend()
-    command_line = backend.command_line(proc.pid)  # read before the write, while the target surely runs
-    host = backend.host_name()
+                  codec: Optional[Tuple[str, int]], platform: Platform) -> SidecarMaker:
+    """The function the output calls, once the dump is verified and hashed, for the sidecar's bytes."""
+    command_line = platform.command_line(proc.pid)  # read before the write, while the target surely runs
+    host = platform.host_name()
 
     def make(dump_temp: str, dump_final: str, stored: Any, report: WriteReport) -> bytes:
         st = os.stat(dump_temp)
-        # Of the file as stored (hashed during the write where possible): what a later check compares.
-        if stored.sha256 is None:
-            stored.sha256 = sha256_of(dump_temp)
         data: Dict[str, Any] = {
             "tool": TOOL,
             "version": __version__,
@@ -75,12 +72,12 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
             "size": st.st_size,
             "raw_size": stored.raw_size,
-            "disk_bytes": backend.files().disk_bytes(st) or None,
+            "disk_bytes": platform.host().disk_bytes(st) or None,
             "sha256": stored.sha256,
             "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
             "comment": comment,
         }
-        data.update({k: v for k, v in backend.sidecar_facts(proc.pid).items() if k not in data})
+        data.update({k: v for k, v in platform.sidecar_facts(proc.pid).items() if k not in data})
         return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
 
     return make

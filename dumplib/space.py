@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._backend import get_backend
+from ._platform import Host
 from .errors import InsufficientDiskSpace
 from .results import SizeEstimate
 
@@ -35,22 +35,22 @@ class _Usage(NamedTuple):
     free: int
 
 
-def _usage(volume: Volume) -> _Usage:
+def _usage(volume: Volume, host: Host) -> _Usage:
     """Size and free space (for unprivileged writers) of the volume holding *volume*."""
-    return _Usage(*get_backend().files().usage(volume))
+    return _Usage(*host.usage(volume))
 
 
 class SpaceGuard:
     """Free-space policy for the volume that will hold *directory* (a path, or an open file's descriptor)."""
 
-    def __init__(self, directory: Volume, min_free: Optional[int] = None) -> None:
-        self.directory = directory
+    def __init__(self, directory: Volume, host: Host, min_free: Optional[int] = None) -> None:
+        self.directory, self.host = directory, host
         self.label = "the file stdout is redirected to" if isinstance(directory, int) else directory
-        usage = _usage(directory)
+        usage = _usage(directory, host)
         self.reserve = default_reserve(usage.total) if min_free is None else int(min_free)
 
     def free(self) -> int:
-        return _usage(self.directory).free
+        return _usage(self.directory, self.host).free
 
     def room(self) -> int:
         """Bytes that can still go to this volume with the reserve kept (negative: none can)."""
@@ -64,7 +64,7 @@ class SpaceGuard:
         needed = estimate.bytes if needed is None else needed
         free = self.free()
         hints = [f"--kind {e.kind} (~{human(e.bytes)})" for e in fitting]
-        volumes = other_volumes_with_room(self.directory, needed) if isinstance(self.directory, str) else []
+        volumes = other_volumes_with_room(self.directory, needed, self.host) if isinstance(self.directory, str) else []
         hints += [f"a path on {v}" for v in volumes]
         advice = ("; it would fit as: " + ", ".join(hints)) if hints else "; free space first"
         return InsufficientDiskSpace(
@@ -102,7 +102,8 @@ class SpaceGuard:
         return check
 
 
-def shortfall(needs: Sequence[Tuple[Volume, int, str]], min_free: Optional[int]) -> Optional[Tuple[SpaceGuard, int, str]]:
+def shortfall(needs: Sequence[Tuple[Volume, int, str]], min_free: Optional[int],
+              host: Host) -> Optional[Tuple[SpaceGuard, int, str]]:
     """The first volume that cannot take what *needs* ((directory, bytes, what) triples) puts on it
     while keeping its reserve: (its guard, the bytes it would take, what they are); None when
     everything fits. Needs on the same volume add up."""
@@ -112,13 +113,13 @@ def shortfall(needs: Sequence[Tuple[Volume, int, str]], min_free: Optional[int])
         entry[1] += n
         entry[2].append(what)
     for directory, n, whats in per_volume.values():
-        guard = SpaceGuard(directory, min_free)
+        guard = SpaceGuard(directory, host, min_free)
         if n > guard.room():
             return guard, n, " plus ".join(whats)
     return None
 
 
-def other_volumes_with_room(directory: str, needed: int) -> List[str]:
+def other_volumes_with_room(directory: str, needed: int, host: Host) -> List[str]:
     """Mount points of other local volumes that could take *needed* bytes and keep their own reserve."""
     here = _mount_of(directory)
     out: List[str] = []
@@ -131,7 +132,7 @@ def other_volumes_with_room(directory: str, needed: int) -> List[str]:
             continue
         seen.add(mount)
         try:
-            guard = SpaceGuard(mount)
+            guard = SpaceGuard(mount, host)
             free = guard.free()
         except OSError:
             continue
@@ -141,7 +142,7 @@ def other_volumes_with_room(directory: str, needed: int) -> List[str]:
 
 
 def roomiest_directory(preferred: Sequence[str], min_free: Optional[int],
-                       usable: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+                       usable: Optional[Callable[[str], bool]], host: Host) -> Optional[str]:
     """The usable directory, among *preferred* and the roots of the local volumes, on the volume
     with the most room beyond its reserve; earlier candidates win ties (one per volume). None when
     no candidate is usable. *usable* (the backend's test) replaces the plain writability check."""
@@ -155,7 +156,7 @@ def roomiest_directory(preferred: Sequence[str], min_free: Optional[int],
             dev = os.stat(d).st_dev
             if dev in seen or not (usable(d) if usable is not None else os.access(d, os.W_OK)):
                 continue
-            room = SpaceGuard(d, min_free).room()
+            room = SpaceGuard(d, host, min_free).room()
         except OSError:
             continue
         seen.add(dev)

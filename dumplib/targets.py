@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Set, Union
 
-from ._backend import Backend, get_backend
+from ._platform import Platform
 from ._text import printable
 from .errors import AmbiguousProcess, ProcessNotFound
 from .results import ProcessInfo
@@ -21,8 +21,8 @@ def _name_key(name: str, windows: bool) -> str:
     return name[:-4] if name.endswith(".exe") else name
 
 
-def _info(pid: int, name: str, backend: Backend) -> ProcessInfo:
-    return ProcessInfo(pid=pid, name=printable(name), started=backend.started(pid))
+def _info(pid: int, name: str, platform: Platform) -> ProcessInfo:
+    return ProcessInfo(pid=pid, name=printable(name), started=platform.started(pid))
 
 
 #: Larger than any pid an OS hands out (Linux: 2**22, Windows: a DWORD); beyond it nothing can match.
@@ -34,7 +34,7 @@ def _is_pid_text(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def resolve_target(target: Target, backend: Optional[Backend] = None) -> ProcessInfo:
+def resolve_target(target: Target, platform: Platform) -> ProcessInfo:
     """The one process *target* names: a pid (an int, or a str of ASCII digits), ``svc:NAME`` (the
     process of a Windows service, from the service control manager), or a process name matching
     exactly one process.
@@ -44,49 +44,45 @@ def resolve_target(target: Target, backend: Optional[Backend] = None) -> Process
     redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is
     not valid UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
     """
-    backend = backend or get_backend()
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise ProcessNotFound(target, f"target must be a pid (int) or a process name (str), not {target!r}")
     if isinstance(target, str) and target.strip()[:4].lower() == SERVICE_PREFIX:
-        return _by_service(target.strip()[4:].strip(), backend)
+        return _by_service(target.strip()[4:].strip(), platform)
     if isinstance(target, str) and _is_pid_text(target.strip()):
         target = int(target.strip())
     if isinstance(target, int):
-        return _by_pid(target, backend)
-    return _by_name(target, backend)
+        return _by_pid(target, platform)
+    return _by_name(target, platform)
 
 
 #: ``svc:NAME``: the process of the Windows service NAME, from the service control manager.
 SERVICE_PREFIX = "svc:"
 
 
-def _by_service(name: str, backend: Backend) -> ProcessInfo:
-    lookup = getattr(backend, "service_pid", None)
-    if lookup is None:
-        raise ProcessNotFound(f"svc:{name}", "svc:NAME names a Windows service; here give a pid or a process name")
-    return _by_pid(lookup(name), backend)
+def _by_service(name: str, platform: Platform) -> ProcessInfo:
+    return _by_pid(platform.service_pid(name), platform)
 
 
-def _by_pid(pid: int, backend: Backend) -> ProcessInfo:
-    if not 0 < pid <= PID_LIMIT or not _pid_exists(pid, backend):
+def _by_pid(pid: int, platform: Platform) -> ProcessInfo:
+    if not 0 < pid <= PID_LIMIT or not _pid_exists(pid, platform):
         owner = _thread_owner(pid) if 0 < pid <= PID_LIMIT else None
         if owner is not None:
             raise ProcessNotFound(pid, f"{pid} is a thread of process {owner}, not a process; dump process {owner}")
         raise ProcessNotFound(pid, f"no process has pid {pid}; list processes with `dumplib ps`")
-    name = backend.name_of(pid)
+    name = platform.name_of(pid)
     if name is None:
-        from ._psutil import psutil  # psutil only when the backend's own look-up found nothing
+        from ._psutil import psutil  # psutil only when the platform's own look-up found nothing
 
         try:
             name = psutil.Process(pid).name()
         except (psutil.Error, OSError):
             raise ProcessNotFound.exited(pid) from None
-    return _info(pid, name, backend)
+    return _info(pid, name, platform)
 
 
-def _pid_exists(pid: int, backend: Backend) -> bool:
+def _pid_exists(pid: int, platform: Platform) -> bool:
     try:
-        return backend.pid_exists(pid)
+        return platform.pid_exists(pid)
     except (OverflowError, ValueError):  # larger than the OS's pid type
         return False
 
@@ -104,12 +100,12 @@ def _thread_owner(tid: int) -> Optional[int]:
     return None
 
 
-def _by_name(target: str, backend: Backend) -> ProcessInfo:
-    windows = backend.windows_names
+def _by_name(target: str, platform: Platform) -> ProcessInfo:
+    windows = platform.names_fold_case
     wanted = _name_key(target.strip(), windows)
     if not wanted:
         raise ProcessNotFound(target, "an empty process name matches nothing; pass a pid or a name")
-    table = backend.process_table()
+    table = platform.process_table()
     ours = _launcher_chain(table, windows)
     matches = [
         (pid, name)
@@ -119,8 +115,8 @@ def _by_name(target: str, backend: Backend) -> ProcessInfo:
     if not matches:
         raise ProcessNotFound(target)
     if len(matches) > 1:
-        raise AmbiguousProcess(target, sorted((_info(pid, name, backend) for pid, name in matches), key=lambda p: p.pid))
-    return _info(*matches[0], backend)
+        raise AmbiguousProcess(target, sorted((_info(pid, name, platform) for pid, name in matches), key=lambda p: p.pid))
+    return _info(*matches[0], platform)
 
 
 def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Set[int]:
@@ -171,15 +167,17 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
     *filter* keeps processes whose name contains it (case-insensitively) or whose pid equals it.
     Figures the OS will not give (another user's process, say) are None.
     """
-    backend = get_backend()
-    table: Dict[int, str] = backend.process_table()
+    from ._switch import current  # a public entry point: the one place here that picks the platform
+
+    platform = current()
+    table: Dict[int, str] = platform.process_table()
     needle = filter.lower() if filter else None
     out: List[ProcessInfo] = []
     for pid, name in sorted(table.items()):
         shown = printable(name)
         if needle and needle not in name.lower() and needle not in shown.lower() and needle != str(pid):
             continue
-        out.append(_describe(pid, shown, backend))
+        out.append(_describe(pid, shown, platform))
     return out
 
 
@@ -190,19 +188,19 @@ PROBE_SECONDS = 1.0
 ROW_SECONDS = 30.0
 
 
-def _describe(pid: int, name: str, backend: Backend) -> ProcessInfo:
+def _describe(pid: int, name: str, platform: Platform) -> ProcessInfo:
     """*pid*'s row, its figures read in a worker abandoned when the process's memory map is stuck."""
     from ._bounded import call_within
 
     key = ("mm", pid)  # the key procfs uses for reads that take the mmap lock
     try:
-        call_within(lambda: backend.command_line(pid), PROBE_SECONDS, key)
-        return call_within(lambda: _figures(pid, name, backend), ROW_SECONDS, key)
+        call_within(lambda: platform.command_line(pid), PROBE_SECONDS, key)
+        return call_within(lambda: _figures(pid, name, platform), ROW_SECONDS, key)
     except TimeoutError:
         return ProcessInfo(pid=pid, name=name)  # every figure unknown: shown as "?"
 
 
-def _figures(pid: int, name: str, backend: Backend) -> ProcessInfo:
+def _figures(pid: int, name: str, platform: Platform) -> ProcessInfo:
     from ._psutil import psutil  # `dumplib ps`: user and memory figures for every OS
 
     started = user = private = rss = None
@@ -223,15 +221,16 @@ def _figures(pid: int, name: str, backend: Backend) -> ProcessInfo:
         if private is None and hasattr(mem, "shared"):
             private = max(0, mem.rss - mem.shared)
     return ProcessInfo(pid=pid, name=name, started=started, user=user, private_bytes=private, rss_bytes=rss,
-                       full_dump_bytes=_full_estimate(backend, pid, name, started))
+                       full_dump_bytes=_full_estimate(platform, pid, name, started))
 
 
-def _full_estimate(backend: Backend, pid: int, name: str, started: Optional[float]) -> Optional[int]:
+def _full_estimate(platform: Platform, pid: int, name: str, started: Optional[float]) -> Optional[int]:
     from .errors import DumpError
     from .kinds import DumpKind
 
     try:
-        plan = backend.plan(ProcessInfo(pid, name, started), DumpKind.FULL, backend.normalise_flags(DumpKind.FULL, None))
+        with platform.open(ProcessInfo(pid, name, started)) as session:
+            plan = session.plan(DumpKind.FULL, platform.normalise_flags(DumpKind.FULL, None))
     except (DumpError, OSError):
         return None  # another user's process, a kernel thread, one that just exited
     return plan.estimate.bytes if plan.estimate else None

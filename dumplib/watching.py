@@ -14,11 +14,11 @@ import re
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ._psutil import psutil  # not bare psutil: on Windows its import enables SeDebugPrivilege (the shim puts it back)
 
-from ._backend import TargetEvent, get_backend
+from ._platform import EventSource, Firing, HandOver, Platform, WatchSupport
 from .api import create_dump
 from .errors import (AccessDenied, BitnessMismatch, DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument,
                      ProcessNotFound, TargetRefused)
@@ -66,73 +66,12 @@ class WatchEvent:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Firing:
-    """A trigger that held (or an event that arrived) for one process."""
-
-    trigger: Trigger
-    value: Optional[float]
-    #: Free text about the event (signal name and sender, exception code and address).
-    detail: Optional[str] = None
-    #: What the event source caught (signal, exception, exit): it goes to create_dump in the Plan.
-    event: Optional[TargetEvent] = None
-
-
-class EventSource(Protocol):
-    """A debugger attached to one process, answering event triggers (signals, exceptions).
-
-    While attached it may be the process's one tracer, so every dump of that process, for an
-    event or a sampled trigger, goes through ``dump_now``, which hands the process over to
-    ``create_dump`` where the platform needs it and takes it back.
-    """
-
-    def start(self) -> None: ...
-
-    def dump_now(self, take: Callable[[], DumpResult]) -> DumpResult: ...
-
-    def stop(self) -> None:
-        """Detach, leaving the process running as it was; bounded."""
-
-    @property
-    def ended(self) -> bool: ...
-
-
-#: Called by an event source from its own thread with a firing and *hand_over*: the watcher decides
-#: whether to dump and, if so, calls ``hand_over(create)``, which runs *create* with the process
-#: handed to it and takes the process back.
-HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
-FireCallback = Callable[[int, Firing, HandOver], None]
-
-
-class WatchSupport(Protocol):
-    """What watching needs from one platform (Backend.watch_events()): a debugger per process for
-    the event triggers, a way to start a command held before its first instruction so that debugger
-    sees it all, and CPU figures where psutil's are wrong."""
-
-    def source(self, pid: int, triggers: Sequence[Trigger], fire: FireCallback) -> EventSource:
-        """The event source for *pid*; InvalidArgument for a trigger this platform cannot serve."""
-
-    def launch_held(self, argv: List[str]) -> "subprocess.Popen[bytes]":
-        """Start *argv* held before its first instruction (or as it is, where the platform cannot)."""
-
-    def let_run(self, proc: "subprocess.Popen[bytes]") -> None:
-        """Let a command from launch_held run, once its source is attached."""
-
-    def cpu_seconds(self, pid: int) -> Optional[float]:
-        """User + system CPU seconds of *pid* where psutil's figure is wrong (Wine's GetProcessTimes
-        never advances); None: use psutil's."""
-
-
-def _event_support() -> WatchSupport:
-    factory = _platform_support()
-    if factory is None:
+def _event_support(platform: Platform) -> WatchSupport:
+    support = platform.watch_events()
+    if support is None:
         raise InvalidArgument("this platform cannot watch for signals, exceptions or exit", argument="triggers",
                               value=None)
-    return factory
-
-
-def _platform_support() -> Optional[WatchSupport]:
-    return get_backend().watch_events()  # type: ignore[no-any-return]
+    return support
 
 
 class RateLimit:
@@ -162,9 +101,10 @@ EXTRA_MEMORY_SECONDS = 5.0
 class _Sampler:
     """Figures of one process from psutil; CPU as the share of wall time since the last sample."""
 
-    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str],
+    def __init__(self, proc: psutil.Process, extra_memory: Sequence[str], platform: Platform,
                  cpu_seconds: Optional[Callable[[int], Optional[float]]] = None) -> None:
         self.proc = proc
+        self.platform = platform
         self.cpu_seconds = cpu_seconds
         self.extra_memory = tuple(m for m in extra_memory if m not in ("default", "rss"))
         self.wants_rss = "rss" in extra_memory
@@ -185,7 +125,7 @@ class _Sampler:
             self._last = (now, used)
             mem = proc.memory_info()
             threads = proc.num_threads()
-            handles = proc.num_fds() if hasattr(proc, "num_fds") else proc.num_handles()  # type: ignore[attr-defined]
+            handles = self.platform.open_handles(proc)
         # Windows: private commit bytes (Wine fills only pagefile); Linux: the resident set.
         memory = getattr(mem, "private", None) or getattr(mem, "pagefile", None) or mem.rss
         extra = [("rss", mem.rss)] if self.wants_rss else []
@@ -207,13 +147,13 @@ class _Sampler:
 class _Watched:
     """One process under watch: its sampler, how long each trigger has held, its dumps."""
 
-    def __init__(self, proc: psutil.Process, name: str, sampled: Sequence[Trigger]) -> None:
+    def __init__(self, proc: psutil.Process, name: str, sampled: Sequence[Trigger], platform: Platform) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.name = name
         measures = [getattr(t, "measure_name", "default") for t in sampled]
-        support = _platform_support() if any(isinstance(t, (CpuAbove, CpuBelow)) for t in sampled) else None
-        self.sampler = _Sampler(proc, measures, support.cpu_seconds if support is not None else None)
+        support = platform.watch_events() if any(isinstance(t, (CpuAbove, CpuBelow)) for t in sampled) else None
+        self.sampler = _Sampler(proc, measures, platform, support.cpu_seconds if support is not None else None)
         self.held_since: Dict[int, Optional[float]] = {i: None for i in range(len(sampled))}
         self.dumps = 0
         self.quiet_until = 0.0
@@ -233,9 +173,11 @@ class _Watched:
 
 
 class _Watcher:
-    def __init__(self, triggers: Sequence[Trigger], *, count: int, interval: float, sample_every: float,
+    def __init__(self, platform: Platform, triggers: Sequence[Trigger], *, count: int, interval: float,
+                 sample_every: float,
                  rate: Optional[RateLimit], dump: Callable[[int, Firing], DumpResult], on_dump: Optional[Callable[[DumpResult], Any]],
                  on_event: Optional[Callable[[WatchEvent], Any]], stop_on_refusal: bool) -> None:
+        self.platform = platform
         self.sampled = [t for t in triggers if not t.event]
         self.events = [t for t in triggers if t.event]
         self.count = count
@@ -272,9 +214,9 @@ class _Watcher:
             return None
         if key in self.watched:
             return None
-        w = _Watched(proc, name, self.sampled)
+        w = _Watched(proc, name, self.sampled, self.platform)
         if self.events:
-            w.source = _event_support().source(proc.pid, self.events,
+            w.source = _event_support(self.platform).source(proc.pid, self.events,
                                                lambda pid, firing, hand: self._on_source(w, firing, hand))
         self.watched[key] = w
         if w.source is not None:
@@ -428,13 +370,12 @@ def _holds(trig: Trigger, sample: Sample) -> bool:
     return value is not None and trig.holds(value)
 
 
-def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
-    backend = get_backend()
-    wanted = _name_key(name.strip(), backend.windows_names)
+def _matching(name: str, platform: Platform) -> List[Tuple[psutil.Process, str]]:
+    wanted = _name_key(name.strip(), platform.names_fold_case)
     me = os.getpid()
     out = []
-    for pid, pname in sorted(backend.process_table().items()):
-        if pid != me and _name_key(pname, backend.windows_names) == wanted:
+    for pid, pname in sorted(platform.process_table().items()):
+        if pid != me and _name_key(pname, platform.names_fold_case) == wanted:
             try:
                 out.append((psutil.Process(pid), pname))
             except psutil.Error:
@@ -442,11 +383,11 @@ def _matching(name: str) -> List[Tuple[psutil.Process, str]]:
     return out
 
 
-def _launch(argv: Sequence[str], held: bool) -> "subprocess.Popen[bytes]":
+def _launch(argv: Sequence[str], held: bool, platform: Platform) -> "subprocess.Popen[bytes]":
     if not argv:
         raise InvalidArgument("launch needs a command", argument="launch", value=list(argv))
     if held:
-        return _event_support().launch_held(list(argv))
+        return _event_support(platform).launch_held(list(argv))
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
@@ -504,7 +445,10 @@ def watch(
                               value=(interval, sample_every))
     rate = RateLimit(*max_dumps_per) if max_dumps_per is not None else None
     kind = DumpKind.parse(kind)
-    dump_options.setdefault("snapshot", getattr(get_backend(), "watch_snapshot", False))
+    from ._switch import current  # a public entry point: it picks the platform and passes it down
+
+    platform = current()
+    dump_options.setdefault("snapshot", platform.watch_snapshot)
     _check_names_differ(path, count=count, interval=interval, every=all is not None)
 
     abandon = threading.Event()
@@ -516,7 +460,7 @@ def watch(
         return create_dump(pid, expand_event_token(path, label), kind, _event=event,
                            progress=_abandon_check(pid, abandon, progress), **dump_options)
 
-    watcher = _Watcher(trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
+    watcher = _Watcher(platform, trigger_list, count=count, interval=interval, sample_every=sample_every, rate=rate,
                        dump=dump, on_dump=on_dump, on_event=on_event, stop_on_refusal=stop_on_refusal)
     watcher.abandon = abandon
     watcher.many = all is not None
@@ -525,13 +469,13 @@ def watch(
     launched = None
     try:
         if launch is not None:
-            launched = _launch(launch, held=bool(watcher.events))
+            launched = _launch(launch, held=bool(watcher.events), platform=platform)
             proc = psutil.Process(launched.pid)
             watcher.add(proc, os.path.basename(launch[0]))
             if watcher.events:
-                _event_support().let_run(launched)  # attached before its first instruction: now let it run
+                _event_support(platform).let_run(launched)  # attached before its first instruction: now let it run
         elif target is not None:
-            info = resolve_target(target)
+            info = resolve_target(target, platform)
             watcher.add(psutil.Process(info.pid), info.name)
         elif wait_for is not None:
             watcher.emit("waiting", name=wait_for, message=f"waiting for a process named {wait_for}")
@@ -634,11 +578,11 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
             watcher.emit("timeout", message="the timeout passed")
             return
         if wait_for is not None and not watcher.watched:
-            found = _matching(wait_for)
+            found = _matching(wait_for, watcher.platform)
             if found:
                 watcher.add(*found[0], by_name=True)
         if every is not None:
-            for proc, name in _matching(every):
+            for proc, name in _matching(every, watcher.platform):
                 watcher.add(proc, name, by_name=True)
         for key, w in list(watcher.watched.items()):
             if w.finished and (w.source is None or w.source.ended):
@@ -690,7 +634,9 @@ def dump_all(name: str, path: Optional[PathLike] = None, kind: Union[DumpKind, s
     (one process refusing, exiting or not fitting does not stop the others). ProcessNotFound when
     no process has that name.
     """
-    found = _matching(name)
+    from ._switch import current
+
+    found = _matching(name, current())
     if not found:
         raise ProcessNotFound(name)
     out: List[Union[DumpResult, DumpError]] = []

@@ -10,21 +10,25 @@ import sys
 assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
 
 import bisect
+import contextlib
 import ctypes
 import dataclasses
 import errno
 import os
 import select
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind, linux_filter
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import without_snapshot, Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
-from . import linkmap, maps, notes, procfs
-from .files import LinuxFiles
+from .._platform import (HeldTarget, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick, WatchSupport,
+                         WriteOptions, WriteReport, without_snapshot)
+from ..formats import linkmap
+from . import maps, notes, procfs
+from .host import LinuxHost, create_exclusive
 from .memory import FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, remote_file_system, xstate_note_size
 from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
                      traced_refusal)
@@ -86,17 +90,17 @@ class LinuxDetail:
 
 
 @dataclasses.dataclass(frozen=True)
-class Written:
+class CoreFacts:
     """What the writer produced, for verification."""
 
     threads: int  # how many PRSTATUS notes it wrote
     head: bytes  # ELF header, program headers and notes, as written
 
 
-class LinuxBackend(Backend):
+class LinuxPlatform(Platform):
     name = "linux-elfcore"
     extension = ".core"
-    windows_names = False
+    streams = True
 
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
         return linux_filter(flags)
@@ -114,10 +118,6 @@ class LinuxBackend(Backend):
                     table[int(entry)] = name
         return table
 
-    def __init__(self) -> None:
-        #: pid -> (pidfd, start time in clock ticks) of each target between check_target and release.
-        self._held: Dict[int, Tuple[int, int]] = {}
-
     def name_of(self, pid: int) -> Optional[str]:
         # One process, not a scan of all of them (process_table): the one-shot command's start-up.
         return procfs.name_of(pid)
@@ -134,48 +134,72 @@ class LinuxBackend(Backend):
     def host_name(self) -> str:
         return os.uname().nodename  # what socket.gethostname() returns here, without importing socket
 
-    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
-        pid = target.pid
-        status = read_status(pid)
-        if not status:
-            raise ProcessNotFound.exited(pid)
-        if int(status.get("Tgid", pid)) == os.getpid():
-            raise TargetRefused(
-                f"process {pid} is this Python process: a process cannot ptrace itself. Dump it from"
-                " another process, e.g. subprocess.run(['dumplib', 'dump', str(os.getpid())])",
-                pid=pid,
-                reason="self",
-            )
-        # A main thread that called pthread_exit is a zombie while the process lives on in its
-        # other threads: that process is dumped through them (see _memory_pid).
-        if status.get("State", "").startswith(("Z", "X")) and _memory_pid(pid) == pid:
-            raise TargetRefused(
-                f"process {pid} is a zombie: it has exited and holds no memory to dump; its parent"
-                " (pid {0}) has not reaped it yet".format(status.get("PPid", "?")),
-                pid=pid,
-                reason="zombie",
-            )
-        stat = _stat_fields(pid)
-        if stat and int(stat[6]) & PF_KTHREAD:
-            raise TargetRefused(
-                f"process {pid} ({target.name}) is a kernel thread: it has no user memory to dump",
-                pid=pid,
-                reason="kernel-thread",
-            )
-        traced = foreign_tracer(pid)
-        if traced:
-            raise traced_refusal(pid, traced[1], traced[0])
-        _refuse_other_abi(pid)
-        self._hold(target)
+    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "LinuxSession":
+        _check(target)
+        return LinuxSession.holding(target)
 
-    def _hold(self, target: ProcessInfo) -> None:
-        """Keep a pidfd and the start time of the process that *target* names, from here to release().
+    def host(self) -> LinuxHost:
+        return _HOST
 
-        The start time is compared with the one taken when the target was resolved: a pid that
-        meanwhile came to belong to another process is ProcessNotFound, now and at every later check.
-        """
+    def open_handles(self, proc: Any) -> int:
+        return int(proc.num_fds())
+
+    def watch_events(self) -> WatchSupport:
+        from .signalwatch import LinuxEvents  # only a watcher needs it
+
+        return LinuxEvents()
+
+
+def _check(target: ProcessInfo) -> None:
+    """Refuse what cannot be dumped safely: this process, a zombie, a kernel thread, a traced or 32-bit process."""
+    pid = target.pid
+    status = read_status(pid)
+    if not status:
+        raise ProcessNotFound.exited(pid)
+    if int(status.get("Tgid", pid)) == os.getpid():
+        raise TargetRefused(
+            f"process {pid} is this Python process: a process cannot ptrace itself. Dump it from"
+            " another process, e.g. subprocess.run(['dumplib', 'dump', str(os.getpid())])",
+            pid=pid,
+            reason="self",
+        )
+    # A main thread that called pthread_exit is a zombie while the process lives on in its
+    # other threads: that process is dumped through them (see _memory_pid).
+    if status.get("State", "").startswith(("Z", "X")) and _memory_pid(pid) == pid:
+        raise TargetRefused(
+            f"process {pid} is a zombie: it has exited and holds no memory to dump; its parent"
+            " (pid {0}) has not reaped it yet".format(status.get("PPid", "?")),
+            pid=pid,
+            reason="zombie",
+        )
+    stat = _stat_fields(pid)
+    if stat and int(stat[6]) & PF_KTHREAD:
+        raise TargetRefused(
+            f"process {pid} ({target.name}) is a kernel thread: it has no user memory to dump",
+            pid=pid,
+            reason="kernel-thread",
+        )
+    traced = foreign_tracer(pid)
+    if traced:
+        raise traced_refusal(pid, traced[1], traced[0])
+    _refuse_other_abi(pid)
+
+
+class LinuxSession(Session):
+    """One target held by a pidfd and its start time, from Platform.open to close.
+
+    The start time is compared with the one taken when the target was resolved: a pid that
+    meanwhile came to belong to another process is ProcessNotFound, now and at every later check.
+    """
+
+    def __init__(self, target: ProcessInfo, pidfd: int, ticks: int) -> None:
+        super().__init__(target)
+        self._pidfd: Optional[int] = pidfd
+        self._ticks = ticks
+
+    @classmethod
+    def holding(cls, target: ProcessInfo) -> "LinuxSession":
         pid = target.pid
-        self.release(target)
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -184,31 +208,31 @@ class LinuxBackend(Backend):
         if ticks is None or _pidfd_exited(fd) or not _same_start(target.started, ticks):
             os.close(fd)
             raise _reused(pid)
-        self._held[pid] = (fd, ticks)
+        return cls(target, fd, ticks)
 
-    def _check_same(self, pid: int) -> None:
-        """ProcessNotFound unless *pid* is still the process check_target saw."""
-        held = self._held.get(pid)
-        if held is None:
-            return
-        fd, ticks = held
+    def close(self) -> None:
+        fd, self._pidfd = self._pidfd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _check_same(self) -> None:
+        """ProcessNotFound unless the target is still the process that was opened."""
+        pid = self.target.pid
+        if self._pidfd is None:
+            raise DumpFailed(f"the session on process {pid} was used after it was closed (a dumplib bug)", pid=pid)
         now = _start_ticks(pid)
-        if now is not None and now != ticks:
+        if now is not None and now != self._ticks:
             raise _reused(pid)
-        if now is None or _pidfd_exited(fd):
+        if now is None or _pidfd_exited(self._pidfd):
             raise ProcessNotFound.exited(pid)
 
-    def release(self, target: ProcessInfo) -> None:
-        held = self._held.pop(target.pid, None)
-        if held is not None:
-            os.close(held[0])
-
-    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+    def plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
+        target = self.target
         pid = target.pid
         mem = _memory_pid(pid)
         regions = _smaps(mem)
         sps = _syscall_stack_pointers(pid)
-        segments = self._select(mem, regions, kind, flags, sps, [], plan_only=True)
+        segments = _select(mem, regions, kind, flags, sps, [], plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
         with Prober(mem) as prober:
             parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
@@ -220,87 +244,39 @@ class LinuxBackend(Backend):
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
-    def _select(self, pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
-                sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
-        keep: List[int] = []
-        exe_paths: List[str] = []
-        ends: List[int] = []
-        tls: List[Tuple[int, int]] = []
-        with Prober(pid) as prober:  # what is read here must be resident, or not on a file system
-            if flags is None and kind is not DumpKind.FULL:
-                auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
-                starts = [r.start for r in regions]
-
-                def read(address: int, n: int) -> Optional[bytes]:
-                    i = bisect.bisect_right(starts, address) - 1
-                    r = regions[i] if i >= 0 and address < regions[i].end else None
-                    first = address - address % maps.PAGE
-                    if r is not None and prober.on_file_system(r) and not all(
-                            prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
-                        return None  # the link_map walk stops there, as at unreadable memory
-                    return read_small(pid, address, n)
-
-                objects: List[int] = []
-                keep = linkmap.linkmap_addresses(auxv, read, objects, ends)
-                exe_paths = _exe_and_loader(pid, regions, auxv)
-                if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
-                    exe_paths += maps.paths_holding(regions, objects)
-                    anon_read = _anonymous_reader(pid, regions)
-                    areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
-                    tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
-            if plan_only:
-                headers = maps.elf_header_starts(regions)
-            else:
-                headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
-                                                 or prober.resident(r.start))
-        segments = maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
-                               exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
-        if not tls:
-            return segments
-        # What the target wrote at its thread pointers adds at most what the estimate allowed for.
-        tls = maps.thread_areas_within(tls, regions, segments, maps.thread_area_allowance(len(thread_pointers)))
-        return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
-                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
-
-    streams = True
-
-    def write(self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str,
-              tick: Optional[Tick]) -> WriteReport:
-        fd = self.open_private(temp_path)
+    def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
+        fd = create_exclusive(temp_path)
         try:
-            return self._write_core(plan, FileSink(fd), comment, signature, tick, temp_path)
+            return self._write_core(plan, FileSink(fd), options, temp_path)
         finally:
             os.close(fd)
 
-    def open_private(self, path: str) -> int:
-        return _create_exclusive(path)
+    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:
+        return self._write_core(plan, StreamSink(sink), options, "the output stream")
 
-    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
-                     tick: Optional[Tick]) -> WriteReport:
-        return self._write_core(plan, StreamSink(write), comment, signature, tick, "the output stream")
-
-    def _write_core(self, plan: Plan, sink: Any, comment: Optional[str], signature: str, tick: Optional[Tick],
-                    where: str) -> WriteReport:
+    def _write_core(self, plan: Plan, sink: Any, options: WriteOptions, where: str) -> WriteReport:
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go.
 
         With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone."""
         pid = plan.target.pid
         warnings: List[str] = []
         snap: Optional[_Snapshot] = None
-        self._check_same(pid)
-        state_before = read_status(pid).get("State", "") if plan.snapshot else ""
+        event, tick = options.event, options.tick
+        self._check_same()
+        state_before = read_status(pid).get("State", "") if options.snapshot else ""
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
-            held = plan.event.held if plan.event is not None else None
-            with _urgent() as urgent, \
-                    (held.holding(plan.max_pause) if held else _stopper(plan)(pid, max_pause=plan.max_pause)) as stopped:
-                self._check_same(pid)  # the threads just stopped belong to the process that was checked
+            held = event.held if event is not None else None
+            with _STOP_TURNS.taking(pid, tick), _urgent() as urgent, \
+                    (_holding(held, options.max_pause) if held is not None
+                     else _stopper(options.snapshot)(pid, max_pause=options.max_pause)) as stopped:
+                self._check_same()  # the threads just stopped belong to the process that was checked
                 mem = _memory_pid(pid)
                 threads = _leader_first(pid, stopped.threads)
                 regions = _smaps(mem)
-                segments = self._select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
-                                        [t.thread_pointer for t in threads], plan_only=False)
-                note_bytes = _notes(pid, threads, regions, comment, signature, mem=mem, event=plan.event)
+                segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
+                                   [t.thread_pointer for t in threads], plan_only=False)
+                note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=event)
                 # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
                 # a load's unstored tail as zeros, which is the truth only for untouched memory.
                 # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
@@ -311,10 +287,11 @@ class LinuxBackend(Backend):
                 loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
                 header, offsets, end = elfcore.layout(loads, len(note_bytes))
                 head = header + note_bytes
-                if plan.snapshot and held is not None:
+                if options.snapshot and held is not None:
                     warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
-                elif plan.snapshot:
-                    snap = _take_snapshot(plan, stopped, mem, regions, pieces, offsets, state_before, warnings)
+                elif options.snapshot:
+                    snap = _take_snapshot(pid, options.snapshot, stopped, mem, regions, pieces, offsets, state_before,
+                                          warnings)
                 total = sum(p.filesz for p in pieces)
                 if snap is None:
                     sink.write_at(head, 0)
@@ -339,35 +316,75 @@ class LinuxBackend(Backend):
             warnings.append(f"the main thread of process {pid} has exited (it called pthread_exit) while"
                             f" {len(threads)} other threads run on: the core holds those threads, and its memory"
                             f" was read through thread {mem}")
-        report = WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=warnings, flags=plan.flags,
-                             learned=Written(threads=len(threads), head=head))
         if snap is not None:
-            report.snapshot = True
-            report.snapshot_bytes = stopped.snapshot_bytes
-            report.warnings += snap.warnings + stopped.snapshot_warnings
-        return report
+            warnings += snap.warnings + stopped.snapshot_warnings
+        return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=tuple(warnings), flags=plan.flags,
+                           facts=CoreFacts(threads=len(threads), head=head), snapshot=snap is not None,
+                           snapshot_bytes=stopped.snapshot_bytes if snap is not None else None)
 
-    def watch_events(self) -> Any:
-        from .signalwatch import LinuxEvents  # only a watcher needs it
-
-        return LinuxEvents()
-
-    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
-        verify_core(path, plan.target.pid, report.learned.threads)
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> Tuple[str, ...]:
+        verify_core(path, plan.target.pid, _facts(report).threads)
+        return ()
 
     def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
-        written = report.learned
+        written = _facts(report)
         try:
             core = elfcore.parse_head(written.head, size, "the output stream")
         except InvalidDumpFile as exc:
             raise DumpFailed(f"the core sent to the stream is unusable: {exc.message}", pid=plan.target.pid) from None
         check_core(core, plan.target.pid, written.threads)
 
-    def files(self) -> LinuxFiles:
-        return _FILES
+
+def _facts(report: WriteReport) -> "CoreFacts":
+    facts = report.facts
+    assert isinstance(facts, CoreFacts), "a report from another platform's writer"
+    return facts
 
 
-_FILES = LinuxFiles()
+def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
+            sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
+    keep: List[int] = []
+    exe_paths: List[str] = []
+    ends: List[int] = []
+    tls: List[Tuple[int, int]] = []
+    with Prober(pid) as prober:  # what is read here must be resident, or not on a file system
+        if flags is None and kind is not DumpKind.FULL:
+            auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
+            starts = [r.start for r in regions]
+
+            def read(address: int, n: int) -> Optional[bytes]:
+                i = bisect.bisect_right(starts, address) - 1
+                r = regions[i] if i >= 0 and address < regions[i].end else None
+                first = address - address % maps.PAGE
+                if r is not None and prober.on_file_system(r) and not all(
+                        prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
+                    return None  # the link_map walk stops there, as at unreadable memory
+                return read_small(pid, address, n)
+
+            objects: List[int] = []
+            keep = linkmap.linkmap_addresses(auxv, read, objects, ends)
+            exe_paths = _exe_and_loader(pid, regions, auxv)
+            if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
+                exe_paths += maps.paths_holding(regions, objects)
+                anon_read = _anonymous_reader(pid, regions)
+                areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
+                tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
+        if plan_only:
+            headers = maps.elf_header_starts(regions)
+        else:
+            headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
+                                             or prober.resident(r.start))
+    segments = maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+                           exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
+    if not tls:
+        return segments
+    # What the target wrote at its thread pointers adds at most what the estimate allowed for.
+    tls = maps.thread_areas_within(tls, regions, segments, maps.thread_area_allowance(len(thread_pointers)))
+    return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+                       exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
+
+
+_HOST = LinuxHost()
 
 
 def verify_core(path: str, pid: int, threads: int) -> elfcore.ElfCore:
@@ -448,14 +465,62 @@ class _urgent:
                 pass
 
 
-def _stopper(plan: Plan) -> Any:
+def _stopper(snapshot: SnapshotMode) -> Any:
     """What stops the target: a tracer thread here, or for a snapshot a tracer process that outlives
     dumplib (remote_tracer.py), since a snapshot's injected call must be put back whatever happens."""
-    if plan.snapshot:
+    if snapshot:
         from .remote_tracer import RemoteStoppedProcess
 
         return RemoteStoppedProcess
     return StoppedProcess
+
+
+def _holding(held: HeldTarget, max_pause: Optional[float]) -> Any:
+    """The watcher's own hold on a process at its exit (signalwatch.HeldAtExit), read in place."""
+    from .signalwatch import HeldAtExit
+
+    assert isinstance(held, HeldAtExit), "a held process from another platform's watcher"
+    return held.holding(max_pause)
+
+
+#: How long a dump waits for another dump of the same process in this program to let it go. Each
+#: holds it at most its max_pause (60 s by default); a second stop waits its turn rather than fail.
+TURN_PATIENCE = 300.0
+
+
+class _StopTurns:
+    """One stop at a time per process, within this program: ptrace gives a thread one tracer, so a
+    second dump of a pid (another thread of a library caller, a watcher's sampled dump) waits until
+    the first has let the target go, calling its tick so cancel_dumps and the watchdog still reach it."""
+
+    def __init__(self) -> None:
+        self._busy: Dict[int, int] = {}
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def taking(self, pid: int, tick: Optional[Tick]) -> Iterator[None]:
+        deadline = time.monotonic() + TURN_PATIENCE
+        me = threading.get_ident()
+        while True:
+            with self._changed:
+                if pid not in self._busy:
+                    self._busy[pid] = me
+                    break
+                self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            if tick is not None:
+                tick(0)
+            if time.monotonic() > deadline:
+                raise DumpFailed(f"another dump of process {pid} in this program kept it for {TURN_PATIENCE:.0f} s;"
+                                 " nothing was written. Try again once that dump has ended", pid=pid, reason="busy")
+        try:
+            yield
+        finally:
+            with self._changed:
+                del self._busy[pid]
+                self._changed.notify_all()
+
+
+_STOP_TURNS = _StopTurns()
 
 
 def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Sequence[int], total: int) -> None:
@@ -466,7 +531,7 @@ def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Seque
         copier.close()
 
 
-def _take_snapshot(plan: Plan, stopped: Any, mem: int, regions: Sequence[maps.Region],
+def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Any, mem: int, regions: Sequence[maps.Region],
                    pieces: Sequence[Any], offsets: Sequence[int], state_before: str,
                    warnings: List[str]) -> Optional["_Snapshot"]:
     """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
@@ -476,8 +541,8 @@ def _take_snapshot(plan: Plan, stopped: Any, mem: int, regions: Sequence[maps.Re
     from .inject import InjectionFailed
 
     early, shared_after = snapshot.taken_before_resume(pieces)
-    why = snapshot.obstacle(plan.target.pid, regions, pieces, early, state_before, stopped.threads)
-    if why is None and plan.snapshot == "auto":  # asked for outright, one is taken even if it stops the target longer
+    why = snapshot.obstacle(pid, regions, pieces, early, state_before, stopped.threads)
+    if why is None and mode == "auto":  # asked for outright, one is taken even if it stops the target longer
         why = snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds, sum(p.filesz for p in pieces),
                                    sum(pieces[i].filesz for i in early))
     syscall_at = None if why else snapshot.find_syscall(mem)
@@ -491,7 +556,7 @@ def _take_snapshot(plan: Plan, stopped: Any, mem: int, regions: Sequence[maps.Re
         except InjectionFailed as exc:
             why = f"it could not be made to clone itself: {exc}"
     if child is None:
-        warnings.extend(without_snapshot(plan, why or "unknown"))
+        warnings.extend(without_snapshot(pid, mode, why or "unknown"))
         return None
     snap = _Snapshot(child, mem)
     snap.read_before_resume(pieces, offsets, early)
@@ -589,18 +654,6 @@ def _reused(pid: int) -> ProcessNotFound:
 
 def _leader_first(pid: int, threads: Dict[int, ThreadState]) -> List[ThreadState]:
     return sorted(threads.values(), key=lambda t: (t.tid != pid, t.tid))
-
-
-def _create_exclusive(path: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
-                             " written. Free space or dump to another volume", errno=exc.errno,
-                             reason="disk-full") from None
-        raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
 
 
 def _write_error(exc: OSError, where: str, pid: int) -> Exception:

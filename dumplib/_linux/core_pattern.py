@@ -101,14 +101,13 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there."""
     from ..compression import parse_codec
     from ..kinds import DumpKind
-    from ..api import _check_limits
+    from ..limits import check_limits, parse_max_per
 
     if os.geteuid() != 0:
         raise PostmortemRefused("installing a core_pattern handler needs root", argument="user", value=os.geteuid())
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
-    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
-    from ..postmortem import parse_max_per  # the one parser of both platforms' installers
+    check_limits(keep=keep, max_total=max_total, min_free=min_free)
 
     rate = parse_max_per(max_per)
     if max_exes_per_user is not None and max_exes_per_user < 1:

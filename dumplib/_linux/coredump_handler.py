@@ -29,14 +29,15 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import api
-from .._backend import Backend, Plan, StreamWrite, TargetEvent, Tick, WriteReport
+from .._platform import Plan, Platform, Session, Sink, TargetEvent, WriteOptions, WriteReport
 from ..errors import DumpError, DumpFailed, InsufficientDiskSpace, InvalidDumpFile
 from ..formats import elfcore
 from ..kinds import DumpKind
 from ..results import DumpResult, ProcessInfo, SizeEstimate
 from ..space import SpaceGuard, human
-from . import corestream, linkmap, maps, notes
-from .files import LinuxFiles
+from ..formats import linkmap
+from . import corestream, maps, notes
+from .host import LinuxHost, create_exclusive
 
 CONFIG = "config.json"
 LOG = "postmortem.log"
@@ -221,8 +222,9 @@ def identify(args: Dict[str, str]) -> Crashed:
 # -- the backend whose capture is the kernel's stream ------------------------------------------------
 
 
-class StreamCore(Backend):
-    """A Backend for the pipeline: plans are the kernel's core filtered to a kind, written from stdin."""
+class StreamCore(Platform, Session):
+    """The platform and the one session the pipeline gets in the handler: plans are the kernel's core
+    filtered to a kind, written from stdin; the crashed process is never opened again."""
 
     name = "linux-elfcore"
     extension = ".core"
@@ -230,12 +232,13 @@ class StreamCore(Backend):
 
     def __init__(self, crashed: Crashed, pipe: corestream.Pipe, head: corestream.CoreHead, started: float,
                  min_free: Optional[int]) -> None:
+        Session.__init__(self, ProcessInfo(pid=crashed.pid, name=crashed.name))
         self.crashed, self.pipe, self.head, self.handler_started, self.min_free = crashed, pipe, head, started, min_free
         self.regions = crashed.regions
         self.released_after: Optional[float] = None
         self.kernel_bytes = 0
 
-    # What the pipeline asks of any backend.
+    # What the pipeline asks of any platform.
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
         return None
 
@@ -245,19 +248,23 @@ class StreamCore(Backend):
     def command_line(self, pid: int) -> Optional[List[str]]:
         return self.crashed.argv
 
+    def pid_exists(self, pid: int) -> bool:
+        return pid == self.crashed.pid  # the one process this platform knows; the kernel keeps it until we end
+
+    def started(self, pid: int) -> Optional[float]:
+        return None  # never asked: the crashed process is not resolved again
+
     def host_name(self) -> str:
         return os.uname().nodename
 
-    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
-        pass
+    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "StreamCore":
+        return self
 
-    def files(self) -> LinuxFiles:
-        return LinuxFiles()
+    def host(self) -> LinuxHost:
+        return _HOST
 
-    def open_private(self, path: str) -> int:
-        from .backend import _create_exclusive
-
-        return _create_exclusive(path)
+    def open_handles(self, proc: Any) -> int:
+        return 0  # never asked: the handler watches nothing
 
     def sidecar_facts(self, pid: int) -> Dict[str, Any]:
         signo, code, address = self.head.signal
@@ -271,7 +278,8 @@ class StreamCore(Backend):
             "released_after_seconds": self.released_after,
         }}
 
-    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+    def plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
+        target = self.target
         kept = None if kind is DumpKind.FULL else self._kept(kind)
         signature = api.signature_text(kind, None).encode()
         core = corestream.filtered(self.head, kept, notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature))
@@ -307,21 +315,21 @@ class StreamCore(Backend):
                 ranges.append((s.start, s.end))
         return ranges
 
-    def write(self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str,
-              tick: Optional[Tick]) -> WriteReport:
-        fd = self.open_private(temp_path)
+    def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
+        fd = create_exclusive(temp_path)
         try:
             def out(data: Any) -> None:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-            return self.write_stream(plan, out, comment=comment, signature=signature, tick=tick)
+            return self.write_stream(plan, out, options)
         finally:
             os.close(fd)
 
-    def write_stream(self, plan: Plan, write: StreamWrite, *, comment: Optional[str], signature: str,
-                     tick: Optional[Tick]) -> WriteReport:
-        core: corestream.Filtered = plan.detail
+    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:
+        core = plan.detail
+        assert isinstance(core, corestream.Filtered)
+        tick = options.tick
         checked = [0]
 
         def watched(written: int) -> None:
@@ -333,21 +341,21 @@ class StreamCore(Backend):
                 tick(written)
 
         try:
-            corestream.copy_filtered(self.pipe, core, write, watched)
+            corestream.copy_filtered(self.pipe, core, sink, watched)
         except OSError as exc:
             from .backend import _write_error
 
             raise _write_error(exc, self.where, self.crashed.pid) from None
         self.kernel_bytes = self.pipe.position + self.pipe.drain()
-        self.release()
-        return WriteReport(stopped_seconds=None, flags=None, learned=(len(self.head.threads), core.head))
+        self.release_pipe()
+        return WriteReport(stopped_seconds=None, flags=None, facts=(len(self.head.threads), core.head))
 
     #: The directory the dump goes to (set by the handler before the pipeline runs).
     where = "/"
 
-    def release(self, target: Optional[ProcessInfo] = None) -> None:
+    def release_pipe(self) -> None:
         """Close our end of the pipe: the kernel lets the crashed process go (core_pipe_limit > 0 waits for it)."""
-        if self.released_after is None and target is None:
+        if self.released_after is None:
             try:
                 os.close(self.pipe.fd)
             except OSError:
@@ -356,7 +364,7 @@ class StreamCore(Backend):
 
     def _check_space(self, written: int) -> None:
         """InsufficientDiskSpace once the dump's volume is below its reserve (the pipeline then removes it)."""
-        guard = SpaceGuard(self.where, self.min_free)
+        guard = SpaceGuard(self.where, _HOST, self.min_free)
         free = guard.free()
         if free < guard.reserve:
             raise InsufficientDiskSpace(
@@ -364,7 +372,7 @@ class StreamCore(Backend):
                 f" {human(guard.reserve)} reserve, while the core was written; it was abandoned",
                 path=self.where, needed=written, free=free, reserve=guard.reserve)
 
-    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> Tuple[str, ...]:
         self._check_space(os.stat(path).st_size)
         try:
             core = elfcore.read_elfcore(path)
@@ -372,12 +380,13 @@ class StreamCore(Backend):
             raise DumpFailed(f"the written core is unusable and was removed: {exc.message}",
                              pid=self.crashed.pid) from None
         self._check(core, report)
+        return ()
 
     def verify_stream(self, plan: Plan, report: WriteReport, size: int) -> None:
         # Called once the compressor's last (buffered) output is on disk: the last word on the reserve.
         self._check_space(size)
         try:
-            core = elfcore.parse_head(report.learned[1], size, "the output stream")
+            core = elfcore.parse_head(self._facts(report)[1], size, "the output stream")
         except InvalidDumpFile as exc:
             raise DumpFailed(f"the core is unusable: {exc.message}", pid=self.crashed.pid) from None
         self._check(core, report)
@@ -385,7 +394,13 @@ class StreamCore(Backend):
     def _check(self, core: elfcore.ElfCore, report: WriteReport) -> None:
         from .backend import check_core
 
-        check_core(core, self.crashed.nspid, report.learned[0])
+        check_core(core, self.crashed.nspid, self._facts(report)[0])
+
+    @staticmethod
+    def _facts(report: WriteReport) -> Tuple[int, bytes]:
+        facts = report.facts
+        assert isinstance(facts, tuple), "a report from another writer"
+        return facts
 
 
 def _signal_name(number: int) -> str:
@@ -393,6 +408,9 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"SIG{number}"
+
+
+_HOST = LinuxHost()
 
 
 # -- configuration, rate limit, log ------------------------------------------------------------------
@@ -589,7 +607,7 @@ def main(argv: Sequence[str], state_dir: str) -> int:
         # process goes at once, and no one can make root's handlers copy a large core for nothing.
         record["read_bytes"] = pipe.position
         if backend is not None:
-            backend.release()
+            backend.release_pipe()
             record["released_after_seconds"] = backend.released_after
         else:
             try:
@@ -629,7 +647,6 @@ def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, conf
     directory = str(config["dir"])
     root_only_dir(directory)
     backend.where = directory
-    proc = ProcessInfo(pid=crashed.pid, name=crashed.name)
     signo, code, address = head.signal
     event = TargetEvent(kind="signal", tid=head.threads[0][0] if head.threads else crashed.tid, code=signo,
                         address=address, raw=head.siginfo)
@@ -641,4 +658,4 @@ def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, conf
         sidecar=True, keep=config.get("keep"), max_total=config.get("max_total"),
         codec=parse_codec(config.get("compress")), started=time.monotonic(), started_at=datetime.datetime.now(),
         max_pause=None, snapshot=False, event=event)
-    return api._create(backend, proc, None, opts)
+    return api.create_in_session(backend, backend, None, opts)

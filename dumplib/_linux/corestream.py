@@ -243,7 +243,7 @@ def filtered(head: CoreHead, kept: Optional[Sequence[Tuple[int, int]]], extra_no
     return Filtered(header, notes, loads, sources, offsets, end)
 
 
-def copy_filtered(pipe: Pipe, core: Filtered, write: Callable[[bytes], None],
+def copy_filtered(pipe: Pipe, core: Filtered, write: Callable[[bytes], object],
                   tick: Optional[Callable[[int], None]]) -> int:
     """Write *core* in file order, taking each load's bytes from the stream as it goes; the bytes written.
 

@@ -20,7 +20,7 @@ import re
 import stat
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .._backend import Tick
+from .._platform import Tick
 from ..errors import DumpFailed
 from . import libc
 from .maps import Region, Segment

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol, Dict, List, Optional, Sequence, Tupl
 from .maps import PAGE, Region
 
 if TYPE_CHECKING:
-    from .._backend import TargetEvent
+    from .._platform import TargetEvent
 
 
 

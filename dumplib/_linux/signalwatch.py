@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .._backend import TargetEvent
+from .._platform import TargetEvent
 from ..errors import DumpFailed, InvalidArgument
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import libc
@@ -384,7 +384,7 @@ class SignalWatcher:
             self._resume(tid, sig)
             return
         siginfo = self._get_siginfo(tid)
-        from ..watching import Firing
+        from .._platform import Firing
 
         detail = _describe_siginfo(sig, siginfo, tid)
         event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
@@ -416,7 +416,7 @@ class SignalWatcher:
         first = struck[0] if struck else held.initiator()
         siginfo = self._last_signal[first][1] if struck else None
         event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
-        from ..watching import Firing
+        from .._platform import Firing
 
         detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
             f", ended by thread {first}"

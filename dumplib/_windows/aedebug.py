@@ -135,7 +135,7 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
             max_per: Optional[str] = "10:3", max_seconds: float = 120.0) -> Dict[str, Any]:
     """Register the handler as the AeDebug debugger in both registry views, backing up what was there."""
-    from ..api import _check_limits
+    from ..limits import check_limits, parse_max_per
     from ..compression import parse_codec
     from ..kinds import DumpKind
 
@@ -144,8 +144,7 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
                                 value=os.environ.get("USERNAME"))
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
-    _check_limits(keep=keep, max_total=max_total, min_free=min_free)
-    from ..postmortem import parse_max_per  # the one parser of both platforms' installers
+    check_limits(keep=keep, max_total=max_total, min_free=min_free)
 
     rate = parse_max_per(max_per)
     directory = _check_dir(directory)
@@ -243,7 +242,9 @@ def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optiona
     if each is None:
         raise PostmortemRefused(f"no running {exe or 'process'} to estimate a {kind_.value} dump from; give the size"
                                 " of one dump (--per-dump SIZE)", argument="per_dump", value=None)
-    guard = SpaceGuard(folder, min_free)
+    from .host import WindowsHost
+
+    guard = SpaceGuard(folder, WindowsHost(), min_free)
     needed = count * each
     if needed > guard.room():
         raise PostmortemRefused(f"{count} {kind_.value} dumps of ~{human(each)} need {human(needed)} on the volume of"
@@ -272,11 +273,11 @@ def _largest_estimate(exe: Optional[str], kind: Any) -> Optional[int]:
     if exe is None:
         return None
     from ..api import estimate
-    from .._backend import get_backend
+    from .._switch import current
 
     name = exe.lower().removesuffix(".exe")
     sizes = []
-    for pid, pname in get_backend().process_table().items():
+    for pid, pname in current().process_table().items():
         if pname.lower().removesuffix(".exe") == name:
             try:
                 sizes.append(estimate(pid, kind).bytes)
@@ -342,7 +343,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
 
     Raises NoJitInfo unless it proves itself one: its size field, a thread of *pid*, an exception
     record that reads and names the same address, a context that reads."""
-    from .._backend import TargetEvent
+    from .._platform import TargetEvent
     from . import debugapi as dbg
     from . import jitapi, kernel32
     from .debugloop import _ExceptionParam
@@ -592,9 +593,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         if not config:
             raise _Refused("not-configured", "no dumplib configuration in the registry")
-        from .._backend import get_backend
+        from .._switch import current
 
-        name = get_backend().name_of(pid) or "process"
+        name = current().name_of(pid) or "process"
         record["name"] = name
         _take_rate_slot(name, config.get("max_per"))
         from ..api import create_dump

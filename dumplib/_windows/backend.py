@@ -1,7 +1,7 @@
-"""The Windows backend: MiniDumpWriteDump into an owner-only temporary file, then read it back.
+"""The Windows platform: MiniDumpWriteDump into an owner-only temporary file, then read it back.
 
-One target from check to release: check_target opens the process once and keeps the handle, so
-its pid cannot be reused until release() closes it; every later step works on that process.
+One target from open to close: WindowsPlatform.open opens the process once and its session keeps the
+handle, so its pid cannot be reused until the session closes it; every later step works on that process.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from ..kinds import (
     windows_mask,
 )
 from ..results import ProcessInfo, SizeEstimate
-from .._backend import without_snapshot, Backend, Plan, TargetEvent, Tick, WriteReport
+from .._platform import (Plan, Platform, Session, SnapshotMode, TargetEvent, Tick, WatchSupport, WriteOptions,
+                         WriteReport, without_snapshot)
 from . import dbghelp, kernel32, wrappers
 from . import snapshot as snapshot_rules
 from ._common import (
@@ -47,7 +48,7 @@ from ._common import (
     Win32Error,
 )
 from .debugloop import exception_param
-from .files import WindowsFiles
+from .host import WindowsHost
 from .ntdll import UNDER_WINE
 from .policy import BitnessVerdict, bitness_verdict, interpreter_machine
 
@@ -67,26 +68,13 @@ DISK_FULL_SLACK = 1 << 20
 _DUMPER_MACHINE = interpreter_machine(sys.version, 8 * ctypes.sizeof(ctypes.c_void_p))
 
 
-@dataclasses.dataclass
-class _Held:
-    """The one open handle on a checked target, until release()."""
-
-    handle: int
-    access: int
-    started: float
-    verdict: BitnessVerdict
-
-
-class WindowsBackend(Backend):
+class WindowsPlatform(Platform):
     name = "windows-dbghelp"
     extension = ".dmp"
-    windows_names = True
+    names_fold_case = True
     #: A watcher's dumps default to a snapshot where Windows has PSS: a watcher killed mid-write then
     #: leaves no thread suspended (only the capture suspends the target), and "auto" falls back with a warning.
-    watch_snapshot = "auto" if kernel32.PssCaptureSnapshot is not None else False
-
-    def __init__(self) -> None:
-        self._held: Dict[int, _Held] = {}
+    watch_snapshot: SnapshotMode = "auto" if kernel32.PssCaptureSnapshot is not None else False
 
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
         return windows_mask(kind, flags)
@@ -98,7 +86,30 @@ class WindowsBackend(Backend):
         """The running service *name*'s process id (the SCM's answer; ``svc:NAME`` targets)."""
         return wrappers.service_pid(name)
 
-    def check_target(self, target: ProcessInfo, *, for_dump: bool = False) -> None:
+    # psutil's answers, imported only when asked (a one-shot dump by pid never needs them).
+
+    def pid_exists(self, pid: int) -> bool:
+        from .._psutil import psutil
+
+        return bool(psutil.pid_exists(pid))
+
+    def started(self, pid: int) -> Optional[float]:
+        from .._psutil import psutil
+
+        try:
+            return float(psutil.Process(pid).create_time())
+        except (psutil.Error, OSError):
+            return None
+
+    def command_line(self, pid: int) -> Optional[List[str]]:
+        from .._psutil import psutil
+
+        try:
+            return list(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return None
+
+    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "WindowsSession":
         """Open *target* once, prove it is the process that was resolved, and judge its machine.
 
         The handle carries no more than the memory walk needs (never VM_READ or DUP_HANDLE: the
@@ -114,7 +125,6 @@ class WindowsBackend(Backend):
                 pid=pid,
                 reason="self",
             )
-        self.release(target)
         handle = _open_for_dump(pid, WALK_ACCESS) if for_dump else wrappers.open_process(pid, WALK_ACCESS)
         try:
             started = wrappers.creation_time(handle)
@@ -131,148 +141,135 @@ class WindowsBackend(Backend):
         except BaseException:
             wrappers.close_handle(handle)
             raise
-        self._held[pid] = _Held(handle, WALK_ACCESS, started, verdict)
+        return WindowsSession(target, handle, WALK_ACCESS, started, verdict)
 
-    def release(self, target: ProcessInfo) -> None:
-        held = self._held.pop(target.pid, None)
-        if held is not None:
-            wrappers.close_handle(held.handle)
+    def host(self) -> WindowsHost:
+        return _HOST
 
-    def plan(self, target: ProcessInfo, kind: DumpKind, flags: Optional[int]) -> Plan:
+    def open_handles(self, proc: Any) -> int:
+        return int(proc.num_handles())
+
+    def watch_events(self) -> WatchSupport:
+        from .debugloop import WindowsEvents  # only a watcher needs it
+
+        return WindowsEvents()
+
+
+class WindowsSession(Session):
+    """One target held by a process handle (walk access; the dump's access is taken by write()),
+    from Platform.open to close."""
+
+    def __init__(self, target: ProcessInfo, handle: int, access: int, started: float,
+                 verdict: BitnessVerdict) -> None:
+        super().__init__(target)
+        self._handle: Optional[int] = handle
+        self._access = access
+        self._started = started
+        self._verdict = verdict
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            wrappers.close_handle(handle)
+
+    @property
+    def handle(self) -> int:
+        if self._handle is None:
+            pid = self.target.pid
+            raise DumpFailed(f"the session on process {pid} was used after it was closed (a dumplib bug)", pid=pid)
+        return self._handle
+
+    def plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
         mask = windows_mask(kind, flags)
-        held = self._held.get(target.pid)
-        with self._walk_handle(target.pid, held) as process:
-            parts = estimate_parts(wrappers.committed_regions(process), mask)
+        target = self.target
+        parts = estimate_parts(wrappers.committed_regions(self.handle), mask)
         estimate = SizeEstimate(pid=target.pid, kind=kind.value, flags=mask, bytes=sum(parts.values()), breakdown=parts)
-        plan = Plan(target=target, kind=kind, flags=mask, estimate=estimate)
-        if held is not None and held.verdict.warning:
-            plan.warnings.append(held.verdict.warning)
-        return plan
+        warning = self._verdict.warning
+        return Plan(target=target, kind=kind, flags=mask, estimate=estimate, warnings=(warning,) if warning else ())
 
-    @contextlib.contextmanager
-    def _walk_handle(self, pid: int, held: Optional[_Held]) -> Iterator[int]:
-        """The kept handle, or (for `dumplib ps`, which checks nothing) a walk-only one, never privileged."""
-        if held is not None:
-            yield held.handle
-            return
-        handle = wrappers.open_process(pid, WALK_ACCESS)
-        with wrappers.handle_closing(handle):
-            yield handle
-
-    def write(
-        self, plan: Plan, temp_path: str, *, comment: Optional[str], signature: str, tick: Optional[Tick]
-    ) -> WriteReport:
+    def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
         pid, mask = plan.target.pid, plan.flags or 0
-        held = self._held.get(pid)
-        if held is None:
-            raise DumpFailed(f"process {pid} was not checked before its dump was written (a dumplib bug)", pid=pid)
-        report = WriteReport()
+        comment, signature, event = options.comment, options.signature, options.event
+        warnings: List[str] = []
+        snapshot_bytes: Optional[int] = None
         # SeDebugPrivilege stays on from the dump's open to the end of the write: MiniDumpWriteDump
         # opens every thread of the target (THREAD_ALL_ACCESS), PssCaptureSnapshot opens them too.
         with wrappers.DEBUG_PRIVILEGE.held():
             # At its exit the process is read through the debugger's own handle (from its
             # CREATE_PROCESS_DEBUG_EVENT), not found again by pid; a snapshot would protect nothing.
-            at_exit = plan.event.held if plan.event is not None and plan.event.kind == "exit" else None
-            snapshot = False if at_exit else self._snapshot_decision(plan, held, report.warnings)
+            at_exit = _exit_handle(event)
+            snapshot = False if at_exit else self._snapshot_decision(options.snapshot, mask, warnings)
             if not snapshot and not at_exit:
-                self._take_dump_access(pid, held)
-            source = at_exit or held.handle
+                self._take_dump_access()
+            source = at_exit or self.handle
             file = wrappers.create_new_file(temp_path)
-            with wrappers.handle_closing(file), _Monitor(file, tick, pid, plan.max_pause) as monitor, \
+            with wrappers.handle_closing(file), _Monitor(file, options.tick, pid, options.max_pause) as monitor, \
                     WRITES.writing(monitor), _signals_cancel(monitor):
                 if snapshot:
                     try:
                         # Stop signals are recorded, not raised, in here: nothing comes between the
                         # capture and the finally that frees it.
-                        with _captured(held.handle, mask, report.warnings) as taken:
-                            report.snapshot, report.snapshot_bytes = True, taken.cost
+                        with _captured(self.handle, mask, warnings) as taken:
+                            snapshot_bytes = taken.cost
                             # The target is suspended only while the snapshot is taken; it runs during the write.
-                            report.stopped_seconds = taken.seconds
-                            used, _ = _write_dump(held.handle, pid, file, mask, comment, signature, report.warnings,
-                                                  monitor, plan.event, snapshot=taken.handle)
+                            stopped = taken.seconds
+                            used, _ = _write_dump(self.handle, pid, file, mask, comment, signature, warnings,
+                                                  monitor, event, snapshot=taken.handle)
                     except _CaptureFailed as exc:  # nothing was written yet
-                        report.warnings.extend(without_snapshot(plan, str(exc)))
+                        warnings.extend(without_snapshot(pid, options.snapshot, str(exc)))
                         snapshot = False
                 if not snapshot:
-                    used, suspended = _write_dump(source, pid, file, mask, comment, signature, report.warnings,
-                                                  monitor, plan.event)
                     # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
-                    report.stopped_seconds = suspended
+                    used, stopped = _write_dump(source, pid, file, mask, comment, signature, warnings, monitor, event)
                 monitor.raise_if_abandoned()
                 kernel32.FlushFileBuffers(file)
-            report.flags = used
-            code = None if at_exit else wrappers.exit_code(held.handle)
+            code = None if at_exit else wrappers.exit_code(self.handle)
             if code is not None:
                 # The write had finished: the dump is whole. Verification still reads it back.
-                when = "while its snapshot was written" if report.snapshot else "right after its dump was written"
-                report.warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
-        return report
+                when = "while its snapshot was written" if snapshot else "right after its dump was written"
+                warnings.append(f"process {pid} exited (code {code}) {when}; the dump is complete and was kept")
+        return WriteReport(stopped_seconds=stopped, warnings=tuple(warnings), flags=used, snapshot=bool(snapshot),
+                           snapshot_bytes=snapshot_bytes if snapshot else None)
 
-    def _take_dump_access(self, pid: int, held: _Held, access: int = DUMP_ACCESS) -> None:
+    def _take_dump_access(self, access: int = DUMP_ACCESS) -> None:
         """Give the kept handle *access*: reopen by pid while the old handle pins the pid."""
-        if held.access & access == access:
+        if self._access & access == access:
             return
+        pid = self.target.pid
         handle = _open_for_dump(pid, access)
-        if abs(wrappers.creation_time(handle) - held.started) > SAME_START_SECONDS:  # cannot happen: pinned
+        if abs(wrappers.creation_time(handle) - self._started) > SAME_START_SECONDS:  # cannot happen: pinned
             wrappers.close_handle(handle)
             raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
-        wrappers.close_handle(held.handle)
-        held.handle, held.access = handle, access
+        wrappers.close_handle(self.handle)
+        self._handle, self._access = handle, access
 
-    def _snapshot_decision(self, plan: Plan, held: _Held, warnings: List[str]) -> bool:
+    def _snapshot_decision(self, mode: SnapshotMode, mask: int, warnings: List[str]) -> bool:
         """Whether this dump is written from a snapshot, with the kept handle holding what that needs.
 
         Every way a snapshot cannot be taken goes through without_snapshot before anything is
         written: snapshot=True refuses (TargetRefused, reason snapshot-unavailable), "auto" says why
         in a warning and the dump is written the usual way."""
-        if not plan.snapshot:
+        if not mode:
             return False
-        pid, mask = plan.target.pid, plan.flags or 0
+        pid = self.target.pid
         if kernel32.PssCaptureSnapshot is None:
-            warnings.extend(without_snapshot(plan, NO_PSS))
+            warnings.extend(without_snapshot(pid, mode, NO_PSS))
             return False
         # "auto" may still fall back to a normal dump, whose MiniDumpWriteDump reads the target itself.
-        access = SNAPSHOT_ACCESS(mask) | (DUMP_ACCESS if plan.snapshot == "auto" else 0)
+        access = SNAPSHOT_ACCESS(mask) | (DUMP_ACCESS if mode == "auto" else 0)
         try:
-            self._take_dump_access(pid, held, access)
+            self._take_dump_access(access)
         except AccessDenied as exc:
             warnings.extend(without_snapshot(
-                plan, f"the snapshot needs PROCESS_CREATE_PROCESS on the target, which was denied ({exc.message})"))
+                pid, mode, f"the snapshot needs PROCESS_CREATE_PROCESS on the target, which was denied ({exc.message})"))
             return False
-        why = _commit_shortfall(held.handle)
+        why = _commit_shortfall(self.handle)
         if why is not None:
-            warnings.extend(without_snapshot(plan, why))
+            warnings.extend(without_snapshot(pid, mode, why))
             return False
         return True
 
-    def watch_events(self) -> Any:
-        from .debugloop import WindowsEvents  # only a watcher needs it
-
-        return WindowsEvents()
-
-    def open_private(self, path: str) -> int:
-        import msvcrt
-
-        handle = wrappers.create_new_file(path)
-        try:
-            return msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-        except OSError:
-            wrappers.close_handle(handle)
-            raise
-
-    def scratch_usable(self, directory: str) -> bool:
-        """Fit to hold a raw dump: a fixed local volume that keeps ACLs, and a file can be created there."""
-        if not wrappers.volume_keeps_private_files(directory):
-            return False
-        probe = os.path.join(directory, f".dumplib-{os.getpid()}-{secrets.token_hex(4)}.probe.tmp")
-        try:
-            wrappers.close_handle(wrappers.create_new_file(probe))
-        except (DumpError, OSError):  # Win32Error and InvalidDumpPath are DumpErrors
-            return False
-        os.remove(probe)  # ours: created just now with CREATE_NEW
-        return True
-
-    def verify(self, path: str, plan: Plan, report: WriteReport) -> None:
+    def verify(self, path: str, plan: Plan, report: WriteReport) -> Tuple[str, ...]:
         mask = report.flags if report.flags is not None else plan.flags or 0
         try:
             dump = verify_minidump(path, plan.target.pid, mask)
@@ -280,13 +277,12 @@ class WindowsBackend(Backend):
             raise _blame_full_volume(path, plan.target.pid) or exc from None
         missing = missing_streams(dump, mask)
         if not missing:
-            return
+            return ()
         names = ", ".join(f"{flag} (stream {stream})" for stream, flag in sorted(missing.items()))
         if UNDER_WINE:
             warning = (f"Wine's dbghelp ignores every MINIDUMP_TYPE flag but WithFullMemory: this dump lacks what"
                        f" {names} asks for; real Windows writes it")
-            report.warnings.append(warning)
-            return
+            return (warning,)
         raise DumpFailed(
             f"the dump of process {plan.target.pid} lacks what its mask {describe_mask(mask)} asks for: {names};"
             " it was removed",
@@ -294,11 +290,8 @@ class WindowsBackend(Backend):
             reason="unverified",
         )
 
-    def files(self) -> WindowsFiles:
-        return _FILES
 
-
-_FILES = WindowsFiles()
+_HOST = WindowsHost()
 
 
 #: Streams besides memory: thread and module lists, memory map, handles, unwind data. Measured
@@ -306,6 +299,14 @@ _FILES = WindowsFiles()
 METADATA_BYTES = 1 << 20
 #: What a mini dump takes of each thread stack and module (referenced pages, headers), roughly.
 PER_REGION_MINI = 64 << 10
+
+
+def _exit_handle(event: Optional[TargetEvent]) -> Optional[int]:
+    """At a watched exit, the debugger's own handle on the process (debugloop hands it over), else None."""
+    if event is None or event.kind != "exit" or event.held is None:
+        return None
+    assert isinstance(event.held, int), "a held process from another platform's watcher"
+    return event.held
 
 
 def estimate_parts(regions: Iterable[kernel32.MEMORY_BASIC_INFORMATION], mask: int) -> Dict[str, int]:

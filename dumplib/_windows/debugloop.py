@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .._backend import TargetEvent
+from .._platform import TargetEvent
 from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
@@ -313,7 +313,7 @@ class DebugLoop:
 
     def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None,
               gone: Optional[str] = None) -> None:
-        from ..watching import Firing
+        from .._platform import Firing
 
         def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
             if gone is not None:

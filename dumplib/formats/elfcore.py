@@ -452,7 +452,7 @@ def loaded_objects(core: ElfCore) -> List[str]:
     the core's memory; where it cannot be (a compressed core, memory the core lacks), the files with a
     code (executable) PT_LOAD are taken, and failing those every mapped file. Reads are bounded.
     """
-    from .._linux.linkmap import linkmap_addresses, parse_auxv  # pure parsing, on every platform
+    from .linkmap import linkmap_addresses, parse_auxv
 
     if core.file_note is None:
         return list(core.files)

@@ -20,7 +20,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 import pytest
 
 import dumplib
-from dumplib._backend import get_backend
+from dumplib._platform import WriteOptions
+from dumplib._switch import current
 from dumplib._linux import libc
 from dumplib.targets import resolve_target
 from helpers import leftovers, require
@@ -381,11 +382,12 @@ def test_a_pid_that_now_belongs_to_another_process_is_not_dumped(pause_exe, tmp_
     if os.geteuid() != 0:
         require(False, "reusing a pid on purpose needs root (ns_last_pid)")
     with shape(pause_exe, tmp_path) as old:
-        info = resolve_target(old.pid, get_backend())
-        backend = get_backend()
+        platform = current()
+        info = resolve_target(old.pid, platform)
+        session = None
         if when == "after-check":
-            backend.check_target(info)
-            plan = backend.plan(info, dumplib.DumpKind.MINI, None)
+            session = platform.open(info)
+            plan = session.plan(dumplib.DumpKind.MINI, None)
         old.proc.kill()
         old.proc.wait()
         time.sleep(0.05)  # start times are kept in 10 ms ticks: the new process starts ticks later
@@ -395,14 +397,16 @@ def test_a_pid_that_now_belongs_to_another_process_is_not_dumped(pause_exe, tmp_
             assert new.stdout is not None and json.loads(new.stdout.readline())["pid"] == info.pid
             with pytest.raises(dumplib.ProcessNotFound) as err:
                 if when == "before-check":
-                    backend.check_target(info)
+                    platform.open(info).close()
                 else:
-                    backend.write_stream(plan, written.append, comment=None, signature="test", tick=None)
+                    assert session is not None
+                    session.write_stream(plan, written.append, WriteOptions(comment=None, signature="test"))
             assert "now belongs to another process" in str(err.value) and written == []
             status = open(f"/proc/{new.pid}/status").read()
             assert "TracerPid:\t0" in status and ("State:\tS" in status or "State:\tR" in status)
         finally:
-            backend.release(info)
+            if session is not None:
+                session.close()
             new.kill()
             new.wait()
 

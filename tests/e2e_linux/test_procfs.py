@@ -12,7 +12,7 @@ from typing import Iterator, List
 import psutil
 import pytest
 
-from dumplib._linux.backend import LinuxBackend
+from dumplib._linux.backend import LinuxPlatform
 from linuxrig import run_target
 
 pytestmark = pytest.mark.linux
@@ -42,7 +42,7 @@ def hostile(request) -> Iterator[object]:  # type: ignore[no-untyped-def]
 
 
 def test_name_start_and_command_line_are_psutils(hostile):
-    backend, pid = LinuxBackend(), hostile.pid
+    backend, pid = LinuxPlatform(), hostile.pid
     proc = psutil.Process(pid)
     assert backend.name_of(pid) == proc.name()
     assert backend.command_line(pid) == proc.cmdline()
@@ -53,12 +53,12 @@ def test_name_start_and_command_line_are_psutils(hostile):
 
 def test_the_name_is_the_kernels_comm_bytes(hostile):
     comm = Path(f"/proc/{hostile.pid}/comm").read_bytes()[:-1]  # the kernel's own file, newline-ended
-    name = LinuxBackend().name_of(hostile.pid)
+    name = LinuxPlatform().name_of(hostile.pid)
     assert os.fsencode(name) == comm or (len(comm) == 15 and os.fsencode(name).startswith(comm))
 
 
 def test_a_thread_is_not_a_process_and_a_gone_process_has_no_facts(hostile):
-    backend = LinuxBackend()
+    backend = LinuxPlatform()
     tid = int(hostile.info["tid"])
     assert tid != hostile.pid and os.path.isdir(f"/proc/{tid}")  # the kernel answers for a thread id too
     assert backend.pid_exists(hostile.pid) and not backend.pid_exists(tid)
@@ -74,10 +74,10 @@ def test_a_long_name_is_argv0s_when_comm_is_its_start(tmp_path):
     exe.symlink_to(sys.executable)
     with run_target([str(exe), "-c", HOSTILE, ""]) as t:
         assert Path(f"/proc/{t.pid}/comm").read_text().strip() == exe.name[:15]
-        assert LinuxBackend().name_of(t.pid) == exe.name == psutil.Process(t.pid).name()
+        assert LinuxPlatform().name_of(t.pid) == exe.name == psutil.Process(t.pid).name()
 
 
 def test_the_host_name_is_the_sockets(hostile):
     import socket
 
-    assert LinuxBackend().host_name() == socket.gethostname()
+    assert LinuxPlatform().host_name() == socket.gethostname()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PEAK = r"""
 import os, subprocess, sys
-import dumplib, dumplib.api, dumplib._linux.backend, dumplib._follow
+import dumplib, dumplib.api, dumplib._linux.backend, dumplib._hashing
 
 def peak_kib():  # this process's own peak (getrusage's maxrss can be the forking parent's, kept over exec)
     with open("/proc/self/status") as f:

@@ -5,7 +5,7 @@ the pipeline's half, on a real process with a real snapshot."""
 import pytest
 
 import dumplib
-from dumplib._backend import get_backend
+from dumplib._switch import current
 from linuxrig import run_target
 
 pytestmark = pytest.mark.linux
@@ -24,7 +24,7 @@ def _one_dump(pid: int, outdir, **options):  # type: ignore[no-untyped-def]
 ])
 def test_a_watch_dump_follows_the_platforms_snapshot_default(target_exe, outdir, monkeypatch, policy, asked,
                                                              snapshot):
-    monkeypatch.setattr(type(get_backend()), "watch_snapshot", policy, raising=False)
+    monkeypatch.setattr(type(current()), "watch_snapshot", policy, raising=False)
     options = {} if asked is None else {"snapshot": asked}
     with run_target([str(target_exe)]) as t:
         result = _one_dump(t.pid, outdir, **options)

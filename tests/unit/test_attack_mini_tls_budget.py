@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from dumplib._linux import linkmap, maps
+from dumplib.formats import linkmap
+from dumplib._linux import maps
 from dumplib.kinds import DumpKind
 
 PAGE = maps.PAGE

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import dumplib
-from dumplib._backend import TargetEvent
+from dumplib._platform import TargetEvent
 from dumplib.kinds import DumpKind
 from dumplib.placement import expand_event_token, expand_tokens
 from dumplib.results import ProcessInfo

@@ -19,8 +19,10 @@ from typing import Optional
 
 import pytest
 
-from dumplib._follow import FollowingHasher
+from dumplib._hashing import FollowingHasher
+from dumplib._switch import current
 
+HOST = current().host()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import require  # noqa: E402
 
@@ -56,14 +58,16 @@ def write_slowly(path: Path, data: bytes, pieces: int = 8, pause: float = 0.02) 
 def test_hashes_exactly_what_the_writer_wrote(tmp_path):
     data = os.urandom(40 << 20) + b"tail" * 1001  # more than one block, not a multiple of it
     path = tmp_path / "dump"
-    hasher = FollowingHasher(str(path))
+    hasher = FollowingHasher(str(path), HOST)
     write_slowly(path, data)
     assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
 
 
 SMALL_HASH = r"""
 import hashlib, os, sys
-from dumplib._follow import FollowingHasher
+from dumplib._hashing import FollowingHasher
+from dumplib._switch import current
+HOST = current().host()
 
 def peak_kib():  # this process's own peak (getrusage's maxrss can be the forking parent's, kept over exec)
     with open("/proc/self/status") as f:
@@ -73,7 +77,7 @@ path, data = sys.argv[1], os.urandom(100 << 10)
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak starts again from what is resident now
 before = peak_kib()
-hasher = FollowingHasher(path)
+hasher = FollowingHasher(path, HOST)
 with open(path, "xb") as f:
     f.write(data)
 assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
@@ -92,7 +96,7 @@ def test_a_small_file_costs_the_hasher_no_more_memory_than_it_holds(tmp_path):
 
 def test_a_short_file_is_an_error_not_a_wrong_hash(tmp_path):
     path = tmp_path / "dump"
-    hasher = FollowingHasher(str(path))
+    hasher = FollowingHasher(str(path), HOST)
     write_slowly(path, b"x" * 1000, pieces=1)
     with pytest.raises(OSError, match="hashed 1000 of 2000"):
         hasher.result(2000)
@@ -101,7 +105,7 @@ def test_a_short_file_is_an_error_not_a_wrong_hash(tmp_path):
 def test_idle_while_stopped_normal_once_released(tmp_path):
     path = tmp_path / "dump"
     path.write_bytes(b"")
-    hasher = FollowingHasher(str(path))
+    hasher = FollowingHasher(str(path), HOST)
     deadline = time.monotonic() + 10
     while not hasher_tids() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -115,15 +119,15 @@ def test_idle_while_stopped_normal_once_released(tmp_path):
 HANDOVER = r"""
 import hashlib, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from dumplib._follow import FollowingHasher
+from dumplib._hashing import FollowingHasher
 from test_follow import hasher_tids, policy_of, write_slowly
 from pathlib import Path
 path = Path(sys.argv[2])
-from dumplib._backend import get_backend
-get_backend()  # the platform's modules, loaded while this interpreter's own files can still be read
+from dumplib._switch import current
+HOST = current().host()  # the platform's modules, loaded while this interpreter's own files can still be read
 os.setgid(65534); os.setuid(65534)
 data = os.urandom(5 << 20)
-hasher = FollowingHasher(str(path))
+hasher = FollowingHasher(str(path), HOST)
 writer = threading.Thread(target=write_slowly, args=(path, data, 10, 0.05))
 writer.start()
 deadline = time.monotonic() + 10  # a loaded machine may take a while to start the hasher thread

@@ -20,7 +20,7 @@ HEAVY = (
     "psutil", "ctypes", "hashlib", "json", "socket", "zlib", "dataclasses", "enum", "tempfile", "typing", "re",
     "importlib", "functools", "collections",
     "typer", "click", "pydantic", "zstandard",
-    "dumplib.api", "dumplib._backend", "dumplib._linux", "dumplib._windows", "dumplib.formats",
+    "dumplib.api", "dumplib._platform", "dumplib._switch", "dumplib._linux", "dumplib._windows", "dumplib.formats",
     "dumplib.compression", "dumplib.outputs", "dumplib.dumpinfo", "dumplib.targets", "dumplib.errors",
 )
 

@@ -9,7 +9,7 @@ import shutil
 import struct
 import subprocess
 
-from dumplib._linux import linkmap
+from dumplib.formats import linkmap
 from helpers import require
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"

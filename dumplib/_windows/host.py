@@ -1,4 +1,4 @@
-"""dumplib's own files on Windows: no owners or modes in stat (the DACL protects), no flock, rename placing."""
+"""What dumplib's own files and threads need from Windows: no owners or modes in stat (the DACL protects), no flock, rename placing."""
 from __future__ import annotations
 
 import sys
@@ -6,18 +6,44 @@ import sys
 assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
 
 import contextlib
+import secrets
 import ctypes
 import os
 import types
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
-from .._backend import Files
-from . import kernel32
+from .._platform import Host
+from ..errors import DumpError
+from . import kernel32, wrappers
 
 
-class WindowsFiles(Files):
-    def uid(self) -> Optional[int]:
-        return None  # stat's st_uid is always 0 here; the owner-only DACL is what makes a file ours
+class WindowsHost(Host):
+    owners_known = False
+
+    def mine(self, st: os.stat_result) -> bool:
+        return True  # stat's st_uid is always 0 here; the owner-only DACL is what makes a file ours
+
+    def open_private(self, path: str) -> int:
+        import msvcrt
+
+        handle = wrappers.create_new_file(path)
+        try:
+            return msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            wrappers.close_handle(handle)
+            raise
+
+    def scratch_usable(self, directory: str) -> bool:
+        """Fit to hold a raw dump: a fixed local volume that keeps ACLs, and a file can be created there."""
+        if not wrappers.volume_keeps_private_files(directory):
+            return False
+        probe = os.path.join(directory, f".dumplib-{os.getpid()}-{secrets.token_hex(4)}.probe.tmp")
+        try:
+            wrappers.close_handle(wrappers.create_new_file(probe))
+        except (DumpError, OSError):  # Win32Error and InvalidDumpPath are DumpErrors
+            return False
+        os.remove(probe)  # ours: created just now with CREATE_NEW
+        return True
 
     def read_only(self, directory: str) -> bool:
         return False  # a read-only volume shows as an access error when the file is created
@@ -46,24 +72,9 @@ class WindowsFiles(Files):
         return None  # no st_blocks
 
     def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
-        from .wrappers import disk_space  # FreeBytesAvailableToCaller: NTFS quotas count; psutil's free does not
+        # FreeBytesAvailableToCaller: NTFS quotas count; psutil's free does not.
+        return wrappers.disk_space(volume if isinstance(volume, str) else _directory_of(volume))
 
-        return disk_space(volume if isinstance(volume, str) else _directory_of(volume))
-
-    def import_psutil(self) -> types.ModuleType:
-        """psutil, leaving this process's token as it found it.
-
-        psutil's Windows module enables SeDebugPrivilege for the whole process when it is imported and
-        never disables it: a library caller, and every child it starts, would be left holding the very
-        privilege EDR products watch for. The import runs inside the counted hold dumps share, so its
-        end restores the token only when no dump on another thread still holds the privilege."""
-        if "psutil" in sys.modules:
-            return sys.modules["psutil"]
-        from .wrappers import DEBUG_PRIVILEGE
-
-        with DEBUG_PRIVILEGE.held():
-            import psutil
-        return psutil
 
 
 def _directory_of(fd: int) -> str:
@@ -84,3 +95,17 @@ def _directory_of(fd: int) -> str:
 def _unheld(clean: Callable[[bool], List[str]]) -> Iterator[List[str]]:
     """No flock on Windows: an open temporary cannot be deleted there anyway, so only old ones go."""
     yield clean(False)
+
+
+def import_psutil() -> types.ModuleType:
+    """psutil, leaving this process's token as it found it.
+
+    psutil's Windows module enables SeDebugPrivilege for the whole process when it is imported and
+    never disables it: a library caller, and every child it starts, would be left holding the very
+    privilege EDR products watch for. The import runs inside the counted hold dumps share, so its
+    end restores the token only when no dump on another thread still holds the privilege."""
+    if "psutil" in sys.modules:
+        return sys.modules["psutil"]
+    with wrappers.DEBUG_PRIVILEGE.held():
+        import psutil
+    return psutil

@@ -21,7 +21,7 @@ import os
 import threading
 from typing import Optional
 
-from ._backend import Files, get_backend
+from ._platform import Host
 
 #: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
 #: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
@@ -38,11 +38,11 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 class FollowingHasher:
     """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done."""
 
-    def __init__(self, path: str, *, idle: bool = True, files: Optional[Files] = None) -> None:
+    def __init__(self, path: str, host: Host, *, idle: bool = True) -> None:
         self.path = path
         #: How this OS sets thread priorities (Linux: SCHED_IDLE, left only with CAP_SYS_NICE);
         #: resolved here so the hashing thread never imports anything.
-        self._files = files or get_backend().files()
+        self._host = host
         self._sha = hashlib.sha256()
         self._pos = 0
         self._file: Optional[io.FileIO] = None
@@ -66,7 +66,7 @@ class FollowingHasher:
                 return
             self.idle = False
             self._tid_known.wait()
-            if self._tid is None or self._files.normal_thread(self._tid):  # never idle, finished, or lifted
+            if self._tid is None or self._host.normal_thread(self._tid):  # never idle, finished, or lifted
                 return
             # No privilege to lift it: the idle thread hands over at its next block boundary.
             self._handover = True
@@ -97,7 +97,7 @@ class FollowingHasher:
 
     def _run(self, idle: bool) -> None:
         try:
-            self._tid = threading.get_native_id() if idle and self._files.idle_thread(0) else None
+            self._tid = threading.get_native_id() if idle and self._host.idle_thread(0) else None
             self._tid_known.set()
             self._follow()
         except BaseException as exc:  # reported to the caller by result()

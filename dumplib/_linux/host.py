@@ -1,4 +1,4 @@
-"""dumplib's own files on Linux: owners and modes, flock holds on directories, link(2) placing, statvfs."""
+"""What dumplib's own files and threads need from Linux: owners and modes, flock holds on directories, link(2) placing, statvfs."""
 from __future__ import annotations
 
 import sys
@@ -13,8 +13,8 @@ import stat
 import time
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
-from ..errors import InvalidDumpPath
-from .._backend import Files
+from ..errors import DumpFailed, InvalidDumpPath
+from .._platform import Host
 
 #: How long to wait for a shared hold on a directory someone else holds exclusively (a cleaning
 #: dumplib holds it for milliseconds; anyone who can open the directory could hold it forever).
@@ -23,9 +23,12 @@ HOLD_PATIENCE = 2.0
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 
 
-class LinuxFiles(Files):
-    def uid(self) -> Optional[int]:
-        return os.geteuid()
+class LinuxHost(Host):
+    def mine(self, st: os.stat_result) -> bool:
+        return st.st_uid == os.geteuid()
+
+    def open_private(self, path: str) -> int:
+        return create_exclusive(path)
 
     def read_only(self, directory: str) -> bool:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
@@ -161,3 +164,16 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
         yield told
     finally:
         os.close(fd)
+
+
+def create_exclusive(path: str) -> int:
+    """Create *path* for writing: exclusive, never through a symlink, owner-only."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
+                             " written. Free space or dump to another volume", errno=exc.errno,
+                             reason="disk-full") from None
+        raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
