@@ -34,7 +34,7 @@ def _is_pid_text(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def resolve_target(target: Target, platform: Platform) -> ProcessInfo:
+def resolve_target(target: Target, platform: Optional[Platform] = None) -> ProcessInfo:
     """The one process *target* names: a pid (an int, or a str of ASCII digits), ``svc:NAME`` (the
     process of a Windows service, from the service control manager), or a process name matching
     exactly one process.
@@ -44,6 +44,10 @@ def resolve_target(target: Target, platform: Platform) -> ProcessInfo:
     redirector, a wrapper), so ``dumplib dump python`` finds the *other* Python. A process whose name is
     not valid UTF-8 matches its name as the OS gives it (surrogate-escaped) or as dumplib shows it (``\\xNN``).
     """
+    if platform is None:
+        from ._switch import current  # called as dumplib.resolve_target: this OS's platform
+
+        platform = current()
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise ProcessNotFound(target, f"target must be a pid (int) or a process name (str), not {target!r}")
     if isinstance(target, str) and target.strip()[:4].lower() == SERVICE_PREFIX:

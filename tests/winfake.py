@@ -154,17 +154,17 @@ class _FakeDLL:
 
 
 WINDOWS_MODULES = ("_common", "structs", "policy", "privilege", "snapshot", "kernel32", "advapi32", "ntdll",
-                   "dbghelp", "debugapi", "wrappers", "files", "debugloop", "backend")
+                   "dbghelp", "debugapi", "wrappers", "host", "debugloop", "backend")
 
 
 @contextlib.contextmanager
 def fake_windows(monkeypatch: Any, fake: Optional[FakeWin32] = None) -> Iterator[Any]:
     """dumplib._windows imported against *fake*; yields a namespace of its modules (and .fake)."""
-    import dumplib._backend
-    import dumplib.watching  # noqa: F401 - imported (with dumplib._psutil, which asks for the backend) for real
+    import dumplib._switch
+    import dumplib.watching  # noqa: F401 - imported (with dumplib._psutil) for real
 
     fake = fake or FakeWin32()
-    cached = dumplib._backend._cached  # the process's real backend: no fake may stay in its place
+    cached = dumplib._switch._cached  # the process's real platform: no fake may stay in its place
     platform = sys.platform
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(ctypes, "WinDLL", lambda name, **kw: _FakeDLL(fake, name), raising=False)
@@ -185,4 +185,4 @@ def fake_windows(monkeypatch: Any, fake: Optional[FakeWin32] = None) -> Iterator
         for k in [k for k in sys.modules if k == "dumplib._windows" or k.startswith("dumplib._windows.")]:
             del sys.modules[k]
         sys.modules.update(saved)
-        dumplib._backend._cached = cached
+        dumplib._switch._cached = cached

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 import dumplib
+from dumplib._switch import current
 from dumplib import placement as output_module
 from dumplib import outputs as _outputs
 from dumplib.placement import TEMP_RE
@@ -236,7 +237,8 @@ def _live_dumplib_in_another_pid_namespace(directory: Path) -> Iterator[Path]:
     code = (
         "import sys, time, os\n"
         "from dumplib.placement import writing_in\n"
-        f"with writing_in([{str(directory)!r}]):\n"
+        "from dumplib._switch import current\n"
+        f"with writing_in([{str(directory)!r}], current().host()):\n"
         f"    open({str(temp)!r}, 'wb').write(b'live partial dump')\n"
         "    print(os.getpid(), flush=True)\n"
         "    time.sleep(120)\n"
@@ -489,7 +491,7 @@ def test_placing_dump_and_sidecar_is_all_or_nothing_and_restores_what_overwrite_
     (tmp_path / "x.core.json").mkdir()  # planted between the check and the placing
     with pytest.raises(dumplib.DumpFailed):
         finalize_all([(str(tmp_path / "t1"), str(tmp_path / "x.core")),
-                      (str(tmp_path / "t2"), str(tmp_path / "x.core.json"))], overwrite=True)
+                      (str(tmp_path / "t2"), str(tmp_path / "x.core.json"))], overwrite=True, host=current().host())
     assert (tmp_path / "x.core").read_bytes() == b"old dump"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("t")) == ["x.core", "x.core.json"]
     assert not [p for p in tmp_path.iterdir() if TEMP_RE.match(p.name)]
@@ -497,7 +499,7 @@ def test_placing_dump_and_sidecar_is_all_or_nothing_and_restores_what_overwrite_
     (tmp_path / "y.core.json").write_bytes(b"someone's")
     with pytest.raises(dumplib.DumpExists):
         finalize_all([(str(tmp_path / "t1"), str(tmp_path / "y.core")),
-                      (str(tmp_path / "t2"), str(tmp_path / "y.core.json"))], overwrite=False)
+                      (str(tmp_path / "t2"), str(tmp_path / "y.core.json"))], overwrite=False, host=current().host())
     assert not (tmp_path / "y.core").exists() and (tmp_path / "y.core.json").read_bytes() == b"someone's"
 
 

@@ -5,6 +5,9 @@ import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
 from dumplib.placement import TEMP_RE, expand_tokens, finalize_all, plan_destination
+from dumplib._switch import current
+
+HOST = current().host()
 
 PROC = ProcessInfo(pid=4242, name="My:Proc.exe")
 WHEN = datetime.datetime(2026, 11, 26, 7, 5, 9)
@@ -20,7 +23,7 @@ def test_procdump_tokens_only_replace_whole_words():
 
 
 def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
-    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", when=WHEN)
+    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", when=WHEN, host=HOST)
     assert dest.final == os.path.join(str(tmp_path), "My_Proc_4242_261126_070509.dmp")
     assert os.path.dirname(dest.temp) == str(tmp_path)
     assert TEMP_RE.match(os.path.basename(dest.temp))
@@ -31,37 +34,37 @@ def test_a_default_name_taken_in_the_same_second_gets_a_counter(tmp_path):
     first = tmp_path / "My_Proc_4242_261126_070509.core.gz"
     first.write_bytes(b"earlier dump")
     (tmp_path / "My_Proc_4242_261126_070509-1.core.gz").write_bytes(b"another")
-    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".core.gz", when=WHEN)
+    dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".core.gz", when=WHEN, host=HOST)
     assert os.path.basename(dest.final) == "My_Proc_4242_261126_070509-2.core.gz"
     assert first.read_bytes() == b"earlier dump"
 
 
 def test_none_means_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    dest = plan_destination(None, PROC, DumpKind.MINI, overwrite=False, extension=".core", when=WHEN)
+    dest = plan_destination(None, PROC, DumpKind.MINI, overwrite=False, extension=".core", when=WHEN, host=HOST)
     assert os.path.dirname(dest.final) == os.getcwd()
     assert dest.final.endswith(".core")
 
 
 def test_missing_parent_is_an_error_and_not_created(tmp_path):
     with pytest.raises(InvalidDumpPath) as info:
-        plan_destination(str(tmp_path / "nope" / "x.dmp"), PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+        plan_destination(str(tmp_path / "nope" / "x.dmp"), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", host=HOST)
     assert "does not exist" in str(info.value) and info.value.path.endswith("x.dmp")
     assert not (tmp_path / "nope").exists()
 
 
 def test_trailing_separator_on_missing_directory(tmp_path):
     with pytest.raises(InvalidDumpPath):
-        plan_destination(str(tmp_path / "nope") + os.sep, PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+        plan_destination(str(tmp_path / "nope") + os.sep, PROC, DumpKind.MINI, overwrite=False, extension=".dmp", host=HOST)
 
 
 def test_existing_file_needs_overwrite(tmp_path):
     existing = tmp_path / "a.dmp"
     existing.write_bytes(b"keep")
     with pytest.raises(DumpExists) as info:
-        plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=False, extension=".dmp")
+        plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", host=HOST)
     assert info.value.path == str(existing) and "overwrite" in str(info.value)
-    dest = plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=True, extension=".dmp")
+    dest = plan_destination(str(existing), PROC, DumpKind.MINI, overwrite=True, extension=".dmp", host=HOST)
     assert dest.final == str(existing)
     assert existing.read_bytes() == b"keep"
 
@@ -71,14 +74,14 @@ def test_finalize_never_clobbers_without_overwrite(tmp_path):
     temp.write_bytes(b"new")
     final.write_bytes(b"old")
     with pytest.raises(DumpExists):
-        finalize_all([(str(temp), str(final))], overwrite=False)
+        finalize_all([(str(temp), str(final))], overwrite=False, host=HOST)
     assert final.read_bytes() == b"old" and temp.exists()
-    finalize_all([(str(temp), str(final))], overwrite=True)
+    finalize_all([(str(temp), str(final))], overwrite=True, host=HOST)
     assert final.read_bytes() == b"new" and not temp.exists()
 
 
 def test_finalize_moves_into_place(tmp_path):
     temp, final = tmp_path / "t.tmp", tmp_path / "f.dmp"
     temp.write_bytes(b"data")
-    finalize_all([(str(temp), str(final))], overwrite=False)
+    finalize_all([(str(temp), str(final))], overwrite=False, host=HOST)
     assert final.read_bytes() == b"data" and not temp.exists()
