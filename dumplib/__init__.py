@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
         InvalidDumpPath,
         InvalidKind,
         ProcessNotFound,
+        Reason,
         TargetRefused,
         UnsupportedPlatform,
     )
@@ -63,7 +64,7 @@ _WHERE: "Dict[str, str]" = {
     **{name: "errors" for name in (
         "DumpError", "ProcessNotFound", "AmbiguousProcess", "AccessDenied", "BitnessMismatch", "TargetRefused",
         "DumpExists", "InvalidDumpPath", "InvalidDumpFile", "InvalidKind", "InvalidCompression", "DumpFailed",
-        "InsufficientDiskSpace", "UnsupportedPlatform", "InvalidArgument",
+        "InsufficientDiskSpace", "UnsupportedPlatform", "InvalidArgument", "Reason",
     )},
 }
 
@@ -93,6 +94,7 @@ __all__ = [
     "InvalidCompression",
     "InvalidArgument",
     "DumpFailed",
+    "Reason",
     "InsufficientDiskSpace",
     "UnsupportedPlatform",
     "watch",

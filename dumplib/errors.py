@@ -6,10 +6,12 @@ user can do about it. Exit codes are the CLI's business, not the library's.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+import enum
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "DumpError",
+    "Reason",
     "ProcessNotFound",
     "AmbiguousProcess",
     "AccessDenied",
@@ -27,6 +29,41 @@ __all__ = [
 ]
 
 
+class Reason(str, enum.Enum):
+    """Why a dump was refused or failed: one spelling per event, for scripts to branch on.
+
+    A ``str`` as well, so ``exc.reason == "disk-full"`` holds and ``--json`` prints the spelling."""
+
+    # TargetRefused
+    SELF = "self"  #: the target is the calling process
+    ZOMBIE = "zombie"  #: it has exited and holds no memory
+    KERNEL_THREAD = "kernel-thread"  #: no user memory to dump
+    TRACED = "traced"  #: another debugger holds it
+    THREAD_NOT_STOPPING = "thread-not-stopping"  #: a thread did not stop in time (frozen cgroup, D state)
+    SNAPSHOT_UNAVAILABLE = "snapshot-unavailable"  #: snapshot=True and none can be taken
+    # DumpFailed
+    EXITED = "exited"  #: the target died while it was being dumped
+    DISK_FULL = "disk-full"  #: the volume filled up during the write
+    BROKEN_PIPE = "broken-pipe"  #: the reader of stdout went away
+    UNVERIFIED = "unverified"  #: the file read back is not what was written
+    MAX_PAUSE = "max-pause"  #: the target would have stayed stopped longer than max_pause
+    CANCELLED = "cancelled"  #: cancel_dumps() or an interrupted watch
+    BUSY = "busy"  #: another dump of the process in this program kept it too long
+    SNAPSHOT_LOST = "snapshot-lost"  #: the snapshot was killed during the write
+    MAPS_UNREADABLE = "maps-unreadable"  #: postmortem: the crashed process's maps could not be read
+    STREAM_FORMAT = "stream-format"  #: postmortem: the kernel's core stream is not a core
+    STREAM_SHORT = "stream-short"  #: postmortem: the kernel's core stream ended early
+    STREAM_TIMEOUT = "stream-timeout"  #: postmortem: the kernel's core stream stalled
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _reason(value: Union[str, Reason, None]) -> Optional[Reason]:
+    """A raiser's reason as the one spelling; an unknown one is a dumplib bug (tests/unit/test_errors.py)."""
+    return None if value is None else Reason(value)
+
+
 def _rebuilt(cls: "type[DumpError]", args: Tuple[Any, ...], state: Dict[str, Any]) -> "DumpError":
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
@@ -38,7 +75,8 @@ class DumpError(Exception):
     """Base class of every error dumplib raises on purpose.
 
     Each class declares its facts (typed, always present: None when not known); ``details()``
-    returns them, plus any extra fact a raiser added, for ``--json``."""
+    returns them for ``--json``. Raisers attach only declared facts (tests/unit/test_errors.py reads
+    every raise in the code to hold them to it)."""
 
     #: The facts each class declares, in addition to its bases' (name -> default).
     fields: ClassVar[Tuple[str, ...]] = ()
@@ -155,15 +193,25 @@ class BitnessMismatch(DumpError):
 class TargetRefused(DumpError):
     """The target is one dumplib will not dump: itself, a zombie, a kernel thread, a traced process."""
 
-    fields = ("pid", "reason", "tracer_pid")
+    fields = ("pid", "reason", "tracer_pid", "tid", "tids", "state", "wchan", "cgroup")
     pid: int
-    #: self | zombie | kernel-thread | traced | ...
-    reason: str
+    #: self | zombie | kernel-thread | traced | thread-not-stopping | snapshot-unavailable
+    reason: Reason
     #: The tracer's pid when reason is "traced".
     tracer_pid: Optional[int]
+    #: The thread the refusal is about (the traced one, the one that would not stop).
+    tid: Optional[int]
+    #: Every thread that would not stop (thread-not-stopping).
+    tids: Optional[List[int]]
+    #: That thread's state letter from /proc (D, T, ...).
+    state: Optional[str]
+    #: Where in the kernel that thread waits (/proc wchan).
+    wchan: Optional[str]
+    #: The frozen cgroup holding it, if any.
+    cgroup: Optional[str]
 
-    def __init__(self, message: str, *, pid: int, reason: str, **details: Any) -> None:
-        super().__init__(message, pid=pid, reason=reason, **details)
+    def __init__(self, message: str, *, pid: int, reason: Union[str, Reason], **details: Any) -> None:
+        super().__init__(message, pid=pid, reason=_reason(reason), **details)
 
 
 class DumpExists(DumpError):
@@ -214,14 +262,15 @@ class InvalidCompression(DumpError, ValueError):
 class DumpFailed(DumpError):
     """Writing or verifying the dump failed; no file was left behind."""
 
-    fields = ("pid", "reason", "errno", "winerror", "hresult")
+    fields = ("pid", "reason", "errno", "winerror", "hresult", "max_pause")
     pid: Optional[int]
-    #: What went wrong, for scripts: disk-full | broken-pipe | exited | unverified | max-pause |
-    #: cancelled | ... (None: an unclassified failure; the message says what happened).
-    reason: Optional[str]
+    #: What went wrong, for scripts (see Reason; None: an unclassified failure, the message says what happened).
+    reason: Optional[Reason]
     errno: Optional[int]
     winerror: Optional[int]
     hresult: Optional[int]
+    #: The bound that was passed (reason max-pause), in seconds.
+    max_pause: Optional[float]
 
     @classmethod
     def target_exited(cls, pid: int) -> "DumpFailed":
@@ -236,9 +285,11 @@ class DumpFailed(DumpError):
         winerror: Optional[int] = None,
         hresult: Optional[int] = None,
         errno: Optional[int] = None,
+        reason: Union[str, Reason, None] = None,
         **details: Any,
     ) -> None:
-        super().__init__(message, pid=pid, winerror=winerror, hresult=hresult, errno=errno, **details)
+        super().__init__(message, pid=pid, winerror=winerror, hresult=hresult, errno=errno, reason=_reason(reason),
+                         **details)
 
 
 class UnsupportedPlatform(DumpError):

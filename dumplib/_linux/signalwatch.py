@@ -761,7 +761,7 @@ class HeldAtExit:
             self.threads[t] = state
         if not self.threads:
             raise DumpFailed(f"process {self.pid} finished exiting before it could be dumped", pid=self.pid,
-                             reason="target-exited")
+                             reason="exited")
         return self
 
     def __exit__(self, *exc: object) -> None:

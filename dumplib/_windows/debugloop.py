@@ -158,7 +158,7 @@ class DebugLoop:
         except Win32Error as exc:
             self._error = (AccessDenied(f"cannot debug process {self.pid}: {exc}", pid=self.pid, code=exc.winerror)
                            if exc.winerror == 5 else
-                           DumpFailed(f"cannot debug process {self.pid}: {exc}", pid=self.pid, code=exc.winerror))
+                           DumpFailed(f"cannot debug process {self.pid}: {exc}", pid=self.pid, winerror=exc.winerror))
             self._ended = True
             self._attached.set()
             return

@@ -12,8 +12,11 @@ import time
 import pytest
 
 import dumplib
+from dumplib._switch import current
 from helpers import leftovers, tmpfs
 from linuxrig import dumplib_cli, run_target
+
+HOST = current().host()
 
 pytestmark = pytest.mark.linux
 
@@ -139,8 +142,8 @@ def test_what_two_outputs_put_on_one_volume_adds_up(tmp_path):
 
     with tmpfs(tmp_path / "one", "48m") as one, tmpfs(tmp_path / "two", "48m") as two:
         (one / "sub").mkdir()
-        assert shortfall([(str(one), 30 << 20, "raw")], 1 << 20) is None
-        short = shortfall([(str(one), 30 << 20, "raw"), (str(one / "sub"), 15 << 20, "packed")], 4 << 20)
+        assert shortfall([(str(one), 30 << 20, "raw")], 1 << 20, HOST) is None
+        short = shortfall([(str(one), 30 << 20, "raw"), (str(one / "sub"), 15 << 20, "packed")], 4 << 20, HOST)
         assert short is not None and short[1] == 45 << 20 and short[2] == "raw plus packed"
         assert short[0].reserve == 4 << 20
-        assert shortfall([(str(one), 30 << 20, "raw"), (str(two), 15 << 20, "packed")], 4 << 20) is None
+        assert shortfall([(str(one), 30 << 20, "raw"), (str(two), 15 << 20, "packed")], 4 << 20, HOST) is None
