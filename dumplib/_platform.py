@@ -382,6 +382,14 @@ class Platform(abc.ABC):
     def open_handles(self, proc: Any) -> int:
         """How many handles (Windows) or file descriptors (Linux) the psutil Process *proc* holds."""
 
+    @abc.abstractmethod
+    def private_bytes(self, mem: Any) -> Optional[int]:
+        """`dumplib ps`'s private figure from psutil's memory_info() *mem*: cheap, one per process."""
+
+    @abc.abstractmethod
+    def watched_memory(self, mem: Any) -> int:
+        """What MemoryAbove/MemoryBelow measure by default, from psutil's memory_info() *mem*."""
+
     def watch_events(self) -> Optional[WatchSupport]:
         """What watching needs from this platform, imported only when asked (None: nothing)."""
         return None

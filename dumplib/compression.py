@@ -85,7 +85,7 @@ def _zstd() -> Tuple[str, Any]:
     except ImportError:
         pass
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
 
         return "zstandard", zstandard
     except ImportError:
@@ -179,9 +179,12 @@ def _stream(codec: str, f: BinaryIO) -> BinaryIO:
 
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     flavour, zstd = _zstd()
+    reader: BinaryIO
     if flavour == "stdlib":
-        return zstd.ZstdFile(f, "rb")
-    return zstd.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+        reader = zstd.ZstdFile(f, "rb")
+    else:
+        reader = zstd.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    return reader
 
 
 class DecompressedFile(io.RawIOBase):

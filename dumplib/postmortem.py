@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 from .errors import InvalidArgument, UnsupportedPlatform
 from .limits import parse_max_per  # noqa: F401 - public here since the postmortem functions came
@@ -16,7 +16,24 @@ from .limits import parse_max_per  # noqa: F401 - public here since the postmort
 __all__ = ["install", "uninstall", "status", "list_dumps", "wer_enable", "wer_disable", "wer_status"]
 
 
-def _platform() -> Any:
+class _Installer(Protocol):
+    """What each platform's postmortem module offers (_linux/core_pattern.py, _windows/aedebug.py)."""
+
+    # Each platform takes options of its own (docstrings of install/uninstall/status below).
+    install: Callable[..., Dict[str, Any]]
+    uninstall: Callable[..., Dict[str, Any]]
+    status: Callable[..., Dict[str, Any]]
+
+
+class _Wer(Protocol):
+    """Windows Error Reporting's LocalDumps, as _windows/aedebug.py sets it."""
+
+    wer_enable: Callable[..., Dict[str, Any]]
+    wer_disable: Callable[..., Dict[str, Any]]
+    wer_status: Callable[..., Dict[str, Any]]
+
+
+def _platform() -> _Installer:
     if sys.platform.startswith("linux"):
         from ._linux import core_pattern
 
@@ -94,7 +111,7 @@ def _from_comment(comment: Any) -> Optional[str]:
     return comment[len(prefix):] if isinstance(comment, str) and comment.startswith(prefix) else None
 
 
-def _wer() -> Any:
+def _wer() -> _Wer:
     if sys.platform != "win32":
         raise UnsupportedPlatform(sys.platform)
     from ._windows import aedebug

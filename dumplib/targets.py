@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Set, Union
+from typing import Callable, Dict, List, Optional, Set, TypeVar, Union
 
 from ._platform import Platform
 from ._text import printable
@@ -218,12 +218,7 @@ def _figures(pid: int, name: str, platform: Platform) -> ProcessInfo:
         mem = None
     if mem is not None:
         rss = mem.rss
-        # Windows: the commit charge is PagefileUsage (equal to PrivateUsage on real Windows; Wine
-        # fills only the former). Linux: resident minus shared pages is the cheap private figure
-        # (USS needs a full smaps read per process).
-        private = getattr(mem, "pagefile", None)
-        if private is None and hasattr(mem, "shared"):
-            private = max(0, mem.rss - mem.shared)
+        private = platform.private_bytes(mem)
     return ProcessInfo(pid=pid, name=name, started=started, user=user, private_bytes=private, rss_bytes=rss,
                        full_dump_bytes=_full_estimate(platform, pid, name, started))
 
@@ -240,7 +235,10 @@ def _full_estimate(platform: Platform, pid: int, name: str, started: Optional[fl
     return plan.estimate.bytes if plan.estimate else None
 
 
-def _try(fn):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _try(fn: Callable[[], _T]) -> Optional[_T]:
     from ._psutil import psutil
 
     try:

@@ -126,8 +126,7 @@ class _Sampler:
             mem = proc.memory_info()
             threads = proc.num_threads()
             handles = self.platform.open_handles(proc)
-        # Windows: private commit bytes (Wine fills only pagefile); Linux: the resident set.
-        memory = getattr(mem, "private", None) or getattr(mem, "pagefile", None) or mem.rss
+        memory = self.platform.watched_memory(mem)
         extra = [("rss", mem.rss)] if self.wants_rss else []
         if self.extra_memory:
             from ._bounded import call_within

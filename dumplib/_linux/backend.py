@@ -144,6 +144,13 @@ class LinuxPlatform(Platform):
     def open_handles(self, proc: Any) -> int:
         return int(proc.num_fds())
 
+    def private_bytes(self, mem: Any) -> Optional[int]:
+        # Resident minus shared pages: USS would need a full smaps read per process.
+        return max(0, int(mem.rss) - int(mem.shared))
+
+    def watched_memory(self, mem: Any) -> int:
+        return int(mem.rss)  # the resident set
+
     def watch_events(self) -> WatchSupport:
         from .signalwatch import LinuxEvents  # only a watcher needs it
 

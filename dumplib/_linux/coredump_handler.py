@@ -263,8 +263,15 @@ class StreamCore(Platform, Session):
     def host(self) -> LinuxHost:
         return _HOST
 
+    # Never asked: the handler lists and watches nothing.
     def open_handles(self, proc: Any) -> int:
-        return 0  # never asked: the handler watches nothing
+        return 0
+
+    def private_bytes(self, mem: Any) -> Optional[int]:
+        return None
+
+    def watched_memory(self, mem: Any) -> int:
+        return 0
 
     def sidecar_facts(self, pid: int) -> Dict[str, Any]:
         signo, code, address = self.head.signal

@@ -149,6 +149,14 @@ class WindowsPlatform(Platform):
     def open_handles(self, proc: Any) -> int:
         return int(proc.num_handles())
 
+    def private_bytes(self, mem: Any) -> Optional[int]:
+        # The commit charge, PagefileUsage: equal to PrivateUsage on real Windows, and the one Wine fills.
+        return int(mem.pagefile)
+
+    def watched_memory(self, mem: Any) -> int:
+        # Private commit bytes (Wine fills only pagefile).
+        return int(getattr(mem, "private", 0) or mem.pagefile or mem.rss)
+
     def watch_events(self) -> WatchSupport:
         from .debugloop import WindowsEvents  # only a watcher needs it
 
