@@ -18,6 +18,8 @@ _SIGNATURE = re.compile(r"dumplib (\S+); kind=(\w+); flags=(0x[0-9A-Fa-f]+|kind 
 
 @dataclasses.dataclass(frozen=True)
 class DumpInfo:
+    """What ``dumplib.info`` read in a dump file: its format, whose process, what it holds, whether it is whole."""
+
     path: str
     #: ``"minidump"`` or ``"elf-core"``.
     format: str
@@ -41,6 +43,7 @@ class DumpInfo:
     dumplib_version: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
+        """The facts as a JSON-friendly dict (``dumplib info --json``)."""
         return dataclasses.asdict(self)
 
 

@@ -27,6 +27,7 @@ class DumpKind(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: Union["DumpKind", str]) -> "DumpKind":
+        """*value* as a DumpKind: a member, or its name in any case with spaces around; else InvalidKind."""
         if isinstance(value, cls):
             return value
         if isinstance(value, str):

@@ -25,11 +25,13 @@ class ProcessInfo:
     full_dump_bytes: Optional[int] = None
 
     def started_text(self) -> str:
+        """The start time as local ``YYYY-MM-DD HH:MM:SS`` (for messages), or "at an unknown time"."""
         if self.started is None:
             return "at an unknown time"
         return datetime.datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M:%S")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The row as a JSON-friendly dict (``dumplib ps --json``)."""
         return dataclasses.asdict(self)
 
 
@@ -74,6 +76,7 @@ class DumpResult:
     snapshot_bytes: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
+        """The result as a JSON-friendly dict (``dumplib dump --json``)."""
         data = dataclasses.asdict(self)
         data["warnings"] = list(self.warnings)
         return data
@@ -95,4 +98,5 @@ class SizeEstimate:
     breakdown: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The estimate as a JSON-friendly dict (``dumplib estimate --json``)."""
         return dataclasses.asdict(self)

@@ -44,6 +44,7 @@ class Sample:
     extra_memory: Tuple[Tuple[str, int], ...] = ()
 
     def memory_figure(self, measure: str) -> Optional[int]:
+        """The memory figure *measure* names (``default``, ``rss``, ``pss``, ``private``); None if not read."""
         if measure == "default":
             return self.memory
         return dict(self.extra_memory).get(measure)
@@ -60,6 +61,7 @@ class Trigger:
     once: bool = False
 
     def describe(self) -> str:
+        """What the trigger waits for, in words (shown when watching starts)."""
         raise NotImplementedError
 
     def measure(self, sample: Sample) -> Optional[float]:
@@ -67,9 +69,11 @@ class Trigger:
         raise NotImplementedError
 
     def holds(self, value: float) -> bool:
+        """Whether the figure *value* (from measure) meets the condition at this instant."""
         raise NotImplementedError
 
     def unit(self) -> str:
+        """The unit of the figure, for messages (``%``, ``bytes``...)."""
         return ""
 
     def token(self) -> str:
@@ -374,6 +378,7 @@ class ExceptionRaised(_Event):
         self.first_chance = first_chance
 
     def matches(self, code: int, first_chance: bool) -> bool:
+        """Whether an exception *code*, first chance or not, is one this trigger dumps."""
         code &= 0xFFFFFFFF
         if first_chance and not self.first_chance:
             return False

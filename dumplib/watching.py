@@ -60,6 +60,7 @@ class WatchEvent:
     at: float = dataclasses.field(default_factory=time.time)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The event as a JSON-friendly dict, unknown facts left out (``dumplib watch --json``)."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "result"}
         if self.result is not None:
             out["result"] = self.result.to_dict()
