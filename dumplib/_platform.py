@@ -15,13 +15,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
-import subprocess
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from .errors import TargetRefused
 from .kinds import DumpKind
 from .results import DumpResult, ProcessInfo, SizeEstimate
-from .triggers import Trigger
+
+if TYPE_CHECKING:  # names for annotations only: a one-shot dump imports neither (start-up time)
+    import subprocess
+
+    from .triggers import Trigger
 
 #: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
 ProgressCallback = Callable[[int, float], None]
