@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from dumplib_cli.app import COMMANDS, quick_parse, typer_app
+from dumplib_cli._fastparse import quick_parse
+from dumplib_cli.app import COMMANDS, typer_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +72,7 @@ def test_quick_parse_hands_over_what_it_does_not_take(argv):
 
 
 def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
-    from dumplib_cli.app import Arg, Opt
+    from dumplib_cli._params import Arg, Opt
 
     def plain(target: str = Arg(..., help="x"), n: Optional[int] = Opt(None, "--n", metavar="N")) -> None: ...
 
