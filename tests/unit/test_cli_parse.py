@@ -130,3 +130,23 @@ def test_help_still_comes_from_typer():
     modules, done = _cli_modules("dump", "--help")
     assert done.returncode == 0
     assert "typer" in modules and "--compress-level" in done.stdout
+
+
+def test_a_bare_snapshot_reaches_create_dump_as_on(monkeypatch):
+    # main() gives a bare --snapshot its value before either parser sees it, and leaves a word after
+    # `--` alone (there it is a PATH). The write itself is replaced: only what reaches it counts.
+    import dumplib
+
+    from dumplib_cli.app import main
+
+    seen: List[Dict[str, Any]] = []
+
+    def record(target: Any, path: Any, kind: Any, **options: Any) -> None:
+        seen.append(dict(options, target=target, path=path))
+        raise KeyboardInterrupt  # the command's own interruption exit: no result to print
+
+    monkeypatch.setattr(dumplib, "create_dump", record)
+    with pytest.raises(SystemExit) as ended:
+        main(["dump", "--snapshot", "--", "1234", "--snapshot"])
+    assert ended.value.code == 130
+    assert [(s["target"], s["path"], s["snapshot"]) for s in seen] == [(1234, "--snapshot", True)]
