@@ -7,8 +7,9 @@ mistakes and anything that parser does not know go to typer, built here from the
 so help and error messages are typer's. docs/benchmarks.md has the measurements.
 
 This module only assembles: it knows the commands and builds the typer application; each command
-lives in a module of its own over the shared helpers (_common.py, _values.py, _params.py), and
-none of them imports this one back (tests/unit/test_cli_imports.py).
+lives in a module of its own over the shared helpers (_common.py; _fastparse.py for the parser and
+the declarations it reads), and none of them imports this one back (tests/unit/test_cli_imports.py).
+A valid command line loads only its own command's module: each module is start-up paid.
 """
 from __future__ import annotations
 
@@ -19,18 +20,37 @@ from typing import Any, Callable, Dict, List, Optional
 import dumplib
 
 from ._common import EXIT_USAGE, Exit, echo, error_json
-from ._fastparse import bare_flags, quick_parse, wants_json
-from ._params import declarations
-from .dump import dump
-from .estimate import estimate
-from .info import info
-from .ps import ps
+from ._fastparse import bare_flags, declarations, quick_parse, wants_json
 
 HELP = "Take process dump files safely: Windows minidumps, Linux ELF cores."
 
-#: The commands the fast parser may take, by name, in the order `--help` lists them. `watch` and
+#: The commands the fast parser may take, in the order `--help` lists them. `watch` and
 #: `postmortem` need typer to parse (callbacks, groups): typer_app() adds them.
-COMMANDS: Dict[str, Callable[..., None]] = {"dump": dump, "estimate": estimate, "info": info, "ps": ps}
+QUICK_COMMANDS = ("dump", "estimate", "info", "ps")
+
+
+def quick_command(name: str) -> Optional[Callable[..., None]]:
+    """The function of command *name* if the fast parser may take it, importing its module only."""
+    # One import per branch, written out: a loop over importlib would cost its import at start-up
+    # and hide the arrows from the import-graph test.
+    if name == "dump":
+        from .dump import dump
+        return dump
+    if name == "estimate":
+        from .estimate import estimate
+        return estimate
+    if name == "info":
+        from .info import info
+        return info
+    if name == "ps":
+        from .ps import ps
+        return ps
+    return None
+
+
+def commands() -> Dict[str, Callable[..., None]]:
+    """Every quick-parsed command by name, in QUICK_COMMANDS' order (typer's app and the tests)."""
+    return {name: func for name in QUICK_COMMANDS if (func := quick_command(name)) is not None}
 
 #: How a test replaces running a command: called with the command and its parsed keyword arguments.
 Call = Callable[[Callable[..., None], Dict[str, Any]], None]
@@ -59,7 +79,7 @@ def typer_app(call: Optional[Call] = None) -> Any:
                                              help="Print dumplib's version and exit.")) -> None:
         """Take process dump files safely: Windows minidumps, Linux ELF cores."""
 
-    for name, func in COMMANDS.items():
+    for name, func in commands().items():
         hints = typing.get_type_hints(func)
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=spec.to_typer(typer),
                                     annotation=hints[n]) for n, spec in declarations(func).items()]
@@ -101,7 +121,7 @@ def _typer_json_errors(args: List[str]) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: the fast parser for a valid command line, typer for everything else."""
     args = bare_flags(sys.argv[1:] if argv is None else list(argv))
-    func = COMMANDS.get(args[0]) if args else None
+    func = quick_command(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
     if func is None or kwargs is None:
         if wants_json(args):

@@ -7,10 +7,9 @@ from typing import Any, Dict, Optional
 
 import dumplib
 
-from . import _values
-from ._common import (EXIT_OK, Exit, echo, error_json, exit_code_for, human_bytes, result_line, run,
-                      usage_error)
-from ._params import Arg, DebugOpt, JsonOpt, Opt
+from ._common import (EXIT_OK, Exit, echo, error_json, exit_code_for, human_bytes, parse_duration, parse_flags,
+                      parse_size, parse_snapshot, parse_target, result_line, run, usage_error)
+from ._fastparse import Arg, DebugOpt, JsonOpt, Opt
 
 
 class _TerminalProgress:
@@ -83,12 +82,12 @@ def dump(
         target, path = f"svc:{service}", path or target
     def options() -> Dict[str, Any]:
         # Parsed inside run(): a bad size, duration or mask is reported like any other error.
-        return dict(flags=_values.flags(flags), overwrite=overwrite, comment=comment,
-                    min_free=_values.parse_size(min_free, "min_free"), space_check=not no_space_check, fit=fit,
-                    sidecar=not no_sidecar, keep=keep, max_total=_values.parse_size(max_total, "max_total"),
+        return dict(flags=parse_flags(flags), overwrite=overwrite, comment=comment,
+                    min_free=parse_size(min_free, "min_free"), space_check=not no_space_check, fit=fit,
+                    sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total, "max_total"),
                     compress=compress, compress_level=compress_level,
-                    max_pause=_values.parse_duration(max_pause, "max_pause"),
-                    snapshot=_values.parse_snapshot(snapshot))
+                    max_pause=parse_duration(max_pause, "max_pause"),
+                    snapshot=parse_snapshot(snapshot))
 
     if all_name is not None or target is None:
         if all_name is not None and path is not None:
@@ -101,7 +100,7 @@ def dump(
 
     def action() -> dumplib.DumpResult:
         try:
-            return dumplib.create_dump(_values.target(target), path, kind, progress=progress, **options())
+            return dumplib.create_dump(parse_target(target), path, kind, progress=progress, **options())
         finally:
             if progress is not None:
                 progress.close()

@@ -6,9 +6,8 @@ from typing import Optional
 
 import dumplib
 
-from . import _values
-from ._common import echo, human_bytes, run
-from ._params import Arg, DebugOpt, JsonOpt, Opt
+from ._common import echo, human_bytes, parse_flags, parse_target, run
+from ._fastparse import Arg, DebugOpt, JsonOpt, Opt
 
 
 def estimate(
@@ -19,7 +18,7 @@ def estimate(
     debug: bool = DebugOpt,
 ) -> None:
     """Say how big a dump of TARGET would be, without reading its memory or stopping it."""
-    est = run(lambda: dumplib.estimate(_values.target(target), kind, flags=_values.flags(flags)), as_json=as_json,
+    est = run(lambda: dumplib.estimate(parse_target(target), kind, flags=parse_flags(flags)), as_json=as_json,
               debug=debug)
     if as_json:
         echo(json.dumps(est.to_dict()))

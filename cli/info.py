@@ -6,7 +6,7 @@ import json
 import dumplib
 
 from ._common import EXIT_CODES, Exit, echo, human_bytes, run
-from ._params import Arg, DebugOpt, JsonOpt
+from ._fastparse import Arg, DebugOpt, JsonOpt
 
 
 def info(

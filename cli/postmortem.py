@@ -8,12 +8,11 @@ import typer
 
 from dumplib import postmortem
 
-from . import _params
-from ._common import echo, human_bytes, run
-from ._values import parse_size
+from . import _fastparse
+from ._common import echo, human_bytes, parse_size, run
 
-JsonOpt = _params.JsonOpt.to_typer(typer)
-DebugOpt = _params.DebugOpt.to_typer(typer)
+JsonOpt = _fastparse.JsonOpt.to_typer(typer)
+DebugOpt = _fastparse.DebugOpt.to_typer(typer)
 StateOpt = typer.Option(None, "--state-dir", help="Linux: where the handler, its settings and backup live"
                                                   " (default /var/lib/dumplib/postmortem).")
 

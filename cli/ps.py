@@ -7,7 +7,7 @@ from typing import List, Optional
 import dumplib
 
 from ._common import echo, human_bytes, run
-from ._params import Arg, DebugOpt, JsonOpt
+from ._fastparse import Arg, DebugOpt, JsonOpt
 
 
 def ps(

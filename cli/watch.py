@@ -13,11 +13,12 @@ import typer
 
 import dumplib
 
-from . import _params, _values
-from ._common import Exit, Terminated, echo, exit_code_for_signal, human_bytes, result_line, run, usage_error
+from . import _fastparse
+from ._common import (Exit, Terminated, echo, exit_code_for_signal, human_bytes, parse_duration, parse_flags,
+                      parse_size, parse_snapshot, parse_target, result_line, run, usage_error)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
-DebugOpt = _params.DebugOpt.to_typer(typer)
+DebugOpt = _fastparse.DebugOpt.to_typer(typer)
 
 #: An --exec command gets this long before it is killed, so a stuck hook cannot stop the watch.
 EXEC_TIMEOUT = 300.0
@@ -31,7 +32,7 @@ def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, 
     if cpu is not None:
         out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
     if memory is not None:
-        sizes = [_values.parse_size(m, "memory") for m in memory.split(",")]
+        sizes = [parse_size(m, "memory") for m in memory.split(",")]
         if len(sizes) == 1:
             out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(sizes[0], measure=memory_measure))
         elif below:
@@ -279,18 +280,18 @@ def watch(
         thresholds = sum(1 for t in triggers if t.once)
         dumps = max(count, thresholds) if thresholds > 1 and count == 1 else count  # -m A,B,C: a dump for each
         # Unsaid, the library's default stands (Windows: a snapshot where PSS exists).
-        snapshot_choice: Dict[str, Any] = {} if snapshot is None else {"snapshot": _values.parse_snapshot(snapshot)}
+        snapshot_choice: Dict[str, Any] = {} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}
         try:
             return dumplib.watch(
-                _values.target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
+                parse_target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
                 all=every, count=dumps, interval=interval, sample_every=sample_every, path=path, kind=kind,
                 timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
                 max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
-                flags=_values.flags(flags), overwrite=overwrite, comment=comment,
-                min_free=_values.parse_size(min_free, "min_free"), space_check=not no_space_check, fit=fit,
-                sidecar=not no_sidecar, keep=keep, max_total=_values.parse_size(max_total, "max_total"),
+                flags=parse_flags(flags), overwrite=overwrite, comment=comment,
+                min_free=parse_size(min_free, "min_free"), space_check=not no_space_check, fit=fit,
+                sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total, "max_total"),
                 compress=compress, compress_level=compress_level,
-                max_pause=_values.parse_duration(max_pause, "max_pause"),
+                max_pause=parse_duration(max_pause, "max_pause"),
                 **snapshot_choice,
             )
         except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from typing import List
 import pytest
 
 import dumplib
-from dumplib_cli import _values
+from dumplib_cli import _common as _values
 
 #: What click/rich draw a usage error in; none of it may reach a script that asked for JSON.
 BOX = "╭╮╰╯│─"

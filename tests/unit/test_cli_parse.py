@@ -14,7 +14,9 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from dumplib_cli._fastparse import quick_parse
-from dumplib_cli.app import COMMANDS, typer_app
+from dumplib_cli.app import QUICK_COMMANDS, commands, typer_app
+
+COMMANDS = commands()
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +74,7 @@ def test_quick_parse_hands_over_what_it_does_not_take(argv):
 
 
 def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
-    from dumplib_cli._params import Arg, Opt
+    from dumplib_cli._fastparse import Arg, Opt
 
     def plain(target: str = Arg(..., help="x"), n: Optional[int] = Opt(None, "--n", metavar="N")) -> None: ...
 
@@ -85,6 +87,7 @@ def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
 
 def test_every_command_is_quick_parsed():
     # A command whose parameters the quick parser cannot read would silently go through typer.
+    assert tuple(COMMANDS) == QUICK_COMMANDS, "a quick command app.quick_command() does not load"
     for name, func in COMMANDS.items():
         required = [a for a in VALID if a[0] == name]
         assert required, f"no VALID command line exercises {name}"
