@@ -15,7 +15,7 @@ from typing import List
 import pytest
 
 import dumplib
-from dumplib_cli import _common as _values
+from dumplib_cli import _common
 
 #: What click/rich draw a usage error in; none of it may reach a script that asked for JSON.
 BOX = "╭╮╰╯│─"
@@ -85,7 +85,7 @@ def test_bad_values_are_usage_errors_by_json_and_by_exit_code():
 @pytest.mark.parametrize("text", ["12XB", "G", "", "1.2.3M", "-"])
 def test_a_bad_size_is_invalid_argument_not_invalid_kind(text):
     with pytest.raises(dumplib.InvalidArgument) as caught:
-        _values.parse_size(text, "max_total")
+        _common.parse_size(text, "max_total")
     assert not isinstance(caught.value, dumplib.InvalidKind)
     assert caught.value.details() == {"argument": "max_total", "value": text}
 
@@ -93,13 +93,13 @@ def test_a_bad_size_is_invalid_argument_not_invalid_kind(text):
 @pytest.mark.parametrize("text", ["5q", "0", "-3s", "soon", "", "0ms"])
 def test_a_bad_duration_is_invalid_argument_not_invalid_kind(text):
     with pytest.raises(dumplib.InvalidArgument) as caught:
-        _values.parse_duration(text, "max_pause")
+        _common.parse_duration(text, "max_pause")
     assert not isinstance(caught.value, dumplib.InvalidKind)
     assert caught.value.details() == {"argument": "max_pause", "value": text}
 
 
 def test_good_sizes_and_durations_still_parse():
-    assert _values.parse_size("512M", "x") == 512 << 20 and _values.parse_size("1.5GiB", "x") == 3 << 29
-    assert _values.parse_size("4096", "x") == 4096 and _values.parse_size(None, "x") is None
-    assert _values.parse_duration("500ms", "x") == 0.5 and _values.parse_duration("2m", "x") == 120.0
-    assert _values.parse_duration("off", "x") is None and _values.parse_duration(None, "x") is None
+    assert _common.parse_size("512M", "x") == 512 << 20 and _common.parse_size("1.5GiB", "x") == 3 << 29
+    assert _common.parse_size("4096", "x") == 4096 and _common.parse_size(None, "x") is None
+    assert _common.parse_duration("500ms", "x") == 0.5 and _common.parse_duration("2m", "x") == 120.0
+    assert _common.parse_duration("off", "x") is None and _common.parse_duration(None, "x") is None
