@@ -8,10 +8,11 @@ import typer
 
 from dumplib import postmortem
 
-from .app import _run, echo, human_bytes, parse_size
+from . import _fastparse
+from ._common import echo, human_bytes, parse_size, run
 
-JsonOpt = typer.Option(False, "--json", help="Print the result (or the error) as one JSON object.")
-DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
+JsonOpt = _fastparse.JsonOpt.to_typer(typer)
+DebugOpt = _fastparse.DebugOpt.to_typer(typer)
 StateOpt = typer.Option(None, "--state-dir", help="Linux: where the handler, its settings and backup live"
                                                   " (default /var/lib/dumplib/postmortem).")
 
@@ -90,10 +91,10 @@ def install(
         if no_pidfd:
             extra["pidfd"] = False
         return postmortem.install(dir, kind=kind, fit=fit, compress=compress, keep=keep,
-                                  max_total=parse_size(max_total), min_free=parse_size(min_free), max_per=max_per,
-                                  **extra)
+                                  max_total=parse_size(max_total, "max_total"),
+                                  min_free=parse_size(min_free, "min_free"), max_per=max_per, **extra)
 
-    st = _run(action, as_json=as_json, debug=debug)
+    st = run(action, as_json=as_json, debug=debug)
     echo(json.dumps(st)) if as_json else _show_status(st)
 
 
@@ -106,14 +107,14 @@ def uninstall(
     debug: bool = DebugOpt,
 ) -> None:
     """Put back exactly what install found (refused if the handler in place is not dumplib's)."""
-    st = _run(lambda: postmortem.uninstall(force=force, **_platform(state_dir)), as_json=as_json, debug=debug)
+    st = run(lambda: postmortem.uninstall(force=force, **_platform(state_dir)), as_json=as_json, debug=debug)
     echo(json.dumps(st)) if as_json else _show_status(st)
 
 
 @app.command()
 def status(state_dir: Optional[str] = StateOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """What is registered now (dumplib's handler or someone else's), settings and backup."""
-    st = _run(lambda: postmortem.status(**_platform(state_dir)), as_json=as_json, debug=debug)
+    st = run(lambda: postmortem.status(**_platform(state_dir)), as_json=as_json, debug=debug)
     echo(json.dumps(st)) if as_json else _show_status(st)
 
 
@@ -125,7 +126,7 @@ def list_(
     debug: bool = DebugOpt,
 ) -> None:
     """The crash dumps written, newest first (like coredumpctl list)."""
-    rows = _run(lambda: postmortem.list_dumps(dir, **_platform(state_dir)), as_json=as_json, debug=debug)
+    rows = run(lambda: postmortem.list_dumps(dir, **_platform(state_dir)), as_json=as_json, debug=debug)
     if as_json:
         echo(json.dumps(rows))
         return
@@ -153,9 +154,11 @@ def wer_enable(
     debug: bool = DebugOpt,
 ) -> None:
     """Point WER LocalDumps at a folder that can hold COUNT dumps plus the reserve."""
-    st = _run(lambda: postmortem.wer_enable(folder, count=count, kind=kind, exe=exe, min_free=parse_size(min_free),
-                                            allow_system_drive=allow_system_drive, per_dump=parse_size(per_dump)),
-              as_json=as_json, debug=debug)
+    st = run(lambda: postmortem.wer_enable(folder, count=count, kind=kind, exe=exe,
+                                           min_free=parse_size(min_free, "min_free"),
+                                           allow_system_drive=allow_system_drive,
+                                           per_dump=parse_size(per_dump, "per_dump")),
+             as_json=as_json, debug=debug)
     echo(json.dumps(st))
 
 
@@ -163,11 +166,11 @@ def wer_enable(
 def wer_disable(exe: Optional[str] = typer.Option(None, "--exe", help="The program given to enable."),
                 as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """Put back the LocalDumps values found before enable."""
-    echo(json.dumps(_run(lambda: postmortem.wer_disable(exe), as_json=as_json, debug=debug)))
+    echo(json.dumps(run(lambda: postmortem.wer_disable(exe), as_json=as_json, debug=debug)))
 
 
 @wer.command(name="status")
 def wer_status(exe: Optional[str] = typer.Option(None, "--exe", help="A program's own LocalDumps key."),
                as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """The LocalDumps values in force, and dumplib's backup."""
-    echo(json.dumps(_run(lambda: postmortem.wer_status(exe), as_json=as_json, debug=debug)))
+    echo(json.dumps(run(lambda: postmortem.wer_status(exe), as_json=as_json, debug=debug)))

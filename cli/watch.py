@@ -13,11 +13,12 @@ import typer
 
 import dumplib
 
-from .app import (Exit, _flags, _run, _target, _Terminated, echo, human_bytes, parse_duration, parse_size, parse_snapshot,
-                  result_line)
+from . import _fastparse
+from ._common import (Exit, Terminated, echo, exit_code_for_signal, human_bytes, parse_duration, parse_flags,
+                      parse_size, parse_snapshot, parse_target, result_line, run, usage_error)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
-DebugOpt = typer.Option(False, "--debug", help="Show a traceback on errors.")
+DebugOpt = _fastparse.DebugOpt.to_typer(typer)
 
 #: An --exec command gets this long before it is killed, so a stuck hook cannot stop the watch.
 EXEC_TIMEOUT = 300.0
@@ -31,15 +32,15 @@ def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, 
     if cpu is not None:
         out.append((dumplib.CpuBelow if below else dumplib.CpuAbove)(cpu, seconds=seconds, per_cpu=per_cpu))
     if memory is not None:
-        sizes = [parse_size(m) for m in memory.split(",")]
+        sizes = [parse_size(m, "memory") for m in memory.split(",")]
         if len(sizes) == 1:
-            out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(sizes[0], measure=memory_measure))  # type: ignore[arg-type]
+            out.append((dumplib.MemoryBelow if below else dumplib.MemoryAbove)(sizes[0], measure=memory_measure))
         elif below:
             raise dumplib.InvalidArgument("--below takes one --memory figure, not a list", argument="memory",
                                           value=memory)
         else:  # ProcDump -m 100,200,300: one dump as each is crossed; the highest first, so a leap past
             # several thresholds between two looks is one dump, of the highest
-            out.extend(dumplib.MemoryAbove(s, measure=memory_measure, once=True)  # type: ignore[arg-type]
+            out.extend(dumplib.MemoryAbove(s, measure=memory_measure, once=True)
                        for s in sorted(set(sizes), reverse=True))
     if threads is not None:
         out.append(dumplib.ThreadsAbove(threads))
@@ -267,34 +268,36 @@ def watch(
     if not launch and positional:
         path = path or positional.pop(0)
     if not launch and positional:
-        _usage(f"unexpected arguments: {' '.join(positional)}", as_json)
+        usage_error(f"unexpected arguments: {' '.join(positional)}", as_json)
     if not launch and target is None and wait is None and every is None:
-        _usage("say what to watch: TARGET, --wait NAME, --all NAME or --launch -- CMD...", as_json)
+        usage_error("say what to watch: TARGET, --wait NAME, --all NAME or --launch -- CMD...", as_json)
     printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
 
     def action() -> Optional[List[dumplib.DumpResult]]:
-        _on_signals(once)  # again: _run has just put its own in place for SIGTERM and SIGHUP
+        _on_signals(once)  # again: run() has just put its own in place for SIGTERM and SIGHUP
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit, exception_exclude)
         thresholds = sum(1 for t in triggers if t.once)
         dumps = max(count, thresholds) if thresholds > 1 and count == 1 else count  # -m A,B,C: a dump for each
+        # Unsaid, the library's default stands (Windows: a snapshot where PSS exists).
+        snapshot_choice: Dict[str, Any] = {} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}
         try:
             return dumplib.watch(
-                _target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
+                parse_target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
                 all=every, count=dumps, interval=interval, sample_every=sample_every, path=path, kind=kind,
                 timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
                 max_dumps_per=_rate(rate), stop_on_refusal=stop_on_refusal,
-                flags=_flags(flags), overwrite=overwrite, comment=comment, min_free=parse_size(min_free),
-                space_check=not no_space_check, fit=fit, sidecar=not no_sidecar, keep=keep,
-                max_total=parse_size(max_total), compress=compress, compress_level=compress_level,
-                max_pause=parse_duration(max_pause),
-                # Unsaid, the library's default stands (Windows: a snapshot where PSS exists).
-                **({} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}),
+                flags=parse_flags(flags), overwrite=overwrite, comment=comment,
+                min_free=parse_size(min_free, "min_free"), space_check=not no_space_check, fit=fit,
+                sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total, "max_total"),
+                compress=compress, compress_level=compress_level,
+                max_pause=parse_duration(max_pause, "max_pause"),
+                **snapshot_choice,
             )
         except KeyboardInterrupt:
             stopped_by.append(signal.SIGINT)
             return None  # the watch has already let go of every process
-        except _Terminated as ended:
+        except Terminated as ended:
             stopped_by.append(ended.signum)
             return None
 
@@ -305,12 +308,12 @@ def watch(
         raised again, it could cut short the letting go of a process held for a dump."""
         stopped_by.append(signum)
         if len(stopped_by) == 1:
-            raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated(signum)
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     previous = _on_signals(once)
     try:
         try:
-            results = _run(action, as_json=as_json, debug=debug)
+            results = run(action, as_json=as_json, debug=debug)
         finally:
             printer.end_hooks()
         if results is None:
@@ -318,7 +321,7 @@ def watch(
                    getattr(signal, "SIGHUP", -1): "SIGHUP", getattr(signal, "SIGBREAK", -1): "Ctrl-Break"}
             printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
                                        f" {printer.what_was_kept()}; every watched process runs on, untraced"))
-            raise Exit(128 + stopped_by[0])
+            raise Exit(exit_code_for_signal(stopped_by[0]))
         if not as_json:
             echo(f"{len(results)} dump(s) written")
     finally:
@@ -338,38 +341,3 @@ def _on_signals(handler: Any) -> Dict[int, Any]:
 _INTERRUPTING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
                       if hasattr(signal, name))
 
-
-def _usage(message: str, as_json: bool) -> None:
-    if as_json:
-        echo(json.dumps({"error": {"type": "Usage", "message": message, "exit_code": 2}}))
-    else:
-        echo(f"dumplib: error: {message}", err=True)
-    raise Exit(2)
-
-
-def dump_all_command(name: Optional[str], path: Optional[str], kind: str, options: Dict[str, Any], as_json: bool,
-                     debug: bool) -> None:
-    """`dumplib dump --all NAME [PATH]`: every process of that name now, each to its own file.
-
-    Exit code: 0 when every process was dumped, else the code of the first error."""
-    from .app import exit_code_for
-
-    if name is None:
-        _usage("missing TARGET (a pid or a process name), or --all NAME", as_json)
-        return
-
-    outcomes = _run(lambda: dumplib.dump_all(name, path, kind, **options), as_json=as_json, debug=debug)
-    worst = 0
-    for o in outcomes:
-        if isinstance(o, dumplib.DumpError):
-            worst = worst or exit_code_for(o)
-            if as_json:
-                echo(json.dumps({"error": {"type": type(o).__name__, "message": str(o), **o.details()}}))
-            else:
-                echo(f"dumplib: error: {o}", err=True)
-        elif as_json:
-            echo(json.dumps(o.to_dict()))
-        else:
-            echo(result_line(o))
-    if worst:
-        raise Exit(worst)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import dumplib
-from dumplib_cli.app import exit_code_for, human_bytes
+from dumplib_cli._common import exit_code_for, human_bytes
 
 
 def test_import_dumplib_never_imports_typer():

@@ -13,7 +13,10 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from dumplib_cli.app import COMMANDS, quick_parse, typer_app
+from dumplib_cli._fastparse import quick_parse
+from dumplib_cli.app import QUICK_COMMANDS, commands, typer_app
+
+COMMANDS = commands()
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +74,7 @@ def test_quick_parse_hands_over_what_it_does_not_take(argv):
 
 
 def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
-    from dumplib_cli.app import Arg, Opt
+    from dumplib_cli._fastparse import Arg, Opt
 
     def plain(target: str = Arg(..., help="x"), n: Optional[int] = Opt(None, "--n", metavar="N")) -> None: ...
 
@@ -84,6 +87,7 @@ def test_a_keyword_that_changes_parsing_sends_the_line_to_typer():
 
 def test_every_command_is_quick_parsed():
     # A command whose parameters the quick parser cannot read would silently go through typer.
+    assert tuple(COMMANDS) == QUICK_COMMANDS, "a quick command app.quick_command() does not load"
     for name, func in COMMANDS.items():
         required = [a for a in VALID if a[0] == name]
         assert required, f"no VALID command line exercises {name}"
@@ -129,3 +133,23 @@ def test_help_still_comes_from_typer():
     modules, done = _cli_modules("dump", "--help")
     assert done.returncode == 0
     assert "typer" in modules and "--compress-level" in done.stdout
+
+
+def test_a_bare_snapshot_reaches_create_dump_as_on(monkeypatch):
+    # main() gives a bare --snapshot its value before either parser sees it, and leaves a word after
+    # `--` alone (there it is a PATH). The write itself is replaced: only what reaches it counts.
+    import dumplib
+
+    from dumplib_cli.app import main
+
+    seen: List[Dict[str, Any]] = []
+
+    def record(target: Any, path: Any, kind: Any, **options: Any) -> None:
+        seen.append(dict(options, target=target, path=path))
+        raise KeyboardInterrupt  # the command's own interruption exit: no result to print
+
+    monkeypatch.setattr(dumplib, "create_dump", record)
+    with pytest.raises(SystemExit) as ended:
+        main(["dump", "--snapshot", "--", "1234", "--snapshot"])
+    assert ended.value.code == 130
+    assert [(s["target"], s["path"], s["snapshot"]) for s in seen] == [(1234, "--snapshot", True)]
