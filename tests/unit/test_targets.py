@@ -70,10 +70,10 @@ def test_a_string_of_ascii_digits_is_a_pid_and_no_other_digits_are(threaded_chil
 
 
 def test_cli_takes_only_ascii_digits_as_a_pid():
-    from dumplib_cli.app import _target
+    from dumplib_cli._common import parse_target
 
-    assert _target("123") == 123
-    assert _target("\u0663") == "\u0663" and _target("\u00b2") == "\u00b2"
+    assert parse_target("123") == 123
+    assert parse_target("\u0663") == "\u0663" and parse_target("\u00b2") == "\u00b2"
     for text in ("\u00b2", "\u0663", "9" * 20):
         done = _cli("estimate", text)
         assert done.returncode == 3, (text, done.returncode, done.stderr)
