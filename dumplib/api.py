@@ -166,16 +166,18 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
     kind = opts.kind
     proc = session.target
     host = platform.host()
-    output = _output(platform, proc, kind, opts, warnings)
+    output, told = _output(platform, proc, kind, opts)
+    warnings += told
     with contextlib.ExitStack() as held:
         # Our temporaries' directories are held from here to the end; dead dumplibs' leftovers go first.
         warnings += held.enter_context(writing_in(output.temp_directories(), host))
         plan = session.plan(kind, mask)
         if opts.space_check:
-            plan = _guarded_plan(platform, session, plan, output, opts.min_free, opts.fit, opts.flags is not None,
-                                 warnings)
+            plan, told = _guarded_plan(platform, session, plan, output, opts.min_free, opts.fit,
+                                       opts.flags is not None)
+            warnings += told
             if plan.kind is not kind and not opts.to_stdout:
-                output = _output(platform, proc, plan.kind, opts, [])
+                output, _ = _output(platform, proc, plan.kind, opts)  # said once already, of the kind asked for
                 held.enter_context(writing_in(output.temp_directories(), host))
         else:
             warnings.append("the free-space check is off: this dump may fill the disk")
@@ -284,31 +286,33 @@ def _is_stdout(path: Optional[PathLike]) -> bool:
     return isinstance(path, str) and path == "-"
 
 
-def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Options, warnings: List[str]) -> Output:
-    """How this dump reaches its destination; bad paths are refused here, before the target is touched."""
+def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Options) -> Tuple[Output, Tuple[str, ...]]:
+    """How this dump reaches its destination, and what to say of it; bad paths are refused here,
+    before the target is touched."""
     name, level = opts.codec if opts.codec else (None, 0)
     host = platform.host()
     if opts.to_stdout:
         out = Stdout(name, level, host)
         if platform.streams:
-            return out
-        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free, host), host)
+            return out, out.warnings
+        return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free, host), host), out.warnings
     extension = platform.extension + (SUFFIXES[name] if name else "")
     dest = plan_destination(opts.path, proc, kind, overwrite=opts.overwrite, extension=extension,
                             when=opts.started_at, sidecar=opts.sidecar, host=host)
     if name is None:
-        return PlainFile(dest, opts.overwrite, host, want_sha256=opts.sidecar, hash_while_writing=platform.streams)
+        return PlainFile(dest, opts.overwrite, host, want_sha256=opts.sidecar, hash_while_writing=platform.streams), ()
+    told: Tuple[str, ...] = ()
     if not dest.final.endswith(SUFFIXES[name]):
-        warnings.append(f"{os.path.basename(dest.final)} will hold {name}-compressed data but its name does not end"
-                        f" in {SUFFIXES[name]}; debuggers will not open it before it is decompressed")
+        told = (f"{os.path.basename(dest.final)} will hold {name}-compressed data but its name does not end"
+                f" in {SUFFIXES[name]}; debuggers will not open it before it is decompressed",)
     if platform.streams:
-        return CompressedFile(dest, opts.overwrite, host, name, level)
+        return CompressedFile(dest, opts.overwrite, host, name, level), told
     return RawThenCompress(CompressedFile(dest, opts.overwrite, host, name, level),
-                           scratch_directory(dest.directory, opts.min_free, host), host)
+                           scratch_directory(dest.directory, opts.min_free, host), host), told
 
 
 def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Output, min_free: Optional[int],
-                  fit: bool, raw_flags: bool, warnings: List[str]) -> Plan:
+                  fit: bool, raw_flags: bool) -> Tuple[Plan, Tuple[str, ...]]:
     """The plan whose output fits the free space (the same one, or with *fit* a smaller kind), else refuse.
 
     The refusal names the smaller kinds that would fit, so those are planned either way.
@@ -317,7 +321,7 @@ def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Outp
     host = platform.host()
     short = shortfall(output.needs(plan.estimate.bytes), min_free, host)
     if short is None:
-        return plan
+        return plan, ()
     # Smaller kinds are offered (and taken with fit) only when the user did not give a raw mask.
     smaller = () if raw_flags else FIT_ORDER[FIT_ORDER.index(plan.kind) + 1 :]
     candidates = [session.plan(k, platform.normalise_flags(k, None)) for k in smaller]
@@ -326,11 +330,8 @@ def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Outp
     if fit and fitting:
         chosen = fitting[0]
         assert chosen.estimate is not None
-        warnings.append(
-            f"--fit: a {plan.kind.value} dump (~{plan.estimate.bytes} bytes) does not fit; took"
-            f" {chosen.kind.value} (~{chosen.estimate.bytes} bytes) instead"
-        )
-        return chosen
+        return chosen, (f"--fit: a {plan.kind.value} dump (~{plan.estimate.bytes} bytes) does not fit; took"
+                        f" {chosen.kind.value} (~{chosen.estimate.bytes} bytes) instead",)
     guard, needed, what = short
     why = "" if what == THE_DUMP else f" for {what} (raw estimate {human(plan.estimate.bytes)})"
     raise guard.refuse(plan.estimate, [c.estimate for c in fitting if c.estimate is not None], needed, why)

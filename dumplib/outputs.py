@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import dataclasses
 import errno
 import hashlib
@@ -24,7 +25,7 @@ import tempfile
 from typing import Iterator, List, Optional, Tuple, Union
 
 from ._hashing import FollowingHasher
-from ._platform import Host, Plan, Session, Tick, WriteOptions, WriteReport
+from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
 from .compression import CompressingWriter, open_content
 from .errors import DumpError, DumpFailed, InvalidDumpPath
 from .placement import Destination, finalize_all, remove_own, temp_path
@@ -63,7 +64,7 @@ class Output(abc.ABC):
 
     def __init__(self) -> None:
         #: What the caller should be told about this destination.
-        self.warnings: List[str] = []
+        self.warnings: Tuple[str, ...] = ()
 
     @abc.abstractmethod
     def needs(self, estimate: int) -> List[Need]:
@@ -178,7 +179,7 @@ class CompressedFile(_FileOutput):
                 fd = self.host.open_private(self.dest.temp)
             try:
                 out = CompressingWriter(fd, self.codec, self.level)
-                report = session.write_stream(plan, out.write, options)
+                report = session.write_stream(plan, _sink(out, self.dest.final, plan.target.pid), options)
                 with _output_errors(self.dest.final, plan.target.pid):
                     out.close()  # the compressor's last flush can still meet a full disk
             finally:
@@ -233,10 +234,11 @@ class Stdout(Output):
         st = os.fstat(self.fd)
         self.regular = stat.S_ISREG(st.st_mode)
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
-        self.start = self._start_of_dump(st) if self.regular else 0
+        self.start, self.warnings = self._start_of_dump(st) if self.regular else (0, ())
 
-    def _start_of_dump(self, st: os.stat_result) -> int:
-        """Where the dump will begin in the redirected file; refuse a file the dump would not be safe in."""
+    def _start_of_dump(self, st: os.stat_result) -> Tuple[int, Tuple[str, ...]]:
+        """Where the dump will begin in the redirected file, and what to say of that file; refuse a
+        file the dump would not be safe in."""
         appending = self._host.appending(self.fd)
         start = st.st_size if appending else os.lseek(self.fd, 0, os.SEEK_CUR)
         if start < st.st_size:
@@ -244,9 +246,8 @@ class Stdout(Output):
                 f"stdout is a file with {st.st_size - start} bytes after the position the dump would start at"
                 " (opened with 1<> rather than > or >>); the dump would be mixed with them. Use > or >>", path="-")
         if not self._host.owners_known:  # stat names no owner and its mode is made up (Windows): nothing to judge it by
-            self.warnings.append(f"{self.where} keeps the permissions it was created with; dumplib cannot tell"
-                                 " who can read it here. Dump to a path instead for an owner-only file")
-            return start
+            return start, (f"{self.where} keeps the permissions it was created with; dumplib cannot tell"
+                           " who can read it here. Dump to a path instead for an owner-only file",)
         others = stat.S_IMODE(st.st_mode) & 0o077
         if not self._host.mine(st) and others:
             raise InvalidDumpPath(
@@ -254,8 +255,8 @@ class Stdout(Output):
                 " process's secrets) would be readable by others. Redirect to a file of your own", path="-")
         # Ours and empty: what the shell just created for us.
         if others and not (st.st_size == 0 and self._host.make_owner_only(self.fd)):
-            self.warnings.append(f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump")
-        return start
+            return start, (f"{self.where} has mode {stat.S_IMODE(st.st_mode):o}: others can read the dump",)
+        return start, ()
 
     def needs(self, estimate: int) -> List[Need]:
         if not self.regular:
@@ -267,8 +268,8 @@ class Stdout(Output):
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         with self._cut_back_on_failure():
             out = CompressingWriter(self.fd, self.codec, self.level)
-            report = session.write_stream(plan, out.write, options)
-            with _output_errors(self.where, plan.target.pid):
+            report = session.write_stream(plan, _sink(out, self.where, plan.target.pid, self._left()), options)
+            with _output_errors(self.where, plan.target.pid, self._left()):
                 out.close()
             session.verify_stream(plan, report, out.raw_bytes)
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
@@ -277,29 +278,32 @@ class Stdout(Output):
                  report: WriteReport) -> Stored:
         """Send an already verified raw dump down stdout, compressed or not."""
         with self._cut_back_on_failure():
-            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where)
+            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where, self._left())
         return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
+
+    def _left(self) -> str:
+        """What a failed dump leaves in this destination, as the error will say it."""
+        if not self.regular:
+            return "what went to stdout is incomplete (no file was written)"
+        return f"the partial dump was cut from {self.where}, which holds its {self.start} bytes from before again"
 
     @contextlib.contextmanager
     def _cut_back_on_failure(self) -> Iterator[None]:
+        """A redirected file is cut back to what it held before the dump, whatever ended the dump.
+
+        Errors of this output's own writes already say so (_left); only when cutting back fails is
+        the error told again, as a new error of its kind."""
         try:
             yield
         except BaseException as exc:
             if not self.regular:
-                if isinstance(exc, DumpError) and "the partial file was removed" in exc.message:
-                    exc.message = exc.message.replace("the partial file was removed",
-                                                      "what went to stdout is incomplete (no file was written)")
-                    exc.args = (exc.message,)
                 raise
             try:
                 os.ftruncate(self.fd, self.start)
-                left = (f"the partial dump was cut from {self.where}, which holds its {self.start} bytes from"
-                        " before again")
-            except OSError:
-                left = f"the partial dump is left in {self.where}; delete it"
-            if isinstance(exc, DumpError):
-                exc.message = f"{exc.message.split('; the partial file was removed')[0]}; {left}"
-                exc.args = (exc.message,)
+            except OSError as cut:
+                if isinstance(exc, DumpError):
+                    raise _retold(exc, f"cutting the partial dump back failed ({cut.strerror}): it is left in"
+                                       f" {self.where}; delete it") from None
             raise
 
 
@@ -310,7 +314,7 @@ class RawThenCompress(Output):
     def __init__(self, target: Union[CompressedFile, Stdout], scratch: str, host: Host) -> None:
         super().__init__()
         self.host = host
-        self.warnings = target.warnings
+        self.warnings = target.warnings  # a tuple: what the final destination says
         self.target, self.scratch = target, scratch
         self.where = target.where
         self.raw = temp_path(scratch)
@@ -348,8 +352,10 @@ def _write_all(host: Host, path: str, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _output_errors(where: str, pid: Optional[int] = None) -> Iterator[None]:
-    """OSErrors of our own output as DumpFailed with the reason a script can branch on."""
+def _output_errors(where: str, pid: Optional[int] = None,
+                   left: str = "the partial file was removed") -> Iterator[None]:
+    """OSErrors of our own output as DumpFailed with the reason a script can branch on; *left* says
+    what the failure leaves in that destination."""
     try:
         yield
     except OSError as exc:
@@ -357,18 +363,17 @@ def _output_errors(where: str, pid: Optional[int] = None) -> Iterator[None]:
             raise DumpFailed(f"the reader of {where} went away before the dump was complete; what it received"
                              " is incomplete", pid=pid, errno=exc.errno, reason="broken-pipe") from None
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DumpFailed(f"the disk filled up while writing {where}; the partial file was removed."
-                             " Free space or dump to another volume", pid=pid, errno=exc.errno,
-                             reason="disk-full") from None
+            raise DumpFailed(f"the disk filled up while writing {where}; {left}. Free space or dump to another"
+                             " volume", pid=pid, errno=exc.errno, reason="disk-full") from None
         raise DumpFailed(f"writing {where} failed: {exc}", pid=pid, errno=exc.errno) from None
 
 
-def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick],
-          where: str) -> Tuple[CompressingWriter, str]:
+def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick], where: str,
+          left: str = "the partial file was removed") -> Tuple[CompressingWriter, str]:
     """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
     raw_sha = hashlib.sha256()
     out = CompressingWriter(fd, codec, level)
-    with _output_errors(where):
+    with _output_errors(where, None, left):
         with open(raw, "rb") as f:
             for block in iter(lambda: f.read(_BLOCK), b""):
                 raw_sha.update(block)
@@ -377,6 +382,23 @@ def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Ti
                     tick(out.raw_bytes)
         out.close()
     return out, raw_sha.hexdigest()
+
+
+def _sink(out: CompressingWriter, where: str, pid: int, left: str = "the partial file was removed") -> Sink:
+    """*out*'s write for a streaming writer, its OSErrors told as this output's own (where, what is left)."""
+    def write(data: Union[bytes, bytearray, memoryview]) -> None:
+        with _output_errors(where, pid, left):
+            out.write(data)
+
+    return write
+
+
+def _retold(exc: DumpError, more: str) -> DumpError:
+    """A new error of *exc*'s kind and facts, its message followed by *more*."""
+    told = copy.copy(exc)
+    told.message = f"{exc.message}; {more}"
+    told.args = (told.message,)
+    return told
 
 
 def _check_stored(path: str, sha256: str, size: int) -> None:
