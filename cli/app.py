@@ -2,7 +2,7 @@
 
 Start-up is most of a small dump's time, so a complete, valid command line is parsed without
 importing typer (_fastparse.py): typer 0.29 imports pydantic and builds a validator per parameter
-while it parses (~100 ms before any work, more than gcore takes for a whole small dump). `--help`,
+while it parses (more before any work than gcore takes for a whole small dump). `--help`,
 mistakes and anything that parser does not know go to typer, built here from the same declarations,
 so help and error messages are typer's. docs/benchmarks.md has the measurements.
 

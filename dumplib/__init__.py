@@ -9,7 +9,8 @@ backends, psutil, the compressors or the readers. `from dumplib import create_du
 """
 from ._version import __version__
 
-# Not `from typing import TYPE_CHECKING`: typing (with re, enum, functools) is ~10 ms of start-up;
+# Not `from typing import TYPE_CHECKING`: typing (with re, enum, functools) is most of `import dumplib`'s
+# start-up (docs/benchmarks.md, "`import dumplib`");
 # mypy and pyright treat a module-level TYPE_CHECKING = False as typing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ below imports these on use

@@ -1,12 +1,13 @@
 """sha256 of a dump while it is being written, without lengthening the target's stop.
 
-The sidecar records the sha256 of the file as stored. Hashing 2 GiB afterwards costs more than
+The sidecar records the sha256 of the file as stored. Hashing a large dump afterwards costs more than
 copying it did; but a writer that only ever writes at increasing offsets (the Linux core writer)
 leaves every byte below the file's current size final, so a thread can read and hash behind it and
 finish moments after the writer does.
 
 While the target is stopped, that thread must not take CPU, memory bandwidth or page-cache work from
-the writer: measured at 2 GiB, a full-speed hasher stretched the stop from 1.01 s to 1.44 s. So it
+the writer: a full-speed hasher stretches the stop by about a half (docs/benchmarks.md, "The
+sidecar's sha256 and the target's stop"). So it
 starts at SCHED_IDLE (it runs only on a core nothing else wants), and `released()` (called once the
 target runs again) puts it back to normal priority. Leaving SCHED_IDLE needs CAP_SYS_NICE; without
 it the idle thread stops at its next block and a new thread, at the caller's priority, carries on
@@ -25,9 +26,8 @@ from ._platform import Host
 
 #: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
 #: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
-#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare: at
-#: 1 GiB under load the stop was 1.43 s with 1 MiB blocks, 1.16 s with 32 MiB, 1.39 s without a
-#: hasher, 3.28 s with a full-speed one (docs/benchmarks.md).
+#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
+#: (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the block sizes tried).
 _BLOCK = 32 << 20
 
 
@@ -143,8 +143,8 @@ class FollowingHasher:
                         return
                     break
                 self._wake.wait(0.005)
-        # Grown to what is there to read, up to _BLOCK: a zero-filled 32 MiB buffer costs ~20 ms
-        # of page faults, more than a whole small dump.
+        # Grown to what is there to read, up to _BLOCK: a zero-filled 32 MiB buffer costs more page
+        # faults than a whole small dump.
         view = memoryview(bytearray(0))
         while self._file is not None and not self._stop.is_set():
             final = self._final

@@ -24,8 +24,8 @@ __all__ = ["CODECS", "SUFFIXES", "parse_codec", "sniff", "require_reader", "Comp
 
 CODECS = ("zstd", "gzip")
 SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
-#: Measured on a 361 MB Python core (docs/benchmarks.md): zstd 1 ~730 MB/s at 6.6%, gzip 1 ~250 MB/s
-#: at 10%; gzip 6 was 49 MB/s, far too slow to hold a process stopped for.
+#: Level 1 of each: the target is stopped while its memory goes through the compressor, and higher
+#: levels buy little size for much time (docs/benchmarks.md, "Linux: whole commands at 200 MiB and 2 GiB").
 DEFAULT_LEVELS = {"zstd": 1, "gzip": 1}
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 _BLOCK = 1 << 20
@@ -100,8 +100,8 @@ def _zstd() -> Tuple[str, Any]:
 
 def _workers() -> int:
     """zstd worker threads: one per CPU (zstd -T0). The target is stopped while its memory goes
-    through the compressor, so compressor throughput is the target's stop time; measured on a
-    2-vCPU VM, level 1 went from ~620 to ~1050 MB/s."""
+    through the compressor, so compressor throughput is the target's stop time (docs/benchmarks.md
+    has the gain on a 2-vCPU machine)."""
     return max(1, os.cpu_count() or 1)
 
 

@@ -186,7 +186,7 @@ class CompressedFile(_FileOutput):
                 os.close(fd)
             # The core's header, notes and size, from what the writer produced; then the file read
             # back must be exactly the compressed bytes produced. Decompressing it all again would
-            # cost more than the dump (zstd decodes a sparse heap at ~0.75 GB/s here).
+            # cost more than the dump did (docs/benchmarks.md has zstd's decoding speed).
             session.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
             stored = self._place_compressed(out, sidecar, report)
