@@ -163,8 +163,10 @@ class _FakeDLL:
         return self._functions[name]
 
 
+#: Every module of dumplib._windows the fake's tests reach, as attributes of the namespace fake_windows yields.
 WINDOWS_MODULES = ("_common", "structs", "policy", "privilege", "snapshot", "kernel32", "advapi32", "ntdll",
-                   "dbghelp", "debugapi", "wrappers", "host", "debugloop", "backend")
+                   "dbghelp", "debugapi", "wrappers", "host", "access", "estimate", "exception_info", "inflight",
+                   "capture", "writer", "verify", "debugloop", "backend")
 
 
 @contextlib.contextmanager

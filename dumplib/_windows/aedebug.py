@@ -346,7 +346,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     from .._platform import TargetEvent
     from . import debugapi as dbg
     from . import jitapi, kernel32
-    from .debugloop import _ExceptionParam
+    from .exception_info import ExceptionParam
 
     try:
         process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False,
@@ -374,7 +374,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     if (dbg.EXCEPTION_RECORD.from_buffer_copy(record).ExceptionAddress or 0) != info.lpExceptionAddress:
         raise NoJitInfo("its exception record names another address than its lpExceptionAddress")
 
-    class _FromJit(_ExceptionParam):
+    class _FromJit(ExceptionParam):
         def __init__(self) -> None:  # the record and context of the crash, not of a live thread
             self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
             raw = ctypes.create_string_buffer(len(context) + 16)

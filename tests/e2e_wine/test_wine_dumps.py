@@ -183,7 +183,7 @@ def test_useless_file_from_a_too_weak_handle_is_rejected_by_verification(rig, ta
     script = f"""
 import json
 from dumplib._windows import dbghelp, kernel32, wrappers
-from dumplib._windows.backend import verify_minidump
+from dumplib._windows.verify import verify_minidump
 from dumplib.errors import DumpFailed
 proc = wrappers.open_process({target.pid}, kernel32.PROCESS_QUERY_LIMITED_INFORMATION | kernel32.PROCESS_VM_READ)
 f = wrappers.create_new_file(r'{path}')

@@ -16,7 +16,7 @@ import pytest
 from dumplib.errors import DumpFailed
 from dumplib.kinds import DumpKind
 from dumplib.triggers import ExceptionRaised
-from winfake import PID, dump, fake_windows, open_kinds, plan_for, win  # noqa: F401 - win is the fixture
+from winfake import PID, dump, fake_windows, plan_for, win  # noqa: F401 - win is the fixture
 
 ERROR_CANCELLED = 1223
 #: A fake write never runs longer than this, whatever happens (a broken cancel fails the test, not CI).
@@ -79,12 +79,12 @@ def test_a_cancel_from_another_thread_stops_the_write_and_the_wait_ends_with_it(
     t, out = _in_thread(lambda: _dump(win))
     assert writer.started.wait(LONGEST)
     why = DumpFailed("stopping", reason="cancelled")
-    assert win.backend.WRITES.cancel(why) == 1
-    assert win.backend.WRITES.wait(LONGEST), "the write never returned"
+    assert win.inflight.WRITES.cancel(why) == 1
+    assert win.inflight.WRITES.wait(LONGEST), "the write never returned"
     assert writer.ended.is_set() and writer.cancelled
     t.join(LONGEST)
     assert out.get("error") is why
-    assert not win.backend.WRITES.busy()
+    assert not win.inflight.WRITES.busy()
 
 
 def test_a_cancel_under_wine_waits_for_the_whole_write_and_still_drops_it(win):
@@ -92,8 +92,8 @@ def test_a_cancel_under_wine_waits_for_the_whole_write_and_still_drops_it(win):
     win.fake.impls["MiniDumpWriteDump"] = writer
     t, out = _in_thread(lambda: _dump(win))
     assert writer.started.wait(LONGEST)
-    win.backend.WRITES.cancel(DumpFailed("stopping", reason="cancelled"))
-    assert win.backend.WRITES.wait(LONGEST)
+    win.inflight.WRITES.cancel(DumpFailed("stopping", reason="cancelled"))
+    assert win.inflight.WRITES.wait(LONGEST)
     assert writer.ended.is_set(), "the wait ended before MiniDumpWriteDump returned"
     t.join(LONGEST)
     assert isinstance(out.get("error"), DumpFailed) and out["error"].reason == "cancelled"
@@ -233,7 +233,7 @@ def test_the_exception_context_is_the_dumpers_own_machines(win, machine):
 
     win.fake.impls["GetThreadContext"] = get_context
     record = win.debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234)
-    param = win.debugloop._ExceptionParam(record, 7, machine)
+    param = win.exception_info.ExceptionParam(record, 7, machine)
     assert seen == {"flags": all_flags, "aligned": True}, seen
     assert ctypes.c_uint32.from_address(param.context_address + pc_at).value == 0x1234
     assert param.pointers.ContextRecord == param.context_address
