@@ -9,15 +9,18 @@ if sys.platform != "win32":  # survives python -O, unlike the assert below
 assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .._platform import TargetEvent
 from . import debugapi as dbg
 from . import wrappers
 from .policy import CONTEXT_LAYOUTS, DUMPER_MACHINE
 
+if TYPE_CHECKING:
+    from _ctypes import _CArgObject
 
-def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
+
+def exception_param(event: Optional[TargetEvent]) -> "Optional[_CArgObject]":
     """MiniDumpWriteDump's ExceptionParam for a dump taken at *event*: a pointer to its
     MINIDUMP_EXCEPTION_INFORMATION, or None (no event, or not an exception)."""
     if event is None or event.kind != "exception" or not isinstance(event.raw, ExceptionParam):

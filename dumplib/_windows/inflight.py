@@ -20,7 +20,8 @@ import signal
 import threading
 import time
 from ctypes import wintypes
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
+from types import FrameType
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Union
 
 from ..errors import DumpFailed
 from . import kernel32
@@ -36,6 +37,9 @@ class Cancellable(Protocol):
 #: Signals that stop a dump: Ctrl-C, SIGTERM, and Ctrl-Break on Windows.
 _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, n))
 
+#: What signal.signal() returns: a Python handler, SIG_DFL / SIG_IGN, or None (installed from C).
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
+
 
 @contextlib.contextmanager
 def holding_stop_signals(keep: Callable[[BaseException], None]) -> Iterator[None]:
@@ -44,9 +48,9 @@ def holding_stop_signals(keep: Callable[[BaseException], None]) -> Iterator[None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous: Dict[int, Any] = {}
+    previous: Dict[int, _Handler] = {}
 
-    def record(signum: int, frame: Any) -> None:
+    def record(signum: int, frame: Optional[FrameType]) -> None:
         handler = previous.get(signum)
         try:
             if callable(handler):
@@ -141,7 +145,8 @@ WRITES = InFlightWrites()
 CONSOLE_GRACE = 4.0
 _ENDING_EVENTS = {2: "its console was closed", 5: "the user logged off", 6: "the system is shutting down"}
 _console_lock = threading.Lock()
-_console_routine: Any = None
+#: The PHANDLER_ROUTINE given to SetConsoleCtrlHandler, kept alive for as long as Windows may call it.
+_console_routine: Optional[object] = None
 _exit_hook = False
 #: Seconds Python's exit waits for cancelled writes (Windows returns at the next CancelCallback; Wine's
 #: dbghelp never asks, so its write runs to the end).

@@ -18,7 +18,7 @@ import ctypes
 import json
 import threading
 import time
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from .._platform import TargetEvent, Tick
 from ..errors import AccessDenied, DumpFailed
@@ -28,6 +28,12 @@ from . import snapshot as snapshot_rules
 from ._common import DISK_FULL_ERRORS, ERROR_ACCESS_DENIED, ERROR_INVALID_PARAMETER, ERROR_PARTIAL_COPY, Win32Error
 from .exception_info import exception_param
 from .inflight import holding_stop_signals
+
+if TYPE_CHECKING:
+    from ctypes import _CFunctionType, _Pointer
+
+    #: What dbghelp passes a MINIDUMP_CALLBACK_ROUTINE: pointers to its (layout-built) input and output structures.
+    CallbackArg = _Pointer[ctypes.Structure]
 
 #: dbghelp is single-threaded: every call into it goes through this lock.
 DBGHELP_LOCK = threading.Lock()
@@ -120,18 +126,18 @@ def write_dump(
             ) from None
 
 
-def snapshot_callback(monitor: "WriteMonitor") -> Any:
+def snapshot_callback(monitor: "WriteMonitor") -> "_CFunctionType":
     """The callback routine for a dump read from a snapshot: IsProcessSnapshotCallback is answered
     with Status = S_FALSE (the handle is a snapshot); everything else (cancel) is the monitor's."""
 
-    def on_callback(param: object, callback_input: Any, callback_output: Any) -> bool:
+    def on_callback(param: object, callback_input: "CallbackArg", callback_output: "CallbackArg") -> bool:
         try:
             address = ctypes.cast(callback_output, ctypes.c_void_p).value or 0
             if snapshot_rules.answer_callback(callback_input.contents.CallbackType, address):
                 return True
         except BaseException as exc:  # noqa: B036 - as in WriteMonitor: never unwind through dbghelp's C frames
             monitor.interrupt = monitor.interrupt or exc
-        return monitor._on_callback(param, callback_input, callback_output)
+        return monitor.on_callback(param, callback_input, callback_output)
 
     return dbghelp.MINIDUMP_CALLBACK_ROUTINE(on_callback)
 
@@ -173,7 +179,7 @@ class WriteMonitor:
         self.cancelled: Optional[BaseException] = None
         #: When max_pause runs out for the MiniDumpWriteDump running now (None: no bound, or not suspending).
         self._pause_ends: Optional[float] = None
-        self.callback = dbghelp.MINIDUMP_CALLBACK_ROUTINE(self._on_callback)
+        self.callback = dbghelp.MINIDUMP_CALLBACK_ROUTINE(self.on_callback)
 
     def cancel(self, why: BaseException) -> None:
         """Ask the running write to stop at its next CancelCallback; *why* is what it raises."""
@@ -194,17 +200,18 @@ class WriteMonitor:
             self.error = max_pause_error(self._pid, self._max_pause)
         return self.error is not None or self.interrupt is not None or self.cancelled is not None
 
-    def _on_callback(self, param: object, callback_input: object, callback_output: object) -> bool:
+    def on_callback(self, param: object, callback_input: "CallbackArg", callback_output: "CallbackArg") -> bool:
+        """dbghelp's MINIDUMP_CALLBACK_ROUTINE: answers CancelCallback (and keeps being asked); never raises into C."""
         try:
-            if callback_input.contents.CallbackType == dbghelp.CancelCallback:  # type: ignore[attr-defined]
-                out = callback_output.contents  # type: ignore[attr-defined]
+            if callback_input.contents.CallbackType == dbghelp.CancelCallback:
+                out = callback_output.contents
                 out.CheckCancel = True  # keep asking
                 out.Cancel = self._should_cancel()
         except BaseException as exc:  # noqa: B036 - KeyboardInterrupt lands here; it must not unwind through C
             self.interrupt = self.interrupt or exc
             with contextlib.suppress(BaseException):
-                if callback_input.contents.CallbackType == dbghelp.CancelCallback:  # type: ignore[attr-defined]
-                    callback_output.contents.Cancel = True  # type: ignore[attr-defined]
+                if callback_input.contents.CallbackType == dbghelp.CancelCallback:
+                    callback_output.contents.Cancel = True
         return True
 
     def __enter__(self) -> "WriteMonitor":

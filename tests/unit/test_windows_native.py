@@ -363,7 +363,7 @@ def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
     kept; it must stop the dump instead. Wine calls Module and Thread callbacks, so this runs there."""
     import _thread
 
-    real = WriteMonitor._on_callback
+    real = WriteMonitor.on_callback
     sent = []
 
     def interrupting(self, param, callback_input, callback_output):
@@ -373,7 +373,7 @@ def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
         return real(self, param, callback_input, callback_output)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(WriteMonitor, "_on_callback", interrupting)
+        mp.setattr(WriteMonitor, "on_callback", interrupting)
         with pytest.raises(KeyboardInterrupt):
             dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False)
     assert sent, "dbghelp called no callback"
@@ -408,7 +408,7 @@ def test_cancel_callback_stops_the_write_early(target, tmp_path):
     whole = time.monotonic() - began
     (tmp_path / "whole.dmp").unlink()
     calls = []
-    real = WriteMonitor._on_callback
+    real = WriteMonitor.on_callback
 
     def counting(self, param, callback_input, callback_output):
         calls.append(callback_input.contents.CallbackType)
@@ -418,7 +418,7 @@ def test_cancel_callback_stops_the_write_early(target, tmp_path):
         return real(self, param, callback_input, callback_output)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(WriteMonitor, "_on_callback", counting)
+        mp.setattr(WriteMonitor, "on_callback", counting)
         began = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             dumplib.create_dump(target["pid"], str(tmp_path), "full", sidecar=False)
