@@ -567,7 +567,7 @@ def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp
     old.write_bytes(b"a killed dumplib's")
     two_days_ago = time.time() - 2 * 86400
     os.utime(old, (two_days_ago, two_days_ago))
-    with writing_in([str(tmp_path)]) as told:
+    with writing_in([str(tmp_path)], current().host()) as told:
         pass
     assert fresh.exists() and not old.exists()
     assert told == [f"removed a stale temporary file of a killed dumplib: {old.name}"]
