@@ -239,6 +239,21 @@ def test_the_exception_context_is_the_dumpers_own_machines(win, machine):
     assert param.pointers.ContextRecord == param.context_address
 
 
+def test_a_dump_at_an_exception_hands_its_exception_information_to_minidumpwritedump(win):
+    """The event's record and context reach the write (ExceptionParam), so the dump has an exception
+    stream; an ordinary dump passes none."""
+    from dumplib._platform import TargetEvent
+
+    record = win.debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234)
+    param = win.exception_info.ExceptionParam(record, 7)
+    dump(win, event=TargetEvent("exception", tid=7, code=0xC0000005, address=0x1234, raw=param))
+    dump(win)
+    given, ordinary = [c.args[4] for c in win.fake.named("MiniDumpWriteDump")]
+    assert given is not None and given._obj.ThreadId == 7, "the exception dump was written without its exception"
+    assert given._obj.ExceptionPointers.contents.ExceptionRecord.contents.ExceptionCode == 0xC0000005
+    assert ordinary is None
+
+
 # -- the exit dump -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code, reason", [(112, "disk-full"), (299, None)], ids=["disk-full", "partial-copy"])
