@@ -218,13 +218,13 @@ def plan_for(pid: int = PID, kind: DumpKind = DumpKind.MINI) -> Plan:
 
 
 def dump(win: Any, plan: Optional[Plan] = None, *, platform: Any = None, max_pause: Optional[float] = None,
-         event: Optional[TargetEvent] = None) -> WriteReport:
+         event: Optional[TargetEvent] = None, snapshot: Any = False) -> WriteReport:
     """One dump as the pipeline takes it: open the target for dumping, write, close the session."""
     platform = platform or win.backend.WindowsPlatform()
     plan = plan or plan_for()
     with platform.open(plan.target, for_dump=True) as session:
         return session.write(plan, TEMP, WriteOptions(comment=None, signature="{}", max_pause=max_pause,
-                                                      event=event))
+                                                      event=event, snapshot=snapshot))
 
 
 def open_kinds(fake: FakeWin32) -> List[str]:

@@ -263,6 +263,36 @@ def test_two_dumps_on_two_threads_keep_it_on_for_each_others_write(win):
     assert not fake.debug_enabled
 
 
+def test_a_snapshot_is_captured_and_written_from_with_the_privilege_on_and_freed_once(monkeypatch):
+    """PssCaptureSnapshot opens every thread of the target too: privileged, like the write from the
+    snapshot; the snapshot is freed once whatever happens, and the token put back."""
+    from winfake import FakeWin32, fake_windows
+
+    fake = FakeWin32()
+    fake.absent -= {"PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
+
+    def capture(process, flags, context, out):
+        out._obj.value = fake.handle("snapshot")
+        return 0  # ERROR_SUCCESS
+
+    def free(process, snapshot):
+        fake.open_handles.pop(snapshot, None)
+        return 0
+
+    fake.impls.update(PssCaptureSnapshot=capture, PssFreeSnapshot=free, PssQuerySnapshot=lambda *a: 50)
+    with fake_windows(monkeypatch, fake) as win:
+        monkeypatch.setattr(win.wrappers, "create_new_file", lambda path: fake.handle("file"))
+        monkeypatch.setattr(win.backend, "commit_shortfall", lambda process: None)  # room for the clone
+        report = dump(win, snapshot=True)
+    (captured,) = fake.named("PssCaptureSnapshot")
+    (write,) = fake.named("MiniDumpWriteDump")
+    (freed,) = fake.named("PssFreeSnapshot")
+    assert report.snapshot is True
+    assert captured.privileged and write.privileged, "the capture or the write ran without SeDebugPrivilege"
+    assert write.args[0] == freed.args[1], "the dump was not read from the snapshot that was freed"
+    assert not fake.debug_enabled and open_kinds(fake) == [], open_kinds(fake)
+
+
 # -- the debugger's attach -------------------------------------------------------------------------
 
 def test_the_debugger_attaches_with_the_privilege_on_and_puts_it_back(win):
