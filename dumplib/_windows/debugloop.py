@@ -216,11 +216,11 @@ class DebugLoop:
     def _on_event(self, event: dbg.DEBUG_EVENT) -> int:
         code = event.dwDebugEventCode
         if code == dbg.CREATE_PROCESS_DEBUG_EVENT:
-            _close(event.u.CreateProcessInfo.hFile)
+            wrappers.close_handle(event.u.CreateProcessInfo.hFile)
             self._process = event.u.CreateProcessInfo.hProcess
             self._image_base = event.u.CreateProcessInfo.lpBaseOfImage
         elif code == dbg.LOAD_DLL_DEBUG_EVENT:
-            _close(event.u.LoadDll.hFile)
+            wrappers.close_handle(event.u.LoadDll.hFile)
         elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
             self._on_exit(event)
             self._ended = True  # Windows ends the debugging session with this event
@@ -289,14 +289,6 @@ class DebugLoop:
             return take()  # the target is frozen until this event is continued: the dump runs right here
 
         self.fire(self.pid, Firing(trigger, value, detail, event), hand_over)
-
-
-def _close(handle: Optional[int]) -> None:
-    if handle:
-        try:
-            dbg.CloseHandle(handle)
-        except Win32Error:
-            pass
 
 
 #: Debug loops of launched commands, by pid, until source() claims them.
