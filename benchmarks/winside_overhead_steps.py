@@ -13,8 +13,7 @@ import time
 
 import dumplib
 from dumplib import api, outputs
-from dumplib._windows import backend as winbackend
-from dumplib._windows import dbghelp
+from dumplib._windows import backend, dbghelp, writer
 
 pid, outdir, runs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 kinds = sys.argv[4].split(",")
@@ -38,11 +37,11 @@ def timed(owner, name, label):
 # What the pipeline calls, by the names it looks them up with at call time.
 timed(dbghelp, "MiniDumpWriteDump", "MiniDumpWriteDump")
 timed(api, "resolve_target", "resolve target")
-timed(winbackend.WindowsBackend, "check_target", "check target")
-timed(winbackend.WindowsBackend, "plan", "plan (memory walk)")
-timed(winbackend._Monitor, "__enter__", "monitor start")
-timed(winbackend._Monitor, "__exit__", "monitor stop (join)")
-timed(winbackend.WindowsBackend, "verify", "verify (read back)")
+timed(backend.WindowsPlatform, "open", "open target")
+timed(backend.WindowsSession, "plan", "plan (memory walk)")
+timed(writer.WriteMonitor, "__enter__", "monitor start")
+timed(writer.WriteMonitor, "__exit__", "monitor stop (join)")
+timed(backend, "check_dump", "verify (read back)")
 timed(outputs.PlainFile, "_place", "sidecar + placing")
 
 for i in range(runs):

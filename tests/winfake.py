@@ -17,10 +17,20 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
+import pytest
+
+from dumplib._platform import Plan, TargetEvent, WriteOptions, WriteReport
+from dumplib.kinds import DumpKind, windows_mask
+from dumplib.results import ProcessInfo
+
 ERROR_NOT_ALL_ASSIGNED = 1300
 SE_PRIVILEGE_ENABLED = 0x2
 STILL_ACTIVE = 259
 AMD64 = 0x8664
+#: The process the fake's tests dump (any pid but the fake's own, GetCurrentProcessId's 4).
+PID = 4242
+#: Where the fake's dumps are "written" (CreateFileW is recorded, nothing reaches a disk).
+TEMP = "C:\\dumps\\x.tmp"
 #: Exports Windows has and Wine lacks, or Wine has and Windows lacks: absent unless a test adds them.
 ABSENT = {"wine_get_version", "PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
 
@@ -153,8 +163,10 @@ class _FakeDLL:
         return self._functions[name]
 
 
+#: Every module of dumplib._windows the fake's tests reach, as attributes of the namespace fake_windows yields.
 WINDOWS_MODULES = ("_common", "structs", "policy", "privilege", "snapshot", "kernel32", "advapi32", "ntdll",
-                   "dbghelp", "debugapi", "wrappers", "host", "debugloop", "backend")
+                   "dbghelp", "debugapi", "wrappers", "host", "access", "estimate", "exception_info", "inflight",
+                   "capture", "writer", "verify", "debugloop", "backend")
 
 
 @contextlib.contextmanager
@@ -186,3 +198,36 @@ def fake_windows(monkeypatch: Any, fake: Optional[FakeWin32] = None) -> Iterator
             del sys.modules[k]
         sys.modules.update(saved)
         dumplib._switch._cached = cached
+
+
+@pytest.fixture()
+def win(monkeypatch: Any) -> Iterator[Any]:
+    """The Windows modules against a fresh recording fake, with file creation faked too (a recorded
+    "file" handle); the real create_new_file stays reachable as ``win.create_new_file``.
+
+    Test modules import this fixture by name (``from winfake import win``)."""
+    with fake_windows(monkeypatch) as ns:
+        ns.create_new_file = ns.wrappers.create_new_file
+        monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
+        yield ns
+
+
+def plan_for(pid: int = PID, kind: DumpKind = DumpKind.MINI) -> Plan:
+    """A plan for *pid* as session.plan() makes it, without the memory walk the fake cannot answer."""
+    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=kind, flags=windows_mask(kind, None))
+
+
+def dump(win: Any, plan: Optional[Plan] = None, *, platform: Any = None, max_pause: Optional[float] = None,
+         event: Optional[TargetEvent] = None, snapshot: Any = False) -> WriteReport:
+    """One dump as the pipeline takes it: open the target for dumping, write, close the session."""
+    platform = platform or win.backend.WindowsPlatform()
+    plan = plan or plan_for()
+    with platform.open(plan.target, for_dump=True) as session:
+        return session.write(plan, TEMP, WriteOptions(comment=None, signature="{}", max_pause=max_pause,
+                                                      event=event, snapshot=snapshot))
+
+
+def open_kinds(fake: FakeWin32) -> List[str]:
+    """What the fake handed out and nobody closed yet, by kind ("process", "file", "token"...)."""
+    with fake._lock:
+        return sorted(fake.open_handles.values())

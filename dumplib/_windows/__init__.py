@@ -1,5 +1,9 @@
-"""Windows backend: ctypes bindings of kernel32, advapi32 and dbghelp, and the backend above them.
+"""The Windows platform, in layers: ctypes bindings (kernel32, advapi32, dbghelp, ntdll, debugapi,
+jitapi, eventlog; structs and _common below them; wrappers over them), pure decisions that import on
+every OS (policy, privilege, snapshot, structs), one module per job of a dump (estimate, access,
+capture, writer, inflight, verify, exception_info), and backend.py, the thin Platform and Session
+that wire those jobs; debugloop (watch) and aedebug (postmortem) sit beside the backend.
 
-Importing anything here on another OS fails (ctypes.WinDLL does not exist); `_switch` imports it
-only on Windows.
+Importing a module that binds a DLL on another OS raises ImportError (a check python -O keeps);
+`_switch` imports this package only on Windows.
 """

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import sys
 
-# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
-assert sys.platform == "win32"
+# Windows only (ctypes.WinDLL).
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
 from ctypes import wintypes as wt

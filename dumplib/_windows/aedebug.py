@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
 import datetime
@@ -27,9 +29,14 @@ import threading
 import time
 import winreg
 from ctypes import wintypes
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from ..errors import DumpError, InvalidArgument
+
+if TYPE_CHECKING:  # imported where used: the handler's start-up stays small
+    from .._platform import Firing, HandOver, TargetEvent
+    from ..kinds import DumpKind
+    from ..results import DumpResult
 from . import eventlog
 
 AEDEBUG = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\AeDebug"
@@ -269,7 +276,7 @@ def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optiona
     return wer_status(exe)
 
 
-def _largest_estimate(exe: Optional[str], kind: Any) -> Optional[int]:
+def _largest_estimate(exe: Optional[str], kind: "Union[str, DumpKind]") -> Optional[int]:
     if exe is None:
         return None
     from ..api import estimate
@@ -337,7 +344,7 @@ class NoJitInfo(Exception):
     """The %p address holds no JIT_DEBUG_INFO of this crash (Wine passes an unrelated pointer): why."""
 
 
-def exception_from_jit(pid: int, jit_address: int) -> Any:
+def exception_from_jit(pid: int, jit_address: int) -> "TargetEvent":
     """The crash's TargetEvent from the JIT_DEBUG_INFO at *jit_address* in process *pid* (record and
     context copied here, so the dump's exception stream is the crash's, not the waiting thread's).
 
@@ -346,7 +353,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     from .._platform import TargetEvent
     from . import debugapi as dbg
     from . import jitapi, kernel32
-    from .debugloop import _ExceptionParam
+    from .exception_info import ExceptionParam
 
     try:
         process = kernel32.OpenProcess(jitapi.PROCESS_VM_READ | jitapi.PROCESS_QUERY_LIMITED_INFORMATION, False,
@@ -374,7 +381,7 @@ def exception_from_jit(pid: int, jit_address: int) -> Any:
     if (dbg.EXCEPTION_RECORD.from_buffer_copy(record).ExceptionAddress or 0) != info.lpExceptionAddress:
         raise NoJitInfo("its exception record names another address than its lpExceptionAddress")
 
-    class _FromJit(_ExceptionParam):
+    class _FromJit(ExceptionParam):
         def __init__(self) -> None:  # the record and context of the crash, not of a live thread
             self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
             raw = ctypes.create_string_buffer(len(context) + 16)
@@ -412,7 +419,7 @@ SECOND_CHANCE_PATIENCE = 30.0
 EXIT_PATIENCE = 10.0
 
 
-def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any], Any],
+def dump_as_debugger(pid: int, release: Callable[[], None], take: "Callable[[Optional[TargetEvent]], DumpResult]",
                      budget: float = 120.0) -> Dict[str, Any]:
     """The documented debugger path (``windbg -p %ld -e %ld -g``, winedbg), for when there is no
     JIT_DEBUG_INFO: attach (SeDebugPrivilege held, kill-on-exit off), signal the event through
@@ -431,13 +438,15 @@ def dump_as_debugger(pid: int, release: Callable[[], None], take: Callable[[Any]
     arrived, caught = threading.Event(), threading.Event()
     got: Dict[str, Any] = {}
 
-    def fire(_pid: int, firing: Any, hand_over: Callable[[Callable[[], Any]], Any]) -> None:
+    def fire(_pid: int, firing: "Firing", hand_over: "HandOver") -> None:
         if arrived.is_set():
             return  # one dump per crash
         arrived.set()
         marks["second_chance"] = time.monotonic()
         got["event"] = firing.event
-        facts["exception"], facts["event"] = firing.event.label, firing.detail
+        # The debug loop fires exceptions with their event; None would only be a loop bug.
+        facts["exception"] = firing.event.label if firing.event is not None else None
+        facts["event"] = firing.detail
         try:
             got["result"] = hand_over(lambda: take(firing.event))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the handler's thread
@@ -600,7 +609,7 @@ def main(argv: Sequence[str]) -> int:
         _take_rate_slot(name, config.get("max_per"))
         from ..api import create_dump
 
-        def take(crash: Any) -> Any:
+        def take(crash: "Optional[TargetEvent]") -> "DumpResult":
             return create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
                                compress=config.get("compress"), keep=config.get("keep"),
                                max_total=config.get("max_total"), min_free=config.get("min_free"),

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
 from ctypes import wintypes as wt

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform == "win32"  # Windows only (and mypy checks this module only there)
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .._platform import TargetEvent
 from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
@@ -26,10 +28,9 @@ from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from . import wrappers
 from ._common import Win32Error
-from .policy import CONTEXT_LAYOUTS, interpreter_machine
+from .exception_info import ExceptionParam
+from .inflight import WRITES, holding_stop_signals
 
-#: The machine this Python runs as: its CONTEXT is the one GetThreadContext fills here.
-DUMPER_MACHINE = interpreter_machine(sys.version, 8 * ctypes.sizeof(ctypes.c_void_p))
 #: CreateProcess: this thread debugs the new process (and not the processes it starts).
 DEBUG_ONLY_THIS_PROCESS = 0x00000002
 #: Milliseconds of each wait for a debug event (the loop checks for a stop request between them).
@@ -39,37 +40,6 @@ PATIENCE = 10.0
 #: Seconds stop() waits for a cancelled dump to return (Windows returns at its next CancelCallback;
 #: Wine's dbghelp never asks, so its write runs to the end).
 WRITE_PATIENCE = 600.0
-
-
-def exception_param(event: Optional[TargetEvent]) -> Optional[Any]:
-    """MiniDumpWriteDump's ExceptionParam for a dump taken at *event*: a pointer to its
-    MINIDUMP_EXCEPTION_INFORMATION, or None (no event, or not an exception)."""
-    if event is None or event.kind != "exception" or not isinstance(event.raw, _ExceptionParam):
-        return None
-    return ctypes.byref(event.raw.info)
-
-
-class _ExceptionParam:
-    """MINIDUMP_EXCEPTION_INFORMATION in this process's memory (ClientPointers FALSE): the record
-    from the debug event and the faulting thread's registers, read while the event holds it, in
-    the CONTEXT of the dumper's own machine (what its GetThreadContext fills and its dbghelp reads)."""
-
-    def __init__(self, record: dbg.EXCEPTION_RECORD, tid: int, machine: Optional[int] = None) -> None:
-        self.record = dbg.EXCEPTION_RECORD.from_buffer_copy(record)
-        layout = CONTEXT_LAYOUTS[machine if machine is not None else DUMPER_MACHINE]
-        raw = ctypes.create_string_buffer(layout.size + layout.align)
-        self._raw = raw  # keeps the buffer alive; the CONTEXT itself starts at its declared alignment
-        address = (ctypes.addressof(raw) + layout.align - 1) & ~(layout.align - 1)
-        ctypes.c_uint32.from_address(address + layout.flags_offset).value = layout.all_flags
-        with wrappers.DEBUG_PRIVILEGE.held():  # a service's threads answer no one else
-            thread = dbg.OpenThread(dbg.THREAD_GET_CONTEXT | dbg.THREAD_QUERY_INFORMATION, False, tid)
-        try:
-            dbg.GetThreadContext(thread, ctypes.c_void_p(address))
-        finally:
-            _close(thread)
-        self.context_address = address
-        self.pointers = dbg.EXCEPTION_POINTERS(ctypes.pointer(self.record), ctypes.c_void_p(address))
-        self.info = dbg.MINIDUMP_EXCEPTION_INFORMATION(tid, ctypes.pointer(self.pointers), False)
 
 
 def _describe(code: int, first_chance: bool, address: Optional[int], tid: int) -> str:
@@ -125,8 +95,6 @@ class DebugLoop:
         Returning earlier would let this process end mid-write, leaving the target's threads
         suspended for good. The wait is bounded by WRITE_PATIENCE; a second Ctrl-C meanwhile is
         held until it ends (then raised), never allowed to cut it short."""
-        from .backend import WRITES, holding_stop_signals
-
         self._stop.set()
         if not self._thread.is_alive():
             return
@@ -248,11 +216,11 @@ class DebugLoop:
     def _on_event(self, event: dbg.DEBUG_EVENT) -> int:
         code = event.dwDebugEventCode
         if code == dbg.CREATE_PROCESS_DEBUG_EVENT:
-            _close(event.u.CreateProcessInfo.hFile)
+            wrappers.close_handle(event.u.CreateProcessInfo.hFile)
             self._process = event.u.CreateProcessInfo.hProcess
             self._image_base = event.u.CreateProcessInfo.lpBaseOfImage
         elif code == dbg.LOAD_DLL_DEBUG_EVENT:
-            _close(event.u.LoadDll.hFile)
+            wrappers.close_handle(event.u.LoadDll.hFile)
         elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
             self._on_exit(event)
             self._ended = True  # Windows ends the debugging session with this event
@@ -301,7 +269,7 @@ class DebugLoop:
         for trigger in self.exceptions:
             if trigger.matches(exc_code, first):
                 try:
-                    param: Optional[_ExceptionParam] = _ExceptionParam(record, event.dwThreadId)
+                    param: Optional[ExceptionParam] = ExceptionParam(record, event.dwThreadId)
                 except Win32Error:
                     param = None  # the dump is still worth taking, without its exception stream
                 seen = TargetEvent("exception", tid=event.dwThreadId, code=exc_code, address=record.ExceptionAddress,
@@ -321,14 +289,6 @@ class DebugLoop:
             return take()  # the target is frozen until this event is continued: the dump runs right here
 
         self.fire(self.pid, Firing(trigger, value, detail, event), hand_over)
-
-
-def _close(handle: Optional[int]) -> None:
-    if handle:
-        try:
-            dbg.CloseHandle(handle)
-        except Win32Error:
-            pass
 
 
 #: Debug loops of launched commands, by pid, until source() claims them.

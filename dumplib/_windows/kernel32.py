@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import sys
 
-# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
-assert sys.platform == "win32"
+# Windows only (ctypes.WinDLL).
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
 from ctypes import wintypes as wt
@@ -13,7 +15,8 @@ from functools import partial
 
 from ._common import check_bool, check_handle, check_nonzero, check_status, prototype
 from .snapshot import NATIVE as _PSS
-from .structs import MAX_PATH, NATIVE  # noqa: F401  (MAX_PATH is kernel32.MAX_PATH to its users)
+from .structs import MAX_PATH as MAX_PATH  # noqa: F401 - kernel32.MAX_PATH to its users, as windef.h has it
+from .structs import NATIVE
 
 _dll = ctypes.WinDLL("kernel32", use_last_error=True)
 

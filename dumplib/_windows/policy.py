@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import sys
 from typing import Dict, Optional
 
 I386, ARMNT, AMD64, ARM64 = 0x014C, 0x01C4, 0x8664, 0xAA64
@@ -41,6 +43,11 @@ def interpreter_machine(version: str, pointer_bits: int) -> int:
     if "INTEL" in tail or pointer_bits == 32:
         return I386
     return AMD64
+
+
+#: The machine this Python runs as: its CONTEXT is the one GetThreadContext fills, its dbghelp the
+#: one that writes, and the one a target's bitness is judged against.
+DUMPER_MACHINE = interpreter_machine(sys.version, 8 * struct.calcsize("P"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, Tuple
+from typing import Callable, Generic, Iterator, Optional, Tuple, TypeVar
 
-#: enable() -> (whether the token holds the privilege, what restore() needs to put it back).
-Enable = Callable[[], Tuple[bool, Any]]
-Restore = Callable[[Any], None]
+#: What enable() changed, as restore() needs it to put it back (the token's previous state).
+State = TypeVar("State")
 
 
-class PrivilegeHold:
+class PrivilegeHold(Generic[State]):
     """A counted hold on one privilege: enabled by the first ``held()``, restored by the last."""
 
-    def __init__(self, enable: Enable, restore: Restore) -> None:
+    def __init__(self, enable: Callable[[], Tuple[bool, Optional[State]]],
+                 restore: Callable[[Optional[State]], None]) -> None:
+        """*enable* -> (whether the token holds the privilege, what *restore* needs to put it back)."""
         self._enable, self._restore = enable, restore
         self._lock = threading.Lock()
         self._count = 0
         self._held = False
-        self._previous: Any = None
+        self._previous: Optional[State] = None
 
     @property
     def holders(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from types import SimpleNamespace
-from typing import Any, List, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 MAX_PATH = 260
 
@@ -18,7 +18,7 @@ _Fields = List[Tuple[str, Any]]
 
 
 def _struct(name: str, fields: _Fields, pack: int = 0) -> Type[ctypes.Structure]:
-    namespace: dict = {"_fields_": fields}
+    namespace: Dict[str, object] = {"_fields_": fields}
     if pack:
         # dbghelp.h wraps its structures in pshpack4.h; "ms" says the MSVC rules apply on every OS.
         namespace["_pack_"] = pack

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import sys
 
-# Windows only (ctypes.WinDLL); also tells type checkers on other platforms to skip this module.
-assert sys.platform == "win32"
+# Windows only (ctypes.WinDLL).
+if sys.platform != "win32":  # survives python -O, unlike the assert below
+    raise ImportError(f"{__name__} is Windows only")
+assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import contextlib
 import ctypes
 from ctypes import wintypes as wt
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from ..errors import AccessDenied, DumpFailed, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
@@ -64,7 +66,7 @@ def process_table() -> Dict[int, str]:
 def open_process(pid: int, access: int) -> int:
     """A handle to *pid* with exactly *access*; ProcessNotFound / AccessDenied with the pid on failure."""
     try:
-        return kernel32.OpenProcess(access, False, pid)
+        return int(kernel32.OpenProcess(access, False, pid))
     except Win32Error as exc:
         if exc.winerror == ERROR_INVALID_PARAMETER:
             raise ProcessNotFound(pid, f"no process has pid {pid} (it may have exited)") from None
@@ -94,7 +96,7 @@ def creation_time(process: int) -> float:
     kernel32.GetProcessTimes(process, ctypes.byref(created), ctypes.byref(exited), ctypes.byref(kernel),
                              ctypes.byref(user))
     ticks = (created.dwHighDateTime << 32) | created.dwLowDateTime
-    return (ticks - _EPOCH_AS_FILETIME) / 10_000_000
+    return float(ticks - _EPOCH_AS_FILETIME) / 10_000_000
 
 
 def machines(process: int) -> Tuple[int, int]:
@@ -153,7 +155,15 @@ def set_privilege(name: str, enabled: bool) -> None:
         advapi32.AdjustTokenPrivileges(token, False, ctypes.byref(privs), 0, None, None)
 
 
-def enable_privilege(name: str) -> Tuple[bool, Any]:
+class TokenChange(NamedTuple):
+    """What enable_privilege changed: the token handle kept open for the restore, and its previous state."""
+
+    token: int
+    #: TOKEN_PRIVILEGES as AdjustTokenPrivileges' PreviousState returned it (empty: nothing changed).
+    previous: ctypes.Structure
+
+
+def enable_privilege(name: str) -> Tuple[bool, Optional[TokenChange]]:
     """Enable *name* in this process's token: (whether the token holds it, what restore_privilege needs).
 
     The token handle is kept for the restore, so putting the privilege back never depends on
@@ -177,10 +187,10 @@ def enable_privilege(name: str) -> Tuple[bool, Any]:
     if not held:
         close_handle(token)  # nothing changed, so nothing to restore: the hold never calls restore for it
         return False, None
-    return held, (token, previous)
+    return held, TokenChange(token, previous)
 
 
-def restore_privilege(state: Any) -> None:
+def restore_privilege(state: Optional[TokenChange]) -> None:
     """Put back what enable_privilege changed (PreviousState lists nothing when it was on already)."""
     if state is None:
         return  # the token did not hold it: enable_privilege changed nothing and closed its handle
@@ -192,14 +202,14 @@ def restore_privilege(state: Any) -> None:
         close_handle(token)
 
 
-def _enable_debug() -> Tuple[bool, Any]:
+def _enable_debug() -> Tuple[bool, Optional[TokenChange]]:
     try:
         return enable_privilege(SE_DEBUG)
     except Win32Error:
         return False, None  # no token access: every call runs as the token already is
 
 
-def _restore_debug(state: Any) -> None:
+def _restore_debug(state: Optional[TokenChange]) -> None:
     try:
         restore_privilege(state)
     except Win32Error:
@@ -273,7 +283,7 @@ def create_new_file(path: str) -> int:
     """Create *path* exclusively (CREATE_NEW) for writing, readable only by its owner and Administrators."""
     with owner_only_security() as attrs:
         try:
-            return kernel32.CreateFileW(
+            return int(kernel32.CreateFileW(
                 path,
                 kernel32.GENERIC_READ | kernel32.GENERIC_WRITE,
                 kernel32.FILE_SHARE_READ,
@@ -281,7 +291,7 @@ def create_new_file(path: str) -> int:
                 kernel32.CREATE_NEW,
                 kernel32.FILE_ATTRIBUTE_NORMAL,
                 None,
-            )
+            ))
         except Win32Error as exc:
             if exc.winerror == ERROR_FILE_EXISTS:
                 raise

@@ -3,6 +3,9 @@ estimate's allowance, only from private anonymous memory, and nothing for memory
 from __future__ import annotations
 
 import struct
+import sys
+
+import pytest
 
 from dumplib.formats import linkmap
 from dumplib._linux import maps
@@ -72,6 +75,9 @@ def test_ranges_the_core_stores_anyway_cost_nothing():
     assert maps.thread_areas_within(inside + tcb, REGIONS, _taken(sp), 64 + maps.RANGE_COST) == tcb
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only: it maps memory into this process and"
+                    " reads it back through /proc/self/maps and the Linux writer's reader (the Windows interpreter"
+                    " runs the unit tests under Wine)")
 def test_thread_pointer_reads_reach_only_private_anonymous_memory(tmp_path):
     """A forged thread pointer into a mapped file (whose page may wait on a stalled filesystem) reads nothing."""
     import ctypes

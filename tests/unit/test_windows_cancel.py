@@ -15,22 +15,12 @@ import pytest
 
 from dumplib.errors import DumpFailed
 from dumplib.kinds import DumpKind
-from dumplib.results import ProcessInfo
 from dumplib.triggers import ExceptionRaised
-from winfake import fake_windows
+from winfake import PID, dump, fake_windows, plan_for, win  # noqa: F401 - win is the fixture
 
-PID = 4242
 ERROR_CANCELLED = 1223
 #: A fake write never runs longer than this, whatever happens (a broken cancel fails the test, not CI).
 LONGEST = 20.0
-
-
-@pytest.fixture()
-def win(monkeypatch):
-    with fake_windows(monkeypatch) as ns:
-        ns.create_new_file = ns.wrappers.create_new_file
-        monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
-        yield ns
 
 
 class Writer:
@@ -63,21 +53,9 @@ class Writer:
             self.ended.set()
 
 
-def _plan(win, pid=PID, **extra):
-    from dumplib._backend import Plan
-
-    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.FULL,
-                flags=win.backend.windows_mask(DumpKind.FULL, None), **extra)
-
-
-def _dump(win, plan=None):
-    backend = win.backend.WindowsBackend()
-    plan = plan or _plan(win)
-    backend.check_target(plan.target, for_dump=True)
-    try:
-        return backend.write(plan, "C:\\dumps\\x.tmp", comment=None, signature="{}", tick=None)
-    finally:
-        backend.release(plan.target)
+def _dump(win, **options):
+    """A full dump (the kind that takes long enough to be cancelled) through a session."""
+    return dump(win, plan_for(kind=DumpKind.FULL), **options)
 
 
 def _in_thread(fn):
@@ -101,12 +79,12 @@ def test_a_cancel_from_another_thread_stops_the_write_and_the_wait_ends_with_it(
     t, out = _in_thread(lambda: _dump(win))
     assert writer.started.wait(LONGEST)
     why = DumpFailed("stopping", reason="cancelled")
-    assert win.backend.WRITES.cancel(why) == 1
-    assert win.backend.WRITES.wait(LONGEST), "the write never returned"
+    assert win.inflight.WRITES.cancel(why) == 1
+    assert win.inflight.WRITES.wait(LONGEST), "the write never returned"
     assert writer.ended.is_set() and writer.cancelled
     t.join(LONGEST)
     assert out.get("error") is why
-    assert not win.backend.WRITES.busy()
+    assert not win.inflight.WRITES.busy()
 
 
 def test_a_cancel_under_wine_waits_for_the_whole_write_and_still_drops_it(win):
@@ -114,8 +92,8 @@ def test_a_cancel_under_wine_waits_for_the_whole_write_and_still_drops_it(win):
     win.fake.impls["MiniDumpWriteDump"] = writer
     t, out = _in_thread(lambda: _dump(win))
     assert writer.started.wait(LONGEST)
-    win.backend.WRITES.cancel(DumpFailed("stopping", reason="cancelled"))
-    assert win.backend.WRITES.wait(LONGEST)
+    win.inflight.WRITES.cancel(DumpFailed("stopping", reason="cancelled"))
+    assert win.inflight.WRITES.wait(LONGEST)
     assert writer.ended.is_set(), "the wait ended before MiniDumpWriteDump returned"
     t.join(LONGEST)
     assert isinstance(out.get("error"), DumpFailed) and out["error"].reason == "cancelled"
@@ -127,7 +105,7 @@ def test_max_pause_cancels_a_write_that_keeps_the_target_suspended_too_long(win)
     writer = Writer(win)
     win.fake.impls["MiniDumpWriteDump"] = writer
     with pytest.raises(DumpFailed) as caught:
-        _dump(win, _plan(win, max_pause=0.05))
+        _dump(win, max_pause=0.05)
     assert caught.value.reason == "max-pause" and writer.cancelled
     assert "--max-pause" in str(caught.value)
 
@@ -135,7 +113,7 @@ def test_max_pause_cancels_a_write_that_keeps_the_target_suspended_too_long(win)
 def test_without_max_pause_nothing_cancels_the_write(win):
     writer = Writer(win, seconds=0.3)
     win.fake.impls["MiniDumpWriteDump"] = writer
-    _dump(win, _plan(win, max_pause=None))
+    _dump(win, max_pause=None)
     assert not writer.cancelled
 
 
@@ -171,7 +149,7 @@ def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_
 
     def fire(pid, firing, hand_over):
         try:
-            outcome["result"] = hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+            outcome["result"] = hand_over(lambda: _dump(win, event=firing.event))
         except DumpFailed as exc:
             outcome["error"] = exc
 
@@ -186,7 +164,7 @@ def test_stopping_the_watch_cancels_the_debugger_threads_write_and_returns_only_
             after_write.set()
 
     loop = win.debugloop.DebugLoop(PID, [ExceptionRaised()], lambda pid, firing, hand_over: fire(
-        pid, firing, lambda take: hand_over(lambda: dump_then_clean_up(win, _plan(win, event=firing.event)))))
+        pid, firing, lambda take: hand_over(lambda: dump_then_clean_up(win, event=firing.event))))
     loop.start()
     assert writer.started.wait(LONGEST)
     loop.stop()
@@ -255,24 +233,39 @@ def test_the_exception_context_is_the_dumpers_own_machines(win, machine):
 
     win.fake.impls["GetThreadContext"] = get_context
     record = win.debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234)
-    param = win.debugloop._ExceptionParam(record, 7, machine)
+    param = win.exception_info.ExceptionParam(record, 7, machine)
     assert seen == {"flags": all_flags, "aligned": True}, seen
     assert ctypes.c_uint32.from_address(param.context_address + pc_at).value == 0x1234
     assert param.pointers.ContextRecord == param.context_address
+
+
+def test_a_dump_at_an_exception_hands_its_exception_information_to_minidumpwritedump(win):
+    """The event's record and context reach the write (ExceptionParam), so the dump has an exception
+    stream; an ordinary dump passes none."""
+    from dumplib._platform import TargetEvent
+
+    record = win.debugapi.EXCEPTION_RECORD(ExceptionCode=0xC0000005, ExceptionAddress=0x1234)
+    param = win.exception_info.ExceptionParam(record, 7)
+    dump(win, event=TargetEvent("exception", tid=7, code=0xC0000005, address=0x1234, raw=param))
+    dump(win)
+    given, ordinary = [c.args[4] for c in win.fake.named("MiniDumpWriteDump")]
+    assert given is not None and given._obj.ThreadId == 7, "the exception dump was written without its exception"
+    assert given._obj.ExceptionPointers.contents.ExceptionRecord.contents.ExceptionCode == 0xC0000005
+    assert ordinary is None
 
 
 # -- the exit dump -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code, reason", [(112, "disk-full"), (299, None)], ids=["disk-full", "partial-copy"])
 def test_an_exit_dump_reads_the_debuggers_handle_and_a_failure_is_reported_as_what_it_was(win, code, reason):
-    from dumplib._backend import TargetEvent
+    from dumplib._platform import TargetEvent
 
     debugger_handle = 0x7770
     win.fake.impls["GetExitCodeProcess"] = lambda h, out: (setattr(out._obj, "value", 3), 1)[1]  # it is ending
     win.fake.impls["MiniDumpWriteDump"] = lambda *a: win.fake.fail(0x80070000 | code)
     event = TargetEvent("exit", tid=7, code=3, held=debugger_handle)
     with pytest.raises(DumpFailed) as caught:
-        _dump(win, _plan(win, event=event))
+        _dump(win, event=event)
     assert caught.value.reason == reason and caught.value.winerror == code, caught.value
     assert "exited while" not in str(caught.value)
     assert {c.args[0] for c in win.fake.named("MiniDumpWriteDump")} == {debugger_handle}
@@ -287,7 +280,7 @@ def test_free_space_is_what_the_caller_may_use_under_its_quota(win):
         return 1
 
     win.fake.impls["GetDiskFreeSpaceExW"] = space
-    assert win.files.WindowsFiles().usage("C:\\dumps") == (100 << 30, 10 << 20)
+    assert win.host.WindowsHost().usage("C:\\dumps") == (100 << 30, 10 << 20)
 
 
 @pytest.mark.parametrize("code", [112, 39, 1295], ids=["disk-full", "handle-disk-full", "quota-exceeded"])
@@ -366,12 +359,13 @@ def test_a_stopped_or_unknown_service_is_process_not_found_saying_which(win, cas
     assert len(win.fake.named("CloseServiceHandle")) == (2 if case == "stopped" else 1)
 
 
-def test_svc_targets_go_to_the_backends_service_lookup():
+def test_svc_targets_go_to_the_platforms_service_lookup():
+    from dumplib._platform import Platform
     from dumplib.errors import ProcessNotFound
     from dumplib.targets import resolve_target
 
     class NoServices:
-        windows_names = False
+        service_pid = Platform.service_pid  # the interface's answer where the OS has no services
 
     with pytest.raises(ProcessNotFound) as caught:
         resolve_target("svc:W3SVC", NoServices())  # type: ignore[arg-type]
@@ -395,7 +389,7 @@ def test_a_second_ctrl_c_while_stop_waits_is_held_until_the_write_has_returned(w
 
     def fire(pid, firing, hand_over):
         try:
-            hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+            hand_over(lambda: _dump(win, event=firing.event))
         except DumpFailed:
             pass
 
@@ -414,9 +408,9 @@ def test_watch_dumps_default_to_a_snapshot_only_where_windows_has_pss(monkeypatc
     with_pss = FakeWin32()
     with_pss.absent -= {"PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
     with fake_windows(monkeypatch, with_pss) as win:
-        assert win.backend.WindowsBackend.watch_snapshot == "auto"
+        assert win.backend.WindowsPlatform.watch_snapshot == "auto"
     with fake_windows(monkeypatch) as win:  # Wine, Windows before 8.1: written as before, no warning per dump
-        assert win.backend.WindowsBackend.watch_snapshot is False
+        assert win.backend.WindowsPlatform.watch_snapshot is False
 
 
 def test_a_write_the_debugger_thread_starts_after_stop_was_asked_is_cancelled_too(win):
@@ -433,7 +427,7 @@ def test_a_write_the_debugger_thread_starts_after_stop_was_asked_is_cancelled_to
         entered.set()
         go.wait(LONGEST)  # still on its way to MiniDumpWriteDump when stop() is asked
         try:
-            hand_over(lambda: _dump(win, _plan(win, event=firing.event)))
+            hand_over(lambda: _dump(win, event=firing.event))
         except DumpFailed as exc:
             outcome["error"] = exc
 

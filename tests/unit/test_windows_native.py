@@ -23,9 +23,11 @@ if sys.platform != "win32":
 
 import dumplib  # noqa: E402
 from dumplib import ProcessNotFound  # noqa: E402
-from dumplib._backend import get_backend  # noqa: E402
-from dumplib._windows import backend as winbackend  # noqa: E402
+from dumplib._switch import current  # noqa: E402
 from dumplib._windows import dbghelp, kernel32, wrappers  # noqa: E402
+from dumplib._windows.access import DUMP_ACCESS, WALK_ACCESS  # noqa: E402
+from dumplib._windows.backend import SAME_START_SECONDS  # noqa: E402
+from dumplib._windows.writer import WriteMonitor  # noqa: E402
 from dumplib._windows._common import ERROR_INVALID_PARAMETER, Win32Error  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
@@ -142,7 +144,7 @@ def test_the_dump_holds_debug_privilege_through_its_write_and_restores_it(
     assert not _debug_enabled(), "SeDebugPrivilege was left enabled after the dump"
     # The dump's own open (VM_READ) came last, privileged; before it only the walk's access was asked.
     reads = [i for i, (_, a, _) in enumerate(opens) if a & VM_READ]
-    assert [opens[i][1:] for i in reads] == [(winbackend.DUMP_ACCESS, True)], opens
+    assert [opens[i][1:] for i in reads] == [(DUMP_ACCESS, True)], opens
     assert all(a == kernel32.PROCESS_QUERY_INFORMATION for _, a, _ in opens[:reads[0]]), opens
 
 
@@ -206,19 +208,19 @@ def test_importing_psutil_enables_debug_privilege_for_the_whole_process():
 
 # -- one target from start to end -------------------------------------------------------------------
 
-def test_a_pid_that_now_belongs_to_another_process_is_process_not_found(target):
-    backend = get_backend()
+def test_a_pid_that_now_belongs_to_another_process_is_process_not_found(target, monkeypatch):
     handle = wrappers.open_process(target["pid"], kernel32.PROCESS_QUERY_LIMITED_INFORMATION)
     with wrappers.handle_closing(handle):
         started = wrappers.creation_time(handle)
+    opened = _recording_opens(monkeypatch)
     # What the neutral code resolved: a process with this pid that started a minute earlier.
     stale = ProcessInfo(target["pid"], "python.exe", started=started - 60)
     with pytest.raises(ProcessNotFound, match="now belongs to another process"):
-        backend.check_target(stale)
-    assert target["pid"] not in backend._held
+        current().open(stale)
+    assert opened and [h for h in opened if _is_open(h)] == [], "the refused open kept its handle"
     fresh = ProcessInfo(target["pid"], "python.exe", started=started)
-    backend.check_target(fresh)
-    backend.release(fresh)
+    with current().open(fresh) as session:
+        assert _is_open(session.handle)
 
 
 def test_creation_time_agrees_with_psutil(target):
@@ -227,7 +229,7 @@ def test_creation_time_agrees_with_psutil(target):
     handle = wrappers.open_process(target["pid"], kernel32.PROCESS_QUERY_LIMITED_INFORMATION)
     with wrappers.handle_closing(handle):
         ours = wrappers.creation_time(handle)
-    assert abs(ours - psutil.Process(target["pid"]).create_time()) < winbackend.SAME_START_SECONDS
+    assert abs(ours - psutil.Process(target["pid"]).create_time()) < SAME_START_SECONDS
     assert abs(ours - time.time()) < 600
 
 
@@ -240,7 +242,8 @@ def _is_open(handle: int) -> bool:
         return False
 
 
-def test_the_kept_handle_is_closed_when_the_pipeline_ends(monkeypatch, target, tmp_path):
+def _recording_opens(monkeypatch):
+    """Every process handle wrappers.open_process hands out from now on."""
     handles = []
     real = wrappers.open_process
 
@@ -249,17 +252,39 @@ def test_the_kept_handle_is_closed_when_the_pipeline_ends(monkeypatch, target, t
         return handles[-1]
 
     monkeypatch.setattr(wrappers, "open_process", recording)
-    backend = get_backend()
+    return handles
+
+
+def test_the_sessions_handle_is_closed_when_the_pipeline_ends(monkeypatch, target, tmp_path):
+    handles = _recording_opens(monkeypatch)
     proc = dumplib.resolve_target(target["pid"])
-    backend.check_target(proc)
-    kept = backend._held[target["pid"]].handle
+    session = current().open(proc)
+    kept = session.handle
     assert _is_open(kept)
-    backend.release(proc)
-    assert not _is_open(kept) and target["pid"] not in backend._held
+    session.close()
+    assert not _is_open(kept), "the closed session's handle is still open"
     handles.clear()
     dumplib.create_dump(target["pid"], str(tmp_path), "triage", sidecar=False)
-    assert handles and backend._held == {}, "the pipeline did not release the target"
+    assert handles, "the dump opened no process handle"
     assert [h for h in handles if _is_open(h)] == [], "a process handle outlived the dump"
+
+
+def test_two_sessions_on_one_process_keep_their_own_handles(target, tmp_path):
+    """The one that closes first leaves the other's handle open, and the other still dumps through it."""
+    platform = current()
+    proc = dumplib.resolve_target(target["pid"])
+    with platform.open(proc, for_dump=True) as first:
+        with platform.open(proc, for_dump=True) as second:
+            assert first.handle != second.handle
+            theirs = second.handle
+        assert _is_open(first.handle) and not _is_open(theirs)
+        plan = first.plan(DumpKind.TRIAGE, None)
+        from dumplib._platform import WriteOptions
+
+        path = str(tmp_path / "first.dmp")
+        report = first.write(plan, path, WriteOptions(comment=None, signature="{}"))
+        first.verify(path, plan, report)
+    assert read_minidump(path).pid == target["pid"]
 
 
 # -- the write ---------------------------------------------------------------------------------------
@@ -338,7 +363,7 @@ def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
     kept; it must stop the dump instead. Wine calls Module and Thread callbacks, so this runs there."""
     import _thread
 
-    real = winbackend._Monitor._on_callback
+    real = WriteMonitor.on_callback
     sent = []
 
     def interrupting(self, param, callback_input, callback_output):
@@ -348,7 +373,7 @@ def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
         return real(self, param, callback_input, callback_output)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(winbackend._Monitor, "_on_callback", interrupting)
+        mp.setattr(WriteMonitor, "on_callback", interrupting)
         with pytest.raises(KeyboardInterrupt):
             dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False)
     assert sent, "dbghelp called no callback"
@@ -383,7 +408,7 @@ def test_cancel_callback_stops_the_write_early(target, tmp_path):
     whole = time.monotonic() - began
     (tmp_path / "whole.dmp").unlink()
     calls = []
-    real = winbackend._Monitor._on_callback
+    real = WriteMonitor.on_callback
 
     def counting(self, param, callback_input, callback_output):
         calls.append(callback_input.contents.CallbackType)
@@ -393,7 +418,7 @@ def test_cancel_callback_stops_the_write_early(target, tmp_path):
         return real(self, param, callback_input, callback_output)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(winbackend._Monitor, "_on_callback", counting)
+        mp.setattr(WriteMonitor, "on_callback", counting)
         began = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             dumplib.create_dump(target["pid"], str(tmp_path), "full", sidecar=False)
@@ -526,10 +551,10 @@ def test_create_new_file_never_opens_an_existing_name_or_a_symlink(tmp_path):
 
 
 def test_scratch_volume_must_keep_acls_and_be_creatable(tmp_path):
-    backend = get_backend()
-    assert backend.scratch_usable(str(tmp_path)) is True
+    host = current().host()
+    assert host.scratch_usable(str(tmp_path)) is True
     assert list(tmp_path.iterdir()) == []  # the probe file is gone
-    assert backend.scratch_usable(str(tmp_path / "missing")) is False
+    assert host.scratch_usable(str(tmp_path / "missing")) is False
 
 
 def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp_path):
@@ -542,7 +567,7 @@ def test_without_directory_locks_only_day_old_temporaries_are_taken_for_dead(tmp
     old.write_bytes(b"a killed dumplib's")
     two_days_ago = time.time() - 2 * 86400
     os.utime(old, (two_days_ago, two_days_ago))
-    with writing_in([str(tmp_path)]) as told:
+    with writing_in([str(tmp_path)], current().host()) as told:
         pass
     assert fresh.exists() and not old.exists()
     assert told == [f"removed a stale temporary file of a killed dumplib: {old.name}"]
@@ -602,9 +627,9 @@ def test_api_md_windows_notes_name_the_access_each_operation_asks_for():
     ps = re.search(r"`dumplib ps` .*? opens each with `([A-Z_| ]+)`", notes)
     dump = re.search(r"Only the dump's own `OpenProcess`, in the write, asks for `([A-Z_| ]+)`", notes)
     assert walk and ps and dump, notes
-    assert _mask(walk.group(1)) == winbackend.WALK_ACCESS == kernel32.PROCESS_QUERY_INFORMATION
-    assert _mask(ps.group(1)) == winbackend.WALK_ACCESS
-    assert _mask(dump.group(1)) == winbackend.DUMP_ACCESS
+    assert _mask(walk.group(1)) == WALK_ACCESS == kernel32.PROCESS_QUERY_INFORMATION
+    assert _mask(ps.group(1)) == WALK_ACCESS
+    assert _mask(dump.group(1)) == DUMP_ACCESS
     assert "SeDebugPrivilege** is enabled for the whole of what needs it" in notes
     assert "`MiniDumpWriteDump` (it opens every thread of the target" in notes
     assert "until the free-space guard has passed" in notes

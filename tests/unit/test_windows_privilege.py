@@ -13,37 +13,12 @@ import pytest
 from dumplib.errors import AccessDenied, DumpFailed
 from dumplib.kinds import DumpKind
 from dumplib.results import ProcessInfo
-from winfake import fake_windows
+from winfake import PID, dump, open_kinds, plan_for, win  # noqa: F401 - win is the fixture
 
 VM_READ = 0x0010
 DUP_HANDLE = 0x0040
-PID = 4242
 ERROR_ACCESS_DENIED = 5
 ERROR_DISK_FULL = 112
-
-
-@pytest.fixture()
-def win(monkeypatch):
-    with fake_windows(monkeypatch) as ns:
-        monkeypatch.setattr(ns.wrappers, "create_new_file", lambda path: ns.fake.handle("file"))
-        yield ns
-
-
-def _plan(win, kind=DumpKind.MINI, **extra):
-    from dumplib._backend import Plan
-
-    target = ProcessInfo(PID, "svc.exe")
-    return Plan(target=target, kind=kind, flags=win.backend.windows_mask(kind, None), **extra)
-
-
-def _dump(win, backend=None, plan=None):
-    backend = backend or win.backend.WindowsBackend()
-    plan = plan or _plan(win)
-    backend.check_target(plan.target, for_dump=True)
-    try:
-        return backend.write(plan, "C:\\dumps\\x.tmp", comment=None, signature="{}", tick=None)
-    finally:
-        backend.release(plan.target)
 
 
 def _opens(win):
@@ -140,37 +115,70 @@ def test_two_overlapping_holds_keep_it_on_until_the_last_one_leaves():
 # -- the backend, against the recording fake ------------------------------------------------------
 
 def test_the_write_runs_with_the_privilege_on_and_puts_it_back(win):
-    _dump(win)
+    dump(win)
     fake = win.fake
     (write,) = fake.named("MiniDumpWriteDump")
     assert write.privileged, "MiniDumpWriteDump ran with SeDebugPrivilege off"
     assert [c.name for c in fake.calls if c.name == "OpenProcess" and c.args[0] & VM_READ]
     assert all(privileged for _, privileged in _opens(win)), _opens(win)
     assert not fake.debug_enabled, "SeDebugPrivilege was left on"
+    assert open_kinds(fake) == [], "the session or the write left a handle open"
 
 
-def test_check_target_for_a_dump_opens_without_vm_read_so_the_guard_runs_first(win):
-    backend = win.backend.WindowsBackend()
+# -- the session owns its handles ------------------------------------------------------------------
+
+def test_a_session_closes_every_process_handle_it_took_and_refuses_use_after_close(win):
+    """The walk handle from open() and the dump-access handle write() reopens are both the session's:
+    closing it closes whichever it holds, once (no process-wide table keeps them)."""
     target = ProcessInfo(PID, "svc.exe")
-    backend.check_target(target, for_dump=True)
-    try:
+    session = win.backend.WindowsPlatform().open(target, for_dump=True)
+    with session:
+        session.write(plan_for(), "C:\\dumps\\x.tmp", _options())
+        assert open_kinds(win.fake) == ["process"], "the reopened handle and the walk handle both live, or none"
+    assert open_kinds(win.fake) == []
+    closes = [c.args[0] for c in win.fake.named("CloseHandle")]
+    assert len(closes) == len(set(closes)), f"a handle was closed twice: {closes}"
+    session.close()  # a second close is harmless
+    with pytest.raises(DumpFailed, match="after it was closed"):
+        session.plan(DumpKind.MINI, None)
+
+
+def test_two_sessions_on_one_pid_never_close_each_others_handle(win):
+    """Two dumps of one process from two callers: the one that ends first must leave the other's
+    handle open (the old per-pid table released it), and the other still writes through it."""
+    platform = win.backend.WindowsPlatform()
+    target = ProcessInfo(PID, "svc.exe")
+    with platform.open(target, for_dump=True) as first:
+        with platform.open(target, for_dump=True) as second:
+            second.write(plan_for(), "C:\\dumps\\y.tmp", _options())
+            kept = second.handle
+        assert first.handle in win.fake.open_handles and kept not in win.fake.open_handles
+        first.write(plan_for(), "C:\\dumps\\x.tmp", _options())
+        assert win.fake.named("MiniDumpWriteDump")[1].args[0] == first.handle, "the second write used another handle"
+    assert open_kinds(win.fake) == []
+
+
+def _options():
+    from dumplib._platform import WriteOptions
+
+    return WriteOptions(comment=None, signature="{}")
+
+
+def test_opening_for_a_dump_takes_no_vm_read_so_the_guard_runs_first(win):
+    target = ProcessInfo(PID, "svc.exe")
+    with win.backend.WindowsPlatform().open(target, for_dump=True) as session:
         assert _opens(win) and not any(access & (VM_READ | DUP_HANDLE) for access, _ in _opens(win)), _opens(win)
-        backend.plan(target, DumpKind.MINI, None)  # the estimate the guard compares
+        session.plan(DumpKind.MINI, None)  # the estimate the guard compares
         assert not any(access & VM_READ for access, _ in _opens(win))
-    finally:
-        backend.release(target)
     assert not win.fake.debug_enabled
+    assert "process" not in open_kinds(win.fake), "the session kept its handle after it was closed"
 
 
 def test_ps_and_estimate_never_enable_the_privilege(win):
-    backend = win.backend.WindowsBackend()
+    platform = win.backend.WindowsPlatform()
     target = ProcessInfo(PID, "svc.exe")
-    backend.check_target(target)
-    try:
-        backend.plan(target, DumpKind.FULL, None)
-    finally:
-        backend.release(target)
-    backend.plan(target, DumpKind.FULL, None)  # `dumplib ps`: no check, a walk-only handle
+    with platform.open(target) as session:  # estimate, and `dumplib ps`'s full-dump column: a walk-only open
+        session.plan(DumpKind.FULL, None)
     assert win.fake.calls and not any(c.privileged for c in win.fake.calls)
     assert not win.fake.named("AdjustTokenPrivileges")
 
@@ -179,7 +187,7 @@ def test_ps_and_estimate_never_enable_the_privilege(win):
 def test_a_failed_write_still_puts_the_privilege_back_and_closes_the_file(win, code, error):
     win.fake.impls["MiniDumpWriteDump"] = lambda *a: win.fake.fail(0x80070000 | code)
     with pytest.raises(error):
-        _dump(win)
+        dump(win)
     assert win.fake.named("MiniDumpWriteDump")[0].privileged
     assert not win.fake.debug_enabled
     assert "file" not in win.fake.open_handles.values() and "process" not in win.fake.open_handles.values()
@@ -191,7 +199,7 @@ def test_an_interrupt_inside_the_write_puts_the_privilege_back(win):
 
     win.fake.impls["MiniDumpWriteDump"] = interrupted
     with pytest.raises(KeyboardInterrupt):
-        _dump(win)
+        dump(win)
     assert not win.fake.debug_enabled
 
 
@@ -199,14 +207,14 @@ def test_a_denied_open_for_the_dump_says_the_privilege_was_tried_and_restores_it
     win.fake.impls["OpenProcess"] = lambda access, inherit, pid: (
         win.fake.fail(ERROR_ACCESS_DENIED) if access & VM_READ else win.fake.handle("process"))
     with pytest.raises(AccessDenied) as caught:
-        _dump(win)
+        dump(win)
     assert caught.value.debug_privilege is True
     assert not win.fake.debug_enabled
 
 
 def test_a_token_without_the_privilege_is_not_adjusted_back(win):
     win.fake.holds_debug = False
-    _dump(win)
+    dump(win)
     adjusts = win.fake.named("AdjustTokenPrivileges")
     # Only enables (each answered NOT_ALL_ASSIGNED), never a "restore" of what was never changed.
     assert adjusts and all(c.args[2]._obj.Privileges[0].Attributes == 2 for c in adjusts)
@@ -226,12 +234,12 @@ def test_two_dumps_on_two_threads_keep_it_on_for_each_others_write(win):
         return 1
 
     fake.impls["MiniDumpWriteDump"] = write
-    backend = win.backend.WindowsBackend()
+    platform = win.backend.WindowsPlatform()
     errors = []
 
     def run(pid):
         try:
-            _dump(win, backend, _plan_for(win, pid))
+            dump(win, plan_for(pid), platform=platform)
         except BaseException as exc:  # noqa: B036 - reported by the assertion below
             errors.append(exc)
 
@@ -255,11 +263,34 @@ def test_two_dumps_on_two_threads_keep_it_on_for_each_others_write(win):
     assert not fake.debug_enabled
 
 
-def _plan_for(win, pid):
-    from dumplib._backend import Plan
+def test_a_snapshot_is_captured_and_written_from_with_the_privilege_on_and_freed_once(monkeypatch):
+    """PssCaptureSnapshot opens every thread of the target too: privileged, like the write from the
+    snapshot; the snapshot is freed once whatever happens, and the token put back."""
+    from winfake import FakeWin32, fake_windows
 
-    return Plan(target=ProcessInfo(pid, "svc.exe"), kind=DumpKind.MINI,
-                flags=win.backend.windows_mask(DumpKind.MINI, None))
+    fake = FakeWin32()
+    fake.absent -= {"PssCaptureSnapshot", "PssQuerySnapshot", "PssFreeSnapshot"}
+
+    def capture(process, flags, context, out):
+        out._obj.value = fake.handle("snapshot")
+        return 0  # ERROR_SUCCESS
+
+    def free(process, snapshot):
+        fake.open_handles.pop(snapshot, None)
+        return 0
+
+    fake.impls.update(PssCaptureSnapshot=capture, PssFreeSnapshot=free, PssQuerySnapshot=lambda *a: 50)
+    with fake_windows(monkeypatch, fake) as win:
+        monkeypatch.setattr(win.wrappers, "create_new_file", lambda path: fake.handle("file"))
+        monkeypatch.setattr(win.backend, "commit_shortfall", lambda process: None)  # room for the clone
+        report = dump(win, snapshot=True)
+    (captured,) = fake.named("PssCaptureSnapshot")
+    (write,) = fake.named("MiniDumpWriteDump")
+    (freed,) = fake.named("PssFreeSnapshot")
+    assert report.snapshot is True
+    assert captured.privileged and write.privileged, "the capture or the write ran without SeDebugPrivilege"
+    assert write.args[0] == freed.args[1], "the dump was not read from the snapshot that was freed"
+    assert not fake.debug_enabled and open_kinds(fake) == [], open_kinds(fake)
 
 
 # -- the debugger's attach -------------------------------------------------------------------------
@@ -285,12 +316,12 @@ def test_a_failed_kill_on_exit_detaches_before_the_error_is_reported(win):
     assert not win.fake.debug_enabled
 
 
-def test_a_token_without_the_privilege_is_closed_after_each_dump(win):
+def test_a_token_without_the_privilege_is_closed_after_eachdump(win):
     """AdjustTokenPrivileges says ERROR_NOT_ALL_ASSIGNED (not held): nothing to restore, but the token
     handle opened to try is still closed; a watcher of a non-elevated user would leak one per dump."""
     win.fake.holds_debug = False
     for _ in range(3):
-        _dump(win)
+        dump(win)
     assert win.fake.named("OpenProcessToken")
     assert "token" not in win.fake.open_handles.values(), win.fake.open_handles
 
@@ -332,7 +363,7 @@ def test_psutils_import_never_turns_the_privilege_off_under_another_threads_dump
     monkeypatch.setattr(builtins, "_dumplib_test_psutil_import", psutil_import, raising=False)
     monkeypatch.delitem(sys.modules, "psutil")
     monkeypatch.syspath_prepend(str(tmp_path))
-    win.files.WindowsFiles().import_psutil()
+    win.host.import_psutil()
     release.set()
     for _ in range(500):
         if "at_its_end" in seen:

@@ -27,8 +27,10 @@ if sys.platform != "win32":
 import psutil  # noqa: E402
 
 import dumplib  # noqa: E402
-from dumplib._windows import backend as winbackend  # noqa: E402
-from dumplib._windows import dbghelp, kernel32, snapshot, wrappers  # noqa: E402
+from dumplib._windows import dbghelp, kernel32, snapshot, wrappers, writer  # noqa: E402
+from dumplib._windows.access import DUMP_ACCESS  # noqa: E402
+from dumplib._windows.policy import DUMPER_MACHINE  # noqa: E402
+from dumplib._windows.verify import missing_streams  # noqa: E402
 from dumplib._windows._common import ERROR_ACCESS_DENIED, Win32Error  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
@@ -134,8 +136,8 @@ def test_pss_functions_are_bound_where_kernel32_has_them_and_none_where_not():
 
 
 def test_the_snapshot_callback_answers_snapshot_and_leaves_cancel_to_the_monitor():
-    monitor = winbackend._Monitor(0, None)
-    routine = winbackend._snapshot_callback(monitor)
+    monitor = writer.WriteMonitor(0, None)
+    routine = writer.snapshot_callback(monitor)
     callback_input = dbghelp.MINIDUMP_CALLBACK_INPUT()
     output = dbghelp.MINIDUMP_CALLBACK_OUTPUT_CANCEL()
     callback_input.CallbackType = 16  # IsProcessSnapshotCallback (dbghelp.h)
@@ -210,7 +212,7 @@ class StandInPss:
     def capture(self, process, flags, context, out):
         if self.fail_with:
             raise Win32Error("PssCaptureSnapshot", self.fail_with)
-        handle = wrappers.open_process(self.pid, winbackend.DUMP_ACCESS)
+        handle = wrappers.open_process(self.pid, DUMP_ACCESS)
         out._obj.value = handle
         self.captured.append((handle, flags, context))
         return 0
@@ -246,7 +248,7 @@ def test_a_snapshot_dump_is_written_from_the_snapshot_which_is_freed_once(small_
     mask = windows_mask(DumpKind.MINI)
     result = dumplib.create_dump(small_target, str(tmp_path), "mini", snapshot=True)
     [(handle, flags, context)] = pss.captured
-    assert flags == snapshot.capture_flags(mask) and context == snapshot.context_flags(winbackend._DUMPER_MACHINE)
+    assert flags == snapshot.capture_flags(mask) and context == snapshot.context_flags(DUMPER_MACHINE)
     assert pss.written_from == [handle] and pss.freed == [handle]
     assert result.snapshot is True and result.snapshot_bytes is None
     assert not any("snapshot" in w for w in result.warnings), result.warnings
@@ -332,7 +334,7 @@ def test_a_snapshot_mini_dump_holds_every_thread_and_the_streams_its_mask_asks_f
     assert all(t.stack_size for t in dump.threads)
     names = [m.name.lower().rsplit("\\", 1)[-1] for m in dump.modules]
     assert "python.exe" in names and "kernel32.dll" in names, names
-    assert winbackend.missing_streams(dump, windows_mask(DumpKind.MINI)) == {}
+    assert missing_streams(dump, windows_mask(DumpKind.MINI)) == {}
     assert len(clone_pids) == 1 and _gone(clone_pids[0])
 
 

@@ -115,7 +115,7 @@ def _exception_stream(path):
 def test_the_exception_streams_context_is_the_faulting_threads_on_this_machine(tmp_path):
     """On the x86 leg too: the CONTEXT is laid out for the dumper's machine, so its instruction
     pointer is the exception's address (an x64 CONTEXT in a 32-bit dump read as empty)."""
-    from dumplib._windows.debugloop import DUMPER_MACHINE
+    from dumplib._windows.policy import DUMPER_MACHINE
     from dumplib._windows.policy import CONTEXT_LAYOUTS
 
     layout = CONTEXT_LAYOUTS[DUMPER_MACHINE]
@@ -405,7 +405,7 @@ def _thread_ips(path):
     """(thread id, instruction pointer, stack size) of each thread in the dump, from the file itself."""
     import struct
 
-    from dumplib._windows.debugloop import DUMPER_MACHINE
+    from dumplib._windows.policy import DUMPER_MACHINE
     from dumplib._windows.policy import CONTEXT_LAYOUTS
 
     layout = CONTEXT_LAYOUTS[DUMPER_MACHINE]
