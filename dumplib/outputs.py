@@ -27,7 +27,7 @@ from typing import Iterator, List, Optional, Tuple, Union
 from ._hashing import FollowingHasher
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
 from .compression import CompressingWriter, open_content
-from .errors import DumpError, DumpFailed, InvalidDumpPath
+from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath
 from .placement import Destination, finalize_all, remove_own, temp_path
 from .sidecar import SidecarMaker, sha256_of, sha256_of_stream
 from .space import Volume, roomiest_directory
@@ -105,13 +105,29 @@ class _FileOutput(Output):
             raise InvalidDumpPath(f"cannot write {self.dest.final}: {exc.message}", path=self.dest.final) from None
 
     def _place(self, stored: Stored, sidecar: Optional[SidecarMaker], report: WriteReport) -> Stored:
-        """Write the sidecar (if any) to its own temporary, then move both into place together."""
+        """Write the sidecar (if any) to its own temporary, then move both into place together.
+
+        A name dumplib chose that another dump took meanwhile (two dumps of one process into one
+        directory within a second) gives way to the next free ``-N`` name; a name the caller gave
+        stays the caller's, and DumpExists protects what is there."""
+        if sidecar is not None and self.dest.sidecar is not None and stored.sha256 is None:
+            with _output_errors(self.dest.final):  # of the file as stored: what a later check compares
+                stored = dataclasses.replace(stored, sha256=sha256_of(self.dest.temp))
+        for _attempt in range(100):
+            try:
+                return self._place_as(stored, sidecar, report)
+            except DumpExists:
+                if self.dest.chosen is None or self.overwrite:
+                    raise
+                self.dest = self.dest.next_free()
+                self.where = self.dest.final
+        raise DumpExists(self.dest.final)
+
+    def _place_as(self, stored: Stored, sidecar: Optional[SidecarMaker], report: WriteReport) -> Stored:
         moves = [(self.dest.temp, self.dest.final)]
         side_temp = None
         try:
             if sidecar is not None and self.dest.sidecar is not None:
-                if stored.sha256 is None:  # of the file as stored: what a later check compares
-                    stored = dataclasses.replace(stored, sha256=sha256_of(self.dest.temp))
                 side_temp = temp_path(self.dest.directory)
                 with _output_errors(self.dest.sidecar):
                     _write_all(self.host, side_temp, sidecar(self.dest.temp, self.dest.final, stored, report))

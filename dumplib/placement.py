@@ -46,11 +46,28 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @dataclasses.dataclass(frozen=True)
 class Destination:
+    """Where a dump goes: its final name, the temporary it is written under, and its sidecar's name."""
+
     final: str
     temp: str
     directory: str
     #: ``<final>.json`` when a sidecar will be written beside the dump.
     sidecar: Optional[str] = None
+    #: For a name dumplib chose itself (a directory was given): the name before its extension and the
+    #: extension, so a name another dump took meanwhile can give way to the next free one.
+    chosen: Optional[Tuple[str, str]] = None
+
+    def next_free(self) -> "Destination":
+        """The same destination under the next ``-N`` name neither the dump nor its sidecar holds now."""
+        assert self.chosen is not None, "only a name dumplib chose may change"
+        stem, extension = self.chosen
+        n = 1
+        while True:
+            final = f"{stem}-{n}{extension}"
+            side = final + SIDECAR_SUFFIX if self.sidecar is not None else None
+            if not os.path.lexists(final) and (side is None or not os.path.lexists(side)):
+                return dataclasses.replace(self, final=final, sidecar=side)
+            n += 1
 
 
 def _safe_name(name: str) -> str:
@@ -127,6 +144,7 @@ def plan_destination(
         # in a loop) get -1, -2... An explicit file name is the user's, and DumpExists protects it.
         stem = os.path.join(expanded, expand_tokens(DEFAULT_TEMPLATE, target, kind, when))
         final = stem + extension
+        chosen: Optional[Tuple[str, str]] = (os.path.abspath(stem), extension)
         n = 0
         while not overwrite and (os.path.lexists(final) or (sidecar and os.path.lexists(final + SIDECAR_SUFFIX))):
             n += 1
@@ -137,7 +155,7 @@ def plan_destination(
             path=expanded,
         )
     else:
-        final = expanded
+        final, chosen = expanded, None
     final = os.path.abspath(final)
     directory = os.path.dirname(final)
     if not os.path.isdir(directory):
@@ -158,7 +176,7 @@ def plan_destination(
         why = "its filesystem is mounted read-only" if host.read_only(directory) else "permission denied"
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
     host.check_trusted(directory, raw, _fixed_directory(raw), final)
-    return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side)
+    return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side, chosen=chosen)
 
 
 def _fixed_directory(template: str) -> Optional[str]:

@@ -19,7 +19,8 @@ def _threads_in(out: str) -> int:
     return len(re.findall(r"^\*?\s+\d+\s+(?:Thread|LWP|process)", out, re.M))
 
 
-def test_two_dumps_of_one_process_from_two_threads_both_succeed(target_exe, tmp_path):
+@pytest.mark.parametrize("same_directory", [False, True], ids=["two-directories", "one-directory"])
+def test_two_dumps_of_one_process_from_two_threads_both_succeed(target_exe, tmp_path, same_directory):
     with run_target([str(target_exe), "--threads", "3", "--heap", "64"]) as t:
         start = threading.Barrier(2)
         results: Dict[str, dumplib.DumpResult] = {}
@@ -27,8 +28,10 @@ def test_two_dumps_of_one_process_from_two_threads_both_succeed(target_exe, tmp_
         spans: Dict[str, List[float]] = {}
 
         def dump(name: str, kind: str) -> None:
-            out = tmp_path / name
-            out.mkdir()
+            # One directory: both get the name dumplib chooses in the same second; the second to be
+            # placed takes the next free -N name instead of failing after its stop.
+            out = tmp_path / ("shared" if same_directory else name)
+            out.mkdir(exist_ok=True)
             try:
                 start.wait(30)
                 spans[name] = [time.monotonic()]
@@ -48,8 +51,10 @@ def test_two_dumps_of_one_process_from_two_threads_both_succeed(target_exe, tmp_
         # Each call was under way while the other was: both held the target at once.
         assert max(s[0] for s in spans.values()) < min(s[1] for s in spans.values()), spans
         for name, result in results.items():
-            assert os.path.dirname(result.path) == str(tmp_path / name)
+            assert os.path.dirname(result.path) == str(tmp_path / ("shared" if same_directory else name))
+            assert os.path.exists(result.path + ".json")
             out = gdb(str(target_exe), result.path, "info threads", f"x/s {t.marker_address}")
             assert _threads_in(out) == t.threads, out
             assert f'"{t.marker.decode()}"' in out, out
+        assert results["a"].path != results["b"].path
         t.assert_running_untraced()
