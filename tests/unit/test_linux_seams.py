@@ -18,10 +18,18 @@ LINUX_MODULES = sorted(
     for p in (ROOT / "dumplib" / "_linux").rglob("*.py"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="imports every module on Linux first")
 def test_every_linux_module_refuses_another_platform_even_under_dash_O():
-    # sys.platform is what the guard reads; -O strips asserts, so an assert alone would let it import.
-    probe = ("import sys, importlib\nsys.platform = 'win32'\nbad = []\n"
-             f"for name in {LINUX_MODULES!r}:\n"
+    # Every module is imported on Linux first, so that re-importing one on "another platform" runs its
+    # own guard, not its package's. sys.platform is what the guard reads; -O strips asserts, so an
+    # assert alone would let the module import.
+    probe = ("import sys, importlib\n"
+             f"names = {LINUX_MODULES!r}\n"
+             "for name in names:\n    importlib.import_module(name)\n"
+             "saved = dict(sys.modules)\nsys.platform = 'win32'\nbad = []\n"
+             "for name in names:\n"
+             "    sys.modules.update(saved)  # its packages as imported on Linux: only its own guard runs\n"
+             "    del sys.modules[name]\n"
              "    try:\n        importlib.import_module(name)\n    except ImportError as e:\n"
              "        if 'Linux only' not in str(e): bad.append((name, str(e)))\n"
              "    else:\n        bad.append((name, 'imported'))\n"
