@@ -112,7 +112,7 @@ def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp
                                "--state-dir", str(tmp_path / "s"), "--sysctl-file", str(tmp_path / "sysctl.conf")],
                               capture_output=True, text=True, timeout=60, env=env, cwd="/")
         assert done.returncode == 2, done.stdout + done.stderr
-        assert "corestream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
+        assert "core/stream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
         assert CORE_PATTERN.read_bytes() == before and not (tmp_path / "s").exists()
     finally:  # a handler installed by the bug must not outlive the test
         subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",
