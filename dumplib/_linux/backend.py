@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import bisect
 import contextlib
@@ -18,7 +22,7 @@ import os
 import select
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
@@ -27,11 +31,15 @@ from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick, WatchSupport,
                          WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
-from . import maps, notes, procfs
+from .core import notes, selection
 from .host import LinuxHost, create_exclusive
-from .memory import FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, remote_file_system, xstate_note_size
-from .tracer import (StoppedProcess, ThreadState, foreign_tracer, permission_error, read_status, thread_state,
-                     traced_refusal)
+from .core.memory import (FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, remote_file_system,
+                          xstate_note_size)
+from .proc import maps, pidfiles
+from .proc.errors import foreign_tracer, target_error, traced_refusal
+from .proc.pidfiles import read_stat, read_status, thread_state
+from .ptrace.regs import ThreadState
+from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
 
 PF_KTHREAD = 0x00200000
 
@@ -86,7 +94,7 @@ def _exe_head(pid: int) -> Optional[bytes]:
 class LinuxDetail:
     """What the plan saw; the writer re-derives it while the target is stopped, by the same rules."""
 
-    segments: List[maps.Segment]
+    segments: List[selection.Segment]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,23 +121,23 @@ class LinuxPlatform(Platform):
             return table
         for entry in entries:
             if entry.isascii() and entry.isdigit():
-                name = procfs.name_of(int(entry))
+                name = pidfiles.name_of(int(entry))
                 if name is not None:  # None: it exited since the listing
                     table[int(entry)] = name
         return table
 
     def name_of(self, pid: int) -> Optional[str]:
         # One process, not a scan of all of them (process_table): the one-shot command's start-up.
-        return procfs.name_of(pid)
+        return pidfiles.name_of(pid)
 
     def pid_exists(self, pid: int) -> bool:
-        return procfs.pid_exists(pid)
+        return pidfiles.pid_exists(pid)
 
     def started(self, pid: int) -> Optional[float]:
-        return procfs.started(pid)
+        return pidfiles.started(pid)
 
     def command_line(self, pid: int) -> Optional[List[str]]:
-        return procfs.command_line(pid)
+        return pidfiles.command_line(pid)
 
     def host_name(self) -> str:
         return os.uname().nodename  # what socket.gethostname() returns here, without importing socket
@@ -179,8 +187,8 @@ def _check(target: ProcessInfo) -> None:
             pid=pid,
             reason="zombie",
         )
-    stat = _stat_fields(pid)
-    if stat and int(stat[6]) & PF_KTHREAD:
+    stat = read_stat(pid)
+    if stat is not None and stat.flags & PF_KTHREAD:
         raise TargetRefused(
             f"process {pid} ({target.name}) is a kernel thread: it has no user memory to dump",
             pid=pid,
@@ -211,7 +219,7 @@ class LinuxSession(Session):
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
             raise ProcessNotFound.exited(pid) from None
-        ticks = _start_ticks(pid)  # read after the pidfd exists, so a live pidfd vouches for it
+        ticks = pidfiles.start_ticks(pid)  # read after the pidfd exists, so a live pidfd vouches for it
         if ticks is None or _pidfd_exited(fd) or not _same_start(target.started, ticks):
             os.close(fd)
             raise _reused(pid)
@@ -227,7 +235,7 @@ class LinuxSession(Session):
         pid = self.target.pid
         if self._pidfd is None:
             raise DumpFailed(f"the session on process {pid} was used after it was closed (a dumplib bug)", pid=pid)
-        now = _start_ticks(pid)
+        now = pidfiles.start_ticks(pid)
         if now is not None and now != self._ticks:
             raise _reused(pid)
         if now is None or _pidfd_exited(self._pidfd):
@@ -242,12 +250,12 @@ class LinuxSession(Session):
         segments = _select(mem, regions, kind, flags, sps, [], plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
         with Prober(mem) as prober:
-            parts = maps.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
+            parts = selection.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
                                         xstate_size=xstate_note_size())
         if flags is None and kind is not DumpKind.FULL and threads > len(sps):
-            parts["stacks"] += maps.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
+            parts["stacks"] += selection.unclaimed_stack_bytes(regions, sps)  # running threads' stacks
         if flags is None and kind in (DumpKind.MINI, DumpKind.MINIPLUS):  # thread pointers are read once stopped
-            parts["metadata"] += maps.thread_area_allowance(threads)
+            parts["metadata"] += selection.thread_area_allowance(threads)
         estimate = SizeEstimate(pid=pid, kind=kind.value, flags=flags, bytes=sum(parts.values()), breakdown=parts)
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
@@ -307,11 +315,11 @@ class LinuxSession(Session):
                     if not stopped.alive():
                         raise DumpFailed.target_exited(pid)
                 else:
-                    stopped.resume_target()  # the target runs on from here; the clone holds its memory
+                    snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
                     urgent.restore()  # the copy from the clone competes with the running target: no boost
                     sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
                     snap.copy_rest(sink, tick, pieces, offsets, total)
-                    if not snap.intact(stopped):
+                    if not snap.intact():
                         raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
                                          " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
                                          pid=pid, reason="snapshot-lost")
@@ -324,10 +332,10 @@ class LinuxSession(Session):
                             f" {len(threads)} other threads run on: the core holds those threads, and its memory"
                             f" was read through thread {mem}")
         if snap is not None:
-            warnings += snap.warnings + stopped.snapshot_warnings
+            warnings += snap.warnings + snap.holder.snapshot_warnings
         return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=tuple(warnings), flags=plan.flags,
                            facts=CoreFacts(threads=len(threads), head=head), snapshot=snap is not None,
-                           snapshot_bytes=stopped.snapshot_bytes if snap is not None else None)
+                           snapshot_bytes=snap.holder.snapshot_bytes if snap is not None else None)
 
     def verify(self, path: str, plan: Plan, report: WriteReport) -> Tuple[str, ...]:
         verify_core(path, plan.target.pid, _facts(report).threads)
@@ -349,7 +357,7 @@ def _facts(report: WriteReport) -> "CoreFacts":
 
 
 def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
-            sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[maps.Segment]:
+            sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[selection.Segment]:
     keep: List[int] = []
     exe_paths: List[str] = []
     ends: List[int] = []
@@ -372,22 +380,22 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
             keep = linkmap.linkmap_addresses(auxv, read, objects, ends)
             exe_paths = _exe_and_loader(pid, regions, auxv)
             if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
-                exe_paths += maps.paths_holding(regions, objects)
+                exe_paths += selection.paths_holding(regions, objects)
                 anon_read = _anonymous_reader(pid, regions)
                 areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
                 tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
         if plan_only:
-            headers = maps.elf_header_starts(regions)
+            headers = selection.elf_header_starts(regions)
         else:
-            headers = maps.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
+            headers = selection.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
                                              or prober.resident(r.start))
-    segments = maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+    segments = selection.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
     if not tls:
         return segments
     # What the target wrote at its thread pointers adds at most what the estimate allowed for.
-    tls = maps.thread_areas_within(tls, regions, segments, maps.thread_area_allowance(len(thread_pointers)))
-    return maps.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
+    tls = selection.thread_areas_within(tls, regions, segments, selection.thread_area_allowance(len(thread_pointers)))
+    return selection.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                        exe_paths=exe_paths, elf_headers=headers, image_ends=ends, keep_ranges=tls)
 
 
@@ -421,11 +429,13 @@ def check_core(core: elfcore.ElfCore, pid: int, threads: int) -> elfcore.ElfCore
 def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Region], comment: Optional[str],
            signature: str, *, mem: Optional[int] = None, event: Optional[TargetEvent] = None) -> bytes:
     mem = mem or pid  # what needs the process's memory is read through a live thread
-    stat = _stat_fields(pid)
+    stat = read_stat(pid)
+    if stat is None:
+        raise DumpFailed.target_exited(pid)
     status = read_status(pid)
     uid = int(status.get("Uid", "0").split()[0])
     gid = int(status.get("Gid", "0").split()[0])
-    ids = (pid, int(stat[1]), int(stat[2]), int(stat[3]))
+    ids = (pid, stat.ppid, stat.pgrp, stat.session)
     comm = _read_proc(pid, "comm").rstrip(b"\n")  # any bytes a process set with PR_SET_NAME
     psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline"), comm)
     body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions,
@@ -472,17 +482,17 @@ class _urgent:
                 pass
 
 
-def _stopper(snapshot: SnapshotMode) -> Any:
+def _stopper(snapshot: SnapshotMode) -> Callable[..., Stopper]:
     """What stops the target: a tracer thread here, or for a snapshot a tracer process that outlives
-    dumplib (remote_tracer.py), since a snapshot's injected call must be put back whatever happens."""
+    dumplib (snapshot/remote.py), since a snapshot's injected call must be put back whatever happens."""
     if snapshot:
-        from .remote_tracer import RemoteStoppedProcess
+        from .snapshot.remote import RemoteStoppedProcess
 
         return RemoteStoppedProcess
     return StoppedProcess
 
 
-def _holding(held: HeldTarget, max_pause: Optional[float]) -> Any:
+def _holding(held: HeldTarget, max_pause: Optional[float]) -> Stopper:
     """The watcher's own hold on a process at its exit (signalwatch.HeldAtExit), read in place."""
     from .signalwatch import HeldAtExit
 
@@ -538,15 +548,17 @@ def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Seque
         copier.close()
 
 
-def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Any, mem: int, regions: Sequence[maps.Region],
+def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, regions: Sequence[maps.Region],
                    pieces: Sequence[Any], offsets: Sequence[int], state_before: str,
                    warnings: List[str]) -> Optional["_Snapshot"]:
     """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
     TargetRefused for snapshot=True) where no snapshot may or could be taken: the target is then
     exactly as it was, still stopped, and the dump goes on without one."""
-    from . import snapshot  # only for a snapshot: the one-shot command's start-up stays lean
-    from .inject import InjectionFailed
+    from .snapshot import policy as snapshot  # only for a snapshot: the one-shot command's start-up stays lean
+    from .snapshot.inject import InjectionFailed
 
+    if not isinstance(stopped, SnapshotHolder):
+        raise DumpFailed(f"the stopper of process {pid} cannot take a snapshot (a dumplib bug)", pid=pid)
     early, shared_after = snapshot.taken_before_resume(pieces)
     why = snapshot.obstacle(pid, regions, pieces, early, state_before, stopped.threads)
     if why is None and mode == "auto":  # asked for outright, one is taken even if it stops the target longer
@@ -565,7 +577,7 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Any, mem: int, regions
     if child is None:
         warnings.extend(without_snapshot(pid, mode, why or "unknown"))
         return None
-    snap = _Snapshot(child, mem)
+    snap = _Snapshot(child, mem, stopped)
     snap.read_before_resume(pieces, offsets, early)
     if shared_after:
         snap.warnings.append(f"{shared_after} bytes of shared memory (MAP_SHARED) were read after the target resumed:"
@@ -576,14 +588,16 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Any, mem: int, regions
 class _Snapshot:
     """The clone a snapshot dump reads from, and what was read from the stopped target instead."""
 
-    def __init__(self, child: int, target: int) -> None:
+    def __init__(self, child: int, target: int, holder: SnapshotHolder) -> None:
         self.child, self.target = child, target
+        #: What holds the clone (and held the target stopped until resume_target).
+        self.holder = holder
         self.buffers: Dict[int, Any] = {}  # piece index -> snapshot.BufferSink
         self.warnings: List[str] = []
 
     def read_before_resume(self, pieces: Sequence[Any], offsets: Sequence[int], early: Sequence[int]) -> None:
         for i in early:
-            from .snapshot import BufferSink
+            from .snapshot.policy import BufferSink
 
             buffer = self.buffers[i] = BufferSink()
             _copy(self.target, buffer, lambda n: None, [pieces[i]], [offsets[i]], pieces[i].filesz)
@@ -602,12 +616,12 @@ class _Snapshot:
         finally:
             copier.close()
 
-    def intact(self, stopped: Any) -> bool:
+    def intact(self) -> bool:
         """Whether the clone lived through the whole read (else some reads saw no memory at all)."""
-        return stopped.snapshot_pid == self.child and thread_state(self.child, self.child) not in ("", "Z", "X")
+        return self.holder.snapshot_pid == self.child and thread_state(self.child, self.child) not in ("", "Z", "X")
 
 
-def _pause_checked(stopped: Any, tick: Optional[Tick]) -> Tick:
+def _pause_checked(stopped: Stopper, tick: Optional[Tick]) -> Tick:
     """The writer's tick, first raising max-pause once the tracer has let the target go."""
     def checked(written: int) -> None:
         stopped.check_pause()
@@ -628,20 +642,14 @@ def _memory_pid(pid: int) -> int:
     return next((t for t in tids if thread_state(pid, t) not in ("", "Z", "X")), pid)
 
 
-def _start_ticks(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks after boot (/proc/PID/stat field 22)."""
-    stat = _stat_fields(pid)
-    return int(stat[19]) if len(stat) > 19 else None
-
-
 def _same_start(started: Optional[float], ticks: int) -> bool:
-    """Whether *ticks* is the start time (seconds since the epoch, procfs.started) seen at resolve."""
+    """Whether *ticks* is the start time (seconds since the epoch, pidfiles.started) seen at resolve."""
     if started is None:
         return True
-    # procfs.started (like psutil's create_time) is boot time + ticks / CLK_TCK: the same sum, to within rounding
+    # pidfiles.started (like psutil's create_time) is boot time + ticks / CLK_TCK: the same sum, to within rounding
     # (less than one tick, 10 ms, so two processes started a tick apart differ).
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
-    boot = procfs.boot_time()
+    boot = pidfiles.boot_time()
     if boot is None:
         return True  # no btime to compare with: the pidfd alone vouches for the process
     return abs(boot + ticks * tick - started) < tick / 2
@@ -678,22 +686,12 @@ def _read_proc(pid: int, name: str) -> bytes:
     try:
         with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read()
-    except FileNotFoundError:
-        raise ProcessNotFound.exited(pid) from None
-    except PermissionError:
-        raise permission_error(pid, f"read /proc/{pid}/{name} of") from None
+    except OSError as exc:
+        raise target_error(exc, pid, f"read /proc/{pid}/{name} of") from None
 
 
 def _smaps(pid: int) -> List[maps.Region]:
     return maps.parse_smaps(_read_proc(pid, "smaps").decode("utf-8", "surrogateescape"))
-
-
-def _stat_fields(pid: int) -> List[str]:
-    try:
-        with open(f"/proc/{pid}/stat", errors="surrogateescape") as f:  # comm may be any bytes
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
 
 
 def _syscall_stack_pointers(pid: int) -> List[int]:

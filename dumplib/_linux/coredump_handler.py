@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import datetime
 import errno
@@ -36,7 +40,9 @@ from ..kinds import DumpKind
 from ..results import DumpResult, ProcessInfo, SizeEstimate
 from ..space import SpaceGuard, human
 from ..formats import linkmap
-from . import corestream, maps, notes
+from .core import notes, selection
+from .core import stream as corestream
+from .proc import maps
 from .host import LinuxHost, create_exclusive
 
 CONFIG = "config.json"
@@ -208,7 +214,7 @@ def identify(args: Dict[str, str]) -> Crashed:
     if crashed.field(b"CoreDumping") != b"1":
         raise Refused("identity", f"process {pid} is not dumping core: its pid was reused, nothing was dumped")
     if not given:
-        from .procfs import started
+        from .proc.pidfiles import started
 
         began = started(pid)
         if began is None or (when and began > when + 1) or not os.path.isdir(f"/proc/{pid}/task/{tid}"):
@@ -298,7 +304,7 @@ class StreamCore(Platform, Session):
     def _kept(self, kind: DumpKind) -> List[Tuple[int, int]]:
         """The [start, end) ranges *kind* keeps, by the rules a live dump of this kind follows."""
         from .backend import _exe_and_loader
-        from .memory import read_small
+        from .core.memory import read_small
 
         if not self.regions:
             raise DumpFailed(f"the maps of process {self.crashed.pid} could not be read, so only a full core"
@@ -308,10 +314,10 @@ class StreamCore(Platform, Session):
             keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(self.crashed.pid, a, n))
         except (OSError, ValueError):
             keep = []
-        segments = maps.select(self.regions, kind, filter_bits=None,
+        segments = selection.select(self.regions, kind, filter_bits=None,
                                stack_pointers=[sp for _tid, sp in self.head.threads], keep_pages=keep,
                                exe_paths=_exe_and_loader(self.crashed.pid, self.regions, auxv),
-                               elf_headers=maps.elf_header_starts(self.regions, None))
+                               elf_headers=selection.elf_header_starts(self.regions, None))
         ranges: List[Tuple[int, int]] = []
         for s in segments:
             if s.dump_start != s.start:

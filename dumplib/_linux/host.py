@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import contextlib
 import errno

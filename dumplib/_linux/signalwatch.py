@@ -21,7 +21,7 @@ ProcessExit cannot use that hand-over: an exiting thread never enters group-stop
 PTRACE_O_TRACEEXIT every thread stops at PTRACE_EVENT_EXIT, early in do_exit, before exit_mm, so
 its registers and the whole address space are still there. The watcher's own thread is already
 every thread's tracer, so create_dump runs on it and the core writer reads the process in place
-(HeldAtExit stands in for tracer.StoppedProcess); then every thread is let go and finishes its
+(HeldAtExit stands in for ptrace/stopper.py StoppedProcess); then every thread is let go and finishes its
 exit, and the parent sees the exit status as it was. A thread that ends alone (pthread_exit)
 stops there too: the others are interrupted to tell the two apart, and all run on.
 """
@@ -29,7 +29,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import ctypes
 import errno
@@ -38,29 +42,23 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from .._platform import TargetEvent
+T = TypeVar("T")
+
+from .._platform import Firing, TargetEvent
 from ..errors import DumpFailed, InvalidArgument
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
-from . import libc
-from .tracer import ThreadState, _getregset, permission_error, signal_sets
-
-PTRACE_CONT = 7
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_GETSIGINFO = 0x4202
-PTRACE_SETSIGINFO = 0x4203
-PTRACE_LISTEN = 0x4208
-PTRACE_O_TRACECLONE = 0x08
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXIT = 6
-#: x86-64 system call numbers a thread ending the process stops in (orig_rax at its exit stop).
-_SYS_EXIT, _SYS_EXIT_GROUP = 60, 231
-_ORIG_RAX = 15 * 8  # offset of orig_rax in user_regs_struct
+from .proc.errors import permission_error
+from .proc.pidfiles import parent_of, thread_states
+from .ptrace import libc
+from .ptrace.libc import (PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXIT, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO,
+                          PTRACE_LISTEN, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXIT, PTRACE_SETSIGINFO, SYS_EXIT,
+                          SYS_EXIT_GROUP)
+from .ptrace.mailbox import Mailbox, OwnerGone
+from .ptrace.regs import ORIG_RAX, ThreadState, read_general, read_registers, signal_sets, slot
 #: Signals whose siginfo carries the faulting address (si_addr) when the kernel raised them.
 _FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
-WNOHANG = 1
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -91,7 +89,7 @@ def _wait(tid: int, block_for: float = 0.0, *, leave_exit: bool = False) -> Opti
             ended = _peek_exit(tid)
             if ended is not None:
                 return ended
-        got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | WNOHANG)
+        got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | libc.WNOHANG)
         if got == tid:
             return status.value
         if time.monotonic() >= deadline:
@@ -113,36 +111,13 @@ def _peek_exit(tid: int) -> Optional[int]:
     return None  # a ptrace-stop (a tracer's wait reports those even without WSTOPPED): waitpid takes it
 
 
-def _thread_states(pid: int) -> Dict[int, str]:
-    out: Dict[int, str] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tids:
-        try:
-            with open(f"/proc/{pid}/task/{t}/stat", "rb") as f:
-                out[int(t)] = f.read().rsplit(b")", 1)[1].split()[0].decode()
-        except (OSError, IndexError):
-            continue
-    return out
-
-
-def _parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
     """Start *argv* stopped before its first instruction, so the watcher can seize it before the
     program runs; the caller sends SIGCONT. A shell stops itself, then execs the program in its
     place (same pid); a preexec_fn could not stop, since Popen waits for the exec to happen."""
     proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
     deadline = time.monotonic() + STOP_PATIENCE
-    while _thread_states(proc.pid).get(proc.pid) != "T":
+    while thread_states(proc.pid).get(proc.pid) != "T":
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 proc.kill()
@@ -174,11 +149,11 @@ class SignalWatcher:
         self.options = PTRACE_O_TRACECLONE | (PTRACE_O_TRACEEXIT if self.on_exit else 0)
         self.fire = fire
         self.tids: List[int] = []
-        self.parent = _parent_of(pid) == os.getpid()
+        self.parent = parent_of(pid) == os.getpid()
         self.redeliver: Dict[int, _Redelivery] = {}
         self._stop = threading.Event()
-        self._requests: List[Tuple[Callable[[], Any], threading.Event, List[Tuple[str, Any]]]] = []  # from other threads
-        self._lock = threading.Lock()
+        #: Hand-overs asked for by other threads, run by the tracer thread between its waits.
+        self._mailbox = Mailbox(self._wake, nap=0.1)
         self._ended = False
         self._handing_over = False
         #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
@@ -218,22 +193,12 @@ class SignalWatcher:
         while self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def dump_now(self, take: Callable):  # type: ignore[no-untyped-def,type-arg]
+    def dump_now(self, take: Callable[[], T]) -> T:
         """Run *take* (a create_dump) with the process handed over, from any thread."""
-        if threading.current_thread() is self._thread:
-            return self._handover(None, take)
-        done = threading.Event()
-        box: List[Tuple[str, Any]] = []
-        with self._lock:
-            self._requests.append((take, done, box))
-        self._wake()
-        while not done.wait(0.1):
-            if not self._thread.is_alive():
-                raise DumpFailed(f"the signal watcher of process {self.pid} ended", pid=self.pid)
-        kind, value = box[0]
-        if kind == "error":
-            raise value
-        return value
+        try:
+            return self._mailbox.ask(self._thread, lambda: self._handover(None, take))
+        except OwnerGone:
+            raise DumpFailed(f"the signal watcher of process {self.pid} ended", pid=self.pid) from None
 
     def _wake(self) -> None:
         """End the tracer thread's wait for SIGCHLD (held pending if it is not waiting yet)."""
@@ -257,7 +222,7 @@ class SignalWatcher:
         try:
             nap = POLL_SECONDS
             while not self._stop.is_set() and not self._ended:
-                self._serve_requests()
+                self._mailbox.serve()
                 if self._poll_once():
                     nap = POLL_BUSY_SECONDS
                     continue
@@ -276,7 +241,7 @@ class SignalWatcher:
         *seconds* bounds."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
-            if not self._stop.is_set() and not self._requests and not self._any_waiting():
+            if not self._stop.is_set() and not self._mailbox.waiting and not self._any_waiting():
                 signal.sigtimedwait({signal.SIGCHLD}, seconds)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
@@ -291,19 +256,9 @@ class SignalWatcher:
                 return True
         return False
 
-    def _serve_requests(self) -> None:
-        with self._lock:
-            requests, self._requests = self._requests, []
-        for take, done, box in requests:
-            try:
-                box.append(("ok", self._handover(None, take)))
-            except BaseException as exc:
-                box.append(("error", exc))
-            done.set()
-
     def _seize_all(self) -> None:
         while True:
-            new = [t for t in _thread_states(self.pid) if t not in self.tids]
+            new = [t for t in thread_states(self.pid) if t not in self.tids]
             if not new:
                 if not self.tids:
                     raise DumpFailed(f"process {self.pid} has exited", pid=self.pid)
@@ -384,8 +339,6 @@ class SignalWatcher:
             self._resume(tid, sig)
             return
         siginfo = self._get_siginfo(tid)
-        from .._platform import Firing
-
         detail = _describe_siginfo(sig, siginfo, tid)
         event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
         self.fire(self.pid, Firing(trigger, float(sig), detail, event),
@@ -397,7 +350,7 @@ class SignalWatcher:
     # -- exit ----------------------------------------------------------------------------------
     def _on_exit(self, tid: int) -> None:
         """*tid* stopped at PTRACE_EVENT_EXIT: if the whole process is ending, dump it now, in place."""
-        if len(self.tids) > 1 and _syscall_at_exit(tid) == _SYS_EXIT:
+        if len(self.tids) > 1 and _syscall_at_exit(tid) == SYS_EXIT:
             self._resume(tid, 0)  # exit(2) ends one thread (pthread_exit); the process runs on, nobody stopped
             return
         status = self._event_message(tid)
@@ -416,8 +369,6 @@ class SignalWatcher:
         first = struck[0] if struck else held.initiator()
         siginfo = self._last_signal[first][1] if struck else None
         event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
-        from .._platform import Firing
-
         detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
             f", ended by thread {first}"
         try:
@@ -470,7 +421,7 @@ class SignalWatcher:
         return msg.value & 0xFFFF
 
     # -- the hand-over -------------------------------------------------------------------------
-    def _handover(self, pending: Optional[_Redelivery], take: Callable, tid: Optional[int] = None):  # type: ignore[no-untyped-def,type-arg]
+    def _handover(self, pending: Optional[_Redelivery], take: Callable[[], T], tid: Optional[int] = None) -> T:
         """Stop the process in group-stop, untraced; run create_dump; take it back; re-deliver."""
         self._handing_over = True
         try:
@@ -555,7 +506,7 @@ class SignalWatcher:
     def _await_group_stop(self) -> None:
         deadline = time.monotonic() + STOP_PATIENCE
         while True:
-            states = _thread_states(self.pid)
+            states = thread_states(self.pid)
             if not states or all(s in "TZX" for s in states.values()):
                 return
             if time.monotonic() > deadline:
@@ -576,11 +527,11 @@ class SignalWatcher:
                 self._listen(t)
         if pending is not None and tid is not None and tid in self.tids:
             self.redeliver[tid] = pending
-            _tgkill(self.pid, tid, pending.signo)
+            libc.tgkill(self.pid, tid, pending.signo)
         for t, again in owed.items():
             if t in self.tids:
                 self.redeliver[t] = again
-                _tgkill(self.pid, t, again.signo)
+                libc.tgkill(self.pid, t, again.signo)
         os.kill(self.pid, signal.SIGCONT)
 
     # -- small steps ---------------------------------------------------------------------------
@@ -664,16 +615,6 @@ class SignalWatcher:
         self.tids = []
 
 
-_SYS_TGKILL = 234  # x86_64; the backend only runs there
-_syscall = ctypes.CDLL(None, use_errno=True).syscall
-_syscall.restype = ctypes.c_long
-
-
-def _tgkill(pid: int, tid: int, sig: int) -> None:
-    """Queue *sig* to one thread of another process (Python's pthread_kill reaches only its own)."""
-    _syscall(ctypes.c_long(_SYS_TGKILL), ctypes.c_long(pid), ctypes.c_long(tid), ctypes.c_long(sig))
-
-
 def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
     try:
         name = signal.Signals(sig).name
@@ -693,10 +634,10 @@ def _syscall_at_exit(tid: int) -> Optional[int]:
     """The system call a thread in its exit stop entered (orig_rax): exit, exit_group, or the call
     a fatal signal interrupted (None: unreadable)."""
     try:
-        regs = _getregset(tid, libc.NT_PRSTATUS, 27 * 8)
+        regs = read_general(tid)
     except OSError:
         return None
-    return int.from_bytes(regs[_ORIG_RAX:_ORIG_RAX + 8], "little", signed=True)
+    return slot(regs, ORIG_RAX, signed=True)
 
 
 def _fault_address(sig: int, info: bytes) -> Optional[int]:
@@ -717,7 +658,7 @@ class HeldAtExit:
     """The process at its exit as the watcher's tracer thread holds it: every thread in its
     PTRACE_EVENT_EXIT stop, the address space not yet released.
 
-    The core writer uses it where it would use tracer.StoppedProcess: it stops nothing and lets
+    The core writer uses it where it would use ptrace/stopper.py StoppedProcess: it stops nothing and lets
     nothing go (the watcher lets the exit go on after the dump), and reads the registers from
     the calling thread, which must be the tracer: ptrace answers only the thread that seized."""
 
@@ -738,7 +679,7 @@ class HeldAtExit:
         """The thread that ended the process (in exit_group, or exit as the last thread); else the
         leader if it is among them, else the first thread seen at its exit."""
         for t in self.tids:
-            if _syscall_at_exit(t) in (_SYS_EXIT, _SYS_EXIT_GROUP):
+            if _syscall_at_exit(t) in (SYS_EXIT, SYS_EXIT_GROUP):
                 return t
         return self.pid if self.pid in self.tids else self.tids[0]
 
@@ -749,15 +690,10 @@ class HeldAtExit:
         for t in self.tids:
             state = ThreadState(t)
             try:
-                state.regs = _getregset(t, libc.NT_PRSTATUS, 27 * 8)
-                state.fpregs = _getregset(t, libc.NT_PRFPREG, 512)
+                read_registers(state)
                 state.sighold, state.sigpend = signal_sets(self.pid, t)
             except OSError:
                 continue  # killed again meanwhile: it no longer waits in its exit stop
-            try:
-                state.xstate = _getregset(t, libc.NT_X86_XSTATE, 1 << 14)
-            except OSError:
-                state.xstate = None
             self.threads[t] = state
         if not self.threads:
             raise DumpFailed(f"process {self.pid} finished exiting before it could be dumped", pid=self.pid,

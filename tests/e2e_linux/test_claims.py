@@ -355,7 +355,8 @@ def test_vsyscall_readable_and_io_mappings_are_not_selected(ctarget):
     # e2e test above cannot tell which rule skipped them. On vsyscall=emulate kernels the page is
     # readable, and drivers (DRM, uio) make io mappings without VM_DONTDUMP: the same real smaps,
     # changed in just those two ways, must still select neither.
-    from dumplib._linux import maps
+    from dumplib._linux.core import selection
+    from dumplib._linux.proc import maps
 
     text = open(f"/proc/{ctarget.pid}/smaps").read()
     heap = re.search(r"^([0-9a-f]+)-([0-9a-f]+) rw-p .*\[heap\]$", text, re.M)
@@ -364,7 +365,7 @@ def test_vsyscall_readable_and_io_mappings_are_not_selected(ctarget):
     require(vsys is not None, "this kernel shows no [vsyscall] mapping")
 
     def select(smaps: str) -> List[Tuple[int, int]]:
-        segs = maps.select(maps.parse_smaps(smaps), DumpKind.FULL, filter_bits=None, stack_pointers=[],
+        segs = selection.select(maps.parse_smaps(smaps), DumpKind.FULL, filter_bits=None, stack_pointers=[],
                            keep_pages=[], exe_paths=[], elf_headers={})
         return [(s.dump_start, s.end) for s in segs if s.dump_start < s.end]  # the bytes that would be written
 

@@ -106,7 +106,7 @@ def test_kernel_thread_is_refused(outdir):
 def test_traced_target_names_its_tracer(ctarget, outdir):
     seize = (
         "import ctypes, sys, time\n"
-        "from dumplib._linux import libc\n"
+        "from dumplib._linux.ptrace import libc\n"
         f"libc.ptrace(libc.PTRACE_SEIZE, {ctarget.pid}, None, None)\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"

@@ -22,7 +22,7 @@ import pytest
 import dumplib
 from dumplib._platform import WriteOptions
 from dumplib._switch import current
-from dumplib._linux import libc
+from dumplib._linux.ptrace import libc
 from dumplib.targets import resolve_target
 from helpers import leftovers, require
 from linuxrig import build_source, dumplib_cli, gdb, have

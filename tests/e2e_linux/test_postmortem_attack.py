@@ -102,7 +102,7 @@ def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp
     root = tmp_path / "pkgroot"
     root.mkdir(mode=0o755)
     shutil.copytree(REPO / "dumplib", root / "dumplib", ignore=shutil.ignore_patterns("__pycache__"))
-    os.chown(root / "dumplib" / "_linux" / "corestream.py", NOBODY, NOBODY)
+    os.chown(root / "dumplib" / "_linux" / "core" / "stream.py", NOBODY, NOBODY)
     before, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
     env = dict(os.environ, PYTHONPATH=_cli_path(tmp_path, root))
     (tmp_path / "dumplib_cli").unlink()
@@ -112,7 +112,7 @@ def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp
                                "--state-dir", str(tmp_path / "s"), "--sysctl-file", str(tmp_path / "sysctl.conf")],
                               capture_output=True, text=True, timeout=60, env=env, cwd="/")
         assert done.returncode == 2, done.stdout + done.stderr
-        assert "corestream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
+        assert "core/stream.py" in done.stderr and "uid 65534" in done.stderr, done.stderr
         assert CORE_PATTERN.read_bytes() == before and not (tmp_path / "s").exists()
     finally:  # a handler installed by the bug must not outlive the test
         subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",

@@ -199,7 +199,7 @@ def test_estimates_hold_for_250_threads_some_running(shapes, outdir, kind):
     core = elfcore.read_elfcore(result.path)
     xstate = [n.size for n in core.notes if n.owner == "LINUX" and n.type == 0x202]
     assert len(xstate) == t.threads == len(core.threads)
-    from dumplib._linux.memory import xstate_note_size
+    from dumplib._linux.core.memory import xstate_note_size
     assert max(xstate) <= xstate_note_size()
 
 

@@ -50,9 +50,9 @@ def test_a_second_hand_over_right_after_a_signal_never_delivers_the_watchers_cop
             t.start()
             second.append(t)
             deadline = time.monotonic() + 30
-            while not watcher._requests and time.monotonic() < deadline:
+            while not watcher._mailbox.waiting and time.monotonic() < deadline:
                 time.sleep(0.001)
-            assert watcher._requests, "the second hand-over was never asked for"
+            assert watcher._mailbox.waiting, "the second hand-over was never asked for"
             return dumplib.create_dump(proc.pid, tmp_path / "at-signal.core", "mini", sidecar=False)
 
         def take_second() -> object:

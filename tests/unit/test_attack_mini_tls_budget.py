@@ -7,8 +7,12 @@ import sys
 
 import pytest
 
+if not sys.platform.startswith("linux"):  # dumplib._linux raises ImportError elsewhere (its guard)
+    pytest.skip("tests of dumplib._linux, which imports on Linux only", allow_module_level=True)
+
 from dumplib.formats import linkmap
-from dumplib._linux import maps
+from dumplib._linux.core import selection
+from dumplib._linux.proc import maps
 from dumplib.kinds import DumpKind
 
 PAGE = maps.PAGE
@@ -20,7 +24,7 @@ REGIONS = [HEAP, LIB, VVAR, STACK]
 
 
 def _taken(sp: int) -> list:
-    return maps.select(REGIONS, DumpKind.MINI, filter_bits=None, stack_pointers=[sp], keep_pages=[],
+    return selection.select(REGIONS, DumpKind.MINI, filter_bits=None, stack_pointers=[sp], keep_pages=[],
                        exe_paths=[], elf_headers={})
 
 
@@ -44,12 +48,12 @@ def test_a_forged_dtv_adds_no_more_than_the_allowance():
     blocks = [tp - (1 << 20)] + [HEAP.start + k * 2 * PAGE for k in range(1, 4097)]
     ranges = linkmap.thread_area_ranges(tp, _reader(_forged(tp, tp + 65536, blocks)))
     assert sum(hi - lo for lo, hi in ranges) > 1 << 20  # what the target asks for
-    budget = maps.thread_area_allowance(1)
-    kept = maps.thread_areas_within(ranges, REGIONS, _taken(STACK.end - 64), budget)
+    budget = selection.thread_area_allowance(1)
+    kept = selection.thread_areas_within(ranges, REGIONS, _taken(STACK.end - 64), budget)
     # Each kept range is written with its PT_LOAD and the gap's after it: two 56-byte program headers.
     assert kept and sum(hi - lo + 2 * 56 for lo, hi in kept) <= budget
     assert kept[0] == (tp, tp + linkmap.TCB_BYTES)  # the control block comes first
-    segs = maps.select(REGIONS, DumpKind.MINI, filter_bits=None, stack_pointers=[STACK.end - 64], keep_pages=[],
+    segs = selection.select(REGIONS, DumpKind.MINI, filter_bits=None, stack_pointers=[STACK.end - 64], keep_pages=[],
                        exe_paths=[], elf_headers={}, keep_ranges=kept)
     extra = [s for s in segs if s.dump_start == s.start and s.region is HEAP]
     assert sum(s.end - s.start for s in extra) + 56 * len([s for s in segs if s.region is HEAP]) <= budget
@@ -65,19 +69,16 @@ def test_a_dtv_of_4096_blocks_makes_a_bounded_number_of_ranges():
 
 def test_ranges_in_a_mapped_file_or_vvar_are_never_kept():
     ranges = [(LIB.start, LIB.start + PAGE), (VVAR.start, VVAR.start + 64), (LIB.end - 8, HEAP.start)]
-    assert maps.thread_areas_within(ranges, REGIONS, _taken(STACK.end - 64), 1 << 30) == []
+    assert selection.thread_areas_within(ranges, REGIONS, _taken(STACK.end - 64), 1 << 30) == []
 
 
 def test_ranges_the_core_stores_anyway_cost_nothing():
     sp = STACK.end - 8 * PAGE
     inside = [(STACK.end - 4 * PAGE, STACK.end - 2 * PAGE)] * 1000  # a thread's TCB and static TLS, above its sp
     tcb = [(HEAP.start, HEAP.start + 64)]
-    assert maps.thread_areas_within(inside + tcb, REGIONS, _taken(sp), 64 + maps.RANGE_COST) == tcb
+    assert selection.thread_areas_within(inside + tcb, REGIONS, _taken(sp), 64 + selection.RANGE_COST) == tcb
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only: it maps memory into this process and"
-                    " reads it back through /proc/self/maps and the Linux writer's reader (the Windows interpreter"
-                    " runs the unit tests under Wine)")
 def test_thread_pointer_reads_reach_only_private_anonymous_memory(tmp_path):
     """A forged thread pointer into a mapped file (whose page may wait on a stalled filesystem) reads nothing."""
     import ctypes

@@ -3,6 +3,7 @@ and the notes writer's bytes for names that are not UTF-8."""
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ import pytest
 import elfcraft as ec
 from dumplib.errors import InvalidDumpFile
 from dumplib.formats import elfcore
-from dumplib._linux import maps, notes
 
 
 def _read(tmp_path: Path, data: bytes) -> elfcore.ElfCore:
@@ -94,9 +94,15 @@ def test_undecodable_and_control_bytes_in_names_are_escaped(tmp_path):
     assert core.comment == "ok \\x1b[2J\\xc3"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dumplib._linux imports on Linux only")
 def test_the_note_writer_keeps_the_kernels_bytes():
+    from dumplib._linux.core import notes
+    from dumplib._linux.proc import maps
+    from dumplib._linux.proc.pidfiles import parse_stat
+
     comm = "A€€€€".encode()[:15] + b"\xe2"
-    stat = "S 1 2 3 0 0 0".split() + ["0"] * 20
+    stat = parse_stat(b"9 (x) S 1 2 3 0 0 0" + b" 0" * 20)
+    assert stat is not None
     desc = notes.prpsinfo(9, stat, 0, 0, b"a\0b\xff\0", comm)
     assert desc[40:56].rstrip(b"\0") == comm and desc[56:63] == b"a b\xff\0\0\0"
     path = b"/tmp/map-\xff\xfe.bin".decode("utf-8", "surrogateescape")  # as smaps is decoded

@@ -1,8 +1,15 @@
 """Pure parts of the Linux backend: smaps parsing, selection rules, notes and ELF layout."""
 import struct
+import sys
+
+import pytest
+
+if not sys.platform.startswith("linux"):  # dumplib._linux raises ImportError elsewhere (its guard)
+    pytest.skip("tests of dumplib._linux, which imports on Linux only", allow_module_level=True)
 
 from dumplib import DumpKind
-from dumplib._linux import maps, notes
+from dumplib._linux.core import notes, selection
+from dumplib._linux.proc import maps
 from dumplib.formats import elfcore
 
 SMAPS = """\
@@ -39,7 +46,7 @@ def taken(kind, **kw):
     args = dict(filter_bits=None, stack_pointers=[0x7FFD000FF000], keep_pages=[], exe_paths=["/usr/bin/app"],
                 elf_headers={0x55D000000000: True})
     args.update(kw)
-    segs = maps.select(regions(), kind, **args)
+    segs = selection.select(regions(), kind, **args)
     return {(s.start, s.end) for s in segs if s.dump_start == s.start}
 
 

@@ -32,7 +32,7 @@ def _page_mix(rng, n, page):
 
 
 def test_zero_pages_are_never_written_and_everything_else_is_in_maximal_runs():
-    from dumplib._linux.memory import PAGE, MemoryCopier
+    from dumplib._linux.core.memory import PAGE, MemoryCopier
 
     rng = random.Random(7)
     for _ in range(300):
@@ -55,7 +55,7 @@ def test_zero_pages_are_never_written_and_everything_else_is_in_maximal_runs():
 
 
 def test_stream_sink_fills_gaps_and_the_tail_with_zeros():
-    from dumplib._linux.memory import StreamSink
+    from dumplib._linux.core.memory import StreamSink
 
     out = bytearray()
     sink = StreamSink(out.extend)
@@ -71,7 +71,7 @@ def test_stream_sink_fills_gaps_and_the_tail_with_zeros():
 # --- where the data is: coalescing, pieces, pagemap runs, a file's holes -----------------------------
 
 def test_coalesce_merges_gaps_under_64k_only():
-    from dumplib._linux.memory import GAP, coalesce
+    from dumplib._linux.core.memory import GAP, coalesce
 
     runs = [(0, 4096), (4096 + GAP - 4096, 2 * GAP), (3 * GAP, 3 * GAP + 4096), (3 * GAP + 4096 + GAP, 5 * GAP)]
     assert list(coalesce(iter(runs))) == [(0, 2 * GAP), (3 * GAP, 3 * GAP + 4096), (3 * GAP + 4096 + GAP, 5 * GAP)]
@@ -79,7 +79,7 @@ def test_coalesce_merges_gaps_under_64k_only():
 
 
 def test_pieces_store_each_run_and_describe_the_gaps_as_zero_tails():
-    from dumplib._linux.memory import pieces_of
+    from dumplib._linux.core.memory import pieces_of
 
     got = [(p.start, p.end, p.filesz) for p in pieces_of(0, 100 << 20, iter([(1 << 20, 2 << 20), (50 << 20, 51 << 20)]), 6,
                                                           "pagemap", None)]
@@ -91,7 +91,7 @@ def test_present_runs_by_pagemap_scan_and_by_pagemap_reads_agree_on_touched_page
     import ctypes
     import mmap
 
-    from dumplib._linux.memory import PAGE, Prober
+    from dumplib._linux.core.memory import PAGE, Prober
 
     size = 64 << 20
     area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -110,8 +110,8 @@ def test_present_runs_by_pagemap_scan_and_by_pagemap_reads_agree_on_touched_page
 
 
 def test_object_runs_follow_a_sparse_file_and_file_end_stops_at_its_last_page(tmp_path):
-    from dumplib._linux.maps import Region
-    from dumplib._linux.memory import PAGE, file_end_address, object_runs
+    from dumplib._linux.proc.maps import Region
+    from dumplib._linux.core.memory import PAGE, file_end_address, object_runs
 
     path = tmp_path / "sparse"
     with open(path, "wb") as f:

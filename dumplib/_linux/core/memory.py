@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import ctypes
 import dataclasses
@@ -20,13 +24,15 @@ import re
 import stat
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .._platform import Tick
-from ..errors import DumpFailed
-from . import libc
-from .maps import Region, Segment
+from ..._platform import Tick
+from ...errors import DumpFailed
+from ..proc.errors import target_error
+from ..proc.maps import Region
+from ..ptrace import libc
+from .selection import Segment
 
 PAGE = 4096
-CHUNK = 4 << 20  # 1-4 MiB reads are fastest (research/linux-core.md)
+CHUNK = 4 << 20  # 1-4 MiB reads are fastest (docs/benchmarks.md)
 ZERO_PAGE = bytes(PAGE)
 _ZERO_BYTES = re.compile(b"\x00+")
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
@@ -485,6 +491,10 @@ class StreamSink:
             self.pos += n
 
 
+#: errno values of a read of the target's memory that mean an unreadable range (a hole), not a failure.
+UNREADABLE = (errno.EFAULT, errno.EIO, errno.ENOMEM)
+
+
 class MemoryCopier:
     def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK,
                  unpinned: bool = True) -> None:
@@ -629,12 +639,7 @@ class MemoryCopier:
             try:
                 return os.preadv(self._mem, [self.view[offset : offset + length]], address)
             except OSError as exc:
-                if exc.errno in (errno.EFAULT, errno.EIO, errno.ENOMEM):
-                    return 0
-                if exc.errno == errno.ESRCH:
-                    raise DumpFailed.target_exited(self.pid) from None
-                raise DumpFailed(f"reading memory of process {self.pid} failed: {exc}", pid=self.pid,
-                                 errno=exc.errno) from None
+                return self._unread(exc)
         self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf, offset))
         self._local.iov_len = length
         self._remote.iov_base = address
@@ -642,11 +647,14 @@ class MemoryCopier:
         try:
             return libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
         except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                raise DumpFailed.target_exited(self.pid) from None
-            if exc.errno in (errno.EFAULT, errno.EIO, errno.ENOMEM):
-                return 0
-            raise DumpFailed(f"reading memory of process {self.pid} failed: {exc}", pid=self.pid, errno=exc.errno) from None
+            return self._unread(exc)
+
+    def _unread(self, exc: OSError) -> int:
+        """A failed read of the target's memory: 0 bytes where the range is unreadable (a hole in the
+        core), else the dumplib error (proc/errors.py: the target gone is DumpFailed "exited")."""
+        if exc.errno in UNREADABLE:
+            return 0
+        raise target_error(exc, self.pid, "reading memory of", mid_dump=True) from None
 
     def _salvage(self, address: int, offset: int, length: int) -> None:
         """After a short read, take what can be read page by page; the rest stays zero (a hole)."""

@@ -1,7 +1,7 @@
 """Snapshot dumps on Linux: what decides whether one may be taken, and what a snapshot cannot hold.
 
-The technique (research/linux-core.md): with every thread stopped and its registers saved, one
-thread runs clone() (inject.py); the child is a copy-on-write image of the process that never runs;
+The technique (README.md, docs/benchmarks.md for its costs): with every thread stopped and its registers saved, one
+thread runs clone() (snapshot/inject.py); the child is a copy-on-write image of the process that never runs;
 the target is let go and the core's memory is read from the child. What the child does not hold
 the same way is read from the stopped target first and kept in memory until its place in the file:
 
@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import inject, libc, seccomp
-from .maps import Region
-from .memory import Piece, read_small
-from .tracer import _tids_or_none, read_status, thread_state
+from ..core.memory import Piece, read_small
+from ..proc.maps import Region
+from ..proc.pidfiles import read_status, thread_state, tids_or_none
+from ..ptrace import libc
+from . import inject, seccomp
 
 #: Read before the target resumes at most this much memory the snapshot cannot hold (held in memory
 #: by dumplib until written); more and no snapshot is taken.
@@ -56,13 +61,13 @@ def taken_before_resume(pieces: Sequence[Piece]) -> Tuple[List[int], int]:
 def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early: Sequence[int],
              state_before: str, threads: Optional[Dict[int, Any]] = None) -> Optional[str]:
     """Why no snapshot of the stopped process *pid* may be taken, or None. *state_before*: its State
-    before dumplib stopped it. *threads*: its stopped threads (tracer.ThreadState), whose seccomp mode
+    before dumplib stopped it. *threads*: its stopped threads (ptrace/regs.py ThreadState), whose seccomp mode
     was read as they stopped; without them each thread's status is read now."""
     status = read_status(pid)
     if state_before.startswith("T"):
         return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
     modes = ({tid: t.seccomp for tid, t in sorted(threads.items())} if threads
-             else {tid: read_status(pid, tid).get("Seccomp", "0") for tid in _tids_or_none(pid)})
+             else {tid: read_status(pid, tid).get("Seccomp", "0") for tid in tids_or_none(pid)})
     for tid, mode in modes.items():
         # Filters (mode 2) are run before the injection (seccomp.py); strict mode allows no clone().
         if mode == "1":
@@ -210,7 +215,7 @@ def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int
     wait4(local, NULL, __WALL|WNOHANG) and is put back. None when done (or nothing to do), else why not."""
     if thread_state(child, child) not in ("Z", "X"):
         return None  # already gone: the target exited and its children went to a reaper
-    call = (inject.NR_WAIT4, (local, 0, libc.WALL | inject.WNOHANG, 0))
+    call = (libc.SYS_WAIT4, (local, 0, libc.WALL | libc.WNOHANG, 0))
     tried: List[str] = []
     for state in sorted(threads.values(), key=lambda t: t.tid != pid):
         if state.pending_signal or not inject.outside_rseq(state.tid, state.regs):

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import ctypes
 import errno
@@ -25,14 +29,9 @@ import signal
 import time
 from typing import Callable, List, Optional, Sequence
 
-from . import libc
-from .tracer import _getregset
+from ..ptrace import libc
+from ..ptrace.regs import ORIG_RAX, R8, R10, RAX, RBP, RDI, RDX, RIP, RSI, RSP, SLOT, USER_REGS_SIZE, read_general, slot
 
-# struct user_regs_struct (x86-64): the registers an injected call uses, by 8-byte slot.
-R10, R8, RAX, RDX, RSI, RDI, ORIG_RAX, RIP = 7, 9, 10, 12, 13, 14, 15, 16
-REGS_SIZE = 27 * 8
-
-NR_CLONE = 56
 CLONE_FILES = 0x400
 #: A copy of the memory (no shared memory or signal handlers) whose exit signal is 0: its parent, the
 #: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE. It shares the
@@ -40,18 +39,15 @@ CLONE_FILES = 0x400
 #: duplicates, a descriptor the target closes while the snapshot lives stays open, so its epoll set
 #: keeps reporting it, its flock stays held and its peer sees no EOF until the dump is written.
 CLONE_FLAGS = CLONE_FILES
-NR_WAIT4 = 61
 SYSCALL_INSN = b"\x0f\x05"
-WNOHANG = 1
 #: The stack and frame pointers during an injected call, the clone child's too: an address no
 #: process can map (below vm.mmap_min_addr). Nothing should run after the call but the put-back;
-#: if the tracer (remote_tracer.py's process) is killed inside that window, the thread (and the
+#: if the tracer (snapshot/remote.py's process) is killed inside that window, the thread (and the
 #: child, not yet held) runs on from the injected state, and what follows `syscall` in [vdso]
 #: (`leave`, `ret`...) uses the
 #: stack: it faults, with every signal blocked, so it dies at once rather than returning into the
 #: target's code with registers that are not its own.
 CHILD_STACK = 0x1000
-RBP, RSP = 4, 19
 #: clone(flags, stack, parent_tid, child_tid, tls) as injected.
 CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
@@ -77,15 +73,15 @@ class Regs:
     """A copy of one thread's user_regs_struct that can be read and changed by slot."""
 
     def __init__(self, raw: bytes) -> None:
-        if len(raw) != REGS_SIZE:
+        if len(raw) != USER_REGS_SIZE:
             raise InjectionFailed(f"unexpected register set of {len(raw)} bytes")
         self.raw = bytearray(raw)
 
-    def __getitem__(self, slot: int) -> int:
-        return int.from_bytes(self.raw[slot * 8 : slot * 8 + 8], "little", signed=True)
+    def __getitem__(self, index: int) -> int:
+        return slot(bytes(self.raw[index * SLOT : (index + 1) * SLOT]), 0, signed=True)
 
-    def __setitem__(self, slot: int, value: int) -> None:
-        self.raw[slot * 8 : slot * 8 + 8] = (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+    def __setitem__(self, index: int, value: int) -> None:
+        self.raw[index * SLOT : (index + 1) * SLOT] = (value & 0xFFFFFFFFFFFFFFFF).to_bytes(SLOT, "little")
 
 
 def find_syscall_instruction(pid: int, maps_text: str, read: Callable[[int, int], Optional[bytes]]) -> Optional[int]:
@@ -111,9 +107,6 @@ def find_syscall_instruction(pid: int, maps_text: str, read: Callable[[int, int]
     return None
 
 
-PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
-
-
 class _RseqConfiguration(ctypes.Structure):
     _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
                 ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
@@ -133,7 +126,7 @@ def outside_rseq(tid: int, regs: bytes) -> bool:
         return True
     conf = _RseqConfiguration()
     try:
-        size = libc.ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.c_void_p(ctypes.sizeof(conf)),
+        size = libc.ptrace(libc.PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.c_void_p(ctypes.sizeof(conf)),
                            ctypes.byref(conf))
     except OSError:
         return False  # a kernel before 5.13: cannot tell
@@ -315,7 +308,7 @@ def _wait_stop(tid: int, timeout: float = STEP_TIMEOUT) -> int:
     nap = 0.00002
     while True:
         try:
-            got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | os.WNOHANG)
+            got = libc.waitpid(tid, ctypes.byref(status), libc.WALL | libc.WNOHANG)
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 continue
@@ -350,7 +343,7 @@ def _ptrace(request: int, tid: int, addr: int, data: int) -> None:
 
 def _get_regs(tid: int) -> bytes:
     try:
-        return _getregset(tid, libc.NT_PRSTATUS, REGS_SIZE)
+        return read_general(tid)
     except OSError as exc:
         raise InjectionFailed(f"reading the registers of thread {tid} failed: {exc.strerror}") from None
 
@@ -377,7 +370,7 @@ def _event_message(tid: int) -> int:
     return msg.value
 
 
-def _ptrace_ref(request: int, tid: int, addr: int, obj: ctypes._CData) -> None:  # type: ignore[name-defined]
+def _ptrace_ref(request: int, tid: int, addr: int, obj: ctypes._CData) -> None:
     try:
         libc.ptrace(request, tid, ctypes.c_void_p(addr or None), ctypes.byref(obj))
     except OSError as exc:

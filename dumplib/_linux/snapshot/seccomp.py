@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import ctypes
 import struct
 from typing import List, Optional, Sequence, Tuple
 
-from . import libc
+from ..ptrace import libc
 
-PTRACE_SECCOMP_GET_FILTER = 0x420C
 AUDIT_ARCH_X86_64 = 0xC000003E
 RET_ACTION_FULL = 0xFFFF0000
 RET_ALLOW = 0x7FFF0000
@@ -43,7 +46,7 @@ def filters_of(tid: int) -> List[List[Insn]]:
     out: List[List[Insn]] = []
     for index in range(MAX_FILTERS + 1):
         try:
-            count = int(libc.ptrace(PTRACE_SECCOMP_GET_FILTER, tid, ctypes.c_void_p(index or None), None))
+            count = int(libc.ptrace(libc.PTRACE_SECCOMP_GET_FILTER, tid, ctypes.c_void_p(index or None), None))
         except OSError as exc:
             if exc.errno == 2 and index > 0:  # ENOENT: no filter at this index: that was all of them
                 return out
@@ -52,7 +55,7 @@ def filters_of(tid: int) -> List[List[Insn]]:
             raise Unreadable(f"its seccomp filter {index} has {count} instructions")
         buf = (_SockFilter * count)()
         try:
-            libc.ptrace(PTRACE_SECCOMP_GET_FILTER, tid, ctypes.c_void_p(index or None), ctypes.byref(buf))
+            libc.ptrace(libc.PTRACE_SECCOMP_GET_FILTER, tid, ctypes.c_void_p(index or None), ctypes.byref(buf))
         except OSError as exc:
             raise Unreadable(f"its seccomp filters cannot be read ({exc.strerror})") from None
         out.append([(f.code, f.jt, f.jf, f.k) for f in buf])

@@ -1,18 +1,27 @@
 """The PT_NOTE contents of a Linux core, in the kernel's order, byte-compatible with its structs."""
 from __future__ import annotations
 
+import sys
+
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
+
 import struct
 from typing import TYPE_CHECKING, Protocol, Dict, List, Optional, Sequence, Tuple
 
-from .maps import PAGE, Region
+from ..proc.maps import PAGE, Region
+from ..proc.pidfiles import Stat
 
 if TYPE_CHECKING:
-    from .._platform import TargetEvent
+    from ..._platform import TargetEvent
 
 
 
 class ThreadState(Protocol):
-    """What the notes need of a stopped thread (tracer.ThreadState; the tracer needs libc, and these
+    """What the notes need of a stopped thread (ptrace/regs.py ThreadState; the ptrace layer needs libc, and these
     pure builders must import on any OS)."""
 
     tid: int
@@ -89,12 +98,12 @@ def prstatus(thread: "ThreadState", ids: Tuple[int, int, int, int], signo: int =
     return bytes(buf)
 
 
-def prpsinfo(pid: int, stat: Sequence[str], uid: int, gid: int, cmdline: bytes, comm: bytes) -> bytes:
-    """struct elf_prpsinfo from /proc/PID/stat (the fields after the command name), cmdline and comm.
+def prpsinfo(pid: int, stat: Stat, uid: int, gid: int, cmdline: bytes, comm: bytes) -> bytes:
+    """struct elf_prpsinfo from /proc/PID/stat, cmdline and comm.
 
     *comm* and *cmdline* are the kernel's bytes, written as they are: a name need not be UTF-8."""
-    state = stat[0]
-    ppid, pgrp, sid, flags, nice = int(stat[1]), int(stat[2]), int(stat[3]), int(stat[6]), int(stat[16])
+    state = stat.state
+    ppid, pgrp, sid, flags, nice = stat.ppid, stat.pgrp, stat.session, stat.flags, stat.nice
     buf = bytearray(PRPSINFO_SIZE)
     struct.pack_into(
         "<bcbb4xQIIiiii", buf, 0,

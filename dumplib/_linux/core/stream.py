@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import bisect
 import dataclasses
@@ -18,8 +22,8 @@ import struct
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from ..errors import DumpFailed
-from ..formats import elfcore
+from ...errors import DumpFailed
+from ...formats import elfcore
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")

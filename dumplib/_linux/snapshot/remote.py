@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import sys
 
-assert sys.platform.startswith("linux")  # Linux only (and mypy checks this module only there)
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
 
 import os
 import pickle
 import select
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import DumpFailed
-from .tracer import JobControlDeferred, ThreadState, max_pause_error, thread_state
+from ...errors import DumpFailed
+from ..proc.pidfiles import thread_state
+from ..ptrace.regs import ThreadState
+from ..ptrace.stopper import JobControlDeferred, max_pause_error
 
 #: Longest dumplib waits for one answer of the helper. Its steps are bounded (a thread's stop 2 s,
 #: an injected call's patience 120 s); past this dumplib gives up waiting, never the helper.
@@ -49,7 +55,7 @@ class RemoteStoppedProcess:
         self._stopped_seconds: Optional[float] = None
         self._started = 0.0
         self._resumed: Optional[float] = None
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._commands: Any = None
         self._answers: Any = None
         self._job_control = JobControlDeferred()
@@ -129,11 +135,11 @@ class RemoteStoppedProcess:
     def _spawn(self) -> None:
         commands_r, commands_w = os.pipe()
         answers_r, answers_w = os.pipe()
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from dumplib._linux.remote_tracer import serve; serve()",
+                [sys.executable, "-c", "from dumplib._linux.snapshot.remote import serve; serve()",
                  str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)],
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
@@ -143,7 +149,7 @@ class RemoteStoppedProcess:
         self._commands = os.fdopen(commands_w, "wb")
         self._answers = os.fdopen(answers_r, "rb")
 
-    def _ask(self, message: tuple) -> Any:
+    def _ask(self, message: Tuple[object, ...]) -> Any:
         if self._proc is None:
             raise DumpFailed(f"the tracer of process {self.pid} has already let it go", pid=self.pid)
         self._send(message)
@@ -155,7 +161,7 @@ class RemoteStoppedProcess:
             raise value
         return value
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: Tuple[object, ...]) -> None:
         pickle.dump(message, self._commands)
         self._commands.flush()
 
@@ -181,7 +187,7 @@ def serve() -> None:
     pipe closes (dumplib died), let everything go and exit."""
     import signal
 
-    from .tracer import StoppedProcess
+    from .clone import SnapshotStopper
 
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)  # only dumplib's pipe ends this process's work
@@ -197,7 +203,7 @@ def serve() -> None:
         except (OSError, ValueError):
             pass  # dumplib is gone: carry on with the cleanup
 
-    stopped = StoppedProcess(pid, max_pause=max_pause)
+    stopped = SnapshotStopper(pid, max_pause=max_pause)
     try:
         stopped.__enter__()
     except BaseException as exc:
