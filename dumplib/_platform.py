@@ -162,8 +162,18 @@ class Session(abc.ABC):
 
     A context manager; close() lets go of what it holds and is called exactly once."""
 
-    def __init__(self, target: ProcessInfo) -> None:
+    def __init__(self, target: ProcessInfo, listing: bool = False) -> None:
         self.target = target
+        #: Opened for a listing, without the refusals: it may plan, never write.
+        self.listing = listing
+
+    def _writable(self) -> None:
+        """DumpFailed for a write through a session opened for a listing (a dumplib bug, said as one)."""
+        if self.listing:
+            from .errors import DumpFailed
+
+            raise DumpFailed(f"the session on process {self.target.pid} was opened for a listing, without the"
+                             " checks a dump needs; nothing was written (a dumplib bug)", pid=self.target.pid)
 
     @abc.abstractmethod
     def plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
@@ -372,10 +382,11 @@ class Platform(abc.ABC):
         raise ProcessNotFound(f"svc:{name}", "svc:NAME names a Windows service; here give a pid or a process name")
 
     @abc.abstractmethod
-    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> Session:
+    def open(self, target: ProcessInfo, *, for_dump: bool = False, listing: bool = False) -> Session:
         """Refuse targets that cannot be dumped safely (self, bitness, zombies...) with a typed error,
         else open a Session holding *target* until it is closed; *for_dump* says a write will follow,
-        so the session may open with the access a dump needs."""
+        so the session may open with the access a dump needs. *listing* (``dumplib ps``: a size for
+        every process, traced ones and this one too) skips the refusals; such a session plans only."""
 
     @abc.abstractmethod
     def host(self) -> Host:

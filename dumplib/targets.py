@@ -228,7 +228,7 @@ def _full_estimate(platform: Platform, pid: int, name: str, started: Optional[fl
     from .kinds import DumpKind
 
     try:
-        with platform.open(ProcessInfo(pid, name, started)) as session:
+        with platform.open(ProcessInfo(pid, name, started), listing=True) as session:
             plan = session.plan(DumpKind.FULL, platform.normalise_flags(DumpKind.FULL, None))
     except (DumpError, OSError):
         return None  # another user's process, a kernel thread, one that just exited

@@ -142,9 +142,10 @@ class LinuxPlatform(Platform):
     def host_name(self) -> str:
         return os.uname().nodename  # what socket.gethostname() returns here, without importing socket
 
-    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "LinuxSession":
-        _check(target)
-        return LinuxSession.holding(target)
+    def open(self, target: ProcessInfo, *, for_dump: bool = False, listing: bool = False) -> "LinuxSession":
+        if not listing:
+            _check(target)
+        return LinuxSession.holding(target, listing)
 
     def host(self) -> LinuxHost:
         return _HOST
@@ -207,13 +208,13 @@ class LinuxSession(Session):
     meanwhile came to belong to another process is ProcessNotFound, now and at every later check.
     """
 
-    def __init__(self, target: ProcessInfo, pidfd: int, ticks: int) -> None:
-        super().__init__(target)
+    def __init__(self, target: ProcessInfo, pidfd: int, ticks: int, listing: bool = False) -> None:
+        super().__init__(target, listing)
         self._pidfd: Optional[int] = pidfd
         self._ticks = ticks
 
     @classmethod
-    def holding(cls, target: ProcessInfo) -> "LinuxSession":
+    def holding(cls, target: ProcessInfo, listing: bool = False) -> "LinuxSession":
         pid = target.pid
         try:
             fd = os.pidfd_open(pid)
@@ -223,7 +224,7 @@ class LinuxSession(Session):
         if ticks is None or _pidfd_exited(fd) or not _same_start(target.started, ticks):
             os.close(fd)
             raise _reused(pid)
-        return cls(target, fd, ticks)
+        return cls(target, fd, ticks, listing)
 
     def close(self) -> None:
         fd, self._pidfd = self._pidfd, None
@@ -273,6 +274,7 @@ class LinuxSession(Session):
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go.
 
         With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone."""
+        self._writable()
         pid = plan.target.pid
         warnings: List[str] = []
         snap: Optional[_Snapshot] = None
@@ -282,47 +284,50 @@ class LinuxSession(Session):
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = event.held if event is not None else None
-            with _STOP_TURNS.taking(pid, tick), _urgent() as urgent, \
-                    (_holding(held, options.max_pause) if held is not None
-                     else _stopper(options.snapshot)(pid, max_pause=options.max_pause)) as stopped:
-                self._check_same()  # the threads just stopped belong to the process that was checked
-                mem = _memory_pid(pid)
-                threads = _leader_first(pid, stopped.threads)
-                regions = _smaps(mem)
-                segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
-                                   [t.thread_pointer for t in threads], plan_only=False)
-                note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=event)
-                # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
-                # a load's unstored tail as zeros, which is the truth only for untouched memory.
-                # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
-                segments = [s for s in segments if s.dump_start == s.start or s.describe]
-                with Prober(mem) as prober:
-                    pieces = [p for s in segments for p in (
-                        [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
-                loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
-                header, offsets, end = elfcore.layout(loads, len(note_bytes))
-                head = header + note_bytes
-                if options.snapshot and held is not None:
-                    warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
-                elif options.snapshot:
-                    snap = _take_snapshot(pid, options.snapshot, stopped, mem, regions, pieces, offsets, state_before,
-                                          warnings)
-                total = sum(p.filesz for p in pieces)
-                if snap is None:
-                    sink.write_at(head, 0)
-                    _copy(mem, sink, _pause_checked(stopped, tick), pieces, offsets, total)
-                    stopped.check_pause()  # every byte above was read while the target was stopped
-                    if not stopped.alive():
-                        raise DumpFailed.target_exited(pid)
-                else:
-                    snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
-                    urgent.restore()  # the copy from the clone competes with the running target: no boost
-                    sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                    snap.copy_rest(sink, tick, pieces, offsets, total)
-                    if not snap.intact():
-                        raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
-                                         " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
-                                         pid=pid, reason="snapshot-lost")
+            with _STOP_TURNS.taking(pid, tick) as turn:
+                self._check_same()  # the wait for the turn may have been long: still the process opened?
+                with _urgent() as urgent, \
+                        (_holding(held, options.max_pause) if held is not None
+                         else _stopper(options.snapshot)(pid, max_pause=options.max_pause)) as stopped:
+                    self._check_same()  # the threads just stopped belong to the process that was checked
+                    mem = _memory_pid(pid)
+                    threads = _leader_first(pid, stopped.threads)
+                    regions = _smaps(mem)
+                    segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
+                                       [t.thread_pointer for t in threads], plan_only=False)
+                    note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=event)
+                    # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
+                    # a load's unstored tail as zeros, which is the truth only for untouched memory.
+                    # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
+                    segments = [s for s in segments if s.dump_start == s.start or s.describe]
+                    with Prober(mem) as prober:
+                        pieces = [p for s in segments for p in (
+                            [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
+                    loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
+                    header, offsets, end = elfcore.layout(loads, len(note_bytes))
+                    head = header + note_bytes
+                    if options.snapshot and held is not None:
+                        warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
+                    elif options.snapshot:
+                        snap = _take_snapshot(pid, options.snapshot, stopped, mem, regions, pieces, offsets, state_before,
+                                              warnings)
+                    total = sum(p.filesz for p in pieces)
+                    if snap is None:
+                        sink.write_at(head, 0)
+                        _copy(mem, sink, _pause_checked(stopped, tick), pieces, offsets, total)
+                        stopped.check_pause()  # every byte above was read while the target was stopped
+                        if not stopped.alive():
+                            raise DumpFailed.target_exited(pid)
+                    else:
+                        snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
+                        turn()  # and another dump of it may stop it now, while this one copies the clone
+                        urgent.restore()  # the copy from the clone competes with the running target: no boost
+                        sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
+                        snap.copy_rest(sink, tick, pieces, offsets, total)
+                        if not snap.intact():
+                            raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
+                                             " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
+                                             pid=pid, reason="snapshot-lost")
             # The target runs again from here; what is left is our own output.
             sink.finish(end)
         except OSError as exc:
@@ -515,26 +520,42 @@ class _StopTurns:
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
-    def taking(self, pid: int, tick: Optional[Tick]) -> Iterator[None]:
+    def taking(self, pid: int, tick: Optional[Tick]) -> Iterator[Callable[[], None]]:
+        """Hold *pid*'s turn; yields a release (idempotent) for giving it back before the block ends,
+        once the target runs again (a snapshot's copy goes on from the clone)."""
         deadline = time.monotonic() + TURN_PATIENCE
         me = threading.get_ident()
-        while True:
+        held = False
+
+        def release() -> None:
+            nonlocal held
             with self._changed:
-                if pid not in self._busy:
-                    self._busy[pid] = me
-                    break
-                self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
-            if tick is not None:
-                tick(0)
-            if time.monotonic() > deadline:
-                raise DumpFailed(f"another dump of process {pid} in this program kept it for {TURN_PATIENCE:.0f} s;"
-                                 " nothing was written. Try again once that dump has ended", pid=pid, reason="busy")
+                if held:
+                    del self._busy[pid]
+                    held = False
+                    self._changed.notify_all()
+
         try:
-            yield
+            while True:
+                with self._changed:
+                    owner = self._busy.get(pid)
+                    if owner is None:
+                        self._busy[pid], held = me, True
+                        break
+                    if owner == me:  # a dump started from another dump's callback would wait for itself
+                        raise DumpFailed(f"process {pid} is already being dumped by this thread (a dump asked for"
+                                         " from inside another dump's callback); nothing was written", pid=pid,
+                                         reason="busy")
+                    self._changed.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                if tick is not None:
+                    tick(0)
+                if time.monotonic() > deadline:
+                    raise DumpFailed(f"another dump of process {pid} in this program kept it for"
+                                     f" {TURN_PATIENCE:.0f} s; nothing was written. Try again once that dump has ended",
+                                     pid=pid, reason="busy")
+            yield release
         finally:
-            with self._changed:
-                del self._busy[pid]
-                self._changed.notify_all()
+            release()
 
 
 _STOP_TURNS = _StopTurns()

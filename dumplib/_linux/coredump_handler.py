@@ -263,7 +263,7 @@ class StreamCore(Platform, Session):
     def host_name(self) -> str:
         return os.uname().nodename
 
-    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "StreamCore":
+    def open(self, target: ProcessInfo, *, for_dump: bool = False, listing: bool = False) -> "StreamCore":
         return self
 
     def host(self) -> LinuxHost:

@@ -80,7 +80,7 @@ class WindowsPlatform(Platform):
         except (psutil.Error, OSError):
             return None
 
-    def open(self, target: ProcessInfo, *, for_dump: bool = False) -> "WindowsSession":
+    def open(self, target: ProcessInfo, *, for_dump: bool = False, listing: bool = False) -> "WindowsSession":
         """Open *target* once, prove it is the process that was resolved, and judge its machine.
 
         The handle carries no more than the memory walk needs (never VM_READ or DUP_HANDLE: the
@@ -89,7 +89,7 @@ class WindowsPlatform(Platform):
         SeDebugPrivilege held (a service's process answers no one else); `ps` and `estimate` never.
         """
         pid = target.pid
-        if pid == kernel32.GetCurrentProcessId():
+        if pid == kernel32.GetCurrentProcessId() and not listing:
             raise TargetRefused(
                 f"process {pid} is this Python process: dumping yourself deadlocks on the loader"
                 " lock. Dump it from another process, e.g. subprocess.run(['dumplib', 'dump', str(os.getpid())])",
@@ -107,12 +107,12 @@ class WindowsPlatform(Platform):
                 )
             process_machine, native = wrappers.machines(handle)
             verdict = bitness_verdict(DUMPER_MACHINE, process_machine, native)
-            if verdict.refusal is not None:
+            if verdict.refusal is not None and not listing:
                 raise _bitness_refusal(pid, verdict.refusal, process_machine)
         except BaseException:
             wrappers.close_handle(handle)
             raise
-        return WindowsSession(target, handle, WALK_ACCESS, started, verdict)
+        return WindowsSession(target, handle, WALK_ACCESS, started, verdict, listing)
 
     def host(self) -> WindowsHost:
         return _HOST
@@ -139,8 +139,8 @@ class WindowsSession(Session):
     from Platform.open to close."""
 
     def __init__(self, target: ProcessInfo, handle: int, access: int, started: float,
-                 verdict: BitnessVerdict) -> None:
-        super().__init__(target)
+                 verdict: BitnessVerdict, listing: bool = False) -> None:
+        super().__init__(target, listing)
         self._handle: Optional[int] = handle
         self._access = access
         self._started = started
@@ -167,6 +167,7 @@ class WindowsSession(Session):
         return Plan(target=target, kind=kind, flags=mask, estimate=estimate, warnings=(warning,) if warning else ())
 
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
+        self._writable()
         pid, mask = plan.target.pid, plan.flags or 0
         comment, signature, event = options.comment, options.signature, options.event
         warnings: List[str] = []
