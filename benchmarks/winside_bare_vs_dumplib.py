@@ -11,7 +11,8 @@ import time
 from ctypes import wintypes as wt
 
 import dumplib
-from dumplib.kinds import DumpKind, windows_mask
+from dumplib.kinds import DumpKind
+from dumplib._windows.masks import windows_mask
 
 pid, outdir, runs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 kinds = sys.argv[4].split(",")

@@ -273,6 +273,14 @@ class DumpFailed(DumpError):
     max_pause: Optional[float]
 
     @classmethod
+    def max_pause_exceeded(cls, pid: int, max_pause: Optional[float], held: str, advice: str) -> "DumpFailed":
+        """The target was let go at *max_pause* before its dump was complete (*held*: "stopped" or
+        "suspended"; *advice*: what this platform's user can do instead)."""
+        return cls(f"process {pid} was let go after {max_pause or 0:g} s {held} (max_pause) before its dump was"
+                   f" complete, so the dump was abandoned and nothing was kept. {advice}, or allow a longer pause"
+                   " (--max-pause)", pid=pid, reason="max-pause", max_pause=max_pause)
+
+    @classmethod
     def target_exited(cls, pid: int) -> "DumpFailed":
         """The one way to say the target died mid-dump (every backend and step raises this)."""
         return cls(f"process {pid} exited while it was being dumped; nothing was kept", pid=pid, reason="exited")

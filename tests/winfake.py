@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 import pytest
 
 from dumplib._platform import Plan, TargetEvent, WriteOptions, WriteReport
-from dumplib.kinds import DumpKind, windows_mask
+from dumplib.kinds import DumpKind
+from dumplib._windows.masks import windows_mask
 from dumplib.results import ProcessInfo
 
 ERROR_NOT_ALL_ASSIGNED = 1300

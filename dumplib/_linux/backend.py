@@ -26,7 +26,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
-from ..kinds import DumpKind, linux_filter
+from ..kinds import DumpKind
+from .core.corefilter import linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick, WatchSupport,
                          WriteOptions, WriteReport, without_snapshot)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InvalidArgument
 from .coredump_handler import CONFIG, LOG, RATE, SPECIFIERS, read_private_json, write_private_json
+from .host import write_new_file
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 CORE_PIPE_LIMIT = "/proc/sys/kernel/core_pipe_limit"
@@ -194,23 +195,10 @@ def _owner_mode(path: str) -> List[int]:
 def _write_file(path: str, data: bytes, mode: int, replace: bool = False,
                 owner: Optional[Tuple[int, int]] = None) -> None:
     """*path* made new (exclusive, no symlink) under a temporary name, then renamed into place."""
-    temp = f"{path}.{os.urandom(6).hex()}.new"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    if not replace and os.path.lexists(path):
-        os.unlink(temp)
-        raise PostmortemRefused(f"{path} exists already", argument="path", value=path)
-    os.rename(temp, path)
+        write_new_file(path, data, mode, replace=replace, owner=owner)
+    except FileExistsError:
+        raise PostmortemRefused(f"{path} exists already", argument="path", value=path) from None
 
 
 def uninstall(*, state_dir: str = DEFAULT_STATE_DIR, force: bool = False) -> Dict[str, Any]:

@@ -43,7 +43,7 @@ from ..formats import linkmap
 from .core import notes, selection
 from .core import stream as corestream
 from .proc import maps
-from .host import LinuxHost, create_exclusive
+from .host import LinuxHost, create_exclusive, write_new_file
 
 CONFIG = "config.json"
 LOG = "postmortem.log"
@@ -449,17 +449,7 @@ def read_private_json(path: str) -> Optional[Dict[str, Any]]:
 
 def write_private_json(path: str, data: Dict[str, Any]) -> None:
     """Replace *path* with *data*: a new owner-only file (exclusive, no symlink) renamed over it."""
-    temp = f"{path}.{os.urandom(6).hex()}.new"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(data, indent=1).encode())
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    os.rename(temp, path)
+    write_new_file(path, json.dumps(data, indent=1).encode(), 0o600, replace=True)
 
 
 def _locked(state_dir: str, patience: float = 2.0) -> int:

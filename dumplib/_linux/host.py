@@ -181,3 +181,32 @@ def create_exclusive(path: str) -> int:
                              " written. Free space or dump to another volume", errno=exc.errno,
                              reason="disk-full") from None
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
+
+
+def write_new_file(path: str, data: bytes, mode: int = 0o600, *, replace: bool = False,
+                   owner: Optional[Tuple[int, int]] = None) -> None:
+    """*path* holding *data*, made whole under a temporary name (exclusive, never through a symlink,
+    *mode*, *owner*, fsynced) and renamed into place, so no reader ever sees it half written; unless
+    *replace*, FileExistsError when something is at *path*."""
+    temp = f"{path}.{os.urandom(6).hex()}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    if replace:
+        os.rename(temp, path)
+        return
+    try:
+        os.link(temp, path, follow_symlinks=False)  # fails if anything is at path, even a dangling symlink
+    finally:
+        os.unlink(temp)

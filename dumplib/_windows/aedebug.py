@@ -233,7 +233,8 @@ def wer_enable(folder: str, *, count: int = 10, kind: str = "mini", exe: Optiona
     """Point WER LocalDumps (for every program, or *exe*) at *folder*, refusing a volume that cannot hold
     *count* dumps of *kind* (estimated from the running processes of that name, else *per_dump*) plus the
     reserve, and the system drive unless *allow_system_drive*. The previous values are backed up."""
-    from ..kinds import DumpKind, windows_mask
+    from ..kinds import DumpKind
+    from .masks import windows_mask
     from ..space import SpaceGuard, human
 
     kind_ = DumpKind.parse(kind)

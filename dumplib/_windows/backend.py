@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from .._platform import (Plan, Platform, Session, SnapshotMode, TargetEvent, WatchSupport, WriteOptions,
                          WriteReport, without_snapshot)
 from ..errors import AccessDenied, BitnessMismatch, DumpFailed, ProcessNotFound, TargetRefused
-from ..kinds import DumpKind, windows_mask
+from ..kinds import DumpKind
+from .masks import windows_mask
 from ..results import ProcessInfo, SizeEstimate
 from . import kernel32, wrappers
 from . import snapshot as snapshot_rules

@@ -10,7 +10,7 @@ assert sys.platform == "win32"  # tells type checkers on other platforms to skip
 
 from typing import Dict, Iterable
 
-from ..kinds import MiniDumpType
+from .masks import MiniDumpType
 from . import kernel32
 
 #: Streams besides memory: thread and module lists, memory map, handles, unwind data. Measured

@@ -48,7 +48,7 @@ PROCESS_DUP_HANDLE = 0x0040
 PROCESS_VM_READ = 0x0010
 PROCESS_QUERY_INFORMATION = 0x0400
 
-# MiniDumpType bits that decide what the snapshot must hold (kinds.MiniDumpType, repeated to keep
+# MiniDumpType bits that decide what the snapshot must hold (masks.MiniDumpType, repeated to keep
 # this module free of the package's imports).
 _WITH_HANDLE_DATA = 0x00000004
 _WITH_FULL_MEMORY_INFO = 0x00000800

@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 
 from ..errors import DumpFailed, InvalidDumpFile
 from ..formats import minidump
-from ..kinds import describe_mask, mask_has_full_memory, streams_for_mask
+from .masks import describe_mask, mask_has_full_memory, streams_for_mask
 from . import wrappers
 from ._common import ERROR_DISK_FULL, Win32Error
 from .ntdll import UNDER_WINE

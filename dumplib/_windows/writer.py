@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from .._platform import TargetEvent, Tick
 from ..errors import AccessDenied, DumpFailed
-from ..kinds import MINIDUMP_NEWER_FLAGS, describe_mask
+from .masks import MINIDUMP_NEWER_FLAGS, describe_mask
 from . import dbghelp, wrappers
 from . import snapshot as snapshot_rules
 from ._common import DISK_FULL_ERRORS, ERROR_ACCESS_DENIED, ERROR_INVALID_PARAMETER, ERROR_PARTIAL_COPY, Win32Error
@@ -250,8 +250,6 @@ class WriteMonitor:
 
 def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
     """The write was cancelled at max_pause, so the target's threads were resumed (as on Linux)."""
-    return DumpFailed(
-        f"process {pid} was let go after {max_pause or 0:g} s suspended (max_pause) before its dump was complete,"
-        " and the dump was cancelled; nothing was kept. Take a smaller kind, use --snapshot (the target runs"
-        " during the write), write to a local file, or allow a longer pause (--max-pause)",
-        pid=pid, reason="max-pause", max_pause=max_pause)
+    return DumpFailed.max_pause_exceeded(
+        pid, max_pause, "suspended", "Take a smaller kind, use --snapshot (the target runs during the write) or"
+        " write to a local file")

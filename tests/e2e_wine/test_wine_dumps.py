@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from dumplib.formats.minidump import read_minidump
-from dumplib.kinds import DumpKind, windows_mask
+from dumplib.kinds import DumpKind
+from dumplib._windows.masks import windows_mask
 from helpers import leftovers, tmpfs
 from winhelpers import api_call, cli, parse_independently, windows_path
 from winrig import Rig

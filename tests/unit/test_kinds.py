@@ -1,7 +1,7 @@
 import pytest
 
 from dumplib import DumpKind, InvalidKind
-from dumplib.kinds import LINUX_FILTER_ALL, describe_mask, linux_filter, windows_mask
+from dumplib._windows.masks import describe_mask, windows_mask
 
 
 def test_parse_accepts_names_any_case_and_members():
@@ -41,12 +41,6 @@ def test_raw_flags_override_and_are_validated():
         with pytest.raises(InvalidKind):
             windows_mask(DumpKind.MINI, bad)
 
-
-def test_linux_filter_bits():
-    assert linux_filter(None) is None
-    assert linux_filter(0x33) == 0x33
-    with pytest.raises(InvalidKind):
-        linux_filter(LINUX_FILTER_ALL + 1)
 
 
 def test_describe_mask_names_flags():

@@ -12,7 +12,8 @@ import pytest
 
 from dumplib._windows import snapshot
 from dumplib._windows.policy import AMD64, ARM64, I386
-from dumplib.kinds import DumpKind, windows_mask
+from dumplib.kinds import DumpKind
+from dumplib._windows.masks import windows_mask
 
 # name -> {bits: (sizeof, {field: offset})}, as MSVC lays them out for x86 and x64.
 DOCUMENTED = {

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from dumplib import DumpKind, InvalidKind
-from dumplib.kinds import MINIDUMP_NEWER_FLAGS, MiniDumpType, streams_for_mask, windows_mask
+from dumplib._windows.masks import MINIDUMP_NEWER_FLAGS, MiniDumpType, streams_for_mask, windows_mask
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: ProcDump -mm as observed (research/anchors.md), and what dumplib leaves out of it on purpose.

@@ -31,7 +31,8 @@ from dumplib._windows.writer import WriteMonitor  # noqa: E402
 from dumplib._windows._common import ERROR_INVALID_PARAMETER, Win32Error  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
-from dumplib.kinds import DumpKind, MiniDumpType, windows_mask  # noqa: E402
+from dumplib.kinds import DumpKind  # noqa: E402
+from dumplib._windows.masks import MiniDumpType, windows_mask  # noqa: E402
 from dumplib.results import ProcessInfo  # noqa: E402
 
 TARGET = Path(__file__).resolve().parents[1] / "winside" / "target.py"

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = ROOT / "dumplib" / "_windows"
 #: Pure logic and ctypes layouts, no DLL: unit-tested on every OS.
-EVERYWHERE = {"__init__", "policy", "privilege", "snapshot", "structs"}
+EVERYWHERE = {"__init__", "masks", "policy", "privilege", "snapshot", "structs"}
 
 PROBE = """
 import importlib, sys

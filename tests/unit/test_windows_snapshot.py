@@ -34,7 +34,8 @@ from dumplib._windows.verify import missing_streams  # noqa: E402
 from dumplib._windows._common import ERROR_ACCESS_DENIED, Win32Error  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
-from dumplib.kinds import DumpKind, windows_mask  # noqa: E402
+from dumplib.kinds import DumpKind  # noqa: E402
+from dumplib._windows.masks import windows_mask  # noqa: E402
 
 
 def real_windows_only(reason: str) -> None:

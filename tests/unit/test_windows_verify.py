@@ -5,7 +5,8 @@ the real files are read back in test_windows_native.py."""
 import pytest
 
 from dumplib.errors import DumpFailed
-from dumplib.kinds import DumpKind, MiniDumpType, windows_mask
+from dumplib.kinds import DumpKind
+from dumplib._windows.masks import MiniDumpType, windows_mask
 from winfake import PID, win  # noqa: F401 - win is the fixture
 
 HANDLE_DATA_STREAM = 12  # HandleDataStream, what WithHandleData asks for

@@ -19,7 +19,8 @@ import dataclasses
 import re
 from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ...kinds import CoreFilter, DumpKind
+from ...kinds import DumpKind
+from .corefilter import CoreFilter
 from ..proc.maps import PAGE, SPECIAL_SKIP, Region
 
 #: The x86-64 red zone below the stack pointer that leaf functions may use.

@@ -20,7 +20,7 @@ import os
 import select
 import struct
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from ...errors import DumpFailed
 from ...formats import elfcore
@@ -164,22 +164,33 @@ def read_head(pipe: Pipe) -> CoreHead:
     return CoreHead(ehdr + phdrs, loads, notes, threads, siginfo)
 
 
-def _thread_notes(notes: bytes) -> Tuple[List[Tuple[int, int]], Optional[bytes]]:
-    threads: List[Tuple[int, int]] = []
-    siginfo = None
+def _walk_notes(notes: bytes) -> Iterator[Tuple[int, int, int, int, int]]:
+    """Each whole note in *notes* as (type, start, name size, descriptor start, descriptor size); the
+    walk stops at a note that runs past the end (the kernel's stream is not trusted to be whole)."""
     at = 0
     while at + _NHDR.size <= len(notes):
         namesz, descsz, ntype = _NHDR.unpack_from(notes, at)
         desc = at + _NHDR.size + ((namesz + 3) & ~3)
         end = desc + ((descsz + 3) & ~3)
         if end > len(notes):
-            break
+            return
+        yield ntype, at, namesz, desc, descsz
+        at = end
+
+
+def _note_end(desc: int, descsz: int) -> int:
+    return desc + ((descsz + 3) & ~3)
+
+
+def _thread_notes(notes: bytes) -> Tuple[List[Tuple[int, int]], Optional[bytes]]:
+    threads: List[Tuple[int, int]] = []
+    siginfo = None
+    for ntype, _at, _namesz, desc, descsz in _walk_notes(notes):
         if ntype == NT_PRSTATUS and descsz >= _RSP_AT + 8:
             tid = struct.unpack_from("<i", notes, desc + 32)[0]
             threads.append((tid, struct.unpack_from("<Q", notes, desc + _RSP_AT)[0]))
         elif ntype == NT_SIGINFO and siginfo is None:
             siginfo = notes[desc:desc + descsz]
-        at = end
     return threads, siginfo
 
 
@@ -189,20 +200,15 @@ def gdb_xstate(notes: bytes) -> bytes:
     from .notes import NT_X86_XSTATE, intel_xstate, note
 
     out: List[bytes] = []
-    at = 0
-    while at + _NHDR.size <= len(notes):
-        namesz, descsz, ntype = _NHDR.unpack_from(notes, at)
-        desc = at + _NHDR.size + ((namesz + 3) & ~3)
-        end = desc + ((descsz + 3) & ~3)
-        if end > len(notes):
-            break
+    end = 0
+    for ntype, at, namesz, desc, descsz in _walk_notes(notes):
+        end = _note_end(desc, descsz)
         if ntype == NT_X86_XSTATE:
             name = notes[at + _NHDR.size:at + _NHDR.size + namesz].rstrip(b"\0")
             out.append(note(name, ntype, intel_xstate(notes[desc:desc + descsz])))
         else:
             out.append(notes[at:end])
-        at = end
-    return b"".join(out) + notes[at:]
+    return b"".join(out) + notes[end:]
 
 
 @dataclasses.dataclass

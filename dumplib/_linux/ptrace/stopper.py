@@ -398,11 +398,8 @@ def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
 
 def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
     """The target was let go at max_pause before the dump was complete."""
-    return DumpFailed(
-        f"process {pid} was let go after {max_pause or 0:g} s stopped (max_pause) before its dump was complete,"
-        " so the dump was abandoned and nothing was kept. The output was too slow (a stalled reader of '-'?);"
-        " write to a local file, or allow a longer pause (--max-pause)",
-        pid=pid, reason="max-pause", max_pause=max_pause)
+    return DumpFailed.max_pause_exceeded(
+        pid, max_pause, "stopped", "The output was too slow (a stalled reader of '-'?): write to a local file")
 
 
 def reap(tids: List[int], patience: float = 2.0) -> None:
