@@ -262,6 +262,8 @@ class LinuxSession(Session):
         return Plan(target=target, kind=kind, flags=flags, detail=LinuxDetail(segments), estimate=estimate)
 
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
+        self._writable()
+        self._check_same()  # before the file exists: a closed session or a gone target creates nothing
         fd = create_exclusive(temp_path)
         try:
             return self._write_core(plan, FileSink(fd), options, temp_path)

@@ -384,7 +384,7 @@ def test_ctrl_c_inside_a_dbghelp_callback_is_not_lost(target, tmp_path):
 def test_sigterm_during_the_write_exits_143_through_the_cli_and_leaves_nothing(target, tmp_path):
     import signal
 
-    from dumplib_cli import app
+    from dumplib_cli._common import run
 
     def terminate_when_writing():
         deadline = time.monotonic() + 60
@@ -395,8 +395,8 @@ def test_sigterm_during_the_write_exits_143_through_the_cli_and_leaves_nothing(t
 
     threading.Thread(target=terminate_when_writing, daemon=True).start()
     with pytest.raises(SystemExit) as info:
-        app._run(lambda: dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False),
-                 as_json=False, debug=False)
+        run(lambda: dumplib.create_dump(target["pid"], str(tmp_path), "mini", sidecar=False),
+            as_json=False, debug=False)
     assert info.value.code == 143
     assert list(tmp_path.iterdir()) == []
 
