@@ -94,6 +94,21 @@ def open_store(target: RemoteTarget) -> "Store":
     return AzureStore(target)
 
 
+_TOKENS = ("{", "PROCESSNAME", "PID", "YYMMDD", "HHMMSS", "EXCEPTIONCODE")
+
+
+def check_destination(url: str) -> None:
+    """Probe a URL destination before a watch starts (each dump probes again, before its target is
+    touched): the prefix up to its first name token must take a write."""
+    from ..remote import parse_url
+
+    target = parse_url(url)
+    prefix = target.prefix
+    cut = min([i for i in (prefix.find(t) for t in _TOKENS) if i >= 0] or [len(prefix)])
+    prefix = prefix[:cut]
+    open_store(target.with_key(prefix[: prefix.rfind("/") + 1])).probe()
+
+
 class Store:
     """One container or bucket, reached with credentials from the standard places only."""
 

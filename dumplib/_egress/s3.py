@@ -25,8 +25,7 @@ class S3Store(Store):
 
     def _s3(self, probe: bool = False) -> Any:
         if probe not in self._clients:
-            from botocore.config import Config
-
+            Config = need("botocore.config", self.target).Config
             # Bounded retries (standard mode: exponential backoff with jitter, capped at 20 s); the probe
             # tries once.
             cfg = Config(retries={"mode": "standard", "max_attempts": 1 if probe else 4}, connect_timeout=10,
@@ -68,8 +67,7 @@ class S3Store(Store):
             raise self.error(exc, key, "deleting") from None
 
     def exists(self, key: str) -> Optional[bool]:
-        from botocore.exceptions import ClientError
-
+        ClientError = need("botocore.exceptions", self.target).ClientError
         try:
             with quiet():
                 self._s3().head_object(Bucket=self.target.container, Key=key)
@@ -85,7 +83,7 @@ class S3Store(Store):
             return exc
         t = self.target
         url = t.display(key) if key else t.display(t.prefix)
-        from botocore import exceptions as bc
+        bc = need("botocore.exceptions", t)
 
         status: Optional[int] = None
         code: Optional[str] = None
