@@ -203,3 +203,43 @@ def test_a_local_dump_imports_no_sdk(ctarget, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert any(p.suffix == ".core" for p in Path(tmp_path).iterdir())
+
+
+def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, target_exe, tmp_path, monkeypatch):
+    """The path Windows takes (dbghelp needs a seekable file), run here on the Linux writer: the raw core on
+    local scratch, verified, compressed, checked in memory to decode back to it, uploaded in one pass, deleted."""
+    import datetime
+    import tempfile
+
+    from dumplib import api
+    from dumplib._switch import current
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    for k, v in s3_env(s3port).items():
+        monkeypatch.setenv(k, v)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = current()
+
+    class RawFirst:
+        streams = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    opts = api._Options(f"s3://{BUCKET}/raw/", DumpKind.FULL, None, False, None, None, None, True, False, True, None,
+                        None, ("zstd", 1), time.monotonic(), datetime.datetime.now(), 60.0, "auto")
+    with real.open(resolve_target(ctarget.pid, real), for_dump=True) as session:
+        result = api.create_in_session(RawFirst(), session, real.normalise_flags(DumpKind.FULL, None), opts)  # type: ignore[arg-type]
+    ctarget.assert_running_untraced()
+    assert list(scratch.iterdir()) == []  # the raw copy was deleted
+    key = result.path[len(f"s3://{BUCKET}/"):]
+    assert _keys(s3port, "raw/") == [key, key + ".json"]
+    body = s3_client(s3port).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result.sha256
+    core = tmp_path / "core"
+    core.write_bytes(_zstd_decompress(body))
+    assert core.stat().st_size == result.raw_size
+    assert "main_wait_for_input" in gdb(str(target_exe), str(core), "thread apply all bt")
