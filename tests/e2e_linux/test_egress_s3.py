@@ -243,3 +243,37 @@ def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, targe
     core.write_bytes(_zstd_decompress(body))
     assert core.stat().st_size == result.raw_size
     assert "main_wait_for_input" in gdb(str(target_exe), str(core), "thread apply all bt")
+
+
+def test_sigterm_mid_upload_aborts_it_and_leaves_nothing(s3port, target_exe):
+    """A cancelled upload (SIGTERM, as Ctrl-C) is aborted: no object, no sidecar, no pending multipart upload."""
+    import signal
+
+    relay = Relay(s3port)  # only to see when the upload is under way
+    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
+    with run_target([str(target_exe), "--heap", "200"]) as t:
+        proc = subprocess.Popen([sys.executable, "-c", __import__("egressrig").CLI_WRAPPER, "dump", str(t.pid),
+                                 f"s3://{BUCKET}/term/x.core", "-k", "full", "--snapshot=auto", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 60
+        while relay.bytes < (30 << 20) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        t.assert_running_untraced()
+    assert proc.returncode == 143, (out, err)
+    assert _keys(s3port, "term/") == []
+    assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="term/").get("Uploads", []) == []
+
+
+def test_watch_probes_a_url_before_it_starts(s3port, ctarget, tmp_path):
+    env = clean_env(**s3_env(s3port))
+    trace = tmp_path / "strace"
+    refused = run_dumplib(["watch", str(ctarget.pid), "--memory", "1M", "-n", "1", "s3://no-such-bucket/w/", "--json"],
+                          env, trace=trace, timeout=60)
+    assert refused.returncode == 14 and json.loads(refused.stdout)["error"]["reason"] == "no-container"
+    assert never_touched(trace) == []
+    done = run_dumplib(["watch", str(ctarget.pid), "--memory", "1M", "-n", "1", f"s3://{BUCKET}/w/", "--json"], env,
+                       timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_keys(s3port, "w/")) == 2
