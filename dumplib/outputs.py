@@ -414,7 +414,6 @@ class RemoteObject(Output):
         started = time.monotonic()
         up = self._start(None, os.path.getsize(raw))
         try:
-            raw_sha = hashlib.sha256()
             check = DecodingHasher(self.codec) if self.codec else None
 
             def both(data: Any) -> None:
@@ -423,14 +422,9 @@ class RemoteObject(Output):
                     check(data)
 
             out = CompressingWriter(both, self.codec, self.level)
-            with _store_errors(None), open(raw, "rb") as f:
-                for block in iter(lambda: f.read(_BLOCK), b""):
-                    raw_sha.update(block)
-                    out.write(block)
-                    if tick is not None:
-                        tick(out.raw_bytes)
-                out.close()
-            if check is not None and check.result() != (raw_sha.hexdigest(), out.raw_bytes):
+            with _store_errors(None):
+                raw_sha = _compress_file(raw, out, tick)
+            if check is not None and check.result() != (raw_sha, out.raw_bytes):
                 raise DumpFailed(f"the compressed dump for {self.where} does not decompress to the dump that was"
                                  " verified; nothing was committed", reason="unverified")
             stored = self._commit(up, out, sidecar, report, None, started)
@@ -526,17 +520,23 @@ def _output_errors(where: str, pid: Optional[int] = None,
 def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick], where: str,
           left: str = "the partial file was removed") -> Tuple[CompressingWriter, str]:
     """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
-    raw_sha = hashlib.sha256()
     out = CompressingWriter(fd, codec, level)
     with _output_errors(where, None, left):
-        with open(raw, "rb") as f:
-            for block in iter(lambda: f.read(_BLOCK), b""):
-                raw_sha.update(block)
-                out.write(block)
-                if tick is not None:
-                    tick(out.raw_bytes)
-        out.close()
-    return out, raw_sha.hexdigest()
+        raw_sha = _compress_file(raw, out, tick)
+    return out, raw_sha
+
+
+def _compress_file(raw: str, out: CompressingWriter, tick: Optional[Tick]) -> str:
+    """Read the file *raw* once through *out* (closed at the end); its sha256."""
+    raw_sha = hashlib.sha256()
+    with open(raw, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            raw_sha.update(block)
+            out.write(block)
+            if tick is not None:
+                tick(out.raw_bytes)
+    out.close()
+    return raw_sha.hexdigest()
 
 
 def _sink(out: CompressingWriter, where: str, pid: int, left: str = "the partial file was removed") -> Sink:

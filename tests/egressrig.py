@@ -9,6 +9,7 @@ missing tool fails the tests (helpers.require)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from helpers import require
 
@@ -254,3 +255,38 @@ def peak_rss_kib(status_file: Path) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError("no VmHWM")
+
+
+def interrupted_upload(target_exe: Path, url: str, env: Dict[str, str], relay: Relay,
+                       interrupt: "Callable[[subprocess.Popen], None]") -> Tuple[int, str, str, float]:
+    """A full dump of a 200 MiB process to *url* through *relay* (a 10 MiB buffer), *interrupt*ed once
+    30 MiB went through; the target must run on untraced. (exit code, stdout, stderr, seconds to exit)."""
+    from linuxrig import run_target
+
+    with run_target([str(target_exe), "--heap", "200"]) as t:
+        proc = subprocess.Popen([sys.executable, "-c", CLI_WRAPPER, "dump", str(t.pid), url, "-k", "full",
+                                 "--snapshot=auto", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**env, "DUMPLIB_UPLOAD_BUFFER": "10M"})
+        deadline = time.monotonic() + 60
+        while relay.bytes < (30 << 20) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        interrupt(proc)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - started
+        t.assert_running_untraced()
+    return proc.returncode, out, err, took
+
+
+def assert_refused_before_touching(done: subprocess.CompletedProcess, trace: Path, target, store: str,  # type: ignore[no-untyped-def]
+                                   reasons: "set[str]", secrets: List[str]) -> Dict[str, object]:
+    """Exit 14, RemoteDestinationError with one of *reasons*, no secret in anything printed, and the
+    target never stopped nor read (strace) and running untraced. The error's facts."""
+    assert done.returncode == 14, (done.stdout, done.stderr)
+    error = json.loads(done.stdout)["error"]
+    assert error["type"] == "RemoteDestinationError" and error["reason"] in reasons and error["store"] == store, error
+    assert never_touched(trace) == [], "the target was stopped or read"
+    target.assert_running_untraced()
+    leaked = [s for s in secrets if s and s in done.stdout + done.stderr]
+    assert leaked == []
+    return error

@@ -17,11 +17,12 @@ hold a request's URL, headers or the service's answer):
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib
 import os
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from ..errors import DumpFailed, RemoteDestinationError
 from ..remote import EXTRAS, RemoteTarget
@@ -132,9 +133,31 @@ class Store:
         """Whether *key* exists; None when these credentials may not ask."""
         raise NotImplementedError
 
-    def error(self, exc: BaseException, key: Optional[str], doing: str) -> RemoteDestinationError:
-        """*exc* (an SDK exception) as RemoteDestinationError, from codes and statuses only."""
+    def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
+        """(reason, why, the store's error code, HTTP status) of an SDK exception, from codes and statuses
+        only: never its text, which can hold request URLs, headers or the service's answer."""
         raise NotImplementedError
+
+    def error(self, exc: BaseException, key: Optional[str], doing: str) -> RemoteDestinationError:
+        """*exc* (an SDK exception) as RemoteDestinationError."""
+        if isinstance(exc, RemoteDestinationError):
+            return exc
+        t = self.target
+        url = t.display(key) if key else t.display(t.prefix)
+        reason, why, code, status = self.classify(exc)
+        return RemoteDestinationError(f"{doing} {url}: {why}" + (f" ({code})" if code else ""), url=url,
+                                      store=t.store, reason=reason, service_code=code, status=status)
+
+    @contextlib.contextmanager
+    def calling(self, key: Optional[str], doing: str) -> Iterator[None]:
+        """SDK calls inside the logger guard, their exceptions as RemoteDestinationError."""
+        try:
+            with quiet():
+                yield
+        except RemoteDestinationError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, key, doing) from None
 
 
 def upload_failed(err: RemoteDestinationError, pid: Optional[int] = None) -> DumpFailed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import RemoteDestinationError
 from ..remote import RemoteTarget
@@ -72,15 +72,10 @@ class AzureStore(Store):
 
     def probe(self) -> str:
         name = f"{self.target.prefix}.dumplib-probe-{secrets.token_hex(8)}"
-        try:
-            with quiet():
-                # One uncommitted 1-byte block: proves credentials, container and write permission; no
-                # blob appears in a listing, and the service drops uncommitted blocks within 7 days.
-                self._client(name, probe=True).stage_block("probe-00", b"\0")
-        except RemoteDestinationError:
-            raise
-        except Exception as exc:
-            raise self.error(exc, None, "cannot write to") from None
+        with self.calling(None, "cannot write to"):
+            # One uncommitted 1-byte block: proves credentials, container and write permission; no
+            # blob appears in a listing, and the service drops uncommitted blocks within 7 days.
+            self._client(name, probe=True).stage_block("probe-00", b"\0")
         return name
 
     def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> Uploader:
@@ -88,20 +83,14 @@ class AzureStore(Store):
 
     def put_small(self, key: str, data: bytes, overwrite: bool) -> None:
         blob = self._blob
-        try:
-            with quiet():
-                self._client(key).upload_blob(
-                    data, overwrite=overwrite, content_settings=blob.ContentSettings(content_type="application/json"),
-                    **({} if overwrite else {"if_none_match": "*"}))
-        except Exception as exc:
-            raise self.error(exc, key, "uploading to") from None
+        with self.calling(key, "uploading to"):
+            self._client(key).upload_blob(
+                data, overwrite=overwrite, content_settings=blob.ContentSettings(content_type="application/json"),
+                **({} if overwrite else {"if_none_match": "*"}))
 
     def delete(self, key: str) -> None:
-        try:
-            with quiet():
-                self._client(key).delete_blob()
-        except Exception as exc:
-            raise self.error(exc, key, "deleting") from None
+        with self.calling(key, "deleting"):
+            self._client(key).delete_blob()
 
     def exists(self, key: str) -> Optional[bool]:
         try:
@@ -110,11 +99,8 @@ class AzureStore(Store):
         except Exception:
             return None
 
-    def error(self, exc: BaseException, key: Optional[str], doing: str) -> RemoteDestinationError:
-        if isinstance(exc, RemoteDestinationError):
-            return exc
+    def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
         t = self.target
-        url = t.display(key) if key else t.display(t.prefix)
         az = need("azure.core.exceptions", t)
 
         status: Optional[int] = None
@@ -141,8 +127,7 @@ class AzureStore(Store):
                 why = f"the storage service answered {status}"
         elif isinstance(exc, (az.ServiceRequestError, az.ServiceResponseError)):
             reason, why = "unreachable", "the storage endpoint could not be reached"
-        return RemoteDestinationError(f"{doing} {url}: {why}" + (f" ({code})" if code else ""), url=url,
-                                      store="azure", reason=reason, service_code=code, status=status)
+        return reason, why, code, status
 
 
 class _BlockUploader(Uploader):

@@ -7,9 +7,8 @@ instance roles; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` for S3-compatible
 from __future__ import annotations
 
 import secrets
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import RemoteDestinationError
 from ..remote import RemoteTarget
 from . import Store, Uploader, need
 from .quiet import quiet
@@ -37,34 +36,25 @@ class S3Store(Store):
     def probe(self) -> str:
         t = self.target
         name = f"{t.prefix}.dumplib-probe-{secrets.token_hex(8)}"
-        try:
-            with quiet():
-                s3 = self._s3(probe=True)
-                # Proves s3:PutObject on the prefix and s3:AbortMultipartUpload (which a failed upload
-                # needs); leaves nothing: no object, no pending upload.
-                up = s3.create_multipart_upload(Bucket=t.container, Key=name)
-                s3.abort_multipart_upload(Bucket=t.container, Key=name, UploadId=up["UploadId"])
-        except Exception as exc:
-            raise self.error(exc, None, "cannot write to") from None
+        with self.calling(None, "cannot write to"):
+            s3 = self._s3(probe=True)
+            # Proves s3:PutObject on the prefix and s3:AbortMultipartUpload (which a failed upload
+            # needs); leaves nothing: no object, no pending upload.
+            up = s3.create_multipart_upload(Bucket=t.container, Key=name)
+            s3.abort_multipart_upload(Bucket=t.container, Key=name, UploadId=up["UploadId"])
         return name
 
     def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> Uploader:
         return _MultipartUploader(self, key, part, in_flight, overwrite)
 
     def put_small(self, key: str, data: bytes, overwrite: bool) -> None:
-        try:
-            with quiet():
-                self._s3().put_object(Bucket=self.target.container, Key=key, Body=data,
-                                      ContentType="application/json", **({} if overwrite else {"IfNoneMatch": "*"}))
-        except Exception as exc:
-            raise self.error(exc, key, "uploading to") from None
+        with self.calling(key, "uploading to"):
+            self._s3().put_object(Bucket=self.target.container, Key=key, Body=data, ContentType="application/json",
+                                  **({} if overwrite else {"IfNoneMatch": "*"}))
 
     def delete(self, key: str) -> None:
-        try:
-            with quiet():
-                self._s3().delete_object(Bucket=self.target.container, Key=key)
-        except Exception as exc:
-            raise self.error(exc, key, "deleting") from None
+        with self.calling(key, "deleting"):
+            self._s3().delete_object(Bucket=self.target.container, Key=key)
 
     def exists(self, key: str) -> Optional[bool]:
         ClientError = need("botocore.exceptions", self.target).ClientError
@@ -78,11 +68,8 @@ class S3Store(Store):
         except Exception:
             return None
 
-    def error(self, exc: BaseException, key: Optional[str], doing: str) -> RemoteDestinationError:
-        if isinstance(exc, RemoteDestinationError):
-            return exc
+    def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
         t = self.target
-        url = t.display(key) if key else t.display(t.prefix)
         bc = need("botocore.exceptions", t)
 
         status: Optional[int] = None
@@ -111,8 +98,7 @@ class S3Store(Store):
         elif isinstance(exc, (bc.EndpointConnectionError, bc.ConnectTimeoutError, bc.ConnectionClosedError,
                               bc.ReadTimeoutError)):
             reason, why = "unreachable", "the S3 endpoint could not be reached"
-        return RemoteDestinationError(f"{doing} {url}: {why}" + (f" ({code})" if code else ""), url=url,
-                                      store="s3", reason=reason, service_code=code, status=status)
+        return reason, why, code, status
 
 
 class _MultipartUploader(Uploader):

@@ -4,14 +4,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import subprocess
-import sys
-import time
 
 import pytest
 
-from egressrig import (AZURITE_ACCOUNT, AZURITE_KEY, CLI_WRAPPER, Relay, azure_container, azurite,
-                       azurite_connection_string, clean_env, free_port, never_touched, run_dumplib)
+from egressrig import (AZURITE_ACCOUNT, AZURITE_KEY, Relay, assert_refused_before_touching, azure_container, azurite,
+                       azurite_connection_string, clean_env, free_port, interrupted_upload, run_dumplib)
 from linuxrig import gdb, run_target
 
 CONTAINER = "dumps"
@@ -92,13 +89,7 @@ def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_t
         env["DUMPLIB_TEST_NO_MODULE"] = "azure.storage.blob"
     trace = tmp_path / "strace"
     done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
-    assert done.returncode == 14, (done.stdout, done.stderr)
-    error = json.loads(done.stdout)["error"]
-    assert error["type"] == "RemoteDestinationError" and error["reason"] in reasons, error
-    assert error["store"] == "azure"
-    assert never_touched(trace) == [], "the target was stopped or read"
-    ctarget.assert_running_untraced()
-    assert secret not in done.stdout + done.stderr
+    error = assert_refused_before_touching(done, trace, ctarget, "azure", reasons, [secret, AZURITE_KEY])
     if case == "no-extra":
         assert "pip install 'dumplib[azure]'" in error["message"]
     assert _names(azport, "x/") == []
@@ -113,20 +104,10 @@ def test_a_write_only_sas_passes_the_probe(azport, ctarget):
 
 def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(azport, target_exe):
     relay = Relay(azport)
-    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=azurite_connection_string(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
-    with run_target([str(target_exe), "--heap", "200"]) as t:
-        proc = subprocess.Popen([sys.executable, "-c", CLI_WRAPPER, "dump", str(t.pid), f"az://{CONTAINER}/cut/x.core",
-                                 "-k", "full", "--snapshot=auto", "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 60
-        while relay.bytes < (30 << 20) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        relay.cut()
-        started = time.monotonic()
-        out, err = proc.communicate(timeout=120)
-        took = time.monotonic() - started
-        t.assert_running_untraced()
-    assert proc.returncode == 8, (out, err)
+    code, out, err, took = interrupted_upload(
+        target_exe, f"az://{CONTAINER}/cut/x.core",
+        clean_env(AZURE_STORAGE_CONNECTION_STRING=azurite_connection_string(relay.port)), relay, lambda proc: relay.cut())
+    assert code == 8, (out, err)
     error = json.loads(out)["error"]
     assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
     assert took < 30, took  # the bounded retries: about 0.5 + 2.5 + 4.5 s

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from egressrig import (AWS_KEY_ID, AWS_SECRET, Relay, clean_env, free_port, moto, never_touched, run_dumplib,
-                       s3_client, s3_env)
+from egressrig import (AWS_KEY_ID, AWS_SECRET, Relay, assert_refused_before_touching, clean_env, free_port,
+                       interrupted_upload, moto, never_touched, run_dumplib, s3_client, s3_env)
 from helpers import tmpfs
 from linuxrig import gdb, run_target
 
@@ -128,35 +128,20 @@ def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_t
     env, url, reasons = _refusal_env(case, s3port, iam_s3)
     trace = tmp_path / "strace"
     done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
-    assert done.returncode == 14, (done.stdout, done.stderr)
-    error = json.loads(done.stdout)["error"]
-    assert error["type"] == "RemoteDestinationError" and error["reason"] in reasons, error
-    assert error["store"] == "s3" and error["url"].startswith(url.rstrip("/"))
-    assert never_touched(trace) == [], "the target was stopped or read"
-    ctarget.assert_running_untraced()
-    for secret in (AWS_SECRET, env.get("AWS_SECRET_ACCESS_KEY") or AWS_SECRET, env.get("AWS_ACCESS_KEY_ID") or AWS_KEY_ID):
-        assert secret not in done.stdout + done.stderr
+    error = assert_refused_before_touching(done, trace, ctarget, "s3", reasons,
+                                           [AWS_SECRET, AWS_KEY_ID, env.get("AWS_SECRET_ACCESS_KEY", ""),
+                                            env.get("AWS_ACCESS_KEY_ID", "")])
+    assert str(error["url"]).startswith(url.rstrip("/"))
     if case == "no-extra":
         assert "pip install 'dumplib[s3]'" in error["message"]
     assert _keys(s3port, "x/") == []
 
 
-def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(s3port, target_exe, tmp_path):
+def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(s3port, target_exe):
     relay = Relay(s3port)
-    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
-    with run_target([str(target_exe), "--heap", "200"]) as t:
-        proc = subprocess.Popen([sys.executable, "-c", __import__("egressrig").CLI_WRAPPER, "dump", str(t.pid),
-                                 f"s3://{BUCKET}/cut/x.core", "-k", "full", "--snapshot=auto", "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 60
-        while relay.bytes < (30 << 20) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        relay.cut()
-        started = time.monotonic()
-        out, err = proc.communicate(timeout=120)
-        took = time.monotonic() - started
-        t.assert_running_untraced()
-    assert proc.returncode == 8, (out, err)
+    code, out, err, took = interrupted_upload(target_exe, f"s3://{BUCKET}/cut/x.core", clean_env(**s3_env(relay.port)),
+                                              relay, lambda proc: relay.cut())
+    assert code == 8, (out, err)
     error = json.loads(out)["error"]
     assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
     assert "nothing was committed" in error["message"] and took < 60
@@ -250,18 +235,9 @@ def test_sigterm_mid_upload_aborts_it_and_leaves_nothing(s3port, target_exe):
     import signal
 
     relay = Relay(s3port)  # only to see when the upload is under way
-    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
-    with run_target([str(target_exe), "--heap", "200"]) as t:
-        proc = subprocess.Popen([sys.executable, "-c", __import__("egressrig").CLI_WRAPPER, "dump", str(t.pid),
-                                 f"s3://{BUCKET}/term/x.core", "-k", "full", "--snapshot=auto", "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 60
-        while relay.bytes < (30 << 20) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        t.assert_running_untraced()
-    assert proc.returncode == 143, (out, err)
+    code, out, err, _ = interrupted_upload(target_exe, f"s3://{BUCKET}/term/x.core", clean_env(**s3_env(relay.port)),
+                                           relay, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 143, (out, err)
     assert _keys(s3port, "term/") == []
     assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="term/").get("Uploads", []) == []
 
