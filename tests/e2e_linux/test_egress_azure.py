@@ -88,6 +88,7 @@ def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_t
     elif case == "no-extra":
         env["DUMPLIB_TEST_NO_MODULE"] = "azure.storage.blob"
     trace = tmp_path / "strace"
+    env["DUMPLIB_TEST_DEBUG_LOG"] = "1"  # the root logger at DEBUG: nothing may leak into it either
     done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
     error = assert_refused_before_touching(done, trace, ctarget, "azure", reasons, [secret, AZURITE_KEY])
     if case == "no-extra":

@@ -127,6 +127,7 @@ def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_t
                                                                                         ctarget, tmp_path):
     env, url, reasons = _refusal_env(case, s3port, iam_s3)
     trace = tmp_path / "strace"
+    env["DUMPLIB_TEST_DEBUG_LOG"] = "1"  # the root logger at DEBUG: nothing may leak into it either
     done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
     error = assert_refused_before_touching(done, trace, ctarget, "s3", reasons,
                                            [AWS_SECRET, AWS_KEY_ID, env.get("AWS_SECRET_ACCESS_KEY", ""),
