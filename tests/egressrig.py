@@ -159,8 +159,10 @@ class Relay:
     """A TCP relay 127.0.0.1:port -> 127.0.0.1:upstream; cut() closes it and every connection through it,
     as a store that vanished would, while the store behind it keeps its state for the test to read."""
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, rate: Optional[float] = None) -> None:
         self.upstream = upstream
+        #: Bytes per second towards the store (None: as fast as it goes): a slow network.
+        self.rate = rate
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.socks: List[socket.socket] = []
@@ -197,6 +199,8 @@ class Relay:
                     break
                 if up:
                     self.bytes += len(data)
+                    if self.rate:
+                        time.sleep(len(data) / self.rate)
                 dst.sendall(data)
         except OSError:
             pass

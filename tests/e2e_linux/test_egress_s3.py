@@ -254,3 +254,22 @@ def test_watch_probes_a_url_before_it_starts(s3port, ctarget, tmp_path):
                        timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(_keys(s3port, "w/")) == 2
+
+
+def test_without_a_snapshot_a_slow_network_holds_the_target_no_longer_than_max_pause(s3port, target_exe):
+    """The writer waits while the buffer's parts are on the wire; without a snapshot the target waits with
+    it, and --max-pause lets it go at the deadline (the tracer thread does, whatever the upload is doing)."""
+    relay = Relay(s3port, rate=4 << 20)  # 4 MiB/s: the 200 MiB dump would need ~50 s
+    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
+    with run_target([str(target_exe), "--heap", "200"]) as t:
+        started = time.monotonic()
+        done = run_dumplib(["dump", str(t.pid), f"s3://{BUCKET}/slow/x.core", "-k", "full", "--max-pause", "2s",
+                            "--json"], env, timeout=120)
+        took = time.monotonic() - started
+        t.assert_running_untraced()
+    assert done.returncode == 8, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["reason"] == "max-pause" and error["max_pause"] == 2.0, error
+    assert took < 20, took
+    assert _keys(s3port, "slow/") == []
+    assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="slow/").get("Uploads", []) == []
