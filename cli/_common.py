@@ -33,6 +33,7 @@ EXIT_CODES = {
     dumplib.TargetRefused: 11,
     dumplib.InvalidDumpFile: 12,
     dumplib.InsufficientDiskSpace: 13,
+    dumplib.RemoteDestinationError: 14,
 }
 #: Ended by a signal: 128 + its number, as a shell reports a process a signal killed.
 EXIT_SIGNALLED = 128

@@ -35,8 +35,9 @@ def dump(
                                 " svc:NAME (a Windows service)."),
     path: Optional[str] = Arg(
         None,
-        help="Dump file or existing directory (default: current directory). Tokens: {name} {pid} {date}"
-        " {time} {kind}, and ProcDump's PROCESSNAME PID YYMMDD HHMMSS.",
+        help="Dump file or existing directory (default: current directory), or a URL: s3://BUCKET/prefix/,"
+        " az://CONTAINER/prefix/, https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix/ (docs/egress.md)."
+        " Tokens: {name} {pid} {date} {time} {kind}, and ProcDump's PROCESSNAME PID YYMMDD HHMMSS.",
     ),
     kind: str = Opt("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
     flags: Optional[str] = Opt(

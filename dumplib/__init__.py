@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ be
         InvalidKind,
         ProcessNotFound,
         Reason,
+        RemoteDestinationError,
         TargetRefused,
         UnsupportedPlatform,
     )
@@ -65,7 +66,7 @@ _WHERE: "Dict[str, str]" = {
     **{name: "errors" for name in (
         "DumpError", "ProcessNotFound", "AmbiguousProcess", "AccessDenied", "BitnessMismatch", "TargetRefused",
         "DumpExists", "InvalidDumpPath", "InvalidDumpFile", "InvalidKind", "InvalidCompression", "DumpFailed",
-        "InsufficientDiskSpace", "UnsupportedPlatform", "InvalidArgument", "Reason",
+        "InsufficientDiskSpace", "UnsupportedPlatform", "InvalidArgument", "Reason", "RemoteDestinationError",
     )},
 }
 
@@ -98,6 +99,7 @@ __all__ = [
     "Reason",
     "InsufficientDiskSpace",
     "UnsupportedPlatform",
+    "RemoteDestinationError",
     "watch",
     "dump_all",
     "WatchEvent",

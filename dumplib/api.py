@@ -9,20 +9,25 @@ import os
 import tempfile
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, TargetEvent, WriteOptions
-from .outputs import THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, Stdout, Stored, scratch_directory
+from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,
+                      scratch_directory)
 from ._version import __version__
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
 from .limits import check_limits
-from .errors import DumpFailed, InvalidArgument
-from .placement import PathLike, plan_destination, writing_in
+from .errors import DumpExists, DumpFailed, InvalidArgument
+from .placement import DEFAULT_TEMPLATE, SIDECAR_SUFFIX, PathLike, plan_destination, writing_in
+from .remote import RemoteTarget, is_remote, object_name, parse_url
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .sidecar import sidecar_maker, sidecar_path
 from .space import SpaceGuard, combine, human, shortfall, throttled_progress
 from .targets import Target, resolve_target
+
+if TYPE_CHECKING:
+    from ._egress import Store
 
 __all__ = ["create_dump", "estimate"]
 
@@ -209,6 +214,7 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
             sidecar=sidecar_path(stored.path) if maker is not None else None,
             snapshot=report.snapshot,
             snapshot_bytes=report.snapshot_bytes,
+            upload_seconds=stored.upload_seconds,
         )
         if opts.to_stdout and opts.retention:
             result = _with_warnings(result, ["keep/max_total do not apply to a dump sent to stdout"])
@@ -291,6 +297,8 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
     before the target is touched."""
     name, level = opts.codec if opts.codec else (None, 0)
     host = platform.host()
+    if is_remote(opts.path):
+        return _remote_output(platform, proc, kind, opts)
     if opts.to_stdout:
         out = Stdout(name, level, host)
         if platform.streams:
@@ -309,6 +317,60 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
         return CompressedFile(dest, opts.overwrite, host, name, level), told
     return RawThenCompress(CompressedFile(dest, opts.overwrite, host, name, level),
                            scratch_directory(dest.directory, opts.min_free, host), host), told
+
+
+def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
+                   opts: _Options) -> Tuple[Output, Tuple[str, ...]]:
+    """A URL destination (docs/egress.md): parsed, its SDK imported, probed for write permission and its
+    name checked, all before the target is touched."""
+    assert isinstance(opts.path, str)
+    target = parse_url(opts.path)  # InvalidDumpPath: a bad URL, a query string
+    if opts.retention:
+        raise InvalidArgument("--keep/--max-total do not work on a URL destination yet: use the store's own"
+                              " lifecycle rules to expire old dumps (docs/egress.md)",
+                              argument="keep" if opts.keep is not None else "max_total",
+                              value=opts.keep if opts.keep is not None else opts.max_total)
+    from ._egress import open_store  # the SDK: only now, only for a URL
+
+    store = open_store(target)  # RemoteDestinationError reason no-extra, naming the pip line
+    name, level = opts.codec if opts.codec else (None, 0)
+    extension = platform.extension + (SUFFIXES[name] if name else "")
+    named = object_name(target, proc, kind, opts.started_at, extension, DEFAULT_TEMPLATE)
+    store.probe()  # RemoteDestinationError: credentials, container or bucket, write permission, reachability
+    named = _free_name(store, target, named, extension, opts)
+    told: Tuple[str, ...] = ()
+    if opts.snapshot is False:
+        told = (f"without --snapshot the target stays stopped while its memory goes to {named.display()} at the"
+                " network's pace (--max-pause bounds it); --snapshot=auto lets it run on",)
+    return _for_platform(platform, RemoteObject(named, store, opts.overwrite, name, level), opts), told
+
+
+def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Output:
+    """A streaming writer sends the object as it writes; one that needs a seekable file (dbghelp) writes
+    the raw dump to the local volume with the most room first, which is then compressed, checked and
+    uploaded in one pass, and deleted."""
+    if platform.streams:
+        return obj
+    return RawThenCompress(obj, scratch_directory(tempfile.gettempdir(), opts.min_free, platform.host()),
+                           platform.host())
+
+
+def _free_name(store: "Store", target: RemoteTarget, named: RemoteTarget, extension: str,
+               opts: _Options) -> RemoteTarget:
+    """The object's name: a caller's name that is taken is DumpExists (unless overwriting); a name dumplib
+    chose gives way to the next free ``-N``. Unknown (no read permission): the commit's only-if-absent decides."""
+    if opts.overwrite:
+        return named
+    stem = named.key[: len(named.key) - len(extension)] if named.key.endswith(extension) else named.key
+    candidate = named
+    for n in range(1, 100):
+        taken = [k for k in (candidate.key, candidate.key + SIDECAR_SUFFIX) if store.exists(k)]
+        if not taken:
+            return candidate
+        if not target.is_prefix:
+            raise DumpExists(candidate.display(taken[0]))
+        candidate = named.with_key(f"{stem}-{n}{extension}")
+    raise DumpExists(candidate.display())
 
 
 def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Output, min_free: Optional[int],

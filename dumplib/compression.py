@@ -12,7 +12,7 @@ import io
 import os
 import sys
 import zlib
-from typing import Any, BinaryIO, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
 
 from ._text import shell_word
 from .errors import InvalidCompression, InvalidDumpFile
@@ -134,13 +134,14 @@ class _Compressor:
 
 
 class CompressingWriter:
-    """A sequential binary writer that compresses into *fd* (a file or a pipe such as stdout).
+    """A sequential binary writer that compresses into *fd* (a file or a pipe such as stdout), or into a
+    callable taking bytes (an upload, see outputs.RemoteObject).
 
     Counts raw and stored bytes and hashes what is stored, so a dump sent to a pipe still gets a
     sha256 the receiver can check.
     """
 
-    def __init__(self, fd: int, codec: Optional[str], level: int = 1) -> None:
+    def __init__(self, fd: Union[int, Callable[[Any], object]], codec: Optional[str], level: int = 1) -> None:
         self.fd = fd
         self.codec = codec
         self._c = _Compressor(codec, level) if codec else None
@@ -165,11 +166,42 @@ class CompressingWriter:
         if not data:
             return
         self._sha.update(data)
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        if callable(self.fd):
+            self.fd(data)
+        else:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
         self.stored_bytes += len(data)
+
+
+class DecodingHasher:
+    """Fed the compressed stream as it is produced: decompresses it in memory and hashes the result, so
+    a stream that never lands on a disk (an upload) is still checked to decode to what was compressed."""
+
+    def __init__(self, codec: str) -> None:
+        if codec == "gzip":
+            self._d: Any = zlib.decompressobj(31)
+        else:
+            flavour, zstd = _zstd()
+            self._d = zstd.ZstdDecompressor() if flavour == "stdlib" else zstd.ZstdDecompressor().decompressobj()
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def __call__(self, data: Any) -> None:
+        out = self._d.decompress(bytes(data))
+        self._sha.update(out)
+        self.size += len(out)
+
+    def result(self) -> Tuple[str, int]:
+        flush = getattr(self._d, "flush", None)
+        if flush is not None:
+            tail = flush()
+            if tail:
+                self._sha.update(tail)
+                self.size += len(tail)
+        return self._sha.hexdigest(), self.size
 
 
 def _stream(codec: str, f: BinaryIO) -> BinaryIO:

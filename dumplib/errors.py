@@ -26,6 +26,7 @@ __all__ = [
     "InvalidDumpFile",
     "InsufficientDiskSpace",
     "InvalidArgument",
+    "RemoteDestinationError",
 ]
 
 
@@ -54,6 +55,14 @@ class Reason(str, enum.Enum):
     STREAM_FORMAT = "stream-format"  #: postmortem: the kernel's core stream is not a core
     STREAM_SHORT = "stream-short"  #: postmortem: the kernel's core stream ended early
     STREAM_TIMEOUT = "stream-timeout"  #: postmortem: the kernel's core stream stalled
+    # RemoteDestinationError (the probe, before the target is touched), and DumpFailed for upload-failed
+    NO_EXTRA = "no-extra"  #: the store's SDK (dumplib[azure] / dumplib[s3]) is not installed
+    NO_CREDENTIALS = "no-credentials"  #: no credential found in the standard places
+    BAD_CREDENTIALS = "bad-credentials"  #: the store refused the credentials
+    NO_CONTAINER = "no-container"  #: the container or bucket does not exist
+    NO_PERMISSION = "no-permission"  #: the credentials may not write there
+    UNREACHABLE = "unreachable"  #: the store's endpoint could not be reached
+    UPLOAD_FAILED = "upload-failed"  #: DumpFailed: the upload failed after the write began; nothing was committed
 
     def __str__(self) -> str:
         return self.value
@@ -362,3 +371,28 @@ class InvalidArgument(DumpError, ValueError):
 
     def __init__(self, message: str, *, argument: str, value: Any) -> None:
         super().__init__(message, argument=argument, value=value)
+
+
+class RemoteDestinationError(DumpError):
+    """A URL destination (Azure Blob Storage, S3) cannot take the dump: its SDK is missing, no or bad
+    credentials, no such container or bucket, no write permission, or the store cannot be reached.
+
+    Raised by the probe, before the target is touched. Carries no credential: the URL is shown
+    without any query string, and only the store's error code and HTTP status are kept."""
+
+    fields = ("url", "store", "reason", "service_code", "status")
+    #: The destination as dumplib shows it (never a query string or a credential).
+    url: str
+    #: ``"azure"`` or ``"s3"``.
+    store: str
+    #: no-extra | no-credentials | bad-credentials | no-container | no-permission | unreachable
+    reason: Reason
+    #: The store's own error code (``AuthorizationPermissionMismatch``, ``NoSuchBucket``...).
+    service_code: Optional[str]
+    #: The HTTP status the store answered with (None: no answer).
+    status: Optional[int]
+
+    def __init__(self, message: str, *, url: str, store: str, reason: Union[str, Reason],
+                 service_code: Optional[str] = None, status: Optional[int] = None) -> None:
+        super().__init__(message, url=url, store=store, reason=_reason(reason), service_code=service_code,
+                         status=status)

@@ -22,15 +22,20 @@ import os
 import stat
 import sys
 import tempfile
-from typing import Iterator, List, Optional, Tuple, Union
+import time
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
 from ._hashing import FollowingHasher
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
-from .compression import CompressingWriter, open_content
-from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath
-from .placement import Destination, finalize_all, remove_own, temp_path
+from .compression import CompressingWriter, DecodingHasher, open_content
+from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath, RemoteDestinationError
+from .placement import SIDECAR_SUFFIX, Destination, finalize_all, remove_own, temp_path
 from .sidecar import SidecarMaker, sha256_of, sha256_of_stream
 from .space import Volume, roomiest_directory
+
+if TYPE_CHECKING:  # the store layer imports SDKs: loaded only for a URL (api._output)
+    from ._egress import Store, Uploader
+    from .remote import RemoteTarget
 
 #: For the pre-flight only: compressed output is assumed to take at most this share of the raw
 #: estimate. Measured cores compress to 6-10% (docs/benchmarks.md); memory full of already
@@ -52,6 +57,8 @@ class Stored:
     sha256: Optional[str] = None
     #: Bytes the stored file takes on disk (None for a stream).
     disk_bytes: Optional[int] = None
+    #: Seconds the upload took, for an object sent to a store.
+    upload_seconds: Optional[float] = None
 
 
 #: (where, bytes, what): a volume (a directory, or the descriptor of a file) and what it must hold.
@@ -327,7 +334,7 @@ class RawThenCompress(Output):
     """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
     the destination (or to stdout), then the raw file deleted."""
 
-    def __init__(self, target: Union[CompressedFile, Stdout], scratch: str, host: Host) -> None:
+    def __init__(self, target: Union[CompressedFile, Stdout, "RemoteObject"], scratch: str, host: Host) -> None:
         super().__init__()
         self.host = host
         self.warnings = target.warnings  # a tuple: what the final destination says
@@ -351,6 +358,132 @@ class RawThenCompress(Output):
         finally:
             remove_own(self.raw, self.host)
         return report, stored
+
+
+class RemoteObject(Output):
+    """The dump streamed to an object store (docs/egress.md): through the compressor into parts held
+    in a bounded buffer and sent as they fill; nothing of it on a local disk (Linux). Verified, then
+    the sidecar uploaded, then the object committed (only if absent unless overwriting); on any
+    failure the upload is abandoned and nothing is committed (and a sidecar already sent is deleted).
+
+    On platforms whose writer needs a seekable file (Windows) it is RawThenCompress's destination:
+    the verified raw file is compressed, checked to decode back to it in memory, and uploaded in one
+    pass (``take_raw``)."""
+
+    def __init__(self, target: "RemoteTarget", store: "Store", overwrite: bool, codec: Optional[str],
+                 level: int) -> None:
+        super().__init__()
+        self.target, self.store, self.overwrite = target, store, overwrite
+        self.codec, self.level = codec, level
+        self.where = target.display()
+
+    def needs(self, estimate: int) -> List[Need]:
+        return []  # nothing on a local volume; memory: (in_flight + 1) * part, whatever the dump's size
+
+    def _start(self, pid: Optional[int], estimate: int) -> "Uploader":
+        from ._egress import buffer_plan
+
+        # (part size, parts in flight): at most (in_flight + 1) * part bytes held (docs/egress.md).
+        part, in_flight = buffer_plan(estimate, self.store.max_parts)
+        try:
+            return self.store.uploader(self.target.key, part, in_flight, self.overwrite)
+        except RemoteDestinationError as exc:
+            raise _upload_failed(exc, pid) from None
+
+    def write(self, session: Session, plan: Plan, options: WriteOptions,
+              sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        pid = plan.target.pid
+        started = time.monotonic()
+        up = self._start(pid, plan.estimate.bytes if plan.estimate else 0)
+        try:
+            out = CompressingWriter(up, self.codec, self.level)
+            report = session.write_stream(plan, _upload_sink(out, pid), options)
+            with _store_errors(pid):
+                out.close()
+            session.verify_stream(plan, report, out.raw_bytes)
+            stored = self._commit(up, out, sidecar, report, pid, started)
+        except BaseException:
+            up.abort()
+            raise
+        return report, stored
+
+    def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
+                 report: WriteReport) -> Stored:
+        """Compress an already verified raw dump into the store, checking in memory that what is sent
+        decodes back to it."""
+        started = time.monotonic()
+        up = self._start(None, os.path.getsize(raw))
+        try:
+            check = DecodingHasher(self.codec) if self.codec else None
+
+            def both(data: Any) -> None:
+                up(data)
+                if check is not None:
+                    check(data)
+
+            out = CompressingWriter(both, self.codec, self.level)
+            with _store_errors(None):
+                raw_sha = _compress_file(raw, out, tick)
+            if check is not None and check.result() != (raw_sha, out.raw_bytes):
+                raise DumpFailed(f"the compressed dump for {self.where} does not decompress to the dump that was"
+                                 " verified; nothing was committed", reason="unverified")
+            stored = self._commit(up, out, sidecar, report, None, started)
+        except BaseException:
+            up.abort()
+            raise
+        return stored
+
+    def _commit(self, up: "Uploader", out: CompressingWriter, sidecar: Optional[SidecarMaker], report: WriteReport,
+                pid: Optional[int], started: float) -> Stored:
+        with _store_errors(pid):
+            parts = up.drain()
+        if (up.sha256, up.size) != (out.sha256, out.stored_bytes):
+            raise DumpFailed(f"the upload to {self.where} did not receive the bytes that were written; nothing was"
+                             " committed", pid=pid, reason="unverified")
+        stored = Stored(self.where, out.stored_bytes, out.raw_bytes, self.codec, out.sha256, None,
+                        time.monotonic() - started)
+        side_key = self.target.key + SIDECAR_SUFFIX
+        if sidecar is not None:
+            # The sidecar first: one without its dump is harmless, a dump without its sidecar is never
+            # vouched for (retention, `info`). A store error here is still before any commit.
+            data = sidecar(None, self.where, stored, report)
+            with _store_errors(pid, side_key, self):
+                self.store.put_small(side_key, data, self.overwrite)
+        meta = {"sha256": out.sha256, "size": str(out.stored_bytes), "raw_size": str(out.raw_bytes)}
+        try:
+            with _store_errors(pid, self.target.key, self):
+                up.commit(parts, meta)
+        except BaseException:
+            if sidecar is not None:
+                with contextlib.suppress(Exception):
+                    self.store.delete(side_key)
+            raise
+        return dataclasses.replace(stored, upload_seconds=time.monotonic() - started)
+
+
+def _upload_failed(exc: RemoteDestinationError, pid: Optional[int]) -> DumpFailed:
+    return DumpFailed(f"{exc.message}; the upload was abandoned and nothing was committed", pid=pid,
+                      reason="upload-failed")
+
+
+@contextlib.contextmanager
+def _store_errors(pid: Optional[int], key: Optional[str] = None, out: Optional[RemoteObject] = None) -> Iterator[None]:
+    """A store's errors once the write began: DumpFailed reason upload-failed, or DumpExists when the
+    name was taken meanwhile."""
+    try:
+        yield
+    except RemoteDestinationError as exc:
+        if out is not None and key is not None and exc.status in (409, 412):
+            raise DumpExists(out.target.display(key)) from None
+        raise _upload_failed(exc, pid) from None
+
+
+def _upload_sink(out: CompressingWriter, pid: int) -> Sink:
+    def write(data: Union[bytes, bytearray, memoryview]) -> None:
+        with _store_errors(pid):
+            out.write(data)
+
+    return write
 
 
 def _write_all(host: Host, path: str, data: bytes) -> None:
@@ -387,17 +520,23 @@ def _output_errors(where: str, pid: Optional[int] = None,
 def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick], where: str,
           left: str = "the partial file was removed") -> Tuple[CompressingWriter, str]:
     """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
-    raw_sha = hashlib.sha256()
     out = CompressingWriter(fd, codec, level)
     with _output_errors(where, None, left):
-        with open(raw, "rb") as f:
-            for block in iter(lambda: f.read(_BLOCK), b""):
-                raw_sha.update(block)
-                out.write(block)
-                if tick is not None:
-                    tick(out.raw_bytes)
-        out.close()
-    return out, raw_sha.hexdigest()
+        raw_sha = _compress_file(raw, out, tick)
+    return out, raw_sha
+
+
+def _compress_file(raw: str, out: CompressingWriter, tick: Optional[Tick]) -> str:
+    """Read the file *raw* once through *out* (closed at the end); its sha256."""
+    raw_sha = hashlib.sha256()
+    with open(raw, "rb") as f:
+        for block in iter(lambda: f.read(_BLOCK), b""):
+            raw_sha.update(block)
+            out.write(block)
+            if tick is not None:
+                tick(out.raw_bytes)
+    out.close()
+    return raw_sha.hexdigest()
 
 
 def _sink(out: CompressingWriter, where: str, pid: int, left: str = "the partial file was removed") -> Sink:

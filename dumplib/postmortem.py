@@ -58,6 +58,16 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     where it has it), ``max_seconds`` (the longest a crashed process is held), ``max_exes_per_user``
     (distinct executables of one user dumped per *max_per* window, default 16; e.g.
     ``install("/var/crash/dumplib", max_per="10:3", max_exes_per_user=8)``)."""
+    from .remote import is_remote
+
+    if is_remote(directory):
+        # The kernel (or AeDebug) starts the handler with an almost empty environment: the credentials
+        # of the shell running `install` would not be there at crash time, and dumplib has no root-only
+        # credential file of its own yet (docs/egress.md, "Not yet").
+        raise InvalidArgument(
+            f"postmortem dumps cannot go to a URL yet ({directory.split('?', 1)[0]}): the crash handler runs without"
+            " this shell's credentials. Install it with a local --dir and ship the dumps from there",
+            argument="directory", value=directory.split("?", 1)[0])
     return _platform().install(directory, kind=kind, fit=fit, compress=compress, keep=keep, max_total=max_total,
                                min_free=min_free, max_per=max_per, **platform_options)
 

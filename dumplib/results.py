@@ -74,6 +74,9 @@ class DumpResult:
     snapshot: bool = False
     #: Memory the snapshot cost while it lived, in bytes (None: no snapshot, or not measurable).
     snapshot_bytes: Optional[int] = None
+    #: Seconds from the upload's start to the object's commit, for a dump sent to a URL (*path* is then
+    #: the URL as dumplib shows it), else None.
+    upload_seconds: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The result as a JSON-friendly dict (``dumplib dump --json``)."""

@@ -22,7 +22,7 @@ TOOL = "dumplib"
 
 #: (dump's temporary path, dump's final path, what was stored (its sha256 known), the write's report) -> the
 #: sidecar's bytes.
-SidecarMaker = Callable[[str, str, Any, WriteReport], bytes]
+SidecarMaker = Callable[[Optional[str], str, Any, WriteReport], bytes]
 
 
 def sidecar_path(dump_path: str) -> str:
@@ -50,8 +50,9 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
     command_line = platform.command_line(proc.pid)  # read before the write, while the target surely runs
     host = platform.host_name()
 
-    def make(dump_temp: str, dump_final: str, stored: Any, report: WriteReport) -> bytes:
-        st = os.stat(dump_temp)
+    def make(dump_temp: Optional[str], dump_final: str, stored: Any, report: WriteReport) -> bytes:
+        # No temporary: an object sent to a store (outputs.RemoteObject), whose size is what was sent.
+        st = os.stat(dump_temp) if dump_temp is not None else None
         data: Dict[str, Any] = {
             "tool": TOOL,
             "version": __version__,
@@ -70,13 +71,16 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             # What the writer had to say about this dump (e.g. shared memory read after a snapshot resumed).
             "warnings": list(report.warnings),
             "estimated_bytes": plan.estimate.bytes if plan.estimate else None,
-            "size": st.st_size,
+            "size": st.st_size if st is not None else stored.size,
             "raw_size": stored.raw_size,
-            "disk_bytes": platform.host().disk_bytes(st) or None,
+            "disk_bytes": (platform.host().disk_bytes(st) or None) if st is not None else None,
             "sha256": stored.sha256,
             "compression": {"codec": codec[0], "level": codec[1]} if codec else None,
             "comment": comment,
         }
+        if st is None:  # where it was sent, as shown everywhere: never a query string or a credential
+            data["url"] = stored.path
+            data["upload_seconds"] = getattr(stored, "upload_seconds", None)
         data.update({k: v for k, v in platform.sidecar_facts(proc.pid).items() if k not in data})
         return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
 

@@ -20,6 +20,7 @@ from ._psutil import psutil  # not bare psutil: on Windows its import enables Se
 
 from ._platform import EventSource, Firing, HandOver, Platform, WatchSupport
 from .api import create_dump
+from .remote import is_remote
 from .errors import (AccessDenied, BitnessMismatch, DumpError, DumpFailed, InsufficientDiskSpace, InvalidArgument,
                      ProcessNotFound, TargetRefused)
 from .kinds import DumpKind
@@ -450,6 +451,10 @@ def watch(
     platform = current()
     dump_options.setdefault("snapshot", platform.watch_snapshot)
     _check_names_differ(path, count=count, interval=interval, every=all is not None)
+    if is_remote(path):
+        from ._egress import check_destination  # an SDK: only for a URL
+
+        check_destination(str(path))  # refuse to start (RemoteDestinationError) rather than fail at each dump
 
     abandon = threading.Event()
     progress = dump_options.pop("progress", None)

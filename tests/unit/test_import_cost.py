@@ -83,3 +83,21 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("dumplib.no_such_name did not raise")
+
+
+#: The stores' SDKs (the azure and s3 extras): loaded only when a dump goes to a URL (docs/egress.md).
+SDKS = ("azure", "boto3", "botocore", "s3transfer", "msal", "dumplib._egress")
+
+
+def test_the_dump_pipeline_and_url_parsing_load_no_store_sdk():
+    # Not -S: with site-packages, so an SDK that is installed could be imported (and must not be).
+    probe = ("import sys\n_before = set(sys.modules)\n{}\nprint(repr(sorted(set(sys.modules) - _before)))")
+    done = subprocess.run([sys.executable, "-c", probe.format(
+        "import dumplib.api, dumplib.outputs, dumplib.watching, dumplib.postmortem, dumplib.remote\n"
+        "dumplib.remote.parse_url('s3://bucket/dumps/'); dumplib.remote.parse_url('az://c/x.core')\n"
+        "assert dumplib.remote.is_remote('https://acct.blob.core.windows.net/c/x')")],
+        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    loaded = set(ast.literal_eval(done.stdout.splitlines()[-1]))
+    sdk = sorted(m for m in loaded for s in SDKS if m == s or m.startswith(s + "."))
+    assert sdk == [], f"the local pipeline loaded {sdk}"

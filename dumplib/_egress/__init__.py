@@ -1,0 +1,255 @@
+"""The object stores behind URL destinations: Azure Blob Storage (``azure.py``) and S3 (``s3.py``).
+
+Imported only when a dump goes to a URL (``api._output``): ``import dumplib`` and a local dump
+never load this package, let alone an SDK (tests/unit/test_import_cost.py). Each store offers the
+same few operations, each inside the logger guard (``quiet.py``) and each mapping the SDK's
+exceptions to dumplib's errors from codes and statuses only (never ``str(sdk_exception)``, which can
+hold a request's URL, headers or the service's answer):
+
+- ``probe()``: credentials, container/bucket and WRITE permission, before the target is touched,
+  leaving nothing a listing shows (Azure: Put Block of one byte on a never-committed
+  ``.dumplib-probe-<random>`` blob; S3: CreateMultipartUpload + AbortMultipartUpload);
+- ``uploader(key)``: a callable sink holding at most ``(in_flight + 1) * part`` bytes, sending parts
+  (Put Block / UploadPart) on ``in_flight`` threads; ``commit(metadata)`` makes the object
+  (only if absent unless overwriting), ``abort()`` leaves nothing committed;
+- ``put_small(key, data)`` (the sidecar), ``delete(key)``, ``exists(key)``.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib
+import os
+import threading
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+from ..errors import DumpFailed, RemoteDestinationError
+from ..remote import EXTRAS, RemoteTarget
+from .quiet import mark_thread, quiet
+
+MiB = 1 << 20
+#: The default upload buffer: 8 MiB parts, two on the wire while a third fills (24 MiB held by
+#: dumplib; the SDKs copy a part in flight once more, docs/egress.md has the measured peak).
+DEFAULT_PART = 8 * MiB
+DEFAULT_IN_FLIGHT = 2
+#: S3's smallest part (but the last); used for Azure blocks too.
+MIN_PART = 5 * MiB
+#: The variable that sets the buffer (bytes, or 64M, 1G...).
+BUFFER_VARIABLE = "DUMPLIB_UPLOAD_BUFFER"
+
+
+def buffer_plan(estimate: int, max_parts: int) -> Tuple[int, int]:
+    """(part size, parts in flight) for a dump estimated at *estimate* bytes.
+
+    The buffer (default 24 MiB, or ``DUMPLIB_UPLOAD_BUFFER``) is ``(in_flight + 1) * part``: two parts in
+    flight from 15 MiB up, else one; parts of at least 5 MiB. Parts grow past that only when the
+    estimate would need more parts than the store allows (S3 10,000, Azure 50,000): a dump over ~70 GiB
+    (S3) or ~350 GiB (Azure) with the default buffer."""
+    text = os.environ.get(BUFFER_VARIABLE, "").strip()
+    if text:
+        total = _size(text)
+        in_flight = DEFAULT_IN_FLIGHT if total >= 3 * MIN_PART else 1
+        part = max(MIN_PART, total // (in_flight + 1))
+    else:
+        part, in_flight = DEFAULT_PART, DEFAULT_IN_FLIGHT
+    needed = -(-int(estimate * 1.1) // int(max_parts * 0.9)) if estimate > 0 else 0
+    return max(part, needed), in_flight
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30,
+             "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+    t = text.upper()
+    unit = t.lstrip("0123456789.")
+    try:
+        value = int(float(t[: len(t) - len(unit)]) * units[unit.strip()])
+    except (KeyError, ValueError):
+        value = 0
+    if value <= 0:
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument(f"{BUFFER_VARIABLE}={text!r} is not a size; write it like 16M or 64M",
+                              argument=BUFFER_VARIABLE, value=text)
+    return value
+
+
+def need(module: str, target: RemoteTarget) -> Any:
+    """Import *module* of the store's extra, or RemoteDestinationError naming the pip line."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RemoteDestinationError(
+            f"dumping to {target.display()} needs the {target.store} extra: pip install '{EXTRAS[target.store]}'",
+            url=target.display(), store=target.store, reason="no-extra") from None
+
+
+def open_store(target: RemoteTarget) -> "Store":
+    """The store *target* names, its SDK imported now (RemoteDestinationError reason no-extra without it)."""
+    if target.store == "s3":
+        from .s3 import S3Store
+
+        return S3Store(target)
+    from .azure import AzureStore
+
+    return AzureStore(target)
+
+
+_TOKENS = ("{", "PROCESSNAME", "PID", "YYMMDD", "HHMMSS", "EXCEPTIONCODE")
+
+
+def check_destination(url: str) -> None:
+    """Probe a URL destination before a watch starts (each dump probes again, before its target is
+    touched): the prefix up to its first name token must take a write."""
+    from ..remote import parse_url
+
+    target = parse_url(url)
+    prefix = target.prefix
+    cut = min([i for i in (prefix.find(t) for t in _TOKENS) if i >= 0] or [len(prefix)])
+    prefix = prefix[:cut]
+    open_store(target.with_key(prefix[: prefix.rfind("/") + 1])).probe()
+
+
+class Store:
+    """One container or bucket, reached with credentials from the standard places only."""
+
+    target: RemoteTarget
+    #: Most parts one object may have.
+    max_parts: int = 10_000
+
+    def probe(self) -> str:
+        raise NotImplementedError
+
+    def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> "Uploader":
+        raise NotImplementedError
+
+    def put_small(self, key: str, data: bytes, overwrite: bool) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> Optional[bool]:
+        """Whether *key* exists; None when these credentials may not ask."""
+        raise NotImplementedError
+
+    def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
+        """(reason, why, the store's error code, HTTP status) of an SDK exception, from codes and statuses
+        only: never its text, which can hold request URLs, headers or the service's answer."""
+        raise NotImplementedError
+
+    def error(self, exc: BaseException, key: Optional[str], doing: str) -> RemoteDestinationError:
+        """*exc* (an SDK exception) as RemoteDestinationError."""
+        if isinstance(exc, RemoteDestinationError):
+            return exc
+        t = self.target
+        url = t.display(key) if key else t.display(t.prefix)
+        reason, why, code, status = self.classify(exc)
+        return RemoteDestinationError(f"{doing} {url}: {why}" + (f" ({code})" if code else ""), url=url,
+                                      store=t.store, reason=reason, service_code=code, status=status)
+
+    @contextlib.contextmanager
+    def calling(self, key: Optional[str], doing: str) -> Iterator[None]:
+        """SDK calls inside the logger guard, their exceptions as RemoteDestinationError."""
+        try:
+            with quiet():
+                yield
+        except RemoteDestinationError:
+            raise
+        except Exception as exc:
+            raise self.error(exc, key, doing) from None
+
+
+def upload_failed(err: RemoteDestinationError, pid: Optional[int] = None) -> DumpFailed:
+    """A store error after the write began: DumpFailed reason upload-failed (nothing was committed)."""
+    return DumpFailed(f"{err.message}; the upload was abandoned and nothing was committed", pid=pid,
+                      reason="upload-failed")
+
+
+class Uploader:
+    """A callable sink: bytes in, parts of *part* bytes out to ``send(index, data)`` on *in_flight*
+    threads. Holds at most ``(in_flight + 1) * part`` bytes: the writer waits while *in_flight*
+    parts are on the wire (the backpressure that bounds memory; without a snapshot it also keeps the
+    target stopped, which --max-pause bounds). Hashes all it is given."""
+
+    def __init__(self, store: Store, key: str, part: int, in_flight: int) -> None:
+        self.store, self.key, self.part, self.in_flight = store, key, part, in_flight
+        self._buf = bytearray()
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._pool = concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix="dumplib-upload",
+                                                           initializer=mark_thread)
+        self._futures: List["concurrent.futures.Future[Any]"] = []
+        self._index = 0
+        self._sha = hashlib.sha256()
+        self.size = 0
+        #: Bytes the store has acknowledged (for progress).
+        self.sent = 0
+        self._failed: Optional[BaseException] = None
+        self._closed = False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def __call__(self, data: Any) -> None:
+        self._check()
+        self._sha.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            room = self.part - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) >= self.part:
+                self._submit()
+
+    def _submit(self) -> None:
+        data, self._buf = self._buf, bytearray()  # handed over, not copied
+        self._slots.acquire()  # backpressure: wait while in_flight parts are on the wire
+        if self._failed is not None:
+            self._slots.release()
+            self._check()
+        index = self._index
+        self._index += 1
+        self._futures.append(self._pool.submit(self._send, index, data))
+
+    def _send(self, index: int, data: bytearray) -> Any:
+        try:
+            with quiet():
+                result = self.send(index, data)
+            self.sent += len(data)
+            return result
+        except BaseException as exc:
+            self._failed = self._failed or exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self.store.error(self._failed, self.key, "uploading to") from None
+
+    def drain(self) -> List[Any]:
+        """Send what is buffered and wait for every part; the parts' results in order."""
+        if self._buf or self._index == 0:
+            self._submit()
+        concurrent.futures.wait(self._futures)
+        self._check()
+        self._pool.shutdown(wait=True)
+        return [f.result() for f in self._futures]
+
+    def send(self, index: int, data: bytearray) -> Any:
+        raise NotImplementedError
+
+    def commit(self, parts: List[Any], metadata: dict) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop sending and leave nothing committed."""
+        for f in self._futures:
+            f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buf = bytearray()
+
+
+Sink = Callable[[Any], None]

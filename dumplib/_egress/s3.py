@@ -1,0 +1,146 @@
+"""S3 (and S3-compatible stores): multipart upload, parts sent as they fill, completed once.
+
+Credentials, region and endpoint come from botocore's default chain only: the environment
+(``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``), the shared config and credentials files, container and
+instance roles; ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` for S3-compatible stores.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..remote import RemoteTarget
+from . import Store, Uploader, need
+from .quiet import quiet
+
+
+class S3Store(Store):
+    max_parts = 10_000
+
+    def __init__(self, target: RemoteTarget) -> None:
+        self.target = target
+        self._boto3 = need("boto3", target)
+        self._clients: Dict[bool, Any] = {}
+
+    def _s3(self, probe: bool = False) -> Any:
+        if probe not in self._clients:
+            Config = need("botocore.config", self.target).Config
+            # Bounded retries (standard mode: exponential backoff with jitter, capped at 20 s); the probe
+            # tries once.
+            cfg = Config(retries={"mode": "standard", "max_attempts": 1 if probe else 4}, connect_timeout=10,
+                         read_timeout=60)
+            with quiet():
+                self._clients[probe] = self._boto3.session.Session().client("s3", config=cfg)
+        return self._clients[probe]
+
+    def probe(self) -> str:
+        t = self.target
+        name = f"{t.prefix}.dumplib-probe-{secrets.token_hex(8)}"
+        with self.calling(None, "cannot write to"):
+            s3 = self._s3(probe=True)
+            # Proves s3:PutObject on the prefix and s3:AbortMultipartUpload (which a failed upload
+            # needs); leaves nothing: no object, no pending upload.
+            up = s3.create_multipart_upload(Bucket=t.container, Key=name)
+            s3.abort_multipart_upload(Bucket=t.container, Key=name, UploadId=up["UploadId"])
+        return name
+
+    def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> Uploader:
+        return _MultipartUploader(self, key, part, in_flight, overwrite)
+
+    def put_small(self, key: str, data: bytes, overwrite: bool) -> None:
+        with self.calling(key, "uploading to"):
+            self._s3().put_object(Bucket=self.target.container, Key=key, Body=data, ContentType="application/json",
+                                  **({} if overwrite else {"IfNoneMatch": "*"}))
+
+    def delete(self, key: str) -> None:
+        with self.calling(key, "deleting"):
+            self._s3().delete_object(Bucket=self.target.container, Key=key)
+
+    def exists(self, key: str) -> Optional[bool]:
+        ClientError = need("botocore.exceptions", self.target).ClientError
+        try:
+            with quiet():
+                self._s3().head_object(Bucket=self.target.container, Key=key)
+            return True
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return False if status == 404 else None
+        except Exception:
+            return None
+
+    def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
+        t = self.target
+        bc = need("botocore.exceptions", t)
+
+        status: Optional[int] = None
+        code: Optional[str] = None
+        reason, why = "unreachable", f"the store failed ({type(exc).__name__})"
+        if isinstance(exc, bc.ClientError):
+            err = exc.response.get("Error", {})
+            code, status = err.get("Code"), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                reason, why = "no-container", f"the bucket {t.container!r} does not exist"
+            elif code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                          "TokenRefreshRequired", "InvalidClientTokenId", "AuthorizationHeaderMalformed"):
+                reason, why = "bad-credentials", "the store refused the credentials"
+            elif code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                reason, why = "no-permission", "the object already exists (and overwrite was not asked for)"
+            elif code in ("AccessDenied", "AllAccessDisabled") or status == 403:
+                reason, why = "no-permission", "these credentials may not write to this bucket and prefix"
+            elif status == 404:
+                reason, why = "no-container", f"the bucket {t.container!r} was not found"
+            else:
+                why = f"the store answered {status}"
+        elif isinstance(exc, (bc.NoCredentialsError, bc.PartialCredentialsError)):
+            reason, why = "no-credentials", "no AWS credentials found (environment, profile, instance role)"
+        elif isinstance(exc, bc.NoRegionError):
+            reason, why = "no-credentials", "no AWS region configured (AWS_REGION or a profile)"
+        elif isinstance(exc, (bc.EndpointConnectionError, bc.ConnectTimeoutError, bc.ConnectionClosedError,
+                              bc.ReadTimeoutError)):
+            reason, why = "unreachable", "the S3 endpoint could not be reached"
+        return reason, why, code, status
+
+
+class _MultipartUploader(Uploader):
+    def __init__(self, store: S3Store, key: str, part: int, in_flight: int, overwrite: bool) -> None:
+        super().__init__(store, key, part, in_flight)
+        self.overwrite = overwrite
+        self.bucket = store.target.container
+        self.s3 = store._s3()
+        try:
+            with quiet():
+                r = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType="application/octet-stream",
+                                                    ChecksumAlgorithm="SHA256")
+        except Exception as exc:
+            raise store.error(exc, key, "uploading to") from None
+        self.upload_id: Optional[str] = r["UploadId"]
+
+    def send(self, index: int, data: bytearray) -> Any:
+        r = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=index + 1,
+                                Body=data, ChecksumAlgorithm="SHA256")
+        return {k: v for k, v in (("PartNumber", index + 1), ("ETag", r["ETag"]),
+                                  ("ChecksumSHA256", r.get("ChecksumSHA256"))) if v is not None}
+
+    def commit(self, parts: List[Any], metadata: Dict[str, str]) -> None:
+        with quiet():
+            self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                              MultipartUpload={"Parts": parts},
+                                              **({} if self.overwrite else {"IfNoneMatch": "*"}))
+            self.upload_id = None
+            # S3 metadata is fixed when the upload starts: the whole object's sha256 is known only now,
+            # so it goes into the sidecar and, where s3:PutObjectTagging is granted, a tag.
+            try:
+                self.s3.put_object_tagging(Bucket=self.bucket, Key=self.key, Tagging={"TagSet": [
+                    {"Key": f"dumplib-{k}", "Value": v} for k, v in metadata.items()]})
+            except Exception:
+                pass
+
+    def abort(self) -> None:
+        super().abort()
+        if self.upload_id is not None:
+            try:
+                with quiet():
+                    self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except Exception:
+                pass  # unreachable: a lifecycle rule AbortIncompleteMultipartUpload cleans it (docs/egress.md)
+            self.upload_id = None

@@ -1,0 +1,115 @@
+"""Dumps streamed to Azure Blob Storage (docs/egress.md), against Azurite on loopback, started here."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+
+import pytest
+
+from egressrig import (AZURITE_ACCOUNT, AZURITE_KEY, Relay, assert_refused_before_touching, azure_container, azurite,
+                       azurite_connection_string, clean_env, free_port, interrupted_upload, run_dumplib)
+from linuxrig import gdb, run_target
+
+CONTAINER = "dumps"
+
+
+@pytest.fixture(scope="module")
+def azport():
+    with azurite() as port:
+        azure_container(port, CONTAINER).create_container()
+        yield port
+
+
+def _names(port: int, prefix: str) -> list:
+    # Committed blobs only: a listing never shows uncommitted blocks (the probe's, an abandoned upload's).
+    return sorted(b.name for b in azure_container(port, CONTAINER).list_blobs(name_starts_with=prefix))
+
+
+def test_full_snapshot_zstd_dump_streams_to_azure_and_opens_in_gdb(azport, target_exe, tmp_path):
+    conn = azurite_connection_string(azport)
+    with run_target([str(target_exe), "--heap", "64"]) as t:
+        env = clean_env(AZURE_STORAGE_CONNECTION_STRING=conn, DUMPLIB_TEST_DEBUG_LOG="1")
+        done = run_dumplib(["dump", str(t.pid), f"az://{CONTAINER}/full/{{name}}_{{pid}}.core.zst", "-k", "full", "-z",
+                            "zstd", "--snapshot=auto", "--json"], env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        t.assert_running_untraced()
+    result = json.loads(done.stdout)
+    name = f"full/dumplib-target_{t.pid}.core.zst"
+    assert result["path"] == f"az://{CONTAINER}/{name}" and _names(azport, "full/") == [name, name + ".json"]
+    blob = azure_container(azport, CONTAINER).get_blob_client(name)
+    body = blob.download_blob().readall()
+    side = json.loads(azure_container(azport, CONTAINER).get_blob_client(name + ".json").download_blob().readall())
+    assert hashlib.sha256(body).hexdigest() == side["sha256"] == result["sha256"] == blob.get_blob_properties().metadata["sha256"]
+    import zstandard
+
+    core = tmp_path / "core"
+    core.write_bytes(zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True).read())
+    assert core.stat().st_size == side["raw_size"]
+    bt = gdb(str(target_exe), str(core), "thread apply all bt")
+    assert "thread_beta_wait" in bt and "main_wait_for_input" in bt, bt
+    for secret in (AZURITE_KEY, AZURITE_KEY[:20]):
+        assert secret not in done.stdout + done.stderr and secret not in json.dumps(side)
+        assert secret.encode() not in body + core.read_bytes()
+    assert "azure" not in done.stderr and "urllib3" not in done.stderr  # the logger guard held at DEBUG
+
+
+def _sas_connection(port: int, **permission: bool) -> str:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    sas = generate_container_sas(AZURITE_ACCOUNT, CONTAINER, account_key=AZURITE_KEY,
+                                 permission=ContainerSasPermissions(**permission),
+                                 expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
+    return f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};SharedAccessSignature={sas}"
+
+
+@pytest.mark.parametrize("case", ["missing-container", "bad-key", "read-only-sas", "refused", "no-credentials",
+                                  "no-extra"])
+def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_touched(case, azport, ctarget,
+                                                                                        tmp_path):
+    url, conn = f"az://{CONTAINER}/x/", azurite_connection_string(azport)
+    reasons = {"missing-container": {"no-container"}, "bad-key": {"bad-credentials", "no-permission"},
+               "read-only-sas": {"no-permission"}, "refused": {"unreachable"}, "no-credentials": {"no-credentials"},
+               "no-extra": {"no-extra"}}[case]
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=conn)
+    secret = AZURITE_KEY
+    if case == "missing-container":
+        url = "az://no-such-container/x/"
+    elif case == "bad-key":
+        secret = "QUFB" * 22
+        env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(azport, key=secret)
+    elif case == "read-only-sas":
+        env["AZURE_STORAGE_CONNECTION_STRING"] = _sas_connection(azport, read=True, list=True)
+        secret = env["AZURE_STORAGE_CONNECTION_STRING"].split("sig=")[1].split("&")[0]
+    elif case == "refused":
+        env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(free_port())
+    elif case == "no-credentials":
+        del env["AZURE_STORAGE_CONNECTION_STRING"]
+    elif case == "no-extra":
+        env["DUMPLIB_TEST_NO_MODULE"] = "azure.storage.blob"
+    trace = tmp_path / "strace"
+    env["DUMPLIB_TEST_DEBUG_LOG"] = "1"  # the root logger at DEBUG: nothing may leak into it either
+    done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
+    error = assert_refused_before_touching(done, trace, ctarget, "azure", reasons, [secret, AZURITE_KEY])
+    if case == "no-extra":
+        assert "pip install 'dumplib[azure]'" in error["message"]
+    assert _names(azport, "x/") == []
+
+
+def test_a_write_only_sas_passes_the_probe(azport, ctarget):
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=_sas_connection(azport, write=True, create=True))
+    done = run_dumplib(["dump", str(ctarget.pid), f"az://{CONTAINER}/wo/x.core", "--json", "--snapshot=auto"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _names(azport, "wo/") == ["wo/x.core", "wo/x.core.json"]
+
+
+def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(azport, target_exe):
+    relay = Relay(azport)
+    code, out, err, took = interrupted_upload(
+        target_exe, f"az://{CONTAINER}/cut/x.core",
+        clean_env(AZURE_STORAGE_CONNECTION_STRING=azurite_connection_string(relay.port)), relay, lambda proc: relay.cut())
+    assert code == 8, (out, err)
+    error = json.loads(out)["error"]
+    assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
+    assert took < 30, took  # the bounded retries: about 0.5 + 2.5 + 4.5 s
+    assert _names(azport, "cut/") == []  # nothing committed; the staged blocks expire on their own

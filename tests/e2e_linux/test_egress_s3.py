@@ -1,0 +1,275 @@
+"""Dumps streamed to S3 (docs/egress.md), against moto's S3 server on loopback, started here.
+
+Real processes, the real CLI, the real SDK; the object is downloaded, decompressed and opened in gdb.
+The refusals are proven to come before the target is touched: strace sees no ptrace and no
+process_vm_readv, and the target runs untraced."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from egressrig import (AWS_KEY_ID, AWS_SECRET, Relay, assert_refused_before_touching, clean_env, free_port,
+                       interrupted_upload, moto, never_touched, run_dumplib, s3_client, s3_env)
+from helpers import tmpfs
+from linuxrig import gdb, run_target
+
+BUCKET = "dumps"
+
+
+@pytest.fixture(scope="module")
+def s3port():
+    with moto() as port:
+        s3_client(port).create_bucket(Bucket=BUCKET)
+        yield port
+
+
+def _keys(port: int, prefix: str = "") -> list:
+    listed = s3_client(port).list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True).read()
+
+
+def test_full_snapshot_zstd_dump_streams_to_s3_and_opens_in_gdb(s3port, target_exe, tmp_path):
+    """The issue's test: a 200 MiB process, --snapshot=auto -z zstd, cwd and TMPDIR on a 16 MiB tmpfs; the root
+    logger at DEBUG; the object read back is what the sidecar vouches for, a core gdb opens; no credential
+    anywhere."""
+    with tmpfs(tmp_path / "small", "16m") as small, run_target([str(target_exe), "--heap", "200"]) as t:
+        env = clean_env(**s3_env(s3port), TMPDIR=str(small), DUMPLIB_TEST_DEBUG_LOG="1")
+        done = subprocess.run([sys.executable, "-c", "import egressrig, runpy, sys; exec(egressrig.CLI_WRAPPER)",
+                               "dump", str(t.pid), f"s3://{BUCKET}/full/", "-k", "full", "-z", "zstd",
+                               "--snapshot=auto", "--json"], capture_output=True, text=True, env=env, cwd=small,
+                              timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        t.assert_running_untraced()
+        assert list(small.iterdir()) == []
+    result = json.loads(done.stdout)
+    key = result["path"][len(f"s3://{BUCKET}/"):]
+    assert result["path"].startswith(f"s3://{BUCKET}/full/dumplib-target_{t.pid}_") and key.endswith(".core.zst")
+    assert _keys(s3port, "full/") == [key, key + ".json"]
+    body = s3_client(s3port).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    side = json.loads(s3_client(s3port).get_object(Bucket=BUCKET, Key=key + ".json")["Body"].read())
+    assert hashlib.sha256(body).hexdigest() == side["sha256"] == result["sha256"]
+    assert side["url"] == result["path"] and side["size"] == len(body) and side["upload_seconds"] > 0
+    tags = s3_client(s3port).get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
+    assert {"Key": "dumplib-sha256", "Value": side["sha256"]} in tags
+    core = tmp_path / "core"
+    core.write_bytes(_zstd_decompress(body))
+    assert core.stat().st_size == side["raw_size"] == result["raw_size"]
+    bt = gdb(str(target_exe), str(core), "thread apply all bt")
+    assert all(f in bt for f in ("thread_alpha_spin", "thread_beta_wait", "main_wait_for_input")), bt
+    assert t.marker in core.read_bytes()
+    import dumplib
+
+    assert dumplib.info(str(core)).pid == t.pid
+    # Never printed, logged, or written into the dump or its sidecar (the root logger was at DEBUG).
+    everything = done.stdout + done.stderr
+    for secret in (AWS_SECRET, AWS_KEY_ID):
+        assert secret not in everything and secret.encode() not in body + core.read_bytes()
+        assert secret not in json.dumps(side)
+    assert "botocore" not in done.stderr and "Authorization" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def iam_s3():
+    """A second moto that checks signatures and IAM policies after its first 5 requests (the setup)."""
+    with moto(env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"}) as port:
+        import boto3
+
+        kw = dict(endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+        boto3.client("s3", **kw).create_bucket(Bucket="locked")  # 1
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="reader")  # 2
+        iam.put_user_policy(UserName="reader", PolicyName="ro", PolicyDocument=json.dumps({  # 3
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]  # 4
+        yield port, key
+
+
+def _refusal_env(case: str, s3port: int, iam_s3) -> tuple:  # type: ignore[no-untyped-def]
+    """(environment, URL, the reasons that are right) of each way the probe must refuse."""
+    iam_port, key = iam_s3
+    if case == "missing-bucket":
+        return clean_env(**s3_env(s3port)), "s3://no-such-bucket/x/", {"no-container"}
+    if case == "no-credentials":
+        env = clean_env(**s3_env(s3port))
+        del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        return env, f"s3://{BUCKET}/x/", {"no-credentials"}
+    if case == "refused":
+        return clean_env(**s3_env(free_port())), f"s3://{BUCKET}/x/", {"unreachable"}
+    if case == "bad-secret":
+        return clean_env(**s3_env(iam_port, key["AccessKeyId"], "wrong" * 8)), "s3://locked/x/", {"bad-credentials"}
+    if case == "unknown-key":
+        return clean_env(**s3_env(iam_port, "AKIANOSUCHKEY0000000", "wrong" * 8)), "s3://locked/x/", {"bad-credentials"}
+    if case == "read-only":
+        return (clean_env(**s3_env(iam_port, key["AccessKeyId"], key["SecretAccessKey"])), "s3://locked/x/",
+                {"no-permission"})
+    if case == "no-extra":
+        return clean_env(**s3_env(s3port), DUMPLIB_TEST_NO_MODULE="boto3"), f"s3://{BUCKET}/x/", {"no-extra"}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing-bucket", "no-credentials", "refused", "bad-secret", "unknown-key",
+                                  "read-only", "no-extra"])
+def test_a_destination_that_cannot_take_the_dump_exits_14_before_the_target_is_touched(case, s3port, iam_s3,
+                                                                                        ctarget, tmp_path):
+    env, url, reasons = _refusal_env(case, s3port, iam_s3)
+    trace = tmp_path / "strace"
+    env["DUMPLIB_TEST_DEBUG_LOG"] = "1"  # the root logger at DEBUG: nothing may leak into it either
+    done = run_dumplib(["dump", str(ctarget.pid), url, "-k", "full", "--json"], env, trace=trace, timeout=120)
+    error = assert_refused_before_touching(done, trace, ctarget, "s3", reasons,
+                                           [AWS_SECRET, AWS_KEY_ID, env.get("AWS_SECRET_ACCESS_KEY", ""),
+                                            env.get("AWS_ACCESS_KEY_ID", "")])
+    assert str(error["url"]).startswith(url.rstrip("/"))
+    if case == "no-extra":
+        assert "pip install 'dumplib[s3]'" in error["message"]
+    assert _keys(s3port, "x/") == []
+
+
+def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(s3port, target_exe):
+    relay = Relay(s3port)
+    code, out, err, took = interrupted_upload(target_exe, f"s3://{BUCKET}/cut/x.core", clean_env(**s3_env(relay.port)),
+                                              relay, lambda proc: relay.cut())
+    assert code == 8, (out, err)
+    error = json.loads(out)["error"]
+    assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
+    assert "nothing was committed" in error["message"] and took < 60
+    assert _keys(s3port, "cut/") == []  # no object, no sidecar
+    # The upload could not be aborted (the store was gone): it is pending, as docs/egress.md says, until
+    # a lifecycle rule or this clears it.
+    s3 = s3_client(s3port)
+    pending = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="cut/").get("Uploads", [])
+    for up in pending:
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=up["Key"], UploadId=up["UploadId"])
+    assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="cut/").get("Uploads", []) == []
+
+
+def test_a_taken_name_is_dump_exists_and_a_chosen_name_gives_way(s3port, ctarget):
+    env = clean_env(**s3_env(s3port))
+    s3_client(s3port).put_object(Bucket=BUCKET, Key="taken/x.core", Body=b"someone's")
+    done = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/taken/x.core", "--json"], env)
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert s3_client(s3port).get_object(Bucket=BUCKET, Key="taken/x.core")["Body"].read() == b"someone's"
+    first = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/twice/", "--json", "--snapshot=auto"], env)
+    second = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/twice/", "--json", "--snapshot=auto"], env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    paths = {json.loads(first.stdout)["path"], json.loads(second.stdout)["path"]}
+    assert len(_keys(s3port, "twice/")) == 4 and len(paths) == 2
+
+
+def test_dump_all_and_usage_limits_with_a_url(s3port, target_exe, ctarget):
+    env = clean_env(**s3_env(s3port))
+    done = run_dumplib(["dump", "--all", "dumplib-target", f"s3://{BUCKET}/all/", "--json", "--snapshot=auto"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert ctarget.pid in {r["pid"] for r in rows} and all(r["path"].startswith(f"s3://{BUCKET}/all/") for r in rows)
+    kept = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/all/", "--keep", "3", "--json"], env)
+    assert kept.returncode == 2 and "lifecycle" in json.loads(kept.stdout)["error"]["message"]
+    sas = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/all/x?X-Amz-Signature=abc123secret", "--json"], env)
+    assert sas.returncode == 7 and "abc123secret" not in sas.stdout + sas.stderr
+
+
+def test_a_local_dump_imports_no_sdk(ctarget, tmp_path):
+    code = ("import sys, dumplib; dumplib.create_dump(%d, %r, 'mini');"
+            " print(sorted(m for m in sys.modules if m.split('.')[0] in ('azure', 'boto3', 'botocore', 's3transfer')"
+            " or m.startswith('dumplib._egress')))" % (ctarget.pid, str(tmp_path)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert any(p.suffix == ".core" for p in Path(tmp_path).iterdir())
+
+
+def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, target_exe, tmp_path, monkeypatch):
+    """The path Windows takes (dbghelp needs a seekable file), run here on the Linux writer: the raw core on
+    local scratch, verified, compressed, checked in memory to decode back to it, uploaded in one pass, deleted."""
+    import datetime
+    import tempfile
+
+    from dumplib import api
+    from dumplib._switch import current
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    for k, v in s3_env(s3port).items():
+        monkeypatch.setenv(k, v)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = current()
+
+    class RawFirst:
+        streams = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    opts = api._Options(f"s3://{BUCKET}/raw/", DumpKind.FULL, None, False, None, None, None, True, False, True, None,
+                        None, ("zstd", 1), time.monotonic(), datetime.datetime.now(), 60.0, "auto")
+    with real.open(resolve_target(ctarget.pid, real), for_dump=True) as session:
+        result = api.create_in_session(RawFirst(), session, real.normalise_flags(DumpKind.FULL, None), opts)  # type: ignore[arg-type]
+    ctarget.assert_running_untraced()
+    assert list(scratch.iterdir()) == []  # the raw copy was deleted
+    key = result.path[len(f"s3://{BUCKET}/"):]
+    assert _keys(s3port, "raw/") == [key, key + ".json"]
+    body = s3_client(s3port).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result.sha256
+    core = tmp_path / "core"
+    core.write_bytes(_zstd_decompress(body))
+    assert core.stat().st_size == result.raw_size
+    assert "main_wait_for_input" in gdb(str(target_exe), str(core), "thread apply all bt")
+
+
+def test_sigterm_mid_upload_aborts_it_and_leaves_nothing(s3port, target_exe):
+    """A cancelled upload (SIGTERM, as Ctrl-C) is aborted: no object, no sidecar, no pending multipart upload."""
+    import signal
+
+    relay = Relay(s3port)  # only to see when the upload is under way
+    code, out, err, _ = interrupted_upload(target_exe, f"s3://{BUCKET}/term/x.core", clean_env(**s3_env(relay.port)),
+                                           relay, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 143, (out, err)
+    assert _keys(s3port, "term/") == []
+    assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="term/").get("Uploads", []) == []
+
+
+def test_watch_probes_a_url_before_it_starts(s3port, ctarget, tmp_path):
+    env = clean_env(**s3_env(s3port))
+    trace = tmp_path / "strace"
+    refused = run_dumplib(["watch", str(ctarget.pid), "--memory", "1M", "-n", "1", "s3://no-such-bucket/w/", "--json"],
+                          env, trace=trace, timeout=60)
+    assert refused.returncode == 14 and json.loads(refused.stdout)["error"]["reason"] == "no-container"
+    assert never_touched(trace) == []
+    done = run_dumplib(["watch", str(ctarget.pid), "--memory", "1M", "-n", "1", f"s3://{BUCKET}/w/", "--json"], env,
+                       timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_keys(s3port, "w/")) == 2
+
+
+def test_without_a_snapshot_a_slow_network_holds_the_target_no_longer_than_max_pause(s3port, target_exe):
+    """The writer waits while the buffer's parts are on the wire; without a snapshot the target waits with
+    it, and --max-pause lets it go at the deadline (the tracer thread does, whatever the upload is doing)."""
+    relay = Relay(s3port, rate=4 << 20)  # 4 MiB/s: the 200 MiB dump would need ~50 s
+    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_BUFFER="10M")
+    with run_target([str(target_exe), "--heap", "200"]) as t:
+        started = time.monotonic()
+        done = run_dumplib(["dump", str(t.pid), f"s3://{BUCKET}/slow/x.core", "-k", "full", "--max-pause", "2s",
+                            "--json"], env, timeout=120)
+        took = time.monotonic() - started
+        t.assert_running_untraced()
+    assert done.returncode == 8, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["reason"] == "max-pause" and error["max_pause"] == 2.0, error
+    assert took < 20, took
+    assert _keys(s3port, "slow/") == []
+    assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="slow/").get("Uploads", []) == []
