@@ -180,7 +180,10 @@ class _Printer:
 
 def _kill_group(hook: "subprocess.Popen[bytes]") -> None:
     try:
-        os.killpg(hook.pid, signal.SIGKILL)  # a session and group of its own: the pgid is its pid
+        if sys.platform == "win32":
+            hook.kill()  # TerminateProcess: Windows has no process groups to signal
+        else:
+            os.killpg(hook.pid, signal.SIGKILL)  # a session and group of its own: the pgid is its pid
     except OSError:
         pass  # already gone
     try:

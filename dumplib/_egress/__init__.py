@@ -22,7 +22,7 @@ import hashlib
 import importlib
 import os
 import threading
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import DumpFailed, RemoteDestinationError
 from ..remote import EXTRAS, RemoteTarget
@@ -241,7 +241,7 @@ class Uploader:
     def send(self, index: int, data: bytearray) -> Any:
         raise NotImplementedError
 
-    def commit(self, parts: List[Any], metadata: dict) -> None:
+    def commit(self, parts: List[Any], metadata: Dict[str, str]) -> None:
         raise NotImplementedError
 
     def abort(self) -> None:

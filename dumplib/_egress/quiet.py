@@ -1,6 +1,6 @@
 """The logger guard: while dumplib talks to a store, the SDKs' loggers say nothing.
 
-Measured (NOTES of the prototype, tests/e2e_linux/test_egress_leaks.py): at DEBUG, botocore logs the
+Seen with DEBUG logging on (tests/e2e_linux/test_egress_s3.py and test_egress_azure.py hold it): botocore logs the
 Authorization header (the access key id) and every UploadPart's body (the dump's bytes: the target's
 memory in a log file); urllib3 logs each request line (a SAS signature, were one accepted). So for
 the duration of every SDK call phase (probe, upload, commit) the SDK loggers are silenced whatever

@@ -21,14 +21,27 @@ def _texts(path: Path) -> List[tuple]:
     return out
 
 
+def _tracked() -> List[str]:
+    """The repository's files: git's list where there is one (a build/ or .venv/ copy is no citation's
+    proof), else every file below the root."""
+    import subprocess
+
+    done = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                          text=True)
+    if done.returncode == 0 and done.stdout:
+        return done.stdout.splitlines()
+    return [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+            if p.is_file() and not {".git", ".venv", "__pycache__", "build"} & set(p.parts)]
+
+
 def _missing(sources: List[Path]) -> List[str]:
-    files = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
-             if p.is_file() and not {".git", ".venv", "__pycache__"} & set(p.parts)]
+    files = _tracked()
     missing = []
     for path in sources:
         for line, text in _texts(path):
             for ref in _PATH.findall(text):
-                if ref in ELSEWHERE or (ROOT / ref).exists() or (path.parent / ref).exists():
+                here = path.parent.relative_to(ROOT).as_posix() if ROOT in path.parents else None
+                if ref in ELSEWHERE or ref in files or (here is not None and f"{here}/{ref}" in files):
                     continue
                 if any(f == ref or f.endswith("/" + ref) for f in files):
                     continue  # named from a folder up (`_linux/host.py`, `host.py`)

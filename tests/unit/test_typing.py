@@ -39,6 +39,6 @@ def test_every_python_example_in_the_docs_passes_mypy_strict(tmp_path):
 
 
 @pytest.mark.parametrize("platform", ["linux", "win32"])
-def test_the_package_type_checks_on_each_platform(platform):
-    done = _mypy("--platform", platform, "-p", "dumplib")
+def test_the_package_and_the_command_type_check_strictly_on_each_platform(platform):
+    done = _mypy("--strict", "--platform", platform, "dumplib", "cli")  # cli/ is the package dumplib_cli
     assert done.returncode == 0, done.stdout + done.stderr
