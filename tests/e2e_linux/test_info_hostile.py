@@ -1,6 +1,7 @@
 """`dumplib info` on files built to hurt it: a FIFO, devices, sparse giants whose headers claim hundreds of
 megabytes of notes or millions of program headers, lying counts, escape sequences in names, cores of other
-architectures. Each runs `python -m dumplib_cli info` as a child and measures it from outside (wait4)."""
+architectures. Each runs `dumplib info` as a child: its CPU measured from outside (wait4), its peak
+memory reported by the child itself (VmHWM)."""
 from __future__ import annotations
 
 import json
@@ -31,6 +32,22 @@ SECONDS = 30.0
 MAX_RSS_MIB = 300
 
 
+#: The child reports its own peak RSS (VmHWM of its address space since exec) as it exits. wait4's
+#: ru_maxrss is not that child's alone: a child made by vfork records its parent's high-water mark
+#: when it execs, so a test process that grew (another test's 500 MiB download) would be measured.
+CHILD = (
+    "import atexit, os, runpy, sys\n"
+    "def peak():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        kib = next(line.split()[1] for line in f if line.startswith('VmHWM:'))\n"
+    "    with open(os.environ['DUMPLIB_TEST_PEAK'], 'w') as f:\n"
+    "        f.write(kib)\n"
+    "atexit.register(peak)\n"
+    "sys.argv = ['dumplib', *sys.argv[1:]]\n"
+    "runpy.run_module('dumplib_cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
 class Run(NamedTuple):
     code: int
     seconds: float
@@ -42,11 +59,13 @@ class Run(NamedTuple):
 
 
 def info_child(path: "os.PathLike[str] | str", *args: str, timeout: float = 120) -> Run:
-    """`dumplib info PATH` in a child: exit code, wall time, and peak RSS from wait4 (that child alone)."""
-    env = {**os.environ, "PYTHONPATH": REPO}
+    """`dumplib info PATH` in a child: exit code, wall time, its CPU from wait4 and its own peak RSS."""
+    peak = tempfile.NamedTemporaryFile(delete=False)
+    peak.close()
+    env = {**os.environ, "PYTHONPATH": REPO, "DUMPLIB_TEST_PEAK": peak.name}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "info", str(path), *args],
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, "info", str(path), *args],
                                 stdout=out, stderr=err, env=env)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -62,7 +81,11 @@ def info_child(path: "os.PathLike[str] | str", *args: str, timeout: float = 120)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(proc.returncode, seconds, usage.ru_maxrss / 1024, out.read(), err.read(),
+        with open(peak.name) as f:
+            peak_kib = int(f.read() or 0)
+        os.unlink(peak.name)
+        assert peak_kib > 0, "the child did not report its peak"
+        return Run(proc.returncode, seconds, peak_kib / 1024, out.read(), err.read(),
                    usage.ru_utime + usage.ru_stime)
 
 

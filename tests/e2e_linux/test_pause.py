@@ -235,7 +235,9 @@ def test_max_pause_lets_the_target_go_while_the_reader_still_sleeps(pause_exe, t
         try:
             wait_for(lambda: t.state() == "t", timeout=30, what="the target to be stopped")
             stopped = time.monotonic()
-            wait_for(lambda: t.state() != "t", timeout=max_pause + MARGIN, what="the target to be let go")
+            # Let go means every thread: the leader runs first, its siblings are detached moments after.
+            wait_for(lambda: t.state() != "t" and set(t.tracers().values()) == {0}, timeout=max_pause + MARGIN,
+                     what="every thread of the target to be let go")
             paused = time.monotonic() - stopped
             assert dumper.poll() is None, "the reader has read nothing yet, so the writer must still be blocked"
             t.assert_running_and_free()
