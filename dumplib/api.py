@@ -84,7 +84,9 @@ def create_dump(
     Windows, coredump_filter bits on Linux). The dump is written to a temporary file beside the
     destination, verified, then renamed into place; on any failure (KeyboardInterrupt included)
     nothing is left behind and an existing file is never touched unless *overwrite*. *progress* is
-    called with (bytes written, seconds elapsed) while a long dump is written.
+    called with (bytes written, seconds elapsed) while a long dump is written; for a URL destination,
+    if it has an ``uploaded(bytes, seconds)`` method, that is called first with the bytes the store has
+    acknowledged (the CLI shows them and the rate).
 
     Disk safety, on by default: before the target is touched, the estimate plus a reserve
     (*min_free* bytes; default max(1 GiB, 5% of the volume)) must fit in the volume's free space,
@@ -189,7 +191,7 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
         watchdogs = ([SpaceGuard(d, host, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         cancelled = held.enter_context(_cancellable(proc.pid))
-        tick = combine(throttled_progress(opts.progress) if opts.progress else None, cancelled, *watchdogs)
+        tick = combine(_progress_tick(opts.progress, output) if opts.progress else None, cancelled, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, platform)
                  if opts.sidecar and not opts.to_stdout else None)
         options = WriteOptions(comment=opts.comment, signature=signature_text(plan.kind, plan.flags), tick=tick,
@@ -317,6 +319,20 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
         return CompressedFile(dest, opts.overwrite, host, name, level), told
     return RawThenCompress(CompressedFile(dest, opts.overwrite, host, name, level),
                            scratch_directory(dest.directory, opts.min_free, host), host), told
+
+
+def _progress_tick(progress: ProgressCallback, output: Output) -> Callable[[int], None]:
+    """*progress* as a tick; for an upload, a callback with an ``uploaded(sent, elapsed)`` method (the
+    CLI's terminal line) also hears the bytes the store has acknowledged, at the same pace."""
+    uploaded = getattr(progress, "uploaded", None)
+    if not callable(uploaded) or output.uploaded() is None:
+        return throttled_progress(progress)
+
+    def both(written: int, elapsed: float) -> None:
+        uploaded(output.uploaded() or 0, elapsed)
+        progress(written, elapsed)
+
+    return throttled_progress(both)
 
 
 def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,

@@ -90,6 +90,10 @@ class Output(abc.ABC):
         """Directories this output creates temporaries in (held against stale-temporary cleanup)."""
         return []
 
+    def uploaded(self) -> Optional[int]:
+        """Bytes the store has acknowledged so far; None for an output that uploads nothing."""
+        return None
+
 
 class _FileOutput(Output):
     """A dump file (and maybe its sidecar) made under temporary names beside the destination."""
@@ -348,6 +352,9 @@ class RawThenCompress(Output):
     def temp_directories(self) -> List[str]:
         return [self.scratch] + self.target.temp_directories()
 
+    def uploaded(self) -> Optional[int]:
+        return self.target.uploaded()
+
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         try:
@@ -376,9 +383,13 @@ class RemoteObject(Output):
         self.target, self.store, self.overwrite = target, store, overwrite
         self.codec, self.level = codec, level
         self.where = target.display()
+        self._up: Optional["Uploader"] = None
 
     def needs(self, estimate: int) -> List[Need]:
         return []  # nothing on a local volume; memory: (in_flight + 1) * part, whatever the dump's size
+
+    def uploaded(self) -> Optional[int]:
+        return self._up.sent if self._up is not None else 0
 
     def _start(self, pid: Optional[int], estimate: int) -> "Uploader":
         from ._egress import buffer_plan
@@ -386,7 +397,8 @@ class RemoteObject(Output):
         # (part size, parts in flight): at most (in_flight + 1) * part bytes held (docs/egress.md).
         part, in_flight = buffer_plan(estimate, self.store.max_parts)
         try:
-            return self.store.uploader(self.target.key, part, in_flight, self.overwrite)
+            self._up = self.store.uploader(self.target.key, part, in_flight, self.overwrite)
+            return self._up
         except RemoteDestinationError as exc:
             raise _upload_failed(exc, pid) from None
 
