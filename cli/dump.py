@@ -89,6 +89,9 @@ def dump(
         help="Write from a copy-on-write snapshot: the target is stopped only while it is taken. --snapshot=auto"
         " falls back to a normal dump (with a warning) where none can be taken.",
     ),
+    keep_local_on_failure: bool = Opt(
+        False, "--keep-local-on-failure",
+        help="A URL on Windows: keep the verified raw dump if the upload fails, and say where (else it is deleted)."),
     all_name: Optional[str] = Opt(
         None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
     service: Optional[str] = Opt(
@@ -110,7 +113,7 @@ def dump(
                     sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total, "max_total"),
                     compress=compress, compress_level=compress_level,
                     max_pause=parse_duration(max_pause, "max_pause"),
-                    snapshot=parse_snapshot(snapshot))
+                    snapshot=parse_snapshot(snapshot), keep_local_on_failure=keep_local_on_failure)
 
     if all_name is not None or target is None:
         if all_name is not None and path is not None:

@@ -74,6 +74,7 @@ def create_dump(
     compress_level: Optional[int] = None,
     max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
     snapshot: SnapshotMode = False,
+    keep_local_on_failure: bool = False,
     _event: Optional[TargetEvent] = None,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
@@ -107,6 +108,10 @@ def create_dump(
     stopped only while the snapshot is taken, not while the dump is written, compressed and hashed.
     Where no snapshot can be taken, ``True`` raises TargetRefused reason ``snapshot-unavailable``
     before anything is written and ``"auto"`` writes a normal dump with a warning saying why.
+
+    *keep_local_on_failure*: for a URL where the writer needs a seekable file (Windows), keep the
+    verified raw dump if its upload fails (DumpFailed's ``kept`` and message say where); otherwise it
+    is deleted. Where the dump streams (Linux) there is no local copy and it changes nothing.
     """
     _check_snapshot(snapshot)
     if max_pause is not None and not max_pause > 0:
@@ -122,7 +127,7 @@ def create_dump(
     kind = DumpKind.parse(kind)
     mask = platform.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
-                    max_total, codec, started, started_at, max_pause, snapshot, _event)
+                    max_total, codec, started, started_at, max_pause, snapshot, _event, bool(keep_local_on_failure))
     proc = resolve_target(target, platform)
     with platform.open(proc, for_dump=True) as session:
         return create_in_session(platform, session, mask, opts)
@@ -151,6 +156,8 @@ class _Options:
     snapshot: SnapshotMode = False
     #: The signal, exception or exit a watcher dumps at (private: dumplib.watch only).
     event: Optional[TargetEvent] = None
+    #: A URL on a writer that needs a seekable file (Windows): keep the verified raw dump if the upload fails.
+    keep_local_on_failure: bool = False
 
     @property
     def to_stdout(self) -> bool:
@@ -368,7 +375,7 @@ def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Outp
     if platform.streams:
         return obj
     return RawThenCompress(obj, scratch_directory(tempfile.gettempdir(), opts.min_free, platform.host()),
-                           platform.host())
+                           platform.host(), keep_on_failure=getattr(opts, "keep_local_on_failure", False))
 
 
 def _free_name(store: "Store", target: RemoteTarget, named: RemoteTarget, extension: str,
