@@ -1,14 +1,15 @@
 """Streaming a dump to a store vs dumping locally and uploading with the store's CLI (issue #19's benchmark).
 
     python benchmarks/egress_vs_cli_upload.py [--runs 3] [--heap 2048] [--stores s3,azure] [--snapshot auto]
-                                              [--aws PATH] [--az PATH]
+                                              [--compress zstd|none] [--aws PATH] [--az PATH]
 
 Against loopback stand-ins started here (moto_server for S3, Azurite for Azure Blob; tests/egressrig.py
 finds them: moto_server beside this Python, Azurite from $DUMPLIB_AZURITE), a C target with a HEAP MiB heap
 of non-zero data and a 1 ms ticker thread (tests/e2e_linux/target.c --heap --ticker). Per store, per run,
 interleaved in rotating order:
 
-- stream: ``dumplib dump PID URL -k full -z zstd --snapshot=auto --json`` (the CLI, in a subprocess);
+- stream: ``dumplib dump PID URL -k full -z zstd --snapshot=auto --json`` (the CLI, in a subprocess;
+  ``--compress none``: uncompressed, so every byte crosses the loopback and the upload's pace shows);
 - local + CLI: ``dumplib dump PID DIR -k full -z zstd --snapshot=auto --json`` to a local directory, then
   ``aws s3 cp FILE s3://...`` (PyPI awscli) or ``az storage blob upload --file FILE ...`` (PyPI azure-cli),
   then the local file deleted.
@@ -84,8 +85,12 @@ def store(kind: str) -> Iterator[Tuple[str, Dict[str, str], Dict[str, str]]]:
             shutil.rmtree(config, ignore_errors=True)
 
 
+#: -z for both contenders (--compress; "none": uncompressed).
+COMPRESS = ["-z", "zstd"]
+
+
 def dumplib_argv(pid: int, where: str, snapshot: str) -> List[str]:
-    return [sys.executable, "-c", CLI_WRAPPER, "dump", str(pid), where, "-k", "full", "-z", "zstd",
+    return [sys.executable, "-c", CLI_WRAPPER, "dump", str(pid), where, "-k", "full", *COMPRESS,
             f"--snapshot={snapshot}", "--json"]
 
 
@@ -129,6 +134,9 @@ def local_then_cli(t, kind: str, url: str, cli_env: Dict[str, str], cli: str, sn
     for p in (path, Path(result["sidecar"] or "")):
         if p.name:
             p.unlink(missing_ok=True)
+    if kind == "azure" and not COMPRESS:  # Azurite holds blobs in memory (1 GiB): make room for the next run
+        subprocess.run([cli, "storage", "blob", "delete", "--only-show-errors", "--container-name", BUCKET,
+                        "--name", name, "--account-name", AZURITE_ACCOUNT], env=clean_env(**cli_env), check=False)
     return {"committed s": dump_s + up_s, "stall s": stall, "dumplib MiB": peak_rss_kib(status) / 1024,
             "upload MiB": up_rss / MiB, "stored MiB": result["size"] / MiB, "raw MiB": result["raw_size"] / MiB,
             "dump s": dump_s, "upload s": up_s}
@@ -140,13 +148,15 @@ def main() -> None:
     ap.add_argument("--heap", type=int, default=2048, help="the target's heap, MiB (default 2048: a 2 GiB dump)")
     ap.add_argument("--stores", default="s3,azure")
     ap.add_argument("--snapshot", default="auto", help="--snapshot for both contenders (auto, off)")
+    ap.add_argument("--compress", default="zstd", help="zstd, gzip, or none")
     ap.add_argument("--aws", default=shutil.which("aws"), help="the aws CLI (PyPI awscli)")
     ap.add_argument("--az", default=shutil.which("az"), help="the az CLI (PyPI azure-cli)")
     ns = ap.parse_args()
+    COMPRESS[:] = [] if ns.compress == "none" else ["-z", ns.compress]
     work = Path(tempfile.mkdtemp(prefix="egress-bench-"))
     exe = build_target(work)
     clis = {"s3": ns.aws, "azure": ns.az}
-    print(f"full dump of a {ns.heap} MiB heap, -z zstd, --snapshot={ns.snapshot}; median of {ns.runs} interleaved"
+    print(f"full dump of a {ns.heap} MiB heap, -z {ns.compress}, --snapshot={ns.snapshot}; median of {ns.runs} interleaved"
           " runs; committed = dumplib started to object committed; stall = longest gap of the target's 1 ms ticker")
     print(f"{'store':<7} {'how':<22} {'committed s':>11} {'stall s':>8} {'dumplib MiB':>11} {'upload MiB':>10}"
           f" {'stored MiB':>10} {'raw MiB':>8}")
