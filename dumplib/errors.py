@@ -269,7 +269,7 @@ class InvalidCompression(DumpError, ValueError):
 
 
 class DumpFailed(DumpError):
-    """Writing or verifying the dump failed; no file was left behind."""
+    """Writing or verifying the dump failed; no file was left behind (but the raw copy ``kept`` names)."""
 
     fields = ("pid", "reason", "errno", "winerror", "hresult", "max_pause", "kept")
     pid: Optional[int]

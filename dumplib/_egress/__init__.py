@@ -47,9 +47,10 @@ def buffer_plan(estimate: int, max_parts: int) -> Tuple[int, int]:
     """(part size, parts in flight) for a dump estimated at *estimate* bytes.
 
     The buffer (default 16 MiB: 8 MiB parts, one in flight; or ``DUMPLIB_UPLOAD_BUFFER``) is
-    ``(in_flight + 1) * part``: with the variable, two parts in flight from 15 MiB up, else one; parts of at least 5 MiB. Parts grow past that only when the
-    estimate would need more parts than the store allows (S3 10,000, Azure 50,000): a dump over ~70 GiB
-    (S3) or ~350 GiB (Azure) with the default buffer."""
+    ``(in_flight + 1) * part``: with the variable, two parts in flight from 15 MiB up, else one; parts
+    of at least 5 MiB. Parts grow past that only when the estimate would need more parts than the
+    store allows (S3 10,000, Azure 50,000): a dump over ~70 GiB (S3) or ~350 GiB (Azure) with the
+    default buffer."""
     text = os.environ.get(BUFFER_VARIABLE, "").strip()
     if text:
         total = _size(text)
