@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import dumplib
 
@@ -13,14 +13,36 @@ from ._fastparse import Arg, DebugOpt, JsonOpt, Opt
 
 
 class _TerminalProgress:
-    """Elapsed time and bytes written, redrawn on one stderr line; silent when stderr is no terminal."""
+    """Elapsed time and bytes written, redrawn on one stderr line; for a URL also the bytes the store
+    has acknowledged and the upload rate over the last few seconds. Silent when stderr is no terminal."""
+
+    #: Seconds the upload rate is measured over.
+    WINDOW = 3.0
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.drawn = False
+        self.sent: Optional[int] = None
+        self._samples: List[Tuple[float, int]] = []
+
+    def uploaded(self, sent: int, elapsed: float) -> None:
+        """Called by dumplib (before each redraw) when the dump goes to a store."""
+        self.sent = sent
+        self._samples.append((elapsed, sent))
+        while len(self._samples) > 2 and elapsed - self._samples[1][0] >= self.WINDOW:
+            self._samples.pop(0)
+
+    def rate(self) -> Optional[float]:
+        """Bytes per second acknowledged over the window; None before two samples."""
+        (t0, s0), (t1, s1) = self._samples[0], self._samples[-1]
+        return (s1 - s0) / (t1 - t0) if len(self._samples) > 1 and t1 > t0 else None
 
     def __call__(self, written: int, elapsed: float) -> None:
-        sys.stderr.write(f"\r{self.label}: {elapsed:6.1f} s, {human_bytes(written)} written   ")
+        line = f"\r{self.label}: {elapsed:6.1f} s, {human_bytes(written)} written"
+        if self.sent is not None:
+            rate = self.rate()
+            line += f", {human_bytes(self.sent)} uploaded" + (f" at {human_bytes(int(rate))}/s" if rate is not None else "")
+        sys.stderr.write(line + "   ")
         sys.stderr.flush()
         self.drawn = True
 
@@ -67,6 +89,9 @@ def dump(
         help="Write from a copy-on-write snapshot: the target is stopped only while it is taken. --snapshot=auto"
         " falls back to a normal dump (with a warning) where none can be taken.",
     ),
+    keep_local_on_failure: bool = Opt(
+        False, "--keep-local-on-failure",
+        help="A URL on Windows: keep the verified raw dump if the upload fails, and say where (else it is deleted)."),
     all_name: Optional[str] = Opt(
         None, "--all", help="Dump every process of this name, each to its own file (then the argument is PATH)."),
     service: Optional[str] = Opt(
@@ -88,7 +113,7 @@ def dump(
                     sidecar=not no_sidecar, keep=keep, max_total=parse_size(max_total, "max_total"),
                     compress=compress, compress_level=compress_level,
                     max_pause=parse_duration(max_pause, "max_pause"),
-                    snapshot=parse_snapshot(snapshot))
+                    snapshot=parse_snapshot(snapshot), keep_local_on_failure=keep_local_on_failure)
 
     if all_name is not None or target is None:
         if all_name is not None and path is not None:

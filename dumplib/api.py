@@ -74,6 +74,7 @@ def create_dump(
     compress_level: Optional[int] = None,
     max_pause: Optional[float] = DEFAULT_MAX_PAUSE,
     snapshot: SnapshotMode = False,
+    keep_local_on_failure: bool = False,
     _event: Optional[TargetEvent] = None,
 ) -> DumpResult:
     """Write a dump of *target* and return what was written.
@@ -84,7 +85,9 @@ def create_dump(
     Windows, coredump_filter bits on Linux). The dump is written to a temporary file beside the
     destination, verified, then renamed into place; on any failure (KeyboardInterrupt included)
     nothing is left behind and an existing file is never touched unless *overwrite*. *progress* is
-    called with (bytes written, seconds elapsed) while a long dump is written.
+    called with (bytes written, seconds elapsed) while a long dump is written; for a URL destination,
+    if it has an ``uploaded(bytes, seconds)`` method, that is called first with the bytes the store has
+    acknowledged (the CLI shows them and the rate).
 
     Disk safety, on by default: before the target is touched, the estimate plus a reserve
     (*min_free* bytes; default max(1 GiB, 5% of the volume)) must fit in the volume's free space,
@@ -105,6 +108,10 @@ def create_dump(
     stopped only while the snapshot is taken, not while the dump is written, compressed and hashed.
     Where no snapshot can be taken, ``True`` raises TargetRefused reason ``snapshot-unavailable``
     before anything is written and ``"auto"`` writes a normal dump with a warning saying why.
+
+    *keep_local_on_failure*: for a URL where the writer needs a seekable file (Windows), keep the
+    verified raw dump if its upload fails (DumpFailed's ``kept`` and message say where); otherwise it
+    is deleted. Where the dump streams (Linux) there is no local copy and it changes nothing.
     """
     _check_snapshot(snapshot)
     if max_pause is not None and not max_pause > 0:
@@ -120,7 +127,7 @@ def create_dump(
     kind = DumpKind.parse(kind)
     mask = platform.normalise_flags(kind, flags)
     opts = _Options(path, kind, flags, overwrite, comment, progress, min_free, space_check, fit, sidecar, keep,
-                    max_total, codec, started, started_at, max_pause, snapshot, _event)
+                    max_total, codec, started, started_at, max_pause, snapshot, _event, bool(keep_local_on_failure))
     proc = resolve_target(target, platform)
     with platform.open(proc, for_dump=True) as session:
         return create_in_session(platform, session, mask, opts)
@@ -149,6 +156,8 @@ class _Options:
     snapshot: SnapshotMode = False
     #: The signal, exception or exit a watcher dumps at (private: dumplib.watch only).
     event: Optional[TargetEvent] = None
+    #: A URL on a writer that needs a seekable file (Windows): keep the verified raw dump if the upload fails.
+    keep_local_on_failure: bool = False
 
     @property
     def to_stdout(self) -> bool:
@@ -189,7 +198,7 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
         watchdogs = ([SpaceGuard(d, host, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         cancelled = held.enter_context(_cancellable(proc.pid))
-        tick = combine(throttled_progress(opts.progress) if opts.progress else None, cancelled, *watchdogs)
+        tick = combine(_progress_tick(opts.progress, output) if opts.progress else None, cancelled, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, platform)
                  if opts.sidecar and not opts.to_stdout else None)
         options = WriteOptions(comment=opts.comment, signature=signature_text(plan.kind, plan.flags), tick=tick,
@@ -319,6 +328,20 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
                            scratch_directory(dest.directory, opts.min_free, host), host), told
 
 
+def _progress_tick(progress: ProgressCallback, output: Output) -> Callable[[int], None]:
+    """*progress* as a tick; for an upload, a callback with an ``uploaded(sent, elapsed)`` method (the
+    CLI's terminal line) also hears the bytes the store has acknowledged, at the same pace."""
+    uploaded = getattr(progress, "uploaded", None)
+    if not callable(uploaded) or output.uploaded() is None:
+        return throttled_progress(progress)
+
+    def both(written: int, elapsed: float) -> None:
+        uploaded(output.uploaded() or 0, elapsed)
+        progress(written, elapsed)
+
+    return throttled_progress(both)
+
+
 def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
                    opts: _Options) -> Tuple[Output, Tuple[str, ...]]:
     """A URL destination (docs/egress.md): parsed, its SDK imported, probed for write permission and its
@@ -352,7 +375,7 @@ def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Outp
     if platform.streams:
         return obj
     return RawThenCompress(obj, scratch_directory(tempfile.gettempdir(), opts.min_free, platform.host()),
-                           platform.host())
+                           platform.host(), keep_on_failure=getattr(opts, "keep_local_on_failure", False))
 
 
 def _free_name(store: "Store", target: RemoteTarget, named: RemoteTarget, extension: str,

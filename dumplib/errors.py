@@ -269,9 +269,9 @@ class InvalidCompression(DumpError, ValueError):
 
 
 class DumpFailed(DumpError):
-    """Writing or verifying the dump failed; no file was left behind."""
+    """Writing or verifying the dump failed; no file was left behind (but the raw copy ``kept`` names)."""
 
-    fields = ("pid", "reason", "errno", "winerror", "hresult", "max_pause")
+    fields = ("pid", "reason", "errno", "winerror", "hresult", "max_pause", "kept")
     pid: Optional[int]
     #: What went wrong, for scripts (see Reason; None: an unclassified failure, the message says what happened).
     reason: Optional[Reason]
@@ -280,6 +280,9 @@ class DumpFailed(DumpError):
     hresult: Optional[int]
     #: The bound that was passed (reason max-pause), in seconds.
     max_pause: Optional[float]
+    #: Where the verified local raw dump was kept when its upload failed and keep_local_on_failure was
+    #: asked (Windows, a URL destination); None otherwise (nothing was left behind).
+    kept: Optional[str]
 
     @classmethod
     def max_pause_exceeded(cls, pid: int, max_pause: Optional[float], held: str, advice: str) -> "DumpFailed":

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
 from ._hashing import FollowingHasher
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
-from .compression import CompressingWriter, DecodingHasher, open_content
+from .compression import SUFFIXES, CompressingWriter, DecodingHasher, open_content
 from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath, RemoteDestinationError
-from .placement import SIDECAR_SUFFIX, Destination, finalize_all, remove_own, temp_path
+from .placement import SIDECAR_SUFFIX, Destination, finalize_all, remove_own, remove_quietly, temp_path
 from .sidecar import SidecarMaker, sha256_of, sha256_of_stream
 from .space import Volume, roomiest_directory
 
@@ -89,6 +89,10 @@ class Output(abc.ABC):
     def temp_directories(self) -> List[str]:
         """Directories this output creates temporaries in (held against stale-temporary cleanup)."""
         return []
+
+    def uploaded(self) -> Optional[int]:
+        """Bytes the store has acknowledged so far; None for an output that uploads nothing."""
+        return None
 
 
 class _FileOutput(Output):
@@ -334,13 +338,16 @@ class RawThenCompress(Output):
     """For writers that need a seekable file: raw dump on the roomiest volume, then compressed into
     the destination (or to stdout), then the raw file deleted."""
 
-    def __init__(self, target: Union[CompressedFile, Stdout, "RemoteObject"], scratch: str, host: Host) -> None:
+    def __init__(self, target: Union[CompressedFile, Stdout, "RemoteObject"], scratch: str, host: Host,
+                 keep_on_failure: bool = False) -> None:
         super().__init__()
         self.host = host
         self.warnings = target.warnings  # a tuple: what the final destination says
         self.target, self.scratch = target, scratch
         self.where = target.where
         self.raw = temp_path(scratch)
+        #: Keep the verified raw dump when its upload fails (--keep-local-on-failure; a URL only).
+        self.keep_on_failure = keep_on_failure
 
     def needs(self, estimate: int) -> List[Need]:
         return [(self.scratch, estimate, "the raw dump before compression")] + self.target.needs(estimate)
@@ -348,16 +355,60 @@ class RawThenCompress(Output):
     def temp_directories(self) -> List[str]:
         return [self.scratch] + self.target.temp_directories()
 
+    def uploaded(self) -> Optional[int]:
+        return self.target.uploaded()
+
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
+        verified = False
         try:
             report = session.write(plan, self.raw, options)
             said = session.verify(self.raw, plan, report)
             report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
+            verified = True
             stored = self.target.take_raw(self.raw, options.tick, sidecar, report)
+        except BaseException as exc:
+            if keep_raw_after(exc, verified, self.keep_on_failure, isinstance(self.target, RemoteObject)):
+                assert isinstance(exc, DumpFailed) and isinstance(self.target, RemoteObject)
+                kept = _keep_raw(self.raw, self.scratch, self.target.target.key, self.target.codec)
+                if kept is not None:
+                    exc.kept = kept
+                    exc.message = (f"{exc.message}; the verified raw dump was kept at {kept}"
+                                   " (--keep-local-on-failure): upload it, or delete it")
+                    exc.args = (exc.message,) + exc.args[1:]
+            raise
         finally:
-            remove_own(self.raw, self.host)
+            remove_own(self.raw, self.host)  # gone already when it was kept (renamed)
         return report, stored
+
+
+def keep_raw_after(exc: BaseException, verified: bool, asked: bool, remote: bool) -> bool:
+    """Whether a raw-then-upload dump that failed with *exc* keeps its local raw copy: only when the
+    caller asked (keep_local_on_failure), the destination is a store, the raw dump was complete and
+    verified, and the failure is dumplib's DumpFailed (the upload failed, was cancelled, or its
+    compressed form did not check out). Never for an interrupt (KeyboardInterrupt, SystemExit): the
+    caller could not be told where the copy is."""
+    return asked and remote and verified and isinstance(exc, DumpFailed)
+
+
+def _keep_raw(raw: str, directory: str, key: str, codec: Optional[str]) -> Optional[str]:
+    """Give the raw temporary a name people can find beside it (the object's name without the
+    compression suffix, ``-N`` when taken; never replacing a file); None if it cannot be renamed."""
+    name = key.rsplit("/", 1)[-1] or "dump"
+    if codec and name.endswith(SUFFIXES[codec]):
+        name = name[: -len(SUFFIXES[codec])]
+    stem, dot, ext = name.partition(".")
+    for n in range(100):
+        dest = os.path.join(directory, f"{stem}-{n}{dot}{ext}" if n else name)
+        try:
+            os.link(raw, dest)  # fails if dest exists: never replaces anything
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        remove_quietly(raw)
+        return dest
+    return None
 
 
 class RemoteObject(Output):
@@ -376,9 +427,13 @@ class RemoteObject(Output):
         self.target, self.store, self.overwrite = target, store, overwrite
         self.codec, self.level = codec, level
         self.where = target.display()
+        self._up: Optional["Uploader"] = None
 
     def needs(self, estimate: int) -> List[Need]:
         return []  # nothing on a local volume; memory: (in_flight + 1) * part, whatever the dump's size
+
+    def uploaded(self) -> Optional[int]:
+        return self._up.sent if self._up is not None else 0
 
     def _start(self, pid: Optional[int], estimate: int) -> "Uploader":
         from ._egress import buffer_plan
@@ -386,7 +441,8 @@ class RemoteObject(Output):
         # (part size, parts in flight): at most (in_flight + 1) * part bytes held (docs/egress.md).
         part, in_flight = buffer_plan(estimate, self.store.max_parts)
         try:
-            return self.store.uploader(self.target.key, part, in_flight, self.overwrite)
+            self._up = self.store.uploader(self.target.key, part, in_flight, self.overwrite)
+            return self._up
         except RemoteDestinationError as exc:
             raise _upload_failed(exc, pid) from None
 

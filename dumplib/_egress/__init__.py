@@ -29,10 +29,14 @@ from ..remote import EXTRAS, RemoteTarget
 from .quiet import mark_thread, quiet
 
 MiB = 1 << 20
-#: The default upload buffer: 8 MiB parts, two on the wire while a third fills (24 MiB held by
-#: dumplib; the SDKs copy a part in flight once more, docs/egress.md has the measured peak).
+#: The default upload buffer: 8 MiB parts, one on the wire while the next fills (16 MiB held by
+#: dumplib; the SDK copies the part in flight once more). Two in flight (24 MiB) measured a peak RSS of
+#: 103 MiB on S3; one keeps the peak under 100 MiB (docs/egress.md has the measurements,
+#: tests/e2e_linux/test_egress_memory.py asserts the bound).
 DEFAULT_PART = 8 * MiB
-DEFAULT_IN_FLIGHT = 2
+DEFAULT_IN_FLIGHT = 1
+#: Parts in flight when DUMPLIB_UPLOAD_BUFFER is 15 MiB or more (more room asked for: more throughput).
+LARGE_BUFFER_IN_FLIGHT = 2
 #: S3's smallest part (but the last); used for Azure blocks too.
 MIN_PART = 5 * MiB
 #: The variable that sets the buffer (bytes, or 64M, 1G...).
@@ -42,14 +46,15 @@ BUFFER_VARIABLE = "DUMPLIB_UPLOAD_BUFFER"
 def buffer_plan(estimate: int, max_parts: int) -> Tuple[int, int]:
     """(part size, parts in flight) for a dump estimated at *estimate* bytes.
 
-    The buffer (default 24 MiB, or ``DUMPLIB_UPLOAD_BUFFER``) is ``(in_flight + 1) * part``: two parts in
-    flight from 15 MiB up, else one; parts of at least 5 MiB. Parts grow past that only when the
-    estimate would need more parts than the store allows (S3 10,000, Azure 50,000): a dump over ~70 GiB
-    (S3) or ~350 GiB (Azure) with the default buffer."""
+    The buffer (default 16 MiB: 8 MiB parts, one in flight; or ``DUMPLIB_UPLOAD_BUFFER``) is
+    ``(in_flight + 1) * part``: with the variable, two parts in flight from 15 MiB up, else one; parts
+    of at least 5 MiB. Parts grow past that only when the estimate would need more parts than the
+    store allows (S3 10,000, Azure 50,000): a dump over ~70 GiB (S3) or ~350 GiB (Azure) with the
+    default buffer."""
     text = os.environ.get(BUFFER_VARIABLE, "").strip()
     if text:
         total = _size(text)
-        in_flight = DEFAULT_IN_FLIGHT if total >= 3 * MIN_PART else 1
+        in_flight = LARGE_BUFFER_IN_FLIGHT if total >= 3 * MIN_PART else 1
         part = max(MIN_PART, total // (in_flight + 1))
     else:
         part, in_flight = DEFAULT_PART, DEFAULT_IN_FLIGHT

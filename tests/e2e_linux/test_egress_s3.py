@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -273,3 +274,32 @@ def test_without_a_snapshot_a_slow_network_holds_the_target_no_longer_than_max_p
     assert took < 20, took
     assert _keys(s3port, "slow/") == []
     assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix="slow/").get("Uploads", []) == []
+
+
+def test_progress_on_a_terminal_shows_bytes_uploaded_and_the_rate(s3port, target_exe):
+    """On a terminal the progress line adds what the store has acknowledged and the upload rate: through a
+    16 MiB/s link the numbers climb, never pass what was written, and the rate is the link's, roughly."""
+    from egressrig import CLI_WRAPPER
+    from linuxrig import run_in_pty
+
+    relay = Relay(s3port, rate=16 << 20)
+    env = clean_env(**s3_env(relay.port))
+    env.pop("DUMPLIB_UPLOAD_BUFFER", None)
+    with run_target([str(target_exe), "--heap", "100"]) as t:
+        code, screen, out = run_in_pty(["env", "-i", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-c",
+                                        CLI_WRAPPER, "dump", str(t.pid), f"s3://{BUCKET}/progress/", "-k", "full",
+                                        "--snapshot=auto"], timeout=120)
+        t.assert_running_untraced()
+    assert code == 0, screen.decode(errors="replace")
+    unit = {b"B": 1, b"KiB": 1 << 10, b"MiB": 1 << 20, b"GiB": 1 << 30}
+    lines = re.findall(rb"\rdumping %d: +[\d.]+ s, ([\d.]+) (B|KiB|MiB|GiB) written, ([\d.]+) (B|KiB|MiB|GiB) uploaded"
+                       rb"(?: at ([\d.]+) (B|KiB|MiB|GiB)/s)?" % t.pid, screen)
+    assert len(lines) >= 4, screen  # ~7 s of upload, redrawn every 0.25 s
+    written = [float(n) * unit[u] for n, u, _, _, _, _ in lines]
+    uploaded = [float(n) * unit[u] for _, _, n, u, _, _ in lines]
+    rates = [float(n) * unit[u] / (1 << 20) for _, _, _, _, n, u in lines if n]
+    assert uploaded == sorted(uploaded) and uploaded[-1] >= 48 << 20, uploaded
+    # Shown to 0.1 of a unit: what was acknowledged never exceeds what was written.
+    assert all(up <= w * 1.001 + (1 << 20) for up, w in zip(uploaded, written)), list(zip(uploaded, written))
+    assert rates and 4 <= sorted(rates)[len(rates) // 2] <= 32, rates  # the link's 16 MiB/s, give or take
+    assert b"wrote " in out

@@ -62,7 +62,7 @@ def test_human_bytes():
 def test_errors_carry_their_facts():
     exc = dumplib.DumpFailed("boom", pid=7, winerror=299, hresult=0x8007012B)
     assert exc.details() == {"pid": 7, "winerror": 299, "hresult": 0x8007012B, "errno": None, "reason": None,
-                             "max_pause": None}
+                             "max_pause": None, "kept": None}
     amb = dumplib.AmbiguousProcess("python", [dumplib.ProcessInfo(1, "python"), dumplib.ProcessInfo(2, "python")])
     assert "pid 1 python" in str(amb) and "pid 2 python" in str(amb)
     assert [c["pid"] for c in amb.details()["candidates"]] == [1, 2]
