@@ -522,6 +522,11 @@ def _upload_failed(exc: RemoteDestinationError, pid: Optional[int]) -> DumpFaile
                       reason="upload-failed")
 
 
+#: The stores' answers that mean "the name is taken" (and only those: a lease, an immutability policy or
+#: a full store is a 409 or 412 too, and is an upload that failed).
+_EXISTS_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "BlobAlreadyExists", "ConditionNotMet")
+
+
 @contextlib.contextmanager
 def _store_errors(pid: Optional[int], key: Optional[str] = None, out: Optional[RemoteObject] = None) -> Iterator[None]:
     """A store's errors once the write began: DumpFailed reason upload-failed, or DumpExists when the
@@ -529,7 +534,7 @@ def _store_errors(pid: Optional[int], key: Optional[str] = None, out: Optional[R
     try:
         yield
     except RemoteDestinationError as exc:
-        if out is not None and key is not None and exc.status in (409, 412):
+        if out is not None and key is not None and exc.service_code in _EXISTS_CODES:
             raise DumpExists(out.target.display(key)) from None
         raise _upload_failed(exc, pid) from None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import posixpath
+import re
 import urllib.parse
 from typing import Any, Optional
 
@@ -74,12 +75,24 @@ class RemoteTarget:
         return dataclasses.replace(self, key=key)
 
 
+#: S3 bucket and Azure container names: 3-63 of lower-case letters, digits, '.' and '-' (Azure allows no
+#: '.', which the service then refuses with its own error; anything else is refused here, before any call).
+_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 def parse_url(url: str) -> RemoteTarget:
     """The destination *url* names, or InvalidDumpPath (exit 7) saying why; the message never repeats
     a query string or a user:password."""
     u = urllib.parse.urlsplit(url)
     scheme = u.scheme.lower()
-    netloc = u.netloc.rsplit("@", 1)[-1]
+    if "@" in url:
+        # user:password@ (a secret key may hold '/', which moves it out of the netloc urlsplit sees):
+        # refused, and nothing before the last '@' is ever repeated.
+        tail = url.rsplit("@", 1)[1]
+        shown = f"{u.scheme}://…@{tail.split('?', 1)[0]}"
+        raise InvalidDumpPath(f"{shown}: credentials in the URL are not accepted; use the standard credential"
+                              " sources (docs/egress.md)", path=shown)
+    netloc = u.netloc
     shown = urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
 
     def bad(why: str) -> InvalidDumpPath:
@@ -89,14 +102,15 @@ def parse_url(url: str) -> RemoteTarget:
         raise bad("a query string (a SAS token?) is not accepted in a destination URL: it would show in `ps`,"
                   " in messages and in the sidecar. Give credentials through AZURE_STORAGE_CONNECTION_STRING,"
                   " DefaultAzureCredential or the AWS credential chain (docs/egress.md)")
-    if "@" in u.netloc:
-        raise bad("credentials in the URL are not accepted; use the standard credential sources (docs/egress.md)")
     path = u.path.lstrip("/")
     if any(part in (".", "..") for part in path.split("/")):
         raise bad("'.' and '..' are not object names")
     if scheme in ("s3", "az"):
         if not u.netloc:
             raise bad(f"expected {scheme}://{'BUCKET' if scheme == 's3' else 'CONTAINER'}/prefix/name")
+        if not _CONTAINER_NAME.fullmatch(u.netloc):
+            raise bad(f"{u.netloc!r} is not a {'bucket' if scheme == 's3' else 'container'} name (3-63 lower-case"
+                      " letters, digits, '.' and '-')")
         return RemoteTarget("s3" if scheme == "s3" else "azure", u.netloc, path)
     host = (u.hostname or "").lower()
     parts = path.split("/", 1)

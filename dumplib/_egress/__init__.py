@@ -155,14 +155,21 @@ class Store:
 
     @contextlib.contextmanager
     def calling(self, key: Optional[str], doing: str) -> Iterator[None]:
-        """SDK calls inside the logger guard, their exceptions as RemoteDestinationError."""
+        """SDK calls inside the logger guard, their exceptions as RemoteDestinationError.
+
+        The error is raised outside the handler, with no context: the SDK's exception holds the
+        request (a SAS signature in its URL, headers) and must not stay reachable from ours."""
+        error: Optional[RemoteDestinationError] = None
         try:
             with quiet():
                 yield
         except RemoteDestinationError:
             raise
         except Exception as exc:
-            raise self.error(exc, key, doing) from None
+            error = self.error(exc, key, doing)
+        if error is not None:
+            error.__context__ = None
+            raise error
 
 
 def upload_failed(err: RemoteDestinationError, pid: Optional[int] = None) -> DumpFailed:
@@ -232,7 +239,9 @@ class Uploader:
 
     def _check(self) -> None:
         if self._failed is not None:
-            raise self.store.error(self._failed, self.key, "uploading to") from None
+            error = self.store.error(self._failed, self.key, "uploading to")
+            error.__context__ = None
+            raise error
 
     def drain(self) -> List[Any]:
         """Send what is buffered and wait for every part; the parts' results in order."""
@@ -250,10 +259,11 @@ class Uploader:
         raise NotImplementedError
 
     def abort(self) -> None:
-        """Stop sending and leave nothing committed."""
+        """Stop sending and leave nothing committed; never waits for a part on the wire (a stalled store
+        would hold dumplib's exit for its timeouts: a part sent after this is never committed)."""
         for f in self._futures:
             f.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._buf = bytearray()
 
 

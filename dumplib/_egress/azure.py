@@ -121,7 +121,7 @@ class AzureStore(Store):
                 reason, why = "no-permission", "these credentials may not write blobs in this container"
             elif code in ("ResourceNotFound", "AccountNotFound") or status == 404:
                 reason, why = "no-container", "the account or container was not found"
-            elif code in ("BlobAlreadyExists", "ConditionNotMet") or status in (409, 412):
+            elif code in ("BlobAlreadyExists", "ConditionNotMet") or (status == 412 and code is None):
                 reason, why = "no-permission", "the blob already exists (and overwrite was not asked for)"
             else:
                 why = f"the storage service answered {status}"
@@ -149,7 +149,7 @@ class _BlockUploader(Uploader):
 
     def commit(self, parts: List[Any], metadata: Dict[str, str]) -> None:
         blob = self.store._blob  # type: ignore[attr-defined]
-        with quiet():
+        with self.store.calling(self.key, "committing"):
             self.client.commit_block_list(
                 [blob.BlobBlock(self._id(i)) for i in parts], metadata=metadata,
                 content_settings=blob.ContentSettings(content_type="application/octet-stream"),

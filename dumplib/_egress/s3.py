@@ -26,9 +26,10 @@ class S3Store(Store):
         if probe not in self._clients:
             Config = need("botocore.config", self.target).Config
             # Bounded retries (standard mode: exponential backoff with jitter, capped at 20 s); the probe
-            # tries once.
-            cfg = Config(retries={"mode": "standard", "max_attempts": 1 if probe else 4}, connect_timeout=10,
-                         read_timeout=60)
+            # and the abort of a failed upload try once, with short timeouts: a refusal or an abort on the
+            # way out must not hold dumplib for minutes on a store that stalls.
+            cfg = Config(retries={"mode": "standard", "max_attempts": 1 if probe else 4},
+                         connect_timeout=5 if probe else 10, read_timeout=15 if probe else 60)
             with quiet():
                 self._clients[probe] = self._boto3.session.Session().client("s3", config=cfg)
         return self._clients[probe]
@@ -107,6 +108,7 @@ class _MultipartUploader(Uploader):
         self.overwrite = overwrite
         self.bucket = store.target.container
         self.s3 = store._s3()
+        self._abort_client = store._s3(probe=True)  # one try, short timeouts: see S3Store._s3
         try:
             with quiet():
                 r = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType="application/octet-stream",
@@ -122,7 +124,7 @@ class _MultipartUploader(Uploader):
                                   ("ChecksumSHA256", r.get("ChecksumSHA256"))) if v is not None}
 
     def commit(self, parts: List[Any], metadata: Dict[str, str]) -> None:
-        with quiet():
+        with self.store.calling(self.key, "committing"):
             self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                               MultipartUpload={"Parts": parts},
                                               **({} if self.overwrite else {"IfNoneMatch": "*"}))
@@ -140,7 +142,8 @@ class _MultipartUploader(Uploader):
         if self.upload_id is not None:
             try:
                 with quiet():
-                    self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+                    self._abort_client.abort_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                              UploadId=self.upload_id)
             except Exception:
                 pass  # unreachable: a lifecycle rule AbortIncompleteMultipartUpload cleans it (docs/egress.md)
             self.upload_id = None

@@ -34,6 +34,9 @@ def test_urls_name_a_store_container_and_key(url, store, container, key, account
     "https://acct.blob.core.windows.net/ctr/x.dmp?sv=2024&sig=SECRETSIG",
     "s3://bkt/x?X-Amz-Signature=SECRETSIG",
     "s3://AKIA:SECRETSIG@bkt/x",
+    "s3://AKIAEXAMPLE:wJalr/SECRETSIG@bucket/x",  # a secret key holding '/' leaves urlsplit's netloc early
+    "https://AKIA:SECRET/SIG/SECRETSIG@acct.blob.core.windows.net/ctr/x",
+    "s3://Bad_Bucket/x",
     "http://acct.blob.core.windows.net/ctr/x",
     "https://example.com/ctr/x",
     "s3://bkt/../x",
@@ -51,9 +54,9 @@ def test_local_paths_are_not_urls():
 def test_a_prefix_gets_dumplibs_own_name_and_tokens_expand():
     proc = ProcessInfo(pid=42, name="my app")
     when = datetime.datetime(2026, 12, 5, 1, 2, 3)
-    named = object_name(parse_url("s3://b/{name}/"), proc, DumpKind.FULL, when, ".core.zst", "{name}_{pid}_{date}_{time}")
+    named = object_name(parse_url("s3://bkt/{name}/"), proc, DumpKind.FULL, when, ".core.zst", "{name}_{pid}_{date}_{time}")
     assert named.key.startswith("my_app/my_app_42_261205_010203") and named.key.endswith(".core.zst")
-    assert object_name(parse_url("az://c/x_{pid}.core"), proc, DumpKind.MINI, when, ".core", "").key == "x_42.core"
+    assert object_name(parse_url("az://ctr/x_{pid}.core"), proc, DumpKind.MINI, when, ".core", "").key == "x_42.core"
 
 
 def test_the_buffer_is_documented_size_and_grows_only_for_part_limits(monkeypatch):
@@ -89,10 +92,10 @@ def test_a_url_on_a_seekable_file_writer_is_raw_then_compress_into_the_remote_ob
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     real = current()
-    obj = RemoteObject(parse_url("s3://b/x.dmp.zst"), store=None, overwrite=False, codec="gzip", level=1)  # type: ignore[arg-type]
+    obj = RemoteObject(parse_url("s3://bkt/x.dmp.zst"), store=None, overwrite=False, codec="gzip", level=1)  # type: ignore[arg-type]
     opts = types.SimpleNamespace(min_free=0)
     out = api._for_platform(_NotStreaming(real), obj, opts)  # type: ignore[arg-type]
-    assert isinstance(out, RawThenCompress) and out.target is obj and out.where == "s3://b/x.dmp.zst"
+    assert isinstance(out, RawThenCompress) and out.target is obj and out.where == "s3://bkt/x.dmp.zst"
     assert [(d, n) for d, n, _ in out.needs(1000)] == [(out.scratch, 1000)]  # the raw copy only, on local scratch
     streaming = types.SimpleNamespace(streams=True)
     assert api._for_platform(streaming, obj, opts) is obj and obj.needs(1 << 40) == []  # type: ignore[arg-type]
