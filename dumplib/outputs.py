@@ -499,18 +499,30 @@ class RemoteObject(Output):
         stored = Stored(self.where, out.stored_bytes, out.raw_bytes, self.codec, out.sha256, None,
                         time.monotonic() - started)
         side_key = self.target.key + SIDECAR_SUFFIX
-        if sidecar is not None:
-            # The sidecar first: one without its dump is harmless, a dump without its sidecar is never
-            # vouched for (retention, `info`). A store error here is still before any commit.
-            data = sidecar(None, self.where, stored, report)
-            with _store_errors(pid, side_key, self):
-                self.store.put_small(side_key, data, self.overwrite)
+        data = sidecar(None, self.where, stored, report) if sidecar is not None else None
         meta = {"sha256": out.sha256, "size": str(out.stored_bytes), "raw_size": str(out.raw_bytes)}
+        if self.overwrite:
+            # Replacing: the old sidecar goes first and the new one comes after the commit, so a sidecar
+            # may be missing for a while but never vouches for a dump that is not the one beside it.
+            if data is not None:
+                with _store_errors(pid, side_key, self):
+                    self.store.delete(side_key)
+            with _store_errors(pid, self.target.key, self):
+                up.commit(parts, meta)
+            if data is not None:
+                with _store_errors(pid, side_key, self):
+                    self.store.put_small(side_key, data, True)
+            return dataclasses.replace(stored, upload_seconds=time.monotonic() - started)
+        if data is not None:
+            # A new name: the sidecar first. One without its dump is harmless, a dump without its
+            # sidecar is never vouched for (retention, `info`). A store error here is before any commit.
+            with _store_errors(pid, side_key, self):
+                self.store.put_small(side_key, data, False)
         try:
             with _store_errors(pid, self.target.key, self):
                 up.commit(parts, meta)
         except BaseException:
-            if sidecar is not None:
+            if data is not None:
                 with contextlib.suppress(Exception):
                     self.store.delete(side_key)
             raise

@@ -89,8 +89,13 @@ class AzureStore(Store):
                 **({} if overwrite else {"if_none_match": "*"}))
 
     def delete(self, key: str) -> None:
-        with self.calling(key, "deleting"):
-            self._client(key).delete_blob()
+        """Delete *key*; one that is not there is already what was asked (S3's DeleteObject says so too)."""
+        try:
+            with self.calling(key, "deleting"):
+                self._client(key).delete_blob()
+        except RemoteDestinationError as exc:
+            if exc.service_code != "BlobNotFound":
+                raise
 
     def exists(self, key: str) -> Optional[bool]:
         try:

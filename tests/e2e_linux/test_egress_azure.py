@@ -113,3 +113,23 @@ def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(a
     assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
     assert took < 30, took  # the bounded retries: about 0.5 + 2.5 + 4.5 s
     assert _names(azport, "cut/") == []  # nothing committed; the staged blocks expire on their own
+
+
+def test_a_second_dump_to_a_taken_name_is_dump_exists_and_overwrite_replaces_dump_and_sidecar_together(
+        azport, ctarget):
+    """Without --overwrite the first object stays whole (exit 6); with it, the new dump and a sidecar
+    that vouches for it replace both, and no step leaves a sidecar naming a dump it does not describe."""
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=azurite_connection_string(azport))
+    url = f"az://{CONTAINER}/again/x.core"
+    first = run_dumplib(["dump", str(ctarget.pid), url, "-k", "mini", "--json"], env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    taken = run_dumplib(["dump", str(ctarget.pid), url, "-k", "mini", "--json"], env)
+    assert taken.returncode == 6 and json.loads(taken.stdout)["error"]["type"] == "DumpExists", taken.stdout
+    replaced = run_dumplib(["dump", str(ctarget.pid), url, "-k", "triage", "--overwrite", "--json"], env)
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    box = azure_container(azport, CONTAINER)
+    body = box.get_blob_client("again/x.core").download_blob().readall()
+    side = json.loads(box.get_blob_client("again/x.core.json").download_blob().readall())
+    assert side["kind"] == "triage" and side["sha256"] == hashlib.sha256(body).hexdigest()
+    assert json.loads(replaced.stdout)["sha256"] == side["sha256"] != json.loads(first.stdout)["sha256"]
+    ctarget.assert_running_untraced()
