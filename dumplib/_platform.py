@@ -21,10 +21,16 @@ from .errors import TargetRefused
 from .kinds import DumpKind
 from .results import DumpResult, ProcessInfo, SizeEstimate
 
-if TYPE_CHECKING:  # names for annotations only: a one-shot dump imports neither (start-up time)
+if TYPE_CHECKING:  # names for annotations only: a one-shot dump imports none of them (start-up time)
     import subprocess
 
+    import psutil
+
     from .triggers import Trigger
+
+#: psutil's memory_info() of one process: a named tuple whose fields differ by OS (rss everywhere,
+#: shared on Linux, private and pagefile on Windows), which is why the Platform reads it.
+MemoryInfo = Any
 
 #: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
 ProgressCallback = Callable[[int, float], None]
@@ -393,15 +399,15 @@ class Platform(abc.ABC):
         """This platform's way with dumplib's own files, directories and helper threads."""
 
     @abc.abstractmethod
-    def open_handles(self, proc: Any) -> int:
+    def open_handles(self, proc: "psutil.Process") -> int:
         """How many handles (Windows) or file descriptors (Linux) the psutil Process *proc* holds."""
 
     @abc.abstractmethod
-    def private_bytes(self, mem: Any) -> Optional[int]:
+    def private_bytes(self, mem: MemoryInfo) -> Optional[int]:
         """`dumplib ps`'s private figure from psutil's memory_info() *mem*: cheap, one per process."""
 
     @abc.abstractmethod
-    def watched_memory(self, mem: Any) -> int:
+    def watched_memory(self, mem: MemoryInfo) -> int:
         """What MemoryAbove/MemoryBelow measure by default, from psutil's memory_info() *mem*."""
 
     def watch_events(self) -> Optional[WatchSupport]:

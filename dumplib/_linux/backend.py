@@ -22,15 +22,15 @@ import os
 import select
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
 from .core.corefilter import linux_filter
 from ..results import ProcessInfo, SizeEstimate
-from .._platform import (HeldTarget, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick, WatchSupport,
-                         WriteOptions, WriteReport, without_snapshot)
+from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick,
+                         WatchSupport, WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
 from .core import notes, selection
 from .host import LinuxHost, create_exclusive
@@ -41,6 +41,9 @@ from .proc.errors import foreign_tracer, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
 from .ptrace.regs import ThreadState
 from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
+
+if TYPE_CHECKING:
+    import psutil
 
 PF_KTHREAD = 0x00200000
 
@@ -151,14 +154,14 @@ class LinuxPlatform(Platform):
     def host(self) -> LinuxHost:
         return _HOST
 
-    def open_handles(self, proc: Any) -> int:
+    def open_handles(self, proc: "psutil.Process") -> int:
         return int(proc.num_fds())
 
-    def private_bytes(self, mem: Any) -> Optional[int]:
+    def private_bytes(self, mem: MemoryInfo) -> Optional[int]:
         # Resident minus shared pages: USS would need a full smaps read per process.
         return max(0, int(mem.rss) - int(mem.shared))
 
-    def watched_memory(self, mem: Any) -> int:
+    def watched_memory(self, mem: MemoryInfo) -> int:
         return int(mem.rss)  # the resident set
 
     def watch_events(self) -> WatchSupport:

@@ -30,10 +30,13 @@ import select
 import signal
 import stat
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import api
-from .._platform import Plan, Platform, Session, Sink, TargetEvent, WriteOptions, WriteReport
+from .._platform import MemoryInfo, Plan, Platform, Session, Sink, TargetEvent, WriteOptions, WriteReport
+
+if TYPE_CHECKING:
+    import psutil
 from ..errors import DumpError, DumpFailed, InsufficientDiskSpace, InvalidDumpFile
 from ..formats import elfcore
 from ..kinds import DumpKind
@@ -270,13 +273,13 @@ class StreamCore(Platform, Session):
         return _HOST
 
     # Never asked: the handler lists and watches nothing.
-    def open_handles(self, proc: Any) -> int:
+    def open_handles(self, proc: "psutil.Process") -> int:
         return 0
 
-    def private_bytes(self, mem: Any) -> Optional[int]:
+    def private_bytes(self, mem: MemoryInfo) -> Optional[int]:
         return None
 
-    def watched_memory(self, mem: Any) -> int:
+    def watched_memory(self, mem: MemoryInfo) -> int:
         return 0
 
     def sidecar_facts(self, pid: int) -> Dict[str, Any]:

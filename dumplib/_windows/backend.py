@@ -17,9 +17,9 @@ if sys.platform != "win32":  # survives python -O, unlike the assert below
 assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from .._platform import (Plan, Platform, Session, SnapshotMode, TargetEvent, WatchSupport, WriteOptions,
+from .._platform import (MemoryInfo, Plan, Platform, Session, SnapshotMode, TargetEvent, WatchSupport, WriteOptions,
                          WriteReport, without_snapshot)
 from ..errors import AccessDenied, BitnessMismatch, DumpFailed, ProcessNotFound, TargetRefused
 from ..kinds import DumpKind
@@ -35,6 +35,9 @@ from .inflight import WRITES
 from .policy import DUMPER_MACHINE, BitnessVerdict, bitness_verdict
 from .verify import check_dump
 from .writer import WriteMonitor, signals_cancel, write_dump
+
+if TYPE_CHECKING:
+    import psutil
 
 #: psutil's create_time() and GetProcessTimes agree to the 100-ns tick; a reused pid's start is seconds away.
 SAME_START_SECONDS = 0.05
@@ -118,14 +121,14 @@ class WindowsPlatform(Platform):
     def host(self) -> WindowsHost:
         return _HOST
 
-    def open_handles(self, proc: Any) -> int:
+    def open_handles(self, proc: "psutil.Process") -> int:
         return int(proc.num_handles())
 
-    def private_bytes(self, mem: Any) -> Optional[int]:
+    def private_bytes(self, mem: MemoryInfo) -> Optional[int]:
         # The commit charge, PagefileUsage: equal to PrivateUsage on real Windows, and the one Wine fills.
         return int(mem.pagefile)
 
-    def watched_memory(self, mem: Any) -> int:
+    def watched_memory(self, mem: MemoryInfo) -> int:
         # Private commit bytes (Wine fills only pagefile).
         return int(getattr(mem, "private", 0) or mem.pagefile or mem.rss)
 

@@ -94,7 +94,7 @@ def test_the_dump_pipeline_and_url_parsing_load_no_store_sdk():
     probe = ("import sys\n_before = set(sys.modules)\n{}\nprint(repr(sorted(set(sys.modules) - _before)))")
     done = subprocess.run([sys.executable, "-c", probe.format(
         "import dumplib.api, dumplib.outputs, dumplib.watching, dumplib.postmortem, dumplib.remote\n"
-        "dumplib.remote.parse_url('s3://bucket/dumps/'); dumplib.remote.parse_url('az://c/x.core')\n"
+        "dumplib.remote.parse_url('s3://bucket/dumps/'); dumplib.remote.parse_url('az://ctr/x.core')\n"
         "assert dumplib.remote.is_remote('https://acct.blob.core.windows.net/c/x')")],
         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

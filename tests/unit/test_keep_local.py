@@ -24,7 +24,7 @@ RAW = b"MDMP" + b"\1" * 4096
     (dumplib.DumpFailed("x", reason="upload-failed"), False, True, True, False),  # the raw dump is not verified
     (dumplib.DumpFailed("x", reason="upload-failed"), True, True, False, False),  # a local destination
     (KeyboardInterrupt(), True, True, True, False),  # nobody could be told where
-    (dumplib.DumpExists("s3://b/x"), True, True, True, False),
+    (dumplib.DumpExists("s3://bkt/x"), True, True, True, False),
 ])
 def test_the_raw_copy_is_kept_only_when_asked_verified_and_the_upload_failed(exc, verified, asked, remote, keep):
     assert keep_raw_after(exc, verified, asked, remote) is keep
@@ -47,7 +47,7 @@ class _Writer:
 
 
 def _output(scratch: Path, keep: bool, failure: BaseException) -> RawThenCompress:
-    obj = RemoteObject(parse_url("s3://b/prod/app_42_261205.dmp.zst"), store=None, overwrite=False,  # type: ignore[arg-type]
+    obj = RemoteObject(parse_url("s3://bkt/prod/app_42_261205.dmp.zst"), store=None, overwrite=False,  # type: ignore[arg-type]
                        codec="zstd", level=1)
 
     def take_raw(raw: str, tick: Any, sidecar: Any, report: Any) -> Any:
@@ -60,7 +60,7 @@ def _output(scratch: Path, keep: bool, failure: BaseException) -> RawThenCompres
 
 
 def _upload_failed() -> dumplib.DumpFailed:
-    return dumplib.DumpFailed("uploading to s3://b/prod/app_42_261205.dmp.zst: the S3 endpoint could not be reached;"
+    return dumplib.DumpFailed("uploading to s3://bkt/prod/app_42_261205.dmp.zst: the S3 endpoint could not be reached;"
                               " the upload was abandoned and nothing was committed", reason="upload-failed")
 
 
@@ -105,7 +105,7 @@ def test_the_cli_option_reaches_create_dump(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dumplib, "create_dump", record)
-    for argv, want in ((["dump", "1234", "s3://b/", "--keep-local-on-failure"], True), (["dump", "1234", "s3://b/"], False)):
+    for argv, want in ((["dump", "1234", "s3://bkt/", "--keep-local-on-failure"], True), (["dump", "1234", "s3://bkt/"], False)):
         with pytest.raises(SystemExit):
             main(argv)
         assert seen.pop()["keep_local_on_failure"] is want
@@ -120,7 +120,7 @@ def test_create_dumps_option_reaches_the_raw_then_upload_output(tmp_path, monkey
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     real = current()
     seekable = types.SimpleNamespace(streams=False, host=real.host)  # a writer that needs a seekable file
-    obj = RemoteObject(parse_url("s3://b/x.dmp"), store=None, overwrite=False, codec=None, level=0)  # type: ignore[arg-type]
+    obj = RemoteObject(parse_url("s3://bkt/x.dmp"), store=None, overwrite=False, codec=None, level=0)  # type: ignore[arg-type]
     for asked in (True, False):
         opts = types.SimpleNamespace(min_free=0, keep_local_on_failure=asked)
         out = api._for_platform(seekable, obj, opts)  # type: ignore[arg-type]
