@@ -103,8 +103,10 @@ main(sys.argv[1:])
 
 
 def _cli_modules(*args: str) -> set:
+    # The child writes in its console's code page (cp1252 in the Windows interpreter under Wine), where
+    # rich may shorten a help line with an ellipsis byte that is not UTF-8: read what it says, not its bytes.
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+                          timeout=120, encoding="utf-8", errors="replace")
     return set(json.loads(done.stderr.strip().splitlines()[-1])), done
 
 
