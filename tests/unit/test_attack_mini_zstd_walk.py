@@ -5,8 +5,13 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import sys
 
 import pytest
+
+#: The reference is this Linux machine's zstd tool (CI installs it); the Windows interpreter under Wine
+#: has none, and the same walk is checked by the Linux run.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="compares with the zstd tool of the Linux run")
 
 from dumplib.compression import _zstd_frames_complete
 from helpers import require
