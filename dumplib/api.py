@@ -231,13 +231,9 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
             result = _with_warnings(result, ["keep/max_total count only dumps with a sidecar, and this one has"
                                              " none (sidecar=False): it is not counted and will never be removed"])
         if opts.retention and not opts.to_stdout:
-            directory = os.path.dirname(stored.path)
-            from .retention import apply_retention  # only when asked: not on every dump's start-up
-
-            removed = apply_retention(directory, keep=opts.keep, max_total=opts.max_total, protect=stored.path,
-                                      host=host)
-            if removed:
-                result = _with_warnings(result, [f"retention removed {os.path.basename(r)}" for r in removed])
+            pruned = output.retain(stored, opts.keep, opts.max_total)
+            if pruned:
+                result = _with_warnings(result, pruned)
     return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
 
 
@@ -348,12 +344,20 @@ def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
     name checked, all before the target is touched."""
     assert isinstance(opts.path, str)
     target = parse_url(opts.path)  # InvalidDumpPath: a bad URL, a query string
-    if opts.retention:
-        raise InvalidArgument("--keep/--max-total do not work on a URL destination yet: use the store's own"
-                              " lifecycle rules to expire old dumps (docs/egress.md)",
-                              argument="keep" if opts.keep is not None else "max_total",
-                              value=opts.keep if opts.keep is not None else opts.max_total)
     from ._egress import open_store  # the SDK: only now, only for a URL
+    from ._egress.signing import load_key
+
+    # The key that signs this dump's sidecar, so that retention (this dump's or a later one's) may count
+    # and delete it (_egress/signing.py). Made on first need; a key file that is unsafe is refused
+    # when retention is asked (before the target is touched), and otherwise leaves the sidecar unsigned.
+    key: Optional[bytes] = None
+    unsigned: Tuple[str, ...] = ()
+    try:
+        key = load_key(platform.host())
+    except InvalidArgument as exc:
+        if opts.retention:
+            raise
+        unsigned = (f"{exc.message}: this dump's sidecar is not signed, and store retention will never remove it",)
 
     store = open_store(target)  # RemoteDestinationError reason no-extra, naming the pip line
     name, level = opts.codec if opts.codec else (None, 0)
@@ -365,7 +369,7 @@ def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
     if opts.snapshot is False:
         told = (f"without --snapshot the target stays stopped while its memory goes to {named.display()} at the"
                 " network's pace (--max-pause bounds it); --snapshot=auto lets it run on",)
-    return _for_platform(platform, RemoteObject(named, store, opts.overwrite, name, level), opts), told
+    return _for_platform(platform, RemoteObject(named, store, opts.overwrite, name, level, key), opts), told + unsigned
 
 
 def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Output:

@@ -94,6 +94,10 @@ class Output(abc.ABC):
         """Bytes the store has acknowledged so far; None for an output that uploads nothing."""
         return None
 
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+        """Apply retention beside the dump just stored (never removing it); what to tell the caller."""
+        return []
+
 
 class _FileOutput(Output):
     """A dump file (and maybe its sidecar) made under temporary names beside the destination."""
@@ -104,6 +108,13 @@ class _FileOutput(Output):
 
     def temp_directories(self) -> List[str]:
         return [self.dest.directory]
+
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+        from .retention import apply_retention  # only when asked: not on every dump's start-up
+
+        removed = apply_retention(os.path.dirname(stored.path), keep=keep, max_total=max_total, protect=stored.path,
+                                  host=self.host)
+        return [f"retention removed {os.path.basename(r)}" for r in removed]
 
     @contextlib.contextmanager
     def _naming_the_dump(self) -> Iterator[None]:
@@ -358,6 +369,9 @@ class RawThenCompress(Output):
     def uploaded(self) -> Optional[int]:
         return self.target.uploaded()
 
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+        return self.target.retain(stored, keep, max_total)
+
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         verified = False
@@ -391,12 +405,24 @@ def keep_raw_after(exc: BaseException, verified: bool, asked: bool, remote: bool
     return asked and remote and verified and isinstance(exc, DumpFailed)
 
 
+def local_name(name: str) -> str:
+    """An object's name (chosen by whoever wrote the URL or the process's name) as one harmless local
+    file-name component: letters, digits and ``-_.+`` kept, the rest ``_``, no leading dot or dash, at
+    most 200 characters (no separator, drive, ``..``, device name or reserved character survives)."""
+    kept = "".join(c if (c.isascii() and c.isalnum()) or c in "-_.+" else "_" for c in name[:200]).lstrip(".-")
+    stem = kept.split(".", 1)[0].upper()
+    if stem in ("CON", "PRN", "AUX", "NUL") or (stem[:3] in ("COM", "LPT") and stem[3:].isdigit()):
+        kept = "_" + kept  # a Windows device name opens the device, not a file
+    return kept if kept.strip("_") else "dump"
+
+
 def _keep_raw(raw: str, directory: str, key: str, codec: Optional[str]) -> Optional[str]:
     """Give the raw temporary a name people can find beside it (the object's name without the
     compression suffix, ``-N`` when taken; never replacing a file); None if it cannot be renamed."""
-    name = key.rsplit("/", 1)[-1] or "dump"
+    name = key.rsplit("/", 1)[-1]
     if codec and name.endswith(SUFFIXES[codec]):
         name = name[: -len(SUFFIXES[codec])]
+    name = local_name(name)
     stem, dot, ext = name.partition(".")
     for n in range(100):
         dest = os.path.join(directory, f"{stem}-{n}{dot}{ext}" if n else name)
@@ -422,12 +448,21 @@ class RemoteObject(Output):
     pass (``take_raw``)."""
 
     def __init__(self, target: "RemoteTarget", store: "Store", overwrite: bool, codec: Optional[str],
-                 level: int) -> None:
+                 level: int, key: Optional[bytes] = None) -> None:
         super().__init__()
         self.target, self.store, self.overwrite = target, store, overwrite
         self.codec, self.level = codec, level
+        #: This user's retention key (_egress/signing.py): the sidecar is signed with it; None: unsigned.
+        self.key = key
         self.where = target.display()
         self._up: Optional["Uploader"] = None
+
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+        if self.key is None:
+            return []
+        from ._egress.retention import apply_store_retention
+
+        return apply_store_retention(self.store, self.target, self.key, keep=keep, max_total=max_total)
 
     def needs(self, estimate: int) -> List[Need]:
         return []  # nothing on a local volume; memory: (in_flight + 1) * part, whatever the dump's size
@@ -500,6 +535,10 @@ class RemoteObject(Output):
                         time.monotonic() - started)
         side_key = self.target.key + SIDECAR_SUFFIX
         data = sidecar(None, self.where, stored, report) if sidecar is not None else None
+        if data is not None and self.key is not None:
+            from ._egress.signing import sign
+
+            data = sign(data, self.key, self.target.store, self.target.container, self.target.key)
         meta = {"sha256": out.sha256, "size": str(out.stored_bytes), "raw_size": str(out.raw_bytes)}
         if self.overwrite:
             # Replacing: the old sidecar goes first and the new one comes after the commit, so a sidecar

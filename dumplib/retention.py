@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence, TypeVar
 
 from ._platform import Host
 from .placement import remove_if_same
@@ -62,6 +62,35 @@ def dumps_in(directory: str, host: Host) -> List[_Entry]:
     return sorted(out, key=lambda e: (e.finished_at, e.dump))
 
 
+E = TypeVar("E")
+
+
+def prune(entries: Sequence[E], *, keep: Optional[int], max_total: Optional[int], size: Callable[[E], int],
+          protected: Callable[[E], bool], still_ours: Callable[[E], bool], remove: Callable[[E], bool]) -> List[E]:
+    """The one retention rule, for a directory and for a store's prefix alike: walk *entries* oldest
+    first, removing until at most *keep* remain and they total at most *max_total*.
+
+    *protected* (the dump just written) is never removed but still counts; *still_ours* is the check
+    made right before a removal (the content still matches what the sidecar vouches for): an entry
+    that fails it is not dumplib's any more, and is left alone and no longer counted. *remove* says
+    whether it removed the entry (False: it changed under us, and is left alone too)."""
+    removed: List[E] = []
+    total = sum(size(e) for e in entries)
+    count = len(entries)
+    for e in entries:
+        over_count = keep is not None and count > keep
+        over_size = max_total is not None and total > max_total
+        if not (over_count or over_size):
+            break
+        if protected(e):
+            continue
+        if still_ours(e) and remove(e):
+            removed.append(e)
+        total -= size(e)
+        count -= 1
+    return removed
+
+
 def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[int], protect: str,
                     host: Host) -> List[str]:
     """Delete the oldest dumps (and their sidecars) until at most *keep* remain and they total at most *max_total* bytes.
@@ -70,24 +99,13 @@ def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[
     written) is never removed; a candidate whose content no longer matches its sidecar's sha256
     is not dumplib's dump any more and is left alone and not counted.
     """
-    entries = dumps_in(directory, host)
-    removed: List[str] = []
-    total = sum(e.disk_bytes for e in entries)
-    count = len(entries)
-    for e in entries:
-        over_count = keep is not None and count > keep
-        over_size = max_total is not None and total > max_total
-        if not (over_count or over_size):
-            break
-        if os.path.abspath(e.dump) == os.path.abspath(protect):
-            continue
-        if sha256_of(e.dump) != e.sha256:
-            count -= 1
-            total -= e.disk_bytes
-            continue
-        if remove_if_same(e.dump, e.dump_stat):
-            remove_if_same(e.sidecar, e.sidecar_stat)
-            removed.append(e.dump)
-        total -= e.disk_bytes
-        count -= 1
-    return removed
+    def remove(e: _Entry) -> bool:
+        if not remove_if_same(e.dump, e.dump_stat):
+            return False
+        remove_if_same(e.sidecar, e.sidecar_stat)
+        return True
+
+    gone = prune(dumps_in(directory, host), keep=keep, max_total=max_total, size=lambda e: e.disk_bytes,
+                 protected=lambda e: os.path.abspath(e.dump) == os.path.abspath(protect),
+                 still_ours=lambda e: sha256_of(e.dump) == e.sha256, remove=remove)
+    return [e.dump for e in gone]

@@ -134,9 +134,17 @@ def s3_env(port: int, key_id: str = AWS_KEY_ID, secret: str = AWS_SECRET) -> Dic
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
 
 
+#: The HOME dumplib runs with in these tests: its store retention key (~/.dumplib/egress-key, made on the
+#: first URL dump) goes here, not into the real home of whoever runs the suite.
+TEST_HOME = tempfile.mkdtemp(prefix="dumplib-egress-home-")
+
+
 def clean_env(**extra: str) -> Dict[str, str]:
-    """dumplib's environment: this one without any store credential, plus *extra*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_"))}
+    """dumplib's environment: this one without any store credential (nor a named retention key), with a
+    home of its own, plus *extra*."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "AZURE_")) and k != "DUMPLIB_EGRESS_KEY"}
+    env["HOME"] = TEST_HOME
     env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path] if p)
     env.update(extra)
     return env

@@ -12,12 +12,15 @@ hold a request's URL, headers or the service's answer):
 - ``uploader(key)``: a callable sink holding at most ``(in_flight + 1) * part`` bytes, sending parts
   (Put Block / UploadPart) on ``in_flight`` threads; ``commit(metadata)`` makes the object
   (only if absent unless overwriting), ``abort()`` leaves nothing committed;
-- ``put_small(key, data)`` (the sidecar), ``delete(key)``, ``exists(key)``.
+- ``put_small(key, data)`` (the sidecar), ``delete(key)``, ``exists(key)``;
+- for retention on a prefix (``retention.py``): ``listing(prefix)``, ``get_small(key)`` and
+  ``delete_if(key, etag)``, a delete that happens only while the object is the one that was checked.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -115,6 +118,17 @@ def check_destination(url: str) -> None:
     open_store(target.with_key(prefix[: prefix.rfind("/") + 1])).probe()
 
 
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """An object as a listing shows it."""
+
+    key: str
+    size: int
+    etag: str
+    #: The sha256 the object's metadata claims, where the listing carries metadata (Azure); else None.
+    sha256: Optional[str] = None
+
+
 class Store:
     """One container or bucket, reached with credentials from the standard places only."""
 
@@ -136,6 +150,18 @@ class Store:
 
     def exists(self, key: str) -> Optional[bool]:
         """Whether *key* exists; None when these credentials may not ask."""
+        raise NotImplementedError
+
+    def listing(self, prefix: str, limit: int) -> List[Listed]:
+        """The objects directly under *prefix* (not in its sub-"directories"), at most *limit* of them."""
+        raise NotImplementedError
+
+    def get_small(self, key: str, limit: int) -> Optional[Tuple[bytes, str]]:
+        """(the first *limit* + 1 bytes of *key*, its ETag); None when it is not there."""
+        raise NotImplementedError
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        """Delete *key* only while its ETag is still *etag*; False when it changed or is gone."""
         raise NotImplementedError
 
     def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import RemoteDestinationError
 from ..remote import RemoteTarget
-from . import Store, Uploader, need
+from . import Listed, Store, Uploader, need
 from .quiet import quiet
 
 MiB = 1 << 20
@@ -25,6 +25,11 @@ def _conn_account(conn: str) -> Optional[str]:
         if k.strip().lower() == "accountname":
             return v.strip()
     return None
+
+
+def _quoted(etag: Any) -> str:
+    """An ETag as HTTP quotes it: a listing gives it bare, a download's properties quoted."""
+    return '"%s"' % str(etag).strip('"')
 
 
 class AzureStore(Store):
@@ -103,6 +108,40 @@ class AzureStore(Store):
                 return bool(self._client(key).exists())
         except Exception:
             return None
+
+    def listing(self, prefix: str, limit: int) -> List[Listed]:
+        out: List[Listed] = []
+        with self.calling(prefix, "listing"):
+            container = self._service(False).get_container_client(self.target.container)
+            for item in container.walk_blobs(name_starts_with=prefix, include=["metadata"], delimiter="/"):
+                if getattr(item, "size", None) is None:
+                    continue  # a BlobPrefix: a sub-"directory", not looked into (as os.listdir does not)
+                if len(out) >= limit:
+                    break
+                sha = (item.metadata or {}).get("sha256")
+                out.append(Listed(item.name, int(item.size), _quoted(item.etag), sha if isinstance(sha, str) else None))
+        return out
+
+    def get_small(self, key: str, limit: int) -> Optional[Tuple[bytes, str]]:
+        try:
+            with self.calling(key, "reading"):
+                stream = self._client(key).download_blob(offset=0, length=limit + 1)
+                return stream.readall(), _quoted(stream.properties.etag)
+        except RemoteDestinationError as exc:
+            if exc.service_code in ("BlobNotFound", "InvalidRange") or exc.status in (404, 416):
+                return None
+            raise
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        match = need("azure.core", self.target).MatchConditions.IfNotModified
+        try:
+            with self.calling(key, "deleting"):
+                self._client(key).delete_blob(etag=etag, match_condition=match)
+            return True
+        except RemoteDestinationError as exc:
+            if exc.status in (404, 412) or exc.service_code in ("BlobNotFound", "ConditionNotMet"):
+                return False
+            raise
 
     def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
         t = self.target

@@ -10,7 +10,8 @@ import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..remote import RemoteTarget
-from . import Store, Uploader, need
+from ..errors import RemoteDestinationError
+from . import Listed, Store, Uploader, need
 from .quiet import quiet
 
 
@@ -68,6 +69,41 @@ class S3Store(Store):
             return False if status == 404 else None
         except Exception:
             return None
+
+    def listing(self, prefix: str, limit: int) -> List[Listed]:
+        out: List[Listed] = []
+        with self.calling(prefix, "listing"):
+            pages = self._s3().get_paginator("list_objects_v2").paginate(
+                Bucket=self.target.container, Prefix=prefix, Delimiter="/", PaginationConfig={"MaxItems": limit})
+            for page in pages:
+                out += [Listed(o["Key"], int(o["Size"]), o["ETag"]) for o in page.get("Contents", ())]
+        return out[:limit]
+
+    def get_small(self, key: str, limit: int) -> Optional[Tuple[bytes, str]]:
+        ClientError = need("botocore.exceptions", self.target).ClientError
+        try:
+            with self.calling(key, "reading"):
+                r = self._s3().get_object(Bucket=self.target.container, Key=key, Range=f"bytes=0-{limit}")
+                return r["Body"].read(limit + 1), r["ETag"]
+        except RemoteDestinationError as exc:
+            if exc.service_code in ("NoSuchKey", "InvalidRange") or exc.status == 404:
+                return None
+            raise
+        except ClientError:  # pragma: no cover - calling() maps every SDK error
+            return None
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        # DeleteObject with If-Match: the object is deleted only while it is the one retention checked
+        # (a 412 when someone replaced it since). Stores that ignore the header delete unconditionally;
+        # the sidecar's MAC and the listing's size were checked just before.
+        try:
+            with self.calling(key, "deleting"):
+                self._s3().delete_object(Bucket=self.target.container, Key=key, IfMatch=etag)
+            return True
+        except RemoteDestinationError as exc:
+            if exc.status in (404, 412) or exc.service_code in ("NoSuchKey", "PreconditionFailed"):
+                return False
+            raise
 
     def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
         t = self.target
