@@ -172,6 +172,9 @@ def result_line(result: dumplib.DumpResult, to_stdout: bool = False) -> str:
     size = human_bytes(result.size)
     if result.compression:
         size += f" {result.compression}, {human_bytes(result.raw_size)} raw"
+    if result.upload_seconds is not None:  # a URL destination: how long the store took, and the rate
+        rate = result.size / result.upload_seconds if result.upload_seconds > 0 else None
+        stopped += f", uploaded in {result.upload_seconds:.1f} s" + (f" at {human_bytes(int(rate))}/s" if rate else "")
     where = "sent the dump to stdout" if to_stdout else f"wrote {result.path}"
     sha = f"; sha256 {result.sha256}" if to_stdout and result.sha256 else ""
     return (f"{where} ({size}, {result.kind} dump of {result.process_name}"

@@ -344,7 +344,7 @@ def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
     name checked, all before the target is touched."""
     assert isinstance(opts.path, str)
     target = parse_url(opts.path)  # InvalidDumpPath: a bad URL, a query string
-    from ._egress import open_store  # the SDK: only now, only for a URL
+    from ._egress import open_store, probe_once  # the SDK: only now, only for a URL
     from ._egress.signing import load_key
 
     # The key that signs this dump's sidecar, so that retention (this dump's or a later one's) may count
@@ -363,7 +363,9 @@ def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
     name, level = opts.codec if opts.codec else (None, 0)
     extension = platform.extension + (SUFFIXES[name] if name else "")
     named = object_name(target, proc, kind, opts.started_at, extension, DEFAULT_TEMPLATE)
-    store.probe()  # RemoteDestinationError: credentials, container or bucket, write permission, reachability
+    # RemoteDestinationError: credentials, container or bucket, write permission, reachability; at the
+    # expanded name's prefix (a policy may grant only prod/web/, not the template's prod/).
+    probe_once(store, named.prefix)
     named = _free_name(store, target, named, extension, opts)
     told: Tuple[str, ...] = ()
     if opts.snapshot is False:

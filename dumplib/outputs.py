@@ -470,7 +470,9 @@ class RemoteObject(Output):
     def uploaded(self) -> Optional[int]:
         return self._up.sent if self._up is not None else 0
 
-    def _start(self, pid: Optional[int], estimate: int) -> "Uploader":
+    def _start(self, pid: Optional[int], estimate: int, touched: bool) -> "Uploader":
+        """The upload begun (S3: CreateMultipartUpload). Refused before the target was *touched*: the
+        store's own error (RemoteDestinationError, exit 14, as the probe's); after: upload-failed."""
         from ._egress import buffer_plan
 
         # (part size, parts in flight): at most (in_flight + 1) * part bytes held (docs/egress.md).
@@ -479,13 +481,15 @@ class RemoteObject(Output):
             self._up = self.store.uploader(self.target.key, part, in_flight, self.overwrite)
             return self._up
         except RemoteDestinationError as exc:
+            if not touched:
+                raise
             raise _upload_failed(exc, pid) from None
 
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         pid = plan.target.pid
         started = time.monotonic()
-        up = self._start(pid, plan.estimate.bytes if plan.estimate else 0)
+        up = self._start(pid, plan.estimate.bytes if plan.estimate else 0, touched=False)
         try:
             out = CompressingWriter(up, self.codec, self.level)
             report = session.write_stream(plan, _upload_sink(out, pid), options)
@@ -503,7 +507,7 @@ class RemoteObject(Output):
         """Compress an already verified raw dump into the store, checking in memory that what is sent
         decodes back to it."""
         started = time.monotonic()
-        up = self._start(None, os.path.getsize(raw))
+        up = self._start(None, os.path.getsize(raw), touched=True)
         try:
             check = DecodingHasher(self.codec) if self.codec else None
 

@@ -29,6 +29,9 @@ from typing import Any, Optional
 from .errors import InvalidDumpPath
 
 SCHEMES = ("s3", "az", "https", "http")
+#: The longest object name dumplib writes: S3 keys and Azure blob names are at most 1024 bytes, and the
+#: sidecar adds ".json" and a taken name "-NN".
+MAX_KEY = 1024 - len(".json") - 3
 #: The extra each store needs, as `pip install` takes it.
 EXTRAS = {"azure": "dumplib[azure]", "s3": "dumplib[s3]"}
 
@@ -135,5 +138,10 @@ def object_name(target: RemoteTarget, proc: Any, kind: Any, when: datetime.datet
         key += expand_tokens(default_template, proc, kind, when) + extension
     if posixpath.normpath("/" + key) != "/" + key.rstrip("/") or key.endswith("/"):
         raise InvalidDumpPath(f"{target.display(key)}: the expanded name is not a plain object name",
+                              path=target.display(key))
+    if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY:
+        raise InvalidDumpPath(f"{target.display(key)[:120]}…: the object's name is {len(key.encode('utf-8', 'surrogateescape'))}"
+                              f" bytes; with its sidecar's '.json' (and a '-N' when the name is taken) the stores"
+                              f" take at most {MAX_KEY}: shorten the prefix or the template",
                               path=target.display(key))
     return target.with_key(key)

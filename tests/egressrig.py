@@ -134,9 +134,16 @@ def s3_env(port: int, key_id: str = AWS_KEY_ID, secret: str = AWS_SECRET) -> Dic
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-#: The HOME dumplib runs with in these tests: its store retention key (~/.dumplib/egress-key, made on the
-#: first URL dump) goes here, not into the real home of whoever runs the suite.
-TEST_HOME = tempfile.mkdtemp(prefix="dumplib-egress-home-")
+_test_home: List[str] = []
+
+
+def test_home() -> str:
+    """The HOME dumplib runs with in these tests (made on first use, by the test process): its store
+    retention key (~/.dumplib/egress-key, made on the first URL dump) goes here, not into the real home
+    of whoever runs the suite."""
+    if not _test_home:
+        _test_home.append(tempfile.mkdtemp(prefix="dumplib-egress-home-"))
+    return _test_home[0]
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
@@ -144,7 +151,7 @@ def clean_env(**extra: str) -> Dict[str, str]:
     home of its own, plus *extra*."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "AZURE_")) and k != "DUMPLIB_EGRESS_KEY"}
-    env["HOME"] = TEST_HOME
+    env["HOME"] = test_home()
     env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path] if p)
     env.update(extra)
     return env

@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import os
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import DumpFailed, RemoteDestinationError
@@ -42,6 +43,28 @@ DEFAULT_IN_FLIGHT = 1
 LARGE_BUFFER_IN_FLIGHT = 2
 #: S3's smallest part (but the last); used for Azure blocks too.
 MIN_PART = 5 * MiB
+#: Longest wait for the store to acknowledge a part while the next one is full (or, at the end, for
+#: the last parts): then the upload fails (upload-failed) and is aborted. Ten minutes for 8 MiB is
+#: 14 KB/s: a link slower than that is not one a dump can cross.
+STALL_SECONDS = 600.0
+#: The variable that changes it (seconds).
+STALL_VARIABLE = "DUMPLIB_UPLOAD_STALL"
+
+
+def stall_seconds() -> float:
+    text = os.environ.get(STALL_VARIABLE, "").strip()
+    if not text:
+        return STALL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument(f"{STALL_VARIABLE}={text!r} is not a number of seconds above 0",
+                              argument=STALL_VARIABLE, value=text)
+    return value
 #: The variable that sets the buffer (bytes, or 64M, 1G...).
 BUFFER_VARIABLE = "DUMPLIB_UPLOAD_BUFFER"
 
@@ -103,6 +126,27 @@ def open_store(target: RemoteTarget) -> "Store":
     return AzureStore(target)
 
 
+#: Seconds a successful probe of a prefix stands for later dumps of this process (`dump --all`, a
+#: watch's dumps): credentials revoked meanwhile are then found by the upload itself, which commits nothing.
+PROBE_VALID = 60.0
+_probed: Dict[Tuple[str, str, Optional[str], str], float] = {}
+_probed_lock = threading.Lock()
+
+
+def probe_once(store: "Store", prefix: str) -> None:
+    """``store.probe(prefix)`` unless the same prefix of the same store passed one in the last
+    PROBE_VALID seconds."""
+    t = store.target
+    key = (t.store, t.container, t.account_url, prefix)
+    now = time.monotonic()
+    with _probed_lock:
+        if now - _probed.get(key, -PROBE_VALID) < PROBE_VALID:
+            return
+    store.probe(prefix)
+    with _probed_lock:
+        _probed[key] = time.monotonic()
+
+
 _TOKENS = ("{", "PROCESSNAME", "PID", "YYMMDD", "HHMMSS", "EXCEPTIONCODE")
 
 
@@ -115,7 +159,8 @@ def check_destination(url: str) -> None:
     prefix = target.prefix
     cut = min([i for i in (prefix.find(t) for t in _TOKENS) if i >= 0] or [len(prefix)])
     prefix = prefix[:cut]
-    open_store(target.with_key(prefix[: prefix.rfind("/") + 1])).probe()
+    prefix = prefix[: prefix.rfind("/") + 1]
+    open_store(target.with_key(prefix)).probe(prefix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +181,8 @@ class Store:
     #: Most parts one object may have.
     max_parts: int = 10_000
 
-    def probe(self) -> str:
+    def probe(self, prefix: str) -> str:
+        """Prove write permission under *prefix*, leaving nothing; the probe's object name."""
         raise NotImplementedError
 
     def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> "Uploader":
@@ -224,6 +270,7 @@ class Uploader:
         self.sent = 0
         self._failed: Optional[BaseException] = None
         self._closed = False
+        self._stall = stall_seconds()
 
     @property
     def sha256(self) -> str:
@@ -243,7 +290,10 @@ class Uploader:
 
     def _submit(self) -> None:
         data, self._buf = self._buf, bytearray()  # handed over, not copied
-        self._slots.acquire()  # backpressure: wait while in_flight parts are on the wire
+        # Backpressure: wait while in_flight parts are on the wire, but not for ever: the SDKs' retries
+        # bound a store that stops answering, not one that trickles (each byte resets a read timeout).
+        if not self._slots.acquire(timeout=self._stall):
+            self._stalled()
         if self._failed is not None:
             self._slots.release()
             self._check()
@@ -269,12 +319,24 @@ class Uploader:
             error.__context__ = None
             raise error
 
+    def _stalled(self) -> None:
+        t = self.store.target
+        error = RemoteDestinationError(
+            f"uploading to {t.display(self.key)}: no part was acknowledged in {self._stall:g} s (the store"
+            f" or the link is stalled, or slower than a {self.part >> 20} MiB part in that time; {STALL_VARIABLE}"
+            " changes the bound)", url=t.display(self.key), store=t.store,
+            reason="unreachable")
+        self._failed = self._failed or error
+        raise error
+
     def drain(self) -> List[Any]:
         """Send what is buffered and wait for every part; the parts' results in order."""
         if self._buf or self._index == 0:
             self._submit()
-        concurrent.futures.wait(self._futures)
+        _, pending = concurrent.futures.wait(self._futures, timeout=self._stall)
         self._check()
+        if pending:
+            self._stalled()
         self._pool.shutdown(wait=True)
         return [f.result() for f in self._futures]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import RemoteDestinationError
@@ -19,12 +20,25 @@ from .quiet import quiet
 MiB = 1 << 20
 
 
-def _conn_account(conn: str) -> Optional[str]:
+def _conn_fields(conn: str) -> Dict[str, str]:
+    fields: Dict[str, str] = {}
     for part in conn.split(";"):
         k, _, v = part.partition("=")
-        if k.strip().lower() == "accountname":
-            return v.strip()
-    return None
+        fields[k.strip().lower()] = v.strip()
+    return fields
+
+
+def _conn_serves(conn: str, target: RemoteTarget) -> bool:
+    """Whether the connection string is for the account *target* names: an ``az://`` URL takes its
+    account from it; an ``https://`` one must name the same account (AccountName, or, in a SAS
+    connection string, which has none, the BlobEndpoint's host)."""
+    if target.account_url is None:
+        return True
+    fields = _conn_fields(conn)
+    if fields.get("accountname") == target.account:
+        return True
+    endpoint = urllib.parse.urlsplit(fields.get("blobendpoint", ""))
+    return bool(endpoint.hostname) and endpoint.hostname == urllib.parse.urlsplit(target.account_url).hostname
 
 
 def _quoted(etag: Any) -> str:
@@ -52,7 +66,7 @@ class AzureStore(Store):
                                   max_block_size=8 * MiB, max_single_put_size=8 * MiB, logging_enable=False)
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         with quiet():
-            if conn and (t.account_url is None or _conn_account(conn) == t.account):
+            if conn and _conn_serves(conn, t):
                 svc = blob.BlobServiceClient.from_connection_string(conn, **kw)
                 if t.account_url is not None and svc.url.rstrip("/") != t.account_url.rstrip("/"):
                     svc = blob.BlobServiceClient(t.account_url, credential=svc.credential, **kw)
@@ -75,8 +89,8 @@ class AzureStore(Store):
     def _client(self, key: str, probe: bool = False) -> Any:
         return self._service(probe).get_blob_client(self.target.container, key)
 
-    def probe(self) -> str:
-        name = f"{self.target.prefix}.dumplib-probe-{secrets.token_hex(8)}"
+    def probe(self, prefix: str) -> str:
+        name = f"{prefix}.dumplib-probe-{secrets.token_hex(8)}"
         with self.calling(None, "cannot write to"):
             # One uncommitted 1-byte block: proves credentials, container and write permission; no
             # blob appears in a listing, and the service drops uncommitted blocks within 7 days.

@@ -35,15 +35,26 @@ class S3Store(Store):
                 self._clients[probe] = self._boto3.session.Session().client("s3", config=cfg)
         return self._clients[probe]
 
-    def probe(self) -> str:
+    def probe(self, prefix: str) -> str:
         t = self.target
-        name = f"{t.prefix}.dumplib-probe-{secrets.token_hex(8)}"
-        with self.calling(None, "cannot write to"):
+        name = f"{prefix}.dumplib-probe-{secrets.token_hex(8)}"
+        with self.calling(prefix or None, "cannot write to"):
             s3 = self._s3(probe=True)
             # Proves s3:PutObject on the prefix and s3:AbortMultipartUpload (which a failed upload
             # needs); leaves nothing: no object, no pending upload.
             up = s3.create_multipart_upload(Bucket=t.container, Key=name)
-            s3.abort_multipart_upload(Bucket=t.container, Key=name, UploadId=up["UploadId"])
+        try:
+            with self.calling(name, "cannot abort an upload to"):
+                s3.abort_multipart_upload(Bucket=t.container, Key=name, UploadId=up["UploadId"])
+        except RemoteDestinationError as exc:
+            # Refused: but the probe's own (empty) upload is now pending, and these credentials cannot
+            # remove it. Say so, and what clears it, rather than leave it unmentioned.
+            raise RemoteDestinationError(
+                f"{exc.message}: a failed dump could not abort its upload either (s3:AbortMultipartUpload is"
+                f" needed); the probe's empty upload to {t.display(name)} stays pending until the bucket's"
+                " AbortIncompleteMultipartUpload lifecycle rule clears it (docs/egress.md)",
+                url=exc.url, store="s3", reason=exc.reason, service_code=exc.service_code,
+                status=exc.status) from None
         return name
 
     def uploader(self, key: str, part: int, in_flight: int, overwrite: bool) -> Uploader:

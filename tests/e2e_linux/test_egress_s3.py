@@ -305,3 +305,52 @@ def test_progress_on_a_terminal_shows_bytes_uploaded_and_the_rate(s3port, target
     assert all(up <= w * 1.001 + (1 << 20) for up, w in zip(uploaded, written)), list(zip(uploaded, written))
     assert rates and 4 <= sorted(rates)[len(rates) // 2] <= 32, rates  # the link's 16 MiB/s, give or take
     assert b"wrote " in out
+
+
+def test_a_trickling_store_is_abandoned_at_the_stall_bound_with_the_snapshot_running_on(s3port, target_exe):
+    """A link that never stops but crawls (each byte resets the SDK's read timeout) would hold an upload for
+    hours: no part acknowledged within DUMPLIB_UPLOAD_STALL seconds (default 600) ends it, upload-failed,
+    nothing committed, the target (a snapshot: running all along) untraced."""
+    relay = Relay(s3port, rate=2048)  # 2 KiB/s: an 8 MiB part would take over an hour
+    env = clean_env(**s3_env(relay.port), DUMPLIB_UPLOAD_STALL="5")
+    with run_target([str(target_exe), "--heap", "64"]) as t:
+        started = time.monotonic()
+        done = run_dumplib(["dump", str(t.pid), f"s3://{BUCKET}/trickle/x.core", "-k", "full", "--snapshot=auto",
+                            "--json"], env, timeout=180)
+        took = time.monotonic() - started
+        t.assert_running_untraced()
+    assert done.returncode == 8, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["reason"] == "upload-failed" and "no part was acknowledged in 5 s" in error["message"], error
+    assert took < 120, took  # the bound (5 s) plus start-up and the abort, on a loaded machine; not hours
+    assert _keys(s3port, "trickle/") == []
+
+
+def test_an_upload_refused_at_its_start_is_exit_14_before_the_target_is_stopped(s3port, ctarget, tmp_path):
+    """The probe passed (a 60 s cache, or a policy that changed between probe and upload), then
+    CreateMultipartUpload is refused: that is still before any stop (the plan has read the running
+    target's ELF headers, no more), so it is the store's refusal (14), not a failed dump (8). Here: a name over S3's 1024 bytes is refused by dumplib before any call, and a
+    bucket deleted after the probe by the store at the upload's start."""
+    env = clean_env(**s3_env(s3port))
+    long_name = "d/" + "x" * 1020 + ".core"
+    done = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/{long_name}", "--json"], env)
+    assert done.returncode == 7 and "at most 1016" in json.loads(done.stdout)["error"]["message"], done.stdout
+    code = ("import json, sys, dumplib, boto3\n"
+            "from dumplib import _egress\n"
+            "real = _egress.probe_once\n"
+            "def probe_then_lose_the_bucket(store, prefix):\n"
+            "    real(store, prefix)\n"
+            "    s3 = boto3.client('s3')\n"
+            "    s3.delete_bucket(Bucket='gone-after-probe')\n"
+            "_egress.probe_once = probe_then_lose_the_bucket\n"
+            "try:\n"
+            "    dumplib.create_dump(%d, 's3://gone-after-probe/x.core', 'mini')\n"
+            "except dumplib.DumpError as e:\n"
+            "    print(json.dumps([type(e).__name__, e.reason]))\n" % ctarget.pid)
+    s3_client(s3port).create_bucket(Bucket="gone-after-probe")
+    trace = tmp_path / "trace"
+    ran = subprocess.run(["strace", "-f", "-qq", "-e", "trace=ptrace,process_vm_readv", "-o", str(trace),
+                          sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == ["RemoteDestinationError", "no-container"], ran.stderr
+    assert [line for line in never_touched(trace) if "ptrace(" in line] == []  # never stopped
+    ctarget.assert_running_untraced()

@@ -125,3 +125,13 @@ def test_create_dumps_option_reaches_the_raw_then_upload_output(tmp_path, monkey
         opts = types.SimpleNamespace(min_free=0, keep_local_on_failure=asked)
         out = api._for_platform(seekable, obj, opts)  # type: ignore[arg-type]
         assert isinstance(out, RawThenCompress) and out.keep_on_failure is asked
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("app_42.dmp", "app_42.dmp"), ("..", "dump"), ("../../etc/passwd", "_.._etc_passwd"), ("C:evil.dmp", "C_evil.dmp"),
+    ("a\\b.dmp", "a_b.dmp"), (".hidden.dmp", "hidden.dmp"), ("-rf.dmp", "rf.dmp"), ("CON.dmp", "_CON.dmp"),
+    ("lpt1", "_lpt1"), ("名前.dmp", "__.dmp"), ("x" * 300, "x" * 200), ("a*?<>|\"b", "a______b")])
+def test_a_kept_copy_takes_a_harmless_local_name_from_the_objects_name(name, expected):
+    from dumplib.outputs import local_name
+
+    assert local_name(name) == expected

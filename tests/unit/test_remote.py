@@ -152,3 +152,27 @@ def test_remote_destination_error_declares_its_facts_and_exit_14():
                              "service_code": "AccessDenied", "status": 403}
     assert exit_code_for(err) == 14 and err.reason is dumplib.Reason.NO_PERMISSION
     assert dumplib.Reason("upload-failed") is dumplib.Reason.UPLOAD_FAILED
+
+
+def test_an_object_name_past_the_stores_1024_bytes_is_refused_before_any_call():
+    proc = ProcessInfo(pid=42, name="app")
+    when = datetime.datetime(2026, 12, 5, 3, 0, 0)
+    fits = "p/" + "é" * 507  # 1016 bytes in UTF-8: with '.json' and '-NN', 1024
+    assert object_name(parse_url("s3://dumps/" + fits), proc, DumpKind.MINI, when, ".core", "x").key == fits
+    with pytest.raises(dumplib.InvalidDumpPath, match="at most 1016"):
+        object_name(parse_url("s3://dumps/" + fits + "x"), proc, DumpKind.MINI, when, ".core", "x")
+
+
+@pytest.mark.parametrize("conn, serves", [
+    ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=S2V5;EndpointSuffix=core.windows.net", True),
+    ("DefaultEndpointsProtocol=https;AccountName=other;AccountKey=S2V5", False),
+    # A SAS connection string names no account: its BlobEndpoint's host says which one it is for.
+    ("BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2022&sig=abc", True),
+    ("BlobEndpoint=https://other.blob.core.windows.net/;SharedAccessSignature=sv=2022&sig=abc", False),
+    ("SharedAccessSignature=sv=2022&sig=abc", False),
+])
+def test_a_connection_string_serves_an_https_url_only_for_its_own_account(conn, serves):
+    from dumplib._egress.azure import _conn_serves
+
+    assert _conn_serves(conn, parse_url("https://acct.blob.core.windows.net/dumps/p/")) is serves
+    assert _conn_serves(conn, parse_url("az://dumps/p/")) is True  # az:// takes the account from it
