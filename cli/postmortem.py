@@ -59,7 +59,8 @@ def _show_status(st: Dict[str, Any]) -> None:
 
 @app.command()
 def install(
-    dir: str = typer.Option(..., "--dir", help="Existing directory, writable by root only, for the dumps."),
+    dir: str = typer.Option(..., "--dir", help="Existing directory, writable by root only, for the dumps; Linux: or a"
+                                               " store prefix, s3://BUCKET/prefix/ or az://CONTAINER/prefix/."),
     kind: str = typer.Option("mini", "--kind", "-k", help="mini | miniplus | full | triage."),
     fit: bool = typer.Option(False, "--fit", help="Take the largest kind that fits instead of refusing."),
     compress: Optional[str] = typer.Option(None, "--compress", help="zstd | gzip: compressed as it streams."),
@@ -76,6 +77,8 @@ def install(
                                                                     " waiting for the second chance)."),
     no_pidfd: bool = typer.Option(False, "--no-pidfd", help="Linux: use %P and a start-time check even where the"
                                                             " kernel has %F."),
+    env_file: Optional[str] = typer.Option(None, "--env-file", help="Linux, a URL --dir: a root-only file of AWS_*/"
+                                                                    "AZURE_* lines, the handler's store credentials."),
     state_dir: Optional[str] = StateOpt,
     sysctl_file: Optional[str] = typer.Option(None, "--sysctl-file", help="Linux: the sysctl.d file that keeps it"
                                                                           " across reboots."),
@@ -90,6 +93,8 @@ def install(
             extra["max_exes_per_user"] = max_exes_per_user
         if no_pidfd:
             extra["pidfd"] = False
+        if env_file is not None:
+            extra["env_file"] = env_file
         return postmortem.install(dir, kind=kind, fit=fit, compress=compress, keep=keep,
                                   max_total=parse_size(max_total, "max_total"),
                                   min_free=parse_size(min_free, "min_free"), max_per=max_per, **extra)

@@ -6,9 +6,10 @@ debugger (see _windows/aedebug.py). Both write through dumplib's one pipeline: t
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
 from .errors import InvalidArgument, UnsupportedPlatform
 from .limits import parse_max_per  # noqa: F401 - public here since the postmortem functions came
@@ -57,17 +58,12 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     uninstall(). Linux options: ``state_dir``, ``sysctl_file``, ``pidfd`` (default: the kernel's %F
     where it has it), ``max_seconds`` (the longest a crashed process is held), ``max_exes_per_user``
     (distinct executables of one user dumped per *max_per* window, default 16; e.g.
-    ``install("/var/crash/dumplib", max_per="10:3", max_exes_per_user=8)``)."""
-    from .remote import is_remote
+    ``install("/var/crash/dumplib", max_per="10:3", max_exes_per_user=8)``), ``env_file`` (for a URL).
 
-    if is_remote(directory):
-        # The kernel (or AeDebug) starts the handler with an almost empty environment: the credentials
-        # of the shell running `install` would not be there at crash time, and dumplib has no root-only
-        # credential file of its own yet (docs/egress.md, "Not yet").
-        raise InvalidArgument(
-            f"postmortem dumps cannot go to a URL yet ({directory.split('?', 1)[0]}): the crash handler runs without"
-            " this shell's credentials. Install it with a local --dir and ship the dumps from there",
-            argument="directory", value=directory.split("?", 1)[0])
+    Linux: *directory* may be a URL (``s3://BUCKET/prefix/``, ``az://CONTAINER/prefix/``; docs/egress.md):
+    each crash streams to the store. The kernel gives the handler no credentials: they come from the
+    instance's identity, or from *env_file*, a root-only file of ``AWS_*``/``AZURE_*`` lines; install
+    probes the store with exactly that environment before it registers anything."""
     return _platform().install(directory, kind=kind, fit=fit, compress=compress, keep=keep, max_total=max_total,
                                min_free=min_free, max_per=max_per, **platform_options)
 
@@ -96,24 +92,74 @@ def list_dumps(directory: Optional[str] = None, **platform_options: Any) -> List
             return []
     out: List[Dict[str, Any]] = []
     from ._switch import current
+    from .remote import is_remote
 
+    if is_remote(directory):
+        return _list_stored(directory, **platform_options)
     for entry in reversed(dumps_in(directory, current().host())):
         data = read_sidecar(entry.sidecar) or {}
-        facts = data.get("postmortem") or {}
-        out.append({
-            "path": entry.dump,
-            "finished_at": entry.finished_at,
-            "pid": data.get("pid"),
-            "process_name": data.get("process_name"),
-            # Linux: the signal; Windows: the exception code the AeDebug handler put in the comment.
-            "signal": facts.get("signal_name") or _from_comment(data.get("comment")),
-            "exe": facts.get("exe"),
-            "kind": data.get("kind"),
-            "size": entry.dump_stat.st_size,
-            "sidecar": entry.sidecar,
-            "postmortem": bool(facts),
-        })
+        out.append(_row(data, entry.dump, entry.finished_at, entry.dump_stat.st_size, entry.sidecar))
     return out
+
+
+def _row(data: Dict[str, Any], path: str, finished_at: str, size: int, sidecar: str) -> Dict[str, Any]:
+    facts = data.get("postmortem") or {}
+    return {
+        "path": path,
+        "finished_at": finished_at,
+        "pid": data.get("pid"),
+        "process_name": data.get("process_name"),
+        # Linux: the signal; Windows: the exception code the AeDebug handler put in the comment.
+        "signal": facts.get("signal_name") or _from_comment(data.get("comment")),
+        "exe": facts.get("exe"),
+        "kind": data.get("kind"),
+        "size": size,
+        "sidecar": sidecar,
+        "postmortem": bool(facts),
+    }
+
+
+def _list_stored(url: str, **platform_options: Any) -> List[Dict[str, Any]]:
+    """The handler's dumps under a store prefix: those whose sidecar carries the handler's key (its
+    state directory's, docs/egress.md) or, when that cannot be read, this user's."""
+    from ._egress import open_store
+    from ._egress.retention import stored_dumps
+    from ._egress.signing import load_key, make_key
+    from ._switch import current
+    from .remote import parse_url
+
+    target = parse_url(url if url.endswith("/") else url + "/")
+    config = status(**platform_options).get("config") or {}
+    host = current().host()
+    handler_key = config.get("egress_key")
+    key = make_key(handler_key, host) if handler_key and os.path.exists(handler_key) else load_key(host, create=False)
+    with _handler_credentials(config if config.get("dir") == target.display() else {}):
+        store = open_store(target)
+        entries = stored_dumps(store, target.prefix, key)
+    rows = [_row(e.data, target.display(e.dump.key), e.finished_at, e.dump.size, target.display(e.sidecar.key))
+            for e in entries]
+    return rows[::-1]
+
+
+@contextlib.contextmanager
+def _handler_credentials(config: Dict[str, Any]) -> Iterator[None]:
+    """The installed handler's store variables (its root-only --env-file) for the listing of its own prefix,
+    over this process's, put back afterwards; without one, this process's own credentials."""
+    if sys.platform.startswith("linux") and config.get("env_file"):  # a URL handler exists on Linux only
+        from ._linux.coredump_handler import ENV_NAMES, read_env_file
+
+        saved = {k: v for k, v in os.environ.items() if k.startswith(ENV_NAMES)}
+        try:
+            for k in saved:
+                del os.environ[k]
+            os.environ.update(read_env_file(str(config["env_file"])))
+            yield
+        finally:
+            for k in [k for k in os.environ if k.startswith(ENV_NAMES)]:
+                del os.environ[k]
+            os.environ.update(saved)
+    else:
+        yield
 
 
 def _from_comment(comment: Any) -> Optional[str]:

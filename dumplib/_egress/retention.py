@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import RemoteDestinationError
 from ..placement import SIDECAR_SUFFIX
@@ -37,24 +37,26 @@ SIDECAR_LIMIT = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
-class _Entry:
+class StoredDump:
     finished_at: str
     dump: Listed
     sidecar: Listed
+    #: The sidecar's content.
+    data: Dict[str, Any] = dataclasses.field(compare=False, repr=False)
 
 
 class TooMany(Exception):
     """More objects under the prefix than retention looks at."""
 
 
-def stored_dumps(store: Store, prefix: str, key: bytes) -> List[_Entry]:
+def stored_dumps(store: Store, prefix: str, key: bytes) -> List[StoredDump]:
     """dumplib's dumps directly under *prefix* signed with *key*, oldest first."""
     listed = store.listing(prefix, MAX_OBJECTS + 1)
     if len(listed) > MAX_OBJECTS:
         raise TooMany(prefix)
     by_key = {o.key: o for o in listed}
     t = store.target
-    out: List[_Entry] = []
+    out: List[StoredDump] = []
     for side in listed:
         if not side.key.endswith(SIDECAR_SUFFIX) or side.size > SIDECAR_LIMIT:
             continue
@@ -75,7 +77,7 @@ def stored_dumps(store: Store, prefix: str, key: bytes) -> List[_Entry]:
             continue
         if dump.sha256 is not None and dump.sha256 != data["sha256"]:
             continue
-        out.append(_Entry(data["finished_at"], dump, side))
+        out.append(StoredDump(data["finished_at"], dump, side, data))
     return sorted(out, key=lambda e: (e.finished_at, e.dump.key))
 
 
@@ -93,13 +95,13 @@ def apply_store_retention(store: Store, written: RemoteTarget, key: bytes, *, ke
     except RemoteDestinationError as exc:
         return [f"retention did nothing: {exc.message}"]
 
-    def remove(e: _Entry) -> bool:
+    def remove(e: StoredDump) -> bool:
         if not store.delete_if(e.dump.key, e.dump.etag):
             return False
         store.delete_if(e.sidecar.key, e.sidecar.etag)
         return True
 
-    gone: List[_Entry] = []
+    gone: List[StoredDump] = []
     try:
         gone = prune(entries, keep=keep, max_total=max_total, size=lambda e: e.dump.size,
                      protected=lambda e: e.dump.key == written.key, still_ours=lambda e: True, remove=remove)

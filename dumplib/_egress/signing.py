@@ -83,6 +83,19 @@ def load_key(host: Host, create: bool = True) -> bytes:
     return _make(path, host)
 
 
+def make_key(path: str, host: Host) -> bytes:
+    """The key in *path*, made there first if there is none (the postmortem handler's, in its state
+    directory); InvalidArgument when the file or its directory is unsafe."""
+    try:
+        if os.path.islink(path):
+            raise _refuse(path, "is a symbolic link")
+        return _read(path, host)
+    except FileNotFoundError:
+        return _make(path, host)
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror})") from None
+
+
 def _make(path: str, host: Host) -> bytes:
     directory = os.path.dirname(path)
     try:

@@ -11,6 +11,7 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import base64
+import importlib
 import os
 import stat
 from typing import Any, Dict, List, Optional, Tuple
@@ -92,6 +93,98 @@ def _trusted_tree(top: str, what: str) -> None:
 
 
 
+#: The store retention key of the handler's dumps (_egress/signing.py), in the state directory.
+EGRESS_KEY = "egress-key"
+#: The environment the kernel gives a core_pattern handler (call_usermodehelper): nothing else.
+KERNEL_ENV = {"HOME": "/", "TERM": "linux", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"}
+
+
+def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
+    """A URL --dir made a prefix (dumplib names each crash's object), its extra's packages root's only
+    (the handler imports them as root at every crash), the environment file root's only."""
+    from ..remote import parse_url
+    from ..errors import RemoteDestinationError
+
+    target = parse_url(url)  # InvalidDumpPath: a query string, a credential, not a store
+    if not target.is_prefix:
+        target = target.with_key(target.key + "/")
+    # The handler runs the real interpreter (not a venv's launcher), so the directories the SDK and its
+    # dependencies were found in go on its sys.path: each is imported from as root at every crash, so
+    # each must be root's only, all of it.
+    modules = ("boto3", "botocore", "s3transfer") if target.store == "s3" else ("azure.storage.blob", "azure.core")
+    sdk_dirs: List[str] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            from ..remote import EXTRAS
+
+            raise RemoteDestinationError(f"dumping to {target.display()} needs the {target.store} extra:"
+                                         f" pip install '{EXTRAS[target.store]}'", url=target.display(),
+                                         store=target.store, reason="no-extra") from None
+        top = os.path.realpath(str(module.__file__))
+        for _ in name.split("."):
+            top = os.path.dirname(top)
+        top = os.path.dirname(top)  # the directory the top package is in
+        if top not in sdk_dirs:
+            _trusted_tree(top, f"the {target.store} SDK's site directory")
+            sdk_dirs.append(top)
+    if env_file is not None:
+        from .coredump_handler import Refused, read_env_file
+
+        if not os.path.isabs(env_file):
+            raise InvalidArgument(f"--env-file {env_file}: give an absolute path (the kernel runs the handler in /)",
+                                  argument="env_file", value=env_file)
+        try:
+            read_env_file(env_file)
+        except Refused as exc:
+            raise PostmortemRefused(exc.why, argument="env_file", value=env_file) from None
+        _trusted_path(os.path.dirname(env_file), "the environment file's directory")
+    return target.display(), sdk_dirs
+
+
+def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs: List[str], python: str,
+                  key: str) -> None:
+    """Probe the store the way the handler will reach it: the handler's interpreter, the kernel's
+    environment plus the file's, nothing of this shell's; and make the retention key. A refusal is the
+    store's RemoteDestinationError (exit 14), before anything is registered."""
+    import json
+    import subprocess
+
+    from ..errors import RemoteDestinationError
+
+    code = ("import json, os, sys\n"
+            f"sys.path.insert(0, {package_root!r}); sys.path += {sdk_dirs!r}\n"
+            "from dumplib._linux.coredump_handler import egress_environment\n"
+            "from dumplib._egress import check_destination\n"
+            "from dumplib.errors import DumpError\n"
+            "try:\n"
+            f"    egress_environment({{'env_file': {env_file!r}, 'egress_key': {key!r}}})\n"
+            "    check_destination(sys.argv[1])\n"
+            "except DumpError as e:\n"
+            "    print(json.dumps(dict(e.details(), message=e.message), default=str)); sys.exit(14)\n")
+    try:
+        done = subprocess.run([python, "-I", "-c", code, url], env=dict(KERNEL_ENV), capture_output=True, text=True,
+                              timeout=120, cwd="/")
+    except subprocess.TimeoutExpired:
+        raise RemoteDestinationError(f"probing {url} from the handler's environment did not end in 120 s",
+                                     url=url, store="s3" if url.startswith("s3:") else "azure",
+                                     reason="unreachable") from None
+    if done.returncode != 0:
+        try:
+            facts = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            facts = {"message": f"the probe from the handler's environment failed (exit {done.returncode})"}
+        raise RemoteDestinationError(f"from the crash handler's environment (the kernel's, plus --env-file):"
+                                     f" {facts.get('message', 'the probe failed')}", url=facts.get("url") or url,
+                                     store=facts.get("store"), reason=facts.get("reason") or "unreachable",
+                                     service_code=facts.get("service_code"), status=facts.get("status"))
+    from .._egress.signing import make_key
+    from .host import LinuxHost
+
+    make_key(key, LinuxHost())
+
+
 def our_pattern(state_dir: str, pidfd: bool) -> bytes:
     """``|STATE/handler F%F P%P ...``: every specifier tagged (see coredump_handler.SPECIFIERS)."""
     words = [k + v for k, v in SPECIFIERS.items() if pidfd or k != "F"]
@@ -101,9 +194,11 @@ def our_pattern(state_dir: str, pidfd: bool) -> bytes:
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
             max_per: Optional[str] = "10:3", max_exes_per_user: Optional[int] = 16, max_seconds: float = 120.0,
-            pidfd: Optional[bool] = None,
+            pidfd: Optional[bool] = None, env_file: Optional[str] = None,
             state_dir: str = DEFAULT_STATE_DIR, sysctl_file: str = DEFAULT_SYSCTL_FILE) -> Dict[str, Any]:
-    """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there."""
+    """Register the handler in kernel.core_pattern (and the sysctl.d file), backing up what was there.
+
+    *directory* may be a URL prefix (docs/egress.md): see _check_url."""
     from ..compression import parse_codec
     from ..kinds import DumpKind
     from ..limits import check_limits, parse_max_per
@@ -124,11 +219,21 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
                                 " a file of its own", argument="sysctl_file", value=sysctl_file)
     # core_pattern and the handler name the real directory: a symlink on the way is someone's to repoint.
     state_dir = os.path.realpath(state_dir)
-    if not os.path.isdir(directory):
+    from ..remote import is_remote
+
+    remote = is_remote(directory)
+    sdk_dirs: List[str] = []
+    if remote:
+        directory, sdk_dirs = _check_url(directory, env_file)
+    elif env_file is not None:
+        raise InvalidArgument("--env-file is for a URL --dir (store credentials); a local directory needs none",
+                              argument="env_file", value=env_file)
+    elif not os.path.isdir(directory):
         raise PostmortemRefused(f"{directory} is not an existing directory; create it (owned by root, mode 700)",
                                 argument="dir", value=directory)
-    directory = os.path.realpath(directory)
-    _trusted_path(directory, "the dump directory")
+    else:
+        directory = os.path.realpath(directory)
+        _trusted_path(directory, "the dump directory")
     pidfd = kernel_has_pidfd() if pidfd is None else pidfd
     current = _read(CORE_PATTERN).rstrip(b"\n")
     pattern = our_pattern(state_dir, pidfd)
@@ -146,6 +251,10 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)
     _trusted_path(state_dir, "the state directory")
+    egress_key = os.path.join(state_dir, EGRESS_KEY) if remote else None
+    if remote:
+        assert egress_key is not None
+        _egress_probe(directory, env_file, package_root, sdk_dirs, python, egress_key)
     try:
         old_sysctl: Optional[bytes] = _read(sysctl_file)
     except FileNotFoundError:
@@ -162,11 +271,13 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     config = {"dir": directory, "kind": kind_value, "fit": fit, "compress": compress, "keep": keep,
               "max_total": max_total, "min_free": min_free, "max_per": rate, "max_exes_per_user": max_exes_per_user,
               "max_seconds": max_seconds,
-              "pidfd": pidfd}
+              "pidfd": pidfd, "env_file": env_file, "egress_key": egress_key}
     handler = os.path.join(state_dir, HANDLER)
     script = (f"#!{python} -I\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
               f"import sys\nsys.path.insert(0, {package_root!r})\n"
-              "from dumplib._linux.coredump_handler import main\n"
+              + (f"sys.path += {sdk_dirs!r}  # the store SDK's site directories, after the standard library's\n"
+                 if sdk_dirs else "")
+              + "from dumplib._linux.coredump_handler import main\n"
               f"sys.exit(main(sys.argv[1:], {state_dir!r}))\n")
     write_private_json(os.path.join(state_dir, BACKUP), backup)
     try:

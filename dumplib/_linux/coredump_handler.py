@@ -361,13 +361,13 @@ class StreamCore(Platform, Session):
         except OSError as exc:
             from .backend import _write_error
 
-            raise _write_error(exc, self.where, self.crashed.pid) from None
+            raise _write_error(exc, self.where or "the store", self.crashed.pid) from None
         self.kernel_bytes = self.pipe.position + self.pipe.drain()
         self.release_pipe()
         return WriteReport(stopped_seconds=None, flags=None, facts=(len(self.head.threads), core.head))
 
-    #: The directory the dump goes to (set by the handler before the pipeline runs).
-    where = "/"
+    #: The directory the dump goes to (set by the handler before the pipeline runs); None for a URL.
+    where: Optional[str] = "/"
 
     def release_pipe(self) -> None:
         """Close our end of the pipe: the kernel lets the crashed process go (core_pipe_limit > 0 waits for it)."""
@@ -380,6 +380,8 @@ class StreamCore(Platform, Session):
 
     def _check_space(self, written: int) -> None:
         """InsufficientDiskSpace once the dump's volume is below its reserve (the pipeline then removes it)."""
+        if self.where is None:
+            return  # streamed to a store: no local volume fills
         guard = SpaceGuard(self.where, _HOST, self.min_free)
         free = guard.free()
         if free < guard.reserve:
@@ -649,17 +651,78 @@ def root_only_dir(path: str) -> None:
                           " write (not under /tmp)")
 
 
+#: What an egress environment file may set: the stores' standard variables and dumplib's own upload
+#: settings, nothing else (no PATH, no PYTHON*, no LD_*: the handler runs as root).
+ENV_NAMES = ("AWS_", "AZURE_", "DUMPLIB_UPLOAD_")
+ENV_FILE_MAX = 1 << 16
+
+
+def read_env_file(path: str) -> Dict[str, str]:
+    """The variables of an egress environment file (``NAME=value`` lines, ``#`` comments), which must be a
+    regular file root owns and only root can read or write (it holds store credentials), reached
+    without a symlink. Refused: anything else, or a name outside ENV_NAMES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise Refused("untrusted-env-file", f"the egress environment file {path} cannot be opened ({exc.strerror})"
+                      " or is a symlink") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            raise Refused("untrusted-env-file", f"the egress environment file {path} must be a regular file root"
+                          f" owns with mode 600 (it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+        data = os.read(fd, ENV_FILE_MAX + 1)
+    finally:
+        os.close(fd)
+    if len(data) > ENV_FILE_MAX:
+        raise Refused("untrusted-env-file", f"the egress environment file {path} is over {ENV_FILE_MAX} bytes")
+    out: Dict[str, str] = {}
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        name = name.strip()
+        if not eq or not name.startswith(ENV_NAMES) or not name.replace("_", "").isalnum() or not name.isascii():
+            # The line is not repeated: it may hold a secret.
+            raise Refused("untrusted-env-file", f"{path} line {number}: only NAME=value lines of AWS_*, AZURE_* and"
+                          " DUMPLIB_UPLOAD_* variables are taken")
+        out[name] = value.strip()
+    return out
+
+
+def egress_environment(config: Dict[str, Any]) -> None:
+    """The environment a dump to a URL needs, in this process: the kernel starts the handler with next to
+    none (HOME=/, PATH), so the store's variables come from the root-only file install named, and the
+    retention key is the state directory's."""
+    for name in [n for n in os.environ if n.startswith(ENV_NAMES)]:
+        del os.environ[name]
+    if config.get("env_file"):
+        os.environ.update(read_env_file(str(config["env_file"])))
+    from .._egress.signing import KEY_VARIABLE  # only for a URL
+
+    os.environ[KEY_VARIABLE] = str(config["egress_key"])
+
+
 def _dump(backend: StreamCore, crashed: Crashed, head: corestream.CoreHead, config: Dict[str, Any]) -> DumpResult:
     directory = str(config["dir"])
-    root_only_dir(directory)
-    backend.where = directory
+    from ..remote import is_remote
+
+    if is_remote(directory):
+        egress_environment(config)
+        backend.where = None  # no local volume to guard
+        path = directory  # a prefix (install made it end in "/"): dumplib names the object
+    else:
+        root_only_dir(directory)
+        backend.where = directory
+        path = directory + os.sep
     signo, code, address = head.signal
     event = TargetEvent(kind="signal", tid=head.threads[0][0] if head.threads else crashed.tid, code=signo,
                         address=address, raw=head.siginfo)
     from ..compression import parse_codec
 
     opts = api._Options(
-        path=directory + os.sep, kind=DumpKind.parse(config.get("kind") or "mini"), flags=None, overwrite=False,
+        path=path, kind=DumpKind.parse(config.get("kind") or "mini"), flags=None, overwrite=False,
         comment=None, progress=None, min_free=config.get("min_free"), space_check=True, fit=bool(config.get("fit")),
         sidecar=True, keep=config.get("keep"), max_total=config.get("max_total"),
         codec=parse_codec(config.get("compress")), started=time.monotonic(), started_at=datetime.datetime.now(),

@@ -146,6 +146,17 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     from ..compression import parse_codec
     from ..kinds import DumpKind
 
+    from ..remote import is_remote
+
+    if is_remote(directory):
+        # AeDebug starts the debugger as the crashed process's user, with that user's environment: there
+        # is no place for store credentials that every crashing user could read and no other user could
+        # (the Linux handler runs as root and reads a root-only file). Not built (docs/egress.md).
+        shown = directory.split("?", 1)[0]
+        raise InvalidArgument(
+            f"postmortem dumps on Windows cannot go to a URL ({shown}): the AeDebug handler runs as each crashed"
+            " process's user, with no credentials dumplib could give it safely. Install it with a local --dir"
+            " and ship the dumps from there", argument="directory", value=shown)
     if not _is_admin():
         raise PostmortemRefused("registering the AeDebug debugger needs an administrator", argument="user",
                                 value=os.environ.get("USERNAME"))

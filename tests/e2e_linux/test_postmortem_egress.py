@@ -1,0 +1,110 @@
+"""The core_pattern handler streaming real crashes to a store (docs/egress.md, "The postmortem handler"),
+against moto's S3 server on loopback.
+
+The kernel starts the handler with HOME=/ and a PATH, nothing else: the store's credentials reach it only
+through the root-only --env-file, which install checks and probes with exactly that environment. The
+object is read back with boto3, decompressed and opened in gdb; the sidecar is signed with the handler's
+own key, so --keep prunes its dumps and nothing else."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from egressrig import AWS_SECRET, moto, s3_client, s3_env
+from linuxrig import gdb, run_cli
+from test_postmortem import crash, crasher, installed, log_records  # noqa: F401 - crasher is a fixture
+
+pytestmark = pytest.mark.linux
+BUCKET = "crashes"
+
+
+@pytest.fixture(scope="module")
+def s3port():
+    with moto() as port:
+        s3_client(port).create_bucket(Bucket=BUCKET)
+        yield port
+
+
+def _env_file(tmp_path: Path, port: int, mode: int = 0o600) -> Path:
+    d = tmp_path / "etc"
+    d.mkdir(mode=0o700, exist_ok=True)
+    f = d / "egress.env"
+    f.write_text("# the handler's store credentials\n" + "".join(f"{k}={v}\n" for k, v in s3_env(port).items()))
+    f.chmod(mode)
+    return f
+
+
+def _keys(port: int, prefix: str) -> list:
+    listed = s3_client(port).list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_crash_streams_to_s3_with_only_the_env_files_credentials(crasher, s3port, tmp_path):  # noqa: F811
+    state = tmp_path / "state"
+    env_file = _env_file(tmp_path, s3port)
+    url = f"s3://{BUCKET}/pm"  # no trailing '/': still a prefix the handler names objects in
+    with installed(state, url, "--kind", "full", "--compress", "zstd", "--env-file", str(env_file),
+                   "--keep", "2") as st:
+        assert st["config"]["dir"] == f"s3://{BUCKET}/pm/" and st["config"]["env_file"] == str(env_file)
+        key = state / "egress-key"
+        assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_uid == 0
+        for _ in range(3):
+            crash(crasher, "2")
+        records = log_records(state, wait_for=3)
+        listed = run_cli("postmortem", "list", "--state-dir", str(state), "--json")
+        kept_texts = [(state / "config.json").read_text(), (state / "postmortem.log").read_text()]
+    assert [r["outcome"] for r in records] == ["written"] * 3, records
+    assert all(r["path"].startswith(f"s3://{BUCKET}/pm/") for r in records)
+    objects = [k for k in _keys(s3port, "pm/") if k.endswith(".core.zst")]
+    assert len(objects) == 2, _keys(s3port, "pm/")  # --keep 2: the first crash's dump went, with its sidecar
+    assert sorted(_keys(s3port, "pm/")) == sorted(objects + [o + ".json" for o in objects])
+    newest = records[-1]["path"][len(f"s3://{BUCKET}/"):]
+    body = s3_client(s3port).get_object(Bucket=BUCKET, Key=newest)["Body"].read()
+    side = json.loads(s3_client(s3port).get_object(Bucket=BUCKET, Key=newest + ".json")["Body"].read())
+    import hashlib
+
+    import zstandard
+
+    assert hashlib.sha256(body).hexdigest() == side["sha256"] and side["retention"]["mac"]
+    assert side["postmortem"]["signal_name"] == "SIGSEGV"
+    core = tmp_path / "core"
+    core.write_bytes(zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True).read())
+    out = gdb(str(crasher), str(core), "bt")
+    assert "in worker" in out and "signal SIGSEGV" in out, out
+    rows = json.loads(listed.stdout)
+    assert [r["path"] for r in rows] == [r["path"] for r in records[::-1][:2]], rows
+    assert rows[0]["signal"] == "SIGSEGV" and rows[0]["pid"] == side["pid"]
+    # The secret is in the env file only: not in the config, the log, the sidecar.
+    for text in [*kept_texts, json.dumps(side), listed.stdout]:
+        assert AWS_SECRET not in text
+
+
+@pytest.mark.parametrize("flaw", ["group-readable", "symlink", "a-foreign-variable", "no-credentials"])
+def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, tmp_path, flaw):
+    """Refused before anything is registered: an env file others can read or a link to one, a variable
+    outside AWS_*/AZURE_* (LD_PRELOAD would run code as root at every crash), and a store the handler's
+    environment cannot reach (this shell's credentials do not count: the probe runs without them)."""
+    env_file = _env_file(tmp_path, s3port, 0o640 if flaw == "group-readable" else 0o600)
+    named = env_file
+    if flaw == "symlink":
+        named = tmp_path / "etc" / "link.env"
+        named.symlink_to(env_file)
+    elif flaw == "a-foreign-variable":
+        env_file.write_text(env_file.read_text() + "LD_PRELOAD=/tmp/evil.so\n")
+    before = Path("/proc/sys/kernel/core_pattern").read_bytes()
+    state = tmp_path / "state"
+    args = ["postmortem", "install", "--dir", f"s3://{BUCKET}/refused/", "--state-dir", str(state),
+            "--sysctl-file", str(tmp_path / "sysctl.conf"), "--json"]
+    if flaw != "no-credentials":
+        args += ["--env-file", str(named)]
+    done = run_cli(*args, timeout=120, env={**os.environ, **s3_env(s3port)})  # this shell has credentials
+    assert done.returncode == (14 if flaw == "no-credentials" else 2), done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    if flaw == "no-credentials":
+        assert error["reason"] in ("no-credentials", "no-container", "unreachable") and "handler" in error["message"]
+    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
+    assert not (state / "config.json").exists() and not (tmp_path / "sysctl.conf").exists()
+    assert "/tmp/evil.so" not in done.stdout + done.stderr and AWS_SECRET not in done.stdout + done.stderr
