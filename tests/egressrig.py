@@ -182,6 +182,9 @@ class Relay:
         self.port = int(self.listener.getsockname()[1])
         self.socks: List[socket.socket] = []
         self.bytes = 0
+        #: The first 256 KiB of each request line and header block sent towards the store (what a packet
+        #: capture would show of plain-HTTP requests: method and path), for tests of what was asked.
+        self.requests = bytearray()
         self._lock = threading.Lock()
         self._cut = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -214,6 +217,10 @@ class Relay:
                     break
                 if up:
                     self.bytes += len(data)
+                    if len(self.requests) < (256 << 10):
+                        self.requests += b"\n".join(line for line in data.split(b"\r\n")
+                                                     if line.split(b" ", 1)[0] in (b"GET", b"PUT", b"POST", b"HEAD",
+                                                                                   b"DELETE")) + b"\n"
                     if self.rate:
                         time.sleep(len(data) / self.rate)
                 dst.sendall(data)

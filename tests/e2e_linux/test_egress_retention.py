@@ -199,3 +199,28 @@ def test_the_key_is_made_once_owner_only_in_a_private_directory(store, ctarget, 
     assert _dump(store, ctarget.pid, f"made-{store.name}/", env=env)[0] == 0
     assert key.read_text() == text and sorted(p.name for p in (home / ".dumplib").iterdir()) == ["egress-key"]
     assert text.strip() not in json.dumps(first)
+
+
+def test_a_delete_is_conditional_on_the_object_retention_checked(store):
+    """Between retention's check and its delete, someone replaces the object: the delete (If-Match on the
+    ETag checked) leaves the new one. Through dumplib's store layer, against the real server."""
+    from dumplib._egress import open_store
+    from dumplib.remote import parse_url
+
+    key = f"race-{store.name}/x.core"
+    store.put(key, b"ours")
+    import os as _os
+
+    saved = dict(_os.environ)
+    try:
+        _os.environ.update(store.env)
+        s = open_store(parse_url(store.url(f"race-{store.name}/")))
+        [listed] = s.listing(f"race-{store.name}/", 10)
+        store.put(key, b"theirs, written after the check")
+        assert s.delete_if(key, listed.etag) is False
+        assert store.get(key) == b"theirs, written after the check"
+        [now] = s.listing(f"race-{store.name}/", 10)
+        assert s.delete_if(key, now.etag) is True and store.keys(f"race-{store.name}/") == []
+    finally:
+        _os.environ.clear()
+        _os.environ.update(saved)

@@ -354,3 +354,14 @@ def test_an_upload_refused_at_its_start_is_exit_14_before_the_target_is_stopped(
     assert json.loads(ran.stdout.strip().splitlines()[-1]) == ["RemoteDestinationError", "no-container"], ran.stderr
     assert [line for line in never_touched(trace) if "ptrace(" in line] == []  # never stopped
     ctarget.assert_running_untraced()
+
+
+def test_the_probe_writes_under_the_expanded_prefix_where_a_policy_may_grant_the_dump(s3port, ctarget):
+    """A policy may grant s3:PutObject on prod/<name>/ only: the probe goes where the dump will, the
+    template's tokens expanded (the requests on the wire say where)."""
+    relay = Relay(s3port)
+    done = run_dumplib(["dump", str(ctarget.pid), f"s3://{BUCKET}/probe/{{name}}/", "--json"],
+                       clean_env(**s3_env(relay.port)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    probes = re.findall(rb"POST /%s/([^ ?]*)\.dumplib-probe-" % BUCKET.encode(), bytes(relay.requests))
+    assert probes == [b"probe/dumplib-target/"], bytes(relay.requests)[:2000]
