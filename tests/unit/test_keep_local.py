@@ -46,8 +46,9 @@ class _Writer:
         return ()
 
 
-def _output(scratch: Path, keep: bool, failure: BaseException) -> RawThenCompress:
-    obj = RemoteObject(parse_url("s3://bkt/prod/app_42_261205.dmp.zst"), store=None, overwrite=False,  # type: ignore[arg-type]
+def _output(scratch: Path, keep: bool, failure: BaseException,
+            url: str = "s3://bkt/prod/app_42_261205.dmp.zst") -> RawThenCompress:
+    obj = RemoteObject(parse_url(url), store=None, overwrite=False,  # type: ignore[arg-type]
                        codec="zstd", level=1)
 
     def take_raw(raw: str, tick: Any, sidecar: Any, report: Any) -> Any:
@@ -73,6 +74,18 @@ def test_a_failed_upload_keeps_the_verified_raw_dump_when_asked_and_says_where(t
     assert e.value.kept == str(kept) and e.value.details()["kept"] == str(kept)
     assert f"kept at {kept}" in str(e.value) and f"kept at {kept}" in e.value.message
     assert e.value.reason == "upload-failed"
+
+
+def test_a_kept_copy_named_by_a_hostile_url_stays_one_harmless_file_in_scratch(tmp_path):
+    """The object's name is whatever the URL (or a {name} token, the process's own choice) made it: the
+    kept copy's local name keeps only letters, digits and -_.+, and never names a device."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(dumplib.DumpFailed) as e:
+        _output(scratch, True, _upload_failed(), "s3://bkt/p/..CON:evil<|>.dmp.zst").write(
+            _Writer(), None, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
+    assert [p.name for p in scratch.iterdir()] == ["CON_evil___.dmp"]
+    assert e.value.kept == str(scratch / "CON_evil___.dmp")
 
 
 def test_a_kept_copy_never_replaces_a_file(tmp_path):
