@@ -215,7 +215,7 @@ def test_the_store_vanishing_mid_upload_commits_nothing_and_keeps_the_raw_copy_o
         if not keep:
             assert not kept.exists() and error.get("kept") is None, error
             return
-        assert error["kept"].lower() == rf"c:\users\{temp.parent.name}\temp\{kept.name}".lower(), error
+        assert (error.get("kept") or "").lower() == rf"c:\users\{temp.parent.name}\temp\{kept.name}".lower(), error
         assert f"kept at {error['kept']}" in error["message"] and "--keep-local-on-failure" in error["message"]
         assert kept.stat().st_size == raw_size
         parsed = read_minidump(str(kept))  # the verified raw dump, whole
