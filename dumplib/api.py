@@ -368,7 +368,7 @@ def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
     probe_once(store, named.prefix)
     named = _free_name(store, target, named, extension, opts)
     told: Tuple[str, ...] = ()
-    if opts.snapshot is False:
+    if opts.snapshot is False and platform.streams:  # a raw-then-upload writer lets the target go before the upload
         told = (f"without --snapshot the target stays stopped while its memory goes to {named.display()} at the"
                 " network's pace (--max-pause bounds it); --snapshot=auto lets it run on",)
     return _for_platform(platform, RemoteObject(named, store, opts.overwrite, name, level, key), opts), told + unsigned

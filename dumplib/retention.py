@@ -59,10 +59,22 @@ def dumps_in(directory: str, host: Host) -> List[_Entry]:
             continue
         out.append(_Entry(str(data.get("finished_at", "")), dump, st, sidecar, side_st, data["sha256"],
                           host.disk_bytes(st) or st.st_size))
-    return sorted(out, key=lambda e: (e.finished_at, e.dump))
+    return sorted(out, key=lambda e: (instant(e.finished_at), e.dump))
 
 
 E = TypeVar("E")
+
+
+def instant(finished_at: str) -> float:
+    """A sidecar's ``finished_at`` as seconds since the epoch, for ordering: with its UTC offset as written
+    now, or as local time (sidecars written before the offset was recorded); unreadable: the oldest."""
+    import datetime
+
+    try:
+        when = datetime.datetime.fromisoformat(finished_at)
+    except (TypeError, ValueError):
+        return float("-inf")
+    return when.timestamp()  # a naive time is taken as local, as it was written
 
 
 def prune(entries: Sequence[E], *, keep: Optional[int], max_total: Optional[int], size: Callable[[E], int],

@@ -147,20 +147,24 @@ def probe_once(store: "Store", prefix: str) -> None:
         _probed[key] = time.monotonic()
 
 
-_TOKENS = ("{", "PROCESSNAME", "PID", "YYMMDD", "HHMMSS", "EXCEPTIONCODE")
-
-
 def check_destination(url: str) -> None:
     """Probe a URL destination before a watch starts (each dump probes again, before its target is
     touched): the prefix up to its first name token must take a write."""
     from ..remote import parse_url
 
     target = parse_url(url)
-    prefix = target.prefix
-    cut = min([i for i in (prefix.find(t) for t in _TOKENS) if i >= 0] or [len(prefix)])
-    prefix = prefix[:cut]
-    prefix = prefix[: prefix.rfind("/") + 1]
+    prefix = fixed_prefix(target.prefix)
     open_store(target.with_key(prefix)).probe(prefix)
+
+
+def fixed_prefix(prefix: str) -> str:
+    """The part of *prefix* before its first name token, cut back to a "directory" (``prod/{name}/`` ->
+    ``prod/``). Tokens as naming finds them: whole words, so ``RAPID-team/`` holds none."""
+    from ..placement import _TOKEN_RE
+
+    found = _TOKEN_RE.search(prefix)
+    prefix = prefix[: found.start()] if found else prefix
+    return prefix[: prefix.rfind("/") + 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +213,12 @@ class Store:
     def delete_if(self, key: str, etag: str) -> bool:
         """Delete *key* only while its ETag is still *etag*; False when it changed or is gone."""
         raise NotImplementedError
+
+    def still_ours(self, listed: Listed, sha256: str) -> bool:
+        """Right before a retention delete: whether the object still claims the sha256 its sidecar vouches
+        for. Here (Azure) the listing carries the object's metadata: one written by someone else (or
+        replaced since, which drops the metadata) claims none, and is not ours."""
+        return listed.sha256 == sha256
 
     def classify(self, exc: BaseException) -> Tuple[str, str, Optional[str], Optional[int]]:
         """(reason, why, the store's error code, HTTP status) of an SDK exception, from codes and statuses

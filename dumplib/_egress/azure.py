@@ -35,10 +35,10 @@ def _conn_serves(conn: str, target: RemoteTarget) -> bool:
     if target.account_url is None:
         return True
     fields = _conn_fields(conn)
-    if fields.get("accountname") == target.account:
-        return True
-    endpoint = urllib.parse.urlsplit(fields.get("blobendpoint", ""))
-    return bool(endpoint.hostname) and endpoint.hostname == urllib.parse.urlsplit(target.account_url).hostname
+    if fields.get("blobendpoint"):  # where the client sends the bytes: it must be the URL's account
+        endpoint = urllib.parse.urlsplit(fields["blobendpoint"])
+        return bool(endpoint.hostname) and endpoint.hostname == urllib.parse.urlsplit(target.account_url).hostname
+    return fields.get("accountname") == target.account
 
 
 def _quoted(etag: Any) -> str:
@@ -59,7 +59,8 @@ class AzureStore(Store):
             return self._clients[probe]
         t, blob = self.target, self._blob
         # The storage default (15 s, then +3^n s, 3 retries) could hold a stopped target for minutes:
-        # bounded to 3 retries after about 0.5, 2.5 and 4.5 s per block. The probe does not retry.
+        # bounded to 3 retries per block, after about 2.5, 4.5 and 8.5 s (the SDK counts the try before it
+        # sleeps: 0.5 + 2**n; measured 16 s from a cut to the exit under Wine). The probe does not retry.
         retry = (blob.ExponentialRetry(retry_total=0) if probe else
                  blob.ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3, random_jitter_range=0.5))
         kw: Dict[str, Any] = dict(retry_policy=retry, connection_timeout=10, read_timeout=60,
@@ -128,10 +129,12 @@ class AzureStore(Store):
         with self.calling(prefix, "listing"):
             container = self._service(False).get_container_client(self.target.container)
             for item in container.walk_blobs(name_starts_with=prefix, include=["metadata"], delimiter="/"):
-                if getattr(item, "size", None) is None:
-                    continue  # a BlobPrefix: a sub-"directory", not looked into (as os.listdir does not)
                 if len(out) >= limit:
                     break
+                if getattr(item, "size", None) is None:
+                    # A BlobPrefix: a sub-"directory", not looked into (as os.listdir does not), but counted.
+                    out.append(Listed(str(item.name), 0, ""))
+                    continue
                 sha = (item.metadata or {}).get("sha256")
                 out.append(Listed(item.name, int(item.size), _quoted(item.etag), sha if isinstance(sha, str) else None))
         return out

@@ -21,19 +21,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
+import time
 from typing import Any, Dict, List, Optional
 
 from ..errors import RemoteDestinationError
 from ..placement import SIDECAR_SUFFIX
 from ..remote import RemoteTarget
-from ..retention import prune
+from ..retention import instant, prune
 from . import Listed, Store
 from .signing import vouched
 
-#: Objects looked at under one prefix; more and retention refuses to guess which are oldest.
+#: Names (objects and sub-prefixes) looked at under one prefix; more and retention refuses to guess
+#: which are oldest.
 MAX_OBJECTS = 10_000
-#: A sidecar is a few KiB; anything larger under a sidecar's name is not one.
-SIDECAR_LIMIT = 1 << 20
+#: A sidecar is a few KiB; anything larger under a sidecar's name is not one (and is not downloaded).
+SIDECAR_LIMIT = 64 << 10
+#: The longest retention may take after a dump (listing, sidecars, deletes); then it stops and says so.
+DEADLINE_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +53,17 @@ class TooMany(Exception):
     """More objects under the prefix than retention looks at."""
 
 
-def stored_dumps(store: Store, prefix: str, key: bytes) -> List[StoredDump]:
-    """dumplib's dumps directly under *prefix* signed with *key*, oldest first."""
+class TooSlow(Exception):
+    """Retention ran past its deadline."""
+
+
+def stored_dumps(store: Store, prefix: str, key: bytes, deadline: Optional[float] = None) -> List[StoredDump]:
+    """dumplib's dumps directly under *prefix* signed with *key*, oldest first (TooMany past MAX_OBJECTS
+    names, TooSlow past the monotonic *deadline*)."""
     listed = store.listing(prefix, MAX_OBJECTS + 1)
     if len(listed) > MAX_OBJECTS:
         raise TooMany(prefix)
+    listed = [o for o in listed if not o.key.endswith("/")]  # sub-prefixes counted above, not dumps
     by_key = {o.key: o for o in listed}
     t = store.target
     out: List[StoredDump] = []
@@ -63,6 +73,8 @@ def stored_dumps(store: Store, prefix: str, key: bytes) -> List[StoredDump]:
         dump = by_key.get(side.key[: -len(SIDECAR_SUFFIX)])
         if dump is None:
             continue
+        if deadline is not None and time.monotonic() > deadline:
+            raise TooSlow(prefix)
         got = store.get_small(side.key, SIDECAR_LIMIT)
         if got is None or got[1] != side.etag or len(got[0]) > SIDECAR_LIMIT:
             continue  # gone, replaced since the listing, or too large to be a sidecar
@@ -78,7 +90,7 @@ def stored_dumps(store: Store, prefix: str, key: bytes) -> List[StoredDump]:
         if dump.sha256 is not None and dump.sha256 != data["sha256"]:
             continue
         out.append(StoredDump(data["finished_at"], dump, side, data))
-    return sorted(out, key=lambda e: (e.finished_at, e.dump.key))
+    return sorted(out, key=lambda e: (instant(e.finished_at), e.dump.key))
 
 
 def apply_store_retention(store: Store, written: RemoteTarget, key: bytes, *, keep: Optional[int],
@@ -87,24 +99,35 @@ def apply_store_retention(store: Store, written: RemoteTarget, key: bytes, *, ke
     *keep* remain and they total at most *max_total* bytes; what to tell the caller (each removal,
     or why retention did nothing). The dump is committed by then: a store error is told, not raised."""
     prefix = written.prefix
-    try:
-        entries = stored_dumps(store, prefix, key)
-    except TooMany:
-        return [f"retention did nothing: more than {MAX_OBJECTS} objects under {written.display(prefix)},"
-                " too many to tell the oldest; give the dumps a prefix of their own"]
-    except RemoteDestinationError as exc:
-        return [f"retention did nothing: {exc.message}"]
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    gone: List[StoredDump] = []
 
     def remove(e: StoredDump) -> bool:
+        if time.monotonic() > deadline:
+            raise TooSlow(prefix)
         if not store.delete_if(e.dump.key, e.dump.etag):
             return False
         store.delete_if(e.sidecar.key, e.sidecar.etag)
+        gone.append(e)
         return True
 
-    gone: List[StoredDump] = []
+    def said() -> List[str]:
+        return [f"retention removed {written.display(e.dump.key)}" for e in gone]
+
+    # Whatever a planted object or a failing store does here, the dump is committed: retention's trouble
+    # is told, never raised (an exception would report a committed dump as failed).
     try:
-        gone = prune(entries, keep=keep, max_total=max_total, size=lambda e: e.dump.size,
-                     protected=lambda e: e.dump.key == written.key, still_ours=lambda e: True, remove=remove)
+        entries = stored_dumps(store, prefix, key, deadline)
+        prune(entries, keep=keep, max_total=max_total, size=lambda e: e.dump.size,
+              protected=lambda e: e.dump.key == written.key,
+              still_ours=lambda e: store.still_ours(e.dump, e.data["sha256"]), remove=remove)
+    except TooMany:
+        return [f"retention did nothing: more than {MAX_OBJECTS} names under {written.display(prefix)},"
+                " too many to tell the oldest; give the dumps a prefix of their own"]
+    except TooSlow:
+        return said() + [f"retention stopped after {DEADLINE_SECONDS:.0f} s under {written.display(prefix)}"]
     except RemoteDestinationError as exc:
-        return [f"retention stopped: {exc.message}"]
-    return [f"retention removed {written.display(e.dump.key)}" for e in gone]
+        return said() + [f"retention stopped: {exc.message}"]
+    except Exception as exc:  # noqa: BLE001 - see above
+        return said() + [f"retention stopped: {type(exc).__name__} while reading {written.display(prefix)}"]
+    return said()

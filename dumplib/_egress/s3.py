@@ -85,9 +85,13 @@ class S3Store(Store):
         out: List[Listed] = []
         with self.calling(prefix, "listing"):
             pages = self._s3().get_paginator("list_objects_v2").paginate(
-                Bucket=self.target.container, Prefix=prefix, Delimiter="/", PaginationConfig={"MaxItems": limit})
+                Bucket=self.target.container, Prefix=prefix, Delimiter="/")
             for page in pages:
                 out += [Listed(o["Key"], int(o["Size"]), o["ETag"]) for o in page.get("Contents", ())]
+                # Sub-prefixes count too: the listing's cost is what bounds it, whatever the names are.
+                out += [Listed(p["Prefix"], 0, "") for p in page.get("CommonPrefixes", ())]
+                if len(out) >= limit:
+                    break
         return out[:limit]
 
     def get_small(self, key: str, limit: int) -> Optional[Tuple[bytes, str]]:
@@ -102,6 +106,17 @@ class S3Store(Store):
             raise
         except ClientError:  # pragma: no cover - calling() maps every SDK error
             return None
+
+    def still_ours(self, listed: Listed, sha256: str) -> bool:
+        # S3's listing carries no metadata, and the sha256 is a tag written after the commit (metadata is
+        # fixed when an upload starts): an object replaced since (same name, same size) has not got it.
+        # Without s3:GetObjectTagging, or where tagging was refused at the write, nothing is deleted.
+        try:
+            with self.calling(listed.key, "reading the tags of"):
+                tags = self._s3().get_object_tagging(Bucket=self.target.container, Key=listed.key)
+        except RemoteDestinationError:
+            return False
+        return {t.get("Key"): t.get("Value") for t in tags.get("TagSet", [])}.get("dumplib-sha256") == sha256
 
     def delete_if(self, key: str, etag: str) -> bool:
         # DeleteObject with If-Match: the object is deleted only while it is the one retention checked

@@ -150,5 +150,10 @@ def vouched(data: Dict[str, Any], key: bytes, store: str, container: str, object
     if not (isinstance(field, dict) and isinstance(field.get("mac"), str) and isinstance(size, int)
             and not isinstance(size, bool) and isinstance(sha, str) and isinstance(finished, str)):
         return None
-    expected = mac(key, store, container, object_key, size, sha, finished)
-    return size if hmac.compare_digest(field["mac"], expected) else None
+    try:
+        expected = mac(key, store, container, object_key, size, sha, finished)
+    except (TypeError, ValueError):
+        return None
+    # Bytes, not str: compare_digest raises on a non-ASCII str, and the sidecar is anyone's to plant.
+    given = field["mac"].encode("utf-8", "surrogateescape")
+    return size if hmac.compare_digest(given, expected.encode("ascii")) else None

@@ -651,8 +651,17 @@ def root_only_dir(path: str) -> None:
                           " write (not under /tmp)")
 
 
-#: What an egress environment file may set: the stores' standard variables and dumplib's own upload
-#: settings, nothing else (no PATH, no PYTHON*, no LD_*: the handler runs as root).
+#: The variables an egress environment file may set: credentials, region, endpoint and dumplib's upload
+#: settings, named one by one. Nothing that names a file or a command (AWS_CONFIG_FILE's
+#: credential_process runs one, AWS_DATA_PATH loads code-like models, AZURE_FEDERATED_TOKEN_FILE,
+#: AZURE_CLIENT_CERTIFICATE_PATH...), no PATH, PYTHON* or LD_*: the handler runs as root at every crash.
+ENV_ALLOWED = frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED", "AWS_USE_FIPS_ENDPOINT",
+    "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST",
+    "DUMPLIB_UPLOAD_BUFFER", "DUMPLIB_UPLOAD_STALL"})
+#: The prefixes of the variables the handler clears before it sets the file's (none inherited counts).
 ENV_NAMES = ("AWS_", "AZURE_", "DUMPLIB_UPLOAD_")
 ENV_FILE_MAX = 1 << 16
 
@@ -677,16 +686,21 @@ def read_env_file(path: str) -> Dict[str, str]:
     if len(data) > ENV_FILE_MAX:
         raise Refused("untrusted-env-file", f"the egress environment file {path} is over {ENV_FILE_MAX} bytes")
     out: Dict[str, str] = {}
-    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("untrusted-env-file", f"the egress environment file {path} is not UTF-8 text") from None
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         name, eq, value = line.partition("=")
         name = name.strip()
-        if not eq or not name.startswith(ENV_NAMES) or not name.replace("_", "").isalnum() or not name.isascii():
+        if not eq or name not in ENV_ALLOWED or "\0" in value:
             # The line is not repeated: it may hold a secret.
-            raise Refused("untrusted-env-file", f"{path} line {number}: only NAME=value lines of AWS_*, AZURE_* and"
-                          " DUMPLIB_UPLOAD_* variables are taken")
+            raise Refused("untrusted-env-file", f"{path} line {number}: only NAME=value lines of the store's credential,"
+                          f" region and endpoint variables are taken ({', '.join(sorted(ENV_ALLOWED))}); none naming a"
+                          " file or a command")
         out[name] = value.strip()
     return out
 

@@ -105,10 +105,15 @@ def test_keep_removes_only_the_oldest_of_our_own_dumps_and_never_a_strangers(sto
     forged = dict(side, dump="forged.core", retention={"key_id": "0" * 16, "mac": "0" * 64})
     store.put(p + "forged.core", store.get(ours[0]))
     store.put(p + "forged.core.json", json.dumps(forged).encode())
-    # Ours, then replaced by someone else (another size): its sidecar no longer vouches for it.
-    store.put(ours[1], b"replaced by someone else")
+    # Ours, then replaced by someone else with the same size: the listing cannot tell, the sha256 the object
+    # claims (Azure metadata, S3 tag; a replacement has neither) can.
+    store.put(ours[1], b"S" * len(store.get(ours[1])))
+    # A sidecar whose MAC is not ASCII (compare_digest raises on such a str): neither counted nor fatal.
+    store.put(p + "odd.core", b"x")
+    store.put(p + "odd.core.json", json.dumps(dict(side, dump="odd.core", retention={"mac": "\u00e9"})).encode())
     strangers = [p + "foreign.core", p + "sub/old.core", p + "copied.core", p + "copied.core.json",
-                 p + "forged.core", p + "forged.core.json", ours[1], ours[1] + ".json"]
+                 p + "forged.core", p + "forged.core.json", ours[1], ours[1] + ".json", p + "odd.core",
+                 p + "odd.core.json"]
 
     code, result = _dump(store, ctarget.pid, p, "--keep", "2")
     assert code == 0, result
@@ -199,6 +204,10 @@ def test_the_key_is_made_once_owner_only_in_a_private_directory(store, ctarget, 
     assert _dump(store, ctarget.pid, f"made-{store.name}/", env=env)[0] == 0
     assert key.read_text() == text and sorted(p.name for p in (home / ".dumplib").iterdir()) == ["egress-key"]
     assert text.strip() not in json.dumps(first)
+    # The key never leaves the machine: the uploaded sidecar names it only by its hash.
+    side = store.get(_key(store, first) + ".json").decode()
+    assert text.strip() not in side and bytes.fromhex(text.strip()).hex() not in side
+    assert json.loads(side)["retention"]["key_id"] not in text
 
 
 def test_a_delete_is_conditional_on_the_object_retention_checked(store):

@@ -82,7 +82,8 @@ def test_a_crash_streams_to_s3_with_only_the_env_files_credentials(crasher, s3po
         assert AWS_SECRET not in text
 
 
-@pytest.mark.parametrize("flaw", ["group-readable", "symlink", "a-foreign-variable", "no-credentials"])
+@pytest.mark.parametrize("flaw", ["group-readable", "symlink", "a-foreign-variable", "a-file-naming-variable",
+                                  "no-credentials"])
 def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, tmp_path, flaw):
     """Refused before anything is registered: an env file others can read or a link to one, a variable
     outside AWS_*/AZURE_* (LD_PRELOAD would run code as root at every crash), and a store the handler's
@@ -94,13 +95,25 @@ def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, 
         named.symlink_to(env_file)
     elif flaw == "a-foreign-variable":
         env_file.write_text(env_file.read_text() + "LD_PRELOAD=/tmp/evil.so\n")
+    elif flaw == "a-file-naming-variable":
+        # botocore runs a config file's credential_process: a file anyone could write would run as root.
+        env_file.write_text(env_file.read_text() + "AWS_CONFIG_FILE=/tmp/evil.so\n")
     before = Path("/proc/sys/kernel/core_pattern").read_bytes()
     state = tmp_path / "state"
     args = ["postmortem", "install", "--dir", f"s3://{BUCKET}/refused/", "--state-dir", str(state),
             "--sysctl-file", str(tmp_path / "sysctl.conf"), "--json"]
     if flaw != "no-credentials":
         args += ["--env-file", str(named)]
-    done = run_cli(*args, timeout=120, env={**os.environ, **s3_env(s3port)})  # this shell has credentials
+    limit = Path("/proc/sys/kernel/core_pipe_limit").read_bytes()
+    try:
+        done = run_cli(*args, timeout=120, env={**os.environ, **s3_env(s3port)})  # this shell has credentials
+    finally:
+        # A planted bug that lets this install through must not leave the machine's crashes going to a
+        # handler pytest deletes: put back what was there, whatever happened.
+        if Path("/proc/sys/kernel/core_pattern").read_bytes() != before:
+            run_cli("postmortem", "uninstall", "--state-dir", str(state), "--force", timeout=60)
+            Path("/proc/sys/kernel/core_pattern").write_bytes(before.rstrip(b"\n"))
+            Path("/proc/sys/kernel/core_pipe_limit").write_bytes(limit.strip())
     assert done.returncode == (14 if flaw == "no-credentials" else 2), done.stdout + done.stderr
     error = json.loads(done.stdout)["error"]
     if flaw == "no-credentials":

@@ -178,3 +178,20 @@ def test_a_connection_string_serves_an_https_url_only_for_its_own_account(conn, 
 
     assert _conn_serves(conn, parse_url("https://acct.blob.core.windows.net/dumps/p/")) is serves
     assert _conn_serves(conn, parse_url("az://dumps/p/")) is True  # az:// takes the account from it
+
+
+@pytest.mark.parametrize("prefix, fixed", [
+    ("prod/{name}/", "prod/"), ("RAPID-team/crashes/", "RAPID-team/crashes/"), ("{braces}/dumps/", "{braces}/dumps/"),
+    ("a/PID_x/", "a/"), ("a/PIDGIN/", "a/PIDGIN/"), ("x_{pid}.core", ""), ("", "")])
+def test_a_watch_probes_the_prefix_before_the_first_real_token(prefix, fixed):
+    from dumplib._egress import fixed_prefix
+
+    assert fixed_prefix(prefix) == fixed
+
+
+def test_retention_orders_dumps_by_the_instant_whatever_the_offset():
+    from dumplib.retention import instant
+
+    utc, pacific = "2026-12-05T03:00:00.000+00:00", "2026-12-04T20:00:00.000-08:00"
+    assert instant(utc) < instant(pacific)  # 04:00 UTC: later, though its text sorts first
+    assert instant("garbage") < instant(utc)
