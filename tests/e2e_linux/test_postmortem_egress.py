@@ -32,7 +32,10 @@ def _env_file(tmp_path: Path, port: int, mode: int = 0o600) -> Path:
     d = tmp_path / "etc"
     d.mkdir(mode=0o700, exist_ok=True)
     f = d / "egress.env"
-    f.write_text("# the handler's store credentials\n" + "".join(f"{k}={v}\n" for k, v in s3_env(port).items()))
+    # Credentials, region, endpoint: not s3_env's AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE, which name
+    # files (a config's credential_process runs a command) and which the handler refuses.
+    keep = {k: v for k, v in s3_env(port).items() if not k.endswith("_FILE")}
+    f.write_text("# the handler's store credentials\n" + "".join(f"{k}={v}\n" for k, v in keep.items()))
     f.chmod(mode)
     return f
 
