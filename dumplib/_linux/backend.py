@@ -39,6 +39,7 @@ from .core.memory import (FileSink, MemoryCopier, Piece, Prober, StreamSink, rea
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
+from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
 from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
 
@@ -326,6 +327,7 @@ class LinuxSession(Session):
                             raise DumpFailed.target_exited(pid)
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
+                        target_runs(pid)  # a process the signal watcher handed over is taken back now
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
@@ -334,7 +336,9 @@ class LinuxSession(Session):
                             raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
                                              " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
                                              pid=pid, reason="snapshot-lost")
-            # The target runs again from here; what is left is our own output.
+            # The target runs again from here; what is left is our own output. A process the signal
+            # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
+            target_runs(pid)
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
