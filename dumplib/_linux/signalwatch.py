@@ -8,14 +8,19 @@ create_dump must be it, so the hand-over is:
   1. interrupt every other thread (all now in ptrace-stops, none running);
   2. save the signal's siginfo, queue SIGSTOP, detach every thread: the SIGSTOP is taken before
      any thread returns to user mode, so the whole process sits in group-stop, untraced;
-  3. create_dump seizes, dumps and detaches: the group-stop holds the process still;
-  4. re-seize every thread, queue the same signal to the same thread, send SIGCONT; when that
-     thread reports the re-queued signal, its siginfo is replaced by the saved one and it is
-     delivered: the handler (or the default action) sees the signal as it was sent.
+  3. create_dump, on a thread of its own, seizes, reads the memory and detaches: the group-stop
+     holds the process still;
+  4. as soon as the writer has let the process go (ptrace/handover.py: the last byte read, or the
+     snapshot taken), re-seize every thread, queue the same signal to the same thread, send SIGCONT;
+     when that thread reports the re-queued signal, its siginfo is replaced by the saved one and it
+     is delivered: the handler (or the default action) sees the signal as it was sent;
+  5. the dump is flushed, read back and placed while this thread serves the process's stops; a stop
+     that would start another dump waits in its thread until this one is done.
 
 What an outsider can see: the parent is told the child stopped and continued (SIGCHLD with
 CLD_STOPPED / CLD_CONTINUED) and a SIGCONT handler, if any, runs once. If the watcher is killed
-between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump.
+between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump's
+memory read.
 
 ProcessExit cannot use that hand-over: an exiting thread never enters group-stop. With
 PTRACE_O_TRACEEXIT every thread stops at PTRACE_EVENT_EXIT, early in do_exit, before exit_mm, so
