@@ -336,7 +336,7 @@ class LinuxSession(Session):
                             raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
                                              " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
                                              pid=pid, reason="snapshot-lost")
-                        if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/snapshot.md)
+                        if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
                             warnings.append(f"process {pid} exited while its memory was read from its snapshot: the"
                                             " dump shows it as it was when it was stopped")
             # The target runs again from here; what is left is our own output. A process the signal
