@@ -47,7 +47,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -261,7 +261,7 @@ class SignalWatcher:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
-    def _any_waiting(self, skip: Sequence[int] = ()) -> bool:
+    def _any_waiting(self, skip: Collection[int] = ()) -> bool:
         """Whether a tracee has a stop or exit to report, without taking it (WNOWAIT)."""
         for tid in self.tids:
             if tid in skip:
