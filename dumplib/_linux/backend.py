@@ -327,7 +327,6 @@ class LinuxSession(Session):
                             raise DumpFailed.target_exited(pid)
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
-                        target_runs(pid)  # a process the signal watcher handed over is taken back now
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         sink.write_at(head, 0)  # not before: a stalled stream must not hold the target

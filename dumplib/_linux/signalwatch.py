@@ -10,8 +10,8 @@ create_dump must be it, so the hand-over is:
      any thread returns to user mode, so the whole process sits in group-stop, untraced;
   3. create_dump, on a thread of its own, seizes, reads the memory and detaches: the group-stop
      holds the process still;
-  4. as soon as the writer has let the process go (ptrace/handover.py: the last byte read, or the
-     snapshot taken), re-seize every thread, queue the same signal to the same thread, send SIGCONT;
+  4. as soon as the writer has let the process go (ptrace/handover.py: the last byte read), re-seize
+     every thread, queue the same signal to the same thread, send SIGCONT;
      when that thread reports the re-queued signal, its siginfo is replaced by the saved one and it
      is delivered: the handler (or the default action) sees the signal as it was sent;
   5. the dump is flushed, read back and placed while this thread serves the process's stops; a stop
@@ -459,9 +459,12 @@ class SignalWatcher:
                 job.start(take)
                 self._serve_job(job, pending, tid, stopped)
             finally:
-                if not job.taken_back:  # the dump never began, or ended without letting the process go
-                    job.taken_back = True
-                    self._take_back(pending, tid, stopped)
+                try:
+                    if not job.taken_back:  # the dump never began, or ended without letting the process go
+                        job.taken_back = True
+                        self._take_back(pending, tid, stopped)
+                finally:
+                    job.join()  # whatever went wrong here, the dump is not left running on its own
             if job.back_error is not None:
                 raise job.back_error
             if job.error is not None:
@@ -736,6 +739,10 @@ class _Job:
 
     def running(self) -> bool:
         return self._thread is not None and not self._done and self._thread.is_alive()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
     def give_back(self) -> None:
         """The writer's word (from the dump's thread): the process runs again as far as it is concerned."""
