@@ -269,3 +269,45 @@ def test_a_dump_whose_read_back_fails_keeps_nothing_and_the_signal_is_delivered_
         assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
         assert list(outdir.iterdir()) == []
         assert running_untraced(proc.pid)
+
+
+def test_a_signal_arriving_while_the_last_dump_is_finished_waits_for_it_then_gets_its_own_dump(
+        release_exe: Path, tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The process runs while its dump is flushed; a watched signal it gets meanwhile stops its thread,
+    which the watcher leaves stopped until that dump is done, then judges: dumped too (count=2),
+    not delivered undumped because a dump was under way."""
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    flush = CompressingWriter.close
+    pid: List[int] = []
+
+    def second_signal() -> None:
+        os.kill(pid[0], signal.SIGUSR1)
+        deadline = time.monotonic() + HANDLER_PATIENCE  # its thread in the signal's ptrace stop, or its handler run
+        while proc_status(pid[0])["State"][0] != "t" and len(handler.lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    at_first_flush = held_until_handler(handler, seen, "flush", then=second_signal)
+
+    def close(self: CompressingWriter) -> None:
+        at_first_flush()
+        flush(self)
+
+    monkeypatch.setattr(CompressingWriter, "close", close)
+    with release_target(release_exe, handler.path, outdir, 16) as proc:
+        pid.append(proc.pid)
+
+        def on_event(e: dumplib.WatchEvent) -> None:
+            if e.event == "watching":
+                os.kill(proc.pid, signal.SIGUSR1)
+
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full", compress="zstd",
+                                count=2, interval=0, timeout=300, on_event=on_event)
+        assert seen["flush"]
+        assert len(results) == 2, results
+        assert handler.ran(within=10)
+        deadline = time.monotonic() + 10
+        while len(handler.lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()] * 2
+        assert running_untraced(proc.pid)
