@@ -302,7 +302,7 @@ def test_a_signal_arriving_while_the_last_dump_is_finished_waits_for_it_then_get
                 os.kill(proc.pid, signal.SIGUSR1)
 
         results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full", compress="zstd",
-                                count=2, interval=0, timeout=300, on_event=on_event)
+                                count=2, interval=0, timeout=120, on_event=on_event)
         assert seen["flush"]
         assert len(results) == 2, results
         assert handler.ran(within=10)
