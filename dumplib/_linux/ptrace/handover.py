@@ -4,13 +4,16 @@ The signal watcher (signalwatch.py) holds a process at a signal-delivery-stop an
 create_dump in group-stop; it takes the process back afterwards to deliver the signal. That stop must
 end where a plain dump's does: when the writer has read the last byte of the process's memory and
 let its threads go, not after the compressor's final flush, the read-back, the sidecar and the
-rename. (A snapshot, whose own stopper stops the target again to reap its clone, is never taken of a
-handed-over process: it is stopped already, snapshot/policy.py.) Only the writer knows that moment, and it does not know who handed the process over (nor
+rename. Only the writer knows that moment, and it does not know who handed the process over (nor
 does create_dump take such an argument: a hand-over is not a caller's business). So the hand-over
 runs the dump inside ``handed_over(pid, give_back)`` and the writer calls ``target_runs(pid)`` as
 soon as its own stop has ended; *give_back* must be cheap, safe to call more than once, and must not
 raise (the watcher's own thread does the work). The record lives in the running context
 (contextvars), so only the dump the hand-over runs, on the thread it runs on, can reach it.
+
+The writer calls it once its whole stop is over, never at a snapshot's resume: a snapshot's stopper
+stops the target again to reap its clone (none is taken of a handed-over process anyway: it is
+stopped already, snapshot/policy.py).
 """
 from __future__ import annotations
 
