@@ -39,6 +39,7 @@ from .core.memory import (FileSink, MemoryCopier, Piece, Prober, StreamSink, rea
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
+from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
 from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
 
@@ -334,7 +335,12 @@ class LinuxSession(Session):
                             raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
                                              " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
                                              pid=pid, reason="snapshot-lost")
-            # The target runs again from here; what is left is our own output.
+                        if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
+                            warnings.append(f"process {pid} exited while its memory was read from its snapshot: the"
+                                            " dump shows it as it was when it was stopped")
+            # The target runs again from here; what is left is our own output. A process the signal
+            # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
+            target_runs(pid)
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
@@ -640,6 +646,10 @@ class _Snapshot:
                 self.buffers.pop(i).replay(sink)
                 start = i + 1
             copier.copy_pieces(pieces[start:], offsets[start:])
+        except DumpFailed as exc:
+            if exc.reason != "exited" or self.intact():
+                raise
+            # The clone was killed (its reads found no address space): _write_core says so, snapshot-lost.
         finally:
             copier.close()
 

@@ -8,14 +8,19 @@ create_dump must be it, so the hand-over is:
   1. interrupt every other thread (all now in ptrace-stops, none running);
   2. save the signal's siginfo, queue SIGSTOP, detach every thread: the SIGSTOP is taken before
      any thread returns to user mode, so the whole process sits in group-stop, untraced;
-  3. create_dump seizes, dumps and detaches: the group-stop holds the process still;
-  4. re-seize every thread, queue the same signal to the same thread, send SIGCONT; when that
-     thread reports the re-queued signal, its siginfo is replaced by the saved one and it is
-     delivered: the handler (or the default action) sees the signal as it was sent.
+  3. create_dump, on a thread of its own, seizes, reads the memory and detaches: the group-stop
+     holds the process still;
+  4. as soon as the writer has let the process go (ptrace/handover.py: the last byte read), re-seize
+     every thread, queue the same signal to the same thread, send SIGCONT;
+     when that thread reports the re-queued signal, its siginfo is replaced by the saved one and it
+     is delivered: the handler (or the default action) sees the signal as it was sent;
+  5. the dump is flushed, read back and placed while this thread serves the process's stops; a stop
+     that would start another dump waits in its thread until this one is done.
 
 What an outsider can see: the parent is told the child stopped and continued (SIGCHLD with
 CLD_STOPPED / CLD_CONTINUED) and a SIGCONT handler, if any, runs once. If the watcher is killed
-between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump.
+between 2 and 4 the process stays stopped until someone sends SIGCONT; that window is one dump's
+memory read.
 
 ProcessExit cannot use that hand-over: an exiting thread never enters group-stop. With
 PTRACE_O_TRACEEXIT every thread stops at PTRACE_EVENT_EXIT, early in do_exit, before exit_mm, so
@@ -42,12 +47,12 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 T = TypeVar("T")
 
 from .._platform import Firing, TargetEvent
-from ..errors import DumpFailed, InvalidArgument
+from ..errors import DumpError, DumpFailed, InvalidArgument
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from .proc.errors import permission_error
 from .proc.pidfiles import parent_of, thread_states
@@ -55,6 +60,7 @@ from .ptrace import libc
 from .ptrace.libc import (PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXIT, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO,
                           PTRACE_LISTEN, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXIT, PTRACE_SETSIGINFO, SYS_EXIT,
                           SYS_EXIT_GROUP)
+from .ptrace.handover import handed_over
 from .ptrace.mailbox import Mailbox, OwnerGone
 from .ptrace.regs import ORIG_RAX, ThreadState, read_general, read_registers, signal_sets, slot
 #: Signals whose siginfo carries the faulting address (si_addr) when the kernel raised them.
@@ -156,6 +162,9 @@ class SignalWatcher:
         self._mailbox = Mailbox(self._wake, nap=0.1)
         self._ended = False
         self._handing_over = False
+        #: How many times the process was handed over (detached for a dump): the signal that started
+        #: one is then the hand-over's to deliver, however far it got.
+        self._handed_out = 0
         #: Threads the hand-over has stopped and not yet let go: tid -> signal they stopped for.
         self._held: Dict[int, int] = {}
         #: With ProcessExit: the last signal each thread was given and its siginfo, so a death by
@@ -232,23 +241,31 @@ class SignalWatcher:
             self._release_all()
             self._ended = True
 
-    def _idle(self, seconds: float) -> None:
+    def _idle(self, seconds: float, job: Optional["_Job"] = None) -> None:
         """Block until SIGCHLD (a tracee stopped or ended, or _wake) or *seconds* pass.
 
         SIGCHLD is blocked only here (a hand-over's threads and children would inherit the mask), and
         the checks come after blocking it: a wake from then on stays pending for the wait; a tracee's
         stop in the microseconds between the last check and the wait can go to another thread, which
-        *seconds* bounds."""
+        *seconds* bounds. During a hand-over (*job*) the mailbox waits for it to end, and the stops
+        left for later are not news."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
-            if not self._stop.is_set() and not self._mailbox.waiting and not self._any_waiting():
+            if job is not None:
+                ready = not job.running() or (job.back_asked and not job.taken_back) or (
+                    job.taken_back and self._any_waiting(skip=job.left))
+            else:
+                ready = self._stop.is_set() or self._mailbox.waiting or self._any_waiting()
+            if not ready:
                 signal.sigtimedwait({signal.SIGCHLD}, seconds)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
-    def _any_waiting(self) -> bool:
+    def _any_waiting(self, skip: Collection[int] = ()) -> bool:
         """Whether a tracee has a stop or exit to report, without taking it (WNOWAIT)."""
         for tid in self.tids:
+            if tid in skip:
+                continue
             try:
                 if os.waitid(os.P_PID, tid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | libc.WALL) is not None:
                     return True
@@ -341,10 +358,11 @@ class SignalWatcher:
         siginfo = self._get_siginfo(tid)
         detail = _describe_siginfo(sig, siginfo, tid)
         event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
+        handed = self._handed_out
         self.fire(self.pid, Firing(trigger, float(sig), detail, event),
                   lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid))
-        if tid in self.redeliver or tid not in self.tids:
-            return  # handed over (the signal comes back re-queued), or gone
+        if self._handed_out != handed or tid not in self.tids:
+            return  # handed over (the signal came back re-queued, and may be delivered already), or gone
         self._resume(tid, sig)  # not dumped (count, interval, rate limit): deliver it now
 
     # -- exit ----------------------------------------------------------------------------------
@@ -422,7 +440,9 @@ class SignalWatcher:
 
     # -- the hand-over -------------------------------------------------------------------------
     def _handover(self, pending: Optional[_Redelivery], take: Callable[[], T], tid: Optional[int] = None) -> T:
-        """Stop the process in group-stop, untraced; run create_dump; take it back; re-deliver."""
+        """Stop the process in group-stop, untraced; run create_dump beside this thread; take the
+        process back and re-deliver as soon as the dump's writer has let it go (ptrace/handover.py),
+        serving its stops while the dump finishes its output; return once the dump has ended."""
         self._handing_over = True
         try:
             try:
@@ -432,13 +452,91 @@ class SignalWatcher:
                 raise
             os.kill(self.pid, signal.SIGSTOP)
             self._detach_all()
+            self._handed_out += 1
+            job = _Job(self.pid, self._wake)
             try:
                 self._await_group_stop()
-                return take()
+                job.start(take)
+                self._serve_job(job, pending, tid, stopped)
             finally:
-                self._take_back(pending, tid, stopped)
+                try:
+                    if not job.taken_back:  # the dump never began, or ended without letting the process go
+                        job.taken_back = True
+                        self._take_back(pending, tid, stopped)
+                finally:
+                    job.join()  # whatever went wrong here, the dump is not left running on its own
+            if job.back_error is not None:
+                raise job.back_error
+            if job.error is not None:
+                raise _told_released(job.error, self.pid, pending, tid)
+            return job.answer  # type: ignore[return-value]
         finally:
             self._handing_over = False
+
+    def _serve_job(self, job: "_Job", pending: Optional[_Redelivery], tid: Optional[int],
+                   owed: Dict[int, _Redelivery]) -> None:
+        """Wait for the dump running on *job*'s thread; once its writer has let the process go, take
+        the process back (re-queue what was taken, SIGCONT) and serve its stops until the dump ends.
+
+        What would start another dump waits, its thread held in its stop and its status left for the
+        main loop (a watched signal, a re-queued signal not yet judged, a process exit): a dump is
+        under way, and such a stop is judged once it is done, as a signal arriving during a
+        hand-over always was. Everything else (the re-queued signal itself, clones, other signals)
+        is handled at once, so the process runs on while the dump is flushed, checked and placed."""
+        nap = POLL_BUSY_SECONDS
+        while job.running():
+            if job.back_asked and not job.taken_back:
+                job.taken_back = True
+                try:
+                    self._take_back(pending, tid, owed)
+                except BaseException as exc:  # the process could not be taken back: said once the dump has ended
+                    job.back_error = exc
+                nap = POLL_BUSY_SECONDS
+            if job.taken_back and not self._ended and self._poll_during(job):
+                nap = POLL_BUSY_SECONDS
+                continue
+            self._idle(nap, job=job)
+            nap = min(nap * 2, POLL_SECONDS if not job.taken_back else 0.05)
+
+    def _poll_during(self, job: "_Job") -> bool:
+        """_poll_once while a dump is being finished: stops that would start another dump are left
+        waiting (peeked at with WNOWAIT, not taken); True if a stop was handled."""
+        busy = False
+        for tid in list(self.tids):
+            if tid in job.left:
+                continue
+            try:
+                info = os.waitid(os.P_PID, tid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT | libc.WALL)
+            except ChildProcessError:
+                self._forget(tid)
+                continue
+            if info is None or info.si_pid == 0:
+                continue
+            if info.si_code == os.CLD_TRAPPED and self._would_dump(tid, info.si_status):
+                job.left.add(tid)
+                continue
+            try:
+                status = _wait(tid, leave_exit=self.parent and tid == self.pid)
+            except OSError:
+                self._forget(tid)
+                continue
+            if status is not None:
+                busy = True
+                self._on_status(tid, status)
+        return busy
+
+    def _would_dump(self, tid: int, code: int) -> bool:
+        """Whether the ptrace stop *code* (waitid's si_status: the signal, with the event above it) of
+        *tid* may start a dump when handled: a watched signal, a re-queued one not judged yet, an exit."""
+        event, sig = code >> 8, code & 0x7F
+        if event == PTRACE_EVENT_EXIT:
+            return not (len(self.tids) > 1 and _syscall_at_exit(tid) == SYS_EXIT)  # not a thread ending alone
+        if event != 0:
+            return False
+        again = self.redeliver.get(tid)
+        if again is not None and again.signo == sig:
+            return again.fresh
+        return any(sig in t.signals for t in self.triggers)
 
     def _interrupt_others(self, keep: Optional[int]) -> Dict[int, _Redelivery]:
         """Every thread but *keep* into a ptrace-stop; returns signals some were about to receive."""
@@ -613,6 +711,63 @@ class SignalWatcher:
             if pending:
                 time.sleep(0.002)
         self.tids = []
+
+
+class _Job:
+    """A dump run for a hand-over on a thread of its own, beside the tracer thread, which must stay
+    free to take the process back the moment the writer lets it go (ptrace/handover.py) and to serve
+    its stops while the dump is flushed, checked and placed."""
+
+    def __init__(self, pid: int, wake: Callable[[], None]) -> None:
+        self.pid = pid
+        self._wake = wake
+        #: The writer has let the process go: the tracer thread takes it back.
+        self.back_asked = False
+        self.taken_back = False
+        self.back_error: Optional[BaseException] = None
+        #: Threads whose stop waits for the dump to end (it would start another dump).
+        self.left: Set[int] = set()
+        self.answer: object = None
+        self.error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self._done = False
+
+    def start(self, take: Callable[[], object]) -> None:
+        self._thread = threading.Thread(target=self._body, args=(take,), name=f"dumplib-handover-{self.pid}",
+                                        daemon=True)
+        self._thread.start()
+
+    def running(self) -> bool:
+        return self._thread is not None and not self._done and self._thread.is_alive()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def give_back(self) -> None:
+        """The writer's word (from the dump's thread): the process runs again as far as it is concerned."""
+        if not self.back_asked:
+            self.back_asked = True
+            self._wake()
+
+    def _body(self, take: Callable[[], object]) -> None:
+        try:
+            with handed_over(self.pid, self.give_back):
+                self.answer = take()
+        except BaseException as exc:  # raised on the tracer thread, in _handover
+            self.error = exc
+        finally:
+            self._done = True
+            self._wake()
+
+
+def _told_released(exc: BaseException, pid: int, pending: Optional[_Redelivery], tid: Optional[int]) -> BaseException:
+    """A failed dump's error, saying that the process held for a signal got it all the same."""
+    if isinstance(exc, DumpError) and pending is not None:
+        exc.message = (f"{exc.message}; process {pid} was let go and its {_signal_name(pending.signo)} delivered to"
+                       f" thread {tid} as it was sent")
+        exc.args = (exc.message,) + exc.args[1:]
+    return exc
 
 
 def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:

@@ -352,17 +352,11 @@ def test_signal_is_dumped_before_it_acts_then_delivered_with_its_original_siginf
                                                                                   outdir: Path) -> None:
     side = tmp_path / "handler.txt"
     with signal_target(signal_exe, str(side)) as proc:
-        seen = {}
-
-        def on_dump(result: dumplib.DumpResult) -> None:
-            seen["handler_ran"] = side.exists()
-            seen["state"] = state_of(proc.pid)
-
         later(1.0, lambda: os.kill(proc.pid, signal.SIGTERM))
-        results = dumplib.watch(proc.pid, dumplib.SignalReceived(["TERM"]), path=outdir, kind="full", timeout=15,
-                                on_dump=on_dump)
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived(["TERM"]), path=outdir, kind="full", timeout=15)
         assert len(results) == 1
-        assert seen["handler_ran"] is False, "the handler ran before the dump"
+        # The memory was read before the handler ran (the handler may run before the dump is placed:
+        # the process is let go once its memory is read, test_handover_release.py).
         core = Path(results[0].path).read_bytes()
         assert f"HANDLER-NOT-RUN-{proc.pid}".encode() in core
         assert f"HANDLER-HAS-RUN-{proc.pid}".encode() not in core

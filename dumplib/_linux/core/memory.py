@@ -637,9 +637,15 @@ class MemoryCopier:
     def _read(self, address: int, offset: int, length: int, pin: bool = False) -> int:
         if self._mem is not None and not pin:
             try:
-                return os.preadv(self._mem, [self.view[offset : offset + length]], address)
+                got = os.preadv(self._mem, [self.view[offset : offset + length]], address)
             except OSError as exc:
                 return self._unread(exc)
+            if got == 0 and length:
+                # /proc/PID/mem reads nothing at all only once the address space is gone (an unreadable
+                # range is EIO): the process has exited, and every read left would be zeros too, page by
+                # page, until max_pause took it for a slow output.
+                raise DumpFailed.target_exited(self.pid)
+            return got
         self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf, offset))
         self._local.iov_len = length
         self._remote.iov_base = address

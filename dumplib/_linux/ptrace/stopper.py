@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 from ...errors import DumpFailed, ProcessNotFound
 from ..proc.errors import permission_error, unstoppable_refusal
-from ..proc.pidfiles import list_tids, thread_state
+from ..proc.pidfiles import list_tids, parent_of, thread_state
 from . import libc
 from .mailbox import Mailbox, OwnerGone
 from .regs import ThreadState, read_registers, signals_and_seccomp
@@ -335,6 +335,11 @@ class StoppedProcess:
                 if thread_state(self.pid, tid) in ("", "Z", "X"):
                     dead.append(tid)
         self._seized.clear()
+        if self.pid in dead and parent_of(self.pid) == os.getpid():
+            # Our own child (a library caller dumping a process it started): its exit status is the
+            # code that started it's, and reaping the leader here would take it (Popen.wait() then
+            # says 0). The kernel hands the leader to us as its parent when this tracer thread ends.
+            dead.remove(self.pid)
         if dead:
             reap(dead)
 

@@ -1,0 +1,313 @@
+"""A process the signal watcher holds for a dump (watch --signal) is let go, its signal delivered as it
+was sent, as soon as its memory has been read: the compressor's final flush, the read-back, the sidecar
+and the rename follow with the process running, as after a plain dump. A dump that then fails (the
+disk fills at the flush, the read-back does not match) still leaves the process with its signal,
+delivered once, and keeps nothing.
+
+Nothing here times the machine. The in-process tests hold the dump at its flush (or its read-back) until
+the target's handler has run, bounded by HANDLER_PATIENCE: when the process is let go only after the
+dump, the handler cannot run there, the wait runs out, and the test says so; when it is let go at the
+end of the read, the handler runs within milliseconds. The command's test compares orderings only: what
+the handler found in the dump directory when it ran (the temporary, not the dump) against a read-back of
+hundreds of MiB that comes first.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+import dumplib
+from dumplib import outputs
+from dumplib._linux.signalwatch import SignalWatcher
+from dumplib.compression import CompressingWriter
+from helpers import leftovers, tmpfs
+from linuxrig import build_source, proc_status
+
+pytestmark = pytest.mark.linux
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+#: The longest a held flush or read-back waits for the handler: a target let go at the end of the read
+#: runs it within milliseconds even at load 10; one held until the dump is done never does.
+HANDLER_PATIENCE = 20.0
+
+
+@pytest.fixture(scope="module")
+def release_exe(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    return build_source(tmp_path_factory.mktemp("release"), HERE / "release_target.c", "-O2")
+
+
+@pytest.fixture(scope="module")
+def cli_path(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """A PYTHONPATH under which `python -m dumplib_cli` is this tree's cli/ (not an installed copy)."""
+    where = tmp_path_factory.mktemp("clipath")
+    (where / "dumplib_cli").symlink_to(REPO / "cli")
+    return os.pathsep.join([str(REPO), str(where), os.environ.get("PYTHONPATH", "")])
+
+
+class Handler:
+    """The target's record of each SIGUSR1: its siginfo and what the dump directory held as it ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> List[str]:
+        text = self.path.read_text() if self.path.exists() else ""
+        return [line for line in text.split("\n")[:-1]]  # complete lines only: the handler writes one at a time
+
+    def ran(self, within: float = 0.0) -> bool:
+        deadline = time.monotonic() + within
+        while not self.lines():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def records(self) -> List[Dict[str, Any]]:
+        out = []
+        for line in self.lines():
+            head, *entries = line.split(" entry=")
+            out.append({"siginfo": head, "entries": entries})
+        return out
+
+
+@contextlib.contextmanager
+def release_target(exe: Path, side: Path, directory: Path, mib: int) -> Iterator["subprocess.Popen[str]"]:
+    proc = subprocess.Popen([str(exe), str(side), str(directory), str(mib)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait()
+
+
+def as_sent_by_us() -> str:
+    return f"signo={int(signal.SIGUSR1)} code=0 pid={os.getpid()}"  # SI_USER from this test, never the watcher's SI_TKILL
+
+
+def running_untraced(pid: int, patience: float = 10.0) -> bool:
+    deadline = time.monotonic() + patience
+    while True:
+        st = proc_status(pid)
+        if st["TracerPid"] == "0" and st["State"][0] in "RS":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def held_until_handler(handler: Handler, seen: Dict[str, bool], key: str, then: Callable[[], None] = lambda: None):
+    """A probe for one step of the dump: wait (bounded) for the handler, note whether it ran, then go on."""
+    def wait() -> None:
+        if key not in seen:
+            seen[key] = handler.ran(within=HANDLER_PATIENCE)
+            then()
+    return wait
+
+
+def hand_over_once(pid: int, take: Callable[[], dumplib.DumpResult]) -> Dict[str, Any]:
+    """Watch *pid* for SIGUSR1 with the signal watcher itself, send it, run *take* in the hand-over."""
+    got: Dict[str, Any] = {}
+
+    def fire(_pid: int, firing: Any, hand_over: Any) -> None:
+        if got:
+            return
+        try:
+            got["result"] = hand_over(take)
+        except dumplib.DumpError as exc:
+            got["error"] = exc
+
+    watcher = SignalWatcher(pid, [dumplib.SignalReceived("USR1")], fire)
+    watcher.start()
+    try:
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 300
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got, "the hand-over never ended"
+        time.sleep(0.3)  # a second delivery (the watcher's own copy) would come now
+    finally:
+        watcher.stop()
+    return got
+
+
+def test_the_signal_is_delivered_before_the_compressors_final_flush(release_exe: Path, tmp_path: Path,
+                                                                    outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    flush = CompressingWriter.close
+    at_flush = held_until_handler(handler, seen, "flush")
+
+    def close(self: CompressingWriter) -> None:
+        at_flush()
+        flush(self)
+
+    monkeypatch.setattr(CompressingWriter, "close", close)
+    with release_target(release_exe, handler.path, outdir, 64) as proc:
+        events: List[dumplib.WatchEvent] = []
+
+        def on_event(e: dumplib.WatchEvent) -> None:
+            events.append(e)
+            if e.event == "watching":
+                os.kill(proc.pid, signal.SIGUSR1)
+
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full", compress="zstd",
+                                timeout=300, on_event=on_event)
+        assert len(results) == 1, [e.to_dict() for e in events]
+        assert seen["flush"], "the handler had not run when the compressor's final flush began: the process was held"
+        records = handler.records()
+        assert [r["siginfo"] for r in records] == [as_sent_by_us()]
+        final = os.path.basename(results[0].path)
+        assert final not in records[0]["entries"] and any(e.startswith(".dumplib-") for e in records[0]["entries"])
+        assert sorted(p.name for p in outdir.iterdir()) == sorted([final, final + ".json"])
+        assert running_untraced(proc.pid)
+
+
+def test_the_command_lets_the_process_go_before_it_reads_the_dump_back_and_places_it(
+        release_exe: Path, cli_path: str, tmp_path: Path, outdir: Path) -> None:
+    """The real command, nothing held: the handler (let go at the end of the read) lists the directory
+    while dumplib reads back a compressed dump of hundreds of MiB, then writes the sidecar and renames."""
+    handler = Handler(tmp_path / "handler.txt")
+    with release_target(release_exe, handler.path, outdir, 512) as proc:
+        cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(proc.pid), str(outdir), "--signal",
+                                "USR1", "--kind", "full", "--compress", "zstd", "--json", "--timeout", "600"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=cli_path))
+        try:
+            assert cli.stdout is not None
+            assert json.loads(cli.stdout.readline())["event"] == "watching"
+            os.kill(proc.pid, signal.SIGUSR1)
+            out, err = cli.communicate(timeout=600)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert cli.returncode == 0, (out, err)
+        events = [json.loads(line) for line in out.splitlines()]
+        dumped = [e for e in events if e["event"] == "dumped"]
+        assert len(dumped) == 1, events
+        final = os.path.basename(dumped[0]["result"]["path"])
+        assert handler.ran(within=10)
+        records = handler.records()
+        assert [r["siginfo"] for r in records] == [as_sent_by_us()]
+        assert final not in records[0]["entries"], ("the process got its signal only once the dump was in place",
+                                                    records)
+        assert any(e.startswith(".dumplib-") for e in records[0]["entries"]), records
+        assert running_untraced(proc.pid)
+
+
+def test_a_full_disk_at_the_final_flush_keeps_nothing_and_the_signal_is_delivered_once(
+        release_exe: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    with tmpfs(tmp_path / "small", "96m") as volume:
+        def fill() -> None:  # the disk fills while the dump is being finished, once the process has its signal
+            fd = os.open(volume / "filler", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                st = os.statvfs(volume)
+                os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
+            finally:
+                os.close(fd)
+
+        flush = CompressingWriter.close
+        at_flush = held_until_handler(handler, seen, "flush", then=fill)
+
+        def close(self: CompressingWriter) -> None:
+            at_flush()
+            flush(self)
+
+        monkeypatch.setattr(CompressingWriter, "close", close)
+        with release_target(release_exe, handler.path, volume, 64) as proc:
+            got = hand_over_once(proc.pid, lambda: dumplib.create_dump(proc.pid, volume, "full", compress="zstd",
+                                                                       space_check=False))
+            assert seen["flush"], "the handler had not run when the compressor's final flush began"
+            error = got.get("error")
+            assert isinstance(error, dumplib.DumpFailed) and error.reason == "disk-full", got
+            assert "the partial file was removed" in str(error), str(error)
+            assert f"SIGUSR1 delivered to thread {proc.pid} as it was sent" in str(error), str(error)
+            assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
+            assert sorted(p.name for p in volume.iterdir()) == ["filler"], leftovers(volume)
+            assert running_untraced(proc.pid)
+
+
+def test_a_dump_whose_read_back_fails_keeps_nothing_and_the_signal_is_delivered_once(
+        release_exe: Path, tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    check = outputs._check_stored
+
+    def spoiled_then_checked(path: str, sha256: str, size: int) -> None:
+        held_until_handler(handler, seen, "read-back")()
+        with open(path, "r+b") as f:  # what a failing disk would hand back: one byte changed
+            f.seek(size // 2)
+            byte = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        check(path, sha256, size)
+
+    monkeypatch.setattr(outputs, "_check_stored", spoiled_then_checked)
+    with release_target(release_exe, handler.path, outdir, 64) as proc:
+        got = hand_over_once(proc.pid, lambda: dumplib.create_dump(proc.pid, outdir, "full", compress="zstd"))
+        assert seen["read-back"], "the handler had not run when the dump was read back"
+        error = got.get("error")
+        assert isinstance(error, dumplib.DumpFailed) and error.reason == "unverified", got
+        assert "it was removed" in str(error), str(error)
+        assert f"SIGUSR1 delivered to thread {proc.pid} as it was sent" in str(error), str(error)
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
+        assert list(outdir.iterdir()) == []
+        assert running_untraced(proc.pid)
+
+
+def test_a_signal_arriving_while_the_last_dump_is_finished_waits_for_it_then_gets_its_own_dump(
+        release_exe: Path, tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The process runs while its dump is flushed; a watched signal it gets meanwhile stops its thread,
+    which the watcher leaves stopped until that dump is done, then judges: dumped too (count=2),
+    not delivered undumped because a dump was under way."""
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    flush = CompressingWriter.close
+    pid: List[int] = []
+
+    def second_signal() -> None:
+        os.kill(pid[0], signal.SIGUSR1)
+        deadline = time.monotonic() + HANDLER_PATIENCE  # its thread in the signal's ptrace stop, or its handler run
+        while proc_status(pid[0])["State"][0] != "t" and len(handler.lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    at_first_flush = held_until_handler(handler, seen, "flush", then=second_signal)
+
+    def close(self: CompressingWriter) -> None:
+        at_first_flush()
+        flush(self)
+
+    monkeypatch.setattr(CompressingWriter, "close", close)
+    with release_target(release_exe, handler.path, outdir, 16) as proc:
+        pid.append(proc.pid)
+
+        def on_event(e: dumplib.WatchEvent) -> None:
+            if e.event == "watching":
+                os.kill(proc.pid, signal.SIGUSR1)
+
+        results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full", compress="zstd",
+                                count=2, interval=0, timeout=120, on_event=on_event)
+        assert seen["flush"]
+        assert len(results) == 2, results
+        assert handler.ran(within=10)
+        deadline = time.monotonic() + 10
+        while len(handler.lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()] * 2
+        assert running_untraced(proc.pid)
