@@ -1,24 +1,117 @@
 """Calls that may block in the kernel for good, made in a worker thread that is abandoned after a bound.
 
-A read of another process's /proc/PID/cmdline, environ, maps, smaps or mem takes that process's mmap
-lock; when something holds it for good (a thread stuck in a page fault on a stalled FUSE or NFS mount,
-and a writer queued behind it), the read waits uninterruptibly. No flag or signal gets the reader out,
-so the read is made in a thread of its own and abandoned after *seconds*: the caller gets TimeoutError
-(an OSError, so callers that treat an unreadable /proc file as "unknown" need no change). The abandoned
-thread finishes whenever the kernel lets it, or dies with the process: those waits are killable.
+A read of another process's /proc/PID/cmdline, environ, smaps, pagemap, map_files or mem takes that
+process's mmap lock; when something holds it for good (a read of one of its pages stuck on a stalled
+FUSE or NFS mount, and a writer queued behind it), the read waits in the kernel. No flag or signal gets
+the reader out, so the read is made in a thread of its own and abandoned after *seconds*: the caller
+gets TimeoutError (an OSError, so callers that treat an unreadable /proc file as "unknown" need no
+change). The abandoned thread finishes whenever the kernel lets it, or dies with the process: those
+waits are killable, so a process with an abandoned worker still exits (measured: its parent gets the
+exit status at once). process_vm_readv waits for the same lock *unkillably*: a thread stuck in it
+keeps its process a zombie its parent cannot reap until the lock is free, so dumplib never calls it
+on a live process (core/memory.py reads /proc/PID/mem).
+
+Two ways to bound:
+- ``call_within(fn, seconds)``: fn as a whole (one read: a command line, a memory sample);
+- ``call_within(fn, seconds, each=True)``: fn may run as long as it takes, but each call it makes
+  through ``blocking()`` is bounded (a plan or a copy: thousands of reads, one thread for all of
+  them, and a read's bound that does not grow with the size of the target). A call is given up on
+  once it has lasted *seconds* and its thread sleeps in the kernel: one still running there (a read
+  of the smaps of a mapping of hundreds of GiB walks its page tables for seconds) gets another
+  *seconds*. What fn writes to its caller's output goes through ``guarded()``: once the caller has
+  given up, fn writes nothing more.
 """
 from __future__ import annotations
 
 import _thread  # not threading: its import costs the one-shot command's start-up
-from typing import Any, Callable, Dict, Hashable, List, Optional, TypeVar
+import os
+import time
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
 
-__all__ = ["call_within", "stuck"]
+__all__ = ["call_within", "stuck", "blocking", "guarded", "lineage", "Abandoned", "Unanswered"]
 
 T = TypeVar("T")
 
 #: key -> the lock a still-running abandoned call holds: later calls with that key fail at once,
 #: so a stuck process costs one bound, not one per read, and no new thread is left behind it.
 _abandoned: Dict[Hashable, Any] = {}
+#: How long a caller that gives up on a worker (an exception of its own: Ctrl-C, a signal handler's)
+#: waits for the worker to leave a guarded() write it is in: a write that takes longer than this is
+#: blocked in the kernel with its file already resolved, and whatever the caller closes then is safe.
+WRITE_PATIENCE = 1.0
+#: How often, and how far apart, a call that has lasted its bound is looked at before it is given up
+#: on: asleep (not R) every time means waiting, running once means working.
+_LOOKS, _LOOK_APART = 5, 0.02
+
+
+class Unanswered(TimeoutError):
+    """call_within's own timeout (a TimeoutError, so an OSError), told apart from one *fn* raised."""
+
+
+class Abandoned(BaseException):
+    """Raised in an abandoned worker at its next blocking() or guarded() call: its caller has gone on.
+    A BaseException, so that no ``except Exception`` on the worker's way out swallows it."""
+
+
+class _Watch:
+    """What a worker of call_within(..., each=True) shares with its caller."""
+
+    def __init__(self) -> None:
+        self.gate = _thread.allocate_lock()  # held for a moment only, by either side
+        self.writing = _thread.allocate_lock()  # held by the worker for each guarded() call
+        self.since: Optional[float] = None  # when the blocking() call in progress began
+        self.abandoned = False
+        self.tid = 0  # the worker's thread id, as /proc/self/task names it
+
+
+_local = _thread._local()
+
+
+def _watch() -> Optional[_Watch]:
+    return getattr(_local, "watch", None)
+
+
+def lineage() -> Tuple[int, ...]:
+    """This thread's ident, then those of the threads waiting on it through call_within (its caller,
+    that caller's caller...): work handed to a worker is still its caller's (backend's one stop per
+    process and thread)."""
+    return (_thread.get_ident(),) + getattr(_local, "callers", ())
+
+
+def blocking(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a call that may block in the kernel for good (a read that takes another process's
+    mmap lock). In a worker of call_within(..., each=True) its caller gives up on the worker once this
+    call has not returned within the bound, and the worker then raises Abandoned here instead of going
+    on; anywhere else it is a plain call."""
+    watch = _watch()
+    if watch is None:
+        return fn(*args)
+    with watch.gate:
+        if watch.abandoned:
+            raise Abandoned()
+        watch.since = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        with watch.gate:
+            watch.since = None
+            gone = watch.abandoned
+        if gone:
+            raise Abandoned()  # the caller went on: nothing of this call's result may be used
+
+
+def guarded(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a write to what the caller of call_within(..., each=True) owns (its output file or
+    stream): made only while the caller still waits for this worker, so that a worker the caller gave
+    up on never writes into a descriptor the caller has closed (and the system may have handed out
+    again). Anywhere else it is a plain call."""
+    watch = _watch()
+    if watch is None:
+        return fn(*args)
+    with watch.writing:
+        if watch.abandoned:  # read after taking the lock: the caller sets it before it takes it
+            raise Abandoned()
+        return fn(*args)
 
 
 def stuck(key: Hashable) -> bool:
@@ -32,29 +125,96 @@ def stuck(key: Hashable) -> bool:
     return False
 
 
-def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = None) -> T:
-    """*fn()*'s result, or TimeoutError when it has not returned after *seconds* (or when an abandoned
-    call with the same *key* is still running). Exceptions of *fn* are raised here."""
+def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = None, *, each: bool = False) -> T:
+    """*fn()*'s result, or Unanswered (a TimeoutError) when it has not returned after *seconds* (or when
+    an abandoned call with the same *key* is still running). Exceptions of *fn* are raised here.
+
+    With *each*, *seconds* bounds every blocking() call fn makes rather than fn as a whole: Unanswered
+    once one of them has not returned within it (found within twice *seconds*). An exception raised in
+    the caller while it waits (KeyboardInterrupt) gives up on the worker too, which then stops at its
+    next blocking() or guarded() call; the caller waits for a guarded() write in progress to end (at
+    most WRITE_PATIENCE) before the exception goes on."""
     if key is not None and stuck(key):
-        raise TimeoutError(f"an earlier read of {key} is still blocked in the kernel")
+        raise Unanswered(f"an earlier read of {key} is still blocked in the kernel")
     done = _thread.allocate_lock()
     done.acquire()
     box: List[Any] = []
+    watch = _Watch() if each else None
+    callers = lineage()
 
     def run() -> None:
+        if watch is not None:
+            watch.tid = _thread.get_native_id()
+        _local.watch = watch
+        _local.callers = callers
         try:
             box.append((True, fn()))
         except BaseException as exc:  # handed to the caller, whatever it is
             box.append((False, exc))
         finally:
+            _local.watch = None
             done.release()
 
     _thread.start_new_thread(run, ())
-    if not done.acquire(timeout=seconds):
+    try:
+        finished = _wait(done, seconds, watch)
+    except BaseException:
+        if watch is not None:
+            _give_up(watch, wait_for_write=True)
+        raise
+    if not finished:
         if key is not None:
             _abandoned[key] = done
-        raise TimeoutError(f"no answer within {seconds:g} s (blocked in the kernel)")
+        raise Unanswered(f"no answer within {seconds:g} s (blocked in the kernel)")
     ok, value = box[0]
     if ok:
         return value  # type: ignore[no-any-return]
     raise value
+
+
+def _wait(done: Any, seconds: float, watch: Optional[_Watch]) -> bool:
+    """Whether the worker finished, or False once it is given up on (a blocking() call that has lasted
+    *seconds* asleep in the kernel)."""
+    if watch is None:
+        return bool(done.acquire(timeout=seconds))
+    call: Optional[float] = None  # the blocking() call looked at (its start), and when it is due
+    due = 0.0
+    while True:
+        since = watch.since
+        if since is not None and since != call:
+            call, due = since, since + seconds
+        left = seconds if since is None else due - time.monotonic()
+        if done.acquire(timeout=max(0.0, left)):
+            return True
+        if watch.since is None or watch.since != call or time.monotonic() < due:
+            continue
+        if _running(watch.tid):
+            due = time.monotonic() + seconds  # working in the kernel, not waiting: another bound
+            continue
+        with watch.gate:
+            if watch.since == call:
+                watch.abandoned = True  # seen by the worker when its call returns, before it uses it
+                return False
+
+
+def _running(tid: int) -> bool:
+    """Whether thread *tid* of this process runs (or waits for a CPU: state R) at any of a few looks;
+    False where that cannot be read (no /proc: time alone decides)."""
+    for look in range(_LOOKS):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            return False
+        if data[data.rfind(b")") + 2 :][:1] == b"R":
+            return True
+        if look + 1 < _LOOKS:
+            time.sleep(_LOOK_APART)
+    return False
+
+
+def _give_up(watch: _Watch, wait_for_write: bool) -> None:
+    with watch.gate:
+        watch.abandoned = True
+    if wait_for_write and watch.writing.acquire(timeout=WRITE_PATIENCE):
+        watch.writing.release()

@@ -42,6 +42,7 @@ class Reason(str, enum.Enum):
     TRACED = "traced"  #: another debugger holds it
     THREAD_NOT_STOPPING = "thread-not-stopping"  #: a thread did not stop in time (frozen cgroup, D state)
     SNAPSHOT_UNAVAILABLE = "snapshot-unavailable"  #: snapshot=True and none can be taken
+    MEMORY_MAP_LOCKED = "memory-map-locked"  #: its mmap lock is held for good (a read stuck on a hung mount)
     # DumpFailed
     EXITED = "exited"  #: the target died while it was being dumped
     DISK_FULL = "disk-full"  #: the volume filled up during the write
@@ -204,13 +205,14 @@ class TargetRefused(DumpError):
 
     fields = ("pid", "reason", "tracer_pid", "tid", "tids", "state", "wchan", "cgroup")
     pid: int
-    #: self | zombie | kernel-thread | traced | thread-not-stopping | snapshot-unavailable
+    #: self | zombie | kernel-thread | traced | thread-not-stopping | snapshot-unavailable | memory-map-locked
     reason: Reason
     #: The tracer's pid when reason is "traced".
     tracer_pid: Optional[int]
-    #: The thread the refusal is about (the traced one, the one that would not stop).
+    #: The thread the refusal is about (the traced one, the one that would not stop, the first one
+    #: waiting in the kernel when the memory map is locked).
     tid: Optional[int]
-    #: Every thread that would not stop (thread-not-stopping).
+    #: Every thread that would not stop (thread-not-stopping), or waits in the kernel (memory-map-locked).
     tids: Optional[List[int]]
     #: That thread's state letter from /proc (D, T, ...).
     state: Optional[str]

@@ -526,7 +526,7 @@ def _check_names_differ(path: Optional[PathLike], *, count: int, interval: float
 
 #: Refusals of one dump that may not recur (TargetRefused reasons): reported, and the process is
 #: watched on. Documented in docs/watch.md ("When a dump fails").
-PASSING_REFUSALS = ("thread-not-stopping", "traced", "snapshot-unavailable")
+PASSING_REFUSALS = ("thread-not-stopping", "traced", "snapshot-unavailable", "memory-map-locked")
 #: DumpFailed reasons that end the watch: the output itself is gone, so every later dump would fail too.
 FATAL_FAILURES = ("broken-pipe",)
 

@@ -22,8 +22,9 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from .._bounded import guarded, lineage
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
@@ -34,10 +35,10 @@ from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, 
 from ..formats import linkmap
 from .core import notes, selection
 from .host import LinuxHost, create_exclusive
-from .core.memory import (FileSink, MemoryCopier, Piece, Prober, StreamSink, read_small, remote_file_system,
+from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
                           xstate_note_size)
 from .proc import maps, pidfiles
-from .proc.errors import foreign_tracer, target_error, traced_refusal
+from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
 from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
@@ -47,6 +48,29 @@ if TYPE_CHECKING:
     import psutil
 
 PF_KTHREAD = 0x00200000
+#: How long one read that takes the target's mmap lock (a chunk of its smaps, a pagemap block, 4 MiB of
+#: its memory) may wait before the target is refused as "memory-map-locked". Such a read takes
+#: microseconds to milliseconds, loaded or not; only a lock held for good (a read of one of its pages
+#: stuck on a hung FUSE or NFS mount, a writer queued behind it) makes it wait seconds. Longer than the
+#: 2 s a thread gets to stop (ptrace/stopper.py) because a legitimate holder may be slow too (the
+#: target unmapping tens of GiB); short enough that a dump that meets the lock mid-copy does not hold
+#: the target stopped for long (at most this, or max_pause if that is shorter).
+MM_LOCK_SECONDS = 5.0
+
+_T = TypeVar("_T")
+
+
+def _bounded_reads(pid: int, fn: Callable[[], _T], *, stopped: bool = False) -> _T:
+    """*fn()* in a worker thread whose every read of process *pid*'s memory map or memory (made through
+    _bounded.blocking) is given up on after MM_LOCK_SECONDS: TargetRefused "memory-map-locked" then.
+    One thread for all the reads of a plan or a copy, however many (_bounded.call_within, each=True).
+    *stopped*: *pid* is stopped for the dump (the refusal says it was let go)."""
+    from .._bounded import Unanswered, call_within
+
+    try:
+        return call_within(fn, MM_LOCK_SECONDS, pidfiles.mm_key(pid), each=True)
+    except Unanswered:
+        raise memory_map_locked(pid, MM_LOCK_SECONDS, stopped=stopped) from None
 
 
 def supported_machine() -> bool:
@@ -77,11 +101,16 @@ def _refuse_other_abi(pid: int) -> None:
 def _exe_head(pid: int) -> Optional[bytes]:
     """The executable's first 20 bytes, or None where reading them could wait on a file system: an
     executable on a FUSE or network mount is not opened (its daemon or server may never answer, an
-    abandoned read of it keeps dumplib from exiting, and a FUSE open may drop the program's pages)."""
+    abandoned read of it keeps dumplib from exiting, and a FUSE open may drop the program's pages).
+    Its maps are read bounded (TargetRefused "memory-map-locked"): before Linux 6.16 that read takes
+    the mmap lock, and this is the first such read of a dump or an estimate."""
+    from .._bounded import Unanswered
+
     try:
         exe = os.readlink(f"/proc/{pid}/exe").encode("utf-8", "surrogateescape")
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            lines = f.read().splitlines()
+        lines = pidfiles.read_mm_file(pid, "maps", MM_LOCK_SECONDS).splitlines()
+    except Unanswered:
+        raise memory_map_locked(pid, MM_LOCK_SECONDS) from None
     except OSError:
         return None
     dev = next((fields[3].decode() for fields in (line.split(None, 5) for line in lines)
@@ -248,6 +277,10 @@ class LinuxSession(Session):
             raise ProcessNotFound.exited(pid)
 
     def plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
+        # Its reads of the target's smaps, pagemap and memory are bounded as a whole (one worker thread).
+        return _bounded_reads(self.target.pid, lambda: self._plan(kind, flags))
+
+    def _plan(self, kind: DumpKind, flags: Optional[int]) -> Plan:
         target = self.target
         pid = target.pid
         mem = _memory_pid(pid)
@@ -299,20 +332,10 @@ class LinuxSession(Session):
                     self._check_same()  # the threads just stopped belong to the process that was checked
                     mem = _memory_pid(pid)
                     threads = _leader_first(pid, stopped.threads)
-                    regions = _smaps(mem)
-                    segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
-                                       [t.thread_pointer for t in threads], plan_only=False)
-                    note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=event)
-                    # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
-                    # a load's unstored tail as zeros, which is the truth only for untouched memory.
-                    # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
-                    segments = [s for s in segments if s.dump_start == s.start or s.describe]
-                    with Prober(mem) as prober:
-                        pieces = [p for s in segments for p in (
-                            [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
-                    loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
-                    header, offsets, end = elfcore.layout(loads, len(note_bytes))
-                    head = header + note_bytes
+                    # Every read of the target's smaps, pagemap and memory from here is bounded: a lock
+                    # held for good lets it go (the stopper's exit) with TargetRefused "memory-map-locked".
+                    regions, pieces, head, offsets, end = _bounded_reads(
+                        pid, lambda: _lay_out(pid, mem, threads, plan, options), stopped=True)
                     if options.snapshot and held is not None:
                         warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
                     elif options.snapshot:
@@ -320,8 +343,15 @@ class LinuxSession(Session):
                                               warnings)
                     total = sum(p.filesz for p in pieces)
                     if snap is None:
-                        sink.write_at(head, 0)
-                        _copy(mem, sink, _pause_checked(stopped, tick), pieces, offsets, total)
+                        # The copy in a worker: given up on at a read stuck on the target's mmap lock; its
+                        # writes to the sink and its ticks are guarded (none once this thread has gone on).
+                        checked = _pause_checked(stopped, tick)
+
+                        def copy() -> None:
+                            sink.write_at(head, 0)
+                            _copy(mem, sink, lambda n: guarded(checked, n), pieces, offsets, total)
+
+                        _bounded_reads(pid, copy, stopped=True)
                         stopped.check_pause()  # every byte above was read while the target was stopped
                         if not stopped.alive():
                             raise DumpFailed.target_exited(pid)
@@ -367,6 +397,26 @@ class LinuxSession(Session):
         check_core(core, plan.target.pid, written.threads)
 
 
+def _lay_out(pid: int, mem: int, threads: List[ThreadState], plan: Plan,
+             options: WriteOptions) -> Tuple[List[maps.Region], List[Piece], bytes, List[int], int]:
+    """With the target stopped: its mappings, what the core takes of them (pieces), the core's head
+    (ELF header, program headers, notes), each piece's file offset and the file's end."""
+    regions = _smaps(mem)
+    segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
+                       [t.thread_pointer for t in threads], plan_only=False)
+    note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=options.event)
+    # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
+    # a load's unstored tail as zeros, which is the truth only for untouched memory.
+    # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
+    segments = [s for s in segments if s.dump_start == s.start or s.describe]
+    with Prober(mem) as prober:
+        pieces = [p for s in segments for p in (
+            [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
+    loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
+    header, offsets, end = elfcore.layout(loads, len(note_bytes))
+    return regions, pieces, header + note_bytes, offsets, end
+
+
 def _facts(report: WriteReport) -> "CoreFacts":
     facts = report.facts
     assert isinstance(facts, CoreFacts), "a report from another platform's writer"
@@ -379,7 +429,8 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
     exe_paths: List[str] = []
     ends: List[int] = []
     tls: List[Tuple[int, int]] = []
-    with Prober(pid) as prober:  # what is read here must be resident, or not on a file system
+    # What is read here must be resident, or not on a file system.
+    with Prober(pid) as prober, MemoryReader(pid) as read_memory:
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             starts = [r.start for r in regions]
@@ -391,14 +442,14 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
                 if r is not None and prober.on_file_system(r) and not all(
                         prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
                     return None  # the link_map walk stops there, as at unreadable memory
-                return read_small(pid, address, n)
+                return read_memory(address, n)
 
             objects: List[int] = []
             keep = linkmap.linkmap_addresses(auxv, read, objects, ends)
             exe_paths = _exe_and_loader(pid, regions, auxv)
             if kind in (DumpKind.MINI, DumpKind.MINIPLUS):
                 exe_paths += selection.paths_holding(regions, objects)
-                anon_read = _anonymous_reader(pid, regions)
+                anon_read = _anonymous_reader(pid, regions, read_memory)
                 areas = [linkmap.thread_area_ranges(tp, anon_read) for tp in thread_pointers]
                 tls = [r for a in areas for r in a[:2]] + [r for a in areas for r in a[2:]]  # blocks last
         if plan_only:
@@ -454,7 +505,7 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
     gid = int(status.get("Gid", "0").split()[0])
     ids = (pid, stat.ppid, stat.pgrp, stat.session)
     comm = _read_proc(pid, "comm").rstrip(b"\n")  # any bytes a process set with PR_SET_NAME
-    psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline"), comm)
+    psinfo = notes.prpsinfo(pid, stat, uid, gid, _read_proc(mem, "cmdline", locked=True), comm)
     body = notes.build_notes(threads, ids=ids, psinfo=psinfo, auxv=_read_proc(mem, "auxv"), regions=regions,
                              event=event)
     body += notes.note(b"DUMPLIB", elfcore.NT_DUMPLIB_SIGNATURE, signature.encode("utf-8"))
@@ -554,7 +605,7 @@ class _StopTurns:
                     if owner is None:
                         self._busy[pid], held = me, True
                         break
-                    if owner == me:  # a dump started from another dump's callback would wait for itself
+                    if owner in lineage():  # a dump started from another dump's callback would wait for itself
                         raise DumpFailed(f"process {pid} is already being dumped by this thread (a dump asked for"
                                          " from inside another dump's callback); nothing was written", pid=pid,
                                          reason="busy")
@@ -597,7 +648,7 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
     if why is None and mode == "auto":  # asked for outright, one is taken even if it stops the target longer
         why = snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds, sum(p.filesz for p in pieces),
                                    sum(pieces[i].filesz for i in early))
-    syscall_at = None if why else snapshot.find_syscall(mem)
+    syscall_at = None if why else _bounded_reads(pid, lambda: snapshot.find_syscall(mem), stopped=True)
     if why is None and syscall_at is None:
         why = "no system call instruction was found in its [vdso] or code to make it clone itself"
     child = None
@@ -611,7 +662,7 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
         warnings.extend(without_snapshot(pid, mode, why or "unknown"))
         return None
     snap = _Snapshot(child, mem, stopped)
-    snap.read_before_resume(pieces, offsets, early)
+    _bounded_reads(pid, lambda: snap.read_before_resume(pieces, offsets, early), stopped=True)
     if shared_after:
         snap.warnings.append(f"{shared_after} bytes of shared memory (MAP_SHARED) were read after the target resumed:"
                              " they show that memory as it was when read, not at the snapshot's instant")
@@ -719,8 +770,12 @@ def _write_error(exc: OSError, where: str, pid: int) -> Exception:
     return DumpFailed(f"writing the dump of process {pid} to {where} failed: {exc}", pid=pid, errno=exc.errno)
 
 
-def _read_proc(pid: int, name: str) -> bytes:
+def _read_proc(pid: int, name: str, *, locked: bool = False) -> bytes:
+    """/proc/PID/NAME; *locked*: a file whose reads take the process's mmap lock (smaps, cmdline), read
+    a chunk per _bounded.blocking call (pidfiles.read_locked)."""
     try:
+        if locked:
+            return pidfiles.read_locked(f"/proc/{pid}/{name}")
         with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read()
     except OSError as exc:
@@ -728,7 +783,7 @@ def _read_proc(pid: int, name: str) -> bytes:
 
 
 def _smaps(pid: int) -> List[maps.Region]:
-    return maps.parse_smaps(_read_proc(pid, "smaps").decode("utf-8", "surrogateescape"))
+    return maps.parse_smaps(_read_proc(pid, "smaps", locked=True).decode("utf-8", "surrogateescape"))
 
 
 def _syscall_stack_pointers(pid: int) -> List[int]:
@@ -749,9 +804,11 @@ def _syscall_stack_pointers(pid: int) -> List[int]:
     return sps
 
 
-def _anonymous_reader(pid: int, regions: Sequence[maps.Region]) -> linkmap.Reader:
-    """read_small, for private anonymous memory only: a thread pointer is the target's to set, and a
-    read of a mapped file's page may wait on its filesystem."""
+def _anonymous_reader(pid: int, regions: Sequence[maps.Region],
+                      read_memory: Optional[MemoryReader] = None) -> linkmap.Reader:
+    """*read_memory* (by default a MemoryReader of *pid*'s), for private anonymous memory only: a thread
+    pointer is the target's to set, and a read of a mapped file's page may wait on its filesystem."""
+    reader = read_memory if read_memory is not None else MemoryReader(pid)
     anon = [r for r in regions if r.readable and not r.file_backed and not r.shared
             and r.path not in maps.SPECIAL_SKIP and "io" not in r.vmflags]
     starts = [r.start for r in anon]
@@ -760,7 +817,7 @@ def _anonymous_reader(pid: int, regions: Sequence[maps.Region]) -> linkmap.Reade
         i = bisect.bisect_right(starts, address) - 1
         if i < 0 or address >= anon[i].end:
             return None
-        return read_small(pid, address, min(length, anon[i].end - address))
+        return reader(address, min(length, anon[i].end - address))
     return read
 
 

@@ -2,6 +2,7 @@
 create_dump and estimate, whether it succeeds or is refused half way, leaves this process with the
 file descriptors it had, and a session cannot be used once closed."""
 import dataclasses
+import gc
 import os
 from typing import List
 
@@ -22,6 +23,7 @@ def _fds() -> List[str]:
 def test_dumps_and_estimates_leave_no_descriptor_behind_whatever_happens(target_exe, tmp_path):
     with run_target([str(target_exe), "--heap", "16"]) as t:
         dumplib.estimate(t.pid, "mini")  # the platform's modules and their one-time files, loaded first
+        gc.collect()  # earlier tests' garbage (their targets' pipes) is closed now, not in the middle
         before = _fds()
         dumplib.estimate(t.pid, "full")
         first = dumplib.create_dump(t.pid, str(tmp_path), "mini")

@@ -36,3 +36,101 @@ def test_the_calls_result_and_exceptions_come_back():
         call_within(lambda: 1 // 0, 60)
     with pytest.raises(FileNotFoundError):  # an OSError of the call is the caller's, not a timeout
         call_within(lambda: open("/proc/0/cmdline", "rb"), 60)
+
+
+def test_each_bounds_every_blocking_call_not_the_whole_work():
+    from dumplib._bounded import blocking
+
+    def work():  # 30 reads of 0.05 s: 1.5 s in all, each well inside the 0.5 s bound
+        return sum(blocking(lambda: (time.sleep(0.05), 1)[1]) for _ in range(30))
+
+    assert call_within(work, 0.5, each=True) == 30
+
+
+def test_each_gives_up_on_a_stuck_blocking_call_and_the_worker_then_writes_nothing():
+    from dumplib._bounded import Unanswered, blocking, guarded
+
+    r, w = os.pipe()
+    written, after = [], []
+
+    def work():
+        guarded(written.append, "before")
+        blocking(os.read, r, 1)  # stuck until the pipe gets a byte
+        after.append("read returned")  # never reached: the worker is abandoned by then
+        guarded(written.append, "after")
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unanswered):
+            call_within(work, 0.3, key="each", each=True)
+        assert time.monotonic() - started < 30  # found within twice the bound (plus a loaded machine's slack)
+        assert stuck("each")
+        os.write(w, b"x")  # the stuck read returns: the worker sees it was given up on
+        deadline = time.monotonic() + 60
+        while stuck("each") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not stuck("each")
+        assert written == ["before"] and after == []
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_an_exception_in_the_waiting_caller_stops_the_worker_at_its_next_guarded_write():
+    import signal
+    import threading
+
+    from dumplib._bounded import guarded
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted(*_: object) -> None:
+        raise Interrupted()  # as the command's SIGTERM handler or Ctrl-C's KeyboardInterrupt does
+
+    written = []
+    go_on = threading.Event()
+
+    def work():
+        guarded(written.append, 1)
+        # A signal to the process while its main thread waits: the kernel hands it to that thread.
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        go_on.wait(60)
+        guarded(written.append, 2)
+
+    old = signal.signal(signal.SIGUSR1, interrupted)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            call_within(work, 60, each=True)
+        assert time.monotonic() - started < 30, "the caller's wait was not interrupted"
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    go_on.set()
+    time.sleep(0.2)
+    assert written == [1]
+
+
+def test_blocking_and_guarded_are_plain_calls_outside_a_worker_and_lineage_names_the_callers():
+    import _thread
+
+    from dumplib._bounded import blocking, guarded, lineage
+
+    assert blocking(lambda x: x + 1, 1) == 2 and guarded(lambda: "w") == "w"
+    me = _thread.get_ident()
+    assert lineage() == (me,)
+    inner = call_within(lineage, 60)
+    assert inner[1:] == (me,) and inner[0] != me
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="a thread's state is read from /proc")
+def test_a_blocking_call_that_runs_rather_than_waits_is_not_given_up_on():
+    import hashlib
+
+    from dumplib._bounded import blocking
+
+    data = bytes(128 << 20)  # hashed without the GIL: the thread runs (state R), as a read walking page tables does
+    started = time.monotonic()
+    digest = call_within(lambda: blocking(lambda: hashlib.sha256(data).hexdigest()), 0.05, each=True)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert time.monotonic() - started > 0.05  # it did outlast its bound, running

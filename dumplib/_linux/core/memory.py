@@ -1,9 +1,13 @@
-"""Copying a stopped process's memory into the core: process_vm_readv in, pwrite out, holes kept.
+"""Copying a stopped process's memory into the core: /proc/PID/mem in, pwrite out, holes kept.
 
 Never-touched anonymous pages (per /proc/PID/pagemap) are not read at all, all-zero pages are not
 written, and unreadable pages stay holes: the file is sparse, and reads back as the process saw it.
 The output is a sink: a file (pwrite, holes left unwritten) or a stream (a compressor or a pipe,
 holes written as zeros), which works because the core is produced strictly in file order.
+
+Every read here that takes the target's mmap lock (its memory, pagemap, map_files) is made through
+_bounded.blocking: in a worker of call_within(..., each=True) a read that waits on a lock held for
+good is given up on (backend.py). None is a process_vm_readv: it waits for that lock unkillably.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import re
 import stat
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
+from ..._bounded import blocking, guarded
 from ..._platform import Tick
 from ...errors import DumpFailed
 from ..proc.errors import target_error
@@ -38,10 +43,6 @@ _ZERO_BYTES = re.compile(b"\x00+")
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
-# The same top byte, by how the page may be read: 0 not in memory; 1 swapped, or shared with another
-# process (read it unpinned); 2 present and mapped by this process alone (bit 56: pinning copies nothing).
-_READ_CLASS = bytes(0 if not b & 0xC0 else 2 if b & 0x81 == 0x81 else 1 for b in range(256))
-_CLASS_RUNS = re.compile(b"\x01+|\x02+")
 #: Untouched gaps shorter than this between runs of data are carried inside one PT_LOAD (as holes in
 #: a file, zeros in a stream) rather than starting a new one. Every PT_LOAD then holds at least one
 #: page of data per 64 KiB of address space it spans, so program headers cost at most 56 bytes per
@@ -65,8 +66,8 @@ class _PageRegion(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
 
 
-_BATCH_PIECE = 64 << 10  # pieces up to this size are read together...
-_IOV_MAX = 1024  # ...up to the kernel's limit of ranges per process_vm_readv
+_BATCH_PIECE = 64 << 10  # pieces up to this size are read into one buffer and written together...
+_BATCH_MAX = 1024  # ...this many at most
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
@@ -98,8 +99,8 @@ def object_stat(pid: int, region: Region) -> Optional[os.stat_result]:
     """
     if not region.file_backed:
         return None
-    try:
-        st = os.stat(f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}")
+    try:  # a lookup in map_files takes the process's mmap lock
+        st = blocking(os.stat, f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}")
     except OSError:
         st = None
         path = region.path
@@ -140,8 +141,8 @@ def open_object(pid: int, region: Region) -> Optional[int]:
     if object_stat(pid, region) is None:
         return None
     try:
-        fd = os.open(f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}",
-                     os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = blocking(os.open, f"/proc/{pid}/map_files/{region.start:x}-{region.end:x}",
+                      os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
         return None
     st = os.fstat(fd)
@@ -423,7 +424,7 @@ class Prober:
         buf = bytearray(arg)
         while True:
             assert self._pagemap is not None
-            n = fcntl.ioctl(self._pagemap, _PAGEMAP_SCAN, buf, True)
+            n = blocking(fcntl.ioctl, self._pagemap, _PAGEMAP_SCAN, buf, True)
             got = _ScanArg.from_buffer(buf)
             for i in range(n):
                 yield regions[i].start, regions[i].end
@@ -436,7 +437,7 @@ class Prober:
             n = min(PAGEMAP_BLOCK * PAGE, hi - block)
             try:
                 assert self._pagemap is not None
-                entries = os.pread(self._pagemap, (n // PAGE) * 8, (block // PAGE) * 8)
+                entries = blocking(os.pread, self._pagemap, (n // PAGE) * 8, (block // PAGE) * 8)
             except OSError:
                 entries = b""
             if len(entries) != (n // PAGE) * 8:
@@ -449,12 +450,18 @@ class Prober:
 
 
 class FileSink:
-    """A regular file written with pwrite: what is never written stays a hole."""
+    """A regular file written with pwrite: what is never written stays a hole.
+
+    Its writes are _bounded.guarded: a copy given up on (its read stuck on the target's mmap lock)
+    writes nothing more once its caller has gone on and closed the file."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def write_at(self, data: Any, offset: int) -> None:
+        guarded(self._write_at, data, offset)
+
+    def _write_at(self, data: Any, offset: int) -> None:
         view = memoryview(data)
         while view:
             n = os.pwrite(self.fd, view, offset)
@@ -462,11 +469,12 @@ class FileSink:
             offset += n
 
     def finish(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        guarded(os.ftruncate, self.fd, size)
 
 
 class StreamSink:
-    """A sequential writer (``write(bytes)``): gaps before each write and at the end become zeros."""
+    """A sequential writer (``write(bytes)``): gaps before each write and at the end become zeros.
+    Its writes are _bounded.guarded, as FileSink's."""
 
     _ZEROS = memoryview(bytes(1 << 20))
 
@@ -475,6 +483,9 @@ class StreamSink:
         self.pos = 0
 
     def write_at(self, data: Any, offset: int) -> None:
+        guarded(self._write_at, data, offset)
+
+    def _write_at(self, data: Any, offset: int) -> None:
         if offset < self.pos:
             raise AssertionError(f"stream sink asked to go back from {self.pos} to {offset}")
         self._pad(offset)
@@ -482,7 +493,7 @@ class StreamSink:
         self.pos += len(data)
 
     def finish(self, size: int) -> None:
-        self._pad(size)
+        guarded(self._pad, size)
 
     def _pad(self, upto: int) -> None:
         while self.pos < upto:
@@ -496,31 +507,31 @@ UNREADABLE = (errno.EFAULT, errno.EIO, errno.ENOMEM)
 
 
 class MemoryCopier:
-    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK,
-                 unpinned: bool = True) -> None:
+    def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
         """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
         (zero-filling a 4 MiB buffer costs a small dump more than its reads).
 
-        *unpinned* (the default) reads through /proc/PID/mem rather than process_vm_readv, which
-        pins the pages it reads: pinning an anonymous page shared copy-on-write (a prefork server's
-        worker and its master, or a snapshot and its target) makes the kernel copy it first, so
-        dumping a worker would duplicate all it shares, and reading a snapshot would copy all of
-        it. /proc/PID/mem does not pin (it is also what gdb reads), but it is slower, so runs of
-        pages that pagemap says this process maps alone (bit 56) are still read pinned: the usual
-        private heap goes the fast way. Small pieces read together in one process_vm_readv
-        (_copy_batch) are pinned: at most _BATCH_PIECE each."""
+        Memory is read through /proc/PID/mem, never process_vm_readv, for two reasons. process_vm_readv
+        pins the pages it reads, and pinning an anonymous page shared copy-on-write (a prefork server's
+        worker and its master, or a snapshot and its target) makes the kernel copy it first, so dumping
+        a worker would duplicate all it shares, and reading a snapshot would copy all of it;
+        /proc/PID/mem does not pin (it is also what gdb reads). And process_vm_readv waits for the
+        target's mmap lock unkillably: held for good (a read of the target's stuck on a hung FUSE
+        mount, a writer queued behind it), it would keep dumplib from ever exiting, where a read of
+        /proc/PID/mem is given up on and dies with the process (_bounded.py). The pinned read was
+        faster per byte (0.08 against 0.11 s for 512 MiB here) and no faster for a dump: the stop is
+        spent writing (docs/benchmarks.md)."""
         self.pid, self.sink, self.tick = pid, sink, tick
         self._mem: Optional[int] = None
-        if unpinned:
-            try:
-                self._mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise DumpFailed.target_exited(pid) from None
+        try:
+            self._mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DumpFailed.target_exited(pid) from None
+        except OSError as exc:
+            raise target_error(exc, pid, "reading memory of", mid_dump=True) from None
         self.buf = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
         self.view = memoryview(self.buf)
         self._words = self.view.cast("Q")
-        self._local = libc.iovec(None, 0)
-        self._remote = libc.iovec(None, 0)
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
         self._pagemap: Optional[int] = _open_pagemap(pid)
 
@@ -536,14 +547,14 @@ class MemoryCopier:
 
     def copy_pieces(self, pieces: Sequence[Piece], offsets: Sequence[int]) -> None:
         """Copy every piece to its offset. Small pieces read whole that follow each other in the
-        file (one-page mappings by the ten thousand) go in one process_vm_readv of many ranges."""
+        file (one-page mappings by the ten thousand) are read into one buffer and written together."""
         batch: List[Tuple[Piece, int]] = []
         size = 0
         for piece, offset in zip(pieces, offsets):
             if not piece.filesz:
                 continue
             small = piece.probe == "all" and piece.filesz <= _BATCH_PIECE
-            if batch and (not small or size + piece.filesz > CHUNK or len(batch) == _IOV_MAX
+            if batch and (not small or size + piece.filesz > CHUNK or len(batch) == _BATCH_MAX
                           or batch[-1][1] + batch[-1][0].filesz != offset):
                 self._copy_batch(batch, size)
                 batch, size = [], 0
@@ -559,15 +570,12 @@ class MemoryCopier:
         if len(batch) == 1:
             self.copy_piece(*batch[0])
             return
-        # Pinned, but in pieces of at most _BATCH_PIECE: what a shared page costs here stays small.
-        remote = (libc.iovec * len(batch))(*(libc.iovec(p.start, p.filesz) for p, _ in batch))
-        self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
-        self._local.iov_len = size
-        try:
-            got = libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, remote, len(batch), 0)
-        except OSError:
-            got = -1
-        if got != size:  # something in the batch is unreadable: piece by piece, page by page
+        at = 0
+        for piece, _ in batch:
+            if self._read(piece.start, at, piece.filesz) != piece.filesz:
+                break
+            at += piece.filesz
+        if at != size:  # something in the batch is unreadable: piece by piece, page by page
             for piece, offset in batch:
                 self.copy_piece(piece, offset)
             return
@@ -600,15 +608,14 @@ class MemoryCopier:
              runs: Optional[Callable[[int, int], Iterator[Tuple[int, int, bool]]]]) -> None:
         """Copy target memory [start, end) to the file at *file_offset*.
 
-        *runs(address, n)* gives the (offset, length, pin) parts of each chunk worth reading; the
-        rest reads as zero in the process and is left a hole. None reads everything. *pin* says the
-        part may be read pinned (process_vm_readv, the fastest): its pages are this process's alone.
+        *runs(address, n)* gives the (offset, length, _) parts of each chunk worth reading; the rest
+        reads as zero in the process and is left a hole. None reads everything.
         """
         for chunk in range(start, end, CHUNK):
             n = min(CHUNK, end - chunk)
             base = file_offset + (chunk - start)
-            for off, length, pin in runs(chunk, n) if runs else ((0, n, False),):
-                got = self._read(chunk + off, off, length, pin)
+            for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
+                got = self._read(chunk + off, off, length)
                 if got < length:
                     self._salvage(chunk + off + got, off + got, length - got)
                 self._write_nonzero(off, length, base)
@@ -616,44 +623,36 @@ class MemoryCopier:
                 self.tick(self.written)
 
     def _touched_runs(self, address: int, n: int) -> Iterator[Tuple[int, int, bool]]:
-        """(offset, length, pin) runs of pages present or swapped; untouched anonymous pages read as
-        zero. Runs of pages mapped by this process alone may be read pinned."""
+        """(offset, length, False) runs of pages present or swapped; untouched anonymous pages read as
+        zero."""
         if self._pagemap is None:
             yield 0, n, False
             return
         pages = n // PAGE
         try:
-            entries = os.pread(self._pagemap, pages * 8, (address // PAGE) * 8)
+            entries = blocking(os.pread, self._pagemap, pages * 8, (address // PAGE) * 8)
         except OSError:
             yield 0, n, False
             return
         if len(entries) != pages * 8:
             yield 0, n, False
             return
-        classes = entries[7::8].translate(_READ_CLASS)
-        for m in _CLASS_RUNS.finditer(classes):
-            yield m.start() * PAGE, (m.end() - m.start()) * PAGE, classes[m.start()] == 2
+        flags = entries[7::8].translate(_IN_MEMORY)
+        for m in _RUNS.finditer(flags):
+            yield m.start() * PAGE, (m.end() - m.start()) * PAGE, False
 
-    def _read(self, address: int, offset: int, length: int, pin: bool = False) -> int:
-        if self._mem is not None and not pin:
-            try:
-                got = os.preadv(self._mem, [self.view[offset : offset + length]], address)
-            except OSError as exc:
-                return self._unread(exc)
-            if got == 0 and length:
-                # /proc/PID/mem reads nothing at all only once the address space is gone (an unreadable
-                # range is EIO): the process has exited, and every read left would be zeros too, page by
-                # page, until max_pause took it for a slow output.
-                raise DumpFailed.target_exited(self.pid)
-            return got
-        self._local.iov_base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf, offset))
-        self._local.iov_len = length
-        self._remote.iov_base = address
-        self._remote.iov_len = length
+    def _read(self, address: int, offset: int, length: int) -> int:
         try:
-            return libc.process_vm_readv(self.pid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
+            assert self._mem is not None, "read after close"
+            got = blocking(os.preadv, self._mem, [self.view[offset : offset + length]], address)
         except OSError as exc:
             return self._unread(exc)
+        if got == 0 and length:
+            # /proc/PID/mem reads nothing at all only once the address space is gone (an unreadable range
+            # is EIO): the process has exited, and every read left would be zeros too, page by page,
+            # until max_pause took it for a slow output.
+            raise DumpFailed.target_exited(self.pid)
+        return got  # type: ignore[no-any-return]
 
     def _unread(self, exc: OSError) -> int:
         """A failed read of the target's memory: 0 bytes where the range is unreadable (a hole in the
@@ -715,8 +714,52 @@ class MemoryCopier:
         self.written += hi - lo
 
 
+class MemoryReader:
+    """Small reads of a live process's memory (the link_map walk, thread areas, a syscall instruction):
+    through /proc/PID/mem, each a _bounded.blocking call (see MemoryCopier for why not process_vm_readv).
+    Called as ``reader(address, length)``: up to *length* bytes (fewer where the range runs into
+    unmapped memory), None if none; PermissionError where the kernel refuses the process's memory."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd: Optional[int] = None
+
+    def __call__(self, address: int, length: int) -> Optional[bytes]:
+        if self._fd is None:
+            try:
+                self._fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except PermissionError:
+                raise
+            except OSError:
+                return None
+        try:
+            data = blocking(os.pread, self._fd, length, address)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise
+            data = b""
+        return data or None  # a range that runs into unmapped memory reads short, as with process_vm_readv
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "MemoryReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def read_small(pid: int, address: int, length: int) -> Optional[bytes]:
-    """Up to *length* bytes at *address* (fewer if the range runs into unmapped memory), None if none."""
+    """Up to *length* bytes at *address* (fewer if the range runs into unmapped memory), None if none.
+
+    By process_vm_readv: only for a process in the kernel's core dump (coredump_handler.py). A live
+    process is read with MemoryReader: process_vm_readv waits for its mmap lock unkillably."""
     buf = ctypes.create_string_buffer(length)
     local = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), length)
     remote = libc.iovec(address, length)

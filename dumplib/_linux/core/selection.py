@@ -19,6 +19,7 @@ import dataclasses
 import re
 from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..._bounded import blocking
 from ...kinds import DumpKind
 from .corefilter import CoreFilter
 from ..proc.maps import PAGE, SPECIAL_SKIP, Region
@@ -97,7 +98,7 @@ def elf_header_starts(regions: Sequence[Region], pid: Optional[int] = None,
                 continue
             try:
                 mem.seek(r.start)
-                out[r.start] = mem.read(4) == b"\x7fELF"
+                out[r.start] = blocking(mem.read, 4) == b"\x7fELF"  # takes the mmap lock: bounded where asked
             except OSError:
                 out[r.start] = False
     return out

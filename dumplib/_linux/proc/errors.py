@@ -17,7 +17,7 @@ import os
 from typing import List, Optional, Tuple
 
 from ...errors import AccessDenied, DumpError, DumpFailed, ProcessNotFound, TargetRefused
-from .pidfiles import read_small_text, read_status, tids_or_none
+from .pidfiles import read_small_text, read_status, thread_states, tids_or_none
 
 #: errno values that mean the process (or thread) is gone: ESRCH from a call on it, ENOENT from /proc.
 GONE = (errno.ESRCH, errno.ENOENT)
@@ -70,6 +70,32 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
         f" a hung NFS or FUSE mount). Its other threads were let go at once and nothing was written; try again"
         f" once it is out of that call (/proc/{pid}/task/{tid}/stack shows where it waits)",
         pid=pid, reason="thread-not-stopping", tid=tid, tids=list(tids), state=state, wchan=wchan,
+    )
+
+
+def memory_map_locked(pid: int, seconds: float, *, stopped: bool = False) -> TargetRefused:
+    """The refusal for a process whose mmap lock is held for good: a read of its memory map (smaps,
+    pagemap, map_files) or memory got no answer within *seconds*. *stopped*: it was found while the
+    process was stopped for the dump (it has been let go since). Names the threads waiting in the
+    kernel (state D): read from /proc/PID/task, which takes no lock of the process's."""
+    waiting = sorted(tid for tid, state in thread_states(pid).items() if state == "D")
+    tid = waiting[0] if waiting else None
+    wchan = read_small_text(f"/proc/{pid}/task/{tid}/wchan") if tid is not None else ""
+    who = ""
+    if tid is not None:
+        others = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+        where = f" at {wchan}" if wchan and wchan != "0" else ""
+        who = f" Its thread {tid}{others} waits in the kernel{where}."
+    done = ("it was let go and nothing was kept" if stopped
+            else "nothing was written and it was not stopped")
+    return TargetRefused(
+        f"process {pid}'s memory map is locked: a read of its memory map or memory got no answer within"
+        f" {seconds:g} s. Something holds its mmap lock for good (a read of one of its pages stuck on a hung FUSE"
+        f" or NFS mount, with a call that changes its mappings queued behind it), and every read of its"
+        f" memory, smaps or command line waits behind that.{who} The read was given up on: {done}, and it"
+        f" runs on untraced; try again once that mount answers",
+        pid=pid, reason="memory-map-locked", tid=tid, tids=waiting or None, state="D" if tid is not None else None,
+        wchan=wchan or None,
     )
 
 

@@ -28,6 +28,9 @@ COMM_MAX = 15
 #: as a rule; a process whose lock is held for good (a fault stuck on a stalled FUSE or NFS mount)
 #: costs this once, then its later reads fail at once until the stuck one returns (see _bounded).
 MM_READ_SECONDS = 1.0
+#: Bytes asked of the kernel per read() of such a file: it takes the lock for each read() call, so a
+#: bound on each call (_bounded.blocking) does not grow with the file (60 000 mappings: 45 MB of smaps).
+MM_CHUNK = 1 << 20
 
 
 def _read(pid: int, name: str) -> bytes:
@@ -43,10 +46,27 @@ def mm_key(pid: int) -> Hashable:
 
 def read_mm_file(pid: int, name: str, seconds: float = MM_READ_SECONDS) -> bytes:
     """/proc/PID/NAME for a file whose read takes the process's mmap lock, abandoned after *seconds*
-    (TimeoutError, an OSError) so that one stuck process cannot hang the reader."""
+    (_bounded.Unanswered, a TimeoutError, an OSError) so that one stuck process cannot hang the reader."""
     from ..._bounded import call_within  # only a read of such a file needs it
 
-    return call_within(lambda: _read(pid, name), seconds, mm_key(pid))
+    return call_within(lambda: read_locked(f"/proc/{pid}/{name}"), seconds, mm_key(pid))
+
+
+def read_locked(path: str) -> bytes:
+    """A /proc file whose read() calls take a process's mmap lock (smaps, maps, cmdline...), whole,
+    MM_CHUNK per _bounded.blocking call: given up on, in a bounded worker, once one call waits too long."""
+    from ..._bounded import blocking
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # the open takes no lock: each read() does
+    try:
+        parts: List[bytes] = []
+        while True:
+            part = blocking(os.read, fd, MM_CHUNK)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    finally:
+        os.close(fd)
 
 
 def _text(data: bytes) -> str:

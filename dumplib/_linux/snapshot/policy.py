@@ -23,9 +23,9 @@ assert sys.platform.startswith("linux")
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..core.memory import Piece, read_small
+from ..core.memory import MemoryReader, Piece
 from ..proc.maps import Region
-from ..proc.pidfiles import read_status, thread_state, tids_or_none
+from ..proc.pidfiles import read_locked, read_status, thread_state, tids_or_none
 from ..ptrace import libc
 from . import inject, seccomp
 
@@ -201,12 +201,14 @@ def _cgroup_mounts() -> Tuple[Optional[str], Optional[str]]:
 
 
 def find_syscall(pid: int) -> Optional[int]:
+    """A `syscall` instruction in process *pid* (inject.find_syscall_instruction); its reads take the
+    process's mmap lock, each a _bounded.blocking call (bounded in a worker of backend._bounded_reads)."""
     try:
-        with open(f"/proc/{pid}/maps", "rb") as f:
-            text = f.read().decode("utf-8", "surrogateescape")
+        text = read_locked(f"/proc/{pid}/maps").decode("utf-8", "surrogateescape")
     except OSError:
         return None
-    return inject.find_syscall_instruction(pid, text, lambda a, n: read_small(pid, a, n))
+    with MemoryReader(pid) as read_memory:
+        return inject.find_syscall_instruction(pid, text, read_memory)
 
 
 def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int, Any]) -> Optional[str]:
