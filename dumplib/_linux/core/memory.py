@@ -652,7 +652,7 @@ class MemoryCopier:
             # is EIO): the process has exited, and every read left would be zeros too, page by page,
             # until max_pause took it for a slow output.
             raise DumpFailed.target_exited(self.pid)
-        return got  # type: ignore[no-any-return]
+        return got
 
     def _unread(self, exc: OSError) -> int:
         """A failed read of the target's memory: 0 bytes where the range is unreadable (a hole in the
