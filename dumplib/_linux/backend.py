@@ -1,4 +1,4 @@
-"""The Linux backend: an ELF core of a live process, written by ptrace + process_vm_readv.
+"""The Linux backend: an ELF core of a live process, written by ptrace + /proc/PID/mem reads.
 
 Plan reads /proc only (the target keeps running); write stops every thread, takes registers and
 the memory the plan's rules select, and lets the threads go before the file is finished.
