@@ -1,4 +1,4 @@
-"""The Linux platform: ELF cores of live processes (ptrace + process_vm_readv), watching, postmortem.
+"""The Linux platform: ELF cores of live processes (ptrace + /proc/PID/mem), watching, postmortem.
 
 Layers, lowest first: proc/ (reads of /proc), ptrace/ (bindings, registers, the stopper), core/ (the
 core writer), snapshot/ (clone-based snapshots); backend.py is the Platform and Session over them.

@@ -1,4 +1,4 @@
-"""The Linux backend: an ELF core of a live process, written by ptrace + process_vm_readv.
+"""The Linux backend: an ELF core of a live process, written by ptrace + /proc/PID/mem reads.
 
 Plan reads /proc only (the target keeps running); write stops every thread, takes registers and
 the memory the plan's rules select, and lets the threads go before the file is finished.
@@ -655,7 +655,13 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
     if why is None:
         assert syscall_at is not None
         try:
-            child = stopped.take_snapshot(syscall_at)
+            if snapshot.lock_may_be_held(pid, regions):
+                from .snapshot.remote import RemoteStoppedProcess
+
+                assert isinstance(stopped, RemoteStoppedProcess), "a snapshot's stopper is its helper process"
+                child = stopped.take_snapshot(syscall_at, probe_lock=True)
+            else:
+                child = stopped.take_snapshot(syscall_at)
         except InjectionFailed as exc:
             why = f"it could not be made to clone itself: {exc}"
     if child is None:

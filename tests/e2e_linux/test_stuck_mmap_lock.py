@@ -475,3 +475,41 @@ def test_a_read_of_the_targets_memory_given_up_on_leaves_dumplib_free_to_exit(ta
         assert time.monotonic() - started < BOUND + SLACK
         left_alone(r)
         unharmed(r)
+
+
+def _children(pid: int) -> List[int]:
+    return sorted(int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+@pytest.mark.parametrize("mode", ["always", "auto"])
+def test_no_snapshot_is_injected_while_a_read_holds_the_lock_and_the_target_lives_on(target_exe, tmp_path, mode):
+    """A read stuck on the mount holds the lock for reading, and nothing queues behind it: every read of
+    the dump passes, but the clone() a snapshot injects needs the lock for writing and would wait inside
+    the target, where no wait can be called off (let go at last, the thread would return from the call
+    with the injected registers and die). The lock is probed first: no snapshot (auto: a dump without
+    one), and the target runs on, with no child left behind by the probe."""
+    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing: no FUSE file system can be mounted")
+    out = tmp_path / "out"
+    out.mkdir()
+    with rig(tmp_path, target_exe) as r:
+        r.hold()
+        assert not r.stuck()  # readers alone pass
+        children = _children(r.t.pid)  # its CLONE_VM sibling
+        flag = "--snapshot" if mode == "always" else "--snapshot=auto"
+        code, stdout, stderr, seconds = run_dumplib("dump", str(r.t.pid), str(out / "s.core"), "--kind", "full", flag,
+                                                    "--json", rig_=r)
+        assert seconds < BOUND + SLACK, seconds
+        if mode == "always":
+            error = refusal(stdout, stderr)
+            assert code == 11 and error["reason"] == "snapshot-unavailable", (code, stdout, stderr)
+            assert "mmap lock is held" in error["message"], error
+            left_alone(r, out)
+        else:
+            assert code == 0, (code, stdout, stderr)
+            result = json.loads(stdout)
+            assert result["snapshot"] is False and any("mmap lock is held" in w for w in result["warnings"]), result
+            assert (out / "s.core").exists()
+            left_alone(r)
+        assert _children(r.t.pid) == children  # the probe's process was reaped
+        unharmed(r)  # the stuck read answered: the target is whole and its own mmap returns
+        assert _children(r.t.pid) == children

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -76,8 +77,8 @@ def test_each_gives_up_on_a_stuck_blocking_call_and_the_worker_then_writes_nothi
         os.close(w)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="a POSIX signal interrupts the caller")
 def test_an_exception_in_the_waiting_caller_stops_the_worker_at_its_next_guarded_write():
-    import signal
     import threading
 
     from dumplib._bounded import guarded

@@ -266,6 +266,21 @@ REMOTE_FILE_SYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "afs", "glust
                        "coda", "ncpfs", "orangefs", "gfs2", "ocfs2")
 
 
+def on_remote_file_systems(pid: int, regions: Sequence[Region]) -> List[Region]:
+    """The file mappings of *regions* on a remote or FUSE file system, or one unknown (remote_file_system),
+    with process *pid*'s mountinfo read once."""
+    memory, types = memory_devices(pid), mount_types(pid)
+    out = []
+    for r in regions:
+        if not r.file_backed:
+            continue
+        device = _device(r.dev, 16) or (-1, -1)
+        fstype = types.get(device)
+        if device not in memory and (fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)):
+            out.append(r)
+    return out
+
+
 def remote_file_system(pid: int, dev: str) -> bool:
     """Whether device *dev* ("MM:mm" in hex, as maps prints it) is, for process *pid*, a remote or
     FUSE file system, or unknown (then it may be one)."""

@@ -41,17 +41,18 @@ class SnapshotStopper(StoppedProcess):
         self._snapshot_local_pid = 0
         self._syscall_at = 0
 
-    def take_snapshot(self, syscall_at: int) -> int:
+    def take_snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
         """Make the stopped target clone itself and return the clone's pid.
 
         The clone is a copy-on-write image of the process at this instant that never runs: the
         tracer holds it stopped (PTRACE_O_EXITKILL: killed if dumplib dies) until release, then
         kills it and has the target reap it. inject.InjectionFailed: no clone exists, and the target
-        is exactly as it was (still stopped)."""
-        return self.ask(lambda: self._snapshot(syscall_at))
+        is exactly as it was (still stopped). *probe_lock*: first make sure the clone will not wait
+        for the target's mmap lock (_probe_lock)."""
+        return self.ask(lambda: self._snapshot(syscall_at, probe_lock))
 
 
-    def _snapshot(self, syscall_at: int) -> int:
+    def _snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
         if self.snapshot_pid is not None:
             raise inject.InjectionFailed("a snapshot is already held")
         state = self._injectable_thread()
@@ -59,11 +60,14 @@ class SnapshotStopper(StoppedProcess):
         if read_status(self.pid, state.tid).get("Seccomp") == "2":
             # The reap's wait4 is checked now too (with a stand-in pid), so no clone is made that
             # the target could not be made to reap.
-            why = seccomp.why_not(state.tid, [(libc.SYS_CLONE, inject.CLONE_ARGS),
-                                              (libc.SYS_WAIT4, (1 << 22, 0, libc.WALL | libc.WNOHANG, 0))],
-                                  syscall_at)
+            calls = [(libc.SYS_CLONE, inject.CLONE_ARGS), (libc.SYS_WAIT4, (1 << 22, 0, libc.WALL | libc.WNOHANG, 0))]
+            if probe_lock:
+                calls += [(libc.SYS_CLONE, inject.PROBE_CLONE_ARGS), (inject.SYS_BRK, (0,))]
+            why = seccomp.why_not(state.tid, calls, syscall_at)
             if why:
                 raise inject.InjectionFailed(why)
+        if probe_lock:
+            self._probe_lock(state, syscall_at)
         injector = inject.Injector(state.tid, state.regs, syscall_at)
         children: List[int] = []
 
@@ -86,6 +90,42 @@ class SnapshotStopper(StoppedProcess):
             why = os.strerror(-result) if result < 0 else f"it returned {result}"
             raise inject.InjectionFailed(f"clone() in thread {state.tid} failed: {why}")
         return children[0]
+
+    def _probe_lock(self, state: ThreadState, syscall_at: int) -> None:
+        """InjectionFailed if the target's mmap lock cannot be taken for writing now. The clone() a
+        snapshot injects copies the memory map under that lock (dup_mmap); held for good (a read of
+        the target's memory stuck on a hung mount), the clone would wait in the target for as long, a
+        wait only SIGKILL ends: the thread could not be put back, and once let go it would return
+        from the call with the injected registers and die. So a throwaway process sharing the
+        target's memory (clone with CLONE_VM, which takes no lock) tries the lock first, with brk(0),
+        and is killed, collected and reaped by the target either way."""
+        children: List[int] = []
+
+        def hold(child: int) -> None:
+            children.append(child)
+            inject.wait_child_stop(child)
+
+        local = inject.Injector(state.tid, state.regs, syscall_at).call(libc.SYS_CLONE, *inject.PROBE_CLONE_ARGS,
+                                                                       on_clone=hold)
+        if local <= 0 or not children:
+            for child in children:
+                _kill_and_collect(child)
+            raise inject.InjectionFailed(f"the probe of its mmap lock could not be made: clone() in thread"
+                                         f" {state.tid} returned {local}")
+        child = children[0]
+        try:
+            free = inject.probe_write_lock(child, syscall_at)
+        finally:
+            _kill_and_collect(child)
+            why = reap_in(self.pid, child, local, syscall_at, self.threads)
+            if why:
+                self.snapshot_warnings.append(why.replace("the snapshot", "the probe of its mmap lock"))
+        if not free:
+            raise inject.InjectionFailed(
+                f"its mmap lock is held: a brk() taking it for writing, made by a process sharing its memory,"
+                f" still waited after {inject.PROBE_SECONDS:g} s (a read of its memory stuck on a hung FUSE or NFS"
+                f" mount holds it), and the clone() a snapshot makes would wait for it inside the process, where"
+                f" no wait can be called off")
 
     def _injectable_thread(self) -> ThreadState:
         """A thread to run the injected call: none with a signal to hand back (a signal handed back at a
@@ -167,6 +207,17 @@ def _reap_candidates(pid: int, threads: Dict[int, ThreadState]) -> List[int]:
     """The leader first (as reap_in orders them), then the lowest tids; without a pending signal."""
     ordered = sorted(threads, key=lambda tid: (tid != pid, tid))
     return [tid for tid in ordered if not threads[tid].pending_signal][:_REAP_CANDIDATES]
+
+
+def _kill_and_collect(child: int) -> None:
+    """SIGKILL our tracee *child* and collect it as its tracer: it is then its parent's zombie (the
+    target's, which reap_in makes reap it)."""
+    try:
+        os.kill(child, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_zombie(child)
+    reap([child])
 
 
 def _wait_zombie(pid: int, patience: float = 2.0) -> None:

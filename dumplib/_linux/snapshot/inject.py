@@ -32,6 +32,7 @@ from typing import Callable, List, Optional, Sequence
 from ..ptrace import libc
 from ..ptrace.regs import ORIG_RAX, R8, R10, RAX, RBP, RDI, RDX, RIP, RSI, RSP, SLOT, USER_REGS_SIZE, read_general, slot
 
+CLONE_VM = 0x100
 CLONE_FILES = 0x400
 #: A copy of the memory (no shared memory or signal handlers) whose exit signal is 0: its parent, the
 #: target, gets no SIGCHLD for it, and waitpid() sees it only with __WALL or __WCLONE. It shares the
@@ -50,6 +51,14 @@ SYSCALL_INSN = b"\x0f\x05"
 CHILD_STACK = 0x1000
 #: clone(flags, stack, parent_tid, child_tid, tls) as injected.
 CLONE_ARGS = (CLONE_FLAGS, CHILD_STACK, 0, 0, 0)
+#: clone(flags, stack, ...) of the mmap lock's probe (probe_write_lock): a process sharing the target's
+#: memory and descriptor table, not a thread of it, so that it can be killed without the target.
+PROBE_CLONE_ARGS = (CLONE_VM | CLONE_FILES, CHILD_STACK, 0, 0, 0)
+#: brk(0) takes the mmap lock for writing and changes nothing: it returns the break where it is.
+SYS_BRK = 12
+#: How long the probe's brk(0) may wait for the mmap lock before it is taken as held. Nothing of the
+#: target's takes it (every thread is stopped): only another process's read of its memory or maps.
+PROBE_SECONDS = 1.0
 #: Longest one step of an injection may take (each is a few microseconds of kernel work).
 STEP_TIMEOUT = 2.0
 #: Once the thread is inside the injected call, giving up would let it return from the call with the
@@ -290,6 +299,36 @@ class Injector:
             if not event and sig not in (signal.SIGTRAP, signal.SIGTRAP | 0x80):
                 self.pending_signal = self.pending_signal or sig
             _ptrace(libc.PTRACE_CONT, self.tid, 0, 0)
+
+
+def probe_write_lock(child: int, syscall_at: int, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether the mmap lock of the memory that stopped tracee *child* shares with the target can be taken
+    for writing: *child* (made by an injected clone(PROBE_CLONE_ARGS), a process of its own) is made to
+    call brk(0), and False once it still waits after *timeout*. The caller kills it either way (a wait
+    for that lock ends at SIGKILL). This is the wait a snapshot's clone() would meet in the target,
+    where it could not be called off: a read of the target's memory stuck on a hung FUSE or NFS mount
+    holds the lock for reading for good, and the clone (dup_mmap) needs it for writing."""
+    regs = Regs(_get_regs(child))
+    regs[RIP] = syscall_at
+    regs[RSP] = regs[RBP] = CHILD_STACK
+    regs[RAX] = SYS_BRK
+    regs[ORIG_RAX] = -1
+    regs[RDI] = 0
+    _set_regs(child, bytes(regs.raw))
+    _ptrace(libc.PTRACE_SETOPTIONS, child, 0, libc.PTRACE_O_TRACESYSGOOD | libc.PTRACE_O_EXITKILL)
+    _ptrace(libc.PTRACE_SYSCALL, child, 0, 0)
+    deadline = time.monotonic() + timeout
+    entered = False
+    while True:
+        try:
+            status = _wait_stop(child, max(0.0, deadline - time.monotonic()))
+        except StepTimeout:
+            return False
+        if (status >> 8) & 0xFF == (signal.SIGTRAP | 0x80):
+            if entered:
+                return True  # back from brk(): it had the lock
+            entered = True
+        _ptrace(libc.PTRACE_SYSCALL, child, 0, 0)  # on from the entry, or past another stop
 
 
 def wait_child_stop(pid: int, timeout: float = STEP_TIMEOUT) -> bool:

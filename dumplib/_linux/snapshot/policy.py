@@ -23,7 +23,7 @@ assert sys.platform.startswith("linux")
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..core.memory import MemoryReader, Piece
+from ..core.memory import MemoryReader, Piece, on_remote_file_systems
 from ..proc.maps import Region
 from ..proc.pidfiles import read_locked, read_status, thread_state, tids_or_none
 from ..ptrace import libc
@@ -198,6 +198,15 @@ def _cgroup_mounts() -> Tuple[Optional[str], Optional[str]]:
         elif extra[0] == "cgroup" and "memory" in extra[2].split(",") and v1 is None:
             v1 = fields[4]
     return v2, v1
+
+
+def lock_may_be_held(pid: int, regions: Sequence[Region]) -> bool:
+    """Whether something may hold process *pid*'s mmap lock for good: only a read of one of its pages
+    that waits on a file system that never answers can (a hung FUSE daemon, a dead NFS server;
+    userfaultfd memory is an obstacle of its own), so only a file mapping on a FUSE or network file
+    system with pages not in its page tables. Then the snapshot's clone, which needs that lock,
+    is preceded by a probe of it (clone.SnapshotStopper._probe_lock); elsewhere it costs nothing."""
+    return any(r.present < r.size for r in on_remote_file_systems(pid, regions))
 
 
 def find_syscall(pid: int) -> Optional[int]:

@@ -75,8 +75,10 @@ class RemoteStoppedProcess:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def take_snapshot(self, syscall_at: int) -> int:
-        child = int(self._ask(("snapshot", syscall_at)))
+    def take_snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
+        """The helper's SnapshotStopper.take_snapshot (*probe_lock*: first check that the clone will not
+        wait for the target's mmap lock)."""
+        child = int(self._ask(("snapshot", syscall_at, probe_lock)))
         self.snapshot_pid = child
         return child
 
@@ -220,7 +222,7 @@ def serve() -> None:
                 break
             try:
                 if order[0] == "snapshot":
-                    say(("ok", stopped.take_snapshot(order[1])))
+                    say(("ok", stopped.take_snapshot(order[1], bool(order[2]) if len(order) > 2 else False)))
                 elif order[0] == "resume":
                     stopped.resume_target()
                     say(("ok", None))

@@ -99,6 +99,7 @@ def why_not(tid: int, calls: Sequence[Tuple[int, Sequence[int]]], ip: int) -> Op
 
 #: The calls a snapshot injects into the stopped target, and why it needs each.
 _CALLS = {
+    12: ("brk", "a snapshot first checks with it that its clone would not wait for the target's mmap lock"),
     56: ("clone", "a snapshot is a copy-on-write clone the target makes of itself with that call"),
     61: ("wait4", "the target must reap its snapshot clone with that call once the dump is read"),
 }
