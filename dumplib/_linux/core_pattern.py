@@ -99,6 +99,23 @@ EGRESS_KEY = "egress-key"
 KERNEL_ENV = {"HOME": "/", "TERM": "linux", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"}
 
 
+def site_dirs(modules: Tuple[str, ...], what: str) -> List[str]:
+    """The directories *modules* were imported from here (ImportError if one is missing), each checked
+    to be root's only, all of it: the handler runs the real interpreter (not a venv's launcher, whose
+    site-packages it would not see) and imports them from there as root at every crash."""
+    dirs: List[str] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        top = os.path.realpath(str(module.__file__))
+        for _ in name.split("."):
+            top = os.path.dirname(top)
+        top = os.path.dirname(top)  # the directory the top package is in
+        if top not in dirs:
+            _trusted_tree(top, what)
+            dirs.append(top)
+    return dirs
+
+
 def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
     """A URL --dir made a prefix (dumplib names each crash's object), its extra's packages root's only
     (the handler imports them as root at every crash), the environment file root's only."""
@@ -112,23 +129,14 @@ def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
     # dependencies were found in go on its sys.path: each is imported from as root at every crash, so
     # each must be root's only, all of it.
     modules = ("boto3", "botocore", "s3transfer") if target.store == "s3" else ("azure.storage.blob", "azure.core")
-    sdk_dirs: List[str] = []
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            from ..remote import EXTRAS
+    try:
+        sdk_dirs = site_dirs(modules, f"the {target.store} SDK's site directory")
+    except ImportError:
+        from ..remote import EXTRAS
 
-            raise RemoteDestinationError(f"dumping to {target.display()} needs the {target.store} extra:"
-                                         f" pip install '{EXTRAS[target.store]}'", url=target.display(),
-                                         store=target.store, reason="no-extra") from None
-        top = os.path.realpath(str(module.__file__))
-        for _ in name.split("."):
-            top = os.path.dirname(top)
-        top = os.path.dirname(top)  # the directory the top package is in
-        if top not in sdk_dirs:
-            _trusted_tree(top, f"the {target.store} SDK's site directory")
-            sdk_dirs.append(top)
+        raise RemoteDestinationError(f"dumping to {target.display()} needs the {target.store} extra:"
+                                     f" pip install '{EXTRAS[target.store]}'", url=target.display(),
+                                     store=target.store, reason="no-extra") from None
     if env_file is not None:
         from .coredump_handler import Refused, read_env_file
 
@@ -222,9 +230,22 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     from ..remote import is_remote
 
     remote = is_remote(directory)
-    sdk_dirs: List[str] = []
+    # psutil is dumplib's one dependency (the guard's refusals use it): wherever pip put it (a venv), the
+    # handler's interpreter must find it too.
+    sdk_dirs = site_dirs(("psutil",), "psutil's site directory")
+    if compress == "zstd" and sys.version_info < (3, 14):
+        # zstd before Python 3.14 is the zstandard package (dumplib's zstd extra): wherever pip put it
+        # (a venv), the handler's interpreter must find it, or every crash would fail to compress.
+        try:
+            sdk_dirs += [d for d in site_dirs(("zstandard",), "the zstandard package's site directory")
+                         if d not in sdk_dirs]
+        except ImportError:
+            raise InvalidArgument("--compress zstd needs the zstandard package (pip install 'dumplib[zstd]') where"
+                                  " dumplib is installed, or use --compress gzip", argument="compress",
+                                  value=compress) from None
     if remote:
-        directory, sdk_dirs = _check_url(directory, env_file)
+        directory, more = _check_url(directory, env_file)
+        sdk_dirs += [d for d in more if d not in sdk_dirs]
     elif env_file is not None:
         raise InvalidArgument("--env-file is for a URL --dir (store credentials); a local directory needs none",
                               argument="env_file", value=env_file)
@@ -275,7 +296,7 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     handler = os.path.join(state_dir, HANDLER)
     script = (f"#!{python} -I\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
               f"import sys\nsys.path.insert(0, {package_root!r})\n"
-              + (f"sys.path += {sdk_dirs!r}  # the store SDK's site directories, after the standard library's\n"
+              + (f"sys.path += {sdk_dirs!r}  # dependencies' site directories, after the standard library's\n"
                  if sdk_dirs else "")
               + "from dumplib._linux.coredump_handler import main\n"
               f"sys.exit(main(sys.argv[1:], {state_dir!r}))\n")
