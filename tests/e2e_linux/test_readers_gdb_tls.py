@@ -19,6 +19,14 @@ pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
 
 
+def _gdb(exe: str, core: str, *commands: str) -> str:
+    """gdb's output without the warning gdb 13 prints for the XSAVE note's size on a CPU with AMX (it knows
+    no AMX state; the kernel's own core has the same size): a line of its own between a thread's header
+    and its value, dropped so that the parsing below sees each value under its thread."""
+    return re.sub(r"(?m)^warning: Unexpected size of section `\.reg-xstate/\d+' in core file\.\n", "",
+                  gdb(exe, core, *commands))
+
+
 @pytest.fixture(scope="module")
 def tls_exe(tmp_path_factory) -> Path:
     return build_source(tmp_path_factory.mktemp("tls"), HERE / "tls_target.c")
@@ -31,8 +39,8 @@ def test_gdb_shows_pthread_ids_and_each_threads_errno(tls_exe, outdir, kind):
         assert len(tids) == t.threads == 4
         result = dumplib.create_dump(t.pid, outdir / f"{kind}.core", kind)
         t.assert_running_untraced()
-    out = gdb(str(tls_exe), result.path, "info threads", "thread apply all p errno")
-    pads = gdb(str(tls_exe), result.path, "thread apply all p (int)tls_pad[0] * 1000 + tls_pad[10000]")
+    out = _gdb(str(tls_exe), result.path, "info threads", "thread apply all p errno")
+    pads = _gdb(str(tls_exe), result.path, "thread apply all p (int)tls_pad[0] * 1000 + tls_pad[10000]")
     # "Thread 0x7f... (LWP n)": the pthread id comes from libthread_db, a bare "LWP n" means it failed.
     named = sorted(int(n) for n in re.findall(r"^\*?\s+\d+\s+Thread 0x[0-9a-f]+ \(LWP (\d+)\)", out, re.M))
     assert named == tids, out
