@@ -6,7 +6,7 @@
  *   signal_target --segv              reads "go" on stdin, then dereferences NULL in crash_here()
  *   signal_target --segv-thread       the same, in a second thread (prints its tid too)
  *
- * Prints one JSON line (pid) first. Built by the tests with gcc; never committed as a binary.
+ * Prints one JSON line (pid) once its handlers are in place. Built by the tests with gcc; never committed.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -55,9 +55,9 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, reader_crashes, NULL);
         for (;;) pause();
     }
-    printf("{\"pid\": %d}\n", (int)getpid());
-    fflush(stdout);
     if (argc > 1 && strcmp(argv[1], "--segv") == 0) {
+        printf("{\"pid\": %d}\n", (int)getpid());
+        fflush(stdout);
         char line[16];
         if (fgets(line, sizeof line, stdin)) crash_here(NULL);
         return 0;
@@ -69,5 +69,9 @@ int main(int argc, char **argv) {
     sa.sa_flags = SA_SIGINFO;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    /* Announced once the handlers are in place: a signal sent as soon as the line is read must not
+     * meet the default action (SIGTERM's would end the process, and the test would wait for a handler). */
+    printf("{\"pid\": %d}\n", (int)getpid());
+    fflush(stdout);
     for (;;) pause();
 }
