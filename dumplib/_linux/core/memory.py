@@ -531,7 +531,7 @@ class MemoryCopier:
         worker and its master, or a snapshot and its target) makes the kernel copy it first, so dumping
         a worker would duplicate all it shares, and reading a snapshot would copy all of it;
         /proc/PID/mem does not pin (it is also what gdb reads). And process_vm_readv waits for the
-        target's mmap lock unkillably: held for good (a read of the target's stuck on a hung FUSE
+        target's mmap lock unkillably: held for good (a read of the target's memory stuck on a hung FUSE
         mount, a writer queued behind it), it would keep dumplib from ever exiting, where a read of
         /proc/PID/mem is given up on and dies with the process (_bounded.py). The pinned read was
         faster per byte (0.08 against 0.11 s for 512 MiB here) and no faster for a dump: the stop is
