@@ -72,3 +72,19 @@ def test_a_key_directory_others_can_write_is_refused(tmp_path, monkeypatch):
     with pytest.raises(InvalidArgument, match="private directory"):
         signing.load_key(current().host())
     assert list((tmp_path / ".dumplib").iterdir()) == []
+
+
+def test_the_crash_handler_keeps_no_inherited_store_variable(monkeypatch, tmp_path):
+    """The handler's store variables are the env file's and nothing else: an AWS_PROFILE or
+    AZURE_CLIENT_ID the process inherited would pick another identity (or a config that runs a command)."""
+    from dumplib._linux.coredump_handler import egress_environment
+
+    monkeypatch.setenv("AWS_PROFILE", "someone-elses")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "another-identity")
+    monkeypatch.setenv("DUMPLIB_UPLOAD_STALL", "1")
+    monkeypatch.setenv(signing.KEY_VARIABLE, "restored by monkeypatch afterwards")
+    egress_environment({"env_file": None, "egress_key": str(tmp_path / "key")})
+    import os
+
+    assert [k for k in os.environ if k.startswith(("AWS_", "AZURE_", "DUMPLIB_UPLOAD_"))] == []
+    assert os.environ[signing.KEY_VARIABLE] == str(tmp_path / "key")
