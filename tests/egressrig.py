@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -266,14 +267,17 @@ def run_dumplib(args: List[str], env: Dict[str, str], timeout: float = 240,
     wrapper: List[str] = []
     if trace is not None:
         require(shutil.which("strace") is not None, "strace is not installed (apt-get install strace)")
-        wrapper = ["strace", "-f", "-qq", "-e", "trace=ptrace,process_vm_readv", "-o", str(trace)]
+        wrapper = ["strace", "-f", "-qq", "-e", "trace=ptrace,process_vm_readv,open,openat", "-o", str(trace)]
     return subprocess.run([*wrapper, sys.executable, "-c", CLI_WRAPPER, *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 
 def never_touched(trace: Path) -> List[str]:
-    """The ptrace / process_vm_readv calls strace saw (none: no target was stopped or read)."""
-    return [line for line in trace.read_text().splitlines() if "ptrace(" in line or "process_vm_readv(" in line]
+    """The calls strace saw that stop or read a target (none: no target was stopped or read): ptrace, and
+    a read of its memory, by process_vm_readv or (what dumplib reads live processes with) opening
+    /proc/PID/mem."""
+    return [line for line in trace.read_text().splitlines()
+            if "ptrace(" in line or "process_vm_readv(" in line or re.search(r'"/proc/\d+/mem"', line)]
 
 
 def peak_rss_kib(status_file: Path) -> int:
