@@ -52,6 +52,7 @@ STALL_VARIABLE = "DUMPLIB_UPLOAD_STALL"
 
 
 def stall_seconds() -> float:
+    """The stall bound: STALL_SECONDS, or DUMPLIB_UPLOAD_STALL (InvalidArgument unless a number above 0)."""
     text = os.environ.get(STALL_VARIABLE, "").strip()
     if not text:
         return STALL_SECONDS
@@ -65,6 +66,8 @@ def stall_seconds() -> float:
         raise InvalidArgument(f"{STALL_VARIABLE}={text!r} is not a number of seconds above 0",
                               argument=STALL_VARIABLE, value=text)
     return value
+
+
 #: The variable that sets the buffer (bytes, or 64M, 1G...).
 BUFFER_VARIABLE = "DUMPLIB_UPLOAD_BUFFER"
 

@@ -68,30 +68,32 @@ def _read(path: str, host: Host) -> bytes:
 
 
 def load_key(host: Host, create: bool = True) -> bytes:
-    """This user's store retention key, made on first need (*create*); InvalidArgument when the file
-    named is unsafe or cannot be made."""
+    """This user's store retention key, made on first need (*create*, and only at the default place: a
+    file DUMPLIB_EGRESS_KEY names must exist); InvalidArgument when the file is unsafe or cannot be made."""
     path = key_path()
-    try:
-        if os.path.islink(path):
-            raise _refuse(path, "is a symbolic link")
-        return _read(path, host)
-    except FileNotFoundError:
-        if not create or os.environ.get(KEY_VARIABLE):
-            raise _refuse(path, "does not exist") from None
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror})") from None
-    return _make(path, host)
+    if create and not os.environ.get(KEY_VARIABLE):
+        return make_key(path, host)
+    key = _existing(path, host)
+    if key is None:
+        raise _refuse(path, "does not exist")
+    return key
 
 
 def make_key(path: str, host: Host) -> bytes:
     """The key in *path*, made there first if there is none (the postmortem handler's, in its state
     directory); InvalidArgument when the file or its directory is unsafe."""
+    key = _existing(path, host)
+    return key if key is not None else _make(path, host)
+
+
+def _existing(path: str, host: Host) -> Optional[bytes]:
+    """The key in *path* (checked as the module doc says), None when there is no file."""
     try:
         if os.path.islink(path):
             raise _refuse(path, "is a symbolic link")
         return _read(path, host)
     except FileNotFoundError:
-        return _make(path, host)
+        return None
     except OSError as exc:
         raise _refuse(path, f"cannot be read ({exc.strerror})") from None
 
