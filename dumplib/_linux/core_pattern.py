@@ -99,11 +99,11 @@ EGRESS_KEY = "egress-key"
 KERNEL_ENV = {"HOME": "/", "TERM": "linux", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"}
 
 
-def site_dirs(modules: Tuple[str, ...], what: str) -> List[str]:
-    """The directories *modules* were imported from here (ImportError if one is missing), each checked
-    to be root's only, all of it: the handler runs the real interpreter (not a venv's launcher, whose
+def site_dirs(modules: Tuple[str, ...], what: str, dirs: List[str]) -> None:
+    """Add to *dirs* the directories *modules* were imported from here (ImportError if one is missing),
+    each checked to be root's only, all of it, once (one venv's site-packages holds most of them, and
+    the check walks every file): the handler runs the real interpreter (not a venv's launcher, whose
     site-packages it would not see) and imports them from there as root at every crash."""
-    dirs: List[str] = []
     for name in modules:
         module = importlib.import_module(name)
         top = os.path.realpath(str(module.__file__))
@@ -113,12 +113,12 @@ def site_dirs(modules: Tuple[str, ...], what: str) -> List[str]:
         if top not in dirs:
             _trusted_tree(top, what)
             dirs.append(top)
-    return dirs
 
 
-def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
+def _check_url(url: str, env_file: Optional[str], sdk_dirs: List[str]) -> str:
     """A URL --dir made a prefix (dumplib names each crash's object), its extra's packages root's only
-    (the handler imports them as root at every crash), the environment file root's only."""
+    (the handler imports them as root at every crash: their directories are added to *sdk_dirs*), the
+    environment file root's only."""
     from ..remote import parse_url
     from ..errors import RemoteDestinationError
 
@@ -130,7 +130,7 @@ def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
     # each must be root's only, all of it.
     modules = ("boto3", "botocore", "s3transfer") if target.store == "s3" else ("azure.storage.blob", "azure.core")
     try:
-        sdk_dirs = site_dirs(modules, f"the {target.store} SDK's site directory")
+        site_dirs(modules, f"the {target.store} SDK's site directory", sdk_dirs)
     except ImportError:
         from ..remote import EXTRAS
 
@@ -148,7 +148,7 @@ def _check_url(url: str, env_file: Optional[str]) -> Tuple[str, List[str]]:
         except Refused as exc:
             raise PostmortemRefused(exc.why, argument="env_file", value=env_file) from None
         _trusted_path(os.path.dirname(env_file), "the environment file's directory")
-    return target.display(), sdk_dirs
+    return target.display()
 
 
 def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs: List[str], python: str,
@@ -232,20 +232,19 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     remote = is_remote(directory)
     # psutil is dumplib's one dependency (the guard's refusals use it): wherever pip put it (a venv), the
     # handler's interpreter must find it too.
-    sdk_dirs = site_dirs(("psutil",), "psutil's site directory")
+    sdk_dirs: List[str] = []
+    site_dirs(("psutil",), "psutil's site directory", sdk_dirs)
     if compress == "zstd" and sys.version_info < (3, 14):
         # zstd before Python 3.14 is the zstandard package (dumplib's zstd extra): wherever pip put it
         # (a venv), the handler's interpreter must find it, or every crash would fail to compress.
         try:
-            sdk_dirs += [d for d in site_dirs(("zstandard",), "the zstandard package's site directory")
-                         if d not in sdk_dirs]
+            site_dirs(("zstandard",), "the zstandard package's site directory", sdk_dirs)
         except ImportError:
             raise InvalidArgument("--compress zstd needs the zstandard package (pip install 'dumplib[zstd]') where"
                                   " dumplib is installed, or use --compress gzip", argument="compress",
                                   value=compress) from None
     if remote:
-        directory, more = _check_url(directory, env_file)
-        sdk_dirs += [d for d in more if d not in sdk_dirs]
+        directory = _check_url(directory, env_file, sdk_dirs)
     elif env_file is not None:
         raise InvalidArgument("--env-file is for a URL --dir (store credentials); a local directory needs none",
                               argument="env_file", value=env_file)
@@ -272,9 +271,9 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)
     _trusted_path(state_dir, "the state directory")
-    egress_key = os.path.join(state_dir, EGRESS_KEY) if remote else None
+    egress_key: Optional[str] = None
     if remote:
-        assert egress_key is not None
+        egress_key = os.path.join(state_dir, EGRESS_KEY)
         _egress_probe(directory, env_file, package_root, sdk_dirs, python, egress_key)
     try:
         old_sysctl: Optional[bytes] = _read(sysctl_file)
