@@ -278,7 +278,14 @@ class Rig:
     @contextlib.contextmanager
     def target(self, *args: str) -> Iterator["WinTarget"]:
         """A Windows python.exe holding a unique marker in memory (see winside/target.py)."""
-        proc = self.popen_python([windows_path(WINSIDE / "target.py"), *args])
+        with self.held_python([windows_path(WINSIDE / "target.py"), *args]) as t:
+            yield t
+
+    @contextlib.contextmanager
+    def held_python(self, args: Sequence[str]) -> Iterator["WinTarget"]:
+        """python.exe *args*, a target that prints one JSON line once ready and ends with its stdin: that
+        line as a WinTarget, the process ended (stdin closed, then killed after 10 s) on the way out."""
+        proc = self.popen_python(list(args))
         try:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:

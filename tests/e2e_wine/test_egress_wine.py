@@ -68,22 +68,9 @@ def azport(rig: Rig) -> Iterator[int]:
         yield port
 
 
-@contextlib.contextmanager
-def _heap_target(rig: Rig) -> Iterator[WinTarget]:
+def _heap_target(rig: Rig) -> "contextlib.AbstractContextManager[WinTarget]":
     """A Windows python.exe holding HEAP random bytes (a marker first); answers `ping`, ends with its stdin."""
-    proc = rig.popen_python(["-c", TARGET])
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert line, f"the target did not start: {proc.stderr.read()}"  # type: ignore[union-attr]
-        yield WinTarget(proc, json.loads(line))
-    finally:
-        with contextlib.suppress(Exception):
-            proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return rig.held_python(["-c", TARGET])
 
 
 def _answers(t: WinTarget) -> bool:
