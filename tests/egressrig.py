@@ -8,6 +8,7 @@ Where Azurite is: ``$DUMPLIB_AZURITE`` (the ``azurite-blob`` script; .ci/run set
 missing tool fails the tests (helpers.require)."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -144,6 +145,8 @@ def test_home() -> str:
     of whoever runs the suite."""
     if not _test_home:
         _test_home.append(tempfile.mkdtemp(prefix="dumplib-egress-home-"))
+        # Removed when the test process ends, so runs of the suite do not pile homes up in /tmp.
+        atexit.register(shutil.rmtree, _test_home[0], True)
     return _test_home[0]
 
 
