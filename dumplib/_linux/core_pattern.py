@@ -151,6 +151,15 @@ def _check_url(url: str, env_file: Optional[str], sdk_dirs: List[str]) -> str:
     return target.display()
 
 
+def handler_path(package_root: str, sdk_dirs: List[str]) -> str:
+    """The handler's sys.path line (and its probe's). It runs ``python -IS``: isolated, and without the
+    site module, so sys.path is the standard library alone, with no site-packages and no .pth file run
+    as root; then the dumplib package's directory and its dependencies' (each checked root's only, all
+    of it), after the standard library: a module of a site directory named like one of the standard
+    library's (a backport) never shadows it."""
+    return f"sys.path += {[package_root] + [d for d in sdk_dirs if d != package_root]!r}\n"
+
+
 def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs: List[str], python: str,
                   key: str) -> None:
     """Probe the store the way the handler will reach it: the handler's interpreter, the kernel's
@@ -161,8 +170,7 @@ def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs
 
     from ..errors import RemoteDestinationError
 
-    code = ("import json, os, sys\n"
-            f"sys.path.insert(0, {package_root!r}); sys.path += {sdk_dirs!r}\n"
+    code = ("import json, os, sys\n" + handler_path(package_root, sdk_dirs) +
             "from dumplib._linux.coredump_handler import egress_environment\n"
             "from dumplib._egress import check_destination\n"
             "from dumplib.errors import DumpError\n"
@@ -172,7 +180,7 @@ def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs
             "except DumpError as e:\n"
             "    print(json.dumps(dict(e.details(), message=e.message), default=str)); sys.exit(14)\n")
     try:
-        done = subprocess.run([python, "-I", "-c", code, url], env=dict(KERNEL_ENV), capture_output=True, text=True,
+        done = subprocess.run([python, "-IS", "-c", code, url], env=dict(KERNEL_ENV), capture_output=True, text=True,
                               timeout=120, cwd="/")
     except subprocess.TimeoutExpired:
         raise RemoteDestinationError(f"probing {url} from the handler's environment did not end in 120 s",
@@ -182,7 +190,11 @@ def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs
         try:
             facts = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            facts = {"message": f"the probe from the handler's environment failed (exit {done.returncode})"}
+            # Not a DumpError's JSON: the probe itself failed (a dependency the handler's sys.path lacks
+            # is an ImportError here). Its last line says which; our own interpreter wrote it.
+            last = (done.stderr.strip().splitlines() or [""])[-1][:300]
+            facts = {"message": f"the probe from the handler's environment failed (exit {done.returncode})"
+                                + (f": {last}" if last else "")}
         raise RemoteDestinationError(f"from the crash handler's environment (the kernel's, plus --env-file):"
                                      f" {facts.get('message', 'the probe failed')}", url=facts.get("url") or url,
                                      store=facts.get("store"), reason=facts.get("reason") or "unreachable",
@@ -293,10 +305,8 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
               "max_seconds": max_seconds,
               "pidfd": pidfd, "env_file": env_file, "egress_key": egress_key}
     handler = os.path.join(state_dir, HANDLER)
-    script = (f"#!{python} -I\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
-              f"import sys\nsys.path.insert(0, {package_root!r})\n"
-              + (f"sys.path += {sdk_dirs!r}  # dependencies' site directories, after the standard library's\n"
-                 if sdk_dirs else "")
+    script = (f"#!{python} -IS\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
+              "import sys\n" + handler_path(package_root, sdk_dirs)
               + "from dumplib._linux.coredump_handler import main\n"
               f"sys.exit(main(sys.argv[1:], {state_dir!r}))\n")
     write_private_json(os.path.join(state_dir, BACKUP), backup)

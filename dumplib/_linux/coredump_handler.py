@@ -30,7 +30,7 @@ import select
 import signal
 import stat
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from .. import api
 from .._platform import MemoryInfo, Plan, Platform, Session, Sink, TargetEvent, WriteOptions, WriteReport
@@ -66,6 +66,8 @@ BOOK_MAX = 4096
 #: The log is rotated to LOG.1 past this size: a crash loop must not fill root's volume.
 LOG_MAX = 16 << 20
 
+T = TypeVar("T")
+
 
 class Refused(Exception):
     """A crash the handler decided not to dump: *what* is the log's word for it."""
@@ -85,13 +87,23 @@ class Crashed:
         self.pid, self.nspid, self.tid, self.pidfd, self.dumpable, self.when = pid, nspid, tid, pidfd, dumpable, when
         self.status = _proc(pid, "status", _SMALL)
         self.comm = _proc(pid, "comm", 64).rstrip(b"\n")
-        self.cmdline = _proc(pid, "cmdline", _SMALL)
         self.auxv = _proc(pid, "auxv", _SMALL)
         try:
             self.exe: bytes = os.readlink(f"/proc/{pid}/exe".encode())  # a name only: never opened
         except OSError:
             self.exe = b""
-        self.regions = _smaps_regions(pid)
+        #: Whether its mmap lock held a read past MM_LOCK_SECONDS (then regions and cmdline are empty).
+        self.maps_locked = False
+        # cmdline and smaps take the crashed process's mmap lock, which something else may hold for
+        # good (a read of its pages stuck on a hung FUSE or NFS mount, with a writer queued: a process
+        # sharing its memory survives the crash). Each read is bounded; without the bound the handler
+        # slept there until its alarm killed it, with nothing logged.
+        try:
+            self.cmdline = _bounded_read(pid, lambda: _proc(pid, "cmdline", _SMALL, blocking=True))
+            self.regions = _bounded_read(pid, lambda: _smaps_regions(pid))
+        except TimeoutError:
+            self.maps_locked = True
+            self.cmdline, self.regions = b"", []
 
     def field(self, name: bytes) -> bytes:
         for line in self.status.splitlines():
@@ -115,7 +127,31 @@ class Crashed:
         return [w.decode("utf-8", "surrogateescape") for w in self.cmdline.rstrip(b"\0").split(b"\0")] if self.cmdline else []
 
 
-def _proc(pid: int, name: str, limit: int) -> bytes:
+def locked_message(pid: int) -> str:
+    from .backend import MM_LOCK_SECONDS
+
+    return (f"the memory map of process {pid} is locked: a read of its command line or smaps got no answer within"
+            f" {MM_LOCK_SECONDS:g} s (something holds its mmap lock, e.g. another process's read of its pages stuck"
+            " on a hung FUSE or NFS mount, with a process sharing its memory queued behind it); the kernel's own"
+            " core waits behind the same lock, so nothing was dumped and the crashed process was let go")
+
+
+def _bounded_read(pid: int, fn: Callable[[], T]) -> T:
+    """fn(), whose blocking() reads take the crashed process's mmap lock: each given up on after
+    MM_LOCK_SECONDS (TimeoutError). Its worker, if abandoned, waits killably and dies with the handler."""
+    from .._bounded import call_within
+    from .backend import MM_LOCK_SECONDS
+    from .proc.pidfiles import mm_key
+
+    return call_within(fn, MM_LOCK_SECONDS, mm_key(pid), each=True)
+
+
+def _proc(pid: int, name: str, limit: int, blocking: bool = False) -> bytes:
+    """Up to *limit* bytes of /proc/PID/NAME, b"" if unreadable. *blocking*: a file whose reads take
+    the process's mmap lock, each read made through _bounded.blocking (run it under _bounded_read)."""
+    from .._bounded import blocking as bounded
+
+    read = bounded if blocking else (lambda fn, *args: fn(*args))
     try:
         fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -123,7 +159,7 @@ def _proc(pid: int, name: str, limit: int) -> bytes:
     try:
         parts, left = [], limit
         while left > 0:
-            block = os.read(fd, min(left, 1 << 20))
+            block = read(os.read, fd, min(left, 1 << 20))
             if not block:
                 break
             parts.append(block)
@@ -138,7 +174,10 @@ def _proc(pid: int, name: str, limit: int) -> bytes:
 def _smaps_regions(pid: int) -> List[maps.Region]:
     """The crashed process's smaps parsed a mapping at a time as it is read: its size is the crasher's
     choice (60 000 mappings of a file with a 4 KB path are 270 MB), so the text is never held whole and
-    each path is kept once however many mappings name it."""
+    each path is kept once however many mappings name it. Each read() takes its mmap lock: run it
+    under _bounded_read."""
+    from .._bounded import blocking
+
     try:
         fd = os.open(f"/proc/{pid}/smaps", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -154,7 +193,7 @@ def _smaps_regions(pid: int) -> List[maps.Region]:
 
     try:
         while total < _SMAPS_MAX:
-            block = os.read(fd, 1 << 20)
+            block = blocking(os.read, fd, 1 << 20)
             if not block:
                 break
             total += len(block)
@@ -307,14 +346,17 @@ class StreamCore(Platform, Session):
     def _kept(self, kind: DumpKind) -> List[Tuple[int, int]]:
         """The [start, end) ranges *kind* keeps, by the rules a live dump of this kind follows."""
         from .backend import _exe_and_loader
-        from .core.memory import read_small
+        from .core.memory import MemoryReader
 
         if not self.regions:
             raise DumpFailed(f"the maps of process {self.crashed.pid} could not be read, so only a full core"
                              " can be written", pid=self.crashed.pid, reason="maps-unreadable")
         auxv = linkmap.parse_auxv(self.crashed.auxv)
+        # The link_map walk reads its memory through /proc/PID/mem, bounded like the reads above:
+        # process_vm_readv would wait for a stuck mmap lock unkillably, and the handler's alarm with it.
         try:
-            keep = linkmap.linkmap_addresses(auxv, lambda a, n: read_small(self.crashed.pid, a, n))
+            with MemoryReader(self.crashed.pid) as reader:
+                keep = _bounded_read(self.crashed.pid, lambda: linkmap.linkmap_addresses(auxv, reader))
         except (OSError, ValueError):
             keep = []
         segments = selection.select(self.regions, kind, filter_bits=None,
@@ -596,6 +638,12 @@ def main(argv: Sequence[str], state_dir: str) -> int:
             raise Refused("not-dumpable", f"the process is not dumpable (%d={crashed.dumpable})")
         take_rate_slot(state_dir, crashed.exe, config.get("max_per"), time.time(), crashed.uid,
                        config.get("max_exes_per_user", USER_EXES))
+        if crashed.maps_locked:
+            record["maps_locked"] = True
+            if DumpKind.parse(config.get("kind") or "mini") is not DumpKind.FULL:
+                # A kind narrower than the kernel's core needs the maps; and the kernel's stream waits
+                # behind the same lock, so there is nothing to wait for: the crashed process goes now.
+                raise Refused("memory-map-locked", locked_message(crashed.pid))
         head = corestream.read_head(pipe)
         record["signal"] = _signal_name(head.signal[0])
         backend = StreamCore(crashed, pipe, head, started, config.get("min_free"))
@@ -667,9 +715,10 @@ ENV_FILE_MAX = 1 << 16
 
 
 def read_env_file(path: str) -> Dict[str, str]:
-    """The variables of an egress environment file (``NAME=value`` lines, ``#`` comments), which must be a
-    regular file root owns and only root can read or write (it holds store credentials), reached
-    without a symlink. Refused: anything else, or a name outside ENV_NAMES."""
+    """The variables of an egress environment file (``NAME=value`` lines, ``#`` comments; a value wholly
+    inside one pair of quotes loses them), which must be a regular file root owns and only root can read
+    or write (it holds store credentials), reached without a symlink. Refused: anything else, or a name
+    outside ENV_ALLOWED."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
@@ -701,7 +750,12 @@ def read_env_file(path: str) -> Dict[str, str]:
             raise Refused("untrusted-env-file", f"{path} line {number}: only NAME=value lines of the store's credential,"
                           f" region and endpoint variables are taken ({', '.join(sorted(ENV_ALLOWED))}); none naming a"
                           " file or a command")
-        out[name] = value.strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            # One pair of quotes around the whole value is quoting, as in systemd's EnvironmentFile=: a
+            # secret pasted as SECRET="abc" is abc. Nothing inside is interpreted (no escapes, no $).
+            value = value[1:-1]
+        out[name] = value
     return out
 
 
@@ -712,7 +766,11 @@ def egress_environment(config: Dict[str, Any]) -> None:
     for name in [n for n in os.environ if n.startswith(ENV_NAMES)]:
         del os.environ[name]
     if config.get("env_file"):
-        os.environ.update(read_env_file(str(config["env_file"])))
+        env_file = str(config["env_file"])
+        # Install checked the file's directory; by the crash it may have been made again (a parent under
+        # /tmp after a reboot) with someone's file in it: every component again, as for a local DIR.
+        root_only_dir(os.path.dirname(env_file))
+        os.environ.update(read_env_file(env_file))
     from .._egress.signing import KEY_VARIABLE  # only for a URL
 
     os.environ[KEY_VARIABLE] = str(config["egress_key"])

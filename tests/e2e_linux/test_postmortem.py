@@ -350,3 +350,33 @@ def test_install_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
     finally:  # a handler installed by mistake must not outlive the test
         CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
         PIPE_LIMIT.write_bytes(limit.strip())
+
+
+def test_the_handlers_python_sees_the_standard_library_first_and_no_other_site_directory(dumps: Path,
+                                                                                         tmp_path: Path) -> None:
+    """The kernel runs the handler as root at every crash: its sys.path is the standard library, then
+    dumplib's directory and its dependencies' (each checked root's only), and nothing else; no site-packages
+    of the interpreter's own, no .pth file, and no module of a site directory (a backport named like a
+    standard module) ahead of the standard library. Checked by running the handler's own first lines."""
+    require(os.geteuid() == 0, "the postmortem handler is installed as root")
+    state = tmp_path / "state"
+    with installed(state, dumps, "--kind", "mini", "--compress", "zstd"):
+        script = (state / "handler").read_text().splitlines()
+    shebang = script[0][2:].split()
+    path_lines = [ln for ln in script if ln.startswith(("import sys", "sys.path"))]
+    probe = "\n".join(path_lines + ["import json, sysconfig",
+                                    "print(json.dumps([sys.path, sysconfig.get_paths()]))"])
+    done = subprocess.run([*shebang, "-c", probe], capture_output=True, text=True, timeout=60, env={"PATH": "/bin"})
+    assert done.returncode == 0, done.stderr
+    path, paths = json.loads(done.stdout)
+    stdlib = {paths["stdlib"], paths["platstdlib"]}
+    import dumplib
+    import psutil
+    import zstandard
+
+    root = str(Path(dumplib.__file__).resolve().parent.parent)
+    deps = {str(Path(m.__file__).resolve().parent.parent) for m in (psutil, zstandard)}
+    ours = [p for p in path if not any(p == s or p.startswith(s + "/") or p.endswith(".zip") for s in stdlib)]
+    assert ours == [root] + sorted(deps - {root}, key=path.index), path  # only these, after the stdlib
+    assert path.index(root) > max(i for i, p in enumerate(path) if p not in ours), path
+    assert paths["purelib"] not in path or paths["purelib"] in deps | {root}, path

@@ -28,14 +28,18 @@ def s3port():
         yield port
 
 
-def _env_file(tmp_path: Path, port: int, mode: int = 0o600) -> Path:
+def _env_file(tmp_path: Path, port: int, mode: int = 0o600, quoted: bool = False) -> Path:
     d = tmp_path / "etc"
     d.mkdir(mode=0o700, exist_ok=True)
     f = d / "egress.env"
     # Credentials, region, endpoint: not s3_env's AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE, which name
     # files (a config's credential_process runs a command) and which the handler refuses.
     keep = {k: v for k, v in s3_env(port).items() if not k.endswith("_FILE")}
-    f.write_text("# the handler's store credentials\n" + "".join(f"{k}={v}\n" for k, v in keep.items()))
+    # *quoted*: each value in a pair of quotes, as systemd's EnvironmentFile= takes them (the endpoint
+    # with its quotes kept would be no URL: the probe would fail).
+    q = ['"', "'"] if quoted else ["", ""]
+    f.write_text("# the handler's store credentials\n"
+                 + "".join(f"{k}={q[i % 2]}{v}{q[i % 2]}\n" for i, (k, v) in enumerate(keep.items())))
     f.chmod(mode)
     return f
 
@@ -47,7 +51,7 @@ def _keys(port: int, prefix: str) -> list:
 
 def test_a_crash_streams_to_s3_with_only_the_env_files_credentials(crasher, s3port, tmp_path):  # noqa: F811
     state = tmp_path / "state"
-    env_file = _env_file(tmp_path, s3port)
+    env_file = _env_file(tmp_path, s3port, quoted=True)
     url = f"s3://{BUCKET}/pm"  # no trailing '/': still a prefix the handler names objects in
     with installed(state, url, "--kind", "full", "--compress", "zstd", "--env-file", str(env_file),
                    "--keep", "2") as st:
@@ -124,3 +128,21 @@ def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, 
     assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
     assert not (state / "config.json").exists() and not (tmp_path / "sysctl.conf").exists()
     assert "/tmp/evil.so" not in done.stdout + done.stderr and AWS_SECRET not in done.stdout + done.stderr
+
+
+def test_an_env_files_directory_made_writable_after_install_stops_the_upload(crasher, s3port, tmp_path):  # noqa: F811
+    """Install checked the env file's directory; at the crash it is checked again, every component: a
+    directory others can write since (a parent under /tmp made again after a reboot) may hold someone's
+    file with their endpoint in it. The crash is refused (untrusted-dir) and nothing is uploaded."""
+    state = tmp_path / "state"
+    env_file = _env_file(tmp_path, s3port)
+    with installed(state, f"s3://{BUCKET}/moved/", "--kind", "mini", "--env-file", str(env_file)):
+        env_file.parent.chmod(0o777)
+        try:
+            crash(crasher, "2")
+            records = log_records(state, wait_for=1)
+        finally:
+            env_file.parent.chmod(0o700)
+    assert [r["outcome"] for r in records] == ["untrusted-dir"], records
+    assert str(env_file.parent) in records[0]["why"], records
+    assert _keys(s3port, "moved/") == []

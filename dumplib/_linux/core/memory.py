@@ -33,7 +33,6 @@ from ..._platform import Tick
 from ...errors import DumpFailed
 from ..proc.errors import target_error
 from ..proc.maps import Region
-from ..ptrace import libc
 from .selection import Segment
 
 PAGE = 4096
@@ -768,23 +767,6 @@ class MemoryReader:
 
     def __del__(self) -> None:
         self.close()
-
-
-def read_small(pid: int, address: int, length: int) -> Optional[bytes]:
-    """Up to *length* bytes at *address* (fewer if the range runs into unmapped memory), None if none.
-
-    By process_vm_readv: only for a process in the kernel's core dump (coredump_handler.py). A live
-    process is read with MemoryReader: process_vm_readv waits for its mmap lock unkillably."""
-    buf = ctypes.create_string_buffer(length)
-    local = libc.iovec(ctypes.cast(buf, ctypes.c_void_p), length)
-    remote = libc.iovec(address, length)
-    try:
-        got = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-    except OSError as exc:
-        if exc.errno == errno.EPERM:
-            raise
-        return None
-    return buf.raw[:got] if got > 0 else None
 
 
 # cpuid(leaf, subleaf, out[4]) for x86-64 System V: rbx is callee-saved, so it is pushed around cpuid.

@@ -1,6 +1,6 @@
 """libc prototypes and the ptrace, wait and regset numbers of the Linux backend, defined once.
 
-Declarations only: every module that calls ptrace, waitpid, process_vm_readv or tgkill takes them
+Declarations only: every module that calls ptrace, waitpid or tgkill takes them
 from here (x86-64 numbers; supported_machine in backend.py refuses other machines).
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ pid_t = ctypes.c_int
 
 
 class iovec(ctypes.Structure):
-    """struct iovec: one buffer of a scatter/gather call (process_vm_readv, PTRACE_GETREGSET)."""
+    """struct iovec: one buffer of a scatter/gather call (PTRACE_GETREGSET, PTRACE_SETREGSET)."""
 
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
@@ -89,11 +89,8 @@ def _proto(name: str, restype: type, argtypes: Sequence[type]) -> Callable[..., 
 
 ptrace = _proto("ptrace", ctypes.c_long, [ctypes.c_long, pid_t, ctypes.c_void_p, ctypes.c_void_p])
 waitpid = _proto("waitpid", pid_t, [pid_t, ctypes.POINTER(ctypes.c_int), ctypes.c_int])
-process_vm_readv = _proto(
-    "process_vm_readv",
-    ctypes.c_ssize_t,
-    [pid_t, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.c_ulong],
-)
+# No process_vm_readv: it waits for a stuck mmap lock unkillably (_bounded.py); memory is read
+# through /proc/PID/mem, even that of a process in its core dump (coredump_handler.py).
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
