@@ -365,3 +365,31 @@ def test_the_probe_writes_under_the_expanded_prefix_where_a_policy_may_grant_the
     assert done.returncode == 0, done.stdout + done.stderr
     probes = re.findall(rb"POST /%s/([^ ?]*)\.dumplib-probe-" % BUCKET.encode(), bytes(relay.requests))
     assert probes == [b"probe/dumplib-target/"], bytes(relay.requests)[:2000]
+
+
+def test_a_probe_stands_only_for_its_own_bucket_and_prefix(s3port, ctarget, tmp_path):
+    """One process, three dumps within the probe's 60 s: the second names another bucket, which does not
+    exist, and must be refused by its own probe (no-container, before its target is touched), not let
+    through on the first one's; the third names another prefix of the first bucket and is probed again
+    (the requests on the wire say so)."""
+    relay = Relay(s3port)
+    code = (
+        "import json, sys, dumplib\n"
+        "pid, port = int(sys.argv[1]), sys.argv[2]\n"
+        "out = []\n"
+        f"for url in ['s3://{BUCKET}/one/', 's3://no-such-bucket/one/', 's3://{BUCKET}/two/']:\n"
+        "    try:\n"
+        "        r = dumplib.create_dump(pid, url, 'mini')\n"
+        "        out.append(['ok', r.path])\n"
+        "    except dumplib.DumpError as e:\n"
+        "        out.append([type(e).__name__, e.details().get('reason')])\n"
+        "print(json.dumps(out))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(ctarget.pid), str(relay.port)], capture_output=True,
+                          text=True, timeout=300, env=clean_env(**s3_env(relay.port)))
+    assert done.returncode == 0, done.stderr
+    first, second, third = json.loads(done.stdout.splitlines()[-1])
+    assert first[0] == "ok" and third[0] == "ok", (first, third)
+    assert second == ["RemoteDestinationError", "no-container"], second
+    probes = re.findall(rb"POST /([^/ ?]+)/([^ ?]*)\.dumplib-probe-", bytes(relay.requests))
+    assert sorted(p for b, p in probes if b == BUCKET.encode()) == [b"one/", b"two/"], probes
+    ctarget.assert_running_untraced()
