@@ -146,3 +146,35 @@ def test_an_env_files_directory_made_writable_after_install_stops_the_upload(cra
     assert [r["outcome"] for r in records] == ["untrusted-dir"], records
     assert str(env_file.parent) in records[0]["why"], records
     assert _keys(s3port, "moved/") == []
+
+
+def test_install_refuses_an_sdk_directory_others_can_write(s3port, tmp_path):
+    """The handler imports the store's SDK as root at every crash, from wherever install found it: a
+    directory holding a file others can write (here a boto3 found first on the path, one file of it
+    writable by all) is refused before anything is registered, naming the file."""
+    site = tmp_path / "site"
+    (site / "boto3").mkdir(parents=True)
+    site.chmod(0o755)
+    (site / "boto3").chmod(0o755)
+    planted = site / "boto3" / "__init__.py"
+    planted.write_text("from botocore import session  # a stand-in found before the real one\n")
+    planted.chmod(0o666)
+    env_file = _env_file(tmp_path, s3port)
+    before = Path("/proc/sys/kernel/core_pattern").read_bytes()
+    limit = Path("/proc/sys/kernel/core_pipe_limit").read_bytes()
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = run_cli("postmortem", "install", "--dir", f"s3://{BUCKET}/sdk/", "--state-dir", str(state),
+                       "--sysctl-file", str(tmp_path / "sysctl.conf"), "--env-file", str(env_file), "--json",
+                       timeout=120, env=env)
+    finally:
+        if Path("/proc/sys/kernel/core_pattern").read_bytes() != before:
+            run_cli("postmortem", "uninstall", "--state-dir", str(state), "--force", timeout=60)
+            Path("/proc/sys/kernel/core_pattern").write_bytes(before.rstrip(b"\n"))
+            Path("/proc/sys/kernel/core_pipe_limit").write_bytes(limit.strip())
+    assert done.returncode == 2, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert str(planted) in error["message"] and "666" in error["message"], error
+    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
+    assert not (state / "config.json").exists()
