@@ -39,6 +39,9 @@ def main() -> None:
     mib = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = Path(tempfile.mkdtemp(prefix="pm-bench-"))
+    # The state directories (the handler the kernel runs as root) must be root's all the way up: install
+    # refuses one under the sticky /tmp.
+    private = Path(tempfile.mkdtemp(prefix="dumplib-pm-bench-", dir="/var/lib"))
     exe = str(work / "crasher")
     subprocess.run(["gcc", "-O0", "-g", "-pthread", "-o", exe, str(REPO / "tests/e2e_linux/crasher.c")], check=True)
     before = CORE_PATTERN.read_bytes()
@@ -53,7 +56,7 @@ def main() -> None:
         for kind in ("mini", "full"):
             dumps = work / f"dumps-{kind}"
             dumps.mkdir(mode=0o700)
-            state = work / f"state-{kind}"
+            state = private / f"state-{kind}"
             env = dict(os.environ, PYTHONPATH=str(REPO))
             code = ("import sys; from dumplib._linux.core_pattern import install; install(sys.argv[1], kind=sys.argv[2],"
                     " min_free=1 << 20, max_per=None, state_dir=sys.argv[3], sysctl_file=sys.argv[3] + '.conf')")
@@ -72,7 +75,7 @@ def main() -> None:
         CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
     for name, values in rows.items():
         print(f"{name:<40} median {statistics.median(values):7.3f} s  ({', '.join(f'{v:.3f}' for v in values)})")
-    subprocess.run(["rm", "-rf", str(work)])
+    subprocess.run(["rm", "-rf", str(work), str(private)])
 
 
 if __name__ == "__main__":

@@ -66,3 +66,26 @@ def ext4_volume(path: Path, size: str, *, leave_free: "int | None" = None) -> It
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
         image.unlink()
+
+
+_STATE_BASE = Path("/var/lib/dumplib-tests")
+_state_session: List[Path] = []
+
+
+def private_state(tmp_path: Path, name: str = "state") -> Path:
+    """A postmortem state directory for *tmp_path*'s test, where install accepts one: under directories
+    only root can write all the way up. pytest's tmp_path is under /tmp, which is sticky: the kernel would
+    run a handler there that anyone could make again after a reboot, so install refuses it. Removed when
+    the test process ends."""
+    import atexit
+    import hashlib
+    import tempfile
+
+    if not _state_session:
+        _STATE_BASE.mkdir(mode=0o700, exist_ok=True)
+        _STATE_BASE.chmod(0o700)
+        _state_session.append(Path(tempfile.mkdtemp(prefix="session-", dir=_STATE_BASE)))
+        atexit.register(shutil.rmtree, _state_session[0], True)
+    here = _state_session[0] / hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
+    here.mkdir(mode=0o700, exist_ok=True)
+    return here / name

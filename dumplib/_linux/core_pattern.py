@@ -60,14 +60,25 @@ def kernel_has_pidfd() -> bool:
         return False
 
 
-def _trusted_path(path: str, what: str) -> None:
-    """Refuse *path* unless root owns it and every directory above it, none writable by others (sticky aside)."""
+def _trusted_path(path: str, what: str, *, durable: bool = False) -> None:
+    """Refuse *path* unless root owns it and every directory above it, none writable by others (sticky
+    aside). *durable*: a sticky one above it is refused too (the state directory, whose handler the
+    kernel runs as root at every crash: a sticky /tmp may be emptied by a reboot or a cleaner, and
+    then anyone may make the path again, with their own handler in it; nothing dumplib checks at the
+    crash can help, since the kernel runs the file before any of dumplib's code)."""
     real = os.path.realpath(path)
     parts = real.split("/")
     for i in range(len(parts), 0, -1):
         here = "/".join(parts[:i]) or "/"
         st = os.stat(here)
         sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and here != real
+        if durable and sticky:
+            raise PostmortemRefused(
+                f"{what} {real} is under {here}, a directory anyone can add to (sticky, mode"
+                f" {stat.S_IMODE(st.st_mode):o}): a reboot or a cleaner may empty it, and anyone could then"
+                " make the path again with a handler of their own, which the kernel would run as root. Use a"
+                " directory only root can write all the way up (the default: /var/lib/dumplib/postmortem)",
+                argument=what, value=real)
         if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky):
             raise PostmortemRefused(
                 f"{what} {real} is not safe for a handler the kernel runs as root: {here} is owned by uid"
@@ -280,9 +291,13 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     python = os.path.realpath(sys.executable)
     _trusted_path(python, "the Python interpreter")
     _trusted_tree(os.path.join(package_root, "dumplib"), "the dumplib package")
+    existing = state_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    _trusted_path(existing, "the state directory", durable=True)  # before anything is made there
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.chmod(state_dir, 0o700)
-    _trusted_path(state_dir, "the state directory")
+    _trusted_path(state_dir, "the state directory", durable=True)
     egress_key: Optional[str] = None
     if remote:
         egress_key = os.path.join(state_dir, EGRESS_KEY)

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from helpers import require, tmpfs
+from helpers import private_state, require, tmpfs
 from linuxrig import build_source, gdb, have, run_cli
 
 pytestmark = pytest.mark.linux
@@ -90,7 +90,7 @@ def cores(directory: Path) -> List[Path]:
 
 
 def test_thread_crash_gives_a_core_gdb_reads_with_every_thread(crasher: Path, dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--kind", "mini", "--min-free", "1M") as st:
         assert st["registered"] == "dumplib" and "F%F" in st["core_pattern"]
         proc = crash(crasher, "2")
@@ -119,7 +119,7 @@ def test_thread_crash_gives_a_core_gdb_reads_with_every_thread(crasher: Path, du
 
 def test_full_core_compressed_as_it_streams_holds_the_heap(crasher: Path, dumps: Path, tmp_path: Path) -> None:
     require(have("zstd"), "zstd is not installed")
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--kind", "full", "--compress", "zstd", "--min-free", "1M"):
         crash(crasher, "8")
         log_records(state)
@@ -136,7 +136,7 @@ def test_a_200_mib_crash_on_a_64_mib_volume_is_refused_or_fitted(crasher: Path, 
     reserve = 16 << 20
     with tmpfs(tmp_path / "small", "64m", options="mode=700") as small:
         for fit in (False, True):
-            state = tmp_path / f"state-{fit}"
+            state = private_state(tmp_path, f"state-{fit}")
             with installed(state, small, "--kind", "full", "--min-free", str(reserve), *(["--fit"] if fit else [])):
                 crash(crasher, "200")
                 [record] = log_records(state)
@@ -160,7 +160,7 @@ def test_compressed_core_of_random_memory_stops_at_the_reserve(crasher: Path, tm
     reserve = 16 << 20
     lowest = [1 << 62]
     with tmpfs(tmp_path / "small", "64m", options="mode=700") as small:
-        state = tmp_path / "state"
+        state = private_state(tmp_path)
         stop = threading.Event()
 
         def watch() -> None:
@@ -183,7 +183,7 @@ def test_compressed_core_of_random_memory_stops_at_the_reserve(crasher: Path, tm
 
 
 def test_a_crash_loop_writes_at_most_the_rate_limit(crasher: Path, dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:3", "--min-free", "1M"):
         for _ in range(10):
             crash(crasher, "1")
@@ -202,7 +202,7 @@ def test_setuid_crasher_is_dumped_only_as_suid_dumpable_says(crasher: Path, dump
     suid.chmod(0o4755)
     nobody = dict(preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
     before = SUID_DUMPABLE.read_bytes()
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     try:
         with installed(state, dumps, "--min-free", "1M"):
             SUID_DUMPABLE.write_bytes(b"0")
@@ -221,7 +221,7 @@ def test_setuid_crasher_is_dumped_only_as_suid_dumpable_says(crasher: Path, dump
 
 
 def test_a_crasher_named_like_a_path_stays_in_dir(crasher: Path, dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     assert not Path("/etc/x").exists()
     with installed(state, dumps, "--min-free", "1M"):
         crash(crasher, "1", "../../etc/x")
@@ -234,7 +234,7 @@ def test_a_crasher_named_like_a_path_stays_in_dir(crasher: Path, dumps: Path, tm
 
 
 def test_a_crasher_that_forks_is_the_one_dumped(crasher: Path, dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--min-free", "1M"):
         done = crash(crasher, "1", "", "4")  # four children live on after the parent crashes
         [record] = log_records(state)
@@ -269,7 +269,7 @@ def test_a_pid_that_is_not_the_crashed_process_is_never_dumped(crasher: Path, du
     a pidfd that names another process than %P (%F). Either is refused, the stream closed unread."""
     core = _kernel_core(crasher, tmp_path)
     other = subprocess.Popen(["sleep", "30"])
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     try:
         with installed(state, dumps, "--min-free", "1M"):
             args = [f"P{other.pid}", f"p{other.pid}", f"i{other.pid}", "s11", "d1", f"t{int(time.time())}"]
@@ -292,7 +292,7 @@ def test_a_pid_that_is_not_the_crashed_process_is_never_dumped(crasher: Path, du
 
 
 def test_fallback_without_pidfd_dumps_a_real_crash(crasher: Path, dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--no-pidfd", "--min-free", "1M") as st:
         assert "F%F" not in st["core_pattern"]
         crash(crasher, "1")
@@ -306,8 +306,8 @@ def test_uninstall_puts_back_core_pattern_and_the_sysctl_file_byte_for_byte(dump
                                                                             before: bytes) -> None:
     require(os.geteuid() == 0, "the postmortem handler is installed as root")
     original, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
-    state = tmp_path / "state"
-    sysctl = tmp_path / "sysctl.conf"
+    state = private_state(tmp_path)
+    sysctl = state.parent / "sysctl.conf"  # where installed() points --sysctl-file
     sysctl.write_bytes(b"# the admin's own\nkernel.core_pattern = core\n\n")
     sysctl_before = sysctl.read_bytes()
     try:
@@ -359,7 +359,7 @@ def test_the_handlers_python_sees_the_standard_library_first_and_no_other_site_d
     of the interpreter's own, no .pth file, and no module of a site directory (a backport named like a
     standard module) ahead of the standard library. Checked by running the handler's own first lines."""
     require(os.geteuid() == 0, "the postmortem handler is installed as root")
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--kind", "mini", "--compress", "zstd"):
         script = (state / "handler").read_text().splitlines()
     shebang = script[0][2:].split()

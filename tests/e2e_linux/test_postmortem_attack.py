@@ -19,7 +19,8 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from helpers import require
+from helpers import private_state, require
+from linuxrig import run_cli
 from test_postmortem import (CORE_PATTERN, PIPE_LIMIT, cores, crash, crasher, dumps,  # noqa: F401 - fixtures
                              installed, log_records)
 
@@ -79,7 +80,7 @@ def test_a_state_dir_reached_through_a_users_symlink_is_not_the_handlers_path(du
     """A symlink a user owns (in a sticky, world-writable directory) to a root-only directory passes a
     check of its target; if core_pattern names the symlink, the user repoints it to a "handler" of his
     own and the kernel runs that as root at the next crash."""
-    real = tmp_path / "real-state"
+    real = private_state(tmp_path, "real-state")  # root's all the way up: install takes it
     real.mkdir(mode=0o700)
     sticky = tmp_path / "sticky"
     sticky.mkdir()
@@ -123,7 +124,7 @@ def test_install_refuses_a_package_tree_with_a_file_a_user_owns(dumps: Path, tmp
 
 def test_uninstall_puts_back_the_sysctl_files_mode_and_owner(dumps: Path, tmp_path: Path) -> None:
     """The admin's sysctl.d file came back 0644 root:root whatever it was: "exactly" includes its mode."""
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     sysctl = tmp_path / "sysctl.conf"
     sysctl.write_bytes(b"# the admin's own, not for everyone's eyes\n")
     sysctl.chmod(0o640)
@@ -148,7 +149,7 @@ def test_one_user_cannot_dodge_the_rate_limit_by_copying_the_executable(crasher:
         shutil.copy(crasher, copy)
         copy.chmod(0o755)
         copies.append(copy)
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     try:
         with installed(state, dumps, "--max-per", "10:1", "--max-exes-per-user", "2", "--min-free", "1M"):
             for copy in copies:
@@ -168,7 +169,7 @@ def test_one_user_cannot_dodge_the_rate_limit_by_copying_the_executable(crasher:
 def test_the_log_does_not_grow_without_bound(crasher: Path, dumps: Path, tmp_path: Path) -> None:
     """Every crash, refused or not, appended a line (with a 4 KiB exe path if the crasher likes) to a
     log on root's volume, forever: a crash loop filled it. Past its cap it is rotated once."""
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
         filler = json.dumps({"outcome": "rate-limited", "why": "x" * 900}).encode() + b"\n"
         with open(os.open(state / "postmortem.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
@@ -191,7 +192,7 @@ def test_an_exe_path_with_newlines_escapes_and_dotdot_stays_one_log_line(crasher
         exe = long_dir / "crash\tme"
         shutil.copy(crasher, exe)
         exe.chmod(0o755)
-        state = tmp_path / "state"
+        state = private_state(tmp_path)
         with installed(state, dumps, "--min-free", "1M"):
             crash(exe, "1", 'n\n{"x":\x1b[2J', preexec_fn=_as_nobody)  # its comm too
             records = wait_ours(state, 1, exe)
@@ -219,7 +220,7 @@ def test_a_refused_crash_of_a_huge_sparse_process_is_not_read_through(dumps: Pat
     processes kept the handlers (16 at once) and the kernel copying zeros; closing the pipe ends the
     kernel's dump at once."""
     python = Path(os.path.realpath(sys.executable))
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
         crash(python, "-c", SPARSE, "0")  # takes this executable's one slot, small
         wait_ours(state, 1, python)
@@ -233,7 +234,7 @@ def test_a_crash_in_a_pid_namespace_is_the_one_dumped(crasher: Path, dumps: Path
     """In a container %P is the host's pid and %p the container's: the handler (in the initial
     namespaces) must prove and read the host's, and the core's threads carry the container's."""
     require(shutil.which("unshare") is not None, "unshare is not installed")
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--min-free", "1M"):
         done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", f"'{crasher}' 1; exit 7"],
                               capture_output=True, timeout=120)
@@ -267,7 +268,7 @@ def test_a_dump_dir_whose_parent_a_user_recreated_since_install_gets_no_core(cra
     victim = tmp_path / "etc-something"
     (victim / "crashes").mkdir(mode=0o700, parents=True)
     victim.chmod(0o755)
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, directory, "--min-free", "1M"):
         directory.rmdir()
         parent.rmdir()
@@ -312,7 +313,7 @@ def test_a_refused_crash_is_not_read_to_its_end(crasher: Path, dumps: Path, tmp_
     """A refusal (here rate-limited) read the kernel's whole core to drop it: a user crashing a large
     process in a loop had root's handlers (16 at once) and the kernel copy all of its memory for nothing.
     Closing the pipe ends the kernel's dump at once and lets the process go just the same."""
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
         crash(crasher, "1")
         wait_ours(state, 1, crasher)
@@ -326,7 +327,7 @@ def test_a_full_core_of_a_sparse_process_is_written(dumps: Path, tmp_path: Path)
     """A 4 GiB reservation never touched (a JVM heap, a Go arena) in a full core: the kernel's stream
     and the handler must agree on where each load's bytes are."""
     python = Path(os.path.realpath(sys.executable))
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--kind", "full", "--min-free", "1M"):
         crash(python, "-c", SPARSE, "4")
         [record] = ours(wait_ours(state, 1, python), python)
@@ -342,7 +343,7 @@ def test_sixteen_crashes_at_once_count_exactly(crasher: Path, dumps: Path, tmp_p
     """A crash storm: 16 handlers (core_pipe_limit) at once on the rate book. Exactly N are written, and
     every refusal is the budget's, never the book's lock given up on (which would lose other users' dumps
     to one user's storm)."""
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:3", "--min-free", "1M"):
         procs = [subprocess.Popen([str(crasher), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   preexec_fn=_as_nobody) for _ in range(16)]
@@ -371,7 +372,7 @@ def test_a_crash_with_60000_long_named_mappings_costs_root_little_memory(dumps: 
             parent.chmod(0o755)
         (deep / "f").write_bytes(b"x" * 4096)
         (deep / "f").chmod(0o644)
-        state = tmp_path / "state"
+        state = private_state(tmp_path)
         with installed(state, dumps, "--min-free", "1M"):
             done = subprocess.run([str(exe), "60000", str(deep / "f")], capture_output=True, timeout=300,
                                   preexec_fn=_as_nobody)
@@ -383,3 +384,26 @@ def test_a_crash_with_60000_long_named_mappings_costs_root_little_memory(dumps: 
     # crasher loses only its own dump.
     assert record["outcome"] in ("written", "failed"), record
     assert record["max_rss_kib"] < 200 << 10, record  # KiB: under 200 MiB (it was 1.1 GiB)
+
+
+def test_install_refuses_a_state_directory_under_a_sticky_directory(dumps: Path, tmp_path: Path) -> None:
+    """The kernel runs STATE/handler as root at every crash, and core_pattern outlives a reboot (the
+    sysctl.d file): a state directory under /tmp (sticky, emptied by a reboot or a cleaner) could be made
+    again by anyone, with their own handler in it. Refused before anything is made or registered."""
+    require(os.geteuid() == 0, "the postmortem handler is installed as root")
+    state = tmp_path / "deep" / "state"  # under /tmp, sticky, however private tmp_path itself is
+    before, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
+    try:
+        done = run_cli("postmortem", "install", "--dir", str(dumps), "--state-dir", str(state),
+                       "--sysctl-file", str(tmp_path / "sysctl.conf"), "--json", timeout=60)
+    finally:
+        if CORE_PATTERN.read_bytes() != before:
+            run_cli("postmortem", "uninstall", "--state-dir", str(state), "--force", timeout=60)
+            CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
+            PIPE_LIMIT.write_bytes(limit.strip())
+    assert done.returncode == 2, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    sticky = next(p for p in [tmp_path, *tmp_path.parents] if p.stat().st_mode & 0o1000)
+    assert f"under {sticky}" in error["message"] and "sticky" in error["message"], error
+    assert CORE_PATTERN.read_bytes() == before
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "sysctl.conf").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from egressrig import AWS_SECRET, moto, s3_client, s3_env
+from helpers import private_state
 from linuxrig import gdb, run_cli
 from test_postmortem import crash, crasher, installed, log_records  # noqa: F401 - crasher is a fixture
 
@@ -50,7 +51,7 @@ def _keys(port: int, prefix: str) -> list:
 
 
 def test_a_crash_streams_to_s3_with_only_the_env_files_credentials(crasher, s3port, tmp_path):  # noqa: F811
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     env_file = _env_file(tmp_path, s3port, quoted=True)
     url = f"s3://{BUCKET}/pm"  # no trailing '/': still a prefix the handler names objects in
     with installed(state, url, "--kind", "full", "--compress", "zstd", "--env-file", str(env_file),
@@ -106,7 +107,7 @@ def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, 
         # botocore runs a config file's credential_process: a file anyone could write would run as root.
         env_file.write_text(env_file.read_text() + "AWS_CONFIG_FILE=/tmp/evil.so\n")
     before = Path("/proc/sys/kernel/core_pattern").read_bytes()
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     args = ["postmortem", "install", "--dir", f"s3://{BUCKET}/refused/", "--state-dir", str(state),
             "--sysctl-file", str(tmp_path / "sysctl.conf"), "--json"]
     if flaw != "no-credentials":
@@ -134,7 +135,7 @@ def test_an_env_files_directory_made_writable_after_install_stops_the_upload(cra
     """Install checked the env file's directory; at the crash it is checked again, every component: a
     directory others can write since (a parent under /tmp made again after a reboot) may hold someone's
     file with their endpoint in it. The crash is refused (untrusted-dir) and nothing is uploaded."""
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     env_file = _env_file(tmp_path, s3port)
     with installed(state, f"s3://{BUCKET}/moved/", "--kind", "mini", "--env-file", str(env_file)):
         env_file.parent.chmod(0o777)
@@ -162,7 +163,7 @@ def test_install_refuses_an_sdk_directory_others_can_write(s3port, tmp_path):
     env_file = _env_file(tmp_path, s3port)
     before = Path("/proc/sys/kernel/core_pattern").read_bytes()
     limit = Path("/proc/sys/kernel/core_pipe_limit").read_bytes()
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     try:
         done = run_cli("postmortem", "install", "--dir", f"s3://{BUCKET}/sdk/", "--state-dir", str(state),

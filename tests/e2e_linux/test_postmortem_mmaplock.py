@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import require
+from helpers import private_state, require
 from test_postmortem import installed, log_records
 from test_stuck_mmap_lock import rig, target_exe  # noqa: F401 - target_exe is a fixture used here
 
@@ -37,7 +37,7 @@ def test_a_mini_crash_whose_memory_map_is_locked_is_logged_and_let_go(target_exe
     require(os.path.exists("/dev/fuse"), "/dev/fuse is missing: no FUSE file system can be mounted")
     dumps = tmp_path / "crashes"
     dumps.mkdir(mode=0o700)
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with rig(tmp_path, target_exe) as r:
         r.hold()
         os.kill(int(r.t.info["sibling"]), signal.SIGUSR1)  # type: ignore[arg-type]  # a writer queues

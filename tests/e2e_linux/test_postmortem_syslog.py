@@ -13,7 +13,7 @@ from typing import Iterator, List
 
 import pytest
 
-from helpers import require
+from helpers import private_state, require
 from test_postmortem import crash, crasher, dumps, installed, log_records  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.linux
@@ -44,7 +44,7 @@ def _lines(sock: socket.socket, n: int) -> List[str]:
 
 def test_each_crash_is_one_line_in_the_system_log_saying_what_was_done(system_log: socket.socket, crasher: Path,
                                                                       dumps: Path, tmp_path: Path) -> None:
-    state = tmp_path / "state"
+    state = private_state(tmp_path)
     with installed(state, dumps, "--max-per", "10:1", "--min-free", "1M"):
         first = crash(crasher, "1")
         second = crash(crasher, "1")
