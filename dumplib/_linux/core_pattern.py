@@ -86,6 +86,20 @@ def _trusted_path(path: str, what: str, *, durable: bool = False) -> None:
                 argument=what, value=real)
 
 
+def sticky_above(path: str) -> Optional[str]:
+    """The nearest directory above *path* that anyone can add to (sticky, like /tmp), or None."""
+    here = os.path.dirname(os.path.realpath(path))
+    while True:
+        try:
+            if os.stat(here).st_mode & stat.S_ISVTX:
+                return here
+        except OSError:
+            return None
+        if here == "/":
+            return None
+        here = os.path.dirname(here)
+
+
 def _trusted_tree(top: str, what: str) -> None:
     """_trusted_path for *top* and everything under it: the handler imports each file as root."""
     _trusted_path(top, what)
@@ -315,10 +329,14 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
         "pattern": pattern.decode(),
         "previous_handler": _who(current),
     }
+    # What the handler runs or imports as root, under a directory anyone can add to: root's now, but a
+    # reboot or a cleaner may empty /tmp, and anyone could then put code there. Not refused (a checkout
+    # under /tmp is how tests run): said at install and by every status.
+    transient = [p for p in [python, package_root, *sdk_dirs] if sticky_above(p)]
     config = {"dir": directory, "kind": kind_value, "fit": fit, "compress": compress, "keep": keep,
               "max_total": max_total, "min_free": min_free, "max_per": rate, "max_exes_per_user": max_exes_per_user,
               "max_seconds": max_seconds,
-              "pidfd": pidfd, "env_file": env_file, "egress_key": egress_key}
+              "pidfd": pidfd, "env_file": env_file, "egress_key": egress_key, "transient_paths": transient}
     handler = os.path.join(state_dir, HANDLER)
     script = (f"#!{python} -IS\n# dumplib's core_pattern handler (`dumplib postmortem uninstall` removes it)\n"
               "import sys\n" + handler_path(package_root, sdk_dirs)
@@ -434,7 +452,16 @@ def status(*, state_dir: str = DEFAULT_STATE_DIR) -> Dict[str, Any]:
         "state_dir": state_dir,
         "log": os.path.join(state_dir, LOG),
     }
+    warnings = []
     if backup is not None and not ours:
-        out["warning"] = ("dumplib's handler is installed but core_pattern was changed since by someone else;"
-                          " uninstall refuses until it is dumplib's again (or use --force)")
+        warnings.append("dumplib's handler is installed but core_pattern was changed since by someone else;"
+                        " uninstall refuses until it is dumplib's again (or use --force)")
+    transient = (out["config"] or {}).get("transient_paths") or []
+    if transient:
+        warnings.append(f"the handler runs or imports as root {', '.join(transient)}, under a directory anyone can"
+                        " add to (sticky, like /tmp): a reboot or a cleaner may empty it, and anyone could then put"
+                        " code there. Install dumplib (and its dependencies) where only root can write all the way"
+                        " up, and install the handler again")
+    if warnings:
+        out["warning"] = "; ".join(warnings)
     return out

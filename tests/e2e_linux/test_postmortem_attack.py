@@ -407,3 +407,33 @@ def test_install_refuses_a_state_directory_under_a_sticky_directory(dumps: Path,
     assert f"under {sticky}" in error["message"] and "sticky" in error["message"], error
     assert CORE_PATTERN.read_bytes() == before
     assert not (tmp_path / "deep").exists() and not (tmp_path / "sysctl.conf").exists()
+
+
+def test_a_package_under_a_sticky_directory_is_named_by_install_and_status(dumps: Path, tmp_path: Path) -> None:
+    """dumplib's package under /tmp (root's now, every file): the handler imports it as root at every
+    crash, and a reboot or a cleaner may empty /tmp for anyone to fill. Not refused (a checkout there is
+    how tests run), but install and every later status say so, naming it."""
+    root = tmp_path / "pkgroot"
+    root.mkdir(mode=0o755)
+    shutil.copytree(REPO / "dumplib", root / "dumplib", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=_cli_path(tmp_path, root))
+    (tmp_path / "dumplib_cli").unlink()
+    (tmp_path / "dumplib_cli").symlink_to(REPO / "cli")
+    state = private_state(tmp_path)
+    before, limit = CORE_PATTERN.read_bytes(), PIPE_LIMIT.read_bytes()
+    try:
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "install", "--dir", str(dumps),
+                               "--state-dir", str(state), "--sysctl-file", str(state.parent / "sysctl.conf"),
+                               "--json"], capture_output=True, text=True, timeout=60, env=env, cwd="/")
+        assert done.returncode == 0, done.stdout + done.stderr
+        later = subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "status", "--state-dir",
+                                str(state)], capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    finally:
+        subprocess.run([sys.executable, "-m", "dumplib_cli", "postmortem", "uninstall", "--force", "--state-dir",
+                        str(state)], capture_output=True, timeout=60, env=env, cwd="/")
+        CORE_PATTERN.write_bytes(before.rstrip(b"\n"))
+        PIPE_LIMIT.write_bytes(limit.strip())
+    st = json.loads(done.stdout)
+    assert str(root) in st["config"]["transient_paths"], st["config"]
+    assert str(root) in st["warning"] and "sticky" in st["warning"], st
+    assert f"warning: " in later.stdout and str(root) in later.stdout, later.stdout
