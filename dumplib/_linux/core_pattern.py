@@ -168,8 +168,13 @@ def _check_url(url: str, env_file: Optional[str], sdk_dirs: List[str]) -> str:
         if not os.path.isabs(env_file):
             raise InvalidArgument(f"--env-file {env_file}: give an absolute path (the kernel runs the handler in /)",
                                   argument="env_file", value=env_file)
+        from .coredump_handler import root_only_dir
+
         try:
             read_env_file(env_file)
+            # The check every crash makes (no symlink on the way, root's, writable by root only), made
+            # here first: a path that passes install must pass at the crash.
+            root_only_dir(os.path.dirname(env_file))
         except Refused as exc:
             raise PostmortemRefused(exc.why, argument="env_file", value=env_file) from None
         _trusted_path(os.path.dirname(env_file), "the environment file's directory")
@@ -203,7 +208,10 @@ def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs
             f"    egress_environment({{'env_file': {env_file!r}, 'egress_key': {key!r}}})\n"
             "    check_destination(sys.argv[1])\n"
             "except DumpError as e:\n"
-            "    print(json.dumps(dict(e.details(), message=e.message), default=str)); sys.exit(14)\n")
+            "    print(json.dumps(dict(e.details(), message=e.message), default=str)); sys.exit(14)\n"
+            "except ImportError as e:\n"
+            "    print(json.dumps({'reason': 'no-extra', 'message': 'the handler\\'s interpreter (python -IS, the'\n"
+            "          ' directories install found) cannot import ' + str(e.name)})); sys.exit(14)\n")
     try:
         done = subprocess.run([python, "-IS", "-c", code, url], env=dict(KERNEL_ENV), capture_output=True, text=True,
                               timeout=120, cwd="/")
@@ -215,11 +223,11 @@ def _egress_probe(url: str, env_file: Optional[str], package_root: str, sdk_dirs
         try:
             facts = json.loads(done.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            # Not a DumpError's JSON: the probe itself failed (a dependency the handler's sys.path lacks
-            # is an ImportError here). Its last line says which; our own interpreter wrote it.
-            last = (done.stderr.strip().splitlines() or [""])[-1][:300]
+            # Not our JSON: the probe itself failed. Only the exception's type is said: its text may
+            # quote a variable of the env file (an SDK's ValueError names a bad endpoint).
+            last = (done.stderr.strip().splitlines() or [""])[-1].split(":", 1)[0][:100]
             facts = {"message": f"the probe from the handler's environment failed (exit {done.returncode})"
-                                + (f": {last}" if last else "")}
+                                + (f": {last}" if all(w.isidentifier() for w in last.split(".")) else "")}
         raise RemoteDestinationError(f"from the crash handler's environment (the kernel's, plus --env-file):"
                                      f" {facts.get('message', 'the probe failed')}", url=facts.get("url") or url,
                                      store=facts.get("store"), reason=facts.get("reason") or "unreachable",

@@ -133,7 +133,8 @@ def locked_message(pid: int) -> str:
     return (f"the memory map of process {pid} is locked: a read of its command line or smaps got no answer within"
             f" {MM_LOCK_SECONDS:g} s (something holds its mmap lock, e.g. another process's read of its pages stuck"
             " on a hung FUSE or NFS mount, with a process sharing its memory queued behind it); the kernel's own"
-            " core waits behind the same lock, so nothing was dumped and the crashed process was let go")
+            " core waits behind the same lock, so nothing was dumped; the crashed process ends once that lock comes"
+            " free")
 
 
 def _bounded_read(pid: int, fn: Callable[[], T]) -> T:
@@ -354,9 +355,19 @@ class StreamCore(Platform, Session):
         auxv = linkmap.parse_auxv(self.crashed.auxv)
         # The link_map walk reads its memory through /proc/PID/mem, bounded like the reads above:
         # process_vm_readv would wait for a stuck mmap lock unkillably, and the handler's alarm with it.
+        # Each read is bounded, and so is the walk: a crasher can lay thousands of link_map nodes across
+        # pages of its own FUSE file, each answered just inside the bound.
+        from .backend import MM_LOCK_SECONDS
+
+        deadline = time.monotonic() + MM_LOCK_SECONDS
         try:
             with MemoryReader(self.crashed.pid) as reader:
-                keep = _bounded_read(self.crashed.pid, lambda: linkmap.linkmap_addresses(auxv, reader))
+                def read(address: int, length: int) -> Optional[bytes]:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the link_map walk took over {MM_LOCK_SECONDS:g} s")
+                    return reader(address, length)
+
+                keep = _bounded_read(self.crashed.pid, lambda: linkmap.linkmap_addresses(auxv, read))
         except (OSError, ValueError):
             keep = []
         segments = selection.select(self.regions, kind, filter_bits=None,
@@ -641,8 +652,10 @@ def main(argv: Sequence[str], state_dir: str) -> int:
         if crashed.maps_locked:
             record["maps_locked"] = True
             if DumpKind.parse(config.get("kind") or "mini") is not DumpKind.FULL:
-                # A kind narrower than the kernel's core needs the maps; and the kernel's stream waits
-                # behind the same lock, so there is nothing to wait for: the crashed process goes now.
+                # A kind narrower than the kernel's core needs the maps, and the kernel's own stream waits
+                # behind the same lock: nothing to wait for. The handler ends now and its pipe closes; the
+                # crashed process itself ends only once the lock comes free (its core and its exit both
+                # take it: even SIGKILL leaves it in do_exit, measured), which no one here can hasten.
                 raise Refused("memory-map-locked", locked_message(crashed.pid))
         head = corestream.read_head(pipe)
         record["signal"] = _signal_name(head.signal[0])
@@ -739,8 +752,10 @@ def read_env_file(path: str) -> Dict[str, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise Refused("untrusted-env-file", f"the egress environment file {path} is not UTF-8 text") from None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    # Lines end at \n (and a \r before it) only: str.splitlines() would also end one at \x85, \u2028,
+    # \v or \f inside a value, and a second NAME= hidden there would win.
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip("\r").strip(" \t")
         if not line or line.startswith("#"):
             continue
         name, eq, value = line.partition("=")
@@ -750,10 +765,10 @@ def read_env_file(path: str) -> Dict[str, str]:
             raise Refused("untrusted-env-file", f"{path} line {number}: only NAME=value lines of the store's credential,"
                           f" region and endpoint variables are taken ({', '.join(sorted(ENV_ALLOWED))}); none naming a"
                           " file or a command")
-        value = value.strip()
+        value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            # One pair of quotes around the whole value is quoting, as in systemd's EnvironmentFile=: a
-            # secret pasted as SECRET="abc" is abc. Nothing inside is interpreted (no escapes, no $).
+            # One pair of quotes around the whole value is taken off (a secret pasted as SECRET="abc" is
+            # abc); nothing inside is interpreted: no escapes, no $, no comment.
             value = value[1:-1]
         out[name] = value
     return out

@@ -363,9 +363,11 @@ def test_the_handlers_python_sees_the_standard_library_first_and_no_other_site_d
     with installed(state, dumps, "--kind", "mini", "--compress", "zstd"):
         script = (state / "handler").read_text().splitlines()
     shebang = script[0][2:].split()
-    path_lines = [ln for ln in script if ln.startswith(("import sys", "sys.path"))]
-    probe = "\n".join(path_lines + ["import json, sysconfig",
-                                    "print(json.dumps([sys.path, sysconfig.get_paths()]))"])
+    # The whole script but its last two lines (the handler's import and call): whatever else it does to
+    # sys.path (a site line, say) is run too.
+    body = [ln for ln in script[1:] if not ln.startswith(("from dumplib._linux.coredump_handler", "sys.exit(main("))]
+    assert len(body) == len(script) - 3, script
+    probe = "\n".join(body + ["import json, sysconfig", "print(json.dumps([sys.path, sysconfig.get_paths()]))"])
     done = subprocess.run([*shebang, "-c", probe], capture_output=True, text=True, timeout=60, env={"PATH": "/bin"})
     assert done.returncode == 0, done.stderr
     path, paths = json.loads(done.stdout)
@@ -376,7 +378,11 @@ def test_the_handlers_python_sees_the_standard_library_first_and_no_other_site_d
 
     root = str(Path(dumplib.__file__).resolve().parent.parent)
     deps = {str(Path(m.__file__).resolve().parent.parent) for m in (psutil, zstandard)}
-    ours = [p for p in path if not any(p == s or p.startswith(s + "/") or p.endswith(".zip") for s in stdlib)]
+    def standard(p: str) -> bool:
+        return p.endswith(".zip") or (not p.endswith(("site-packages", "dist-packages"))
+                                      and any(p == s or p.startswith(s + "/") for s in stdlib))
+
+    ours = [p for p in path if not standard(p)]
     assert ours == [root] + sorted(deps - {root}, key=path.index), path  # only these, after the stdlib
     assert path.index(root) > max(i for i, p in enumerate(path) if p not in ours), path
     assert paths["purelib"] not in path or paths["purelib"] in deps | {root}, path

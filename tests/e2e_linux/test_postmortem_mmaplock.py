@@ -8,8 +8,9 @@ handler, and its own core of the process waits behind the lock too.
 
 The handler reads the crashed process's command line and smaps, which take that lock. Unbounded, it
 slept there until its watchdog alarm (--max-seconds + 15 s) killed it: nothing was logged, and the
-crashed process's dump went on only when the mount answered. Now each read is given up on after 5 s
-and a mini crash is logged `memory-map-locked` and let go at once.
+crashed process's dump went on only when the mount answered. Now each read is given up on after 5 s,
+a mini crash is logged `memory-map-locked` and the handler ends; the crashed process itself ends once
+the lock comes free (its core and its exit both take it; measured: even SIGKILL leaves it in do_exit).
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def test_a_mini_crash_whose_memory_map_is_locked_is_logged_and_let_go(target_exe
             assert record["pid"] == r.t.pid and record["outcome"] == "memory-map-locked", record
             assert record["maps_locked"] is True and "memory map" in record["why"], record
             assert record["read_bytes"] == 0, record  # the kernel's stream was not waited for
-            assert r.stuck(), "the lock came free during the test: it proves nothing"
             assert sorted(p.name for p in dumps.iterdir()) == [], list(dumps.iterdir())
+            assert r.holder is not None and r.holder.poll() is None, "the mount answered: it proves nothing"
         r.release()
-        # Once the mount answers, the kernel's own dump goes on into the closed pipe and the process ends.
+        # Once the mount answers, the kernel's own core goes on into the closed pipe and the process ends
+        # (its core and its exit both wait for the lock: nothing could end it sooner).
         r.t.proc.wait(60)
         assert r.t.proc.returncode == -signal.SIGSEGV, r.t.proc.returncode
