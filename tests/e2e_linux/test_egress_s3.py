@@ -392,4 +392,5 @@ def test_a_probe_stands_only_for_its_own_bucket_and_prefix(s3port, ctarget, tmp_
     assert second == ["RemoteDestinationError", "no-container"], second
     probes = re.findall(rb"POST /([^/ ?]+)/([^ ?]*)\.dumplib-probe-", bytes(relay.requests))
     assert sorted(p for b, p in probes if b == BUCKET.encode()) == [b"one/", b"two/"], probes
+    assert (b"no-such-bucket", b"one/") in probes, probes  # its own probe, not the first one's 60 s
     ctarget.assert_running_untraced()

@@ -90,8 +90,8 @@ def test_a_crash_streams_to_s3_with_only_the_env_files_credentials(crasher, s3po
         assert AWS_SECRET not in text
 
 
-@pytest.mark.parametrize("flaw", ["group-readable", "symlink", "a-foreign-variable", "a-file-naming-variable",
-                                  "no-credentials"])
+@pytest.mark.parametrize("flaw", ["group-readable", "symlink", "a-symlinked-directory", "a-foreign-variable",
+                                  "a-file-naming-variable", "no-credentials"])
 def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, tmp_path, flaw):
     """Refused before anything is registered: an env file others can read or a link to one, a variable
     outside AWS_*/AZURE_* (LD_PRELOAD would run code as root at every crash), and a store the handler's
@@ -101,6 +101,10 @@ def test_install_to_a_url_refuses_what_the_handler_could_not_use_safely(s3port, 
     if flaw == "symlink":
         named = tmp_path / "etc" / "link.env"
         named.symlink_to(env_file)
+    elif flaw == "a-symlinked-directory":
+        # Install once resolved it and passed; every crash then refused it (no symlink on the way).
+        (tmp_path / "etc-link").symlink_to(tmp_path / "etc")
+        named = tmp_path / "etc-link" / "egress.env"
     elif flaw == "a-foreign-variable":
         env_file.write_text(env_file.read_text() + "LD_PRELOAD=/tmp/evil.so\n")
     elif flaw == "a-file-naming-variable":
