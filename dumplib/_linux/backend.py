@@ -40,6 +40,7 @@ from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, S
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
+from .ptrace import handover
 from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
 from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
@@ -320,7 +321,10 @@ class LinuxSession(Session):
         snap: Optional[_Snapshot] = None
         event, tick = options.event, options.tick
         self._check_same()
-        state_before = read_status(pid).get("State", "") if options.snapshot else ""
+        # A handed-over process waits in the group-stop its watcher made (signalwatch.py): before that it
+        # ran (its signal found it running), so a snapshot gains what it gains for any running process.
+        state_before = ("" if not options.snapshot else "R" if handover.is_handed_over(pid)
+                        else read_status(pid).get("State", ""))
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = event.held if event is not None else None
@@ -357,17 +361,25 @@ class LinuxSession(Session):
                             raise DumpFailed.target_exited(pid)
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
+                        target_runs(pid)  # a handed-over one too: its watcher takes it back and delivers its signal
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
-                        sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                        snap.copy_rest(sink, tick, pieces, offsets, total)
-                        if not snap.intact():
-                            raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
-                                             " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
-                                             pid=pid, reason="snapshot-lost")
-                        if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
-                            warnings.append(f"process {pid} exited while its memory was read from its snapshot: the"
-                                            " dump shows it as it was when it was stopped")
+                        try:
+                            sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
+                            snap.copy_rest(sink, tick, pieces, offsets, total)
+                            if not snap.intact():
+                                raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was"
+                                                 " read (the OOM killer?); nothing was kept. Try again, or without"
+                                                 " --snapshot", pid=pid, reason="snapshot-lost")
+                            if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
+                                warnings.append(f"process {pid} exited while its memory was read from its snapshot:"
+                                                " the dump shows it as it was when it was stopped")
+                        finally:
+                            if handover.is_handed_over(pid):
+                                # The clone is dropped with the target stopped again, by the snapshot's tracer
+                                # (snapshot/clone.py): the watcher, its tracer by now, lets go of it for that.
+                                with handover.held_again(pid):
+                                    stopped.__exit__(None, None, None)
             # The target runs again from here; what is left is our own output. A process the signal
             # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
             target_runs(pid)
@@ -380,7 +392,9 @@ class LinuxSession(Session):
                             f" was read through thread {mem}")
         if snap is not None:
             warnings += snap.warnings + snap.holder.snapshot_warnings
-        return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=tuple(warnings), flags=plan.flags,
+        # A handed-over process was held from its signal's stop to its watcher's SIGCONT: that is its stop.
+        return WriteReport(stopped_seconds=handover.stopped_seconds(pid, stopped.stopped_seconds),
+                           warnings=tuple(warnings), flags=plan.flags,
                            facts=CoreFacts(threads=len(threads), head=head), snapshot=snap is not None,
                            snapshot_bytes=snap.holder.snapshot_bytes if snap is not None else None)
 
