@@ -366,7 +366,7 @@ class LinuxSession(Session):
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         try:
                             sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                            snap.copy_rest(sink, tick, pieces, offsets, total)
+                            _from_clone(pid, snap, sink, tick, pieces, offsets, total)
                             if not snap.intact():
                                 raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was"
                                                  " read (the OOM killer?); nothing was kept. Try again, or without"
@@ -687,6 +687,28 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
         snap.warnings.append(f"{shared_after} bytes of shared memory (MAP_SHARED) were read after the target resumed:"
                              " they show that memory as it was when read, not at the snapshot's instant")
     return snap
+
+
+def _from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], pieces: Sequence[Any],
+                offsets: Sequence[int], total: int) -> None:
+    """snap.copy_rest in a bounded worker, as the live copy is (_bounded_reads): a read of the clone's
+    memory can wait on a file system for good (a page of a file it maps on a stalled FUSE or NFS mount,
+    found resident when the target was stopped and reclaimed since), and is then given up on after
+    MM_LOCK_SECONDS with TargetRefused "memory-map-locked"; the worker's writes and ticks are guarded,
+    so none reaches the output once this thread has gone on."""
+    from .._bounded import Unanswered, call_within
+
+    checked = (lambda n: guarded(tick, n)) if tick is not None else None
+    try:
+        call_within(lambda: snap.copy_rest(sink, checked, pieces, offsets, total), MM_LOCK_SECONDS,
+                    pidfiles.mm_key(snap.child), each=True)
+    except Unanswered:
+        raise TargetRefused(
+            f"a read of the snapshot of process {pid} (its clone, process {snap.child}) got no answer within"
+            f" {MM_LOCK_SECONDS:g} s: a page it maps of a file on a FUSE or network mount has left memory since"
+            " the snapshot was taken, and that file system does not answer. The read was given up on: nothing"
+            f" was kept, the clone is dropped, and process {pid} runs on untraced; try again once that mount"
+            " answers", pid=pid, reason="memory-map-locked") from None
 
 
 class _Snapshot:

@@ -349,3 +349,64 @@ def test_an_executable_on_a_stalled_mount_is_dumped_without_reading_it(fuse_targ
             assert not [a for a, f, m in full for lo, hi in cold if a < hi and a + m > lo]
             mount.release()  # the target runs its own code again only once it can be read
             unharmed(t)
+
+
+def test_a_snapshots_copy_that_meets_a_stalled_page_is_given_up_on_within_the_bound(fuse_target_exe, tmp_path,
+                                                                                     monkeypatch):
+    """The copy from a snapshot's clone reads pages found resident while the target was stopped; one that
+    has left memory since (here: the program's own pages, dropped by the daemon once the clone exists,
+    their later reads held) is fetched from the file system by that read. The read is given up on after
+    dumplib's bound, as a read of the live target is: TargetRefused memory-map-locked, nothing kept, the
+    clone reaped by the target once the mount answers, the target unharmed."""
+    import dumplib
+    from dumplib._linux import backend
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with mounted(tmp_path, exe=fuse_target_exe) as mount:
+        with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            copy_rest = backend._Snapshot.copy_rest
+            frozen: List[bool] = []
+
+            def frozen_first(self, *args):  # type: ignore[no-untyped-def]
+                if not frozen:  # once: the clone exists and the target runs again
+                    frozen.append(True)
+                    mount.freeze()
+                copy_rest(self, *args)
+
+            monkeypatch.setattr(backend._Snapshot, "copy_rest", frozen_first)
+
+            def dump() -> object:
+                try:
+                    return dumplib.create_dump(t.pid, out, "full", snapshot=True)
+                except dumplib.DumpError as exc:
+                    return exc
+
+            # Twice the bound, and the worker's looks, are plenty at load 10; past that the read was not bounded.
+            done, got = within(dump, 2 * backend.MM_LOCK_SECONDS + 30)
+            held = [ln for ln in mount.lines() if "held read" in ln]
+            assert frozen and held, ("no read of the dropped pages was held: the test proves nothing", mount.lines())
+            assert done, "the copy from the snapshot waited on the stalled mount"
+            assert isinstance(got, dumplib.TargetRefused) and got.reason == "memory-map-locked", got
+            assert f"snapshot of process {t.pid}" in str(got), str(got)
+            assert list(out.iterdir()) == []
+            mount.release()  # the abandoned read, the clone's exit and the target's own code can go on now
+            deadline = time.monotonic() + 30
+            while _children(t.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _children(t.pid) == [], "the snapshot was left as a child of the target"
+            unharmed(t)
+
+
+def _children(pid: int) -> List[int]:
+    """Every process whose parent is *pid*, from every process's status."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if re.search(rf"\nPPid:\t{pid}\n", text):
+                found.append(int(entry))
+    return found
