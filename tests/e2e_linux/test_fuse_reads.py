@@ -410,3 +410,57 @@ def _children(pid: int) -> List[int]:
             if re.search(rf"\nPPid:\t{pid}\n", text):
                 found.append(int(entry))
     return found
+
+
+#: `python -c` this, then the command's arguments: the dumplib command, its live copy made to begin by
+#: freezing the mount's "exe" (FREEZE_DAEMON, FREEZE_LOG): pages of the target's program found resident
+#: while it was stopped leave memory just before they are read, the race between the residency check and
+#: the read that the kernel's reclaim could make at any time.
+RECLAIMED_BEFORE_THE_COPY = r"""
+import os, runpy, signal, sys, time
+from dumplib._linux import backend
+
+copy = backend._copy
+
+def frozen_first(*args):
+    os.kill(int(os.environ["FREEZE_DAEMON"]), signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while "frozen" not in open(os.environ["FREEZE_LOG"]).read().split() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    copy(*args)
+
+backend._copy = frozen_first
+sys.argv = ["dumplib", *sys.argv[1:]]
+runpy.run_module("dumplib_cli", run_name="__main__")
+"""
+
+
+def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_target_exe, tmp_path):
+    """A resident page of the program (on the stalled mount) is dropped after the residency check and
+    before its read, which the daemon then holds: once the daemon has taken a read it is waited for
+    even past SIGKILL, so dumplib reads such pages through a child. The command ends within its bound
+    (memory-map-locked, nothing kept, the target let go) and its process exits, reaped by its parent,
+    while the daemon still holds the read."""
+    with mounted(tmp_path, exe=fuse_target_exe) as mount:
+        with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            env = dict(os.environ, FREEZE_DAEMON=str(mount.daemon.pid), FREEZE_LOG=str(mount.log))
+            proc = subprocess.Popen([sys.executable, "-c", RECLAIMED_BEFORE_THE_COPY, "dump", str(t.pid),
+                                     str(tmp_path / "r.core"), "--kind", "full", "--json"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            mount.commands.append(proc.pid)
+            try:
+                out, err = proc.communicate(timeout=COMMAND_SECONDS)
+            except subprocess.TimeoutExpired:
+                mount.release()
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail("dumplib's process did not exit while a read of a reclaimed page waited on the mount:"
+                            f"\n{out}{err}\n" + "\n".join(mount.lines()[-10:]))
+            held = [ln for ln in mount.lines() if "held read" in ln]
+            assert "frozen" in mount.lines() and held, ("no read of a reclaimed page was held: the test proves"
+                                                        " nothing", mount.lines()[-10:], err)
+            assert proc.returncode == 11, (proc.returncode, out, err)
+            assert json.loads(out)["error"]["reason"] == "memory-map-locked", out
+            assert not (tmp_path / "r.core").exists()
+            mount.release()
+            unharmed(t)
