@@ -13,7 +13,8 @@ The child is started at the first such read of a copy (about 10-20 ms of a bare 
 while the target is stopped: only dumps of processes that map files from such mounts pay it) and reads
 the target's /proc/PID/mem through the descriptor dumplib opened (inherited: no second permission
 check) into a shared buffer (a memfd both map), answering each request over a pipe with the count read:
-one copy more than a read in place.
+one copy more than a read in place. It runs in a session of its own (a Ctrl-C at the terminal is
+dumplib's to handle, not the child's) and ends when its request pipe closes.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class FarReader:
     def pread_into(self, view: memoryview, address: int) -> int:
         """Read len(*view*) bytes at *address* into *view*; the count read, as os.preadv counts it
         (short where the range runs into unreadable memory, 0 once the address space is gone);
-        OSError as os.preadv raises it, or ETIMEDOUT when the child did not answer in time."""
+        OSError as os.preadv raises it, or ETIMEDOUT when the child did not answer in time, or ECHILD
+        when it ended (neither an errno of an unreadable range: the copy fails rather than leave a hole)."""
         done = 0
         while done < len(view):
             part = min(BUFFER, len(view) - done)
@@ -130,7 +132,7 @@ class FarReader:
                 [sys.executable, "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
                  str(BUFFER)],
                 pass_fds=(self.mem, req_r, resp_w, self._shm), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, close_fds=True)
+                stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
         except BaseException:
             for fd in (req_w, resp_r):
                 os.close(fd)
@@ -147,7 +149,7 @@ class FarReader:
                 view = view[os.write(self._req, view):]
         except OSError:  # the child is gone (killed): no answer will come
             self.close()
-            raise OSError(errno.EIO, "the reader process of this copy ended") from None
+            raise OSError(errno.ECHILD, "the reader process of this copy ended") from None
 
     def _receive(self, n: int, deadline: float) -> bytes:
         buf = bytearray(n)
@@ -171,5 +173,5 @@ class FarReader:
             got = os.readv(self._resp, [view])
             if got == 0:
                 self.close()
-                raise OSError(errno.EIO, "the reader process of this copy ended")
+                raise OSError(errno.ECHILD, "the reader process of this copy ended")
             return got
