@@ -94,7 +94,7 @@ class FarReader:
             self._start()
         assert self._shared is not None
         self._send(_REQUEST.pack(address, len(view)))
-        (count,) = _ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))
+        count = int(_ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))[0])
         if count < 0:
             raise OSError(-count, os.strerror(-count))
         view[:count] = memoryview(self._shared)[:count]

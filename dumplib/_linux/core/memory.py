@@ -26,7 +26,7 @@ import fcntl
 import os
 import re
 import stat
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
 from ..._platform import Tick
@@ -35,6 +35,9 @@ from ..proc.errors import target_error
 from ..proc.maps import Region
 from ..ptrace import libc
 from .selection import Segment
+
+if TYPE_CHECKING:
+    from .far import FarReader
 
 PAGE = 4096
 CHUNK = 4 << 20  # 1-4 MiB reads are fastest (docs/benchmarks.md)
@@ -551,7 +554,7 @@ class MemoryCopier:
         self._pagemap: Optional[int] = _open_pagemap(pid)
         #: Reads of pages a FUSE, NFS or CIFS mount may have to serve go through a child (core/far.py):
         #: the reader, and for each device whether it is such a mount.
-        self._far: Optional[Any] = None
+        self._far: Optional["FarReader"] = None
         self._far_now = False
         self._far_devices: Dict[str, bool] = {}
 
