@@ -22,7 +22,7 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .._bounded import guarded, lineage
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
@@ -35,8 +35,8 @@ from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, 
 from ..formats import linkmap
 from .core import notes, selection
 from .host import LinuxHost, create_exclusive
-from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
-                          xstate_note_size)
+from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, on_remote_file_systems,
+                          remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
@@ -443,8 +443,9 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
     exe_paths: List[str] = []
     ends: List[int] = []
     tls: List[Tuple[int, int]] = []
-    # What is read here must be resident, or not on a file system.
-    with Prober(pid) as prober, MemoryReader(pid) as read_memory:
+    # What is read here must be resident, or not on a file system; and on a FUSE or network mount it is
+    # read by a child (_FarSmallReads), since a page reclaimed since its check would be fetched.
+    with Prober(pid) as prober, MemoryReader(pid) as read_memory, _FarSmallReads(pid, regions) as far:
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             starts = [r.start for r in regions]
@@ -453,9 +454,11 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
                 i = bisect.bisect_right(starts, address) - 1
                 r = regions[i] if i >= 0 and address < regions[i].end else None
                 first = address - address % maps.PAGE
-                if r is not None and prober.on_file_system(r) and not all(
-                        prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
-                    return None  # the link_map walk stops there, as at unreadable memory
+                if r is not None and prober.on_file_system(r):
+                    if not all(prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
+                        return None  # the link_map walk stops there, as at unreadable memory
+                    if far.holds(r):
+                        return far.read(address, n)
                 return read_memory(address, n)
 
             objects: List[int] = []
@@ -469,8 +472,11 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
         if plan_only:
             headers = selection.elf_header_starts(regions)
         else:
-            headers = selection.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
-                                             or prober.resident(r.start))
+            headers = selection.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r) or (
+                not far.holds(r) and prober.resident(r.start)))
+            for r in regions:  # the first pages of files on FUSE or network mounts: read by the child
+                if far.holds(r) and r.offset == 0 and r.readable and prober.resident(r.start):
+                    headers[r.start] = far.read(r.start, 4) == b"\x7fELF"
     segments = selection.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
     if not tls:
@@ -844,6 +850,50 @@ def _syscall_stack_pointers(pid: int) -> List[int]:
         if len(fields) >= 9:
             sps.append(int(fields[7], 16))
     return sps
+
+
+class _FarSmallReads:
+    """The small reads of the layout (ELF magic, the link_map walk) of pages of files mapped from a FUSE
+    or network mount, each made right after its page was found resident: made by a child process
+    (core/far.py), so that a page reclaimed in between, fetched from a mount that never answers, is
+    given up on (the read is a _bounded.blocking call) without keeping dumplib's process from exiting.
+    The child starts at the first such read."""
+
+    def __init__(self, pid: int, regions: Sequence[maps.Region]) -> None:
+        self.pid, self._regions = pid, regions
+        self._far_starts: Optional[Set[int]] = None  # found at the first question: most layouts ask none
+        self._mem = -1
+        self._reader: Any = None
+
+    def __enter__(self) -> "_FarSmallReads":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._mem >= 0:
+            os.close(self._mem)
+
+    def holds(self, region: maps.Region) -> bool:
+        if self._far_starts is None:
+            self._far_starts = {r.start for r in on_remote_file_systems(self.pid, self._regions)
+                                if "ht" not in r.vmflags}
+        return region.start in self._far_starts
+
+    def read(self, address: int, length: int) -> Optional[bytes]:
+        """Up to *length* bytes at *address*, None if none (as MemoryReader)."""
+        from .._bounded import blocking
+        from .core.far import FarReader
+
+        try:
+            if self._reader is None:
+                self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+                self._reader = FarReader(self._mem)
+            buf = bytearray(length)
+            got = blocking(self._reader.pread_into, memoryview(buf), address)
+        except OSError:
+            return None
+        return bytes(buf[:got]) or None
 
 
 def _anonymous_reader(pid: int, regions: Sequence[maps.Region],

@@ -412,39 +412,64 @@ def _children(pid: int) -> List[int]:
     return found
 
 
-#: `python -c` this, then the command's arguments: the dumplib command, its live copy made to begin by
-#: freezing the mount's "exe" (FREEZE_DAEMON, FREEZE_LOG): pages of the target's program found resident
-#: while it was stopped leave memory just before they are read, the race between the residency check and
-#: the read that the kernel's reclaim could make at any time.
-RECLAIMED_BEFORE_THE_COPY = r"""
+#: `python -c` this, then the command's arguments: the dumplib command, with the mount's "exe" frozen
+#: (FREEZE_DAEMON, FREEZE_LOG) at FREEZE_AT: "copy", as the live copy begins, or "check", just after the
+#: layout, the target stopped, found the first page of the program (FREEZE_PID's mapping of "exe")
+#: resident. Pages found resident leave memory just before they are read: the race between the residency
+#: check and the read that the kernel's reclaim could make at any time.
+RECLAIMED_BEFORE_THE_READ = r"""
 import os, runpy, signal, sys, time
 from dumplib._linux import backend
+from dumplib._linux.core import memory
 
-copy = backend._copy
-
-def frozen_first(*args):
+def freeze():
     os.kill(int(os.environ["FREEZE_DAEMON"]), signal.SIGUSR2)
     deadline = time.monotonic() + 30
     while "frozen" not in open(os.environ["FREEZE_LOG"]).read().split() and time.monotonic() < deadline:
         time.sleep(0.01)
-    copy(*args)
 
-backend._copy = frozen_first
+if os.environ["FREEZE_AT"] == "copy":
+    copy = backend._copy
+
+    def frozen_first(*args):
+        freeze()
+        copy(*args)
+
+    backend._copy = frozen_first
+else:
+    program = [tuple(int(x, 16) for x in line.split()[0].split("-"))
+               for line in open(f"/proc/{os.environ['FREEZE_PID']}/maps") if line.rstrip().endswith("/exe")]
+    lay_out, resident, stopped = backend._lay_out, memory.Prober.resident, []
+
+    def laid_out(*args):
+        stopped.append(True)
+        return lay_out(*args)
+
+    def checked(self, address):
+        found = resident(self, address)
+        if stopped and found and stopped[-1] and any(lo <= address < hi for lo, hi in program):
+            stopped.append(False)
+            freeze()
+        return found
+
+    backend._lay_out, memory.Prober.resident = laid_out, checked
 sys.argv = ["dumplib", *sys.argv[1:]]
 runpy.run_module("dumplib_cli", run_name="__main__")
 """
 
 
-def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_target_exe, tmp_path):
+@pytest.mark.parametrize("at", ["copy", "check"])
+def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_target_exe, tmp_path, at):
     """A resident page of the program (on the stalled mount) is dropped after the residency check and
-    before its read, which the daemon then holds: once the daemon has taken a read it is waited for
-    even past SIGKILL, so dumplib reads such pages through a child. The command ends within its bound
-    (memory-map-locked, nothing kept, the target let go) and its process exits, reaped by its parent,
-    while the daemon still holds the read."""
+    before its read (the copy's, or the layout's read of its ELF header), which the daemon then holds:
+    once the daemon has taken a read it is waited for even past SIGKILL, so dumplib reads such pages
+    through a child. The command ends within its bound (memory-map-locked, nothing kept, the target let
+    go) and its process exits, reaped by its parent, while the daemon still holds the read."""
     with mounted(tmp_path, exe=fuse_target_exe) as mount:
         with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
-            env = dict(os.environ, FREEZE_DAEMON=str(mount.daemon.pid), FREEZE_LOG=str(mount.log))
-            proc = subprocess.Popen([sys.executable, "-c", RECLAIMED_BEFORE_THE_COPY, "dump", str(t.pid),
+            env = dict(os.environ, FREEZE_DAEMON=str(mount.daemon.pid), FREEZE_LOG=str(mount.log), FREEZE_AT=at,
+                       FREEZE_PID=str(t.pid))
+            proc = subprocess.Popen([sys.executable, "-c", RECLAIMED_BEFORE_THE_READ, "dump", str(t.pid),
                                      str(tmp_path / "r.core"), "--kind", "full", "--json"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             mount.commands.append(proc.pid)

@@ -9,7 +9,7 @@ request_wait_answer until the daemon answers), and a process with a thread in th
 exiting. So those reads are made by a child: stuck, it is the child that waits, dumplib kills it and can
 always exit; the child ends once the read returns (or when the connection is aborted).
 
-The child is started at the first such read of a copy (about 10-20 ms of a bare interpreter, `-I -S`,
+The child is started at the first such read of a copy or a layout (about 12 ms of a bare interpreter, `-I -S`,
 while the target is stopped: only dumps of processes that map files from such mounts pay it) and reads
 the target's /proc/PID/mem through the descriptor dumplib opened (inherited: no second permission
 check) into a shared buffer (a memfd both map), answering each request over a pipe with the count read:
