@@ -344,7 +344,8 @@ class Stdout(Output):
         except BaseException as exc:
             if not self.regular:
                 sent = self._sent.stored_bytes if self._sent is not None else 0
-                if sent and isinstance(exc, DumpError) and getattr(exc, "reason", None) not in ("broken-pipe", "disk-full"):
+                own = getattr(exc, "reason", None) in ("broken-pipe", "disk-full")  # these say it already
+                if sent and isinstance(exc, DumpError) and not own:
                     raise _received(exc, sent, self.codec) from None
                 raise
             try:

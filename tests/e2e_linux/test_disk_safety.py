@@ -111,7 +111,8 @@ def test_a_disk_that_fills_at_the_sidecar_says_the_verified_dump_went_too(ctarge
             dumplib.create_dump(ctarget.pid, vol / "d.core", "triage", space_check=False)
         assert info.value.reason == "disk-full", info.value.details()
         message = str(info.value)
-        assert "d.core.json" in message and f"the dump, complete and verified, that was to be {vol / 'd.core'}" in message, message
+        assert "d.core.json" in message, message
+        assert f"the dump, complete and verified, that was to be {vol / 'd.core'}" in message, message
         assert "was removed" in message and "nothing was kept" in message, message
         assert sorted(p.name for p in vol.iterdir()) == ["filler"], leftovers(vol)
         ctarget.assert_running_untraced()
