@@ -168,12 +168,13 @@ class CompressingWriter:
         self._sha.update(data)
         if callable(self.fd):
             self.fd(data)
+            self.stored_bytes += len(data)
         else:
             view = memoryview(data)
             while view:
                 n = os.write(self.fd, view)
                 view = view[n:]
-        self.stored_bytes += len(data)
+                self.stored_bytes += n  # as it goes: a failed write leaves the count of what went out
 
 
 class DecodingHasher:

@@ -151,7 +151,9 @@ class _FileOutput(Output):
         try:
             if sidecar is not None and self.dest.sidecar is not None:
                 side_temp = temp_path(self.dest.directory)
-                with _output_errors(self.dest.sidecar):
+                # A dump is kept only beside its sidecar: when the sidecar cannot be written, the dump
+                # (complete and verified by now) is removed too (the callers' cleanup), and said so.
+                with _output_errors(self.dest.sidecar, left=_NO_SIDECAR.format(final=self.dest.final)):
                     _write_all(self.host, side_temp, sidecar(self.dest.temp, self.dest.final, stored, report))
                 moves.append((side_temp, self.dest.sidecar))
             finalize_all(moves, overwrite=self.overwrite, host=self.host)
@@ -273,6 +275,8 @@ class Stdout(Output):
         self.regular = stat.S_ISREG(st.st_mode)
         self.where = "the file stdout is redirected to" if self.regular else "stdout"
         self.start, self.warnings = self._start_of_dump(st) if self.regular else (0, ())
+        #: The writer whose bytes went down stdout in this dump: what a reader received, if it fails.
+        self._sent: Optional[CompressingWriter] = None
 
     def _start_of_dump(self, st: os.stat_result) -> Tuple[int, Tuple[str, ...]]:
         """Where the dump will begin in the redirected file, and what to say of that file; refuse a
@@ -305,7 +309,7 @@ class Stdout(Output):
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         with self._cut_back_on_failure():
-            out = CompressingWriter(self.fd, self.codec, self.level)
+            out = self._sent = CompressingWriter(self.fd, self.codec, self.level)
             report = session.write_stream(plan, _sink(out, self.where, plan.target.pid, self._left()), options)
             with _output_errors(self.where, plan.target.pid, self._left()):
                 out.close()
@@ -316,7 +320,9 @@ class Stdout(Output):
                  report: WriteReport) -> Stored:
         """Send an already verified raw dump down stdout, compressed or not."""
         with self._cut_back_on_failure():
-            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where, self._left())
+            self._sent = CompressingWriter(self.fd, self.codec, self.level)
+            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where, self._left(),
+                                  writer=self._sent)
         return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
     def _left(self) -> str:
@@ -330,11 +336,17 @@ class Stdout(Output):
         """A redirected file is cut back to what it held before the dump, whatever ended the dump.
 
         Errors of this output's own writes already say so (_left); only when cutting back fails is
-        the error told again, as a new error of its kind."""
+        the error told again, as a new error of its kind. A pipe cannot be cut back: once bytes went
+        down it, an error that says "nothing was kept" (the target exited, max_pause, ...) is told
+        again saying what the reader received."""
         try:
             yield
         except BaseException as exc:
             if not self.regular:
+                sent = self._sent.stored_bytes if self._sent is not None else 0
+                own = getattr(exc, "reason", None) in ("broken-pipe", "disk-full")  # these say it already
+                if sent and isinstance(exc, DumpError) and not own:
+                    raise _received(exc, sent, self.codec) from None
                 raise
             try:
                 os.ftruncate(self.fd, self.start)
@@ -616,6 +628,11 @@ def _write_all(host: Host, path: str, data: bytes) -> None:
     os.close(fd)
 
 
+#: What a sidecar that could not be written leaves: nothing (its dump goes with it).
+_NO_SIDECAR = ("nothing was kept: the partial sidecar was removed, and with it the dump, complete and verified, that"
+               " was to be {final} (a dump is kept only beside its sidecar)")
+
+
 @contextlib.contextmanager
 def _output_errors(where: str, pid: Optional[int] = None,
                    left: str = "the partial file was removed") -> Iterator[None]:
@@ -634,9 +651,11 @@ def _output_errors(where: str, pid: Optional[int] = None,
 
 
 def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick], where: str,
-          left: str = "the partial file was removed") -> Tuple[CompressingWriter, str]:
-    """Copy the file *raw* through a compressor into *fd*; return the writer and the raw sha256."""
-    out = CompressingWriter(fd, codec, level)
+          left: str = "the partial file was removed",
+          writer: Optional[CompressingWriter] = None) -> Tuple[CompressingWriter, str]:
+    """Copy the file *raw* through a compressor into *fd* (through *writer*, if given, one made for *fd*);
+    return the writer and the raw sha256."""
+    out = writer if writer is not None else CompressingWriter(fd, codec, level)
     with _output_errors(where, None, left):
         raw_sha = _compress_file(raw, out, tick)
     return out, raw_sha
@@ -662,6 +681,17 @@ def _sink(out: CompressingWriter, where: str, pid: int, left: str = "the partial
             out.write(data)
 
     return write
+
+
+def _received(exc: DumpError, sent: int, codec: Optional[str]) -> DumpError:
+    """*exc*, told of a pipe that already carried *sent* bytes of the dump that failed."""
+    what = (f"the reader of stdout already received the first {sent} bytes of the dump, an incomplete"
+            f" {codec + ' stream' if codec else 'core'} that must be discarded (no file was written)")
+    told = copy.copy(exc)
+    told.message = (exc.message.replace("nothing was kept", what) if "nothing was kept" in exc.message
+                    else f"{exc.message}; {what}")
+    told.args = (told.message,)
+    return told
 
 
 def _retold(exc: DumpError, more: str) -> DumpError:

@@ -22,7 +22,7 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .._bounded import guarded, lineage
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
@@ -35,11 +35,12 @@ from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, 
 from ..formats import linkmap
 from .core import notes, selection
 from .host import LinuxHost, create_exclusive
-from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
-                          xstate_note_size)
+from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, on_remote_file_systems,
+                          remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
+from .ptrace import handover
 from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
 from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
@@ -320,7 +321,10 @@ class LinuxSession(Session):
         snap: Optional[_Snapshot] = None
         event, tick = options.event, options.tick
         self._check_same()
-        state_before = read_status(pid).get("State", "") if options.snapshot else ""
+        # A handed-over process waits in the group-stop its watcher made (signalwatch.py): before that it
+        # ran (its signal found it running), so a snapshot gains what it gains for any running process.
+        state_before = ("" if not options.snapshot else "R" if handover.is_handed_over(pid)
+                        else read_status(pid).get("State", ""))
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = event.held if event is not None else None
@@ -357,17 +361,25 @@ class LinuxSession(Session):
                             raise DumpFailed.target_exited(pid)
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
+                        target_runs(pid)  # a handed-over one too: its watcher takes it back and delivers its signal
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
-                        sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                        snap.copy_rest(sink, tick, pieces, offsets, total)
-                        if not snap.intact():
-                            raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was read"
-                                             " (the OOM killer?); nothing was kept. Try again, or without --snapshot",
-                                             pid=pid, reason="snapshot-lost")
-                        if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
-                            warnings.append(f"process {pid} exited while its memory was read from its snapshot: the"
-                                            " dump shows it as it was when it was stopped")
+                        try:
+                            sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
+                            _from_clone(pid, snap, sink, tick, pieces, offsets, total)
+                            if not snap.intact():
+                                raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was"
+                                                 " read (the OOM killer?); nothing was kept. Try again, or without"
+                                                 " --snapshot", pid=pid, reason="snapshot-lost")
+                            if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
+                                warnings.append(f"process {pid} exited while its memory was read from its snapshot:"
+                                                " the dump shows it as it was when it was stopped")
+                        finally:
+                            if handover.is_handed_over(pid):
+                                # The clone is dropped with the target stopped again, by the snapshot's tracer
+                                # (snapshot/clone.py): the watcher, its tracer by now, lets go of it for that.
+                                with handover.held_again(pid):
+                                    stopped.__exit__(None, None, None)
             # The target runs again from here; what is left is our own output. A process the signal
             # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
             target_runs(pid)
@@ -380,7 +392,9 @@ class LinuxSession(Session):
                             f" was read through thread {mem}")
         if snap is not None:
             warnings += snap.warnings + snap.holder.snapshot_warnings
-        return WriteReport(stopped_seconds=stopped.stopped_seconds, warnings=tuple(warnings), flags=plan.flags,
+        # A handed-over process was held from its signal's stop to its watcher's SIGCONT: that is its stop.
+        return WriteReport(stopped_seconds=handover.stopped_seconds(pid, stopped.stopped_seconds),
+                           warnings=tuple(warnings), flags=plan.flags,
                            facts=CoreFacts(threads=len(threads), head=head), snapshot=snap is not None,
                            snapshot_bytes=snap.holder.snapshot_bytes if snap is not None else None)
 
@@ -429,8 +443,9 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
     exe_paths: List[str] = []
     ends: List[int] = []
     tls: List[Tuple[int, int]] = []
-    # What is read here must be resident, or not on a file system.
-    with Prober(pid) as prober, MemoryReader(pid) as read_memory:
+    # What is read here must be resident, or not on a file system; and on a FUSE or network mount it is
+    # read by a child (_FarSmallReads), since a page reclaimed since its check would be fetched.
+    with Prober(pid) as prober, MemoryReader(pid) as read_memory, _FarSmallReads(pid, regions) as far:
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             starts = [r.start for r in regions]
@@ -439,9 +454,11 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
                 i = bisect.bisect_right(starts, address) - 1
                 r = regions[i] if i >= 0 and address < regions[i].end else None
                 first = address - address % maps.PAGE
-                if r is not None and prober.on_file_system(r) and not all(
-                        prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
-                    return None  # the link_map walk stops there, as at unreadable memory
+                if r is not None and prober.on_file_system(r):
+                    if not all(prober.resident(p) for p in range(first, min(address + n, r.end), maps.PAGE)):
+                        return None  # the link_map walk stops there, as at unreadable memory
+                    if far.holds(r):
+                        return far.read(address, n)
                 return read_memory(address, n)
 
             objects: List[int] = []
@@ -455,8 +472,11 @@ def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Opt
         if plan_only:
             headers = selection.elf_header_starts(regions)
         else:
-            headers = selection.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r)
-                                             or prober.resident(r.start))
+            headers = selection.elf_header_starts(regions, pid, lambda r: not prober.on_file_system(r) or (
+                not far.holds(r) and prober.resident(r.start)))
+            for r in regions:  # the first pages of files on FUSE or network mounts: read by the child
+                if far.holds(r) and r.offset == 0 and r.readable and prober.resident(r.start):
+                    headers[r.start] = far.read(r.start, 4) == b"\x7fELF"
     segments = selection.select(regions, kind, filter_bits=flags, stack_pointers=sps, keep_pages=keep,
                            exe_paths=exe_paths, elf_headers=headers, image_ends=ends)
     if not tls:
@@ -675,6 +695,28 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
     return snap
 
 
+def _from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], pieces: Sequence[Any],
+                offsets: Sequence[int], total: int) -> None:
+    """snap.copy_rest in a bounded worker, as the live copy is (_bounded_reads): a read of the clone's
+    memory can wait on a file system for good (a page of a file it maps on a stalled FUSE or NFS mount,
+    found resident when the target was stopped and reclaimed since), and is then given up on after
+    MM_LOCK_SECONDS with TargetRefused "memory-map-locked"; the worker's writes and ticks are guarded,
+    so none reaches the output once this thread has gone on."""
+    from .._bounded import Unanswered, call_within
+
+    checked = (lambda n: guarded(tick, n)) if tick is not None else None
+    try:
+        call_within(lambda: snap.copy_rest(sink, checked, pieces, offsets, total), MM_LOCK_SECONDS,
+                    pidfiles.mm_key(snap.child), each=True)
+    except Unanswered:
+        raise TargetRefused(
+            f"a read of the snapshot of process {pid} (its clone, process {snap.child}) got no answer within"
+            f" {MM_LOCK_SECONDS:g} s: a page it maps of a file on a FUSE or network mount has left memory since"
+            " the snapshot was taken, and that file system does not answer. The read was given up on: nothing"
+            f" was kept, the clone is dropped, and process {pid} runs on untraced; try again once that mount"
+            " answers", pid=pid, reason="memory-map-locked") from None
+
+
 class _Snapshot:
     """The clone a snapshot dump reads from, and what was read from the stopped target instead."""
 
@@ -808,6 +850,50 @@ def _syscall_stack_pointers(pid: int) -> List[int]:
         if len(fields) >= 9:
             sps.append(int(fields[7], 16))
     return sps
+
+
+class _FarSmallReads:
+    """The small reads of the layout (ELF magic, the link_map walk) of pages of files mapped from a FUSE
+    or network mount, each made right after its page was found resident: made by a child process
+    (core/far.py), so that a page reclaimed in between, fetched from a mount that never answers, is
+    given up on (the read is a _bounded.blocking call) without keeping dumplib's process from exiting.
+    The child starts at the first such read."""
+
+    def __init__(self, pid: int, regions: Sequence[maps.Region]) -> None:
+        self.pid, self._regions = pid, regions
+        self._far_starts: Optional[Set[int]] = None  # found at the first question: most layouts ask none
+        self._mem = -1
+        self._reader: Any = None
+
+    def __enter__(self) -> "_FarSmallReads":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._mem >= 0:
+            os.close(self._mem)
+
+    def holds(self, region: maps.Region) -> bool:
+        if self._far_starts is None:
+            self._far_starts = {r.start for r in on_remote_file_systems(self.pid, self._regions)
+                                if "ht" not in r.vmflags}
+        return region.start in self._far_starts
+
+    def read(self, address: int, length: int) -> Optional[bytes]:
+        """Up to *length* bytes at *address*, None if none (as MemoryReader)."""
+        from .._bounded import blocking
+        from .core.far import FarReader
+
+        try:
+            if self._reader is None:
+                self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+                self._reader = FarReader(self._mem)
+            buf = bytearray(length)
+            got = blocking(self._reader.pread_into, memoryview(buf), address)
+        except OSError:
+            return None
+        return bytes(buf[:got]) or None
 
 
 def _anonymous_reader(pid: int, regions: Sequence[maps.Region],

@@ -16,6 +16,9 @@ create_dump must be it, so the hand-over is:
      is delivered: the handler (or the default action) sees the signal as it was sent;
   5. the dump is flushed, read back and placed while this thread serves the process's stops; a stop
      that would start another dump waits in its thread until this one is done.
+With a snapshot, 4 comes once the clone exists, and once the copy from it is done the process is
+handed over a second time (ptrace/handover.held_again) for the snapshot's helper to have it reap the
+clone. The dump's stopped_seconds is every hold, from the signal's stop to each SIGCONT.
 
 What an outsider can see: the parent is told the child stopped and continued (SIGCHLD with
 CLD_STOPPED / CLD_CONTINUED) and a SIGCONT handler, if any, runs once. If the watcher is killed
@@ -77,6 +80,9 @@ POLL_SECONDS = 1.0
 POLL_BUSY_SECONDS = 0.0005
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
+#: How long a dump's writer waits for the watcher to hold the process again (a snapshot's reaping) or
+#: to have let it go (for the figure of its stop): a few thread stops, each bounded by STOP_PATIENCE.
+AGAIN_PATIENCE = 30.0
 
 
 def _ptrace(request: int, tid: int, addr: object = None, data: object = None) -> int:
@@ -253,7 +259,7 @@ class SignalWatcher:
         try:
             if job is not None:
                 ready = not job.running() or (job.back_asked and not job.taken_back) or (
-                    job.taken_back and self._any_waiting(skip=job.left))
+                    job.taken_back and (job.again_asked or self._any_waiting(skip=job.left)))
             else:
                 ready = self._stop.is_set() or self._mailbox.waiting or self._any_waiting()
             if not ready:
@@ -342,6 +348,7 @@ class SignalWatcher:
             self.tids.append(msg.value)
 
     def _on_signal(self, tid: int, sig: int) -> None:
+        seen = time.monotonic()  # the thread is held from its signal's stop: a hand-over's stop starts here
         again = self.redeliver.get(tid)
         if again is not None and again.signo == sig:
             del self.redeliver[tid]  # another signal first (the hand-over's SIGCONT): the copy is still to come
@@ -360,7 +367,7 @@ class SignalWatcher:
         event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
         handed = self._handed_out
         self.fire(self.pid, Firing(trigger, float(sig), detail, event),
-                  lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid))
+                  lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid, since=seen))
         if self._handed_out != handed or tid not in self.tids:
             return  # handed over (the signal came back re-queued, and may be delivered already), or gone
         self._resume(tid, sig)  # not dumped (count, interval, rate limit): deliver it now
@@ -439,12 +446,15 @@ class SignalWatcher:
         return msg.value & 0xFFFF
 
     # -- the hand-over -------------------------------------------------------------------------
-    def _handover(self, pending: Optional[_Redelivery], take: Callable[[], T], tid: Optional[int] = None) -> T:
+    def _handover(self, pending: Optional[_Redelivery], take: Callable[[], T], tid: Optional[int] = None,
+                  since: Optional[float] = None) -> T:
         """Stop the process in group-stop, untraced; run create_dump beside this thread; take the
         process back and re-deliver as soon as the dump's writer has let it go (ptrace/handover.py),
-        serving its stops while the dump finishes its output; return once the dump has ended."""
+        serving its stops while the dump finishes its output; return once the dump has ended.
+        *since*: when the process was first held for it (its signal's stop), else now."""
         self._handing_over = True
         try:
+            started = time.monotonic() if since is None else since
             try:
                 stopped = self._interrupt_others(tid)
             except BaseException:
@@ -453,17 +463,17 @@ class SignalWatcher:
             os.kill(self.pid, signal.SIGSTOP)
             self._detach_all()
             self._handed_out += 1
-            job = _Job(self.pid, self._wake)
+            job = _Job(self.pid, self._wake, started, (pending, tid, stopped))
             try:
                 self._await_group_stop()
                 job.start(take)
-                self._serve_job(job, pending, tid, stopped)
+                self._serve_job(job)
             finally:
                 try:
                     if not job.taken_back:  # the dump never began, or ended without letting the process go
-                        job.taken_back = True
-                        self._take_back(pending, tid, stopped)
+                        self._give_back_now(job)
                 finally:
+                    job.again_ready.set()  # a writer still waiting for a second hold waits no more
                     job.join()  # whatever went wrong here, the dump is not left running on its own
             if job.back_error is not None:
                 raise job.back_error
@@ -473,8 +483,7 @@ class SignalWatcher:
         finally:
             self._handing_over = False
 
-    def _serve_job(self, job: "_Job", pending: Optional[_Redelivery], tid: Optional[int],
-                   owed: Dict[int, _Redelivery]) -> None:
+    def _serve_job(self, job: "_Job") -> None:
         """Wait for the dump running on *job*'s thread; once its writer has let the process go, take
         the process back (re-queue what was taken, SIGCONT) and serve its stops until the dump ends.
 
@@ -482,21 +491,61 @@ class SignalWatcher:
         main loop (a watched signal, a re-queued signal not yet judged, a process exit): a dump is
         under way, and such a stop is judged once it is done, as a signal arriving during a
         hand-over always was. Everything else (the re-queued signal itself, clones, other signals)
-        is handled at once, so the process runs on while the dump is flushed, checked and placed."""
+        is handled at once, so the process runs on while the dump is flushed, checked and placed.
+
+        A snapshot's writer asks for the process once more (job.again_asked), to have its clone reaped
+        by it: it is then put back in group-stop, untraced, until the writer gives it back again."""
         nap = POLL_BUSY_SECONDS
         while job.running():
             if job.back_asked and not job.taken_back:
-                job.taken_back = True
                 try:
-                    self._take_back(pending, tid, owed)
+                    self._give_back_now(job)
                 except BaseException as exc:  # the process could not be taken back: said once the dump has ended
                     job.back_error = exc
+                nap = POLL_BUSY_SECONDS
+            if job.again_asked and job.taken_back and not self._ended:
+                self._hold_again(job)
                 nap = POLL_BUSY_SECONDS
             if job.taken_back and not self._ended and self._poll_during(job):
                 nap = POLL_BUSY_SECONDS
                 continue
             self._idle(nap, job=job)
             nap = min(nap * 2, POLL_SECONDS if not job.taken_back else 0.05)
+
+    def _give_back_now(self, job: "_Job") -> None:
+        """Take the process back from the hand-over (re-queue what was taken, SIGCONT), and note when."""
+        job.taken_back = True
+        (pending, tid, owed), job.owed_back = job.owed_back, (None, None, {})
+        try:
+            self._take_back(pending, tid, owed)
+        finally:
+            job.hold_ended()
+
+    def _hold_again(self, job: "_Job") -> None:
+        """Hand the process over once more (a snapshot's clone to reap, ptrace/handover.held_again): every
+        thread interrupted, SIGSTOP, detached, as for the dump; taken back when the writer says so."""
+        job.again_asked = False
+        started = time.monotonic()
+        try:
+            owed = self._interrupt_others(None)
+        except BaseException:
+            self._resume_held()
+            job.again_ok = False
+            job.again_ready.set()
+            return
+        os.kill(self.pid, signal.SIGSTOP)
+        self._detach_all()
+        # A stop left for after the dump was taken by the interrupt: it is owed, re-queued at the take-back.
+        job.left.clear()
+        job.owed_back = (None, None, owed)
+        job.hold_started(started)
+        job.back_asked = job.taken_back = False
+        try:
+            self._await_group_stop()
+            job.again_ok = True
+        except DumpFailed:
+            job.again_ok = False  # detached all the same: the writer's tracer stops it, and says if it cannot
+        job.again_ready.set()
 
     def _poll_during(self, job: "_Job") -> bool:
         """_poll_once while a dump is being finished: stops that would start another dump are left
@@ -718,9 +767,21 @@ class _Job:
     free to take the process back the moment the writer lets it go (ptrace/handover.py) and to serve
     its stops while the dump is flushed, checked and placed."""
 
-    def __init__(self, pid: int, wake: Callable[[], None]) -> None:
+    def __init__(self, pid: int, wake: Callable[[], None], held_since: float,
+                 owed_back: Tuple[Optional[_Redelivery], Optional[int], Dict[int, _Redelivery]]) -> None:
         self.pid = pid
         self._wake = wake
+        #: What the next take-back re-queues: the signal that started the hand-over (and its thread),
+        #: and signals the other threads were stopped on their way to.
+        self.owed_back = owed_back
+        #: The holds of this dump: the first from the signal's stop, a second for a snapshot's reaping.
+        self._hold_start = held_since
+        self._held_total = 0.0
+        self._released = threading.Event()
+        #: The writer wants the process held once more (handover.held_again); set when it is.
+        self.again_asked = False
+        self.again_ok = False
+        self.again_ready = threading.Event()
         #: The writer has let the process go: the tracer thread takes it back.
         self.back_asked = False
         self.taken_back = False
@@ -750,9 +811,43 @@ class _Job:
             self.back_asked = True
             self._wake()
 
+    def hold_again(self) -> bool:
+        """The writer's request (from the dump's thread): the process back in group-stop, untraced."""
+        if not self.back_asked:
+            return True  # never given back: the hand-over holds it still
+        self.again_ready.clear()
+        self.again_asked = True
+        self._wake()
+        deadline = time.monotonic() + AGAIN_PATIENCE
+        # Polled, not Event.wait(): see SignalWatcher.stop.
+        while not self.again_ready.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.again_ready.is_set() and self.again_ok
+
+    def hold_started(self, at: float) -> None:
+        self._hold_start = at
+        self._released.clear()
+
+    def hold_ended(self) -> None:
+        """The tracer thread has sent SIGCONT: the hold that began at _hold_start is over."""
+        if not self._released.is_set():
+            self._held_total += time.monotonic() - self._hold_start
+            self._released.set()
+
+    def held_seconds(self) -> Optional[float]:
+        """Every hold of this dump summed, from the signal's stop to the watcher's SIGCONT (the writer's
+        own stop is only part of it: the hand-over and the plan come before, the take-back after).
+        Waits (bounded) for the take-back the writer has just asked for; past that, the hold so far."""
+        deadline = time.monotonic() + AGAIN_PATIENCE
+        while not self._released.is_set() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        if self._released.is_set():
+            return self._held_total
+        return self._held_total + time.monotonic() - self._hold_start
+
     def _body(self, take: Callable[[], object]) -> None:
         try:
-            with handed_over(self.pid, self.give_back):
+            with handed_over(self.pid, self):
                 self.answer = take()
         except BaseException as exc:  # raised on the tracer thread, in _handover
             self.error = exc

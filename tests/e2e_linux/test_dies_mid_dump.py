@@ -129,6 +129,47 @@ def test_a_target_killed_while_its_memory_streams_to_stdout_is_exited_and_cut_ba
     nothing_of_it_left(doomed)
 
 
+@pytest.mark.parametrize("codec", [None, "zstd"])
+def test_a_target_killed_while_its_memory_streams_down_a_pipe_says_what_the_reader_received(
+        doomed: Target, monkeypatch, codec) -> None:  # type: ignore[no-untyped-def]
+    """`dumplib dump PID - | reader`: a pipe cannot be cut back, so once bytes went down it the error says
+    how many the reader received (counted here by the reader itself), not "nothing was kept"."""
+    r, w = os.pipe()
+    received: List[int] = [0]
+
+    def drain() -> None:
+        while True:
+            chunk = os.read(r, 1 << 20)
+            if not chunk:
+                return
+            received[0] += len(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    progress, seen = kill_at_first_progress(doomed.pid)
+    stdout = os.fdopen(w, "wb")
+    try:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        with pytest.raises(dumplib.DumpFailed) as raised:
+            dumplib.create_dump(doomed.pid, "-", "full", compress=codec, progress=progress)
+    finally:
+        stdout.close()
+        reader.join(30)
+        os.close(r)
+    assert "killed" in seen, "the dump never called its progress callback"
+    assert raised.value.reason == "exited", raised.value.details()
+    message = str(raised.value)
+    if codec is None:
+        assert received[0] > 0, "nothing of the dump had gone down the pipe when the target died"
+    if received[0]:
+        assert f"the reader of stdout already received the first {received[0]} bytes of the dump" in message, (
+            received[0], message)
+        assert "nothing was kept" not in message, message
+    else:  # zstd's workers had sent nothing yet: then nothing is what the reader has
+        assert "nothing was kept" in message, message
+    nothing_of_it_left(doomed)
+
+
 def test_a_dead_target_is_exited_even_when_the_rest_of_its_read_would_outlast_max_pause(
         doomed: Target, outdir: Path) -> None:
     """Once the address space is gone every read is empty: the dump ends at the first one, as exited,

@@ -86,6 +86,38 @@ def test_sigint_and_sigterm_clean_up(target_exe, outdir, sig, code, extra):
         t.assert_running_untraced()
 
 
+def test_a_disk_that_fills_at_the_sidecar_says_the_verified_dump_went_too(ctarget, tmp_path, monkeypatch):
+    """The dump is written and verified, then the disk fills (another writer takes it all) as the sidecar
+    is written: the kernel's ENOSPC. A dump is kept only beside its sidecar, so both go, and the error
+    says so, not merely that "the partial file was removed"."""
+    from dumplib import outputs
+
+    write_all = outputs._write_all
+    with tmpfs(tmp_path / "vol", "64m") as vol:
+        def filled_first(host, path, data):  # type: ignore[no-untyped-def]
+            if not (vol / "filler").exists():
+                fd = os.open(vol / "filler", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                try:
+                    st = os.statvfs(vol)
+                    os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
+                finally:
+                    os.close(fd)
+                dumps = [p.name for p in vol.iterdir() if p.name.startswith(".dumplib-") and p.stat().st_size > 0]
+                assert dumps, "the dump was not written before its sidecar"
+            write_all(host, path, data)
+
+        monkeypatch.setattr(outputs, "_write_all", filled_first)
+        with pytest.raises(dumplib.DumpFailed) as info:
+            dumplib.create_dump(ctarget.pid, vol / "d.core", "triage", space_check=False)
+        assert info.value.reason == "disk-full", info.value.details()
+        message = str(info.value)
+        assert "d.core.json" in message, message
+        assert f"the dump, complete and verified, that was to be {vol / 'd.core'}" in message, message
+        assert "was removed" in message and "nothing was kept" in message, message
+        assert sorted(p.name for p in vol.iterdir()) == ["filler"], leftovers(vol)
+        ctarget.assert_running_untraced()
+
+
 def test_sidecar_records_what_was_done(ctarget, outdir):
     result = dumplib.create_dump(ctarget.pid, outdir, "mini", comment="leak hunt")
     side = json.loads(open(result.sidecar).read())

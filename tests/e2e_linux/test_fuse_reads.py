@@ -349,3 +349,143 @@ def test_an_executable_on_a_stalled_mount_is_dumped_without_reading_it(fuse_targ
             assert not [a for a, f, m in full for lo, hi in cold if a < hi and a + m > lo]
             mount.release()  # the target runs its own code again only once it can be read
             unharmed(t)
+
+
+def test_a_snapshots_copy_that_meets_a_stalled_page_is_given_up_on_within_the_bound(fuse_target_exe, tmp_path,
+                                                                                     monkeypatch):
+    """The copy from a snapshot's clone reads pages found resident while the target was stopped; one that
+    has left memory since (here: the program's own pages, dropped by the daemon once the clone exists,
+    their later reads held) is fetched from the file system by that read. The read is given up on after
+    dumplib's bound, as a read of the live target is: TargetRefused memory-map-locked, nothing kept, the
+    clone reaped by the target once the mount answers, the target unharmed."""
+    import dumplib
+    from dumplib._linux import backend
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with mounted(tmp_path, exe=fuse_target_exe) as mount:
+        with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            copy_rest = backend._Snapshot.copy_rest
+            frozen: List[bool] = []
+
+            def frozen_first(self, *args):  # type: ignore[no-untyped-def]
+                if not frozen:  # once: the clone exists and the target runs again
+                    frozen.append(True)
+                    mount.freeze()
+                copy_rest(self, *args)
+
+            monkeypatch.setattr(backend._Snapshot, "copy_rest", frozen_first)
+
+            def dump() -> object:
+                try:
+                    return dumplib.create_dump(t.pid, out, "full", snapshot=True)
+                except dumplib.DumpError as exc:
+                    return exc
+
+            # Twice the bound, and the worker's looks, are plenty at load 10; past that the read was not bounded.
+            done, got = within(dump, 2 * backend.MM_LOCK_SECONDS + 30)
+            held = [ln for ln in mount.lines() if "held read" in ln]
+            assert frozen and held, ("no read of the dropped pages was held: the test proves nothing", mount.lines())
+            assert done, "the copy from the snapshot waited on the stalled mount"
+            assert isinstance(got, dumplib.TargetRefused) and got.reason == "memory-map-locked", got
+            assert f"snapshot of process {t.pid}" in str(got), str(got)
+            assert list(out.iterdir()) == []
+            mount.release()  # the abandoned read, the clone's exit and the target's own code can go on now
+            deadline = time.monotonic() + 30
+            while _children(t.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _children(t.pid) == [], "the snapshot was left as a child of the target"
+            unharmed(t)
+
+
+def _children(pid: int) -> List[int]:
+    """Every process whose parent is *pid*, from every process's status."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if re.search(rf"\nPPid:\t{pid}\n", text):
+                found.append(int(entry))
+    return found
+
+
+#: `python -c` this, then the command's arguments: the dumplib command, with the mount's "exe" frozen
+#: (FREEZE_DAEMON, FREEZE_LOG) at FREEZE_AT: "copy", as the live copy begins, or "check", just after the
+#: layout, the target stopped, found the first page of the program (FREEZE_PID's mapping of "exe")
+#: resident. Pages found resident leave memory just before they are read: the race between the residency
+#: check and the read that the kernel's reclaim could make at any time.
+RECLAIMED_BEFORE_THE_READ = r"""
+import os, runpy, signal, sys, time
+from dumplib._linux import backend
+from dumplib._linux.core import memory
+
+def freeze():
+    os.kill(int(os.environ["FREEZE_DAEMON"]), signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while "frozen" not in open(os.environ["FREEZE_LOG"]).read().split() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+if os.environ["FREEZE_AT"] == "copy":
+    copy = backend._copy
+
+    def frozen_first(*args):
+        freeze()
+        copy(*args)
+
+    backend._copy = frozen_first
+else:
+    program = [tuple(int(x, 16) for x in line.split()[0].split("-"))
+               for line in open(f"/proc/{os.environ['FREEZE_PID']}/maps") if line.rstrip().endswith("/exe")]
+    lay_out, resident, stopped = backend._lay_out, memory.Prober.resident, []
+
+    def laid_out(*args):
+        stopped.append(True)
+        return lay_out(*args)
+
+    def checked(self, address):
+        found = resident(self, address)
+        if stopped and found and stopped[-1] and any(lo <= address < hi for lo, hi in program):
+            stopped.append(False)
+            freeze()
+        return found
+
+    backend._lay_out, memory.Prober.resident = laid_out, checked
+sys.argv = ["dumplib", *sys.argv[1:]]
+runpy.run_module("dumplib_cli", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("at", ["copy", "check"])
+def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_target_exe, tmp_path, at):
+    """A resident page of the program (on the stalled mount) is dropped after the residency check and
+    before its read (the copy's, or the layout's read of its ELF header), which the daemon then holds:
+    once the daemon has taken a read it is waited for even past SIGKILL, so dumplib reads such pages
+    through a child. The command ends within its bound (memory-map-locked, nothing kept, the target let
+    go) and its process exits, reaped by its parent, while the daemon still holds the read."""
+    with mounted(tmp_path, exe=fuse_target_exe) as mount:
+        with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            env = dict(os.environ, FREEZE_DAEMON=str(mount.daemon.pid), FREEZE_LOG=str(mount.log), FREEZE_AT=at,
+                       FREEZE_PID=str(t.pid))
+            proc = subprocess.Popen([sys.executable, "-c", RECLAIMED_BEFORE_THE_READ, "dump", str(t.pid),
+                                     str(tmp_path / "r.core"), "--kind", "full", "--json"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            mount.commands.append(proc.pid)
+            try:
+                out, err = proc.communicate(timeout=COMMAND_SECONDS)
+            except subprocess.TimeoutExpired:
+                mount.release()
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail("dumplib's process did not exit while a read of a reclaimed page waited on the mount:"
+                            f"\n{out}{err}\n" + "\n".join(mount.lines()[-10:]))
+            held = [ln for ln in mount.lines() if "held read" in ln]
+            assert "frozen" in mount.lines() and held, ("no read of a reclaimed page was held: the test proves"
+                                                        " nothing", mount.lines()[-10:], err)
+            assert proc.returncode == 11, (proc.returncode, out, err)
+            assert json.loads(out)["error"]["reason"] == "memory-map-locked", out
+            assert not (tmp_path / "r.core").exists()
+            mount.release()
+            unharmed(t)

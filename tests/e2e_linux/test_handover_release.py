@@ -4,6 +4,11 @@ and the rename follow with the process running, as after a plain dump. A dump th
 disk fills at the flush, the read-back does not match) still leaves the process with its signal,
 delivered once, and keeps nothing.
 
+A snapshot (`--snapshot`) works in a hand-over: the process is let go, its signal delivered, as soon as its
+clone exists; its memory is copied from the clone, which the process reaps, unseen, in a second short hold.
+A hand-over's `stopped_seconds` is the whole stop the process saw: from its signal's stop to the watcher's
+SIGCONT, the hand-over and the plan included (every hold summed), checked against the target's own ticker.
+
 Nothing here times the machine. The in-process tests hold the dump at its flush (or its read-back) until
 the target's handler has run, bounded by HANDLER_PATIENCE: when the process is let go only after the
 dump, the handler cannot run there, the wait runs out, and the test says so; when it is let go at the
@@ -30,7 +35,8 @@ from dumplib import outputs
 from dumplib._linux.signalwatch import SignalWatcher
 from dumplib.compression import CompressingWriter
 from helpers import leftovers, tmpfs
-from linuxrig import build_source, proc_status
+from dumplib._linux import backend
+from linuxrig import build_source, gdb, proc_status
 
 pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
@@ -38,6 +44,13 @@ REPO = HERE.parent.parent
 #: The longest a held flush or read-back waits for the handler: a target let go at the end of the read
 #: runs it within milliseconds even at load 10; one held until the dump is done never does.
 HANDLER_PATIENCE = 20.0
+#: How far the target's own measure of its stop (its ticker's longest gap) may stray from the stop dumplib
+#: reports: the ticker's 1 ms period, the wait for a CPU once it is let go, and the few ms between the
+#: signal's stop and the other threads' interrupt; generous for a 2-CPU machine at load 10.
+SCHEDULING_MARGIN = 0.5
+#: How long a test's hand-over keeps the process waiting before create_dump begins (as a slow plan or a
+#: slow start would): longer than SCHEDULING_MARGIN, so a figure that leaves it out cannot pass.
+HELD_BEFORE_THE_DUMP = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +105,36 @@ def release_target(exe: Path, side: Path, directory: Path, mib: int) -> Iterator
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
         proc.wait()
+
+
+def longest_gap(proc: "subprocess.Popen[str]") -> float:
+    """The target's ticker's longest gap (seconds) since the last call, then a new measure begins.
+
+    The target resets its measure just after answering: its main thread is waited for back in its
+    read of stdin first, else a hand-over could hold it between the answer and the reset, and the reset
+    would wipe the gap the hold made."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("gap\n")
+    proc.stdin.flush()
+    gap = int(proc.stdout.readline()) / 1e6
+    deadline = time.monotonic() + HANDLER_PATIENCE
+    while proc_status(proc.pid)["State"][0] != "S" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return gap
+
+
+def children_of(pid: int) -> List[int]:
+    """Every process whose parent is *pid* (a zombie too), from every process's status: independent of
+    the target's own children file."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if proc_status(int(entry)).get("PPid") == str(pid):
+                    found.append(int(entry))
+            except (OSError, KeyError):
+                continue
+    return found
 
 
 def as_sent_by_us() -> str:
@@ -310,4 +353,92 @@ def test_a_signal_arriving_while_the_last_dump_is_finished_waits_for_it_then_get
         while len(handler.lines()) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()] * 2
+        assert running_untraced(proc.pid)
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["in-place", "snapshot"])
+def test_a_hand_overs_stopped_seconds_is_the_whole_stop_the_process_saw(release_exe: Path, tmp_path: Path,
+                                                                        outdir: Path, snapshot: bool) -> None:
+    """The process is held from its signal's stop; create_dump starts only HELD_BEFORE_THE_DUMP later.
+    The figure must cover that wait as the target's ticker saw it (a snapshot's two holds summed cover
+    its longest one)."""
+    handler = Handler(tmp_path / "handler.txt")
+    with release_target(release_exe, handler.path, outdir, 16) as proc:
+        def take() -> dumplib.DumpResult:
+            time.sleep(HELD_BEFORE_THE_DUMP)  # the process waits in the hand-over's group-stop meanwhile
+            return dumplib.create_dump(proc.pid, outdir, "full", snapshot=snapshot)
+
+        longest_gap(proc)
+        got = hand_over_once(proc.pid, take)
+        gap = longest_gap(proc)
+        result = got.get("result")
+        assert result is not None, got
+        assert result.snapshot is snapshot, result
+        stopped = result.stopped_seconds
+        assert gap >= HELD_BEFORE_THE_DUMP, f"the ticker did not see the hold: {gap:.3f} s (dumplib: {stopped} s)"
+        assert stopped is not None and stopped >= gap - SCHEDULING_MARGIN, (
+            f"dumplib says the process was stopped {stopped:.3f} s; its ticker saw a {gap:.3f} s gap")
+        if not snapshot:  # one hold: the figure is that gap, not more
+            assert stopped <= gap + SCHEDULING_MARGIN, (stopped, gap)
+        with open(result.sidecar or "") as f:
+            assert json.load(f)["stopped_seconds"] == stopped
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
+        assert running_untraced(proc.pid)
+
+
+def test_a_snapshot_in_a_hand_over_lets_the_process_go_before_its_memory_is_copied(
+        release_exe: Path, tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The copy from the clone waits (bounded) for the target's handler: it runs only if the process was
+    let go, its signal delivered, once the clone existed. The core is still the process at its signal
+    (gdb: the handler's line buffer, filled by then in the process, is empty in the core); the clone is
+    reaped by the process unseen (no child left, no warning) and the process runs on untraced."""
+    handler = Handler(tmp_path / "handler.txt")
+    seen: Dict[str, bool] = {}
+    copy_rest = backend._Snapshot.copy_rest
+    at_copy = held_until_handler(handler, seen, "copy")
+
+    def held_copy(self: Any, *args: Any) -> None:
+        at_copy()
+        copy_rest(self, *args)
+
+    monkeypatch.setattr(backend._Snapshot, "copy_rest", held_copy)
+    with release_target(release_exe, handler.path, outdir, 16) as proc:
+        got = hand_over_once(proc.pid, lambda: dumplib.create_dump(proc.pid, outdir, "full", snapshot=True))
+        result = got.get("result")
+        assert result is not None, got
+        assert result.snapshot and result.warnings == (), result
+        assert seen["copy"], "the handler had not run when the copy from the snapshot began: the process was held"
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
+        assert children_of(proc.pid) == [], "the snapshot was left as a child of the process"
+        assert running_untraced(proc.pid)
+        out = gdb(str(release_exe), result.path, "p (char *)on_signal::line")
+        assert '<line> ""' in out, out
+
+
+def test_the_command_takes_a_snapshot_at_a_watched_signal(release_exe: Path, cli_path: str, tmp_path: Path,
+                                                         outdir: Path) -> None:
+    """`watch --signal USR1 --snapshot` was refused ("the process was stopped (SIGSTOP)", a stop the
+    watcher itself made): now the dump is a snapshot's."""
+    handler = Handler(tmp_path / "handler.txt")
+    with release_target(release_exe, handler.path, outdir, 16) as proc:
+        cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(proc.pid), str(outdir), "--signal",
+                                "USR1", "--kind", "full", "--snapshot", "--json", "--timeout", "120"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=cli_path))
+        try:
+            assert cli.stdout is not None
+            assert json.loads(cli.stdout.readline())["event"] == "watching"
+            os.kill(proc.pid, signal.SIGUSR1)
+            out, err = cli.communicate(timeout=300)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert cli.returncode == 0, (out, err)
+        events = [json.loads(line) for line in out.splitlines()]
+        dumped = [e for e in events if e["event"] == "dumped"]
+        assert len(dumped) == 1 and dumped[0]["result"]["snapshot"] is True, events
+        assert handler.ran(within=10)
+        assert [r["siginfo"] for r in handler.records()] == [as_sent_by_us()]
+        assert children_of(proc.pid) == []
         assert running_untraced(proc.pid)

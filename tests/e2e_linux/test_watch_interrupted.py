@@ -169,3 +169,52 @@ def test_keyboard_interrupt_in_the_library_while_idle_leaves_the_target_untraced
         os.kill(proc.pid, signal.SIGUSR1)
         wait_for(lambda: delivered(side), 10)
         assert delivered(side) == [f"signo={int(signal.SIGUSR1)} code=0 pid={os.getpid()}"]
+
+
+def children_of(pid: int) -> List[int]:
+    """Every process whose parent is *pid* (a zombie too), from every process's status."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if proc_status(int(entry)).get("PPid") == str(pid):
+                    found.append(int(entry))
+            except (OSError, KeyError):
+                continue
+    return found
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGINT, signal.SIGTERM)],
+                         ids=["sigint", "sigint-then-sigterm"])
+def test_an_interrupted_snapshot_watch_reaps_the_snapshot_and_keeps_nothing(
+        handover_exe: Path, cli_path: str, tmp_path: Path, outdir: Path, signals: Tuple[int, ...]) -> None:
+    """With --snapshot the process has its signal once its clone exists; the watch interrupted while the
+    clone is copied still has the clone reaped by the process (handed over again for it), unseen: no
+    child left, the process running untraced, its signal delivered once, nothing kept."""
+    side = tmp_path / "handler.txt"
+    with target(handover_exe, side) as proc:
+        cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(proc.pid), str(outdir),
+                                "--signal", "USR1", "--kind", "full", "--compress", "gzip", "--compress-level", "9",
+                                "--snapshot", "--max-pause", "off", "--no-space-check", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=cli_path))
+        try:
+            assert cli.stdout is not None
+            assert json.loads(cli.stdout.readline())["event"] == "watching"
+            os.kill(proc.pid, signal.SIGUSR1)
+            # The copy from the clone is under way: a temporary exists and the process has had its signal.
+            wait_for(lambda: bool(leftovers(outdir)) and bool(delivered(side)))
+            for sig in signals:
+                cli.send_signal(sig)
+            out, err = cli.communicate(timeout=120)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert cli.returncode == 128 + signals[0], (cli.returncode, out, err)
+        wait_for(lambda: state_of(proc.pid)[1] == "0" and state_of(proc.pid)[0][0] in "RS", 10)
+        assert delivered(side) == [f"signo={int(signal.SIGUSR1)} code=0 pid={os.getpid()}"]
+        assert children_of(proc.pid) == [], "the snapshot was left as a child of the process"
+        assert sorted(p.name for p in outdir.iterdir()) == []
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [e["event"] for e in events][-2:] == ["abandoned", "stopped"], events

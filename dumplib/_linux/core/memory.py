@@ -26,7 +26,7 @@ import fcntl
 import os
 import re
 import stat
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
 from ..._platform import Tick
@@ -34,6 +34,9 @@ from ...errors import DumpFailed
 from ..proc.errors import target_error
 from ..proc.maps import Region
 from .selection import Segment
+
+if TYPE_CHECKING:
+    from .far import FarReader
 
 PAGE = 4096
 CHUNK = 4 << 20  # 1-4 MiB reads are fastest (docs/benchmarks.md)
@@ -548,8 +551,16 @@ class MemoryCopier:
         self._words = self.view.cast("Q")
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
         self._pagemap: Optional[int] = _open_pagemap(pid)
+        #: Reads of pages a FUSE, NFS or CIFS mount may have to serve go through a child (core/far.py):
+        #: the reader, and for each device whether it is such a mount.
+        self._far: Optional["FarReader"] = None
+        self._far_now = False
+        self._far_devices: Dict[str, bool] = {}
 
     def close(self) -> None:
+        if self._far is not None:
+            self._far.close()
+            self._far = None
         if self._pagemap is not None:
             os.close(self._pagemap)
             self._pagemap = None
@@ -586,6 +597,7 @@ class MemoryCopier:
             return
         at = 0
         for piece, _ in batch:
+            self._far_now = self._far_mapping(piece.region)
             if self._read(piece.start, at, piece.filesz) != piece.filesz:
                 break
             at += piece.filesz
@@ -600,6 +612,7 @@ class MemoryCopier:
     def copy_piece(self, piece: Piece, file_offset: int) -> None:
         """Copy the stored part of *piece* to *file_offset*, reading only pages that hold data."""
         end = piece.start + piece.filesz
+        self._far_now = self._far_mapping(piece.region)
         if piece.probe == "pagemap":
             self.copy(piece.start, end, file_offset, self._touched_runs)
             return
@@ -655,10 +668,28 @@ class MemoryCopier:
         for m in _RUNS.finditer(flags):
             yield m.start() * PAGE, (m.end() - m.start()) * PAGE, False
 
+    def _far_mapping(self, region: Optional[Region]) -> bool:
+        """Whether *region* maps a file from a FUSE, NFS or CIFS mount (or one unknown): its pages, found
+        resident while the target was stopped, may have been reclaimed since, and a read would then be
+        served by that file system, in a wait dumplib could not exit from (core/far.py)."""
+        if region is None or not region.file_backed or "ht" in region.vmflags:
+            return False
+        far = self._far_devices.get(region.dev)
+        if far is None:
+            far = self._far_devices[region.dev] = remote_file_system(self.pid, region.dev)
+        return far
+
     def _read(self, address: int, offset: int, length: int) -> int:
         try:
             assert self._mem is not None, "read after close"
-            got = blocking(os.preadv, self._mem, [self.view[offset : offset + length]], address)
+            if self._far_now:
+                if self._far is None:
+                    from .far import FarReader  # only dumps of processes mapping files from such mounts
+
+                    self._far = FarReader(self._mem)
+                got = blocking(self._far.pread_into, self.view[offset : offset + length], address)
+            else:
+                got = blocking(os.preadv, self._mem, [self.view[offset : offset + length]], address)
         except OSError as exc:
             return self._unread(exc)
         if got == 0 and length:

@@ -65,7 +65,8 @@ def obstacle(pid: int, regions: Sequence[Region], pieces: Sequence[Piece], early
     was read as they stopped; without them each thread's status is read now."""
     status = read_status(pid)
     if state_before.startswith("T"):
-        return "the process was stopped (SIGSTOP): it is not running, so a snapshot gains nothing"
+        return ("the process was already stopped (job control: SIGSTOP, SIGTSTP or the like) before dumplib stopped"
+                " it: it is not running, so a snapshot gains nothing")
     modes = ({tid: t.seccomp for tid, t in sorted(threads.items())} if threads
              else {tid: read_status(pid, tid).get("Seccomp", "0") for tid in tids_or_none(pid)})
     for tid, mode in modes.items():
