@@ -29,6 +29,7 @@ assert sys.platform.startswith("linux")
 import errno
 import mmap
 import os
+import re
 import select
 import signal
 import struct
@@ -66,6 +67,15 @@ BUFFER = 4 << 20
 ANSWER_PATIENCE = 30.0
 
 
+def interpreter() -> Optional[str]:
+    """sys.executable when it is a Python interpreter (python, python3, python3.11, python3.13t...), else
+    None: in an embedding program (uWSGI, a game, a Blender) it names that program."""
+    exe = sys.executable
+    if exe and re.fullmatch(r"python(\d+(\.\d+)?)?[a-z]?", os.path.basename(exe)) and os.access(exe, os.X_OK):
+        return exe
+    return None
+
+
 class FarReader:
     """pread of the memory behind *mem* (an open /proc/PID/mem), by a child process (module docstring)."""
 
@@ -91,6 +101,11 @@ class FarReader:
 
     def _read_part(self, view: memoryview, address: int) -> int:
         if self._proc is None:
+            if interpreter() is None:
+                # dumplib embedded in a program that is not Python (sys.executable names that program,
+                # which must never be run with our arguments): read in place, bounded as before, at the
+                # cost this module exists to avoid (a read its daemon holds keeps us from exiting).
+                return os.preadv(self.mem, [view], address)
             self._start()
         assert self._shared is not None
         self._send(_REQUEST.pack(address, len(view)))
@@ -129,7 +144,7 @@ class FarReader:
         resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
+                [str(interpreter()), "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
                  str(BUFFER)],
                 pass_fds=(self.mem, req_r, resp_w, self._shm), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
