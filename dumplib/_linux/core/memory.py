@@ -38,7 +38,10 @@ from ..ptrace import libc
 from .selection import Segment
 
 PAGE = 4096
-CHUNK = 4 << 20  # 1-4 MiB reads are fastest (docs/benchmarks.md)
+#: Bytes per read of the target's memory and per write: 1 MiB stays in the CPU's cache between the read
+#: that fills the buffer and the write that empties it (4 MiB did not: the 2 GiB stop took ~20% longer,
+#: docs/benchmarks.md).
+CHUNK = 1 << 20
 ZERO_PAGE = bytes(PAGE)
 #: The zero-page check looks at the first _HEAD bytes of every page first, _HEAD_GROUP pages per unpack.
 _HEAD, _HEAD_GROUP = 64, 64
