@@ -715,8 +715,8 @@ class MemoryCopier:
         A page can only be zero if its first 64 bytes are. Those are taken for _HEAD_GROUP pages at a
         time by one struct unpack (64 bytes kept, the rest of the page skipped, all in C), and a page
         whose head holds data is ruled out by a C-level search of that tuple; only pages with a zero
-        head are compared whole. A chunk of data costs ~70 us per 4 MiB this way, where gathering the
-        heads by strided memoryview slices cost ~300 (docs/benchmarks.md), and it runs while the
+        head are compared whole. 4 MiB of data costs ~50 us this way, where gathering the
+        heads by strided memoryview slices cost ~380 (docs/benchmarks.md), and it runs while the
         target is stopped.
         """
         pages = length // PAGE
