@@ -39,7 +39,7 @@ from .selection import Segment
 
 PAGE = 4096
 #: Bytes per read of the target's memory and per write: 1 MiB stays in the CPU's cache between the read
-#: that fills the buffer and the write that empties it (4 MiB did not: the 2 GiB stop took ~20% longer,
+#: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).
 CHUNK = 1 << 20
 ZERO_PAGE = bytes(PAGE)
