@@ -543,7 +543,7 @@ UNREADABLE = (errno.EFAULT, errno.EIO, errno.ENOMEM)
 class MemoryCopier:
     def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
         """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
-        (zero-filling a 4 MiB buffer costs a small dump more than its reads).
+        (zero-filling a whole CHUNK buffer cost a small dump more than its reads).
 
         Memory is read through /proc/PID/mem, never process_vm_readv, for two reasons. process_vm_readv
         pins the pages it reads, and pinning an anonymous page shared copy-on-write (a prefork server's
