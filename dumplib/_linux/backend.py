@@ -759,8 +759,12 @@ class _Snapshot:
 
 def _pause_checked(stopped: Stopper, tick: Optional[Tick]) -> Tick:
     """The writer's tick, first raising max-pause once the tracer has let the target go."""
+    # A snapshot's helper answers over a pipe: between chunks it is asked only now and then
+    # (snapshot/remote.py); the other stoppers' check is an attribute read.
+    check = getattr(stopped, "check_pause_soon", stopped.check_pause)
+
     def checked(written: int) -> None:
-        stopped.check_pause()
+        check()
         if tick is not None:
             tick(written)
     return checked

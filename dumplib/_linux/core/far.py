@@ -60,7 +60,7 @@ while True:
 _REQUEST = struct.Struct("<QI")
 _ANSWER = struct.Struct("<q")
 #: The shared buffer: no read of a copy is larger (core/memory.CHUNK); a larger one is made in parts.
-BUFFER = 4 << 20
+BUFFER = 1 << 20
 #: How long one answer is waited for before the child is killed and the read fails (ETIMEDOUT). In a
 #: bounded worker (backend._bounded_reads) the caller has given up long before (MM_LOCK_SECONDS asleep);
 #: this only ends the worker's own wait, so no thread of dumplib's waits on the child for good.

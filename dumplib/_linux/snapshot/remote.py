@@ -39,6 +39,10 @@ from ..ptrace.stopper import JobControlDeferred, max_pause_error
 ANSWER_TIMEOUT = 300.0
 
 
+#: How often check_pause_soon asks the helper at most.
+ASK_EVERY = 0.05
+
+
 class RemoteStoppedProcess:
     """StoppedProcess, carried out by a helper process (see the module's docstring)."""
 
@@ -53,6 +57,7 @@ class RemoteStoppedProcess:
         self.snapshot_bytes: Optional[int] = None
         self.snapshot_warnings: List[str] = []
         self._stopped_seconds: Optional[float] = None
+        self._asked = 0.0  # when the helper was last asked whether max_pause ran out
         self._started = 0.0
         self._resumed: Optional[float] = None
         self._proc: Optional["subprocess.Popen[bytes]"] = None
@@ -88,11 +93,20 @@ class RemoteStoppedProcess:
         self._job_control.finish()
 
     def check_pause(self) -> None:
-        # Asked each time (a pipe round trip, per 4 MiB written): exact, as the final check must be.
+        # Asked each time (a pipe round trip): exact, as the final check must be.
         if self._resumed is None and self._proc is not None and not self.expired:
+            self._asked = time.monotonic()
             self.expired = bool(self._ask(("expired",)))
         if self.expired:
             raise max_pause_error(self.pid, self.max_pause)
+
+    def check_pause_soon(self) -> None:
+        """check_pause between the chunks of a copy made while the target is stopped (a snapshot not
+        taken): the helper is asked at most every ASK_EVERY seconds, as each ask is a pipe round trip
+        (~50 us at load 8: per 1 MiB chunk, a tenth of a second added to a 2 GiB stop). A target let
+        go at max_pause is then found that much later; the check after the copy is always exact."""
+        if self.expired or time.monotonic() - self._asked >= ASK_EVERY:
+            self.check_pause()
 
     def alive(self) -> bool:
         return any(thread_state(self.pid, tid) not in ("", "Z", "X") for tid in self.threads)
