@@ -461,3 +461,193 @@ def test_another_users_process_is_dumped_with_every_thread_and_watched(tmp_path)
         _dumps_and_watches_every_thread(pid, tmp_path)
     finally:
         cleanup()
+
+
+# -- the target goes on once its memory is read (issue #16) -----------------------------------------
+
+def _child(tmp_path, source):
+    """A python.exe running *source*; its first stdout line (JSON) and the Popen."""
+    script = tmp_path / "child.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"], ids=["plain", "raw-then-zstd"])
+def test_the_writer_lets_a_handed_over_process_go_once_its_dump_is_written_not_after_the_rest(tmp_path, compress):
+    """What the debug loop waits for (handover.target_runs): called once, when the raw dump is whole in its
+    temporary and before the read-back, the compression, the sidecar and the rename."""
+    from dumplib._windows import handover
+
+    proc, info = _child(tmp_path, FAULTER)
+    out = tmp_path / "dumps"
+    out.mkdir()
+    seen = []
+
+    def give_back():
+        temps = {p.name: p.stat().st_size for p in out.iterdir()}
+        seen.append(temps)
+
+    try:
+        with handover.handed_over(info["pid"], give_back):
+            result = dumplib.create_dump(info["pid"], str(out / "x.dmp"), "mini", compress=compress)
+    finally:
+        _stop(proc)
+    assert len(seen) == 1, seen
+    (at_release,) = seen
+    # Nothing placed yet: no dump, no sidecar.
+    assert all(name.startswith(".dumplib-") for name in at_release), at_release
+    if compress is None:
+        # The raw dump is whole in its temporary already: the size the placed dump has.
+        assert list(at_release.values()) == [os.path.getsize(result.path)], (at_release, result.path)
+    assert os.path.exists(result.path) and os.path.exists(result.path + ".json")
+
+
+# A target with 64 MiB of random bytes (a full dump takes a while to compress) and a marker. Its main
+# thread faults when told ("fault N": N access violations in a row); the handler's first act overwrites
+# the marker with its reverse, which exists nowhere in the process before, then says "handled". Another
+# thread answers "ping" at any time.
+HANDLER_MARKS = textwrap.dedent("""
+    import ctypes, json, os, sys, threading, uuid
+    heap = os.urandom(64 << 20)
+    before = ("BEFORE-" + uuid.uuid4().hex).encode()
+    mark = ctypes.create_string_buffer(64)
+    ctypes.memmove(mark, before, len(before))
+    faults, go = [], threading.Event()
+
+    def commands():
+        for line in sys.stdin:
+            word = line.split()
+            if word == ["ping"]:
+                print("pong", flush=True)
+            elif word[:1] == ["fault"]:
+                faults.append(int(word[1]))
+                go.set()
+
+    threading.Thread(target=commands, daemon=True).start()
+    print(json.dumps({"pid": os.getpid(), "before": before.decode()}), flush=True)
+    go.wait()
+    for _ in range(faults[0]):
+        try:
+            ctypes.string_at(8, 1)
+        except OSError:
+            ctypes.memmove(mark, bytes(reversed(before)), len(before))
+            print("handled", flush=True)
+    threading.Event().wait()
+""")
+
+
+class _Lines:
+    """The child's stdout lines, each with the moment it was read."""
+
+    def __init__(self, proc):
+        self.lines = []
+        self._proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self._proc.stdout:
+            self.lines.append((time.monotonic(), line.strip()))
+
+    def when(self, text, nth=1, deadline=60.0):
+        """The moment the *nth* line *text* was read (waiting for it, bounded)."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            found = [at for at, line in list(self.lines) if line == text]
+            if len(found) >= nth:
+                return found[nth - 1]
+            time.sleep(0.01)
+        raise AssertionError(f"no {text!r} #{nth} from the target within {deadline} s: {self.lines}")
+
+
+def _watch_faults(tmp_path, faults, count, on_event=None):
+    """Watch HANDLER_MARKS for first-chance access violations (full dumps, zstd, no snapshot) while it
+    faults *faults* times; (results, events with their moments, the target's lines, its facts)."""
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    events = []
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        events.append((time.monotonic(), event))
+        if event.event == "watching":
+            proc.stdin.write(f"fault {faults}\n")
+            proc.stdin.flush()
+        if on_event is not None:
+            on_event(event, proc)
+
+    try:
+        results = dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                                path=tmp_path / "dumps", kind="full", compress="zstd", snapshot=False, count=count,
+                                interval=0, timeout=240, on_event=seen)
+        lines.when("handled", nth=faults)
+    finally:
+        _stop(proc)
+    return results, events, lines, info
+
+
+def _raw(result, tmp_path):
+    import zstandard
+
+    with open(result.path, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+def test_an_exception_dump_lets_the_faulting_thread_go_before_the_dump_is_compressed(tmp_path):
+    """The event is continued once MiniDumpWriteDump has returned: the program's handler runs while the
+    watcher still compresses and checks (it says "handled" before the watch reports "dumped"), and the
+    dump shows the process as it faulted (the handler's mark is not in it)."""
+    results, events, lines, info = _watch_faults(tmp_path, faults=1, count=1)
+    assert len(results) == 1, [e.to_dict() for _, e in events]
+    dumped = next(at for at, e in events if e.event == "dumped")
+    assert lines.when("handled") < dumped, "the target was held until the dump was compressed and placed"
+    raw = _raw(results[0], tmp_path)
+    before = info["before"].encode()
+    assert before in raw and bytes(reversed(before)) not in raw, "the target ran before its memory was read"
+
+
+def test_an_exception_that_comes_while_a_dump_is_finished_waits_for_it_and_is_dumped_too(tmp_path):
+    """Two faults in a row: the second comes while the first dump is compressed (the target runs then);
+    it is kept, not lost, and dumped once the first is done."""
+    results, events, lines, info = _watch_faults(tmp_path, faults=2, count=2)
+    kinds = [e.event for _, e in events]
+    assert len(results) == 2, kinds
+    assert kinds.count("fired") == 2 and "skipped" not in kinds, kinds
+    first_dumped = next(at for at, e in events if e.event == "dumped")
+    second_fired = [at for at, e in events if e.event == "fired"][1]
+    assert first_dumped <= second_fired, kinds  # it waited for the first dump, not beside it
+    before = info["before"].encode()
+    assert bytes(reversed(before)) in _raw(results[1], tmp_path)  # the second dump is of the second fault
+
+
+def test_every_thread_is_held_through_the_write_and_runs_while_the_dump_is_compressed(tmp_path, monkeypatch):
+    """Windows suspends every thread of a debuggee at a debug event until ContinueDebugEvent: another
+    thread of the target, asked to answer as the exception fires, answers only once the writer has let
+    the target go (MiniDumpWriteDump returned) and before the watch reports "dumped"."""
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine runs a debuggee's other threads on while an event is held")
+    from dumplib._windows import backend, handover
+
+    released = []
+
+    def target_runs(pid):
+        released.append(time.monotonic())
+        handover.target_runs(pid)
+
+    monkeypatch.setattr(backend, "target_runs", target_runs)
+
+    def ping_at_fired(event, proc):
+        if event.event == "fired":
+            proc.stdin.write("ping\n")
+            proc.stdin.flush()
+
+    results, events, lines, _ = _watch_faults(tmp_path, faults=1, count=1, on_event=ping_at_fired)
+    assert len(results) == 1 and len(released) == 1
+    dumped = next(at for at, e in events if e.event == "dumped")
+    assert released[0] <= lines.when("pong") < dumped
