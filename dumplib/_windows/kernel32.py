@@ -28,9 +28,21 @@ PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 
 GENERIC_READ = 0x80000000
 GENERIC_WRITE = 0x40000000
+READ_CONTROL = 0x00020000
+FILE_READ_ATTRIBUTES = 0x80
 FILE_SHARE_READ = 0x1
+FILE_SHARE_WRITE = 0x2
+FILE_SHARE_DELETE = 0x4
 CREATE_NEW = 1
+OPEN_EXISTING = 3
 FILE_ATTRIBUTE_NORMAL = 0x80
+FILE_ATTRIBUTE_DIRECTORY = 0x10
+FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+#: CreateFileW: open a symbolic link or junction itself, never what it points at.
+FILE_FLAG_OPEN_REPARSE_POINT = 0x00200000
+#: CreateFileW: needed to open a directory.
+FILE_FLAG_BACKUP_SEMANTICS = 0x02000000
+FILE_TYPE_DISK = 0x1
 FILE_BEGIN = 0
 
 STILL_ACTIVE = 259
@@ -96,6 +108,20 @@ GetDiskFreeSpaceExW = _proto(
      ctypes.POINTER(wt.ULARGE_INTEGER)],
     check_bool,
 )
+
+
+class BY_HANDLE_FILE_INFORMATION(ctypes.Structure):
+    _fields_ = [("dwFileAttributes", wt.DWORD), ("ftCreationTime", FILETIME), ("ftLastAccessTime", FILETIME),
+                ("ftLastWriteTime", FILETIME), ("dwVolumeSerialNumber", wt.DWORD), ("nFileSizeHigh", wt.DWORD),
+                ("nFileSizeLow", wt.DWORD), ("nNumberOfLinks", wt.DWORD), ("nFileIndexHigh", wt.DWORD),
+                ("nFileIndexLow", wt.DWORD)]
+
+
+GetFileInformationByHandle = _proto(
+    "GetFileInformationByHandle", wt.BOOL, [wt.HANDLE, ctypes.POINTER(BY_HANDLE_FILE_INFORMATION)], check_bool
+)
+# FILE_TYPE_UNKNOWN (0) is also an answer (a handle of no known type): the caller reads it, no errcheck.
+GetFileType = _proto("GetFileType", wt.DWORD, [wt.HANDLE])
 FlushFileBuffers = _proto("FlushFileBuffers", wt.BOOL, [wt.HANDLE], check_bool)
 GetFileSizeEx = _proto("GetFileSizeEx", wt.BOOL, [wt.HANDLE, ctypes.POINTER(wt.LARGE_INTEGER)], check_bool)
 SetFilePointerEx = _proto(
