@@ -24,6 +24,11 @@ import dumplib  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
 
+def real_windows_only(reason):
+    if UNDER_WINE:
+        pytest.skip(f"real Windows only: {reason}")
+
+
 EXITER = textwrap.dedent("""
     import ctypes, json, os, sys, threading, time
     marker = "EXIT-MARKER-%d" % os.getpid()
@@ -525,7 +530,7 @@ HANDLER_MARKS = textwrap.dedent("""
         for line in sys.stdin:
             word = line.split()
             if word == ["ping"]:
-                print("pong", flush=True)
+                os.write(1, b"pong\\n")  # one write: the two threads' lines never interleave
             elif word[:1] == ["fault"]:
                 faults.append(int(word[1]))
                 go.set()
@@ -538,7 +543,7 @@ HANDLER_MARKS = textwrap.dedent("""
             ctypes.string_at(8, 1)
         except OSError:
             ctypes.memmove(mark, bytes(reversed(before)), len(before))
-            print("handled", flush=True)
+            os.write(1, b"handled\\n")
     threading.Event().wait()
 """)
 
@@ -626,28 +631,107 @@ def test_an_exception_that_comes_while_a_dump_is_finished_waits_for_it_and_is_du
     assert bytes(reversed(before)) in _raw(results[1], tmp_path)  # the second dump is of the second fault
 
 
+def _timed(monkeypatch, name, record):
+    """backend.*name* (the real one) called as before, the moment it returns appended to *record*."""
+    from dumplib._windows import backend
+
+    real = getattr(backend, name)
+
+    def timed(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        finally:
+            record.append(time.monotonic())
+
+    monkeypatch.setattr(backend, name, timed)
+
+
+def _ping_at_fired(event, proc):
+    if event.event == "fired":
+        proc.stdin.write("ping\n")
+        proc.stdin.flush()
+
+
 def test_every_thread_is_held_through_the_write_and_runs_while_the_dump_is_compressed(tmp_path, monkeypatch):
-    """Windows suspends every thread of a debuggee at a debug event until ContinueDebugEvent: another
-    thread of the target, asked to answer as the exception fires, answers only once the writer has let
-    the target go (MiniDumpWriteDump returned) and before the watch reports "dumped"."""
-    if UNDER_WINE:
-        pytest.skip("real Windows only: Wine runs a debuggee's other threads on while an event is held")
+    """Windows (and Wine) suspend every thread of a debuggee at a debug event until ContinueDebugEvent:
+    another thread of the target, asked to answer as the exception fires, answers only once the writer
+    has let the target go (MiniDumpWriteDump returned) and before the watch reports "dumped"."""
+    released = []
+    _timed(monkeypatch, "target_runs", released)
+    results, events, lines, _ = _watch_faults(tmp_path, faults=1, count=1, on_event=_ping_at_fired)
+    assert len(results) == 1 and len(released) == 1
+    dumped = next(at for at, e in events if e.event == "dumped")
+    assert released[0] <= lines.when("pong") < dumped
+
+
+def test_a_snapshot_dump_at_an_exception_lets_the_target_go_once_the_capture_is_taken(tmp_path, monkeypatch):
+    """With a PSS snapshot the write reads the capture, not the process: the event is continued as soon
+    as the capture is taken, so the target answers while MiniDumpWriteDump still writes."""
+    from dumplib._windows import kernel32
+
+    if kernel32.PssCaptureSnapshot is None:
+        real_windows_only("Wine has no PssCaptureSnapshot (Windows 8.1 and later have)")
+    released, written = [], []
+    _timed(monkeypatch, "target_runs", released)
+    _timed(monkeypatch, "write_dump", written)
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        if event.event == "watching":
+            proc.stdin.write("fault 1\n")
+            proc.stdin.flush()
+        _ping_at_fired(event, proc)
+
+    try:
+        results = dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                                path=tmp_path / "dumps", kind="full", snapshot=True, timeout=240, on_event=seen)
+        pong = lines.when("pong")
+    finally:
+        _stop(proc)
+    assert len(results) == 1 and results[0].snapshot and len(released) == 1 and len(written) == 1
+    assert released[0] <= pong < written[0]
+
+
+def test_a_step_failing_after_the_target_was_let_go_says_so(tmp_path, monkeypatch):
+    """A failure in the compression, after the event was continued, must not read as if the process
+    were still held: the error says it had been let go (and the handler did run)."""
     from dumplib._windows import backend, handover
 
     released = []
 
     def target_runs(pid):
-        released.append(time.monotonic())
+        released.append(pid)
         handover.target_runs(pid)
+        time.sleep(0.3)  # past the progress throttle (0.25 s): the compressor's first tick is passed on
 
     monkeypatch.setattr(backend, "target_runs", target_runs)
 
-    def ping_at_fired(event, proc):
-        if event.event == "fired":
-            proc.stdin.write("ping\n")
+    def progress(*_args):
+        if released:  # the compressor's first tick: the reader of the output "went away"
+            raise dumplib.DumpFailed("the reader of the output went away", reason="broken-pipe")
+
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        if event.event == "watching":
+            proc.stdin.write("fault 1\n")
             proc.stdin.flush()
 
-    results, events, lines, _ = _watch_faults(tmp_path, faults=1, count=1, on_event=ping_at_fired)
-    assert len(results) == 1 and len(released) == 1
-    dumped = next(at for at, e in events if e.event == "dumped")
-    assert released[0] <= lines.when("pong") < dumped
+    try:
+        with pytest.raises(dumplib.DumpFailed) as caught:
+            dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                          path=tmp_path / "dumps", kind="full", compress="zstd", snapshot=False, timeout=120,
+                          on_event=seen, progress=progress)
+        lines.when("handled")
+    finally:
+        _stop(proc)
+    assert released == [info["pid"]]
+    message = str(caught.value)
+    assert message.startswith("the reader of the output went away")
+    assert f"process {info['pid']} was no longer held when this failed" in message, message
+    assert "exception passed on to its own handlers" in message, message
+    assert list((tmp_path / "dumps").iterdir()) == []
