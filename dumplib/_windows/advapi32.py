@@ -38,21 +38,9 @@ ACCESS_DENIED_CALLBACK_ACE_TYPE = 0xA
 INHERIT_ONLY_ACE = 0x08
 
 
-class ACE_HEADER(ctypes.Structure):
-    _fields_ = [("AceType", wt.BYTE), ("AceFlags", wt.BYTE), ("AceSize", wt.WORD)]
-
-
-class ACCESS_ALLOWED_ACE(ctypes.Structure):
-    """ACCESS_ALLOWED_ACE, and every ACE laid out like it (denied, and their callback forms): the SID
-    starts at SidStart."""
-
-    _fields_ = [("Header", ACE_HEADER), ("Mask", wt.DWORD), ("SidStart", wt.DWORD)]
-
-
-class ACL_SIZE_INFORMATION(ctypes.Structure):
-    _fields_ = [("AceCount", wt.DWORD), ("AclBytesInUse", wt.DWORD), ("AclBytesFree", wt.DWORD)]
-
-
+ACE_HEADER = NATIVE.ACE_HEADER
+ACCESS_ALLOWED_ACE = NATIVE.ACCESS_ALLOWED_ACE
+ACL_SIZE_INFORMATION = NATIVE.ACL_SIZE_INFORMATION
 LUID = NATIVE.LUID
 LUID_AND_ATTRIBUTES = NATIVE.LUID_AND_ATTRIBUTES
 TOKEN_PRIVILEGES = NATIVE.TOKEN_PRIVILEGES

@@ -59,6 +59,7 @@ SECURITY_ATTRIBUTES = NATIVE.SECURITY_ATTRIBUTES
 PROCESSENTRY32W = NATIVE.PROCESSENTRY32W
 MEMORY_BASIC_INFORMATION = NATIVE.MEMORY_BASIC_INFORMATION
 FILETIME = NATIVE.FILETIME
+BY_HANDLE_FILE_INFORMATION = NATIVE.BY_HANDLE_FILE_INFORMATION
 PSS_VA_CLONE_INFORMATION = _PSS.PSS_VA_CLONE_INFORMATION
 PROCESS_MEMORY_COUNTERS_EX = _PSS.PROCESS_MEMORY_COUNTERS_EX
 MEMORYSTATUSEX = _PSS.MEMORYSTATUSEX
@@ -108,15 +109,6 @@ GetDiskFreeSpaceExW = _proto(
      ctypes.POINTER(wt.ULARGE_INTEGER)],
     check_bool,
 )
-
-
-class BY_HANDLE_FILE_INFORMATION(ctypes.Structure):
-    _fields_ = [("dwFileAttributes", wt.DWORD), ("ftCreationTime", FILETIME), ("ftLastAccessTime", FILETIME),
-                ("ftLastWriteTime", FILETIME), ("dwVolumeSerialNumber", wt.DWORD), ("nFileSizeHigh", wt.DWORD),
-                ("nFileSizeLow", wt.DWORD), ("nNumberOfLinks", wt.DWORD), ("nFileIndexHigh", wt.DWORD),
-                ("nFileIndexLow", wt.DWORD)]
-
-
 GetFileInformationByHandle = _proto(
     "GetFileInformationByHandle", wt.BOOL, [wt.HANDLE, ctypes.POINTER(BY_HANDLE_FILE_INFORMATION)], check_bool
 )
