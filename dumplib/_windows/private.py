@@ -114,7 +114,8 @@ def descriptor_problem(owner: Optional[str], aces: Optional[Sequence[Ace]], user
     as the end of "the file ..." (None: it may). *rights* are what no one else may hold; *owners*
     are owners accepted besides *user*."""
     if owner != user and owner not in owners:
-        return f"belongs to another user (its owner is {_who(owner) if owner else 'not set'})"
+        return (f"belongs to another user (its owner is {_who(owner) if owner else 'not set'}; an elevated"
+                " administrator's new files are owned by Administrators: icacls on it: /setowner %USERNAME%)")
     if aces is None:
         return "has no DACL, so anyone can read it; give it one (icacls on it: /inheritance:r /grant:r %USERNAME%:F)"
     trusted = {user, SYSTEM, ADMINISTRATORS, OWNER_RIGHTS}

@@ -11,6 +11,7 @@ read comes back as an Everyone entry, and the key is refused).
 """
 import ctypes
 import os
+import subprocess
 import sys
 from ctypes import wintypes as wt
 
@@ -137,7 +138,8 @@ def _set_security(path, sddl):
         set_file_security = ctypes.WinDLL("advapi32", use_last_error=True).SetFileSecurityW
         set_file_security.argtypes = [wt.LPCWSTR, wt.DWORD, ctypes.c_void_p]
         set_file_security.restype = wt.BOOL
-        what = advapi32.DACL_SECURITY_INFORMATION | 0x80000000  # PROTECTED_DACL_SECURITY_INFORMATION
+        what = (advapi32.OWNER_SECURITY_INFORMATION | advapi32.DACL_SECURITY_INFORMATION
+                | 0x80000000)  # PROTECTED_DACL_SECURITY_INFORMATION
         assert set_file_security(str(path), what, descriptor), ctypes.WinError(ctypes.get_last_error())
     finally:
         kernel32.LocalFree(descriptor)
@@ -149,11 +151,30 @@ def test_a_key_file_others_can_read_is_refused_on_the_handle(tmp_path, monkeypat
     key = tmp_path / "shared-key"
     key.write_text("ab" * 32 + "\n")
     monkeypatch.setenv(signing.KEY_VARIABLE, str(key))
-    _set_security(key, f"D:P(A;;FA;;;{USER})")
+    # Owned by the user: an elevated runner's new files are the Administrators group's.
+    _set_security(key, f"O:{USER}D:P(A;;FA;;;{USER})")
     assert len(signing.load_key(current().host())) == 32
-    _set_security(key, f"D:P(A;;FA;;;{USER})(A;;FR;;;BU)")
+    _set_security(key, f"O:{USER}D:P(A;;FA;;;{USER})(A;;FR;;;BU)")
     with pytest.raises(InvalidArgument, match=r"can be read or changed by S-1-5-32-545 \(Users\)"):
         signing.load_key(current().host())
+    _set_security(key, f"O:BAD:P(A;;FA;;;{USER})")
+    with pytest.raises(InvalidArgument, match=r"belongs to another user \(its owner is S-1-5-32-544"):
+        signing.load_key(current().host())
+
+
+def test_a_key_directory_that_is_a_junction_is_refused_and_nothing_is_made_through_it(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    made = subprocess.run(["cmd", "/c", "mklink", "/J", str(tmp_path / ".dumplib"), str(elsewhere)],
+                          capture_output=True, text=True)
+    if made.returncode != 0 or not os.path.isdir(tmp_path / ".dumplib"):
+        real_windows_only(f"Wine's cmd makes no junction ({made.stdout.strip()} {made.stderr.strip()})")
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(signing.KEY_VARIABLE, raising=False)
+    with pytest.raises(InvalidArgument, match=r"private directory"):
+        signing.load_key(current().host())
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_key_file_that_is_a_symbolic_link_is_refused_never_followed(tmp_path, monkeypatch):
