@@ -109,10 +109,10 @@ def _who(sid: str) -> str:
 
 
 def descriptor_problem(owner: Optional[str], aces: Optional[Sequence[Ace]], user: str, rights: int,
-                       owners: Sequence[str] = ()) -> Optional[str]:
+                       owners: Sequence[str] = (), done: str = "read or changed") -> Optional[str]:
     """Why a file with this *owner* and DACL (*aces*; None: none) may not hold *user*'s secret, said
-    as the end of "the file ..." (None: it may). *rights* are what no one else may hold; *owners*
-    are owners accepted besides *user*."""
+    as the end of "the file ..." (None: it may). *rights* are what no one else may hold (what they
+    would let be *done* to it); *owners* are owners accepted besides *user*."""
     if owner != user and owner not in owners:
         return (f"belongs to another user (its owner is {_who(owner) if owner else 'not set'}; an elevated"
                 " administrator's new files are owned by Administrators: icacls on it: /setowner %USERNAME%)")
@@ -125,7 +125,7 @@ def descriptor_problem(owner: Optional[str], aces: Optional[Sequence[Ace]], user
         if ace.kind not in _ALLOWS or ace.sid is None:
             return f"has an access entry of type {ace.kind} that dumplib cannot judge; remove it (icacls shows it)"
         if ace.sid not in trusted and ace.mask & rights:
-            return (f"can be read or changed by {_who(ace.sid)} (access mask 0x{ace.mask:08X}); remove that entry"
+            return (f"can be {done} by {_who(ace.sid)} (access mask 0x{ace.mask:08X}); remove that entry"
                     f" (icacls on it: /inheritance:r /remove *{ace.sid})")
     return None
 
@@ -151,7 +151,8 @@ def handle_problem(handle: int, directory: bool = False) -> Optional[str]:
     user = wrappers.current_user_sid()
     if directory:
         # Administrators and SYSTEM can take any file anyway: a directory of theirs steers nothing.
-        return descriptor_problem(owner, aces, user, DIRECTORY_SECRET_RIGHTS, owners=(SYSTEM, ADMINISTRATORS))
+        return descriptor_problem(owner, aces, user, DIRECTORY_SECRET_RIGHTS, owners=(SYSTEM, ADMINISTRATORS),
+                                  done="written to")
     return descriptor_problem(owner, aces, user, FILE_SECRET_RIGHTS)
 
 

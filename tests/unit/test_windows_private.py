@@ -47,7 +47,7 @@ def _verdict(sddl: str, directory: bool = False):
         kernel32.LocalFree(descriptor)
     if directory:
         return private.descriptor_problem(owner, aces, USER, private.DIRECTORY_SECRET_RIGHTS,
-                                          owners=(private.SYSTEM, private.ADMINISTRATORS))
+                                          owners=(private.SYSTEM, private.ADMINISTRATORS), done="written to")
     return private.descriptor_problem(owner, aces, USER, private.FILE_SECRET_RIGHTS)
 
 
@@ -101,7 +101,7 @@ def test_the_key_directory_may_be_read_by_others_but_not_written():
     assert _verdict(f"O:{USER}D:P(A;;FA;;;{USER})(A;;FR;;;WD)", directory=True) is None
     assert _verdict(f"O:BAD:P(A;;FA;;;{USER})(A;;FA;;;BA)", directory=True) is None  # an elevated mkdir's owner
     why = _verdict(f"O:{USER}D:P(A;;FA;;;{USER})(A;;0x2;;;BU)", directory=True)  # FILE_ADD_FILE
-    assert why is not None and "S-1-5-32-545 (Users)" in why
+    assert why is not None and "can be written to by S-1-5-32-545 (Users)" in why
     why = _verdict(f"O:{OTHER}D:P(A;;FA;;;{USER})", directory=True)
     assert why is not None and "belongs to another user" in why
 
