@@ -286,6 +286,23 @@ class Host(abc.ABC):
         """Put thread *tid* back at normal priority; False where that is not allowed (or not possible)."""
         return False
 
+    # A secret of this user's (the store retention key, _egress/signing.py), judged on the file opened,
+    # beyond what stat says (Windows: stat names no owner and no real mode; the DACL decides).
+    def open_secret(self, path: str) -> int:
+        """Open the existing file *path* for reading, never through a symbolic link (O_NOFOLLOW: an
+        OSError; Windows opens a reparse point itself, which secret_problem then refuses)."""
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+
+    def secret_problem(self, fd: int) -> Optional[str]:
+        """Why the file open as *fd* may not hold this user's secret, beyond stat's owner and mode
+        (None: nothing more to say). Said as the end of "the file ...": "belongs to another user"."""
+        return None
+
+    def private_directory_problem(self, path: str) -> Optional[str]:
+        """Why the directory *path* may not hold this user's secret, beyond stat's owner and mode (None:
+        nothing more to say)."""
+        return None
+
 
 class EventSource(Protocol):
     """A debugger attached to one process, answering event triggers (signals, exceptions).

@@ -236,13 +236,13 @@ class CompressedFile(_FileOutput):
         return report, stored
 
     def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
-                 report: WriteReport) -> Stored:
-        """Compress an already verified raw dump into the destination, check it decodes back to it."""
+                 report: WriteReport, pid: Optional[int] = None) -> Stored:
+        """Compress an already verified raw dump (of process *pid*) into the destination, check it decodes back to it."""
         try:
             with self._naming_the_dump():
                 fd = self.host.open_private(self.dest.temp)
             try:
-                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final)
+                out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final, pid)
             finally:
                 os.close(fd)
             _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
@@ -317,11 +317,11 @@ class Stdout(Output):
         return report, Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
     def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
-                 report: WriteReport) -> Stored:
-        """Send an already verified raw dump down stdout, compressed or not."""
+                 report: WriteReport, pid: Optional[int] = None) -> Stored:
+        """Send an already verified raw dump (of process *pid*) down stdout, compressed or not."""
         with self._cut_back_on_failure():
             self._sent = CompressingWriter(self.fd, self.codec, self.level)
-            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where, self._left(),
+            out, _raw_sha = _pump(raw, self.fd, self.codec, self.level, tick, self.where, pid, self._left(),
                                   writer=self._sent)
         return Stored("-", out.stored_bytes, out.raw_bytes, self.codec, out.sha256)
 
@@ -392,7 +392,7 @@ class RawThenCompress(Output):
             said = session.verify(self.raw, plan, report)
             report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
             verified = True
-            stored = self.target.take_raw(self.raw, options.tick, sidecar, report)
+            stored = self.target.take_raw(self.raw, options.tick, sidecar, report, pid=plan.target.pid)
         except BaseException as exc:
             if keep_raw_after(exc, verified, self.keep_on_failure, isinstance(self.target, RemoteObject)):
                 assert isinstance(exc, DumpFailed) and isinstance(self.target, RemoteObject)
@@ -515,11 +515,11 @@ class RemoteObject(Output):
         return report, stored
 
     def take_raw(self, raw: str, tick: Optional[Tick], sidecar: Optional[SidecarMaker],
-                 report: WriteReport) -> Stored:
-        """Compress an already verified raw dump into the store, checking in memory that what is sent
-        decodes back to it."""
+                 report: WriteReport, pid: Optional[int] = None) -> Stored:
+        """Compress an already verified raw dump (of process *pid*, which its errors name) into the store,
+        checking in memory that what is sent decodes back to it."""
         started = time.monotonic()
-        up = self._start(None, os.path.getsize(raw), touched=True)
+        up = self._start(pid, os.path.getsize(raw), touched=True)
         try:
             check = DecodingHasher(self.codec) if self.codec else None
 
@@ -529,12 +529,12 @@ class RemoteObject(Output):
                     check(data)
 
             out = CompressingWriter(both, self.codec, self.level)
-            with _store_errors(None):
+            with _store_errors(pid):
                 raw_sha = _compress_file(raw, out, tick)
             if check is not None and check.result() != (raw_sha, out.raw_bytes):
                 raise DumpFailed(f"the compressed dump for {self.where} does not decompress to the dump that was"
-                                 " verified; nothing was committed", reason="unverified")
-            stored = self._commit(up, out, sidecar, report, None, started)
+                                 " verified; nothing was committed", pid=pid, reason="unverified")
+            stored = self._commit(up, out, sidecar, report, pid, started)
         except BaseException:
             up.abort()
             raise
@@ -651,12 +651,12 @@ def _output_errors(where: str, pid: Optional[int] = None,
 
 
 def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Tick], where: str,
-          left: str = "the partial file was removed",
+          pid: Optional[int] = None, left: str = "the partial file was removed",
           writer: Optional[CompressingWriter] = None) -> Tuple[CompressingWriter, str]:
-    """Copy the file *raw* through a compressor into *fd* (through *writer*, if given, one made for *fd*);
-    return the writer and the raw sha256."""
+    """Copy the file *raw* (a dump of *pid*) through a compressor into *fd* (through *writer*, if given, one
+    made for *fd*); return the writer and the raw sha256."""
     out = writer if writer is not None else CompressingWriter(fd, codec, level)
-    with _output_errors(where, None, left):
+    with _output_errors(where, pid, left):
         raw_sha = _compress_file(raw, out, tick)
     return out, raw_sha
 

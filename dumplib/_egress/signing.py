@@ -11,7 +11,10 @@ sidecar's MAC checks with this key.
 The key is ``~/.dumplib/egress-key`` (created on first need: exclusive, owner-only, through a
 temporary that is then placed without replacing anything), or the file ``DUMPLIB_EGRESS_KEY`` names
 (a fleet that wants one retention across machines gives them the same key file). A key file that is
-a symlink, another user's, readable by others, or not 64 hex digits is refused, never used.
+a symlink, another user's, readable by others, or not 64 hex digits is refused, never used. On
+Windows, where stat names no owner and no real mode, the host judges the file it opened (a reparse
+point, its owner, the DACL's grants: _windows/private.py); the key is made with an explicit owner
+and a protected DACL.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def _refuse(path: str, why: str) -> InvalidArgument:
 
 def _read(path: str, host: Host) -> bytes:
     """The key in *path*, checked as the module doc says (InvalidArgument otherwise)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    fd = host.open_secret(path)  # never through a symlink (Windows: a reparse point is opened, then refused)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -55,6 +58,9 @@ def _read(path: str, host: Host) -> bytes:
             raise _refuse(path, "belongs to another user")
         if host.owners_known and st.st_mode & 0o077:
             raise _refuse(path, f"can be read by others (mode {stat.S_IMODE(st.st_mode):o}; chmod 600 it)")
+        why = host.secret_problem(fd)  # the opened file's owner and DACL, where stat names neither (Windows)
+        if why is not None:
+            raise _refuse(path, why)
         text = os.read(fd, 200).strip()
     finally:
         os.close(fd)
@@ -109,6 +115,9 @@ def _make(path: str, host: Host) -> bytes:
     st = os.lstat(directory)
     if not stat.S_ISDIR(st.st_mode) or not host.mine(st) or (host.owners_known and st.st_mode & 0o022):
         raise _refuse(path, f"would be made in {directory}, which is not this user's private directory")
+    why = host.private_directory_problem(directory)
+    if why is not None:
+        raise _refuse(path, f"would be made in {directory}, which is not this user's private directory ({why})")
     temp = os.path.join(directory, f".egress-key-{secrets.token_hex(8)}.tmp")
     fd = host.open_private(temp)  # exclusive, owner-only, never through a symlink
     try:

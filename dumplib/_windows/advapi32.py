@@ -12,7 +12,7 @@ import ctypes
 from ctypes import wintypes as wt
 from functools import partial
 
-from ._common import check_bool, check_handle, prototype
+from ._common import check_bool, check_handle, check_status, prototype
 from .structs import NATIVE
 
 _dll = ctypes.WinDLL("advapi32", use_last_error=True)
@@ -27,8 +27,20 @@ SDDL_REVISION_1 = 1
 SE_FILE_OBJECT = 1
 OWNER_SECURITY_INFORMATION = 0x1
 DACL_SECURITY_INFORMATION = 0x4
+#: GetAclInformation's class for ACL_SIZE_INFORMATION.
+AclSizeInformation = 2
+#: ACE_HEADER.AceType values (winnt.h) a file's DACL can hold.
+ACCESS_ALLOWED_ACE_TYPE = 0x0
+ACCESS_DENIED_ACE_TYPE = 0x1
+ACCESS_ALLOWED_CALLBACK_ACE_TYPE = 0x9
+ACCESS_DENIED_CALLBACK_ACE_TYPE = 0xA
+#: ACE_HEADER.AceFlags: the ACE is only handed down to children, it does not apply to the object itself.
+INHERIT_ONLY_ACE = 0x08
 
 
+ACE_HEADER = NATIVE.ACE_HEADER
+ACCESS_ALLOWED_ACE = NATIVE.ACCESS_ALLOWED_ACE
+ACL_SIZE_INFORMATION = NATIVE.ACL_SIZE_INFORMATION
 LUID = NATIVE.LUID
 LUID_AND_ATTRIBUTES = NATIVE.LUID_AND_ATTRIBUTES
 TOKEN_PRIVILEGES = NATIVE.TOKEN_PRIVILEGES
@@ -67,6 +79,26 @@ GetNamedSecurityInfoW = _proto(
     [wt.LPCWSTR, ctypes.c_int, wt.DWORD, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
      ctypes.POINTER(ctypes.c_void_p)],
 )
+# The security descriptor of an open handle (the file itself, not what its name leads to now). Returns a
+# Win32 error code itself; *ppSecurityDescriptor is LocalAlloc'd, the owner and DACL pointers point into it.
+GetSecurityInfo = _proto(
+    "GetSecurityInfo",
+    wt.DWORD,
+    [wt.HANDLE, ctypes.c_int, wt.DWORD, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p),
+     ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)],
+    check_status,
+)
+GetSecurityDescriptorOwner = _proto(
+    "GetSecurityDescriptorOwner", wt.BOOL, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(wt.BOOL)],
+    check_bool,
+)
+GetSecurityDescriptorDacl = _proto(
+    "GetSecurityDescriptorDacl", wt.BOOL,
+    [ctypes.c_void_p, ctypes.POINTER(wt.BOOL), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(wt.BOOL)], check_bool,
+)
+GetAclInformation = _proto("GetAclInformation", wt.BOOL, [ctypes.c_void_p, ctypes.c_void_p, wt.DWORD, ctypes.c_int],
+                           check_bool)
+GetAce = _proto("GetAce", wt.BOOL, [ctypes.c_void_p, wt.DWORD, ctypes.POINTER(ctypes.c_void_p)], check_bool)
 ConvertSecurityDescriptorToStringSecurityDescriptorW = _proto(
     "ConvertSecurityDescriptorToStringSecurityDescriptorW",
     wt.BOOL,

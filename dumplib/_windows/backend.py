@@ -30,6 +30,7 @@ from . import snapshot as snapshot_rules
 from .access import DUMP_ACCESS, WALK_ACCESS, open_for_dump
 from .capture import NO_PSS, CaptureFailed, captured, commit_shortfall
 from .estimate import estimate_parts
+from .handover import target_runs
 from .host import WindowsHost
 from .inflight import WRITES
 from .policy import DUMPER_MACHINE, BitnessVerdict, bitness_verdict
@@ -195,8 +196,10 @@ class WindowsSession(Session):
                         # capture and the finally that frees it.
                         with captured(self.handle, mask, warnings) as taken:
                             snapshot_bytes = taken.cost
-                            # The target is suspended only while the snapshot is taken; it runs during the write.
+                            # The target is suspended only while the snapshot is taken; it runs during the write,
+                            # and a debug loop holding it at an event lets it go now (handover.py).
                             stopped = taken.seconds
+                            target_runs(pid)
                             used, _ = write_dump(self.handle, pid, file, mask, comment, signature, warnings,
                                                   monitor, event, snapshot=taken.handle)
                     except CaptureFailed as exc:  # nothing was written yet
@@ -205,6 +208,9 @@ class WindowsSession(Session):
                 if not snapshot:
                     # MiniDumpWriteDump suspends the target's threads for the whole call and resumes them on return.
                     used, stopped = write_dump(source, pid, file, mask, comment, signature, warnings, monitor, event)
+                    # All of it is in the file: a debug loop holding the target at an event lets it go now,
+                    # before the flush, the read-back, the compression and the sidecar (handover.py).
+                    target_runs(pid)
                 monitor.raise_if_abandoned()
                 kernel32.FlushFileBuffers(file)
             code = None if at_exit else wrappers.exit_code(self.handle)

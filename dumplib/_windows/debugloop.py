@@ -7,6 +7,14 @@ exception as it happened; every exception is then passed back (DBG_EXCEPTION_NOT
 program's own handlers run. What a debugger still changes (as ProcDump -e does): an unhandled
 exception skips the program's unhandled-exception filter and WER (docs/watch.md).
 DebugActiveProcessStop leaves it running.
+
+A dump at an event runs on a thread of its own (the hand-over), while this thread keeps the event:
+the writer says when it has read all it needs (handover.target_runs: MiniDumpWriteDump returned, or
+the snapshot taken), and this thread continues the event there and then, so the target runs while
+the dump is flushed, read back, compressed and given its sidecar. Meanwhile this thread answers the
+target's debug events as usual; one that would start another dump (a matching exception, the exit)
+is kept, the target waiting in it, until the dump under way is done, and then judged as if it had
+just arrived (as the Linux signal hand-over does).
 """
 from __future__ import annotations
 
@@ -20,15 +28,16 @@ import ctypes
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._platform import TargetEvent
-from ..errors import AccessDenied, DumpFailed, InvalidArgument, ProcessNotFound
+from ..errors import AccessDenied, DumpError, DumpFailed, InvalidArgument, ProcessNotFound
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from . import debugapi as dbg
 from . import wrappers
 from ._common import Win32Error
 from .exception_info import ExceptionParam
+from .handover import handed_over
 from .inflight import WRITES, holding_stop_signals
 
 #: CreateProcess: this thread debugs the new process (and not the processes it starts).
@@ -66,6 +75,12 @@ class DebugLoop:
         #: The process handle and image base from CREATE_PROCESS_DEBUG_EVENT (Windows closes the handle itself).
         self._process: Optional[int] = None
         self._image_base: Optional[int] = None
+        #: The event this thread holds the target at, not yet continued: (process id, thread id, event code).
+        self._held: Optional[Tuple[int, int, int]] = None
+        #: An event that came while a dump was being finished and would start another: judged after it.
+        self._pending: Optional[dbg.DEBUG_EVENT] = None
+        #: The thread finishing a hand-over's dump (stop() cancels a write there too).
+        self._worker: Optional[threading.Thread] = None
         self._thread = threading.Thread(target=self._run, name=f"dumplib-debug-{pid}", daemon=True)
         #: A launched command's Popen, and the events launching() and configure() set.
         self.proc: Optional["subprocess.Popen[bytes]"] = None
@@ -106,11 +121,14 @@ class DebugLoop:
             began = write_ended = time.monotonic()
             while self._thread.is_alive():
                 now = time.monotonic()
-                # Asked again each slice: a write the thread begins after this stop is cancelled too.
-                if WRITES.cancel(why, thread=ident):
+                # Asked again each slice: a write the thread (or its hand-over's worker) begins after this
+                # stop is cancelled too.
+                writer = next((t for t in (ident, self._worker_ident()) if t is not None and WRITES.cancel(why, thread=t)),
+                              None)
+                if writer is not None:
                     if now - began > WRITE_PATIENCE:
                         break
-                    WRITES.wait(WAIT_SLICE_MS / 1000, thread=ident)
+                    WRITES.wait(WAIT_SLICE_MS / 1000, thread=writer)
                     write_ended = time.monotonic()  # the detach's patience counts from the write's end
                     continue
                 if now - write_ended > PATIENCE:
@@ -118,6 +136,10 @@ class DebugLoop:
                 self._thread.join(WAIT_SLICE_MS / 1000)
         if held:
             raise held[0]
+
+    def _worker_ident(self) -> Optional[int]:
+        worker = self._worker
+        return worker.ident if worker is not None and worker.is_alive() else None
 
     # -- the debugger thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -137,17 +159,41 @@ class DebugLoop:
         """Wait for debug events in slices until stopped or the process has ended; then detach."""
         event = dbg.DEBUG_EVENT()
         try:
-            while not self._stop.is_set() and not self._ended:
+            while True:
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    # Kept while a dump was finished; when stopping it is passed on without a dump.
+                    self._hold(pending)
+                    self._let_go(self._on_event(pending) if not self._stop.is_set() else _passed_on(pending))
+                    continue
+                if self._stop.is_set() or self._ended:
+                    break
                 if not dbg.WaitForDebugEvent(ctypes.byref(event), WAIT_SLICE_MS):
                     continue  # ERROR_SEM_TIMEOUT: nothing happened in this slice
-                status = self._on_event(event)
-                dbg.ContinueDebugEvent(event.dwProcessId, event.dwThreadId, status)
+                self._hold(event)
+                self._let_go(self._on_event(event))
         finally:
             if not self._ended:
                 try:
                     dbg.DebugActiveProcessStop(self.pid)
                 except Win32Error:
                     pass
+            self._ended = True
+
+    def _hold(self, event: dbg.DEBUG_EVENT) -> None:
+        self._held = (event.dwProcessId, event.dwThreadId, event.dwDebugEventCode)
+
+    def _let_go(self, status: int) -> None:
+        """ContinueDebugEvent for the event held, once (a hand-over may have let it go already).
+
+        Continuing EXIT_PROCESS_DEBUG_EVENT ends the debugging session and closes the process handle
+        CREATE_PROCESS_DEBUG_EVENT gave (ContinueDebugEvent's documentation): nothing more comes."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        pid, tid, code = held
+        dbg.ContinueDebugEvent(pid, tid, status)
+        if code == dbg.EXIT_PROCESS_DEBUG_EVENT:
             self._ended = True
 
     # -- a command started under the debugger (ProcDump -x) ------------------------------------------
@@ -222,8 +268,7 @@ class DebugLoop:
         elif code == dbg.LOAD_DLL_DEBUG_EVENT:
             wrappers.close_handle(event.u.LoadDll.hFile)
         elif code == dbg.EXIT_PROCESS_DEBUG_EVENT:
-            self._on_exit(event)
-            self._ended = True  # Windows ends the debugging session with this event
+            self._on_exit(event)  # _let_go ends the session when it continues this event
         elif code == dbg.EXCEPTION_DEBUG_EVENT:
             return self._on_exception(event)
         return dbg.DBG_CONTINUE
@@ -241,7 +286,7 @@ class DebugLoop:
         readable = self._memory_readable()
         detail = f"exit code {exit_code}" + ("" if readable else "; its address space is already gone")
         for trigger in self.on_exit:
-            self._fire(trigger, float(exit_code), detail, seen, gone=None if readable else (
+            self._fire(trigger, float(exit_code), detail, dbg.DBG_CONTINUE, seen, gone=None if readable else (
                 f"process {self.pid} ended (exit code {exit_code}) and its memory was already released when the"
                 " exit was reported to the debugger, so there is nothing to dump (Wine releases it before"
                 " EXIT_PROCESS_DEBUG_EVENT; Windows keeps it until the debugger continues)"))
@@ -266,29 +311,120 @@ class DebugLoop:
         if self._wow64_loader_breakpoint and exc_code == dbg.STATUS_WX86_BREAKPOINT:
             self._wow64_loader_breakpoint = False  # the 32-bit ntdll's start-up breakpoint, not the program's
             return dbg.DBG_CONTINUE
-        for trigger in self.exceptions:
-            if trigger.matches(exc_code, first):
-                try:
-                    param: Optional[ExceptionParam] = ExceptionParam(record, event.dwThreadId)
-                except Win32Error:
-                    param = None  # the dump is still worth taking, without its exception stream
-                seen = TargetEvent("exception", tid=event.dwThreadId, code=exc_code, address=record.ExceptionAddress,
-                                   first_chance=first, raw=param)
-                self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress,
-                                                               event.dwThreadId), seen)
-                break
+        trigger = self._trigger_for(exc_code, first)
+        if trigger is not None:
+            try:
+                param: Optional[ExceptionParam] = ExceptionParam(record, event.dwThreadId)
+            except Win32Error:
+                param = None  # the dump is still worth taking, without its exception stream
+            seen = TargetEvent("exception", tid=event.dwThreadId, code=exc_code, address=record.ExceptionAddress,
+                               first_chance=first, raw=param)
+            self._fire(trigger, float(exc_code), _describe(exc_code, first, record.ExceptionAddress, event.dwThreadId),
+                       dbg.DBG_EXCEPTION_NOT_HANDLED, seen)
         return dbg.DBG_EXCEPTION_NOT_HANDLED  # the program's own handlers decide, as without us
 
-    def _fire(self, trigger: Trigger, value: float, detail: str, event: Optional[TargetEvent] = None,
+    def _trigger_for(self, code: int, first_chance: bool) -> Optional[Trigger]:
+        return next((t for t in self.exceptions if t.matches(code, first_chance)), None)
+
+    def _starts_a_dump(self, event: dbg.DEBUG_EVENT) -> bool:
+        """Whether *event* would fire a trigger (and so start a dump): a matching exception past the
+        loader's breakpoints, or the exit when it is watched."""
+        code = event.dwDebugEventCode
+        if code == dbg.EXIT_PROCESS_DEBUG_EVENT:
+            return bool(self.on_exit)
+        if code != dbg.EXCEPTION_DEBUG_EVENT:
+            return False
+        info = event.u.Exception
+        exc_code = info.ExceptionRecord.ExceptionCode & 0xFFFFFFFF
+        breakpoints = (dbg.EXCEPTION_BREAKPOINT, dbg.STATUS_WX86_BREAKPOINT)
+        if (not self._seen_attach_breakpoint and exc_code in breakpoints) or (
+                self._wow64_loader_breakpoint and exc_code == dbg.STATUS_WX86_BREAKPOINT):
+            return False  # the loader's, passed over by _on_exception
+        return self._trigger_for(exc_code, bool(info.dwFirstChance)) is not None
+
+    def _fire(self, trigger: Trigger, value: float, detail: str, status: int, event: Optional[TargetEvent] = None,
               gone: Optional[str] = None) -> None:
+        """Tell the watcher; a dump it takes runs through hand_over, which lets the event go with
+        *status* as soon as the writer has read all it needs."""
         from .._platform import Firing
 
         def hand_over(take: Callable):  # type: ignore[no-untyped-def,type-arg]
             if gone is not None:
                 raise ProcessNotFound(self.pid, gone)  # reported as a failed dump; watching goes on
-            return take()  # the target is frozen until this event is continued: the dump runs right here
+            return self._hand_over(take, status)
 
         self.fire(self.pid, Firing(trigger, value, detail, event), hand_over)
+
+    def _hand_over(self, take: Callable[[], Any], status: int) -> Any:
+        """Run *take* (the dump) on a worker thread while this thread holds the event; continue the
+        event with *status* as soon as the writer says it has read all it needs (handover.py), then
+        answer the target's debug events until the dump is done. Its result, or its error (told
+        that the process had been let go, when it had), is this call's."""
+        released, done = threading.Event(), threading.Event()
+        outcome: Dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                with handed_over(self.pid, released.set):
+                    outcome["result"] = take()
+            except BaseException as exc:  # noqa: B036 - raised again on the debugger thread, below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=work, name=f"dumplib-handover-{self.pid}", daemon=True)
+        self._worker = worker
+        worker.start()
+        let_go = False
+        try:
+            # Nothing of the target runs meanwhile, so no debug event can come: only the writer's word, or its end.
+            while not done.is_set() and not released.wait(WAIT_SLICE_MS / 1000):
+                pass
+            if released.is_set():
+                self._let_go(status)
+                let_go = True
+                self._serve_until(done)
+        finally:
+            worker.join()  # the dump's own bounds (watchdog, max_pause, stop()'s cancel) end it
+            self._worker = None
+        if "error" in outcome:
+            error = outcome["error"]
+            if let_go:
+                _tell_let_go(error, self.pid, status)
+            raise error
+        return outcome["result"]
+
+    def _serve_until(self, done: threading.Event) -> None:
+        """While a hand-over's dump is finished, the target runs: answer its debug events as usual,
+        but keep (not continue) one that would start another dump until *done*."""
+        while not done.is_set():
+            if self._ended or self._pending is not None:
+                done.wait(WAIT_SLICE_MS / 1000)
+                continue
+            event = dbg.DEBUG_EVENT()
+            if not dbg.WaitForDebugEvent(ctypes.byref(event), WAIT_SLICE_MS):
+                continue
+            if self._starts_a_dump(event):
+                self._pending = event  # the target waits in it, as a second hand-over would make it wait
+                continue
+            self._hold(event)
+            self._let_go(self._on_event(event))
+
+
+def _passed_on(event: dbg.DEBUG_EVENT) -> int:
+    """The status an event is continued with when nobody looks at it: exceptions go back to the program."""
+    return dbg.DBG_EXCEPTION_NOT_HANDLED if event.dwDebugEventCode == dbg.EXCEPTION_DEBUG_EVENT else dbg.DBG_CONTINUE
+
+
+def _tell_let_go(error: BaseException, pid: int, status: int) -> None:
+    """Add to a dump's error that its process had already been let go when the error came."""
+    if not isinstance(error, DumpError):
+        return
+    what = ("its exception passed on to its own handlers" if status == dbg.DBG_EXCEPTION_NOT_HANDLED
+            else "its exit went on")
+    error.message = (f"{error.message}; process {pid} was no longer held when this failed: it had been let go"
+                     f" ({what}) as soon as its memory was read")
+    error.args = (error.message,) + error.args[1:]
 
 
 #: Debug loops of launched commands, by pid, until source() claims them.

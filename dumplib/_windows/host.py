@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 from .._platform import Host
 from ..errors import DumpError
 from . import kernel32, wrappers
+from ._common import Win32Error
 
 
 class WindowsHost(Host):
@@ -34,6 +35,38 @@ class WindowsHost(Host):
         except OSError:
             wrappers.close_handle(handle)
             raise
+
+    def open_secret(self, path: str) -> int:
+        """Open *path* for reading, a reparse point itself rather than where it leads (secret_problem refuses it)."""
+        import msvcrt
+
+        from .private import open_no_follow
+
+        try:
+            handle = open_no_follow(path)
+        except Win32Error as exc:
+            raise ctypes.WinError(exc.winerror) from None  # an OSError: FileNotFoundError for a missing file
+        try:
+            return msvcrt.open_osfhandle(handle, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            wrappers.close_handle(handle)
+            raise
+
+    def secret_problem(self, fd: int) -> Optional[str]:
+        """The opened file's type, owner and DACL, judged by private.py's rule."""
+        import msvcrt
+
+        from .private import handle_problem
+
+        try:
+            return handle_problem(msvcrt.get_osfhandle(fd))
+        except Win32Error as exc:
+            return f"cannot be judged ({exc.message})"  # refused: a secret nobody could check is not used
+
+    def private_directory_problem(self, path: str) -> Optional[str]:
+        from .private import directory_problem
+
+        return directory_problem(path)
 
     def scratch_usable(self, directory: str) -> bool:
         """Fit to hold a raw dump: a fixed local volume that keeps ACLs, and a file can be created there."""

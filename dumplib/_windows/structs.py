@@ -41,6 +41,8 @@ def declare(bits: int) -> SimpleNamespace:
 
     luid = _struct("LUID", [("LowPart", dword), ("HighPart", long_)])
     luid_and_attributes = _struct("LUID_AND_ATTRIBUTES", [("Luid", luid), ("Attributes", dword)])
+    filetime = _struct("FILETIME", [("dwLowDateTime", dword), ("dwHighDateTime", dword)])
+    ace_header = _struct("ACE_HEADER", [("AceType", ctypes.c_uint8), ("AceFlags", ctypes.c_uint8), ("AceSize", word)])
     user_stream = _struct(
         "MINIDUMP_USER_STREAM", [("Type", dword), ("BufferSize", dword), ("Buffer", ptr)], pack=4
     )
@@ -65,7 +67,20 @@ def declare(bits: int) -> SimpleNamespace:
                 ("szExeFile", ctypes.c_wchar * MAX_PATH if ctypes.sizeof(ctypes.c_wchar) == 2 else word * MAX_PATH),
             ],
         ),
-        FILETIME=_struct("FILETIME", [("dwLowDateTime", dword), ("dwHighDateTime", dword)]),
+        FILETIME=filetime,
+        BY_HANDLE_FILE_INFORMATION=_struct(
+            "BY_HANDLE_FILE_INFORMATION",
+            [("dwFileAttributes", dword), ("ftCreationTime", filetime), ("ftLastAccessTime", filetime),
+             ("ftLastWriteTime", filetime), ("dwVolumeSerialNumber", dword), ("nFileSizeHigh", dword),
+             ("nFileSizeLow", dword), ("nNumberOfLinks", dword), ("nFileIndexHigh", dword), ("nFileIndexLow", dword)],
+        ),
+        ACE_HEADER=ace_header,
+        # ACCESS_ALLOWED_ACE, and every ACE laid out like it (denied, and their callback forms): the SID
+        # starts at SidStart.
+        ACCESS_ALLOWED_ACE=_struct("ACCESS_ALLOWED_ACE", [("Header", ace_header), ("Mask", dword), ("SidStart", dword)]),
+        ACL_SIZE_INFORMATION=_struct(
+            "ACL_SIZE_INFORMATION", [("AceCount", dword), ("AclBytesInUse", dword), ("AclBytesFree", dword)]
+        ),
         LUID=luid,
         LUID_AND_ATTRIBUTES=luid_and_attributes,
         # One privilege is all dumplib ever adjusts.

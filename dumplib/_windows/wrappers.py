@@ -257,14 +257,24 @@ def current_user_sid() -> str:
             kernel32.LocalFree(ctypes.cast(text, ctypes.c_void_p))
 
 
+def private_sddl(user: str) -> str:
+    """The security descriptor of every file dumplib creates, as SDDL: owned by *user* (a SID string),
+    a protected DACL (nothing inherited) granting *user*, SYSTEM and Administrators, the three a
+    user's profile folder grants (private.py's check trusts no one else).
+
+    The owner is named: an elevated administrator's new files are otherwise owned by the
+    Administrators group (Windows' default owner for that token), and a key file must be the user's own."""
+    return f"O:{user}D:P(A;;FA;;;{user})(A;;FA;;;SY)(A;;FA;;;BA)"
+
+
 @contextlib.contextmanager
 def owner_only_security() -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
-    """SECURITY_ATTRIBUTES whose protected DACL lets only this user and Administrators in.
+    """SECURITY_ATTRIBUTES of private_sddl: this user's own, readable by them, SYSTEM and Administrators only.
 
     A dump holds everything in the target's memory (passwords, keys); inheriting the directory's
     ACL could let any user read it.
     """
-    sddl = f"D:P(A;;FA;;;{current_user_sid()})(A;;FA;;;BA)"
+    sddl = private_sddl(current_user_sid())
     descriptor = ctypes.c_void_p()
     advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
         sddl, advapi32.SDDL_REVISION_1, ctypes.byref(descriptor), None
@@ -280,7 +290,7 @@ def owner_only_security() -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
 
 
 def create_new_file(path: str) -> int:
-    """Create *path* exclusively (CREATE_NEW) for writing, readable only by its owner and Administrators."""
+    """Create *path* exclusively (CREATE_NEW) for writing, this user's own (private_sddl)."""
     with owner_only_security() as attrs:
         try:
             return int(kernel32.CreateFileW(

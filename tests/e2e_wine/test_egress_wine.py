@@ -191,6 +191,7 @@ def test_the_store_vanishing_mid_upload_commits_nothing_and_keeps_the_raw_copy_o
     try:
         error = json.loads(out)["error"]
         assert error["type"] == "DumpFailed" and error["reason"] == "upload-failed", error
+        assert error["pid"] == t.pid, error  # the raw-then-upload path names the process, as Linux's stream does
         assert "nothing was committed" in error["message"]
         assert _committed(azport, prefix) == []  # neither the dump nor its sidecar
         # Blocks of it had been staged (beside the probe's): the cut came in the middle of the upload.

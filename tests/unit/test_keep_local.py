@@ -15,6 +15,8 @@ from dumplib.outputs import RawThenCompress, RemoteObject, keep_raw_after
 from dumplib.remote import parse_url
 
 RAW = b"MDMP" + b"\1" * 4096
+#: The plan of the dump of process 42 (what RawThenCompress reads of it: the pid its errors name).
+PLAN = types.SimpleNamespace(target=types.SimpleNamespace(pid=42))
 
 
 @pytest.mark.parametrize("exc, verified, asked, remote, keep", [
@@ -51,8 +53,9 @@ def _output(scratch: Path, keep: bool, failure: BaseException,
     obj = RemoteObject(parse_url(url), store=None, overwrite=False,  # type: ignore[arg-type]
                        codec="zstd", level=1)
 
-    def take_raw(raw: str, tick: Any, sidecar: Any, report: Any) -> Any:
+    def take_raw(raw: str, tick: Any, sidecar: Any, report: Any, pid: Any = None) -> Any:
         assert Path(raw).read_bytes() == RAW
+        assert pid == 42  # an upload failure names the process (issue #19: it said pid null)
         raise failure
 
     obj.take_raw = take_raw  # type: ignore[method-assign]
@@ -67,7 +70,7 @@ def _upload_failed() -> dumplib.DumpFailed:
 
 def test_a_failed_upload_keeps_the_verified_raw_dump_when_asked_and_says_where(tmp_path):
     with pytest.raises(dumplib.DumpFailed) as e:
-        _output(tmp_path, True, _upload_failed()).write(_Writer(), None, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
+        _output(tmp_path, True, _upload_failed()).write(_Writer(), PLAN, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
     kept = tmp_path / "app_42_261205.dmp"
     assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]  # no temporary left beside it
     assert kept.read_bytes() == RAW
@@ -83,7 +86,7 @@ def test_a_kept_copy_named_by_a_hostile_url_stays_one_harmless_file_in_scratch(t
     scratch.mkdir()
     with pytest.raises(dumplib.DumpFailed) as e:
         _output(scratch, True, _upload_failed(), "s3://bkt/p/..CON:evil<|>.dmp.zst").write(
-            _Writer(), None, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
+            _Writer(), PLAN, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
     assert [p.name for p in scratch.iterdir()] == ["CON_evil___.dmp"]
     assert e.value.kept == str(scratch / "CON_evil___.dmp")
 
@@ -91,7 +94,7 @@ def test_a_kept_copy_named_by_a_hostile_url_stays_one_harmless_file_in_scratch(t
 def test_a_kept_copy_never_replaces_a_file(tmp_path):
     (tmp_path / "app_42_261205.dmp").write_bytes(b"someone else's")
     with pytest.raises(dumplib.DumpFailed) as e:
-        _output(tmp_path, True, _upload_failed()).write(_Writer(), None, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
+        _output(tmp_path, True, _upload_failed()).write(_Writer(), PLAN, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
     assert (tmp_path / "app_42_261205.dmp").read_bytes() == b"someone else's"
     assert e.value.kept == str(tmp_path / "app_42_261205-1.dmp") and Path(e.value.kept).read_bytes() == RAW
 
@@ -103,7 +106,7 @@ def test_a_kept_copy_never_replaces_a_file(tmp_path):
 ])
 def test_otherwise_nothing_is_left(tmp_path, keep, writer, failure):
     with pytest.raises((dumplib.DumpFailed, KeyboardInterrupt)) as e:
-        _output(tmp_path, keep, failure).write(writer, None, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
+        _output(tmp_path, keep, failure).write(writer, PLAN, types.SimpleNamespace(tick=None))  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
     assert getattr(e.value, "kept", None) is None
 

@@ -52,6 +52,13 @@ DOCUMENTED = {
     "ConvertSidToStringSidW": (wt.BOOL, 2, check_bool),
     "ConvertStringSecurityDescriptorToSecurityDescriptorW": (wt.BOOL, 4, check_bool),
     "GetNamedSecurityInfoW": (wt.DWORD, 8, None),
+    "GetSecurityInfo": (wt.DWORD, 8, check_status),
+    "GetSecurityDescriptorOwner": (wt.BOOL, 3, check_bool),
+    "GetSecurityDescriptorDacl": (wt.BOOL, 4, check_bool),
+    "GetAclInformation": (wt.BOOL, 4, check_bool),
+    "GetAce": (wt.BOOL, 3, check_bool),
+    "GetFileInformationByHandle": (wt.BOOL, 2, check_bool),
+    "GetFileType": (wt.DWORD, 1, None),
     "ConvertSecurityDescriptorToStringSecurityDescriptorW": (wt.BOOL, 5, check_bool),
     "MiniDumpWriteDump": (wt.BOOL, 7, check_bool),
     "GlobalMemoryStatusEx": (wt.BOOL, 1, check_bool),
@@ -93,8 +100,10 @@ def test_every_prototype_matches_its_documented_signature():
 
 
 def test_structures_passed_to_windows_are_the_layout_tests_checked():
-    for module, names in ((kernel32, ["MEMORY_BASIC_INFORMATION", "PROCESSENTRY32W", "SECURITY_ATTRIBUTES", "FILETIME"]),
-                          (advapi32, ["LUID", "LUID_AND_ATTRIBUTES", "TOKEN_PRIVILEGES", "SID_AND_ATTRIBUTES"]),
+    for module, names in ((kernel32, ["MEMORY_BASIC_INFORMATION", "PROCESSENTRY32W", "SECURITY_ATTRIBUTES", "FILETIME",
+                                      "BY_HANDLE_FILE_INFORMATION"]),
+                          (advapi32, ["LUID", "LUID_AND_ATTRIBUTES", "TOKEN_PRIVILEGES", "SID_AND_ATTRIBUTES",
+                                      "ACE_HEADER", "ACCESS_ALLOWED_ACE", "ACL_SIZE_INFORMATION"]),
                           (dbghelp, ["MINIDUMP_USER_STREAM", "MINIDUMP_USER_STREAM_INFORMATION",
                                      "MINIDUMP_CALLBACK_INPUT", "MINIDUMP_CALLBACK_INFORMATION"])):
         for name in names:

@@ -524,9 +524,11 @@ def test_every_file_dumplib_creates_reads_back_owner_only(target, tmp_path):
     result = dumplib.create_dump(target["pid"], str(tmp_path), "mini", compress="gzip")
     sid = wrappers.current_user_sid()
     for path in (result.path, result.path + ".json"):
-        flags, aces = _aces(wrappers.file_security(path))
+        sddl = wrappers.file_security(path)
+        flags, aces = _aces(sddl)
         assert "P" in flags, (path, flags)  # protected: nothing inherited from the directory
-        assert aces == {f"A;;FA;;;{sid}", "A;;FA;;;BA"}, (path, aces)
+        assert aces == {f"A;;FA;;;{sid}", "A;;FA;;;SY", "A;;FA;;;BA"}, (path, aces)
+        assert sddl.startswith(f"O:{sid}"), sddl  # this user's own, even when elevated (default owner: BA)
 
 
 def test_create_new_file_never_opens_an_existing_name_or_a_symlink(tmp_path):

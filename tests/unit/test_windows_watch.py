@@ -24,6 +24,11 @@ import dumplib  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
 
+def real_windows_only(reason):
+    if UNDER_WINE:
+        pytest.skip(f"real Windows only: {reason}")
+
+
 EXITER = textwrap.dedent("""
     import ctypes, json, os, sys, threading, time
     marker = "EXIT-MARKER-%d" % os.getpid()
@@ -461,3 +466,266 @@ def test_another_users_process_is_dumped_with_every_thread_and_watched(tmp_path)
         _dumps_and_watches_every_thread(pid, tmp_path)
     finally:
         cleanup()
+
+
+# -- the target goes on once its memory is read (issue #16) -----------------------------------------
+
+def _child(tmp_path, source):
+    """A python.exe running *source*; its first stdout line (JSON) and the Popen."""
+    script = tmp_path / "child.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"], ids=["plain", "raw-then-zstd"])
+def test_the_writer_lets_a_handed_over_process_go_once_its_dump_is_written_not_after_the_rest(tmp_path, compress):
+    """What the debug loop waits for (handover.target_runs): called once, when the raw dump is whole in its
+    temporary and before the read-back, the compression, the sidecar and the rename."""
+    from dumplib._windows import handover
+
+    proc, info = _child(tmp_path, FAULTER)
+    out = tmp_path / "dumps"
+    out.mkdir()
+    seen = []
+
+    def give_back():
+        temps = {p.name: p.stat().st_size for p in out.iterdir()}
+        seen.append(temps)
+
+    try:
+        with handover.handed_over(info["pid"], give_back):
+            result = dumplib.create_dump(info["pid"], str(out / "x.dmp"), "mini", compress=compress)
+    finally:
+        _stop(proc)
+    assert len(seen) == 1, seen
+    (at_release,) = seen
+    # Nothing placed yet: no dump, no sidecar.
+    assert all(name.startswith(".dumplib-") for name in at_release), at_release
+    if compress is None:
+        # The raw dump is whole in its temporary already: the size the placed dump has.
+        assert list(at_release.values()) == [os.path.getsize(result.path)], (at_release, result.path)
+    assert os.path.exists(result.path) and os.path.exists(result.path + ".json")
+
+
+# A target with 16 MiB of random bytes (more for the compressor than the interpreter alone) and a marker. Its main
+# thread faults when told ("fault N": N access violations in a row); the handler's first act overwrites
+# the marker with its reverse, which exists nowhere in the process before, then says "handled". Another
+# thread answers "ping" at any time.
+HANDLER_MARKS = textwrap.dedent("""
+    import ctypes, json, os, sys, threading, uuid
+    heap = os.urandom(16 << 20)
+    before = ("BEFORE-" + uuid.uuid4().hex).encode()
+    mark = ctypes.create_string_buffer(64)
+    ctypes.memmove(mark, before, len(before))
+    faults, go = [], threading.Event()
+
+    def commands():
+        for line in sys.stdin:
+            word = line.split()
+            if word == ["ping"]:
+                os.write(1, b"pong\\n")  # one write: the two threads' lines never interleave
+            elif word[:1] == ["fault"]:
+                faults.append(int(word[1]))
+                go.set()
+
+    threading.Thread(target=commands, daemon=True).start()
+    print(json.dumps({"pid": os.getpid(), "before": before.decode()}), flush=True)
+    go.wait()
+    for _ in range(faults[0]):
+        try:
+            ctypes.string_at(8, 1)
+        except OSError:
+            ctypes.memmove(mark, bytes(reversed(before)), len(before))
+            os.write(1, b"handled\\n")
+    threading.Event().wait()
+""")
+
+
+class _Lines:
+    """The child's stdout lines, each with the moment it was read."""
+
+    def __init__(self, proc):
+        self.lines = []
+        self._proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self._proc.stdout:
+            self.lines.append((time.monotonic(), line.strip()))
+
+    def when(self, text, nth=1, deadline=60.0):
+        """The moment the *nth* line *text* was read (waiting for it, bounded)."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            found = [at for at, line in list(self.lines) if line == text]
+            if len(found) >= nth:
+                return found[nth - 1]
+            time.sleep(0.01)
+        raise AssertionError(f"no {text!r} #{nth} from the target within {deadline} s: {self.lines}")
+
+
+def _watch_faults(tmp_path, faults, count, on_event=None):
+    """Watch HANDLER_MARKS for first-chance access violations (full dumps, zstd, no snapshot) while it
+    faults *faults* times; (results, events with their moments, the target's lines, its facts)."""
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    events = []
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        events.append((time.monotonic(), event))
+        if event.event == "watching":
+            proc.stdin.write(f"fault {faults}\n")
+            proc.stdin.flush()
+        if on_event is not None:
+            on_event(event, proc)
+
+    try:
+        results = dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                                path=tmp_path / "dumps", kind="full", compress="zstd", snapshot=False, count=count,
+                                interval=0, timeout=600, on_event=seen)
+        lines.when("handled", nth=faults)
+    finally:
+        _stop(proc)
+    return results, events, lines, info
+
+
+def _raw(result, tmp_path):
+    import zstandard
+
+    with open(result.path, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+def test_an_exception_that_comes_while_a_dump_is_finished_waits_for_it_and_is_dumped_too(tmp_path):
+    """Two faults in a row: the second comes while the first dump is compressed (the target runs then);
+    it is kept, not lost, and dumped once the first is done."""
+    results, events, lines, info = _watch_faults(tmp_path, faults=2, count=2)
+    kinds = [e.event for _, e in events]
+    assert len(results) == 2, kinds
+    assert kinds.count("fired") == 2 and "skipped" not in kinds, kinds
+    first_dumped = next(at for at, e in events if e.event == "dumped")
+    second_fired = [at for at, e in events if e.event == "fired"][1]
+    assert first_dumped <= second_fired, kinds  # it waited for the first dump, not beside it
+    before = info["before"].encode()
+    assert bytes(reversed(before)) in _raw(results[1], tmp_path)  # the second dump is of the second fault
+
+
+def _timed(monkeypatch, name, record):
+    """backend.*name* (the real one) called as before, the moment it returns appended to *record*."""
+    from dumplib._windows import backend
+
+    real = getattr(backend, name)
+
+    def timed(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        finally:
+            record.append(time.monotonic())
+
+    monkeypatch.setattr(backend, name, timed)
+
+
+def _ping_at_fired(event, proc):
+    if event.event == "fired":
+        proc.stdin.write("ping\n")
+        proc.stdin.flush()
+
+
+def test_an_exception_dump_holds_every_thread_through_the_write_and_lets_go_before_the_compression(
+        tmp_path, monkeypatch):
+    """Windows (and Wine) suspend every thread of a debuggee at a debug event until ContinueDebugEvent.
+    The event is continued once MiniDumpWriteDump has returned, not after the read-back, compression
+    and sidecar: another thread of the target, asked to answer as the exception fires, answers only once
+    the writer has let the target go and before the watch reports "dumped"; the program's handler runs
+    before "dumped" too; and the dump shows the process as it faulted (the handler's mark is not in it)."""
+    released = []
+    _timed(monkeypatch, "target_runs", released)
+    results, events, lines, info = _watch_faults(tmp_path, faults=1, count=1, on_event=_ping_at_fired)
+    assert len(results) == 1 and len(released) == 1, [e.to_dict() for _, e in events]
+    dumped = next(at for at, e in events if e.event == "dumped")
+    assert released[0] <= lines.when("pong") < dumped
+    assert lines.when("handled") < dumped, "the target was held until the dump was compressed and placed"
+    raw = _raw(results[0], tmp_path)
+    before = info["before"].encode()
+    assert before in raw and bytes(reversed(before)) not in raw, "the target ran before its memory was read"
+
+
+def test_a_snapshot_dump_at_an_exception_lets_the_target_go_once_the_capture_is_taken(tmp_path, monkeypatch):
+    """With a PSS snapshot the write reads the capture, not the process: the event is continued as soon
+    as the capture is taken, so the target answers while MiniDumpWriteDump still writes."""
+    from dumplib._windows import kernel32
+
+    if kernel32.PssCaptureSnapshot is None:
+        real_windows_only("Wine has no PssCaptureSnapshot (Windows 8.1 and later have)")
+    released, written = [], []
+    _timed(monkeypatch, "target_runs", released)
+    _timed(monkeypatch, "write_dump", written)
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        if event.event == "watching":
+            proc.stdin.write("fault 1\n")
+            proc.stdin.flush()
+        _ping_at_fired(event, proc)
+
+    try:
+        results = dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                                path=tmp_path / "dumps", kind="full", snapshot=True, timeout=600, on_event=seen)
+        pong = lines.when("pong")
+    finally:
+        _stop(proc)
+    assert len(results) == 1 and results[0].snapshot and len(released) == 1 and len(written) == 1
+    assert released[0] <= pong < written[0]
+
+
+def test_a_step_failing_after_the_target_was_let_go_says_so(tmp_path, monkeypatch):
+    """A failure in the compression, after the event was continued, must not read as if the process
+    were still held: the error says it had been let go (and the handler did run)."""
+    from dumplib._windows import backend, handover
+
+    released = []
+
+    def target_runs(pid):
+        released.append(pid)
+        handover.target_runs(pid)
+        time.sleep(0.3)  # past the progress throttle (0.25 s): the compressor's first tick is passed on
+
+    monkeypatch.setattr(backend, "target_runs", target_runs)
+
+    def progress(*_args):
+        if released:  # the compressor's first tick: the reader of the output "went away"
+            raise dumplib.DumpFailed("the reader of the output went away", reason="broken-pipe")
+
+    proc, info = _child(tmp_path, HANDLER_MARKS)
+    lines = _Lines(proc)
+    (tmp_path / "dumps").mkdir()
+
+    def seen(event):
+        if event.event == "watching":
+            proc.stdin.write("fault 1\n")
+            proc.stdin.flush()
+
+    try:
+        with pytest.raises(dumplib.DumpFailed) as caught:
+            dumplib.watch(info["pid"], dumplib.ExceptionRaised(["AccessViolation"], first_chance=True),
+                          path=tmp_path / "dumps", kind="mini", compress="zstd", snapshot=False, timeout=600,
+                          on_event=seen, progress=progress)
+        lines.when("handled")
+    finally:
+        _stop(proc)
+    assert released == [info["pid"]]
+    message = str(caught.value)
+    assert message.startswith("the reader of the output went away")
+    assert f"process {info['pid']} was no longer held when this failed" in message, message
+    assert "exception passed on to its own handlers" in message, message
+    assert list((tmp_path / "dumps").iterdir()) == []

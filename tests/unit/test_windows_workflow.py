@@ -108,5 +108,9 @@ def test_the_new_real_windows_proofs_are_among_the_workflows_tests():
     for expected in ("test_an_attached_watcher_keeps_the_programs_unhandled_exception_filter_from_running",
                      "test_an_interrupted_full_exception_dump_leaves_every_thread_running",
                      "test_a_system_process_is_dumped_with_every_thread_and_watched",
-                     "test_another_users_process_is_dumped_with_every_thread_and_watched"):
+                     "test_another_users_process_is_dumped_with_every_thread_and_watched",
+                     "test_a_snapshot_dump_at_an_exception_lets_the_target_go_once_the_capture_is_taken",
+                     "test_a_key_file_others_can_read_is_refused_on_the_handle",
+                     "test_a_key_file_that_is_a_symbolic_link_is_refused_never_followed",
+                     "test_a_key_directory_that_is_a_junction_is_refused_and_nothing_is_made_through_it"):
         assert expected in names, expected
