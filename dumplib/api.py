@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
@@ -15,6 +14,7 @@ from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, 
 from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,
                       scratch_directory)
 from ._version import __version__
+from ._record import record, replace
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
 from .limits import check_limits
@@ -133,7 +133,7 @@ def create_dump(
         return create_in_session(platform, session, mask, opts)
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class _Options:
     """create_dump's arguments, checked, as the pipeline's steps need them."""
 
@@ -234,7 +234,7 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
             pruned = output.retain(stored, opts.keep, opts.max_total)
             if pruned:
                 result = _with_warnings(result, pruned)
-    return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
+    return replace(result, seconds=time.monotonic() - opts.started)
 
 
 #: One flag per dump being written in this process, set by cancel_dumps().
@@ -429,7 +429,7 @@ def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Outp
 
 
 def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:
-    return dataclasses.replace(result, warnings=result.warnings + tuple(extra))
+    return replace(result, warnings=result.warnings + tuple(extra))
 
 
 def signature_text(kind: DumpKind, flags: Optional[int]) -> str:

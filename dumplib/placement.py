@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import errno
 import os
@@ -13,6 +12,7 @@ import unicodedata
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._platform import Host
+from ._record import record, replace
 from .errors import DumpExists, InvalidDumpPath
 from .kinds import DumpKind
 from .results import ProcessInfo
@@ -44,7 +44,7 @@ NO_EVENT = "NONE"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Destination:
     """Where a dump goes: its final name, the temporary it is written under, and its sidecar's name."""
 
@@ -66,7 +66,7 @@ class Destination:
             final = f"{stem}-{n}{extension}"
             side = final + SIDECAR_SUFFIX if self.sidecar is not None else None
             if not os.path.lexists(final) and (side is None or not os.path.lexists(side)):
-                return dataclasses.replace(self, final=final, sidecar=side)
+                return replace(self, final=final, sidecar=side)
             n += 1
 
 
