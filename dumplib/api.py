@@ -5,7 +5,6 @@ import contextlib
 import datetime
 import json
 import os
-import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple, Union
@@ -308,6 +307,8 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
         out = Stdout(name, level, host)
         if platform.streams:
             return out, out.warnings
+        import tempfile  # here, not at the top: with shutil and random, start-up every dump would pay
+
         return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free, host), host), out.warnings
     extension = platform.extension + (SUFFIXES[name] if name else "")
     dest = plan_destination(opts.path, proc, kind, overwrite=opts.overwrite, extension=extension,
@@ -380,6 +381,8 @@ def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Outp
     uploaded in one pass, and deleted."""
     if platform.streams:
         return obj
+    import tempfile  # only where a raw dump waits for compression (see _output)
+
     return RawThenCompress(obj, scratch_directory(tempfile.gettempdir(), opts.min_free, platform.host()),
                            platform.host(), keep_on_failure=getattr(opts, "keep_local_on_failure", False))
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import copy
 import errno
 import hashlib
 import os
 import stat
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
@@ -666,6 +664,8 @@ def _sink(out: CompressingWriter, where: str, pid: int, left: str = "the partial
 
 def _retold(exc: DumpError, more: str) -> DumpError:
     """A new error of *exc*'s kind and facts, its message followed by *more*."""
+    import copy  # an error path's: not start-up every dump pays
+
     told = copy.copy(exc)
     told.message = f"{exc.message}; {more}"
     told.args = (told.message,)
@@ -708,6 +708,8 @@ def scratch_directory(dest_dir: str, min_free: Optional[int], host: Host) -> str
     most room; the destination's own directory wins ties, then the temp directory, then volume roots.
     Only directories the platform deems fit for a private file count (Windows: fixed local volumes
     that keep ACLs, proven writable by creating a file there)."""
+    import tempfile  # here, not at the top: with shutil and random, start-up every dump would pay
+
     chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, host.scratch_usable, host)
     if chosen is None:
         raise InvalidDumpPath(

@@ -195,7 +195,7 @@ def temp_path(directory: str) -> str:
 
 def _components(path: str) -> List[str]:
     """The path's components that move it: separators and dot-only names."""
-    parts = re.split("[" + re.escape(os.sep + (os.altsep or "")) + "]", path)
+    parts = (path.replace(os.altsep, os.sep) if os.altsep else path).split(os.sep)  # not re.split: a compile per call
     return [p if p in ("", ".", "..") else "x" for p in parts]
 
 

@@ -101,3 +101,18 @@ def test_the_dump_pipeline_and_url_parsing_load_no_store_sdk():
     loaded = set(ast.literal_eval(done.stdout.splitlines()[-1]))
     sdk = sorted(m for m in loaded for s in SDKS if m == s or m.startswith(s + "."))
     assert sdk == [], f"the local pipeline loaded {sdk}"
+
+
+def test_printable_skips_its_pattern_only_for_text_with_nothing_to_escape():
+    # dumplib/_text.py compiles its pattern on the first text that needs it, and skips it for text that
+    # str.isprintable() passes: right only while every character the pattern escapes is non-printable.
+    import re
+
+    from dumplib import _text
+
+    hidden = re.compile(_text._HIDDEN_CHARS)
+    escaped = [chr(c) for c in range(0x3000) if hidden.match(chr(c))]
+    assert len(escaped) == 32 + 33 + 2 + 5 + 4
+    assert not any(ch.isprintable() for ch in escaped)
+    assert _text.printable("a\u202eb\x1bc\x9b") == "a\\u202eb\\x1bc\\x9b"
+    assert _text.printable("caf\u00e9 \u00a0x") == "caf\u00e9 \u00a0x"  # not printable to isprintable, nothing to escape
