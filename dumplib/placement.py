@@ -41,7 +41,7 @@ _EVENT_TOKEN_RE = re.compile(r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z
 #: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
 NO_EVENT = "NONE"
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike[str]]  # not the quoted "os.PathLike[str]": a ForwardRef compiles its text at import (~4 ms)
 
 
 @record(frozen=True)
