@@ -116,3 +116,39 @@ def test_printable_skips_its_pattern_only_for_text_with_nothing_to_escape():
     assert not any(ch.isprintable() for ch in escaped)
     assert _text.printable("a\u202eb\x1bc\x9b") == "a\\u202eb\\x1bc\\x9b"
     assert _text.printable("caf\u00e9 \u00a0x") == "caf\u00e9 \u00a0x"  # not printable to isprintable, nothing to escape
+
+
+def _quoted_type_expressions(path: Path, root: Path = ROOT) -> list:
+    """Module-level assignments (outside `if TYPE_CHECKING:`) whose subscript holds a quoted name."""
+    found = []
+
+    def scan(body: list) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and getattr(node.test, "id", "") != "TYPE_CHECKING":
+                scan(node.body)
+                scan(node.orelse)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                for sub in (s for s in ast.walk(node.value) if isinstance(s, ast.Subscript)):
+                    if any(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in ast.walk(sub.slice)):
+                        found.append(f"{path.relative_to(root)}:{node.lineno}")
+
+    scan(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_module_builds_a_forward_reference_at_import():
+    # `PathLike = Union[str, "os.PathLike[str]"]` made typing compile the quoted text when placement.py
+    # was imported: ~4 ms of every dump's start-up. Quoted names belong in annotations (strings under
+    # `from __future__ import annotations`, never evaluated) or under `if TYPE_CHECKING:`.
+    files = sorted((ROOT / "dumplib").rglob("*.py")) + sorted((ROOT / "cli").glob("*.py"))
+    assert len(files) > 50
+    found = [hit for f in files for hit in _quoted_type_expressions(f)]
+    assert found == [], found
+
+
+
+def test_the_forward_reference_finder_finds_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('from typing import Union\nTYPE_CHECKING = False\nif TYPE_CHECKING:\n    A = Union[str, "B"]\n'
+                      'if True:\n    C = Union[int, "os.PathLike[str]"]\nD = Union[int, str]\n')
+    assert _quoted_type_expressions(sample, tmp_path) == ["sample.py:6"]
