@@ -3,10 +3,11 @@
 ``import dataclasses`` loads ``inspect`` (with ``ast``, ``dis`` and ``tokenize``), and each
 ``@dataclasses.dataclass`` compiles five or six generated methods as its module is imported: with the
 twenty on the path of one ``dumplib dump``, about half of the command's start-up over a bare
-interpreter (docs/benchmarks.md, "The one-shot command's start-up"). A record compiles one method,
-``__init__`` (so it runs as fast as a dataclass's and ``inspect.signature`` shows the fields), and
-shares the others: ``__repr__``, ``__eq__``, ``__hash__`` and, when frozen, ``__setattr__`` and
-``__delattr__``, with a dataclass's behaviour.
+interpreter (docs/benchmarks.md, "The one-shot command's start-up"). A record shares its methods
+(``__repr__``, ``__eq__``, ``__hash__`` and, when frozen, ``__setattr__`` and ``__delattr__``, with a
+dataclass's behaviour) and compiles one, ``__init__``, only once a class has made COMPILE_AFTER
+instances (then it runs as fast as a dataclass's and ``inspect.signature`` shows the fields): most
+records of one dump are made once or twice, and their first instances bind their arguments here.
 
 To ``dataclasses`` a record is a dataclass: ``fields``, ``asdict``, ``replace`` and ``is_dataclass``
 work on it (the public results are documented as frozen dataclasses), by ``dataclasses``' own
@@ -141,9 +142,12 @@ def _make(cls: type, frozen: bool) -> None:
             setattr(cls, name, spec.default)
         specs.append(spec)
     fields = tuple(specs)
+    defaulted = [f.default is not MISSING or f.default_factory is not MISSING for f in fields if f.init]
+    if True in defaulted and False in defaulted[defaulted.index(True):]:
+        raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     setattr(cls, "__record_fields__", fields)
     setattr(cls, "__match_args__", tuple(f.name for f in fields if f.init))
-    setattr(cls, "__init__", _init(cls, fields, frozen))
+    setattr(cls, "__init__", _binding_init(cls, fields, frozen))
     own = cls.__dict__
     if "__repr__" not in own:
         setattr(cls, "__repr__", _repr)
@@ -158,6 +162,59 @@ def _make(cls: type, frozen: bool) -> None:
         setattr(cls, "__delattr__", _frozen_delattr)
     setattr(cls, "__dataclass_fields__", _AsDataclass("__dataclass_fields__", fields, frozen))
     setattr(cls, "__dataclass_params__", _AsDataclass("__dataclass_params__", fields, frozen))
+
+
+#: A record binds its arguments itself for its first instances, and compiles its ``__init__`` (as fast
+#: as a dataclass's, and with its signature) at this many: most records of a dump are made once or
+#: twice, and each compile is start-up (~0.2 ms); a Region is made once per mapping.
+COMPILE_AFTER = 16
+
+
+def _binding_init(cls: type, fields: "Tuple[Field, ...]", frozen: bool) -> Any:
+    """The class's first __init__: binds as the compiled one does, and puts that one in its place at
+    the COMPILE_AFTER-th instance. Until then ``inspect.signature`` shows ``(*args, **kwargs)``."""
+    taken = tuple(f for f in fields if f.init)
+    names = {f.name for f in taken}
+    name = f"{cls.__qualname__}.__init__()"
+    post = hasattr(cls, "__post_init__")
+    made = 0
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        if made >= COMPILE_AFTER:
+            compiled = _init(cls, fields, frozen)
+            type.__setattr__(cls, "__init__", compiled)
+            return compiled(self, *args, **kwargs)  # type: ignore[no-any-return]
+        if len(args) > len(taken):
+            raise TypeError(f"{name} takes {len(taken) + 1} positional arguments but {len(args) + 1} were given")
+        values = {f.name: value for f, value in zip(taken, args)}
+        for key, value in kwargs.items():
+            if key in values:
+                raise TypeError(f"{name} got multiple values for argument {key!r}")
+            if key not in names:
+                raise TypeError(f"{name} got an unexpected keyword argument {key!r}")
+            values[key] = value
+        put = object.__setattr__ if frozen else setattr
+        for f in fields:
+            if f.name in values:
+                value = values[f.name]
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            elif f.init:
+                raise TypeError(f"{name} missing 1 required positional argument: {f.name!r}")
+            else:
+                continue  # init=False and no default: left for __post_init__, as the compiled one does
+            put(self, f.name, value)
+        if post:
+            self.__post_init__()
+        return None
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    return __init__
 
 
 def _init(cls: type, fields: "Tuple[Field, ...]", frozen: bool) -> Any:
@@ -184,9 +241,6 @@ def _init(cls: type, fields: "Tuple[Field, ...]", frozen: bool) -> Any:
         lines.append(f"_setattr(self, {f.name!r}, {value})" if frozen else f"self.{f.name} = {value}")
     if hasattr(cls, "__post_init__"):
         lines.append("self.__post_init__()")
-    defaulted = ["=" in p for p in params[1:]]
-    if True in defaulted and False in defaulted[defaulted.index(True):]:
-        raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     source = f"def __init__({', '.join(params)}):\n    " + ("\n    ".join(lines) or "pass") + "\n"
     exec(source, space)  # noqa: S102 - the source is built here from the class's own field names
     init = space["__init__"]
