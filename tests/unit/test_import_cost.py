@@ -6,9 +6,12 @@ docs/benchmarks.md has the measured milliseconds.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import dumplib
 
@@ -152,3 +155,49 @@ def test_the_forward_reference_finder_finds_one(tmp_path):
     sample.write_text('from typing import Union\nTYPE_CHECKING = False\nif TYPE_CHECKING:\n    A = Union[str, "B"]\n'
                       'if True:\n    C = Union[int, "os.PathLike[str]"]\nD = Union[int, str]\n')
     assert _quoted_type_expressions(sample, tmp_path) == ["sample.py:6"]
+
+
+COMPILES = """
+import sys
+seen = []
+sys.addaudithook(lambda event, args: seen.append((repr(args[0])[:80], str(args[1]))) if event == "compile" else None)
+from dumplib_cli.app import main
+try:
+    main(sys.argv[1:])
+finally:
+    print(repr(seen), file=sys.stderr)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' keeps dataclasses)")
+def test_a_small_dump_compiles_no_python_source(tmp_path):
+    # Every compile(), exec() or eval() of a string raises the `compile` audit event. The first compile()
+    # in a process costs ~10 M instructions (~4 ms) besides its own (exec and eval do not); a dataclass
+    # compiles five or six methods; a typing ForwardRef (a quoted type in an alias, a class-form
+    # NamedTuple under `from __future__ import annotations`) compile()s its text. A small dump compiles
+    # only the __init__ of the records it makes 16 times or more (dumplib/_record.py: Region and Segment
+    # here) and a call-form NamedTuple's __new__ (collections.namedtuple's eval, cheap).
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        done = subprocess.run([sys.executable, "-c", COMPILES, "dump", str(worker.pid), str(tmp_path), "--kind", "mini"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]), "PATH": "/usr/bin:/bin"})
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0, done.stderr
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".core"], done.stdout
+    seen = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    compiled = [source for source, filename in seen if not filename.endswith(".py")]  # not a module without bytecode
+    assert any(source.startswith("b'def __init__(self, start, end") for source in compiled), compiled  # Region's
+    unexpected = [s for s in compiled if not s.startswith(("b'def __init__(self, ", "b'lambda _cls, "))]
+    assert unexpected == [], unexpected
+    assert len(compiled) <= 6, compiled
+
+
+def _cli_dir(tmp_path: Path) -> Path:
+    """A directory where `dumplib_cli` is this checkout's cli/ (pyproject.toml's package-dir)."""
+    links = tmp_path / "path"
+    links.mkdir()
+    (links / "dumplib_cli").symlink_to(ROOT / "cli")
+    return links
