@@ -64,7 +64,9 @@ def main() -> int:
             dump = [sys.executable, "-m", "dumplib_cli", "dump", pid, out]
 
             def run(argv: List[str]) -> Callable[[], None]:
-                return lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+                # cwd: `python -m` puts the working directory first on sys.path, where a checkout's dumplib
+                # would shadow the one PYTHONPATH names.
+                return lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, cwd=work)
 
             def gcore() -> None:
                 subprocess.run(["gcore", "-o", out + ".g", pid], check=True, stdout=subprocess.DEVNULL,
@@ -97,7 +99,7 @@ def main() -> int:
                     compileall.compile_dir(str(base / package), quiet=1)
                 base_env = dict(env, PYTHONPATH=os.pathsep.join([str(base), str(work / "base")]))
                 contenders["  baseline checkout"] = lambda: subprocess.run(
-                    dump + ["-k", "mini"], check=True, stdout=subprocess.DEVNULL, env=base_env)
+                    dump + ["-k", "mini"], check=True, stdout=subprocess.DEVNULL, env=base_env, cwd=work)
             if procdump:
                 contenders["ProcDump"] = procdump_run
             contenders["API mini (warm)"] = api
