@@ -1,6 +1,6 @@
 """The one-shot command on a small process: `dumplib dump PID --kind mini` vs gcore, whole processes.
 
-    python benchmarks/command_vs_gcore.py [--runs 21] [--procdump PATH]
+    python benchmarks/command_vs_gcore.py [--runs 21] [--procdump PATH] [--baseline CHECKOUT]
 
 A small process (the C test target: a few threads, no big heap) is dumped again and again by each
 contender, interleaved in rotating order; each is one whole process timed from spawn to exit, with
@@ -16,6 +16,7 @@ memory; gcore and ProcDump follow the target's coredump_filter (0x33: anonymous 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -42,11 +43,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--procdump", help="ProcDump for Linux's binary (default: $PROCDUMP or a known build)")
+    ap.add_argument("--baseline", metavar="CHECKOUT",
+                    help="another checkout (e.g. `git worktree add /tmp/base main`): its `dump -k mini` joins the rounds")
     ns = ap.parse_args()
     compile_bytecode()
     procdump = find_procdump(ns.procdump)
     work = Path(tempfile.mkdtemp(prefix="dumplib-cmd-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
     env = cli_env()
+    # The checkout's cli/ as `dumplib_cli` (an installed dumplib_cli, e.g. an editable install of another
+    # checkout, would otherwise answer the import): a directory holding only that link, after ROOT.
+    links = work / "path"
+    links.mkdir()
+    (links / "dumplib_cli").symlink_to(ROOT / "cli")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(links)])
     try:
         exe = build_target(work)
         with run_target([str(exe)]) as t:
@@ -55,7 +64,9 @@ def main() -> int:
             dump = [sys.executable, "-m", "dumplib_cli", "dump", pid, out]
 
             def run(argv: List[str]) -> Callable[[], None]:
-                return lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+                # cwd: `python -m` puts the working directory first on sys.path, where a checkout's dumplib
+                # would shadow the one PYTHONPATH names.
+                return lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, cwd=work)
 
             def gcore() -> None:
                 subprocess.run(["gcore", "-o", out + ".g", pid], check=True, stdout=subprocess.DEVNULL,
@@ -80,6 +91,15 @@ def main() -> int:
                 "dumplib dump -k full": run(dump + ["-k", "full"]),
                 "gcore": gcore,
             }
+            if ns.baseline:
+                base = Path(ns.baseline).resolve()
+                (work / "base").mkdir()
+                (work / "base" / "dumplib_cli").symlink_to(base / "cli")
+                for package in ("dumplib", "cli"):
+                    compileall.compile_dir(str(base / package), quiet=1)
+                base_env = dict(env, PYTHONPATH=os.pathsep.join([str(base), str(work / "base")]))
+                contenders["  baseline checkout"] = lambda: subprocess.run(
+                    dump + ["-k", "mini"], check=True, stdout=subprocess.DEVNULL, env=base_env, cwd=work)
             if procdump:
                 contenders["ProcDump"] = procdump_run
             contenders["API mini (warm)"] = api
@@ -91,15 +111,28 @@ def main() -> int:
         print("ProcDump for Linux: not found (give --procdump PATH or $PROCDUMP); no ProcDump row")
     elif PROCDUMP_ERRORS:
         print(f"ProcDump exited non-zero after writing its core in {len(PROCDUMP_ERRORS)} runs: {PROCDUMP_ERRORS[0]}")
-    gcore_wall = rows["gcore"][0]
-    print(f"{'contender':<22} {'wall ms':>8} {'cpu ms':>7} {'disk KB':>8} {'wall/gcore':>10}")
-    for name, (wall, cpu, disk) in rows.items():
-        shown = f"{disk / 1e3:>8.0f}" if disk is not None else f"{'-':>8}"
-        print(f"{name:<22} {wall * 1e3:>8.1f} {cpu * 1e3:>7.1f} {shown} {wall / gcore_wall:>10.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min)")
+    gcore_wall = statistics.median(r[0] for r in rows["gcore"])
+    bare = rows["python -c pass"]
+    print(f"{'contender':<22} {'wall ms (min-max)':>22} {'cpu ms (min-max)':>22} {'over bare: wall':>16} "
+          f"{'cpu':>6} {'disk KB':>8} {'wall/gcore':>10}")
+    for name, runs in rows.items():
+        disk = runs[0][2]
+        shown = f"{statistics.median(r[2] for r in runs) / 1e3:>8.0f}" if disk is not None else f"{'-':>8}"
+        # Over bare: the median of each round's difference with the bare interpreter's run of that round.
+        over = [statistics.median(r[k] - b[k] for r, b in zip(runs, bare)) * 1e3 for k in (0, 1)]
+        print(f"{name:<22} {_spread([r[0] for r in runs]):>22} {_spread([r[1] for r in runs]):>22} {over[0]:>16.1f} "
+              f"{over[1]:>6.1f} {shown} {statistics.median(r[0] for r in runs) / gcore_wall:>10.2f}")
     return 0
 
 
-def measure(contenders: Dict[str, Callable[[], None]], out: str, runs: int) -> Dict[str, tuple]:
+def _spread(values: List[float]) -> str:
+    """Median (min-max), in milliseconds."""
+    return f"{statistics.median(values) * 1e3:.1f} ({min(values) * 1e3:.1f}-{max(values) * 1e3:.1f})"
+
+
+def measure(contenders: Dict[str, Callable[[], None]], out: str, runs: int) -> Dict[str, List[tuple]]:
+    """Each contender's (wall, cpu, disk) per round, the rounds in rotating order."""
     rows: Dict[str, List[tuple]] = {k: [] for k in contenders}
     names = list(contenders)
     for i in range(runs):
@@ -114,8 +147,7 @@ def measure(contenders: Dict[str, Callable[[], None]], out: str, runs: int) -> D
             for leftover in (out, out + ".json"):
                 if os.path.exists(leftover):
                     os.remove(leftover)
-    return {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v),
-                statistics.median(r[2] for r in v) if v[0][2] is not None else None) for k, v in rows.items()}
+    return rows
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ what it learned comes back as its WriteReport.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
+from ._record import record
 from .errors import TargetRefused
 from .kinds import DumpKind
 from .results import DumpResult, ProcessInfo, SizeEstimate
@@ -53,7 +53,7 @@ class HeldTarget(Protocol):
     Opaque to the neutral code: only the platform that made it reads it."""
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class TargetEvent:
     """What a watcher caught the target doing when it asked for a dump: a signal about to be
     delivered, an exception, or the process's exit. Neutral facts, plus the platform's own record."""
@@ -98,7 +98,7 @@ def _signal_name(number: Optional[int]) -> str:
         return f"SIG{number}"
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Firing:
     """A trigger that held (or an event that arrived) for one process."""
 
@@ -110,7 +110,7 @@ class Firing:
     event: Optional[TargetEvent] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     """What the writer will write, decided before anything is written or the target is touched."""
 
@@ -126,7 +126,7 @@ class Plan:
     warnings: Tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class WriteOptions:
     """How to write a plan: everything the write needs that is not what to write."""
 
@@ -146,7 +146,7 @@ class WriteOptions:
     event: Optional[TargetEvent] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class WriteReport:
     """What a write learned, for verification, the result and the sidecar."""
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
-import re
-from typing import Union
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:
+    import re
 
 # C0/C1 controls and the bidirectional overrides that make a terminal show something else than the text.
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_HIDDEN_CHARS = "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+#: Compiled on the first text that needs it: most names never do, and the compile is start-up.
+_hidden: "Optional[re.Pattern[str]]" = None
 
 
 def printable(text: Union[str, bytes]) -> str:
@@ -23,7 +27,14 @@ def printable(text: Union[str, bytes]) -> str:
     else:
         raw = bytes(text)
     shown = raw.decode("utf-8", "backslashreplace")
-    return _HIDDEN.sub(_escape, shown)
+    if shown.isprintable():  # every character _HIDDEN_CHARS names is a control or format one: not printable
+        return shown
+    global _hidden
+    if _hidden is None:
+        import re
+
+        _hidden = re.compile(_HIDDEN_CHARS)
+    return _hidden.sub(_escape, shown)
 
 
 def _escape(match: "re.Match[str]") -> str:

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
-import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple, Union
@@ -15,6 +13,7 @@ from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, 
 from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,
                       scratch_directory)
 from ._version import __version__
+from ._record import record, replace
 from .compression import SUFFIXES, parse_codec
 from .kinds import DumpKind
 from .limits import check_limits
@@ -133,7 +132,7 @@ def create_dump(
         return create_in_session(platform, session, mask, opts)
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class _Options:
     """create_dump's arguments, checked, as the pipeline's steps need them."""
 
@@ -234,7 +233,7 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
             pruned = output.retain(stored, opts.keep, opts.max_total)
             if pruned:
                 result = _with_warnings(result, pruned)
-    return dataclasses.replace(result, seconds=time.monotonic() - opts.started)
+    return replace(result, seconds=time.monotonic() - opts.started)
 
 
 #: One flag per dump being written in this process, set by cancel_dumps().
@@ -308,6 +307,8 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
         out = Stdout(name, level, host)
         if platform.streams:
             return out, out.warnings
+        import tempfile  # here, not at the top: with shutil and random, start-up every dump would pay
+
         return RawThenCompress(out, scratch_directory(tempfile.gettempdir(), opts.min_free, host), host), out.warnings
     extension = platform.extension + (SUFFIXES[name] if name else "")
     dest = plan_destination(opts.path, proc, kind, overwrite=opts.overwrite, extension=extension,
@@ -380,6 +381,8 @@ def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Outp
     uploaded in one pass, and deleted."""
     if platform.streams:
         return obj
+    import tempfile  # only where a raw dump waits for compression (see _output)
+
     return RawThenCompress(obj, scratch_directory(tempfile.gettempdir(), opts.min_free, platform.host()),
                            platform.host(), keep_on_failure=getattr(opts, "keep_local_on_failure", False))
 
@@ -429,7 +432,7 @@ def _guarded_plan(platform: Platform, session: Session, plan: Plan, output: Outp
 
 
 def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:
-    return dataclasses.replace(result, warnings=result.warnings + tuple(extra))
+    return replace(result, warnings=result.warnings + tuple(extra))
 
 
 def signature_text(kind: DumpKind, flags: Optional[int]) -> str:

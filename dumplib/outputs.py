@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import copy
-import dataclasses
 import errno
 import hashlib
 import os
 import stat
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
 from ._hashing import FollowingHasher
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
+from ._record import record, replace
 from .compression import SUFFIXES, CompressingWriter, DecodingHasher, open_content
 from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath, RemoteDestinationError
 from .placement import SIDECAR_SUFFIX, Destination, finalize_all, remove_own, remove_quietly, temp_path
@@ -46,7 +44,7 @@ THE_DUMP = "the dump"
 _BLOCK = 4 << 20
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Stored:
     """What ended up where."""
 
@@ -134,7 +132,7 @@ class _FileOutput(Output):
         stays the caller's, and DumpExists protects what is there."""
         if sidecar is not None and self.dest.sidecar is not None and stored.sha256 is None:
             with _output_errors(self.dest.final):  # of the file as stored: what a later check compares
-                stored = dataclasses.replace(stored, sha256=sha256_of(self.dest.temp))
+                stored = replace(stored, sha256=sha256_of(self.dest.temp))
         for _attempt in range(100):
             try:
                 return self._place_as(stored, sidecar, report)
@@ -161,7 +159,7 @@ class _FileOutput(Output):
             if side_temp is not None:
                 remove_own(side_temp, self.host)
             raise
-        return dataclasses.replace(stored, path=self.dest.final)
+        return replace(stored, path=self.dest.final)
 
 
 class PlainFile(_FileOutput):
@@ -188,7 +186,7 @@ class PlainFile(_FileOutput):
                 hasher.released()  # the target runs again: the hash may have the CPU now
             st = os.stat(self.dest.temp)
             said = session.verify(self.dest.temp, plan, report)
-            report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
+            report = replace(report, warnings=report.warnings + said) if said else report
             if hasher is not None:
                 sha = hasher.result(st.st_size)
                 hasher = None
@@ -390,7 +388,7 @@ class RawThenCompress(Output):
         try:
             report = session.write(plan, self.raw, options)
             said = session.verify(self.raw, plan, report)
-            report = dataclasses.replace(report, warnings=report.warnings + said) if said else report
+            report = replace(report, warnings=report.warnings + said) if said else report
             verified = True
             stored = self.target.take_raw(self.raw, options.tick, sidecar, report, pid=plan.target.pid)
         except BaseException as exc:
@@ -567,7 +565,7 @@ class RemoteObject(Output):
             if data is not None:
                 with _store_errors(pid, side_key, self):
                     self.store.put_small(side_key, data, True)
-            return dataclasses.replace(stored, upload_seconds=time.monotonic() - started)
+            return replace(stored, upload_seconds=time.monotonic() - started)
         if data is not None:
             # A new name: the sidecar first. One without its dump is harmless, a dump without its
             # sidecar is never vouched for (retention, `info`). A store error here is before any commit.
@@ -581,7 +579,7 @@ class RemoteObject(Output):
                 with contextlib.suppress(Exception):
                     self.store.delete(side_key)
             raise
-        return dataclasses.replace(stored, upload_seconds=time.monotonic() - started)
+        return replace(stored, upload_seconds=time.monotonic() - started)
 
 
 def _upload_failed(exc: RemoteDestinationError, pid: Optional[int]) -> DumpFailed:
@@ -696,6 +694,8 @@ def _received(exc: DumpError, sent: int, codec: Optional[str]) -> DumpError:
 
 def _retold(exc: DumpError, more: str) -> DumpError:
     """A new error of *exc*'s kind and facts, its message followed by *more*."""
+    import copy  # an error path's: not start-up every dump pays
+
     told = copy.copy(exc)
     told.message = f"{exc.message}; {more}"
     told.args = (told.message,)
@@ -738,6 +738,8 @@ def scratch_directory(dest_dir: str, min_free: Optional[int], host: Host) -> str
     most room; the destination's own directory wins ties, then the temp directory, then volume roots.
     Only directories the platform deems fit for a private file count (Windows: fixed local volumes
     that keep ACLs, proven writable by creating a file there)."""
+    import tempfile  # here, not at the top: with shutil and random, start-up every dump would pay
+
     chosen = roomiest_directory([dest_dir, tempfile.gettempdir()], min_free, host.scratch_usable, host)
     if chosen is None:
         raise InvalidDumpPath(

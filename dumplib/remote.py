@@ -19,13 +19,13 @@ messages, the sidecar and ``--json``.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import posixpath
 import re
 import urllib.parse
 from typing import Any, Optional
 
+from ._record import record, replace
 from .errors import InvalidDumpPath
 
 SCHEMES = ("s3", "az", "https", "http")
@@ -45,7 +45,7 @@ def is_remote(path: Any) -> bool:
     return path.split("://", 1)[0].lower() in SCHEMES
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class RemoteTarget:
     """A parsed destination URL; *key* may still hold name tokens, or end in ``/`` (a prefix)."""
 
@@ -75,7 +75,7 @@ class RemoteTarget:
         return self.key if self.is_prefix else (self.key.rsplit("/", 1)[0] + "/" if "/" in self.key else "")
 
     def with_key(self, key: str) -> "RemoteTarget":
-        return dataclasses.replace(self, key=key)
+        return replace(self, key=key)
 
 
 #: S3 bucket and Azure container names: 3-63 of lower-case letters, digits, '.' and '-' (Azure allows no

@@ -1,14 +1,15 @@
 """Plain data the public API returns."""
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from typing import Any, Dict, Optional, Tuple
+
+from ._record import asdict, field, record
 
 __all__ = ["DumpResult", "ProcessInfo", "SizeEstimate"]
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class ProcessInfo:
     """One running process, as ``dumplib ps`` and ``AmbiguousProcess`` show it."""
 
@@ -32,10 +33,10 @@ class ProcessInfo:
 
     def to_dict(self) -> Dict[str, Any]:
         """The row as a JSON-friendly dict (``dumplib ps --json``)."""
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class DumpResult:
     """What ``create_dump`` wrote."""
 
@@ -80,12 +81,12 @@ class DumpResult:
 
     def to_dict(self) -> Dict[str, Any]:
         """The result as a JSON-friendly dict (``dumplib dump --json``)."""
-        data = dataclasses.asdict(self)
+        data = asdict(self)
         data["warnings"] = list(self.warnings)
         return data
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class SizeEstimate:
     """What a dump of one process would take on disk, from the writer's own selection rules.
 
@@ -98,8 +99,8 @@ class SizeEstimate:
     #: Expected bytes on disk (sparse holes excluded where the backend can tell).
     bytes: int
     #: Bytes per category: stacks, heap, images, shared, metadata.
-    breakdown: Dict[str, int] = dataclasses.field(default_factory=dict)
+    breakdown: Dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """The estimate as a JSON-friendly dict (``dumplib estimate --json``)."""
-        return dataclasses.asdict(self)
+        return asdict(self)

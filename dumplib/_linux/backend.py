@@ -16,7 +16,6 @@ assert sys.platform.startswith("linux")
 import bisect
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import os
 import select
@@ -25,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .._bounded import guarded, lineage
+from .._record import record
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
@@ -125,14 +125,14 @@ def _exe_head(pid: int) -> Optional[bytes]:
         return None
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class LinuxDetail:
     """What the plan saw; the writer re-derives it while the target is stopped, by the same rules."""
 
     segments: List[selection.Segment]
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class CoreFacts:
     """What the writer produced, for verification."""
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import array
 import bisect
-import dataclasses
 import io
 import struct
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, overload
 
+from .._record import field, record
 from .._text import printable
 from ..compression import open_content, open_dump
 from ..errors import InvalidDumpFile
@@ -34,7 +34,7 @@ _NHDR = struct.Struct("<III")
 _IDENT = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little-endian, version 1, SYSV
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Load:
     vaddr: int
     memsz: int
@@ -43,7 +43,7 @@ class Load:
     flags: int
 
 
-@dataclasses.dataclass(frozen=True)
+@record(frozen=True)
 class Note:
     owner: str
     type: int
@@ -156,21 +156,21 @@ class _Notes(_Packed[Note]):
         return list(self.cols[1::4])
 
 
-@dataclasses.dataclass
+@record()
 class ElfCore:
     path: str
     file_size: int
     loads: Sequence[Load]
     notes: Sequence[Note]
     problems: List[str]
-    threads: List[int] = dataclasses.field(default_factory=list)
+    threads: List[int] = field(default_factory=list)
     pid: Optional[int] = None
     #: The process's command line (else its name), undecodable bytes and controls shown as ``\xNN``.
     command: Optional[str] = None
     comment: Optional[str] = None
     signature: Optional[str] = None
     #: Mapped files named by NT_FILE, shown as ``command`` is (the note itself holds the kernel's bytes).
-    files: List[str] = dataclasses.field(default_factory=list)
+    files: List[str] = field(default_factory=list)
     #: ``"gzip"``/``"zstd"`` when the file on disk is compressed (sizes and offsets are of the content).
     compression: Optional[str] = None
     #: Bytes of memory the PT_LOADs hold in the file (their p_filesz), summed as they are read.

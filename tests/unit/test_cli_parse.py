@@ -113,9 +113,14 @@ def _cli_modules(*args: str) -> set:
 #: Never on the dump path: the parser framework, compressors and retention not asked for, the other platform, and on
 #: Linux what /proc and os.uname() answer more cheaply (psutil; socket for the host name; platform).
 HEAVY_FOR_THE_CLI = ("typer", "click", "pydantic", "pydantic_core", "rich", "zstandard", "gzip", "traceback",
-                     "dumplib.retention") + (
+                     "dumplib.retention",
+                     # tempfile (with shutil and random) is a compressed dump's scratch file only; the SDKs and
+                     # dumplib._egress a URL destination's only.
+                     "tempfile", "shutil", "random", "dumplib._egress", "boto3", "azure") + (
     ("dumplib._linux",) if sys.platform == "win32" else
-    ("dumplib._windows", "dumplib.formats.minidump", "dumplib._psutil", "psutil", "socket", "platform"))
+    ("dumplib._windows", "dumplib.formats.minidump", "dumplib._psutil", "psutil", "socket", "platform",
+     # Records, not dataclasses (dumplib/_record.py): dataclasses loads inspect, ast, dis and tokenize.
+     "dataclasses", "inspect", "ast", "dis", "tokenize"))
 
 
 def test_the_dump_path_imports_no_parser_framework(tmp_path):

@@ -6,9 +6,12 @@ docs/benchmarks.md has the measured milliseconds.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import dumplib
 
@@ -101,3 +104,100 @@ def test_the_dump_pipeline_and_url_parsing_load_no_store_sdk():
     loaded = set(ast.literal_eval(done.stdout.splitlines()[-1]))
     sdk = sorted(m for m in loaded for s in SDKS if m == s or m.startswith(s + "."))
     assert sdk == [], f"the local pipeline loaded {sdk}"
+
+
+def test_printable_skips_its_pattern_only_for_text_with_nothing_to_escape():
+    # dumplib/_text.py compiles its pattern on the first text that needs it, and skips it for text that
+    # str.isprintable() passes: right only while every character the pattern escapes is non-printable.
+    import re
+
+    from dumplib import _text
+
+    hidden = re.compile(_text._HIDDEN_CHARS)
+    escaped = [chr(c) for c in range(0x3000) if hidden.match(chr(c))]
+    assert len(escaped) == 32 + 33 + 2 + 5 + 4
+    assert not any(ch.isprintable() for ch in escaped)
+    assert _text.printable("a\u202eb\x1bc\x9b") == "a\\u202eb\\x1bc\\x9b"
+    assert _text.printable("caf\u00e9 \u00a0x") == "caf\u00e9 \u00a0x"  # not printable to isprintable, nothing to escape
+
+
+def _quoted_type_expressions(path: Path, root: Path = ROOT) -> list:
+    """Module-level assignments (outside `if TYPE_CHECKING:`) whose subscript holds a quoted name."""
+    found = []
+
+    def scan(body: list) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and getattr(node.test, "id", "") != "TYPE_CHECKING":
+                scan(node.body)
+                scan(node.orelse)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                for sub in (s for s in ast.walk(node.value) if isinstance(s, ast.Subscript)):
+                    if any(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in ast.walk(sub.slice)):
+                        found.append(f"{path.relative_to(root)}:{node.lineno}")
+
+    scan(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_module_builds_a_forward_reference_at_import():
+    # `PathLike = Union[str, "os.PathLike[str]"]` made typing compile the quoted text when placement.py
+    # was imported: ~4 ms of every dump's start-up. Quoted names belong in annotations (strings under
+    # `from __future__ import annotations`, never evaluated) or under `if TYPE_CHECKING:`.
+    files = sorted((ROOT / "dumplib").rglob("*.py")) + sorted((ROOT / "cli").glob("*.py"))
+    assert len(files) > 50
+    found = [hit for f in files for hit in _quoted_type_expressions(f)]
+    assert found == [], found
+
+
+
+def test_the_forward_reference_finder_finds_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('from typing import Union\nTYPE_CHECKING = False\nif TYPE_CHECKING:\n    A = Union[str, "B"]\n'
+                      'if True:\n    C = Union[int, "os.PathLike[str]"]\nD = Union[int, str]\n')
+    assert _quoted_type_expressions(sample, tmp_path) == ["sample.py:6"]
+
+
+COMPILES = """
+import sys
+seen = []
+sys.addaudithook(lambda event, args: seen.append((repr(args[0])[:80], str(args[1]))) if event == "compile" else None)
+from dumplib_cli.app import main
+try:
+    main(sys.argv[1:])
+finally:
+    print(repr(seen), file=sys.stderr)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' keeps dataclasses)")
+def test_a_small_dump_compiles_no_python_source(tmp_path):
+    # Every compile(), exec() or eval() of a string raises the `compile` audit event. The first compile()
+    # in a process costs ~10 M instructions (~4 ms) besides its own (exec and eval do not); a dataclass
+    # compiles five or six methods; a typing ForwardRef (a quoted type in an alias, a class-form
+    # NamedTuple under `from __future__ import annotations`) compile()s its text. A small dump compiles
+    # only the __init__ of the records it makes 16 times or more (dumplib/_record.py: Region and Segment
+    # here) and a call-form NamedTuple's __new__ (collections.namedtuple's eval, cheap).
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        done = subprocess.run([sys.executable, "-c", COMPILES, "dump", str(worker.pid), str(tmp_path), "--kind", "mini"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]), "PATH": "/usr/bin:/bin"})
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0, done.stderr
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".core"], done.stdout
+    seen = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    compiled = [source for source, filename in seen if not filename.endswith(".py")]  # not a module without bytecode
+    assert any(source.startswith("b'def __init__(self, start, end") for source in compiled), compiled  # Region's
+    unexpected = [s for s in compiled if not s.startswith(("b'def __init__(self, ", "b'lambda _cls, "))]
+    assert unexpected == [], unexpected
+    assert len(compiled) <= 6, compiled
+
+
+def _cli_dir(tmp_path: Path) -> Path:
+    """A directory where `dumplib_cli` is this checkout's cli/ (pyproject.toml's package-dir)."""
+    links = tmp_path / "path"
+    links.mkdir()
+    (links / "dumplib_cli").symlink_to(ROOT / "cli")
+    return links

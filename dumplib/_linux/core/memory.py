@@ -20,7 +20,6 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import ctypes
-import dataclasses
 import errno
 import fcntl
 import os
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 from ..._bounded import blocking, guarded
 from ..._platform import Tick
+from ..._record import record
 from ...errors import DumpFailed
 from ..proc.errors import target_error
 from ..proc.maps import Region
@@ -92,7 +92,7 @@ SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
 
-@dataclasses.dataclass
+@record()
 class Piece:
     """One PT_LOAD of a taken segment: [start, end) of memory, [start, start + filesz) stored.
 

@@ -15,12 +15,12 @@ assert sys.platform.startswith("linux")
 
 
 import bisect
-import dataclasses
 import re
 from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..._bounded import blocking
 from ...kinds import DumpKind
+from ..._record import field, record, replace
 from .corefilter import CoreFilter
 from ..proc.maps import PAGE, SPECIAL_SKIP, Region
 
@@ -28,7 +28,7 @@ from ..proc.maps import PAGE, SPECIAL_SKIP, Region
 RED_ZONE = 128
 
 
-@dataclasses.dataclass
+@record()
 class Segment:
     """One PT_LOAD: [start, end) of the target, with [dump_start, end) taken into the file.
 
@@ -42,7 +42,7 @@ class Segment:
     dump_start: int
     anon: bool
     category: str  # stacks | heap | images | shared | metadata
-    region: Optional[Region] = dataclasses.field(default=None, repr=False, compare=False)
+    region: Optional[Region] = field(default=None, repr=False, compare=False)
     #: Not taken, yet given a PT_LOAD that stores nothing (as the kernel's cores do): readers such as
     #: py-spy find a mapped object's code by a PT_LOAD at its NT_FILE start; gdb reads it from the file.
     describe: bool = False
@@ -162,7 +162,7 @@ def select(
             # The kernel may have merged the .bss with an anonymous mapping made later: that part goes by the rules.
             chosen = [Segment(r.start, bss_end, r.elf_flags, r.start, not whole, "images")]
             if bss_end < r.end:
-                chosen += _choose(dataclasses.replace(r, start=bss_end), kind, filter_bits, sps, keep, objects,
+                chosen += _choose(replace(r, start=bss_end), kind, filter_bits, sps, keep, objects,
                                   elf_headers)
         elif r.file_backed and r.writable and not r.shared and r.path in objects and filter_bits is None:
             # A loaded object's data, taken whole up to WHOLE_DATA_BYTES in all: the link_map that names

@@ -13,16 +13,17 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
-import dataclasses
 import re
 from typing import FrozenSet, List
+
+from ..._record import field, record
 
 PAGE = 4096
 #: Never dumped, as in the kernel: per-CPU clock pages and the legacy vsyscall page.
 SPECIAL_SKIP = ("[vvar]", "[vvar_vclock]", "[vsyscall]")
 
 
-@dataclasses.dataclass
+@record()
 class Region:
     """One line of /proc/PID/maps with the smaps fields dumplib needs."""
 
@@ -39,7 +40,7 @@ class Region:
     dev: str = "00:00"  # major:minor in hex, as maps prints it
     hugetlb: int = 0  # bytes of hugetlb pages (smaps counts them apart from Rss)
     #: Backed by a file (or a shared-memory object): set once, as planning asks it of every mapping often.
-    file_backed: bool = dataclasses.field(init=False, repr=False)
+    file_backed: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.file_backed = self.inode != 0 and not self.path.startswith("[")

@@ -73,25 +73,19 @@ def _text(data: bytes) -> str:
     return data.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
-class Stat(NamedTuple):
-    """The fields of /proc/PID/stat dumplib uses, by name (proc(5) numbers them from 1)."""
-
-    #: (2) the command name, the kernel's bytes (at most COMM_MAX of them)
-    comm: bytes
-    #: (3) one-letter scheduler state: R, S, D, T, t, Z, X...
-    state: str
-    #: (4) parent's pid
-    ppid: int
-    #: (5) process group
-    pgrp: int
-    #: (6) session
-    session: int
-    #: (9) PF_* flags (PF_KTHREAD marks a kernel thread)
-    flags: int
-    #: (19) nice value
-    nice: int
-    #: (22) start, in clock ticks after boot
-    start_ticks: int
+# The fields of /proc/PID/stat dumplib uses, by name (proc(5) numbers them from 1). The call form, not
+# the class form: under `from __future__ import annotations` the class form's field types are strings,
+# which typing compiles at import (the first compile() in a process costs ~4 ms: start-up).
+Stat = NamedTuple("Stat", [
+    ("comm", bytes),  # (2) the command name, the kernel's bytes (at most COMM_MAX of them)
+    ("state", str),  # (3) one-letter scheduler state: R, S, D, T, t, Z, X...
+    ("ppid", int),  # (4) parent's pid
+    ("pgrp", int),  # (5) process group
+    ("session", int),  # (6) session
+    ("flags", int),  # (9) PF_* flags (PF_KTHREAD marks a kernel thread)
+    ("nice", int),  # (19) nice value
+    ("start_ticks", int),  # (22) start, in clock ticks after boot
+])
 
 
 # Positions after the command name: /proc/PID/stat field number minus 3 (pid and comm come first).
