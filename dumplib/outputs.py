@@ -685,6 +685,8 @@ def _received(exc: DumpError, sent: int, codec: Optional[str]) -> DumpError:
     """*exc*, told of a pipe that already carried *sent* bytes of the dump that failed."""
     what = (f"the reader of stdout already received the first {sent} bytes of the dump, an incomplete"
             f" {codec + ' stream' if codec else 'core'} that must be discarded (no file was written)")
+    import copy  # an error path's: not start-up every dump pays
+
     told = copy.copy(exc)
     told.message = (exc.message.replace("nothing was kept", what) if "nothing was kept" in exc.message
                     else f"{exc.message}; {what}")
