@@ -172,8 +172,9 @@ def nobody_tree(target_exe) -> Iterator[Path]:
 
 def _imported_packages() -> List[str]:
     """Top-level site-packages entries the command imports on its error path."""
-    code = ("import sys, os\nfrom dumplib_cli.app import main\nsys.argv = ['dumplib', 'dump', '999999999', '/', '--json']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    # main(argv) returns: without argv the command ends the process itself once done (cli/app.py _leave).
+    code = ("import sys, os\nfrom dumplib_cli.app import main\n"
+            "try:\n    main(['dump', '999999999', '/', '--json'])\nexcept SystemExit:\n    pass\n"
             "sp = [p for p in sys.path if p.endswith('site-packages')]\nout = set()\n"
             "for m in list(sys.modules.values()):\n    f = getattr(m, '__file__', None) or ''\n"
             "    for p in sp:\n        if f.startswith(p + os.sep):\n            out.add(os.path.join(p, f[len(p) + 1:].split(os.sep)[0]))\n"
