@@ -489,3 +489,44 @@ def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_targe
             assert not (tmp_path / "r.core").exists()
             mount.release()
             unharmed(t)
+
+
+FAILED_START = r"""
+import json, os, sys
+sys.executable = sys.argv[3]  # an interpreter whose exec fails (it names a missing #! interpreter)
+import dumplib
+fds = lambda: sorted(os.listdir("/proc/self/fd"))
+before = fds()
+try:
+    dumplib.create_dump(int(sys.argv[1]), sys.argv[2], "full", sidecar=False)
+    outcome = {"written": True}
+except dumplib.DumpError as e:
+    outcome = {"type": type(e).__name__, "message": e.message}
+import gc; gc.collect()
+outcome["leaked"] = sorted(set(fds()) - set(before))
+print(json.dumps(outcome))
+"""
+
+
+def test_a_reader_child_that_cannot_start_fails_the_dump_instead_of_leaving_holes(stalling_mount, fuse_target_exe,
+                                                                                 tmp_path):
+    """The child reading the pages of files on the stalled mount cannot be started (here its exec fails;
+    ENOMEM or a pids limit do the same): the dump fails and says why, nothing is kept, no descriptor is
+    left open. Before, the failure counted as unreadable memory: every such page a silent hole."""
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.write_text("#!/nonexistent/interpreter\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_target([str(fuse_target_exe), str(stalling_mount.path / "big"), "shared",
+                     str(stalling_mount.path / "cold")]) as t:
+        done = subprocess.run([sys.executable, "-c", FAILED_START, str(t.pid), str(out / "x.core"), str(fake)],
+                              capture_output=True, text=True, timeout=COMMAND_SECONDS)
+        assert done.returncode == 0, done.stderr
+        outcome = json.loads(done.stdout.strip().splitlines()[-1])
+        assert outcome.get("type") == "DumpFailed", outcome
+        assert "could not start the process that reads pages of files on FUSE" in outcome["message"], outcome
+        assert outcome["leaked"] == [], outcome
+        assert sorted(out.iterdir()) == []
+        unharmed(t)

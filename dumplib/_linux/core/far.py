@@ -35,7 +35,9 @@ import signal
 import struct
 import subprocess
 import time
-from typing import Optional
+from typing import List, Optional
+
+from ...errors import DumpFailed
 
 #: The child's whole program: read (address, length) requests, answer each with the count read (or
 #: -errno) and the bytes. Only os calls: nothing that could wait on anything but the read itself.
@@ -84,6 +86,8 @@ class FarReader:
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._req = self._resp = self._shm = -1
         self._shared: Optional[mmap.mmap] = None
+        #: Why the child could not be started (told again at once: not retried page by page).
+        self._broken: Optional[DumpFailed] = None
 
     def pread_into(self, view: memoryview, address: int) -> int:
         """Read len(*view*) bytes at *address* into *view*; the count read, as os.preadv counts it
@@ -108,8 +112,14 @@ class FarReader:
                 return os.preadv(self.mem, [view], address)
             self._start()
         assert self._shared is not None
-        self._send(_REQUEST.pack(address, len(view)))
-        count = int(_ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))[0])
+        try:
+            self._send(_REQUEST.pack(address, len(view)))
+            count = int(_ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))[0])
+        except BaseException:
+            # Whatever cut the exchange short (an Abandoned worker, a signal's exception), an answer may
+            # still come for this request: the next one must never take it for its own. A new child then.
+            self.close()
+            raise
         if count < 0:
             raise OSError(-count, os.strerror(-count))
         view[:count] = memoryview(self._shared)[:count]
@@ -131,30 +141,47 @@ class FarReader:
                 proc.send_signal(signal.SIGKILL)
             except OSError:
                 pass
-            try:
-                proc.wait(0)
-            except subprocess.TimeoutExpired:
-                pass
+            # Reaped by a thread of its own: at once if it was reading memory, whenever its file system
+            # answers if it waits on one; never a zombie left in a long-lived host.
+            import _thread
+
+            _thread.start_new_thread(proc.wait, ())
 
     def _start(self) -> None:
-        self._shm = os.memfd_create("dumplib-far", os.MFD_CLOEXEC)
-        os.ftruncate(self._shm, BUFFER)
-        self._shared = mmap.mmap(self._shm, BUFFER)
-        req_r, req_w = os.pipe2(os.O_CLOEXEC)
-        resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
+        """Start the child; DumpFailed if it cannot be (ENOMEM, EAGAIN under a pids limit): not an errno
+        of an unreadable range, which would leave every page of the mapping a silent hole."""
+        if self._broken is not None:
+            raise self._broken
+        ends: List[int] = []
         try:
+            self._shm = os.memfd_create("dumplib-far", os.MFD_CLOEXEC)
+            os.ftruncate(self._shm, BUFFER)
+            self._shared = mmap.mmap(self._shm, BUFFER)
+            req_r, req_w = os.pipe2(os.O_CLOEXEC)
+            ends += [req_r, req_w]
+            resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
+            ends += [resp_r, resp_w]
             self._proc = subprocess.Popen(
                 [str(interpreter()), "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
                  str(BUFFER)],
                 pass_fds=(self.mem, req_r, resp_w, self._shm), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
-        except BaseException:
-            for fd in (req_w, resp_r):
+        except OSError as exc:
+            for fd in ends:
                 os.close(fd)
+            self.close()
+            self._broken = DumpFailed(
+                f"could not start the process that reads pages of files on FUSE, NFS or CIFS mounts"
+                f" ({exc.strerror}; core/far.py): the dump was given up rather than left with holes. Free"
+                " memory or raise the pids limit, and dump again", errno=exc.errno)
+            raise self._broken from None
+        except BaseException:
+            for fd in ends:
+                os.close(fd)
+            self.close()
             raise
-        finally:
-            os.close(req_r)
-            os.close(resp_w)
+        os.close(req_r)
+        os.close(resp_w)
         self._req, self._resp = req_w, resp_r
 
     def _send(self, data: bytes) -> None:
