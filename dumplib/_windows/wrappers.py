@@ -257,24 +257,29 @@ def current_user_sid() -> str:
             kernel32.LocalFree(ctypes.cast(text, ctypes.c_void_p))
 
 
-def private_sddl(user: str) -> str:
+def private_sddl(user: str, owner: bool = True) -> str:
     """The security descriptor of every file dumplib creates, as SDDL: owned by *user* (a SID string),
     a protected DACL (nothing inherited) granting *user*, SYSTEM and Administrators, the three a
     user's profile folder grants (private.py's check trusts no one else).
 
     The owner is named: an elevated administrator's new files are otherwise owned by the
     Administrators group (Windows' default owner for that token), and a key file must be the user's own."""
-    return f"O:{user}D:P(A;;FA;;;{user})(A;;FA;;;SY)(A;;FA;;;BA)"
+    return (f"O:{user}" if owner else "") + f"D:P(A;;FA;;;{user})(A;;FA;;;SY)(A;;FA;;;BA)"
+
+
+#: CreateFileW's error when the owner named in its security descriptor cannot be assigned there (an SMB
+#: server checks it against its own token, where a client-local account's SID does not exist).
+ERROR_INVALID_OWNER = 1307
 
 
 @contextlib.contextmanager
-def owner_only_security() -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
+def owner_only_security(owner: bool = True) -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
     """SECURITY_ATTRIBUTES of private_sddl: this user's own, readable by them, SYSTEM and Administrators only.
 
     A dump holds everything in the target's memory (passwords, keys); inheriting the directory's
     ACL could let any user read it.
     """
-    sddl = private_sddl(current_user_sid())
+    sddl = private_sddl(current_user_sid(), owner)
     descriptor = ctypes.c_void_p()
     advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
         sddl, advapi32.SDDL_REVISION_1, ctypes.byref(descriptor), None
@@ -289,9 +294,12 @@ def owner_only_security() -> Iterator[kernel32.SECURITY_ATTRIBUTES]:
         kernel32.LocalFree(descriptor)
 
 
-def create_new_file(path: str) -> int:
-    """Create *path* exclusively (CREATE_NEW) for writing, this user's own (private_sddl)."""
-    with owner_only_security() as attrs:
+def create_new_file(path: str, owner: bool = True) -> int:
+    """Create *path* exclusively (CREATE_NEW) for writing, this user's own (private_sddl). Where the owner
+    cannot be named (ERROR_INVALID_OWNER: a share whose server does not know this account), created again
+    with the same private DACL and the default owner: a retention key made so is refused by its own
+    check (private.py: not the user's), a dump stays readable by the same three only."""
+    with owner_only_security(owner) as attrs:
         try:
             return int(kernel32.CreateFileW(
                 path,
@@ -305,6 +313,8 @@ def create_new_file(path: str) -> int:
         except Win32Error as exc:
             if exc.winerror == ERROR_FILE_EXISTS:
                 raise
+            if exc.winerror == ERROR_INVALID_OWNER and owner:
+                return create_new_file(path, owner=False)
             if exc.winerror in DISK_FULL_ERRORS:
                 raise DumpFailed(f"cannot create {path}: {exc.message}; nothing was dumped. Free space (or quota)"
                                  " or choose another directory", winerror=exc.winerror, hresult=exc.hresult,

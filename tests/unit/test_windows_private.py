@@ -66,6 +66,22 @@ def test_the_descriptor_every_file_is_made_with_passes_and_reads_back_as_built()
                                                        (0, private.ADMINISTRATORS, 0x1F01FF)]
 
 
+def test_where_no_owner_can_be_named_the_same_private_dacl_is_kept():
+    """create_new_file's second try (ERROR_INVALID_OWNER: a share whose server does not know this account;
+    only real Windows with such a share can show the error itself): no owner named, the same three ACEs."""
+    without = wrappers.private_sddl(USER, owner=False)
+    assert "O:" not in without and without == wrappers.private_sddl(USER)[len(f"O:{USER}"):]
+    descriptor = ctypes.c_void_p()
+    advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(without, advapi32.SDDL_REVISION_1,
+                                                                  ctypes.byref(descriptor), None)
+    try:
+        owner, aces = private.read_descriptor(descriptor.value)
+    finally:
+        kernel32.LocalFree(descriptor)
+    assert [(a.kind, a.sid, a.mask) for a in aces] == [(0, USER, 0x1F01FF), (0, private.SYSTEM, 0x1F01FF),
+                                                       (0, private.ADMINISTRATORS, 0x1F01FF)]
+
+
 @pytest.mark.parametrize("sddl", [
     "O:{u}D:P(A;;FA;;;{u})",
     "O:{u}D:P(A;;FA;;;{u})(A;;FA;;;SY)(A;;FA;;;BA)",
