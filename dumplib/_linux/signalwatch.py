@@ -55,7 +55,9 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tu
 T = TypeVar("T")
 
 from .._platform import Firing, TargetEvent
+from .._record import replace
 from ..errors import DumpError, DumpFailed, InvalidArgument
+from ..results import DumpResult
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from .proc.errors import permission_error
 from .proc.pidfiles import parent_of, thread_states
@@ -295,10 +297,19 @@ class SignalWatcher:
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != self.pid:
                 return
+            if exc.errno in (errno.EPERM, errno.ESRCH) and self._has_exited():
+                # The kernel refuses to seize a thread that is exiting (EPERM) or gone (ESRCH): a process
+                # killed since its threads were listed is not a refusal, and saying "the kernel refused
+                # ptrace" would make up a cause.
+                raise DumpFailed(f"process {self.pid} has exited", pid=self.pid, reason="exited") from None
             if exc.errno == errno.EPERM:
                 raise permission_error(self.pid) from None
             raise DumpFailed(f"cannot seize thread {tid} of process {self.pid}: {exc}", pid=self.pid) from None
         self.tids.append(tid)
+
+    def _has_exited(self) -> bool:
+        """Whether every thread of the process is a zombie (Z), dying (X), or gone."""
+        return all(state in "ZX" for state in thread_states(self.pid).values())
 
     def _poll_once(self) -> bool:
         """Handle every stop that is waiting; True if there was one."""
@@ -475,6 +486,10 @@ class SignalWatcher:
                 finally:
                     job.again_ready.set()  # a writer still waiting for a second hold waits no more
                     job.join()  # whatever went wrong here, the dump is not left running on its own
+            if job.back_error is not None and job.error is None and isinstance(job.answer, DumpResult):
+                # The dump was written and kept: failing it now would be untrue. Say what went wrong after.
+                return replace(job.answer, warnings=job.answer.warnings + (  # type: ignore[return-value]
+                    _not_taken_back(job.back_error, self.pid, pending),))
             if job.back_error is not None:
                 raise job.back_error
             if job.error is not None:
@@ -506,6 +521,12 @@ class SignalWatcher:
             if job.again_asked and job.taken_back and not self._ended:
                 self._hold_again(job)
                 nap = POLL_BUSY_SECONDS
+            elif job.again_asked and self._ended:
+                # The process has exited: there is nothing to hold, and its writer must not wait out
+                # AGAIN_PATIENCE for it (its tracer then finds the process gone and says so).
+                job.again_asked = False
+                job.again_ok = False
+                job.again_ready.set()
             if job.taken_back and not self._ended and self._poll_during(job):
                 nap = POLL_BUSY_SECONDS
                 continue
@@ -664,9 +685,11 @@ class SignalWatcher:
         """Re-seize every thread, re-queue what was taken from it, and let the process continue."""
         try:
             self._seize_all()
-        except BaseException:
+        except BaseException as exc:
             os.kill(self.pid, signal.SIGCONT)  # whatever else fails, the process must not stay stopped
             self._ended = True
+            if isinstance(exc, DumpFailed) and exc.reason == "exited":
+                return  # killed while handed over: nothing to take back, no signal to deliver to it
             raise
         for t in self.tids:
             status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)  # the seize's own EVENT_STOP, in group-stop
@@ -863,6 +886,12 @@ def _told_released(exc: BaseException, pid: int, pending: Optional[_Redelivery],
                        f" thread {tid} as it was sent")
         exc.args = (exc.message,) + exc.args[1:]
     return exc
+
+
+def _not_taken_back(exc: BaseException, pid: int, pending: Optional[_Redelivery]) -> str:
+    """The warning of a dump that was kept although its process could not be taken back after it."""
+    lost = f", and its {_signal_name(pending.signo)} was not delivered" if pending is not None else ""
+    return f"process {pid} could not be taken back after its dump ({exc}): it was let go (SIGCONT){lost}"
 
 
 def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
