@@ -509,7 +509,8 @@ class SignalWatcher:
         is handled at once, so the process runs on while the dump is flushed, checked and placed.
 
         A snapshot's writer asks for the process once more (job.again_asked), to have its clone reaped
-        by it: it is then put back in group-stop, untraced, until the writer gives it back again."""
+        by it: it is then put back in group-stop, untraced, until the writer gives it back again; a
+        process that has ended meanwhile is not held, and the writer is told so at once."""
         nap = POLL_BUSY_SECONDS
         while job.running():
             if job.back_asked and not job.taken_back:
