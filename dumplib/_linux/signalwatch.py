@@ -60,7 +60,7 @@ from ..errors import DumpError, DumpFailed, InvalidArgument
 from ..results import DumpResult
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from .proc.errors import permission_error
-from .proc.pidfiles import parent_of, thread_states
+from .proc.pidfiles import parent_of, read_stat, read_status, thread_states
 from .ptrace import libc
 from .ptrace.libc import (PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXIT, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO,
                           PTRACE_LISTEN, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXIT, PTRACE_SETSIGINFO, SYS_EXIT,
@@ -72,6 +72,8 @@ from .ptrace.regs import ORIG_RAX, ThreadState, read_general, read_registers, si
 _FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+#: A task's flag (/proc/PID/stat field 9) from the start of its do_exit: the kernel refuses to seize it.
+_PF_EXITING = 0x4
 
 #: The tracer thread blocks in sigtimedwait for SIGCHLD (the kernel sends it to the tracer at every
 #: tracee stop and exit; stop() and dump_now() send it to the thread). POLL_SECONDS bounds that wait:
@@ -308,8 +310,25 @@ class SignalWatcher:
         self.tids.append(tid)
 
     def _has_exited(self) -> bool:
-        """Whether every thread of the process is a zombie (Z), dying (X), or gone."""
-        return all(state in "ZX" for state in thread_states(self.pid).values())
+        """Whether every thread of the process has ended or is ending: a zombie (Z), dying (X), gone, in
+        do_exit (PF_EXITING, which is what makes the kernel refuse to seize it), or with a SIGKILL
+        pending (a group exit: it has yet to reach do_exit, and nothing stops it doing so)."""
+        for tid, state in thread_states(self.pid).items():
+            if state in "ZX":
+                continue
+            stat = read_stat(self.pid, tid)
+            if stat is None or stat.flags & _PF_EXITING:
+                continue
+            status = read_status(self.pid, tid)
+            if not status:
+                continue  # gone meanwhile
+            try:
+                pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+            except ValueError:
+                return False
+            if not pending & (1 << (signal.SIGKILL - 1)):
+                return False
+        return True
 
     def _poll_once(self) -> bool:
         """Handle every stop that is waiting; True if there was one."""
@@ -692,10 +711,33 @@ class SignalWatcher:
             if isinstance(exc, DumpFailed) and exc.reason == "exited":
                 return  # killed while handed over: nothing to take back, no signal to deliver to it
             raise
-        for t in self.tids:
-            status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)  # the seize's own EVENT_STOP, in group-stop
-            if status is not None and os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
-                self._listen(t)
+        # Each seized thread's first report is the seize's own EVENT_STOP, in group-stop. Waited for all
+        # together: a process killed since the seize reports exits instead, and its leader's only once
+        # the other threads are collected, so a wait on it alone would run out its patience.
+        waiting = list(self.tids)
+        deadline = time.monotonic() + STOP_PATIENCE
+        looked = time.monotonic()  # when the process was last checked for an exit (a read per thread: not every ms)
+        while waiting:
+            for t in list(waiting):
+                try:
+                    status = _wait(t, leave_exit=self.parent and t == self.pid)
+                except OSError:  # ECHILD: gone and reaped
+                    status = 0
+                if status is None:
+                    continue
+                waiting.remove(t)
+                if os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
+                    self._listen(t)
+                elif not os.WIFSTOPPED(status):
+                    self._forget(t)
+            if not waiting or time.monotonic() > deadline:
+                break
+            if time.monotonic() - looked > 0.02:
+                if self._has_exited():
+                    self._ended = True  # killed: what is left are exits, collected by the main loop or the release
+                    break
+                looked = time.monotonic()
+            time.sleep(0.001)
         if pending is not None and tid is not None and tid in self.tids:
             self.redeliver[tid] = pending
             libc.tgkill(self.pid, tid, pending.signo)
