@@ -55,10 +55,12 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tu
 T = TypeVar("T")
 
 from .._platform import Firing, TargetEvent
+from .._record import replace
 from ..errors import DumpError, DumpFailed, InvalidArgument
+from ..results import DumpResult
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from .proc.errors import permission_error
-from .proc.pidfiles import parent_of, thread_states
+from .proc.pidfiles import parent_of, read_stat, read_status, thread_states
 from .ptrace import libc
 from .ptrace.libc import (PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXIT, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO,
                           PTRACE_LISTEN, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXIT, PTRACE_SETSIGINFO, SYS_EXIT,
@@ -70,6 +72,8 @@ from .ptrace.regs import ORIG_RAX, ThreadState, read_general, read_registers, si
 _FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+#: A task's flag (/proc/PID/stat field 9) from the start of its do_exit: the kernel refuses to seize it.
+_PF_EXITING = 0x4
 
 #: The tracer thread blocks in sigtimedwait for SIGCHLD (the kernel sends it to the tracer at every
 #: tracee stop and exit; stop() and dump_now() send it to the thread). POLL_SECONDS bounds that wait:
@@ -295,10 +299,36 @@ class SignalWatcher:
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != self.pid:
                 return
+            if exc.errno in (errno.EPERM, errno.ESRCH) and self._has_exited():
+                # The kernel refuses to seize a thread that is exiting (EPERM) or gone (ESRCH): a process
+                # killed since its threads were listed is not a refusal, and saying "the kernel refused
+                # ptrace" would make up a cause.
+                raise DumpFailed(f"process {self.pid} has exited", pid=self.pid, reason="exited") from None
             if exc.errno == errno.EPERM:
                 raise permission_error(self.pid) from None
             raise DumpFailed(f"cannot seize thread {tid} of process {self.pid}: {exc}", pid=self.pid) from None
         self.tids.append(tid)
+
+    def _has_exited(self) -> bool:
+        """Whether every thread of the process has ended or is ending: a zombie (Z), dying (X), gone, in
+        do_exit (PF_EXITING, which is what makes the kernel refuse to seize it), or with a SIGKILL
+        pending (a group exit: it has yet to reach do_exit, and nothing stops it doing so)."""
+        for tid, state in thread_states(self.pid).items():
+            if state in "ZX":
+                continue
+            stat = read_stat(self.pid, tid)
+            if stat is None or stat.flags & _PF_EXITING:
+                continue
+            status = read_status(self.pid, tid)
+            if not status:
+                continue  # gone meanwhile
+            try:
+                pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+            except ValueError:
+                return False
+            if not pending & (1 << (signal.SIGKILL - 1)):
+                return False
+        return True
 
     def _poll_once(self) -> bool:
         """Handle every stop that is waiting; True if there was one."""
@@ -475,6 +505,10 @@ class SignalWatcher:
                 finally:
                     job.again_ready.set()  # a writer still waiting for a second hold waits no more
                     job.join()  # whatever went wrong here, the dump is not left running on its own
+            if job.back_error is not None and job.error is None and isinstance(job.answer, DumpResult):
+                # The dump was written and kept: failing it now would be untrue. Say what went wrong after.
+                return replace(job.answer, warnings=job.answer.warnings + (  # type: ignore[return-value]
+                    _not_taken_back(job.back_error, self.pid, pending),))
             if job.back_error is not None:
                 raise job.back_error
             if job.error is not None:
@@ -494,7 +528,8 @@ class SignalWatcher:
         is handled at once, so the process runs on while the dump is flushed, checked and placed.
 
         A snapshot's writer asks for the process once more (job.again_asked), to have its clone reaped
-        by it: it is then put back in group-stop, untraced, until the writer gives it back again."""
+        by it: it is then put back in group-stop, untraced, until the writer gives it back again; a
+        process that has ended meanwhile is not held, and the writer is told so at once."""
         nap = POLL_BUSY_SECONDS
         while job.running():
             if job.back_asked and not job.taken_back:
@@ -506,6 +541,12 @@ class SignalWatcher:
             if job.again_asked and job.taken_back and not self._ended:
                 self._hold_again(job)
                 nap = POLL_BUSY_SECONDS
+            elif job.again_asked and self._ended:
+                # The process has exited: there is nothing to hold, and its writer must not wait out
+                # AGAIN_PATIENCE for it (its tracer then finds the process gone and says so).
+                job.again_asked = False
+                job.again_ok = False
+                job.again_ready.set()
             if job.taken_back and not self._ended and self._poll_during(job):
                 nap = POLL_BUSY_SECONDS
                 continue
@@ -664,14 +705,39 @@ class SignalWatcher:
         """Re-seize every thread, re-queue what was taken from it, and let the process continue."""
         try:
             self._seize_all()
-        except BaseException:
+        except BaseException as exc:
             os.kill(self.pid, signal.SIGCONT)  # whatever else fails, the process must not stay stopped
             self._ended = True
+            if isinstance(exc, DumpFailed) and exc.reason == "exited":
+                return  # killed while handed over: nothing to take back, no signal to deliver to it
             raise
-        for t in self.tids:
-            status = _wait(t, STOP_PATIENCE, leave_exit=self.parent and t == self.pid)  # the seize's own EVENT_STOP, in group-stop
-            if status is not None and os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
-                self._listen(t)
+        # Each seized thread's first report is the seize's own EVENT_STOP, in group-stop. Waited for all
+        # together: a process killed since the seize reports exits instead, and its leader's only once
+        # the other threads are collected, so a wait on it alone would run out its patience.
+        waiting = list(self.tids)
+        deadline = time.monotonic() + STOP_PATIENCE
+        looked = time.monotonic()  # when the process was last checked for an exit (a read per thread: not every ms)
+        while waiting:
+            for t in list(waiting):
+                try:
+                    status = _wait(t, leave_exit=self.parent and t == self.pid)
+                except OSError:  # ECHILD: gone and reaped
+                    status = 0
+                if status is None:
+                    continue
+                waiting.remove(t)
+                if os.WIFSTOPPED(status) and (status >> 16) == libc.PTRACE_EVENT_STOP:
+                    self._listen(t)
+                elif not os.WIFSTOPPED(status):
+                    self._forget(t)
+            if not waiting or time.monotonic() > deadline:
+                break
+            if time.monotonic() - looked > 0.02:
+                if self._has_exited():
+                    self._ended = True  # killed: what is left are exits, collected by the main loop or the release
+                    break
+                looked = time.monotonic()
+            time.sleep(0.001)
         if pending is not None and tid is not None and tid in self.tids:
             self.redeliver[tid] = pending
             libc.tgkill(self.pid, tid, pending.signo)
@@ -863,6 +929,12 @@ def _told_released(exc: BaseException, pid: int, pending: Optional[_Redelivery],
                        f" thread {tid} as it was sent")
         exc.args = (exc.message,) + exc.args[1:]
     return exc
+
+
+def _not_taken_back(exc: BaseException, pid: int, pending: Optional[_Redelivery]) -> str:
+    """The warning of a dump that was kept although its process could not be taken back after it."""
+    lost = f", and its {_signal_name(pending.signo)} was not delivered" if pending is not None else ""
+    return f"process {pid} could not be taken back after its dump ({exc}): it was let go (SIGCONT){lost}"
 
 
 def _describe_siginfo(sig: int, info: bytes, tid: int) -> str:
