@@ -294,32 +294,39 @@ def owner_only_security(owner: bool = True) -> Iterator[kernel32.SECURITY_ATTRIB
         kernel32.LocalFree(descriptor)
 
 
-def create_new_file(path: str, owner: bool = True) -> int:
+def create_new_file(path: str) -> int:
     """Create *path* exclusively (CREATE_NEW) for writing, this user's own (private_sddl). Where the owner
     cannot be named (ERROR_INVALID_OWNER: a share whose server does not know this account), created again
     with the same private DACL and the default owner: a retention key made so is refused by its own
     check (private.py: not the user's), a dump stays readable by the same three only."""
-    with owner_only_security(owner) as attrs:
+    try:
         try:
-            return int(kernel32.CreateFileW(
-                path,
-                kernel32.GENERIC_READ | kernel32.GENERIC_WRITE,
-                kernel32.FILE_SHARE_READ,
-                ctypes.addressof(attrs),
-                kernel32.CREATE_NEW,
-                kernel32.FILE_ATTRIBUTE_NORMAL,
-                None,
-            ))
+            return _create_private(path, owner=True)
         except Win32Error as exc:
-            if exc.winerror == ERROR_FILE_EXISTS:
+            if exc.winerror != ERROR_INVALID_OWNER:
                 raise
-            if exc.winerror == ERROR_INVALID_OWNER and owner:
-                return create_new_file(path, owner=False)
-            if exc.winerror in DISK_FULL_ERRORS:
-                raise DumpFailed(f"cannot create {path}: {exc.message}; nothing was dumped. Free space (or quota)"
-                                 " or choose another directory", winerror=exc.winerror, hresult=exc.hresult,
-                                 reason="disk-full") from None
-            raise InvalidDumpPath(f"cannot create {path}: {exc.message}", path=path) from None
+            return _create_private(path, owner=False)
+    except Win32Error as exc:
+        if exc.winerror == ERROR_FILE_EXISTS:
+            raise
+        if exc.winerror in DISK_FULL_ERRORS:
+            raise DumpFailed(f"cannot create {path}: {exc.message}; nothing was dumped. Free space (or quota)"
+                             " or choose another directory", winerror=exc.winerror, hresult=exc.hresult,
+                             reason="disk-full") from None
+        raise InvalidDumpPath(f"cannot create {path}: {exc.message}", path=path) from None
+
+
+def _create_private(path: str, owner: bool) -> int:
+    with owner_only_security(owner) as attrs:
+        return int(kernel32.CreateFileW(
+            path,
+            kernel32.GENERIC_READ | kernel32.GENERIC_WRITE,
+            kernel32.FILE_SHARE_READ,
+            ctypes.addressof(attrs),
+            kernel32.CREATE_NEW,
+            kernel32.FILE_ATTRIBUTE_NORMAL,
+            None,
+        ))
 
 
 def committed_regions(process: int) -> Iterator[kernel32.MEMORY_BASIC_INFORMATION]:

@@ -116,9 +116,10 @@ HEAVY_FOR_THE_CLI = ("typer", "click", "pydantic", "pydantic_core", "rich", "zst
                      "dumplib.retention",
                      # tempfile (with shutil and random) is a compressed dump's scratch file only; the SDKs and
                      # dumplib._egress a URL destination's only.
-                     "tempfile", "shutil", "random", "dumplib._egress", "boto3", "azure") + (
+                     "tempfile", "shutil", "dumplib._egress", "boto3", "azure") + (
     ("dumplib._linux",) if sys.platform == "win32" else
-    ("dumplib._windows", "dumplib.formats.minidump", "dumplib._psutil", "psutil", "socket", "platform",
+    # random: Windows' dump path (not tuned for start-up; it keeps dataclasses) still imports it.
+    ("dumplib._windows", "dumplib.formats.minidump", "dumplib._psutil", "psutil", "socket", "platform", "random",
      # Records, not dataclasses (dumplib/_record.py): dataclasses loads inspect, ast, dis and tokenize.
      "dataclasses", "inspect", "ast", "dis", "tokenize"))
 

@@ -288,12 +288,36 @@ def test_a_create_refused_for_want_of_space_or_quota_is_disk_full(win, monkeypat
     import contextlib
 
     monkeypatch.setattr(win.wrappers, "owner_only_security",
-                        lambda: contextlib.nullcontext(win.kernel32.SECURITY_ATTRIBUTES()))
+                        lambda owner=True: contextlib.nullcontext(win.kernel32.SECURITY_ATTRIBUTES()))
     win.fake.impls["CreateFileW"] = lambda *a: win.fake.fail(code) or (1 << 64) - 1  # INVALID_HANDLE_VALUE
     with pytest.raises(DumpFailed) as caught:
         win.create_new_file("C:\\dumps\\x.tmp")
     assert caught.value.reason == "disk-full" and caught.value.winerror == code
     assert type(caught.value).__name__ == "DumpFailed"  # not InvalidDumpPath
+
+
+def test_a_create_whose_owner_cannot_be_named_is_made_again_with_the_default_owner_once(win, monkeypatch):
+    """ERROR_INVALID_OWNER (a share whose server does not know this account; only such a share on real
+    Windows can return it): the same private DACL without the owner, tried once; any other refusal is not."""
+    import contextlib
+
+    asked = []
+    monkeypatch.setattr(win.wrappers, "owner_only_security",
+                        lambda owner=True: asked.append(owner) or contextlib.nullcontext(win.kernel32.SECURITY_ATTRIBUTES()))
+    tries = iter([1307, None])
+
+    def create(*a):  # type: ignore[no-untyped-def]
+        code = next(tries)
+        return win.fake.fail(code) or (1 << 64) - 1 if code else 0x44
+
+    win.fake.impls["CreateFileW"] = create
+    assert win.create_new_file("C:\\dumps\\x.tmp") == 0x44
+    assert asked == [True, False]
+    asked.clear()
+    win.fake.impls["CreateFileW"] = lambda *a: win.fake.fail(1307) or (1 << 64) - 1
+    with pytest.raises(Exception):
+        win.create_new_file("C:\\dumps\\y.tmp")
+    assert asked == [True, False]  # not a third time
 
 
 # -- --launch: under the debugger from the first instruction --------------------------------------
