@@ -36,8 +36,8 @@ def real_windows_only(reason: str) -> None:
         pytest.skip(f"real Windows only: {reason}")
 
 
-def _verdict(sddl: str, directory: bool = False):
-    """The rule's answer for the security descriptor *sddl*, built and read back by Windows itself."""
+def _read_back(sddl: str):
+    """(owner, ACEs) of the security descriptor *sddl*, built and read back by Windows itself."""
     descriptor = ctypes.c_void_p()
     advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl, advapi32.SDDL_REVISION_1,
                                                                   ctypes.byref(descriptor), None)
@@ -45,6 +45,12 @@ def _verdict(sddl: str, directory: bool = False):
         owner, aces = private.read_descriptor(descriptor.value)
     finally:
         kernel32.LocalFree(descriptor)
+    return owner, aces
+
+
+def _verdict(sddl: str, directory: bool = False):
+    """The rule's answer for the security descriptor *sddl*, built and read back by Windows itself."""
+    owner, aces = _read_back(sddl)
     if directory:
         return private.descriptor_problem(owner, aces, USER, private.DIRECTORY_SECRET_RIGHTS,
                                           owners=(private.SYSTEM, private.ADMINISTRATORS), done="written to")
@@ -54,13 +60,7 @@ def _verdict(sddl: str, directory: bool = False):
 def test_the_descriptor_every_file_is_made_with_passes_and_reads_back_as_built():
     sddl = wrappers.private_sddl(USER)
     assert _verdict(sddl) is None
-    descriptor = ctypes.c_void_p()
-    advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl, advapi32.SDDL_REVISION_1,
-                                                                  ctypes.byref(descriptor), None)
-    try:
-        owner, aces = private.read_descriptor(descriptor.value)
-    finally:
-        kernel32.LocalFree(descriptor)
+    owner, aces = _read_back(sddl)
     assert owner == USER
     assert [(a.kind, a.sid, a.mask) for a in aces] == [(0, USER, 0x1F01FF), (0, private.SYSTEM, 0x1F01FF),
                                                        (0, private.ADMINISTRATORS, 0x1F01FF)]
@@ -71,13 +71,7 @@ def test_where_no_owner_can_be_named_the_same_private_dacl_is_kept():
     only real Windows with such a share can show the error itself): no owner named, the same three ACEs."""
     without = wrappers.private_sddl(USER, owner=False)
     assert "O:" not in without and without == wrappers.private_sddl(USER)[len(f"O:{USER}"):]
-    descriptor = ctypes.c_void_p()
-    advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(without, advapi32.SDDL_REVISION_1,
-                                                                  ctypes.byref(descriptor), None)
-    try:
-        owner, aces = private.read_descriptor(descriptor.value)
-    finally:
-        kernel32.LocalFree(descriptor)
+    owner, aces = _read_back(without)
     assert [(a.kind, a.sid, a.mask) for a in aces] == [(0, USER, 0x1F01FF), (0, private.SYSTEM, 0x1F01FF),
                                                        (0, private.ADMINISTRATORS, 0x1F01FF)]
 
