@@ -157,7 +157,13 @@ class FarReader:
             self._shm = os.memfd_create("dumplib-far", os.MFD_CLOEXEC)
             os.ftruncate(self._shm, BUFFER)
             self._shared = mmap.mmap(self._shm, BUFFER)
-            req_r, req_w = os.pipe2(os.O_CLOEXEC)
+            # Requests go over a socket, sent with MSG_NOSIGNAL: to a dead child a write() on a pipe raises
+            # SIGPIPE, which kills a host that set it to SIG_DFL (Python ignores it; an embedding program,
+            # or a CLI that restores it for `| head`, may not). The send then fails with EPIPE instead.
+            import socket
+
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            req_r, req_w = theirs.detach(), ours.detach()
             ends += [req_r, req_w]
             resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
             ends += [resp_r, resp_w]
@@ -185,13 +191,22 @@ class FarReader:
         self._req, self._resp = req_w, resp_r
 
     def _send(self, data: bytes) -> None:
+        import socket  # already imported by _start
+
+        # A socket object around our descriptor for send()'s flags, detached again whatever happens:
+        # closing it would close a descriptor close() closes too.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=self._req)
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self._req, view):]
+                view = view[sock.send(view, socket.MSG_NOSIGNAL):]
         except OSError:  # the child is gone (killed): no answer will come
+            sock.detach()
             self.close()
             raise OSError(errno.ECHILD, "the reader process of this copy ended") from None
+        finally:
+            if sock.fileno() >= 0:
+                sock.detach()
 
     def _receive(self, n: int, deadline: float) -> bytes:
         buf = bytearray(n)
