@@ -78,6 +78,25 @@ def interpreter() -> Optional[str]:
     return None
 
 
+#: Reader children of this process with a read asked and not answered (killed or not), by pid, until
+#: answered or reaped: one stuck in a file system's read may be what holds a target's mmap lock, which a
+#: refusal then says (proc/errors.memory_map_locked). (Such a wait is not always state D: a FUSE request
+#: the daemon has taken is first waited for interruptibly.)
+_asked: "set[int]" = set()
+
+
+def stuck_readers() -> List[int]:
+    """The pids of this process's reader children that have not answered a read yet."""
+    return sorted(_asked)
+
+
+def _reap(proc: "subprocess.Popen[bytes]") -> None:
+    try:
+        proc.wait()
+    finally:
+        _asked.discard(proc.pid)
+
+
 class FarReader:
     """pread of the memory behind *mem* (an open /proc/PID/mem), by a child process (module docstring)."""
 
@@ -111,10 +130,13 @@ class FarReader:
                 # cost this module exists to avoid (a read its daemon holds keeps us from exiting).
                 return os.preadv(self.mem, [view], address)
             self._start()
-        assert self._shared is not None
+        assert self._shared is not None and self._proc is not None
+        pid = self._proc.pid
         try:
+            _asked.add(pid)
             self._send(_REQUEST.pack(address, len(view)))
             count = int(_ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))[0])
+            _asked.discard(pid)  # answered (left in while killed unanswered: _reap takes it out)
         except BaseException:
             # Whatever cut the exchange short (an Abandoned worker, a signal's exception), an answer may
             # still come for this request: the next one must never take it for its own. A new child then.
@@ -145,7 +167,7 @@ class FarReader:
             # answers if it waits on one; never a zombie left in a long-lived host.
             import _thread
 
-            _thread.start_new_thread(proc.wait, ())
+            _thread.start_new_thread(_reap, (proc,))
 
     def _start(self) -> None:
         """Start the child; DumpFailed if it cannot be (ENOMEM, EAGAIN under a pids limit): not an errno

@@ -88,6 +88,12 @@ def memory_map_locked(pid: int, seconds: float, *, stopped: bool = False) -> Tar
         who = f" Its thread {tid}{others} waits in the kernel{where}."
     done = ("it was let go and nothing was kept" if stopped
             else "nothing was written and it was not stopped")
+    ours = _our_stuck_readers()
+    if ours:
+        who += (f" dumplib's own reader process{'es' if len(ours) > 1 else ''} {', '.join(map(str, ours))}"
+                f" wait{'' if len(ours) > 1 else 's'} in a read of one of its pages of a file on such a mount and"
+                f" may be what holds it: killed, {'they end' if len(ours) > 1 else 'it ends'} and let"
+                f"{'' if len(ours) > 1 else 's'} go once that mount answers.")
     return TargetRefused(
         f"process {pid}'s memory map is locked: a read of its memory map or memory got no answer within"
         f" {seconds:g} s. Something holds its mmap lock for good (a read of one of its pages stuck on a hung FUSE"
@@ -214,3 +220,10 @@ def traced_refusal(pid: int, tracer: int, tid: Optional[int] = None) -> TargetRe
 def _has_cap_sys_ptrace() -> bool:
     caps = read_status(os.getpid()).get("CapEff", "0")
     return bool(int(caps, 16) & (1 << 19))
+
+
+def _our_stuck_readers() -> List[int]:
+    """Reader children of ours (core/far.py) stuck in a read: only if that module is in use at all (a
+    dump that read no page of a file on a FUSE, NFS or CIFS mount never loads it)."""
+    far = sys.modules.get("dumplib._linux.core.far")
+    return [] if far is None else list(far.stuck_readers())
