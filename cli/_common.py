@@ -6,6 +6,7 @@ command module and never typer, so that the fast path (see app.py) pays for noth
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -58,11 +59,25 @@ class Exit(SystemExit):
     """Leave with an exit code; a SystemExit, so it passes through typer and click untouched."""
 
 
+#: The exit code of a command whose reader went away (`dumplib ps | head`): as a shell reports a
+#: command SIGPIPE ended (Python ignores SIGPIPE, so the write fails with EPIPE instead).
+EXIT_SIGPIPE = EXIT_SIGNALLED + signal.SIGPIPE  # 141
+
+
 def echo(message: str = "", err: bool = False) -> None:
-    """One line to stdout (or stderr), flushed: what typer.echo does for our plain-text output."""
+    """One line to stdout (or stderr), flushed: what typer.echo does for our plain-text output.
+
+    A reader gone (a closed pipe) ends the command with EXIT_SIGPIPE and no traceback; the stream is
+    pointed at /dev/null first, so the interpreter's own flush at exit finds nothing left to write."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(message + "\n")
-    stream.flush()
+    try:
+        stream.write(message + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+        raise Exit(EXIT_SIGPIPE) from None
 
 
 def error_json(kind: str, message: str, code: Optional[int], facts: Optional[Dict[str, Any]] = None) -> str:
