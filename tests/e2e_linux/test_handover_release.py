@@ -376,8 +376,12 @@ def test_a_hand_overs_stopped_seconds_is_the_whole_stop_the_process_saw(release_
         assert result.snapshot is snapshot, result
         stopped = result.stopped_seconds
         assert gap >= HELD_BEFORE_THE_DUMP, f"the ticker did not see the hold: {gap:.3f} s (dumplib: {stopped} s)"
-        assert stopped is not None and stopped >= gap - SCHEDULING_MARGIN, (
-            f"dumplib says the process was stopped {stopped:.3f} s; its ticker saw a {gap:.3f} s gap")
+        # At least the hold this test made before the dump (a figure counting create_dump's own stop only
+        # is well under it). Not "the ticker's gap less a margin": the gap also holds the ticker's wait
+        # for a CPU once let go, which at load 10 (host steal included) outgrew any fixed margin.
+        assert stopped is not None and stopped >= HELD_BEFORE_THE_DUMP, (
+            f"dumplib says the process was stopped {stopped:.3f} s; it was held {HELD_BEFORE_THE_DUMP} s before"
+            f" the dump began (its ticker saw a {gap:.3f} s gap)")
         if not snapshot:  # one hold: the figure is that gap, not more
             assert stopped <= gap + SCHEDULING_MARGIN, (stopped, gap)
         with open(result.sidecar or "") as f:
