@@ -317,6 +317,19 @@ def test_a_memory_object_not_mapped_in_yet_is_still_read(tmp_path):
     assert "DUMPLIB-MEMFD-DATA" in shown, shown
 
 
+def _idle_in_read(pid: int) -> None:
+    """Wait until the target (fuse_target.c) waits in read() of its stdin, past the printf that
+    announced it: a target whose program is then dropped and held must be running none of its own code
+    (a page of it faulted back in waits on the frozen mount in state D, where no dump can stop it)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        if fields[:2] == ["0", "0x0"]:  # x86-64 read(0, ...)
+            return
+        time.sleep(0.005)
+    pytest.fail(f"target {pid} never waited in read() of its stdin: {Path(f'/proc/{pid}/syscall').read_text()}")
+
+
 @contextlib.contextmanager
 def _released_first(mount: StallingMount) -> Iterator[None]:
     """Release the mount's held reads before a target running from it is killed and waited for: one in D
@@ -335,6 +348,7 @@ def test_an_executable_on_a_stalled_mount_is_dumped_without_reading_it(fuse_targ
     with mounted(tmp_path, exe=fuse_target_exe) as mount:
         with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, \
                 _released_first(mount):
+            _idle_in_read(t.pid)
             mount.freeze()
             exe_maps = mappings_of(t.pid, "/mnt/exe")
             cold = [(lo, hi) for lo, hi, rss in exe_maps if rss == 0]
@@ -365,6 +379,7 @@ def test_a_snapshots_copy_that_meets_a_stalled_page_is_given_up_on_within_the_bo
     out.mkdir()
     with mounted(tmp_path, exe=fuse_target_exe) as mount:
         with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            _idle_in_read(t.pid)
             copy_rest = backend._Snapshot.copy_rest
             frozen: List[bool] = []
 
@@ -467,6 +482,7 @@ def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_targe
     go) and its process exits, reaped by its parent, while the daemon still holds the read."""
     with mounted(tmp_path, exe=fuse_target_exe) as mount:
         with run_target([str(mount.path / "exe"), str(mount.path / "big"), "shared"]) as t, _released_first(mount):
+            _idle_in_read(t.pid)
             env = dict(os.environ, FREEZE_DAEMON=str(mount.daemon.pid), FREEZE_LOG=str(mount.log), FREEZE_AT=at,
                        FREEZE_PID=str(t.pid))
             proc = subprocess.Popen([sys.executable, "-c", RECLAIMED_BEFORE_THE_READ, "dump", str(t.pid),
