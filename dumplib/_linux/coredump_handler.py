@@ -132,9 +132,9 @@ def locked_message(pid: int) -> str:
 
     return (f"the memory map of process {pid} is locked: a read of its command line or smaps got no answer within"
             f" {MM_LOCK_SECONDS:g} s (something holds its mmap lock, e.g. another process's read of its pages stuck"
-            " on a hung FUSE or NFS mount, with a process sharing its memory queued behind it); the kernel's own"
-            " core waits behind the same lock, so nothing was dumped; the crashed process ends once that lock comes"
-            " free")
+            " on a hung FUSE or NFS mount, with a process sharing its memory queued behind it; or, rarely, a read of"
+            " its pages back from a swap device slower than that); the kernel's own core waits behind the same"
+            " lock, so nothing was dumped; the crashed process ends once that lock comes free")
 
 
 def _bounded_read(pid: int, fn: Callable[[], T]) -> T:
