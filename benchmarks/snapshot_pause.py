@@ -21,6 +21,7 @@ resident size stays under 12 GiB and the machine has that plus 2 GiB available.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -96,6 +97,39 @@ int main(int argc, char **argv) {
 }
 """
 
+#: The peer of a snapshot's stop: the kernel's fork() of a process holding the same heap (malloc'd and
+#: touched as tests/e2e_linux/target.c's --heap is), timed inside that process. A snapshot's clone() is
+#: that same kernel work (copying the page tables, taking a reference on every page) plus dumplib's
+#: steps around it, so stall / fork is dumplib's overhead, whatever the load does to the fork itself.
+FORK_PEER_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 20;
+    unsigned char *heap = malloc(n);
+    if (!heap) return 3;
+    for (size_t i = 0; i < n; i += 64) heap[i] = (unsigned char)(i >> 6) | 1;
+    printf("{\"pid\": %d}\n", (int)getpid());
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        pid_t child = fork();
+        if (child == 0) { pause(); _exit(0); }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        if (child > 0) { kill(child, SIGKILL); waitpid(child, NULL, 0); }
+        printf("%ld\n", (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000);
+        fflush(stdout);
+    }
+    return 0;
+}
+"""
+
 Contender = Tuple[bool, Optional[str]]  # (snapshot, compress)
 
 
@@ -131,13 +165,20 @@ def one_run(t, out: str, snapshot: bool, compress: Optional[str]) -> Dict[str, O
             "size_mb": result.size / 1e6}
 
 
-def measure(t, work: Path, contenders: List[Contender], runs: int) -> Dict[Contender, Dict[str, Optional[float]]]:
+def measure(t, work: Path, contenders: List[Contender], runs: int, fork_peer=None  # type: ignore[no-untyped-def]
+            ) -> Tuple[Dict[Contender, Dict[str, Optional[float]]], Dict[Contender, List[float]], List[float]]:
+    """Medians per contender, each contender's stall per round, and the peer's fork() time per round
+    (taken in the same round, right after the contenders)."""
     rows: Dict[Contender, List[Dict[str, Optional[float]]]] = {c: [] for c in contenders}
+    forks: List[float] = []
     for i in range(runs):
         for c in contenders[i % len(contenders):] + contenders[: i % len(contenders)]:
             out = str(work / ("out.core" + (".zst" if c[1] else "")))
             rows[c].append(one_run(t, out, *c))
-    return {c: {k: _median([r[k] for r in v]) for k in v[0]} for c, v in rows.items()}
+        if fork_peer is not None:
+            forks.append(int(fork_peer.ask("fork")) / 1e6)
+    stalls = {c: [float(r["stall"] or 0.0) for r in v] for c, v in rows.items()}
+    return {c: {k: _median([r[k] for r in v]) for k in v[0]} for c, v in rows.items()}, stalls, forks
 
 
 def _median(values: list) -> Optional[float]:
@@ -186,16 +227,24 @@ def main() -> int:
                 print(f"{label:<20} not run: it would hold {holds >> 20} MiB; {mem_available() >> 20} MiB available,"
                       f" at most {MAX_RESIDENT >> 20} MiB allowed")
                 continue
-            with run_target(argv) as t:
+            sparse = size.endswith("s")
+            peer_argv = None if sparse else [str(build_c(work, "fork_peer", FORK_PEER_C)), size]
+            with run_target(argv) as t, (run_target(peer_argv) if peer_argv and holds * 2 + (2 << 30) < mem_available()
+                                         else contextlib.nullcontext()) as peer:
                 t.ask("gap")
                 resident = resident_bytes(t.pid)
                 one_run(t, str(work / "warm.core"), False, None)  # first touch of the page cache, not measured
-                med = measure(t, work, contenders, ns.runs)
+                med, stalls, forks = measure(t, work, contenders, ns.runs, peer)
             for (snap, codec), m in med.items():
                 print(f"{label:<20} {'snapshot' if snap else 'normal':<9} {codec or '-':<8} {fmt(m['wall'], 7)}"
                       f" {fmt(m['stall'], 8)} {fmt(m['stopped'], 8)} {fmt(m['snapshot_mb'], 8, 1)}"
                       f" {fmt(m['size_mb'], 8, 1)}")
             print(f"{label:<20} resident {resident / 1e6:.1f} MB")
+            if forks:
+                ratios = [st / f for st, f in zip(stalls[(True, None)], forks) if f > 0]
+                print(f"{label:<20} peer: a bare fork() of a process holding the same heap, same rounds: median"
+                      f" {statistics.median(forks):.3f} s (min {min(forks):.3f}, max {max(forks):.3f}); snapshot stall"
+                      f" / fork, median of per-round ratios: {statistics.median(ratios):.2f}")
             for codec in codecs:
                 normal, snap = med[(False, codec)], med[(True, codec)]
                 stall_ratio = (snap["stall"] / normal["stall"]  # type: ignore[operator]
