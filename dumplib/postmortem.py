@@ -147,22 +147,17 @@ def _handler_credentials(config: Dict[str, Any]) -> Iterator[None]:
     over this process's, put back afterwards; without one, this process's own credentials."""
     if sys.platform.startswith("linux") and config.get("env_file"):  # a URL handler exists on Linux only
         from ._linux.core_pattern import PostmortemRefused
-        from ._linux.coredump_handler import ENV_NAMES, Refused, read_env_file
+        from ._linux.coredump_handler import Refused, read_env_file, swap_store_variables
 
         try:
             variables = read_env_file(str(config["env_file"]))
         except Refused as exc:
             raise PostmortemRefused(exc.why, argument="env_file", value=config["env_file"]) from None
-        saved = {k: v for k, v in os.environ.items() if k.startswith(ENV_NAMES)}
+        saved = swap_store_variables(variables)
         try:
-            for k in saved:
-                del os.environ[k]
-            os.environ.update(variables)
             yield
         finally:
-            for k in [k for k in os.environ if k.startswith(ENV_NAMES)]:
-                del os.environ[k]
-            os.environ.update(saved)
+            swap_store_variables(saved)
     else:
         yield
 

@@ -774,18 +774,26 @@ def read_env_file(path: str) -> Dict[str, str]:
     return out
 
 
+def swap_store_variables(variables: Dict[str, str]) -> Dict[str, str]:
+    """Put *variables* in place of every store variable (ENV_NAMES) of this process's environment, so none
+    of the caller's own is left beside the installed ones; returns those taken out (to put back)."""
+    removed = {name: os.environ.pop(name) for name in [n for n in os.environ if n.startswith(ENV_NAMES)]}
+    os.environ.update(variables)
+    return removed
+
+
 def egress_environment(config: Dict[str, Any]) -> None:
     """The environment a dump to a URL needs, in this process: the kernel starts the handler with next to
     none (HOME=/, PATH), so the store's variables come from the root-only file install named, and the
     retention key is the state directory's."""
-    for name in [n for n in os.environ if n.startswith(ENV_NAMES)]:
-        del os.environ[name]
+    variables: Dict[str, str] = {}
     if config.get("env_file"):
         env_file = str(config["env_file"])
         # Install checked the file's directory; by the crash it may have been made again (a parent under
         # /tmp after a reboot) with someone's file in it: every component again, as for a local DIR.
         root_only_dir(os.path.dirname(env_file))
-        os.environ.update(read_env_file(env_file))
+        variables = read_env_file(env_file)
+    swap_store_variables(variables)
     from .._egress.signing import KEY_VARIABLE  # only for a URL
 
     os.environ[KEY_VARIABLE] = str(config["egress_key"])
