@@ -16,19 +16,39 @@ from there. The writer never waits for the hasher.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 from ._platform import Host
 
-#: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
-#: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
+#: Read-and-hash step. The read and either sha256 (OpenSSL's; the built-in's from 2 KiB on) release the
+#: GIL for a whole block; between blocks the idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
 #: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
 #: (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the block sizes tried).
 _BLOCK = 32 << 20
+
+
+#: Below this many bytes a dump is hashed by the interpreter's own sha256 (CPython's ``_sha256``, ``_sha2``
+#: from 3.12) rather than hashlib's OpenSSL one: importing hashlib loads libcrypto, ~12 M instructions
+#: (~4 ms) of a small dump's start-up, while the built-in hashes ~250 MB/s against OpenSSL's ~1300
+#: (SHA-NI): 3.3 ms more per MiB, so the two cost the same near 1 MiB (docs/benchmarks.md).
+SMALL_HASH = 1 << 20
+
+
+def new_sha256(size: Optional[int] = None) -> Any:
+    """A sha256 object for about *size* bytes (None: not known): the built-in one for a small input,
+    hashlib's (OpenSSL) otherwise or where the interpreter has no built-in one. The digests are the same."""
+    if size is not None and size <= SMALL_HASH:
+        for name in ("_sha2", "_sha256"):  # CPython 3.12+, 3.11
+            try:
+                return __import__(name).sha256()
+            except ImportError:
+                continue
+    import hashlib
+
+    return hashlib.sha256()
 
 
 #: Never through a symlink planted at the temporary name; not inherited by children.
@@ -36,14 +56,17 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 
 
 class FollowingHasher:
-    """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done."""
+    """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done.
 
-    def __init__(self, path: str, host: Host, *, idle: bool = True) -> None:
+    *expected*: about how many bytes the writer will write (the plan's estimate; None if unknown),
+    which picks the sha256 implementation (new_sha256)."""
+
+    def __init__(self, path: str, host: Host, *, idle: bool = True, expected: Optional[int] = None) -> None:
         self.path = path
         #: How this OS sets thread priorities (Linux: SCHED_IDLE, left only with CAP_SYS_NICE);
         #: resolved here so the hashing thread never imports anything.
         self._host = host
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256(expected)
         self._pos = 0
         self._file: Optional[io.FileIO] = None
         self._final: Optional[int] = None

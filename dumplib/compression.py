@@ -7,13 +7,13 @@ while its memory streams through the compressor, so compressor speed is target s
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import sys
 import zlib
 from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
 
+from ._hashing import new_sha256
 from ._text import shell_word
 from .errors import InvalidCompression, InvalidDumpFile
 
@@ -147,7 +147,7 @@ class CompressingWriter:
         self._c = _Compressor(codec, level) if codec else None
         self.raw_bytes = 0
         self.stored_bytes = 0
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256()
 
     def write(self, data: Any) -> None:
         self.raw_bytes += len(data)
@@ -187,7 +187,7 @@ class DecodingHasher:
         else:
             flavour, zstd = _zstd()
             self._d = zstd.ZstdDecompressor() if flavour == "stdlib" else zstd.ZstdDecompressor().decompressobj()
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256()
         self.size = 0
 
     def __call__(self, data: Any) -> None:

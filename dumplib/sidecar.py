@@ -7,11 +7,11 @@ temporary name, and moved into place together with the dump or not at all (see o
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
+from ._hashing import new_sha256
 from ._platform import Plan, Platform, WriteReport
 from ._version import __version__
 from .placement import SIDECAR_SUFFIX
@@ -36,7 +36,7 @@ def sha256_of(path: str) -> str:
 
 def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
     """(sha256, byte count) of what *f* yields from where it stands to its end."""
-    digest = hashlib.sha256()
+    digest = new_sha256()
     count = 0
     for chunk in iter(lambda: f.read(block), b""):
         digest.update(chunk)
