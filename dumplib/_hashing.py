@@ -24,8 +24,8 @@ from typing import Any, Optional
 from ._platform import Host
 
 #: Read-and-hash step. The read and either sha256 (OpenSSL's; the built-in's from 2 KiB on) release the
-#: GIL for a whole block; between blocks the idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
-#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
+#: GIL for a whole block; between blocks the idle thread holds it for a few microseconds, and if it is
+#: preempted there (an idle thread is preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
 #: (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the block sizes tried).
 _BLOCK = 32 << 20
 

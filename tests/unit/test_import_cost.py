@@ -6,6 +6,7 @@ docs/benchmarks.md has the measured milliseconds.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,46 @@ def _cli_dir(tmp_path: Path) -> Path:
     links.mkdir()
     (links / "dumplib_cli").symlink_to(ROOT / "cli")
     return links
+
+
+#: What a small dump's command must not load, found by `python -X importtime` and callgrind
+#: (docs/benchmarks.md, "The one-shot command's start-up"), each for its cost in instructions:
+NOT_ON_A_SMALL_DUMP = (
+    # typing, ~13 M: every module of the path imports its names under TYPE_CHECKING (run-time
+    # stand-ins for the few used outside annotations: dumplib/_typing.py).
+    "typing",
+    # OpenSSL's libcrypto, ~12 M: a dump estimated under 1 MiB is hashed by the interpreter's own
+    # sha256 (dumplib/_hashing.py new_sha256).
+    "hashlib", "_hashlib",
+)
+
+MODULES_AT_EXIT = """
+import atexit, sys
+atexit.register(lambda: print(repr(sorted(sys.modules)), file=sys.stderr))
+from dumplib_cli.app import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_small_dump_loads_neither_typing_nor_openssl(tmp_path):
+    # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
+    # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        done = subprocess.run([sys.executable, "-S", "-c", MODULES_AT_EXIT, "dump", str(worker.pid), str(tmp_path),
+                               "--kind", "mini"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
+                                   "PATH": "/usr/bin:/bin"})
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0, done.stderr
+    core = next(p for p in tmp_path.iterdir() if p.suffix == ".core")
+    loaded = set(ast.literal_eval(done.stderr.strip().splitlines()[-1]))
+    assert "dumplib._linux.backend" in loaded and "dumplib.sidecar" in loaded  # the probe saw the dump's path
+    assert sorted(loaded & set(NOT_ON_A_SMALL_DUMP)) == []
+    # The built-in sha256 the sidecar then holds, against coreutils' reader of the file.
+    sidecar = json.loads(Path(str(core) + ".json").read_text())
+    digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert sidecar["sha256"] == digest
