@@ -9,7 +9,13 @@ import json
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, NoReturn, Optional, overload
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, NoReturn, Optional, overload
+else:
+    def overload(func: Any) -> Any:  # the @overload signatures are for type checkers: the last def replaces them
+        return func
 
 import dumplib
 

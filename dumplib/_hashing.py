@@ -19,7 +19,17 @@ import errno
 import io
 import os
 import threading
-from typing import Any, Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Optional, Protocol, Union
+
+    class Sha256(Protocol):
+        """hashlib's sha256 object and the built-in one alike."""
+
+        def update(self, data: Union[bytes, bytearray, memoryview], /) -> None: ...
+
+        def hexdigest(self) -> str: ...
 
 from ._platform import Host
 
@@ -37,13 +47,13 @@ _BLOCK = 32 << 20
 SMALL_HASH = 1 << 20
 
 
-def new_sha256(size: Optional[int] = None) -> Any:
+def new_sha256(size: Optional[int] = None) -> "Sha256":
     """A sha256 object for about *size* bytes (None: not known): the built-in one for a small input,
     hashlib's (OpenSSL) otherwise or where the interpreter has no built-in one. The digests are the same."""
     if size is not None and size <= SMALL_HASH:
         for name in ("_sha2", "_sha256"):  # CPython 3.12+, 3.11
             try:
-                return __import__(name).sha256()
+                return __import__(name).sha256()  # type: ignore[no-any-return]
             except ImportError:
                 continue
     import hashlib

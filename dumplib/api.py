@@ -7,7 +7,10 @@ import json
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, TargetEvent, WriteOptions
 from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,

@@ -11,7 +11,10 @@ import io
 import os
 import sys
 import zlib
-from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
 
 from ._hashing import new_sha256
 from ._text import shell_word

@@ -19,7 +19,10 @@ import os
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from ._hashing import FollowingHasher, new_sha256
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
@@ -59,7 +62,10 @@ class Stored:
 
 
 #: (where, bytes, what): a volume (a directory, or the descriptor of a file) and what it must hold.
-Need = Tuple[Volume, int, str]
+if TYPE_CHECKING:
+    Need = Tuple[Volume, int, str]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Need = object
 
 
 class Output(abc.ABC):

@@ -9,7 +9,10 @@ import re
 import stat
 import time
 import unicodedata
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._platform import Host
 from ._record import record, replace
@@ -41,7 +44,10 @@ _EVENT_TOKEN_RE = re.compile(r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z
 #: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
 NO_EVENT = "NONE"
 
-PathLike = Union[str, os.PathLike[str]]  # not the quoted "os.PathLike[str]": a ForwardRef compiles its text at import (~4 ms)
+if TYPE_CHECKING:
+    PathLike = Union[str, os.PathLike[str]]  # not the quoted "os.PathLike[str]": a ForwardRef compiles its text at import (~4 ms)
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    PathLike = object
 
 
 @record(frozen=True)

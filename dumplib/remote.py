@@ -23,7 +23,10 @@ import datetime
 import posixpath
 import re
 import urllib.parse
-from typing import Any, Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 from ._record import record, replace
 from .errors import InvalidDumpPath

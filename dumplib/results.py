@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any, Dict, Optional, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Tuple
 
 from ._record import asdict, field, record
 

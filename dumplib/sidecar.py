@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
 from ._hashing import new_sha256
 from ._platform import Plan, Platform, WriteReport
@@ -22,7 +25,10 @@ TOOL = "dumplib"
 
 #: (dump's temporary path, dump's final path, what was stored (its sha256 known), the write's report) -> the
 #: sidecar's bytes.
-SidecarMaker = Callable[[Optional[str], str, Any, WriteReport], bytes]
+if TYPE_CHECKING:
+    SidecarMaker = Callable[[Optional[str], str, Any, WriteReport], bytes]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    SidecarMaker = object
 
 
 def sidecar_path(dump_path: str) -> str:

@@ -245,3 +245,75 @@ def test_a_small_dump_loads_neither_typing_nor_openssl(tmp_path):
     sidecar = json.loads(Path(str(core) + ".json").read_text())
     digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert sidecar["sha256"] == digest
+
+
+def test_the_run_time_stand_ins_behave_as_typing_where_dumplib_relies_on_it():
+    import pickle
+    import typing
+
+    from dumplib import _typing
+
+    # runtime_checkable: isinstance() asks for every declared member, data and methods, as typing's does.
+    def holder(protocol, checkable):
+        @checkable
+        class Holder(protocol):
+            threads: dict
+            snapshot_pid: int
+
+            def take_snapshot(self, at: int) -> int: ...
+
+        return Holder
+
+    class Full:
+        threads, snapshot_pid = {}, 1
+
+        def take_snapshot(self, at):
+            return at
+
+    class NoMethod:
+        threads, snapshot_pid = {}, 1
+
+    class NoData:
+        threads = {}
+
+        def take_snapshot(self, at):
+            return at
+
+    real, stand_in = holder(typing.Protocol, typing.runtime_checkable), holder(_typing.Protocol, _typing.runtime_checkable)
+    for obj in (Full(), NoMethod(), NoData(), object()):
+        assert isinstance(obj, stand_in) == isinstance(obj, real), type(obj).__name__
+    assert isinstance(Full(), stand_in) and not isinstance(NoData(), stand_in)
+    assert stand_in.__name__ == "Holder" and stand_in.__module__ == __name__ and stand_in.take_snapshot
+
+    # The real protocol: a snapshot's stopper holds it, the plain one does not.
+    from dumplib._linux.ptrace.stopper import SnapshotHolder, StoppedProcess
+    from dumplib._linux.snapshot.clone import SnapshotStopper
+
+    assert isinstance(SnapshotStopper(1), SnapshotHolder) and not isinstance(StoppedProcess(1), SnapshotHolder)
+
+    # NamedTuple's call form: fields, annotations, the caller's module (pickle finds the class by it).
+    Stat = _typing.NamedTuple("Stat", [("state", str), ("ppid", int)])
+    same = typing.NamedTuple("Stat", [("state", str), ("ppid", int)])
+    assert Stat._fields == same._fields and Stat.__annotations__ == same.__annotations__
+    assert Stat.__module__ == same.__module__ == __name__ and Stat("S", 1) == same("S", 1) == ("S", 1)
+    from dumplib._linux.proc.pidfiles import Stat as ProcStat
+
+    assert ProcStat.__module__ == "dumplib._linux.proc.pidfiles"
+    row = ProcStat(*([0] * len(ProcStat._fields)))
+    assert pickle.loads(pickle.dumps(row)) == row
+
+    # Generic, TypeVar, overload: subscripting and declaring cost nothing and change nothing.
+    T = _typing.TypeVar("T")
+
+    class Box(_typing.Generic[T]):
+        def __init__(self, item):
+            self.item = item
+
+    assert Box[int] is Box and Box(3).item == 3
+
+    @_typing.overload
+    def f(x: int) -> int: ...
+    def f(x):  # noqa: F811
+        return x * 2
+
+    assert f(2) == 4

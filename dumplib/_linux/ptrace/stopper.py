@@ -23,7 +23,12 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Protocol, Set, TypeVar, runtime_checkable
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Protocol, Set, TypeVar, runtime_checkable
+else:
+    from ..._typing import Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
