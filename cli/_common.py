@@ -5,7 +5,6 @@ command module and never typer, so that the fast path (see app.py) pays for noth
 """
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -80,6 +79,8 @@ def error_json(kind: str, message: str, code: Optional[int], facts: Optional[Dic
     if code is not None:
         error["exit_code"] = code
     error.update(facts or {})
+    import json  # an error's or --json's only: json's import is start-up every dump would pay
+
     return json.dumps({"error": error})
 
 

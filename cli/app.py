@@ -13,7 +13,6 @@ A valid command line loads only its own command's module: each module is start-u
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 

@@ -1,7 +1,6 @@
 """`dumplib dump`: one dump of a process, or with --all one of every process of a name."""
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
@@ -136,6 +135,8 @@ def dump(
 
     result = run(action, as_json=as_json, debug=debug, json_err=to_stdout)
     if as_json:
+        import json  # --json's only: json's import is start-up every dump would pay
+
         echo(json.dumps(result.to_dict()), err=to_stdout)
         return
     for warning in result.warnings:
@@ -161,6 +162,8 @@ def dump_all(name: Optional[str], path: Optional[str], kind: str, options: Dict[
             else:
                 echo(f"dumplib: error: {o}", err=True)
         elif as_json:
+            import json
+
             echo(json.dumps(o.to_dict()))
         else:
             echo(result_line(o))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import zlib
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
@@ -113,6 +112,8 @@ class _Compressor:
 
     def __init__(self, codec: str, level: int) -> None:
         if codec == "gzip":
+            import zlib  # here, not at the top: an uncompressed dump's start-up does not pay for it
+
             obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: a gzip header and CRC
             self._compress, self._flush = obj.compress, obj.flush
             return
@@ -186,6 +187,8 @@ class DecodingHasher:
 
     def __init__(self, codec: str) -> None:
         if codec == "gzip":
+            import zlib
+
             self._d: Any = zlib.decompressobj(31)
         else:
             flavour, zstd = _zstd()
@@ -263,6 +266,8 @@ class DecompressedFile(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         assert self._s is not None
+        import zlib  # for zlib.error below (a gzip stream has loaded it already)
+
         try:
             if n is None or n < 0:
                 chunks = []

@@ -7,7 +7,6 @@ temporary name, and moved into place together with the dump or not at all (see o
 from __future__ import annotations
 
 import datetime
-import json
 import os
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
 from ._hashing import new_sha256
+from ._jsontext import dumps
 from ._platform import Plan, Platform, WriteReport
 from ._version import __version__
 from .placement import SIDECAR_SUFFIX
@@ -89,13 +89,15 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             data["url"] = stored.path
             data["upload_seconds"] = getattr(stored, "upload_seconds", None)
         data.update({k: v for k, v in platform.sidecar_facts(proc.pid).items() if k not in data})
-        return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
+        return dumps(data, indent=2).encode("utf-8", "surrogateescape")
 
     return make
 
 
 def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
     """The sidecar's data if *path* is a dumplib sidecar, else None (foreign files are never trusted)."""
+    import json  # reading sidecars (retention, info) is off a dump's path
+
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 20))

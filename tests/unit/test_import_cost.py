@@ -213,6 +213,10 @@ NOT_ON_A_SMALL_DUMP = (
     # OpenSSL's libcrypto, ~12 M: a dump estimated under 1 MiB is hashed by the interpreter's own
     # sha256 (dumplib/_hashing.py new_sha256).
     "hashlib", "_hashlib",
+    # json, ~6 M (six regular expressions compiled at its import): dumplib/_jsontext.py writes the sidecar.
+    "json",
+    # zlib: a gzip-compressed dump's only.
+    "zlib",
 )
 
 MODULES_AT_EXIT = """
@@ -224,7 +228,7 @@ main(sys.argv[1:])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
-def test_a_small_dump_loads_neither_typing_nor_openssl(tmp_path):
+def test_a_small_dump_loads_neither_typing_nor_openssl_nor_json(tmp_path):
     # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
     # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
     worker = subprocess.Popen(["sleep", "120"])
@@ -317,3 +321,25 @@ def test_the_run_time_stand_ins_behave_as_typing_where_dumplib_relies_on_it():
         return x * 2
 
     assert f(2) == 4
+
+
+@pytest.mark.parametrize("separators", [None, (",", ":")])
+@pytest.mark.parametrize("indent", [None, 0, 2])
+def test_the_json_writer_writes_what_json_dumps_does(indent, separators):
+    from dumplib._jsontext import dumps
+
+    hostile = "caf\u00e9 \"q\" \\ \n\t\x00\x1f\x7f\u2028\u202e \udcff\U0001f600 </script>"  # surrogateescape'd byte too
+    shapes = [
+        {"tool": "dumplib", "pid": 1234, "command_line": ["/bin/x", hostile, ""], "flags": None, "snapshot": False,
+         "ok": True, "stopped_seconds": 0.0123, "size": 2 ** 70, "warnings": [], "facts": {}, "nested": {"a": [[], {}]},
+         hostile: -0.0},
+        [1.5e300, -1e-7, float("nan"), float("inf"), float("-inf"), 10 ** 20, -3, (1, "two")],
+        "", 0, None, True, [], {},
+    ]
+    for obj in shapes:
+        assert dumps(obj, indent=indent, separators=separators) == json.dumps(obj, indent=indent, separators=separators)
+    # What it leaves to json (a number key, a str subclass, an object json refuses) json answers.
+    assert dumps({1: "a", "b": None}, indent=indent) == json.dumps({1: "a", "b": None}, indent=indent)
+    assert dumps(["x", type("S", (str,), {})("y")]) == json.dumps(["x", "y"])
+    with pytest.raises(TypeError):
+        dumps({"a": object()})
