@@ -5,7 +5,6 @@ command module and never typer, so that the fast path (see app.py) pays for noth
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 
@@ -17,6 +16,14 @@ else:
         return func
 
 import dumplib
+
+if TYPE_CHECKING:
+    import signal
+else:
+    try:  # signal's functions and numbers without the three enums signal.py builds (~4 M instructions)
+        import _signal as signal
+    except ImportError:
+        import signal
 
 # Documented in README.md ("Exit codes"); one per error class so scripts can branch on them. This
 # table is the only place the CLI writes an exit code: everything else names one of these.

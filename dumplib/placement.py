@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import os
 import re
@@ -14,6 +13,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
 from ._platform import Host
 from ._record import record, replace
 from .errors import DumpExists, InvalidDumpPath

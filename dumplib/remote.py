@@ -19,7 +19,6 @@ messages, the sidecar and ``--json``.
 """
 from __future__ import annotations
 
-import datetime
 import posixpath
 import re
 import urllib.parse
@@ -28,6 +27,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, Optional
 
+from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
 from ._record import record, replace
 from .errors import InvalidDumpPath
 

@@ -6,13 +6,13 @@ temporary name, and moved into place together with the dump or not at all (see o
 """
 from __future__ import annotations
 
-import datetime
 import os
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
+from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
 from ._hashing import new_sha256
 from ._jsontext import dumps
 from ._platform import Plan, Platform, WriteReport

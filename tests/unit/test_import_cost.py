@@ -217,6 +217,8 @@ NOT_ON_A_SMALL_DUMP = (
     "json",
     # zlib: a gzip-compressed dump's only.
     "zlib",
+    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py).
+    "datetime", "signal",
 )
 
 MODULES_AT_EXIT = """
@@ -228,7 +230,7 @@ main(sys.argv[1:])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
-def test_a_small_dump_loads_neither_typing_nor_openssl_nor_json(tmp_path):
+def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
     # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
     # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
     worker = subprocess.Popen(["sleep", "120"])
@@ -343,3 +345,27 @@ def test_the_json_writer_writes_what_json_dumps_does(indent, separators):
     assert dumps(["x", type("S", (str,), {})("y")]) == json.dumps(["x", "y"])
     with pytest.raises(TypeError):
         dumps({"a": object()})
+
+
+def test_the_c_modules_hold_what_datetime_and_signal_give():
+    import datetime
+    import signal
+
+    from dumplib._accel import datetime as fast_datetime
+    from dumplib._accel import signal as fast_signal
+
+    # The same classes: a DumpResult's times are datetime.datetime whichever module made them.
+    for name in ("datetime", "date", "time", "timedelta", "timezone"):
+        assert getattr(fast_datetime, name) is getattr(datetime, name), name
+    # The same numbers and functions, as plain ints where signal gives its int enums.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGTRAP", "SIG_BLOCK", "SIG_SETMASK",
+                 "SIG_IGN", "SIG_DFL"):
+        assert getattr(fast_signal, name) == getattr(signal, name), name
+    assert fast_signal.valid_signals() == signal.valid_signals()
+    old = fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, [fast_signal.SIGTTOU])
+    try:
+        assert signal.SIGTTOU in fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, [])
+        assert fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, []) == signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        fast_signal.pthread_sigmask(fast_signal.SIG_SETMASK, old)
+    assert fast_signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGINT)

@@ -20,7 +20,6 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import os
-import signal
 import threading
 import time
 
@@ -32,6 +31,7 @@ else:
 
 T = TypeVar("T")
 
+from ..._accel import signal  # _signal: signal's functions, without its enums' start-up
 from ...errors import DumpFailed, ProcessNotFound
 from ..proc.errors import permission_error, unstoppable_refusal
 from ..proc.pidfiles import list_tids, parent_of, thread_state
