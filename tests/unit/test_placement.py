@@ -4,7 +4,7 @@ import os
 import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
-from dumplib.placement import TEMP_RE, expand_tokens, finalize_all, plan_destination
+from dumplib.placement import is_temp_name, expand_tokens, finalize_all, plan_destination
 from dumplib._switch import current
 
 HOST = current().host()
@@ -26,7 +26,7 @@ def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
     dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", when=WHEN, host=HOST)
     assert dest.final == os.path.join(str(tmp_path), "My_Proc_4242_261126_070509.dmp")
     assert os.path.dirname(dest.temp) == str(tmp_path)
-    assert TEMP_RE.match(os.path.basename(dest.temp))
+    assert is_temp_name(os.path.basename(dest.temp))
     assert len(os.path.basename(dest.temp)) <= 30  # any legal final name keeps a legal temporary beside it
 
 
