@@ -85,3 +85,10 @@ def test_finalize_moves_into_place(tmp_path):
     temp.write_bytes(b"data")
     finalize_all([(str(temp), str(final))], overwrite=False, host=HOST)
     assert final.read_bytes() == b"data" and not temp.exists()
+
+
+def test_a_temporary_name_is_the_prefix_16_lower_hex_digits_and_tmp_only():
+    assert is_temp_name(".dumplib-0123456789abcdef.tmp")
+    for other in (".dumplib-0123456789abcde.tmp", ".dumplib-0123456789ABCDEF.tmp", ".dumplib-0123456789abcdef.tmp\n",
+                  "x.dumplib-0123456789abcdef.tmp", ".dumplib-0123456789abcdef.tmpx", ".dumplib-", "core.json"):
+        assert not is_temp_name(other), other
