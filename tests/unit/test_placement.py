@@ -92,3 +92,14 @@ def test_a_temporary_name_is_the_prefix_16_lower_hex_digits_and_tmp_only():
     for other in (".dumplib-0123456789abcde.tmp", ".dumplib-0123456789ABCDEF.tmp", ".dumplib-0123456789abcdef.tmp\n",
                   "x.dumplib-0123456789abcdef.tmp", ".dumplib-0123456789abcdef.tmpx", ".dumplib-", "core.json"):
         assert not is_temp_name(other), other
+
+
+def test_a_name_keeps_the_characters_unicodedata_calls_letters_and_digits():
+    import unicodedata
+
+    from dumplib.placement import _safe_name
+
+    chars = [chr(c) for c in range(0x3400)] + ["\U0001d7d8", "\U0001f600", "\U000e0041", "\udcff"]
+    kept = [ch for ch in chars if _safe_name("a" + ch + "a") == "a" + ch + "a"]
+    expected = [ch for ch in chars if ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")]
+    assert kept == expected
