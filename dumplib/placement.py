@@ -7,7 +7,6 @@ import os
 import re
 import stat
 import time
-import unicodedata
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
@@ -76,6 +75,13 @@ class Destination:
             n += 1
 
 
+def _letter_or_digit(ch: str) -> bool:
+    """A character outside ASCII that is a letter or digit and printable (unicodedata: loaded only for one)."""
+    import unicodedata
+
+    return ch.isprintable() and unicodedata.category(ch)[0] in "LN"
+
+
 def _safe_name(name: str) -> str:
     """A process name made into one harmless file-name component.
 
@@ -86,7 +92,8 @@ def _safe_name(name: str) -> str:
         name = name[:-4]
     out = []
     for ch in name[:NAME_MAX_CHARS]:
-        ok = ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")
+        # An ASCII letter or digit is printable and of category L or N: no unicodedata for it.
+        ok = ch in "-_.+" or (ch.isalnum() and (ch.isascii() or _letter_or_digit(ch)))
         out.append(ch if ok else "_")
     # No leading dot (hidden, "." or ".."), no leading dash (read as an option by `rm *`).
     safe = "".join(out).lstrip(".-")
