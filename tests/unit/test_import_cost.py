@@ -219,6 +219,8 @@ NOT_ON_A_SMALL_DUMP = (
     "zlib",
     # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py).
     "datetime", "signal",
+    # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
+    "urllib", "urllib.parse", "ipaddress", "unicodedata",
 )
 
 MODULES_AT_EXIT = """
