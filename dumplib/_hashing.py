@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import sys
 import threading
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
@@ -51,11 +52,10 @@ def new_sha256(size: Optional[int] = None) -> "Sha256":
     """A sha256 object for about *size* bytes (None: not known): the built-in one for a small input,
     hashlib's (OpenSSL) otherwise or where the interpreter has no built-in one. The digests are the same."""
     if size is not None and size <= SMALL_HASH:
-        for name in ("_sha2", "_sha256"):  # CPython 3.12+, 3.11
-            try:
-                return __import__(name).sha256()  # type: ignore[no-any-return]
-            except ImportError:
-                continue
+        try:  # CPython's: _sha2 from 3.12 on, _sha256 before (a failed import searches all of sys.path)
+            return __import__("_sha2" if sys.version_info >= (3, 12) else "_sha256").sha256()  # type: ignore[no-any-return]
+        except ImportError:
+            pass
     import hashlib
 
     return hashlib.sha256()
