@@ -20,7 +20,7 @@ import dumplib
 if TYPE_CHECKING:
     import signal
 else:
-    try:  # signal's functions and numbers without the three enums signal.py builds (~4 M instructions)
+    try:  # signal's functions and numbers without the three enums the signal module builds (~4 M instructions)
         import _signal as signal
     except ImportError:
         import signal

@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 
-from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._jsontext import dumps
 from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, TargetEvent, WriteOptions
 from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,

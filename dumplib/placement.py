@@ -12,7 +12,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
-from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._platform import Host
 from ._record import record, replace
 from .errors import DumpExists, InvalidDumpPath

@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._record import record, replace
 from .errors import InvalidDumpPath
 

@@ -5,7 +5,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, Dict, Optional, Tuple
 
-from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._record import asdict, field, record
 
 __all__ = ["DumpResult", "ProcessInfo", "SizeEstimate"]

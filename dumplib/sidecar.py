@@ -12,7 +12,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
-from ._accel import datetime  # _datetime: the same classes, without datetime.py's start-up
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._hashing import new_sha256
 from ._jsontext import dumps
 from ._platform import Plan, Platform, WriteReport
