@@ -5,14 +5,26 @@ command module and never typer, so that the fast path (see app.py) pays for noth
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, NoReturn, Optional, overload
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, NoReturn, Optional, overload
+else:
+    def overload(func: Any) -> Any:  # the @overload signatures are for type checkers: the last def replaces them
+        return func
 
 import dumplib
+
+if TYPE_CHECKING:
+    import signal
+else:
+    try:  # signal's functions and numbers without the three enums the signal module builds (~4 M instructions)
+        import _signal as signal
+    except ImportError:
+        import signal
 
 # Documented in README.md ("Exit codes"); one per error class so scripts can branch on them. This
 # table is the only place the CLI writes an exit code: everything else names one of these.
@@ -89,6 +101,8 @@ def error_json(kind: str, message: str, code: Optional[int], facts: Optional[Dic
     if code is not None:
         error["exit_code"] = code
     error.update(facts or {})
+    import json  # an error's or --json's only: json's import is start-up every dump would pay
+
     return json.dumps({"error": error})
 
 

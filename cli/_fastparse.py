@@ -9,7 +9,9 @@ tests/unit/test_cli_parse.py checks every answer against typer's own parse.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 class Param:
     """What typer.Argument / typer.Option take, as a plain record: typer is imported only when needed."""

@@ -13,10 +13,12 @@ A valid command line loads only its own command's module: each module is start-u
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional
 
 import dumplib
 
@@ -54,7 +56,10 @@ def commands() -> Dict[str, Callable[..., None]]:
     return {name: func for name in QUICK_COMMANDS if (func := quick_command(name)) is not None}
 
 #: How a test replaces running a command: called with the command and its parsed keyword arguments.
-Call = Callable[[Callable[..., None], Dict[str, Any]], None]
+if TYPE_CHECKING:
+    Call = Callable[[Callable[..., None], Dict[str, Any]], None]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Call = object
 
 
 def typer_app(call: Optional[Call] = None) -> Any:
@@ -81,7 +86,9 @@ def typer_app(call: Optional[Call] = None) -> Any:
         """Take process dump files safely: Windows minidumps, Linux ELF cores."""
 
     for name, func in commands().items():
-        hints = typing.get_type_hints(func)
+        # The command modules import typing's names for type checkers only (dumplib/_typing.py): the
+        # annotations' strings find them here, the module's own names first.
+        hints = typing.get_type_hints(func, localns={**vars(typing), **func.__globals__})
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=spec.to_typer(typer),
                                     annotation=hints[n]) for n, spec in declarations(func).items()]
         app.command(name=name)(_typer_command(func, inspect.Signature(params), call))

@@ -1,9 +1,11 @@
 """`dumplib dump`: one dump of a process, or with --all one of every process of a name."""
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
 
 import dumplib
 
@@ -133,6 +135,8 @@ def dump(
 
     result = run(action, as_json=as_json, debug=debug, json_err=to_stdout)
     if as_json:
+        import json  # --json's only: json's import is start-up every dump would pay
+
         echo(json.dumps(result.to_dict()), err=to_stdout)
         return
     for warning in result.warnings:
@@ -158,6 +162,8 @@ def dump_all(name: Optional[str], path: Optional[str], kind: str, options: Dict[
             else:
                 echo(f"dumplib: error: {o}", err=True)
         elif as_json:
+            import json
+
             echo(json.dumps(o.to_dict()))
         else:
             echo(result_line(o))

@@ -26,7 +26,12 @@ from __future__ import annotations
 import _thread  # not threading: its import costs the one-shot command's start-up
 import os
 import time
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
+else:
+    from ._typing import TypeVar
 
 __all__ = ["call_within", "stuck", "blocking", "guarded", "lineage", "Abandoned", "Unanswered"]
 

@@ -16,19 +16,49 @@ from there. The writer never waits for the hasher.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
+import sys
 import threading
-from typing import Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Optional, Protocol, Union
+
+    class Sha256(Protocol):
+        """hashlib's sha256 object and the built-in one alike."""
+
+        def update(self, data: Union[bytes, bytearray, memoryview], /) -> None: ...
+
+        def hexdigest(self) -> str: ...
 
 from ._platform import Host
 
-#: Read-and-hash step. hashlib and the read release the GIL for a whole block; between blocks the
-#: idle thread holds it for a few microseconds, and if it is preempted there (an idle thread is
-#: preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
+#: Read-and-hash step. The read and either sha256 (OpenSSL's; the built-in's from 2 KiB on) release the
+#: GIL for a whole block; between blocks the idle thread holds it for a few microseconds, and if it is
+#: preempted there (an idle thread is preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
 #: (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the block sizes tried).
 _BLOCK = 32 << 20
+
+
+#: Below this many bytes a dump is hashed by the interpreter's own sha256 (CPython's ``_sha256``, ``_sha2``
+#: from 3.12) rather than hashlib's OpenSSL one: importing hashlib loads libcrypto, ~12 M instructions
+#: (~4 ms) of a small dump's start-up, while the built-in hashes ~250 MB/s against OpenSSL's ~1300
+#: (SHA-NI): 3.3 ms more per MiB, so the two cost the same near 1 MiB (docs/benchmarks.md).
+SMALL_HASH = 1 << 20
+
+
+def new_sha256(size: Optional[int] = None) -> "Sha256":
+    """A sha256 object for about *size* bytes (None: not known): the built-in one for a small input,
+    hashlib's (OpenSSL) otherwise or where the interpreter has no built-in one. The digests are the same."""
+    if size is not None and size <= SMALL_HASH:
+        try:  # CPython's: _sha2 from 3.12 on, _sha256 before (a failed import searches all of sys.path)
+            return __import__("_sha2" if sys.version_info >= (3, 12) else "_sha256").sha256()  # type: ignore[no-any-return]
+        except ImportError:
+            pass
+    import hashlib
+
+    return hashlib.sha256()
 
 
 #: Never through a symlink planted at the temporary name; not inherited by children.
@@ -36,14 +66,17 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 
 
 class FollowingHasher:
-    """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done."""
+    """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done.
 
-    def __init__(self, path: str, host: Host, *, idle: bool = True) -> None:
+    *expected*: about how many bytes the writer will write (the plan's estimate; None if unknown),
+    which picks the sha256 implementation (new_sha256)."""
+
+    def __init__(self, path: str, host: Host, *, idle: bool = True, expected: Optional[int] = None) -> None:
         self.path = path
         #: How this OS sets thread priorities (Linux: SCHED_IDLE, left only with CAP_SYS_NICE);
         #: resolved here so the hashing thread never imports anything.
         self._host = host
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256(expected)
         self._pos = 0
         self._file: Optional[io.FileIO] = None
         self._final: Optional[int] = None

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+else:
+    from ._typing import Protocol
 
 from ._record import record
 from .errors import TargetRefused
@@ -28,17 +33,20 @@ if TYPE_CHECKING:  # names for annotations only: a one-shot dump imports none of
 
     from .triggers import Trigger
 
-#: psutil's memory_info() of one process: a named tuple whose fields differ by OS (rss everywhere,
-#: shared on Linux, private and pagefile on Windows), which is why the Platform reads it.
-MemoryInfo = Any
+if TYPE_CHECKING:
+    #: psutil's memory_info() of one process: a named tuple whose fields differ by OS (rss everywhere,
+    #: shared on Linux, private and pagefile on Windows), which is why the Platform reads it.
+    MemoryInfo = Any
 
-#: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
-ProgressCallback = Callable[[int, float], None]
-#: tick(bytes_written_so_far), called often during the write; it may raise to abandon the dump
-#: (the free-space watchdog and cancel_dumps do).
-Tick = Callable[[int], None]
-#: How a dump is written beside a target that keeps running: False, True or "auto" (see api.create_dump).
-SnapshotMode = Union[bool, str]
+    #: progress(bytes_written_so_far, seconds_elapsed); called from the writing thread or a monitor thread.
+    ProgressCallback = Callable[[int, float], None]
+    #: tick(bytes_written_so_far), called often during the write; it may raise to abandon the dump
+    #: (the free-space watchdog and cancel_dumps do).
+    Tick = Callable[[int], None]
+    #: How a dump is written beside a target that keeps running: False, True or "auto" (see api.create_dump).
+    SnapshotMode = Union[bool, str]
+else:  # type aliases: at run time only their names, for the modules that import them (dumplib/_typing.py)
+    MemoryInfo = ProgressCallback = Tick = SnapshotMode = object
 
 
 class Sink(Protocol):
@@ -323,11 +331,14 @@ class EventSource(Protocol):
     def ended(self) -> bool: ...
 
 
-#: Called by an event source from its own thread with a firing and *hand_over*: the watcher decides
-#: whether to dump and, if so, calls ``hand_over(create)``, which runs *create* with the process
-#: handed to it and takes the process back.
-HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
-FireCallback = Callable[[int, Firing, HandOver], None]
+if TYPE_CHECKING:
+    #: Called by an event source from its own thread with a firing and *hand_over*: the watcher decides
+    #: whether to dump and, if so, calls ``hand_over(create)``, which runs *create* with the process
+    #: handed to it and takes the process back.
+    HandOver = Callable[[Callable[[], DumpResult]], DumpResult]
+    FireCallback = Callable[[int, Firing, HandOver], None]
+else:
+    HandOver = FireCallback = object
 
 
 class WatchSupport(Protocol):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Optional
 
 from ._platform import Platform
 from .errors import UnsupportedPlatform

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set, Tuple, Union
 
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
+
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
+from ._jsontext import dumps
 from ._platform import Plan, Platform, ProgressCallback, Session, SnapshotMode, TargetEvent, WriteOptions
 from .outputs import (THE_DUMP, CompressedFile, Output, PlainFile, RawThenCompress, RemoteObject, Stdout, Stored,
                       scratch_directory)
@@ -437,5 +440,5 @@ def _with_warnings(result: DumpResult, extra: List[str]) -> DumpResult:
 
 def signature_text(kind: DumpKind, flags: Optional[int]) -> str:
     """dumplib's own record stored in the dump, apart from the user's comment: what wrote it and how."""
-    return json.dumps({"tool": "dumplib", "version": __version__, "kind": kind.value, "flags": flags},
+    return dumps({"tool": "dumplib", "version": __version__, "kind": kind.value, "flags": flags},
                       separators=(",", ":"))

@@ -7,13 +7,15 @@ while its memory streams through the compressor, so compressor speed is target s
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import sys
-import zlib
-from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
 
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
+
+from ._hashing import new_sha256
 from ._text import shell_word
 from .errors import InvalidCompression, InvalidDumpFile
 
@@ -110,6 +112,8 @@ class _Compressor:
 
     def __init__(self, codec: str, level: int) -> None:
         if codec == "gzip":
+            import zlib  # here, not at the top: an uncompressed dump's start-up does not pay for it
+
             obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: a gzip header and CRC
             self._compress, self._flush = obj.compress, obj.flush
             return
@@ -147,7 +151,7 @@ class CompressingWriter:
         self._c = _Compressor(codec, level) if codec else None
         self.raw_bytes = 0
         self.stored_bytes = 0
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256()
 
     def write(self, data: Any) -> None:
         self.raw_bytes += len(data)
@@ -183,11 +187,13 @@ class DecodingHasher:
 
     def __init__(self, codec: str) -> None:
         if codec == "gzip":
+            import zlib
+
             self._d: Any = zlib.decompressobj(31)
         else:
             flavour, zstd = _zstd()
             self._d = zstd.ZstdDecompressor() if flavour == "stdlib" else zstd.ZstdDecompressor().decompressobj()
-        self._sha = hashlib.sha256()
+        self._sha = new_sha256()
         self.size = 0
 
     def __call__(self, data: Any) -> None:
@@ -260,6 +266,8 @@ class DecompressedFile(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         assert self._s is not None
+        import zlib  # for zlib.error below (a gzip stream has loaded it already)
+
         try:
             if n is None or n < 0:
                 chunks = []

@@ -7,7 +7,10 @@ user can do about it. Exit codes are the CLI's business, not the library's.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "DumpError",

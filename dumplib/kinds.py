@@ -7,7 +7,10 @@ coredump_filter bits on Linux (_linux/core/corefilter.py).
 from __future__ import annotations
 
 import enum
-from typing import Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Union
 
 from .errors import InvalidKind
 

@@ -1,7 +1,9 @@
 """Checks of the limits a user gives (retention, reserves, rates), shared by every entry point that takes them."""
 from __future__ import annotations
 
-from typing import List, Optional
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 from .errors import InvalidArgument
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 import abc
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union
 
-from ._hashing import FollowingHasher
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional, Tuple, Union
+
+from ._hashing import FollowingHasher, new_sha256
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
 from ._record import record, replace
 from .compression import SUFFIXES, CompressingWriter, DecodingHasher, open_content
@@ -60,7 +62,10 @@ class Stored:
 
 
 #: (where, bytes, what): a volume (a directory, or the descriptor of a file) and what it must hold.
-Need = Tuple[Volume, int, str]
+if TYPE_CHECKING:
+    Need = Tuple[Volume, int, str]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Need = object
 
 
 class Output(abc.ABC):
@@ -176,8 +181,9 @@ class PlainFile(_FileOutput):
 
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
-        hasher = (FollowingHasher(self.dest.temp, self.host) if self.want_sha256 and self.hash_while_writing
-                  else None)
+        expected = plan.estimate.bytes if plan.estimate is not None else None
+        hasher = (FollowingHasher(self.dest.temp, self.host, expected=expected)
+                  if self.want_sha256 and self.hash_while_writing else None)
         sha = None
         try:
             with self._naming_the_dump():
@@ -661,7 +667,7 @@ def _pump(raw: str, fd: int, codec: Optional[str], level: int, tick: Optional[Ti
 
 def _compress_file(raw: str, out: CompressingWriter, tick: Optional[Tick]) -> str:
     """Read the file *raw* once through *out* (closed at the end); its sha256."""
-    raw_sha = hashlib.sha256()
+    raw_sha = new_sha256()
     with open(raw, "rb") as f:
         for block in iter(lambda: f.read(_BLOCK), b""):
             raw_sha.update(block)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import os
 import re
 import stat
 import time
-import unicodedata
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._platform import Host
 from ._record import record, replace
 from .errors import DumpExists, InvalidDumpPath
@@ -23,7 +25,7 @@ __all__ = ["Destination", "plan_destination", "expand_tokens", "finalize_all", "
 #: Temporary files are ``.dumplib-<16 hex>.tmp``: short, so any legal final name is legal beside it,
 #: and unguessable, so nothing can be planted at the name before dumplib creates it (O_EXCL anyway).
 TEMP_PREFIX = ".dumplib-"
-TEMP_RE = re.compile(r"^\.dumplib-[0-9a-f]{16}\.tmp$")
+_TEMP_NAME = r"\.dumplib-[0-9a-f]{16}\.tmp"
 #: ``<dump>.json``: the sidecar's name is the dump's plus this.
 SIDECAR_SUFFIX = ".json"
 #: Where directories cannot be locked (no flock), a temporary is stale only once untouched this long.
@@ -37,11 +39,14 @@ DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
 _PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time", "EXCEPTIONCODE": "event"}
 _TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind|event)\}"
                        r"|(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS|EXCEPTIONCODE)(?![A-Za-z0-9])")
-_EVENT_TOKEN_RE = re.compile(r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z0-9])")
+_EVENT_TOKEN = r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z0-9])"
 #: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
 NO_EVENT = "NONE"
 
-PathLike = Union[str, os.PathLike[str]]  # not the quoted "os.PathLike[str]": a ForwardRef compiles its text at import (~4 ms)
+if TYPE_CHECKING:
+    PathLike = Union[str, os.PathLike[str]]  # not the quoted "os.PathLike[str]": a ForwardRef compiles its text at import (~4 ms)
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    PathLike = object
 
 
 @record(frozen=True)
@@ -70,6 +75,13 @@ class Destination:
             n += 1
 
 
+def _letter_or_digit(ch: str) -> bool:
+    """A character outside ASCII that is a letter or digit and printable (unicodedata: loaded only for one)."""
+    import unicodedata
+
+    return ch.isprintable() and unicodedata.category(ch)[0] in "LN"
+
+
 def _safe_name(name: str) -> str:
     """A process name made into one harmless file-name component.
 
@@ -80,7 +92,8 @@ def _safe_name(name: str) -> str:
         name = name[:-4]
     out = []
     for ch in name[:NAME_MAX_CHARS]:
-        ok = ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")
+        # An ASCII letter or digit is printable and of category L or N: no unicodedata for it.
+        ok = ch in "-_.+" or (ch.isalnum() and (ch.isascii() or _letter_or_digit(ch)))
         out.append(ch if ok else "_")
     # No leading dot (hidden, "." or ".."), no leading dash (read as an option by `rm *`).
     safe = "".join(out).lstrip(".-")
@@ -94,10 +107,11 @@ def expand_event_token(path: Optional[PathLike], label: str) -> Optional[PathLik
     if path is None:
         return None
     text = os.fspath(path)
-    if not _EVENT_TOKEN_RE.search(text):
+    # Both spellings hold these words: a path without them is left as it is, its pattern not compiled.
+    if ("{event}" not in text and "EXCEPTIONCODE" not in text) or not re.search(_EVENT_TOKEN, text):
         return path
     value = _safe_name(label)
-    return _EVENT_TOKEN_RE.sub(lambda m: value, text)
+    return re.sub(_EVENT_TOKEN, lambda m: value, text)
 
 
 def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime.datetime) -> str:
@@ -290,6 +304,13 @@ def writing_in(directories: Sequence[str], host: Host) -> Iterator[List[str]]:
         yield removed
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether *name* is one of dumplib's temporary file names (``.dumplib-<16 hex>.tmp``)."""
+    # The pattern is compiled (and cached by re) only for a name with the prefix: each pattern compiled
+    # at import is start-up every dump pays.
+    return name.startswith(TEMP_PREFIX) and re.fullmatch(_TEMP_NAME, name) is not None
+
+
 def _held(directory: str, host: Host) -> "contextlib.AbstractContextManager[List[str]]":
     def clean(locked: bool) -> List[str]:
         return [f"removed a stale temporary file of a killed dumplib: {n}" for n in _remove_stale(directory, host, locked=locked)]
@@ -305,7 +326,7 @@ def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
     except OSError:
         return removed
     for name in names:
-        if not TEMP_RE.match(name):
+        if not is_temp_name(name):
             continue
         path = os.path.join(directory, name)
         try:
@@ -340,3 +361,4 @@ def remove_quietly(path: str) -> None:
     except OSError:
         # Best effort on a failure path; the caller is already raising the real error.
         pass
+

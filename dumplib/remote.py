@@ -19,12 +19,14 @@ messages, the sidecar and ``--json``.
 """
 from __future__ import annotations
 
-import datetime
 import posixpath
 import re
-import urllib.parse
-from typing import Any, Optional
 
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._record import record, replace
 from .errors import InvalidDumpPath
 
@@ -80,12 +82,14 @@ class RemoteTarget:
 
 #: S3 bucket and Azure container names: 3-63 of lower-case letters, digits, '.' and '-' (Azure allows no
 #: '.', which the service then refuses with its own error; anything else is refused here, before any call).
-_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CONTAINER_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 
 
 def parse_url(url: str) -> RemoteTarget:
     """The destination *url* names, or InvalidDumpPath (exit 7) saying why; the message never repeats
     a query string or a user:password."""
+    import urllib.parse  # a URL destination's only (with ipaddress): start-up a local dump does not pay
+
     u = urllib.parse.urlsplit(url)
     scheme = u.scheme.lower()
     if "@" in url:
@@ -111,7 +115,7 @@ def parse_url(url: str) -> RemoteTarget:
     if scheme in ("s3", "az"):
         if not u.netloc:
             raise bad(f"expected {scheme}://{'BUCKET' if scheme == 's3' else 'CONTAINER'}/prefix/name")
-        if not _CONTAINER_NAME.fullmatch(u.netloc):
+        if not re.fullmatch(_CONTAINER_NAME, u.netloc):
             raise bad(f"{u.netloc!r} is not a {'bucket' if scheme == 's3' else 'container'} name (3-63 lower-case"
                       " letters, digits, '.' and '-')")
         return RemoteTarget("s3" if scheme == "s3" else "azure", u.netloc, path)

@@ -1,9 +1,11 @@
 """Plain data the public API returns."""
 from __future__ import annotations
 
-import datetime
-from typing import Any, Dict, Optional, Tuple
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Tuple
 
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._record import asdict, field, record
 
 __all__ = ["DumpResult", "ProcessInfo", "SizeEstimate"]

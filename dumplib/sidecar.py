@@ -6,12 +6,15 @@ temporary name, and moved into place together with the dump or not at all (see o
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import os
-from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
 
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple
+
+from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
+from ._hashing import new_sha256
+from ._jsontext import dumps
 from ._platform import Plan, Platform, WriteReport
 from ._version import __version__
 from .placement import SIDECAR_SUFFIX
@@ -22,7 +25,10 @@ TOOL = "dumplib"
 
 #: (dump's temporary path, dump's final path, what was stored (its sha256 known), the write's report) -> the
 #: sidecar's bytes.
-SidecarMaker = Callable[[Optional[str], str, Any, WriteReport], bytes]
+if TYPE_CHECKING:
+    SidecarMaker = Callable[[Optional[str], str, Any, WriteReport], bytes]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    SidecarMaker = object
 
 
 def sidecar_path(dump_path: str) -> str:
@@ -36,7 +42,7 @@ def sha256_of(path: str) -> str:
 
 def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
     """(sha256, byte count) of what *f* yields from where it stands to its end."""
-    digest = hashlib.sha256()
+    digest = new_sha256()
     count = 0
     for chunk in iter(lambda: f.read(block), b""):
         digest.update(chunk)
@@ -83,13 +89,15 @@ def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, 
             data["url"] = stored.path
             data["upload_seconds"] = getattr(stored, "upload_seconds", None)
         data.update({k: v for k, v in platform.sidecar_facts(proc.pid).items() if k not in data})
-        return json.dumps(data, indent=2).encode("utf-8", "surrogateescape")
+        return dumps(data, indent=2).encode("utf-8", "surrogateescape")
 
     return make
 
 
 def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
     """The sidecar's data if *path* is a dumplib sidecar, else None (foreign files are never trusted)."""
+    import json  # reading sidecars (retention, info) is off a dump's path
+
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(1 << 20))

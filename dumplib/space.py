@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+else:
+    from ._typing import NamedTuple
 
 from ._platform import Host
 from .errors import InsufficientDiskSpace
@@ -11,7 +16,10 @@ from .results import SizeEstimate
 
 GiB = 1 << 30
 #: A volume, named by a directory on it or by an open file's descriptor (stdout redirected to a file).
-Volume = Union[str, int]
+if TYPE_CHECKING:
+    Volume = Union[str, int]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Volume = object
 #: The watchdog looks at free space at least this often (bytes written between checks).
 WATCH_EVERY = 64 << 20
 

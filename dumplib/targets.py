@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Optional, Set, TypeVar, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Set, TypeVar, Union
+else:
+    from ._typing import TypeVar
 
 from ._platform import Platform
 from ._text import printable
@@ -11,7 +16,10 @@ from .results import ProcessInfo
 
 __all__ = ["resolve_target", "processes"]
 
-Target = Union[int, str]
+if TYPE_CHECKING:
+    Target = Union[int, str]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Target = object
 
 
 def _name_key(name: str, windows: bool) -> str:

@@ -15,7 +15,10 @@ import fcntl
 import os
 import stat
 import time
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from ..errors import DumpFailed, InvalidDumpPath
 from .._platform import Host

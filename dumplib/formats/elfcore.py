@@ -5,7 +5,14 @@ import array
 import bisect
 import io
 import struct
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, overload
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, overload
+else:
+    from collections.abc import Sequence  # a base class below (typing's Sequence is this one)
+
+    from .._typing import TypeVar, overload
 
 from .._record import field, record
 from .._text import printable

@@ -7,7 +7,10 @@ functions without taking the heap.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, List, Optional, Set, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Set, Tuple
 
 AT_PHDR, AT_PHNUM, AT_BASE, AT_ENTRY = 3, 5, 7, 9
 PT_DYNAMIC, PT_PHDR = 2, 6
@@ -30,7 +33,10 @@ MAX_TLS_BLOCKS = 64
 _MAX_PHDRS = 256
 PT_LOAD = 1
 
-Reader = Callable[[int, int], Optional[bytes]]
+if TYPE_CHECKING:
+    Reader = Callable[[int, int], Optional[bytes]]
+else:  # a type alias: at run time only its name (dumplib/_typing.py)
+    Reader = object
 
 
 def parse_auxv(raw: bytes) -> Dict[int, int]:

@@ -21,7 +21,7 @@ import dumplib
 from dumplib._switch import current
 from dumplib import placement as output_module
 from dumplib import outputs as _outputs
-from dumplib.placement import TEMP_RE
+from dumplib.placement import is_temp_name
 from helpers import IN_CI, leftovers, require, tmpfs
 from linuxrig import NOBODY, DirectoryEvents, dumplib_cli, run_target
 
@@ -147,12 +147,12 @@ def test_the_dump_and_its_sidecar_appear_together_and_only_once_both_are_written
     appear = [i for i, (what, name) in enumerate(seen) if name in finals and what in ("create", "moved_to")]
     assert {seen[i][1] for i in appear} == finals and len(appear) == 2, seen
     writes = [i for i, (what, name) in enumerate(seen) if what in ("create", "modify", "close_write")
-              and TEMP_RE.match(name)]
+              and is_temp_name(name)]
     assert len({seen[i][1] for i in writes}) == 2, seen  # the dump's temporary and the sidecar's
     assert max(writes) < appear[0], seen  # nothing written once a final name shows
     between = seen[appear[0] + 1: appear[1]]
-    assert all(what in ("moved_from", "delete") and TEMP_RE.match(name) for what, name in between), seen
-    assert not [n for w, n in seen if n not in finals and not TEMP_RE.match(n)], seen
+    assert all(what in ("moved_from", "delete") and is_temp_name(name) for what, name in between), seen
+    assert not [n for w, n in seen if n not in finals and not is_temp_name(n)], seen
     assert sorted(p.name for p in outdir.iterdir()) == sorted(finals)
 
 
@@ -494,7 +494,7 @@ def test_placing_dump_and_sidecar_is_all_or_nothing_and_restores_what_overwrite_
                       (str(tmp_path / "t2"), str(tmp_path / "x.core.json"))], overwrite=True, host=current().host())
     assert (tmp_path / "x.core").read_bytes() == b"old dump"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("t")) == ["x.core", "x.core.json"]
-    assert not [p for p in tmp_path.iterdir() if TEMP_RE.match(p.name)]
+    assert not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
     (tmp_path / "t1").write_bytes(b"new dump")
     (tmp_path / "y.core.json").write_bytes(b"someone's")
     with pytest.raises(dumplib.DumpExists):

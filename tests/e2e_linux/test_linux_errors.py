@@ -12,7 +12,7 @@ import time
 import pytest
 
 import dumplib
-from dumplib.placement import TEMP_RE
+from dumplib.placement import is_temp_name
 from helpers import leftovers, tmpfs
 from linuxrig import dumplib_cli, run_target
 
@@ -189,4 +189,4 @@ def test_sigkill_of_the_dumper_leaves_the_target_running(target_exe, outdir):
         t.assert_running_untraced()
         assert t.ask("gap").isdigit()  # it still answers: not stopped, not dead
         stale = leftovers(outdir)
-        assert stale and all(TEMP_RE.match(n) for n in stale), stale
+        assert stale and all(is_temp_name(n) for n in stale), stale

@@ -157,3 +157,36 @@ def test_unprivileged_hand_over_to_a_normal_thread():
         shutil.rmtree(room)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[5]", "[0]", "True"], done.stdout
+
+
+def _sha256sum(path: Path) -> str:
+    """coreutils' sha256sum: a reader independent of the hasher under test."""
+    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+@pytest.mark.parametrize("size", [0, 1, 100 << 10, (1 << 20) + 4097])
+def test_the_built_in_and_the_openssl_sha256_agree_with_sha256sum(tmp_path, size):
+    from dumplib._hashing import SMALL_HASH, new_sha256
+
+    data = os.urandom(size)
+    path = tmp_path / "dump"
+    path.write_bytes(data)
+    small, large = new_sha256(SMALL_HASH), new_sha256(SMALL_HASH + 1)  # each side of the bound
+    unknown = new_sha256(None)
+    # Which implementation: the built-in for a small input (no OpenSSL to load), hashlib's otherwise.
+    assert type(small).__module__ != "_hashlib" and "openssl" not in type(small).__name__.lower()
+    assert type(large).__name__ == type(unknown).__name__ == type(hashlib.sha256()).__name__
+    for h in (small, large, unknown):
+        h.update(data)
+        assert h.hexdigest() == _sha256sum(path)
+
+
+def test_a_small_dump_is_hashed_by_the_built_in_sha256_while_it_is_written(tmp_path):
+    data = os.urandom(300 << 10) + b"tail"
+    path = tmp_path / "dump"
+    writer = threading.Thread(target=write_slowly, args=(path, data))
+    hasher = FollowingHasher(str(path), HOST, expected=len(data))
+    writer.start()
+    writer.join()
+    assert "openssl" not in type(hasher._sha).__name__.lower()
+    assert hasher.result(len(data)) == _sha256sum(path)

@@ -6,6 +6,7 @@ docs/benchmarks.md has the measured milliseconds.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,172 @@ def _cli_dir(tmp_path: Path) -> Path:
     links.mkdir()
     (links / "dumplib_cli").symlink_to(ROOT / "cli")
     return links
+
+
+#: What a small dump's command must not load, found by `python -X importtime` and callgrind
+#: (docs/benchmarks.md, "The one-shot command's start-up"), each for its cost in instructions:
+NOT_ON_A_SMALL_DUMP = (
+    # typing, ~13 M: every module of the path imports its names under TYPE_CHECKING (run-time
+    # stand-ins for the few used outside annotations: dumplib/_typing.py).
+    "typing",
+    # OpenSSL's libcrypto, ~12 M: a dump estimated under 1 MiB is hashed by the interpreter's own
+    # sha256 (dumplib/_hashing.py new_sha256).
+    "hashlib", "_hashlib",
+    # json, ~6 M (six regular expressions compiled at its import): dumplib/_jsontext.py writes the sidecar.
+    "json",
+    # zlib: a gzip-compressed dump's only.
+    "zlib",
+    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py).
+    "datetime", "signal",
+    # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
+    "urllib", "urllib.parse", "ipaddress", "unicodedata",
+)
+
+MODULES_AT_EXIT = """
+import atexit, sys
+atexit.register(lambda: print(repr(sorted(sys.modules)), file=sys.stderr))
+from dumplib_cli.app import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
+    # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
+    # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        done = subprocess.run([sys.executable, "-S", "-c", MODULES_AT_EXIT, "dump", str(worker.pid), str(tmp_path),
+                               "--kind", "mini"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
+                                   "PATH": "/usr/bin:/bin"})
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0, done.stderr
+    core = next(p for p in tmp_path.iterdir() if p.suffix == ".core")
+    loaded = set(ast.literal_eval(done.stderr.strip().splitlines()[-1]))
+    assert "dumplib._linux.backend" in loaded and "dumplib.sidecar" in loaded  # the probe saw the dump's path
+    assert sorted(loaded & set(NOT_ON_A_SMALL_DUMP)) == []
+    # The built-in sha256 the sidecar then holds, against coreutils' reader of the file.
+    sidecar = json.loads(Path(str(core) + ".json").read_text())
+    digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert sidecar["sha256"] == digest
+
+
+def test_the_run_time_stand_ins_behave_as_typing_where_dumplib_relies_on_it():
+    import pickle
+    import typing
+
+    from dumplib import _typing
+
+    # runtime_checkable: isinstance() asks for every declared member, data and methods, as typing's does.
+    def holder(protocol, checkable):
+        @checkable
+        class Holder(protocol):
+            threads: dict
+            snapshot_pid: int
+
+            def take_snapshot(self, at: int) -> int: ...
+
+        return Holder
+
+    class Full:
+        threads, snapshot_pid = {}, 1
+
+        def take_snapshot(self, at):
+            return at
+
+    class NoMethod:
+        threads, snapshot_pid = {}, 1
+
+    class NoData:
+        threads = {}
+
+        def take_snapshot(self, at):
+            return at
+
+    real, stand_in = holder(typing.Protocol, typing.runtime_checkable), holder(_typing.Protocol, _typing.runtime_checkable)
+    for obj in (Full(), NoMethod(), NoData(), object()):
+        assert isinstance(obj, stand_in) == isinstance(obj, real), type(obj).__name__
+    assert isinstance(Full(), stand_in) and not isinstance(NoData(), stand_in)
+    assert stand_in.__name__ == "Holder" and stand_in.__module__ == __name__ and stand_in.take_snapshot
+
+    # The real protocol: a snapshot's stopper holds it, the plain one does not.
+    from dumplib._linux.ptrace.stopper import SnapshotHolder, StoppedProcess
+    from dumplib._linux.snapshot.clone import SnapshotStopper
+
+    assert isinstance(SnapshotStopper(1), SnapshotHolder) and not isinstance(StoppedProcess(1), SnapshotHolder)
+
+    # NamedTuple's call form: fields, annotations, the caller's module (pickle finds the class by it).
+    Stat = _typing.NamedTuple("Stat", [("state", str), ("ppid", int)])
+    same = typing.NamedTuple("Stat", [("state", str), ("ppid", int)])
+    assert Stat._fields == same._fields and Stat.__annotations__ == same.__annotations__
+    assert Stat.__module__ == same.__module__ == __name__ and Stat("S", 1) == same("S", 1) == ("S", 1)
+    from dumplib._linux.proc.pidfiles import Stat as ProcStat
+
+    assert ProcStat.__module__ == "dumplib._linux.proc.pidfiles"
+    row = ProcStat(*([0] * len(ProcStat._fields)))
+    assert pickle.loads(pickle.dumps(row)) == row
+
+    # Generic, TypeVar, overload: subscripting and declaring cost nothing and change nothing.
+    T = _typing.TypeVar("T")
+
+    class Box(_typing.Generic[T]):
+        def __init__(self, item):
+            self.item = item
+
+    assert Box[int] is Box and Box(3).item == 3
+
+    @_typing.overload
+    def f(x: int) -> int: ...
+    def f(x):  # noqa: F811
+        return x * 2
+
+    assert f(2) == 4
+
+
+@pytest.mark.parametrize("separators", [None, (",", ":")])
+@pytest.mark.parametrize("indent", [None, 0, 2])
+def test_the_json_writer_writes_what_json_dumps_does(indent, separators):
+    from dumplib._jsontext import dumps
+
+    hostile = "caf\u00e9 \"q\" \\ \n\t\x00\x1f\x7f\u2028\u202e \udcff\U0001f600 </script>"  # surrogateescape'd byte too
+    shapes = [
+        {"tool": "dumplib", "pid": 1234, "command_line": ["/bin/x", hostile, ""], "flags": None, "snapshot": False,
+         "ok": True, "stopped_seconds": 0.0123, "size": 2 ** 70, "warnings": [], "facts": {}, "nested": {"a": [[], {}]},
+         hostile: -0.0},
+        [1.5e300, -1e-7, float("nan"), float("inf"), float("-inf"), 10 ** 20, -3, (1, "two")],
+        "", 0, None, True, [], {},
+    ]
+    for obj in shapes:
+        assert dumps(obj, indent=indent, separators=separators) == json.dumps(obj, indent=indent, separators=separators)
+    # What it leaves to json (a number key, a str subclass, an object json refuses) json answers.
+    assert dumps({1: "a", "b": None}, indent=indent) == json.dumps({1: "a", "b": None}, indent=indent)
+    assert dumps(["x", type("S", (str,), {})("y")]) == json.dumps(["x", "y"])
+    with pytest.raises(TypeError):
+        dumps({"a": object()})
+
+
+def test_the_c_modules_hold_what_datetime_and_signal_give():
+    import datetime
+    import signal
+
+    from dumplib._accel import datetime as fast_datetime
+    from dumplib._accel import signal as fast_signal
+
+    # The same classes: a DumpResult's times are datetime.datetime whichever module made them.
+    for name in ("datetime", "date", "time", "timedelta", "timezone"):
+        assert getattr(fast_datetime, name) is getattr(datetime, name), name
+    # The same numbers and functions, as plain ints where signal gives its int enums.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGTRAP", "SIG_BLOCK", "SIG_SETMASK",
+                 "SIG_IGN", "SIG_DFL"):
+        assert getattr(fast_signal, name) == getattr(signal, name), name
+    assert fast_signal.valid_signals() == signal.valid_signals()
+    old = fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, [fast_signal.SIGTTOU])
+    try:
+        assert signal.SIGTTOU in fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, [])
+        assert fast_signal.pthread_sigmask(fast_signal.SIG_BLOCK, []) == signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        fast_signal.pthread_sigmask(fast_signal.SIG_SETMASK, old)
+    assert fast_signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGINT)

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from dumplib import DumpExists, DumpKind, InvalidDumpPath, ProcessInfo
-from dumplib.placement import TEMP_RE, expand_tokens, finalize_all, plan_destination
+from dumplib.placement import is_temp_name, expand_tokens, finalize_all, plan_destination
 from dumplib._switch import current
 
 HOST = current().host()
@@ -26,7 +26,7 @@ def test_directory_gets_default_name_and_temp_beside_it(tmp_path):
     dest = plan_destination(str(tmp_path), PROC, DumpKind.MINI, overwrite=False, extension=".dmp", when=WHEN, host=HOST)
     assert dest.final == os.path.join(str(tmp_path), "My_Proc_4242_261126_070509.dmp")
     assert os.path.dirname(dest.temp) == str(tmp_path)
-    assert TEMP_RE.match(os.path.basename(dest.temp))
+    assert is_temp_name(os.path.basename(dest.temp))
     assert len(os.path.basename(dest.temp)) <= 30  # any legal final name keeps a legal temporary beside it
 
 
@@ -85,3 +85,21 @@ def test_finalize_moves_into_place(tmp_path):
     temp.write_bytes(b"data")
     finalize_all([(str(temp), str(final))], overwrite=False, host=HOST)
     assert final.read_bytes() == b"data" and not temp.exists()
+
+
+def test_a_temporary_name_is_the_prefix_16_lower_hex_digits_and_tmp_only():
+    assert is_temp_name(".dumplib-0123456789abcdef.tmp")
+    for other in (".dumplib-0123456789abcde.tmp", ".dumplib-0123456789ABCDEF.tmp", ".dumplib-0123456789abcdef.tmp\n",
+                  "x.dumplib-0123456789abcdef.tmp", ".dumplib-0123456789abcdef.tmpx", ".dumplib-", "core.json"):
+        assert not is_temp_name(other), other
+
+
+def test_a_name_keeps_the_characters_unicodedata_calls_letters_and_digits():
+    import unicodedata
+
+    from dumplib.placement import _safe_name
+
+    chars = [chr(c) for c in range(0x3400)] + ["\U0001d7d8", "\U0001f600", "\U000e0041", "\udcff"]
+    kept = [ch for ch in chars if _safe_name("a" + ch + "a") == "a" + ch + "a"]
+    expected = [ch for ch in chars if ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")]
+    assert kept == expected

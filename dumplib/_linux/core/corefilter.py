@@ -10,7 +10,10 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import enum
-from typing import Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Optional
 
 from ...errors import InvalidKind
 

@@ -10,7 +10,12 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import struct
-from typing import TYPE_CHECKING, Protocol, Dict, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Protocol, Dict, List, Optional, Sequence, Tuple
+else:
+    from ..._typing import Protocol
 
 from ..proc.maps import PAGE, Region
 from ..proc.pidfiles import Stat

@@ -16,7 +16,10 @@ assert sys.platform.startswith("linux")
 
 import bisect
 import re
-from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..._bounded import blocking
 from ...kinds import DumpKind

@@ -14,7 +14,10 @@ assert sys.platform.startswith("linux")
 
 import errno
 import os
-from typing import List, Optional, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 from ...errors import AccessDenied, DumpError, DumpFailed, ProcessNotFound, TargetRefused
 from .pidfiles import read_small_text, read_status, thread_states, tids_or_none

@@ -14,7 +14,10 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import re
-from typing import FrozenSet, List
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import FrozenSet, List
 
 from ..._record import field, record
 

@@ -18,7 +18,12 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import os
-from typing import Dict, Hashable, List, NamedTuple, Optional
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Dict, Hashable, List, NamedTuple, Optional
+else:
+    from ..._typing import NamedTuple
 
 from ...errors import ProcessNotFound
 

@@ -31,7 +31,12 @@ assert sys.platform.startswith("linux")
 
 import contextlib
 import contextvars
-from typing import Iterator, Optional, Protocol, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Iterator, Optional, Protocol, Tuple
+else:
+    from ..._typing import Protocol
 
 
 class Hand(Protocol):

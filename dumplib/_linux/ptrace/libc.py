@@ -15,7 +15,10 @@ assert sys.platform.startswith("linux")
 
 import ctypes
 import os
-from typing import Callable, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Sequence, Tuple
 
 # The libc this interpreter already runs on: no search (find_library forks `ldconfig -p`).
 _libc = ctypes.CDLL(None, use_errno=True)

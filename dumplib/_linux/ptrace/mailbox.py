@@ -20,7 +20,12 @@ assert sys.platform.startswith("linux")
 
 import threading
 import time
-from typing import Callable, Generic, List, Optional, TypeVar
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Generic, List, Optional, TypeVar
+else:
+    from ..._typing import Generic, TypeVar
 
 T = TypeVar("T")
 

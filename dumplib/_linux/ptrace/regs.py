@@ -14,7 +14,10 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import ctypes
-from typing import Optional, Tuple
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 from ..proc.pidfiles import read_status
 from . import libc

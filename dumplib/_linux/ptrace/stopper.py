@@ -20,13 +20,18 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import os
-import signal
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Protocol, Set, TypeVar, runtime_checkable
+
+TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Protocol, Set, TypeVar, runtime_checkable
+else:
+    from ..._typing import Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
+from ..._accel import signal  # _signal: signal's functions, without its enums' start-up
 from ...errors import DumpFailed, ProcessNotFound
 from ..proc.errors import permission_error, unstoppable_refusal
 from ..proc.pidfiles import list_tids, parent_of, thread_state
