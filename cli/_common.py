@@ -73,7 +73,7 @@ class Exit(SystemExit):
 
 #: The exit code of a command whose reader went away (`dumplib ps | head`): as a shell reports a
 #: command SIGPIPE ended (Python ignores SIGPIPE, so the write fails with EPIPE instead).
-EXIT_SIGPIPE = EXIT_SIGNALLED + signal.SIGPIPE  # 141
+EXIT_SIGPIPE = EXIT_SIGNALLED + 13  # SIGPIPE is 13 on Linux (Windows has none; the code is the same there)
 
 
 def echo(message: str = "", err: bool = False) -> None:
