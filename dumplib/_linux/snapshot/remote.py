@@ -149,7 +149,13 @@ class RemoteStoppedProcess:
 
     # -- the pipe -------------------------------------------------------------------------------------
     def _spawn(self) -> None:
-        commands_r, commands_w = os.pipe()
+        # Orders go over a socket, sent with MSG_NOSIGNAL: to a helper that died, a write() on a pipe
+        # raises SIGPIPE, which kills a host that set it to SIG_DFL (Python ignores it; an embedding
+        # program may not). The send fails with EPIPE instead, told as the helper's end (_send).
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -162,7 +168,7 @@ class RemoteStoppedProcess:
         finally:
             os.close(commands_r)
             os.close(answers_w)
-        self._commands = os.fdopen(commands_w, "wb")
+        self._commands = ours
         self._answers = os.fdopen(answers_r, "rb")
 
     def _ask(self, message: Tuple[object, ...]) -> Any:
@@ -178,8 +184,12 @@ class RemoteStoppedProcess:
         return value
 
     def _send(self, message: Tuple[object, ...]) -> None:
-        pickle.dump(message, self._commands)
-        self._commands.flush()
+        import socket  # imported by _spawn already
+
+        try:
+            self._commands.sendall(pickle.dumps(message), socket.MSG_NOSIGNAL)
+        except OSError:  # EPIPE, ECONNRESET: the helper is gone
+            raise DumpFailed(f"the tracer process of process {self.pid} ended unexpectedly", pid=self.pid) from None
 
     def _receive(self, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
