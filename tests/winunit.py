@@ -80,11 +80,14 @@ class UnitRun:
         return self
 
     def stop(self) -> None:
-        """Ends the run under way, if any (the session ended before its test ran)."""
+        """Ends the run under way, if any, and the wineserver it started (the session ended before its
+        test ran: the rig's own teardown, which stops the server too, may never have come)."""
         with self._lock:
             self._stopped = True
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
+        if self.rig is not None:
+            self.rig.stop_server()
 
     def _run(self, rig: Optional[Rig]) -> None:
         try:

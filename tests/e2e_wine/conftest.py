@@ -31,7 +31,7 @@ item.nodeid.endswith(UNIT_RUN_TEST) for item in session.items):
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    _unit_run.stop()  # a session cut short (-x, Ctrl-C) leaves no Windows pytest running
+    _unit_run.stop()  # a session cut short (-x, Ctrl-C) leaves no Windows pytest or wineserver running
 
 
 @pytest.fixture(scope="session")
