@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -98,9 +99,23 @@ class Shape:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def answer(self) -> str:
+    def answer(self, timeout: float = 60.0) -> str:
+        """The target's next line (one per command, so nothing is left buffered past it); none within
+        *timeout* fails (its main thread stopped, or is still stuck) instead of hanging the test."""
         assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"no answer from the target within {timeout:g} s (main thread in state {self.state(self.pid)})"
         return self.proc.stdout.readline().strip()
+
+    def end_vfork(self) -> None:
+        """Wakes the main thread stuck in vfork now, not when its child's sleep ends: the child is killed,
+        and the parent returns from vfork as it would had the child exited (the test then waits seconds,
+        not the sleep that outlasted every bound it checked)."""
+        assert self.state(self.pid) == "D", "the main thread is no longer stuck in vfork"
+        with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+        assert len(children) == 1, children  # the vfork child, and nothing else
+        os.kill(children[0], signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -179,6 +194,7 @@ def test_a_thread_that_cannot_stop_is_refused_by_name_and_state_and_the_others_l
         t.assert_running_and_free()
         assert not (tmp_path / "x.core").exists() and leftovers(tmp_path) == []
         # The stuck thread wakes later, and runs on instead of stopping for a tracer that left.
+        t.end_vfork()
         assert t.answer() == "vforked"
         t.assert_running_and_free()
         assert t.state(t.pid) in "RS"
@@ -219,6 +235,7 @@ def test_a_callers_alarm_that_raises_leaves_no_thread_attached(pause_exe, tmp_pa
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         t.assert_running_and_free()
+        t.end_vfork()
         assert t.answer() == "vforked"
         t.assert_running_and_free()
         assert leftovers(tmp_path) == []

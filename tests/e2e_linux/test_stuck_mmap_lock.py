@@ -157,6 +157,7 @@ class Rig:
     def __init__(self, mount: StallingMount, target: Target) -> None:
         self.mount, self.t = mount, target
         self.holder: Optional["subprocess.Popen[bytes]"] = None
+        self.sentinel: Optional[threading.Thread] = None
 
     def hold(self) -> None:
         """Another process reads a page of the target's FUSE mapping that is not resident: it waits on the
@@ -170,15 +171,22 @@ class Rig:
         assert any("held read" in ln for ln in self.mount.lines()), self.mount.lines()
 
     def stuck(self) -> bool:
-        """Whether a read of the target's command line (it takes the mmap lock) hangs."""
-        done, _ = within(lambda: Path(f"/proc/{self.t.pid}/cmdline").read_bytes(), 2)
-        return not done
+        """Whether a read of the target's command line (it takes the mmap lock) hangs. The first read seen
+        hanging for 2 s is kept waiting (the sentinel): while it still waits, the lock has not been free
+        since it queued, and any later read would wait too, so it answers at once, for the whole span."""
+        if self.sentinel is None or not self.sentinel.is_alive():
+            probe = threading.Thread(target=Path(f"/proc/{self.t.pid}/cmdline").read_bytes, daemon=True)
+            probe.start()
+            probe.join(2)
+            self.sentinel = probe
+        return self.sentinel.is_alive()
 
     def wait_stuck(self) -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.stuck():
+        while not self.stuck():
+            assert time.monotonic() < deadline, ("the test could not make the target's mmap lock stick: "
+                                                 + "\n".join(self.mount.lines()))
             time.sleep(0.05)
-        assert self.stuck(), "the test could not make the target's mmap lock stick: " + "\n".join(self.mount.lines())
 
     def release(self) -> None:
         self.mount.release()

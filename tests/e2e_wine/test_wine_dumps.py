@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from dumplib.kinds import DumpKind
 from dumplib._windows.masks import windows_mask
 from helpers import leftovers, tmpfs
 from winhelpers import api_call, cli, parse_independently, windows_path
-from winrig import Rig
+from winunit import UNIT, Ran, UnitRun
 
 pytestmark = pytest.mark.wine
 
@@ -284,49 +283,36 @@ def test_ps_lists_the_target_with_memory(rig, target):
     assert row["name"].lower() == "python.exe" and row["rss_bytes"] > 1 << 20 and row["private_bytes"] > 1 << 20
 
 
-#: Seconds one Windows test file may take inside Wine (test_windows_watch.py, the slowest, takes ~2 min
-#: at load 5 and a full dump of its targets up to 100 s at load 12 on a 2-CPU machine): a file that
-#: hangs fails here, named, instead of the whole run timing out.
-WINDOWS_FILE_BOUND = 900
-#: Seconds the other unit tests, in one interpreter, may take (~1 min).
-REST_BOUND = 600
-
-
-def _pytest_inside_wine(rig: Rig, args: list, bound: float) -> str:
-    """Run pytest in the Windows interpreter; its output, once it passed with only "real Windows only" skips."""
-    try:
-        done = rig.run_python(["-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-rs"], timeout=bound)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        pytest.fail(f"{args[0]} ran past {bound} s inside Wine (a hang?): {out[-3000:]}")
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+def _passed_inside_wine(ran: Ran) -> str:
+    """The output of one pytest run inside Wine, once it passed with only "real Windows only" skips."""
+    if ran.returncode is None:
+        pytest.fail(f"{ran.args[0]} ran past {ran.bound} s inside Wine (a hang?): {ran.stdout[-3000:]}")
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
     # The Windows test files run here; only what Wine cannot show may skip, and it says so.
-    skips = [ln for ln in done.stdout.split("short test summary info")[-1].splitlines() if ln.startswith("SKIPPED")]
+    skips = [ln for ln in ran.stdout.split("short test summary info")[-1].splitlines() if ln.startswith("SKIPPED")]
     windows_skips = [ln for ln in skips if "test_windows_" in ln or "test_win_" in ln]
     assert all("real Windows only" in ln for ln in windows_skips), windows_skips
-    summary = done.stdout.strip().splitlines()[-1]
+    summary = ran.stdout.strip().splitlines()[-1]
     assert re.search(r"\d+ passed|\d+ skipped", summary), summary
-    return done.stdout
+    return ran.stdout
 
 
-def test_unit_tests_pass_inside_windows_python(rig: Rig):
+def test_unit_tests_pass_inside_windows_python(unit_run: UnitRun):
     """The package's unit tests, Windows binding tests included, run in the Windows interpreter: each
-    Windows test file on its own, under its own bound, then the rest in one run."""
-    unit = Path(__file__).resolve().parents[2] / "tests" / "unit"
-    files = sorted(unit.glob("test_*.py"))
-    # The tests against the recording Win32 fake (tests/winfake.py) prove call order on every OS and
-    # already ran on this one; inside Wine they would only run the same fake again.
-    fake_based = [p for p in files if "from winfake import" in p.read_text(encoding="utf-8")]
-    assert fake_based, "no test uses tests/winfake.py: the ignore list is stale"
-    windows = [p for p in files if p.name.startswith(("test_windows_", "test_win_")) and p not in fake_based]
-    assert any(p.name == "test_windows_native.py" for p in windows), windows
+    Windows test file on its own, under its own bound, then the rest in one run. The run starts once
+    collection is done, beside the Linux tests (tests/winunit.py); this checks what it printed."""
+    assert unit_run.fake_based, "no test uses tests/winfake.py: the ignore list is stale"
+    assert any(p.name == "test_windows_native.py" for p in unit_run.windows), unit_run.windows
+    *files, rest = unit_run.runs
+    assert [r.args for r in files] == [[windows_path(p)] for p in unit_run.windows], [r.args for r in unit_run.runs]
+    assert rest.args[0] == windows_path(UNIT) and sorted(rest.args[1:]) == sorted(
+        f"--ignore={windows_path(p)}" for p in unit_run.fake_based + unit_run.windows), rest.args
     passed = 0
-    for path in windows:
-        out = _pytest_inside_wine(rig, [windows_path(path)], WINDOWS_FILE_BOUND)
+    for ran in files:
+        out = _passed_inside_wine(ran)
         passed += int((re.search(r"(\d+) passed", out.strip().splitlines()[-1]) or [0, 0])[1])
     assert passed, "no Windows test file passed a test inside Wine"
-    skipped = [f"--ignore={windows_path(p)}" for p in fake_based + windows]
-    out = _pytest_inside_wine(rig, [windows_path(unit), *skipped], REST_BOUND)
+    out = _passed_inside_wine(rest)
     assert re.search(r"\d+ passed", out.strip().splitlines()[-1]), out[-2000:]
 
 
