@@ -507,7 +507,9 @@ class FileSink:
     pwrite costs a second copy plus a page-cache page and the file system's bookkeeping per page, all
     while the target is stopped (docs/benchmarks.md, "the output mapped"). What the copy does not store
     there (zero pages, pages never read) is punched out again by finish(), once the target runs, so the
-    file is what the pwrite path would have made."""
+    file is what the pwrite path would have made. A read given up on that later completes copies into
+    the mapping, never into a descriptor: release() leaves a mapping a window of which is still held
+    (mmap will not close it), so those bytes land in the pages of the file the caller has removed."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
