@@ -672,6 +672,9 @@ UNREADABLE = (errno.EFAULT, errno.EIO, errno.ENOMEM)
 
 
 class MemoryCopier:
+    #: True while reads land in a window of the mapped output (copy()): data is then kept, not written.
+    _in_place = False
+
     def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
         """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
         (zero-filling a whole CHUNK buffer cost a small dump more than its reads).
@@ -795,6 +798,7 @@ class MemoryCopier:
             place = guarded(window, base, n) if window is not None else None
             if place is not None:
                 self.buf = self.view = place
+                self._in_place = True
             try:
                 for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
                     got = self._read(chunk + off, off, length)
@@ -804,6 +808,7 @@ class MemoryCopier:
             finally:
                 if place is not None:
                     self.buf, self.view = self._own_buf, self._own_view
+                    self._in_place = False
                     place.release()
             if self.tick is not None:
                 self.tick(self.written)
@@ -921,10 +926,10 @@ class MemoryCopier:
             yield run
 
     def _pwrite(self, lo: int, hi: int, base: int) -> None:
-        if self.buf is self._own_buf:
-            self.sink.write_at(self.view[lo:hi], base + lo)
-        else:  # already in the mapped file: kept
+        if self._in_place:  # already in the mapped file: kept
             guarded(self.sink.stored, base + lo, hi - lo)
+        else:
+            self.sink.write_at(self.view[lo:hi], base + lo)
         self.written += hi - lo
 
 
