@@ -98,3 +98,38 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
     sidecar = json.loads(Path(r.path + ".json").read_text())
     real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
     assert sidecar["sha256"] == real == r.sha256
+
+
+ZEROED = r"""
+import ctypes, mmap, sys
+n = 256 << 20
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for at in range(0, n, 4096):
+    m[at] = 1  # touched: present pages (the estimate counts them)...
+    m[at] = 0  # ...all zero (the core keeps them as holes)
+m[n - 4096 : n - 4096 + 11] = b"ZEROED-LAST"
+print(ctypes.addressof(ctypes.c_char.from_buffer(m)) + n - 4096, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_no_room_for_the_estimate_falls_back_to_writing_the_sparse_core_that_fits(tmp_path):
+    """On a volume with less free space than the estimate, the reservation is refused (ext4 may have
+    allocated part of it) and the core is written instead: all holes but a page, it fits."""
+    from helpers import ext4_volume
+
+    with ext4_volume(tmp_path / "vol", "400M", leave_free=160 << 20) as vol:
+        child = subprocess.Popen([sys.executable, "-c", ZEROED], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        try:
+            last = int(child.stdout.readline())  # type: ignore[union-attr]
+            est = dumplib.estimate(child.pid, "full")
+            assert est.bytes > 256 << 20  # more than the volume has free: no reservation
+            r = dumplib.create_dump(child.pid, vol / "z.core", "full", sidecar=False, space_check=False)
+        finally:
+            child.kill()
+            child.wait()
+        st = os.stat(r.path)
+        assert st.st_blocks * 512 < 64 << 20, (st.st_size, st.st_blocks)  # sparse, as du sees it
+        assert '"ZEROED-LAST"' in gdb(sys.executable, r.path, f"x/s {last}")
+        assert sorted(p.name for p in vol.iterdir()) == ["filler", "lost+found", "z.core"]
