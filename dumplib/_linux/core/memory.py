@@ -487,9 +487,11 @@ class Prober:
                 yield block + m.start() * PAGE, block + m.end() * PAGE
 
 
-#: fallocate(2) modes; statfs(2) magic numbers of the local file systems a mapped output is used on.
+#: fallocate(2) modes; statfs(2) magic numbers of the local file systems a mapped output is used on:
+#: there blocks fallocate reserved are the ones a write into the mapping fills. Not btrfs: copy-on-write,
+#: its writes take new blocks, and a full disk would then be a SIGBUS in the copy.
 _FALLOC_KEEP_SIZE, _FALLOC_PUNCH_HOLE = 0x01, 0x02
-_MAPPABLE_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs"}
+_MAPPABLE_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x01021994: "tmpfs"}
 _MADV_POPULATE_WRITE = 23  # Linux 5.14
 #: Outputs smaller than this are written: mapping and populating one costs more than it saves.
 MAP_AT_LEAST = 64 << 20
