@@ -525,7 +525,7 @@ class FileSink:
         file system can reserve them (a local one with fallocate: no SIGBUS for want of space later);
         otherwise, or below MAP_AT_LEAST, leave the file to the pwrite path. Never raises for that."""
         size = -(-size // PAGE) * PAGE
-        if size < MAP_AT_LEAST or _fs_type(self.fd) not in _MAPPABLE_FS:
+        if size < MAP_AT_LEAST or _fs_type(self.fd) not in _MAPPABLE_FS or not _room_in_memory(size):
             return
         st = os.fstat(self.fd)
         self._key = (st.st_dev, st.st_ino)
@@ -637,6 +637,26 @@ _libc = _Libc()
 
 def _fs_type(fd: int) -> Optional[int]:
     return _libc.fs_type(fd)
+
+
+def _room_in_memory(size: int) -> bool:
+    """Whether the host and this process's cgroup have twice *size* to spare. Populating puts *size* of
+    dirty page cache in place at once, charged to this process's cgroup: where that is short, a page
+    fault of the populate could meet the cgroup's OOM killer, where a write() (the pwrite path, which
+    the kernel also throttles as it dirties pages) would fail with ENOMEM."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    if int(line.split()[1]) * 1024 < 2 * size:
+                        return False
+                    break
+    except (OSError, ValueError, IndexError):
+        return False
+    from ..snapshot.policy import cgroup_room  # only for a dump this large
+
+    room = cgroup_room(os.getpid())
+    return room is None or room[0] >= 2 * size
 
 
 class StreamSink:
