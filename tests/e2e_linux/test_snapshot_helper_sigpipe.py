@@ -49,4 +49,4 @@ def test_an_order_to_a_dead_helper_is_dumpfailed_and_never_kills_the_host(sigpip
     assert done.returncode == 0, (done.returncode, done.stderr)  # -13: SIGPIPE killed the host
     lines = done.stdout.split("\n")
     assert lines[0] == "DumpFailed True", done.stdout + done.stderr
-    assert lines[1] == "state S", done.stdout  # the target runs on, untraced
+    assert lines[1].startswith("state ") and lines[1][6:] not in ("t", "T"), done.stdout  # it runs on: let go

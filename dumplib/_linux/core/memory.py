@@ -656,7 +656,7 @@ def _room_in_memory(size: int) -> bool:
                     break
     except (OSError, ValueError, IndexError):
         return False
-    from ..snapshot.policy import cgroup_room  # only for a dump this large
+    from ..proc.cgroups import cgroup_room  # only for a dump this large
 
     room = cgroup_room(os.getpid())
     return room is None or room[0] >= 2 * size
