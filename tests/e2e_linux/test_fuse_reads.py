@@ -506,6 +506,9 @@ def test_a_page_reclaimed_before_its_read_leaves_dumplib_free_to_exit(fuse_targe
             # The read the daemon holds is our own reader child's: the refusal names it by pid.
             named = re.search(r"dumplib's own reader process (\d+) waits in a read", error["message"])
             assert named, error["message"]
+            # The very process whose read the daemon holds (its log names the requester).
+            requesters = {ln.rsplit(" from ", 1)[1] for ln in held}
+            assert requesters == {named.group(1)}, (requesters, error["message"])
             assert not (tmp_path / "r.core").exists()
             mount.release()
             unharmed(t)

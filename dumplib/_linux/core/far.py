@@ -78,23 +78,34 @@ def interpreter() -> Optional[str]:
     return None
 
 
-#: Reader children of this process with a read asked and not answered (killed or not), by pid, until
-#: answered or reaped: one stuck in a file system's read may be what holds a target's mmap lock, which a
-#: refusal then says (proc/errors.memory_map_locked). (Such a wait is not always state D: a FUSE request
-#: the daemon has taken is first waited for interruptibly.)
-_asked: "set[int]" = set()
+#: Reader children of this process with a read asked and not answered (killed or not): reader pid ->
+#: the pid whose memory it reads (from its /proc/PID/mem descriptor), until answered or reaped. One
+#: stuck in a file system's read may be what holds that process's mmap lock, which a refusal then says
+#: (proc/errors.memory_map_locked). (Such a wait is not always state D: a FUSE request the daemon has
+#: taken is first waited for interruptibly.)
+_asked: "dict[int, int]" = {}
 
 
-def stuck_readers() -> List[int]:
-    """The pids of this process's reader children that have not answered a read yet."""
-    return sorted(_asked)
+def stuck_readers(pid: int) -> List[int]:
+    """The pids of this process's reader children of *pid*'s memory that have not answered a read yet
+    (readers of other processes, a snapshot's clone among them, hold no lock of *pid*'s)."""
+    return sorted(reader for reader, of in list(_asked.items()) if of == pid)
+
+
+def _memory_of(mem: int) -> int:
+    """The pid whose memory descriptor *mem* reads (its /proc/PID/mem), or 0 if that cannot be told."""
+    try:
+        match = re.fullmatch(r"/proc/(\d+)/mem", os.readlink(f"/proc/self/fd/{mem}"))
+    except OSError:
+        return 0
+    return int(match.group(1)) if match else 0
 
 
 def _reap(proc: "subprocess.Popen[bytes]") -> None:
     try:
         proc.wait()
     finally:
-        _asked.discard(proc.pid)
+        _asked.pop(proc.pid, None)
 
 
 class FarReader:
@@ -102,6 +113,7 @@ class FarReader:
 
     def __init__(self, mem: int) -> None:
         self.mem = mem
+        self._of = _memory_of(mem)
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._req = self._resp = self._shm = -1
         self._shared: Optional[mmap.mmap] = None
@@ -133,10 +145,10 @@ class FarReader:
         assert self._shared is not None and self._proc is not None
         pid = self._proc.pid
         try:
-            _asked.add(pid)
+            _asked[pid] = self._of
             self._send(_REQUEST.pack(address, len(view)))
             count = int(_ANSWER.unpack(self._receive(_ANSWER.size, time.monotonic() + ANSWER_PATIENCE))[0])
-            _asked.discard(pid)  # answered (left in while killed unanswered: _reap takes it out)
+            _asked.pop(pid, None)  # answered (left in while killed unanswered: _reap takes it out)
         except BaseException:
             # Whatever cut the exchange short (an Abandoned worker, a signal's exception), an answer may
             # still come for this request: the next one must never take it for its own. A new child then.

@@ -91,7 +91,7 @@ def memory_map_locked(pid: int, seconds: float, *, stopped: bool = False) -> Tar
         who = f" Its thread {tid}{others} waits in the kernel{where}."
     done = ("it was let go and nothing was kept" if stopped
             else "nothing was written and it was not stopped")
-    ours = _our_stuck_readers()
+    ours = _our_stuck_readers(pid)
     if ours:
         who += (f" dumplib's own reader process{'es' if len(ours) > 1 else ''} {', '.join(map(str, ours))}"
                 f" wait{'' if len(ours) > 1 else 's'} in a read of one of its pages of a file on such a mount and"
@@ -225,8 +225,8 @@ def _has_cap_sys_ptrace() -> bool:
     return bool(int(caps, 16) & (1 << 19))
 
 
-def _our_stuck_readers() -> List[int]:
-    """Reader children of ours (core/far.py) stuck in a read: only if that module is in use at all (a
-    dump that read no page of a file on a FUSE, NFS or CIFS mount never loads it)."""
+def _our_stuck_readers(pid: int) -> List[int]:
+    """Reader children of ours (core/far.py) stuck in a read of *pid*'s memory: only if that module is in
+    use at all (a dump that read no page of a file on a FUSE, NFS or CIFS mount never loads it)."""
     far = sys.modules.get("dumplib._linux.core.far")
-    return [] if far is None else list(far.stuck_readers())
+    return [] if far is None else list(far.stuck_readers(pid))
