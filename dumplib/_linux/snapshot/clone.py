@@ -209,8 +209,12 @@ class _at_our_priority:
     on a loaded host (ten busy threads on 2 CPUs) it waited for a CPU at every step: the clone took
     0.11-0.16 s where it takes 0.04 s on a quiet one, the largest part of a snapshot's stop. This
     helper runs at the stop's priority (backend.py's STOP_NICE, inherited), so the thread that does
-    the stop's work gets it too. Raised only with CAP_SYS_NICE, never lowered; put back before the
-    target is let go, also when the call fails (the helper outlives dumplib for such put-backs)."""
+    the stop's work gets it too. Raised only where allowed (CAP_SYS_NICE, or the target's RLIMIT_NICE),
+    never lowered; put back before the target is let go, also when the call fails. Nice weighs only
+    within one autogroup (session) or cpu cgroup: against load from other sessions or services, which
+    the scheduler shares out between groups first, it changes little (and is not needed). A helper
+    killed during the call leaves the thread raised, as it leaves the injected call itself midway:
+    the helper is the one process of a snapshot that must not die (snapshot/remote.py)."""
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
