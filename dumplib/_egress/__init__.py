@@ -273,8 +273,9 @@ class Uploader:
         self.store, self.key, self.part, self.in_flight = store, key, part, in_flight
         self._buf = bytearray()
         self._slots = threading.BoundedSemaphore(in_flight)
-        self._pool = concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix="dumplib-upload",
-                                                           initializer=mark_thread)
+        from .pool import DaemonPool  # daemon threads: an abandoned part never holds the exit (pool.py)
+
+        self._pool = DaemonPool(in_flight, "dumplib-upload", mark_thread)
         self._futures: List["concurrent.futures.Future[Any]"] = []
         self._index = 0
         self._sha = hashlib.sha256()
