@@ -106,6 +106,8 @@ class UnitRun:
         assert self.rig is not None
         started = time.monotonic()
         with self._lock:
+            if self._stopped:  # stop() came while the previous run ended: start no other
+                return Ran(args, bound, None, "", "stopped before it began", 0.0)
             proc = subprocess.Popen(self.rig.python_cmd(["-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-rs"]),
                                     env=self.rig.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
@@ -115,6 +117,9 @@ class UnitRun:
             code: Optional[int] = proc.returncode
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
+            try:  # bounded too: a Wine child still holding the pipes must not hold the session
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                out, err = "", "its output was not closed within 60 s of the kill"
             code = None
         return Ran(args, bound, code, out, err, time.monotonic() - started)

@@ -111,9 +111,10 @@ class Shape:
         """Wakes the main thread stuck in vfork now, not when its child's sleep ends: the child is killed,
         and the parent returns from vfork as it would had the child exited (the test then waits seconds,
         not the sleep that outlasted every bound it checked)."""
-        assert self.state(self.pid) == "D", "the main thread is no longer stuck in vfork"
         with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
             children = [int(c) for c in f.read().split()]
+        if self.state(self.pid) != "D" and not children:
+            return  # a slow run (load 10): the child's sleep already ended, and the parent with it
         assert len(children) == 1, children  # the vfork child, and nothing else
         os.kill(children[0], signal.SIGKILL)
 
