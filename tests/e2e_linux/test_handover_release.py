@@ -161,8 +161,10 @@ def held_until_handler(handler: Handler, seen: Dict[str, bool], key: str, then: 
     return wait
 
 
-def hand_over_once(pid: int, take: Callable[[], dumplib.DumpResult]) -> Dict[str, Any]:
-    """Watch *pid* for SIGUSR1 with the signal watcher itself, send it, run *take* in the hand-over."""
+def hand_over_once(pid: int, take: Callable[[], dumplib.DumpResult],
+                   watcher_box: Optional[List[SignalWatcher]] = None) -> Dict[str, Any]:
+    """Watch *pid* for SIGUSR1 with the signal watcher itself, send it, run *take* in the hand-over.
+    got["took"]: from the signal to the hand-over's end; *watcher_box* receives the watcher."""
     got: Dict[str, Any] = {}
 
     def fire(_pid: int, firing: Any, hand_over: Any) -> None:
@@ -174,13 +176,17 @@ def hand_over_once(pid: int, take: Callable[[], dumplib.DumpResult]) -> Dict[str
             got["error"] = exc
 
     watcher = SignalWatcher(pid, [dumplib.SignalReceived("USR1")], fire)
+    if watcher_box is not None:
+        watcher_box.append(watcher)
     watcher.start()
     try:
+        started = time.monotonic()
         os.kill(pid, signal.SIGUSR1)
         deadline = time.monotonic() + 300
         while not got and time.monotonic() < deadline:
             time.sleep(0.01)
         assert got, "the hand-over never ended"
+        got["took"] = time.monotonic() - started
         time.sleep(0.3)  # a second delivery (the watcher's own copy) would come now
     finally:
         watcher.stop()

@@ -22,7 +22,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -31,37 +31,10 @@ from dumplib._linux import backend
 from dumplib._linux.signalwatch import AGAIN_PATIENCE, SignalWatcher
 from linuxrig import gdb
 from test_dies_mid_dump import every_thread_exited
-from test_handover_release import HANDLER_PATIENCE, Handler, as_sent_by_us, release_exe, release_target  # noqa: F401
+from test_handover_release import (HANDLER_PATIENCE, Handler, as_sent_by_us, hand_over_once, release_exe,  # noqa: F401
+                                  release_target)
 
 pytestmark = pytest.mark.linux
-
-
-def hand_over_once(pid: int, take: Callable[[], dumplib.DumpResult], watcher_box: List[SignalWatcher]) -> Dict[str, Any]:
-    """test_handover_release.hand_over_once, with the watcher shown to the test (*watcher_box*)."""
-    got: Dict[str, Any] = {}
-
-    def fire(_pid: int, firing: Any, hand_over: Any) -> None:
-        if got:
-            return
-        try:
-            got["result"] = hand_over(take)
-        except dumplib.DumpError as exc:
-            got["error"] = exc
-
-    watcher = SignalWatcher(pid, [dumplib.SignalReceived("USR1")], fire)
-    watcher_box.append(watcher)
-    watcher.start()
-    try:
-        started = time.monotonic()
-        os.kill(pid, signal.SIGUSR1)
-        deadline = time.monotonic() + 300
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert got, "the hand-over never ended"
-        got["took"] = time.monotonic() - started
-    finally:
-        watcher.stop()
-    return got
 
 
 def kill(pid: int) -> None:
