@@ -32,6 +32,7 @@ import os
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -115,7 +116,9 @@ class FarReader:
         self.mem = mem
         self._of = _memory_of(mem)
         self._proc: Optional["subprocess.Popen[bytes]"] = None
-        self._req = self._resp = self._shm = -1
+        self._resp = self._shm = -1
+        #: Our end of the request socket (module docstring: requests are sent with MSG_NOSIGNAL).
+        self._requests: Optional[socket.socket] = None
         self._shared: Optional[mmap.mmap] = None
         #: Why the child could not be started (told again at once: not retried page by page).
         self._broken: Optional[DumpFailed] = None
@@ -163,10 +166,13 @@ class FarReader:
         """Kill the child (it may be waiting on a file system: it ends when that read returns) and
         close the pipes. Not waited for: its exit status is collected by subprocess later, or by init."""
         proc, self._proc = self._proc, None
-        for fd in (self._req, self._resp, self._shm):
+        for fd in (self._resp, self._shm):
             if fd >= 0:
                 os.close(fd)
-        self._req = self._resp = self._shm = -1
+        self._resp = self._shm = -1
+        if self._requests is not None:
+            self._requests.close()
+            self._requests = None
         if self._shared is not None:
             self._shared.close()
             self._shared = None
@@ -194,11 +200,9 @@ class FarReader:
             # Requests go over a socket, sent with MSG_NOSIGNAL: to a dead child a write() on a pipe raises
             # SIGPIPE, which kills a host that set it to SIG_DFL (Python ignores it; an embedding program,
             # or a CLI that restores it for `| head`, may not). The send then fails with EPIPE instead.
-            import socket
-
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            req_r, req_w = theirs.detach(), ours.detach()
-            ends += [req_r, req_w]
+            self._requests, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            req_r = theirs.detach()
+            ends.append(req_r)
             resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
             ends += [resp_r, resp_w]
             self._proc = subprocess.Popen(
@@ -222,25 +226,15 @@ class FarReader:
             raise
         os.close(req_r)
         os.close(resp_w)
-        self._req, self._resp = req_w, resp_r
+        self._resp = resp_r
 
     def _send(self, data: bytes) -> None:
-        import socket  # already imported by _start
-
-        # A socket object around our descriptor for send()'s flags, detached again whatever happens:
-        # closing it would close a descriptor close() closes too.
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=self._req)
-        view = memoryview(data)
+        assert self._requests is not None
         try:
-            while view:
-                view = view[sock.send(view, socket.MSG_NOSIGNAL):]
+            self._requests.sendall(data, socket.MSG_NOSIGNAL)
         except OSError:  # the child is gone (killed): no answer will come
-            sock.detach()
             self.close()
             raise OSError(errno.ECHILD, "the reader process of this copy ended") from None
-        finally:
-            if sock.fileno() >= 0:
-                sock.detach()
 
     def _receive(self, n: int, deadline: float) -> bytes:
         buf = bytearray(n)
