@@ -25,6 +25,7 @@ assert sys.platform.startswith("linux")
 import os
 import pickle
 import select
+import socket
 import subprocess
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -152,8 +153,6 @@ class RemoteStoppedProcess:
         # Orders go over a socket, sent with MSG_NOSIGNAL: to a helper that died, a write() on a pipe
         # raises SIGPIPE, which kills a host that set it to SIG_DFL (Python ignores it; an embedding
         # program may not). The send fails with EPIPE instead, told as the helper's end (_send).
-        import socket
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
@@ -184,8 +183,6 @@ class RemoteStoppedProcess:
         return value
 
     def _send(self, message: Tuple[object, ...]) -> None:
-        import socket  # imported by _spawn already
-
         try:
             self._commands.sendall(pickle.dumps(message), socket.MSG_NOSIGNAL)
         except OSError:  # EPIPE, ECONNRESET: the helper is gone
