@@ -40,6 +40,7 @@ from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, 
 from ..formats import linkmap
 from .core import notes, selection
 from .host import LinuxHost, create_exclusive
+from .priority import raised
 from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, on_remote_file_systems,
                           remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
@@ -335,7 +336,7 @@ class LinuxSession(Session):
             held = event.held if event is not None else None
             with _STOP_TURNS.taking(pid, tick) as turn:
                 self._check_same()  # the wait for the turn may have been long: still the process opened?
-                with _urgent() as urgent, \
+                with raised(threading.get_native_id(), STOP_NICE) as urgent, \
                         (_holding(held, options.max_pause) if held is not None
                          else _stopper(options.snapshot)(pid, max_pause=options.max_pause)) as stopped:
                     self._check_same()  # the threads just stopped belong to the process that was checked
@@ -545,34 +546,6 @@ def _notes(pid: int, threads: Sequence[ThreadState], regions: Sequence[maps.Regi
 #: copy ran 0.6 s of CPU in 7 s). -10 outweighs ~9 busy nice-0 threads without taking the machine;
 #: raised only with CAP_SYS_NICE (root), never lowered, and put back once the target runs again.
 STOP_NICE = -10
-
-
-class _urgent:
-    """Raise this thread's priority to STOP_NICE for the block (where allowed), then put it back."""
-
-    def __enter__(self) -> "_urgent":
-        self.tid = threading.get_native_id()
-        self.before: Optional[int] = None
-        try:
-            current = os.getpriority(os.PRIO_PROCESS, self.tid)  # Linux: a tid names one thread
-            if current > STOP_NICE:
-                os.setpriority(os.PRIO_PROCESS, self.tid, STOP_NICE)
-                self.before = current
-        except OSError:  # EPERM without CAP_SYS_NICE: the stop runs at the caller's priority
-            pass
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-    def restore(self) -> None:
-        """Back to the priority before (idempotent)."""
-        before, self.before = self.before, None
-        if before is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, self.tid, before)
-            except OSError:
-                pass
 
 
 def _stopper(snapshot: SnapshotMode) -> Callable[..., Stopper]:

@@ -26,6 +26,7 @@ from ...errors import ProcessNotFound
 from ..proc.pidfiles import pid_in_namespace_of, private_bytes, read_status, thread_state
 from ..ptrace import libc
 from ..ptrace.regs import USER_REGS_SIZE, ThreadState
+from ..priority import raised
 from ..ptrace.stopper import StoppedProcess, reap
 from . import inject, seccomp
 from .policy import find_syscall, reap_in
@@ -82,7 +83,14 @@ class SnapshotStopper(StoppedProcess):
 
         # clone() copies the page tables: about 0.01 s per GiB resident here; allow ten times that.
         rss_gib = int(read_status(self.pid).get("VmRSS", "0 kB").split()[0] or 0) / (1 << 20)
-        with _at_our_priority(state.tid):
+        # The clone() runs in the target's thread, at the target's priority: copying the page tables of
+        # 2 GiB is ~35 ms of CPU, and each ptrace step around the call wakes that thread. At nice 0 on a
+        # loaded host (ten busy threads in its session on 2 CPUs) it waited for a CPU at every step: the
+        # clone took 0.11-0.16 s where it takes 0.04 s on a quiet one. So the thread runs at this
+        # helper's priority (the stop's, backend.py's STOP_NICE, inherited) for the call, and gets its
+        # own back before the target is let go, also when the call fails. A helper killed during the call
+        # leaves it raised, as it leaves the injected call itself midway: the helper must not die.
+        with raised(state.tid, os.getpriority(os.PRIO_PROCESS, 0)):
             result = injector.call(libc.SYS_CLONE, *inject.CLONE_ARGS, on_clone=hold,
                                    timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
         self._snapshot_local_pid = max(result, 0)
@@ -198,46 +206,6 @@ class SnapshotStopper(StoppedProcess):
                 self.reap_pause = time.monotonic() - started
         if why:
             self.snapshot_warnings.append(why)
-
-
-class _at_our_priority:
-    """For the block, thread *tid* of the target runs at this process's nice value where that is the
-    higher priority, then gets its own back.
-
-    The injected clone() runs in the target's thread, at the target's priority: copying the page
-    tables of 2 GiB is ~35 ms of CPU, and each ptrace step around the call wakes that thread. At nice 0
-    on a loaded host (ten busy threads on 2 CPUs) it waited for a CPU at every step: the clone took
-    0.11-0.16 s where it takes 0.04 s on a quiet one, the largest part of a snapshot's stop. This
-    helper runs at the stop's priority (backend.py's STOP_NICE, inherited), so the thread that does
-    the stop's work gets it too. Raised only where allowed (CAP_SYS_NICE, or the target's RLIMIT_NICE),
-    never lowered; put back before the target is let go, also when the call fails. Nice weighs only
-    within one autogroup (session) or cpu cgroup: against load from other sessions or services, which
-    the scheduler shares out between groups first, it changes little (and is not needed). A helper
-    killed during the call leaves the thread raised, as it leaves the injected call itself midway:
-    the helper is the one process of a snapshot that must not die (snapshot/remote.py)."""
-
-    def __init__(self, tid: int) -> None:
-        self.tid = tid
-        self.before: Optional[int] = None
-
-    def __enter__(self) -> "_at_our_priority":
-        try:
-            ours = os.getpriority(os.PRIO_PROCESS, 0)
-            theirs = os.getpriority(os.PRIO_PROCESS, self.tid)  # Linux: a tid names one thread
-            if theirs > ours:
-                os.setpriority(os.PRIO_PROCESS, self.tid, ours)
-                self.before = theirs
-        except OSError:  # EPERM without CAP_SYS_NICE, ESRCH for a thread killed meanwhile
-            pass
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        before, self.before = self.before, None
-        if before is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, self.tid, before)
-            except OSError:  # the thread is gone (the target was killed): nothing left to put back
-                pass
 
 
 #: Threads whose registers the reaping stop reads: reap_in gives up after three failed tries.
