@@ -140,7 +140,8 @@ def test_first_chance_access_violation_is_dumped_and_the_target_runs_on(rig: Rig
     fired = fired_events[0]
     assert fired["value"] == 0xC0000005
     assert f"on thread {answer['tid']}" in str(fired["message"]) and "first chance" in str(fired["message"])
-    dumped = next(e for e in events if e["event"] == "dumped")
+    dumped = next((e for e in events if e["event"] == "dumped"), None)
+    assert dumped is not None, events  # a "failed" or "refused" event says why
     dump = Path(outdir) / Path(str(dumped["result"]["path"]).replace("\\", "/")).name  # type: ignore[index]
     mf = parse_independently(dump, tmp_path)
     assert answer["tid"] in [t.ThreadId for t in mf.threads.threads]
@@ -305,7 +306,8 @@ def test_launch_watches_from_the_first_instruction_so_a_start_up_fault_is_dumped
             watcher.wait()
     fired = [e for e in events if e["event"] == "fired"]
     assert len(fired) == 1 and fired[0]["value"] == 0xC0000005, events
-    dumped = next(e for e in events if e["event"] == "dumped")
+    dumped = next((e for e in events if e["event"] == "dumped"), None)
+    assert dumped is not None, events  # a "failed" or "refused" event says why
     dump = Path(outdir) / Path(str(dumped["result"]["path"]).replace("\\", "/")).name  # type: ignore[index]
     mf = parse_independently(dump, tmp_path)
     assert int(mf.exception.exception_records[0].ExceptionRecord.ExceptionCode_raw) == 0xC0000005
