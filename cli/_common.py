@@ -75,21 +75,52 @@ class Exit(SystemExit):
 #: command SIGPIPE ended (Python ignores SIGPIPE, so the write fails with EPIPE instead).
 EXIT_SIGPIPE = EXIT_SIGNALLED + 13  # SIGPIPE is 13 on Linux (Windows has none; the code is the same there)
 
+#: The exit code of a command whose standard output cannot be written (full disk, I/O error, closed):
+#: sysexits.h's EX_IOERR, since 1 already means a dumplib bug.
+EXIT_OUTPUT = 74
+
 
 def echo(message: str = "", err: bool = False) -> None:
     """One line to stdout (or stderr), flushed: what typer.echo does for our plain-text output.
 
-    A reader gone (a closed pipe) ends the command with EXIT_SIGPIPE and no traceback; the stream is
-    pointed at /dev/null first, so the interpreter's own flush at exit finds nothing left to write."""
+    A reader gone (a closed pipe) ends the command with EXIT_SIGPIPE and no traceback; a stdout that
+    cannot take the line (a full disk, /dev/full, an I/O error, a descriptor closed at start) ends it
+    with EXIT_OUTPUT, said on stderr. Either way the stream is pointed at /dev/null first, so the
+    interpreter's own flush at exit finds nothing left to write; what was done stays done. A stderr
+    that cannot take a line is given up on quietly: the command's own exit code still says what
+    happened, and there is nowhere left to say more."""
     stream = sys.stderr if err else sys.stdout
     try:
+        if stream is None:  # started with the descriptor closed (`>&-`): Python has no stream for it
+            raise OSError(f"{'stderr' if err else 'stdout'} was closed when dumplib started")
         stream.write(message + "\n")
         stream.flush()
     except BrokenPipeError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, stream.fileno())
-        os.close(null)
+        _to_null(stream)
         raise Exit(EXIT_SIGPIPE) from None
+    except OSError as exc:
+        _to_null(stream)
+        if err:
+            return
+        try:
+            if sys.stderr is not None:
+                sys.stderr.write(f"dumplib: error: cannot write to standard output ({exc.strerror or exc});"
+                                 " what was done before stays done\n")
+                sys.stderr.flush()
+        except OSError:
+            _to_null(sys.stderr)
+        raise Exit(EXIT_OUTPUT) from None
+
+
+def _to_null(stream: Any) -> None:
+    """Point *stream*'s descriptor at /dev/null: what it still buffers is then flushed there at exit."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # no stream, or no descriptor: nothing will be flushed
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def error_json(kind: str, message: str, code: Optional[int], facts: Optional[Dict[str, Any]] = None) -> str:

@@ -131,6 +131,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     Called without *argv* (the console script, ``python -m dumplib_cli``), a quick command ends the
     process as soon as it is done (see _leave); given *argv* (tests, a program), it returns."""
+    if argv is None:
+        _hold_standard_descriptors()
     args = bare_flags(sys.argv[1:] if argv is None else list(argv))
     func = quick_command(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
@@ -151,6 +153,25 @@ def main(argv: Optional[List[str]] = None) -> None:
         func(**kwargs)
 
 
+def _hold_standard_descriptors() -> None:
+    """Descriptors 0, 1 and 2 closed when the command started (`2>&-`) are opened on /dev/null.
+
+    Otherwise the first file dumplib opens, the dump's temporary, takes the number, and whatever is
+    written to "stderr" (the interpreter's own last words, a child's) lands in the dump. A closed
+    stdout stays closed to Python (sys.stdout None): a line for it still fails, with EXIT_OUTPUT; a
+    closed stderr becomes /dev/null's, where the command's diagnostics then go unread."""
+    for fd in (0, 1, 2):  # in order: the lowest free number is then fd itself
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (the process's stderr for its life)
+
+
 def _leave(code: int) -> None:
     """End the process now with *code*, skipping the interpreter's teardown, when nothing is left to it.
 
@@ -166,8 +187,9 @@ def _leave(code: int) -> None:
     if atexit._ncallbacks() or alive:
         raise SystemExit(code)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: a descriptor closed when the command started (`>&-`)
+                stream.flush()
     except (OSError, ValueError):  # a closed or broken pipe: the ordinary exit reports it as it would
         raise SystemExit(code) from None
     os._exit(code)

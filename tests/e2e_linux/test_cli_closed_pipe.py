@@ -1,6 +1,8 @@
 """A listing read by a reader that leaves early (`dumplib ps | head -1`) ends the command quietly with
 exit code 141, as a shell reports a command SIGPIPE ended: no traceback on stderr. Real pipe, real
-reader closing it, real process table (made long enough that the output outgrows the pipe's buffer)."""
+reader closing it, real process table (made long enough that the output outgrows the pipe's buffer).
+A stdout that cannot take a line (/dev/full, closed) ends it with 74, said on stderr; descriptors
+closed at start are held on /dev/null."""
 from __future__ import annotations
 
 import os
@@ -35,3 +37,60 @@ def test_ps_into_a_pipe_closed_after_one_line_exits_141_without_a_traceback(tmp_
         for s in sleepers:
             s.kill()
             s.wait()
+
+
+def _cli(*args: str, redirect: str, timeout: float = 120) -> "subprocess.CompletedProcess[bytes]":
+    """The real command under `sh -c '... REDIRECT'`: the shell closes or redirects its descriptors."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
+    return subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "dumplib_cli", *args],
+                          capture_output=True, env=env, timeout=timeout)
+
+
+def test_ps_onto_a_full_device_exits_74_saying_so_without_a_traceback():
+    done = _cli("ps", redirect="> /dev/full")
+    assert done.returncode == 74, done
+    assert b"cannot write to standard output (No space left on device)" in done.stderr, done.stderr
+    assert b"Traceback" not in done.stderr, done.stderr
+
+
+def test_ps_with_stdout_closed_exits_74_without_a_traceback():
+    done = _cli("ps", redirect=">&-")
+    assert done.returncode == 74, done
+    assert b"Traceback" not in done.stderr and b"closed" in done.stderr, done.stderr
+
+
+def test_a_dump_whose_result_line_cannot_be_printed_is_kept_whole_beside_its_sidecar(ctarget, tmp_path):
+    out = tmp_path / "kept.core"
+    done = _cli("dump", str(ctarget.pid), str(out), redirect="> /dev/full")
+    assert done.returncode == 74, done
+    assert b"Traceback" not in done.stderr, done.stderr
+    # Whole: the kernel's ELF reader's view (readelf) of a core, and the sidecar's hash of these bytes.
+    head = subprocess.run(["readelf", "-h", "-l", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "CORE (Core file)" in head and "LOAD" in head
+    import hashlib
+    import json
+    assert json.loads((tmp_path / "kept.core.json").read_text())["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_an_error_with_stderr_closed_still_exits_with_its_own_code(tmp_path):
+    done = _cli("dump", "999999999", str(tmp_path / "none.core"), redirect="2>&-")
+    assert done.returncode == 3, done  # ProcessNotFound's row in README, not an internal error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_standard_descriptor_closed_at_start_is_held_on_dev_null_not_given_to_a_file(ctarget, tmp_path):
+    # With fd 2 closed, the first file opened would take number 2, and anything written to "stderr"
+    # would land in it. A watch stays up long enough for its descriptors to be read from /proc.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
+    watcher = subprocess.Popen(["sh", "-c", 'exec "$@" 0<&- 2>&-', "sh", sys.executable, "-m", "dumplib_cli", "watch",
+                                str(ctarget.pid), str(tmp_path), "--memory", "1T", "--timeout", "60", "--json"],
+                               stdout=subprocess.PIPE, env=env)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # the "watching" event: the watch is set up, its files open
+        assert b'"watching"' in first, first
+        for fd in (0, 2):
+            assert os.readlink(f"/proc/{watcher.pid}/fd/{fd}") == "/dev/null", fd
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=60)
