@@ -250,9 +250,13 @@ def test_memory_trigger_on_a_windows_target_reads_its_commit_charge(rig: Rig, fa
 
 def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig: Rig, faulter, outdir: Path) -> None:
     """Wine's GetProcessTimes never advances, so the watcher reads CPU time from the system's process
-    table (NtQuerySystemInformation), which does, and is the same figure on Windows."""
+    table (NtQuerySystemInformation), which does, and is the same figure on Windows.
+
+    The threshold is 10% of one core: the burning thread gets about 2/11 of a core on two CPUs at load
+    10 (26% was seen at load 10-14 against the 30% this test once asked), and the idle target, blocked
+    on stdin, none."""
     target, target_lines, pid = faulter
-    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--cpu", "30",
+    watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--cpu", "10",
                                 "--per-cpu", "--seconds", "1", "--sample-every", "0.3", "--timeout", "120", "--json"])
     events_from = Lines(watcher)
     try:
@@ -277,8 +281,8 @@ def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig:
     assert len(fired) == 1 and [e for e in events if e["event"] == "dumped"]
     value = float(fired[0]["value"])  # type: ignore[arg-type]
     own = 100.0 * burned["cpu"] / burned["wall"]  # the target's own reckoning, from GetThreadTimes
-    assert own >= 30, burned  # the machine let it burn (else the test proves nothing)
-    assert 30 <= value <= 130 and abs(value - own) <= 50, (value, own)
+    assert own >= 10, burned  # the machine let it burn (else the test proves nothing)
+    assert 10 <= value <= 130 and abs(value - own) <= 50, (value, own)
     fired_after = float(fired[0]["at"]) - started  # type: ignore[arg-type]
     print(f"fired at {value:.1f}% of one core, {fired_after:.2f} s into the burn; the target's own figure {own:.1f}%")
     # Held for --seconds 1, counted from the start of the sampling period that first showed it (0.3 s).
