@@ -865,7 +865,10 @@ SOLO = {
     "read": ({0}, 0, None, 0.0),                         # -ERESTARTSYS: re-entered as is
     "accept": ({43, 288}, 0, None, 0.0),
     "pause": ({34, 130, 271}, 0, (-1, 4), 0.0),          # -ERESTARTNOHAND: EINTR only once a handler ran
-    "spin": (set(), 1500, (0, 4242), 1.5),               # user mode: every register exactly as it was
+    # User mode: every register exactly as it was. It spins until SIGUSR1, sent once the dump is over: a
+    # timed spin (1.5 s) could end before a slow snapshot on a loaded machine, which then found the
+    # thread out of the loop.
+    "spin": (set(), 60000, (0, 4242), 0.3),
 }
 
 
@@ -943,6 +946,8 @@ def test_one_thread_snapshotted_in_the_middle_of_a_call_completes_it_as_the_kern
         elif call == "pause":
             time.sleep(0.1)
             os.kill(snap.pid, signal.SIGUSR1)
+        elif call == "spin":
+            os.kill(snap.pid, signal.SIGUSR1)  # the spin ends, the target reports
         rep = json.loads(read_line(snap.proc, 30))
         assert (rep["rc"], rep["errno"]) == expect, \
             f"{call} returned {rep} after the snapshot; expected rc, errno {expect}"
@@ -1149,9 +1154,12 @@ def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
 @pytest.mark.parametrize("call", ["nanosleep", "read", "spin"])
 def test_a_clone_that_fails_puts_the_thread_back_exactly(solo_exe, outdir, call):
     """A pids cgroup at its limit makes the injected clone() fail (EAGAIN): snapshot=True refuses, and the
-    thread it was tried in completes its call as if nothing had happened."""
+    thread it was tried in completes its call as if nothing had happened, at its own priority (the call
+    ran at the stop's, raised: snapshot/clone.py)."""
     numbers, ms, expect, least = SOLO[call]
     with snapshot_target(solo_exe, call, str(ms)) as snap:
+        own_nice = os.getpriority(os.PRIO_PROCESS, snap.pid)
+        assert own_nice > os.getpriority(os.PRIO_PROCESS, 0) - 10, "the call would not be raised: nothing tested"
         with pids_cgroup_v1(snap.pid):
             if call == "spin":
                 time.sleep(0.3)
@@ -1165,11 +1173,14 @@ def test_a_clone_that_fails_puts_the_thread_back_exactly(solo_exe, outdir, call)
             assert caught.value.reason == "snapshot-unavailable"
             assert "clone" in str(caught.value), caught.value  # the clone() was made, and failed
             assert_free(snap)
+            assert os.getpriority(os.PRIO_PROCESS, snap.pid) == own_nice, "the failed call left its priority raised"
             if call == "read":
                 assert snap.proc.stdin is not None
                 snap.proc.stdin.write("line-of-data\n")
                 snap.proc.stdin.flush()
                 expect = (len("line-of-data\n"), 4242)
+            elif call == "spin":
+                os.kill(snap.pid, signal.SIGUSR1)  # the spin ends, the target reports
             rep = json.loads(read_line(snap.proc, 30))
         assert (rep["rc"], rep["errno"]) == expect, f"{call} returned {rep} after a failed clone(); expected {expect}"
         assert rep["elapsed_ns"] >= least * 1e9 and rep["mask_ok"] == 1 and rep["bad"] == 0, rep
