@@ -80,36 +80,49 @@ EXIT_SIGPIPE = EXIT_SIGNALLED + 13  # SIGPIPE is 13 on Linux (Windows has none; 
 EXIT_OUTPUT = 74
 
 
+#: True when the command owns the process (the console script, `python -m dumplib_cli`): only then
+#: may a stream that failed have its descriptor pointed at /dev/null. main(argv) from a program
+#: leaves the program's descriptors alone.
+OWN_PROCESS = False
+
+
 def echo(message: str = "", err: bool = False) -> None:
     """One line to stdout (or stderr), flushed: what typer.echo does for our plain-text output.
 
-    A reader gone (a closed pipe) ends the command with EXIT_SIGPIPE and no traceback; a stdout that
-    cannot take the line (a full disk, /dev/full, an I/O error, a descriptor closed at start) ends it
-    with EXIT_OUTPUT, said on stderr. Either way the stream is pointed at /dev/null first, so the
-    interpreter's own flush at exit finds nothing left to write; what was done stays done. A stderr
-    that cannot take a line is given up on quietly: the command's own exit code still says what
-    happened, and there is nowhere left to say more."""
+    A stream that cannot take the line is output_failed's to handle: a reader gone ends the command
+    with EXIT_SIGPIPE, a stdout that cannot be written with EXIT_OUTPUT, and a stderr is given up on."""
     stream = sys.stderr if err else sys.stdout
     try:
-        if stream is None:  # started with the descriptor closed (`>&-`): Python has no stream for it
-            raise OSError(f"{'stderr' if err else 'stdout'} was closed when dumplib started")
+        if stream is None:  # a descriptor closed when the program started: Python has no stream for it
+            raise OSError(9, f"{'stderr' if err else 'stdout'} was closed when dumplib started")
         stream.write(message + "\n")
         stream.flush()
-    except BrokenPipeError:
-        _to_null(stream)
-        raise Exit(EXIT_SIGPIPE) from None
     except OSError as exc:
-        _to_null(stream)
-        if err:
-            return
-        try:
-            if sys.stderr is not None:
-                sys.stderr.write(f"dumplib: error: cannot write to standard output ({exc.strerror or exc});"
-                                 " what was done before stays done\n")
-                sys.stderr.flush()
-        except OSError:
-            _to_null(sys.stderr)
-        raise Exit(EXIT_OUTPUT) from None
+        output_failed(exc, err=err)
+
+
+def output_failed(exc: OSError, err: bool = False) -> None:
+    """What a failed write of our output means. A reader gone (EPIPE) ends the command with
+    EXIT_SIGPIPE, quietly; a stdout that cannot take it (a full disk, /dev/full, an I/O error, closed
+    at start) ends it with EXIT_OUTPUT, said on stderr; a stderr that cannot take it is given up on
+    (returns): the command's own exit code still says what happened, and there is nowhere left to say
+    more. What was done stays done. After EPIPE, in a process the command owns, the stream's
+    descriptor is pointed at /dev/null, as Python's documentation advises (signal module, "Note on
+    SIGPIPE"), so the interpreter's own flush at exit meets no second EPIPE."""
+    if isinstance(exc, BrokenPipeError):
+        if OWN_PROCESS:
+            _to_null(sys.stderr if err else sys.stdout)
+        raise Exit(EXIT_SIGPIPE) from None
+    if err:
+        return
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(f"dumplib: error: cannot write to standard output ({exc.strerror or exc});"
+                             " what was done before stays done\n")
+            sys.stderr.flush()
+    except OSError:
+        pass  # stderr cannot take it either: the exit code alone says it
+    raise Exit(EXIT_OUTPUT) from None
 
 
 def _to_null(stream: Any) -> None:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 import dumplib
 
-from ._common import EXIT_USAGE, Exit, echo, error_json
+from . import _common
+from ._common import EXIT_USAGE, Exit, echo, error_json, output_failed
 from ._fastparse import bare_flags, declarations, quick_parse, wants_json
 
 HELP = "Take process dump files safely: Windows minidumps, Linux ELF cores."
@@ -132,15 +133,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     Called without *argv* (the console script, ``python -m dumplib_cli``), a quick command ends the
     process as soon as it is done (see _leave); given *argv* (tests, a program), it returns."""
     if argv is None:
+        _common.OWN_PROCESS = True
         _hold_standard_descriptors()
     args = bare_flags(sys.argv[1:] if argv is None else list(argv))
     func = quick_command(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
     if func is None or kwargs is None:
-        if wants_json(args):
-            _typer_json_errors(args)
-        else:
-            typer_app()(args=args, prog_name="dumplib")
+        _through_typer(args)
     elif argv is None:
         try:
             func(**kwargs)
@@ -153,13 +152,60 @@ def main(argv: Optional[List[str]] = None) -> None:
         func(**kwargs)
 
 
+def _through_typer(args: List[str]) -> None:
+    """typer's path (help, --version, usage errors, the commands it parses). Its own writes to stdout
+    (click's echo, print, flushed by click before it exits) that fail end the command as echo's do
+    (output_failed), not in a traceback."""
+    try:
+        if wants_json(args):
+            _typer_json_errors(args)
+        else:
+            typer_app()(args=args, prog_name="dumplib")
+    except OSError as exc:
+        output_failed(exc)
+
+
+class _GivingUp:
+    """sys.stderr for the console script: a line it cannot take (a full disk, a closed pipe, an I/O
+    error) is dropped, output_failed's rule for stderr, so that no diagnostic, ours or typer's or a
+    traceback's, turns into another traceback or another exit code. The rest is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)  # type: ignore[no-any-return]
+        except OSError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._gone()
+
+    def _gone(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)  # what the stream still buffers goes there at exit
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _hold_standard_descriptors() -> None:
     """Descriptors 0, 1 and 2 closed when the command started (`2>&-`) are opened on /dev/null.
 
     Otherwise the first file dumplib opens, the dump's temporary, takes the number, and whatever is
     written to "stderr" (the interpreter's own last words, a child's) lands in the dump. A closed
-    stdout stays closed to Python (sys.stdout None): a line for it still fails, with EXIT_OUTPUT; a
-    closed stderr becomes /dev/null's, where the command's diagnostics then go unread."""
+    stdout gets a stream every write to which fails, so a line for it still ends the command with
+    EXIT_OUTPUT; a closed stderr becomes /dev/null's, where the command's diagnostics go unread. And
+    stderr, closed or not, gives up on a line it cannot take (_GivingUp)."""
     for fd in (0, 1, 2):  # in order: the lowest free number is then fd itself
         try:
             os.fstat(fd)
@@ -170,6 +216,30 @@ def _hold_standard_descriptors() -> None:
                 os.close(null)
     if sys.stderr is None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (the process's stderr for its life)
+    sys.stderr = _GivingUp(sys.stderr)
+    if sys.stdout is None:
+        sys.stdout = _closed_stdout()
+
+
+def _closed_stdout() -> Any:
+    """A stdout for a command started with it closed: the first line written to it fails (EBADF), so
+    the command ends with EXIT_OUTPUT whoever writes it (echo, click, print), rather than losing it;
+    what is still buffered then is dropped, so the interpreter's flush at exit has nothing to fail on."""
+    import io
+
+    class Closed(io.RawIOBase):
+        failed = False
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            if not self.failed:
+                self.failed = True
+                raise OSError(9, "stdout was closed when dumplib started")
+            return len(b)
+
+    return io.TextIOWrapper(io.BufferedWriter(Closed()), encoding="utf-8", line_buffering=True)
 
 
 def _leave(code: int) -> None:

@@ -94,3 +94,40 @@ def test_a_standard_descriptor_closed_at_start_is_held_on_dev_null_not_given_to_
     finally:
         watcher.terminate()
         watcher.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["watch", "--help"]])
+def test_what_typer_prints_meets_an_unwritable_stdout_as_every_command_does(args, redirect):
+    done = _cli(*args, redirect=redirect)
+    assert done.returncode == 74, done
+    assert b"cannot write to standard output" in done.stderr and b"Traceback" not in done.stderr, done.stderr
+
+
+def test_a_usage_error_onto_a_full_stderr_keeps_the_usage_exit_code():
+    done = _cli("ps", "--no-such-option", redirect="2>/dev/full")
+    assert done.returncode == 2, done  # the usage row: stderr's trouble is given up on, not reported as stdout's
+
+
+def test_main_called_by_a_program_leaves_the_programs_descriptors_alone():
+    # A program calling main(argv) owns its descriptors: a failed write is no reason to repoint them.
+    code = ("import os, sys\nfrom dumplib_cli.app import main\n"
+            "try:\n    main(['dump', '999999999', '/nonexistent/x.core'])\nexcept SystemExit as e:\n    code = e.code\n"
+            "os.write(3, f\"{code} {os.readlink('/proc/self/fd/2')}\".encode())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>/dev/full 3>&1', "sh", sys.executable, "-c", code],
+                          capture_output=True, env=env, timeout=120)
+    assert done.stdout.split() == [b"3", b"/dev/full"], done  # ProcessNotFound's code; fd 2 still the program's
+
+
+def test_every_standard_descriptor_closed_at_start_is_held_on_dev_null():
+    # The entry's own step, on a process started with 0, 1 and 2 closed: the kernel says where each points.
+    code = ("import os\nfrom dumplib_cli.app import _hold_standard_descriptors\n_hold_standard_descriptors()\n"
+            "first = os.open('/proc/self/status', os.O_RDONLY)\n"
+            "os.write(3, ' '.join([os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)] + [str(first)]).encode())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
+    done = subprocess.run(["sh", "-c", 'exec "$@" 3>&1 0<&- 1>&- 2>&-', "sh", sys.executable, "-c", code],
+                          capture_output=True, env=env, timeout=120)
+    held = done.stdout.split()
+    assert held[:3] == [b"/dev/null"] * 3, done
+    assert int(held[3]) > 3, done  # the first file opened takes none of their numbers
