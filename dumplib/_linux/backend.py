@@ -309,9 +309,21 @@ class LinuxSession(Session):
         self._writable()
         self._check_same()  # before the file exists: a closed session or a gone target creates nothing
         fd = create_exclusive(temp_path)
+        sink = FileSink(fd)
         try:
-            return self._write_core(plan, FileSink(fd), options, temp_path)
+            # The output sized, reserved and mapped for the copy before the target is stopped (memory.py
+            # FileSink): less kernel work while it is. Not where it already waits stopped (a watched exit,
+            # a handed-over signal: the time would be its stop), nor with a snapshot (its copy runs after
+            # the target goes on).
+            if (options.event is None and not options.snapshot and not handover.is_handed_over(plan.target.pid)
+                    and plan.estimate is not None):
+                try:
+                    sink.prepare(plan.estimate.bytes)
+                except OSError:  # the file stays as the write path wants it: its first write says what is wrong
+                    sink.release()
+            return self._write_core(plan, sink, options, temp_path)
         finally:
+            sink.release()
             os.close(fd)
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:

@@ -174,8 +174,9 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
 
 
 def create_exclusive(path: str) -> int:
-    """Create *path* for writing: exclusive, never through a symlink, owner-only."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Create *path* for writing: exclusive, never through a symlink, owner-only. Opened for reading too:
+    the core writer maps it shared and writable (core/memory.py FileSink.prepare), which needs both."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         return os.open(path, flags, 0o600)
     except OSError as exc:

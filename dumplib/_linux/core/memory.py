@@ -22,6 +22,7 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import fcntl
+import mmap
 import os
 import re
 import stat
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
+from ..._hashing import frontiers
 from ..._platform import Tick
 from ..._record import record
 from ...errors import DumpFailed
@@ -488,27 +490,176 @@ class Prober:
                 yield block + m.start() * PAGE, block + m.end() * PAGE
 
 
+#: fallocate(2) modes; statfs(2) magic numbers of the local file systems a mapped output is used on:
+#: there blocks fallocate reserved are the ones a write into the mapping fills. Not btrfs: copy-on-write,
+#: its writes take new blocks, and a full disk would then be a SIGBUS in the copy.
+_FALLOC_KEEP_SIZE, _FALLOC_PUNCH_HOLE = 0x01, 0x02
+_MAPPABLE_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x01021994: "tmpfs"}
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
+#: Outputs smaller than this are written: mapping and populating one costs more than it saves.
+MAP_AT_LEAST = 64 << 20
+
+
 class FileSink:
     """A regular file written with pwrite: what is never written stays a hole.
 
     Its writes are _bounded.guarded: a copy given up on (its read stuck on the target's mmap lock)
-    writes nothing more once its caller has gone on and closed the file."""
+    writes nothing more once its caller has gone on and closed the file.
+
+    prepare(), called before the target is stopped, sizes the file for the dump expected, reserves its
+    blocks and maps it with its page-cache pages already there; the copy then reads the target's memory
+    straight into the mapping (window()), one copy into the page cache with nothing to allocate, where a
+    pwrite costs a second copy plus a page-cache page and the file system's bookkeeping per page, all
+    while the target is stopped (docs/benchmarks.md, "the output mapped"). What the copy does not store
+    there (zero pages, pages never read) is punched out again by finish(), once the target runs, so the
+    file is what the pwrite path would have made. A read given up on that later completes copies into
+    the mapping, never into a descriptor: release() leaves a mapping a window of which is still held
+    (mmap will not close it), so those bytes land in the pages of the file the caller has removed."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._map: Optional[mmap.mmap] = None
+        self._mapped = 0  # bytes from the start of the file the mapping covers
+        self._key: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) while a frontier is published
+        self._stored: List[List[int]] = []  # [start, end) file ranges holding data inside the mapping
+
+    def prepare(self, size: int) -> None:
+        """Map the first *size* bytes (rounded up to pages) of the still empty file, populated, when the
+        file system can reserve them (a local one with fallocate: no SIGBUS for want of space later);
+        otherwise, or below MAP_AT_LEAST, leave the file to the pwrite path. Never raises for that."""
+        size = -(-size // PAGE) * PAGE
+        if size < MAP_AT_LEAST or _fs_type(self.fd) not in _MAPPABLE_FS or not _room_in_memory(size):
+            return
+        st = os.fstat(self.fd)
+        self._key = (st.st_dev, st.st_ino)
+        frontiers[self._key] = 0  # before the file has a size: a hasher must not take it for data
+        if _libc.fallocate(self.fd, 0, ctypes.c_long(0), ctypes.c_long(size)) != 0:
+            self._unprepare()  # no room for the estimate, or no fallocate: the write path, which may fit
+            return
+        try:
+            self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
+            # before 5.14) the copy would fault them in one by one, slower than writing.
+            self._map.madvise(_MADV_POPULATE_WRITE)
+        except (OSError, ValueError):
+            self._unprepare()
+            return
+        self._mapped = size
+
+    def _unprepare(self) -> None:
+        """Back to the empty file of the pwrite path: its reserved blocks freed, nothing mapped."""
+        self.release()
+        os.ftruncate(self.fd, 0)
+
+    def window(self, offset: int, length: int) -> Optional[memoryview]:
+        """The mapping of file bytes [offset, offset+length) for the copy to read into, or None (write
+        them): everything before *offset* is final from here (the copy goes in file order)."""
+        if self._map is None or offset + length > self._mapped:
+            return None
+        frontiers[self._key] = offset  # type: ignore[index]
+        return memoryview(self._map)[offset : offset + length]
+
+    def stored(self, offset: int, length: int) -> None:
+        """File bytes [offset, offset+length) of a window hold data: finish() keeps them."""
+        if self._stored and self._stored[-1][1] == offset:
+            self._stored[-1][1] = offset + length
+        else:
+            self._stored.append([offset, offset + length])
 
     def write_at(self, data: Any, offset: int) -> None:
         guarded(self._write_at, data, offset)
 
     def _write_at(self, data: Any, offset: int) -> None:
         view = memoryview(data)
+        if self._map is not None:
+            frontiers[self._key] = offset  # type: ignore[index]
+            if offset < self._mapped:
+                self.stored(offset, min(len(view), self._mapped - offset))
         while view:
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
 
     def finish(self, size: int) -> None:
-        guarded(os.ftruncate, self.fd, size)
+        guarded(self._finish, size)
+
+    def _finish(self, size: int) -> None:
+        if self._map is not None:
+            frontiers[self._key] = size  # type: ignore[index]
+            # Inside the mapping, what no window or write stored reads as zero: punched, as a hole.
+            at = 0
+            for lo, hi in self._stored + [[min(size, self._mapped), 0]]:
+                if lo > at:
+                    _libc.fallocate(self.fd, _FALLOC_PUNCH_HOLE | _FALLOC_KEEP_SIZE, ctypes.c_long(at),
+                                    ctypes.c_long(lo - at))  # refused: the bytes are zeros either way
+                at = max(at, hi)
+        os.ftruncate(self.fd, size)
+
+    def release(self) -> None:
+        """Unmap and stop publishing the frontier. A worker given up on may still hold a window: the
+        mapping then stays until it lets go (mmap refuses to close under an exported view)."""
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass
+            self._map = None
+            self._mapped = 0
+        if self._key is not None:
+            frontiers.pop(self._key, None)
+            self._key = None
+
+
+class _Libc:
+    """fallocate and fstatfs, typed (CPython has neither; os.posix_fallocate writes zeros where the
+    file system has no fallocate, which is what a reservation must not do)."""
+
+    def __init__(self) -> None:
+        self._lib: Any = None
+
+    def _load(self) -> Any:
+        if self._lib is None:
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+            lib.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+            self._lib = lib
+        return self._lib
+
+    def fallocate(self, fd: int, mode: int, offset: ctypes.c_long, length: ctypes.c_long) -> int:
+        return int(self._load().fallocate(fd, mode, offset, length))
+
+    def fs_type(self, fd: int) -> Optional[int]:
+        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86-64; f_type comes first
+        if self._load().fstatfs(fd, buf) != 0:
+            return None
+        return int(struct.unpack_from("=q", buf.raw)[0]) & 0xFFFFFFFF
+
+
+_libc = _Libc()
+
+
+def _fs_type(fd: int) -> Optional[int]:
+    return _libc.fs_type(fd)
+
+
+def _room_in_memory(size: int) -> bool:
+    """Whether the host and this process's cgroup have twice *size* to spare. Populating puts *size* of
+    dirty page cache in place at once, charged to this process's cgroup: where that is short, a page
+    fault of the populate could meet the cgroup's OOM killer, where a write() (the pwrite path, which
+    the kernel also throttles as it dirties pages) would fail with ENOMEM."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    if int(line.split()[1]) * 1024 < 2 * size:
+                        return False
+                    break
+    except (OSError, ValueError, IndexError):
+        return False
+    from ..proc.cgroups import cgroup_room  # only for a dump this large
+
+    room = cgroup_room(os.getpid())
+    return room is None or room[0] >= 2 * size
 
 
 class StreamSink:
@@ -546,6 +697,9 @@ UNREADABLE = (errno.EFAULT, errno.EIO, errno.ENOMEM)
 
 
 class MemoryCopier:
+    #: True while reads land in a window of the mapped output (copy()): data is then kept, not written.
+    _in_place = False
+
     def __init__(self, pid: int, sink: Any, tick: Optional[Tick] = None, *, total: int = CHUNK) -> None:
         """*total*: the bytes all the pieces to copy hold; no read is larger, so neither is the buffer
         (zero-filling a whole CHUNK buffer cost a small dump more than its reads).
@@ -568,8 +722,11 @@ class MemoryCopier:
             raise DumpFailed.target_exited(pid) from None
         except OSError as exc:
             raise target_error(exc, pid, "reading memory of", mid_dump=True) from None
-        self.buf = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
-        self.view = memoryview(self.buf)
+        self._own_buf: Any = bytearray(min(CHUNK, max(PAGE, -(-total // PAGE) * PAGE)))
+        self._own_view = memoryview(self._own_buf)
+        #: Where reads land: the buffer, or for a chunk of a mapped output its window (copy()).
+        self.buf: Any = self._own_buf
+        self.view = self._own_view
         self.written = 0  # bytes actually stored (zero pages and holes excluded)
         self._pagemap: Optional[int] = _open_pagemap(pid)
         #: Reads of pages a FUSE, NFS or CIFS mount may have to serve go through a child (core/far.py):
@@ -588,7 +745,7 @@ class MemoryCopier:
         if self._mem is not None:
             os.close(self._mem)
             self._mem = None
-        self.view.release()
+        self._own_view.release()
 
     def copy_pieces(self, pieces: Sequence[Piece], offsets: Sequence[int]) -> None:
         """Copy every piece to its offset. Small pieces read whole that follow each other in the
@@ -658,14 +815,26 @@ class MemoryCopier:
         *runs(address, n)* gives the (offset, length, _) parts of each chunk worth reading; the rest
         reads as zero in the process and is left a hole. None reads everything.
         """
+        window = getattr(self.sink, "window", None)
         for chunk in range(start, end, CHUNK):
             n = min(CHUNK, end - chunk)
             base = file_offset + (chunk - start)
-            for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
-                got = self._read(chunk + off, off, length)
-                if got < length:
-                    self._salvage(chunk + off + got, off + got, length - got)
-                self._write_nonzero(off, length, base)
+            # A mapped output (FileSink.prepare): read into the file's own pages, and write nothing.
+            place = guarded(window, base, n) if window is not None else None
+            if place is not None:
+                self.buf = self.view = place
+                self._in_place = True
+            try:
+                for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
+                    got = self._read(chunk + off, off, length)
+                    if got < length:
+                        self._salvage(chunk + off + got, off + got, length - got)
+                    self._write_nonzero(off, length, base)
+            finally:
+                if place is not None:
+                    self.buf, self.view = self._own_buf, self._own_view
+                    self._in_place = False
+                    place.release()
             if self.tick is not None:
                 self.tick(self.written)
 
@@ -766,7 +935,8 @@ class MemoryCopier:
             i = heads.index(_ZERO_HEAD)
             while True:
                 at = base + i * PAGE
-                if buf.startswith(ZERO_PAGE, at):
+                if (buf.startswith(ZERO_PAGE, at) if isinstance(buf, bytearray)
+                        else buf[at : at + PAGE].tobytes() == ZERO_PAGE):  # 0.6 us; == on the view: 19
                     if run is not None and run[1] == at:
                         run = (run[0], at + PAGE)
                     else:
@@ -781,7 +951,10 @@ class MemoryCopier:
             yield run
 
     def _pwrite(self, lo: int, hi: int, base: int) -> None:
-        self.sink.write_at(self.view[lo:hi], base + lo)
+        if self._in_place:  # already in the mapped file: kept
+            guarded(self.sink.stored, base + lo, hi - lo)
+        else:
+            self.sink.write_at(self.view[lo:hi], base + lo)
         self.written += hi - lo
 
 
