@@ -58,41 +58,6 @@ def test_zero_pages_are_never_written_and_everything_else_is_in_maximal_runs():
             assert o1 + len(d1) < o2  # a gap (a zero page) between writes, else they would be one
 
 
-
-def test_in_a_mapped_window_exactly_the_pages_holding_data_are_kept():
-    """The mapped output (FileSink.window): the zero check runs over a view of a real shared mapping
-    and reports what to keep (stored) instead of writing; finish() punches out the rest."""
-    import mmap
-
-    from dumplib._linux.core.memory import PAGE, MemoryCopier
-
-    class Kept:
-        def __init__(self) -> None:
-            self.runs = []
-
-        def stored(self, offset, length) -> None:
-            self.runs.append((offset, length))
-
-    rng = random.Random(11)
-    for _ in range(200):
-        pages = _page_mix(rng, rng.randint(1, 200), PAGE)
-        data = b"".join(pages)
-        window = mmap.mmap(-1, len(data) + PAGE)
-        window[:len(data)] = data
-        window[len(data):] = b"\x07" * PAGE  # past the range: never looked at
-        copier = MemoryCopier.__new__(MemoryCopier)
-        copier.buf = copier.view = memoryview(window)
-        copier._in_place = True
-        copier.sink = Kept()
-        copier.written = 0
-        copier._write_nonzero(0, len(data), 5000)
-        kept = {5000 + i * PAGE for i, p in enumerate(pages) if any(p)}
-        got = {o + k for o, n in copier.sink.runs for k in range(0, n, PAGE)}
-        assert got == kept
-        assert copier.written == len(kept) * PAGE
-        copier.buf.release()
-        window.close()
-
 def test_stream_sink_fills_gaps_and_the_tail_with_zeros():
     from dumplib._linux.core.memory import StreamSink
 
