@@ -2,7 +2,7 @@
 estimate in MemAvailable and in this process's cgroup) and the writeback rule (at most half of what may
 still be dirtied before the kernel starts background writeback; its own threshold, read from
 /proc/vmstat, checked against the one derived from /proc/meminfo, /proc/zoneinfo and the sysctls; a
-cgroup v2 memory limit's own threshold as mm/page-writeback.c computes it), with explicit numbers and
+cgroup v2 memory limit's own threshold as the kernel's mdtc_calc_avail computes it), with explicit numbers and
 with this host's."""
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_a_cgroup_v2_memory_limit_has_its_own_background_threshold():
 
 
 def _zoneinfo_reserve() -> int:
-    """totalreserve_pages as mm/page_alloc.c's calc_totalreserve_pages sums it: per zone, its largest
+    """totalreserve_pages as the kernel's calc_totalreserve_pages sums it: per zone, its largest
     lowmem reserve plus its high watermark, at most its managed pages."""
     total, zone = 0, None
     for line in Path("/proc/zoneinfo").read_text().splitlines():

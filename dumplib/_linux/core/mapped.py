@@ -143,7 +143,7 @@ def writeback_room(r: Readings) -> Optional[int]:
     threshold (/proc/vmstat's nr_dirty_background_threshold, computed when read, from
     vm.dirty_background_bytes or _ratio of the dirtyable memory) less what is dirty or under writeback
     now; and where the cgroup has memory limits (cgroup v2), the cgroup's own threshold (the same
-    share of its file pages plus its headroom, as mm/page-writeback.c's mdtc_calc_avail) less its own
+    share of its file pages plus its headroom, as the kernel's mdtc_calc_avail has it) less its own
     dirty pages, if lower. None if the global figures cannot be read."""
     v = r.vmstat
     try:
