@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
+import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
@@ -102,6 +102,25 @@ def output_seen(directory: Path, seen: Dict[str, object]) -> Callable[[int, floa
     return progress
 
 
+def room_to_map(directory: Path, pid: int) -> None:
+    """Wait until a full core of *pid* written in *directory* would be mapped (core/mapped.py refusal),
+    with room for twice it, so that what other processes dirty in the moment before the dump does not
+    tip it: their dirty pages count against the writeback rule, and at load they may take all of it,
+    so they are written back (sync) first, within a bound; a host that still has no room skips."""
+    from dumplib._linux.core import mapped
+
+    size = 2 * dumplib.estimate(pid, "full").bytes
+    deadline = time.monotonic() + 120
+    while True:
+        why = mapped.refusal(str(directory), size)
+        if why is None:
+            return
+        if time.monotonic() > deadline or "writeback" not in why:
+            pytest.skip(f"this host would not map a core of {size} bytes now: {why}")
+        os.sync()
+        time.sleep(0.5)
+
+
 def _load_offset(core: Path, address: int) -> int:
     """The file offset of the PT_LOAD at *address*, as readelf reads the program headers."""
     out = subprocess.run(["readelf", "-lW", str(core)], capture_output=True, text=True, check=True).stdout
@@ -135,6 +154,7 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
 
     try:
         address, n = map(int, child.stdout.readline().split())  # type: ignore[union-attr]
+        room_to_map(outdir, child.pid)
         r = dumplib.create_dump(child.pid, outdir / "m.core", "full", progress=progress, min_free=0)
     finally:
         child.kill()
@@ -229,6 +249,7 @@ def test_a_mapped_core_sized_to_an_estimate_too_high_is_cut_back_to_its_real_end
         assert child.stdout.readline().strip() == "shrunk"  # type: ignore[union-attr]
         return planned
 
+    room_to_map(outdir, child.pid)  # before the plan shrinks the target
     monkeypatch.setattr(LinuxSession, "plan", plan_then_shrink)
     seen: Dict[str, object] = {}
     try:
@@ -293,6 +314,8 @@ def test_only_ext4_xfs_and_tmpfs_outputs_are_mapped(tmp_path, kind, mapped):
         child = heap_target(96)
         seen: Dict[str, object] = {}
         try:
+            if mapped:
+                room_to_map(vol, child.pid)
             r = dumplib.create_dump(child.pid, vol / "f.core", "full", progress=output_seen(vol, seen), sidecar=False,
                                     space_check=False)  # ramfs says it has no free space, and has no limit
         finally:
@@ -333,6 +356,7 @@ def test_an_output_truncated_by_another_process_mid_copy_ends_the_dump_with_an_e
     runs untraced, and the dumping process ends normally (a SIGBUS would be -7)."""
     child = heap_target(320)
     try:
+        room_to_map(outdir, child.pid)
         done = subprocess.run([sys.executable, "-c", TRUNCATING_DUMPER, str(child.pid), str(outdir / "t.core")],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
@@ -416,6 +440,7 @@ def test_a_read_given_up_on_gives_the_mapped_outputs_reservation_back(mmaplock_e
     out = tmp_path / "out"
     out.mkdir()
     with rig(tmp_path, mmaplock_exe, heap_mib=96) as r:
+        room_to_map(out, r.t.pid)
         r.hold()
         sibling = int(r.t.info["sibling"])  # type: ignore[arg-type]
         poked: List[bool] = []

@@ -125,18 +125,25 @@ def test_this_hosts_background_threshold_is_the_one_its_memory_and_sysctls_give(
 
 
 def test_on_this_host_a_core_is_mapped_on_ext4_only_within_half_the_writeback_room(tmp_path):
-    """The whole decision (refusal) on this host's real figures and file systems."""
+    """The whole decision (refusal) on this host's real figures and file systems. Other processes dirty
+    and write back pages between the reads: one attempt of five where all of it holds is enough."""
     if mapped.libc.fs_type(str(tmp_path)) != EXT4 or not os.path.isdir("/dev/shm") or mapped.libc.fs_type("/dev/shm") != TMPFS:
         pytest.skip("needs an ext4 temporary directory and a tmpfs /dev/shm")
-    room = writeback_room(Readings.now())
-    assert room is not None
-    available = _meminfo()["MemAvailable"]
-    big = int(0.5 * room * 1.3) // PAGE * PAGE
-    if big < mapped.MAP_AT_LEAST or 2 * big > available * 0.8:
-        pytest.skip(f"this host's figures leave no size to tell the rules apart (room {room}, available {available})")
-    assert "writeback" in (mapped.refusal(str(tmp_path), big) or "")
-    assert mapped.refusal("/dev/shm", big) is None  # tmpfs: no writeback rule
-    small = int(0.5 * room * 0.5) // PAGE * PAGE
-    if small >= mapped.MAP_AT_LEAST:
-        assert mapped.refusal(str(tmp_path), small) is None
     assert mapped.refusal(str(tmp_path), mapped.MAP_AT_LEAST - PAGE) is not None
+    seen = []
+    for _ in range(5):
+        room = writeback_room(Readings.now())
+        assert room is not None
+        available = _meminfo()["MemAvailable"]
+        big = int(0.5 * room * 1.3) // PAGE * PAGE
+        small = max(mapped.MAP_AT_LEAST, int(0.5 * room * 0.5) // PAGE * PAGE)
+        if small > 0.5 * room * 0.8 or 2 * big > available * 0.8:
+            seen.append(("no size tells the rules apart", room, available))
+            continue
+        got = (mapped.refusal(str(tmp_path), big), mapped.refusal("/dev/shm", big), mapped.refusal(str(tmp_path), small))
+        if "writeback" in (got[0] or "") and got[1] is None and got[2] is None:
+            return
+        seen.append((room, big, small, got))
+    if all(isinstance(s[0], str) for s in seen):
+        pytest.skip(f"this host's figures leave no size to tell the rules apart: {seen}")
+    raise AssertionError(seen)

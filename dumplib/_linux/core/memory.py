@@ -617,7 +617,7 @@ class FileSink:
                     if os.preadv(self.fd, [view[:n]], at) != n:
                         raise OSError(errno.EIO, "the output file was cut short while it was written")
                     run = at
-                    for zlo, zhi in zero_runs(buf, 0, n):
+                    for zlo, zhi in MemoryCopier.zero_pages(buf, 0, n):
                         if zlo > run - at:
                             yield run, at + zlo
                         run = at + zhi
@@ -917,58 +917,55 @@ class MemoryCopier:
     def _write_nonzero(self, offset: int, length: int, base: int) -> None:
         """Write buf[offset:offset+length] except its all-zero pages, in as few calls as possible."""
         run_start = offset
-        for zero_start, zero_end in self._zero_pages(offset, length):
+        for zero_start, zero_end in self.zero_pages(self.buf, offset, length):
             if zero_start > run_start:
                 self._pwrite(run_start, zero_start, base)
             run_start = zero_end
         if offset + length > run_start:
             self._pwrite(run_start, offset + length, base)
 
-    def _zero_pages(self, offset: int, length: int) -> Iterator[Tuple[int, int]]:
-        return zero_runs(self.buf, offset, length)
+    @staticmethod
+    def zero_pages(buf: Any, offset: int, length: int) -> Iterator[Tuple[int, int]]:
+        """[start, end) ranges of whole pages of *buf* (a buffer of ours, never the mapped output: FileSink)
+        that are all zero, in order, each run maximal.
+
+        A page can only be zero if its first 64 bytes are. Those are taken for _HEAD_GROUP pages at a
+        time by one struct unpack (64 bytes kept, the rest of the page skipped, all in C), and a page
+        whose head holds data is ruled out by a C-level search of that tuple; only pages with a zero
+        head are compared whole. 4 MiB of data costs ~50 us this way, where gathering the
+        heads by strided memoryview slices cost ~380 (docs/benchmarks.md), and it runs while the
+        target is stopped.
+        """
+        pages = length // PAGE
+        run: Optional[Tuple[int, int]] = None
+        done = 0
+        while done < pages:
+            n = min(_HEAD_GROUP, pages - done)
+            base = offset + done * PAGE
+            heads = _heads(n).unpack_from(buf, base)
+            done += n
+            if _ZERO_HEAD not in heads:
+                continue
+            i = heads.index(_ZERO_HEAD)
+            while True:
+                at = base + i * PAGE
+                if buf.startswith(ZERO_PAGE, at):
+                    if run is not None and run[1] == at:
+                        run = (run[0], at + PAGE)
+                    else:
+                        if run is not None:
+                            yield run
+                        run = (at, at + PAGE)
+                try:
+                    i = heads.index(_ZERO_HEAD, i + 1)
+                except ValueError:
+                    break
+        if run is not None:
+            yield run
 
     def _pwrite(self, lo: int, hi: int, base: int) -> None:
         self.sink.write_at(self.view[lo:hi], base + lo)
         self.written += hi - lo
-
-
-def zero_runs(buf: Any, offset: int, length: int) -> Iterator[Tuple[int, int]]:
-    """[start, end) ranges of whole pages of *buf* that are all zero, in order, each run maximal. *buf*
-    is a buffer of ours, never the mapped output (FileSink: Python does not touch its pages).
-
-    A page can only be zero if its first 64 bytes are. Those are taken for _HEAD_GROUP pages at a
-    time by one struct unpack (64 bytes kept, the rest of the page skipped, all in C), and a page
-    whose head holds data is ruled out by a C-level search of that tuple; only pages with a zero
-    head are compared whole. 4 MiB of data costs ~50 us this way, where gathering the
-    heads by strided memoryview slices cost ~380 (docs/benchmarks.md), and it runs while the
-    target is stopped.
-    """
-    pages = length // PAGE
-    run: Optional[Tuple[int, int]] = None
-    done = 0
-    while done < pages:
-        n = min(_HEAD_GROUP, pages - done)
-        base = offset + done * PAGE
-        heads = _heads(n).unpack_from(buf, base)
-        done += n
-        if _ZERO_HEAD not in heads:
-            continue
-        i = heads.index(_ZERO_HEAD)
-        while True:
-            at = base + i * PAGE
-            if buf.startswith(ZERO_PAGE, at):
-                if run is not None and run[1] == at:
-                    run = (run[0], at + PAGE)
-                else:
-                    if run is not None:
-                        yield run
-                    run = (at, at + PAGE)
-            try:
-                i = heads.index(_ZERO_HEAD, i + 1)
-            except ValueError:
-                break
-    if run is not None:
-        yield run
 
 
 class MemoryReader:
