@@ -97,7 +97,8 @@ def output_seen(directory: Path, seen: Dict[str, object]) -> Callable[[int, floa
             if mode != os.O_RDONLY:
                 modes.append(mode)
         seen["modes"] = modes
-        seen["mapped"] = any(ln.endswith(" " + str(temps[0])) for ln in Path("/proc/self/maps").read_text().splitlines())
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        seen["mapped"] = any(ln.endswith(" " + str(temps[0])) for ln in maps)
         seen["size"] = temps[0].stat().st_size
     return progress
 

@@ -45,7 +45,8 @@ def test_the_estimate_must_fit_in_half_of_what_may_be_dirtied_before_background_
     assert "writeback" in memory_refusal(size, EXT4, readings(threshold=2 * size - PAGE))
     assert "writeback" in memory_refusal(size, XFS, readings(threshold=2 * size - PAGE))
     # What is dirty or under writeback already is taken off.
-    assert "writeback" in memory_refusal(size, EXT4, readings(threshold=3 * size, dirty=size // 2, writeback=size // 2 + PAGE))
+    assert "writeback" in memory_refusal(size, EXT4, readings(threshold=3 * size, dirty=size // 2,
+                                                              writeback=size // 2 + PAGE))
     assert memory_refusal(size, EXT4, readings(threshold=3 * size, dirty=size // 2, writeback=size // 2)) is None
     # tmpfs is never written back: the rule is not applied there.
     assert memory_refusal(size, TMPFS, readings(threshold=0)) is None
@@ -127,7 +128,7 @@ def test_this_hosts_background_threshold_is_the_one_its_memory_and_sysctls_give(
 def test_on_this_host_a_core_is_mapped_on_ext4_only_within_half_the_writeback_room(tmp_path):
     """The whole decision (refusal) on this host's real figures and file systems. Other processes dirty
     and write back pages between the reads: one attempt of five where all of it holds is enough."""
-    if mapped.libc.fs_type(str(tmp_path)) != EXT4 or not os.path.isdir("/dev/shm") or mapped.libc.fs_type("/dev/shm") != TMPFS:
+    if mapped.libc.fs_type(str(tmp_path)) != EXT4 or mapped.libc.fs_type("/dev/shm") != TMPFS:
         pytest.skip("needs an ext4 temporary directory and a tmpfs /dev/shm")
     assert mapped.refusal(str(tmp_path), mapped.MAP_AT_LEAST - PAGE) is not None
     seen = []
@@ -140,7 +141,8 @@ def test_on_this_host_a_core_is_mapped_on_ext4_only_within_half_the_writeback_ro
         if small > 0.5 * room * 0.8 or 2 * big > available * 0.8:
             seen.append(("no size tells the rules apart", room, available))
             continue
-        got = (mapped.refusal(str(tmp_path), big), mapped.refusal("/dev/shm", big), mapped.refusal(str(tmp_path), small))
+        got = (mapped.refusal(str(tmp_path), big), mapped.refusal("/dev/shm", big),
+               mapped.refusal(str(tmp_path), small))
         if "writeback" in (got[0] or "") and got[1] is None and got[2] is None:
             return
         seen.append((room, big, small, got))

@@ -103,7 +103,8 @@ def memory_refusal(size: int, fs: int, r: "Readings") -> Optional[str]:
     if fs != TMPFS:
         room = writeback_room(r)
         if room is None or size > WRITEBACK_SHARE * room:
-            return f"{room} bytes may still be dirtied before background writeback starts: not twice the estimate {size}"
+            return (f"{room} bytes may still be dirtied before background writeback starts: not twice the"
+                    f" estimate {size}")
     return None
 
 
@@ -132,10 +133,11 @@ class Readings:
         from ..proc.cgroups import cgroup_room  # only for a dump this large
 
         room = cgroup_room(os.getpid())
-        return cls(available=_meminfo("MemAvailable"), vmstat=_vmstat(), background_ratio=_sysctl("dirty_background_ratio"),
-                   background_bytes=_sysctl("dirty_background_bytes"), dirty_ratio=_sysctl("dirty_ratio"),
-                   dirty_bytes=_sysctl("dirty_bytes"), cgroup_room=room[0] if room is not None else None,
-                   memcg=_memcg())
+        return cls(available=_meminfo("MemAvailable"), vmstat=_vmstat(),
+                   background_ratio=_sysctl("dirty_background_ratio"),
+                   background_bytes=_sysctl("dirty_background_bytes"),
+                   dirty_ratio=_sysctl("dirty_ratio"), dirty_bytes=_sysctl("dirty_bytes"),
+                   cgroup_room=room[0] if room is not None else None, memcg=_memcg())
 
 
 def writeback_room(r: Readings) -> Optional[int]:
