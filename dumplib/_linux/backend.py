@@ -322,8 +322,10 @@ class LinuxSession(Session):
                 assert plan.estimate is not None
                 try:
                     sink.prepare(plan.estimate.bytes)
-                except OSError:  # the file stays as the write path wants it: its first write says what is wrong
+                except OSError:  # the write path then: its first write says what is wrong, if anything is
                     sink.release()
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
             return self._write_core(plan, sink, options, temp_path)
         finally:
             sink.release()
