@@ -100,6 +100,15 @@ def output_seen(directory: Path, seen: Dict[str, object]) -> Callable[[int, floa
         maps = Path("/proc/self/maps").read_text().splitlines()
         seen["mapped"] = any(ln.endswith(" " + str(temps[0])) for ln in maps)
         seen["size"] = temps[0].stat().st_size
+        # How much of the mapping has its pages already (the kernel's Rss of it): populated before
+        # the stop, all of it, where a copy faulting them in one by one would have only what it read.
+        smaps, rss, length = Path("/proc/self/smaps").read_text().splitlines(), 0, 0
+        for i, ln in enumerate(smaps):
+            if ln.endswith(" " + str(temps[0])):
+                lo, hi = (int(x, 16) for x in ln.split()[0].split("-"))
+                length += hi - lo
+                rss += next(int(x.split()[1]) for x in smaps[i + 1:] if x.startswith("Rss:")) * 1024
+        seen["rss"], seen["mapping"] = rss, length
     return progress
 
 
@@ -164,6 +173,8 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
     final = core.stat().st_size
     # Mapped, so opened for reading and writing (the writer's descriptor, as the kernel shows it).
     assert seen["mapped"] and set(seen["modes"]) == {os.O_RDWR}, seen  # mmap holds a dup of it
+    # Populated before the stop: at the copy's first progress every page of the mapping is there.
+    assert seen["rss"] >= 0.9 * seen["mapping"] > 0, seen  # type: ignore[operator]
     assert final == _segments_end(core), (final, _segments_end(core))
     # While the target was stopped, the file already had (about) its final size: it was sized, and
     # the copy went into its pages, before the stop. Written with pwrite, it grows chunk by chunk.
@@ -370,6 +381,48 @@ def test_an_output_truncated_by_another_process_mid_copy_ends_the_dump_with_an_e
         assert "TracerPid:\t0" in status, status
         state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         assert state not in ("t", "T"), state
+    finally:
+        child.kill()
+        child.wait()
+
+
+READBACK_TRUNCATED = r"""
+import json, os, sys
+import dumplib
+from dumplib._linux.core import memory
+pid, out = int(sys.argv[1]), sys.argv[2]
+cut = []
+real_punch = memory.FileSink._punch
+def punch(self, lo, hi):
+    # The read-back (finish()) has read its first chunk of the file: another process (here, the same
+    # call on our descriptor) truncates it before the next, a page no touch of the mapping could have.
+    if not cut:
+        os.ftruncate(self.fd, 0)
+        cut.append(True)
+    real_punch(self, lo, hi)
+memory.FileSink._punch = punch
+try:
+    dumplib.create_dump(pid, out, "full", sidecar=False)
+    print(json.dumps({"written": True, "cut": cut}))
+except dumplib.DumpError as exc:
+    print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc), "cut": cut}))
+"""
+
+
+def test_an_output_truncated_while_its_zero_pages_are_looked_for_ends_the_dump_with_an_error(outdir):
+    """Once the target runs again, the file is read back to find its zero pages: by preadv, which fails
+    on a page the file no longer has, where Python reading the mapping would be a SIGBUS (-7) that
+    kills dumplib with its temporary left."""
+    child = heap_target(200)
+    try:
+        room_to_map(outdir, child.pid)
+        done = subprocess.run([sys.executable, "-c", READBACK_TRUNCATED, str(child.pid), str(outdir / "r.core")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+        outcome = json.loads(done.stdout.strip().splitlines()[-1])
+        assert outcome["cut"], outcome
+        assert outcome.get("error") == "DumpFailed" and "cut short" in outcome["message"], outcome
+        assert list(outdir.iterdir()) == []
     finally:
         child.kill()
         child.wait()

@@ -536,12 +536,19 @@ class FileSink:
             return
         try:
             self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
-            # before 5.14) the copy would fault them in one by one, slower than writing.
-            self._map.madvise(mapped.MADV_POPULATE_WRITE)
         except (OSError, ValueError):
             self._unprepare()
             return
+        # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
+        # before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
+        # error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go.
+        anchor = ctypes.c_char.from_buffer(self._map)
+        address = ctypes.addressof(anchor)
+        del anchor  # the export ends here: the mapping may be closed again (release())
+        for at in range(0, size, mapped.POPULATE_STEP):
+            if mapped.libc.populate(address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
+                self._unprepare()
+                return
         self._mapped = size
 
     def _unprepare(self) -> None:
