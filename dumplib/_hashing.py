@@ -61,6 +61,14 @@ def new_sha256(size: Optional[int] = None) -> "Sha256":
     return hashlib.sha256()
 
 
+#: Files their writer sized before filling them (the Linux core writer's mapped output,
+#: _linux/core/memory.py FileSink.prepare): (st_dev, st_ino) -> how many bytes from the start are final.
+#: Such a file's size says nothing about progress, so a hasher following it goes no further than this.
+#: The writer publishes an entry before it sizes the file and drops it once the file holds its final
+#: size; the hasher takes the size first and looks here second, so it never sees the size without it.
+frontiers: "dict[tuple[int, int], int]" = {}
+
+
 #: Never through a symlink planted at the temporary name; not inherited by children.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -157,6 +165,12 @@ class FollowingHasher:
             self._file.close()
             self._file = None
 
+    def _limit(self) -> int:
+        """How far the file is final: its size, or less while its writer publishes a frontier."""
+        assert self._file is not None
+        st = os.fstat(self._file.fileno())
+        return min(st.st_size, frontiers.get((st.st_dev, st.st_ino), st.st_size))
+
     def _handing_over(self) -> bool:
         return self._handover and threading.current_thread() is not self._thread
 
@@ -181,7 +195,7 @@ class FollowingHasher:
         view = memoryview(bytearray(0))
         while self._file is not None and not self._stop.is_set():
             final = self._final
-            limit = final if final is not None else os.fstat(self._file.fileno()).st_size
+            limit = final if final is not None else self._limit()
             advanced = False
             while self._pos < limit and not self._stop.is_set():
                 if self._handing_over():

@@ -38,7 +38,7 @@ from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick,
                          WatchSupport, WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
-from .core import notes, selection
+from .core import mapped, notes, selection
 from .host import LinuxHost, create_exclusive
 from .priority import raised
 from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, on_remote_file_systems,
@@ -308,10 +308,27 @@ class LinuxSession(Session):
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
         self._writable()
         self._check_same()  # before the file exists: a closed session or a gone target creates nothing
-        fd = create_exclusive(temp_path)
+        # The output sized, reserved and mapped for the copy before the target is stopped (memory.py
+        # FileSink): less kernel work while it is, where core/mapped.py finds it pays. Not where the target
+        # already waits stopped (a watched exit, a handed-over signal: the time would be its stop), nor with
+        # a snapshot (its copy runs after the target goes on). Only a mapped output is opened for reading.
+        mapping = (options.event is None and not options.snapshot and not handover.is_handed_over(plan.target.pid)
+                   and plan.estimate is not None
+                   and mapped.refusal(os.path.dirname(temp_path) or ".", plan.estimate.bytes) is None)
+        fd = create_exclusive(temp_path, readable=mapping)
+        sink = FileSink(fd)
         try:
-            return self._write_core(plan, FileSink(fd), options, temp_path)
+            if mapping:
+                assert plan.estimate is not None
+                try:
+                    sink.prepare(plan.estimate.bytes)
+                except OSError:  # the write path then: its first write says what is wrong, if anything is
+                    sink.release()
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
+            return self._write_core(plan, sink, options, temp_path)
         finally:
+            sink.release()
             os.close(fd)
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:

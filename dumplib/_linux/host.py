@@ -173,9 +173,11 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
         os.close(fd)
 
 
-def create_exclusive(path: str) -> int:
-    """Create *path* for writing: exclusive, never through a symlink, owner-only."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+def create_exclusive(path: str, *, readable: bool = False) -> int:
+    """Create *path* for writing: exclusive, never through a symlink, owner-only. *readable*: for reading
+    too, only where the core writer maps it shared and writable (core/memory.py FileSink.prepare), which
+    needs both; elsewhere write-only."""
+    flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         return os.open(path, flags, 0o600)
     except OSError as exc:

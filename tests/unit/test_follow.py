@@ -190,3 +190,29 @@ def test_a_small_dump_is_hashed_by_the_built_in_sha256_while_it_is_written(tmp_p
     writer.join()
     assert "openssl" not in type(hasher._sha).__name__.lower()
     assert hasher.result(len(data)) == _sha256sum(path)
+
+
+def test_a_file_sized_before_it_is_filled_is_hashed_no_further_than_its_published_frontier(tmp_path):
+    """The core writer's mapped output (core/memory.py FileSink.prepare) has its final size before
+    any data: the hasher must wait at the frontier the writer publishes, not hash the zeros ahead."""
+    from dumplib import _hashing
+
+    data = os.urandom(24 << 20)
+    path = tmp_path / "dump"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    _hashing.frontiers[key] = 0  # published before the file has a size, as the writer does
+    try:
+        os.ftruncate(fd, len(data))  # all zeros, and all of it "there" by its size
+        hasher = FollowingHasher(str(path), HOST, idle=False)
+        step = 4 << 20
+        for at in range(0, len(data), step):
+            # the hasher had time to run ahead into the zeros, were it to ignore the frontier
+            time.sleep(0.05)
+            os.pwrite(fd, data[at : at + step], at)
+            _hashing.frontiers[key] = at + step
+        assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
+    finally:
+        _hashing.frontiers.pop(key, None)
+        os.close(fd)

@@ -133,3 +133,41 @@ def test_object_runs_follow_a_sparse_file_and_file_end_stops_at_its_last_page(tm
     assert file_end_address(r, PAGE + 10) == r.start + PAGE  # a partial last page is still the file's
     assert file_end_address(r, 1 << 40) == r.end
 
+
+
+def test_a_mapped_outputs_zero_pages_are_found_by_reading_the_file_back_and_punched(tmp_path):
+    """What the copy stored in the mapped output (core/memory.py FileSink) is read back once the target
+    runs, through the kernel (preadv), never through the mapping: its zero pages and whatever was never
+    stored end as holes, exactly the pages holding data stay data, as the kernel's SEEK_DATA says."""
+    from dumplib._linux.core.memory import PAGE, FileSink
+
+    rng = random.Random(5)
+    for _ in range(8):
+        pages = _page_mix(rng, rng.randint(64, 400), PAGE)
+        fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            sink = FileSink(fd)
+            sink.prepare((len(pages) + 64) * PAGE)  # sized too high, as an estimate may be
+            assert sink.window(0, PAGE) is not None, "not mapped: the test proves nothing"
+            skipped = rng.randrange(len(pages))  # one page no read stored: a hole whatever it holds
+            for i, page in enumerate(pages):
+                if i != skipped:
+                    os.pwrite(fd, page, i * PAGE)  # as the kernel's read into the mapping puts it there
+                    sink.stored(i * PAGE, PAGE)
+            os.pwrite(fd, b"\x01" * PAGE, skipped * PAGE)
+            sink.finish(len(pages) * PAGE)
+            sink.release()
+            data, at, end = set(), 0, len(pages) * PAGE
+            assert os.fstat(fd).st_size == end
+            while at < end:
+                try:
+                    lo = os.lseek(fd, at, os.SEEK_DATA)
+                except OSError:
+                    break
+                hi = os.lseek(fd, lo, os.SEEK_HOLE)
+                data.update(range(lo // PAGE, hi // PAGE))
+                at = hi
+            assert data == {i for i, p in enumerate(pages) if any(p) and i != skipped}
+        finally:
+            os.close(fd)
+            os.unlink(tmp_path / "out")

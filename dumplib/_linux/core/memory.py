@@ -22,6 +22,7 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import fcntl
+import mmap
 import os
 import re
 import stat
@@ -32,9 +33,11 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
+from ..._hashing import frontiers
 from ..._platform import Tick
 from ..._record import record
 from ...errors import DumpFailed
+from . import mapped
 from ..proc.errors import target_error
 from ..proc.maps import Region
 from .selection import Segment
@@ -492,23 +495,164 @@ class FileSink:
     """A regular file written with pwrite: what is never written stays a hole.
 
     Its writes are _bounded.guarded: a copy given up on (its read stuck on the target's mmap lock)
-    writes nothing more once its caller has gone on and closed the file."""
+    writes nothing more once its caller has gone on and closed the file.
+
+    prepare(), called before the target is stopped where core/mapped.py says it pays (the descriptor
+    then open for reading too), sizes the file for the dump expected, reserves its blocks and maps it
+    with its page-cache pages already there; the copy then has the kernel read the target's memory
+    straight into the mapping (window(): preadv of /proc/PID/mem), one copy into the page cache with
+    nothing to allocate, where a pwrite costs a second copy plus a page-cache page and the file system's
+    bookkeeping per page, all while the target is stopped (docs/benchmarks.md, "the output mapped").
+
+    Python never reads or writes the mapping's memory itself: a page the file system cannot provide
+    (the file truncated by another process, an I/O error) is a SIGBUS to a process that touches it, but
+    an EFAULT to a system call. So the zero pages are found once the target runs, by reading the file
+    back with preadv into a buffer of our own, and punched out with the pages no read stored (finish()),
+    making the file what the pwrite path would have made."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._map: Optional[mmap.mmap] = None
+        self._mapped = 0  # bytes from the start of the file the mapping covers
+        self._key: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) while a frontier is published
+        #: [start, end, checked] file ranges holding data inside the mapping; checked: written from a
+        #: buffer of ours whose zero pages were left out, rather than read in place (zero pages to find).
+        self._stored: List[List[Any]] = []
+        self._finished = False
+
+    def prepare(self, size: int) -> None:
+        """Map the first *size* bytes (rounded up to pages) of the still empty file, its blocks reserved
+        and its pages populated; where any step is refused, leave the file to the pwrite path. Only
+        where core/mapped.refusal() found nothing against it, on a descriptor open for reading and
+        writing. Never raises for a refusal."""
+        size = -(-size // PAGE) * PAGE
+        if mapped.libc.fs_type(self.fd) not in mapped.MAPPABLE_FS:  # the directory's, checked before: the same
+            return
+        st = os.fstat(self.fd)
+        self._key = (st.st_dev, st.st_ino)
+        frontiers[self._key] = 0  # before the file has a size: a hasher must not take it for data
+        if mapped.libc.fallocate(self.fd, 0, 0, size) != 0:
+            self._unprepare()  # no room for the estimate, or no fallocate: the write path, which may fit
+            return
+        try:
+            self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError):
+            self._unprepare()
+            return
+        # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
+        # before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
+        # error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go.
+        anchor = ctypes.c_char.from_buffer(self._map)
+        address = ctypes.addressof(anchor)
+        del anchor  # the export ends here: the mapping may be closed again (release())
+        for at in range(0, size, mapped.POPULATE_STEP):
+            if mapped.libc.populate(address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
+                self._unprepare()
+                return
+        self._mapped = size
+
+    def _unprepare(self) -> None:
+        """Back to the empty file of the pwrite path: its reserved blocks freed, nothing mapped."""
+        self.release()
+        os.ftruncate(self.fd, 0)
+
+    def window(self, offset: int, length: int) -> Optional[memoryview]:
+        """The mapping of file bytes [offset, offset+length), for the kernel to read into (never for
+        Python to touch), or None (write them): everything before *offset* is final from here (the copy
+        goes in file order)."""
+        if self._map is None or offset + length > self._mapped:
+            return None
+        frontiers[self._key] = offset  # type: ignore[index]
+        return memoryview(self._map)[offset : offset + length]
+
+    def stored(self, offset: int, length: int, checked: bool = False) -> None:
+        """File bytes [offset, offset+length) of the mapping hold data: finish() keeps them (those read
+        in place, not *checked*, but for their zero pages)."""
+        last = self._stored[-1] if self._stored else None
+        if last is not None and last[1] == offset and last[2] == checked:
+            last[1] = offset + length
+        else:
+            self._stored.append([offset, offset + length, checked])
 
     def write_at(self, data: Any, offset: int) -> None:
         guarded(self._write_at, data, offset)
 
     def _write_at(self, data: Any, offset: int) -> None:
         view = memoryview(data)
+        if self._map is not None:
+            frontiers[self._key] = offset  # type: ignore[index]
+            if offset < self._mapped:
+                self.stored(offset, min(len(view), self._mapped - offset), True)
         while view:
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
 
     def finish(self, size: int) -> None:
-        guarded(os.ftruncate, self.fd, size)
+        guarded(self._finish, size)
+
+    def _finish(self, size: int) -> None:
+        if self._map is not None:
+            frontiers[self._key] = size  # type: ignore[index]
+            # Inside the mapping, what no read or write stored, and the zero pages of what was read in
+            # place, read as zero: punched, as holes. The target runs again by now.
+            end = min(size, self._mapped)
+            at = 0
+            for lo, hi in self._kept(end):
+                self._punch(at, lo)
+                at = hi
+            self._punch(at, end)
+        os.ftruncate(self.fd, size)
+        self._finished = True
+
+    def _kept(self, end: int) -> Iterator[Tuple[int, int]]:
+        """The [start, end) ranges below *end* that hold data: those stored, less the zero pages of
+        those read in place, found by reading the file back (preadv: the kernel's access, which fails
+        where a page cannot be read, where a touch of the mapping would be a SIGBUS)."""
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            for lo, hi, checked in self._stored:
+                hi = min(hi, end)
+                if lo >= hi:
+                    continue
+                if checked:
+                    yield lo, hi
+                    continue
+                for at in range(lo, hi, CHUNK):
+                    n = min(CHUNK, hi - at)
+                    if os.preadv(self.fd, [view[:n]], at) != n:
+                        raise OSError(errno.EIO, "the output file was cut short while it was written")
+                    run = at
+                    for zlo, zhi in MemoryCopier.zero_pages(buf, 0, n):
+                        if zlo > run - at:
+                            yield run, at + zlo
+                        run = at + zhi
+                    if at + n > run:
+                        yield run, at + n
+        finally:
+            view.release()
+
+    def _punch(self, lo: int, hi: int) -> None:
+        if hi > lo:  # refused: the bytes are zeros either way
+            mapped.libc.fallocate(self.fd, mapped.FALLOC_PUNCH_HOLE | mapped.FALLOC_KEEP_SIZE, lo, hi - lo)
+
+    def release(self) -> None:
+        """Unmap and stop publishing the frontier. A worker given up on may still hold a window, its read
+        stuck in the kernel (mmap will not close under an exported view): the dump has failed, and the
+        file is truncated to nothing now, so its reservation is not kept for as long as that read waits
+        (maybe for good); the read, when it returns, fails in the kernel (EFAULT), no signal."""
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                if not self._finished:
+                    os.ftruncate(self.fd, 0)
+            self._map = None
+            self._mapped = 0
+        if self._key is not None:
+            frontiers.pop(self._key, None)
+            self._key = None
 
 
 class StreamSink:
@@ -658,14 +802,25 @@ class MemoryCopier:
         *runs(address, n)* gives the (offset, length, _) parts of each chunk worth reading; the rest
         reads as zero in the process and is left a hole. None reads everything.
         """
+        window = getattr(self.sink, "window", None)
         for chunk in range(start, end, CHUNK):
             n = min(CHUNK, end - chunk)
             base = file_offset + (chunk - start)
-            for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
-                got = self._read(chunk + off, off, length)
-                if got < length:
-                    self._salvage(chunk + off + got, off + got, length - got)
-                self._write_nonzero(off, length, base)
+            # A mapped output (FileSink.prepare): the kernel reads into the file's own pages, nothing is
+            # written. Not for reads the far reader's child makes: their bytes are copied over by Python.
+            place = guarded(window, base, n) if window is not None and not self._far_now else None
+            if place is None:
+                for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
+                    got = self._read(chunk + off, off, length)
+                    if got < length:
+                        self._salvage(chunk + off + got, off + got, length - got)
+                    self._write_nonzero(off, length, base)
+            else:
+                try:
+                    for off, length, _ in runs(chunk, n) if runs else ((0, n, False),):
+                        self._read_in_place(place, chunk + off, off, length, base)
+                finally:
+                    place.release()
             if self.tick is not None:
                 self.tick(self.written)
 
@@ -732,18 +887,54 @@ class MemoryCopier:
             if self._read(address + page, offset + page, PAGE) < PAGE:
                 self.buf[offset + page : offset + page + PAGE] = ZERO_PAGE
 
+    def _read_in_place(self, place: memoryview, address: int, offset: int, length: int, base: int) -> None:
+        """Read target memory [address, address+length) into place[offset:offset+length], a window of the
+        mapped output (FileSink.window): only the kernel touches those pages. A read that stops short or
+        fails goes on page by page, and a page that fails there is read again into our own buffer: read
+        there, it was the output's page the kernel could not provide (the file truncated by another
+        process, an I/O error), and the dump fails; unread there too, it is the target's, a hole (as on
+        the write path; finish() punches what was not stored)."""
+        got = self._read_to(place[offset : offset + length], address)
+        if got < length:
+            got -= got % PAGE
+        if got:
+            self.sink.stored(base + offset, got)
+            self.written += got
+        for page in range(offset + got, offset + length, PAGE):
+            if self._read_to(place[page : page + PAGE], address + page - offset) == PAGE:
+                self.sink.stored(base + page, PAGE)
+                self.written += PAGE
+            elif self._read(address + page - offset, 0, PAGE) == PAGE:
+                raise DumpFailed(f"the dump of process {self.pid} could not be stored in its output file: the file"
+                                 " system could not provide the file's pages (another process truncated the"
+                                 " file, or an I/O error or read-only remount); the partial file was removed."
+                                 " Check the volume and dump again", pid=self.pid, errno=errno.EFAULT)
+
+    def _read_to(self, view: memoryview, address: int) -> int:
+        """preadv of the target's memory into *view*: the count read, 0 for any error (the caller tells
+        whose it was)."""
+        try:
+            assert self._mem is not None, "read after close"
+            return blocking(os.preadv, self._mem, [view], address)
+        except OSError:
+            return 0
+        finally:
+            view.release()
+
     def _write_nonzero(self, offset: int, length: int, base: int) -> None:
         """Write buf[offset:offset+length] except its all-zero pages, in as few calls as possible."""
         run_start = offset
-        for zero_start, zero_end in self._zero_pages(offset, length):
+        for zero_start, zero_end in self.zero_pages(self.buf, offset, length):
             if zero_start > run_start:
                 self._pwrite(run_start, zero_start, base)
             run_start = zero_end
         if offset + length > run_start:
             self._pwrite(run_start, offset + length, base)
 
-    def _zero_pages(self, offset: int, length: int) -> Iterator[Tuple[int, int]]:
-        """[start, end) buffer ranges of whole pages that are all zero, in order, each run maximal.
+    @staticmethod
+    def zero_pages(buf: Any, offset: int, length: int) -> Iterator[Tuple[int, int]]:
+        """[start, end) ranges of whole pages of *buf* (a buffer of ours, never the mapped output: FileSink)
+        that are all zero, in order, each run maximal.
 
         A page can only be zero if its first 64 bytes are. Those are taken for _HEAD_GROUP pages at a
         time by one struct unpack (64 bytes kept, the rest of the page skipped, all in C), and a page
@@ -753,7 +944,6 @@ class MemoryCopier:
         target is stopped.
         """
         pages = length // PAGE
-        buf = self.buf
         run: Optional[Tuple[int, int]] = None
         done = 0
         while done < pages:
