@@ -6,7 +6,8 @@ Times, with wrappers around dumplib's own steps (private names: this is a measur
 API), each snapshot dump of a C target holding MIB MiB (tests/e2e_linux/target.c --heap --ticker):
 stall (the longest gap of the target's 1 ms ticker), stopped (DumpResult.stopped_seconds), and the
 steps seen from dumplib's side: seize (the helper's start and stop of every thread), layout (smaps,
-selection, notes and residency, with the target stopped), smaps (every smaps read, the plan's too),
+selection, notes and residency, with the target stopped), layout_after (the rest of the layout, from
+the clone's pagemap once the target runs: not in the stop), smaps (every smaps read, the plan's too),
 the policy checks, clone (the helper's injected clone(), a pipe round trip included), early (memory
 read before resume) and resume. docs/benchmarks.md quotes it.
 """
@@ -49,7 +50,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mib", type=int, default=2048)
     ns = ap.parse_args()
-    for owner, name, label in [(remote.RemoteStoppedProcess, "__enter__", "seize"), (backend, "_lay_out", "layout"),
+    for owner, name, label in [(remote.RemoteStoppedProcess, "__enter__", "seize"), (backend, "_stopped_layout", "layout"),
+                               (backend, "_lay_out_from_clone", "layout_after"),
                                (backend, "_smaps", "smaps"), (backend, "_notes", "notes"),
                                (policy, "obstacle", "obstacle"), (policy, "find_syscall", "find_syscall"),
                                (remote.RemoteStoppedProcess, "take_snapshot", "clone"),

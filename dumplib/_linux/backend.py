@@ -361,13 +361,21 @@ class LinuxSession(Session):
                     threads = _leader_first(pid, stopped.threads)
                     # Every read of the target's smaps, pagemap and memory from here is bounded: a lock
                     # held for good lets it go (the stopper's exit) with TargetRefused "memory-map-locked".
-                    regions, pieces, head, offsets, end = _bounded_reads(
-                        pid, lambda: _lay_out(pid, mem, threads, plan, options), stopped=True)
-                    if options.snapshot and held is not None:
-                        warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in place")
-                    elif options.snapshot:
-                        snap = _take_snapshot(pid, options.snapshot, stopped, mem, regions, pieces, offsets, state_before,
-                                              warnings)
+                    if options.snapshot and held is None:
+                        # Only what needs the stop is read in it; the rest of the layout comes from the clone
+                        # once the target runs, or from the target if no snapshot is taken (_Layout).
+                        layout = _bounded_reads(
+                            pid, lambda: _stopped_layout(pid, mem, threads, plan, options, later=True), stopped=True)
+                        snap = _take_snapshot(pid, options.snapshot, stopped, mem, layout, state_before, warnings)
+                        if snap is None:
+                            _bounded_reads(pid, lambda: layout.finish(mem), stopped=True)
+                        pieces, head, offsets, end = layout.pieces, layout.head, layout.offsets, layout.end
+                    else:
+                        regions, pieces, head, offsets, end = _bounded_reads(
+                            pid, lambda: _lay_out(pid, mem, threads, plan, options), stopped=True)
+                        if options.snapshot:
+                            warnings.append("no snapshot at a process's exit: it will not run on, so it was dumped in"
+                                            " place")
                     total = sum(p.filesz for p in pieces)
                     if snap is None:
                         # The copy in a worker: given up on at a read stuck on the target's mmap lock; its
@@ -388,12 +396,12 @@ class LinuxSession(Session):
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         try:
+                            _lay_out_from_clone(pid, snap, layout)
+                            pieces, head, offsets, end = layout.pieces, layout.head, layout.offsets, layout.end
                             sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                            _from_clone(pid, snap, sink, tick, pieces, offsets, total)
+                            _copy_from_clone(pid, snap, sink, tick, pieces, offsets)
                             if not snap.intact():
-                                raise DumpFailed(f"the snapshot of process {pid} was killed while its memory was"
-                                                 " read (the OOM killer?); nothing was kept. Try again, or without"
-                                                 " --snapshot", pid=pid, reason="snapshot-lost")
+                                raise _snapshot_lost(pid)
                             if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
                                 warnings.append(f"process {pid} exited while its memory was read from its snapshot:"
                                                 " the dump shows it as it was when it was stopped")
@@ -438,6 +446,15 @@ def _lay_out(pid: int, mem: int, threads: List[ThreadState], plan: Plan,
              options: WriteOptions) -> Tuple[List[maps.Region], List[Piece], bytes, List[int], int]:
     """With the target stopped: its mappings, what the core takes of them (pieces), the core's head
     (ELF header, program headers, notes), each piece's file offset and the file's end."""
+    layout = _stopped_layout(pid, mem, threads, plan, options)
+    layout.finish(mem)
+    return layout.regions, layout.pieces, layout.head, layout.offsets, layout.end
+
+
+def _stopped_layout(pid: int, mem: int, threads: List[ThreadState], plan: Plan, options: WriteOptions, *,
+                    later: bool = False) -> "_Layout":
+    """What of the layout needs the target stopped; *later* (a snapshot's): the pieces of private
+    anonymous memory that pagemap must be asked about are left to _Layout.finish (see there)."""
     regions = _smaps(mem)
     segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
                        [t.thread_pointer for t in threads], plan_only=False)
@@ -447,11 +464,51 @@ def _lay_out(pid: int, mem: int, threads: List[ThreadState], plan: Plan,
     # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
     segments = [s for s in segments if s.dump_start == s.start or s.describe]
     with Prober(mem) as prober:
-        pieces = [p for s in segments for p in (
-            [Piece(s.start, s.end, 0, s.flags, "all", s.region)] if s.describe else prober.pieces(s))]
-    loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in pieces]
-    header, offsets, end = elfcore.layout(loads, len(note_bytes))
-    return regions, pieces, header + note_bytes, offsets, end
+        parts: List[Any] = [
+            (Piece(s.start, s.end, 0, s.flags, "all", s.region),) if s.describe
+            else s if later and _clone_tells(s) else tuple(prober.pieces(s)) for s in segments]
+    return _Layout(regions, parts, note_bytes)
+
+
+def _clone_tells(seg: selection.Segment) -> bool:
+    """Whether a snapshot's clone gives *seg*'s pieces as the stopped target would: private anonymous
+    memory (not MADV_DONTFORK or MADV_WIPEONFORK, not hugetlb: read before resume) in part touched,
+    whose pagemap must be read (Prober.pieces). clone() copies such a mapping's page tables as they are
+    at its instant (present, swapped and zero-page entries alike), and the clone never runs; the copy
+    from it reads its pagemap anyway. A file mapping's page tables are not copied (its residency is the
+    stopped target's to tell), nor is the size of a mapped object the clone's to tell (it changes)."""
+    r = seg.region
+    return (seg.anon and r is not None and not r.file_backed and not r.shared
+            and not r.vmflags & {"dc", "wf", "ht"} and 0 < r.present < r.size)
+
+
+class _Layout:
+    """A core's layout, in two halves. Made with the target stopped (_stopped_layout): its mappings as
+    they were then (smaps: VmFlags and all), the selection, the notes (registers taken at the stop),
+    and the pieces of every segment but those _clone_tells of. finish() finds those from a process's
+    pagemap (a snapshot's clone once the target runs again, or the stopped target itself) and lays
+    out the file: PT_LOADs, file offsets, the head (ELF header, program headers, notes)."""
+
+    def __init__(self, regions: List[maps.Region], parts: List[Any], note_bytes: bytes) -> None:
+        self.regions = regions
+        self._parts = parts  # per segment: its pieces (a tuple), or the Segment, its pieces not found yet
+        self._note_bytes = note_bytes
+        #: The pieces found so far (all, once finished), in file order.
+        self.pieces: List[Piece] = [p for part in parts if isinstance(part, tuple) for p in part]
+        self.head = b""
+        self.offsets: List[int] = []
+        self.end = 0
+
+    def finish(self, pid: int) -> None:
+        """The pieces left, from process *pid*'s pagemap, and the file's layout (idempotent)."""
+        if any(not isinstance(part, tuple) for part in self._parts):
+            with Prober(pid) as prober:
+                self._parts = [part if isinstance(part, tuple) else tuple(prober.pieces(part))
+                               for part in self._parts]
+            self.pieces = [p for part in self._parts for p in part]
+        loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in self.pieces]
+        header, self.offsets, self.end = elfcore.layout(loads, len(self._note_bytes))
+        self.head = header + self._note_bytes
 
 
 def _facts(report: WriteReport) -> "CoreFacts":
@@ -647,8 +704,7 @@ def _copy(pid: int, sink: Any, tick: Tick, pieces: Sequence[Any], offsets: Seque
         copier.close()
 
 
-def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, regions: Sequence[maps.Region],
-                   pieces: Sequence[Any], offsets: Sequence[int], state_before: str,
+def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, layout: "_Layout", state_before: str,
                    warnings: List[str]) -> Optional["_Snapshot"]:
     """Clone the stopped target and read now what the clone cannot hold; None (with a warning, or
     TargetRefused for snapshot=True) where no snapshot may or could be taken: the target is then
@@ -658,11 +714,18 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
 
     if not isinstance(stopped, SnapshotHolder):
         raise DumpFailed(f"the stopper of process {pid} cannot take a snapshot (a dumplib bug)", pid=pid)
-    early, shared_after = snapshot.taken_before_resume(pieces)
-    why = snapshot.obstacle(pid, regions, pieces, early, state_before, stopped.threads)
+    regions = layout.regions
+    # The pieces not found yet (_clone_tells) are private anonymous memory: never read before resume.
+    early, shared_after = snapshot.taken_before_resume(layout.pieces)
+    why = snapshot.obstacle(pid, regions, layout.pieces, early, state_before, stopped.threads)
     if why is None and mode == "auto":  # asked for outright, one is taken even if it stops the target longer
-        why = snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds, sum(p.filesz for p in pieces),
-                                   sum(pieces[i].filesz for i in early))
+        early_bytes = sum(layout.pieces[i].filesz for i in early)
+        if snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds, 0, early_bytes):
+            # It may be (thousands of threads): weighed against the whole size, from the stopped target.
+            _bounded_reads(pid, lambda: layout.finish(mem), stopped=True)
+            early, shared_after = snapshot.taken_before_resume(layout.pieces)
+            why = snapshot.longer_stop(len(stopped.threads), stopped.seized_seconds,
+                                       sum(p.filesz for p in layout.pieces), early_bytes)
     syscall_at = None if why else _bounded_reads(pid, lambda: snapshot.find_syscall(mem), stopped=True)
     if why is None and syscall_at is None:
         why = "no system call instruction was found in its [vdso] or code to make it clone itself"
@@ -683,26 +746,47 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, reg
         warnings.extend(without_snapshot(pid, mode, why or "unknown"))
         return None
     snap = _Snapshot(child, mem, stopped)
-    _bounded_reads(pid, lambda: snap.read_before_resume(pieces, offsets, early), stopped=True)
+    _bounded_reads(pid, lambda: snap.read_before_resume([layout.pieces[i] for i in early]), stopped=True)
     if shared_after:
         snap.warnings.append(f"{shared_after} bytes of shared memory (MAP_SHARED) were read after the target resumed:"
                              " they show that memory as it was when read, not at the snapshot's instant")
     return snap
 
 
-def _from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], pieces: Sequence[Any],
-                offsets: Sequence[int], total: int) -> None:
-    """snap.copy_rest in a bounded worker, as the live copy is (_bounded_reads): a read of the clone's
-    memory can wait on a file system for good (a page of a file it maps on a stalled FUSE or NFS mount,
-    found resident when the target was stopped and reclaimed since), and is then given up on after
-    MM_LOCK_SECONDS with TargetRefused "memory-map-locked"; the worker's writes and ticks are guarded,
-    so none reaches the output once this thread has gone on."""
+def _lay_out_from_clone(pid: int, snap: "_Snapshot", layout: "_Layout") -> None:
+    """layout.finish from the clone's pagemap, once the target runs (bounded, as the copy is)."""
+    def finish() -> None:
+        try:
+            layout.finish(snap.child)
+        except OSError as exc:
+            if not snap.intact():
+                raise _snapshot_lost(pid) from None
+            raise DumpFailed(f"reading the page map of the snapshot of process {pid} (its clone, process"
+                             f" {snap.child}) failed: {exc}; nothing was kept", pid=pid, errno=exc.errno) from None
+    _from_clone(pid, snap, finish)
+
+
+def _copy_from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], pieces: Sequence[Any],
+                     offsets: Sequence[int]) -> None:
+    checked = (lambda n: guarded(tick, n)) if tick is not None else None
+    _from_clone(pid, snap, lambda: snap.copy_rest(sink, checked, pieces, offsets, sum(p.filesz for p in pieces)))
+
+
+def _snapshot_lost(pid: int) -> DumpFailed:
+    return DumpFailed(f"the snapshot of process {pid} was killed while its memory was read (the OOM killer?);"
+                      " nothing was kept. Try again, or without --snapshot", pid=pid, reason="snapshot-lost")
+
+
+def _from_clone(pid: int, snap: "_Snapshot", fn: Callable[[], None]) -> None:
+    """*fn* (a read of the clone: its pagemap, or its memory) in a bounded worker, as the live copy is
+    (_bounded_reads): a read of the clone's memory can wait on a file system for good (a page of a file
+    it maps on a stalled FUSE or NFS mount, found resident when the target was stopped and reclaimed
+    since), and is then given up on after MM_LOCK_SECONDS with TargetRefused "memory-map-locked"; the
+    worker's writes and ticks are guarded, so none reaches the output once this thread has gone on."""
     from .._bounded import Unanswered, call_within
 
-    checked = (lambda n: guarded(tick, n)) if tick is not None else None
     try:
-        call_within(lambda: snap.copy_rest(sink, checked, pieces, offsets, total), MM_LOCK_SECONDS,
-                    pidfiles.mm_key(snap.child), each=True)
+        call_within(fn, MM_LOCK_SECONDS, pidfiles.mm_key(snap.child), each=True)
     except Unanswered:
         raise TargetRefused(
             f"a read of the snapshot of process {pid} (its clone, process {snap.child}) got no answer within"
@@ -719,15 +803,18 @@ class _Snapshot:
         self.child, self.target = child, target
         #: What holds the clone (and held the target stopped until resume_target).
         self.holder = holder
-        self.buffers: Dict[int, Any] = {}  # piece index -> snapshot.BufferSink
+        #: Piece start address -> snapshot.BufferSink, written from the piece's own place in the file.
+        self.buffers: Dict[int, Any] = {}
         self.warnings: List[str] = []
 
-    def read_before_resume(self, pieces: Sequence[Any], offsets: Sequence[int], early: Sequence[int]) -> None:
-        for i in early:
-            from .snapshot.policy import BufferSink
+    def read_before_resume(self, pieces: Sequence[Any]) -> None:
+        """Read *pieces* from the stopped target, before the file is laid out (_Layout.finish): each
+        kept as written from offset 0, and put in its place by copy_rest."""
+        from .snapshot.policy import BufferSink
 
-            buffer = self.buffers[i] = BufferSink()
-            _copy(self.target, buffer, lambda n: None, [pieces[i]], [offsets[i]], pieces[i].filesz)
+        for piece in pieces:
+            buffer = self.buffers[piece.start] = BufferSink()
+            _copy(self.target, buffer, lambda n: None, [piece], [0], piece.filesz)
 
     def copy_rest(self, sink: Any, tick: Optional[Tick], pieces: Sequence[Any], offsets: Sequence[int],
                   total: int) -> None:
@@ -735,9 +822,9 @@ class _Snapshot:
         copier = MemoryCopier(self.child, sink, tick, total=total)
         try:
             start = 0
-            for i in sorted(self.buffers):
+            for i in [i for i, p in enumerate(pieces) if p.start in self.buffers]:
                 copier.copy_pieces(pieces[start:i], offsets[start:i])
-                self.buffers.pop(i).replay(sink)
+                self.buffers.pop(pieces[i].start).replay(sink, offsets[i])
                 start = i + 1
             copier.copy_pieces(pieces[start:], offsets[start:])
         except DumpFailed as exc:

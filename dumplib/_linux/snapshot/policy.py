@@ -198,9 +198,10 @@ class BufferSink:
     def write_at(self, data: Any, offset: int) -> None:
         self.chunks.append((offset, bytes(data)))
 
-    def replay(self, sink: Any) -> None:
+    def replay(self, sink: Any, base: int = 0) -> None:
+        """Write what was kept to *sink*, *base* bytes further on than it was written here."""
         for offset, data in sorted(self.chunks, key=lambda c: c[0]):
-            sink.write_at(data, offset)
+            sink.write_at(data, base + offset)
         self.chunks = []
 
 
