@@ -239,16 +239,10 @@ def _device(text: str, base: int) -> Optional[Tuple[int, int]]:
         return None
 
 
-def memory_devices(pid: int) -> Set[Tuple[int, int]]:
-    """(major, minor) of the file systems whose files are memory, as process *pid* sees its mounts.
-
-    Read from its mountinfo (its own mount namespace) and never from the files themselves: a stat,
-    open or lseek of a file on a stalled FUSE or NFS mount would wait as long as the mount does. The
-    kernel's internal shmem mount (MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd) is in no mountinfo:
-    its device is that of a memfd of our own.
-    """
+def _shmem_device() -> Optional[Tuple[int, int]]:
+    """The kernel's internal shmem mount (MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd), in no mountinfo:
+    its device is that of a memfd of our own (the same for every process, so found once)."""
     global _shmem_dev
-    devices = {dev for dev, fstype in mount_types(pid).items() if fstype in MEMORY_FILE_SYSTEMS}
     if _shmem_dev is None:
         try:
             fd = os.memfd_create("dumplib-shmem-probe", os.MFD_CLOEXEC)
@@ -258,9 +252,7 @@ def memory_devices(pid: int) -> Set[Tuple[int, int]]:
             st = os.fstat(fd)
             os.close(fd)
             _shmem_dev = (os.major(st.st_dev), os.minor(st.st_dev))
-    if _shmem_dev is not None:
-        devices.add(_shmem_dev)
-    return devices
+    return _shmem_dev
 
 
 def mount_types(pid: int) -> Dict[Tuple[int, int], str]:
@@ -289,36 +281,57 @@ REMOTE_FILE_SYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "afs", "glust
                        "coda", "ncpfs", "orangefs", "gfs2", "ocfs2")
 
 
+class Mounts:
+    """Process *pid*'s mounts as its mountinfo shows them (its own mount namespace), read once.
+
+    Made for one step of one dump (the plan, or the layout while the target is stopped) and handed
+    to what that step asks (Prober, the far reads), never kept past it: mounts come and go, and a
+    device number freed by an unmount is soon another mount's. Files are never looked at: a stat,
+    open or lseek of a file on a stalled FUSE or NFS mount would wait as long as the mount does."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        #: (major, minor) -> file system type.
+        self.types = mount_types(pid)
+        #: (major, minor) of the file systems whose files are memory (reading a page of them waits
+        #: on nothing but swap): tmpfs, hugetlbfs, ramfs, and the kernel's shmem.
+        self.memory = {dev for dev, fstype in self.types.items() if fstype in MEMORY_FILE_SYSTEMS}
+        shmem = _shmem_device()
+        if shmem is not None:
+            self.memory.add(shmem)
+
+    def remote(self, dev: str) -> bool:
+        """Whether device *dev* ("MM:mm" in hex, as maps prints it) is a remote or FUSE file system, or
+        unknown (then it may be one)."""
+        device = _device(dev, 16) or (-1, -1)
+        if device in self.memory:
+            return False  # tmpfs, memfd (a fileless program)...
+        fstype = self.types.get(device)
+        return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
+
+    def remote_regions(self, regions: Sequence[Region]) -> List[Region]:
+        """The file mappings of *regions* on a remote or FUSE file system, or one unknown (remote)."""
+        return [r for r in regions if r.file_backed and self.remote(r.dev)]
+
+
 def on_remote_file_systems(pid: int, regions: Sequence[Region]) -> List[Region]:
-    """The file mappings of *regions* on a remote or FUSE file system, or one unknown (remote_file_system),
+    """The file mappings of *regions* on a remote or FUSE file system, or one unknown (Mounts.remote),
     with process *pid*'s mountinfo read once."""
-    memory, types = memory_devices(pid), mount_types(pid)
-    out = []
-    for r in regions:
-        if not r.file_backed:
-            continue
-        device = _device(r.dev, 16) or (-1, -1)
-        fstype = types.get(device)
-        if device not in memory and (fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)):
-            out.append(r)
-    return out
+    return Mounts(pid).remote_regions(regions)
 
 
 def remote_file_system(pid: int, dev: str) -> bool:
     """Whether device *dev* ("MM:mm" in hex, as maps prints it) is, for process *pid*, a remote or
     FUSE file system, or unknown (then it may be one)."""
-    device = _device(dev, 16) or (-1, -1)
-    if device in memory_devices(pid):
-        return False  # tmpfs, memfd (a fileless program)...
-    fstype = mount_types(pid).get(device)
-    return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
+    return Mounts(pid).remote(dev)
 
 
 class Prober:
     """Finds, for each taken segment, where its data is: what is stored, what is described only.
 
-    One instance per dump; holds the target's pagemap open. Used by the writer (target stopped)
-    and by the estimate (target running) with the same rules, so the two agree.
+    One instance per step of a dump (the plan; the layout while the target is stopped), never kept
+    past it; holds the target's pagemap open and its mounts as read for that step. Used by the writer
+    (target stopped) and by the estimate (target running) with the same rules, so the two agree.
 
     A file on a file system (anything but tmpfs, hugetlbfs, ramfs and shmem) is never touched and
     none of its pages is faulted in: only the pages the process has in its page tables (pagemap's
@@ -333,15 +346,21 @@ class Prober:
         self._scan_works: Optional[bool] = None
         self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
         self._pagemap: Optional[int] = _open_pagemap(pid)
-        self._memory_devs: Optional[Set[Tuple[int, int]]] = None
+        self._mounts: Optional[Mounts] = None
+
+    @property
+    def mounts(self) -> Mounts:
+        """The process's mounts, read at the first question and kept as long as this Prober: one step
+        of one dump (a Prober is never kept past it)."""
+        if self._mounts is None:
+            self._mounts = Mounts(self.pid)
+        return self._mounts
 
     def on_file_system(self, r: Region) -> bool:
         """Whether *r* maps a file whose pages may have to be read from a file system (see the class)."""
         if not r.file_backed or "ht" in r.vmflags:
             return False
-        if self._memory_devs is None:
-            self._memory_devs = memory_devices(self.pid)
-        return _device(r.dev, 16) not in self._memory_devs
+        return _device(r.dev, 16) not in self.mounts.memory
 
     def resident(self, address: int) -> bool:
         """Whether the page at *address* is in the process's page tables (reading it faults nothing in)."""
