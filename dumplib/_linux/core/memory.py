@@ -23,7 +23,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 import stat
 import struct
 
@@ -53,7 +52,6 @@ _HEAD, _HEAD_GROUP = 64, 64
 _ZERO_HEAD = bytes(_HEAD)
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
-_RUNS = re.compile(b"\x01+")
 #: Untouched gaps shorter than this between runs of data are carried inside one PT_LOAD (as holes in
 #: a file, zeros in a stream) rather than starting a new one. Every PT_LOAD then holds at least one
 #: page of data per 64 KiB of address space it spans, so program headers cost at most 56 bytes per
@@ -503,8 +501,8 @@ class Prober:
                     yield block, block + n
                 continue
             flags = entries[7::8].translate(_IN_MEMORY)
-            for m in _RUNS.finditer(flags):
-                yield block + m.start() * PAGE, block + m.end() * PAGE
+            for start, end in _runs(flags):
+                yield block + start * PAGE, block + end * PAGE
 
 
 class FileSink:
@@ -704,8 +702,8 @@ class MemoryCopier:
             yield 0, n, False
             return
         flags = entries[7::8].translate(_IN_MEMORY)
-        for m in _RUNS.finditer(flags):
-            yield m.start() * PAGE, (m.end() - m.start()) * PAGE, False
+        for start, end in _runs(flags):
+            yield start * PAGE, (end - start) * PAGE, False
 
     def _far_mapping(self, region: Optional[Region]) -> bool:
         """Whether *region* maps a file from a FUSE, NFS or CIFS mount (or one unknown): its pages, found
@@ -903,6 +901,19 @@ def _xstate_size_from_flags() -> int:
     if b"amx_tile" in flags:
         return 11008
     return 2696
+
+
+def _runs(flags: bytes) -> Iterator[Tuple[int, int]]:
+    """[start, end) of each run of 1 bytes in *flags* (pagemap entries made 0 or 1, one per page)."""
+    end = 0
+    while True:
+        start = flags.find(1, end)
+        if start < 0:
+            return
+        end = flags.find(0, start)
+        if end < 0:
+            end = len(flags)
+        yield start, end
 
 
 def _open_pagemap(pid: int) -> Optional[int]:

@@ -15,7 +15,6 @@ assert sys.platform.startswith("linux")
 
 
 import bisect
-import re
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:

@@ -13,11 +13,9 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
-import re
-
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import FrozenSet, List
+    from typing import FrozenSet, List, Optional, Tuple
 
 from ..._record import field, record
 
@@ -74,7 +72,7 @@ class Region:
         return (4 if self.perms[0] == "r" else 0) | (2 if self.perms[1] == "w" else 0) | (1 if self.perms[2] == "x" else 0)
 
 
-_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.M)
+_HEX = frozenset("0123456789abcdef")
 _SIZES = (("\nRss:", 0), ("\nAnonymous:", 1), ("\nShared_Hugetlb:", 3), ("\nPrivate_Hugetlb:", 3), ("\nSwap:", 2))
 
 
@@ -95,29 +93,75 @@ def parse_smaps(text: str) -> List[Region]:
             if cut < 0:
                 break
             block = block[cut + 1 :]
-        m = _HEADER.match(block)
-        if m is None:
+        header = _header(block, 0)
+        if header is None:
             break
-        regions.append(_region(m, block))
+        regions.append(_region(header, block))
     return regions
 
 
 def _parse_smaps_by_header(text: str) -> List[Region]:
     """Older kernels without VmFlags: blocks start at each header line."""
-    starts = [m.start() for m in _HEADER.finditer(text)] + [len(text)]
+    starts, at = [], 0
+    while at <= len(text):
+        if _header(text, at) is not None:
+            starts.append(at)
+        nl = text.find("\n", at)
+        if nl < 0:
+            break
+        at = nl + 1
+    starts.append(len(text))
     regions = []
     for lo, hi in zip(starts, starts[1:]):
         block = text[lo:hi]
-        m = _HEADER.match(block)
-        if m is not None:
-            regions.append(_region(m, block))
+        header = _header(block, 0)
+        if header is not None:
+            regions.append(_region(header, block))
     return regions
 
 
-def _region(m: "re.Match[str]", block: str) -> Region:
-    start, end, perms, offset, dev, inode, path = m.groups()
+def _header(text: str, at: int) -> Optional[Tuple[Tuple[str, ...], int]]:
+    """The fields of the maps header line starting at *at* (start, end, perms, offset, dev, inode,
+    path) and where the line ends, or None if it is not one. What the pattern
+    ``([0-9a-f]+)-([0-9a-f]+) (\\S+) ([0-9a-f]+) (\\S+) (\\d+) *(.*)$`` matched there, without compiling
+    it (nor importing re) at every start-up: only the path is the process's, and it is the rest of
+    the line, whatever it holds."""
+    end = text.find("\n", at)
+    if end < 0:
+        end = len(text)
+    fields = text[at:end].split(" ", 4)
+    if len(fields) != 5:
+        return None
+    span, perms, offset, dev, tail = fields
+    start, dash, stop = span.partition("-")
+    if not (dash and _hex(start) and _hex(stop) and _hex(offset) and _word(perms) and _word(dev)):
+        return None
+    digits = len(tail) - len(tail.lstrip("0123456789")) if tail.isascii() else _decimals(tail)
+    if not digits:
+        return None
+    return (start, stop, perms, offset, dev, tail[:digits], tail[digits:].lstrip(" ")), end
+
+
+def _hex(text: str) -> bool:
+    return bool(text) and _HEX.issuperset(text)
+
+
+def _word(text: str) -> bool:
+    """Non-empty, no white space (the pattern's \\S+)."""
+    return bool(text) and not any(c.isspace() for c in text)
+
+
+def _decimals(text: str) -> int:
+    """How many of *text*'s first characters are decimal digits (the pattern's \\d, any script's)."""
+    n = 0
+    while n < len(text) and text[n].isdecimal():
+        n += 1
+    return n
+
+
+def _region(header: Tuple[Tuple[str, ...], int], block: str) -> Region:
+    (start, end, perms, offset, dev, inode, path), head = header
     sizes = [0, 0, 0, 0]  # rss, anonymous, swap, hugetlb
-    head = m.end()
     for label, slot in _SIZES:  # each searched from the top: the kernel's field order is not relied on
         found = block.find(label, head)
         if found >= 0:
