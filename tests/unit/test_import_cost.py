@@ -221,6 +221,9 @@ NOT_ON_A_SMALL_DUMP = (
     "datetime", "signal",
     # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
     "urllib", "urllib.parse", "ipaddress", "unicodedata",
+    # re, ~7 M with its first compile: smaps headers are read by str methods (maps._header), and a name
+    # without ProcDump's words by str.find (placement._expand_braced); the patterns only where needed.
+    "re",
 )
 
 MODULES_AT_EXIT = """
