@@ -345,6 +345,9 @@ class Prober:
         self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
         self._pagemap: Optional[int] = _open_pagemap(pid)
         self._mounts: Optional[Mounts] = None
+        #: PAGEMAP_SCAN's request and its answer's array, made at the first scan and reused by the
+        #: next (a link_map walk asks about one page at a time, dozens of times).
+        self._request: Optional[Tuple[Any, bytearray]] = None
 
     @property
     def mounts(self) -> Mounts:
@@ -362,7 +365,8 @@ class Prober:
 
     def resident(self, address: int) -> bool:
         """Whether the page at *address* is in the process's page tables (reading it faults nothing in)."""
-        return any(True for _ in self._present(address - address % PAGE, address - address % PAGE + PAGE, False))
+        page = address - address % PAGE
+        return any(True for _ in self._present(page, page + PAGE, False, vec=1))  # one page: one run at most
 
     def close(self) -> None:
         if self._pagemap is not None:
@@ -453,16 +457,17 @@ class Prober:
         """
         return self._present(lo, hi, True)
 
-    def _present(self, lo: int, hi: int, unknown: bool) -> Iterator[Tuple[int, int]]:
+    def _present(self, lo: int, hi: int, unknown: bool, vec: int = _SCAN_VEC) -> Iterator[Tuple[int, int]]:
         """present_runs; *unknown*: whether what pagemap cannot tell counts as present (memory: it is
-        read; a file on a file system: it is not, as reading it might wait on the file system)."""
+        read; a file on a file system: it is not, as reading it might wait on the file system); *vec*:
+        runs asked of the kernel at once (at most _SCAN_VEC)."""
         if self._pagemap is None:
             if unknown:
                 yield lo, hi
             return
         if self._scan_works is not False:
             try:
-                yield from self._scan(lo, hi)
+                yield from self._scan(lo, hi, vec)
                 self._scan_works = True
                 return
             except OSError as exc:
@@ -471,22 +476,29 @@ class Prober:
                 self._scan_works = False
         yield from self._pagemap_runs(lo, hi, unknown)
 
-    def _scan(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
-        regions = (_PageRegion * _SCAN_VEC)()
-        arg = _ScanArg(size=ctypes.sizeof(_ScanArg), start=lo, end=hi, vec=ctypes.addressof(regions),
-                       vec_len=_SCAN_VEC, category_inverted=_PAGE_IS_PFNZERO, category_mask=_PAGE_IS_PFNZERO,
-                       category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
-                       return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
-        buf = bytearray(arg)
+    def _scan(self, lo: int, hi: int, vec: int) -> Iterator[Tuple[int, int]]:
+        """PAGEMAP_SCAN's runs in [lo, hi), *vec* per ioctl. The request is this Prober's, filled anew
+        before each ioctl and its runs copied out before any is yielded: a caller may scan again (or
+        drop this one) before it has taken them all."""
+        if self._request is None:
+            regions = (_PageRegion * _SCAN_VEC)()
+            request = _ScanArg(size=ctypes.sizeof(_ScanArg), vec=ctypes.addressof(regions),
+                               category_inverted=_PAGE_IS_PFNZERO, category_mask=_PAGE_IS_PFNZERO,
+                               category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+                               return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
+            self._request = (regions, bytearray(request))
+        regions, buf = self._request
+        arg = _ScanArg.from_buffer(buf)
+        start = lo
         while True:
+            arg.start, arg.end, arg.vec_len = start, hi, vec
             assert self._pagemap is not None
             n = blocking(fcntl.ioctl, self._pagemap, _PAGEMAP_SCAN, buf, True)
-            got = _ScanArg.from_buffer(buf)
-            for i in range(n):
-                yield regions[i].start, regions[i].end
-            if got.walk_end >= hi or n < _SCAN_VEC:
+            walk_end = arg.walk_end
+            yield from [(regions[i].start, regions[i].end) for i in range(n)]
+            if walk_end >= hi or n < vec:
                 return
-            got.start = got.walk_end
+            start = walk_end
 
     def _pagemap_runs(self, lo: int, hi: int, unknown: bool = True) -> Iterator[Tuple[int, int]]:
         for block in range(lo, hi, PAGEMAP_BLOCK * PAGE):
