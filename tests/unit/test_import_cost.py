@@ -224,6 +224,8 @@ NOT_ON_A_SMALL_DUMP = (
     # re, ~7 M with its first compile: smaps headers are read by str methods (maps._header), and a name
     # without ProcDump's words by str.find (placement._expand_braced); the patterns only where needed.
     "re",
+    # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
+    "dumplib._reasons",
 )
 
 MODULES_AT_EXIT = """
