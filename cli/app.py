@@ -132,19 +132,23 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     Called without *argv* (the console script, ``python -m dumplib_cli``), a quick command ends the
     process as soon as it is done (see _leave); given *argv* (tests, a program), it returns."""
+    if argv is None:
+        # The cyclic collector's passes over what a quick command imports cost a small dump ~4 M
+        # instructions (~1.3 ms) and free next to nothing (83 objects); the process ends within a
+        # fraction of a second (_leave) and reference counting frees the rest meanwhile. Off from
+        # the parse on (it imports the command's module); on again for typer's commands (`watch` runs on).
+        gc.disable()
     args = bare_flags(sys.argv[1:] if argv is None else list(argv))
     func = quick_command(args[0]) if args else None
     kwargs = quick_parse(func, args[1:]) if func is not None else None
     if func is None or kwargs is None:
+        if argv is None:
+            gc.enable()
         if wants_json(args):
             _typer_json_errors(args)
         else:
             typer_app()(args=args, prog_name="dumplib")
     elif argv is None:
-        # The cyclic collector's passes over what a quick command imports cost a small dump ~4 M
-        # instructions (~1.3 ms) and free next to nothing (83 objects); the process ends within a
-        # fraction of a second (_leave) and reference counting frees the rest meanwhile.
-        gc.disable()
         try:
             func(**kwargs)
         except SystemExit as done:

@@ -289,6 +289,16 @@ def test_the_dump_command_runs_no_cyclic_collection(tmp_path):
     assert ast.literal_eval(done.stderr.strip().splitlines()[-1]) == []
 
 
+def test_a_command_typer_parses_keeps_the_cyclic_collector(tmp_path):
+    # `watch` and every command line the quick parser does not take run under typer, and may run on.
+    probe = COLLECTIONS_AT_EXIT.replace("print(repr(passes)", "print(repr(gc.isenabled())")
+    done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, cwd=ROOT,  # typer: site
+                          timeout=120, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
+                                            "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "Usage" in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "True"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
 def test_a_program_calling_main_keeps_its_cyclic_collector(tmp_path):
     import gc
