@@ -226,6 +226,8 @@ NOT_ON_A_SMALL_DUMP = (
     "re",
     # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
     "dumplib._reasons",
+    # The coredump_filter IntFlag, ~1.5 M: raw masks (--flags) only.
+    "dumplib._linux.core.corefilter",
 )
 
 MODULES_AT_EXIT = """
