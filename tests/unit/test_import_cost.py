@@ -221,9 +221,6 @@ NOT_ON_A_SMALL_DUMP = (
     "datetime", "signal",
     # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
     "urllib", "urllib.parse", "ipaddress", "unicodedata",
-    # re, ~7 M with its first compile: smaps headers are read by str methods (maps._header), and a name
-    # without ProcDump's words by str.find (placement._expand_braced); the patterns only where needed.
-    "re",
     # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
     "dumplib._reasons",
     # The coredump_filter IntFlag, ~1.5 M: raw masks (--flags) only.
