@@ -6,11 +6,11 @@ user can do about it. Exit codes are the CLI's business, not the library's.
 """
 from __future__ import annotations
 
-import enum
-
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+
+    from ._reasons import Reason
 
 __all__ = [
     "DumpError",
@@ -33,48 +33,23 @@ __all__ = [
 ]
 
 
-class Reason(str, enum.Enum):
-    """Why a dump was refused or failed: one spelling per event, for scripts to branch on.
+def __getattr__(name: str) -> Any:
+    """``Reason``, from its own module at the first use (dumplib/_reasons.py says why)."""
+    if name == "Reason":
+        from ._reasons import Reason
 
-    A ``str`` as well, so ``exc.reason == "disk-full"`` holds and ``--json`` prints the spelling."""
-
-    # TargetRefused
-    SELF = "self"  #: the target is the calling process
-    ZOMBIE = "zombie"  #: it has exited and holds no memory
-    KERNEL_THREAD = "kernel-thread"  #: no user memory to dump
-    TRACED = "traced"  #: another debugger holds it
-    THREAD_NOT_STOPPING = "thread-not-stopping"  #: a thread did not stop in time (frozen cgroup, D state)
-    SNAPSHOT_UNAVAILABLE = "snapshot-unavailable"  #: snapshot=True and none can be taken
-    MEMORY_MAP_LOCKED = "memory-map-locked"  #: its mmap lock is held for good (a read stuck on a hung mount)
-    # DumpFailed
-    EXITED = "exited"  #: the target died while it was being dumped
-    DISK_FULL = "disk-full"  #: the volume filled up during the write
-    BROKEN_PIPE = "broken-pipe"  #: the reader of stdout went away
-    UNVERIFIED = "unverified"  #: the file read back is not what was written
-    MAX_PAUSE = "max-pause"  #: the target would have stayed stopped longer than max_pause
-    CANCELLED = "cancelled"  #: cancel_dumps() or an interrupted watch
-    BUSY = "busy"  #: another dump of the process in this program kept it too long
-    SNAPSHOT_LOST = "snapshot-lost"  #: the snapshot was killed during the write
-    MAPS_UNREADABLE = "maps-unreadable"  #: postmortem: the crashed process's maps could not be read
-    STREAM_FORMAT = "stream-format"  #: postmortem: the kernel's core stream is not a core
-    STREAM_SHORT = "stream-short"  #: postmortem: the kernel's core stream ended early
-    STREAM_TIMEOUT = "stream-timeout"  #: postmortem: the kernel's core stream stalled
-    # RemoteDestinationError (the probe, before the target is touched), and DumpFailed for upload-failed
-    NO_EXTRA = "no-extra"  #: the store's SDK (dumplib[azure] / dumplib[s3]) is not installed
-    NO_CREDENTIALS = "no-credentials"  #: no credential found in the standard places
-    BAD_CREDENTIALS = "bad-credentials"  #: the store refused the credentials
-    NO_CONTAINER = "no-container"  #: the container or bucket does not exist
-    NO_PERMISSION = "no-permission"  #: the credentials may not write there
-    UNREACHABLE = "unreachable"  #: the store's endpoint could not be reached
-    UPLOAD_FAILED = "upload-failed"  #: DumpFailed: the upload failed after the write began; nothing was committed
-
-    def __str__(self) -> str:
-        return self.value
+        globals()["Reason"] = Reason  # later uses are plain attribute reads
+        return Reason
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _reason(value: Union[str, Reason, None]) -> Optional[Reason]:
     """A raiser's reason as the one spelling; an unknown one is a dumplib bug (tests/unit/test_errors.py)."""
-    return None if value is None else Reason(value)
+    if value is None:
+        return None
+    from ._reasons import Reason
+
+    return Reason(value)
 
 
 def _rebuilt(cls: "type[DumpError]", args: Tuple[Any, ...], state: Dict[str, Any]) -> "DumpError":

@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
 import time
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Iterator, List, Optional, Sequence, Tuple, Union
+    import re
+    from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._accel import datetime  # _datetime: the same classes, without the datetime module's start-up
 from ._platform import Host
@@ -37,8 +37,10 @@ DEFAULT_TEMPLATE = "{name}_{pid}_{date}_{time}"
 
 # ProcDump's upper-case tokens, replaced only as whole words so "PIDGIN" or "C:\PIDS" survive.
 _PROCDUMP_TOKENS = {"PROCESSNAME": "name", "PID": "pid", "YYMMDD": "date", "HHMMSS": "time", "EXCEPTIONCODE": "event"}
-_TOKEN_RE = re.compile(r"\{(name|pid|date|time|kind|event)\}"
-                       r"|(?<![A-Za-z0-9])(PROCESSNAME|PID|YYMMDD|HHMMSS|EXCEPTIONCODE)(?![A-Za-z0-9])")
+_BRACED = ("name", "pid", "date", "time", "kind", "event")
+_TOKEN = (r"\{(" + "|".join(_BRACED) + r")\}"
+          r"|(?<![A-Za-z0-9])(" + "|".join(_PROCDUMP_TOKENS) + r")(?![A-Za-z0-9])")
+_token_re: Optional["re.Pattern[str]"] = None
 _EVENT_TOKEN = r"\{event\}|(?<![A-Za-z0-9])EXCEPTIONCODE(?![A-Za-z0-9])"
 #: ``{event}`` / EXCEPTIONCODE in a dump not taken at a signal, an exception or by a trigger.
 NO_EVENT = "NONE"
@@ -108,7 +110,11 @@ def expand_event_token(path: Optional[PathLike], label: str) -> Optional[PathLik
         return None
     text = os.fspath(path)
     # Both spellings hold these words: a path without them is left as it is, its pattern not compiled.
-    if ("{event}" not in text and "EXCEPTIONCODE" not in text) or not re.search(_EVENT_TOKEN, text):
+    if "{event}" not in text and "EXCEPTIONCODE" not in text:
+        return path
+    import re  # only here and for the patterns below: re's import and a compile are start-up every dump pays
+
+    if not re.search(_EVENT_TOKEN, text):
         return path
     value = _safe_name(label)
     return re.sub(_EVENT_TOKEN, lambda m: value, text)
@@ -125,8 +131,55 @@ def expand_tokens(text: str, target: ProcessInfo, kind: DumpKind, when: datetime
         "kind": kind.value,
         "event": NO_EVENT,
     }
+    if not _has_procdump_word(text):
+        return _expand_braced(text, values)
     # One pass over both spellings: a value put in (a process named "PID") is never expanded again.
-    return _TOKEN_RE.sub(lambda m: values[m.group(1) or _PROCDUMP_TOKENS[m.group(2)]], text)
+    return _token_pattern().sub(lambda m: values[m.group(1) or _PROCDUMP_TOKENS[m.group(2)]], text)
+
+
+def _token_pattern() -> "re.Pattern[str]":
+    """_TOKEN, compiled at the first text that holds a ProcDump word: a compile at import, or for the
+    ``{name}`` tokens alone, is start-up every dump pays."""
+    global _token_re
+    if _token_re is None:
+        import re
+
+        _token_re = re.compile(_TOKEN)
+    return _token_re
+
+
+def _has_procdump_word(text: str) -> bool:
+    """Whether *text* holds a ProcDump token's word anywhere (as a whole word or not): only then can
+    _TOKEN's second branch match, and only then is the pattern needed."""
+    return any(word in text for word in _PROCDUMP_TOKENS)
+
+
+def _expand_braced(text: str, values: Dict[str, str]) -> str:
+    """_TOKEN's substitution for a text without ProcDump words, where only its first branch, the
+    literal ``{name}``... tokens, can match: found left to right, each value put in never scanned again."""
+    parts: List[str] = []
+    done = 0
+    at = text.find("{")
+    while at >= 0:
+        close = text.find("}", at + 1)
+        if close < 0:
+            break
+        if text[at + 1 : close] in _BRACED:
+            parts += (text[done:at], values[text[at + 1 : close]])
+            done = close + 1
+            at = text.find("{", done)
+        else:
+            at = text.find("{", at + 1)
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def first_token_at(text: str) -> Optional[int]:
+    """Where the first name token of *text* starts (as expand_tokens finds them), or None."""
+    if _has_procdump_word(text):
+        m = _token_pattern().search(text)
+        return m.start() if m else None
+    return min((at for at in (text.find("{" + name + "}") for name in _BRACED) if at >= 0), default=None)
 
 
 def plan_destination(
@@ -195,10 +248,10 @@ def plan_destination(
 
 def _fixed_directory(template: str) -> Optional[str]:
     """The directory a template names before its first token, if a token sits in a directory component."""
-    m = _TOKEN_RE.search(template)
-    if m is None or os.sep not in template[m.start():]:
+    at = first_token_at(template)
+    if at is None or os.sep not in template[at:]:
         return None
-    fixed = template[: m.start()]
+    fixed = template[:at]
     return fixed if fixed.endswith(os.sep) else (os.path.dirname(fixed) or ".")
 
 
@@ -308,7 +361,11 @@ def is_temp_name(name: str) -> bool:
     """Whether *name* is one of dumplib's temporary file names (``.dumplib-<16 hex>.tmp``)."""
     # The pattern is compiled (and cached by re) only for a name with the prefix: each pattern compiled
     # at import is start-up every dump pays.
-    return name.startswith(TEMP_PREFIX) and re.fullmatch(_TEMP_NAME, name) is not None
+    if not name.startswith(TEMP_PREFIX):
+        return False
+    import re
+
+    return re.fullmatch(_TEMP_NAME, name) is not None
 
 
 def _held(directory: str, host: Host) -> "contextlib.AbstractContextManager[List[str]]":

@@ -20,7 +20,6 @@ messages, the sidecar and ``--json``.
 from __future__ import annotations
 
 import posixpath
-import re
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
@@ -115,6 +114,8 @@ def parse_url(url: str) -> RemoteTarget:
     if scheme in ("s3", "az"):
         if not u.netloc:
             raise bad(f"expected {scheme}://{'BUCKET' if scheme == 's3' else 'CONTAINER'}/prefix/name")
+        import re  # a URL destination's only: not every dump's start-up
+
         if not re.fullmatch(_CONTAINER_NAME, u.netloc):
             raise bad(f"{u.netloc!r} is not a {'bucket' if scheme == 's3' else 'container'} name (3-63 lower-case"
                       " letters, digits, '.' and '-')")

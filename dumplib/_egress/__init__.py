@@ -163,10 +163,10 @@ def check_destination(url: str) -> None:
 def fixed_prefix(prefix: str) -> str:
     """The part of *prefix* before its first name token, cut back to a "directory" (``prod/{name}/`` ->
     ``prod/``). Tokens as naming finds them: whole words, so ``RAPID-team/`` holds none."""
-    from ..placement import _TOKEN_RE
+    from ..placement import first_token_at
 
-    found = _TOKEN_RE.search(prefix)
-    prefix = prefix[: found.start()] if found else prefix
+    found = first_token_at(prefix)
+    prefix = prefix[:found] if found is not None else prefix
     return prefix[: prefix.rfind("/") + 1]
 
 

@@ -33,7 +33,6 @@ from .._record import record
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
-from .core.corefilter import linux_filter
 from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick,
                          WatchSupport, WriteOptions, WriteReport, without_snapshot)
@@ -41,8 +40,8 @@ from ..formats import linkmap
 from .core import mapped, notes, selection
 from .host import LinuxHost, create_exclusive
 from .priority import raised
-from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, on_remote_file_systems,
-                          remote_file_system, xstate_note_size)
+from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
+                          xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_state
@@ -152,6 +151,10 @@ class LinuxPlatform(Platform):
     streams = True
 
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
+        if flags is None:  # the kind's own rules: no mask to check (nor its IntFlag to build, ~1.5 M instructions)
+            return None
+        from .core.corefilter import linux_filter
+
         return linux_filter(flags)
 
     def process_table(self) -> Dict[int, str]:
@@ -293,9 +296,10 @@ class LinuxSession(Session):
         mem = _memory_pid(pid)
         regions = _smaps(mem)
         sps = _syscall_stack_pointers(pid)
-        segments = _select(mem, regions, kind, flags, sps, [], plan_only=True)
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 1
+        # One Prober (its pagemap, the mounts read once) for the plan; the writer has its own, made while stopped.
         with Prober(mem) as prober:
+            segments = _select(mem, regions, kind, flags, sps, [], prober, plan_only=True)
             parts = selection.estimate_bytes(segments, regions, threads, data_bytes=prober.data_bytes,
                                         xstate_size=xstate_note_size())
         if flags is None and kind is not DumpKind.FULL and threads > len(sps):
@@ -456,14 +460,15 @@ def _stopped_layout(pid: int, mem: int, threads: List[ThreadState], plan: Plan, 
     """What of the layout needs the target stopped; *later* (a snapshot's): the pieces of private
     anonymous memory that pagemap must be asked about are left to _Layout.finish (see there)."""
     regions = _smaps(mem)
-    segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
-                       [t.thread_pointer for t in threads], plan_only=False)
-    note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=options.event)
-    # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
-    # a load's unstored tail as zeros, which is the truth only for untouched memory.
-    # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
-    segments = [s for s in segments if s.dump_start == s.start or s.describe]
+    # One Prober (its pagemap, the mounts read once, now: the plan's may be old) for the whole layout.
     with Prober(mem) as prober:
+        segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
+                           [t.thread_pointer for t in threads], prober, plan_only=False)
+        note_bytes = _notes(pid, threads, regions, options.comment, options.signature, mem=mem, event=options.event)
+        # Memory not taken, or past the end of a mapped file, gets no PT_LOAD: gdb reads
+        # a load's unstored tail as zeros, which is the truth only for untouched memory.
+        # A described segment (an object's code) is a PT_LOAD storing nothing, as the kernel writes it.
+        segments = [s for s in segments if s.dump_start == s.start or s.describe]
         parts: List[Any] = [
             (Piece(s.start, s.end, 0, s.flags, "all", s.region),) if s.describe
             else s if later and _clone_tells(s) else tuple(prober.pieces(s)) for s in segments]
@@ -518,14 +523,15 @@ def _facts(report: WriteReport) -> "CoreFacts":
 
 
 def _select(pid: int, regions: Sequence[maps.Region], kind: DumpKind, flags: Optional[int],
-            sps: Sequence[int], thread_pointers: Sequence[int], *, plan_only: bool) -> List[selection.Segment]:
+            sps: Sequence[int], thread_pointers: Sequence[int], prober: Prober, *,
+            plan_only: bool) -> List[selection.Segment]:
     keep: List[int] = []
     exe_paths: List[str] = []
     ends: List[int] = []
     tls: List[Tuple[int, int]] = []
     # What is read here must be resident, or not on a file system; and on a FUSE or network mount it is
     # read by a child (_FarSmallReads), since a page reclaimed since its check would be fetched.
-    with Prober(pid) as prober, MemoryReader(pid) as read_memory, _FarSmallReads(pid, regions) as far:
+    with MemoryReader(pid) as read_memory, _FarSmallReads(pid, regions, prober) as far:
         if flags is None and kind is not DumpKind.FULL:
             auxv = linkmap.parse_auxv(_read_proc(pid, "auxv"))
             starts = [r.start for r in regions]
@@ -945,8 +951,8 @@ class _FarSmallReads:
     given up on (the read is a _bounded.blocking call) without keeping dumplib's process from exiting.
     The child starts at the first such read."""
 
-    def __init__(self, pid: int, regions: Sequence[maps.Region]) -> None:
-        self.pid, self._regions = pid, regions
+    def __init__(self, pid: int, regions: Sequence[maps.Region], prober: Prober) -> None:
+        self.pid, self._regions, self._prober = pid, regions, prober  # the prober's mounts: read once a step
         self._far_starts: Optional[Set[int]] = None  # found at the first question: most layouts ask none
         self._mem = -1
         self._reader: Any = None
@@ -962,7 +968,7 @@ class _FarSmallReads:
 
     def holds(self, region: maps.Region) -> bool:
         if self._far_starts is None:
-            self._far_starts = {r.start for r in on_remote_file_systems(self.pid, self._regions)
+            self._far_starts = {r.start for r in self._prober.mounts.remote_regions(self._regions)
                                 if "ht" not in r.vmflags}
         return region.start in self._far_starts
 

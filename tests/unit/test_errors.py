@@ -102,3 +102,21 @@ def test_the_reader_catches_an_undeclared_fact():
     call = ast.parse("DumpFailed('x', pid=1, colour='red')").body[0].value  # type: ignore[attr-defined]
     accepted = _accepted(errors.DumpFailed)
     assert [k.arg for k in call.keywords if k.arg not in accepted] == ["colour"]
+
+
+def test_reason_lives_in_errors_wherever_it_is_built_and_survives_pickling():
+    # Reason is built in its own module at the first use (dumplib/_reasons.py), as dumplib.errors.Reason:
+    # what scripts import, compare with and unpickle (a snapshot's tracer process sends its errors so).
+    import pickle
+    import subprocess
+    import sys
+
+    assert errors.Reason is dumplib.Reason and errors.Reason.__module__ == "dumplib.errors"
+    exc = pickle.loads(pickle.dumps(dumplib.TargetRefused("m", pid=1, reason="memory-map-locked")))
+    assert exc.reason is errors.Reason.MEMORY_MAP_LOCKED and exc.details()["reason"] == "memory-map-locked"
+    # A fresh interpreter: unpickling finds the class through dumplib.errors before anything built it.
+    blob = pickle.dumps(dumplib.DumpFailed("m", reason="disk-full"))
+    probe = ("import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); import dumplib.errors as x;"
+             " print(e.reason is x.Reason.DISK_FULL, x.Reason.DISK_FULL == 'disk-full')")
+    done = subprocess.run([sys.executable, "-c", probe], input=blob, capture_output=True, cwd=ROOT, timeout=60)
+    assert done.stdout.split() == [b"True", b"True"], done.stderr

@@ -221,6 +221,10 @@ NOT_ON_A_SMALL_DUMP = (
     "datetime", "signal",
     # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
     "urllib", "urllib.parse", "ipaddress", "unicodedata",
+    # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
+    "dumplib._reasons",
+    # The coredump_filter IntFlag, ~1.5 M: raw masks (--flags) only.
+    "dumplib._linux.core.corefilter",
 )
 
 MODULES_AT_EXIT = """
@@ -253,6 +257,60 @@ def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
     sidecar = json.loads(Path(str(core) + ".json").read_text())
     digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert sidecar["sha256"] == digest
+
+
+COLLECTIONS_AT_EXIT = """
+import atexit, gc, sys
+from dumplib_cli.app import main
+passes = []
+gc.callbacks.append(lambda phase, info: phase == "start" and passes.append(info["generation"]))
+atexit.register(lambda: print(repr(passes), file=sys.stderr))
+sys.argv = ["dumplib"] + sys.argv[1:]
+main()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_the_dump_command_runs_no_cyclic_collection(tmp_path):
+    # The console script's quick command, as `dumplib dump` runs it (main() without arguments): the
+    # collector's passes over its imports cost start-up and free next to nothing.
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        done = subprocess.run([sys.executable, "-S", "-c", COLLECTIONS_AT_EXIT, "dump", str(worker.pid), str(tmp_path),
+                               "--kind", "mini"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
+                                   "PATH": "/usr/bin:/bin"})
+    finally:
+        worker.kill()
+        worker.wait()
+    assert done.returncode == 0, done.stderr
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".core"], done.stdout
+    assert ast.literal_eval(done.stderr.strip().splitlines()[-1]) == []
+
+
+def test_a_command_typer_parses_keeps_the_cyclic_collector(tmp_path):
+    # `watch` and every command line the quick parser does not take run under typer, and may run on.
+    probe = COLLECTIONS_AT_EXIT.replace("print(repr(passes)", "print(repr(gc.isenabled())")
+    done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, cwd=ROOT,  # typer: site
+                          timeout=120, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
+                                            "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "Usage" in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_program_calling_main_keeps_its_cyclic_collector(tmp_path):
+    import gc
+
+    from dumplib_cli.app import main
+
+    worker = subprocess.Popen(["sleep", "120"])
+    try:
+        main(["dump", str(worker.pid), str(tmp_path), "--kind", "mini"])
+    finally:
+        worker.kill()
+        worker.wait()
+    assert gc.isenabled() and [p for p in tmp_path.iterdir() if p.suffix == ".core"]
 
 
 def test_the_run_time_stand_ins_behave_as_typing_where_dumplib_relies_on_it():

@@ -153,3 +153,21 @@ def test_loads_store_only_their_file_size_and_the_next_starts_right_after(tmp_pa
     for bad in (True, -1, 0x4000):
         with pytest.raises(ValueError):
             elfcore.layout([(0x1000, 0x3000, 6, bad)], 0)
+
+
+def test_smaps_is_read_as_the_kernels_maps_reads():
+    # The kernel's own maps of this process, beside what parse_smaps and the by-header walk (older
+    # kernels) made of its smaps: every mapping, its fields, its path (the target's bytes) whole.
+    with open("/proc/self/smaps") as f:
+        smaps = f.read()
+    with open("/proc/self/maps") as f:
+        lines = f.read().splitlines()
+    parsed = maps.parse_smaps(smaps)
+    by_header = maps._parse_smaps_by_header(smaps)
+    assert len(parsed) == len(by_header) == len(lines) > 10
+    for r, b, line in zip(parsed, by_header, lines):
+        span, perms, offset, dev, inode, *path = line.split(None, 5)
+        start, end = (int(x, 16) for x in span.split("-"))
+        assert (r.start, r.end, r.perms, r.offset, r.dev, r.inode, r.path) == (
+            start, end, perms, int(offset, 16), dev, int(inode), path[0] if path else "")
+        assert (b.start, b.end, b.path, b.rss, b.vmflags) == (r.start, r.end, r.path, r.rss, r.vmflags)

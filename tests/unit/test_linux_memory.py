@@ -107,9 +107,17 @@ def test_present_runs_by_pagemap_scan_and_by_pagemap_reads_agree_on_touched_page
                 (base + size - PAGE, base + size)]
     with Prober(os.getpid()) as prober:
         scanned = list(prober.present_runs(base, base + size))
+        # One request buffer serves every scan of a Prober: a scan asked while another is being taken
+        # (one page, one run asked for) changes nothing of the first.
+        interleaved = []
+        for run in prober.present_runs(base, base + size):
+            interleaved.append(run)
+            assert [prober.resident(base + page * PAGE) for page in (0, 3, 100, 4999, 5001)] == [
+                True, False, True, False, True]
+            assert list(prober.present_runs(base + 4 * PAGE, base + size)) == expected[1:]
         prober._scan_works = False
         read = list(prober.present_runs(base, base + size))
-    assert scanned == expected and read == expected
+    assert scanned == expected and read == expected and interleaved == expected
     del area  # the ctypes view pins nothing past here
 
 

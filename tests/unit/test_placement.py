@@ -103,3 +103,28 @@ def test_a_name_keeps_the_characters_unicodedata_calls_letters_and_digits():
     kept = [ch for ch in chars if _safe_name("a" + ch + "a") == "a" + ch + "a"]
     expected = [ch for ch in chars if ch in "-_.+" or (ch.isalnum() and ch.isprintable() and unicodedata.category(ch)[0] in "LN")]
     assert kept == expected
+
+
+def test_names_without_procdump_words_expand_as_the_token_pattern_does_without_compiling_it():
+    # The pattern itself is the reference: expand_tokens and first_token_at skip it for a text holding
+    # no ProcDump word, and must find exactly what it finds, left to right, values never rescanned.
+    import random
+    import re
+
+    from dumplib import placement
+
+    pattern = re.compile(placement._TOKEN)
+    values = {"name": "{pid}", "pid": "4242", "date": "261126", "time": "070509", "kind": "mini", "event": "NONE"}
+    pieces = ["{", "}", "{name}", "{pid}", "{date}", "{time}", "{kind}", "{event}", "{nam", "e}", "{{", "}}", "x", "/",
+              "_", "é", "{NAME}", "{ pid}", "PI", "D", "PROCESS", "NAME", "HHMM", "SS"]
+    rng = random.Random(16)
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        m = pattern.search(text)
+        assert placement.first_token_at(text) == (m.start() if m else None), text
+        expected = pattern.sub(lambda m: values[m.group(1) or placement._PROCDUMP_TOKENS[m.group(2)]], text)
+        if not placement._has_procdump_word(text):
+            assert placement._expand_braced(text, values) == expected, text
+    proc = ProcessInfo(pid=4242, name="PID{pid}")
+    assert expand_tokens("/d/{name}-{pid}", proc, DumpKind.MINI, WHEN) == "/d/PID_pid_-4242"
+    assert expand_tokens("/d/PROCESSNAME-{pid}", proc, DumpKind.MINI, WHEN) == "/d/PID_pid_-4242"

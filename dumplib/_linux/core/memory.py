@@ -24,7 +24,6 @@ import errno
 import fcntl
 import mmap
 import os
-import re
 import stat
 import struct
 
@@ -56,7 +55,6 @@ _HEAD, _HEAD_GROUP = 64, 64
 _ZERO_HEAD = bytes(_HEAD)
 # pagemap entry flags live in the top byte: bit 63 present, bit 62 swapped.
 _IN_MEMORY = bytes(1 if b & 0xC0 else 0 for b in range(256))
-_RUNS = re.compile(b"\x01+")
 #: Untouched gaps shorter than this between runs of data are carried inside one PT_LOAD (as holes in
 #: a file, zeros in a stream) rather than starting a new one. Every PT_LOAD then holds at least one
 #: page of data per 64 KiB of address space it spans, so program headers cost at most 56 bytes per
@@ -242,16 +240,10 @@ def _device(text: str, base: int) -> Optional[Tuple[int, int]]:
         return None
 
 
-def memory_devices(pid: int) -> Set[Tuple[int, int]]:
-    """(major, minor) of the file systems whose files are memory, as process *pid* sees its mounts.
-
-    Read from its mountinfo (its own mount namespace) and never from the files themselves: a stat,
-    open or lseek of a file on a stalled FUSE or NFS mount would wait as long as the mount does. The
-    kernel's internal shmem mount (MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd) is in no mountinfo:
-    its device is that of a memfd of our own.
-    """
+def _shmem_device() -> Optional[Tuple[int, int]]:
+    """The kernel's internal shmem mount (MAP_SHARED|MAP_ANONYMOUS, SysV shm, memfd), in no mountinfo:
+    its device is that of a memfd of our own (the same for every process, so found once)."""
     global _shmem_dev
-    devices = {dev for dev, fstype in mount_types(pid).items() if fstype in MEMORY_FILE_SYSTEMS}
     if _shmem_dev is None:
         try:
             fd = os.memfd_create("dumplib-shmem-probe", os.MFD_CLOEXEC)
@@ -261,9 +253,7 @@ def memory_devices(pid: int) -> Set[Tuple[int, int]]:
             st = os.fstat(fd)
             os.close(fd)
             _shmem_dev = (os.major(st.st_dev), os.minor(st.st_dev))
-    if _shmem_dev is not None:
-        devices.add(_shmem_dev)
-    return devices
+    return _shmem_dev
 
 
 def mount_types(pid: int) -> Dict[Tuple[int, int], str]:
@@ -292,36 +282,57 @@ REMOTE_FILE_SYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "afs", "glust
                        "coda", "ncpfs", "orangefs", "gfs2", "ocfs2")
 
 
+class Mounts:
+    """Process *pid*'s mounts as its mountinfo shows them (its own mount namespace), read once.
+
+    Made for one step of one dump (the plan, or the layout while the target is stopped) and handed
+    to what that step asks (Prober, the far reads), never kept past it: mounts come and go, and a
+    device number freed by an unmount is soon another mount's. Files are never looked at: a stat,
+    open or lseek of a file on a stalled FUSE or NFS mount would wait as long as the mount does."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        #: (major, minor) -> file system type.
+        self.types = mount_types(pid)
+        #: (major, minor) of the file systems whose files are memory (reading a page of them waits
+        #: on nothing but swap): tmpfs, hugetlbfs, ramfs, and the kernel's shmem.
+        self.memory = {dev for dev, fstype in self.types.items() if fstype in MEMORY_FILE_SYSTEMS}
+        shmem = _shmem_device()
+        if shmem is not None:
+            self.memory.add(shmem)
+
+    def remote(self, dev: str) -> bool:
+        """Whether device *dev* ("MM:mm" in hex, as maps prints it) is a remote or FUSE file system, or
+        unknown (then it may be one)."""
+        device = _device(dev, 16) or (-1, -1)
+        if device in self.memory:
+            return False  # tmpfs, memfd (a fileless program)...
+        fstype = self.types.get(device)
+        return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
+
+    def remote_regions(self, regions: Sequence[Region]) -> List[Region]:
+        """The file mappings of *regions* on a remote or FUSE file system, or one unknown (remote)."""
+        return [r for r in regions if r.file_backed and self.remote(r.dev)]
+
+
 def on_remote_file_systems(pid: int, regions: Sequence[Region]) -> List[Region]:
-    """The file mappings of *regions* on a remote or FUSE file system, or one unknown (remote_file_system),
+    """The file mappings of *regions* on a remote or FUSE file system, or one unknown (Mounts.remote),
     with process *pid*'s mountinfo read once."""
-    memory, types = memory_devices(pid), mount_types(pid)
-    out = []
-    for r in regions:
-        if not r.file_backed:
-            continue
-        device = _device(r.dev, 16) or (-1, -1)
-        fstype = types.get(device)
-        if device not in memory and (fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)):
-            out.append(r)
-    return out
+    return Mounts(pid).remote_regions(regions)
 
 
 def remote_file_system(pid: int, dev: str) -> bool:
     """Whether device *dev* ("MM:mm" in hex, as maps prints it) is, for process *pid*, a remote or
     FUSE file system, or unknown (then it may be one)."""
-    device = _device(dev, 16) or (-1, -1)
-    if device in memory_devices(pid):
-        return False  # tmpfs, memfd (a fileless program)...
-    fstype = mount_types(pid).get(device)
-    return fstype is None or fstype.startswith(REMOTE_FILE_SYSTEMS)
+    return Mounts(pid).remote(dev)
 
 
 class Prober:
     """Finds, for each taken segment, where its data is: what is stored, what is described only.
 
-    One instance per dump; holds the target's pagemap open. Used by the writer (target stopped)
-    and by the estimate (target running) with the same rules, so the two agree.
+    One instance per step of a dump (the plan; the layout while the target is stopped), never kept
+    past it; holds the target's pagemap open and its mounts as read for that step. Used by the writer
+    (target stopped) and by the estimate (target running) with the same rules, so the two agree.
 
     A file on a file system (anything but tmpfs, hugetlbfs, ramfs and shmem) is never touched and
     none of its pages is faulted in: only the pages the process has in its page tables (pagemap's
@@ -336,19 +347,29 @@ class Prober:
         self._scan_works: Optional[bool] = None
         self._sizes: Dict[Tuple[str, int], Optional[int]] = {}
         self._pagemap: Optional[int] = _open_pagemap(pid)
-        self._memory_devs: Optional[Set[Tuple[int, int]]] = None
+        self._mounts: Optional[Mounts] = None
+        #: PAGEMAP_SCAN's request and its answer's array, made at the first scan and reused by the
+        #: next (a link_map walk asks about one page at a time, dozens of times).
+        self._request: Optional[Tuple[Any, bytearray]] = None
+
+    @property
+    def mounts(self) -> Mounts:
+        """The process's mounts, read at the first question and kept as long as this Prober: one step
+        of one dump (a Prober is never kept past it)."""
+        if self._mounts is None:
+            self._mounts = Mounts(self.pid)
+        return self._mounts
 
     def on_file_system(self, r: Region) -> bool:
         """Whether *r* maps a file whose pages may have to be read from a file system (see the class)."""
         if not r.file_backed or "ht" in r.vmflags:
             return False
-        if self._memory_devs is None:
-            self._memory_devs = memory_devices(self.pid)
-        return _device(r.dev, 16) not in self._memory_devs
+        return _device(r.dev, 16) not in self.mounts.memory
 
     def resident(self, address: int) -> bool:
         """Whether the page at *address* is in the process's page tables (reading it faults nothing in)."""
-        return any(True for _ in self._present(address - address % PAGE, address - address % PAGE + PAGE, False))
+        page = address - address % PAGE
+        return any(True for _ in self._present(page, page + PAGE, False, vec=1))  # one page: one run at most
 
     def close(self) -> None:
         if self._pagemap is not None:
@@ -439,16 +460,17 @@ class Prober:
         """
         return self._present(lo, hi, True)
 
-    def _present(self, lo: int, hi: int, unknown: bool) -> Iterator[Tuple[int, int]]:
+    def _present(self, lo: int, hi: int, unknown: bool, vec: int = _SCAN_VEC) -> Iterator[Tuple[int, int]]:
         """present_runs; *unknown*: whether what pagemap cannot tell counts as present (memory: it is
-        read; a file on a file system: it is not, as reading it might wait on the file system)."""
+        read; a file on a file system: it is not, as reading it might wait on the file system); *vec*:
+        runs asked of the kernel at once (at most _SCAN_VEC)."""
         if self._pagemap is None:
             if unknown:
                 yield lo, hi
             return
         if self._scan_works is not False:
             try:
-                yield from self._scan(lo, hi)
+                yield from self._scan(lo, hi, vec)
                 self._scan_works = True
                 return
             except OSError as exc:
@@ -457,22 +479,29 @@ class Prober:
                 self._scan_works = False
         yield from self._pagemap_runs(lo, hi, unknown)
 
-    def _scan(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
-        regions = (_PageRegion * _SCAN_VEC)()
-        arg = _ScanArg(size=ctypes.sizeof(_ScanArg), start=lo, end=hi, vec=ctypes.addressof(regions),
-                       vec_len=_SCAN_VEC, category_inverted=_PAGE_IS_PFNZERO, category_mask=_PAGE_IS_PFNZERO,
-                       category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
-                       return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
-        buf = bytearray(arg)
+    def _scan(self, lo: int, hi: int, vec: int) -> Iterator[Tuple[int, int]]:
+        """PAGEMAP_SCAN's runs in [lo, hi), *vec* per ioctl. The request is this Prober's, filled anew
+        before each ioctl and its runs copied out before any is yielded: a caller may scan again (or
+        drop this one) before it has taken them all."""
+        if self._request is None:
+            regions = (_PageRegion * _SCAN_VEC)()
+            request = _ScanArg(size=ctypes.sizeof(_ScanArg), vec=ctypes.addressof(regions),
+                               category_inverted=_PAGE_IS_PFNZERO, category_mask=_PAGE_IS_PFNZERO,
+                               category_anyof_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED,
+                               return_mask=_PAGE_IS_PRESENT | _PAGE_IS_SWAPPED)
+            self._request = (regions, bytearray(request))
+        regions, buf = self._request
+        arg = _ScanArg.from_buffer(buf)
+        start = lo
         while True:
+            arg.start, arg.end, arg.vec_len = start, hi, vec
             assert self._pagemap is not None
             n = blocking(fcntl.ioctl, self._pagemap, _PAGEMAP_SCAN, buf, True)
-            got = _ScanArg.from_buffer(buf)
-            for i in range(n):
-                yield regions[i].start, regions[i].end
-            if got.walk_end >= hi or n < _SCAN_VEC:
+            walk_end = arg.walk_end
+            yield from [(regions[i].start, regions[i].end) for i in range(n)]
+            if walk_end >= hi or n < vec:
                 return
-            got.start = got.walk_end
+            start = walk_end
 
     def _pagemap_runs(self, lo: int, hi: int, unknown: bool = True) -> Iterator[Tuple[int, int]]:
         for block in range(lo, hi, PAGEMAP_BLOCK * PAGE):
@@ -487,8 +516,8 @@ class Prober:
                     yield block, block + n
                 continue
             flags = entries[7::8].translate(_IN_MEMORY)
-            for m in _RUNS.finditer(flags):
-                yield block + m.start() * PAGE, block + m.end() * PAGE
+            for start, end in _runs(flags):
+                yield block + start * PAGE, block + end * PAGE
 
 
 class FileSink:
@@ -840,8 +869,8 @@ class MemoryCopier:
             yield 0, n, False
             return
         flags = entries[7::8].translate(_IN_MEMORY)
-        for m in _RUNS.finditer(flags):
-            yield m.start() * PAGE, (m.end() - m.start()) * PAGE, False
+        for start, end in _runs(flags):
+            yield start * PAGE, (end - start) * PAGE, False
 
     def _far_mapping(self, region: Optional[Region]) -> bool:
         """Whether *region* maps a file from a FUSE, NFS or CIFS mount (or one unknown): its pages, found
@@ -1074,6 +1103,19 @@ def _xstate_size_from_flags() -> int:
     if b"amx_tile" in flags:
         return 11008
     return 2696
+
+
+def _runs(flags: bytes) -> Iterator[Tuple[int, int]]:
+    """[start, end) of each run of 1 bytes in *flags* (pagemap entries made 0 or 1, one per page)."""
+    end = 0
+    while True:
+        start = flags.find(1, end)
+        if start < 0:
+            return
+        end = flags.find(0, start)
+        if end < 0:
+            end = len(flags)
+        yield start, end
 
 
 def _open_pagemap(pid: int) -> Optional[int]:

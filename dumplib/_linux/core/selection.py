@@ -15,7 +15,6 @@ assert sys.platform.startswith("linux")
 
 
 import bisect
-import re
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 from ..._bounded import blocking
 from ...kinds import DumpKind
 from ..._record import field, record, replace
-from .corefilter import CoreFilter
 from ..proc.maps import PAGE, SPECIAL_SKIP, Region
 
 #: The x86-64 red zone below the stack pointer that leaf functions may use.
@@ -54,6 +52,7 @@ class Segment:
 
 def kernel_rule(region: Region, bits: int, is_elf_header: bool) -> int:
     """Bytes the kernel would dump from *region* under coredump_filter *bits* (vma_dump_size)."""
+    from .corefilter import CoreFilter  # raw masks only: building the IntFlag is start-up a kind's dump need not pay
     if region.path == "[vdso]":
         return region.size
     if "dd" in region.vmflags or "io" in region.vmflags:
