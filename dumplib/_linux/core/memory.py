@@ -176,10 +176,20 @@ def open_object(pid: int, region: Region) -> Optional[int]:
     return None
 
 
-def object_runs(fd: int, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
-    """[lo', hi') runs of file offsets within [lo, hi) that hold data (SEEK_DATA/SEEK_HOLE)."""
+def object_runs(fd: int, lo: int, hi: int, known: Optional[List[int]] = None) -> Iterator[Tuple[int, int]]:
+    """[lo', hi') runs of file offsets within [lo, hi) that hold data (SEEK_DATA/SEEK_HOLE).
+
+    *known*, [start, end) of the last run of data found, kept by the caller from one call to the next:
+    a range inside it is answered without asking the kernel. The copy asks one chunk at a time, and
+    SEEK_HOLE walks the object's pages from the data to the hole: asked again for every chunk of a run
+    of data, a 1 GiB shared memory segment kept its process stopped 7-8 s (0.7 s private), each
+    doubling four times longer."""
     pos = lo
     while pos < hi:
+        if known is not None and known[0] <= pos < known[1]:
+            yield pos - pos % PAGE, min(hi, -(-known[1] // PAGE) * PAGE)
+            pos = known[1]
+            continue
         try:
             data = os.lseek(fd, pos, SEEK_DATA)
         except OSError as exc:
@@ -189,7 +199,10 @@ def object_runs(fd: int, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
             return
         if data >= hi:
             return
-        hole = min(hi, os.lseek(fd, data, SEEK_HOLE))
+        found = os.lseek(fd, data, SEEK_HOLE)
+        if known is not None:
+            known[:] = [data, found]
+        hole = min(hi, found)
         yield data - data % PAGE, min(hi, -(-hole // PAGE) * PAGE)
         pos = hole
 
@@ -816,8 +829,10 @@ class MemoryCopier:
         try:
             shift = piece.region.start - piece.region.offset  # type: ignore[union-attr]
 
+            known = [0, 0]  # the run of data last found (object_runs)
+
             def object_data(address: int, n: int) -> Iterator[Tuple[int, int, bool]]:
-                for lo, hi in object_runs(fd, address - shift, address + n - shift):
+                for lo, hi in object_runs(fd, address - shift, address + n - shift, known):
                     yield lo + shift - address, hi - lo, False
 
             self.copy(piece.start, end, file_offset, object_data)
