@@ -156,6 +156,20 @@ def sig_blocked(pid: int, tid: int) -> int:
     return int(proc_status_of(pid, tid)["SigBlk"], 16)
 
 
+def stable_masks(pid: int, tids: List[int]) -> Dict[int, int]:
+    """Each thread's SigBlk once two reads 50 ms apart agree (within 10 s): a thread glibc is still
+    starting runs with every signal blocked until it takes its creator's mask, and a mask read in that
+    moment is not the one the dump must keep (seen once: all blocked before, 0 after)."""
+    deadline = time.monotonic() + 10
+    last = {tid: sig_blocked(pid, tid) for tid in tids}
+    while True:
+        time.sleep(0.05)
+        now = {tid: sig_blocked(pid, tid) for tid in tids}
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def proc_status_of(pid: int, tid: int) -> Dict[str, str]:
     with open(f"/proc/{pid}/task/{tid}/status", errors="backslashreplace") as f:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
@@ -365,7 +379,7 @@ def snapshot_round(snap: Snap, outdir: Path, number: int, sleep_ms: int, dump: D
         assert time.monotonic() < deadline, f"the main thread does not wait in read(0): {main}"
         time.sleep(0.005)
     before["main"] = main
-    sigblk = {tid: sig_blocked(snap.pid, tid) for tid in tids.values()}
+    sigblk = stable_masks(snap.pid, list(tids.values()))
     out = outdir / f"round-{number}.core"
     result = dump(snap.pid, out)
     rnd = Round(number, sleep_ms, tids, before, sigblk, result, Core(str(result["path"])), {})
