@@ -63,3 +63,63 @@ def test_a_shared_segments_holes_are_asked_once_per_run_of_data_not_once_per_chu
     finally:
         target.kill()
         target.wait()
+
+
+FILE_SEGMENT = r"""
+import ctypes, mmap, os, sys
+path, n = sys.argv[1], int(sys.argv[2]) << 20
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+os.ftruncate(fd, n)
+m = mmap.mmap(fd, n, flags=mmap.MAP_SHARED)
+for at in range(0, n, 4096):
+    m[at : at + 8] = b"SHMPAGE!"
+print(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)
+sys.stdin.read()
+"""
+
+PUNCHING_DUMPER = r"""
+import ctypes, os, sys
+import dumplib
+from dumplib._linux.core import memory
+pid, out, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+real, calls = memory.object_runs, []
+def punching(fd, lo, hi, known=None):
+    # The copy's second chunk: another process sharing the object punches out all but its first MiB.
+    if known is not None:
+        calls.append(lo)
+        if len(calls) == 2:
+            f = os.open(path, os.O_RDWR)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+            assert libc.fallocate(f, 3, 1 << 20, os.fstat(f).st_size - (1 << 20)) == 0  # PUNCH_HOLE|KEEP_SIZE
+            os.close(f)
+    return real(fd, lo, hi, known)
+memory.object_runs = punching
+dumplib.create_dump(pid, out, "full", sidecar=False, min_free=0)
+print(len(calls))
+"""
+
+
+def test_a_hole_punched_in_shared_memory_during_the_copy_is_not_allocated_again_by_reading_it(tmp_path):
+    # Reading a hole of shared memory through /proc/PID/mem allocates its pages in the object (the
+    # target's memory, charged to its cgroup). The run of data found before the punch must not be
+    # read through: SEEK_DATA at each chunk finds the hole. The kernel's own count of the object's
+    # blocks says what was allocated.
+    seg = Path("/dev/shm") / f"dumplib-test-{os.getpid()}-punch"
+    size_mib = 64
+    target = subprocess.Popen([sys.executable, "-c", FILE_SEGMENT, str(seg), str(size_mib)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        int(target.stdout.readline())  # type: ignore[union-attr]
+        assert seg.stat().st_blocks * 512 >= size_mib * MIB
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
+        done = subprocess.run([sys.executable, "-c", PUNCHING_DUMPER, str(target.pid), str(tmp_path / "p.core"),
+                               str(seg)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert int(done.stdout.split()[-1]) >= 2, done.stdout  # the punch happened during the copy
+        allocated = seg.stat().st_blocks * 512
+        assert allocated <= 3 * MIB, f"{allocated >> 20} MiB of the punched segment allocated again by the dump"
+    finally:
+        target.kill()
+        target.wait()
+        seg.unlink(missing_ok=True)

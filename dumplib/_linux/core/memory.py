@@ -180,16 +180,26 @@ def object_runs(fd: int, lo: int, hi: int, known: Optional[List[int]] = None) ->
     """[lo', hi') runs of file offsets within [lo, hi) that hold data (SEEK_DATA/SEEK_HOLE).
 
     *known*, [start, end) of the last run of data found, kept by the caller from one call to the next:
-    a range inside it is answered without asking the kernel. The copy asks one chunk at a time, and
-    SEEK_HOLE walks the object's pages from the data to the hole: asked again for every chunk of a run
-    of data, a 1 GiB shared memory segment kept its process stopped 7-8 s (0.7 s private), each
-    doubling four times longer."""
+    a range inside it is not asked about again with SEEK_HOLE, which walks the object's pages from the
+    data to the hole: asked again for every 1 MiB chunk of a run of data, a 1 GiB shared memory segment
+    kept its process stopped 7-8 s (0.5 s now, as much private memory), each doubling four times
+    longer. It is still checked with SEEK_DATA, which answers at once where *pos* holds data: a hole
+    punched meanwhile (another process sharing the object; the target itself, for a snapshot's copy
+    after it runs) starting there is found, and not read through /proc/PID/mem, which would allocate
+    its pages anew. A hole punched inside the range after *pos* is read, as it was when every chunk
+    was asked about: at most a chunk's pages."""
     pos = lo
     while pos < hi:
         if known is not None and known[0] <= pos < known[1]:
-            yield pos - pos % PAGE, min(hi, -(-known[1] // PAGE) * PAGE)
-            pos = known[1]
-            continue
+            try:
+                still = os.lseek(fd, pos, SEEK_DATA) == pos
+            except OSError:
+                still = False
+            if still:
+                yield pos - pos % PAGE, min(hi, -(-known[1] // PAGE) * PAGE)
+                pos = known[1]
+                continue
+            known[:] = [0, 0]  # the object changed: ask again
         try:
             data = os.lseek(fd, pos, SEEK_DATA)
         except OSError as exc:
