@@ -44,7 +44,7 @@ from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, S
                           xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
-from .proc.pidfiles import read_stat, read_status, thread_state
+from .proc.pidfiles import read_stat, read_status, thread_ending, thread_state
 from .ptrace import handover
 from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
@@ -764,6 +764,8 @@ def _lay_out_from_clone(pid: int, snap: "_Snapshot", layout: "_Layout") -> None:
     def finish() -> None:
         try:
             layout.finish(snap.child)
+            if not snap.intact():  # a pagemap read of a clone killed meanwhile finds nothing, quietly
+                raise _snapshot_lost(pid)
         except OSError as exc:
             if not snap.intact():
                 raise _snapshot_lost(pid) from None
@@ -825,8 +827,9 @@ class _Snapshot:
     def copy_rest(self, sink: Any, tick: Optional[Tick], pieces: Sequence[Any], offsets: Sequence[int],
                   total: int) -> None:
         """Everything in file order: the clone's memory, with the pieces read before resume in their places."""
-        copier = MemoryCopier(self.child, sink, tick, total=total)
+        copier = None
         try:
+            copier = MemoryCopier(self.child, sink, tick, total=total)  # opens the clone's memory: it may be gone
             start = 0
             for i in [i for i, p in enumerate(pieces) if p.start in self.buffers]:
                 copier.copy_pieces(pieces[start:i], offsets[start:i])
@@ -838,11 +841,13 @@ class _Snapshot:
                 raise
             # The clone was killed (its reads found no address space): _write_core says so, snapshot-lost.
         finally:
-            copier.close()
+            if copier is not None:
+                copier.close()
 
     def intact(self) -> bool:
-        """Whether the clone lived through the whole read (else some reads saw no memory at all)."""
-        return self.holder.snapshot_pid == self.child and thread_state(self.child, self.child) not in ("", "Z", "X")
+        """Whether the clone lived through the whole read (else some reads saw no memory at all). Killed
+        (the OOM killer, an operator), it is no zombie yet while it exits, its memory already gone."""
+        return self.holder.snapshot_pid == self.child and not thread_ending(self.child, self.child)
 
 
 def _pause_checked(stopped: Stopper, tick: Optional[Tick]) -> Tick:

@@ -60,7 +60,7 @@ from ..errors import DumpError, DumpFailed, InvalidArgument
 from ..results import DumpResult
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
 from .proc.errors import permission_error
-from .proc.pidfiles import parent_of, read_stat, read_status, thread_states
+from .proc.pidfiles import parent_of, thread_ending, thread_states
 from .ptrace import libc
 from .ptrace.libc import (PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXIT, PTRACE_GETEVENTMSG, PTRACE_GETSIGINFO,
                           PTRACE_LISTEN, PTRACE_O_TRACECLONE, PTRACE_O_TRACEEXIT, PTRACE_SETSIGINFO, SYS_EXIT,
@@ -72,9 +72,6 @@ from .ptrace.regs import ORIG_RAX, ThreadState, read_general, read_registers, si
 _FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
 _SIGINFO_SIZE = 128
 _STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
-#: A task's flag (/proc/PID/stat field 9) from the start of its do_exit: the kernel refuses to seize it.
-_PF_EXITING = 0x4
-
 #: The tracer thread blocks in sigtimedwait for SIGCHLD (the kernel sends it to the tracer at every
 #: tracee stop and exit; stop() and dump_now() send it to the thread). POLL_SECONDS bounds that wait:
 #: a tracee's SIGCHLD that comes while the thread is not waiting goes to another thread and is lost,
@@ -313,22 +310,7 @@ class SignalWatcher:
         """Whether every thread of the process has ended or is ending: a zombie (Z), dying (X), gone, in
         do_exit (PF_EXITING, which is what makes the kernel refuse to seize it), or with a SIGKILL
         pending (a group exit: it has yet to reach do_exit, and nothing stops it doing so)."""
-        for tid, state in thread_states(self.pid).items():
-            if state in "ZX":
-                continue
-            stat = read_stat(self.pid, tid)
-            if stat is None or stat.flags & _PF_EXITING:
-                continue
-            status = read_status(self.pid, tid)
-            if not status:
-                continue  # gone meanwhile
-            try:
-                pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
-            except ValueError:
-                return False
-            if not pending & (1 << (signal.SIGKILL - 1)):
-                return False
-        return True
+        return all(thread_ending(self.pid, tid) for tid in thread_states(self.pid))
 
     def _poll_once(self) -> bool:
         """Handle every stop that is waiting; True if there was one."""

@@ -120,6 +120,27 @@ def read_stat(pid: int, tid: Optional[int] = None) -> Optional[Stat]:
     return parse_stat(data)
 
 
+#: task_struct's flags (/proc/PID/stat field 9): in do_exit.
+PF_EXITING = 0x4
+
+
+def thread_ending(pid: int, tid: int) -> bool:
+    """Whether thread *tid* of process *pid* has ended or is ending: gone, a zombie (Z) or dead (X), in
+    do_exit (PF_EXITING), or with a SIGKILL pending (it has yet to reach do_exit, and nothing stops it
+    doing so). A process killed is not a zombie yet while it exits, and its memory may be gone already."""
+    stat = read_stat(pid, tid)
+    if stat is None or stat.state in ("Z", "X") or stat.flags & PF_EXITING:
+        return True
+    status = read_status(pid, tid)
+    if not status:
+        return True  # gone meanwhile
+    try:
+        pending = int(status.get("SigPnd", "0"), 16) | int(status.get("ShdPnd", "0"), 16)
+    except ValueError:
+        return False
+    return bool(pending & (1 << (9 - 1)))  # SIGKILL is 9 on Linux
+
+
 def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
     """/proc/PID/status (or one thread's) as a dict; empty when the process is gone."""
     out: Dict[str, str] = {}
