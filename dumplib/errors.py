@@ -43,6 +43,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> List[str]:
+    """The module's names with ``Reason`` among them before its first use (dir(), inspect, completion)."""
+    return sorted(set(globals()) | {"Reason"})
+
+
 def _reason(value: Union[str, Reason, None]) -> Optional[Reason]:
     """A raiser's reason as the one spelling; an unknown one is a dumplib bug (tests/unit/test_errors.py)."""
     if value is None:

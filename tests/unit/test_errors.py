@@ -120,3 +120,17 @@ def test_reason_lives_in_errors_wherever_it_is_built_and_survives_pickling():
              " print(e.reason is x.Reason.DISK_FULL, x.Reason.DISK_FULL == 'disk-full')")
     done = subprocess.run([sys.executable, "-c", probe], input=blob, capture_output=True, cwd=ROOT, timeout=60)
     assert done.stdout.split() == [b"True", b"True"], done.stderr
+
+
+def test_reason_is_listed_by_dir_before_its_first_use():
+    # Built at its first use (dumplib/_reasons.py); dir() and inspect must still show it, in a fresh
+    # interpreter where nothing has used it yet.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(dumplib.__file__).resolve().parents[1])  # this checkout's, also inside Windows python
+    code = "import dumplib.errors as e, inspect\nassert 'Reason' not in vars(e)\nprint('Reason' in dir(e))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=root)).stdout
+    assert out.split() == ["True"]
