@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -339,9 +339,18 @@ def test_only_ext4_xfs_and_tmpfs_outputs_are_mapped(tmp_path, kind, mapped):
         os.unlink(r.path)
 
 
-#: Dumps process argv[1] to argv[2]; its progress callback, at its first call with data copied (the
-#: target stopped, the copy under way in the mapped output), has another process truncate the
-#: temporary to nothing. Prints the outcome as one JSON line.
+#: The end of each cutting dumper below: dumps process argv[1] to argv[2] with its *progress* (or None)
+#: and prints the outcome as one JSON line, with what its *cut* list recorded.
+DUMP_AND_SAY = r"""
+try:
+    dumplib.create_dump(pid, out, "full", progress=progress, sidecar=False)
+    print(json.dumps({"written": True, "cut": cut}))
+except dumplib.DumpError as exc:
+    print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc), "cut": cut}))
+"""
+
+#: Its progress callback, at its first call with data copied (the target stopped, the copy under way
+#: in the mapped output), has another process truncate the temporary to nothing.
 TRUNCATING_DUMPER = r"""
 import json, os, subprocess, sys
 import dumplib
@@ -353,12 +362,17 @@ def progress(written, elapsed):
         temps = [n for n in os.listdir(directory) if n.startswith(".dumplib-") and not n.endswith(".json")]
         subprocess.run(["truncate", "-s", "0", os.path.join(directory, temps[0])], check=True)
         cut.append(written)
-try:
-    dumplib.create_dump(pid, out, "full", progress=progress, sidecar=False)
-    print(json.dumps({"written": True, "cut": cut}))
-except dumplib.DumpError as exc:
-    print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc), "cut": cut}))
-"""
+""" + DUMP_AND_SAY
+
+
+def cutting_dump(dumper: str, pid: int, out: Path) -> Dict[str, Any]:
+    """*dumper* run in a process of its own, its outcome: a SIGBUS would kill that process (-7)."""
+    done = subprocess.run([sys.executable, "-c", dumper, str(pid), str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["cut"], outcome  # the truncation happened during the dump
+    return outcome  # type: ignore[no-any-return]
 
 
 def test_an_output_truncated_by_another_process_mid_copy_ends_the_dump_with_an_error_and_nothing_left(outdir):
@@ -369,11 +383,7 @@ def test_an_output_truncated_by_another_process_mid_copy_ends_the_dump_with_an_e
     child = heap_target(320)
     try:
         room_to_map(outdir, child.pid)
-        done = subprocess.run([sys.executable, "-c", TRUNCATING_DUMPER, str(child.pid), str(outdir / "t.core")],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
-        outcome = json.loads(done.stdout.strip().splitlines()[-1])
-        assert outcome["cut"], outcome  # the truncation happened mid-copy
+        outcome = cutting_dump(TRUNCATING_DUMPER, child.pid, outdir / "t.core")
         assert outcome.get("error") == "DumpFailed" and outcome["errno"] == errno.EFAULT, outcome
         assert "output file" in outcome["message"], outcome
         assert list(outdir.iterdir()) == []
@@ -401,12 +411,8 @@ def punch(self, lo, hi):
         cut.append(True)
     real_punch(self, lo, hi)
 memory.FileSink._punch = punch
-try:
-    dumplib.create_dump(pid, out, "full", sidecar=False)
-    print(json.dumps({"written": True, "cut": cut}))
-except dumplib.DumpError as exc:
-    print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc), "cut": cut}))
-"""
+progress = None
+""" + DUMP_AND_SAY
 
 
 def test_an_output_truncated_while_its_zero_pages_are_looked_for_ends_the_dump_with_an_error(outdir):
@@ -416,11 +422,7 @@ def test_an_output_truncated_while_its_zero_pages_are_looked_for_ends_the_dump_w
     child = heap_target(200)
     try:
         room_to_map(outdir, child.pid)
-        done = subprocess.run([sys.executable, "-c", READBACK_TRUNCATED, str(child.pid), str(outdir / "r.core")],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
-        outcome = json.loads(done.stdout.strip().splitlines()[-1])
-        assert outcome["cut"], outcome
+        outcome = cutting_dump(READBACK_TRUNCATED, child.pid, outdir / "r.core")
         assert outcome.get("error") == "DumpFailed" and "cut short" in outcome["message"], outcome
         assert list(outdir.iterdir()) == []
     finally:
