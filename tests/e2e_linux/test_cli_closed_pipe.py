@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
@@ -24,8 +25,7 @@ def test_ps_into_a_pipe_closed_after_one_line_exits_141_without_a_traceback(tmp_
         read_r, read_w = os.pipe()
         # The command writes into a pipe whose reader is closed once the first line has come.
         proc = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "ps"], stdout=read_w, stderr=subprocess.PIPE,
-                                env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-                                    os.environ.get("PYTHONPATH", ""), str(ROOT)]))))
+                                env=_env())
         os.close(read_w)
         with os.fdopen(read_r, "rb") as reader:
             first = reader.readline()
@@ -39,11 +39,25 @@ def test_ps_into_a_pipe_closed_after_one_line_exits_141_without_a_traceback(tmp_
             s.wait()
 
 
+def _env() -> Dict[str, str]:
+    """This checkout first on the path, for the child interpreters."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
+
+
+def _redirected(redirect: str, *argv: str) -> List[str]:
+    """*argv* run under `sh -c 'exec ... REDIRECT'`: the shell closes or redirects its descriptors."""
+    return ["sh", "-c", f'exec "$@" {redirect}', "sh", *argv]
+
+
+def _python(code: str, redirect: str) -> "subprocess.CompletedProcess[bytes]":
+    return subprocess.run(_redirected(redirect, sys.executable, "-c", code), capture_output=True, env=_env(),
+                          timeout=120)
+
+
 def _cli(*args: str, redirect: str, timeout: float = 120) -> "subprocess.CompletedProcess[bytes]":
-    """The real command under `sh -c '... REDIRECT'`: the shell closes or redirects its descriptors."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
-    return subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "dumplib_cli", *args],
-                          capture_output=True, env=env, timeout=timeout)
+    """The real command, its descriptors closed or redirected by the shell."""
+    return subprocess.run(_redirected(redirect, sys.executable, "-m", "dumplib_cli", *args), capture_output=True,
+                          env=_env(), timeout=timeout)
 
 
 def test_ps_onto_a_full_device_exits_74_saying_so_without_a_traceback():
@@ -81,10 +95,9 @@ def test_an_error_with_stderr_closed_still_exits_with_its_own_code(tmp_path):
 def test_a_standard_descriptor_closed_at_start_is_held_on_dev_null_not_given_to_a_file(ctarget, tmp_path):
     # With fd 2 closed, the first file opened would take number 2, and anything written to "stderr"
     # would land in it. A watch stays up long enough for its descriptors to be read from /proc.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
-    watcher = subprocess.Popen(["sh", "-c", 'exec "$@" 0<&- 2>&-', "sh", sys.executable, "-m", "dumplib_cli", "watch",
-                                str(ctarget.pid), str(tmp_path), "--memory", "1T", "--timeout", "60", "--json"],
-                               stdout=subprocess.PIPE, env=env)
+    watcher = subprocess.Popen(_redirected("0<&- 2>&-", sys.executable, "-m", "dumplib_cli", "watch", str(ctarget.pid),
+                                           str(tmp_path), "--memory", "1T", "--timeout", "60", "--json"),
+                               stdout=subprocess.PIPE, env=_env())
     try:
         assert watcher.stdout is not None
         first = watcher.stdout.readline()  # the "watching" event: the watch is set up, its files open
@@ -114,9 +127,7 @@ def test_main_called_by_a_program_leaves_the_programs_descriptors_alone():
     code = ("import os, sys\nfrom dumplib_cli.app import main\n"
             "try:\n    main(['dump', '999999999', '/nonexistent/x.core'])\nexcept SystemExit as e:\n    code = e.code\n"
             "os.write(3, f\"{code} {os.readlink('/proc/self/fd/2')}\".encode())\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
-    done = subprocess.run(["sh", "-c", 'exec "$@" 2>/dev/full 3>&1', "sh", sys.executable, "-c", code],
-                          capture_output=True, env=env, timeout=120)
+    done = _python(code, "2>/dev/full 3>&1")
     assert done.stdout.split() == [b"3", b"/dev/full"], done  # ProcessNotFound's code; fd 2 still the program's
 
 
@@ -125,9 +136,7 @@ def test_every_standard_descriptor_closed_at_start_is_held_on_dev_null():
     code = ("import os\nfrom dumplib_cli.app import _hold_standard_descriptors\n_hold_standard_descriptors()\n"
             "first = os.open('/proc/self/status', os.O_RDONLY)\n"
             "os.write(3, ' '.join([os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)] + [str(first)]).encode())\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(ROOT)])))
-    done = subprocess.run(["sh", "-c", 'exec "$@" 3>&1 0<&- 1>&- 2>&-', "sh", sys.executable, "-c", code],
-                          capture_output=True, env=env, timeout=120)
+    done = _python(code, "3>&1 0<&- 1>&- 2>&-")
     held = done.stdout.split()
     assert held[:3] == [b"/dev/null"] * 3, done
     assert int(held[3]) > 3, done  # the first file opened takes none of their numbers
