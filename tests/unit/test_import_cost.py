@@ -235,13 +235,12 @@ main(sys.argv[1:])
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
-def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
-    # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
-    # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
+def _small_dump_under(probe: str, tmp_path: Path) -> "subprocess.CompletedProcess[str]":
+    """`dump PID TMP_PATH --kind mini` of a sleeping process, run by *probe* (a `python -S -c` script
+    that reports on stderr at exit) with nothing but this checkout on its path; it must succeed."""
     worker = subprocess.Popen(["sleep", "120"])
     try:
-        done = subprocess.run([sys.executable, "-S", "-c", MODULES_AT_EXIT, "dump", str(worker.pid), str(tmp_path),
+        done = subprocess.run([sys.executable, "-S", "-c", probe, "dump", str(worker.pid), str(tmp_path),
                                "--kind", "mini"], capture_output=True, text=True, cwd=ROOT, timeout=120,
                               env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
                                    "PATH": "/usr/bin:/bin"})
@@ -249,6 +248,14 @@ def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
         worker.kill()
         worker.wait()
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
+    # -S: nothing of the machine's site-packages (.pth hooks, an editable install's finder) is loaded
+    # first and hides a module the dump path pulls in. The probe itself imports only atexit and sys.
+    done = _small_dump_under(MODULES_AT_EXIT, tmp_path)
     core = next(p for p in tmp_path.iterdir() if p.suffix == ".core")
     loaded = set(ast.literal_eval(done.stderr.strip().splitlines()[-1]))
     assert "dumplib._linux.backend" in loaded and "dumplib.sidecar" in loaded  # the probe saw the dump's path
@@ -274,16 +281,7 @@ main()
 def test_the_dump_command_runs_no_cyclic_collection(tmp_path):
     # The console script's quick command, as `dumplib dump` runs it (main() without arguments): the
     # collector's passes over its imports cost start-up and free next to nothing.
-    worker = subprocess.Popen(["sleep", "120"])
-    try:
-        done = subprocess.run([sys.executable, "-S", "-c", COLLECTIONS_AT_EXIT, "dump", str(worker.pid), str(tmp_path),
-                               "--kind", "mini"], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                              env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(_cli_dir(tmp_path))]),
-                                   "PATH": "/usr/bin:/bin"})
-    finally:
-        worker.kill()
-        worker.wait()
-    assert done.returncode == 0, done.stderr
+    done = _small_dump_under(COLLECTIONS_AT_EXIT, tmp_path)
     assert [p for p in tmp_path.iterdir() if p.suffix == ".core"], done.stdout
     assert ast.literal_eval(done.stderr.strip().splitlines()[-1]) == []
 
