@@ -196,10 +196,8 @@ class _GivingUp:
 
     def _gone(self) -> None:
         try:
-            null = os.open(os.devnull, os.O_WRONLY)  # what the stream still buffers goes there at exit
-            os.dup2(null, self._stream.fileno())
-            os.close(null)
-        except (OSError, ValueError):
+            _common._to_null(self._stream)  # what the stream still buffers goes there at exit
+        except OSError:
             pass
 
     def __getattr__(self, name: str) -> Any:
