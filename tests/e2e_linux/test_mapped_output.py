@@ -321,7 +321,8 @@ def volume(kind: str, path: Path) -> Iterator[Path]:
 @pytest.mark.parametrize("kind, mapped", [("xfs", True), ("tmpfs", True), ("btrfs", False), ("ramfs", False)])
 def test_only_ext4_xfs_and_tmpfs_outputs_are_mapped(tmp_path, kind, mapped):
     """The file-system list (core/mapped.py): on xfs and tmpfs (ext4: the tests above) a core of 64 MiB
-    or more is mapped; on btrfs (copy-on-write) and any other (ramfs here) it is written, write-only."""
+    or more is mapped; on btrfs (copy-on-write) and any other (ramfs here) it is not (staged in memory,
+    then written: test_staged_output.py), write-only."""
     with volume(kind, tmp_path / kind) as vol:
         child = heap_target(96)
         seen: Dict[str, object] = {}

@@ -179,3 +179,64 @@ def test_a_mapped_outputs_zero_pages_are_found_by_reading_the_file_back_and_punc
         finally:
             os.close(fd)
             os.unlink(tmp_path / "out")
+
+
+def _rss_of_mapping(address: int) -> int:
+    """The kernel's Rss of this process's mapping starting at *address*, in bytes."""
+    lines = open("/proc/self/smaps").read().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split(" ", 1)[0]
+        if "-" in head and ":" not in head and int(head.split("-")[0], 16) == address:
+            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
+    raise AssertionError(f"no mapping at {address:#x}")
+
+
+def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_given_back(tmp_path):
+    """FileSink.stage: the copy lands in anonymous memory of ours (window()), writes made meanwhile go
+    there too, in file order, and one past the staged part goes to the file; finish() writes the staged
+    bytes (zero pages left out: holes, as the kernel's SEEK_DATA says) and gives each chunk's memory
+    back as it goes (the kernel's Rss of the staged mapping, before the mapping itself is released)."""
+    from dumplib._linux.core.memory import CHUNK, PAGE, FileSink
+
+    rng = random.Random(7)
+    pages = _page_mix(rng, 3 * CHUNK // PAGE + 40, PAGE)
+    staged = len(pages) - 8  # the estimate was low: the last 8 pages are written past the staged part
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as the writer opens it
+    rd = os.open(tmp_path / "out", os.O_RDONLY)
+    try:
+        sink = FileSink(fd)
+        sink.stage(staged * PAGE)
+        window = sink.window(0, PAGE)
+        assert window is not None, "not staged: the test proves nothing"
+        window.release()
+        assert _rss_of_mapping(sink._address) >= staged * PAGE  # populated
+        sink.write_at(pages[0], 0)  # a write (the core's head) into the staged part
+        for i in range(1, staged):
+            place = sink.window(i * PAGE, PAGE)
+            assert place is not None
+            place[:] = pages[i]  # as the kernel's read puts it there
+            place.release()
+            sink.stored(i * PAGE, PAGE)
+        for i in range(staged, len(pages)):
+            sink.write_at(pages[i], i * PAGE)
+        assert os.fstat(fd).st_size == len(pages) * PAGE  # past the staged part: in the file at once...
+        assert not any(os.pread(rd, staged * PAGE, 0))  # ...the staged part not yet
+        sink.finish(len(pages) * PAGE)
+        assert _rss_of_mapping(sink._address) < CHUNK, "the staged memory was not given back as it was written"
+        sink.release()
+        assert os.pread(rd, len(pages) * PAGE + 1, 0) == b"".join(pages)
+        data, at, end = set(), 0, len(pages) * PAGE
+        while at < end:
+            try:
+                lo = os.lseek(rd, at, os.SEEK_DATA)
+            except OSError:
+                break
+            hi = os.lseek(rd, lo, os.SEEK_HOLE)
+            data.update(range(lo // PAGE, hi // PAGE))
+            at = hi
+        # Zero pages of the staged part are holes; those written past it by write_at are the caller's
+        # to leave out (the copier does), so here they are data.
+        assert data == {i for i, p in enumerate(pages) if any(p) or i >= staged}
+    finally:
+        os.close(rd)
+        os.close(fd)

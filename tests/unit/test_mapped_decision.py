@@ -149,3 +149,19 @@ def test_on_this_host_a_core_is_mapped_on_ext4_only_within_half_the_writeback_ro
     if all(isinstance(s[0], str) for s in seen):
         pytest.skip(f"this host's figures leave no size to tell the rules apart: {seen}")
     raise AssertionError(seen)
+
+
+def test_a_core_that_is_not_mapped_is_staged_in_memory_where_twice_it_is_free_whatever_may_be_dirtied():
+    """stage_refusal: the memory rule alone (twice the estimate in MemAvailable and in the cgroup) and
+    MAP_AT_LEAST; the writeback rule, which refuses the mapping, says nothing against staging (the
+    staged pages are ours, never written back)."""
+    size = 512 * MIB
+    no_room_to_dirty = readings(threshold=512 * MIB, dirty=400 * MIB)
+    assert memory_refusal(size, EXT4, no_room_to_dirty) is not None  # not mapped...
+    assert mapped.stage_refusal(size, no_room_to_dirty) is None  # ...staged
+    assert "MemAvailable" in mapped.stage_refusal(size, readings(available=2 * size - PAGE))
+    assert mapped.stage_refusal(size, readings(available=2 * size)) is None
+    assert "cgroup" in mapped.stage_refusal(size, readings(cgroup_room=2 * size - PAGE))
+    assert mapped.stage_refusal(size, readings(cgroup_room=2 * size)) is None
+    assert "MAP_AT_LEAST" in mapped.stage_refusal(mapped.MAP_AT_LEAST - PAGE, readings())
+    assert mapped.stage_refusal(mapped.MAP_AT_LEAST, readings()) is None

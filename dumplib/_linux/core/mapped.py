@@ -44,7 +44,7 @@ EXT4, XFS, TMPFS = 0xEF53, 0x58465342, 0x01021994
 MAPPABLE_FS = {EXT4: "ext2/3/4", XFS: "xfs", TMPFS: "tmpfs"}
 #: fallocate(2) modes; madvise(2) advice (Linux 5.14).
 FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE = 0x01, 0x02
-MADV_POPULATE_WRITE = 23
+MADV_DONTNEED, MADV_POPULATE_WRITE = 4, 23
 #: Populated this much per call: between two calls a Ctrl-C or SIGTERM is taken (the main thread runs
 #: Python's handlers only between calls), within ~0.1 s on a loaded host.
 POPULATE_STEP = 64 << 20
@@ -83,6 +83,12 @@ class _Libc:
             return 0
         return ctypes.get_errno() or 5
 
+    def dontneed(self, address: int, length: int) -> int:
+        """MADV_DONTNEED of [address, address+length) (anonymous memory given back): 0, or the errno."""
+        if self._load().madvise(ctypes.c_void_p(address), length, MADV_DONTNEED) == 0:
+            return 0
+        return ctypes.get_errno() or 5
+
     def fs_type(self, where: "int | str") -> Optional[int]:
         """statfs's f_type of descriptor or path *where*; None if it cannot be read."""
         buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86-64; f_type comes first
@@ -106,12 +112,29 @@ def refusal(directory: str, size: int) -> Optional[str]:
     return memory_refusal(size, fs, Readings.now())
 
 
-def memory_refusal(size: int, fs: int, r: "Readings") -> Optional[str]:
-    """The memory and writeback rules (module docstring) for *size* bytes on file system *fs*."""
+def stage_refusal(size: int, readings: "Optional[Readings]" = None) -> Optional[str]:
+    """Why a core of *size* bytes whose output is not mapped is not staged in memory either
+    (core/memory.py FileSink.stage: the copy read into anonymous memory of ours while the target is
+    stopped, written to the file once it runs), or None. The memory rule alone: staged pages are ours,
+    never written back, and any file system takes the writes that follow."""
+    if size < MAP_AT_LEAST:
+        return "smaller than MAP_AT_LEAST"
+    return _memory_rule(size, readings if readings is not None else Readings.now())
+
+
+def _memory_rule(size: int, r: "Readings") -> Optional[str]:
     if r.available is None or r.available < 2 * size:
         return f"MemAvailable {r.available} is less than twice the estimate {size}"
     if r.cgroup_room is not None and r.cgroup_room < 2 * size:
         return f"this process's cgroup has {r.cgroup_room} left, less than twice the estimate {size}"
+    return None
+
+
+def memory_refusal(size: int, fs: int, r: "Readings") -> Optional[str]:
+    """The memory and writeback rules (module docstring) for *size* bytes on file system *fs*."""
+    why = _memory_rule(size, r)
+    if why is not None:
+        return why
     if fs != TMPFS:
         room = writeback_room(r)
         if room is None or size > WRITEBACK_SHARE * room:

@@ -571,6 +571,9 @@ class FileSink:
         #: buffer of ours whose zero pages were left out, rather than read in place (zero pages to find).
         self._stored: List[List[Any]] = []
         self._finished = False
+        #: stage(): the mapping is anonymous memory of ours, not the file's, written out by finish().
+        self._staged = False
+        self._address = 0  # of the mapping, for madvise
 
     def prepare(self, size: int) -> None:
         """Map the first *size* bytes (rounded up to pages) of the still empty file, its blocks reserved
@@ -591,17 +594,52 @@ class FileSink:
         except (OSError, ValueError):
             self._unprepare()
             return
-        # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
-        # before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
-        # error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go.
+        if not self._populate(size):
+            self._unprepare()
+            return
+        self._mapped = size
+
+    def stage(self, size: int) -> None:
+        """Stage the first *size* bytes (rounded up to pages) of the dump in anonymous memory of ours,
+        its pages populated before the target is stopped; the copy reads the target's memory into them
+        (window()) and finish(), once the target runs, writes them to the file. Where the output cannot
+        be mapped (a file system off mapped.MAPPABLE_FS, or ext4/xfs above the writeback rule) this
+        still takes the page cache's allocation and the file system's bookkeeping out of the stop, as
+        mapping does: the stop reads into pages that are already there, the writes come after. Only
+        where core/mapped.stage_refusal() found nothing against it. Never raises for a refusal: the
+        file stays the pwrite path's.
+
+        Anonymous memory cannot SIGBUS once populated, so finish() reads it directly. The file stays
+        empty during the stop (a write past the staged part, where the estimate was low, goes to the
+        file at once): a frontier of 0 keeps a sidecar's hasher from taking the gap for data, and
+        finish() moves it as it writes."""
+        size = -(-size // PAGE) * PAGE
+        st = os.fstat(self.fd)
+        self._key = (st.st_dev, st.st_ino)
+        frontiers[self._key] = 0
+        try:
+            self._map = mmap.mmap(-1, size, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError):
+            self.release()
+            return
+        self._staged = True
+        if not self._populate(size):
+            self.release()
+            return
+        self._mapped = size
+
+    def _populate(self, size: int) -> bool:
+        """The mapping's pages allocated now, not while the target is stopped; without this (Linux
+        before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
+        error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go."""
+        assert self._map is not None
         anchor = ctypes.c_char.from_buffer(self._map)
-        address = ctypes.addressof(anchor)
+        self._address = ctypes.addressof(anchor)
         del anchor  # the export ends here: the mapping may be closed again (release())
         for at in range(0, size, mapped.POPULATE_STEP):
-            if mapped.libc.populate(address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
-                self._unprepare()
-                return
-        self._mapped = size
+            if mapped.libc.populate(self._address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
+                return False
+        return True
 
     def _unprepare(self) -> None:
         """Back to the empty file of the pwrite path: its reserved blocks freed, nothing mapped."""
@@ -614,7 +652,8 @@ class FileSink:
         goes in file order)."""
         if self._map is None or offset + length > self._mapped:
             return None
-        frontiers[self._key] = offset  # type: ignore[index]
+        if not self._staged:
+            frontiers[self._key] = offset  # type: ignore[index]
         return memoryview(self._map)[offset : offset + length]
 
     def stored(self, offset: int, length: int, checked: bool = False) -> None:
@@ -631,7 +670,13 @@ class FileSink:
 
     def _write_at(self, data: Any, offset: int) -> None:
         view = memoryview(data)
-        if self._map is not None:
+        if self._staged and offset < self._mapped:
+            # Into the staged memory, in file order with the rest: finish() writes it out.
+            n = min(len(view), self._mapped - offset)
+            self._map[offset : offset + n] = view[:n]  # type: ignore[index]
+            self.stored(offset, n, True)
+            view, offset = view[n:], offset + n
+        elif self._map is not None and not self._staged:
             frontiers[self._key] = offset  # type: ignore[index]
             if offset < self._mapped:
                 self.stored(offset, min(len(view), self._mapped - offset), True)
@@ -644,7 +689,9 @@ class FileSink:
         guarded(self._finish, size)
 
     def _finish(self, size: int) -> None:
-        if self._map is not None:
+        if self._staged:
+            self._write_staged(size)
+        elif self._map is not None:
             frontiers[self._key] = size  # type: ignore[index]
             # Inside the mapping, what no read or write stored, and the zero pages of what was read in
             # place, read as zero: punched, as holes. The target runs again by now.
@@ -656,6 +703,42 @@ class FileSink:
             self._punch(at, end)
         os.ftruncate(self.fd, size)
         self._finished = True
+
+    def _write_staged(self, size: int) -> None:
+        """Write what was staged to the file, in file order, its zero pages left out (holes), each chunk's
+        memory given back once written, so that the dump's memory goes down as the file fills. The
+        frontier follows, so a sidecar's hasher follows the file as on the pwrite path."""
+        assert self._map is not None and self._key is not None
+        view = memoryview(self._map)
+        try:
+            for lo, hi, _ in sorted(self._stored):
+                hi = min(hi, size)
+                for at in range(lo, hi, CHUNK):
+                    n = min(CHUNK, hi - at)
+                    run = at
+                    for zlo, zhi in MemoryCopier.zero_pages(self._map, at, n):
+                        if zlo > run:
+                            self._pwrite_all(view[run:zlo], run)
+                        run = zhi
+                    if at + n > run:
+                        self._pwrite_all(view[run : at + n], run)
+                    frontiers[self._key] = at + n
+                    self._give_back(at, n)
+        finally:
+            view.release()
+        frontiers[self._key] = size
+
+    def _pwrite_all(self, view: memoryview, offset: int) -> None:
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def _give_back(self, offset: int, length: int) -> None:
+        """The staged memory of [offset, offset+length) back to the kernel (reads as zero if touched again)."""
+        lo = offset - offset % PAGE
+        hi = -(-(offset + length) // PAGE) * PAGE
+        mapped.libc.dontneed(self._address + lo, min(hi, self._mapped) - lo)
 
     def _kept(self, end: int) -> Iterator[Tuple[int, int]]:
         """The [start, end) ranges below *end* that hold data: those stored, less the zero pages of
@@ -698,10 +781,14 @@ class FileSink:
             try:
                 self._map.close()
             except BufferError:
-                if not self._finished:
+                if self._staged:
+                    # Anonymous memory: given back now (all of a 2 GiB dump's), not when that read returns.
+                    mapped.libc.dontneed(self._address, len(self._map))
+                elif not self._finished:
                     os.ftruncate(self.fd, 0)
             self._map = None
             self._mapped = 0
+            self._staged = False
         if self._key is not None:
             frontiers.pop(self._key, None)
             self._key = None
@@ -1000,6 +1087,9 @@ class MemoryCopier:
         pages = length // PAGE
         run: Optional[Tuple[int, int]] = None
         done = 0
+        # A bytearray compares in place; a staged mapping (FileSink.stage) has no startswith, and a page
+        # whose head is zero is compared as a slice.
+        starts = getattr(buf, "startswith", None)
         while done < pages:
             n = min(_HEAD_GROUP, pages - done)
             base = offset + done * PAGE
@@ -1010,7 +1100,7 @@ class MemoryCopier:
             i = heads.index(_ZERO_HEAD)
             while True:
                 at = base + i * PAGE
-                if buf.startswith(ZERO_PAGE, at):
+                if starts(ZERO_PAGE, at) if starts is not None else buf[at : at + PAGE] == ZERO_PAGE:
                     if run is not None and run[1] == at:
                         run = (run[0], at + PAGE)
                     else:

@@ -1,0 +1,202 @@
+"""A full dump whose output is not mapped (a file system off core/mapped.py's list, or ext4/xfs above its
+writeback rule) but has memory to spare is staged (core/memory.py FileSink.stage): the copy reads the
+target's memory into anonymous memory of ours, populated before the stop, and the file is written once
+the target runs. What the kernel shows while the target is stopped (the file still empty, write-only;
+an anonymous mapping of the estimate's size, all present), what gdb and the kernel's SEEK_DATA read
+from the core, sha256sum against the sidecar; an estimate too low (the rest written straight to the
+file, the sidecar's hasher held back from the gap); a read given up on (the staged memory given back
+at once)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set, Tuple
+
+import pytest
+
+import dumplib
+from linuxrig import gdb
+from test_mapped_output import (DATA, PAGE, TARGET, ZEROS, _load_offset, _segments_end, _temps, heap_target,
+                                mmaplock_exe, output_seen, volume)
+
+pytestmark = pytest.mark.linux
+
+__all__ = ["mmaplock_exe"]  # a fixture, used by name
+
+MIB = 1 << 20
+
+
+def _anonymous_maps() -> Set[Tuple[int, int]]:
+    """This process's anonymous mappings of 64 MiB or more, as (start, end)."""
+    found = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        f = line.split()
+        if len(f) == 5:  # no path: anonymous
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            if hi - lo >= 64 * MIB:
+                found.add((lo, hi))
+    return found
+
+
+def _rss(start: int) -> int:
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split(" ", 1)[0]
+        if "-" in head and ":" not in head and int(head.split("-")[0], 16) == start:
+            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
+    raise AssertionError(f"no mapping at {start:#x}")
+
+
+def staged_seen(directory: Path, seen: Dict[str, object]):  # type: ignore[no-untyped-def]
+    """output_seen's progress callback, which also records, at the first call with data copied (the
+    target stopped), the anonymous mappings of 64 MiB or more this process gained since it was made,
+    with their Rss."""
+    before = _anonymous_maps()
+    look = output_seen(directory, seen)
+
+    def progress(written: int, elapsed: float) -> None:
+        if written and "staged" not in seen:
+            look(written, elapsed)
+            seen["staged"] = [(hi - lo, _rss(lo)) for lo, hi in sorted(_anonymous_maps() - before)]
+    return progress
+
+
+def test_a_staged_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(tmp_path):
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        child = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        seen: Dict[str, object] = {}
+        try:
+            address, n = map(int, child.stdout.readline().split())  # type: ignore[union-attr]
+            estimate = dumplib.estimate(child.pid, "full").bytes
+            before = _anonymous_maps()
+            r = dumplib.create_dump(child.pid, vol / "s.core", "full", progress=staged_seen(vol, seen),
+                                    space_check=False)
+        finally:
+            child.kill()
+            child.wait()
+        core = Path(r.path)
+        final = core.stat().st_size
+        # While the target was stopped: nothing in the file yet, not mapped, write-only; this process
+        # held one anonymous mapping the size of the estimate, every page of it present (populated
+        # before the stop).
+        assert seen["size"] == 0 and not seen["mapped"] and seen["modes"] == [os.O_WRONLY], seen
+        staged = seen["staged"]
+        assert len(staged) == 1, staged  # type: ignore[arg-type]
+        length, rss = staged[0]  # type: ignore[index]
+        assert length >= estimate - PAGE and rss >= 0.9 * length, (staged, estimate)
+        assert final == _segments_end(core), (final, _segments_end(core))
+
+        probes = [0, 1, DATA // PAGE // 2, DATA // PAGE - 1]
+        out = gdb(sys.executable, str(core), *[f"x/s {address + p * PAGE}" for p in probes],
+                  f"x/s {address + n - PAGE}")
+        for p in probes:
+            assert f'"PAGE-{p:010d}-DATA-' in out, (p, out)
+        assert '"LAST-PAGE"' in out, out
+        off = _load_offset(core, address)
+        fd = os.open(core, os.O_RDONLY)
+        try:
+            assert os.lseek(fd, off, os.SEEK_HOLE) >= off + DATA
+            try:
+                next_data = os.lseek(fd, off + DATA, os.SEEK_DATA)
+            except OSError:
+                next_data = final
+            assert next_data >= off + DATA + ZEROS, (next_data - off - DATA)
+        finally:
+            os.close(fd)
+        sidecar = json.loads(Path(r.path + ".json").read_text())
+        real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
+        assert sidecar["sha256"] == real == r.sha256
+        assert not _anonymous_maps() - before, "the staged memory outlived the call"
+
+
+GROWING = r"""
+import mmap, sys
+n = int(sys.argv[1]) << 20
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for at in range(0, n, 4096):
+    m[at : at + 8] = b"HEAPPAGE"
+print("ready", flush=True)
+grown = []
+for line in sys.stdin:
+    g = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for at in range(0, len(g), 4096):
+        g[at : at + 8] = b"GROWPAGE"
+    grown.append(g)
+    print("grown", flush=True)
+"""
+
+
+def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true(tmp_path, monkeypatch):
+    """The target maps 32 MiB more between the plan and the stop: the staged memory (the estimate) is
+    too small, and what follows it in file order is written straight to the file during the stop. The
+    sidecar's hasher follows the file: the frontier keeps it from hashing the not yet written staged
+    part as zeros (sha256sum agrees), and every page of the target's is in the core (gdb counts them)."""
+    from dumplib._linux.backend import LinuxSession
+
+    child = subprocess.Popen([sys.executable, "-c", GROWING, "80"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    plan = LinuxSession.plan
+
+    def plan_then_grow(self, kind, flags):  # type: ignore[no-untyped-def]
+        planned = plan(self, kind, flags)
+        child.stdin.write("grow\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        assert child.stdout.readline().strip() == "grown"  # type: ignore[union-attr]
+        return planned
+
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        monkeypatch.setattr(LinuxSession, "plan", plan_then_grow)
+        seen: Dict[str, object] = {}
+        try:
+            r = dumplib.create_dump(child.pid, vol / "g.core", "full", progress=staged_seen(vol, seen),
+                                    space_check=False)
+        finally:
+            child.kill()
+            child.wait()
+        assert seen["staged"], "not staged: the test proves nothing"
+        final = os.stat(r.path).st_size
+        length = seen["staged"][0][0]  # type: ignore[index]
+        assert final > length + 16 * MIB, (final, length)  # written past the staged part
+        assert final == _segments_end(Path(r.path))
+        sidecar = json.loads(Path(r.path + ".json").read_text())
+        real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
+        assert sidecar["sha256"] == real == r.sha256
+        data = Path(r.path).read_bytes()
+        assert data.count(b"HEAPPAGE") >= 80 * MIB // PAGE and data.count(b"GROWPAGE") >= 32 * MIB // PAGE
+
+
+def test_a_read_given_up_on_gives_the_staged_memory_back_at_once(mmaplock_exe, tmp_path):
+    """The copy's read into the staged memory waits on the target's mmap lock (held for good: the FUSE
+    rig of test_stuck_mmap_lock) and is given up on with its window still held, so the mapping cannot
+    be unmapped: its memory is given back when the dump ends (the kernel's Rss of it), not whenever that
+    read returns, which may be never. The target is let go, nothing is left."""
+    from helpers import require
+    from test_stuck_mmap_lock import left_alone, refused_in_process, rig, unharmed
+
+    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing: no FUSE file system can be mounted")
+    with volume("btrfs", tmp_path / "btrfs") as out, rig(tmp_path, mmaplock_exe, heap_mib=96) as r:
+        r.hold()
+        sibling = int(r.t.info["sibling"])  # type: ignore[arg-type]
+        poked: List[bool] = []
+        before = _anonymous_maps()
+
+        def progress(written: int, _elapsed: float) -> None:
+            if written and not poked:
+                os.kill(sibling, signal.SIGUSR1)  # a writer queues behind the held read: the next read waits
+                poked.append(True)
+                r.wait_stuck()
+
+        refused = refused_in_process(r, r.t.pid, out / "x.core", "full", progress=progress, sidecar=False,
+                                     space_check=False)
+        assert refused.reason == "memory-map-locked", refused
+        held = sorted(_anonymous_maps() - before)
+        assert held, "no staged mapping is held: the test proves nothing"
+        assert all(_rss(lo) < 4 * MIB for lo, _ in held), [(hi - lo, _rss(lo)) for lo, hi in held]
+        left_alone(r, out)
+        unharmed(r)
