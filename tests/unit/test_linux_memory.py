@@ -240,3 +240,25 @@ def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_gi
     finally:
         os.close(rd)
         os.close(fd)
+
+
+def test_a_staged_copys_memory_is_not_inherited_by_a_fork(tmp_path):
+    """A fork while a copy is staged (a library caller's, in another thread) does not share the staged
+    memory copy-on-write, which would copy each page the next read writes: the child has no mapping
+    there (its /proc/self/maps)."""
+    from dumplib._linux.core.memory import FileSink
+
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        sink = FileSink(fd)
+        sink.stage(4 << 20)
+        assert sink._staged, "not staged: the test proves nothing"
+        child = os.fork()
+        if child == 0:
+            starts = {int(ln.split("-", 1)[0], 16) for ln in open("/proc/self/maps")}
+            os._exit(3 if sink._address in starts else 0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the staged memory"
+        sink.release()
+    finally:
+        os.close(fd)

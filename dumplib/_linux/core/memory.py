@@ -623,6 +623,9 @@ class FileSink:
             self.release()
             return
         self._staged = True
+        # Not inherited by a child this process forks meanwhile (a library caller's fork, a
+        # multiprocessing worker): sharing it copy-on-write, every read into it would copy a page.
+        self._map.madvise(mmap.MADV_DONTFORK)
         if not self._populate(size):
             self.release()
             return
