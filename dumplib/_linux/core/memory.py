@@ -19,6 +19,7 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -49,6 +50,8 @@ PAGE = 4096
 #: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).
 CHUNK = 1 << 20
+#: A transparent huge page (x86-64, arm64 with 4 KiB pages): staged memory is given back in these.
+_HUGE = 2 << 20
 ZERO_PAGE = bytes(PAGE)
 #: The zero-page check looks at the first _HEAD bytes of every page first, _HEAD_GROUP pages per unpack.
 _HEAD, _HEAD_GROUP = 64, 64
@@ -626,6 +629,11 @@ class FileSink:
         # Not inherited by a child this process forks meanwhile (a library caller's fork, a
         # multiprocessing worker): sharing it copy-on-write, every read into it would copy a page.
         self._map.madvise(mmap.MADV_DONTFORK)
+        # In huge pages where the host allows them (transparent_hugepage "always" or "madvise"): the
+        # kernel's copy into them, while the target is stopped, misses the TLB 512 times less often
+        # (2 GiB read into the staged memory: 0.57-0.72 s against 0.80-0.82 s in 4 KiB pages here).
+        with contextlib.suppress(AttributeError, OSError):
+            self._map.madvise(mmap.MADV_HUGEPAGE)
         if not self._populate(size):
             self.release()
             return
@@ -713,6 +721,7 @@ class FileSink:
         frontier follows, so a sidecar's hasher follows the file as on the pwrite path."""
         assert self._map is not None and self._key is not None
         view = memoryview(self._map)
+        given = 0  # the staged memory below this is given back
         try:
             for lo, hi, _ in sorted(self._stored):
                 hi = min(hi, size)
@@ -726,9 +735,15 @@ class FileSink:
                     if at + n > run:
                         self._pwrite_all(view[run : at + n], run)
                     frontiers[self._key] = at + n
-                    self._give_back(at, n)
+                    # Whole huge pages at a time: part of one would be split, and freed only later.
+                    upto = (at + n) - (at + n) % _HUGE
+                    if upto > given:
+                        self._give_back(given, upto - given)
+                        given = upto
         finally:
             view.release()
+        if self._mapped > given:
+            self._give_back(given, self._mapped - given)
         frontiers[self._key] = size
 
     def _pwrite_all(self, view: memoryview, offset: int) -> None:
