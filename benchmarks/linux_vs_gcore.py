@@ -168,6 +168,7 @@ class Contenders:
             "API default": functools.partial(self.api, {}),
             "API no sidecar": functools.partial(self.api, {"sidecar": False}),
             "API, hasher not idle": self.api_busy_hasher,
+            "API written": self.api_written,
             "gcore": self.gcore,
         }
         if self.procdump:
@@ -198,6 +199,18 @@ class Contenders:
             return self.api({}, out)
         finally:
             hasher.__init__ = original  # type: ignore[method-assign]
+
+    def api_written(self, out: str) -> Optional[float]:
+        """Without a sidecar, the output neither mapped nor staged (core/memory.py FileSink): the copy
+        written during the stop, as before either existed."""
+        from dumplib._linux.core.memory import FileSink
+
+        prepare, stage = FileSink.prepare, FileSink.stage
+        FileSink.prepare = FileSink.stage = lambda self, size: None  # type: ignore[method-assign]
+        try:
+            return self.api({"sidecar": False}, out)
+        finally:
+            FileSink.prepare, FileSink.stage = prepare, stage  # type: ignore[method-assign]
 
     def gcore(self, out: str) -> Optional[float]:
         subprocess.run(["gcore", "-o", out + ".g", str(self.pid)], check=True, stdout=subprocess.DEVNULL,

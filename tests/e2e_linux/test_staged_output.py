@@ -200,3 +200,36 @@ def test_a_read_given_up_on_gives_the_staged_memory_back_at_once(mmaplock_exe, t
         assert all(_rss(lo) < 4 * MIB for lo, _ in held), [(hi - lo, _rss(lo)) for lo, hi in held]
         left_alone(r, out)
         unharmed(r)
+
+
+def test_a_disk_that_fills_while_the_staged_copy_is_written_fails_the_dump_with_the_target_running(tmp_path):
+    """A staged copy is written once the target runs, so a disk that fills then (the guard turned off
+    here) is found after the stop: DumpFailed "disk-full", nothing left in the directory, and the
+    target was let go before the failure (its state read from /proc at the failure, not after it), and
+    runs on."""
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        subprocess.run(["fallocate", "-l", "300M", str(vol / "filler")], check=True)
+        os.sync()
+        child = heap_target(96)
+        states: List[str] = []
+        from dumplib._linux.core.memory import FileSink
+
+        write_staged = FileSink._write_staged
+
+        def write_staged_seen(self, size):  # type: ignore[no-untyped-def]
+            states.append(Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            return write_staged(self, size)
+
+        FileSink._write_staged = write_staged_seen  # type: ignore[method-assign]
+        try:
+            with pytest.raises(dumplib.DumpFailed) as failed:
+                dumplib.create_dump(child.pid, vol / "full.core", "full", sidecar=False, space_check=False)
+            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        finally:
+            FileSink._write_staged = write_staged  # type: ignore[method-assign]
+            child.kill()
+            child.wait()
+        assert failed.value.reason == "disk-full", failed.value
+        assert states and states[0] in ("S", "R"), states  # staged, and written with the target running
+        assert state in ("S", "R"), state
+        assert sorted(p.name for p in vol.iterdir()) == ["filler"]
