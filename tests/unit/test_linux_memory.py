@@ -262,3 +262,35 @@ def test_a_staged_copys_memory_is_not_inherited_by_a_fork(tmp_path):
         sink.release()
     finally:
         os.close(fd)
+
+
+def test_a_staged_copys_memory_goes_back_as_the_file_fills_not_only_at_the_end(tmp_path):
+    """While finish() writes 16 MiB of staged data, the staged mapping's Rss (the kernel's) falls: when
+    the write reaches 12 MiB, no more than the last few MiB are still held."""
+    from dumplib._linux.core.memory import FileSink
+
+    size = 16 << 20
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        sink = FileSink(fd)
+        sink.stage(size)
+        assert sink._staged, "not staged: the test proves nothing"
+        place = sink.window(0, size)
+        place[:] = os.urandom(size)
+        place.release()
+        sink.stored(0, size)
+        held = []
+        write = sink._pwrite_all
+
+        def pwrite_seen(view, offset):  # the kernel's count, read at a point of the writing
+            if offset >= 12 << 20 and not held:
+                held.append(_rss_of_mapping(sink._address))
+            return write(view, offset)
+
+        sink._pwrite_all = pwrite_seen
+        sink.finish(size)
+        assert held and held[0] <= 6 << 20, held
+        sink.release()
+        assert os.path.getsize(tmp_path / "out") == size
+    finally:
+        os.close(fd)
