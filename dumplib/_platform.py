@@ -197,8 +197,11 @@ class Session(abc.ABC):
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
         """Create *temp_path* exclusively (owner-only) and write the dump into it."""
 
-    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:
-        """Write the dump in file order through *sink* (only where Platform.streams is true)."""
+    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions, *, local: bool = False) -> WriteReport:
+        """Write the dump in file order through *sink* (only where Platform.streams is true). *local*: the
+        sink is a local file or pipe that is done with each buffer when its call returns; the writer may
+        then hold the dump in memory while the target is stopped and send it once it runs (Linux:
+        core/staged.py). An upload's sink is not: its memory is bounded."""
         raise NotImplementedError("this platform needs a seekable file")
 
     @abc.abstractmethod

@@ -223,7 +223,7 @@ class CompressedFile(_FileOutput):
                 fd = self.host.open_private(self.dest.temp)
             try:
                 out = CompressingWriter(fd, self.codec, self.level)
-                report = session.write_stream(plan, _sink(out, self.dest.final, plan.target.pid), options)
+                report = session.write_stream(plan, _sink(out, self.dest.final, plan.target.pid), options, local=True)
                 with _output_errors(self.dest.final, plan.target.pid):
                     out.close()  # the compressor's last flush can still meet a full disk
             finally:
@@ -314,7 +314,8 @@ class Stdout(Output):
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         with self._cut_back_on_failure():
             out = self._sent = CompressingWriter(self.fd, self.codec, self.level)
-            report = session.write_stream(plan, _sink(out, self.where, plan.target.pid, self._left()), options)
+            report = session.write_stream(plan, _sink(out, self.where, plan.target.pid, self._left()), options,
+                                          local=True)
             with _output_errors(self.where, plan.target.pid, self._left()):
                 out.close()
             session.verify_stream(plan, report, out.raw_bytes)

@@ -395,7 +395,8 @@ class StreamCore(Platform, Session):
         finally:
             os.close(fd)
 
-    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:
+    def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions, *, local: bool = False) -> WriteReport:
+        # *local* changes nothing here: the kernel's core comes from a pipe, read once, in order.
         core = plan.detail
         assert isinstance(core, corestream.Filtered)
         tick = options.tick

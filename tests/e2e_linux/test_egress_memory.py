@@ -32,7 +32,10 @@ def store(request):
             yield "az://mem/", {"AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(port)}
 
 
-def test_peak_rss_stays_bounded_by_the_buffer_not_the_dump(store, target_exe, tmp_path):
+@pytest.mark.parametrize("snapshot", [["--snapshot=auto"], []], ids=["snapshot", "stopped"])
+def test_peak_rss_stays_bounded_by_the_buffer_not_the_dump(store, target_exe, tmp_path, snapshot):
+    """With a snapshot, and without one: a dump uploaded while the target is stopped is never staged in
+    memory (core/staged.py), which local files and stdout are."""
     url, creds = store
     peaks, results = {}, {}
     with tmpfs(tmp_path / "small", "16m") as small:
@@ -41,7 +44,7 @@ def test_peak_rss_stays_bounded_by_the_buffer_not_the_dump(store, target_exe, tm
             env = clean_env(**creds, TMPDIR=str(small), DUMPLIB_STATUS_OUT=str(status))
             env.pop("DUMPLIB_UPLOAD_BUFFER", None)  # the default buffer
             with run_target([str(target_exe), "--heap", str(heap)]) as t:
-                done = run_dumplib(["dump", str(t.pid), url, "-k", "full", "--snapshot=auto", "--json"], env)
+                done = run_dumplib(["dump", str(t.pid), url, "-k", "full", *snapshot, "--json"], env)
                 assert done.returncode == 0, done.stderr[-3000:]
                 t.assert_running_untraced()
             peaks[heap] = peak_rss_kib(status) / 1024

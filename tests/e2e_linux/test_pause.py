@@ -244,9 +244,11 @@ def test_a_callers_alarm_that_raises_leaves_no_thread_attached(pause_exe, tmp_pa
 
 # -- max_pause: a stalled reader ----------------------------------------------------------------------------
 def test_max_pause_lets_the_target_go_while_the_reader_still_sleeps(pause_exe, tmp_path):
-    """`dumplib dump P - --max-pause 2 | (sleep ...; cat)`: this test is the reader that sleeps."""
+    """`dumplib dump P - --max-pause 2 | (sleep ...; cat)`: this test is the reader that sleeps. The
+    core is under MAP_AT_LEAST, so it is written during the stop, not staged in memory (a staged one
+    reaches the pipe only once the target runs: test_staged_output.py)."""
     max_pause = 2.0
-    with shape(pause_exe, tmp_path, "--heap", "256") as t:
+    with shape(pause_exe, tmp_path, "--heap", "32") as t:
         dumper = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(t.pid), "-", "-k", "full",
                                    "--max-pause", f"{max_pause:g}s", "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)

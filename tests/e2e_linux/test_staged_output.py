@@ -123,12 +123,35 @@ for at in range(0, n, 4096):
 print("ready", flush=True)
 grown = []
 for line in sys.stdin:
-    g = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    g = mmap.mmap(-1, int(sys.argv[2]) << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for at in range(0, len(g), 4096):
         g[at : at + 8] = b"GROWPAGE"
     grown.append(g)
     print("grown", flush=True)
 """
+
+
+def growing(mib: int, grow: int) -> "subprocess.Popen[str]":
+    """A target of *mib* MiB of marked pages that maps *grow* MiB more at a line on stdin."""
+    child = subprocess.Popen([sys.executable, "-c", GROWING, str(mib), str(grow)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+    return child
+
+
+def plan_then_grow(child: "subprocess.Popen[str]"):  # type: ignore[no-untyped-def]
+    """LinuxSession.plan, after which *child* (growing) grows: the estimate is short by its growth."""
+    from dumplib._linux.backend import LinuxSession
+
+    plan = LinuxSession.plan
+
+    def planned_then_grown(self, kind, flags):  # type: ignore[no-untyped-def]
+        planned = plan(self, kind, flags)
+        child.stdin.write("grow\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        assert child.stdout.readline().strip() == "grown"  # type: ignore[union-attr]
+        return planned
+    return planned_then_grown
 
 
 def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true(tmp_path, monkeypatch):
@@ -138,20 +161,10 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
     part as zeros (sha256sum agrees), and every page of the target's is in the core (gdb counts them)."""
     from dumplib._linux.backend import LinuxSession
 
-    child = subprocess.Popen([sys.executable, "-c", GROWING, "80"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
-    plan = LinuxSession.plan
-
-    def plan_then_grow(self, kind, flags):  # type: ignore[no-untyped-def]
-        planned = plan(self, kind, flags)
-        child.stdin.write("grow\n")  # type: ignore[union-attr]
-        child.stdin.flush()  # type: ignore[union-attr]
-        assert child.stdout.readline().strip() == "grown"  # type: ignore[union-attr]
-        return planned
+    child = growing(80, 32)
+    monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
 
     with volume("btrfs", tmp_path / "btrfs") as vol:
-        assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
-        monkeypatch.setattr(LinuxSession, "plan", plan_then_grow)
         seen: Dict[str, object] = {}
         try:
             r = dumplib.create_dump(child.pid, vol / "g.core", "full", progress=staged_seen(vol, seen),
@@ -216,9 +229,9 @@ def test_a_disk_that_fills_while_the_staged_copy_is_written_fails_the_dump_with_
 
         write_staged = FileSink._write_staged
 
-        def write_staged_seen(self, size):  # type: ignore[no-untyped-def]
+        def write_staged_seen(self, stage, size):  # type: ignore[no-untyped-def]
             states.append(Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-            return write_staged(self, size)
+            return write_staged(self, stage, size)
 
         FileSink._write_staged = write_staged_seen  # type: ignore[method-assign]
         try:
@@ -233,3 +246,100 @@ def test_a_disk_that_fills_while_the_staged_copy_is_written_fails_the_dump_with_
         assert states and states[0] in ("S", "R"), states  # staged, and written with the target running
         assert state in ("S", "R"), state
         assert sorted(p.name for p in vol.iterdir()) == ["filler"]
+
+
+def test_a_compressed_core_is_staged_and_compressed_once_the_target_runs(outdir):
+    """`compress="zstd"` to a local file: while the target is stopped nothing has reached the
+    compressor (the temporary is empty) and this process holds the staged memory, all present; the
+    core decompressed (zstd, an independent reader) holds the target's bytes as gdb reads them, and
+    sha256sum of the compressed file agrees with the sidecar."""
+    child = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen: Dict[str, object] = {}
+    try:
+        address, n = map(int, child.stdout.readline().split())  # type: ignore[union-attr]
+        estimate = dumplib.estimate(child.pid, "full").bytes
+        r = dumplib.create_dump(child.pid, outdir / "c.core.zst", "full", compress="zstd",
+                                progress=staged_seen(outdir, seen))
+    finally:
+        child.kill()
+        child.wait()
+    assert seen["size"] == 0, seen  # nothing compressed while the target was stopped
+    staged = seen["staged"]
+    assert len(staged) == 1, staged  # type: ignore[arg-type]
+    length, rss = staged[0]  # type: ignore[index]
+    assert length >= estimate and rss >= 0.9 * length, (staged, estimate)
+    raw = outdir / "c.core"
+    subprocess.run(["zstd", "-q", "-d", r.path, "-o", str(raw)], check=True)
+    out = gdb(sys.executable, str(raw), f"x/s {address + 5 * PAGE}", f"x/s {address + n - PAGE}")
+    assert '"PAGE-0000000005-DATA-' in out and '"LAST-PAGE"' in out, out
+    sidecar = json.loads(Path(r.path + ".json").read_text())
+    real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert sidecar["sha256"] == real
+
+
+def test_a_core_sent_to_a_stdout_nobody_reads_yet_does_not_hold_the_target(tmp_path):
+    """`dumplib dump PID - -k full` into a pipe this test does not read until bytes arrive: staged, the
+    first byte reaches the pipe only once the target runs again (its TracerPid 0, state not t, read as
+    soon as the pipe is readable); written during the stop, the pipe would fill and hold the target
+    stopped until someone read it. Then the core read whole from the pipe holds the target's bytes."""
+    import select
+
+    child = subprocess.Popen([sys.executable, "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        address, n = map(int, child.stdout.readline().split())  # type: ignore[union-attr]
+        dump = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(child.pid), "-", "-k", "full",
+                                 "--max-pause", "120s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            ready, _, _ = select.select([dump.stdout], [], [], 240)
+            assert ready, "no byte of the dump in 240 s"
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            tracer = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("TracerPid:"))
+            state = next(ln.split()[1] for ln in status.splitlines() if ln.startswith("State:"))
+            core, err = dump.communicate(timeout=240)
+        finally:
+            if dump.poll() is None:
+                dump.kill()
+                dump.wait()
+        assert dump.returncode == 0, err[-2000:]
+        assert tracer == 0 and state != "t", (tracer, state)
+        path = tmp_path / "piped.core"
+        path.write_bytes(core)
+        out = gdb(sys.executable, str(path), f"x/s {address + 7 * PAGE}", f"x/s {address + n - PAGE}")
+        assert '"PAGE-0000000007-DATA-' in out and '"LAST-PAGE"' in out, out
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("grow", [8, 48])
+def test_a_compressed_core_whose_estimate_was_low_is_whole(outdir, monkeypatch, grow):
+    """The target maps *grow* MiB more between the plan and the stop. 8 MiB fits in the stream's
+    staged room over the estimate: the staged part goes down the stream once the target runs. 48 MiB
+    does not: it is sent during the stop (the target's state, read when the sending starts), then the
+    rest; either way the core, decompressed, has every page of the target's (counted)."""
+    from dumplib._linux.backend import LinuxSession
+    from dumplib._linux.core.memory import StreamSink
+
+    child = growing(80, grow)
+    monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
+    states: List[str] = []
+    send = StreamSink._send_staged
+
+    def send_seen(self):  # type: ignore[no-untyped-def]
+        states.append(_state(child.pid))
+        return send(self)
+
+    monkeypatch.setattr(StreamSink, "_send_staged", send_seen)
+    try:
+        r = dumplib.create_dump(child.pid, outdir / "g.core.zst", "full", compress="zstd")
+    finally:
+        child.kill()
+        child.wait()
+    assert len(states) == 1, states
+    assert (states[0] == "t") is (grow == 48), states
+    data = subprocess.run(["zstd", "-q", "-d", "-c", r.path], capture_output=True, check=True).stdout
+    assert data.count(b"HEAPPAGE") >= 80 * MIB // PAGE and data.count(b"GROWPAGE") >= grow * MIB // PAGE

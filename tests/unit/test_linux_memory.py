@@ -209,7 +209,7 @@ def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_gi
         window = sink.window(0, PAGE)
         assert window is not None, "not staged: the test proves nothing"
         window.release()
-        assert _rss_of_mapping(sink._address) >= staged * PAGE  # populated
+        assert _rss_of_mapping(sink._stage.address) >= staged * PAGE  # populated
         sink.write_at(pages[0], 0)  # a write (the core's head) into the staged part
         for i in range(1, staged):
             place = sink.window(i * PAGE, PAGE)
@@ -222,7 +222,7 @@ def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_gi
         assert os.fstat(fd).st_size == len(pages) * PAGE  # past the staged part: in the file at once...
         assert not any(os.pread(rd, staged * PAGE, 0))  # ...the staged part not yet
         sink.finish(len(pages) * PAGE)
-        assert _rss_of_mapping(sink._address) < CHUNK, "the staged memory was not given back as it was written"
+        assert _rss_of_mapping(sink._stage.address) < CHUNK, "the staged memory was not given back as it was written"
         sink.release()
         assert os.pread(rd, len(pages) * PAGE + 1, 0) == b"".join(pages)
         data, at, end = set(), 0, len(pages) * PAGE
@@ -252,11 +252,11 @@ def test_a_staged_copys_memory_is_not_inherited_by_a_fork(tmp_path):
     try:
         sink = FileSink(fd)
         sink.stage(4 << 20)
-        assert sink._staged, "not staged: the test proves nothing"
+        assert sink._stage is not None, "not staged: the test proves nothing"
         child = os.fork()
         if child == 0:
             starts = {int(ln.split("-", 1)[0], 16) for ln in open("/proc/self/maps")}
-            os._exit(3 if sink._address in starts else 0)
+            os._exit(3 if sink._stage.address in starts else 0)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "the child inherited the staged memory"
         sink.release()
@@ -274,7 +274,7 @@ def test_a_staged_copys_memory_goes_back_as_the_file_fills_not_only_at_the_end(t
     try:
         sink = FileSink(fd)
         sink.stage(size)
-        assert sink._staged, "not staged: the test proves nothing"
+        assert sink._stage is not None, "not staged: the test proves nothing"
         place = sink.window(0, size)
         place[:] = os.urandom(size)
         place.release()
@@ -284,7 +284,7 @@ def test_a_staged_copys_memory_goes_back_as_the_file_fills_not_only_at_the_end(t
 
         def pwrite_seen(view, offset):  # the kernel's count, read at a point of the writing
             if offset >= 12 << 20 and not held:
-                held.append(_rss_of_mapping(sink._address))
+                held.append(_rss_of_mapping(sink._stage.address))
             return write(view, offset)
 
         sink._pwrite_all = pwrite_seen

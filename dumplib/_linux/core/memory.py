@@ -19,7 +19,6 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -38,6 +37,7 @@ from ..._platform import Tick
 from ..._record import record
 from ...errors import DumpFailed
 from . import mapped
+from .staged import StagedMemory
 from ..proc.errors import target_error
 from ..proc.maps import Region
 from .selection import Segment
@@ -50,8 +50,6 @@ PAGE = 4096
 #: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).
 CHUNK = 1 << 20
-#: A transparent huge page (x86-64, arm64 with 4 KiB pages): staged memory is given back in these.
-_HUGE = 2 << 20
 ZERO_PAGE = bytes(PAGE)
 #: The zero-page check looks at the first _HEAD bytes of every page first, _HEAD_GROUP pages per unpack.
 _HEAD, _HEAD_GROUP = 64, 64
@@ -574,9 +572,8 @@ class FileSink:
         #: buffer of ours whose zero pages were left out, rather than read in place (zero pages to find).
         self._stored: List[List[Any]] = []
         self._finished = False
-        #: stage(): the mapping is anonymous memory of ours, not the file's, written out by finish().
-        self._staged = False
-        self._address = 0  # of the mapping, for madvise
+        #: stage(): the copy goes into memory of ours (core/staged.py), written out by finish().
+        self._stage: Optional[StagedMemory] = None
 
     def prepare(self, size: int) -> None:
         """Map the first *size* bytes (rounded up to pages) of the still empty file, its blocks reserved
@@ -597,9 +594,16 @@ class FileSink:
         except (OSError, ValueError):
             self._unprepare()
             return
-        if not self._populate(size):
-            self._unprepare()
-            return
+        # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
+        # before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
+        # error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go.
+        anchor = ctypes.c_char.from_buffer(self._map)
+        address = ctypes.addressof(anchor)
+        del anchor  # the export ends here: the mapping may be closed again (release())
+        for at in range(0, size, mapped.POPULATE_STEP):
+            if mapped.libc.populate(address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
+                self._unprepare()
+                return
         self._mapped = size
 
     def stage(self, size: int) -> None:
@@ -616,41 +620,13 @@ class FileSink:
         empty during the stop (a write past the staged part, where the estimate was low, goes to the
         file at once): a frontier of 0 keeps a sidecar's hasher from taking the gap for data, and
         finish() moves it as it writes."""
-        size = -(-size // PAGE) * PAGE
+        try:
+            self._stage = StagedMemory(size)
+        except (OSError, ValueError):
+            return
         st = os.fstat(self.fd)
         self._key = (st.st_dev, st.st_ino)
         frontiers[self._key] = 0
-        try:
-            self._map = mmap.mmap(-1, size, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
-        except (OSError, ValueError):
-            self.release()
-            return
-        self._staged = True
-        # Not inherited by a child this process forks meanwhile (a library caller's fork, a
-        # multiprocessing worker): sharing it copy-on-write, every read into it would copy a page.
-        self._map.madvise(mmap.MADV_DONTFORK)
-        # In huge pages where the host allows them (transparent_hugepage "always" or "madvise"): the
-        # kernel's copy into them, while the target is stopped, misses the TLB 512 times less often
-        # (2 GiB read into the staged memory: 0.57-0.72 s against 0.80-0.82 s in 4 KiB pages here).
-        with contextlib.suppress(AttributeError, OSError):
-            self._map.madvise(mmap.MADV_HUGEPAGE)
-        if not self._populate(size):
-            self.release()
-            return
-        self._mapped = size
-
-    def _populate(self, size: int) -> bool:
-        """The mapping's pages allocated now, not while the target is stopped; without this (Linux
-        before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
-        error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go."""
-        assert self._map is not None
-        anchor = ctypes.c_char.from_buffer(self._map)
-        self._address = ctypes.addressof(anchor)
-        del anchor  # the export ends here: the mapping may be closed again (release())
-        for at in range(0, size, mapped.POPULATE_STEP):
-            if mapped.libc.populate(self._address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
-                return False
-        return True
 
     def _unprepare(self) -> None:
         """Back to the empty file of the pwrite path: its reserved blocks freed, nothing mapped."""
@@ -661,10 +637,11 @@ class FileSink:
         """The mapping of file bytes [offset, offset+length), for the kernel to read into (never for
         Python to touch), or None (write them): everything before *offset* is final from here (the copy
         goes in file order)."""
+        if self._stage is not None:
+            return self._stage.view(offset, length) if offset + length <= self._stage.size else None
         if self._map is None or offset + length > self._mapped:
             return None
-        if not self._staged:
-            frontiers[self._key] = offset  # type: ignore[index]
+        frontiers[self._key] = offset  # type: ignore[index]
         return memoryview(self._map)[offset : offset + length]
 
     def stored(self, offset: int, length: int, checked: bool = False) -> None:
@@ -681,13 +658,15 @@ class FileSink:
 
     def _write_at(self, data: Any, offset: int) -> None:
         view = memoryview(data)
-        if self._staged and offset < self._mapped:
+        if self._stage is not None and offset < self._stage.size:
             # Into the staged memory, in file order with the rest: finish() writes it out.
-            n = min(len(view), self._mapped - offset)
-            self._map[offset : offset + n] = view[:n]  # type: ignore[index]
+            n = min(len(view), self._stage.size - offset)
+            place = self._stage.view(offset, n)
+            place[:] = view[:n]
+            place.release()
             self.stored(offset, n, True)
             view, offset = view[n:], offset + n
-        elif self._map is not None and not self._staged:
+        elif self._map is not None:
             frontiers[self._key] = offset  # type: ignore[index]
             if offset < self._mapped:
                 self.stored(offset, min(len(view), self._mapped - offset), True)
@@ -700,8 +679,8 @@ class FileSink:
         guarded(self._finish, size)
 
     def _finish(self, size: int) -> None:
-        if self._staged:
-            self._write_staged(size)
+        if self._stage is not None:
+            self._write_staged(self._stage, size)
         elif self._map is not None:
             frontiers[self._key] = size  # type: ignore[index]
             # Inside the mapping, what no read or write stored, and the zero pages of what was read in
@@ -715,35 +694,26 @@ class FileSink:
         os.ftruncate(self.fd, size)
         self._finished = True
 
-    def _write_staged(self, size: int) -> None:
-        """Write what was staged to the file, in file order, its zero pages left out (holes), each chunk's
-        memory given back once written, so that the dump's memory goes down as the file fills. The
-        frontier follows, so a sidecar's hasher follows the file as on the pwrite path."""
-        assert self._map is not None and self._key is not None
-        view = memoryview(self._map)
-        given = 0  # the staged memory below this is given back
+    def _write_staged(self, stage: StagedMemory, size: int) -> None:
+        """Write what was staged to the file, in file order, its zero pages left out (holes), the memory
+        given back as it goes (StagedMemory.chunks), so that the dump's memory falls as the file fills.
+        The frontier follows, so a sidecar's hasher follows the file as on the pwrite path."""
+        assert stage.map is not None and self._key is not None
+        whole = stage.view(0, stage.size)
         try:
             for lo, hi, _ in sorted(self._stored):
-                hi = min(hi, size)
-                for at in range(lo, hi, CHUNK):
-                    n = min(CHUNK, hi - at)
+                for at, n in stage.chunks(lo, min(hi, size)):
                     run = at
-                    for zlo, zhi in MemoryCopier.zero_pages(self._map, at, n):
+                    for zlo, zhi in MemoryCopier.zero_pages(stage.map, at, n):
                         if zlo > run:
-                            self._pwrite_all(view[run:zlo], run)
+                            self._pwrite_all(whole[run:zlo], run)
                         run = zhi
                     if at + n > run:
-                        self._pwrite_all(view[run : at + n], run)
+                        self._pwrite_all(whole[run : at + n], run)
                     frontiers[self._key] = at + n
-                    # Whole huge pages at a time: part of one would be split, and freed only later.
-                    upto = (at + n) - (at + n) % _HUGE
-                    if upto > given:
-                        self._give_back(given, upto - given)
-                        given = upto
         finally:
-            view.release()
-        if self._mapped > given:
-            self._give_back(given, self._mapped - given)
+            whole.release()
+        stage.written_out()
         frontiers[self._key] = size
 
     def _pwrite_all(self, view: memoryview, offset: int) -> None:
@@ -751,12 +721,6 @@ class FileSink:
             n = os.pwrite(self.fd, view, offset)
             view = view[n:]
             offset += n
-
-    def _give_back(self, offset: int, length: int) -> None:
-        """The staged memory of [offset, offset+length) back to the kernel (reads as zero if touched again)."""
-        lo = offset - offset % PAGE
-        hi = -(-(offset + length) // PAGE) * PAGE
-        mapped.libc.dontneed(self._address + lo, min(hi, self._mapped) - lo)
 
     def _kept(self, end: int) -> Iterator[Tuple[int, int]]:
         """The [start, end) ranges below *end* that hold data: those stored, less the zero pages of
@@ -795,18 +759,17 @@ class FileSink:
         stuck in the kernel (mmap will not close under an exported view): the dump has failed, and the
         file is truncated to nothing now, so its reservation is not kept for as long as that read waits
         (maybe for good); the read, when it returns, fails in the kernel (EFAULT), no signal."""
+        if self._stage is not None:
+            self._stage.close()  # all of it given back now if a stuck read still holds a view
+            self._stage = None
         if self._map is not None:
             try:
                 self._map.close()
             except BufferError:
-                if self._staged:
-                    # Anonymous memory: given back now (all of a 2 GiB dump's), not when that read returns.
-                    mapped.libc.dontneed(self._address, len(self._map))
-                elif not self._finished:
+                if not self._finished:
                     os.ftruncate(self.fd, 0)
             self._map = None
             self._mapped = 0
-            self._staged = False
         if self._key is not None:
             frontiers.pop(self._key, None)
             self._key = None
@@ -814,26 +777,90 @@ class FileSink:
 
 class StreamSink:
     """A sequential writer (``write(bytes)``): gaps before each write and at the end become zeros.
-    Its writes are _bounded.guarded, as FileSink's."""
+    Its writes are _bounded.guarded, as FileSink's.
+
+    stage(), called before the target is stopped for a local compressed file or stdout (never an
+    upload, whose memory is bounded), stages the copy in memory of ours (core/staged.py) while the
+    target is stopped: the copy reads into it (window()) and writes go into it, and finish(), once the
+    target runs, sends it down the stream, so the compressor, the disk or the pipe's reader work while
+    the target runs. A write past the staged part (an estimate too low) first sends what was staged,
+    the rest then going straight down the stream. *write* must be done with its argument when it
+    returns (the staged memory is given back right after)."""
 
     _ZEROS = memoryview(bytes(1 << 20))
 
     def __init__(self, write: Callable[[Any], Any]) -> None:
         self._write = write
         self.pos = 0
+        self._stage: Optional[StagedMemory] = None
+        self._held = 0  # the end of what the staged memory holds
+
+    def stage(self, size: int) -> None:
+        """Stage the first *size* bytes (rounded up to pages); where the memory cannot be had, the
+        stream is written during the stop as before. Never raises for a refusal."""
+        try:
+            self._stage = StagedMemory(size)
+        except (OSError, ValueError):
+            self._stage = None
+
+    def window(self, offset: int, length: int) -> Optional[memoryview]:
+        """The staged memory of stream bytes [offset, offset+length), for the kernel to read into, or
+        None (write them)."""
+        if self._stage is None or offset + length > self._stage.size:
+            return None
+        return self._stage.view(offset, length)
+
+    def stored(self, offset: int, length: int, checked: bool = False) -> None:
+        """Stream bytes [offset, offset+length) of the staged memory hold data (read in place)."""
+        self._held = max(self._held, offset + length)
 
     def write_at(self, data: Any, offset: int) -> None:
         guarded(self._write_at, data, offset)
 
     def _write_at(self, data: Any, offset: int) -> None:
-        if offset < self.pos:
-            raise AssertionError(f"stream sink asked to go back from {self.pos} to {offset}")
+        if offset < max(self.pos, self._held):
+            raise AssertionError(f"stream sink asked to go back from {max(self.pos, self._held)} to {offset}")
+        stage = self._stage
+        if stage is not None:
+            if offset + len(data) <= stage.size:
+                place = stage.view(offset, len(data))
+                place[:] = data
+                place.release()
+                self._held = offset + len(data)
+                return
+            self._send_staged()  # past it: what was staged goes first, then the stream as before
         self._pad(offset)
         self._write(data)
         self.pos += len(data)
 
     def finish(self, size: int) -> None:
-        guarded(self._pad, size)
+        guarded(self._finish, size)
+
+    def _finish(self, size: int) -> None:
+        if self._stage is not None:
+            self._send_staged()
+        self._pad(size)
+
+    def _send_staged(self) -> None:
+        """The staged bytes down the stream, in order (the zeros between data included: a stream has no
+        holes), the memory given back as they go; then no more staging."""
+        stage = self._stage
+        assert stage is not None
+        for at, n in stage.chunks(self.pos, self._held):
+            place = stage.view(at, n)
+            try:
+                self._write(place)
+            finally:
+                place.release()
+            self.pos = at + n
+        stage.written_out()
+        self.release()
+
+    def release(self) -> None:
+        """The staged memory unmapped (all of it given back if a stuck read still holds a view)."""
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
 
     def _pad(self, upto: int) -> None:
         while self.pos < upto:
