@@ -8,11 +8,13 @@ file, the sidecar's hasher held back from the gap); a read given up on (the stag
 at once)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -154,12 +156,25 @@ def plan_then_grow(child: "subprocess.Popen[str]"):  # type: ignore[no-untyped-d
     return planned_then_grown
 
 
-def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true(tmp_path, monkeypatch):
+@pytest.mark.parametrize("slow", [False, True], ids=["disk", "slow-disk"])
+def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true(tmp_path, monkeypatch, slow):
     """The target maps 32 MiB more between the plan and the stop: the staged memory (the estimate) is
     too small, and what follows it in file order is written straight to the file during the stop. The
     sidecar's hasher follows the file: the frontier keeps it from hashing the not yet written staged
-    part as zeros (sha256sum agrees), and every page of the target's is in the core (gdb counts them)."""
+    part as zeros (sha256sum agrees), and every page of the target's is in the core (gdb counts them).
+    On a slow disk (each write of the staged part 3 ms late), the hasher keeps up with the writes and
+    would hash bytes not yet written if the frontier ran ahead of them."""
     from dumplib._linux.backend import LinuxSession
+    from dumplib._linux.core.memory import FileSink
+
+    if slow:
+        pwrite_all = FileSink._pwrite_all
+
+        def late(self, view, offset):  # type: ignore[no-untyped-def]
+            time.sleep(0.003)
+            return pwrite_all(self, view, offset)
+
+        monkeypatch.setattr(FileSink, "_pwrite_all", late)
 
     child = growing(80, 32)
     monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
@@ -343,3 +358,121 @@ def test_a_compressed_core_whose_estimate_was_low_is_whole(outdir, monkeypatch, 
     assert (states[0] == "t") is (grow == 48), states
     data = subprocess.run(["zstd", "-q", "-d", "-c", r.path], capture_output=True, check=True).stdout
     assert data.count(b"HEAPPAGE") >= 80 * MIB // PAGE and data.count(b"GROWPAGE") >= grow * MIB // PAGE
+
+
+NEIGHBOUR = r"""
+import mmap, signal, sys, time
+taken = []
+def take(*_):
+    m = mmap.mmap(-1, int(sys.argv[1]) << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for at in range(0, len(m), 4096):
+        m[at] = 1
+    taken.append(m)
+    open(sys.argv[2], "w").close()
+signal.signal(signal.SIGUSR1, take)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+#: Joins memory cgroup argv[5] (v1), waits for a line, dumps argv[1] to argv[2]; at the second populate
+#: step, has the neighbour (argv[3]) take its memory and waits for its flag file (argv[4]).
+CGROUP_DUMPER = r"""
+import json, os, signal, sys, time
+import dumplib
+from dumplib._linux.core import mapped
+target, out, neighbour, flag, group = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+real, steps = mapped.libc.populate, []
+def populate(address, length):
+    steps.append(length)
+    if len(steps) == 2:
+        os.kill(neighbour, signal.SIGUSR1)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return real(address, length)
+mapped.libc.populate = populate
+with open(os.path.join(group, "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+print("joined", flush=True)
+sys.stdin.readline()
+r = dumplib.create_dump(target, out, "full", sidecar=False, space_check=False)
+print(json.dumps({"steps": len(steps), "path": r.path}), flush=True)
+"""
+
+
+def test_a_populate_stops_short_when_a_neighbour_takes_the_cgroups_room_meanwhile(tmp_path):
+    """dumplib and a neighbour share a memory cgroup (v1, the controller this machine has) with room for
+    twice the estimate when the dump decides to stage; after the first populate steps the neighbour
+    takes most of that room. The populate reads the room again before each step and stops (the staged
+    memory given back, the core written instead), where going on would have pushed the cgroup past its
+    limit and its OOM killer would have picked one of them: both live, the cgroup's oom_kill count
+    (memory.oom_control) is unchanged, and the core is whole."""
+    from helpers import require
+
+    require(os.geteuid() == 0, "making a memory cgroup needs root")
+    with open("/proc/self/cgroup") as f:
+        ours = next((ln.strip().split(":", 2)[2] for ln in f if ln.split(":")[1] == "memory"), None)
+    require(ours is not None and os.path.isdir(f"/sys/fs/cgroup/memory{ours}"), "no cgroup v1 memory controller here")
+    group = Path(f"/sys/fs/cgroup/memory{ours.rstrip('/')}/dumplib-stagetest-{os.getpid()}")
+    flag = tmp_path / "taken"
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        target = heap_target(200)
+        group.mkdir()
+        procs: List["subprocess.Popen[str]"] = []
+        try:
+            neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR, "520", str(flag)], stdout=subprocess.PIPE,
+                                         text=True)
+            procs.append(neighbour)
+            assert neighbour.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+            (group / "cgroup.procs").write_text(str(neighbour.pid))
+            dumper = subprocess.Popen([sys.executable, "-c", CGROUP_DUMPER, str(target.pid), str(vol / "cg.core"),
+                                       str(neighbour.pid), str(flag), str(group)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(dumper)
+            assert dumper.stdout.readline().strip() == "joined", dumper.stderr.read()  # type: ignore[union-attr]
+            usage = int((group / "memory.usage_in_bytes").read_text())
+            (group / "memory.limit_in_bytes").write_text(str(usage + (700 << 20)))
+            kills = int(next(ln.split()[1] for ln in (group / "memory.oom_control").read_text().splitlines()
+                             if ln.startswith("oom_kill ")))
+            out, err = dumper.communicate("go\n", timeout=300)
+            killed = int(next(ln.split()[1] for ln in (group / "memory.oom_control").read_text().splitlines()
+                              if ln.startswith("oom_kill "))) - kills
+            assert killed == 0 and neighbour.poll() is None and dumper.returncode == 0, (killed, dumper.returncode,
+                                                                                          err[-2000:])
+            assert flag.exists(), "the neighbour never took its memory: the test proves nothing"
+            steps = json.loads(out.strip().splitlines()[-1])["steps"]
+            assert steps == 2, steps  # it stopped at the check after the neighbour took the room
+            data = Path(vol / "cg.core").read_bytes()
+            assert data.count(b"HEAPPAGE") >= 200 * MIB // PAGE
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+            target.kill()
+            target.wait()
+            parent = group.parent / "cgroup.procs"
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    parent.write_text(pid)
+            group.rmdir()
+
+
+def test_a_snapshot_is_never_staged(tmp_path):
+    """With a snapshot the copy runs after the target goes on, from the clone: nothing is staged (no
+    anonymous mapping of 64 MiB or more appears in this process during the copy), where the same dump
+    without a snapshot is staged (the test's own check that it would see one)."""
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        child = heap_target(96)
+        try:
+            seen: Dict[str, Dict[str, object]] = {"snapshot": {}, "stopped": {}}
+            for name, snapshot in (("stopped", False), ("snapshot", True)):
+                r = dumplib.create_dump(child.pid, vol / f"{name}.core", "full", snapshot=snapshot, sidecar=False,
+                                        progress=staged_seen(vol, seen[name]), space_check=False)
+                assert r.snapshot is snapshot
+        finally:
+            child.kill()
+            child.wait()
+        assert len(seen["stopped"]["staged"]) == 1, seen  # type: ignore[arg-type]
+        assert seen["snapshot"]["staged"] == [], seen

@@ -29,6 +29,7 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import ctypes
+import errno
 import os
 import struct
 
@@ -110,6 +111,33 @@ def refusal(directory: str, size: int) -> Optional[str]:
     if fs not in MAPPABLE_FS:
         return f"file system {fs:#x} is not one of ext2/3/4, xfs, tmpfs" if fs is not None else "statfs failed"
     return memory_refusal(size, fs, Readings.now())
+
+
+def memory_room() -> Optional[int]:
+    """What this process may still take now: the lower of the host's MemAvailable and its cgroup's
+    room under memory limits (either may be unknown: None if both are)."""
+    from ..proc.cgroups import cgroup_room
+
+    room = cgroup_room(os.getpid())
+    known = [v for v in (_meminfo("MemAvailable"), room[0] if room is not None else None) if v is not None]
+    return min(known) if known else None
+
+
+def populate_within(address: int, size: int, room: "Any" = memory_room) -> int:
+    """MADV_POPULATE_WRITE of [address, address+size) a POPULATE_STEP at a time: 0, or the errno
+    (ENOMEM where the room ran short). Before each step the host's and the cgroup's room (*room()*) is
+    read again and must still hold what is left to populate plus *size* (the rule of twice the
+    estimate, kept all along): other dumps, here or in other processes, checked the same room before
+    any of them took it, and pages populated past a cgroup's limit meet its OOM killer (which may pick
+    a neighbour), where stopping short is only a fallback to the write path."""
+    for at in range(0, size, POPULATE_STEP):
+        left = room()
+        if left is not None and left < (size - at) + size:
+            return errno.ENOMEM
+        err = libc.populate(address + at, min(POPULATE_STEP, size - at))
+        if err:
+            return err
+    return 0
 
 
 def stage_refusal(size: int, readings: "Optional[Readings]" = None) -> Optional[str]:

@@ -600,10 +600,9 @@ class FileSink:
         anchor = ctypes.c_char.from_buffer(self._map)
         address = ctypes.addressof(anchor)
         del anchor  # the export ends here: the mapping may be closed again (release())
-        for at in range(0, size, mapped.POPULATE_STEP):
-            if mapped.libc.populate(address + at, min(mapped.POPULATE_STEP, size - at)) != 0:
-                self._unprepare()
-                return
+        if mapped.populate_within(address, size) != 0:
+            self._unprepare()
+            return
         self._mapped = size
 
     def stage(self, size: int) -> None:

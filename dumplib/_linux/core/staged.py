@@ -46,11 +46,13 @@ HUGE = 2 << 20
 
 
 class StagedMemory:
-    """*size* bytes (rounded up to pages) of populated anonymous memory (module docstring). Raises
+    """*size* bytes (rounded up to huge pages) of populated anonymous memory (module docstring). Raises
     OSError where it cannot be had (the caller then writes during the stop); nothing is left mapped."""
 
     def __init__(self, size: int) -> None:
-        self.size = -(-size // PAGE) * PAGE
+        # A whole number of huge pages: the kernel aligns such an anonymous mapping to them (Linux
+        # 6.7+), so all of it can be huge and give-backs split none.
+        self.size = -(-size // HUGE) * HUGE
         self.map: Optional[mmap.mmap] = mmap.mmap(-1, self.size, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
         self._given = 0  # memory below this offset is given back
         try:
@@ -60,10 +62,9 @@ class StagedMemory:
             anchor = ctypes.c_char.from_buffer(self.map)
             self.address = ctypes.addressof(anchor)
             del anchor  # the export ends here: the mapping may be closed again
-            for at in range(0, self.size, mapped.POPULATE_STEP):
-                err = mapped.libc.populate(self.address + at, min(mapped.POPULATE_STEP, self.size - at))
-                if err:
-                    raise OSError(err, "the staged memory could not be populated")
+            err = mapped.populate_within(self.address, self.size)
+            if err:
+                raise OSError(err, "the staged memory could not be populated (or the room for it ran short)")
         except BaseException:  # OSError, or a Ctrl-C between two steps of the populate
             self.map.close()
             self.map = None
@@ -79,7 +80,8 @@ class StagedMemory:
         for at in range(lo, hi, CHUNK):
             n = min(CHUNK, hi - at)
             yield at, n
-            upto = (at + n) - (at + n) % HUGE
+            end = self.address + at + n  # huge pages are aligned by address, wherever the mapping starts
+            upto = end - end % HUGE - self.address
             if upto > self._given:
                 self._give_back(self._given, upto)
                 self._given = upto

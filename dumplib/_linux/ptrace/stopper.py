@@ -409,7 +409,10 @@ def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
 def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
     """The target was let go at max_pause before the dump was complete."""
     return DumpFailed.max_pause_exceeded(
-        pid, max_pause, "stopped", "The output was too slow (a stalled reader of '-'?): write to a local file")
+        pid, max_pause, "stopped",
+        "Either the output was too slow (a stalled reader of '-', a slow or network volume: write to a local"
+        " file) or reading the target's memory was (a loaded host, a large target: raise --max-pause, or take"
+        " a --snapshot, which stops it only while one is taken)")
 
 
 def reap(tids: List[int], patience: float = 2.0) -> None:
