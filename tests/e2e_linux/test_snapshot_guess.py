@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ def race_exe(tmp_path_factory) -> Path:
 
 @contextlib.contextmanager
 def race_target(exe: Path) -> Iterator[Any]:
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # No rseq area: the kernel writes into it the CPU the thread last ran on, which two dumps may differ by.
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.pthread.rseq=0")
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -207,3 +210,24 @@ def test_a_userfaultfd_in_the_targets_tables_sends_the_stop_back_to_smaps(race_e
         result = dumplib.create_dump(pid, outdir / "after.core", "mini", snapshot=True, sidecar=False)
     assert result.snapshot, result.warnings
     assert seen == [True, False], f"layouts that used the guess, before and after the userfaultfd: {seen}"
+
+
+def test_without_a_snapshot_the_stop_reads_smaps_after_all(race_exe, outdir, monkeypatch):
+    """snapshot="auto" that takes none (here an obstacle the test makes) dumps the stopped target in
+    place: no clone then to check the guess against, so smaps is read in that stop. Memory that became
+    MADV_DONTDUMP after the read before the stop is left out."""
+    require(have("readelf"), "readelf is not installed")
+    from dumplib._linux.snapshot import policy
+
+    seen = layouts(monkeypatch)
+    monkeypatch.setattr(policy, "obstacle", lambda *args, **kwargs: "the test allows none")
+    with race_target(race_exe) as target:
+        info = target.info
+        answers = advised_after_the_read(monkeypatch, target, "DONTDUMP")
+        result = dumplib.create_dump(info["pid"], outdir / "auto.core", "full", snapshot="auto", sidecar=False)
+    assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"
+    assert not result.snapshot and any("the test allows none" in w for w in result.warnings), result.warnings
+    stored = loads_over(Path(result.path), info["DONTDUMP"], info["DONTDUMP"] + info["pages"] * 4096)
+    assert not stored, f"PT_LOADs store the MADV_DONTDUMP region: {stored}"
+    assert b"DONTDUMP-" not in Path(result.path).read_bytes(), "the MADV_DONTDUMP region's bytes are in the core"
+    assert seen == [True, False], f"layouts that used the guess: {seen}"
