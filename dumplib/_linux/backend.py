@@ -369,6 +369,9 @@ class LinuxSession(Session):
         # ran (its signal found it running), so a snapshot gains what it gains for any running process.
         state_before = ("" if not options.snapshot else "R" if handover.is_handed_over(pid)
                         else read_status(pid).get("State", ""))
+        stale: Any = ()  # catches nothing, unless a guess is made (its module is loaded only then)
+        if guessing:
+            from .snapshot.guess import Stale as stale
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = event.held if event is not None else None
@@ -444,9 +447,8 @@ class LinuxSession(Session):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
-        except BaseException as exc:
-            if snap is not None and type(exc).__name__ == "Stale":  # the dump is made again: this stop counts too
-                exc.stopped_seconds = handover.stopped_seconds(pid, stopped.stopped_seconds)  # type: ignore[attr-defined]
+        except stale as exc:  # the dump is made again (_write_core): this stop counts too
+            exc.stopped_seconds = stopped.stopped_seconds
             raise
         if mem != pid:
             warnings.append(f"the main thread of process {pid} has exited (it called pthread_exit) while"

@@ -58,6 +58,9 @@ _USERFAULTFD = "anon_inode:[userfaultfd]"
 class Stale(Exception):
     """The clone shows the mappings were not as the guess said at the clone's instant: dump again."""
 
+    #: How long the target was stopped for the attempt given up on (the result counts it).
+    stopped_seconds = 0.0
+
 
 class Guess:
     """The target's smaps read just before the stop: its Regions and their header lines as maps prints them."""
