@@ -495,7 +495,7 @@ def _stopped_layout(pid: int, mem: int, threads: List[ThreadState], plan: Plan, 
         from .snapshot.guess import no_userfaultfd
 
         if guess.holds(_read_proc(mem, "maps", locked=True).decode("utf-8", "surrogateescape")) and no_userfaultfd(
-                mem, [t.tid for t in threads]):
+                mem, [t.tid for t in threads], guess.check_seconds()):
             regions = guess.regions
     guessed = regions is not None
     if regions is None:
@@ -994,7 +994,9 @@ def _guess_before_stop(pid: int) -> Any:
     from .snapshot import guess
 
     mem = _memory_pid(pid)
-    found = guess.read(_read_proc(mem, "smaps", locked=True).decode("utf-8", "surrogateescape"))
+    started = time.monotonic()
+    text = _read_proc(mem, "smaps", locked=True)
+    found = guess.read(text.decode("utf-8", "surrogateescape"), time.monotonic() - started)
     return found if found is not None and guess.no_userfaultfd(mem, ()) else None
 
 

@@ -71,8 +71,13 @@ def reading(proc: Any) -> None:
 
 
 def layouts(monkeypatch) -> List[bool]:
-    """Whether each layout made in a stop used the guess (in call order)."""
+    """Whether each layout made in a stop used the guess (in call order). The stop's check for a
+    userfaultfd may take as long as it needs here (guess.CHECK_FLOOR_SECONDS): given up on, it only
+    means smaps in the stop, but these tests are about the stop that uses the guess, on a loaded host."""
     from dumplib._linux import backend
+    from dumplib._linux.snapshot import guess
+
+    monkeypatch.setattr(guess, "CHECK_FLOOR_SECONDS", 60.0)
 
     seen: List[bool] = []
     original = backend._stopped_layout
@@ -231,3 +236,14 @@ def test_without_a_snapshot_the_stop_reads_smaps_after_all(race_exe, outdir, mon
     assert not stored, f"PT_LOADs store the MADV_DONTDUMP region: {stored}"
     assert b"DONTDUMP-" not in Path(result.path).read_bytes(), "the MADV_DONTDUMP region's bytes are in the core"
     assert seen == [True, False], f"layouts that used the guess: {seen}"
+
+
+def test_the_check_for_a_userfaultfd_gives_up_past_its_time(race_exe):
+    """No longer than the smaps walk it replaces (or its floor): given no time, it does not tell, so
+    the stop reads smaps; given time, the same target passes."""
+    from dumplib._linux.snapshot import guess
+
+    with race_target(race_exe) as target:
+        pid = target.info["pid"]
+        assert guess.no_userfaultfd(pid, [pid], 60.0), "a target without a userfaultfd failed the check"
+        assert not guess.no_userfaultfd(pid, [pid], -1.0), "the check went on past its time"

@@ -1,8 +1,9 @@
 """A snapshot's stop without the smaps walk (#16): VmFlags and page counts from a read made just
 before the stop, checked while stopped and again against the clone once the target runs.
 
-/proc/PID/smaps walks every page table of the process: ~7 ms quiet, 30-40 ms loaded, at 2 GiB, all
-of it inside the stop. /proc/PID/maps prints the same header lines without the walk (0.15 ms). So:
+/proc/PID/smaps walks every page table of the process: at 2 GiB 15-27 ms at load 2-3, 17-88 ms at
+load 7-16 (docs/benchmarks.md, eleventh session), all of it inside the stop. /proc/PID/maps prints
+the same header lines without the walk (0.15 ms). So:
 
 - before the stop (target running), smaps is read: the guess (`read`);
 - in the stop, maps is read and must be the guess's header lines exactly, or smaps is read there as
@@ -35,20 +36,21 @@ assert sys.platform.startswith("linux")
 
 import ctypes
 import os
+import time
 from typing import Dict, Iterable, List, Optional
 
 from ..proc import maps
 from ..proc.maps import Region
 from ..ptrace import libc
 
-#: More descriptors than this and the scan for a userfaultfd (a readlink each, ~3 us) would cost more
-#: of the stop than the smaps walk it saves: smaps is read in the stop then.
-FD_SCAN_LIMIT = 2048
 #: Flags fork copies to the child as they are, and that decide what a core takes or how: DONTDUMP,
 #: WIPEONFORK, hugetlb, VM_IO. (MADV_DONTFORK shows as a mapping missing from the clone; VM_LOCKED and
 #: userfaultfd flags are cleared in the child, the latter unless the context forks with it.)
 COPIED_FLAGS = frozenset({"dd", "wf", "ht", "io"})
 UFFD_FLAGS = frozenset({"um", "uw", "ui"})
+#: The stop may spend at least this long on no_userfaultfd, however quick the smaps read was: a small
+#: process's walk takes a fraction of a ms, which one wait for a CPU would exceed.
+CHECK_FLOOR_SECONDS = 0.002
 
 _SYS_KCMP = 312  # x86-64
 _KCMP_FILES = 2
@@ -65,34 +67,44 @@ class Stale(Exception):
 class Guess:
     """The target's smaps read just before the stop: its Regions and their header lines as maps prints them."""
 
-    def __init__(self, regions: List[Region], headers: str) -> None:
+    def __init__(self, regions: List[Region], headers: str, seconds: float) -> None:
         self.regions = regions
         self.headers = headers
+        #: How long the smaps read took: what the stop may spend instead, checking it (no_userfaultfd).
+        self.seconds = seconds
+
+    def check_seconds(self) -> float:
+        """What the stop may spend on no_userfaultfd before it reads smaps instead."""
+        return max(self.seconds, CHECK_FLOOR_SECONDS)
 
     def holds(self, maps_text: str) -> bool:
         """Whether the stopped target's /proc/PID/maps is the guess's mappings, line for line."""
         return maps_text == self.headers
 
 
-def read(smaps_text: str) -> Optional[Guess]:
-    """The guess from a smaps read; None where it cannot serve (no VmFlags lines: an old kernel)."""
+def read(smaps_text: str, seconds: float) -> Optional[Guess]:
+    """The guess from a smaps read that took *seconds*; None where it cannot serve (no VmFlags lines:
+    an old kernel)."""
     regions = maps.parse_smaps(smaps_text)
     if not regions or smaps_text.count("\nVmFlags:") != len(regions):
         return None
     headers = "\n".join(m.group(0) for m in maps.header_lines(smaps_text))
-    return Guess(regions, headers + "\n")
+    return Guess(regions, headers + "\n", seconds)
 
 
-def no_userfaultfd(mem: int, tids: Iterable[int]) -> bool:
+def no_userfaultfd(mem: int, tids: Iterable[int], seconds: float = 1.0) -> bool:
     """Whether no thread of the process can use a userfaultfd: none in the descriptor table of *mem* (a
-    live thread), and every thread in *tids* shares that table (kcmp). False when it cannot be told."""
+    live thread), and every thread in *tids* shares that table (kcmp). False when it cannot be told,
+    or not within *seconds* (a readlink per descriptor and a kcmp per thread, 3-20 us each: past the
+    time the smaps walk took, reading smaps in the stop costs less than telling)."""
+    deadline = time.monotonic() + seconds
     try:
         names = os.listdir(f"/proc/{mem}/fd")
     except OSError:
         return False
-    if len(names) > FD_SCAN_LIMIT:
-        return False
-    for name in names:
+    for i, name in enumerate(names):
+        if not i % 64 and time.monotonic() > deadline:
+            return False
         try:
             if os.readlink(f"/proc/{mem}/fd/{name}") == _USERFAULTFD:
                 return False
@@ -100,7 +112,9 @@ def no_userfaultfd(mem: int, tids: Iterable[int]) -> bool:
             continue  # closed meanwhile, by a process sharing the table (the target's threads are stopped)
         except OSError:
             return False
-    for tid in tids:
+    for i, tid in enumerate(tids):
+        if not i % 64 and time.monotonic() > deadline:
+            return False
         if tid != mem and _kcmp_files(mem, tid) != 0:
             return False  # a thread with a table of its own (unshare(CLONE_FILES)), or no answer
     return True
