@@ -6,10 +6,12 @@ Times, with wrappers around dumplib's own steps (private names: this is a measur
 API), each snapshot dump of a C target holding MIB MiB (tests/e2e_linux/target.c --heap --ticker):
 stall (the longest gap of the target's 1 ms ticker), stopped (DumpResult.stopped_seconds), and the
 steps seen from dumplib's side: seize (the helper's start and stop of every thread), layout (smaps,
-selection, notes and residency, with the target stopped), layout_after (the rest of the layout, from
-the clone's pagemap once the target runs: not in the stop), smaps (every smaps read, the plan's too),
-the policy checks, clone (the helper's injected clone(), a pipe round trip included), early (memory
-read before resume) and resume. docs/benchmarks.md quotes it.
+or /proc/PID/maps where the read made just before the stop holds (snapshot/guess.py), selection,
+notes and residency, with the target stopped), guess (that read, target running), layout_after (the
+rest of the layout from the clone once the target runs, its smaps check too: not in the stop), smaps
+(the plan's smaps read, and the stop's where it reads one), the policy checks, clone (the helper's
+injected clone(), a pipe round trip included), early (memory read before resume) and resume.
+docs/benchmarks.md quotes it.
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ def main() -> int:
                                (remote.RemoteStoppedProcess, "resume_target", "resume"),
                                (backend._Snapshot, "read_before_resume", "early")]:
         timed(owner, name, label)
+    if hasattr(backend, "_guess_before_stop"):  # the smaps read made before the stop (snapshot/guess.py)
+        timed(backend, "_guess_before_stop", "guess")
     work = Path(tempfile.mkdtemp(prefix="dumplib-phases-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
     exe = build_target(work)
     print(f"load {os.getloadavg()[0]:.1f}; ms per step")

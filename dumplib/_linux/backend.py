@@ -29,7 +29,7 @@ else:
     from .._typing import TypeVar
 
 from .._bounded import guarded, lineage
-from .._record import record
+from .._record import record, replace as record_replace
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
@@ -356,7 +356,24 @@ class LinuxSession(Session):
     def _write_core(self, plan: Plan, sink: Any, options: WriteOptions, where: str) -> WriteReport:
         """Stop the target, write header, notes and memory to *sink* in file order, let the target go.
 
-        With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone."""
+        With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone.
+        Its stop takes the mappings' VmFlags from an smaps read made just before it (snapshot/guess.py);
+        where the clone shows they changed in between, the dump is made again, smaps read in the stop."""
+        if not options.snapshot or options.event is not None or handover.is_handed_over(plan.target.pid):
+            return self._write_core_once(plan, sink, options, where, guessing=False)
+        from .snapshot.guess import Stale
+
+        try:
+            return self._write_core_once(plan, sink, options, where, guessing=True)
+        except Stale as exc:  # nothing was written yet: the layout is finished before the head is
+            report = self._write_core_once(plan, sink, options, where, guessing=False)
+            first = getattr(exc, "stopped_seconds", 0.0)
+            return record_replace(report, stopped_seconds=first + report.stopped_seconds, warnings=(
+                f"the mappings of process {plan.target.pid} changed as it was being stopped ({exc}): it was stopped"
+                " again, and dumped with its mappings read in that stop",) + report.warnings)
+
+    def _write_core_once(self, plan: Plan, sink: Any, options: WriteOptions, where: str, *,
+                         guessing: bool) -> WriteReport:
         self._writable()
         pid = plan.target.pid
         warnings: List[str] = []
@@ -367,11 +384,16 @@ class LinuxSession(Session):
         # ran (its signal found it running), so a snapshot gains what it gains for any running process.
         state_before = ("" if not options.snapshot else "R" if handover.is_handed_over(pid)
                         else read_status(pid).get("State", ""))
+        stale: Any = ()  # catches nothing, unless a guess is made (its module is loaded only then)
+        if guessing:
+            from .snapshot.guess import Stale as stale
         try:
             # At a watched exit the watcher's thread already holds every thread: the core is read in place.
             held = event.held if event is not None else None
             with _STOP_TURNS.taking(pid, tick) as turn:
                 self._check_same()  # the wait for the turn may have been long: still the process opened?
+                # The smaps walk made while the target still runs (snapshot/guess.py): in the stop, maps.
+                guess = _bounded_reads(pid, lambda: _guess_before_stop(pid)) if guessing else None
                 with raised(threading.get_native_id(), STOP_NICE) as urgent, \
                         (_holding(held, options.max_pause) if held is not None
                          else _stopper(options.snapshot)(pid, max_pause=options.max_pause)) as stopped:
@@ -384,9 +406,13 @@ class LinuxSession(Session):
                         # Only what needs the stop is read in it; the rest of the layout comes from the clone
                         # once the target runs, or from the target if no snapshot is taken (_Layout).
                         layout = _bounded_reads(
-                            pid, lambda: _stopped_layout(pid, mem, threads, plan, options, later=True), stopped=True)
+                            pid, lambda: _stopped_layout(pid, mem, threads, plan, options, later=True, guess=guess),
+                            stopped=True)
                         snap = _take_snapshot(pid, options.snapshot, stopped, mem, layout, state_before, warnings)
                         if snap is None:
+                            if layout.guessed:  # no clone to check the guess against: smaps in the stop after all
+                                layout = _bounded_reads(
+                                    pid, lambda: _stopped_layout(pid, mem, threads, plan, options), stopped=True)
                             _bounded_reads(pid, lambda: layout.finish(mem), stopped=True)
                         pieces, head, offsets, end = layout.pieces, layout.head, layout.offsets, layout.end
                     else:
@@ -436,6 +462,9 @@ class LinuxSession(Session):
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
+        except stale as exc:  # the dump is made again (_write_core): this stop counts too
+            exc.stopped_seconds = stopped.stopped_seconds
+            raise
         if mem != pid:
             warnings.append(f"the main thread of process {pid} has exited (it called pthread_exit) while"
                             f" {len(threads)} other threads run on: the core holds those threads, and its memory"
@@ -484,10 +513,21 @@ def _lay_out(pid: int, mem: int, threads: List[ThreadState], plan: Plan,
 
 
 def _stopped_layout(pid: int, mem: int, threads: List[ThreadState], plan: Plan, options: WriteOptions, *,
-                    later: bool = False) -> "_Layout":
+                    later: bool = False, guess: Any = None) -> "_Layout":
     """What of the layout needs the target stopped; *later* (a snapshot's): the pieces of private
-    anonymous memory that pagemap must be asked about are left to _Layout.finish (see there)."""
-    regions = _smaps(mem)
+    anonymous memory that pagemap must be asked about are left to _Layout.finish (see there).
+    *guess* (a snapshot's, snapshot/guess.py): its regions stand for smaps where the stopped target's
+    maps is its lines exactly and no thread can use a userfaultfd; their page counts are not trusted."""
+    regions: Optional[List[maps.Region]] = None
+    if guess is not None:
+        from .snapshot.guess import no_userfaultfd
+
+        if guess.holds(_read_proc(mem, "maps", locked=True).decode("utf-8", "surrogateescape")) and no_userfaultfd(
+                mem, [t.tid for t in threads], guess.check_seconds()):
+            regions = guess.regions
+    guessed = regions is not None
+    if regions is None:
+        regions = _smaps(mem)
     # One Prober (its pagemap, the mounts read once, now: the plan's may be old) for the whole layout.
     with Prober(mem) as prober:
         segments = _select(mem, regions, plan.kind, plan.flags, [t.stack_pointer for t in threads],
@@ -499,20 +539,23 @@ def _stopped_layout(pid: int, mem: int, threads: List[ThreadState], plan: Plan, 
         segments = [s for s in segments if s.dump_start == s.start or s.describe]
         parts: List[Any] = [
             (Piece(s.start, s.end, 0, s.flags, "all", s.region),) if s.describe
-            else s if later and _clone_tells(s) else tuple(prober.pieces(s)) for s in segments]
-    return _Layout(regions, parts, note_bytes)
+            else s if later and _clone_tells(s, guessed) else tuple(prober.pieces(s, counted=not guessed))
+            for s in segments]
+    return _Layout(regions, parts, note_bytes, guessed=guessed)
 
 
-def _clone_tells(seg: selection.Segment) -> bool:
+def _clone_tells(seg: selection.Segment, guessed: bool = False) -> bool:
     """Whether a snapshot's clone gives *seg*'s pieces as the stopped target would: private anonymous
     memory (not MADV_DONTFORK or MADV_WIPEONFORK, not hugetlb: read before resume) in part touched,
     whose pagemap must be read (Prober.pieces). clone() copies such a mapping's page tables as they are
     at its instant (present, swapped and zero-page entries alike), and the clone never runs; the copy
     from it reads its pagemap anyway. A file mapping's page tables are not copied (its residency is the
-    stopped target's to tell), nor is the size of a mapped object the clone's to tell (it changes)."""
+    stopped target's to tell), nor is the size of a mapped object the clone's to tell (it changes).
+    *guessed*: the page counts are from before the stop, so every such mapping is left to the clone,
+    whose smaps gives its counts (guess.stale) and whose pagemap its pieces."""
     r = seg.region
     return (seg.anon and r is not None and not r.file_backed and not r.shared
-            and not r.vmflags & {"dc", "wf", "ht"} and 0 < r.present < r.size)
+            and not r.vmflags & {"dc", "wf", "ht"} and (guessed or 0 < r.present < r.size))
 
 
 class _Layout:
@@ -522,8 +565,13 @@ class _Layout:
     pagemap (a snapshot's clone once the target runs again, or the stopped target itself) and lays
     out the file: PT_LOADs, file offsets, the head (ELF header, program headers, notes)."""
 
-    def __init__(self, regions: List[maps.Region], parts: List[Any], note_bytes: bytes) -> None:
+    def __init__(self, regions: List[maps.Region], parts: List[Any], note_bytes: bytes, *,
+                 guessed: bool = False) -> None:
         self.regions = regions
+        #: The regions are snapshot/guess.py's, read before the stop: their page counts are not the
+        #: stop's until confirmed by the clone (confirm), and finish() asks pagemap rather than trust them.
+        self.guessed = guessed
+        self._counted = not guessed
         self._parts = parts  # per segment: its pieces (a tuple), or the Segment, its pieces not found yet
         self._note_bytes = note_bytes
         #: The pieces found so far (all, once finished), in file order.
@@ -536,12 +584,23 @@ class _Layout:
         """The pieces left, from process *pid*'s pagemap, and the file's layout (idempotent)."""
         if any(not isinstance(part, tuple) for part in self._parts):
             with Prober(pid) as prober:
-                self._parts = [part if isinstance(part, tuple) else tuple(prober.pieces(part))
+                self._parts = [part if isinstance(part, tuple) else tuple(prober.pieces(part, counted=self._counted))
                                for part in self._parts]
             self.pieces = [p for part in self._parts for p in part]
         loads = [(p.start, p.end - p.start, p.flags, p.filesz) for p in self.pieces]
         header, self.offsets, self.end = elfcore.layout(loads, len(self._note_bytes))
         self.head = header + self._note_bytes
+
+    def confirm(self, clone_smaps: str) -> None:
+        """guess.Stale unless the clone's smaps shows the guessed mappings as they were at its instant;
+        then the page counts of private anonymous memory are the clone's (its instant's)."""
+        from .snapshot.guess import Stale, stale
+
+        if self.guessed and not self._counted:
+            why = stale(self.regions, maps.parse_smaps(clone_smaps))
+            if why:
+                raise Stale(why)
+            self._counted = True
 
 
 def _facts(report: WriteReport) -> "CoreFacts":
@@ -767,7 +826,7 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, lay
     if why is None:
         assert syscall_at is not None
         try:
-            if snapshot.lock_may_be_held(pid, regions):
+            if snapshot.lock_may_be_held(pid, regions, counted=not layout.guessed):
                 from .snapshot.remote import RemoteStoppedProcess
 
                 assert isinstance(stopped, RemoteStoppedProcess), "a snapshot's stopper is its helper process"
@@ -791,6 +850,8 @@ def _lay_out_from_clone(pid: int, snap: "_Snapshot", layout: "_Layout") -> None:
     """layout.finish from the clone's pagemap, once the target runs (bounded, as the copy is)."""
     def finish() -> None:
         try:
+            if layout.guessed:  # the clone's smaps: what the guess got right, and the counts at its instant
+                layout.confirm(pidfiles.read_locked(f"/proc/{snap.child}/smaps").decode("utf-8", "surrogateescape"))
             layout.finish(snap.child)
             if not snap.intact():  # a pagemap read of a clone killed meanwhile finds nothing, quietly
                 raise _snapshot_lost(pid)
@@ -953,6 +1014,18 @@ def _read_proc(pid: int, name: str, *, locked: bool = False) -> bytes:
             return f.read()
     except OSError as exc:
         raise target_error(exc, pid, f"read /proc/{pid}/{name} of") from None
+
+
+def _guess_before_stop(pid: int) -> Any:
+    """A snapshot's guess of the mappings (snapshot/guess.py), read with the target running; None where
+    one cannot serve (a userfaultfd in its descriptor table: the stop reads smaps then, as it must)."""
+    from .snapshot import guess
+
+    mem = _memory_pid(pid)
+    started = time.monotonic()
+    text = _read_proc(mem, "smaps", locked=True)
+    found = guess.read(text.decode("utf-8", "surrogateescape"), time.monotonic() - started)
+    return found if found is not None and guess.no_userfaultfd(mem, ()) else None
 
 
 def _smaps(pid: int) -> List[maps.Region]:

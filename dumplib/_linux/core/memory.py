@@ -420,8 +420,10 @@ class Prober:
             return seg.end
         return max(seg.start, min(seg.end, file_end_address(r, size)))
 
-    def pieces(self, seg: Segment) -> List[Piece]:
-        """The PT_LOADs of a taken segment; none for memory past the end of a mapped file."""
+    def pieces(self, seg: Segment, counted: bool = True) -> List[Piece]:
+        """The PT_LOADs of a taken segment; none for memory past the end of a mapped file. *counted*:
+        the region's page counts (smaps) are this process's now; if not (a snapshot's guess, read
+        before the stop), private memory's pages are found from pagemap whatever they said."""
         end = self.limit(seg)
         if end <= seg.start:
             return []
@@ -430,6 +432,8 @@ class Prober:
             runs = coalesce(self._present(seg.start, end, False), 1)  # only touching runs merge
             return [Piece(lo, hi, hi - lo, seg.flags, "all", r) for lo, hi in runs]
         if seg.anon and r is not None:
+            if not counted:
+                return pieces_of(seg.start, end, coalesce(self.present_runs(seg.start, end)), seg.flags, "pagemap", r)
             if r.present == 0:
                 return [Piece(seg.start, end, 0, seg.flags, "pagemap", r)]
             if r.present < r.size:

@@ -16,7 +16,7 @@ assert sys.platform.startswith("linux")
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     import re
-    from typing import FrozenSet, List, Optional
+    from typing import FrozenSet, Iterator, List, Optional
 
 from ..._record import field, record
 
@@ -88,6 +88,11 @@ def _header() -> "re.Pattern[str]":
 
         _header_re = re.compile(_HEADER, re.M)
     return _header_re
+
+
+def header_lines(text: str) -> "Iterator[re.Match[str]]":
+    """The mapping lines of smaps *text* (what /proc/PID/maps prints for the same mappings), as matches."""
+    return _header().finditer(text)
 
 
 _SIZES = (("\nRss:", 0), ("\nAnonymous:", 1), ("\nShared_Hugetlb:", 3), ("\nPrivate_Hugetlb:", 3), ("\nSwap:", 2))

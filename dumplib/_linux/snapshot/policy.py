@@ -49,7 +49,8 @@ def taken_before_resume(pieces: Sequence[Piece]) -> Tuple[List[int], int]:
         r = p.region
         if not p.filesz or r is None:
             continue
-        if "dc" in r.vmflags or "wf" in r.vmflags or (r.hugetlb and not r.shared):
+        # Private hugetlb by its flag, not its page count: a count may be from before the stop (guess.py).
+        if "dc" in r.vmflags or "wf" in r.vmflags or (("ht" in r.vmflags or r.hugetlb) and not r.shared):
             early.append(i)
         elif r.shared and r.writable:
             shared.append(i)
@@ -138,13 +139,14 @@ def memory_obstacle(pid: int, regions: Sequence[Region], status: Dict[str, str])
     return None
 
 
-def lock_may_be_held(pid: int, regions: Sequence[Region]) -> bool:
+def lock_may_be_held(pid: int, regions: Sequence[Region], counted: bool = True) -> bool:
     """Whether something may hold process *pid*'s mmap lock for good: only a read of one of its pages
     that waits on a file system that never answers can (a hung FUSE daemon, a dead NFS server;
     userfaultfd memory is an obstacle of its own), so only a file mapping on a FUSE or network file
     system with pages not in its page tables. Then the snapshot's clone, which needs that lock,
-    is preceded by a probe of it (clone.SnapshotStopper._probe_lock); elsewhere it costs nothing."""
-    return any(r.present < r.size for r in on_remote_file_systems(pid, regions))
+    is preceded by a probe of it (clone.SnapshotStopper._probe_lock); elsewhere it costs nothing.
+    *counted*: the regions' page counts are of now; if not (guess.py), any such mapping may."""
+    return any(not counted or r.present < r.size for r in on_remote_file_systems(pid, regions))
 
 
 def find_syscall(pid: int) -> Optional[int]:

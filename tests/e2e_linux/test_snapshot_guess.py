@@ -1,0 +1,249 @@
+"""A snapshot's stop reads /proc/PID/maps, not smaps (#16): VmFlags come from an smaps read made just
+before the stop (dumplib/_linux/snapshot/guess.py), checked against the clone's smaps once the target
+runs. These tests force the race the design must survive: the target changes a whole mapping's VmFlags
+with madvise after that read and before the stop (the read's hook asks it to, and waits for its answer),
+which leaves /proc/PID/maps as it was. The core must still be the stop's truth, read by gdb and readelf
+(and the file's bytes): memory that became MADV_DONTDUMP is not in it at all, memory that became
+MADV_DONTFORK or MADV_WIPEONFORK (absent or empty in the clone) holds what the stop held.
+
+And where no such change happens, the core is byte for byte the one smaps read in the stop gives; a
+userfaultfd in any of the target's descriptor tables (whose registrations a stopped thread could have
+to answer for the clone() to return) sends the stop back to smaps.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+
+import dumplib
+from helpers import require
+from linuxrig import build_source, gdb, have
+
+pytestmark = pytest.mark.linux
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def race_exe(tmp_path_factory) -> Path:
+    return build_source(tmp_path_factory.mktemp("snapshot_race"), HERE / "snapshot_race_target.c")
+
+
+@contextlib.contextmanager
+def race_target(exe: Path) -> Iterator[Any]:
+    # No rseq area: the kernel writes into it the CPU the thread last ran on, which two dumps may differ by.
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.pthread.rseq=0")
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, "the race target did not start"
+        proc.info = json.loads(line)  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def ask(proc: Any, line: str) -> str:
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
+def reading(proc: Any) -> None:
+    """Wait (bounded) until the target's main thread is in read() on its stdin (/proc/PID/syscall: 0):
+    answered, it may still be inside stdio's locked flush, whose lock word two dumps would then differ by."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/syscall") as f:
+            if f.read().split()[:1] == ["0"]:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"the target {proc.pid} never waited in read()")
+
+
+def layouts(monkeypatch) -> List[bool]:
+    """Whether each layout made in a stop used the guess (in call order). The stop's check for a
+    userfaultfd may take as long as it needs here (guess.CHECK_FLOOR_SECONDS): given up on, it only
+    means smaps in the stop, but these tests are about the stop that uses the guess, on a loaded host."""
+    from dumplib._linux import backend
+    from dumplib._linux.snapshot import guess
+
+    monkeypatch.setattr(guess, "CHECK_FLOOR_SECONDS", 60.0)
+
+    seen: List[bool] = []
+    original = backend._stopped_layout
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        layout = original(*args, **kwargs)
+        seen.append(layout.guessed)
+        return layout
+
+    monkeypatch.setattr(backend, "_stopped_layout", spied)
+    return seen
+
+
+def advised_after_the_read(monkeypatch, target: Any, advice: str) -> List[str]:
+    """The target madvises one region after the read before the stop, before the stop (the race)."""
+    from dumplib._linux import backend
+
+    answers: List[str] = []
+    original = backend._guess_before_stop
+
+    def then_advise(pid: int) -> Any:
+        found = original(pid)
+        if not answers:  # the first attempt only: a dump made again reads smaps in its stop
+            answers.append(ask(target, advice))  # answered only by a running target
+        return found
+
+    monkeypatch.setattr(backend, "_guess_before_stop", then_advise)
+    return answers
+
+
+def gdb_strings(exe: Path, core: Path, info: dict, what: str) -> List[str]:
+    commands = [f"x/s {info[what] + page * 4096}" for page in range(info["pages"])]
+    out = gdb(str(exe), str(core), *commands)
+    return [line.split(":", 1)[1].strip() if line.startswith("0x") else line.strip()
+            for line in out.splitlines() if line.startswith("0x") or "Cannot access memory" in line]
+
+
+def loads_over(core: Path, lo: int, hi: int) -> List[str]:
+    """readelf's PT_LOADs that store bytes of [lo, hi)."""
+    headers = subprocess.run(["readelf", "-lW", str(core)], capture_output=True, text=True, check=True).stdout
+    out = []
+    for line in headers.splitlines():
+        f = line.split()
+        if f[:1] == ["LOAD"] and int(f[4], 16) and int(f[2], 16) < hi and int(f[2], 16) + int(f[4], 16) > lo:
+            out.append(line.strip())
+    return out
+
+
+def test_memory_first_written_after_the_read_is_in_the_core(race_exe, outdir, monkeypatch):
+    """Page counts change without any change to VmFlags: the read before the stop says the two
+    regions hold nothing (smaps), the stop finds them written. Private anonymous memory is laid out
+    from the clone with the clone's counts; the MADV_WIPEONFORK region, read in the stop, from pagemap."""
+    require(have("gdb"), "gdb is not installed")
+    seen = layouts(monkeypatch)
+    with race_target(race_exe) as target:
+        answers = advised_after_the_read(monkeypatch, target, "touch")
+        result = dumplib.create_dump(target.info["pid"], outdir / "late.core", "full", snapshot=True, sidecar=False)
+        got = {what: gdb_strings(race_exe, result.path, target.info, what) for what in ("LATE", "LATEWIPE")}
+    assert answers == ["touched"], f"the target did not write between the read and the stop: {answers}"
+    assert seen == [True], f"the stop did not use the read made before it, or was made again: {seen}"
+    assert result.snapshot and not result.warnings, result.warnings
+    want = {what: [f'"{what}-{page}"' for page in range(target.info["pages"])] for what in ("LATE", "LATEWIPE")}
+    assert got == want, f"gdb reads {got}, the stop held {want}"
+
+
+@pytest.mark.parametrize("advice", ["DONTFORK", "WIPEONFORK"])
+def test_memory_that_left_the_clone_after_the_read_is_the_stops(race_exe, outdir, monkeypatch, advice):
+    require(have("gdb"), "gdb is not installed")
+    seen = layouts(monkeypatch)
+    with race_target(race_exe) as target:
+        answers = advised_after_the_read(monkeypatch, target, advice)
+        result = dumplib.create_dump(target.info["pid"], outdir / f"{advice}.core", "full", snapshot=True,
+                                     sidecar=False)
+        got = gdb_strings(race_exe, result.path, target.info, advice)
+    assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"
+    assert seen[:1] == [True], f"the first stop did not use the read made before it: {seen}"
+    assert result.snapshot, f"no snapshot was taken: {result.warnings}"
+    want = [f'"{advice}-{page}"' for page in range(target.info["pages"])]
+    assert got == want, f"gdb reads the {advice} region as {got}, the stop held {want} (warnings: {result.warnings})"
+    # Found from the clone, which lacks the region or holds it empty: the dump was made again.
+    assert any("changed as it was being stopped" in w for w in result.warnings), result.warnings
+
+
+def test_memory_that_became_dontdump_after_the_read_is_not_in_the_core(race_exe, outdir, monkeypatch):
+    require(have("gdb") and have("readelf"), "gdb or readelf is not installed")
+    seen = layouts(monkeypatch)
+    with race_target(race_exe) as target:
+        info = target.info
+        answers = advised_after_the_read(monkeypatch, target, "DONTDUMP")
+        result = dumplib.create_dump(info["pid"], outdir / "dontdump.core", "full", snapshot=True, sidecar=False)
+        got = gdb_strings(race_exe, result.path, info, "DONTDUMP")
+        fork = gdb_strings(race_exe, result.path, info, "DONTFORK")
+    assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"
+    assert seen[:1] == [True], f"the first stop did not use the read made before it: {seen}"
+    stored = loads_over(result.path, info["DONTDUMP"], info["DONTDUMP"] + info["pages"] * 4096)
+    assert not stored, f"PT_LOADs store the MADV_DONTDUMP region: {stored}"
+    assert b"DONTDUMP-" not in Path(result.path).read_bytes(), "the MADV_DONTDUMP region's bytes are in the core"
+    assert all("Cannot access memory" in line for line in got), f"gdb reads the MADV_DONTDUMP region: {got}"
+    # The rest of the core is there: the region beside it reads as it was.
+    assert fork == [f'"DONTFORK-{page}"' for page in range(info["pages"])], fork
+    assert any("changed as it was being stopped" in w for w in result.warnings), result.warnings
+
+
+def test_without_a_change_the_core_is_the_one_smaps_in_the_stop_gives(race_exe, outdir, monkeypatch):
+    """Byte for byte (the target sleeps on its stdin between the dumps), mini and full."""
+    from dumplib._linux import backend
+
+    seen = layouts(monkeypatch)
+    with race_target(race_exe) as target:
+        assert ask(target, "DONTFORK") == "advised" and ask(target, "WIPEONFORK") == "advised"
+        reading(target)
+        pid = target.info["pid"]
+        for kind in ("full", "mini"):
+            guessed = dumplib.create_dump(pid, outdir / f"guessed-{kind}.core", kind, snapshot=True, sidecar=False)
+            with monkeypatch.context() as m:
+                m.setattr(backend, "_guess_before_stop", lambda pid: None)
+                read = dumplib.create_dump(pid, outdir / f"read-{kind}.core", kind, snapshot=True, sidecar=False)
+            assert guessed.snapshot and read.snapshot, (guessed.warnings, read.warnings)
+            assert not guessed.warnings, guessed.warnings
+            same = subprocess.run(["cmp", str(guessed.path), str(read.path)], capture_output=True, text=True)
+            assert same.returncode == 0, f"{kind}: the guessed stop's core differs: {same.stdout}{same.stderr}"
+    assert seen == [True, False, True, False], seen
+
+
+@pytest.mark.parametrize("where", ["uffd", "uffd-thread"])
+def test_a_userfaultfd_in_the_targets_tables_sends_the_stop_back_to_smaps(race_exe, outdir, monkeypatch, where):
+    """A thread holding a userfaultfd could have registered a mapping after the read (no change to
+    maps), and a context that forks with its mappings makes the clone() wait for that thread: stopped.
+    Held in the shared table, or in a thread's own (unshare(CLONE_FILES)): smaps is read in the stop."""
+    seen = layouts(monkeypatch)
+    with race_target(race_exe) as target:
+        pid = target.info["pid"]
+        dumplib.create_dump(pid, outdir / "before.core", "mini", snapshot=True, sidecar=False)
+        assert ask(target, where).startswith(where)
+        result = dumplib.create_dump(pid, outdir / "after.core", "mini", snapshot=True, sidecar=False)
+    assert result.snapshot, result.warnings
+    assert seen == [True, False], f"layouts that used the guess, before and after the userfaultfd: {seen}"
+
+
+def test_without_a_snapshot_the_stop_reads_smaps_after_all(race_exe, outdir, monkeypatch):
+    """snapshot="auto" that takes none (here an obstacle the test makes) dumps the stopped target in
+    place: no clone then to check the guess against, so smaps is read in that stop. Memory that became
+    MADV_DONTDUMP after the read before the stop is left out."""
+    require(have("readelf"), "readelf is not installed")
+    from dumplib._linux.snapshot import policy
+
+    seen = layouts(monkeypatch)
+    monkeypatch.setattr(policy, "obstacle", lambda *args, **kwargs: "the test allows none")
+    with race_target(race_exe) as target:
+        info = target.info
+        answers = advised_after_the_read(monkeypatch, target, "DONTDUMP")
+        result = dumplib.create_dump(info["pid"], outdir / "auto.core", "full", snapshot="auto", sidecar=False)
+    assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"
+    assert not result.snapshot and any("the test allows none" in w for w in result.warnings), result.warnings
+    stored = loads_over(Path(result.path), info["DONTDUMP"], info["DONTDUMP"] + info["pages"] * 4096)
+    assert not stored, f"PT_LOADs store the MADV_DONTDUMP region: {stored}"
+    assert b"DONTDUMP-" not in Path(result.path).read_bytes(), "the MADV_DONTDUMP region's bytes are in the core"
+    assert seen == [True, False], f"layouts that used the guess: {seen}"
+
+
+def test_the_check_for_a_userfaultfd_gives_up_past_its_time(race_exe):
+    """No longer than the smaps walk it replaces (or its floor): given no time, it does not tell, so
+    the stop reads smaps; given time, the same target passes."""
+    from dumplib._linux.snapshot import guess
+
+    with race_target(race_exe) as target:
+        pid = target.info["pid"]
+        assert guess.no_userfaultfd(pid, [pid], 60.0), "a target without a userfaultfd failed the check"
+        assert not guess.no_userfaultfd(pid, [pid], -1.0), "the check went on past its time"
