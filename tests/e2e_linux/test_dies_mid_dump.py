@@ -40,6 +40,19 @@ def doomed(target_exe: Path) -> Iterator[Target]:
         yield t
 
 
+#: A heap whose core is under MAP_AT_LEAST (64 MiB): streamed during the stop, not staged in memory.
+STREAMED_MIB = 40
+
+
+@pytest.fixture(params=[STREAMED_MIB, HEAP_MIB], ids=["streamed", "staged"])
+def doomed_stream(request, target_exe: Path) -> Iterator[Target]:  # type: ignore[no-untyped-def]
+    """A target whose core goes down a stream during the stop (under 64 MiB), or is staged in memory and
+    sent once the target runs (core/staged.py): killed mid-copy, nothing of the latter has been sent."""
+    with run_target([str(target_exe), "--heap", str(request.param)]) as t:
+        t.heap_mib = request.param  # type: ignore[attr-defined]
+        yield t
+
+
 def every_thread_exited(pid: int, patience: float = 30.0) -> List[str]:
     """Wait until no thread of *pid* runs (each a zombie, or gone); their last states."""
     deadline = time.monotonic() + patience
@@ -108,10 +121,12 @@ def test_a_target_killed_while_its_memory_is_read_to_a_file_is_exited_and_leaves
 
 @pytest.mark.parametrize("codec", ["zstd", None])
 def test_a_target_killed_while_its_memory_streams_to_stdout_is_exited_and_cut_back(
-        doomed: Target, outdir: Path, monkeypatch, codec) -> None:  # type: ignore[no-untyped-def]
+        doomed_stream: Target, outdir: Path, monkeypatch, codec) -> None:  # type: ignore[no-untyped-def]
     """`dumplib dump PID - -z zstd >> FILE`: stdout is a file the dump is appended to; the failed dump
     is cut from it, which holds what it held before again. zstd's workers may not have sent out
-    anything yet when the target dies; uncompressed, the core's head is in the file by then."""
+    anything yet when the target dies; uncompressed and streamed during the stop, the core's head is in
+    the file by then; staged, nothing is."""
+    doomed = doomed_stream
     redirected = outdir / "dumps.log"
     before = b"an earlier line\n"
     redirected.write_bytes(before)
@@ -122,7 +137,9 @@ def test_a_target_killed_while_its_memory_streams_to_stdout_is_exited_and_cut_ba
             dumplib.create_dump(doomed.pid, "-", "full", compress=codec, progress=progress)
     assert "killed" in seen, "the dump never called its progress callback"
     assert raised.value.reason == "exited", raised.value.details()
-    if codec is None:
+    if doomed.heap_mib == HEAP_MIB:  # type: ignore[attr-defined]
+        assert seen["size"] == len(before), "a staged dump reached the file while the target was stopped"
+    elif codec is None:
         assert seen["size"] > len(before), "nothing of the dump had reached the file when the target died"
     assert redirected.read_bytes() == before
     assert sorted(p.name for p in outdir.iterdir()) == ["dumps.log"]
@@ -131,9 +148,11 @@ def test_a_target_killed_while_its_memory_streams_to_stdout_is_exited_and_cut_ba
 
 @pytest.mark.parametrize("codec", [None, "zstd"])
 def test_a_target_killed_while_its_memory_streams_down_a_pipe_says_what_the_reader_received(
-        doomed: Target, monkeypatch, codec) -> None:  # type: ignore[no-untyped-def]
+        doomed_stream: Target, monkeypatch, codec) -> None:  # type: ignore[no-untyped-def]
     """`dumplib dump PID - | reader`: a pipe cannot be cut back, so once bytes went down it the error says
-    how many the reader received (counted here by the reader itself), not "nothing was kept"."""
+    how many the reader received (counted here by the reader itself), not "nothing was kept". Staged,
+    nothing went down it, and the error says nothing was kept."""
+    doomed = doomed_stream
     r, w = os.pipe()
     received: List[int] = [0]
 
@@ -159,7 +178,9 @@ def test_a_target_killed_while_its_memory_streams_down_a_pipe_says_what_the_read
     assert "killed" in seen, "the dump never called its progress callback"
     assert raised.value.reason == "exited", raised.value.details()
     message = str(raised.value)
-    if codec is None:
+    if doomed.heap_mib == HEAP_MIB:  # type: ignore[attr-defined]
+        assert received[0] == 0, "a staged dump went down the pipe while the target was stopped"
+    elif codec is None:
         assert received[0] > 0, "nothing of the dump had gone down the pipe when the target died"
     if received[0]:
         assert f"the reader of stdout already received the first {received[0]} bytes of the dump" in message, (
