@@ -217,8 +217,9 @@ NOT_ON_A_SMALL_DUMP = (
     "json",
     # zlib: a gzip-compressed dump's only.
     "zlib",
-    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py).
-    "datetime", "signal",
+    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py);
+    # contextvars.py (~1 M, a file found and run to re-export _contextvars's classes) too.
+    "datetime", "signal", "contextvars",
     # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
     "urllib", "urllib.parse", "ipaddress", "unicodedata",
     # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
@@ -409,11 +410,17 @@ def test_the_json_writer_writes_what_json_dumps_does(indent, separators):
 
 
 def test_the_c_modules_hold_what_datetime_and_signal_give():
+    import contextvars
     import datetime
     import signal
 
+    from dumplib._accel import contextvars as fast_contextvars
     from dumplib._accel import datetime as fast_datetime
     from dumplib._accel import signal as fast_signal
+
+    # The same classes: the hand-over's ContextVar (dumplib/_linux/ptrace/handover.py) is contextvars'.
+    for name in contextvars.__all__:
+        assert getattr(fast_contextvars, name) is getattr(contextvars, name), name
 
     # The same classes: a DumpResult's times are datetime.datetime whichever module made them.
     for name in ("datetime", "date", "time", "timedelta", "timezone"):
