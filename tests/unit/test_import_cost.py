@@ -226,6 +226,9 @@ NOT_ON_A_SMALL_DUMP = (
     "dumplib._reasons",
     # The coredump_filter IntFlag, ~1.5 M: raw masks (--flags) only.
     "dumplib._linux.core.corefilter",
+    # mmap, ~0.6 M (a C module loaded): only a core of MAP_AT_LEAST or more is written through a mapping
+    # (dumplib/_linux/core/memory.py FileSink.prepare).
+    "mmap",
 )
 
 MODULES_AT_EXIT = """

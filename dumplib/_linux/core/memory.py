@@ -22,13 +22,13 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import stat
 import struct
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
+    import mmap
     from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
@@ -586,6 +586,8 @@ class FileSink:
         if mapped.libc.fallocate(self.fd, 0, 0, size) != 0:
             self._unprepare()  # no room for the estimate, or no fallocate: the write path, which may fit
             return
+        import mmap  # here: only a core of MAP_AT_LEAST or more is mapped, and its import is start-up
+
         try:
             self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except (OSError, ValueError):
