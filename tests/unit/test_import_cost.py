@@ -273,6 +273,36 @@ def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
     assert sidecar["sha256"] == digest
 
 
+THREADS_AT_EXIT = """
+import atexit, sys, threading
+names = []
+real_start = threading.Thread.start
+def start(self):
+    names.append(self.name)
+    real_start(self)
+threading.Thread.start = start
+atexit.register(lambda: print(repr(names), file=sys.stderr))
+from dumplib_cli.app import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_small_dump_is_hashed_once_verified_by_no_thread_of_its_own(tmp_path):
+    # A dump estimated at 1 MiB or less (dumplib/_hashing.py SMALL_HASH) is hashed after its write, not
+    # followed by a hashing thread: one thread less, and no thread at idle priority that a busy machine
+    # takes off the CPU while it holds the GIL, with the target stopped (docs/benchmarks.md, eleventh
+    # session). Larger dumps are followed (tests/e2e_linux/test_sidecar_hash.py).
+    done = _small_dump_under(THREADS_AT_EXIT, tmp_path)
+    names = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    assert any(name.startswith("dumplib-tracer") for name in names), names  # the probe saw the dump's threads
+    assert "dumplib-sha256" not in names, names
+    core = next(p for p in tmp_path.iterdir() if p.suffix == ".core")
+    sidecar = json.loads(Path(str(core) + ".json").read_text())
+    digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert sidecar["sha256"] == digest
+
+
 COLLECTIONS_AT_EXIT = """
 import atexit, gc, sys
 from dumplib_cli.app import main
