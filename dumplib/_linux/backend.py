@@ -37,11 +37,11 @@ from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick,
                          WatchSupport, WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
-from .core import mapped, notes, selection
+from .core import notes, selection
 from .host import LinuxHost, create_exclusive
 from .priority import raised
-from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
-                          xstate_note_size)
+from .core.memory import (MAP_AT_LEAST, FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink,
+                          remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_ending, thread_state
@@ -317,8 +317,8 @@ class LinuxSession(Session):
         # already waits stopped (a watched exit, a handed-over signal: the time would be its stop), nor with
         # a snapshot (its copy runs after the target goes on). Only a mapped output is opened for reading.
         mapping = (options.event is None and not options.snapshot and not handover.is_handed_over(plan.target.pid)
-                   and plan.estimate is not None
-                   and mapped.refusal(os.path.dirname(temp_path) or ".", plan.estimate.bytes) is None)
+                   and plan.estimate is not None and plan.estimate.bytes >= MAP_AT_LEAST
+                   and self._map_refusal(os.path.dirname(temp_path) or ".", plan.estimate.bytes) is None)
         fd = create_exclusive(temp_path, readable=mapping)
         sink = FileSink(fd)
         try:
@@ -334,6 +334,12 @@ class LinuxSession(Session):
         finally:
             sink.release()
             os.close(fd)
+
+    @staticmethod
+    def _map_refusal(directory: str, size: int) -> Optional[str]:
+        from .core import mapped  # a core of MAP_AT_LEAST or more only: its import is start-up otherwise
+
+        return mapped.refusal(directory, size)
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions) -> WriteReport:
         return self._write_core(plan, StreamSink(sink), options, "the output stream")

@@ -229,6 +229,9 @@ NOT_ON_A_SMALL_DUMP = (
     # mmap, ~0.6 M (a C module loaded): only a core of MAP_AT_LEAST or more is written through a mapping
     # (dumplib/_linux/core/memory.py FileSink.prepare).
     "mmap",
+    # The mapped output's rules and libc calls, ~0.7 M: only a core estimated at MAP_AT_LEAST or more
+    # asks them (dumplib/_linux/backend.py, FileSink).
+    "dumplib._linux.core.mapped",
     # A URL destination's parsing and naming, ~0.9 M (a record class built): dumplib/api.py imports
     # dumplib/remote.py only for a path holding "://".
     "dumplib.remote",

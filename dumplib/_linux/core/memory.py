@@ -36,7 +36,6 @@ from ..._hashing import frontiers
 from ..._platform import Tick
 from ..._record import record
 from ...errors import DumpFailed
-from . import mapped
 from ..proc.errors import target_error
 from ..proc.maps import Region
 from .selection import Segment
@@ -45,6 +44,9 @@ if TYPE_CHECKING:
     from .far import FarReader
 
 PAGE = 4096
+#: The smallest core whose output is mapped: core/mapped.py's first rule, kept here so that a smaller
+#: dump (the one-shot command's) never imports mapped.py (~0.7 M instructions of start-up).
+MAP_AT_LEAST = 64 << 20
 #: Bytes per read of the target's memory and per write: 1 MiB stays in the CPU's cache between the read
 #: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).
@@ -577,6 +579,8 @@ class FileSink:
         and its pages populated; where any step is refused, leave the file to the pwrite path. Only
         where core/mapped.refusal() found nothing against it, on a descriptor open for reading and
         writing. Never raises for a refusal."""
+        from . import mapped  # only a core of MAP_AT_LEAST or more gets here
+
         size = -(-size // PAGE) * PAGE
         if mapped.libc.fs_type(self.fd) not in mapped.MAPPABLE_FS:  # the directory's, checked before: the same
             return
@@ -688,6 +692,8 @@ class FileSink:
             view.release()
 
     def _punch(self, lo: int, hi: int) -> None:
+        from . import mapped  # a mapped output's only (_finish)
+
         if hi > lo:  # refused: the bytes are zeros either way
             mapped.libc.fallocate(self.fd, mapped.FALLOC_PUNCH_HOLE | mapped.FALLOC_KEEP_SIZE, lo, hi - lo)
 
