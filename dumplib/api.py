@@ -22,7 +22,6 @@ from .kinds import DumpKind
 from .limits import check_limits
 from .errors import DumpExists, DumpFailed, InvalidArgument
 from .placement import DEFAULT_TEMPLATE, SIDECAR_SUFFIX, PathLike, plan_destination, writing_in
-from .remote import RemoteTarget, is_remote, object_name, parse_url
 from .results import DumpResult, ProcessInfo, SizeEstimate
 from .sidecar import sidecar_maker, sidecar_path
 from .space import SpaceGuard, combine, human, shortfall, throttled_progress
@@ -30,6 +29,7 @@ from .targets import Target, resolve_target
 
 if TYPE_CHECKING:
     from ._egress import Store
+    from .remote import RemoteTarget
 
 __all__ = ["create_dump", "estimate"]
 
@@ -304,7 +304,7 @@ def _output(platform: Platform, proc: ProcessInfo, kind: DumpKind, opts: _Option
     before the target is touched."""
     name, level = opts.codec if opts.codec else (None, 0)
     host = platform.host()
-    if is_remote(opts.path):
+    if _is_url(opts.path):
         return _remote_output(platform, proc, kind, opts)
     if opts.to_stdout:
         out = Stdout(name, level, host)
@@ -342,10 +342,22 @@ def _progress_tick(progress: ProgressCallback, output: Output) -> Callable[[int]
     return throttled_progress(both)
 
 
+def _is_url(path: Optional[PathLike]) -> bool:
+    """remote.is_remote(*path*), remote.py imported only for a text that may be a URL: its import (a
+    record class built) is start-up every dump to a local path would pay (docs/benchmarks.md)."""
+    if not isinstance(path, str) or "://" not in path:  # is_remote's own first test
+        return False
+    from .remote import is_remote
+
+    return is_remote(path)
+
+
 def _remote_output(platform: Platform, proc: ProcessInfo, kind: DumpKind,
                    opts: _Options) -> Tuple[Output, Tuple[str, ...]]:
     """A URL destination (docs/egress.md): parsed, its SDK imported, probed for write permission and its
     name checked, all before the target is touched."""
+    from .remote import object_name, parse_url
+
     assert isinstance(opts.path, str)
     target = parse_url(opts.path)  # InvalidDumpPath: a bad URL, a query string
     from ._egress import open_store, probe_once  # the SDK: only now, only for a URL
@@ -390,8 +402,8 @@ def _for_platform(platform: Platform, obj: RemoteObject, opts: _Options) -> Outp
                            platform.host(), keep_on_failure=getattr(opts, "keep_local_on_failure", False))
 
 
-def _free_name(store: "Store", target: RemoteTarget, named: RemoteTarget, extension: str,
-               opts: _Options) -> RemoteTarget:
+def _free_name(store: "Store", target: "RemoteTarget", named: "RemoteTarget", extension: str,
+               opts: _Options) -> "RemoteTarget":
     """The object's name: a caller's name that is taken is DumpExists (unless overwriting); a name dumplib
     chose gives way to the next free ``-N``. Unknown (no read permission): the commit's only-if-absent decides."""
     if opts.overwrite:

@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, Iterator, List, Optional, Tuple, Union
 
-from ._hashing import FollowingHasher, new_sha256
+from ._hashing import SMALL_HASH, FollowingHasher, new_sha256
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
 from ._record import record, replace
 from .compression import SUFFIXES, CompressingWriter, DecodingHasher, open_content
@@ -182,8 +182,14 @@ class PlainFile(_FileOutput):
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
         expected = plan.estimate.bytes if plan.estimate is not None else None
+        # A dump estimated at SMALL_HASH or less is hashed once verified (_place: the interpreter's own
+        # sha256), not followed: its copy ends within a millisecond or two, so a follower overlaps
+        # nothing, and its thread, at idle priority while the target is stopped, can be taken off the
+        # CPU by a busy machine holding the GIL, which every other thread of ours (the tracer's, the
+        # copy's) then waits for while the target stays stopped (docs/benchmarks.md, eleventh session).
+        follow = expected is None or expected > SMALL_HASH
         hasher = (FollowingHasher(self.dest.temp, self.host, expected=expected)
-                  if self.want_sha256 and self.hash_while_writing else None)
+                  if self.want_sha256 and self.hash_while_writing and follow else None)
         sha = None
         try:
             with self._naming_the_dump():

@@ -37,12 +37,14 @@ def sidecar_path(dump_path: str) -> str:
 
 def sha256_of(path: str) -> str:
     with open(path, "rb") as f:
-        return sha256_of_stream(f)[0]
+        # Sized, so that a small file is hashed by the interpreter's own sha256 (new_sha256): loading
+        # OpenSSL's would cost more than hashing it.
+        return sha256_of_stream(f, size=os.fstat(f.fileno()).st_size)[0]
 
 
-def sha256_of_stream(f: BinaryIO, block: int = 4 << 20) -> Tuple[str, int]:
-    """(sha256, byte count) of what *f* yields from where it stands to its end."""
-    digest = new_sha256()
+def sha256_of_stream(f: BinaryIO, block: int = 4 << 20, size: Optional[int] = None) -> Tuple[str, int]:
+    """(sha256, byte count) of what *f* yields from where it stands to its end (about *size* bytes, if known)."""
+    digest = new_sha256(size)
     count = 0
     for chunk in iter(lambda: f.read(block), b""):
         digest.update(chunk)

@@ -37,11 +37,11 @@ from ..results import ProcessInfo, SizeEstimate
 from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, SnapshotMode, TargetEvent, Tick,
                          WatchSupport, WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
-from .core import mapped, notes, selection
+from .core import notes, selection
 from .host import LinuxHost, create_exclusive
 from .priority import raised
-from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink, remote_file_system,
-                          xstate_note_size)
+from .core.memory import (MAP_AT_LEAST, FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink,
+                          remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
 from .proc.pidfiles import read_stat, read_status, thread_ending, thread_state
@@ -318,11 +318,14 @@ class LinuxSession(Session):
         # a snapshot (its copy runs after the target goes on). Only a mapped output is opened for reading.
         # Where it cannot be mapped (another file system, or ext4/xfs above the writeback rule), the copy
         # is staged in memory of ours if there is room (FileSink.stage): the same gain in the stop, the
-        # writes after it.
-        before_stop = _prepared_before_stop(plan, options)
+        # writes after it. Neither below MAP_AT_LEAST, whose dumps never import core/mapped.py (start-up).
         estimate = plan.estimate.bytes if plan.estimate is not None else 0
-        mapping = before_stop and mapped.refusal(os.path.dirname(temp_path) or ".", estimate) is None
-        staging = before_stop and not mapping and mapped.stage_refusal(estimate) is None
+        mapping = staging = False
+        if _prepared_before_stop(plan, options) and estimate >= MAP_AT_LEAST:
+            from .core import mapped
+
+            mapping = mapped.refusal(os.path.dirname(temp_path) or ".", estimate) is None
+            staging = not mapping and mapped.stage_refusal(estimate) is None
         fd = create_exclusive(temp_path, readable=mapping)
         sink = FileSink(fd)
         try:
@@ -342,12 +345,14 @@ class LinuxSession(Session):
         stream = StreamSink(sink)
         # A local compressed file or stdout: the copy staged in memory where there is room (StreamSink),
         # so the compressor and the disk or reader work once the target runs. Never an upload.
-        if (local and _prepared_before_stop(plan, options)
-                and mapped.stage_refusal(plan.estimate.bytes) is None):  # type: ignore[union-attr]
-            # With room over the estimate: a stream cannot take a write past the staged part before all
-            # of it, so the first such write sends the whole staged part during the stop.
-            estimate = plan.estimate.bytes  # type: ignore[union-attr]
-            stream.stage(estimate + max(_STREAM_SLACK, estimate // 32))
+        estimate = plan.estimate.bytes if plan.estimate is not None else 0
+        if local and _prepared_before_stop(plan, options) and estimate >= MAP_AT_LEAST:
+            from .core import mapped
+
+            if mapped.stage_refusal(estimate) is None:
+                # With room over the estimate: a stream cannot take a write past the staged part before
+                # all of it, so the first such write sends the whole staged part during the stop.
+                stream.stage(estimate + max(_STREAM_SLACK, estimate // 32))
         try:
             return self._write_core(plan, stream, options, "the output stream")
         finally:

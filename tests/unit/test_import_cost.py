@@ -217,14 +217,24 @@ NOT_ON_A_SMALL_DUMP = (
     "json",
     # zlib: a gzip-compressed dump's only.
     "zlib",
-    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py).
-    "datetime", "signal",
+    # datetime.py (~5.5 M) and signal.py's enums (~3.9 M): their C modules instead (dumplib/_accel.py);
+    # contextvars.py (~1 M, a file found and run to re-export _contextvars's classes) too.
+    "datetime", "signal", "contextvars",
     # A URL destination's (urllib.parse with ipaddress) and a non-ASCII process name's (unicodedata) only.
     "urllib", "urllib.parse", "ipaddress", "unicodedata",
     # The errors' Reason enum, ~3 M (27 members): built at the first error that carries a reason.
     "dumplib._reasons",
     # The coredump_filter IntFlag, ~1.5 M: raw masks (--flags) only.
     "dumplib._linux.core.corefilter",
+    # mmap, ~0.6 M (a C module loaded): only a core of MAP_AT_LEAST or more is written through a mapping
+    # (dumplib/_linux/core/memory.py FileSink.prepare).
+    "mmap",
+    # The mapped output's rules and libc calls, ~0.7 M: only a core estimated at MAP_AT_LEAST or more
+    # asks them (dumplib/_linux/backend.py, FileSink).
+    "dumplib._linux.core.mapped",
+    # A URL destination's parsing and naming, ~0.9 M (a record class built): dumplib/api.py imports
+    # dumplib/remote.py only for a path holding "://".
+    "dumplib.remote",
 )
 
 MODULES_AT_EXIT = """
@@ -261,6 +271,36 @@ def test_a_small_dump_loads_none_of_what_it_does_not_need(tmp_path):
     assert "dumplib._linux.backend" in loaded and "dumplib.sidecar" in loaded  # the probe saw the dump's path
     assert sorted(loaded & set(NOT_ON_A_SMALL_DUMP)) == []
     # The built-in sha256 the sidecar then holds, against coreutils' reader of the file.
+    sidecar = json.loads(Path(str(core) + ".json").read_text())
+    digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert sidecar["sha256"] == digest
+
+
+THREADS_AT_EXIT = """
+import atexit, sys, threading
+names = []
+real_start = threading.Thread.start
+def start(self):
+    names.append(self.name)
+    real_start(self)
+threading.Thread.start = start
+atexit.register(lambda: print(repr(names), file=sys.stderr))
+from dumplib_cli.app import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
+def test_a_small_dump_is_hashed_once_verified_by_no_thread_of_its_own(tmp_path):
+    # A dump estimated at 1 MiB or less (dumplib/_hashing.py SMALL_HASH) is hashed after its write, not
+    # followed by a hashing thread: one thread less, and no thread at idle priority that a busy machine
+    # takes off the CPU while it holds the GIL, with the target stopped (docs/benchmarks.md, eleventh
+    # session). Larger dumps are followed (tests/e2e_linux/test_sidecar_hash.py).
+    done = _small_dump_under(THREADS_AT_EXIT, tmp_path)
+    names = ast.literal_eval(done.stderr.strip().splitlines()[-1])
+    assert any(name.startswith("dumplib-tracer") for name in names), names  # the probe saw the dump's threads
+    assert "dumplib-sha256" not in names, names
+    core = next(p for p in tmp_path.iterdir() if p.suffix == ".core")
     sidecar = json.loads(Path(str(core) + ".json").read_text())
     digest = subprocess.run(["sha256sum", str(core)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert sidecar["sha256"] == digest
@@ -409,11 +449,17 @@ def test_the_json_writer_writes_what_json_dumps_does(indent, separators):
 
 
 def test_the_c_modules_hold_what_datetime_and_signal_give():
+    import contextvars
     import datetime
     import signal
 
+    from dumplib._accel import contextvars as fast_contextvars
     from dumplib._accel import datetime as fast_datetime
     from dumplib._accel import signal as fast_signal
+
+    # The same classes: the hand-over's ContextVar (dumplib/_linux/ptrace/handover.py) is contextvars'.
+    for name in contextvars.__all__:
+        assert getattr(fast_contextvars, name) is getattr(contextvars, name), name
 
     # The same classes: a DumpResult's times are datetime.datetime whichever module made them.
     for name in ("datetime", "date", "time", "timedelta", "timezone"):

@@ -4,6 +4,7 @@ other threads ask the ptrace owner, and the platform guard that survives `python
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import threading
@@ -200,3 +201,57 @@ def test_the_stopper_lets_the_target_go_when_max_pause_runs_out_with_nobody_aski
     finally:
         child.kill()
         child.wait()
+
+
+class _FakeClock:
+    """time.monotonic and time.sleep for the stopper's polls: the clock moves only by what is slept,
+    so the naps a poll takes are the same on any machine at any load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.naps: list = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if len(self.naps) > 10_000:
+            raise AssertionError("the poll never ended")
+        self.naps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux stopper")
+def test_the_callers_polls_of_the_tracer_look_often_at_first_then_seldom_and_end_at_their_patience(monkeypatch):
+    # The wait for the tracer thread to leave the kernel (the end of every dump's stop, before the
+    # command goes on): 0.1 ms apart for its first 5 ms, where the thread is gone within a millisecond or
+    # so and each nap's overshoot was the command's wall time (docs/benchmarks.md, eleventh session), then
+    # 0.5 ms; and it gives up at its patience. This thread's own entry in /proc/self/task never goes away.
+    from dumplib._linux.ptrace import stopper
+
+    clock = _FakeClock()
+    monkeypatch.setattr(stopper, "time", clock)
+    stopper._wait_thread_gone(threading.get_native_id(), patience=0.01)
+    quick = [n for n in clock.naps if n == stopper.QUICK_NAP]
+    assert stopper.QUICK_NAP <= 0.0001 and stopper.SLOW_NAP >= 0.0005
+    assert clock.naps[:len(quick)] == quick and len(quick) == pytest.approx(stopper.QUICK_FOR / stopper.QUICK_NAP, abs=1)
+    assert set(clock.naps[len(quick):]) == {stopper.SLOW_NAP}
+    assert 0.01 <= clock.now - 1000.0 < 0.01 + stopper.SLOW_NAP
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux stopper")
+def test_the_wait_for_the_tracer_to_have_stopped_the_target_polls_on_the_quick_schedule(monkeypatch):
+    # __enter__ waits for the tracer's "every thread stopped": its naps' overshoot is the target's stop.
+    from dumplib._linux.ptrace import stopper
+
+    naps: list = []
+    real_nap = stopper._nap
+    monkeypatch.setattr(stopper, "_nap", lambda since: (naps.append(threading.get_native_id()), real_nap(since)))
+
+    class LateTracer(stopper.StoppedProcess):
+        def _trace(self) -> None:  # no ptrace: ready after a while, as a real tracer is
+            time.sleep(0.02)
+            self._ready.set()
+
+    with LateTracer(os.getpid(), max_pause=5.0):
+        assert threading.get_native_id() in naps  # __enter__'s own naps (release's come after)

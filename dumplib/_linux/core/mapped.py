@@ -33,13 +33,15 @@ import errno
 import os
 import struct
 
+# Outputs smaller than MAP_AT_LEAST are written: mapping and populating one costs more than it saves.
+# The value lives beside FileSink, so that a dump that small never imports this module.
+from .memory import MAP_AT_LEAST
+
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, Dict, Optional, Tuple
 
 PAGE = 4096
-#: Outputs smaller than this are written: mapping and populating one costs more than it saves.
-MAP_AT_LEAST = 64 << 20
 #: statfs(2) magic numbers of the file systems a mapped output is used on.
 EXT4, XFS, TMPFS = 0xEF53, 0x58465342, 0x01021994
 MAPPABLE_FS = {EXT4: "ext2/3/4", XFS: "xfs", TMPFS: "tmpfs"}

@@ -22,13 +22,15 @@ assert sys.platform.startswith("linux")
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import stat
 import struct
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
+    import mmap
+
+    from .staged import StagedMemory
     from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..._bounded import blocking, guarded
@@ -36,8 +38,6 @@ from ..._hashing import frontiers
 from ..._platform import Tick
 from ..._record import record
 from ...errors import DumpFailed
-from . import mapped
-from .staged import StagedMemory
 from ..proc.errors import target_error
 from ..proc.maps import Region
 from .selection import Segment
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from .far import FarReader
 
 PAGE = 4096
+#: The smallest core whose output is mapped: core/mapped.py's first rule, kept here so that a smaller
+#: dump (the one-shot command's) never imports mapped.py (~0.7 M instructions of start-up).
+MAP_AT_LEAST = 64 << 20
 #: Bytes per read of the target's memory and per write: 1 MiB stays in the CPU's cache between the read
 #: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).
@@ -584,6 +587,8 @@ class FileSink:
         and its pages populated; where any step is refused, leave the file to the pwrite path. Only
         where core/mapped.refusal() found nothing against it, on a descriptor open for reading and
         writing. Never raises for a refusal."""
+        from . import mapped  # only a core of MAP_AT_LEAST or more gets here
+
         size = -(-size // PAGE) * PAGE
         if mapped.libc.fs_type(self.fd) not in mapped.MAPPABLE_FS:  # the directory's, checked before: the same
             return
@@ -593,6 +598,8 @@ class FileSink:
         if mapped.libc.fallocate(self.fd, 0, 0, size) != 0:
             self._unprepare()  # no room for the estimate, or no fallocate: the write path, which may fit
             return
+        import mmap  # here: only a core of MAP_AT_LEAST or more is mapped, and its import is start-up
+
         try:
             self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except (OSError, ValueError):
@@ -623,6 +630,8 @@ class FileSink:
         empty during the stop (a write past the staged part, where the estimate was low, goes to the
         file at once): a frontier of 0 keeps a sidecar's hasher from taking the gap for data, and
         finish() moves it as it writes."""
+        from .staged import StagedMemory  # a core of MAP_AT_LEAST or more only: start-up otherwise
+
         try:
             self._stage = StagedMemory(size)
         except (OSError, ValueError):
@@ -754,6 +763,8 @@ class FileSink:
             view.release()
 
     def _punch(self, lo: int, hi: int) -> None:
+        from . import mapped  # a mapped output's only (_finish)
+
         if hi > lo:  # refused: the bytes are zeros either way
             mapped.libc.fallocate(self.fd, mapped.FALLOC_PUNCH_HOLE | mapped.FALLOC_KEEP_SIZE, lo, hi - lo)
 
@@ -801,6 +812,8 @@ class StreamSink:
     def stage(self, size: int) -> None:
         """Stage the first *size* bytes (rounded up to pages); where the memory cannot be had, the
         stream is written during the stop as before. Never raises for a refusal."""
+        from .staged import StagedMemory  # a core of MAP_AT_LEAST or more only: start-up otherwise
+
         try:
             self._stage = StagedMemory(size)
         except (OSError, ValueError):

@@ -30,7 +30,8 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import contextlib
-import contextvars
+
+from ..._accel import contextvars  # _contextvars: the same classes, without contextvars.py's start-up
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:

@@ -45,6 +45,17 @@ from .regs import ThreadState, read_registers, signals_and_seccomp
 STOP_TIMEOUT = 2.0
 #: Stop signals that must not freeze dumplib (and with it the target) while the target is stopped.
 JOB_CONTROL_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+#: The caller's polls of the tracer thread (its start, its end): QUICK_NAP apart for their first
+#: QUICK_FOR seconds, where the answer comes within a millisecond or so and every nap's overshoot is
+#: the target's stop and the command's wall time (0.4-0.6 ms of each with 0.5 ms naps throughout,
+#: docs/benchmarks.md); SLOW_NAP apart after, so that a long wait (a thread slow to stop) costs few
+#: wake-ups.
+QUICK_NAP, QUICK_FOR, SLOW_NAP = 0.0001, 0.005, 0.0005
+
+
+def _nap(since: float) -> None:
+    """Sleep between two looks of a poll that began at *since* (time.monotonic())."""
+    time.sleep(QUICK_NAP if time.monotonic() - since < QUICK_FOR else SLOW_NAP)
 
 
 class Stopper(Protocol):
@@ -142,8 +153,9 @@ class StoppedProcess:
             # Polled, not Event.wait(): a Ctrl-C landing inside a lock wait can leave the lock in a
             # state the way out trips over ("release unlocked lock"). The tracer's waits are
             # bounded, so this is too.
+            since = time.monotonic()
             while not self._ready.is_set():
-                time.sleep(0.0005)
+                _nap(since)
             if self._error is not None:
                 raise self._error
         except BaseException:
@@ -401,9 +413,10 @@ RELEASE_PATIENCE = 30.0
 def _wait_thread_gone(tid: Optional[int], patience: float = 2.0) -> None:
     """Wait until the tracer thread has left the kernel, not only Python: join() returns a moment
     before the thread ends, and the kernel detaches a tracee it never reached a stop only then."""
-    deadline = time.monotonic() + patience
+    since = time.monotonic()
+    deadline = since + patience
     while tid is not None and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
-        time.sleep(0.0005)
+        _nap(since)
 
 
 def max_pause_error(pid: int, max_pause: Optional[float]) -> DumpFailed:
