@@ -38,9 +38,10 @@ from .._platform import (HeldTarget, MemoryInfo, Plan, Platform, Session, Sink, 
                          WatchSupport, WriteOptions, WriteReport, without_snapshot)
 from ..formats import linkmap
 from .core import notes, selection
+from .core.sizes import MAP_AT_LEAST
 from .host import LinuxHost, create_exclusive
 from .priority import raised
-from .core.memory import (MAP_AT_LEAST, FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink,
+from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, StreamSink,
                           remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
@@ -373,7 +374,7 @@ class LinuxSession(Session):
         except Stale as exc:  # nothing was written yet: the layout is finished before the head is
             report = self._write_core_once(plan, sink, options, where, guessing=False)
             first = getattr(exc, "stopped_seconds", 0.0)
-            return record_replace(report, stopped_seconds=first + report.stopped_seconds, warnings=(
+            return record_replace(report, stopped_seconds=first + (report.stopped_seconds or 0.0), warnings=(
                 f"the mappings of process {plan.target.pid} changed as it was being stopped ({exc}): it was stopped"
                 " again, and dumped with its mappings read in that stop",) + report.warnings)
 

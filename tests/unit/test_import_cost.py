@@ -232,6 +232,8 @@ NOT_ON_A_SMALL_DUMP = (
     # The mapped output's rules and libc calls, ~0.7 M: only a core estimated at MAP_AT_LEAST or more
     # asks them (dumplib/_linux/backend.py, FileSink).
     "dumplib._linux.core.mapped",
+    # The staged copy's memory, likewise (dumplib/_linux/core/staged.py).
+    "dumplib._linux.core.staged",
     # A URL destination's parsing and naming, ~0.9 M (a record class built): dumplib/api.py imports
     # dumplib/remote.py only for a path holding "://".
     "dumplib.remote",

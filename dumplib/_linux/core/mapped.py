@@ -33,9 +33,7 @@ import errno
 import os
 import struct
 
-# Outputs smaller than MAP_AT_LEAST are written: mapping and populating one costs more than it saves.
-# The value lives beside FileSink, so that a dump that small never imports this module.
-from .memory import MAP_AT_LEAST
+from .sizes import MAP_AT_LEAST
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:

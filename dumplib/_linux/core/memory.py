@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from .far import FarReader
 
 PAGE = 4096
-#: The smallest core whose output is mapped: core/mapped.py's first rule, kept here so that a smaller
-#: dump (the one-shot command's) never imports mapped.py (~0.7 M instructions of start-up).
-MAP_AT_LEAST = 64 << 20
 #: Bytes per read of the target's memory and per write: 1 MiB stays in the CPU's cache between the read
 #: that fills the buffer and the write that empties it (with 4 MiB the 2 GiB stop took 15-30% longer,
 #: docs/benchmarks.md).

@@ -31,7 +31,7 @@ assert sys.platform.startswith("linux")
 
 import contextlib
 
-from ..._accel import contextvars  # _contextvars: the same classes, without contextvars.py's start-up
+from ..._accel import contextvars  # _contextvars: the same classes, without the stdlib module's start-up
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
