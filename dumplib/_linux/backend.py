@@ -1024,14 +1024,16 @@ def _read_proc(pid: int, name: str, *, locked: bool = False) -> bytes:
 
 def _guess_before_stop(pid: int) -> Any:
     """A snapshot's guess of the mappings (snapshot/guess.py), read with the target running; None where
-    one cannot serve (a userfaultfd in its descriptor table: the stop reads smaps then, as it must)."""
+    one cannot serve (a userfaultfd in its descriptor table or held by any other process, a MADV_DONTFORK
+    mapping: the stop reads smaps then, as it must)."""
     from .snapshot import guess
 
     mem = _memory_pid(pid)
     started = time.monotonic()
     text = _read_proc(mem, "smaps", locked=True)
     found = guess.read(text.decode("utf-8", "surrogateescape"), time.monotonic() - started)
-    return found if found is not None and guess.no_userfaultfd(mem, ()) else None
+    return (found if found is not None and guess.no_userfaultfd(mem, ()) and guess.no_userfaultfd_elsewhere(pid)
+            else None)
 
 
 def _smaps(pid: int) -> List[maps.Region]:

@@ -7,6 +7,7 @@
  * MADV_WIPEONFORK from the start), untouched. Prints one JSON line (pid, pages, the regions'
  * addresses), then obeys stdin, answering each line:
  *   DONTDUMP | DONTFORK | WIPEONFORK   madvise that region with that advice; answers "advised"
+ *   DONTFORK-DONTDUMP   MADV_DONTDUMP on the DONTFORK region; answers "advised"
  *   touch         write "<WHAT>-<page>" into every page of LATE and LATEWIPE; answers "touched"
  *   uffd          open a userfaultfd (registers nothing) and keep it; answers "uffd <fd>"
  *   uffd-thread   a thread unshares its descriptor table and opens one there only; answers "uffd-thread"
@@ -67,6 +68,10 @@ int main(void) {
                 if (madvise(at[i], PAGES * PAGE, advice[i]) != 0) { perror(names[i]); exit(5); }
                 printf("advised\n");
             }
+        if (!strcmp(line, "DONTFORK-DONTDUMP")) {
+            if (madvise(at[1], PAGES * PAGE, MADV_DONTDUMP) != 0) { perror(line); exit(5); }
+            printf("advised\n");
+        }
         if (!strcmp(line, "touch")) {
             fill(late, "LATE");
             fill(latewipe, "LATEWIPE");

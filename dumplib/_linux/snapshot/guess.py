@@ -15,8 +15,11 @@ the same header lines without the walk (0.15 ms). So:
   manager to read the fork, and the manager may be a thread of the target, now stopped. Only a
   context whose descriptor is open can have registrations (closing the last one unregisters all),
   and a thread of the target can only use one from its own descriptor table: so the guess is used
-  only when no table of the target holds a userfaultfd (`no_userfaultfd`). A context held by
-  another process alone has a manager that runs, the same as when smaps is read in the stop;
+  only when no table of the target holds a userfaultfd (`no_userfaultfd`), and, before the stop, no
+  other process holds one either (`no_userfaultfd_elsewhere`): its holder could register the target's
+  mappings in the window, when the target created the context and handed it on;
+- a MADV_DONTFORK mapping holding memory makes the guess unusable (`read`): it is absent from the
+  clone, which then cannot tell whether MADV_DONTDUMP was set on it in the window;
 - page counts are not trusted in the stop: private anonymous memory is laid out from the clone
   (whose page tables are the target's at its instant) and the rest that needs counts asks pagemap;
 - once the target runs, the clone's smaps tells which flags held at the clone's instant, since fork
@@ -83,10 +86,15 @@ class Guess:
 
 
 def read(smaps_text: str, seconds: float) -> Optional[Guess]:
-    """The guess from a smaps read that took *seconds*; None where it cannot serve (no VmFlags lines:
-    an old kernel)."""
+    """The guess from a smaps read that took *seconds*; None where it cannot serve: no VmFlags lines
+    (an old kernel), or a MADV_DONTFORK mapping that holds memory (not VM_IO, as `[uprobes]` is). Such
+    a mapping is read while stopped and is absent from the clone, so the clone cannot tell whether
+    MADV_DONTDUMP was set on it after this read, or whether it is another mapping now at the same
+    address with the same maps line and other flags: it would be stored against the process's wish."""
     regions = maps.parse_smaps(smaps_text)
     if not regions or smaps_text.count("\nVmFlags:") != len(regions):
+        return None
+    if any("dc" in r.vmflags and "io" not in r.vmflags for r in regions):
         return None
     headers = "\n".join(m.group(0) for m in maps.header_lines(smaps_text))
     return Guess(regions, headers + "\n", seconds)
@@ -117,6 +125,46 @@ def no_userfaultfd(mem: int, tids: Iterable[int], seconds: float = 1.0) -> bool:
             return False
         if tid != mem and _kcmp_files(mem, tid) != 0:
             return False  # a thread with a table of its own (unshare(CLONE_FILES)), or no answer
+    return True
+
+
+def no_userfaultfd_elsewhere(pid: int, seconds: float = 0.5) -> bool:
+    """Whether no other process holds a userfaultfd, by every /proc/N/fd (a readlink per descriptor),
+    within *seconds* (False past it, or where a table cannot be read). A context's registrations can
+    be made by any process holding its descriptor, on the mappings of the process that created it: one
+    the target created and handed on (a fork, SCM_RIGHTS) and then closed is in no table of the
+    target's, and its holder could register the target's mappings between the read before the stop
+    and the stop, where nothing in maps would show it; a context with UFFD_FEATURE_EVENT_FORK would
+    then hold the injected clone() until that holder reads the fork, which it may never do. A context
+    created after this scan by another process belongs to that process's memory, not the target's
+    (a process sharing the target's memory without being one of its threads is left out: rare, and as
+    exposed when smaps is read in the stop), and so is a process whose descriptors even root may not
+    read (another PID namespace's init, in a container). Made before the stop, with the target running."""
+    deadline = time.monotonic() + seconds
+    me = os.getpid()
+    try:
+        pids = [n for n in os.listdir("/proc") if n.isdigit() and int(n) not in (pid, me)]
+    except OSError:
+        return False
+    for other in pids:
+        if time.monotonic() > deadline:
+            return False
+        try:
+            names = os.listdir(f"/proc/{other}/fd")
+        except (FileNotFoundError, PermissionError):
+            continue  # gone meanwhile; or a table not even root may read (another namespace's init, here)
+        except OSError:
+            return False
+        for name in names:
+            try:
+                if os.readlink(f"/proc/{other}/fd/{name}") == _USERFAULTFD:
+                    return False
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                break  # as above: a process whose descriptors we may not see is left out
+            except OSError:
+                return False
     return True
 
 
