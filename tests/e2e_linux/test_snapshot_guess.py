@@ -146,7 +146,23 @@ def test_memory_first_written_after_the_read_is_in_the_core(race_exe, outdir, mo
 @pytest.mark.parametrize("advice", ["DONTFORK", "WIPEONFORK"])
 def test_memory_that_left_the_clone_after_the_read_is_the_stops(race_exe, outdir, monkeypatch, advice):
     require(have("gdb"), "gdb is not installed")
+    from dumplib._linux.backend import LinuxSession
+    from dumplib._linux.snapshot.guess import Stale
+
     seen = layouts(monkeypatch)
+    stops: List[float] = []  # each attempt's own stop, as it ended
+    once = LinuxSession._write_core_once
+
+    def attempt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            report = once(self, *args, **kwargs)
+        except Stale as exc:
+            stops.append(exc.stopped_seconds)
+            raise
+        stops.append(report.stopped_seconds)
+        return report
+
+    monkeypatch.setattr(LinuxSession, "_write_core_once", attempt)
     with race_target(race_exe) as target:
         answers = advised_after_the_read(monkeypatch, target, advice)
         result = dumplib.create_dump(target.info["pid"], outdir / f"{advice}.core", "full", snapshot=True,
@@ -159,6 +175,9 @@ def test_memory_that_left_the_clone_after_the_read_is_the_stops(race_exe, outdir
     assert got == want, f"gdb reads the {advice} region as {got}, the stop held {want} (warnings: {result.warnings})"
     # Found from the clone, which lacks the region or holds it empty: the dump was made again.
     assert any("changed as it was being stopped" in w for w in result.warnings), result.warnings
+    # And the result's stop is both stops (docs/api.md).
+    assert len(stops) == 2 and all(x > 0 for x in stops), stops
+    assert abs(result.stopped_seconds - sum(stops)) < 1e-6, (result.stopped_seconds, stops)
 
 
 def test_memory_that_became_dontdump_after_the_read_is_not_in_the_core(race_exe, outdir, monkeypatch):
