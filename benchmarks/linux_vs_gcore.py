@@ -191,7 +191,7 @@ class Contenders:
         return dumplib.create_dump(self.pid, out, "full", **options).stopped_seconds
 
     def api_busy_hasher(self, out: str) -> Optional[float]:
-        """The sidecar's hash at full speed during the stop, as before it ran at SCHED_IDLE."""
+        """The sidecar's hash at full speed during the stop, as before it waited for the target to run."""
         hasher = dumplib._hashing.FollowingHasher
         original = hasher.__init__
         hasher.__init__ = functools.partialmethod(original, idle=False)  # type: ignore[method-assign]

@@ -5,13 +5,13 @@ copying it did; but a writer that only ever writes at increasing offsets (the Li
 leaves every byte below the file's current size final, so a thread can read and hash behind it and
 finish moments after the writer does.
 
-While the target is stopped, that thread must not take CPU, memory bandwidth or page-cache work from
-the writer: a full-speed hasher stretches the stop by about a half (docs/benchmarks.md, "The
-sidecar's sha256 and the target's stop"). So it
-starts at SCHED_IDLE (it runs only on a core nothing else wants), and `released()` (called once the
-target runs again) puts it back to normal priority. Leaving SCHED_IDLE needs CAP_SYS_NICE; without
-it the idle thread stops at its next block and a new thread, at the caller's priority, carries on
-from there. The writer never waits for the hasher.
+While the target is stopped that thread runs nothing at all: it waits, in the kernel, until
+`released()` (called as soon as the target runs again: WriteOptions.released). A hasher at full speed
+during the stop stretched it by about a half (docs/benchmarks.md, "The sidecar's sha256 and the
+target's stop"); one at SCHED_IDLE, as before, was taken off the CPU by any busy process, at times
+holding the GIL, which the copy's thread then waited for with the target stopped (up to 1.5 s at load
+10, docs/benchmarks.md, eleventh session). Most of a large dump is written once the target runs
+anyway (staged in memory, or read from a snapshot). The writer never waits for the hasher.
 """
 from __future__ import annotations
 
@@ -32,12 +32,9 @@ if TYPE_CHECKING:
 
         def hexdigest(self) -> str: ...
 
-from ._platform import Host
-
 #: Read-and-hash step. The read and either sha256 (OpenSSL's; the built-in's from 2 KiB on) release the
-#: GIL for a whole block; between blocks the idle thread holds it for a few microseconds, and if it is
-#: preempted there (an idle thread is preempted by anything) the writer waits for the GIL. Fewer, larger blocks make that rare
-#: (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the block sizes tried).
+#: GIL for a whole block (docs/benchmarks.md, "The sidecar's sha256 and the target's stop", has the
+#: block sizes tried).
 _BLOCK = 32 << 20
 
 
@@ -76,52 +73,40 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 class FollowingHasher:
     """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done.
 
-    *expected*: about how many bytes the writer will write (the plan's estimate; None if unknown),
-    which picks the sha256 implementation (new_sha256)."""
+    *idle*: the target is stopped, so hash nothing until `released()`. *expected*: about how many bytes
+    the writer will write (the plan's estimate; None if unknown), which picks the sha256
+    implementation (new_sha256)."""
 
-    def __init__(self, path: str, host: Host, *, idle: bool = True, expected: Optional[int] = None) -> None:
+    def __init__(self, path: str, *, idle: bool = True, expected: Optional[int] = None) -> None:
         self.path = path
-        #: How this OS sets thread priorities (Linux: SCHED_IDLE, left only with CAP_SYS_NICE);
-        #: resolved here so the hashing thread never imports anything.
-        self._host = host
         self._sha = new_sha256(expected)
         self._pos = 0
         self._file: Optional[io.FileIO] = None
         self._final: Optional[int] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        #: Set once the hasher may run: the target runs again, or the writer is done or gave up.
+        self._go = threading.Event()
+        if not idle:
+            self._go.set()
         self._error: Optional[BaseException] = None
-        #: True while the hasher runs at idle priority (the target is stopped).
-        self.idle = idle
-        self._handover = False
-        self._tid: Optional[int] = None
-        self._tid_known = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(idle,), name="dumplib-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="dumplib-sha256", daemon=True)
         self._thread.start()
 
+    @property
+    def idle(self) -> bool:
+        """True while the hasher waits for the target to run again."""
+        return not self._go.is_set()
+
     def released(self) -> None:
-        """The target runs again: hash at full speed from now on. Cheap; never blocks on the hasher."""
-        with self._lock:
-            if not self.idle:
-                return
-            self.idle = False
-            self._tid_known.wait()
-            if self._tid is None or self._host.normal_thread(self._tid):  # never idle, finished, or lifted
-                return
-            # No privilege to lift it: the idle thread hands over at its next block boundary.
-            self._handover = True
-            idle_thread = self._thread
-            self._thread = threading.Thread(target=self._take_over, args=(idle_thread,), name="dumplib-sha256",
-                                            daemon=True)
-            self._thread.start()
+        """The target runs again: hash from now on. Cheap; never blocks on the hasher; idempotent."""
+        self._go.set()
         self._wake.set()
 
     def result(self, size: int) -> str:
         """The sha256 of the whole file, once the writer has finished it at *size* bytes."""
-        self.released()  # the writer is done, so the target is too: nothing left to protect
         self._final = size
-        self._wake.set()
+        self.released()  # the writer is done, so the target is too: nothing left to protect
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -131,34 +116,18 @@ class FollowingHasher:
 
     def abandon(self) -> None:
         self._stop.set()
-        self._wake.set()
-        with self._lock:
-            thread = self._thread
-        thread.join()
+        self.released()
+        self._thread.join()
 
-    def _run(self, idle: bool) -> None:
+    def _run(self) -> None:
         try:
-            self._tid = threading.get_native_id() if idle and self._host.idle_thread(0) else None
-            self._tid_known.set()
+            # In the kernel, on a lock, until the target runs: not one bytecode, so never the GIL.
+            self._go.wait()
             self._follow()
         except BaseException as exc:  # reported to the caller by result()
             self._error = exc
         finally:
-            self._tid_known.set()  # also when the above failed: released() must never wait for it
-            # Under the lock, so released() never sets the policy of a thread id the kernel may
-            # already have given to another thread (of any process: this runs as root).
-            with self._lock:
-                self._tid = None
-            if not self._handover:
-                self._close()
-
-    def _take_over(self, idle_thread: threading.Thread) -> None:
-        idle_thread.join()
-        if self._error is not None:
             self._close()
-            return
-        self._handover = False
-        self._run(False)
 
     def _close(self) -> None:
         if self._file is not None:
@@ -171,19 +140,14 @@ class FollowingHasher:
         st = os.fstat(self._file.fileno())
         return min(st.st_size, frontiers.get((st.st_dev, st.st_ino), st.st_size))
 
-    def _handing_over(self) -> bool:
-        return self._handover and threading.current_thread() is not self._thread
-
     def _follow(self) -> None:
         while self._file is None and not self._stop.is_set():
-            if self._handing_over():
-                return
             try:
                 self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
             except FileNotFoundError:  # the writer has not created it yet
                 if self._final is not None:
-                    # The writer is done, so the file exists: an idle thread held off the CPU for the
-                    # whole write gets here only now. Open it; if it is truly gone, result() says so.
+                    # The writer is done, so the file exists (a hasher released only at the end
+                    # gets here only now). Open it; if it is truly gone, result() says so.
                     try:
                         self._file = io.FileIO(os.open(self.path, _OPEN_FLAGS), "rb")
                     except FileNotFoundError:
@@ -198,8 +162,6 @@ class FollowingHasher:
             limit = final if final is not None else self._limit()
             advanced = False
             while self._pos < limit and not self._stop.is_set():
-                if self._handing_over():
-                    return
                 want = min(_BLOCK, limit - self._pos)
                 if want > len(view):
                     view = memoryview(bytearray(min(_BLOCK, max(want, 2 * len(view)))))
@@ -212,8 +174,6 @@ class FollowingHasher:
                 self._pos += got
                 advanced = True
             if final is not None and self._pos >= final:
-                return
-            if self._handing_over():
                 return
             if not advanced:
                 self._wake.wait(0.01)

@@ -152,6 +152,10 @@ class WriteOptions:
     snapshot: SnapshotMode = False
     #: The signal, exception or exit a watcher took this dump at (None: an ordinary dump).
     event: Optional[TargetEvent] = None
+    #: Called once the target runs again, as soon as its stop is over, whatever the write still has to
+    #: do then (from a snapshot, or memory it staged): the sidecar's hasher starts there. Writers that
+    #: never call it leave that to the end of the write.
+    released: Optional[Callable[[], None]] = None
 
 
 @record(frozen=True)
@@ -288,14 +292,6 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def usage(self, volume: Union[str, int]) -> Tuple[int, int]:
         """(size, free bytes for an unprivileged writer) of the volume holding a directory or an open file."""
-
-    def idle_thread(self, tid: int) -> bool:
-        """Run thread *tid* (0: the caller) only on a CPU nothing else wants; False where there is no such policy."""
-        return False
-
-    def normal_thread(self, tid: int) -> bool:
-        """Put thread *tid* back at normal priority; False where that is not allowed (or not possible)."""
-        return False
 
     # A secret of this user's (the store retention key, _egress/signing.py), judged on the file opened,
     # beyond what stat says (Windows: stat names no owner and no real mode; the DACL decides).

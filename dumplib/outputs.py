@@ -184,18 +184,19 @@ class PlainFile(_FileOutput):
         expected = plan.estimate.bytes if plan.estimate is not None else None
         # A dump estimated at SMALL_HASH or less is hashed once verified (_place: the interpreter's own
         # sha256), not followed: its copy ends within a millisecond or two, so a follower overlaps
-        # nothing, and its thread, at idle priority while the target is stopped, can be taken off the
-        # CPU by a busy machine holding the GIL, which every other thread of ours (the tracer's, the
-        # copy's) then waits for while the target stays stopped (docs/benchmarks.md, eleventh session).
+        # nothing, and a thread costs a small dump's start-up (docs/benchmarks.md, eleventh session).
         follow = expected is None or expected > SMALL_HASH
-        hasher = (FollowingHasher(self.dest.temp, self.host, expected=expected)
+        hasher = (FollowingHasher(self.dest.temp, expected=expected)
                   if self.want_sha256 and self.hash_while_writing and follow else None)
+        if hasher is not None:
+            # It hashes nothing while the target is stopped (_hashing.py); the writer says when it runs.
+            options = replace(options, released=hasher.released)
         sha = None
         try:
             with self._naming_the_dump():
                 report = session.write(plan, self.dest.temp, options)
             if hasher is not None:
-                hasher.released()  # the target runs again: the hash may have the CPU now
+                hasher.released()  # a writer that never said (Windows): the target runs again by now
             st = os.stat(self.dest.temp)
             said = session.verify(self.dest.temp, plan, report)
             report = replace(report, warnings=report.warnings + said) if said else report

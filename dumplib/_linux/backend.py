@@ -444,6 +444,7 @@ class LinuxSession(Session):
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
                         target_runs(pid)  # a handed-over one too: its watcher takes it back and delivers its signal
+                        _released(options)
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         try:
@@ -465,6 +466,7 @@ class LinuxSession(Session):
             # The target runs again from here; what is left is our own output. A process the signal
             # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
             target_runs(pid)
+            _released(options)
             sink.finish(end)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
@@ -499,6 +501,12 @@ class LinuxSession(Session):
 #: Staged memory of a stream beyond its estimate, at least (StreamSink.stage): the estimate of a 2 GiB
 #: core was 0.3 MB short of it here (the notes' real size, the target's last allocations).
 _STREAM_SLACK = 16 << 20
+
+
+def _released(options: WriteOptions) -> None:
+    """Tell the caller the target runs again (WriteOptions.released: the sidecar's hasher starts)."""
+    if options.released is not None:
+        options.released()
 
 
 def _prepared_before_stop(plan: Plan, options: WriteOptions) -> bool:

@@ -66,20 +66,6 @@ class LinuxHost(Host):
         st = os.statvfs(volume)  # a path or a descriptor alike
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
-    def idle_thread(self, tid: int) -> bool:
-        try:
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            return True
-        except OSError:
-            return False
-
-    def normal_thread(self, tid: int) -> bool:
-        try:  # EPERM without CAP_SYS_NICE: an unprivileged thread cannot leave SCHED_IDLE
-            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            return True
-        except OSError:
-            return False
-
 
 def _check_trusted(directory: str, template: str, fixed: Optional[str], final: str) -> None:
     """Refuse a directory another user could have steered the dump into, or could tamper with.

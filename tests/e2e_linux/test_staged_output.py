@@ -167,14 +167,21 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
     from dumplib._linux.backend import LinuxSession
     from dumplib._linux.core.memory import FileSink
 
+    woke: List[int] = []  # the hashing thread's voluntary context switches when the staged writes start and end
     if slow:
-        pwrite_all = FileSink._pwrite_all
+        pwrite_all, write_staged = FileSink._pwrite_all, FileSink._write_staged
 
         def late(self, view, offset):  # type: ignore[no-untyped-def]
             time.sleep(0.003)
             return pwrite_all(self, view, offset)
 
+        def staged_writes(self, stage, size):  # type: ignore[no-untyped-def]
+            woke.append(_hasher_switches())
+            write_staged(self, stage, size)
+            woke.append(_hasher_switches())
+
         monkeypatch.setattr(FileSink, "_pwrite_all", late)
+        monkeypatch.setattr(FileSink, "_write_staged", staged_writes)
 
     child = growing(80, 32)
     monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
@@ -197,6 +204,17 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
         assert sidecar["sha256"] == real == r.sha256
         data = Path(r.path).read_bytes()
         assert data.count(b"HEAPPAGE") >= 80 * MIB // PAGE and data.count(b"GROWPAGE") >= 32 * MIB // PAGE
+        if slow:  # the hash ran beside the staged writes (the writer said when the target ran), not after them
+            assert len(woke) == 2 and woke[1] > woke[0], woke
+
+
+def _hasher_switches() -> int:
+    """The voluntary context switches of this process's sidecar hashing thread, as the kernel counts them."""
+    import threading
+
+    [tid] = [t.native_id for t in threading.enumerate() if t.name == "dumplib-sha256"]
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("voluntary_ctxt_switches")))
 
 
 def test_a_read_given_up_on_gives_the_staged_memory_back_at_once(mmaplock_exe, tmp_path):

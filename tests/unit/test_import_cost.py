@@ -295,9 +295,8 @@ main(sys.argv[1:])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux dump path (Windows' is not tuned for start-up)")
 def test_a_small_dump_is_hashed_once_verified_by_no_thread_of_its_own(tmp_path):
     # A dump estimated at 1 MiB or less (dumplib/_hashing.py SMALL_HASH) is hashed after its write, not
-    # followed by a hashing thread: one thread less, and no thread at idle priority that a busy machine
-    # takes off the CPU while it holds the GIL, with the target stopped (docs/benchmarks.md, eleventh
-    # session). Larger dumps are followed (tests/e2e_linux/test_sidecar_hash.py).
+    # followed by a hashing thread: one thread less to start (docs/benchmarks.md, eleventh session).
+    # Larger dumps are followed once the target runs (tests/e2e_linux/test_sidecar_hash.py).
     done = _small_dump_under(THREADS_AT_EXIT, tmp_path)
     names = ast.literal_eval(done.stderr.strip().splitlines()[-1])
     assert any(name.startswith("dumplib-tracer") for name in names), names  # the probe saw the dump's threads
