@@ -386,6 +386,8 @@ class StreamCore(Platform, Session):
 
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
         fd = create_exclusive(temp_path)
+        if options.released is not None:
+            options.released()  # no process of ours is stopped here: the sidecar's hash may follow at once
         try:
             def out(data: Any) -> None:
                 view = memoryview(data)
