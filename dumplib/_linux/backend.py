@@ -444,11 +444,11 @@ class LinuxSession(Session):
                     else:
                         snap.holder.resume_target()  # the target runs on from here; the clone holds its memory
                         target_runs(pid)  # a handed-over one too: its watcher takes it back and delivers its signal
-                        _released(options)
                         turn()  # and another dump of it may stop it now, while this one copies the clone
                         urgent.restore()  # the copy from the clone competes with the running target: no boost
                         try:
-                            _lay_out_from_clone(pid, snap, layout)
+                            _lay_out_from_clone(pid, snap, layout)  # raises guess.Stale for a stop made again
+                            _released(options)  # not before: the hasher must not run in a second stop
                             pieces, head, offsets, end = layout.pieces, layout.head, layout.offsets, layout.end
                             sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
                             _copy_from_clone(pid, snap, sink, tick, pieces, offsets)
@@ -467,7 +467,9 @@ class LinuxSession(Session):
             # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
             target_runs(pid)
             _released(options)
-            sink.finish(end)
+            # What a staged copy still writes, it writes now, ticking (the disk's watchdog, cancel_dumps,
+            # progress) from 0 again: the bytes written, where the stop's ticks counted those read.
+            sink.finish(end, tick)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
         except stale as exc:  # the dump is made again (_write_core): this stop counts too

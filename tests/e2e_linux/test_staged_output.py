@@ -21,6 +21,7 @@ from typing import Dict, List, Set, Tuple
 import pytest
 
 import dumplib
+from helpers import tmpfs
 from linuxrig import gdb
 from test_mapped_output import (DATA, PAGE, TARGET, ZEROS, _load_offset, _segments_end, _temps, heap_target,
                                 mmaplock_exe, output_seen, volume)
@@ -90,7 +91,9 @@ def test_a_staged_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(tmp_p
         staged = seen["staged"]
         assert len(staged) == 1, staged  # type: ignore[arg-type]
         length, rss = staged[0]  # type: ignore[index]
-        assert length >= estimate - PAGE and rss >= 0.9 * length, (staged, estimate)
+        # (the kernel may have merged it with a neighbouring mapping of the same flags: an earlier
+        # test's, held by a read given up on, so its Rss is weighed against the estimate)
+        assert length >= estimate - PAGE and rss >= 0.9 * estimate, (staged, estimate)
         assert final == _segments_end(core), (final, _segments_end(core))
 
         probes = [0, 1, DATA // PAGE // 2, DATA // PAGE - 1]
@@ -175,9 +178,9 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
             time.sleep(0.003)
             return pwrite_all(self, view, offset)
 
-        def staged_writes(self, stage, size):  # type: ignore[no-untyped-def]
+        def staged_writes(self, stage, size, tick=None):  # type: ignore[no-untyped-def]
             woke.append(_hasher_switches())
-            write_staged(self, stage, size)
+            write_staged(self, stage, size, tick)
             woke.append(_hasher_switches())
 
         monkeypatch.setattr(FileSink, "_pwrite_all", late)
@@ -262,9 +265,9 @@ def test_a_disk_that_fills_while_the_staged_copy_is_written_fails_the_dump_with_
 
         write_staged = FileSink._write_staged
 
-        def write_staged_seen(self, stage, size):  # type: ignore[no-untyped-def]
+        def write_staged_seen(self, stage, size, tick=None):  # type: ignore[no-untyped-def]
             states.append(Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-            return write_staged(self, stage, size)
+            return write_staged(self, stage, size, tick)
 
         FileSink._write_staged = write_staged_seen  # type: ignore[method-assign]
         try:
@@ -300,7 +303,7 @@ def test_a_compressed_core_is_staged_and_compressed_once_the_target_runs(outdir)
     staged = seen["staged"]
     assert len(staged) == 1, staged  # type: ignore[arg-type]
     length, rss = staged[0]  # type: ignore[index]
-    assert length >= estimate and rss >= 0.9 * length, (staged, estimate)
+    assert length >= estimate and rss >= 0.9 * estimate, (staged, estimate)  # (merged: see above)
     raw = outdir / "c.core"
     subprocess.run(["zstd", "-q", "-d", r.path, "-o", str(raw)], check=True)
     out = gdb(sys.executable, str(raw), f"x/s {address + 5 * PAGE}", f"x/s {address + n - PAGE}")
@@ -362,9 +365,9 @@ def test_a_compressed_core_whose_estimate_was_low_is_whole(outdir, monkeypatch, 
     states: List[str] = []
     send = StreamSink._send_staged
 
-    def send_seen(self):  # type: ignore[no-untyped-def]
+    def send_seen(self, tick=None):  # type: ignore[no-untyped-def]
         states.append(_state(child.pid))
-        return send(self)
+        return send(self, tick)
 
     monkeypatch.setattr(StreamSink, "_send_staged", send_seen)
     try:
@@ -494,3 +497,65 @@ def test_a_snapshot_is_never_staged(tmp_path):
             child.wait()
         assert len(seen["stopped"]["staged"]) == 1, seen  # type: ignore[arg-type]
         assert seen["snapshot"]["staged"] == [], seen
+
+
+RANDOM_HEAP = r"""
+import mmap, os, sys
+n = int(sys.argv[1]) << 20
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for at in range(0, n, 1 << 20):
+    m[at : at + (1 << 20)] = os.urandom(1 << 20)  # incompressible: the compressed core is as large
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_disk_watchdog_still_guards_a_staged_core_written_once_the_target_runs(tmp_path):
+    """A staged zstd core of incompressible memory, sent to the compressor once the target runs: the
+    watchdog still sees the disk fill (the writes after the stop tick it) and abandons the dump at the
+    reserve, the partial file removed, where without those ticks the core was kept with the reserve
+    breached (44 MiB left of a 100 MiB reserve, in the review that found it)."""
+    with tmpfs(tmp_path / "small", "450m") as vol:
+        child = subprocess.Popen([sys.executable, "-c", RANDOM_HEAP, "400"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+            with pytest.raises(dumplib.InsufficientDiskSpace) as raised:
+                dumplib.create_dump(child.pid, vol / "c.core.zst", "full", compress="zstd", min_free=100 << 20,
+                                    sidecar=False)
+            assert _state(child.pid) in ("S", "R")
+        finally:
+            child.kill()
+            child.wait()
+        assert "fell to" in str(raised.value), raised.value
+        assert list(vol.iterdir()) == [], list(vol.iterdir())
+
+
+def test_cancel_dumps_ends_a_staged_core_while_it_is_written_once_the_target_runs(tmp_path, monkeypatch):
+    """cancel_dumps() from another thread once the staged bytes are being written (the target running):
+    the next tick raises, the dump is cancelled and nothing is kept."""
+    import threading
+
+    from dumplib._linux.core.memory import FileSink
+
+    write_staged = FileSink._write_staged
+    asked: List[int] = []
+
+    def cancelled_meanwhile(self, stage, size, tick=None):  # type: ignore[no-untyped-def]
+        canceller = threading.Thread(target=lambda: asked.append(dumplib.cancel_dumps(wait=0)))
+        canceller.start()
+        canceller.join()
+        return write_staged(self, stage, size, tick)
+
+    monkeypatch.setattr(FileSink, "_write_staged", cancelled_meanwhile)
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        child = heap_target(96)
+        try:
+            with pytest.raises(dumplib.DumpFailed) as raised:
+                dumplib.create_dump(child.pid, vol / "x.core", "full", space_check=False)
+            assert _state(child.pid) in ("S", "R")
+        finally:
+            child.kill()
+            child.wait()
+        assert asked == [1] and raised.value.reason == "cancelled", (asked, raised.value)
+        assert list(vol.iterdir()) == [], list(vol.iterdir())

@@ -684,12 +684,14 @@ class FileSink:
             view = view[n:]
             offset += n
 
-    def finish(self, size: int) -> None:
-        guarded(self._finish, size)
+    def finish(self, size: int, tick: Optional[Tick] = None) -> None:
+        """The file made final at *size* bytes; a staged copy written out first, *tick* called with the
+        bytes written as it goes."""
+        guarded(self._finish, size, tick)
 
-    def _finish(self, size: int) -> None:
+    def _finish(self, size: int, tick: Optional[Tick] = None) -> None:
         if self._stage is not None:
-            self._write_staged(self._stage, size)
+            self._write_staged(self._stage, size, tick)
         elif self._map is not None:
             frontiers[self._key] = size  # type: ignore[index]
             # Inside the mapping, what no read or write stored, and the zero pages of what was read in
@@ -703,7 +705,7 @@ class FileSink:
         os.ftruncate(self.fd, size)
         self._finished = True
 
-    def _write_staged(self, stage: StagedMemory, size: int) -> None:
+    def _write_staged(self, stage: StagedMemory, size: int, tick: Optional[Tick] = None) -> None:
         """Write what was staged to the file, in file order, its zero pages left out (holes), the memory
         given back as it goes (StagedMemory.chunks), so that the dump's memory falls as the file fills.
         The frontier follows, so a sidecar's hasher follows the file as on the pwrite path."""
@@ -720,6 +722,8 @@ class FileSink:
                     if at + n > run:
                         self._pwrite_all(whole[run : at + n], run)
                     frontiers[self._key] = at + n
+                    if tick is not None:
+                        tick(at + n)
         finally:
             whole.release()
         stage.written_out()
@@ -828,46 +832,52 @@ class StreamSink:
         self._held = max(self._held, offset + length)
 
     def write_at(self, data: Any, offset: int) -> None:
+        stage = self._stage
+        if stage is not None and offset + len(data) > stage.size:
+            self._send_staged()  # past the staged part: what was staged goes first, then the stream as before
         guarded(self._write_at, data, offset)
 
     def _write_at(self, data: Any, offset: int) -> None:
         if offset < max(self.pos, self._held):
             raise AssertionError(f"stream sink asked to go back from {max(self.pos, self._held)} to {offset}")
         stage = self._stage
-        if stage is not None:
-            if offset + len(data) <= stage.size:
-                place = stage.view(offset, len(data))
-                place[:] = data
-                place.release()
-                self._held = offset + len(data)
-                return
-            self._send_staged()  # past it: what was staged goes first, then the stream as before
+        if stage is not None:  # it fits (write_at sent the staged part otherwise)
+            place = stage.view(offset, len(data))
+            place[:] = data
+            place.release()
+            self._held = offset + len(data)
+            return
         self._pad(offset)
         self._write(data)
         self.pos += len(data)
 
-    def finish(self, size: int) -> None:
-        guarded(self._finish, size)
-
-    def _finish(self, size: int) -> None:
+    def finish(self, size: int, tick: Optional[Tick] = None) -> None:
+        """Send what was staged (*tick* called with the bytes sent as it goes), then pad to *size*."""
         if self._stage is not None:
-            self._send_staged()
-        self._pad(size)
+            self._send_staged(tick)
+        guarded(self._pad, size)
 
-    def _send_staged(self) -> None:
+    def _send_staged(self, tick: Optional[Tick] = None) -> None:
         """The staged bytes down the stream, in order (the zeros between data included: a stream has no
-        holes), the memory given back as they go; then no more staging."""
+        holes), the memory given back as they go; then no more staging. Each chunk is a write of its
+        own (guarded): a copy given up on during the stop stops sending at the next one, never writing
+        into an output its caller has closed."""
         stage = self._stage
         assert stage is not None
         for at, n in stage.chunks(self.pos, self._held):
-            place = stage.view(at, n)
-            try:
-                self._write(place)
-            finally:
-                place.release()
-            self.pos = at + n
+            guarded(self._send, stage, at, n)
+            if tick is not None:
+                tick(at + n)
         stage.written_out()
         self.release()
+
+    def _send(self, stage: StagedMemory, at: int, n: int) -> None:
+        place = stage.view(at, n)
+        try:
+            self._write(place)
+        finally:
+            place.release()
+        self.pos = at + n
 
     def release(self) -> None:
         """The staged memory unmapped (all of it given back if a stuck read still holds a view)."""
