@@ -199,8 +199,14 @@ def throttled_progress(callback: Callable[[int, float], None], every: float = 0.
     """Turn a progress(bytes, elapsed) callback into a tick(bytes) called often, forwarding at most every *every* s."""
     start = time.monotonic()
     last = [0.0]
+    high = [0]
 
     def tick(written: int) -> None:
+        # Never backwards: a Linux core staged in memory ticks the bytes read while the target is
+        # stopped, then its writes once it runs from 0 again (for the disk's watchdog and cancel_dumps).
+        if written < high[0]:
+            return
+        high[0] = written
         now = time.monotonic()
         if now - last[0] >= every:
             last[0] = now

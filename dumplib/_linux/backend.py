@@ -467,8 +467,9 @@ class LinuxSession(Session):
             # watcher handed over is taken back now (its signal delivered), not after the flush and checks.
             target_runs(pid)
             _released(options)
-            # What a staged copy still writes, it writes now, ticking (the disk's watchdog, cancel_dumps,
-            # progress) from 0 again: the bytes written, where the stop's ticks counted those read.
+            # What a staged copy still writes, it writes now, ticking (the disk's watchdog, cancel_dumps)
+            # from 0 again: the bytes written, where the stop's ticks counted those read (progress, which
+            # never goes back, stays at those).
             sink.finish(end, tick)
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
