@@ -319,10 +319,10 @@ class LinuxSession(Session):
         # a snapshot (its copy runs after the target goes on). Only a mapped output is opened for reading.
         # Where it cannot be mapped (another file system, or ext4/xfs above the writeback rule), the copy
         # is staged in memory of ours if there is room (FileSink.stage): the same gain in the stop, the
-        # writes after it. Neither below MAP_AT_LEAST, whose dumps never import core/mapped.py (start-up).
-        estimate = plan.estimate.bytes if plan.estimate is not None else 0
+        # writes after it.
+        estimate = _preparable(plan, options)
         mapping = staging = False
-        if _prepared_before_stop(plan, options) and estimate >= MAP_AT_LEAST:
+        if estimate:
             from .core import mapped
 
             mapping = mapped.refusal(os.path.dirname(temp_path) or ".", estimate) is None
@@ -346,8 +346,8 @@ class LinuxSession(Session):
         stream = StreamSink(sink)
         # A local compressed file or stdout: the copy staged in memory where there is room (StreamSink),
         # so the compressor and the disk or reader work once the target runs. Never an upload.
-        estimate = plan.estimate.bytes if plan.estimate is not None else 0
-        if local and _prepared_before_stop(plan, options) and estimate >= MAP_AT_LEAST:
+        estimate = _preparable(plan, options)
+        if local and estimate:
             from .core import mapped
 
             if mapped.stage_refusal(estimate) is None:
@@ -512,12 +512,15 @@ def _released(options: WriteOptions) -> None:
         options.released()
 
 
-def _prepared_before_stop(plan: Plan, options: WriteOptions) -> bool:
-    """Whether the output may be mapped or staged before the target is stopped: not where it already
-    waits stopped (a watched exit, a handed-over signal: that time would be its stop), nor with a
-    snapshot (its copy runs after the target goes on), and only with an estimate to size it by."""
-    return (options.event is None and not options.snapshot and not handover.is_handed_over(plan.target.pid)
-            and plan.estimate is not None)
+def _preparable(plan: Plan, options: WriteOptions) -> int:
+    """The estimate by which the output may be mapped or staged before the target is stopped, or 0
+    where it may not: where the target already waits stopped (a watched exit, a handed-over signal:
+    that time would be its stop), with a snapshot (its copy runs after the target goes on), without an
+    estimate, or below MAP_AT_LEAST (whose dumps never import core/mapped.py: start-up)."""
+    if (options.event is not None or options.snapshot or handover.is_handed_over(plan.target.pid)
+            or plan.estimate is None or plan.estimate.bytes < MAP_AT_LEAST):
+        return 0
+    return plan.estimate.bytes
 
 
 def _lay_out(pid: int, mem: int, threads: List[ThreadState], plan: Plan,

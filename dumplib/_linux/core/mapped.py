@@ -37,6 +37,7 @@ from .sizes import MAP_AT_LEAST
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
+    import mmap
     from typing import Any, Dict, Optional, Tuple
 
 PAGE = 4096
@@ -111,6 +112,16 @@ def refusal(directory: str, size: int) -> Optional[str]:
     if fs not in MAPPABLE_FS:
         return f"file system {fs:#x} is not one of ext2/3/4, xfs, tmpfs" if fs is not None else "statfs failed"
     return memory_refusal(size, fs, Readings.now())
+
+
+def address_of(m: "mmap.mmap") -> int:
+    """The address of mapping *m*, for madvise. The buffer export that tells it ends before this
+    returns, so *m* may still be closed."""
+    anchor = ctypes.c_char.from_buffer(m)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor
 
 
 def memory_room() -> Optional[int]:

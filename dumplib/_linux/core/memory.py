@@ -589,9 +589,7 @@ class FileSink:
         size = -(-size // PAGE) * PAGE
         if mapped.libc.fs_type(self.fd) not in mapped.MAPPABLE_FS:  # the directory's, checked before: the same
             return
-        st = os.fstat(self.fd)
-        self._key = (st.st_dev, st.st_ino)
-        frontiers[self._key] = 0  # before the file has a size: a hasher must not take it for data
+        self._hold_hasher_back()  # before the file has a size: a hasher must not take it for data
         if mapped.libc.fallocate(self.fd, 0, 0, size) != 0:
             self._unprepare()  # no room for the estimate, or no fallocate: the write path, which may fit
             return
@@ -605,10 +603,7 @@ class FileSink:
         # Its pages allocated and mapped now, not while the target is stopped; without this (Linux
         # before 5.14) the copy would fault them in one by one, slower than writing. By the kernel (an
         # error, not a SIGBUS, where a page cannot be had), a step at a time, the GIL let go.
-        anchor = ctypes.c_char.from_buffer(self._map)
-        address = ctypes.addressof(anchor)
-        del anchor  # the export ends here: the mapping may be closed again (release())
-        if mapped.populate_within(address, size) != 0:
+        if mapped.populate_within(mapped.address_of(self._map), size) != 0:
             self._unprepare()
             return
         self._mapped = size
@@ -633,6 +628,11 @@ class FileSink:
             self._stage = StagedMemory(size)
         except (OSError, ValueError):
             return
+        self._hold_hasher_back()
+
+    def _hold_hasher_back(self) -> None:
+        """Publish a frontier of 0 for this file (_hashing.frontiers): a sidecar's hasher following it
+        reads nothing until the writer moves it, whatever the file's size says."""
         st = os.fstat(self.fd)
         self._key = (st.st_dev, st.st_ino)
         frontiers[self._key] = 0
@@ -670,19 +670,14 @@ class FileSink:
         if self._stage is not None and offset < self._stage.size:
             # Into the staged memory, in file order with the rest: finish() writes it out.
             n = min(len(view), self._stage.size - offset)
-            place = self._stage.view(offset, n)
-            place[:] = view[:n]
-            place.release()
+            self._stage.put(offset, view[:n])
             self.stored(offset, n, True)
             view, offset = view[n:], offset + n
         elif self._map is not None:
             frontiers[self._key] = offset  # type: ignore[index]
             if offset < self._mapped:
                 self.stored(offset, min(len(view), self._mapped - offset), True)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        self._pwrite_all(view, offset)
 
     def finish(self, size: int, tick: Optional[Tick] = None) -> None:
         """The file made final at *size* bytes; a staged copy written out first, *tick* called with the
@@ -842,9 +837,7 @@ class StreamSink:
             raise AssertionError(f"stream sink asked to go back from {max(self.pos, self._held)} to {offset}")
         stage = self._stage
         if stage is not None:  # it fits (write_at sent the staged part otherwise)
-            place = stage.view(offset, len(data))
-            place[:] = data
-            place.release()
+            stage.put(offset, data)
             self._held = offset + len(data)
             return
         self._pad(offset)

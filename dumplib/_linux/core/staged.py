@@ -28,14 +28,13 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import contextlib
-import ctypes
 import mmap
 
 from . import mapped
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Iterator, Optional, Tuple
+    from typing import Any, Iterator, Optional, Tuple
 
 PAGE = 4096
 #: How much is written out (and its zero pages looked for) at a time.
@@ -59,9 +58,7 @@ class StagedMemory:
             self.map.madvise(mmap.MADV_DONTFORK)
             with contextlib.suppress(AttributeError, OSError):  # no THP on this kernel or build
                 self.map.madvise(mmap.MADV_HUGEPAGE)
-            anchor = ctypes.c_char.from_buffer(self.map)
-            self.address = ctypes.addressof(anchor)
-            del anchor  # the export ends here: the mapping may be closed again
+            self.address = mapped.address_of(self.map)
             err = mapped.populate_within(self.address, self.size)
             if err:
                 raise OSError(err, "the staged memory could not be populated (or the room for it ran short)")
@@ -73,6 +70,14 @@ class StagedMemory:
     def view(self, offset: int, length: int) -> memoryview:
         assert self.map is not None
         return memoryview(self.map)[offset : offset + length]
+
+    def put(self, offset: int, data: Any) -> None:
+        """*data* copied in at *offset* (a write the copy makes while the target is stopped)."""
+        place = self.view(offset, len(data))
+        try:
+            place[:] = data
+        finally:
+            place.release()
 
     def chunks(self, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
         """(offset, length) pieces of [lo, hi), in order, for the caller to write out: the memory of
