@@ -53,6 +53,35 @@ def proc_status(pid: int) -> Dict[str, str]:
     return out
 
 
+def state(pid: int) -> str:
+    """Process *pid*'s state letter as /proc/PID/stat gives it (t: stopped by a tracer)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def mapping_rss(start: int) -> int:
+    """The kernel's Rss of this process's mapping starting at *start*, in bytes (/proc/self/smaps)."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split(" ", 1)[0]
+        if "-" in head and ":" not in head and int(head.split("-")[0], 16) == start:
+            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
+    raise AssertionError(f"no mapping at {start:#x}")
+
+
+def thread_facts(tid: int) -> "tuple[int, Optional[int]]":
+    """(voluntary context switches, system call number or None) of this process's thread *tid*, as
+    the kernel says (/proc/self/task/TID/status and syscall)."""
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    switches = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("voluntary_ctxt_switches")))
+    call = Path(f"/proc/self/task/{tid}/syscall").read_text().split()[0]
+    return switches, int(call) if call.lstrip("-").isdigit() else None
+
+
+def sha256sum(path: "os.PathLike[str] | str") -> str:
+    """coreutils' sha256sum of *path*: a reader independent of dumplib's hashing."""
+    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
 def assert_running_untraced(pid: int) -> None:
     st = proc_status(pid)
     assert st["TracerPid"] == "0", st["TracerPid"]

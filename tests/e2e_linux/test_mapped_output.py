@@ -21,8 +21,9 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 import dumplib
-from helpers import ext4_volume, require, tmpfs
-from linuxrig import gdb
+from helpers import require, tmpfs
+from linuxrig import gdb, sha256sum
+from linuxrig import state as proc_state
 
 pytestmark = pytest.mark.linux
 
@@ -158,7 +159,7 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
 
     def progress(written: int, elapsed: float) -> None:
         look(written, elapsed)
-        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = proc_state(child.pid)
         for p in _temps(outdir):
             sizes.append((state, os.stat(p).st_size))
 
@@ -182,17 +183,28 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
     assert stopped, sizes
     assert stopped[0] >= final * 0.9, (stopped[:3], final)
 
-    # The bytes, as gdb reads them from the core.
+    out = assert_targets_pages(core, address, n, f"x/8xb {address + DATA + 7 * PAGE}")
+    zero_line = [line for line in out.splitlines() if line.startswith(f"{address + DATA + 7 * PAGE:#x}:")]
+    assert zero_line and zero_line[0].split(":")[1].split() == ["0x00"] * 8, out
+    assert_zero_pages_are_holes(core, address, final)
+    assert_sidecar_agrees(r)
+
+
+def assert_targets_pages(core: Path, address: int, n: int, *more: str) -> str:
+    """TARGET's marked data pages and its last page, as gdb reads them from *core* (the TARGET mapping at
+    *address*, *n* bytes); gdb's output, with that of the *more* commands run with them."""
     probes = [0, 1, DATA // PAGE // 2, DATA // PAGE - 1]
     out = gdb(sys.executable, str(core), *[f"x/s {address + p * PAGE}" for p in probes],
-              f"x/s {address + n - PAGE}", f"x/8xb {address + DATA + 7 * PAGE}")
+              f"x/s {address + n - PAGE}", *more)
     for p in probes:
         assert f'"PAGE-{p:010d}-DATA-' in out, (p, out)
     assert '"LAST-PAGE"' in out, out
-    zero_line = [line for line in out.splitlines() if line.startswith(f"{address + DATA + 7 * PAGE:#x}:")]
-    assert zero_line and zero_line[0].split(":")[1].split() == ["0x00"] * 8, out
+    return out
 
-    # The zero pages: holes, as the kernel says; the data before them: data.
+
+def assert_zero_pages_are_holes(core: Path, address: int, final: int) -> None:
+    """TARGET's zero pages are holes in *core* (*final* bytes long), the data before them data, as the
+    kernel's SEEK_HOLE/SEEK_DATA say."""
     off = _load_offset(core, address)
     fd = os.open(core, os.O_RDONLY)
     try:
@@ -205,9 +217,11 @@ def test_a_mapped_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(outdi
     finally:
         os.close(fd)
 
+
+def assert_sidecar_agrees(r: "dumplib.DumpResult") -> None:
+    """The sidecar's sha256, the result's and sha256sum's of the dump are one."""
     sidecar = json.loads(Path(r.path + ".json").read_text())
-    real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
-    assert sidecar["sha256"] == real == r.sha256
+    assert sidecar["sha256"] == sha256sum(r.path) == r.sha256
 
 
 ZEROED = r"""
@@ -390,7 +404,7 @@ def test_an_output_truncated_by_another_process_mid_copy_ends_the_dump_with_an_e
         assert list(outdir.iterdir()) == []
         status = Path(f"/proc/{child.pid}/status").read_text()
         assert "TracerPid:\t0" in status, status
-        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = proc_state(child.pid)
         assert state not in ("t", "T"), state
     finally:
         child.kill()

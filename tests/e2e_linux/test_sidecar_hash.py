@@ -8,24 +8,15 @@ while the target is stopped; the hash is checked with sha256sum.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 import dumplib
-from linuxrig import run_target
+from linuxrig import run_target, sha256sum, thread_facts
 
 FUTEX = 202  # x86-64: where a thread waiting on a lock sits
-
-
-def _thread_facts(tid: int) -> tuple:
-    """(voluntary context switches, system call number) of this process's thread *tid*, as the kernel says."""
-    status = Path(f"/proc/self/task/{tid}/status").read_text()
-    switches = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("voluntary_ctxt_switches")))
-    call = Path(f"/proc/self/task/{tid}/syscall").read_text().split()[0]
-    return switches, int(call) if call.lstrip("-").isdigit() else None
 
 
 def _states(pid: int) -> set:
@@ -50,7 +41,7 @@ def test_the_hasher_runs_nothing_while_the_target_is_stopped(target_exe, tmp_pat
             try:
                 stopped = _states(target) == {"t"}
                 hashers = [t.native_id for t in threading.enumerate() if t.name == "dumplib-sha256"]
-                facts = [_thread_facts(t) for t in hashers if t]
+                facts = [thread_facts(t) for t in hashers if t]
             except (OSError, StopIteration):
                 continue  # a thread ending between the listing and the read
             if stopped and facts:
@@ -73,5 +64,4 @@ def test_the_hasher_runs_nothing_while_the_target_is_stopped(target_exe, tmp_pat
     calls = {f[0][1] for f in during_stop}
     assert len(switches) == 1 and calls == {FUTEX}, during_stop
     sidecar = json.loads(Path(result.path + ".json").read_text())
-    real = subprocess.run(["sha256sum", result.path], capture_output=True, text=True, check=True).stdout.split()[0]
-    assert sidecar["sha256"] == real == result.sha256
+    assert sidecar["sha256"] == sha256sum(result.path) == result.sha256

@@ -12,19 +12,17 @@ to answer for the clone() to return) sends the stop back to smaps.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, ContextManager, List
 
 import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import build_source, gdb, have
+from linuxrig import Target, build_source, gdb, have, run_target
 
 pytestmark = pytest.mark.linux
 
@@ -36,26 +34,9 @@ def race_exe(tmp_path_factory) -> Path:
     return build_source(tmp_path_factory.mktemp("snapshot_race"), HERE / "snapshot_race_target.c")
 
 
-@contextlib.contextmanager
-def race_target(exe: Path) -> Iterator[Any]:
+def race_target(exe: Path) -> "ContextManager[Target]":
     # No rseq area: the kernel writes into it the CPU the thread last ran on, which two dumps may differ by.
-    env = dict(os.environ, GLIBC_TUNABLES="glibc.pthread.rseq=0")
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, "the race target did not start"
-        proc.info = json.loads(line)  # type: ignore[attr-defined]
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def ask(proc: Any, line: str) -> str:
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    return proc.stdout.readline().strip()
+    return run_target([str(exe)], env=dict(os.environ, GLIBC_TUNABLES="glibc.pthread.rseq=0"))
 
 
 def reading(proc: Any) -> None:
@@ -101,7 +82,7 @@ def advised_after_the_read(monkeypatch, target: Any, advice: str) -> List[str]:
     def then_advise(pid: int) -> Any:
         found = original(pid)
         if not answers:  # the first attempt only: a dump made again reads smaps in its stop
-            answers.append(ask(target, advice))  # answered only by a running target
+            answers.append(target.ask(advice))  # answered only by a running target
         return found
 
     monkeypatch.setattr(backend, "_guess_before_stop", then_advise)
@@ -206,7 +187,7 @@ def test_without_a_change_the_core_is_the_one_smaps_in_the_stop_gives(race_exe, 
 
     seen = layouts(monkeypatch)
     with race_target(race_exe) as target:
-        assert ask(target, "WIPEONFORK") == "advised"  # (a MADV_DONTFORK mapping takes the guess away)
+        assert target.ask("WIPEONFORK") == "advised"  # (a MADV_DONTFORK mapping takes the guess away)
         reading(target)
         pid = target.info["pid"]
         for kind in ("full", "mini"):
@@ -230,7 +211,7 @@ def test_a_userfaultfd_in_the_targets_tables_sends_the_stop_back_to_smaps(race_e
     with race_target(race_exe) as target:
         pid = target.info["pid"]
         dumplib.create_dump(pid, outdir / "before.core", "mini", snapshot=True, sidecar=False)
-        assert ask(target, where).startswith(where)
+        assert target.ask(where).startswith(where)
         result = dumplib.create_dump(pid, outdir / "after.core", "mini", snapshot=True, sidecar=False)
     assert result.snapshot, result.warnings
     assert seen == [True, False], f"layouts that used the guess, before and after the userfaultfd: {seen}"
@@ -277,7 +258,7 @@ def test_memory_of_a_dontfork_mapping_made_dontdump_after_the_read_is_not_in_the
     seen = layouts(monkeypatch)
     with race_target(race_exe) as target:
         info = target.info
-        assert ask(target, "DONTFORK") == "advised"
+        assert target.ask("DONTFORK") == "advised"
         answers = advised_after_the_read(monkeypatch, target, "DONTFORK-DONTDUMP")
         result = dumplib.create_dump(info["pid"], outdir / "dc-dd.core", "full", snapshot=True, sidecar=False)
     assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"

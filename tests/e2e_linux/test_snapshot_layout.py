@@ -11,17 +11,15 @@ page's marker, odd pages empty.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import build_source, gdb, have
+from linuxrig import build_source, gdb, have, run_target
 
 pytestmark = pytest.mark.linux
 
@@ -33,26 +31,6 @@ def layout_exe(tmp_path_factory) -> Path:
     return build_source(tmp_path_factory.mktemp("snapshot_layout"), HERE / "snapshot_layout_target.c")
 
 
-@contextlib.contextmanager
-def layout_target(exe: Path) -> Iterator[Any]:
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, "the layout target did not start"
-        proc.info = json.loads(line)  # type: ignore[attr-defined]
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def ask(proc: Any, line: str) -> str:
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    return proc.stdout.readline().strip()
-
-
 def test_the_layout_finished_after_resume_is_the_clones_not_the_running_targets(layout_exe, outdir, monkeypatch):
     require(have("gdb"), "gdb is not installed")
     from dumplib._linux import backend
@@ -61,11 +39,11 @@ def test_the_layout_finished_after_resume_is_the_clones_not_the_running_targets(
     changed: List[str] = []
 
     def changed_first(*args: Any) -> None:
-        changed.append(ask(target, "change"))  # answered only by a running target
+        changed.append(target.ask("change"))  # answered only by a running target
         finish(*args)
 
     monkeypatch.setattr(backend, "_lay_out_from_clone", changed_first)
-    with layout_target(layout_exe) as target:
+    with run_target([str(layout_exe)]) as target:
         info: Dict[str, int] = target.info
         result = dumplib.create_dump(info["pid"], outdir / "layout.core", "full", snapshot=True, sidecar=False)
         assert changed == ["changed"], f"the target did not change its memory before the layout was finished: {changed}"
@@ -102,7 +80,7 @@ def test_auto_mode_weighs_the_stop_against_the_whole_size_the_core_stores(layout
 
     monkeypatch.setattr(policy, "LONGER_STOP_FLOOR", 0.0)
     monkeypatch.setattr(policy, "longer_stop", spied)
-    with layout_target(layout_exe) as target:
+    with run_target([str(layout_exe)]) as target:
         result = dumplib.create_dump(target.info["pid"], outdir / "auto.core", "full", snapshot="auto", sidecar=False)
     headers = subprocess.run(["readelf", "-lW", str(result.path)], capture_output=True, text=True, check=True).stdout
     stored = sum(int(line.split()[4], 16) for line in headers.splitlines() if line.split()[:1] == ["LOAD"])

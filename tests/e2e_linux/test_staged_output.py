@@ -22,9 +22,10 @@ import pytest
 
 import dumplib
 from helpers import tmpfs
-from linuxrig import gdb
-from test_mapped_output import (DATA, PAGE, TARGET, ZEROS, _load_offset, _segments_end, _temps, heap_target,
-                                mmaplock_exe, output_seen, volume)
+from linuxrig import gdb, mapping_rss, sha256sum, thread_facts
+from linuxrig import state as _state
+from test_mapped_output import (PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
+                                assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, volume)
 
 pytestmark = pytest.mark.linux
 
@@ -45,15 +46,6 @@ def _anonymous_maps() -> Set[Tuple[int, int]]:
     return found
 
 
-def _rss(start: int) -> int:
-    lines = Path("/proc/self/smaps").read_text().splitlines()
-    for i, line in enumerate(lines):
-        head = line.split(" ", 1)[0]
-        if "-" in head and ":" not in head and int(head.split("-")[0], 16) == start:
-            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
-    raise AssertionError(f"no mapping at {start:#x}")
-
-
 def staged_seen(directory: Path, seen: Dict[str, object]):  # type: ignore[no-untyped-def]
     """output_seen's progress callback, which also records, at the first call with data copied (the
     target stopped), the anonymous mappings of 64 MiB or more this process gained since it was made,
@@ -64,7 +56,7 @@ def staged_seen(directory: Path, seen: Dict[str, object]):  # type: ignore[no-un
     def progress(written: int, elapsed: float) -> None:
         if written and "staged" not in seen:
             look(written, elapsed)
-            seen["staged"] = [(hi - lo, _rss(lo)) for lo, hi in sorted(_anonymous_maps() - before)]
+            seen["staged"] = [(hi - lo, mapping_rss(lo)) for lo, hi in sorted(_anonymous_maps() - before)]
     return progress
 
 
@@ -96,26 +88,9 @@ def test_a_staged_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(tmp_p
         assert length >= estimate - PAGE and rss >= 0.9 * estimate, (staged, estimate)
         assert final == _segments_end(core), (final, _segments_end(core))
 
-        probes = [0, 1, DATA // PAGE // 2, DATA // PAGE - 1]
-        out = gdb(sys.executable, str(core), *[f"x/s {address + p * PAGE}" for p in probes],
-                  f"x/s {address + n - PAGE}")
-        for p in probes:
-            assert f'"PAGE-{p:010d}-DATA-' in out, (p, out)
-        assert '"LAST-PAGE"' in out, out
-        off = _load_offset(core, address)
-        fd = os.open(core, os.O_RDONLY)
-        try:
-            assert os.lseek(fd, off, os.SEEK_HOLE) >= off + DATA
-            try:
-                next_data = os.lseek(fd, off + DATA, os.SEEK_DATA)
-            except OSError:
-                next_data = final
-            assert next_data >= off + DATA + ZEROS, (next_data - off - DATA)
-        finally:
-            os.close(fd)
-        sidecar = json.loads(Path(r.path + ".json").read_text())
-        real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
-        assert sidecar["sha256"] == real == r.sha256
+        assert_targets_pages(core, address, n)
+        assert_zero_pages_are_holes(core, address, final)
+        assert_sidecar_agrees(r)
         assert not _anonymous_maps() - before, "the staged memory outlived the call"
 
 
@@ -202,9 +177,7 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
         length = seen["staged"][0][0]  # type: ignore[index]
         assert final > length + 16 * MIB, (final, length)  # written past the staged part
         assert final == _segments_end(Path(r.path))
-        sidecar = json.loads(Path(r.path + ".json").read_text())
-        real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
-        assert sidecar["sha256"] == real == r.sha256
+        assert_sidecar_agrees(r)
         data = Path(r.path).read_bytes()
         assert data.count(b"HEAPPAGE") >= 80 * MIB // PAGE and data.count(b"GROWPAGE") >= 32 * MIB // PAGE
         if slow:  # the hash ran beside the staged writes (the writer said when the target ran), not after them
@@ -216,8 +189,7 @@ def _hasher_switches() -> int:
     import threading
 
     [tid] = [t.native_id for t in threading.enumerate() if t.name == "dumplib-sha256"]
-    status = Path(f"/proc/self/task/{tid}/status").read_text()
-    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("voluntary_ctxt_switches")))
+    return thread_facts(tid)[0]
 
 
 def test_a_read_given_up_on_gives_the_staged_memory_back_at_once(mmaplock_exe, tmp_path):
@@ -246,7 +218,7 @@ def test_a_read_given_up_on_gives_the_staged_memory_back_at_once(mmaplock_exe, t
         assert refused.reason == "memory-map-locked", refused
         held = sorted(_anonymous_maps() - before)
         assert held, "no staged mapping is held: the test proves nothing"
-        assert all(_rss(lo) < 4 * MIB for lo, _ in held), [(hi - lo, _rss(lo)) for lo, hi in held]
+        assert all(mapping_rss(lo) < 4 * MIB for lo, _ in held), [(hi - lo, mapping_rss(lo)) for lo, hi in held]
         left_alone(r, out)
         unharmed(r)
 
@@ -266,14 +238,14 @@ def test_a_disk_that_fills_while_the_staged_copy_is_written_fails_the_dump_with_
         write_staged = FileSink._write_staged
 
         def write_staged_seen(self, stage, size, tick=None):  # type: ignore[no-untyped-def]
-            states.append(Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            states.append(_state(child.pid))
             return write_staged(self, stage, size, tick)
 
         FileSink._write_staged = write_staged_seen  # type: ignore[method-assign]
         try:
             with pytest.raises(dumplib.DumpFailed) as failed:
                 dumplib.create_dump(child.pid, vol / "full.core", "full", sidecar=False, space_check=False)
-            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            state = _state(child.pid)
         finally:
             FileSink._write_staged = write_staged  # type: ignore[method-assign]
             child.kill()
@@ -309,8 +281,7 @@ def test_a_compressed_core_is_staged_and_compressed_once_the_target_runs(outdir)
     out = gdb(sys.executable, str(raw), f"x/s {address + 5 * PAGE}", f"x/s {address + n - PAGE}")
     assert '"PAGE-0000000005-DATA-' in out and '"LAST-PAGE"' in out, out
     sidecar = json.loads(Path(r.path + ".json").read_text())
-    real = subprocess.run(["sha256sum", r.path], capture_output=True, text=True, check=True).stdout.split()[0]
-    assert sidecar["sha256"] == real
+    assert sidecar["sha256"] == sha256sum(r.path)
 
 
 def test_a_core_sent_to_a_stdout_nobody_reads_yet_does_not_hold_the_target(tmp_path):
@@ -345,10 +316,6 @@ def test_a_core_sent_to_a_stdout_nobody_reads_yet_does_not_hold_the_target(tmp_p
     finally:
         child.kill()
         child.wait()
-
-
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.mark.parametrize("grow", [8, 48])

@@ -17,18 +17,11 @@ from pathlib import Path
 import pytest
 
 from dumplib._hashing import FollowingHasher
+from linuxrig import sha256sum, thread_facts
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc/self/task")
 
 FUTEX = 202  # x86-64
-
-
-def facts_of(tid: int) -> tuple:
-    """(voluntary context switches, system call number) of this process's thread *tid*, as the kernel says."""
-    status = Path(f"/proc/self/task/{tid}/status").read_text()
-    switches = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("voluntary_ctxt_switches")))
-    call = Path(f"/proc/self/task/{tid}/syscall").read_text().split()[0]
-    return switches, int(call) if call.lstrip("-").isdigit() else None
 
 
 def hasher_tids() -> list:
@@ -104,11 +97,11 @@ def test_idle_it_reads_nothing_and_never_wakes_until_released(tmp_path):
         time.sleep(0.01)
     [tid] = hasher_tids()
     time.sleep(0.05)  # into its wait
-    first = facts_of(tid)
+    first = thread_facts(tid)
     samples = []
     for _ in range(30):
         time.sleep(0.01)
-        samples.append(facts_of(tid))
+        samples.append(thread_facts(tid))
     assert first[1] == FUTEX and set(samples) == {first}, (first, samples)
     assert hasher._pos == 0 and hasher.idle
     hasher.released()
@@ -119,13 +112,8 @@ def test_idle_it_reads_nothing_and_never_wakes_until_released(tmp_path):
     assert hasher.result(len(data)) == hashlib.sha256(data).hexdigest()
 
 
-def _sha256sum(path: Path) -> str:
-    """coreutils' sha256sum: a reader independent of the hasher under test."""
-    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
-
-
 @pytest.mark.parametrize("size", [0, 1, 100 << 10, (1 << 20) + 4097])
-def test_the_built_in_and_the_openssl_sha256_agree_with_sha256sum(tmp_path, size):
+def test_the_built_in_and_the_openssl_sha256_agree_withsha256sum(tmp_path, size):
     from dumplib._hashing import SMALL_HASH, new_sha256
 
     data = os.urandom(size)
@@ -138,7 +126,7 @@ def test_the_built_in_and_the_openssl_sha256_agree_with_sha256sum(tmp_path, size
     assert type(large).__name__ == type(unknown).__name__ == type(hashlib.sha256()).__name__
     for h in (small, large, unknown):
         h.update(data)
-        assert h.hexdigest() == _sha256sum(path)
+        assert h.hexdigest() == sha256sum(path)
 
 
 def test_a_small_dump_is_hashed_by_the_built_in_sha256_while_it_is_written(tmp_path):
@@ -149,7 +137,7 @@ def test_a_small_dump_is_hashed_by_the_built_in_sha256_while_it_is_written(tmp_p
     writer.start()
     writer.join()
     assert "openssl" not in type(hasher._sha).__name__.lower()
-    assert hasher.result(len(data)) == _sha256sum(path)
+    assert hasher.result(len(data)) == sha256sum(path)
 
 
 def test_a_file_sized_before_it_is_filled_is_hashed_no_further_than_its_published_frontier(tmp_path):

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from linuxrig import mapping_rss
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux writer loads libc")
 
 
@@ -165,30 +167,26 @@ def test_a_mapped_outputs_zero_pages_are_found_by_reading_the_file_back_and_punc
             os.pwrite(fd, b"\x01" * PAGE, skipped * PAGE)
             sink.finish(len(pages) * PAGE)
             sink.release()
-            data, at, end = set(), 0, len(pages) * PAGE
+            end = len(pages) * PAGE
             assert os.fstat(fd).st_size == end
-            while at < end:
-                try:
-                    lo = os.lseek(fd, at, os.SEEK_DATA)
-                except OSError:
-                    break
-                hi = os.lseek(fd, lo, os.SEEK_HOLE)
-                data.update(range(lo // PAGE, hi // PAGE))
-                at = hi
-            assert data == {i for i, p in enumerate(pages) if any(p) and i != skipped}
+            assert _data_pages(fd, end) == {i for i, p in enumerate(pages) if any(p) and i != skipped}
         finally:
             os.close(fd)
             os.unlink(tmp_path / "out")
 
 
-def _rss_of_mapping(address: int) -> int:
-    """The kernel's Rss of this process's mapping starting at *address*, in bytes."""
-    lines = open("/proc/self/smaps").read().splitlines()
-    for i, line in enumerate(lines):
-        head = line.split(" ", 1)[0]
-        if "-" in head and ":" not in head and int(head.split("-")[0], 16) == address:
-            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
-    raise AssertionError(f"no mapping at {address:#x}")
+def _data_pages(fd: int, end: int) -> set:
+    """The pages below *end* that hold data, as the kernel's SEEK_DATA/SEEK_HOLE say."""
+    data, at = set(), 0
+    while at < end:
+        try:
+            lo = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError:
+            break
+        hi = os.lseek(fd, lo, os.SEEK_HOLE)
+        data.update(range(lo // 4096, hi // 4096))
+        at = hi
+    return data
 
 
 def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_given_back(tmp_path):
@@ -210,7 +208,7 @@ def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_gi
         window = sink.window(0, PAGE)
         assert window is not None, "not staged: the test proves nothing"
         window.release()
-        assert _rss_of_mapping(sink._stage.address) >= staged * PAGE  # populated
+        assert mapping_rss(sink._stage.address) >= staged * PAGE  # populated
         sink.write_at(pages[0], 0)  # a write (the core's head) into the staged part
         for i in range(1, staged):
             place = sink.window(i * PAGE, PAGE)
@@ -223,21 +221,12 @@ def test_a_staged_copy_is_written_with_its_zero_pages_as_holes_and_its_memory_gi
         assert os.fstat(fd).st_size == len(pages) * PAGE  # past the staged part: in the file at once...
         assert not any(os.pread(rd, staged * PAGE, 0))  # ...the staged part not yet
         sink.finish(len(pages) * PAGE)
-        assert _rss_of_mapping(sink._stage.address) < CHUNK, "the staged memory was not given back as it was written"
+        assert mapping_rss(sink._stage.address) < CHUNK, "the staged memory was not given back as it was written"
         sink.release()
         assert os.pread(rd, len(pages) * PAGE + 1, 0) == b"".join(pages)
-        data, at, end = set(), 0, len(pages) * PAGE
-        while at < end:
-            try:
-                lo = os.lseek(rd, at, os.SEEK_DATA)
-            except OSError:
-                break
-            hi = os.lseek(rd, lo, os.SEEK_HOLE)
-            data.update(range(lo // PAGE, hi // PAGE))
-            at = hi
         # Zero pages of the staged part are holes; those written past it by write_at are the caller's
         # to leave out (the copier does), so here they are data.
-        assert data == {i for i, p in enumerate(pages) if any(p) or i >= staged}
+        assert _data_pages(rd, len(pages) * PAGE) == {i for i, p in enumerate(pages) if any(p) or i >= staged}
     finally:
         os.close(rd)
         os.close(fd)
@@ -285,7 +274,7 @@ def test_a_staged_copys_memory_goes_back_as_the_file_fills_not_only_at_the_end(t
 
         def pwrite_seen(view, offset):  # the kernel's count, read at a point of the writing
             if offset >= 12 << 20 and not held:
-                held.append(_rss_of_mapping(sink._stage.address))
+                held.append(mapping_rss(sink._stage.address))
             return write(view, offset)
 
         sink._pwrite_all = pwrite_seen
@@ -311,7 +300,7 @@ def test_a_staged_streams_memory_goes_back_as_it_is_sent(tmp_path):
 
     def write(chunk) -> None:  # type: ignore[no-untyped-def]
         if len(sent) >= 12 << 20 and not held:
-            held.append(_rss_of_mapping(sink._stage.address))  # type: ignore[union-attr]
+            held.append(mapping_rss(sink._stage.address))  # type: ignore[union-attr]
         sent.extend(chunk)
 
     sink = StreamSink(write)
