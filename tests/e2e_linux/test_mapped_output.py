@@ -259,6 +259,22 @@ def test_no_room_for_the_estimate_falls_back_to_writing_the_sparse_core_that_fit
         assert sorted(p.name for p in vol.iterdir()) == ["filler", "lost+found", "z.core"]
 
 
+def plan_then(child: "subprocess.Popen[str]", line: str, answer: str):  # type: ignore[no-untyped-def]
+    """LinuxSession.plan, after which *child* is sent *line* and answers *answer* (it shrinks or
+    grows): the estimate is then off by what it changed."""
+    from dumplib._linux.backend import LinuxSession
+
+    plan = LinuxSession.plan
+
+    def planned_then_changed(self, kind, flags):  # type: ignore[no-untyped-def]
+        planned = plan(self, kind, flags)
+        child.stdin.write(line + "\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        assert child.stdout.readline().strip() == answer  # type: ignore[union-attr]
+        return planned
+    return planned_then_changed
+
+
 def test_a_mapped_core_sized_to_an_estimate_too_high_is_cut_back_to_its_real_end(outdir, monkeypatch):
     """The file is sized to the plan's estimate before the stop; memory the target let go of between
     the plan and the stop leaves that too high, and the file is cut back to the core's real end: where
@@ -266,17 +282,8 @@ def test_a_mapped_core_sized_to_an_estimate_too_high_is_cut_back_to_its_real_end
     from dumplib._linux.backend import LinuxSession
 
     child = heap_target(96)
-    plan = LinuxSession.plan
-
-    def plan_then_shrink(self, kind, flags):  # type: ignore[no-untyped-def]
-        planned = plan(self, kind, flags)
-        child.stdin.write("shrink\n")  # type: ignore[union-attr]
-        child.stdin.flush()  # type: ignore[union-attr]
-        assert child.stdout.readline().strip() == "shrunk"  # type: ignore[union-attr]
-        return planned
-
     room_to_map(outdir, child.pid)  # before the plan shrinks the target
-    monkeypatch.setattr(LinuxSession, "plan", plan_then_shrink)
+    monkeypatch.setattr(LinuxSession, "plan", plan_then(child, "shrink", "shrunk"))
     seen: Dict[str, object] = {}
     try:
         r = dumplib.create_dump(child.pid, outdir / "s.core", "full", progress=output_seen(outdir, seen),

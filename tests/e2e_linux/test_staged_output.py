@@ -25,7 +25,8 @@ from helpers import tmpfs
 from linuxrig import gdb, mapping_rss, sha256sum, thread_facts
 from linuxrig import state as _state
 from test_mapped_output import (PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
-                                assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, volume)
+                                assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, plan_then,
+                                volume)
 
 pytestmark = pytest.mark.linux
 
@@ -119,21 +120,6 @@ def growing(mib: int, grow: int) -> "subprocess.Popen[str]":
     return child
 
 
-def plan_then_grow(child: "subprocess.Popen[str]"):  # type: ignore[no-untyped-def]
-    """LinuxSession.plan, after which *child* (growing) grows: the estimate is short by its growth."""
-    from dumplib._linux.backend import LinuxSession
-
-    plan = LinuxSession.plan
-
-    def planned_then_grown(self, kind, flags):  # type: ignore[no-untyped-def]
-        planned = plan(self, kind, flags)
-        child.stdin.write("grow\n")  # type: ignore[union-attr]
-        child.stdin.flush()  # type: ignore[union-attr]
-        assert child.stdout.readline().strip() == "grown"  # type: ignore[union-attr]
-        return planned
-    return planned_then_grown
-
-
 @pytest.mark.parametrize("slow", [False, True], ids=["disk", "slow-disk"])
 def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true(tmp_path, monkeypatch, slow):
     """The target maps 32 MiB more between the plan and the stop: the staged memory (the estimate) is
@@ -162,7 +148,7 @@ def test_a_staged_core_whose_estimate_was_low_is_whole_and_its_sidecar_hash_true
         monkeypatch.setattr(FileSink, "_write_staged", staged_writes)
 
     child = growing(80, 32)
-    monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
+    monkeypatch.setattr(LinuxSession, "plan", plan_then(child, "grow", "grown"))
 
     with volume("btrfs", tmp_path / "btrfs") as vol:
         seen: Dict[str, object] = {}
@@ -328,7 +314,7 @@ def test_a_compressed_core_whose_estimate_was_low_is_whole(outdir, monkeypatch, 
     from dumplib._linux.core.memory import StreamSink
 
     child = growing(80, grow)
-    monkeypatch.setattr(LinuxSession, "plan", plan_then_grow(child))
+    monkeypatch.setattr(LinuxSession, "plan", plan_then(child, "grow", "grown"))
     states: List[str] = []
     send = StreamSink._send_staged
 
