@@ -24,7 +24,7 @@ import dumplib
 from helpers import tmpfs
 from linuxrig import gdb, mapping_rss, sha256sum, thread_facts
 from linuxrig import state as _state
-from test_mapped_output import (PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
+from test_mapped_output import (HEAP, PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
                                 assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, plan_then,
                                 volume)
 
@@ -512,3 +512,38 @@ def test_cancel_dumps_ends_a_staged_core_while_it_is_written_once_the_target_run
             child.wait()
         assert asked == [1] and raised.value.reason == "cancelled", (asked, raised.value)
         assert list(vol.iterdir()) == [], list(vol.iterdir())
+
+
+@pytest.mark.parametrize("trigger", ["exit", "signal"])
+def test_a_dump_at_a_watched_exit_or_a_handed_over_signal_is_never_staged(tmp_path, trigger):
+    """At a watched exit or a handed-over signal the target already waits stopped when the dump begins:
+    staging (a populate of the estimate's memory) would be time added to that stop, so nothing is staged
+    there (no anonymous mapping of 64 MiB or more appears in this process during the copy), where the
+    same target dumped at once is staged (the test's own check that it would see one)."""
+    with volume("btrfs", tmp_path / "btrfs") as vol:
+        # os._exit: the exit comes with the heap still mapped (the interpreter's own exit unmaps it first)
+        child = subprocess.Popen([sys.executable, "-c", HEAP + "import os; os._exit(3)\n", "96"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        seen: Dict[str, Dict[str, object]] = {"at once": {}, "watched": {}}
+        try:
+            dumplib.create_dump(child.pid, vol / "at-once.core", "full", sidecar=False, space_check=False,
+                                progress=staged_seen(vol, seen["at once"]))
+
+            def on_event(e: dumplib.WatchEvent) -> None:
+                if e.event == "watching":
+                    if trigger == "exit":
+                        child.stdin.close()  # type: ignore[union-attr]  # its loop ends: it exits
+                    else:
+                        os.kill(child.pid, signal.SIGUSR1)
+
+            watched = dumplib.ProcessExit() if trigger == "exit" else dumplib.SignalReceived("USR1")
+            results = dumplib.watch(child.pid, watched, path=vol / "watched.core", kind="full", timeout=120,
+                                    on_event=on_event, sidecar=False, space_check=False,
+                                    progress=staged_seen(vol, seen["watched"]))
+        finally:
+            child.kill()
+            child.wait()
+        assert len(results) == 1 and Path(results[0].path).stat().st_size > 96 * MIB
+        assert len(seen["at once"]["staged"]) == 1, seen  # type: ignore[arg-type]
+        assert seen["watched"]["staged"] == [], seen
