@@ -12,8 +12,10 @@ to answer for the clone() to return) sends the stop back to smaps.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, ContextManager, List
@@ -22,11 +24,12 @@ import pytest
 
 import dumplib
 from helpers import require
-from linuxrig import Target, build_source, gdb, have, run_target
+from linuxrig import Target, build_source, gdb, have, run_target, sha256sum, thread_facts
 
 pytestmark = pytest.mark.linux
 
 HERE = Path(__file__).resolve().parent
+FUTEX = 202  # x86-64: where a thread waiting on a lock sits
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +303,41 @@ def test_a_userfaultfd_held_by_any_other_process_sends_the_stop_back_to_smaps(ra
             holder.wait()
     assert result.snapshot, result.warnings
     assert seen == [True, False], f"layouts that used the guess, before and with the userfaultfd: {seen}"
+
+
+def test_the_sidecars_hasher_runs_nothing_in_a_stop_made_again(race_exe, outdir, monkeypatch):
+    """The hasher is told the target runs only once the clone's layout holds (backend.py): a stop made
+    again must find it still waiting in the kernel. Inside that second stop (its layout, the target's
+    threads all in tracing stop), the test holds the stop 0.1 s and reads the hashing thread from the
+    kernel before and after: the same voluntary context switches, still in futex (a hasher let go
+    polls its file every 10 ms). The sidecar's sha256 is sha256sum's."""
+    from dumplib._linux import backend
+
+    seen = layouts(monkeypatch)
+    second: List[Any] = []
+    spied = backend._stopped_layout
+
+    def held(pid: int, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("guess") is None and seen:  # a stop after the first: the one made again
+            hashers = [t.native_id for t in threading.enumerate() if t.name == "dumplib-sha256"]
+            states = {(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for task in Path(f"/proc/{pid}/task").iterdir()}
+            before = [thread_facts(t) for t in hashers if t]
+            time.sleep(0.1)
+            second.append((states, before, [thread_facts(t) for t in hashers if t]))
+        return spied(pid, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "_stopped_layout", held)
+    with race_target(race_exe) as target:
+        answers = advised_after_the_read(monkeypatch, target, "DONTFORK")
+        result = dumplib.create_dump(target.info["pid"], outdir / "again.core", "full", snapshot=True)
+        target.assert_running_untraced()
+    assert answers == ["advised"], f"the target did not madvise between the read and the stop: {answers}"
+    assert any("changed as it was being stopped" in w for w in result.warnings), result.warnings
+    assert len(second) == 1, second
+    states, before, after = second[0]
+    assert states == {"t"}, f"the target was not stopped in the second stop's layout: {states}"
+    assert len(before) == 1, f"no one hashing thread in the second stop: {before}"
+    assert before == after and before[0][1] == FUTEX, f"the hasher ran in the second stop: {before} -> {after}"
+    sidecar = json.loads(Path(str(result.path) + ".json").read_text())
+    assert sidecar["sha256"] == sha256sum(result.path) == result.sha256
