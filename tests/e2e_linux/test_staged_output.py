@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
@@ -22,7 +23,7 @@ import pytest
 
 import dumplib
 from helpers import tmpfs
-from linuxrig import gdb, mapping_rss, sha256sum, thread_facts
+from linuxrig import assert_running_untraced, gdb, mapping_rss, sha256sum, thread_facts
 from linuxrig import state as _state
 from test_mapped_output import (HEAP, PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
                                 assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, plan_then,
@@ -547,3 +548,50 @@ def test_a_dump_at_a_watched_exit_or_a_handed_over_signal_is_never_staged(tmp_pa
         assert len(results) == 1 and Path(results[0].path).stat().st_size > 96 * MIB
         assert len(seen["at once"]["staged"]) == 1, seen  # type: ignore[arg-type]
         assert seen["watched"]["staged"] == [], seen
+
+
+def test_a_staged_stream_sent_during_the_stop_writes_nothing_once_its_caller_is_interrupted(outdir, monkeypatch):
+    """The target grows 48 MiB past the stream's staged room, so what was staged is sent down the
+    compressor during the stop, chunk by chunk, by the copy's worker. A Ctrl-C reaches the caller while
+    the first chunk is being sent: the caller gives the copy up, lets the target go, closes and removes
+    its output. No chunk may be written once it has returned (the output's descriptor is closed, and
+    may have been handed out again to anything): each chunk is a write of its own, made only while the
+    caller still waits. Each chunk's write is held until the caller has returned (at most 3 s for the
+    first: a caller waits up to WRITE_PATIENCE, made 10 s here, for a write in progress) and counted
+    if made after that."""
+    from dumplib import _bounded
+    from dumplib._linux.backend import LinuxSession
+    from dumplib._linux.core.memory import StreamSink
+
+    child = growing(80, 48)
+    monkeypatch.setattr(LinuxSession, "plan", plan_then(child, "grow", "grown"))
+    returned = threading.Event()
+    states: List[str] = []
+    late: List[bool] = []  # per chunk written: whether the caller had returned
+    send = StreamSink._send
+
+    def send_seen(self, stage, at, n):  # type: ignore[no-untyped-def]
+        if not states:
+            states.append(_state(child.pid))  # the first chunk: the target is stopped
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+            returned.wait(3)  # a caller that does not wait for this write returns meanwhile
+        else:
+            returned.wait(10)
+        late.append(returned.is_set())
+        return send(self, stage, at, n)
+
+    monkeypatch.setattr(StreamSink, "_send", send_seen)
+    monkeypatch.setattr(_bounded, "WRITE_PATIENCE", 10.0)  # this test's first write lasts 3 s, in Python
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dumplib.create_dump(child.pid, outdir / "i.core.zst", "full", compress="zstd", sidecar=False)
+        returned.set()
+        time.sleep(0.5)  # a worker that goes on sends its next chunk now
+        assert states == ["t"], states
+        assert late == [False], f"chunks written after the caller returned (True): {late}"
+        assert list(outdir.iterdir()) == [], list(outdir.iterdir())
+        assert_running_untraced(child.pid)
+    finally:
+        returned.set()
+        child.kill()
+        child.wait()
