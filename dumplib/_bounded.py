@@ -20,6 +20,11 @@ Two ways to bound:
   of the smaps of a mapping of hundreds of GiB walks its page tables for seconds) gets another
   *seconds*. What fn writes to its caller's output goes through ``guarded()``: once the caller has
   given up, fn writes nothing more.
+
+A call on the caller's output file (a write, a truncate) made through ``output_call()`` is bounded the
+same way by WRITE_STALL_SECONDS, and a worker given up on there makes call_within raise OutputStalled:
+the output's file system (NFS, FUSE, a disk that stopped) does not answer, and what the worker holds
+(the target stopped, a snapshot's clone, memory staged for the copy) must not wait for it.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
 else:
     from ._typing import TypeVar
 
-__all__ = ["call_within", "stuck", "blocking", "guarded", "lineage", "Abandoned", "Unanswered"]
+__all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "Abandoned", "Unanswered",
+           "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -44,6 +50,12 @@ _abandoned: Dict[Hashable, Any] = {}
 #: waits for the worker to leave a guarded() write it is in: a write that takes longer than this is
 #: blocked in the kernel with its file already resolved, and whatever the caller closes then is safe.
 WRITE_PATIENCE = 1.0
+#: How long one call on a dump's output file (output_call(): a write, a truncate) may go unanswered,
+#: asleep in the kernel, before its caller gives the worker up (OutputStalled). Per call, not per dump:
+#: a busy disk answers a 1 MiB write within seconds (writeback throttling sleeps a fraction of a second
+#: at a time), so only a file system that has stopped answering (an NFS server gone, a FUSE daemon
+#: hung) takes a minute over one. The same call running in the kernel (state R) gets another bound.
+WRITE_STALL_SECONDS = 60.0
 #: How often, and how far apart, a call that has lasted its bound is looked at before it is given up
 #: on: asleep (not R) every time means waiting, running once means working.
 _LOOKS, _LOOK_APART = 5, 0.02
@@ -51,6 +63,10 @@ _LOOKS, _LOOK_APART = 5, 0.02
 
 class Unanswered(TimeoutError):
     """call_within's own timeout (a TimeoutError, so an OSError), told apart from one *fn* raised."""
+
+
+class OutputStalled(TimeoutError):
+    """call_within's give-up on a worker whose output_call() went unanswered for WRITE_STALL_SECONDS."""
 
 
 class Abandoned(BaseException):
@@ -64,7 +80,9 @@ class _Watch:
     def __init__(self) -> None:
         self.gate = _thread.allocate_lock()  # held for a moment only, by either side
         self.writing = _thread.allocate_lock()  # held by the worker for each guarded() call
-        self.since: Optional[float] = None  # when the blocking() call in progress began
+        #: The bounded call in progress: (when it began, its bound or None for call_within's, whether it
+        #: is an output_call), one attribute so that the caller reads the three together.
+        self.call: Optional[Tuple[float, Optional[float], bool]] = None
         self.abandoned = False
         self.tid = 0  # the worker's thread id, as /proc/self/task names it
 
@@ -88,18 +106,29 @@ def blocking(fn: Callable[..., T], *args: Any) -> T:
     mmap lock). In a worker of call_within(..., each=True) its caller gives up on the worker once this
     call has not returned within the bound, and the worker then raises Abandoned here instead of going
     on; anywhere else it is a plain call."""
+    return _bounded_call(None, False, fn, *args)
+
+
+def output_call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a call on the caller's output file (a write, a truncate) that waits on its file
+    system: in a worker of call_within(..., each=True), given up on as blocking() is, after
+    WRITE_STALL_SECONDS (call_within then raises OutputStalled); anywhere else a plain call."""
+    return _bounded_call(WRITE_STALL_SECONDS, True, fn, *args)
+
+
+def _bounded_call(limit: Optional[float], output: bool, fn: Callable[..., T], *args: Any) -> T:
     watch = _watch()
     if watch is None:
         return fn(*args)
     with watch.gate:
         if watch.abandoned:
             raise Abandoned()
-        watch.since = time.monotonic()
+        watch.call = (time.monotonic(), limit, output)
     try:
         return fn(*args)
     finally:
         with watch.gate:
-            watch.since = None
+            watch.call = None
             gone = watch.abandoned
         if gone:
             raise Abandoned()  # the caller went on: nothing of this call's result may be used
@@ -135,8 +164,8 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
     an abandoned call with the same *key* is still running). Exceptions of *fn* are raised here.
 
     With *each*, *seconds* bounds every blocking() call fn makes rather than fn as a whole: Unanswered
-    once one of them has not returned within it (found within twice *seconds*). An exception raised in
-    the caller while it waits (KeyboardInterrupt) gives up on the worker too, which then stops at its
+    once one of them has not returned within it (found within twice *seconds*); an output_call() that
+    has not returned within WRITE_STALL_SECONDS: OutputStalled. An exception raised in the caller while it waits (KeyboardInterrupt) gives up on the worker too, which then stops at its
     next blocking() or guarded() call; the caller waits for a guarded() write in progress to end (at
     most WRITE_PATIENCE) before the exception goes on."""
     if key is not None and stuck(key):
@@ -162,12 +191,15 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
 
     _thread.start_new_thread(run, ())
     try:
-        finished = _wait(done, seconds, watch)
+        stuck_call = _wait(done, seconds, watch)
     except BaseException:
         if watch is not None:
             _give_up(watch, wait_for_write=True)
         raise
-    if not finished:
+    if stuck_call is not None:
+        if stuck_call[2]:  # the output's file system, not the read's process: no key is marked stuck
+            raise OutputStalled(f"an output write got no answer within {stuck_call[1]:g} s (its file system"
+                                " does not answer)")
         if key is not None:
             _abandoned[key] = done
         raise Unanswered(f"no answer within {seconds:g} s (blocked in the kernel)")
@@ -177,29 +209,30 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
     raise value
 
 
-def _wait(done: Any, seconds: float, watch: Optional[_Watch]) -> bool:
-    """Whether the worker finished, or False once it is given up on (a blocking() call that has lasted
-    *seconds* asleep in the kernel)."""
+def _wait(done: Any, seconds: float, watch: Optional[_Watch]) -> Optional[Tuple[float, Optional[float], bool]]:
+    """None once the worker finished, or the call it was given up on in (one that has lasted its bound,
+    *seconds* or an output_call's, asleep in the kernel)."""
     if watch is None:
-        return bool(done.acquire(timeout=seconds))
-    call: Optional[float] = None  # the blocking() call looked at (its start), and when it is due
+        return None if done.acquire(timeout=seconds) else (0.0, seconds, False)
+    call: Optional[Tuple[float, Optional[float], bool]] = None  # the call looked at, and when it is due
     due = 0.0
     while True:
-        since = watch.since
-        if since is not None and since != call:
-            call, due = since, since + seconds
-        left = seconds if since is None else due - time.monotonic()
+        current = watch.call
+        if current is not None and current is not call:
+            call, due = current, current[0] + (current[1] or seconds)
+        # At most *seconds* at a time: a read that begins during a write's longer bound is looked at in time.
+        left = seconds if current is None else min(seconds, due - time.monotonic())
         if done.acquire(timeout=max(0.0, left)):
-            return True
-        if watch.since is None or watch.since != call or time.monotonic() < due:
+            return None
+        if call is None or watch.call is not call or time.monotonic() < due:
             continue
         if _running(watch.tid):
-            due = time.monotonic() + seconds  # working in the kernel, not waiting: another bound
+            due = time.monotonic() + (call[1] or seconds)  # working in the kernel, not waiting: another bound
             continue
         with watch.gate:
-            if watch.since == call:
+            if watch.call is call:
                 watch.abandoned = True  # seen by the worker when its call returns, before it uses it
-                return False
+                return call
 
 
 def _running(tid: int) -> bool:

@@ -136,3 +136,43 @@ def test_a_blocking_call_that_runs_rather_than_waits_is_not_given_up_on():
     digest = call_within(lambda: blocking(lambda: hashlib.sha256(data).hexdigest()), 0.05, each=True)
     assert digest == hashlib.sha256(data).hexdigest()
     assert time.monotonic() - started > 0.05  # it did outlast its bound, running
+
+
+def test_a_stuck_output_call_is_given_up_on_after_its_own_bound_and_marks_no_key(monkeypatch):
+    """An output_call (a write to the dump's file on a file system that stopped answering) has its own
+    bound, WRITE_STALL_SECONDS, not the reads' *seconds*: given up on after it, call_within raises
+    OutputStalled (not Unanswered, whose key would say the process's memory map is stuck), and the
+    worker, once its call returns, writes nothing more."""
+    from dumplib import _bounded
+    from dumplib._bounded import OutputStalled, Unanswered, blocking, guarded, output_call
+
+    monkeypatch.setattr(_bounded, "WRITE_STALL_SECONDS", 1.0)
+    r, w = os.pipe()
+    written, after, reads = [], [], []
+
+    def work():
+        reads.append(blocking(lambda: (time.sleep(0.3), "read")[1]))  # longer than *seconds*: a read running
+        guarded(written.append, "before")
+        guarded(output_call, os.read, r, 1)  # stuck until the pipe gets a byte, as a write to a hung mount
+        after.append("returned")
+        guarded(written.append, "after")
+
+    try:
+        with pytest.raises(OutputStalled) as caught:
+            call_within(work, 0.5, key="out", each=True)
+        assert not isinstance(caught.value, Unanswered)
+        assert not stuck("out")  # the output stalled, not the process the key names
+        assert reads == ["read"] and written == ["before"]
+        os.write(w, b"x")  # the stuck call returns: the worker sees it was given up on
+        time.sleep(0.5)
+        assert after == [] and written == ["before"]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_an_output_call_is_not_given_up_on_within_its_bound_though_longer_than_the_reads():
+    """A slow write (0.6 s here) inside a worker whose reads are bounded at 0.2 s is not a stall."""
+    from dumplib._bounded import output_call
+
+    assert call_within(lambda: output_call(lambda: (time.sleep(0.6), "written")[1]), 0.2, each=True) == "written"
