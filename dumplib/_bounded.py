@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 else:
     from ._typing import TypeVar
 
-__all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "Abandoned", "Unanswered",
-           "OutputStalled"]
+__all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "Abandoned",
+           "Unanswered", "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -159,7 +159,8 @@ def stuck(key: Hashable) -> bool:
     return False
 
 
-def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = None, *, each: bool = False) -> T:
+def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = None, *, each: bool = False,
+                on_interrupt: Optional[Callable[[], None]] = None) -> T:
     """*fn()*'s result, or Unanswered (a TimeoutError) when it has not returned after *seconds* (or when
     an abandoned call with the same *key* is still running). Exceptions of *fn* are raised here.
 
@@ -167,7 +168,8 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
     once one of them has not returned within it (found within twice *seconds*); an output_call() that
     has not returned within WRITE_STALL_SECONDS: OutputStalled. An exception raised in the caller while it waits (KeyboardInterrupt) gives up on the worker too, which then stops at its
     next blocking() or guarded() call; the caller waits for a guarded() write in progress to end (at
-    most WRITE_PATIENCE) before the exception goes on."""
+    most WRITE_PATIENCE) before the exception goes on; *on_interrupt* is called before that wait (the
+    writer lets the stopped target go there: a stalled write must not add the patience to its stop)."""
     if key is not None and stuck(key):
         raise Unanswered(f"an earlier read of {key} is still blocked in the kernel")
     done = _thread.allocate_lock()
@@ -194,6 +196,11 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
         stuck_call = _wait(done, seconds, watch)
     except BaseException:
         if watch is not None:
+            if on_interrupt is not None:
+                try:
+                    on_interrupt()
+                except Exception:  # the caller's own exception is the one to raise; its cleanup runs again
+                    pass
             _give_up(watch, wait_for_write=True)
         raise
     if stuck_call is not None:
@@ -256,3 +263,16 @@ def _give_up(watch: _Watch, wait_for_write: bool) -> None:
         watch.abandoned = True
     if wait_for_write and watch.writing.acquire(timeout=WRITE_PATIENCE):
         watch.writing.release()
+
+
+def close_later(fd: int) -> None:
+    """Close *fd* in a thread of its own, not waited for: a descriptor of a file whose file system has
+    stopped answering (OutputStalled), whose close would wait on it (FUSE's flush, NFS's writeback).
+    The number stays taken until the close returns, so nothing else is handed it meanwhile."""
+    def close() -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # a failure path's: the dump already failed, and said why
+
+    _thread.start_new_thread(close, ())

@@ -70,6 +70,11 @@ frontiers: "dict[tuple[int, int], int]" = {}
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
+#: How long abandon() waits for the hashing thread (which polls for its stop every 10 ms, unless a read
+#: of the file is stuck in the kernel).
+ABANDON_PATIENCE = 2.0
+
+
 class FollowingHasher:
     """Hash *path* as a file-order writer fills it; `result(size)` once the writer is done.
 
@@ -115,9 +120,11 @@ class FollowingHasher:
         return self._sha.hexdigest()
 
     def abandon(self) -> None:
+        """Stop hashing; waits for the thread a moment only: a read of a file whose file system has
+        stopped answering (the failure being given up on) would hold the caller for as long."""
         self._stop.set()
         self.released()
-        self._thread.join()
+        self._thread.join(ABANDON_PATIENCE)
 
     def _run(self) -> None:
         try:

@@ -32,6 +32,7 @@ class Reason(str, enum.Enum):
     CANCELLED = "cancelled"  #: cancel_dumps() or an interrupted watch
     BUSY = "busy"  #: another dump of the process in this program kept it too long
     SNAPSHOT_LOST = "snapshot-lost"  #: the snapshot was killed during the write
+    OUTPUT_STALLED = "output-stalled"  #: the output's file system stopped answering a write
     MAPS_UNREADABLE = "maps-unreadable"  #: postmortem: the crashed process's maps could not be read
     STREAM_FORMAT = "stream-format"  #: postmortem: the kernel's core stream is not a core
     STREAM_SHORT = "stream-short"  #: postmortem: the kernel's core stream ended early

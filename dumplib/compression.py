@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, Callable, Optional, Tuple, Union
 
+from ._bounded import output_call
 from ._hashing import new_sha256
 from ._text import shell_word
 from .errors import InvalidCompression, InvalidDumpFile
@@ -152,6 +154,9 @@ class CompressingWriter:
         self.raw_bytes = 0
         self.stored_bytes = 0
         self._sha = new_sha256()
+        #: A file's writes are bounded in a copy's worker (_bounded.output_call: a file system that stops
+        #: answering); a pipe's are not: a slow reader is its owner's, and SIGPIPE or Ctrl-C end them.
+        self._file = isinstance(fd, int) and stat.S_ISREG(os.fstat(fd).st_mode)
 
     def write(self, data: Any) -> None:
         self.raw_bytes += len(data)
@@ -176,7 +181,7 @@ class CompressingWriter:
         else:
             view = memoryview(data)
             while view:
-                n = os.write(self.fd, view)
+                n = output_call(os.write, self.fd, view) if self._file else os.write(self.fd, view)
                 view = view[n:]
                 self.stored_bytes += n  # as it goes: a failed write leaves the count of what went out
 

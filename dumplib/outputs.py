@@ -205,10 +205,12 @@ class PlainFile(_FileOutput):
                 hasher = None
             stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, self.host.disk_bytes(st))
             stored = self._place(stored, sidecar, report)
-        except BaseException:
+        except BaseException as exc:
             if hasher is not None:
                 hasher.abandon()
-            remove_own(self.dest.temp, self.host)
+            told = _discard(self.dest.temp, self.host, exc)
+            if told is not None:
+                raise told from None
             raise
         return report, stored
 
@@ -228,21 +230,21 @@ class CompressedFile(_FileOutput):
         try:
             with self._naming_the_dump():
                 fd = self.host.open_private(self.dest.temp)
-            try:
+            with _closing(fd):
                 out = CompressingWriter(fd, self.codec, self.level)
                 report = session.write_stream(plan, _sink(out, self.dest.final, plan.target.pid), options, local=True)
                 with _output_errors(self.dest.final, plan.target.pid):
                     out.close()  # the compressor's last flush can still meet a full disk
-            finally:
-                os.close(fd)
             # The core's header, notes and size, from what the writer produced; then the file read
             # back must be exactly the compressed bytes produced. Decompressing it all again would
             # cost more than the dump did (docs/benchmarks.md has zstd's decoding speed).
             session.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
             stored = self._place_compressed(out, sidecar, report)
-        except BaseException:
-            remove_own(self.dest.temp, self.host)
+        except BaseException as exc:
+            told = _discard(self.dest.temp, self.host, exc)
+            if told is not None:
+                raise told from None
             raise
         return report, stored
 
@@ -643,6 +645,50 @@ def _write_all(host: Host, path: str, data: bytes) -> None:
 #: What a sidecar that could not be written leaves: nothing (its dump goes with it).
 _NO_SIDECAR = ("nothing was kept: the partial sidecar was removed, and with it the dump, complete and verified, that"
                " was to be {final} (a dump is kept only beside its sidecar)")
+
+
+def _stalled(exc: BaseException) -> bool:
+    """Whether *exc* says the output's file system stopped answering (backend: _bounded.OutputStalled)."""
+    return isinstance(exc, DumpFailed) and exc.reason == "output-stalled"
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[None]:
+    """Close *fd* after the block; after a stalled output, in the background (_bounded.close_later)."""
+    try:
+        yield
+    except BaseException as exc:
+        if _stalled(exc):
+            from ._bounded import close_later
+
+            close_later(fd)
+            fd = -1
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+#: How long the removal of a partial file whose file system stopped answering is waited for.
+STALLED_REMOVAL_SECONDS = 2.0
+
+
+def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
+    """Remove our partial *temp* after the failure *exc*. Where the output's file system has stopped
+    answering, the removal is waited for STALLED_REMOVAL_SECONDS only, and goes on in the background:
+    then *exc* retold, saying what is left (else None: *exc* says it as it is)."""
+    if not isinstance(exc, DumpFailed) or not _stalled(exc):
+        remove_own(temp, host)
+        return None
+    from ._bounded import call_within
+
+    try:
+        call_within(lambda: remove_own(temp, host), STALLED_REMOVAL_SECONDS)
+        return _retold(exc, "the partial file was removed")
+    except TimeoutError:
+        return _retold(exc, f"the partial file {temp} could not be removed yet: its file system does not answer;"
+                            " it goes once that file system answers while this program runs, or with the next"
+                            " dumplib to write in that directory")
 
 
 @contextlib.contextmanager

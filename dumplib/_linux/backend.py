@@ -67,17 +67,45 @@ MM_LOCK_SECONDS = 5.0
 _T = TypeVar("_T")
 
 
-def _bounded_reads(pid: int, fn: Callable[[], _T], *, stopped: bool = False) -> _T:
+def _bounded_reads(pid: int, fn: Callable[[], _T], *, stopped: bool = False, where: str = "",
+                   let_go: Optional[Callable[[], None]] = None) -> _T:
     """*fn()* in a worker thread whose every read of process *pid*'s memory map or memory (made through
     _bounded.blocking) is given up on after MM_LOCK_SECONDS: TargetRefused "memory-map-locked" then.
     One thread for all the reads of a plan or a copy, however many (_bounded.call_within, each=True).
-    *stopped*: *pid* is stopped for the dump (the refusal says it was let go)."""
-    from .._bounded import Unanswered, call_within
+    *stopped*: *pid* is stopped for the dump (the refusal says it was let go). A write to the output
+    *where* that its file system leaves unanswered (_bounded.output_call): DumpFailed "output-stalled".
+    *let_go*: called first when this thread is interrupted (Ctrl-C), before it waits for a write of the
+    worker's to end: the stopped target is let go at once, not after that wait."""
+    from .._bounded import OutputStalled, Unanswered, call_within
 
     try:
-        return call_within(fn, MM_LOCK_SECONDS, pidfiles.mm_key(pid), each=True)
+        return call_within(fn, MM_LOCK_SECONDS, pidfiles.mm_key(pid), each=True, on_interrupt=let_go)
     except Unanswered:
         raise memory_map_locked(pid, MM_LOCK_SECONDS, stopped=stopped) from None
+    except OutputStalled:
+        raise output_stalled(pid, where) from None
+
+
+def _bounded_writes(pid: int, where: str, fn: Callable[[], None]) -> None:
+    """*fn()*, what is left to write once the target runs (a staged copy, the file's final size), in a
+    worker whose writes are bounded (_bounded.output_call), so that a file system that stops answering
+    holds neither dumplib nor the memory staged for the copy for good."""
+    from .._bounded import OutputStalled, call_within
+
+    try:
+        call_within(fn, MM_LOCK_SECONDS, None, each=True)
+    except OutputStalled:
+        raise output_stalled(pid, where) from None
+
+
+def output_stalled(pid: int, where: str, snapshot: bool = False) -> DumpFailed:
+    from .._bounded import WRITE_STALL_SECONDS
+
+    return DumpFailed(
+        f"a write to {where or 'the output'} got no answer within {WRITE_STALL_SECONDS:g} s: its file system (a network"
+        f" or FUSE mount, or a disk) has stopped answering. The dump of process {pid} was given up, and the process"
+        f" runs on untraced{', its snapshot dropped' if snapshot else ''}. Dump to a local disk, or try again once"
+        " that file system answers", pid=pid, reason="output-stalled")
 
 
 def supported_machine() -> bool:
@@ -329,6 +357,7 @@ class LinuxSession(Session):
             staging = not mapping and mapped.stage_refusal(estimate) is None
         fd = create_exclusive(temp_path, readable=mapping)
         sink = FileSink(fd)
+        stalled = False
         try:
             if mapping or staging:
                 try:
@@ -338,9 +367,17 @@ class LinuxSession(Session):
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
             return self._write_core(plan, sink, options, temp_path)
+        except DumpFailed as exc:
+            stalled = exc.reason == "output-stalled"
+            raise
         finally:
-            sink.release()
-            os.close(fd)
+            sink.release()  # staged memory too: given back even while a write from it is stuck
+            if stalled:  # its close would wait on the file system that stopped answering
+                from .._bounded import close_later
+
+                close_later(fd)
+            else:
+                os.close(fd)
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions, *, local: bool = False) -> WriteReport:
         stream = StreamSink(sink)
@@ -437,7 +474,7 @@ class LinuxSession(Session):
                             sink.write_at(head, 0)
                             _copy(mem, sink, lambda n: guarded(checked, n), pieces, offsets, total)
 
-                        _bounded_reads(pid, copy, stopped=True)
+                        _bounded_reads(pid, copy, stopped=True, where=where, let_go=getattr(stopped, "release", None))
                         stopped.check_pause()  # every byte above was read while the target was stopped
                         if not stopped.alive():
                             raise DumpFailed.target_exited(pid)
@@ -450,8 +487,8 @@ class LinuxSession(Session):
                             _lay_out_from_clone(pid, snap, layout)  # raises guess.Stale for a stop made again
                             _released(options)  # not before: the hasher must not run in a second stop
                             pieces, head, offsets, end = layout.pieces, layout.head, layout.offsets, layout.end
-                            sink.write_at(head, 0)  # not before: a stalled stream must not hold the target
-                            _copy_from_clone(pid, snap, sink, tick, pieces, offsets)
+                            # The head too, not before: a stalled stream must not hold the target.
+                            _copy_from_clone(pid, snap, sink, tick, head, pieces, offsets, where)
                             if not snap.intact():
                                 raise _snapshot_lost(pid)
                             if not stopped.alive():  # the clone holds all it had: the dump is whole (docs/api.md)
@@ -470,7 +507,7 @@ class LinuxSession(Session):
             # What a staged copy still writes, it writes now, ticking (the disk's watchdog, cancel_dumps)
             # from 0 again: the bytes written, where the stop's ticks counted those read (progress, which
             # never goes back, stays at those).
-            sink.finish(end, tick)
+            _bounded_writes(pid, where, lambda: sink.finish(end, tick))
         except OSError as exc:
             raise _write_error(exc, where, pid) from None
         except stale as exc:  # the dump is made again (_write_core): this stop counts too
@@ -883,10 +920,14 @@ def _lay_out_from_clone(pid: int, snap: "_Snapshot", layout: "_Layout") -> None:
     _from_clone(pid, snap, finish)
 
 
-def _copy_from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], pieces: Sequence[Any],
-                     offsets: Sequence[int]) -> None:
+def _copy_from_clone(pid: int, snap: "_Snapshot", sink: Any, tick: Optional[Tick], head: bytes,
+                     pieces: Sequence[Any], offsets: Sequence[int], where: str) -> None:
     checked = (lambda n: guarded(tick, n)) if tick is not None else None
-    _from_clone(pid, snap, lambda: snap.copy_rest(sink, checked, pieces, offsets, sum(p.filesz for p in pieces)))
+
+    def copy() -> None:
+        sink.write_at(head, 0)
+        snap.copy_rest(sink, checked, pieces, offsets, sum(p.filesz for p in pieces))
+    _from_clone(pid, snap, copy, where)
 
 
 def _snapshot_lost(pid: int) -> DumpFailed:
@@ -894,16 +935,19 @@ def _snapshot_lost(pid: int) -> DumpFailed:
                       " nothing was kept. Try again, or without --snapshot", pid=pid, reason="snapshot-lost")
 
 
-def _from_clone(pid: int, snap: "_Snapshot", fn: Callable[[], None]) -> None:
+def _from_clone(pid: int, snap: "_Snapshot", fn: Callable[[], None], where: str = "") -> None:
     """*fn* (a read of the clone: its pagemap, or its memory) in a bounded worker, as the live copy is
     (_bounded_reads): a read of the clone's memory can wait on a file system for good (a page of a file
     it maps on a stalled FUSE or NFS mount, found resident when the target was stopped and reclaimed
     since), and is then given up on after MM_LOCK_SECONDS with TargetRefused "memory-map-locked"; the
-    worker's writes and ticks are guarded, so none reaches the output once this thread has gone on."""
-    from .._bounded import Unanswered, call_within
+    worker's writes and ticks are guarded, so none reaches the output once this thread has gone on, and
+    bounded: a write to an output whose file system stops answering is given up on (output_stalled)."""
+    from .._bounded import OutputStalled, Unanswered, call_within
 
     try:
         call_within(fn, MM_LOCK_SECONDS, pidfiles.mm_key(snap.child), each=True)
+    except OutputStalled:
+        raise output_stalled(pid, where, snapshot=True) from None
     except Unanswered:
         raise TargetRefused(
             f"a read of the snapshot of process {pid} (its clone, process {snap.child}) got no answer within"

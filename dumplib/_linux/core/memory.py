@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .staged import StagedMemory
     from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from ..._bounded import blocking, guarded
+from ..._bounded import blocking, guarded, output_call
 from ..._hashing import frontiers
 from ..._platform import Tick
 from ..._record import record
@@ -697,7 +697,7 @@ class FileSink:
                 self._punch(at, lo)
                 at = hi
             self._punch(at, end)
-        os.ftruncate(self.fd, size)
+        output_call(os.ftruncate, self.fd, size)
         self._finished = True
 
     def _write_staged(self, stage: StagedMemory, size: int, tick: Optional[Tick] = None) -> None:
@@ -726,7 +726,7 @@ class FileSink:
 
     def _pwrite_all(self, view: memoryview, offset: int) -> None:
         while view:
-            n = os.pwrite(self.fd, view, offset)
+            n = output_call(os.pwrite, self.fd, view, offset)  # bounded: a file system may stop answering
             view = view[n:]
             offset += n
 
