@@ -60,12 +60,25 @@ def state(pid: int) -> str:
 
 def mapping_rss(start: int) -> int:
     """The kernel's Rss of this process's mapping starting at *start*, in bytes (/proc/self/smaps)."""
+    return int(_smaps_field(start, "Rss:").split()[0]) * 1024
+
+
+def mapping_vmflags(start: int) -> "set[str]":
+    """The kernel's VmFlags of this process's mapping starting at *start* (/proc/self/smaps)."""
+    return set(_smaps_field(start, "VmFlags:").split())
+
+
+def _smaps_field(start: int, field: str) -> str:
     lines = Path("/proc/self/smaps").read_text().splitlines()
     for i, line in enumerate(lines):
         head = line.split(" ", 1)[0]
         if "-" in head and ":" not in head and int(head.split("-")[0], 16) == start:
-            return next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) * 1024
-    raise AssertionError(f"no mapping at {start:#x}")
+            for x in lines[i + 1:]:
+                if x.startswith(field):
+                    return x[len(field):]
+                if "-" in x.split(" ", 1)[0] and ":" not in x.split(" ", 1)[0]:
+                    break
+    raise AssertionError(f"no {field} of a mapping at {start:#x}")
 
 
 def thread_facts(tid: int) -> "tuple[int, Optional[int]]":

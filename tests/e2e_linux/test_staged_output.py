@@ -23,7 +23,7 @@ import pytest
 
 import dumplib
 from helpers import tmpfs
-from linuxrig import assert_running_untraced, gdb, mapping_rss, sha256sum, thread_facts
+from linuxrig import assert_running_untraced, gdb, mapping_rss, mapping_vmflags, sha256sum, thread_facts
 from linuxrig import state as _state
 from test_mapped_output import (HEAP, PAGE, TARGET, _segments_end, assert_sidecar_agrees, assert_targets_pages,
                                 assert_zero_pages_are_holes, heap_target, mmaplock_exe, output_seen, plan_then,
@@ -51,14 +51,16 @@ def _anonymous_maps() -> Set[Tuple[int, int]]:
 def staged_seen(directory: Path, seen: Dict[str, object]):  # type: ignore[no-untyped-def]
     """output_seen's progress callback, which also records, at the first call with data copied (the
     target stopped), the anonymous mappings of 64 MiB or more this process gained since it was made,
-    with their Rss."""
+    with their Rss, and their VmFlags."""
     before = _anonymous_maps()
     look = output_seen(directory, seen)
 
     def progress(written: int, elapsed: float) -> None:
         if written and "staged" not in seen:
             look(written, elapsed)
-            seen["staged"] = [(hi - lo, mapping_rss(lo)) for lo, hi in sorted(_anonymous_maps() - before)]
+            gained = sorted(_anonymous_maps() - before)
+            seen["staged"] = [(hi - lo, mapping_rss(lo)) for lo, hi in gained]
+            seen["vmflags"] = [mapping_vmflags(lo) for lo, hi in gained]
     return progress
 
 
@@ -88,6 +90,9 @@ def test_a_staged_core_holds_the_targets_bytes_and_its_zero_pages_as_holes(tmp_p
         # (the kernel may have merged it with a neighbouring mapping of the same flags: an earlier
         # test's, held by a read given up on, so its Rss is weighed against the estimate)
         assert length >= estimate - PAGE and rss >= 0.9 * estimate, (staged, estimate)
+        # Not in a child of ours ("dc", MADV_DONTFORK), nor in a core of dumplib itself ("dd",
+        # MADV_DONTDUMP: a SIGQUIT or a crash of dumplib must not write the target's memory out again).
+        assert {"dc", "dd"} <= seen["vmflags"][0], seen["vmflags"]  # type: ignore[index]
         assert final == _segments_end(core), (final, _segments_end(core))
 
         assert_targets_pages(core, address, n)

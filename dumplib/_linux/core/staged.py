@@ -56,6 +56,9 @@ class StagedMemory:
         self._given = 0  # memory below this offset is given back
         try:
             self.map.madvise(mmap.MADV_DONTFORK)
+            # Nor in a core of dumplib itself (a SIGQUIT, a crash: the kernel writes it while the target
+            # may still be stopped, and to wherever core_pattern says): the bytes are the target's.
+            self.map.madvise(mmap.MADV_DONTDUMP)
             with contextlib.suppress(AttributeError, OSError):  # no THP on this kernel or build
                 self.map.madvise(mmap.MADV_HUGEPAGE)
             self.address = mapped.address_of(self.map)
