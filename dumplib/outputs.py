@@ -206,9 +206,11 @@ class PlainFile(_FileOutput):
             stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, self.host.disk_bytes(st))
             stored = self._place(stored, sidecar, report)
         except BaseException as exc:
-            if hasher is not None:
-                hasher.abandon()
-            told = _discard(self.dest.temp, self.host, exc)
+            try:
+                if hasher is not None:
+                    hasher.abandon()
+            finally:  # a second Ctrl-C in that wait must not keep the partial file (review: 1 GiB left)
+                told = _discard(self.dest.temp, self.host, exc)
             if told is not None:
                 raise told from None
             raise

@@ -65,3 +65,30 @@ def test_the_hasher_runs_nothing_while_the_target_is_stopped(target_exe, tmp_pat
     assert len(switches) == 1 and calls == {FUTEX}, during_stop
     sidecar = json.loads(Path(result.path + ".json").read_text())
     assert sidecar["sha256"] == sha256sum(result.path) == result.sha256
+
+
+def test_a_second_ctrl_c_while_the_hasher_is_given_up_on_still_removes_the_partial_file(target_exe, tmp_path,
+                                                                                       monkeypatch):
+    """A Ctrl-C during the copy, then a second one while the failure path waits for the hashing thread
+    to end: the partial file is still removed (a review found 1 GiB left after a double Ctrl-C)."""
+    from dumplib._hashing import FollowingHasher
+
+    abandon = FollowingHasher.abandon
+    waits: list = []
+
+    def interrupted(self: FollowingHasher) -> None:
+        abandon(self)
+        waits.append(1)
+        raise KeyboardInterrupt  # the second Ctrl-C, arriving in that wait
+
+    def progress(written: int, elapsed: float) -> None:
+        if written:
+            raise KeyboardInterrupt  # the first
+
+    monkeypatch.setattr(FollowingHasher, "abandon", interrupted)
+    with run_target([str(target_exe), "--heap", "40"]) as t:
+        with pytest.raises(KeyboardInterrupt):
+            dumplib.create_dump(t.pid, tmp_path / "x.core", "full", progress=progress)
+        t.assert_running_untraced()
+    assert waits == [1], "the failure path did not wait for the hasher"
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
