@@ -23,6 +23,12 @@ static volatile long max_gap_us;
 static volatile long last_tick_us;
 static volatile int spin_forever = 1;
 
+/* Threads that have reached their function: "ready" is printed only once all have, so that a dump
+ * made at once finds each in its function, not still in clone3 (seen on a loaded CI machine). */
+static int started;
+
+static void thread_started(void) { __atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST); }
+
 static long now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -31,27 +37,32 @@ static long now_us(void) {
 
 __attribute__((noinline)) void *thread_alpha_spin(void *arg) {
     volatile unsigned long n = 0;
+    thread_started();
     while (spin_forever) { n++; if ((n & 0xfffff) == 0) usleep(1000); }
     return arg;
 }
 
 __attribute__((noinline)) void *thread_beta_wait(void *arg) {
+    thread_started();
     pthread_mutex_lock(&lock);
     for (;;) pthread_cond_wait(&never, &lock);
     return arg;
 }
 
 __attribute__((noinline)) void *thread_gamma_sleep(void *arg) {
+    thread_started();
     for (;;) sleep(100);
     return arg;
 }
 
 __attribute__((noinline)) void *thread_many_park(void *arg) {
+    thread_started();
     for (;;) pause();
     return arg;
 }
 
 __attribute__((noinline)) void *thread_ticker(void *arg) {
+    thread_started();
     last_tick_us = now_us();
     for (;;) {
         usleep(1000);
@@ -112,6 +123,7 @@ int main(int argc, char **argv) {
     void *(*named[3])(void *) = {thread_alpha_spin, thread_beta_wait, thread_gamma_sleep};
     for (int i = 0; i < threads; i++) pthread_create(&t, NULL, i < 3 ? named[i] : thread_many_park, NULL);
     if (ticker) pthread_create(&t, NULL, thread_ticker, NULL);
+    while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < threads + ticker) usleep(100);
     printf("{\"pid\": %d, \"marker\": \"%s\", \"marker_address\": %lu, \"secret_address\": %lu,"
            " \"guard_address\": %lu, \"eof_address\": %lu, \"threads\": %d}\n",
            (int)getpid(), marker, (unsigned long)marker, (unsigned long)secret, (unsigned long)guard,
