@@ -140,3 +140,29 @@ def test_every_standard_descriptor_closed_at_start_is_held_on_dev_null():
     held = done.stdout.split()
     assert held[:3] == [b"/dev/null"] * 3, done
     assert int(held[3]) > 3, done  # the first file opened takes none of their numbers
+
+
+def test_a_dump_to_a_pipe_whose_reader_has_gone_is_refused_before_the_target_is_stopped(ctarget, tmp_path):
+    """`dumplib dump PID - | head -c 0` where head has already exited: exit 8 (broken-pipe) saying nothing
+    was dumped, and strace (an independent reader of dumplib's system calls) sees no ptrace call at all:
+    the target was never stopped (a review saw it stopped 0.84 s for nothing)."""
+    import json
+    import shutil
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    read_r, read_w = os.pipe()
+    os.close(read_r)  # the reader has gone
+    trace = tmp_path / "strace.txt"
+    try:
+        proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=ptrace", "-o", str(trace), sys.executable, "-m",
+                               "dumplib_cli", "dump", str(ctarget.pid), "-", "--kind", "full", "--json"],
+                              stdout=read_w, stderr=subprocess.PIPE, env=_env(), timeout=120)
+    finally:
+        os.close(read_w)
+    err = proc.stderr.decode()
+    assert proc.returncode == 8, (proc.returncode, err)
+    error = json.loads(next(line for line in err.splitlines() if line.startswith("{")))["error"]
+    assert error["reason"] == "broken-pipe" and "not stopped" in error["message"], error
+    assert "PTRACE_" not in trace.read_text(), trace.read_text()
+    ctarget.assert_running_untraced()
