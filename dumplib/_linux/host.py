@@ -18,7 +18,7 @@ import time
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Callable, Iterator, List, Optional, Tuple, Union
+    from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..errors import DumpFailed, InvalidDumpPath
 from .._platform import Host
@@ -28,6 +28,8 @@ from .._platform import Host
 HOLD_PATIENCE = 2.0
 #: link(2) errors that mean "this filesystem has no hard links" (vfat, some FUSE), not "refused".
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+#: Symlinks followed in one path before it is refused (the kernel's MAXSYMLINKS).
+_MAX_LINKS = 40
 
 
 class LinuxHost(Host):
@@ -70,26 +72,15 @@ class LinuxHost(Host):
 def _check_trusted(directory: str, template: str, fixed: Optional[str], final: str) -> None:
     """Refuse a directory another user could have steered the dump into, or could tamper with.
 
-    dumplib runs as root in directories others can write to: a symlink planted on the way (or a
-    directory planted at the dump's name) must not send the dump, and retention, elsewhere; and
-    whoever owns the directory could swap our temporary between the write and the verification.
+    dumplib runs as root in directories others can write to: whoever can rename an entry on the way
+    (a directory they own, or can write to without the sticky bit, or their own entry in a sticky
+    one) could swap it for a symlink, before or during the dump, and send the dump and retention
+    (which deletes) elsewhere; and whoever owns the final directory could swap our temporary
+    between the write and the verification.
     """
-    me = os.geteuid()
-    trusted = {me, 0}
-    path = "/"
-    for part in os.path.abspath(directory).split("/")[1:]:
-        nxt = os.path.join(path, part)
-        st = os.lstat(nxt)
-        if stat.S_ISLNK(st.st_mode):
-            parent = os.stat(path)
-            # The kernel's protected_symlinks rule, applied to every directory others can write to.
-            if parent.st_mode & 0o022 and st.st_uid not in (me, parent.st_uid):
-                raise InvalidDumpPath(
-                    f"{nxt} is a symlink owned by uid {st.st_uid} in a directory others can write to; dumplib"
-                    " does not follow it (it could point anywhere). Give the real path", path=final)
-            nxt = os.path.realpath(nxt)
-        path = nxt
-    st = os.stat(directory)
+    trusted = {os.geteuid(), 0}
+    resolved = _walk_trusted(os.path.abspath(directory), trusted, final)
+    st = os.stat(resolved)
     if st.st_uid not in trusted:
         raise InvalidDumpPath(
             f"{directory} belongs to uid {st.st_uid}, who could replace or read what dumplib writes there;"
@@ -100,11 +91,72 @@ def _check_trusted(directory: str, template: str, fixed: Optional[str], final: s
             " the dump; dump into a directory only you can write to, or one with the sticky bit like /tmp",
             path=final)
     if fixed is not None:
-        inside = os.path.realpath(directory)
+        inside = resolved
         root = os.path.realpath(fixed)
         if inside != root and not inside.startswith(root.rstrip("/") + "/"):
             raise InvalidDumpPath(f"the path template {template} expanded to {directory}, which is outside"
                                   f" {fixed}; a name token must not lead elsewhere", path=final)
+
+
+def _walk_trusted(path: str, trusted: Set[int], final: str) -> str:
+    """*path* resolved component by component as the kernel will (symlinks followed, their targets
+    walked by the same rule), each entry on the way checked to be one no untrusted user can rename or
+    replace: its directory trusted-owned and either writable only by its owner, or sticky with the
+    entry trusted-owned. Returns the real path."""
+    todo = [p for p in reversed(path.split("/")) if p]  # a stack: the next component last
+    here = "/"
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            here = os.path.dirname(here)  # *here* holds no symlink: its parent is its lexical parent
+            continue
+        entry = os.path.join(here, part)
+        try:
+            parent = os.lstat(here)
+            st = os.lstat(entry)
+        except OSError as exc:
+            raise InvalidDumpPath(f"{entry} cannot be looked at ({exc.strerror}) while checking the way to the"
+                                  " dump; choose an existing directory", path=final) from None
+        why = _replaceable(here, parent, entry, st, trusted)
+        if why is not None:
+            raise InvalidDumpPath(
+                f"{why}, so they could replace it with a symlink (or re-point it), before or during the dump,"
+                " and steer the dump and retention (which deletes old dumps) anywhere. Dump into a path whose"
+                " every directory belongs to root or you and only its owner can write (or is sticky, like /tmp,"
+                " holding your own or root's directory)", path=final)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise InvalidDumpPath(f"{path} goes through more than {_MAX_LINKS} symlinks; give the real path",
+                                      path=final)
+            target = os.readlink(entry)
+            todo += [p for p in reversed(target.split("/")) if p]
+            if target.startswith("/"):
+                here = "/"
+            continue
+        here = entry
+    return here
+
+
+def _replaceable(here: str, parent: os.stat_result, entry: str, st: os.stat_result, trusted: Set[int]) -> Optional[str]:
+    """Who could rename or replace *entry* (*st*) in the directory *here* (*parent*), or None if no
+    untrusted user can: the directory's owner always can; others with write access can, unless the
+    sticky bit limits that to the entry's own owner."""
+    if parent.st_uid not in trusted:
+        return f"{entry} is on the way to the dump and its directory {here} belongs to uid {parent.st_uid}"
+    if not parent.st_mode & 0o022:
+        return None
+    if not parent.st_mode & stat.S_ISVTX:
+        return (f"{entry} is on the way to the dump and its directory {here} (owner uid {parent.st_uid}, mode"
+                f" {stat.S_IMODE(parent.st_mode):o}) can be written by other users and has no sticky bit")
+    if st.st_uid not in trusted:
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "an entry"
+        return (f"{entry} is {what} owned by uid {st.st_uid} in {here}, a sticky directory others can write to;"
+                f" uid {st.st_uid} may rename it there")
+    return None
 
 
 def _link_into_place(temp: str, final: str) -> None:

@@ -422,7 +422,7 @@ def test_a_symlink_or_directory_planted_at_the_dump_name_never_redirects_the_dum
     planted.mkdir(mode=0o777)
     os.chown(planted, NOBODY, NOBODY)
     os.chmod(planted, 0o777)
-    with pytest.raises(dumplib.InvalidDumpPath, match="belongs to uid 65534"):
+    with pytest.raises(dumplib.InvalidDumpPath, match="directory owned by uid 65534"):
         dumplib.create_dump(ctarget.pid, planted, "triage", keep=1)
     assert os.path.exists(older.path) and sorted(os.listdir(victim_dir)) == ["older.core", "older.core.json"]
     assert list(planted.iterdir()) == []
