@@ -232,6 +232,7 @@ def plan_destination(
             path=final,
         )
     side = final + SIDECAR_SUFFIX if sidecar else None
+    _check_name_lengths(directory, final, side, raw)
     for existing in (final, side):
         if existing is None or not os.path.lexists(existing):
             continue
@@ -244,6 +245,28 @@ def plan_destination(
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
     host.check_trusted(directory, raw, _fixed_directory(raw), final)
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side, chosen=chosen)
+
+
+def _check_name_lengths(directory: str, final: str, side: Optional[str], template: str) -> None:
+    """Refuse, before the target is touched, a dump or sidecar name longer than *directory*'s file system
+    allows: found only at placement, it would cost a whole stop and write for nothing. (The temporaries'
+    names are short, see TEMP_PREFIX; but a file system allowing less than theirs is refused too.)"""
+    try:
+        most = os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no limit said: found at creation
+        return
+    if most <= 0:
+        return
+    for what, path in (("the dump's", final), ("its sidecar's", side), ("a temporary's", TEMP_PREFIX + "0" * 16 + ".tmp")):
+        if path is None:
+            continue
+        size = len(os.fsencode(os.path.basename(path)))
+        if size > most:
+            expanded = f" once {template} was expanded" if first_token_at(template) is not None else ""
+            hint = ", or write no sidecar (--no-sidecar)" if what == "its sidecar's" else ""
+            raise InvalidDumpPath(f"cannot create {final}: {what} name is {size} bytes"
+                                  f"{expanded}, and {directory} allows at most {most}; nothing was dumped."
+                                  f" Choose a shorter name{hint}", path=final)
 
 
 def _fixed_directory(template: str) -> Optional[str]:

@@ -302,6 +302,31 @@ def test_temporary_names_stay_short_for_the_longest_legal_name(ctarget, outdir):
     assert os.path.basename(r.path) == name and not leftovers(outdir)
 
 
+def test_a_name_too_long_for_the_directory_is_refused_before_the_target_is_stopped(target_exe, outdir):
+    """Found only at placement, a name over NAME_MAX (the sidecar's five bytes longer than the dump's, or
+    a {name} expanded) cost a whole stop and write; now nothing is created and the target never stops."""
+    with run_target([str(target_exe), "--heap", "512", "--ticker"]) as t:
+        full = dumplib.create_dump(t.pid, outdir / "first.core", "full", sidecar=False, min_free=0)
+        assert full.stopped_seconds > 0.05
+        os.unlink(full.path)
+        events = DirectoryEvents(outdir)
+        time.sleep(0.2)  # the ticker records the first dump's gap once it wakes; then reset the maximum
+        t.ask("gap")
+        for path, sidecar, said in [
+            ("d" * 250 + ".core", True, "its sidecar's name is 260 bytes"),  # a legal 255-byte dump name
+            ("d" * 251 + ".core", False, "the dump's name is 256 bytes"),
+            ("d" * 245 + "{name}.core", False, r"the dump's name is \d+ bytes once"),  # {name}: 6 or more
+        ]:
+            with pytest.raises(dumplib.InvalidDumpPath, match=f"{said}.* allows at most 255; nothing was dumped"):
+                dumplib.create_dump(t.pid, str(outdir / path), "full", sidecar=sidecar, min_free=0)
+        gap_seconds = int(t.ask("gap")) / 1e6
+        assert gap_seconds < full.stopped_seconds / 2, (gap_seconds, full.stopped_seconds)
+        t.assert_running_untraced()
+        seen = events.read()
+        events.close()
+        assert seen == [] and list(outdir.iterdir()) == []
+
+
 def _set_comm(name: bytes) -> str:
     return (f"import ctypes, sys; ctypes.CDLL(None).prctl(15, {name!r}, 0, 0, 0);"
             " print('ready', flush=True); sys.stdin.read()")
