@@ -255,6 +255,11 @@ class Host(abc.ABC):
     def read_only(self, directory: str) -> bool:
         """Whether *directory*'s file system is mounted read-only (False where that cannot be told)."""
 
+    def name_max(self, directory: str) -> Optional[int]:
+        """The longest file name, in bytes, *directory*'s file system allows (None where that cannot be told:
+        a name too long is then found when the file is created)."""
+        return None
+
     @abc.abstractmethod
     def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
         """Raise InvalidDumpPath if another user could have steered the dump into *directory* or could

@@ -232,7 +232,7 @@ def plan_destination(
             path=final,
         )
     side = final + SIDECAR_SUFFIX if sidecar else None
-    _check_name_lengths(directory, final, side, raw)
+    _check_name_lengths(directory, final, side, raw, host.name_max(directory))
     for existing in (final, side):
         if existing is None or not os.path.lexists(existing):
             continue
@@ -247,15 +247,12 @@ def plan_destination(
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side, chosen=chosen)
 
 
-def _check_name_lengths(directory: str, final: str, side: Optional[str], template: str) -> None:
-    """Refuse, before the target is touched, a dump or sidecar name longer than *directory*'s file system
-    allows: found only at placement, it would cost a whole stop and write for nothing. (The temporaries'
-    names are short, see TEMP_PREFIX; but a file system allowing less than theirs is refused too.)"""
-    try:
-        most = os.pathconf(directory, "PC_NAME_MAX")
-    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no limit said: found at creation
-        return
-    if most <= 0:
+def _check_name_lengths(directory: str, final: str, side: Optional[str], template: str, most: Optional[int]) -> None:
+    """Refuse, before the target is touched, a dump or sidecar name longer than *most* bytes (what
+    *directory*'s file system allows, None: not known): found only at placement, it would cost a whole
+    stop and write for nothing. (The temporaries' names are short, see TEMP_PREFIX; but a file system
+    allowing less than theirs is refused too.)"""
+    if most is None:
         return
     for what, path in (("the dump's", final), ("its sidecar's", side), ("a temporary's", TEMP_PREFIX + "0" * 16 + ".tmp")):
         if path is None:

@@ -42,6 +42,13 @@ class LinuxHost(Host):
     def read_only(self, directory: str) -> bool:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
 
+    def name_max(self, directory: str) -> Optional[int]:
+        try:
+            most = os.pathconf(directory, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            return None
+        return most if most > 0 else None  # -1: no limit said
+
     def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
         _check_trusted(directory, template, fixed, final)
 
