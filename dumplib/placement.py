@@ -291,8 +291,10 @@ def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool, host: Hos
     the ones just placed are taken back (each proven to be the file this call placed) and, with
     *overwrite*, the files they replaced are put back."""
     undo: List[Tuple[str, os.stat_result, Optional[str]]] = []
+    at = moves[0] if moves else ("", "")
     try:
         for temp, final in moves:
+            at = (temp, final)
             st = os.lstat(temp)
             kept = _keep_aside(final) if overwrite else None
             undo.append((final, st, kept))
@@ -304,7 +306,7 @@ def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool, host: Hos
             else:
                 remove_if_same(final, st)
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            raise _placing_failed(exc, moves) from None
+            raise _placing_failed(exc, moves, at) from None
         raise
     for _final, _st, kept in undo:
         if kept is not None:
@@ -323,15 +325,18 @@ def _keep_aside(final: str) -> Optional[str]:
     return aside
 
 
-def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]]) -> Exception:
+def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]], at: Tuple[str, str]) -> Exception:
+    """The error for *exc*, met while moving the temporary at[0] to at[1]: named by the file the caller
+    asked for (the OSError names whichever path the call took first, often our temporary)."""
     from .errors import DumpFailed
 
     names = " and ".join(final for _, final in moves)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DumpFailed(f"the disk filled up while putting {names} in place; nothing was kept", errno=exc.errno,
                           reason="disk-full")
-    return DumpFailed(f"could not put {names} in place ({exc.strerror}: {exc.filename}); nothing was kept,"
-                      " any file replaced was restored", errno=exc.errno)
+    temp, final = at
+    return DumpFailed(f"could not put {names} in place: {final}: {exc.strerror} (moving its temporary {temp}"
+                      " there); nothing was kept, any file replaced was restored", errno=exc.errno)
 
 
 def _move(temp: str, final: str, overwrite: bool, host: Host) -> None:
