@@ -270,6 +270,11 @@ class Host(abc.ABC):
     def place_new(self, temp: str, final: str) -> None:
         """Give the file *temp* the name *final*, never replacing what is there (FileExistsError)."""
 
+    def temp_in_use(self, path: str, st: os.stat_result) -> Optional[bool]:
+        """Whether a live dumplib still writes our temporary *path* (*st*, from lstat): True, False, or
+        None where that cannot be told (then only the directory's hold and the temporary's age say)."""
+        return None
+
     @abc.abstractmethod
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> ContextManager[List[str]]:
         """Hold *directory* while dumplib's temporaries live there, so no other dumplib takes them for dead.

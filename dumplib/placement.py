@@ -30,6 +30,9 @@ _TEMP_NAME = r"\.dumplib-[0-9a-f]{16}\.tmp"
 SIDECAR_SUFFIX = ".json"
 #: Where directories cannot be locked (no flock), a temporary is stale only once untouched this long.
 UNLOCKED_STALE_AFTER = 24 * 3600.0
+#: Even with the directory held alone and the temporary unlocked, one touched this recently is left: its
+#: writer may be between creating it and taking its lock (Host.temp_in_use).
+STALE_AFTER = 10.0
 #: Longest {name} expansion: process names are the process's own choice.
 NAME_MAX_CHARS = 64
 
@@ -401,7 +404,8 @@ def _held(directory: str, host: Host) -> "contextlib.AbstractContextManager[List
 
 
 def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
-    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links."""
+    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links, their
+    own locks free (Host.temp_in_use) and untouched for STALE_AFTER seconds."""
     removed: List[str] = []
     try:
         names = os.listdir(directory)
@@ -417,7 +421,13 @@ def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
             continue
         if not stat.S_ISREG(st.st_mode) or not host.mine(st):
             continue
-        if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
+        age = time.time() - st.st_mtime
+        if not locked and age < UNLOCKED_STALE_AFTER:
+            continue
+        # The directory held alone is not proof enough: a dumplib someone kept from its hold writes on
+        # unheld, and its temporary is alive while its own lock is held.
+        in_use = host.temp_in_use(path, st)
+        if in_use or age < STALE_AFTER or (in_use is None and age < UNLOCKED_STALE_AFTER):
             continue
         if remove_if_same(path, st):
             removed.append(name)

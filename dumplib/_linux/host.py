@@ -14,11 +14,12 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
+    from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from ..errors import DumpFailed, InvalidDumpPath
 from .._platform import Host
@@ -30,6 +31,12 @@ HOLD_PATIENCE = 2.0
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 #: Symlinks followed in one path before it is refused (the kernel's MAXSYMLINKS).
 _MAX_LINKS = 40
+#: The files create_exclusive made in this process that may still be at their names: path -> (a descriptor
+#: of the file holding its flock exclusively, (st_dev, st_ino)). A cleaning dumplib that got the directory's
+#: lock (ours could not be had: someone else held it) still finds each live temporary locked; the kernel
+#: lets go of a killed writer's. Released once the name no longer holds that file (_let_go_of_gone).
+_live_files: Dict[str, Tuple[int, Tuple[int, int]]] = {}
+_live_files_lock = threading.Lock()
 
 
 class LinuxHost(Host):
@@ -57,6 +64,9 @@ class LinuxHost(Host):
 
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
         return _held(directory, clean)
+
+    def temp_in_use(self, path: str, st: os.stat_result) -> Optional[bool]:
+        return _temp_in_use(path, st)
 
     def appending(self, fd: int) -> bool:
         return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
@@ -207,8 +217,8 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    # Never hang on someone else's lock: go on unheld. Only a cleaning dumplib of
-                    # this same user could then take our temporary for a dead one.
+                    # Never hang on someone else's lock: go on unheld. Our temporaries' own locks
+                    # (create_exclusive) keep a cleaning dumplib from taking them for dead ones.
                     told.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
                                 " dumplib went on without its hold on the directory")
                     break
@@ -216,21 +226,89 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
         yield told
     finally:
         os.close(fd)
+        _let_go_of_gone()  # the temporaries made while held are placed or removed by now
+
+
+def _lock_while_alive(path: str, fd: int) -> None:
+    """Hold an exclusive flock on the new file *fd* (at *path*) until its name no longer holds it, on a
+    descriptor of our own: the caller may close *fd* long before the file is placed or removed. (A
+    cleaner can only find the file unlocked in the moment before: placement.STALE_AFTER covers that.)"""
+    _let_go_of_gone()
+    try:
+        # Read-only, not a dup of *fd*: the file's last writable descriptor still closes when the writer
+        # closes *fd* (IN_CLOSE_WRITE then, not at placement).
+        keep = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(keep)
+        if (st.st_dev, st.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            raise OSError(errno.ESTALE, "not the file just created")
+        fcntl.flock(keep, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else has it open yet: never waits
+    except OSError:
+        os.close(keep)  # no flock on this file system: the directory's hold and the age rule stand alone
+        return
+    with _live_files_lock:
+        old = _live_files.pop(path, None)
+        _live_files[path] = (keep, (st.st_dev, st.st_ino))
+    if old is not None:
+        os.close(old[0])
+
+
+def _let_go_of_gone() -> None:
+    """Release the locks of the files no longer at the names they were made under (placed, removed)."""
+    with _live_files_lock:
+        gone = []
+        for path, (keep, ident) in _live_files.items():
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == ident:
+                    continue
+            except OSError:
+                pass
+            gone.append(path)
+        for path in gone:
+            os.close(_live_files.pop(path)[0])
+
+
+def _temp_in_use(path: str, st: os.stat_result) -> Optional[bool]:
+    """Whether the writer of our temporary *path* (*st*) still holds the flock create_exclusive took on it:
+    True while it lives (in any process, pid namespace or container sharing the volume), False once the
+    kernel let go of it; None when the file cannot be looked at or locked (no flock here)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return None  # another file at the name since: judged at the next cleaning
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        return False
+    finally:
+        os.close(fd)  # lets go of the lock just taken, if any
 
 
 def create_exclusive(path: str, *, readable: bool = False) -> int:
-    """Create *path* for writing: exclusive, never through a symlink, owner-only. *readable*: for reading
-    too, only where the core writer maps it shared and writable (core/memory.py FileSink.prepare), which
-    needs both; elsewhere write-only."""
+    """Create *path* for writing: exclusive, never through a symlink, owner-only, flocked for as long as it
+    is at that name (_lock_while_alive). *readable*: for reading too, only where the core writer maps it
+    shared and writable (core/memory.py FileSink.prepare), which needs both; elsewhere write-only."""
     flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
                              " written. Free space or dump to another volume", errno=exc.errno,
                              reason="disk-full") from None
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
+    _lock_while_alive(path, fd)
+    return fd
 
 
 def write_new_file(path: str, data: bytes, mode: int = 0o600, *, replace: bool = False,

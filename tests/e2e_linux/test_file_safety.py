@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -275,6 +275,80 @@ def _until_unheld(directory: Path) -> None:
         os.close(fd)
 
 
+def _age(*paths: Path) -> None:
+    """Untouched for a minute: past placement.STALE_AFTER, so only the locks decide."""
+    then = time.time() - 60
+    for p in paths:
+        os.utime(p, (then, then))
+
+
+_HOLDER = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY);"
+           " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()")
+_KEPT_FROM_ITS_HOLD = (
+    "import os, sys\n"
+    "from dumplib._switch import current\n"
+    "from dumplib.placement import temp_path, writing_in\n"
+    "host = current().host()\n"
+    "with writing_in([sys.argv[1]], host) as told:\n"
+    "    temp = temp_path(sys.argv[1])\n"
+    "    fd = host.open_private(temp)\n"
+    "    os.write(fd, b'live partial dump')\n"
+    "    os.close(fd)  # closed as the writers close theirs: the file's lock must outlive it\n"
+    "    print(temp, *told, sep='\\n', flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+def test_a_live_temporary_of_a_dumplib_kept_from_its_hold_is_never_taken_for_stale(ctarget, shared_dir):
+    """Anyone who can open the directory can hold its flock exclusively: a dumplib then writes on unheld
+    (after HOLD_PATIENCE), and the next dumplib that gets the directory alone must still see that
+    temporary alive, by the lock its writer holds on the file itself."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(shared_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    writer = None
+    try:
+        assert holder.stdout.readline() == "held\n"  # type: ignore[union-attr]
+        writer = subprocess.Popen([sys.executable, "-c", _KEPT_FROM_ITS_HOLD, str(shared_dir)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env)
+        temp = Path(writer.stdout.readline().strip())  # type: ignore[union-attr]
+        assert "went on without its hold" in writer.stdout.readline()  # type: ignore[union-attr]
+        holder.communicate("\n", timeout=30)  # the directory is free: the next dumplib gets it alone
+        _age(temp)
+        r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert temp.read_bytes() == b"live partial dump"
+        assert not any("stale" in w for w in r.warnings), r.warnings
+        writer.communicate("\n", timeout=30)  # it ends without removing its temporary, as a killed one would
+        assert temp.exists()
+        os.utime(temp)  # unlocked but touched just now: maybe a writer yet to take its lock (STALE_AFTER)
+        dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert temp.exists()
+        _age(temp)
+        r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert not temp.exists() and sum("stale" in w for w in r.warnings) == 1, r.warnings
+    finally:
+        for proc in (holder, writer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_locks_on_temporaries_end_with_the_dump(ctarget, outdir, codec):
+    """Each temporary's flock is held on a descriptor of its own: once the dump is placed, none is left open."""
+    from dumplib._linux import host as linux_host
+
+    def open_files() -> List[str]:
+        return sorted(os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{n}"))
+
+    dumplib.create_dump(ctarget.pid, outdir / "first.core", "triage", compress=codec)  # imports, caches
+    before = open_files()
+    r = dumplib.create_dump(ctarget.pid, outdir, "triage", compress=codec)
+    assert linux_host._live_files == {}
+    assert open_files() == before, r.path
+
+
 def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctarget, shared_dir):
     if os.geteuid() != 0:
         require(not IN_CI, "a new pid namespace and another user's files need root")
@@ -286,6 +360,7 @@ def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctar
     with _live_dumplib_in_another_pid_namespace(shared_dir) as live:
         dead = shared_dir / ".dumplib-0000000000000001.tmp"
         dead.write_bytes(b"left by a killed dumplib")
+        _age(dead, live)
         r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
         # A live dumplib elsewhere (its pid means nothing here) is writing: nothing is stale yet.
         assert dead.exists() and live.read_bytes() == b"live partial dump"
