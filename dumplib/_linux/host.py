@@ -29,6 +29,8 @@ from .._platform import Host
 HOLD_PATIENCE = 2.0
 #: link(2) errors that mean "this filesystem has no hard links" (vfat, some FUSE), not "refused".
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+#: How long a new file waits for its own lock, which a cleaning dumplib may hold for an instant.
+TEMP_LOCK_PATIENCE = 1.0
 #: Symlinks followed in one path before it is refused (the kernel's MAXSYMLINKS).
 _MAX_LINKS = 40
 #: The files create_exclusive made in this process that may still be at their names: path -> (a descriptor
@@ -244,7 +246,7 @@ def _lock_while_alive(path: str, fd: int) -> None:
         st = os.fstat(keep)
         if (st.st_dev, st.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
             raise OSError(errno.ESTALE, "not the file just created")
-        fcntl.flock(keep, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else has it open yet: never waits
+        _flock_briefly(keep)
     except OSError:
         os.close(keep)  # no flock on this file system: the directory's hold and the age rule stand alone
         return
@@ -253,6 +255,20 @@ def _lock_while_alive(path: str, fd: int) -> None:
         _live_files[path] = (keep, (st.st_dev, st.st_ino))
     if old is not None:
         os.close(old[0])
+
+
+def _flock_briefly(fd: int) -> None:
+    """LOCK_EX on *fd*, waiting at most TEMP_LOCK_PATIENCE: a cleaning dumplib may hold it a moment to see
+    whether it is free (_temp_in_use), and finds it too young to remove (placement.STALE_AFTER)."""
+    deadline = time.monotonic() + TEMP_LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _let_go_of_gone() -> None:

@@ -349,6 +349,30 @@ def test_the_locks_on_temporaries_end_with_the_dump(ctarget, outdir, codec):
     assert open_files() == before, r.path
 
 
+def test_a_new_temporarys_lock_waits_out_a_cleaner_that_looked_at_it_first(outdir):
+    """A cleaner may take a new file's lock an instant before its writer does (to see whether it is free):
+    the writer waits that instant out rather than writing on unlocked."""
+    import fcntl
+    import threading
+
+    from dumplib._linux import host as linux_host
+
+    path = str(outdir / ".dumplib-00000000000000cc.tmp")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    cleaner = os.open(path, os.O_RDONLY)
+    fcntl.flock(cleaner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    threading.Timer(0.1, os.close, (cleaner,)).start()
+    try:
+        linux_host._lock_while_alive(path, fd)
+        assert path in linux_host._live_files
+        assert current().host().temp_in_use(path, os.lstat(path)) is True
+    finally:
+        os.close(fd)
+        os.unlink(path)
+        linux_host._let_go_of_gone()
+    assert path not in linux_host._live_files
+
+
 def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctarget, shared_dir):
     if os.geteuid() != 0:
         require(not IN_CI, "a new pid namespace and another user's files need root")
