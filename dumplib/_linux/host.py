@@ -212,19 +212,14 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
             pass  # another dumplib is writing here: its temporaries are alive, leave them all
         else:
             told = clean(True)
-        deadline = time.monotonic() + HOLD_PATIENCE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    # Never hang on someone else's lock: go on unheld. Our temporaries' own locks
-                    # (create_exclusive) keep a cleaning dumplib from taking them for dead ones.
-                    told.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
-                                " dumplib went on without its hold on the directory")
-                    break
-                time.sleep(0.02)
+        # Never hang on someone else's lock: go on unheld. Our temporaries' own locks
+        # (create_exclusive) keep a cleaning dumplib from taking them for dead ones.
+        try:
+            if not _flock_within(fd, fcntl.LOCK_SH, HOLD_PATIENCE, 0.02):
+                told.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
+                            " dumplib went on without its hold on the directory")
+        except OSError as exc:
+            told.append(f"{directory} cannot be locked ({exc.strerror}); dumplib went on without its hold on it")
         yield told
     finally:
         os.close(fd)
@@ -246,9 +241,12 @@ def _lock_while_alive(path: str, fd: int) -> None:
         st = os.fstat(keep)
         if (st.st_dev, st.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
             raise OSError(errno.ESTALE, "not the file just created")
-        _flock_briefly(keep)
+        # A cleaning dumplib may hold it an instant to see whether it is free (_temp_in_use), and then
+        # finds it too young to remove (placement.STALE_AFTER): wait that out.
+        if not _flock_within(keep, fcntl.LOCK_EX, TEMP_LOCK_PATIENCE, 0.005):
+            raise OSError(errno.EWOULDBLOCK, "held by another")
     except OSError:
-        os.close(keep)  # no flock on this file system: the directory's hold and the age rule stand alone
+        os.close(keep)  # no flock here (or held on): the directory's hold and the age rule stand alone
         return
     with _live_files_lock:
         old = _live_files.pop(path, None)
@@ -257,18 +255,18 @@ def _lock_while_alive(path: str, fd: int) -> None:
         os.close(old[0])
 
 
-def _flock_briefly(fd: int) -> None:
-    """LOCK_EX on *fd*, waiting at most TEMP_LOCK_PATIENCE: a cleaning dumplib may hold it a moment to see
-    whether it is free (_temp_in_use), and finds it too young to remove (placement.STALE_AFTER)."""
-    deadline = time.monotonic() + TEMP_LOCK_PATIENCE
+def _flock_within(fd: int, operation: int, seconds: float, step: float) -> bool:
+    """flock(*fd*, *operation*) without ever blocking, tried again every *step* for up to *seconds*: True
+    once had, False if another holder still has it then; any other error (no flock here) is raised at once."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
+                return False
+            time.sleep(step)
 
 
 def _let_go_of_gone() -> None:
