@@ -255,6 +255,11 @@ class Host(abc.ABC):
     def read_only(self, directory: str) -> bool:
         """Whether *directory*'s file system is mounted read-only (False where that cannot be told)."""
 
+    def name_max(self, directory: str) -> Optional[int]:
+        """The longest file name, in bytes, *directory*'s file system allows (None where that cannot be told:
+        a name too long is then found when the file is created)."""
+        return None
+
     @abc.abstractmethod
     def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
         """Raise InvalidDumpPath if another user could have steered the dump into *directory* or could
@@ -264,6 +269,11 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def place_new(self, temp: str, final: str) -> None:
         """Give the file *temp* the name *final*, never replacing what is there (FileExistsError)."""
+
+    def temp_in_use(self, path: str, st: os.stat_result) -> Optional[bool]:
+        """Whether a live dumplib still writes our temporary *path* (*st*, from lstat): True, False, or
+        None where that cannot be told (then only the directory's hold and the temporary's age say)."""
+        return None
 
     @abc.abstractmethod
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> ContextManager[List[str]]:

@@ -233,7 +233,10 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
             result = _with_warnings(result, ["keep/max_total count only dumps with a sidecar, and this one has"
                                              " none (sidecar=False): it is not counted and will never be removed"])
         if opts.retention and not opts.to_stdout:
-            pruned = output.retain(stored, opts.keep, opts.max_total)
+            from .retention import told_not_raised  # only when asked: not on every dump's start-up
+
+            pruned = told_not_raised(lambda: output.retain(stored, opts.keep, opts.max_total),
+                                     os.path.dirname(stored.path))
             if pruned:
                 result = _with_warnings(result, pruned)
     return replace(result, seconds=time.monotonic() - opts.started)

@@ -30,6 +30,9 @@ _TEMP_NAME = r"\.dumplib-[0-9a-f]{16}\.tmp"
 SIDECAR_SUFFIX = ".json"
 #: Where directories cannot be locked (no flock), a temporary is stale only once untouched this long.
 UNLOCKED_STALE_AFTER = 24 * 3600.0
+#: Even with the directory held alone and the temporary unlocked, one touched this recently is left: its
+#: writer may be between creating it and taking its lock (Host.temp_in_use).
+STALE_AFTER = 10.0
 #: Longest {name} expansion: process names are the process's own choice.
 NAME_MAX_CHARS = 64
 
@@ -232,6 +235,7 @@ def plan_destination(
             path=final,
         )
     side = final + SIDECAR_SUFFIX if sidecar else None
+    _check_name_lengths(directory, final, side, raw, host.name_max(directory))
     for existing in (final, side):
         if existing is None or not os.path.lexists(existing):
             continue
@@ -244,6 +248,25 @@ def plan_destination(
         raise InvalidDumpPath(f"cannot create {final}: {why}; choose a writable directory", path=final)
     host.check_trusted(directory, raw, _fixed_directory(raw), final)
     return Destination(final=final, temp=temp_path(directory), directory=directory, sidecar=side, chosen=chosen)
+
+
+def _check_name_lengths(directory: str, final: str, side: Optional[str], template: str, most: Optional[int]) -> None:
+    """Refuse, before the target is touched, a dump or sidecar name longer than *most* bytes (what
+    *directory*'s file system allows, None: not known): found only at placement, it would cost a whole
+    stop and write for nothing. (The temporaries' names are short, see TEMP_PREFIX; but a file system
+    allowing less than theirs is refused too.)"""
+    if most is None:
+        return
+    for what, path in (("the dump's", final), ("its sidecar's", side), ("a temporary's", TEMP_PREFIX + "0" * 16 + ".tmp")):
+        if path is None:
+            continue
+        size = len(os.fsencode(os.path.basename(path)))
+        if size > most:
+            expanded = f" once {template} was expanded" if first_token_at(template) is not None else ""
+            hint = ", or write no sidecar (--no-sidecar)" if what == "its sidecar's" else ""
+            raise InvalidDumpPath(f"cannot create {final}: {what} name is {size} bytes"
+                                  f"{expanded}, and {directory} allows at most {most}; nothing was dumped."
+                                  f" Choose a shorter name{hint}", path=final)
 
 
 def _fixed_directory(template: str) -> Optional[str]:
@@ -271,8 +294,10 @@ def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool, host: Hos
     the ones just placed are taken back (each proven to be the file this call placed) and, with
     *overwrite*, the files they replaced are put back."""
     undo: List[Tuple[str, os.stat_result, Optional[str]]] = []
+    at = moves[0] if moves else ("", "")
     try:
         for temp, final in moves:
+            at = (temp, final)
             st = os.lstat(temp)
             kept = _keep_aside(final) if overwrite else None
             undo.append((final, st, kept))
@@ -284,7 +309,7 @@ def finalize_all(moves: Sequence[Tuple[str, str]], *, overwrite: bool, host: Hos
             else:
                 remove_if_same(final, st)
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            raise _placing_failed(exc, moves) from None
+            raise _placing_failed(exc, moves, at) from None
         raise
     for _final, _st, kept in undo:
         if kept is not None:
@@ -303,15 +328,18 @@ def _keep_aside(final: str) -> Optional[str]:
     return aside
 
 
-def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]]) -> Exception:
+def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]], at: Tuple[str, str]) -> Exception:
+    """The error for *exc*, met while moving the temporary at[0] to at[1]: named by the file the caller
+    asked for (the OSError names whichever path the call took first, often our temporary)."""
     from .errors import DumpFailed
 
     names = " and ".join(final for _, final in moves)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DumpFailed(f"the disk filled up while putting {names} in place; nothing was kept", errno=exc.errno,
                           reason="disk-full")
-    return DumpFailed(f"could not put {names} in place ({exc.strerror}: {exc.filename}); nothing was kept,"
-                      " any file replaced was restored", errno=exc.errno)
+    temp, final = at
+    return DumpFailed(f"could not put {names} in place: {final}: {exc.strerror} (moving its temporary {temp}"
+                      " there); nothing was kept, any file replaced was restored", errno=exc.errno)
 
 
 def _move(temp: str, final: str, overwrite: bool, host: Host) -> None:
@@ -376,7 +404,8 @@ def _held(directory: str, host: Host) -> "contextlib.AbstractContextManager[List
 
 
 def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
-    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links."""
+    """Temporaries in *directory* no live dumplib holds: ours by owner, regular files, not links, their
+    own locks free (Host.temp_in_use) and untouched for STALE_AFTER seconds."""
     removed: List[str] = []
     try:
         names = os.listdir(directory)
@@ -392,7 +421,13 @@ def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
             continue
         if not stat.S_ISREG(st.st_mode) or not host.mine(st):
             continue
-        if not locked and time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
+        age = time.time() - st.st_mtime
+        if not locked and age < UNLOCKED_STALE_AFTER:
+            continue
+        # The directory held alone is not proof enough: a dumplib someone kept from its hold writes on
+        # unheld, and its temporary is alive while its own lock is held.
+        in_use = host.temp_in_use(path, st)
+        if in_use or age < STALE_AFTER or (in_use is None and age < UNLOCKED_STALE_AFTER):
             continue
         if remove_if_same(path, st):
             removed.append(name)

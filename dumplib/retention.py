@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, TypeVar
 
 from ._platform import Host
 from .placement import remove_if_same
-from .sidecar import SUFFIX, read_sidecar, sha256_of
+from .sidecar import REOPEN, SUFFIX, read_sidecar, sha256_of_stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,24 @@ def _own_regular(path: str, host: Host) -> Optional[os.stat_result]:
     if not host.mine(st):
         return None
     return st
+
+
+def _still_ours(e: _Entry) -> bool:
+    """Whether *e*'s dump is still the very file listed, holding what its sidecar vouches for. Gone or
+    replaced since the listing (another dumplib's retention in this directory removed it; then anyone
+    may put a link or a FIFO at the free name) is not ours: False, never followed, never waited on."""
+    try:
+        fd = os.open(e.dump, REOPEN)
+    except OSError:
+        return False
+    with open(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (e.dump_stat.st_dev, e.dump_stat.st_ino):
+                return False
+            return sha256_of_stream(f, size=st.st_size)[0] == e.sha256
+        except OSError:
+            return False
 
 
 def dumps_in(directory: str, host: Host) -> List[_Entry]:
@@ -119,5 +137,20 @@ def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[
 
     gone = prune(dumps_in(directory, host), keep=keep, max_total=max_total, size=lambda e: e.disk_bytes,
                  protected=lambda e: os.path.abspath(e.dump) == os.path.abspath(protect),
-                 still_ours=lambda e: sha256_of(e.dump) == e.sha256, remove=remove)
+                 still_ours=_still_ours, remove=remove)
     return [e.dump for e in gone]
+
+
+def stopped(exc: BaseException, where: str) -> str:
+    """What to tell of an exception that stopped retention in *where*, once the dump was committed."""
+    detail = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
+    return f"retention stopped: {type(exc).__name__}{detail} while reading {where}; the dump is in place"
+
+
+def told_not_raised(retain: Callable[[], List[str]], where: str) -> List[str]:
+    """*retain*'s messages; whatever it raises becomes one more. It runs once the dump is committed: an
+    exception would report a dump that exists as failed (exit 1, "internal error")."""
+    try:
+        return retain()
+    except Exception as exc:  # noqa: BLE001 - see above
+        return [stopped(exc, where)]

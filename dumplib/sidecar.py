@@ -22,6 +22,9 @@ from .results import ProcessInfo
 
 SUFFIX = SIDECAR_SUFFIX
 TOOL = "dumplib"
+#: Opening a file found in a listing again: never through a symlink planted at its name since, never
+#: waiting for a writer on a FIFO planted there, and never in Windows' text mode.
+REOPEN = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 #: (dump's temporary path, dump's final path, what was stored (its sha256 known), the write's report) -> the
 #: sidecar's bytes.
@@ -101,7 +104,7 @@ def read_sidecar(path: str) -> Optional[Dict[str, Any]]:
     import json  # reading sidecars (retention, info) is off a dump's path
 
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, REOPEN), "rb") as f:
             data = json.loads(f.read(1 << 20))
     except (OSError, ValueError, RecursionError):  # RecursionError: "[[[[..." planted to crash us
         return None

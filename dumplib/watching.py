@@ -512,16 +512,18 @@ def _check_names_differ(path: Optional[PathLike], *, count: int, interval: float
     text = os.fspath(path)
     if not isinstance(text, str) or text == "-" or text.endswith(("/", os.sep)) or os.path.isdir(text):
         return
-    why = None
+    why = tokens = None
     if count > 1 and not (_TIME_TOKEN.search(text) and interval >= 1):
         why = (f"count={count} dumps of one process" + (" less than a second apart" if _TIME_TOKEN.search(text)
                                                        else ""))
+        tokens = "{pid} and {time} in the file name (with an interval of at least 1 s)"
     elif every and not _PID_TOKEN.search(text):
         why = "dumps of every process of a name"
+        tokens = "{pid} in the file name" + (" (and {time}, with an interval of at least 1 s)" if count > 1 else "")
     if why:
         raise InvalidArgument(f"{text!r} would name {why} alike, so only the first could be written: give a"
-                              " directory (each dump then gets a name of its own), or put {pid} and {time} in the"
-                              " file name (with an interval of at least 1 s)", argument="path", value=text)
+                              f" directory (each dump then gets a name of its own), or put {tokens}",
+                              argument="path", value=text)
 
 
 #: Refusals of one dump that may not recur (TargetRefused reasons): reported, and the process is
@@ -637,10 +639,12 @@ def dump_all(name: str, path: Optional[PathLike] = None, kind: Union[DumpKind, s
 
     Returns one entry per process, in pid order: its DumpResult, or the DumpError that stopped it
     (one process refusing, exiting or not fitting does not stop the others). ProcessNotFound when
-    no process has that name.
+    no process has that name; InvalidArgument, before any process is looked at, for a file *path*
+    without ``{pid}`` (every dump would get that one name, and only the first could be written).
     """
     from ._switch import current
 
+    _check_names_differ(path, count=1, interval=0.0, every=True)  # before any process is touched
     found = _matching(name, current())
     if not found:
         raise ProcessNotFound(name)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 from ..errors import RemoteDestinationError
 from ..placement import SIDECAR_SUFFIX
 from ..remote import RemoteTarget
-from ..retention import instant, prune
+from ..retention import instant, prune, stopped
 from . import Listed, Store
 from .signing import vouched
 
@@ -129,5 +129,5 @@ def apply_store_retention(store: Store, written: RemoteTarget, key: bytes, *, ke
     except RemoteDestinationError as exc:
         return said() + [f"retention stopped: {exc.message}"]
     except Exception as exc:  # noqa: BLE001 - see above
-        return said() + [f"retention stopped: {type(exc).__name__} while reading {written.display(prefix)}"]
+        return said() + [stopped(exc, written.display(prefix))]
     return said()

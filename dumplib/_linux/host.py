@@ -14,11 +14,12 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Callable, Iterator, List, Optional, Tuple, Union
+    from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from ..errors import DumpFailed, InvalidDumpPath
 from .._platform import Host
@@ -28,6 +29,16 @@ from .._platform import Host
 HOLD_PATIENCE = 2.0
 #: link(2) errors that mean "this filesystem has no hard links" (vfat, some FUSE), not "refused".
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+#: How long a new file waits for its own lock, which a cleaning dumplib may hold for an instant.
+TEMP_LOCK_PATIENCE = 1.0
+#: Symlinks followed in one path before it is refused (the kernel's MAXSYMLINKS).
+_MAX_LINKS = 40
+#: The files create_exclusive made in this process that may still be at their names: path -> (a descriptor
+#: of the file holding its flock exclusively, (st_dev, st_ino)). A cleaning dumplib that got the directory's
+#: lock (ours could not be had: someone else held it) still finds each live temporary locked; the kernel
+#: lets go of a killed writer's. Released once the name no longer holds that file (_let_go_of_gone).
+_live_files: Dict[str, Tuple[int, Tuple[int, int]]] = {}
+_live_files_lock = threading.Lock()
 
 
 class LinuxHost(Host):
@@ -40,6 +51,13 @@ class LinuxHost(Host):
     def read_only(self, directory: str) -> bool:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
 
+    def name_max(self, directory: str) -> Optional[int]:
+        try:
+            most = os.pathconf(directory, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            return None
+        return most if most > 0 else None  # -1: no limit said
+
     def check_trusted(self, directory: str, template: str, fixed: Optional[str], final: str) -> None:
         _check_trusted(directory, template, fixed, final)
 
@@ -48,6 +66,9 @@ class LinuxHost(Host):
 
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
         return _held(directory, clean)
+
+    def temp_in_use(self, path: str, st: os.stat_result) -> Optional[bool]:
+        return _temp_in_use(path, st)
 
     def appending(self, fd: int) -> bool:
         return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
@@ -70,26 +91,15 @@ class LinuxHost(Host):
 def _check_trusted(directory: str, template: str, fixed: Optional[str], final: str) -> None:
     """Refuse a directory another user could have steered the dump into, or could tamper with.
 
-    dumplib runs as root in directories others can write to: a symlink planted on the way (or a
-    directory planted at the dump's name) must not send the dump, and retention, elsewhere; and
-    whoever owns the directory could swap our temporary between the write and the verification.
+    dumplib runs as root in directories others can write to: whoever can rename an entry on the way
+    (a directory they own, or can write to without the sticky bit, or their own entry in a sticky
+    one) could swap it for a symlink, before or during the dump, and send the dump and retention
+    (which deletes) elsewhere; and whoever owns the final directory could swap our temporary
+    between the write and the verification.
     """
-    me = os.geteuid()
-    trusted = {me, 0}
-    path = "/"
-    for part in os.path.abspath(directory).split("/")[1:]:
-        nxt = os.path.join(path, part)
-        st = os.lstat(nxt)
-        if stat.S_ISLNK(st.st_mode):
-            parent = os.stat(path)
-            # The kernel's protected_symlinks rule, applied to every directory others can write to.
-            if parent.st_mode & 0o022 and st.st_uid not in (me, parent.st_uid):
-                raise InvalidDumpPath(
-                    f"{nxt} is a symlink owned by uid {st.st_uid} in a directory others can write to; dumplib"
-                    " does not follow it (it could point anywhere). Give the real path", path=final)
-            nxt = os.path.realpath(nxt)
-        path = nxt
-    st = os.stat(directory)
+    trusted = {os.geteuid(), 0}
+    resolved = _walk_trusted(os.path.abspath(directory), trusted, final)
+    st = os.stat(resolved)
     if st.st_uid not in trusted:
         raise InvalidDumpPath(
             f"{directory} belongs to uid {st.st_uid}, who could replace or read what dumplib writes there;"
@@ -100,11 +110,72 @@ def _check_trusted(directory: str, template: str, fixed: Optional[str], final: s
             " the dump; dump into a directory only you can write to, or one with the sticky bit like /tmp",
             path=final)
     if fixed is not None:
-        inside = os.path.realpath(directory)
+        inside = resolved
         root = os.path.realpath(fixed)
         if inside != root and not inside.startswith(root.rstrip("/") + "/"):
             raise InvalidDumpPath(f"the path template {template} expanded to {directory}, which is outside"
                                   f" {fixed}; a name token must not lead elsewhere", path=final)
+
+
+def _walk_trusted(path: str, trusted: Set[int], final: str) -> str:
+    """*path* resolved component by component as the kernel will (symlinks followed, their targets
+    walked by the same rule), each entry on the way checked to be one no untrusted user can rename or
+    replace: its directory trusted-owned and either writable only by its owner, or sticky with the
+    entry trusted-owned. Returns the real path."""
+    todo = [p for p in reversed(path.split("/")) if p]  # a stack: the next component last
+    here = "/"
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            here = os.path.dirname(here)  # *here* holds no symlink: its parent is its lexical parent
+            continue
+        entry = os.path.join(here, part)
+        try:
+            parent = os.lstat(here)
+            st = os.lstat(entry)
+        except OSError as exc:
+            raise InvalidDumpPath(f"{entry} cannot be looked at ({exc.strerror}) while checking the way to the"
+                                  " dump; choose an existing directory", path=final) from None
+        why = _replaceable(here, parent, entry, st, trusted)
+        if why is not None:
+            raise InvalidDumpPath(
+                f"{why}, so they could replace it with a symlink (or re-point it), before or during the dump,"
+                " and steer the dump and retention (which deletes old dumps) anywhere. Dump into a path whose"
+                " every directory belongs to root or you and only its owner can write (or is sticky, like /tmp,"
+                " holding your own or root's directory)", path=final)
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise InvalidDumpPath(f"{path} goes through more than {_MAX_LINKS} symlinks; give the real path",
+                                      path=final)
+            target = os.readlink(entry)
+            todo += [p for p in reversed(target.split("/")) if p]
+            if target.startswith("/"):
+                here = "/"
+            continue
+        here = entry
+    return here
+
+
+def _replaceable(here: str, parent: os.stat_result, entry: str, st: os.stat_result, trusted: Set[int]) -> Optional[str]:
+    """Who could rename or replace *entry* (*st*) in the directory *here* (*parent*), or None if no
+    untrusted user can: the directory's owner always can; others with write access can, unless the
+    sticky bit limits that to the entry's own owner."""
+    if parent.st_uid not in trusted:
+        return f"{entry} is on the way to the dump and its directory {here} belongs to uid {parent.st_uid}"
+    if not parent.st_mode & 0o022:
+        return None
+    if not parent.st_mode & stat.S_ISVTX:
+        return (f"{entry} is on the way to the dump and its directory {here} (owner uid {parent.st_uid}, mode"
+                f" {stat.S_IMODE(parent.st_mode):o}) can be written by other users and has no sticky bit")
+    if st.st_uid not in trusted:
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "an entry"
+        return (f"{entry} is {what} owned by uid {st.st_uid} in {here}, a sticky directory others can write to;"
+                f" uid {st.st_uid} may rename it there")
+    return None
 
 
 def _link_into_place(temp: str, final: str) -> None:
@@ -141,37 +212,117 @@ def _held(directory: str, clean: Callable[[bool], List[str]]) -> Iterator[List[s
             pass  # another dumplib is writing here: its temporaries are alive, leave them all
         else:
             told = clean(True)
-        deadline = time.monotonic() + HOLD_PATIENCE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    # Never hang on someone else's lock: go on unheld. Only a cleaning dumplib of
-                    # this same user could then take our temporary for a dead one.
-                    told.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
-                                " dumplib went on without its hold on the directory")
-                    break
-                time.sleep(0.02)
+        # Never hang on someone else's lock: go on unheld. Our temporaries' own locks
+        # (create_exclusive) keep a cleaning dumplib from taking them for dead ones.
+        try:
+            if not _flock_within(fd, fcntl.LOCK_SH, HOLD_PATIENCE, 0.02):
+                told.append(f"another process has held {directory} exclusively for {HOLD_PATIENCE:g} s;"
+                            " dumplib went on without its hold on the directory")
+        except OSError as exc:
+            told.append(f"{directory} cannot be locked ({exc.strerror}); dumplib went on without its hold on it")
         yield told
     finally:
         os.close(fd)
+        _let_go_of_gone()  # the temporaries made while held are placed or removed by now
+
+
+def _lock_while_alive(path: str, fd: int) -> None:
+    """Hold an exclusive flock on the new file *fd* (at *path*) until its name no longer holds it, on a
+    descriptor of our own: the caller may close *fd* long before the file is placed or removed. (A
+    cleaner can only find the file unlocked in the moment before: placement.STALE_AFTER covers that.)"""
+    _let_go_of_gone()
+    try:
+        # Read-only, not a dup of *fd*: the file's last writable descriptor still closes when the writer
+        # closes *fd* (IN_CLOSE_WRITE then, not at placement).
+        keep = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(keep)
+        if (st.st_dev, st.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            raise OSError(errno.ESTALE, "not the file just created")
+        # A cleaning dumplib may hold it an instant to see whether it is free (_temp_in_use), and then
+        # finds it too young to remove (placement.STALE_AFTER): wait that out.
+        if not _flock_within(keep, fcntl.LOCK_EX, TEMP_LOCK_PATIENCE, 0.005):
+            raise OSError(errno.EWOULDBLOCK, "held by another")
+    except OSError:
+        os.close(keep)  # no flock here (or held on): the directory's hold and the age rule stand alone
+        return
+    with _live_files_lock:
+        old = _live_files.pop(path, None)
+        _live_files[path] = (keep, (st.st_dev, st.st_ino))
+    if old is not None:
+        os.close(old[0])
+
+
+def _flock_within(fd: int, operation: int, seconds: float, step: float) -> bool:
+    """flock(*fd*, *operation*) without ever blocking, tried again every *step* for up to *seconds*: True
+    once had, False if another holder still has it then; any other error (no flock here) is raised at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(step)
+
+
+def _let_go_of_gone() -> None:
+    """Release the locks of the files no longer at the names they were made under (placed, removed)."""
+    with _live_files_lock:
+        gone = []
+        for path, (keep, ident) in _live_files.items():
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == ident:
+                    continue
+            except OSError:
+                pass
+            gone.append(path)
+        for path in gone:
+            os.close(_live_files.pop(path)[0])
+
+
+def _temp_in_use(path: str, st: os.stat_result) -> Optional[bool]:
+    """Whether the writer of our temporary *path* (*st*) still holds the flock create_exclusive took on it:
+    True while it lives (in any process, pid namespace or container sharing the volume), False once the
+    kernel let go of it; None when the file cannot be looked at or locked (no flock here)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return None  # another file at the name since: judged at the next cleaning
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        return False
+    finally:
+        os.close(fd)  # lets go of the lock just taken, if any
 
 
 def create_exclusive(path: str, *, readable: bool = False) -> int:
-    """Create *path* for writing: exclusive, never through a symlink, owner-only. *readable*: for reading
-    too, only where the core writer maps it shared and writable (core/memory.py FileSink.prepare), which
-    needs both; elsewhere write-only."""
+    """Create *path* for writing: exclusive, never through a symlink, owner-only, flocked for as long as it
+    is at that name (_lock_while_alive). *readable*: for reading too, only where the core writer maps it
+    shared and writable (core/memory.py FileSink.prepare), which needs both; elsewhere write-only."""
     flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DumpFailed(f"cannot create {path}: the disk is full (no space or no inodes left); nothing was"
                              " written. Free space or dump to another volume", errno=exc.errno,
                              reason="disk-full") from None
         raise InvalidDumpPath(f"cannot create {path}: {exc.strerror}; choose a writable directory", path=path) from None
+    _lock_while_alive(path, fd)
+    return fd
 
 
 def write_new_file(path: str, data: bytes, mode: int = 0o600, *, replace: bool = False,

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -274,6 +275,104 @@ def _until_unheld(directory: Path) -> None:
         os.close(fd)
 
 
+def _age(*paths: Path) -> None:
+    """Untouched for a minute: past placement.STALE_AFTER, so only the locks decide."""
+    then = time.time() - 60
+    for p in paths:
+        os.utime(p, (then, then))
+
+
+_HOLDER = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY);"
+           " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()")
+_KEPT_FROM_ITS_HOLD = (
+    "import os, sys\n"
+    "from dumplib._switch import current\n"
+    "from dumplib.placement import temp_path, writing_in\n"
+    "host = current().host()\n"
+    "with writing_in([sys.argv[1]], host) as told:\n"
+    "    temp = temp_path(sys.argv[1])\n"
+    "    fd = host.open_private(temp)\n"
+    "    os.write(fd, b'live partial dump')\n"
+    "    os.close(fd)  # closed as the writers close theirs: the file's lock must outlive it\n"
+    "    print(temp, *told, sep='\\n', flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+def test_a_live_temporary_of_a_dumplib_kept_from_its_hold_is_never_taken_for_stale(ctarget, shared_dir):
+    """Anyone who can open the directory can hold its flock exclusively: a dumplib then writes on unheld
+    (after HOLD_PATIENCE), and the next dumplib that gets the directory alone must still see that
+    temporary alive, by the lock its writer holds on the file itself."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(shared_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    writer = None
+    try:
+        assert holder.stdout.readline() == "held\n"  # type: ignore[union-attr]
+        writer = subprocess.Popen([sys.executable, "-c", _KEPT_FROM_ITS_HOLD, str(shared_dir)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env)
+        temp = Path(writer.stdout.readline().strip())  # type: ignore[union-attr]
+        assert "went on without its hold" in writer.stdout.readline()  # type: ignore[union-attr]
+        holder.communicate("\n", timeout=30)  # the directory is free: the next dumplib gets it alone
+        _age(temp)
+        r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert temp.read_bytes() == b"live partial dump"
+        assert not any("stale" in w for w in r.warnings), r.warnings
+        writer.communicate("\n", timeout=30)  # it ends without removing its temporary, as a killed one would
+        assert temp.exists()
+        os.utime(temp)  # unlocked but touched just now: maybe a writer yet to take its lock (STALE_AFTER)
+        dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert temp.exists()
+        _age(temp)
+        r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
+        assert not temp.exists() and sum("stale" in w for w in r.warnings) == 1, r.warnings
+    finally:
+        for proc in (holder, writer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_locks_on_temporaries_end_with_the_dump(ctarget, outdir, codec):
+    """Each temporary's flock is held on a descriptor of its own: once the dump is placed, none is left open."""
+    from dumplib._linux import host as linux_host
+
+    def open_files() -> List[str]:
+        return sorted(os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{n}"))
+
+    dumplib.create_dump(ctarget.pid, outdir / "first.core", "triage", compress=codec)  # imports, caches
+    before = open_files()
+    r = dumplib.create_dump(ctarget.pid, outdir, "triage", compress=codec)
+    assert linux_host._live_files == {}
+    assert open_files() == before, r.path
+
+
+def test_a_new_temporarys_lock_waits_out_a_cleaner_that_looked_at_it_first(outdir):
+    """A cleaner may take a new file's lock an instant before its writer does (to see whether it is free):
+    the writer waits that instant out rather than writing on unlocked."""
+    import fcntl
+    import threading
+
+    from dumplib._linux import host as linux_host
+
+    path = str(outdir / ".dumplib-00000000000000cc.tmp")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    cleaner = os.open(path, os.O_RDONLY)
+    fcntl.flock(cleaner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    threading.Timer(0.1, os.close, (cleaner,)).start()
+    try:
+        linux_host._lock_while_alive(path, fd)
+        assert path in linux_host._live_files
+        assert current().host().temp_in_use(path, os.lstat(path)) is True
+    finally:
+        os.close(fd)
+        os.unlink(path)
+        linux_host._let_go_of_gone()
+    assert path not in linux_host._live_files
+
+
 def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctarget, shared_dir):
     if os.geteuid() != 0:
         require(not IN_CI, "a new pid namespace and another user's files need root")
@@ -285,6 +384,7 @@ def test_stale_temporaries_are_removed_only_when_no_live_dumplib_holds_them(ctar
     with _live_dumplib_in_another_pid_namespace(shared_dir) as live:
         dead = shared_dir / ".dumplib-0000000000000001.tmp"
         dead.write_bytes(b"left by a killed dumplib")
+        _age(dead, live)
         r = dumplib.create_dump(ctarget.pid, shared_dir, "triage")
         # A live dumplib elsewhere (its pid means nothing here) is writing: nothing is stale yet.
         assert dead.exists() and live.read_bytes() == b"live partial dump"
@@ -300,6 +400,31 @@ def test_temporary_names_stay_short_for_the_longest_legal_name(ctarget, outdir):
     name = "d" * 250 + ".core"  # 255 bytes: NAME_MAX
     r = dumplib.create_dump(ctarget.pid, outdir / name, "triage", sidecar=False)
     assert os.path.basename(r.path) == name and not leftovers(outdir)
+
+
+def test_a_name_too_long_for_the_directory_is_refused_before_the_target_is_stopped(target_exe, outdir):
+    """Found only at placement, a name over NAME_MAX (the sidecar's five bytes longer than the dump's, or
+    a {name} expanded) cost a whole stop and write; now nothing is created and the target never stops."""
+    with run_target([str(target_exe), "--heap", "512", "--ticker"]) as t:
+        full = dumplib.create_dump(t.pid, outdir / "first.core", "full", sidecar=False, min_free=0)
+        assert full.stopped_seconds > 0.05
+        os.unlink(full.path)
+        events = DirectoryEvents(outdir)
+        time.sleep(0.2)  # the ticker records the first dump's gap once it wakes; then reset the maximum
+        t.ask("gap")
+        for path, sidecar, said in [
+            ("d" * 250 + ".core", True, "its sidecar's name is 260 bytes"),  # a legal 255-byte dump name
+            ("d" * 251 + ".core", False, "the dump's name is 256 bytes"),
+            ("d" * 245 + "{name}.core", False, r"the dump's name is \d+ bytes once"),  # {name}: 6 or more
+        ]:
+            with pytest.raises(dumplib.InvalidDumpPath, match=f"{said}.* allows at most 255; nothing was dumped"):
+                dumplib.create_dump(t.pid, str(outdir / path), "full", sidecar=sidecar, min_free=0)
+        gap_seconds = int(t.ask("gap")) / 1e6
+        assert gap_seconds < full.stopped_seconds / 2, (gap_seconds, full.stopped_seconds)
+        t.assert_running_untraced()
+        seen = events.read()
+        events.close()
+        assert seen == [] and list(outdir.iterdir()) == []
 
 
 def _set_comm(name: bytes) -> str:
@@ -422,7 +547,7 @@ def test_a_symlink_or_directory_planted_at_the_dump_name_never_redirects_the_dum
     planted.mkdir(mode=0o777)
     os.chown(planted, NOBODY, NOBODY)
     os.chmod(planted, 0o777)
-    with pytest.raises(dumplib.InvalidDumpPath, match="belongs to uid 65534"):
+    with pytest.raises(dumplib.InvalidDumpPath, match="directory owned by uid 65534"):
         dumplib.create_dump(ctarget.pid, planted, "triage", keep=1)
     assert os.path.exists(older.path) and sorted(os.listdir(victim_dir)) == ["older.core", "older.core.json"]
     assert list(planted.iterdir()) == []
@@ -489,7 +614,10 @@ def test_placing_dump_and_sidecar_is_all_or_nothing_and_restores_what_overwrite_
     (tmp_path / "t1").write_bytes(b"new dump")
     (tmp_path / "t2").write_bytes(b"new sidecar")
     (tmp_path / "x.core.json").mkdir()  # planted between the check and the placing
-    with pytest.raises(dumplib.DumpFailed):
+    # Named by the file asked for, not by the temporary the failing call named first.
+    said = (f"could not put {tmp_path}/x.core and {tmp_path}/x.core.json in place: {tmp_path}/x.core.json: Is a"
+            f" directory (moving its temporary {tmp_path}/t2 there)")
+    with pytest.raises(dumplib.DumpFailed, match=re.escape(said)):
         finalize_all([(str(tmp_path / "t1"), str(tmp_path / "x.core")),
                       (str(tmp_path / "t2"), str(tmp_path / "x.core.json"))], overwrite=True, host=current().host())
     assert (tmp_path / "x.core").read_bytes() == b"old dump"

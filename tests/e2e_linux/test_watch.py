@@ -524,6 +524,27 @@ def test_dump_all_writes_one_file_per_process(unique_python: str, tmp_path: Path
         assert len(cores(outdir)) == 3
 
 
+def test_dump_all_to_a_fixed_file_name_is_refused_before_any_process_is_dumped(unique_python: str, tmp_path: Path,
+                                                                              outdir: Path) -> None:
+    """Every dump would get that one name: the first written, the second DumpExists (exit 6). Refused up
+    front instead, as watch refuses it; {pid} in the name, or a directory, gives each its own."""
+    with contextlib.ExitStack() as stack:
+        targets = [stack.enter_context(py_target(unique_python, tmp_path)) for _ in range(2)]
+        name = targets[0].name
+        done = subprocess.run([sys.executable, "-m", "dumplib_cli", "dump", "--all", name, str(outdir / "x.core"),
+                               "--json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        err = json.loads(done.stdout)["error"]
+        assert err["type"] == "InvalidArgument" and "put {pid} in the file name" in err["message"], err
+        with pytest.raises(dumplib.InvalidArgument, match="would name dumps of every process of a name alike"):
+            dumplib.dump_all(name, outdir / "x.core", "mini")
+        assert list(outdir.iterdir()) == []
+        for t in targets:
+            assert_running_untraced(t.pid)
+        got = dumplib.dump_all(name, str(outdir) + "/x_{pid}.core", "mini", sidecar=False)
+        assert sorted(os.path.basename(r.path) for r in got) == sorted(f"x_{t.pid}.core" for t in targets)  # type: ignore[union-attr]
+
+
 def test_the_python_example_in_docs_watch_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import re
 

@@ -1,0 +1,70 @@
+"""Retention while another dumplib's retention works in the same directory (two dumps with --keep at once).
+
+The other run's deletions are made to land at the worst moment, between this run's listing and its
+check of a listed dump, by a hook on the listing; what is checked is what `ls` shows afterwards and
+what the caller is told.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import List
+
+import pytest
+
+import dumplib
+from dumplib import retention
+from dumplib._switch import current
+
+
+def _dumps(pid: int, directory: Path, n: int) -> List[str]:
+    return [dumplib.create_dump(pid, directory / f"d{i}.core", "triage").path for i in range(n)]
+
+
+def test_a_dump_another_retention_removed_or_replaced_meanwhile_is_passed_over(ctarget, outdir, monkeypatch):
+    paths = _dumps(ctarget.pid, outdir, 4)
+    real = retention.dumps_in
+
+    def the_other_run_strikes(directory: str, host):  # type: ignore[no-untyped-def]
+        entries = real(directory, host)
+        os.unlink(entries[0].dump)  # the other run's retention removed it (its sidecar stays a moment)
+        os.unlink(entries[1].dump)  # ... and someone put a FIFO at the free name: never opened to wait
+        os.mkfifo(entries[1].dump, 0o600)
+        return entries
+
+    monkeypatch.setattr(retention, "dumps_in", the_other_run_strikes)
+    out: List[object] = []
+    worker = threading.Thread(target=lambda: out.append(_run(outdir, paths[3])), daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():  # blocked opening the FIFO: let it go, then fail
+        os.close(os.open(paths[1], os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("retention waited on a FIFO planted at a listed dump's name")
+    assert not isinstance(out[0], BaseException), out[0]
+    assert out[0] == [paths[2]]  # the only one still ours to remove; keep=1 spares the newest
+    assert sorted(os.listdir(outdir)) == sorted(["d0.core.json", "d1.core", "d1.core.json", "d3.core",
+                                                 "d3.core.json"])
+
+
+def _run(directory: Path, protect: str) -> object:
+    try:
+        return retention.apply_retention(str(directory), keep=1, max_total=None, protect=protect,
+                                         host=current().host())
+    except BaseException as exc:  # noqa: BLE001 - the test reports it
+        return exc
+
+
+def test_retention_trouble_after_the_dump_is_placed_is_a_warning_not_a_failure(ctarget, outdir, monkeypatch):
+    older = _dumps(ctarget.pid, outdir, 1)
+
+    def listing_fails(directory: str, host):  # type: ignore[no-untyped-def]
+        raise FileNotFoundError(2, "No such file or directory", os.path.join(directory, "d0.core"))
+
+    monkeypatch.setattr(retention, "dumps_in", listing_fails)
+    r = dumplib.create_dump(ctarget.pid, outdir / "new.core", "triage", keep=1)
+    assert (f"retention stopped: FileNotFoundError (No such file or directory) while reading {outdir};"
+            " the dump is in place") in r.warnings, r.warnings
+    assert dumplib.info(r.path).pid == ctarget.pid and os.path.isfile(r.sidecar)
+    assert os.path.exists(older[0])
