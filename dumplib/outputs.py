@@ -703,6 +703,12 @@ def _output_errors(where: str, pid: Optional[int] = None,
     what the failure leaves in that destination."""
     try:
         yield
+    except DumpFailed as exc:
+        # Host.open_private's own disk-full names the temporary it could not create: say which file it was for.
+        if exc.reason != "disk-full":
+            raise
+        raise DumpFailed(f"the disk filled up while writing {where}; {left}. Free space or dump to another"
+                         " volume", pid=pid, errno=exc.errno, reason="disk-full") from None
     except OSError as exc:
         if exc.errno == errno.EPIPE:
             raise DumpFailed(f"the reader of {where} went away before the dump was complete; what it received"

@@ -495,6 +495,9 @@ def test_a_full_disk_while_writing_the_sidecar_leaves_nothing(ctarget, tmp_path)
         assert done.returncode == 8, done.stderr
         err = json.loads(done.stdout)["error"]
         assert err["type"] == "DumpFailed" and err["reason"] == "disk-full", err
+        # Named by the sidecar asked for, and what became of the dump; not by the temporary.
+        assert err["message"].startswith(f"the disk filled up while writing {vol}/x.core.json; nothing was kept"), err
+        assert ".dumplib-" not in err["message"], err
         assert list(vol.iterdir()) == []
         ctarget.assert_running_untraced()
 
