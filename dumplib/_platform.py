@@ -275,6 +275,10 @@ class Host(abc.ABC):
         None where that cannot be told (then only the directory's hold and the temporary's age say)."""
         return None
 
+    def release_gone(self) -> None:
+        """Let go of what this process still holds on temporaries no longer at their names (Linux: their
+        flocks): called once a temporary given up on is removed late (its file system answered again)."""
+
     @abc.abstractmethod
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> ContextManager[List[str]]:
         """Hold *directory* while dumplib's temporaries live there, so no other dumplib takes them for dead.

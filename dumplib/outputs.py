@@ -687,8 +687,12 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
         return None
     from ._bounded import call_within
 
+    def remove() -> None:
+        remove_own(temp, host)
+        host.release_gone()  # its lock's descriptor too, or FUSE keeps it as .fuse_hidden*
+
     try:
-        call_within(lambda: remove_own(temp, host), STALLED_REMOVAL_SECONDS)
+        call_within(remove, STALLED_REMOVAL_SECONDS)
         return _retold(exc, "the partial file was removed")
     except TimeoutError:
         return _retold(exc, f"the partial file {temp} could not be removed yet: its file system does not answer;"

@@ -42,6 +42,9 @@ _live_files_lock = threading.Lock()
 
 
 class LinuxHost(Host):
+    def release_gone(self) -> None:
+        _let_go_of_gone()
+
     def mine(self, st: os.stat_result) -> bool:
         return st.st_uid == os.geteuid()
 
@@ -269,20 +272,38 @@ def _flock_within(fd: int, operation: int, seconds: float, step: float) -> bool:
             time.sleep(step)
 
 
+#: How long the look at whether a temporary is still at its name may wait on its file system.
+LIVE_LOOK_SECONDS = 1.0
+
+
 def _let_go_of_gone() -> None:
-    """Release the locks of the files no longer at the names they were made under (placed, removed)."""
+    """Release the locks of the files no longer at the names they were made under (placed, removed).
+
+    Each look is bounded and made outside the registry's lock: a temporary on a file system that has
+    stopped answering (a dump given up on as output-stalled) must hold neither this dump nor any other
+    of this process; such a file is taken as still there, its lock kept (its descriptor's close would
+    wait on that file system too)."""
     with _live_files_lock:
-        gone = []
-        for path, (keep, ident) in _live_files.items():
-            try:
-                st = os.lstat(path)
-                if (st.st_dev, st.st_ino) == ident:
-                    continue
-            except OSError:
-                pass
-            gone.append(path)
-        for path in gone:
-            os.close(_live_files.pop(path)[0])
+        entries = list(_live_files.items())
+    if not entries:
+        return
+    from .._bounded import call_within
+
+    gone = []
+    for path, (keep, ident) in entries:
+        try:
+            st = call_within(lambda: os.lstat(path), LIVE_LOOK_SECONDS)
+            if (st.st_dev, st.st_ino) == ident:
+                continue
+        except TimeoutError:
+            continue  # no answer: still there, as far as anyone can tell
+        except OSError:
+            pass
+        gone.append((path, keep))
+    with _live_files_lock:
+        for path, keep in gone:
+            if _live_files.get(path, (None,))[0] == keep:
+                os.close(_live_files.pop(path)[0])
 
 
 def _temp_in_use(path: str, st: os.stat_result) -> Optional[bool]:
