@@ -260,6 +260,28 @@ def run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool
 
 def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool = False,
           message: Optional[str] = None) -> NoReturn:
+    """Say *exc* (or *message*) and exit with *code*. With no *exc* the command was ended by a signal,
+    whose code stands even if the line cannot be written (last_words)."""
+    if exc is None:
+        last_words(lambda: _say(exc, code, as_json=as_json, debug=debug, json_err=json_err, message=message))
+    else:
+        _say(exc, code, as_json=as_json, debug=debug, json_err=json_err, message=message)
+    raise Exit(code)
+
+
+def last_words(say: Callable[[], None]) -> None:
+    """*say* the last line of a command a signal ends; a stream that cannot take it does not change
+    the exit code, which stays the signal's. A closed terminal is the usual case: its SIGHUP ends the
+    command, and the terminal it hung up fails the line that says so (EIO), which would otherwise
+    turn 129 into EXIT_OUTPUT (74); a reader that Ctrl-C ended with us, into EXIT_SIGPIPE."""
+    try:
+        say()
+    except Exit:
+        pass
+
+
+def _say(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool,
+         message: Optional[str]) -> None:
     text = message or str(exc)
     if debug and exc is not None:
         import traceback  # only for --debug: it costs start-up otherwise
@@ -270,7 +292,6 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
         echo(error_json(type(exc).__name__ if exc is not None else "Interrupted", text, code, facts), err=json_err)
     else:
         echo(f"dumplib: error: {text}", err=True)
-    raise Exit(code)
 
 
 def human_bytes(n: Optional[int]) -> str:

@@ -13,8 +13,8 @@ import typer
 import dumplib
 
 from . import _fastparse
-from ._common import (Exit, FirstSignal, Terminated, echo, exit_code_for_signal, human_bytes, on_ending_signals,
-                      parse_duration, parse_flags, parse_size, parse_snapshot, parse_target, restore_signals,
+from ._common import (Exit, FirstSignal, Terminated, echo, exit_code_for_signal, human_bytes, last_words,
+                      on_ending_signals, parse_duration, parse_flags, parse_size, parse_snapshot, parse_target, restore_signals,
                       result_line, run, usage_error)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
@@ -319,8 +319,9 @@ def watch(
             how = {int(signal.SIGINT): "Ctrl-C (SIGINT)", int(signal.SIGTERM): "SIGTERM",
                    getattr(signal, "SIGHUP", -1): "SIGHUP", getattr(signal, "SIGQUIT", -1): "SIGQUIT",
                    getattr(signal, "SIGBREAK", -1): "Ctrl-Break"}
-            printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
-                                       f" {printer.what_was_kept()}; every watched process runs on, untraced"))
+            last_words(lambda: printer(dumplib.WatchEvent(
+                "stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])}; {printer.what_was_kept()};"
+                " every watched process runs on, untraced")))
             raise Exit(exit_code_for_signal(stopped_by[0]))
         if not as_json:
             echo(f"{len(results)} dump(s) written")

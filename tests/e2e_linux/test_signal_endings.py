@@ -250,3 +250,56 @@ def test_watch_with_sighup_ignored_is_not_ended_by_a_hangup(
         assert cli.returncode == 143, (cli.returncode, out, err)
         assert "stopped by SIGTERM" in json.loads(out.splitlines()[-1])["message"], out
         wait_for(lambda: state_of(proc.pid)[1] == "0" and state_of(proc.pid)[0][0] in "RS", 10)
+
+
+# -- a closed terminal -----------------------------------------------------------------------------
+
+def test_watch_in_a_terminal_that_closes_mid_handover_exits_129(
+        handover_exe: Path, cli_path: str, tmp_path: Path, outdir: Path) -> None:
+    """The watcher's controlling terminal (a pty, the watcher its session leader) closes while a process
+    is held for a dump at its signal: the kernel's SIGHUP ends the watch, the process is let go with its
+    signal, and the exit code is SIGHUP's 129, as README says. The `stopped` line the watch then writes
+    to the hung-up terminal fails (EIO); that failure used to make the exit code 74 (EXIT_OUTPUT)."""
+    import fcntl
+    import termios
+
+    side = tmp_path / "handler.txt"
+    with target(handover_exe, side) as proc:
+        master, slave = os.openpty()
+        reset = defaults()
+
+        def own_terminal() -> None:
+            reset()
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        try:
+            cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(proc.pid), str(outdir),
+                                    "--signal", "USR1", "--kind", "full", "--compress", "gzip",
+                                    "--compress-level", "9", "--max-pause", "off", "--no-space-check"],
+                                   stdin=slave, stdout=slave, stderr=slave, env=dict(os.environ, PYTHONPATH=cli_path),
+                                   preexec_fn=own_terminal)
+        finally:
+            os.close(slave)
+        try:
+            seen = b""
+            while b"watching" not in seen:
+                chunk = os.read(master, 4096)
+                assert chunk, seen
+                seen += chunk
+            os.kill(proc.pid, signal.SIGUSR1)
+            wait_for(lambda: handed_over_and_writing(proc.pid, outdir))
+            os.close(master)
+            master = -1
+            cli.wait(timeout=120)
+        finally:
+            if master >= 0:
+                os.close(master)
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        assert cli.returncode == 129, cli.returncode
+        wait_for(lambda: state_of(proc.pid)[1] == "0" and state_of(proc.pid)[0][0] in "RS", 10)
+        wait_for(lambda: delivered(side), 10)
+        assert delivered(side) == [f"signo={int(signal.SIGUSR1)} code=0 pid={os.getpid()}"]
+        assert sorted(p.name for p in outdir.iterdir()) == []
