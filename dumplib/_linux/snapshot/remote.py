@@ -84,8 +84,9 @@ class RemoteStoppedProcess:
             raise
         return self
 
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
+        exc = exc_info[1] if len(exc_info) > 1 else None
         if self._helper_lost is not None and isinstance(exc, DumpFailed) and exc.reason == "snapshot-lost":
             # The clone died with its tracer (PTRACE_O_EXITKILL), not by the OOM killer: say so, and
             # what became of it (reaped through a new helper, or the pid left as a zombie).
