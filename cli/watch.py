@@ -14,8 +14,8 @@ import dumplib
 
 from . import _fastparse
 from ._common import (Exit, FirstSignal, Terminated, echo, exit_code_for_signal, human_bytes, last_words,
-                      on_ending_signals, parse_duration, parse_flags, parse_size, parse_snapshot, parse_target, restore_signals,
-                      result_line, run, usage_error)
+                      on_ending_signals, parse_duration, parse_flags, parse_size, parse_snapshot, parse_target,
+                      restore_signals, result_line, run, usage_error)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
 DebugOpt = _fastparse.DebugOpt.to_typer(typer)

@@ -199,7 +199,8 @@ class SnapshotStopper(StoppedProcess):
             at = self._syscall_at if pause is None else find_syscall(min(threads)) if threads else None
             if threads and at is None:
                 why = (f"the snapshot (process {child}) is left as a zombie child of process {self.pid}: no system"
-                       f" call instruction was found in it to make it reap the snapshot; {LEFT_ZOMBIE.format(pid=self.pid)}")
+                       " call instruction was found in it to make it reap the snapshot;"
+                       f" {LEFT_ZOMBIE.format(pid=self.pid)}")
             elif threads and at is not None:
                 why = reap_in(self.pid, child, self._snapshot_local_pid, at, threads) or None
         finally:

@@ -142,10 +142,12 @@ class RemoteStoppedProcess:
         try:
             if proc is None:
                 return
+            done = False  # the helper's last answer, sent once it has let everything go
             try:
                 self._send(("release",))
                 state = self._receive(ANSWER_TIMEOUT)
                 if isinstance(state, dict):
+                    done = True
                     self._stopped_seconds = state["stopped_seconds"]
                     self.snapshot_bytes = state["snapshot_bytes"]
                     self.snapshot_warnings = state["snapshot_warnings"]
@@ -161,7 +163,7 @@ class RemoteStoppedProcess:
                 proc.wait(timeout=ANSWER_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass  # never killed: it may be putting a thread back
-            if proc.returncode is not None and proc.returncode < 0:
+            if not done and proc.returncode is not None and proc.returncode < 0:
                 # Killed (SIGKILL: it ignores the rest) before it could drop the clone: the kernel killed
                 # the clone with it and the target is its parent, a zombie child there for good.
                 self._helper_lost = f"(process {proc.pid}) was killed ({_signal_name(-proc.returncode)})"
@@ -271,7 +273,8 @@ def _signal_name(signum: int) -> str:
 def _helper_env() -> Dict[str, str]:
     """The environment of a helper: this dumplib first on its path, whatever the caller's is."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    path = [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
 
 
 def serve_reap() -> None:
