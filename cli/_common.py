@@ -11,7 +11,7 @@ import threading
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, NoReturn, Optional, overload
+    from typing import Any, Callable, Dict, List, NoReturn, Optional, overload
 else:
     def overload(func: Any) -> Any:  # the @overload signatures are for type checkers: the last def replaces them
         return func
@@ -163,36 +163,86 @@ def usage_error(message: str, as_json: bool) -> NoReturn:
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised in the main thread so every cleanup path runs as for Ctrl-C."""
+    """SIGTERM, SIGHUP or SIGQUIT, raised in the main thread so every cleanup path runs as for Ctrl-C."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def _raise_terminated(signum: int, frame: Any) -> NoReturn:
-    raise Terminated(signum)
-
-
-#: Signals that end dumplib the way Ctrl-C does (cleanup, target let go): SIGTERM, SIGHUP (a closed
-#: terminal or ssh session) and Windows' SIGBREAK (Ctrl-Break), whose default actions would kill
-#: dumplib with a snapshot held or a target suspended mid-write.
-_ENDING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
+#: Signals that end dumplib the way Ctrl-C does (cleanup, target let go): SIGINT itself, SIGTERM,
+#: SIGHUP (a closed terminal or ssh session), SIGQUIT (Ctrl-\) and Windows' SIGBREAK (Ctrl-Break),
+#: whose default actions would kill dumplib with a snapshot held or a target stopped mid-write, or
+#: held for a hand-over with its signal not yet delivered.
+ENDING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGBREAK")
+               if hasattr(signal, name))
 
 
 #: What each ending signal is called in the last message (SIGHUP: "hung up").
-_ENDED_BY = {int(signal.SIGTERM): "terminated", getattr(signal, "SIGBREAK", -1): "stopped by Ctrl-Break"}
+_ENDED_BY = {int(signal.SIGTERM): "terminated", getattr(signal, "SIGQUIT", -1): "quit (SIGQUIT)",
+             getattr(signal, "SIGBREAK", -1): "stopped by Ctrl-Break"}
+
+
+class FirstSignal:
+    """The handler of the ending signals: the first raises (KeyboardInterrupt for SIGINT, else
+    Terminated) and is kept in *taken*; any later one only waits its turn, kept after it. Raised
+    again, a second Ctrl-C would cut short the cleanup the first started (a target let go, a
+    temporary removed) and turn the last message into a traceback."""
+
+    def __init__(self) -> None:
+        self.taken: "List[int]" = []
+        #: Set once the command is ending on its own (an error being reported): a signal then only
+        #: waits its turn too, so it does not turn the error's line into a traceback.
+        self.closed = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.taken.append(signum)
+        if len(self.taken) == 1 and not self.closed:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
+def on_ending_signals(handler: Any, previous: "Dict[int, Any]") -> "Dict[int, Any]":
+    """*handler* for each ending signal, adding the handlers it replaces to *previous* (kept there
+    as each is replaced, so a signal in between leaves nothing unrestored); main thread only.
+
+    A signal the command started with ignored stays ignored: the parent said so. `nohup` ignores
+    SIGHUP so that a closed terminal does not end the command; a shell ignores SIGINT and SIGQUIT
+    for a job it starts with `&` without job control, so that Ctrl-C at the terminal does not reach
+    it (Python itself leaves an ignored SIGINT ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for sig in ENDING:
+        current = signal.getsignal(sig)
+        if current == signal.SIG_IGN:
+            continue
+        previous.setdefault(sig, current)
+        signal.signal(sig, handler)
+    return previous
+
+
+def restore_signals(previous: "Dict[int, Any]", ended: bool) -> None:
+    """Put *previous* back, unless the command is *ended* by a signal in a process it owns
+    (OWN_PROCESS): then its handler stays, and a signal sent while the process exits still only
+    waits its turn instead of raising in the interpreter's teardown (a traceback, another exit
+    code). A program calling main(argv) gets its own handlers back in any case."""
+    if ended and OWN_PROCESS:
+        return
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool = False) -> Any:
     """Run *action*, turning errors into one stderr line (or a JSON object) and an exit code.
 
+    The ending signals (ENDING) end it as Ctrl-C does, with the first one's exit code and message;
     *json_err* sends JSON errors to stderr too: when stdout carries the dump itself."""
-    previous = ({sig: signal.signal(sig, _raise_terminated) for sig in _ENDING}
-                if threading.current_thread() is threading.main_thread() else {})
+    first = FirstSignal()
+    previous: "Dict[int, Any]" = {}
     try:
+        on_ending_signals(first, previous)
         return action()
     except dumplib.DumpError as exc:
+        first.closed = True
         _fail(exc, exit_code_for(exc), as_json=as_json, debug=debug, json_err=json_err)
     except KeyboardInterrupt:
         _fail(None, EXIT_SIGINT, as_json=as_json, debug=debug, json_err=json_err,
@@ -201,15 +251,37 @@ def run(action: Callable[[], Any], *, as_json: bool, debug: bool, json_err: bool
         _fail(None, exit_code_for_signal(ended.signum), as_json=as_json, debug=debug, json_err=json_err,
               message=f"{_ENDED_BY.get(ended.signum, 'hung up')}; nothing was left behind")
     except Exception as exc:  # a bug in dumplib: still one line, but say so
+        first.closed = True
         _fail(exc, EXIT_INTERNAL, as_json=as_json, debug=debug, json_err=json_err,
               message=f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_signals(previous, ended=bool(first.taken))
 
 
 def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool = False,
           message: Optional[str] = None) -> NoReturn:
+    """Say *exc* (or *message*) and exit with *code*. With no *exc* the command was ended by a signal,
+    whose code stands even if the line cannot be written (last_words)."""
+    if exc is None:
+        last_words(lambda: _say(exc, code, as_json=as_json, debug=debug, json_err=json_err, message=message))
+    else:
+        _say(exc, code, as_json=as_json, debug=debug, json_err=json_err, message=message)
+    raise Exit(code)
+
+
+def last_words(say: Callable[[], None]) -> None:
+    """*say* the last line of a command a signal ends; a stream that cannot take it does not change
+    the exit code, which stays the signal's. A closed terminal is the usual case: its SIGHUP ends the
+    command, and the terminal it hung up fails the line that says so (EIO), which would otherwise
+    turn 129 into EXIT_OUTPUT (74); a reader that Ctrl-C ended with us, into EXIT_SIGPIPE."""
+    try:
+        say()
+    except Exit:
+        pass
+
+
+def _say(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool, json_err: bool,
+         message: Optional[str]) -> None:
     text = message or str(exc)
     if debug and exc is not None:
         import traceback  # only for --debug: it costs start-up otherwise
@@ -220,7 +292,6 @@ def _fail(exc: Optional[BaseException], code: int, *, as_json: bool, debug: bool
         echo(error_json(type(exc).__name__ if exc is not None else "Interrupted", text, code, facts), err=json_err)
     else:
         echo(f"dumplib: error: {text}", err=True)
-    raise Exit(code)
 
 
 def human_bytes(n: Optional[int]) -> str:

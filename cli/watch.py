@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import typer
@@ -14,8 +13,9 @@ import typer
 import dumplib
 
 from . import _fastparse
-from ._common import (Exit, Terminated, echo, exit_code_for_signal, human_bytes, parse_duration, parse_flags,
-                      parse_size, parse_snapshot, parse_target, result_line, run, usage_error)
+from ._common import (Exit, FirstSignal, Terminated, echo, exit_code_for_signal, human_bytes, last_words,
+                      on_ending_signals, parse_duration, parse_flags, parse_size, parse_snapshot, parse_target,
+                      restore_signals, result_line, run, usage_error)
 
 JsonOpt = typer.Option(False, "--json", help="Print each event (or the error) as one JSON object.")
 DebugOpt = _fastparse.DebugOpt.to_typer(typer)
@@ -277,7 +277,7 @@ def watch(
     printer = _Printer(as_json, exec_cmd, status_line=sys.stderr.isatty() and not as_json)
 
     def action() -> Optional[List[dumplib.DumpResult]]:
-        _on_signals(once)  # again: run() has just put its own in place for SIGTERM and SIGHUP
+        on_ending_signals(first, {})  # again: run() has just put its own in place (restored when it returns)
         triggers = _triggers(cpu, below, per_cpu, seconds, memory, memory_measure, threads, handles, exception,
                              first_chance, signals, on_exit, exception_exclude)
         thresholds = sum(1 for t in triggers if t.once)
@@ -298,49 +298,32 @@ def watch(
                 **snapshot_choice,
             )
         except KeyboardInterrupt:
-            stopped_by.append(signal.SIGINT)
+            if not first.taken:  # raised by no handler of ours (a program's own): Ctrl-C's
+                first.taken.append(signal.SIGINT)
             return None  # the watch has already let go of every process
-        except Terminated as ended:
-            stopped_by.append(ended.signum)
+        except Terminated:
             return None
 
-    stopped_by: List[int] = []
-
-    def once(signum: int, frame: Any) -> None:
-        """The first SIGINT, SIGTERM or SIGHUP interrupts the watch; any later one only waits its turn:
-        raised again, it could cut short the letting go of a process held for a dump."""
-        stopped_by.append(signum)
-        if len(stopped_by) == 1:
-            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
-
-    previous = _on_signals(once)
+    # The first ending signal interrupts the watch; any later one only waits its turn: raised again,
+    # it could cut short the letting go of a process held for a dump.
+    first = FirstSignal()
+    stopped_by = first.taken
+    previous: Dict[int, Any] = {}
     try:
+        on_ending_signals(first, previous)
         try:
             results = run(action, as_json=as_json, debug=debug)
         finally:
             printer.end_hooks()
         if results is None:
             how = {int(signal.SIGINT): "Ctrl-C (SIGINT)", int(signal.SIGTERM): "SIGTERM",
-                   getattr(signal, "SIGHUP", -1): "SIGHUP", getattr(signal, "SIGBREAK", -1): "Ctrl-Break"}
-            printer(dumplib.WatchEvent("stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])};"
-                                       f" {printer.what_was_kept()}; every watched process runs on, untraced"))
+                   getattr(signal, "SIGHUP", -1): "SIGHUP", getattr(signal, "SIGQUIT", -1): "SIGQUIT",
+                   getattr(signal, "SIGBREAK", -1): "Ctrl-Break"}
+            last_words(lambda: printer(dumplib.WatchEvent(
+                "stopped", message=f"stopped by {how.get(stopped_by[0], stopped_by[0])}; {printer.what_was_kept()};"
+                " every watched process runs on, untraced")))
             raise Exit(exit_code_for_signal(stopped_by[0]))
         if not as_json:
             echo(f"{len(results)} dump(s) written")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _on_signals(handler: Any) -> Dict[int, Any]:
-    """*handler* for SIGINT, SIGTERM and SIGHUP; returns the handlers it replaces (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, handler) for sig in _INTERRUPTING}
-
-
-#: What interrupts a watch: Ctrl-C, SIGTERM, and SIGHUP (a closed terminal) where it exists or
-#: Ctrl-Break (SIGBREAK) on Windows, which has no SIGHUP.
-_INTERRUPTING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
-                      if hasattr(signal, name))
-
+        restore_signals(previous, ended=bool(stopped_by))

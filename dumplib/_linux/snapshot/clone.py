@@ -23,13 +23,13 @@ import time
 from typing import Dict, List, Optional
 
 from ...errors import ProcessNotFound
-from ..proc.pidfiles import pid_in_namespace_of, private_bytes, read_status, thread_state
+from ..proc.pidfiles import pid_in_namespace_of, private_bytes, read_stat, read_status, thread_state
 from ..ptrace import libc
 from ..ptrace.regs import USER_REGS_SIZE, ThreadState
 from ..priority import raised
 from ..ptrace.stopper import StoppedProcess, reap
 from . import inject, seccomp
-from .policy import find_syscall, reap_in
+from .policy import LEFT_ZOMBIE, find_syscall, reap_in
 
 
 class SnapshotStopper(StoppedProcess):
@@ -186,8 +186,10 @@ class SnapshotStopper(StoppedProcess):
                         pause.read_registers(state)
                 except ProcessNotFound:  # it exited: its children, the clone too, went to a reaper
                     threads = {}
-                except BaseException as exc:  # a thread that will not stop: reap without the guarantee
-                    threads, why = {}, f"the target could not be stopped again to reap it ({exc})"
+                except BaseException as exc:  # a thread that will not stop (another tracer: strace -p)
+                    threads, why = {}, (f"the snapshot (process {child}) is left as a zombie child of process"
+                                        f" {self.pid}: the process could not be stopped again to reap it ({exc});"
+                                        f" {LEFT_ZOMBIE.format(pid=self.pid)}")
             reap([child])  # as its tracer: from here it is the (stopped) target's zombie
     
             # Once the target has run, the instruction used for the clone may be gone: an execve
@@ -197,7 +199,8 @@ class SnapshotStopper(StoppedProcess):
             at = self._syscall_at if pause is None else find_syscall(min(threads)) if threads else None
             if threads and at is None:
                 why = (f"the snapshot (process {child}) is left as a zombie child of process {self.pid}: no system"
-                       " call instruction was found in it to make it reap the snapshot")
+                       " call instruction was found in it to make it reap the snapshot;"
+                       f" {LEFT_ZOMBIE.format(pid=self.pid)}")
             elif threads and at is not None:
                 why = reap_in(self.pid, child, self._snapshot_local_pid, at, threads) or None
         finally:
@@ -206,6 +209,40 @@ class SnapshotStopper(StoppedProcess):
                 self.reap_pause = time.monotonic() - started
         if why:
             self.snapshot_warnings.append(why)
+
+
+def reap_orphan(pid: int, child: int, start_ticks: int) -> Optional[str]:
+    """Have process *pid* reap *child*, a snapshot of it whose tracer died (a SIGKILLed helper: the
+    kernel killed the clone with it, PTRACE_O_EXITKILL, and left it a zombie child of *pid*). The same
+    second stop and injected wait4 as _drop_snapshot, from a new tracer. Only a zombie whose parent is
+    *pid* and whose start is *start_ticks* is reaped: the clone's own pid, held by its zombie, never
+    another child of the target's. None when done (or nothing to do), else why not."""
+    stat = read_stat(child)
+    if stat is None or stat.state not in ("Z", "X") or stat.ppid != pid or stat.start_ticks != start_ticks:
+        return None  # reaped already (the target's own waitpid(__WALL), or its exit), or not ours
+    local = pid_in_namespace_of(child, pid) or 0
+    pause = StoppedProcess(pid)
+    why: Optional[str] = None
+    try:
+        try:
+            pause.seize_all()
+            threads = {tid: pause.threads[tid] for tid in _reap_candidates(pid, pause.threads)}
+            for state in threads.values():
+                pause.read_registers(state)
+        except ProcessNotFound:  # it exited: its children, the clone too, went to a reaper
+            return None
+        except BaseException as exc:  # a thread that will not stop (another tracer: strace -p)
+            return (f"the snapshot (process {child}) is left as a zombie child of process {pid}: the process"
+                    f" could not be stopped to reap it ({exc}); {LEFT_ZOMBIE.format(pid=pid)}")
+        at = find_syscall(min(threads)) if threads and local else None
+        if at is None:
+            why = (f"the snapshot (process {child}) is left as a zombie child of process {pid}: no system call"
+                   f" instruction was found in it to make it reap the snapshot; {LEFT_ZOMBIE.format(pid=pid)}")
+        else:
+            why = reap_in(pid, child, local, at, threads) or None
+    finally:
+        pause.detach_all()
+    return why
 
 
 #: Threads whose registers the reaping stop reads: reap_in gives up after three failed tries.

@@ -187,8 +187,11 @@ def reap_in(pid: int, child: int, local: int, syscall_at: int, threads: Dict[int
         if len(tried) >= 3:
             break
     return (f"the snapshot (process {child}) is left as a zombie child of process {pid}"
-            f" ({'; '.join(tried) or 'no thread could run wait4'}); it holds no memory, only waitpid with"
-            f" __WALL would see it, and it goes when process {pid} exits")
+            f" ({'; '.join(tried) or 'no thread could run wait4'}); {LEFT_ZOMBIE.format(pid=pid)}")
+
+
+#: What a snapshot left unreaped means, said after why.
+LEFT_ZOMBIE = "it holds no memory, only waitpid with __WALL would see it, and it goes when process {pid} exits"
 
 
 class BufferSink:

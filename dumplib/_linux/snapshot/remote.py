@@ -31,9 +31,10 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import DumpFailed
-from ..proc.pidfiles import thread_state
+from ..proc.pidfiles import start_ticks, thread_state
 from ..ptrace.regs import ThreadState
 from ..ptrace.stopper import JobControlDeferred, max_pause_error
+from .policy import LEFT_ZOMBIE
 
 #: Longest dumplib waits for one answer of the helper. Its steps are bounded (a thread's stop 2 s,
 #: an injected call's patience 120 s); past this dumplib gives up waiting, never the helper.
@@ -65,6 +66,11 @@ class RemoteStoppedProcess:
         self._commands: Any = None
         self._answers: Any = None
         self._job_control = JobControlDeferred()
+        #: The clone's start (/proc/PID/stat field 22): only that process is reaped for a helper killed.
+        self._snapshot_start: Optional[int] = None
+        #: How the helper ended without letting everything go (killed), and what was done about its clone.
+        self._helper_lost: Optional[str] = None
+        self._orphan: Optional[str] = None
 
     # -- the interface of StoppedProcess ------------------------------------------------------------
     def __enter__(self) -> "RemoteStoppedProcess":
@@ -78,14 +84,24 @@ class RemoteStoppedProcess:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if self._helper_lost is not None and isinstance(exc, DumpFailed) and exc.reason == "snapshot-lost":
+            # The clone died with its tracer (PTRACE_O_EXITKILL), not by the OOM killer: say so, and
+            # what became of it (reaped through a new helper, or the pid left as a zombie).
+            raise DumpFailed(
+                f"the snapshot's tracer process {self._helper_lost} while the memory of process {self.pid} was"
+                f" read from its snapshot, and the kernel killed the snapshot with it; nothing was kept."
+                f" {self._orphan or 'The snapshot was already gone.'} Try again", pid=self.pid,
+                reason="snapshot-lost") from None
 
     def take_snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
         """The helper's SnapshotStopper.take_snapshot (*probe_lock*: first check that the clone will not
         wait for the target's mmap lock)."""
         child = int(self._ask(("snapshot", syscall_at, probe_lock)))
         self.snapshot_pid = child
+        self._snapshot_start = start_ticks(child)  # held stopped by the helper: it is that process
         return child
 
     def resume_target(self) -> None:
@@ -126,10 +142,12 @@ class RemoteStoppedProcess:
         try:
             if proc is None:
                 return
+            done = False  # the helper's last answer, sent once it has let everything go
             try:
                 self._send(("release",))
                 state = self._receive(ANSWER_TIMEOUT)
                 if isinstance(state, dict):
+                    done = True
                     self._stopped_seconds = state["stopped_seconds"]
                     self.snapshot_bytes = state["snapshot_bytes"]
                     self.snapshot_warnings = state["snapshot_warnings"]
@@ -145,8 +163,47 @@ class RemoteStoppedProcess:
                 proc.wait(timeout=ANSWER_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass  # never killed: it may be putting a thread back
+            if not done and proc.returncode is not None and proc.returncode < 0:
+                # Killed (SIGKILL: it ignores the rest) before it could drop the clone: the kernel killed
+                # the clone with it and the target is its parent, a zombie child there for good.
+                self._helper_lost = f"(process {proc.pid}) was killed ({_signal_name(-proc.returncode)})"
+                self._reap_orphan()
         finally:
             self._job_control.finish()
+
+    def _reap_orphan(self) -> None:
+        """The killed helper's clone, a zombie child of the target: reaped through a new helper
+        (serve_reap), which stops the target again and makes it wait4 the clone, as the helper would
+        have. Waited for at most ANSWER_TIMEOUT, never killed (it may be putting a thread back).
+        What is left is said in snapshot_warnings (and in the error of a dump that fails), by pid."""
+        child, start = self.snapshot_pid, self._snapshot_start
+        if child is None or start is None:
+            return
+        try:
+            helper = subprocess.Popen(
+                [sys.executable, "-c", "from dumplib._linux.snapshot.remote import serve_reap; serve_reap()",
+                 str(self.pid), str(child), str(start)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True, env=_helper_env(), close_fds=True)
+        except OSError as exc:
+            why = (f"the snapshot (process {child}) may be left as a zombie child of process {self.pid}: no"
+                   f" helper could be started to reap it ({exc}); {LEFT_ZOMBIE.format(pid=self.pid)}")
+        else:
+            try:
+                out, _ = helper.communicate(timeout=ANSWER_TIMEOUT)
+                why = out.decode("utf-8", "replace").strip()
+                if helper.returncode != 0 and not why:
+                    why = (f"the snapshot (process {child}) may be left as a zombie child of process {self.pid}:"
+                           f" the helper that was to reap it ended with {helper.returncode};"
+                           f" {LEFT_ZOMBIE.format(pid=self.pid)}")
+            except subprocess.TimeoutExpired:
+                why = (f"the snapshot (process {child}) may be left as a zombie child of process {self.pid}: the"
+                       f" helper reaping it (process {helper.pid}) did not finish within {ANSWER_TIMEOUT:g} s")
+        if why:
+            self.snapshot_warnings.append(why)
+            self._orphan = why[0].upper() + why[1:] + "."
+        else:
+            self._orphan = f"Process {self.pid} was made to reap the snapshot (process {child}): nothing is left."
 
     # -- the pipe -------------------------------------------------------------------------------------
     def _spawn(self) -> None:
@@ -156,8 +213,7 @@ class RemoteStoppedProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        env = _helper_env()
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from dumplib._linux.snapshot.remote import serve; serve()",
@@ -203,6 +259,41 @@ class RemoteStoppedProcess:
             if time.monotonic() > deadline:
                 raise DumpFailed(f"the tracer process of process {self.pid} did not answer within {timeout:g} s",
                                  pid=self.pid)
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _helper_env() -> Dict[str, str]:
+    """The environment of a helper: this dumplib first on its path, whatever the caller's is."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    path = [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
+def serve_reap() -> None:
+    """The helper that reaps a killed helper's clone (clone.reap_orphan): TARGET CHILD START_TICKS on
+    its command line; on stdout, why the clone is left (nothing when it was reaped)."""
+    import signal
+
+    from .clone import reap_orphan
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_IGN)  # as serve(): once started, it finishes what it does
+    pid, child, start = (int(a) for a in sys.argv[1:4])
+    try:
+        why = reap_orphan(pid, child, start)
+    except BaseException as exc:  # noqa: BLE001 (said, not raised: the parent reads stdout only)
+        why = (f"the snapshot (process {child}) may be left as a zombie child of process {pid}: reaping it failed"
+               f" ({type(exc).__name__}: {exc}); {LEFT_ZOMBIE.format(pid=pid)}")
+    sys.stdout.write(why or "")
+    sys.stdout.flush()
 
 
 def serve() -> None:
