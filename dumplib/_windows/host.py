@@ -23,8 +23,15 @@ from ._common import Win32Error
 class WindowsHost(Host):
     owners_known = False
 
-    def mine(self, st: os.stat_result) -> bool:
-        return True  # stat's st_uid is always 0 here; the owner-only DACL is what makes a file ours
+    def mine(self, st: os.stat_result, path: Optional[str] = None) -> bool:
+        """stat names no owner here (st_uid is always 0): the file at *path* is opened without following
+        a reparse point and its owner read from that handle (private.owned_here). Without *path* there
+        is nothing to judge by, and a file not proven this user's is never deleted: False."""
+        if path is None:
+            return False
+        from .private import owned_here
+
+        return owned_here(path, st)
 
     def open_private(self, path: str) -> int:
         import msvcrt
