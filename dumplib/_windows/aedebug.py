@@ -138,6 +138,30 @@ def _check_dir(directory: str) -> str:
 
 
 
+def _check_handler_trusted(executable: str, directory: str) -> None:
+    """Refuse unless nothing the handler runs, imports or writes in can be changed by anyone but the
+    machine's administrators (trust.py): it runs in every crashing process's context, services' too."""
+    import subprocess
+
+    from .trust import handler_problems, handler_view
+
+    try:
+        sys_path, package = handler_view(executable)
+    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise PostmortemRefused(f"cannot ask {executable} what the handler would import ({exc}); nothing changed",
+                                argument="interpreter", value=executable) from None
+    problems = handler_problems(executable, sys_path, package, directory)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise PostmortemRefused(
+            "the AeDebug handler would run in every crashing process's context, services' (SYSTEM) included, from"
+            f" files or into a folder someone other than the machine's administrators can change: {shown}."
+            " Nothing changed. Install Python for all users (under Program Files) and dumplib into it from an"
+            " elevated prompt, give DIR to administrators only (icacls DIR /inheritance:r /grant:r"
+            " *S-1-5-32-544:(OI)(CI)F *S-1-5-18:(OI)(CI)F), and install the handler with that python.exe",
+            argument="interpreter", value=executable)
+
+
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
             max_per: Optional[str] = "10:3", max_seconds: float = 120.0) -> Dict[str, Any]:
@@ -165,7 +189,11 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     check_limits(keep=keep, max_total=max_total, min_free=min_free)
 
     rate = parse_max_per(max_per)
+    if not max_seconds > 0:  # also NaN: the watchdog would end every handler at once, or never
+        raise InvalidArgument(f"--max-seconds must be more than 0, not {max_seconds}", argument="max_seconds",
+                              value=max_seconds)
     directory = _check_dir(directory)
+    _check_handler_trusted(sys.executable, directory)
     if _ours_get("Backup") is not None:
         raise PostmortemRefused("dumplib's AeDebug handler is already installed; uninstall it first",
                                 argument="state", value=OURS)
@@ -546,11 +574,40 @@ def _log(record: Dict[str, Any]) -> None:
     directory = record.get("dir")
     if directory:
         try:
-            with open(os.path.join(directory, "postmortem.log"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=True) + "\n")
-        except OSError:
+            _append_line(os.path.join(directory, "postmortem.log"), json.dumps(record, ensure_ascii=True) + "\n")
+        except (OSError, DumpError):  # Win32Error is a DumpError
             pass
     _event_log(record)
+
+
+#: CreateFileW: append only, and create the file when it is missing.
+_FILE_APPEND_DATA, _OPEN_ALWAYS = 0x4, 4
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append *line* to the log *path*, opened without following a reparse point (a symbolic link planted
+    as postmortem.log is opened itself, and refused), never into another file; a new log inherits the
+    folder's DACL (each crashing user's handler appends to it)."""
+    import msvcrt
+
+    from . import kernel32, wrappers
+
+    handle = int(kernel32.CreateFileW(path, _FILE_APPEND_DATA, kernel32.FILE_SHARE_READ | kernel32.FILE_SHARE_WRITE,
+                                      None, _OPEN_ALWAYS, kernel32.FILE_FLAG_OPEN_REPARSE_POINT, None))
+    try:
+        info = kernel32.BY_HANDLE_FILE_INFORMATION()
+        kernel32.GetFileInformationByHandle(handle, ctypes.byref(info))
+        if (kernel32.GetFileType(handle) != kernel32.FILE_TYPE_DISK
+                or info.dwFileAttributes & (kernel32.FILE_ATTRIBUTE_REPARSE_POINT | kernel32.FILE_ATTRIBUTE_DIRECTORY)):
+            raise OSError(f"{path} is not a regular file")
+        fd = msvcrt.open_osfhandle(handle, os.O_WRONLY | os.O_APPEND)
+    except BaseException:
+        wrappers.close_handle(handle)
+        raise
+    try:
+        os.write(fd, line.encode("ascii"))  # json.dumps(ensure_ascii=True): ascii only
+    finally:
+        os.close(fd)  # and the handle
 
 
 def event_text(record: Dict[str, Any]) -> str:
@@ -614,6 +671,13 @@ def main(argv: Sequence[str]) -> int:
     try:
         if not config:
             raise _Refused("not-configured", "no dumplib configuration in the registry")
+        from .trust import HELD_DIRECTORY_RIGHTS, chain_problem
+
+        untrusted = chain_problem(str(config.get("dir")), HELD_DIRECTORY_RIGHTS)  # as install judged it
+        if untrusted is not None:
+            record["dir"] = None  # nor its log: the event log says it
+            raise _Refused("untrusted-dir", f"{untrusted}: changed since install, which refuses such a folder;"
+                                            " nothing written (give it back to administrators only)")
         from .._switch import current
 
         name = current().name_of(pid) or "process"
