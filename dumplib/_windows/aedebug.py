@@ -56,7 +56,9 @@ class PostmortemRefused(InvalidArgument):
 
 
 def read_values(path: str, names: Sequence[str], view: int) -> Optional[Dict[str, Optional[List[Any]]]]:
-    """{name: [type, data] or None (absent)} of key *path* in *view*; None if the key does not exist."""
+    """{name: [type, data] or None (absent)} of key *path* in *view*; None if the key does not exist.
+    Data winreg gives as bytes (REG_BINARY, and REG_NONE or any type it does not decode) is kept as
+    {"hex": ...}, so it is written back as bytes whatever its type, and text that looks like hex stays text."""
     try:
         key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | view)
     except FileNotFoundError:
@@ -66,7 +68,7 @@ def read_values(path: str, names: Sequence[str], view: int) -> Optional[Dict[str
         for name in names:
             try:
                 data, kind = winreg.QueryValueEx(key, name)
-                out[name] = [kind, data.hex() if isinstance(data, bytes) else data]
+                out[name] = [kind, {"hex": data.hex()} if isinstance(data, bytes) else data]
             except FileNotFoundError:
                 out[name] = None
     return out
@@ -84,7 +86,17 @@ def write_values(path: str, values: Dict[str, Optional[List[Any]]], view: int) -
                     pass
             else:
                 kind, data = value
-                winreg.SetValueEx(key, name, 0, kind, bytes.fromhex(data) if kind == winreg.REG_BINARY else data)
+                winreg.SetValueEx(key, name, 0, kind, _as_written(kind, data))
+
+
+def _as_written(kind: int, data: Any) -> Any:
+    """The data of a [type, data] pair as winreg.SetValueEx takes it: bytes for {"hex": ...}; a backup
+    written before that mark kept REG_BINARY data as a bare hex string."""
+    if isinstance(data, dict) and isinstance(data.get("hex"), str):
+        return bytes.fromhex(data["hex"])
+    if kind == winreg.REG_BINARY and isinstance(data, str):
+        return bytes.fromhex(data)
+    return data
 
 
 def _delete_key_if_empty(path: str, view: int) -> None:
