@@ -227,9 +227,12 @@ class WindowsSession(Session):
             return
         pid = self.target.pid
         handle = open_for_dump(pid, access)
-        if abs(wrappers.creation_time(handle) - self._started) > SAME_START_SECONDS:  # cannot happen: pinned
+        try:
+            if abs(wrappers.creation_time(handle) - self._started) > SAME_START_SECONDS:  # cannot happen: pinned
+                raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
+        except BaseException:  # GetProcessTimes failing too: the new handle is not kept, so it is closed
             wrappers.close_handle(handle)
-            raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
+            raise
         wrappers.close_handle(self.handle)
         self._handle, self._access = handle, access
 
