@@ -31,7 +31,7 @@ import winreg
 from ctypes import wintypes
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ..errors import DumpError, InvalidArgument
+from ..errors import DumpError, DumpFailed, InvalidArgument
 
 if TYPE_CHECKING:  # imported where used: the handler's start-up stays small
     from .._platform import Firing, HandOver, TargetEvent
@@ -646,6 +646,31 @@ def _event_log(record: Dict[str, Any]) -> None:
         pass
 
 
+#: Seconds the watchdog gives a write it cancels to return (Windows: at its next CancelCallback, 10 ms).
+GIVE_UP_PATIENCE = 5.0
+#: Seconds of the handler's budget kept for what follows the write (read-back, sidecar, log) and the
+#: watchdog's own wait, so the dump's own max_pause cancels a stalled write before the watchdog must.
+PAUSE_MARGIN = 10.0
+
+
+def pause_budget(budget: float) -> float:
+    """The max_pause of a handler with *budget* seconds (--max-seconds): at most create_dump's default
+    60 s, and within the budget less PAUSE_MARGIN (never below 1 s: a write needs some time)."""
+    return max(1.0, min(60.0, budget - PAUSE_MARGIN))
+
+
+def _give_up(writes: Any, release: Callable[[], None], leave: Callable[[int], None]) -> None:
+    """The handler's time is up: cancel a write still running and wait (GIVE_UP_PATIENCE) for
+    MiniDumpWriteDump to return, for only its return resumes the crashed process's threads; then
+    release the crashed process and *leave* (os._exit(3): the handler goes, detaching if attached)."""
+    try:
+        writes.end_and_wait(DumpFailed("the postmortem handler's time (--max-seconds) was up; the dump was"
+                                       " cancelled", reason="cancelled"), GIVE_UP_PATIENCE)
+    finally:
+        release()
+        leave(3)
+
+
 def main(argv: Sequence[str]) -> int:
     """The AeDebug handler: ``-p PID -e EVENT [-j JIT_DEBUG_INFO address]``; always signals the event."""
     from . import jitapi
@@ -671,9 +696,10 @@ def main(argv: Sequence[str]) -> int:
                 pass
 
     budget = float(config.get("max_seconds") or 120)
+    from .inflight import WRITES  # imported now, not on the watchdog's path
+
     def give_up() -> None:  # the handler's time is up: the crashed process goes, the handler too
-        release()
-        os._exit(3)
+        _give_up(WRITES, release, os._exit)
 
     watchdog = threading.Timer(budget, give_up)
     watchdog.daemon = True
@@ -701,7 +727,8 @@ def main(argv: Sequence[str]) -> int:
             return create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
                                compress=config.get("compress"), keep=config.get("keep"),
                                max_total=config.get("max_total"), min_free=config.get("min_free"),
-                               comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash)
+                               comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash,
+                               max_pause=pause_budget(budget))
 
         try:
             crash = exception_from_jit(pid, jit) if jit else None
