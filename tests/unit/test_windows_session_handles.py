@@ -7,7 +7,7 @@ hands out and the ones closed; a failing GetProcessTimes cannot be made to happe
 import pytest
 
 from dumplib.errors import DumpError
-from winfake import dump, open_kinds, plan_for, win  # noqa: F401 - win is the fixture
+from winfake import PID, dump, open_kinds, plan_for, win  # noqa: F401 - win is the fixture
 
 ERROR_ACCESS_DENIED = 5
 
@@ -32,3 +32,32 @@ def test_the_reopened_handle_replaces_the_kept_one(win):
         session._take_dump_access()
         assert session.handle != walk and open_kinds(win.fake) == ["process"]
     assert open_kinds(win.fake) == []
+
+
+# -- a service dumped from an interactive session without a snapshot is warned of ------------------------
+# Windows' HandlerRoutine documentation: CTRL_LOGOFF_EVENT / CTRL_SHUTDOWN_EVENT reach services only;
+# an interactive dumplib is ended at logoff or shutdown with no console event, mid-write if it was writing.
+
+
+def _sessions(win, own, target):
+    def session_of(pid, out):
+        out._obj.value = target if pid == PID else own
+        return 1
+
+    win.fake.impls["ProcessIdToSessionId"] = session_of
+
+
+@pytest.mark.parametrize("own, target, warned", [(1, 0, True), (0, 0, False), (1, 1, False), (2, 1, False)],
+                         ids=["interactive-over-service", "service-over-service", "same-session", "two-users"])
+def test_a_service_dumped_without_a_snapshot_from_an_interactive_session_is_warned_of(win, own, target, warned):
+    _sessions(win, own, target)
+    report = dump(win)
+    said = [w for w in report.warnings if "a logoff or shutdown now ends this dumplib" in w]
+    assert bool(said) is warned, report.warnings
+    if warned:
+        assert f"process {PID} runs in session 0" in said[0] and "--snapshot" in said[0]
+
+
+def test_the_session_unknown_is_no_warning(win):
+    win.fake.impls["ProcessIdToSessionId"] = lambda pid, out: win.fake.fail(ERROR_ACCESS_DENIED)
+    assert not [w for w in dump(win).warnings if "logoff" in w]
