@@ -94,7 +94,10 @@ class WindowsHost(Host):
         pass  # the DACL dumplib sets on its files is what protects them
 
     def place_new(self, temp: str, final: str) -> None:
+        from .inflight import TEMPORARIES
+
         os.rename(temp, final)  # MoveFileEx without REPLACE_EXISTING: FileExistsError rather than replacing
+        TEMPORARIES.discard(temp)  # placed: a console close has nothing of it to wait for
 
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
         return _unheld(clean)
