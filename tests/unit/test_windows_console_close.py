@@ -8,10 +8,12 @@ In the Windows interpreter (real Windows, or Wine through
 tests/e2e_wine/test_wine_dumps.py::test_unit_tests_pass_inside_windows_python), with real files; each
 test has its own registries (the process-wide ones would refuse every later write once ended).
 """
+import ctypes
 import os
 import sys
 import threading
 import time
+from ctypes import wintypes as wt
 
 import pytest
 
@@ -96,3 +98,57 @@ def test_with_nothing_in_flight_the_handler_returns_at_once(tmp_path):
     inflight.console_cleanup(inflight.InFlightWrites(), inflight.OpenTemporaries(), WHY, 30.0,
                              interrupt=lambda: interrupted.append(1))
     assert interrupted == []
+
+
+#: The child of the real console-close test: its own console, the handler dumplib installs before a
+#: write, a temporary made by its main thread, then Python work that only its cleanup would stop.
+CHILD = r"""
+import ctypes, os, sys, time
+from dumplib._windows import inflight, wrappers
+temp, ready = sys.argv[1], sys.argv[2]
+inflight._install_console_handler()
+wrappers.close_handle(wrappers.create_new_file(temp))
+hwnd = ctypes.WinDLL("kernel32").GetConsoleWindow()
+with open(ready + ".part", "w") as f:
+    f.write(str(hwnd or 0))
+os.replace(ready + ".part", ready)
+try:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+except KeyboardInterrupt:
+    os.remove(temp)  # what a dump's cleanup does with its temporary
+    while True:  # Windows ends the process once the handler returns; nothing here ends it
+        time.sleep(0.01)
+"""
+
+
+def test_a_real_console_close_removes_the_temporary_before_windows_ends_the_process(tmp_path):
+    """Real CTRL_CLOSE_EVENT: a child with a console of its own (CREATE_NEW_CONSOLE) is sent WM_CLOSE on
+    its console window, as clicking Close does; its temporary is gone when Windows has ended it."""
+    from dumplib._windows.ntdll import UNDER_WINE
+
+    if UNDER_WINE:
+        pytest.skip("real Windows only: Wine gives a CREATE_NEW_CONSOLE child no console window"
+                    " (GetConsoleWindow is NULL)")
+    import subprocess
+
+    temp, ready = str(tmp_path / ".dumplib-1111111111111111.tmp"), str(tmp_path / "ready")
+    child = subprocess.Popen([sys.executable, "-c", CHILD, temp, ready], creationflags=subprocess.CREATE_NEW_CONSOLE)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(ready) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(ready), f"the child never got ready (exit code {child.poll()})"
+        hwnd = int(open(ready).read())
+        assert hwnd, "the child has no console window"
+        assert os.path.exists(temp)
+        user32 = ctypes.WinDLL("user32", use_last_error=True)
+        user32.PostMessageW.argtypes = [wt.HWND, wt.UINT, wt.WPARAM, wt.LPARAM]
+        assert user32.PostMessageW(hwnd, 0x0010, 0, 0), ctypes.get_last_error()  # WM_CLOSE
+        child.wait(60)  # Windows ends it about 5 s after the event, whatever its handler does
+        assert not os.path.exists(temp), "the console close left the temporary"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
