@@ -173,3 +173,38 @@ def test_the_log_line_is_appended_to_a_real_file(tmp_path):
     aedebug._append_line(str(tmp_path / "postmortem.log"), '{"a": 1}\n')
     aedebug._append_line(str(tmp_path / "postmortem.log"), '{"b": 2}\n')
     assert (tmp_path / "postmortem.log").read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+
+
+def test_at_a_crash_a_dump_folder_changed_since_install_is_refused_and_the_process_released(tmp_path, monkeypatch):
+    """The handler checks DIR again at each crash: a folder that became writable by Everyone since
+    install gets no dump and no log line (the event log says `untrusted-dir`), and the crashed process
+    is released at once. The configuration is handed in (the shared registry is not touched); a rate
+    slot asked for would mean the check was passed."""
+    open_to_all = str(tmp_path / "open")
+    _made_directory(open_to_all, f"D:P(A;OICI;FA;;;{USER})(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;WD)")
+    monkeypatch.setattr(aedebug, "_ours_get", lambda name: {"dir": open_to_all, "kind": "mini", "max_seconds": 60}
+                        if name == "Config" else None)
+
+    def no_slot(exe, max_per):
+        raise aedebug._Refused("rate-limited", "the handler went past the folder check")
+
+    monkeypatch.setattr(aedebug, "_take_rate_slot", no_slot)
+    logged = []
+    monkeypatch.setattr(aedebug, "_log", logged.append)
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    k32.CreateEventW.restype = wt.HANDLE
+    k32.CreateEventW.argtypes = [ctypes.c_void_p, wt.BOOL, wt.BOOL, wt.LPCWSTR]
+    event = k32.CreateEventW(None, True, False, None)
+    assert event
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert aedebug.main(["-p", str(child.pid), "-e", str(event)]) == 0
+        assert k32.WaitForSingleObject(wt.HANDLE(event), 0) == 0  # signalled: the crashed process goes on to end
+    finally:
+        child.kill()
+        child.wait(30)
+        kernel32.CloseHandle(event)
+    [record] = logged
+    assert record["outcome"] == "untrusted-dir" and record["dir"] is None, record
+    assert record["why"].startswith(open_to_all) and "S-1-1-0 (Everyone)" in record["why"], record
+    assert os.listdir(open_to_all) == []
