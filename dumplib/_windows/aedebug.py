@@ -31,7 +31,7 @@ import winreg
 from ctypes import wintypes
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ..errors import DumpError, InvalidArgument
+from ..errors import DumpError, DumpFailed, InvalidArgument
 
 if TYPE_CHECKING:  # imported where used: the handler's start-up stays small
     from .._platform import Firing, HandOver, TargetEvent
@@ -56,7 +56,9 @@ class PostmortemRefused(InvalidArgument):
 
 
 def read_values(path: str, names: Sequence[str], view: int) -> Optional[Dict[str, Optional[List[Any]]]]:
-    """{name: [type, data] or None (absent)} of key *path* in *view*; None if the key does not exist."""
+    """{name: [type, data] or None (absent)} of key *path* in *view*; None if the key does not exist.
+    Data winreg gives as bytes (REG_BINARY, and REG_NONE or any type it does not decode) is kept as
+    {"hex": ...}, so it is written back as bytes whatever its type, and text that looks like hex stays text."""
     try:
         key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | view)
     except FileNotFoundError:
@@ -66,7 +68,7 @@ def read_values(path: str, names: Sequence[str], view: int) -> Optional[Dict[str
         for name in names:
             try:
                 data, kind = winreg.QueryValueEx(key, name)
-                out[name] = [kind, data.hex() if isinstance(data, bytes) else data]
+                out[name] = [kind, {"hex": data.hex()} if isinstance(data, bytes) else data]
             except FileNotFoundError:
                 out[name] = None
     return out
@@ -84,7 +86,17 @@ def write_values(path: str, values: Dict[str, Optional[List[Any]]], view: int) -
                     pass
             else:
                 kind, data = value
-                winreg.SetValueEx(key, name, 0, kind, bytes.fromhex(data) if kind == winreg.REG_BINARY else data)
+                winreg.SetValueEx(key, name, 0, kind, _as_written(kind, data))
+
+
+def _as_written(kind: int, data: Any) -> Any:
+    """The data of a [type, data] pair as winreg.SetValueEx takes it: bytes for {"hex": ...}; a backup
+    written before that mark kept REG_BINARY data as a bare hex string."""
+    if isinstance(data, dict) and isinstance(data.get("hex"), str):
+        return bytes.fromhex(data["hex"])
+    if kind == winreg.REG_BINARY and isinstance(data, str):
+        return bytes.fromhex(data)
+    return data
 
 
 def _delete_key_if_empty(path: str, view: int) -> None:
@@ -138,6 +150,30 @@ def _check_dir(directory: str) -> str:
 
 
 
+def _check_handler_trusted(executable: str, directory: str) -> None:
+    """Refuse unless nothing the handler runs, imports or writes in can be changed by anyone but the
+    machine's administrators (trust.py): it runs in every crashing process's context, services' too."""
+    import subprocess
+
+    from .trust import handler_problems, handler_view
+
+    try:
+        sys_path, package = handler_view(executable)
+    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise PostmortemRefused(f"cannot ask {executable} what the handler would import ({exc}); nothing changed",
+                                argument="interpreter", value=executable) from None
+    problems = handler_problems(executable, sys_path, package, directory)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise PostmortemRefused(
+            "the AeDebug handler would run in every crashing process's context, services' (SYSTEM) included, from"
+            f" files or into a folder someone other than the machine's administrators can change: {shown}."
+            " Nothing changed. Install Python for all users (under Program Files) and dumplib into it from an"
+            " elevated prompt, give DIR to administrators only (icacls DIR /inheritance:r /grant:r"
+            " *S-1-5-32-544:(OI)(CI)F *S-1-5-18:(OI)(CI)F), and install the handler with that python.exe",
+            argument="interpreter", value=executable)
+
+
 def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: Optional[str] = None,
             keep: Optional[int] = None, max_total: Optional[int] = None, min_free: Optional[int] = None,
             max_per: Optional[str] = "10:3", max_seconds: float = 120.0) -> Dict[str, Any]:
@@ -165,7 +201,11 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     check_limits(keep=keep, max_total=max_total, min_free=min_free)
 
     rate = parse_max_per(max_per)
+    if not max_seconds > 0:  # also NaN: the watchdog would end every handler at once, or never
+        raise InvalidArgument(f"--max-seconds must be more than 0, not {max_seconds}", argument="max_seconds",
+                              value=max_seconds)
     directory = _check_dir(directory)
+    _check_handler_trusted(sys.executable, directory)
     if _ours_get("Backup") is not None:
         raise PostmortemRefused("dumplib's AeDebug handler is already installed; uninstall it first",
                                 argument="state", value=OURS)
@@ -546,11 +586,40 @@ def _log(record: Dict[str, Any]) -> None:
     directory = record.get("dir")
     if directory:
         try:
-            with open(os.path.join(directory, "postmortem.log"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=True) + "\n")
-        except OSError:
+            _append_line(os.path.join(directory, "postmortem.log"), json.dumps(record, ensure_ascii=True) + "\n")
+        except (OSError, DumpError):  # Win32Error is a DumpError
             pass
     _event_log(record)
+
+
+#: CreateFileW: append only, and create the file when it is missing.
+_FILE_APPEND_DATA, _OPEN_ALWAYS = 0x4, 4
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append *line* to the log *path*, opened without following a reparse point (a symbolic link planted
+    as postmortem.log is opened itself, and refused), never into another file; a new log inherits the
+    folder's DACL (each crashing user's handler appends to it)."""
+    import msvcrt
+
+    from . import kernel32, wrappers
+
+    handle = int(kernel32.CreateFileW(path, _FILE_APPEND_DATA, kernel32.FILE_SHARE_READ | kernel32.FILE_SHARE_WRITE,
+                                      None, _OPEN_ALWAYS, kernel32.FILE_FLAG_OPEN_REPARSE_POINT, None))
+    try:
+        info = kernel32.BY_HANDLE_FILE_INFORMATION()
+        kernel32.GetFileInformationByHandle(handle, ctypes.byref(info))
+        if (kernel32.GetFileType(handle) != kernel32.FILE_TYPE_DISK
+                or info.dwFileAttributes & (kernel32.FILE_ATTRIBUTE_REPARSE_POINT | kernel32.FILE_ATTRIBUTE_DIRECTORY)):
+            raise OSError(f"{path} is not a regular file")
+        fd = msvcrt.open_osfhandle(handle, os.O_WRONLY | os.O_APPEND)
+    except BaseException:
+        wrappers.close_handle(handle)
+        raise
+    try:
+        os.write(fd, line.encode("ascii"))  # json.dumps(ensure_ascii=True): ascii only
+    finally:
+        os.close(fd)  # and the handle
 
 
 def event_text(record: Dict[str, Any]) -> str:
@@ -575,6 +644,31 @@ def _event_log(record: Dict[str, Any]) -> None:
             eventlog.DeregisterEventSource(source)
     except Exception:  # noqa: BLE001 - the log must never be why a crash is lost or the process held
         pass
+
+
+#: Seconds the watchdog gives a write it cancels to return (Windows: at its next CancelCallback, 10 ms).
+GIVE_UP_PATIENCE = 5.0
+#: Seconds of the handler's budget kept for what follows the write (read-back, sidecar, log) and the
+#: watchdog's own wait, so the dump's own max_pause cancels a stalled write before the watchdog must.
+PAUSE_MARGIN = 10.0
+
+
+def pause_budget(budget: float) -> float:
+    """The max_pause of a handler with *budget* seconds (--max-seconds): at most create_dump's default
+    60 s, and within the budget less PAUSE_MARGIN (never below 1 s: a write needs some time)."""
+    return max(1.0, min(60.0, budget - PAUSE_MARGIN))
+
+
+def _give_up(writes: Any, release: Callable[[], None], leave: Callable[[int], None]) -> None:
+    """The handler's time is up: cancel a write still running and wait (GIVE_UP_PATIENCE) for
+    MiniDumpWriteDump to return, for only its return resumes the crashed process's threads; then
+    release the crashed process and *leave* (os._exit(3): the handler goes, detaching if attached)."""
+    try:
+        writes.end_and_wait(DumpFailed("the postmortem handler's time (--max-seconds) was up; the dump was"
+                                       " cancelled", reason="cancelled"), GIVE_UP_PATIENCE)
+    finally:
+        release()
+        leave(3)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -602,9 +696,10 @@ def main(argv: Sequence[str]) -> int:
                 pass
 
     budget = float(config.get("max_seconds") or 120)
+    from .inflight import WRITES  # imported now, not on the watchdog's path
+
     def give_up() -> None:  # the handler's time is up: the crashed process goes, the handler too
-        release()
-        os._exit(3)
+        _give_up(WRITES, release, os._exit)
 
     watchdog = threading.Timer(budget, give_up)
     watchdog.daemon = True
@@ -614,6 +709,13 @@ def main(argv: Sequence[str]) -> int:
     try:
         if not config:
             raise _Refused("not-configured", "no dumplib configuration in the registry")
+        from .trust import HELD_DIRECTORY_RIGHTS, chain_problem
+
+        untrusted = chain_problem(str(config.get("dir")), HELD_DIRECTORY_RIGHTS)  # as install judged it
+        if untrusted is not None:
+            record["dir"] = None  # nor its log: the event log says it
+            raise _Refused("untrusted-dir", f"{untrusted}: changed since install, which refuses such a folder;"
+                                            " nothing written (give it back to administrators only)")
         from .._switch import current
 
         name = current().name_of(pid) or "process"
@@ -625,7 +727,8 @@ def main(argv: Sequence[str]) -> int:
             return create_dump(pid, config["dir"], config.get("kind") or "mini", fit=bool(config.get("fit")),
                                compress=config.get("compress"), keep=config.get("keep"),
                                max_total=config.get("max_total"), min_free=config.get("min_free"),
-                               comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash)
+                               comment=f"postmortem: {crash.label if crash else 'crash'}", _event=crash,
+                               max_pause=pause_budget(budget))
 
         try:
             crash = exception_from_jit(pid, jit) if jit else None

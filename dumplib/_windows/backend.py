@@ -17,11 +17,12 @@ if sys.platform != "win32":  # survives python -O, unlike the assert below
 assert sys.platform == "win32"  # tells type checkers on other platforms to skip this module
 
 import ctypes
+from ctypes import wintypes
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .._platform import (MemoryInfo, Plan, Platform, Session, SnapshotMode, TargetEvent, WatchSupport, WriteOptions,
                          WriteReport, without_snapshot)
-from ..errors import AccessDenied, BitnessMismatch, DumpFailed, ProcessNotFound, TargetRefused
+from ..errors import AccessDenied, BitnessMismatch, DumpError, DumpFailed, ProcessNotFound, TargetRefused
 from ..kinds import DumpKind
 from .masks import windows_mask
 from ..results import ProcessInfo, SizeEstimate
@@ -139,6 +140,33 @@ class WindowsPlatform(Platform):
         return WindowsEvents()
 
 
+#: Windows' HandlerRoutine documentation: CTRL_LOGOFF_EVENT and CTRL_SHUTDOWN_EVENT reach services only;
+#: an interactive application is ended before they go out, so its console handler never runs.
+SERVICE_WITHOUT_SNAPSHOT = (
+    "process {pid} runs in session 0 (a service) and this dumplib in session {own}: a logoff or shutdown"
+    " now ends this dumplib without notice, and MiniDumpWriteDump would leave the service's threads"
+    " suspended until it is restarted or resumed (pssuspend -r); --snapshot suspends it only for the capture")
+
+
+def _session_of(pid: int) -> Optional[int]:
+    session = wintypes.DWORD()
+    try:
+        kernel32.ProcessIdToSessionId(pid, ctypes.byref(session))
+    except (DumpError, OSError):
+        return None  # not known: nothing to warn of
+    return int(session.value)
+
+
+def unsnapshotted_service_warning(pid: int) -> List[str]:
+    """The warning for a dump of *pid* written from the process itself (no snapshot): said when the
+    target is a service (session 0) and this process is interactive (another session), which Windows
+    ends at logoff or shutdown with no console event (SERVICE_WITHOUT_SNAPSHOT)."""
+    own, target = _session_of(kernel32.GetCurrentProcessId()), _session_of(pid)
+    if own is None or target is None or target != 0 or own == 0:
+        return []
+    return [SERVICE_WITHOUT_SNAPSHOT.format(pid=pid, own=own)]
+
+
 class WindowsSession(Session):
     """One target held by a process handle (walk access; the dump's access is taken by write()),
     from Platform.open to close."""
@@ -186,6 +214,7 @@ class WindowsSession(Session):
             snapshot = False if at_exit else self._snapshot_decision(options.snapshot, mask, warnings)
             if not snapshot and not at_exit:
                 self._take_dump_access()
+                warnings.extend(unsnapshotted_service_warning(pid))
             source = at_exit or self.handle
             file = wrappers.create_new_file(temp_path)
             with wrappers.handle_closing(file), WriteMonitor(file, options.tick, pid, options.max_pause) as monitor, \
@@ -227,9 +256,12 @@ class WindowsSession(Session):
             return
         pid = self.target.pid
         handle = open_for_dump(pid, access)
-        if abs(wrappers.creation_time(handle) - self._started) > SAME_START_SECONDS:  # cannot happen: pinned
+        try:
+            if abs(wrappers.creation_time(handle) - self._started) > SAME_START_SECONDS:  # cannot happen: pinned
+                raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
+        except BaseException:  # GetProcessTimes failing too: the new handle is not kept, so it is closed
             wrappers.close_handle(handle)
-            raise ProcessNotFound(pid, f"pid {pid} now belongs to another process; nothing was dumped")
+            raise
         wrappers.close_handle(self.handle)
         self._handle, self._access = handle, access
 

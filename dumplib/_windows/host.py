@@ -23,8 +23,15 @@ from ._common import Win32Error
 class WindowsHost(Host):
     owners_known = False
 
-    def mine(self, st: os.stat_result) -> bool:
-        return True  # stat's st_uid is always 0 here; the owner-only DACL is what makes a file ours
+    def mine(self, st: os.stat_result, path: Optional[str] = None) -> bool:
+        """stat names no owner here (st_uid is always 0): the file at *path* is opened without following
+        a reparse point and its owner read from that handle (private.owned_here). Without *path* there
+        is nothing to judge by, and a file not proven this user's is never deleted: False."""
+        if path is None:
+            return False
+        from .private import owned_here
+
+        return owned_here(path, st)
 
     def open_private(self, path: str) -> int:
         import msvcrt
@@ -87,7 +94,10 @@ class WindowsHost(Host):
         pass  # the DACL dumplib sets on its files is what protects them
 
     def place_new(self, temp: str, final: str) -> None:
+        from .inflight import TEMPORARIES
+
         os.rename(temp, final)  # MoveFileEx without REPLACE_EXISTING: FileExistsError rather than replacing
+        TEMPORARIES.discard(temp)  # placed: a console close has nothing of it to wait for
 
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
         return _unheld(clean)

@@ -140,6 +140,45 @@ class InFlightWrites:
 
 WRITES = InFlightWrites()
 
+
+class OpenTemporaries:
+    """dumplib's temporary files this process created and has not placed yet (wrappers.create_new_file
+    adds them, WindowsHost.place_new takes them off; one removed is gone from the disk, and so from
+    here), with the thread that created each: a console closed while no write runs (the read-back, the
+    compression, the sidecar) waits for those threads to remove them, not only for MiniDumpWriteDump."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: Dict[str, int] = {}
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths[path] = threading.get_ident()
+
+    def discard(self, path: str) -> None:
+        with self._lock:
+            self._paths.pop(path, None)
+
+    def left(self) -> Dict[str, int]:
+        """{path: creating thread} of those still on disk (the rest are forgotten)."""
+        import os
+
+        with self._lock:
+            for path in [p for p in self._paths if not os.path.lexists(p)]:
+                del self._paths[path]
+            return dict(self._paths)
+
+
+TEMPORARIES = OpenTemporaries()
+
+
+def is_temporary(path: str) -> bool:
+    """Whether *path* names one of dumplib's temporaries (``.dumplib-....tmp``, placement.is_temp_name's)."""
+    import os
+
+    name = os.path.basename(path)
+    return name.startswith(".dumplib-") and name.endswith(".tmp")
+
 #: Seconds the console handler waits for cancelled writes to return: Windows ends a console process
 #: about 5 s after CTRL_CLOSE_EVENT (and CTRL_LOGOFF / CTRL_SHUTDOWN), whatever the handler does.
 CONSOLE_GRACE = 4.0
@@ -180,11 +219,35 @@ def _on_console_event(event: int) -> bool:
         why = _ENDING_EVENTS.get(event)
         if why is None or (event == kernel32.CTRL_LOGOFF_EVENT and _in_services_session()):
             return False  # a service outlives every user's logoff: its dumps go on
-        WRITES.end_and_wait(DumpFailed(f"the dump was cancelled because {why}; nothing was kept", reason="cancelled"),
-                            CONSOLE_GRACE)
+        console_cleanup(WRITES, TEMPORARIES, DumpFailed(f"the dump was cancelled because {why}; nothing was kept",
+                                                        reason="cancelled"), CONSOLE_GRACE)
     except BaseException:  # noqa: B036 - nothing may unwind into Windows' handler thread
         pass
     return False
+
+
+#: Seconds between looks at whether the temporaries are gone.
+_TEMPORARIES_POLL = 0.05
+
+
+def console_cleanup(writes: InFlightWrites, temporaries: OpenTemporaries, why: BaseException, patience: float,
+                    interrupt: Optional[Callable[[], None]] = None) -> None:
+    """This process is about to be ended (Windows ends it about 5 s after the event): cancel every write
+    and wait for it (writes.end_and_wait); then, if temporaries are still on disk, interrupt the main
+    thread when it made one (KeyboardInterrupt: its dump's cleanup removes the file) and wait, all
+    within *patience* seconds, until none is left. A temporary another thread made is waited for only."""
+    import _thread
+
+    deadline = time.monotonic() + patience
+    writes.end_and_wait(why, patience)
+    left = temporaries.left()
+    if not left:
+        return
+    main = threading.main_thread()
+    if main.ident in left.values() and main.is_alive():
+        (interrupt or _thread.interrupt_main)()
+    while temporaries.left() and time.monotonic() < deadline:
+        time.sleep(_TEMPORARIES_POLL)
 
 
 def _cancel_at_exit() -> None:

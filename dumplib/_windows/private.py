@@ -22,6 +22,8 @@ assert sys.platform == "win32"  # tells type checkers on other platforms to skip
 
 import ctypes
 import dataclasses
+import os
+import stat
 from ctypes import wintypes as wt
 from typing import List, Optional, Sequence, Tuple
 
@@ -166,6 +168,54 @@ def open_no_follow(path: str, directory: bool = False) -> int:
         access, flags, share = kernel32.GENERIC_READ, 0, kernel32.FILE_SHARE_READ
     return int(kernel32.CreateFileW(path, access, share, None, kernel32.OPEN_EXISTING,
                                     flags | kernel32.FILE_FLAG_OPEN_REPARSE_POINT, None))
+
+
+def owner_accepted(owner: Optional[str], user: str, directory: bool) -> bool:
+    """Whether a file (or, with *directory*, a directory) owned by *owner* counts as *user*'s own, for
+    deleting it (retention, stale temporaries) or trusting it: a file only when *user* owns it (every
+    file dumplib creates names its owner: wrappers.private_sddl); a directory also when SYSTEM or
+    Administrators own it (an elevated administrator's os.mkdir; they can take any file anyway)."""
+    if owner is None:
+        return False
+    return owner == user or (directory and owner in (SYSTEM, ADMINISTRATORS))
+
+
+def owner_of(handle: int) -> Optional[str]:
+    """The owner SID of the file or directory open as *handle* (None: the descriptor names none)."""
+    descriptor = ctypes.c_void_p()
+    advapi32.GetSecurityInfo(handle, advapi32.SE_FILE_OBJECT, advapi32.OWNER_SECURITY_INFORMATION, None, None, None,
+                             None, ctypes.byref(descriptor))
+    try:
+        return read_descriptor(descriptor.value or 0)[0]
+    finally:
+        kernel32.LocalFree(descriptor)
+
+
+def owned_here(path: str, st: "os.stat_result") -> bool:
+    """Whether the file *st* describes, at *path*, is this user's own (owner_accepted), judged on a
+    handle opened without following a reparse point, and only if that handle is the very file *st*
+    describes (a file swapped in since the lstat is not judged in its place). False whenever it
+    cannot be told: a file dumplib may not prove its own is never deleted."""
+    import msvcrt
+
+    try:
+        handle = open_no_follow(path, directory=True)  # attributes and security only: files open so too
+    except Win32Error:
+        return False
+    try:
+        fd = msvcrt.open_osfhandle(handle, os.O_RDONLY)
+    except OSError:
+        wrappers.close_handle(handle)
+        return False
+    try:
+        if not os.path.samestat(st, os.fstat(fd)):
+            return False
+        owner = owner_of(msvcrt.get_osfhandle(fd))
+    except (OSError, Win32Error):
+        return False
+    finally:
+        os.close(fd)  # closes the handle
+    return owner_accepted(owner, wrappers.current_user_sid(), directory=stat.S_ISDIR(st.st_mode))
 
 
 def directory_problem(path: str) -> Optional[str]:

@@ -16,6 +16,7 @@ from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 from ..errors import AccessDenied, DumpFailed, InvalidDumpPath, ProcessNotFound
 from . import advapi32, kernel32
 from . import snapshot as snapshot_layouts
+from .inflight import TEMPORARIES, is_temporary
 from .policy import keeps_private_files
 from .privilege import PrivilegeHold
 from ._common import (
@@ -301,11 +302,14 @@ def create_new_file(path: str) -> int:
     check (private.py: not the user's), a dump stays readable by the same three only."""
     try:
         try:
-            return _create_private(path, owner=True)
+            handle = _create_private(path, owner=True)
         except Win32Error as exc:
             if exc.winerror != ERROR_INVALID_OWNER:
                 raise
-            return _create_private(path, owner=False)
+            handle = _create_private(path, owner=False)
+        if is_temporary(path):
+            TEMPORARIES.add(path)  # a console closed before it is placed waits for its removal (inflight.py)
+        return handle
     except Win32Error as exc:
         if exc.winerror == ERROR_FILE_EXISTS:
             raise

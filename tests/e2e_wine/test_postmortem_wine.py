@@ -6,9 +6,11 @@ The crash under WER itself needs real Windows: tests/unit/test_windows_postmorte
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import pytest
 
@@ -42,16 +44,27 @@ print(json.dumps(out))
 '''
 
 
+@pytest.fixture
+def crash_dir(rig: Rig) -> Iterator[Path]:
+    """A dump folder install accepts: in the prefix's %TEMP% (mode 755 up to /root), not under pytest's
+    tmp_path, below /tmp, a folder anyone may write to (install refuses it: see the refusal test)."""
+    made = rig.windows_temp() / f"crashes-{uuid.uuid4().hex[:12]}"
+    made.mkdir(mode=0o755)
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 def registry(rig: Rig) -> Dict[str, Any]:
     done = rig.run_python(["-c", READ])
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def test_aedebug_install_uninstall_round_trip(rig: Rig, tmp_path: Path) -> None:
+def test_aedebug_install_uninstall_round_trip(rig: Rig, tmp_path: Path, crash_dir: Path) -> None:
     before = registry(rig)
-    dumps = tmp_path / "crashes"
-    dumps.mkdir()
+    dumps = crash_dir
     done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--json")
     assert done.returncode == 0, done.stderr
     try:
@@ -64,6 +77,24 @@ def test_aedebug_install_uninstall_round_trip(rig: Rig, tmp_path: Path) -> None:
     finally:
         undone = cli(rig, "postmortem", "uninstall", "--force")
     assert undone.returncode == 0, undone.stderr
+    assert registry(rig) == before
+
+
+def test_aedebug_install_refuses_a_folder_anyone_may_write_to_and_changes_nothing(rig: Rig, tmp_path: Path) -> None:
+    """Wine turns a Unix mode into a DACL: a folder of mode 0777 reads back as Everyone with full control.
+    The handler would write there as every crashing user (services' SYSTEM too): refused, the registry
+    as it was, and the message says which folder and what to do."""
+    before = registry(rig)
+    dumps = tmp_path / "open-to-all"
+    dumps.mkdir()
+    dumps.chmod(0o777)
+    done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--json")
+    if done.returncode == 0:  # a failing test leaves no handler registered in the shared prefix
+        cli(rig, "postmortem", "uninstall", "--force")
+    assert done.returncode != 0, done.stdout
+    message = json.loads(done.stdout)["error"]["message"]
+    assert f"{windows_path(dumps)} can be changed by S-1-1-0 (Everyone)" in message, message
+    assert "administrators only" in message and "Nothing changed" in message, message
     assert registry(rig) == before
 
 
@@ -127,11 +158,11 @@ def _handlers_running() -> list:
     return found
 
 
-def test_aedebug_crash_of_a_real_python_is_dumped_with_its_exception(rig: Rig, tmp_path: Path) -> None:
+def test_aedebug_crash_of_a_real_python_is_dumped_with_its_exception(rig: Rig, tmp_path: Path,
+                                                                    crash_dir: Path) -> None:
     """Wine passes no JIT_DEBUG_INFO: the handler attaches as a debugger, signals the event, and dumps
     the second-chance exception; the crashed process then ends with the exception code."""
-    dumps = tmp_path / "crashes"
-    dumps.mkdir()
+    dumps = crash_dir
     done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--min-free", "1M", "--json")
     assert done.returncode == 0, done.stderr
     try:
@@ -228,11 +259,10 @@ print(json.dumps({"signalled": signalled, "rc": handler.returncode, "err": handl
 """
 
 
-def test_aedebug_event_signalled_when_attach_fails(rig: Rig, tmp_path: Path) -> None:
+def test_aedebug_event_signalled_when_attach_fails(rig: Rig, tmp_path: Path, crash_dir: Path) -> None:
     """The handler cannot attach (the process already has a debugger): it still signals the event
     (the crashed process would otherwise wait for ever) and logs why."""
-    dumps = tmp_path / "crashes"
-    dumps.mkdir()
+    dumps = crash_dir
     done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--max-per", "100:100", "--json")
     assert done.returncode == 0, done.stderr
     try:
@@ -315,11 +345,11 @@ print(json.dumps({"signalled": signalled, "rc": handler.returncode, "debugged": 
 """
 
 
-def test_aedebug_without_a_second_chance_detaches_and_lets_the_process_run(rig: Rig, tmp_path: Path) -> None:
+def test_aedebug_without_a_second_chance_detaches_and_lets_the_process_run(rig: Rig, tmp_path: Path,
+                                                                          crash_dir: Path) -> None:
     """No second chance comes (the process did not crash): within a quarter of --max-seconds the handler
     detaches, the process runs on, no longer debugged, and the log line says so."""
-    dumps = tmp_path / "crashes"
-    dumps.mkdir()
+    dumps = crash_dir
     done = cli(rig, "postmortem", "install", "--dir", windows_path(dumps), "--max-per", "100:100",
                "--max-seconds", "40", "--json")
     assert done.returncode == 0, done.stderr

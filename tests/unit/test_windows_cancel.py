@@ -5,7 +5,7 @@ max_pause is enforced on Windows through the same callback.
 Run on every OS against a recording fake of Win32 (tests/winfake.py) whose MiniDumpWriteDump
 behaves as Windows documents (asks CancelCallback as it goes, fails with ERROR_CANCELLED when told)
 or as Wine's does (never asks). Real Windows proves the suspend counts in the workflow
-(test_windows_native.py::test_an_interrupted_full_dump_leaves_every_thread_running).
+(test_windows_watch.py::test_an_interrupted_full_exception_dump_leaves_every_thread_running).
 """
 import ctypes
 import threading

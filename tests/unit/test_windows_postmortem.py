@@ -6,10 +6,13 @@ the rest (registry round trips, a crash under AeDebug dumped through the debugge
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -45,14 +48,48 @@ def _wait_for(folder: Path, pattern: str, timeout: float = 180) -> list:
     return []
 
 
-def test_aedebug_crash_has_the_exception_stream_and_the_process_ends(tmp_path: Path) -> None:
+@pytest.fixture
+def trusted() -> Iterator[Tuple[str, Path]]:
+    """(an interpreter under Program Files with dumplib installed, a fresh folder under Program Files):
+    what `postmortem install` accepts (dumplib/_windows/trust.py). The workflow makes the interpreter
+    (DUMPLIB_TEST_TRUSTED_PYTHON); the tool cache's and the editable checkout are refused, rightly."""
+    python = os.environ.get("DUMPLIB_TEST_TRUSTED_PYTHON")
+    if not python:
+        if os.environ.get("CI"):
+            pytest.fail("DUMPLIB_TEST_TRUSTED_PYTHON is not set: the workflow's trusted-interpreter step is missing")
+        pytest.skip("NOT RUN: set DUMPLIB_TEST_TRUSTED_PYTHON to a python.exe under Program Files with dumplib"
+                    " installed (not editable), as .github/workflows/windows.yml makes it")
+    folder = Path(os.environ["ProgramFiles"]) / f"dumplib-crashes-{os.getpid()}"
+    folder.mkdir()
+    try:
+        yield python, folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_install_refuses_the_checkouts_interpreter_and_a_folder_in_the_profile(tmp_path: Path) -> None:
+    """The test's own interpreter (tool cache, editable dumplib in the checkout) and a folder in this
+    user's profile: refused, nothing registered."""
+    from dumplib._windows.aedebug import AEDEBUG, AEDEBUG_VALUES, VIEWS, read_values
+
+    before = {n: read_values(AEDEBUG, AEDEBUG_VALUES, v) for n, v in VIEWS.items()}
+    done = _cli("postmortem", "install", "--dir", str(tmp_path), "--json")
+    if done.returncode == 0:
+        _cli("postmortem", "uninstall", "--force")
+    assert done.returncode != 0 and "can be changed by" in done.stdout, done.stdout + done.stderr
+    assert {n: read_values(AEDEBUG, AEDEBUG_VALUES, v) for n, v in VIEWS.items()} == before
+
+
+def test_aedebug_crash_has_the_exception_stream_and_the_process_ends(trusted: Tuple[str, Path]) -> None:
     from minidump.minidumpfile import MinidumpFile
 
     from dumplib._windows.aedebug import AEDEBUG, AEDEBUG_VALUES, VIEWS, read_values
 
+    python, tmp_path = trusted
     before = {n: read_values(AEDEBUG, AEDEBUG_VALUES, v) for n, v in VIEWS.items()}
-    done = _cli("postmortem", "install", "--dir", str(tmp_path), "--min-free", "1M", "--json")
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run([python, "-m", "dumplib_cli", "postmortem", "install", "--dir", str(tmp_path), "--min-free",
+                           "1M", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
     try:
         crash = subprocess.run([sys.executable, *CRASH], capture_output=True, timeout=300)
         # Ended as without a debugger: the filter's EXCEPTION_EXECUTE_HANDLER, exit code = exception code.
