@@ -239,9 +239,10 @@ class Host(abc.ABC):
     owners_known: bool = True
 
     @abc.abstractmethod
-    def mine(self, st: os.stat_result) -> bool:
-        """Whether the file *st* describes belongs to this user, as far as stat can say (Windows:
-        stat names no owner, and the DACL dumplib sets is what makes a file its own)."""
+    def mine(self, st: os.stat_result, path: Optional[str] = None) -> bool:
+        """Whether the file *st* describes (the lstat of *path*) belongs to this user: by stat's owner
+        (Linux), or by the owner read from a handle on *path* that is the file *st* describes (Windows,
+        where stat names no owner)."""
 
     @abc.abstractmethod
     def open_private(self, path: str) -> int:
@@ -274,6 +275,12 @@ class Host(abc.ABC):
         """Whether a live dumplib still writes our temporary *path* (*st*, from lstat): True, False, or
         None where that cannot be told (then only the directory's hold and the temporary's age say)."""
         return None
+
+    def reader_gone(self, fd: int) -> bool:
+        """Whether *fd* is a pipe whose reading end is closed (`| head -c 0` that has already exited),
+        so that a dump to it is refused before the target is stopped; False where that cannot be told
+        (the first write says it then)."""
+        return False
 
     def release_gone(self) -> None:
         """Let go of what this process still holds on temporaries no longer at their names (Linux: their

@@ -805,26 +805,13 @@ def _stdout_fd(host: Host) -> int:
             " or give a file path instead of '-'",
             path="-",
         )
-    if _reader_gone(fd):
+    if host.reader_gone(fd):
         raise DumpFailed("the reader of stdout has already gone away (the pipe's other end is closed): nothing was"
                          " dumped, and the process was not stopped", errno=errno.EPIPE, reason="broken-pipe")
     sys.stdout.flush()
     host.binary(fd)  # a text-mode fd would turn every \n byte of the dump into \r\n
     return fd
 
-
-def _reader_gone(fd: int) -> bool:
-    """Whether *fd* is a pipe whose reading end is closed (`| head -c 0` that has already exited): found
-    before the target is stopped, not by the first write of its memory (review: a 0.84 s stop for
-    nothing). POSIX poll reports POLLERR on such a pipe's writing end; where there is no poll (Windows),
-    the first write says it."""
-    import select
-
-    if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
-        return False
-    p = select.poll()
-    p.register(fd, select.POLLOUT)
-    return any(ev & select.POLLERR for _, ev in p.poll(0))
 
 
 def scratch_directory(dest_dir: str, min_free: Optional[int], host: Host) -> str:

@@ -419,7 +419,7 @@ def _remove_stale(directory: str, host: Host, *, locked: bool) -> List[str]:
             st = os.lstat(path)
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode) or not host.mine(st):
+        if not stat.S_ISREG(st.st_mode) or not host.mine(st, path):
             continue
         age = time.time() - st.st_mtime
         if not locked and age < UNLOCKED_STALE_AFTER:
@@ -441,7 +441,7 @@ def remove_own(path: str, host: Host) -> None:
         st = os.lstat(path)
     except OSError:
         return
-    if stat.S_ISREG(st.st_mode) and host.mine(st):
+    if stat.S_ISREG(st.st_mode) and host.mine(st, path):
         remove_quietly(path)
 
 

@@ -35,7 +35,7 @@ def _own_regular(path: str, host: Host) -> Optional[os.stat_result]:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    if not host.mine(st):
+    if not host.mine(st, path):
         return None
     return st
 

@@ -54,7 +54,7 @@ def _read(path: str, host: Host) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(path, "is not a regular file")
-        if not host.mine(st):
+        if not host.mine(st, path):
             raise _refuse(path, "belongs to another user")
         if host.owners_known and st.st_mode & 0o077:
             raise _refuse(path, f"can be read by others (mode {stat.S_IMODE(st.st_mode):o}; chmod 600 it)")
@@ -113,7 +113,7 @@ def _make(path: str, host: Host) -> bytes:
     except OSError as exc:
         raise _refuse(path, f"cannot be made ({exc.strerror})") from None
     st = os.lstat(directory)
-    if not stat.S_ISDIR(st.st_mode) or not host.mine(st) or (host.owners_known and st.st_mode & 0o022):
+    if not stat.S_ISDIR(st.st_mode) or not host.mine(st, directory) or (host.owners_known and st.st_mode & 0o022):
         raise _refuse(path, f"would be made in {directory}, which is not this user's private directory")
     why = host.private_directory_problem(directory)
     if why is not None:

@@ -45,7 +45,18 @@ class LinuxHost(Host):
     def release_gone(self) -> None:
         _let_go_of_gone()
 
-    def mine(self, st: os.stat_result) -> bool:
+    def reader_gone(self, fd: int) -> bool:
+        # poll(2) reports POLLERR on a pipe's writing end once no reader is left (review: a dump to
+        # `| head -c 0` stopped its target 0.84 s for nothing before its first write failed).
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        import select
+
+        p = select.poll()
+        p.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+
+    def mine(self, st: os.stat_result, path: Optional[str] = None) -> bool:
         return st.st_uid == os.geteuid()
 
     def open_private(self, path: str) -> int:

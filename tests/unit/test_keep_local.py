@@ -59,7 +59,7 @@ def _output(scratch: Path, keep: bool, failure: BaseException,
         raise failure
 
     obj.take_raw = take_raw  # type: ignore[method-assign]
-    host = types.SimpleNamespace(mine=lambda st: True)
+    host = types.SimpleNamespace(mine=lambda st, path=None: True)
     return RawThenCompress(obj, str(scratch), host, keep_on_failure=keep)  # type: ignore[arg-type]
 
 

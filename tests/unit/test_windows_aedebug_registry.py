@@ -9,13 +9,14 @@ uninstall failing); a REG_SZ that looked like hex could not be told from it. Now
 import json
 import os
 import sys
-import winreg
 
 import pytest
 
 if sys.platform != "win32":
     pytest.skip("Windows backend: run inside Windows python.exe (real Windows, or Wine via the Wine tests)",
                 allow_module_level=True)
+
+import winreg  # noqa: E402
 
 from dumplib._windows import aedebug  # noqa: E402
 from dumplib.errors import InvalidArgument  # noqa: E402
