@@ -96,10 +96,13 @@ def _watching(directory: Path) -> Iterator[Dict[str, int]]:
 
     def watch() -> None:
         while not done.is_set():
-            for p in directory.iterdir():
-                if p.name.startswith(".dumplib-") and p.name not in before:
-                    with contextlib.suppress(FileNotFoundError):
-                        seen[p.name] = max(seen.get(p.name, 0), p.stat().st_size)
+            # Any OSError, not only a file gone: a stat of a file the writer holds open can fail with a
+            # sharing violation (PermissionError), which ended this thread, and the raw copy went unseen.
+            with contextlib.suppress(OSError):
+                for p in directory.iterdir():
+                    if p.name.startswith(".dumplib-") and p.name not in before:
+                        with contextlib.suppress(OSError):
+                            seen[p.name] = max(seen.get(p.name, 0), p.stat().st_size)
             time.sleep(0.01)
 
     thread = threading.Thread(target=watch, daemon=True)
