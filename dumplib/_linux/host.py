@@ -39,11 +39,13 @@ _MAX_LINKS = 40
 #: lets go of a killed writer's. Released once the name no longer holds that file (_let_go_of_gone).
 _live_files: Dict[str, Tuple[int, Tuple[int, int]]] = {}
 _live_files_lock = threading.Lock()
+#: Temporaries whose look got no answer (their file system stopped answering): left out of later looks.
+_unanswered: Set[str] = set()
 
 
 class LinuxHost(Host):
     def release_gone(self) -> None:
-        _let_go_of_gone()
+        _let_go_of_gone(unanswered_too=True)
 
     def reader_gone(self, fd: int) -> bool:
         # poll(2) reports POLLERR on a pipe's writing end once no reader is left (review: a dump to
@@ -287,32 +289,45 @@ def _flock_within(fd: int, operation: int, seconds: float, step: float) -> bool:
 LIVE_LOOK_SECONDS = 1.0
 
 
-def _let_go_of_gone() -> None:
+def _let_go_of_gone(unanswered_too: bool = False) -> None:
     """Release the locks of the files no longer at the names they were made under (placed, removed).
 
-    Each look is bounded and made outside the registry's lock: a temporary on a file system that has
-    stopped answering (a dump given up on as output-stalled) must hold neither this dump nor any other
-    of this process; such a file is taken as still there, its lock kept (its descriptor's close would
-    wait on that file system too)."""
+    The looks are bounded (one thread for all of them) and made outside the registry's lock: a
+    temporary on a file system that has stopped answering (a dump given up on as output-stalled) must
+    hold neither this dump nor any other of this process. Such a file is taken as still there, its
+    lock kept (its descriptor's close would wait on that file system too), and left out of later looks
+    (each would wait the bound again) until *unanswered_too*: its late removal has just answered."""
     with _live_files_lock:
-        entries = list(_live_files.items())
+        entries = [(path, entry) for path, entry in _live_files.items()
+                   if unanswered_too or path not in _unanswered]
     if not entries:
         return
     from .._bounded import call_within
 
-    gone = []
-    for path, (keep, ident) in entries:
-        try:
-            st = call_within(lambda: os.lstat(path), LIVE_LOOK_SECONDS)
-            if (st.st_dev, st.st_ino) == ident:
-                continue
-        except TimeoutError:
-            continue  # no answer: still there, as far as anyone can tell
-        except OSError:
-            pass
-        gone.append((path, keep))
+    looked: List[str] = []
+
+    def look() -> List[Tuple[str, int]]:
+        gone = []
+        for path, (keep, ident) in entries:
+            looked.append(path)
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == ident:
+                    continue
+            except OSError:
+                pass
+            gone.append((path, keep))
+        return gone
+
+    try:
+        gone = call_within(look, LIVE_LOOK_SECONDS)
+    except TimeoutError:
+        with _live_files_lock:
+            _unanswered.add(looked[-1])  # the look that got no answer; those before it are looked at again
+        return
     with _live_files_lock:
         for path, keep in gone:
+            _unanswered.discard(path)
             if _live_files.get(path, (None,))[0] == keep:
                 os.close(_live_files.pop(path)[0])
 
