@@ -60,7 +60,7 @@ def check_lost(caught: "pytest.ExceptionInfo[dumplib.DumpFailed]", pid: int, out
     assert f"process {pid}" in str(caught.value) and str(killed[0]) not in str(caught.value), caught.value
     assert list(outdir.iterdir()) == []
     status = Path(f"/proc/{pid}/status").read_text()
-    assert "TracerPid:\t0" in status and "State:\tS" in status, status
+    assert "TracerPid:\t0" in status and ("State:\tS" in status or "State:\tR" in status), status  # let go
     deadline = time.monotonic() + 10
     while children(pid) and time.monotonic() < deadline:  # the clone's zombie is reaped by its holder
         time.sleep(0.05)

@@ -84,7 +84,7 @@ def test_a_killed_snapshot_helper_leaves_no_zombie_and_says_what_happened(heap, 
     # At once, not in a while: the call returned only once the target had reaped it.
     assert children(heap.pid) == clones == [], children(heap.pid)
     status = Path(f"/proc/{heap.pid}/status").read_text()
-    assert "TracerPid:\t0" in status and "State:\tS" in status, status
+    assert "TracerPid:\t0" in status and ("State:\tS" in status or "State:\tR" in status), status  # let go
     assert list(outdir.iterdir()) == []
 
 
@@ -181,7 +181,8 @@ def test_the_orphan_reap_takes_only_the_clone_it_was_given() -> None:
         assert reap_orphan(proc.pid, zombie, start) is None
         assert children(proc.pid) == [] and not Path(f"/proc/{zombie}").exists()
         status = Path(f"/proc/{proc.pid}/status").read_text()
-        assert "TracerPid:\t0" in status and "State:\tS" in status, status
+        # Running or asleep, untraced: just let go, it may not be back in its read yet (R seen in CI).
+        assert "TracerPid:\t0" in status and ("State:\tS" in status or "State:\tR" in status), status
     finally:
         proc.kill()
         proc.wait()
