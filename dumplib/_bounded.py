@@ -268,7 +268,9 @@ def _give_up(watch: _Watch, wait_for_write: bool) -> None:
 def close_later(fd: int) -> None:
     """Close *fd* in a thread of its own, not waited for: a descriptor of a file whose file system has
     stopped answering (OutputStalled), whose close would wait on it (FUSE's flush, NFS's writeback).
-    The number stays taken until the close returns, so nothing else is handed it meanwhile."""
+    The kernel frees the number before that wait, so it may be handed out again at once: the caller
+    must not use *fd* after this, as after any close (a write still stuck on it holds its own
+    reference to the file, not the number)."""
     def close() -> None:
         try:
             os.close(fd)

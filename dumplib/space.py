@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 else:
     from ._typing import NamedTuple
 
+from ._bounded import output_call
 from ._platform import Host
 from .errors import InsufficientDiskSpace
 from .results import SizeEstimate
@@ -95,7 +96,9 @@ class SpaceGuard:
             if written - last[0] < WATCH_EVERY and written >= last[0]:
                 return
             last[0] = written
-            free = guard.free()
+            # Bounded as the writes are (in the copy's worker): on NFS, or FUSE with a write-back cache,
+            # the first request to reach a server that is gone may be this statfs, not a write.
+            free = output_call(guard.free)
             if free < guard.reserve:
                 raise InsufficientDiskSpace(
                     f"free space on the volume of {guard.label} fell to {human(free)}, below the"

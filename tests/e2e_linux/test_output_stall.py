@@ -326,3 +326,26 @@ def test_a_stalled_mount_does_not_hold_the_next_dump_of_the_same_process(mount, 
             done.set()
         assert not hung.is_set(), "a dump to a directory that answers waited on the stalled mount"
         assert gone_once_answered(mount) == []
+
+
+def test_the_disk_watchdogs_look_at_a_stalled_mount_is_bounded_too(mount, stall_bound, monkeypatch):
+    """The disk's watchdog asks the output's file system for its free space while the copy goes on
+    (statfs): on NFS, or FUSE with a write-back cache, that may be the first request to meet a server
+    that is gone. The mount stalls in the progress callback, just before the watchdog's look of that
+    same tick (made at every tick here): the dump gives up as output-stalled, the target let go."""
+    from dumplib import space
+
+    monkeypatch.setattr(space, "WATCH_EVERY", 1)
+    with target(40) as child:
+        seen: List[str] = []
+
+        def progress(written: int, elapsed: float) -> None:
+            if written and not seen:
+                seen.append(_state(child.pid))
+                mount.stall()
+
+        got = dump_with_stall(mount, lambda: dumplib.create_dump(child.pid, mount.path / "w.core", "full",
+                                                                 max_pause=None, progress=progress))
+        assert seen == ["t"], seen
+        assert_stalled(got, child.pid)
+        assert gone_once_answered(mount) == []
