@@ -746,7 +746,7 @@ class FileSink:
                     continue
                 for at in range(lo, hi, CHUNK):
                     n = min(CHUNK, hi - at)
-                    if os.preadv(self.fd, [view[:n]], at) != n:
+                    if output_call(os.preadv, self.fd, [view[:n]], at) != n:
                         raise OSError(errno.EIO, "the output file was cut short while it was written")
                     run = at
                     for zlo, zhi in MemoryCopier.zero_pages(buf, 0, n):
@@ -762,7 +762,8 @@ class FileSink:
         from . import mapped  # a mapped output's only (_finish)
 
         if hi > lo:  # refused: the bytes are zeros either way
-            mapped.libc.fallocate(self.fd, mapped.FALLOC_PUNCH_HOLE | mapped.FALLOC_KEEP_SIZE, lo, hi - lo)
+            output_call(mapped.libc.fallocate, self.fd, mapped.FALLOC_PUNCH_HOLE | mapped.FALLOC_KEEP_SIZE, lo,
+                        hi - lo)
 
     def release(self) -> None:
         """Unmap and stop publishing the frontier. A worker given up on may still hold a window, its read
