@@ -30,7 +30,7 @@ else:
 
 from .._bounded import guarded, lineage
 from .._record import record, replace as record_replace
-from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, InvalidDumpPath, ProcessNotFound, TargetRefused
+from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
 from ..formats import elfcore
 from ..kinds import DumpKind
 from ..results import ProcessInfo, SizeEstimate

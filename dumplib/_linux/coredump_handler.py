@@ -20,7 +20,6 @@ if not sys.platform.startswith("linux"):
 assert sys.platform.startswith("linux")
 
 import datetime
-import errno
 import fcntl
 import hashlib
 import json

@@ -18,7 +18,7 @@ assert sys.platform == "win32"  # tells type checkers on other platforms to skip
 
 import ctypes
 from ctypes import wintypes
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .._platform import (MemoryInfo, Plan, Platform, Session, SnapshotMode, TargetEvent, WatchSupport, WriteOptions,
                          WriteReport, without_snapshot)

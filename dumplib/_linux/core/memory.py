@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import mmap
 
     from .staged import StagedMemory
-    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..._bounded import blocking, guarded, output_call
 from ..._hashing import frontiers

@@ -20,7 +20,6 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
-import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..core.memory import MemoryReader, Piece, on_remote_file_systems
