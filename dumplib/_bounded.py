@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 else:
     from ._typing import TypeVar
 
-__all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "Abandoned",
-           "Unanswered", "OutputStalled"]
+__all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "closing",
+           "stalled_output", "Abandoned", "Unanswered", "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -278,3 +278,26 @@ def close_later(fd: int) -> None:
             pass  # a failure path's: the dump already failed, and said why
 
     _thread.start_new_thread(close, ())
+
+
+def stalled_output(exc: Optional[BaseException]) -> bool:
+    """Whether *exc* is the failure of a dump whose output's file system stopped answering (the writer
+    turns OutputStalled into DumpFailed reason "output-stalled")."""
+    return getattr(exc, "reason", None) == "output-stalled"
+
+
+class closing:
+    """``with closing(fd):`` closes *fd* after the block, or in the background (close_later) when the
+    block failed because the output stalled: that close would wait on the same file system."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, kind: object, exc: Optional[BaseException], tb: object) -> None:
+        if stalled_output(exc):
+            close_later(self.fd)
+        else:
+            os.close(self.fd)

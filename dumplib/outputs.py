@@ -24,6 +24,7 @@ TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at r
 if TYPE_CHECKING:
     from typing import Any, Iterator, List, Optional, Tuple, Union
 
+from ._bounded import closing, stalled_output
 from ._hashing import SMALL_HASH, FollowingHasher, new_sha256
 from ._platform import Host, Plan, Session, Sink, Tick, WriteOptions, WriteReport
 from ._record import record, replace
@@ -232,7 +233,7 @@ class CompressedFile(_FileOutput):
         try:
             with self._naming_the_dump():
                 fd = self.host.open_private(self.dest.temp)
-            with _closing(fd):
+            with closing(fd):
                 out = CompressingWriter(fd, self.codec, self.level)
                 report = session.write_stream(plan, _sink(out, self.dest.final, plan.target.pid), options, local=True)
                 with _output_errors(self.dest.final, plan.target.pid):
@@ -364,7 +365,7 @@ class Stdout(Output):
                 if sent and isinstance(exc, DumpError) and not own:
                     raise _received(exc, sent, self.codec) from None
                 raise
-            if isinstance(exc, DumpFailed) and _stalled(exc):  # cutting back would wait on that file system
+            if isinstance(exc, DumpFailed) and stalled_output(exc):  # cutting back would wait on that file system
                 raise _retold(exc, f"the partial dump is left in {self.where} (its file system does not answer):"
                                    " cut it back or delete it once it does") from None
             try:
@@ -652,28 +653,6 @@ _NO_SIDECAR = ("nothing was kept: the partial sidecar was removed, and with it t
                " was to be {final} (a dump is kept only beside its sidecar)")
 
 
-def _stalled(exc: BaseException) -> bool:
-    """Whether *exc* says the output's file system stopped answering (backend: _bounded.OutputStalled)."""
-    return isinstance(exc, DumpFailed) and exc.reason == "output-stalled"
-
-
-@contextlib.contextmanager
-def _closing(fd: int) -> Iterator[None]:
-    """Close *fd* after the block; after a stalled output, in the background (_bounded.close_later)."""
-    try:
-        yield
-    except BaseException as exc:
-        if _stalled(exc):
-            from ._bounded import close_later
-
-            close_later(fd)
-            fd = -1
-        raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
 #: How long the removal of a partial file whose file system stopped answering is waited for.
 STALLED_REMOVAL_SECONDS = 2.0
 
@@ -682,7 +661,7 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
     """Remove our partial *temp* after the failure *exc*. Where the output's file system has stopped
     answering, the removal is waited for STALLED_REMOVAL_SECONDS only, and goes on in the background:
     then *exc* retold, saying what is left (else None: *exc* says it as it is)."""
-    if not isinstance(exc, DumpFailed) or not _stalled(exc):
+    if not isinstance(exc, DumpFailed) or not stalled_output(exc):
         remove_own(temp, host)
         return None
     from ._bounded import call_within

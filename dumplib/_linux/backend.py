@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 else:
     from .._typing import TypeVar
 
-from .._bounded import guarded, lineage
+from .._bounded import closing, guarded, lineage
 from .._record import record, replace as record_replace
 from ..errors import BitnessMismatch, DumpFailed, InvalidDumpFile, ProcessNotFound, TargetRefused
 from ..formats import elfcore
@@ -355,29 +355,19 @@ class LinuxSession(Session):
 
             mapping = mapped.refusal(os.path.dirname(temp_path) or ".", estimate) is None
             staging = not mapping and mapped.stage_refusal(estimate) is None
-        fd = create_exclusive(temp_path, readable=mapping)
-        sink = FileSink(fd)
-        stalled = False
-        try:
-            if mapping or staging:
-                try:
-                    (sink.prepare if mapping else sink.stage)(estimate)
-                except OSError:  # the write path then: its first write says what is wrong, if anything is
-                    sink.release()
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
-            return self._write_core(plan, sink, options, temp_path)
-        except DumpFailed as exc:
-            stalled = exc.reason == "output-stalled"
-            raise
-        finally:
-            sink.release()  # staged memory too: given back even while a write from it is stuck
-            if stalled:  # its close would wait on the file system that stopped answering
-                from .._bounded import close_later
-
-                close_later(fd)
-            else:
-                os.close(fd)
+        with closing(create_exclusive(temp_path, readable=mapping)) as fd:
+            sink = FileSink(fd)
+            try:
+                if mapping or staging:
+                    try:
+                        (sink.prepare if mapping else sink.stage)(estimate)
+                    except OSError:  # the write path then: its first write says what is wrong, if anything is
+                        sink.release()
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
+                return self._write_core(plan, sink, options, temp_path)
+            finally:
+                sink.release()  # staged memory too: given back even while a write from it is stuck
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions, *, local: bool = False) -> WriteReport:
         stream = StreamSink(sink)
