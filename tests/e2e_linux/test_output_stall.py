@@ -104,23 +104,47 @@ def target(mib: int) -> Iterator["subprocess.Popen[str]"]:
         child.wait()
 
 
-def dump_with_stall(mount: Mount, fn: Callable[[], object]) -> Dict[str, object]:
-    """fn() (a dump that stalls the mount), bounded by the test: {"error": DumpFailed, "hung": bool}."""
+@contextlib.contextmanager
+def hang_guard(mount: Mount) -> Iterator[threading.Event]:
+    """The test's own bound on the block: past HANG_SECONDS the mount is let go (so the block ends) and
+    the event yielded is set, for the test to fail on."""
     hung = threading.Event()
     done = threading.Event()
 
     def guard() -> None:
         if not done.wait(HANG_SECONDS):
             hung.set()
-            mount.answer()  # the dump finishes now, and the test fails on `hung`
+            mount.answer()
 
     threading.Thread(target=guard, daemon=True).start()
     try:
-        with pytest.raises(dumplib.DumpFailed) as caught:
-            fn()
+        yield hung
     finally:
         done.set()
+
+
+def dump_with_stall(mount: Mount, fn: Callable[[], object]) -> Dict[str, object]:
+    """fn() (a dump that stalls the mount), bounded by the test: {"error": DumpFailed, "hung": bool}."""
+    with hang_guard(mount) as hung:
+        with pytest.raises(dumplib.DumpFailed) as caught:
+            fn()
     return {"error": caught.value, "hung": hung.is_set()}
+
+
+def stalled_in_the_stop(mount: Mount, child: "subprocess.Popen[str]", name: str) -> Dict[str, object]:
+    """A full dump of *child* to *name* on the mount, with no max_pause (only the write's bound can let
+    the target go), the mount stalled at the first progress: data copied, the target stopped."""
+    seen: List[str] = []
+
+    def progress(written: int, elapsed: float) -> None:
+        if written and not seen:
+            seen.append(_state(child.pid))
+            mount.stall()
+
+    got = dump_with_stall(mount, lambda: dumplib.create_dump(child.pid, mount.path / name, "full",
+                                                             max_pause=None, progress=progress))
+    assert seen == ["t"], seen
+    return got
 
 
 def children(pid: int) -> List[int]:
@@ -155,17 +179,7 @@ def test_a_write_stalled_while_the_target_is_stopped_lets_it_go(mount, stall_bou
     """A 40 MiB core is written during the stop; the mount stalls at the first progress (data copied,
     the target stopped). With no max_pause, only the write's bound can let the target go."""
     with target(40) as child:
-        seen: List[str] = []
-
-        def progress(written: int, elapsed: float) -> None:
-            if written and not seen:
-                seen.append(_state(child.pid))
-                mount.stall()
-
-        got = dump_with_stall(mount, lambda: dumplib.create_dump(child.pid, mount.path / "a.core", "full",
-                                                                 max_pause=None, progress=progress))
-        assert seen == ["t"], seen
-        assert_stalled(got, child.pid)
+        assert_stalled(stalled_in_the_stop(mount, child, "a.core"), child.pid)
         assert gone_once_answered(mount) == []
 
 
@@ -299,31 +313,11 @@ def test_a_stalled_mount_does_not_hold_the_next_dump_of_the_same_process(mount, 
     healthy = tmp_path / "healthy"
     healthy.mkdir()
     with target(40) as child:
-        seen: List[str] = []
-
-        def progress(written: int, elapsed: float) -> None:
-            if written and not seen:
-                seen.append(_state(child.pid))
-                mount.stall()
-
-        got = dump_with_stall(mount, lambda: dumplib.create_dump(child.pid, mount.path / "a.core", "full",
-                                                                 max_pause=None, progress=progress))
-        assert_stalled(got, child.pid)
-        hung = threading.Event()
-        done = threading.Event()
-
-        def guard() -> None:
-            if not done.wait(HANG_SECONDS):
-                hung.set()
-                mount.answer()
-
-        threading.Thread(target=guard, daemon=True).start()
-        try:
+        assert_stalled(stalled_in_the_stop(mount, child, "a.core"), child.pid)
+        with hang_guard(mount) as hung:
             for n in range(2):  # the second: after the first left an unanswered look behind
                 r = dumplib.create_dump(child.pid, healthy / f"next{n}.core", "mini")
                 assert Path(r.path).exists()
-        finally:
-            done.set()
         assert not hung.is_set(), "a dump to a directory that answers waited on the stalled mount"
         assert gone_once_answered(mount) == []
 
@@ -337,15 +331,5 @@ def test_the_disk_watchdogs_look_at_a_stalled_mount_is_bounded_too(mount, stall_
 
     monkeypatch.setattr(space, "WATCH_EVERY", 1)
     with target(40) as child:
-        seen: List[str] = []
-
-        def progress(written: int, elapsed: float) -> None:
-            if written and not seen:
-                seen.append(_state(child.pid))
-                mount.stall()
-
-        got = dump_with_stall(mount, lambda: dumplib.create_dump(child.pid, mount.path / "w.core", "full",
-                                                                 max_pause=None, progress=progress))
-        assert seen == ["t"], seen
-        assert_stalled(got, child.pid)
+        assert_stalled(stalled_in_the_stop(mount, child, "w.core"), child.pid)
         assert gone_once_answered(mount) == []

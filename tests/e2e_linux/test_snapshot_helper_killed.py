@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import pytest
 
@@ -25,21 +25,11 @@ from helpers import require
 if not sys.platform.startswith("linux"):
     pytest.skip("Linux only", allow_module_level=True)
 
-from test_snapshot_clone_killed import HEAP, children  # noqa: E402
+from test_snapshot_clone_killed import children, heap  # noqa: E402
 
 pytestmark = pytest.mark.linux
 
-
-@pytest.fixture()
-def heap() -> Iterator["subprocess.Popen[str]"]:
-    proc = subprocess.Popen([sys.executable, "-c", HEAP, "256"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
+__all__ = ["heap"]  # a fixture (test_snapshot_clone_killed's 256 MiB target), used by name
 
 
 def helper_of(pid: int) -> Optional[int]:
