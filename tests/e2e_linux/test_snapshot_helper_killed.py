@@ -37,7 +37,8 @@ def helper_of(pid: int) -> Optional[int]:
     for entry in Path(f"/proc/{os.getpid()}/task").iterdir():
         for child in (entry / "children").read_text().split():
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if b"from dumplib._linux.snapshot.remote import serve; serve()" in argv and str(pid).encode() in argv:
+            serves = any(a.endswith(b"from dumplib._linux.snapshot.remote import serve; serve()") for a in argv)
+            if serves and str(pid).encode() in argv:
                 return int(child)
     return None
 

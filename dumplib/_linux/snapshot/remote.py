@@ -181,10 +181,9 @@ class RemoteStoppedProcess:
             return
         try:
             helper = subprocess.Popen(
-                [sys.executable, "-c", "from dumplib._linux.snapshot.remote import serve_reap; serve_reap()",
-                 str(self.pid), str(child), str(start)],
+                _helper_argv("serve_reap", str(self.pid), str(child), str(start)),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                start_new_session=True, env=_helper_env(), close_fds=True)
+                start_new_session=True, close_fds=True)
         except OSError as exc:
             why = (f"the snapshot (process {child}) may be left as a zombie child of process {self.pid}: no"
                    f" helper could be started to reap it ({exc}); {LEFT_ZOMBIE.format(pid=self.pid)}")
@@ -213,13 +212,11 @@ class RemoteStoppedProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
-        env = _helper_env()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from dumplib._linux.snapshot.remote import serve; serve()",
-                 str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)],
+                _helper_argv("serve", str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)),
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         finally:
             os.close(commands_r)
             os.close(answers_w)
@@ -270,11 +267,20 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _helper_env() -> Dict[str, str]:
-    """The environment of a helper: this dumplib first on its path, whatever the caller's is."""
+def _helper_argv(serve: str, *args: str) -> List[str]:
+    """The command line of a helper that runs this module's *serve* function with *args*.
+
+    Isolated (-I): no current directory on its path, no PYTHON* variable read, no user site. It runs
+    as root in whatever directory dumplib was started from, which may be anyone's (/tmp): with `-c`
+    alone, a dumplib/ there came first on the path and was what the helper imported. Instead, this
+    dumplib's own directory is put first on its path, then the caller's PYTHONPATH entries (made
+    absolute, empty ones left out: they meant the current directory), where a dependency may live."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    path = [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    path = [package_root] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = list(dict.fromkeys(path))  # once each, in order
+    flags = "-IB" if sys.dont_write_bytecode else "-I"
+    code = f"import sys; sys.path[:0] = {path!r}; from dumplib._linux.snapshot.remote import {serve}; {serve}()"
+    return [sys.executable, flags, "-c", code, *args]
 
 
 def serve_reap() -> None:
