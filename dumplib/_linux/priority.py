@@ -1,5 +1,6 @@
-"""A thread's nice value raised for a block and put back: the priority of the work done while a target
-is stopped (backend.py's copying thread; snapshot/clone.py's injected clone(), run in a target thread)."""
+"""Priorities raised for a block and put back: the work done while a target is stopped (backend.py's
+copying thread; snapshot/clone.py's injected clone(), run in a target thread, and that thread's
+autogroup)."""
 from __future__ import annotations
 
 import sys
@@ -17,23 +18,28 @@ if TYPE_CHECKING:
     from typing import Optional
 
 
-class raised:
-    """Thread *tid* at nice *nice* for the block, where that is the higher priority and allowed
-    (CAP_SYS_NICE, or the thread's RLIMIT_NICE); never lowered. Its own value comes back at the end of
-    the block, or at restore() (idempotent). Nice weighs only within one autogroup (session) or cpu
-    cgroup: the scheduler shares CPU between groups first (sched(7))."""
+class _Raised:
+    """A nice value at *nice* for the block, where that is the higher priority and allowed (CAP_SYS_NICE,
+    or RLIMIT_NICE); never lowered. The value found comes back at the end of the block, or at restore()
+    (idempotent). Subclasses say whose value it is (_get, _set; OSError when it cannot be read or set)."""
 
-    def __init__(self, tid: int, nice: int) -> None:
-        self.tid, self.nice = tid, nice
+    def __init__(self, nice: int) -> None:
+        self.nice = nice
         self.before: Optional[int] = None
 
-    def __enter__(self) -> "raised":
+    def _get(self) -> int:
+        raise NotImplementedError
+
+    def _set(self, nice: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "_Raised":
         try:
-            current = os.getpriority(os.PRIO_PROCESS, self.tid)  # Linux: a tid names one thread
+            current = self._get()
             if current > self.nice:
-                os.setpriority(os.PRIO_PROCESS, self.tid, self.nice)
+                self._set(self.nice)
                 self.before = current
-        except OSError:  # EPERM without the right to raise it; ESRCH for a thread gone meanwhile
+        except (OSError, ValueError):  # EPERM without the right; ESRCH for a thread gone meanwhile
             pass
         return self
 
@@ -41,10 +47,58 @@ class raised:
         self.restore()
 
     def restore(self) -> None:
-        """Back to the thread's own value (idempotent)."""
+        """Back to the value found (idempotent)."""
         before, self.before = self.before, None
         if before is not None:
             try:
-                os.setpriority(os.PRIO_PROCESS, self.tid, before)
-            except OSError:  # the thread is gone: nothing left to put back
+                self._set(before)
+            except OSError:  # gone: nothing left to put back
                 pass
+
+
+class raised(_Raised):
+    """Thread *tid* at nice *nice* for the block (see _Raised). Nice weighs only within one autogroup
+    (session) or cpu cgroup: the scheduler shares CPU between groups first (sched(7)); group_raised
+    is the autogroup's."""
+
+    def __init__(self, tid: int, nice: int) -> None:
+        super().__init__(nice)
+        self.tid = tid
+
+    def _get(self) -> int:
+        return os.getpriority(os.PRIO_PROCESS, self.tid)  # Linux: a tid names one thread
+
+    def _set(self, nice: int) -> None:
+        os.setpriority(os.PRIO_PROCESS, self.tid, nice)
+
+
+class group_raised(_Raised):
+    """The autogroup of process *pid* (its session's group, when the cpu controller puts the process in
+    no cgroup of its own) at nice *nice* for the block (see _Raised): that nice weighs the whole group
+    against the host's other groups, as a thread's nice weighs it inside its group (sched(7)
+    "The autogroup feature"). Every process of the session shares the raise for the block. No effect,
+    and nothing changed, where the kernel has no autogroups (no /proc/PID/autogroup, or it is empty
+    for the root group); no effect where the process is in a cpu cgroup of its own (a systemd service
+    with CPUWeight=, a container), though the value is still set and put back."""
+
+    def __init__(self, pid: int, nice: int) -> None:
+        super().__init__(nice)
+        self.path = f"/proc/{pid}/autogroup"
+
+    def _get(self) -> int:
+        # "/autogroup-ID nice N\n", written by the kernel (not by the process).
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            words = os.read(fd, 256).split()
+        finally:
+            os.close(fd)
+        if len(words) != 3 or words[1] != b"nice":
+            raise ValueError(f"{self.path}: no autogroup")
+        return int(words[2])
+
+    def _set(self, nice: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"%d" % nice)
+        finally:
+            os.close(fd)

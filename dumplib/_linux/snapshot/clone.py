@@ -26,7 +26,7 @@ from ...errors import ProcessNotFound
 from ..proc.pidfiles import pid_in_namespace_of, private_bytes, read_stat, read_status, thread_state
 from ..ptrace import libc
 from ..ptrace.regs import USER_REGS_SIZE, ThreadState
-from ..priority import raised
+from ..priority import group_raised, raised
 from ..ptrace.stopper import StoppedProcess, reap
 from . import inject, seccomp
 from .policy import LEFT_ZOMBIE, find_syscall, reap_in
@@ -87,10 +87,15 @@ class SnapshotStopper(StoppedProcess):
         # 2 GiB is ~35 ms of CPU, and each ptrace step around the call wakes that thread. At nice 0 on a
         # loaded host (ten busy threads in its session on 2 CPUs) it waited for a CPU at every step: the
         # clone took 0.11-0.16 s where it takes 0.04 s on a quiet one. So the thread runs at this
-        # helper's priority (the stop's, backend.py's STOP_NICE, inherited) for the call, and gets its
-        # own back before the target is let go, also when the call fails. A helper killed during the call
-        # leaves it raised, as it leaves the injected call itself midway: the helper must not die.
-        with raised(state.tid, os.getpriority(os.PRIO_PROCESS, 0)):
+        # helper's priority (the stop's, backend.py's STOP_NICE, inherited) for the call. A thread's nice
+        # weighs only inside its autogroup, though: against other sessions' load (other services: eight
+        # busy sessions, load 10) the call waited 70-153 ms for a CPU (schedstat). So the target's
+        # autogroup is raised to the same nice for the call too (its whole session shares that for
+        # the call): 0-20 ms of waiting then, the call 24-53 ms. Both get their own values back before the target is let go, also when
+        # the call fails. A helper killed during the call leaves them raised, as it leaves the injected
+        # call itself midway: the helper must not die.
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        with raised(state.tid, ours), group_raised(self.pid, ours):
             result = injector.call(libc.SYS_CLONE, *inject.CLONE_ARGS, on_clone=hold,
                                    timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
         self._snapshot_local_pid = max(result, 0)
