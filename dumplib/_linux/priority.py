@@ -11,6 +11,7 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
+import errno
 import os
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
@@ -26,6 +27,8 @@ class _Raised:
     def __init__(self, nice: int) -> None:
         self.nice = nice
         self.before: Optional[int] = None
+        #: Why the value found could not be put back (None: put back, or nothing to put back).
+        self.failed: Optional[str] = None
 
     def _get(self) -> int:
         raise NotImplementedError
@@ -47,13 +50,17 @@ class _Raised:
         self.restore()
 
     def restore(self) -> None:
-        """Back to the value found (idempotent)."""
+        """Back to the value found (idempotent), unless another has set a value of its own meanwhile: that
+        one is theirs to keep (putting ours back would undo it, even lower a priority they raised)."""
         before, self.before = self.before, None
-        if before is not None:
-            try:
+        if before is None:
+            return
+        try:
+            if self._get() == self.nice:
                 self._set(before)
-            except OSError:  # gone: nothing left to put back
-                pass
+        except (OSError, ValueError) as exc:
+            if getattr(exc, "errno", None) not in (errno.ESRCH, errno.ENOENT):  # gone: nothing to put back
+                self.failed = f"{type(exc).__name__}: {exc}"
 
 
 class raised(_Raised):
@@ -85,6 +92,12 @@ class group_raised(_Raised):
         super().__init__(nice)
         self.path = f"/proc/{pid}/autogroup"
 
+    def __enter__(self) -> "_Raised":
+        # Without CAP_SYS_ADMIN the kernel takes at most one autogroup write per 100 ms host-wide
+        # (EAGAIN otherwise: proc_sched_autogroup_set_nice), so the put-back after a call of tens of
+        # milliseconds would fail and leave the group raised for good: no raise at all then.
+        return super().__enter__() if _may_write_groups() else self
+
     def _get(self) -> int:
         # "/autogroup-ID nice N\n", written by the kernel (not by the process).
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -102,3 +115,19 @@ class group_raised(_Raised):
             os.write(fd, b"%d" % nice)
         finally:
             os.close(fd)
+
+
+#: CAP_SYS_ADMIN's bit in /proc/PID/status's CapEff (linux/capability.h).
+CAP_SYS_ADMIN = 21
+
+
+def _may_write_groups() -> bool:
+    """Whether this process may write autogroups' nice values as often as it needs to (CAP_SYS_ADMIN)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False

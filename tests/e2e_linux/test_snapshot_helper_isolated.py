@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a snapshot's helper t
 
 @pytest.fixture
 def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A directory holding a `dumplib` package and a `pickle` module that mark their import; made the
-    current directory."""
+    """A directory holding a `dumplib` package and `pickle` modules that mark their import; made the
+    current directory, with PYTHONPATH naming it too."""
     where = tmp_path / "someone-elses"
     (where / "dumplib").mkdir(parents=True)
     mark = tmp_path / "planted-code-ran"
@@ -29,6 +29,11 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # And a module of the standard library the helper imports (remote.py's pickle), which a current
     # directory anywhere on the path, even after dumplib's own, would shadow.
     (where / "pickle.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    # And the caller's PYTHONPATH with an empty entry and a relative one: resolved in the directory
+    # the caller is in when the helper starts (not where the caller started), they name that directory.
+    (where / "lib").mkdir()
+    (where / "lib" / "pickle.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.environ.get("PYTHONPATH", ""), "", "lib"]))
     monkeypatch.chdir(where)
     return mark
 

@@ -95,9 +95,14 @@ class SnapshotStopper(StoppedProcess):
         # the call fails. A helper killed during the call leaves them raised, as it leaves the injected
         # call itself midway: the helper must not die.
         ours = os.getpriority(os.PRIO_PROCESS, 0)
-        with raised(state.tid, ours), group_raised(self.pid, ours):
+        with raised(state.tid, ours) as thread, group_raised(self.pid, ours) as group:
             result = injector.call(libc.SYS_CLONE, *inject.CLONE_ARGS, on_clone=hold,
                                    timeout=inject.STEP_TIMEOUT + 0.1 * rss_gib)
+        for whose, kept in ((f"thread {state.tid}'s nice value", thread), (f"the autogroup of process {self.pid}", group)):
+            if kept.failed:
+                self.snapshot_warnings.append(
+                    f"{whose} was raised to {kept.nice} for the snapshot's clone() and could not be put back"
+                    f" ({kept.failed}); it may stay at {kept.nice} until set again (renice, or /proc/PID/autogroup)")
         self._snapshot_local_pid = max(result, 0)
         if result < 0 or not children or pid_in_namespace_of(children[0], state.tid) != result:
             self._drop_snapshot()

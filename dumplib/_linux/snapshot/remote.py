@@ -183,7 +183,7 @@ class RemoteStoppedProcess:
             helper = subprocess.Popen(
                 _helper_argv("serve_reap", str(self.pid), str(child), str(start)),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, cwd="/")
         except OSError as exc:
             why = (f"the snapshot (process {child}) may be left as a zombie child of process {self.pid}: no"
                    f" helper could be started to reap it ({exc}); {LEFT_ZOMBIE.format(pid=self.pid)}")
@@ -216,7 +216,7 @@ class RemoteStoppedProcess:
             self._proc = subprocess.Popen(
                 _helper_argv("serve", str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)),
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
         finally:
             os.close(commands_r)
             os.close(answers_w)
@@ -270,16 +270,17 @@ def _signal_name(signum: int) -> str:
 def _helper_argv(serve: str, *args: str) -> List[str]:
     """The command line of a helper that runs this module's *serve* function with *args*.
 
-    Isolated (-I): no current directory on its path, no PYTHON* variable read, no user site. It runs
-    as root in whatever directory dumplib was started from, which may be anyone's (/tmp): with `-c`
-    alone, a dumplib/ there came first on the path and was what the helper imported. Instead, this
-    dumplib's own directory is put first on its path, then the caller's PYTHONPATH entries (made
-    absolute, empty ones left out: they meant the current directory), where a dependency may live."""
+    Isolated, without site (-I -S): no current directory on its path, no PYTHON* variable read, no
+    site-packages, .pth file or sitecustomize; it needs only the standard library and this dumplib.
+    It runs as root in whatever directory dumplib was started from, which may be anyone's (/tmp):
+    with `-c` alone, a dumplib/ there came first on the path and was what the helper imported, and a
+    relative PYTHONPATH entry is the same once the caller has changed directory. This dumplib's own
+    directory is put last on its path, after the standard library: where dumplib is installed among
+    other packages, none of them can stand in for a module of the standard library (a backport of the
+    same name) in the helper. Started in / (the callers say cwd="/")."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    path = [package_root] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    path = list(dict.fromkeys(path))  # once each, in order
-    flags = "-IB" if sys.dont_write_bytecode else "-I"
-    code = f"import sys; sys.path[:0] = {path!r}; from dumplib._linux.snapshot.remote import {serve}; {serve}()"
+    flags = "-ISB" if sys.dont_write_bytecode else "-IS"
+    code = f"import sys; sys.path.append({package_root!r}); from dumplib._linux.snapshot.remote import {serve}; {serve}()"
     return [sys.executable, flags, "-c", code, *args]
 
 
