@@ -12,7 +12,8 @@ rest of the layout from the clone once the target runs, its smaps check too: not
 (the plan's smaps read, and the stop's where it reads one), the policy checks, clone (the helper's
 injected clone(), a pipe round trip included), early (memory read before resume) and resume; and
 clone_cpu / clone_wait, the kernel's count (schedstat) of the time the target's threads ran and
-waited for a CPU during that call, which its stopped threads take no part in. --own-session: the
+waited for a CPU during that call, which its stopped threads take no part in (where the target is
+let go with the clone's making, its first moments of running count too). --own-session: the
 target in a session (so an autogroup) of its own, as a service is, not in the benchmark's.
 docs/benchmarks.md quotes it.
 """

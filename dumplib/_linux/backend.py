@@ -877,9 +877,10 @@ def _take_snapshot(pid: int, mode: SnapshotMode, stopped: Stopper, mem: int, lay
                 from .snapshot.remote import RemoteStoppedProcess
 
                 assert isinstance(stopped, RemoteStoppedProcess), "a snapshot's stopper is its helper process"
-                child = stopped.take_snapshot(syscall_at, probe_lock=True)
+                child = stopped.take_snapshot(syscall_at, probe_lock=True, resume=not early)
             else:
-                child = stopped.take_snapshot(syscall_at)
+                # With nothing to read before resume, the target is let go with the clone's making.
+                child = stopped.take_snapshot(syscall_at, resume=not early)
         except InjectionFailed as exc:
             why = f"it could not be made to clone itself: {exc}"
     if child is None:

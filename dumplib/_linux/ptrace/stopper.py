@@ -91,8 +91,9 @@ class SnapshotHolder(Protocol):
     snapshot_bytes: Optional[int]
     snapshot_warnings: List[str]
 
-    def take_snapshot(self, syscall_at: int) -> int:
-        """Make the stopped target clone itself; the clone's pid."""
+    def take_snapshot(self, syscall_at: int, *, resume: bool = False) -> int:
+        """Make the stopped target clone itself; the clone's pid. *resume*: and let the target go at once
+        after (resume_target then does nothing), where nothing is left to read from it stopped."""
 
     def resume_target(self) -> None:
         """Let the target's threads go now; the clone stays held."""

@@ -42,15 +42,19 @@ class SnapshotStopper(StoppedProcess):
         self._snapshot_local_pid = 0
         self._syscall_at = 0
 
-    def take_snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
+    def take_snapshot(self, syscall_at: int, probe_lock: bool = False, *, resume: bool = False) -> int:
         """Make the stopped target clone itself and return the clone's pid.
 
         The clone is a copy-on-write image of the process at this instant that never runs: the
         tracer holds it stopped (PTRACE_O_EXITKILL: killed if dumplib dies) until release, then
         kills it and has the target reap it. inject.InjectionFailed: no clone exists, and the target
         is exactly as it was (still stopped). *probe_lock*: first make sure the clone will not wait
-        for the target's mmap lock (_probe_lock)."""
-        return self.ask(lambda: self._snapshot(syscall_at, probe_lock))
+        for the target's mmap lock (_probe_lock). *resume*: let the target go once the clone is made
+        (resume_target), as the one order the caller waits for."""
+        child = self.ask(lambda: self._snapshot(syscall_at, probe_lock))
+        if resume:
+            self.resume_target()
+        return child
 
 
     def _snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:

@@ -96,16 +96,24 @@ class RemoteStoppedProcess:
                 f" {self._orphan or 'The snapshot was already gone.'} Try again", pid=self.pid,
                 reason="snapshot-lost") from None
 
-    def take_snapshot(self, syscall_at: int, probe_lock: bool = False) -> int:
+    def take_snapshot(self, syscall_at: int, probe_lock: bool = False, *, resume: bool = False) -> int:
         """The helper's SnapshotStopper.take_snapshot (*probe_lock*: first check that the clone will not
-        wait for the target's mmap lock)."""
-        child = int(self._ask(("snapshot", syscall_at, probe_lock)))
+        wait for the target's mmap lock). *resume*: the helper lets the target go as soon as the clone
+        is made, in the same order: on a loaded host each round trip to this process is a wait for a
+        CPU (in the caller's group, which nothing raises) added to the stop."""
+        child = int(self._ask(("snapshot", syscall_at, probe_lock, resume)))
+        if resume:
+            self._resumed_now()
         self.snapshot_pid = child
         self._snapshot_start = start_ticks(child)  # held stopped by the helper: it is that process
         return child
 
     def resume_target(self) -> None:
-        self._ask(("resume",))
+        if self._resumed is None:  # not already, with the snapshot
+            self._ask(("resume",))
+            self._resumed_now()
+
+    def _resumed_now(self) -> None:
         self._resumed = time.monotonic()
         self._job_control.finish()
 
@@ -348,7 +356,8 @@ def serve() -> None:
                 break
             try:
                 if order[0] == "snapshot":
-                    say(("ok", stopped.take_snapshot(order[1], bool(order[2]) if len(order) > 2 else False)))
+                    say(("ok", stopped.take_snapshot(order[1], bool(order[2]) if len(order) > 2 else False,
+                                                     resume=bool(order[3]) if len(order) > 3 else False)))
                 elif order[0] == "resume":
                     stopped.resume_target()
                     say(("ok", None))
