@@ -10,7 +10,8 @@ or /proc/PID/maps where the read made just before the stop holds (snapshot/guess
 notes and residency, with the target stopped), guess (that read, target running), layout_after (the
 rest of the layout from the clone once the target runs, its smaps check too: not in the stop), smaps
 (the plan's smaps read, and the stop's where it reads one), the policy checks, clone (the helper's
-injected clone(), a pipe round trip included), early (memory read before resume) and resume; and
+injected clone(), a pipe round trip included, and the target's release where nothing is left to
+read from it: resume is then ~0), early (memory read before resume) and resume; and
 clone_cpu / clone_wait, the kernel's count (schedstat) of the time the target's threads ran and
 waited for a CPU during that call, which its stopped threads take no part in (where the target is
 let go with the clone's making, its first moments of running count too). --own-session: the

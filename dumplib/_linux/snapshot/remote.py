@@ -102,10 +102,10 @@ class RemoteStoppedProcess:
         is made, in the same order: on a loaded host each round trip to this process is a wait for a
         CPU (in the caller's group, which nothing raises) added to the stop."""
         child = int(self._ask(("snapshot", syscall_at, probe_lock, resume)))
-        if resume:
-            self._resumed_now()
         self.snapshot_pid = child
         self._snapshot_start = start_ticks(child)  # held stopped by the helper: it is that process
+        if resume:  # after the clone is known: the job-control hand-back may run the caller's handlers
+            self._resumed_now()
         return child
 
     def resume_target(self) -> None:
