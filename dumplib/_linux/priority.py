@@ -14,6 +14,8 @@ assert sys.platform.startswith("linux")
 import errno
 import os
 
+from .proc.pidfiles import has_capability
+
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Optional
@@ -96,7 +98,7 @@ class group_raised(_Raised):
         # Without CAP_SYS_ADMIN the kernel takes at most one autogroup write per 100 ms host-wide
         # (EAGAIN otherwise: proc_sched_autogroup_set_nice), so the put-back after a call of tens of
         # milliseconds would fail and leave the group raised for good: no raise at all then.
-        return super().__enter__() if _may_write_groups() else self
+        return super().__enter__() if has_capability(CAP_SYS_ADMIN) else self
 
     def _get(self) -> int:
         # "/autogroup-ID nice N\n", written by the kernel (not by the process).
@@ -119,15 +121,3 @@ class group_raised(_Raised):
 
 #: CAP_SYS_ADMIN's bit in /proc/PID/status's CapEff (linux/capability.h).
 CAP_SYS_ADMIN = 21
-
-
-def _may_write_groups() -> bool:
-    """Whether this process may write autogroups' nice values as often as it needs to (CAP_SYS_ADMIN)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False

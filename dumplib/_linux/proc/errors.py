@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import List, Optional, Tuple
 
 from ...errors import AccessDenied, DumpError, DumpFailed, ProcessNotFound, TargetRefused
-from .pidfiles import read_small_text, read_status, thread_states, tids_or_none
+from .pidfiles import has_capability, read_small_text, read_status, thread_states, tids_or_none
 
 #: errno values that mean the process (or thread) is gone: ESRCH from a call on it, ENOENT from /proc.
 GONE = (errno.ESRCH, errno.ENOENT)
@@ -221,8 +221,7 @@ def traced_refusal(pid: int, tracer: int, tid: Optional[int] = None) -> TargetRe
 
 
 def _has_cap_sys_ptrace() -> bool:
-    caps = read_status(os.getpid()).get("CapEff", "0")
-    return bool(int(caps, 16) & (1 << 19))
+    return has_capability(19)  # CAP_SYS_PTRACE
 
 
 def _our_stuck_readers(pid: int) -> List[int]:

@@ -141,6 +141,14 @@ def thread_ending(pid: int, tid: int) -> bool:
     return bool(pending & (1 << (9 - 1)))  # SIGKILL is 9 on Linux
 
 
+def has_capability(bit: int) -> bool:
+    """Whether this process holds capability *bit* (linux/capability.h's number) in its effective set."""
+    try:
+        return bool(int(read_status(os.getpid()).get("CapEff", "0"), 16) >> bit & 1)
+    except ValueError:
+        return False
+
+
 def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
     """/proc/PID/status (or one thread's) as a dict; empty when the process is gone."""
     out: Dict[str, str] = {}
