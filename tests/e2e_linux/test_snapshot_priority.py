@@ -239,3 +239,40 @@ def test_group_raised_makes_no_raise_it_could_not_undo(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["3", "3", "None"], done.stdout
         assert _autogroup_nice(t.pid) == 3
+
+
+#: A snapshot's helper started by hand without a session of its own (its caller's session, here a
+#: fresh one at nice 2, started at the stop's nice): the group it may raise for its life is then its
+#: caller's. Prints the seize's
+#: answer, the caller's group after the seize, and after the helper has ended.
+HELPER_NOT_LEADER = r"""
+import os, pickle, socket, subprocess, sys
+from dumplib._linux.snapshot.remote import _helper_argv
+open("/proc/self/autogroup", "w").write("2")
+os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[2]))  # as dumplib's stopping thread is, whose nice it inherits
+ours, theirs = socket.socketpair()
+commands = theirs.detach()
+answers_r, answers_w = os.pipe()
+proc = subprocess.Popen(_helper_argv("serve", str(commands), str(answers_w), sys.argv[1], "None"),
+                        pass_fds=(commands, answers_w), cwd="/")
+os.close(commands)
+os.close(answers_w)
+answers = os.fdopen(answers_r, "rb")
+kind, _ = pickle.load(answers)
+during = open("/proc/self/autogroup").read().split()[2]
+ours.sendall(pickle.dumps(("release",)))
+pickle.load(answers)
+proc.wait(timeout=60)
+print(kind, during, open("/proc/self/autogroup").read().split()[2])
+"""
+
+
+@needs_autogroups
+def test_a_helper_without_a_session_of_its_own_leaves_its_callers_group_alone(target_exe):
+    with run_target([str(target_exe), "--threads", "2"]) as t:
+        done = subprocess.run([sys.executable, "-c", HELPER_NOT_LEADER, str(t.pid), str(STOP_NICE)], capture_output=True, text=True,
+                              timeout=120, cwd="/", preexec_fn=os.setsid,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["ok", "2", "2"], done.stdout + done.stderr
+        assert t.proc.poll() is None and Path(f"/proc/{t.pid}/status").read_text().split("TracerPid:")[1].split()[0] == "0"

@@ -337,8 +337,10 @@ def serve() -> None:
     # inherited), it weighs as much against other sessions' load as its threads do inside it. Each
     # ptrace step of the stop and the injected clone() wakes this process; in a nice-0 group each
     # waited for a CPU behind the other groups (clone() 37-74 ms against 22-57 ms at load 10). Never
-    # put back: the group is this process's alone and ends with it.
-    group_raised(os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)).__enter__()
+    # put back: the group is this process's alone and ends with it. Only as the session's leader: a
+    # helper started without a session of its own would raise its caller's session for good.
+    if os.getsid(0) == os.getpid():
+        group_raised(os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)).__enter__()
     stopped = SnapshotStopper(pid, max_pause=max_pause)
     try:
         stopped.__enter__()
