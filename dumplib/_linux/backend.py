@@ -392,6 +392,13 @@ class LinuxSession(Session):
         With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone.
         Its stop takes the mappings' VmFlags from an smaps read made just before it (snapshot/guess.py);
         where the clone shows they changed in between, the dump is made again, smaps read in the stop."""
+        if options.snapshot and options.event is None:
+            from .interpreter import not_an_interpreter, python_interpreter
+
+            if python_interpreter() is None:  # the snapshot's tracer is a Python process of its own
+                told = without_snapshot(plan.target.pid, options.snapshot, not_an_interpreter())
+                report = self._write_core(plan, sink, record_replace(options, snapshot=False), where)
+                return record_replace(report, warnings=told + tuple(report.warnings))
         if not options.snapshot or options.event is not None or handover.is_handed_over(plan.target.pid):
             return self._write_core_once(plan, sink, options, where, guessing=False)
         from .snapshot.guess import Stale

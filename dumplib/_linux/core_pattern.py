@@ -258,6 +258,12 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
 
     if os.geteuid() != 0:
         raise PostmortemRefused("installing a core_pattern handler needs root", argument="user", value=os.geteuid())
+    from .interpreter import not_an_interpreter, python_interpreter
+
+    if python_interpreter() is None:  # the kernel would run that program, as root, at every crash
+        raise PostmortemRefused(f"no handler can be installed from here: {not_an_interpreter()}. Install it with"
+                                " the `dumplib` command, or from a python interpreter", argument="python",
+                                value=sys.executable)
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
     check_limits(keep=keep, max_total=max_total, min_free=min_free)

@@ -39,6 +39,7 @@ import time
 from typing import List, Optional
 
 from ...errors import DumpFailed
+from ..interpreter import python_interpreter
 
 #: The child's whole program: read (address, length) requests, answer each with the count read (or
 #: -errno) and the bytes. Only os calls: nothing that could wait on anything but the read itself.
@@ -68,15 +69,6 @@ BUFFER = 1 << 20
 #: bounded worker (backend._bounded_reads) the caller has given up long before (MM_LOCK_SECONDS asleep);
 #: this only ends the worker's own wait, so no thread of dumplib's waits on the child for good.
 ANSWER_PATIENCE = 30.0
-
-
-def interpreter() -> Optional[str]:
-    """sys.executable when it is a Python interpreter (python, python3, python3.11, python3.13t...), else
-    None: in an embedding program (uWSGI, a game, a Blender) it names that program."""
-    exe = sys.executable
-    if exe and re.fullmatch(r"python(\d+(\.\d+)?)?[a-z]?", os.path.basename(exe)) and os.access(exe, os.X_OK):
-        return exe
-    return None
 
 
 #: Reader children of this process with a read asked and not answered (killed or not): reader pid ->
@@ -139,7 +131,7 @@ class FarReader:
 
     def _read_part(self, view: memoryview, address: int) -> int:
         if self._proc is None:
-            if interpreter() is None:
+            if python_interpreter() is None:
                 # dumplib embedded in a program that is not Python (sys.executable names that program,
                 # which must never be run with our arguments): read in place, bounded as before, at the
                 # cost this module exists to avoid (a read its daemon holds keeps us from exiting).
@@ -206,7 +198,7 @@ class FarReader:
             resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
             ends += [resp_r, resp_w]
             self._proc = subprocess.Popen(
-                [str(interpreter()), "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
+                [str(python_interpreter()), "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
                  str(BUFFER)],
                 pass_fds=(self.mem, req_r, resp_w, self._shm), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
