@@ -211,7 +211,12 @@ def test_a_stuck_exec_hook_is_killed_with_its_children_when_the_watcher_ends(tmp
         cli.send_signal(signal.SIGTERM)
         out = cli.communicate(timeout=60)[0]
         assert cli.returncode == 143, out
-        assert json.loads(out.splitlines()[-1])["event"] == "stopped"
+        last = json.loads(out.splitlines()[-1])
+        assert last["event"] == "stopped"
+        # The dump the hook ran for is kept, and the last word says so, by name (the SIGTERM
+        # case: "the dump kept though the message says nothing was kept").
+        kept = [str(p) for p in outdir.iterdir() if p.suffix == ".core"]
+        assert len(kept) == 1 and f"1 dump(s) kept: {kept[0]}" in last["message"], (last, kept)
         for pid in pids:  # gone (or a zombie its new parent has yet to reap), not running on
             deadline = time.monotonic() + 10
             while os.path.exists(f"/proc/{pid}") and not _zombie(pid):
