@@ -1,8 +1,9 @@
-"""A miniplus core of a Go program is read by Delve: `dlv core EXE CORE` lists its goroutines, the test's own
+"""A miniplus or full core of a Go program is read by Delve: `dlv core EXE CORE` lists its goroutines, the test's own
 among them, at its function (found by unwinding its stack, which lies in the Go heap arena)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def go_exe(tmp_path_factory) -> Path:
     return exe
 
 
-def test_dlv_lists_goroutines_of_a_miniplus_go_core(go_exe, outdir, tmp_path):
+@pytest.mark.parametrize("kind", ["miniplus", "full"])
+def test_dlv_lists_goroutines_of_a_miniplus_or_full_go_core(go_exe, outdir, tmp_path, kind):
     require(have("dlv"), "dlv is not installed (apt-get install delve)")
     with run_target([str(go_exe)]) as t:
-        result = dumplib.create_dump(t.pid, outdir / "go.core", "miniplus")
+        result = dumplib.create_dump(t.pid, outdir / "go.core", kind)
         t.assert_running_untraced()
     script = tmp_path / "init"
     script.write_text("goroutines\nexit\n")
@@ -41,3 +43,24 @@ def test_dlv_lists_goroutines_of_a_miniplus_go_core(go_exe, outdir, tmp_path):
     out = done.stdout + done.stderr
     assert "main.dumplibWorker" in out, out
     assert "unreadable" not in out, out  # every goroutine's G struct was read
+
+
+def test_dlv_reads_a_mini_go_core_partly_as_the_readme_says(go_exe, outdir, tmp_path):
+    """The README's "partly" for mini: the goroutines are counted and those whose G struct lies outside
+    the heap arena are read; the rest are "unreadable" (their G structs are on the heap, not in mini).
+    Should mini come to hold them, this goes red and the README's cell must say "yes"."""
+    require(have("dlv"), "dlv is not installed (apt-get install delve)")
+    with run_target([str(go_exe)]) as t:
+        result = dumplib.create_dump(t.pid, outdir / "go.core", "mini")
+        t.assert_running_untraced()
+    script = tmp_path / "init"
+    script.write_text("goroutines\nexit\n")
+    done = subprocess.run(["dlv", "core", str(go_exe), result.path, "--init", str(script),
+                           "--allow-non-terminal-interactive=true"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=180, env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")))
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    counted = re.search(r"\[(\d+) goroutines\]", out)
+    assert counted and int(counted.group(1)) >= 2, out
+    assert re.search(r"Goroutine \d+ - User: ", out), out  # some are read
+    assert "unreadable" in out, out  # and some are not: "partly"

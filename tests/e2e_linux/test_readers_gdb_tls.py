@@ -32,7 +32,7 @@ def tls_exe(tmp_path_factory) -> Path:
     return build_source(tmp_path_factory.mktemp("tls"), HERE / "tls_target.c")
 
 
-@pytest.mark.parametrize("kind", ["mini", "miniplus"])
+@pytest.mark.parametrize("kind", ["mini", "miniplus", "full"])
 def test_gdb_shows_pthread_ids_and_each_threads_errno(tls_exe, outdir, kind):
     with run_target([str(tls_exe)]) as t:
         tids = sorted(int(x) for x in os.listdir(f"/proc/{t.pid}/task"))

@@ -1,4 +1,4 @@
-"""A miniplus core of CPython is read by py-spy (`py-spy dump --core`), which names the running function.
+"""A miniplus or full core of CPython is read by py-spy (`py-spy dump --core`), which names the running function.
 
 py-spy finds the Python binary by a PT_LOAD with the executable flag at an NT_FILE mapping's start, and
 reads an object's .data and .bss as one run of the file: cores that stored neither failed ("Failed to get
@@ -33,10 +33,11 @@ sys.stdin.read()
 """
 
 
-def test_py_spy_reads_a_miniplus_core_of_cpython(outdir):
+@pytest.mark.parametrize("kind", ["miniplus", "full"])
+def test_py_spy_reads_a_miniplus_or_full_core_of_cpython(outdir, kind):
     require(have("py-spy"), "py-spy is not installed (pip install py-spy, the test extra)")
     with run_target([sys.executable, "-c", PY_KNOWN]) as t:
-        result = dumplib.create_dump(t.pid, outdir / "py.core", "miniplus")
+        result = dumplib.create_dump(t.pid, outdir / "py.core", kind)
         t.assert_running_untraced()
     done = subprocess.run(["py-spy", "dump", "--core", result.path], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
