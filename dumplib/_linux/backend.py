@@ -98,6 +98,20 @@ def _bounded_writes(pid: int, where: str, fn: Callable[[], None]) -> None:
         raise output_stalled(pid, where) from None
 
 
+def _frozen_v2(pid: int) -> str:
+    """Why no snapshot of *pid* can be taken when cgroup v2's freezer holds it, else "". Such a task
+    can be stopped and read (ptrace interrupts v2's freezer trap: a dump without a snapshot is made),
+    but the thread made to run the injected clone() goes back into the trap instead, and the snapshot
+    would be given up only at the injected call's bound (2 s). v1's freezer is the stop's refusal."""
+    from .proc.errors import frozen_cgroup
+
+    group = frozen_cgroup(pid)
+    if not group or not os.path.exists(os.path.join(group, "cgroup.freeze")):
+        return ""
+    return (f"its cgroup {group} is frozen (cgroup v2's freezer), and a frozen thread cannot run the clone() a"
+            f" snapshot is made with; `echo 0 > {group}/cgroup.freeze` thaws it")
+
+
 def output_stalled(pid: int, where: str, snapshot: bool = False) -> DumpFailed:
     from .._bounded import WRITE_STALL_SECONDS
 
@@ -395,8 +409,9 @@ class LinuxSession(Session):
         if options.snapshot and options.event is None:
             from .interpreter import not_an_interpreter, python_interpreter
 
-            if python_interpreter() is None:  # the snapshot's tracer is a Python process of its own
-                told = without_snapshot(plan.target.pid, options.snapshot, not_an_interpreter())
+            why = not_an_interpreter() if python_interpreter() is None else _frozen_v2(plan.target.pid)
+            if why:  # the snapshot's tracer is a Python process of its own; a frozen thread makes no clone()
+                told = without_snapshot(plan.target.pid, options.snapshot, why)
                 report = self._write_core(plan, sink, record_replace(options, snapshot=False), where)
                 return record_replace(report, warnings=told + tuple(report.warnings))
         if not options.snapshot or options.event is not None or handover.is_handed_over(plan.target.pid):
