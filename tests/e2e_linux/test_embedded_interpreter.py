@@ -15,15 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from linuxrig import run_target
+from helpers import require
+from linuxrig import have, run_target
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a snapshot and the handler's install need root")
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
+#: Once dumplib is imported, the program sys.executable names is swapped for a script that leaves a
+#: mark if it is ever run: whatever dumplib decides, and however late, the program must never run.
 DUMP = r"""
-import json, sys
+import json, os, sys
 import dumplib
+exe = sys.executable
+os.unlink(exe)
+with open(exe, "w") as f:
+    f.write("#!/bin/sh\ntouch \"$0.ran\"\nexit 3\n")
+os.chmod(exe, 0o755)
 pid, out, mode = int(sys.argv[1]), sys.argv[2], {"True": True, "auto": "auto"}[sys.argv[3]]
 try:
     r = dumplib.create_dump(pid, out, "full", snapshot=mode, sidecar=False)
@@ -47,8 +55,9 @@ except Exception as exc:
 def _as_uwsgi(tmp_path: Path, code: str, *args: str) -> dict:
     uwsgi = tmp_path / "bin" / "uwsgi"
     uwsgi.parent.mkdir(exist_ok=True)
-    if not uwsgi.exists():
-        uwsgi.symlink_to(os.path.realpath(sys.executable))
+    if uwsgi.exists() or uwsgi.is_symlink():
+        uwsgi.unlink()
+    uwsgi.symlink_to(os.path.realpath(sys.executable))
     done = subprocess.run([str(uwsgi), "-c", code, *args], capture_output=True, text=True, timeout=120, cwd="/",
                           env=dict({k: v for k, v in os.environ.items() if k != "PYTHONEXECUTABLE"},
                                    PYTHONPATH=os.pathsep.join([ROOT] + sys.path)))
@@ -67,8 +76,9 @@ def test_a_snapshot_asked_for_is_refused_before_the_target_is_touched(target_exe
     with run_target([str(target_exe), "--heap", "8"]) as t:
         said = _as_uwsgi(tmp_path, DUMP, str(t.pid), str(out / "t.core"), "True")
         assert said.get("refused") == "snapshot-unavailable", said
-        assert "uwsgi" in said["message"] and "not a Python interpreter" in said["message"], said
+        assert "uwsgi" in said["message"] and "not the Python interpreter running dumplib" in said["message"], said
         assert os.listdir(out) == [] and _untraced_running(t.pid)
+        assert not (tmp_path / "bin" / "uwsgi.ran").exists(), "the embedding program was run"
 
 
 def test_auto_dumps_without_a_snapshot_and_says_why(target_exe, tmp_path):
@@ -77,7 +87,8 @@ def test_auto_dumps_without_a_snapshot_and_says_why(target_exe, tmp_path):
     with run_target([str(target_exe), "--heap", "8"]) as t:
         said = _as_uwsgi(tmp_path, DUMP, str(t.pid), str(out / "t.core"), "auto")
         assert said.get("snapshot") is False, said
-        assert any("uwsgi" in w and "not a Python interpreter" in w for w in said["warnings"]), said
+        assert any("uwsgi" in w and "not the Python interpreter running dumplib" in w for w in said["warnings"]), said
+        assert not (tmp_path / "bin" / "uwsgi.ran").exists(), "the embedding program was run"
         head = subprocess.run(["readelf", "-h", str(out / "t.core")], capture_output=True, text=True, timeout=60)
         assert "CORE (Core file)" in head.stdout, head.stdout + head.stderr
         assert _untraced_running(t.pid)
@@ -92,3 +103,61 @@ def test_the_postmortem_handler_is_not_installed_to_run_that_program(tmp_path):
     assert "uwsgi" in said["message"], said
     assert not (tmp_path / "state").exists() and not (tmp_path / "sysctl.conf").exists()
     assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
+
+
+#: A program embedding Python that tells it no program name (as many do): Python then finds
+#: sys.executable by a search of PATH for python3, which may be any other install or a script.
+EMBEDDER_C = r"""
+#include <Python.h>
+int main(int argc, char **argv) {
+    Py_Initialize();
+    FILE *f = fopen(argv[1], "r");
+    if (!f) return 3;
+    int rc = PyRun_SimpleFile(f, argv[1]);
+    fclose(f);
+    Py_Finalize();
+    return rc ? 1 : 0;
+}
+"""
+
+EMBEDDED_DUMP = r"""
+import json, os, sys
+import dumplib
+pid, out = int(os.environ["DUMPLIB_TEST_PID"]), os.environ["DUMPLIB_TEST_OUT"]
+try:
+    r = dumplib.create_dump(pid, out, "mini", snapshot="auto", sidecar=False)
+    print(json.dumps({"executable": sys.executable, "snapshot": r.snapshot, "warnings": list(r.warnings)}))
+except dumplib.DumpError as exc:
+    print(json.dumps({"executable": sys.executable, "error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def test_a_python3_found_on_path_by_an_embedding_program_is_never_run(target_exe, tmp_path):
+    require(have("gcc") and have("python3-config"), "gcc or python3-config is missing (apt-get install gcc python3-dev)")
+    source = tmp_path / "embedder.c"
+    source.write_text(EMBEDDER_C)
+    flags = subprocess.run(["python3-config", "--cflags", "--ldflags", "--embed"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout.split()
+    embedder = tmp_path / "embedder"
+    subprocess.run(["gcc", "-o", str(embedder), str(source), *flags], check=True, timeout=120)
+    fake = tmp_path / "fakebin" / "python3"  # named as an interpreter, first on PATH, and not ours
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ntouch \"$0.ran\"\nexit 3\n")
+    fake.chmod(0o755)
+    script = tmp_path / "dump.py"
+    script.write_text(EMBEDDED_DUMP)
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_target([str(target_exe), "--heap", "8"]) as t:
+        done = subprocess.run([str(embedder), str(script)], capture_output=True, text=True, timeout=120, cwd="/",
+                              env=dict({k: v for k, v in os.environ.items() if k not in ("PYTHONEXECUTABLE", "PYTHONHOME")},
+                                       PATH=f"{fake.parent}:{os.environ['PATH']}",
+                                       PYTHONPATH=os.pathsep.join([ROOT] + sys.path),
+                                       DUMPLIB_TEST_PID=str(t.pid), DUMPLIB_TEST_OUT=str(out / "t.core")))
+        assert done.returncode == 0, done.stdout + done.stderr
+        said = json.loads(done.stdout.splitlines()[-1])
+        assert said["executable"] == str(fake), said  # the embedder's Python did find it
+        assert said.get("snapshot") is False, said
+        assert any("not the Python interpreter running dumplib" in w for w in said["warnings"]), said
+        assert not Path(f"{fake}.ran").exists(), "the python3 found on PATH was run"
+        assert _untraced_running(t.pid)
