@@ -150,6 +150,21 @@ def _check_dir(directory: str) -> str:
 
 
 
+def _not_python(executable: str) -> Optional[str]:
+    """Why *executable* (sys.executable) must not be registered nor run as the handler's interpreter,
+    or None. In a program that embeds Python (python3.dll), sys.executable names that program (app.exe):
+    it would be run elevated to ask what the handler imports, then at every crash. Only a name of a
+    Python interpreter passes (python.exe, pythonw.exe, python3.exe, python3.13t.exe, python_d.exe; a
+    venv's Scripts\\python.exe is its launcher, a Python too)."""
+    import re
+
+    name = os.path.basename(executable or "")
+    if re.fullmatch(r"pythonw?(\d+(\.\d+)?)?[a-z]?(_d)?\.exe", name, re.IGNORECASE) and os.path.isfile(executable):
+        return None
+    return (f"sys.executable ({executable or 'empty'}) is not a Python interpreter (in a program that embeds Python it"
+            " names that program), and the AeDebug debugger would run it, elevated now and at every crash")
+
+
 def _check_handler_trusted(executable: str, directory: str) -> None:
     """Refuse unless nothing the handler runs, imports or writes in can be changed by anyone but the
     machine's administrators (trust.py): it runs in every crashing process's context, services' too."""
@@ -196,6 +211,10 @@ def install(directory: str, *, kind: str = "mini", fit: bool = False, compress: 
     if not _is_admin():
         raise PostmortemRefused("registering the AeDebug debugger needs an administrator", argument="user",
                                 value=os.environ.get("USERNAME"))
+    why = _not_python(sys.executable)
+    if why is not None:
+        raise PostmortemRefused(f"no handler can be installed from here: {why}. Nothing changed. Install it with the"
+                                " `dumplib` command, or from python.exe", argument="python", value=sys.executable)
     kind_value = DumpKind.parse(kind).value
     parse_codec(compress)
     check_limits(keep=keep, max_total=max_total, min_free=min_free)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -364,3 +365,37 @@ def test_aedebug_without_a_second_chance_detaches_and_lets_the_process_run(rig: 
     [record] = [json.loads(line) for line in (dumps / "postmortem.log").read_text().splitlines()]
     assert record["outcome"] == "no-exception" and "detached" in record["why"], record
     assert not list(dumps.glob("*.dmp*")), list(dumps.iterdir())
+
+
+INSTALL_FROM_APP = r'''
+import json, sys
+from dumplib import postmortem
+try:
+    postmortem.install(sys.argv[1])
+    print(json.dumps({"installed": True}))
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "argument": getattr(exc, "argument", None), "message": str(exc)}))
+'''
+
+
+def test_aedebug_install_from_a_program_embedding_python_is_refused_and_changes_nothing(rig: Rig,
+                                                                                        crash_dir: Path) -> None:
+    """In a program that embeds Python, sys.executable names that program (app.exe): install would run
+    it elevated to ask what the handler imports, and register it as the debugger of every crash. Here
+    python.exe copied as app.exe beside its DLL (the embedded distribution's ._pth still applies), so
+    that sys.executable is what Windows says the program is."""
+    app = rig.pydir / "app.exe"
+    shutil.copyfile(rig.pydir / "python.exe", app)
+    before = registry(rig)
+    try:
+        done = subprocess.run(["wine", str(app), "-X", "utf8", "-c", INSTALL_FROM_APP, windows_path(crash_dir)],
+                              env=rig.env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        said = json.loads(done.stdout.strip().splitlines()[-1])
+        if said.get("installed"):  # a failing test leaves no handler registered in the shared prefix
+            cli(rig, "postmortem", "uninstall", "--force")
+        assert said.get("error") == "PostmortemRefused" and said["argument"] == "python", said
+        assert "app.exe" in said["message"] and "Nothing changed" in said["message"], said
+        assert registry(rig) == before
+    finally:
+        app.unlink()
