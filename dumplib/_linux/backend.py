@@ -98,6 +98,25 @@ def _bounded_writes(pid: int, where: str, fn: Callable[[], None]) -> None:
         raise output_stalled(pid, where) from None
 
 
+def _snapshot_checked(pid: int, options: WriteOptions) -> Tuple[WriteOptions, Tuple[str, ...]]:
+    """*options* as the write must take them, and what to say, where no snapshot of *pid* can be taken
+    for a reason known before anything is created or stopped: sys.executable is not the Python running
+    dumplib (the snapshot's tracer is a process of its own, interpreter.py), or cgroup v2's freezer holds
+    the target. snapshot=True is refused here; "auto" goes on without one, its output prepared for that."""
+    if not options.snapshot or options.event is not None:
+        return options, ()
+    from .interpreter import not_an_interpreter, python_interpreter
+
+    why = not_an_interpreter() if python_interpreter() is None else _frozen_v2(pid)
+    if not why:
+        return options, ()
+    return record_replace(options, snapshot=False), without_snapshot(pid, options.snapshot, why)
+
+
+def _told(report: WriteReport, told: Tuple[str, ...]) -> WriteReport:
+    return record_replace(report, warnings=told + tuple(report.warnings)) if told else report
+
+
 def _frozen_v2(pid: int) -> str:
     """Why no snapshot of *pid* can be taken when cgroup v2's freezer holds it, else "". Such a task
     can be stopped and read (ptrace interrupts v2's freezer trap: a dump without a snapshot is made),
@@ -355,6 +374,7 @@ class LinuxSession(Session):
     def write(self, plan: Plan, temp_path: str, options: WriteOptions) -> WriteReport:
         self._writable()
         self._check_same()  # before the file exists: a closed session or a gone target creates nothing
+        options, told = _snapshot_checked(plan.target.pid, options)  # before the output is prepared for it
         # The output sized, reserved and mapped for the copy before the target is stopped (memory.py
         # FileSink): less kernel work while it is, where core/mapped.py finds it pays. Not where the target
         # already waits stopped (a watched exit, a handed-over signal: the time would be its stop), nor with
@@ -379,11 +399,12 @@ class LinuxSession(Session):
                         sink.release()
                         with contextlib.suppress(OSError):
                             os.ftruncate(fd, 0)  # a reservation made is given back: the written core stays sparse
-                return self._write_core(plan, sink, options, temp_path)
+                return _told(self._write_core(plan, sink, options, temp_path), told)
             finally:
                 sink.release()  # staged memory too: given back even while a write from it is stuck
 
     def write_stream(self, plan: Plan, sink: Sink, options: WriteOptions, *, local: bool = False) -> WriteReport:
+        options, told = _snapshot_checked(plan.target.pid, options)
         stream = StreamSink(sink)
         # A local compressed file or stdout: the copy staged in memory where there is room (StreamSink),
         # so the compressor and the disk or reader work once the target runs. Never an upload.
@@ -396,7 +417,7 @@ class LinuxSession(Session):
                 # all of it, so the first such write sends the whole staged part during the stop.
                 stream.stage(estimate + max(_STREAM_SLACK, estimate // 32))
         try:
-            return self._write_core(plan, stream, options, "the output stream")
+            return _told(self._write_core(plan, stream, options, "the output stream"), told)
         finally:
             stream.release()
 
@@ -406,14 +427,6 @@ class LinuxSession(Session):
         With a snapshot, the target goes as soon as its clone exists, and memory is read from the clone.
         Its stop takes the mappings' VmFlags from an smaps read made just before it (snapshot/guess.py);
         where the clone shows they changed in between, the dump is made again, smaps read in the stop."""
-        if options.snapshot and options.event is None:
-            from .interpreter import not_an_interpreter, python_interpreter
-
-            why = not_an_interpreter() if python_interpreter() is None else _frozen_v2(plan.target.pid)
-            if why:  # the snapshot's tracer is a Python process of its own; a frozen thread makes no clone()
-                told = without_snapshot(plan.target.pid, options.snapshot, why)
-                report = self._write_core(plan, sink, record_replace(options, snapshot=False), where)
-                return record_replace(report, warnings=told + tuple(report.warnings))
         if not options.snapshot or options.event is not None or handover.is_handed_over(plan.target.pid):
             return self._write_core_once(plan, sink, options, where, guessing=False)
         from .snapshot.guess import Stale
