@@ -11,9 +11,16 @@ as a Python interpreter and be the binary this process runs (/proc/self/exe: the
 of it, as `python -m venv --copies` makes). Each caller has its way without one."""
 from __future__ import annotations
 
+import sys
+
+# A check that survives `python -O` (an assert alone is stripped there); the assert after it is for
+# the type checker, which narrows on it.
+if not sys.platform.startswith("linux"):
+    raise ImportError("dumplib._linux is Linux only")
+assert sys.platform.startswith("linux")
+
 import os
 import re
-import sys
 from typing import Optional
 
 #: Names of Python interpreters: python, python3, python3.11, python3.13t, Debian's python3.11-dbg.
