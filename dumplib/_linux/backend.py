@@ -100,14 +100,14 @@ def _bounded_writes(pid: int, where: str, fn: Callable[[], None]) -> None:
 
 def _snapshot_checked(pid: int, options: WriteOptions) -> Tuple[WriteOptions, Tuple[str, ...]]:
     """*options* as the write must take them, and what to say, where no snapshot of *pid* can be taken
-    for a reason known before anything is created or stopped: sys.executable is not the Python running
-    dumplib (the snapshot's tracer is a process of its own, interpreter.py), or cgroup v2's freezer holds
+    for a reason known before anything is created or stopped: the binary running dumplib is not a Python
+    interpreter (the snapshot's tracer is a process of its own, interpreter.py), or cgroup v2's freezer holds
     the target. snapshot=True is refused here; "auto" goes on without one, its output prepared for that."""
     if not options.snapshot or options.event is not None:
         return options, ()
-    from .interpreter import not_an_interpreter, python_interpreter
+    from .interpreter import child_command, not_an_interpreter
 
-    why = not_an_interpreter() if python_interpreter() is None else _frozen_v2(pid)
+    why = not_an_interpreter() if child_command() is None else _frozen_v2(pid)
     if not why:
         return options, ()
     return record_replace(options, snapshot=False), without_snapshot(pid, options.snapshot, why)

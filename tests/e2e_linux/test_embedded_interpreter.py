@@ -1,17 +1,22 @@
-"""dumplib inside a program that embeds Python (uWSGI, Blender): sys.executable names that program, and
-dumplib must never run it with a child's arguments, as root. A snapshot's tracer is such a child: with
-snapshot=True the dump is refused before the target is stopped and nothing is written; with "auto" it
-is made without one, saying why. The postmortem handler the kernel would start at each crash is
-another: its install is refused before anything is checked or changed. Run through a real interpreter
-reached by a link named uwsgi, so that sys.executable is what the kernel says (argv[0]), not a value
-the test sets."""
+"""dumplib inside a program that embeds Python (uWSGI, a C program calling Py_Initialize): the binary
+running dumplib is that program, and sys.executable names it, or whatever python3 a search of PATH
+found when the program told Python no name. dumplib never runs either with a child's arguments, as
+root (interpreter.py). A snapshot's tracer is such a child: with snapshot=True the dump is refused
+before the target is stopped and nothing is written; with "auto" it is made without one, saying why,
+to a file or through a compressor (the stream writer). The postmortem handler the kernel would start
+at each crash is another: its install is refused before anything is checked or changed.
+
+A real embedder, compiled here against this interpreter's libpython (python3.11-config --embed), with
+a python3 first on PATH that leaves a mark if it is ever run."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
@@ -22,91 +27,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a snapshot and the ha
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
-#: Once dumplib is imported, the program sys.executable names is swapped for a script that leaves a
-#: mark if it is ever run: whatever dumplib decides, and however late, the program must never run.
-DUMP = r"""
-import json, os, sys
-import dumplib
-exe = sys.executable
-os.unlink(exe)
-with open(exe, "w") as f:
-    f.write("#!/bin/sh\ntouch \"$0.ran\"\nexit 3\n")
-os.chmod(exe, 0o755)
-pid, out, mode = int(sys.argv[1]), sys.argv[2], {"True": True, "auto": "auto"}[sys.argv[3]]
-try:
-    r = dumplib.create_dump(pid, out, "full", snapshot=mode, sidecar=False)
-    print(json.dumps({"snapshot": r.snapshot, "warnings": list(r.warnings)}))
-except dumplib.TargetRefused as exc:
-    print(json.dumps({"refused": exc.reason, "message": str(exc)}))
-"""
-
-#: An unknown kind: were the interpreter not looked at first, install would refuse the kind instead,
-#: and nothing of the machine's is touched either way.
-INSTALL = r"""
-import json, sys
-from dumplib import postmortem
-try:
-    postmortem.install(sys.argv[1], kind="no-such-kind", state_dir=sys.argv[2], sysctl_file=sys.argv[3])
-except Exception as exc:
-    print(json.dumps({"error": type(exc).__name__, "argument": getattr(exc, "argument", None), "message": str(exc)}))
-"""
-
-
-def _as_uwsgi(tmp_path: Path, code: str, *args: str) -> dict:
-    uwsgi = tmp_path / "bin" / "uwsgi"
-    uwsgi.parent.mkdir(exist_ok=True)
-    if uwsgi.exists() or uwsgi.is_symlink():
-        uwsgi.unlink()
-    uwsgi.symlink_to(os.path.realpath(sys.executable))
-    done = subprocess.run([str(uwsgi), "-c", code, *args], capture_output=True, text=True, timeout=120, cwd="/",
-                          env=dict({k: v for k, v in os.environ.items() if k != "PYTHONEXECUTABLE"},
-                                   PYTHONPATH=os.pathsep.join([ROOT] + sys.path)))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def _untraced_running(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return status.split("TracerPid:")[1].split()[0] == "0" and status.split("State:")[1].split()[0] not in ("t", "T")
-
-
-def test_a_snapshot_asked_for_is_refused_before_the_target_is_touched(target_exe, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    with run_target([str(target_exe), "--heap", "8"]) as t:
-        said = _as_uwsgi(tmp_path, DUMP, str(t.pid), str(out / "t.core"), "True")
-        assert said.get("refused") == "snapshot-unavailable", said
-        assert "uwsgi" in said["message"] and "not the Python interpreter running dumplib" in said["message"], said
-        assert os.listdir(out) == [] and _untraced_running(t.pid)
-        assert not (tmp_path / "bin" / "uwsgi.ran").exists(), "the embedding program was run"
-
-
-def test_auto_dumps_without_a_snapshot_and_says_why(target_exe, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    with run_target([str(target_exe), "--heap", "8"]) as t:
-        said = _as_uwsgi(tmp_path, DUMP, str(t.pid), str(out / "t.core"), "auto")
-        assert said.get("snapshot") is False, said
-        assert any("uwsgi" in w and "not the Python interpreter running dumplib" in w for w in said["warnings"]), said
-        assert not (tmp_path / "bin" / "uwsgi.ran").exists(), "the embedding program was run"
-        head = subprocess.run(["readelf", "-h", str(out / "t.core")], capture_output=True, text=True, timeout=60)
-        assert "CORE (Core file)" in head.stdout, head.stdout + head.stderr
-        assert _untraced_running(t.pid)
-
-
-def test_the_postmortem_handler_is_not_installed_to_run_that_program(tmp_path):
-    crashes = tmp_path / "crashes"
-    crashes.mkdir(mode=0o700)
-    before = Path("/proc/sys/kernel/core_pattern").read_bytes()
-    said = _as_uwsgi(tmp_path, INSTALL, str(crashes), str(tmp_path / "state"), str(tmp_path / "sysctl.conf"))
-    assert said["error"] == "PostmortemRefused" and said["argument"] == "python", said
-    assert "uwsgi" in said["message"], said
-    assert not (tmp_path / "state").exists() and not (tmp_path / "sysctl.conf").exists()
-    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
-
-
-#: A program embedding Python that tells it no program name (as many do): Python then finds
-#: sys.executable by a search of PATH for python3, which may be any other install or a script.
 EMBEDDER_C = r"""
 #include <Python.h>
 int main(int argc, char **argv) {
@@ -120,44 +40,104 @@ int main(int argc, char **argv) {
 }
 """
 
-EMBEDDED_DUMP = r"""
+#: The embedded program's work, told by the environment (an embedder passes no argv to Python).
+EMBEDDED = r"""
 import json, os, sys
 import dumplib
-pid, out = int(os.environ["DUMPLIB_TEST_PID"]), os.environ["DUMPLIB_TEST_OUT"]
+from dumplib import postmortem
+args = json.loads(os.environ["DUMPLIB_TEST_ARGS"])
+said = {"executable": sys.executable}
 try:
-    r = dumplib.create_dump(pid, out, "mini", snapshot="auto", sidecar=False)
-    print(json.dumps({"executable": sys.executable, "snapshot": r.snapshot, "warnings": list(r.warnings)}))
+    if args["action"] == "install":
+        postmortem.install(args["dir"], kind="no-such-kind", state_dir=args["state"], sysctl_file=args["sysctl"])
+        said["installed"] = True
+    else:
+        r = dumplib.create_dump(args["pid"], args["out"], "mini", snapshot=args["snapshot"], sidecar=False,
+                                compress=args.get("compress"))
+        said.update(snapshot=r.snapshot, warnings=list(r.warnings), path=r.path)
 except dumplib.DumpError as exc:
-    print(json.dumps({"executable": sys.executable, "error": type(exc).__name__, "message": str(exc)}))
+    said.update(error=type(exc).__name__, reason=getattr(exc, "reason", None),
+                argument=getattr(exc, "argument", None), message=str(exc))
+print(json.dumps(said))
 """
 
 
-def test_a_python3_found_on_path_by_an_embedding_program_is_never_run(target_exe, tmp_path):
-    require(have("gcc") and have("python3-config"), "gcc or python3-config is missing (apt-get install gcc python3-dev)")
-    source = tmp_path / "embedder.c"
-    source.write_text(EMBEDDER_C)
-    flags = subprocess.run(["python3-config", "--cflags", "--ldflags", "--embed"], capture_output=True, text=True,
-                           check=True, timeout=60).stdout.split()
-    embedder = tmp_path / "embedder"
-    subprocess.run(["gcc", "-o", str(embedder), str(source), *flags], check=True, timeout=120)
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory) -> Path:
+    # This interpreter's own -config (the venv's python resolves to it), so that the embedder runs the
+    # Python whose site-packages (psutil) PYTHONPATH below hands it.
+    config = os.path.realpath(sys.executable) + "-config"
+    require(have("gcc") and os.access(config, os.X_OK),
+            f"gcc or {config} is missing (apt-get install gcc python3-dev)")
+    where = tmp_path_factory.mktemp("embedder")
+    (where / "embedder.c").write_text(EMBEDDER_C)
+    flags = subprocess.run([config, "--cflags", "--ldflags", "--embed"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout.split()
+    subprocess.run(["gcc", "-o", str(where / "embedder"), str(where / "embedder.c"), *flags], check=True, timeout=120)
+    (where / "embedded.py").write_text(EMBEDDED)
+    return where
+
+
+def _run(embedder: Path, tmp_path: Path, **args: Any) -> Dict[str, Any]:
     fake = tmp_path / "fakebin" / "python3"  # named as an interpreter, first on PATH, and not ours
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\ntouch \"$0.ran\"\nexit 3\n")
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\ntouch "$0.ran"\nexit 3\n')
     fake.chmod(0o755)
-    script = tmp_path / "dump.py"
-    script.write_text(EMBEDDED_DUMP)
+    done = subprocess.run([str(embedder / "embedder"), str(embedder / "embedded.py")], capture_output=True, text=True,
+                          timeout=120, cwd="/",
+                          env=dict({k: v for k, v in os.environ.items() if k not in ("PYTHONEXECUTABLE", "PYTHONHOME")},
+                                   PATH=f"{fake.parent}:{os.environ['PATH']}",
+                                   PYTHONPATH=os.pathsep.join([ROOT] + sys.path), DUMPLIB_TEST_ARGS=json.dumps(args)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = json.loads(done.stdout.splitlines()[-1])
+    assert said["executable"] == str(fake), said  # the embedder's Python did find it: the case at hand
+    assert not Path(f"{fake}.ran").exists(), "the python3 found on PATH was run"
+    return said
+
+
+def _untraced_running(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return status.split("TracerPid:")[1].split()[0] == "0" and status.split("State:")[1].split()[0] not in ("t", "T")
+
+
+def test_a_snapshot_asked_for_is_refused_before_the_target_is_touched(embedder, target_exe, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with run_target([str(target_exe), "--heap", "8"]) as t:
-        done = subprocess.run([str(embedder), str(script)], capture_output=True, text=True, timeout=120, cwd="/",
-                              env=dict({k: v for k, v in os.environ.items() if k not in ("PYTHONEXECUTABLE", "PYTHONHOME")},
-                                       PATH=f"{fake.parent}:{os.environ['PATH']}",
-                                       PYTHONPATH=os.pathsep.join([ROOT] + sys.path),
-                                       DUMPLIB_TEST_PID=str(t.pid), DUMPLIB_TEST_OUT=str(out / "t.core")))
-        assert done.returncode == 0, done.stdout + done.stderr
-        said = json.loads(done.stdout.splitlines()[-1])
-        assert said["executable"] == str(fake), said  # the embedder's Python did find it
+        said = _run(embedder, tmp_path, action="dump", pid=t.pid, out=str(out / "t.core"), snapshot=True)
+        assert said.get("reason") == "snapshot-unavailable", said
+        assert "embedder, which is not a Python interpreter" in said["message"], said
+        assert os.listdir(out) == [] and _untraced_running(t.pid)
+
+
+@pytest.mark.parametrize("compress", [None, "gzip"], ids=["file", "stream"])
+def test_auto_dumps_without_a_snapshot_and_says_why(embedder, target_exe, tmp_path, compress):
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_target([str(target_exe), "--heap", "8"]) as t:
+        said = _run(embedder, tmp_path, action="dump", pid=t.pid, out=str(out / "t.core"), snapshot="auto",
+                    compress=compress)
         assert said.get("snapshot") is False, said
-        assert any("not the Python interpreter running dumplib" in w for w in said["warnings"]), said
-        assert not Path(f"{fake}.ran").exists(), "the python3 found on PATH was run"
+        assert any("embedder, which is not a Python interpreter" in w for w in said["warnings"]), said
+        core = said["path"]
+        if compress == "gzip":
+            with gzip.open(core) as packed:
+                Path(f"{core}.raw").write_bytes(packed.read())
+            core = f"{core}.raw"
+        head = subprocess.run(["readelf", "-h", core], capture_output=True, text=True, timeout=60)
+        assert "CORE (Core file)" in head.stdout, head.stdout + head.stderr
         assert _untraced_running(t.pid)
+
+
+def test_the_postmortem_handler_is_not_installed_to_run_that_program(embedder, tmp_path):
+    """An unknown kind: were the interpreter not looked at first, install would refuse the kind
+    instead; nothing of the machine's is touched either way."""
+    crashes = tmp_path / "crashes"
+    crashes.mkdir(mode=0o700)
+    before = Path("/proc/sys/kernel/core_pattern").read_bytes()
+    said = _run(embedder, tmp_path, action="install", dir=str(crashes), state=str(tmp_path / "state"),
+                sysctl=str(tmp_path / "sysctl.conf"))
+    assert said.get("error") == "PostmortemRefused" and said["argument"] == "python", said
+    assert "embedder, which is not a Python interpreter" in said["message"], said
+    assert not (tmp_path / "state").exists() and not (tmp_path / "sysctl.conf").exists()
+    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before

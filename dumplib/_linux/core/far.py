@@ -39,7 +39,7 @@ import time
 from typing import List, Optional
 
 from ...errors import DumpFailed
-from ..interpreter import python_interpreter
+from ..interpreter import child_command
 
 #: The child's whole program: read (address, length) requests, answer each with the count read (or
 #: -errno) and the bytes. Only os calls: nothing that could wait on anything but the read itself.
@@ -131,10 +131,10 @@ class FarReader:
 
     def _read_part(self, view: memoryview, address: int) -> int:
         if self._proc is None:
-            if python_interpreter() is None:
-                # dumplib embedded in a program that is not Python (sys.executable names that program,
-                # which must never be run with our arguments): read in place, bounded as before, at the
-                # cost this module exists to avoid (a read its daemon holds keeps us from exiting).
+            if child_command() is None:
+                # dumplib embedded in a program that is not Python (interpreter.py: never run with our
+                # arguments): read in place, bounded as before, at the cost this module exists to avoid
+                # (a read its daemon holds keeps us from exiting).
                 return os.preadv(self.mem, [view], address)
             self._start()
         assert self._shared is not None and self._proc is not None
@@ -197,9 +197,12 @@ class FarReader:
             ends.append(req_r)
             resp_r, resp_w = os.pipe2(os.O_CLOEXEC)
             ends += [resp_r, resp_w]
+            command = child_command("-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
+                                    str(BUFFER))
+            if command is None:  # _read_part looked first: only a binary that changed its name since
+                raise OSError(errno.ENOEXEC, "the binary running dumplib is not a Python interpreter")
             self._proc = subprocess.Popen(
-                [str(python_interpreter()), "-I", "-S", "-c", _CHILD, str(self.mem), str(req_r), str(resp_w), str(self._shm),
-                 str(BUFFER)],
+                command[1], executable=command[0],
                 pass_fds=(self.mem, req_r, resp_w, self._shm), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
         except OSError as exc:

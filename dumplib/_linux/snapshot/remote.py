@@ -31,6 +31,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import DumpFailed
+from ..interpreter import SELF_EXE, child_command, not_an_interpreter
 from ..proc.pidfiles import start_ticks, thread_state
 from ..ptrace.regs import ThreadState
 from ..ptrace.stopper import JobControlDeferred, max_pause_error
@@ -189,7 +190,7 @@ class RemoteStoppedProcess:
             return
         try:
             helper = subprocess.Popen(
-                _helper_argv("serve_reap", str(self.pid), str(child), str(start)),
+                _helper_argv("serve_reap", str(self.pid), str(child), str(start)), executable=SELF_EXE,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True, cwd="/")
         except OSError as exc:
@@ -223,6 +224,7 @@ class RemoteStoppedProcess:
         try:
             self._proc = subprocess.Popen(
                 _helper_argv("serve", str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)),
+                executable=SELF_EXE,
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
         finally:
@@ -285,11 +287,15 @@ def _helper_argv(serve: str, *args: str) -> List[str]:
     relative PYTHONPATH entry is the same once the caller has changed directory. This dumplib's own
     directory is put last on its path, after the standard library: where dumplib is installed among
     other packages, none of them can stand in for a module of the standard library (a backport of the
-    same name) in the helper. Started in / (the callers say cwd="/")."""
+    same name) in the helper. Started in / (the callers say cwd="/"), as the binary running dumplib
+    (executable=SELF_EXE: interpreter.py), whose argv[0] this is."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     flags = "-ISB" if sys.dont_write_bytecode else "-IS"
     code = f"import sys; sys.path.append({package_root!r}); from dumplib._linux.snapshot.remote import {serve}; {serve}()"
-    return [sys.executable, flags, "-c", code, *args]
+    command = child_command(flags, "-c", code, *args)
+    if command is None:  # refused before the target is touched (backend._snapshot_checked): here, a bug
+        raise DumpFailed(f"no snapshot's tracer can be started: {not_an_interpreter()}")
+    return command[1]
 
 
 def serve_reap() -> None:
