@@ -122,13 +122,14 @@ def _frozen_v2(pid: int) -> str:
     can be stopped and read (ptrace interrupts v2's freezer trap: a dump without a snapshot is made),
     but the thread made to run the injected clone() goes back into the trap instead, and the snapshot
     would be given up only at the injected call's bound (2 s). v1's freezer is the stop's refusal."""
-    from .proc.errors import frozen_cgroup
+    from .proc.errors import frozen_cgroup, thaw_command
 
     group = frozen_cgroup(pid)
     if not group or not os.path.exists(os.path.join(group, "cgroup.freeze")):
         return ""
-    return (f"its cgroup {group} is frozen (cgroup v2's freezer), and a frozen thread cannot run the clone() a"
-            f" snapshot is made with; `echo 0 > {group}/cgroup.freeze` thaws it")
+    return (f"the cgroup {group}, which holds it, is frozen (cgroup v2's freezer), and a frozen thread cannot"
+            f" run the clone() a snapshot is made with; `{thaw_command(group)}` thaws that group and every group"
+            " under it")
 
 
 def output_stalled(pid: int, where: str, snapshot: bool = False) -> DumpFailed:

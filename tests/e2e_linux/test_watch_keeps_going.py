@@ -295,3 +295,70 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
     except OSError:
         return True
+
+
+def _v2_group(mount: Path, name: str) -> Path:
+    group = mount / name
+    group.mkdir()
+    return group
+
+
+def _v2_freeze(group: Path, frozen: bool) -> None:
+    (group / "cgroup.freeze").write_text("1" if frozen else "0")
+    deadline = time.monotonic() + 10
+    while f"frozen {int(frozen)}" not in (group / "cgroup.events").read_text():
+        assert time.monotonic() < deadline, "the v2 freezer never settled"
+        time.sleep(0.02)
+
+
+def _v2_remove(*groups: Path) -> None:
+    for group in groups:
+        with contextlib.suppress(OSError):
+            (group / "cgroup.freeze").write_text("0")
+        deadline = time.monotonic() + 10
+        while group.exists() and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+            time.sleep(0.05)
+
+
+def test_a_cgroup_named_by_someone_else_neither_fakes_a_freeze_nor_runs_in_the_thaw_command(tmp_path: Path) -> None:
+    """Cgroup names are anyone's who may make one (a delegated subtree, a rootless container). The
+    kernel refuses "\\n" in them but prints "\\r" as is: a process in a group named "x\\r0::/F" must not
+    be taken for one in F, a frozen group of someone else's. And the thaw command the refusal gives for
+    a group named with a space and "$(...)" must thaw that group when pasted into a shell, and run
+    nothing else."""
+    mount = _cgroup2_mount()
+    require(os.geteuid() == 0 and mount is not None, "no cgroup v2 mounted here, or not root")
+    assert mount is not None
+    tag = uuid.uuid4().hex[:8]
+    marker = tmp_path / "ran"
+    other = _v2_group(mount, f"dumplib-other-{tag}")
+    liar_parent = _v2_group(mount, f"dumplib-liar-{tag}\r0::")
+    liar = _v2_group(liar_parent, other.name)  # /proc/PID/cgroup: "0::/dumplib-liar-...\r0::/<other's name>"
+    hostile = _v2_group(mount, f"dumplib-test-{tag} $(touch ran)")  # run in tmp_path, were it run
+    procs = [subprocess.Popen(["sleep", "1000"]) for _ in range(3)]
+    try:
+        for proc, group in zip(procs, (other, liar, hostile)):
+            (group / "cgroup.procs").write_text(str(proc.pid))
+        _v2_freeze(other, True)
+        # The liar's process runs: a snapshot is taken of it, no freezer said.
+        made = dumplib.create_dump(procs[1].pid, str(tmp_path / "liar.core"), "mini", snapshot=True, sidecar=False)
+        assert made.snapshot is True, made.warnings
+        _v2_freeze(hostile, True)
+        with pytest.raises(dumplib.TargetRefused) as refused:
+            dumplib.create_dump(procs[2].pid, str(tmp_path / "hostile.core"), "mini", snapshot=True)
+        command = str(refused.value).split("`")[1]
+        assert command.startswith("echo 0 > "), str(refused.value)
+        subprocess.run(["sh", "-c", command], check=True, timeout=30, cwd=tmp_path)
+        deadline = time.monotonic() + 10
+        while "frozen 0" not in (hostile / "cgroup.events").read_text():
+            assert time.monotonic() < deadline, f"{command!r} did not thaw {hostile}"
+            time.sleep(0.02)
+        assert not marker.exists(), f"the thaw command ran the group name's $(...): {command!r}"
+    finally:
+        for proc in procs:
+            proc.kill()
+        _v2_remove(other, liar, liar_parent, hostile)
+        for proc in procs:
+            proc.wait(30)

@@ -57,8 +57,7 @@ def unstoppable_refusal(pid: int, tids: List[int], timeout: float) -> TargetRefu
     # The freezer's wait shows as __refrigerator on most kernels, as the call it froze in on others.
     frozen = frozen_cgroup(pid)
     if frozen or "refrigerator" in wchan:
-        thaw = ("thaw its cgroup" if not frozen else f"echo THAWED > {frozen}/freezer.state"
-                if os.path.exists(os.path.join(frozen, "freezer.state")) else f"echo 0 > {frozen}/cgroup.freeze")
+        thaw = ("thaw its cgroup" if not frozen else thaw_command(frozen))
         return TargetRefused(
             f"process {pid} is frozen by the cgroup freezer (thread {tid}{others} waits in the kernel at {wchan}"
             f"{', cgroup ' + frozen if frozen else ''}): a frozen task takes no signal and no"
@@ -108,14 +107,26 @@ def memory_map_locked(pid: int, seconds: float, *, stopped: bool = False) -> Tar
     )
 
 
+def thaw_command(frozen: str) -> str:
+    """The shell command that thaws the frozen cgroup directory *frozen* (v1's freezer or v2's), its
+    path quoted: a cgroup's name is anyone's who may make one (a delegated subtree, a container)."""
+    from ..._text import shell_word
+
+    if os.path.exists(os.path.join(frozen, "freezer.state")):
+        return f"echo THAWED > {shell_word(frozen + '/freezer.state')}"
+    return f"echo 0 > {shell_word(frozen + '/cgroup.freeze')}"
+
+
 def frozen_cgroup(pid: int) -> str:
     """The frozen cgroup directory holding *pid*: cgroup v2 (``cgroup.freeze`` 1 there or in a parent)
     or v1's freezer (``freezer.state`` not THAWED); ``""`` when none is (or it cannot be read)."""
     try:
+        # Split on "\n" only: the kernel refuses it in a cgroup's name but prints "\r" and the other
+        # characters str.splitlines() also breaks at as they are, which would make a name a line of its own.
         with open(f"/proc/{pid}/cgroup", "rb") as f:
-            groups = f.read(1 << 16).decode("utf-8", "backslashreplace").splitlines()
+            groups = f.read(1 << 16).decode("utf-8", "backslashreplace").split("\n")
         with open("/proc/self/mounts", "rb") as f:
-            mounts = [line.split() for line in f.read(1 << 20).decode("utf-8", "backslashreplace").splitlines()]
+            mounts = [line.split() for line in f.read(1 << 20).decode("utf-8", "backslashreplace").split("\n")]
     except OSError:
         return ""
     frozen: Tuple[str, ...]
@@ -130,7 +141,7 @@ def frozen_cgroup(pid: int) -> str:
         if base is None:
             continue
         path = os.path.normpath(base + "/" + relative.strip("/"))
-        while path.startswith(base):
+        while path == base or path.startswith(base + "/"):
             if read_small_text(os.path.join(path, flag)) in frozen:
                 return path
             if path == base:
