@@ -367,14 +367,20 @@ def test_aedebug_without_a_second_chance_detaches_and_lets_the_process_run(rig: 
     assert not list(dumps.glob("*.dmp*")), list(dumps.iterdir())
 
 
+#: Every process install starts is seen by the interpreter's own audit hook (the subprocess.Popen
+#: event, PEP 578): refused *first* means app.exe was never run, elevated, to ask what it would import.
 INSTALL_FROM_APP = r'''
 import json, sys
+started = []
+sys.addaudithook(lambda event, args: started.append(str(args[1])) if event == "subprocess.Popen" else None)
 from dumplib import postmortem
 try:
     postmortem.install(sys.argv[1])
-    print(json.dumps({"installed": True}))
+    said = {"installed": True}
 except Exception as exc:
-    print(json.dumps({"error": type(exc).__name__, "argument": getattr(exc, "argument", None), "message": str(exc)}))
+    said = {"error": type(exc).__name__, "argument": getattr(exc, "argument", None), "message": str(exc)}
+said["started"] = started
+print(json.dumps(said))
 '''
 
 
@@ -396,6 +402,7 @@ def test_aedebug_install_from_a_program_embedding_python_is_refused_and_changes_
             cli(rig, "postmortem", "uninstall", "--force")
         assert said.get("error") == "PostmortemRefused" and said["argument"] == "python", said
         assert "app.exe" in said["message"] and "Nothing changed" in said["message"], said
+        assert said["started"] == [], said  # nothing run before the refusal
         assert registry(rig) == before
     finally:
         app.unlink()
