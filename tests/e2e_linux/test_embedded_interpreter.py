@@ -6,8 +6,8 @@ before the target is stopped and nothing is written; with "auto" it is made with
 to a file or through a compressor (the stream writer). The postmortem handler the kernel would start
 at each crash is another: its install is refused before anything is checked or changed.
 
-A real embedder, compiled here against this interpreter's libpython (python3.11-config --embed), with
-a python3 first on PATH that leaves a mark if it is ever run."""
+A real embedder (conftest.py's, compiled against this interpreter's libpython), with a python3 first
+on PATH that leaves a mark if it is ever run."""
 from __future__ import annotations
 
 import gzip
@@ -20,25 +20,11 @@ from typing import Any, Dict
 
 import pytest
 
-from helpers import require
-from linuxrig import have, run_target
+from linuxrig import run_target
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a snapshot and the handler's install need root")
 
 ROOT = str(Path(__file__).resolve().parents[2])
-
-EMBEDDER_C = r"""
-#include <Python.h>
-int main(int argc, char **argv) {
-    Py_Initialize();
-    FILE *f = fopen(argv[1], "r");
-    if (!f) return 3;
-    int rc = PyRun_SimpleFile(f, argv[1]);
-    fclose(f);
-    Py_Finalize();
-    return rc ? 1 : 0;
-}
-"""
 
 #: The embedded program's work, told by the environment (an embedder passes no argv to Python).
 EMBEDDED = r"""
@@ -62,28 +48,14 @@ print(json.dumps(said))
 """
 
 
-@pytest.fixture(scope="module")
-def embedder(tmp_path_factory) -> Path:
-    # This interpreter's own -config (the venv's python resolves to it), so that the embedder runs the
-    # Python whose site-packages (psutil) PYTHONPATH below hands it.
-    config = os.path.realpath(sys.executable) + "-config"
-    require(have("gcc") and os.access(config, os.X_OK),
-            f"gcc or {config} is missing (apt-get install gcc python3-dev)")
-    where = tmp_path_factory.mktemp("embedder")
-    (where / "embedder.c").write_text(EMBEDDER_C)
-    flags = subprocess.run([config, "--cflags", "--ldflags", "--embed"], capture_output=True, text=True, check=True,
-                           timeout=60).stdout.split()
-    subprocess.run(["gcc", "-o", str(where / "embedder"), str(where / "embedder.c"), *flags], check=True, timeout=120)
-    (where / "embedded.py").write_text(EMBEDDED)
-    return where
-
-
 def _run(embedder: Path, tmp_path: Path, **args: Any) -> Dict[str, Any]:
     fake = tmp_path / "fakebin" / "python3"  # named as an interpreter, first on PATH, and not ours
     fake.parent.mkdir(exist_ok=True)
     fake.write_text('#!/bin/sh\ntouch "$0.ran"\nexit 3\n')
     fake.chmod(0o755)
-    done = subprocess.run([str(embedder / "embedder"), str(embedder / "embedded.py")], capture_output=True, text=True,
+    script = tmp_path / "embedded.py"
+    script.write_text(EMBEDDED)
+    done = subprocess.run([str(embedder / "embedder"), str(script)], capture_output=True, text=True,
                           timeout=120, cwd="/",
                           env=dict({k: v for k, v in os.environ.items() if k not in ("PYTHONEXECUTABLE", "PYTHONHOME")},
                                    PATH=f"{fake.parent}:{os.environ['PATH']}",

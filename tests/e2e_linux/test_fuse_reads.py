@@ -566,3 +566,39 @@ def test_a_reader_child_that_cannot_start_fails_the_dump_instead_of_leaving_hole
         assert outcome["leaked"] == [], outcome
         assert sorted(out.iterdir()) == []
         unharmed(t)
+
+
+#: The embedded program's dump, every process it starts seen by the interpreter's own audit hook.
+EMBEDDED_FUSE_DUMP = r"""
+import json, os, sys
+started = []
+sys.addaudithook(lambda event, args: started.append(str(args[0])) if event == "subprocess.Popen" else None)
+import dumplib
+args = json.loads(os.environ["DUMPLIB_TEST_ARGS"])
+r = dumplib.create_dump(args["pid"], args["out"], "full", sidecar=False)
+print(json.dumps({"path": r.path, "started": started}))
+"""
+
+
+def test_a_program_embedding_python_reads_such_pages_in_place_and_starts_no_child(stalling_mount, fuse_target_exe,
+                                                                                 embedder, tmp_path):
+    """Inside a program that embeds Python the reader child would be that program run with the child's
+    arguments (interpreter.py): the pages are read in place instead (the mount answers here), and no
+    process is started at all."""
+    script = tmp_path / "fuse_dump.py"
+    script.write_text(EMBEDDED_FUSE_DUMP)
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_target([str(fuse_target_exe), str(stalling_mount.path / "big"), "shared",
+                     str(stalling_mount.path / "cold")]) as t:
+        done = subprocess.run([str(embedder / "embedder"), str(script)], capture_output=True,
+                              text=True, timeout=COMMAND_SECONDS, cwd="/",
+                              env=dict({k: v for k, v in os.environ.items() if k not in ("PYTHONEXECUTABLE", "PYTHONHOME")},
+                                       PYTHONPATH=os.pathsep.join([str(HERE.parents[1])] + sys.path),
+                                       DUMPLIB_TEST_ARGS=json.dumps({"pid": t.pid, "out": str(out / "x.core")})))
+        assert done.returncode == 0, done.stdout + done.stderr
+        said = json.loads(done.stdout.strip().splitlines()[-1])
+        assert said["started"] == [], said
+        head = subprocess.run(["readelf", "-h", said["path"]], capture_output=True, text=True, timeout=60)
+        assert "CORE (Core file)" in head.stdout, head.stdout + head.stderr
+        unharmed(t)
