@@ -67,11 +67,6 @@ def _run(embedder: Path, tmp_path: Path, **args: Any) -> Dict[str, Any]:
     return said
 
 
-def _untraced_running(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return status.split("TracerPid:")[1].split()[0] == "0" and status.split("State:")[1].split()[0] not in ("t", "T")
-
-
 def test_a_snapshot_asked_for_is_refused_before_the_target_is_touched(embedder, target_exe, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -79,7 +74,8 @@ def test_a_snapshot_asked_for_is_refused_before_the_target_is_touched(embedder, 
         said = _run(embedder, tmp_path, action="dump", pid=t.pid, out=str(out / "t.core"), snapshot=True)
         assert said.get("reason") == "snapshot-unavailable", said
         assert "embedder, which is not a Python interpreter" in said["message"], said
-        assert os.listdir(out) == [] and _untraced_running(t.pid)
+        assert os.listdir(out) == []
+        t.assert_running_untraced()
 
 
 @pytest.mark.parametrize("compress", [None, "gzip"], ids=["file", "stream"])
@@ -98,7 +94,7 @@ def test_auto_dumps_without_a_snapshot_and_says_why(embedder, target_exe, tmp_pa
             core = f"{core}.raw"
         head = subprocess.run(["readelf", "-h", core], capture_output=True, text=True, timeout=60)
         assert "CORE (Core file)" in head.stdout, head.stdout + head.stderr
-        assert _untraced_running(t.pid)
+        t.assert_running_untraced()
 
 
 def test_the_postmortem_handler_is_not_installed_to_run_that_program(embedder, tmp_path):

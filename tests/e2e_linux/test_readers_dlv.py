@@ -29,17 +29,22 @@ def go_exe(tmp_path_factory) -> Path:
     return exe
 
 
-@pytest.mark.parametrize("kind", ["miniplus", "full"])
-def test_dlv_lists_goroutines_of_a_miniplus_or_full_go_core(go_exe, outdir, tmp_path, kind):
-    require(have("dlv"), "dlv is not installed (apt-get install delve)")
+def _goroutines(go_exe: Path, outdir: Path, tmp_path: Path, kind: str) -> "subprocess.CompletedProcess[str]":
+    """`dlv core`'s `goroutines` on a *kind* core of a running Go target (left running, untraced)."""
     with run_target([str(go_exe)]) as t:
         result = dumplib.create_dump(t.pid, outdir / "go.core", kind)
         t.assert_running_untraced()
     script = tmp_path / "init"
     script.write_text("goroutines\nexit\n")
-    done = subprocess.run(["dlv", "core", str(go_exe), result.path, "--init", str(script),
+    return subprocess.run(["dlv", "core", str(go_exe), result.path, "--init", str(script),
                            "--allow-non-terminal-interactive=true"], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=180, env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")))
+
+
+@pytest.mark.parametrize("kind", ["miniplus", "full"])
+def test_dlv_lists_goroutines_of_a_miniplus_or_full_go_core(go_exe, outdir, tmp_path, kind):
+    require(have("dlv"), "dlv is not installed (apt-get install delve)")
+    done = _goroutines(go_exe, outdir, tmp_path, kind)
     out = done.stdout + done.stderr
     assert "main.dumplibWorker" in out, out
     assert "unreadable" not in out, out  # every goroutine's G struct was read
@@ -50,14 +55,7 @@ def test_dlv_reads_a_mini_go_core_partly_as_the_readme_says(go_exe, outdir, tmp_
     struct is on the heap (not in mini) are "unreadable": some runs read a couple (the finalizer's),
     others none. Should mini come to hold them all, this goes red and the README's cell must say "yes"."""
     require(have("dlv"), "dlv is not installed (apt-get install delve)")
-    with run_target([str(go_exe)]) as t:
-        result = dumplib.create_dump(t.pid, outdir / "go.core", "mini")
-        t.assert_running_untraced()
-    script = tmp_path / "init"
-    script.write_text("goroutines\nexit\n")
-    done = subprocess.run(["dlv", "core", str(go_exe), result.path, "--init", str(script),
-                           "--allow-non-terminal-interactive=true"], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=180, env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")))
+    done = _goroutines(go_exe, outdir, tmp_path, "mini")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     counted = re.search(r"\[(\d+) goroutines\]", out)

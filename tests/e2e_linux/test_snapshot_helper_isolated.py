@@ -47,6 +47,7 @@ def test_a_snapshot_dump_from_a_directory_holding_a_planted_dumplib_never_runs_i
 
 def test_the_helper_that_reaps_a_killed_helpers_clone_is_isolated_too(planted):
     # Started with no arguments it imports its module, then stops at its first step (no pid given).
-    done = subprocess.run(remote._helper_argv("serve_reap"), capture_output=True, text=True, timeout=60)
+    executable, argv = remote._helper_command("serve_reap")
+    done = subprocess.run(argv, executable=executable, capture_output=True, text=True, timeout=60)
     assert "ValueError" in done.stderr, done.stderr  # it ran this dumplib's serve_reap, which found no pid
     assert not planted.exists(), "the reaping helper imported the dumplib/ of the current directory"

@@ -247,13 +247,14 @@ def test_group_raised_makes_no_raise_it_could_not_undo(tmp_path):
 #: answer, the caller's group after the seize, and after the helper has ended.
 HELPER_NOT_LEADER = r"""
 import os, pickle, socket, subprocess, sys
-from dumplib._linux.snapshot.remote import _helper_argv
+from dumplib._linux.snapshot.remote import _helper_command
 open("/proc/self/autogroup", "w").write("2")
 os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[2]))  # as dumplib's stopping thread is, whose nice it inherits
 ours, theirs = socket.socketpair()
 commands = theirs.detach()
 answers_r, answers_w = os.pipe()
-proc = subprocess.Popen(_helper_argv("serve", str(commands), str(answers_w), sys.argv[1], "None"),
+executable, argv = _helper_command("serve", str(commands), str(answers_w), sys.argv[1], "None")
+proc = subprocess.Popen(argv, executable=executable,
                         pass_fds=(commands, answers_w), cwd="/")
 os.close(commands)
 os.close(answers_w)
@@ -275,4 +276,5 @@ def test_a_helper_without_a_session_of_its_own_leaves_its_callers_group_alone(ta
                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["ok", "2", "2"], done.stdout + done.stderr
-        assert t.proc.poll() is None and Path(f"/proc/{t.pid}/status").read_text().split("TracerPid:")[1].split()[0] == "0"
+        assert t.proc.poll() is None
+        t.assert_running_untraced()

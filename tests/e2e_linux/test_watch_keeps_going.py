@@ -19,7 +19,7 @@ import pytest
 
 import dumplib
 from helpers import leftovers, require
-from linuxrig import assert_running_untraced
+from linuxrig import assert_running_untraced, proc_status
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -65,12 +65,16 @@ def frozen_group() -> Iterator[Path]:
         for pid in (group / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                break
-            time.sleep(0.05)
+        _rmdir_once_empty(group)
+
+
+def _rmdir_once_empty(group: Path) -> None:
+    """Remove a test's cgroup once its killed processes have left it (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while group.exists() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        time.sleep(0.05)
 
 
 def freeze(group: Path, state: str) -> None:
@@ -120,22 +124,16 @@ def test_a_process_frozen_by_cgroup_v2_is_dumped_and_left_frozen_and_untraced(tm
     mount = _cgroup2_mount()
     require(os.geteuid() == 0 and mount is not None, "no cgroup v2 mounted here, or not root")
     assert mount is not None
-    group = mount / ("dumplib-test-" + uuid.uuid4().hex[:8])
-    group.mkdir()
+    group = _v2_group(mount, "dumplib-test-" + uuid.uuid4().hex[:8])
     proc = subprocess.Popen(["sleep", "1000"])
     try:
         (group / "cgroup.procs").write_text(str(proc.pid))
-        (group / "cgroup.freeze").write_text("1")
-        deadline = time.monotonic() + 10
-        while "frozen 1" not in (group / "cgroup.events").read_text():
-            assert time.monotonic() < deadline, "the v2 freezer never settled"
-            time.sleep(0.02)
+        _v2_freeze(group, True)
         result = dumplib.create_dump(proc.pid, str(tmp_path / "frozen.core"), "mini")
         head = subprocess.run(["readelf", "-n", result.path], capture_output=True, text=True, timeout=60)
         assert "NT_PRSTATUS" in head.stdout, head.stdout + head.stderr
         assert "frozen 1" in (group / "cgroup.events").read_text()
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        assert status.split("TracerPid:")[1].split()[0] == "0", status
+        assert proc_status(proc.pid)["TracerPid"] == "0"
         # A snapshot cannot be made there (the thread made to clone goes back into the trap): said
         # before the target is touched, naming the freezer, rather than found at the call's bound.
         auto = dumplib.create_dump(proc.pid, str(tmp_path / "auto.core"), "mini", snapshot="auto")
@@ -146,19 +144,12 @@ def test_a_process_frozen_by_cgroup_v2_is_dumped_and_left_frozen_and_untraced(tm
         assert refused.value.reason == "snapshot-unavailable" and f"echo 0 > {group}/cgroup.freeze" in str(refused.value)
         assert not (tmp_path / "snap.core").exists()
         assert "frozen 1" in (group / "cgroup.events").read_text()
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        assert status.split("TracerPid:")[1].split()[0] == "0", status
+        assert proc_status(proc.pid)["TracerPid"] == "0"
         assert leftovers(tmp_path) == []
     finally:
-        (group / "cgroup.freeze").write_text("0")
         proc.kill()
+        _v2_remove(group)
         proc.wait(30)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                group.rmdir()
-                break
-            time.sleep(0.05)
 
 
 def test_a_frozen_process_is_reported_and_the_watch_goes_on_to_dump_it_once_thawed(outdir: Path) -> None:
@@ -312,14 +303,11 @@ def _v2_freeze(group: Path, frozen: bool) -> None:
 
 
 def _v2_remove(*groups: Path) -> None:
+    """Thaw (a frozen task takes no SIGKILL until thawed) and remove each group, its processes killed."""
     for group in groups:
         with contextlib.suppress(OSError):
             (group / "cgroup.freeze").write_text("0")
-        deadline = time.monotonic() + 10
-        while group.exists() and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                group.rmdir()
-            time.sleep(0.05)
+        _rmdir_once_empty(group)
 
 
 def test_a_cgroup_named_by_someone_else_neither_fakes_a_freeze_nor_runs_in_the_thaw_command(tmp_path: Path) -> None:

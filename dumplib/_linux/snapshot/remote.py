@@ -31,7 +31,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import DumpFailed
-from ..interpreter import SELF_EXE, child_command, not_an_interpreter
+from ..interpreter import child_command, not_an_interpreter
 from ..proc.pidfiles import start_ticks, thread_state
 from ..ptrace.regs import ThreadState
 from ..ptrace.stopper import JobControlDeferred, max_pause_error
@@ -189,8 +189,9 @@ class RemoteStoppedProcess:
         if child is None or start is None:
             return
         try:
+            executable, argv = _helper_command("serve_reap", str(self.pid), str(child), str(start))
             helper = subprocess.Popen(
-                _helper_argv("serve_reap", str(self.pid), str(child), str(start)), executable=SELF_EXE,
+                argv, executable=executable,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True, cwd="/")
         except OSError as exc:
@@ -222,9 +223,10 @@ class RemoteStoppedProcess:
         commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
         try:
+            executable, argv = _helper_command("serve", str(commands_r), str(answers_w), str(self.pid),
+                                               repr(self.max_pause))
             self._proc = subprocess.Popen(
-                _helper_argv("serve", str(commands_r), str(answers_w), str(self.pid), repr(self.max_pause)),
-                executable=SELF_EXE,
+                argv, executable=executable,
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
         finally:
@@ -277,8 +279,8 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _helper_argv(serve: str, *args: str) -> List[str]:
-    """The command line of a helper that runs this module's *serve* function with *args*.
+def _helper_command(serve: str, *args: str) -> Tuple[str, List[str]]:
+    """(executable, argv) of a helper that runs this module's *serve* function with *args*.
 
     Isolated, without site (-I -S): no current directory on its path, no PYTHON* variable read, no
     site-packages, .pth file or sitecustomize; it needs only the standard library and this dumplib.
@@ -288,14 +290,14 @@ def _helper_argv(serve: str, *args: str) -> List[str]:
     directory is put last on its path, after the standard library: where dumplib is installed among
     other packages, none of them can stand in for a module of the standard library (a backport of the
     same name) in the helper. Started in / (the callers say cwd="/"), as the binary running dumplib
-    (executable=SELF_EXE: interpreter.py), whose argv[0] this is."""
+    (interpreter.child_command)."""
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     flags = "-ISB" if sys.dont_write_bytecode else "-IS"
     code = f"import sys; sys.path.append({package_root!r}); from dumplib._linux.snapshot.remote import {serve}; {serve}()"
     command = child_command(flags, "-c", code, *args)
     if command is None:  # refused before the target is touched (backend._snapshot_checked): here, a bug
         raise DumpFailed(f"no snapshot's tracer can be started: {not_an_interpreter()}")
-    return command[1]
+    return command
 
 
 def serve_reap() -> None:
