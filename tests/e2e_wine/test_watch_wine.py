@@ -97,11 +97,10 @@ def _events(lines: Lines, until: str, timeout: float = 120) -> List[Dict[str, ob
     raise AssertionError(f"no {until!r} event; got {out}")
 
 
-@pytest.fixture()
-def faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
+def _start_faulter(rig: Rig, tmp_path: Path, **popen: object):  # type: ignore[no-untyped-def]
     script = tmp_path / "faulter.py"
     script.write_text(FAULTER)
-    proc = rig.popen_python([windows_path(script)])
+    proc = rig.popen_python([windows_path(script)], **popen)
     try:
         lines = Lines(proc)
         info = json.loads(lines.get(120))
@@ -110,6 +109,19 @@ def faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.fixture()
+def faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield from _start_faulter(rig, tmp_path)
+
+
+@pytest.fixture()
+def service_faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The faulter in a session of its own, as a service runs: the kernel's autogroup scheduler then
+    gives it a group's share of the CPUs, where inside the suite's session it shares one group with
+    everything the suite runs (under eight busy loops, each a session, that left it under 10% of a core)."""
+    yield from _start_faulter(rig, tmp_path, start_new_session=True)
 
 
 def _ask(proc: subprocess.Popen, lines: Lines, line: str) -> Dict[str, object]:
@@ -248,14 +260,15 @@ def test_memory_trigger_on_a_windows_target_reads_its_commit_charge(rig: Rig, fa
 
 
 
-def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig: Rig, faulter, outdir: Path) -> None:
+def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig: Rig, service_faulter,
+                                                                            outdir: Path) -> None:
     """Wine's GetProcessTimes never advances, so the watcher reads CPU time from the system's process
     table (NtQuerySystemInformation), which does, and is the same figure on Windows.
 
-    The threshold is 10% of one core: the burning thread gets about 2/11 of a core on two CPUs at load
-    10 (26% was seen at load 10-14 against the 30% this test once asked), and the idle target, blocked
-    on stdin, none."""
-    target, target_lines, pid = faulter
+    The threshold is 10% of one core: in a session of its own the burning thread gets about 2/10 of a
+    core on two CPUs beside eight busy sessions (load 10), and the idle target, blocked on stdin, none.
+    In the suite's session it got under 10% there: the test then failed on the machine, not on dumplib."""
+    target, target_lines, pid = service_faulter
     watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), windows_path(outdir), "--cpu", "10",
                                 "--per-cpu", "--seconds", "1", "--sample-every", "0.3", "--timeout", "120", "--json"])
     events_from = Lines(watcher)

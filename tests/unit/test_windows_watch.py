@@ -24,6 +24,18 @@ import dumplib  # noqa: E402
 from dumplib._windows.ntdll import UNDER_WINE  # noqa: E402
 from dumplib.formats.minidump import read_minidump  # noqa: E402
 
+def _go_once_watching(proc, events=None):
+    """An on_event callback that tells the target to act once the watch says "watching": the debugger
+    is attached by then (a timer raced the attach at load 10, and the fault came before it)."""
+    def on_event(event):
+        if events is not None:
+            events.append(event)
+        if event.event == "watching":
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+    return on_event
+
+
 def real_windows_only(reason):
     if UNDER_WINE:
         pytest.skip(f"real Windows only: {reason}")
@@ -48,9 +60,8 @@ def test_a_process_exit_is_dumped_at_exit_process_and_the_parent_still_sees_its_
     try:
         pid = json.loads(proc.stdout.readline())["pid"]
         events = []
-        threading.Timer(1.0, lambda: (proc.stdin.write("go\n"), proc.stdin.flush())).start()
         results = dumplib.watch(pid, dumplib.ProcessExit(), path=tmp_path / "exit_EXCEPTIONCODE.dmp", kind="full",
-                                timeout=60, on_event=events.append)
+                                timeout=60, on_event=_go_once_watching(proc, events))
         assert proc.wait(30) == 3
     finally:
         if proc.poll() is None:
@@ -129,9 +140,8 @@ def test_the_exception_streams_context_is_the_faulting_threads_on_this_machine(t
     proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pid = json.loads(proc.stdout.readline())["pid"]
-        threading.Timer(2.0, lambda: (proc.stdin.write("go\n"), proc.stdin.flush())).start()
         results = dumplib.watch(pid, dumplib.ExceptionRaised([0xC0000005]), path=tmp_path / "ex.dmp", kind="mini",
-                                timeout=60)
+                                timeout=60, on_event=_go_once_watching(proc))
         assert proc.stdout.readline().strip() == "handled"
     finally:
         if proc.poll() is None:
@@ -174,9 +184,11 @@ def _crash(tmp_path, watched):
     proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pid = json.loads(proc.stdout.readline())["pid"]
-        threading.Timer(2.0, lambda: (proc.stdin.write("go\n"), proc.stdin.flush())).start()
+        if not watched:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         results = (dumplib.watch(pid, dumplib.ExceptionRaised(first_chance=False), path=tmp_path / "crash.dmp",
-                                 kind="mini", timeout=60) if watched else [])
+                                 kind="mini", timeout=60, on_event=_go_once_watching(proc)) if watched else [])
         out, _ = proc.communicate(timeout=60)
         return proc.returncode, out, results
     finally:
