@@ -39,7 +39,7 @@ else:
     from ._typing import TypeVar
 
 __all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "closing",
-           "stalled_output", "Abandoned", "Unanswered", "OutputStalled"]
+           "stalled_output", "spawn", "start_thread", "Abandoned", "Unanswered", "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -59,6 +59,37 @@ WRITE_STALL_SECONDS = 60.0
 #: How often, and how far apart, a call that has lasted its bound is looked at before it is given up
 #: on: asleep (not R) every time means waiting, running once means working.
 _LOOKS, _LOOK_APART = 5, 0.02
+
+
+def _refused(exc: RuntimeError) -> bool:
+    """Whether *exc* is the interpreter's word that the system refused a thread (pthread_create's EAGAIN:
+    a pids limit, the threads-max sysctl, short memory), not a misuse such as starting a thread twice."""
+    return "can't start new thread" in str(exc)
+
+
+def spawn(fn: Callable[..., Any], args: Tuple[Any, ...] = (), what: str = "a thread") -> None:
+    """``_thread.start_new_thread(fn, args)``; DumpFailed (reason no-resources) when the system refuses it."""
+    try:
+        _thread.start_new_thread(fn, args)
+    except RuntimeError as exc:
+        if not _refused(exc):
+            raise
+        from .errors import DumpFailed
+
+        raise DumpFailed.no_resources(what) from None
+
+
+def start_thread(thread: Any, what: str) -> None:
+    """``thread.start()`` (a threading.Thread); DumpFailed (reason no-resources) when the system refuses it.
+    Such a thread is not alive, and join() on it raises: a caller that joins keeps it once started."""
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        if not _refused(exc):
+            raise
+        from .errors import DumpFailed
+
+        raise DumpFailed.no_resources(what) from None
 
 
 class Unanswered(TimeoutError):
@@ -191,7 +222,7 @@ def call_within(fn: Callable[[], T], seconds: float, key: Optional[Hashable] = N
             _local.watch = None
             done.release()
 
-    _thread.start_new_thread(run, ())
+    spawn(run, (), "a thread for a bounded read")
     try:
         stuck_call = _wait(done, seconds, watch)
     except BaseException:
@@ -277,7 +308,10 @@ def close_later(fd: int) -> None:
         except OSError:
             pass  # a failure path's: the dump already failed, and said why
 
-    _thread.start_new_thread(close, ())
+    try:
+        _thread.start_new_thread(close, ())
+    except RuntimeError:
+        pass  # no thread to spare: the descriptor stays open rather than a close that may never return
 
 
 def stalled_output(exc: Optional[BaseException]) -> bool:

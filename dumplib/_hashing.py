@@ -21,6 +21,8 @@ import os
 import sys
 import threading
 
+from ._bounded import start_thread
+
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Optional, Protocol, Union
@@ -96,7 +98,7 @@ class FollowingHasher:
             self._go.set()
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="dumplib-sha256", daemon=True)
-        self._thread.start()
+        start_thread(self._thread, "the thread that hashes the dump")
 
     @property
     def idle(self) -> bool:

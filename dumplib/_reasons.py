@@ -33,6 +33,7 @@ class Reason(str, enum.Enum):
     BUSY = "busy"  #: another dump of the process in this program kept it too long
     SNAPSHOT_LOST = "snapshot-lost"  #: the snapshot was killed during the write
     OUTPUT_STALLED = "output-stalled"  #: the output's file system stopped answering a write
+    NO_RESOURCES = "no-resources"  #: the system refused dumplib a thread or a process (a pids limit, short memory)
     MAPS_UNREADABLE = "maps-unreadable"  #: postmortem: the crashed process's maps could not be read
     STREAM_FORMAT = "stream-format"  #: postmortem: the kernel's core stream is not a core
     STREAM_SHORT = "stream-short"  #: postmortem: the kernel's core stream ended early

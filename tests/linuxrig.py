@@ -349,3 +349,24 @@ def handler_lines(path: "os.PathLike[str] | str", n: int, within: float = 10.0) 
         if text.count("\n") >= n or time.monotonic() > deadline:
             return text.splitlines(keepends=True)
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
+    """A cgroup v1 pids cgroup holding *pid*, allowing *room* more tasks than it has: fork and clone fail."""
+    from helpers import require
+
+    require(os.geteuid() == 0, "making a pids cgroup needs root")
+    root = Path("/sys/fs/cgroup/pids")
+    require((root / "cgroup.procs").exists(), "no cgroup v1 pids controller here")
+    group = root / f"dumplib-test-{pid}"
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "pids.max").write_text(str(int((group / "pids.current").read_text()) + room))
+        yield group
+    finally:
+        for p in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (root / "cgroup.procs").write_text(p)
+        group.rmdir()

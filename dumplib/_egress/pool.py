@@ -13,6 +13,8 @@ import concurrent.futures
 import queue
 import threading
 
+from .._bounded import start_thread
+
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, Callable, List, Optional, Tuple
@@ -26,10 +28,15 @@ class DaemonPool:
     def __init__(self, workers: int, name: str, initializer: Callable[[], None]) -> None:
         self._jobs: "queue.SimpleQueue[Job]" = queue.SimpleQueue()
         self._initializer = initializer
-        self._threads: List[threading.Thread] = [
-            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(workers)]
-        for thread in self._threads:
-            thread.start()
+        self._threads: List[threading.Thread] = []
+        for i in range(workers):
+            thread = threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            try:
+                start_thread(thread, "an upload thread")
+            except BaseException:
+                self.shutdown(wait=False)  # those already started end at their first job: a None
+                raise
+            self._threads.append(thread)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[Any]":
         future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()

@@ -54,6 +54,7 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tu
 
 T = TypeVar("T")
 
+from .._bounded import start_thread
 from .._platform import Firing, TargetEvent
 from .._record import replace
 from ..errors import DumpError, DumpFailed, InvalidArgument
@@ -183,7 +184,7 @@ class SignalWatcher:
 
     # -- the watcher's side --------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread, f"the thread that watches process {self.pid}")
         if not self._started.wait(STOP_PATIENCE * 2):
             raise DumpFailed(f"could not attach to process {self.pid} in time", pid=self.pid)
         if self._start_error is not None:
@@ -842,9 +843,9 @@ class _Job:
         self._done = False
 
     def start(self, take: Callable[[], object]) -> None:
-        self._thread = threading.Thread(target=self._body, args=(take,), name=f"dumplib-handover-{self.pid}",
-                                        daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._body, args=(take,), name=f"dumplib-handover-{self.pid}", daemon=True)
+        start_thread(thread, f"the thread that dumps process {self.pid}")
+        self._thread = thread  # join() joins it: kept once started
 
     def running(self) -> bool:
         return self._thread is not None and not self._done and self._thread.is_alive()

@@ -31,6 +31,7 @@ import winreg
 from ctypes import wintypes
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
+from .._bounded import start_thread
 from ..errors import DumpError, DumpFailed, InvalidArgument
 
 if TYPE_CHECKING:  # imported where used: the handler's start-up stays small
@@ -722,7 +723,7 @@ def main(argv: Sequence[str]) -> int:
 
     watchdog = threading.Timer(budget, give_up)
     watchdog.daemon = True
-    watchdog.start()
+    start_thread(watchdog, "the postmortem handler's watchdog")
     record: Dict[str, Any] = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "pid": pid,
                               "dir": config.get("dir")}
     try:

@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._bounded import start_thread
 from .._platform import TargetEvent
 from ..errors import AccessDenied, DumpError, DumpFailed, InvalidArgument, ProcessNotFound
 from ..triggers import ExceptionRaised, ProcessExit, SignalReceived, Trigger
@@ -90,7 +91,7 @@ class DebugLoop:
     # -- the watcher's side --------------------------------------------------------------------
     def start(self) -> None:
         if not self._thread.is_alive() and not self._created.is_set():
-            self._thread.start()
+            start_thread(self._thread, f"the debugger thread for process {self.pid}")
         if not self._attached.wait(PATIENCE):
             raise DumpFailed(f"could not attach to process {self.pid} in time", pid=self.pid)
         if self._error is not None:
@@ -204,7 +205,7 @@ class DebugLoop:
         loop = cls(0, [], lambda *a: None)
         loop._thread = threading.Thread(target=loop._run_launched, args=(argv,), name="dumplib-debug-launch",
                                         daemon=True)
-        loop._thread.start()
+        start_thread(loop._thread, f"the debugger thread that starts {argv[0]!r}")
         if not loop._created.wait(PATIENCE):
             raise DumpFailed(f"could not start {argv[0]!r} under the debugger in time")
         if loop._error is not None:
@@ -373,8 +374,8 @@ class DebugLoop:
                 done.set()
 
         worker = threading.Thread(target=work, name=f"dumplib-handover-{self.pid}", daemon=True)
+        start_thread(worker, f"the thread that dumps process {self.pid}")
         self._worker = worker
-        worker.start()
         let_go = False
         try:
             # Nothing of the target runs meanwhile, so no debug event can come: only the writer's word, or its end.

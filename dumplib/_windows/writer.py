@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
+from .._bounded import start_thread
 from .._platform import TargetEvent, Tick
 from ..errors import AccessDenied, DumpFailed
 from .masks import MINIDUMP_NEWER_FLAGS, describe_mask
@@ -216,8 +217,9 @@ class WriteMonitor:
 
     def __enter__(self) -> "WriteMonitor":
         if self._tick is not None:
-            self._thread = threading.Thread(target=self._run, name="dumplib-monitor", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="dumplib-monitor", daemon=True)
+            start_thread(thread, "the thread that watches the write")
+            self._thread = thread  # joined on the way out: kept once started
         return self
 
     def _run(self) -> None:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import pytest
 
 from helpers import require
-from linuxrig import build_source, gdb, have, run_target
+from linuxrig import build_source, gdb, have, pids_cgroup_v1, run_target
 
 HERE = Path(__file__).resolve().parent
 FUSESTALL = HERE / "fusestall.py"
@@ -520,18 +520,76 @@ import dumplib
 # This interpreter, run again, cannot start: its libpython is looked up first in a directory that holds
 # an empty file of that name (LD_LIBRARY_PATH outranks the binary's RUNPATH), so the dynamic loader
 # ends it before Python runs (as a failed exec, ENOMEM or a pids limit would).
-os.environ["LD_LIBRARY_PATH"] = sys.argv[3]
+if sys.argv[3] == "pids":  # or, the fork itself fails: the test puts this process in a full pids cgroup
+    print("ready", flush=True)
+    sys.stdin.readline()
+else:
+    os.environ["LD_LIBRARY_PATH"] = sys.argv[3]
 fds = lambda: sorted(os.listdir("/proc/self/fd"))
 before = fds()
 try:
     dumplib.create_dump(int(sys.argv[1]), sys.argv[2], "full", sidecar=False)
     outcome = {"written": True}
 except dumplib.DumpError as e:
-    outcome = {"type": type(e).__name__, "message": e.message}
+    outcome = {"type": type(e).__name__, "message": e.message, "reason": getattr(e, "reason", None)}
 import gc; gc.collect()
 outcome["leaked"] = sorted(set(fds()) - set(before))
 print(json.dumps(outcome))
 """
+
+
+def _dumped_with_a_broken_reader(target_pid: int, core: Path, how: str, room: int = 0) -> dict:  # type: ignore[type-arg]
+    """FAILED_START's outcome. *how*: a directory whose empty libpython the reader child's loader meets,
+    or "pids": the dumper in a pids cgroup with *room* tasks beyond its own one."""
+    proc = subprocess.Popen([sys.executable, "-c", FAILED_START, str(target_pid), str(core), how],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if how == "pids":
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+            with pids_cgroup_v1(proc.pid, room=room):
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                out, err = proc.communicate(timeout=COMMAND_SECONDS)
+        else:
+            out, err = proc.communicate(timeout=COMMAND_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err  # a traceback (RuntimeError: can't start new thread) fails here
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_at_a_pids_limit_a_dump_fails_typed_and_whole_or_is_written_whole(stalling_mount, fuse_target_exe, tmp_path):
+    """dumplib in a cgroup at its pids limit (a systemd unit's TasksMax=, a container's pids.max), at every
+    limit from no room at all upward until the dump is written: each dump either fails with DumpFailed
+    reason no-resources saying what it could not start and what to do, keeping nothing, leaking no
+    descriptor and leaving the target running, or is written. Among them, one where the threads start
+    and the reader child's fork is refused (EAGAIN): "could not start the process that reads pages"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    said: List[str] = []
+    with run_target([str(fuse_target_exe), str(stalling_mount.path / "big"), "shared",
+                     str(stalling_mount.path / "cold")]) as t:
+        for room in range(12):
+            outcome = _dumped_with_a_broken_reader(t.pid, out / "x.core", "pids", room)
+            if outcome.get("written"):
+                break
+            assert outcome.get("type") == "DumpFailed" and outcome["reason"] == "no-resources", (room, outcome)
+            assert "Resource temporarily unavailable" in outcome["message"], outcome  # EAGAIN: the limit's errno
+            assert "raise the pids limit" in outcome["message"].lower(), outcome
+            assert outcome["leaked"] == [], outcome
+            assert sorted(out.iterdir()) == [], (room, outcome)
+            unharmed(t)
+            said.append(outcome["message"].split(" (")[0])
+        else:
+            raise AssertionError(f"never written with up to 11 tasks to spare: {said}")
+        assert sorted(p.name for p in out.iterdir()) == ["x.core"], sorted(out.iterdir())  # sidecar=False
+        unharmed(t)
+    print(f"written with {room} task(s) to spare; before that: {said}")
+    assert said and said[0].startswith("could not start a thread"), said  # no room: the first thread is refused
+    assert "could not start the process that reads pages of files on FUSE, NFS or CIFS mounts" in said, said
 
 
 def test_a_reader_child_that_cannot_start_fails_the_dump_instead_of_leaving_holes(stalling_mount, fuse_target_exe,
@@ -554,15 +612,10 @@ def test_a_reader_child_that_cannot_start_fails_the_dump_instead_of_leaving_hole
     out.mkdir()
     with run_target([str(fuse_target_exe), str(stalling_mount.path / "big"), "shared",
                      str(stalling_mount.path / "cold")]) as t:
-        done = subprocess.run([sys.executable, "-c", FAILED_START, str(t.pid), str(out / "x.core"), str(broken)],
-                              capture_output=True, text=True, timeout=COMMAND_SECONDS)
-        assert done.returncode == 0, done.stderr
-        outcome = json.loads(done.stdout.strip().splitlines()[-1])
+        outcome = _dumped_with_a_broken_reader(t.pid, out / "x.core", str(broken))
         assert outcome.get("type") == "DumpFailed", outcome
-        # Its exec refused (ENOMEM, a pids limit): "could not start"; started and gone at once, as here:
-        # "ended". Either way, said, and no page left a silent hole.
-        assert ("could not start the process that reads pages of files on FUSE" in outcome["message"]
-                or "the reader process of this copy ended" in outcome["message"]), outcome
+        # Started and gone at once: "ended" (a fork refused is "could not start": the test above).
+        assert "the reader process of this copy ended" in outcome["message"], outcome
         assert outcome["leaked"] == [], outcome
         assert sorted(out.iterdir()) == []
         unharmed(t)

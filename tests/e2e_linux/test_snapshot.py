@@ -28,7 +28,7 @@ import pytest
 import dumplib
 from dumplib._linux.backend import STOP_NICE
 from helpers import require
-from linuxrig import build_source, dumplib_cli, gdb, have, proc_status
+from linuxrig import build_source, dumplib_cli, gdb, have, pids_cgroup_v1, proc_status
 
 pytestmark = pytest.mark.linux
 
@@ -1149,25 +1149,6 @@ def test_cli_snapshot_on_a_seccomp_target_exits_11_and_auto_warns(seccomp_exe, o
         result = json.loads(fallback.stdout)
         assert result["snapshot"] is False and result["warnings"], result
         assert_unharmed(snap)
-
-
-@contextlib.contextmanager
-def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
-    """A cgroup v1 pids cgroup holding *pid*, allowing *room* more tasks than it has: fork and clone fail."""
-    require(os.geteuid() == 0, "making a pids cgroup needs root")
-    root = Path("/sys/fs/cgroup/pids")
-    require((root / "cgroup.procs").exists(), "no cgroup v1 pids controller here")
-    group = root / f"dumplib-snaptest-{pid}"
-    group.mkdir()
-    try:
-        (group / "cgroup.procs").write_text(str(pid))
-        (group / "pids.max").write_text(str(int((group / "pids.current").read_text()) + room))
-        yield group
-    finally:
-        for p in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):
-                (root / "cgroup.procs").write_text(p)
-        group.rmdir()
 
 
 @pytest.mark.parametrize("call", ["nanosleep", "read", "spin"])

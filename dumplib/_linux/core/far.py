@@ -177,7 +177,10 @@ class FarReader:
             # answers if it waits on one; never a zombie left in a long-lived host.
             import _thread
 
-            _thread.start_new_thread(_reap, (proc,))
+            try:
+                _thread.start_new_thread(_reap, (proc,))
+            except RuntimeError:  # no thread to spare (a pids limit): reaped now if it has ended already
+                proc.poll()
 
     def _start(self) -> None:
         """Start the child; DumpFailed if it cannot be (ENOMEM, EAGAIN under a pids limit): not an errno
@@ -212,7 +215,8 @@ class FarReader:
             self._broken = DumpFailed(
                 f"could not start the process that reads pages of files on FUSE, NFS or CIFS mounts"
                 f" ({exc.strerror}; core/far.py): the dump was given up rather than left with holes. Free"
-                " memory or raise the pids limit, and dump again", errno=exc.errno)
+                " memory or raise the pids limit, and dump again", errno=exc.errno,
+                reason="no-resources" if exc.errno in (errno.EAGAIN, errno.ENOMEM) else None)
             raise self._broken from None
         except BaseException:
             for fd in ends:

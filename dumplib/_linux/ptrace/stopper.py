@@ -31,6 +31,7 @@ else:
 
 T = TypeVar("T")
 
+from ..._bounded import start_thread
 from ..._accel import signal  # _signal: signal's functions, without its enums' start-up
 from ...errors import DumpFailed, ProcessNotFound
 from ..proc.errors import permission_error, unstoppable_refusal
@@ -149,8 +150,9 @@ class StoppedProcess:
         try:
             # Before the tracer starts, so that it inherits the blocked job-control signals.
             self._job_control.start()
-            self._tracer = threading.Thread(target=self._trace, name=f"dumplib-tracer-{self.pid}", daemon=True)
-            self._tracer.start()
+            tracer = threading.Thread(target=self._trace, name=f"dumplib-tracer-{self.pid}", daemon=True)
+            start_thread(tracer, "the thread that stops the target")
+            self._tracer = tracer  # release() joins it: kept once started
             # Polled, not Event.wait(): a Ctrl-C landing inside a lock wait can leave the lock in a
             # state the way out trips over ("release unlocked lock"). The tracer's waits are
             # bounded, so this is too.

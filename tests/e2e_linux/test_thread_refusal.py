@@ -1,0 +1,94 @@
+"""dumplib in a cgroup at its pids limit: every thread dumplib starts, refused by the kernel (EAGAIN from
+clone), is a DumpFailed reason no-resources naming what could not start, not a RuntimeError traceback,
+and a target already touched is let go.
+
+Each of dumplib's thread-starting parts is tried alone, in a process whose pids cgroup leaves room for no
+task beyond its one thread (tests/linuxrig.py pids_cgroup_v1): the kernel's own refusal, nothing mocked.
+A whole dump at every limit is test_fuse_reads.py's test_at_a_pids_limit_...; which thread a whole dump
+meets first varies with the moment a finished worker's task goes, so each part is pinned down here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linuxrig import assert_running_untraced, pids_cgroup_v1
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux: cgroups")
+
+PARTS = r"""
+import json, os, signal, sys, time
+import dumplib
+from dumplib._bounded import call_within
+from dumplib._egress.pool import DaemonPool
+from dumplib._hashing import FollowingHasher
+from dumplib._linux.ptrace.stopper import StoppedProcess
+from dumplib._linux.signalwatch import SignalWatcher
+
+pid, scratch = int(sys.argv[1]), sys.argv[2]
+print("ready", flush=True)
+sys.stdin.readline()
+
+
+def alone():  # a finished worker's task lingers a moment after it said it was done
+    deadline = time.monotonic() + 10
+    while len(os.listdir("/proc/self/task")) > 1:
+        assert time.monotonic() < deadline, os.listdir("/proc/self/task")
+        time.sleep(0.01)
+
+
+def stopped():
+    with StoppedProcess(pid):
+        pass
+
+
+def watched():
+    w = SignalWatcher(pid, [dumplib.SignalReceived("USR1")], fire=lambda *a: None)
+    try:
+        w.start()
+    finally:
+        w.stop()
+
+
+out = {}
+for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop", stopped),
+                   ("signal watch", watched), ("hasher", lambda: FollowingHasher(os.path.join(scratch, "h"))),
+                   ("upload threads", lambda: DaemonPool(2, "up", lambda: None))]:
+    alone()
+    try:
+        part()
+        out[name] = ["started", ""]
+    except dumplib.DumpFailed as e:
+        out[name] = [e.reason, e.message]
+    except BaseException as e:
+        out[name] = ["raised", repr(e)]
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tmp_path: Path) -> None:
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    parts = subprocess.Popen([sys.executable, "-c", PARTS, str(target.pid), str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert parts.stdout is not None and parts.stdin is not None
+        assert parts.stdout.readline().strip() == "ready", parts.stderr.read() if parts.stderr else ""
+        with pids_cgroup_v1(parts.pid, room=0):
+            parts.stdin.write("go\n")
+            parts.stdin.flush()
+            out, err = parts.communicate(timeout=120)
+        assert parts.returncode == 0, err
+        got = json.loads(out.strip().splitlines()[-1])
+        assert set(got) == {"bounded read", "stop", "signal watch", "hasher", "upload threads"}, got
+        for name, (reason, message) in got.items():
+            assert reason == "no-resources", (name, reason, message)
+            assert message.startswith("could not start ") and "pids limit" in message, (name, message)
+        assert_running_untraced(target.pid)
+    finally:
+        for p in (parts, target):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
