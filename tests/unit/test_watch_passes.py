@@ -61,3 +61,11 @@ def test_errors_of_a_live_process_keep_their_own_weight(alive):
     assert _passes(TargetRefused("frozen", pid=1, reason="thread-not-stopping"), alive) == "watch-on"
     assert _passes(DumpFailed("the pipe closed", pid=1, reason="broken-pipe"), alive) is None
     assert _passes(ValueError("unexpected"), alive) is None
+
+
+def test_a_thread_or_child_the_system_refused_keeps_the_watch_going(alive):
+    """At a pids limit a dump fails with DumpFailed no-resources (the message the kernel's own refusal
+    gives: tests/e2e_linux/test_thread_refusal.py); the next firing may find room, so the process is
+    watched on. Before, the bare RuntimeError ("can't start new thread") ended the whole watch."""
+    assert _passes(DumpFailed.no_resources("the thread that stops the target"), alive) == "watch-on"
+    assert _passes(RuntimeError("can't start new thread"), alive) is None  # what it was: the watch's end
