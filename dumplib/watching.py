@@ -250,45 +250,50 @@ class _Watcher:
             self.stop_requested.set()
 
     def fire(self, w: _Watched, firing: Firing, take: Callable[[], DumpResult]) -> None:
+        """Dump *w* for *firing* (on an event source's thread, or the main loop's) and report it.
+
+        Each outcome's event is emitted before _after() marks the process done: the main loop ends the
+        watch ("done") once every process is done, and an event source's thread emitting after that
+        mark lost the race under load: "done" came first and the CLI exited without the "dumped"."""
         trig = firing.trigger
         if self.abandon.is_set() or not self._may_dump(w, firing):
             return
+        result: Optional[DumpResult] = None
+        finished = False
         try:
-            result = take()
-        except InsufficientDiskSpace as exc:
-            self._after(w, None)
-            self.emit("refused", w, trigger=trig.describe(), message=str(exc),
-                      error={"type": type(exc).__name__, **exc.details()})
-            if self.stop_on_refusal:
-                raise
-            return
-        except Exception as exc:
-            if isinstance(exc, DumpFailed) and exc.reason == "cancelled" and self.abandon.is_set():
-                self._after(w, None, finished=True)
-                self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
+            try:
+                result = take()
+            except InsufficientDiskSpace as exc:
+                self.emit("refused", w, trigger=trig.describe(), message=str(exc),
                           error={"type": type(exc).__name__, **exc.details()})
+                if self.stop_on_refusal:
+                    raise
                 return
-            verdict = _passes(exc, w)
-            if verdict is None or (verdict == "process-done" and not self.many and w.alive()):
-                # One process watched and refused for good: the watch has nothing left to do but say why.
-                self._after(w, None)
-                raise
-            self._after(w, None, finished=verdict == "process-done")
-            if isinstance(exc, DumpError):
-                error = {"type": type(exc).__name__, **exc.details()}
-                text = str(exc)
-            else:  # the process went away under a step that does not say so (a /proc read)
-                error = {"type": "ProcessNotFound", "pid": w.pid}
-                text = f"process {w.pid} ended while it was being dumped ({type(exc).__name__}: {exc}); nothing was kept"
-            self.emit("failed", w, trigger=trig.describe(), message=text, error=error)
-            return
-        except BaseException:
-            self._after(w, None)
-            raise
-        self._after(w, result)
-        self.emit("dumped", w, trigger=trig.describe(), result=result, message=result.path)
-        if self.on_dump is not None:
-            self.on_dump(result)
+            except Exception as exc:
+                if isinstance(exc, DumpFailed) and exc.reason == "cancelled" and self.abandon.is_set():
+                    finished = True
+                    self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
+                              error={"type": type(exc).__name__, **exc.details()})
+                    return
+                verdict = _passes(exc, w)
+                if verdict is None or (verdict == "process-done" and not self.many and w.alive()):
+                    # One process watched and refused for good: the watch has nothing left to do but say why.
+                    raise
+                finished = verdict == "process-done"
+                if isinstance(exc, DumpError):
+                    error = {"type": type(exc).__name__, **exc.details()}
+                    text = str(exc)
+                else:  # the process went away under a step that does not say so (a /proc read)
+                    error = {"type": "ProcessNotFound", "pid": w.pid}
+                    text = (f"process {w.pid} ended while it was being dumped ({type(exc).__name__}: {exc});"
+                            " nothing was kept")
+                self.emit("failed", w, trigger=trig.describe(), message=text, error=error)
+                return
+            self.emit("dumped", w, trigger=trig.describe(), result=result, message=result.path)
+            if self.on_dump is not None:
+                self.on_dump(result)
+        finally:
+            self._after(w, result, finished=finished)
 
     def _may_dump(self, w: _Watched, firing: Firing) -> bool:
         """Report the firing and decide (count, interval, rate limit); the lock is never held while
