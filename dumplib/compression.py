@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 from ._bounded import output_call
 from ._hashing import new_sha256
 from ._text import shell_word
-from .errors import InvalidCompression, InvalidDumpFile
+from .errors import DumpFailed, InvalidCompression, InvalidDumpFile
 
 #: What pyproject.toml's `zstd` extra installs (tests/packaging holds the two equal).
 ZSTD_REQUIREMENT = "zstandard>=0.19"
@@ -103,16 +103,33 @@ def _zstd() -> Tuple[str, Any]:
 
 
 def _workers() -> int:
-    """zstd worker threads: one per CPU (zstd -T0). The target is stopped while its memory goes
-    through the compressor, so compressor throughput is the target's stop time (docs/benchmarks.md
-    has the gain on a 2-vCPU machine)."""
-    return max(1, os.cpu_count() or 1)
+    """zstd worker threads: one per CPU this process may run on (zstd -T0; a container's cpuset, not
+    the host's count). The target is stopped while its memory goes through the compressor, so
+    compressor throughput is the target's stop time (docs/benchmarks.md has the gain on a 2-vCPU machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _zstd_error(exc: BaseException) -> bool:
+    """Whether *exc* is libzstd's own error (zstandard.ZstdError, compression.zstd.ZstdError)."""
+    return type(exc).__name__ == "ZstdError"
 
 
 class _Compressor:
     """compress()/flush() over one codec, producing one gzip member or one zstd frame (with checksum)."""
 
     def __init__(self, codec: str, level: int) -> None:
+        self._codec, self._level = codec, level
+        #: Nothing compressed yet: libzstd starts its worker threads at the first compress(), and a
+        #: refusal there (a pids limit: "Allocation error") is met by compressing on one thread instead.
+        self._first = True
+        self._build(None)
+
+    def _build(self, workers: Optional[int]) -> None:
+        """The codec's objects; *workers*: zstd's worker threads (None: one per CPU; 0: none)."""
+        codec, level = self._codec, self._level
         if codec == "gzip":
             import zlib  # here, not at the top: an uncompressed dump's start-up does not pay for it
 
@@ -123,20 +140,46 @@ class _Compressor:
         if flavour == "stdlib":
             params = {zstd.CompressionParameter.compression_level: level, zstd.CompressionParameter.checksum_flag: 1}
             # A libzstd built without threads reports an upper bound of 0 workers: stay single-threaded.
-            workers = min(_workers(), zstd.CompressionParameter.nb_workers.bounds()[1])
+            workers = min(_workers() if workers is None else workers, zstd.CompressionParameter.nb_workers.bounds()[1])
             if workers > 0:
                 params[zstd.CompressionParameter.nb_workers] = workers
             c = zstd.ZstdCompressor(options=params)
             self._compress, self._flush = c.compress, c.flush
         else:
-            c = zstd.ZstdCompressor(level=level, write_checksum=True, threads=_workers()).compressobj()
+            c = zstd.ZstdCompressor(level=level, write_checksum=True,
+                                    threads=_workers() if workers is None else workers).compressobj()
             self._compress, self._flush = c.compress, c.flush
 
     def compress(self, data: Any) -> bytes:
-        return self._compress(data)
+        try:
+            out = self._compress(data)
+        except Exception as exc:
+            if not (_zstd_error(exc) and self._first):
+                raise _failed(exc) if _zstd_error(exc) else exc from None
+            # Its workers were refused before any output (a pids limit): the same frame, made on this thread.
+            self._build(0)
+            out = _typed(self._compress, data)
+        self._first = False
+        return out
 
     def flush(self) -> bytes:
-        return self._flush()
+        return _typed(self._flush)
+
+
+def _typed(call: Callable[..., bytes], *args: Any) -> bytes:
+    try:
+        return call(*args)
+    except Exception as exc:
+        if not _zstd_error(exc):
+            raise
+        raise _failed(exc) from None
+
+
+def _failed(exc: BaseException) -> DumpFailed:
+    """A libzstd error as dumplib's: typed (not the codec's own class), saying what the codec said."""
+    if "memory" in str(exc).lower() or "allocation" in str(exc).lower():
+        return DumpFailed.no_resources("zstd's compression", strerror=str(exc))
+    return DumpFailed(f"zstd compression failed ({exc}); nothing was kept. Dump again, or with --compress gzip")
 
 
 class CompressingWriter:

@@ -92,3 +92,71 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+WHOLE = r"""
+import json, os, sys, time
+import dumplib
+pid, path, codec = int(sys.argv[1]), sys.argv[2], sys.argv[3] or None
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    r = dumplib.create_dump(pid, path, "full", compress=codec, sidecar=False, space_check=False)
+    out = {"written": r.path}
+except dumplib.DumpError as e:
+    out = {"type": type(e).__name__, "reason": getattr(e, "reason", None), "message": e.message}
+except BaseException as e:
+    out = {"type": "raised", "message": repr(e)}
+print(json.dumps(out), flush=True)
+"""
+
+
+def _whole_dump(pid: int, path: Path, codec: str, room: int) -> dict:  # type: ignore[type-arg]
+    proc = subprocess.Popen([sys.executable, "-c", WHOLE, str(pid), str(path), codec], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        with pids_cgroup_v1(proc.pid, room=room):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _first_room_written(pid: int, directory: Path, codec: str) -> "tuple[int, Path]":
+    for room in range(16):
+        path = directory / f"r{room}.core{'.zst' if codec else ''}"
+        got = _whole_dump(pid, path, codec, room)
+        if "written" in got:
+            return room, Path(got["written"])
+        assert got["type"] == "DumpFailed" and got["reason"] == "no-resources", (codec, room, got)
+        assert sorted(directory.iterdir()) == [], (codec, room, sorted(directory.iterdir()))
+        assert_running_untraced(pid)
+    raise AssertionError(f"{codec or 'raw'}: never written with up to 15 tasks to spare")
+
+
+def test_zstd_at_a_pids_limit_compresses_on_one_thread_rather_than_fail(tmp_path: Path) -> None:
+    """zstd starts a worker thread per CPU at its first compress(); refused (a pids limit), libzstd said
+    "Allocation error" and the dump failed with the codec's own ZstdError, a traceback. Now the frame is
+    made on dumplib's thread instead: a zstd dump is written wherever an uncompressed one is, the
+    first limit where each is written being the same (within one task: a finished worker's task may
+    linger), and zstd itself checks the frame."""
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        (tmp_path / "raw").mkdir()
+        (tmp_path / "zst").mkdir()
+        raw_room, _ = _first_room_written(target.pid, tmp_path / "raw", "")
+        zst_room, zst = _first_room_written(target.pid, tmp_path / "zst", "zstd")
+        print(f"written from {raw_room} task(s) to spare uncompressed, {zst_room} with zstd")
+        assert zst_room <= raw_room + 1, (raw_room, zst_room)
+        subprocess.run(["zstd", "-q", "-t", str(zst)], check=True)
+        assert_running_untraced(target.pid)
+    finally:
+        target.kill()
+        target.wait()
