@@ -39,7 +39,7 @@ else:
     from ._typing import TypeVar
 
 __all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "closing",
-           "stalled_output", "spawn", "start_thread", "Abandoned", "Unanswered", "OutputStalled"]
+           "stalled_output", "spawn", "start_thread", "unanswered", "Abandoned", "Unanswered", "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -77,6 +77,13 @@ def spawn(fn: Callable[..., Any], args: Tuple[Any, ...] = (), what: str = "a thr
         from .errors import DumpFailed
 
         raise DumpFailed.no_resources(what) from None
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether *exc* from call_within means no answer was had: Unanswered (a TimeoutError), or no thread
+    to ask in (DumpFailed no-resources, from spawn). Best-effort reads (a sample, a ps row, a command
+    line, the host's look at its files) take either as "unknown"; a dump's reads fail with it."""
+    return isinstance(exc, TimeoutError) or getattr(exc, "reason", None) == "no-resources"
 
 
 def start_thread(thread: Any, what: str) -> None:

@@ -664,7 +664,7 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
     if not isinstance(exc, DumpFailed) or not stalled_output(exc):
         remove_own(temp, host)
         return None
-    from ._bounded import call_within
+    from ._bounded import call_within, unanswered
 
     def remove() -> None:
         remove_own(temp, host)
@@ -673,7 +673,9 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
     try:
         call_within(remove, STALLED_REMOVAL_SECONDS)
         return _retold(exc, "the partial file was removed")
-    except TimeoutError:
+    except Exception as removal:  # unanswered, or no thread to try in: never inline, on a stalled file system
+        if not unanswered(removal):
+            raise
         return _retold(exc, f"the partial file {temp} could not be removed yet: its file system does not answer;"
                             " it goes once that file system answers while this program runs, or with the next"
                             " dumplib to write in that directory")

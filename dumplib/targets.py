@@ -202,13 +202,15 @@ ROW_SECONDS = 30.0
 
 def _describe(pid: int, name: str, platform: Platform) -> ProcessInfo:
     """*pid*'s row, its figures read in a worker abandoned when the process's memory map is stuck."""
-    from ._bounded import call_within
+    from ._bounded import call_within, unanswered
 
     key = ("mm", pid)  # the key procfs uses for reads that take the mmap lock
     try:
         call_within(lambda: platform.command_line(pid), PROBE_SECONDS, key)
         return call_within(lambda: _figures(pid, name, platform), ROW_SECONDS, key)
-    except TimeoutError:
+    except Exception as exc:  # stuck, or no thread to read it in (a pids limit): that row's figures only
+        if not unanswered(exc):
+            raise
         return ProcessInfo(pid=pid, name=name)  # every figure unknown: shown as "?"
 
 

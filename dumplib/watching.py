@@ -131,11 +131,13 @@ class _Sampler:
         memory = self.platform.watched_memory(mem)
         extra = [("rss", mem.rss)] if self.wants_rss else []
         if self.extra_memory:
-            from ._bounded import call_within
+            from ._bounded import call_within, unanswered
 
             try:  # smaps_rollup takes the process's mmap lock: held for good, this sample has no such figure
                 full = call_within(proc.memory_full_info, EXTRA_MEMORY_SECONDS, ("mm", proc.pid))
-            except TimeoutError:
+            except Exception as exc:  # or no thread to read it in (a pids limit): unknown this time too
+                if not unanswered(exc):
+                    raise
                 full = None
             for name in self.extra_memory if full is not None else ():
                 value = getattr(full, "uss" if name == "private" else name, None)

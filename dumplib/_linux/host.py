@@ -302,7 +302,7 @@ def _let_go_of_gone(unanswered_too: bool = False) -> None:
                    if unanswered_too or path not in _unanswered]
     if not entries:
         return
-    from .._bounded import call_within
+    from .._bounded import call_within, unanswered
 
     looked: List[str] = []
 
@@ -321,9 +321,12 @@ def _let_go_of_gone(unanswered_too: bool = False) -> None:
 
     try:
         gone = call_within(look, LIVE_LOOK_SECONDS)
-    except TimeoutError:
-        with _live_files_lock:
-            _unanswered.add(looked[-1])  # the look that got no answer; those before it are looked at again
+    except Exception as exc:  # or no thread to look in (a pids limit): looked at again the next time
+        if not unanswered(exc):
+            raise
+        if looked:  # none when no thread could be had to look in: all are looked at again next time
+            with _live_files_lock:
+                _unanswered.add(looked[-1])  # the look that got no answer; those before it are looked at again
         return
     with _live_files_lock:
         for path, keep in gone:
