@@ -106,10 +106,12 @@ def _workers() -> int:
     """zstd worker threads: one per CPU this process may run on (zstd -T0; a container's cpuset, not
     the host's count). The target is stopped while its memory goes through the compressor, so
     compressor throughput is the target's stop time (docs/benchmarks.md has the gain on a 2-vCPU machine)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    if sys.platform == "linux":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
 
 
 def _zstd_error(exc: BaseException) -> bool:
