@@ -106,9 +106,10 @@ def _workers() -> int:
     """zstd worker threads: one per CPU this process may run on (zstd -T0; a container's cpuset, not
     the host's count). The target is stopped while its memory goes through the compressor, so
     compressor throughput is the target's stop time (docs/benchmarks.md has the gain on a 2-vCPU machine)."""
-    if sys.platform == "linux":
+    affinity = getattr(os, "sched_getaffinity", None)  # where the OS has one (a neutral module: no OS branch)
+    if affinity is not None:
         try:
-            return max(1, len(os.sched_getaffinity(0)))
+            return max(1, len(affinity(0)))
         except OSError:
             pass
     return max(1, os.cpu_count() or 1)
