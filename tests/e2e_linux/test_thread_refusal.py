@@ -27,6 +27,7 @@ from dumplib._egress.pool import DaemonPool
 from dumplib._hashing import FollowingHasher
 from dumplib._linux.ptrace.stopper import StoppedProcess
 from dumplib._linux.signalwatch import SignalWatcher
+from dumplib._linux.snapshot.remote import RemoteStoppedProcess
 
 from dumplib._linux import host
 from dumplib._linux.proc.pidfiles import command_line
@@ -74,6 +75,11 @@ def sampled():
     return "watched to its timeout"
 
 
+def snapshot_helper():
+    with RemoteStoppedProcess(pid):
+        pass
+
+
 def looked():
     host._let_go_of_gone()
     return "looked"
@@ -83,16 +89,22 @@ out = {}
 for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop", stopped),
                    ("signal watch", watched), ("hasher", lambda: FollowingHasher(os.path.join(scratch, "h"))),
                    ("upload threads", lambda: DaemonPool(2, "up", lambda: None)),
+                   ("snapshot helper", snapshot_helper),
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
                    ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("pss sample", sampled),
                    ("host's look", looked)]:
     alone()
+    fds = sorted(os.listdir("/proc/self/fd"))
     try:
         out[name] = ["started", part()]
     except dumplib.DumpFailed as e:
         out[name] = [e.reason, e.message]
     except BaseException as e:
         out[name] = ["raised", repr(e)]
+    import gc; gc.collect()
+    leaked = sorted(set(os.listdir("/proc/self/fd")) - set(fds))
+    if leaked:
+        out[name].append("leaked " + " ".join(os.readlink(f"/proc/self/fd/{n}") for n in leaked if n.isdigit()))
 print(json.dumps(out), flush=True)
 """
 
@@ -110,11 +122,12 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             out, err = parts.communicate(timeout=120)
         assert parts.returncode == 0, err
         got = json.loads(out.strip().splitlines()[-1])
-        refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads"}
+        refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper"}
         unknown = {"command line": "None", "ps": "a row", "pss sample": "watched to its timeout",
                    "host's look": "looked"}
         assert set(got) == refused | set(unknown), got
         for name in refused:
+            assert len(got[name]) == 2, (name, got[name])  # a third entry: the descriptors it left open
             reason, message = got[name]
             assert reason == "no-resources", (name, reason, message)
             assert message.startswith("could not start ") and "pids limit" in message, (name, message)

@@ -22,6 +22,7 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
+import errno
 import os
 import pickle
 import select
@@ -222,6 +223,7 @@ class RemoteStoppedProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commands_r = theirs.detach()
         answers_r, answers_w = os.pipe()
+        started = False
         try:
             executable, argv = _helper_command("serve", str(commands_r), str(answers_w), str(self.pid),
                                                repr(self.max_pause))
@@ -229,9 +231,17 @@ class RemoteStoppedProcess:
                 argv, executable=executable,
                 pass_fds=(commands_r, answers_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
+            started = True
+        except OSError as exc:  # its fork refused (a pids limit, short memory): the target not yet touched
+            if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+                raise
+            raise DumpFailed.no_resources("the snapshot's helper process", exc.strerror, exc.errno) from None
         finally:
             os.close(commands_r)
             os.close(answers_w)
+            if not started:  # ours too: a watch meeting this at every firing would leak two each time
+                ours.close()
+                os.close(answers_r)
         self._commands = ours
         self._answers = os.fdopen(answers_r, "rb")
 
