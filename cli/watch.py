@@ -153,8 +153,12 @@ class _Printer:
         payload = json.dumps(result.to_dict()).encode()
         # A process group of its own, so the hook and whatever it started can be killed as one
         # at its timeout or when the watcher ends, rather than outliving the watcher.
-        hook = subprocess.Popen(self.exec_cmd, shell=True, stdin=subprocess.PIPE, env=env,  # noqa: S602 (the user's own command line)
-                                start_new_session=True)
+        try:
+            hook = subprocess.Popen(self.exec_cmd, shell=True, stdin=subprocess.PIPE, env=env,  # noqa: S602 (the user's own command line)
+                                    start_new_session=True)
+        except OSError as exc:  # its fork refused (a pids limit, short memory): the dump stands, the watch goes on
+            self._note("exec-failed", f"--exec could not start for {result.path} ({exc.strerror})", result.pid)
+            return
         self._hooks.add(hook)
         try:
             hook.communicate(payload, timeout=EXEC_TIMEOUT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import os
 import re
 import subprocess
@@ -399,6 +400,8 @@ def _launch(argv: Sequence[str], held: bool, platform: Platform) -> "subprocess.
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):  # the system's refusal, not the command's fault
+            raise DumpFailed.no_resources(f"the command {argv[0]!r}", exc.strerror, exc.errno) from None
         raise InvalidArgument(f"cannot start {argv[0]!r}: {exc.strerror}", argument="launch", value=list(argv)) from None
 
 

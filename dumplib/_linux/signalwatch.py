@@ -129,7 +129,12 @@ def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
     """Start *argv* stopped before its first instruction, so the watcher can seize it before the
     program runs; the caller sends SIGCONT. A shell stops itself, then execs the program in its
     place (same pid); a preexec_fn could not stop, since Popen waits for the exec to happen."""
-    proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+            raise
+        raise DumpFailed.no_resources(f"the command {argv[0]!r}", exc.strerror, exc.errno) from None
     deadline = time.monotonic() + STOP_PATIENCE
     while thread_states(proc.pid).get(proc.pid) != "T":
         if proc.poll() is not None or time.monotonic() > deadline:

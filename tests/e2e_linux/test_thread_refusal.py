@@ -80,6 +80,23 @@ def snapshot_helper():
         pass
 
 
+def launched(trigger):
+    def launch():
+        dumplib.watch(launch=["true"], triggers=trigger, timeout=5.0)
+    return launch
+
+
+def hook_ran():  # the command's --exec after a dump (cli/watch.py): said, and the watch goes on
+    import contextlib, io
+    from dumplib_cli.watch import _Printer
+    r = dumplib.DumpResult(path=os.path.join(scratch, "a.core"), pid=pid, process_name="x", kind="mini", flags=None,
+                           size=0, seconds=0.0, backend="linux")
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        _Printer(as_json=True, exec_cmd="true")._exec(r)
+    return json.loads(said.getvalue())["event"]
+
+
 def looked():
     host._let_go_of_gone()
     return "looked"
@@ -90,6 +107,9 @@ for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop
                    ("signal watch", watched), ("hasher", lambda: FollowingHasher(os.path.join(scratch, "h"))),
                    ("upload threads", lambda: DaemonPool(2, "up", lambda: None)),
                    ("snapshot helper", snapshot_helper),
+                   ("launch, held", launched(dumplib.SignalReceived("USR1"))),
+                   ("launch", launched(dumplib.CpuAbove(99))),
+                   ("--exec hook", hook_ran),
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
                    ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("pss sample", sampled),
                    ("host's look", looked)]:
@@ -122,9 +142,10 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             out, err = parts.communicate(timeout=120)
         assert parts.returncode == 0, err
         got = json.loads(out.strip().splitlines()[-1])
-        refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper"}
+        refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper",
+                   "launch, held", "launch"}
         unknown = {"command line": "None", "ps": "a row", "pss sample": "watched to its timeout",
-                   "host's look": "looked"}
+                   "host's look": "looked", "--exec hook": "exec-failed"}
         assert set(got) == refused | set(unknown), got
         for name in refused:
             assert len(got[name]) == 2, (name, got[name])  # a third entry: the descriptors it left open
