@@ -278,14 +278,15 @@ class DumpFailed(DumpError):
                    " (--max-pause)", pid=pid, reason="max-pause", max_pause=max_pause)
 
     @classmethod
-    def no_resources(cls, what: str, strerror: str = "Resource temporarily unavailable",
-                     errno: Optional[int] = None) -> "DumpFailed":
+    def no_resources(cls, what: str, strerror: Optional[str] = None, errno: Optional[int] = None) -> "DumpFailed":
         """The system refused dumplib *what* (a thread, a child process): a pids limit or short memory.
-        Said as such, not as the bare RuntimeError or OSError that would end a watch with a traceback."""
-        return cls(f"could not start {what} ({strerror}): the system refused it, most likely because dumplib's"
-                   " cgroup is at its pids limit or memory is short. Raise the pids limit (pids.max of dumplib's"
-                   " cgroup; TasksMax= of a systemd unit) or free memory, and try again", errno=errno,
-                   reason="no-resources")
+        Said as such, not as the bare RuntimeError or OSError that would end a watch with a traceback.
+        *strerror*, *errno*: the refused fork's (a refused thread comes with neither)."""
+        said = f" ({strerror})" if strerror else ""
+        return cls(f"could not start {what}{said}: the system refused it, most likely because dumplib's cgroup is at"
+                   " its pids limit, its user at its process limit, or memory is short. Raise the pids limit"
+                   " (pids.max of dumplib's cgroup; TasksMax= of a systemd unit) or the user's (ulimit -u;"
+                   " LimitNPROC=), or free memory, and try again", errno=errno, reason="no-resources")
 
     @classmethod
     def target_exited(cls, pid: int) -> "DumpFailed":

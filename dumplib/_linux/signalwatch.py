@@ -484,8 +484,12 @@ class SignalWatcher:
             job = _Job(self.pid, self._wake, started, (pending, tid, stopped))
             try:
                 self._await_group_stop()
-                job.start(take)
-                self._serve_job(job)
+                try:
+                    job.start(take)
+                except DumpFailed as exc:  # its thread refused (a pids limit): said as any failed dump is,
+                    job.error = exc        # once the process is given back below, with its signal
+                else:
+                    self._serve_job(job)
             finally:
                 try:
                     if not job.taken_back:  # the dump never began, or ended without letting the process go

@@ -577,12 +577,13 @@ def test_at_a_pids_limit_a_dump_fails_typed_and_whole_or_is_written_whole(stalli
             if outcome.get("written"):
                 break
             assert outcome.get("type") == "DumpFailed" and outcome["reason"] == "no-resources", (room, outcome)
-            assert "Resource temporarily unavailable" in outcome["message"], outcome  # EAGAIN: the limit's errno
             assert "raise the pids limit" in outcome["message"].lower(), outcome
             assert outcome["leaked"] == [], outcome
             assert sorted(out.iterdir()) == [], (room, outcome)
             unharmed(t)
-            said.append(outcome["message"].split(" (")[0])
+            said.append(outcome["message"].split(" (")[0].split(":")[0])
+            if "reads pages" in outcome["message"]:
+                assert "(Resource temporarily unavailable" in outcome["message"], outcome
         else:
             raise AssertionError(f"never written with up to 11 tasks to spare: {said}")
         assert sorted(p.name for p in out.iterdir()) == ["x.core"], sorted(out.iterdir())  # sidecar=False
@@ -590,6 +591,7 @@ def test_at_a_pids_limit_a_dump_fails_typed_and_whole_or_is_written_whole(stalli
     print(f"written with {room} task(s) to spare; before that: {said}")
     assert said and said[0].startswith("could not start a thread"), said  # no room: the first thread is refused
     assert "could not start the process that reads pages of files on FUSE, NFS or CIFS mounts" in said, said
+    # The fork's own errno is told (EAGAIN: the limit's); a refused thread comes with none.
 
 
 def test_a_reader_child_that_cannot_start_fails_the_dump_instead_of_leaving_holes(stalling_mount, fuse_target_exe,

@@ -9,13 +9,15 @@ meets first varies with the moment a finished worker's task goes, so each part i
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from linuxrig import assert_running_untraced, pids_cgroup_v1
+from linuxrig import assert_running_untraced, pids_cgroup_v1, proc_status
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux: cgroups")
 
@@ -228,3 +230,71 @@ def test_zstd_at_a_pids_limit_compresses_on_one_thread_rather_than_fail(tmp_path
     finally:
         target.kill()
         target.wait()
+
+
+WATCHER = r"""
+import json, sys
+import dumplib
+pid, out = int(sys.argv[1]), sys.argv[2]
+dumplib.watch(pid, dumplib.SignalReceived("USR1"), path=out, kind="mini", count=1, interval=0, timeout=120,
+              on_event=lambda e: print(json.dumps(e.to_dict(), default=str), flush=True))
+"""
+GREETER = ("import signal, time\nsignal.signal(signal.SIGUSR1, lambda *a: print('usr1', flush=True))\n"
+           "print('ready', flush=True)\nwhile True: time.sleep(1)\n")
+
+
+def _line(stream, seconds: float = 30.0) -> str:  # type: ignore[no-untyped-def]
+    """The next line of a child's pipe, within *seconds*: a target left stopped must fail, not hang."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no line within {seconds:g} s"
+    return stream.readline()  # type: ignore[no-any-return]
+
+
+def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_watch(tmp_path: Path) -> None:
+    """`watch --signal USR1` while its cgroup is, for a moment, at its pids limit: the signal's hand-over
+    cannot start the dump's thread. The target is let go with its signal delivered (its handler runs),
+    untraced; the watch reports that dump failed (no-resources) and goes on; with room again, the next
+    USR1 is dumped. (A hand-over that kept the target stopped when its thread could not start, or
+    joined a thread that never started, failed here: the reviewer's plants.)"""
+    target = subprocess.Popen([sys.executable, "-c", GREETER], stdout=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(target.pid), str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and _line(target.stdout).strip() == "ready"
+        assert watcher.stdout is not None
+
+        def next_event(*names: str) -> dict:  # type: ignore[type-arg]
+            while True:
+                line = _line(watcher.stdout)
+                assert line, watcher.stderr.read() if watcher.stderr else ""
+                event = json.loads(line)
+                if event["event"] in names:
+                    return event  # type: ignore[no-any-return]
+
+        next_event("watching")
+        with pids_cgroup_v1(watcher.pid, room=50) as group:
+            (group / "pids.max").write_text((group / "pids.current").read_text().strip())  # no room now
+            subprocess.run(["kill", "-USR1", str(target.pid)], check=True)
+            failed = next_event("failed", "dumped")
+            assert failed["event"] == "failed", failed
+            assert failed["error"]["reason"] == "no-resources", failed
+            assert "was let go and its SIGUSR1 delivered" in failed["message"], failed  # what became of it
+            assert _line(target.stdout).strip() == "usr1"  # delivered: the handler ran
+            status = proc_status(target.pid)  # running on, watched again (traced by the watcher alone)
+            assert status["State"][0] in "RS", status
+            assert status["TracerPid"] in os.listdir(f"/proc/{watcher.pid}/task"), status  # one of its threads
+            (group / "pids.max").write_text("max")
+            subprocess.run(["kill", "-USR1", str(target.pid)], check=True)
+            dumped = next_event("dumped", "failed")
+            assert dumped["event"] == "dumped", dumped
+            assert _line(target.stdout).strip() == "usr1"
+            assert watcher.wait(60) == 0, watcher.stderr.read() if watcher.stderr else ""
+        print(failed["message"])
+        assert_running_untraced(target.pid)
+        assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")] == \
+            [Path(dumped["result"]["path"]).name]  # the one dump, nothing of the failed one
+    finally:
+        for p in (watcher, target):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
