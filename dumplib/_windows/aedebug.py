@@ -723,10 +723,12 @@ def main(argv: Sequence[str]) -> int:
 
     watchdog = threading.Timer(budget, give_up)
     watchdog.daemon = True
-    start_thread(watchdog, "the postmortem handler's watchdog")
     record: Dict[str, Any] = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "pid": pid,
                               "dir": config.get("dir")}
     try:
+        # Inside the try: a watchdog the system refuses (short memory) is a failure logged like any other,
+        # the crashed process released below; no dump is taken without the bound it keeps.
+        start_thread(watchdog, "the postmortem handler's watchdog")
         if not config:
             raise _Refused("not-configured", "no dumplib configuration in the registry")
         from .trust import HELD_DIRECTORY_RIGHTS, chain_problem
