@@ -44,18 +44,28 @@ def test_sigstop_sent_during_the_pause_stops_the_target_after_it(tmp_path: Path,
             sender = subprocess.Popen([str(stopper), str(proc.pid), str(int(signal.SIGSTOP))],
                                       stdout=subprocess.PIPE, text=True, preexec_fn=_raise_priority)
             assert sender.stdout is not None and sender.stdout.readline() == "ready\n"  # polling before the dump
-            res = dumplib.create_dump(proc.pid, str(tmp_path / f"{tries}.core"), "mini", snapshot=snapshot,
-                                      sidecar=False)
-            os.remove(res.path)
-            assert res.snapshot is snapshot
+            try:
+                res = dumplib.create_dump(proc.pid, str(tmp_path / f"{tries}.core"), "mini", snapshot=snapshot,
+                                          sidecar=False)
+                os.remove(res.path)
+                assert res.snapshot is snapshot
+                refused = False
+            except dumplib.TargetRefused as exc:
+                # The SIGSTOP came before the injection: its one thread was on its way to that signal, so no
+                # clone could be made (snapshot=True refuses, as documented). Judged all the same below (the
+                # SIGSTOP must still stop it) but not counted: it does not reach the injector's re-send.
+                if not (snapshot and exc.reason == "snapshot-unavailable" and "on its way to a signal" in str(exc)):
+                    raise
+                refused = True
             ready, _, _ = select.select([sender.stdout], [], [], 2.0)  # it saw the tracer, or it never will
             said = sender.stdout.readline() if ready else ""
             sender.kill()
             sender.wait()
             if said != "sent\n":
+                assert not refused, "refused for a signal on its way, with no signal sent"
                 assert status(proc.pid)["State"][0] in "RS", "the target is stopped with no SIGSTOP sent"
                 continue  # the sender did not run while the target was traced: nothing was tested
-            caught += 1
+            caught += 0 if refused else 1
             deadline = time.monotonic() + 10
             while not status(proc.pid)["State"].startswith("T") and time.monotonic() < deadline:
                 time.sleep(0.01)
