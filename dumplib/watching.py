@@ -263,16 +263,19 @@ class _Watcher:
             return
         result: Optional[DumpResult] = None
         finished = False
+        ended = None  # when take() returned: the interval runs from the dump's end, not its receivers'
         try:
             try:
                 result = take()
             except InsufficientDiskSpace as exc:
+                ended = time.monotonic()
                 self.emit("refused", w, trigger=trig.describe(), message=str(exc),
                           error={"type": type(exc).__name__, **exc.details()})
                 if self.stop_on_refusal:
                     raise
                 return
             except Exception as exc:
+                ended = time.monotonic()
                 if isinstance(exc, DumpFailed) and exc.reason == "cancelled" and self.abandon.is_set():
                     finished = True
                     self.emit("abandoned", w, trigger=trig.describe(), message=str(exc),
@@ -292,11 +295,12 @@ class _Watcher:
                             " nothing was kept")
                 self.emit("failed", w, trigger=trig.describe(), message=text, error=error)
                 return
+            ended = time.monotonic()
             self.emit("dumped", w, trigger=trig.describe(), result=result, message=result.path)
             if self.on_dump is not None:
                 self.on_dump(result)
         finally:
-            self._after(w, result, finished=finished)
+            self._after(w, result, finished=finished, ended=ended)
 
     def _may_dump(self, w: _Watched, firing: Firing) -> bool:
         """Report the firing and decide (count, interval, rate limit); the lock is never held while
@@ -321,10 +325,11 @@ class _Watcher:
             w.busy = True
             return True
 
-    def _after(self, w: _Watched, result: Optional[DumpResult], finished: bool = False) -> None:
+    def _after(self, w: _Watched, result: Optional[DumpResult], finished: bool = False,
+               ended: Optional[float] = None) -> None:
         with self.lock:
             w.busy = False
-            w.quiet_until = time.monotonic() + self.interval
+            w.quiet_until = (time.monotonic() if ended is None else ended) + self.interval
             if result is not None:
                 w.dumps += 1
                 self.results.append(result)
@@ -602,6 +607,12 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
             for proc, name in _matching(every, watcher.platform):
                 watcher.add(proc, name, by_name=True)
         for key, w in list(watcher.watched.items()):
+            if w.busy:
+                # A dump of it is under way on an event source's thread: its outcome is told first, then
+                # the process is counted (ended or not). Judged here meanwhile, a process that died of the
+                # very signal being dumped was "exited" and the watch "done" before its "dumped", and
+                # watch() returned without that dump in its results.
+                continue
             if w.finished and (w.source is None or w.source.ended):
                 if every is not None and not w.alive():
                     del watcher.watched[key]  # a long watch of a name must not grow with every process seen
@@ -612,7 +623,7 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
                 w.finished = True
                 continue
             watcher.tick(w)
-        if every is None and watcher.watched and all(w.finished for w in watcher.watched.values()):
+        if every is None and watcher.watched and all(w.finished and not w.busy for w in watcher.watched.values()):
             watcher.emit("done", message="every watched process has its dumps or has ended")
             return
         next_tick += watcher.sample_every

@@ -19,12 +19,17 @@ import dumplib
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux: the signal watcher")
 
-TARGET = ("import signal, time\nsignal.signal(signal.SIGUSR1, lambda *a: None)\n"
+TARGET = ("import signal, sys, time\n"
+          "if sys.argv[1] == 'handled': signal.signal(signal.SIGUSR1, lambda *a: None)\n"
           "print('ready', flush=True)\ntime.sleep(300)\n")
 
 
-def test_the_last_dumps_event_comes_before_done_however_slow_its_receiver(tmp_path: Path) -> None:
-    target = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("fate", ["handled", "fatal"])
+def test_the_last_dumps_event_comes_before_done_however_slow_its_receiver(tmp_path: Path, fate: str) -> None:
+    """*fatal*: the target dies of the very signal dumped (--signal TERM/ABRT/SEGV's use). The main loop
+    then saw it gone and said "exited" and "done" while the "dumped" was still being told, and watch()
+    returned without that dump: it now waits for a dump under way before judging its process."""
+    target = subprocess.Popen([sys.executable, "-c", TARGET, fate], stdout=subprocess.PIPE, text=True)
     try:
         assert target.stdout is not None and target.stdout.readline().strip() == "ready"
         seen: List[str] = []
@@ -41,7 +46,37 @@ def test_the_last_dumps_event_comes_before_done_however_slow_its_receiver(tmp_pa
         assert len(results) == 1 and Path(results[0].path).exists(), seen
         assert seen[-1] == "done", seen
         assert seen.index("dumped") < seen.index("done"), seen
-        assert target.poll() is None  # the signal was delivered to its handler, the target runs on
+        if fate == "handled":
+            assert target.poll() is None  # the signal was delivered to its handler, the target runs on
+        else:
+            assert target.wait(30) == -10, target.returncode  # delivered after its dump: it died of it
+            assert "exited" not in seen or seen.index("dumped") < seen.index("exited"), seen
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_the_interval_runs_from_the_dumps_end_not_from_its_receivers(tmp_path: Path) -> None:
+    """count=2, interval=2: a second USR1 2.5 s after the first dump ended is dumped, however long the
+    first "dumped" receiver (a hook, a logger) took: 3 s here. Counted from the receiver's end, it was
+    "skipped: within 2 s of the previous dump", which was untrue."""
+    target = subprocess.Popen([sys.executable, "-c", TARGET, "handled"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        seen: List[str] = []
+
+        def on_event(event: dumplib.WatchEvent) -> None:
+            seen.append(event.event)
+            if event.event == "watching":
+                subprocess.run(["kill", "-USR1", str(target.pid)], check=True)
+            if event.event == "dumped" and seen.count("dumped") == 1:
+                time.sleep(2.5)
+                subprocess.run(["kill", "-USR1", str(target.pid)], check=True)  # 2.5 s after the dump's end
+                time.sleep(0.5)
+
+        results = dumplib.watch(target.pid, dumplib.SignalReceived("USR1"), path=tmp_path, kind="mini", count=2,
+                                interval=2.0, sample_every=0.05, timeout=30, on_event=on_event)
+        assert len(results) == 2 and "skipped" not in seen, seen
     finally:
         target.kill()
         target.wait()
