@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import typer
@@ -84,6 +85,14 @@ class _Printer:
         self.kept: List[str] = []
         self.abandoned = 0
         self._hooks: Set["subprocess.Popen[bytes]"] = set()
+        self._hook_threads: List[threading.Thread] = []
+
+    def wait_hooks(self) -> None:
+        """Let the hooks of the watch's last dumps finish (each bounded by EXEC_TIMEOUT): the watch ended
+        normally. Joined in short steps, so that Ctrl-C or SIGTERM meanwhile ends them (end_hooks)."""
+        for thread in list(self._hook_threads):
+            while thread.is_alive():
+                thread.join(0.2)
 
     def end_hooks(self) -> None:
         """Kill every --exec hook still running, with its process group: the watcher is ending."""
@@ -124,7 +133,19 @@ class _Printer:
         else:
             self._human(event)
         if event.event == "dumped" and event.result is not None and self.exec_cmd:
-            self._exec(event.result)
+            self._start_hook(event.result)
+
+    def _start_hook(self, result: dumplib.DumpResult) -> None:
+        """--exec on a thread of its own. The event comes from the thread that watches the process (its
+        tracer or debugger, for a signal, an exception or an exit), which must go back to serving the
+        target: a hook run there held every signal to the target for as long as the hook ran."""
+        thread = threading.Thread(target=self._exec, args=(result,), name="dumplib-exec", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to spare (a pids limit): said, as a hook that cannot start
+            self._note("exec-failed", f"--exec could not start for {result.path} ({exc})", result.pid)
+            return
+        self._hook_threads = [t for t in self._hook_threads if t.is_alive()] + [thread]
 
     def _human(self, e: dumplib.WatchEvent) -> None:
         who = f"pid {e.pid} ({e.name})" if e.pid is not None else (e.name or "")
@@ -289,7 +310,7 @@ def watch(
         # Unsaid, the library's default stands (Windows: a snapshot where PSS exists).
         snapshot_choice: Dict[str, Any] = {} if snapshot is None else {"snapshot": parse_snapshot(snapshot)}
         try:
-            return dumplib.watch(
+            results = dumplib.watch(
                 parse_target(target) if target is not None else None, triggers, wait_for=wait, launch=command,
                 all=every, count=dumps, interval=interval, sample_every=sample_every, path=path, kind=kind,
                 timeout=timeout, on_event=printer, on_sample=printer.sample if printer.status_line else None,
@@ -301,6 +322,8 @@ def watch(
                 max_pause=parse_duration(max_pause, "max_pause"),
                 **snapshot_choice,
             )
+            printer.wait_hooks()  # the last dumps' hooks finish; an interruption meanwhile ends them
+            return results
         except KeyboardInterrupt:
             if not first.taken:  # raised by no handler of ours (a program's own): Ctrl-C's
                 first.taken.append(signal.SIGINT)

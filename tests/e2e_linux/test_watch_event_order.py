@@ -80,3 +80,45 @@ def test_the_interval_runs_from_the_dumps_end_not_from_its_receivers(tmp_path: P
     finally:
         target.kill()
         target.wait()
+
+
+TWO_SIGNALS = ("import signal, time\n"
+               "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
+               "signal.signal(signal.SIGUSR2, lambda *a: print('usr2', flush=True))\n"
+               "print('ready', flush=True)\ntime.sleep(300)\n")
+
+
+def test_an_exec_hook_does_not_hold_the_targets_signals_while_it_runs(tmp_path: Path) -> None:
+    """`watch --signal USR1 --exec CMD`: the hook ran on the thread that traces the target, which serves
+    the target's signals; for as long as the hook ran (up to 300 s) every other signal to the target
+    waited in its delivery stop. The hook runs on a thread of its own: a SIGUSR2 sent while an 8 s hook
+    runs reaches the target's handler at once (5 s allowed), and the watch still lets the hook finish."""
+    import select
+
+    target = subprocess.Popen([sys.executable, "-c", TWO_SIGNALS], stdout=subprocess.PIPE, text=True)
+    marker = tmp_path / "hook-done"
+    (tmp_path / "d").mkdir()
+    watcher = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(target.pid), str(tmp_path / "d"),
+                                "--signal", "USR1", "--count", "2", "--interval", "0", "--timeout", "60", "--json",
+                                "--exec", f"sleep 8; touch {marker}"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None and watcher.stdout is not None
+        assert target.stdout.readline().strip() == "ready"
+        assert any('"watching"' in line for line in iter(watcher.stdout.readline, "")), "the watch never began"
+        subprocess.run(["kill", "-USR1", str(target.pid)], check=True)
+        assert any('"dumped"' in line for line in iter(watcher.stdout.readline, "")), "no first dump"
+        time.sleep(0.5)  # the hook is running now (8 s)
+        subprocess.run(["kill", "-USR2", str(target.pid)], check=True)
+        sent = time.monotonic()
+        ready, _, _ = select.select([target.stdout], [], [], 5.0)
+        assert ready and target.stdout.readline().strip() == "usr2", "SIGUSR2 held while the hook ran"
+        assert not marker.exists(), "the hook ended before the signal was judged: nothing was tested"
+        print(f"SIGUSR2 handled {time.monotonic() - sent:.3f} s after it was sent, the hook still running")
+        subprocess.run(["kill", "-USR1", str(target.pid)], check=True)  # the second dump: the watch's end
+        assert watcher.wait(60) == 0
+        assert marker.exists(), "the watch ended without letting the hook finish"
+    finally:
+        for p in (watcher, target):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
