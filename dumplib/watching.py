@@ -202,6 +202,8 @@ class _Watcher:
         self.abandon = threading.Event()
         #: Watching every process of a name: one refused for good is reported and the others are watched on.
         self.many = False
+        #: A look for processes by name failed once (no-resources): said once, not at every sample.
+        self.scan_failed = False
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, event: str, w: Optional[_Watched] = None, **facts: Any) -> None:
@@ -395,6 +397,24 @@ def _matching(name: str, platform: Platform) -> List[Tuple[psutil.Process, str]]
             except psutil.Error:
                 continue
     return out
+
+
+def _scan(watcher: "_Watcher", name: str) -> List[Tuple[psutil.Process, str]]:
+    """The processes named *name* now, for a watch by name; none this time when the names could not be
+    read (no thread to read a long name's command line in: a pids limit), said once, tried again at the
+    next sample. A stuck read makes the name unknown, not this; a name read wrong would say "none"."""
+    from ._bounded import unanswered
+
+    try:
+        return _matching(name, watcher.platform)
+    except Exception as exc:
+        if not unanswered(exc):
+            raise
+        if not watcher.scan_failed:
+            watcher.scan_failed = True
+            watcher.emit("failed", message=f"could not look for processes named {name!r} this time: {exc};"
+                                           " looking again at every sample")
+        return []
 
 
 def _launch(argv: Sequence[str], held: bool, platform: Platform) -> "subprocess.Popen[bytes]":
@@ -600,11 +620,11 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
             watcher.emit("timeout", message="the timeout passed")
             return
         if wait_for is not None and not watcher.watched:
-            found = _matching(wait_for, watcher.platform)
+            found = _scan(watcher, wait_for)
             if found:
                 watcher.add(*found[0], by_name=True)
         if every is not None:
-            for proc, name in _matching(every, watcher.platform):
+            for proc, name in _scan(watcher, every):
                 watcher.add(proc, name, by_name=True)
         for key, w in list(watcher.watched.items()):
             if w.busy:

@@ -69,9 +69,9 @@ def rows():
     return "a row"
 
 
-def sampled():
+def sampled():  # of the test's own process, whose short name needs no command line to be found
     events = []
-    got = dumplib.watch(pid, dumplib.MemoryAbove(1 << 40, measure="pss"), sample_every=0.1, timeout=1.0,
+    got = dumplib.watch(os.getppid(), dumplib.MemoryAbove(1 << 40, measure="pss"), sample_every=0.1, timeout=1.0,
                         on_event=lambda e: events.append(e.event))
     assert got == [] and events[-1] == "timeout", events
     return "watched to its timeout"
@@ -99,6 +99,19 @@ def hook_ran():  # the command's --exec after a dump (cli/watch.py): said, and t
     return json.loads(said.getvalue())["event"]
 
 
+def by_name():
+    dumplib.resolve_target(os.path.basename(sys.argv[3]))
+
+
+def watched_by_name():
+    events = []
+    got = dumplib.watch(all=os.path.basename(sys.argv[3]), triggers=dumplib.MemoryAbove(1 << 40), sample_every=0.1,
+                        timeout=1.0, on_event=lambda e: events.append((e.event, e.message)))
+    said = [m for e, m in events if e == "failed"]
+    assert got == [] and events[-1][0] == "timeout" and len(said) == 1 and "pids limit" in said[0], events
+    return "said once, watched to its timeout"
+
+
 def looked():
     host._let_go_of_gone()
     return "looked"
@@ -113,7 +126,8 @@ for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop
                    ("launch", launched(dumplib.CpuAbove(99))),
                    ("--exec hook", hook_ran),
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
-                   ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("pss sample", sampled),
+                   ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("name lookup", by_name),
+                   ("watch --all", watched_by_name), ("pss sample", sampled),
                    ("host's look", looked)]:
     alone()
     fds = sorted(os.listdir("/proc/self/fd"))
@@ -132,8 +146,11 @@ print(json.dumps(out), flush=True)
 
 
 def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tmp_path: Path) -> None:
-    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    parts = subprocess.Popen([sys.executable, "-c", PARTS, str(target.pid), str(tmp_path)], stdin=subprocess.PIPE,
+    named = tmp_path / "dumplib-long-target-name"  # longer than comm's 15 bytes: its name needs its cmdline
+    named.symlink_to(sys.executable)
+    target = subprocess.Popen([str(named), "-c", "import time; time.sleep(300)"])
+    parts = subprocess.Popen([sys.executable, "-c", PARTS, str(target.pid), str(tmp_path), str(named)],
+                             stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert parts.stdout is not None and parts.stdin is not None
@@ -144,9 +161,11 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             out, err = parts.communicate(timeout=120)
         assert parts.returncode == 0, err
         got = json.loads(out.strip().splitlines()[-1])
+        # The command line of a process whose name is cut short (comm's 15 bytes), hence any name lookup
+        # and ps: refused, never taken as "gone" (a running process reported not found).
         refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper",
-                   "launch, held", "launch"}
-        unknown = {"command line": "None", "ps": "a row", "pss sample": "watched to its timeout",
+                   "launch, held", "launch", "command line", "ps", "name lookup"}
+        unknown = {"watch --all": "said once, watched to its timeout", "pss sample": "watched to its timeout",
                    "host's look": "looked", "--exec hook": "exec-failed"}
         assert set(got) == refused | set(unknown), got
         for name in refused:

@@ -255,13 +255,11 @@ def pid_exists(pid: int) -> bool:
 
 def command_line(pid: int) -> Optional[List[str]]:
     """argv as the process now shows it (None: gone or hidden; []: a zombie or a kernel thread)."""
-    from ..._bounded import unanswered
-
     try:
         data = _text(read_mm_file(pid, "cmdline"))
-    except Exception as exc:  # gone, hidden, its mmap lock held for good (TimeoutError), no thread to read in
-        if not (isinstance(exc, OSError) or unanswered(exc)):
-            raise
+    except OSError:  # gone, hidden, or its mmap lock held for good (TimeoutError)
+        # No thread to read it in (DumpFailed no-resources) is raised: taken as "gone", a name lookup
+        # would report a running process "not found". Best-effort callers (a ps row) catch it.
         return None
     if not data:
         return []
