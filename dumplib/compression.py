@@ -158,31 +158,36 @@ class _Compressor:
             out = self._compress(data)
         except Exception as exc:
             if not (_zstd_error(exc) and self._first):
-                raise _failed(exc) if _zstd_error(exc) else exc from None
+                raise _failed(exc, self._first) if _zstd_error(exc) else exc from None
             # Its workers were refused before any output (a pids limit): the same frame, made on this thread.
             self._build(0)
-            out = _typed(self._compress, data)
-        self._first = False
+            out = _typed(self._compress, True, data)
+        if len(data):  # an empty write may never reach libzstd, which starts its workers at the first byte
+            self._first = False
         return out
 
     def flush(self) -> bytes:
-        return _typed(self._flush)
+        return _typed(self._flush, self._first)
 
 
-def _typed(call: Callable[..., bytes], *args: Any) -> bytes:
+def _typed(call: Callable[..., bytes], starting: bool, *args: Any) -> bytes:
     try:
         return call(*args)
     except Exception as exc:
         if not _zstd_error(exc):
             raise
-        raise _failed(exc) from None
+        raise _failed(exc, starting) from None
 
 
-def _failed(exc: BaseException) -> DumpFailed:
-    """A libzstd error as dumplib's: typed (not the codec's own class), saying what the codec said."""
-    if "memory" in str(exc).lower() or "allocation" in str(exc).lower():
+def _failed(exc: BaseException, starting: bool) -> DumpFailed:
+    """A libzstd error as dumplib's: typed (not the codec's own class), saying what the codec said.
+    *starting*: before any data went through (its workers' start); later, an allocation failing is memory."""
+    short = "memory" in str(exc).lower() or "allocation" in str(exc).lower()
+    if short and starting:
         return DumpFailed.no_resources("zstd's compression", strerror=str(exc))
-    return DumpFailed(f"zstd compression failed ({exc}); nothing was kept. Dump again, or with --compress gzip")
+    why = ": memory is short, free some" if short else ""
+    return DumpFailed(f"zstd compression failed ({exc}){why}; dump again, or with --compress gzip",
+                      reason="no-resources" if short else None)
 
 
 class CompressingWriter:

@@ -676,6 +676,10 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
     except Exception as removal:  # unanswered, or no thread to try in: never inline, on a stalled file system
         if not unanswered(removal):
             raise
+        if not isinstance(removal, TimeoutError):  # no removal was begun: nothing removes it in this program
+            return _retold(exc, f"the partial file {temp} was not removed: no thread could be started to try, on a"
+                                " file system that does not answer; the next dumplib to write in that directory"
+                                " removes it")
         return _retold(exc, f"the partial file {temp} could not be removed yet: its file system does not answer;"
                             " it goes once that file system answers while this program runs, or with the next"
                             " dumplib to write in that directory")

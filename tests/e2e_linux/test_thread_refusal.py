@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from linuxrig import assert_running_untraced, pids_cgroup_v1, proc_status
+from linuxrig import assert_running_untraced, pids_cgroup_v1, proc_status, sha256sum
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux: cgroups")
 
@@ -112,6 +113,16 @@ def watched_by_name():
     return "said once, watched to its timeout"
 
 
+def zstd_after_an_empty_write():  # libzstd starts its workers at its first byte, not at an empty write
+    import zstandard
+    from dumplib.compression import _Compressor
+    c = _Compressor("zstd", 1)
+    data = os.urandom(1 << 16) * 16
+    frame = c.compress(b"") + c.compress(data) + c.flush()
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == data
+    return "the same bytes"
+
+
 def looked():
     host._let_go_of_gone()
     return "looked"
@@ -128,7 +139,7 @@ for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
                    ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("name lookup", by_name),
                    ("watch --all", watched_by_name), ("pss sample", sampled),
-                   ("host's look", looked)]:
+                   ("host's look", looked), ("zstd", zstd_after_an_empty_write)]:
     alone()
     fds = sorted(os.listdir("/proc/self/fd"))
     try:
@@ -166,7 +177,7 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
         refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper",
                    "launch, held", "launch", "command line", "ps", "name lookup"}
         unknown = {"watch --all": "said once, watched to its timeout", "pss sample": "watched to its timeout",
-                   "host's look": "looked", "--exec hook": "exec-failed"}
+                   "host's look": "looked", "--exec hook": "exec-failed", "zstd": "the same bytes"}
         assert set(got) == refused | set(unknown), got
         for name in refused:
             assert len(got[name]) == 2, (name, got[name])  # a third entry: the descriptors it left open
@@ -218,6 +229,11 @@ def _whole_dump(pid: int, path: Path, codec: str, room: int) -> dict:  # type: i
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _stopped_untraced(pid: int) -> None:
+    status = proc_status(pid)
+    assert status["State"][0] == "T" and status["TracerPid"] == "0", status  # left as it was: stopped, no tracer
+
+
 def _first_room_written(pid: int, directory: Path, codec: str) -> "tuple[int, Path]":
     for room in range(16):
         path = directory / f"r{room}.core{'.zst' if codec else ''}"
@@ -226,7 +242,7 @@ def _first_room_written(pid: int, directory: Path, codec: str) -> "tuple[int, Pa
             return room, Path(got["written"])
         assert got["type"] == "DumpFailed" and got["reason"] == "no-resources", (codec, room, got)
         assert sorted(directory.iterdir()) == [], (codec, room, sorted(directory.iterdir()))
-        assert_running_untraced(pid)
+        _stopped_untraced(pid)
     raise AssertionError(f"{codec or 'raw'}: never written with up to 15 tasks to spare")
 
 
@@ -235,17 +251,21 @@ def test_zstd_at_a_pids_limit_compresses_on_one_thread_rather_than_fail(tmp_path
     "Allocation error" and the dump failed with the codec's own ZstdError, a traceback. Now the frame is
     made on dumplib's thread instead: a zstd dump is written wherever an uncompressed one is, the
     first limit where each is written being the same (within one task: a finished worker's task may
-    linger), and zstd itself checks the frame."""
+    linger). The target is SIGSTOPped throughout, so both dumps see the same memory: the zstd core,
+    decompressed by zstd itself, is the uncompressed core byte for byte (nothing of the refused first
+    call lost or doubled, which zstd -t alone would not see)."""
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
+        target.send_signal(signal.SIGSTOP)
         (tmp_path / "raw").mkdir()
         (tmp_path / "zst").mkdir()
-        raw_room, _ = _first_room_written(target.pid, tmp_path / "raw", "")
+        raw_room, raw = _first_room_written(target.pid, tmp_path / "raw", "")
         zst_room, zst = _first_room_written(target.pid, tmp_path / "zst", "zstd")
         print(f"written from {raw_room} task(s) to spare uncompressed, {zst_room} with zstd")
         assert zst_room <= raw_room + 1, (raw_room, zst_room)
-        subprocess.run(["zstd", "-q", "-t", str(zst)], check=True)
-        assert_running_untraced(target.pid)
+        subprocess.run(["zstd", "-q", "-d", str(zst), "-o", str(tmp_path / "unzst.core")], check=True)
+        assert sha256sum(tmp_path / "unzst.core") == sha256sum(raw), "the zstd core is not the raw core"
+        _stopped_untraced(target.pid)
     finally:
         target.kill()
         target.wait()
