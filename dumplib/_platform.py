@@ -403,8 +403,9 @@ class Platform(abc.ABC):
     def process_table(self) -> Dict[int, str]:
         """Every visible process as pid -> name, from one snapshot."""
 
-    def name_of(self, pid: int) -> Optional[str]:
-        """The name of process *pid* as process_table would give it (None: no such process)."""
+    def name_of(self, pid: int, exact: bool = True) -> Optional[str]:
+        """The name of process *pid* as process_table would give it (None: no such process). Not *exact*:
+        a label, which may be cut short where the whole name cannot be read now (Linux, a pids limit)."""
         return self.process_table().get(pid)
 
     @abc.abstractmethod

@@ -58,7 +58,14 @@ def sha256_of_stream(f: BinaryIO, block: int = 4 << 20, size: Optional[int] = No
 def sidecar_maker(proc: ProcessInfo, plan: Plan, started_at: datetime.datetime, comment: Optional[str],
                   codec: Optional[Tuple[str, int]], platform: Platform) -> SidecarMaker:
     """The function the output calls, once the dump is verified and hashed, for the sidecar's bytes."""
-    command_line = platform.command_line(proc.pid)  # read before the write, while the target surely runs
+    from ._bounded import unanswered
+
+    try:
+        command_line = platform.command_line(proc.pid)  # read before the write, while the target surely runs
+    except Exception as exc:  # no thread to read it in (a pids limit): the sidecar says none, the dump goes on
+        if not unanswered(exc):
+            raise
+        command_line = None
     host = platform.host_name()
 
     def make(dump_temp: Optional[str], dump_final: str, stored: Any, report: WriteReport) -> bytes:

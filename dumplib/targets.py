@@ -81,7 +81,7 @@ def _by_pid(pid: int, platform: Platform) -> ProcessInfo:
         if owner is not None:
             raise ProcessNotFound(pid, f"{pid} is a thread of process {owner}, not a process; dump process {owner}")
         raise ProcessNotFound(pid, f"no process has pid {pid}; list processes with `dumplib ps`")
-    name = platform.name_of(pid)
+    name = platform.name_of(pid, exact=False)  # a label here: cut short rather than no dump at a pids limit
     if name is None:
         from ._psutil import psutil  # psutil only when the platform's own look-up found nothing
 
@@ -117,7 +117,7 @@ def _by_name(target: str, platform: Platform) -> ProcessInfo:
     wanted = _name_key(target.strip(), windows)
     if not wanted:
         raise ProcessNotFound(target, "an empty process name matches nothing; pass a pid or a name")
-    table = platform.process_table()
+    table = _exact_for(wanted, platform.process_table(), platform)
     ours = _launcher_chain(table, windows)
     matches = [
         (pid, name)
@@ -129,6 +129,22 @@ def _by_name(target: str, platform: Platform) -> ProcessInfo:
     if len(matches) > 1:
         raise AmbiguousProcess(target, sorted((_info(pid, name, platform) for pid, name in matches), key=lambda p: p.pid))
     return _info(*matches[0], platform)
+
+
+def _exact_for(wanted: str, table: Dict[int, str], platform: Platform) -> Dict[int, str]:
+    """*table* with the names that may be cut short of *wanted* (a proper prefix of it: Linux's 15-byte
+    comm, where the command line that names it whole could not be read for the listing) asked again,
+    exactly: at a pids limit that raises DumpFailed no-resources rather than miss a running process."""
+    windows = platform.names_fold_case
+    for pid, name in list(table.items()):
+        key = _name_key(name, windows)
+        if key and key != wanted and wanted.startswith(key):
+            exact = platform.name_of(pid)
+            if exact is None:
+                del table[pid]  # gone since the listing
+            else:
+                table[pid] = exact
+    return table
 
 
 def _launcher_chain(table: Dict[int, str], windows: bool, depth: int = 16) -> Set[int]:

@@ -387,10 +387,12 @@ def _holds(trig: Trigger, sample: Sample) -> bool:
 
 
 def _matching(name: str, platform: Platform) -> List[Tuple[psutil.Process, str]]:
+    from .targets import _exact_for
+
     wanted = _name_key(name.strip(), platform.names_fold_case)
     me = os.getpid()
     out = []
-    for pid, pname in sorted(platform.process_table().items()):
+    for pid, pname in sorted(_exact_for(wanted, platform.process_table(), platform).items()):
         if pid != me and _name_key(pname, platform.names_fold_case) == wanted:
             try:
                 out.append((psutil.Process(pid), pname))
@@ -412,7 +414,7 @@ def _scan(watcher: "_Watcher", name: str) -> List[Tuple[psutil.Process, str]]:
             raise
         if not watcher.scan_failed:
             watcher.scan_failed = True
-            watcher.emit("failed", message=f"could not look for processes named {name!r} this time: {exc};"
+            watcher.emit("failed", name=name, message=f"could not look for processes named {name!r} this time: {exc};"
                                            " looking again at every sample")
         return []
 

@@ -45,7 +45,7 @@ from .core.memory import (FileSink, MemoryCopier, MemoryReader, Piece, Prober, S
                           remote_file_system, xstate_note_size)
 from .proc import maps, pidfiles
 from .proc.errors import foreign_tracer, memory_map_locked, target_error, traced_refusal
-from .proc.pidfiles import read_stat, read_status, thread_ending, thread_state
+from .proc.pidfiles import PF_KTHREAD, read_stat, read_status, thread_ending, thread_state
 from .ptrace import handover
 from .ptrace.handover import target_runs
 from .ptrace.regs import ThreadState
@@ -54,7 +54,6 @@ from .ptrace.stopper import SnapshotHolder, StoppedProcess, Stopper
 if TYPE_CHECKING:
     import psutil
 
-PF_KTHREAD = 0x00200000
 #: How long one read that takes the target's mmap lock (a chunk of its smaps, a pagemap block, 4 MiB of
 #: its memory) may wait before the target is refused as "memory-map-locked". Such a read takes
 #: microseconds to milliseconds, loaded or not; only a lock held for good (a read of one of its pages
@@ -228,14 +227,16 @@ class LinuxPlatform(Platform):
             return table
         for entry in entries:
             if entry.isascii() and entry.isdigit():
-                name = pidfiles.name_of(int(entry))
+                # A listing: a long name whose command line could not be read now is left cut short
+                # (comm); a lookup by name asks again, exactly, of any that may be the one it wants.
+                name = pidfiles.name_of(int(entry), exact=False)
                 if name is not None:  # None: it exited since the listing
                     table[int(entry)] = name
         return table
 
-    def name_of(self, pid: int) -> Optional[str]:
+    def name_of(self, pid: int, exact: bool = True) -> Optional[str]:
         # One process, not a scan of all of them (process_table): the one-shot command's start-up.
-        return pidfiles.name_of(pid)
+        return pidfiles.name_of(pid, exact)
 
     def pid_exists(self, pid: int) -> bool:
         return pidfiles.pid_exists(pid)

@@ -104,6 +104,10 @@ def by_name():
     dumplib.resolve_target(os.path.basename(sys.argv[3]))
 
 
+def by_pid():  # its name only a label: cut short (comm), not a reason to refuse
+    return dumplib.resolve_target(pid).name
+
+
 def watched_by_name():
     events = []
     got = dumplib.watch(all=os.path.basename(sys.argv[3]), triggers=dumplib.MemoryAbove(1 << 40), sample_every=0.1,
@@ -137,7 +141,7 @@ for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop
                    ("launch", launched(dumplib.CpuAbove(99))),
                    ("--exec hook", hook_ran),
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
-                   ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("name lookup", by_name),
+                   ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("name lookup", by_name), ("pid lookup", by_pid),
                    ("watch --all", watched_by_name), ("pss sample", sampled),
                    ("host's look", looked), ("zstd", zstd_after_an_empty_write)]:
     alone()
@@ -172,12 +176,14 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             out, err = parts.communicate(timeout=120)
         assert parts.returncode == 0, err
         got = json.loads(out.strip().splitlines()[-1])
-        # The command line of a process whose name is cut short (comm's 15 bytes), hence any name lookup
-        # and ps: refused, never taken as "gone" (a running process reported not found).
+        # The command line of a process whose name is cut short (comm's 15 bytes), hence a lookup of a
+        # name it may be the start of: refused, never taken as "gone" (a running process "not found").
+        # A listing (ps) and a pid's label take the cut-short name.
         refused = {"bounded read", "stop", "signal watch", "hasher", "upload threads", "snapshot helper",
-                   "launch, held", "launch", "command line", "ps", "name lookup"}
+                   "launch, held", "launch", "command line", "name lookup"}
         unknown = {"watch --all": "said once, watched to its timeout", "pss sample": "watched to its timeout",
-                   "host's look": "looked", "--exec hook": "exec-failed", "zstd": "the same bytes"}
+                   "host's look": "looked", "--exec hook": "exec-failed", "zstd": "the same bytes", "ps": "a row",
+                   "pid lookup": "dumplib-long-ta"}
         assert set(got) == refused | set(unknown), got
         for name in refused:
             assert len(got[name]) == 2, (name, got[name])  # a third entry: the descriptors it left open

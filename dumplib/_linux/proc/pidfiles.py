@@ -259,7 +259,7 @@ def command_line(pid: int) -> Optional[List[str]]:
         data = _text(read_mm_file(pid, "cmdline"))
     except OSError:  # gone, hidden, or its mmap lock held for good (TimeoutError)
         # No thread to read it in (DumpFailed no-resources) is raised: taken as "gone", a name lookup
-        # would report a running process "not found". Best-effort callers (a ps row) catch it.
+        # would report a running process "not found". name_of(exact=False) and a ps row catch it.
         return None
     if not data:
         return []
@@ -273,14 +273,28 @@ def command_line(pid: int) -> Optional[List[str]]:
     return words
 
 
-def name_of(pid: int) -> Optional[str]:
-    """The process name: comm, or argv[0]'s base name where comm is its truncated start."""
+#: task_struct's flags: a kernel thread (no memory map, no command line).
+PF_KTHREAD = 0x00200000
+
+
+def name_of(pid: int, exact: bool = True) -> Optional[str]:
+    """The process name: comm, or argv[0]'s base name where comm is its truncated start.
+
+    The command line needs a worker thread (read_mm_file): refused one (a pids limit), *exact* raises
+    DumpFailed no-resources, else comm's cut-short name is given (a listing: a row's label)."""
     stat = read_stat(pid)
     if stat is None:
         return None
     name = _text(stat.comm)
-    if len(name) >= COMM_MAX:
-        argv = command_line(pid)
+    if len(name) >= COMM_MAX and not stat.flags & PF_KTHREAD:  # a kernel thread's name is its comm
+        try:
+            argv = command_line(pid)
+        except Exception as exc:
+            from ..._bounded import unanswered
+
+            if exact or not unanswered(exc):
+                raise
+            return name
         if argv:
             longer = os.path.basename(argv[0])
             if longer.startswith(name):
