@@ -84,19 +84,31 @@ class _Printer:
         #: Dumps written (kept) and dumps abandoned at an interruption (partial file removed).
         self.kept: List[str] = []
         self.abandoned = 0
+        #: Hooks running and their threads, from several threads (each source's, the main one): under _lock,
+        #: with _closing, so that a hook started as the watcher ends is killed, never left behind.
+        self._lock = threading.Lock()
+        self._closing = False
         self._hooks: Set["subprocess.Popen[bytes]"] = set()
         self._hook_threads: List[threading.Thread] = []
 
     def wait_hooks(self) -> None:
-        """Let the hooks of the watch's last dumps finish (each bounded by EXEC_TIMEOUT): the watch ended
-        normally. Joined in short steps, so that Ctrl-C or SIGTERM meanwhile ends them (end_hooks)."""
-        for thread in list(self._hook_threads):
-            while thread.is_alive():
-                thread.join(0.2)
+        """Let the hooks of the watch's dumps finish (each bounded by EXEC_TIMEOUT), those started while
+        waiting too: the watch ended without an interruption. Joined in short steps, so that Ctrl-C or
+        SIGTERM meanwhile ends them (end_hooks)."""
+        while True:
+            with self._lock:
+                alive = [t for t in self._hook_threads if t.is_alive()]
+            if not alive:
+                return
+            alive[0].join(0.2)
 
     def end_hooks(self) -> None:
-        """Kill every --exec hook still running, with its process group: the watcher is ending."""
-        for hook in list(self._hooks):
+        """Kill every --exec hook still running, with its process group, and any started from now on: the
+        watcher is ending."""
+        with self._lock:
+            self._closing = True
+            hooks = list(self._hooks)
+        for hook in hooks:
             _kill_group(hook)
 
     def what_was_kept(self) -> str:
@@ -140,12 +152,16 @@ class _Printer:
         tracer or debugger, for a signal, an exception or an exit), which must go back to serving the
         target: a hook run there held every signal to the target for as long as the hook ran."""
         thread = threading.Thread(target=self._exec, args=(result,), name="dumplib-exec", daemon=True)
+        with self._lock:  # kept before it starts: wait_hooks() must not miss it
+            if self._closing:
+                return  # the watcher is ending: no new hook
+            self._hook_threads = [t for t in self._hook_threads if t.is_alive()] + [thread]
         try:
             thread.start()
         except RuntimeError as exc:  # no thread to spare (a pids limit): said, as a hook that cannot start
+            with self._lock:
+                self._hook_threads.remove(thread)
             self._note("exec-failed", f"--exec could not start for {result.path} ({exc})", result.pid)
-            return
-        self._hook_threads = [t for t in self._hook_threads if t.is_alive()] + [thread]
 
     def _human(self, e: dumplib.WatchEvent) -> None:
         who = f"pid {e.pid} ({e.name})" if e.pid is not None else (e.name or "")
@@ -180,23 +196,30 @@ class _Printer:
         except OSError as exc:  # its fork refused (a pids limit, short memory): the dump stands, the watch goes on
             self._note("exec-failed", f"--exec could not start for {result.path} ({exc.strerror})", result.pid)
             return
-        self._hooks.add(hook)
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._hooks.add(hook)
+        if closing:  # started as the watcher was ending (end_hooks had run): ended with it
+            _kill_group(hook)
+            hook.wait()
+            return
         try:
             hook.communicate(payload, timeout=EXEC_TIMEOUT)
             code: Optional[int] = hook.returncode
         except subprocess.TimeoutExpired:
             _kill_group(hook)
             code = None
-        except BaseException:  # the watcher is ending (Ctrl-C, SIGTERM, SIGHUP): the hook ends with it
-            _kill_group(hook)
-            raise
         finally:
-            self._hooks.discard(hook)
-        if code != 0:
+            with self._lock:
+                self._hooks.discard(hook)
+                closing = self._closing
+        if code != 0 and not closing:  # killed by end_hooks: the "stopped" line says why, not this
             why = "timed out" if code is None else f"exited with {code}"
             self._note("exec-failed", f"--exec {why} for {result.path}", result.pid)
 
     def _note(self, event: str, message: str, pid: int) -> None:
+        self._clear()
         if self.as_json:
             echo(json.dumps({"event": event, "pid": pid, "message": message}))
         else:
@@ -324,6 +347,9 @@ def watch(
             )
             printer.wait_hooks()  # the last dumps' hooks finish; an interruption meanwhile ends them
             return results
+        except dumplib.DumpError:
+            printer.wait_hooks()  # the watch ended on an error: the dumps written before it keep their hooks
+            raise
         except KeyboardInterrupt:
             if not first.taken:  # raised by no handler of ours (a program's own): Ctrl-C's
                 first.taken.append(signal.SIGINT)
