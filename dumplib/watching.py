@@ -639,11 +639,17 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
                 if every is not None and not w.alive():
                     del watcher.watched[key]  # a long watch of a name must not grow with every process seen
                 continue
-            if not w.alive() or (w.source is not None and w.source.ended):
-                if not w.finished:
+            with watcher.lock:  # judged with no dump starting meanwhile (_may_dump takes the lock to begin one)
+                gone = not w.busy and (not w.alive() or (w.source is not None and w.source.ended))
+                newly = gone and not w.finished
+                if gone:
+                    w.finished = True  # a firing from now on dumps nothing: the process is over
+            if gone:
+                if newly:
                     watcher.emit("exited", w, message=_ended(watcher, w))
-                w.finished = True
                 continue
+            if w.busy:
+                continue  # a dump began between the look above and this one
             watcher.tick(w)
         if every is None and watcher.watched and all(w.finished and not w.busy for w in watcher.watched.values()):
             watcher.emit("done", message="every watched process has its dumps or has ended")
