@@ -288,10 +288,25 @@ GREETER = ("import signal, time\nsignal.signal(signal.SIGUSR1, lambda *a: print(
            "print('ready', flush=True)\nwhile True: time.sleep(1)\n")
 
 
-def _line(stream, seconds: float = 30.0) -> str:  # type: ignore[no-untyped-def]
+def _where(*pids: int) -> str:
+    """Each thread of *pids*: its state and where it waits (for a failure's message)."""
+    said = []
+    for pid in pids:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}") else []):
+            try:
+                name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+                state = proc_status(int(tid)).get("State", "?")
+                wchan = Path(f"/proc/{pid}/task/{tid}/wchan").read_text().strip()
+            except OSError:
+                continue
+            said.append(f"{pid}/{tid} {name} {state} in {wchan or '-'}")
+    return "; ".join(said)
+
+
+def _line(stream, seconds: float = 30.0, *watched: int) -> str:  # type: ignore[no-untyped-def]
     """The next line of a child's pipe, within *seconds*: a target left stopped must fail, not hang."""
     ready, _, _ = select.select([stream], [], [], seconds)
-    assert ready, f"no line within {seconds:g} s"
+    assert ready, f"no line within {seconds:g} s; {_where(*watched)}"
     return stream.readline()  # type: ignore[no-any-return]
 
 
@@ -310,7 +325,7 @@ def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_wa
 
         def next_event(*names: str) -> dict:  # type: ignore[type-arg]
             while True:
-                line = _line(watcher.stdout)
+                line = _line(watcher.stdout, 30.0, watcher.pid, target.pid)
                 assert line, watcher.stderr.read() if watcher.stderr else ""
                 event = json.loads(line)
                 if event["event"] in names:
