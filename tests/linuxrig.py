@@ -370,3 +370,24 @@ def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 (root / "cgroup.procs").write_text(p)
         group.rmdir()
+
+
+def python_at_pids_limit(script: str, args: List[str], room: int, timeout: float = 120) -> Dict[str, object]:
+    """`python -c SCRIPT ARGS`, which prints "ready" and waits for a line: moved then into a pids cgroup
+    with *room* tasks beyond its own (pids_cgroup_v1) and told "go". Its last stdout line, as JSON; a
+    non-zero exit (a traceback: RuntimeError "can't start new thread") fails the caller."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        with pids_cgroup_v1(proc.pid, room=room):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import pytest
 
 from helpers import require
-from linuxrig import build_source, gdb, have, pids_cgroup_v1, run_target
+from linuxrig import build_source, gdb, have, python_at_pids_limit, run_target
 
 HERE = Path(__file__).resolve().parent
 FUSESTALL = HERE / "fusestall.py"
@@ -541,24 +541,13 @@ print(json.dumps(outcome))
 def _dumped_with_a_broken_reader(target_pid: int, core: Path, how: str, room: int = 0) -> dict:  # type: ignore[type-arg]
     """FAILED_START's outcome. *how*: a directory whose empty libpython the reader child's loader meets,
     or "pids": the dumper in a pids cgroup with *room* tasks beyond its own one."""
-    proc = subprocess.Popen([sys.executable, "-c", FAILED_START, str(target_pid), str(core), how],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        if how == "pids":
-            assert proc.stdout is not None and proc.stdin is not None
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-            with pids_cgroup_v1(proc.pid, room=room):
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                out, err = proc.communicate(timeout=COMMAND_SECONDS)
-        else:
-            out, err = proc.communicate(timeout=COMMAND_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err  # a traceback (RuntimeError: can't start new thread) fails here
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    args = [str(target_pid), str(core), how]
+    if how == "pids":
+        return python_at_pids_limit(FAILED_START, args, room, timeout=COMMAND_SECONDS)
+    done = subprocess.run([sys.executable, "-c", FAILED_START, *args], capture_output=True, text=True,
+                          timeout=COMMAND_SECONDS)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def test_at_a_pids_limit_a_dump_fails_typed_and_whole_or_is_written_whole(stalling_mount, fuse_target_exe, tmp_path):

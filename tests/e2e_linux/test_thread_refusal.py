@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from linuxrig import assert_running_untraced, pids_cgroup_v1, proc_status, sha256sum
+from linuxrig import assert_running_untraced, pids_cgroup_v1, proc_status, python_at_pids_limit, sha256sum
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux: cgroups")
 
@@ -164,18 +164,8 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
     named = tmp_path / "dumplib-long-target-name"  # longer than comm's 15 bytes: its name needs its cmdline
     named.symlink_to(sys.executable)
     target = subprocess.Popen([str(named), "-c", "import time; time.sleep(300)"])
-    parts = subprocess.Popen([sys.executable, "-c", PARTS, str(target.pid), str(tmp_path), str(named)],
-                             stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert parts.stdout is not None and parts.stdin is not None
-        assert parts.stdout.readline().strip() == "ready", parts.stderr.read() if parts.stderr else ""
-        with pids_cgroup_v1(parts.pid, room=0):
-            parts.stdin.write("go\n")
-            parts.stdin.flush()
-            out, err = parts.communicate(timeout=120)
-        assert parts.returncode == 0, err
-        got = json.loads(out.strip().splitlines()[-1])
+        got = python_at_pids_limit(PARTS, [str(target.pid), str(tmp_path), str(named)], room=0)
         # The command line of a process whose name is cut short (comm's 15 bytes), hence a lookup of a
         # name it may be the start of: refused, never taken as "gone" (a running process "not found").
         # A listing (ps) and a pid's label take the cut-short name.
@@ -194,10 +184,8 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
             assert got[name] == ["started", carried_on], (name, got[name])
         assert_running_untraced(target.pid)
     finally:
-        for p in (parts, target):
-            if p.poll() is None:
-                p.kill()
-            p.wait()
+        target.kill()
+        target.wait()
 
 
 WHOLE = r"""
@@ -218,21 +206,7 @@ print(json.dumps(out), flush=True)
 
 
 def _whole_dump(pid: int, path: Path, codec: str, room: int) -> dict:  # type: ignore[type-arg]
-    proc = subprocess.Popen([sys.executable, "-c", WHOLE, str(pid), str(path), codec], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-        with pids_cgroup_v1(proc.pid, room=room):
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return python_at_pids_limit(WHOLE, [str(pid), str(path), codec], room)
 
 
 def _stopped_untraced(pid: int) -> None:
