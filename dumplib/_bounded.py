@@ -29,6 +29,7 @@ the output's file system (NFS, FUSE, a disk that stopped) does not answer, and w
 from __future__ import annotations
 
 import _thread  # not threading: its import costs the one-shot command's start-up
+import errno
 import os
 import time
 
@@ -39,7 +40,7 @@ else:
     from ._typing import TypeVar
 
 __all__ = ["call_within", "stuck", "blocking", "output_call", "guarded", "lineage", "close_later", "closing",
-           "stalled_output", "spawn", "start_thread", "unanswered", "Abandoned", "Unanswered", "OutputStalled"]
+           "stalled_output", "spawn", "start_thread", "unanswered", "refused_fork", "Abandoned", "Unanswered", "OutputStalled"]
 
 T = TypeVar("T")
 
@@ -65,6 +66,12 @@ def _refused(exc: RuntimeError) -> bool:
     """Whether *exc* is the interpreter's word that the system refused a thread (pthread_create's EAGAIN:
     a pids limit, the threads-max sysctl, short memory), not a misuse such as starting a thread twice."""
     return "can't start new thread" in str(exc)
+
+
+def refused_fork(exc: OSError) -> bool:
+    """Whether a child's start failed because the system refused a process (fork's EAGAIN at a pids or
+    user-process limit, ENOMEM), not for the command's own fault: DumpFailed.no_resources, then."""
+    return exc.errno in (errno.EAGAIN, errno.ENOMEM)
 
 
 def spawn(fn: Callable[..., Any], args: Tuple[Any, ...] = (), what: str = "a thread") -> None:

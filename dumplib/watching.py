@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import os
 import re
 import subprocess
@@ -427,7 +426,9 @@ def _launch(argv: Sequence[str], held: bool, platform: Platform) -> "subprocess.
     try:
         return subprocess.Popen(list(argv))
     except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.ENOMEM):  # the system's refusal, not the command's fault
+        from ._bounded import refused_fork
+
+        if refused_fork(exc):  # the system's refusal, not the command's fault
             raise DumpFailed.no_resources(f"the command {argv[0]!r}", exc.strerror, exc.errno) from None
         raise InvalidArgument(f"cannot start {argv[0]!r}: {exc.strerror}", argument="launch", value=list(argv)) from None
 

@@ -54,7 +54,7 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Tu
 
 T = TypeVar("T")
 
-from .._bounded import start_thread
+from .._bounded import refused_fork, start_thread
 from .._platform import Firing, TargetEvent
 from .._record import replace
 from ..errors import DumpError, DumpFailed, InvalidArgument
@@ -132,7 +132,7 @@ def launch_stopped(argv: List[str]) -> "subprocess.Popen[bytes]":
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "dumplib-launch", *argv])
     except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+        if not refused_fork(exc):
             raise
         raise DumpFailed.no_resources(f"the command {argv[0]!r}", exc.strerror, exc.errno) from None
     deadline = time.monotonic() + STOP_PATIENCE

@@ -38,6 +38,7 @@ import subprocess
 import time
 from typing import List, Optional
 
+from ..._bounded import refused_fork
 from ...errors import DumpFailed
 from ..interpreter import child_command
 
@@ -216,7 +217,7 @@ class FarReader:
                 f"could not start the process that reads pages of files on FUSE, NFS or CIFS mounts"
                 f" ({exc.strerror}; core/far.py): the dump was given up rather than left with holes. Free"
                 " memory or raise the pids limit, and dump again", errno=exc.errno,
-                reason="no-resources" if exc.errno in (errno.EAGAIN, errno.ENOMEM) else None)
+                reason="no-resources" if refused_fork(exc) else None)
             raise self._broken from None
         except BaseException:
             for fd in ends:

@@ -22,7 +22,6 @@ if not sys.platform.startswith("linux"):
     raise ImportError("dumplib._linux is Linux only")
 assert sys.platform.startswith("linux")
 
-import errno
 import os
 import pickle
 import select
@@ -31,6 +30,7 @@ import subprocess
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..._bounded import refused_fork
 from ...errors import DumpFailed
 from ..interpreter import child_command, not_an_interpreter
 from ..proc.pidfiles import start_ticks, thread_state
@@ -233,7 +233,7 @@ class RemoteStoppedProcess:
                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
             started = True
         except OSError as exc:  # its fork refused (a pids limit, short memory): the target not yet touched
-            if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+            if not refused_fork(exc):
                 raise
             raise DumpFailed.no_resources("the snapshot's helper process", exc.strerror, exc.errno) from None
         finally:
