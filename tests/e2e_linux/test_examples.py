@@ -19,12 +19,17 @@ def test_dump_a_child_example_runs(tmp_path):
 
 
 def test_every_python_example_in_the_api_docs_runs(tmp_path, monkeypatch):
+    """Each block runs as written but for its output directory: the reader's /tmp becomes this test's own
+    (every CI run left seven dumps and their sidecars in /tmp before)."""
     monkeypatch.chdir(tmp_path)
     text = (EXAMPLES.parent / "docs" / "api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 5
     for block in blocks:
-        exec(compile(block, "docs/api.md", "exec"), {})
+        code = block.replace('"/tmp', f'"{tmp_path}')
+        assert "/tmp" not in re.sub(r"#.*", "", code).replace(str(tmp_path), ""), code  # nothing else written there
+        exec(compile(code, "docs/api.md", "exec"), {})
+    assert len(list(tmp_path.glob("*.core*"))) >= 5, sorted(tmp_path.iterdir())
 
 
 def test_rolling_compressed_dumps_example_keeps_the_newest(tmp_path):

@@ -134,6 +134,23 @@ def _reading_stdin(pid: int) -> bool:
     return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == 0
 
 
+def _thread_states(pid: int) -> str:
+    """'TID:STATE:TRACERPID' of each thread, from the kernel's status files."""
+    out = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+        try:
+            st = _task_status(pid, int(tid))
+        except OSError:
+            continue
+        out.append(f"{tid}:{st.get('State', '?')[:1]}:{st.get('TracerPid', '?')}")
+    return " ".join(out)
+
+
+def _task_status(pid: int, tid: int) -> Dict[str, str]:
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
+
+
 def children_of(pid: int) -> List[int]:
     """Every process whose parent is *pid* (a zombie too), from every process's status: independent of
     the target's own children file."""
@@ -381,8 +398,12 @@ def test_a_hand_overs_stopped_seconds_is_the_whole_stop_the_process_saw(release_
     its longest one)."""
     handler = Handler(tmp_path / "handler.txt")
     with release_target(release_exe, handler.path, outdir, 16) as proc:
+        seen: List[str] = []  # each thread's state as the hold began and as it ended, for a failure's message
+
         def take() -> dumplib.DumpResult:
+            seen.append(_thread_states(proc.pid))
             time.sleep(HELD_BEFORE_THE_DUMP)  # the process waits in the hand-over's group-stop meanwhile
+            seen.append(_thread_states(proc.pid))
             return dumplib.create_dump(proc.pid, outdir, "full", snapshot=snapshot)
 
         longest_gap(proc)
@@ -392,7 +413,8 @@ def test_a_hand_overs_stopped_seconds_is_the_whole_stop_the_process_saw(release_
         assert result is not None, got
         assert result.snapshot is snapshot, result
         stopped = result.stopped_seconds
-        assert gap >= HELD_BEFORE_THE_DUMP, f"the ticker did not see the hold: {gap:.3f} s (dumplib: {stopped} s)"
+        assert gap >= HELD_BEFORE_THE_DUMP, (f"the ticker did not see the hold: {gap:.3f} s (dumplib: {stopped} s);"
+                                             f" threads as the hold began and ended: {seen}")
         # At least the hold this test made before the dump (a figure counting create_dump's own stop only
         # is well under it). Not "the ticker's gap less a margin": the gap also holds the ticker's wait
         # for a CPU once let go, which at load 10 (host steal included) outgrew any fixed margin.
