@@ -197,8 +197,11 @@ class _Watcher:
         self.lock = threading.RLock()
         self.failure: Optional[BaseException] = None
         self.stop_requested = threading.Event()
-        #: Set when the watch is interrupted: a dump under way gives up at its next read (abandon_check).
-        self.abandon = threading.Event()
+        #: Set when the watch ends with a dump under way (interrupted, or at its timeout): the dump gives up
+        #: at its next read (abandon_check).
+        self.abandon = _Abandon()
+        #: The loop ended because the timeout passed.
+        self.timed_out = False
         #: Watching every process of a name: one refused for good is reported and the others are watched on.
         self.many = False
         #: A look for processes by name failed once (no-resources): said once, not at every sample.
@@ -468,7 +471,8 @@ def watch(
     a ``refused`` event is reported and watching goes on (*stop_on_refusal* re-raises instead).
     *on_dump* gets each DumpResult, *on_event* each WatchEvent, *on_sample* each Sample taken. Returns the results when every
     watched process has had its *count* dumps or ended, or at *timeout* (None: no limit; *all*
-    watches until the timeout). KeyboardInterrupt detaches from everything first, then propagates.
+    watches until the timeout; a dump under way then is abandoned, as at an interruption).
+    KeyboardInterrupt detaches from everything first, then propagates.
     """
     trigger_list = [triggers] if isinstance(triggers, Trigger) else list(triggers)
     if not trigger_list:
@@ -494,7 +498,7 @@ def watch(
 
         check_destination(str(path))  # refuse to start (RemoteDestinationError) rather than fail at each dump
 
-    abandon = threading.Event()
+    abandon = _Abandon()
     progress = dump_options.pop("progress", None)
 
     def dump(pid: int, firing: Firing) -> DumpResult:
@@ -526,9 +530,14 @@ def watch(
             watcher.emit("waiting", name=all, message=f"watching every process named {all}, present and future")
         _loop(watcher, deadline, wait_for=wait_for, every=all)
     except BaseException:
-        abandon.set()  # a dump under way (on an event source's thread) gives up at its next read
+        abandon.set_for("the watch was interrupted")  # a dump under way (on a source's thread) gives up at its next read
         _let_go(watcher)  # a second interruption meanwhile is dropped: this one is already on its way
         raise
+    if watcher.timed_out:
+        # The timeout bounds the watch: a dump under way (on an event source's thread) is given up as at
+        # an interruption, not waited for (a full dump can take minutes), nor left running as this
+        # program ends (its partial file left behind). Windows' debugger cancels its write the same way.
+        abandon.set_for(f"the watch's timeout ({timeout:g} s) passed")
     again = _let_go(watcher)
     if again is not None:
         raise again
@@ -588,14 +597,25 @@ def _passes(exc: Exception, w: _Watched) -> Optional[str]:
     return None
 
 
-def _abandon_check(pid: int, abandon: threading.Event,
+class _Abandon(threading.Event):
+    """Set when the watch ends with dumps under way; *why* is said in each abandoned dump's error."""
+
+    why = "the watch was interrupted"
+
+    def set_for(self, why: str) -> None:
+        if not self.is_set():  # the first cause stands (a Ctrl-C during the timeout's letting go)
+            self.why = why
+        self.set()
+
+
+def _abandon_check(pid: int, abandon: "_Abandon",
                    progress: Optional[Callable[[int, float], Any]]) -> Callable[[int, float], Any]:
     """create_dump's progress callback: raises DumpFailed reason ``cancelled`` once the watch is
     interrupted, so the dump lets its target go and removes its partial file; then the caller's own."""
     def check(written: int, elapsed: float) -> Any:
         if abandon.is_set():
-            raise DumpFailed(f"the dump of process {pid} was abandoned after {elapsed:.1f} s because the watch was"
-                             " interrupted; its partial file was removed and nothing of it was kept",
+            raise DumpFailed(f"the dump of process {pid} was abandoned after {elapsed:.1f} s because {abandon.why};"
+                             " its partial file was removed and nothing of it was kept",
                              pid=pid, reason="cancelled")
         return progress(written, elapsed) if progress is not None else None
     return check
@@ -611,7 +631,7 @@ def _let_go(watcher: _Watcher) -> Optional[BaseException]:
             watcher.stop_sources()
             return again
         except BaseException as exc:
-            watcher.abandon.set()
+            watcher.abandon.set_for("the watch was interrupted")
             again = again or exc
 
 
@@ -620,6 +640,7 @@ def _loop(watcher: _Watcher, deadline: Optional[float], *, wait_for: Optional[st
     while not watcher.stop_requested.is_set():
         now = time.monotonic()
         if deadline is not None and now >= deadline:
+            watcher.timed_out = True
             watcher.emit("timeout", message="the timeout passed")
             return
         if wait_for is not None and not watcher.watched:

@@ -82,6 +82,9 @@ POLL_SECONDS = 1.0
 POLL_BUSY_SECONDS = 0.0005
 #: Bound on every wait for one thread to stop, or for the group-stop to settle.
 STOP_PATIENCE = 5.0
+#: How long stop() waits for the tracer thread to end once no dump of it is under way (it lets every
+#: thread go first, each bounded by STOP_PATIENCE).
+LET_GO_PATIENCE = STOP_PATIENCE * 3
 #: How long a dump's writer waits for the watcher to hold the process again (a snapshot's reaping) or
 #: to have let it go (for the figure of its stop): a few thread stops, each bounded by STOP_PATIENCE.
 AGAIN_PATIENCE = 30.0
@@ -174,7 +177,8 @@ class SignalWatcher:
         #: Hand-overs asked for by other threads, run by the tracer thread between its waits.
         self._mailbox = Mailbox(self._wake, nap=0.1)
         self._ended = False
-        self._handing_over = False
+        #: A dump of the process is under way on this thread (a hand-over, or at its exit): stop() waits for it.
+        self._dumping = False
         #: How many times the process was handed over (detached for a dump): the signal that started
         #: one is then the hand-over's to deliver, however far it got.
         self._handed_out = 0
@@ -206,12 +210,14 @@ class SignalWatcher:
         next call trips over, and the caller calls again after one."""
         self._stop.set()
         self._wake()
-        # A hand-over under way holds the process in group-stop: abandoning it would leave the
-        # process stopped, so wait for it to finish (the dump has bounds of its own, and a watch
-        # that is interrupted makes it give up at its next read).
-        while self._thread.is_alive() and self._handing_over:
+        # A hand-over under way holds the process in group-stop, an exit dump holds it at its exit:
+        # abandoning either would leave the process held and, once this program ends, a partial file
+        # (an exit dump was left after 15 s, its thread killed mid-write at exit). Wait for it to end:
+        # the dump has bounds of its own, and a watch that ends (interrupted, or at its timeout) makes
+        # it give up at its next read.
+        while self._thread.is_alive() and self._dumping:
             time.sleep(0.02)
-        deadline = time.monotonic() + STOP_PATIENCE * 3
+        deadline = time.monotonic() + LET_GO_PATIENCE
         while self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
 
@@ -414,10 +420,12 @@ class SignalWatcher:
         event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
         detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
             f", ended by thread {first}"
+        self._dumping = True
         try:
             self.fire(self.pid, Firing(self.on_exit[0], float(code if code is not None else -(sig or 0)), detail,
                                        event), lambda take: take())
         finally:
+            self._dumping = False
             for t in exiting:  # the exit goes on as if nobody had looked: the parent sees its status
                 self._resume(t, 0)
 
@@ -470,7 +478,7 @@ class SignalWatcher:
         process back and re-deliver as soon as the dump's writer has let it go (ptrace/handover.py),
         serving its stops while the dump finishes its output; return once the dump has ended.
         *since*: when the process was first held for it (its signal's stop), else now."""
-        self._handing_over = True
+        self._dumping = True
         try:
             started = time.monotonic() if since is None else since
             try:
@@ -507,7 +515,7 @@ class SignalWatcher:
                 raise _told_released(job.error, self.pid, pending, tid)
             return job.answer  # type: ignore[return-value]
         finally:
-            self._handing_over = False
+            self._dumping = False
 
     def _serve_job(self, job: "_Job") -> None:
         """Wait for the dump running on *job*'s thread; once its writer has let the process go, take
