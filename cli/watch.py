@@ -377,6 +377,8 @@ def watch(
                 " every watched process runs on, untraced")))
             raise Exit(exit_code_for_signal(stopped_by[0]))
         if not as_json:
-            echo(f"{len(results)} dump(s) written")
+            given_up = (f"; {printer.abandoned} under way at the timeout abandoned, their partial files removed"
+                        if printer.abandoned else "")
+            echo(f"{len(results)} dump(s) written{given_up}")
     finally:
         restore_signals(previous, ended=bool(stopped_by))

@@ -471,7 +471,8 @@ def watch(
     a ``refused`` event is reported and watching goes on (*stop_on_refusal* re-raises instead).
     *on_dump* gets each DumpResult, *on_event* each WatchEvent, *on_sample* each Sample taken. Returns the results when every
     watched process has had its *count* dumps or ended, or at *timeout* (None: no limit; *all*
-    watches until the timeout; a dump under way then is abandoned, as at an interruption).
+    watches until the timeout; a dump under way then on an event source's thread is abandoned at its
+    next read, as at an interruption).
     KeyboardInterrupt detaches from everything first, then propagates.
     """
     trigger_list = [triggers] if isinstance(triggers, Trigger) else list(triggers)
@@ -529,15 +530,16 @@ def watch(
         else:
             watcher.emit("waiting", name=all, message=f"watching every process named {all}, present and future")
         _loop(watcher, deadline, wait_for=wait_for, every=all)
+        if watcher.timed_out:
+            # The timeout bounds the watch: a dump under way on an event source's thread is given up at its
+            # next read as at an interruption, not waited for (a full dump can take minutes), nor left
+            # running as this program ends (its partial file left behind). Windows' debugger cancels its
+            # write there too.
+            abandon.set_for(f"the watch's timeout ({timeout:g} s) passed")
     except BaseException:
         abandon.set_for("the watch was interrupted")  # a dump under way (on a source's thread) gives up at its next read
         _let_go(watcher)  # a second interruption meanwhile is dropped: this one is already on its way
         raise
-    if watcher.timed_out:
-        # The timeout bounds the watch: a dump under way (on an event source's thread) is given up as at
-        # an interruption, not waited for (a full dump can take minutes), nor left running as this
-        # program ends (its partial file left behind). Windows' debugger cancels its write the same way.
-        abandon.set_for(f"the watch's timeout ({timeout:g} s) passed")
     again = _let_go(watcher)
     if again is not None:
         raise again

@@ -177,8 +177,9 @@ class SignalWatcher:
         #: Hand-overs asked for by other threads, run by the tracer thread between its waits.
         self._mailbox = Mailbox(self._wake, nap=0.1)
         self._ended = False
-        #: A dump of the process is under way on this thread (a hand-over, or at its exit): stop() waits for it.
-        self._dumping = False
+        #: Dumps of the process under way on this thread (a firing, from its first event to its last, and the
+        #: hand-over inside it; or at its exit): stop() waits while there is one. Written by this thread only.
+        self._dumping = 0
         #: How many times the process was handed over (detached for a dump): the signal that started
         #: one is then the hand-over's to deliver, however far it got.
         self._handed_out = 0
@@ -215,7 +216,7 @@ class SignalWatcher:
         # (an exit dump was left after 15 s, its thread killed mid-write at exit). Wait for it to end:
         # the dump has bounds of its own, and a watch that ends (interrupted, or at its timeout) makes
         # it give up at its next read.
-        while self._thread.is_alive() and self._dumping:
+        while self._thread.is_alive() and self._dumping > 0:
             time.sleep(0.02)
         deadline = time.monotonic() + LET_GO_PATIENCE
         while self._thread.is_alive() and time.monotonic() < deadline:
@@ -390,8 +391,15 @@ class SignalWatcher:
         detail = _describe_siginfo(sig, siginfo, tid)
         event = TargetEvent("signal", tid=tid, code=sig, address=_fault_address(sig, siginfo), raw=siginfo or None)
         handed = self._handed_out
-        self.fire(self.pid, Firing(trigger, float(sig), detail, event),
-                  lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid, since=seen))
+        # Counted from here, not from the hand-over only: a stop() between the firing's first event (which
+        # may block on the caller's on_event) and the hand-over would stop waiting, and the process be
+        # handed over, stopped, after the program had let go of it.
+        self._dumping += 1
+        try:
+            self.fire(self.pid, Firing(trigger, float(sig), detail, event),
+                      lambda take: self._handover(_Redelivery(sig, siginfo), take, tid=tid, since=seen))
+        finally:
+            self._dumping -= 1
         if self._handed_out != handed or tid not in self.tids:
             return  # handed over (the signal came back re-queued, and may be delivered already), or gone
         self._resume(tid, sig)  # not dumped (count, interval, rate limit): deliver it now
@@ -420,12 +428,12 @@ class SignalWatcher:
         event = TargetEvent("exit", tid=first, code=code, signal=sig, raw=siginfo or None, held=held)
         detail = (f"exit code {code}" if code is not None else f"killed by {_signal_name(sig or 0)}") + \
             f", ended by thread {first}"
-        self._dumping = True
+        self._dumping += 1
         try:
             self.fire(self.pid, Firing(self.on_exit[0], float(code if code is not None else -(sig or 0)), detail,
                                        event), lambda take: take())
         finally:
-            self._dumping = False
+            self._dumping -= 1
             for t in exiting:  # the exit goes on as if nobody had looked: the parent sees its status
                 self._resume(t, 0)
 
@@ -478,7 +486,7 @@ class SignalWatcher:
         process back and re-deliver as soon as the dump's writer has let it go (ptrace/handover.py),
         serving its stops while the dump finishes its output; return once the dump has ended.
         *since*: when the process was first held for it (its signal's stop), else now."""
-        self._dumping = True
+        self._dumping += 1
         try:
             started = time.monotonic() if since is None else since
             try:
@@ -515,7 +523,7 @@ class SignalWatcher:
                 raise _told_released(job.error, self.pid, pending, tid)
             return job.answer  # type: ignore[return-value]
         finally:
-            self._dumping = False
+            self._dumping -= 1
 
     def _serve_job(self, job: "_Job") -> None:
         """Wait for the dump running on *job*'s thread; once its writer has let the process go, take

@@ -19,6 +19,7 @@ hundreds of MiB that comes first.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -107,6 +108,9 @@ def release_target(exe: Path, side: Path, directory: Path, mib: int) -> Iterator
         proc.wait()
 
 
+_requests = itertools.count(1)
+
+
 def longest_gap(proc: "subprocess.Popen[str]") -> float:
     """The target's ticker's longest gap (seconds) since the last call, then a new measure begins.
 
@@ -114,9 +118,13 @@ def longest_gap(proc: "subprocess.Popen[str]") -> float:
     read of stdin first, else a hand-over could hold it between the answer and the reset, and the reset
     would wipe the gap the hold made."""
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write("gap\n")
+    asked = next(_requests)
+    proc.stdin.write(f"gap {asked}\n")
     proc.stdin.flush()
-    gap = int(proc.stdout.readline()) / 1e6
+    answered, gap_us = (int(x) for x in proc.stdout.readline().split())
+    assert answered == asked, f"asked for the gap as request {asked}, answered as request {answered}: the target" \
+                              " read an earlier request again"
+    gap = gap_us / 1e6
     deadline = time.monotonic() + HANDLER_PATIENCE
     while not _reading_stdin(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.001)

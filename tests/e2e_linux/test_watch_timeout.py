@@ -30,8 +30,9 @@ from linuxrig import build_source, proc_status
 
 pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
-#: The watch's timeout: long enough for the watcher to attach and the process to be told to act at load 10.
-TIMEOUT = 3.0
+#: The watch's timeout: long enough for the watcher to attach, the process to act and its dump to begin at
+#: load 10 (the deadline runs from watch()'s start; a dump begun after it would never be under way).
+TIMEOUT = 8.0
 #: The watcher's patience for its source after the timeout, in place of its own (15 s), so that a watch
 #: returning before the dump has ended shows here in seconds.
 PATIENCE = 1.0
@@ -112,7 +113,8 @@ def test_an_exit_dump_under_way_at_the_timeout_is_given_up_and_the_exit_goes_on(
 
 
 def test_a_hand_over_dump_under_way_at_the_timeout_is_given_up_and_the_signal_delivered(
-        handover_exe: Path, tmp_path: Path, outdir: Path) -> None:
+        handover_exe: Path, tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(signalwatch, "LET_GO_PATIENCE", PATIENCE)
     side = tmp_path / "handler.txt"
     proc = subprocess.Popen([str(handover_exe), str(side), "32"], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -133,7 +135,7 @@ def test_a_hand_over_dump_under_way_at_the_timeout_is_given_up_and_the_signal_de
         results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full",
                                 timeout=TIMEOUT, on_event=on_event, progress=held_until_timeout(outdir, timed_out, seen))
         left = sorted(p.name for p in outdir.iterdir())
-        names = [e.event for e in events]
+        names = [e.event for e in events]  # as watch() returns: an event after it is one the watch left behind
         assert seen, f"the dump at the signal never wrote its temporary: {names}"
         assert left == [] and results == [] and "dumped" not in names, (left, names)
         assert "abandoned" in names and names.index("timeout") < names.index("abandoned"), names
