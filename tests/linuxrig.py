@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -41,6 +42,28 @@ class Target:
 
     def assert_running_untraced(self) -> None:
         assert_running_untraced(self.pid)
+
+    def waiting_switches(self) -> int:
+        """The context switches of the main thread, once it waits for input (blocked in read(0)). Equal
+        before and after a call, they say that call never interrupted it: a ptrace stop (seize and
+        interrupt) or any signal wakes a thread blocked in read, and the kernel counts the switch. No
+        clock is involved, so a loaded machine cannot blur it, as a ticker's gap can (a refused dump's
+        51.6 ms "stall" at load 10 was the ticker waiting for a CPU)."""
+        deadline = time.monotonic() + 20
+        while not waiting_in_read(self.pid, 0):
+            assert time.monotonic() < deadline, f"process {self.pid} never went back to reading its input"
+            time.sleep(0.001)
+        status = proc_status(self.pid)
+        return int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"])
+
+
+def waiting_in_read(tid: int, fd: int) -> bool:
+    """Thread *tid* is blocked in read(*fd*, ...), as /proc/TID/syscall shows it (not merely asleep)."""
+    try:
+        fields = Path(f"/proc/{tid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == fd
 
 
 def proc_status(pid: int) -> Dict[str, str]:
