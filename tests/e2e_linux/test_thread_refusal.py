@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -277,11 +278,29 @@ def _where(*pids: int) -> str:
     return "; ".join(said)
 
 
-def _line(stream, seconds: float = 30.0, *watched: int) -> str:  # type: ignore[no-untyped-def]
-    """The next line of a child's pipe, within *seconds*: a target left stopped must fail, not hang."""
-    ready, _, _ = select.select([stream], [], [], seconds)
-    assert ready, f"no line within {seconds:g} s; {_where(*watched)}"
-    return stream.readline()  # type: ignore[no-any-return]
+class _Lines:
+    """The lines of a child's pipe, each within a bound (a target left stopped must fail, not hang). Read
+    from the descriptor itself: select() on a buffered stream's descriptor cannot see a line that came in
+    the same read as the one before and waits in its buffer (a watcher whose `fired` and `failed` came
+    together looked silent for 30 s once, under load)."""
+
+    def __init__(self, stream, *watched: int) -> None:  # type: ignore[no-untyped-def]
+        self.fd = stream.fileno()
+        self.rest = b""
+        self.watched = watched
+
+    def next(self, seconds: float = 30.0) -> str:
+        deadline = time.monotonic() + seconds
+        while b"\n" not in self.rest:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no line within {seconds:g} s; {_where(*self.watched)}"
+            chunk = os.read(self.fd, 65536)
+            if not chunk:  # end of file: what is left, as readline() gives it
+                line, self.rest = self.rest, b""
+                return line.decode()
+            self.rest += chunk
+        line, _, self.rest = self.rest.partition(b"\n")
+        return line.decode() + "\n"
 
 
 def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_watch(tmp_path: Path) -> None:
@@ -294,12 +313,13 @@ def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_wa
     watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(target.pid), str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert target.stdout is not None and _line(target.stdout).strip() == "ready"
-        assert watcher.stdout is not None
+        assert target.stdout is not None and watcher.stdout is not None
+        from_target, from_watcher = _Lines(target.stdout), _Lines(watcher.stdout, watcher.pid, target.pid)
+        assert from_target.next().strip() == "ready"
 
         def next_event(*names: str) -> dict:  # type: ignore[type-arg]
             while True:
-                line = _line(watcher.stdout, 30.0, watcher.pid, target.pid)
+                line = from_watcher.next()
                 assert line, watcher.stderr.read() if watcher.stderr else ""
                 event = json.loads(line)
                 if event["event"] in names:
@@ -313,7 +333,7 @@ def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_wa
             assert failed["event"] == "failed", failed
             assert failed["error"]["reason"] == "no-resources", failed
             assert "was let go and its SIGUSR1 delivered" in failed["message"], failed  # what became of it
-            assert _line(target.stdout).strip() == "usr1"  # delivered: the handler ran
+            assert from_target.next().strip() == "usr1"  # delivered: the handler ran
             status = proc_status(target.pid)  # running on, watched again (traced by the watcher alone)
             assert status["State"][0] in "RS", status
             assert status["TracerPid"] in os.listdir(f"/proc/{watcher.pid}/task"), status  # one of its threads
@@ -321,7 +341,7 @@ def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_target_nor_the_wa
             subprocess.run(["kill", "-USR1", str(target.pid)], check=True)
             dumped = next_event("dumped", "failed")
             assert dumped["event"] == "dumped", dumped
-            assert _line(target.stdout).strip() == "usr1"
+            assert from_target.next().strip() == "usr1"
             assert watcher.wait(60) == 0, watcher.stderr.read() if watcher.stderr else ""
         print(failed["message"])
         assert_running_untraced(target.pid)
