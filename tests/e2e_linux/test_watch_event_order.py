@@ -92,7 +92,7 @@ def test_an_exec_hook_does_not_hold_the_targets_signals_while_it_runs(tmp_path: 
     """`watch --signal USR1 --exec CMD`: the hook ran on the thread that traces the target, which serves
     the target's signals; for as long as the hook ran (up to 300 s) every other signal to the target
     waited in its delivery stop. The hook runs on a thread of its own: a SIGUSR2 sent while an 8 s hook
-    runs reaches the target's handler at once (5 s allowed), and the watch still lets the hook finish."""
+    runs reaches the target's handler before the hook has ended, and the watch still lets the hook finish."""
     import select
 
     target = subprocess.Popen([sys.executable, "-c", TWO_SIGNALS], stdout=subprocess.PIPE, text=True)
@@ -110,7 +110,9 @@ def test_an_exec_hook_does_not_hold_the_targets_signals_while_it_runs(tmp_path: 
         time.sleep(0.5)  # the hook is running now (8 s)
         subprocess.run(["kill", "-USR2", str(target.pid)], check=True)
         sent = time.monotonic()
-        ready, _, _ = select.select([target.stdout], [], [], 5.0)
+        # Bounded generously (a Python handler at load 10): what tells a held signal is the marker below,
+        # which the hook touches as it ends; a signal held by the hook reaches the handler only after it.
+        ready, _, _ = select.select([target.stdout], [], [], 30.0)
         assert ready and target.stdout.readline().strip() == "usr2", "SIGUSR2 held while the hook ran"
         assert not marker.exists(), "the hook ended before the signal was judged: nothing was tested"
         print(f"SIGUSR2 handled {time.monotonic() - sent:.3f} s after it was sent, the hook still running")
