@@ -50,20 +50,27 @@ class Target:
         clock is involved, so a loaded machine cannot blur it, as a ticker's gap can (a refused dump's
         51.6 ms "stall" at load 10 was the ticker waiting for a CPU)."""
         deadline = time.monotonic() + 20
-        while not waiting_in_read(self.pid, 0):
-            assert time.monotonic() < deadline, f"process {self.pid} never went back to reading its input"
+        while True:
+            status = proc_status(self.pid)
+            # Asleep (S) as well as in read: a thread stopped inside read still shows the call.
+            if status["State"][0] == "S" and waiting_in_read(self.pid, 0):
+                return int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"])
+            assert time.monotonic() < deadline, (f"process {self.pid} never went back to reading its input:"
+                                                 f" state {status['State']}, {_syscall_of(self.pid)}")
             time.sleep(0.001)
-        status = proc_status(self.pid)
-        return int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"])
 
 
 def waiting_in_read(tid: int, fd: int) -> bool:
-    """Thread *tid* is blocked in read(*fd*, ...), as /proc/TID/syscall shows it (not merely asleep)."""
-    try:
-        fields = Path(f"/proc/{tid}/syscall").read_text().split()
-    except OSError:
-        return False
+    """Thread *tid* is in read(*fd*, ...), as /proc/TID/syscall shows it (x86_64's call number 0)."""
+    fields = _syscall_of(tid).split()
     return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == fd
+
+
+def _syscall_of(tid: int) -> str:
+    try:
+        return Path(f"/proc/{tid}/syscall").read_text().strip()
+    except OSError as exc:
+        return f"/proc/{tid}/syscall unreadable: {exc}"
 
 
 def proc_status(pid: int) -> Dict[str, str]:

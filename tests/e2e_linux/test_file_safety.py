@@ -692,6 +692,7 @@ def test_an_existing_sidecar_is_refused_before_the_target_is_stopped(target_exe,
         with pytest.raises(dumplib.DumpExists):
             dumplib.create_dump(t.pid, outdir / "app.core", "full", min_free=0)
         assert t.waiting_switches() == before  # never woken: refused before the target was stopped
+        t.assert_running_untraced()
 
 
 def test_stdout_appended_to_a_file_keeps_what_it_held(target_exe, tmp_path):
