@@ -1,0 +1,44 @@
+"""The progress callback a dump is given (create_dump's progress=, a watch's abandon check) hears every
+phase of the write at its pace, and its figure never goes backwards."""
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from dumplib.space import throttled_progress
+
+
+def test_a_second_phase_counting_from_zero_still_reaches_the_callback_with_the_highest_figure() -> None:
+    heard: List[int] = []
+    tick = throttled_progress(lambda written, elapsed: heard.append(written), every=0.0)
+    for written in (0, 10, 20):  # the raw write (or a staged core's read)
+        tick(written)
+    for written in (0, 5, 15, 25):  # then its compression (or the staged core's write) from 0 again
+        tick(written)
+    assert heard == [0, 10, 20, 20, 20, 20, 25]
+
+
+def test_an_abandon_check_raising_in_the_second_phase_reaches_the_writer() -> None:
+    class Abandoned(Exception):
+        pass
+
+    stop = []
+
+    def check(written: int, elapsed: float) -> None:
+        if stop:
+            raise Abandoned(written)
+
+    tick = throttled_progress(check, every=0.0)
+    tick(100)
+    stop.append(True)  # the watch is interrupted while the compression runs, far below the raw size
+    with pytest.raises(Abandoned):
+        tick(1)
+
+
+def test_calls_are_at_most_one_per_interval() -> None:
+    heard: List[int] = []
+    tick = throttled_progress(lambda written, elapsed: heard.append(written), every=3600.0)
+    for written in range(1000):
+        tick(written)
+    assert heard == [0]  # the first at once, the rest within the hour
