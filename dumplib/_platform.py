@@ -394,6 +394,10 @@ class Platform(abc.ABC):
     streams: bool = False
     #: A watcher's dumps default to this snapshot mode (see WriteOptions.snapshot).
     watch_snapshot: SnapshotMode = False
+    #: Whether reading a process's command line can wait for good on that process's memory-map lock
+    #: (Linux's procfs: a page fault stuck on a stalled FUSE or NFS mount holds it): `ps` then probes
+    #: each process briefly before reading its row (targets.PROBE_SECONDS).
+    command_line_can_hang: bool = False
 
     @abc.abstractmethod
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:

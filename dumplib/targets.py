@@ -211,7 +211,9 @@ def processes(filter: Optional[str] = None) -> List[ProcessInfo]:
 
 #: `ps`: how long the probe of a process's memory map (its command line) may take, and then its row.
 #: A process whose mmap lock is held for good (a fault stuck on a stalled FUSE or NFS mount) would
-#: hang every reader of its cmdline or smaps: it costs the probe's bound and shows "?" instead.
+#: hang every reader of its cmdline or smaps: it costs the probe's bound and shows "?" instead. Only
+#: where that can happen (Platform.command_line_can_hang): under Wine at load 10 the probe of a healthy
+#: process outgrew the second, and its row showed "?" for nothing.
 PROBE_SECONDS = 1.0
 ROW_SECONDS = 30.0
 
@@ -222,7 +224,8 @@ def _describe(pid: int, name: str, platform: Platform) -> ProcessInfo:
 
     key = ("mm", pid)  # the key procfs uses for reads that take the mmap lock
     try:
-        call_within(lambda: platform.command_line(pid), PROBE_SECONDS, key)
+        if platform.command_line_can_hang:
+            call_within(lambda: platform.command_line(pid), PROBE_SECONDS, key)
         return call_within(lambda: _figures(pid, name, platform), ROW_SECONDS, key)
     except Exception as exc:  # stuck, or no thread to read it in (a pids limit): that row's figures only
         if not unanswered(exc):

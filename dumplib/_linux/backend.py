@@ -211,6 +211,7 @@ class LinuxPlatform(Platform):
     name = "linux-elfcore"
     extension = ".core"
     streams = True
+    command_line_can_hang = True
 
     def normalise_flags(self, kind: DumpKind, flags: Optional[int]) -> Optional[int]:
         if flags is None:  # the kind's own rules: no mask to check (nor its IntFlag to build, ~1.5 M instructions)
