@@ -5,11 +5,12 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 HERE = Path(__file__).resolve().parent
 TARGET_C = HERE / "e2e_linux" / "target.c"
@@ -421,3 +422,17 @@ def python_at_pids_limit(script: str, args: List[str], room: int, timeout: float
             proc.wait()
     assert proc.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+#: The signals that end the command (its handlers' set).
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def signal_defaults(ignored: "tuple[int, ...]" = ()) -> "Callable[[], None]":
+    """A preexec_fn: the ending signals at their default in a child, whatever this test run inherited (a
+    job started with `&` gets SIGINT and SIGQUIT ignored; a run under nohup, SIGHUP: a command keeps an
+    ignored signal ignored, by design), but those in *ignored*. For a test that sends them."""
+    def preexec() -> None:
+        for sig in ENDING_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+    return preexec

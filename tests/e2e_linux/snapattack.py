@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from linuxrig import build_source
+from linuxrig import build_source, signal_defaults
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,7 +61,8 @@ class HeldSnapshot:
         self.pid = pid
         self.read_end, write_end = os.pipe()
         self.proc = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(pid), "-", "-k", "full",
-                                      "--snapshot", *extra], stdout=write_end, stderr=subprocess.PIPE)
+                                      "--snapshot", *extra], stdout=write_end, stderr=subprocess.PIPE,
+                                     preexec_fn=signal_defaults())  # the tests signal it (a run under nohup too)
         os.close(write_end)
 
     def wait_target_running(self, timeout: float = 30) -> int:

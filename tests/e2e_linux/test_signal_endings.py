@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import pytest
 
 from helpers import leftovers
-from linuxrig import assert_running_untraced, proc_status
+from linuxrig import ENDING_SIGNALS, assert_running_untraced, proc_status, signal_defaults
 from test_watch_interrupted import (cli_path, delivered, handed_over_and_writing, handover_exe, state_of, target,
                                     wait_for)
 
@@ -29,16 +29,11 @@ pytestmark = pytest.mark.linux
 
 __all__ = ["cli_path", "handover_exe"]  # fixtures, used by name
 
-ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+ENDING = ENDING_SIGNALS
 
 
 def defaults(ignored: Sequence[int] = ()) -> Callable[[], None]:
-    """A preexec_fn: the ending signals at their default in the command, whatever this test run
-    inherited (a job started with `&` gets SIGINT and SIGQUIT ignored), but those in *ignored*."""
-    def preexec() -> None:
-        for sig in ENDING:
-            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
-    return preexec
+    return signal_defaults(tuple(ignored))
 
 
 # -- SIGQUIT (Ctrl-\) on a hand-over ---------------------------------------------------------------

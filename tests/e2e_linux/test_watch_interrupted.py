@@ -24,7 +24,7 @@ import pytest
 
 import dumplib
 from helpers import leftovers
-from linuxrig import build_source, proc_status
+from linuxrig import build_source, proc_status, signal_defaults
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -92,7 +92,7 @@ def test_an_interrupted_watch_lets_the_target_go_delivers_its_signal_and_keeps_n
                                 "--signal", "USR1", "--kind", "full", "--compress", "gzip", "--compress-level", "9",
                                 "--max-pause", "off", "--no-space-check", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=cli_path))
+                               env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=signal_defaults())
         try:
             assert cli.stdout is not None
             assert json.loads(cli.stdout.readline())["event"] == "watching"
@@ -197,7 +197,7 @@ def test_an_interrupted_snapshot_watch_reaps_the_snapshot_and_keeps_nothing(
                                 "--signal", "USR1", "--kind", "full", "--compress", "gzip", "--compress-level", "9",
                                 "--snapshot", "--max-pause", "off", "--no-space-check", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=cli_path))
+                               env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=signal_defaults())
         try:
             assert cli.stdout is not None
             assert json.loads(cli.stdout.readline())["event"] == "watching"
