@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import typer
@@ -23,6 +24,8 @@ DebugOpt = _fastparse.DebugOpt.to_typer(typer)
 
 #: An --exec command gets this long before it is killed, so a stuck hook cannot stop the watch.
 EXEC_TIMEOUT = 300.0
+#: How long the watcher's end waits for its hooks' threads to have killed hooks they had just started.
+HOOK_END_PATIENCE = 10.0
 
 
 def _triggers(cpu: Optional[float], below: bool, per_cpu: bool, seconds: float, memory: Optional[str],
@@ -89,27 +92,37 @@ class _Printer:
         self._lock = threading.Lock()
         self._closing = False
         self._hooks: Set["subprocess.Popen[bytes]"] = set()
-        self._hook_threads: List[threading.Thread] = []
+        #: One per hook thread, set as it ends. Not Thread.is_alive()/join(): a signal's exception raised
+        #: inside join() (the ending signals raise on the main thread) leaves Python 3.11's thread marked
+        #: stopped while it runs on, and a hook it had just started then outlived the watcher.
+        self._hook_ends: List[threading.Event] = []
 
     def wait_hooks(self) -> None:
         """Let the hooks of the watch's dumps finish (each bounded by EXEC_TIMEOUT), those started while
-        waiting too: the watch ended without an interruption. Joined in short steps, so that Ctrl-C or
+        waiting too: the watch ended without an interruption. Polled in short sleeps, so that Ctrl-C or
         SIGTERM meanwhile ends them (end_hooks)."""
         while True:
             with self._lock:
-                alive = [t for t in self._hook_threads if t.is_alive()]
-            if not alive:
+                running = [e for e in self._hook_ends if not e.is_set()]
+            if not running:
                 return
-            alive[0].join(0.2)
+            time.sleep(0.05)
 
     def end_hooks(self) -> None:
         """Kill every --exec hook still running, with its process group, and any started from now on: the
-        watcher is ending."""
+        watcher is ending. Then wait (bounded) for every hook's thread: one between its hook's start and
+        putting it in the set kills it itself once it sees _closing, but only if this program has not
+        ended first (at load 10 a hook ran, the watcher was ended, and the hook outlived it, holding the
+        watcher's stdout)."""
         with self._lock:
             self._closing = True
             hooks = list(self._hooks)
+            ends = list(self._hook_ends)
         for hook in hooks:
             _kill_group(hook)
+        deadline = time.monotonic() + HOOK_END_PATIENCE
+        while any(not e.is_set() for e in ends) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polled: a second signal meanwhile waits its turn (FirstSignal)
 
     def what_was_kept(self) -> str:
         """What this watch left on disk, for the line said when it is interrupted."""
@@ -151,16 +164,24 @@ class _Printer:
         """--exec on a thread of its own. The event comes from the thread that watches the process (its
         tracer or debugger, for a signal, an exception or an exit), which must go back to serving the
         target: a hook run there held every signal to the target for as long as the hook ran."""
-        thread = threading.Thread(target=self._exec, args=(result,), name="dumplib-exec", daemon=True)
+        ended = threading.Event()
+
+        def run() -> None:
+            try:
+                self._exec(result)
+            finally:
+                ended.set()
+
+        thread = threading.Thread(target=run, name="dumplib-exec", daemon=True)
         with self._lock:  # kept before it starts: wait_hooks() must not miss it
             if self._closing:
                 return  # the watcher is ending: no new hook
-            self._hook_threads = [t for t in self._hook_threads if t.is_alive()] + [thread]
+            self._hook_ends = [e for e in self._hook_ends if not e.is_set()] + [ended]
         try:
             thread.start()
         except RuntimeError as exc:  # no thread to spare (a pids limit): said, as a hook that cannot start
             with self._lock:
-                self._hook_threads.remove(thread)
+                self._hook_ends.remove(ended)
             self._note("exec-failed", f"--exec could not start for {result.path} ({exc})", result.pid)
 
     def _human(self, e: dumplib.WatchEvent) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 import dumplib
 from helpers import leftovers, require
-from linuxrig import assert_running_untraced, proc_status
+from linuxrig import assert_running_untraced, proc_status, signal_defaults
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -243,14 +243,42 @@ def test_a_directory_or_a_name_with_pid_and_time_is_not_refused(tmp_path: Path, 
         proc.wait()
 
 
+#: The command, its hook's thread held for a while between starting the hook and noting it (as a loaded
+#: machine holds it): the window in which the watcher's end used to find no hook to kill.
+LATE_NOTING = r"""
+import subprocess, sys, time
+import dumplib_cli.watch as watch
+
+class Held:
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs):
+        started = subprocess.Popen(*args, **kwargs)
+        if kwargs.get("shell"):  # the hook: it runs; its thread notes it 2 s later
+            time.sleep(2.0)
+        return started
+
+watch.subprocess = Held()
+sys.argv[0] = "dumplib"
+from dumplib_cli.app import main
+main()
+"""
+
+
+@pytest.mark.parametrize("noted", ["at-once", "late"])
 def test_a_stuck_exec_hook_is_killed_with_its_children_when_the_watcher_ends(tmp_path: Path, outdir: Path,
-                                                                           cli_path: str) -> None:
+                                                                           cli_path: str, noted: str) -> None:
+    """"late": the watcher is ended while the hook's thread has yet to note the hook it started (the race
+    the loaded CI met: the hook outlived the watcher, holding its stdout)."""
     proc = subprocess.Popen(["sleep", "1000"])
     marks = tmp_path / "hook"
     hook = f"echo $$ > {marks}.sh; sleep 1000 & echo $! > {marks}.child; wait"
-    cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "watch", str(proc.pid), str(outdir), "--threads", "1",
+    command = ["-m", "dumplib_cli"] if noted == "at-once" else ["-c", LATE_NOTING]
+    cli = subprocess.Popen([sys.executable, *command, "watch", str(proc.pid), str(outdir), "--threads", "1",
                             "--sample-every", "0.1", "--json", "--exec", hook], stdout=subprocess.PIPE, text=True,
-                           env=dict(os.environ, PYTHONPATH=cli_path))
+                           env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=signal_defaults())
     try:
         deadline = time.monotonic() + 60
         while not Path(f"{marks}.child").exists() or not Path(f"{marks}.child").read_text().strip():
