@@ -286,6 +286,11 @@ class Host(abc.ABC):
         """Let go of what this process still holds on temporaries no longer at their names (Linux: their
         flocks): called once a temporary given up on is removed late (its file system answered again)."""
 
+    def forget(self, path: str) -> None:
+        """This process has just removed or placed its temporary *path*: let go of what it holds on it
+        (Linux: its flock's descriptor) now, if the name no longer holds it, rather than at a later look
+        (which takes a thread, and a pids limit may refuse one: the descriptor stayed open)."""
+
     @abc.abstractmethod
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> ContextManager[List[str]]:
         """Hold *directory* while dumplib's temporaries live there, so no other dumplib takes them for dead.

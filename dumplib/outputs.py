@@ -663,6 +663,7 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
     then *exc* retold, saying what is left (else None: *exc* says it as it is)."""
     if not isinstance(exc, DumpFailed) or not stalled_output(exc):
         remove_own(temp, host)
+        host.forget(temp)
         return None
     from ._bounded import call_within, unanswered
 

@@ -47,6 +47,9 @@ class LinuxHost(Host):
     def release_gone(self) -> None:
         _let_go_of_gone(unanswered_too=True)
 
+    def forget(self, path: str) -> None:
+        _forget_live(path)
+
     def reader_gone(self, fd: int) -> bool:
         # poll(2) reports POLLERR on a pipe's writing end once no reader is left (review: a dump to
         # `| head -c 0` stopped its target 0.84 s for nothing before its first write failed).
@@ -79,6 +82,7 @@ class LinuxHost(Host):
 
     def place_new(self, temp: str, final: str) -> None:
         _link_into_place(temp, final)
+        _forget_live(temp)
 
     def hold(self, directory: str, clean: Callable[[bool], List[str]]) -> contextlib.AbstractContextManager[List[str]]:
         return _held(directory, clean)
@@ -287,6 +291,27 @@ def _flock_within(fd: int, operation: int, seconds: float, step: float) -> bool:
 
 #: How long the look at whether a temporary is still at its name may wait on its file system.
 LIVE_LOOK_SECONDS = 1.0
+
+
+def _forget_live(path: str) -> None:
+    """Release the lock kept on our temporary *path* if that name no longer holds it: just removed or
+    placed by this process, whose file system answered that very call (the look is inline for that)."""
+    with _live_files_lock:
+        entry = _live_files.get(path)
+    if entry is None:
+        return
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == entry[1]:
+            return  # still there (its removal failed): kept locked, as a live temporary
+    except OSError:
+        pass
+    with _live_files_lock:
+        if _live_files.get(path) is not entry:
+            return
+        del _live_files[path]
+        _unanswered.discard(path)
+    os.close(entry[0])
 
 
 def _let_go_of_gone(unanswered_too: bool = False) -> None:

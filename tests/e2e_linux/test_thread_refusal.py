@@ -41,6 +41,9 @@ pid, scratch = int(sys.argv[1]), sys.argv[2]
 mine = os.path.join(scratch, "mine")
 fd = os.open(mine, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
 host._lock_while_alive(mine, fd)
+# And a dump's temporary (flocked on a descriptor of the host's), which its failure path removes below.
+gone = os.path.join(scratch, ".dumplib-gone.tmp")
+os.close(host.create_exclusive(gone))
 print("ready", flush=True)
 sys.stdin.readline()
 
@@ -133,6 +136,14 @@ def looked():
     return "looked"
 
 
+def removed():  # a failed dump's temporary removed (outputs._discard): its lock's descriptor closed with it
+    from dumplib.outputs import _discard
+    kept = host._live_files[gone][0]
+    _discard(gone, host.LinuxHost(), dumplib.DumpFailed("the dump failed", reason="no-resources"))
+    still = gone in host._live_files or os.path.exists(f"/proc/self/fd/{kept}")
+    return ("its lock kept" if still else "its lock let go") + (", the file left" if os.path.exists(gone) else "")
+
+
 out = {}
 for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop", stopped),
                    ("signal watch", watched), ("hasher", lambda: FollowingHasher(os.path.join(scratch, "h"))),
@@ -144,7 +155,8 @@ for name, part in [("bounded read", lambda: call_within(lambda: 1, 5.0)), ("stop
                    # best-effort reads: no thread to read in is "unknown", as a stuck read is
                    ("command line", lambda: repr(command_line(pid))), ("ps", rows), ("name lookup", by_name), ("pid lookup", by_pid),
                    ("watch --all", watched_by_name), ("pss sample", sampled),
-                   ("host's look", looked), ("zstd", zstd_after_an_empty_write)]:
+                   ("host's look", looked), ("zstd", zstd_after_an_empty_write),
+                   ("temporary removed", removed)]:
     alone()
     fds = sorted(os.listdir("/proc/self/fd"))
     try:
@@ -174,7 +186,10 @@ def test_each_thread_dumplib_starts_is_refused_typed_and_the_target_is_let_go(tm
                    "launch, held", "launch", "command line", "name lookup"}
         unknown = {"watch --all": "said once, watched to its timeout", "pss sample": "watched to its timeout",
                    "host's look": "looked", "--exec hook": "exec-failed", "zstd": "the same bytes", "ps": "a row",
-                   "pid lookup": "dumplib-long-ta"}
+                   "pid lookup": "dumplib-long-ta",
+                   # its lock's descriptor closed at once, not left for a look that needs a thread (the
+                   # loaded CI's leaked descriptor: a dump refused its stop after its temporary existed)
+                   "temporary removed": "its lock let go"}
         assert set(got) == refused | set(unknown), got
         for name in refused:
             assert len(got[name]) == 2, (name, got[name])  # a third entry: the descriptors it left open
