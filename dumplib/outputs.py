@@ -164,6 +164,7 @@ class _FileOutput(Output):
         except BaseException:
             if side_temp is not None:
                 remove_own(side_temp, self.host)
+                self.host.forget(side_temp)
             raise
         return replace(stored, path=self.dest.final)
 
@@ -669,7 +670,8 @@ def _discard(temp: str, host: Host, exc: BaseException) -> Optional[DumpError]:
 
     def remove() -> None:
         remove_own(temp, host)
-        host.release_gone()  # its lock's descriptor too, or FUSE keeps it as .fuse_hidden*
+        host.forget(temp)  # its lock's descriptor too, or FUSE keeps it as .fuse_hidden*: no look, no thread
+        host.release_gone()  # and those of other temporaries whose look got no answer before
 
     try:
         call_within(remove, STALLED_REMOVAL_SECONDS)

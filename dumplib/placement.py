@@ -345,6 +345,7 @@ def _placing_failed(exc: OSError, moves: Sequence[Tuple[str, str]], at: Tuple[st
 def _move(temp: str, final: str, overwrite: bool, host: Host) -> None:
     if overwrite:
         os.replace(temp, final)
+        host.forget(temp)  # its lock let go now, as place_new does
         return
     try:
         host.place_new(temp, final)

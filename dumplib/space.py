@@ -206,11 +206,12 @@ def throttled_progress(callback: Callable[[int, float], None], every: float = 0.
 
     def tick(written: int) -> None:
         # Never backwards: a Linux core staged in memory ticks the bytes read while the target is
-        # stopped, then its writes once it runs from 0 again (for the disk's watchdog and cancel_dumps);
-        # Windows' raw dump then its compression likewise. The figure stays at its highest, but the
-        # callback is still called in that second phase: it may be a watch's abandon check, which a
-        # dropped tick kept from ever seeing an interruption or a timeout during a compression (the
-        # watcher gave up waiting and the program ended mid-compress, its temporaries left).
+        # stopped, then its writes once it runs from 0 again; Windows' raw dump then its compression
+        # likewise (the disk's watchdog and cancel_dumps hear those ticks raw, not through here). The
+        # figure stays at its highest, but the callback is still called in that second phase: it may
+        # be a watch's abandon check, which a dropped tick kept from ever seeing an interruption or a
+        # timeout during a compression (the watcher gave up waiting and the program ended
+        # mid-compress, its temporaries left).
         high[0] = max(high[0], written)
         now = time.monotonic()
         if now - last[0] >= every:
