@@ -424,8 +424,10 @@ def python_at_pids_limit(script: str, args: List[str], room: int, timeout: float
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-#: The signals that end the command (its handlers' set).
-ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: The signals that end the command (its handlers' set); by name, since this module is imported by unit
+#: tests that also run inside Windows python, whose signal module has no SIGHUP or SIGQUIT.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+                       if hasattr(signal, name))
 
 
 def signal_defaults(ignored: "tuple[int, ...]" = ()) -> "Callable[[], None]":
