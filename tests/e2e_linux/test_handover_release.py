@@ -37,7 +37,7 @@ from dumplib._linux.signalwatch import SignalWatcher
 from dumplib.compression import CompressingWriter
 from helpers import leftovers, tmpfs
 from dumplib._linux import backend
-from linuxrig import build_source, gdb, proc_status
+from linuxrig import build_source, gdb, proc_status, waiting_in_read
 
 pytestmark = pytest.mark.linux
 HERE = Path(__file__).resolve().parent
@@ -135,11 +135,7 @@ def _reading_stdin(pid: int) -> bool:
     """The main thread waits in read(0, ...), as the kernel shows it (/proc/PID/syscall): not merely
     asleep (State S), which it also is waiting for a lock on its way to the reset (a CI run saw the
     hold's gap wiped that way: 0.025 s seen for a 1 s hold)."""
-    try:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
-        return False
-    return len(fields) > 1 and fields[0] == "0" and int(fields[1], 16) == 0
+    return waiting_in_read(pid, 0)
 
 
 def _thread_states(pid: int) -> str:

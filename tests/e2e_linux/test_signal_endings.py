@@ -21,19 +21,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import pytest
 
 from helpers import leftovers
-from linuxrig import ENDING_SIGNALS, assert_running_untraced, proc_status, signal_defaults
+from linuxrig import assert_running_untraced, proc_status, signal_defaults
 from test_watch_interrupted import (cli_path, delivered, handed_over_and_writing, handover_exe, state_of, target,
                                     wait_for)
 
 pytestmark = pytest.mark.linux
 
 __all__ = ["cli_path", "handover_exe"]  # fixtures, used by name
-
-ENDING = ENDING_SIGNALS
-
-
-def defaults(ignored: Sequence[int] = ()) -> Callable[[], None]:
-    return signal_defaults(tuple(ignored))
 
 
 # -- SIGQUIT (Ctrl-\) on a hand-over ---------------------------------------------------------------
@@ -50,7 +44,7 @@ def test_sigquit_on_a_handover_watch_lets_the_target_go_and_delivers_its_signal(
                                 "--signal", "USR1", "--kind", "full", "--compress", "gzip", "--compress-level", "9",
                                 "--max-pause", "off", "--no-space-check", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=defaults())
+                               env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=signal_defaults())
         try:
             assert cli.stdout is not None
             assert json.loads(cli.stdout.readline())["event"] == "watching"
@@ -130,7 +124,7 @@ def dump_cli(pid: int, directory: Path, cli_path: str, *, wrapper: Sequence[str]
     return subprocess.Popen([*wrapper, sys.executable, "-m", "dumplib_cli", "dump", str(pid), str(directory),
                              "--kind", "full", "--no-sidecar"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=preexec or defaults())
+                            env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=preexec or signal_defaults())
 
 
 def full_pipe() -> Tuple[int, int]:
@@ -177,7 +171,7 @@ def test_a_second_signal_waits_for_the_first_ones_cleanup_and_message(
         try:
             cli = subprocess.Popen([sys.executable, "-m", "dumplib_cli", "dump", str(big.pid), str(var_tmp),
                                     "--kind", "full", "--no-sidecar"], stdout=subprocess.DEVNULL, stderr=w,
-                                   env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=defaults())
+                                   env=dict(os.environ, PYTHONPATH=cli_path), preexec_fn=signal_defaults())
         finally:
             os.close(w)
         try:
@@ -206,7 +200,7 @@ def test_a_second_signal_waits_for_the_first_ones_cleanup_and_message(
 def test_dump_under_nohup_is_not_ended_by_a_hangup(big: BigTarget, cli_path: str, var_tmp: Path) -> None:
     """Under nohup SIGHUP is ignored; the command used to put its own handler in place and end at it
     (129, nothing written). Now the hang-up is lost, as nohup means, and the dump is written."""
-    cli = dump_cli(big.pid, var_tmp, cli_path, wrapper=["nohup"], preexec=defaults(ignored=(signal.SIGHUP,)))
+    cli = dump_cli(big.pid, var_tmp, cli_path, wrapper=["nohup"], preexec=signal_defaults(ignored=(signal.SIGHUP,)))
     try:
         wait_for(lambda: tracer(big.pid) != "0" or cli.poll() is not None)  # run() has its handlers in place
         assert cli.poll() is None, "the dump ended before it stopped the target"
@@ -231,7 +225,7 @@ def test_watch_with_sighup_ignored_is_not_ended_by_a_hangup(
                                 "--signal", "USR1", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONPATH=cli_path),
-                               preexec_fn=defaults(ignored=(signal.SIGHUP,)))
+                               preexec_fn=signal_defaults(ignored=(signal.SIGHUP,)))
         try:
             assert cli.stdout is not None
             assert json.loads(cli.stdout.readline())["event"] == "watching"
@@ -261,7 +255,7 @@ def test_watch_in_a_terminal_that_closes_mid_handover_exits_129(
     side = tmp_path / "handler.txt"
     with target(handover_exe, side) as proc:
         master, slave = os.openpty()
-        reset = defaults()
+        reset = signal_defaults()
 
         def own_terminal() -> None:
             reset()

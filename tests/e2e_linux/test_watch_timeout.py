@@ -10,7 +10,6 @@ Nothing here times the machine: the dump is held in its progress callback until 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, List, Tuple
 
 import pytest
 
@@ -74,6 +73,27 @@ def wait_for(what: Callable[[], bool], patience: float = 30.0) -> bool:
     return True
 
 
+def watched_to_the_timeout(pid: int, trigger: dumplib.Trigger, outdir: Path, act: Callable[[], None]
+                           ) -> Tuple[List[dumplib.DumpResult], List[dumplib.WatchEvent], List[str], List[List[str]]]:
+    """watch(*pid*, *trigger*) to TIMEOUT; *act* (what makes the trigger fire) once it is watching, and the
+    dump held (held_until_timeout). (results, events, the directory's names as watch() returned: not once
+    the test ends, and the temporary the held dump had written.)"""
+    events: List[dumplib.WatchEvent] = []
+    timed_out = threading.Event()
+    seen: List[List[str]] = []
+
+    def on_event(e: dumplib.WatchEvent) -> None:
+        events.append(e)
+        if e.event == "watching":
+            act()
+        elif e.event == "timeout":
+            timed_out.set()
+
+    results = dumplib.watch(pid, trigger, path=outdir, kind="full", timeout=TIMEOUT, on_event=on_event,
+                            progress=held_until_timeout(outdir, timed_out, seen))
+    return results, events, sorted(p.name for p in outdir.iterdir()), seen
+
+
 def test_an_exit_dump_under_way_at_the_timeout_is_given_up_and_the_exit_goes_on(
         tmp_path: Path, outdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(signalwatch, "LET_GO_PATIENCE", PATIENCE)
@@ -81,26 +101,19 @@ def test_an_exit_dump_under_way_at_the_timeout_is_given_up_and_the_exit_goes_on(
     try:
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().strip() == "ready"
-        events: List[dumplib.WatchEvent] = []
-        timed_out = threading.Event()
-        seen: List[List[str]] = []
 
-        def on_event(e: dumplib.WatchEvent) -> None:
-            events.append(e)
-            if e.event == "watching":
-                child.stdin.write("exit\n")  # type: ignore[union-attr]
-                child.stdin.flush()  # type: ignore[union-attr]
-            elif e.event == "timeout":
-                timed_out.set()
+        def exit_now() -> None:
+            child.stdin.write("exit\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
 
-        results = dumplib.watch(child.pid, dumplib.ProcessExit(), path=outdir, kind="full", timeout=TIMEOUT,
-                                on_event=on_event, progress=held_until_timeout(outdir, timed_out, seen))
-        left = sorted(p.name for p in outdir.iterdir())  # as watch() returns: not once this test ends
+        results, events, left, seen = watched_to_the_timeout(child.pid, dumplib.ProcessExit(), outdir, exit_now)
         code = child.wait(30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+        child.stdin.close()  # type: ignore[union-attr]
+        child.stdout.close()  # type: ignore[union-attr]
     names = [e.event for e in events]
     assert seen, f"the dump at the exit never wrote its temporary: {names}"
     assert left == [], f"watch() returned with {left} in the directory: the dump at the exit was left running"
@@ -121,20 +134,8 @@ def test_a_hand_over_dump_under_way_at_the_timeout_is_given_up_and_the_signal_de
     try:
         assert proc.stdout is not None
         json.loads(proc.stdout.readline())
-        events: List[dumplib.WatchEvent] = []
-        timed_out = threading.Event()
-        seen: List[List[str]] = []
-
-        def on_event(e: dumplib.WatchEvent) -> None:
-            events.append(e)
-            if e.event == "watching":
-                os.kill(proc.pid, signal.SIGUSR1)
-            elif e.event == "timeout":
-                timed_out.set()
-
-        results = dumplib.watch(proc.pid, dumplib.SignalReceived("USR1"), path=outdir, kind="full",
-                                timeout=TIMEOUT, on_event=on_event, progress=held_until_timeout(outdir, timed_out, seen))
-        left = sorted(p.name for p in outdir.iterdir())
+        results, events, left, seen = watched_to_the_timeout(proc.pid, dumplib.SignalReceived("USR1"), outdir,
+                                                             lambda: os.kill(proc.pid, signal.SIGUSR1))
         names = [e.event for e in events]  # as watch() returns: an event after it is one the watch left behind
         assert seen, f"the dump at the signal never wrote its temporary: {names}"
         assert left == [] and results == [] and "dumped" not in names, (left, names)
@@ -149,3 +150,4 @@ def test_a_hand_over_dump_under_way_at_the_timeout_is_given_up_and_the_signal_de
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
         proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
