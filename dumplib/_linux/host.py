@@ -306,15 +306,21 @@ def _forget_live(path: str) -> None:
             return  # still there (its removal failed): kept locked, as a live temporary
     except OSError:
         pass
+    _drop_live(path, entry[0])
+
+
+def _drop_live(path: str, keep: int) -> None:
+    """Stop holding the lock on *path*, gone from its name, if *keep* is still its descriptor: out of the
+    registry, and closed. The close is never raised: it follows a placement (a FUSE close's flush can
+    fail) or a failure path's removal, neither of which a failed close of a read-only lock descriptor
+    must undo or retell, nor a later dump's creation (_let_go_of_gone runs first there)."""
     with _live_files_lock:
-        if _live_files.get(path) is not entry:
+        _unanswered.discard(path)
+        if _live_files.get(path, (None,))[0] != keep:
             return
         del _live_files[path]
-        _unanswered.discard(path)
-    # Never raised: called right after a placement (a FUSE close's flush can fail) or a failure path's
-    # removal, neither of which a failed close of a read-only lock descriptor must undo or retell.
     with contextlib.suppress(OSError):
-        os.close(entry[0])
+        os.close(keep)
 
 
 def _let_go_of_gone(unanswered_too: bool = False) -> None:
@@ -356,11 +362,8 @@ def _let_go_of_gone(unanswered_too: bool = False) -> None:
             with _live_files_lock:
                 _unanswered.add(looked[-1])  # the look that got no answer; those before it are looked at again
         return
-    with _live_files_lock:
-        for path, keep in gone:
-            _unanswered.discard(path)
-            if _live_files.get(path, (None,))[0] == keep:
-                os.close(_live_files.pop(path)[0])
+    for path, keep in gone:
+        _drop_live(path, keep)
 
 
 def _temp_in_use(path: str, st: os.stat_result) -> Optional[bool]:
