@@ -132,6 +132,7 @@ def _make(path: str, host: Host) -> bytes:
     finally:
         if os.path.lexists(temp):
             os.unlink(temp)
+        host.forget(temp)  # its lock's descriptor with it (place_new let it go already when it placed it)
     return _read(path, host)
 
 

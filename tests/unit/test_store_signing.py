@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -88,3 +89,18 @@ def test_the_crash_handler_keeps_no_inherited_store_variable(monkeypatch, tmp_pa
 
     assert [k for k in os.environ if k.startswith(("AWS_", "AZURE_", "DUMPLIB_UPLOAD_"))] == []
     assert os.environ[signing.KEY_VARIABLE] == str(tmp_path / "key")
+
+
+def test_a_key_another_dumplib_made_first_is_read_and_no_lock_of_its_temporary_stays(tmp_path):
+    """Two dumplibs making the key at once: the second's place_new meets the first's file. Its temporary
+    is removed and its lock's descriptor let go at once, not left for a look that takes a thread."""
+    from dumplib._linux import host as linux_host
+
+    path = tmp_path / ".dumplib" / "egress-key"
+    path.parent.mkdir(mode=0o700)
+    theirs = os.urandom(32)
+    path.write_text(theirs.hex() + "\n")
+    path.chmod(0o600)
+    assert signing._make(str(path), current().host()) == theirs
+    assert [p.name for p in path.parent.iterdir()] == ["egress-key"]
+    assert not [p for p in linux_host._live_files if ".egress-key-" in p], linux_host._live_files
