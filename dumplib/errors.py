@@ -6,8 +6,6 @@ user can do about it. Exit codes are the CLI's business, not the library's.
 """
 from __future__ import annotations
 
-import sys
-
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
     from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
@@ -285,15 +283,13 @@ class DumpFailed(DumpError):
         Said as such, not as the bare RuntimeError or OSError that would end a watch with a traceback.
         *strerror*, *errno*: the refused fork's (a refused thread comes with neither)."""
         said = f" ({strerror})" if strerror else ""
-        if sys.platform == "win32":  # no pids limit there: a thread is refused for its memory
-            return cls(f"could not start {what}{said}: Windows refused it, most likely because memory is short"
-                       " (the system's commit limit, RAM plus page file) or a job object limits this process's"
-                       " memory. Free memory, enlarge the page file or raise the job's limit, and try again",
-                       errno=errno, reason="no-resources")
+        # One text for both systems (this module never asks which it runs on): each names its own causes.
         return cls(f"could not start {what}{said}: the system refused it, most likely because dumplib's cgroup is at"
-                   " its pids limit, its user at its process limit, or memory is short. Raise the pids limit"
-                   " (pids.max of dumplib's cgroup; TasksMax= of a systemd unit) or the user's (ulimit -u;"
-                   " LimitNPROC=), or free memory, and try again", errno=errno, reason="no-resources")
+                   " its pids limit or its user at its process limit (Linux), or memory is short (on Windows: the commit"
+                   " limit, RAM plus page file, or a job object's memory limit). Raise the pids limit (pids.max of"
+                   " dumplib's cgroup; TasksMax= of a systemd unit) or the user's (ulimit -u; LimitNPROC=), or free"
+                   " memory (Windows: enlarge the page file or raise the job's limit), and try again",
+                   errno=errno, reason="no-resources")
 
     @classmethod
     def target_exited(cls, pid: int) -> "DumpFailed":

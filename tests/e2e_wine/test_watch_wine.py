@@ -255,9 +255,12 @@ def test_memory_trigger_on_a_windows_target_reads_its_commit_charge(rig: Rig, fa
         watcher.wait()
     fired = [e for e in events if e["event"] == "fired"]
     assert len(fired) == 1
+    # The figure that fired crossed the limit and is never above the commit charge the target itself
+    # read once its allocation was over (a larger figure, such as its virtual size, would be). Under
+    # Wine that charge grows page by page as the allocation is touched, so a sample may land anywhere
+    # within that growth: at load 10 one fired 9 MB short of the end figure, which a bound of 4 MB from
+    # it took for a wrong reading.
     assert limit <= float(fired[0]["value"]) <= after + (2 << 20)  # type: ignore[arg-type]
-    assert abs(float(fired[0]["value"]) - after) <= 4 << 20  # type: ignore[arg-type]
-
 
 
 def test_cpu_trigger_on_a_windows_target_fires_during_a_burn_and_not_before(rig: Rig, service_faulter,
@@ -330,11 +333,10 @@ def test_launch_watches_from_the_first_instruction_so_a_start_up_fault_is_dumped
     assert int(mf.exception.exception_records[0].ExceptionRecord.ExceptionCode_raw) == 0xC0000005
 
 
-BIG_FAULTER = r"""
+#: A faulter holding a big heap (HELD: the lines that make it) while it waits for "fault" and "ping" lines.
+_HOLDING_FAULTER = r"""
 import ctypes, json, os, sys
-held = bytearray(400 << 20)
-for i in range(0, len(held), 4096):
-    held[i] = 1
+HELD
 print(json.dumps({"pid": os.getpid()}), flush=True)
 for line in sys.stdin:
     if line.strip() == "fault":
@@ -345,6 +347,10 @@ for line in sys.stdin:
     elif line.strip() == "ping":
         print(json.dumps({"pong": True}), flush=True)
 """
+BIG_FAULTER = _HOLDING_FAULTER.replace("HELD", "held = bytearray(400 << 20)\nfor i in range(0, len(held), 4096):\n    held[i] = 1")
+#: A heap of random bytes, which no compressor shrinks: the compressed temporary's size says how far its
+#: compression has gone.
+RANDOM_FAULTER = _HOLDING_FAULTER.replace("HELD", "import random\nheld = random.Random(7).randbytes(64 << 20)")
 
 
 def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_nothing(rig: Rig, outdir: Path,
@@ -380,3 +386,123 @@ def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+#: A watch of an access violation (a full dump, gzip level 9) whose own progress callback, once the dump's
+#: compression has begun (two new temporaries: the raw dump and the compressed one), says so and holds
+#: the dump: until the watch's timeout has passed ("timeout"), or until the file *release* exists (sent
+#: a Ctrl-C first, "interrupt"). Temporaries already in %TEMP% (another run's) are not counted.
+HELD_WATCHER = r"""
+import json, os, sys, tempfile, threading, time
+import dumplib
+pid, out, mode, release = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+timeout = 90.0 if mode == "timeout" else 600.0
+places = (out, tempfile.gettempdir())
+before = {os.path.join(d, n) for d in places for n in os.listdir(d)}
+timed_out = threading.Event()
+events, held = [], []
+
+def temporaries():
+    return sorted(p for d in places for p in (os.path.join(d, n) for n in os.listdir(d))
+                  if os.path.basename(p).startswith(".dumplib-") and p not in before)
+
+def on_event(e):
+    events.append(e.event)
+    if e.event == "timeout":
+        timed_out.set()
+    print(json.dumps({"event": e.event, "message": e.message}), flush=True)
+
+def progress(written, elapsed):
+    made = temporaries()
+    if held or len(made) < 2:
+        return
+    held.append(sorted(os.path.getsize(p) for p in made))  # [compressed so far, raw]
+    print(json.dumps({"held": held[0]}), flush=True)
+    if mode == "timeout":
+        timed_out.wait(timeout + 60)
+    else:
+        end = time.monotonic() + 300
+        while not os.path.exists(release) and time.monotonic() < end:
+            time.sleep(0.05)
+
+outcome = {}
+try:
+    outcome["results"] = len(dumplib.watch(pid, dumplib.ExceptionRaised([0xC0000005]), path=out, kind="full",
+                                           compress="gzip", compress_level=9, timeout=timeout, on_event=on_event,
+                                           progress=progress, space_check=False))
+except KeyboardInterrupt:
+    outcome["interrupted"] = True
+print(json.dumps({**outcome, "events": events, "held": held, "left": temporaries() + os.listdir(out)}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("ending", ["interrupt", "timeout"])
+def test_a_watch_ended_during_the_compression_abandons_it_and_leaves_nothing(rig: Rig, outdir: Path, tmp_path: Path,
+                                                                            ending: str) -> None:
+    """After MiniDumpWriteDump, `--compress` compresses the raw dump into the destination; that phase's
+    progress counts from 0 again. Its ticks were dropped below the write's figure, so the watch's abandon
+    check (a progress callback) was not called while compressing: a Ctrl-C or the timeout then waited 10 s
+    for the debugger thread, gave up, and the program could end mid-compress, its temporaries left.
+
+    Here the caller's own progress callback, called after the abandon check, holds the dump early in its
+    compression (the compressed temporary under half the raw one: the old code reached the callback only
+    in the compression's last blocks) until the watch has been interrupted or has timed out. The dump
+    must then give up at its next tick: `abandoned` after the ending, both temporaries removed, nothing
+    kept, and the target running on, undebugged."""
+    script = tmp_path / "random.py"
+    script.write_text(RANDOM_FAULTER)
+    watcher_script = tmp_path / "watcher.py"
+    watcher_script.write_text(HELD_WATCHER)
+    release = tmp_path / "release"
+    temp = rig.windows_temp()
+    before = set(temp.iterdir())
+    target = rig.popen_python([windows_path(script)])
+    target_lines = Lines(target)
+    watcher = None
+    try:
+        pid = int(json.loads(target_lines.get(180))["pid"])
+        watcher = rig.popen_python([windows_path(watcher_script), str(pid), windows_path(outdir), ending,
+                                    windows_path(release)])
+        lines = Lines(watcher)
+        _events(lines, "watching")
+        assert target.stdin
+        target.stdin.write("fault\n")
+        target.stdin.flush()
+        said = _said_until(lines, "held")  # or its last line, "left" and all, if it never held
+        if "left" not in said[-1]:
+            if ending == "interrupt":
+                watcher.send_signal(signal.SIGINT)  # Wine: CTRL_C_EVENT, a KeyboardInterrupt in watch()
+                release.touch()
+            said += _said_until(lines, "left")
+        assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
+        end = said[-1]
+        assert len(end["held"]) == 1, f"the compression never reached the callback: {said}"
+        compressed, raw = end["held"][0]
+        assert compressed < raw // 2, f"held only at the compression's end ({compressed} of {raw} bytes)"
+        seen = [e for e in end["events"] if e in ("timeout", "abandoned", "dumped")]
+        if ending == "interrupt":
+            assert end.get("interrupted") is True and seen == ["abandoned"], end
+        else:
+            assert end.get("results") == 0 and seen == ["timeout", "abandoned"], end
+        assert end["left"] == [] and list(outdir.iterdir()) == [], end
+        assert json.loads(target_lines.get(60)) == {"handled": True}
+        assert _ask(target, target_lines, "ping") == {"pong": True}
+    finally:
+        for proc in (watcher, target):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for left in set(temp.iterdir()) - before:  # a failed run's raw copy, not left to the next run
+            if left.name.startswith(".dumplib-"):
+                left.unlink()
+
+
+def _said_until(lines: Lines, key: str) -> List[Dict[str, object]]:
+    """The JSON lines of HELD_WATCHER up to the first holding *key* (bounded: 300 s a line)."""
+    out: List[Dict[str, object]] = []
+    while not out or key not in out[-1]:
+        line = lines.get(300)
+        assert line, f"the watcher ended before saying {key!r}: {out}"
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out

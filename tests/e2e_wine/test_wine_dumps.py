@@ -287,7 +287,10 @@ def _passed_inside_wine(ran: Ran) -> str:
     """The output of one pytest run inside Wine, once it passed with only "real Windows only" skips."""
     if ran.returncode is None:
         pytest.fail(f"{ran.args[0]} ran past {ran.bound} s inside Wine (a hang?): {ran.stdout[-3000:]}")
-    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
+    if ran.returncode != 0:  # what failed, ahead of the skips' list (the tail alone was only skips)
+        failures = ran.stdout.partition("= FAILURES =")[2].partition("short test summary info")[0]
+        failed = [ln for ln in ran.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+        pytest.fail("\n".join(failed) + "\n" + failures[-8000:] + ran.stdout[-1500:] + ran.stderr[-1500:])
     # The Windows test files run here; only what Wine cannot show may skip, and it says so.
     skips = [ln for ln in ran.stdout.split("short test summary info")[-1].splitlines() if ln.startswith("SKIPPED")]
     windows_skips = [ln for ln in skips if "test_windows_" in ln or "test_win_" in ln]
