@@ -201,7 +201,7 @@ def combine(*callbacks: Optional[Callable[[int], None]]) -> Optional[Callable[[i
 def throttled_progress(callback: Callable[[int, float], None], every: float = 0.25) -> Callable[[int], None]:
     """Turn a progress(bytes, elapsed) callback into a tick(bytes) called often, forwarding at most every *every* s."""
     start = time.monotonic()
-    last = [0.0]
+    last = [float("-inf")]  # the first tick is forwarded, whatever the clock's origin (Windows': the boot)
     high = [0]
 
     def tick(written: int) -> None:
