@@ -108,7 +108,7 @@ class UnitRun:
         with self._lock:
             if self._stopped:  # stop() came while the previous run ended: start no other
                 return Ran(args, bound, None, "", "stopped before it began", 0.0)
-            proc = subprocess.Popen(self.rig.python_cmd(["-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-rfEs"]),
+            proc = subprocess.Popen(self.rig.python_cmd(["-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-rfEs", "--durations=15"]),
                                     env=self.rig.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             self._proc = proc

@@ -43,10 +43,11 @@ def test_the_calls_result_and_exceptions_come_back():
 def test_each_bounds_every_blocking_call_not_the_whole_work():
     from dumplib._bounded import blocking
 
-    def work():  # 30 reads of 0.05 s: 1.5 s in all, each well inside the 0.5 s bound
-        return sum(blocking(lambda: (time.sleep(0.05), 1)[1]) for _ in range(30))
+    def work():  # 16 reads of 0.25 s: 4 s in all, each well inside the 2 s bound (a late wake-up under
+        # Wine at load, where no /proc tells a running call from a stuck one, has 1.75 s of room)
+        return sum(blocking(lambda: (time.sleep(0.25), 1)[1]) for _ in range(16))
 
-    assert call_within(work, 0.5, each=True) == 30
+    assert call_within(work, 2.0, each=True) == 16
 
 
 def test_each_gives_up_on_a_stuck_blocking_call_and_the_worker_then_writes_nothing():
@@ -146,12 +147,14 @@ def test_a_stuck_output_call_is_given_up_on_after_its_own_bound_and_marks_no_key
     from dumplib import _bounded
     from dumplib._bounded import OutputStalled, Unanswered, blocking, guarded, output_call
 
-    monkeypatch.setattr(_bounded, "WRITE_STALL_SECONDS", 1.0)
+    # The reads' bound 2 s, the output's 4 s: the read below (0.3 s) has 1.7 s of room for a late wake-up
+    # (under Wine no /proc says a starved call is running), and the output outlives the reads' bound.
+    monkeypatch.setattr(_bounded, "WRITE_STALL_SECONDS", 4.0)
     r, w = os.pipe()
     written, after, reads = [], [], []
 
     def work():
-        reads.append(blocking(lambda: (time.sleep(0.3), "read")[1]))  # longer than *seconds*: a read running
+        reads.append(blocking(lambda: (time.sleep(0.3), "read")[1]))  # a read, inside *seconds*
         guarded(written.append, "before")
         guarded(output_call, os.read, r, 1)  # stuck until the pipe gets a byte, as a write to a hung mount
         after.append("returned")
@@ -159,7 +162,7 @@ def test_a_stuck_output_call_is_given_up_on_after_its_own_bound_and_marks_no_key
 
     try:
         with pytest.raises(OutputStalled) as caught:
-            call_within(work, 0.5, key="out", each=True)
+            call_within(work, 2.0, key="out", each=True)
         assert not isinstance(caught.value, Unanswered)
         assert not stuck("out")  # the output stalled, not the process the key names
         assert reads == ["read"] and written == ["before"]

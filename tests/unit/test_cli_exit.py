@@ -82,8 +82,12 @@ def test_an_atexit_callback_keeps_the_ordinary_exit(tmp_path):
 
 
 def test_a_thread_the_interpreter_waits_for_keeps_the_ordinary_exit(tmp_path):
-    setup = ("import threading, time\n"
-             "threading.Thread(target=lambda: (time.sleep(1), sys.stderr.write('thread done\\n'))).start()")
+    # The thread lives until the main thread has ended (the interpreter's shutdown releases it), so it is
+    # alive when the command leaves, however slowly the command ran: a 1 s sleep was over first when the
+    # command took longer (Windows python under Wine at load 10: its imports and process scan).
+    setup = ("import threading\n"
+             "threading.Thread(target=lambda: (threading.main_thread().join(60), sys.stderr.write('thread done\\n')))"
+             ".start()")
     done = _run(tmp_path, ["dump", "999999999", str(tmp_path)], setup=setup)
     assert done.returncode == 3
     assert "thread done" in done.stderr and "torn down" in done.stderr
