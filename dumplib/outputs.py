@@ -262,7 +262,7 @@ class CompressedFile(_FileOutput):
                 out, raw_sha = _pump(raw, fd, self.codec, self.level, tick, self.dest.final, pid)
             finally:
                 os.close(fd)
-            _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes)
+            _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes, tick)
             stored = self._place_compressed(out, sidecar, report)
         except BaseException:
             remove_own(self.dest.temp, self.host)
@@ -774,10 +774,12 @@ def _check_stored(path: str, sha256: str, size: int) -> None:
                              reason="unverified")
 
 
-def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int) -> None:
-    """Decompress what was written, once, and compare it with the verified raw dump (sha256 and size)."""
+def _check_round_trip(path: str, codec: str, raw_sha256: str, raw_size: int, tick: Optional[Tick]) -> None:
+    """Decompress what was written, once, and compare it with the verified raw dump (sha256 and size).
+    *tick* hears it as it goes: a whole dump decompressed takes seconds to minutes, and a watch's abandon
+    check (a Ctrl-C, its timeout) or cancel_dumps must not wait for it, nor its watcher give up first."""
     with open_content(path, codec) as f:
-        if sha256_of_stream(f) != (raw_sha256, raw_size):
+        if sha256_of_stream(f, tick=tick) != (raw_sha256, raw_size):
             raise DumpFailed(f"the compressed dump {path} does not decompress to the dump that was verified;"
                              " it was removed", reason="unverified")
 

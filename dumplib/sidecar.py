@@ -45,13 +45,17 @@ def sha256_of(path: str) -> str:
         return sha256_of_stream(f, size=os.fstat(f.fileno()).st_size)[0]
 
 
-def sha256_of_stream(f: BinaryIO, block: int = 4 << 20, size: Optional[int] = None) -> Tuple[str, int]:
-    """(sha256, byte count) of what *f* yields from where it stands to its end (about *size* bytes, if known)."""
+def sha256_of_stream(f: BinaryIO, block: int = 4 << 20, size: Optional[int] = None,
+                     tick: Optional[Callable[[int], None]] = None) -> Tuple[str, int]:
+    """(sha256, byte count) of what *f* yields from where it stands to its end (about *size* bytes, if known);
+    *tick* (a dump's) hears the count after each block, so a cancel or an abandon reaches a long read."""
     digest = new_sha256(size)
     count = 0
     for chunk in iter(lambda: f.read(block), b""):
         digest.update(chunk)
         count += len(chunk)
+        if tick is not None:
+            tick(count)
     return digest.hexdigest(), count
 
 

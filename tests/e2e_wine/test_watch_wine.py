@@ -388,14 +388,16 @@ def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_
                 proc.wait()
 
 
-#: A watch of an access violation (a full dump, gzip level 9) whose own progress callback, once the dump's
-#: compression has begun (two new temporaries: the raw dump and the compressed one), says so and holds
-#: the dump: until the watch's timeout has passed ("timeout"), or until the file *release* exists (sent
-#: a Ctrl-C first, "interrupt"). Temporaries already in %TEMP% (another run's) are not counted.
+#: A watch of an access violation (a full dump, gzip) whose own progress callback, once the dump reaches
+#: *phase*, says so and holds the dump: until the watch's timeout has passed ("timeout"), or until the file
+#: *release* exists (sent a Ctrl-C first, "interrupt"). Phase "compression": two new temporaries, the raw
+#: dump and the compressed one, begun; "check": the compressed one as large as the raw one (random bytes
+#: do not shrink): written out, then decompressed again and compared. Temporaries already in %TEMP%
+#: (another run's) are not counted.
 HELD_WATCHER = r"""
 import json, os, sys, tempfile, threading, time
 import dumplib
-pid, out, mode, release = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pid, out, mode, release, phase = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 timeout = 90.0 if mode == "timeout" else 600.0
 places = (out, tempfile.gettempdir())
 before = {os.path.join(d, n) for d in places for n in os.listdir(d)}
@@ -416,7 +418,10 @@ def progress(written, elapsed):
     made = temporaries()
     if held or len(made) < 2:
         return
-    held.append(sorted(os.path.getsize(p) for p in made))  # [compressed so far, raw]
+    sizes = sorted(os.path.getsize(p) for p in made)  # [compressed so far, raw], then [raw, compressed]
+    if phase == "check" and sizes[0] < sizes[1] * 0.99:
+        return
+    held.append(sizes)
     print(json.dumps({"held": held[0]}), flush=True)
     if mode == "timeout":
         timed_out.wait(timeout + 60)
@@ -428,7 +433,7 @@ def progress(written, elapsed):
 outcome = {}
 try:
     outcome["results"] = len(dumplib.watch(pid, dumplib.ExceptionRaised([0xC0000005]), path=out, kind="full",
-                                           compress="gzip", compress_level=9, timeout=timeout, on_event=on_event,
+                                           compress="gzip", compress_level=9 if phase == "compression" else 1, timeout=timeout, on_event=on_event,
                                            progress=progress, space_check=False))
 except KeyboardInterrupt:
     outcome["interrupted"] = True
@@ -436,9 +441,10 @@ print(json.dumps({**outcome, "events": events, "held": held, "left": temporaries
 """
 
 
-@pytest.mark.parametrize("ending", ["interrupt", "timeout"])
-def test_a_watch_ended_during_the_compression_abandons_it_and_leaves_nothing(rig: Rig, outdir: Path, tmp_path: Path,
-                                                                            ending: str) -> None:
+@pytest.mark.parametrize("ending, phase", [("interrupt", "compression"), ("timeout", "compression"),
+                                           ("interrupt", "check")])
+def test_a_watch_ended_during_the_compression_or_its_check_abandons_it_and_leaves_nothing(
+        rig: Rig, outdir: Path, tmp_path: Path, ending: str, phase: str) -> None:
     """After MiniDumpWriteDump, `--compress` compresses the raw dump into the destination; that phase's
     progress counts from 0 again. Its ticks were dropped below the write's figure, so the watch's abandon
     check (a progress callback) was not called while compressing: a Ctrl-C or the timeout then waited 10 s
@@ -448,7 +454,11 @@ def test_a_watch_ended_during_the_compression_abandons_it_and_leaves_nothing(rig
     compression (the compressed temporary under half the raw one: the old code reached the callback only
     in the compression's last blocks) until the watch has been interrupted or has timed out. The dump
     must then give up at its next tick: `abandoned` after the ending, both temporaries removed, nothing
-    kept, and the target running on, undebugged."""
+    kept, and the target running on, undebugged.
+
+    Phase "check": held once the compressed file is written out, the next tick can only come from its
+    check (the whole file decompressed and compared with the raw dump, which ticked nothing before: the
+    Ctrl-C then waited for it, as long as a large dump's decompression takes)."""
     script = tmp_path / "random.py"
     script.write_text(RANDOM_FAULTER)
     watcher_script = tmp_path / "watcher.py"
@@ -462,7 +472,7 @@ def test_a_watch_ended_during_the_compression_abandons_it_and_leaves_nothing(rig
     try:
         pid = int(json.loads(target_lines.get(180))["pid"])
         watcher = rig.popen_python([windows_path(watcher_script), str(pid), windows_path(outdir), ending,
-                                    windows_path(release)])
+                                    windows_path(release), phase])
         lines = Lines(watcher)
         _events(lines, "watching")
         assert target.stdin
@@ -476,9 +486,10 @@ def test_a_watch_ended_during_the_compression_abandons_it_and_leaves_nothing(rig
             said += _said_until(lines, "left")
         assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
         end = said[-1]
-        assert len(end["held"]) == 1, f"the compression never reached the callback: {said}"
-        compressed, raw = end["held"][0]
-        assert compressed < raw // 2, f"held only at the compression's end ({compressed} of {raw} bytes)"
+        assert len(end["held"]) == 1, f"the {phase} never reached the callback: {said}"
+        if phase == "compression":
+            compressed, raw = end["held"][0]
+            assert compressed < raw // 2, f"held only at the compression's end ({compressed} of {raw} bytes)"
         seen = [e for e in end["events"] if e in ("timeout", "abandoned", "dumped")]
         if ending == "interrupt":
             assert end.get("interrupted") is True and seen == ["abandoned"], end

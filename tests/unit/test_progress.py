@@ -46,3 +46,25 @@ def test_calls_are_at_most_one_per_interval_and_the_first_at_once() -> None:
     for written in range(1000):
         tick(written)
     assert heard == [0]  # the first at once, the rest within the interval
+
+
+def test_a_read_back_hears_the_dumps_tick_after_each_block_and_stops_where_it_raises() -> None:
+    """The compressed dump's check (decompressed whole and hashed, outputs._check_round_trip) ticks as it
+    reads: a cancel or a watch's abandon check raising there ends it, rather than waiting for the end."""
+    import io
+
+    from dumplib.sidecar import sha256_of_stream
+
+    class Abandoned(Exception):
+        pass
+
+    heard: List[int] = []
+
+    def tick(count: int) -> None:
+        heard.append(count)
+        if count >= 3 << 20:
+            raise Abandoned
+
+    with pytest.raises(Abandoned):
+        sha256_of_stream(io.BytesIO(bytes(10 << 20)), block=1 << 20, tick=tick)
+    assert heard == [1 << 20, 2 << 20, 3 << 20]
