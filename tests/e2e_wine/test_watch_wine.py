@@ -391,9 +391,9 @@ def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_
 #: A watch of an access violation (a full dump, gzip) whose own progress callback, once the dump reaches
 #: *phase*, says so and holds the dump: until the watch's timeout has passed ("timeout"), or until the file
 #: *release* exists (sent a Ctrl-C first, "interrupt"). Phase "compression": two new temporaries, the raw
-#: dump and the compressed one, begun; "check": the compressed one as large as the raw one (random bytes
-#: do not shrink): written out, then decompressed again and compared. Temporaries already in %TEMP%
-#: (another run's) are not counted.
+#: dump and the compressed one, begun; "check": the compressed one written out whole (its gzip trailer ends
+#: in the raw dump's size), so that what follows is its check: decompressed again and compared with the
+#: raw dump. Temporaries already in %TEMP% (another run's) are not counted.
 HELD_WATCHER = r"""
 import json, os, sys, tempfile, threading, time
 import dumplib
@@ -414,13 +414,27 @@ def on_event(e):
         timed_out.set()
     print(json.dumps({"event": e.event, "message": e.message}), flush=True)
 
+def head(path, n=4):
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+def written_out(made):
+    raw = [p for p in made if head(p) == b"MDMP"]
+    packed = [p for p in made if head(p, 2) == b"\x1f\x8b"]
+    if len(raw) != 1 or len(packed) != 1 or os.path.getsize(packed[0]) < 18:
+        return False
+    with open(packed[0], "rb") as f:
+        f.seek(-4, 2)
+        return int.from_bytes(f.read(4), "little") == os.path.getsize(raw[0]) & 0xFFFFFFFF  # gzip's ISIZE
+
 def progress(written, elapsed):
     made = temporaries()
-    if held or len(made) < 2:
+    if held or len(made) < 2 or (phase == "check" and not written_out(made)):
         return
-    sizes = sorted(os.path.getsize(p) for p in made)  # [compressed so far, raw], then [raw, compressed]
-    if phase == "check" and sizes[0] < sizes[1] * 0.99:
-        return
+    sizes = sorted(os.path.getsize(p) for p in made)  # [compressed so far, raw]; [raw, compressed] once out
     held.append(sizes)
     print(json.dumps({"held": held[0]}), flush=True)
     if mode == "timeout":
@@ -456,8 +470,8 @@ def test_a_watch_ended_during_the_compression_or_its_check_abandons_it_and_leave
     must then give up at its next tick: `abandoned` after the ending, both temporaries removed, nothing
     kept, and the target running on, undebugged.
 
-    Phase "check": held once the compressed file is written out, the next tick can only come from its
-    check (the whole file decompressed and compared with the raw dump, which ticked nothing before: the
+    Phase "check": held once the compressed file is written out whole (its gzip trailer in place), the
+    next tick can only come from its check (the whole file decompressed and compared with the raw dump, which ticked nothing before: the
     Ctrl-C then waited for it, as long as a large dump's decompression takes)."""
     script = tmp_path / "random.py"
     script.write_text(RANDOM_FAULTER)
