@@ -404,14 +404,22 @@ def pids_cgroup_v1(pid: int, room: int = 0) -> Iterator[Path]:
 
 
 def python_at_pids_limit(script: str, args: List[str], room: int, timeout: float = 120) -> Dict[str, object]:
-    """`python -c SCRIPT ARGS`, which prints "ready" and waits for a line: moved then into a pids cgroup
-    with *room* tasks beyond its own (pids_cgroup_v1) and told "go". Its last stdout line, as JSON; a
-    non-zero exit (a traceback: RuntimeError "can't start new thread") fails the caller."""
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """`python -c SCRIPT ARGS` at_pids_limit."""
+    return at_pids_limit(subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), room, timeout)
+
+
+def at_pids_limit(proc: "subprocess.Popen[str]", room: int, timeout: float = 120,
+                  on_ready: "Optional[Callable[[subprocess.Popen[str]], None]]" = None) -> Dict[str, object]:
+    """*proc* (text pipes), which prints "ready" and waits for a line: then given to *on_ready* (if any),
+    moved into a pids cgroup with *room* tasks beyond its own (pids_cgroup_v1) and told "go". Its last
+    stdout line, as JSON; a non-zero exit (a traceback: RuntimeError "can't start new thread") fails the
+    caller. Killed on the way out if it still runs."""
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        if on_ready is not None:
+            on_ready(proc)
         with pids_cgroup_v1(proc.pid, room=room):
             proc.stdin.write("go\n")
             proc.stdin.flush()

@@ -11,15 +11,15 @@ AeDebug debugger of a crashed process; its refusal is a failure logged like any 
 """
 from __future__ import annotations
 
-import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from linuxrig import pids_cgroup_v1
+from linuxrig import at_pids_limit, pids_cgroup_v1
 from winrig import Rig, windows_path
 
-from test_watch_wine import FAULTER, Lines, _ask, _events
+from test_watch_wine import Lines, _ask, _events, ended, started_faulter
 
 pytestmark = pytest.mark.wine
 
@@ -78,8 +78,10 @@ print(json.dumps(out), flush=True)
 """
 
 
-def _exe(pid: int) -> str:
-    return Path(f"/proc/{pid}/exe").resolve().name
+def _the_limit_binds_python_exe(proc: "subprocess.Popen[str]") -> None:
+    # The Popen's pid is python.exe's own Linux process (wine execs its loader): the limit binds it.
+    exe = Path(f"/proc/{proc.pid}/exe").resolve().name
+    assert "wine" in exe, exe
 
 
 def test_each_thread_the_windows_backend_starts_is_refused_typed_and_leaves_nothing(rig: Rig, tmp_path: Path) -> None:
@@ -88,22 +90,8 @@ def test_each_thread_the_windows_backend_starts_is_refused_typed_and_leaves_noth
     with rig.target() as target:
         script = tmp_path / "parts.py"
         script.write_text(PARTS)
-        proc = rig.popen_python([windows_path(script), str(target.pid), windows_path(scratch)])
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-            # The Popen's pid is python.exe's own Linux process (wine execs its loader): the limit binds it.
-            assert "wine" in _exe(proc.pid), _exe(proc.pid)
-            with pids_cgroup_v1(proc.pid, room=0):
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, err
-        got = json.loads(out.strip().splitlines()[-1])
+        got = at_pids_limit(rig.popen_python([windows_path(script), str(target.pid), windows_path(scratch)]), room=0,
+                            timeout=300, on_ready=_the_limit_binds_python_exe)
         assert got.pop("left") == [], "a temporary or a dump was left behind"
         assert set(got) == {"exception watch", "launch", "write monitor", "hasher", "upload threads"}, got
         for name, (reason, message, debugger) in got.items():
@@ -120,33 +108,25 @@ def test_a_hand_over_the_limit_refuses_loses_that_dump_not_the_exception_nor_the
     its pids limit when the exception comes: the debugger thread cannot start the thread that writes the
     dump. That firing fails (no-resources), the exception is passed on to the target's own handler, and
     the watch goes on: the next exception, the limit lifted, is dumped (its count of one met, it ends 0)."""
-    script = tmp_path / "faulter.py"
-    script.write_text(FAULTER)
-    target = rig.popen_python([windows_path(script)])
-    target_lines = Lines(target)
-    watcher = None
-    try:
-        pid = int(json.loads(target_lines.get(180))["pid"])
+    with started_faulter(rig, tmp_path, ready=180) as (target, target_lines, pid):
         watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), "-o", windows_path(outdir), "--exception",
                                     "AccessViolation", "--first-chance", "--interval", "0",  # the refused one's interval
                                     "--timeout", "300", "--json"])
-        events_from = Lines(watcher)
-        _events(events_from, "watching")
-        with pids_cgroup_v1(watcher.pid, room=50) as group:
-            (group / "pids.max").write_text((group / "pids.current").read_text().strip())  # no room now
-            assert _ask(target, target_lines, "fault")["handled"] is True  # passed on to the target's own handler
-            failed = _events(events_from, "failed")[-1]
-            assert failed["error"]["reason"] == "no-resources", failed
-            assert list(outdir.iterdir()) == [], "the refused firing left a file"
-            (group / "pids.max").write_text("max")
-            assert _ask(target, target_lines, "fault")["handled"] is True
-            dumped = _events(events_from, "dumped")[-1]
-            assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
-        assert [p.name for p in outdir.iterdir() if not p.name.endswith(".json")] == \
-            [dumped["result"]["path"].rsplit("\\", 1)[-1]]  # the one dump, nothing of the refused one
-        assert _ask(target, target_lines, "debugged") == {"debugged": False}  # the watch detached at its count
-    finally:
-        for proc in (watcher, target):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        try:
+            events_from = Lines(watcher)
+            _events(events_from, "watching")
+            with pids_cgroup_v1(watcher.pid, room=50) as group:
+                (group / "pids.max").write_text((group / "pids.current").read_text().strip())  # no room now
+                assert _ask(target, target_lines, "fault")["handled"] is True  # passed on to the target's own handler
+                failed = _events(events_from, "failed")[-1]
+                assert failed["error"]["reason"] == "no-resources", failed
+                assert list(outdir.iterdir()) == [], "the refused firing left a file"
+                (group / "pids.max").write_text("max")
+                assert _ask(target, target_lines, "fault")["handled"] is True
+                dumped = _events(events_from, "dumped")[-1]
+                assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
+            assert [p.name for p in outdir.iterdir() if not p.name.endswith(".json")] == \
+                [dumped["result"]["path"].rsplit("\\", 1)[-1]]  # the one dump, nothing of the refused one
+            assert _ask(target, target_lines, "debugged") == {"debugged": False}  # the watch detached at its count
+        finally:
+            ended(watcher)

@@ -2,6 +2,7 @@
 sampled triggers through psutil, the target running on after the watcher detaches."""
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -97,15 +98,25 @@ def _events(lines: Lines, until: str, timeout: float = 120) -> List[Dict[str, ob
     raise AssertionError(f"no {until!r} event; got {out}")
 
 
-def _start_faulter(rig: Rig, tmp_path: Path, **popen: object):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def started_faulter(rig: Rig, tmp_path: Path, source: str = FAULTER, ready: float = 120,
+                    **popen: object) -> Iterator[Tuple[subprocess.Popen, "Lines", int]]:
+    """A Windows python.exe running *source* (a faulter: its first line its pid as JSON, read within *ready*
+    seconds): (its Popen, its Lines, its pid), killed on the way out if it still runs."""
     script = tmp_path / "faulter.py"
-    script.write_text(FAULTER)
+    script.write_text(source)
     proc = rig.popen_python([windows_path(script)], **popen)
     try:
         lines = Lines(proc)
-        info = json.loads(lines.get(120))
+        info = json.loads(lines.get(ready))
         yield proc, lines, int(info["pid"])
     finally:
+        ended(proc)
+
+
+def ended(proc: Optional[subprocess.Popen]) -> None:
+    """*proc* (if any) killed if it still runs, and reaped."""
+    if proc is not None:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
@@ -113,7 +124,8 @@ def _start_faulter(rig: Rig, tmp_path: Path, **popen: object):  # type: ignore[n
 
 @pytest.fixture()
 def faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
-    yield from _start_faulter(rig, tmp_path)
+    with started_faulter(rig, tmp_path) as started:
+        yield started
 
 
 @pytest.fixture()
@@ -121,7 +133,8 @@ def service_faulter(rig: Rig, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The faulter in a session of its own, as a service runs: the kernel's autogroup scheduler then
     gives it a group's share of the CPUs, where inside the suite's session it shares one group with
     everything the suite runs (under eight busy loops, each a session, that left it under 10% of a core)."""
-    yield from _start_faulter(rig, tmp_path, start_new_session=True)
+    with started_faulter(rig, tmp_path, start_new_session=True) as started:
+        yield started
 
 
 def _ask(proc: subprocess.Popen, lines: Lines, line: str) -> Dict[str, object]:
@@ -358,34 +371,26 @@ def test_ctrl_c_while_the_debugger_thread_writes_waits_for_the_write_and_leaves_
     """The issue's reproduction: a 400 MB full exception dump, Ctrl-C 2 s after the trigger. `watch`
     used to give up after 10 s and exit with dbghelp still writing, leaving a .dumplib-*.tmp (and, on
     Windows, the target's threads suspended); now it cancels, waits for the write, and leaves nothing."""
-    script = tmp_path / "big.py"
-    script.write_text(BIG_FAULTER)
-    target = rig.popen_python([windows_path(script)])
-    target_lines = Lines(target)
-    watcher = None
-    try:
-        pid = int(json.loads(target_lines.get(180))["pid"])
+    with started_faulter(rig, tmp_path, BIG_FAULTER, ready=180) as (target, target_lines, pid):
         watcher = rig.popen_python(["-m", "dumplib_cli", "watch", str(pid), "-o", windows_path(outdir), "--exception",
                                     "AccessViolation", "--first-chance", "-k", "full", "--no-space-check",
                                     "--timeout", "300", "--json"])
-        events_from = Lines(watcher)
-        _events(events_from, "watching")
-        assert target.stdin
-        target.stdin.write("fault\n")
-        target.stdin.flush()
-        _events(events_from, "fired")
-        time.sleep(2)
-        assert any(p.name.startswith(".dumplib-") for p in outdir.iterdir()), "the write had not begun"
-        watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(300) == 130, watcher.stderr.read() if watcher.stderr else ""
-        assert list(outdir.iterdir()) == [], "a dump or a temporary was left behind"
-        assert json.loads(target_lines.get(60)) == {"handled": True}
-        assert _ask(target, target_lines, "ping") == {"pong": True}
-    finally:
-        for proc in (watcher, target):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        try:
+            events_from = Lines(watcher)
+            _events(events_from, "watching")
+            assert target.stdin
+            target.stdin.write("fault\n")
+            target.stdin.flush()
+            _events(events_from, "fired")
+            time.sleep(2)
+            assert any(p.name.startswith(".dumplib-") for p in outdir.iterdir()), "the write had not begun"
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(300) == 130, watcher.stderr.read() if watcher.stderr else ""
+            assert list(outdir.iterdir()) == [], "a dump or a temporary was left behind"
+            assert json.loads(target_lines.get(60)) == {"handled": True}
+            assert _ask(target, target_lines, "ping") == {"pong": True}
+        finally:
+            ended(watcher)
 
 
 #: A watch of an access violation (a full dump, gzip) whose own progress callback, once the dump reaches
@@ -473,53 +478,45 @@ def test_a_watch_ended_during_the_compression_or_its_check_abandons_it_and_leave
     Phase "check": held once the compressed file is written out whole (its gzip trailer in place), the
     next tick can only come from its check (the whole file decompressed and compared with the raw dump, which ticked nothing before: the
     Ctrl-C then waited for it, as long as a large dump's decompression takes)."""
-    script = tmp_path / "random.py"
-    script.write_text(RANDOM_FAULTER)
     watcher_script = tmp_path / "watcher.py"
     watcher_script.write_text(HELD_WATCHER)
     release = tmp_path / "release"
     temp = rig.windows_temp()
     before = set(temp.iterdir())
-    target = rig.popen_python([windows_path(script)])
-    target_lines = Lines(target)
-    watcher = None
-    try:
-        pid = int(json.loads(target_lines.get(180))["pid"])
+    with started_faulter(rig, tmp_path, RANDOM_FAULTER, ready=180) as (target, target_lines, pid):
         watcher = rig.popen_python([windows_path(watcher_script), str(pid), windows_path(outdir), ending,
                                     windows_path(release), phase])
-        lines = Lines(watcher)
-        _events(lines, "watching")
-        assert target.stdin
-        target.stdin.write("fault\n")
-        target.stdin.flush()
-        said = _said_until(lines, "held")  # or its last line, "left" and all, if it never held
-        if "left" not in said[-1]:
+        try:
+            lines = Lines(watcher)
+            _events(lines, "watching")
+            assert target.stdin
+            target.stdin.write("fault\n")
+            target.stdin.flush()
+            said = _said_until(lines, "held")  # or its last line, "left" and all, if it never held
+            if "left" not in said[-1]:
+                if ending == "interrupt":
+                    watcher.send_signal(signal.SIGINT)  # Wine: CTRL_C_EVENT, a KeyboardInterrupt in watch()
+                    release.touch()
+                said += _said_until(lines, "left")
+            assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
+            end = said[-1]
+            assert len(end["held"]) == 1, f"the {phase} never reached the callback: {said}"
+            if phase == "compression":
+                compressed, raw = end["held"][0]
+                assert compressed < raw // 2, f"held only at the compression's end ({compressed} of {raw} bytes)"
+            seen = [e for e in end["events"] if e in ("timeout", "abandoned", "dumped")]
             if ending == "interrupt":
-                watcher.send_signal(signal.SIGINT)  # Wine: CTRL_C_EVENT, a KeyboardInterrupt in watch()
-                release.touch()
-            said += _said_until(lines, "left")
-        assert watcher.wait(120) == 0, watcher.stderr.read() if watcher.stderr else ""
-        end = said[-1]
-        assert len(end["held"]) == 1, f"the {phase} never reached the callback: {said}"
-        if phase == "compression":
-            compressed, raw = end["held"][0]
-            assert compressed < raw // 2, f"held only at the compression's end ({compressed} of {raw} bytes)"
-        seen = [e for e in end["events"] if e in ("timeout", "abandoned", "dumped")]
-        if ending == "interrupt":
-            assert end.get("interrupted") is True and seen == ["abandoned"], end
-        else:
-            assert end.get("results") == 0 and seen == ["timeout", "abandoned"], end
-        assert end["left"] == [] and list(outdir.iterdir()) == [], end
-        assert json.loads(target_lines.get(60)) == {"handled": True}
-        assert _ask(target, target_lines, "ping") == {"pong": True}
-    finally:
-        for proc in (watcher, target):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for left in set(temp.iterdir()) - before:  # a failed run's raw copy, not left to the next run
-            if left.name.startswith(".dumplib-"):
-                left.unlink()
+                assert end.get("interrupted") is True and seen == ["abandoned"], end
+            else:
+                assert end.get("results") == 0 and seen == ["timeout", "abandoned"], end
+            assert end["left"] == [] and list(outdir.iterdir()) == [], end
+            assert json.loads(target_lines.get(60)) == {"handled": True}
+            assert _ask(target, target_lines, "ping") == {"pong": True}
+        finally:
+            ended(watcher)
+            for left in set(temp.iterdir()) - before:  # a failed run's raw copy, not left to the next run
+                if left.name.startswith(".dumplib-"):
+                    left.unlink()
 
 
 def _said_until(lines: Lines, key: str) -> List[Dict[str, object]]:
