@@ -200,7 +200,8 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
         watchdogs = ([SpaceGuard(d, host, opts.min_free).watchdog(output.where) for d in output.watched()]
                      if opts.space_check else [])
         cancelled = held.enter_context(_cancellable(proc.pid))
-        tick = combine(_progress_tick(opts.progress, output) if opts.progress else None, cancelled, *watchdogs)
+        progress_tick = _progress_tick(opts.progress, output) if opts.progress else None
+        tick = combine(progress_tick, cancelled, *watchdogs)
         maker = (sidecar_maker(proc, plan, opts.started_at, opts.comment, opts.codec, platform)
                  if opts.sidecar and not opts.to_stdout else None)
         options = WriteOptions(comment=opts.comment, signature=signature_text(plan.kind, plan.flags), tick=tick,
@@ -235,7 +236,10 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
         if opts.retention and not opts.to_stdout:
             from .retention import told_not_raised  # only when asked: not on every dump's start-up
 
-            pruned = told_not_raised(lambda: output.retain(stored, opts.keep, opts.max_total),
+            # Retention hears the cancel and the caller's progress (a watch's abandon check) while it hashes
+            # the dumps it would remove, but not the disk's watchdog: removing dumps is what frees space.
+            heard = combine(progress_tick, cancelled)
+            pruned = told_not_raised(lambda: output.retain(stored, opts.keep, opts.max_total, heard),
                                      os.path.dirname(stored.path))
             if pruned:
                 result = _with_warnings(result, pruned)

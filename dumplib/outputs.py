@@ -98,8 +98,11 @@ class Output(abc.ABC):
         """Bytes the store has acknowledged so far; None for an output that uploads nothing."""
         return None
 
-    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
-        """Apply retention beside the dump just stored (never removing it); what to tell the caller."""
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int],
+               tick: Optional[Tick] = None) -> List[str]:
+        """Apply retention beside the dump just stored (never removing it); what to tell the caller.
+        *tick* (the dump's cancel and progress, not its disk watchdog: retention frees space) hears the
+        long reads, and may raise to stop retention there."""
         return []
 
 
@@ -113,11 +116,12 @@ class _FileOutput(Output):
     def temp_directories(self) -> List[str]:
         return [self.dest.directory]
 
-    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int],
+               tick: Optional[Tick] = None) -> List[str]:
         from .retention import apply_retention  # only when asked: not on every dump's start-up
 
         removed = apply_retention(os.path.dirname(stored.path), keep=keep, max_total=max_total, protect=stored.path,
-                                  host=self.host)
+                                  host=self.host, tick=tick)
         return [f"retention removed {os.path.basename(r)}" for r in removed]
 
     @contextlib.contextmanager
@@ -402,8 +406,9 @@ class RawThenCompress(Output):
     def uploaded(self) -> Optional[int]:
         return self.target.uploaded()
 
-    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
-        return self.target.retain(stored, keep, max_total)
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int],
+               tick: Optional[Tick] = None) -> List[str]:
+        return self.target.retain(stored, keep, max_total, tick)
 
     def write(self, session: Session, plan: Plan, options: WriteOptions,
               sidecar: Optional[SidecarMaker] = None) -> Tuple[WriteReport, Stored]:
@@ -490,7 +495,10 @@ class RemoteObject(Output):
         self.where = target.display()
         self._up: Optional["Uploader"] = None
 
-    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int]) -> List[str]:
+    def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int],
+               tick: Optional[Tick] = None) -> List[str]:
+        # No long read here to hear *tick* in: each step is one small request, all within the
+        # deadline of _egress/retention.py.
         if self.key is None:
             return []
         from ._egress.retention import apply_store_retention
@@ -525,6 +533,7 @@ class RemoteObject(Output):
         up = self._start(pid, plan.estimate.bytes if plan.estimate else 0, touched=False)
         try:
             out = CompressingWriter(up, self.codec, self.level)
+            _hear_while_waiting(up, out, options.tick)
             report = session.write_stream(plan, _upload_sink(out, pid), options)
             with _store_errors(pid):
                 out.close()
@@ -550,6 +559,7 @@ class RemoteObject(Output):
                     check(data)
 
             out = CompressingWriter(both, self.codec, self.level)
+            _hear_while_waiting(up, out, tick)
             with _store_errors(pid):
                 raw_sha = _compress_file(raw, out, tick)
             if check is not None and check.result() != (raw_sha, out.raw_bytes):
@@ -577,6 +587,8 @@ class RemoteObject(Output):
 
             data = sign(data, self.key, self.target.store, self.target.container, self.target.key)
         meta = {"sha256": out.sha256, "size": str(out.stored_bytes), "raw_size": str(out.raw_bytes)}
+        last_call = up.waiting or (lambda: None)
+        last_call()  # the last moment a cancel or an abandon leaves nothing: the steps below are single requests
         if self.overwrite:
             # Replacing: the old sidecar goes first and the new one comes after the commit, so a sidecar
             # may be missing for a while but never vouches for a dump that is not the one beside it.
@@ -595,6 +607,7 @@ class RemoteObject(Output):
             with _store_errors(pid, side_key, self):
                 self.store.put_small(side_key, data, False)
         try:
+            last_call()  # after the sidecar's request, before the one that makes the object
             with _store_errors(pid, self.target.key, self):
                 up.commit(parts, meta)
         except BaseException:
@@ -603,6 +616,15 @@ class RemoteObject(Output):
                     self.store.delete(side_key)
             raise
         return replace(stored, upload_seconds=time.monotonic() - started)
+
+
+def _hear_while_waiting(up: "Uploader", out: CompressingWriter, tick: Optional[Tick]) -> None:
+    """Have *up* call the dump's *tick* (with the bytes taken so far) while it waits for the store: a
+    part's slot, the last parts. A slow link otherwise held a cancel, a watch's interruption or its
+    timeout for as long as those parts took (a Windows watch gave up waiting first, and its raw scratch
+    copy was left)."""
+    if tick is not None:
+        up.waiting = lambda: tick(out.raw_bytes)
 
 
 def _upload_failed(exc: RemoteDestinationError, pid: Optional[int]) -> DumpFailed:

@@ -12,6 +12,7 @@ import stat
 from typing import Callable, List, Optional, Sequence, TypeVar
 
 from ._platform import Host
+from .errors import DumpFailed
 from .placement import remove_if_same
 from .sidecar import REOPEN, SUFFIX, read_sidecar, sha256_of_stream
 
@@ -40,10 +41,12 @@ def _own_regular(path: str, host: Host) -> Optional[os.stat_result]:
     return st
 
 
-def _still_ours(e: _Entry) -> bool:
+def _still_ours(e: _Entry, tick: Optional[Callable[[int], None]] = None) -> bool:
     """Whether *e*'s dump is still the very file listed, holding what its sidecar vouches for. Gone or
     replaced since the listing (another dumplib's retention in this directory removed it; then anyone
-    may put a link or a FIFO at the free name) is not ours: False, never followed, never waited on."""
+    may put a link or a FIFO at the free name) is not ours: False, never followed, never waited on.
+    *tick* hears each 4 MiB read: hashing a 10 GB dump takes 5-20 s, and a cancel or a watch's end
+    must not wait for it (what it raises stops retention; the dump just written stays)."""
     try:
         fd = os.open(e.dump, REOPEN)
     except OSError:
@@ -53,7 +56,7 @@ def _still_ours(e: _Entry) -> bool:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (e.dump_stat.st_dev, e.dump_stat.st_ino):
                 return False
-            return sha256_of_stream(f, size=st.st_size)[0] == e.sha256
+            return sha256_of_stream(f, size=st.st_size, tick=tick)[0] == e.sha256
         except OSError:
             return False
 
@@ -122,7 +125,7 @@ def prune(entries: Sequence[E], *, keep: Optional[int], max_total: Optional[int]
 
 
 def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[int], protect: str,
-                    host: Host) -> List[str]:
+                    host: Host, tick: Optional[Callable[[int], None]] = None) -> List[str]:
     """Delete the oldest dumps (and their sidecars) until at most *keep* remain and they total at most *max_total* bytes.
 
     Only dumplib's own dumps (see the module doc) are candidates; *protect* (the dump just
@@ -137,12 +140,17 @@ def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[
 
     gone = prune(dumps_in(directory, host), keep=keep, max_total=max_total, size=lambda e: e.disk_bytes,
                  protected=lambda e: os.path.abspath(e.dump) == os.path.abspath(protect),
-                 still_ours=_still_ours, remove=remove)
+                 still_ours=lambda e: _still_ours(e, tick), remove=remove)
     return [e.dump for e in gone]
 
 
 def stopped(exc: BaseException, where: str) -> str:
     """What to tell of an exception that stopped retention in *where*, once the dump was committed."""
+    if isinstance(exc, DumpFailed) and exc.reason == "cancelled":
+        # The dump's own tick, raised during retention's reads: its text speaks of a partial file
+        # removed, which is not so of a dump already in place.
+        return (f"retention stopped while reading {where}: the dump was cancelled or its watch ended; the"
+                " dump is in place, and the older dumps were left as they were")
     detail = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
     return f"retention stopped: {type(exc).__name__}{detail} while reading {where}; the dump is in place"
 

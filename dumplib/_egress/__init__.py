@@ -49,6 +49,11 @@ MIN_PART = 5 * MiB
 STALL_SECONDS = 600.0
 #: The variable that changes it (seconds).
 STALL_VARIABLE = "DUMPLIB_UPLOAD_STALL"
+#: Seconds between calls of an Uploader's *waiting* while the store is awaited (a part's slot, the last
+#: parts): how soon a cancel, a watch's abandon or the disk watchdog is heard on a slow link. Without it
+#: the last parts alone (two 8 MiB parts: ~13 s at 10 Mbit/s) outlasted a watch's 10 s patience, and a
+#: Windows watch interrupted there ended with its raw scratch copy left on the disk.
+WAIT_SLICE = 0.25
 
 
 def stall_seconds() -> float:
@@ -285,6 +290,9 @@ class Uploader:
         self._failed: Optional[BaseException] = None
         self._closed = False
         self._stall = stall_seconds()
+        #: Called (no argument) every WAIT_SLICE s while the writer waits for the store: the dump's tick
+        #: (RemoteObject sets it), which raises to abandon the upload (a cancel, a watch's end).
+        self.waiting: Optional[Callable[[], None]] = None
 
     @property
     def sha256(self) -> str:
@@ -306,7 +314,7 @@ class Uploader:
         data, self._buf = self._buf, bytearray()  # handed over, not copied
         # Backpressure: wait while in_flight parts are on the wire, but not for ever: the SDKs' retries
         # bound a store that stops answering, not one that trickles (each byte resets a read timeout).
-        if not self._slots.acquire(timeout=self._stall):
+        if not self._wait(lambda t: self._slots.acquire(timeout=t)):
             self._stalled()
         if self._failed is not None:
             self._slots.release()
@@ -326,6 +334,19 @@ class Uploader:
             raise
         finally:
             self._slots.release()
+
+    def _wait(self, ready: Callable[[float], bool]) -> bool:
+        """``ready(timeout)`` tried in WAIT_SLICE slices up to the stall bound, *waiting* called between
+        them (it may raise: the caller's abandon); False when the bound passed first."""
+        deadline = time.monotonic() + self._stall
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if ready(min(WAIT_SLICE, left)):
+                return True
+            if self.waiting is not None:
+                self.waiting()
 
     def _check(self) -> None:
         if self._failed is not None:
@@ -347,9 +368,13 @@ class Uploader:
         """Send what is buffered and wait for every part; the parts' results in order."""
         if self._buf or self._index == 0:
             self._submit()
-        _, pending = concurrent.futures.wait(self._futures, timeout=self._stall)
+
+        def sent(timeout: float) -> bool:  # every part acknowledged, or one failed (no use waiting for the rest)
+            return self._failed is not None or not concurrent.futures.wait(self._futures, timeout=timeout)[1]
+
+        done = self._wait(sent)
         self._check()
-        if pending:
+        if not done:
             self._stalled()
         self._pool.shutdown(wait=True)
         return [f.result() for f in self._futures]

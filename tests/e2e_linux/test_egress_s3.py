@@ -234,6 +234,73 @@ def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, targe
     assert "main_wait_for_input" in gdb(str(target_exe), str(core), "thread apply all bt")
 
 
+@pytest.mark.parametrize("wait, buffer, heap, bound", [
+    ("last-parts", "192M", 8, 8 << 20),    # a buffer larger than the dump: every byte crosses in drain()
+    ("part-slot", "10M", 16, 4 << 20),     # 5 MiB parts, one on the wire: the copy waits for its slot
+])
+def test_a_cancel_while_the_upload_waits_on_a_slow_link_is_heard_there_and_leaves_nothing(
+        s3port, target_exe, tmp_path, monkeypatch, wait, buffer, heap, bound):
+    """The Windows path again (raw copy on local scratch, then into the store), through a 512 KiB/s link. A
+    cancel_dumps() from the progress callback once 1 MiB crossed must be heard while the upload waits for
+    the store, not when the link is done with what it holds: the upload aborted part-way (less than
+    *bound* through the link by then), no object, no sidecar, no pending multipart upload, the raw copy
+    removed, the target running untraced.
+
+    ``last-parts``: a buffer larger than the dump, so nothing leaves during the copy's pass and every byte
+    crosses in the uploader's last parts (drain). Before those waits ticked, the callback was never called
+    once the copy's pass ended, and the dump was committed whole. ``part-slot``: the copy waits for the
+    first part to cross before it may send the next; untick'd, that wait heard the cancel only once the
+    first 5 MiB part was through."""
+    import datetime
+    import tempfile
+
+    from dumplib import api
+    from dumplib._switch import current
+    from dumplib.errors import DumpFailed
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    relay = Relay(s3port, rate=512 << 10)
+    for k, v in {**s3_env(relay.port), "DUMPLIB_UPLOAD_BUFFER": buffer}.items():
+        monkeypatch.setenv(k, v)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = current()
+
+    class RawFirst:
+        streams = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    seen = {"before": -1, "at_cancel": -1}
+
+    def progress(_written: int, _elapsed: float) -> None:
+        if seen["before"] < 0:
+            seen["before"] = relay.bytes  # the probe and the upload's start: a few KiB
+        elif seen["at_cancel"] < 0 and relay.bytes > seen["before"] + (1 << 20):
+            seen["at_cancel"] = relay.bytes
+            api.cancel_dumps(wait=0)
+
+    prefix = f"{wait}/"
+    with run_target([str(target_exe), "--heap", str(heap)]) as t:
+        opts = api._Options(f"s3://{BUCKET}/{prefix}x.core", DumpKind.FULL, None, False, None, progress, None, True,
+                            False, True, None, None, None, time.monotonic(), datetime.datetime.now(), 60.0, "auto")
+        with pytest.raises(DumpFailed) as failed:
+            with real.open(resolve_target(t.pid, real), for_dump=True) as session:
+                api.create_in_session(RawFirst(), session, real.normalise_flags(DumpKind.FULL, None),  # type: ignore[arg-type]
+                                      opts)
+        sent = relay.bytes - seen["before"]  # now: a part already on the wire goes on crossing in the background
+        t.assert_running_untraced()
+    assert failed.value.reason == "cancelled", failed.value
+    assert seen["at_cancel"] > 0, "the callback was never called while the upload waited on the link"
+    assert sent < bound, f"{sent} bytes had crossed when the dump ended: the cancel was heard only after the wait"
+    assert list(scratch.iterdir()) == []  # the raw copy was removed
+    assert _keys(s3port, prefix) == []
+    assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []) == []
+
+
 def test_sigterm_mid_upload_aborts_it_and_leaves_nothing(s3port, target_exe):
     """A cancelled upload (SIGTERM, as Ctrl-C) is aborted: no object, no sidecar, no pending multipart upload."""
     import signal
