@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..remote import RemoteTarget
 from ..errors import RemoteDestinationError
-from . import Listed, Store, Uploader, need
+from . import Listed, PartStream, Store, Uploader, need
 from .quiet import quiet
 
 
@@ -29,7 +29,8 @@ class S3Store(Store):
             # Bounded retries (standard mode: exponential backoff with jitter, capped at 20 s); the probe
             # and the abort of a failed upload try once, with short timeouts: a refusal or an abort on the
             # way out must not hold dumplib for minutes on a store that stalls.
-            cfg = Config(retries={"mode": "standard", "max_attempts": 1 if probe else 4},
+            # total_max_attempts counts the first try; max_attempts would count retries only (one more try each).
+            cfg = Config(retries={"mode": "standard", "total_max_attempts": 1 if probe else 4},
                          connect_timeout=5 if probe else 10, read_timeout=15 if probe else 60)
             with quiet():
                 self._clients[probe] = self._boto3.session.Session().client("s3", config=cfg)
@@ -177,8 +178,10 @@ class _MultipartUploader(Uploader):
         self.upload_id: Optional[str] = r["UploadId"]
 
     def send(self, index: int, data: bytearray) -> Any:
+        # A stream (PartStream): over plain http (MinIO on a LAN, moto) botocore hands bytes to urllib3 whole.
+        # Over https the SHA256 trailer streams it anyway.
         r = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=index + 1,
-                                Body=data, ChecksumAlgorithm="SHA256")
+                                Body=PartStream(data), ChecksumAlgorithm="SHA256")
         return {k: v for k, v in (("PartNumber", index + 1), ("ETag", r["ETag"]),
                                   ("ChecksumSHA256", r.get("ChecksumSHA256"))) if v is not None}
 

@@ -115,6 +115,25 @@ def test_the_store_vanishing_mid_upload_commits_nothing_and_the_target_runs_on(a
     assert _names(azport, "cut/") == []  # nothing committed; the staged blocks expire on their own
 
 
+def test_a_block_slower_than_the_connection_timeout_still_crosses_a_slow_link(azport, monkeypatch):
+    """A 40 MiB block through a 2 MiB/s link: 20 s on the wire, twice the 10 s connection timeout. Sent as
+    bytes, urllib3 wrote it in one send() bounded by that timeout as a whole (over https as over http), and
+    every try failed though the bytes kept flowing: below ~0.8 MiB/s even the default 8 MiB blocks did."""
+    import os
+
+    from dumplib._egress import open_store
+    from dumplib.remote import parse_url
+
+    relay = Relay(azport, rate=2 << 20)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string(relay.port))
+    key = "slow-block/x.bin"
+    up = open_store(parse_url(f"az://{CONTAINER}/{key}")).uploader(key, 40 << 20, 1, False)
+    data = os.urandom(40 << 20)
+    up(data)
+    up.commit(up.drain(), {"sha256": hashlib.sha256(data).hexdigest()})
+    assert azure_container(azport, CONTAINER).get_blob_client(key).download_blob().readall() == data
+
+
 def test_a_second_dump_to_a_taken_name_is_dump_exists_and_overwrite_replaces_dump_and_sidecar_together(
         azport, ctarget):
     """Without --overwrite the first object stays whole (exit 6); with it, the new dump and a sidecar

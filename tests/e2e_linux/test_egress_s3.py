@@ -301,6 +301,26 @@ def test_a_cancel_while_the_upload_waits_on_a_slow_link_is_heard_there_and_leave
     assert s3_client(s3port).list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []) == []
 
 
+def test_a_part_slower_than_the_connect_timeout_still_crosses_a_slow_link(s3port, monkeypatch):
+    """A 40 MiB part through a 2 MiB/s link over plain http (a LAN MinIO; here moto): 20 s on the wire,
+    twice the 10 s connect timeout. Sent as bytes, urllib3 wrote it in one send() bounded by that timeout
+    as a whole, and every try failed ("could not be reached") though the bytes kept flowing."""
+    import os
+
+    from dumplib._egress import open_store
+    from dumplib.remote import parse_url
+
+    relay = Relay(s3port, rate=2 << 20)
+    for k, v in s3_env(relay.port).items():
+        monkeypatch.setenv(k, v)
+    key = "slow-part/x.bin"
+    up = open_store(parse_url(f"s3://{BUCKET}/{key}")).uploader(key, 40 << 20, 1, False)
+    data = os.urandom(40 << 20)
+    up(data)
+    up.commit(up.drain(), {"sha256": hashlib.sha256(data).hexdigest()})
+    assert s3_client(s3port).get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+
+
 def test_sigterm_mid_upload_aborts_it_and_leaves_nothing(s3port, target_exe):
     """A cancelled upload (SIGTERM, as Ctrl-C) is aborted: no object, no sidecar, no pending multipart upload."""
     import signal
