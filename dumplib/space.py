@@ -102,8 +102,8 @@ class SpaceGuard:
             if free < guard.reserve:
                 raise InsufficientDiskSpace(
                     f"free space on the volume of {guard.label} fell to {human(free)}, below the"
-                    f" {human(guard.reserve)} reserve, while the dump was being written (something else is"
-                    " filling the disk); the dump was abandoned and its partial file removed",
+                    f" {human(guard.reserve)} reserve, while the dump was being written or checked (something"
+                    " else is filling the disk); the dump was abandoned and the files it had written removed",
                     path=path,
                     needed=written,
                     free=free,
