@@ -25,7 +25,7 @@ from ._bounded import start_thread
 
 TYPE_CHECKING = False  # typing's, to type checkers; typing is not imported at run time (dumplib/_typing.py)
 if TYPE_CHECKING:
-    from typing import Optional, Protocol, Union
+    from typing import Callable, Optional, Protocol, Union
 
     class Sha256(Protocol):
         """hashlib's sha256 object and the built-in one alike."""
@@ -110,11 +110,17 @@ class FollowingHasher:
         self._go.set()
         self._wake.set()
 
-    def result(self, size: int) -> str:
-        """The sha256 of the whole file, once the writer has finished it at *size* bytes."""
+    def result(self, size: int, tick: Optional[Callable[[int], None]] = None) -> str:
+        """The sha256 of the whole file, once the writer has finished it at *size* bytes. *tick* (the
+        dump's) hears the bytes hashed every 0.25 s while the hasher catches up, and may raise (a cancel,
+        a watch's end): a hasher behind a fast writer can have gigabytes to go."""
         self._final = size
         self.released()  # the writer is done, so the target is too: nothing left to protect
-        self._thread.join()
+        self._thread.join(0.25)
+        while self._thread.is_alive():
+            if tick is not None:
+                tick(self._pos)
+            self._thread.join(0.25)
         if self._error is not None:
             raise self._error
         if self._pos != size:

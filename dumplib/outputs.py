@@ -134,15 +134,18 @@ class _FileOutput(Output):
                 raise
             raise InvalidDumpPath(f"cannot write {self.dest.final}: {exc.message}", path=self.dest.final) from None
 
-    def _place(self, stored: Stored, sidecar: Optional[SidecarMaker], report: WriteReport) -> Stored:
+    def _place(self, stored: Stored, sidecar: Optional[SidecarMaker], report: WriteReport,
+               tick: Optional[Tick] = None) -> Stored:
         """Write the sidecar (if any) to its own temporary, then move both into place together.
 
         A name dumplib chose that another dump took meanwhile (two dumps of one process into one
         directory within a second) gives way to the next free ``-N`` name; a name the caller gave
         stays the caller's, and DumpExists protects what is there."""
         if sidecar is not None and self.dest.sidecar is not None and stored.sha256 is None:
+            # The whole dump read once more (Windows, and small dumps): 5-20 s for 10 GB, which a cancel
+            # or a watch's end must not wait for (a Windows watcher gave up first, the temporary left).
             with _output_errors(self.dest.final):  # of the file as stored: what a later check compares
-                stored = replace(stored, sha256=sha256_of(self.dest.temp))
+                stored = replace(stored, sha256=sha256_of(self.dest.temp, tick))
         for _attempt in range(100):
             try:
                 return self._place_as(stored, sidecar, report)
@@ -207,10 +210,10 @@ class PlainFile(_FileOutput):
             said = session.verify(self.dest.temp, plan, report)
             report = replace(report, warnings=report.warnings + said) if said else report
             if hasher is not None:
-                sha = hasher.result(st.st_size)
+                sha = hasher.result(st.st_size, options.tick)
                 hasher = None
             stored = Stored(self.dest.temp, st.st_size, st.st_size, None, sha, self.host.disk_bytes(st))
-            stored = self._place(stored, sidecar, report)
+            stored = self._place(stored, sidecar, report, options.tick)
         except BaseException as exc:
             try:
                 if hasher is not None:
@@ -247,7 +250,7 @@ class CompressedFile(_FileOutput):
             # back must be exactly the compressed bytes produced. Decompressing it all again would
             # cost more than the dump did (docs/benchmarks.md has zstd's decoding speed).
             session.verify_stream(plan, report, out.raw_bytes)
-            _check_stored(self.dest.temp, out.sha256, out.stored_bytes)
+            _check_stored(self.dest.temp, out.sha256, out.stored_bytes, options.tick)
             stored = self._place_compressed(out, sidecar, report)
         except BaseException as exc:
             told = _discard(self.dest.temp, self.host, exc)
@@ -789,9 +792,10 @@ def _retold(exc: DumpError, more: str) -> DumpError:
     return told
 
 
-def _check_stored(path: str, sha256: str, size: int) -> None:
+def _check_stored(path: str, sha256: str, size: int, tick: Optional[Tick] = None) -> None:
+    """The compressed file read back; *tick* hears it (a cancel or a watch's end need not wait for it)."""
     with open(path, "rb") as f:
-        if sha256_of_stream(f) != (sha256, size):
+        if sha256_of_stream(f, tick=tick) != (sha256, size):
             raise DumpFailed(f"{path} does not hold the bytes that were written to it; it was removed",
                              reason="unverified")
 

@@ -38,11 +38,12 @@ def sidecar_path(dump_path: str) -> str:
     return dump_path + SUFFIX
 
 
-def sha256_of(path: str) -> str:
+def sha256_of(path: str, tick: Optional[Callable[[int], None]] = None) -> str:
+    """*path*'s sha256; *tick* (a dump's) hears each 4 MiB read (see sha256_of_stream)."""
     with open(path, "rb") as f:
         # Sized, so that a small file is hashed by the interpreter's own sha256 (new_sha256): loading
         # OpenSSL's would cost more than hashing it.
-        return sha256_of_stream(f, size=os.fstat(f.fileno()).st_size)[0]
+        return sha256_of_stream(f, size=os.fstat(f.fileno()).st_size, tick=tick)[0]
 
 
 def sha256_of_stream(f: BinaryIO, block: int = 4 << 20, size: Optional[int] = None,

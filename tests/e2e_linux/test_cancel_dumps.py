@@ -40,3 +40,47 @@ def test_cancel_dumps_stops_a_dump_on_another_thread_and_leaves_nothing(target_e
         assert dumplib.cancel_dumps(wait=0) == 0
         result = dumplib.create_dump(t.pid, outdir, kind="mini")
         assert os.path.exists(result.path)
+
+
+def test_a_cancel_during_the_hash_for_the_sidecar_is_heard_there_and_leaves_nothing(target_exe, outdir, tmp_path):
+    """The Windows shape (a writer that cannot be followed, so the finished dump is read once more for its
+    sidecar's sha256: 5-20 s for 10 GB), run here on the Linux writer. A cancel once the whole dump is
+    written must be heard in that read: the dump ends cancelled, nothing kept. Before that read heard the
+    dump's tick, nothing after the write could: the dump was kept whole (and a Windows watcher, giving up
+    after 10 s, left the temporary)."""
+    import datetime
+    import time
+
+    from dumplib import api
+    from dumplib._switch import current
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    real = current()
+
+    class Unfollowable:
+        streams = False  # as Windows: PlainFile then hashes the dump after it is written
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    def dump(pid: int, path: str, progress=None) -> dumplib.DumpResult:  # type: ignore[no-untyped-def]
+        opts = api._Options(path, DumpKind.FULL, None, False, None, progress, None, True, False, True, None, None,
+                            None, time.monotonic(), datetime.datetime.now(), None, False)
+        with real.open(resolve_target(pid, real), for_dump=True) as session:
+            return api.create_in_session(Unfollowable(), session, real.normalise_flags(DumpKind.FULL, None),  # type: ignore[arg-type]
+                                         opts)
+
+    with run_target([str(target_exe), "--heap", "1024"]) as t:
+        first = dump(t.pid, str(tmp_path / "first.core"))
+        whole = first.size  # the same process dumped again is as large: written == whole only once written
+
+        def cancel_once_written(written: int, _elapsed: float) -> None:
+            if written >= whole:
+                dumplib.cancel_dumps(wait=0)
+
+        with pytest.raises(dumplib.DumpFailed) as failed:
+            dump(t.pid, str(outdir / "x.core"), cancel_once_written)
+        t.assert_running_untraced()
+    assert failed.value.reason == "cancelled", failed.value
+    assert os.listdir(outdir) == []
