@@ -238,7 +238,9 @@ def create_in_session(platform: Platform, session: Session, mask: Optional[int],
 
             # Retention hears the cancel and the caller's progress (a watch's abandon check) while it hashes
             # the dumps it would remove, but not the disk's watchdog: removing dumps is what frees space.
-            heard = combine(progress_tick, cancelled)
+            # The progress hears 0 bytes: its figure stays the dump's own (it keeps the highest), where an
+            # older 10 GiB dump's hash count would have shown "10.0 GiB written".
+            heard = combine((lambda _n: progress_tick(0)) if progress_tick is not None else None, cancelled)
             pruned = told_not_raised(lambda: output.retain(stored, opts.keep, opts.max_total, heard),
                                      os.path.dirname(stored.path))
             if pruned:

@@ -32,7 +32,7 @@ from .compression import SUFFIXES, CompressingWriter, DecodingHasher, open_conte
 from .errors import DumpError, DumpExists, DumpFailed, InvalidDumpPath, RemoteDestinationError
 from .placement import SIDECAR_SUFFIX, Destination, finalize_all, remove_own, remove_quietly, temp_path
 from .sidecar import SidecarMaker, sha256_of, sha256_of_stream
-from .space import Volume, roomiest_directory
+from .space import CHECK_NOW, Volume, roomiest_directory
 
 if TYPE_CHECKING:  # the store layer imports SDKs: loaded only for a URL (api._output)
     from ._egress import Store, Uploader
@@ -118,11 +118,15 @@ class _FileOutput(Output):
 
     def retain(self, stored: Stored, keep: Optional[int], max_total: Optional[int],
                tick: Optional[Tick] = None) -> List[str]:
-        from .retention import apply_retention  # only when asked: not on every dump's start-up
+        from .retention import RetentionStopped, apply_retention  # only when asked: not on every dump's start-up
 
-        removed = apply_retention(os.path.dirname(stored.path), keep=keep, max_total=max_total, protect=stored.path,
-                                  host=self.host, tick=tick)
-        return [f"retention removed {os.path.basename(r)}" for r in removed]
+        stop: List[str] = []
+        try:
+            removed = apply_retention(os.path.dirname(stored.path), keep=keep, max_total=max_total,
+                                      protect=stored.path, host=self.host, tick=tick)
+        except RetentionStopped as exc:
+            removed, stop = exc.removed, [exc.message]
+        return [f"retention removed {os.path.basename(r)}" for r in removed] + stop
 
     @contextlib.contextmanager
     def _naming_the_dump(self) -> Iterator[None]:
@@ -141,6 +145,8 @@ class _FileOutput(Output):
         A name dumplib chose that another dump took meanwhile (two dumps of one process into one
         directory within a second) gives way to the next free ``-N`` name; a name the caller gave
         stays the caller's, and DumpExists protects what is there."""
+        if tick is not None:
+            tick(CHECK_NOW)  # the reserve checked once the dump is whole, on every path (space.CHECK_NOW)
         if sidecar is not None and self.dest.sidecar is not None and stored.sha256 is None:
             # The whole dump read once more (Windows, and small dumps): 5-20 s for 10 GB, which a cancel
             # or a watch's end must not wait for (a Windows watcher gave up first, the temporary left).
@@ -251,7 +257,7 @@ class CompressedFile(_FileOutput):
             # cost more than the dump did (docs/benchmarks.md has zstd's decoding speed).
             session.verify_stream(plan, report, out.raw_bytes)
             _check_stored(self.dest.temp, out.sha256, out.stored_bytes, options.tick)
-            stored = self._place_compressed(out, sidecar, report)
+            stored = self._place_compressed(out, sidecar, report, options.tick)
         except BaseException as exc:
             told = _discard(self.dest.temp, self.host, exc)
             if told is not None:
@@ -270,17 +276,17 @@ class CompressedFile(_FileOutput):
             finally:
                 os.close(fd)
             _check_round_trip(self.dest.temp, self.codec, raw_sha, out.raw_bytes, tick)
-            stored = self._place_compressed(out, sidecar, report)
+            stored = self._place_compressed(out, sidecar, report, tick)
         except BaseException:
             remove_own(self.dest.temp, self.host)
             raise
         return stored
 
     def _place_compressed(self, out: CompressingWriter, sidecar: Optional[SidecarMaker],
-                          report: WriteReport) -> Stored:
+                          report: WriteReport, tick: Optional[Tick]) -> Stored:
         stored = Stored(self.dest.temp, out.stored_bytes, out.raw_bytes, self.codec, out.sha256,
                         self.host.disk_bytes(os.stat(self.dest.temp)))
-        return self._place(stored, sidecar, report)
+        return self._place(stored, sidecar, report, tick)
 
 
 class Stdout(Output):
@@ -428,7 +434,9 @@ class RawThenCompress(Output):
                 kept = _keep_raw(self.raw, self.scratch, self.target.target.key, self.target.codec)
                 if kept is not None:
                     exc.kept = kept
-                    exc.message = (f"{exc.message}; the verified raw dump was kept at {kept}"
+                    # A cancel's or an abandon's text says "nothing was kept": of the store, so say that.
+                    base = exc.message.replace("nothing was kept", "nothing was committed")
+                    exc.message = (f"{base}; the verified raw dump was kept at {kept}"
                                    " (--keep-local-on-failure): upload it, or delete it")
                     exc.args = (exc.message,) + exc.args[1:]
             raise

@@ -41,6 +41,31 @@ def _own_regular(path: str, host: Host) -> Optional[os.stat_result]:
     return st
 
 
+class RetentionStopped(Exception):
+    """The dump's tick raised during retention's reads (a cancel, a watch's end): what was removed by
+    then, and what to tell."""
+
+    def __init__(self, removed: List[str], message: str) -> None:
+        super().__init__(message)
+        self.removed, self.message = removed, message
+
+
+class _Heard:
+    """The dump's tick, with what it raised kept: _still_ours's ``except OSError`` (a file gone or
+    changed: not ours) must not take a tick's own OSError (a progress callback's EPIPE) for that."""
+
+    def __init__(self, tick: Callable[[int], None]) -> None:
+        self.tick = tick
+        self.raised: Optional[BaseException] = None
+
+    def __call__(self, count: int) -> None:
+        try:
+            self.tick(count)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+
 def _still_ours(e: _Entry, tick: Optional[Callable[[int], None]] = None) -> bool:
     """Whether *e*'s dump is still the very file listed, holding what its sidecar vouches for. Gone or
     replaced since the listing (another dumplib's retention in this directory removed it; then anyone
@@ -51,13 +76,16 @@ def _still_ours(e: _Entry, tick: Optional[Callable[[int], None]] = None) -> bool
         fd = os.open(e.dump, REOPEN)
     except OSError:
         return False
+    heard = _Heard(tick) if tick is not None else None
     with open(fd, "rb") as f:
         try:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (e.dump_stat.st_dev, e.dump_stat.st_ino):
                 return False
-            return sha256_of_stream(f, size=st.st_size, tick=tick)[0] == e.sha256
+            return sha256_of_stream(f, size=st.st_size, tick=heard)[0] == e.sha256
         except OSError:
+            if heard is not None and heard.raised is not None:
+                raise
             return False
 
 
@@ -132,16 +160,26 @@ def apply_retention(directory: str, *, keep: Optional[int], max_total: Optional[
     written) is never removed; a candidate whose content no longer matches its sidecar's sha256
     is not dumplib's dump any more and is left alone and not counted.
     """
+    gone: List[str] = []
+
     def remove(e: _Entry) -> bool:
         if not remove_if_same(e.dump, e.dump_stat):
             return False
         remove_if_same(e.sidecar, e.sidecar_stat)
+        gone.append(e.dump)
         return True
 
-    gone = prune(dumps_in(directory, host), keep=keep, max_total=max_total, size=lambda e: e.disk_bytes,
-                 protected=lambda e: os.path.abspath(e.dump) == os.path.abspath(protect),
-                 still_ours=lambda e: _still_ours(e, tick), remove=remove)
-    return [e.dump for e in gone]
+    heard = _Heard(tick) if tick is not None else None
+    try:
+        prune(dumps_in(directory, host), keep=keep, max_total=max_total, size=lambda e: e.disk_bytes,
+              protected=lambda e: os.path.abspath(e.dump) == os.path.abspath(protect),
+              still_ours=lambda e: _still_ours(e, heard), remove=remove)
+    except Exception as exc:
+        if heard is None or heard.raised is not exc:
+            raise
+        # Stopped by the dump's tick: the removals made by then are still told (RetentionStopped).
+        raise RetentionStopped(gone, stopped(exc, directory)) from None
+    return gone
 
 
 def stopped(exc: BaseException, where: str) -> str:
@@ -150,7 +188,7 @@ def stopped(exc: BaseException, where: str) -> str:
         # The dump's own tick, raised during retention's reads: its text speaks of a partial file
         # removed, which is not so of a dump already in place.
         return (f"retention stopped while reading {where}: the dump was cancelled or its watch ended; the"
-                " dump is in place, and the older dumps were left as they were")
+                " dump is in place, and the older dumps not yet removed were left as they were")
     detail = f" ({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else ""
     return f"retention stopped: {type(exc).__name__}{detail} while reading {where}; the dump is in place"
 

@@ -88,11 +88,15 @@ class SpaceGuard:
         )
 
     def watchdog(self, path: str) -> Callable[[int], None]:
-        """A callable for the writer: raises InsufficientDiskSpace once free space falls below the reserve."""
+        """A callable for the writer: raises InsufficientDiskSpace once free space falls below the reserve.
+        It checks every WATCH_EVERY bytes, whenever the figure goes back (a second phase), and at
+        CHECK_NOW."""
         last = [0]
+        high = [0]
         guard = self
 
         def check(written: int) -> None:
+            high[0] = max(high[0], written)
             if written - last[0] < WATCH_EVERY and written >= last[0]:
                 return
             last[0] = written
@@ -105,7 +109,7 @@ class SpaceGuard:
                     f" {human(guard.reserve)} reserve, while the dump was being written or checked (something"
                     " else is filling the disk); the dump was abandoned and the files it had written removed",
                     path=path,
-                    needed=written,
+                    needed=high[0],
                     free=free,
                     reserve=guard.reserve,
                 )
@@ -184,6 +188,13 @@ def _mount_of(directory: str) -> str:
             break
         path = parent
     return path
+
+
+#: The figure a dump's tick is called with once the dump is whole, right before it is placed: its disk
+#: watchdogs check then whatever the last figure was (the last < 64 MiB were unchecked, and a volume
+#: something else filled meanwhile was seen, or not, by the chance of a later read's tick), so a dump,
+#: complete or not, never holds the reserve; progress keeps its figure, a cancel is heard once more.
+CHECK_NOW = -1
 
 
 def combine(*callbacks: Optional[Callable[[int], None]]) -> Optional[Callable[[int], None]]:

@@ -617,7 +617,7 @@ def _abandon_check(pid: int, abandon: "_Abandon",
     def check(written: int, elapsed: float) -> Any:
         if abandon.is_set():
             raise DumpFailed(f"the dump of process {pid} was abandoned after {elapsed:.1f} s because {abandon.why};"
-                             " what it had written was removed and nothing of it was kept",
+                             " what it had written was removed, and nothing was kept",
                              pid=pid, reason="cancelled")
         return progress(written, elapsed) if progress is not None else None
     return check

@@ -51,7 +51,8 @@ STALL_SECONDS = 600.0
 #: The variable that changes it (seconds).
 STALL_VARIABLE = "DUMPLIB_UPLOAD_STALL"
 #: Seconds between calls of an Uploader's *waiting* while the store is awaited (a part's slot, the last
-#: parts): how soon a cancel, a watch's abandon or the disk watchdog is heard on a slow link. Without it
+#: parts): how soon a cancel or a watch's abandon is heard on a slow link (the disk watchdog hears the
+#: same figure, and checks nothing new: nothing is written locally meanwhile). Without it
 #: the last parts alone (two 8 MiB parts: ~13 s at 10 Mbit/s) outlasted a watch's 10 s patience, and a
 #: Windows watch interrupted there ended with its raw scratch copy left on the disk.
 WAIT_SLICE = 0.25
@@ -289,7 +290,9 @@ class Uploader:
         #: Bytes the store has acknowledged (for progress).
         self.sent = 0
         self._failed: Optional[BaseException] = None
-        self._closed = False
+        #: Set by abort(): a copy worker the caller gave up on (a Ctrl-C during a slot's wait, on Linux)
+        #: stops waiting and ticking (no progress line after "interrupted"), and sends nothing more.
+        self._aborted = False
         self._stall = stall_seconds()
         #: Called (no argument) every WAIT_SLICE s while the writer waits for the store: the dump's tick
         #: (RemoteObject sets it), which raises to abandon the upload (a cancel, a watch's end).
@@ -346,6 +349,8 @@ class Uploader:
                 return False
             if ready(min(WAIT_SLICE, left)):
                 return True
+            if self._aborted:
+                return False  # the caller is gone: the abandoned worker's wait ends as a stall, unheard
             if self.waiting is not None:
                 self.waiting()
 
@@ -389,6 +394,7 @@ class Uploader:
     def abort(self) -> None:
         """Stop sending and leave nothing committed; never waits for a part on the wire (a stalled store
         would hold dumplib's exit for its timeouts: a part sent after this is never committed)."""
+        self._aborted = True
         for f in self._futures:
             f.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)

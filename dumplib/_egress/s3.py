@@ -21,26 +21,30 @@ class S3Store(Store):
     def __init__(self, target: RemoteTarget) -> None:
         self.target = target
         self._boto3 = need("boto3", target)
-        self._clients: Dict[bool, Any] = {}
+        self._clients: Dict[str, Any] = {}
 
-    def _s3(self, probe: bool = False) -> Any:
-        if probe not in self._clients:
+    #: Tries per request (botocore's total_max_attempts: its max_attempts counts retries only, one more
+    #: try each) and timeouts, per use. Bounded retries (standard mode: exponential backoff with jitter,
+    #: capped at 20 s). The probe tries once and the abort of a failed upload twice, with short timeouts:
+    #: a refusal or an abort on the way out must not hold dumplib for minutes on a store that stalls, and
+    #: an abort lost to one transient error leaves a pending upload (docs/egress.md says how to clear it).
+    _USES = {"data": (4, 10, 60), "probe": (1, 5, 15), "abort": (2, 5, 15)}
+
+    def _s3(self, use: str = "data") -> Any:
+        if use not in self._clients:
             Config = need("botocore.config", self.target).Config
-            # Bounded retries (standard mode: exponential backoff with jitter, capped at 20 s); the probe
-            # and the abort of a failed upload try once, with short timeouts: a refusal or an abort on the
-            # way out must not hold dumplib for minutes on a store that stalls.
-            # total_max_attempts counts the first try; max_attempts would count retries only (one more try each).
-            cfg = Config(retries={"mode": "standard", "total_max_attempts": 1 if probe else 4},
-                         connect_timeout=5 if probe else 10, read_timeout=15 if probe else 60)
+            tries, connect, read = self._USES[use]
+            cfg = Config(retries={"mode": "standard", "total_max_attempts": tries}, connect_timeout=connect,
+                         read_timeout=read)
             with quiet():
-                self._clients[probe] = self._boto3.session.Session().client("s3", config=cfg)
-        return self._clients[probe]
+                self._clients[use] = self._boto3.session.Session().client("s3", config=cfg)
+        return self._clients[use]
 
     def probe(self, prefix: str) -> str:
         t = self.target
         name = f"{prefix}.dumplib-probe-{secrets.token_hex(8)}"
         with self.calling(prefix or None, "cannot write to"):
-            s3 = self._s3(probe=True)
+            s3 = self._s3("probe")
             # Proves s3:PutObject on the prefix and s3:AbortMultipartUpload (which a failed upload
             # needs); leaves nothing: no object, no pending upload.
             up = s3.create_multipart_upload(Bucket=t.container, Key=name)
@@ -168,7 +172,7 @@ class _MultipartUploader(Uploader):
         self.overwrite = overwrite
         self.bucket = store.target.container
         self.s3 = store._s3()
-        self._abort_client = store._s3(probe=True)  # one try, short timeouts: see S3Store._s3
+        self._abort_client = store._s3("abort")  # two tries, short timeouts: see S3Store._USES
         try:
             with quiet():
                 r = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType="application/octet-stream",

@@ -42,12 +42,12 @@ def test_cancel_dumps_stops_a_dump_on_another_thread_and_leaves_nothing(target_e
         assert os.path.exists(result.path)
 
 
-def test_a_cancel_during_the_hash_for_the_sidecar_is_heard_there_and_leaves_nothing(target_exe, outdir, tmp_path):
+def test_a_cancel_during_the_hash_for_the_sidecar_is_heard_there_and_leaves_nothing(target_exe, outdir):
     """The Windows shape (a writer that cannot be followed, so the finished dump is read once more for its
-    sidecar's sha256: 5-20 s for 10 GB), run here on the Linux writer. A cancel once the whole dump is
-    written must be heard in that read: the dump ends cancelled, nothing kept. Before that read heard the
-    dump's tick, nothing after the write could: the dump was kept whole (and a Windows watcher, giving up
-    after 10 s, left the temporary)."""
+    sidecar's sha256: 5-20 s for 10 GB), run here on the Linux writer. A cancel while that read runs (the
+    dump verified, the temporary open again) must be heard in it: the dump ends cancelled, nothing kept.
+    Before that read heard the dump's tick, nothing after it could: the dump was kept whole (and a
+    Windows watcher, giving up after 10 s, left the temporary)."""
     import datetime
     import time
 
@@ -57,6 +57,7 @@ def test_a_cancel_during_the_hash_for_the_sidecar_is_heard_there_and_leaves_noth
     from dumplib.targets import resolve_target
 
     real = current()
+    verified = threading.Event()
 
     class Unfollowable:
         streams = False  # as Windows: PlainFile then hashes the dump after it is written
@@ -64,23 +65,48 @@ def test_a_cancel_during_the_hash_for_the_sidecar_is_heard_there_and_leaves_noth
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
-    def dump(pid: int, path: str, progress=None) -> dumplib.DumpResult:  # type: ignore[no-untyped-def]
-        opts = api._Options(path, DumpKind.FULL, None, False, None, progress, None, True, False, True, None, None,
-                            None, time.monotonic(), datetime.datetime.now(), None, False)
-        with real.open(resolve_target(pid, real), for_dump=True) as session:
-            return api.create_in_session(Unfollowable(), session, real.normalise_flags(DumpKind.FULL, None),  # type: ignore[arg-type]
-                                         opts)
+    class Verifying:  # the session, saying when the finished dump has been verified
+        def __init__(self, session: object) -> None:
+            self._session = session
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._session, name)
+
+        def verify(self, *args: object) -> object:
+            said = self._session.verify(*args)  # type: ignore[attr-defined]
+            verified.set()
+            return said
+
+    def reading_the_temporary() -> bool:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".dumplib-"):
+                    return True
+            except OSError:
+                pass
+        return False
+
+    stop = threading.Event()
+
+    def cancel_in_the_read() -> None:
+        while not stop.is_set() and not (verified.is_set() and reading_the_temporary()):
+            stop.wait(0.001)
+        if not stop.is_set():
+            dumplib.cancel_dumps(wait=0)
 
     with run_target([str(target_exe), "--heap", "1024"]) as t:
-        first = dump(t.pid, str(tmp_path / "first.core"))
-        whole = first.size  # the same process dumped again is as large: written == whole only once written
-
-        def cancel_once_written(written: int, _elapsed: float) -> None:
-            if written >= whole:
-                dumplib.cancel_dumps(wait=0)
-
-        with pytest.raises(dumplib.DumpFailed) as failed:
-            dump(t.pid, str(outdir / "x.core"), cancel_once_written)
+        opts = api._Options(str(outdir / "x.core"), DumpKind.FULL, None, False, None, None, None, True, False, True,
+                            None, None, None, time.monotonic(), datetime.datetime.now(), None, False)
+        canceller = threading.Thread(target=cancel_in_the_read, daemon=True)
+        canceller.start()
+        try:
+            with pytest.raises(dumplib.DumpFailed) as failed:
+                with real.open(resolve_target(t.pid, real), for_dump=True) as session:
+                    api.create_in_session(Unfollowable(), Verifying(session),  # type: ignore[arg-type]
+                                          real.normalise_flags(DumpKind.FULL, None), opts)
+        finally:
+            stop.set()
+            canceller.join(10)
         t.assert_running_untraced()
     assert failed.value.reason == "cancelled", failed.value
     assert os.listdir(outdir) == []

@@ -179,3 +179,53 @@ def test_what_two_outputs_put_on_one_volume_adds_up(tmp_path):
         assert short is not None and short[1] == 45 << 20 and short[2] == "raw plus packed"
         assert short[0].reserve == 4 << 20
         assert shortfall([(str(one), 30 << 20, "raw"), (str(two), 15 << 20, "packed")], 4 << 20, HOST) is None
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_a_dump_complete_with_the_volume_under_the_reserve_is_not_placed(target_exe, ctarget, tmp_path, compress):
+    """The watchdog checks every 64 MiB while writing; the last bytes, and a volume something else filled
+    after its last check, were seen only by the chance of a later read's tick. Once the dump is whole it
+    is checked once more, before it is placed: here the volume is filled (another process, as it were)
+    while the finished dump is verified, and the dump is abandoned, nothing of it left, the target
+    running on. Before that check it was placed, with the volume under its reserve."""
+    import datetime
+
+    from dumplib import api
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    real = current()
+    reserve = 16 << 20
+    with tmpfs(tmp_path / "vol", "64m") as vol:
+        filler = vol / "someone-elses.bin"
+
+        class FilledWhileVerifying:  # the session, with the volume filled while the finished dump is verified
+            def __init__(self, session: object) -> None:
+                self._session = session
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._session, name)
+
+            def _fill(self) -> None:
+                st = os.statvfs(vol)
+                filler.write_bytes(b"\1" * (st.f_bavail * st.f_frsize - reserve // 2))
+
+            def verify(self, *args: object) -> object:
+                self._fill()
+                return self._session.verify(*args)  # type: ignore[attr-defined]
+
+            def verify_stream(self, *args: object) -> object:
+                self._fill()
+                return self._session.verify_stream(*args)  # type: ignore[attr-defined]
+
+        opts = api._Options(str(vol / "x.core"), DumpKind.FULL, None, False, None, None, reserve, True, False, True,
+                            None, None, (compress, 1) if compress else None, time.monotonic(),
+                            datetime.datetime.now(), None, False)
+        with pytest.raises(dumplib.InsufficientDiskSpace) as refused:
+            with real.open(resolve_target(ctarget.pid, real), for_dump=True) as session:
+                api.create_in_session(real, FilledWhileVerifying(session),  # type: ignore[arg-type]
+                                      real.normalise_flags(DumpKind.FULL, None), opts)
+        left = sorted(os.listdir(vol))
+    ctarget.assert_running_untraced()
+    assert "below the" in str(refused.value) and refused.value.reserve == reserve, refused.value
+    assert left == ["someone-elses.bin"], left

@@ -134,6 +134,50 @@ def test_a_block_slower_than_the_connection_timeout_still_crosses_a_slow_link(az
     assert azure_container(azport, CONTAINER).get_blob_client(key).download_blob().readall() == data
 
 
+def test_an_abort_ends_the_wait_for_a_parts_turn_and_its_ticks(azport, monkeypatch):
+    """A copy worker waiting for a part's turn on a slow link (the caller gave up on it after a Ctrl-C, on
+    Linux) stops once the upload is aborted: no more ticks (the CLI redrew its progress line after
+    "interrupted"), and the worker ends, where it waited on for the part on the wire (80 s here)."""
+    import os
+    import threading
+
+    from dumplib._egress import open_store
+    from dumplib.remote import parse_url
+
+    relay = Relay(azport, rate=64 << 10)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string(relay.port))
+    key = "aborted/x.bin"
+    up = open_store(parse_url(f"az://{CONTAINER}/{key}")).uploader(key, 5 << 20, 1, False)
+    ticks = {"all": 0, "after": 0}
+    waiting = threading.Event()
+    aborted = threading.Event()
+
+    def tick() -> None:
+        ticks["all"] += 1
+        ticks["after"] += aborted.is_set()
+        waiting.set()
+
+    up.waiting = tick
+    ended: list = []
+
+    def copy() -> None:
+        try:
+            up(os.urandom((10 << 20) + 1))
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            ended.append(exc)
+
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()  # the first part goes on the wire; the second, full, waits for its turn
+    assert waiting.wait(60), "the worker never waited for a part's turn"
+    aborted.set()
+    up.abort()
+    worker.join(30)
+    assert not worker.is_alive(), "the worker went on waiting for the part on the wire after the abort"
+    assert ticks["after"] <= 1, ticks  # one may be under way as the abort lands
+    assert [type(e).__name__ for e in ended] == ["RemoteDestinationError"], ended  # unheard: the caller is gone
+    relay.cut()
+
+
 def test_a_second_dump_to_a_taken_name_is_dump_exists_and_overwrite_replaces_dump_and_sidecar_together(
         azport, ctarget):
     """Without --overwrite the first object stays whole (exit 6); with it, the new dump and a sidecar

@@ -70,25 +70,26 @@ def test_retention_trouble_after_the_dump_is_placed_is_a_warning_not_a_failure(c
     assert os.path.exists(older[0])
 
 
-def test_a_cancel_during_retentions_reads_stops_it_and_keeps_the_dump(target_exe, outdir):
+def test_a_cancel_during_retentions_reads_stops_it_keeps_the_dump_and_tells_what_was_removed(target_exe, outdir):
     """Retention hashes each dump before removing it (5-20 s for a 10 GB dump). A cancel_dumps() once the
-    new dump is in place must stop it there, not wait for those reads: the dump is kept and said to be
-    kept, and the older dumps are left as they were. Before retention heard the dump's tick, both older
-    dumps were hashed and removed after the cancel."""
+    new dump is in place and the oldest was removed must stop it in the next dump's hash, not wait for
+    those reads: the dump is kept and said to be kept, the removal made is still told, and the dumps not
+    yet removed are left as they were. Before retention heard the dump's tick, all three older dumps were
+    hashed and removed after the cancel; before the removals were kept, the one made was not told."""
     from linuxrig import run_target
 
     with run_target([str(target_exe), "--heap", "256"]) as t:
-        older = [dumplib.create_dump(t.pid, outdir / f"d{i}.core", "full").path for i in range(2)]
+        older = [dumplib.create_dump(t.pid, outdir / f"d{i}.core", "full").path for i in range(3)]
         new = outdir / "new.core"
         stop = threading.Event()
 
-        def cancel_once_placed() -> None:  # as a service stopping would, from another thread
-            while not stop.is_set() and not new.exists():
+        def cancel_once_the_oldest_is_gone() -> None:  # as a service stopping would, from another thread
+            while not stop.is_set() and os.path.exists(older[0]):
                 stop.wait(0.002)
-            if new.exists():
+            if not os.path.exists(older[0]):
                 dumplib.cancel_dumps(wait=0)
 
-        canceller = threading.Thread(target=cancel_once_placed, daemon=True)
+        canceller = threading.Thread(target=cancel_once_the_oldest_is_gone, daemon=True)
         canceller.start()
         try:
             r = dumplib.create_dump(t.pid, new, "full", keep=1)
@@ -97,7 +98,8 @@ def test_a_cancel_during_retentions_reads_stops_it_and_keeps_the_dump(target_exe
             canceller.join(10)
         t.assert_running_untraced()
     told = [w for w in r.warnings if w.startswith("retention")]
-    assert told == [f"retention stopped while reading {outdir}: the dump was cancelled or its watch ended; the dump"
-                    " is in place, and the older dumps were left as they were"], r.warnings
+    assert told == ["retention removed d0.core",
+                    f"retention stopped while reading {outdir}: the dump was cancelled or its watch ended; the dump"
+                    " is in place, and the older dumps not yet removed were left as they were"], r.warnings
     assert dumplib.info(r.path).pid == t.pid and os.path.isfile(r.sidecar)
-    assert all(os.path.exists(p) and os.path.exists(p + ".json") for p in older)
+    assert all(os.path.exists(p) and os.path.exists(p + ".json") for p in older[1:])
