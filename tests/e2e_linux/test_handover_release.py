@@ -330,14 +330,14 @@ def test_a_dump_whose_read_back_fails_keeps_nothing_and_the_signal_is_delivered_
     seen: Dict[str, bool] = {}
     check = outputs._check_stored
 
-    def spoiled_then_checked(path: str, sha256: str, size: int) -> None:
+    def spoiled_then_checked(path: str, sha256: str, size: int, tick=None) -> None:  # type: ignore[no-untyped-def]
         held_until_handler(handler, seen, "read-back")()
         with open(path, "r+b") as f:  # what a failing disk would hand back: one byte changed
             f.seek(size // 2)
             byte = f.read(1)
             f.seek(size // 2)
             f.write(bytes([byte[0] ^ 0xFF]))
-        check(path, sha256, size)
+        check(path, sha256, size, tick)
 
     monkeypatch.setattr(outputs, "_check_stored", spoiled_then_checked)
     with release_target(release_exe, handler.path, outdir, 64) as proc:
