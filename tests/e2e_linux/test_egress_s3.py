@@ -194,18 +194,15 @@ def test_a_local_dump_imports_no_sdk(ctarget, tmp_path):
     assert any(p.suffix == ".core" for p in Path(tmp_path).iterdir())
 
 
-def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, target_exe, tmp_path, monkeypatch):
-    """The path Windows takes (dbghelp needs a seekable file), run here on the Linux writer: the raw core on
-    local scratch, verified, compressed, checked in memory to decode back to it, uploaded in one pass, deleted."""
-    import datetime
+def _raw_first(monkeypatch, tmp_path: Path, env: dict):  # type: ignore[no-untyped-def]
+    """The path Windows takes (dbghelp needs a seekable file), on the Linux writer: *env* set, the raw copy's
+    scratch at tmp_path/scratch, and a platform class like this one whose writer does not stream.
+    (this platform, that class, the scratch directory)."""
     import tempfile
 
-    from dumplib import api
     from dumplib._switch import current
-    from dumplib.kinds import DumpKind
-    from dumplib.targets import resolve_target
 
-    for k, v in s3_env(s3port).items():
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -218,6 +215,18 @@ def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, targe
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
+    return real, RawFirst, scratch
+
+
+def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, target_exe, tmp_path, monkeypatch):
+    """The path Windows takes (dbghelp needs a seekable file), run here on the Linux writer: the raw core on
+    local scratch, verified, compressed, checked in memory to decode back to it, uploaded in one pass, deleted."""
+    import datetime
+    from dumplib import api
+    from dumplib.kinds import DumpKind
+    from dumplib.targets import resolve_target
+
+    real, RawFirst, scratch = _raw_first(monkeypatch, tmp_path, s3_env(s3port))
     opts = api._Options(f"s3://{BUCKET}/raw/", DumpKind.FULL, None, False, None, None, None, True, False, True, None,
                         None, ("zstd", 1), time.monotonic(), datetime.datetime.now(), 60.0, "auto")
     with real.open(resolve_target(ctarget.pid, real), for_dump=True) as session:
@@ -252,28 +261,13 @@ def test_a_cancel_while_the_upload_waits_on_a_slow_link_is_heard_there_and_leave
     first part to cross before it may send the next; untick'd, that wait heard the cancel only once the
     first 5 MiB part was through."""
     import datetime
-    import tempfile
-
     from dumplib import api
-    from dumplib._switch import current
     from dumplib.errors import DumpFailed
     from dumplib.kinds import DumpKind
     from dumplib.targets import resolve_target
 
     relay = Relay(s3port, rate=512 << 10)
-    for k, v in {**s3_env(relay.port), "DUMPLIB_UPLOAD_BUFFER": buffer}.items():
-        monkeypatch.setenv(k, v)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    real = current()
-
-    class RawFirst:
-        streams = False
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(real, name)
-
+    real, RawFirst, scratch = _raw_first(monkeypatch, tmp_path, {**s3_env(relay.port), "DUMPLIB_UPLOAD_BUFFER": buffer})
     seen = {"before": -1, "at_cancel": -1}
 
     def progress(_written: int, _elapsed: float) -> None:
