@@ -68,6 +68,10 @@ def windows_path(path: "os.PathLike[str] | str") -> str:
     return "Z:" + str(Path(path).resolve()).replace("/", "\\")
 
 
+#: Every python.exe run that Wine ended silently in this session (Rig._ended_silently), for its summary.
+SILENT_ENDS: List[str] = []
+
+
 class Rig:
     """One Wine prefix with a persistent wineserver and a Windows python.exe that imports dumplib."""
 
@@ -93,6 +97,8 @@ class Rig:
             WINEARCH="win64",
         )
         self._server_started = False
+        #: The persistent wineserver's stderr (start_server): protocol errors and the clients it killed.
+        self.server_log = self.root / "wineserver.log"
 
     # -- set-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -216,8 +222,9 @@ class Rig:
         if self._server_started:
             return
         fresh = not (self.prefix / "system.reg").exists()
-        subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        with open(self.server_log, "ab") as log:  # its own stderr: what it says of a client it drops
+            subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=log, check=False)
         try:
             subprocess.run(["wineboot"], env=self.env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
@@ -275,10 +282,51 @@ class Rig:
         """Run python.exe to completion. Its std streams must be pipes, never regular files.
         *binary* keeps stdout and stderr as bytes (a dump streamed to stdout)."""
         feed = input if input is not None else ""
-        return subprocess.run(
-            self.python_cmd(args), env={**self.env, **(env or {})}, input=feed.encode() if binary else feed,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not binary, timeout=timeout,
-        )
+        for attempt in (1, 2):
+            started, said = time.monotonic(), self._server_log_size()
+            done = subprocess.run(
+                self.python_cmd(args), env={**self.env, **(env or {})}, input=feed.encode() if binary else feed,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not binary, timeout=timeout,
+            )
+            if done.returncode != 1 or done.stdout or done.stderr:
+                break
+            # Ended by Wine, not by what it ran (_ended_silently): named in the session's summary and run
+            # once more. What the first run left (a temporary of a dump it was writing) stays for the
+            # test to see; a second such end is the test's failure.
+            note = self._ended_silently(args, time.monotonic() - started, said, again=attempt == 1)
+            done.stderr = note.encode() if binary else note
+        return done
+
+    def _server_log_size(self) -> int:
+        try:
+            return self.server_log.stat().st_size
+        except OSError:
+            return 0
+
+    def _ended_silently(self, args: Sequence[str], seconds: float, said: int, again: bool) -> str:
+        """What the rig knows of a python.exe that ended with status 1 and printed nothing: its stderr,
+        for the test's assertion message, and the session's summary (SILENT_ENDS).
+
+        Python prints a traceback for an uncaught exception, dumplib a line for every failure, and no
+        script of the Wine tests exits 1 in silence, so status 1 with nothing said is Wine's own end of
+        the process: TerminateProcess(h, 1) from
+        another process, `wineserver -k`, the wineserver dropping a client after a protocol error
+        (said on its stderr, server_log), or ntdll's silent exit(1) at start-up (seconds near 0)."""
+        try:
+            with open(self.server_log, "rb") as log:
+                log.seek(said)
+                server = log.read(4000).decode(errors="replace").strip() or "nothing"
+        except OSError as exc:
+            server = f"unreadable ({exc})"
+        try:
+            load = Path("/proc/loadavg").read_text().strip()
+        except OSError:
+            load = "?"
+        note = (f"[winrig] python.exe {' '.join(args)[:200]} ended with status 1 after {seconds:.1f} s and printed"
+                f" nothing: Wine ended it (see Rig._ended_silently). The wineserver said: {server}. Load: {load}."
+                + (" Run once more." if again else " Not run again: the second such end in a row."))
+        SILENT_ENDS.append(note)
+        return note
 
     def popen_python(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen:
         return subprocess.Popen(
