@@ -26,7 +26,9 @@ def api_call(rig: Rig, expr: str, timeout: float = 300) -> Dict[str, Any]:
 
 
 def cli(rig: Rig, *args: str, timeout: float = 300):  # type: ignore[no-untyped-def]
-    return rig.run_python(["-m", "dumplib_cli", *args], timeout=timeout)
+    # A postmortem install or uninstall changes the prefix's registry: never run twice (Rig.run_python).
+    again = tuple(args[:2]) not in (("postmortem", "install"), ("postmortem", "uninstall"))
+    return rig.run_python(["-m", "dumplib_cli", *args], timeout=timeout, again_on_silent_end=again)
 
 
 def parse_independently(path: Path, scratch: Path) -> Any:

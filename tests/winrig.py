@@ -72,6 +72,10 @@ def windows_path(path: "os.PathLike[str] | str") -> str:
 SILENT_ENDS: List[str] = []
 
 
+class WineEndedSilently(AssertionError):
+    """A python.exe ended with status 1 and said nothing, and was not run again (Rig.run_python)."""
+
+
 class Rig:
     """One Wine prefix with a persistent wineserver and a Windows python.exe that imports dumplib."""
 
@@ -99,6 +103,7 @@ class Rig:
         self._server_started = False
         #: The persistent wineserver's stderr (start_server): protocol errors and the clients it killed.
         self.server_log = self.root / "wineserver.log"
+        self._server_logged = False
 
     # -- set-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -223,8 +228,9 @@ class Rig:
             return
         fresh = not (self.prefix / "system.reg").exists()
         with open(self.server_log, "ab") as log:  # its own stderr: what it says of a client it drops
-            subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=log, check=False)
+            # Status 0: a server started here, whose stderr is the log; else one already ran (kept).
+            self._server_logged = subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.DEVNULL, stderr=log, check=False).returncode == 0
         try:
             subprocess.run(["wineboot"], env=self.env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
@@ -234,8 +240,10 @@ class Rig:
             # booted again once.
             subprocess.run(["wineserver", "-k"], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, check=False, timeout=60)
-            subprocess.run(["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            with open(self.server_log, "ab") as log:
+                self._server_logged = subprocess.run(
+                    ["wineserver", "-p"], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=log, check=False).returncode == 0
             subprocess.run(["wineboot"], env=self.env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
         if fresh:
@@ -278,24 +286,32 @@ class Rig:
         return found[0]
 
     def run_python(self, args: Sequence[str], *, timeout: float = 300, env: Optional[Dict[str, str]] = None,
-                   input: Optional[str] = None, binary: bool = False) -> subprocess.CompletedProcess:
+                   input: Optional[str] = None, binary: bool = False,
+                   again_on_silent_end: bool = True) -> subprocess.CompletedProcess:
         """Run python.exe to completion. Its std streams must be pipes, never regular files.
-        *binary* keeps stdout and stderr as bytes (a dump streamed to stdout)."""
+        *binary* keeps stdout and stderr as bytes (a dump streamed to stdout).
+
+        A run that ends with status 1 and says nothing (_ended_silently) is named in the session's
+        summary and, with *again_on_silent_end*, run once more within what is left of *timeout*; a
+        second such end, or one not run again, raises WineEndedSilently. Not for a command that must
+        not run twice (one that changes the prefix's registry) nor for someone else's command (_main).
+        What a first run left (a temporary, or a dump it finished) stays for the test to see."""
         feed = input if input is not None else ""
+        deadline = time.monotonic() + timeout
         for attempt in (1, 2):
             started, said = time.monotonic(), self._server_log_size()
             done = subprocess.run(
                 self.python_cmd(args), env={**self.env, **(env or {})}, input=feed.encode() if binary else feed,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not binary, timeout=timeout,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not binary,
+                timeout=max(1.0, deadline - started),
             )
             if done.returncode != 1 or done.stdout or done.stderr:
-                break
-            # Ended by Wine, not by what it ran (_ended_silently): named in the session's summary and run
-            # once more. What the first run left (a temporary of a dump it was writing) stays for the
-            # test to see; a second such end is the test's failure.
-            note = self._ended_silently(args, time.monotonic() - started, said, again=attempt == 1)
-            done.stderr = note.encode() if binary else note
-        return done
+                return done
+            again = again_on_silent_end and attempt == 1
+            note = self._ended_silently(args, time.monotonic() - started, said, again=again)
+            if not again:
+                raise WineEndedSilently(note)
+        raise AssertionError("not reached: the second run returns or raises")
 
     def _server_log_size(self) -> int:
         try:
@@ -304,27 +320,33 @@ class Rig:
             return 0
 
     def _ended_silently(self, args: Sequence[str], seconds: float, said: int, again: bool) -> str:
-        """What the rig knows of a python.exe that ended with status 1 and printed nothing: its stderr,
-        for the test's assertion message, and the session's summary (SILENT_ENDS).
+        """What the rig knows of a python.exe that ended with status 1 and printed nothing, for the
+        session's summary (SILENT_ENDS) and, when it is not run again, the test's failure.
 
-        Python prints a traceback for an uncaught exception, dumplib a line for every failure, and no
-        script of the Wine tests exits 1 in silence, so status 1 with nothing said is Wine's own end of
-        the process: TerminateProcess(h, 1) from
-        another process, `wineserver -k`, the wineserver dropping a client after a protocol error
-        (said on its stderr, server_log), or ntdll's silent exit(1) at start-up (seconds near 0)."""
+        Python prints a traceback for an uncaught exception, dumplib a line or JSON for every failure,
+        and no script of the Wine tests exits 1 in silence, so this end is most likely Wine's own. The
+        status is the exit code's low byte; Wine 8.0's source has these silent ways to 1: the
+        wineserver ending the process with code 1 (`wineserver -k`, TerminateProcess(h, 1) by a holder
+        of a handle, a thread whose init failed), a protocol error (said on the server's stderr:
+        server_log), and ntdll's own exit on a stack overflow or when the shared user data cannot be
+        mapped at start-up (seconds near 0), whose ERR lines WINEDEBUG=-all hides."""
         try:
             with open(self.server_log, "rb") as log:
                 log.seek(said)
                 server = log.read(4000).decode(errors="replace").strip() or "nothing"
         except OSError as exc:
             server = f"unreadable ({exc})"
+        if not self._server_logged:
+            server += " (but its stderr is not kept: it was started before this rig)"
         try:
             load = Path("/proc/loadavg").read_text().strip()
         except OSError:
             load = "?"
-        note = (f"[winrig] python.exe {' '.join(args)[:200]} ended with status 1 after {seconds:.1f} s and printed"
-                f" nothing: Wine ended it (see Rig._ended_silently). The wineserver said: {server}. Load: {load}."
-                + (" Run once more." if again else " Not run again: the second such end in a row."))
+        command = " ".join(args).replace("\n", " | ")[:300]
+        test = os.environ.get("PYTEST_CURRENT_TEST", "no test")
+        note = (f"[winrig] {time.strftime('%H:%M:%S')} {test}: python.exe {command} ended with status 1 after"
+                f" {seconds:.1f} s and printed nothing, most likely Wine's end (Rig._ended_silently). The"
+                f" wineserver said: {server}. Load: {load}." + (" Run once more." if again else " Not run again."))
         SILENT_ENDS.append(note)
         return note
 
@@ -391,7 +413,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if ns.cmd == "python":
         args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
-        done = rig.run_python(args, timeout=3600)
+        done = rig.run_python(args, timeout=3600, again_on_silent_end=False)
         sys.stdout.write(done.stdout)
         sys.stderr.write(done.stderr)
         return done.returncode
@@ -401,7 +423,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     with rig.target() as target:
         done = rig.run_python(["-m", "dumplib_cli", "dump", str(target.pid), windows_path(out), "--kind", ns.kind,
-                               "--comment", "winrig demo"])
+                               "--comment", "winrig demo"], again_on_silent_end=False)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     return done.returncode

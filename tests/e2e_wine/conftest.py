@@ -38,6 +38,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Each python.exe Wine ended with status 1 and nothing said (Rig._ended_silently), whether or not
     its test failed on it: a rare end seen in two CI runs, named here until its cause is known."""
+    if winrig.SILENT_ENDS:
+        terminalreporter.section("python.exe ended with status 1 and nothing said (most likely by Wine)")
     for note in winrig.SILENT_ENDS:
         terminalreporter.write_line(note)
 

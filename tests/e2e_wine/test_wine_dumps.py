@@ -254,6 +254,8 @@ def test_readme_windows_estimate_accuracy_claim(rig, target, outdir):
     res = api_call(rig, f"dumplib.create_dump({target.pid}, r'{windows_path(outdir)}', 'full', sidecar=False)")
     assert "ok" in res, res
     written, estimated = res["ok"]["size"], res["ok"]["estimated_bytes"]
+    files = list(outdir.iterdir())  # the one dump, no sidecar: nothing else (a run before it left nothing)
+    assert len(files) == 1 and files[0].stat().st_size == written, files
     error = (estimated - written) / written * 100
     assert 0 <= error <= 5, f"estimate {estimated} vs written {written}: {error:+.1f}%"
     assert abs(error - float(claim.group(1))) <= 3, f"README says {claim.group(1)}% high, measured {error:+.1f}%"
@@ -272,6 +274,7 @@ def test_progress_callback_reports_growing_bytes(rig, target, outdir):
     assert res["seen"], "no progress reported during a multi-second full dump"
     sizes = [b for b, _ in res["seen"]]
     assert sizes == sorted(sizes) and 0 <= sizes[-1] <= res["size"]
+    assert _only_file(outdir).stat().st_size == res["size"]
 
 
 def test_ps_lists_the_target_with_memory(rig, target):
