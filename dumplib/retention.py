@@ -66,17 +66,16 @@ class _Heard:
             raise
 
 
-def _still_ours(e: _Entry, tick: Optional[Callable[[int], None]] = None) -> bool:
+def _still_ours(e: _Entry, heard: Optional[_Heard] = None) -> bool:
     """Whether *e*'s dump is still the very file listed, holding what its sidecar vouches for. Gone or
     replaced since the listing (another dumplib's retention in this directory removed it; then anyone
     may put a link or a FIFO at the free name) is not ours: False, never followed, never waited on.
-    *tick* hears each 4 MiB read: hashing a 10 GB dump takes 5-20 s, and a cancel or a watch's end
-    must not wait for it (what it raises stops retention; the dump just written stays)."""
+    *heard* (the dump's tick) hears each 4 MiB read: hashing a 10 GB dump takes 5-20 s, and a cancel or
+    a watch's end must not wait for it (what it raises stops retention; the dump just written stays)."""
     try:
         fd = os.open(e.dump, REOPEN)
     except OSError:
         return False
-    heard = _Heard(tick) if tick is not None else None
     with open(fd, "rb") as f:
         try:
             st = os.fstat(fd)

@@ -162,6 +162,18 @@ sys.stdin.read()
 """
 
 
+def unfollowable(platform: object) -> object:
+    """*platform* as Windows' is to the writer: a write that cannot be followed (``streams`` False), so the
+    finished dump is read again for its sidecar and a compressed or remote dump is written raw first."""
+    class Unfollowable:
+        streams = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(platform, name)
+
+    return Unfollowable()
+
+
 def gdb(exe: str, core: str, *commands: str, timeout: float = 120) -> str:
     args = ["gdb", "-nx", "-batch", "-q"]
     for c in commands:

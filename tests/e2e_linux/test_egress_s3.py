@@ -196,11 +196,12 @@ def test_a_local_dump_imports_no_sdk(ctarget, tmp_path):
 
 def _raw_first(monkeypatch, tmp_path: Path, env: dict):  # type: ignore[no-untyped-def]
     """The path Windows takes (dbghelp needs a seekable file), on the Linux writer: *env* set, the raw copy's
-    scratch at tmp_path/scratch, and a platform class like this one whose writer does not stream.
-    (this platform, that class, the scratch directory)."""
+    scratch at tmp_path/scratch, and this platform with a writer that does not stream (linuxrig.unfollowable).
+    (this platform, that one, the scratch directory)."""
     import tempfile
 
     from dumplib._switch import current
+    from linuxrig import unfollowable
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -208,14 +209,7 @@ def _raw_first(monkeypatch, tmp_path: Path, env: dict):  # type: ignore[no-untyp
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     real = current()
-
-    class RawFirst:
-        streams = False
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(real, name)
-
-    return real, RawFirst, scratch
+    return real, unfollowable(real), scratch
 
 
 def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, target_exe, tmp_path, monkeypatch):
@@ -226,11 +220,11 @@ def test_the_seekable_file_path_raw_then_compress_into_s3(s3port, ctarget, targe
     from dumplib.kinds import DumpKind
     from dumplib.targets import resolve_target
 
-    real, RawFirst, scratch = _raw_first(monkeypatch, tmp_path, s3_env(s3port))
+    real, raw_first, scratch = _raw_first(monkeypatch, tmp_path, s3_env(s3port))
     opts = api._Options(f"s3://{BUCKET}/raw/", DumpKind.FULL, None, False, None, None, None, True, False, True, None,
                         None, ("zstd", 1), time.monotonic(), datetime.datetime.now(), 60.0, "auto")
     with real.open(resolve_target(ctarget.pid, real), for_dump=True) as session:
-        result = api.create_in_session(RawFirst(), session, real.normalise_flags(DumpKind.FULL, None), opts)  # type: ignore[arg-type]
+        result = api.create_in_session(raw_first, session, real.normalise_flags(DumpKind.FULL, None), opts)  # type: ignore[arg-type]
     ctarget.assert_running_untraced()
     assert list(scratch.iterdir()) == []  # the raw copy was deleted
     key = result.path[len(f"s3://{BUCKET}/"):]
@@ -267,7 +261,7 @@ def test_a_cancel_while_the_upload_waits_on_a_slow_link_is_heard_there_and_leave
     from dumplib.targets import resolve_target
 
     relay = Relay(s3port, rate=512 << 10)
-    real, RawFirst, scratch = _raw_first(monkeypatch, tmp_path, {**s3_env(relay.port), "DUMPLIB_UPLOAD_BUFFER": buffer})
+    real, raw_first, scratch = _raw_first(monkeypatch, tmp_path, {**s3_env(relay.port), "DUMPLIB_UPLOAD_BUFFER": buffer})
     seen = {"before": -1, "at_cancel": -1}
 
     def progress(_written: int, _elapsed: float) -> None:
@@ -283,7 +277,7 @@ def test_a_cancel_while_the_upload_waits_on_a_slow_link_is_heard_there_and_leave
                             False, True, None, None, None, time.monotonic(), datetime.datetime.now(), 60.0, "auto")
         with pytest.raises(DumpFailed) as failed:
             with real.open(resolve_target(t.pid, real), for_dump=True) as session:
-                api.create_in_session(RawFirst(), session, real.normalise_flags(DumpKind.FULL, None),  # type: ignore[arg-type]
+                api.create_in_session(raw_first, session, real.normalise_flags(DumpKind.FULL, None),  # type: ignore[arg-type]
                                       opts)
         sent = relay.bytes - seen["before"]  # now: a part already on the wire goes on crossing in the background
         t.assert_running_untraced()
